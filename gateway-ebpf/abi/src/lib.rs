@@ -1,0 +1,753 @@
+//! The datapath ABI: every map key and value, event, reason and constant that lazaret's XDP
+//! program and its userspace controller exchange. Defined once here, imported by both sides.
+//!
+//! Pure data: `no_std`, no aya-ebpf, no I/O. Every type is `#[repr(C)]` with fixed-width
+//! fields, explicit padding (always zero) and a compile-time size assertion, so the kernel and
+//! userspace views cannot drift. Bump [`ABI_VERSION`] on any change to a type or a map here:
+//! the controller pins maps under a directory stamped with it and refuses to adopt a mismatch.
+//!
+//! # Generations
+//! Policy maps hold two generations side by side, told apart by a `slot` byte (0 or 1) at the
+//! start of every key. [`MAP_GEN`] holds the active slot; the program reads it once per packet,
+//! so a packet is judged by exactly one generation. Userspace fills the inactive slot
+//! completely, flips [`MAP_GEN`] with one write, waits for in-flight packets, then clears the
+//! old slot. Runtime state (device epochs and quarantine, flows, counters) lives outside the
+//! slots and survives reloads.
+//!
+//! # Decision procedure (mirrored by the reference classifier in `lazaret::policy::classify`)
+//! 1. The ingress interface's side comes from [`MAP_IFACE`]; an interface missing there is a
+//!    device side (fail closed).
+//! 2. Device side: the source is attributed by IP ([`MAP_DEV_IP4`]/[`MAP_DEV_IP6`]). If the IP
+//!    belongs to a device, its MAC (when bound), VLAN (unless [`VLAN_ANY`]) and interface
+//!    (unless [`IFINDEX_ANY`]) must match, else [`Reason::DenySpoof`]. If the IP is unmanaged
+//!    but the source MAC is a device's ([`MAP_DEV_MAC`]), the frame is spoofing, except from
+//!    an unspecified or link-local source, which is attributed by MAC (DHCP, NDP). Neither:
+//!    an unknown device, judged by the site default.
+//! 3. Upstream side: the frame is attributed to the device owning the destination IP; no such
+//!    device means it is not lazaret's to judge ([`Reason::PassUnmanaged`]).
+//! 4. A packet of a known flow ([`MAP_FLOWS`]) passes if the flow was validated under the
+//!    current generation and the epochs of its devices; otherwise the flow is re-judged as
+//!    its initiating packet and kept or cut.
+//! 5. A new initiating packet is judged against the effective policy of every managed end:
+//!    peer address → peer class ([`MAP_PEER4`]/[`MAP_PEER6`], longest prefix), then
+//!    (class, protocol, port) → rule ([`MAP_PORTS`], longest prefix). The effective policy is
+//!    the device's own, its restrict policy, or the site quarantine policy, by its state in
+//!    [`MAP_DEV_STATE`]. No match is a deny; the device's mode turns a deny into audit or learn.
+#![no_std]
+
+use core::mem::{offset_of, size_of};
+
+/// Version of everything in this crate. Stamped on the bpffs pin directory.
+pub const ABI_VERSION: u32 = 1;
+
+// === Map names (the static's name in the eBPF object; at most 15 bytes) ===
+
+/// `Array<u32>`, one entry: the active slot (0 or 1).
+pub const MAP_GEN: &str = "LZ_GEN";
+/// `Array<SiteConfig>`, two entries indexed by slot.
+pub const MAP_SITE: &str = "LZ_SITE";
+/// `HashMap<u32 ifindex, IfaceConfig>`: which side each attached interface faces.
+pub const MAP_IFACE: &str = "LZ_IFACE";
+/// `HashMap<MacKey, DevRef>` (per slot).
+pub const MAP_DEV_MAC: &str = "LZ_DEV_MAC";
+/// `HashMap<Ip4Key, DevRef>` (per slot).
+pub const MAP_DEV_IP4: &str = "LZ_DEV_IP4";
+/// `HashMap<Ip6Key, DevRef>` (per slot).
+pub const MAP_DEV_IP6: &str = "LZ_DEV_IP6";
+/// `HashMap<DevKey, Device>` (per slot).
+pub const MAP_DEVICES: &str = "LZ_DEVICES";
+/// `HashMap<u64 device id, DevState>`: epochs and quarantine; outside the slots.
+pub const MAP_DEV_STATE: &str = "LZ_DEV_STATE";
+/// `LpmTrie<PeerKey4, PeerClass>` (per slot).
+pub const MAP_PEER4: &str = "LZ_PEER4";
+/// `LpmTrie<PeerKey6, PeerClass>` (per slot).
+pub const MAP_PEER6: &str = "LZ_PEER6";
+/// `LpmTrie<PortKey, RuleRef>` (per slot).
+pub const MAP_PORTS: &str = "LZ_PORTS";
+/// `LruHashMap<FlowKey, FlowValue>`: connection state; outside the slots.
+pub const MAP_FLOWS: &str = "LZ_FLOWS";
+/// `LruHashMap<FragKey, FragValue>`: verdicts of fragment trains.
+pub const MAP_FRAGS: &str = "LZ_FRAGS";
+/// `PerCpuArray<u64>` of [`STATS_LEN`]: packets by reason and side, see [`stats_index`].
+pub const MAP_STATS: &str = "LZ_STATS";
+/// `PerCpuHashMap<u64 device id, DevCounters>`.
+pub const MAP_DEV_COUNT: &str = "LZ_DEV_COUNT";
+/// `PerCpuArray<u64>` of `2 * MAX_RULES`: hits per rule, see [`rule_hit_index`].
+pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
+/// `RingBuf` of [`Event`]s.
+pub const MAP_EVENTS: &str = "LZ_EVENTS";
+/// `LruHashMap<u64 source key, TokenBucket>`: per-source event rate limit.
+pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
+/// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost.
+pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
+
+/// The XDP program's name in the object file.
+pub const PROGRAM_NAME: &str = "lazaret_xdp";
+
+// === Capacities (per slot where the map is per slot) ===
+
+/// Managed devices per generation.
+pub const MAX_DEVICES: u32 = 16_384;
+/// Addresses (IPv4 or IPv6) bound to devices, per generation and family.
+pub const MAX_DEVICE_ADDRS: u32 = 32_768;
+/// Peer-prefix entries per generation and family.
+pub const MAX_PEER_ENTRIES: u32 = 262_144;
+/// (class, protocol, port-block) entries per generation.
+pub const MAX_PORT_ENTRIES: u32 = 1_048_576;
+/// Compiled rules per generation (rule ids are below this).
+pub const MAX_RULES: u32 = 262_144;
+/// Tracked flows (LRU).
+pub const MAX_FLOWS: u32 = 262_144;
+/// Tracked fragment trains (LRU).
+pub const MAX_FRAGS: u32 = 16_384;
+/// Event sources with a token bucket (LRU).
+pub const MAX_EV_BUCKETS: u32 = 65_536;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Configured interfaces.
+pub const MAX_IFACES: u32 = 256;
+
+// === Enumerations, as plain numbers ===
+
+/// Side of an interface (`IfaceConfig::side`, `Event::side`, stats index).
+pub const SIDE_DEVICES: u8 = 0;
+pub const SIDE_UPSTREAM: u8 = 1;
+
+/// Who opens a flow, in a peer key.
+pub const DIR_DEVICE_INIT: u8 = 0;
+pub const DIR_PEER_INIT: u8 = 1;
+
+/// `Device::mode`.
+pub const MODE_ENFORCE: u8 = 0;
+pub const MODE_AUDIT: u8 = 1;
+pub const MODE_LEARN: u8 = 2;
+
+/// `DevState::quarantine`.
+pub const QUARANTINE_NONE: u8 = 0;
+pub const QUARANTINE_RESTRICT: u8 = 1;
+pub const QUARANTINE_ISOLATE: u8 = 2;
+
+/// `Device::vlan` that matches any VLAN (and untagged frames).
+pub const VLAN_ANY: u16 = 0xffff;
+/// `Device::vlan` of an untagged device.
+pub const VLAN_UNTAGGED: u16 = 0;
+/// `Device::ifindex` that matches any device-side interface.
+pub const IFINDEX_ANY: u32 = 0;
+/// A rule id meaning "no rule".
+pub const NO_RULE: u32 = u32::MAX;
+
+/// `Device::flags`.
+pub const DEV_F_HAS_MAC: u8 = 1 << 0;
+pub const DEV_F_LIFE_CRITICAL: u8 = 1 << 1;
+/// The device has no IPv4 (IPv6) address bound (DHCP-assigned): any source address of that
+/// family with its MAC is attributed to it, and IP-based anti-spoofing cannot apply.
+pub const DEV_F_NO_IP4: u8 = 1 << 2;
+pub const DEV_F_NO_IP6: u8 = 1 << 3;
+
+/// `SiteConfig::flags`.
+pub const SITE_F_UNKNOWN_AUDIT: u32 = 1 << 0;
+/// Pass link-local control frames (LLDP, STP, LACP, 802.1X) from device ports.
+pub const SITE_F_L2_CONTROL: u32 = 1 << 1;
+/// ARP and NDP for a device's own binding pass (the neighbor-discovery essential).
+pub const SITE_F_NEIGHBOR: u32 = 1 << 2;
+
+/// `RuleRef::flags`: the rule's workflow is in audit mode: matching packets pass and are
+/// reported.
+pub const RULE_F_AUDIT: u32 = 1 << 0;
+
+/// IP protocol numbers the datapath knows.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// `FlowKey::family`.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// `FlowValue::state`.
+pub const FLOW_NEW: u8 = 0;
+pub const FLOW_ESTABLISHED: u8 = 1;
+pub const FLOW_CLOSING: u8 = 2;
+
+/// Flow timeouts in nanoseconds, refreshed by traffic.
+pub const TIMEOUT_TCP_HALF_OPEN_NS: u64 = 30 * NS_PER_S;
+pub const TIMEOUT_TCP_ESTABLISHED_NS: u64 = 2 * 3600 * NS_PER_S;
+pub const TIMEOUT_TCP_CLOSING_NS: u64 = 30 * NS_PER_S;
+pub const TIMEOUT_UDP_NS: u64 = 60 * NS_PER_S;
+pub const TIMEOUT_ICMP_NS: u64 = 60 * NS_PER_S;
+pub const TIMEOUT_OTHER_NS: u64 = 60 * NS_PER_S;
+pub const TIMEOUT_FRAG_NS: u64 = 30 * NS_PER_S;
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// Bound on VLAN tags (802.1Q / 802.1ad) the parser accepts; deeper stacks are dropped.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Bound on IPv6 extension headers walked; a longer chain is dropped.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Default event rate limit per source: tokens per second and burst.
+pub const EVENT_RATE_PER_S: u32 = 50;
+pub const EVENT_BURST: u32 = 100;
+
+/// Why the datapath did what it did. Stable numbers: they index counters and travel in
+/// events; Prometheus `reason` labels come from [`Reason::name`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// A new flow allowed by a rule.
+    AllowRule = 0,
+    /// A packet of an established flow.
+    AllowFlow = 1,
+    /// ARP or NDP for the device's own binding.
+    AllowNeighbor = 2,
+    /// A link-local control frame the site allows.
+    AllowControl = 3,
+    /// Upstream traffic not addressed to a managed device.
+    PassUnmanaged = 4,
+    /// Would be denied; passed because the device or rule is in audit mode.
+    Audit = 5,
+    /// Passed because the device is in learn mode.
+    Learn = 6,
+    /// An unknown device, passed because the site default is audit.
+    UnknownAudit = 7,
+    /// No rule allows this flow.
+    DenyNoRule = 8,
+    /// A non-initiating packet (TCP without SYN, echo reply, …) with no flow.
+    DenyNoFlow = 9,
+    /// A managed identity used with a foreign MAC, VLAN, interface or IP.
+    DenySpoof = 10,
+    /// An unknown device, and the site default is deny.
+    DenyUnknown = 11,
+    /// A frame the parser rejects (truncated, bad lengths, bad header fields).
+    DenyMalformed = 12,
+    /// An ethertype lazaret does not pass.
+    DenyEthertype = 13,
+    /// Denied because the device is quarantined.
+    DenyQuarantine = 14,
+    /// A DHCP server reply from a device port.
+    DenyRogueDhcp = 15,
+    /// A router advertisement or redirect from a device port.
+    DenyRogueRa = 16,
+    /// A fragment that belongs to no allowed train, or a first fragment without its L4 header.
+    DenyFragment = 17,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`].
+    DenyVlanDepth = 18,
+    /// An IPv6 extension-header chain longer than the bound, or with an unknown header.
+    DenyIpv6Ext = 19,
+}
+
+/// Number of reason slots reserved in counters (room for new reasons without an ABI bump of
+/// the stats map).
+pub const REASON_SLOTS: u32 = 32;
+/// Length of [`MAP_STATS`].
+pub const STATS_LEN: u32 = REASON_SLOTS * 2;
+
+/// Index into [`MAP_STATS`] for a reason and a side.
+#[inline(always)]
+pub const fn stats_index(reason: Reason, side: u8) -> u32 {
+    (reason as u32) * 2 + (side as u32 & 1)
+}
+
+/// Index into [`MAP_RULE_HITS`] for a slot and a rule id.
+#[inline(always)]
+pub const fn rule_hit_index(slot: u8, rule: u32) -> u32 {
+    (slot as u32 & 1) * MAX_RULES + rule
+}
+
+impl Reason {
+    /// Every reason, in number order.
+    pub const ALL: [Reason; 20] = [
+        Reason::AllowRule,
+        Reason::AllowFlow,
+        Reason::AllowNeighbor,
+        Reason::AllowControl,
+        Reason::PassUnmanaged,
+        Reason::Audit,
+        Reason::Learn,
+        Reason::UnknownAudit,
+        Reason::DenyNoRule,
+        Reason::DenyNoFlow,
+        Reason::DenySpoof,
+        Reason::DenyUnknown,
+        Reason::DenyMalformed,
+        Reason::DenyEthertype,
+        Reason::DenyQuarantine,
+        Reason::DenyRogueDhcp,
+        Reason::DenyRogueRa,
+        Reason::DenyFragment,
+        Reason::DenyVlanDepth,
+        Reason::DenyIpv6Ext,
+    ];
+
+    /// Whether packets with this reason are passed (XDP_PASS) rather than dropped.
+    pub const fn passes(self) -> bool {
+        (self as u8) < (Reason::DenyNoRule as u8)
+    }
+
+    /// Snake-case label, used for metrics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::AllowRule => "allow_rule",
+            Reason::AllowFlow => "allow_flow",
+            Reason::AllowNeighbor => "allow_neighbor",
+            Reason::AllowControl => "allow_control",
+            Reason::PassUnmanaged => "pass_unmanaged",
+            Reason::Audit => "audit",
+            Reason::Learn => "learn",
+            Reason::UnknownAudit => "unknown_audit",
+            Reason::DenyNoRule => "deny_no_rule",
+            Reason::DenyNoFlow => "deny_no_flow",
+            Reason::DenySpoof => "deny_spoof",
+            Reason::DenyUnknown => "deny_unknown",
+            Reason::DenyMalformed => "deny_malformed",
+            Reason::DenyEthertype => "deny_ethertype",
+            Reason::DenyQuarantine => "deny_quarantine",
+            Reason::DenyRogueDhcp => "deny_rogue_dhcp",
+            Reason::DenyRogueRa => "deny_rogue_ra",
+            Reason::DenyFragment => "deny_fragment",
+            Reason::DenyVlanDepth => "deny_vlan_depth",
+            Reason::DenyIpv6Ext => "deny_ipv6_ext",
+        }
+    }
+
+    /// The reason with this number, if any.
+    pub const fn from_u8(n: u8) -> Option<Reason> {
+        if (n as usize) < Reason::ALL.len() {
+            Some(Reason::ALL[n as usize])
+        } else {
+            None
+        }
+    }
+}
+
+// === Map keys and values ===
+
+/// Per-slot site settings (value of [`MAP_SITE`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// Monotonic generation number of the policy in this slot (0 = slot empty).
+    pub generation: u64,
+    /// `SITE_F_*`.
+    pub flags: u32,
+    /// Policy id enforced on isolated devices.
+    pub quarantine_policy: u32,
+    /// Event tokens per second and burst per source.
+    pub event_rate: u32,
+    pub event_burst: u32,
+}
+
+/// Value of [`MAP_IFACE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// `SIDE_*`.
+    pub side: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the identity maps: the stable id of the device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DevRef {
+    pub id: u64,
+}
+
+/// Key of [`MAP_DEV_MAC`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacKey {
+    pub slot: u8,
+    pub _pad: u8,
+    pub mac: [u8; 6],
+}
+
+/// Key of [`MAP_DEV_IP4`]. The address is in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ip4Key {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 4],
+}
+
+/// Key of [`MAP_DEV_IP6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ip6Key {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Key of [`MAP_DEVICES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DevKey {
+    pub slot: u8,
+    pub _pad: [u8; 7],
+    pub id: u64,
+}
+
+/// A managed device in one generation (value of [`MAP_DEVICES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Device {
+    /// Stable id: [`device_id_hash`] of the inventory id. Keys state and counters.
+    pub id: u64,
+    /// Policy id of the device's allow-list.
+    pub policy: u32,
+    /// Policy id enforced while the device is quarantined with `restrict`.
+    pub restrict_policy: u32,
+    /// Interface the device must be behind, or [`IFINDEX_ANY`].
+    pub ifindex: u32,
+    /// VLAN id the device must use, [`VLAN_UNTAGGED`] or [`VLAN_ANY`].
+    pub vlan: u16,
+    /// `MODE_*`.
+    pub mode: u8,
+    /// `DEV_F_*`.
+    pub flags: u8,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Index of the device's class (for per-class metrics); `u32::MAX` for none.
+    pub class: u32,
+    pub _pad2: [u8; 4],
+}
+
+/// Runtime state of a device (value of [`MAP_DEV_STATE`]); written by userspace only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevState {
+    /// Bumped to make every flow of the device be re-judged on its next packet.
+    pub epoch: u32,
+    /// `QUARANTINE_*`.
+    pub quarantine: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of [`MAP_PEER4`]. LPM prefix length = [`PEER_KEY_FIXED_BITS`] + address prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey4 {
+    pub slot: u8,
+    /// `DIR_*`: who opens the flow, seen from the device whose policy this is.
+    pub dir: u8,
+    pub _pad: [u8; 2],
+    /// Policy id, big-endian (LPM compares bytes in order).
+    pub policy: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Key of [`MAP_PEER6`]; as [`PeerKey4`] with a 16-byte address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey6 {
+    pub slot: u8,
+    pub dir: u8,
+    pub _pad: [u8; 2],
+    pub policy: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Bits of a peer key before the address: slot, dir, padding and policy.
+pub const PEER_KEY_FIXED_BITS: u32 = 64;
+
+/// Value of the peer maps: the equivalence class of peer addresses for one policy and
+/// direction (every address in it is matched by the same rules).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerClass {
+    pub class: u32,
+}
+
+/// Key of [`MAP_PORTS`]. LPM prefix length:
+/// - [`PORT_KEY_CLASS_BITS`]: any protocol, any port (a rule with protocol `any`);
+/// - [`PORT_KEY_PROTO_BITS`]: this protocol, any port (ICMP, numbered protocols, all ports);
+/// - [`PORT_KEY_PROTO_BITS`] + n: this protocol, ports whose top n bits match `port`.
+///
+/// A lookup uses the full key ([`PORT_KEY_FULL_BITS`]) with the packet's protocol and
+/// destination port of the initiating direction (0 for protocols without ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    /// Peer class, big-endian.
+    pub class: [u8; 4],
+    pub proto: u8,
+    /// Port, big-endian.
+    pub port: [u8; 2],
+    pub _pad2: u8,
+}
+
+pub const PORT_KEY_CLASS_BITS: u32 = 64;
+pub const PORT_KEY_PROTO_BITS: u32 = 72;
+pub const PORT_KEY_FULL_BITS: u32 = 88;
+
+/// Value of [`MAP_PORTS`]: the rule that allows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleRef {
+    /// Compiled rule id (below [`MAX_RULES`]), traceable to its workflow and rule.
+    pub rule: u32,
+    /// `RULE_F_*`.
+    pub flags: u32,
+}
+
+/// Key of [`MAP_FLOWS`]: a normalized 5-tuple. Endpoint `a` is the lower of the two
+/// (address, port) pairs, so both directions of a flow share one key. IPv4 addresses occupy
+/// the first four bytes, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    /// Ports in host byte order (ICMP: the echo identifier on both sides).
+    pub port_a: u16,
+    pub port_b: u16,
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_FLOWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Last packet seen, `bpf_ktime_get_ns` clock.
+    pub last_seen_ns: u64,
+    /// Generation under which the flow was last judged.
+    pub generation: u64,
+    /// Managed device at endpoint a / b, or 0.
+    pub dev_a: u64,
+    pub dev_b: u64,
+    /// Epochs of those devices when the flow was last judged.
+    pub epoch_a: u32,
+    pub epoch_b: u32,
+    /// Rule that allowed the flow, or [`NO_RULE`].
+    pub rule: u32,
+    /// `FLOW_*`.
+    pub state: u8,
+    /// 0: endpoint a opened the flow; 1: endpoint b did.
+    pub initiator: u8,
+    /// The reason recorded when the flow was admitted (allow, audit or learn).
+    pub reason: u8,
+    pub _pad: u8,
+}
+
+/// Key of [`MAP_FRAGS`]: a fragment train.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4 identification (16 bits) or IPv6 fragment identification (32 bits).
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_FRAGS`]: the verdict of the first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub last_seen_ns: u64,
+    /// [`Reason`] number given to the first fragment.
+    pub reason: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Value of [`MAP_DEV_COUNT`] (per CPU; userspace sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevCounters {
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+    pub last_seen_ns: u64,
+}
+
+/// Value of [`MAP_EV_BUCKET`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Tokens available, in thousandths.
+    pub tokens_milli: u64,
+    pub last_ns: u64,
+}
+
+/// Indexes of [`MAP_EV_STATS`].
+pub const EV_STAT_SENT: u32 = 0;
+pub const EV_STAT_RATE_LIMITED: u32 = 1;
+pub const EV_STAT_RINGBUF_FULL: u32 = 2;
+pub const EV_STATS_LEN: u32 = 4;
+
+/// `Event::kind`.
+pub const EVENT_DENY: u8 = 1;
+pub const EVENT_AUDIT: u8 = 2;
+pub const EVENT_SPOOF: u8 = 3;
+pub const EVENT_UNKNOWN: u8 = 4;
+pub const EVENT_LEARN: u8 = 5;
+pub const EVENT_ROGUE: u8 = 6;
+
+/// `Event::version` of this layout.
+pub const EVENT_VERSION: u16 = 1;
+
+/// A datapath event, sent through [`MAP_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// [`EVENT_VERSION`].
+    pub version: u16,
+    /// `EVENT_*`.
+    pub kind: u8,
+    /// [`Reason`] number.
+    pub reason: u8,
+    /// `SIDE_*` of the ingress interface.
+    pub side: u8,
+    /// `FAMILY_V4` / `FAMILY_V6`, or 0 for non-IP frames.
+    pub family: u8,
+    pub proto: u8,
+    /// `DIR_*`: whether the managed device opened the flow.
+    pub dir: u8,
+    /// Innermost VLAN id, 0 for untagged.
+    pub vlan: u16,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub _pad: [u8; 2],
+    pub ifindex: u32,
+    /// Rule involved, or [`NO_RULE`].
+    pub rule: u32,
+    pub ts_ns: u64,
+    /// Device the packet was attributed to, or 0 for an unknown source.
+    pub device: u64,
+    /// Generation the packet was judged under.
+    pub generation: u64,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub _pad2: [u8; 4],
+}
+
+/// Stable 64-bit id of a device: FNV-1a of its inventory id. Never 0 (0 means "no device").
+pub const fn device_id_hash(id: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < id.len() {
+        hash ^= id[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    if hash == 0 {
+        1
+    } else {
+        hash
+    }
+}
+
+// === Layout assertions: the kernel and userspace must agree byte for byte ===
+
+const _: () = {
+    assert!(size_of::<SiteConfig>() == 24);
+    assert!(size_of::<IfaceConfig>() == 4);
+    assert!(size_of::<DevRef>() == 8);
+    assert!(size_of::<MacKey>() == 8);
+    assert!(size_of::<Ip4Key>() == 8);
+    assert!(size_of::<Ip6Key>() == 20);
+    assert!(size_of::<DevKey>() == 16);
+    assert!(size_of::<Device>() == 40);
+    assert!(offset_of!(Device, mac) == 24);
+    assert!(offset_of!(Device, class) == 32);
+    assert!(size_of::<DevState>() == 8);
+    assert!(size_of::<PeerKey4>() == 12);
+    assert!(offset_of!(PeerKey4, addr) * 8 == PEER_KEY_FIXED_BITS as usize);
+    assert!(size_of::<PeerKey6>() == 24);
+    assert!(offset_of!(PeerKey6, addr) * 8 == PEER_KEY_FIXED_BITS as usize);
+    assert!(size_of::<PeerClass>() == 4);
+    assert!(size_of::<PortKey>() == 12);
+    assert!(offset_of!(PortKey, proto) * 8 == PORT_KEY_CLASS_BITS as usize);
+    assert!(offset_of!(PortKey, port) * 8 == PORT_KEY_PROTO_BITS as usize);
+    assert!(size_of::<RuleRef>() == 8);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<FlowValue>() == 48);
+    assert!(size_of::<FragKey>() == 40);
+    assert!(size_of::<FragValue>() == 16);
+    assert!(size_of::<DevCounters>() == 40);
+    assert!(size_of::<TokenBucket>() == 16);
+    assert!(size_of::<Event>() == 96);
+    assert!(offset_of!(Event, ts_ns) == 24);
+    assert!(offset_of!(Event, src) == 48);
+    assert!(Reason::ALL.len() <= REASON_SLOTS as usize);
+    assert!(EVENTS_BYTES.is_power_of_two());
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    //! `aya::Pod` for every map type: they are plain old data by construction (repr(C),
+    //! integers and byte arrays, padding spelled out as fields).
+    use super::*;
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => { $(
+            // SAFETY: repr(C), only integer and byte-array fields, no implicit padding
+            // (checked by the size assertions above).
+            unsafe impl aya::Pod for $t {}
+        )* };
+    }
+    pod!(
+        SiteConfig,
+        IfaceConfig,
+        DevRef,
+        MacKey,
+        Ip4Key,
+        Ip6Key,
+        DevKey,
+        Device,
+        DevState,
+        PeerKey4,
+        PeerKey6,
+        PeerClass,
+        PortKey,
+        RuleRef,
+        FlowKey,
+        FlowValue,
+        FragKey,
+        FragValue,
+        DevCounters,
+        TokenBucket,
+        Event,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_numbered_in_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert_eq!(Reason::from_u8(i as u8), Some(*r));
+        }
+        assert_eq!(Reason::from_u8(Reason::ALL.len() as u8), None);
+    }
+
+    #[test]
+    fn pass_reasons_are_the_allows() {
+        assert!(Reason::AllowRule.passes());
+        assert!(Reason::UnknownAudit.passes());
+        assert!(!Reason::DenyNoRule.passes());
+        assert!(!Reason::DenyIpv6Ext.passes());
+    }
+
+    #[test]
+    fn device_id_hash_is_stable_and_nonzero() {
+        // FNV-1a test vector: the empty string hashes to the offset basis.
+        assert_eq!(device_id_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(device_id_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(device_id_hash(b"pump-0001"), device_id_hash(b"pump-0002"));
+    }
+}

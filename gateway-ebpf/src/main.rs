@@ -1,0 +1,883 @@
+//! lazaret's XDP program: per-device allow-lists, stateful, at line rate.
+//!
+//! Shape: [`parse`] turns a frame into a [`Pkt`] or a drop reason; [`judge`] decides;
+//! [`lazaret_xdp`] is the single exit that counts every verdict and emits events. The decision
+//! procedure is documented in `lazaret_abi` and mirrored by the reference classifier in
+//! `lazaret::policy::classify`; differential tests hold the two together.
+//!
+//! Fail closed: whatever the parser cannot judge from a device port is dropped with a reason.
+#![no_std]
+#![no_main]
+
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
+    programs::XdpContext,
+};
+use lazaret_abi::*;
+use parse::{Frag, L3, Pkt};
+
+// === Maps (names and capacities from lazaret_abi) ===
+
+#[map]
+static LZ_GEN: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static LZ_SITE: Array<SiteConfig> = Array::with_max_entries(2, 0);
+#[map]
+static LZ_IFACE: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
+#[map]
+static LZ_DEV_MAC: HashMap<MacKey, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
+#[map]
+static LZ_DEV_IP4: HashMap<Ip4Key, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+#[map]
+static LZ_DEV_IP6: HashMap<Ip6Key, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+#[map]
+static LZ_DEVICES: HashMap<DevKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
+#[map]
+static LZ_DEV_STATE: HashMap<u64, DevState> = HashMap::with_max_entries(MAX_DEVICES, 0);
+#[map]
+static LZ_PEER4: LpmTrie<PeerKey4, PeerClass> = LpmTrie::with_max_entries(2 * MAX_PEER_ENTRIES, 0);
+#[map]
+static LZ_PEER6: LpmTrie<PeerKey6, PeerClass> = LpmTrie::with_max_entries(2 * MAX_PEER_ENTRIES, 0);
+#[map]
+static LZ_PORTS: LpmTrie<PortKey, RuleRef> = LpmTrie::with_max_entries(2 * MAX_PORT_ENTRIES, 0);
+#[map]
+static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+#[map]
+static LZ_FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+#[map]
+static LZ_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+#[map]
+static LZ_DEV_COUNT: PerCpuHashMap<u64, DevCounters> =
+    PerCpuHashMap::with_max_entries(MAX_DEVICES, 0);
+#[map]
+static LZ_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
+#[map]
+static LZ_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> =
+    LruHashMap::with_max_entries(MAX_EV_BUCKETS, 0);
+/// Per-CPU scratch space for the parsed packet: the BPF stack (512 bytes for the whole call
+/// chain) cannot hold it next to the lookup keys.
+#[map]
+static LZ_SCRATCH: PerCpuArray<Pkt> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static LZ_EV_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EV_STATS_LEN, 0);
+
+/// The outcome of judging one frame.
+#[must_use]
+struct Verdict {
+    reason: Reason,
+    /// Device the frame was attributed to (0: none).
+    dev: u64,
+    /// Rule that decided, or NO_RULE.
+    rule: u32,
+    /// DIR_* of the flow seen from `dev`.
+    dir: u8,
+    /// Whether the verdict is worth an event (denies, audits, new learned flows, …).
+    report: bool,
+}
+
+impl Verdict {
+    const fn new(reason: Reason) -> Self {
+        Verdict {
+            reason,
+            dev: 0,
+            rule: NO_RULE,
+            dir: DIR_DEVICE_INIT,
+            report: !reason.passes(),
+        }
+    }
+    const fn dev(reason: Reason, dev: u64) -> Self {
+        let mut v = Verdict::new(reason);
+        v.dev = dev;
+        v
+    }
+}
+
+/// Per-packet context read once: the active slot and its site settings.
+struct Gen {
+    slot: u8,
+    site: SiteConfig,
+}
+
+#[xdp]
+pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: hash-map lookups return pointers into the map that stay valid for this run.
+    let side = match unsafe { LZ_IFACE.get(ifindex) } {
+        Some(cfg) => cfg.side,
+        // An interface lazaret was not told about is treated as a device port: fail closed.
+        None => SIDE_DEVICES,
+    };
+    // Read the generation switch exactly once: the whole packet is judged by this slot.
+    let slot = match LZ_GEN.get(0) {
+        Some(s) => (*s & 1) as u8,
+        None => 0,
+    };
+    let site = match LZ_SITE.get(slot as u32) {
+        Some(s) => *s,
+        None => SiteConfig::default(),
+    };
+    let gen = Gen { slot, site };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+
+    let Some(pkt) = LZ_SCRATCH.get_ptr_mut(0) else {
+        // Cannot happen (a one-element array always has slot 0); fail closed if it does.
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: this CPU's scratch slot; XDP runs to completion without preemption.
+    let pkt = unsafe { &mut *pkt };
+    let (verdict, pkt) = match parse::parse(&ctx, side, ifindex, pkt) {
+        Ok(()) => (judge(&gen, pkt), Some(&*pkt)),
+        Err(reason) => (Verdict::new(reason), None),
+    };
+    account(&gen, &verdict, side, len);
+    if verdict.report {
+        report(&gen, &verdict, side, ifindex, pkt, &ctx);
+    }
+    if verdict.reason.passes() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+// === Judging ===
+
+#[inline(always)]
+fn judge(gen: &Gen, pkt: &Pkt) -> Verdict {
+    match pkt.l3 {
+        L3::Arp => judge_arp(gen, pkt),
+        L3::Control => {
+            if gen.site.flags & SITE_F_L2_CONTROL != 0 {
+                Verdict::new(Reason::AllowControl)
+            } else {
+                Verdict::new(Reason::DenyEthertype)
+            }
+        }
+        L3::Ip => judge_ip(gen, pkt),
+    }
+}
+
+/// ARP from a device port passes only for the sender's own binding.
+#[inline(always)]
+fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
+    if pkt.side == SIDE_UPSTREAM {
+        return Verdict::new(Reason::PassUnmanaged);
+    }
+    // The ARP sender hardware address must be the frame's source: a mismatch is a classic
+    // poisoning trick (the frame passes switch port security, the ARP payload lies).
+    if pkt.arp_sha != pkt.src_mac {
+        let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+        return Verdict::dev(Reason::DenySpoof, dev);
+    }
+    match identify_source(gen, pkt) {
+        Ok(dev) => {
+            if gen.site.flags & SITE_F_NEIGHBOR != 0 {
+                let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
+                v.report = false;
+                v
+            } else {
+                Verdict::dev(Reason::DenyNoRule, dev.id)
+            }
+        }
+        Err(v) => v,
+    }
+}
+
+#[inline(always)]
+fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
+    if pkt.side == SIDE_DEVICES {
+        // Servers' messages from a device port: a rogue DHCP server or router.
+        if pkt.proto == PROTO_UDP
+            && ((pkt.family == FAMILY_V4 && pkt.sport == 67)
+                || (pkt.family == FAMILY_V6 && pkt.sport == 547))
+        {
+            let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+            return Verdict::dev(Reason::DenyRogueDhcp, dev);
+        }
+        if pkt.proto == PROTO_ICMPV6 && (pkt.icmp_type == 134 || pkt.icmp_type == 137) {
+            let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+            return Verdict::dev(Reason::DenyRogueRa, dev);
+        }
+    }
+
+    // Identity: who is the managed end this frame is judged for?
+    let src_dev = if pkt.side == SIDE_DEVICES {
+        match identify_source(gen, pkt) {
+            Ok(dev) => Some(dev),
+            Err(v) => return v,
+        }
+    } else {
+        lookup_ip_device(gen.slot, pkt.family, &pkt.src)
+    };
+    let dst_dev = lookup_ip_device(gen.slot, pkt.family, &pkt.dst);
+    if src_dev.is_none() && dst_dev.is_none() {
+        return Verdict::new(Reason::PassUnmanaged);
+    }
+
+    // NDP for the device's own addresses (the neighbor-discovery essential).
+    if pkt.proto == PROTO_ICMPV6 && parse::is_neighbor_icmpv6(pkt.icmp_type) {
+        if let Some(dev) = src_dev {
+            if pkt.side == SIDE_DEVICES {
+                return judge_ndp(gen, pkt, dev);
+            }
+        }
+    }
+
+    // Non-first fragments carry no ports: they follow their train's first fragment.
+    if let Frag::Later = pkt.frag {
+        let key = frag_key(pkt);
+        // SAFETY: see LZ_IFACE above.
+        return match unsafe { LZ_FRAGS.get(&key) } {
+            Some(train) => match Reason::from_u8(train.reason) {
+                Some(r) if r.passes() => {
+                    let mut v = Verdict::new(r);
+                    v.dev = dev_id(&src_dev, &dst_dev);
+                    v.report = false;
+                    v
+                }
+                _ => Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev)),
+            },
+            None => Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev)),
+        };
+    }
+
+    let v = judge_flow(gen, pkt, &src_dev, &dst_dev);
+    if let Frag::First = pkt.frag {
+        let train = FragValue {
+            last_seen_ns: now(),
+            reason: v.reason as u8,
+            _pad: [0; 7],
+        };
+        let _ = LZ_FRAGS.insert(&frag_key(pkt), &train, 0);
+    }
+    v
+}
+
+#[inline(always)]
+fn dev_id(src: &Option<&'static Device>, dst: &Option<&'static Device>) -> u64 {
+    match (src, dst) {
+        (Some(d), _) => d.id,
+        (None, Some(d)) => d.id,
+        (None, None) => 0,
+    }
+}
+
+/// NS, NA, RS and MLD from a device: the source must be one of the device's own addresses
+/// (identify_source checked it) and an NA may only advertise an address of the device.
+#[inline(always)]
+fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
+    if gen.site.flags & SITE_F_NEIGHBOR == 0 {
+        return Verdict::dev(Reason::DenyNoRule, dev.id);
+    }
+    if pkt.icmp_type == 136 && !parse::is_link_local6(&pkt.nd_target) {
+        match lookup_ip_device(gen.slot, FAMILY_V6, &pkt.nd_target) {
+            Some(owner) if owner.id == dev.id => {}
+            _ => return Verdict::dev(Reason::DenySpoof, dev.id),
+        }
+    }
+    let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
+    v.report = false;
+    v
+}
+
+/// Attributes a frame from a device port to a managed device, or returns the verdict for a
+/// spoofed or unknown source.
+#[inline(always)]
+fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
+    let unspecified = parse::is_unspecified_or_link_local(pkt.family, &pkt.src);
+    let by_ip = if unspecified {
+        None
+    } else {
+        lookup_ip_device(gen.slot, pkt.family, &pkt.src)
+    };
+    if let Some(dev) = by_ip {
+        let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
+        let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
+        let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+        return if mac_ok && vlan_ok && if_ok {
+            Ok(dev)
+        } else {
+            Err(Verdict::dev(Reason::DenySpoof, dev.id))
+        };
+    }
+    let by_mac = match lookup_mac(gen.slot, &pkt.src_mac) {
+        Some(id) => lookup_device(gen.slot, id),
+        None => None,
+    };
+    match by_mac {
+        Some(dev) => {
+            let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
+            let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+            // A managed MAC may speak from an unspecified or link-local address (DHCP, NDP),
+            // or from any address when the device has no address bound for that family.
+            let ip_ok = unspecified
+                || (pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
+                || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0);
+            if ip_ok && vlan_ok && if_ok {
+                Ok(dev)
+            } else {
+                Err(Verdict::dev(Reason::DenySpoof, dev.id))
+            }
+        }
+        None => {
+            if gen.site.flags & SITE_F_UNKNOWN_AUDIT != 0 {
+                let mut v = Verdict::new(Reason::UnknownAudit);
+                v.report = true;
+                Err(v)
+            } else {
+                Err(Verdict::new(Reason::DenyUnknown))
+            }
+        }
+    }
+}
+
+/// Stateful part: known flows pass (re-judged after a policy or epoch change), new
+/// initiating packets are judged against the policy and open a flow.
+#[inline(always)]
+fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: &Option<&'static Device>) -> Verdict {
+    let (key, src_is_a) = flow_key(pkt);
+    let now = now();
+    if let Some(flow) = LZ_FLOWS.get_ptr_mut(&key) {
+        // SAFETY: the pointer comes from a successful lookup in this program run.
+        let flow = unsafe { &mut *flow };
+        if now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
+            let initiator_is_src = (flow.initiator == 0) == src_is_a;
+            if flow_is_current(gen, flow) {
+                flow.last_seen_ns = now;
+                advance_tcp(flow, pkt, initiator_is_src);
+                let mut v = Verdict::new(Reason::AllowFlow);
+                v.dev = dev_id(src_dev, dst_dev);
+                v.rule = flow.rule;
+                v.report = false;
+                return v;
+            }
+            // Policy or device state changed since the flow was admitted: judge its
+            // initiating direction again under the current generation.
+            let (init_dev, resp_dev) = if initiator_is_src {
+                (src_dev, dst_dev)
+            } else {
+                (dst_dev, src_dev)
+            };
+            let (init_addr, resp_addr) = if initiator_is_src {
+                (&pkt.src, &pkt.dst)
+            } else {
+                (&pkt.dst, &pkt.src)
+            };
+            let resp_port = if initiator_is_src {
+                pkt.dport
+            } else {
+                pkt.sport
+            };
+            let v = judge_policy(gen, pkt, init_dev, resp_dev, init_addr, resp_addr, resp_port);
+            if v.reason.passes() {
+                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
+                flow.last_seen_ns = now;
+                advance_tcp(flow, pkt, initiator_is_src);
+                let mut out = Verdict::new(Reason::AllowFlow);
+                out.dev = v.dev;
+                out.rule = v.rule;
+                out.report = false;
+                return out;
+            }
+            let _ = LZ_FLOWS.remove(&key);
+            return v;
+        }
+        let _ = LZ_FLOWS.remove(&key);
+    }
+
+    if !pkt.initiating() {
+        let mut v = Verdict::new(Reason::DenyNoFlow);
+        v.dev = dev_id(src_dev, dst_dev);
+        return v;
+    }
+    let port = if pkt.has_ports() { pkt.dport } else { 0 };
+    let v = judge_policy(gen, pkt, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
+    if v.reason.passes() {
+        let mut flow = FlowValue {
+            last_seen_ns: now,
+            state: FLOW_NEW,
+            initiator: if src_is_a { 0 } else { 1 },
+            ..FlowValue::default()
+        };
+        stamp_flow(gen, &mut flow, src_is_a, src_dev, dst_dev, &v);
+        let _ = LZ_FLOWS.insert(&key, &flow, 0);
+    }
+    v
+}
+
+/// Judges an initiating packet (initiator → responder:port) against the effective policy
+/// of every managed end: all of them must allow it.
+#[inline(always)]
+fn judge_policy(
+    gen: &Gen,
+    pkt: &Pkt,
+    init_dev: &Option<&'static Device>,
+    resp_dev: &Option<&'static Device>,
+    init_addr: &[u8; 16],
+    resp_addr: &[u8; 16],
+    port: u16,
+) -> Verdict {
+    let mut rule = NO_RULE;
+    let mut dev = 0u64;
+    let mut dir = DIR_DEVICE_INIT;
+    let mut audit = false;
+    if let Some(d) = init_dev {
+        match judge_end(gen, pkt, d, DIR_DEVICE_INIT, resp_addr, port) {
+            Ok(r) => {
+                rule = r.rule;
+                dev = d.id;
+                audit |= r.flags & RULE_F_AUDIT != 0;
+            }
+            Err(v) => return v,
+        }
+    }
+    if let Some(d) = resp_dev {
+        match judge_end(gen, pkt, d, DIR_PEER_INIT, init_addr, port) {
+            Ok(r) => {
+                if dev == 0 {
+                    rule = r.rule;
+                    dev = d.id;
+                    dir = DIR_PEER_INIT;
+                }
+                audit |= r.flags & RULE_F_AUDIT != 0;
+            }
+            Err(v) => return v,
+        }
+    }
+    let mut v = Verdict::new(if audit {
+        Reason::Audit
+    } else {
+        Reason::AllowRule
+    });
+    v.dev = dev;
+    v.rule = rule;
+    v.dir = dir;
+    v.report = audit;
+    v
+}
+
+/// One managed end: its effective policy (by quarantine state) must have a rule for the
+/// peer address, protocol and port. A miss is a deny, softened by the device's mode unless
+/// the device is quarantined.
+#[inline(always)]
+fn judge_end(
+    gen: &Gen,
+    pkt: &Pkt,
+    dev: &Device,
+    dir: u8,
+    peer: &[u8; 16],
+    port: u16,
+) -> Result<RuleRef, Verdict> {
+    // SAFETY: see LZ_IFACE above.
+    let quarantine = match unsafe { LZ_DEV_STATE.get(dev.id) } {
+        Some(s) => s.quarantine,
+        None => QUARANTINE_NONE,
+    };
+    let policy = match quarantine {
+        QUARANTINE_NONE => dev.policy,
+        QUARANTINE_RESTRICT => dev.restrict_policy,
+        _ => gen.site.quarantine_policy,
+    };
+    if let Some(r) = lookup_rule(gen.slot, policy, dir, pkt.family, peer, pkt.proto, port) {
+        return Ok(r);
+    }
+    let reason = if quarantine != QUARANTINE_NONE {
+        Reason::DenyQuarantine
+    } else {
+        match dev.mode {
+            MODE_AUDIT => Reason::Audit,
+            MODE_LEARN => Reason::Learn,
+            _ => Reason::DenyNoRule,
+        }
+    };
+    let mut v = Verdict::dev(reason, dev.id);
+    v.dir = dir;
+    v.report = true;
+    Err(v)
+}
+
+/// Two lookups, whatever the size of the policy: peer address → class (longest prefix),
+/// then (class, protocol, port) → rule (longest prefix over aligned port blocks).
+#[inline(always)]
+fn lookup_rule(
+    slot: u8,
+    policy: u32,
+    dir: u8,
+    family: u8,
+    peer: &[u8; 16],
+    proto: u8,
+    port: u16,
+) -> Option<RuleRef> {
+    let class = if family == FAMILY_V4 {
+        let key = Key::new(
+            PEER_KEY_FIXED_BITS + 32,
+            PeerKey4 {
+                slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: [peer[0], peer[1], peer[2], peer[3]],
+            },
+        );
+        LZ_PEER4.get(&key)?.class
+    } else {
+        let key = Key::new(
+            PEER_KEY_FIXED_BITS + 128,
+            PeerKey6 {
+                slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: *peer,
+            },
+        );
+        LZ_PEER6.get(&key)?.class
+    };
+    let key = Key::new(
+        PORT_KEY_FULL_BITS,
+        PortKey {
+            slot,
+            _pad: [0; 3],
+            class: class.to_be_bytes(),
+            proto,
+            port: port.to_be_bytes(),
+            _pad2: 0,
+        },
+    );
+    LZ_PORTS.get(&key).copied()
+}
+
+// === Flow helpers ===
+
+#[inline(always)]
+fn flow_key(pkt: &Pkt) -> (FlowKey, bool) {
+    let src_is_a = (pkt.src, pkt.sport) <= (pkt.dst, pkt.dport);
+    let (a, pa, b, pb) = if src_is_a {
+        (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+    } else {
+        (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+    };
+    (
+        FlowKey {
+            addr_a: a,
+            addr_b: b,
+            port_a: pa,
+            port_b: pb,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        },
+        src_is_a,
+    )
+}
+
+#[inline(always)]
+fn stamp_flow(
+    gen: &Gen,
+    flow: &mut FlowValue,
+    src_is_a: bool,
+    src_dev: &Option<&'static Device>,
+    dst_dev: &Option<&'static Device>,
+    v: &Verdict,
+) {
+    let src_id = src_dev.map_or(0, |d| d.id);
+    let dst_id = dst_dev.map_or(0, |d| d.id);
+    let (a, b) = if src_is_a {
+        (src_id, dst_id)
+    } else {
+        (dst_id, src_id)
+    };
+    flow.dev_a = a;
+    flow.dev_b = b;
+    flow.epoch_a = epoch(a);
+    flow.epoch_b = epoch(b);
+    flow.generation = gen.site.generation;
+    flow.rule = v.rule;
+    flow.reason = v.reason as u8;
+}
+
+#[inline(always)]
+fn flow_is_current(gen: &Gen, flow: &FlowValue) -> bool {
+    flow.generation == gen.site.generation
+        && flow.epoch_a == epoch(flow.dev_a)
+        && flow.epoch_b == epoch(flow.dev_b)
+}
+
+#[inline(always)]
+fn epoch(dev: u64) -> u32 {
+    if dev == 0 {
+        return 0;
+    }
+    // SAFETY: see LZ_IFACE above.
+    match unsafe { LZ_DEV_STATE.get(dev) } {
+        Some(s) => s.epoch,
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn advance_tcp(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
+    if pkt.proto != PROTO_TCP {
+        if !from_initiator {
+            flow.state = FLOW_ESTABLISHED;
+        }
+        return;
+    }
+    if pkt.tcp_flags & (parse::TCP_FIN | parse::TCP_RST) != 0 {
+        flow.state = FLOW_CLOSING;
+    } else if !from_initiator && pkt.tcp_flags & parse::TCP_ACK != 0 && flow.state == FLOW_NEW {
+        flow.state = FLOW_ESTABLISHED;
+    }
+}
+
+#[inline(always)]
+fn flow_timeout(proto: u8, state: u8) -> u64 {
+    match proto {
+        PROTO_TCP => match state {
+            FLOW_ESTABLISHED => TIMEOUT_TCP_ESTABLISHED_NS,
+            FLOW_CLOSING => TIMEOUT_TCP_CLOSING_NS,
+            _ => TIMEOUT_TCP_HALF_OPEN_NS,
+        },
+        PROTO_UDP => TIMEOUT_UDP_NS,
+        PROTO_ICMP | PROTO_ICMPV6 => TIMEOUT_ICMP_NS,
+        _ => TIMEOUT_OTHER_NS,
+    }
+}
+
+#[inline(always)]
+fn frag_key(pkt: &Pkt) -> FragKey {
+    FragKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        id: pkt.frag_id,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
+// === Identity lookups ===
+
+#[inline(always)]
+fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<u64> {
+    let key = MacKey {
+        slot,
+        _pad: 0,
+        mac: *mac,
+    };
+    // SAFETY: see LZ_IFACE above.
+    unsafe { LZ_DEV_MAC.get(&key) }.map(|r| r.id)
+}
+
+#[inline(always)]
+fn lookup_device(slot: u8, id: u64) -> Option<&'static Device> {
+    let key = DevKey {
+        slot,
+        _pad: [0; 7],
+        id,
+    };
+    // SAFETY: see LZ_IFACE above.
+    unsafe { LZ_DEVICES.get(&key) }
+}
+
+#[inline(always)]
+fn lookup_ip_device(slot: u8, family: u8, addr: &[u8; 16]) -> Option<&'static Device> {
+    let id = if family == FAMILY_V4 {
+        let key = Ip4Key {
+            slot,
+            _pad: [0; 3],
+            addr: [addr[0], addr[1], addr[2], addr[3]],
+        };
+        // SAFETY: see LZ_IFACE above.
+        unsafe { LZ_DEV_IP4.get(&key) }?.id
+    } else {
+        let key = Ip6Key {
+            slot,
+            _pad: [0; 3],
+            addr: *addr,
+        };
+        // SAFETY: see LZ_IFACE above.
+        unsafe { LZ_DEV_IP6.get(&key) }?.id
+    };
+    lookup_device(slot, id)
+}
+
+// === The single exit: counters and events ===
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, index: u32, by: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe { *c += by };
+    }
+}
+
+#[inline(always)]
+fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
+    bump(&LZ_STATS, stats_index(v.reason, side), 1);
+    if v.rule != NO_RULE && v.rule < MAX_RULES {
+        bump(&LZ_RULE_HITS, rule_hit_index(gen.slot, v.rule), 1);
+    }
+    if v.dev == 0 {
+        return;
+    }
+    let passes = v.reason.passes();
+    let c = match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
+        Some(c) => c,
+        None => {
+            let _ = LZ_DEV_COUNT.insert(v.dev, DevCounters::default(), 0);
+            match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a per-CPU value, only this CPU writes it.
+    let c = unsafe { &mut *c };
+    if passes {
+        c.allowed_packets += 1;
+        c.allowed_bytes += len;
+    } else {
+        c.denied_packets += 1;
+        c.denied_bytes += len;
+    }
+    c.last_seen_ns = now();
+}
+
+/// Takes one event token for the source; a flooding device exhausts only its own bucket.
+#[inline(always)]
+fn take_token(gen: &Gen, source: u64) -> bool {
+    let now = now();
+    let rate = gen.site.event_rate as u64;
+    let burst_milli = (gen.site.event_burst as u64) * 1000;
+    match LZ_EV_BUCKET.get_ptr_mut(source) {
+        Some(b) => {
+            // SAFETY: pointer from a successful lookup; races between CPUs only blur the
+            // rate a little, never overflow it badly.
+            let b = unsafe { &mut *b };
+            // Cap the elapsed time so the product stays small: plain u64 arithmetic, no
+            // overflow checks (those need 128-bit multiplies BPF does not have).
+            let mut elapsed_ms = now.saturating_sub(b.last_ns) / 1_000_000;
+            if elapsed_ms > 1_000_000 {
+                elapsed_ms = 1_000_000;
+            }
+            let refill = elapsed_ms * rate;
+            let tokens = if b.tokens_milli + refill > burst_milli {
+                burst_milli
+            } else {
+                b.tokens_milli + refill
+            };
+            if refill > 0 {
+                b.last_ns = now;
+            }
+            if tokens >= 1000 {
+                b.tokens_milli = tokens - 1000;
+                true
+            } else {
+                b.tokens_milli = tokens;
+                false
+            }
+        }
+        None => {
+            let b = TokenBucket {
+                tokens_milli: burst_milli.saturating_sub(1000),
+                last_ns: now,
+            };
+            let _ = LZ_EV_BUCKET.insert(source, &b, 0);
+            burst_milli >= 1000
+        }
+    }
+}
+
+#[inline(always)]
+fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx: &XdpContext) {
+    let src_mac = match pkt {
+        Some(p) => p.src_mac,
+        None => parse::src_mac(ctx).unwrap_or([0; 6]),
+    };
+    // Unknown sources are keyed by MAC with the top bit set, so they never share a bucket
+    // with a managed device.
+    let source = if v.dev != 0 {
+        v.dev
+    } else {
+        (1u64 << 63)
+            | (src_mac[0] as u64) << 40
+            | (src_mac[1] as u64) << 32
+            | (src_mac[2] as u64) << 24
+            | (src_mac[3] as u64) << 16
+            | (src_mac[4] as u64) << 8
+            | src_mac[5] as u64
+    };
+    if !take_token(gen, source) {
+        bump(&LZ_EV_STATS, EV_STAT_RATE_LIMITED, 1);
+        return;
+    }
+    let Some(mut entry) = LZ_EVENTS.reserve::<Event>(0) else {
+        bump(&LZ_EV_STATS, EV_STAT_RINGBUF_FULL, 1);
+        return;
+    };
+    let kind = match v.reason {
+        Reason::DenySpoof => EVENT_SPOOF,
+        Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
+        Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
+        Reason::Audit => EVENT_AUDIT,
+        Reason::Learn => EVENT_LEARN,
+        _ => EVENT_DENY,
+    };
+    // Fill the reserved ring-buffer slot in place: an Event on the stack would not fit.
+    let ev = entry.as_mut_ptr();
+    // SAFETY: the entry is a reserved, exclusively owned slot of size_of::<Event>() bytes;
+    // zeroing it first makes every field (padding included) initialised.
+    let ev = unsafe {
+        core::ptr::write_bytes(ev, 0, 1);
+        &mut *ev
+    };
+    ev.version = EVENT_VERSION;
+    ev.kind = kind;
+    ev.reason = v.reason as u8;
+    ev.side = side;
+    ev.dir = v.dir;
+    ev.ifindex = ifindex;
+    ev.rule = v.rule;
+    ev.ts_ns = now();
+    ev.device = v.dev;
+    ev.generation = gen.site.generation;
+    ev.src_mac = src_mac;
+    if let Some(p) = pkt {
+        ev.family = if p.l3 == L3::Ip { p.family } else { 0 };
+        ev.proto = p.proto;
+        ev.vlan = p.vlan;
+        ev.src_port = p.sport;
+        ev.dst_port = p.dport;
+        ev.src = p.src;
+        ev.dst = p.dst;
+        ev.dst_mac = p.dst_mac;
+    }
+    entry.submit(0);
+    bump(&LZ_EV_STATS, EV_STAT_SENT, 1);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

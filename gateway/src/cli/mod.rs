@@ -1,0 +1,3 @@
+//! Subcommands of the `lazaret` binary.
+
+pub mod policy_cmds;

@@ -1,0 +1,1 @@
+//! The daemon's configuration (`/etc/lazaret/lazaret.toml`).

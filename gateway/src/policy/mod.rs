@@ -1,0 +1,1 @@
+//! The policy language, compiler and reference classifier. Pure: no aya, no kernel.
