@@ -219,7 +219,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         lookup_ip_device(gen.slot, pkt.family, &pkt.src)
     };
     let dst_dev = lookup_ip_device(gen.slot, pkt.family, &pkt.dst);
-    if src_dev.is_none() && dst_dev.is_none() {
+    // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
+    // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
+    if dev_id(&src_dev, &dst_dev) == 0 {
         return Verdict::new(Reason::PassUnmanaged);
     }
 

@@ -86,10 +86,17 @@ impl Pkt {
     }
 }
 
+/// A bounds-checked pointer into the frame.
+///
+/// `data_end` is re-read with a volatile load on purpose: otherwise LLVM combines this check
+/// with the header-length arithmetic done elsewhere (total length ≤ frame length, …), proves
+/// it redundant and deletes it — and the verifier, which does not follow that reasoning,
+/// rejects the access.
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Reason> {
     let start = ctx.data();
-    let end = ctx.data_end();
+    // SAFETY: ctx.ctx is the xdp_md the kernel passed to the program.
+    let end = unsafe { core::ptr::read_volatile(&(*ctx.ctx).data_end) } as usize;
     if start + off + size_of::<T>() > end {
         return Err(Reason::DenyMalformed);
     }
@@ -215,7 +222,6 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     if total < ihl || total > available {
         return Err(Reason::DenyMalformed);
     }
-    let _options_present: u8 = read(ctx, off + ihl - 1)?;
     let frag_word = be16(ctx, off + 6)?;
     let more = frag_word & 0x2000 != 0;
     let frag_off = frag_word & 0x1fff;

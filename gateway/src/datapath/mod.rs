@@ -1,4 +1,17 @@
-//! The XDP datapath: the embedded program, loading and attaching it, filling its maps.
+//! The XDP datapath from userspace: the embedded program, loading and attaching it, filling
+//! its maps one generation at a time, reading its counters, and running it on crafted frames
+//! (BPF_PROG_TEST_RUN).
+//!
+//! Everything here needs CAP_BPF (and CAP_NET_ADMIN to attach); the pure parts of policy
+//! handling live in [`crate::policy`].
+
+mod contents;
+mod error;
+mod loader;
+
+pub use contents::MapContents;
+pub use error::DatapathError;
+pub use loader::{AttachMode, Datapath, DeviceCounterTotals, LoadOptions};
 
 /// The XDP program object, built by build.rs from gateway-ebpf.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lazaret-xdp"));

@@ -1,0 +1,35 @@
+//! Errors of the datapath layer.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the XDP program failed (the kernel needs BPF and BTF, and lazaret needs CAP_BPF and CAP_NET_ADMIN): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP program was rejected or could not be attached: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the XDP object has no map named {0} (the embedded program and this binary disagree)")]
+    MissingMap(&'static str),
+    #[error("the XDP object has no program named {0}")]
+    MissingProgram(&'static str),
+    #[error("interface {0:?} does not exist")]
+    NoSuchInterface(String),
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DatapathError {
+    pub(crate) fn map(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Self {
+        move |source| DatapathError::Map { map, source }
+    }
+}

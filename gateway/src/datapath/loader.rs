@@ -1,0 +1,407 @@
+//! Loading the XDP program, attaching it, and the generation switch.
+//!
+//! A new policy is installed in the inactive slot of every policy map, then one write to
+//! `LZ_GEN` makes it active. The program reads `LZ_GEN` once per packet, so no packet sees a
+//! mix. The old slot is cleared only after a grace period: a packet that read the old slot
+//! just before the flip still finds its entries.
+
+use std::{path::PathBuf, time::Duration};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader, Pod,
+};
+use lazaret_abi::*;
+
+use super::{contents::MapContents, error::DatapathError};
+
+/// How long to wait after a generation flip before clearing the old slot. XDP runs to
+/// completion in microseconds; this is three orders of magnitude more.
+const GRACE: Duration = Duration::from_millis(20);
+
+/// Where and how to load the program.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin every map by name in this bpffs directory, adopting maps already pinned there.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// XDP attach mode requested for an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    Auto,
+    Native,
+    Skb,
+}
+
+/// Summed per-CPU counters of one device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounterTotals {
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+    pub last_seen_ns: u64,
+}
+
+/// The loaded XDP program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads lazaret's XDP program (verifier included) without attaching it.
+    pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        Self::load_object(super::PROGRAM, PROGRAM_NAME, opts)
+    }
+
+    /// Loads the baseline program benchmarks compare against.
+    pub fn load_baseline() -> Result<Self, DatapathError> {
+        Self::load_object(super::BASELINE, "lazaret_baseline", &LoadOptions::default())
+    }
+
+    fn load_object(
+        object: &[u8],
+        program: &'static str,
+        opts: &LoadOptions,
+    ) -> Result<Self, DatapathError> {
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()?;
+        prog.load()?;
+        Ok(Datapath { ebpf })
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let name = self.program_name();
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()?)
+    }
+
+    fn program_name(&self) -> &'static str {
+        if self.ebpf.program(PROGRAM_NAME).is_some() {
+            PROGRAM_NAME
+        } else {
+            "lazaret_baseline"
+        }
+    }
+
+    /// Attaches to an interface; returns the mode actually used.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<AttachMode, DatapathError> {
+        let prog = self.program_mut()?;
+        match mode {
+            AttachMode::Native => {
+                prog.attach(ifname, XdpMode::Driver)?;
+                Ok(AttachMode::Native)
+            }
+            AttachMode::Skb => {
+                prog.attach(ifname, XdpMode::Skb)?;
+                Ok(AttachMode::Skb)
+            }
+            AttachMode::Auto => match prog.attach(ifname, XdpMode::Driver) {
+                Ok(_) => Ok(AttachMode::Native),
+                Err(native) => {
+                    tracing::warn!(interface = ifname, error = %native, "native XDP unavailable, falling back to skb mode");
+                    prog.attach(ifname, XdpMode::Skb)?;
+                    Ok(AttachMode::Skb)
+                }
+            },
+        }
+    }
+
+    /// Declares which side an interface faces.
+    pub fn set_interface(&mut self, ifindex: u32, side: u8) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, u32, IfaceConfig> = typed(&mut self.ebpf, MAP_IFACE)?;
+        map.insert(ifindex, IfaceConfig { side, _pad: [0; 3] }, 0)
+            .map_err(DatapathError::map(MAP_IFACE))
+    }
+
+    /// The slot packets are judged by now.
+    pub fn active_slot(&mut self) -> Result<u8, DatapathError> {
+        let map: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
+        Ok((map.get(&0, 0).map_err(DatapathError::map(MAP_GEN))? & 1) as u8)
+    }
+
+    /// The slot the next generation must be compiled for.
+    pub fn next_slot(&mut self) -> Result<u8, DatapathError> {
+        Ok(1 - self.active_slot()?)
+    }
+
+    /// Site settings of the active generation (generation 0: nothing installed yet).
+    pub fn active_site(&mut self) -> Result<SiteConfig, DatapathError> {
+        let slot = self.active_slot()?;
+        let map: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
+        map.get(&(slot as u32), 0)
+            .map_err(DatapathError::map(MAP_SITE))
+    }
+
+    /// Installs a complete generation: fill the inactive slot, flip, clear the old slot.
+    /// `contents` must have been built for [`Self::next_slot`]. On error before the flip the
+    /// active generation is untouched and keeps enforcing.
+    pub fn install(&mut self, contents: &MapContents) -> Result<(), DatapathError> {
+        let old = self.active_slot()?;
+        let new = 1 - old;
+        // Leftovers from an interrupted install must not leak into the new generation.
+        self.clear_slot(new)?;
+        self.write_slot(contents)?;
+        {
+            let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
+            site.set(new as u32, contents.site, 0)
+                .map_err(DatapathError::map(MAP_SITE))?;
+        }
+        // The switch: one 4-byte array write.
+        {
+            let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
+            gen.set(0, new as u32, 0).map_err(DatapathError::map(MAP_GEN))?;
+        }
+        std::thread::sleep(GRACE);
+        self.clear_slot(old)?;
+        let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
+        site.set(old as u32, SiteConfig::default(), 0)
+            .map_err(DatapathError::map(MAP_SITE))
+    }
+
+    fn write_slot(&mut self, c: &MapContents) -> Result<(), DatapathError> {
+        insert_all(&mut self.ebpf, MAP_DEVICES, &c.devices)?;
+        insert_all(&mut self.ebpf, MAP_DEV_MAC, &c.dev_mac)?;
+        insert_all(&mut self.ebpf, MAP_DEV_IP4, &c.dev_ip4)?;
+        insert_all(&mut self.ebpf, MAP_DEV_IP6, &c.dev_ip6)?;
+        insert_lpm(&mut self.ebpf, MAP_PEER4, &c.peer4)?;
+        insert_lpm(&mut self.ebpf, MAP_PEER6, &c.peer6)?;
+        insert_lpm(&mut self.ebpf, MAP_PORTS, &c.ports)?;
+        Ok(())
+    }
+
+    /// Removes every entry of one slot from the per-slot maps.
+    fn clear_slot(&mut self, slot: u8) -> Result<(), DatapathError> {
+        remove_where::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES, |k| k.slot == slot)?;
+        remove_where::<MacKey, DevRef>(&mut self.ebpf, MAP_DEV_MAC, |k| k.slot == slot)?;
+        remove_where::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4, |k| k.slot == slot)?;
+        remove_where::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6, |k| k.slot == slot)?;
+        remove_lpm_where::<PeerKey4, PeerClass>(&mut self.ebpf, MAP_PEER4, |k| k.slot == slot)?;
+        remove_lpm_where::<PeerKey6, PeerClass>(&mut self.ebpf, MAP_PEER6, |k| k.slot == slot)?;
+        remove_lpm_where::<PortKey, RuleRef>(&mut self.ebpf, MAP_PORTS, |k| k.slot == slot)?;
+        Ok(())
+    }
+
+    /// Sets a device's runtime state (epoch, quarantine). Takes effect on the next packet.
+    pub fn set_device_state(&mut self, id: u64, state: DevState) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, u64, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        map.insert(id, state, 0)
+            .map_err(DatapathError::map(MAP_DEV_STATE))
+    }
+
+    /// A device's runtime state (default if never set).
+    pub fn device_state(&mut self, id: u64) -> Result<DevState, DatapathError> {
+        let map: HashMap<_, u64, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        match map.get(&id, 0) {
+            Ok(s) => Ok(s),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(DevState::default()),
+            Err(e) => Err(DatapathError::map(MAP_DEV_STATE)(e)),
+        }
+    }
+
+    /// Packets by reason and side, summed over CPUs; indexed by [`stats_index`].
+    pub fn stats(&mut self) -> Result<Vec<u64>, DatapathError> {
+        per_cpu_sums(&mut self.ebpf, MAP_STATS, STATS_LEN)
+    }
+
+    /// Event counters (sent, rate limited, ring buffer full), indexed by `EV_STAT_*`.
+    pub fn event_stats(&mut self) -> Result<Vec<u64>, DatapathError> {
+        per_cpu_sums(&mut self.ebpf, MAP_EV_STATS, EV_STATS_LEN)
+    }
+
+    /// Hits of one rule in one slot.
+    pub fn rule_hits(&mut self, slot: u8, rule: u32) -> Result<u64, DatapathError> {
+        let map: PerCpuArray<_, u64> = typed(&mut self.ebpf, MAP_RULE_HITS)?;
+        let values = map
+            .get(&rule_hit_index(slot, rule), 0)
+            .map_err(DatapathError::map(MAP_RULE_HITS))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Counters of one device, summed over CPUs (zero if it never sent a packet).
+    pub fn device_counters(&mut self, id: u64) -> Result<DeviceCounterTotals, DatapathError> {
+        let map: PerCpuHashMap<_, u64, DevCounters> = typed(&mut self.ebpf, MAP_DEV_COUNT)?;
+        let values = match map.get(&id, 0) {
+            Ok(v) => v,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(DeviceCounterTotals::default()),
+            Err(e) => return Err(DatapathError::map(MAP_DEV_COUNT)(e)),
+        };
+        let mut t = DeviceCounterTotals::default();
+        for c in values.iter() {
+            t.allowed_packets += c.allowed_packets;
+            t.allowed_bytes += c.allowed_bytes;
+            t.denied_packets += c.denied_packets;
+            t.denied_bytes += c.denied_bytes;
+            t.last_seen_ns = t.last_seen_ns.max(c.last_seen_ns);
+        }
+        Ok(t)
+    }
+
+    /// Runs the program once on a frame (BPF_PROG_TEST_RUN); returns the XDP action.
+    /// The ingress interface is the namespace's loopback (ifindex 1).
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, DatapathError> {
+        Ok(self.test_run_repeat(frame, 1)?.0)
+    }
+
+    /// Runs the program `repeat` times on a frame; returns the action and the kernel's mean
+    /// duration per run.
+    pub fn test_run_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        let prog = self.program_mut()?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let r = prog.test_run(opts)?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// Direct access to the loaded object, for the daemon's event reader and tests.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+/// Maps pinned when a pin directory is given: all of them, so a restarted daemon adopts
+/// flows, counters, quarantine state and both generations.
+const PINNED_MAPS: &[&str] = &[
+    MAP_GEN,
+    MAP_SITE,
+    MAP_IFACE,
+    MAP_DEV_MAC,
+    MAP_DEV_IP4,
+    MAP_DEV_IP6,
+    MAP_DEVICES,
+    MAP_DEV_STATE,
+    MAP_PEER4,
+    MAP_PEER6,
+    MAP_PORTS,
+    MAP_FLOWS,
+    MAP_FRAGS,
+    MAP_STATS,
+    MAP_DEV_COUNT,
+    MAP_RULE_HITS,
+    MAP_EVENTS,
+    MAP_EV_BUCKET,
+    MAP_EV_STATS,
+];
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DatapathError> {
+    ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
+}
+
+/// A typed view of a map by name.
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
+{
+    T::try_from(map_mut(ebpf, name)?).map_err(DatapathError::map(name))
+}
+
+fn insert_all<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: &[(K, V)],
+) -> Result<(), DatapathError> {
+    let mut map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
+    for (k, v) in entries {
+        map.insert(k, v, 0).map_err(DatapathError::map(name))?;
+    }
+    Ok(())
+}
+
+fn insert_lpm<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: &[(u32, K, V)],
+) -> Result<(), DatapathError> {
+    let mut map: LpmTrie<&mut MapData, K, V> = typed(ebpf, name)?;
+    for (len, k, v) in entries {
+        map.insert(&Key::new(*len, *k), v, 0)
+            .map_err(DatapathError::map(name))?;
+    }
+    Ok(())
+}
+
+fn remove_where<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pred: impl Fn(&K) -> bool,
+) -> Result<(), DatapathError> {
+    let mut map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
+    let doomed: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| pred(k))
+        .collect();
+    for k in &doomed {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn remove_lpm_where<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pred: impl Fn(&K) -> bool,
+) -> Result<(), DatapathError> {
+    let mut map: LpmTrie<&mut MapData, K, V> = typed(ebpf, name)?;
+    let doomed: Vec<Key<K>> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| pred(&k.data()))
+        .collect();
+    for k in &doomed {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn per_cpu_sums(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    len: u32,
+) -> Result<Vec<u64>, DatapathError> {
+    let map: PerCpuArray<_, u64> = typed(ebpf, name)?;
+    (0..len)
+        .map(|i| {
+            map.get(&i, 0)
+                .map(|v| v.iter().sum())
+                .map_err(DatapathError::map(name))
+        })
+        .collect()
+}
