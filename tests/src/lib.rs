@@ -1,1 +1,28 @@
-//! Shared helpers for integration tests.
+//! Helpers shared by lazaret's integration tests: crafted frames, network namespaces, and
+//! the path of the real `lazaret` binary.
+
+pub mod frames;
+pub mod netns;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// The `lazaret` binary under test: `$LAZARET_BIN`, or the workspace's debug build
+/// (`cargo xtask test` builds it first).
+pub fn lazaret_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LAZARET_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/lazaret");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p lazaret` (cargo xtask test does) or set LAZARET_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

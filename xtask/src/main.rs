@@ -1,1 +1,48 @@
-fn main() {}
+//! `cargo xtask …`: the project's own commands (setup, test, lint, bench, demo, gen-policy).
+//!
+//! xtask depends on nothing of lazaret's: `cargo xtask setup` must build and run on a bare
+//! machine before bpf-linker (which the gateway's build script needs) is installed.
+
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what the project needs and is missing (idempotent).
+    Setup,
+    /// Run every test the project has; prints `N passed, N failed` last.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// cargo fmt --check and clippy with warnings denied, for the host crates and the eBPF crate.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Test { args } => setup::run().and_then(|()| test::run(&args)),
+        Command::Lint => setup::run().and_then(|()| test::lint()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

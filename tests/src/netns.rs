@@ -1,0 +1,263 @@
+//! Network namespaces and veth pairs for integration tests.
+//!
+//! Every name is unique per test (`lz<pid><seq><tag>`), so tests run in parallel without
+//! colliding; everything is torn down when its guard drops, which also happens while a
+//! failing test unwinds. Nothing here touches the host's root namespace except creating and
+//! deleting namespaces and moving the veth ends it created into them.
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique prefix for this test's names (interface names are limited to 15 bytes).
+pub fn unique_prefix() -> String {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("lz{}{}", std::process::id() % 100_000, seq)
+}
+
+/// Runs a command, failing with its stderr if it fails.
+pub fn sh(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run {cmd:?} (is iproute2 installed? run `cargo xtask setup`)"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output> {
+    sh(Command::new("ip").args(args))
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Result<Self> {
+        ip(&["netns", "add", &name]).context(
+            "creating a network namespace needs root (CAP_SYS_ADMIN); run the tests as root",
+        )?;
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        sh(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
+    }
+
+    /// Starts a long-running command inside the namespace; killed when the guard drops.
+    pub fn spawn(&self, args: &[&str]) -> Result<ChildGuard> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {args:?} in {}", self.name))?;
+        Ok(ChildGuard { child: Some(child) })
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it creates live in the
+    /// namespace and may be used from any thread afterwards.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        thread::spawn(move || -> Result<T> {
+            // SAFETY: setns on a namespace fd we own; it affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow!("thread inside namespace panicked"))?
+    }
+
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys the veth ends inside it (and their peers).
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn child_mut(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal to the process and its `ip netns exec` wrapper's child.
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill on a pid we spawned and have not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the process and returns what it printed.
+    pub fn stop(&mut self) -> String {
+        let Some(mut c) = self.child.take() else {
+            return String::new();
+        };
+        let _ = c.kill();
+        match c.wait_with_output() {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("<could not collect output: {e}>"),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Creates a veth pair with one end in each namespace, addresses them and brings them up.
+/// Returns the two interface names.
+pub fn veth(
+    a: &Netns,
+    a_name: &str,
+    a_addr: Option<&str>,
+    b: &Netns,
+    b_name: &str,
+    b_addr: Option<&str>,
+) -> Result<()> {
+    // Create inside namespace `a` directly, so nothing ever exists in the root namespace.
+    a.exec(&["ip", "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name])?;
+    for (ns, name, addr) in [(a, a_name, a_addr), (b, b_name, b_addr)] {
+        if let Some(addr) = addr {
+            ns.exec(&["ip", "addr", "add", addr, "dev", name])?;
+        }
+        ns.exec(&["ip", "link", "set", name, "up"])?;
+    }
+    Ok(())
+}
+
+/// The MAC address of an interface inside a namespace.
+pub fn mac_of(ns: &Netns, ifname: &str) -> Result<[u8; 6]> {
+    let out = ns.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
+    parse_mac(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("not a MAC address: {s:?}");
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).with_context(|| format!("not a MAC address: {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// The classic three-namespace topology: a device, a gateway routing between a device-side
+/// and an upstream veth, and a server.
+#[derive(Debug)]
+pub struct Routed {
+    pub device: Netns,
+    pub gateway: Netns,
+    pub server: Netns,
+    /// Gateway-side interface facing the device, and the one facing the server.
+    pub gw_dev_if: String,
+    pub gw_up_if: String,
+    pub device_if: String,
+    pub device_mac: [u8; 6],
+    pub device_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+}
+
+impl Routed {
+    /// device 10.20.0.11/24 — gateway 10.20.0.1 | 10.10.0.1 — server 10.10.0.20/24.
+    pub fn new() -> Result<Self> {
+        let p = unique_prefix();
+        let device = Netns::new(format!("{p}dev"))?;
+        let gateway = Netns::new(format!("{p}gw"))?;
+        let server = Netns::new(format!("{p}srv"))?;
+        let (device_if, gw_dev_if) = (format!("{p}d"), format!("{p}gd"));
+        let (server_if, gw_up_if) = (format!("{p}s"), format!("{p}gu"));
+        veth(&device, &device_if, Some("10.20.0.11/24"), &gateway, &gw_dev_if, Some("10.20.0.1/24"))?;
+        veth(&server, &server_if, Some("10.10.0.20/24"), &gateway, &gw_up_if, Some("10.10.0.1/24"))?;
+        device.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+        server.exec(&["ip", "route", "add", "default", "via", "10.10.0.1"])?;
+        gateway.set_sysctl("net.ipv4.ip_forward", "1")?;
+        let device_mac = mac_of(&device, &device_if)?;
+        Ok(Routed {
+            device,
+            gateway,
+            server,
+            gw_dev_if,
+            gw_up_if,
+            device_if,
+            device_mac,
+            device_ip: Ipv4Addr::new(10, 20, 0, 11),
+            server_ip: Ipv4Addr::new(10, 10, 0, 20),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+//!
+//! `test` runs every test of the workspace (unit tests, BPF_PROG_TEST_RUN datapath tests,
+//! network-namespace integration tests), streams cargo's output, and ends with one line:
+//! `N passed, N failed`.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::run_cmd;
+
+pub fn run(extra: &[String]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["test", "--workspace", "--no-fail-fast", "--color", "never"]);
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().context("could not start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({failed} failed; cargo exited with {status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// `test result: ok. 12 passed; 0 failed; 0 ignored; …` → (12, 0).
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| part.trim().strip_suffix(word))
+            .and_then(|n| n.trim().rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+pub fn lint() -> Result<()> {
+    run_cmd(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    run_cmd(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target, with build-std, on nightly.
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "clippy",
+                "--package",
+                "lazaret-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn parses_cargo_result_lines() {
+        assert_eq!(
+            parse_result_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"),
+            Some((12, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+}
