@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "lazaret", version, about = "Micro-segmentation gateway for medical-device networks")]
+#[command(
+    name = "lazaret",
+    version,
+    about = "Micro-segmentation gateway for medical-device networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -2,6 +2,7 @@
 //! the path of the real `lazaret` binary.
 
 pub mod frames;
+pub mod handmade;
 pub mod netns;
 
 use std::path::PathBuf;

@@ -228,6 +228,7 @@ pub struct Routed {
     pub gw_dev_if: String,
     pub gw_up_if: String,
     pub device_if: String,
+    pub server_if: String,
     pub device_mac: [u8; 6],
     pub device_ip: Ipv4Addr,
     pub server_ip: Ipv4Addr,
@@ -255,9 +256,58 @@ impl Routed {
             gw_dev_if,
             gw_up_if,
             device_if,
+            server_if,
             device_mac,
             device_ip: Ipv4Addr::new(10, 20, 0, 11),
             server_ip: Ipv4Addr::new(10, 10, 0, 20),
         })
+    }
+}
+
+/// A private bpffs mounted on a temporary directory, unmounted and removed on drop: the
+/// daemon under test pins its maps there, never in the host's /sys/fs/bpf.
+#[derive(Debug)]
+pub struct BpfMount {
+    pub path: std::path::PathBuf,
+}
+
+impl BpfMount {
+    pub fn new(parent: &std::path::Path) -> Result<Self> {
+        let path = parent.join("bpffs");
+        std::fs::create_dir_all(&path)?;
+        sh(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))
+            .context("mounting a bpf filesystem needs root")?;
+        Ok(BpfMount { path })
+    }
+}
+
+impl Drop for BpfMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("{}-{}", unique_prefix(), std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

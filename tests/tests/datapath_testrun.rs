@@ -3,91 +3,22 @@
 
 use std::net::Ipv4Addr;
 
-use lazaret::datapath::{Datapath, LoadOptions, MapContents};
+use lazaret::datapath::Datapath;
 use lazaret_abi::*;
-use lazaret_tests::frames::*;
+use lazaret_tests::{
+    frames::*,
+    handmade::{self, dev_id, stat, DEV_IP, DEV_MAC, GW_MAC, LO, OTHER_MAC, OTHER_SERVER, SERVER},
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-const DEV_MAC: Mac = [0x02, 0, 0, 0, 0, 0x11];
-const GW_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
-const OTHER_MAC: Mac = [0x02, 0, 0, 0, 0, 0x99];
-const DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 11);
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 20);
-const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 21);
-/// BPF_PROG_TEST_RUN delivers frames on the namespace's loopback.
-const LO: u32 = 1;
-
-fn dev_id() -> u64 {
-    device_id_hash(b"mon-icu-01")
-}
-
-/// One monitor allowed to open TCP 2575 to one server.
-fn contents(slot: u8, generation: u64) -> MapContents {
-    let id = dev_id();
-    let device = Device {
-        id,
-        policy: 0,
-        restrict_policy: 0,
-        ifindex: IFINDEX_ANY,
-        vlan: VLAN_ANY,
-        mode: MODE_ENFORCE,
-        flags: DEV_F_HAS_MAC | DEV_F_NO_IP6,
-        mac: DEV_MAC,
-        class: 0,
-        ..Device::default()
-    };
-    MapContents {
-        site: SiteConfig {
-            generation,
-            flags: SITE_F_NEIGHBOR,
-            quarantine_policy: 1,
-            event_rate: EVENT_RATE_PER_S,
-            event_burst: EVENT_BURST,
-        },
-        dev_mac: vec![(MacKey { slot, _pad: 0, mac: DEV_MAC }, DevRef { id })],
-        dev_ip4: vec![(Ip4Key { slot, _pad: [0; 3], addr: DEV_IP.octets() }, DevRef { id })],
-        dev_ip6: vec![],
-        devices: vec![(DevKey { slot, _pad: [0; 7], id }, device)],
-        peer4: vec![(
-            PEER_KEY_FIXED_BITS + 32,
-            PeerKey4 {
-                slot,
-                dir: DIR_DEVICE_INIT,
-                _pad: [0; 2],
-                policy: 0u32.to_be_bytes(),
-                addr: SERVER.octets(),
-            },
-            PeerClass { class: 0 },
-        )],
-        peer6: vec![],
-        ports: vec![(
-            PORT_KEY_FULL_BITS,
-            PortKey {
-                slot,
-                _pad: [0; 3],
-                class: 0u32.to_be_bytes(),
-                proto: PROTO_TCP,
-                port: 2575u16.to_be_bytes(),
-                _pad2: 0,
-            },
-            RuleRef { rule: 0, flags: 0 },
-        )],
-    }
-}
-
 fn loaded() -> Datapath {
-    let mut dp = Datapath::load(&LoadOptions::default())
-        .expect("loading the XDP program needs root (CAP_BPF) and a kernel with BTF");
-    let slot = dp.next_slot().expect("slot");
-    dp.install(&contents(slot, 1)).expect("install");
-    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
-    dp
+    handmade::loaded(SITE_F_NEIGHBOR)
 }
 
-fn stat(dp: &mut Datapath, reason: Reason, side: u8) -> u64 {
-    dp.stats().expect("stats")[stats_index(reason, side) as usize]
+fn contents(slot: u8, generation: u64) -> lazaret::datapath::MapContents {
+    handmade::contents(slot, generation, SITE_F_NEIGHBOR)
 }
 
 #[test]

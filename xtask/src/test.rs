@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use crate::setup::run_cmd;
 
 pub fn run(extra: &[String]) -> Result<()> {
+    // The namespace tests run the real binary; cargo test does not build other packages'
+    // binaries, so build it first.
+    run_cmd(Command::new("cargo").args(["build", "--package", "lazaret", "--bin", "lazaret"]))?;
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--workspace", "--no-fail-fast", "--color", "never"]);
     if !extra.is_empty() {

@@ -284,6 +284,22 @@ impl Datapath {
         Ok((r.return_value, r.duration))
     }
 
+    /// Reads the packet counters of a datapath whose maps are pinned in `dir` (another
+    /// process's), summed over CPUs and indexed by [`stats_index`].
+    pub fn pinned_stats(dir: &std::path::Path) -> Result<Vec<u64>, DatapathError> {
+        let path = dir.join(MAP_STATS);
+        let data = MapData::from_pin(&path).map_err(DatapathError::map(MAP_STATS))?;
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(DatapathError::map(MAP_STATS))?;
+        (0..STATS_LEN)
+            .map(|i| {
+                map.get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(DatapathError::map(MAP_STATS))
+            })
+            .collect()
+    }
+
     /// Direct access to the loaded object, for the daemon's event reader and tests.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
