@@ -7,10 +7,12 @@
 
 mod contents;
 mod error;
+mod events;
 mod loader;
 
 pub use contents::MapContents;
 pub use error::DatapathError;
+pub use events::EventReader;
 pub use loader::{AttachMode, Datapath, DeviceCounterTotals, LoadOptions};
 
 /// The XDP program object, built by build.rs from gateway-ebpf.
