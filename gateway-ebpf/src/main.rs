@@ -82,6 +82,8 @@ struct Verdict {
     dir: u8,
     /// Whether the verdict is worth an event (denies, audits, new learned flows, …).
     report: bool,
+    /// A new flow of a device in learn mode: reported as a learn event even when allowed.
+    learn: bool,
 }
 
 impl Verdict {
@@ -92,6 +94,7 @@ impl Verdict {
             rule: NO_RULE,
             dir: DIR_DEVICE_INIT,
             report: !reason.passes(),
+            learn: false,
         }
     }
     const fn dev(reason: Reason, dev: u64) -> Self {
@@ -252,6 +255,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         };
     }
 
+    if pkt.related {
+        return judge_related(pkt, &src_dev, &dst_dev);
+    }
     let v = judge_flow(gen, pkt, &src_dev, &dst_dev);
     if let Frag::First = pkt.frag {
         let train = FragValue {
@@ -416,6 +422,38 @@ fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: 
     v
 }
 
+/// An ICMP error passes only if the packet it quotes belongs to a live flow: path-MTU
+/// discovery and unreachables for allowed sessions work, and errors cannot be used to probe.
+#[inline(always)]
+fn judge_related(pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: &Option<&'static Device>) -> Verdict {
+    let src_is_a = (pkt.inner_src, pkt.inner_sport) <= (pkt.inner_dst, pkt.inner_dport);
+    let (a, pa, b, pb) = if src_is_a {
+        (pkt.inner_src, pkt.inner_sport, pkt.inner_dst, pkt.inner_dport)
+    } else {
+        (pkt.inner_dst, pkt.inner_dport, pkt.inner_src, pkt.inner_sport)
+    };
+    let key = FlowKey {
+        addr_a: a,
+        addr_b: b,
+        port_a: pa,
+        port_b: pb,
+        proto: pkt.inner_proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let dev = dev_id(src_dev, dst_dev);
+    // SAFETY: see LZ_IFACE above.
+    match unsafe { LZ_FLOWS.get(&key) } {
+        Some(flow) if now().wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) => {
+            let mut v = Verdict::dev(Reason::AllowFlow, dev);
+            v.rule = flow.rule;
+            v.report = false;
+            v
+        }
+        _ => Verdict::dev(Reason::DenyNoFlow, dev),
+    }
+}
+
 /// Judges an initiating packet (initiator → responder:port) against the effective policy
 /// of every managed end: all of them must allow it.
 #[inline(always)]
@@ -432,7 +470,9 @@ fn judge_policy(
     let mut dev = 0u64;
     let mut dir = DIR_DEVICE_INIT;
     let mut audit = false;
+    let mut learn = false;
     if let Some(d) = init_dev {
+        learn |= d.mode == MODE_LEARN;
         match judge_end(gen, pkt, d, DIR_DEVICE_INIT, resp_addr, port) {
             Ok(r) => {
                 rule = r.rule;
@@ -443,6 +483,7 @@ fn judge_policy(
         }
     }
     if let Some(d) = resp_dev {
+        learn |= d.mode == MODE_LEARN;
         match judge_end(gen, pkt, d, DIR_PEER_INIT, init_addr, port) {
             Ok(r) => {
                 if dev == 0 {
@@ -463,7 +504,8 @@ fn judge_policy(
     v.dev = dev;
     v.rule = rule;
     v.dir = dir;
-    v.report = audit;
+    v.report = audit || learn;
+    v.learn = learn;
     v
 }
 
@@ -833,13 +875,17 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
         bump(&LZ_EV_STATS, EV_STAT_RINGBUF_FULL, 1);
         return;
     };
-    let kind = match v.reason {
+    let kind = if v.learn {
+        EVENT_LEARN
+    } else {
+        match v.reason {
         Reason::DenySpoof => EVENT_SPOOF,
         Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
         Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
         Reason::Audit => EVENT_AUDIT,
-        Reason::Learn => EVENT_LEARN,
-        _ => EVENT_DENY,
+            Reason::Learn => EVENT_LEARN,
+            _ => EVENT_DENY,
+        }
     };
     // Fill the reserved ring-buffer slot in place: an Event on the stack would not fit.
     let ev = entry.as_mut_ptr();

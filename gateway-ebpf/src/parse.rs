@@ -64,6 +64,14 @@ pub struct Pkt {
     pub nd_target: [u8; 16],
     pub frag: Frag,
     pub frag_id: u32,
+    /// An ICMP error (unreachable, time exceeded, parameter problem, packet too big) whose
+    /// quoted packet was parsed into `inner_*`: it passes only if that packet's flow exists.
+    pub related: bool,
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub inner_proto: u8,
 }
 
 impl Pkt {
@@ -161,6 +169,12 @@ pub fn parse(ctx: &XdpContext, side: u8, ifindex: u32, pkt: &mut Pkt) -> Result<
     pkt.nd_target = [0; 16];
     pkt.frag = Frag::None;
     pkt.frag_id = 0;
+    pkt.related = false;
+    pkt.inner_src = [0; 16];
+    pkt.inner_dst = [0; 16];
+    pkt.inner_sport = 0;
+    pkt.inner_dport = 0;
+    pkt.inner_proto = 0;
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, off, pkt)?,
@@ -364,6 +378,13 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
                 pkt.sport = id;
                 pkt.dport = id;
             }
+            let error = match pkt.proto {
+                PROTO_ICMP => matches!(hdr[0], 3 | 11 | 12),
+                _ => matches!(hdr[0], 1..=4),
+            };
+            if error && pkt.frag == Frag::None {
+                parse_quoted(ctx, at + 8, pkt)?;
+            }
             if pkt.proto == PROTO_ICMPV6 && (hdr[0] == 135 || hdr[0] == 136) {
                 if at + 24 > end {
                     return Err(Reason::DenyMalformed);
@@ -373,6 +394,49 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// The packet quoted by an ICMP error: its addresses, protocol and the first eight bytes of
+/// its transport header (all RFC 792 / 4443 guarantee). Options and extension headers in the
+/// quoted packet are not walked: such an error simply relates to no flow.
+#[inline(always)]
+fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason> {
+    let l4_at = if pkt.proto == PROTO_ICMP {
+        let vihl: u8 = read(ctx, at)?;
+        if vihl != 0x45 {
+            return Err(Reason::DenyMalformed);
+        }
+        pkt.inner_proto = read(ctx, at + 9)?;
+        let src: [u8; 4] = read(ctx, at + 12)?;
+        let dst: [u8; 4] = read(ctx, at + 16)?;
+        pkt.inner_src[..4].copy_from_slice(&src);
+        pkt.inner_dst[..4].copy_from_slice(&dst);
+        at + 20
+    } else {
+        let vtc: u8 = read(ctx, at)?;
+        if vtc >> 4 != 6 {
+            return Err(Reason::DenyMalformed);
+        }
+        pkt.inner_proto = read(ctx, at + 6)?;
+        pkt.inner_src = read(ctx, at + 8)?;
+        pkt.inner_dst = read(ctx, at + 24)?;
+        at + 40
+    };
+    let l4: [u8; 8] = read(ctx, l4_at)?;
+    match pkt.inner_proto {
+        PROTO_TCP | PROTO_UDP => {
+            pkt.inner_sport = u16::from_be_bytes([l4[0], l4[1]]);
+            pkt.inner_dport = u16::from_be_bytes([l4[2], l4[3]]);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            pkt.inner_sport = id;
+            pkt.inner_dport = id;
+        }
+        _ => {}
+    }
+    pkt.related = true;
     Ok(())
 }
 

@@ -411,3 +411,31 @@ fn quarantined_device_keeps_only_its_quarantine_profile() {
     let ntp = v4(DEV_IP, NTP, 17, &udp(40123, 123, b"ntp"), &Ipv4Opts::default());
     expect(&mut dp, &ntp, XDP_PASS, Reason::AllowRule);
 }
+
+// === ICMP errors ===
+
+/// An ICMP "fragmentation needed" from a router for a packet the device sent.
+fn frag_needed(inner_dport: u16) -> Vec<u8> {
+    let inner = ipv4(DEV_IP, SERVER, 6, &tcp(40100, inner_dport, TCP_ACK, &[]), &Ipv4Opts::default());
+    let mut msg = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    msg.extend_from_slice(&inner[..28]);
+    let router = Ipv4Addr::new(10, 10, 0, 1);
+    ethernet(DEV_MAC, GW_MAC, &[], ETH_IPV4, &ipv4(router, DEV_IP, 1, &msg, &Ipv4Opts::default()))
+}
+
+#[test]
+fn icmp_error_for_a_live_flow_passes() {
+    let mut dp = dp();
+    expect(&mut dp, &v4(DEV_IP, SERVER, 6, &tcp(40100, 2575, TCP_SYN, &[]), &Ipv4Opts::default()), XDP_PASS, Reason::AllowRule);
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&frag_needed(2575)).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), 1);
+}
+
+#[test]
+fn icmp_error_for_no_flow_is_dropped() {
+    let mut dp = dp();
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&frag_needed(2576)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
+}
