@@ -1,0 +1,170 @@
+//! Prometheus metrics of the controller and the datapath, and the `/metrics` endpoint.
+//!
+//! Bookkeeping only: the daemon reads the maps and reports reloads, quarantines and attach
+//! state through [`Metrics`]; nothing here touches the kernel. Every family is named
+//! `lazaret_*` and documented in `docs/metrics.md`. No label names a device or an address
+//! (unbounded cardinality): per-device detail is the control API's. Labels from a closed set
+//! (reload failure reasons, modes, actions, kinds) record a value outside it as `other`.
+
+mod datapath;
+mod devices;
+mod labels;
+mod register;
+mod reload;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use prometheus::{Registry, TextEncoder};
+
+pub use datapath::DatapathSnapshot;
+pub use server::{serve, CONTENT_TYPE};
+
+/// Registering the metric families failed: a name, label or bucket list is invalid or
+/// registered twice (a bug, caught by this module's tests).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register the metric families: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Every metric family lazaret exports, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    datapath: datapath::DatapathFamilies,
+    reload: reload::ReloadFamilies,
+    devices: devices::DeviceFamilies,
+    /// Held while a family's series are replaced (policy info, interface mode) and while
+    /// rendering, so a scrape never sees the old and the new series together, or neither.
+    series: Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every family, `lazaret_build_info{version, abi_version}` set to 1.
+    pub fn new(version: &str) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let build_info = register::gauge_vec(
+            &registry,
+            "lazaret_build_info",
+            "Version of the running lazaret and of its datapath ABI; always 1.",
+            &["version", "abi_version"],
+        )?;
+        build_info
+            .with_label_values(&[version, lazaret_abi::ABI_VERSION.to_string().as_str()])
+            .set(1);
+        Ok(Metrics {
+            datapath: datapath::DatapathFamilies::register(&registry)?,
+            reload: reload::ReloadFamilies::register(&registry)?,
+            devices: devices::DeviceFamilies::register(&registry)?,
+            registry,
+            series: Mutex::new(()),
+        })
+    }
+
+    /// Absolute datapath readings; counters advance by the difference with the last call. A
+    /// reading lower than the last one means the maps were recreated (an upgrade): then every
+    /// counter advances by its reading. Per-class sums that fall while the maps were not
+    /// recreated (a device left the class) hold still rather than count the class again.
+    pub fn observe_datapath(&self, snap: &DatapathSnapshot) {
+        self.datapath.observe(snap);
+    }
+
+    /// A reload started (file change, SIGHUP or startup).
+    pub fn reload_attempted(&self) {
+        self.reload.attempted();
+    }
+
+    /// A reload failed; `reason` is `invalid_policy`, `datapath` or `io`.
+    pub fn reload_failed(&self, duration: Duration, reason: &str) {
+        self.reload.failed(duration, reason);
+    }
+
+    /// A reload succeeded: `generation` (from `commit`, if the policy directory is a git
+    /// checkout) is enforcing since `unix_time_s`.
+    pub fn reload_succeeded(
+        &self,
+        duration: Duration,
+        generation: u64,
+        commit: Option<&str>,
+        unix_time_s: f64,
+    ) {
+        let _series = self.lock_series();
+        self.reload
+            .succeeded(duration, generation, commit, unix_time_s);
+    }
+
+    /// How `interface` is attached now; `mode` is `native`, `skb` or `nftables`. Replaces the
+    /// interface's series in any other mode.
+    pub fn set_interface(&self, interface: &str, mode: &str, attached: bool) {
+        let _series = self.lock_series();
+        self.devices.set_interface(interface, mode, attached);
+    }
+
+    /// `interface` is no longer configured: its series disappear.
+    pub fn remove_interface(&self, interface: &str) {
+        let _series = self.lock_series();
+        self.devices.remove_interface(interface);
+    }
+
+    /// Devices in quarantine now, by action (`alert`, `restrict`, `isolate`). Actions left
+    /// out have none.
+    pub fn set_quarantined(&self, by_action: &[(&str, u64)]) {
+        self.devices.set_quarantined(by_action);
+    }
+
+    /// A device was put in quarantine with `action`.
+    pub fn quarantine_event(&self, action: &str) {
+        self.devices.quarantine_event(action);
+    }
+
+    /// A deviation of `kind`: `deny`, `spoof`, `rogue_dhcp`, `rogue_ra` or `unknown`.
+    pub fn deviation(&self, kind: &str) {
+        self.devices.deviation(kind);
+    }
+
+    /// Managed devices in the enforcing policy, by mode.
+    pub fn set_devices_by_mode(&self, enforce: u64, audit: u64, learn: u64) {
+        self.devices.set_devices_by_mode(enforce, audit, learn);
+    }
+
+    /// Unknown devices tracked now.
+    pub fn set_unknown_devices(&self, n: u64) {
+        self.devices.set_unknown_devices(n);
+    }
+
+    /// An unknown device was seen for the first time.
+    pub fn unknown_device_discovered(&self) {
+        self.devices.unknown_device_discovered();
+    }
+
+    /// Every family in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let families = {
+            let _series = self.lock_series();
+            self.registry.gather()
+        };
+        let mut text = String::new();
+        if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut text) {
+            // Only a family without samples or a malformed histogram fails here; serve what
+            // was encoded rather than nothing.
+            tracing::error!(%error, "cannot encode every metric family");
+        }
+        text
+    }
+
+    fn lock_series(&self) -> MutexGuard<'_, ()> {
+        // Guards no data, only ordering: a poisoned lock is as good as a clean one.
+        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,111 @@
+//! Policy reload families: attempts, results, failures by reason, duration, and which
+//! generation (and git commit) is enforcing.
+
+use std::time::Duration;
+
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+
+use super::{
+    labels::{self, FAILURE, RELOAD_FAILURE_REASONS, SUCCESS},
+    register,
+};
+
+/// Reload duration buckets, in seconds: the targets are 50 ms for a one-device change and 2 s
+/// for 10,000 devices, so the buckets are finest around those two.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+pub(crate) struct ReloadFamilies {
+    attempts: IntCounter,
+    results: IntCounterVec,
+    failures: IntCounterVec,
+    duration: Histogram,
+    last_success: Gauge,
+    last_failed: IntGauge,
+    info: IntGaugeVec,
+}
+
+impl ReloadFamilies {
+    pub(crate) fn register(r: &Registry) -> register::Result<Self> {
+        let results = register::counter_vec(
+            r,
+            "lazaret_policy_reloads_total",
+            "Completed policy reloads, by result.",
+            &["result"],
+        )?;
+        let failures = register::counter_vec(
+            r,
+            "lazaret_policy_reload_failures_total",
+            "Failed policy reloads, by reason; the previous generation kept enforcing.",
+            &["reason"],
+        )?;
+        for result in [SUCCESS, FAILURE] {
+            results.with_label_values(&[result]);
+        }
+        for reason in RELOAD_FAILURE_REASONS {
+            failures.with_label_values(&[reason]);
+        }
+        Ok(ReloadFamilies {
+            attempts: register::counter(
+                r,
+                "lazaret_policy_reload_attempts_total",
+                "Policy reloads started (file change, SIGHUP or startup).",
+            )?,
+            results,
+            failures,
+            duration: register::histogram(
+                r,
+                "lazaret_policy_reload_duration_seconds",
+                "Time from the start of a reload to the new generation enforcing, or to failure.",
+                &DURATION_BUCKETS,
+            )?,
+            last_success: register::float_gauge(
+                r,
+                "lazaret_policy_last_success_timestamp_seconds",
+                "Unix time of the last successful reload (0: none since start).",
+            )?,
+            last_failed: register::gauge(
+                r,
+                "lazaret_policy_last_reload_failed",
+                "1 if the last reload failed (the previous generation is still enforcing), else 0.",
+            )?,
+            info: register::gauge_vec(
+                r,
+                "lazaret_policy_info",
+                "The policy generation enforcing and its git commit (empty if none); always 1.",
+                &["generation", "commit"],
+            )?,
+        })
+    }
+
+    pub(crate) fn attempted(&self) {
+        self.attempts.inc();
+    }
+
+    pub(crate) fn failed(&self, duration: Duration, reason: &str) {
+        let reason = labels::bounded("reason", reason, &RELOAD_FAILURE_REASONS);
+        self.results.with_label_values(&[FAILURE]).inc();
+        self.failures.with_label_values(&[reason]).inc();
+        self.duration.observe(duration.as_secs_f64());
+        self.last_failed.set(1);
+    }
+
+    /// The caller holds the series lock: `lazaret_policy_info` is replaced, not added to.
+    pub(crate) fn succeeded(
+        &self,
+        duration: Duration,
+        generation: u64,
+        commit: Option<&str>,
+        unix_time_s: f64,
+    ) {
+        self.results.with_label_values(&[SUCCESS]).inc();
+        self.duration.observe(duration.as_secs_f64());
+        self.last_success.set(unix_time_s);
+        self.last_failed.set(0);
+        self.info.reset();
+        self.info
+            .with_label_values(&[generation.to_string().as_str(), commit.unwrap_or("")])
+            .set(1);
+    }
+}

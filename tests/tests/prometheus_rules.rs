@@ -1,0 +1,124 @@
+//! The Prometheus alerting rules in deploy/prometheus: valid for promtool, covered by unit
+//! tests that pass, and complete (every alert tested firing and silent, with a `for:`, a
+//! severity and annotations an on-call engineer can act on).
+//!
+//! Needs promtool (Debian's `prometheus` package, installed by `cargo xtask setup`); a
+//! missing promtool fails these tests, it never skips them.
+
+use std::{
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const RULES: &str = "lazaret-rules.yml";
+const RULE_TESTS: &str = "lazaret-rules.test.yml";
+
+fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// `$PROMTOOL`, or `promtool` from `PATH`.
+fn promtool() -> PathBuf {
+    std::env::var_os("PROMTOOL").map_or_else(|| PathBuf::from("promtool"), PathBuf::from)
+}
+
+/// Runs promtool in the rules directory; panics with its output unless it succeeds.
+fn run_promtool(args: &[&str]) {
+    let promtool = promtool();
+    let output = match Command::new(&promtool)
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "{} not found: run `cargo xtask setup` (it installs Debian's `prometheus` package), \
+             or point $PROMTOOL at it",
+            promtool.display()
+        ),
+        Err(e) => panic!("cannot run {}: {e}", promtool.display()),
+    };
+    assert!(
+        output.status.success(),
+        "`promtool {}` failed ({}):\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+fn read(name: &str) -> String {
+    let path = rules_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Each alerting rule as (name, the text of its rule up to the next one).
+fn alerts(rules: &str) -> Vec<(String, String)> {
+    let mut alerts: Vec<(String, String)> = Vec::new();
+    for line in rules.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix("- alert:") {
+            alerts.push((name.trim().to_owned(), String::new()));
+        } else if trimmed.starts_with("- name:") || trimmed.starts_with("- record:") {
+            alerts.push((String::new(), String::new())); // ends the previous rule
+        } else if let Some((_, body)) = alerts.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    alerts.retain(|(name, _)| !name.is_empty());
+    alerts
+}
+
+#[test]
+fn rules_pass_promtool_check() {
+    run_promtool(&["check", "rules", RULES]);
+}
+
+#[test]
+fn rules_pass_their_unit_tests() {
+    run_promtool(&["test", "rules", RULE_TESTS]);
+}
+
+#[test]
+fn every_alert_is_tested_firing_and_silent() {
+    let tests = read(RULE_TESTS);
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    let alerts = alerts(&read(RULES));
+    assert!(alerts.len() >= 8, "only {} alerts found", alerts.len());
+    for (alert, _) in &alerts {
+        let cases = lines
+            .windows(2)
+            .filter(|w| w[0] == format!("alertname: {alert}"))
+            .map(|w| w[1]);
+        let (mut fires, mut silent) = (false, false);
+        for expectation in cases {
+            fires |= expectation == "exp_alerts:";
+            silent |= expectation == "exp_alerts: []";
+        }
+        assert!(fires, "{RULE_TESTS} has no case where {alert} fires");
+        assert!(
+            silent,
+            "{RULE_TESTS} has no case where {alert} stays silent"
+        );
+    }
+}
+
+#[test]
+fn every_alert_has_a_delay_a_severity_and_guidance() {
+    for (alert, body) in alerts(&read(RULES)) {
+        assert!(body.contains("\n        for: "), "{alert} has no `for:`");
+        assert!(
+            body.contains("severity: critical") || body.contains("severity: warning"),
+            "{alert} has no severity label"
+        );
+        assert!(body.contains("summary: "), "{alert} has no summary");
+        assert!(body.contains("description: "), "{alert} has no description");
+        assert!(
+            body.contains("journalctl -u lazaret"),
+            "{alert}'s description does not say where the logs are"
+        );
+    }
+}
