@@ -10,7 +10,12 @@ use anyhow::{bail, Context, Result};
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
 /// Debian packages the project uses, with a command each provides.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("nftables", "nft")];
+/// prometheus brings promtool, which unit-tests the alert rules.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
+    ("prometheus", "promtool"),
+];
 
 pub fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
