@@ -1,11 +1,483 @@
 //! Policy-repository subcommands: check, explain, plan, devices, compile.
+//!
+//! Thin: argument parsing, reading files or git revisions, and printing. Everything else is
+//! in `lazaret::policy`. Exit codes: 0 ok, 1 the policy has errors (or `explain` denies),
+//! 2 usage or I/O errors.
 
-use clap::Subcommand;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use lazaret::policy::{
+    self, diag::render_all, explain, git, model::Date, plan, risk, Compiled, Policy, PolicyErrors,
+    Problem, Severity,
+};
+use lazaret_abi as abi;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {}
+pub enum PolicyCommand {
+    /// Validate a policy directory and summarize what it compiles to.
+    Check(CheckArgs),
+    /// Explain why a flow is allowed or denied.
+    Explain(ExplainArgs),
+    /// Show what changes between two policy versions (directories or git revisions).
+    Plan(PlanArgs),
+    /// List the device inventory with identity, mode and risk score.
+    Devices(DevicesArgs),
+    /// Print the compiled policy (for debugging).
+    Compile(CompileArgs),
+}
 
-pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TableFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    /// Initiator: a device id or an IP address.
+    #[arg(long)]
+    pub from: String,
+    /// Responder: a device id or an IP address.
+    #[arg(long)]
+    pub to: String,
+    /// tcp, udp, icmp, icmpv6 or a protocol number.
+    #[arg(long, default_value = "tcp")]
+    pub proto: String,
+    /// Destination port (tcp and udp).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Assume a device is quarantined: DEVICE=restrict or DEVICE=isolate (repeatable).
+    #[arg(long = "quarantine", value_name = "DEVICE=STATE")]
+    pub quarantine: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The old version: a directory or a git revision.
+    pub old: String,
+    /// The new version: a directory or a git revision.
+    pub new: String,
+    /// For git revisions: the policy directory inside the repository (relative to the
+    /// current directory).
+    #[arg(long, default_value = ".")]
+    pub path: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
+    /// Compute patch ages as of this date (YYYY-MM-DD) instead of today.
+    #[arg(long)]
+    pub today: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    /// Only JSON is supported.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Check(a) => check(a),
+        PolicyCommand::Explain(a) => explain_cmd(a),
+        PolicyCommand::Plan(a) => plan_cmd(a),
+        PolicyCommand::Devices(a) => devices(a),
+        PolicyCommand::Compile(a) => compile_cmd(a),
+    }
+}
+
+// === Loading ===
+
+/// A policy that failed: usage/I/O problems exit 2, policy problems exit 1.
+fn failure_code(e: &PolicyErrors) -> ExitCode {
+    let io = e.errors().all(|d| matches!(d.problem, Problem::Io { .. } | Problem::NoPolicyFiles { .. }));
+    if io {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn load(dir: &Path) -> std::result::Result<(Policy, Compiled), PolicyErrors> {
+    policy::load_and_compile(dir)
+}
+
+fn print_errors(e: &PolicyErrors, format: Format) {
+    match format {
+        Format::Text => eprint!("{}", e.render()),
+        Format::Json => {
+            let out = CheckJson {
+                ok: false,
+                errors: e.diagnostics.iter().filter(|d| d.severity() == Severity::Error).map(|d| d.to_json(&e.sources)).collect(),
+                warnings: e.diagnostics.iter().filter(|d| d.severity() == Severity::Warning).map(|d| d.to_json(&e.sources)).collect(),
+                summary: None,
+            };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    }
+}
+
+/// Loads or prints the errors and returns the exit code to use.
+fn load_or_report(dir: &Path, format: Format) -> std::result::Result<(Policy, Compiled), ExitCode> {
+    load(dir).map_err(|e| {
+        print_errors(&e, format);
+        failure_code(&e)
+    })
+}
+
+// === check ===
+
+#[derive(Serialize)]
+struct CheckJson {
+    ok: bool,
+    errors: Vec<policy::diag::DiagnosticJson>,
+    warnings: Vec<policy::diag::DiagnosticJson>,
+    summary: Option<policy::Stats>,
+}
+
+fn pct(n: usize, max: u32) -> String {
+    let p = n as f64 * 100.0 / f64::from(max);
+    if n > 0 && p < 0.1 {
+        "<0.1%".to_string()
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// The one-paragraph summary of a compiled policy.
+pub fn summary(c: &Compiled) -> String {
+    let s = &c.stats;
+    let warnings = c.warnings.len();
+    format!(
+        "{name}: {devices} devices in {classes} classes, {workflows} workflows, {roles} roles; \
+         {rules} rules compiled into {policies} distinct policies ({pclasses} peer classes). \
+         Map entries: {devices} devices ({pd} of {md}), {ip4} IPv4 and {ip6} IPv6 device \
+         addresses ({pa} of {ma}), {peer4} IPv4 and {peer6} IPv6 peer entries ({pp} of {mp}), \
+         {ports} port entries ({pports} of {mports}), rule ids {pr} of {mr}. {warnings} warning{ws}.",
+        name = c.site.name,
+        devices = s.devices,
+        classes = s.classes,
+        workflows = s.workflows,
+        roles = s.roles,
+        rules = s.rules,
+        policies = s.policies,
+        pclasses = s.peer_classes,
+        pd = pct(s.devices, abi::MAX_DEVICES),
+        md = abi::MAX_DEVICES,
+        ip4 = s.dev_ip4,
+        ip6 = s.dev_ip6,
+        pa = pct(s.dev_ip4.max(s.dev_ip6), abi::MAX_DEVICE_ADDRS),
+        ma = abi::MAX_DEVICE_ADDRS,
+        peer4 = s.peer4,
+        peer6 = s.peer6,
+        pp = pct(s.peer4.max(s.peer6), abi::MAX_PEER_ENTRIES),
+        mp = abi::MAX_PEER_ENTRIES,
+        ports = s.ports,
+        pports = pct(s.ports, abi::MAX_PORT_ENTRIES),
+        mports = abi::MAX_PORT_ENTRIES,
+        pr = pct(s.rules, abi::MAX_RULES),
+        mr = abi::MAX_RULES,
+        ws = if warnings == 1 { "" } else { "s" },
+    )
+}
+
+fn check(a: CheckArgs) -> Result<ExitCode> {
+    let (policy, compiled) = match load_or_report(&a.dir, a.format) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let sources = &policy.sources;
+    match a.format {
+        Format::Text => {
+            if !compiled.warnings.is_empty() {
+                eprint!("{}", render_all(sources, &compiled.warnings));
+            }
+            println!("{}", summary(&compiled));
+        }
+        Format::Json => {
+            let out = CheckJson {
+                ok: true,
+                errors: Vec::new(),
+                warnings: compiled.warnings.iter().map(|d| d.to_json(sources)).collect(),
+                summary: Some(compiled.stats.clone()),
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === explain ===
+
+fn parse_proto(p: &str) -> Result<u8> {
+    Ok(match p {
+        "tcp" => abi::PROTO_TCP,
+        "udp" => abi::PROTO_UDP,
+        "icmp" => abi::PROTO_ICMP,
+        "icmpv6" => abi::PROTO_ICMPV6,
+        n => n.parse().with_context(|| format!("unknown protocol {n:?}: use tcp, udp, icmp, icmpv6 or 0-255"))?,
+    })
+}
+
+fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
+    let proto = parse_proto(&a.proto)?;
+    let mut quarantine = BTreeMap::new();
+    for q in &a.quarantine {
+        let Some((dev, state)) = q.split_once('=') else {
+            bail!("--quarantine takes DEVICE=restrict or DEVICE=isolate, not {q:?}");
+        };
+        let state = match state {
+            "restrict" => abi::QUARANTINE_RESTRICT,
+            "isolate" => abi::QUARANTINE_ISOLATE,
+            "none" => abi::QUARANTINE_NONE,
+            s => bail!("unknown quarantine state {s:?}: use restrict or isolate"),
+        };
+        quarantine.insert(dev.to_string(), state);
+    }
+    let (policy, compiled) = match load_or_report(&a.dir, a.format) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let q = explain::Query {
+        from: a.from,
+        to: a.to,
+        proto,
+        port: a.port,
+        quarantine,
+    };
+    let e = explain::explain(&policy, &compiled, &q)?;
+    match a.format {
+        Format::Text => print!("{}", e.render()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+    }
+    Ok(if e.verdict == "deny" { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+// === plan ===
+
+/// A directory, or a git revision of the repository around the current directory.
+fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled), PolicyErrors> {
+    let cwd = PathBuf::from(".");
+    let dir = Path::new(spec);
+    if dir.is_dir() {
+        return load(dir);
+    }
+    let io = |message: String| PolicyErrors {
+        sources: Default::default(),
+        diagnostics: vec![policy::Diagnostic::new(Problem::Io { path: spec.to_string(), message }, None)],
+    };
+    if !git::is_revision(&cwd, spec) {
+        return Err(io("neither a directory nor a git revision".to_string()));
+    }
+    let files = git::read_revision(&cwd, spec, path).map_err(|e| io(format!("{e:#}")))?;
+    let policy = policy::parse_sources(files)?;
+    let compiled = policy::compile(&policy)?;
+    Ok((policy, compiled))
+}
+
+fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
+    let mut versions = Vec::new();
+    for spec in [&a.old, &a.new] {
+        match load_version(spec, &a.path) {
+            Ok(v) => versions.push(v),
+            Err(e) => {
+                eprintln!("{spec}:");
+                print_errors(&e, a.format);
+                return Ok(failure_code(&e));
+            }
+        }
+    }
+    let (Some((np, nc)), Some((op, oc))) = (versions.pop(), versions.pop()) else {
+        bail!("internal error: two versions expected");
+    };
+    let p = plan::plan(&op, &oc, &np, &nc);
+    match a.format {
+        Format::Text => print!("{}", p.render()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === devices ===
+
+#[derive(Serialize)]
+struct DeviceRow {
+    id: String,
+    class: String,
+    mac: String,
+    ipv4: String,
+    ipv6: String,
+    vlan: String,
+    interface: String,
+    mode: &'static str,
+    risk: u8,
+    risk_band: &'static str,
+    life_critical: bool,
+    location: String,
+    vendor: String,
+    model: String,
+    firmware: String,
+    last_patched: String,
+    quarantine_action: &'static str,
+}
+
+fn today() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 86_400) as i64
+}
+
+fn devices(a: DevicesArgs) -> Result<ExitCode> {
+    let today = match &a.today {
+        Some(t) => t.parse::<Date>().map_err(|()| anyhow::anyhow!("--today: {t:?} is not YYYY-MM-DD"))?.days(),
+        None => today(),
+    };
+    let format = if a.format == TableFormat::Json { Format::Json } else { Format::Text };
+    let (policy, _) = match load_or_report(&a.dir, format) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let rows: Vec<DeviceRow> = policy
+        .devices
+        .iter()
+        .map(|d| {
+            let r = risk::score(&d.inventory, today);
+            let join = |v: Vec<String>| v.join(" ");
+            DeviceRow {
+                id: d.id.clone(),
+                class: d.class.clone().unwrap_or_default(),
+                mac: d.mac.map(|m| m.to_string()).unwrap_or_default(),
+                ipv4: join(d.ipv4.iter().map(|a| a.to_string()).collect()),
+                ipv6: join(d.ipv6.iter().map(|a| a.to_string()).collect()),
+                vlan: d.vlan.map_or("any".to_string(), |v| v.to_string()),
+                interface: d.interface.clone().unwrap_or_else(|| "any".to_string()),
+                mode: d.mode.name(),
+                risk: r.score,
+                risk_band: r.band,
+                life_critical: d.inventory.life_critical,
+                location: d.inventory.location.clone(),
+                vendor: d.inventory.vendor.clone(),
+                model: d.inventory.model.clone(),
+                firmware: d.inventory.firmware.clone(),
+                last_patched: d.inventory.last_patched.map(|x| x.to_string()).unwrap_or_default(),
+                quarantine_action: d.quarantine.action.name(),
+            }
+        })
+        .collect();
+    match a.format {
+        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        TableFormat::Csv => {
+            println!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
+            for r in &rows {
+                let fields = [
+                    r.id.clone(), r.class.clone(), r.mac.clone(), r.ipv4.clone(), r.ipv6.clone(), r.vlan.clone(),
+                    r.interface.clone(), r.mode.to_string(), r.risk.to_string(), r.risk_band.to_string(),
+                    r.life_critical.to_string(), r.location.clone(), r.vendor.clone(), r.model.clone(),
+                    r.firmware.clone(), r.last_patched.clone(), r.quarantine_action.to_string(),
+                ];
+                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            }
+        }
+        TableFormat::Table => print!("{}", table(&rows)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+fn table(rows: &[DeviceRow]) -> String {
+    let header = ["ID", "CLASS", "MAC", "IPV4", "IPV6", "VLAN", "IFACE", "MODE", "RISK", "LOCATION"];
+    let cells: Vec<[String; 10]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.class.clone(),
+                if r.mac.is_empty() { "-".into() } else { r.mac.clone() },
+                if r.ipv4.is_empty() { "-".into() } else { r.ipv4.clone() },
+                if r.ipv6.is_empty() { "-".into() } else { r.ipv6.clone() },
+                r.vlan.clone(),
+                r.interface.clone(),
+                r.mode.to_string(),
+                format!("{} {}", r.risk, r.risk_band),
+                r.location.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            if i + 1 == cols.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+// === compile ===
+
+fn compile_cmd(a: CompileArgs) -> Result<ExitCode> {
+    let (_, compiled) = match load_or_report(&a.dir, a.format) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    println!("{}", serde_json::to_string_pretty(&compiled)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,605 @@
+//! The reference classifier: a plain-Rust twin of the XDP program's decision
+//! (`gateway-ebpf/src/main.rs`: `judge`, `judge_arp`, `judge_ip`, `identify_source`,
+//! `judge_ndp`, `judge_flow`, `judge_policy`, `judge_end`, `lookup_rule`).
+//!
+//! It reads only [`MapContents`], emulating the kernel's hash and LPM lookups in software,
+//! so it checks the compiled *maps*, not the compiler's intermediate form. Keep every branch
+//! in the order of the XDP program; differential tests hold the two together. Not modelled:
+//! frame parsing (the packet arrives as a [`PacketDesc`]), fragments, and the flow table
+//! itself (the caller says, with [`FlowHint`], whether a flow entry exists). Pure.
+
+use super::maps::{peer4_bytes, peer6_bytes, port_bytes, MapContents};
+use lazaret_abi::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// What the flow table holds for a packet's 5-tuple (emulated by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FlowHint {
+    /// No live flow entry.
+    #[default]
+    None,
+    /// A live flow judged under the current generation and device epochs, admitted by `rule`.
+    Current { rule: u32 },
+    /// A live flow judged under an older generation or epoch: it is re-judged as its
+    /// initiating packet (`initiator_is_src`: this packet's source opened the flow).
+    Stale { initiator_is_src: bool },
+}
+
+/// An IP packet, as the parser would describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpDesc {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// Ports for TCP and UDP; the echo identifier (both) for ICMP echo; else 0.
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// NS/NA target.
+    pub nd_target: Option<Ipv6Addr>,
+}
+
+/// What the frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketKind {
+    Arp {
+        sha: [u8; 6],
+        spa: Ipv4Addr,
+        tpa: Ipv4Addr,
+    },
+    /// An IEEE 802.1 link-local control frame (LLDP, STP, LACP, 802.1X).
+    Control,
+    Ip(IpDesc),
+}
+
+/// A frame as the XDP program sees it after parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketDesc {
+    /// `SIDE_*` of the ingress interface.
+    pub side: u8,
+    pub ifindex: u32,
+    /// Innermost VLAN id, [`VLAN_UNTAGGED`] for untagged.
+    pub vlan: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub kind: PacketKind,
+    pub flow: FlowHint,
+}
+
+/// TCP flag bits (as in the datapath's parser).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+impl IpDesc {
+    /// Whether this packet may open a flow (`Pkt::initiating`).
+    pub fn initiating(&self) -> bool {
+        match self.proto {
+            PROTO_TCP => self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+            PROTO_UDP => true,
+            PROTO_ICMP => self.icmp_type == 8,
+            PROTO_ICMPV6 => self.icmp_type == 128,
+            _ => true,
+        }
+    }
+
+    pub fn has_ports(&self) -> bool {
+        self.proto == PROTO_TCP || self.proto == PROTO_UDP
+    }
+}
+
+/// Runtime state of devices ([`MAP_DEV_STATE`]): epochs and quarantine by device id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStates {
+    pub states: HashMap<u64, DevState>,
+}
+
+impl DeviceStates {
+    pub fn quarantine(&self, dev: u64) -> u8 {
+        self.states.get(&dev).map_or(QUARANTINE_NONE, |s| s.quarantine)
+    }
+
+    pub fn set_quarantine(&mut self, dev: u64, quarantine: u8) {
+        self.states.entry(dev).or_default().quarantine = quarantine;
+    }
+}
+
+/// How one managed end judged a packet (for `explain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndTrace {
+    pub device: u64,
+    /// `DIR_*` seen from the device.
+    pub dir: u8,
+    /// The policy consulted (by quarantine state).
+    pub policy: u32,
+    pub quarantine: u8,
+    pub peer: IpAddr,
+    /// The rule found, if any.
+    pub rule: Option<RuleRef>,
+}
+
+/// The verdict on one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Decision {
+    pub reason: Reason,
+    /// Device the frame was attributed to.
+    pub device: Option<u64>,
+    /// Rule that decided.
+    pub rule: Option<u32>,
+    /// `DIR_*` of the flow seen from `device`.
+    pub dir: u8,
+    /// The ends judged, in order (initiator's first).
+    pub ends: Vec<EndTrace>,
+}
+
+impl Decision {
+    pub fn new(reason: Reason) -> Decision {
+        Decision {
+            reason,
+            device: None,
+            rule: None,
+            dir: DIR_DEVICE_INIT,
+            ends: Vec::new(),
+        }
+    }
+
+    pub fn dev(reason: Reason, dev: u64) -> Decision {
+        let mut d = Decision::new(reason);
+        d.device = (dev != 0).then_some(dev);
+        d
+    }
+
+    pub fn passes(&self) -> bool {
+        self.reason.passes()
+    }
+}
+
+/// A software longest-prefix-match table over byte keys, as the kernel's LPM trie.
+#[derive(Clone, Debug, Default)]
+struct Lpm<V> {
+    /// Prefix lengths present, longest first.
+    lens: Vec<u32>,
+    map: HashMap<(u32, Vec<u8>), V>,
+}
+
+fn mask(bytes: &[u8], bits: u32) -> Vec<u8> {
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let start = i as u32 * 8;
+            if bits >= start + 8 {
+                *b
+            } else if bits <= start {
+                0
+            } else {
+                b & (0xffu8 << (8 - (bits - start)))
+            }
+        })
+        .collect()
+}
+
+impl<V: Copy> Lpm<V> {
+    fn insert(&mut self, bits: u32, key: &[u8], v: V) {
+        if !self.lens.contains(&bits) {
+            self.lens.push(bits);
+            self.lens.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        self.map.insert((bits, mask(key, bits)), v);
+    }
+
+    fn get(&self, key: &[u8]) -> Option<V> {
+        self.lens
+            .iter()
+            .find_map(|bits| self.map.get(&(*bits, mask(key, *bits))).copied())
+    }
+}
+
+/// [`MapContents`] indexed for lookups. Build once, classify many packets.
+#[derive(Clone, Debug)]
+pub struct MapIndex {
+    slot: u8,
+    site: SiteConfig,
+    mac: HashMap<MacKey, u64>,
+    ip4: HashMap<Ip4Key, u64>,
+    ip6: HashMap<Ip6Key, u64>,
+    devices: HashMap<DevKey, Device>,
+    peer4: Lpm<u32>,
+    peer6: Lpm<u32>,
+    ports: Lpm<RuleRef>,
+}
+
+impl MapIndex {
+    pub fn new(m: &MapContents) -> MapIndex {
+        let mut ix = MapIndex {
+            slot: m.slot,
+            site: m.site,
+            mac: m.dev_mac.iter().map(|(k, v)| (*k, v.id)).collect(),
+            ip4: m.dev_ip4.iter().map(|(k, v)| (*k, v.id)).collect(),
+            ip6: m.dev_ip6.iter().map(|(k, v)| (*k, v.id)).collect(),
+            devices: m.devices.iter().copied().collect(),
+            peer4: Lpm::default(),
+            peer6: Lpm::default(),
+            ports: Lpm::default(),
+        };
+        for (bits, k, v) in &m.peer4 {
+            ix.peer4.insert(*bits, &peer4_bytes(k), v.class);
+        }
+        for (bits, k, v) in &m.peer6 {
+            ix.peer6.insert(*bits, &peer6_bytes(k), v.class);
+        }
+        for (bits, k, v) in &m.ports {
+            ix.ports.insert(*bits, &port_bytes(k), *v);
+        }
+        ix
+    }
+
+    pub fn site(&self) -> &SiteConfig {
+        &self.site
+    }
+
+    pub fn device(&self, id: u64) -> Option<Device> {
+        self.devices
+            .get(&DevKey {
+                slot: self.slot,
+                _pad: [0; 7],
+                id,
+            })
+            .copied()
+    }
+
+    pub fn lookup_mac(&self, mac: &[u8; 6]) -> Option<u64> {
+        self.mac
+            .get(&MacKey {
+                slot: self.slot,
+                _pad: 0,
+                mac: *mac,
+            })
+            .copied()
+    }
+
+    /// The device bound to an address (`lookup_ip_device`).
+    pub fn device_by_ip(&self, addr: IpAddr) -> Option<Device> {
+        let id = match addr {
+            IpAddr::V4(a) => self.ip4.get(&Ip4Key {
+                slot: self.slot,
+                _pad: [0; 3],
+                addr: a.octets(),
+            }),
+            IpAddr::V6(a) => self.ip6.get(&Ip6Key {
+                slot: self.slot,
+                _pad: [0; 3],
+                addr: a.octets(),
+            }),
+        }?;
+        self.device(*id)
+    }
+
+    /// Peer class, then rule: the datapath's `lookup_rule`.
+    pub fn lookup_rule(&self, policy: u32, dir: u8, peer: IpAddr, proto: u8, port: u16) -> Option<RuleRef> {
+        let class = match peer {
+            IpAddr::V4(a) => self.peer4.get(&peer4_bytes(&PeerKey4 {
+                slot: self.slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: a.octets(),
+            }))?,
+            IpAddr::V6(a) => self.peer6.get(&peer6_bytes(&PeerKey6 {
+                slot: self.slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: a.octets(),
+            }))?,
+        };
+        self.ports.get(&port_bytes(&PortKey {
+            slot: self.slot,
+            _pad: [0; 3],
+            class: class.to_be_bytes(),
+            proto,
+            port: port.to_be_bytes(),
+            _pad2: 0,
+        }))
+    }
+}
+
+/// Classifies a frame against map contents (builds an index; use [`classify_indexed`] for
+/// many packets).
+pub fn classify(maps: &MapContents, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
+    classify_indexed(&MapIndex::new(maps), states, pkt)
+}
+
+/// The datapath's whole decision for one frame.
+pub fn classify_indexed(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
+    match &pkt.kind {
+        PacketKind::Arp { sha, spa, .. } => judge_arp(ix, pkt, sha, *spa),
+        PacketKind::Control => {
+            if ix.site.flags & SITE_F_L2_CONTROL != 0 {
+                Decision::new(Reason::AllowControl)
+            } else {
+                Decision::new(Reason::DenyEthertype)
+            }
+        }
+        PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, false),
+    }
+}
+
+/// The policy judgement of an initiating packet: identity, then the effective policy of
+/// every managed end, as if no flow entry existed and the packet may open a flow.
+pub fn judge_initiating(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
+    match &pkt.kind {
+        PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, true),
+        _ => classify_indexed(ix, states, pkt),
+    }
+}
+
+fn judge_arp(ix: &MapIndex, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> Decision {
+    if pkt.side == SIDE_UPSTREAM {
+        return Decision::new(Reason::PassUnmanaged);
+    }
+    if *sha != pkt.src_mac {
+        let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
+        return Decision::dev(Reason::DenySpoof, dev);
+    }
+    match identify_source(ix, pkt, IpAddr::V4(spa)) {
+        Ok(dev) => {
+            if ix.site.flags & SITE_F_NEIGHBOR != 0 {
+                Decision::dev(Reason::AllowNeighbor, dev.id)
+            } else {
+                Decision::dev(Reason::DenyNoRule, dev.id)
+            }
+        }
+        Err(d) => d,
+    }
+}
+
+fn is_link_local6(a: &Ipv6Addr) -> bool {
+    let o = a.octets();
+    o[0] == 0xfe && o[1] & 0xc0 == 0x80
+}
+
+/// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
+fn unspecified_or_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.octets() == [0; 4],
+        IpAddr::V6(a) => is_link_local6(&a) || a.octets() == [0; 16],
+    }
+}
+
+fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Device, Decision> {
+    let unspecified = unspecified_or_link_local(src);
+    let by_ip = if unspecified { None } else { ix.device_by_ip(src) };
+    if let Some(dev) = by_ip {
+        let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
+        let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
+        let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+        return if mac_ok && vlan_ok && if_ok {
+            Ok(dev)
+        } else {
+            Err(Decision::dev(Reason::DenySpoof, dev.id))
+        };
+    }
+    let by_mac = ix.lookup_mac(&pkt.src_mac).and_then(|id| ix.device(id));
+    match by_mac {
+        Some(dev) => {
+            let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
+            let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+            let v4 = matches!(src, IpAddr::V4(_));
+            let ip_ok = unspecified
+                || (v4 && dev.flags & DEV_F_NO_IP4 != 0)
+                || (!v4 && dev.flags & DEV_F_NO_IP6 != 0);
+            if ip_ok && vlan_ok && if_ok {
+                Ok(dev)
+            } else {
+                Err(Decision::dev(Reason::DenySpoof, dev.id))
+            }
+        }
+        None => {
+            if ix.site.flags & SITE_F_UNKNOWN_AUDIT != 0 {
+                Err(Decision::new(Reason::UnknownAudit))
+            } else {
+                Err(Decision::new(Reason::DenyUnknown))
+            }
+        }
+    }
+}
+
+fn dev_id(src: &Option<Device>, dst: &Option<Device>) -> u64 {
+    match (src, dst) {
+        (Some(d), _) => d.id,
+        (None, Some(d)) => d.id,
+        (None, None) => 0,
+    }
+}
+
+/// ICMPv6 types of neighbor discovery and MLD (`parse::is_neighbor_icmpv6`).
+fn is_neighbor_icmpv6(t: u8) -> bool {
+    matches!(t, 131 | 132 | 133 | 135 | 136 | 143)
+}
+
+fn judge_ip(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc, ip: &IpDesc, assume_initiating: bool) -> Decision {
+    let v4 = matches!(ip.src, IpAddr::V4(_));
+    if v4 != matches!(ip.dst, IpAddr::V4(_)) {
+        // The parser never produces mixed families.
+        return Decision::new(Reason::DenyMalformed);
+    }
+    if pkt.side == SIDE_DEVICES {
+        if ip.proto == PROTO_UDP && ((v4 && ip.sport == 67) || (!v4 && ip.sport == 547)) {
+            let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
+            return Decision::dev(Reason::DenyRogueDhcp, dev);
+        }
+        if ip.proto == PROTO_ICMPV6 && (ip.icmp_type == 134 || ip.icmp_type == 137) {
+            let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
+            return Decision::dev(Reason::DenyRogueRa, dev);
+        }
+    }
+    let src_dev = if pkt.side == SIDE_DEVICES {
+        match identify_source(ix, pkt, ip.src) {
+            Ok(d) => Some(d),
+            Err(d) => return d,
+        }
+    } else {
+        ix.device_by_ip(ip.src)
+    };
+    let dst_dev = ix.device_by_ip(ip.dst);
+    if src_dev.is_none() && dst_dev.is_none() {
+        return Decision::new(Reason::PassUnmanaged);
+    }
+    if ip.proto == PROTO_ICMPV6 && is_neighbor_icmpv6(ip.icmp_type) {
+        if let Some(dev) = src_dev {
+            if pkt.side == SIDE_DEVICES {
+                return judge_ndp(ix, ip, dev);
+            }
+        }
+    }
+    if assume_initiating {
+        let port = if ip.has_ports() { ip.dport } else { 0 };
+        return judge_policy(ix, states, ip, &src_dev, &dst_dev, ip.src, ip.dst, port);
+    }
+    match pkt.flow {
+        FlowHint::Current { rule } => {
+            let mut d = Decision::dev(Reason::AllowFlow, dev_id(&src_dev, &dst_dev));
+            d.rule = (rule != NO_RULE).then_some(rule);
+            d
+        }
+        FlowHint::Stale { initiator_is_src } => {
+            let (init_dev, resp_dev, init, resp, port) = if initiator_is_src {
+                (&src_dev, &dst_dev, ip.src, ip.dst, ip.dport)
+            } else {
+                (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
+            };
+            let v = judge_policy(ix, states, ip, init_dev, resp_dev, init, resp, port);
+            if v.passes() {
+                let mut out = Decision::dev(Reason::AllowFlow, v.device.unwrap_or(0));
+                out.rule = v.rule;
+                out.ends = v.ends;
+                out
+            } else {
+                v
+            }
+        }
+        FlowHint::None => {
+            if !ip.initiating() {
+                return Decision::dev(Reason::DenyNoFlow, dev_id(&src_dev, &dst_dev));
+            }
+            let port = if ip.has_ports() { ip.dport } else { 0 };
+            judge_policy(ix, states, ip, &src_dev, &dst_dev, ip.src, ip.dst, port)
+        }
+    }
+}
+
+fn judge_ndp(ix: &MapIndex, ip: &IpDesc, dev: Device) -> Decision {
+    if ix.site.flags & SITE_F_NEIGHBOR == 0 {
+        return Decision::dev(Reason::DenyNoRule, dev.id);
+    }
+    if ip.icmp_type == 136 {
+        let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        if !is_link_local6(&target) {
+            match ix.device_by_ip(IpAddr::V6(target)) {
+                Some(owner) if owner.id == dev.id => {}
+                _ => return Decision::dev(Reason::DenySpoof, dev.id),
+            }
+        }
+    }
+    Decision::dev(Reason::AllowNeighbor, dev.id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge_policy(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    ip: &IpDesc,
+    init_dev: &Option<Device>,
+    resp_dev: &Option<Device>,
+    init_addr: IpAddr,
+    resp_addr: IpAddr,
+    port: u16,
+) -> Decision {
+    let mut rule = NO_RULE;
+    let mut dev = 0u64;
+    let mut dir = DIR_DEVICE_INIT;
+    let mut audit = false;
+    let mut ends = Vec::new();
+    if let Some(d) = init_dev {
+        match judge_end(ix, states, ip, d, DIR_DEVICE_INIT, resp_addr, port, &mut ends) {
+            Ok(r) => {
+                rule = r.rule;
+                dev = d.id;
+                audit |= r.flags & RULE_F_AUDIT != 0;
+            }
+            Err(mut v) => {
+                v.ends = ends;
+                return v;
+            }
+        }
+    }
+    if let Some(d) = resp_dev {
+        match judge_end(ix, states, ip, d, DIR_PEER_INIT, init_addr, port, &mut ends) {
+            Ok(r) => {
+                if dev == 0 {
+                    rule = r.rule;
+                    dev = d.id;
+                    dir = DIR_PEER_INIT;
+                }
+                audit |= r.flags & RULE_F_AUDIT != 0;
+            }
+            Err(mut v) => {
+                v.ends = ends;
+                return v;
+            }
+        }
+    }
+    let mut v = Decision::dev(if audit { Reason::Audit } else { Reason::AllowRule }, dev);
+    v.rule = (rule != NO_RULE).then_some(rule);
+    v.dir = dir;
+    v.ends = ends;
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge_end(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    ip: &IpDesc,
+    dev: &Device,
+    dir: u8,
+    peer: IpAddr,
+    port: u16,
+    trace: &mut Vec<EndTrace>,
+) -> Result<RuleRef, Decision> {
+    let quarantine = states.quarantine(dev.id);
+    let policy = match quarantine {
+        QUARANTINE_NONE => dev.policy,
+        QUARANTINE_RESTRICT => dev.restrict_policy,
+        _ => ix.site.quarantine_policy,
+    };
+    let found = ix.lookup_rule(policy, dir, peer, ip.proto, port);
+    trace.push(EndTrace {
+        device: dev.id,
+        dir,
+        policy,
+        quarantine,
+        peer,
+        rule: found,
+    });
+    if let Some(r) = found {
+        return Ok(r);
+    }
+    let reason = if quarantine != QUARANTINE_NONE {
+        Reason::DenyQuarantine
+    } else {
+        match dev.mode {
+            MODE_AUDIT => Reason::Audit,
+            MODE_LEARN => Reason::Learn,
+            _ => Reason::DenyNoRule,
+        }
+    };
+    let mut v = Decision::dev(reason, dev.id);
+    v.dir = dir;
+    Err(v)
+}

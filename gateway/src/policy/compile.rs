@@ -1,0 +1,1172 @@
+//! The compiler: a validated [`Policy`] into [`Compiled`], the per-device allow-lists
+//! (deduplicated into shared policies), the rule table and the datapath lookup structure.
+//! Pure and deterministic: no I/O, no clock, no iteration over hash maps where order shows.
+
+use super::diag::{Diagnostic, Diags, PolicyErrors, Problem};
+use super::lookup::{self, Lookup};
+use super::model::*;
+use super::source::Location;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use lazaret_abi as abi;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Who opens the flow, seen from the device whose policy an entry belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// The device opens the flow to the peer.
+    DeviceInit,
+    /// The peer opens the flow to the device.
+    PeerInit,
+}
+
+impl Dir {
+    pub fn abi(self) -> u8 {
+        match self {
+            Dir::DeviceInit => abi::DIR_DEVICE_INIT,
+            Dir::PeerInit => abi::DIR_PEER_INIT,
+        }
+    }
+
+    pub fn from_abi(dir: u8) -> Dir {
+        if dir == abi::DIR_PEER_INIT {
+            Dir::PeerInit
+        } else {
+            Dir::DeviceInit
+        }
+    }
+
+    fn flip(self) -> Dir {
+        match self {
+            Dir::DeviceInit => Dir::PeerInit,
+            Dir::PeerInit => Dir::DeviceInit,
+        }
+    }
+}
+
+/// Where a compiled rule comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// One of the site essentials: `dhcp`, `dns` or `ntp`.
+    Essential { name: &'static str },
+    /// An `allow` entry of `[site.quarantine]` (1-based).
+    Quarantine { index: usize },
+    /// Rule `index` (1-based) of a workflow.
+    Workflow { workflow: String, index: usize },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Essential { name } => write!(f, "essential {name}"),
+            Origin::Quarantine { index } => write!(f, "quarantine profile, allow entry {index}"),
+            Origin::Workflow { workflow, index } => write!(f, "workflow `{workflow}`, rule {index}"),
+        }
+    }
+}
+
+/// One compiled rule: its id is its index in [`Compiled::rules`] and the number the
+/// datapath reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleInfo {
+    pub id: u32,
+    pub origin: Origin,
+    pub location: Option<Location>,
+    pub proto: Proto,
+    /// `None`: all ports.
+    pub ports: Option<Vec<PortRange>>,
+    pub initiator: Initiator,
+    pub peers: Vec<String>,
+    /// The rule's workflow is in audit or learn mode (`RULE_F_AUDIT`).
+    pub audit: bool,
+    pub description: String,
+}
+
+/// One allow-list entry of a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Entry {
+    pub dir: Dir,
+    pub peer: IpNet,
+    pub proto: Proto,
+    /// `None`: all ports (or a protocol without ports).
+    pub ports: Option<PortRange>,
+    pub rule: u32,
+    pub audit: bool,
+}
+
+impl Entry {
+    /// Whether this entry admits an initiating packet to/from `peer` with `proto` and the
+    /// responder port `port`.
+    pub fn matches(&self, dir: Dir, peer: IpAddr, proto: u8, port: u16) -> bool {
+        self.dir == dir
+            && self.peer.contains(&peer)
+            && self.proto.matches(proto)
+            && self.ports.is_none_or(|r| r.contains(port))
+    }
+}
+
+/// A deduplicated allow-list; devices with identical allow-lists share one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CompiledPolicy {
+    pub id: u32,
+    /// Sorted.
+    pub entries: Vec<Entry>,
+}
+
+/// A device as the datapath knows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompiledDevice {
+    pub id: String,
+    /// [`lazaret_abi::device_id_hash`] of `id`: the datapath's id.
+    pub hash: u64,
+    pub class: Option<String>,
+    /// Index into [`Compiled::classes`], `u32::MAX` for none.
+    pub class_index: u32,
+    pub mode: Mode,
+    pub mac: Option<Mac>,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub vlan: Option<u16>,
+    pub interface: Option<String>,
+    pub life_critical: bool,
+    pub policy: u32,
+    pub restrict_policy: u32,
+    pub quarantine: QuarantineSettings,
+}
+
+impl CompiledDevice {
+    /// `DEV_F_*` flags.
+    pub fn flags(&self) -> u8 {
+        let mut f = 0;
+        if self.mac.is_some() {
+            f |= abi::DEV_F_HAS_MAC;
+        }
+        if self.life_critical {
+            f |= abi::DEV_F_LIFE_CRITICAL;
+        }
+        if self.ipv4.is_empty() {
+            f |= abi::DEV_F_NO_IP4;
+        }
+        if self.ipv6.is_empty() {
+            f |= abi::DEV_F_NO_IP6;
+        }
+        f
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompiledSite {
+    pub name: String,
+    pub unknown_audit: bool,
+    pub l2_control: bool,
+    pub neighbor: bool,
+    /// Policy enforced on isolated devices.
+    pub quarantine_policy: u32,
+    pub event_rate: u32,
+    pub event_burst: u32,
+}
+
+impl CompiledSite {
+    /// `SITE_F_*` flags.
+    pub fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.unknown_audit {
+            f |= abi::SITE_F_UNKNOWN_AUDIT;
+        }
+        if self.l2_control {
+            f |= abi::SITE_F_L2_CONTROL;
+        }
+        if self.neighbor {
+            f |= abi::SITE_F_NEIGHBOR;
+        }
+        f
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompiledInterface {
+    pub name: String,
+    pub side: Side,
+}
+
+/// Counts for `check`'s summary, with the datapath capacities they fill.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub devices: usize,
+    pub classes: usize,
+    pub workflows: usize,
+    pub roles: usize,
+    pub rules: usize,
+    pub policies: usize,
+    pub dev_mac: usize,
+    pub dev_ip4: usize,
+    pub dev_ip6: usize,
+    pub peer4: usize,
+    pub peer6: usize,
+    pub peer_classes: usize,
+    pub ports: usize,
+}
+
+/// The compiled policy: what the datapath enforces, traceable to its source.
+#[derive(Clone, Debug, Serialize)]
+pub struct Compiled {
+    pub site: CompiledSite,
+    pub interfaces: Vec<CompiledInterface>,
+    /// Class names; a device's `class_index` points here.
+    pub classes: Vec<String>,
+    /// Sorted by id.
+    pub devices: Vec<CompiledDevice>,
+    /// Indexed by policy id.
+    pub policies: Vec<CompiledPolicy>,
+    /// Indexed by rule id.
+    pub rules: Vec<RuleInfo>,
+    pub stats: Stats,
+    /// The datapath lookup structure (peer classes and port blocks), slot-independent.
+    #[serde(skip)]
+    pub(crate) lookup: Lookup,
+    /// Warnings of validation and compilation.
+    #[serde(skip)]
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn device(&self, id: &str) -> Option<&CompiledDevice> {
+        self.devices
+            .binary_search_by(|d| d.id.as_str().cmp(id))
+            .ok()
+            .and_then(|i| self.devices.get(i))
+    }
+
+    pub fn device_by_hash(&self, hash: u64) -> Option<&CompiledDevice> {
+        self.devices.iter().find(|d| d.hash == hash)
+    }
+
+    pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
+        self.rules.get(id as usize)
+    }
+
+    pub fn policy(&self, id: u32) -> Option<&CompiledPolicy> {
+        self.policies.get(id as usize)
+    }
+}
+
+// === The compiler ===
+
+/// A grant: part of a rule as it applies to one device (one direction, one peer set).
+/// Interned: devices refer to grants by id, and policies are sets of grant ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Grant {
+    rule: u32,
+    dir: Dir,
+    peers: u32,
+    proto: Proto,
+    /// Port-set id, or `None` for all ports.
+    ports: Option<u32>,
+    audit: bool,
+}
+
+/// FxHash (rustc's hasher): the interners hash many small integer vectors, where SipHash's
+/// DoS resistance buys nothing (the input is the operator's own policy) and costs a lot.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
+
+/// Assigns dense ids to values in first-seen order.
+struct Interner<T> {
+    ids: FxMap<T, u32>,
+    values: Vec<T>,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
+    fn new() -> Self {
+        Interner {
+            ids: FxMap::default(),
+            values: Vec::new(),
+        }
+    }
+
+    fn id(&mut self, value: T) -> u32 {
+        if let Some(id) = self.ids.get(&value) {
+            return *id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.clone());
+        self.ids.insert(value, id);
+        id
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.values.get(id as usize)
+    }
+}
+
+/// Families a device speaks, as a mask: bit 0 IPv4, bit 1 IPv6.
+fn family_mask(d: &Device) -> u8 {
+    u8::from(d.speaks(Family::V4)) | (u8::from(d.speaks(Family::V6)) << 1)
+}
+
+fn in_mask(net: &IpNet, mask: u8) -> bool {
+    match net {
+        IpNet::V4(_) => mask & 1 != 0,
+        IpNet::V6(_) => mask & 2 != 0,
+    }
+}
+
+const BOTH: u8 = 3;
+
+/// A rule resolved against the inventory.
+struct Resolved<'p> {
+    id: u32,
+    rule: &'p Rule,
+    workflow: Option<&'p Workflow>,
+    audit: bool,
+    /// Indexes of the devices at the rule's managed end (shared by a workflow's rules).
+    ends: std::sync::Arc<[usize]>,
+    /// Peer prefixes that are not managed devices (roles, prefixes, any).
+    nets: Vec<IpNet>,
+    /// Indexes of managed devices named as peers.
+    managed: Vec<usize>,
+    ports: Option<u32>,
+}
+
+struct Compiler<'p> {
+    policy: &'p Policy,
+    diags: Diags,
+    peersets: Interner<Vec<IpNet>>,
+    portsets: Interner<Vec<PortRange>>,
+    grants: Interner<Grant>,
+    rules: Vec<RuleInfo>,
+}
+
+/// Compiles a validated policy. Errors: rules that cannot apply (family mismatches) and
+/// capacities of the datapath maps; never a partial result.
+thread_local! { static T0: std::time::Instant = std::time::Instant::now(); }
+pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
+    T0.with(|_| ());
+    let mut c = Compiler {
+        policy,
+        diags: Diags::default(),
+        peersets: Interner::new(),
+        portsets: Interner::new(),
+        grants: Interner::new(),
+        rules: Vec::new(),
+    };
+    let essentials = c.essential_rules();
+    let quarantine = c.quarantine_rules();
+    let resolved = c.resolve_workflows();
+    eprintln!("TIMING compile-resolve {:?}", T0.with(|t| t.elapsed()));
+    c.warn_unused(&resolved);
+    c.shadowing(&resolved);
+    eprintln!("TIMING compile-shadow {:?}", T0.with(|t| t.elapsed()));
+
+    // Per device: the grants of every rule it is an end or a managed peer of. Devices alike
+    // (same class, workflows and families, not named by id in a rule) get the same grants,
+    // so grants are computed once per such group: thousands of identical pumps cost one.
+    let index = RuleIndex::new(&resolved);
+    let n = policy.devices.len();
+    let mut groups: BTreeMap<Signature<'_>, usize> = BTreeMap::new();
+    let mut group_grants: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut group_of = Vec::with_capacity(n);
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    let mut mismatches: BTreeMap<u32, (Family, Vec<usize>)> = BTreeMap::new();
+    let mut cache: FxMap<(usize, bool, u8), Option<u32>> = FxMap::default();
+    for (i, d) in policy.devices.iter().enumerate() {
+        let sig = Signature {
+            class: d.class.as_deref(),
+            workflows: &d.workflows,
+            mask: family_mask(d),
+            named: index.names(&d.id).then_some(d.id.as_str()),
+        };
+        if let Some(g) = groups.get(&sig) {
+            group_of.push(*g);
+            members[*g].push(i);
+            continue;
+        }
+        let g = group_grants.len();
+        groups.insert(sig, g);
+        group_of.push(g);
+        members.push(vec![i]);
+        let mask = family_mask(d);
+        let base = c.essential_grants(&essentials, mask);
+        let (mut full, mut restricted) = (base.clone(), base);
+        for (side, rules) in index.rules_of(d) {
+            for k in rules {
+                let Some(r) = resolved.get(k) else { continue };
+                let grant = match cache.get(&(k, side, mask)) {
+                    Some(g) => *g,
+                    None => {
+                        let grant = c.rule_grant(r, side, dir_of(r.rule.initiator), mask);
+                        cache.insert((k, side, mask), grant);
+                        grant
+                    }
+                };
+                match grant {
+                    Some(id) => {
+                        full.push(id);
+                        if r.workflow.is_some_and(|w| w.essential) {
+                            restricted.push(id);
+                        }
+                    }
+                    None => {
+                        if let Some(fam) = c.reachable_family(r, side) {
+                            mismatches.entry(r.id).or_insert((fam, Vec::new())).1.push(g);
+                        }
+                    }
+                }
+            }
+        }
+        group_grants.push((full, restricted));
+    }
+    let mismatches: BTreeMap<u32, (Family, Vec<String>)> = mismatches
+        .into_iter()
+        .map(|(rule, (fam, gs))| {
+            let mut names: Vec<String> = gs
+                .iter()
+                .flat_map(|g| members.get(*g).into_iter().flatten())
+                .filter_map(|i| policy.devices.get(*i).map(|d| d.id.clone()))
+                .collect();
+            names.sort();
+            names.dedup();
+            (rule, (fam, names))
+        })
+        .collect();
+    for (rule, (fam, devices)) in mismatches {
+        let Some(r) = resolved.iter().find(|r| r.id == rule) else { continue };
+        let other = if fam == Family::V4 { Family::V6 } else { Family::V4 };
+        let shown: Vec<String> = devices.iter().take(3).map(|d| format!("`{d}`")).collect();
+        let mut list = shown.join(", ");
+        if devices.len() > 3 {
+            list.push_str(&format!(" and {} more", devices.len() - 3));
+        }
+        let verb = if devices.len() == 1 { "device {} has" } else { "devices {} have" };
+        c.diags.push(
+            Diagnostic::at(
+                Problem::FamilyMismatch {
+                    rule_family: fam.name(),
+                    device_family: other.name(),
+                    devices: verb.replace("{}", &list),
+                },
+                r.rule.span,
+            )
+            .hint(format!("add {} peers to the rule, or {} addresses to the devices", other.name(), fam.name())),
+        );
+    }
+
+    // The site quarantine policy: the essentials (both families) and the allow entries.
+    let mut qkey = c.essential_grants(&essentials, BOTH);
+    for r in &quarantine {
+        if let Some(g) = c.rule_grant(r, false, dir_of(r.rule.initiator), BOTH) {
+            qkey.push(g);
+        }
+    }
+
+    eprintln!("TIMING compile-grants {:?}", T0.with(|t| t.elapsed()));
+    // Deduplicate: policy 0 is the quarantine policy, then first appearance by device id.
+    let mut policies: Interner<Vec<u32>> = Interner::new();
+    let canon = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let quarantine_policy = policies.id(canon(qkey));
+    let mut group_ids: Vec<Option<(u32, u32)>> = vec![None; group_grants.len()];
+    let mut assignments = Vec::with_capacity(n);
+    for g in group_of {
+        let ids = match group_ids.get(g).copied().flatten() {
+            Some(ids) => ids,
+            None => {
+                let (full, restricted) = group_grants.get_mut(g).map(std::mem::take).unwrap_or_default();
+                let ids = (policies.id(canon(full)), policies.id(canon(restricted)));
+                if let Some(slot) = group_ids.get_mut(g) {
+                    *slot = Some(ids);
+                }
+                ids
+            }
+        };
+        assignments.push(ids);
+    }
+
+    if c.diags.has_errors() {
+        return Err(c.fail());
+    }
+
+    let compiled_policies: Vec<CompiledPolicy> = policies
+        .values
+        .iter()
+        .enumerate()
+        .map(|(id, key)| CompiledPolicy {
+            id: id as u32,
+            entries: c.expand(key),
+        })
+        .collect();
+    eprintln!("TIMING compile-policies {:?}", T0.with(|t| t.elapsed()));
+    let lookup = lookup::build(&compiled_policies);
+    eprintln!("TIMING compile-lookup {:?}", T0.with(|t| t.elapsed()));
+
+    let classes: Vec<String> = policy.classes.keys().cloned().collect();
+    let devices: Vec<CompiledDevice> = policy
+        .devices
+        .iter()
+        .zip(assignments)
+        .map(|(d, (p, r))| CompiledDevice {
+            id: d.id.clone(),
+            hash: abi::device_id_hash(d.id.as_bytes()),
+            class: d.class.clone(),
+            class_index: d
+                .class
+                .as_ref()
+                .and_then(|c| classes.binary_search(c).ok())
+                .map_or(u32::MAX, |i| i as u32),
+            mode: d.mode,
+            mac: d.mac,
+            ipv4: d.ipv4.clone(),
+            ipv6: d.ipv6.clone(),
+            vlan: d.vlan,
+            interface: d.interface.clone(),
+            life_critical: d.inventory.life_critical,
+            policy: p,
+            restrict_policy: r,
+            quarantine: d.quarantine,
+        })
+        .collect();
+
+    let stats = Stats {
+        devices: devices.len(),
+        classes: classes.len(),
+        workflows: policy.workflows.len(),
+        roles: policy.roles.len(),
+        rules: c.rules.len(),
+        policies: compiled_policies.len(),
+        dev_mac: devices.iter().filter(|d| d.mac.is_some()).count(),
+        dev_ip4: devices.iter().map(|d| d.ipv4.len()).sum(),
+        dev_ip6: devices.iter().map(|d| d.ipv6.len()).sum(),
+        peer4: lookup.peer4.len(),
+        peer6: lookup.peer6.len(),
+        peer_classes: lookup.classes,
+        ports: lookup.ports.len(),
+    };
+    c.capacities(&stats);
+    if c.diags.has_errors() {
+        return Err(c.fail());
+    }
+    let mut warnings = policy.warnings.clone();
+    warnings.extend(c.diags.items);
+    Ok(Compiled {
+        site: CompiledSite {
+            name: policy.site.name.clone(),
+            unknown_audit: policy.site.unknown_audit,
+            l2_control: policy.site.l2_control,
+            neighbor: policy.site.essentials.neighbor,
+            quarantine_policy,
+            event_rate: policy.site.event_rate,
+            event_burst: policy.site.event_burst,
+        },
+        interfaces: policy
+            .site
+            .interfaces
+            .values()
+            .map(|i| CompiledInterface {
+                name: i.name.clone(),
+                side: i.side,
+            })
+            .collect(),
+        classes,
+        devices,
+        policies: compiled_policies,
+        rules: c.rules,
+        stats,
+        lookup,
+        warnings,
+    })
+}
+
+fn dir_of(i: Initiator) -> Dir {
+    match i {
+        Initiator::Device => Dir::DeviceInit,
+        Initiator::Peer => Dir::PeerInit,
+    }
+}
+
+fn any_nets() -> [IpNet; 2] {
+    [IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())]
+}
+
+fn host(a: IpAddr) -> IpNet {
+    IpNet::from(a)
+}
+
+/// The essentials' rule ids (in the order dhcp, dns, ntp), absent when turned off.
+struct EssentialRules {
+    dhcp: Option<u32>,
+    dns: Option<u32>,
+    ntp: Option<u32>,
+}
+
+impl<'p> Compiler<'p> {
+    fn fail(&mut self) -> PolicyErrors {
+        let mut items = self.policy.warnings.clone();
+        items.append(&mut self.diags.items);
+        PolicyErrors {
+            sources: self.policy.sources.clone(),
+            diagnostics: items,
+        }
+    }
+
+    fn locate(&self, span: super::source::Span) -> Option<Location> {
+        Some(self.policy.sources.locate(span))
+    }
+
+    fn add_rule(&mut self, info: RuleInfo) -> u32 {
+        let id = self.rules.len() as u32;
+        self.rules.push(RuleInfo { id, ..info });
+        id
+    }
+
+    fn essential_rules(&mut self) -> EssentialRules {
+        let e = &self.policy.site.essentials;
+        let span = self.policy.site.span;
+        let mk = |this: &mut Self, name: &'static str, proto: Proto, ports: Vec<PortRange>, servers: &[IpNet], desc: &str| {
+            let location = this.locate(span);
+            this.add_rule(RuleInfo {
+                id: 0,
+                origin: Origin::Essential { name },
+                location,
+                proto,
+                ports: Some(ports),
+                initiator: Initiator::Device,
+                peers: servers.iter().map(|s| s.to_string()).collect(),
+                audit: false,
+                description: desc.to_string(),
+            })
+        };
+        let p = |x: u16| PortRange { lo: x, hi: x };
+        EssentialRules {
+            dhcp: e.dhcp.as_ref().map(|s| {
+                mk(self, "dhcp", Proto::Udp, vec![p(67), p(68), p(547)], s, "DHCP and DHCPv6: requests to the servers (and broadcast / all-servers multicast), server replies to port 68")
+            }),
+            dns: e.dns.as_ref().map(|s| mk(self, "dns", Proto::Any, vec![p(53)], s, "DNS over UDP and TCP to the resolvers")),
+            ntp: e.ntp.as_ref().map(|s| mk(self, "ntp", Proto::Udp, vec![p(123)], s, "NTP to the time servers")),
+        }
+    }
+
+    fn grant(&mut self, rule: u32, dir: Dir, peers: Vec<IpNet>, proto: Proto, ports: Option<Vec<PortRange>>, audit: bool) -> Option<u32> {
+        let ports = ports.map(|p| self.portsets.id(p));
+        self.grant_ids(rule, dir, peers, proto, ports, audit)
+    }
+
+    fn grant_ids(&mut self, rule: u32, dir: Dir, mut peers: Vec<IpNet>, proto: Proto, ports: Option<u32>, audit: bool) -> Option<u32> {
+        if peers.is_empty() {
+            return None;
+        }
+        peers.sort_unstable();
+        peers.dedup();
+        let peers = self.peersets.id(peers);
+        Some(self.grants.id(Grant {
+            rule,
+            dir,
+            peers,
+            proto,
+            ports,
+            audit,
+        }))
+    }
+
+    /// Essentials for a device speaking the families in `mask`.
+    fn essential_grants(&mut self, ess: &EssentialRules, mask: u8) -> Vec<u32> {
+        let e = &self.policy.site.essentials;
+        let p = |x: u16| Some(vec![PortRange { lo: x, hi: x }]);
+        let fam = |nets: &[IpNet], m: u8| nets.iter().copied().filter(|n| in_mask(n, m)).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        if let (Some(id), Some(servers)) = (ess.dhcp, e.dhcp.clone()) {
+            if mask & 1 != 0 {
+                let mut to = fam(&servers, 1);
+                to.push(IpNet::V4(Ipv4Net::from(Ipv4Addr::BROADCAST)));
+                out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Udp, p(67), false));
+                out.extend(self.grant(id, Dir::PeerInit, fam(&servers, 1), Proto::Udp, p(68), false));
+            }
+            if mask & 2 != 0 {
+                let mut to = fam(&servers, 2);
+                to.push(IpNet::V6(Ipv6Net::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2))));
+                out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Udp, p(547), false));
+            }
+        }
+        if let (Some(id), Some(servers)) = (ess.dns, e.dns.clone()) {
+            let to = fam(&servers, mask);
+            out.extend(self.grant(id, Dir::DeviceInit, to.clone(), Proto::Udp, p(53), false));
+            out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Tcp, p(53), false));
+        }
+        if let (Some(id), Some(servers)) = (ess.ntp, e.ntp.clone()) {
+            out.extend(self.grant(id, Dir::DeviceInit, fam(&servers, mask), Proto::Udp, p(123), false));
+        }
+        out
+    }
+
+    fn rule_info(&self, rule: &Rule, origin: Origin, audit: bool) -> RuleInfo {
+        RuleInfo {
+            id: 0,
+            origin,
+            location: self.locate(rule.span),
+            proto: rule.proto,
+            ports: rule.ports.clone(),
+            initiator: rule.initiator,
+            peers: rule.peers.iter().map(|p| p.to_string()).collect(),
+            audit,
+            description: rule.description.clone(),
+        }
+    }
+
+    fn quarantine_rules(&mut self) -> Vec<Resolved<'p>> {
+        let policy = self.policy;
+        let mut out = Vec::new();
+        for rule in &policy.site.quarantine_allow {
+            let info = self.rule_info(rule, Origin::Quarantine { index: rule.index }, false);
+            let id = self.add_rule(info);
+            let nets = self.nets_of(rule);
+            let ports = rule.ports.clone().map(|p| self.portsets.id(p));
+            self.check_proto_family(rule, &nets);
+            out.push(Resolved {
+                id,
+                rule,
+                workflow: None,
+                audit: false,
+                ends: std::sync::Arc::from(Vec::new()),
+                nets,
+                managed: Vec::new(),
+                ports,
+            });
+        }
+        out
+    }
+
+    /// Non-managed peer prefixes of a rule.
+    fn nets_of(&self, rule: &Rule) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for p in &rule.peers {
+            match p {
+                PeerSel::Role(r) => {
+                    if let Some(role) = self.policy.roles.get(r) {
+                        nets.extend(role.addresses.iter().copied());
+                    }
+                }
+                PeerSel::Prefix(n) => nets.push(*n),
+                PeerSel::Any => nets.extend(any_nets()),
+                PeerSel::Class(_) | PeerSel::Device(_) => {}
+            }
+        }
+        nets.sort_unstable();
+        nets.dedup();
+        nets
+    }
+
+    fn check_proto_family(&mut self, rule: &Rule, nets: &[IpNet]) {
+        if let Some(fam) = rule.proto.family() {
+            let has = nets.iter().any(|n| Family::of(n) == fam);
+            if !nets.is_empty() && !has {
+                self.diags.err(
+                    Problem::ProtoFamily {
+                        proto: if fam == Family::V4 { "icmp" } else { "icmpv6" },
+                        family: fam.name(),
+                    },
+                    rule.span,
+                );
+            }
+        }
+    }
+
+    fn resolve_workflows(&mut self) -> Vec<Resolved<'p>> {
+        let policy = self.policy;
+        let index: FxMap<&str, usize> = policy
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.as_str(), i))
+            .collect();
+        let mut by_class: FxMap<&str, Vec<usize>> = FxMap::default();
+        let mut by_workflow: FxMap<&str, Vec<usize>> = FxMap::default();
+        for (i, d) in policy.devices.iter().enumerate() {
+            if let Some(c) = &d.class {
+                by_class.entry(c).or_default().push(i);
+            }
+            for w in &d.workflows {
+                by_workflow.entry(w).or_default().push(i);
+            }
+        }
+        // Device indexes ascend already: pushed in device order.
+        let participants: FxMap<&str, std::sync::Arc<[usize]>> =
+            by_workflow.into_iter().map(|(w, v)| (w, std::sync::Arc::from(v))).collect();
+        let none: std::sync::Arc<[usize]> = std::sync::Arc::from(Vec::new());
+        let mut warned_no_addr = BTreeSet::new();
+        let mut out = Vec::new();
+        for (name, wf) in &policy.workflows {
+            let audit = wf.mode != Mode::Enforce;
+            for rule in &wf.rules {
+                let info = self.rule_info(
+                    rule,
+                    Origin::Workflow {
+                        workflow: name.clone(),
+                        index: rule.index,
+                    },
+                    audit,
+                );
+                let id = self.add_rule(info);
+                let ends = match &rule.ends {
+                    None => participants.get(name.as_str()).cloned().unwrap_or_else(|| none.clone()),
+                    Some(sels) => {
+                        let mut v = Vec::new();
+                        for s in sels {
+                            match s {
+                                EndSel::Class(c) => v.extend(by_class.get(c.as_str()).into_iter().flatten().copied()),
+                                EndSel::Device(d) => v.extend(index.get(d.as_str()).copied()),
+                            }
+                        }
+                        v.sort_unstable();
+                        v.dedup();
+                        std::sync::Arc::from(v)
+                    }
+                };
+                let mut managed = Vec::new();
+                for p in &rule.peers {
+                    match p {
+                        PeerSel::Class(c) => managed.extend(by_class.get(c.as_str()).into_iter().flatten().copied()),
+                        PeerSel::Device(d) => managed.extend(index.get(d.as_str()).copied()),
+                        _ => {}
+                    }
+                }
+                managed.sort_unstable();
+                managed.dedup();
+                for &m in &managed {
+                    if let Some(d) = policy.devices.get(m) {
+                        if d.ipv4.is_empty() && d.ipv6.is_empty() && warned_no_addr.insert(m) {
+                            self.diags.push(
+                                Diagnostic::at(Problem::PeerWithoutAddress { device: d.id.clone() }, d.span)
+                                    .note(rule.span, "named as a peer here"),
+                            );
+                        }
+                    }
+                }
+                let nets = self.nets_of(rule);
+                let mut all = nets.clone();
+                for &m in &managed {
+                    if let Some(d) = policy.devices.get(m) {
+                        all.extend(d.addresses().map(host));
+                    }
+                }
+                self.check_proto_family(rule, &all);
+                let ports = rule.ports.clone().map(|p| self.portsets.id(p));
+                out.push(Resolved {
+                    id,
+                    rule,
+                    workflow: Some(wf),
+                    audit,
+                    ends,
+                    nets,
+                    managed,
+                    ports,
+                });
+            }
+        }
+        out
+    }
+
+    /// The family of the peers a rule reaches from the given side, when there is exactly one.
+    fn reachable_family(&self, r: &Resolved<'_>, peer_side: bool) -> Option<Family> {
+        let nets = self.side_nets(r, peer_side);
+        let nets: Vec<&IpNet> = nets.iter().filter(|n| r.rule.proto.family().is_none_or(|f| f == Family::of(n))).collect();
+        let v4 = nets.iter().any(|n| Family::of(n) == Family::V4);
+        let v6 = nets.iter().any(|n| Family::of(n) == Family::V6);
+        match (v4, v6) {
+            (true, false) => Some(Family::V4),
+            (false, true) => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// Peer prefixes seen from an end device (`peer_side == false`) or from a managed peer.
+    fn side_nets(&self, r: &Resolved<'_>, peer_side: bool) -> Vec<IpNet> {
+        let devs = &self.policy.devices;
+        if peer_side {
+            r.ends.iter().filter_map(|i| devs.get(*i)).flat_map(|d| d.addresses().map(host)).collect()
+        } else {
+            let mut v = r.nets.clone();
+            v.extend(r.managed.iter().filter_map(|i| devs.get(*i)).flat_map(|d| d.addresses().map(host)));
+            v
+        }
+    }
+
+    /// The grant of rule `r` for a device at its end (`peer_side == false`) or a managed peer.
+    fn rule_grant(&mut self, r: &Resolved<'_>, peer_side: bool, end_dir: Dir, mask: u8) -> Option<u32> {
+        let dir = if peer_side { end_dir.flip() } else { end_dir };
+        let pf = r.rule.proto.family();
+        let nets: Vec<IpNet> = self
+            .side_nets(r, peer_side)
+            .into_iter()
+            .filter(|n| in_mask(n, mask) && pf.is_none_or(|f| f == Family::of(n)))
+            .collect();
+        if nets.is_empty() {
+            return None;
+        }
+        self.grant_ids(r.id, dir, nets, r.rule.proto, r.ports, r.audit)
+    }
+
+    /// Entries of a policy from its grant ids, sorted.
+    fn expand(&self, grants: &[u32]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for g in grants.iter().filter_map(|g| self.grants.get(*g)) {
+            let peers = self.peersets.get(g.peers).map(Vec::as_slice).unwrap_or_default();
+            let ports: Vec<Option<PortRange>> = match g.ports.and_then(|p| self.portsets.get(p)) {
+                Some(list) => list.iter().copied().map(Some).collect(),
+                None => vec![None],
+            };
+            for peer in peers {
+                for p in &ports {
+                    out.push(Entry {
+                        dir: g.dir,
+                        peer: *peer,
+                        proto: g.proto,
+                        ports: *p,
+                        rule: g.rule,
+                        audit: g.audit,
+                    });
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn warn_unused(&mut self, resolved: &[Resolved<'_>]) {
+        let mut used: BTreeSet<&str> = BTreeSet::new();
+        for r in resolved {
+            let Some(wf) = r.workflow else { continue };
+            if r.ends.is_empty() && r.managed.is_empty() {
+                // Reported per workflow below when the whole workflow is unused.
+                continue;
+            }
+            used.insert(&wf.name);
+            if r.ends.is_empty() {
+                self.diags.push(Diagnostic::at(
+                    Problem::RuleMatchesNoDevice {
+                        workflow: wf.name.clone(),
+                        index: r.rule.index,
+                    },
+                    r.rule.span,
+                ));
+            }
+        }
+        for (name, wf) in &self.policy.workflows {
+            if !used.contains(name.as_str()) {
+                self.diags.push(
+                    Diagnostic::at(Problem::UnusedWorkflow { name: name.clone() }, wf.span)
+                        .hint("list it in a class's or device's `workflows`, or name devices in its rules"),
+                );
+            }
+        }
+    }
+
+    /// Rules that allow nothing another rule of the same workflow does not already allow.
+    fn shadowing(&mut self, resolved: &[Resolved<'_>]) {
+        /// Pairwise check; bigger workflows are skipped (a generated policy, not a review).
+        const MAX_PAIRWISE: usize = 1000;
+        let mut by_wf: BTreeMap<&str, Vec<&Resolved<'_>>> = BTreeMap::new();
+        for r in resolved {
+            if let Some(w) = r.workflow {
+                by_wf.entry(&w.name).or_default().push(r);
+            }
+        }
+        for (name, rules) in by_wf {
+            if rules.len() > MAX_PAIRWISE {
+                continue;
+            }
+            for (j, b) in rules.iter().enumerate() {
+                let by = rules.iter().enumerate().find(|(i, a)| {
+                    *i != j && (covers(self.policy, a, b) && (!covers(self.policy, b, a) || *i < j))
+                });
+                if let Some((_, a)) = by {
+                    self.diags.push(
+                        Diagnostic::at(
+                            Problem::ShadowedRule {
+                                workflow: name.to_string(),
+                                index: b.rule.index,
+                                by: a.rule.index,
+                            },
+                            b.rule.span,
+                        )
+                        .note(a.rule.span, "the broader rule"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn capacities(&mut self, s: &Stats) {
+        let checks: [(&'static str, usize, u32); 8] = [
+            ("devices", s.devices, abi::MAX_DEVICES),
+            ("MAC bindings", s.dev_mac, abi::MAX_DEVICES),
+            ("IPv4 device addresses", s.dev_ip4, abi::MAX_DEVICE_ADDRS),
+            ("IPv6 device addresses", s.dev_ip6, abi::MAX_DEVICE_ADDRS),
+            ("compiled rules", s.rules, abi::MAX_RULES),
+            ("IPv4 peer entries", s.peer4, abi::MAX_PEER_ENTRIES),
+            ("IPv6 peer entries", s.peer6, abi::MAX_PEER_ENTRIES),
+            ("port entries", s.ports, abi::MAX_PORT_ENTRIES),
+        ];
+        for (what, count, max) in checks {
+            if count > max as usize {
+                self.diags.push(Diagnostic::new(
+                    Problem::Capacity {
+                        what,
+                        count: count as u64,
+                        max: u64::from(max),
+                    },
+                    None,
+                ));
+            }
+        }
+    }
+}
+
+/// What decides a device's grants; devices with equal signatures get equal grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Signature<'p> {
+    class: Option<&'p str>,
+    workflows: &'p BTreeSet<String>,
+    mask: u8,
+    /// The device's id, when a rule names it with `device:ID`.
+    named: Option<&'p str>,
+}
+
+/// Which resolved rules apply to a device, by what it is: its workflows (rules without
+/// `device`), its class or id as an end, its class or id as a peer.
+struct RuleIndex<'p> {
+    by_workflow: HashMap<&'p str, Vec<usize>>,
+    class_end: HashMap<&'p str, Vec<usize>>,
+    device_end: HashMap<&'p str, Vec<usize>>,
+    class_peer: HashMap<&'p str, Vec<usize>>,
+    device_peer: HashMap<&'p str, Vec<usize>>,
+}
+
+impl<'p> RuleIndex<'p> {
+    fn new(resolved: &[Resolved<'p>]) -> Self {
+        let mut ix = RuleIndex {
+            by_workflow: HashMap::new(),
+            class_end: HashMap::new(),
+            device_end: HashMap::new(),
+            class_peer: HashMap::new(),
+            device_peer: HashMap::new(),
+        };
+        for (k, r) in resolved.iter().enumerate() {
+            match (&r.rule.ends, r.workflow) {
+                (None, Some(w)) => ix.by_workflow.entry(w.name.as_str()).or_default().push(k),
+                (None, None) => {}
+                (Some(sels), _) => {
+                    for s in sels {
+                        match s {
+                            EndSel::Class(c) => ix.class_end.entry(c.as_str()).or_default().push(k),
+                            EndSel::Device(d) => ix.device_end.entry(d.as_str()).or_default().push(k),
+                        }
+                    }
+                }
+            }
+            for p in &r.rule.peers {
+                match p {
+                    PeerSel::Class(c) => ix.class_peer.entry(c.as_str()).or_default().push(k),
+                    PeerSel::Device(d) => ix.device_peer.entry(d.as_str()).or_default().push(k),
+                    _ => {}
+                }
+            }
+        }
+        ix
+    }
+
+    fn names(&self, id: &str) -> bool {
+        self.device_end.contains_key(id) || self.device_peer.contains_key(id)
+    }
+
+    /// The rules a device is an end of (`false`) and a managed peer of (`true`).
+    fn rules_of(&self, d: &Device) -> [(bool, Vec<usize>); 2] {
+        let get = |m: &HashMap<&str, Vec<usize>>, k: &str| m.get(k).cloned().unwrap_or_default();
+        let class = d.class.as_deref().unwrap_or("");
+        let mut ends: Vec<usize> = d.workflows.iter().flat_map(|w| get(&self.by_workflow, w)).collect();
+        if d.class.is_some() {
+            ends.extend(get(&self.class_end, class));
+        }
+        ends.extend(get(&self.device_end, &d.id));
+        ends.sort_unstable();
+        ends.dedup();
+        let mut peers = if d.class.is_some() { get(&self.class_peer, class) } else { Vec::new() };
+        peers.extend(get(&self.device_peer, &d.id));
+        peers.sort_unstable();
+        peers.dedup();
+        [(false, ends), (true, peers)]
+    }
+}
+
+/// Whether rule `a` allows everything rule `b` allows (same workflow, so same mode).
+fn covers(policy: &Policy, a: &Resolved<'_>, b: &Resolved<'_>) -> bool {
+    if a.rule.initiator != b.rule.initiator {
+        return false;
+    }
+    if !(a.rule.proto == Proto::Any || a.rule.proto == b.rule.proto) {
+        return false;
+    }
+    let ports_ok = match (&a.rule.ports, &b.rule.ports) {
+        (None, _) => true,
+        (Some(pa), None) => pa.iter().any(|r| r.covers(PortRange::ALL)),
+        (Some(pa), Some(pb)) => pb.iter().all(|rb| pa.iter().any(|ra| ra.covers(*rb))),
+    };
+    if !ports_ok {
+        return false;
+    }
+    if !is_subset(&b.ends, &a.ends) || !is_subset(&b.managed, &a.managed) {
+        return false;
+    }
+    let a_nets: Vec<IpNet> = {
+        let mut v = a.nets.clone();
+        v.extend(a.managed.iter().filter_map(|i| policy.devices.get(*i)).flat_map(|d| d.addresses().map(host)));
+        v
+    };
+    b.nets.iter().all(|n| a_nets.iter().any(|m| m.contains(n)))
+}
+
+fn is_subset(small: &[usize], big: &[usize]) -> bool {
+    small.iter().all(|x| big.binary_search(x).is_ok())
+}

@@ -1,0 +1,278 @@
+//! The datapath's two-stage lookup structure, built from compiled policies.
+//!
+//! Stage 1, per (policy, direction, family): every distinct peer prefix P of the policy's
+//! entries becomes an LPM entry whose *peer class* holds every entry whose prefix contains P.
+//! The prefixes containing an address form a chain, so the longest match sees every entry
+//! that applies to the address. Identical class contents share one class id.
+//!
+//! Stage 2, per class: (protocol, port) → the winning rule, as LPM entries over
+//! `PortKey`: protocol `any` at `PORT_KEY_CLASS_BITS`, a whole protocol at
+//! `PORT_KEY_PROTO_BITS`, port ranges as maximal aligned power-of-two blocks below it.
+//! Among the entries matching a packet the winner is the first of: a non-audit entry before
+//! an audit one, then the lowest rule id. Every level is compiled with that winner, so the
+//! longest prefix the datapath finds always reports it. Pure.
+
+use super::compile::{CompiledPolicy, Dir};
+use super::model::{PortRange, Proto};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use lazaret_abi as abi;
+use super::compile::FxMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A stage-1 entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerEntry<N> {
+    pub policy: u32,
+    /// `DIR_*`.
+    pub dir: u8,
+    pub net: N,
+    pub class: u32,
+}
+
+/// A stage-2 entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortEntry {
+    pub class: u32,
+    pub proto: u8,
+    pub port: u16,
+    /// LPM prefix length over `PortKey`.
+    pub prefix_len: u32,
+    pub rule: u32,
+    /// `RULE_F_*`.
+    pub flags: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Lookup {
+    pub peer4: Vec<PeerEntry<Ipv4Net>>,
+    pub peer6: Vec<PeerEntry<Ipv6Net>>,
+    pub ports: Vec<PortEntry>,
+    /// Number of distinct peer classes.
+    pub classes: usize,
+}
+
+/// What a peer class holds: (protocol, ports, rule, audit).
+type Item = (Proto, Option<PortRange>, u32, bool);
+
+/// Rank of a matching rule: lower wins (enforce before audit, then lower rule id).
+type Rank = (bool, u32);
+
+fn best(a: Option<Rank>, b: Option<Rank>) -> Option<Rank> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+pub fn build(policies: &[CompiledPolicy]) -> Lookup {
+    let mut out = Lookup::default();
+    let mut classes: FxMap<Vec<Item>, u32> = FxMap::default();
+    for p in policies {
+        for dir in [Dir::DeviceInit, Dir::PeerInit] {
+            let mut by_prefix: BTreeMap<IpNet, Vec<Item>> = BTreeMap::new();
+            for e in p.entries.iter().filter(|e| e.dir == dir) {
+                by_prefix
+                    .entry(e.peer)
+                    .or_default()
+                    .push((e.proto, e.ports, e.rule, e.audit));
+            }
+            let lengths: BTreeSet<(bool, u8)> = by_prefix
+                .keys()
+                .map(|n| (matches!(n, IpNet::V6(_)), n.prefix_len()))
+                .collect();
+            for net in by_prefix.keys() {
+                let v6 = matches!(net, IpNet::V6(_));
+                let mut content: Vec<Item> = Vec::new();
+                for (_, len) in lengths
+                    .iter()
+                    .filter(|(f, l)| *f == v6 && *l <= net.prefix_len())
+                {
+                    if let Ok(anc) = IpNet::new(net.addr(), *len) {
+                        if let Some(items) = by_prefix.get(&anc.trunc()) {
+                            content.extend_from_slice(items);
+                        }
+                    }
+                }
+                content.sort_unstable();
+                content.dedup();
+                let next = classes.len() as u32;
+                let class = match classes.get(&content) {
+                    Some(c) => *c,
+                    None => {
+                        port_entries(next, &content, &mut out.ports);
+                        classes.insert(content, next);
+                        next
+                    }
+                };
+                match net {
+                    IpNet::V4(n) => out.peer4.push(PeerEntry {
+                        policy: p.id,
+                        dir: dir.abi(),
+                        net: *n,
+                        class,
+                    }),
+                    IpNet::V6(n) => out.peer6.push(PeerEntry {
+                        policy: p.id,
+                        dir: dir.abi(),
+                        net: *n,
+                        class,
+                    }),
+                }
+            }
+        }
+    }
+    out.classes = classes.len();
+    out
+}
+
+fn flags(rank: Rank) -> u32 {
+    if rank.0 {
+        abi::RULE_F_AUDIT
+    } else {
+        0
+    }
+}
+
+/// Stage-2 entries of one class.
+fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
+    let any = items
+        .iter()
+        .filter(|i| i.0 == Proto::Any)
+        .map(|i| (i.3, i.2))
+        .min();
+    if let Some(r) = any {
+        out.push(PortEntry {
+            class,
+            proto: 0,
+            port: 0,
+            prefix_len: abi::PORT_KEY_CLASS_BITS,
+            rule: r.1,
+            flags: flags(r),
+        });
+    }
+    let mut by_proto: BTreeMap<u8, (Option<Rank>, Vec<(u32, u32, Rank)>)> = BTreeMap::new();
+    for (proto, ports, rule, audit) in items {
+        let Some(n) = proto.number() else { continue };
+        let e = by_proto.entry(n).or_default();
+        match ports {
+            None => e.0 = best(e.0, Some((*audit, *rule))),
+            Some(r) => e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule))),
+        }
+    }
+    for (proto, (whole, ranges)) in by_proto {
+        let fallback = best(any, whole);
+        if fallback != any {
+            if let Some(r) = fallback {
+                out.push(PortEntry {
+                    class,
+                    proto,
+                    port: 0,
+                    prefix_len: abi::PORT_KEY_PROTO_BITS,
+                    rule: r.1,
+                    flags: flags(r),
+                });
+            }
+        }
+        for (lo, hi, rank) in segments(&ranges, fallback) {
+            blocks(lo, hi, |port, bits| {
+                out.push(PortEntry {
+                    class,
+                    proto,
+                    port,
+                    prefix_len: abi::PORT_KEY_PROTO_BITS + bits,
+                    rule: rank.1,
+                    flags: flags(rank),
+                })
+            });
+        }
+    }
+}
+
+/// Disjoint port segments whose winner differs from `fallback` (what a lookup finds when no
+/// port entry matches), adjacent segments with the same winner merged.
+fn segments(ranges: &[(u32, u32, Rank)], fallback: Option<Rank>) -> Vec<(u32, u32, Rank)> {
+    let mut events: Vec<(u32, bool, Rank)> = Vec::with_capacity(ranges.len() * 2);
+    for (lo, hi, rank) in ranges {
+        events.push((*lo, true, *rank));
+        events.push((hi + 1, false, *rank));
+    }
+    events.sort_unstable();
+    let mut active: BTreeMap<Rank, u32> = BTreeMap::new();
+    let mut out: Vec<(u32, u32, Rank)> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let Some(&(pos, _, _)) = events.get(i) else { break };
+        while let Some(&(p, start, rank)) = events.get(i) {
+            if p != pos {
+                break;
+            }
+            if start {
+                *active.entry(rank).or_insert(0) += 1;
+            } else if let Some(c) = active.get_mut(&rank) {
+                *c -= 1;
+                if *c == 0 {
+                    active.remove(&rank);
+                }
+            }
+            i += 1;
+        }
+        let Some(&(next, _, _)) = events.get(i) else { break };
+        let winner = best(fallback, active.keys().next().copied());
+        if let Some(w) = winner.filter(|w| Some(*w) != fallback) {
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == pos && last.2 == w => last.1 = next - 1,
+                _ => out.push((pos, next - 1, w)),
+            }
+        }
+    }
+    out
+}
+
+/// Splits `[lo, hi]` into maximal aligned power-of-two blocks: `emit(start, prefix bits)`.
+pub fn blocks(mut lo: u32, hi: u32, mut emit: impl FnMut(u16, u32)) {
+    while lo <= hi {
+        let mut k = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        while lo + (1 << k) - 1 > hi {
+            k -= 1;
+        }
+        emit(lo as u16, 16 - k);
+        lo += 1 << k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(lo: u32, hi: u32) -> Vec<(u16, u32)> {
+        let mut v = Vec::new();
+        blocks(lo, hi, |p, b| v.push((p, b)));
+        v
+    }
+
+    #[test]
+    fn blocks_are_maximal_and_aligned() {
+        assert_eq!(collect(0, 65535), vec![(0, 0)]);
+        assert_eq!(collect(2575, 2575), vec![(2575, 16)]);
+        assert_eq!(collect(1024, 2047), vec![(1024, 6)]);
+        assert_eq!(collect(5, 10), vec![(5, 16), (6, 15), (8, 15), (10, 16)]);
+        assert_eq!(collect(65535, 65535), vec![(65535, 16)]);
+    }
+
+    #[test]
+    fn overlapping_ranges_resolve_to_the_best_rank() {
+        let r = [(100, 200, (false, 5)), (150, 300, (false, 2))];
+        assert_eq!(
+            segments(&r, None),
+            vec![(100, 149, (false, 5)), (150, 300, (false, 2))]
+        );
+        // A whole-protocol rule of a better rank swallows the ranges.
+        assert_eq!(segments(&r, Some((false, 1))), vec![]);
+        // An audit fallback loses to enforce ranges.
+        assert_eq!(
+            segments(&r, Some((true, 0))),
+            vec![(100, 149, (false, 5)), (150, 300, (false, 2))]
+        );
+    }
+}

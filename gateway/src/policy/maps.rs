@@ -1,0 +1,192 @@
+//! The exact contents of the datapath's per-slot maps for one compiled policy, as ABI
+//! types: what the daemon writes into a slot and what the reference classifier reads. Pure.
+
+use super::compile::Compiled;
+use super::model::Side;
+use lazaret_abi::*;
+use std::collections::BTreeMap;
+
+/// Why map contents cannot be produced.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("device `{device}` is bound to interface `{interface}`, which has no ifindex")]
+    UnknownInterface { device: String, interface: String },
+    #[error("slot {0} is not 0 or 1")]
+    BadSlot(u8),
+}
+
+/// Every entry of every per-slot map, sorted by key. `ifaces` is [`MAP_IFACE`], which is
+/// not per slot: the site's interfaces that have an ifindex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapContents {
+    pub slot: u8,
+    pub site: SiteConfig,
+    pub ifaces: Vec<(u32, IfaceConfig)>,
+    pub dev_mac: Vec<(MacKey, DevRef)>,
+    pub dev_ip4: Vec<(Ip4Key, DevRef)>,
+    pub dev_ip6: Vec<(Ip6Key, DevRef)>,
+    pub devices: Vec<(DevKey, Device)>,
+    /// (LPM prefix length, key, value).
+    pub peer4: Vec<(u32, PeerKey4, PeerClass)>,
+    pub peer6: Vec<(u32, PeerKey6, PeerClass)>,
+    pub ports: Vec<(u32, PortKey, RuleRef)>,
+}
+
+impl Compiled {
+    /// The map contents for `slot` under `generation`, binding named interfaces to
+    /// `ifindexes`. Deterministic: equal inputs give equal contents.
+    pub fn map_contents(
+        &self,
+        slot: u8,
+        generation: u64,
+        ifindexes: &BTreeMap<String, u32>,
+    ) -> Result<MapContents, MapError> {
+        if slot > 1 {
+            return Err(MapError::BadSlot(slot));
+        }
+        let mut m = MapContents {
+            slot,
+            site: SiteConfig {
+                generation,
+                flags: self.site.flags(),
+                quarantine_policy: self.site.quarantine_policy,
+                event_rate: self.site.event_rate,
+                event_burst: self.site.event_burst,
+            },
+            ..MapContents::default()
+        };
+        for i in &self.interfaces {
+            if let Some(ix) = ifindexes.get(&i.name) {
+                let side = match i.side {
+                    Side::Devices => SIDE_DEVICES,
+                    Side::Upstream => SIDE_UPSTREAM,
+                };
+                m.ifaces.push((*ix, IfaceConfig { side, _pad: [0; 3] }));
+            }
+        }
+        for d in &self.devices {
+            let r = DevRef { id: d.hash };
+            let ifindex = match &d.interface {
+                None => IFINDEX_ANY,
+                Some(name) => *ifindexes.get(name).ok_or_else(|| MapError::UnknownInterface {
+                    device: d.id.clone(),
+                    interface: name.clone(),
+                })?,
+            };
+            if let Some(mac) = d.mac {
+                m.dev_mac.push((MacKey { slot, _pad: 0, mac: mac.0 }, r));
+            }
+            for a in &d.ipv4 {
+                m.dev_ip4.push((Ip4Key { slot, _pad: [0; 3], addr: a.octets() }, r));
+            }
+            for a in &d.ipv6 {
+                m.dev_ip6.push((Ip6Key { slot, _pad: [0; 3], addr: a.octets() }, r));
+            }
+            m.devices.push((
+                DevKey { slot, _pad: [0; 7], id: d.hash },
+                Device {
+                    id: d.hash,
+                    policy: d.policy,
+                    restrict_policy: d.restrict_policy,
+                    ifindex,
+                    vlan: d.vlan.unwrap_or(VLAN_ANY),
+                    mode: d.mode.abi(),
+                    flags: d.flags(),
+                    mac: d.mac.map_or([0; 6], |m| m.0),
+                    _pad: [0; 2],
+                    class: d.class_index,
+                    _pad2: [0; 4],
+                },
+            ));
+        }
+        for e in &self.lookup.peer4 {
+            m.peer4.push((
+                PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
+                PeerKey4 {
+                    slot,
+                    dir: e.dir,
+                    _pad: [0; 2],
+                    policy: e.policy.to_be_bytes(),
+                    addr: e.net.addr().octets(),
+                },
+                PeerClass { class: e.class },
+            ));
+        }
+        for e in &self.lookup.peer6 {
+            m.peer6.push((
+                PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
+                PeerKey6 {
+                    slot,
+                    dir: e.dir,
+                    _pad: [0; 2],
+                    policy: e.policy.to_be_bytes(),
+                    addr: e.net.addr().octets(),
+                },
+                PeerClass { class: e.class },
+            ));
+        }
+        for e in &self.lookup.ports {
+            m.ports.push((
+                e.prefix_len,
+                PortKey {
+                    slot,
+                    _pad: [0; 3],
+                    class: e.class.to_be_bytes(),
+                    proto: e.proto,
+                    port: e.port.to_be_bytes(),
+                    _pad2: 0,
+                },
+                RuleRef { rule: e.rule, flags: e.flags },
+            ));
+        }
+        m.ifaces.sort_by_key(|e| e.0);
+        m.dev_mac.sort_by_key(|e| e.0);
+        m.dev_ip4.sort_by_key(|e| e.0);
+        m.dev_ip6.sort_by_key(|e| e.0);
+        m.devices.sort_by_key(|e| e.0);
+        m.peer4.sort_by_key(|e| (e.1, e.0));
+        m.peer6.sort_by_key(|e| (e.1, e.0));
+        m.ports.sort_by_key(|e| (e.1, e.0));
+        Ok(m)
+    }
+}
+
+impl MapContents {
+    /// Entry counts per map, in the order of the fields.
+    pub fn counts(&self) -> [(&'static str, usize); 8] {
+        [
+            (MAP_IFACE, self.ifaces.len()),
+            (MAP_DEV_MAC, self.dev_mac.len()),
+            (MAP_DEV_IP4, self.dev_ip4.len()),
+            (MAP_DEV_IP6, self.dev_ip6.len()),
+            (MAP_DEVICES, self.devices.len()),
+            (MAP_PEER4, self.peer4.len()),
+            (MAP_PEER6, self.peer6.len()),
+            (MAP_PORTS, self.ports.len()),
+        ]
+    }
+}
+
+/// Key bytes of LPM keys, in memory order (what the kernel's trie compares).
+pub(crate) fn peer4_bytes(k: &PeerKey4) -> Vec<u8> {
+    let mut v = vec![k.slot, k.dir, k._pad[0], k._pad[1]];
+    v.extend_from_slice(&k.policy);
+    v.extend_from_slice(&k.addr);
+    v
+}
+
+pub(crate) fn peer6_bytes(k: &PeerKey6) -> Vec<u8> {
+    let mut v = vec![k.slot, k.dir, k._pad[0], k._pad[1]];
+    v.extend_from_slice(&k.policy);
+    v.extend_from_slice(&k.addr);
+    v
+}
+
+pub(crate) fn port_bytes(k: &PortKey) -> Vec<u8> {
+    let mut v = vec![k.slot, k._pad[0], k._pad[1], k._pad[2]];
+    v.extend_from_slice(&k.class);
+    v.push(k.proto);
+    v.extend_from_slice(&k.port);
+    v.push(k._pad2);
+    v
+}

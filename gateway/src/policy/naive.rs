@@ -1,0 +1,355 @@
+//! A naive evaluator written directly over the parsed [`Policy`]: no compilation, no
+//! lookup structure, every rule tried in turn. Slow and obviously correct; property tests
+//! check the compiler and the reference classifier against it. Pure.
+
+use super::classify::{IpDesc, PacketDesc, PacketKind};
+use super::compile::{Dir, Origin};
+use super::model::*;
+use lazaret_abi::{self as abi, Reason};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The naive verdict: reason, the device it was attributed to, and the deciding rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NaiveDecision {
+    pub reason: Reason,
+    pub device: Option<String>,
+    pub origin: Option<Origin>,
+}
+
+impl NaiveDecision {
+    fn new(reason: Reason, device: Option<&Device>) -> Self {
+        NaiveDecision {
+            reason,
+            device: device.map(|d| d.id.clone()),
+            origin: None,
+        }
+    }
+}
+
+/// Runtime context the policy does not hold: interface indexes and quarantine states.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    pub ifindexes: BTreeMap<String, u32>,
+    /// Device id → `QUARANTINE_*`.
+    pub quarantine: BTreeMap<String, u8>,
+}
+
+/// A rule that matched, with its rank (lower wins).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    audit: bool,
+    order: (u8, String, usize),
+    origin: Origin,
+}
+
+struct Eval<'p> {
+    p: &'p Policy,
+    cx: &'p Context,
+}
+
+/// Evaluates an initiating or other packet with no flow state (the [`PacketDesc::flow`]
+/// hint must be `None`; flows are the stateful layer's business).
+pub fn evaluate(policy: &Policy, cx: &Context, pkt: &PacketDesc) -> NaiveDecision {
+    let e = Eval { p: policy, cx };
+    match &pkt.kind {
+        PacketKind::Control => NaiveDecision::new(
+            if policy.site.l2_control { Reason::AllowControl } else { Reason::DenyEthertype },
+            None,
+        ),
+        PacketKind::Arp { sha, spa, .. } => e.arp(pkt, sha, *spa),
+        PacketKind::Ip(ip) => e.ip(pkt, ip),
+    }
+}
+
+impl<'p> Eval<'p> {
+    fn by_ip(&self, a: IpAddr) -> Option<&'p Device> {
+        self.p.devices.iter().find(|d| d.has_address(a))
+    }
+
+    fn by_mac(&self, mac: &[u8; 6]) -> Option<&'p Device> {
+        self.p.devices.iter().find(|d| d.mac.is_some_and(|m| m.0 == *mac))
+    }
+
+    fn bound_here(&self, d: &Device, pkt: &PacketDesc) -> bool {
+        let vlan_ok = d.vlan.is_none_or(|v| v == pkt.vlan);
+        let if_ok = d
+            .interface
+            .as_ref()
+            .is_none_or(|i| self.cx.ifindexes.get(i) == Some(&pkt.ifindex));
+        vlan_ok && if_ok
+    }
+
+    fn identify(&self, pkt: &PacketDesc, src: IpAddr) -> Result<&'p Device, NaiveDecision> {
+        let unspecified = match src {
+            IpAddr::V4(a) => a.is_unspecified(),
+            IpAddr::V6(a) => a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if !unspecified {
+            if let Some(d) = self.by_ip(src) {
+                let mac_ok = d.mac.is_none_or(|m| m.0 == pkt.src_mac);
+                return if mac_ok && self.bound_here(d, pkt) {
+                    Ok(d)
+                } else {
+                    Err(NaiveDecision::new(Reason::DenySpoof, Some(d)))
+                };
+            }
+        }
+        match self.by_mac(&pkt.src_mac) {
+            Some(d) => {
+                let no_addr_of_family = match src {
+                    IpAddr::V4(_) => d.ipv4.is_empty(),
+                    IpAddr::V6(_) => d.ipv6.is_empty(),
+                };
+                if (unspecified || no_addr_of_family) && self.bound_here(d, pkt) {
+                    Ok(d)
+                } else {
+                    Err(NaiveDecision::new(Reason::DenySpoof, Some(d)))
+                }
+            }
+            None if self.p.site.unknown_audit => Err(NaiveDecision::new(Reason::UnknownAudit, None)),
+            None => Err(NaiveDecision::new(Reason::DenyUnknown, None)),
+        }
+    }
+
+    fn arp(&self, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> NaiveDecision {
+        if pkt.side == abi::SIDE_UPSTREAM {
+            return NaiveDecision::new(Reason::PassUnmanaged, None);
+        }
+        if *sha != pkt.src_mac {
+            return NaiveDecision::new(Reason::DenySpoof, self.by_mac(&pkt.src_mac));
+        }
+        match self.identify(pkt, IpAddr::V4(spa)) {
+            Ok(d) if self.p.site.essentials.neighbor => NaiveDecision::new(Reason::AllowNeighbor, Some(d)),
+            Ok(d) => NaiveDecision::new(Reason::DenyNoRule, Some(d)),
+            Err(n) => n,
+        }
+    }
+
+    fn ip(&self, pkt: &PacketDesc, ip: &IpDesc) -> NaiveDecision {
+        let v4 = ip.src.is_ipv4();
+        if v4 != ip.dst.is_ipv4() {
+            return NaiveDecision::new(Reason::DenyMalformed, None);
+        }
+        if pkt.side == abi::SIDE_DEVICES {
+            if ip.proto == abi::PROTO_UDP && ip.sport == if v4 { 67 } else { 547 } {
+                return NaiveDecision::new(Reason::DenyRogueDhcp, self.by_mac(&pkt.src_mac));
+            }
+            if ip.proto == abi::PROTO_ICMPV6 && matches!(ip.icmp_type, 134 | 137) {
+                return NaiveDecision::new(Reason::DenyRogueRa, self.by_mac(&pkt.src_mac));
+            }
+        }
+        let src = if pkt.side == abi::SIDE_DEVICES {
+            match self.identify(pkt, ip.src) {
+                Ok(d) => Some(d),
+                Err(n) => return n,
+            }
+        } else {
+            self.by_ip(ip.src)
+        };
+        let dst = self.by_ip(ip.dst);
+        if src.is_none() && dst.is_none() {
+            return NaiveDecision::new(Reason::PassUnmanaged, None);
+        }
+        if ip.proto == abi::PROTO_ICMPV6 && matches!(ip.icmp_type, 131 | 132 | 133 | 135 | 136 | 143) && pkt.side == abi::SIDE_DEVICES {
+            if let Some(d) = src {
+                if !self.p.site.essentials.neighbor {
+                    return NaiveDecision::new(Reason::DenyNoRule, Some(d));
+                }
+                if ip.icmp_type == 136 {
+                    let t = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+                    let link_local = (t.segments()[0] & 0xffc0) == 0xfe80;
+                    if !link_local && self.by_ip(IpAddr::V6(t)).map(|o| &o.id) != Some(&d.id) {
+                        return NaiveDecision::new(Reason::DenySpoof, Some(d));
+                    }
+                }
+                return NaiveDecision::new(Reason::AllowNeighbor, Some(d));
+            }
+        }
+        if !ip.initiating() {
+            return NaiveDecision::new(Reason::DenyNoFlow, src.or(dst));
+        }
+        let port = if ip.has_ports() { ip.dport } else { 0 };
+        // Every managed end must allow; the initiator's rule is the one reported.
+        let mut reported: Option<(&Device, Candidate)> = None;
+        let mut audit = false;
+        for (dev, dir, peer) in [(src, Dir::DeviceInit, ip.dst), (dst, Dir::PeerInit, ip.src)] {
+            let Some(d) = dev else { continue };
+            let q = self.cx.quarantine.get(&d.id).copied().unwrap_or(abi::QUARANTINE_NONE);
+            match self.best(d, q, dir, peer, ip.proto, port) {
+                Some(c) => {
+                    audit |= c.audit;
+                    if reported.is_none() {
+                        reported = Some((d, c));
+                    }
+                }
+                None => {
+                    let reason = if q != abi::QUARANTINE_NONE {
+                        Reason::DenyQuarantine
+                    } else {
+                        match d.mode {
+                            Mode::Audit => Reason::Audit,
+                            Mode::Learn => Reason::Learn,
+                            Mode::Enforce => Reason::DenyNoRule,
+                        }
+                    };
+                    return NaiveDecision::new(reason, Some(d));
+                }
+            }
+        }
+        let (d, c) = match reported {
+            Some(x) => x,
+            None => return NaiveDecision::new(Reason::PassUnmanaged, None),
+        };
+        NaiveDecision {
+            reason: if audit { Reason::Audit } else { Reason::AllowRule },
+            device: Some(d.id.clone()),
+            origin: Some(c.origin),
+        }
+    }
+
+    /// The best rule of `d`'s effective policy for this flow, if any.
+    fn best(&self, d: &Device, q: u8, dir: Dir, peer: IpAddr, proto: u8, port: u16) -> Option<Candidate> {
+        let mut found: Vec<Candidate> = Vec::new();
+        let fam = Family::of_addr(&peer);
+        let isolated = q == abi::QUARANTINE_ISOLATE;
+        let speaks = |f: Family| isolated || d.speaks(f);
+        self.essentials(speaks(fam), fam, dir, peer, proto, port, &mut found);
+        if isolated {
+            for r in &self.p.site.quarantine_allow {
+                let nets = self.nets(r);
+                if r.initiator_dir() == dir && self.rule_matches(r, &nets, peer, proto, port) {
+                    found.push(Candidate {
+                        audit: false,
+                        order: (1, String::new(), r.index),
+                        origin: Origin::Quarantine { index: r.index },
+                    });
+                }
+            }
+        } else if d.speaks(fam) {
+            for (name, wf) in &self.p.workflows {
+                if q == abi::QUARANTINE_RESTRICT && !wf.essential {
+                    continue;
+                }
+                for r in &wf.rules {
+                    let ends = self.ends(wf, r);
+                    let managed = self.managed(r);
+                    let mut hit = false;
+                    if ends.iter().any(|e| e.id == d.id) && r.initiator_dir() == dir {
+                        let mut nets = self.nets(r);
+                        nets.extend(managed.iter().flat_map(|m| m.addresses().map(host_net)));
+                        hit |= self.rule_matches(r, &nets, peer, proto, port);
+                    }
+                    if managed.iter().any(|m| m.id == d.id) && r.initiator_dir() != dir {
+                        let nets: Vec<_> = ends.iter().flat_map(|e| e.addresses().map(host_net)).collect();
+                        hit |= self.rule_matches(r, &nets, peer, proto, port);
+                    }
+                    if hit {
+                        found.push(Candidate {
+                            audit: wf.mode != Mode::Enforce,
+                            order: (2, name.clone(), r.index),
+                            origin: Origin::Workflow { workflow: name.clone(), index: r.index },
+                        });
+                    }
+                }
+            }
+        }
+        found.into_iter().min()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn essentials(&self, speaks: bool, fam: Family, dir: Dir, peer: IpAddr, proto: u8, port: u16, found: &mut Vec<Candidate>) {
+        if !speaks {
+            return;
+        }
+        let e = &self.p.site.essentials;
+        let in_servers = |s: &Option<Vec<ipnet::IpNet>>| s.as_ref().is_some_and(|s| s.iter().any(|n| n.contains(&peer)));
+        let mut hit = |order: u8, name: &'static str| {
+            found.push(Candidate {
+                audit: false,
+                order: (0, String::new(), order as usize),
+                origin: Origin::Essential { name },
+            })
+        };
+        if e.dhcp.is_some() && proto == abi::PROTO_UDP {
+            let bcast = match fam {
+                Family::V4 => peer == IpAddr::V4(Ipv4Addr::BROADCAST),
+                Family::V6 => peer == IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2)),
+            };
+            let request_port = if fam == Family::V4 { 67 } else { 547 };
+            let to_server = dir == Dir::DeviceInit && port == request_port && (bcast || in_servers(&e.dhcp));
+            let reply = fam == Family::V4 && dir == Dir::PeerInit && port == 68 && in_servers(&e.dhcp);
+            if to_server || reply {
+                hit(0, "dhcp");
+            }
+        }
+        if dir == Dir::DeviceInit && port == 53 && (proto == abi::PROTO_UDP || proto == abi::PROTO_TCP) && in_servers(&e.dns) {
+            hit(1, "dns");
+        }
+        if dir == Dir::DeviceInit && port == 123 && proto == abi::PROTO_UDP && in_servers(&e.ntp) {
+            hit(2, "ntp");
+        }
+    }
+
+    fn rule_matches(&self, r: &Rule, nets: &[ipnet::IpNet], peer: IpAddr, proto: u8, port: u16) -> bool {
+        let fam_ok = r.proto.family().is_none_or(|f| f == Family::of_addr(&peer));
+        fam_ok
+            && r.proto.matches(proto)
+            && r.ports.as_ref().is_none_or(|ps| ps.iter().any(|p| p.contains(port)))
+            && nets.iter().any(|n| n.contains(&peer))
+    }
+
+    fn nets(&self, r: &Rule) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for p in &r.peers {
+            match p {
+                PeerSel::Role(n) => out.extend(self.p.roles.get(n).into_iter().flat_map(|r| r.addresses.iter().copied())),
+                PeerSel::Prefix(n) => out.push(*n),
+                PeerSel::Any => {
+                    out.push("0.0.0.0/0".parse().unwrap_or(ipnet::IpNet::V4(Default::default())));
+                    out.push("::/0".parse().unwrap_or(ipnet::IpNet::V6(Default::default())));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn ends(&self, wf: &Workflow, r: &Rule) -> Vec<&'p Device> {
+        self.p
+            .devices
+            .iter()
+            .filter(|d| match &r.ends {
+                None => d.workflows.contains(&wf.name),
+                Some(sels) => sels.iter().any(|s| match s {
+                    EndSel::Class(c) => d.class.as_ref() == Some(c),
+                    EndSel::Device(id) => d.id == *id,
+                }),
+            })
+            .collect()
+    }
+
+    fn managed(&self, r: &Rule) -> Vec<&'p Device> {
+        self.p
+            .devices
+            .iter()
+            .filter(|d| {
+                r.peers.iter().any(|p| match p {
+                    PeerSel::Class(c) => d.class.as_ref() == Some(c),
+                    PeerSel::Device(id) => d.id == *id,
+                    _ => false,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Rule {
+    /// Direction of the rule seen from its managed end.
+    pub fn initiator_dir(&self) -> Dir {
+        match self.initiator {
+            Initiator::Device => Dir::DeviceInit,
+            Initiator::Peer => Dir::PeerInit,
+        }
+    }
+}

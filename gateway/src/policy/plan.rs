@@ -1,0 +1,291 @@
+//! `plan`: what a policy change does, per device: flows that become allowed or denied and
+//! inventory changes. A diff of two compiled policies, for pull-request review. Pure.
+
+use super::compile::{Compiled, CompiledPolicy, Dir};
+use super::model::{Device, Policy, Proto};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Flows of one (direction, peer, protocol) that changed, as port ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowChange {
+    pub dir: Dir,
+    pub peer: IpNet,
+    pub proto: Proto,
+    /// Inclusive port ranges; empty when the protocol has no ports or all are meant.
+    pub ports: Vec<(u16, u16)>,
+    /// Rules behind the flow (in the revision where it is allowed).
+    pub via: Vec<String>,
+}
+
+/// A field that changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// Everything that changes for one device (or for the site quarantine profile).
+#[derive(Clone, Debug, Serialize)]
+pub struct DevicePlan {
+    pub device: String,
+    pub class: Option<String>,
+    pub change: Change,
+    pub inventory: Vec<FieldChange>,
+    pub allowed: Vec<FlowChange>,
+    pub denied: Vec<FlowChange>,
+}
+
+/// The plan: devices with changes, in id order.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub devices: Vec<DevicePlan>,
+    pub flows_allowed: usize,
+    pub flows_denied: usize,
+}
+
+type Key = (Dir, IpNet, Proto);
+/// Allowed port intervals (as u32, inclusive) per (dir, peer, proto), and the rules.
+type Flows = BTreeMap<Key, (Vec<(u32, u32)>, BTreeSet<u32>)>;
+
+fn flows(p: Option<&CompiledPolicy>) -> Flows {
+    let mut out: Flows = BTreeMap::new();
+    for e in p.into_iter().flat_map(|p| &p.entries) {
+        let (lo, hi) = e.ports.map_or((0, 65535), |r| (u32::from(r.lo), u32::from(r.hi)));
+        let slot = out.entry((e.dir, e.peer, e.proto)).or_default();
+        slot.0.push((lo, hi));
+        slot.1.insert(e.rule);
+    }
+    for (ranges, _) in out.values_mut() {
+        *ranges = normalize(std::mem::take(ranges));
+    }
+    out
+}
+
+fn normalize(mut v: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    v.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// `a` minus `b`, both normalized.
+fn subtract(a: &[(u32, u32)], b: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for &(lo, hi) in a {
+        let mut cur = lo;
+        for &(blo, bhi) in b {
+            if bhi < cur || blo > hi {
+                continue;
+            }
+            if blo > cur {
+                out.push((cur, blo - 1));
+            }
+            cur = cur.max(bhi + 1);
+            if cur > hi {
+                break;
+            }
+        }
+        if cur <= hi {
+            out.push((cur, hi));
+        }
+    }
+    out
+}
+
+fn diff(compiled: &Compiled, a: &Flows, b: &Flows) -> Vec<FlowChange> {
+    let mut out = Vec::new();
+    for (key, (ranges, rules)) in a {
+        let empty = Vec::new();
+        let other = b.get(key).map_or(&empty, |x| &x.0);
+        let left = subtract(ranges, other);
+        if left.is_empty() {
+            continue;
+        }
+        let all = left == [(0, 65535)];
+        out.push(FlowChange {
+            dir: key.0,
+            peer: key.1,
+            proto: key.2,
+            ports: if all || !key.2.has_ports() {
+                Vec::new()
+            } else {
+                left.iter().map(|(l, h)| (*l as u16, *h as u16)).collect()
+            },
+            via: rules
+                .iter()
+                .filter_map(|r| compiled.rule(*r))
+                .map(|r| r.origin.to_string())
+                .collect(),
+        });
+    }
+    out
+}
+
+fn inventory(old: &Device, new: &Device) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut cmp = |field: &'static str, a: String, b: String| {
+        if a != b {
+            out.push(FieldChange { field, old: a, new: b });
+        }
+    };
+    let list = |v: Vec<String>| v.join(", ");
+    cmp("class", old.class.clone().unwrap_or_default(), new.class.clone().unwrap_or_default());
+    cmp("mode", old.mode.name().into(), new.mode.name().into());
+    cmp("mac", old.mac.map(|m| m.to_string()).unwrap_or_default(), new.mac.map(|m| m.to_string()).unwrap_or_default());
+    cmp("ipv4", list(old.ipv4.iter().map(|a| a.to_string()).collect()), list(new.ipv4.iter().map(|a| a.to_string()).collect()));
+    cmp("ipv6", list(old.ipv6.iter().map(|a| a.to_string()).collect()), list(new.ipv6.iter().map(|a| a.to_string()).collect()));
+    cmp("vlan", old.vlan.map_or("any".into(), |v| v.to_string()), new.vlan.map_or("any".into(), |v| v.to_string()));
+    cmp("interface", old.interface.clone().unwrap_or_default(), new.interface.clone().unwrap_or_default());
+    cmp("workflows", list(old.workflows.iter().cloned().collect()), list(new.workflows.iter().cloned().collect()));
+    cmp("quarantine action", old.quarantine.action.name().into(), new.quarantine.action.name().into());
+    let (a, b) = (&old.inventory, &new.inventory);
+    cmp("vendor", a.vendor.clone(), b.vendor.clone());
+    cmp("model", a.model.clone(), b.model.clone());
+    cmp("serial", a.serial.clone(), b.serial.clone());
+    cmp("firmware", a.firmware.clone(), b.firmware.clone());
+    cmp("last_patched", a.last_patched.map(|d| d.to_string()).unwrap_or_default(), b.last_patched.map(|d| d.to_string()).unwrap_or_default());
+    cmp("location", a.location.clone(), b.location.clone());
+    cmp("owner", a.owner.clone(), b.owner.clone());
+    cmp("life_critical", a.life_critical.to_string(), b.life_critical.to_string());
+    cmp("stores_phi", a.stores_phi.to_string(), b.stores_phi.to_string());
+    cmp("patient_connection", format!("{:?}", a.patient_connection).to_lowercase(), format!("{:?}", b.patient_connection).to_lowercase());
+    cmp("patchable", a.patchable.to_string(), b.patchable.to_string());
+    out
+}
+
+/// The changes from (`old_policy`, `old`) to (`new_policy`, `new`).
+pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Compiled) -> Plan {
+    let ids: BTreeSet<&str> = old_policy
+        .devices
+        .iter()
+        .chain(&new_policy.devices)
+        .map(|d| d.id.as_str())
+        .collect();
+    let mut devices = Vec::new();
+    // The site quarantine profile first: it applies to every isolated device.
+    let qa = flows(old.policy(old.site.quarantine_policy));
+    let qb = flows(new.policy(new.site.quarantine_policy));
+    let (allowed, denied) = (diff(new, &qb, &qa), diff(old, &qa, &qb));
+    if !allowed.is_empty() || !denied.is_empty() {
+        devices.push(DevicePlan {
+            device: "(site quarantine profile)".into(),
+            class: None,
+            change: Change::Changed,
+            inventory: Vec::new(),
+            allowed,
+            denied,
+        });
+    }
+    for id in ids {
+        let (od, nd) = (old_policy.device(id), new_policy.device(id));
+        let ofl = flows(old.device(id).and_then(|d| old.policy(d.policy)));
+        let nfl = flows(new.device(id).and_then(|d| new.policy(d.policy)));
+        let allowed = diff(new, &nfl, &ofl);
+        let denied = diff(old, &ofl, &nfl);
+        let (change, inv) = match (od, nd) {
+            (Some(a), Some(b)) => (Change::Changed, inventory(a, b)),
+            (None, Some(_)) => (Change::Added, Vec::new()),
+            (Some(_), None) => (Change::Removed, Vec::new()),
+            (None, None) => continue,
+        };
+        if change == Change::Changed && inv.is_empty() && allowed.is_empty() && denied.is_empty() {
+            continue;
+        }
+        devices.push(DevicePlan {
+            device: id.to_string(),
+            class: nd.or(od).and_then(|d| d.class.clone()),
+            change,
+            inventory: inv,
+            allowed,
+            denied,
+        });
+    }
+    let flows_allowed = devices.iter().map(|d| d.allowed.len()).sum();
+    let flows_denied = devices.iter().map(|d| d.denied.len()).sum();
+    Plan {
+        devices,
+        flows_allowed,
+        flows_denied,
+    }
+}
+
+fn flow_text(device: &str, f: &FlowChange) -> String {
+    let what = if f.ports.is_empty() {
+        f.proto.to_string()
+    } else {
+        let ports: Vec<String> = f
+            .ports
+            .iter()
+            .map(|(l, h)| if l == h { l.to_string() } else { format!("{l}-{h}") })
+            .collect();
+        format!("{}/{}", f.proto, ports.join(","))
+    };
+    let arrow = match f.dir {
+        Dir::DeviceInit => format!("{device} -> {}", f.peer),
+        Dir::PeerInit => format!("{} -> {device}", f.peer),
+    };
+    format!("{arrow} {what}  ({})", f.via.join("; "))
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// The human-readable plan.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.devices.is_empty() {
+            out.push_str("No changes: every device keeps its flows and inventory.\n");
+            return out;
+        }
+        for d in &self.devices {
+            let (mark, note) = match d.change {
+                Change::Added => ("+", " new device"),
+                Change::Removed => ("-", " removed: all its flows are denied"),
+                Change::Changed => ("~", ""),
+            };
+            let class = d.class.as_ref().map_or(String::new(), |c| format!(" ({c})"));
+            let _ = writeln!(out, "{mark} {}{class}{note}", d.device);
+            let name = if d.device.starts_with('(') { "device" } else { d.device.as_str() };
+            for f in &d.allowed {
+                let _ = writeln!(out, "    + allow {}", flow_text(name, f));
+            }
+            if d.change != Change::Removed {
+                for f in &d.denied {
+                    let _ = writeln!(out, "    - deny  {}", flow_text(name, f));
+                }
+            }
+            for c in &d.inventory {
+                let _ = writeln!(out, "    {}: {:?} -> {:?}", c.field, c.old, c.new);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} device{} changed: {} flow{} newly allowed, {} newly denied.",
+            self.devices.len(),
+            super::diag::plural(self.devices.len()),
+            self.flows_allowed,
+            super::diag::plural(self.flows_allowed),
+            self.flows_denied
+        );
+        out
+    }
+}

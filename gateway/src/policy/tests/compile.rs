@@ -1,0 +1,141 @@
+//! The compiler and the map contents: determinism, deduplication, ABI encoding, and the
+//! lookup structure as the reference classifier reads it.
+
+use super::*;
+use crate::policy::classify::TCP_SYN;
+use lazaret_abi as abi;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+fn ifx(c: &Compiled) -> BTreeMap<String, u32> {
+    c.interfaces.iter().enumerate().map(|(i, f)| (f.name.clone(), 10 + i as u32)).collect()
+}
+
+fn example_files() -> Vec<SourceFile> {
+    load::read_dir(&repo_root().join("policies")).unwrap()
+}
+
+#[test]
+fn output_does_not_depend_on_file_order() {
+    let files = example_files();
+    let mut reversed = files.clone();
+    reversed.reverse();
+    let a = compile(&parse_sources(files).unwrap()).unwrap();
+    let b = compile(&parse_sources(reversed).unwrap()).unwrap();
+    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    let ix = ifx(&a);
+    assert_eq!(a.map_contents(1, 7, &ix).unwrap(), b.map_contents(1, 7, &ix).unwrap());
+}
+
+#[test]
+fn identical_devices_share_one_policy() {
+    let mut devices = String::new();
+    for i in 0..300 {
+        devices.push_str(&format!("[[devices]]\nid = \"pump-{i:03}\"\nclass = \"pump\"\nipv4 = \"10.20.{}.{}\"\n", i / 200, 10 + i % 200));
+    }
+    let (_, c) = build(&[("base.toml", &BASE.replace("10.20.0.0/24", "10.20.0.0/22")), ("d.toml", &devices)]).unwrap();
+    let policies: std::collections::BTreeSet<u32> = c.devices.iter().map(|d| d.policy).collect();
+    assert_eq!(policies.len(), 1);
+    // The quarantine policy, the pumps' policy and their restrict policy (essentials only).
+    assert_eq!(c.policies.len(), 3);
+}
+
+#[test]
+fn map_contents_encode_identity_as_the_abi_says() {
+    let (_, c) = example();
+    let ix = ifx(&c);
+    let m = c.map_contents(1, 42, &ix).unwrap();
+    assert_eq!(m.site.generation, 42);
+    assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR);
+    let cab = c.device("cab-01").unwrap();
+    let (_, dev) = m.devices.iter().find(|(k, _)| k.id == cab.hash).unwrap();
+    assert_eq!(dev.flags, abi::DEV_F_HAS_MAC | abi::DEV_F_NO_IP4 | abi::DEV_F_NO_IP6);
+    assert_eq!(dev.vlan, 20);
+    assert_eq!(dev.ifindex, ix["icu0"]);
+    assert_eq!(dev.id, abi::device_id_hash(b"cab-01"));
+    let pump = c.device("pump-icu-01").unwrap();
+    let (_, dev) = m.devices.iter().find(|(k, _)| k.id == pump.hash).unwrap();
+    assert_eq!(dev.flags, abi::DEV_F_HAS_MAC | abi::DEV_F_LIFE_CRITICAL | abi::DEV_F_NO_IP6);
+    assert!(m.dev_ip4.iter().all(|(k, _)| k.slot == 1));
+    assert!(m.peer4.iter().all(|(len, k, _)| k.slot == 1 && *len >= abi::PEER_KEY_FIXED_BITS));
+    // Sorted by key.
+    assert!(m.ports.windows(2).all(|w| (w[0].1, w[0].0) <= (w[1].1, w[1].0)));
+    let counts: usize = m.counts().iter().map(|(_, n)| n).sum();
+    assert!(counts > 0);
+}
+
+#[test]
+fn unbound_devices_match_any_vlan_and_interface() {
+    let (_, c) = build(&[("base.toml", BASE), ("pump.toml", PUMP)]).unwrap();
+    let m = c.map_contents(0, 1, &BTreeMap::new()).unwrap();
+    let (_, d) = m.devices[0];
+    assert_eq!((d.vlan, d.ifindex), (abi::VLAN_ANY, abi::IFINDEX_ANY));
+}
+
+#[test]
+fn a_named_interface_needs_an_ifindex() {
+    let (_, c) = example();
+    let err = c.map_contents(0, 1, &BTreeMap::new()).unwrap_err();
+    assert!(matches!(err, MapError::UnknownInterface { .. }));
+    assert_eq!(c.map_contents(2, 1, &ifx(&c)).unwrap_err(), MapError::BadSlot(2));
+}
+
+fn tcp(src: &str, dst: &str, dport: u16) -> PacketDesc {
+    PacketDesc {
+        side: abi::SIDE_UPSTREAM,
+        ifindex: 1,
+        vlan: 0,
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        kind: PacketKind::Ip(IpDesc {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: abi::PROTO_TCP,
+            sport: 40000,
+            dport,
+            tcp_flags: TCP_SYN,
+            icmp_type: 0,
+            nd_target: None,
+        }),
+        flow: FlowHint::None,
+    }
+}
+
+#[test]
+fn the_most_specific_port_entry_reports_the_winning_rule() {
+    // Rule 1: tcp 100-200 (audit workflow); rule 2: tcp 150 (enforce): at 150 the
+    // enforcing rule wins, elsewhere in the range the audit one.
+    let extra = r#"
+[workflows.a-trial]
+mode = "audit"
+rules = [{ device = "class:pump", peer = "10.10.0.0/16", proto = "tcp", ports = ["100-200"], initiator = "peer" }]
+[workflows.b-real]
+rules = [{ device = "class:pump", peer = "10.10.3.10", proto = "tcp", ports = [150], initiator = "peer" }]
+"#;
+    let (_, c) = build(&[("base.toml", BASE), ("pump.toml", PUMP), ("x.toml", extra)]).unwrap();
+    let m = c.map_contents(0, 1, &BTreeMap::new()).unwrap();
+    let st = DeviceStates::default();
+    let at = |port| classify(&m, &st, &tcp("10.10.3.10", "10.20.0.11", port));
+    let origin = |d: &Decision| c.rule(d.rule.unwrap()).unwrap().origin.to_string();
+    assert_eq!(at(150).reason, lazaret_abi::Reason::AllowRule);
+    assert_eq!(origin(&at(150)), "workflow `b-real`, rule 1");
+    assert_eq!(at(151).reason, lazaret_abi::Reason::Audit);
+    assert_eq!(origin(&at(151)), "workflow `a-trial`, rule 1");
+    assert_eq!(at(201).reason, lazaret_abi::Reason::DenyNoRule);
+    // Another source inside the /16 only has the audit rule.
+    assert_eq!(classify(&m, &st, &tcp("10.10.7.7", "10.20.0.11", 150)).reason, lazaret_abi::Reason::Audit);
+}
+
+#[test]
+fn rule_ids_are_dense_and_traceable() {
+    let (_, c) = example();
+    for (i, r) in c.rules.iter().enumerate() {
+        assert_eq!(r.id as usize, i);
+        assert!(r.location.is_some());
+    }
+    assert!(c.rules.len() < lazaret_abi::MAX_RULES as usize);
+    let r = c.rules.iter().find(|r| matches!(&r.origin, Origin::Workflow { workflow, .. } if workflow == "pump-server-sync")).unwrap();
+    let loc = r.location.as_ref().unwrap();
+    assert!(loc.file.ends_with("workflows/infusion.toml"), "{loc}");
+    let _ = IpAddr::from([0, 0, 0, 0]);
+}
