@@ -5,8 +5,15 @@
 //!   the policy files.
 //! - [`datapath`]: the XDP program embedded in this binary, loading it, filling its maps
 //!   generation by generation, reading its counters.
+//! - [`model`]: the datapath's twin on the host (frame parser, flow state) around the
+//!   reference classifier, for differential tests and fuzzing.
+//! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
 
 pub mod config;
+pub mod daemon;
 pub mod datapath;
+pub mod metrics;
+pub mod model;
 pub mod policy;

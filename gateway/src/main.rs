@@ -18,6 +18,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller: enforce the policy on the configured interfaces.
+    Run(cli::run::RunArgs),
+    /// Remove lazaret's XDP programs and pinned maps: stop enforcing.
+    Detach(cli::detach::DetachArgs),
     #[command(flatten)]
     Policy(cli::policy_cmds::PolicyCommand),
 }
@@ -25,6 +29,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Detach(args) => cli::detach::run(args),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };
     match result {

@@ -58,6 +58,8 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         ..Device::default()
     };
     MapContents {
+        slot,
+        ifaces: vec![],
         site: SiteConfig {
             generation,
             flags: site_flags,

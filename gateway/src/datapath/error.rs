@@ -18,6 +18,8 @@ pub enum DatapathError {
     MissingMap(&'static str),
     #[error("the XDP object has no program named {0}")]
     MissingProgram(&'static str),
+    #[error("XDP link: {0}")]
+    Link(String),
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
     #[error("pinning {path}: {source}")]

@@ -20,9 +20,11 @@ impl std::fmt::Debug for EventReader {
     }
 }
 
-impl EventReader {
-    /// The next event, if one is waiting. Never blocks.
-    pub fn next(&mut self) -> Option<Event> {
+impl Iterator for EventReader {
+    type Item = Event;
+
+    /// The next event, if one is waiting. Never blocks; `None` means "none right now".
+    fn next(&mut self) -> Option<Event> {
         loop {
             let item = self.ring.next()?;
             if item.len() < std::mem::size_of::<Event>() {
@@ -39,10 +41,12 @@ impl EventReader {
             return Some(ev);
         }
     }
+}
 
+impl EventReader {
     /// Drains every waiting event.
     pub fn drain(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.next()).collect()
+        self.by_ref().collect()
     }
 
     /// The ring buffer's fd, readable when events are waiting (for epoll / AsyncFd).

@@ -14,7 +14,7 @@ use aya::{
 };
 use lazaret_abi::*;
 
-use super::{contents::MapContents, error::DatapathError};
+use super::{error::DatapathError, MapContents};
 
 /// How long to wait after a generation flip before clearing the old slot. XDP runs to
 /// completion in microseconds; this is three orders of magnitude more.
@@ -91,7 +91,8 @@ impl Datapath {
         Ok(Datapath { ebpf })
     }
 
-    fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+    /// The loaded XDP program (to attach it through pinned links).
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
         let name = self.program_name();
         Ok(self
             .ebpf

@@ -5,12 +5,11 @@
 //! Everything here needs CAP_BPF (and CAP_NET_ADMIN to attach); the pure parts of policy
 //! handling live in [`crate::policy`].
 
-mod contents;
 mod error;
 mod events;
 mod loader;
 
-pub use contents::MapContents;
+pub use crate::policy::MapContents;
 pub use error::DatapathError;
 pub use events::EventReader;
 pub use loader::{AttachMode, Datapath, DeviceCounterTotals, LoadOptions};

@@ -1,0 +1,31 @@
+//! `lazaret detach`: the explicit way to stop enforcing.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Args;
+use lazaret::{
+    config::{Config, DEFAULT_PATH},
+    daemon::detach_all,
+};
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Configuration file (for the pin directory).
+    #[arg(long, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let removed = detach_all(&config.pin_dir)?;
+    if removed.is_empty() {
+        println!("nothing pinned under {}: lazaret was not enforcing", config.pin_dir.display());
+    } else {
+        println!(
+            "removed {} pinned links and maps under {}: XDP is detached and lazaret no longer enforces",
+            removed.len(),
+            config.pin_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

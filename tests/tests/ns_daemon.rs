@@ -1,0 +1,294 @@
+//! The daemon under traffic: `kill -9` and restart, and 200 reloads, while allowed and denied
+//! streams run through the gateway.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use lazaret_abi::{stats_index, Reason, SIDE_DEVICES, SIDE_UPSTREAM};
+use lazaret_tests::daemon::{monitor_policy, workflow, Lab};
+
+const SERVER: &str = "10.10.0.20";
+
+fn policy(lab_mac: [u8; 6], extra: bool) -> String {
+    let mut wf = vec!["hl7-results", "device-sync"];
+    let mut rules = workflow("hl7-results", "tcp", 2575) + &workflow("device-sync", "udp", 5000);
+    if extra {
+        wf.push("extra");
+        rules += &workflow("extra", "udp", 5001);
+    }
+    monitor_policy(lab_mac, &wf, &rules)
+}
+
+/// Traffic running through the lab until `stop` is set; every loop is bounded by `limit`.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tcp_ok: Arc<AtomicU64>,
+    tcp_broken: Arc<AtomicBool>,
+    udp_sent: Arc<AtomicU64>,
+    udp_lost: Arc<AtomicU64>,
+    denied_received: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(lab: &Lab, limit: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + limit;
+        let mut threads = Vec::new();
+        // Server side: a TCP echo, a UDP echo and a UDP sink for denied packets.
+        let (tcp_l, udp_echo, sink) = lab.net.server.run(|| -> std::io::Result<_> {
+            Ok((
+                TcpListener::bind((SERVER, 2575))?,
+                UdpSocket::bind((SERVER, 5000))?,
+                UdpSocket::bind((SERVER, 9999))?,
+            ))
+        })??;
+        {
+            let stop = stop.clone();
+            threads.push(thread::spawn(move || {
+                if let Ok((mut s, _)) = tcp_l.accept() {
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let mut buf = [0u8; 64];
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                }
+            }));
+        }
+        {
+            let stop = stop.clone();
+            threads.push(thread::spawn(move || {
+                let _ = udp_echo.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+                        let _ = udp_echo.send_to(&buf[..n], from);
+                    }
+                }
+            }));
+        }
+        let denied_received = Arc::new(AtomicU64::new(0));
+        {
+            let (stop, count) = (stop.clone(), denied_received.clone());
+            threads.push(thread::spawn(move || {
+                let _ = sink.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    if sink.recv_from(&mut buf).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        // Device side: a long-lived TCP stream, a UDP request/response stream, and a
+        // stream of denied UDP packets.
+        let to = |port: u16| -> SocketAddr { SocketAddr::from(([10, 10, 0, 20], port)) };
+        let (tcp, udp, denied) = lab.net.device.run(move || -> std::io::Result<_> {
+            let tcp = TcpStream::connect_timeout(&to(2575), Duration::from_secs(3))?;
+            let udp = UdpSocket::bind("10.20.0.11:0")?;
+            udp.connect(to(5000))?;
+            let denied = UdpSocket::bind("10.20.0.11:0")?;
+            denied.connect(to(9999))?;
+            Ok((tcp, udp, denied))
+        })??;
+        let tcp_ok = Arc::new(AtomicU64::new(0));
+        let tcp_broken = Arc::new(AtomicBool::new(false));
+        {
+            let (stop, ok, broken) = (stop.clone(), tcp_ok.clone(), tcp_broken.clone());
+            threads.push(thread::spawn(move || {
+                let mut tcp = tcp;
+                // Generous: a dropped segment would be retransmitted within this, a cut
+                // flow never answers.
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    seq += 1;
+                    let msg = seq.to_be_bytes();
+                    let mut back = [0u8; 8];
+                    if tcp.write_all(&msg).is_err() || tcp.read_exact(&mut back).is_err() || back != msg {
+                        broken.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }));
+        }
+        let udp_sent = Arc::new(AtomicU64::new(0));
+        let udp_lost = Arc::new(AtomicU64::new(0));
+        {
+            let (stop, sent, lost) = (stop.clone(), udp_sent.clone(), udp_lost.clone());
+            threads.push(thread::spawn(move || {
+                let _ = udp.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    seq += 1;
+                    let msg = seq.to_be_bytes();
+                    if udp.send(&msg).is_err() {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let mut back = [0u8; 8];
+                    // Skip stale replies of earlier requests, if any.
+                    loop {
+                        match udp.recv(&mut back) {
+                            Ok(8) if back == msg => break,
+                            Ok(_) => continue,
+                            Err(_) => {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+        {
+            let stop = stop.clone();
+            threads.push(thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    n += 1;
+                    let _ = denied.send(&n.to_be_bytes());
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+        Ok(Traffic {
+            stop,
+            tcp_ok,
+            tcp_broken,
+            udp_sent,
+            udp_lost,
+            denied_received,
+            threads,
+        })
+    }
+
+    fn finish(self) -> (u64, bool, u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.tcp_ok.load(Ordering::Relaxed),
+            self.tcp_broken.load(Ordering::Relaxed),
+            self.udp_sent.load(Ordering::Relaxed),
+            self.udp_lost.load(Ordering::Relaxed),
+            self.denied_received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn kill_9_and_restart_under_traffic_keeps_enforcing() -> Result<()> {
+    let mut lab = Lab::new(|mac| policy(mac, false))?;
+    lab.start()?;
+    let traffic = Traffic::start(&lab, Duration::from_secs(30))?;
+    thread::sleep(Duration::from_secs(1));
+    let before = lab.stats()?;
+
+    let out = lab.kill9();
+    // No daemon at all for a while: the pinned program and maps keep enforcing.
+    thread::sleep(Duration::from_millis(700));
+    let during = lab.stats()?;
+    lab.start()?;
+    thread::sleep(Duration::from_secs(1));
+    let after = lab.stats()?;
+    let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
+
+    let flow = |s: &[u64]| s[stats_index(Reason::AllowFlow, SIDE_DEVICES) as usize] + s[stats_index(Reason::AllowFlow, SIDE_UPSTREAM) as usize];
+    let dropped = |s: &[u64]| s[stats_index(Reason::DenyNoRule, SIDE_DEVICES) as usize];
+    assert!(!tcp_broken, "the allowed TCP stream broke ({tcp_ok} round trips before)\n{out}");
+    assert!(tcp_ok > 100, "the TCP stream ran ({tcp_ok} round trips)");
+    assert_eq!(udp_lost, 0, "allowed UDP packets lost (of {udp_sent})");
+    assert_eq!(denied, 0, "denied packets reached the server");
+    assert!(flow(&during) > flow(&before), "enforcement continued without the daemon");
+    assert!(flow(&after) > flow(&during), "counters continue after the restart");
+    assert!(dropped(&after) > dropped(&during) && dropped(&during) > dropped(&before), "denied stream dropped throughout");
+    Ok(())
+}
+
+#[test]
+fn two_hundred_reloads_lose_no_allowed_packet() -> Result<()> {
+    let mut lab = Lab::new(|mac| policy(mac, false))?;
+    lab.start()?;
+    let traffic = Traffic::start(&lab, Duration::from_secs(120))?;
+    let mut gen = lab.ready_generation().context("generation")?;
+    for i in 0..200 {
+        lab.write_policy(&policy(lab.net.device_mac, i % 2 == 0))?;
+        lab.signal(libc::SIGHUP);
+        gen += 1;
+        lab.wait_generation(gen, Duration::from_secs(10))?;
+        // The watcher may reload once more for the same write: follow the daemon.
+        gen = gen.max(lab.ready_generation().unwrap_or(gen));
+    }
+    // An invalid policy changes nothing.
+    lab.write_policy("this is [not valid toml")?;
+    lab.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(800));
+    assert_eq!(lab.ready_generation(), Some(gen), "an invalid policy was not installed");
+    let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
+    let out = lab.stop();
+    assert!(!tcp_broken, "the TCP stream broke during reloads\n{out}");
+    assert!(tcp_ok > 100 && udp_sent > 100, "traffic ran ({tcp_ok} tcp, {udp_sent} udp)");
+    assert_eq!(udp_lost, 0, "allowed UDP packets lost during 200 reloads (of {udp_sent})");
+    assert_eq!(denied, 0);
+    assert!(out.contains("reload refused"), "the invalid policy was logged:\n{out}");
+    Ok(())
+}
+
+#[test]
+fn a_flow_the_new_policy_forbids_is_cut() -> Result<()> {
+    let mut lab = Lab::new(|mac| policy(mac, false))?;
+    lab.start()?;
+    let listener = lab.net.server.run(|| TcpListener::bind((SERVER, 2575)))??;
+    let server = thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(8)));
+            let mut buf = [0u8; 16];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut tcp = lab
+        .net
+        .device
+        .run(|| TcpStream::connect_timeout(&SocketAddr::from(([10, 10, 0, 20], 2575)), Duration::from_secs(3)))??;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut back = [0u8; 4];
+    tcp.write_all(b"ping")?;
+    tcp.read_exact(&mut back)?;
+    // New policy: HL7 is no longer allowed.
+    let gen = lab.ready_generation().context("generation")?;
+    lab.write_policy(&monitor_policy(lab.net.device_mac, &["device-sync"], &workflow("device-sync", "udp", 5000)))?;
+    lab.signal(libc::SIGHUP);
+    lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    tcp.write_all(b"ping")?;
+    assert!(tcp.read_exact(&mut back).is_err(), "the forbidden flow was cut");
+    drop(tcp);
+    let _ = server.join();
+    Ok(())
+}
