@@ -155,8 +155,9 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let at = self.ready_generation();
         let out = self.daemon.as_mut().map(ChildGuard::stop).unwrap_or_default();
-        bail!("generation {gen} not reached (at {:?}):\n{out}", self.ready_generation())
+        bail!("generation {gen} not reached within {timeout:?} (the daemon reports {at:?}):\n{out}")
     }
 
     pub fn signal(&self, sig: libc::c_int) {

@@ -7,6 +7,8 @@
 
 use std::{
     fs::File,
+    io::Read,
+    sync::{Arc, Mutex},
     net::Ipv4Addr,
     os::fd::AsRawFd,
     process::{Child, Command, Output, Stdio},
@@ -65,15 +67,40 @@ impl Netns {
     }
 
     /// Starts a long-running command inside the namespace; killed when the guard drops.
+    /// Its output is drained continuously (a full pipe would block the child) and kept.
     pub fn spawn(&self, args: &[&str]) -> Result<ChildGuard> {
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("could not start {args:?} in {}", self.name))?;
-        Ok(ChildGuard { child: Some(child) })
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        for mut stream in streams.into_iter().flatten() {
+            let output = output.clone();
+            readers.push(thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut out) = output.lock() {
+                        out.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }));
+        }
+        Ok(ChildGuard {
+            child: Some(child),
+            output,
+            readers,
+        })
     }
 
     /// Runs `f` on a thread that has entered this namespace: sockets it creates live in the
@@ -113,6 +140,8 @@ impl Drop for Netns {
 #[derive(Debug)]
 pub struct ChildGuard {
     child: Option<Child>,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 impl ChildGuard {
@@ -140,20 +169,24 @@ impl ChildGuard {
         }
     }
 
+    /// What the process printed so far (stdout and stderr interleaved).
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .map(|o| String::from_utf8_lossy(&o).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Kills the process and returns what it printed.
     pub fn stop(&mut self) -> String {
-        let Some(mut c) = self.child.take() else {
-            return String::new();
-        };
-        let _ = c.kill();
-        match c.wait_with_output() {
-            Ok(out) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => format!("<could not collect output: {e}>"),
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.output()
     }
 }
 

@@ -21,7 +21,13 @@ pub fn watch(dir: &Path) -> notify::Result<(notify::RecommendedWatcher, mpsc::Un
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if ev.paths.iter().any(|p| relevant(p)) {
+            // Only changes: the daemon's own reads of the policy (open, access, close)
+            // would otherwise trigger reload after reload.
+            let change = matches!(
+                ev.kind,
+                notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)
+            ) && !matches!(ev.kind, notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_)));
+            if change && ev.paths.iter().any(|p| relevant(p)) {
                 let _ = tx.send(());
             }
         }
