@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lazaret_abi::*;
-use parse::{Frag, L3, Pkt};
+use parse::{Frag, Pkt, L3};
 
 // === Maps (names and capacities from lazaret_abi) ===
 
@@ -61,8 +61,7 @@ static LZ_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_RU
 #[map]
 static LZ_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
-static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> =
-    LruHashMap::with_max_entries(MAX_EV_BUCKETS, 0);
+static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries(MAX_EV_BUCKETS, 0);
 /// Per-CPU scratch space for the parsed packet: the BPF stack (512 bytes for the whole call
 /// chain) cannot hold it next to the lookup keys.
 #[map]
@@ -241,7 +240,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     if let Frag::Later = pkt.frag {
         let key = frag_key(pkt);
         // SAFETY: see LZ_IFACE above.
-        return match unsafe { LZ_FRAGS.get(&key) } {
+        return match unsafe { LZ_FRAGS.get(key) } {
             Some(train) => match Reason::from_u8(train.reason) {
                 Some(r) if r.passes() => {
                     let mut v = Verdict::new(r);
@@ -265,7 +264,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             reason: v.reason as u8,
             _pad: [0; 7],
         };
-        let _ = LZ_FRAGS.insert(&frag_key(pkt), &train, 0);
+        let _ = LZ_FRAGS.insert(frag_key(pkt), train, 0);
     }
     v
 }
@@ -351,10 +350,15 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
 /// Stateful part: known flows pass (re-judged after a policy or epoch change), new
 /// initiating packets are judged against the policy and open a flow.
 #[inline(always)]
-fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: &Option<&'static Device>) -> Verdict {
+fn judge_flow(
+    gen: &Gen,
+    pkt: &Pkt,
+    src_dev: &Option<&'static Device>,
+    dst_dev: &Option<&'static Device>,
+) -> Verdict {
     let (key, src_is_a) = flow_key(pkt);
     let now = now();
-    if let Some(flow) = LZ_FLOWS.get_ptr_mut(&key) {
+    if let Some(flow) = LZ_FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
         if now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
@@ -385,7 +389,9 @@ fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: 
             } else {
                 pkt.sport
             };
-            let v = judge_policy(gen, pkt, init_dev, resp_dev, init_addr, resp_addr, resp_port);
+            let v = judge_policy(
+                gen, pkt, init_dev, resp_dev, init_addr, resp_addr, resp_port,
+            );
             if v.reason.passes() {
                 stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
                 flow.last_seen_ns = now;
@@ -396,10 +402,10 @@ fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: 
                 out.report = false;
                 return out;
             }
-            let _ = LZ_FLOWS.remove(&key);
+            let _ = LZ_FLOWS.remove(key);
             return v;
         }
-        let _ = LZ_FLOWS.remove(&key);
+        let _ = LZ_FLOWS.remove(key);
     }
 
     if !pkt.initiating() {
@@ -417,7 +423,7 @@ fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: 
             ..FlowValue::default()
         };
         stamp_flow(gen, &mut flow, src_is_a, src_dev, dst_dev, &v);
-        let _ = LZ_FLOWS.insert(&key, &flow, 0);
+        let _ = LZ_FLOWS.insert(key, flow, 0);
     }
     v
 }
@@ -425,12 +431,26 @@ fn judge_flow(gen: &Gen, pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: 
 /// An ICMP error passes only if the packet it quotes belongs to a live flow: path-MTU
 /// discovery and unreachables for allowed sessions work, and errors cannot be used to probe.
 #[inline(always)]
-fn judge_related(pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: &Option<&'static Device>) -> Verdict {
+fn judge_related(
+    pkt: &Pkt,
+    src_dev: &Option<&'static Device>,
+    dst_dev: &Option<&'static Device>,
+) -> Verdict {
     let src_is_a = (pkt.inner_src, pkt.inner_sport) <= (pkt.inner_dst, pkt.inner_dport);
     let (a, pa, b, pb) = if src_is_a {
-        (pkt.inner_src, pkt.inner_sport, pkt.inner_dst, pkt.inner_dport)
+        (
+            pkt.inner_src,
+            pkt.inner_sport,
+            pkt.inner_dst,
+            pkt.inner_dport,
+        )
     } else {
-        (pkt.inner_dst, pkt.inner_dport, pkt.inner_src, pkt.inner_sport)
+        (
+            pkt.inner_dst,
+            pkt.inner_dport,
+            pkt.inner_src,
+            pkt.inner_sport,
+        )
     };
     let key = FlowKey {
         addr_a: a,
@@ -443,8 +463,10 @@ fn judge_related(pkt: &Pkt, src_dev: &Option<&'static Device>, dst_dev: &Option<
     };
     let dev = dev_id(src_dev, dst_dev);
     // SAFETY: see LZ_IFACE above.
-    match unsafe { LZ_FLOWS.get(&key) } {
-        Some(flow) if now().wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) => {
+    match unsafe { LZ_FLOWS.get(key) } {
+        Some(flow)
+            if now().wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) =>
+        {
             let mut v = Verdict::dev(Reason::AllowFlow, dev);
             v.rule = flow.rule;
             v.report = false;
@@ -719,7 +741,7 @@ fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<u64> {
         mac: *mac,
     };
     // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_DEV_MAC.get(&key) }.map(|r| r.id)
+    unsafe { LZ_DEV_MAC.get(key) }.map(|r| r.id)
 }
 
 #[inline(always)]
@@ -730,7 +752,7 @@ fn lookup_device(slot: u8, id: u64) -> Option<&'static Device> {
         id,
     };
     // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_DEVICES.get(&key) }
+    unsafe { LZ_DEVICES.get(key) }
 }
 
 #[inline(always)]
@@ -742,7 +764,7 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &[u8; 16]) -> Option<&'static De
             addr: [addr[0], addr[1], addr[2], addr[3]],
         };
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP4.get(&key) }?.id
+        unsafe { LZ_DEV_IP4.get(key) }?.id
     } else {
         let key = Ip6Key {
             slot,
@@ -750,7 +772,7 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &[u8; 16]) -> Option<&'static De
             addr: *addr,
         };
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP6.get(&key) }?.id
+        unsafe { LZ_DEV_IP6.get(key) }?.id
     };
     lookup_device(slot, id)
 }
@@ -842,7 +864,7 @@ fn take_token(gen: &Gen, source: u64) -> bool {
                 tokens_milli: burst_milli.saturating_sub(1000),
                 last_ns: now,
             };
-            let _ = LZ_EV_BUCKET.insert(source, &b, 0);
+            let _ = LZ_EV_BUCKET.insert(source, b, 0);
             burst_milli >= 1000
         }
     }
@@ -879,10 +901,10 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
         EVENT_LEARN
     } else {
         match v.reason {
-        Reason::DenySpoof => EVENT_SPOOF,
-        Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
-        Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
-        Reason::Audit => EVENT_AUDIT,
+            Reason::DenySpoof => EVENT_SPOOF,
+            Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
+            Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
+            Reason::Audit => EVENT_AUDIT,
             Reason::Learn => EVENT_LEARN,
             _ => EVENT_DENY,
         }

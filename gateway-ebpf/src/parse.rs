@@ -370,7 +370,10 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
         PROTO_ICMP | PROTO_ICMPV6 => {
             let hdr: [u8; 8] = read(ctx, at).map_err(|_| short)?;
             pkt.icmp_type = hdr[0];
-            let echo = matches!((pkt.proto, hdr[0]), (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129));
+            let echo = matches!(
+                (pkt.proto, hdr[0]),
+                (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129)
+            );
             if echo {
                 // The echo identifier plays the role of both ports: request and reply share
                 // one flow key.

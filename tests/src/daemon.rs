@@ -17,13 +17,20 @@ use crate::{
 
 /// Formats a MAC for a policy file.
 pub fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A site with the device `mon-icu-01` (the lab's device) in class `patient-monitor`;
 /// `rules` is appended as TOML (workflows and their rules).
 pub fn monitor_policy(mac: [u8; 6], workflows: &[&str], rules: &str) -> String {
-    let list = workflows.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ");
+    let list = workflows
+        .iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"
 [site]
@@ -130,7 +137,9 @@ impl Lab {
         self.daemon = Some(daemon);
         let ready = self.state_dir.join("ready");
         let daemon = self.daemon.as_mut().context("daemon")?;
-        wait_until(Duration::from_secs(30), || ready.exists() || !daemon.running());
+        wait_until(Duration::from_secs(30), || {
+            ready.exists() || !daemon.running()
+        });
         if !ready.exists() {
             bail!("lazaret run did not become ready:\n{}", daemon.stop());
         }
@@ -156,7 +165,11 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(10));
         }
         let at = self.ready_generation();
-        let out = self.daemon.as_mut().map(ChildGuard::stop).unwrap_or_default();
+        let out = self
+            .daemon
+            .as_mut()
+            .map(ChildGuard::stop)
+            .unwrap_or_default();
         bail!("generation {gen} not reached within {timeout:?} (the daemon reports {at:?}):\n{out}")
     }
 
@@ -168,19 +181,28 @@ impl Lab {
 
     /// `kill -9`: no cleanup code of the daemon runs.
     pub fn kill9(&mut self) -> String {
-        self.daemon.as_mut().map(ChildGuard::stop).unwrap_or_default()
+        self.daemon
+            .as_mut()
+            .map(ChildGuard::stop)
+            .unwrap_or_default()
     }
 
     /// Output of the daemon so far (stops it).
     pub fn stop(&mut self) -> String {
         self.signal(libc::SIGTERM);
         std::thread::sleep(Duration::from_millis(200));
-        self.daemon.as_mut().map(ChildGuard::stop).unwrap_or_default()
+        self.daemon
+            .as_mut()
+            .map(ChildGuard::stop)
+            .unwrap_or_default()
     }
 
     /// The pinned packet counters, by `stats_index`.
     pub fn stats(&self) -> Result<Vec<u64>> {
-        let pins = self.bpffs.path.join(format!("v{}", lazaret_abi::ABI_VERSION));
+        let pins = self
+            .bpffs
+            .path
+            .join(format!("v{}", lazaret_abi::ABI_VERSION));
         Ok(Datapath::pinned_stats(&pins)?)
     }
 
@@ -200,6 +222,10 @@ impl Drop for Lab {
         }
         // Remove enforcement explicitly: the pins live on the private bpffs, which is
         // unmounted next, but the links must not outlive the test on the lab's veths.
-        let _ = std::fs::remove_dir_all(self.bpffs.path.join(format!("v{}", lazaret_abi::ABI_VERSION)));
+        let _ = std::fs::remove_dir_all(
+            self.bpffs
+                .path
+                .join(format!("v{}", lazaret_abi::ABI_VERSION)),
+        );
     }
 }

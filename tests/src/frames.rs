@@ -17,7 +17,13 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// An Ethernet frame: destination, source, VLAN tags (TPID, VID) outermost first, payload.
-pub fn ethernet(dst: Mac, src: Mac, tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ethernet(
+    dst: Mac,
+    src: Mac,
+    tags: &[(u16, u16)],
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 4 * tags.len() + payload.len());
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -108,7 +114,11 @@ pub enum Ext {
     DestOpts,
     Routing,
     /// Fragment header: offset in 8-byte units, more-fragments flag, identification.
-    Fragment { offset: u16, more: bool, id: u32 },
+    Fragment {
+        offset: u16,
+        more: bool,
+        id: u32,
+    },
 }
 
 impl Ext {
@@ -162,7 +172,13 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
     tcp_with_offset(sport, dport, flags, 5, data)
 }
 
-pub fn tcp_with_offset(sport: u16, dport: u16, flags: u8, offset_words: u8, data: &[u8]) -> Vec<u8> {
+pub fn tcp_with_offset(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    offset_words: u8,
+    data: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + data.len());
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
@@ -218,13 +234,40 @@ pub fn arp(op: u16, sha: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8>
 }
 
 /// Shorthand: an untagged IPv4 TCP frame.
-pub fn tcp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+pub fn tcp4(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
     let l4 = tcp(sport, dport, flags, &[]);
-    ethernet(dst_mac, src_mac, &[], ETH_IPV4, &ipv4(src, dst, 6, &l4, &Ipv4Opts::default()))
+    ethernet(
+        dst_mac,
+        src_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(src, dst, 6, &l4, &Ipv4Opts::default()),
+    )
 }
 
 /// Shorthand: an untagged IPv4 UDP frame.
-pub fn udp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+pub fn udp4(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
     let l4 = udp(sport, dport, b"payload");
-    ethernet(dst_mac, src_mac, &[], ETH_IPV4, &ipv4(src, dst, 17, &l4, &Ipv4Opts::default()))
+    ethernet(
+        dst_mac,
+        src_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(src, dst, 17, &l4, &Ipv4Opts::default()),
+    )
 }

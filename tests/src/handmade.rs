@@ -26,18 +26,44 @@ pub fn dev_id() -> u64 {
     device_id_hash(DEVICE_ID.as_bytes())
 }
 
-fn peer4(slot: u8, policy: u32, addr: Ipv4Addr, plen: u32, class: u32) -> (u32, PeerKey4, PeerClass) {
+fn peer4(
+    slot: u8,
+    policy: u32,
+    addr: Ipv4Addr,
+    plen: u32,
+    class: u32,
+) -> (u32, PeerKey4, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + plen,
-        PeerKey4 { slot, dir: DIR_DEVICE_INIT, _pad: [0; 2], policy: policy.to_be_bytes(), addr: addr.octets() },
+        PeerKey4 {
+            slot,
+            dir: DIR_DEVICE_INIT,
+            _pad: [0; 2],
+            policy: policy.to_be_bytes(),
+            addr: addr.octets(),
+        },
         PeerClass { class },
     )
 }
 
-fn port(slot: u8, class: u32, proto: u8, port: u16, bits: u32, rule: u32) -> (u32, PortKey, RuleRef) {
+fn port(
+    slot: u8,
+    class: u32,
+    proto: u8,
+    port: u16,
+    bits: u32,
+    rule: u32,
+) -> (u32, PortKey, RuleRef) {
     (
         bits,
-        PortKey { slot, _pad: [0; 3], class: class.to_be_bytes(), proto, port: port.to_be_bytes(), _pad2: 0 },
+        PortKey {
+            slot,
+            _pad: [0; 3],
+            class: class.to_be_bytes(),
+            proto,
+            port: port.to_be_bytes(),
+            _pad2: 0,
+        },
         RuleRef { rule, flags: 0 },
     )
 }
@@ -67,10 +93,38 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
             event_rate: EVENT_RATE_PER_S,
             event_burst: EVENT_BURST,
         },
-        dev_mac: vec![(MacKey { slot, _pad: 0, mac: DEV_MAC }, DevRef { id })],
-        dev_ip4: vec![(Ip4Key { slot, _pad: [0; 3], addr: DEV_IP.octets() }, DevRef { id })],
-        dev_ip6: vec![(Ip6Key { slot, _pad: [0; 3], addr: DEV_IP6.octets() }, DevRef { id })],
-        devices: vec![(DevKey { slot, _pad: [0; 7], id }, device)],
+        dev_mac: vec![(
+            MacKey {
+                slot,
+                _pad: 0,
+                mac: DEV_MAC,
+            },
+            DevRef { id },
+        )],
+        dev_ip4: vec![(
+            Ip4Key {
+                slot,
+                _pad: [0; 3],
+                addr: DEV_IP.octets(),
+            },
+            DevRef { id },
+        )],
+        dev_ip6: vec![(
+            Ip6Key {
+                slot,
+                _pad: [0; 3],
+                addr: DEV_IP6.octets(),
+            },
+            DevRef { id },
+        )],
+        devices: vec![(
+            DevKey {
+                slot,
+                _pad: [0; 7],
+                id,
+            },
+            device,
+        )],
         peer4: vec![
             peer4(slot, 0, SERVER, 32, 0),
             peer4(slot, 0, NTP, 32, 1),
@@ -78,7 +132,13 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         ],
         peer6: vec![(
             PEER_KEY_FIXED_BITS + 128,
-            PeerKey6 { slot, dir: DIR_DEVICE_INIT, _pad: [0; 2], policy: 0u32.to_be_bytes(), addr: SERVER6.octets() },
+            PeerKey6 {
+                slot,
+                dir: DIR_DEVICE_INIT,
+                _pad: [0; 2],
+                policy: 0u32.to_be_bytes(),
+                addr: SERVER6.octets(),
+            },
             PeerClass { class: 0 },
         )],
         ports: vec![

@@ -8,11 +8,11 @@
 use std::{
     fs::File,
     io::Read,
-    sync::{Arc, Mutex},
     net::Ipv4Addr,
     os::fd::AsRawFd,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -29,9 +29,9 @@ pub fn unique_prefix() -> String {
 
 /// Runs a command, failing with its stderr if it fails.
 pub fn sh(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not run {cmd:?} (is iproute2 installed? run `cargo xtask setup`)"))?;
+    let out = cmd.output().with_context(|| {
+        format!("could not run {cmd:?} (is iproute2 installed? run `cargo xtask setup`)")
+    })?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed: {}",
@@ -63,7 +63,9 @@ impl Netns {
 
     /// Runs a command inside the namespace.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        sh(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
     }
 
     /// Starts a long-running command inside the namespace; killed when the guard drops.
@@ -79,8 +81,14 @@ impl Netns {
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ];
         for mut stream in streams.into_iter().flatten() {
             let output = output.clone();
@@ -210,7 +218,9 @@ pub fn veth(
     b_addr: Option<&str>,
 ) -> Result<()> {
     // Create inside namespace `a` directly, so nothing ever exists in the root namespace.
-    a.exec(&["ip", "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name])?;
+    a.exec(&[
+        "ip", "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name,
+    ])?;
     for (ns, name, addr) in [(a, a_name, a_addr), (b, b_name, b_addr)] {
         if let Some(addr) = addr {
             ns.exec(&["ip", "addr", "add", addr, "dev", name])?;
@@ -276,8 +286,22 @@ impl Routed {
         let server = Netns::new(format!("{p}srv"))?;
         let (device_if, gw_dev_if) = (format!("{p}d"), format!("{p}gd"));
         let (server_if, gw_up_if) = (format!("{p}s"), format!("{p}gu"));
-        veth(&device, &device_if, Some("10.20.0.11/24"), &gateway, &gw_dev_if, Some("10.20.0.1/24"))?;
-        veth(&server, &server_if, Some("10.10.0.20/24"), &gateway, &gw_up_if, Some("10.10.0.1/24"))?;
+        veth(
+            &device,
+            &device_if,
+            Some("10.20.0.11/24"),
+            &gateway,
+            &gw_dev_if,
+            Some("10.20.0.1/24"),
+        )?;
+        veth(
+            &server,
+            &server_if,
+            Some("10.10.0.20/24"),
+            &gateway,
+            &gw_up_if,
+            Some("10.10.0.1/24"),
+        )?;
         device.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
         server.exec(&["ip", "route", "add", "default", "via", "10.10.0.1"])?;
         gateway.set_sysctl("net.ipv4.ip_forward", "1")?;

@@ -45,7 +45,15 @@ fn spoof_and_unknown_sources_have_their_own_kinds() {
     let mut events = dp.take_events().expect("events");
     let spoof = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_SYN);
     dp.test_run(&spoof).expect("run");
-    let unknown = tcp4(OTHER_MAC, GW_MAC, Ipv4Addr::new(10, 20, 0, 77), SERVER, 40000, 2575, TCP_SYN);
+    let unknown = tcp4(
+        OTHER_MAC,
+        GW_MAC,
+        Ipv4Addr::new(10, 20, 0, 77),
+        SERVER,
+        40000,
+        2575,
+        TCP_SYN,
+    );
     dp.test_run(&unknown).expect("run");
     let evs = events.drain();
     assert_eq!(evs.len(), 2);
@@ -62,14 +70,37 @@ fn a_flooding_device_is_rate_limited_without_starving_others() {
     let flood = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40000, 22, TCP_SYN);
     dp.test_run_repeat(&flood, 10_000).expect("run");
     // An unknown device right after still gets its event through.
-    let unknown = tcp4(OTHER_MAC, GW_MAC, Ipv4Addr::new(10, 20, 0, 77), SERVER, 40000, 2575, TCP_SYN);
+    let unknown = tcp4(
+        OTHER_MAC,
+        GW_MAC,
+        Ipv4Addr::new(10, 20, 0, 77),
+        SERVER,
+        40000,
+        2575,
+        TCP_SYN,
+    );
     dp.test_run(&unknown).expect("run");
     let evs = events.drain();
     let from_flooder = evs.iter().filter(|e| e.device == dev_id()).count() as u64;
-    assert!(from_flooder >= u64::from(EVENT_BURST), "the burst is delivered ({from_flooder})");
-    assert!(from_flooder < 10_000 / 2, "the flood is limited ({from_flooder})");
-    assert_eq!(evs.iter().filter(|e| e.kind == EVENT_UNKNOWN).count(), 1, "the other source is heard");
+    assert!(
+        from_flooder >= u64::from(EVENT_BURST),
+        "the burst is delivered ({from_flooder})"
+    );
+    assert!(
+        from_flooder < 10_000 / 2,
+        "the flood is limited ({from_flooder})"
+    );
+    assert_eq!(
+        evs.iter().filter(|e| e.kind == EVENT_UNKNOWN).count(),
+        1,
+        "the other source is heard"
+    );
     let st = dp.event_stats().expect("stats");
     assert_eq!(st[EV_STAT_SENT as usize], evs.len() as u64);
-    assert_eq!(st[EV_STAT_SENT as usize] + st[EV_STAT_RATE_LIMITED as usize] + st[EV_STAT_RINGBUF_FULL as usize], 10_001);
+    assert_eq!(
+        st[EV_STAT_SENT as usize]
+            + st[EV_STAT_RATE_LIMITED as usize]
+            + st[EV_STAT_RINGBUF_FULL as usize],
+        10_001
+    );
 }

@@ -39,7 +39,15 @@ fn reply_passes_through_the_flow_and_unsolicited_segment_does_not() {
     let mut dp = loaded();
     // Unsolicited SYN-ACK from upstream: no flow yet.
     dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
-    let synack = tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, 40001, TCP_SYN | TCP_ACK);
+    let synack = tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        40001,
+        TCP_SYN | TCP_ACK,
+    );
     assert_eq!(dp.test_run(&synack).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
     // The device opens the flow; now the reply passes.
@@ -71,11 +79,29 @@ fn peer_not_allowed_is_dropped() {
 #[test]
 fn arp_for_own_binding_passes_and_claiming_another_address_is_spoofing() {
     let mut dp = loaded();
-    let own = ethernet([0xff; 6], DEV_MAC, &[], ETH_ARP, &arp(1, DEV_MAC, DEV_IP, [0; 6], Ipv4Addr::new(10, 20, 0, 1)));
+    let own = ethernet(
+        [0xff; 6],
+        DEV_MAC,
+        &[],
+        ETH_ARP,
+        &arp(1, DEV_MAC, DEV_IP, [0; 6], Ipv4Addr::new(10, 20, 0, 1)),
+    );
     assert_eq!(dp.test_run(&own).expect("run"), XDP_PASS);
     assert_eq!(stat(&mut dp, Reason::AllowNeighbor, SIDE_DEVICES), 1);
     // The monitor claims the gateway's address.
-    let claim = ethernet([0xff; 6], DEV_MAC, &[], ETH_ARP, &arp(2, DEV_MAC, Ipv4Addr::new(10, 20, 0, 1), [0; 6], Ipv4Addr::new(10, 20, 0, 1)));
+    let claim = ethernet(
+        [0xff; 6],
+        DEV_MAC,
+        &[],
+        ETH_ARP,
+        &arp(
+            2,
+            DEV_MAC,
+            Ipv4Addr::new(10, 20, 0, 1),
+            [0; 6],
+            Ipv4Addr::new(10, 20, 0, 1),
+        ),
+    );
     assert_eq!(dp.test_run(&claim).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenySpoof, SIDE_DEVICES), 1);
 }
@@ -83,7 +109,13 @@ fn arp_for_own_binding_passes_and_claiming_another_address_is_spoofing() {
 #[test]
 fn non_ip_ethertype_is_dropped() {
     let mut dp = loaded();
-    let frame = ethernet(GW_MAC, DEV_MAC, &[], 0x88b5, b"local experimental ethertype");
+    let frame = ethernet(
+        GW_MAC,
+        DEV_MAC,
+        &[],
+        0x88b5,
+        b"local experimental ethertype",
+    );
     assert_eq!(dp.test_run(&frame).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyEthertype, SIDE_DEVICES), 1);
 }
@@ -99,7 +131,15 @@ fn managed_ip_from_a_foreign_mac_is_spoofing() {
 #[test]
 fn unknown_device_is_denied_by_default() {
     let mut dp = loaded();
-    let syn = tcp4(OTHER_MAC, GW_MAC, Ipv4Addr::new(10, 20, 0, 99), SERVER, 40000, 2575, TCP_SYN);
+    let syn = tcp4(
+        OTHER_MAC,
+        GW_MAC,
+        Ipv4Addr::new(10, 20, 0, 99),
+        SERVER,
+        40000,
+        2575,
+        TCP_SYN,
+    );
     assert_eq!(dp.test_run(&syn).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyUnknown, SIDE_DEVICES), 1);
 }
@@ -129,8 +169,15 @@ fn isolating_a_device_cuts_its_established_flow() {
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40003, 2575, TCP_SYN);
     let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40003, 2575, TCP_ACK);
     assert_eq!(dp.test_run(&syn).expect("run"), XDP_PASS);
-    dp.set_device_state(dev_id(), DevState { epoch: 1, quarantine: QUARANTINE_ISOLATE, _pad: [0; 3] })
-        .expect("state");
+    dp.set_device_state(
+        dev_id(),
+        DevState {
+            epoch: 1,
+            quarantine: QUARANTINE_ISOLATE,
+            _pad: [0; 3],
+        },
+    )
+    .expect("state");
     assert_eq!(dp.test_run(&ack).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 1);
 }

@@ -122,7 +122,10 @@ impl Traffic {
                     seq += 1;
                     let msg = seq.to_be_bytes();
                     let mut back = [0u8; 8];
-                    if tcp.write_all(&msg).is_err() || tcp.read_exact(&mut back).is_err() || back != msg {
+                    if tcp.write_all(&msg).is_err()
+                        || tcp.read_exact(&mut back).is_err()
+                        || back != msg
+                    {
                         broken.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -216,15 +219,30 @@ fn kill_9_and_restart_under_traffic_keeps_enforcing() -> Result<()> {
     let after = lab.stats()?;
     let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
 
-    let flow = |s: &[u64]| s[stats_index(Reason::AllowFlow, SIDE_DEVICES) as usize] + s[stats_index(Reason::AllowFlow, SIDE_UPSTREAM) as usize];
+    let flow = |s: &[u64]| {
+        s[stats_index(Reason::AllowFlow, SIDE_DEVICES) as usize]
+            + s[stats_index(Reason::AllowFlow, SIDE_UPSTREAM) as usize]
+    };
     let dropped = |s: &[u64]| s[stats_index(Reason::DenyNoRule, SIDE_DEVICES) as usize];
-    assert!(!tcp_broken, "the allowed TCP stream broke ({tcp_ok} round trips before)\n{out}");
+    assert!(
+        !tcp_broken,
+        "the allowed TCP stream broke ({tcp_ok} round trips before)\n{out}"
+    );
     assert!(tcp_ok > 100, "the TCP stream ran ({tcp_ok} round trips)");
     assert_eq!(udp_lost, 0, "allowed UDP packets lost (of {udp_sent})");
     assert_eq!(denied, 0, "denied packets reached the server");
-    assert!(flow(&during) > flow(&before), "enforcement continued without the daemon");
-    assert!(flow(&after) > flow(&during), "counters continue after the restart");
-    assert!(dropped(&after) > dropped(&during) && dropped(&during) > dropped(&before), "denied stream dropped throughout");
+    assert!(
+        flow(&during) > flow(&before),
+        "enforcement continued without the daemon"
+    );
+    assert!(
+        flow(&after) > flow(&during),
+        "counters continue after the restart"
+    );
+    assert!(
+        dropped(&after) > dropped(&during) && dropped(&during) > dropped(&before),
+        "denied stream dropped throughout"
+    );
     Ok(())
 }
 
@@ -246,14 +264,27 @@ fn two_hundred_reloads_lose_no_allowed_packet() -> Result<()> {
     lab.write_policy("this is [not valid toml")?;
     lab.signal(libc::SIGHUP);
     thread::sleep(Duration::from_millis(800));
-    assert_eq!(lab.ready_generation(), Some(gen), "an invalid policy was not installed");
+    assert_eq!(
+        lab.ready_generation(),
+        Some(gen),
+        "an invalid policy was not installed"
+    );
     let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
     let out = lab.stop();
     assert!(!tcp_broken, "the TCP stream broke during reloads\n{out}");
-    assert!(tcp_ok > 100 && udp_sent > 100, "traffic ran ({tcp_ok} tcp, {udp_sent} udp)");
-    assert_eq!(udp_lost, 0, "allowed UDP packets lost during 200 reloads (of {udp_sent})");
+    assert!(
+        tcp_ok > 100 && udp_sent > 100,
+        "traffic ran ({tcp_ok} tcp, {udp_sent} udp)"
+    );
+    assert_eq!(
+        udp_lost, 0,
+        "allowed UDP packets lost during 200 reloads (of {udp_sent})"
+    );
     assert_eq!(denied, 0);
-    assert!(out.contains("reload refused"), "the invalid policy was logged:\n{out}");
+    assert!(
+        out.contains("reload refused"),
+        "the invalid policy was logged:\n{out}"
+    );
     Ok(())
 }
 
@@ -273,21 +304,30 @@ fn a_flow_the_new_policy_forbids_is_cut() -> Result<()> {
             }
         }
     });
-    let mut tcp = lab
-        .net
-        .device
-        .run(|| TcpStream::connect_timeout(&SocketAddr::from(([10, 10, 0, 20], 2575)), Duration::from_secs(3)))??;
+    let mut tcp = lab.net.device.run(|| {
+        TcpStream::connect_timeout(
+            &SocketAddr::from(([10, 10, 0, 20], 2575)),
+            Duration::from_secs(3),
+        )
+    })??;
     tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut back = [0u8; 4];
     tcp.write_all(b"ping")?;
     tcp.read_exact(&mut back)?;
     // New policy: HL7 is no longer allowed.
     let gen = lab.ready_generation().context("generation")?;
-    lab.write_policy(&monitor_policy(lab.net.device_mac, &["device-sync"], &workflow("device-sync", "udp", 5000)))?;
+    lab.write_policy(&monitor_policy(
+        lab.net.device_mac,
+        &["device-sync"],
+        &workflow("device-sync", "udp", 5000),
+    ))?;
     lab.signal(libc::SIGHUP);
     lab.wait_generation(gen + 1, Duration::from_secs(10))?;
     tcp.write_all(b"ping")?;
-    assert!(tcp.read_exact(&mut back).is_err(), "the forbidden flow was cut");
+    assert!(
+        tcp.read_exact(&mut back).is_err(),
+        "the forbidden flow was cut"
+    );
     drop(tcp);
     let _ = server.join();
     Ok(())

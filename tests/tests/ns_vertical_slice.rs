@@ -27,11 +27,23 @@ fn connect(net: &Routed, to: SocketAddr) -> Result<TcpStream, ErrorKind> {
 #[test]
 fn allow_list_enforced_on_real_traffic() -> anyhow::Result<()> {
     // One device (MAC + IPv4), one rule: TCP 2575 to one server address.
-    let mut lab = Lab::new(|mac| monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575)))?;
+    let mut lab = Lab::new(|mac| {
+        monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575))
+    })?;
     // A second server address the policy does not allow.
-    lab.net.server.exec(&["ip", "addr", "add", "10.10.0.21/24", "dev", &lab.net.server_if])?;
+    lab.net.server.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "10.10.0.21/24",
+        "dev",
+        &lab.net.server_if,
+    ])?;
     let (hl7, other) = lab.net.server.run(|| {
-        (TcpListener::bind("10.10.0.20:2575"), TcpListener::bind("10.10.0.21:2575"))
+        (
+            TcpListener::bind("10.10.0.20:2575"),
+            TcpListener::bind("10.10.0.21:2575"),
+        )
     })?;
     let (hl7, _other) = (hl7?, other?);
     lab.start()?;
@@ -54,23 +66,41 @@ fn allow_list_enforced_on_real_traffic() -> anyhow::Result<()> {
     let mut reply = [0u8; 64];
     let n = stream.read(&mut reply)?;
     assert_eq!(&reply[..n], b"\x0bMSA|AA\x1c\r", "the reply came back");
-    let received = server.join().map_err(|_| anyhow::anyhow!("server panicked"))??;
+    let received = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))??;
     assert_eq!(received, b"\x0bMSH|^~\\&|MON\x1c\r");
     drop(stream);
 
     // 2. A port that is not allowed gets no answer (not even a reset).
-    assert_eq!(connect(&lab.net, "10.10.0.20:22".parse()?).err(), Some(ErrorKind::TimedOut));
+    assert_eq!(
+        connect(&lab.net, "10.10.0.20:22".parse()?).err(),
+        Some(ErrorKind::TimedOut)
+    );
     // 3. A peer that is not allowed gets no answer.
-    assert_eq!(connect(&lab.net, "10.10.0.21:2575".parse()?).err(), Some(ErrorKind::TimedOut));
+    assert_eq!(
+        connect(&lab.net, "10.10.0.21:2575".parse()?).err(),
+        Some(ErrorKind::TimedOut)
+    );
 
     // 4. The counters in the pinned maps match what was sent.
     let stats = lab.stats()?;
     let at = |r: Reason, side: u8| stats[stats_index(r, side) as usize];
     assert_eq!(at(Reason::AllowRule, SIDE_DEVICES), 1, "one allowed SYN");
-    assert!(at(Reason::AllowFlow, SIDE_DEVICES) >= 3, "ACK, data, FIN from the device");
-    assert!(at(Reason::AllowFlow, SIDE_UPSTREAM) >= 2, "SYN-ACK and data from the server");
+    assert!(
+        at(Reason::AllowFlow, SIDE_DEVICES) >= 3,
+        "ACK, data, FIN from the device"
+    );
+    assert!(
+        at(Reason::AllowFlow, SIDE_UPSTREAM) >= 2,
+        "SYN-ACK and data from the server"
+    );
     // Each refused connect sent exactly one SYN: both dropped, none passed.
-    assert_eq!(at(Reason::DenyNoRule, SIDE_DEVICES), 2, "both refused SYNs were dropped");
+    assert_eq!(
+        at(Reason::DenyNoRule, SIDE_DEVICES),
+        2,
+        "both refused SYNs were dropped"
+    );
     assert_eq!(at(Reason::DenyNoFlow, SIDE_UPSTREAM), 0, "no stray replies");
     Ok(())
 }

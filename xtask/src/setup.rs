@@ -29,11 +29,19 @@ pub fn run() -> Result<()> {
     let mut done = Vec::new();
     if !has_rust_src()? {
         say("installing rust-src for the nightly toolchain (the eBPF crate builds core from source)");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
         done.push("rust-src");
     }
     if !has_bpf_linker() {
-        say(&format!("installing bpf-linker {BPF_LINKER_VERSION} from crates.io (about a minute)"));
+        say(&format!(
+            "installing bpf-linker {BPF_LINKER_VERSION} from crates.io (about a minute)"
+        ));
         run_cmd(Command::new("cargo").args([
             "install",
             "bpf-linker",
@@ -49,7 +57,10 @@ pub fn run() -> Result<()> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        say(&format!("installing Debian packages: {}", missing.join(", ")));
+        say(&format!(
+            "installing Debian packages: {}",
+            missing.join(", ")
+        ));
         run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
         run_cmd(
             Command::new("apt-get")
@@ -62,7 +73,11 @@ pub fn run() -> Result<()> {
     if done.is_empty() {
         say(&format!(
             "everything present (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, {})",
-            DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+            DEBIAN_PACKAGES
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     } else {
         say(&format!("installed: {}", done.join(", ")));

@@ -111,28 +111,32 @@ impl Model {
             return probe;
         }
         let (src_dev, dst_dev) = self.ends(&p, &ip);
-        let dev = Some(if src_dev != 0 { src_dev } else { dst_dev });
+        let dev = if src_dev != 0 { src_dev } else { dst_dev };
         if p.frag == Frag::Later {
-            let train = self.frags.get(&(ip.src, ip.dst, p.frag_id, ip.proto)).copied();
+            let train = self
+                .frags
+                .get(&(ip.src, ip.dst, p.frag_id, ip.proto))
+                .copied();
             return match train {
-                Some(r) if r.passes() => Decision::dev(r, dev.unwrap_or(0)),
-                _ => Decision::dev(Reason::DenyFragment, dev.unwrap_or(0)),
+                Some(r) if r.passes() => Decision::dev(r, dev),
+                _ => Decision::dev(Reason::DenyFragment, dev),
             };
         }
         if let Some(q) = p.quoted {
             let (k, _) = key(q.proto, (q.src, q.sport), (q.dst, q.dport));
             return match self.flows.get(&k) {
                 Some(f) => {
-                    let mut d = Decision::dev(Reason::AllowFlow, dev.unwrap_or(0));
+                    let mut d = Decision::dev(Reason::AllowFlow, dev);
                     d.rule = Some(f.rule);
                     d
                 }
-                None => Decision::dev(Reason::DenyNoFlow, dev.unwrap_or(0)),
+                None => Decision::dev(Reason::DenyNoFlow, dev),
             };
         }
         let d = self.judge_flow(&p, &ip);
         if p.frag == Frag::First {
-            self.frags.insert((ip.src, ip.dst, p.frag_id, ip.proto), d.reason);
+            self.frags
+                .insert((ip.src, ip.dst, p.frag_id, ip.proto), d.reason);
         }
         d
     }
@@ -187,7 +191,9 @@ impl Model {
         let src = if p.desc.side == SIDE_DEVICES {
             let unspecified = match ip.src {
                 IpAddr::V4(a) => a.is_unspecified(),
-                IpAddr::V6(a) => a.is_unspecified() || (a.octets()[0] == 0xfe && a.octets()[1] & 0xc0 == 0x80),
+                IpAddr::V6(a) => {
+                    a.is_unspecified() || (a.octets()[0] == 0xfe && a.octets()[1] & 0xc0 == 0x80)
+                }
             };
             let by_addr = if unspecified { 0 } else { by_ip(ip.src) };
             if by_addr != 0 {
@@ -201,8 +207,20 @@ impl Model {
         (src, by_ip(ip.dst))
     }
 
-    fn stamp(&mut self, k: Key, src_is_a: bool, src_dev: u64, dst_dev: u64, d: &Decision, a_initiated: bool) {
-        let (dev_a, dev_b) = if src_is_a { (src_dev, dst_dev) } else { (dst_dev, src_dev) };
+    fn stamp(
+        &mut self,
+        k: Key,
+        src_is_a: bool,
+        src_dev: u64,
+        dst_dev: u64,
+        d: &Decision,
+        a_initiated: bool,
+    ) {
+        let (dev_a, dev_b) = if src_is_a {
+            (src_dev, dst_dev)
+        } else {
+            (dst_dev, src_dev)
+        };
         let flow = Flow {
             generation: self.index.site().generation,
             dev_a,

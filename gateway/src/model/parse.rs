@@ -237,7 +237,13 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     }
 }
 
-fn parse_l4(b: &Bytes, at: usize, end: usize, ip: &mut IpDesc, p: &mut Parsed) -> Result<(), Reason> {
+fn parse_l4(
+    b: &Bytes,
+    at: usize,
+    end: usize,
+    ip: &mut IpDesc,
+    p: &mut Parsed,
+) -> Result<(), Reason> {
     if at > MAX_L4_OFFSET {
         return Err(Reason::DenyMalformed);
     }
@@ -272,7 +278,10 @@ fn parse_l4(b: &Bytes, at: usize, end: usize, ip: &mut IpDesc, p: &mut Parsed) -
         PROTO_ICMP | PROTO_ICMPV6 => {
             let hdr: [u8; 8] = b.get(at).map_err(|_| short)?;
             ip.icmp_type = hdr[0];
-            let echo = matches!((ip.proto, hdr[0]), (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129));
+            let echo = matches!(
+                (ip.proto, hdr[0]),
+                (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129)
+            );
             if echo {
                 let id = u16::from_be_bytes([hdr[4], hdr[5]]);
                 ip.sport = id;

@@ -1,0 +1,477 @@
+//! Differential test: random frames go through the real XDP program (BPF_PROG_TEST_RUN) and
+//! through its host twin (`lazaret::model` around the reference classifier), in the same
+//! order, over the example hospital policy. For every frame the action and the counted
+//! reason must be equal. Frames mix valid conversations (requests and replies on the
+//! opposite side, so flow state is exercised), every identity in the policy, spoofed and
+//! unknown sources, VLAN stacks, fragments, quarantine changes and byte-level corruption.
+
+use std::{
+    cell::RefCell,
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use lazaret::{
+    datapath::{Datapath, LoadOptions, MapContents},
+    model::Model,
+    policy::{self, MapIndex},
+};
+use lazaret_abi::*;
+use lazaret_tests::frames::*;
+use proptest::{prelude::*, test_runner::TestRunner};
+
+const LO: u32 = 1;
+
+/// Identities and addresses the generator draws from.
+#[derive(Debug, Clone)]
+struct Pools {
+    devices: Vec<(Mac, Option<Ipv4Addr>, Option<Ipv6Addr>, u16)>,
+    peers4: Vec<Ipv4Addr>,
+    peers6: Vec<Ipv6Addr>,
+    ports: Vec<u16>,
+}
+
+fn pools(c: &MapContents) -> Pools {
+    let mut devices = Vec::new();
+    for (_, d) in &c.devices {
+        let v4 = c
+            .dev_ip4
+            .iter()
+            .find(|(_, r)| r.id == d.id)
+            .map(|(k, _)| Ipv4Addr::from(k.addr));
+        let v6 = c
+            .dev_ip6
+            .iter()
+            .find(|(_, r)| r.id == d.id)
+            .map(|(k, _)| Ipv6Addr::from(k.addr));
+        let vlan = if d.vlan == VLAN_ANY { 0 } else { d.vlan };
+        devices.push((d.mac, v4, v6, vlan));
+    }
+    let peers4 = c
+        .peer4
+        .iter()
+        .map(|(_, k, _)| Ipv4Addr::from(k.addr))
+        .collect::<Vec<_>>();
+    let peers6 = c
+        .peer6
+        .iter()
+        .map(|(_, k, _)| Ipv6Addr::from(k.addr))
+        .collect::<Vec<_>>();
+    let mut ports: Vec<u16> = c
+        .ports
+        .iter()
+        .map(|(_, k, _)| u16::from_be_bytes(k.port))
+        .collect();
+    ports.extend([
+        22, 53, 67, 68, 80, 104, 123, 161, 162, 443, 514, 2575, 11112, 51243, 40000,
+    ]);
+    ports.sort_unstable();
+    ports.dedup();
+    Pools {
+        devices,
+        peers4,
+        peers6,
+        ports,
+    }
+}
+
+/// One generated frame.
+#[derive(Debug, Clone)]
+struct Spec {
+    upstream: bool,
+    /// Index into devices (the managed end).
+    device: usize,
+    /// Use the device's MAC but another address (spoofing), or another MAC (unknown).
+    identity: u8,
+    peer: usize,
+    v6: bool,
+    proto: u8,
+    port: usize,
+    sport: u16,
+    flags: u8,
+    icmp_type: u8,
+    tags: u8,
+    /// 0 none, 1 first fragment only, 2 orphan later fragment, 3 a train (first, then later).
+    frag: u8,
+    /// 0 none, 1 IHL 4, 2 TCP data offset 4, 3 total length beyond the frame, 4 a TCP
+    /// fragment at offset 8 bytes (RFC 1858), 5 six extension headers, 6 seven.
+    malform: u8,
+    /// Also send the reply (on the other side) right after.
+    reply: bool,
+    corrupt: Option<(usize, u8)>,
+    truncate: Option<usize>,
+    /// Set the device's quarantine before this frame.
+    quarantine: Option<u8>,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        (any::<bool>(), 0usize..64, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0usize..256, any::<bool>()),
+        (
+            prop_oneof![5 => Just(PROTO_TCP), 3 => Just(PROTO_UDP), 1 => Just(PROTO_ICMP), 1 => Just(PROTO_ICMPV6), 1 => Just(47u8)],
+            0usize..64,
+            1024u16..65535,
+            prop_oneof![4 => Just(TCP_SYN), 1 => Just(TCP_SYN | TCP_ACK), 1 => Just(TCP_ACK), 1 => Just(TCP_FIN | TCP_ACK), 1 => Just(TCP_RST)],
+            prop_oneof![3 => Just(8u8), 1 => Just(0u8), 1 => Just(128u8), 1 => Just(135u8), 1 => Just(134u8), 1 => Just(3u8)],
+        ),
+        (
+            prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
+            prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 2 => Just(3u8)],
+            prop_oneof![2 => Just(true), 1 => Just(false)],
+            prop_oneof![9 => Just(None), 1 => (0usize..80, any::<u8>()).prop_map(Some)],
+            prop_oneof![9 => Just(None), 1 => (14usize..80).prop_map(Some)],
+            prop_oneof![12 => Just(None), 1 => (0u8..3).prop_map(Some)],
+            prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 1 => Just(4u8), 1 => Just(5u8), 1 => Just(6u8)],
+        ),
+    )
+        .prop_map(|((upstream, device, identity, peer, v6), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform))| Spec {
+            upstream,
+            device,
+            identity,
+            peer,
+            v6,
+            proto,
+            port,
+            sport,
+            flags,
+            icmp_type,
+            tags,
+            frag,
+            malform,
+            reply,
+            corrupt,
+            truncate,
+            quarantine,
+        })
+}
+
+const GW_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+const STRANGER_MAC: Mac = [0x02, 0xde, 0xad, 0, 0, 0x77];
+
+/// Builds the frame (and its reply) for a spec; returns (side, frame) pairs.
+fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
+    let (mac, v4, v6, vlan) = p.devices[s.device % p.devices.len()];
+    let use_v6 = s.v6 && v6.is_some() || v4.is_none();
+    let (dev_ip, peer_ip): (IpAddr, IpAddr) = if use_v6 {
+        let own = v6.unwrap_or(Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x99));
+        let peer = p
+            .peers6
+            .get(s.peer % p.peers6.len().max(1))
+            .copied()
+            .unwrap_or(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 1));
+        (own.into(), peer.into())
+    } else {
+        let own = v4.unwrap_or(Ipv4Addr::new(10, 20, 0, 99));
+        let peer = p
+            .peers4
+            .get(s.peer % p.peers4.len().max(1))
+            .copied()
+            .unwrap_or(Ipv4Addr::new(10, 10, 0, 1));
+        (own.into(), peer.into())
+    };
+    // Identity variants: 1 = the device's MAC with a stranger's address, 2 = a stranger.
+    let (src_mac, dev_ip) = match (s.identity, dev_ip) {
+        (1, IpAddr::V4(_)) => (mac, IpAddr::V4(Ipv4Addr::new(10, 20, 0, 200))),
+        (1, IpAddr::V6(_)) => (
+            mac,
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x200)),
+        ),
+        (2, ip) => (STRANGER_MAC, ip),
+        (_, ip) => (mac, ip),
+    };
+    let port = p.ports[s.port % p.ports.len()];
+    let tags: Vec<(u16, u16)> = match s.tags {
+        0 if vlan != 0 && !s.upstream => vec![(ETH_8021Q, vlan)],
+        0 => vec![],
+        1 => vec![(ETH_8021Q, vlan)],
+        2 => vec![(ETH_8021AD, 100), (ETH_8021Q, vlan)],
+        _ => vec![(ETH_8021AD, 1), (ETH_8021Q, 2), (ETH_8021Q, vlan)],
+    };
+    let proto = match (s.proto, dev_ip) {
+        (PROTO_ICMP, IpAddr::V6(_)) => PROTO_ICMPV6,
+        (PROTO_ICMPV6, IpAddr::V4(_)) => PROTO_ICMP,
+        (p, _) => p,
+    };
+    let build = move |src: IpAddr,
+                      dst: IpAddr,
+                      sport: u16,
+                      dport: u16,
+                      flags: u8,
+                      icmp_type: u8,
+                      smac: Mac,
+                      dmac: Mac,
+                      frag: u8|
+          -> Vec<u8> {
+        let l4 = match proto {
+            PROTO_TCP if s.malform == 2 => tcp_with_offset(sport, dport, flags, 4, b"data"),
+            PROTO_TCP => tcp(sport, dport, flags, b"data"),
+            PROTO_UDP => udp(sport, dport, b"data"),
+            PROTO_ICMP | PROTO_ICMPV6 => {
+                if icmp_type == 135 || icmp_type == 136 {
+                    icmpv6_nd(
+                        icmp_type,
+                        match src {
+                            IpAddr::V6(a) => a,
+                            IpAddr::V4(_) => Ipv6Addr::UNSPECIFIED,
+                        },
+                    )
+                } else {
+                    icmp(icmp_type, 0, sport, 1)
+                }
+            }
+            _ => b"opaque protocol payload".to_vec(),
+        };
+        match (src, dst) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mut o = Ipv4Opts {
+                    id: sport,
+                    more_fragments: frag == 1,
+                    frag_offset: if frag == 2 { 8 } else { 0 },
+                    ..Ipv4Opts::default()
+                };
+                match s.malform {
+                    1 => o.ihl_words = 4,
+                    3 => o.total_len = Some(1500),
+                    4 if proto == PROTO_TCP => o.frag_offset = 1,
+                    _ => {}
+                }
+                ethernet(dmac, smac, &tags, ETH_IPV4, &ipv4(a, b, proto, &l4, &o))
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mut exts = match frag {
+                    1 => vec![Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                        id: u32::from(sport),
+                    }],
+                    2 => vec![Ext::Fragment {
+                        offset: 8,
+                        more: false,
+                        id: u32::from(sport),
+                    }],
+                    _ => vec![],
+                };
+                let prefix = match s.malform {
+                    5 => vec![
+                        Ext::HopByHop,
+                        Ext::DestOpts,
+                        Ext::Routing,
+                        Ext::DestOpts,
+                        Ext::DestOpts,
+                    ],
+                    6 => vec![Ext::DestOpts; 7],
+                    _ => vec![],
+                };
+                exts.splice(0..0, prefix);
+                ethernet(dmac, smac, &tags, ETH_IPV6, &ipv6(a, b, &exts, proto, &l4))
+            }
+            _ => unreachable!("families are chosen together"),
+        }
+    };
+    let reply_type = |t: u8| match t {
+        8 => 0,
+        128 => 129,
+        t => t,
+    };
+    // A train: the first fragment, then a later one of the same packet.
+    let (first_frag, later) = match s.frag {
+        3 => (1, true),
+        f => (f, false),
+    };
+    let mut out = Vec::new();
+    if s.upstream {
+        // A peer opens towards the device.
+        out.push((
+            SIDE_UPSTREAM,
+            build(
+                peer_ip,
+                dev_ip,
+                s.sport,
+                port,
+                s.flags,
+                s.icmp_type,
+                GW_MAC,
+                src_mac,
+                first_frag,
+            ),
+        ));
+        if later {
+            out.push((
+                SIDE_UPSTREAM,
+                build(
+                    peer_ip,
+                    dev_ip,
+                    s.sport,
+                    port,
+                    s.flags,
+                    s.icmp_type,
+                    GW_MAC,
+                    src_mac,
+                    2,
+                ),
+            ));
+        }
+        if s.reply {
+            out.push((
+                SIDE_DEVICES,
+                build(
+                    dev_ip,
+                    peer_ip,
+                    port,
+                    s.sport,
+                    TCP_SYN | TCP_ACK,
+                    reply_type(s.icmp_type),
+                    src_mac,
+                    GW_MAC,
+                    0,
+                ),
+            ));
+        }
+    } else {
+        out.push((
+            SIDE_DEVICES,
+            build(
+                dev_ip,
+                peer_ip,
+                s.sport,
+                port,
+                s.flags,
+                s.icmp_type,
+                src_mac,
+                GW_MAC,
+                first_frag,
+            ),
+        ));
+        if later {
+            out.push((
+                SIDE_DEVICES,
+                build(
+                    dev_ip,
+                    peer_ip,
+                    s.sport,
+                    port,
+                    s.flags,
+                    s.icmp_type,
+                    src_mac,
+                    GW_MAC,
+                    2,
+                ),
+            ));
+        }
+        if s.reply {
+            out.push((
+                SIDE_UPSTREAM,
+                build(
+                    peer_ip,
+                    dev_ip,
+                    port,
+                    s.sport,
+                    TCP_SYN | TCP_ACK,
+                    reply_type(s.icmp_type),
+                    GW_MAC,
+                    src_mac,
+                    0,
+                ),
+            ));
+        }
+    }
+    if let Some((at, byte)) = s.corrupt {
+        if let Some(f) = out.first_mut() {
+            let i = at % f.1.len();
+            f.1[i] ^= byte | 1;
+        }
+    }
+    if let Some(len) = s.truncate {
+        if let Some(f) = out.first_mut() {
+            f.1.truncate(len.max(14));
+        }
+    }
+    out
+}
+
+/// The reason the datapath counted for the last frame: the one stats slot that moved.
+fn counted(before: &[u64], after: &[u64]) -> Option<(Reason, u8)> {
+    let moved: Vec<usize> = (0..before.len())
+        .filter(|&i| after[i] != before[i])
+        .collect();
+    match moved.as_slice() {
+        [i] => Reason::from_u8((i / 2) as u8).map(|r| (r, (i % 2) as u8)),
+        _ => None,
+    }
+}
+
+#[test]
+fn xdp_program_and_reference_twin_agree_on_random_frames() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let (_, compiled) = policy::load_and_compile(&dir).expect("the example policy compiles");
+    // All interfaces are the test run's loopback except pumps0: pump frames arrive on an
+    // interface they are not bound to, so interface binding is exercised too.
+    let ifindexes: BTreeMap<String, u32> = [
+        ("icu0", LO),
+        ("imaging0", LO),
+        ("uplink0", LO),
+        ("pumps0", 9999),
+    ]
+    .into_iter()
+    .map(|(n, i)| (n.to_string(), i))
+    .collect();
+    let mut dp =
+        Datapath::load(&LoadOptions::default()).expect("load the XDP program (needs root)");
+    let slot = dp.next_slot().expect("slot");
+    let contents = compiled
+        .map_contents(slot, 1, &ifindexes)
+        .expect("map contents");
+    dp.install(&contents).expect("install");
+    let pools = pools(&contents);
+    let model = RefCell::new(Model::new(MapIndex::new(&contents)));
+    let dp = RefCell::new(dp);
+    let frames_seen = RefCell::new(0usize);
+
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 160,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&prop::collection::vec(spec(), 1..40), |specs| {
+        let mut dp = dp.borrow_mut();
+        let mut model = model.borrow_mut();
+        for s in &specs {
+            if let Some(q) = s.quarantine {
+                let id = contents.devices[s.device % contents.devices.len()].1.id;
+                let mut st = dp.device_state(id).expect("state");
+                st.epoch += 1;
+                st.quarantine = q;
+                dp.set_device_state(id, st).expect("state");
+                model.states.states.insert(id, st);
+            }
+            for (side, frame) in frames(&pools, s) {
+                dp.set_interface(LO, side).expect("iface");
+                let before = dp.stats().expect("stats");
+                let action = dp.test_run(&frame).expect("test run");
+                let after = dp.stats().expect("stats");
+                let xdp = counted(&before, &after);
+                let twin = model.judge(&frame, side, LO);
+                *frames_seen.borrow_mut() += 1;
+                let expected_action = if twin.reason.passes() { 2 } else { 1 };
+                prop_assert_eq!(
+                    xdp,
+                    Some((twin.reason, side)),
+                    "frame {:02x?} on side {}: XDP counted {:?}, twin says {:?}",
+                    frame,
+                    side,
+                    xdp,
+                    twin
+                );
+                prop_assert_eq!(action, expected_action, "action for {:?}", twin.reason);
+            }
+        }
+        Ok(())
+    });
+    let n = *frames_seen.borrow();
+    if let Err(e) = result {
+        panic!("after {n} frames: {e}");
+    }
+    assert!(n >= 2000, "only {n} frames were compared");
+    eprintln!("{n} frames: XDP and the reference twin agree");
+}
