@@ -22,6 +22,17 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Remove lazaret's XDP programs and pinned maps: stop enforcing.
     Detach(cli::detach::DetachArgs),
+    /// The running daemon: generation, commit, interfaces, map pressure.
+    Status(cli::control_cmds::Target),
+    /// The flows of one device, from the running daemon.
+    Flows {
+        device: String,
+        #[command(flatten)]
+        target: cli::control_cmds::Target,
+    },
+    /// Quarantine: list, add, release.
+    #[command(subcommand)]
+    Quarantine(cli::control_cmds::QuarantineCommand),
     #[command(flatten)]
     Policy(cli::policy_cmds::PolicyCommand),
 }
@@ -31,6 +42,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Detach(args) => cli::detach::run(args),
+        Command::Status(target) => cli::control_cmds::status(target),
+        Command::Flows { device, target } => cli::control_cmds::flows(device, target),
+        Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };
     match result {

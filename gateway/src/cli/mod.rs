@@ -1,5 +1,6 @@
 //! Subcommands of the `lazaret` binary.
 
+pub mod control_cmds;
 pub mod detach;
 pub mod policy_cmds;
 pub mod run;

@@ -52,8 +52,12 @@ pub fn attach(
         }
     }
     let used = match mode {
-        AttachMode::Native => attach_new(prog, ifname, XdpMode::Driver, &pin).map(|()| AttachMode::Native)?,
-        AttachMode::Skb => attach_new(prog, ifname, XdpMode::Skb, &pin).map(|()| AttachMode::Skb)?,
+        AttachMode::Native => {
+            attach_new(prog, ifname, XdpMode::Driver, &pin).map(|()| AttachMode::Native)?
+        }
+        AttachMode::Skb => {
+            attach_new(prog, ifname, XdpMode::Skb, &pin).map(|()| AttachMode::Skb)?
+        }
         AttachMode::Auto => match attach_new(prog, ifname, XdpMode::Driver, &pin) {
             Ok(()) => AttachMode::Native,
             Err(native) => {
@@ -66,27 +70,43 @@ pub fn attach(
     Ok(Attached::New(used))
 }
 
-fn attach_new(prog: &mut Xdp, ifname: &str, mode: XdpMode, pin: &Path) -> Result<(), DatapathError> {
+fn attach_new(
+    prog: &mut Xdp,
+    ifname: &str,
+    mode: XdpMode,
+    pin: &Path,
+) -> Result<(), DatapathError> {
     let id = prog.attach(ifname, mode)?;
     let link = prog.take_link(id)?;
     let fd: FdLink = link.try_into().map_err(|e| DatapathError::Link(format!(
         "{ifname}: the kernel attached through netlink, not a bpf link, so the attachment cannot be pinned: {e}"
     )))?;
-    fd.pin(pin).map_err(|e| DatapathError::Link(format!("pinning the link of {ifname} at {}: {e}", pin.display())))?;
+    fd.pin(pin).map_err(|e| {
+        DatapathError::Link(format!(
+            "pinning the link of {ifname} at {}: {e}",
+            pin.display()
+        ))
+    })?;
     Ok(())
 }
 
 /// Swaps `prog` into the link pinned at `old`, and makes sure it is pinned at `pin`.
 fn adopt(prog: &mut Xdp, old: &Path, pin: &Path) -> Result<(), DatapathError> {
-    let pinned = PinnedLink::from_pin(old).map_err(|e| DatapathError::Link(format!("opening {}: {e}", old.display())))?;
+    let pinned = PinnedLink::from_pin(old)
+        .map_err(|e| DatapathError::Link(format!("opening {}: {e}", old.display())))?;
     let fd: FdLink = pinned.into();
     // Keep a second handle to pin it under the new path after the update.
-    let link = fd.try_into().map_err(|e| DatapathError::Link(format!("{}: {e}", old.display())))?;
+    let link = fd
+        .try_into()
+        .map_err(|e| DatapathError::Link(format!("{}: {e}", old.display())))?;
     let id = prog.attach_to_link(link)?;
     if old != pin {
         let link = prog.take_link(id)?;
-        let fd: FdLink = link.try_into().map_err(|e| DatapathError::Link(format!("{e}")))?;
-        fd.pin(pin).map_err(|e| DatapathError::Link(format!("pinning at {}: {e}", pin.display())))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e| DatapathError::Link(format!("{e}")))?;
+        fd.pin(pin)
+            .map_err(|e| DatapathError::Link(format!("pinning at {}: {e}", pin.display())))?;
         let _ = std::fs::remove_file(old);
     } else {
         // The program stays referenced by the pinned link; our handle may go.
@@ -120,7 +140,12 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 /// ABI version directories under `root` other than `current`.
 pub fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|it| it.flatten().map(|e| e.path()).filter(|p| is_version_dir(p) && p != current).collect())
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.path())
+                .filter(|p| is_version_dir(p) && p != current)
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     dirs
@@ -138,7 +163,25 @@ pub fn remove_legacy(dir: &Path) {
 
 fn is_version_dir(p: &Path) -> bool {
     p.is_dir()
-        && p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('v') && n[1..].chars().all(|c| c.is_ascii_digit()) && n.len() > 1)
+        && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.starts_with('v') && n[1..].chars().all(|c| c.is_ascii_digit()) && n.len() > 1
+        })
+}
+
+/// Remembers the mode an interface was attached in (a pinned link does not say).
+pub fn record_mode(state_dir: &Path, ifname: &str, mode: &'static str) {
+    let _ = std::fs::create_dir_all(state_dir);
+    let _ = std::fs::write(state_dir.join(format!("attach-{ifname}")), mode);
+}
+
+/// The mode recorded when the link was created.
+pub fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<&'static str> {
+    match std::fs::read_to_string(state_dir.join(format!("attach-{ifname}")))
+        .ok()?
+        .trim()
+    {
+        "skb" => Some("skb"),
+        "native" => Some("native"),
+        _ => None,
+    }
 }

@@ -9,21 +9,31 @@
 //! enforcing.
 
 mod attach;
+pub mod control;
+pub mod quarantine;
 mod watch;
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::signal::unix::{signal, SignalKind};
+use serde_json::json;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::{
     config::Config,
     datapath::{AttachMode, Datapath, DatapathError, LoadOptions},
-    policy,
+    metrics::{DatapathSnapshot, Metrics},
+    policy::{self, Compiled},
 };
+use control::{Call, Reply, Request};
+use quarantine::{Action, Quarantines};
 
 pub use attach::detach_all;
 
@@ -35,6 +45,10 @@ pub enum DaemonError {
     Policy { dir: PathBuf, errors: String },
     #[error("interface {0:?} does not exist on this host")]
     NoInterface(String),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("metrics: {0}")]
+    Metrics(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -57,7 +71,10 @@ pub struct ReloadReport {
     pub entries: usize,
 }
 
-/// The running controller.
+/// How often datapath counters are read into the metrics.
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
+
+/// The running controller: the single owner of the datapath.
 pub struct Controller {
     config: Config,
     dp: Datapath,
@@ -65,6 +82,13 @@ pub struct Controller {
     generation: u64,
     commit: Option<String>,
     pin_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    compiled: Option<Compiled>,
+    /// Attach mode per interface, as reported in metrics and status.
+    modes: BTreeMap<String, &'static str>,
+    started: Instant,
+    quarantines: Quarantines,
+    last_reload_error: Option<String>,
 }
 
 impl Controller {
@@ -74,13 +98,17 @@ impl Controller {
     pub fn start(config: Config) -> Result<Self, DaemonError> {
         let mut ifindexes = BTreeMap::new();
         for iface in &config.interfaces {
-            let index = ifindex(&iface.name).ok_or_else(|| DaemonError::NoInterface(iface.name.clone()))?;
+            let index =
+                ifindex(&iface.name).ok_or_else(|| DaemonError::NoInterface(iface.name.clone()))?;
             ifindexes.insert(iface.name.clone(), index);
         }
         let pin_dir = pin_dir(&config)?;
         let dp = Datapath::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
         })?;
+        let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let (quarantines, state_error) = Quarantines::load(&config.state_dir);
         let mut ctl = Controller {
             config,
             dp,
@@ -88,14 +116,24 @@ impl Controller {
             generation: 0,
             commit: None,
             pin_dir,
+            metrics: Arc::new(metrics),
+            compiled: None,
+            modes: BTreeMap::new(),
+            started: Instant::now(),
+            quarantines,
+            last_reload_error: None,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
         if adopted.generation > 0 {
-            tracing::info!(generation = adopted.generation, "adopted the pinned datapath state");
+            tracing::info!(
+                generation = adopted.generation,
+                "adopted the pinned datapath state"
+            );
         }
         for iface in ctl.config.interfaces.clone() {
-            ctl.dp.set_interface(ctl.ifindexes[&iface.name], iface.side.abi())?;
+            ctl.dp
+                .set_interface(ctl.ifindexes[&iface.name], iface.side.abi())?;
         }
         match ctl.reload() {
             Ok(_) => {}
@@ -104,9 +142,89 @@ impl Controller {
             }
             Err(e) => return Err(e),
         }
+        ctl.restore_quarantines(state_error)?;
         ctl.attach_all()?;
         ctl.write_ready()?;
         Ok(ctl)
+    }
+
+    /// Puts the persisted quarantines back into the datapath (after a reboot the pinned
+    /// state is gone). With a corrupt state file, the quarantines the pinned datapath still
+    /// enforces are recovered instead, and the error is reported: none is dropped.
+    fn restore_quarantines(
+        &mut self,
+        state_error: Option<quarantine::StateError>,
+    ) -> Result<(), DaemonError> {
+        let devices: Vec<(String, u64)> = self
+            .compiled
+            .as_ref()
+            .map(|c| c.devices.iter().map(|d| (d.id.clone(), d.hash)).collect())
+            .unwrap_or_default();
+        if let Some(err) = state_error {
+            tracing::error!(error = %err, "quarantine state could not be read");
+            for (id, hash) in &devices {
+                let st = self.dp.device_state(*hash)?;
+                let action = match st.quarantine {
+                    lazaret_abi::QUARANTINE_RESTRICT => Action::Restrict,
+                    lazaret_abi::QUARANTINE_ISOLATE => Action::Isolate,
+                    _ => continue,
+                };
+                self.quarantines.entries.insert(
+                    id.clone(),
+                    quarantine::Entry {
+                        action,
+                        reason:
+                            "recovered from the datapath after the state file was found corrupt"
+                                .into(),
+                        by: "lazaret".into(),
+                        since: quarantine::now(),
+                        until: None,
+                    },
+                );
+            }
+            self.save_quarantines();
+        }
+        for (id, entry) in self.quarantines.entries.clone() {
+            match devices.iter().find(|(d, _)| *d == id) {
+                Some((_, hash)) => self.apply_quarantine(*hash, entry.action)?,
+                None => {
+                    tracing::warn!(device = %id, "a quarantined device is not in the policy; its quarantine is kept")
+                }
+            }
+        }
+        self.update_quarantine_metrics();
+        Ok(())
+    }
+
+    /// Sets the device's quarantine in the datapath and bumps its epoch, so its flows are
+    /// re-judged against the new state on their next packet.
+    fn apply_quarantine(&mut self, hash: u64, action: Action) -> Result<(), DaemonError> {
+        let mut st = self.dp.device_state(hash)?;
+        if st.quarantine != action.abi() {
+            st.quarantine = action.abi();
+            st.epoch = st.epoch.wrapping_add(1);
+            self.dp.set_device_state(hash, st)?;
+        }
+        Ok(())
+    }
+
+    fn save_quarantines(&self) {
+        if let Err(e) = self.quarantines.save() {
+            // The datapath enforces regardless; the file is what survives a reboot.
+            tracing::error!(error = %e, "could not persist the quarantine state (the datapath still enforces it)");
+        }
+    }
+
+    fn update_quarantine_metrics(&self) {
+        let mut counts = BTreeMap::new();
+        for e in self.quarantines.entries.values() {
+            *counts.entry(e.action.name()).or_insert(0u64) += 1;
+        }
+        let by: Vec<(&str, u64)> = ["alert", "restrict", "isolate"]
+            .iter()
+            .map(|a| (*a, counts.get(a).copied().unwrap_or(0)))
+            .collect();
+        self.metrics.set_quarantined(&by);
     }
 
     fn attach_all(&mut self) -> Result<(), DaemonError> {
@@ -120,11 +238,18 @@ impl Controller {
                         tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
                     }
                     tracing::info!(interface = %iface.name, side = ?iface.side, mode = ?mode, "attached");
+                    self.modes.insert(iface.name.clone(), mode_name(mode));
                 }
                 attach::Attached::Adopted => {
                     tracing::info!(interface = %iface.name, side = ?iface.side, "program swapped into the pinned link");
+                    let mode = attach::recorded_mode(&self.config.state_dir, &iface.name)
+                        .unwrap_or("native");
+                    self.modes.insert(iface.name.clone(), mode);
                 }
             }
+            let mode = self.modes[&iface.name];
+            attach::record_mode(&self.config.state_dir, &iface.name, mode);
+            self.metrics.set_interface(&iface.name, mode, true);
         }
         for dir in legacy {
             tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
@@ -136,7 +261,32 @@ impl Controller {
     /// Compiles the policy directory and installs it as the next generation. On error the
     /// enforcing generation is untouched.
     pub fn reload(&mut self) -> Result<ReloadReport, DaemonError> {
+        self.metrics.reload_attempted();
         let started = Instant::now();
+        match self.reload_inner(started) {
+            Ok(r) => {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.metrics
+                    .reload_succeeded(r.duration, r.generation, r.commit.as_deref(), unix);
+                self.last_reload_error = None;
+                Ok(r)
+            }
+            Err(e) => {
+                let reason = match e {
+                    DaemonError::Policy { .. } => "invalid_policy",
+                    DaemonError::Io { .. } => "io",
+                    _ => "datapath",
+                };
+                self.metrics.reload_failed(started.elapsed(), reason);
+                self.last_reload_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn reload_inner(&mut self, started: Instant) -> Result<ReloadReport, DaemonError> {
         let dir = self.config.policy_dir.clone();
         let refused = |errors: String| DaemonError::Policy {
             dir: dir.clone(),
@@ -151,6 +301,17 @@ impl Controller {
         self.dp.install(&contents)?;
         self.generation = generation;
         self.commit = watch::git_commit(&dir);
+        let mut modes = [0u64; 3];
+        for d in &compiled.devices {
+            modes[match d.mode {
+                policy::model::Mode::Enforce => 0,
+                policy::model::Mode::Audit => 1,
+                policy::model::Mode::Learn => 2,
+            }] += 1;
+        }
+        self.metrics
+            .set_devices_by_mode(modes[0], modes[1], modes[2]);
+        self.compiled = Some(compiled);
         let report = ReloadReport {
             generation,
             commit: self.commit.clone(),
@@ -171,10 +332,14 @@ impl Controller {
     /// service managers.
     fn write_ready(&self) -> Result<(), DaemonError> {
         let dir = &self.config.state_dir;
-        std::fs::create_dir_all(dir).map_err(io_err(format!("creating state directory {}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(io_err(format!(
+            "creating state directory {}",
+            dir.display()
+        )))?;
         let path = dir.join("ready");
         let tmp = dir.join(".ready.tmp");
-        std::fs::write(&tmp, format!("{}\n", self.generation)).map_err(io_err(format!("writing {}", tmp.display())))?;
+        std::fs::write(&tmp, format!("{}\n", self.generation))
+            .map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
     }
 
@@ -193,16 +358,205 @@ impl Controller {
                     tracing::error!(error = %e, "could not write the ready file");
                 }
             }
-            Err(e) => tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing"),
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
+            }
         }
+    }
+
+    /// Reads the datapath's counters into the metrics.
+    fn observe(&mut self) {
+        let mut snap = DatapathSnapshot::default();
+        match self.dp.stats() {
+            Ok(s) => snap.packets = s,
+            Err(e) => tracing::warn!(error = %e, "reading packet counters"),
+        }
+        if let Ok(e) = self.dp.event_stats() {
+            for (i, v) in e.iter().take(4).enumerate() {
+                snap.event_stats[i] = *v;
+            }
+        }
+        if let Ok(usage) = self.dp.map_usage() {
+            snap.flows_active = usage
+                .iter()
+                .find(|(m, _, _)| *m == lazaret_abi::MAP_FLOWS)
+                .map_or(0, |u| u.1);
+            snap.map_entries = usage;
+        }
+        if let Some(c) = &self.compiled {
+            let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> =
+                BTreeMap::new();
+            for d in &c.devices {
+                let Ok(t) = self.dp.device_counters(d.hash) else {
+                    continue;
+                };
+                let e = by_class
+                    .entry(d.class.clone().unwrap_or_else(|| "none".into()))
+                    .or_default();
+                e.allowed_packets += t.allowed_packets;
+                e.allowed_bytes += t.allowed_bytes;
+                e.denied_packets += t.denied_packets;
+                e.denied_bytes += t.denied_bytes;
+                e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
+            }
+            snap.class_packets = by_class.into_iter().collect();
+        }
+        self.metrics.observe_datapath(&snap);
+    }
+
+    /// Answers one control request.
+    fn handle(&mut self, request: Request, peer: &str) -> Reply {
+        match request {
+            Request::Status => {
+                let usage = self.dp.map_usage().unwrap_or_default();
+                Reply::data(json!({
+                    "generation": self.generation,
+                    "commit": self.commit,
+                    "uptime_seconds": self.started.elapsed().as_secs(),
+                    "policy_dir": self.config.policy_dir,
+                    "interfaces": self.modes,
+                    "devices": self.compiled.as_ref().map_or(0, |c| c.devices.len()),
+                    "quarantined": self.quarantines.entries.len(),
+                    "last_reload_error": self.last_reload_error,
+                    "maps": usage.iter().map(|(m, n, cap)| json!({
+                        "map": m, "entries": n, "capacity": cap,
+                        "pressure": if *cap == 0 { 0.0 } else { *n as f64 / *cap as f64 },
+                    })).collect::<Vec<_>>(),
+                }))
+            }
+            Request::Devices => {
+                let Some(c) = &self.compiled else {
+                    return Reply::error("no policy loaded");
+                };
+                let mut out = Vec::new();
+                for d in &c.devices {
+                    let t = self.dp.device_counters(d.hash).unwrap_or_default();
+                    out.push(json!({
+                        "id": d.id,
+                        "class": d.class,
+                        "mode": format!("{:?}", d.mode).to_lowercase(),
+                        "ipv4": d.ipv4,
+                        "ipv6": d.ipv6,
+                        "quarantine": self.quarantines.entries.get(&d.id).map(|e| e.action.name()),
+                        "allowed_packets": t.allowed_packets,
+                        "allowed_bytes": t.allowed_bytes,
+                        "denied_packets": t.denied_packets,
+                        "denied_bytes": t.denied_bytes,
+                        "last_seen_ns": t.last_seen_ns,
+                    }));
+                }
+                Reply::data(json!(out))
+            }
+            Request::Flows { device } => {
+                let Some(hash) = self.device_hash(&device) else {
+                    return Reply::error(format!("no device {device:?} in the policy"));
+                };
+                match self.dp.flows() {
+                    Ok(flows) => Reply::data(json!(flows
+                        .iter()
+                        .filter(|(_, v)| v.dev_a == hash || v.dev_b == hash)
+                        .map(|(k, v)| json!({
+                            "proto": k.proto,
+                            "a": endpoint(k.family, &k.addr_a, k.port_a),
+                            "b": endpoint(k.family, &k.addr_b, k.port_b),
+                            "initiator": if v.initiator == 0 { "a" } else { "b" },
+                            "state": match v.state { lazaret_abi::FLOW_ESTABLISHED => "established", lazaret_abi::FLOW_CLOSING => "closing", _ => "new" },
+                            "rule": v.rule,
+                        }))
+                        .collect::<Vec<_>>())),
+                    Err(e) => Reply::error(e.to_string()),
+                }
+            }
+            Request::QuarantineList => Reply::data(json!(self.quarantines.entries)),
+            Request::QuarantineAdd {
+                device,
+                action,
+                reason,
+            } => {
+                let Some(hash) = self.device_hash(&device) else {
+                    return Reply::error(format!("no device {device:?} in the policy"));
+                };
+                if let Err(e) = self.apply_quarantine(hash, action) {
+                    return Reply::error(e.to_string());
+                }
+                let entry = quarantine::Entry {
+                    action,
+                    reason: reason.clone(),
+                    by: peer.to_string(),
+                    since: quarantine::now(),
+                    until: None,
+                };
+                self.quarantines.entries.insert(device.clone(), entry);
+                self.save_quarantines();
+                if let Err(e) =
+                    self.quarantines
+                        .audit("quarantine", &device, Some(action), peer, &reason)
+                {
+                    tracing::error!(error = %e, "audit log");
+                }
+                tracing::warn!(device = %device, action = action.name(), by = peer, reason = %reason, "device quarantined");
+                self.metrics.quarantine_event(action.name());
+                self.update_quarantine_metrics();
+                Reply::data(json!({ "device": device, "action": action.name() }))
+            }
+            Request::QuarantineRelease { device, reason } => {
+                if !self.quarantines.entries.contains_key(&device) {
+                    return Reply::error(format!("{device:?} is not quarantined"));
+                }
+                if let Some(hash) = self.device_hash(&device) {
+                    if let Err(e) = self.apply_quarantine(hash, Action::Alert) {
+                        return Reply::error(e.to_string());
+                    }
+                }
+                self.quarantines.entries.remove(&device);
+                self.save_quarantines();
+                if let Err(e) = self
+                    .quarantines
+                    .audit("release", &device, None, peer, &reason)
+                {
+                    tracing::error!(error = %e, "audit log");
+                }
+                tracing::warn!(device = %device, by = peer, reason = %reason, "device released from quarantine");
+                self.update_quarantine_metrics();
+                Reply::data(json!({ "device": device, "released": true }))
+            }
+        }
+    }
+
+    fn device_hash(&self, id: &str) -> Option<u64> {
+        self.compiled.as_ref()?.device(id).map(|d| d.hash)
     }
 
     /// Serves until SIGTERM or SIGINT; SIGHUP and changes in the policy directory reload.
     /// Returning leaves the datapath pinned and enforcing.
     pub async fn serve(mut self) -> Result<(), DaemonError> {
-        let mut term = signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
-        let mut hup = signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
+        let listener = tokio::net::TcpListener::bind(self.config.metrics_listen)
+            .await
+            .map_err(io_err(format!(
+                "metrics endpoint {} (is the port already taken?)",
+                self.config.metrics_listen
+            )))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics.clone();
+        let mut stop_metrics = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_metrics.changed().await;
+            };
+            if let Err(e) = crate::metrics::serve(listener, metrics, shutdown).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        let control = control::bind(&self.config.control_socket)?;
+        let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+        tokio::spawn(control::serve(control, calls_tx));
+        let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let mut term =
+            signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
+        let mut hup =
+            signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
         let dir = self.config.policy_dir.clone();
         let (_watcher, mut changes) = watch::watch(&dir).map_err(|e| DaemonError::Io {
             what: format!("watching {}", dir.display()),
@@ -213,6 +567,11 @@ impl Controller {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
+                _ = tick.tick() => self.observe(),
+                Some(call) = calls.recv() => {
+                    let reply = self.handle(call.request, &call.peer);
+                    let _ = call.reply.send(reply);
+                }
                 Some(()) = changes.recv() => {
                     if watch::settle(&mut changes, &dir).await {
                         self.reload_and_report("policy directory changed");
@@ -220,8 +579,28 @@ impl Controller {
                 }
             }
         }
-        tracing::info!(generation = self.generation, "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)");
+        tracing::info!(
+            generation = self.generation,
+            "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
+        );
+        let _ = stop_tx.send(true);
+        let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
+    }
+}
+
+fn mode_name(m: AttachMode) -> &'static str {
+    match m {
+        AttachMode::Skb => "skb",
+        _ => "native",
+    }
+}
+
+fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
+    if family == lazaret_abi::FAMILY_V4 {
+        format!("{}.{}.{}.{}:{port}", addr[0], addr[1], addr[2], addr[3])
+    } else {
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(*addr))
     }
 }
 
@@ -237,8 +616,11 @@ fn entry_count(c: &crate::datapath::MapContents) -> usize {
 
 /// `pin_dir/v<ABI_VERSION>`, on a bpf filesystem.
 fn pin_dir(config: &Config) -> Result<PathBuf, DaemonError> {
-    let dir = config.pin_dir.join(format!("v{}", lazaret_abi::ABI_VERSION));
-    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating pin directory {}", dir.display())))?;
+    let dir = config
+        .pin_dir
+        .join(format!("v{}", lazaret_abi::ABI_VERSION));
+    std::fs::create_dir_all(&dir)
+        .map_err(io_err(format!("creating pin directory {}", dir.display())))?;
     if !is_bpffs(&dir) {
         return Err(DaemonError::Io {
             what: format!(

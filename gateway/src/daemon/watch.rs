@@ -17,7 +17,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Starts watching `dir`; a unit message arrives on the channel for every relevant change
 /// (already filtered: editor swap files, `.git` internals and non-TOML files are ignored,
 /// except a change of `.git/HEAD`, which is a checkout).
-pub fn watch(dir: &Path) -> notify::Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
+pub fn watch(
+    dir: &Path,
+) -> notify::Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -25,8 +27,13 @@ pub fn watch(dir: &Path) -> notify::Result<(notify::RecommendedWatcher, mpsc::Un
             // would otherwise trigger reload after reload.
             let change = matches!(
                 ev.kind,
-                notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)
-            ) && !matches!(ev.kind, notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_)));
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            ) && !matches!(
+                ev.kind,
+                notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+            );
             if change && ev.paths.iter().any(|p| relevant(p)) {
                 let _ = tx.send(());
             }
@@ -41,7 +48,10 @@ fn relevant(p: &Path) -> bool {
     if s.contains("/.git/") {
         return s.ends_with("/.git/HEAD") || s.contains("/.git/refs/heads/");
     }
-    let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     !(name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp"))
         && (p.extension().is_some_and(|e| e == "toml") || p.is_dir() || !p.exists())
 }
@@ -70,7 +80,9 @@ fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.file_name().is_some_and(|n| n == ".git") {

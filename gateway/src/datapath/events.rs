@@ -16,7 +16,9 @@ pub struct EventReader {
 
 impl std::fmt::Debug for EventReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventReader").field("skipped", &self.skipped).finish()
+        f.debug_struct("EventReader")
+            .field("skipped", &self.skipped)
+            .finish()
     }
 }
 

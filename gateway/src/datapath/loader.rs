@@ -175,7 +175,8 @@ impl Datapath {
         // The switch: one 4-byte array write.
         {
             let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
-            gen.set(0, new as u32, 0).map_err(DatapathError::map(MAP_GEN))?;
+            gen.set(0, new as u32, 0)
+                .map_err(DatapathError::map(MAP_GEN))?;
         }
         std::thread::sleep(GRACE);
         self.clear_slot(old)?;
@@ -262,6 +263,45 @@ impl Datapath {
         Ok(t)
     }
 
+    /// Every tracked flow (an iteration of the LRU flow table: for the control API, not for
+    /// hot paths).
+    pub fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
+        let map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, MAP_FLOWS)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Entries in use and capacity of the maps whose pressure matters, for metrics. Per-slot
+    /// maps count both generations against twice the per-slot capacity.
+    pub fn map_usage(&mut self) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
+        let mut out = Vec::new();
+        out.push((
+            MAP_FLOWS,
+            count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_FLOWS)?,
+            u64::from(MAX_FLOWS),
+        ));
+        out.push((
+            MAP_DEVICES,
+            count_keys::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES)?,
+            2 * u64::from(MAX_DEVICES),
+        ));
+        out.push((
+            MAP_DEV_IP4,
+            count_keys::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4)?,
+            2 * u64::from(MAX_DEVICE_ADDRS),
+        ));
+        out.push((
+            MAP_DEV_IP6,
+            count_keys::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6)?,
+            2 * u64::from(MAX_DEVICE_ADDRS),
+        ));
+        out.push((
+            MAP_FRAGS,
+            count_keys::<FragKey, FragValue>(&mut self.ebpf, MAP_FRAGS)?,
+            u64::from(MAX_FRAGS),
+        ));
+        Ok(out)
+    }
+
     /// Runs the program once on a frame (BPF_PROG_TEST_RUN); returns the XDP action.
     /// The ingress interface is the namespace's loopback (ifindex 1).
     pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, DatapathError> {
@@ -343,6 +383,11 @@ where
     T::try_from(map_mut(ebpf, name)?).map_err(DatapathError::map(name))
 }
 
+fn count_keys<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<u64, DatapathError> {
+    let map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
+    Ok(map.keys().filter(Result::is_ok).count() as u64)
+}
+
 fn insert_all<K: Pod, V: Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -408,11 +453,7 @@ fn remove_lpm_where<K: Pod, V: Pod>(
     Ok(())
 }
 
-fn per_cpu_sums(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    len: u32,
-) -> Result<Vec<u64>, DatapathError> {
+fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64>, DatapathError> {
     let map: PerCpuArray<_, u64> = typed(ebpf, name)?;
     (0..len)
         .map(|i| {

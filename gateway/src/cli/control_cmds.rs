@@ -1,0 +1,220 @@
+//! CLI commands that talk to the running daemon through its control socket.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use lazaret::{
+    config::{Config, DEFAULT_PATH},
+    daemon::{
+        control::{call, Request},
+        quarantine::Action,
+    },
+};
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Configuration file of the daemon (for its control socket).
+    #[arg(long, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Control socket (overrides the configuration file).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's JSON reply.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Target {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        match &self.socket {
+            Some(s) => Ok(s.clone()),
+            None => Ok(Config::load(&self.config)?.control_socket),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Quarantined devices.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Quarantine a device now.
+    Add {
+        device: String,
+        #[arg(long, value_enum)]
+        action: ActionArg,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Release a device from quarantine.
+    Release {
+        device: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ActionArg {
+    Alert,
+    Restrict,
+    Isolate,
+}
+
+fn send(target: &Target, request: Request) -> anyhow::Result<serde_json::Value> {
+    let socket = target.socket()?;
+    let reply =
+        call(&socket, &request).with_context(|| format!("control socket {}", socket.display()))?;
+    if !reply.ok {
+        bail!(
+            "{}",
+            reply
+                .error
+                .unwrap_or_else(|| "the daemon refused the request".into())
+        );
+    }
+    Ok(reply.data.unwrap_or(serde_json::Value::Null))
+}
+
+fn print(
+    target: &Target,
+    data: &serde_json::Value,
+    human: impl FnOnce(&serde_json::Value) -> String,
+) -> anyhow::Result<ExitCode> {
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(data)?);
+    } else {
+        print!("{}", human(data));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(target: Target) -> anyhow::Result<ExitCode> {
+    let data = send(&target, Request::Status)?;
+    print(&target, &data, |d| {
+        let mut out = format!(
+            "generation {} (commit {}), up {} s, {} devices, {} quarantined\n",
+            d["generation"],
+            d["commit"].as_str().unwrap_or("-"),
+            d["uptime_seconds"],
+            d["devices"],
+            d["quarantined"]
+        );
+        if let Some(ifaces) = d["interfaces"].as_object() {
+            for (name, mode) in ifaces {
+                out += &format!("  interface {name}: XDP {}\n", mode.as_str().unwrap_or("?"));
+            }
+        }
+        if let Some(maps) = d["maps"].as_array() {
+            for m in maps {
+                out += &format!(
+                    "  map {:<12} {:>8} / {:<8} ({:.1} %)\n",
+                    m["map"].as_str().unwrap_or("?"),
+                    m["entries"],
+                    m["capacity"],
+                    m["pressure"].as_f64().unwrap_or(0.0) * 100.0
+                );
+            }
+        }
+        if let Some(e) = d["last_reload_error"].as_str() {
+            out += &format!("last reload FAILED (the previous generation enforces):\n{e}\n");
+        }
+        out
+    })
+}
+
+pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
+    let data = send(
+        &target,
+        Request::Flows {
+            device: device.clone(),
+        },
+    )?;
+    print(&target, &data, |d| {
+        let mut out = String::new();
+        for f in d.as_array().into_iter().flatten() {
+            out += &format!(
+                "proto {:<3} {} <-> {}  opened by {}  {}  rule {}\n",
+                f["proto"],
+                f["a"].as_str().unwrap_or("?"),
+                f["b"].as_str().unwrap_or("?"),
+                f["initiator"].as_str().unwrap_or("?"),
+                f["state"].as_str().unwrap_or("?"),
+                f["rule"]
+            );
+        }
+        if out.is_empty() {
+            out = format!("no flows for {device}\n");
+        }
+        out
+    })
+}
+
+pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        QuarantineCommand::List { target } => {
+            let data = send(&target, Request::QuarantineList)?;
+            print(&target, &data, |d| {
+                let mut out = String::new();
+                for (dev, e) in d.as_object().into_iter().flatten() {
+                    out += &format!(
+                        "{dev}: {} since {} by {}: {}\n",
+                        e["action"].as_str().unwrap_or("?"),
+                        e["since"],
+                        e["by"].as_str().unwrap_or("?"),
+                        e["reason"].as_str().unwrap_or("")
+                    );
+                }
+                if out.is_empty() {
+                    out = "no device is quarantined\n".into();
+                }
+                out
+            })
+        }
+        QuarantineCommand::Add {
+            device,
+            action,
+            reason,
+            target,
+        } => {
+            let action = match action {
+                ActionArg::Alert => Action::Alert,
+                ActionArg::Restrict => Action::Restrict,
+                ActionArg::Isolate => Action::Isolate,
+            };
+            let data = send(
+                &target,
+                Request::QuarantineAdd {
+                    device: device.clone(),
+                    action,
+                    reason,
+                },
+            )?;
+            print(&target, &data, |_| {
+                format!("{device}: quarantined ({})\n", action.name())
+            })
+        }
+        QuarantineCommand::Release {
+            device,
+            reason,
+            target,
+        } => {
+            let data = send(
+                &target,
+                Request::QuarantineRelease {
+                    device: device.clone(),
+                    reason,
+                },
+            )?;
+            print(&target, &data, |_| format!("{device}: released\n"))
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The control API: JSON lines over a unix socket (mode 0600). One request per line, one
+//! reply per line. Only root may connect; others are refused and logged. The server never
+//! touches the datapath itself: it forwards each request to the controller's loop (the
+//! datapath's single owner) and waits for the answer.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::quarantine::Action;
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Generation, commit, interfaces, uptime, map pressure.
+    Status,
+    /// Devices with live counters and last seen.
+    Devices,
+    /// The flows of one device.
+    Flows {
+        device: String,
+    },
+    QuarantineList,
+    QuarantineAdd {
+        device: String,
+        action: Action,
+        reason: String,
+    },
+    QuarantineRelease {
+        device: String,
+        reason: String,
+    },
+}
+
+/// A reply: `{"ok": true, "data": …}` or `{"ok": false, "error": "…"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn data(v: serde_json::Value) -> Reply {
+        Reply {
+            ok: true,
+            data: Some(v),
+            error: None,
+        }
+    }
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// Decodes one request line. Pure: the fuzz target and the tests call it directly.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    serde_json::from_slice(line)
+        .map_err(|e| format!("malformed request: {e} (expected e.g. {{\"cmd\":\"status\"}})"))
+}
+
+/// A request on its way to the controller, with who asked and where to answer.
+#[derive(Debug)]
+pub struct Call {
+    pub request: Request,
+    pub peer: String,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: another lazaret is already serving it (stop it first, or set control_socket elsewhere)")]
+    InUse { path: PathBuf },
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket. An existing path is an error if a server answers on it; a stale socket
+/// left by a crash is replaced; any other file there is an error (never deleted).
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; refusing to replace it",
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Accepts connections until the controller goes away.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                continue;
+            }
+        };
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, calls).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let peer = format!("uid {}", cred.uid());
+    let (read, mut write) = stream.into_split();
+    if cred.uid() != 0 {
+        tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: only root may use the control socket");
+        let reply = Reply::error("permission denied: only root may use lazaret's control socket");
+        write.write_all(&line(&reply)).await?;
+        return Ok(());
+    }
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Bounded read: a line longer than MAX_REQUEST is refused, not buffered forever.
+        let n = (&mut reader)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let reply = if buf.len() > MAX_REQUEST {
+            let r = Reply::error(format!("request longer than {MAX_REQUEST} bytes"));
+            write.write_all(&line(&r)).await?;
+            return Ok(());
+        } else {
+            match decode(buf.trim_ascii()) {
+                Err(e) => Reply::error(e),
+                Ok(request) => {
+                    let (tx, rx) = oneshot::channel();
+                    if calls
+                        .send(Call {
+                            request,
+                            peer: peer.clone(),
+                            reply: tx,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        Reply::error("lazaret is shutting down")
+                    } else {
+                        rx.await
+                            .unwrap_or_else(|_| Reply::error("lazaret dropped the request"))
+                    }
+                }
+            }
+        };
+        write.write_all(&line(&reply)).await?;
+    }
+}
+
+fn line(reply: &Reply) -> Vec<u8> {
+    let mut v = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    v.push(b'\n');
+    v
+}
+
+/// Client side, for the CLI: one request, one reply.
+pub fn call(path: &Path, request: &Request) -> Result<Reply, std::io::Error> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach lazaret at {} ({e}); is `lazaret run` running, and are you root?",
+                path.display()
+            ),
+        )
+    })?;
+    let mut body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    body.push(b'\n');
+    s.write_all(&body)?;
+    let mut reply = String::new();
+    std::io::BufReader::new(s).read_line(&mut reply)?;
+    serde_json::from_str(&reply)
+        .map_err(|e| std::io::Error::other(format!("bad reply from lazaret: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_request() {
+        assert_eq!(decode(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            decode(br#"{"cmd":"quarantine_add","device":"pump-01","action":"isolate","reason":"scan"}"#),
+            Ok(Request::QuarantineAdd { device: "pump-01".into(), action: Action::Isolate, reason: "scan".into() })
+        );
+        assert_eq!(
+            decode(br#"{"cmd":"flows","device":"mon-1"}"#),
+            Ok(Request::Flows {
+                device: "mon-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_errors_not_panics() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"{\"cmd\":\"nope\"}",
+            b"{\"cmd\":\"status\",\"x\":1}",
+            b"\xff\xfe",
+            b"{\"cmd\":\"quarantine_add\",\"device\":\"a\",\"action\":\"burn\",\"reason\":\"\"}",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        assert!(decode(&vec![b' '; MAX_REQUEST + 1]).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The running daemon from the outside: the control API through the real CLI, metrics
+//! scraped over HTTP and parsed as Prometheus text, and quarantine: a manual isolate cuts
+//! the device's established session, survives `kill -9`, and a release restores it.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use lazaret_tests::{
+    daemon::{monitor_policy, workflow, Lab},
+    lazaret_bin,
+};
+
+fn cli(lab: &Lab, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(lazaret_bin()?)
+        .args(args)
+        .arg("--config")
+        .arg(&lab.config)
+        .arg("--json")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "lazaret {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// GET /metrics from inside the gateway namespace.
+fn fetch_metrics(lab: &Lab) -> Result<prometheus_parse::Scrape> {
+    let body = lab.net.gateway.run(|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect("127.0.0.1:9464")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lazaret\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    let (head, body) = body.split_once("\r\n\r\n").context("HTTP reply")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("metrics endpoint answered {head}");
+    }
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    Ok(prometheus_parse::Scrape::parse(lines)?)
+}
+
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+fn echo_server(lab: &Lab) -> Result<thread::JoinHandle<()>> {
+    let listener = lab
+        .net
+        .server
+        .run(|| TcpListener::bind(("10.10.0.20", 2575)))??;
+    Ok(thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        listener.set_nonblocking(true).ok();
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).ok();
+                    thread::spawn(move || {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }))
+}
+
+fn connect(lab: &Lab) -> std::io::Result<TcpStream> {
+    lab.net
+        .device
+        .run(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([10, 10, 0, 20], 2575)),
+                Duration::from_millis(800),
+            )
+        })
+        .map_err(std::io::Error::other)?
+}
+
+fn round_trip(s: &mut TcpStream) -> bool {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut back = [0u8; 4];
+    s.write_all(b"ping").is_ok() && s.read_exact(&mut back).is_ok() && &back == b"ping"
+}
+
+#[test]
+fn control_api_metrics_and_quarantine() -> Result<()> {
+    let mut lab = Lab::new(|mac| {
+        monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575))
+    })?;
+    let _server = echo_server(&lab)?;
+    lab.start()?;
+
+    // Status through the CLI.
+    let status = cli(&lab, &["status"])?;
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["devices"], 1);
+    assert_eq!(status["interfaces"].as_object().map(|o| o.len()), Some(2));
+
+    // Traffic: one allowed session, one denied attempt.
+    let mut session = connect(&lab)?;
+    assert!(round_trip(&mut session));
+    let denied = lab.net.device.run(|| {
+        TcpStream::connect_timeout(
+            &SocketAddr::from(([10, 10, 0, 20], 22)),
+            Duration::from_millis(800),
+        )
+    })?;
+    assert!(denied.is_err());
+
+    // Metrics, scraped and parsed, once the daemon has read the counters.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let scrape = loop {
+        let s = fetch_metrics(&lab)?;
+        if value(
+            &s,
+            "lazaret_packets_total",
+            &[("reason", "allow_rule"), ("side", "devices")],
+        ) == Some(1.0)
+        {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!("allow_rule never reached 1 in the metrics");
+        }
+        thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        value(
+            &scrape,
+            "lazaret_packets_total",
+            &[("reason", "deny_no_rule"), ("side", "devices")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "lazaret_policy_info", &[("generation", "1")]),
+        Some(1.0)
+    );
+    assert!(value(&scrape, "lazaret_build_info", &[]).is_some());
+    assert_eq!(
+        value(
+            &scrape,
+            "lazaret_interface_attached",
+            &[("interface", lab.net.gw_dev_if.as_str())]
+        ),
+        Some(1.0)
+    );
+
+    // Flows of the device: the open session is there.
+    let flows = cli(&lab, &["flows", "mon-icu-01"])?;
+    assert!(
+        flows.as_array().is_some_and(|f| f
+            .iter()
+            .any(|x| x["b"].as_str() == Some("10.10.0.20:2575")
+                || x["a"].as_str() == Some("10.10.0.20:2575"))),
+        "{flows}"
+    );
+
+    // Isolate: the established session is cut at once.
+    cli(
+        &lab,
+        &[
+            "quarantine",
+            "add",
+            "mon-icu-01",
+            "--action",
+            "isolate",
+            "--reason",
+            "test: lateral scan",
+        ],
+    )?;
+    assert!(
+        !round_trip(&mut session),
+        "the isolated device's session was cut"
+    );
+    assert!(connect(&lab).is_err(), "no new session while isolated");
+
+    // kill -9 and restart: the quarantine is kept.
+    lab.kill9();
+    lab.start()?;
+    let list = cli(&lab, &["quarantine", "list"])?;
+    assert_eq!(list["mon-icu-01"]["action"], "isolate", "{list}");
+    assert!(connect(&lab).is_err(), "still isolated after the restart");
+
+    // Release: the workflow works again, and the audit log has both events.
+    cli(
+        &lab,
+        &[
+            "quarantine",
+            "release",
+            "mon-icu-01",
+            "--reason",
+            "test: cleared",
+        ],
+    )?;
+    let mut again = connect(&lab)?;
+    assert!(round_trip(&mut again));
+    let audit = std::fs::read_to_string(lab.state_dir.join("audit.log"))?;
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+
+    // An invalid policy is refused and visible in the metrics.
+    let gen = lab.ready_generation();
+    lab.write_policy("[site\nname = broken")?;
+    lab.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = fetch_metrics(&lab)?;
+        if value(&s, "lazaret_policy_last_reload_failed", &[]) == Some(1.0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the failed reload never showed in the metrics");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lab.ready_generation(), gen);
+    assert!(
+        round_trip(&mut again),
+        "traffic unaffected by the refused policy"
+    );
+    Ok(())
+}
