@@ -160,7 +160,10 @@ impl Config {
             if iface.name.is_empty() || iface.name.len() > 15 || iface.name.contains('/') {
                 return Err(invalid(
                     at,
-                    format!("{:?} is not a valid interface name (1 to 15 bytes, no '/')", iface.name),
+                    format!(
+                        "{:?} is not a valid interface name (1 to 15 bytes, no '/')",
+                        iface.name
+                    ),
                 ));
             }
             if !seen.insert(&iface.name) {
@@ -217,7 +220,9 @@ xdp_mode = "skb"
     fn unknown_key_is_rejected_with_its_position() {
         let text = GOOD.replace("xdp_mode = \"skb\"", "xdp_mod = \"skb\"");
         match parse(&text) {
-            Err(ConfigError::Invalid { line, col, message, .. }) => {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => {
                 assert_eq!((line, col), (10, 1));
                 assert!(message.contains("unknown field `xdp_mod`"), "{message}");
             }
@@ -246,6 +251,13 @@ xdp_mode = "skb"
             parse("policy_dir = \"p\"\ninterfaces = []\n"),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/lazaret.toml");
+        let cfg = Config::load(&path).expect("deploy/lazaret.toml parses");
+        assert_eq!(cfg.interfaces.len(), 4);
     }
 
     #[test]
