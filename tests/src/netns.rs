@@ -368,3 +368,49 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket.
+pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> Result<()> {
+    let ifname = ifname.to_string();
+    ns.run(move || -> Result<()> {
+        let c = std::ffi::CString::new(ifname.clone())?;
+        // SAFETY: plain libc calls with valid arguments; the fd is closed below.
+        unsafe {
+            let index = libc::if_nametoindex(c.as_ptr());
+            if index == 0 {
+                bail!("no interface {ifname}");
+            }
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            );
+            if fd < 0 {
+                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+            }
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+            let rc = libc::bind(
+                fd,
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if rc != 0 {
+                libc::close(fd);
+                bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
+            }
+            for f in &frames {
+                let n = libc::send(fd, f.as_ptr().cast(), f.len(), 0);
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    bail!("send: {e}");
+                }
+            }
+            libc::close(fd);
+        }
+        Ok(())
+    })?
+}
