@@ -3,6 +3,8 @@
 //! xtask depends on nothing of lazaret's: `cargo xtask setup` must build and run on a bare
 //! machine before bpf-linker (which the gateway's build script needs) is installed.
 
+mod bench;
+mod gen_policy;
 mod setup;
 mod test;
 
@@ -29,6 +31,19 @@ enum Command {
     },
     /// cargo fmt --check and clippy with warnings denied, for the host crates and the eBPF crate.
     Lint,
+    /// Write a synthetic policy: --devices N --rules M --out DIR [--seed S].
+    GenPolicy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run benchmark groups (policy, datapath, dataplanes, reload, quarantine; all by
+    /// default) and write bench-results.json and bench-results.md.
+    Bench {
+        groups: Vec<String>,
+        /// Fewer repetitions: a smoke run, not figures to publish.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +52,8 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { args } => setup::run().and_then(|()| test::run(&args)),
         Command::Lint => setup::run().and_then(|()| test::lint()),
+        Command::GenPolicy { args } => gen_policy::run(&args),
+        Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,10 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let removed = detach_all(&config.pin_dir)?;
     if removed.is_empty() {
-        println!("nothing pinned under {}: lazaret was not enforcing", config.pin_dir.display());
+        println!(
+            "nothing pinned under {}: lazaret was not enforcing",
+            config.pin_dir.display()
+        );
     } else {
         println!(
             "removed {} pinned links and maps under {}: XDP is detached and lazaret no longer enforces",
