@@ -98,7 +98,7 @@ fn print(
 }
 
 pub fn status(target: Target) -> anyhow::Result<ExitCode> {
-    let data = send(&target, Request::Status)?;
+    let data = send(&target, Request::Status {})?;
     print(&target, &data, |d| {
         let mut out = format!(
             "generation {} (commit {}), up {} s, {} devices, {} quarantined\n",
@@ -161,7 +161,7 @@ pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
 pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCommand::List { target } => {
-            let data = send(&target, Request::QuarantineList)?;
+            let data = send(&target, Request::QuarantineList {})?;
             print(&target, &data, |d| {
                 let mut out = String::new();
                 for (dev, e) in d.as_object().into_iter().flatten() {

@@ -23,15 +23,17 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    // Empty struct variants, not unit variants: serde ignores unknown fields of unit
+    // variants in an internally tagged enum, and a typo'd request must be an error.
     /// Generation, commit, interfaces, uptime, map pressure.
-    Status,
+    Status {},
     /// Devices with live counters and last seen.
-    Devices,
+    Devices {},
     /// The flows of one device.
     Flows {
         device: String,
     },
-    QuarantineList,
+    QuarantineList {},
     QuarantineAdd {
         device: String,
         action: Action,
@@ -233,7 +235,7 @@ mod tests {
 
     #[test]
     fn decodes_every_request() {
-        assert_eq!(decode(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(decode(br#"{"cmd":"status"}"#), Ok(Request::Status {}));
         assert_eq!(
             decode(br#"{"cmd":"quarantine_add","device":"pump-01","action":"isolate","reason":"scan"}"#),
             Ok(Request::QuarantineAdd { device: "pump-01".into(), action: Action::Isolate, reason: "scan".into() })

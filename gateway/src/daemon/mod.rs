@@ -407,7 +407,7 @@ impl Controller {
     /// Answers one control request.
     fn handle(&mut self, request: Request, peer: &str) -> Reply {
         match request {
-            Request::Status => {
+            Request::Status {} => {
                 let usage = self.dp.map_usage().unwrap_or_default();
                 Reply::data(json!({
                     "generation": self.generation,
@@ -424,7 +424,7 @@ impl Controller {
                     })).collect::<Vec<_>>(),
                 }))
             }
-            Request::Devices => {
+            Request::Devices {} => {
                 let Some(c) = &self.compiled else {
                     return Reply::error("no policy loaded");
                 };
@@ -467,7 +467,7 @@ impl Controller {
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
-            Request::QuarantineList => Reply::data(json!(self.quarantines.entries)),
+            Request::QuarantineList {} => Reply::data(json!(self.quarantines.entries)),
             Request::QuarantineAdd {
                 device,
                 action,
