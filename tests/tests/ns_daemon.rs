@@ -335,3 +335,41 @@ fn a_flow_the_new_policy_forbids_is_cut() -> Result<()> {
     let _ = server.join();
     Ok(())
 }
+
+#[test]
+fn upgrade_from_an_older_abi_is_swapped_in_without_a_gap() -> Result<()> {
+    let mut lab = Lab::new(|mac| policy(mac, false))?;
+    lab.start()?;
+    let traffic = Traffic::start(&lab, Duration::from_secs(30))?;
+    thread::sleep(Duration::from_millis(500));
+    // Pretend the pins were left by an older release: its maps and links under v0.
+    lab.kill9();
+    let current = lab
+        .bpffs
+        .path
+        .join(format!("v{}", lazaret_abi::ABI_VERSION));
+    let older = lab.bpffs.path.join("v0");
+    std::fs::rename(&current, &older).context("rename the pin directory on bpffs")?;
+    thread::sleep(Duration::from_millis(300));
+    lab.start()?;
+    thread::sleep(Duration::from_secs(1));
+    let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
+    let out = lab.stop();
+    assert!(!older.exists(), "the older ABI's pins were removed\n{out}");
+    assert!(
+        current.join(format!("link_{}", lab.net.gw_dev_if)).exists(),
+        "the link is pinned under the new ABI"
+    );
+    assert!(
+        !tcp_broken,
+        "the TCP session survived the upgrade (its flow was carried over)\n{out}"
+    );
+    assert!(
+        tcp_ok > 50 && udp_sent > 50,
+        "traffic ran ({tcp_ok} tcp, {udp_sent} udp)"
+    );
+    assert_eq!(udp_lost, 0, "no allowed packet lost across the upgrade");
+    assert_eq!(denied, 0, "no denied packet passed during the upgrade");
+    assert!(out.contains("flows carried over"), "{out}");
+    Ok(())
+}

@@ -126,7 +126,12 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
 
 /// A policy that failed: usage/I/O problems exit 2, policy problems exit 1.
 fn failure_code(e: &PolicyErrors) -> ExitCode {
-    let io = e.errors().all(|d| matches!(d.problem, Problem::Io { .. } | Problem::NoPolicyFiles { .. }));
+    let io = e.errors().all(|d| {
+        matches!(
+            d.problem,
+            Problem::Io { .. } | Problem::NoPolicyFiles { .. }
+        )
+    });
     if io {
         ExitCode::from(2)
     } else {
@@ -144,8 +149,18 @@ fn print_errors(e: &PolicyErrors, format: Format) {
         Format::Json => {
             let out = CheckJson {
                 ok: false,
-                errors: e.diagnostics.iter().filter(|d| d.severity() == Severity::Error).map(|d| d.to_json(&e.sources)).collect(),
-                warnings: e.diagnostics.iter().filter(|d| d.severity() == Severity::Warning).map(|d| d.to_json(&e.sources)).collect(),
+                errors: e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity() == Severity::Error)
+                    .map(|d| d.to_json(&e.sources))
+                    .collect(),
+                warnings: e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity() == Severity::Warning)
+                    .map(|d| d.to_json(&e.sources))
+                    .collect(),
                 summary: None,
             };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -234,7 +249,11 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             let out = CheckJson {
                 ok: true,
                 errors: Vec::new(),
-                warnings: compiled.warnings.iter().map(|d| d.to_json(sources)).collect(),
+                warnings: compiled
+                    .warnings
+                    .iter()
+                    .map(|d| d.to_json(sources))
+                    .collect(),
                 summary: Some(compiled.stats.clone()),
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -251,7 +270,9 @@ fn parse_proto(p: &str) -> Result<u8> {
         "udp" => abi::PROTO_UDP,
         "icmp" => abi::PROTO_ICMP,
         "icmpv6" => abi::PROTO_ICMPV6,
-        n => n.parse().with_context(|| format!("unknown protocol {n:?}: use tcp, udp, icmp, icmpv6 or 0-255"))?,
+        n => n.parse().with_context(|| {
+            format!("unknown protocol {n:?}: use tcp, udp, icmp, icmpv6 or 0-255")
+        })?,
     })
 }
 
@@ -286,7 +307,11 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         Format::Text => print!("{}", e.render()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&e)?),
     }
-    Ok(if e.verdict == "deny" { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if e.verdict == "deny" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 // === plan ===
@@ -300,7 +325,13 @@ fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled
     }
     let io = |message: String| PolicyErrors {
         sources: Default::default(),
-        diagnostics: vec![policy::Diagnostic::new(Problem::Io { path: spec.to_string(), message }, None)],
+        diagnostics: vec![policy::Diagnostic::new(
+            Problem::Io {
+                path: spec.to_string(),
+                message,
+            },
+            None,
+        )],
     };
     if !git::is_revision(&cwd, spec) {
         return Err(io("neither a directory nor a git revision".to_string()));
@@ -366,10 +397,17 @@ fn today() -> i64 {
 
 fn devices(a: DevicesArgs) -> Result<ExitCode> {
     let today = match &a.today {
-        Some(t) => t.parse::<Date>().map_err(|()| anyhow::anyhow!("--today: {t:?} is not YYYY-MM-DD"))?.days(),
+        Some(t) => t
+            .parse::<Date>()
+            .map_err(|()| anyhow::anyhow!("--today: {t:?} is not YYYY-MM-DD"))?
+            .days(),
         None => today(),
     };
-    let format = if a.format == TableFormat::Json { Format::Json } else { Format::Text };
+    let format = if a.format == TableFormat::Json {
+        Format::Json
+    } else {
+        Format::Text
+    };
     let (policy, _) = match load_or_report(&a.dir, format) {
         Ok(x) => x,
         Err(code) => return Ok(code),
@@ -396,7 +434,11 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
                 vendor: d.inventory.vendor.clone(),
                 model: d.inventory.model.clone(),
                 firmware: d.inventory.firmware.clone(),
-                last_patched: d.inventory.last_patched.map(|x| x.to_string()).unwrap_or_default(),
+                last_patched: d
+                    .inventory
+                    .last_patched
+                    .map(|x| x.to_string())
+                    .unwrap_or_default(),
                 quarantine_action: d.quarantine.action.name(),
             }
         })
@@ -407,12 +449,32 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
             println!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
             for r in &rows {
                 let fields = [
-                    r.id.clone(), r.class.clone(), r.mac.clone(), r.ipv4.clone(), r.ipv6.clone(), r.vlan.clone(),
-                    r.interface.clone(), r.mode.to_string(), r.risk.to_string(), r.risk_band.to_string(),
-                    r.life_critical.to_string(), r.location.clone(), r.vendor.clone(), r.model.clone(),
-                    r.firmware.clone(), r.last_patched.clone(), r.quarantine_action.to_string(),
+                    r.id.clone(),
+                    r.class.clone(),
+                    r.mac.clone(),
+                    r.ipv4.clone(),
+                    r.ipv6.clone(),
+                    r.vlan.clone(),
+                    r.interface.clone(),
+                    r.mode.to_string(),
+                    r.risk.to_string(),
+                    r.risk_band.to_string(),
+                    r.life_critical.to_string(),
+                    r.location.clone(),
+                    r.vendor.clone(),
+                    r.model.clone(),
+                    r.firmware.clone(),
+                    r.last_patched.clone(),
+                    r.quarantine_action.to_string(),
                 ];
-                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+                println!(
+                    "{}",
+                    fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
             }
         }
         TableFormat::Table => print!("{}", table(&rows)),
@@ -429,16 +491,30 @@ fn csv_field(f: &str) -> String {
 }
 
 fn table(rows: &[DeviceRow]) -> String {
-    let header = ["ID", "CLASS", "MAC", "IPV4", "IPV6", "VLAN", "IFACE", "MODE", "RISK", "LOCATION"];
+    let header = [
+        "ID", "CLASS", "MAC", "IPV4", "IPV6", "VLAN", "IFACE", "MODE", "RISK", "LOCATION",
+    ];
     let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
                 r.id.clone(),
                 r.class.clone(),
-                if r.mac.is_empty() { "-".into() } else { r.mac.clone() },
-                if r.ipv4.is_empty() { "-".into() } else { r.ipv4.clone() },
-                if r.ipv6.is_empty() { "-".into() } else { r.ipv6.clone() },
+                if r.mac.is_empty() {
+                    "-".into()
+                } else {
+                    r.mac.clone()
+                },
+                if r.ipv4.is_empty() {
+                    "-".into()
+                } else {
+                    r.ipv4.clone()
+                },
+                if r.ipv6.is_empty() {
+                    "-".into()
+                } else {
+                    r.ipv6.clone()
+                },
                 r.vlan.clone(),
                 r.interface.clone(),
                 r.mode.to_string(),

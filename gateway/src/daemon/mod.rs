@@ -131,6 +131,14 @@ impl Controller {
                 "adopted the pinned datapath state"
             );
         }
+        // An upgrade from an older datapath ABI: continue its generation numbering, so the
+        // flows carried over are all older than the first new generation and re-judged.
+        let legacy = attach::legacy_dirs(&ctl.config.pin_dir, &ctl.pin_dir);
+        for dir in &legacy {
+            if let Some(g) = Datapath::pinned_generation(dir) {
+                ctl.generation = ctl.generation.max(g);
+            }
+        }
         for iface in ctl.config.interfaces.clone() {
             ctl.dp
                 .set_interface(ctl.ifindexes[&iface.name], iface.side.abi())?;
@@ -143,6 +151,16 @@ impl Controller {
             Err(e) => return Err(e),
         }
         ctl.restore_quarantines(state_error)?;
+        for dir in &legacy {
+            match ctl.dp.migrate_flows(dir) {
+                Ok(n) => {
+                    tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect")
+                }
+            }
+        }
         ctl.attach_all()?;
         ctl.write_ready()?;
         Ok(ctl)

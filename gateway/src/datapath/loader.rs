@@ -341,6 +341,36 @@ impl Datapath {
             .collect()
     }
 
+    /// The highest generation recorded in the site map pinned in `dir` (another, possibly
+    /// older, datapath's), if it can be read with this ABI's layout.
+    pub fn pinned_generation(dir: &std::path::Path) -> Option<u64> {
+        let data = MapData::from_pin(dir.join(MAP_SITE)).ok()?;
+        let map: Array<_, SiteConfig> = Array::try_from(Map::Array(data)).ok()?;
+        (0..2)
+            .filter_map(|i| map.get(&i, 0).ok())
+            .map(|s| s.generation)
+            .max()
+    }
+
+    /// Copies the flows of a datapath pinned in `dir` into this one, if its flow table has
+    /// this ABI's key and value layout (aya checks the sizes). Flows keep their old
+    /// generation stamps, so each is re-judged under the current policy on its next packet.
+    /// Returns how many were copied.
+    pub fn migrate_flows(&mut self, dir: &std::path::Path) -> Result<usize, DatapathError> {
+        let Ok(data) = MapData::from_pin(dir.join(MAP_FLOWS)) else {
+            return Ok(0);
+        };
+        let Ok(old) = HashMap::<_, FlowKey, FlowValue>::try_from(Map::LruHashMap(data)) else {
+            return Ok(0);
+        };
+        let flows: Vec<(FlowKey, FlowValue)> = old.iter().filter_map(Result::ok).collect();
+        let mut new: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, MAP_FLOWS)?;
+        for (k, v) in &flows {
+            new.insert(k, v, 0).map_err(DatapathError::map(MAP_FLOWS))?;
+        }
+        Ok(flows.len())
+    }
+
     /// Direct access to the loaded object, for the daemon's event reader and tests.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
