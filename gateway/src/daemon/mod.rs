@@ -10,6 +10,7 @@
 
 mod attach;
 pub mod control;
+pub mod deviation;
 pub mod quarantine;
 mod watch;
 
@@ -89,6 +90,9 @@ pub struct Controller {
     started: Instant,
     quarantines: Quarantines,
     last_reload_error: Option<String>,
+    detector: deviation::Detector,
+    /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
+    by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
 }
 
 impl Controller {
@@ -122,6 +126,8 @@ impl Controller {
             started: Instant::now(),
             quarantines,
             last_reload_error: None,
+            detector: deviation::Detector::default(),
+            by_hash: std::collections::HashMap::new(),
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -329,6 +335,11 @@ impl Controller {
         }
         self.metrics
             .set_devices_by_mode(modes[0], modes[1], modes[2]);
+        self.by_hash = compiled
+            .devices
+            .iter()
+            .map(|d| (d.hash, (d.id.clone(), d.quarantine)))
+            .collect();
         self.compiled = Some(compiled);
         let report = ReloadReport {
             generation,
@@ -494,49 +505,128 @@ impl Controller {
                 let Some(hash) = self.device_hash(&device) else {
                     return Reply::error(format!("no device {device:?} in the policy"));
                 };
-                if let Err(e) = self.apply_quarantine(hash, action) {
-                    return Reply::error(e.to_string());
+                match self.quarantine(&device, hash, action, peer, &reason, 0) {
+                    Ok(()) => Reply::data(json!({ "device": device, "action": action.name() })),
+                    Err(e) => Reply::error(e.to_string()),
                 }
-                let entry = quarantine::Entry {
-                    action,
-                    reason: reason.clone(),
-                    by: peer.to_string(),
-                    since: quarantine::now(),
-                    until: None,
-                };
-                self.quarantines.entries.insert(device.clone(), entry);
-                self.save_quarantines();
-                if let Err(e) =
-                    self.quarantines
-                        .audit("quarantine", &device, Some(action), peer, &reason)
-                {
-                    tracing::error!(error = %e, "audit log");
-                }
-                tracing::warn!(device = %device, action = action.name(), by = peer, reason = %reason, "device quarantined");
-                self.metrics.quarantine_event(action.name());
-                self.update_quarantine_metrics();
-                Reply::data(json!({ "device": device, "action": action.name() }))
             }
             Request::QuarantineRelease { device, reason } => {
                 if !self.quarantines.entries.contains_key(&device) {
                     return Reply::error(format!("{device:?} is not quarantined"));
                 }
-                if let Some(hash) = self.device_hash(&device) {
-                    if let Err(e) = self.apply_quarantine(hash, Action::Alert) {
-                        return Reply::error(e.to_string());
-                    }
+                match self.release(&device, peer, &reason) {
+                    Ok(()) => Reply::data(json!({ "device": device, "released": true })),
+                    Err(e) => Reply::error(e.to_string()),
                 }
-                self.quarantines.entries.remove(&device);
-                self.save_quarantines();
-                if let Err(e) = self
-                    .quarantines
-                    .audit("release", &device, None, peer, &reason)
-                {
-                    tracing::error!(error = %e, "audit log");
-                }
-                tracing::warn!(device = %device, by = peer, reason = %reason, "device released from quarantine");
-                self.update_quarantine_metrics();
-                Reply::data(json!({ "device": device, "released": true }))
+            }
+        }
+    }
+
+    /// Quarantines a device: datapath state, persisted list, audit log, metrics, log line.
+    fn quarantine(
+        &mut self,
+        device: &str,
+        hash: u64,
+        action: Action,
+        by: &str,
+        reason: &str,
+        ttl_s: u64,
+    ) -> Result<(), DaemonError> {
+        self.apply_quarantine(hash, action)?;
+        let since = quarantine::now();
+        let until = (ttl_s > 0).then(|| since + ttl_s);
+        let entry = quarantine::Entry {
+            action,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            since,
+            until,
+        };
+        self.quarantines.entries.insert(device.to_string(), entry);
+        self.save_quarantines();
+        if let Err(e) = self
+            .quarantines
+            .audit("quarantine", device, Some(action), by, reason)
+        {
+            tracing::error!(error = %e, "audit log");
+        }
+        tracing::warn!(
+            device,
+            action = action.name(),
+            by,
+            reason,
+            "device quarantined"
+        );
+        self.metrics.quarantine_event(action.name());
+        self.update_quarantine_metrics();
+        Ok(())
+    }
+
+    fn release(&mut self, device: &str, by: &str, reason: &str) -> Result<(), DaemonError> {
+        if let Some(hash) = self.device_hash(device) {
+            self.apply_quarantine(hash, Action::Alert)?;
+            self.detector.forget(hash);
+        }
+        self.quarantines.entries.remove(device);
+        self.save_quarantines();
+        if let Err(e) = self.quarantines.audit("release", device, None, by, reason) {
+            tracing::error!(error = %e, "audit log");
+        }
+        tracing::warn!(device, by, reason, "device released from quarantine");
+        self.update_quarantine_metrics();
+        Ok(())
+    }
+
+    /// One datapath event: metrics, and deviation detection.
+    fn on_event(&mut self, ev: &lazaret_abi::Event) {
+        if let Some(kind) = deviation::kind_label(ev) {
+            self.metrics.deviation(kind);
+        }
+        let Some((id, settings)) = self.by_hash.get(&ev.device).cloned() else {
+            return;
+        };
+        if self.quarantines.entries.contains_key(&id) {
+            return;
+        }
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if self.detector.observe(ev, now_ms, &settings) {
+            let action = match settings.action {
+                policy::model::QuarantineAction::Alert => Action::Alert,
+                policy::model::QuarantineAction::Restrict => Action::Restrict,
+                policy::model::QuarantineAction::Isolate => Action::Isolate,
+            };
+            let reason = format!(
+                "{} distinct denied flows within {} s (last: {})",
+                settings.after,
+                settings.within_s,
+                describe(ev)
+            );
+            if let Err(e) = self.quarantine(
+                &id,
+                ev.device,
+                action,
+                "lazaret (automatic)",
+                &reason,
+                settings.ttl_s,
+            ) {
+                tracing::error!(device = %id, error = %e, "automatic quarantine failed");
+            }
+        }
+    }
+
+    /// Releases quarantines whose TTL has passed.
+    fn expire_quarantines(&mut self) {
+        let now = quarantine::now();
+        let expired: Vec<String> = self
+            .quarantines
+            .entries
+            .iter()
+            .filter(|(_, e)| e.until.is_some_and(|u| u <= now))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in expired {
+            if let Err(e) = self.release(&d, "lazaret (ttl)", "quarantine ttl expired") {
+                tracing::error!(device = %d, error = %e, "automatic release failed");
             }
         }
     }
@@ -569,6 +659,9 @@ impl Controller {
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
         tokio::spawn(control::serve(control, calls_tx));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let events = self.dp.take_events()?;
+        let mut events = tokio::io::unix::AsyncFd::new(events)
+            .map_err(io_err("watching the event ring buffer"))?;
         let mut term =
             signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
         let mut int =
@@ -585,7 +678,22 @@ impl Controller {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
-                _ = tick.tick() => self.observe(),
+                _ = tick.tick() => {
+                    self.observe();
+                    self.expire_quarantines();
+                }
+                ready = events.readable_mut() => {
+                    match ready {
+                        Ok(mut guard) => {
+                            let batch = guard.get_inner_mut().drain();
+                            guard.clear_ready();
+                            for ev in &batch {
+                                self.on_event(ev);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "event ring buffer"),
+                    }
+                }
                 Some(call) = calls.recv() => {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);
@@ -605,6 +713,17 @@ impl Controller {
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
+}
+
+/// One line about an event, for logs and quarantine reasons.
+fn describe(ev: &lazaret_abi::Event) -> String {
+    let reason = lazaret_abi::Reason::from_u8(ev.reason).map_or("?", |r| r.name());
+    format!(
+        "{reason} proto {} {} -> {}",
+        ev.proto,
+        endpoint(ev.family, &ev.src, ev.src_port),
+        endpoint(ev.family, &ev.dst, ev.dst_port)
+    )
 }
 
 fn mode_name(m: AttachMode) -> &'static str {

@@ -1,6 +1,6 @@
 //! Reading the datapath's events from its ring buffer.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use aya::maps::{Map, MapData, RingBuf};
 use lazaret_abi::{Event, EVENT_VERSION, MAP_EVENTS};
@@ -54,6 +54,12 @@ impl EventReader {
     /// The ring buffer's fd, readable when events are waiting (for epoll / AsyncFd).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.ring.as_fd()
+    }
+}
+
+impl AsRawFd for EventReader {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 
