@@ -103,6 +103,9 @@ struct Spec {
     truncate: Option<usize>,
     /// Set the device's quarantine before this frame.
     quarantine: Option<u8>,
+    /// Instead of one frame: a whole conversation (TCP handshake, data both ways, FIN
+    /// both ways; UDP request/response; a fragment train sent out of order).
+    conversation: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -123,9 +126,10 @@ fn spec() -> impl Strategy<Value = Spec> {
             prop_oneof![9 => Just(None), 1 => (14usize..80).prop_map(Some)],
             prop_oneof![12 => Just(None), 1 => (0u8..3).prop_map(Some)],
             prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 1 => Just(4u8), 1 => Just(5u8), 1 => Just(6u8)],
+            prop_oneof![3 => Just(false), 1 => Just(true)],
         ),
     )
-        .prop_map(|((upstream, device, identity, peer, v6), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform))| Spec {
+        .prop_map(|((upstream, device, identity, peer, v6), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform, conversation))| Spec {
             upstream,
             device,
             identity,
@@ -139,6 +143,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             tags,
             frag,
             malform,
+            conversation,
             reply,
             corrupt,
             truncate,
@@ -280,6 +285,88 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
         f => (f, false),
     };
     let mut out = Vec::new();
+    if s.conversation {
+        // The opener and the answerer, each on its own side.
+        let (o_side, a_side, o_ip, a_ip, o_mac, a_mac) = if s.upstream {
+            (
+                SIDE_UPSTREAM,
+                SIDE_DEVICES,
+                peer_ip,
+                dev_ip,
+                GW_MAC,
+                src_mac,
+            )
+        } else {
+            (
+                SIDE_DEVICES,
+                SIDE_UPSTREAM,
+                dev_ip,
+                peer_ip,
+                src_mac,
+                GW_MAC,
+            )
+        };
+        let (sp, dp) = (s.sport, port);
+        match proto {
+            PROTO_TCP => {
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, TCP_SYN, 0, o_mac, a_mac, 0),
+                ));
+                out.push((
+                    a_side,
+                    build(a_ip, o_ip, dp, sp, TCP_SYN | TCP_ACK, 0, a_mac, o_mac, 0),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, TCP_ACK, 0, o_mac, a_mac, 0),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, TCP_ACK, 0, o_mac, a_mac, 0),
+                ));
+                out.push((
+                    a_side,
+                    build(a_ip, o_ip, dp, sp, TCP_ACK, 0, a_mac, o_mac, 0),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, TCP_FIN | TCP_ACK, 0, o_mac, a_mac, 0),
+                ));
+                out.push((
+                    a_side,
+                    build(a_ip, o_ip, dp, sp, TCP_FIN | TCP_ACK, 0, a_mac, o_mac, 0),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, TCP_ACK, 0, o_mac, a_mac, 0),
+                ));
+            }
+            PROTO_UDP => {
+                out.push((o_side, build(o_ip, a_ip, sp, dp, 0, 0, o_mac, a_mac, 0)));
+                out.push((a_side, build(a_ip, o_ip, dp, sp, 0, 0, a_mac, o_mac, 0)));
+                out.push((o_side, build(o_ip, a_ip, sp, dp, 0, 0, o_mac, a_mac, 0)));
+                out.push((a_side, build(a_ip, o_ip, dp, sp, 0, 0, a_mac, o_mac, 0)));
+            }
+            _ => {
+                // A train out of order: the later fragment first (no train yet), then the
+                // first, then the later one again.
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, s.flags, s.icmp_type, o_mac, a_mac, 2),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, s.flags, s.icmp_type, o_mac, a_mac, 1),
+                ));
+                out.push((
+                    o_side,
+                    build(o_ip, a_ip, sp, dp, s.flags, s.icmp_type, o_mac, a_mac, 2),
+                ));
+            }
+        }
+        return out;
+    }
     if s.upstream {
         // A peer opens towards the device.
         out.push((
