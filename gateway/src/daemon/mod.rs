@@ -614,6 +614,67 @@ impl Controller {
         }
     }
 
+    /// Notices interfaces that disappeared (reported detached) or came back, possibly with
+    /// a new ifindex (attached anew: the old pinned link died with the old interface, and
+    /// devices bound to the interface are recompiled for the new ifindex).
+    fn check_interfaces(&mut self) {
+        for iface in self.config.interfaces.clone() {
+            let now = ifindex(&iface.name);
+            let known = self.ifindexes.get(&iface.name).copied();
+            match now {
+                None => {
+                    if self.modes.get(&iface.name) != Some(&"detached") {
+                        tracing::error!(interface = %iface.name, "interface disappeared: nothing is enforced on it until it returns");
+                        if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
+                            self.metrics.set_interface(&iface.name, mode, false);
+                        }
+                    }
+                }
+                Some(index)
+                    if Some(index) != known || self.modes.get(&iface.name) == Some(&"detached") =>
+                {
+                    tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
+                    self.ifindexes.insert(iface.name.clone(), index);
+                    let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                    let result = self
+                        .dp
+                        .set_interface(index, iface.side.abi())
+                        .map_err(DaemonError::from)
+                        .and_then(|()| self.reload().map(|_| ()))
+                        .and_then(|()| {
+                            let prog = self.dp.program_mut()?;
+                            Ok(attach::attach(
+                                prog,
+                                &iface.name,
+                                iface.xdp_mode,
+                                &self.pin_dir,
+                                &[],
+                            )?)
+                        });
+                    match result {
+                        Ok(a) => {
+                            let mode = match a {
+                                attach::Attached::New(m) => mode_name(m),
+                                attach::Attached::Adopted => "native",
+                            };
+                            self.modes.insert(iface.name.clone(), mode);
+                            attach::record_mode(&self.config.state_dir, &iface.name, mode);
+                            self.metrics.set_interface(&iface.name, mode, true);
+                            tracing::info!(interface = %iface.name, mode, "re-attached");
+                            if let Err(e) = self.write_ready() {
+                                tracing::error!(error = %e, "could not write the ready file");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(interface = %iface.name, error = %e, "re-attaching failed; will retry")
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Releases quarantines whose TTL has passed.
     fn expire_quarantines(&mut self) {
         let now = quarantine::now();
@@ -679,6 +740,7 @@ impl Controller {
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = tick.tick() => {
+                    self.check_interfaces();
                     self.observe();
                     self.expire_quarantines();
                 }
