@@ -249,7 +249,12 @@ impl Generator {
             let role = role.min(self.roles - 1);
             // Ports (and ranges of at most 91) unique within the workflow: no rule shadows another.
             let base = 1024 + (r * 97 + w * 13) % 60_000;
-            let initiator = if rng.chance(15) { "peer" } else { "device" };
+            // `initiator = "device"` is the default; written out only for peer-initiated flows.
+            let initiator = if rng.chance(15) {
+                ", initiator = \"peer\""
+            } else {
+                ""
+            };
             let peer = if r == 0 && w % 50 == 7 {
                 // A class-to-class flow: both ends managed, one rule for both policies.
                 format!("class:class-{:04}", (class + 1) % self.classes)
@@ -268,14 +273,18 @@ impl Generator {
                 8..=10 => ("tcp", format!(", ports = [{base}, {}]", base + 1)),
                 _ => ("tcp", format!(", ports = [{base}]")),
             };
-            let _ = writeln!(out, "  {{ peer = \"{peer}\", proto = \"{proto}\"{ports}, initiator = \"{initiator}\" }},");
+            let _ = writeln!(
+                out,
+                "  {{ peer = \"{peer}\", proto = \"{proto}\"{ports}{initiator} }},"
+            );
         }
         out.push_str("]\n\n");
     }
 
     fn device_toml(&self, i: usize, rng: &mut Rng, out: &mut String) {
         let class = i % self.classes;
-        let iface = class % INTERFACES;
+        // Spread over the interfaces by device number: addresses stay unique per interface.
+        let iface = i % INTERFACES;
         let n = i / INTERFACES + 10;
         let _ = writeln!(
             out,

@@ -16,6 +16,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Writes to stdout; a closed pipe (`lazaret compile | head`) ends output quietly instead of
+/// panicking like `print!`.
+fn write_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(&format!($($arg)*)) };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(&(format!($($arg)*) + "\n")) };
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy directory and summarize what it compiles to.
@@ -163,7 +179,7 @@ fn print_errors(e: &PolicyErrors, format: Format) {
                     .collect(),
                 summary: None,
             };
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
     }
 }
@@ -243,7 +259,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             if !compiled.warnings.is_empty() {
                 eprint!("{}", render_all(sources, &compiled.warnings));
             }
-            println!("{}", summary(&compiled));
+            outln!("{}", summary(&compiled));
         }
         Format::Json => {
             let out = CheckJson {
@@ -256,7 +272,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
                     .collect(),
                 summary: Some(compiled.stats.clone()),
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -304,8 +320,8 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     };
     let e = explain::explain(&policy, &compiled, &q)?;
     match a.format {
-        Format::Text => print!("{}", e.render()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+        Format::Text => out!("{}", e.render()),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&e)?),
     }
     Ok(if e.verdict == "deny" {
         ExitCode::from(1)
@@ -359,8 +375,8 @@ fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
     };
     let p = plan::plan(&op, &oc, &np, &nc);
     match a.format {
-        Format::Text => print!("{}", p.render()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+        Format::Text => out!("{}", p.render()),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&p)?),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -444,9 +460,9 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
         })
         .collect();
     match a.format {
-        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
         TableFormat::Csv => {
-            println!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
+            outln!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
             for r in &rows {
                 let fields = [
                     r.id.clone(),
@@ -467,7 +483,7 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
                     r.last_patched.clone(),
                     r.quarantine_action.to_string(),
                 ];
-                println!(
+                outln!(
                     "{}",
                     fields
                         .iter()
@@ -477,7 +493,7 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
                 );
             }
         }
-        TableFormat::Table => print!("{}", table(&rows)),
+        TableFormat::Table => out!("{}", table(&rows)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -554,6 +570,6 @@ fn compile_cmd(a: CompileArgs) -> Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    println!("{}", serde_json::to_string_pretty(&compiled)?);
+    outln!("{}", serde_json::to_string_pretty(&compiled)?);
     Ok(ExitCode::SUCCESS)
 }

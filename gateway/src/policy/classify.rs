@@ -99,7 +99,9 @@ pub struct DeviceStates {
 
 impl DeviceStates {
     pub fn quarantine(&self, dev: u64) -> u8 {
-        self.states.get(&dev).map_or(QUARANTINE_NONE, |s| s.quarantine)
+        self.states
+            .get(&dev)
+            .map_or(QUARANTINE_NONE, |s| s.quarantine)
     }
 
     pub fn set_quarantine(&mut self, dev: u64, quarantine: u8) {
@@ -280,7 +282,14 @@ impl MapIndex {
     }
 
     /// Peer class, then rule: the datapath's `lookup_rule`.
-    pub fn lookup_rule(&self, policy: u32, dir: u8, peer: IpAddr, proto: u8, port: u16) -> Option<RuleRef> {
+    pub fn lookup_rule(
+        &self,
+        policy: u32,
+        dir: u8,
+        peer: IpAddr,
+        proto: u8,
+        port: u16,
+    ) -> Option<RuleRef> {
         let class = match peer {
             IpAddr::V4(a) => self.peer4.get(&peer4_bytes(&PeerKey4 {
                 slot: self.slot,
@@ -373,7 +382,11 @@ fn unspecified_or_link_local(a: IpAddr) -> bool {
 
 fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Device, Decision> {
     let unspecified = unspecified_or_link_local(src);
-    let by_ip = if unspecified { None } else { ix.device_by_ip(src) };
+    let by_ip = if unspecified {
+        None
+    } else {
+        ix.device_by_ip(src)
+    };
     if let Some(dev) = by_ip {
         let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
         let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
@@ -422,7 +435,13 @@ fn is_neighbor_icmpv6(t: u8) -> bool {
     matches!(t, 131 | 132 | 133 | 135 | 136 | 143)
 }
 
-fn judge_ip(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc, ip: &IpDesc, assume_initiating: bool) -> Decision {
+fn judge_ip(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    ip: &IpDesc,
+    assume_initiating: bool,
+) -> Decision {
     let v4 = matches!(ip.src, IpAddr::V4(_));
     if v4 != matches!(ip.dst, IpAddr::V4(_)) {
         // The parser never produces mixed families.
@@ -509,7 +528,10 @@ fn judge_ndp(ix: &MapIndex, ip: &IpDesc, dev: Device) -> Decision {
     Decision::dev(Reason::AllowNeighbor, dev.id)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the datapath function's signature"
+)]
 fn judge_policy(
     ix: &MapIndex,
     states: &DeviceStates,
@@ -526,7 +548,16 @@ fn judge_policy(
     let mut audit = false;
     let mut ends = Vec::new();
     if let Some(d) = init_dev {
-        match judge_end(ix, states, ip, d, DIR_DEVICE_INIT, resp_addr, port, &mut ends) {
+        match judge_end(
+            ix,
+            states,
+            ip,
+            d,
+            DIR_DEVICE_INIT,
+            resp_addr,
+            port,
+            &mut ends,
+        ) {
             Ok(r) => {
                 rule = r.rule;
                 dev = d.id;
@@ -554,14 +585,24 @@ fn judge_policy(
             }
         }
     }
-    let mut v = Decision::dev(if audit { Reason::Audit } else { Reason::AllowRule }, dev);
+    let mut v = Decision::dev(
+        if audit {
+            Reason::Audit
+        } else {
+            Reason::AllowRule
+        },
+        dev,
+    );
     v.rule = (rule != NO_RULE).then_some(rule);
     v.dir = dir;
     v.ends = ends;
     v
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the datapath function's signature"
+)]
 fn judge_end(
     ix: &MapIndex,
     states: &DeviceStates,
@@ -602,4 +643,19 @@ fn judge_end(
     let mut v = Decision::dev(reason, dev.id);
     v.dir = dir;
     Err(v)
+}
+
+impl super::compile::Compiled {
+    /// Convenience: classify one frame against this policy's maps in slot 0 (generation 1)
+    /// with the given interface indexes. Builds the maps and their index on every call; for
+    /// many packets use [`super::compile::Compiled::map_contents`] and [`MapIndex`].
+    pub fn classify(
+        &self,
+        ifindexes: &std::collections::BTreeMap<String, u32>,
+        states: &DeviceStates,
+        pkt: &PacketDesc,
+    ) -> Result<Decision, super::maps::MapError> {
+        let maps = self.map_contents(0, 1, ifindexes)?;
+        Ok(classify(&maps, states, pkt))
+    }
 }

@@ -63,7 +63,9 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Essential { name } => write!(f, "essential {name}"),
             Origin::Quarantine { index } => write!(f, "quarantine profile, allow entry {index}"),
-            Origin::Workflow { workflow, index } => write!(f, "workflow `{workflow}`, rule {index}"),
+            Origin::Workflow { workflow, index } => {
+                write!(f, "workflow `{workflow}`, rule {index}")
+            }
         }
     }
 }
@@ -379,9 +381,7 @@ struct Compiler<'p> {
 
 /// Compiles a validated policy. Errors: rules that cannot apply (family mismatches) and
 /// capacities of the datapath maps; never a partial result.
-thread_local! { static T0: std::time::Instant = std::time::Instant::now(); }
 pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
-    T0.with(|_| ());
     let mut c = Compiler {
         policy,
         diags: Diags::default(),
@@ -393,91 +393,111 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
     let essentials = c.essential_rules();
     let quarantine = c.quarantine_rules();
     let resolved = c.resolve_workflows();
-    eprintln!("TIMING compile-resolve {:?}", T0.with(|t| t.elapsed()));
     c.warn_unused(&resolved);
-    c.shadowing(&resolved);
-    eprintln!("TIMING compile-shadow {:?}", T0.with(|t| t.elapsed()));
 
     // Per device: the grants of every rule it is an end or a managed peer of. Devices alike
     // (same class, workflows and families, not named by id in a rule) get the same grants,
     // so grants are computed once per such group: thousands of identical pumps cost one.
     let index = RuleIndex::new(&resolved);
+    // Shadowed-rule warnings only read the resolved rules: found on another core meanwhile.
     let n = policy.devices.len();
-    let mut groups: BTreeMap<Signature<'_>, usize> = BTreeMap::new();
-    let mut group_grants: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
-    let mut group_of = Vec::with_capacity(n);
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    let mut mismatches: BTreeMap<u32, (Family, Vec<usize>)> = BTreeMap::new();
-    let mut cache: FxMap<(usize, bool, u8), Option<u32>> = FxMap::default();
-    for (i, d) in policy.devices.iter().enumerate() {
-        let sig = Signature {
-            class: d.class.as_deref(),
-            workflows: &d.workflows,
-            mask: family_mask(d),
-            named: index.names(&d.id).then_some(d.id.as_str()),
-        };
-        if let Some(g) = groups.get(&sig) {
-            group_of.push(*g);
-            members[*g].push(i);
-            continue;
-        }
-        let g = group_grants.len();
-        groups.insert(sig, g);
-        group_of.push(g);
-        members.push(vec![i]);
-        let mask = family_mask(d);
-        let base = c.essential_grants(&essentials, mask);
-        let (mut full, mut restricted) = (base.clone(), base);
-        for (side, rules) in index.rules_of(d) {
-            for k in rules {
-                let Some(r) = resolved.get(k) else { continue };
-                let grant = match cache.get(&(k, side, mask)) {
-                    Some(g) => *g,
-                    None => {
-                        let grant = c.rule_grant(r, side, dir_of(r.rule.initiator), mask);
-                        cache.insert((k, side, mask), grant);
-                        grant
-                    }
-                };
-                match grant {
-                    Some(id) => {
-                        full.push(id);
-                        if r.workflow.is_some_and(|w| w.essential) {
-                            restricted.push(id);
+    let (group_of, mut group_grants, mismatches) = std::thread::scope(|scope| {
+        let shadow = scope.spawn(|| shadowing(policy, &resolved));
+        let mut groups: BTreeMap<Signature<'_>, usize> = BTreeMap::new();
+        let mut group_grants: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut group_of = Vec::with_capacity(n);
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut mismatches: BTreeMap<u32, (Family, Vec<usize>)> = BTreeMap::new();
+        let mut cache: FxMap<(usize, bool, u8), Option<u32>> = FxMap::default();
+        for (i, d) in policy.devices.iter().enumerate() {
+            let sig = Signature {
+                class: d.class.as_deref(),
+                workflows: &d.workflows,
+                mask: family_mask(d),
+                named: index.names(&d.id).then_some(d.id.as_str()),
+            };
+            if let Some(g) = groups.get(&sig) {
+                group_of.push(*g);
+                members[*g].push(i);
+                continue;
+            }
+            let g = group_grants.len();
+            groups.insert(sig, g);
+            group_of.push(g);
+            members.push(vec![i]);
+            let mask = family_mask(d);
+            let base = c.essential_grants(&essentials, mask);
+            let (mut full, mut restricted) = (base.clone(), base);
+            for (side, rules) in index.rules_of(d) {
+                for k in rules {
+                    let Some(r) = resolved.get(k) else { continue };
+                    let grant = match cache.get(&(k, side, mask)) {
+                        Some(g) => *g,
+                        None => {
+                            let grant = c.rule_grant(r, side, dir_of(r.rule.initiator), mask);
+                            cache.insert((k, side, mask), grant);
+                            grant
                         }
-                    }
-                    None => {
-                        if let Some(fam) = c.reachable_family(r, side) {
-                            mismatches.entry(r.id).or_insert((fam, Vec::new())).1.push(g);
+                    };
+                    match grant {
+                        Some(id) => {
+                            full.push(id);
+                            if r.workflow.is_some_and(|w| w.essential) {
+                                restricted.push(id);
+                            }
+                        }
+                        None => {
+                            if let Some(fam) = c.reachable_family(r, side) {
+                                mismatches
+                                    .entry(r.id)
+                                    .or_insert((fam, Vec::new()))
+                                    .1
+                                    .push(g);
+                            }
                         }
                     }
                 }
             }
+            group_grants.push((full, restricted));
         }
-        group_grants.push((full, restricted));
-    }
-    let mismatches: BTreeMap<u32, (Family, Vec<String>)> = mismatches
-        .into_iter()
-        .map(|(rule, (fam, gs))| {
-            let mut names: Vec<String> = gs
-                .iter()
-                .flat_map(|g| members.get(*g).into_iter().flatten())
-                .filter_map(|i| policy.devices.get(*i).map(|d| d.id.clone()))
-                .collect();
-            names.sort();
-            names.dedup();
-            (rule, (fam, names))
-        })
-        .collect();
+        match shadow.join() {
+            Ok(d) => c.diags.items.extend(d),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+        let mismatches: BTreeMap<u32, (Family, Vec<String>)> = mismatches
+            .into_iter()
+            .map(|(rule, (fam, gs))| {
+                let mut names: Vec<String> = gs
+                    .iter()
+                    .flat_map(|g| members.get(*g).into_iter().flatten())
+                    .filter_map(|i| policy.devices.get(*i).map(|d| d.id.clone()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                (rule, (fam, names))
+            })
+            .collect();
+        (group_of, group_grants, mismatches)
+    });
     for (rule, (fam, devices)) in mismatches {
-        let Some(r) = resolved.iter().find(|r| r.id == rule) else { continue };
-        let other = if fam == Family::V4 { Family::V6 } else { Family::V4 };
+        let Some(r) = resolved.iter().find(|r| r.id == rule) else {
+            continue;
+        };
+        let other = if fam == Family::V4 {
+            Family::V6
+        } else {
+            Family::V4
+        };
         let shown: Vec<String> = devices.iter().take(3).map(|d| format!("`{d}`")).collect();
         let mut list = shown.join(", ");
         if devices.len() > 3 {
             list.push_str(&format!(" and {} more", devices.len() - 3));
         }
-        let verb = if devices.len() == 1 { "device {} has" } else { "devices {} have" };
+        let verb = if devices.len() == 1 {
+            "device {} has"
+        } else {
+            "devices {} have"
+        };
         c.diags.push(
             Diagnostic::at(
                 Problem::FamilyMismatch {
@@ -487,7 +507,11 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
                 },
                 r.rule.span,
             )
-            .hint(format!("add {} peers to the rule, or {} addresses to the devices", other.name(), fam.name())),
+            .hint(format!(
+                "add {} peers to the rule, or {} addresses to the devices",
+                other.name(),
+                fam.name()
+            )),
         );
     }
 
@@ -499,7 +523,6 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         }
     }
 
-    eprintln!("TIMING compile-grants {:?}", T0.with(|t| t.elapsed()));
     // Deduplicate: policy 0 is the quarantine policy, then first appearance by device id.
     let mut policies: Interner<Vec<u32>> = Interner::new();
     let canon = |mut v: Vec<u32>| {
@@ -514,7 +537,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         let ids = match group_ids.get(g).copied().flatten() {
             Some(ids) => ids,
             None => {
-                let (full, restricted) = group_grants.get_mut(g).map(std::mem::take).unwrap_or_default();
+                let (full, restricted) = group_grants
+                    .get_mut(g)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
                 let ids = (policies.id(canon(full)), policies.id(canon(restricted)));
                 if let Some(slot) = group_ids.get_mut(g) {
                     *slot = Some(ids);
@@ -529,18 +555,19 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         return Err(c.fail());
     }
 
-    let compiled_policies: Vec<CompiledPolicy> = policies
+    let keyed: Vec<(u32, &Vec<u32>)> = policies
         .values
         .iter()
         .enumerate()
-        .map(|(id, key)| CompiledPolicy {
-            id: id as u32,
-            entries: c.expand(key),
-        })
+        .map(|(i, k)| (i as u32, k))
         .collect();
-    eprintln!("TIMING compile-policies {:?}", T0.with(|t| t.elapsed()));
+    let shared = &c;
+    let compiled_policies: Vec<CompiledPolicy> =
+        super::par::map(&keyed, |(id, key)| CompiledPolicy {
+            id: *id,
+            entries: shared.expand(key),
+        });
     let lookup = lookup::build(&compiled_policies);
-    eprintln!("TIMING compile-lookup {:?}", T0.with(|t| t.elapsed()));
 
     let classes: Vec<String> = policy.classes.keys().cloned().collect();
     let devices: Vec<CompiledDevice> = policy
@@ -664,7 +691,12 @@ impl<'p> Compiler<'p> {
     fn essential_rules(&mut self) -> EssentialRules {
         let e = &self.policy.site.essentials;
         let span = self.policy.site.span;
-        let mk = |this: &mut Self, name: &'static str, proto: Proto, ports: Vec<PortRange>, servers: &[IpNet], desc: &str| {
+        let mk = |this: &mut Self,
+                  name: &'static str,
+                  proto: Proto,
+                  ports: Vec<PortRange>,
+                  servers: &[IpNet],
+                  desc: &str| {
             let location = this.locate(span);
             this.add_rule(RuleInfo {
                 id: 0,
@@ -688,12 +720,28 @@ impl<'p> Compiler<'p> {
         }
     }
 
-    fn grant(&mut self, rule: u32, dir: Dir, peers: Vec<IpNet>, proto: Proto, ports: Option<Vec<PortRange>>, audit: bool) -> Option<u32> {
+    fn grant(
+        &mut self,
+        rule: u32,
+        dir: Dir,
+        peers: Vec<IpNet>,
+        proto: Proto,
+        ports: Option<Vec<PortRange>>,
+        audit: bool,
+    ) -> Option<u32> {
         let ports = ports.map(|p| self.portsets.id(p));
         self.grant_ids(rule, dir, peers, proto, ports, audit)
     }
 
-    fn grant_ids(&mut self, rule: u32, dir: Dir, mut peers: Vec<IpNet>, proto: Proto, ports: Option<u32>, audit: bool) -> Option<u32> {
+    fn grant_ids(
+        &mut self,
+        rule: u32,
+        dir: Dir,
+        mut peers: Vec<IpNet>,
+        proto: Proto,
+        ports: Option<u32>,
+        audit: bool,
+    ) -> Option<u32> {
         if peers.is_empty() {
             return None;
         }
@@ -714,18 +762,32 @@ impl<'p> Compiler<'p> {
     fn essential_grants(&mut self, ess: &EssentialRules, mask: u8) -> Vec<u32> {
         let e = &self.policy.site.essentials;
         let p = |x: u16| Some(vec![PortRange { lo: x, hi: x }]);
-        let fam = |nets: &[IpNet], m: u8| nets.iter().copied().filter(|n| in_mask(n, m)).collect::<Vec<_>>();
+        let fam = |nets: &[IpNet], m: u8| {
+            nets.iter()
+                .copied()
+                .filter(|n| in_mask(n, m))
+                .collect::<Vec<_>>()
+        };
         let mut out = Vec::new();
         if let (Some(id), Some(servers)) = (ess.dhcp, e.dhcp.clone()) {
             if mask & 1 != 0 {
                 let mut to = fam(&servers, 1);
                 to.push(IpNet::V4(Ipv4Net::from(Ipv4Addr::BROADCAST)));
                 out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Udp, p(67), false));
-                out.extend(self.grant(id, Dir::PeerInit, fam(&servers, 1), Proto::Udp, p(68), false));
+                out.extend(self.grant(
+                    id,
+                    Dir::PeerInit,
+                    fam(&servers, 1),
+                    Proto::Udp,
+                    p(68),
+                    false,
+                ));
             }
             if mask & 2 != 0 {
                 let mut to = fam(&servers, 2);
-                to.push(IpNet::V6(Ipv6Net::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2))));
+                to.push(IpNet::V6(Ipv6Net::from(Ipv6Addr::new(
+                    0xff02, 0, 0, 0, 0, 0, 1, 2,
+                ))));
                 out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Udp, p(547), false));
             }
         }
@@ -735,7 +797,14 @@ impl<'p> Compiler<'p> {
             out.extend(self.grant(id, Dir::DeviceInit, to, Proto::Tcp, p(53), false));
         }
         if let (Some(id), Some(servers)) = (ess.ntp, e.ntp.clone()) {
-            out.extend(self.grant(id, Dir::DeviceInit, fam(&servers, mask), Proto::Udp, p(123), false));
+            out.extend(self.grant(
+                id,
+                Dir::DeviceInit,
+                fam(&servers, mask),
+                Proto::Udp,
+                p(123),
+                false,
+            ));
         }
         out
     }
@@ -798,17 +867,8 @@ impl<'p> Compiler<'p> {
     }
 
     fn check_proto_family(&mut self, rule: &Rule, nets: &[IpNet]) {
-        if let Some(fam) = rule.proto.family() {
-            let has = nets.iter().any(|n| Family::of(n) == fam);
-            if !nets.is_empty() && !has {
-                self.diags.err(
-                    Problem::ProtoFamily {
-                        proto: if fam == Family::V4 { "icmp" } else { "icmpv6" },
-                        family: fam.name(),
-                    },
-                    rule.span,
-                );
-            }
+        if let Some(d) = proto_family_problem(rule, nets) {
+            self.diags.push(d);
         }
     }
 
@@ -831,78 +891,105 @@ impl<'p> Compiler<'p> {
             }
         }
         // Device indexes ascend already: pushed in device order.
-        let participants: FxMap<&str, std::sync::Arc<[usize]>> =
-            by_workflow.into_iter().map(|(w, v)| (w, std::sync::Arc::from(v))).collect();
+        let participants: FxMap<&str, std::sync::Arc<[usize]>> = by_workflow
+            .into_iter()
+            .map(|(w, v)| (w, std::sync::Arc::from(v)))
+            .collect();
         let none: std::sync::Arc<[usize]> = std::sync::Arc::from(Vec::new());
+        // Resolving reads only the policy: done per workflow in parallel; ids, interning and
+        // warnings follow sequentially in workflow order, so the result is deterministic.
+        let workflows: Vec<(&String, &Workflow)> = policy.workflows.iter().collect();
+        let this = &*self;
+        let pre = super::par::map(&workflows, |(name, wf)| {
+            let audit = wf.mode != Mode::Enforce;
+            wf.rules
+                .iter()
+                .map(|rule| {
+                    let info = this.rule_info(
+                        rule,
+                        Origin::Workflow {
+                            workflow: (*name).clone(),
+                            index: rule.index,
+                        },
+                        audit,
+                    );
+                    let ends = match &rule.ends {
+                        None => participants
+                            .get(name.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| none.clone()),
+                        Some(sels) => {
+                            let mut v = Vec::new();
+                            for s in sels {
+                                match s {
+                                    EndSel::Class(c) => v.extend(
+                                        by_class.get(c.as_str()).into_iter().flatten().copied(),
+                                    ),
+                                    EndSel::Device(d) => v.extend(index.get(d.as_str()).copied()),
+                                }
+                            }
+                            v.sort_unstable();
+                            v.dedup();
+                            std::sync::Arc::from(v)
+                        }
+                    };
+                    let mut managed = Vec::new();
+                    for p in &rule.peers {
+                        match p {
+                            PeerSel::Class(c) => managed
+                                .extend(by_class.get(c.as_str()).into_iter().flatten().copied()),
+                            PeerSel::Device(d) => managed.extend(index.get(d.as_str()).copied()),
+                            _ => {}
+                        }
+                    }
+                    managed.sort_unstable();
+                    managed.dedup();
+                    let nets = this.nets_of(rule);
+                    let mut all = nets.clone();
+                    for &m in &managed {
+                        if let Some(d) = policy.devices.get(m) {
+                            all.extend(d.addresses().map(host));
+                        }
+                    }
+                    let proto_problem = proto_family_problem(rule, &all);
+                    (info, rule, *wf, audit, ends, nets, managed, proto_problem)
+                })
+                .collect::<Vec<_>>()
+        });
         let mut warned_no_addr = BTreeSet::new();
         let mut out = Vec::new();
-        for (name, wf) in &policy.workflows {
-            let audit = wf.mode != Mode::Enforce;
-            for rule in &wf.rules {
-                let info = self.rule_info(
-                    rule,
-                    Origin::Workflow {
-                        workflow: name.clone(),
-                        index: rule.index,
-                    },
-                    audit,
-                );
-                let id = self.add_rule(info);
-                let ends = match &rule.ends {
-                    None => participants.get(name.as_str()).cloned().unwrap_or_else(|| none.clone()),
-                    Some(sels) => {
-                        let mut v = Vec::new();
-                        for s in sels {
-                            match s {
-                                EndSel::Class(c) => v.extend(by_class.get(c.as_str()).into_iter().flatten().copied()),
-                                EndSel::Device(d) => v.extend(index.get(d.as_str()).copied()),
-                            }
-                        }
-                        v.sort_unstable();
-                        v.dedup();
-                        std::sync::Arc::from(v)
-                    }
-                };
-                let mut managed = Vec::new();
-                for p in &rule.peers {
-                    match p {
-                        PeerSel::Class(c) => managed.extend(by_class.get(c.as_str()).into_iter().flatten().copied()),
-                        PeerSel::Device(d) => managed.extend(index.get(d.as_str()).copied()),
-                        _ => {}
+        for (info, rule, wf, audit, ends, nets, managed, proto_problem) in pre.into_iter().flatten()
+        {
+            let id = self.add_rule(info);
+            for &m in &managed {
+                if let Some(d) = policy.devices.get(m) {
+                    if d.ipv4.is_empty() && d.ipv6.is_empty() && warned_no_addr.insert(m) {
+                        self.diags.push(
+                            Diagnostic::at(
+                                Problem::PeerWithoutAddress {
+                                    device: d.id.clone(),
+                                },
+                                d.span,
+                            )
+                            .note(rule.span, "named as a peer here"),
+                        );
                     }
                 }
-                managed.sort_unstable();
-                managed.dedup();
-                for &m in &managed {
-                    if let Some(d) = policy.devices.get(m) {
-                        if d.ipv4.is_empty() && d.ipv6.is_empty() && warned_no_addr.insert(m) {
-                            self.diags.push(
-                                Diagnostic::at(Problem::PeerWithoutAddress { device: d.id.clone() }, d.span)
-                                    .note(rule.span, "named as a peer here"),
-                            );
-                        }
-                    }
-                }
-                let nets = self.nets_of(rule);
-                let mut all = nets.clone();
-                for &m in &managed {
-                    if let Some(d) = policy.devices.get(m) {
-                        all.extend(d.addresses().map(host));
-                    }
-                }
-                self.check_proto_family(rule, &all);
-                let ports = rule.ports.clone().map(|p| self.portsets.id(p));
-                out.push(Resolved {
-                    id,
-                    rule,
-                    workflow: Some(wf),
-                    audit,
-                    ends,
-                    nets,
-                    managed,
-                    ports,
-                });
             }
+            if let Some(d) = proto_problem {
+                self.diags.push(d);
+            }
+            let ports = rule.ports.clone().map(|p| self.portsets.id(p));
+            out.push(Resolved {
+                id,
+                rule,
+                workflow: Some(wf),
+                audit,
+                ends,
+                nets,
+                managed,
+                ports,
+            });
         }
         out
     }
@@ -910,7 +997,10 @@ impl<'p> Compiler<'p> {
     /// The family of the peers a rule reaches from the given side, when there is exactly one.
     fn reachable_family(&self, r: &Resolved<'_>, peer_side: bool) -> Option<Family> {
         let nets = self.side_nets(r, peer_side);
-        let nets: Vec<&IpNet> = nets.iter().filter(|n| r.rule.proto.family().is_none_or(|f| f == Family::of(n))).collect();
+        let nets: Vec<&IpNet> = nets
+            .iter()
+            .filter(|n| r.rule.proto.family().is_none_or(|f| f == Family::of(n)))
+            .collect();
         let v4 = nets.iter().any(|n| Family::of(n) == Family::V4);
         let v6 = nets.iter().any(|n| Family::of(n) == Family::V6);
         match (v4, v6) {
@@ -924,16 +1014,31 @@ impl<'p> Compiler<'p> {
     fn side_nets(&self, r: &Resolved<'_>, peer_side: bool) -> Vec<IpNet> {
         let devs = &self.policy.devices;
         if peer_side {
-            r.ends.iter().filter_map(|i| devs.get(*i)).flat_map(|d| d.addresses().map(host)).collect()
+            r.ends
+                .iter()
+                .filter_map(|i| devs.get(*i))
+                .flat_map(|d| d.addresses().map(host))
+                .collect()
         } else {
             let mut v = r.nets.clone();
-            v.extend(r.managed.iter().filter_map(|i| devs.get(*i)).flat_map(|d| d.addresses().map(host)));
+            v.extend(
+                r.managed
+                    .iter()
+                    .filter_map(|i| devs.get(*i))
+                    .flat_map(|d| d.addresses().map(host)),
+            );
             v
         }
     }
 
     /// The grant of rule `r` for a device at its end (`peer_side == false`) or a managed peer.
-    fn rule_grant(&mut self, r: &Resolved<'_>, peer_side: bool, end_dir: Dir, mask: u8) -> Option<u32> {
+    fn rule_grant(
+        &mut self,
+        r: &Resolved<'_>,
+        peer_side: bool,
+        end_dir: Dir,
+        mask: u8,
+    ) -> Option<u32> {
         let dir = if peer_side { end_dir.flip() } else { end_dir };
         let pf = r.rule.proto.family();
         let nets: Vec<IpNet> = self
@@ -951,7 +1056,11 @@ impl<'p> Compiler<'p> {
     fn expand(&self, grants: &[u32]) -> Vec<Entry> {
         let mut out = Vec::new();
         for g in grants.iter().filter_map(|g| self.grants.get(*g)) {
-            let peers = self.peersets.get(g.peers).map(Vec::as_slice).unwrap_or_default();
+            let peers = self
+                .peersets
+                .get(g.peers)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let ports: Vec<Option<PortRange>> = match g.ports.and_then(|p| self.portsets.get(p)) {
                 Some(list) => list.iter().copied().map(Some).collect(),
                 None => vec![None],
@@ -1003,41 +1112,6 @@ impl<'p> Compiler<'p> {
         }
     }
 
-    /// Rules that allow nothing another rule of the same workflow does not already allow.
-    fn shadowing(&mut self, resolved: &[Resolved<'_>]) {
-        /// Pairwise check; bigger workflows are skipped (a generated policy, not a review).
-        const MAX_PAIRWISE: usize = 1000;
-        let mut by_wf: BTreeMap<&str, Vec<&Resolved<'_>>> = BTreeMap::new();
-        for r in resolved {
-            if let Some(w) = r.workflow {
-                by_wf.entry(&w.name).or_default().push(r);
-            }
-        }
-        for (name, rules) in by_wf {
-            if rules.len() > MAX_PAIRWISE {
-                continue;
-            }
-            for (j, b) in rules.iter().enumerate() {
-                let by = rules.iter().enumerate().find(|(i, a)| {
-                    *i != j && (covers(self.policy, a, b) && (!covers(self.policy, b, a) || *i < j))
-                });
-                if let Some((_, a)) = by {
-                    self.diags.push(
-                        Diagnostic::at(
-                            Problem::ShadowedRule {
-                                workflow: name.to_string(),
-                                index: b.rule.index,
-                                by: a.rule.index,
-                            },
-                            b.rule.span,
-                        )
-                        .note(a.rule.span, "the broader rule"),
-                    );
-                }
-            }
-        }
-    }
-
     fn capacities(&mut self, s: &Stats) {
         let checks: [(&'static str, usize, u32); 8] = [
             ("devices", s.devices, abi::MAX_DEVICES),
@@ -1062,6 +1136,58 @@ impl<'p> Compiler<'p> {
             }
         }
     }
+}
+
+/// Rules that allow nothing another rule of the same workflow does not already allow.
+fn shadowing(policy: &Policy, resolved: &[Resolved<'_>]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    /// Pairwise check; bigger workflows are skipped (a generated policy, not a review).
+    const MAX_PAIRWISE: usize = 1000;
+    let mut by_wf: BTreeMap<&str, Vec<&Resolved<'_>>> = BTreeMap::new();
+    for r in resolved {
+        if let Some(w) = r.workflow {
+            by_wf.entry(&w.name).or_default().push(r);
+        }
+    }
+    for (name, rules) in by_wf {
+        if rules.len() > MAX_PAIRWISE {
+            continue;
+        }
+        for (j, b) in rules.iter().enumerate() {
+            let by = rules.iter().enumerate().find(|(i, a)| {
+                *i != j && (covers(policy, a, b) && (!covers(policy, b, a) || *i < j))
+            });
+            if let Some((_, a)) = by {
+                out.push(
+                    Diagnostic::at(
+                        Problem::ShadowedRule {
+                            workflow: name.to_string(),
+                            index: b.rule.index,
+                            by: a.rule.index,
+                        },
+                        b.rule.span,
+                    )
+                    .note(a.rule.span, "the broader rule"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// An ICMP or ICMPv6 rule none of whose peers is of that family.
+fn proto_family_problem(rule: &Rule, nets: &[IpNet]) -> Option<Diagnostic> {
+    let fam = rule.proto.family()?;
+    let has = nets.iter().any(|n| Family::of(n) == fam);
+    (!nets.is_empty() && !has).then(|| {
+        Diagnostic::at(
+            Problem::ProtoFamily {
+                proto: if fam == Family::V4 { "icmp" } else { "icmpv6" },
+                family: fam.name(),
+            },
+            rule.span,
+        )
+    })
 }
 
 /// What decides a device's grants; devices with equal signatures get equal grants.
@@ -1101,7 +1227,9 @@ impl<'p> RuleIndex<'p> {
                     for s in sels {
                         match s {
                             EndSel::Class(c) => ix.class_end.entry(c.as_str()).or_default().push(k),
-                            EndSel::Device(d) => ix.device_end.entry(d.as_str()).or_default().push(k),
+                            EndSel::Device(d) => {
+                                ix.device_end.entry(d.as_str()).or_default().push(k)
+                            }
                         }
                     }
                 }
@@ -1125,14 +1253,22 @@ impl<'p> RuleIndex<'p> {
     fn rules_of(&self, d: &Device) -> [(bool, Vec<usize>); 2] {
         let get = |m: &HashMap<&str, Vec<usize>>, k: &str| m.get(k).cloned().unwrap_or_default();
         let class = d.class.as_deref().unwrap_or("");
-        let mut ends: Vec<usize> = d.workflows.iter().flat_map(|w| get(&self.by_workflow, w)).collect();
+        let mut ends: Vec<usize> = d
+            .workflows
+            .iter()
+            .flat_map(|w| get(&self.by_workflow, w))
+            .collect();
         if d.class.is_some() {
             ends.extend(get(&self.class_end, class));
         }
         ends.extend(get(&self.device_end, &d.id));
         ends.sort_unstable();
         ends.dedup();
-        let mut peers = if d.class.is_some() { get(&self.class_peer, class) } else { Vec::new() };
+        let mut peers = if d.class.is_some() {
+            get(&self.class_peer, class)
+        } else {
+            Vec::new()
+        };
         peers.extend(get(&self.device_peer, &d.id));
         peers.sort_unstable();
         peers.dedup();
@@ -1161,7 +1297,12 @@ fn covers(policy: &Policy, a: &Resolved<'_>, b: &Resolved<'_>) -> bool {
     }
     let a_nets: Vec<IpNet> = {
         let mut v = a.nets.clone();
-        v.extend(a.managed.iter().filter_map(|i| policy.devices.get(*i)).flat_map(|d| d.addresses().map(host)));
+        v.extend(
+            a.managed
+                .iter()
+                .filter_map(|i| policy.devices.get(*i))
+                .flat_map(|d| d.addresses().map(host)),
+        );
         v
     };
     b.nets.iter().all(|n| a_nets.iter().any(|m| m.contains(n)))

@@ -82,7 +82,10 @@ pub enum Problem {
     #[error("unknown {kind} `{name}`")]
     UnknownName { kind: NameKind, name: String },
     #[error("`{text}` is not {expected}")]
-    BadSelector { text: String, expected: &'static str },
+    BadSelector {
+        text: String,
+        expected: &'static str,
+    },
 
     // === Values ===
     #[error("`{text}` is not an IP address or prefix")]
@@ -180,7 +183,9 @@ pub enum Problem {
     UnusedWorkflow { name: String },
     #[error("device `{device}` has no class and no workflow: it gets only the essentials")]
     DeviceWithoutPolicy { device: String },
-    #[error("rule {index} of workflow `{workflow}` is shadowed by rule {by}: it allows nothing more")]
+    #[error(
+        "rule {index} of workflow `{workflow}` is shadowed by rule {by}: it allows nothing more"
+    )]
     ShadowedRule {
         workflow: String,
         index: usize,
@@ -288,7 +293,12 @@ impl Diagnostic {
             let _ = writeln!(out, "  = hint: {hint}");
         }
         for note in &self.notes {
-            let _ = writeln!(out, "  = note: {}: {}", sources.locate(note.span), note.message);
+            let _ = writeln!(
+                out,
+                "  = note: {}: {}",
+                sources.locate(note.span),
+                note.message
+            );
         }
         out
     }
@@ -353,7 +363,10 @@ pub fn render_all(sources: &Sources, diags: &[Diagnostic]) -> String {
             out.push_str(&d.render(sources));
         }
     }
-    let errors = diags.iter().filter(|d| d.severity() == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity() == Severity::Error)
+        .count();
     let warnings = diags.len() - errors;
     if errors > 0 {
         let _ = writeln!(
@@ -398,8 +411,11 @@ impl Diags {
     /// Sorts by position (file, offset), then by message, for a stable order.
     pub fn sort(&mut self) {
         self.items.sort_by(|a, b| {
-            (a.span.is_some(), a.span, a.problem.to_string())
-                .cmp(&(b.span.is_some(), b.span, b.problem.to_string()))
+            (a.span.is_some(), a.span, a.problem.to_string()).cmp(&(
+                b.span.is_some(),
+                b.span,
+                b.problem.to_string(),
+            ))
         });
     }
 }
@@ -418,6 +434,9 @@ pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `did you mean "x"?` for the nearest candidate, if any.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     nearest(name, candidates).map(|c| format!("did you mean \"{c}\"?"))
 }

@@ -2,7 +2,9 @@
 //! packet, runs the reference classifier over the compiled maps, and names the rule that
 //! decided or the near misses (another port, the other direction, audit mode). Pure.
 
-use super::classify::{classify, Decision, DeviceStates, EndTrace, FlowHint, IpDesc, PacketDesc, PacketKind, TCP_SYN};
+use super::classify::{
+    classify, Decision, DeviceStates, EndTrace, FlowHint, IpDesc, PacketDesc, PacketKind, TCP_SYN,
+};
 use super::compile::{Compiled, CompiledDevice, Dir, Entry};
 use super::model::{Policy, Side};
 use lazaret_abi::{self as abi, Reason};
@@ -108,7 +110,11 @@ struct Resolved<'c> {
 
 fn resolve<'c>(compiled: &'c Compiled, text: &str) -> Result<Resolved<'c>, ExplainError> {
     if let Some(d) = compiled.device(text) {
-        return Ok(Resolved { device: Some(d), addr: None, text: text.to_string() });
+        return Ok(Resolved {
+            device: Some(d),
+            addr: None,
+            text: text.to_string(),
+        });
     }
     match text.parse::<IpAddr>() {
         Ok(a) => Ok(Resolved {
@@ -125,7 +131,13 @@ fn resolve<'c>(compiled: &'c Compiled, text: &str) -> Result<Resolved<'c>, Expla
 
 /// An address for a device in `v4`/`v6`: its own, else (a DHCP device) a free address of
 /// its interface's network, else the unspecified address.
-fn device_addr(policy: &Policy, compiled: &Compiled, d: &CompiledDevice, v4: bool, notes: &mut Vec<String>) -> IpAddr {
+fn device_addr(
+    policy: &Policy,
+    compiled: &Compiled,
+    d: &CompiledDevice,
+    v4: bool,
+    notes: &mut Vec<String>,
+) -> IpAddr {
     if v4 {
         if let Some(a) = d.ipv4.first() {
             return IpAddr::V4(*a);
@@ -139,10 +151,12 @@ fn device_addr(policy: &Policy, compiled: &Compiled, d: &CompiledDevice, v4: boo
         .and_then(|i| policy.site.interfaces.get(i))
         .map(|i| i.networks.clone())
         .unwrap_or_default();
-    let bound = |a: IpAddr| compiled.devices.iter().any(|x| match a {
-        IpAddr::V4(y) => x.ipv4.contains(&y),
-        IpAddr::V6(y) => x.ipv6.contains(&y),
-    });
+    let bound = |a: IpAddr| {
+        compiled.devices.iter().any(|x| match a {
+            IpAddr::V4(y) => x.ipv4.contains(&y),
+            IpAddr::V6(y) => x.ipv6.contains(&y),
+        })
+    };
     let pick = nets
         .iter()
         .filter(|n| matches!(n.addr(), IpAddr::V4(_)) == v4)
@@ -171,7 +185,11 @@ fn roles_of(policy: &Policy, addr: IpAddr) -> Vec<String> {
 }
 
 /// Explains the flow `q.from` → `q.to`.
-pub fn explain(policy: &Policy, compiled: &Compiled, q: &Query) -> Result<Explanation, ExplainError> {
+pub fn explain(
+    policy: &Policy,
+    compiled: &Compiled,
+    q: &Query,
+) -> Result<Explanation, ExplainError> {
     let from = resolve(compiled, &q.from)?;
     let to = resolve(compiled, &q.to)?;
     let has_ports = q.proto == abi::PROTO_TCP || q.proto == abi::PROTO_UDP;
@@ -191,7 +209,9 @@ pub fn explain(policy: &Policy, compiled: &Compiled, q: &Query) -> Result<Explan
             abi::PROTO_ICMPV6 => false,
             abi::PROTO_ICMP => true,
             _ => {
-                let has4 = |d: Option<&CompiledDevice>| d.is_some_and(|d| !d.ipv4.is_empty() || d.ipv6.is_empty());
+                let has4 = |d: Option<&CompiledDevice>| {
+                    d.is_some_and(|d| !d.ipv4.is_empty() || d.ipv6.is_empty())
+                };
                 has4(from.device) && has4(to.device)
             }
         },
@@ -209,24 +229,38 @@ pub fn explain(policy: &Policy, compiled: &Compiled, q: &Query) -> Result<Explan
     let (side, ifindex, vlan, src_mac) = match from.device {
         Some(d) => (
             abi::SIDE_DEVICES,
-            d.interface.as_ref().and_then(|i| ifx.get(i).copied()).unwrap_or(0),
+            d.interface
+                .as_ref()
+                .and_then(|i| ifx.get(i).copied())
+                .unwrap_or(0),
             d.vlan.unwrap_or(abi::VLAN_UNTAGGED),
             d.mac.map_or(FOREIGN_MAC, |m| m.0),
         ),
         None => {
             // An unmanaged source inside a device network arrives on a device port.
-            let iface = policy
-                .site
-                .interfaces
-                .values()
-                .find(|i| i.side == Side::Devices && i.networks.iter().any(|n| n.contains(&src)));
+            let iface =
+                policy.site.interfaces.values().find(|i| {
+                    i.side == Side::Devices && i.networks.iter().any(|n| n.contains(&src))
+                });
             match iface {
                 Some(i) => {
-                    notes.push(format!("{src} is inside `{}`'s networks but is no managed device", i.name));
-                    (abi::SIDE_DEVICES, ifx.get(&i.name).copied().unwrap_or(0), abi::VLAN_UNTAGGED, FOREIGN_MAC)
+                    notes.push(format!(
+                        "{src} is inside `{}`'s networks but is no managed device",
+                        i.name
+                    ));
+                    (
+                        abi::SIDE_DEVICES,
+                        ifx.get(&i.name).copied().unwrap_or(0),
+                        abi::VLAN_UNTAGGED,
+                        FOREIGN_MAC,
+                    )
                 }
                 None => {
-                    let up = policy.site.interfaces.values().find(|i| i.side == Side::Upstream);
+                    let up = policy
+                        .site
+                        .interfaces
+                        .values()
+                        .find(|i| i.side == Side::Upstream);
                     let ix = up.and_then(|i| ifx.get(&i.name).copied()).unwrap_or(0);
                     (abi::SIDE_UPSTREAM, ix, abi::VLAN_UNTAGGED, FOREIGN_MAC)
                 }
@@ -295,7 +329,9 @@ fn endpoint(policy: &Policy, r: &Resolved<'_>, addr: IpAddr) -> Endpoint {
 
 fn verdict(r: Reason) -> &'static str {
     match r {
-        Reason::AllowRule | Reason::AllowFlow | Reason::AllowNeighbor | Reason::AllowControl => "allow",
+        Reason::AllowRule | Reason::AllowFlow | Reason::AllowNeighbor | Reason::AllowControl => {
+            "allow"
+        }
         Reason::PassUnmanaged => "pass (not lazaret's to judge)",
         Reason::Audit => "pass (audit: would be denied or is under trial)",
         Reason::Learn => "pass (learn mode)",
@@ -313,7 +349,9 @@ fn quarantine_name(q: u8) -> &'static str {
 }
 
 fn end_explanation(compiled: &Compiled, t: &EndTrace, proto: u8, port: u16) -> EndExplanation {
-    let device = compiled.device_by_hash(t.device).map_or_else(|| format!("{:#x}", t.device), |d| d.id.clone());
+    let device = compiled
+        .device_by_hash(t.device)
+        .map_or_else(|| format!("{:#x}", t.device), |d| d.id.clone());
     let dir = Dir::from_abi(t.dir);
     let info = t.rule.and_then(|r| compiled.rule(r.rule));
     let near_misses = if t.rule.is_none() {
@@ -328,7 +366,9 @@ fn end_explanation(compiled: &Compiled, t: &EndTrace, proto: u8, port: u16) -> E
         quarantine: quarantine_name(t.quarantine),
         rule: t.rule.map(|r| r.rule),
         origin: info.map(|i| i.origin.to_string()),
-        location: info.and_then(|i| i.location.as_ref()).map(|l| l.to_string()),
+        location: info
+            .and_then(|i| i.location.as_ref())
+            .map(|l| l.to_string()),
         audit: t.rule.is_some_and(|r| r.flags & abi::RULE_F_AUDIT != 0),
         near_misses,
     }
@@ -339,14 +379,25 @@ fn entry_text(compiled: &Compiled, e: &Entry) -> String {
         Some(p) => format!("{}/{p}", e.proto),
         None => e.proto.to_string(),
     };
-    let origin = compiled.rule(e.rule).map_or_else(String::new, |r| format!(" ({})", r.origin));
+    let origin = compiled
+        .rule(e.rule)
+        .map_or_else(String::new, |r| format!(" ({})", r.origin));
     format!("{what} with {}{origin}", e.peer)
 }
 
 /// What the policy does allow with this peer: other ports or protocols, or the other
 /// direction.
-fn near_misses(compiled: &Compiled, policy: u32, dir: Dir, peer: IpAddr, proto: u8, port: u16) -> Vec<String> {
-    let Some(p) = compiled.policy(policy) else { return Vec::new() };
+fn near_misses(
+    compiled: &Compiled,
+    policy: u32,
+    dir: Dir,
+    peer: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Vec<String> {
+    let Some(p) = compiled.policy(policy) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for e in p.entries.iter().filter(|e| e.peer.contains(&peer)) {
         if e.dir == dir {
@@ -356,7 +407,10 @@ fn near_misses(compiled: &Compiled, policy: u32, dir: Dir, peer: IpAddr, proto: 
                 Dir::DeviceInit => "the device",
                 Dir::PeerInit => "the peer",
             };
-            out.push(format!("a rule allows this flow only when {who} opens it: {}", entry_text(compiled, e)));
+            out.push(format!(
+                "a rule allows this flow only when {who} opens it: {}",
+                entry_text(compiled, e)
+            ));
         }
     }
     out.sort();
@@ -372,18 +426,33 @@ fn describe_reason(policy: &Policy, compiled: &Compiled, d: &Decision, notes: &m
         Reason::DenyNoRule => notes.push(format!("no rule of {name}'s policy allows this flow")),
         Reason::Audit => {
             if d.ends.iter().any(|e| e.rule.is_none()) {
-                notes.push(format!("{name} is in audit mode: no rule allows this flow, it passes and is reported"));
+                notes.push(format!(
+                    "{name} is in audit mode: no rule allows this flow, it passes and is reported"
+                ));
             } else {
                 notes.push("the rule's workflow is in audit or learn mode: the flow passes and is reported".into());
             }
         }
-        Reason::Learn => notes.push(format!("{name} is in learn mode: no rule allows this flow, it passes and is recorded")),
-        Reason::DenyQuarantine => notes.push(format!("{name} is quarantined and its quarantine policy does not allow this flow")),
-        Reason::DenySpoof => notes.push(format!("the source does not match {name}'s binding (MAC, VLAN, interface or address)")),
-        Reason::DenyUnknown => notes.push("the source is not a managed device and the site denies unknown devices".into()),
-        Reason::UnknownAudit => notes.push("the source is not a managed device; the site audits unknown devices".into()),
-        Reason::PassUnmanaged => notes.push("neither end is a managed device: lazaret does not judge this flow".into()),
-        Reason::DenyRogueDhcp => notes.push("DHCP server replies from device ports are always dropped".into()),
+        Reason::Learn => notes.push(format!(
+            "{name} is in learn mode: no rule allows this flow, it passes and is recorded"
+        )),
+        Reason::DenyQuarantine => notes.push(format!(
+            "{name} is quarantined and its quarantine policy does not allow this flow"
+        )),
+        Reason::DenySpoof => notes.push(format!(
+            "the source does not match {name}'s binding (MAC, VLAN, interface or address)"
+        )),
+        Reason::DenyUnknown => notes
+            .push("the source is not a managed device and the site denies unknown devices".into()),
+        Reason::UnknownAudit => {
+            notes.push("the source is not a managed device; the site audits unknown devices".into())
+        }
+        Reason::PassUnmanaged => {
+            notes.push("neither end is a managed device: lazaret does not judge this flow".into())
+        }
+        Reason::DenyRogueDhcp => {
+            notes.push("DHCP server replies from device ports are always dropped".into())
+        }
         _ => {}
     }
     let _ = policy;
@@ -416,12 +485,23 @@ impl Explanation {
                 Dir::DeviceInit => "opens the flow",
                 Dir::PeerInit => "accepts the flow",
             };
-            let q = if e.quarantine == "none" { String::new() } else { format!(" [quarantine: {}]", e.quarantine) };
+            let q = if e.quarantine == "none" {
+                String::new()
+            } else {
+                format!(" [quarantine: {}]", e.quarantine)
+            };
             match (&e.origin, e.rule) {
                 (Some(origin), Some(id)) => {
-                    let at = e.location.as_ref().map_or(String::new(), |l| format!(" at {l}"));
+                    let at = e
+                        .location
+                        .as_ref()
+                        .map_or(String::new(), |l| format!(" at {l}"));
                     let audit = if e.audit { ", audit" } else { "" };
-                    let _ = writeln!(out, "  {} {role}{q}: allowed by {origin} (rule #{id}{audit}){at}", e.device);
+                    let _ = writeln!(
+                        out,
+                        "  {} {role}{q}: allowed by {origin} (rule #{id}{audit}){at}",
+                        e.device
+                    );
                 }
                 _ => {
                     let _ = writeln!(out, "  {} {role}{q}: no matching rule", e.device);

@@ -11,7 +11,12 @@ use std::process::{Command, Stdio};
 pub fn is_revision(cwd: &Path, rev: &str) -> bool {
     Command::new("git")
         .current_dir(cwd)
-        .args(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -49,7 +54,9 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
     for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
         let entry = String::from_utf8_lossy(entry);
         // "<mode> <type> <object>\t<path>"
-        let Some((meta, file)) = entry.split_once('\t') else { continue };
+        let Some((meta, file)) = entry.split_once('\t') else {
+            continue;
+        };
         let mut parts = meta.split(' ');
         let (_, kind, object) = (parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
@@ -94,7 +101,8 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
             .position(|b| *b == b'\n')
             .map(|i| at + i)
             .ok_or(GitError::Protocol)?;
-        let header = String::from_utf8_lossy(data.get(at..header_end).unwrap_or_default()).to_string();
+        let header =
+            String::from_utf8_lossy(data.get(at..header_end).unwrap_or_default()).to_string();
         let size: usize = header
             .rsplit(' ')
             .next()
@@ -102,7 +110,8 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
             .ok_or(GitError::Protocol)?;
         let start = header_end + 1;
         let body = data.get(start..start + size).ok_or(GitError::Protocol)?;
-        let text = String::from_utf8(body.to_vec()).map_err(|_| GitError::NotUtf8(format!("{rev}:{name}")))?;
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| GitError::NotUtf8(format!("{rev}:{name}")))?;
         files.push(SourceFile::new(format!("{rev}:{name}"), text));
         at = start + size + 1;
     }

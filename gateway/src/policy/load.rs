@@ -207,7 +207,13 @@ fn merge(files: Vec<RawFile>, diags: &mut Diags) -> RawPolicy {
             }
         }
         insert_all(&mut out.roles, f.roles, |r| &r.name, NameKind::Role, diags);
-        insert_all(&mut out.classes, f.classes, |c| &c.name, NameKind::Class, diags);
+        insert_all(
+            &mut out.classes,
+            f.classes,
+            |c| &c.name,
+            NameKind::Class,
+            diags,
+        );
         insert_all(
             &mut out.workflows,
             f.workflows,

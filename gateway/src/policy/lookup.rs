@@ -12,11 +12,11 @@
 //! an audit one, then the lowest rule id. Every level is compiled with that winner, so the
 //! longest prefix the datapath finds always reports it. Pure.
 
+use super::compile::FxMap;
 use super::compile::{CompiledPolicy, Dir};
 use super::model::{PortRange, Proto};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lazaret_abi as abi;
-use super::compile::FxMap;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A stage-1 entry.
@@ -54,6 +54,9 @@ pub struct Lookup {
 /// What a peer class holds: (protocol, ports, rule, audit).
 type Item = (Proto, Option<PortRange>, u32, bool);
 
+/// A protocol's whole-protocol winner and its port ranges (inclusive, as u32).
+type ProtoItems = (Option<Rank>, Vec<(u32, u32, Rank)>);
+
 /// Rank of a matching rule: lower wins (enforce before audit, then lower rule id).
 type Rank = (bool, u32);
 
@@ -66,63 +69,81 @@ fn best(a: Option<Rank>, b: Option<Rank>) -> Option<Rank> {
 }
 
 pub fn build(policies: &[CompiledPolicy]) -> Lookup {
+    // Per policy, in parallel: every peer prefix and the contents of its class.
+    let per_policy = super::par::map(policies, contents);
+    // Sequential interning in policy order keeps class ids deterministic.
     let mut out = Lookup::default();
-    let mut classes: FxMap<Vec<Item>, u32> = FxMap::default();
-    for p in policies {
-        for dir in [Dir::DeviceInit, Dir::PeerInit] {
-            let mut by_prefix: BTreeMap<IpNet, Vec<Item>> = BTreeMap::new();
-            for e in p.entries.iter().filter(|e| e.dir == dir) {
-                by_prefix
-                    .entry(e.peer)
-                    .or_default()
-                    .push((e.proto, e.ports, e.rule, e.audit));
-            }
-            let lengths: BTreeSet<(bool, u8)> = by_prefix
-                .keys()
-                .map(|n| (matches!(n, IpNet::V6(_)), n.prefix_len()))
-                .collect();
-            for net in by_prefix.keys() {
-                let v6 = matches!(net, IpNet::V6(_));
-                let mut content: Vec<Item> = Vec::new();
-                for (_, len) in lengths
-                    .iter()
-                    .filter(|(f, l)| *f == v6 && *l <= net.prefix_len())
-                {
-                    if let Ok(anc) = IpNet::new(net.addr(), *len) {
-                        if let Some(items) = by_prefix.get(&anc.trunc()) {
-                            content.extend_from_slice(items);
-                        }
-                    }
-                }
-                content.sort_unstable();
-                content.dedup();
-                let next = classes.len() as u32;
-                let class = match classes.get(&content) {
-                    Some(c) => *c,
-                    None => {
-                        port_entries(next, &content, &mut out.ports);
-                        classes.insert(content, next);
-                        next
-                    }
-                };
-                match net {
-                    IpNet::V4(n) => out.peer4.push(PeerEntry {
-                        policy: p.id,
-                        dir: dir.abi(),
-                        net: *n,
-                        class,
-                    }),
-                    IpNet::V6(n) => out.peer6.push(PeerEntry {
-                        policy: p.id,
-                        dir: dir.abi(),
-                        net: *n,
-                        class,
-                    }),
-                }
+    let mut classes: FxMap<&[Item], u32> = FxMap::default();
+    let mut fresh: Vec<(u32, &[Item])> = Vec::new();
+    for (p, list) in policies.iter().zip(&per_policy) {
+        for (dir, net, content) in list {
+            let next = classes.len() as u32;
+            let class = *classes.entry(content.as_slice()).or_insert_with(|| {
+                fresh.push((next, content.as_slice()));
+                next
+            });
+            match net {
+                IpNet::V4(n) => out.peer4.push(PeerEntry {
+                    policy: p.id,
+                    dir: *dir,
+                    net: *n,
+                    class,
+                }),
+                IpNet::V6(n) => out.peer6.push(PeerEntry {
+                    policy: p.id,
+                    dir: *dir,
+                    net: *n,
+                    class,
+                }),
             }
         }
     }
     out.classes = classes.len();
+    out.ports = super::par::map(&fresh, |(id, items)| {
+        let mut v = Vec::new();
+        port_entries(*id, items, &mut v);
+        v
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    out
+}
+
+/// The peer prefixes of one policy, each with its class contents: the items of every entry
+/// whose prefix contains it.
+fn contents(p: &CompiledPolicy) -> Vec<(u8, IpNet, Vec<Item>)> {
+    let mut out = Vec::new();
+    for dir in [Dir::DeviceInit, Dir::PeerInit] {
+        let mut by_prefix: BTreeMap<IpNet, Vec<Item>> = BTreeMap::new();
+        for e in p.entries.iter().filter(|e| e.dir == dir) {
+            by_prefix
+                .entry(e.peer)
+                .or_default()
+                .push((e.proto, e.ports, e.rule, e.audit));
+        }
+        let lengths: BTreeSet<(bool, u8)> = by_prefix
+            .keys()
+            .map(|n| (matches!(n, IpNet::V6(_)), n.prefix_len()))
+            .collect();
+        for net in by_prefix.keys() {
+            let v6 = matches!(net, IpNet::V6(_));
+            let mut content: Vec<Item> = Vec::new();
+            for (_, len) in lengths
+                .iter()
+                .filter(|(f, l)| *f == v6 && *l <= net.prefix_len())
+            {
+                if let Ok(anc) = IpNet::new(net.addr(), *len) {
+                    if let Some(items) = by_prefix.get(&anc.trunc()) {
+                        content.extend_from_slice(items);
+                    }
+                }
+            }
+            content.sort_unstable();
+            content.dedup();
+            out.push((dir.abi(), *net, content));
+        }
+    }
     out
 }
 
@@ -151,13 +172,15 @@ fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
             flags: flags(r),
         });
     }
-    let mut by_proto: BTreeMap<u8, (Option<Rank>, Vec<(u32, u32, Rank)>)> = BTreeMap::new();
+    let mut by_proto: BTreeMap<u8, ProtoItems> = BTreeMap::new();
     for (proto, ports, rule, audit) in items {
         let Some(n) = proto.number() else { continue };
         let e = by_proto.entry(n).or_default();
         match ports {
             None => e.0 = best(e.0, Some((*audit, *rule))),
-            Some(r) => e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule))),
+            Some(r) => {
+                e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule)))
+            }
         }
     }
     for (proto, (whole, ranges)) in by_proto {
@@ -202,7 +225,9 @@ fn segments(ranges: &[(u32, u32, Rank)], fallback: Option<Rank>) -> Vec<(u32, u3
     let mut out: Vec<(u32, u32, Rank)> = Vec::new();
     let mut i = 0;
     while i < events.len() {
-        let Some(&(pos, _, _)) = events.get(i) else { break };
+        let Some(&(pos, _, _)) = events.get(i) else {
+            break;
+        };
         while let Some(&(p, start, rank)) = events.get(i) {
             if p != pos {
                 break;
@@ -217,7 +242,9 @@ fn segments(ranges: &[(u32, u32, Rank)], fallback: Option<Rank>) -> Vec<(u32, u3
             }
             i += 1;
         }
-        let Some(&(next, _, _)) = events.get(i) else { break };
+        let Some(&(next, _, _)) = events.get(i) else {
+            break;
+        };
         let winner = best(fallback, active.keys().next().copied());
         if let Some(w) = winner.filter(|w| Some(*w) != fallback) {
             match out.last_mut() {
@@ -232,7 +259,11 @@ fn segments(ranges: &[(u32, u32, Rank)], fallback: Option<Rank>) -> Vec<(u32, u3
 /// Splits `[lo, hi]` into maximal aligned power-of-two blocks: `emit(start, prefix bits)`.
 pub fn blocks(mut lo: u32, hi: u32, mut emit: impl FnMut(u16, u32)) {
     while lo <= hi {
-        let mut k = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        let mut k = if lo == 0 {
+            16
+        } else {
+            lo.trailing_zeros().min(16)
+        };
         while lo + (1 << k) - 1 > hi {
             k -= 1;
         }

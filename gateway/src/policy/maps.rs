@@ -68,22 +68,49 @@ impl Compiled {
             let r = DevRef { id: d.hash };
             let ifindex = match &d.interface {
                 None => IFINDEX_ANY,
-                Some(name) => *ifindexes.get(name).ok_or_else(|| MapError::UnknownInterface {
-                    device: d.id.clone(),
-                    interface: name.clone(),
-                })?,
+                Some(name) => *ifindexes
+                    .get(name)
+                    .ok_or_else(|| MapError::UnknownInterface {
+                        device: d.id.clone(),
+                        interface: name.clone(),
+                    })?,
             };
             if let Some(mac) = d.mac {
-                m.dev_mac.push((MacKey { slot, _pad: 0, mac: mac.0 }, r));
+                m.dev_mac.push((
+                    MacKey {
+                        slot,
+                        _pad: 0,
+                        mac: mac.0,
+                    },
+                    r,
+                ));
             }
             for a in &d.ipv4 {
-                m.dev_ip4.push((Ip4Key { slot, _pad: [0; 3], addr: a.octets() }, r));
+                m.dev_ip4.push((
+                    Ip4Key {
+                        slot,
+                        _pad: [0; 3],
+                        addr: a.octets(),
+                    },
+                    r,
+                ));
             }
             for a in &d.ipv6 {
-                m.dev_ip6.push((Ip6Key { slot, _pad: [0; 3], addr: a.octets() }, r));
+                m.dev_ip6.push((
+                    Ip6Key {
+                        slot,
+                        _pad: [0; 3],
+                        addr: a.octets(),
+                    },
+                    r,
+                ));
             }
             m.devices.push((
-                DevKey { slot, _pad: [0; 7], id: d.hash },
+                DevKey {
+                    slot,
+                    _pad: [0; 7],
+                    id: d.hash,
+                },
                 Device {
                     id: d.hash,
                     policy: d.policy,
@@ -136,7 +163,10 @@ impl Compiled {
                     port: e.port.to_be_bytes(),
                     _pad2: 0,
                 },
-                RuleRef { rule: e.rule, flags: e.flags },
+                RuleRef {
+                    rule: e.rule,
+                    flags: e.flags,
+                },
             ));
         }
         m.ifaces.sort_by_key(|e| e.0);

@@ -50,6 +50,7 @@ mod lookup;
 pub mod maps;
 pub mod model;
 pub mod naive;
+mod par;
 pub mod plan;
 pub mod raw;
 pub mod risk;
@@ -63,7 +64,9 @@ pub use classify::{
     classify, classify_indexed, judge_initiating, Decision, DeviceStates, EndTrace, FlowHint,
     IpDesc, MapIndex, PacketDesc, PacketKind,
 };
-pub use compile::{compile, Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats};
+pub use compile::{
+    compile, Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats,
+};
 pub use diag::{Diagnostic, NameKind, PolicyErrors, Problem, Severity};
 pub use maps::{MapContents, MapError};
 pub use model::{Date, Policy};
@@ -78,12 +81,8 @@ use std::sync::Arc;
 pub fn parse_sources(files: Vec<SourceFile>) -> Result<Policy, PolicyErrors> {
     let sources = Arc::new(Sources::new(files));
     let mut diags = Diags::default();
-    let t = std::time::Instant::now();
     let raw = load::parse(&sources, &mut diags);
-    eprintln!("TIMING parse {:?}", t.elapsed());
-    let t = std::time::Instant::now();
     let policy = raw.map(|raw| validate::validate(sources.clone(), raw, &mut diags));
-    eprintln!("TIMING validate {:?}", t.elapsed());
     diags.sort();
     match policy {
         Some(mut p) if !diags.has_errors() => {
@@ -105,12 +104,8 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
 /// Reads, parses, validates and compiles the policy directory `dir` (what a benchmark
 /// times and what the daemon runs on reload).
 pub fn load_and_compile(dir: &Path) -> Result<(Policy, Compiled), PolicyErrors> {
-    let t = std::time::Instant::now();
     let files = load::read_dir(dir)?;
-    eprintln!("TIMING read {:?}", t.elapsed());
     let policy = parse_sources(files)?;
-    let t = std::time::Instant::now();
     let compiled = compile(&policy)?;
-    eprintln!("TIMING compile {:?}", t.elapsed());
     Ok((policy, compiled))
 }

@@ -279,7 +279,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ALL: PortRange = PortRange { lo: 0, hi: u16::MAX };
+    pub const ALL: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     pub fn contains(self, port: u16) -> bool {
         self.lo <= port && port <= self.hi

@@ -54,7 +54,11 @@ pub fn evaluate(policy: &Policy, cx: &Context, pkt: &PacketDesc) -> NaiveDecisio
     let e = Eval { p: policy, cx };
     match &pkt.kind {
         PacketKind::Control => NaiveDecision::new(
-            if policy.site.l2_control { Reason::AllowControl } else { Reason::DenyEthertype },
+            if policy.site.l2_control {
+                Reason::AllowControl
+            } else {
+                Reason::DenyEthertype
+            },
             None,
         ),
         PacketKind::Arp { sha, spa, .. } => e.arp(pkt, sha, *spa),
@@ -68,7 +72,10 @@ impl<'p> Eval<'p> {
     }
 
     fn by_mac(&self, mac: &[u8; 6]) -> Option<&'p Device> {
-        self.p.devices.iter().find(|d| d.mac.is_some_and(|m| m.0 == *mac))
+        self.p
+            .devices
+            .iter()
+            .find(|d| d.mac.is_some_and(|m| m.0 == *mac))
     }
 
     fn bound_here(&self, d: &Device, pkt: &PacketDesc) -> bool {
@@ -107,7 +114,9 @@ impl<'p> Eval<'p> {
                     Err(NaiveDecision::new(Reason::DenySpoof, Some(d)))
                 }
             }
-            None if self.p.site.unknown_audit => Err(NaiveDecision::new(Reason::UnknownAudit, None)),
+            None if self.p.site.unknown_audit => {
+                Err(NaiveDecision::new(Reason::UnknownAudit, None))
+            }
             None => Err(NaiveDecision::new(Reason::DenyUnknown, None)),
         }
     }
@@ -120,7 +129,9 @@ impl<'p> Eval<'p> {
             return NaiveDecision::new(Reason::DenySpoof, self.by_mac(&pkt.src_mac));
         }
         match self.identify(pkt, IpAddr::V4(spa)) {
-            Ok(d) if self.p.site.essentials.neighbor => NaiveDecision::new(Reason::AllowNeighbor, Some(d)),
+            Ok(d) if self.p.site.essentials.neighbor => {
+                NaiveDecision::new(Reason::AllowNeighbor, Some(d))
+            }
             Ok(d) => NaiveDecision::new(Reason::DenyNoRule, Some(d)),
             Err(n) => n,
         }
@@ -151,7 +162,10 @@ impl<'p> Eval<'p> {
         if src.is_none() && dst.is_none() {
             return NaiveDecision::new(Reason::PassUnmanaged, None);
         }
-        if ip.proto == abi::PROTO_ICMPV6 && matches!(ip.icmp_type, 131 | 132 | 133 | 135 | 136 | 143) && pkt.side == abi::SIDE_DEVICES {
+        if ip.proto == abi::PROTO_ICMPV6
+            && matches!(ip.icmp_type, 131 | 132 | 133 | 135 | 136 | 143)
+            && pkt.side == abi::SIDE_DEVICES
+        {
             if let Some(d) = src {
                 if !self.p.site.essentials.neighbor {
                     return NaiveDecision::new(Reason::DenyNoRule, Some(d));
@@ -175,7 +189,12 @@ impl<'p> Eval<'p> {
         let mut audit = false;
         for (dev, dir, peer) in [(src, Dir::DeviceInit, ip.dst), (dst, Dir::PeerInit, ip.src)] {
             let Some(d) = dev else { continue };
-            let q = self.cx.quarantine.get(&d.id).copied().unwrap_or(abi::QUARANTINE_NONE);
+            let q = self
+                .cx
+                .quarantine
+                .get(&d.id)
+                .copied()
+                .unwrap_or(abi::QUARANTINE_NONE);
             match self.best(d, q, dir, peer, ip.proto, port) {
                 Some(c) => {
                     audit |= c.audit;
@@ -202,14 +221,26 @@ impl<'p> Eval<'p> {
             None => return NaiveDecision::new(Reason::PassUnmanaged, None),
         };
         NaiveDecision {
-            reason: if audit { Reason::Audit } else { Reason::AllowRule },
+            reason: if audit {
+                Reason::Audit
+            } else {
+                Reason::AllowRule
+            },
             device: Some(d.id.clone()),
             origin: Some(c.origin),
         }
     }
 
     /// The best rule of `d`'s effective policy for this flow, if any.
-    fn best(&self, d: &Device, q: u8, dir: Dir, peer: IpAddr, proto: u8, port: u16) -> Option<Candidate> {
+    fn best(
+        &self,
+        d: &Device,
+        q: u8,
+        dir: Dir,
+        peer: IpAddr,
+        proto: u8,
+        port: u16,
+    ) -> Option<Candidate> {
         let mut found: Vec<Candidate> = Vec::new();
         let fam = Family::of_addr(&peer);
         let isolated = q == abi::QUARANTINE_ISOLATE;
@@ -241,14 +272,20 @@ impl<'p> Eval<'p> {
                         hit |= self.rule_matches(r, &nets, peer, proto, port);
                     }
                     if managed.iter().any(|m| m.id == d.id) && r.initiator_dir() != dir {
-                        let nets: Vec<_> = ends.iter().flat_map(|e| e.addresses().map(host_net)).collect();
+                        let nets: Vec<_> = ends
+                            .iter()
+                            .flat_map(|e| e.addresses().map(host_net))
+                            .collect();
                         hit |= self.rule_matches(r, &nets, peer, proto, port);
                     }
                     if hit {
                         found.push(Candidate {
                             audit: wf.mode != Mode::Enforce,
                             order: (2, name.clone(), r.index),
-                            origin: Origin::Workflow { workflow: name.clone(), index: r.index },
+                            origin: Origin::Workflow {
+                                workflow: name.clone(),
+                                index: r.index,
+                            },
                         });
                     }
                 }
@@ -257,13 +294,28 @@ impl<'p> Eval<'p> {
         found.into_iter().min()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn essentials(&self, speaks: bool, fam: Family, dir: Dir, peer: IpAddr, proto: u8, port: u16, found: &mut Vec<Candidate>) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the flow being matched"
+    )]
+    fn essentials(
+        &self,
+        speaks: bool,
+        fam: Family,
+        dir: Dir,
+        peer: IpAddr,
+        proto: u8,
+        port: u16,
+        found: &mut Vec<Candidate>,
+    ) {
         if !speaks {
             return;
         }
         let e = &self.p.site.essentials;
-        let in_servers = |s: &Option<Vec<ipnet::IpNet>>| s.as_ref().is_some_and(|s| s.iter().any(|n| n.contains(&peer)));
+        let in_servers = |s: &Option<Vec<ipnet::IpNet>>| {
+            s.as_ref()
+                .is_some_and(|s| s.iter().any(|n| n.contains(&peer)))
+        };
         let mut hit = |order: u8, name: &'static str| {
             found.push(Candidate {
                 audit: false,
@@ -277,13 +329,19 @@ impl<'p> Eval<'p> {
                 Family::V6 => peer == IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2)),
             };
             let request_port = if fam == Family::V4 { 67 } else { 547 };
-            let to_server = dir == Dir::DeviceInit && port == request_port && (bcast || in_servers(&e.dhcp));
-            let reply = fam == Family::V4 && dir == Dir::PeerInit && port == 68 && in_servers(&e.dhcp);
+            let to_server =
+                dir == Dir::DeviceInit && port == request_port && (bcast || in_servers(&e.dhcp));
+            let reply =
+                fam == Family::V4 && dir == Dir::PeerInit && port == 68 && in_servers(&e.dhcp);
             if to_server || reply {
                 hit(0, "dhcp");
             }
         }
-        if dir == Dir::DeviceInit && port == 53 && (proto == abi::PROTO_UDP || proto == abi::PROTO_TCP) && in_servers(&e.dns) {
+        if dir == Dir::DeviceInit
+            && port == 53
+            && (proto == abi::PROTO_UDP || proto == abi::PROTO_TCP)
+            && in_servers(&e.dns)
+        {
             hit(1, "dns");
         }
         if dir == Dir::DeviceInit && port == 123 && proto == abi::PROTO_UDP && in_servers(&e.ntp) {
@@ -291,11 +349,20 @@ impl<'p> Eval<'p> {
         }
     }
 
-    fn rule_matches(&self, r: &Rule, nets: &[ipnet::IpNet], peer: IpAddr, proto: u8, port: u16) -> bool {
+    fn rule_matches(
+        &self,
+        r: &Rule,
+        nets: &[ipnet::IpNet],
+        peer: IpAddr,
+        proto: u8,
+        port: u16,
+    ) -> bool {
         let fam_ok = r.proto.family().is_none_or(|f| f == Family::of_addr(&peer));
         fam_ok
             && r.proto.matches(proto)
-            && r.ports.as_ref().is_none_or(|ps| ps.iter().any(|p| p.contains(port)))
+            && r.ports
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| p.contains(port)))
             && nets.iter().any(|n| n.contains(&peer))
     }
 
@@ -303,11 +370,17 @@ impl<'p> Eval<'p> {
         let mut out = Vec::new();
         for p in &r.peers {
             match p {
-                PeerSel::Role(n) => out.extend(self.p.roles.get(n).into_iter().flat_map(|r| r.addresses.iter().copied())),
+                PeerSel::Role(n) => out.extend(
+                    self.p
+                        .roles
+                        .get(n)
+                        .into_iter()
+                        .flat_map(|r| r.addresses.iter().copied()),
+                ),
                 PeerSel::Prefix(n) => out.push(*n),
                 PeerSel::Any => {
-                    out.push("0.0.0.0/0".parse().unwrap_or(ipnet::IpNet::V4(Default::default())));
-                    out.push("::/0".parse().unwrap_or(ipnet::IpNet::V6(Default::default())));
+                    out.push(ipnet::IpNet::V4(ipnet::Ipv4Net::default()));
+                    out.push(ipnet::IpNet::V6(ipnet::Ipv6Net::default()));
                 }
                 _ => {}
             }

@@ -62,7 +62,9 @@ type Flows = BTreeMap<Key, (Vec<(u32, u32)>, BTreeSet<u32>)>;
 fn flows(p: Option<&CompiledPolicy>) -> Flows {
     let mut out: Flows = BTreeMap::new();
     for e in p.into_iter().flat_map(|p| &p.entries) {
-        let (lo, hi) = e.ports.map_or((0, 65535), |r| (u32::from(r.lo), u32::from(r.hi)));
+        let (lo, hi) = e
+            .ports
+            .map_or((0, 65535), |r| (u32::from(r.lo), u32::from(r.hi)));
         let slot = out.entry((e.dir, e.peer, e.proto)).or_default();
         slot.0.push((lo, hi));
         slot.1.insert(e.rule);
@@ -142,31 +144,87 @@ fn inventory(old: &Device, new: &Device) -> Vec<FieldChange> {
     let mut out = Vec::new();
     let mut cmp = |field: &'static str, a: String, b: String| {
         if a != b {
-            out.push(FieldChange { field, old: a, new: b });
+            out.push(FieldChange {
+                field,
+                old: a,
+                new: b,
+            });
         }
     };
     let list = |v: Vec<String>| v.join(", ");
-    cmp("class", old.class.clone().unwrap_or_default(), new.class.clone().unwrap_or_default());
+    cmp(
+        "class",
+        old.class.clone().unwrap_or_default(),
+        new.class.clone().unwrap_or_default(),
+    );
     cmp("mode", old.mode.name().into(), new.mode.name().into());
-    cmp("mac", old.mac.map(|m| m.to_string()).unwrap_or_default(), new.mac.map(|m| m.to_string()).unwrap_or_default());
-    cmp("ipv4", list(old.ipv4.iter().map(|a| a.to_string()).collect()), list(new.ipv4.iter().map(|a| a.to_string()).collect()));
-    cmp("ipv6", list(old.ipv6.iter().map(|a| a.to_string()).collect()), list(new.ipv6.iter().map(|a| a.to_string()).collect()));
-    cmp("vlan", old.vlan.map_or("any".into(), |v| v.to_string()), new.vlan.map_or("any".into(), |v| v.to_string()));
-    cmp("interface", old.interface.clone().unwrap_or_default(), new.interface.clone().unwrap_or_default());
-    cmp("workflows", list(old.workflows.iter().cloned().collect()), list(new.workflows.iter().cloned().collect()));
-    cmp("quarantine action", old.quarantine.action.name().into(), new.quarantine.action.name().into());
+    cmp(
+        "mac",
+        old.mac.map(|m| m.to_string()).unwrap_or_default(),
+        new.mac.map(|m| m.to_string()).unwrap_or_default(),
+    );
+    cmp(
+        "ipv4",
+        list(old.ipv4.iter().map(|a| a.to_string()).collect()),
+        list(new.ipv4.iter().map(|a| a.to_string()).collect()),
+    );
+    cmp(
+        "ipv6",
+        list(old.ipv6.iter().map(|a| a.to_string()).collect()),
+        list(new.ipv6.iter().map(|a| a.to_string()).collect()),
+    );
+    cmp(
+        "vlan",
+        old.vlan.map_or("any".into(), |v| v.to_string()),
+        new.vlan.map_or("any".into(), |v| v.to_string()),
+    );
+    cmp(
+        "interface",
+        old.interface.clone().unwrap_or_default(),
+        new.interface.clone().unwrap_or_default(),
+    );
+    cmp(
+        "workflows",
+        list(old.workflows.iter().cloned().collect()),
+        list(new.workflows.iter().cloned().collect()),
+    );
+    cmp(
+        "quarantine action",
+        old.quarantine.action.name().into(),
+        new.quarantine.action.name().into(),
+    );
     let (a, b) = (&old.inventory, &new.inventory);
     cmp("vendor", a.vendor.clone(), b.vendor.clone());
     cmp("model", a.model.clone(), b.model.clone());
     cmp("serial", a.serial.clone(), b.serial.clone());
     cmp("firmware", a.firmware.clone(), b.firmware.clone());
-    cmp("last_patched", a.last_patched.map(|d| d.to_string()).unwrap_or_default(), b.last_patched.map(|d| d.to_string()).unwrap_or_default());
+    cmp(
+        "last_patched",
+        a.last_patched.map(|d| d.to_string()).unwrap_or_default(),
+        b.last_patched.map(|d| d.to_string()).unwrap_or_default(),
+    );
     cmp("location", a.location.clone(), b.location.clone());
     cmp("owner", a.owner.clone(), b.owner.clone());
-    cmp("life_critical", a.life_critical.to_string(), b.life_critical.to_string());
-    cmp("stores_phi", a.stores_phi.to_string(), b.stores_phi.to_string());
-    cmp("patient_connection", format!("{:?}", a.patient_connection).to_lowercase(), format!("{:?}", b.patient_connection).to_lowercase());
-    cmp("patchable", a.patchable.to_string(), b.patchable.to_string());
+    cmp(
+        "life_critical",
+        a.life_critical.to_string(),
+        b.life_critical.to_string(),
+    );
+    cmp(
+        "stores_phi",
+        a.stores_phi.to_string(),
+        b.stores_phi.to_string(),
+    );
+    cmp(
+        "patient_connection",
+        format!("{:?}", a.patient_connection).to_lowercase(),
+        format!("{:?}", b.patient_connection).to_lowercase(),
+    );
+    cmp(
+        "patchable",
+        a.patchable.to_string(),
+        b.patchable.to_string(),
+    );
     out
 }
 
@@ -233,7 +291,13 @@ fn flow_text(device: &str, f: &FlowChange) -> String {
         let ports: Vec<String> = f
             .ports
             .iter()
-            .map(|(l, h)| if l == h { l.to_string() } else { format!("{l}-{h}") })
+            .map(|(l, h)| {
+                if l == h {
+                    l.to_string()
+                } else {
+                    format!("{l}-{h}")
+                }
+            })
             .collect();
         format!("{}/{}", f.proto, ports.join(","))
     };
@@ -262,9 +326,16 @@ impl Plan {
                 Change::Removed => ("-", " removed: all its flows are denied"),
                 Change::Changed => ("~", ""),
             };
-            let class = d.class.as_ref().map_or(String::new(), |c| format!(" ({c})"));
+            let class = d
+                .class
+                .as_ref()
+                .map_or(String::new(), |c| format!(" ({c})"));
             let _ = writeln!(out, "{mark} {}{class}{note}", d.device);
-            let name = if d.device.starts_with('(') { "device" } else { d.device.as_str() };
+            let name = if d.device.starts_with('(') {
+                "device"
+            } else {
+                d.device.as_str()
+            };
             for f in &d.allowed {
                 let _ = writeln!(out, "    + allow {}", flow_text(name, f));
             }

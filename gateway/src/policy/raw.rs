@@ -169,7 +169,14 @@ const EVENT_KEYS: &[&str] = &["rate", "burst"];
 const ROLE_KEYS: &[&str] = &["description", "addresses"];
 const CLASS_KEYS: &[&str] = &["description", "workflows", "mode", "quarantine"];
 const WORKFLOW_KEYS: &[&str] = &["description", "mode", "essential", "rules"];
-const RULE_KEYS: &[&str] = &["device", "peer", "proto", "ports", "initiator", "description"];
+const RULE_KEYS: &[&str] = &[
+    "device",
+    "peer",
+    "proto",
+    "ports",
+    "initiator",
+    "description",
+];
 const QUARANTINE_RULE_KEYS: &[&str] = &["peer", "proto", "ports", "initiator", "description"];
 const DEVICE_KEYS: &[&str] = &[
     "id",
@@ -461,7 +468,9 @@ impl Cx<'_> {
                 let span = self.span(v.span());
                 let what = if t.what == "the top level" {
                     format!("[{key}]")
-                } else if let Some(inner) = t.what.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
+                } else if let Some(inner) =
+                    t.what.strip_prefix('[').and_then(|w| w.strip_suffix(']'))
+                {
                     format!("[{inner}.{key}]")
                 } else {
                     format!("`{key}` of {}", t.what)

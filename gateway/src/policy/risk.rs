@@ -51,13 +51,21 @@ pub fn score(inv: &Inventory, today: i64) -> Risk {
             }
         }
     }
-    let score = factors.iter().map(|(_, p)| u32::from(*p)).sum::<u32>().min(100) as u8;
+    let score = factors
+        .iter()
+        .map(|(_, p)| u32::from(*p))
+        .sum::<u32>()
+        .min(100) as u8;
     let band = match score {
         70.. => "high",
         40.. => "medium",
         _ => "low",
     };
-    Risk { score, band, factors }
+    Risk {
+        score,
+        band,
+        factors,
+    }
 }
 
 #[cfg(test)]
@@ -66,7 +74,12 @@ mod tests {
     use crate::policy::model::Date;
 
     fn day(y: i32, m: u8, d: u8) -> i64 {
-        Date { year: y, month: m, day: d }.days()
+        Date {
+            year: y,
+            month: m,
+            day: d,
+        }
+        .days()
     }
 
     #[test]
@@ -76,14 +89,22 @@ mod tests {
             patient_connection: PatientConnection::Direct,
             stores_phi: true,
             patchable: false,
-            last_patched: Some(Date { year: 2019, month: 1, day: 1 }),
+            last_patched: Some(Date {
+                year: 2019,
+                month: 1,
+                day: 1,
+            }),
             ..Inventory::default()
         };
         assert_eq!(score(&worst, day(2025, 6, 1)).score, 100);
         assert_eq!(score(&worst, day(2025, 6, 1)).band, "high");
         let clean = Inventory {
             patchable: true,
-            last_patched: Some(Date { year: 2025, month: 5, day: 1 }),
+            last_patched: Some(Date {
+                year: 2025,
+                month: 5,
+                day: 1,
+            }),
             ..Inventory::default()
         };
         assert_eq!(score(&clean, day(2025, 6, 1)).score, 0);
@@ -93,7 +114,11 @@ mod tests {
     fn patch_age_is_relative_to_the_given_day() {
         let inv = Inventory {
             patchable: true,
-            last_patched: Some(Date { year: 2024, month: 1, day: 10 }),
+            last_patched: Some(Date {
+                year: 2024,
+                month: 1,
+                day: 10,
+            }),
             ..Inventory::default()
         };
         assert_eq!(score(&inv, day(2024, 6, 1)).score, 0);
@@ -104,10 +129,22 @@ mod tests {
     #[test]
     fn dates_round_trip_through_day_counts() {
         for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2024, 12, 31), (2100, 3, 1)] {
-            let date = Date { year: y, month: m, day: d };
+            let date = Date {
+                year: y,
+                month: m,
+                day: d,
+            };
             assert_eq!(Date::from_days(date.days()), date);
         }
-        assert_eq!(Date { year: 1970, month: 1, day: 2 }.days(), 1);
+        assert_eq!(
+            Date {
+                year: 1970,
+                month: 1,
+                day: 2
+            }
+            .days(),
+            1
+        );
         assert!("2023-02-29".parse::<Date>().is_err());
         assert!("2024-02-29".parse::<Date>().is_ok());
     }

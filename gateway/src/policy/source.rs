@@ -86,11 +86,15 @@ impl Sources {
     }
 
     pub fn name(&self, file: u32) -> &str {
-        self.files.get(file as usize).map_or("<unknown>", |f| f.name.as_str())
+        self.files
+            .get(file as usize)
+            .map_or("<unknown>", |f| f.name.as_str())
     }
 
     fn text(&self, file: u32) -> &str {
-        self.files.get(file as usize).map_or("", |f| f.text.as_str())
+        self.files
+            .get(file as usize)
+            .map_or("", |f| f.text.as_str())
     }
 
     /// The position of the start of `span`.

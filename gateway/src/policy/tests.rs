@@ -58,7 +58,11 @@ pub fn parse(files: &[(&str, &str)]) -> Result<Policy, PolicyErrors> {
 
 /// BASE + PUMP + `extra` (as a third file).
 pub fn with(extra: &str) -> Result<Policy, PolicyErrors> {
-    parse(&[("base.toml", BASE), ("pump.toml", PUMP), ("extra.toml", extra)])
+    parse(&[
+        ("base.toml", BASE),
+        ("pump.toml", PUMP),
+        ("extra.toml", extra),
+    ])
 }
 
 /// Parse and compile; every error of either stage.

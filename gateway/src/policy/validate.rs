@@ -5,7 +5,7 @@
 use super::diag::{did_you_mean, nearest, Diagnostic, Diags, NameKind, Problem};
 use super::load::RawPolicy;
 use super::model::*;
-use super::raw::{NumOrText, RawDevice, RawQuarantine, RawRule, Sp};
+use super::raw::{NumOrText, RawDevice, RawQuarantine, RawRule, RawWorkflow, Sp};
 use super::source::{Sources, Span};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,7 @@ const MAX_NAME: usize = 64;
 /// only if `diags` has no errors.
 pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Policy {
     let mut v = Validator {
-        diags,
+        diags: Dd::Borrowed(diags),
         names: Names::default(),
         used_roles: BTreeSet::new(),
         named_devices: BTreeSet::new(),
@@ -91,26 +91,34 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         );
     }
 
+    // Workflows hold most of a big policy's rules and validate independently: in parallel,
+    // one chunk per core, merged back in name order.
+    let list: Vec<(&String, &RawWorkflow)> = raw.workflows.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = list.len().div_ceil(threads).max(512);
+    let parts: Vec<ChunkResult> = if list.len() <= chunk {
+        vec![v.fork().workflows(&list)]
+    } else {
+        let parent = &v;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = list
+                .chunks(chunk)
+                .map(|c| s.spawn(move || parent.fork().workflows(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
     let mut workflows = BTreeMap::new();
-    for (name, w) in &raw.workflows {
-        v.check_name(NameKind::Workflow, &w.name);
-        let rules = w
-            .rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| v.rule(r, i + 1, false))
-            .collect();
-        workflows.insert(
-            name.clone(),
-            Workflow {
-                name: name.clone(),
-                description: text(&w.description),
-                mode: w.mode.as_ref().and_then(|m| v.mode(m)).unwrap_or_default(),
-                essential: w.essential.as_ref().is_some_and(|e| e.v),
-                rules,
-                span: w.name.span,
-            },
-        );
+    for part in parts {
+        v.diags.items.extend(part.diags.items);
+        v.used_roles.extend(part.used_roles);
+        v.named_devices.extend(part.named_devices);
+        for w in part.workflows {
+            workflows.insert(w.name.clone(), w);
+        }
     }
     site.quarantine_allow = raw
         .site
@@ -157,7 +165,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Names {
     roles: BTreeSet<String>,
     classes: BTreeSet<String>,
@@ -166,13 +174,46 @@ struct Names {
     interfaces: BTreeSet<String>,
 }
 
+/// What validating a chunk of workflows found.
+struct ChunkResult {
+    workflows: Vec<Workflow>,
+    diags: Diags,
+    used_roles: BTreeSet<String>,
+    named_devices: BTreeSet<String>,
+}
+
 struct Validator<'d> {
-    diags: &'d mut Diags,
+    diags: Dd<'d>,
     names: Names,
     used_roles: BTreeSet<String>,
     /// Devices a rule names with `device:ID` (they have a policy without class or workflow).
     named_devices: BTreeSet<String>,
     ports: BTreeMap<String, u16>,
+}
+
+/// The validator's diagnostics: the caller's, or a forked validator's own.
+enum Dd<'d> {
+    Borrowed(&'d mut Diags),
+    Owned(Diags),
+}
+
+impl std::ops::Deref for Dd<'_> {
+    type Target = Diags;
+    fn deref(&self) -> &Diags {
+        match self {
+            Dd::Borrowed(d) => d,
+            Dd::Owned(d) => d,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Dd<'_> {
+    fn deref_mut(&mut self) -> &mut Diags {
+        match self {
+            Dd::Borrowed(d) => d,
+            Dd::Owned(d) => d,
+        }
+    }
 }
 
 fn text(s: &Option<Sp<String>>) -> String {
@@ -220,6 +261,52 @@ pub fn parse_net(text: &str) -> Result<IpNet, Problem> {
 }
 
 impl Validator<'_> {
+    /// A validator with the same names and its own findings, for another thread.
+    fn fork(&self) -> Validator<'static> {
+        Validator {
+            diags: Dd::Owned(Diags::default()),
+            names: self.names.clone(),
+            used_roles: BTreeSet::new(),
+            named_devices: BTreeSet::new(),
+            ports: self.ports.clone(),
+        }
+    }
+
+    fn workflows(mut self, list: &[(&String, &RawWorkflow)]) -> ChunkResult {
+        let mut out = Vec::with_capacity(list.len());
+        for (name, w) in list {
+            self.check_name(NameKind::Workflow, &w.name);
+            let rules = w
+                .rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| self.rule(r, i + 1, false))
+                .collect();
+            out.push(Workflow {
+                name: (*name).clone(),
+                description: text(&w.description),
+                mode: w
+                    .mode
+                    .as_ref()
+                    .and_then(|m| self.mode(m))
+                    .unwrap_or_default(),
+                essential: w.essential.as_ref().is_some_and(|e| e.v),
+                rules,
+                span: w.name.span,
+            });
+        }
+        let diags = match self.diags {
+            Dd::Owned(d) => d,
+            Dd::Borrowed(d) => std::mem::take(d),
+        };
+        ChunkResult {
+            workflows: out,
+            diags,
+            used_roles: self.used_roles,
+            named_devices: self.named_devices,
+        }
+    }
+
     fn names_of(&self, kind: NameKind) -> &BTreeSet<String> {
         match kind {
             NameKind::Role => &self.names.roles,
@@ -282,7 +369,12 @@ impl Validator<'_> {
         );
     }
 
-    fn choice<T: Copy>(&mut self, key: &str, value: &Sp<String>, options: &[(&str, T)]) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        value: &Sp<String>,
+        options: &[(&str, T)],
+    ) -> Option<T> {
         if let Some((_, t)) = options.iter().find(|(n, _)| *n == value.v) {
             return Some(*t);
         }
@@ -308,7 +400,9 @@ impl Validator<'_> {
             Ok(n) => Some(n),
             Err(p) => {
                 let hint = match &p {
-                    Problem::HostBits { network, .. } => Some(format!("did you mean \"{network}\"?")),
+                    Problem::HostBits { network, .. } => {
+                        Some(format!("did you mean \"{network}\"?"))
+                    }
                     _ => None,
                 };
                 self.diags.push(Diagnostic::at(p, s.span).maybe_hint(hint));
@@ -320,12 +414,20 @@ impl Validator<'_> {
     fn duration(&mut self, s: &Sp<String>) -> Option<u64> {
         let d = parse_duration(&s.v);
         if d.is_none() {
-            self.diags.err(Problem::BadDuration { text: s.v.clone() }, s.span);
+            self.diags
+                .err(Problem::BadDuration { text: s.v.clone() }, s.span);
         }
         d
     }
 
-    fn ranged(&mut self, key: &str, n: &Sp<i64>, lo: i64, hi: i64, expected: &'static str) -> Option<i64> {
+    fn ranged(
+        &mut self,
+        key: &str,
+        n: &Sp<i64>,
+        lo: i64,
+        hi: i64,
+        expected: &'static str,
+    ) -> Option<i64> {
         if (lo..=hi).contains(&n.v) {
             Some(n.v)
         } else {
@@ -384,7 +486,8 @@ impl Validator<'_> {
         }
         if let Some(u) = &s.unknown_devices {
             site.unknown_audit =
-                self.choice("unknown_devices", u, &[("deny", false), ("audit", true)]) == Some(true);
+                self.choice("unknown_devices", u, &[("deny", false), ("audit", true)])
+                    == Some(true);
         }
         site.l2_control = s.l2_control.as_ref().is_some_and(|b| b.v);
         let mut ok = true;
@@ -443,7 +546,9 @@ impl Validator<'_> {
         let q = &s.quarantine.defaults;
         let d = &mut site.quarantine_defaults;
         if let Some(n) = &q.after {
-            d.after = self.ranged("after", n, 1, i64::from(u32::MAX), "1 or more").map_or(d.after, |n| n as u32);
+            d.after = self
+                .ranged("after", n, 1, i64::from(u32::MAX), "1 or more")
+                .map_or(d.after, |n| n as u32);
         }
         if let Some(w) = &q.within {
             d.within_s = self.duration(w).unwrap_or(d.within_s);
@@ -455,10 +560,14 @@ impl Validator<'_> {
             d.action = self.action(a).unwrap_or(d.action);
         }
         if let Some(r) = &s.event_rate {
-            site.event_rate = self.ranged("rate", r, 1, 1_000_000, "1-1000000").map_or(site.event_rate, |n| n as u32);
+            site.event_rate = self
+                .ranged("rate", r, 1, 1_000_000, "1-1000000")
+                .map_or(site.event_rate, |n| n as u32);
         }
         if let Some(b) = &s.event_burst {
-            site.event_burst = self.ranged("burst", b, 1, 1_000_000, "1-1000000").map_or(site.event_burst, |n| n as u32);
+            site.event_burst = self
+                .ranged("burst", b, 1, 1_000_000, "1-1000000")
+                .map_or(site.event_burst, |n| n as u32);
         }
         (site, ok)
     }
@@ -475,10 +584,19 @@ impl Validator<'_> {
         )
     }
 
-    fn essentials(&mut self, raw: &RawPolicy, roles: &BTreeMap<String, Role>, site_span: Span) -> Essentials {
+    fn essentials(
+        &mut self,
+        raw: &RawPolicy,
+        roles: &BTreeMap<String, Role>,
+        site_span: Span,
+    ) -> Essentials {
         let e = raw.site.as_ref().map(|s| &s.essentials);
         let on = |b: Option<&Option<Sp<bool>>>| b.and_then(|b| b.as_ref()).is_none_or(|b| b.v);
-        let servers = |this: &mut Self, enabled: bool, key: &str, list: Option<&Vec<Sp<String>>>, default_role: &str| {
+        let servers = |this: &mut Self,
+                       enabled: bool,
+                       key: &str,
+                       list: Option<&Vec<Sp<String>>>,
+                       default_role: &str| {
             if !enabled {
                 return None;
             }
@@ -511,9 +629,27 @@ impl Validator<'_> {
             Some(out)
         };
         Essentials {
-            dhcp: servers(self, on(e.map(|e| &e.dhcp)), "dhcp", e.and_then(|e| e.dhcp_servers.as_ref()), "dhcp"),
-            dns: servers(self, on(e.map(|e| &e.dns)), "dns", e.and_then(|e| e.dns_servers.as_ref()), "dns"),
-            ntp: servers(self, on(e.map(|e| &e.ntp)), "ntp", e.and_then(|e| e.ntp_servers.as_ref()), "ntp"),
+            dhcp: servers(
+                self,
+                on(e.map(|e| &e.dhcp)),
+                "dhcp",
+                e.and_then(|e| e.dhcp_servers.as_ref()),
+                "dhcp",
+            ),
+            dns: servers(
+                self,
+                on(e.map(|e| &e.dns)),
+                "dns",
+                e.and_then(|e| e.dns_servers.as_ref()),
+                "dns",
+            ),
+            ntp: servers(
+                self,
+                on(e.map(|e| &e.ntp)),
+                "ntp",
+                e.and_then(|e| e.ntp_servers.as_ref()),
+                "ntp",
+            ),
             neighbor: on(e.map(|e| &e.neighbor)),
         }
     }
@@ -521,7 +657,10 @@ impl Validator<'_> {
     /// A server selector of the essentials: a role or a prefix.
     fn server(&mut self, s: &Sp<String>, roles: &BTreeMap<String, Role>) -> Vec<IpNet> {
         match self.peer_sel(s, false) {
-            Some(PeerSel::Role(r)) => roles.get(&r).map(|r| r.addresses.clone()).unwrap_or_default(),
+            Some(PeerSel::Role(r)) => roles
+                .get(&r)
+                .map(|r| r.addresses.clone())
+                .unwrap_or_default(),
             Some(PeerSel::Prefix(p)) => vec![p],
             Some(PeerSel::Any) => vec![
                 IpNet::V4(ipnet::Ipv4Net::default()),
@@ -571,7 +710,11 @@ impl Validator<'_> {
             Err(p) => {
                 // `rol:x` or `clas:x` is a misspelt selector, not an address.
                 if let Some((word, _)) = t.split_once(':') {
-                    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic()) && word.parse::<IpAddr>().is_err() && !is_hex_group(word) {
+                    if !word.is_empty()
+                        && word.chars().all(|c| c.is_ascii_alphabetic())
+                        && word.parse::<IpAddr>().is_err()
+                        && !is_hex_group(word)
+                    {
                         let rest = t.split_once(':').map_or("", |(_, r)| r);
                         let hint = nearest(word, ["role", "class", "device"])
                             .map(|k| format!("did you mean \"{k}:{rest}\"?"));
@@ -589,7 +732,9 @@ impl Validator<'_> {
                     }
                 }
                 let hint = match &p {
-                    Problem::HostBits { network, .. } => Some(format!("did you mean \"{network}\"?")),
+                    Problem::HostBits { network, .. } => {
+                        Some(format!("did you mean \"{network}\"?"))
+                    }
                     _ => None,
                 };
                 self.diags.push(Diagnostic::at(p, s.span).maybe_hint(hint));
@@ -601,7 +746,9 @@ impl Validator<'_> {
     fn end_sel(&mut self, s: &Sp<String>) -> Option<EndSel> {
         let t = s.v.trim();
         if let Some(name) = t.strip_prefix("class:") {
-            return self.known_str(NameKind::Class, name, s.span).then(|| EndSel::Class(name.to_string()));
+            return self
+                .known_str(NameKind::Class, name, s.span)
+                .then(|| EndSel::Class(name.to_string()));
         }
         if let Some(name) = t.strip_prefix("device:") {
             if self.known_str(NameKind::Device, name, s.span) {
@@ -610,14 +757,16 @@ impl Validator<'_> {
             }
             return None;
         }
-        self.diags.err(Problem::BadEnd { text: s.v.clone() }, s.span);
+        self.diags
+            .err(Problem::BadEnd { text: s.v.clone() }, s.span);
         None
     }
 
     fn proto(&mut self, p: &Sp<NumOrText>) -> Option<Proto> {
         let bad = |this: &mut Self, text: String| {
             let hint = did_you_mean(&text, ["tcp", "udp", "icmp", "icmpv6", "any"]);
-            this.diags.push(Diagnostic::at(Problem::BadProto { text }, p.span).maybe_hint(hint));
+            this.diags
+                .push(Diagnostic::at(Problem::BadProto { text }, p.span).maybe_hint(hint));
             None
         };
         match &p.v {
@@ -643,7 +792,8 @@ impl Validator<'_> {
         match u16::try_from(n.v) {
             Ok(p) => Some(p),
             Err(_) => {
-                self.diags.err(Problem::PortOutOfRange { value: n.v }, n.span);
+                self.diags
+                    .err(Problem::PortOutOfRange { value: n.v }, n.span);
                 None
             }
         }
@@ -668,10 +818,17 @@ impl Validator<'_> {
                             },
                             span,
                         )
-                        .maybe_hint(hint.or_else(|| Some("define it under [site.ports]".to_string()))),
+                        .maybe_hint(
+                            hint.or_else(|| Some("define it under [site.ports]".to_string())),
+                        ),
                     );
                 } else {
-                    self.diags.err(Problem::BadPort { text: t.to_string() }, span);
+                    self.diags.err(
+                        Problem::BadPort {
+                            text: t.to_string(),
+                        },
+                        span,
+                    );
                 }
                 None
             }
@@ -680,9 +837,20 @@ impl Validator<'_> {
 
     fn port_range(&mut self, p: &Sp<NumOrText>) -> Option<PortRange> {
         match &p.v {
-            NumOrText::Num(n) => self.port_number(&Sp { v: *n, span: p.span }).map(|x| PortRange { lo: x, hi: x }),
+            NumOrText::Num(n) => self
+                .port_number(&Sp {
+                    v: *n,
+                    span: p.span,
+                })
+                .map(|x| PortRange { lo: x, hi: x }),
             NumOrText::Text(t) => match t.split_once('-') {
-                Some((a, b)) if !a.trim().is_empty() && a.trim().chars().all(|c| c.is_ascii_digit()) => {
+                Some((a, b))
+                    if !a.trim().is_empty() && a.trim().chars().all(|c| c.is_ascii_digit()) =>
+                {
+                    if !b.trim().chars().all(|c| c.is_ascii_digit()) || b.trim().is_empty() {
+                        self.diags.err(Problem::BadPort { text: t.clone() }, p.span);
+                        return None;
+                    }
                     let lo = self.port_text(a, p.span)?;
                     let hi = self.port_text(b, p.span)?;
                     if lo > hi {
@@ -694,7 +862,9 @@ impl Validator<'_> {
                     }
                     Some(PortRange { lo, hi })
                 }
-                _ => self.port_text(t, p.span).map(|x| PortRange { lo: x, hi: x }),
+                _ => self
+                    .port_text(t, p.span)
+                    .map(|x| PortRange { lo: x, hi: x }),
             },
         }
     }
@@ -702,7 +872,11 @@ impl Validator<'_> {
     /// A workflow rule, or an `allow` entry of the quarantine profile (`quarantine`).
     fn rule(&mut self, r: &RawRule, index: usize, quarantine: bool) -> Option<Rule> {
         let mut ok = true;
-        let what = if quarantine { "a quarantine allow entry" } else { "a rule" };
+        let what = if quarantine {
+            "a quarantine allow entry"
+        } else {
+            "a rule"
+        };
         let ends = match &r.device {
             Some(list) if !quarantine => {
                 let mut out = Vec::new();
@@ -748,7 +922,9 @@ impl Validator<'_> {
                         },
                         r.span,
                     )
-                    .hint("write proto = \"tcp\", \"udp\", \"icmp\", \"icmpv6\", \"any\" or a number"),
+                    .hint(
+                        "write proto = \"tcp\", \"udp\", \"icmp\", \"icmpv6\", \"any\" or a number",
+                    ),
                 );
                 None
             }
@@ -812,16 +988,28 @@ impl Validator<'_> {
 
     fn quarantine_partial(&mut self, q: &RawQuarantine) -> QuarantinePartial {
         QuarantinePartial {
-            after: q.after.as_ref().and_then(|n| self.ranged("after", n, 1, i64::from(u32::MAX), "1 or more")).map(|n| n as u32),
+            after: q
+                .after
+                .as_ref()
+                .and_then(|n| self.ranged("after", n, 1, i64::from(u32::MAX), "1 or more"))
+                .map(|n| n as u32),
             within_s: q.within.as_ref().and_then(|w| self.duration(w)),
-            action: q.action.as_ref().and_then(|a| self.action(a).map(|x| (x, a.span))),
+            action: q
+                .action
+                .as_ref()
+                .and_then(|a| self.action(a).map(|x| (x, a.span))),
             ttl_s: q.ttl.as_ref().and_then(|t| self.duration(t)),
         }
     }
 
     // === Devices ===
 
-    fn devices(&mut self, raw: &[RawDevice], site: &Site, classes: &BTreeMap<String, Class>) -> Vec<Device> {
+    fn devices(
+        &mut self,
+        raw: &[RawDevice],
+        site: &Site,
+        classes: &BTreeMap<String, Class>,
+    ) -> Vec<Device> {
         let mut out: Vec<Device> = Vec::with_capacity(raw.len());
         let mut ids: BTreeMap<&str, Span> = BTreeMap::new();
         for d in raw {
@@ -859,8 +1047,18 @@ impl Validator<'_> {
         out
     }
 
-    fn device(&mut self, d: &RawDevice, id: &Sp<String>, site: &Site, classes: &BTreeMap<String, Class>) -> Option<Device> {
-        let class = d.class.as_ref().filter(|c| self.known(NameKind::Class, c)).map(|c| c.v.clone());
+    fn device(
+        &mut self,
+        d: &RawDevice,
+        id: &Sp<String>,
+        site: &Site,
+        classes: &BTreeMap<String, Class>,
+    ) -> Option<Device> {
+        let class = d
+            .class
+            .as_ref()
+            .filter(|c| self.known(NameKind::Class, c))
+            .map(|c| c.v.clone());
         let class_def = class.as_ref().and_then(|c| classes.get(c));
         let mac = d.mac.as_ref().and_then(|m| match m.v.parse::<Mac>() {
             Ok(mac) => Some(mac),
@@ -888,7 +1086,10 @@ impl Validator<'_> {
                             },
                             a.span,
                         )
-                        .hint(format!("move it to `{}`", if key == "ipv4" { "ipv6" } else { "ipv4" })),
+                        .hint(format!(
+                            "move it to `{}`",
+                            if key == "ipv4" { "ipv6" } else { "ipv4" }
+                        )),
                     ),
                     Err(_) => self.diags.push(
                         Diagnostic::at(Problem::BadAddress { text: a.v.clone() }, a.span)
@@ -901,10 +1102,21 @@ impl Validator<'_> {
         ipv4.dedup();
         ipv6.sort();
         ipv6.dedup();
-        if mac.is_none() && d.mac.is_none() && ipv4.is_empty() && ipv6.is_empty() && d.ipv4.is_empty() && d.ipv6.is_empty() {
+        if mac.is_none()
+            && d.mac.is_none()
+            && ipv4.is_empty()
+            && ipv6.is_empty()
+            && d.ipv4.is_empty()
+            && d.ipv6.is_empty()
+        {
             self.diags.push(
-                Diagnostic::at(Problem::NoIdentity { device: id.v.clone() }, id.span)
-                    .hint("give it a `mac`, an `ipv4` or an `ipv6` address"),
+                Diagnostic::at(
+                    Problem::NoIdentity {
+                        device: id.v.clone(),
+                    },
+                    id.span,
+                )
+                .hint("give it a `mac`, an `ipv4` or an `ipv6` address"),
             );
         }
         let vlan = d.vlan.as_ref().and_then(|v| {
@@ -931,7 +1143,10 @@ impl Validator<'_> {
                 return None;
             }
             if !iface.networks.is_empty() {
-                let addrs = ipv4.iter().map(|a| IpAddr::V4(*a)).chain(ipv6.iter().map(|a| IpAddr::V6(*a)));
+                let addrs = ipv4
+                    .iter()
+                    .map(|a| IpAddr::V4(*a))
+                    .chain(ipv6.iter().map(|a| IpAddr::V6(*a)));
                 for a in addrs {
                     if !iface.networks.iter().any(|n| n.contains(&a)) {
                         self.diags.push(
@@ -950,13 +1165,17 @@ impl Validator<'_> {
             }
             Some(i.v.clone())
         });
-        let last_patched = d.last_patched.as_ref().and_then(|t| match t.v.parse::<Date>() {
-            Ok(date) => Some(date),
-            Err(()) => {
-                self.diags.err(Problem::BadDate { text: t.v.clone() }, t.span);
-                None
-            }
-        });
+        let last_patched = d
+            .last_patched
+            .as_ref()
+            .and_then(|t| match t.v.parse::<Date>() {
+                Ok(date) => Some(date),
+                Err(()) => {
+                    self.diags
+                        .err(Problem::BadDate { text: t.v.clone() }, t.span);
+                    None
+                }
+            });
         let patient_connection = d
             .patient_connection
             .as_ref()
@@ -987,8 +1206,12 @@ impl Validator<'_> {
             notes: text(&d.notes),
         };
         let own_mode = d.mode.as_ref().and_then(|m| self.mode(m));
-        let mode = own_mode.or(class_def.and_then(|c| c.mode)).unwrap_or_default();
-        let mut workflows: BTreeSet<String> = class_def.map(|c| c.workflows.iter().cloned().collect()).unwrap_or_default();
+        let mode = own_mode
+            .or(class_def.and_then(|c| c.mode))
+            .unwrap_or_default();
+        let mut workflows: BTreeSet<String> = class_def
+            .map(|c| c.workflows.iter().cloned().collect())
+            .unwrap_or_default();
         for w in &d.workflows {
             if self.known(NameKind::Workflow, w) {
                 workflows.insert(w.v.clone());
@@ -1018,14 +1241,26 @@ impl Validator<'_> {
         }
         let quarantine = QuarantineSettings {
             after: own_q.after.or(class_q.after).unwrap_or(defaults.after),
-            within_s: own_q.within_s.or(class_q.within_s).unwrap_or(defaults.within_s),
+            within_s: own_q
+                .within_s
+                .or(class_q.within_s)
+                .unwrap_or(defaults.within_s),
             action,
             ttl_s: own_q.ttl_s.or(class_q.ttl_s).unwrap_or(defaults.ttl_s),
         };
-        if class.is_none() && workflows.is_empty() && d.class.is_none() && !self.named_devices.contains(&id.v) {
+        if class.is_none()
+            && workflows.is_empty()
+            && d.class.is_none()
+            && !self.named_devices.contains(&id.v)
+        {
             self.diags.push(
-                Diagnostic::at(Problem::DeviceWithoutPolicy { device: id.v.clone() }, id.span)
-                    .hint("give it a `class` or `workflows`"),
+                Diagnostic::at(
+                    Problem::DeviceWithoutPolicy {
+                        device: id.v.clone(),
+                    },
+                    id.span,
+                )
+                .hint("give it a `class` or `workflows`"),
             );
         }
         Some(Device {

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 fn ifx(c: &Compiled) -> BTreeMap<String, u32> {
-    c.interfaces.iter().enumerate().map(|(i, f)| (f.name.clone(), 10 + i as u32)).collect()
+    c.interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.clone(), 10 + i as u32))
+        .collect()
 }
 
 fn example_files() -> Vec<SourceFile> {
@@ -22,18 +26,32 @@ fn output_does_not_depend_on_file_order() {
     reversed.reverse();
     let a = compile(&parse_sources(files).unwrap()).unwrap();
     let b = compile(&parse_sources(reversed).unwrap()).unwrap();
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
     let ix = ifx(&a);
-    assert_eq!(a.map_contents(1, 7, &ix).unwrap(), b.map_contents(1, 7, &ix).unwrap());
+    assert_eq!(
+        a.map_contents(1, 7, &ix).unwrap(),
+        b.map_contents(1, 7, &ix).unwrap()
+    );
 }
 
 #[test]
 fn identical_devices_share_one_policy() {
     let mut devices = String::new();
     for i in 0..300 {
-        devices.push_str(&format!("[[devices]]\nid = \"pump-{i:03}\"\nclass = \"pump\"\nipv4 = \"10.20.{}.{}\"\n", i / 200, 10 + i % 200));
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"pump-{i:03}\"\nclass = \"pump\"\nipv4 = \"10.20.{}.{}\"\n",
+            i / 200,
+            10 + i % 200
+        ));
     }
-    let (_, c) = build(&[("base.toml", &BASE.replace("10.20.0.0/24", "10.20.0.0/22")), ("d.toml", &devices)]).unwrap();
+    let (_, c) = build(&[
+        ("base.toml", &BASE.replace("10.20.0.0/24", "10.20.0.0/22")),
+        ("d.toml", &devices),
+    ])
+    .unwrap();
     let policies: std::collections::BTreeSet<u32> = c.devices.iter().map(|d| d.policy).collect();
     assert_eq!(policies.len(), 1);
     // The quarantine policy, the pumps' policy and their restrict policy (essentials only).
@@ -49,17 +67,29 @@ fn map_contents_encode_identity_as_the_abi_says() {
     assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR);
     let cab = c.device("cab-01").unwrap();
     let (_, dev) = m.devices.iter().find(|(k, _)| k.id == cab.hash).unwrap();
-    assert_eq!(dev.flags, abi::DEV_F_HAS_MAC | abi::DEV_F_NO_IP4 | abi::DEV_F_NO_IP6);
+    assert_eq!(
+        dev.flags,
+        abi::DEV_F_HAS_MAC | abi::DEV_F_NO_IP4 | abi::DEV_F_NO_IP6
+    );
     assert_eq!(dev.vlan, 20);
     assert_eq!(dev.ifindex, ix["icu0"]);
     assert_eq!(dev.id, abi::device_id_hash(b"cab-01"));
     let pump = c.device("pump-icu-01").unwrap();
     let (_, dev) = m.devices.iter().find(|(k, _)| k.id == pump.hash).unwrap();
-    assert_eq!(dev.flags, abi::DEV_F_HAS_MAC | abi::DEV_F_LIFE_CRITICAL | abi::DEV_F_NO_IP6);
+    assert_eq!(
+        dev.flags,
+        abi::DEV_F_HAS_MAC | abi::DEV_F_LIFE_CRITICAL | abi::DEV_F_NO_IP6
+    );
     assert!(m.dev_ip4.iter().all(|(k, _)| k.slot == 1));
-    assert!(m.peer4.iter().all(|(len, k, _)| k.slot == 1 && *len >= abi::PEER_KEY_FIXED_BITS));
+    assert!(m
+        .peer4
+        .iter()
+        .all(|(len, k, _)| k.slot == 1 && *len >= abi::PEER_KEY_FIXED_BITS));
     // Sorted by key.
-    assert!(m.ports.windows(2).all(|w| (w[0].1, w[0].0) <= (w[1].1, w[1].0)));
+    assert!(m
+        .ports
+        .windows(2)
+        .all(|w| (w[0].1, w[0].0) <= (w[1].1, w[1].0)));
     let counts: usize = m.counts().iter().map(|(_, n)| n).sum();
     assert!(counts > 0);
 }
@@ -77,7 +107,10 @@ fn a_named_interface_needs_an_ifindex() {
     let (_, c) = example();
     let err = c.map_contents(0, 1, &BTreeMap::new()).unwrap_err();
     assert!(matches!(err, MapError::UnknownInterface { .. }));
-    assert_eq!(c.map_contents(2, 1, &ifx(&c)).unwrap_err(), MapError::BadSlot(2));
+    assert_eq!(
+        c.map_contents(2, 1, &ifx(&c)).unwrap_err(),
+        MapError::BadSlot(2)
+    );
 }
 
 fn tcp(src: &str, dst: &str, dport: u16) -> PacketDesc {
@@ -123,7 +156,10 @@ rules = [{ device = "class:pump", peer = "10.10.3.10", proto = "tcp", ports = [1
     assert_eq!(origin(&at(151)), "workflow `a-trial`, rule 1");
     assert_eq!(at(201).reason, lazaret_abi::Reason::DenyNoRule);
     // Another source inside the /16 only has the audit rule.
-    assert_eq!(classify(&m, &st, &tcp("10.10.7.7", "10.20.0.11", 150)).reason, lazaret_abi::Reason::Audit);
+    assert_eq!(
+        classify(&m, &st, &tcp("10.10.7.7", "10.20.0.11", 150)).reason,
+        lazaret_abi::Reason::Audit
+    );
 }
 
 #[test]
@@ -138,4 +174,58 @@ fn rule_ids_are_dense_and_traceable() {
     let loc = r.location.as_ref().unwrap();
     assert!(loc.file.ends_with("workflows/infusion.toml"), "{loc}");
     let _ = IpAddr::from([0, 0, 0, 0]);
+}
+
+#[test]
+fn flow_hints_follow_the_datapath() {
+    let (_, c) = build(&[("base.toml", BASE), ("pump.toml", PUMP)]).unwrap();
+    let m = c.map_contents(0, 1, &BTreeMap::new()).unwrap();
+    let ix = MapIndex::new(&m);
+    let st = DeviceStates::default();
+    let mut syn = tcp("10.20.0.11", "10.10.3.10", 443);
+    syn.side = abi::SIDE_DEVICES;
+    syn.src_mac = [0x00, 0x1a, 0x2b, 0, 0, 1];
+    assert_eq!(
+        classify_indexed(&ix, &st, &syn).reason,
+        lazaret_abi::Reason::AllowRule
+    );
+    // The server's SYN-ACK without a flow entry: not initiating, no flow.
+    let mut reply = tcp("10.10.3.10", "10.20.0.11", 40000);
+    if let PacketKind::Ip(ip) = &mut reply.kind {
+        ip.sport = 443;
+        ip.tcp_flags = 0x12;
+    }
+    assert_eq!(
+        classify_indexed(&ix, &st, &reply).reason,
+        lazaret_abi::Reason::DenyNoFlow
+    );
+    reply.flow = FlowHint::Current { rule: 3 };
+    let d = classify_indexed(&ix, &st, &reply);
+    assert_eq!(
+        (d.reason, d.rule),
+        (lazaret_abi::Reason::AllowFlow, Some(3))
+    );
+    // A stale flow is re-judged in its initiating direction: the pump opened it.
+    reply.flow = FlowHint::Stale {
+        initiator_is_src: false,
+    };
+    assert_eq!(
+        classify_indexed(&ix, &st, &reply).reason,
+        lazaret_abi::Reason::AllowFlow
+    );
+    let mut q = DeviceStates::default();
+    q.set_quarantine(abi::device_id_hash(b"pump-1"), abi::QUARANTINE_ISOLATE);
+    assert_eq!(
+        classify_indexed(&ix, &q, &reply).reason,
+        lazaret_abi::Reason::DenyQuarantine
+    );
+    // judge_initiating ignores the flow state and the initiating test.
+    assert_eq!(
+        judge_initiating(&ix, &st, &syn).reason,
+        lazaret_abi::Reason::AllowRule
+    );
+    assert_eq!(
+        c.classify(&BTreeMap::new(), &st, &syn).unwrap().reason,
+        lazaret_abi::Reason::AllowRule
+    );
 }

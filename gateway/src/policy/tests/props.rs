@@ -17,7 +17,10 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
     fn below(&mut self, n: usize) -> usize {
@@ -31,40 +34,105 @@ impl Rng {
     }
 }
 
-const ROLE_ADDRS: &[&str] = &["10.10.0.1", "10.10.0.2", "10.10.0.0/29", "10.10.0.0/16", "10.20.0.0/24", "fd00:10::1", "fd00:10::/64", "fd00:20::/64"];
-const PORTS: &[&str] = &["53", "67", "68", "123", "547", "80", "443", "\"100-200\"", "\"150-160\"", "\"1024-65535\""];
-const PROTOS: &[&str] = &["\"tcp\"", "\"udp\"", "\"icmp\"", "\"icmpv6\"", "\"any\"", "47"];
+const ROLE_ADDRS: &[&str] = &[
+    "10.10.0.1",
+    "10.10.0.2",
+    "10.10.0.0/29",
+    "10.10.0.0/16",
+    "10.20.0.0/24",
+    "fd00:10::1",
+    "fd00:10::/64",
+    "fd00:20::/64",
+];
+const PORTS: &[&str] = &[
+    "53",
+    "67",
+    "68",
+    "123",
+    "547",
+    "80",
+    "443",
+    "\"100-200\"",
+    "\"150-160\"",
+    "\"1024-65535\"",
+];
+const PROTOS: &[&str] = &[
+    "\"tcp\"",
+    "\"udp\"",
+    "\"icmp\"",
+    "\"icmpv6\"",
+    "\"any\"",
+    "47",
+];
 const MODES: &[&str] = &["enforce", "audit", "learn"];
 const DEVICES: usize = 5;
 
 /// A random policy as TOML text.
 fn policy_text(r: &mut Rng) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "[site]\nname = \"prop\"\nunknown_devices = \"{}\"\nl2_control = {}", if r.coin(30) { "audit" } else { "deny" }, r.coin(50));
+    let _ = writeln!(
+        s,
+        "[site]\nname = \"prop\"\nunknown_devices = \"{}\"\nl2_control = {}",
+        if r.coin(30) { "audit" } else { "deny" },
+        r.coin(50)
+    );
     s.push_str("[site.interfaces.dev0]\nside = \"devices\"\nnetworks = [\"10.20.0.0/24\", \"fd00:20::/64\"]\n");
-    s.push_str("[site.interfaces.dev1]\nside = \"devices\"\n[site.interfaces.up0]\nside = \"upstream\"\n");
-    let _ = writeln!(s, "[site.essentials]\ndhcp = {}\ndns = {}\nntp = {}\nneighbor = {}", r.coin(70), r.coin(70), r.coin(70), r.coin(70));
+    s.push_str(
+        "[site.interfaces.dev1]\nside = \"devices\"\n[site.interfaces.up0]\nside = \"upstream\"\n",
+    );
+    let _ = writeln!(
+        s,
+        "[site.essentials]\ndhcp = {}\ndns = {}\nntp = {}\nneighbor = {}",
+        r.coin(70),
+        r.coin(70),
+        r.coin(70),
+        r.coin(70)
+    );
     if r.coin(50) {
-        let _ = writeln!(s, "[site.quarantine]\nallow = [{{ peer = \"role:r0\", proto = {}, initiator = \"{}\" }}]", if r.coin(50) { "\"tcp\", ports = [443]" } else { "\"udp\"" }, if r.coin(50) { "device" } else { "peer" });
+        let _ = writeln!(
+            s,
+            "[site.quarantine]\nallow = [{{ peer = \"role:r0\", proto = {}, initiator = \"{}\" }}]",
+            if r.coin(50) {
+                "\"tcp\", ports = [443]"
+            } else {
+                "\"udp\""
+            },
+            if r.coin(50) { "device" } else { "peer" }
+        );
     }
     for name in ["dhcp", "dns", "ntp"] {
-        let _ = writeln!(s, "[roles.{name}]\naddresses = [\"{}\"]", r.pick(&ROLE_ADDRS[..2]));
+        let _ = writeln!(
+            s,
+            "[roles.{name}]\naddresses = [\"{}\"]",
+            r.pick(&ROLE_ADDRS[..2])
+        );
     }
     for i in 0..3 {
-        let n = 1 + r.below(2);
-        let addrs: Vec<String> = (0..n).map(|_| format!("\"{}\"", r.pick(ROLE_ADDRS))).collect();
+        // An IPv4 address or prefix, often an IPv6 one too: rules then reach every device.
+        let mut addrs = vec![format!("\"{}\"", r.pick(&ROLE_ADDRS[..5]))];
+        if r.coin(60) {
+            addrs.push(format!("\"{}\"", r.pick(&ROLE_ADDRS[5..])));
+        }
         let _ = writeln!(s, "[roles.r{i}]\naddresses = [{}]", addrs.join(", "));
     }
     let workflows = 1 + r.below(3);
     for c in 0..2 {
-        let wfs: Vec<String> = (0..workflows).filter(|_| r.coin(60)).map(|w| format!("\"w{w}\"")).collect();
+        let wfs: Vec<String> = (0..workflows)
+            .filter(|_| r.coin(60))
+            .map(|w| format!("\"w{w}\""))
+            .collect();
         let _ = writeln!(s, "[classes.c{c}]\nworkflows = [{}]", wfs.join(", "));
         if r.coin(30) {
             let _ = writeln!(s, "mode = \"{}\"", r.pick(MODES));
         }
     }
     for w in 0..workflows {
-        let _ = writeln!(s, "[workflows.w{w}]\nmode = \"{}\"\nessential = {}", if r.coin(20) { r.pick(MODES) } else { "enforce" }, r.coin(50));
+        let _ = writeln!(
+            s,
+            "[workflows.w{w}]\nmode = \"{}\"\nessential = {}",
+            if r.coin(20) { r.pick(MODES) } else { "enforce" },
+            r.coin(50)
+        );
         for _ in 0..1 + r.below(4) {
             s.push_str("[[workflows.w");
             let _ = writeln!(s, "{w}.rules]]");
@@ -77,18 +145,33 @@ fn policy_text(r: &mut Rng) -> String {
                     let _ = writeln!(s, "device = \"device:d{}\"", r.below(DEVICES));
                 }
                 _ => {
-                    let _ = writeln!(s, "device = [\"class:c{}\", \"device:d{}\"]", r.below(2), r.below(DEVICES));
+                    let _ = writeln!(
+                        s,
+                        "device = [\"class:c{}\", \"device:d{}\"]",
+                        r.below(2),
+                        r.below(DEVICES)
+                    );
                 }
             }
             let peer = match r.below(6) {
                 0 => format!("\"class:c{}\"", r.below(2)),
                 1 => format!("\"device:d{}\"", r.below(DEVICES)),
                 2 => "\"any\"".to_string(),
-                3 => format!("\"{}\"", r.pick(ROLE_ADDRS)),
+                3 => format!("\"{}\"", r.pick(&ROLE_ADDRS[..5])),
                 _ => format!("\"role:r{}\"", r.below(3)),
             };
             let proto = *r.pick(PROTOS);
-            let _ = writeln!(s, "peer = {peer}\nproto = {proto}\ninitiator = \"{}\"", if r.coin(70) { "device" } else { "peer" });
+            // ICMP flavours exist in one family only: give them a peer of every family.
+            let peer = if proto.starts_with("\"icmp") {
+                "\"any\"".to_string()
+            } else {
+                peer
+            };
+            let _ = writeln!(
+                s,
+                "peer = {peer}\nproto = {proto}\ninitiator = \"{}\"",
+                if r.coin(70) { "device" } else { "peer" }
+            );
             if (proto == "\"tcp\"" || proto == "\"udp\"") && r.coin(70) {
                 let ports: Vec<&str> = (0..1 + r.below(2)).map(|_| *r.pick(PORTS)).collect();
                 let _ = writeln!(s, "ports = [{}]", ports.join(", "));
@@ -100,8 +183,8 @@ fn policy_text(r: &mut Rng) -> String {
         if r.coin(80) {
             let _ = writeln!(s, "class = \"c{}\"", r.below(2));
         }
-        let v4 = r.coin(70);
-        let v6 = r.coin(40);
+        let v4 = r.coin(75);
+        let v6 = v4 && r.coin(40);
         let mac = r.coin(70) || (!v4 && !v6);
         if mac {
             let _ = writeln!(s, "mac = \"02:00:00:00:00:{:02x}\"", d + 1);
@@ -128,27 +211,79 @@ fn policy_text(r: &mut Rng) -> String {
     s
 }
 
-const HOSTS: &[&str] = &["10.20.0.1", "10.20.0.2", "10.20.0.3", "10.20.0.4", "10.20.0.5", "10.20.0.99", "10.10.0.1", "10.10.0.2", "10.10.0.5", "10.10.3.3", "255.255.255.255", "0.0.0.0", "192.0.2.1"];
-const HOSTS6: &[&str] = &["fd00:20::1", "fd00:20::2", "fd00:20::3", "fd00:20::4", "fd00:20::5", "fd00:10::1", "fd00:10::9", "ff02::1:2", "fe80::1", "::", "2001:db8::1"];
+const HOSTS: &[&str] = &[
+    "10.20.0.1",
+    "10.20.0.2",
+    "10.20.0.3",
+    "10.20.0.4",
+    "10.20.0.5",
+    "10.20.0.99",
+    "10.10.0.1",
+    "10.10.0.2",
+    "10.10.0.5",
+    "10.10.3.3",
+    "255.255.255.255",
+    "0.0.0.0",
+    "192.0.2.1",
+];
+const HOSTS6: &[&str] = &[
+    "fd00:20::1",
+    "fd00:20::2",
+    "fd00:20::3",
+    "fd00:20::4",
+    "fd00:20::5",
+    "fd00:10::1",
+    "fd00:10::9",
+    "ff02::1:2",
+    "fe80::1",
+    "::",
+    "2001:db8::1",
+];
 
 fn packet(r: &mut Rng) -> PacketDesc {
-    let side = if r.coin(60) { abi::SIDE_DEVICES } else { abi::SIDE_UPSTREAM };
+    let side = if r.coin(60) {
+        abi::SIDE_DEVICES
+    } else {
+        abi::SIDE_UPSTREAM
+    };
     let mac_last = r.below(DEVICES + 2) as u8 + 1;
     let src_mac = [2, 0, 0, 0, 0, mac_last];
     let v4 = r.coin(60);
-    let host = |r: &mut Rng| -> IpAddr { if v4 { r.pick(HOSTS).parse().unwrap() } else { r.pick(HOSTS6).parse().unwrap() } };
+    let host = |r: &mut Rng| -> IpAddr {
+        if v4 {
+            r.pick(HOSTS).parse().unwrap()
+        } else {
+            r.pick(HOSTS6).parse().unwrap()
+        }
+    };
     let kind = match r.below(20) {
         0 => PacketKind::Control,
         1 | 2 => {
-            let sha = if r.coin(85) { src_mac } else { [2, 0, 0, 0, 0, 9] };
+            let sha = if r.coin(85) {
+                src_mac
+            } else {
+                [2, 0, 0, 0, 0, 9]
+            };
             let spa = match r.pick(HOSTS).parse::<IpAddr>().unwrap() {
                 IpAddr::V4(a) => a,
                 IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
             };
-            PacketKind::Arp { sha, spa, tpa: "10.20.0.254".parse().unwrap() }
+            PacketKind::Arp {
+                sha,
+                spa,
+                tpa: "10.20.0.254".parse().unwrap(),
+            }
         }
         _ => {
-            let proto = *r.pick(&[abi::PROTO_TCP, abi::PROTO_TCP, abi::PROTO_UDP, abi::PROTO_UDP, abi::PROTO_ICMP, abi::PROTO_ICMPV6, 47]);
+            let proto = *r.pick(&[
+                abi::PROTO_TCP,
+                abi::PROTO_TCP,
+                abi::PROTO_UDP,
+                abi::PROTO_UDP,
+                abi::PROTO_ICMP,
+                abi::PROTO_ICMPV6,
+                47,
+            ]);
             let port = |r: &mut Rng| *r.pick(&[53u16, 67, 68, 123, 547, 80, 150, 443, 40000]);
             let (sport, dport) = (port(r), port(r));
             PacketKind::Ip(IpDesc {
@@ -183,13 +318,24 @@ fn check_seed(seed: u64) -> Result<(), TestCaseError> {
     let Ok(compiled) = compile(&policy) else {
         return Ok(());
     };
-    let ifindexes: BTreeMap<String, u32> = [("dev0", 1), ("dev1", 2), ("up0", 3)].into_iter().map(|(n, i)| (n.to_string(), i)).collect();
+    let ifindexes: BTreeMap<String, u32> = [("dev0", 1), ("dev1", 2), ("up0", 3)]
+        .into_iter()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
     let maps = compiled.map_contents(1, 9, &ifindexes).unwrap();
     let index = MapIndex::new(&maps);
-    let mut cx = Context { ifindexes, quarantine: BTreeMap::new() };
+    let mut cx = Context {
+        ifindexes,
+        quarantine: BTreeMap::new(),
+    };
     let mut states = DeviceStates::default();
     for d in &compiled.devices {
-        let q = *r.pick(&[abi::QUARANTINE_NONE, abi::QUARANTINE_NONE, abi::QUARANTINE_RESTRICT, abi::QUARANTINE_ISOLATE]);
+        let q = *r.pick(&[
+            abi::QUARANTINE_NONE,
+            abi::QUARANTINE_NONE,
+            abi::QUARANTINE_RESTRICT,
+            abi::QUARANTINE_ISOLATE,
+        ]);
         cx.quarantine.insert(d.id.clone(), q);
         states.set_quarantine(d.hash, q);
     }
@@ -197,12 +343,22 @@ fn check_seed(seed: u64) -> Result<(), TestCaseError> {
         let pkt = packet(&mut r);
         let got = classify_indexed(&index, &states, &pkt);
         let want = evaluate(&policy, &cx, &pkt);
-        let got_dev = got.device.and_then(|h| compiled.device_by_hash(h)).map(|d| d.id.clone());
+        let got_dev = got
+            .device
+            .and_then(|h| compiled.device_by_hash(h))
+            .map(|d| d.id.clone());
         let got_origin = match got.reason {
-            Reason::AllowRule | Reason::Audit => got.rule.and_then(|id| compiled.rule(id)).map(|r| r.origin.clone()),
+            Reason::AllowRule | Reason::Audit => got
+                .rule
+                .and_then(|id| compiled.rule(id))
+                .map(|r| r.origin.clone()),
             _ => None,
         };
-        let context = || format!("seed {seed}\npacket {pkt:#?}\nclassify {got:?}\nnaive {want:?}\npolicy:\n{text}");
+        let context = || {
+            format!(
+                "seed {seed}\npacket {pkt:#?}\nclassify {got:?}\nnaive {want:?}\npolicy:\n{text}"
+            )
+        };
         prop_assert_eq!(got.reason, want.reason, "{}", context());
         prop_assert_eq!(&got_dev, &want.device, "{}", context());
         prop_assert_eq!(&got_origin, &want.origin, "{}", context());
@@ -241,8 +397,13 @@ fn the_generator_makes_mostly_valid_policies() {
     let valid = (0..100u64)
         .filter(|s| {
             let text = policy_text(&mut Rng(*s));
-            parse(&[("p.toml", &text)]).ok().is_some_and(|p| compile(&p).is_ok())
+            parse(&[("p.toml", &text)])
+                .ok()
+                .is_some_and(|p| compile(&p).is_ok())
         })
         .count();
-    assert!(valid >= 50, "only {valid} of 100 generated policies compile");
+    assert!(
+        valid >= 50,
+        "only {valid} of 100 generated policies compile"
+    );
 }

@@ -55,7 +55,10 @@ fn unknown_keys_everywhere_are_all_reported() {
 
 #[test]
 fn wrong_types_are_errors() {
-    assert!(matches!(one("[roles.x]\naddresses = 5\n"), Problem::WrongType { .. }));
+    assert!(matches!(
+        one("[roles.x]\naddresses = 5\n"),
+        Problem::WrongType { .. }
+    ));
 }
 
 #[test]
@@ -77,15 +80,36 @@ fn dangling_names_suggest_the_nearest_definition() {
         }
     );
     assert_eq!(d.hint.as_deref(), Some("did you mean \"pump-server\"?"));
-    assert!(matches!(one("[classes.c]\nworkflows = [\"synk\"]\n"), Problem::UnknownName { kind: NameKind::Workflow, .. }));
-    assert!(matches!(one("[[devices]]\nid = \"d\"\nipv4 = \"10.20.0.5\"\nclass = \"pmp\"\n"), Problem::UnknownName { kind: NameKind::Class, .. }));
+    assert!(matches!(
+        one("[classes.c]\nworkflows = [\"synk\"]\n"),
+        Problem::UnknownName {
+            kind: NameKind::Workflow,
+            ..
+        }
+    ));
+    assert!(matches!(
+        one("[[devices]]\nid = \"d\"\nipv4 = \"10.20.0.5\"\nclass = \"pmp\"\n"),
+        Problem::UnknownName {
+            kind: NameKind::Class,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn names_defined_twice_cite_both_places() {
-    let e = parse(&[("base.toml", BASE), ("b.toml", "[roles.pump-server]\naddresses = [\"10.10.3.11\"]\n")]).unwrap_err();
+    let e = parse(&[
+        ("base.toml", BASE),
+        (
+            "b.toml",
+            "[roles.pump-server]\naddresses = [\"10.10.3.11\"]\n",
+        ),
+    ])
+    .unwrap_err();
     let d = e.errors().next().unwrap();
-    assert!(matches!(&d.problem, Problem::DuplicateName { kind: NameKind::Role, name } if name == "pump-server"));
+    assert!(
+        matches!(&d.problem, Problem::DuplicateName { kind: NameKind::Role, name } if name == "pump-server")
+    );
     assert_eq!(d.notes.len(), 1);
     assert_eq!(e.sources.name(d.notes[0].span.file), "base.toml");
     assert_eq!(e.sources.name(d.span.unwrap().file), "b.toml");
@@ -93,14 +117,20 @@ fn names_defined_twice_cite_both_places() {
 
 #[test]
 fn site_is_required_and_unique() {
-    assert!(matches!(one("[site]\nname = \"again\"\n"), Problem::DuplicateSite));
+    assert!(matches!(
+        one("[site]\nname = \"again\"\n"),
+        Problem::DuplicateSite
+    ));
     let e = parse(&[("a.toml", "[roles.x]\naddresses = [\"10.0.0.1\"]\n")]).unwrap_err();
     assert!(e.problems().contains(&&Problem::NoSite));
 }
 
 #[test]
 fn addresses_must_parse_and_prefixes_be_canonical() {
-    assert!(matches!(one("[roles.x]\naddresses = [\"10.0.0.300\"]\n"), Problem::BadAddress { .. }));
+    assert!(matches!(
+        one("[roles.x]\naddresses = [\"10.0.0.300\"]\n"),
+        Problem::BadAddress { .. }
+    ));
     let d = diag("[roles.x]\naddresses = [\"10.10.2.5/24\"]\n");
     assert!(matches!(&d.problem, Problem::HostBits { network, .. } if network == "10.10.2.0/24"));
     assert_eq!(d.hint.as_deref(), Some("did you mean \"10.10.2.0/24\"?"));
@@ -112,39 +142,78 @@ fn rule(r: &str) -> String {
 
 #[test]
 fn ports_are_checked() {
-    assert_eq!(one(&rule("peer = \"any\", proto = \"tcp\", ports = [70000]")), Problem::PortOutOfRange { value: 70000 });
-    assert_eq!(one(&rule("peer = \"any\", proto = \"tcp\", ports = [\"200-100\"]")), Problem::ReversedPortRange { lo: 200, hi: 100 });
-    assert!(matches!(one(&rule("peer = \"any\", proto = \"tcp\", ports = [\"hl8\"]")), Problem::UnknownName { kind: NameKind::Port, .. }));
-    assert!(matches!(one(&rule("peer = \"any\", proto = \"icmp\", ports = [1]")), Problem::PortsWithoutPortProtocol { .. }));
-    assert!(matches!(one(&rule("peer = \"any\", proto = \"tcp\", ports = [\"1-x\"]")), Problem::BadPort { .. }));
+    assert_eq!(
+        one(&rule("peer = \"any\", proto = \"tcp\", ports = [70000]")),
+        Problem::PortOutOfRange { value: 70000 }
+    );
+    assert_eq!(
+        one(&rule(
+            "peer = \"any\", proto = \"tcp\", ports = [\"200-100\"]"
+        )),
+        Problem::ReversedPortRange { lo: 200, hi: 100 }
+    );
+    assert!(matches!(
+        one(&rule("peer = \"any\", proto = \"tcp\", ports = [\"hl8\"]")),
+        Problem::UnknownName {
+            kind: NameKind::Port,
+            ..
+        }
+    ));
+    assert!(matches!(
+        one(&rule("peer = \"any\", proto = \"icmp\", ports = [1]")),
+        Problem::PortsWithoutPortProtocol { .. }
+    ));
+    assert!(matches!(
+        one(&rule("peer = \"any\", proto = \"tcp\", ports = [\"1-x\"]")),
+        Problem::BadPort { .. }
+    ));
     // Named site ports and ranges are fine.
-    assert_eq!(errs(&rule("peer = \"any\", proto = \"tcp\", ports = [\"hl7\", \"100-200\"]")), vec![]);
+    assert_eq!(
+        errs(&rule(
+            "peer = \"any\", proto = \"tcp\", ports = [\"hl7\", \"100-200\"]"
+        )),
+        vec![]
+    );
 }
 
 #[test]
 fn protocols_are_checked() {
-    assert!(matches!(one(&rule("peer = \"any\", proto = \"tpc\"")), Problem::BadProto { .. }));
-    assert!(matches!(one(&rule("peer = \"any\", proto = 300")), Problem::BadProto { .. }));
-    assert!(matches!(one(&rule("peer = \"any\"")), Problem::MissingKey { key: "proto", .. }));
+    assert!(matches!(
+        one(&rule("peer = \"any\", proto = \"tpc\"")),
+        Problem::BadProto { .. }
+    ));
+    assert!(matches!(
+        one(&rule("peer = \"any\", proto = 300")),
+        Problem::BadProto { .. }
+    ));
+    assert!(matches!(
+        one(&rule("peer = \"any\"")),
+        Problem::MissingKey { key: "proto", .. }
+    ));
 }
 
 #[test]
 fn selectors_are_checked() {
     let d = diag(&rule("peer = \"rol:pump-server\", proto = \"tcp\""));
     assert!(matches!(d.problem, Problem::BadSelector { .. }));
-    assert_eq!(d.hint.as_deref(), Some("did you mean \"role:pump-server\"?"));
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("did you mean \"role:pump-server\"?")
+    );
     assert!(matches!(one("[workflows.w]\nrules = [{ device = \"role:pump-server\", peer = \"any\", proto = \"tcp\" }]\n"), Problem::BadEnd { .. }));
-    assert!(matches!(
-        one("[site.quarantine]\nallow = [{ peer = \"class:pump\", proto = \"tcp\" }]\n"),
-        Problem::ManagedPeerInQuarantine { .. } | Problem::DuplicateSite
-    ));
 }
 
 #[test]
 fn quarantine_profile_cannot_name_managed_devices() {
-    let site = BASE.replace("[site.ports]", "[site.quarantine]\nallow = [{ peer = \"class:pump\", proto = \"tcp\" }]\n[site.ports]");
+    let site = BASE.replace(
+        "[site.ports]",
+        "[site.quarantine]\nallow = [{ peer = \"class:pump\", proto = \"tcp\" }]\n[site.ports]",
+    );
     let e = parse(&[("base.toml", &site), ("pump.toml", PUMP)]).unwrap_err();
-    assert!(matches!(e.problems()[..], [Problem::ManagedPeerInQuarantine { .. }]));
+    assert!(matches!(
+        e.problems()[..],
+        [Problem::ManagedPeerInQuarantine { .. }]
+    ));
 }
 
 fn device(body: &str) -> String {
@@ -155,25 +224,78 @@ fn device(body: &str) -> String {
 fn device_identity_is_checked() {
     let d = diag(&device("mac = \"00:1a:2b:3c:4d\""));
     assert!(matches!(d.problem, Problem::BadMac { .. }));
-    assert!(matches!(one(&device("ipv4 = \"fd00:20::5\"")), Problem::WrongFamily { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.0/24\"")), Problem::BadAddress { .. }));
+    assert!(matches!(
+        one(&device("ipv4 = \"fd00:20::5\"")),
+        Problem::WrongFamily { .. }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.0/24\"")),
+        Problem::BadAddress { .. }
+    ));
     assert!(matches!(one(&device("")), Problem::NoIdentity { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nvlan = 5000")), Problem::BadVlan { value: 5000 }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\ninterface = \"up0\"")), Problem::NotADeviceInterface { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.30.0.5\"\ninterface = \"dev0\"")), Problem::AddressOutsideInterface { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\ninterface = \"dev1\"")), Problem::UnknownName { kind: NameKind::Interface, .. }));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.5\"\nvlan = 5000")),
+        Problem::BadVlan { value: 5000 }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.5\"\ninterface = \"up0\"")),
+        Problem::NotADeviceInterface { .. }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.30.0.5\"\ninterface = \"dev0\"")),
+        Problem::AddressOutsideInterface { .. }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.5\"\ninterface = \"dev1\"")),
+        Problem::UnknownName {
+            kind: NameKind::Interface,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn device_attributes_are_checked() {
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nlast_patched = \"2024-13-01\"")), Problem::BadDate { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nmode = \"enforcing\"")), Problem::BadValue { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\npatient_connection = \"yes\"")), Problem::BadValue { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nquarantine = { within = \"5 minutes\" }")), Problem::BadDuration { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nquarantine = { action = \"shutdown\" }")), Problem::BadValue { .. }));
-    assert!(matches!(one(&device("ipv4 = \"10.20.0.5\"\nid = \"x\"")), Problem::Syntax { .. }));
-    assert!(matches!(one("[[devices]]\nipv4 = \"10.20.0.5\"\n"), Problem::MissingKey { key: "id", .. }));
-    assert!(matches!(one("[[devices]]\nid = \"bad id\"\nipv4 = \"10.20.0.5\"\n"), Problem::InvalidName { .. }));
+    assert!(matches!(
+        one(&device(
+            "ipv4 = \"10.20.0.5\"\nlast_patched = \"2024-13-01\""
+        )),
+        Problem::BadDate { .. }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.5\"\nmode = \"enforcing\"")),
+        Problem::BadValue { .. }
+    ));
+    assert!(matches!(
+        one(&device(
+            "ipv4 = \"10.20.0.5\"\npatient_connection = \"yes\""
+        )),
+        Problem::BadValue { .. }
+    ));
+    assert!(matches!(
+        one(&device(
+            "ipv4 = \"10.20.0.5\"\nquarantine = { within = \"5 minutes\" }"
+        )),
+        Problem::BadDuration { .. }
+    ));
+    assert!(matches!(
+        one(&device(
+            "ipv4 = \"10.20.0.5\"\nquarantine = { action = \"shutdown\" }"
+        )),
+        Problem::BadValue { .. }
+    ));
+    assert!(matches!(
+        one(&device("ipv4 = \"10.20.0.5\"\nid = \"x\"")),
+        Problem::Syntax { .. }
+    ));
+    assert!(matches!(
+        one("[[devices]]\nipv4 = \"10.20.0.5\"\n"),
+        Problem::MissingKey { key: "id", .. }
+    ));
+    assert!(matches!(
+        one("[[devices]]\nid = \"bad id\"\nipv4 = \"10.20.0.5\"\n"),
+        Problem::InvalidName { .. }
+    ));
 }
 
 #[test]
@@ -181,8 +303,16 @@ fn conflicts_between_devices_cite_both() {
     let e = with("[[devices]]\nid = \"pump-2\"\nclass = \"pump\"\nmac = \"00:1a:2b:00:00:01\"\nipv4 = \"10.20.0.11\"\n[[devices]]\nid = \"pump-1\"\nipv4 = \"10.20.0.99\"\n").unwrap_err();
     let p = e.problems();
     assert!(p.iter().any(|p| matches!(p, Problem::DuplicateMac { first, second, .. } if first == "pump-1" && second == "pump-2")));
-    assert!(p.iter().any(|p| matches!(p, Problem::DuplicateAddress { addr, .. } if addr == "10.20.0.11")));
-    assert!(p.iter().any(|p| matches!(p, Problem::DuplicateName { kind: NameKind::Device, .. })));
+    assert!(p
+        .iter()
+        .any(|p| matches!(p, Problem::DuplicateAddress { addr, .. } if addr == "10.20.0.11")));
+    assert!(p.iter().any(|p| matches!(
+        p,
+        Problem::DuplicateName {
+            kind: NameKind::Device,
+            ..
+        }
+    )));
     assert!(e.errors().all(|d| !d.notes.is_empty()));
 }
 
@@ -190,40 +320,76 @@ fn conflicts_between_devices_cite_both() {
 fn a_rule_must_reach_the_families_its_devices_speak() {
     // A device with only IPv6 and a rule with only IPv4 peers.
     let e = errs("[[devices]]\nid = \"v6\"\nclass = \"pump\"\nipv6 = \"fd00:20::5\"\n");
-    assert!(matches!(&e[..], [Problem::FamilyMismatch { rule_family: "IPv4", device_family: "IPv6", .. }]), "{e:?}");
+    assert!(
+        matches!(
+            &e[..],
+            [Problem::FamilyMismatch {
+                rule_family: "IPv4",
+                device_family: "IPv6",
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
     // ICMPv6 to an IPv4-only role.
     let e = errs(&rule("peer = \"role:pump-server\", proto = \"icmpv6\""));
-    assert!(e.contains(&Problem::ProtoFamily { proto: "icmpv6", family: "IPv6" }), "{e:?}");
+    assert!(
+        e.contains(&Problem::ProtoFamily {
+            proto: "icmpv6",
+            family: "IPv6"
+        }),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn capacities_are_enforced_before_anything_is_loaded() {
     let mut devices = String::new();
     for i in 0..=lazaret_abi::MAX_DEVICES {
-        devices.push_str(&format!("[[devices]]\nid = \"d{i}\"\nclass = \"pump\"\nmac = \"02:00:00:00:{:02x}:{:02x}\"\n", i >> 8, i & 0xff));
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"d{i}\"\nclass = \"pump\"\nmac = \"02:00:00:00:{:02x}:{:02x}\"\n",
+            i >> 8,
+            i & 0xff
+        ));
     }
     let e = problems(build(&[("base.toml", BASE), ("d.toml", &devices)]));
-    assert!(e.iter().any(|p| matches!(p, Problem::Capacity { what: "devices", .. })), "{e:?}");
+    assert!(
+        e.iter().any(|p| matches!(
+            p,
+            Problem::Capacity {
+                what: "devices",
+                ..
+            }
+        )),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unused_definitions_are_warnings() {
     let w = warns("[roles.pacs]\naddresses = [\"10.10.4.10\"]\n[classes.ct]\n[workflows.idle]\nrules = [{ peer = \"any\", proto = \"tcp\" }]\n");
-    assert!(w.contains(&Problem::UnusedRole { name: "pacs".into() }));
+    assert!(w.contains(&Problem::UnusedRole {
+        name: "pacs".into()
+    }));
     assert!(w.contains(&Problem::UnusedClass { name: "ct".into() }));
-    assert!(w.contains(&Problem::UnusedWorkflow { name: "idle".into() }));
+    assert!(w.contains(&Problem::UnusedWorkflow {
+        name: "idle".into()
+    }));
 }
 
 #[test]
 fn a_device_without_class_or_workflow_is_a_warning() {
     let w = warns("[[devices]]\nid = \"lonely\"\nipv4 = \"10.20.0.77\"\n");
-    assert_eq!(w, vec![Problem::DeviceWithoutPolicy { device: "lonely".into() }]);
+    assert_eq!(
+        w,
+        vec![Problem::DeviceWithoutPolicy {
+            device: "lonely".into()
+        }]
+    );
 }
 
 #[test]
 fn shadowed_rules_are_warnings() {
-    let w = warns("[workflows.sync]\n");
-    let _ = w;
     let p = parse(&[
         ("base.toml", &BASE.replace("rules = [{ peer = \"role:pump-server\", proto = \"tcp\", ports = [443] }]", "rules = [{ peer = \"10.10.0.0/16\", proto = \"tcp\" }, { peer = \"role:pump-server\", proto = \"tcp\", ports = [443] }]")),
         ("pump.toml", PUMP),
@@ -243,14 +409,31 @@ fn shadowed_rules_are_warnings() {
 #[test]
 fn life_critical_devices_that_quarantine_would_cut_off_are_warnings() {
     let w = warns("[[devices]]\nid = \"vent\"\nclass = \"pump\"\nipv4 = \"10.20.0.50\"\nlife_critical = true\nquarantine = { action = \"isolate\" }\n[[devices]]\nid = \"vent2\"\nclass = \"pump\"\nipv4 = \"10.20.0.51\"\nlife_critical = true\n");
-    assert_eq!(w, vec![Problem::LifeCriticalQuarantine { device: "vent".into(), action: "isolate".into() }]);
+    assert_eq!(
+        w,
+        vec![Problem::LifeCriticalQuarantine {
+            device: "vent".into(),
+            action: "isolate".into()
+        }]
+    );
 }
 
 #[test]
 fn peers_without_addresses_and_rules_without_devices_are_warnings() {
     let w = warns("[[devices]]\nid = \"cab\"\nclass = \"pump\"\nmac = \"00:50:c2:00:00:01\"\n[classes.empty]\n[workflows.w]\nrules = [{ device = \"class:empty\", peer = \"device:cab\", proto = \"tcp\" }]\n");
-    assert!(w.contains(&Problem::PeerWithoutAddress { device: "cab".into() }), "{w:?}");
-    assert!(w.contains(&Problem::RuleMatchesNoDevice { workflow: "w".into(), index: 1 }), "{w:?}");
+    assert!(
+        w.contains(&Problem::PeerWithoutAddress {
+            device: "cab".into()
+        }),
+        "{w:?}"
+    );
+    assert!(
+        w.contains(&Problem::RuleMatchesNoDevice {
+            workflow: "w".into(),
+            index: 1
+        }),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -261,7 +444,17 @@ fn all_errors_are_reported_at_once() {
 
 #[test]
 fn no_input_panics() {
-    for text in ["", "\0\u{1}\u{2}", "[[site]]", "site = 1", "[site]\nname = 1\n[site.interfaces]\nx = 1", "[workflows.w]\nrules = 5", "[[devices]]\n[[devices]]\nid = []", "roles = []", "[site.essentials]\ndhcp_servers = [1]"] {
+    for text in [
+        "",
+        "\0\u{1}\u{2}",
+        "[[site]]",
+        "site = 1",
+        "[site]\nname = 1\n[site.interfaces]\nx = 1",
+        "[workflows.w]\nrules = 5",
+        "[[devices]]\n[[devices]]\nid = []",
+        "roles = []",
+        "[site.essentials]\ndhcp_servers = [1]",
+    ] {
         let r = parse(&[("a.toml", text)]);
         assert!(r.is_err(), "{text:?} should not be a valid policy");
     }

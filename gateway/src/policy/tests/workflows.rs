@@ -19,7 +19,9 @@ fn q(from: &str, to: &str, proto: u8, port: Option<u16>) -> Query {
 
 fn reason(from: &str, to: &str, proto: u8, port: u16) -> &'static str {
     let (p, c) = example();
-    explain(&p, &c, &q(from, to, proto, Some(port))).unwrap().reason
+    explain(&p, &c, &q(from, to, proto, Some(port)))
+        .unwrap()
+        .reason
 }
 
 #[test]
@@ -51,32 +53,61 @@ fn clinical_flows_of_the_example_policy() {
     assert_eq!(reason("cab-01", "10.10.0.123", UDP, 123), allow);
     assert_eq!(reason("pump-icu-01", "10.10.0.53", UDP, 53), allow);
     // The lab analyzer's class is in audit mode.
-    assert_eq!(reason("lab-01", "10.10.1.20", TCP, 2575), Reason::Audit.name());
+    assert_eq!(
+        reason("lab-01", "10.10.1.20", TCP, 2575),
+        Reason::Audit.name()
+    );
     // Neither end managed.
-    assert_eq!(reason("10.10.1.20", "10.10.3.10", TCP, 1), Reason::PassUnmanaged.name());
+    assert_eq!(
+        reason("10.10.1.20", "10.10.3.10", TCP, 1),
+        Reason::PassUnmanaged.name()
+    );
 }
 
 #[test]
 fn quarantine_narrows_the_policy() {
     let (p, c) = example();
     let mut query = q("mon-icu-01", "10.10.1.20", abi::PROTO_TCP, Some(2575));
-    query.quarantine.insert("mon-icu-01".into(), abi::QUARANTINE_RESTRICT);
+    query
+        .quarantine
+        .insert("mon-icu-01".into(), abi::QUARANTINE_RESTRICT);
     // monitor-results is essential: kept under restrict.
-    assert_eq!(explain(&p, &c, &query).unwrap().reason, Reason::AllowRule.name());
-    query.quarantine.insert("mon-icu-01".into(), abi::QUARANTINE_ISOLATE);
-    assert_eq!(explain(&p, &c, &query).unwrap().reason, Reason::DenyQuarantine.name());
+    assert_eq!(
+        explain(&p, &c, &query).unwrap().reason,
+        Reason::AllowRule.name()
+    );
+    query
+        .quarantine
+        .insert("mon-icu-01".into(), abi::QUARANTINE_ISOLATE);
+    assert_eq!(
+        explain(&p, &c, &query).unwrap().reason,
+        Reason::DenyQuarantine.name()
+    );
     let mut jump = q("mon-icu-01", "10.10.9.5", abi::PROTO_TCP, Some(22));
-    jump.quarantine.insert("mon-icu-01".into(), abi::QUARANTINE_ISOLATE);
-    assert_eq!(explain(&p, &c, &jump).unwrap().reason, Reason::AllowRule.name());
+    jump.quarantine
+        .insert("mon-icu-01".into(), abi::QUARANTINE_ISOLATE);
+    assert_eq!(
+        explain(&p, &c, &jump).unwrap().reason,
+        Reason::AllowRule.name()
+    );
     let mut sync = q("cs-icu-01", "mon-icu-01", abi::PROTO_UDP, Some(2000));
-    sync.quarantine.insert("mon-icu-01".into(), abi::QUARANTINE_RESTRICT);
-    assert_eq!(explain(&p, &c, &sync).unwrap().reason, Reason::DenyQuarantine.name());
+    sync.quarantine
+        .insert("mon-icu-01".into(), abi::QUARANTINE_RESTRICT);
+    assert_eq!(
+        explain(&p, &c, &sync).unwrap().reason,
+        Reason::DenyQuarantine.name()
+    );
 }
 
 #[test]
 fn explain_names_the_rule_and_the_near_misses() {
     let (p, c) = example();
-    let e = explain(&p, &c, &q("mon-icu-01", "10.10.1.20", abi::PROTO_TCP, Some(2575))).unwrap();
+    let e = explain(
+        &p,
+        &c,
+        &q("mon-icu-01", "10.10.1.20", abi::PROTO_TCP, Some(2575)),
+    )
+    .unwrap();
     assert_eq!(
         e.render(),
         "mon-icu-01 (10.20.0.11) -> 10.10.1.20 [role hl7-engine], tcp/2575\n\
@@ -84,7 +115,12 @@ fn explain_names_the_rule_and_the_near_misses() {
          mon-icu-01 opens the flow: allowed by workflow `monitor-results`, rule 1 (rule #19) at policies/workflows/monitoring.toml:8:1\n"
             .replace("policies/", &format!("{}/", repo_root().join("policies").display()))
     );
-    let e = explain(&p, &c, &q("mon-icu-02", "cs-icu-01", abi::PROTO_UDP, Some(2000))).unwrap();
+    let e = explain(
+        &p,
+        &c,
+        &q("mon-icu-02", "cs-icu-01", abi::PROTO_UDP, Some(2000)),
+    )
+    .unwrap();
     assert_eq!(
         e.render(),
         "mon-icu-02 (10.20.0.12) -> cs-icu-01 (10.20.0.10), udp/2000\n\
@@ -103,11 +139,22 @@ fn explain_names_the_rule_and_the_near_misses() {
 fn git(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -137,16 +184,27 @@ fn plan_between_two_git_revisions() {
     text.push_str("\n[[devices]]\nid = \"pump-icu-03\"\nclass = \"infusion-pump\"\nmac = \"00:1a:2b:30:00:13\"\nipv4 = \"10.30.0.13\"\nvlan = 30\ninterface = \"pumps0\"\nlife_critical = true\nfirmware = \"15.10\"\n");
     std::fs::write(&pumps, text).unwrap();
     let imaging = root.join("policies/workflows/imaging.toml");
-    let text = std::fs::read_to_string(&imaging).unwrap().replacen("ports = [104, 11112]", "ports = [11112]", 1);
+    let text = std::fs::read_to_string(&imaging).unwrap().replacen(
+        "ports = [104, 11112]",
+        "ports = [11112]",
+        1,
+    );
     std::fs::write(&imaging, text).unwrap();
     let ct = root.join("policies/devices/imaging.toml");
-    let text = std::fs::read_to_string(&ct).unwrap().replace("firmware = \"VA40\"", "firmware = \"VA50\"");
+    let text = std::fs::read_to_string(&ct)
+        .unwrap()
+        .replace("firmware = \"VA40\"", "firmware = \"VA50\"");
     std::fs::write(&ct, text).unwrap();
-    git(root, &["commit", "-q", "-a", "-m", "add pump, DICOM-TLS port only"]);
+    git(
+        root,
+        &["commit", "-q", "-a", "-m", "add pump, DICOM-TLS port only"],
+    );
 
     let load = |rev: &str| {
         let files = crate::policy::git::read_revision(root, rev, "policies").unwrap();
-        assert!(files.iter().all(|f| f.name.starts_with(&format!("{rev}:policies/"))));
+        assert!(files
+            .iter()
+            .all(|f| f.name.starts_with(&format!("{rev}:policies/"))));
         let p = parse_sources(files).unwrap();
         let c = compile(&p).unwrap();
         (p, c)
@@ -156,8 +214,15 @@ fn plan_between_two_git_revisions() {
     assert!(crate::policy::git::is_revision(root, "HEAD~1"));
     assert!(!crate::policy::git::is_revision(root, "no-such-rev"));
     let pl = plan(&op, &oc, &np, &nc);
-    let names: Vec<(&str, Change)> = pl.devices.iter().map(|d| (d.device.as_str(), d.change)).collect();
-    assert_eq!(names, vec![("ct-01", Change::Changed), ("pump-icu-03", Change::Added)]);
+    let names: Vec<(&str, Change)> = pl
+        .devices
+        .iter()
+        .map(|d| (d.device.as_str(), d.change))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("ct-01", Change::Changed), ("pump-icu-03", Change::Added)]
+    );
     let ct = &pl.devices[0];
     assert_eq!(ct.denied.len(), 1, "{:#?}", ct.denied);
     assert_eq!(ct.denied[0].ports, vec![(104, 104)]);
@@ -166,9 +231,19 @@ fn plan_between_two_git_revisions() {
     assert_eq!(ct.inventory.len(), 1);
     assert_eq!(ct.inventory[0].field, "firmware");
     let rendered = pl.render();
-    assert!(rendered.contains("- deny  ct-01 -> 10.10.4.10/32 tcp/104  (workflow `dicom-store`, rule 1)"), "{rendered}");
-    assert!(rendered.contains("+ pump-icu-03 (infusion-pump) new device"), "{rendered}");
-    assert!(rendered.contains("+ allow pump-icu-03 -> 10.10.3.10/32 tcp/51243"), "{rendered}");
+    assert!(
+        rendered
+            .contains("- deny  ct-01 -> 10.10.4.10/32 tcp/104  (workflow `dicom-store`, rule 1)"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("+ pump-icu-03 (infusion-pump) new device"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("+ allow pump-icu-03 -> 10.10.3.10/32 tcp/51243"),
+        "{rendered}"
+    );
     // No change, no plan.
     assert!(plan(&np, &nc, &np, &nc).is_empty());
 }
