@@ -721,8 +721,15 @@ impl Controller {
         tokio::spawn(control::serve(control, calls_tx));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let events = self.dp.take_events()?;
-        let mut events = tokio::io::unix::AsyncFd::new(events)
-            .map_err(io_err("watching the event ring buffer"))?;
+        // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same
+        // for the reader's whole life, which the AsyncFd owns.
+        let mut events = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| DaemonError::Io {
+            what: "watching the event ring buffer".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mut term =
             signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
         let mut int =

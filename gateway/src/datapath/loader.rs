@@ -273,33 +273,33 @@ impl Datapath {
     /// Entries in use and capacity of the maps whose pressure matters, for metrics. Per-slot
     /// maps count both generations against twice the per-slot capacity.
     pub fn map_usage(&mut self) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
-        let mut out = Vec::new();
-        out.push((
-            MAP_FLOWS,
-            count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_FLOWS)?,
-            u64::from(MAX_FLOWS),
-        ));
-        out.push((
-            MAP_DEVICES,
-            count_keys::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES)?,
-            2 * u64::from(MAX_DEVICES),
-        ));
-        out.push((
-            MAP_DEV_IP4,
-            count_keys::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4)?,
-            2 * u64::from(MAX_DEVICE_ADDRS),
-        ));
-        out.push((
-            MAP_DEV_IP6,
-            count_keys::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6)?,
-            2 * u64::from(MAX_DEVICE_ADDRS),
-        ));
-        out.push((
-            MAP_FRAGS,
-            count_keys::<FragKey, FragValue>(&mut self.ebpf, MAP_FRAGS)?,
-            u64::from(MAX_FRAGS),
-        ));
-        Ok(out)
+        Ok(vec![
+            (
+                MAP_FLOWS,
+                count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_FLOWS)?,
+                u64::from(MAX_FLOWS),
+            ),
+            (
+                MAP_DEVICES,
+                count_keys::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES)?,
+                2 * u64::from(MAX_DEVICES),
+            ),
+            (
+                MAP_DEV_IP4,
+                count_keys::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4)?,
+                2 * u64::from(MAX_DEVICE_ADDRS),
+            ),
+            (
+                MAP_DEV_IP6,
+                count_keys::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6)?,
+                2 * u64::from(MAX_DEVICE_ADDRS),
+            ),
+            (
+                MAP_FRAGS,
+                count_keys::<FragKey, FragValue>(&mut self.ebpf, MAP_FRAGS)?,
+                u64::from(MAX_FRAGS),
+            ),
+        ])
     }
 
     /// Runs the program once on a frame (BPF_PROG_TEST_RUN); returns the XDP action.
