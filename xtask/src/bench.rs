@@ -1,7 +1,488 @@
-//! `cargo xtask bench [GROUP] [--quick]`: every benchmark group in one report.
+//! `cargo xtask bench [GROUP…] [--quick]`: runs benchmark groups and writes one report,
+//! `bench-results.json` and `bench-results.md` at the repository root.
+//!
+//! A group is a bench binary of the `lazaret-tests` package (`tests/benches/`), run with
+//! `cargo bench`; it writes a JSON and a markdown fragment that this module merges. This
+//! module also writes the synthetic policies the groups need (with gen-policy, reused while
+//! their stamp matches) and describes the machine. It never links lazaret (see main.rs):
+//! the JSON is assembled from the fragments as text.
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-pub fn run(_groups: &[String], _quick: bool) -> Result<()> {
-    bail!("benchmarks are not implemented yet")
+use anyhow::{bail, Context, Result};
+
+use crate::{gen_policy, setup::run_cmd};
+
+/// What a group needs from xtask before its bench binary runs.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// Generated policies, as (devices, rules).
+    Policies(&'static [(usize, usize)]),
+}
+
+struct Group {
+    name: &'static str,
+    what: &'static str,
+    /// The bench binary and what it needs; `None`: not implemented yet.
+    bench: Option<Needs>,
+}
+
+/// Every group, in report order.
+const GROUPS: &[Group] = &[
+    Group {
+        name: "policy",
+        what: "parse + validate + compile of generated policies",
+        bench: Some(Needs::Policies(&[(10_000, 100_000), (1_000, 10_000)])),
+    },
+    Group {
+        name: "datapath",
+        what: "ns/packet of the XDP program through BPF_PROG_TEST_RUN",
+        bench: Some(Needs::Policies(&[
+            (10_000, 1),
+            (10_000, 1_000),
+            (10_000, 100_000),
+        ])),
+    },
+    Group {
+        name: "dataplanes",
+        what: "XDP against the nftables dataplane",
+        bench: None,
+    },
+    Group {
+        name: "reload",
+        what: "policy reload and generation switch",
+        bench: None,
+    },
+    Group {
+        name: "quarantine",
+        what: "time from threshold to quarantine",
+        bench: None,
+    },
+];
+
+/// Seed of every generated policy (gen-policy's default).
+const SEED: u64 = 1;
+
+/// How a group ended in this invocation.
+enum Outcome {
+    Done { json: String, md: String },
+    NotImplemented,
+    NotRequested,
+    Failed(String),
+}
+
+pub fn run(requested: &[String], quick: bool) -> Result<()> {
+    let selected = select(requested)?;
+    let root = workspace_root()?;
+    let load = load_average();
+    if load.parse::<f64>().is_ok_and(|l| l > 0.5) {
+        eprintln!("bench: load average {load}: other work is running, figures will be noisier");
+    }
+    let out = target_dir(&root).join("bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let benches: Vec<&str> = selected
+        .iter()
+        .filter(|g| g.bench.is_some())
+        .map(|g| g.name)
+        .collect();
+    build(&root, &benches)?;
+    let mut outcomes = Vec::new();
+    for g in GROUPS {
+        let outcome = if g.bench.is_none() {
+            Outcome::NotImplemented
+        } else if !selected.iter().any(|s| s.name == g.name) {
+            Outcome::NotRequested
+        } else {
+            match run_group(g, &root, &out, quick) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("bench: group {} failed: {e:#}", g.name);
+                    Outcome::Failed(format!("{e:#}"))
+                }
+            }
+        };
+        outcomes.push((g, outcome));
+    }
+    let machine = machine(&root, quick, load);
+    let json_path = root.join("bench-results.json");
+    let md_path = root.join("bench-results.md");
+    std::fs::write(&json_path, report_json(&machine, &outcomes))
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let md = report_md(&machine, &outcomes);
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    summarize(&outcomes, &md, &json_path, &md_path)
+}
+
+/// The groups to run: the requested ones, or every implemented one. A requested group that
+/// is unknown or not implemented stops everything before any work.
+fn select(requested: &[String]) -> Result<Vec<&'static Group>> {
+    if requested.is_empty() {
+        return Ok(GROUPS.iter().filter(|g| g.bench.is_some()).collect());
+    }
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for name in requested {
+        let Some(g) = GROUPS.iter().find(|g| g.name == name) else {
+            let names: Vec<&str> = GROUPS.iter().map(|g| g.name).collect();
+            bail!(
+                "unknown benchmark group {name:?}; groups: {}",
+                names.join(", ")
+            );
+        };
+        if g.bench.is_none() {
+            missing.push(g.name);
+        } else if !out.iter().any(|o: &&Group| o.name == g.name) {
+            out.push(g);
+        }
+    }
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("bench: group {m}: not implemented yet");
+        }
+        bail!("not implemented yet: {}", missing.join(", "));
+    }
+    Ok(out)
+}
+
+/// Builds the bench binaries once (release), so build output and build load come before
+/// any timing.
+fn build(root: &Path, benches: &[&str]) -> Result<()> {
+    if benches.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root)
+        .args(["bench", "--package", "lazaret-tests", "--no-run"]);
+    for b in benches {
+        cmd.args(["--bench", b]);
+    }
+    eprintln!("bench: building {} (release)", benches.join(", "));
+    run_cmd(&mut cmd)
+}
+
+fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome> {
+    let json = out.join(format!("{}.json", g.name));
+    let md = out.join(format!("{}.md", g.name));
+    for f in [&json, &md] {
+        if f.exists() {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        }
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "bench",
+        "--quiet",
+        "--package",
+        "lazaret-tests",
+        "--bench",
+        g.name,
+        "--",
+    ]);
+    cmd.arg("--json").arg(&json).arg("--md").arg(&md);
+    if quick {
+        cmd.arg("--quick");
+    }
+    match g.bench {
+        Some(Needs::Policies(sizes)) => {
+            for (devices, rules) in sizes {
+                let dir = ensure_policy(out, *devices, *rules)?;
+                cmd.arg("--policy")
+                    .arg(format!("{devices}x{rules}={}", dir.display()));
+            }
+        }
+        None => return Ok(Outcome::NotImplemented),
+    }
+    eprintln!(
+        "bench: running group {} ({}){}",
+        g.name,
+        g.what,
+        if quick { ", --quick" } else { "" }
+    );
+    run_cmd(&mut cmd)?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let (json, md) = (read(&json)?, read(&md)?);
+    let trimmed = json.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        bail!("{}: the bench binary did not write a JSON object", g.name);
+    }
+    Ok(Outcome::Done {
+        json: trimmed.to_string(),
+        md,
+    })
+}
+
+// === Generated policies ===
+
+/// The generator's identity: a hash of its source, so a changed generator regenerates.
+fn generator_fingerprint() -> u64 {
+    fnv1a(include_str!("gen_policy.rs").as_bytes())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `target/bench/policy-<devices>d-<rules>r`, written by gen-policy unless its stamp says
+/// it was written with the same parameters and generator.
+fn ensure_policy(out: &Path, devices: usize, rules: usize) -> Result<PathBuf> {
+    let dir = out.join(format!("policy-{devices}d-{rules}r"));
+    let stamp_path = out.join(format!("policy-{devices}d-{rules}r.stamp"));
+    let stamp = format!(
+        "devices={devices} rules={rules} seed={SEED} generator={:016x}\n",
+        generator_fingerprint()
+    );
+    let current = std::fs::read_to_string(&stamp_path).unwrap_or_default();
+    if current == stamp && dir.join("site.toml").is_file() {
+        eprintln!("bench: reusing {}", dir.display());
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_file(&stamp_path);
+    let args: Vec<String> = [
+        "--devices".to_string(),
+        devices.to_string(),
+        "--rules".into(),
+        rules.to_string(),
+        "--seed".into(),
+        SEED.to_string(),
+        "--out".into(),
+        dir.display().to_string(),
+    ]
+    .into();
+    gen_policy::run(&args)?;
+    std::fs::write(&stamp_path, stamp)
+        .with_context(|| format!("writing {}", stamp_path.display()))?;
+    Ok(dir)
+}
+
+// === Paths ===
+
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+// === The machine ===
+
+struct Machine {
+    cpu: String,
+    cores: usize,
+    kernel: String,
+    date: String,
+    commit: String,
+    rustc: String,
+    /// /proc/loadavg's 1-minute figure when the run started: others' work on the machine.
+    load: String,
+    quick: bool,
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine(root: &Path, quick: bool, load: String) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let output = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit =
+        output(
+            Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(["rev-parse", "--short", "HEAD"]),
+        )
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = output(
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(["status", "--porcelain"]),
+    )
+    .is_some_and(|s| !s.is_empty());
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel,
+        date: utc_now(),
+        commit: if dirty {
+            format!("{commit} (uncommitted changes)")
+        } else {
+            commit
+        },
+        rustc: output(Command::new("rustc").arg("--version")).unwrap_or_else(|| "unknown".into()),
+        load,
+        quick,
+    }
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// === The report ===
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Indents a (pretty-printed) fragment so it nests under a top-level key.
+fn nest(fragment: &str) -> String {
+    fragment.lines().collect::<Vec<_>>().join("\n  ")
+}
+
+fn report_json(m: &Machine, outcomes: &[(&Group, Outcome)]) -> String {
+    let mut parts = vec![format!(
+        "\"machine\": {{\"cpu\": {}, \"cores\": {}, \"kernel\": {}, \"date\": {}, \"commit\": {}, \"rustc\": {}, \"load_average_at_start\": {}, \"quick\": {}}}",
+        js(&m.cpu),
+        m.cores,
+        js(&m.kernel),
+        js(&m.date),
+        js(&m.commit),
+        js(&m.rustc),
+        js(&m.load),
+        m.quick
+    )];
+    for (g, o) in outcomes {
+        let value = match o {
+            Outcome::Done { json, .. } => nest(json),
+            Outcome::NotImplemented => "{\"status\": \"not implemented\"}".into(),
+            Outcome::NotRequested => "{\"status\": \"not run (not requested)\"}".into(),
+            Outcome::Failed(e) => format!("{{\"status\": \"failed\", \"error\": {}}}", js(e)),
+        };
+        parts.push(format!("{}: {value}", js(g.name)));
+    }
+    format!("{{\n  {}\n}}\n", parts.join(",\n  "))
+}
+
+fn report_md(m: &Machine, outcomes: &[(&Group, Outcome)]) -> String {
+    let mut s = String::from("# lazaret benchmark results\n\n");
+    s.push_str(&format!(
+        "Machine: {}, {} cores, Linux {}; {}; commit {}; {}; load average {} at start{}.\n",
+        m.cpu,
+        m.cores,
+        m.kernel,
+        m.date,
+        m.commit,
+        m.rustc,
+        m.load,
+        if m.quick {
+            "; **--quick run (smoke figures, not for publication)**"
+        } else {
+            ""
+        }
+    ));
+    s.push_str("How each figure is measured: docs/benchmarks.md.\n");
+    for (g, o) in outcomes {
+        s.push_str(&format!("\n## {} — {}\n\n", g.name, g.what));
+        match o {
+            Outcome::Done { md, .. } => s.push_str(md),
+            Outcome::NotImplemented => s.push_str("Not implemented yet.\n"),
+            Outcome::NotRequested => s.push_str("Not run in this invocation.\n"),
+            Outcome::Failed(e) => s.push_str(&format!("**Failed:** {e}\n")),
+        }
+    }
+    s
+}
+
+/// The closing lines; an error if a group failed. Missed targets are reported, not errors:
+/// a benchmark shows the figures, it does not gate.
+fn summarize(outcomes: &[(&Group, Outcome)], md: &str, json: &Path, md_path: &Path) -> Result<()> {
+    let name = |f: fn(&Outcome) -> bool| -> Vec<&str> {
+        outcomes
+            .iter()
+            .filter(|(_, o)| f(o))
+            .map(|(g, _)| g.name)
+            .collect()
+    };
+    let done = name(|o| matches!(o, Outcome::Done { .. }));
+    let missing = name(|o| matches!(o, Outcome::NotImplemented));
+    let failed = name(|o| matches!(o, Outcome::Failed(_)));
+    let missed = md.lines().filter(|l| l.contains("MISSED")).count();
+    println!();
+    println!(
+        "bench: ran {}",
+        if done.is_empty() {
+            "nothing".to_string()
+        } else {
+            done.join(", ")
+        }
+    );
+    if !missing.is_empty() {
+        println!("bench: not implemented yet: {}", missing.join(", "));
+    }
+    if missed > 0 {
+        println!(
+            "bench: {missed} table row(s) with a MISSED target (see {})",
+            md_path.display()
+        );
+    } else if !done.is_empty() {
+        println!("bench: every target met");
+    }
+    println!("bench: wrote {} and {}", json.display(), md_path.display());
+    if !failed.is_empty() {
+        bail!("benchmark group(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
 }
