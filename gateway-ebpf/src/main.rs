@@ -107,6 +107,8 @@ impl Verdict {
 struct Gen {
     slot: u8,
     site: SiteConfig,
+    /// The clock, read once per packet (bpf_ktime_get_ns costs as much as a map lookup).
+    now: u64,
 }
 
 #[xdp]
@@ -127,7 +129,11 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
         Some(s) => *s,
         None => SiteConfig::default(),
     };
-    let gen = Gen { slot, site };
+    let gen = Gen {
+        slot,
+        site,
+        now: now(),
+    };
     let len = (ctx.data_end() - ctx.data()) as u64;
 
     let Some(pkt) = LZ_SCRATCH.get_ptr_mut(0) else {
@@ -220,7 +226,14 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     } else {
         lookup_ip_device(gen.slot, pkt.family, &pkt.src)
     };
-    let dst_dev = lookup_ip_device(gen.slot, pkt.family, &pkt.dst);
+    // On a device port the source is a managed device, so the destination's device only
+    // matters when a flow is new or re-judged: judge_flow looks it up then (one or two map
+    // lookups saved on every packet of an established flow).
+    let dst_dev = if pkt.side == SIDE_DEVICES {
+        None
+    } else {
+        lookup_ip_device(gen.slot, pkt.family, &pkt.dst)
+    };
     // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
     // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
     if dev_id(&src_dev, &dst_dev) == 0 {
@@ -255,12 +268,12 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     }
 
     if pkt.related {
-        return judge_related(pkt, &src_dev, &dst_dev);
+        return judge_related(gen, pkt, &src_dev, &dst_dev);
     }
     let v = judge_flow(gen, pkt, &src_dev, &dst_dev);
     if let Frag::First = pkt.frag {
         let train = FragValue {
-            last_seen_ns: now(),
+            last_seen_ns: gen.now,
             reason: v.reason as u8,
             _pad: [0; 7],
         };
@@ -357,7 +370,7 @@ fn judge_flow(
     dst_dev: &Option<&'static Device>,
 ) -> Verdict {
     let (key, src_is_a) = flow_key(pkt);
-    let now = now();
+    let now = gen.now;
     if let Some(flow) = LZ_FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
@@ -374,6 +387,7 @@ fn judge_flow(
             }
             // Policy or device state changed since the flow was admitted: judge its
             // initiating direction again under the current generation.
+            let dst_dev = &destination(gen, pkt, dst_dev);
             let (init_dev, resp_dev) = if initiator_is_src {
                 (src_dev, dst_dev)
             } else {
@@ -414,6 +428,7 @@ fn judge_flow(
         return v;
     }
     let port = if pkt.has_ports() { pkt.dport } else { 0 };
+    let dst_dev = &destination(gen, pkt, dst_dev);
     let v = judge_policy(gen, pkt, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
     if v.reason.passes() {
         let mut flow = FlowValue {
@@ -428,10 +443,22 @@ fn judge_flow(
     v
 }
 
+/// The destination's device: already looked up on the upstream side, deferred to here on
+/// device ports (see judge_ip).
+#[inline(always)]
+fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<&'static Device> {
+    if pkt.side == SIDE_DEVICES {
+        lookup_ip_device(gen.slot, pkt.family, &pkt.dst)
+    } else {
+        *known
+    }
+}
+
 /// An ICMP error passes only if the packet it quotes belongs to a live flow: path-MTU
 /// discovery and unreachables for allowed sessions work, and errors cannot be used to probe.
 #[inline(always)]
 fn judge_related(
+    gen: &Gen,
     pkt: &Pkt,
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
@@ -465,7 +492,7 @@ fn judge_related(
     // SAFETY: see LZ_IFACE above.
     match unsafe { LZ_FLOWS.get(key) } {
         Some(flow)
-            if now().wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) =>
+            if gen.now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) =>
         {
             let mut v = Verdict::dev(Reason::AllowFlow, dev);
             v.rule = flow.rule;
@@ -822,13 +849,13 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
         c.denied_packets += 1;
         c.denied_bytes += len;
     }
-    c.last_seen_ns = now();
+    c.last_seen_ns = gen.now;
 }
 
 /// Takes one event token for the source; a flooding device exhausts only its own bucket.
 #[inline(always)]
 fn take_token(gen: &Gen, source: u64) -> bool {
-    let now = now();
+    let now = gen.now;
     let rate = gen.site.event_rate as u64;
     let burst_milli = (gen.site.event_burst as u64) * 1000;
     match LZ_EV_BUCKET.get_ptr_mut(source) {
@@ -924,7 +951,7 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     ev.dir = v.dir;
     ev.ifindex = ifindex;
     ev.rule = v.rule;
-    ev.ts_ns = now();
+    ev.ts_ns = gen.now;
     ev.device = v.dev;
     ev.generation = gen.site.generation;
     ev.src_mac = src_mac;

@@ -150,14 +150,15 @@ pub fn parse(ctx: &XdpContext, side: u8, ifindex: u32, pkt: &mut Pkt) -> Result<
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
     }
-    // The scratch slot holds the previous packet: reset every field.
+    // The scratch slot holds the previous packet: reset every field that is read without
+    // being written first. arp_sha, nd_target and inner_* are only read on the paths that
+    // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
     pkt.side = side;
     pkt.ifindex = ifindex;
     pkt.l3 = L3::Ip;
     pkt.vlan = vlan;
     pkt.src_mac = src_mac;
     pkt.dst_mac = dst_mac;
-    pkt.arp_sha = [0; 6];
     pkt.family = 0;
     pkt.src = [0; 16];
     pkt.dst = [0; 16];
@@ -166,15 +167,9 @@ pub fn parse(ctx: &XdpContext, side: u8, ifindex: u32, pkt: &mut Pkt) -> Result<
     pkt.dport = 0;
     pkt.tcp_flags = 0;
     pkt.icmp_type = 0;
-    pkt.nd_target = [0; 16];
     pkt.frag = Frag::None;
     pkt.frag_id = 0;
     pkt.related = false;
-    pkt.inner_src = [0; 16];
-    pkt.inner_dst = [0; 16];
-    pkt.inner_sport = 0;
-    pkt.inner_dport = 0;
-    pkt.inner_proto = 0;
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, off, pkt)?,
