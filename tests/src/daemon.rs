@@ -3,7 +3,10 @@
 //! directory and private bpffs, and is removed when the [`Lab`] drops.
 
 use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
+    thread,
     time::{Duration, Instant},
 };
 
@@ -213,6 +216,74 @@ impl Lab {
         std::fs::rename(&tmp, self.policy_dir.join("hospital.toml"))?;
         Ok(())
     }
+}
+
+impl Lab {
+    /// Runs the real CLI against this lab's daemon with `--json`; the parsed reply.
+    pub fn cli(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let out = std::process::Command::new(lazaret_bin()?)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--json")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "lazaret {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// TCP echo servers on the lab's server address, one per port, for at most a minute.
+    pub fn echo_servers(&self, ports: &[u16]) -> Result<()> {
+        for &port in ports {
+            let l = self
+                .net
+                .server
+                .run(move || TcpListener::bind(("10.10.0.20", port)))??;
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let _ = l.set_nonblocking(true);
+                while Instant::now() < deadline {
+                    match l.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            thread::spawn(move || {
+                                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                                let mut b = [0u8; 64];
+                                while let Ok(n) = s.read(&mut b) {
+                                    if n == 0 || s.write_all(&b[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// A TCP connection from the device to the server's `port`.
+    pub fn connect(&self, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+        self.net
+            .device
+            .run(move || {
+                TcpStream::connect_timeout(&SocketAddr::from(([10, 10, 0, 20], port)), timeout)
+            })
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// One echo round trip on a stream; false if it did not come back within 1.5 s.
+pub fn round_trip(s: &mut TcpStream) -> bool {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut back = [0u8; 4];
+    s.write_all(b"ping").is_ok() && s.read_exact(&mut back).is_ok() && &back == b"ping"
 }
 
 impl Drop for Lab {

@@ -4,33 +4,13 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::Command,
+    net::{SocketAddr, TcpStream},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
-use lazaret_tests::{
-    daemon::{monitor_policy, workflow, Lab},
-    lazaret_bin,
-};
-
-fn cli(lab: &Lab, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new(lazaret_bin()?)
-        .args(args)
-        .arg("--config")
-        .arg(&lab.config)
-        .arg("--json")
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "lazaret {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
+use lazaret_tests::daemon::{monitor_policy, round_trip, workflow, Lab};
 
 /// GET /metrics from inside the gateway namespace.
 fn fetch_metrics(lab: &Lab) -> Result<prometheus_parse::Scrape> {
@@ -62,68 +42,22 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> O
         })
 }
 
-fn echo_server(lab: &Lab) -> Result<thread::JoinHandle<()>> {
-    let listener = lab
-        .net
-        .server
-        .run(|| TcpListener::bind(("10.10.0.20", 2575)))??;
-    Ok(thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        listener.set_nonblocking(true).ok();
-        while Instant::now() < deadline {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).ok();
-                    thread::spawn(move || {
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-                        let mut buf = [0u8; 64];
-                        while let Ok(n) = s.read(&mut buf) {
-                            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(_) => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }))
-}
-
-fn connect(lab: &Lab) -> std::io::Result<TcpStream> {
-    lab.net
-        .device
-        .run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from(([10, 10, 0, 20], 2575)),
-                Duration::from_millis(800),
-            )
-        })
-        .map_err(std::io::Error::other)?
-}
-
-fn round_trip(s: &mut TcpStream) -> bool {
-    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
-    let mut back = [0u8; 4];
-    s.write_all(b"ping").is_ok() && s.read_exact(&mut back).is_ok() && &back == b"ping"
-}
-
 #[test]
 fn control_api_metrics_and_quarantine() -> Result<()> {
     let mut lab = Lab::new(|mac| {
         monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575))
     })?;
-    let _server = echo_server(&lab)?;
+    lab.echo_servers(&[2575])?;
     lab.start()?;
 
     // Status through the CLI.
-    let status = cli(&lab, &["status"])?;
+    let status = lab.cli(&["status"])?;
     assert_eq!(status["generation"], 1);
     assert_eq!(status["devices"], 1);
     assert_eq!(status["interfaces"].as_object().map(|o| o.len()), Some(2));
 
     // Traffic: one allowed session, one denied attempt.
-    let mut session = connect(&lab)?;
+    let mut session = lab.connect(2575, Duration::from_millis(800))?;
     assert!(round_trip(&mut session));
     let denied = lab.net.device.run(|| {
         TcpStream::connect_timeout(
@@ -173,7 +107,7 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
     );
 
     // Flows of the device: the open session is there.
-    let flows = cli(&lab, &["flows", "mon-icu-01"])?;
+    let flows = lab.cli(&["flows", "mon-icu-01"])?;
     assert!(
         flows.as_array().is_some_and(|f| f
             .iter()
@@ -183,43 +117,43 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
     );
 
     // Isolate: the established session is cut at once.
-    cli(
-        &lab,
-        &[
-            "quarantine",
-            "add",
-            "mon-icu-01",
-            "--action",
-            "isolate",
-            "--reason",
-            "test: lateral scan",
-        ],
-    )?;
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "test: lateral scan",
+    ])?;
     assert!(
         !round_trip(&mut session),
         "the isolated device's session was cut"
     );
-    assert!(connect(&lab).is_err(), "no new session while isolated");
+    assert!(
+        lab.connect(2575, Duration::from_millis(800)).is_err(),
+        "no new session while isolated"
+    );
 
     // kill -9 and restart: the quarantine is kept.
     lab.kill9();
     lab.start()?;
-    let list = cli(&lab, &["quarantine", "list"])?;
+    let list = lab.cli(&["quarantine", "list"])?;
     assert_eq!(list["mon-icu-01"]["action"], "isolate", "{list}");
-    assert!(connect(&lab).is_err(), "still isolated after the restart");
+    assert!(
+        lab.connect(2575, Duration::from_millis(800)).is_err(),
+        "still isolated after the restart"
+    );
 
     // Release: the workflow works again, and the audit log has both events.
-    cli(
-        &lab,
-        &[
-            "quarantine",
-            "release",
-            "mon-icu-01",
-            "--reason",
-            "test: cleared",
-        ],
-    )?;
-    let mut again = connect(&lab)?;
+    lab.cli(&[
+        "quarantine",
+        "release",
+        "mon-icu-01",
+        "--reason",
+        "test: cleared",
+    ])?;
+    let mut again = lab.connect(2575, Duration::from_millis(800))?;
     assert!(round_trip(&mut again));
     let audit = std::fs::read_to_string(lab.state_dir.join("audit.log"))?;
     assert_eq!(audit.lines().count(), 2, "{audit}");

@@ -4,18 +4,12 @@
 //! A life-critical device with the default action is only alerted, never cut off.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Result};
-use lazaret_tests::{
-    daemon::{fmt_mac, Lab},
-    lazaret_bin,
-};
+use lazaret_tests::daemon::{fmt_mac, round_trip, Lab};
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
     let quarantine = match action {
@@ -63,79 +57,17 @@ life_critical = {life_critical}
     )
 }
 
-fn cli(lab: &Lab, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new(lazaret_bin()?)
-        .args(args)
-        .arg("--config")
-        .arg(&lab.config)
-        .arg("--json")
-        .output()?;
-    if !out.status.success() {
-        bail!("lazaret {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn servers(lab: &Lab) -> Result<()> {
-    for port in [2575u16, 22] {
-        let l = lab
-            .net
-            .server
-            .run(move || TcpListener::bind(("10.10.0.20", port)))??;
-        thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let _ = l.set_nonblocking(true);
-            while Instant::now() < deadline {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        thread::spawn(move || {
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                            let mut b = [0u8; 16];
-                            while let Ok(n) = s.read(&mut b) {
-                                if n == 0 || s.write_all(&b[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
-fn connect(lab: &Lab, port: u16, ms: u64) -> std::io::Result<TcpStream> {
-    lab.net
-        .device
-        .run(move || {
-            TcpStream::connect_timeout(
-                &SocketAddr::from(([10, 10, 0, 20], port)),
-                Duration::from_millis(ms),
-            )
-        })
-        .map_err(std::io::Error::other)?
-}
-
-fn round_trip(s: &mut TcpStream) -> bool {
-    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
-    let mut back = [0u8; 4];
-    s.write_all(b"ping").is_ok() && s.read_exact(&mut back).is_ok()
-}
-
 /// Scans five closed ports of the server (five distinct denied flows).
 fn scan(lab: &Lab) {
     for port in [23u16, 25, 80, 139, 445] {
-        let _ = connect(lab, port, 200);
+        let _ = lab.connect(port, Duration::from_millis(200));
     }
 }
 
 fn wait_quarantined(lab: &Lab, action: &str) -> Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let list = cli(lab, &["quarantine", "list"])?;
+        let list = lab.cli(&["quarantine", "list"])?;
         if list["pump-icu-01"]["action"] == action {
             return Ok(list);
         }
@@ -149,9 +81,9 @@ fn wait_quarantined(lab: &Lab, action: &str) -> Result<serde_json::Value> {
 #[test]
 fn scanning_pump_is_isolated_and_released() -> Result<()> {
     let mut lab = Lab::new(|mac| policy(mac, false, Some("isolate")))?;
-    servers(&lab)?;
+    lab.echo_servers(&[2575, 22])?;
     lab.start()?;
-    let mut session = connect(&lab, 2575, 1000)?;
+    let mut session = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(
         round_trip(&mut session),
         "the pump's session works before the scan"
@@ -165,26 +97,23 @@ fn scanning_pump_is_isolated_and_released() -> Result<()> {
         "the isolated pump's session to the pump server was cut"
     );
     assert!(
-        connect(&lab, 2575, 800).is_err(),
+        lab.connect(2575, Duration::from_millis(800)).is_err(),
         "no new pump-server session while isolated"
     );
-    let mut jump = connect(&lab, 22, 1000)?;
+    let mut jump = lab.connect(22, Duration::from_millis(1000))?;
     assert!(
         round_trip(&mut jump),
         "the biomed jump host is still reachable"
     );
 
-    cli(
-        &lab,
-        &[
-            "quarantine",
-            "release",
-            "pump-icu-01",
-            "--reason",
-            "biomed checked the pump",
-        ],
-    )?;
-    let mut again = connect(&lab, 2575, 1000)?;
+    lab.cli(&[
+        "quarantine",
+        "release",
+        "pump-icu-01",
+        "--reason",
+        "biomed checked the pump",
+    ])?;
+    let mut again = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut again), "release restores the workflow");
     Ok(())
 }
@@ -192,15 +121,18 @@ fn scanning_pump_is_isolated_and_released() -> Result<()> {
 #[test]
 fn life_critical_device_with_the_default_action_is_alerted_never_cut_off() -> Result<()> {
     let mut lab = Lab::new(|mac| policy(mac, true, None))?;
-    servers(&lab)?;
+    lab.echo_servers(&[2575, 22])?;
     lab.start()?;
-    let mut session = connect(&lab, 2575, 1000)?;
+    let mut session = lab.connect(2575, Duration::from_millis(1000))?;
     scan(&lab);
     wait_quarantined(&lab, "alert")?;
     assert!(
         round_trip(&mut session),
         "the life-critical pump keeps its session"
     );
-    assert!(connect(&lab, 2575, 1000).is_ok(), "and may open new ones");
+    assert!(
+        lab.connect(2575, Duration::from_millis(1000)).is_ok(),
+        "and may open new ones"
+    );
     Ok(())
 }
