@@ -233,7 +233,12 @@ impl Lab {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "lazaret {args:?} printed no JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// TCP echo servers on the lab's server address, one per port, for at most a minute.

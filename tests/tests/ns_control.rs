@@ -106,6 +106,46 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
         Some(1.0)
     );
 
+    // Live inventory: the monitor's counters.
+    let live = lab.cli(&["devices", "--live"])?;
+    let mon = live
+        .as_array()
+        .and_then(|d| d.iter().find(|x| x["id"] == "mon-icu-01").cloned())
+        .context("mon-icu-01 listed")?;
+    assert!(mon["allowed_packets"].as_u64().unwrap_or(0) >= 3, "{mon}");
+    assert_eq!(mon["denied_packets"], 1, "{mon}");
+
+    // An unknown device appears on the device port and is listed with its address.
+    let gw_mac = lazaret_tests::netns::mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let stranger = [0x02, 0x5e, 0, 0, 0, 0x42];
+    let frame = lazaret_tests::frames::tcp4(
+        stranger,
+        gw_mac,
+        std::net::Ipv4Addr::new(10, 20, 0, 66),
+        lab.net.server_ip,
+        40000,
+        443,
+        lazaret_tests::frames::TCP_SYN,
+    );
+    lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, vec![frame])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let unknown = loop {
+        let u = lab.cli(&["devices", "--unknown"])?;
+        if u.as_array().is_some_and(|a| !a.is_empty()) {
+            break u;
+        }
+        if Instant::now() > deadline {
+            bail!("the unknown device was never listed");
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(unknown[0]["mac"], "02:5e:00:00:00:42", "{unknown}");
+    assert_eq!(unknown[0]["addresses"][0], "10.20.0.66", "{unknown}");
+    assert_eq!(
+        unknown[0]["flows"][0], "proto 6 10.10.0.20:443",
+        "{unknown}"
+    );
+
     // Flows of the device: the open session is there.
     let flows = lab.cli(&["flows", "mon-icu-01"])?;
     assert!(

@@ -131,6 +131,82 @@ pub fn status(target: Target) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `lazaret devices --live` and `--unknown`: the inventory as the running daemon sees it.
+pub fn devices_from_daemon(
+    config: &std::path::Path,
+    socket: Option<PathBuf>,
+    unknown: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = Target {
+        config: config.to_path_buf(),
+        socket,
+        json,
+    };
+    if unknown {
+        let data = send(&target, Request::UnknownDevices {})?;
+        return print(&target, &data, |d| {
+            let mut out = format!(
+                "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  FLOWS TRIED\n",
+                "MAC", "VLAN", "IFINDEX", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
+            );
+            for u in d.as_array().into_iter().flatten() {
+                let addrs: Vec<&str> = u["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                let flows: Vec<&str> = u["flows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                out += &format!(
+                    "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  {}\n",
+                    u["mac"].as_str().unwrap_or("?"),
+                    u["vlan"].to_string(),
+                    u["ifindex"].to_string(),
+                    addrs.join(","),
+                    u["first_seen"].to_string(),
+                    u["last_seen"].to_string(),
+                    flows.join("; ")
+                );
+            }
+            out
+        });
+    }
+    let data = send(&target, Request::Devices {})?;
+    print(&target, &data, |d| {
+        let mut out = format!(
+            "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
+            "ID",
+            "CLASS",
+            "MODE",
+            "QUARANTINE",
+            "ALLOWED PKT",
+            "ALLOWED B",
+            "DENIED PKT",
+            "DENIED B"
+        );
+        for x in d.as_array().into_iter().flatten() {
+            out += &format!(
+                "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
+                x["id"].as_str().unwrap_or("?"),
+                x["class"].as_str().unwrap_or("-"),
+                x["mode"].as_str().unwrap_or("?"),
+                x["quarantine"].as_str().unwrap_or("-"),
+                x["allowed_packets"].to_string(),
+                x["allowed_bytes"].to_string(),
+                x["denied_packets"].to_string(),
+                x["denied_bytes"].to_string()
+            );
+        }
+        out
+    })
+}
+
 pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
     let data = send(
         &target,

@@ -116,6 +116,21 @@ pub struct DevicesArgs {
     /// Compute patch ages as of this date (YYYY-MM-DD) instead of today.
     #[arg(long)]
     pub today: Option<String>,
+    /// Ask the running daemon: live counters (packets, bytes, last seen) and quarantine.
+    #[arg(long, conflicts_with = "unknown")]
+    pub live: bool,
+    /// Ask the running daemon for sources seen on device ports that are not in the inventory.
+    #[arg(long)]
+    pub unknown: bool,
+    /// The daemon's configuration file (for its control socket), with --live / --unknown.
+    #[arg(long, default_value = lazaret::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The daemon's control socket (overrides the configuration file).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Same as --format json (for symmetry with the other daemon commands).
+    #[arg(long, hide = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +148,14 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => explain_cmd(a),
         PolicyCommand::Plan(a) => plan_cmd(a),
+        PolicyCommand::Devices(a) if a.live || a.unknown => {
+            super::control_cmds::devices_from_daemon(
+                &a.config,
+                a.socket.clone(),
+                a.unknown,
+                a.json || a.format == TableFormat::Json,
+            )
+        }
         PolicyCommand::Devices(a) => devices(a),
         PolicyCommand::Compile(a) => compile_cmd(a),
     }

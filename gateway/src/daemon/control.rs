@@ -29,6 +29,8 @@ pub enum Request {
     Status {},
     /// Devices with live counters and last seen.
     Devices {},
+    /// Sources seen on device ports that are not in the inventory.
+    UnknownDevices {},
     /// The flows of one device.
     Flows {
         device: String,

@@ -12,6 +12,7 @@ mod attach;
 pub mod control;
 pub mod deviation;
 pub mod quarantine;
+pub mod unknown;
 mod watch;
 
 use std::{
@@ -93,6 +94,7 @@ pub struct Controller {
     detector: deviation::Detector,
     /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
     by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
+    unknowns: unknown::Unknowns,
 }
 
 impl Controller {
@@ -113,6 +115,7 @@ impl Controller {
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
         let (quarantines, state_error) = Quarantines::load(&config.state_dir);
+        let config_state_dir = config.state_dir.clone();
         let mut ctl = Controller {
             config,
             dp,
@@ -128,6 +131,7 @@ impl Controller {
             last_reload_error: None,
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
+            unknowns: Self::load_unknowns(&config_state_dir),
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -335,6 +339,21 @@ impl Controller {
         }
         self.metrics
             .set_devices_by_mode(modes[0], modes[1], modes[2]);
+        let known: std::collections::BTreeSet<String> = compiled
+            .devices
+            .iter()
+            .filter_map(|d| {
+                d.mac.map(|m| {
+                    m.0.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                })
+            })
+            .collect();
+        self.unknowns.retain_unknown(&known);
+        self.metrics
+            .set_unknown_devices(self.unknowns.devices.len() as u64);
         self.by_hash = compiled
             .devices
             .iter()
@@ -496,6 +515,9 @@ impl Controller {
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
+            Request::UnknownDevices {} => {
+                Reply::data(json!(self.unknowns.devices.values().collect::<Vec<_>>()))
+            }
             Request::QuarantineList {} => Reply::data(json!(self.quarantines.entries)),
             Request::QuarantineAdd {
                 device,
@@ -577,10 +599,67 @@ impl Controller {
         Ok(())
     }
 
-    /// One datapath event: metrics, and deviation detection.
+    fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
+        let path = state_dir.join("unknown-devices.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unknown-device list unreadable; starting a new one");
+                unknown::Unknowns::default()
+            }),
+            Err(_) => unknown::Unknowns::default(),
+        }
+    }
+
+    fn save_unknowns(&self) {
+        let path = self.config.state_dir.join("unknown-devices.json");
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(&self.unknowns)
+            .map_err(std::io::Error::other)
+            .and_then(|body| std::fs::write(&tmp, body))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not save the unknown-device list");
+        }
+    }
+
+    /// An unknown source spoke on a device port.
+    fn on_unknown(&mut self, ev: &lazaret_abi::Event) {
+        let src = match ev.family {
+            lazaret_abi::FAMILY_V4 => Some(std::net::IpAddr::from([
+                ev.src[0], ev.src[1], ev.src[2], ev.src[3],
+            ])),
+            lazaret_abi::FAMILY_V6 => Some(std::net::IpAddr::from(ev.src)),
+            _ => None,
+        };
+        let flow = (ev.family != 0).then(|| {
+            let dst = endpoint(ev.family, &ev.dst, ev.dst_port);
+            format!("proto {} {dst}", ev.proto)
+        });
+        let sighting = unknown::Sighting {
+            mac: ev.src_mac,
+            vlan: ev.vlan,
+            ifindex: ev.ifindex,
+            src,
+            flow,
+            now: quarantine::now(),
+        };
+        if self.unknowns.observe(&sighting) {
+            tracing::warn!(mac = %fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
+            self.metrics.unknown_device_discovered();
+            self.metrics
+                .set_unknown_devices(self.unknowns.devices.len() as u64);
+            self.save_unknowns();
+        }
+    }
+
+    /// One datapath event: metrics, unknown-device discovery, deviation detection.
     fn on_event(&mut self, ev: &lazaret_abi::Event) {
         if let Some(kind) = deviation::kind_label(ev) {
             self.metrics.deviation(kind);
+        }
+        if ev.kind == lazaret_abi::EVENT_UNKNOWN {
+            self.on_unknown(ev);
+            return;
         }
         let Some((id, settings)) = self.by_hash.get(&ev.device).cloned() else {
             return;
@@ -782,6 +861,13 @@ impl Controller {
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// One line about an event, for logs and quarantine reasons.
