@@ -52,7 +52,7 @@ const GROUPS: &[Group] = &[
     Group {
         name: "reload",
         what: "policy reload and generation switch",
-        bench: None,
+        bench: Some(Needs::Policies(&[(10_000, 100_000)])),
     },
     Group {
         name: "quarantine",
