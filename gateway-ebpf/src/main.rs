@@ -463,31 +463,14 @@ fn judge_related(
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
 ) -> Verdict {
-    let src_is_a = (pkt.inner_src, pkt.inner_sport) <= (pkt.inner_dst, pkt.inner_dport);
-    let (a, pa, b, pb) = if src_is_a {
-        (
-            pkt.inner_src,
-            pkt.inner_sport,
-            pkt.inner_dst,
-            pkt.inner_dport,
-        )
-    } else {
-        (
-            pkt.inner_dst,
-            pkt.inner_dport,
-            pkt.inner_src,
-            pkt.inner_sport,
-        )
-    };
-    let key = FlowKey {
-        addr_a: a,
-        addr_b: b,
-        port_a: pa,
-        port_b: pb,
-        proto: pkt.inner_proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    let (key, _) = normalized_key(
+        &pkt.inner_src,
+        pkt.inner_sport,
+        &pkt.inner_dst,
+        pkt.inner_dport,
+        pkt.inner_proto,
+        pkt.family,
+    );
     let dev = dev_id(src_dev, dst_dev);
     // SAFETY: see LZ_IFACE above.
     match unsafe { LZ_FLOWS.get(key) } {
@@ -653,11 +636,27 @@ fn lookup_rule(
 
 #[inline(always)]
 fn flow_key(pkt: &Pkt) -> (FlowKey, bool) {
-    let src_is_a = (pkt.src, pkt.sport) <= (pkt.dst, pkt.dport);
+    normalized_key(
+        &pkt.src, pkt.sport, &pkt.dst, pkt.dport, pkt.proto, pkt.family,
+    )
+}
+
+/// The flow-table key of a 5-tuple: the lower (address, port) endpoint first, so both
+/// directions share one key. Also says whether the source is endpoint a.
+#[inline(always)]
+fn normalized_key(
+    src: &[u8; 16],
+    sport: u16,
+    dst: &[u8; 16],
+    dport: u16,
+    proto: u8,
+    family: u8,
+) -> (FlowKey, bool) {
+    let src_is_a = (*src, sport) <= (*dst, dport);
     let (a, pa, b, pb) = if src_is_a {
-        (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        (*src, sport, *dst, dport)
     } else {
-        (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        (*dst, dport, *src, sport)
     };
     (
         FlowKey {
@@ -665,8 +664,8 @@ fn flow_key(pkt: &Pkt) -> (FlowKey, bool) {
             addr_b: b,
             port_a: pa,
             port_b: pb,
-            proto: pkt.proto,
-            family: pkt.family,
+            proto,
+            family,
             _pad: [0; 2],
         },
         src_is_a,

@@ -342,14 +342,7 @@ impl Controller {
         let known: std::collections::BTreeSet<String> = compiled
             .devices
             .iter()
-            .filter_map(|d| {
-                d.mac.map(|m| {
-                    m.0.iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":")
-                })
-            })
+            .filter_map(|d| d.mac.map(|m| unknown::fmt_mac(&m.0)))
             .collect();
         self.unknowns.retain_unknown(&known);
         self.metrics
@@ -644,7 +637,7 @@ impl Controller {
             now: quarantine::now(),
         };
         if self.unknowns.observe(&sighting) {
-            tracing::warn!(mac = %fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
+            tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
             self.metrics.unknown_device_discovered();
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
@@ -861,13 +854,6 @@ impl Controller {
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// One line about an event, for logs and quarantine reasons.

@@ -50,7 +50,8 @@ pub struct Sighting {
     pub now: u64,
 }
 
-fn fmt_mac(m: &[u8; 6]) -> String {
+/// `aa:bb:cc:dd:ee:ff`, as policies and the unknown-device list spell MACs.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

@@ -189,12 +189,7 @@ impl Model {
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
         let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
         let src = if p.desc.side == SIDE_DEVICES {
-            let unspecified = match ip.src {
-                IpAddr::V4(a) => a.is_unspecified(),
-                IpAddr::V6(a) => {
-                    a.is_unspecified() || (a.octets()[0] == 0xfe && a.octets()[1] & 0xc0 == 0x80)
-                }
-            };
+            let unspecified = crate::policy::classify::unspecified_or_link_local(ip.src);
             let by_addr = if unspecified { 0 } else { by_ip(ip.src) };
             if by_addr != 0 {
                 by_addr

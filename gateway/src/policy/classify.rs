@@ -373,7 +373,7 @@ fn is_link_local6(a: &Ipv6Addr) -> bool {
 }
 
 /// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
-fn unspecified_or_link_local(a: IpAddr) -> bool {
+pub fn unspecified_or_link_local(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => a.octets() == [0; 4],
         IpAddr::V6(a) => is_link_local6(&a) || a.octets() == [0; 16],
