@@ -17,8 +17,8 @@ use crate::{gen_policy, setup::run_cmd};
 /// What a group needs from xtask before its bench binary runs.
 #[derive(Clone, Copy)]
 enum Needs {
-    /// Generated policies, as (devices, rules).
-    Policies(&'static [(usize, usize)]),
+    /// Generated policies, as (devices, rules, seed).
+    Policies(&'static [(usize, usize, u64)]),
 }
 
 struct Group {
@@ -33,15 +33,15 @@ const GROUPS: &[Group] = &[
     Group {
         name: "policy",
         what: "parse + validate + compile of generated policies",
-        bench: Some(Needs::Policies(&[(10_000, 100_000), (1_000, 10_000)])),
+        bench: Some(Needs::Policies(&[(10_000, 100_000, 1), (1_000, 10_000, 1)])),
     },
     Group {
         name: "datapath",
         what: "ns/packet of the XDP program through BPF_PROG_TEST_RUN",
         bench: Some(Needs::Policies(&[
-            (10_000, 1),
-            (10_000, 1_000),
-            (10_000, 100_000),
+            (10_000, 1, 1),
+            (10_000, 1_000, 1),
+            (10_000, 100_000, 1),
         ])),
     },
     Group {
@@ -52,7 +52,12 @@ const GROUPS: &[Group] = &[
     Group {
         name: "reload",
         what: "policy reload and generation switch",
-        bench: Some(Needs::Policies(&[(10_000, 100_000)])),
+        // Three unrelated policies of one size: replacing a whole policy by another.
+        bench: Some(Needs::Policies(&[
+            (10_000, 100_000, 1),
+            (10_000, 100_000, 2),
+            (10_000, 100_000, 3),
+        ])),
     },
     Group {
         name: "quarantine",
@@ -61,8 +66,8 @@ const GROUPS: &[Group] = &[
     },
 ];
 
-/// Seed of every generated policy (gen-policy's default).
-const SEED: u64 = 1;
+/// gen-policy's default seed: policies with it keep their short names.
+const DEFAULT_SEED: u64 = 1;
 
 /// How a group ended in this invocation.
 enum Outcome {
@@ -186,10 +191,9 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
     }
     match g.bench {
         Some(Needs::Policies(sizes)) => {
-            for (devices, rules) in sizes {
-                let dir = ensure_policy(out, *devices, *rules)?;
-                cmd.arg("--policy")
-                    .arg(format!("{devices}x{rules}={}", dir.display()));
+            for &(devices, rules, seed) in sizes {
+                let (name, dir) = ensure_policy(out, devices, rules, seed)?;
+                cmd.arg("--policy").arg(format!("{name}={}", dir.display()));
             }
         }
         None => return Ok(Outcome::NotImplemented),
@@ -227,19 +231,26 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// `target/bench/policy-<devices>d-<rules>r`, written by gen-policy unless its stamp says
-/// it was written with the same parameters and generator.
-fn ensure_policy(out: &Path, devices: usize, rules: usize) -> Result<PathBuf> {
-    let dir = out.join(format!("policy-{devices}d-{rules}r"));
-    let stamp_path = out.join(format!("policy-{devices}d-{rules}r.stamp"));
+/// `target/bench/policy-<devices>d-<rules>r[-s<seed>]`, written by gen-policy unless its
+/// stamp says it was written with the same parameters and generator. Returns the policy's
+/// key for the bench binary (`<devices>x<rules>[s<seed>]`) and its directory.
+fn ensure_policy(out: &Path, devices: usize, rules: usize, seed: u64) -> Result<(String, PathBuf)> {
+    let suffix = if seed == DEFAULT_SEED {
+        String::new()
+    } else {
+        format!("-s{seed}")
+    };
+    let key = format!("{devices}x{rules}{}", suffix.replace('-', ""));
+    let dir = out.join(format!("policy-{devices}d-{rules}r{suffix}"));
+    let stamp_path = out.join(format!("policy-{devices}d-{rules}r{suffix}.stamp"));
     let stamp = format!(
-        "devices={devices} rules={rules} seed={SEED} generator={:016x}\n",
+        "devices={devices} rules={rules} seed={seed} generator={:016x}\n",
         generator_fingerprint()
     );
     let current = std::fs::read_to_string(&stamp_path).unwrap_or_default();
     if current == stamp && dir.join("site.toml").is_file() {
         eprintln!("bench: reusing {}", dir.display());
-        return Ok(dir);
+        return Ok((key, dir));
     }
     let _ = std::fs::remove_file(&stamp_path);
     let args: Vec<String> = [
@@ -248,7 +259,7 @@ fn ensure_policy(out: &Path, devices: usize, rules: usize) -> Result<PathBuf> {
         "--rules".into(),
         rules.to_string(),
         "--seed".into(),
-        SEED.to_string(),
+        seed.to_string(),
         "--out".into(),
         dir.display().to_string(),
     ]
@@ -256,7 +267,7 @@ fn ensure_policy(out: &Path, devices: usize, rules: usize) -> Result<PathBuf> {
     gen_policy::run(&args)?;
     std::fs::write(&stamp_path, stamp)
         .with_context(|| format!("writing {}", stamp_path.display()))?;
-    Ok(dir)
+    Ok((key, dir))
 }
 
 // === Paths ===

@@ -22,6 +22,8 @@ pub enum DatapathError {
     Link(String),
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
+    #[error("map contents were built for slot {built_for}, but the inactive slot is {inactive} (build them for Datapath::next_slot)")]
+    WrongSlot { built_for: u8, inactive: u8 },
     #[error("pinning {path}: {source}")]
     Pin {
         path: PathBuf,

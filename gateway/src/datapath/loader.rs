@@ -2,10 +2,21 @@
 //!
 //! A new policy is installed in the inactive slot of every policy map, then one write to
 //! `LZ_GEN` makes it active. The program reads `LZ_GEN` once per packet, so no packet sees a
-//! mix. The old slot is cleared only after a grace period: a packet that read the old slot
-//! just before the flip still finds its entries.
+//! mix.
+//!
+//! Installs are incremental. The old generation stays in its slot after the flip, and the
+//! loader remembers what each slot holds (its *shadow*, the [`MapContents`] last written
+//! there), so the next install into that slot writes only the entries that differ: a
+//! one-device change costs a handful of map updates, not a rewrite of 100,000 rules. A slot
+//! whose contents are not known (maps adopted from pins after a restart, an install that
+//! failed halfway) is cleared by walking the maps and written in full. A slot is written
+//! only once a grace period has passed since the flip that retired it, so a packet that read
+//! the old slot just before the flip still finds its entries.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
@@ -16,8 +27,8 @@ use lazaret_abi::*;
 
 use super::{error::DatapathError, MapContents};
 
-/// How long to wait after a generation flip before clearing the old slot. XDP runs to
-/// completion in microseconds; this is three orders of magnitude more.
+/// How long to wait after a generation flip before writing into the retired slot. XDP runs
+/// to completion in microseconds; this is three orders of magnitude more.
 const GRACE: Duration = Duration::from_millis(20);
 
 /// Where and how to load the program.
@@ -50,6 +61,10 @@ pub struct DeviceCounterTotals {
 /// The loaded XDP program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// What each slot of the per-slot maps holds, when known (see the module docs).
+    shadow: [Option<MapContents>; 2],
+    /// When the last flip happened: the retired slot is not written before `GRACE` after it.
+    flipped_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -79,6 +94,8 @@ impl Datapath {
             Some(dir) => PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
             None => Vec::new(),
         };
+        // Maps created now are empty, so both slots are known; adopted maps are not.
+        let adopting = pins.iter().any(|(_, path)| path.exists());
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -88,7 +105,17 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(program))?
             .try_into()?;
         prog.load()?;
-        Ok(Datapath { ebpf })
+        let empty = |slot| {
+            (!adopting).then(|| MapContents {
+                slot,
+                ..MapContents::default()
+            })
+        };
+        Ok(Datapath {
+            ebpf,
+            shadow: [empty(0), empty(1)],
+            flipped_at: None,
+        })
     }
 
     /// The loaded XDP program (to attach it through pinned links).
@@ -158,42 +185,78 @@ impl Datapath {
             .map_err(DatapathError::map(MAP_SITE))
     }
 
-    /// Installs a complete generation: fill the inactive slot, flip, clear the old slot.
+    /// Installs a complete generation: bring the inactive slot to `contents`, flip. Only the
+    /// entries that differ from what the slot holds are written (see the module docs).
     /// `contents` must have been built for [`Self::next_slot`]. On error before the flip the
     /// active generation is untouched and keeps enforcing.
     pub fn install(&mut self, contents: &MapContents) -> Result<(), DatapathError> {
         let old = self.active_slot()?;
         let new = 1 - old;
-        // Leftovers from an interrupted install must not leak into the new generation.
-        self.clear_slot(new)?;
-        self.write_slot(contents)?;
+        if contents.slot != new {
+            return Err(DatapathError::WrongSlot {
+                built_for: contents.slot,
+                inactive: new,
+            });
+        }
+        if let Some(at) = self.flipped_at {
+            // Packets that read the retired slot just before the last flip may still run.
+            std::thread::sleep(GRACE.saturating_sub(at.elapsed()));
+        }
+        // Until the slot is fully written its contents are unknown: an error below leaves
+        // it to be cleared and rewritten by the next install.
+        let held = self.shadow[usize::from(new)].take();
+        match &held {
+            Some(held) => self.write_delta(held, contents)?,
+            None => {
+                // Leftovers from an interrupted install must not leak into the new generation.
+                self.clear_slot(new)?;
+                self.write_delta(
+                    &MapContents {
+                        slot: new,
+                        ..MapContents::default()
+                    },
+                    contents,
+                )?;
+            }
+        }
         {
             let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
             site.set(new as u32, contents.site, 0)
                 .map_err(DatapathError::map(MAP_SITE))?;
         }
+        self.shadow[usize::from(new)] = Some(contents.clone());
         // The switch: one 4-byte array write.
-        {
-            let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
-            gen.set(0, new as u32, 0)
-                .map_err(DatapathError::map(MAP_GEN))?;
-        }
-        std::thread::sleep(GRACE);
-        self.clear_slot(old)?;
-        let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
-        site.set(old as u32, SiteConfig::default(), 0)
-            .map_err(DatapathError::map(MAP_SITE))
+        let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
+        gen.set(0, new as u32, 0)
+            .map_err(DatapathError::map(MAP_GEN))?;
+        self.flipped_at = Some(Instant::now());
+        Ok(())
     }
 
-    fn write_slot(&mut self, c: &MapContents) -> Result<(), DatapathError> {
-        insert_all(&mut self.ebpf, MAP_DEVICES, &c.devices)?;
-        insert_all(&mut self.ebpf, MAP_DEV_MAC, &c.dev_mac)?;
-        insert_all(&mut self.ebpf, MAP_DEV_IP4, &c.dev_ip4)?;
-        insert_all(&mut self.ebpf, MAP_DEV_IP6, &c.dev_ip6)?;
-        insert_lpm(&mut self.ebpf, MAP_PEER4, &c.peer4)?;
-        insert_lpm(&mut self.ebpf, MAP_PEER6, &c.peer6)?;
-        insert_lpm(&mut self.ebpf, MAP_PORTS, &c.ports)?;
-        Ok(())
+    /// Brings a slot holding `held` to `want`: removes the keys `want` lacks, writes the
+    /// entries that are new or changed. The port map holds most entries (every rule's port
+    /// blocks), so it is written on a second thread while the others are written here.
+    fn write_delta(&mut self, held: &MapContents, want: &MapContents) -> Result<(), DatapathError> {
+        let mut maps: std::collections::BTreeMap<&str, &mut Map> = self.ebpf.maps_mut().collect();
+        let mut take =
+            |name: &'static str| maps.remove(name).ok_or(DatapathError::MissingMap(name));
+        let ports = take(MAP_PORTS)?;
+        let (devices, dev_mac) = (take(MAP_DEVICES)?, take(MAP_DEV_MAC)?);
+        let (dev_ip4, dev_ip6) = (take(MAP_DEV_IP4)?, take(MAP_DEV_IP6)?);
+        let (peer4, peer6) = (take(MAP_PEER4)?, take(MAP_PEER6)?);
+        std::thread::scope(|s| {
+            let big = s.spawn(|| apply_lpm_delta(ports, MAP_PORTS, &held.ports, &want.ports));
+            let rest = apply_delta(devices, MAP_DEVICES, &held.devices, &want.devices)
+                .and_then(|()| apply_delta(dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
+                .and_then(|()| apply_delta(dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
+                .and_then(|()| apply_delta(dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
+                .and_then(|()| apply_lpm_delta(peer4, MAP_PEER4, &held.peer4, &want.peer4))
+                .and_then(|()| apply_lpm_delta(peer6, MAP_PEER6, &held.peer6, &want.peer6));
+            let big = big
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            rest.and(big)
+        })
     }
 
     /// Removes every entry of one slot from the per-slot maps.
@@ -268,6 +331,37 @@ impl Datapath {
     pub fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
         let map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, MAP_FLOWS)?;
         Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Reads back every entry one slot holds in the per-slot maps, sorted like
+    /// [`MapContents`] (`ifaces` is left empty: that map is not per slot). For tests and
+    /// diagnostics: it walks every map.
+    pub fn read_slot(&mut self, slot: u8) -> Result<MapContents, DatapathError> {
+        let site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
+        let site = site
+            .get(&u32::from(slot), 0)
+            .map_err(DatapathError::map(MAP_SITE))?;
+        let e = &mut self.ebpf;
+        let mut c = MapContents {
+            slot,
+            site,
+            ifaces: Vec::new(),
+            dev_mac: read_where(e, MAP_DEV_MAC, |k: &MacKey| k.slot == slot)?,
+            dev_ip4: read_where(e, MAP_DEV_IP4, |k: &Ip4Key| k.slot == slot)?,
+            dev_ip6: read_where(e, MAP_DEV_IP6, |k: &Ip6Key| k.slot == slot)?,
+            devices: read_where(e, MAP_DEVICES, |k: &DevKey| k.slot == slot)?,
+            peer4: read_lpm_where(e, MAP_PEER4, |k: &PeerKey4| k.slot == slot)?,
+            peer6: read_lpm_where(e, MAP_PEER6, |k: &PeerKey6| k.slot == slot)?,
+            ports: read_lpm_where(e, MAP_PORTS, |k: &PortKey| k.slot == slot)?,
+        };
+        c.dev_mac.sort_by_key(|e| e.0);
+        c.dev_ip4.sort_by_key(|e| e.0);
+        c.dev_ip6.sort_by_key(|e| e.0);
+        c.devices.sort_by_key(|e| e.0);
+        c.peer4.sort_by_key(|e| (e.1, e.0));
+        c.peer6.sort_by_key(|e| (e.1, e.0));
+        c.ports.sort_by_key(|e| (e.1, e.0));
+        Ok(c)
     }
 
     /// Entries in use and capacity of the maps whose pressure matters, for metrics. Per-slot
@@ -418,29 +512,128 @@ fn count_keys<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<u64
     Ok(map.keys().filter(Result::is_ok).count() as u64)
 }
 
-fn insert_all<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
+/// The difference between two lists sorted by key: keys only in `held`, and entries of
+/// `want` that `held` lacks or holds with another value.
+fn delta<'a, K: Ord + Copy, V: PartialEq>(
+    held: &'a [(K, V)],
+    want: &'a [(K, V)],
+) -> (Vec<K>, Vec<&'a (K, V)>) {
+    let (mut gone, mut write) = (Vec::new(), Vec::new());
+    let (mut h, mut w) = (held.iter().peekable(), want.iter().peekable());
+    loop {
+        match (h.peek(), w.peek()) {
+            (None, None) => break,
+            (Some(old), None) => {
+                gone.push(old.0);
+                h.next();
+            }
+            (None, Some(new)) => {
+                write.push(*new);
+                w.next();
+            }
+            (Some(old), Some(new)) => match old.0.cmp(&new.0) {
+                std::cmp::Ordering::Less => {
+                    gone.push(old.0);
+                    h.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    write.push(*new);
+                    w.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if old.1 != new.1 {
+                        write.push(*new);
+                    }
+                    h.next();
+                    w.next();
+                }
+            },
+        }
+    }
+    (gone, write)
+}
+
+fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
+    map: &mut Map,
     name: &'static str,
-    entries: &[(K, V)],
+    held: &[(K, V)],
+    want: &[(K, V)],
 ) -> Result<(), DatapathError> {
-    let mut map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
-    for (k, v) in entries {
+    let (gone, write) = delta(held, want);
+    let mut map: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(map).map_err(DatapathError::map(name))?;
+    for k in &gone {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    for (k, v) in write {
         map.insert(k, v, 0).map_err(DatapathError::map(name))?;
     }
     Ok(())
 }
 
-fn insert_lpm<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
+/// [`apply_delta`] for LPM entries `(prefix length, key, value)`, sorted by (key, length).
+fn apply_lpm_delta<K: Pod + Ord, V: Pod + PartialEq>(
+    map: &mut Map,
     name: &'static str,
-    entries: &[(u32, K, V)],
+    held: &[(u32, K, V)],
+    want: &[(u32, K, V)],
 ) -> Result<(), DatapathError> {
-    let mut map: LpmTrie<&mut MapData, K, V> = typed(ebpf, name)?;
-    for (len, k, v) in entries {
+    let keyed = |l: &[(u32, K, V)]| -> Vec<((K, u32), V)> {
+        l.iter().map(|(len, k, v)| ((*k, *len), *v)).collect()
+    };
+    let (held, want) = (keyed(held), keyed(want));
+    let (gone, write) = delta(&held, &want);
+    let mut map: LpmTrie<&mut MapData, K, V> =
+        LpmTrie::try_from(map).map_err(DatapathError::map(name))?;
+    for (k, len) in gone {
+        match map.remove(&Key::new(len, k)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    for ((k, len), v) in write {
         map.insert(&Key::new(*len, *k), v, 0)
             .map_err(DatapathError::map(name))?;
     }
     Ok(())
+}
+
+fn read_where<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pred: impl Fn(&K) -> bool,
+) -> Result<Vec<(K, V)>, DatapathError> {
+    let map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
+    let keys: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| pred(k))
+        .collect();
+    keys.into_iter()
+        .map(|k| Ok((k, map.get(&k, 0).map_err(DatapathError::map(name))?)))
+        .collect()
+}
+
+fn read_lpm_where<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pred: impl Fn(&K) -> bool,
+) -> Result<Vec<(u32, K, V)>, DatapathError> {
+    let map: LpmTrie<&mut MapData, K, V> = typed(ebpf, name)?;
+    let keys: Vec<Key<K>> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| pred(&k.data()))
+        .collect();
+    keys.into_iter()
+        .map(|k| {
+            let v = map.get(&k, 0).map_err(DatapathError::map(name))?;
+            Ok((k.prefix_len(), k.data(), v))
+        })
+        .collect()
 }
 
 fn remove_where<K: Pod, V: Pod>(
@@ -492,4 +685,30 @@ fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64
                 .map_err(DatapathError::map(name))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delta;
+
+    #[test]
+    fn delta_removes_what_is_gone_and_writes_what_is_new_or_changed() {
+        let held = [(1, 'a'), (2, 'b'), (4, 'd'), (6, 'f')];
+        let want = [(0, 'z'), (2, 'b'), (4, 'D'), (5, 'e')];
+        let (gone, write) = delta(&held, &want);
+        assert_eq!(gone, vec![1, 6]);
+        assert_eq!(write, vec![&(0, 'z'), &(4, 'D'), &(5, 'e')]);
+    }
+
+    #[test]
+    fn delta_of_equal_lists_is_empty_and_from_nothing_is_everything() {
+        let list = [(1, 'a'), (2, 'b')];
+        assert_eq!(delta(&list, &list), (vec![], vec![]));
+        let (gone, write) = delta(&[], &list);
+        assert!(gone.is_empty());
+        assert_eq!(write, vec![&(1, 'a'), &(2, 'b')]);
+        let (gone, write) = delta(&list, &[]);
+        assert_eq!(gone, vec![1, 2]);
+        assert!(write.is_empty());
+    }
 }
