@@ -115,11 +115,12 @@ struct Gen {
 pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: hash-map lookups return pointers into the map that stay valid for this run.
-    let side = match unsafe { LZ_IFACE.get(ifindex) } {
-        Some(cfg) => cfg.side,
+    let iface = match unsafe { LZ_IFACE.get(ifindex) } {
+        Some(cfg) => *cfg,
         // An interface lazaret was not told about is treated as a device port: fail closed.
-        None => SIDE_DEVICES,
+        None => IfaceConfig::new(SIDE_DEVICES),
     };
+    let side = iface.side;
     // Read the generation switch exactly once: the whole packet is judged by this slot.
     let slot = match LZ_GEN.get(0) {
         Some(s) => (*s & 1) as u8,
@@ -142,7 +143,7 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     };
     // SAFETY: this CPU's scratch slot; XDP runs to completion without preemption.
     let pkt = unsafe { &mut *pkt };
-    let (verdict, pkt) = match parse::parse(&ctx, side, ifindex, pkt) {
+    let (verdict, pkt) = match parse::parse(&ctx, &iface, ifindex, pkt) {
         Ok(()) => (judge(&gen, pkt), Some(&*pkt)),
         Err(reason) => (Verdict::new(reason), None),
     };

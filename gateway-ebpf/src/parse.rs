@@ -43,6 +43,7 @@ pub enum Frag {
 /// What the judge needs to know about a frame.
 pub struct Pkt {
     pub side: u8,
+    /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
     pub ifindex: u32,
     pub l3: L3,
     pub vlan: u16,
@@ -130,7 +131,12 @@ pub fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, side: u8, ifindex: u32, pkt: &mut Pkt) -> Result<(), Reason> {
+pub fn parse(
+    ctx: &XdpContext,
+    iface: &IfaceConfig,
+    ifindex: u32,
+    pkt: &mut Pkt,
+) -> Result<(), Reason> {
     let dst_mac = read::<[u8; 6]>(ctx, 0)?;
     let src_mac = read::<[u8; 6]>(ctx, 6)?;
     let mut ethertype = be16(ctx, 12)?;
@@ -150,11 +156,15 @@ pub fn parse(ctx: &XdpContext, side: u8, ifindex: u32, pkt: &mut Pkt) -> Result<
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
     }
+    if vlan == VLAN_UNTAGGED {
+        // An access port or VLAN sub-interface: the switch or the kernel took the tag off.
+        vlan = iface.untagged_vlan;
+    }
     // The scratch slot holds the previous packet: reset every field that is read without
     // being written first. arp_sha, nd_target and inner_* are only read on the paths that
     // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
-    pkt.side = side;
-    pkt.ifindex = ifindex;
+    pkt.side = iface.side;
+    pkt.ifindex = iface.binding(ifindex);
     pkt.l3 = L3::Ip;
     pkt.vlan = vlan;
     pkt.src_mac = src_mac;

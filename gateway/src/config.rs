@@ -46,6 +46,43 @@ pub struct Interface {
     pub side: Side,
     #[serde(default = "default_mode")]
     pub xdp_mode: AttachMode,
+    /// VLAN of the frames that arrive untagged: set it when the interface is an access port
+    /// or a VLAN sub-interface (`eth0.20`), where the tag is gone before XDP sees the frame,
+    /// so devices bound to that VLAN in the policy are recognised.
+    #[serde(default)]
+    pub vlan: Option<Vlan>,
+    /// The Linux bridge this interface is a port of: devices the policy binds to the
+    /// bridge's name are accepted behind this port (bridge deployment).
+    #[serde(default)]
+    pub bridge: Option<String>,
+}
+
+/// An 802.1Q VLAN id, 1 to 4094.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vlan(pub u16);
+
+impl<'de> Deserialize<'de> for Vlan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u16::try_from(n) {
+            Ok(v @ 1..=4094) => Ok(Vlan(v)),
+            _ => Err(serde::de::Error::custom(format!(
+                "VLAN {n} is out of range: an 802.1Q VLAN id is 1 to 4094"
+            ))),
+        }
+    }
+}
+
+impl Interface {
+    /// The interface's datapath configuration; `bridge_ifindex` is the ifindex of
+    /// [`Self::bridge`] when it has one.
+    pub fn datapath_config(&self, bridge_ifindex: Option<u32>) -> lazaret_abi::IfaceConfig {
+        lazaret_abi::IfaceConfig {
+            untagged_vlan: self.vlan.map_or(lazaret_abi::VLAN_UNTAGGED, |v| v.0),
+            binding_ifindex: bridge_ifindex.unwrap_or(lazaret_abi::IFINDEX_ANY),
+            ..lazaret_abi::IfaceConfig::new(self.side.abi())
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -166,6 +203,25 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(bridge) = &iface.bridge {
+                let at = text.find(&format!("\"{bridge}\"")).unwrap_or(0);
+                if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
+                    return Err(invalid(
+                        at,
+                        format!("{bridge:?} is not a valid bridge name (1 to 15 bytes, no '/')"),
+                    ));
+                }
+                if iface.side != Side::Devices {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "interface {:?} is a bridge port facing upstream: only device-side \
+                             ports bind devices to a bridge",
+                            iface.name
+                        ),
+                    ));
+                }
+            }
             if !seen.insert(&iface.name) {
                 return Err(invalid(
                     at,
@@ -235,6 +291,28 @@ xdp_mode = "skb"
         let text = GOOD.replace("side = \"upstream\"", "side = \"north\"");
         match parse(&text) {
             Err(ConfigError::Invalid { line, col, .. }) => assert_eq!((line, col), (9, 8)),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vlan_and_bridge_are_read_and_a_bad_vlan_is_positioned() {
+        let text = GOOD.replace(
+            "name = \"icu0\"\nside = \"devices\"",
+            "name = \"icu0-p1\"\nside = \"devices\"\nvlan = 20\nbridge = \"icu0\"",
+        );
+        let cfg = parse(&text).expect("valid");
+        let c = cfg.interfaces[0].datapath_config(Some(7));
+        assert_eq!((c.side, c.untagged_vlan, c.binding_ifindex), (0, 20, 7));
+        let c = cfg.interfaces[1].datapath_config(None);
+        assert_eq!((c.untagged_vlan, c.binding_ifindex), (0, 0));
+        match parse(&text.replace("vlan = 20", "vlan = 4095")) {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => {
+                assert_eq!((line, col), (7, 8));
+                assert!(message.contains("1 to 4094"), "{message}");
+            }
             other => panic!("expected an error, got {other:?}"),
         }
     }

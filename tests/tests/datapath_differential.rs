@@ -106,11 +106,37 @@ struct Spec {
     /// Instead of one frame: a whole conversation (TCP handshake, data both ways, FIN
     /// both ways; UDP request/response; a fragment train sent out of order).
     conversation: bool,
+    /// The loopback's interface configuration for this spec: 0 default; 1 untagged frames
+    /// are the device's VLAN; 2 untagged frames are VLAN 40; 3 a port of `pumps0`'s bridge;
+    /// 4 both 1 and 3.
+    iface: u8,
 }
+
+/// The interface configuration a spec's frames arrive with (see [`Spec::iface`]).
+fn iface_config(p: &Pools, s: &Spec, side: u8) -> IfaceConfig {
+    let vlan = p.devices[s.device % p.devices.len()].3;
+    let device_vlan = if vlan == VLAN_UNTAGGED { 20 } else { vlan };
+    let mut c = IfaceConfig::new(side);
+    match s.iface {
+        1 => c.untagged_vlan = device_vlan,
+        2 => c.untagged_vlan = 40,
+        3 => c.binding_ifindex = PUMPS0,
+        4 => {
+            c.untagged_vlan = device_vlan;
+            c.binding_ifindex = PUMPS0;
+        }
+        _ => {}
+    }
+    c
+}
+
+/// The ifindex `pumps0` is mapped to: no test-run frame arrives on it, except through a
+/// port configured as bound to it.
+const PUMPS0: u32 = 9999;
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        (any::<bool>(), 0usize..64, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0usize..256, any::<bool>()),
+        (any::<bool>(), 0usize..64, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0usize..256, any::<bool>(), prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 2 => Just(4u8)]),
         (
             prop_oneof![5 => Just(PROTO_TCP), 3 => Just(PROTO_UDP), 1 => Just(PROTO_ICMP), 1 => Just(PROTO_ICMPV6), 1 => Just(47u8)],
             0usize..64,
@@ -129,7 +155,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             prop_oneof![3 => Just(false), 1 => Just(true)],
         ),
     )
-        .prop_map(|((upstream, device, identity, peer, v6), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform, conversation))| Spec {
+        .prop_map(|((upstream, device, identity, peer, v6, iface), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform, conversation))| Spec {
             upstream,
             device,
             identity,
@@ -148,6 +174,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             corrupt,
             truncate,
             quarantine,
+            iface,
         })
 }
 
@@ -498,7 +525,7 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
         ("icu0", LO),
         ("imaging0", LO),
         ("uplink0", LO),
-        ("pumps0", 9999),
+        ("pumps0", PUMPS0),
     ]
     .into_iter()
     .map(|(n, i)| (n.to_string(), i))
@@ -533,12 +560,13 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
                 model.states.states.insert(id, st);
             }
             for (side, frame) in frames(&pools, s) {
-                dp.set_interface(LO, side).expect("iface");
+                let iface = iface_config(&pools, s, side);
+                dp.set_interface_config(LO, iface).expect("iface");
                 let before = dp.stats().expect("stats");
                 let action = dp.test_run(&frame).expect("test run");
                 let after = dp.stats().expect("stats");
                 let xdp = counted(&before, &after);
-                let twin = model.judge(&frame, side, LO);
+                let twin = model.judge_on(&frame, &iface, LO);
                 *frames_seen.borrow_mut() += 1;
                 let expected_action = if twin.reason.passes() { 2 } else { 1 };
                 prop_assert_eq!(

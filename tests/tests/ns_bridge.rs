@@ -1,6 +1,9 @@
 //! Bridge deployment: two devices are ports of a Linux bridge on the gateway, on one
 //! segment. Device-to-device traffic never crosses a router, and lazaret still enforces it:
 //! the central station may send time sync (UDP 2000) to the monitor, nothing else passes.
+//! The devices are bound to the bridge and to VLAN 20 in the policy; the ports are
+//! configured as ports of that bridge whose untagged frames are VLAN 20 (an access segment),
+//! so the bindings hold for frames that arrive on the ports untagged.
 
 use std::{net::UdpSocket, time::Duration};
 
@@ -11,12 +14,16 @@ use lazaret_tests::{
     netns::{mac_of, unique_prefix, veth, wait_until, BpfMount, Netns, TempDir},
 };
 
-fn policy(monitor: [u8; 6], central: [u8; 6]) -> String {
+fn policy(bridge: &str, monitor: [u8; 6], central: [u8; 6]) -> String {
     format!(
         r#"
 [site]
 name = "bridge lab"
 unknown_devices = "deny"
+
+[site.interfaces."{bridge}"]
+side = "devices"
+networks = ["10.20.0.0/24"]
 
 [site.essentials]
 dhcp = false
@@ -47,12 +54,16 @@ id = "mon-icu-01"
 class = "patient-monitor"
 mac = "{}"
 ipv4 = "10.20.0.11"
+vlan = 20
+interface = "{bridge}"
 
 [[devices]]
 id = "cs-icu-01"
 class = "central-station"
 mac = "{}"
 ipv4 = "10.20.0.10"
+vlan = 20
+interface = "{bridge}"
 "#,
         fmt_mac(monitor),
         fmt_mac(central)
@@ -113,7 +124,7 @@ fn same_segment_traffic_is_enforced_on_a_bridge() -> Result<()> {
     std::fs::create_dir_all(&policy_dir)?;
     std::fs::write(
         policy_dir.join("site.toml"),
-        policy(monitor_mac, central_mac),
+        policy(&br, monitor_mac, central_mac),
     )?;
     let state = tmp.path.join("state");
     let config = tmp.path.join("lazaret.toml");
@@ -121,8 +132,8 @@ fn same_segment_traffic_is_enforced_on_a_bridge() -> Result<()> {
         &config,
         format!(
             "policy_dir = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
-             [[interfaces]]\nname = \"{mon_port}\"\nside = \"devices\"\n\
-             [[interfaces]]\nname = \"{cs_port}\"\nside = \"devices\"\n",
+             [[interfaces]]\nname = \"{mon_port}\"\nside = \"devices\"\nbridge = \"{br}\"\nvlan = 20\n\
+             [[interfaces]]\nname = \"{cs_port}\"\nside = \"devices\"\nbridge = \"{br}\"\nvlan = 20\n",
             policy_dir.display(),
             state.display(),
             bpffs.path.display(),

@@ -38,7 +38,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -46,7 +46,8 @@ pub const ABI_VERSION: u32 = 1;
 pub const MAP_GEN: &str = "LZ_GEN";
 /// `Array<SiteConfig>`, two entries indexed by slot.
 pub const MAP_SITE: &str = "LZ_SITE";
-/// `HashMap<u32 ifindex, IfaceConfig>`: which side each attached interface faces.
+/// `HashMap<u32 ifindex, IfaceConfig>`: which side each attached interface faces, the VLAN
+/// of its untagged frames, and the interface devices behind it bind to.
 pub const MAP_IFACE: &str = "LZ_IFACE";
 /// `HashMap<MacKey, DevRef>` (per slot).
 pub const MAP_DEV_MAC: &str = "LZ_DEV_MAC";
@@ -343,7 +344,35 @@ pub struct SiteConfig {
 pub struct IfaceConfig {
     /// `SIDE_*`.
     pub side: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// VLAN of frames that arrive without a tag (or priority-tagged, VID 0), for an access
+    /// port or a VLAN sub-interface whose tag was removed before XDP sees the frame;
+    /// [`VLAN_UNTAGGED`] keeps them untagged.
+    pub untagged_vlan: u16,
+    /// The interface a device behind this one is bound to (`Device::ifindex`): the bridge
+    /// this interface is a port of, or [`IFINDEX_ANY`] for the interface itself.
+    pub binding_ifindex: u32,
+}
+
+impl IfaceConfig {
+    /// An interface of `side`, untagged frames untagged, bound as itself.
+    pub const fn new(side: u8) -> Self {
+        IfaceConfig {
+            side,
+            _pad: 0,
+            untagged_vlan: VLAN_UNTAGGED,
+            binding_ifindex: IFINDEX_ANY,
+        }
+    }
+
+    /// The interface devices behind `ifindex` bind to.
+    pub const fn binding(&self, ifindex: u32) -> u32 {
+        if self.binding_ifindex == IFINDEX_ANY {
+            ifindex
+        } else {
+            self.binding_ifindex
+        }
+    }
 }
 
 /// Value of the identity maps: the stable id of the device.
@@ -653,7 +682,7 @@ pub const fn device_id_hash(id: &[u8]) -> u64 {
 
 const _: () = {
     assert!(size_of::<SiteConfig>() == 24);
-    assert!(size_of::<IfaceConfig>() == 4);
+    assert!(size_of::<IfaceConfig>() == 8);
     assert!(size_of::<DevRef>() == 8);
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<Ip4Key>() == 8);

@@ -107,6 +107,13 @@ impl Controller {
             let index =
                 ifindex(&iface.name).ok_or_else(|| DaemonError::NoInterface(iface.name.clone()))?;
             ifindexes.insert(iface.name.clone(), index);
+            // Devices the policy binds to a bridge are bound to the bridge's ifindex, which
+            // its ports report as their binding.
+            if let Some(bridge) = &iface.bridge {
+                let index =
+                    ifindex(bridge).ok_or_else(|| DaemonError::NoInterface(bridge.clone()))?;
+                ifindexes.insert(bridge.clone(), index);
+            }
         }
         let pin_dir = pin_dir(&config)?;
         let dp = Datapath::load(&LoadOptions {
@@ -150,8 +157,9 @@ impl Controller {
             }
         }
         for iface in ctl.config.interfaces.clone() {
+            let config = ctl.iface_config(&iface);
             ctl.dp
-                .set_interface(ctl.ifindexes[&iface.name], iface.side.abi())?;
+                .set_interface_config(ctl.ifindexes[&iface.name], config)?;
         }
         match ctl.reload() {
             Ok(_) => {}
@@ -686,6 +694,15 @@ impl Controller {
         }
     }
 
+    /// The datapath's view of a configured interface (side, untagged VLAN, bridge binding).
+    fn iface_config(&self, iface: &crate::config::Interface) -> lazaret_abi::IfaceConfig {
+        let bridge = iface
+            .bridge
+            .as_ref()
+            .and_then(|b| self.ifindexes.get(b).copied());
+        iface.datapath_config(bridge)
+    }
+
     /// Notices interfaces that disappeared (reported detached) or came back, possibly with
     /// a new ifindex (attached anew: the old pinned link died with the old interface, and
     /// devices bound to the interface are recompiled for the new ifindex).
@@ -708,9 +725,10 @@ impl Controller {
                     tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
                     self.ifindexes.insert(iface.name.clone(), index);
                     let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                    let config = self.iface_config(&iface);
                     let result = self
                         .dp
-                        .set_interface(index, iface.side.abi())
+                        .set_interface_config(index, config)
                         .map_err(DaemonError::from)
                         .and_then(|()| self.reload().map(|_| ()))
                         .and_then(|()| {

@@ -159,10 +159,20 @@ impl Datapath {
         }
     }
 
-    /// Declares which side an interface faces.
+    /// Declares which side an interface faces (untagged frames untagged, bound as itself).
     pub fn set_interface(&mut self, ifindex: u32, side: u8) -> Result<(), DatapathError> {
+        self.set_interface_config(ifindex, IfaceConfig::new(side))
+    }
+
+    /// Declares an interface's side, the VLAN of its untagged frames and what devices behind
+    /// it bind to.
+    pub fn set_interface_config(
+        &mut self,
+        ifindex: u32,
+        config: IfaceConfig,
+    ) -> Result<(), DatapathError> {
         let mut map: HashMap<_, u32, IfaceConfig> = typed(&mut self.ebpf, MAP_IFACE)?;
-        map.insert(ifindex, IfaceConfig { side, _pad: [0; 3] }, 0)
+        map.insert(ifindex, config, 0)
             .map_err(DatapathError::map(MAP_IFACE))
     }
 

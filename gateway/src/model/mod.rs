@@ -91,9 +91,15 @@ impl Model {
         self.states.states.get(&dev).map_or(0, |s| s.epoch)
     }
 
-    /// Judges one frame and updates the state like the XDP program would.
+    /// Judges one frame and updates the state like the XDP program would, on an interface
+    /// of `side` with the default configuration.
     pub fn judge(&mut self, frame: &[u8], side: u8, ifindex: u32) -> Decision {
-        match parse::parse(frame, side, ifindex) {
+        self.judge_on(frame, &IfaceConfig::new(side), ifindex)
+    }
+
+    /// [`Self::judge`] on interface `ifindex` configured as `iface` (its `LZ_IFACE` entry).
+    pub fn judge_on(&mut self, frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Decision {
+        match parse::parse(frame, iface, ifindex) {
             Ok(p) => self.judge_parsed(p),
             Err(reason) => Decision::new(reason),
         }

@@ -61,8 +61,8 @@ impl Bytes<'_> {
     }
 }
 
-/// Parses a frame received on an interface of `side`.
-pub fn parse(frame: &[u8], side: u8, ifindex: u32) -> Result<Parsed, Reason> {
+/// Parses a frame received on interface `ifindex`, configured as `iface`.
+pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, Reason> {
     let b = Bytes(frame);
     let dst_mac: [u8; 6] = b.get(0)?;
     let src_mac: [u8; 6] = b.get(6)?;
@@ -82,10 +82,13 @@ pub fn parse(frame: &[u8], side: u8, ifindex: u32) -> Result<Parsed, Reason> {
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
     }
+    if vlan == VLAN_UNTAGGED {
+        vlan = iface.untagged_vlan;
+    }
     let mut p = Parsed {
         desc: PacketDesc {
-            side,
-            ifindex,
+            side: iface.side,
+            ifindex: iface.binding(ifindex),
             vlan,
             src_mac,
             dst_mac,

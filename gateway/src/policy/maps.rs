@@ -61,7 +61,7 @@ impl Compiled {
                     Side::Devices => SIDE_DEVICES,
                     Side::Upstream => SIDE_UPSTREAM,
                 };
-                m.ifaces.push((*ix, IfaceConfig { side, _pad: [0; 3] }));
+                m.ifaces.push((*ix, IfaceConfig::new(side)));
             }
         }
         for d in &self.devices {
