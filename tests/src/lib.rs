@@ -2,6 +2,7 @@
 //! the path of the real `lazaret` binary.
 
 pub mod daemon;
+pub mod demo;
 pub mod frames;
 pub mod handmade;
 pub mod netns;

@@ -45,10 +45,11 @@ fn ip(args: &[&str]) -> Result<Output> {
     sh(Command::new("ip").args(args))
 }
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop (unless it is a [`Netns::borrowed`] handle).
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -56,9 +57,21 @@ impl Netns {
         ip(&["netns", "add", &name]).context(
             "creating a network namespace needs root (CAP_SYS_ADMIN); run the tests as root",
         )?;
-        let ns = Netns { name };
+        let ns = Netns { name, owned: true };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on an existing namespace that dropping leaves in place (its owner, or an
+    /// explicit teardown, removes it).
+    pub fn borrowed(name: String) -> Self {
+        Netns { name, owned: false }
+    }
+
+    /// Gives up ownership: the namespace outlives this handle.
+    pub fn keep(mut self) -> Self {
+        self.owned = false;
+        self
     }
 
     /// Runs a command inside the namespace.
@@ -136,6 +149,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting the namespace destroys the veth ends inside it (and their peers).
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])

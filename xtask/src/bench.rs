@@ -272,7 +272,7 @@ fn ensure_policy(out: &Path, devices: usize, rules: usize, seed: u64) -> Result<
 
 // === Paths ===
 
-fn workspace_root() -> Result<PathBuf> {
+pub fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)

@@ -4,6 +4,7 @@
 //! machine before bpf-linker (which the gateway's build script needs) is installed.
 
 mod bench;
+mod demo;
 mod gen_policy;
 mod setup;
 mod test;
@@ -31,6 +32,16 @@ enum Command {
     },
     /// cargo fmt --check and clippy with warnings denied, for the host crates and the eBPF crate.
     Lint,
+    /// A simulated hospital on this machine: the real daemon, clinical traffic, a compromised
+    /// pump quarantined and released. Needs root; removes everything it made on exit.
+    Demo {
+        /// Leave the lab running at the end and print how to explore it.
+        #[arg(long)]
+        keep: bool,
+        /// Remove a lab left running by --keep.
+        #[arg(long)]
+        down: bool,
+    },
     /// Write a synthetic policy: --devices N --rules M --out DIR [--seed S].
     GenPolicy {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -53,6 +64,7 @@ fn main() -> ExitCode {
         Command::Test { args } => setup::run().and_then(|()| test::run(&args)),
         Command::Lint => setup::run().and_then(|()| test::lint()),
         Command::GenPolicy { args } => gen_policy::run(&args),
+        Command::Demo { keep, down } => setup::run().and_then(|()| demo::run(keep, down)),
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
     };
     match result {
