@@ -71,9 +71,19 @@ const DEFAULT_SEED: u64 = 1;
 
 /// How a group ended in this invocation.
 enum Outcome {
-    Done { json: String, md: String },
+    Done {
+        json: String,
+        md: String,
+    },
     NotImplemented,
     NotRequested,
+    /// Not run now: the figures of an earlier run, from the previous report, with the
+    /// date and commit they were measured at.
+    Kept {
+        json: String,
+        md: String,
+        when: String,
+    },
     Failed(String),
 }
 
@@ -113,6 +123,7 @@ pub fn run(requested: &[String], quick: bool) -> Result<()> {
     let machine = machine(&root, quick, load);
     let json_path = root.join("bench-results.json");
     let md_path = root.join("bench-results.md");
+    let outcomes = stamp_and_keep(outcomes, &machine, &json_path, &md_path);
     std::fs::write(&json_path, report_json(&machine, &outcomes))
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md = report_md(&machine, &outcomes);
@@ -381,6 +392,84 @@ fn utc_now() -> String {
 
 // === The report ===
 
+/// Stamps each group run now with when it was measured, and carries over the groups not run
+/// now from the previous report (so `cargo xtask bench reload` does not erase the datapath
+/// figures).
+fn stamp_and_keep<'g>(
+    outcomes: Vec<(&'g Group, Outcome)>,
+    m: &Machine,
+    json_path: &Path,
+    md_path: &Path,
+) -> Vec<(&'g Group, Outcome)> {
+    let previous: serde_json::Value = std::fs::read_to_string(json_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let previous_md = std::fs::read_to_string(md_path).unwrap_or_default();
+    outcomes
+        .into_iter()
+        .map(|(g, o)| {
+            let o = match o {
+                Outcome::Done { json, md } => {
+                    let stamped = serde_json::from_str::<serde_json::Value>(&json)
+                        .ok()
+                        .and_then(|mut v| {
+                            v.as_object_mut()?.insert(
+                                "measured".into(),
+                                serde_json::json!({
+                                    "date": m.date, "commit": m.commit, "quick": m.quick,
+                                    "load_average_at_start": m.load,
+                                }),
+                            );
+                            serde_json::to_string_pretty(&v).ok()
+                        })
+                        .unwrap_or(json);
+                    Outcome::Done { json: stamped, md }
+                }
+                Outcome::NotRequested => {
+                    let old = &previous[g.name];
+                    let when = &old["measured"];
+                    match (when["date"].as_str(), md_section(&previous_md, g.name)) {
+                        (Some(date), Some(md)) => Outcome::Kept {
+                            json: serde_json::to_string_pretty(old).unwrap_or_default(),
+                            md,
+                            when: format!(
+                                "{date}, commit {}{}",
+                                when["commit"].as_str().unwrap_or("unknown"),
+                                if when["quick"].as_bool() == Some(true) {
+                                    ", --quick"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        },
+                        _ => Outcome::NotRequested,
+                    }
+                }
+                other => other,
+            };
+            (g, o)
+        })
+        .collect()
+}
+
+/// A group's section body in a previous markdown report (without its heading or a kept-note).
+fn md_section(md: &str, group: &str) -> Option<String> {
+    let heading = format!("\n## {group} — ");
+    let start = md.find(&heading)? + 1;
+    let body_start = start + md[start..].find('\n')? + 1;
+    let end = md[body_start..]
+        .find("\n## ")
+        .map_or(md.len(), |i| body_start + i + 1);
+    let body = md[body_start..end].trim_start_matches('\n');
+    let body = match body.strip_prefix("*Kept from the run of ") {
+        Some(rest) => rest.split_once("*\n\n").map_or(body, |(_, b)| b),
+        None => body,
+    };
+    (!body.starts_with("Not run") && !body.starts_with("Not implemented"))
+        .then(|| format!("{}\n", body.trim_end()))
+}
+
 /// A JSON string literal.
 fn js(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -420,6 +509,7 @@ fn report_json(m: &Machine, outcomes: &[(&Group, Outcome)]) -> String {
             Outcome::Done { json, .. } => nest(json),
             Outcome::NotImplemented => "{\"status\": \"not implemented\"}".into(),
             Outcome::NotRequested => "{\"status\": \"not run (not requested)\"}".into(),
+            Outcome::Kept { json, .. } => nest(json),
             Outcome::Failed(e) => format!("{{\"status\": \"failed\", \"error\": {}}}", js(e)),
         };
         parts.push(format!("{}: {value}", js(g.name)));
@@ -451,6 +541,12 @@ fn report_md(m: &Machine, outcomes: &[(&Group, Outcome)]) -> String {
             Outcome::Done { md, .. } => s.push_str(md),
             Outcome::NotImplemented => s.push_str("Not implemented yet.\n"),
             Outcome::NotRequested => s.push_str("Not run in this invocation.\n"),
+            Outcome::Kept { md, when, .. } => {
+                s.push_str(&format!(
+                    "*Kept from the run of {when}: not run in this invocation.*\n\n"
+                ));
+                s.push_str(md);
+            }
             Outcome::Failed(e) => s.push_str(&format!("**Failed:** {e}\n")),
         }
     }
@@ -496,4 +592,29 @@ fn summarize(outcomes: &[(&Group, Outcome)], md: &str, json: &Path, md_path: &Pa
         bail!("benchmark group(s) failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::md_section;
+
+    const MD: &str = "# lazaret benchmark results\n\nMachine: x.\n\
+        \n## policy — parse\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\
+        \n## datapath — ns\n\nNot run in this invocation.\n\
+        \n## reload — reload\n\n*Kept from the run of 2026-11-23, commit abc: not run in this invocation.*\n\nfigures\n";
+
+    #[test]
+    fn a_groups_section_is_found_without_its_heading_or_kept_note() {
+        assert_eq!(
+            md_section(MD, "policy").as_deref(),
+            Some("| a | b |\n|---|---|\n| 1 | 2 |\n")
+        );
+        assert_eq!(md_section(MD, "reload").as_deref(), Some("figures\n"));
+    }
+
+    #[test]
+    fn a_group_that_was_not_run_has_no_figures_to_keep() {
+        assert_eq!(md_section(MD, "datapath"), None);
+        assert_eq!(md_section(MD, "quarantine"), None);
+    }
 }
