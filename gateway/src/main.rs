@@ -30,6 +30,15 @@ enum Command {
         #[command(flatten)]
         target: cli::control_cmds::Target,
     },
+    /// Events: denies, audit and learn records, spoofing, unknown devices, quarantines and
+    /// releases (`--json`: one JSON object per line).
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        target: cli::control_cmds::Target,
+    },
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
@@ -44,6 +53,7 @@ fn main() -> ExitCode {
         Command::Detach(args) => cli::detach::run(args),
         Command::Status(target) => cli::control_cmds::status(target),
         Command::Flows { device, target } => cli::control_cmds::flows(device, target),
+        Command::Events { follow, target } => cli::control_cmds::events(follow, target),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };

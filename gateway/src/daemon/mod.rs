@@ -11,6 +11,7 @@
 mod attach;
 pub mod control;
 pub mod deviation;
+pub mod events;
 pub mod quarantine;
 pub mod unknown;
 mod watch;
@@ -95,6 +96,8 @@ pub struct Controller {
     /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
     by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
     unknowns: unknown::Unknowns,
+    /// What `lazaret events` shows.
+    feed: events::Feed,
 }
 
 impl Controller {
@@ -132,6 +135,7 @@ impl Controller {
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
+            feed: events::Feed::default(),
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -512,6 +516,14 @@ impl Controller {
                 Reply::data(json!(self.unknowns.devices.values().collect::<Vec<_>>()))
             }
             Request::QuarantineList {} => Reply::data(json!(self.quarantines.entries)),
+            // The control server answers event requests from the feed; this is the same
+            // answer without following.
+            Request::Events { .. } => Reply::data(json!(self
+                .feed
+                .recent()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect::<Vec<_>>())),
             Request::QuarantineAdd {
                 device,
                 action,
@@ -574,6 +586,14 @@ impl Controller {
         );
         self.metrics.quarantine_event(action.name());
         self.update_quarantine_metrics();
+        self.notify(events::quarantine_event(
+            "quarantine",
+            device,
+            Some(action.name()),
+            by,
+            reason,
+            events::unix_now(),
+        ));
         Ok(())
     }
 
@@ -589,7 +609,20 @@ impl Controller {
         }
         tracing::warn!(device, by, reason, "device released from quarantine");
         self.update_quarantine_metrics();
+        self.notify(events::quarantine_event(
+            "release",
+            device,
+            None,
+            by,
+            reason,
+            events::unix_now(),
+        ));
         Ok(())
+    }
+
+    /// A controller event for followers (and the webhook, when one is configured).
+    fn notify(&self, event: serde_json::Value) {
+        self.feed.publish(&event);
     }
 
     fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
@@ -647,6 +680,11 @@ impl Controller {
 
     /// One datapath event: metrics, unknown-device discovery, deviation detection.
     fn on_event(&mut self, ev: &lazaret_abi::Event) {
+        self.feed.publish(&events::datapath_event(
+            ev,
+            self.compiled.as_ref(),
+            events::unix_now(),
+        ));
         if let Some(kind) = deviation::kind_label(ev) {
             self.metrics.deviation(kind);
         }
@@ -790,7 +828,7 @@ impl Controller {
         });
         let control = control::bind(&self.config.control_socket)?;
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-        tokio::spawn(control::serve(control, calls_tx));
+        tokio::spawn(control::serve(control, calls_tx, self.feed.clone()));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let events = self.dp.take_events()?;
         // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same

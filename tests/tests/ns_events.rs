@@ -1,0 +1,128 @@
+//! `lazaret events`: a follower started before the traffic sees the deny of a flow the
+//! device's policy does not allow, with the device's inventory context, and a manual
+//! quarantine and release; without `--follow`, the recent events are printed and the
+//! command ends.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lazaret_tests::{
+    daemon::{monitor_policy, workflow, Lab},
+    lazaret_bin,
+    netns::{wait_until, ChildGuard},
+};
+
+/// `lazaret events --follow --json` against the lab's daemon.
+fn follow(lab: &Lab) -> Result<ChildGuard> {
+    let bin = lazaret_bin()?;
+    lab.net.gateway.spawn(&[
+        bin.to_str().context("binary path")?,
+        "events",
+        "--follow",
+        "--json",
+        "--config",
+        lab.config.to_str().context("config path")?,
+    ])
+}
+
+/// The first JSON event printed by `follower` that satisfies `want`, within 5 s.
+fn wait_event(
+    follower: &ChildGuard,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let find = || {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| want(v))
+    };
+    wait_until(Duration::from_secs(5), || find().is_some());
+    match find() {
+        Some(v) => Ok(v),
+        None => bail!(
+            "the event did not arrive; the follower printed:\n{}",
+            follower.output()
+        ),
+    }
+}
+
+#[test]
+fn events_follow_reports_denies_and_quarantines() -> Result<()> {
+    let mut lab = Lab::new(|mac| {
+        monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575))
+    })?;
+    lab.echo_servers(&[2575])?;
+    lab.start()?;
+    let follower = follow(&lab)?;
+    // The follower is connected once it would print; give it a moment to subscribe.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let allowed = lab.connect(2575, Duration::from_millis(800));
+    assert!(allowed.is_ok(), "the workflow's flow is allowed");
+    assert!(
+        lab.connect(22, Duration::from_millis(500)).is_err(),
+        "a flow outside the workflow is denied"
+    );
+    let deny = wait_event(&follower, |v| {
+        v["kind"] == "deny" && v["dst"] == "10.10.0.20:22"
+    })?;
+    assert_eq!(deny["device"], "mon-icu-01");
+    assert_eq!(deny["class"], "patient-monitor");
+    assert_eq!(deny["reason"], "deny_no_rule");
+    assert_eq!(deny["initiator"], "device");
+    assert_eq!(
+        deny["src"].as_str().map(|s| s.starts_with("10.20.0.11:")),
+        Some(true)
+    );
+
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "events test",
+    ])?;
+    lab.cli(&["quarantine", "release", "mon-icu-01", "--reason", "done"])?;
+    let q = wait_event(&follower, |v| v["kind"] == "quarantine")?;
+    assert_eq!(
+        (&q["device"], &q["action"], &q["reason"]),
+        (
+            &"mon-icu-01".into(),
+            &"isolate".into(),
+            &"events test".into()
+        )
+    );
+    assert_eq!(q["by"], "uid 0");
+    wait_event(&follower, |v| {
+        v["kind"] == "release" && v["device"] == "mon-icu-01"
+    })?;
+
+    // Without --follow: the recent events, one readable line each, and the command ends.
+    let out = std::process::Command::new(lazaret_bin()?)
+        .args(["events", "--config"])
+        .arg(&lab.config)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let deny_line = text
+        .lines()
+        .find(|l| l.contains(" deny ") && l.contains("-> 10.10.0.20:22"))
+        .with_context(|| format!("no readable deny line in:\n{text}"))?;
+    assert!(
+        deny_line.contains("mon-icu-01 (patient-monitor, enforce) deny_no_rule"),
+        "{deny_line}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("quarantine mon-icu-01 (isolate) by uid 0: events test")),
+        "{text}"
+    );
+    Ok(())
+}
