@@ -284,6 +284,44 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The daemon's `/metrics` text, fetched from inside the gateway namespace (the
+    /// configuration's default 127.0.0.1:9464).
+    pub fn metrics_text(&self) -> Result<String> {
+        let reply = self.net.gateway.run(|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect("127.0.0.1:9464")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lazaret\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })??;
+        let (head, body) = reply.split_once("\r\n\r\n").context("HTTP reply")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("metrics endpoint answered {head}");
+        }
+        Ok(body.to_string())
+    }
+
+    /// The value of one sample line of `/metrics`, e.g. `lazaret_devices{mode="audit"}`.
+    pub fn metric(&self, series: &str) -> Result<Option<f64>> {
+        Ok(self.metrics_text()?.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        }))
+    }
+
+    /// Appends TOML to the daemon's configuration (before [`Lab::start`]).
+    pub fn append_config(&self, toml: &str) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)?;
+        f.write_all(toml.as_bytes())?;
+        Ok(())
+    }
+}
+
 /// One echo round trip on a stream; false if it did not come back within 1.5 s.
 pub fn round_trip(s: &mut TcpStream) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));

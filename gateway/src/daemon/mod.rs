@@ -15,6 +15,7 @@ pub mod events;
 pub mod quarantine;
 pub mod unknown;
 mod watch;
+pub mod webhook;
 
 use std::{
     collections::BTreeMap,
@@ -98,6 +99,8 @@ pub struct Controller {
     unknowns: unknown::Unknowns,
     /// What `lazaret events` shows.
     feed: events::Feed,
+    /// Started by [`Controller::serve`] when `[webhook]` is configured.
+    webhook: Option<webhook::Webhook>,
 }
 
 impl Controller {
@@ -136,6 +139,7 @@ impl Controller {
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
             feed: events::Feed::default(),
+            webhook: None,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -623,6 +627,9 @@ impl Controller {
     /// A controller event for followers (and the webhook, when one is configured).
     fn notify(&self, event: serde_json::Value) {
         self.feed.publish(&event);
+        if let Some(hook) = &self.webhook {
+            hook.send(event);
+        }
     }
 
     fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
@@ -826,6 +833,13 @@ impl Controller {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
+        if let Some(w) = &self.config.webhook {
+            // Checked when the configuration was parsed.
+            match webhook::check_url(w.url.get_ref()) {
+                Ok(uri) => self.webhook = Some(webhook::Webhook::spawn(uri, self.metrics.clone())),
+                Err(e) => tracing::error!(error = %e, "webhook disabled"),
+            }
+        }
         let control = control::bind(&self.config.control_socket)?;
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
         tokio::spawn(control::serve(control, calls_tx, self.feed.clone()));
