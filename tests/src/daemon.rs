@@ -312,6 +312,23 @@ impl Lab {
         }))
     }
 
+    /// `lazaret events --follow --json` against this lab's daemon, started in the gateway
+    /// namespace; read it with [`wait_event`].
+    pub fn follow_events(&self) -> Result<ChildGuard> {
+        let bin = lazaret_bin()?;
+        let follower = self.net.gateway.spawn(&[
+            bin.to_str().context("binary path")?,
+            "events",
+            "--follow",
+            "--json",
+            "--config",
+            self.config.to_str().context("config path")?,
+        ])?;
+        // Subscribed once it has connected; give it a moment.
+        thread::sleep(Duration::from_millis(300));
+        Ok(follower)
+    }
+
     /// Appends TOML to the daemon's configuration (before [`Lab::start`]).
     pub fn append_config(&self, toml: &str) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -319,6 +336,28 @@ impl Lab {
             .open(&self.config)?;
         f.write_all(toml.as_bytes())?;
         Ok(())
+    }
+}
+
+/// The first JSON event `follower` printed that satisfies `want`, waiting up to 5 s.
+pub fn wait_event(
+    follower: &ChildGuard,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let find = || {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| want(v))
+    };
+    crate::netns::wait_until(Duration::from_secs(5), || find().is_some());
+    match find() {
+        Some(v) => Ok(v),
+        None => bail!(
+            "the event did not arrive; the follower printed:\n{}",
+            follower.output()
+        ),
     }
 }
 

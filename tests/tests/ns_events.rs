@@ -5,47 +5,11 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use lazaret_tests::{
-    daemon::{monitor_policy, workflow, Lab},
+    daemon::{monitor_policy, wait_event, workflow, Lab},
     lazaret_bin,
-    netns::{wait_until, ChildGuard},
 };
-
-/// `lazaret events --follow --json` against the lab's daemon.
-fn follow(lab: &Lab) -> Result<ChildGuard> {
-    let bin = lazaret_bin()?;
-    lab.net.gateway.spawn(&[
-        bin.to_str().context("binary path")?,
-        "events",
-        "--follow",
-        "--json",
-        "--config",
-        lab.config.to_str().context("config path")?,
-    ])
-}
-
-/// The first JSON event printed by `follower` that satisfies `want`, within 5 s.
-fn wait_event(
-    follower: &ChildGuard,
-    want: impl Fn(&serde_json::Value) -> bool,
-) -> Result<serde_json::Value> {
-    let find = || {
-        follower
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| want(v))
-    };
-    wait_until(Duration::from_secs(5), || find().is_some());
-    match find() {
-        Some(v) => Ok(v),
-        None => bail!(
-            "the event did not arrive; the follower printed:\n{}",
-            follower.output()
-        ),
-    }
-}
 
 #[test]
 fn events_follow_reports_denies_and_quarantines() -> Result<()> {
@@ -54,9 +18,7 @@ fn events_follow_reports_denies_and_quarantines() -> Result<()> {
     })?;
     lab.echo_servers(&[2575])?;
     lab.start()?;
-    let follower = follow(&lab)?;
-    // The follower is connected once it would print; give it a moment to subscribe.
-    std::thread::sleep(Duration::from_millis(300));
+    let follower = lab.follow_events()?;
 
     let allowed = lab.connect(2575, Duration::from_millis(800));
     assert!(allowed.is_ok(), "the workflow's flow is allowed");
