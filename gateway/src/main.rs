@@ -39,6 +39,9 @@ enum Command {
         #[command(flatten)]
         target: cli::control_cmds::Target,
     },
+    /// Learn mode: turn the flows learned for a device or class into a proposed workflow.
+    #[command(subcommand)]
+    Learn(cli::learn_cmds::LearnCommand),
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Status(target) => cli::control_cmds::status(target),
         Command::Flows { device, target } => cli::control_cmds::flows(device, target),
         Command::Events { follow, target } => cli::control_cmds::events(follow, target),
+        Command::Learn(cmd) => cli::learn_cmds::run(cmd),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };

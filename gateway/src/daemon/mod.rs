@@ -12,6 +12,8 @@ mod attach;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod learn;
+pub mod propose;
 pub mod quarantine;
 pub mod unknown;
 mod watch;
@@ -101,6 +103,9 @@ pub struct Controller {
     feed: events::Feed,
     /// Started by [`Controller::serve`] when `[webhook]` is configured.
     webhook: Option<webhook::Webhook>,
+    /// Flows of learn-mode devices, and whether they changed since the last write.
+    learned: learn::Learned,
+    learned_dirty: bool,
 }
 
 impl Controller {
@@ -140,6 +145,8 @@ impl Controller {
             unknowns: Self::load_unknowns(&config_state_dir),
             feed: events::Feed::default(),
             webhook: None,
+            learned: Self::load_learned(&config_state_dir),
+            learned_dirty: false,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -632,6 +639,53 @@ impl Controller {
         }
     }
 
+    /// The learned flows; a file that cannot be read is moved aside (never overwritten)
+    /// and learning starts again.
+    fn load_learned(state_dir: &Path) -> learn::Learned {
+        match learn::Learned::load(state_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                let path = state_dir.join(learn::FILE);
+                let moved = path.with_extension(format!("json.corrupt-{}", quarantine::now()));
+                let _ = std::fs::rename(&path, &moved);
+                tracing::error!(error = %e, moved = %moved.display(), "learned flows unreadable; moved aside, learning starts again");
+                learn::Learned {
+                    version: 1,
+                    ..learn::Learned::default()
+                }
+            }
+        }
+    }
+
+    /// Writes the learned flows if they changed.
+    fn save_learned(&mut self) {
+        if !self.learned_dirty {
+            return;
+        }
+        match self.learned.save(&self.config.state_dir) {
+            Ok(()) => self.learned_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "could not save the learned flows"),
+        }
+    }
+
+    /// A learn event: recorded for its device if the device is in learn mode. New flow
+    /// patterns are written at once, counts on the next tick.
+    fn on_learn(&mut self, ev: &lazaret_abi::Event) {
+        let Some(d) = self
+            .compiled
+            .as_ref()
+            .and_then(|c| c.device_by_hash(ev.device))
+            .filter(|d| d.mode == policy::model::Mode::Learn)
+        else {
+            return;
+        };
+        let id = d.id.clone();
+        self.learned_dirty = true;
+        if self.learned.observe(&id, ev, quarantine::now()) {
+            self.save_learned();
+        }
+    }
+
     fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
         let path = state_dir.join("unknown-devices.json");
         match std::fs::read(&path) {
@@ -697,6 +751,10 @@ impl Controller {
         }
         if ev.kind == lazaret_abi::EVENT_UNKNOWN {
             self.on_unknown(ev);
+            return;
+        }
+        if ev.kind == lazaret_abi::EVENT_LEARN {
+            self.on_learn(ev);
             return;
         }
         let Some((id, settings)) = self.by_hash.get(&ev.device).cloned() else {
@@ -874,6 +932,7 @@ impl Controller {
                     self.check_interfaces();
                     self.observe();
                     self.expire_quarantines();
+                    self.save_learned();
                 }
                 ready = events.readable_mut() => {
                     match ready {
@@ -902,6 +961,7 @@ impl Controller {
             generation = self.generation,
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
         );
+        self.save_learned();
         let _ = stop_tx.send(true);
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
