@@ -115,7 +115,8 @@ impl StateMap {
             if Instant::now() > deadline {
                 bail!("quarantine state {want} not reached within {timeout:?}");
             }
-            std::hint::spin_loop();
+            // Yield rather than spin: on a small machine the daemon needs the core.
+            std::thread::yield_now();
         }
     }
 }
@@ -150,7 +151,8 @@ impl Counter {
             if Instant::now() > deadline {
                 bail!("counter {} did not move within {timeout:?}", self.index);
             }
-            std::hint::spin_loop();
+            // Yield rather than spin: on a small machine the daemon needs the core.
+            std::thread::yield_now();
         }
     }
 }
@@ -184,6 +186,7 @@ fn main() -> Result<()> {
     pump.send_to(b"x", ("10.10.0.20", 514))?;
 
     let (mut ms, mut base) = (Vec::with_capacity(trials), Vec::with_capacity(trials));
+    let started = Instant::now();
     for trial in 0..trials {
         // Two deviations below the threshold, counted before the clock starts; the first
         // is the baseline.
@@ -201,7 +204,15 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         pump.send_to(b"scan", ("10.10.0.20", 80))?;
         let t1 = state.wait(QUARANTINE_ISOLATE, Duration::from_secs(2))?;
-        ms.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
+        let took = t1.duration_since(t0).as_secs_f64() * 1000.0;
+        if took > TARGET_P99_MS / 2.0 {
+            // When slow trials happen tells what they met (the daemon's 5 s tick, a write).
+            eprintln!(
+                "quarantine: trial {trial} took {took:.3} ms, at {:.3} s",
+                t0.duration_since(started).as_secs_f64()
+            );
+        }
+        ms.push(took);
         // Enforcing: the next packet of the pump's own workflow is dropped as quarantined.
         pump.send_to(b"audit record", ("10.10.0.20", 514))?;
         quarantine_drops
