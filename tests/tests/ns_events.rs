@@ -1,7 +1,7 @@
 //! `lazaret events`: a follower started before the traffic sees the deny of a flow the
 //! device's policy does not allow, with the device's inventory context, and a manual
-//! quarantine and release; without `--follow`, the recent events are printed and the
-//! command ends.
+//! quarantine and release, and the discovery of an unknown device; without `--follow`, the
+//! recent events are printed and the command ends.
 
 use std::time::Duration;
 
@@ -61,6 +61,36 @@ fn events_follow_reports_denies_and_quarantines() -> Result<()> {
     wait_event(&follower, |v| {
         v["kind"] == "release" && v["device"] == "mon-icu-01"
     })?;
+
+    // A device nobody registered appears on the device port: one discovery event.
+    let gw_mac = lazaret_tests::netns::mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let frame = lazaret_tests::frames::tcp4(
+        [0x02, 0x5e, 0, 0, 0, 0x42],
+        gw_mac,
+        std::net::Ipv4Addr::new(10, 20, 0, 66),
+        lab.net.server_ip,
+        40000,
+        443,
+        lazaret_tests::frames::TCP_SYN,
+    );
+    lazaret_tests::netns::send_raw(
+        &lab.net.device,
+        &lab.net.device_if,
+        vec![frame.clone(), frame],
+    )?;
+    let new = wait_event(&follower, |v| v["kind"] == "new_unknown_device")?;
+    assert_eq!(new["src_mac"], "02:5e:00:00:00:42", "{new}");
+    assert_eq!(new["address"], "10.20.0.66", "{new}");
+    wait_event(&follower, |v| {
+        v["kind"] == "unknown" && v["src_mac"] == "02:5e:00:00:00:42"
+    })?;
+    std::thread::sleep(Duration::from_millis(200));
+    let discoveries = follower
+        .output()
+        .lines()
+        .filter(|l| l.contains("\"new_unknown_device\""))
+        .count();
+    assert_eq!(discoveries, 1, "one discovery event for two frames");
 
     // Without --follow: the recent events, one readable line each, and the command ends.
     let out = std::process::Command::new(lazaret_bin()?)

@@ -182,6 +182,19 @@ pub fn quarantine_event(
     })
 }
 
+/// A source not in the inventory spoke on a device port for the first time.
+pub fn new_unknown_event(s: &super::unknown::Sighting, ts: f64) -> Value {
+    json!({
+        "ts": ts,
+        "kind": "new_unknown_device",
+        "src_mac": super::unknown::fmt_mac(&s.mac),
+        "address": s.src,
+        "vlan": s.vlan,
+        "ifindex": s.ifindex,
+        "flow": s.flow,
+    })
+}
+
 /// One readable line for a feed event (the CLI's default output).
 pub fn human(v: &Value) -> String {
     let ts = v["ts"].as_f64().unwrap_or(0.0);
@@ -200,6 +213,14 @@ pub fn human(v: &Value) -> String {
                 .map_or(String::new(), |a| format!("({a}) ")),
             s("by"),
             s("reason")
+        ),
+        "new_unknown_device" => format!(
+            "{when} new unknown device {} address {} vlan {} ifindex {} (first flow: {})",
+            s("src_mac"),
+            s("address"),
+            v["vlan"],
+            v["ifindex"],
+            s("flow")
         ),
         "lost" => format!(
             "{when} lost       {} events (this follower fell behind)",

@@ -733,6 +733,8 @@ impl Controller {
         if self.unknowns.observe(&sighting) {
             tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
             self.metrics.unknown_device_discovered();
+            self.feed
+                .publish(&events::new_unknown_event(&sighting, events::unix_now()));
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
             self.save_unknowns();
