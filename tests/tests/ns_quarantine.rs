@@ -198,3 +198,48 @@ fn isolated_pump_keeps_dns_and_ntp() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn restrict_keeps_only_the_essential_workflows() -> Result<()> {
+    // The pump keeps its drug-library session (marked essential) under `restrict`; its
+    // remote-service session (biomed SSH, not essential) is cut.
+    let mut lab = Lab::new(|mac| {
+        policy(mac, false, Some("restrict"))
+            .replace(
+                "workflows = [\"pump-server-sync\"]",
+                "workflows = [\"pump-server-sync\", \"remote-service\"]",
+            )
+            .replace(
+                "description = \"Drug library, status and events\"",
+                "description = \"Drug library, status and events\"\nessential = true",
+            )
+            + r#"
+[workflows.remote-service]
+description = "Biomed remote diagnostics over SSH"
+[[workflows.remote-service.rules]]
+device = "class:infusion-pump"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [22]
+initiator = "device"
+"#
+    })?;
+    lab.echo_servers(&[2575, 22])?;
+    lab.start()?;
+    let mut essential = lab.connect(2575, Duration::from_millis(1000))?;
+    let mut service = lab.connect(22, Duration::from_millis(1000))?;
+    assert!(round_trip(&mut essential) && round_trip(&mut service));
+    scan(&lab);
+    wait_quarantined(&lab, "restrict")?;
+    assert!(
+        round_trip(&mut essential),
+        "the essential workflow's session survives restrict"
+    );
+    assert!(
+        !round_trip(&mut service),
+        "the non-essential session is cut"
+    );
+    assert!(lab.connect(2575, Duration::from_millis(1000)).is_ok());
+    assert!(lab.connect(22, Duration::from_millis(800)).is_err());
+    Ok(())
+}
