@@ -243,3 +243,40 @@ initiator = "device"
     assert!(lab.connect(22, Duration::from_millis(800)).is_err());
     Ok(())
 }
+
+#[test]
+fn quarantine_with_a_ttl_is_released_automatically() -> Result<()> {
+    let mut lab = Lab::new(|mac| {
+        policy(mac, false, Some("isolate")).replace(
+            "action = \"isolate\" }",
+            "action = \"isolate\", ttl = \"2s\" }",
+        )
+    })?;
+    lab.echo_servers(&[2575])?;
+    lab.start()?;
+    scan(&lab);
+    let list = wait_quarantined(&lab, "isolate")?;
+    assert!(list["pump-icu-01"]["until"].is_u64(), "{list}");
+    assert!(lab.connect(2575, Duration::from_millis(500)).is_err());
+    // The daemon checks expiries every 5 s: released within the TTL plus one check.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if lab.cli(&["quarantine", "list"])?["pump-icu-01"].is_null() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the quarantine was not released after its ttl");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut s = lab.connect(2575, Duration::from_millis(1000))?;
+    assert!(round_trip(&mut s), "the workflow works again");
+    let audit = std::fs::read_to_string(lab.state_dir.join("audit.log"))?;
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"release\"") && l.contains("lazaret (ttl)")),
+        "{audit}"
+    );
+    Ok(())
+}
