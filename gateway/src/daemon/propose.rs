@@ -75,6 +75,14 @@ fn ports_toml(ports: &BTreeSet<u16>) -> String {
     format!("[{}]", out.join(", "))
 }
 
+fn flows_text(n: u64) -> String {
+    if n == 1 {
+        "1 flow".into()
+    } else {
+        format!("{n} flows")
+    }
+}
+
 fn date(unix: u64) -> String {
     chrono::DateTime::from_timestamp(i64::try_from(unix).unwrap_or(0), 0).map_or_else(
         || unix.to_string(),
@@ -190,10 +198,12 @@ pub fn propose(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Proposed by `lazaret learn export` from {total} flows of {what} seen in learn mode\n\
-         # from {} to {}. Review every rule: it allows what the device did, nothing more and\n\
-         # nothing less. Then put this file in the policy directory and set the device (or\n\
-         # class) back to `mode = \"enforce\"`.\n",
+        "# Proposed by `lazaret learn export` from {} of {what} in learn mode,\n\
+         # seen from {} to {}.\n\
+         # Review every rule: it allows what the device did, nothing more and nothing less.\n\
+         # Then put this file in the policy directory and set the device (or class) back to\n\
+         # `mode = \"enforce\"`.\n",
+        flows_text(total),
         date(first),
         date(last)
     );
@@ -209,8 +219,8 @@ pub fn propose(
         let _ = writeln!(out, "\n[[workflows.{name}.rules]]");
         let _ = writeln!(
             out,
-            "# {} flows opened by the {}, first {}, last {}.",
-            seen.flows,
+            "# {} opened by the {}, first {}, last {}.",
+            flows_text(seen.flows),
             initiator.name(),
             date(seen.first),
             date(seen.last)
