@@ -37,6 +37,17 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Interfaces to enforce on.
     pub interfaces: Vec<Interface>,
+    /// Where quarantine and release events are POSTed, if anywhere.
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+}
+
+/// `[webhook]`: quarantine and release events as JSON POSTs (see `daemon::webhook`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://host[:port]/path`; checked by [`Config::parse`].
+    pub url: toml::Spanned<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -229,6 +240,11 @@ impl Config {
                 ));
             }
         }
+        if let Some(w) = &cfg.webhook {
+            if let Err(message) = crate::daemon::webhook::check_url(w.url.get_ref()) {
+                return Err(invalid(w.url.span().start, message));
+            }
+        }
         Ok(cfg)
     }
 }
@@ -336,6 +352,38 @@ xdp_mode = "skb"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/lazaret.toml");
         let cfg = Config::load(&path).expect("deploy/lazaret.toml parses");
         assert_eq!(cfg.interfaces.len(), 4);
+    }
+
+    #[test]
+    fn webhook_url_is_checked_with_its_position() {
+        let ok = format!("{GOOD}[webhook]\nurl = \"http://10.10.9.9:8080/lazaret\"\n");
+        let cfg = parse(&ok).expect("valid");
+        assert_eq!(
+            cfg.webhook.map(|w| w.url.into_inner()),
+            Some("http://10.10.9.9:8080/lazaret".to_string())
+        );
+        for (bad, why) in [
+            ("https://hooks.example/x", "https"),
+            ("ftp://x/y", "http://"),
+            ("http:///nohost", "host"),
+            ("not a url", "http://"),
+        ] {
+            let text = format!("{GOOD}[webhook]\nurl = \"{bad}\"\n");
+            match parse(&text) {
+                Err(ConfigError::Invalid {
+                    line, col, message, ..
+                }) => {
+                    assert_eq!((line, col), (12, 7), "{bad}");
+                    assert!(message.contains(why), "{bad}: {message}");
+                }
+                other => panic!("{bad}: expected an error, got {other:?}"),
+            }
+        }
+        let text = format!("{GOOD}[webhook]\nurl = \"http://x/\"\nretries = 3\n");
+        assert!(matches!(
+            parse(&text),
+            Err(ConfigError::Invalid { line: 13, .. })
+        ));
     }
 
     #[test]

@@ -30,6 +30,18 @@ enum Command {
         #[command(flatten)]
         target: cli::control_cmds::Target,
     },
+    /// Events: denies, audit and learn records, spoofing, unknown devices, quarantines and
+    /// releases (`--json`: one JSON object per line).
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        target: cli::control_cmds::Target,
+    },
+    /// Learn mode: turn the flows learned for a device or class into a proposed workflow.
+    #[command(subcommand)]
+    Learn(cli::learn_cmds::LearnCommand),
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
@@ -44,6 +56,8 @@ fn main() -> ExitCode {
         Command::Detach(args) => cli::detach::run(args),
         Command::Status(target) => cli::control_cmds::status(target),
         Command::Flows { device, target } => cli::control_cmds::flows(device, target),
+        Command::Events { follow, target } => cli::control_cmds::events(follow, target),
+        Command::Learn(cmd) => cli::learn_cmds::run(cmd),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };

@@ -284,6 +284,83 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The daemon's `/metrics` text, fetched from inside the gateway namespace (the
+    /// configuration's default 127.0.0.1:9464).
+    pub fn metrics_text(&self) -> Result<String> {
+        let reply = self.net.gateway.run(|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect("127.0.0.1:9464")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lazaret\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })??;
+        let (head, body) = reply.split_once("\r\n\r\n").context("HTTP reply")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("metrics endpoint answered {head}");
+        }
+        Ok(body.to_string())
+    }
+
+    /// The value of one sample line of `/metrics`, e.g. `lazaret_devices{mode="audit"}`.
+    pub fn metric(&self, series: &str) -> Result<Option<f64>> {
+        Ok(self.metrics_text()?.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        }))
+    }
+
+    /// `lazaret events --follow --json` against this lab's daemon, started in the gateway
+    /// namespace; read it with [`wait_event`].
+    pub fn follow_events(&self) -> Result<ChildGuard> {
+        let bin = lazaret_bin()?;
+        let follower = self.net.gateway.spawn(&[
+            bin.to_str().context("binary path")?,
+            "events",
+            "--follow",
+            "--json",
+            "--config",
+            self.config.to_str().context("config path")?,
+        ])?;
+        // Subscribed once it has connected; give it a moment.
+        thread::sleep(Duration::from_millis(300));
+        Ok(follower)
+    }
+
+    /// Appends TOML to the daemon's configuration (before [`Lab::start`]).
+    pub fn append_config(&self, toml: &str) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)?;
+        f.write_all(toml.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// The first JSON event `follower` printed that satisfies `want`, waiting up to 5 s.
+pub fn wait_event(
+    follower: &ChildGuard,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let find = || {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| want(v))
+    };
+    crate::netns::wait_until(Duration::from_secs(5), || find().is_some());
+    match find() {
+        Some(v) => Ok(v),
+        None => bail!(
+            "the event did not arrive; the follower printed:\n{}",
+            follower.output()
+        ),
+    }
+}
+
 /// One echo round trip on a stream; false if it did not come back within 1.5 s.
 pub fn round_trip(s: &mut TcpStream) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));

@@ -19,6 +19,8 @@ use crate::{gen_policy, setup::run_cmd};
 enum Needs {
     /// Generated policies, as (devices, rules, seed).
     Policies(&'static [(usize, usize, u64)]),
+    /// The release `lazaret` binary (a daemon under test), passed as `LAZARET_BIN`.
+    ReleaseDaemon,
 }
 
 struct Group {
@@ -61,8 +63,8 @@ const GROUPS: &[Group] = &[
     },
     Group {
         name: "quarantine",
-        what: "time from threshold to quarantine",
-        bench: None,
+        what: "time from the threshold packet to the quarantine enforcing",
+        bench: Some(Needs::ReleaseDaemon),
     },
 ];
 
@@ -102,7 +104,10 @@ pub fn run(requested: &[String], quick: bool) -> Result<()> {
         .filter(|g| g.bench.is_some())
         .map(|g| g.name)
         .collect();
-    build(&root, &benches)?;
+    let daemon = selected
+        .iter()
+        .any(|g| matches!(g.bench, Some(Needs::ReleaseDaemon)));
+    build(&root, &benches, daemon)?;
     let mut outcomes = Vec::new();
     for g in GROUPS {
         let outcome = if g.bench.is_none() {
@@ -164,9 +169,20 @@ fn select(requested: &[String]) -> Result<Vec<&'static Group>> {
 
 /// Builds the bench binaries once (release), so build output and build load come before
 /// any timing.
-fn build(root: &Path, benches: &[&str]) -> Result<()> {
+fn build(root: &Path, benches: &[&str], daemon: bool) -> Result<()> {
     if benches.is_empty() {
         return Ok(());
+    }
+    if daemon {
+        eprintln!("bench: building the lazaret daemon (release)");
+        run_cmd(Command::new("cargo").current_dir(root).args([
+            "build",
+            "--release",
+            "--package",
+            "lazaret",
+            "--bin",
+            "lazaret",
+        ]))?;
     }
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
@@ -206,6 +222,9 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
                 let (name, dir) = ensure_policy(out, devices, rules, seed)?;
                 cmd.arg("--policy").arg(format!("{name}={}", dir.display()));
             }
+        }
+        Some(Needs::ReleaseDaemon) => {
+            cmd.env("LAZARET_BIN", target_dir(root).join("release/lazaret"));
         }
         None => return Ok(Outcome::NotImplemented),
     }

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use lazaret::{
     config::{Config, DEFAULT_PATH},
     daemon::{
-        control::{call, Request},
+        control::{call, follow_events, Request},
+        events,
         quarantine::Action,
     },
 };
@@ -293,4 +294,22 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             print(&target, &data, |_| format!("{device}: released\n"))
         }
     }
+}
+
+/// `lazaret events [--follow]`: recent events, then (following) new ones as they happen.
+pub fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let socket = target.socket()?;
+    let mut out = std::io::stdout().lock();
+    follow_events(&socket, follow, |ev| {
+        let text = if target.json {
+            ev.to_string()
+        } else {
+            events::human(&ev)
+        };
+        // A closed pipe (`lazaret events -f | head`) ends the stream quietly.
+        writeln!(out, "{text}").is_ok() && out.flush().is_ok()
+    })
+    .with_context(|| format!("control socket {}", socket.display()))?;
+    Ok(ExitCode::SUCCESS)
 }

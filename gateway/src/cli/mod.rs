@@ -2,5 +2,6 @@
 
 pub mod control_cmds;
 pub mod detach;
+pub mod learn_cmds;
 pub mod policy_cmds;
 pub mod run;

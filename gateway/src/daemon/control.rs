@@ -15,7 +15,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::quarantine::Action;
+use super::{events::Feed, quarantine::Action};
 
 /// Longest request line accepted.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -44,6 +44,13 @@ pub enum Request {
     QuarantineRelease {
         device: String,
         reason: String,
+    },
+    /// Recent events (deny, audit, spoof, unknown, learn, rogue, quarantine, release). With
+    /// `follow`, the reply is followed by one event object per line, as they happen, until
+    /// the client closes the connection.
+    Events {
+        #[serde(default)]
+        follow: bool,
     },
 }
 
@@ -133,8 +140,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Accepts connections until the controller goes away.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+/// Accepts connections until the controller goes away. Event requests are answered here
+/// from `feed`, without a round trip through the controller.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>, feed: Feed) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -144,15 +152,20 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
             }
         };
         let calls = calls.clone();
+        let feed = feed.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, calls).await {
+            if let Err(e) = connection(stream, calls, feed).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
         });
     }
 }
 
-async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    calls: mpsc::Sender<Call>,
+    feed: Feed,
+) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = format!("uid {}", cred.uid());
     let (read, mut write) = stream.into_split();
@@ -181,6 +194,9 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::R
         } else {
             match decode(buf.trim_ascii()) {
                 Err(e) => Reply::error(e),
+                Ok(Request::Events { follow }) => {
+                    return events(&mut reader, &mut write, &feed, follow).await;
+                }
                 Ok(request) => {
                     let (tx, rx) = oneshot::channel();
                     if calls
@@ -204,16 +220,102 @@ async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::R
     }
 }
 
+/// Answers an events request: the recent events as the reply's data; when following, then
+/// every new event on its own line until the client hangs up (or the daemon stops).
+async fn events(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    feed: &Feed,
+    follow: bool,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (recent, mut rx) = feed.subscribe();
+    let data: Vec<serde_json::Value> = recent
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    write
+        .write_all(&line(&Reply::data(serde_json::Value::Array(data))))
+        .await?;
+    if !follow {
+        return Ok(());
+    }
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            // The client closing (or writing anything) ends the stream.
+            n = reader.read(&mut sink) => {
+                if n? == 0 {
+                    return Ok(());
+                }
+            }
+            ev = rx.recv() => {
+                let text = match ev {
+                    Ok(l) => l.to_string(),
+                    Err(RecvError::Lagged(n)) => serde_json::json!({
+                        "ts": super::events::unix_now(), "kind": "lost", "count": n,
+                    })
+                    .to_string(),
+                    Err(RecvError::Closed) => return Ok(()),
+                };
+                write.write_all(text.as_bytes()).await?;
+                write.write_all(b"\n").await?;
+            }
+        }
+    }
+}
+
 fn line(reply: &Reply) -> Vec<u8> {
     let mut v = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     v.push(b'\n');
     v
 }
 
-/// Client side, for the CLI: one request, one reply.
-pub fn call(path: &Path, request: &Request) -> Result<Reply, std::io::Error> {
+/// Client side of `events`: the recent events, then (when following) `on_event` for each
+/// new one until it returns false or the daemon goes away.
+pub fn follow_events(
+    path: &Path,
+    follow: bool,
+    mut on_event: impl FnMut(serde_json::Value) -> bool,
+) -> Result<(), std::io::Error> {
     use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+    let mut s = connect(path)?;
+    let mut body =
+        serde_json::to_vec(&Request::Events { follow }).map_err(std::io::Error::other)?;
+    body.push(b'\n');
+    s.write_all(&body)?;
+    let mut lines = std::io::BufReader::new(s).lines();
+    let first = lines.next().transpose()?.unwrap_or_default();
+    let reply: Reply = serde_json::from_str(&first)
+        .map_err(|e| std::io::Error::other(format!("bad reply from lazaret: {e}")))?;
+    if !reply.ok {
+        return Err(std::io::Error::other(
+            reply
+                .error
+                .unwrap_or_else(|| "the daemon refused the request".into()),
+        ));
+    }
+    for ev in reply
+        .data
+        .and_then(|d| d.as_array().cloned())
+        .unwrap_or_default()
+    {
+        if !on_event(ev) {
+            return Ok(());
+        }
+    }
+    for l in lines {
+        let ev = serde_json::from_str(&l?)
+            .map_err(|e| std::io::Error::other(format!("bad event from lazaret: {e}")))?;
+        if !on_event(ev) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn connect(path: &Path) -> Result<std::os::unix::net::UnixStream, std::io::Error> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!(
@@ -221,7 +323,13 @@ pub fn call(path: &Path, request: &Request) -> Result<Reply, std::io::Error> {
                 path.display()
             ),
         )
-    })?;
+    })
+}
+
+/// Client side, for the CLI: one request, one reply.
+pub fn call(path: &Path, request: &Request) -> Result<Reply, std::io::Error> {
+    use std::io::{BufRead, Write};
+    let mut s = connect(path)?;
     let mut body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     body.push(b'\n');
     s.write_all(&body)?;
@@ -243,6 +351,14 @@ mod tests {
             Ok(Request::QuarantineAdd { device: "pump-01".into(), action: Action::Isolate, reason: "scan".into() })
         );
         assert_eq!(
+            decode(br#"{"cmd":"events"}"#),
+            Ok(Request::Events { follow: false })
+        );
+        assert_eq!(
+            decode(br#"{"cmd":"events","follow":true}"#),
+            Ok(Request::Events { follow: true })
+        );
+        assert_eq!(
             decode(br#"{"cmd":"flows","device":"mon-1"}"#),
             Ok(Request::Flows {
                 device: "mon-1".into()
@@ -258,6 +374,7 @@ mod tests {
             b"[]",
             b"{\"cmd\":\"nope\"}",
             b"{\"cmd\":\"status\",\"x\":1}",
+            b"{\"cmd\":\"events\",\"follow\":\"yes\"}",
             b"\xff\xfe",
             b"{\"cmd\":\"quarantine_add\",\"device\":\"a\",\"action\":\"burn\",\"reason\":\"\"}",
         ] {

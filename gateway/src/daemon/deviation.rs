@@ -51,8 +51,11 @@ pub fn kind_label(ev: &Event) -> Option<&'static str> {
 impl Detector {
     /// Records one event; returns true when the device crosses its threshold.
     pub fn observe(&mut self, ev: &Event, now_ms: u64, settings: &QuarantineSettings) -> bool {
+        // Drops because the device is quarantined are the quarantine working, not new
+        // deviations; one reported late (after a release) must not count towards the next.
         if ev.device == 0
             || !matches!(ev.kind, EVENT_DENY | EVENT_SPOOF | EVENT_ROGUE)
+            || ev.reason == lazaret_abi::Reason::DenyQuarantine as u8
             || settings.after == 0
         {
             return false;
@@ -162,6 +165,17 @@ mod tests {
         assert!(!d.observe(&deny(2, 2, 22), 0, &s));
         assert!(!d.observe(&deny(0, 3, 22), 0, &s));
         assert!(!d.observe(&deny(0, 4, 22), 0, &s));
+    }
+
+    #[test]
+    fn drops_of_a_quarantined_device_are_not_deviations() {
+        let mut d = Detector::default();
+        let s = settings(1, 60);
+        let mut ev = deny(1, 1, 514);
+        ev.reason = lazaret_abi::Reason::DenyQuarantine as u8;
+        assert!(!d.observe(&ev, 0, &s), "reported after its release");
+        ev.reason = lazaret_abi::Reason::DenyNoRule as u8;
+        assert!(d.observe(&ev, 0, &s));
     }
 
     #[test]

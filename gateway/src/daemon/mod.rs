@@ -11,9 +11,13 @@
 mod attach;
 pub mod control;
 pub mod deviation;
+pub mod events;
+pub mod learn;
+pub mod propose;
 pub mod quarantine;
 pub mod unknown;
 mod watch;
+pub mod webhook;
 
 use std::{
     collections::BTreeMap,
@@ -95,6 +99,13 @@ pub struct Controller {
     /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
     by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
     unknowns: unknown::Unknowns,
+    /// What `lazaret events` shows.
+    feed: events::Feed,
+    /// Started by [`Controller::serve`] when `[webhook]` is configured.
+    webhook: Option<webhook::Webhook>,
+    /// Flows of learn-mode devices, and whether they changed since the last write.
+    learned: learn::Learned,
+    learned_dirty: bool,
 }
 
 impl Controller {
@@ -139,6 +150,10 @@ impl Controller {
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
+            feed: events::Feed::default(),
+            webhook: None,
+            learned: Self::load_learned(&config_state_dir),
+            learned_dirty: false,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -520,6 +535,14 @@ impl Controller {
                 Reply::data(json!(self.unknowns.devices.values().collect::<Vec<_>>()))
             }
             Request::QuarantineList {} => Reply::data(json!(self.quarantines.entries)),
+            // The control server answers event requests from the feed; this is the same
+            // answer without following.
+            Request::Events { .. } => Reply::data(json!(self
+                .feed
+                .recent()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect::<Vec<_>>())),
             Request::QuarantineAdd {
                 device,
                 action,
@@ -582,6 +605,14 @@ impl Controller {
         );
         self.metrics.quarantine_event(action.name());
         self.update_quarantine_metrics();
+        self.notify(events::quarantine_event(
+            "quarantine",
+            device,
+            Some(action.name()),
+            by,
+            reason,
+            events::unix_now(),
+        ));
         Ok(())
     }
 
@@ -597,7 +628,70 @@ impl Controller {
         }
         tracing::warn!(device, by, reason, "device released from quarantine");
         self.update_quarantine_metrics();
+        self.notify(events::quarantine_event(
+            "release",
+            device,
+            None,
+            by,
+            reason,
+            events::unix_now(),
+        ));
         Ok(())
+    }
+
+    /// A controller event for followers (and the webhook, when one is configured).
+    fn notify(&self, event: serde_json::Value) {
+        self.feed.publish(&event);
+        if let Some(hook) = &self.webhook {
+            hook.send(event);
+        }
+    }
+
+    /// The learned flows; a file that cannot be read is moved aside (never overwritten)
+    /// and learning starts again.
+    fn load_learned(state_dir: &Path) -> learn::Learned {
+        match learn::Learned::load(state_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                let path = state_dir.join(learn::FILE);
+                let moved = path.with_extension(format!("json.corrupt-{}", quarantine::now()));
+                let _ = std::fs::rename(&path, &moved);
+                tracing::error!(error = %e, moved = %moved.display(), "learned flows unreadable; moved aside, learning starts again");
+                learn::Learned {
+                    version: 1,
+                    ..learn::Learned::default()
+                }
+            }
+        }
+    }
+
+    /// Writes the learned flows if they changed.
+    fn save_learned(&mut self) {
+        if !self.learned_dirty {
+            return;
+        }
+        match self.learned.save(&self.config.state_dir) {
+            Ok(()) => self.learned_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "could not save the learned flows"),
+        }
+    }
+
+    /// A learn event: recorded for its device if the device is in learn mode. New flow
+    /// patterns are written at once, counts on the next tick.
+    fn on_learn(&mut self, ev: &lazaret_abi::Event) {
+        let Some(d) = self
+            .compiled
+            .as_ref()
+            .and_then(|c| c.device_by_hash(ev.device))
+            .filter(|d| d.mode == policy::model::Mode::Learn)
+        else {
+            return;
+        };
+        let id = d.id.clone();
+        self.learned_dirty = true;
+        if self.learned.observe(&id, ev, quarantine::now()) {
+            self.save_learned();
+        }
     }
 
     fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
@@ -647,6 +741,8 @@ impl Controller {
         if self.unknowns.observe(&sighting) {
             tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
             self.metrics.unknown_device_discovered();
+            self.feed
+                .publish(&events::new_unknown_event(&sighting, events::unix_now()));
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
             self.save_unknowns();
@@ -655,11 +751,20 @@ impl Controller {
 
     /// One datapath event: metrics, unknown-device discovery, deviation detection.
     fn on_event(&mut self, ev: &lazaret_abi::Event) {
+        self.feed.publish(&events::datapath_event(
+            ev,
+            self.compiled.as_ref(),
+            events::unix_now(),
+        ));
         if let Some(kind) = deviation::kind_label(ev) {
             self.metrics.deviation(kind);
         }
         if ev.kind == lazaret_abi::EVENT_UNKNOWN {
             self.on_unknown(ev);
+            return;
+        }
+        if ev.kind == lazaret_abi::EVENT_LEARN {
+            self.on_learn(ev);
             return;
         }
         let Some((id, settings)) = self.by_hash.get(&ev.device).cloned() else {
@@ -806,9 +911,16 @@ impl Controller {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
+        if let Some(w) = &self.config.webhook {
+            // Checked when the configuration was parsed.
+            match webhook::check_url(w.url.get_ref()) {
+                Ok(uri) => self.webhook = Some(webhook::Webhook::spawn(uri, self.metrics.clone())),
+                Err(e) => tracing::error!(error = %e, "webhook disabled"),
+            }
+        }
         let control = control::bind(&self.config.control_socket)?;
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-        tokio::spawn(control::serve(control, calls_tx));
+        tokio::spawn(control::serve(control, calls_tx, self.feed.clone()));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let events = self.dp.take_events()?;
         // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same
@@ -840,6 +952,7 @@ impl Controller {
                     self.check_interfaces();
                     self.observe();
                     self.expire_quarantines();
+                    self.save_learned();
                 }
                 ready = events.readable_mut() => {
                     match ready {
@@ -868,6 +981,7 @@ impl Controller {
             generation = self.generation,
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
         );
+        self.save_learned();
         let _ = stop_tx.send(true);
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())

@@ -5,7 +5,10 @@
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use super::{
-    labels::{self, ATTACH_MODES, DEVIATION_KINDS, DEVICE_MODES, OTHER, QUARANTINE_ACTIONS},
+    labels::{
+        self, ATTACH_MODES, DEVIATION_KINDS, DEVICE_MODES, OTHER, QUARANTINE_ACTIONS,
+        WEBHOOK_RESULTS,
+    },
     register::{self, gauge_value},
 };
 
@@ -17,6 +20,7 @@ pub(crate) struct DeviceFamilies {
     unknown: IntGauge,
     unknown_discovered: IntCounter,
     interface_attached: IntGaugeVec,
+    webhook: IntCounterVec,
 }
 
 impl DeviceFamilies {
@@ -62,7 +66,16 @@ impl DeviceFamilies {
                 "1 if lazaret enforces on the interface in this mode, 0 if it should but does not.",
                 &["interface", "mode"],
             )?,
+            webhook: register::counter_vec(
+                r,
+                "lazaret_webhook_deliveries_total",
+                "Quarantine and release events handed to the webhook, by result.",
+                &["result"],
+            )?,
         };
+        for result in WEBHOOK_RESULTS {
+            f.webhook.with_label_values(&[result]);
+        }
         for action in QUARANTINE_ACTIONS {
             f.quarantined.with_label_values(&[action]);
             f.quarantines.with_label_values(&[action]);
@@ -114,6 +127,11 @@ impl DeviceFamilies {
 
     pub(crate) fn set_unknown_devices(&self, n: u64) {
         self.unknown.set(gauge_value(n));
+    }
+
+    pub(crate) fn webhook_delivery(&self, result: &str) {
+        let result = labels::bounded("result", result, &WEBHOOK_RESULTS);
+        self.webhook.with_label_values(&[result]).inc();
     }
 
     pub(crate) fn unknown_device_discovered(&self) {

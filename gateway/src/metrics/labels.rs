@@ -40,6 +40,10 @@ pub(crate) const QUARANTINE_ACTIONS: [&str; 3] = ["alert", "restrict", "isolate"
 pub(crate) const DEVIATION_KINDS: [&str; 5] =
     ["deny", "spoof", "rogue_dhcp", "rogue_ra", "unknown"];
 
+/// `lazaret_webhook_deliveries_total{result}`: disjoint, one per quarantine or release
+/// event handed to the webhook.
+pub(crate) const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "failed", "dropped"];
+
 /// `lazaret_devices{mode}`.
 pub(crate) const DEVICE_MODES: [&str; 3] = ["enforce", "audit", "learn"];
 

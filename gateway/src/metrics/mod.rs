@@ -148,6 +148,12 @@ impl Metrics {
         self.devices.unknown_device_discovered();
     }
 
+    /// One webhook event's fate: `delivered`, `failed` (every retry failed) or `dropped`
+    /// (the queue was full).
+    pub fn webhook_delivery(&self, result: &str) {
+        self.devices.webhook_delivery(result);
+    }
+
     /// Every family in the Prometheus text exposition format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let families = {

@@ -565,6 +565,7 @@ const FAMILIES: &[&str] = &[
     "lazaret_devices",
     "lazaret_unknown_devices",
     "lazaret_unknown_devices_discovered_total",
+    "lazaret_webhook_deliveries_total",
 ];
 
 // === HTTP endpoint ===

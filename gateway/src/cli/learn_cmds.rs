@@ -1,0 +1,73 @@
+//! `lazaret learn export`: a proposed workflow from the flows learned in the state
+//! directory, folded against the policy directory's inventory. Reads files only: the daemon
+//! need not run.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use lazaret::{
+    config::{Config, DEFAULT_PATH},
+    daemon::{
+        learn::Learned,
+        propose::{propose, Target},
+    },
+    policy,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum LearnCommand {
+    /// Write a proposed workflow file from the flows learned for a device or a class.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["device", "class"])))]
+pub struct ExportArgs {
+    /// The device whose flows to export.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Every device of this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Name of the proposed workflow (default `learned-<device or class>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Configuration file of the daemon (its state and policy directories).
+    #[arg(long, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+pub fn run(cmd: LearnCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LearnCommand::Export(a) => export(a),
+    }
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&a.config)?;
+    let policy = policy::load_dir(&config.policy_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the policy in {} does not load:\n{}",
+            config.policy_dir.display(),
+            e.render()
+        )
+    })?;
+    let learned = Learned::load(&config.state_dir)?;
+    let target = match (a.device, a.class) {
+        (Some(d), _) => Target::Device(d),
+        (None, Some(c)) => Target::Class(c),
+        (None, None) => anyhow::bail!("give --device ID or --class NAME"),
+    };
+    let text = propose(&policy, &learned, &target, a.name.as_deref())?;
+    match a.output {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
