@@ -4,6 +4,7 @@
 //! machine before bpf-linker (which the gateway's build script needs) is installed.
 
 mod bench;
+mod fuzz;
 mod gen_policy;
 mod setup;
 mod test;
@@ -44,6 +45,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Run a libFuzzer target (policy, config, control, packet, or all) for --time seconds
+    /// each (needs the nightly toolchain and cargo-fuzz, which setup installs).
+    Fuzz {
+        target: String,
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +62,7 @@ fn main() -> ExitCode {
         Command::Lint => setup::run().and_then(|()| test::lint()),
         Command::GenPolicy { args } => gen_policy::run(&args),
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
+        Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
