@@ -788,9 +788,12 @@ impl Controller {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
-        let control = control::bind(&self.config.control_socket)?;
+        let access = control::Access {
+            group: self.config.control_gid,
+        };
+        let control = control::bind_for(&self.config.control_socket, access)?;
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-        tokio::spawn(control::serve(control, calls_tx));
+        tokio::spawn(control::serve_for(control, calls_tx, access));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let events = self.dp.take_events()?;
         // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same
