@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use lazaret::{
     config::{Config, LogFormat, DEFAULT_PATH},
-    daemon::Controller,
+    daemon::{preflight, Controller},
 };
 
 #[derive(Debug, Args)]
@@ -43,6 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        preflight::check(&config)?;
         let ctl = Controller::start(config)?;
         ctl.serve().await?;
         Ok::<_, anyhow::Error>(())

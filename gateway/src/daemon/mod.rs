@@ -11,6 +11,7 @@
 mod attach;
 pub mod control;
 pub mod deviation;
+pub mod preflight;
 pub mod quarantine;
 pub mod unknown;
 mod watch;
