@@ -16,6 +16,9 @@ use lazaret_tests::{
     reliability::{metric, record_figure},
 };
 
+/// One way of breaking the policy directory.
+type Fault<'a> = Box<dyn Fn() -> std::io::Result<()> + 'a>;
+
 fn failures(lab: &Lab) -> f64 {
     // Summed over reasons: the fault decides which one.
     ["invalid_policy", "io", "datapath"]
@@ -61,7 +64,7 @@ fn broken_policy_directory_keeps_the_previous_generation_enforcing() -> Result<(
     let mut generation = lab.ready_generation();
     let file = lab.policy_dir.join("hospital.toml");
 
-    let faults: [(&str, Box<dyn Fn() -> std::io::Result<()>>); 4] = [
+    let faults: [(&str, Fault); 4] = [
         (
             "garbage",
             Box::new(|| std::fs::write(&file, b"[site\n\x00\xff garbage = = =\n")),

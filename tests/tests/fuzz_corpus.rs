@@ -17,7 +17,7 @@ use lazaret::{
     fuzzing::{self, PacketHarness},
     policy,
 };
-use lazaret_tests::frames::*;
+use lazaret_tests::{frames::*, reliability::record_figure};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -48,28 +48,42 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn run_all(target: &str, f: impl Fn(&[u8])) {
+fn run_all(test: &str, target: &str, f: impl FnMut(&[u8])) {
     let files = corpus(target);
+    let mut f = f;
     for (path, bytes) in &files {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(bytes)));
         assert!(r.is_ok(), "{} fails its harness", path.display());
     }
-    eprintln!("{target}: {} corpus files pass", files.len());
+    let regressions = files
+        .iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("regression-"))
+        })
+        .count();
+    record_figure(
+        &format!("fuzz_corpus::{test}"),
+        &format!(
+            "{} corpus files pass ({regressions} fuzzer findings)",
+            files.len()
+        ),
+    );
 }
 
 #[test]
 fn policy_corpus_passes() {
-    run_all("policy", fuzzing::policy);
+    run_all("policy_corpus_passes", "policy", fuzzing::policy);
 }
 
 #[test]
 fn config_corpus_passes() {
-    run_all("config", fuzzing::config);
+    run_all("config_corpus_passes", "config", fuzzing::config);
 }
 
 #[test]
 fn control_corpus_passes() {
-    run_all("control", fuzzing::control);
+    run_all("control_corpus_passes", "control", fuzzing::control);
 }
 
 #[test]
@@ -79,11 +93,11 @@ fn packet_corpus_passes_through_xdp_and_the_twin() {
         h.xdp_loaded(),
         "the XDP program did not load (run as root: CAP_BPF and CAP_NET_ADMIN)"
     );
-    let files = corpus("packet");
-    for (path, bytes) in &files {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run(bytes)));
-        assert!(r.is_ok(), "{} fails its harness", path.display());
-    }
+    run_all(
+        "packet_corpus_passes_through_xdp_and_the_twin",
+        "packet",
+        |bytes| h.run(bytes),
+    );
 }
 
 /// The seeds must exercise something: real policies parse, the shipped config loads, and
@@ -104,6 +118,10 @@ fn seeds_include_valid_inputs() {
         .filter(|(_, b)| lazaret::daemon::control::decode(b).is_ok())
         .count();
     assert!(valid_requests >= 5, "{valid_requests} valid control seeds");
+    record_figure(
+        "fuzz_corpus::seeds_include_valid_inputs",
+        &format!("{valid_policies} valid policy seeds, {valid_requests} valid control seeds"),
+    );
 }
 
 // === seeds ===

@@ -6,6 +6,7 @@
 mod bench;
 mod fuzz;
 mod gen_policy;
+mod reliability;
 mod setup;
 mod test;
 
@@ -52,6 +53,9 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         time: u64,
     },
+    /// Refresh the figures in docs/reliability.md from target/reliability/ (written by the
+    /// reliability tests and `cargo xtask fuzz`).
+    Reliability,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::GenPolicy { args } => gen_policy::run(&args),
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
         Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
+        Command::Reliability => reliability::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
