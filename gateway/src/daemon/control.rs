@@ -126,7 +126,9 @@ impl Access {
     }
 }
 
-/// The `Groups:` line of /proc/PID/status (empty if the process is gone).
+/// The `Groups:` line of /proc/PID/status (empty if the process is gone). Read after the
+/// connection is accepted: a peer that exits at once could see its pid reused, which can
+/// only admit a process that could have connected through the group-owned socket anyway.
 fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
