@@ -128,10 +128,21 @@ pub fn control(data: &[u8]) {
 
 // === packet ===
 
-/// Frames from fuzzer bytes: records of `[flags][len][len bytes]`, flags bit 0 = arrived on
-/// the upstream side; the last record takes what is left. Several frames per input let the
-/// fuzzer build flows (a request, then its reply) and fragment trains.
-pub fn frames(data: &[u8]) -> Vec<(u8, &[u8])> {
+/// One record of a packet input: an optional quarantine change, then a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub side: u8,
+    /// (device index, modulo the inventory; `QUARANTINE_*` value) set before the frame.
+    pub quarantine: Option<(usize, u8)>,
+    pub frame: &'a [u8],
+}
+
+/// Records from fuzzer bytes: `[flags][len][len bytes]`, the last taking what is left.
+/// Flags: bit 0 = arrived on the upstream side; bit 3 = first set the quarantine of
+/// device `flags >> 4` to `(flags >> 1) & 3` (3 reads as none), with an epoch bump, as
+/// the daemon does. Several records per input let the fuzzer build flows (a request, then
+/// its reply), fragment trains, and quarantines cutting live flows.
+pub fn records(data: &[u8]) -> Vec<Record<'_>> {
     let mut out = Vec::new();
     let mut rest = data;
     while let [flags, len, tail @ ..] = rest {
@@ -141,7 +152,15 @@ pub fn frames(data: &[u8]) -> Vec<(u8, &[u8])> {
         } else {
             lazaret_abi::SIDE_UPSTREAM
         };
-        out.push((side, &tail[..n]));
+        let quarantine = (flags & 0b1000 != 0).then(|| {
+            let q = (flags >> 1) & 3;
+            (usize::from(flags >> 4), if q == 3 { 0 } else { q })
+        });
+        out.push(Record {
+            side,
+            quarantine,
+            frame: &tail[..n],
+        });
         rest = &tail[n..];
         if out.len() == 64 {
             break;
@@ -203,10 +222,26 @@ impl PacketHarness {
     /// from the same state and a crash reproduces from its file alone.
     pub fn run(&mut self, data: &[u8]) {
         let mut model = Model::new(MapIndex::new(&self.contents));
+        let devices: Vec<u64> = self.contents.devices.iter().map(|(_, d)| d.id).collect();
         if let Some(dp) = self.xdp.as_mut() {
-            clear_state(dp).expect("empty the flow and fragment tables");
+            clear_state(dp, &devices).expect("reset the flow, fragment and device tables");
         }
-        for (side, frame) in frames(data) {
+        for Record {
+            side,
+            quarantine,
+            frame,
+        } in records(data)
+        {
+            if let (Some((index, q)), false) = (quarantine, devices.is_empty()) {
+                let id = devices[index % devices.len()];
+                let mut st = model.states.states.get(&id).copied().unwrap_or_default();
+                st.epoch = st.epoch.wrapping_add(1);
+                st.quarantine = q;
+                model.states.states.insert(id, st);
+                if let Some(dp) = self.xdp.as_mut() {
+                    dp.set_device_state(id, st).expect("set device state");
+                }
+            }
             let twin = model.judge(frame, side, LO);
             // The kernel delivers no frame shorter than an Ethernet header to XDP, and
             // BPF_PROG_TEST_RUN refuses one (EINVAL): only the twin judges those.
@@ -238,8 +273,12 @@ impl PacketHarness {
     }
 }
 
-/// Empties the flow and fragment tables (the state one input leaves for the next).
-fn clear_state(dp: &mut Datapath) -> Result<(), DatapathError> {
+/// Empties the flow and fragment tables and resets every device's state (what one input
+/// leaves for the next).
+fn clear_state(dp: &mut Datapath, devices: &[u64]) -> Result<(), DatapathError> {
+    for id in devices {
+        dp.set_device_state(*id, lazaret_abi::DevState::default())?;
+    }
     use aya::maps::HashMap;
     use lazaret_abi::{FlowKey, FlowValue, FragKey, FragValue, MAP_FLOWS, MAP_FRAGS};
     let ebpf = dp.ebpf_mut();

@@ -177,6 +177,15 @@ fn packet_seeds() -> Vec<(String, Vec<u8>)> {
             );
         }
         record(&mut s, false, &udp4(d.mac, GW, ip, peers[0], 40100, 53));
+        // Isolate device n (flags: set quarantine, value 2, device index n), then the
+        // first session's next packet: the quarantine cuts it.
+        s.push(0b1000 | (2 << 1) | ((n as u8 & 0x0f) << 4));
+        s.push(0);
+        record(
+            &mut s,
+            false,
+            &tcp4(d.mac, GW, ip, peers[0], 40000, 443, TCP_ACK),
+        );
         let a = arp(1, d.mac, ip, [0; 6], peers[0]);
         record(&mut s, false, &ethernet([0xff; 6], d.mac, &[], ETH_ARP, &a));
         seeds.push((format!("device-{n}"), s));
