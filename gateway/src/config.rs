@@ -33,6 +33,14 @@ pub struct Config {
     /// Unix socket of the control API.
     #[serde(default = "default_socket")]
     pub control_socket: PathBuf,
+    /// A group whose members may use the control socket besides root (a name, or a numeric
+    /// gid). Without it, only root may.
+    #[serde(default)]
+    pub control_group: Option<String>,
+    /// `control_group` resolved to a gid by [`Config::load`] (parsing alone leaves it unset,
+    /// which admits root only: a failure to resolve can never widen access).
+    #[serde(skip)]
+    pub control_gid: Option<u32>,
     #[serde(default)]
     pub log_format: LogFormat,
     /// Interfaces to enforce on.
@@ -177,6 +185,19 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(group) = &cfg.control_group {
+            cfg.control_gid = Some(resolve_group(group).ok_or_else(|| {
+                let (line, col) = line_col(&text, text.find("control_group").unwrap_or(0));
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    message: format!(
+                        "control_group: no group {group:?} on this host (create it, or remove control_group to admit root only)"
+                    ),
+                }
+            })?);
+        }
         Ok(cfg)
     }
 
@@ -245,8 +266,51 @@ impl Config {
                 return Err(invalid(w.url.span().start, message));
             }
         }
+        if let Some(group) = &cfg.control_group {
+            let valid = !group.is_empty()
+                && group.len() <= 32
+                && group
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(invalid(
+                    text.find("control_group").unwrap_or(0),
+                    format!(
+                        "control_group: {group:?} is not a group name or gid (letters, digits, '_', '-', '.'; at most 32)"
+                    ),
+                ));
+            }
+        }
         Ok(cfg)
     }
+}
+
+/// A group name or numeric gid → gid, through the system's group database.
+pub fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(group).ok()?;
+    let mut grp: libc::group = unsafe_zeroed_group();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated name, out-parameters of the right types, and a buffer
+    // whose length is passed; getgrnam_r writes only inside them.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
+}
+
+fn unsafe_zeroed_group() -> libc::group {
+    // SAFETY: libc::group is plain old data (pointers and integers); all-zero is valid.
+    unsafe { std::mem::zeroed() }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -384,6 +448,48 @@ xdp_mode = "skb"
             parse(&text),
             Err(ConfigError::Invalid { line: 13, .. })
         ));
+    }
+
+    #[test]
+    fn control_group_is_checked_with_its_position() {
+        let text = GOOD.replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "control_group = \"bad group\"",
+        );
+        match parse(&text) {
+            Err(ConfigError::Invalid { line, col, .. }) => assert_eq!((line, col), (3, 1)),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let ok = GOOD.replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "control_group = \"lazaret-ops\"",
+        );
+        let cfg = parse(&ok).expect("valid");
+        assert_eq!(cfg.control_group.as_deref(), Some("lazaret-ops"));
+        // Parsing alone never resolves the group: root only until `load` does.
+        assert_eq!(cfg.control_gid, None);
+    }
+
+    #[test]
+    fn a_group_missing_on_the_host_is_a_positioned_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("lazaret.toml");
+        let text = GOOD.replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "control_group = \"no-such-group-lzt\"",
+        );
+        std::fs::write(&path, text).expect("write");
+        match Config::load(&path) {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => {
+                assert_eq!((line, col), (3, 1));
+                assert!(message.contains("no group"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert_eq!(resolve_group("root"), Some(0));
+        assert_eq!(resolve_group("4242"), Some(4242));
     }
 
     #[test]

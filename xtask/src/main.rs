@@ -5,7 +5,9 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod gen_policy;
+mod reliability;
 mod setup;
 mod test;
 
@@ -55,6 +57,16 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Run a libFuzzer target (policy, config, control, packet, or all) for --time seconds
+    /// each (needs the nightly toolchain and cargo-fuzz, which setup installs).
+    Fuzz {
+        target: String,
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
+    /// Refresh the figures in docs/reliability.md from target/reliability/ (written by the
+    /// reliability tests and `cargo xtask fuzz`).
+    Reliability,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +78,8 @@ fn main() -> ExitCode {
         Command::GenPolicy { args } => gen_policy::run(&args),
         Command::Demo { keep, down } => setup::run().and_then(|()| demo::run(keep, down)),
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
+        Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
+        Command::Reliability => reliability::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

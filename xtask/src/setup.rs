@@ -9,6 +9,10 @@ use anyhow::{bail, Context, Result};
 /// toolchain on the image (newer releases want an LLVM the machine does not have).
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
+/// cargo-fuzz drives libFuzzer for `cargo xtask fuzz`; 0.13.2 builds with the stable
+/// toolchain here (the fuzz targets themselves build with nightly).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the project uses, with a command each provides.
 /// prometheus brings promtool, which unit-tests the alert rules.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -51,6 +55,19 @@ pub fn run() -> Result<()> {
         ]))?;
         done.push("bpf-linker");
     }
+    if !has_cargo_fuzz() {
+        say(&format!(
+            "installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io (about a minute and a half)"
+        ));
+        run_cmd(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]))?;
+        done.push("cargo-fuzz");
+    }
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(_, cmd)| !on_path(cmd))
@@ -72,7 +89,7 @@ pub fn run() -> Result<()> {
     }
     if done.is_empty() {
         say(&format!(
-            "everything present (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, {})",
+            "everything present (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz {CARGO_FUZZ_VERSION}, {})",
             DEBIAN_PACKAGES
                 .iter()
                 .map(|(p, _)| *p)
@@ -116,6 +133,15 @@ fn has_bpf_linker() -> bool {
         .stderr(Stdio::null())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false)
+}
+
+fn has_cargo_fuzz() -> bool {
+    Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
         .unwrap_or(false)
 }
 

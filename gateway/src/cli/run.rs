@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use lazaret::{
     config::{Config, LogFormat, DEFAULT_PATH},
-    daemon::Controller,
+    daemon::{preflight, Controller},
 };
 
 #[derive(Debug, Args)]
@@ -33,12 +33,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => config.log_format,
     };
     init_logging(format);
+    // Files the daemon creates (state, audit log, ready file, control socket before its
+    // chmod) are never writable by others, whatever umask it was started with.
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o027) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        preflight::check(&config)?;
         let ctl = Controller::start(config)?;
         ctl.serve().await?;
         Ok::<_, anyhow::Error>(())

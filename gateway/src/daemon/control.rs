@@ -1,5 +1,7 @@
-//! The control API: JSON lines over a unix socket (mode 0600). One request per line, one
-//! reply per line. Only root may connect; others are refused and logged. The server never
+//! The control API: JSON lines over a unix socket. One request per line, one reply per
+//! line. Only root may use it, or the members of `control_group` when one is configured;
+//! everyone else is refused (checked with SO_PEERCRED, whatever the socket's mode) and
+//! logged. The socket is mode 0600 (0660, group `control_group`, with a group). The server never
 //! touches the datapath itself: it forwards each request to the controller's loop (the
 //! datapath's single owner) and waits for the answer.
 
@@ -110,9 +112,52 @@ pub enum ControlError {
     },
 }
 
-/// Binds the socket. An existing path is an error if a server answers on it; a stale socket
-/// left by a crash is replaced; any other file there is an error (never deleted).
+/// Who may use the control socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Members of this group are admitted besides root.
+    pub group: Option<u32>,
+}
+
+impl Access {
+    /// Whether a peer is admitted: root, or a member of the group (its primary group, or a
+    /// supplementary one as the kernel reports it for the peer's process).
+    pub fn admits(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+        if uid == 0 {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        gid == group || pid.is_some_and(|p| supplementary_groups(p).contains(&group))
+    }
+}
+
+/// The `Groups:` line of /proc/PID/status (empty if the process is gone). Read after the
+/// connection is accepted: a peer that exits at once could see its pid reused, which can
+/// only admit a process that could have connected through the group-owned socket anyway.
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Binds the socket (root only: mode 0600). An existing path is an error if a server
+/// answers on it; a stale socket left by a crash is replaced; any other file there is an
+/// error (never deleted).
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    bind_for(path, Access::default())
+}
+
+/// Binds the socket for `access`: mode 0600, or 0660 owned by the group.
+pub fn bind_for(path: &Path, access: Access) -> Result<UnixListener, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),
         source,
@@ -136,13 +181,27 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+    if let Some(gid) = access.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     Ok(listener)
 }
 
-/// Accepts connections until the controller goes away. Event requests are answered here
-/// from `feed`, without a round trip through the controller.
+/// Accepts connections from root only, until the controller goes away. Event requests are
+/// answered here from `feed`, without a round trip through the controller.
 pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>, feed: Feed) {
+    serve_for(listener, calls, feed, Access::default()).await;
+}
+
+/// Accepts connections from the peers `access` admits, until the controller goes away.
+pub async fn serve_for(
+    listener: UnixListener,
+    calls: mpsc::Sender<Call>,
+    feed: Feed,
+    access: Access,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -154,7 +213,7 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>, feed: Feed
         let calls = calls.clone();
         let feed = feed.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, calls, feed).await {
+            if let Err(e) = connection(stream, calls, feed, access).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
         });
@@ -165,13 +224,20 @@ async fn connection(
     stream: UnixStream,
     calls: mpsc::Sender<Call>,
     feed: Feed,
+    access: Access,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = format!("uid {}", cred.uid());
     let (read, mut write) = stream.into_split();
-    if cred.uid() != 0 {
-        tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: only root may use the control socket");
-        let reply = Reply::error("permission denied: only root may use lazaret's control socket");
+    if !access.admits(cred.uid(), cred.gid(), cred.pid()) {
+        let who = match access.group {
+            Some(g) => format!("root and members of group {g}"),
+            None => "root".to_string(),
+        };
+        tracing::warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "control request refused: only {who} may use the control socket");
+        let reply = Reply::error(format!(
+            "permission denied: only {who} may use lazaret's control socket"
+        ));
         write.write_all(&line(&reply)).await?;
         return Ok(());
     }
@@ -364,6 +430,18 @@ mod tests {
                 device: "mon-1".into()
             })
         );
+    }
+
+    #[test]
+    fn only_root_or_the_control_group_is_admitted() {
+        let root_only = Access::default();
+        assert!(root_only.admits(0, 0, None));
+        assert!(!root_only.admits(1000, 1000, None));
+        assert!(!root_only.admits(65534, 0, None), "gid 0 alone is not root");
+        let ops = Access { group: Some(4242) };
+        assert!(ops.admits(0, 0, None));
+        assert!(ops.admits(1000, 4242, None));
+        assert!(!ops.admits(1000, 1000, None));
     }
 
     #[test]

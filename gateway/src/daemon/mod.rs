@@ -13,6 +13,7 @@ pub mod control;
 pub mod deviation;
 pub mod events;
 pub mod learn;
+pub mod preflight;
 pub mod propose;
 pub mod quarantine;
 pub mod unknown;
@@ -918,9 +919,17 @@ impl Controller {
                 Err(e) => tracing::error!(error = %e, "webhook disabled"),
             }
         }
-        let control = control::bind(&self.config.control_socket)?;
+        let access = control::Access {
+            group: self.config.control_gid,
+        };
+        let control = control::bind_for(&self.config.control_socket, access)?;
         let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-        tokio::spawn(control::serve(control, calls_tx, self.feed.clone()));
+        tokio::spawn(control::serve_for(
+            control,
+            calls_tx,
+            self.feed.clone(),
+            access,
+        ));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let events = self.dp.take_events()?;
         // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same

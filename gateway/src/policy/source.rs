@@ -127,7 +127,10 @@ impl Sources {
         let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
         let line = text[line_start..line_end].trim_end_matches('\r');
-        let end = clamp_to_char(text, (span.end as usize).clamp(at, line_start + line.len()));
+        // A span may start on the `\n` of a CRLF ending, past the end of the trimmed line
+        // (found by the policy fuzzer: clamp panicked with min > max).
+        let line_stop = (line_start + line.len()).max(at);
+        let end = clamp_to_char(text, (span.end as usize).clamp(at, line_stop));
         let from = text[line_start..at].chars().count();
         let to = from + text[at..end].chars().count();
         (line, from, to.max(from + 1))
@@ -140,4 +143,32 @@ fn clamp_to_char(text: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_on_the_line_feed_of_a_crlf_line_renders() {
+        let text = "[site]\r\nname = \"x\"\r\n";
+        let sources = Sources::new(vec![SourceFile::new("crlf.toml".into(), text.into())]);
+        let lf = text.find('\n').expect("a LF") as u32;
+        let (line, from, to) = sources.line_of(Span {
+            file: 0,
+            start: lf,
+            end: lf + 1,
+        });
+        assert_eq!((line, from, to), ("[site]", 7, 8));
+        assert_eq!(
+            sources
+                .locate(Span {
+                    file: 0,
+                    start: lf,
+                    end: lf
+                })
+                .to_string(),
+            "crlf.toml:1:8"
+        );
+    }
 }

@@ -1,0 +1,170 @@
+//! Faults in the state directory under a running daemon: full, then read-only. The state
+//! directory is a tiny tmpfs mounted on the lab's own temporary directory (unmounted on
+//! drop), so "full" and "read-only" are real ENOSPC and EROFS. A quarantine ordered then is
+//! enforced by the datapath at once (the device's session is cut), the failure to persist
+//! it is logged clearly, and the quarantine file already there is never truncated.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{bail, Result};
+use lazaret_tests::{
+    daemon::{monitor_policy, round_trip, workflow, Lab},
+    reliability::record_figure,
+};
+
+/// A tmpfs mounted at a path, lazily unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Result<Tmpfs> {
+        std::fs::create_dir_all(at)?;
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0750"),
+                "lazaret-test-state",
+            ])
+            .arg(at)
+            .status()?
+            .success();
+        if !ok {
+            bail!("mounting a tmpfs at {} failed", at.display());
+        }
+        Ok(Tmpfs(at.to_path_buf()))
+    }
+
+    fn remount(&self, opts: &str) -> Result<()> {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()?
+            .success();
+        if !ok {
+            bail!("remount {opts} failed");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system until ENOSPC; the bytes written.
+fn fill(dir: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let Ok(mut f) = std::fs::File::create(dir.join("filler")) else {
+        return 0;
+    };
+    let block = vec![0u8; 4096];
+    let mut n = 0;
+    // Bounded: the tmpfs is 256 KiB.
+    for _ in 0..10_000 {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+        n += block.len() as u64;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+fn quarantine_file(lab: &Lab) -> serde_json::Value {
+    let text = std::fs::read_to_string(lab.state_dir.join("quarantine.json")).unwrap_or_default();
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("quarantine.json is damaged ({e}): {text:?}"))
+}
+
+#[test]
+fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> {
+    let mut lab = Lab::new(|mac| monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575)))?;
+    let state = Tmpfs::mount(&lab.state_dir, "256k")?;
+    lab.echo_servers(&[2575])?;
+    lab.start()?;
+
+    // A quarantine persisted while the disk is healthy: the file to protect.
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "alert",
+        "--reason",
+        "baseline",
+    ])?;
+    let before = quarantine_file(&lab);
+    assert_eq!(before["devices"]["mon-icu-01"]["action"], "alert");
+
+    // Full: an isolate is enforced at once, the error is logged, the file is intact.
+    let mut session = lab.connect(2575, Duration::from_millis(800))?;
+    assert!(round_trip(&mut session));
+    let filled = fill(&lab.state_dir);
+    assert!(filled > 0);
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "disk full",
+    ])?;
+    assert!(
+        !round_trip(&mut session),
+        "isolate not enforced with a full state directory"
+    );
+    assert!(lab.connect(2575, Duration::from_millis(500)).is_err());
+    let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
+    assert!(
+        log.contains("could not persist the quarantine state") && log.contains("No space left"),
+        "no clear error for a full state directory:\n{log}"
+    );
+    assert_eq!(
+        quarantine_file(&lab),
+        before,
+        "quarantine.json changed or was truncated"
+    );
+    let status = lab.cli(&["quarantine", "list"])?;
+    assert!(status.to_string().contains("isolate"), "{status}");
+
+    // Read-only: a release is enforced (the device works again), the file is intact.
+    std::fs::remove_file(lab.state_dir.join("filler"))?;
+    state.remount("ro")?;
+    lab.cli(&[
+        "quarantine",
+        "release",
+        "mon-icu-01",
+        "--reason",
+        "read-only test",
+    ])?;
+    let mut fresh = lab.connect(2575, Duration::from_millis(800))?;
+    assert!(
+        round_trip(&mut fresh),
+        "release not enforced with a read-only state directory"
+    );
+    let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
+    assert!(
+        log.contains("Read-only file system"),
+        "no clear error for a read-only state directory:\n{log}"
+    );
+    assert_eq!(
+        quarantine_file(&lab),
+        before,
+        "quarantine.json changed on a read-only fs"
+    );
+    state.remount("rw")?;
+    record_figure(
+        "fault_state::full_or_read_only_state_directory_still_enforces_quarantines",
+        &format!(
+            "ENOSPC after {} KiB and EROFS: quarantine and release enforced, state file intact",
+            filled / 1024
+        ),
+    );
+    drop(lab);
+    drop(state);
+    Ok(())
+}
