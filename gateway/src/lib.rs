@@ -16,4 +16,5 @@ pub mod daemon;
 pub mod datapath;
 pub mod metrics;
 pub mod model;
+pub mod nft;
 pub mod policy;
