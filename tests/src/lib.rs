@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod frames;
 pub mod handmade;
 pub mod netns;
+pub mod nftlab;
 
 use std::path::PathBuf;
 

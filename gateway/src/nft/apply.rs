@@ -7,6 +7,8 @@ use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why `nft` refused or could not run.
@@ -58,10 +60,33 @@ impl Nft {
         }
     }
 
+    /// `nft -j -f -` with the JSON on stdin. Run here rather than through the crate's
+    /// helper, which lets nft's stderr (the reason for a refusal) go to our stderr.
     fn run(&self, objects: Nftables) -> Result<(), ApplyError> {
         let json = to_json(&objects).to_string();
-        helper::apply_ruleset_raw(&json, Some(&self.program), &self.prefix_args)?;
-        Ok(())
+        let run_err = |e: std::io::Error| ApplyError::Run {
+            program: self.program.clone(),
+            message: e.to_string(),
+        };
+        let mut child = Command::new(&self.program)
+            .args(&self.prefix_args)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(run_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(json.as_bytes()).map_err(run_err)?;
+        }
+        let out = child.wait_with_output().map_err(run_err)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(ApplyError::Rejected {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
     }
 
     /// Replaces lazaret's table with `r` in one transaction (add-if-missing, delete, add
