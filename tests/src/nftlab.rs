@@ -115,10 +115,12 @@ pub fn tcp_echo(ns: &Netns, ports: &[u16], life: Duration) -> Result<()> {
     Ok(())
 }
 
-/// UDP echo servers on `0.0.0.0:port` for each port, in `ns`, for at most `life`.
-pub fn udp_echo(ns: &Netns, ports: &[u16], life: Duration) -> Result<()> {
-    for &port in ports {
-        let s = ns.run(move || UdpSocket::bind(("0.0.0.0", port)))??;
+/// UDP echo servers on `addr:port` for each address and port, in `ns`, for at most `life`.
+/// Bound to each address, not 0.0.0.0: a wildcard socket would answer from the
+/// interface's primary address, which is another flow for conntrack and the classifier.
+pub fn udp_echo(ns: &Netns, addrs: &[IpAddr], ports: &[u16], life: Duration) -> Result<()> {
+    for (&addr, &port) in addrs.iter().flat_map(|a| ports.iter().map(move |p| (a, p))) {
+        let s = ns.run(move || UdpSocket::bind((addr, port)))??;
         s.set_read_timeout(Some(Duration::from_millis(50)))?;
         thread::spawn(move || {
             let deadline = Instant::now() + life;
