@@ -49,6 +49,8 @@ pub enum DaemonError {
     NoInterface(String),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Nftables(#[from] crate::nft::NftError),
     #[error("metrics: {0}")]
     Metrics(String),
     #[error("{what}: {source}")]
@@ -95,6 +97,8 @@ pub struct Controller {
     /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
     by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
     unknowns: unknown::Unknowns,
+    /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
+    nft: crate::nft::NftDataplane,
 }
 
 impl Controller {
@@ -114,6 +118,13 @@ impl Controller {
         })?;
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let mut nft = crate::nft::NftDataplane::new(metrics.registry())
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        if config.dataplane == crate::config::Dataplane::Nftables {
+            for iface in &config.interfaces {
+                nft.add_interface(&iface.name);
+            }
+        }
         let (quarantines, state_error) = Quarantines::load(&config.state_dir);
         let config_state_dir = config.state_dir.clone();
         let mut ctl = Controller {
@@ -132,6 +143,7 @@ impl Controller {
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
+            nft,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -233,6 +245,7 @@ impl Controller {
             st.epoch = st.epoch.wrapping_add(1);
             self.dp.set_device_state(hash, st)?;
         }
+        self.nft.set_quarantine(hash, action.abi())?;
         Ok(())
     }
 
@@ -258,9 +271,32 @@ impl Controller {
     fn attach_all(&mut self) -> Result<(), DaemonError> {
         let root = self.config.pin_dir.clone();
         let legacy = attach::legacy_dirs(&root, &self.pin_dir);
+        let mut fell_back = false;
         for iface in self.config.interfaces.clone() {
+            if self.nft.uses(&iface.name) {
+                // nftables enforces here already (applied by the reload before this); an
+                // XDP link pinned by an earlier run in XDP mode is released.
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                self.modes.insert(iface.name.clone(), "nftables");
+                self.nft.report(&iface.name, "nftables");
+                continue;
+            }
             let prog = self.dp.program_mut()?;
-            match attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy)? {
+            let attached =
+                attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy);
+            let attached = match attached {
+                Err(e) if self.config.dataplane == crate::config::Dataplane::Auto => {
+                    tracing::warn!(interface = %iface.name, error = %e, "XDP cannot attach: nftables enforces on this interface");
+                    self.nft.add_interface(&iface.name);
+                    self.modes.insert(iface.name.clone(), "nftables");
+                    self.nft.report(&iface.name, "nftables");
+                    fell_back = true;
+                    continue;
+                }
+                other => other?,
+            };
+            self.nft.report(&iface.name, "xdp");
+            match attached {
                 attach::Attached::New(mode) => {
                     if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
                         tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
@@ -278,6 +314,9 @@ impl Controller {
             let mode = self.modes[&iface.name];
             attach::record_mode(&self.config.state_dir, &iface.name, mode);
             self.metrics.set_interface(&iface.name, mode, true);
+        }
+        if fell_back {
+            self.nft.reapply()?;
         }
         for dir in legacy {
             tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
@@ -305,6 +344,7 @@ impl Controller {
                 let reason = match e {
                     DaemonError::Policy { .. } => "invalid_policy",
                     DaemonError::Io { .. } => "io",
+                    DaemonError::Nftables(_) => "nftables",
                     _ => "datapath",
                 };
                 self.metrics.reload_failed(started.elapsed(), reason);
@@ -326,6 +366,29 @@ impl Controller {
         let contents = compiled
             .map_contents(slot, generation, &self.ifindexes)
             .map_err(|e| refused(e.to_string()))?;
+        // nftables first: a table it refuses fails the reload before anything changed.
+        let sides: Vec<(String, u8)> = self
+            .config
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.side.abi()))
+            .collect();
+        let mut states = policy::DeviceStates::default();
+        if self.nft.active() {
+            for (_, d) in &contents.devices {
+                states.set_quarantine(d.id, self.dp.device_state(d.id)?.quarantine);
+            }
+        }
+        if let Some(took) =
+            self.nft
+                .apply(&contents, &self.ifindexes, &sides, states, generation)?
+        {
+            tracing::info!(
+                generation,
+                ms = took.as_millis() as u64,
+                "nftables table applied"
+            );
+        }
         self.dp.install(&contents)?;
         self.generation = generation;
         self.commit = watch::git_commit(&dir);
@@ -708,6 +771,13 @@ impl Controller {
                     tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
                     self.ifindexes.insert(iface.name.clone(), index);
                     let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                    if self.nft.uses(&iface.name) {
+                        // The table matches interfaces by name; a reload re-renders it for
+                        // the new ifindex of devices bound to the interface.
+                        self.reload_and_report("interface returned");
+                        self.modes.insert(iface.name.clone(), "nftables");
+                        continue;
+                    }
                     let result = self
                         .dp
                         .set_interface(index, iface.side.abi())

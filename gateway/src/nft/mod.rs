@@ -26,6 +26,7 @@
 //! `invalid` state (for example an ICMP echo reply without a request) counts as "no flow".
 
 pub mod apply;
+pub mod dataplane;
 mod expr;
 mod ranges;
 pub mod render;
@@ -34,4 +35,5 @@ pub mod render;
 mod tests;
 
 pub use apply::{ApplyError, Nft};
+pub use dataplane::{NftDataplane, NftError};
 pub use render::{render, Family, RenderError, RenderOptions, Rendered};

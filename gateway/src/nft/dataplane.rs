@@ -1,0 +1,149 @@
+//! The daemon's nftables dataplane: which interfaces nftables enforces on, the quarantine
+//! state it renders, the last table applied, and the `lazaret_dataplane_info` metric.
+//! The daemon calls it from its reload and quarantine paths; nothing here knows about XDP.
+
+use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
+use crate::policy::{DeviceStates, MapContents};
+use lazaret_abi::IfaceConfig;
+use prometheus::{IntGaugeVec, Opts, Registry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// nftables' own table name: lazaret owns `inet lazaret` and nothing else.
+pub const TABLE: &str = "lazaret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("nftables: {0}")]
+    Render(#[from] RenderError),
+    #[error("nftables: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+pub struct NftDataplane {
+    nft: Nft,
+    /// Interfaces nftables enforces on (by name); empty: nftables is not used.
+    interfaces: BTreeSet<String>,
+    states: DeviceStates,
+    last_contents: Option<(MapContents, BTreeMap<String, u32>, Vec<(String, u8)>, u64)>,
+    last: Option<Rendered>,
+    info: IntGaugeVec,
+}
+
+impl NftDataplane {
+    /// Registers `lazaret_dataplane_info{interface, dataplane}` in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "lazaret_dataplane_info",
+                "Which dataplane enforces on each interface (xdp or nftables); always 1.",
+            ),
+            &["interface", "dataplane"],
+        )?;
+        registry.register(Box::new(info.clone()))?;
+        Ok(NftDataplane {
+            nft: Nft::default(),
+            interfaces: BTreeSet::new(),
+            states: DeviceStates::default(),
+            last_contents: None,
+            last: None,
+            info,
+        })
+    }
+
+    pub fn uses(&self, interface: &str) -> bool {
+        self.interfaces.contains(interface)
+    }
+
+    pub fn active(&self) -> bool {
+        !self.interfaces.is_empty()
+    }
+
+    /// Puts `interface` under nftables (takes effect at the next [`Self::apply`]).
+    pub fn add_interface(&mut self, interface: &str) {
+        self.interfaces.insert(interface.to_string());
+    }
+
+    /// Records which dataplane enforces on `interface` in the metric.
+    pub fn report(&self, interface: &str, dataplane: &str) {
+        for d in ["xdp", "nftables"] {
+            let _ = self.info.remove_label_values(&[interface, d]);
+        }
+        self.info.with_label_values(&[interface, dataplane]).set(1);
+    }
+
+    /// Renders `contents` for the nftables interfaces and replaces the table in one
+    /// transaction. `sides` are the configured interfaces with their `SIDE_*`;
+    /// `states` the devices' quarantine states. No-op while no interface uses nftables.
+    pub fn apply(
+        &mut self,
+        contents: &MapContents,
+        ifindexes: &BTreeMap<String, u32>,
+        sides: &[(String, u8)],
+        states: DeviceStates,
+        generation: u64,
+    ) -> Result<Option<Duration>, NftError> {
+        self.states = states;
+        self.last_contents = Some((
+            contents.clone(),
+            ifindexes.clone(),
+            sides.to_vec(),
+            generation,
+        ));
+        if !self.active() {
+            return Ok(None);
+        }
+        let mut m = contents.clone();
+        m.ifaces = sides
+            .iter()
+            .filter(|(name, _)| self.interfaces.contains(name))
+            .filter_map(|(name, side)| {
+                ifindexes.get(name).map(|ix| {
+                    (
+                        *ix,
+                        IfaceConfig {
+                            side: *side,
+                            _pad: [0; 3],
+                        },
+                    )
+                })
+            })
+            .collect();
+        let ifnames = ifindexes.iter().map(|(n, i)| (*i, n.clone())).collect();
+        let rendered = render(
+            &m,
+            &self.states,
+            &RenderOptions {
+                family: Family::Inet,
+                table: TABLE.into(),
+                // Only compared for equality in the conntrack mark; 0 is never a stamp.
+                generation: (generation as u32).max(1),
+                ifnames,
+                log_group: None,
+            },
+        )?;
+        let took = self.nft.apply(&rendered)?;
+        self.last = Some(rendered);
+        Ok(Some(took))
+    }
+
+    /// Applies the last contents again (after interfaces were added).
+    pub fn reapply(&mut self) -> Result<Option<Duration>, NftError> {
+        match self.last_contents.clone() {
+            Some((m, ix, sides, generation)) => {
+                let states = self.states.clone();
+                self.apply(&m, &ix, &sides, states, generation)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sets a device's quarantine (`QUARANTINE_*`) in the table's quarantine sets.
+    pub fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), NftError> {
+        self.states.set_quarantine(device, quarantine);
+        if let Some(r) = &self.last {
+            self.nft.set_quarantine(r, &self.states)?;
+        }
+        Ok(())
+    }
+}

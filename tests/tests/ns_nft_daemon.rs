@@ -1,0 +1,192 @@
+//! The daemon with `dataplane = "nftables"`: the namespace tests of the XDP dataplane
+//! (allowed flows and their replies, denied flows, unknown device, spoofed MAC, quarantine,
+//! reload, invalid policy, `kill -9` and restart) against the nftables table instead.
+
+use std::{net::IpAddr, thread, time::Duration};
+
+use anyhow::Result;
+use lazaret_tests::{
+    daemon::{monitor_policy, round_trip, workflow, Lab},
+    netns::{unique_prefix, Netns},
+    nftlab::{list_text, tcp_probe},
+};
+
+fn policy(mac: [u8; 6], port: u16) -> String {
+    monitor_policy(mac, &["results"], &workflow("results", "tcp", port))
+}
+
+fn nft_lab(port: u16) -> Result<Lab> {
+    let mut lab = Lab::new(|mac| policy(mac, port))?;
+    lab.use_dataplane("nftables")?;
+    lab.start()?;
+    lab.echo_servers(&[2575, 443])?;
+    Ok(lab)
+}
+
+/// `nft list counter` value of a reason counter in the gateway.
+fn counter(lab: &Lab, name: &str) -> Result<u64> {
+    let out = lab
+        .net
+        .gateway
+        .exec(&["nft", "list", "counter", "inet", "lazaret", name])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+const T: Duration = Duration::from_millis(600);
+
+#[test]
+fn allowed_denied_unknown_and_spoofed_traffic_on_nftables() -> Result<()> {
+    let lab = nft_lab(2575)?;
+    let listed = list_text(&lab.net.gateway)?;
+    assert!(listed.contains("table inet lazaret"), "{listed}");
+    let link = lab
+        .net
+        .gateway
+        .exec(&["ip", "link", "show", &lab.net.gw_dev_if])?;
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "no XDP program on the interface in nftables mode"
+    );
+    let status = lab.cli(&["status"])?;
+    assert_eq!(
+        status["interfaces"][&lab.net.gw_dev_if], "nftables",
+        "{status}"
+    );
+
+    // Allowed, with replies; denied.
+    let mut s = lab.connect(2575, T)?;
+    assert!(round_trip(&mut s), "allowed flow and its replies");
+    assert!(lab.connect(443, T).is_err(), "443 is not in the policy");
+    assert!(counter(&lab, "deny_no_rule")? > 0);
+
+    // An unknown device on the device port: its own namespace and MAC, through a macvlan
+    // on the device's veth. The device's own MAC with another address would be spoofing.
+    let unk = Netns::new(format!("{}unk", unique_prefix()))?;
+    let mv = format!("{}m", unique_prefix());
+    lab.net.device.exec(&[
+        "ip",
+        "link",
+        "add",
+        "link",
+        &lab.net.device_if,
+        "name",
+        &mv,
+        "netns",
+        &unk.name,
+        "type",
+        "macvlan",
+        "mode",
+        "bridge",
+    ])?;
+    unk.exec(&["ip", "addr", "add", "10.20.0.99/24", "dev", &mv])?;
+    unk.exec(&["ip", "link", "set", &mv, "up"])?;
+    unk.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+    let unknown = "10.20.0.99".parse::<IpAddr>()?;
+    let server = IpAddr::V4(lab.net.server_ip);
+    assert!(
+        !tcp_probe(&unk, unknown, server, 2575, T)?,
+        "unknown device denied"
+    );
+    assert!(counter(&lab, "deny_unknown")? > 0);
+
+    // The device's address from a foreign MAC: spoofing.
+    let dev = &lab.net.device;
+    let me = IpAddr::V4(lab.net.device_ip);
+    dev.exec(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        &lab.net.device_if,
+        "address",
+        "02:00:5e:00:53:99",
+    ])?;
+    assert!(!tcp_probe(dev, me, server, 2575, T)?, "spoofed MAC denied");
+    assert!(counter(&lab, "deny_spoof")? > 0);
+    let mac = lazaret_tests::daemon::fmt_mac(lab.net.device_mac);
+    dev.exec(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        &lab.net.device_if,
+        "address",
+        &mac,
+    ])?;
+    // The gateway may still hold the foreign MAC in its neighbor cache for a moment.
+    let back = (0..10).any(|_| {
+        thread::sleep(Duration::from_millis(100));
+        tcp_probe(dev, me, server, 2575, T).unwrap_or(false)
+    });
+    assert!(back, "the real MAC is allowed again");
+    Ok(())
+}
+
+#[test]
+fn quarantine_reload_and_restart_on_nftables() -> Result<()> {
+    let mut lab = nft_lab(2575)?;
+    let mut s = lab.connect(2575, T)?;
+    assert!(round_trip(&mut s));
+
+    // Isolate: the established session is cut, new ones are refused; release restores.
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "test",
+    ])?;
+    assert!(!round_trip(&mut s), "isolation cuts the live session");
+    assert!(lab.connect(2575, T).is_err(), "isolated: no new session");
+    assert!(counter(&lab, "deny_quarantine")? > 0);
+    lab.cli(&["quarantine", "release", "mon-icu-01", "--reason", "checked"])?;
+    let mut s = lab.connect(2575, T)?;
+    assert!(round_trip(&mut s), "released");
+
+    // Reload to a policy that allows 443 instead: the 2575 session is cut.
+    let gen = lab.ready_generation().unwrap_or(0);
+    lab.write_policy(&policy(lab.net.device_mac, 443))?;
+    lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    assert!(!round_trip(&mut s), "the new policy cuts the 2575 session");
+    assert!(
+        lab.connect(2575, T).is_err(),
+        "2575 denied after the reload"
+    );
+    let mut s443 = lab.connect(443, T)?;
+    assert!(round_trip(&mut s443), "443 allowed after the reload");
+
+    // An invalid policy changes nothing.
+    lab.write_policy("[site\nname = ")?;
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lab.ready_generation(), Some(gen + 1));
+    assert!(
+        round_trip(&mut s443),
+        "still enforcing the last good policy"
+    );
+
+    // kill -9: the table stays and keeps enforcing; a restart replaces it without a gap.
+    lab.write_policy(&policy(lab.net.device_mac, 443))?;
+    lab.kill9();
+    assert!(round_trip(&mut s443), "allowed session survives the kill");
+    assert!(
+        lab.connect(2575, T).is_err(),
+        "denied while the daemon is down"
+    );
+    lab.start()?;
+    assert!(
+        round_trip(&mut s443),
+        "allowed session survives the restart"
+    );
+    assert!(lab.connect(2575, T).is_err(), "denied after the restart");
+    let listed = list_text(&lab.net.gateway)?;
+    assert_eq!(listed.matches("table inet lazaret").count(), 1);
+    Ok(())
+}
