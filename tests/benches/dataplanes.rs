@@ -102,13 +102,26 @@ fn blast(ns: &Netns, ifname: &str, frame: Vec<u8>, d: Duration) -> Result<u64> {
                 libc::close(fd);
                 bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
             }
+            // sendmmsg in batches: the generator's own syscall cost stays small beside the
+            // gateway's per-packet work, which runs on the same CPU (veth delivers inline).
+            const BATCH: usize = 64;
+            let mut iov: libc::iovec = std::mem::zeroed();
+            iov.iov_base = frame.as_ptr() as *mut libc::c_void;
+            iov.iov_len = frame.len();
+            let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+                .map(|_| {
+                    let mut m: libc::mmsghdr = std::mem::zeroed();
+                    m.msg_hdr.msg_iov = std::ptr::addr_of_mut!(iov);
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
             let deadline = Instant::now() + d;
             let mut sent = 0u64;
             while Instant::now() < deadline {
-                for _ in 0..256 {
-                    if libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) > 0 {
-                        sent += 1;
-                    }
+                let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0);
+                if n > 0 {
+                    sent += n as u64;
                 }
             }
             libc::close(fd);
@@ -445,7 +458,7 @@ fn main() -> Result<()> {
         "deny_ratio_met": ratio >= TARGET_RATIO,
     });
     let md = format!(
-        "Same namespaces, same generated policy (10,000 devices / 100,000 rules), same sender (AF_PACKET, 60-byte UDP frames, one thread pinned to CPU 0, {secs} s per path), median of {runs} runs; XDP attached in {mode:?} mode on the gateway's veths.\n\n\
+        "Same namespaces, same generated policy (10,000 devices / 100,000 rules), same sender (AF_PACKET `sendmmsg` in batches of 64, 60-byte UDP frames, one thread pinned to CPU 0, {secs} s per path), median of {runs} runs; XDP attached in {mode:?} mode on the gateway's veths.\n\n\
          | path | XDP | nftables | XDP / nftables | target | |\n|---|---:|---:|---:|---|---|\n\
          | deny: dropped packets/s | {xd:.0} | {nd:.0} | {ratio:.2}× | ≥ {TARGET_RATIO}× | {} |\n\
          | allow: forwarded packets/s | {xa:.0} | {na:.0} | {allow_ratio:.2}× | | |\n\
