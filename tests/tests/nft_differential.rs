@@ -185,9 +185,9 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
         let host = Ipv4Addr::new(10, 20, 0, rng.pick(&HOSTS.collect::<Vec<_>>()));
         let server = Ipv4Addr::from(rng.pick(&SERVERS));
         let port = rng.pick(&PORTS);
-        let tcp = rng.next() % 2 == 0;
+        let tcp = rng.next().is_multiple_of(2);
         // One flow in four is opened by the server towards the device.
-        let from_server = rng.next() % 4 == 0;
+        let from_server = rng.next().is_multiple_of(4);
         let (src, dst) = if from_server {
             (server, host)
         } else {

@@ -20,12 +20,16 @@ pub enum NftError {
     Apply(#[from] ApplyError),
 }
 
+/// What the last [`NftDataplane::apply`] was given, to render again after an interface
+/// falls back to nftables: contents, ifindexes, interface sides, generation.
+type Inputs = (MapContents, BTreeMap<String, u32>, Vec<(String, u8)>, u64);
+
 pub struct NftDataplane {
     nft: Nft,
     /// Interfaces nftables enforces on (by name); empty: nftables is not used.
     interfaces: BTreeSet<String>,
     states: DeviceStates,
-    last_contents: Option<(MapContents, BTreeMap<String, u32>, Vec<(String, u8)>, u64)>,
+    last_contents: Option<Inputs>,
     last: Option<Rendered>,
     info: IntGaugeVec,
 }
