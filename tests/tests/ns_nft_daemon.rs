@@ -190,3 +190,113 @@ fn quarantine_reload_and_restart_on_nftables() -> Result<()> {
     assert_eq!(listed.matches("table inet lazaret").count(), 1);
     Ok(())
 }
+
+fn pump_policy(mac: [u8; 6]) -> String {
+    format!(
+        r#"
+[site]
+name = "nft events lab"
+unknown_devices = "deny"
+[site.essentials]
+dhcp = false
+dns = false
+ntp = false
+neighbor = true
+[site.quarantine]
+allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
+[classes.infusion-pump]
+description = "Large-volume infusion pumps"
+workflows = ["pump-server-sync"]
+quarantine = {{ after = 3, within = "1m", action = "isolate" }}
+[workflows.pump-server-sync]
+description = "Drug library, status and events"
+[[workflows.pump-server-sync.rules]]
+device = "class:infusion-pump"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [2575]
+[[devices]]
+id = "pump-icu-01"
+class = "infusion-pump"
+mac = "{}"
+ipv4 = "10.20.0.11"
+"#,
+        lazaret_tests::daemon::fmt_mac(mac)
+    )
+}
+
+/// Polls the CLI until `f` accepts its reply (at most 5 s).
+fn wait_cli(
+    lab: &Lab,
+    args: &[&str],
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = lab.cli(args)?;
+        if f(&v) {
+            return Ok(v);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("lazaret {args:?} never showed it: {v}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn nflog_events_report_unknown_devices_and_quarantine_a_scanner_on_nftables() -> Result<()> {
+    let mut lab = Lab::new(pump_policy)?;
+    lab.use_dataplane("nftables")?;
+    lab.start()?;
+    lab.echo_servers(&[2575, 22])?;
+    let mut session = lab.connect(2575, T)?;
+    assert!(round_trip(&mut session));
+
+    // An unknown device: the table logs it, the controller lists it.
+    let unk = Netns::new(format!("{}unk", unique_prefix()))?;
+    let mv = format!("{}m", unique_prefix());
+    lab.net.device.exec(&[
+        "ip",
+        "link",
+        "add",
+        "link",
+        &lab.net.device_if,
+        "name",
+        &mv,
+        "netns",
+        &unk.name,
+        "type",
+        "macvlan",
+        "mode",
+        "bridge",
+    ])?;
+    unk.exec(&["ip", "addr", "add", "10.20.0.99/24", "dev", &mv])?;
+    unk.exec(&["ip", "link", "set", &mv, "up"])?;
+    unk.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+    let server = IpAddr::V4(lab.net.server_ip);
+    let _ = tcp_probe(&unk, "10.20.0.99".parse()?, server, 2575, T)?;
+    let unknown = wait_cli(&lab, &["devices", "--unknown"], |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })?;
+    assert!(unknown.to_string().contains("10.20.0.99"), "{unknown}");
+
+    // The pump scans: its denied flows arrive as events and isolate it; the live session
+    // is cut and the quarantine profile (the jump host) still works.
+    for port in [23u16, 25, 80, 139, 445] {
+        let _ = lab.connect(port, Duration::from_millis(200));
+    }
+    wait_cli(&lab, &["quarantine", "list"], |v| {
+        v["pump-icu-01"]["action"] == "isolate"
+    })?;
+    assert!(
+        !round_trip(&mut session),
+        "isolation cuts the pump's session"
+    );
+    let mut jump = lab.connect(22, T)?;
+    assert!(
+        round_trip(&mut jump),
+        "the quarantine profile still reaches the jump host"
+    );
+    Ok(())
+}

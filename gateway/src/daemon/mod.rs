@@ -883,9 +883,20 @@ impl Controller {
             what: format!("watching {}", dir.display()),
             source: std::io::Error::other(e),
         })?;
+        // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
+        let (nflog_tx, mut nflog) = mpsc::channel(1024);
+        if self.nft.active() {
+            crate::nft::NftDataplane::spawn_reader(nflog_tx.clone())
+                .map_err(io_err("reading nftables events (nflog)"))?;
+        }
         loop {
             tokio::select! {
                 _ = term.recv() => break,
+                Some(logged) = nflog.recv() => {
+                    if let Some(ev) = self.nft.event(&logged) {
+                        self.on_event(&ev);
+                    }
+                }
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = tick.tick() => {
@@ -921,6 +932,7 @@ impl Controller {
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
         );
         let _ = stop_tx.send(true);
+        drop(nflog_tx);
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }

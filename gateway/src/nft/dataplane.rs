@@ -123,7 +123,7 @@ impl NftDataplane {
                 // Only compared for equality in the conntrack mark; 0 is never a stamp.
                 generation: (generation as u32).max(1),
                 ifnames,
-                log_group: None,
+                log_group: Some(u32::from(super::nflog::GROUP)),
             },
         )?;
         let took = self.nft.apply(&rendered)?;
@@ -148,6 +148,81 @@ impl NftDataplane {
         if let Some(r) = &self.last {
             self.nft.set_quarantine(r, &self.states)?;
         }
+        Ok(())
+    }
+}
+
+impl NftDataplane {
+    /// The event for a packet the table logged: its fields, plus the device it concerns
+    /// (by source address, else source MAC, else destination address) and the side of the
+    /// interface it came in on, from the last applied contents.
+    pub fn event(&self, l: &super::nflog::Logged) -> Option<lazaret_abi::Event> {
+        let mut ev = super::nflog::event(l)?;
+        let (m, ifindexes, sides, generation) = self.last_contents.as_ref()?;
+        ev.generation = *generation;
+        ev.side = ifindexes
+            .iter()
+            .find(|(_, ix)| **ix == l.ifindex)
+            .and_then(|(name, _)| sides.iter().find(|(n, _)| n == name))
+            .map_or(lazaret_abi::SIDE_DEVICES, |(_, side)| *side);
+        let by_addr = |a: &[u8; 16]| -> Option<u64> {
+            match ev.family {
+                lazaret_abi::FAMILY_V4 => m
+                    .dev_ip4
+                    .iter()
+                    .find(|(k, _)| k.addr[..] == a[..4])
+                    .map(|(_, r)| r.id),
+                lazaret_abi::FAMILY_V6 => m
+                    .dev_ip6
+                    .iter()
+                    .find(|(k, _)| &k.addr == a)
+                    .map(|(_, r)| r.id),
+                _ => None,
+            }
+        };
+        let by_mac = || {
+            m.dev_mac
+                .iter()
+                .find(|(k, _)| k.mac == l.src_mac)
+                .map(|(_, r)| r.id)
+        };
+        ev.device = if ev.kind == lazaret_abi::EVENT_UNKNOWN {
+            0
+        } else {
+            by_addr(&ev.src)
+                .or_else(by_mac)
+                .or_else(|| by_addr(&ev.dst))
+                .unwrap_or(0)
+        };
+        Some(ev)
+    }
+
+    /// Reads the table's nflog group on a thread of its own (in the daemon's namespace) and
+    /// sends what it logs to `tx`, until `tx` is closed. Logged packets are rate-limited by
+    /// the table itself.
+    pub fn spawn_reader(
+        tx: tokio::sync::mpsc::Sender<super::nflog::Logged>,
+    ) -> std::io::Result<()> {
+        let sock =
+            super::nflog::NflogSocket::bind(super::nflog::GROUP, Duration::from_millis(500))?;
+        std::thread::Builder::new()
+            .name("nflog".into())
+            .spawn(move || {
+                while !tx.is_closed() {
+                    match sock.recv() {
+                        Ok(batch) => {
+                            for l in batch {
+                                // Full: the controller is behind; drop rather than block.
+                                let _ = tx.try_send(l);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading nftables events (nflog)");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })?;
         Ok(())
     }
 }

@@ -151,3 +151,15 @@ pub fn log_group(prefix: &str, group: u32) -> Stmt {
         flags: None,
     }))
 }
+
+/// `limit rate N/second burst B packets`.
+pub fn limit(rate: u32, burst: u32) -> Stmt {
+    S::Limit(stmt::Limit {
+        rate,
+        rate_unit: Some("packets".into()),
+        per: Some("second".into()),
+        burst: Some(burst),
+        burst_unit: Some("packets".into()),
+        inv: None,
+    })
+}

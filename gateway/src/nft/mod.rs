@@ -28,6 +28,7 @@
 pub mod apply;
 pub mod dataplane;
 mod expr;
+pub mod nflog;
 mod ranges;
 pub mod render;
 

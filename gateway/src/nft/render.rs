@@ -73,6 +73,9 @@ pub struct Rendered {
     pub dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>,
 }
 
+/// Prefix of every nflog message the table sends: `lazaret <reason> `.
+pub const LOG_PREFIX: &str = "lazaret ";
+
 /// Named counters, one per reason the table can decide (`nft list counters`).
 pub const COUNTERS: &[Reason] = &[
     Reason::AllowRule,
@@ -592,14 +595,21 @@ impl<'o> Builder<'o> {
         }));
     }
 
-    /// `counter name R` [+ `log group`] + verdict.
-    fn verdict(&self, r: Reason, log: bool) -> Vec<Stmt> {
-        let mut v = vec![counter(r.name())];
+    /// A rule deciding `r` on `matches`: `counter name R` and the verdict. With `log` and an
+    /// nflog group, a rule before it logs the packet under the same matches, rate-limited
+    /// for the whole table (a separate rule: a `limit` that stops matching must not stop
+    /// the verdict).
+    fn decide(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, log: bool) {
         if let (true, Some(g)) = (log, self.opt.log_group) {
-            v.push(log_group(&format!("lazaret {} ", r.name()), g));
+            let mut l = matches.clone();
+            l.push(limit(EVENT_RATE_PER_S, EVENT_BURST));
+            l.push(log_group(&format!("{LOG_PREFIX}{} ", r.name()), g));
+            self.rule(chain, l);
         }
+        let mut v = matches;
+        v.push(counter(r.name()));
         v.push(if r.passes() { accept() } else { drop_() });
-        v
+        self.rule(chain, v);
     }
 
     fn chains(&mut self, site_flags: u32, quarantine_policy: u32) {
@@ -656,28 +666,24 @@ impl<'o> Builder<'o> {
 
         // from_devices: rogue servers, identity, neighbor discovery, then flows.
         let c = "from_devices";
-        let mut r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
-        r.extend(self.verdict(Reason::DenyRogueDhcp, true));
-        self.rule(c, r);
-        let mut r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
-        r.extend(self.verdict(Reason::DenyRogueDhcp, true));
-        self.rule(c, r);
-        let mut r = vec![
+        let r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        let r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        let r = vec![
             V6.is(),
             eq(payload("icmpv6", "type"), anon(vec![n(134), n(137)])),
         ];
-        r.extend(self.verdict(Reason::DenyRogueRa, true));
-        self.rule(c, r);
+        self.decide(c, r, Reason::DenyRogueRa, true);
         self.rule(c, vec![V4.is(), jump("id4")]);
         self.rule(c, vec![V6.is(), jump("id6")]);
         let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
-        let mut r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
+        let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
         if site_flags & SITE_F_NEIGHBOR != 0 {
-            r.extend(self.verdict(Reason::AllowNeighbor, false));
+            self.decide(c, r, Reason::AllowNeighbor, false);
         } else {
-            r.extend(self.verdict(Reason::DenyNoRule, true));
+            self.decide(c, r, Reason::DenyNoRule, true);
         }
-        self.rule(c, r);
         self.rule(c, vec![goto("flow")]);
 
         // id4 / id6: `identify_source`; returns for a managed source, else a verdict.
@@ -700,9 +706,8 @@ impl<'o> Builder<'o> {
                     ret(),
                 ],
             );
-            let mut r = vec![in_set(f.saddr(), &f.n("dev"))];
-            r.extend(self.verdict(Reason::DenySpoof, true));
-            self.rule(&c, r);
+            let r = vec![in_set(f.saddr(), &f.n("dev"))];
+            self.decide(&c, r, Reason::DenySpoof, true);
             let mac_if = || concat(vec![ether_saddr(), iifname()]);
             self.rule(
                 &c,
@@ -720,27 +725,24 @@ impl<'o> Builder<'o> {
                     ret(),
                 ],
             );
-            let mut r = vec![in_set(ether_saddr(), DEVMAC)];
-            r.extend(self.verdict(Reason::DenySpoof, true));
-            self.rule(&c, r);
+            let r = vec![in_set(ether_saddr(), DEVMAC)];
+            self.decide(&c, r, Reason::DenySpoof, true);
             let unknown = if site_flags & SITE_F_UNKNOWN_AUDIT != 0 {
                 Reason::UnknownAudit
             } else {
                 Reason::DenyUnknown
             };
-            let r = self.verdict(unknown, true);
-            self.rule(&c, r);
+            self.decide(&c, Vec::new(), unknown, true);
         }
 
         // from_upstream: attributed to the device addressed (or sending); else not ours.
         for f in [V4, V6] {
-            let mut r = vec![
+            let r = vec![
                 f.is(),
                 not_in_set(f.saddr(), &f.n("dev")),
                 not_in_set(f.daddr(), &f.n("dev")),
             ];
-            r.extend(self.verdict(Reason::PassUnmanaged, false));
-            self.rule("from_upstream", r);
+            self.decide("from_upstream", r, Reason::PassUnmanaged, false);
         }
         self.rule("from_upstream", vec![goto("flow")]);
 
@@ -749,48 +751,42 @@ impl<'o> Builder<'o> {
         // original direction, as the XDP program re-judges stale flows.
         let c = "flow";
         for f in [V4, V6] {
-            let mut r = vec![
+            let r = vec![
                 f.is(),
                 eq(ct("state"), anon(vec![s("established"), s("related")])),
                 eq(ct("mark"), n(gen)),
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
             ];
-            r.extend(self.verdict(Reason::AllowFlow, false));
-            self.rule(c, r);
+            self.decide(c, r, Reason::AllowFlow, false);
         }
-        let mut r = vec![eq(ct("state"), s("invalid"))];
-        r.extend(self.verdict(Reason::DenyNoFlow, false));
-        self.rule(c, r);
+        let r = vec![eq(ct("state"), s("invalid"))];
+        self.decide(c, r, Reason::DenyNoFlow, false);
         // A new conntrack entry from a packet that cannot open a flow (`initiating`).
-        let mut r = vec![
+        let r = vec![
             eq(ct("state"), s("new")),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
             ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
         ];
-        r.extend(self.verdict(Reason::DenyNoFlow, false));
-        self.rule(c, r);
-        let mut r = vec![
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        let r = vec![
             eq(ct("state"), s("new")),
             V4.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
             ne(payload("icmp", "type"), n(8)),
         ];
-        r.extend(self.verdict(Reason::DenyNoFlow, false));
-        self.rule(c, r);
-        let mut r = vec![
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        let r = vec![
             eq(ct("state"), s("new")),
             V6.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
             ne(payload("icmpv6", "type"), n(128)),
         ];
-        r.extend(self.verdict(Reason::DenyNoFlow, false));
-        self.rule(c, r);
+        self.decide(c, r, Reason::DenyNoFlow, false);
         self.rule(c, vec![V4.is(), jump("judge4")]);
         self.rule(c, vec![V6.is(), jump("judge6")]);
-        let mut r = vec![set_ct_mark(n(gen))];
-        r.extend(self.verdict(Reason::AllowRule, false));
-        self.rule(c, r);
+        let r = vec![set_ct_mark(n(gen))];
+        self.decide(c, r, Reason::AllowRule, false);
 
         // judge: `judge_policy` over the flow's original tuple, initiator's end first.
         for f in [V4, V6] {
@@ -877,8 +873,7 @@ impl<'o> Builder<'o> {
                             goto(&format!("ports_{v}")),
                         ],
                     );
-                    let r = self.verdict(reason, true);
-                    self.rule(&cc, r);
+                    self.decide(&cc, Vec::new(), reason, true);
                 }
             }
         }
@@ -915,8 +910,7 @@ impl<'o> Builder<'o> {
                     ret(),
                 ],
             );
-            let r = self.verdict(reason, true);
-            self.rule(&c, r);
+            self.decide(&c, Vec::new(), reason, true);
         }
     }
 }

@@ -190,3 +190,37 @@ fn the_batch_replaces_the_table_in_one_transaction() {
         Some(&serde_json::json!([{"counter": null}]))
     );
 }
+
+#[test]
+fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
+    let r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    // serde_json's Value orders keys alphabetically.
+    let text = json(&r).to_string();
+    for reason in [
+        "deny_unknown",
+        "deny_spoof",
+        "deny_no_rule",
+        "deny_quarantine",
+    ] {
+        assert!(
+            text.contains(&format!(
+                r#""log":{{"group":7,"prefix":"lazaret {reason} "}}"#
+            )),
+            "{reason} not logged"
+        );
+    }
+    assert!(
+        text.contains(
+            r#""limit":{"burst":100,"burst_unit":"packets","per":"second","rate":50,"rate_unit":"packets"}"#
+        ),
+        "no rate limit"
+    );
+    // Without a group, no log rules: the rule count is the skeleton's.
+    let quiet = RenderOptions {
+        log_group: None,
+        ..options()
+    };
+    let q = render(&contents(1), &DeviceStates::default(), &quiet).expect("renders");
+    assert!(!json(&q).to_string().contains(r#""log""#));
+    assert!(rules(&q) < rules(&r));
+}
