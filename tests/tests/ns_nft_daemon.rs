@@ -300,3 +300,64 @@ fn nflog_events_report_unknown_devices_and_quarantine_a_scanner_on_nftables() ->
     );
     Ok(())
 }
+
+#[test]
+fn auto_falls_back_to_nftables_where_xdp_cannot_attach() -> Result<()> {
+    let mut lab = Lab::new(|mac| policy(mac, 2575))?;
+    // Native XDP on a veth refuses an MTU above a page: with `xdp_mode = "native"` the
+    // attach fails, and `dataplane = "auto"` must fall back.
+    for (ns, ifname) in [
+        (&lab.net.gateway, &lab.net.gw_dev_if),
+        (&lab.net.device, &lab.net.device_if),
+    ] {
+        ns.exec(&["ip", "link", "set", "dev", ifname, "mtu", "9000"])?;
+    }
+    let config = std::fs::read_to_string(&lab.config)?.replacen(
+        "side = \"devices\"\n",
+        "side = \"devices\"\nxdp_mode = \"native\"\n",
+        1,
+    );
+    std::fs::write(&lab.config, config)?;
+    lab.use_dataplane("auto")?;
+    lab.start()?;
+    lab.echo_servers(&[2575, 443])?;
+    let status = lab.cli(&["status"])?;
+    assert_eq!(
+        status["interfaces"][&lab.net.gw_dev_if], "nftables",
+        "{status}"
+    );
+    assert_eq!(
+        status["interfaces"][&lab.net.gw_up_if], "nftables",
+        "{status}"
+    );
+    let listed = list_text(&lab.net.gateway)?;
+    assert!(listed.contains("table inet lazaret"), "{listed}");
+    let mut s = lab.connect(2575, T)?;
+    assert!(
+        round_trip(&mut s),
+        "allowed flow and its replies after the fallback"
+    );
+    assert!(lab.connect(443, T).is_err(), "denied after the fallback");
+    let metrics = metrics_text(&lab)?;
+    assert!(
+        metrics.contains(&format!(
+            "lazaret_dataplane_info{{dataplane=\"nftables\",interface=\"{}\"}} 1",
+            lab.net.gw_dev_if
+        )),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// GET /metrics from inside the gateway namespace, as text.
+fn metrics_text(lab: &Lab) -> Result<String> {
+    use std::io::{Read, Write};
+    Ok(lab.net.gateway.run(|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lazaret\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??)
+}

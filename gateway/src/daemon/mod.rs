@@ -316,7 +316,22 @@ impl Controller {
             self.metrics.set_interface(&iface.name, mode, true);
         }
         if fell_back {
+            // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
+            // do not know each other's flows (a reply entering an XDP interface for a flow
+            // that nftables admitted would be dropped as flowless). So once one interface
+            // needs nftables, every interface uses it.
+            for iface in &self.config.interfaces {
+                if !self.nft.uses(&iface.name) {
+                    tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
+                    self.nft.add_interface(&iface.name);
+                    self.modes.insert(iface.name.clone(), "nftables");
+                    self.nft.report(&iface.name, "nftables");
+                }
+            }
             self.nft.reapply()?;
+            for iface in &self.config.interfaces {
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+            }
         }
         for dir in legacy {
             tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
