@@ -86,10 +86,11 @@ pub fn list_text(ns: &Netns) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// TCP listeners (accept, echo) on `addr:port` for each port, in `ns`, for at most `life`.
+/// TCP listeners (accept, echo) on `[::]:port` (both families) for each port, in `ns`, for
+/// at most `life`.
 pub fn tcp_echo(ns: &Netns, ports: &[u16], life: Duration) -> Result<()> {
     for &port in ports {
-        let l = ns.run(move || TcpListener::bind(("0.0.0.0", port)))??;
+        let l = ns.run(move || TcpListener::bind(("::", port)))??;
         l.set_nonblocking(true)?;
         thread::spawn(move || {
             let deadline = Instant::now() + life;
