@@ -113,7 +113,12 @@ impl NftDataplane {
                 })
             })
             .collect();
-        let ifnames = ifindexes.iter().map(|(n, i)| (*i, n.clone())).collect();
+        // A bridge port is seen by the inet hooks (through br_netfilter) as its bridge, so
+        // devices behind a bridge are bound to the bridge, not to their port.
+        let ifnames = ifindexes
+            .iter()
+            .map(|(n, i)| (*i, bridge_of(n).unwrap_or_else(|| n.clone())))
+            .collect();
         let rendered = render(
             &m,
             &self.states,
@@ -126,6 +131,7 @@ impl NftDataplane {
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },
         )?;
+        bridge_hooks(&self.interfaces);
         let took = self.nft.apply(&rendered)?;
         self.last = Some(rendered);
         Ok(Some(took))
@@ -225,4 +231,33 @@ impl NftDataplane {
             })?;
         Ok(())
     }
+}
+
+/// Devices behind a Linux bridge: bridged frames reach the inet table's hooks only through
+/// br_netfilter (`bridge-nf-call-iptables`, per network namespace). nftables' own bridge
+/// family would need conntrack for bridges (`nf_conntrack_bridge`), which kernels may lack,
+/// so lazaret keeps one inet table and turns the bridge hooks on when an interface it
+/// enforces on is a bridge port.
+fn bridge_hooks(interfaces: &BTreeSet<String>) {
+    let bridged = interfaces
+        .iter()
+        .any(|i| std::path::Path::new(&format!("/sys/class/net/{i}/brport")).exists());
+    if !bridged {
+        return;
+    }
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = format!("/proc/sys/net/bridge/{key}");
+        if let Err(e) = std::fs::write(&path, "1") {
+            tracing::error!(path, error = %e, "cannot route bridged traffic through nftables: devices behind the bridge are not enforced");
+        }
+    }
+}
+
+/// The bridge `interface` is a port of, if it is one.
+fn bridge_of(interface: &str) -> Option<String> {
+    let master = std::fs::read_link(format!("/sys/class/net/{interface}/master")).ok()?;
+    std::path::Path::new(&format!("/sys/class/net/{interface}/brport"))
+        .exists()
+        .then(|| master.file_name()?.to_str().map(str::to_string))
+        .flatten()
 }

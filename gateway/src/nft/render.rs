@@ -25,7 +25,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub enum Family {
     /// Routed gateway: devices and upstream are different IP interfaces.
     Inet,
-    /// Devices are ports of a Linux bridge on the gateway (needs `nf_conntrack_bridge`).
+    /// nftables' bridge family. Needs `nf_conntrack_bridge` for the conntrack expressions;
+    /// kernels without it (this project's CI kernel) refuse the table, so the daemon uses
+    /// `Inet` with br_netfilter for bridge ports instead. Rendered, not exercised by tests.
     Bridge,
 }
 
@@ -47,7 +49,8 @@ pub struct RenderOptions {
     /// Stamped into the conntrack mark of flows this table admitted; flows stamped with
     /// another generation are judged again (the XDP program's generation switch).
     pub generation: u32,
-    /// Interface names by ifindex (the keys of [`MapContents::ifaces`]).
+    /// Interface names by ifindex (the keys of [`MapContents::ifaces`]); several ports
+    /// may map to one name (a bridge's ports to the bridge).
     pub ifnames: BTreeMap<u32, String>,
     /// nflog group for deny/unknown/spoof events, if any.
     pub log_group: Option<u32>,
@@ -210,10 +213,14 @@ pub fn render(
     let mut up_ifaces = Vec::new();
     for (ix, cfg) in &m.ifaces {
         let name = opt.ifnames.get(ix).ok_or(RenderError::NoName(*ix))?.clone();
-        if cfg.side == SIDE_DEVICES {
-            dev_ifaces.push(name);
+        // Two ports of one bridge have one name here (see `ifnames`): keep it once.
+        let list = if cfg.side == SIDE_DEVICES {
+            &mut dev_ifaces
         } else {
-            up_ifaces.push(name);
+            &mut up_ifaces
+        };
+        if !list.contains(&name) {
+            list.push(name);
         }
     }
 
