@@ -4,7 +4,7 @@
 //! Where XDP cannot run (drivers, tunnels) or a network team wants to read the enforced
 //! policy with `nft list ruleset`, the same [`crate::policy::MapContents`] the XDP maps are
 //! filled from becomes sets and maps; the rules are a fixed skeleton that mirrors
-//! [`crate::policy::classify`]:
+//! [`crate::policy::classify()`]:
 //!
 //! - `prerouting` (priority -150, after conntrack) jumps by ingress interface to
 //!   `from_devices` or `from_upstream`; other interfaces are not lazaret's.

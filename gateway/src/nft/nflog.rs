@@ -25,7 +25,7 @@ const NFULA_HWADDR: u16 = 6;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
 /// Bytes of each packet copied to us: headers are enough.
-const COPY_RANGE: u32 = 128;
+pub const COPY_RANGE: u32 = 128;
 
 /// One logged packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! The chains are fixed: their number depends on neither devices nor rules. Everything
 //! that grows with the policy is a set or map element, so the table is
 //! `O(devices + peer ranges + port ranges)` elements and `O(1)` rules. The decision follows
-//! [`crate::policy::classify`] branch by branch (see the module docs of [`super`] for the
+//! [`crate::policy::classify()`] branch by branch (see the module docs of [`super`] for the
 //! differences that remain).
 
 use super::expr::*;
