@@ -188,6 +188,22 @@ fn quarantine_reload_and_restart_on_nftables() -> Result<()> {
     assert!(lab.connect(2575, T).is_err(), "denied after the restart");
     let listed = list_text(&lab.net.gateway)?;
     assert_eq!(listed.matches("table inet lazaret").count(), 1);
+
+    // `lazaret detach` (run in the gateway's namespace) removes the table: nothing enforces.
+    lab.stop();
+    let bin = lazaret_tests::lazaret_bin()?;
+    let config = lab.config.to_string_lossy().into_owned();
+    lab.net.gateway.exec(&[
+        bin.to_str().unwrap_or_default(),
+        "detach",
+        "--config",
+        &config,
+    ])?;
+    assert!(!list_text(&lab.net.gateway)?.contains("table inet lazaret"));
+    assert!(
+        lab.connect(2575, T).is_ok(),
+        "nothing enforces after detach"
+    );
     Ok(())
 }
 

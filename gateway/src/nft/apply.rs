@@ -117,6 +117,15 @@ impl Nft {
         self.run(b.to_nftables())
     }
 
+    /// Whether the ruleset holds the table `family name`.
+    pub fn has_table(&self, family: super::Family, name: &str) -> Result<bool, ApplyError> {
+        let rs = self.list()?;
+        Ok(rs.objects.iter().any(|o| {
+            matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t))
+                if t.name == name && t.family == family.nf())
+        }))
+    }
+
     /// The current ruleset, as nft's JSON (`nft -j list ruleset`).
     pub fn list(&self) -> Result<Nftables<'static>, ApplyError> {
         let mut args: Vec<&str> = self.prefix_args.iter().map(String::as_str).collect();
