@@ -450,3 +450,31 @@ fn reloads_under_traffic_lose_nothing_on_nftables() -> Result<()> {
     assert_eq!(denied, 0, "packets dropped during the reloads");
     Ok(())
 }
+
+#[test]
+fn switching_back_to_xdp_removes_the_table() -> Result<()> {
+    let mut lab = nft_lab(2575)?;
+    let mut s = lab.connect(2575, T)?;
+    assert!(round_trip(&mut s));
+    lab.kill9();
+    let config = std::fs::read_to_string(&lab.config)?.replacen(
+        "dataplane = \"nftables\"",
+        "dataplane = \"xdp\"",
+        1,
+    );
+    std::fs::write(&lab.config, config)?;
+    lab.start()?;
+    assert!(
+        !list_text(&lab.net.gateway)?.contains("table inet lazaret"),
+        "the nftables table is gone once XDP enforces"
+    );
+    let status = lab.cli(&["status"])?;
+    assert_ne!(
+        status["interfaces"][&lab.net.gw_dev_if], "nftables",
+        "{status}"
+    );
+    let mut again = lab.connect(2575, T)?;
+    assert!(round_trip(&mut again), "XDP allows the workflow");
+    assert!(lab.connect(443, T).is_err(), "XDP denies the rest");
+    Ok(())
+}

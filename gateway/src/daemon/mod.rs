@@ -315,6 +315,7 @@ impl Controller {
             attach::record_mode(&self.config.state_dir, &iface.name, mode);
             self.metrics.set_interface(&iface.name, mode, true);
         }
+        self.nft.retire();
         if fell_back {
             // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
             // do not know each other's flows (a reply entering an XDP interface for a flow

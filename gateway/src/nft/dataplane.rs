@@ -148,6 +148,24 @@ impl NftDataplane {
         }
     }
 
+    /// With XDP enforcing everywhere, removes a table an earlier nftables run left (after
+    /// XDP is attached, so there is no gap). Without nft installed there is nothing to do.
+    pub fn retire(&self) {
+        if self.active() {
+            return;
+        }
+        if let Ok(true) = self.nft.has_table(Family::Inet, TABLE) {
+            match self.nft.delete(Family::Inet, TABLE) {
+                Ok(()) => tracing::info!(
+                    "removed the nftables table of an earlier nftables run: XDP enforces"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove the nftables table of an earlier run")
+                }
+            }
+        }
+    }
+
     /// Sets a device's quarantine (`QUARANTINE_*`) in the table's quarantine sets.
     pub fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), NftError> {
         self.states.set_quarantine(device, quarantine);
