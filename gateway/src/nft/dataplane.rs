@@ -210,14 +210,17 @@ impl NftDataplane {
                 .find(|(k, _)| k.mac == l.src_mac)
                 .map(|(_, r)| r.id)
         };
-        ev.device = if ev.kind == lazaret_abi::EVENT_UNKNOWN {
-            0
-        } else {
-            by_addr(&ev.src)
-                .or_else(by_mac)
-                .or_else(|| by_addr(&ev.dst))
-                .unwrap_or(0)
-        };
+        if ev.kind != lazaret_abi::EVENT_UNKNOWN {
+            // The source's device opened the flow; else the flow was opened towards the
+            // destination's device.
+            match by_addr(&ev.src).or_else(by_mac) {
+                Some(d) => ev.device = d,
+                None => {
+                    ev.device = by_addr(&ev.dst).unwrap_or(0);
+                    ev.dir = lazaret_abi::DIR_PEER_INIT;
+                }
+            }
+        }
         Some(ev)
     }
 

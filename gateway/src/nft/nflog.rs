@@ -110,6 +110,7 @@ pub fn event(l: &Logged) -> Option<Event> {
         Reason::DenyUnknown | Reason::UnknownAudit => lazaret_abi::EVENT_UNKNOWN,
         Reason::DenyRogueDhcp | Reason::DenyRogueRa => lazaret_abi::EVENT_ROGUE,
         Reason::Audit => lazaret_abi::EVENT_AUDIT,
+        Reason::Learn => lazaret_abi::EVENT_LEARN,
         _ => lazaret_abi::EVENT_DENY,
     };
     let mut ev = Event {

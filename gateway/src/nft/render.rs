@@ -86,6 +86,7 @@ pub const COUNTERS: &[Reason] = &[
     Reason::AllowNeighbor,
     Reason::PassUnmanaged,
     Reason::Audit,
+    Reason::Learn,
     Reason::UnknownAudit,
     Reason::DenyNoRule,
     Reason::DenyNoFlow,
@@ -105,7 +106,10 @@ pub mod names {
     pub const MACBIND: &str = "macbind";
     pub const DEV_POLICY: &str = "dev_policy";
     pub const DEV_RESTRICT: &str = "dev_restrict";
-    pub const PERMISSIVE: &str = "permissive";
+    /// Devices in audit mode, and in learn mode: their flows without a rule pass and are
+    /// reported (as `audit` and `learn`).
+    pub const AUDIT: &str = "audit_mode";
+    pub const LEARN: &str = "learn_mode";
     pub const QUAR_ISOLATE: &str = "quar_isolate";
     pub const QUAR_RESTRICT: &str = "quar_restrict";
     pub const PORTS: &str = "ports";
@@ -259,7 +263,8 @@ pub fn render(
 
     let mut policy_elems = Vec::new();
     let mut restrict_elems = Vec::new();
-    let mut permissive = Vec::new();
+    let mut audit = Vec::new();
+    let mut learn = Vec::new();
     let mut devmac = Vec::new();
     let mut devidx_mac = Vec::new();
     let mut macbind = Vec::new();
@@ -270,8 +275,10 @@ pub fn render(
         let ix = dev_index[id];
         policy_elems.push(E::List(vec![n(ix), n(d.policy)]));
         restrict_elems.push(E::List(vec![n(ix), n(d.restrict_policy)]));
-        if d.mode == MODE_AUDIT || d.mode == MODE_LEARN {
-            permissive.push(n(ix));
+        if d.mode == MODE_AUDIT {
+            audit.push(n(ix));
+        } else if d.mode == MODE_LEARN {
+            learn.push(n(ix));
         }
         let q = states.quarantine(*id);
         if q != QUARANTINE_NONE {
@@ -311,7 +318,8 @@ pub fn render(
     );
     b.map(DEV_POLICY, vec![SetType::Mark], false, policy_elems);
     b.map(DEV_RESTRICT, vec![SetType::Mark], false, restrict_elems);
-    b.set(PERMISSIVE, vec![SetType::Mark], false, permissive);
+    b.set(AUDIT, vec![SetType::Mark], false, audit);
+    b.set(LEARN, vec![SetType::Mark], false, learn);
     let [q_restrict, q_isolate] = quar;
     b.set(QUAR_RESTRICT, vec![SetType::Mark], false, q_restrict);
     b.set(QUAR_ISOLATE, vec![SetType::Mark], false, q_isolate);
@@ -646,14 +654,15 @@ impl<'o> Builder<'o> {
             "end_resp6",
             "ports_enforce",
             "ports_quarantine",
-            "ports_permissive",
+            "ports_audit",
+            "ports_learn",
         ];
         for c in all {
             self.chain(c);
         }
         for f in [V4, V6] {
             for d in ["init", "resp"] {
-                for v in ["enforce", "quarantine", "permissive"] {
+                for v in ["enforce", "quarantine", "audit", "learn"] {
                     self.chain(&format!("class_{d}_{v}{}", f.v));
                 }
             }
@@ -843,14 +852,16 @@ impl<'o> Builder<'o> {
                         goto(&class("quarantine")),
                     ],
                 );
-                self.rule(
-                    &c,
-                    vec![
-                        in_set(mark(), PERMISSIVE),
-                        set_mark(map_lookup(mark(), DEV_POLICY)),
-                        goto(&class("permissive")),
-                    ],
-                );
+                for (set, v) in [(AUDIT, "audit"), (LEARN, "learn")] {
+                    self.rule(
+                        &c,
+                        vec![
+                            in_set(mark(), set),
+                            set_mark(map_lookup(mark(), DEV_POLICY)),
+                            goto(&class(v)),
+                        ],
+                    );
+                }
                 self.rule(
                     &c,
                     vec![
@@ -867,7 +878,8 @@ impl<'o> Builder<'o> {
                 for (v, reason) in [
                     ("enforce", Reason::DenyNoRule),
                     ("quarantine", Reason::DenyQuarantine),
-                    ("permissive", Reason::Audit),
+                    ("audit", Reason::Audit),
+                    ("learn", Reason::Learn),
                 ] {
                     let cc = class(v);
                     self.rule(
@@ -888,7 +900,8 @@ impl<'o> Builder<'o> {
         for (v, reason) in [
             ("enforce", Reason::DenyNoRule),
             ("quarantine", Reason::DenyQuarantine),
-            ("permissive", Reason::Audit),
+            ("audit", Reason::Audit),
+            ("learn", Reason::Learn),
         ] {
             let c = format!("ports_{v}");
             // The protocol must be known for nft to type `ct original proto-dst`; the
