@@ -97,6 +97,24 @@ impl Nft {
         Ok(t.elapsed())
     }
 
+    /// Replaces the table `previous` by `r`, a table of another name, in two transactions:
+    /// the first builds `r` whole but unhooked (its sets are committed, nothing judges with
+    /// it yet), the second hooks it and deletes `previous` at once. Why not one: the kernel
+    /// commits a new concatenated interval set's elements after the transaction's rules
+    /// become visible, so a packet judged in between meets empty sets (a reload under
+    /// traffic then drops the odd packet). A failure in either step leaves `previous`
+    /// enforcing; a half-built `r` is unhooked and removed by the next apply.
+    pub fn swap(&self, previous: &str, r: &Rendered) -> Result<Duration, ApplyError> {
+        if previous == r.table {
+            return self.apply(r);
+        }
+        let t = Instant::now();
+        let (build, hook) = swap_batches(previous, r);
+        self.run(build)?;
+        self.run(hook)?;
+        Ok(t.elapsed())
+    }
+
     /// Writes the quarantine sets from `states` in one transaction, without touching the
     /// rest of the table. Flows of newly quarantined devices are re-judged on their next
     /// packet because the `flow` chain checks the address sets.
@@ -175,6 +193,35 @@ pub fn replace_batch(r: &Rendered) -> Nftables<'static> {
         b.add(o.clone());
     }
     b.to_nftables()
+}
+
+/// The two batches of [`Nft::swap`]: everything but the hooked base chain and its rules,
+/// then those and the deletion of `previous`.
+pub fn swap_batches(previous: &str, r: &Rendered) -> (Nftables<'static>, Nftables<'static>) {
+    let table = |name: &str| Table {
+        family: r.family.nf(),
+        name: name.to_string().into(),
+        handle: None,
+    };
+    let hooked = |o: &NfListObject| match o {
+        NfListObject::Chain(c) => c.name == names::CHAIN_HOOK,
+        NfListObject::Rule(rule) => rule.chain == names::CHAIN_HOOK,
+        _ => false,
+    };
+    let mut build = Batch::new();
+    build.add(NfListObject::Table(table(&r.table)));
+    build.delete(NfListObject::Table(table(&r.table)));
+    let mut hook = Batch::new();
+    for o in &r.objects {
+        if hooked(o) {
+            hook.add(o.clone());
+        } else {
+            build.add(o.clone());
+        }
+    }
+    hook.add(NfListObject::Table(table(previous)));
+    hook.delete(NfListObject::Table(table(previous)));
+    (build.to_nftables(), hook.to_nftables())
 }
 
 /// Flush and refill the four quarantine sets.

@@ -9,8 +9,11 @@ use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// nftables' own table name: lazaret owns `inet lazaret` and nothing else.
+/// nftables' own table names: lazaret owns `inet lazaret` and `inet lazaret_b` and nothing
+/// else. Generations alternate between the two names, so a new one is built beside the
+/// enforcing one and swapped in (see [`super::Nft::swap`]); one exists at a time otherwise.
 pub const TABLE: &str = "lazaret";
+pub const TABLES: [&str; 2] = ["lazaret", "lazaret_b"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -119,12 +122,25 @@ impl NftDataplane {
             .iter()
             .map(|(n, i)| (*i, bridge_of(n).unwrap_or_else(|| n.clone())))
             .collect();
+        // The name not in use (the enforcing table's, as found in the kernel: a restarted
+        // daemon continues from what the last run left).
+        let current = match &self.last {
+            Some(r) => Some(r.table.clone()),
+            None => TABLES
+                .iter()
+                .find(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
+                .map(|t| t.to_string()),
+        };
+        let next_table = match current.as_deref() {
+            Some(t) if t == TABLES[0] => TABLES[1],
+            _ => TABLES[0],
+        };
         let rendered = render(
             &m,
             &self.states,
             &RenderOptions {
                 family: Family::Inet,
-                table: TABLE.into(),
+                table: next_table.into(),
                 // Only compared for equality in the conntrack mark; 0 is never a stamp.
                 generation: (generation as u32).max(1),
                 ifnames,
@@ -132,7 +148,10 @@ impl NftDataplane {
             },
         )?;
         bridge_hooks(&self.interfaces);
-        let took = self.nft.apply(&rendered)?;
+        let took = match &current {
+            Some(previous) => self.nft.swap(previous, &rendered)?,
+            None => self.nft.apply(&rendered)?,
+        };
         self.last = Some(rendered);
         Ok(Some(took))
     }
@@ -154,13 +173,16 @@ impl NftDataplane {
         if self.active() {
             return;
         }
-        if let Ok(true) = self.nft.has_table(Family::Inet, TABLE) {
-            match self.nft.delete(Family::Inet, TABLE) {
-                Ok(()) => tracing::info!(
-                    "removed the nftables table of an earlier nftables run: XDP enforces"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not remove the nftables table of an earlier run")
+        for table in TABLES {
+            if let Ok(true) = self.nft.has_table(Family::Inet, table) {
+                match self.nft.delete(Family::Inet, table) {
+                    Ok(()) => tracing::info!(
+                        table,
+                        "removed the nftables table of an earlier nftables run: XDP enforces"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(table, error = %e, "could not remove the nftables table of an earlier run")
+                    }
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The nftables dataplane: the compiled policy rendered into one nftables table of
-//! lazaret's own, applied atomically with `nft -j -f -`.
+//! lazaret's own, applied atomically with `nft -j -f -` (the daemon builds each generation
+//! unhooked beside the enforcing one and swaps them in one transaction: [`Nft::swap`]).
 //!
 //! Where XDP cannot run (drivers, tunnels) or a network team wants to read the enforced
 //! policy with `nft list ruleset`, the same [`crate::policy::MapContents`] the XDP maps are

@@ -224,3 +224,36 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
     assert!(!json(&q).to_string().contains(r#""log""#));
     assert!(rules(&q) < rules(&r));
 }
+
+#[test]
+fn a_swap_builds_the_new_table_unhooked_then_hooks_it_and_drops_the_old_one() {
+    let r = render(
+        &contents(1),
+        &DeviceStates::default(),
+        &RenderOptions {
+            table: "lazaret_b".into(),
+            ..options()
+        },
+    )
+    .expect("renders");
+    let (build, hook) = super::apply::swap_batches("lazaret", &r);
+    let build = super::apply::to_json(&build).to_string();
+    let hook = super::apply::to_json(&hook);
+    assert!(
+        !build.contains(r#""hook""#),
+        "nothing hooked in the first step"
+    );
+    assert!(build.contains(r#""name":"bind4""#));
+    assert!(
+        !build.contains(r#""name":"lazaret""#),
+        "the old table is untouched"
+    );
+    let objs = hook["nftables"].as_array().expect("array");
+    assert!(objs
+        .iter()
+        .any(|o| o.pointer("/add/chain/hook") == Some(&serde_json::json!("prerouting"))));
+    assert_eq!(
+        objs.last(),
+        Some(&serde_json::json!({"delete": {"table": {"family": "inet", "name": "lazaret"}}}))
+    );
+}
