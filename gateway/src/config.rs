@@ -43,6 +43,10 @@ pub struct Config {
     pub control_gid: Option<u32>,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Which dataplane enforces: the XDP program, the nftables table, or XDP with nftables
+    /// on the interfaces where the program cannot be attached.
+    #[serde(default)]
+    pub dataplane: Dataplane,
     /// Interfaces to enforce on.
     pub interfaces: Vec<Interface>,
     /// Where quarantine and release events are POSTed, if anywhere.
@@ -121,6 +125,15 @@ impl Side {
             Side::Upstream => lazaret_abi::SIDE_UPSTREAM,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    #[default]
+    Xdp,
+    Nftables,
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -392,6 +405,22 @@ xdp_mode = "skb"
             }) => {
                 assert_eq!((line, col), (7, 8));
                 assert!(message.contains("1 to 4094"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dataplane_defaults_to_xdp_and_a_bad_one_is_positioned() {
+        assert_eq!(parse(GOOD).expect("valid").dataplane, Dataplane::Xdp);
+        let nft = format!("dataplane = \"nftables\"\n{GOOD}");
+        assert_eq!(parse(&nft).expect("valid").dataplane, Dataplane::Nftables);
+        match parse(&format!("dataplane = \"ebpf\"\n{GOOD}")) {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => {
+                assert_eq!((line, col), (1, 13));
+                assert!(message.contains("nftables"), "{message}");
             }
             other => panic!("expected an error, got {other:?}"),
         }

@@ -18,4 +18,5 @@ pub mod datapath;
 pub mod fuzzing;
 pub mod metrics;
 pub mod model;
+pub mod nft;
 pub mod policy;

@@ -209,6 +209,14 @@ impl Lab {
         Ok(Datapath::pinned_stats(&pins)?)
     }
 
+    /// Chooses the dataplane (`xdp`, `nftables`, `auto`) in the lab's config; call before
+    /// [`Lab::start`].
+    pub fn use_dataplane(&self, dataplane: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        std::fs::write(&self.config, format!("dataplane = \"{dataplane}\"\n{text}"))?;
+        Ok(())
+    }
+
     pub fn write_policy(&self, text: &str) -> Result<()> {
         // Write-then-rename, like git does, so the watcher never sees half a file.
         let tmp = self.policy_dir.join(".hospital.toml.tmp");

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod frames;
 pub mod handmade;
 pub mod netns;
+pub mod nftlab;
 pub mod reliability;
 
 use std::path::PathBuf;

@@ -48,8 +48,8 @@ const GROUPS: &[Group] = &[
     },
     Group {
         name: "dataplanes",
-        what: "XDP against the nftables dataplane",
-        bench: None,
+        what: "XDP against the nftables dataplane: pps dropped and forwarded, apply time",
+        bench: Some(Needs::Policies(&[(10_000, 100_000, 1)])),
     },
     Group {
         name: "reload",

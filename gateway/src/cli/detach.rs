@@ -30,5 +30,19 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
             config.pin_dir.display()
         );
     }
+    // The nftables dataplane's table, which also outlives the daemon. With `dataplane =
+    // "xdp"` a table left by an earlier nftables run is removed too, if nft is there.
+    let (nft, family) = (lazaret::nft::Nft::default(), lazaret::nft::Family::Inet);
+    for table in lazaret::nft::dataplane::TABLES {
+        match nft.has_table(family, table) {
+            Ok(true) => {
+                nft.delete(family, table)?;
+                println!("removed the nftables table inet {table}: nftables no longer enforces");
+            }
+            Ok(false) => {}
+            Err(e) if config.dataplane != lazaret::config::Dataplane::Xdp => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,8 @@ pub enum DaemonError {
     NoInterface(String),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Nftables(#[from] crate::nft::NftError),
     #[error("metrics: {0}")]
     Metrics(String),
     #[error("{what}: {source}")]
@@ -107,6 +109,8 @@ pub struct Controller {
     /// Flows of learn-mode devices, and whether they changed since the last write.
     learned: learn::Learned,
     learned_dirty: bool,
+    /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
+    nft: crate::nft::NftDataplane,
 }
 
 impl Controller {
@@ -133,6 +137,13 @@ impl Controller {
         })?;
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let mut nft = crate::nft::NftDataplane::new(metrics.registry())
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        if config.dataplane == crate::config::Dataplane::Nftables {
+            for iface in &config.interfaces {
+                nft.add_interface(&iface.name);
+            }
+        }
         let (quarantines, state_error) = Quarantines::load(&config.state_dir);
         let config_state_dir = config.state_dir.clone();
         let mut ctl = Controller {
@@ -155,6 +166,7 @@ impl Controller {
             webhook: None,
             learned: Self::load_learned(&config_state_dir),
             learned_dirty: false,
+            nft,
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -257,6 +269,7 @@ impl Controller {
             st.epoch = st.epoch.wrapping_add(1);
             self.dp.set_device_state(hash, st)?;
         }
+        self.nft.set_quarantine(hash, action.abi())?;
         Ok(())
     }
 
@@ -282,9 +295,32 @@ impl Controller {
     fn attach_all(&mut self) -> Result<(), DaemonError> {
         let root = self.config.pin_dir.clone();
         let legacy = attach::legacy_dirs(&root, &self.pin_dir);
+        let mut fell_back = false;
         for iface in self.config.interfaces.clone() {
+            if self.nft.uses(&iface.name) {
+                // nftables enforces here already (applied by the reload before this); an
+                // XDP link pinned by an earlier run in XDP mode is released.
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                self.modes.insert(iface.name.clone(), "nftables");
+                self.nft.report(&iface.name, "nftables");
+                continue;
+            }
             let prog = self.dp.program_mut()?;
-            match attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy)? {
+            let attached =
+                attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy);
+            let attached = match attached {
+                Err(e) if self.config.dataplane == crate::config::Dataplane::Auto => {
+                    tracing::warn!(interface = %iface.name, error = %e, "XDP cannot attach: nftables enforces on this interface");
+                    self.nft.add_interface(&iface.name);
+                    self.modes.insert(iface.name.clone(), "nftables");
+                    self.nft.report(&iface.name, "nftables");
+                    fell_back = true;
+                    continue;
+                }
+                other => other?,
+            };
+            self.nft.report(&iface.name, "xdp");
+            match attached {
                 attach::Attached::New(mode) => {
                     if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
                         tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
@@ -302,6 +338,25 @@ impl Controller {
             let mode = self.modes[&iface.name];
             attach::record_mode(&self.config.state_dir, &iface.name, mode);
             self.metrics.set_interface(&iface.name, mode, true);
+        }
+        self.nft.retire();
+        if fell_back {
+            // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
+            // do not know each other's flows (a reply entering an XDP interface for a flow
+            // that nftables admitted would be dropped as flowless). So once one interface
+            // needs nftables, every interface uses it.
+            for iface in &self.config.interfaces {
+                if !self.nft.uses(&iface.name) {
+                    tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
+                    self.nft.add_interface(&iface.name);
+                    self.modes.insert(iface.name.clone(), "nftables");
+                    self.nft.report(&iface.name, "nftables");
+                }
+            }
+            self.nft.reapply()?;
+            for iface in &self.config.interfaces {
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+            }
         }
         for dir in legacy {
             tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
@@ -329,6 +384,7 @@ impl Controller {
                 let reason = match e {
                     DaemonError::Policy { .. } => "invalid_policy",
                     DaemonError::Io { .. } => "io",
+                    DaemonError::Nftables(_) => "nftables",
                     _ => "datapath",
                 };
                 self.metrics.reload_failed(started.elapsed(), reason);
@@ -350,6 +406,29 @@ impl Controller {
         let contents = compiled
             .map_contents(slot, generation, &self.ifindexes)
             .map_err(|e| refused(e.to_string()))?;
+        // nftables first: a table it refuses fails the reload before anything changed.
+        let sides: Vec<(String, u8)> = self
+            .config
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.side.abi()))
+            .collect();
+        let mut states = policy::DeviceStates::default();
+        if self.nft.active() {
+            for (_, d) in &contents.devices {
+                states.set_quarantine(d.id, self.dp.device_state(d.id)?.quarantine);
+            }
+        }
+        if let Some(took) =
+            self.nft
+                .apply(&contents, &self.ifindexes, &sides, states, generation)?
+        {
+            tracing::info!(
+                generation,
+                ms = took.as_millis() as u64,
+                "nftables table applied"
+            );
+        }
         self.dp.install(&contents)?;
         self.generation = generation;
         self.commit = watch::git_commit(&dir);
@@ -831,6 +910,13 @@ impl Controller {
                     tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
                     self.ifindexes.insert(iface.name.clone(), index);
                     let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                    if self.nft.uses(&iface.name) {
+                        // The table matches interfaces by name; a reload re-renders it for
+                        // the new ifindex of devices bound to the interface.
+                        self.reload_and_report("interface returned");
+                        self.modes.insert(iface.name.clone(), "nftables");
+                        continue;
+                    }
                     let config = self.iface_config(&iface);
                     let result = self
                         .dp
@@ -952,9 +1038,20 @@ impl Controller {
             what: format!("watching {}", dir.display()),
             source: std::io::Error::other(e),
         })?;
+        // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
+        let (nflog_tx, mut nflog) = mpsc::channel(1024);
+        if self.nft.active() {
+            crate::nft::NftDataplane::spawn_reader(nflog_tx.clone())
+                .map_err(io_err("reading nftables events (nflog)"))?;
+        }
         loop {
             tokio::select! {
                 _ = term.recv() => break,
+                Some(logged) = nflog.recv() => {
+                    if let Some(ev) = self.nft.event(&logged) {
+                        self.on_event(&ev);
+                    }
+                }
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = tick.tick() => {
@@ -992,6 +1089,7 @@ impl Controller {
         );
         self.save_learned();
         let _ = stop_tx.send(true);
+        drop(nflog_tx);
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }

@@ -106,6 +106,11 @@ impl Metrics {
 
     /// How `interface` is attached now; `mode` is `native`, `skb` or `nftables`. Replaces the
     /// interface's series in any other mode.
+    /// The registry, for families registered outside this module (the nftables dataplane's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn set_interface(&self, interface: &str, mode: &str, attached: bool) {
         let _series = self.lock_series();
         self.devices.set_interface(interface, mode, attached);

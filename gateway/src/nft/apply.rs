@@ -1,0 +1,273 @@
+//! Applying a rendered table with `nft -j -f -`: one call is one kernel transaction, so a
+//! table generation replaces the previous one whole or not at all. I/O lives here only.
+
+use super::render::{names, Rendered};
+use crate::policy::DeviceStates;
+use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
+use nftables::batch::Batch;
+use nftables::helper::{self, NftablesError};
+use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why `nft` refused or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("nft rejected the ruleset (the previous one keeps enforcing): {stderr}")]
+    Rejected { stderr: String },
+    #[error("cannot run {program}: {message}")]
+    Run { program: String, message: String },
+}
+
+impl From<NftablesError> for ApplyError {
+    fn from(e: NftablesError) -> Self {
+        match e {
+            NftablesError::NftFailed { stderr, .. } => ApplyError::Rejected {
+                stderr: stderr.trim().to_string(),
+            },
+            other => ApplyError::Run {
+                program: "nft".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// How to run `nft`: the program and the arguments before nft's own (for tests, `ip netns
+/// exec NAME nft`).
+#[derive(Clone, Debug)]
+pub struct Nft {
+    pub program: String,
+    pub prefix_args: Vec<String>,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft {
+            program: "nft".into(),
+            prefix_args: Vec::new(),
+        }
+    }
+}
+
+impl Nft {
+    /// `nft` run inside the network namespace `ns` (`ip netns exec`).
+    pub fn in_netns(ns: &str) -> Nft {
+        Nft {
+            program: "ip".into(),
+            prefix_args: vec!["netns".into(), "exec".into(), ns.into(), "nft".into()],
+        }
+    }
+
+    /// `nft -j -f -` with the JSON on stdin. Run here rather than through the crate's
+    /// helper, which lets nft's stderr (the reason for a refusal) go to our stderr.
+    fn run(&self, objects: Nftables) -> Result<(), ApplyError> {
+        let json = to_json(&objects).to_string();
+        let run_err = |e: std::io::Error| ApplyError::Run {
+            program: self.program.clone(),
+            message: e.to_string(),
+        };
+        let mut child = Command::new(&self.program)
+            .args(&self.prefix_args)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(run_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(json.as_bytes()).map_err(run_err)?;
+        }
+        let out = child.wait_with_output().map_err(run_err)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(ApplyError::Rejected {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Replaces lazaret's table with `r` in one transaction (add-if-missing, delete, add
+    /// the new generation). Returns how long `nft` took.
+    pub fn apply(&self, r: &Rendered) -> Result<Duration, ApplyError> {
+        let t = Instant::now();
+        self.run(replace_batch(r))?;
+        Ok(t.elapsed())
+    }
+
+    /// Replaces the table `previous` by `r`, a table of another name, in two transactions:
+    /// the first builds `r` whole but unhooked (its sets are committed, nothing judges with
+    /// it yet), the second hooks it and deletes `previous` at once. Why not one: the kernel
+    /// commits a new concatenated interval set's elements after the transaction's rules
+    /// become visible, so a packet judged in between meets empty sets (a reload under
+    /// traffic then drops the odd packet). A failure in either step leaves `previous`
+    /// enforcing; a half-built `r` is unhooked and removed by the next apply.
+    pub fn swap(&self, previous: &str, r: &Rendered) -> Result<Duration, ApplyError> {
+        if previous == r.table {
+            return self.apply(r);
+        }
+        let t = Instant::now();
+        let (build, hook) = swap_batches(previous, r);
+        self.run(build)?;
+        self.run(hook)?;
+        Ok(t.elapsed())
+    }
+
+    /// Writes the quarantine sets from `states` in one transaction, without touching the
+    /// rest of the table. Flows of newly quarantined devices are re-judged on their next
+    /// packet because the `flow` chain checks the address sets.
+    pub fn set_quarantine(&self, r: &Rendered, states: &DeviceStates) -> Result<(), ApplyError> {
+        self.run(quarantine_batch(r, states))
+    }
+
+    /// Removes lazaret's table (nothing enforced by nftables afterwards).
+    pub fn delete(&self, family: super::Family, table: &str) -> Result<(), ApplyError> {
+        let mut b = Batch::new();
+        let t = Table {
+            family: family.nf(),
+            name: table.to_string().into(),
+            handle: None,
+        };
+        b.add(NfListObject::Table(t.clone()));
+        b.delete(NfListObject::Table(t));
+        self.run(b.to_nftables())
+    }
+
+    /// Whether the ruleset holds the table `family name`.
+    pub fn has_table(&self, family: super::Family, name: &str) -> Result<bool, ApplyError> {
+        let rs = self.list()?;
+        Ok(rs.objects.iter().any(|o| {
+            matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t))
+                if t.name == name && t.family == family.nf())
+        }))
+    }
+
+    /// The current ruleset, as nft's JSON (`nft -j list ruleset`).
+    pub fn list(&self) -> Result<Nftables<'static>, ApplyError> {
+        let mut args: Vec<&str> = self.prefix_args.iter().map(String::as_str).collect();
+        args.extend(["-j", "list", "ruleset"]);
+        Ok(helper::get_current_ruleset_with_args(
+            Some(&self.program),
+            &args,
+        )?)
+    }
+}
+
+/// The JSON `nft` reads. The `nftables` crate (0.6.3) has no field for a set's
+/// statements, so the per-element counter of [`names::COUNTED`] sets (`"stmt":
+/// [{"counter": null}]`, what `nft -j list` prints for `counter;` in a set) is added here,
+/// on the JSON value, not by string concatenation.
+pub fn to_json(objects: &Nftables) -> serde_json::Value {
+    let mut v = serde_json::to_value(objects).unwrap_or_default();
+    if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
+        for o in list {
+            let Some(set) = o.pointer_mut("/add/set") else {
+                continue;
+            };
+            let counted = set
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| names::COUNTED.contains(&n));
+            if let (true, Some(obj)) = (counted, set.as_object_mut()) {
+                obj.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
+            }
+        }
+    }
+    v
+}
+
+/// The batch that replaces the table: one `nft -f` input, one transaction.
+pub fn replace_batch(r: &Rendered) -> Nftables<'static> {
+    let mut b = Batch::new();
+    let t = Table {
+        family: r.family.nf(),
+        name: r.table.clone().into(),
+        handle: None,
+    };
+    // `add table` is a no-op when it exists and makes the `delete` valid when it does not.
+    b.add(NfListObject::Table(t.clone()));
+    b.delete(NfListObject::Table(t));
+    for o in &r.objects {
+        b.add(o.clone());
+    }
+    b.to_nftables()
+}
+
+/// The two batches of [`Nft::swap`]: everything but the hooked base chain and its rules,
+/// then those and the deletion of `previous`.
+pub fn swap_batches(previous: &str, r: &Rendered) -> (Nftables<'static>, Nftables<'static>) {
+    let table = |name: &str| Table {
+        family: r.family.nf(),
+        name: name.to_string().into(),
+        handle: None,
+    };
+    let hooked = |o: &NfListObject| match o {
+        NfListObject::Chain(c) => c.name == names::CHAIN_HOOK,
+        NfListObject::Rule(rule) => rule.chain == names::CHAIN_HOOK,
+        _ => false,
+    };
+    let mut build = Batch::new();
+    build.add(NfListObject::Table(table(&r.table)));
+    build.delete(NfListObject::Table(table(&r.table)));
+    let mut hook = Batch::new();
+    for o in &r.objects {
+        if hooked(o) {
+            hook.add(o.clone());
+        } else {
+            build.add(o.clone());
+        }
+    }
+    hook.add(NfListObject::Table(table(previous)));
+    hook.delete(NfListObject::Table(table(previous)));
+    (build.to_nftables(), hook.to_nftables())
+}
+
+/// Flush and refill the four quarantine sets.
+pub fn quarantine_batch(r: &Rendered, states: &DeviceStates) -> Nftables<'static> {
+    use super::expr::{n, s};
+    let mut b = Batch::new();
+    let mut restrict = Vec::new();
+    let mut isolate = Vec::new();
+    let mut a4 = Vec::new();
+    let mut a6 = Vec::new();
+    for (id, ix) in &r.dev_index {
+        let q = states.quarantine(*id);
+        if q == QUARANTINE_NONE {
+            continue;
+        }
+        if q == QUARANTINE_ISOLATE {
+            isolate.push(n(*ix));
+        } else {
+            restrict.push(n(*ix));
+        }
+        if let Some((v4, v6)) = r.dev_addrs.get(id) {
+            a4.extend(v4.iter().map(|a| s(a.to_string())));
+            a6.extend(v6.iter().map(|a| s(a.to_string())));
+        }
+    }
+    for (name, elems) in [
+        (names::QUAR_RESTRICT, restrict),
+        (names::QUAR_ISOLATE, isolate),
+        ("quar4", a4),
+        ("quar6", a6),
+    ] {
+        let set = Set {
+            family: r.family.nf(),
+            table: r.table.clone().into(),
+            name: name.into(),
+            ..Set::default()
+        };
+        b.add_cmd(NfCmd::Flush(FlushObject::Set(Box::new(set))));
+        if !elems.is_empty() {
+            b.add(NfListObject::Element(nftables::schema::Element {
+                family: r.family.nf(),
+                table: r.table.clone().into(),
+                name: name.into(),
+                elem: elems.into(),
+            }));
+        }
+    }
+    b.to_nftables()
+}

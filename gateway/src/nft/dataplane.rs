@@ -1,0 +1,296 @@
+//! The daemon's nftables dataplane: which interfaces nftables enforces on, the quarantine
+//! state it renders, the last table applied, and the `lazaret_dataplane_info` metric.
+//! The daemon calls it from its reload and quarantine paths; nothing here knows about XDP.
+
+use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
+use crate::policy::{DeviceStates, MapContents};
+use lazaret_abi::IfaceConfig;
+use prometheus::{IntGaugeVec, Opts, Registry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// nftables' own table names: lazaret owns `inet lazaret` and `inet lazaret_b` and nothing
+/// else. Generations alternate between the two names, so a new one is built beside the
+/// enforcing one and swapped in (see [`super::Nft::swap`]); one exists at a time otherwise.
+pub const TABLE: &str = "lazaret";
+pub const TABLES: [&str; 2] = ["lazaret", "lazaret_b"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("nftables: {0}")]
+    Render(#[from] RenderError),
+    #[error("nftables: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+/// What the last [`NftDataplane::apply`] was given, to render again after an interface
+/// falls back to nftables: contents, ifindexes, interface sides, generation.
+type Inputs = (MapContents, BTreeMap<String, u32>, Vec<(String, u8)>, u64);
+
+pub struct NftDataplane {
+    nft: Nft,
+    /// Interfaces nftables enforces on (by name); empty: nftables is not used.
+    interfaces: BTreeSet<String>,
+    states: DeviceStates,
+    last_contents: Option<Inputs>,
+    last: Option<Rendered>,
+    info: IntGaugeVec,
+}
+
+impl NftDataplane {
+    /// Registers `lazaret_dataplane_info{interface, dataplane}` in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "lazaret_dataplane_info",
+                "Which dataplane enforces on each interface (xdp or nftables); always 1.",
+            ),
+            &["interface", "dataplane"],
+        )?;
+        registry.register(Box::new(info.clone()))?;
+        Ok(NftDataplane {
+            nft: Nft::default(),
+            interfaces: BTreeSet::new(),
+            states: DeviceStates::default(),
+            last_contents: None,
+            last: None,
+            info,
+        })
+    }
+
+    pub fn uses(&self, interface: &str) -> bool {
+        self.interfaces.contains(interface)
+    }
+
+    pub fn active(&self) -> bool {
+        !self.interfaces.is_empty()
+    }
+
+    /// Puts `interface` under nftables (takes effect at the next [`Self::apply`]).
+    pub fn add_interface(&mut self, interface: &str) {
+        self.interfaces.insert(interface.to_string());
+    }
+
+    /// Records which dataplane enforces on `interface` in the metric.
+    pub fn report(&self, interface: &str, dataplane: &str) {
+        for d in ["xdp", "nftables"] {
+            let _ = self.info.remove_label_values(&[interface, d]);
+        }
+        self.info.with_label_values(&[interface, dataplane]).set(1);
+    }
+
+    /// Renders `contents` for the nftables interfaces and replaces the table in one
+    /// transaction. `sides` are the configured interfaces with their `SIDE_*`;
+    /// `states` the devices' quarantine states. No-op while no interface uses nftables.
+    pub fn apply(
+        &mut self,
+        contents: &MapContents,
+        ifindexes: &BTreeMap<String, u32>,
+        sides: &[(String, u8)],
+        states: DeviceStates,
+        generation: u64,
+    ) -> Result<Option<Duration>, NftError> {
+        self.states = states;
+        self.last_contents = Some((
+            contents.clone(),
+            ifindexes.clone(),
+            sides.to_vec(),
+            generation,
+        ));
+        if !self.active() {
+            return Ok(None);
+        }
+        let mut m = contents.clone();
+        m.ifaces = sides
+            .iter()
+            .filter(|(name, _)| self.interfaces.contains(name))
+            .filter_map(|(name, side)| ifindexes.get(name).map(|ix| (*ix, IfaceConfig::new(*side))))
+            .collect();
+        // A bridge port is seen by the inet hooks (through br_netfilter) as its bridge, so
+        // devices behind a bridge are bound to the bridge, not to their port.
+        let ifnames = ifindexes
+            .iter()
+            .map(|(n, i)| (*i, bridge_of(n).unwrap_or_else(|| n.clone())))
+            .collect();
+        // The name not in use (the enforcing table's, as found in the kernel: a restarted
+        // daemon continues from what the last run left).
+        let current = match &self.last {
+            Some(r) => Some(r.table.clone()),
+            None => TABLES
+                .iter()
+                .find(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
+                .map(|t| t.to_string()),
+        };
+        let next_table = match current.as_deref() {
+            Some(t) if t == TABLES[0] => TABLES[1],
+            _ => TABLES[0],
+        };
+        let rendered = render(
+            &m,
+            &self.states,
+            &RenderOptions {
+                family: Family::Inet,
+                table: next_table.into(),
+                // Only compared for equality in the conntrack mark; 0 is never a stamp.
+                generation: (generation as u32).max(1),
+                ifnames,
+                log_group: Some(u32::from(super::nflog::GROUP)),
+            },
+        )?;
+        bridge_hooks(&self.interfaces);
+        let took = match &current {
+            Some(previous) => self.nft.swap(previous, &rendered)?,
+            None => self.nft.apply(&rendered)?,
+        };
+        self.last = Some(rendered);
+        Ok(Some(took))
+    }
+
+    /// Applies the last contents again (after interfaces were added).
+    pub fn reapply(&mut self) -> Result<Option<Duration>, NftError> {
+        match self.last_contents.clone() {
+            Some((m, ix, sides, generation)) => {
+                let states = self.states.clone();
+                self.apply(&m, &ix, &sides, states, generation)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// With XDP enforcing everywhere, removes a table an earlier nftables run left (after
+    /// XDP is attached, so there is no gap). Without nft installed there is nothing to do.
+    pub fn retire(&self) {
+        if self.active() {
+            return;
+        }
+        for table in TABLES {
+            if let Ok(true) = self.nft.has_table(Family::Inet, table) {
+                match self.nft.delete(Family::Inet, table) {
+                    Ok(()) => tracing::info!(
+                        table,
+                        "removed the nftables table of an earlier nftables run: XDP enforces"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(table, error = %e, "could not remove the nftables table of an earlier run")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets a device's quarantine (`QUARANTINE_*`) in the table's quarantine sets.
+    pub fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), NftError> {
+        self.states.set_quarantine(device, quarantine);
+        if let Some(r) = &self.last {
+            self.nft.set_quarantine(r, &self.states)?;
+        }
+        Ok(())
+    }
+}
+
+impl NftDataplane {
+    /// The event for a packet the table logged: its fields, plus the device it concerns
+    /// (by source address, else source MAC, else destination address) and the side of the
+    /// interface it came in on, from the last applied contents.
+    pub fn event(&self, l: &super::nflog::Logged) -> Option<lazaret_abi::Event> {
+        let mut ev = super::nflog::event(l)?;
+        let (m, ifindexes, sides, generation) = self.last_contents.as_ref()?;
+        ev.generation = *generation;
+        ev.side = ifindexes
+            .iter()
+            .find(|(_, ix)| **ix == l.ifindex)
+            .and_then(|(name, _)| sides.iter().find(|(n, _)| n == name))
+            .map_or(lazaret_abi::SIDE_DEVICES, |(_, side)| *side);
+        let by_addr = |a: &[u8; 16]| -> Option<u64> {
+            match ev.family {
+                lazaret_abi::FAMILY_V4 => m
+                    .dev_ip4
+                    .iter()
+                    .find(|(k, _)| k.addr[..] == a[..4])
+                    .map(|(_, r)| r.id),
+                lazaret_abi::FAMILY_V6 => m
+                    .dev_ip6
+                    .iter()
+                    .find(|(k, _)| &k.addr == a)
+                    .map(|(_, r)| r.id),
+                _ => None,
+            }
+        };
+        let by_mac = || {
+            m.dev_mac
+                .iter()
+                .find(|(k, _)| k.mac == l.src_mac)
+                .map(|(_, r)| r.id)
+        };
+        if ev.kind != lazaret_abi::EVENT_UNKNOWN {
+            // The source's device opened the flow; else the flow was opened towards the
+            // destination's device.
+            match by_addr(&ev.src).or_else(by_mac) {
+                Some(d) => ev.device = d,
+                None => {
+                    ev.device = by_addr(&ev.dst).unwrap_or(0);
+                    ev.dir = lazaret_abi::DIR_PEER_INIT;
+                }
+            }
+        }
+        Some(ev)
+    }
+
+    /// Reads the table's nflog group on a thread of its own (in the daemon's namespace) and
+    /// sends what it logs to `tx`, until `tx` is closed. Logged packets are rate-limited by
+    /// the table itself.
+    pub fn spawn_reader(
+        tx: tokio::sync::mpsc::Sender<super::nflog::Logged>,
+    ) -> std::io::Result<()> {
+        let sock =
+            super::nflog::NflogSocket::bind(super::nflog::GROUP, Duration::from_millis(500))?;
+        std::thread::Builder::new()
+            .name("nflog".into())
+            .spawn(move || {
+                while !tx.is_closed() {
+                    match sock.recv() {
+                        Ok(batch) => {
+                            for l in batch {
+                                // Full: the controller is behind; drop rather than block.
+                                let _ = tx.try_send(l);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading nftables events (nflog)");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// Devices behind a Linux bridge: bridged frames reach the inet table's hooks only through
+/// br_netfilter (`bridge-nf-call-iptables`, per network namespace). nftables' own bridge
+/// family would need conntrack for bridges (`nf_conntrack_bridge`), which kernels may lack,
+/// so lazaret keeps one inet table and turns the bridge hooks on when an interface it
+/// enforces on is a bridge port.
+fn bridge_hooks(interfaces: &BTreeSet<String>) {
+    let bridged = interfaces
+        .iter()
+        .any(|i| std::path::Path::new(&format!("/sys/class/net/{i}/brport")).exists());
+    if !bridged {
+        return;
+    }
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = format!("/proc/sys/net/bridge/{key}");
+        if let Err(e) = std::fs::write(&path, "1") {
+            tracing::error!(path, error = %e, "cannot route bridged traffic through nftables: devices behind the bridge are not enforced");
+        }
+    }
+}
+
+/// The bridge `interface` is a port of, if it is one.
+fn bridge_of(interface: &str) -> Option<String> {
+    let master = std::fs::read_link(format!("/sys/class/net/{interface}/master")).ok()?;
+    std::path::Path::new(&format!("/sys/class/net/{interface}/brport"))
+        .exists()
+        .then(|| master.file_name()?.to_str().map(str::to_string))
+        .flatten()
+}

@@ -1,0 +1,46 @@
+//! The nftables dataplane: the compiled policy rendered into one nftables table of
+//! lazaret's own, applied atomically with `nft -j -f -` (the daemon builds each generation
+//! unhooked beside the enforcing one and swaps them in one transaction: [`Nft::swap`]).
+//!
+//! Where XDP cannot run (drivers, tunnels) or a network team wants to read the enforced
+//! policy with `nft list ruleset`, the same [`crate::policy::MapContents`] the XDP maps are
+//! filled from becomes sets and maps; the rules are a fixed skeleton that mirrors
+//! [`crate::policy::classify()`]:
+//!
+//! - `prerouting` (priority -150, after conntrack) jumps by ingress interface to
+//!   `from_devices` or `from_upstream`; other interfaces are not lazaret's.
+//! - `id4`/`id6`: the source binding (address, MAC, interface) of a managed device; a
+//!   managed address or MAC used elsewhere is spoofing; anything else is an unknown device.
+//! - `flow`: conntrack replaces the XDP flow table; a flow admitted under the table's
+//!   generation (stamped in the conntrack mark) passes unless one end is quarantined;
+//!   every other packet is judged by its flow's original tuple, so a new table generation
+//!   or a quarantine re-judges live flows as the XDP generation/epoch switch does.
+//! - `judge*` → `end_*` → `class_*` → `ports_*`: the two-stage lookup (peer class, then
+//!   protocol and port), with the packet mark as the scratch register holding the device
+//!   index, then its policy, then the peer class. Lazaret owns the packet mark during
+//!   prerouting and the conntrack mark of the flows it judges.
+//!
+//! Denials are logged (rate-limited) to nflog group [`nflog::GROUP`]; [`nflog`] turns them
+//! into the XDP program's events for the daemon. Devices behind a Linux bridge reach the inet
+//! table through br_netfilter and are bound to the bridge ([`dataplane`]). The table's named
+//! counters start from zero with each generation (the whole table is replaced).
+//!
+//! Differences from the XDP program, by design of nftables' inet family: ARP is not seen
+//! (no ARP spoofing checks), VLAN bindings are not checked (a routed gateway sees VLANs as
+//! interfaces), an NDP neighbor advertisement's target is not checked against its sender,
+//! IP fragments are reassembled by conntrack before the table sees them, and conntrack's
+//! `invalid` state (for example an ICMP echo reply without a request) counts as "no flow".
+
+pub mod apply;
+pub mod dataplane;
+mod expr;
+pub mod nflog;
+mod ranges;
+pub mod render;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::{ApplyError, Nft};
+pub use dataplane::{NftDataplane, NftError};
+pub use render::{render, Family, RenderError, RenderOptions, Rendered};

@@ -1,0 +1,936 @@
+//! Renders [`MapContents`] (what the XDP maps are filled with) into one nftables table.
+//! Pure: builds the `nftables` crate's JSON objects; no `nft`, no I/O.
+//!
+//! The chains are fixed: their number depends on neither devices nor rules. Everything
+//! that grows with the policy is a set or map element, so the table is
+//! `O(devices + peer ranges + port ranges)` elements and `O(1)` rules. The decision follows
+//! [`crate::policy::classify()`] branch by branch (see the module docs of [`super`] for the
+//! differences that remain).
+
+use super::expr::*;
+use super::ranges::{flatten, merge, prefix_span};
+use crate::policy::{DeviceStates, MapContents};
+use lazaret_abi::*;
+use nftables::expr::MetaKey;
+use nftables::schema::{
+    Chain, Counter, Map, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Which nftables family the table lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Routed gateway: devices and upstream are different IP interfaces.
+    Inet,
+    /// nftables' bridge family. Needs `nf_conntrack_bridge` for the conntrack expressions;
+    /// kernels without it (this project's CI kernel) refuse the table, so the daemon uses
+    /// `Inet` with br_netfilter for bridge ports instead. Rendered, not exercised by tests.
+    Bridge,
+}
+
+impl Family {
+    pub fn nf(self) -> NfFamily {
+        match self {
+            Family::Inet => NfFamily::INet,
+            Family::Bridge => NfFamily::Bridge,
+        }
+    }
+}
+
+/// How to render.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    pub family: Family,
+    /// The table's name; lazaret owns the whole table.
+    pub table: String,
+    /// Stamped into the conntrack mark of flows this table admitted; flows stamped with
+    /// another generation are judged again (the XDP program's generation switch).
+    pub generation: u32,
+    /// Interface names by ifindex (the keys of [`MapContents::ifaces`]); several ports
+    /// may map to one name (a bridge's ports to the bridge).
+    pub ifnames: BTreeMap<u32, String>,
+    /// nflog group for deny/unknown/spoof events, if any.
+    pub log_group: Option<u32>,
+}
+
+/// Why a table cannot be rendered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("interface with ifindex {0} has no name")]
+    NoName(u32),
+}
+
+/// One rendered table: the objects to add, and the device numbering its sets use.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub family: Family,
+    pub table: String,
+    /// Table, counters, sets, maps, chains, rules, in the order `nft` needs them.
+    pub objects: Vec<NfListObject<'static>>,
+    /// Device id ([`Device::id`]) to the index the sets use (`meta mark` values).
+    pub dev_index: BTreeMap<u64, u32>,
+    /// Addresses of each device, for the quarantine address sets.
+    pub dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>,
+}
+
+/// Prefix of every nflog message the table sends: `lazaret <reason> `.
+pub const LOG_PREFIX: &str = "lazaret ";
+
+/// Named counters, one per reason the table can decide (`nft list counters`).
+pub const COUNTERS: &[Reason] = &[
+    Reason::AllowRule,
+    Reason::AllowFlow,
+    Reason::AllowNeighbor,
+    Reason::PassUnmanaged,
+    Reason::Audit,
+    Reason::Learn,
+    Reason::UnknownAudit,
+    Reason::DenyNoRule,
+    Reason::DenyNoFlow,
+    Reason::DenySpoof,
+    Reason::DenyUnknown,
+    Reason::DenyQuarantine,
+    Reason::DenyRogueDhcp,
+    Reason::DenyRogueRa,
+];
+
+/// Set and map names.
+pub mod names {
+    pub const DEV_IFACES: &str = "dev_ifaces";
+    pub const UP_IFACES: &str = "up_ifaces";
+    pub const DEVMAC: &str = "devmac";
+    pub const DEVIDX_MAC: &str = "devidx_mac";
+    pub const MACBIND: &str = "macbind";
+    pub const DEV_POLICY: &str = "dev_policy";
+    pub const DEV_RESTRICT: &str = "dev_restrict";
+    /// Devices in audit mode, and in learn mode: their flows without a rule pass and are
+    /// reported (as `audit` and `learn`).
+    pub const AUDIT: &str = "audit_mode";
+    pub const LEARN: &str = "learn_mode";
+    pub const QUAR_ISOLATE: &str = "quar_isolate";
+    pub const QUAR_RESTRICT: &str = "quar_restrict";
+    pub const PORTS: &str = "ports";
+    pub const PORTS0: &str = "ports0";
+    pub const CHAIN_HOOK: &str = "prerouting";
+    /// Sets whose elements each carry a packet/byte counter: the source bindings, so
+    /// every managed device has its own counter (`nft list set inet lazaret bind4`).
+    pub const COUNTED: &[&str] = &[
+        "bind4",
+        "bind6",
+        "bind_nomac4",
+        "bind_nomac6",
+        "macbind4",
+        "macbind6",
+    ];
+}
+use names::*;
+
+/// Per IP family: names and expressions.
+#[derive(Clone, Copy)]
+struct Fam {
+    v: u8,
+    /// `ip` / `ip6` payload protocol.
+    proto: &'static str,
+    /// `ct original` address keys.
+    ct_saddr: &'static str,
+    ct_daddr: &'static str,
+    addr: SetType,
+}
+
+const V4: Fam = Fam {
+    v: 4,
+    proto: "ip",
+    ct_saddr: "ip saddr",
+    ct_daddr: "ip daddr",
+    addr: SetType::Ipv4Addr,
+};
+const V6: Fam = Fam {
+    v: 6,
+    proto: "ip6",
+    ct_saddr: "ip6 saddr",
+    ct_daddr: "ip6 daddr",
+    addr: SetType::Ipv6Addr,
+};
+
+impl Fam {
+    fn n(&self, base: &str) -> String {
+        format!("{base}{}", self.v)
+    }
+    fn saddr(&self) -> Expr {
+        payload(self.proto, "saddr")
+    }
+    fn daddr(&self) -> Expr {
+        payload(self.proto, "daddr")
+    }
+    fn is(&self) -> Stmt {
+        eq(meta(MetaKey::Protocol), s(self.proto))
+    }
+    fn ct_saddr(&self) -> Expr {
+        ct_orig(self.ct_saddr)
+    }
+    fn ct_daddr(&self) -> Expr {
+        ct_orig(self.ct_daddr)
+    }
+    /// 0.0.0.0, or :: and fe80::/10 (`unspecified_or_link_local`).
+    fn unspecified(&self) -> Expr {
+        if self.v == 4 {
+            anon(vec![s("0.0.0.0")])
+        } else {
+            anon(vec![
+                s("::"),
+                E::Named(N::Prefix(nftables::expr::Prefix {
+                    addr: Box::new(s("fe80::")),
+                    len: 10,
+                })),
+            ])
+        }
+    }
+    fn addr_str(&self, a: u128) -> String {
+        if self.v == 4 {
+            Ipv4Addr::from(a as u32).to_string()
+        } else {
+            Ipv6Addr::from(a).to_string()
+        }
+    }
+}
+
+use nftables::expr::{Expression as E, NamedExpression as N};
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Renders the table.
+pub fn render(
+    m: &MapContents,
+    states: &DeviceStates,
+    opt: &RenderOptions,
+) -> Result<Rendered, RenderError> {
+    let mut b = Builder::new(opt);
+    let mut dev_ifaces = Vec::new();
+    let mut up_ifaces = Vec::new();
+    for (ix, cfg) in &m.ifaces {
+        let name = opt.ifnames.get(ix).ok_or(RenderError::NoName(*ix))?.clone();
+        // Two ports of one bridge have one name here (see `ifnames`): keep it once.
+        let list = if cfg.side == SIDE_DEVICES {
+            &mut dev_ifaces
+        } else {
+            &mut up_ifaces
+        };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+
+    // Devices: index, addresses, bindings.
+    let mut dev_index = BTreeMap::new();
+    for (i, (_, d)) in m.devices.iter().enumerate() {
+        dev_index.insert(d.id, i as u32 + 1);
+    }
+    let devices: BTreeMap<u64, Device> = m.devices.iter().map(|(_, d)| (d.id, *d)).collect();
+    let mut dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = BTreeMap::new();
+    for (k, r) in &m.dev_ip4 {
+        dev_addrs
+            .entry(r.id)
+            .or_default()
+            .0
+            .push(Ipv4Addr::from(k.addr));
+    }
+    for (k, r) in &m.dev_ip6 {
+        dev_addrs
+            .entry(r.id)
+            .or_default()
+            .1
+            .push(Ipv6Addr::from(k.addr));
+    }
+    let ifaces_of = |d: &Device| -> Result<Vec<String>, RenderError> {
+        if d.ifindex == IFINDEX_ANY {
+            Ok(dev_ifaces.clone())
+        } else {
+            Ok(vec![opt
+                .ifnames
+                .get(&d.ifindex)
+                .ok_or(RenderError::NoName(d.ifindex))?
+                .clone()])
+        }
+    };
+
+    let mut policy_elems = Vec::new();
+    let mut restrict_elems = Vec::new();
+    let mut audit = Vec::new();
+    let mut learn = Vec::new();
+    let mut devmac = Vec::new();
+    let mut devidx_mac = Vec::new();
+    let mut macbind = Vec::new();
+    let mut macbind_fam: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut quar = [Vec::new(), Vec::new()];
+    let mut quar_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    for (id, d) in &devices {
+        let ix = dev_index[id];
+        policy_elems.push(E::List(vec![n(ix), n(d.policy)]));
+        restrict_elems.push(E::List(vec![n(ix), n(d.restrict_policy)]));
+        if d.mode == MODE_AUDIT {
+            audit.push(n(ix));
+        } else if d.mode == MODE_LEARN {
+            learn.push(n(ix));
+        }
+        let q = states.quarantine(*id);
+        if q != QUARANTINE_NONE {
+            quar[usize::from(q == QUARANTINE_ISOLATE)].push(n(ix));
+            if let Some((a4, a6)) = dev_addrs.get(id) {
+                quar_addr[0].extend(a4.iter().map(|a| s(a.to_string())));
+                quar_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
+            }
+        }
+        if d.flags & DEV_F_HAS_MAC != 0 {
+            let mac = s(mac_str(&d.mac));
+            devmac.push(mac.clone());
+            devidx_mac.push(E::List(vec![mac.clone(), n(ix)]));
+            for ifn in ifaces_of(d)? {
+                let key = concat(vec![mac.clone(), s(ifn)]);
+                macbind.push(key.clone());
+                if d.flags & DEV_F_NO_IP4 != 0 {
+                    macbind_fam[0].push(key.clone());
+                }
+                if d.flags & DEV_F_NO_IP6 != 0 {
+                    macbind_fam[1].push(key);
+                }
+            }
+        }
+    }
+
+    b.counters();
+    b.set(DEV_IFACES, vec![SetType::Ifname], false, strs(&dev_ifaces));
+    b.set(UP_IFACES, vec![SetType::Ifname], false, strs(&up_ifaces));
+    b.set(DEVMAC, vec![SetType::EtherAddr], false, devmac);
+    b.map(DEVIDX_MAC, vec![SetType::EtherAddr], false, devidx_mac);
+    b.set(
+        MACBIND,
+        vec![SetType::EtherAddr, SetType::Ifname],
+        false,
+        macbind,
+    );
+    b.map(DEV_POLICY, vec![SetType::Mark], false, policy_elems);
+    b.map(DEV_RESTRICT, vec![SetType::Mark], false, restrict_elems);
+    b.set(AUDIT, vec![SetType::Mark], false, audit);
+    b.set(LEARN, vec![SetType::Mark], false, learn);
+    let [q_restrict, q_isolate] = quar;
+    b.set(QUAR_RESTRICT, vec![SetType::Mark], false, q_restrict);
+    b.set(QUAR_ISOLATE, vec![SetType::Mark], false, q_isolate);
+
+    for (fi, f) in [V4, V6].into_iter().enumerate() {
+        let mut dev = Vec::new();
+        let mut devidx = Vec::new();
+        let mut bind = Vec::new();
+        let mut bind_nomac = Vec::new();
+        let addrs: Vec<(u128, u64)> = if f.v == 4 {
+            m.dev_ip4
+                .iter()
+                .map(|(k, r)| (u128::from(u32::from_be_bytes(k.addr)), r.id))
+                .collect()
+        } else {
+            m.dev_ip6
+                .iter()
+                .map(|(k, r)| (u128::from_be_bytes(k.addr), r.id))
+                .collect()
+        };
+        for (a, id) in addrs {
+            let Some(d) = devices.get(&id) else { continue };
+            let addr = s(f.addr_str(a));
+            dev.push(addr.clone());
+            devidx.push(E::List(vec![addr.clone(), n(dev_index[&id])]));
+            for ifn in ifaces_of(d)? {
+                if d.flags & DEV_F_HAS_MAC != 0 {
+                    bind.push(concat(vec![addr.clone(), s(mac_str(&d.mac)), s(ifn)]));
+                } else {
+                    bind_nomac.push(concat(vec![addr.clone(), s(ifn)]));
+                }
+            }
+        }
+        b.set(&f.n("dev"), vec![f.addr], false, dev);
+        b.map(&f.n("devidx"), vec![f.addr], false, devidx);
+        b.set(
+            &f.n("bind"),
+            vec![f.addr, SetType::EtherAddr, SetType::Ifname],
+            false,
+            bind,
+        );
+        b.set(
+            &f.n("bind_nomac"),
+            vec![f.addr, SetType::Ifname],
+            false,
+            bind_nomac,
+        );
+        b.set(
+            &f.n("macbind"),
+            vec![SetType::EtherAddr, SetType::Ifname],
+            false,
+            std::mem::take(&mut macbind_fam[fi]),
+        );
+        b.set(
+            &f.n("quar"),
+            vec![f.addr],
+            false,
+            std::mem::take(&mut quar_addr[fi]),
+        );
+        for (dir, dname) in [(DIR_DEVICE_INIT, "init"), (DIR_PEER_INIT, "resp")] {
+            b.map(
+                &f.n(&format!("peer_{dname}_")),
+                vec![SetType::Mark, f.addr],
+                true,
+                peer_elems(m, f, dir),
+            );
+        }
+    }
+    let (ports, ports0) = port_elems(m);
+    b.set(
+        PORTS,
+        vec![SetType::Mark, SetType::InetProto, SetType::InetService],
+        true,
+        ports,
+    );
+    b.set(
+        PORTS0,
+        vec![SetType::Mark, SetType::InetProto],
+        true,
+        ports0,
+    );
+
+    b.chains(m.site.flags, m.site.quarantine_policy);
+    Ok(Rendered {
+        family: opt.family,
+        table: opt.table.clone(),
+        objects: b.objects,
+        dev_index,
+        dev_addrs,
+    })
+}
+
+fn strs(v: &[String]) -> Vec<Expr> {
+    v.iter().map(|x| s(x.clone())).collect()
+}
+
+/// Stage 1 (peer classes) of one family and direction, as disjoint address ranges per
+/// policy: `policy . range : class`.
+fn peer_elems(m: &MapContents, f: Fam, dir: u8) -> Vec<Expr> {
+    let mut by_policy: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
+    let width = if f.v == 4 { 32 } else { 128 };
+    let mut add = |policy: [u8; 4], bits: u32, addr: u128, class: u32| {
+        let (lo, hi) = prefix_span(addr, bits - PEER_KEY_FIXED_BITS, width);
+        by_policy
+            .entry(u32::from_be_bytes(policy))
+            .or_default()
+            .push((lo, hi, class));
+    };
+    if f.v == 4 {
+        for (bits, k, v) in m.peer4.iter().filter(|e| e.1.dir == dir) {
+            add(
+                k.policy,
+                *bits,
+                u128::from(u32::from_be_bytes(k.addr)),
+                v.class,
+            );
+        }
+    } else {
+        for (bits, k, v) in m.peer6.iter().filter(|e| e.1.dir == dir) {
+            add(k.policy, *bits, u128::from_be_bytes(k.addr), v.class);
+        }
+    }
+    let mut out = Vec::new();
+    for (policy, spans) in by_policy {
+        for (lo, hi, class) in flatten(spans) {
+            let key = concat(vec![
+                n(policy),
+                if lo == hi {
+                    s(f.addr_str(lo))
+                } else {
+                    range(s(f.addr_str(lo)), s(f.addr_str(hi)))
+                },
+            ]);
+            out.push(E::List(vec![key, n(class)]));
+        }
+    }
+    out
+}
+
+/// Stage 2 (ports by class) as disjoint `class . proto . port` ranges, and the
+/// `class . proto` ranges that admit port 0 (protocols without ports look up port 0).
+fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
+    let mut by_class: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
+    for (bits, k, r) in &m.ports {
+        let key = (u128::from(k.proto) << 16) | u128::from(u16::from_be_bytes(k.port));
+        let (lo, hi) = prefix_span(key, bits - PORT_KEY_CLASS_BITS, 24);
+        by_class
+            .entry(u32::from_be_bytes(k.class))
+            .or_default()
+            .push((lo, hi, r.rule));
+    }
+    let num = |lo: u128, hi: u128| {
+        if lo == hi {
+            n(lo as u32)
+        } else {
+            range(n(lo as u32), n(hi as u32))
+        }
+    };
+    let mut ports = Vec::new();
+    let mut ports0 = Vec::new();
+    for (class, spans) in by_class {
+        for (lo, hi) in merge(&flatten(spans)) {
+            // Split a range of (proto << 16 | port) into protocol and port ranges.
+            let (pa, pb) = (lo >> 16, hi >> 16);
+            let (qa, qb) = (lo & 0xffff, hi & 0xffff);
+            let mut pieces: Vec<(u128, u128, u128, u128)> = Vec::new();
+            if pa == pb {
+                pieces.push((pa, pa, qa, qb));
+            } else {
+                let mid_lo = if qa == 0 { pa } else { pa + 1 };
+                let mid_hi = if qb == 0xffff { pb } else { pb - 1 };
+                if qa != 0 {
+                    pieces.push((pa, pa, qa, 0xffff));
+                }
+                if mid_lo <= mid_hi {
+                    pieces.push((mid_lo, mid_hi, 0, 0xffff));
+                }
+                if qb != 0xffff {
+                    pieces.push((pb, pb, 0, qb));
+                }
+            }
+            for (p0, p1, q0, q1) in pieces {
+                ports.push(concat(vec![n(class), num(p0, p1), num(q0, q1)]));
+                if q0 == 0 {
+                    ports0.push(concat(vec![n(class), num(p0, p1)]));
+                }
+            }
+        }
+    }
+    (ports, ports0)
+}
+
+/// Accumulates the table's objects.
+struct Builder<'o> {
+    opt: &'o RenderOptions,
+    objects: Vec<NfListObject<'static>>,
+}
+
+impl<'o> Builder<'o> {
+    fn new(opt: &'o RenderOptions) -> Self {
+        let objects = vec![NfListObject::Table(Table {
+            family: opt.family.nf(),
+            name: opt.table.clone().into(),
+            handle: None,
+        })];
+        Builder { opt, objects }
+    }
+
+    fn counters(&mut self) {
+        for r in COUNTERS {
+            self.objects.push(NfListObject::Counter(Counter {
+                family: self.opt.family.nf(),
+                table: self.opt.table.clone().into(),
+                name: r.name().into(),
+                handle: None,
+                packets: None,
+                bytes: None,
+            }));
+        }
+    }
+
+    fn flags(interval: bool) -> Option<HashSet<SetFlag>> {
+        interval.then(|| HashSet::from([SetFlag::Interval]))
+    }
+
+    fn ty(t: Vec<SetType>) -> SetTypeValue<'static> {
+        if t.len() == 1 {
+            SetTypeValue::Single(t[0])
+        } else {
+            SetTypeValue::Concatenated(t.into())
+        }
+    }
+
+    fn set(&mut self, name: &str, t: Vec<SetType>, interval: bool, elems: Vec<Expr>) {
+        self.objects.push(NfListObject::Set(Box::new(Set {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: name.to_string().into(),
+            handle: None,
+            set_type: Self::ty(t),
+            policy: None,
+            flags: Self::flags(interval),
+            elem: (!elems.is_empty()).then(|| elems.into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        })));
+    }
+
+    /// A map to `mark` values.
+    fn map(&mut self, name: &str, t: Vec<SetType>, interval: bool, elems: Vec<Expr>) {
+        self.objects.push(NfListObject::Map(Box::new(Map {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: name.to_string().into(),
+            handle: None,
+            set_type: Self::ty(t),
+            map: SetTypeValue::Single(SetType::Mark),
+            policy: None,
+            flags: Self::flags(interval),
+            elem: (!elems.is_empty()).then(|| elems.into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        })));
+    }
+
+    fn chain(&mut self, name: &str) {
+        self.objects.push(NfListObject::Chain(Chain {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: name.to_string().into(),
+            ..Chain::default()
+        }));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Stmt>) {
+        self.objects.push(NfListObject::Rule(Rule {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            chain: chain.to_string().into(),
+            expr: expr.into(),
+            handle: None,
+            index: None,
+            comment: None,
+        }));
+    }
+
+    /// A rule deciding `r` on `matches`: `counter name R` and the verdict. With `log` and an
+    /// nflog group, a rule before it logs the packet under the same matches, rate-limited
+    /// for the whole table (a separate rule: a `limit` that stops matching must not stop
+    /// the verdict).
+    fn decide(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, log: bool) {
+        if let (true, Some(g)) = (log, self.opt.log_group) {
+            let mut l = matches.clone();
+            l.push(limit(EVENT_RATE_PER_S, EVENT_BURST));
+            l.push(log_group(&format!("{LOG_PREFIX}{} ", r.name()), g));
+            self.rule(chain, l);
+        }
+        let mut v = matches;
+        v.push(counter(r.name()));
+        v.push(if r.passes() { accept() } else { drop_() });
+        self.rule(chain, v);
+    }
+
+    fn chains(&mut self, site_flags: u32, quarantine_policy: u32) {
+        let gen = self.opt.generation;
+        // Base chain: after conntrack (-200), before anything routes the packet.
+        self.objects.push(NfListObject::Chain(Chain {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: CHAIN_HOOK.into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(NfHook::Prerouting),
+            prio: Some(-150),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+        let all = [
+            "from_devices",
+            "from_upstream",
+            "flow",
+            "id4",
+            "id6",
+            "judge4",
+            "judge6",
+            "end_init4",
+            "end_resp4",
+            "end_init6",
+            "end_resp6",
+            "ports_enforce",
+            "ports_quarantine",
+            "ports_audit",
+            "ports_learn",
+        ];
+        for c in all {
+            self.chain(c);
+        }
+        for f in [V4, V6] {
+            for d in ["init", "resp"] {
+                for v in ["enforce", "quarantine", "audit", "learn"] {
+                    self.chain(&format!("class_{d}_{v}{}", f.v));
+                }
+            }
+        }
+        let iifname = || meta(MetaKey::Iifname);
+        let ether_saddr = || payload("ether", "saddr");
+        let mark = || meta(MetaKey::Mark);
+
+        self.rule(
+            CHAIN_HOOK,
+            vec![in_set(iifname(), DEV_IFACES), jump("from_devices")],
+        );
+        self.rule(
+            CHAIN_HOOK,
+            vec![in_set(iifname(), UP_IFACES), jump("from_upstream")],
+        );
+
+        // from_devices: rogue servers, identity, neighbor discovery, then flows.
+        let c = "from_devices";
+        let r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        let r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        let r = vec![
+            V6.is(),
+            eq(payload("icmpv6", "type"), anon(vec![n(134), n(137)])),
+        ];
+        self.decide(c, r, Reason::DenyRogueRa, true);
+        self.rule(c, vec![V4.is(), jump("id4")]);
+        self.rule(c, vec![V6.is(), jump("id6")]);
+        let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
+        let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
+        if site_flags & SITE_F_NEIGHBOR != 0 {
+            self.decide(c, r, Reason::AllowNeighbor, false);
+        } else {
+            self.decide(c, r, Reason::DenyNoRule, true);
+        }
+        self.rule(c, vec![goto("flow")]);
+
+        // id4 / id6: `identify_source`; returns for a managed source, else a verdict.
+        for f in [V4, V6] {
+            let c = format!("id{}", f.v);
+            let bind_key = concat(vec![f.saddr(), ether_saddr(), iifname()]);
+            self.rule(
+                &c,
+                vec![
+                    in_set(f.saddr(), &f.n("dev")),
+                    in_set(bind_key, &f.n("bind")),
+                    ret(),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    in_set(f.saddr(), &f.n("dev")),
+                    in_set(concat(vec![f.saddr(), iifname()]), &f.n("bind_nomac")),
+                    ret(),
+                ],
+            );
+            let r = vec![in_set(f.saddr(), &f.n("dev"))];
+            self.decide(&c, r, Reason::DenySpoof, true);
+            let mac_if = || concat(vec![ether_saddr(), iifname()]);
+            self.rule(
+                &c,
+                vec![
+                    ne(f.saddr(), f.unspecified()),
+                    in_set(mac_if(), &f.n("macbind")),
+                    ret(),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    eq(f.saddr(), f.unspecified()),
+                    in_set(mac_if(), MACBIND),
+                    ret(),
+                ],
+            );
+            let r = vec![in_set(ether_saddr(), DEVMAC)];
+            self.decide(&c, r, Reason::DenySpoof, true);
+            let unknown = if site_flags & SITE_F_UNKNOWN_AUDIT != 0 {
+                Reason::UnknownAudit
+            } else {
+                Reason::DenyUnknown
+            };
+            self.decide(&c, Vec::new(), unknown, true);
+        }
+
+        // from_upstream: attributed to the device addressed (or sending); else not ours.
+        for f in [V4, V6] {
+            let r = vec![
+                f.is(),
+                not_in_set(f.saddr(), &f.n("dev")),
+                not_in_set(f.daddr(), &f.n("dev")),
+            ];
+            self.decide("from_upstream", r, Reason::PassUnmanaged, false);
+        }
+        self.rule("from_upstream", vec![goto("flow")]);
+
+        // flow: conntrack stands in for the XDP flow table. A flow admitted under this
+        // generation passes unless an end is quarantined; anything else is judged by its
+        // original direction, as the XDP program re-judges stale flows.
+        let c = "flow";
+        for f in [V4, V6] {
+            let r = vec![
+                f.is(),
+                eq(ct("state"), anon(vec![s("established"), s("related")])),
+                eq(ct("mark"), n(gen)),
+                not_in_set(f.ct_saddr(), &f.n("quar")),
+                not_in_set(f.ct_daddr(), &f.n("quar")),
+            ];
+            self.decide(c, r, Reason::AllowFlow, false);
+        }
+        let r = vec![eq(ct("state"), s("invalid"))];
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        // A new conntrack entry from a packet that cannot open a flow (`initiating`).
+        let r = vec![
+            eq(ct("state"), s("new")),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
+            ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        let r = vec![
+            eq(ct("state"), s("new")),
+            V4.is(),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
+            ne(payload("icmp", "type"), n(8)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        let r = vec![
+            eq(ct("state"), s("new")),
+            V6.is(),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
+            ne(payload("icmpv6", "type"), n(128)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false);
+        self.rule(c, vec![V4.is(), jump("judge4")]);
+        self.rule(c, vec![V6.is(), jump("judge6")]);
+        let r = vec![set_ct_mark(n(gen))];
+        self.decide(c, r, Reason::AllowRule, false);
+
+        // judge: `judge_policy` over the flow's original tuple, initiator's end first.
+        for f in [V4, V6] {
+            let c = format!("judge{}", f.v);
+            self.rule(
+                &c,
+                vec![
+                    set_mark(map_lookup(f.ct_saddr(), &f.n("devidx"))),
+                    jump(&format!("end_init{}", f.v)),
+                ],
+            );
+            // A device known by its MAC only (no address of this family).
+            self.rule(
+                &c,
+                vec![
+                    eq(ct("direction"), s("original")),
+                    not_in_set(f.ct_saddr(), &f.n("dev")),
+                    in_set(iifname(), DEV_IFACES),
+                    set_mark(map_lookup(ether_saddr(), DEVIDX_MAC)),
+                    jump(&format!("end_init{}", f.v)),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    set_mark(map_lookup(f.ct_daddr(), &f.n("devidx"))),
+                    jump(&format!("end_resp{}", f.v)),
+                ],
+            );
+            // `judge_end`: the policy by quarantine state, then the lookup.
+            for d in ["init", "resp"] {
+                let c = format!("end_{d}{}", f.v);
+                let class = |v: &str| format!("class_{d}_{v}{}", f.v);
+                self.rule(
+                    &c,
+                    vec![
+                        in_set(mark(), QUAR_ISOLATE),
+                        set_mark(n(quarantine_policy)),
+                        goto(&class("quarantine")),
+                    ],
+                );
+                self.rule(
+                    &c,
+                    vec![
+                        in_set(mark(), QUAR_RESTRICT),
+                        set_mark(map_lookup(mark(), DEV_RESTRICT)),
+                        goto(&class("quarantine")),
+                    ],
+                );
+                for (set, v) in [(AUDIT, "audit"), (LEARN, "learn")] {
+                    self.rule(
+                        &c,
+                        vec![
+                            in_set(mark(), set),
+                            set_mark(map_lookup(mark(), DEV_POLICY)),
+                            goto(&class(v)),
+                        ],
+                    );
+                }
+                self.rule(
+                    &c,
+                    vec![
+                        set_mark(map_lookup(mark(), DEV_POLICY)),
+                        goto(&class("enforce")),
+                    ],
+                );
+                // Stage 1: the peer's class under this policy. The peer is the other end.
+                let peer = if d == "init" {
+                    f.ct_daddr()
+                } else {
+                    f.ct_saddr()
+                };
+                for (v, reason) in [
+                    ("enforce", Reason::DenyNoRule),
+                    ("quarantine", Reason::DenyQuarantine),
+                    ("audit", Reason::Audit),
+                    ("learn", Reason::Learn),
+                ] {
+                    let cc = class(v);
+                    self.rule(
+                        &cc,
+                        vec![
+                            set_mark(map_lookup(
+                                concat(vec![mark(), peer.clone()]),
+                                &f.n(&format!("peer_{d}_")),
+                            )),
+                            goto(&format!("ports_{v}")),
+                        ],
+                    );
+                    self.decide(&cc, Vec::new(), reason, true);
+                }
+            }
+        }
+        // Stage 2: protocol and responder port under the class.
+        for (v, reason) in [
+            ("enforce", Reason::DenyNoRule),
+            ("quarantine", Reason::DenyQuarantine),
+            ("audit", Reason::Audit),
+            ("learn", Reason::Learn),
+        ] {
+            let c = format!("ports_{v}");
+            // The protocol must be known for nft to type `ct original proto-dst`; the
+            // original responder port is the same for both directions of the flow.
+            for proto in [PROTO_TCP, PROTO_UDP] {
+                self.rule(
+                    &c,
+                    vec![
+                        eq(meta(MetaKey::L4proto), n(u32::from(proto))),
+                        in_set(
+                            concat(vec![mark(), meta(MetaKey::L4proto), ct_orig("proto-dst")]),
+                            PORTS,
+                        ),
+                        ret(),
+                    ],
+                );
+            }
+            self.rule(
+                &c,
+                vec![
+                    ne(
+                        meta(MetaKey::L4proto),
+                        anon(vec![n(u32::from(PROTO_TCP)), n(u32::from(PROTO_UDP))]),
+                    ),
+                    in_set(concat(vec![mark(), meta(MetaKey::L4proto)]), PORTS0),
+                    ret(),
+                ],
+            );
+            self.decide(&c, Vec::new(), reason, true);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Rendering tests on the JSON itself: deterministic, constant rule count, the elements
+//! that carry identity, policy and quarantine.
+
+use super::render::*;
+use crate::policy::{self, DeviceStates, SourceFile};
+use lazaret_abi::QUARANTINE_ISOLATE;
+use nftables::schema::NfListObject;
+use std::collections::BTreeMap;
+
+/// A site with `n` monitors (MAC + IPv4 on `gd`), one workflow to a server on 443/tcp and
+/// 2575-2580/tcp, and one audit-mode device.
+pub(crate) fn policy_text(n: usize) -> String {
+    let mut t = String::from(
+        r#"
+[site]
+name = "lab"
+unknown_devices = "deny"
+[site.interfaces.gd]
+side = "devices"
+[site.interfaces.gu]
+side = "upstream"
+[site.essentials]
+dhcp = false
+dns = false
+ntp = false
+neighbor = true
+[classes.patient-monitor]
+description = "monitors"
+workflows = ["central"]
+[workflows.central]
+description = "central station"
+[[workflows.central.rules]]
+device = "class:patient-monitor"
+peer = "10.10.0.0/24"
+proto = "tcp"
+ports = [443, "2575-2580"]
+[[workflows.central.rules]]
+device = "class:patient-monitor"
+peer = "10.10.0.20/32"
+proto = "udp"
+ports = [514]
+"#,
+    );
+    for i in 0..n {
+        t.push_str(&format!(
+            "[[devices]]\nid = \"mon-{i}\"\nclass = \"patient-monitor\"\nmac = \"02:00:00:00:{:02x}:{:02x}\"\nipv4 = \"10.20.{}.{}\"\ninterface = \"gd\"\n",
+            i / 256,
+            i % 256,
+            i / 250,
+            i % 250 + 2
+        ));
+    }
+    t
+}
+
+pub(crate) fn contents(n: usize) -> policy::MapContents {
+    let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), policy_text(n))])
+        .expect("valid test policy");
+    let c = policy::compile(&p).expect("compiles");
+    let ix = BTreeMap::from([("gd".to_string(), 2), ("gu".to_string(), 3)]);
+    c.map_contents(0, 1, &ix).expect("map contents")
+}
+
+pub(crate) fn options() -> RenderOptions {
+    RenderOptions {
+        family: Family::Inet,
+        table: "lazaret".into(),
+        generation: 7,
+        ifnames: BTreeMap::from([(2, "gd".to_string()), (3, "gu".to_string())]),
+        log_group: Some(7),
+    }
+}
+
+fn json(r: &Rendered) -> serde_json::Value {
+    super::apply::to_json(&super::apply::replace_batch(r))
+}
+
+fn rules(r: &Rendered) -> usize {
+    r.objects
+        .iter()
+        .filter(|o| matches!(o, NfListObject::Rule(_)))
+        .count()
+}
+
+/// The elements of set or map `name`, as JSON text.
+fn elems(r: &Rendered, name: &str) -> Vec<String> {
+    r.objects
+        .iter()
+        .find_map(|o| match o {
+            NfListObject::Set(s) if s.name == name => Some(s.elem.clone()),
+            NfListObject::Map(m) if m.name == name => Some(m.elem.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no set {name}"))
+        .map(|e| {
+            e.iter()
+                .map(|x| serde_json::to_string(x).expect("json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let m = contents(20);
+    let a = render(&m, &DeviceStates::default(), &options()).expect("renders");
+    let b = render(&m, &DeviceStates::default(), &options()).expect("renders");
+    assert_eq!(json(&a), json(&b));
+}
+
+#[test]
+fn the_rule_count_does_not_grow_with_devices() {
+    let one = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    let many = render(&contents(600), &DeviceStates::default(), &options()).expect("renders");
+    assert_eq!(rules(&one), rules(&many));
+    assert_eq!(elems(&one, "bind4").len(), 1);
+    assert_eq!(elems(&many, "bind4").len(), 600);
+    // Devices share one policy: the peer and port elements do not grow either.
+    assert_eq!(elems(&one, "peer_init_4"), elems(&many, "peer_init_4"));
+    assert_eq!(elems(&one, "ports"), elems(&many, "ports"));
+}
+
+#[test]
+fn bindings_tie_address_mac_and_interface_with_a_counter_each() {
+    let r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    assert_eq!(
+        elems(&r, "bind4"),
+        vec![r#"{"concat":["10.20.0.2","02:00:00:00:00:00","gd"]}"#]
+    );
+    assert_eq!(elems(&r, "devidx4"), vec![r#"["10.20.0.2",1]"#]);
+    assert_eq!(elems(&r, "dev_ifaces"), vec![r#""gd""#]);
+    assert_eq!(elems(&r, "up_ifaces"), vec![r#""gu""#]);
+}
+
+#[test]
+fn prefixes_and_port_ranges_become_interval_elements() {
+    let r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    let peers = elems(&r, "peer_init_4");
+    // 10.10.0.20/32 nests in 10.10.0.0/24: three disjoint ranges, the /32 its own class.
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    assert!(peers[0].contains(r#"{"range":["10.10.0.0","10.10.0.19"]}"#));
+    assert!(peers[1].contains(r#""10.10.0.20""#));
+    assert!(peers[2].contains(r#"{"range":["10.10.0.21","10.10.0.255"]}"#));
+    let ports = elems(&r, "ports").join(" ");
+    assert!(ports.contains(r#"6,443"#), "{ports}");
+    assert!(ports.contains(r#"6,{"range":[2575,2580]}"#), "{ports}");
+    assert!(ports.contains(r#"17,514"#), "{ports}");
+    // No rule admits a protocol without ports.
+    assert!(elems(&r, "ports0").is_empty());
+}
+
+#[test]
+fn quarantine_is_set_membership() {
+    let m = contents(3);
+    let mut states = DeviceStates::default();
+    let victim = m.devices[1].1.id;
+    states.set_quarantine(victim, QUARANTINE_ISOLATE);
+    let r = render(&m, &states, &options()).expect("renders");
+    assert_eq!(elems(&r, "quar_isolate"), vec!["2".to_string()]);
+    assert!(elems(&r, "quar_restrict").is_empty());
+    assert_eq!(elems(&r, "quar4").len(), 1);
+    let q = serde_json::to_string(&super::apply::quarantine_batch(&r, &states)).expect("json");
+    assert!(
+        q.contains(r#"{"flush":{"set":{"family":"inet","table":"lazaret","name":"quar_isolate""#),
+        "{q}"
+    );
+    assert!(q.contains(r#""elem":[2]"#), "{q}");
+}
+
+#[test]
+fn the_batch_replaces_the_table_in_one_transaction() {
+    let r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    let j = json(&r);
+    let objs = j["nftables"].as_array().expect("array");
+    assert_eq!(
+        objs[0],
+        serde_json::json!({"add": {"table": {"family": "inet", "name": "lazaret"}}})
+    );
+    assert_eq!(
+        objs[1],
+        serde_json::json!({"delete": {"table": {"family": "inet", "name": "lazaret"}}})
+    );
+    assert!(objs[2..].iter().all(|o| o.get("add").is_some()));
+    let bind4 = objs
+        .iter()
+        .find(|o| o.pointer("/add/set/name") == Some(&serde_json::json!("bind4")))
+        .expect("bind4");
+    assert_eq!(
+        bind4.pointer("/add/set/stmt"),
+        Some(&serde_json::json!([{"counter": null}]))
+    );
+}
+
+#[test]
+fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
+    let r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    // serde_json's Value orders keys alphabetically.
+    let text = json(&r).to_string();
+    for reason in [
+        "deny_unknown",
+        "deny_spoof",
+        "deny_no_rule",
+        "deny_quarantine",
+    ] {
+        assert!(
+            text.contains(&format!(
+                r#""log":{{"group":7,"prefix":"lazaret {reason} "}}"#
+            )),
+            "{reason} not logged"
+        );
+    }
+    assert!(
+        text.contains(
+            r#""limit":{"burst":100,"burst_unit":"packets","per":"second","rate":50,"rate_unit":"packets"}"#
+        ),
+        "no rate limit"
+    );
+    // Without a group, no log rules: the rule count is the skeleton's.
+    let quiet = RenderOptions {
+        log_group: None,
+        ..options()
+    };
+    let q = render(&contents(1), &DeviceStates::default(), &quiet).expect("renders");
+    assert!(!json(&q).to_string().contains(r#""log""#));
+    assert!(rules(&q) < rules(&r));
+}
+
+#[test]
+fn a_swap_builds_the_new_table_unhooked_then_hooks_it_and_drops_the_old_one() {
+    let r = render(
+        &contents(1),
+        &DeviceStates::default(),
+        &RenderOptions {
+            table: "lazaret_b".into(),
+            ..options()
+        },
+    )
+    .expect("renders");
+    let (build, hook) = super::apply::swap_batches("lazaret", &r);
+    let build = super::apply::to_json(&build).to_string();
+    let hook = super::apply::to_json(&hook);
+    assert!(
+        !build.contains(r#""hook""#),
+        "nothing hooked in the first step"
+    );
+    assert!(build.contains(r#""name":"bind4""#));
+    assert!(
+        !build.contains(r#""name":"lazaret""#),
+        "the old table is untouched"
+    );
+    let objs = hook["nftables"].as_array().expect("array");
+    assert!(objs
+        .iter()
+        .any(|o| o.pointer("/add/chain/hook") == Some(&serde_json::json!("prerouting"))));
+    assert_eq!(
+        objs.last(),
+        Some(&serde_json::json!({"delete": {"table": {"family": "inet", "name": "lazaret"}}}))
+    );
+}
