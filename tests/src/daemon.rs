@@ -61,6 +61,57 @@ ipv4 = "10.20.0.11"
     )
 }
 
+/// The pump lab's policy: `pump-icu-01` (class `infusion-pump`, the lab's device) opens its
+/// session to the lab's server (10.10.0.20, tcp/2575, where the lab's echo server listens)
+/// and is quarantined after three distinct denied flows within a minute, with `action` (the
+/// class default when `None`); the quarantine profile keeps the biomed jump host (tcp/22 on
+/// the server). `site` names the lab.
+pub fn pump_policy(site: &str, mac: [u8; 6], action: Option<&str>, life_critical: bool) -> String {
+    let quarantine = match action {
+        Some(a) => format!("quarantine = {{ after = 3, within = \"1m\", action = \"{a}\" }}"),
+        None => "quarantine = { after = 3, within = \"1m\" }".to_string(),
+    };
+    format!(
+        r#"
+[site]
+name = "{site}"
+unknown_devices = "deny"
+
+[site.essentials]
+dhcp = false
+dns = false
+ntp = false
+neighbor = true
+
+[site.quarantine]
+allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
+
+[classes.infusion-pump]
+description = "Large-volume infusion pumps"
+workflows = ["pump-server-sync"]
+{quarantine}
+
+# CLINICAL-FLOWS row 8: the pump opens its session to the pump server (site port).
+[workflows.pump-server-sync]
+description = "Drug library, status and events"
+[[workflows.pump-server-sync.rules]]
+device = "class:infusion-pump"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [2575]
+initiator = "device"
+
+[[devices]]
+id = "pump-icu-01"
+class = "infusion-pump"
+mac = "{}"
+ipv4 = "10.20.0.11"
+life_critical = {life_critical}
+"#,
+        fmt_mac(mac)
+    )
+}
+
 /// A workflow allowing the monitor to open `proto`/`port` to the lab's server.
 pub fn workflow(name: &str, proto: &str, port: u16) -> String {
     format!(

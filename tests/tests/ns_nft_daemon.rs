@@ -208,37 +208,7 @@ fn quarantine_reload_and_restart_on_nftables() -> Result<()> {
 }
 
 fn pump_policy(mac: [u8; 6]) -> String {
-    format!(
-        r#"
-[site]
-name = "nft events lab"
-unknown_devices = "deny"
-[site.essentials]
-dhcp = false
-dns = false
-ntp = false
-neighbor = true
-[site.quarantine]
-allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
-[classes.infusion-pump]
-description = "Large-volume infusion pumps"
-workflows = ["pump-server-sync"]
-quarantine = {{ after = 3, within = "1m", action = "isolate" }}
-[workflows.pump-server-sync]
-description = "Drug library, status and events"
-[[workflows.pump-server-sync.rules]]
-device = "class:infusion-pump"
-peer = "10.10.0.20/32"
-proto = "tcp"
-ports = [2575]
-[[devices]]
-id = "pump-icu-01"
-class = "infusion-pump"
-mac = "{}"
-ipv4 = "10.20.0.11"
-"#,
-        lazaret_tests::daemon::fmt_mac(mac)
-    )
+    lazaret_tests::daemon::pump_policy("nft events lab", mac, Some("isolate"), false)
 }
 
 /// Polls the CLI until `f` accepts its reply (at most 5 s).

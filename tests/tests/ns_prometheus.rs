@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use lazaret_tests::{
-    daemon::{fmt_mac, Lab},
+    daemon::{pump_policy, Lab},
     netns::ChildGuard,
 };
 
@@ -26,44 +26,7 @@ const PROMETHEUS_ADDR: &str = "10.10.0.20:9090";
 const LAZARET_METRICS: &str = "10.10.0.1:9464";
 
 fn policy(mac: [u8; 6]) -> String {
-    format!(
-        r#"
-[site]
-name = "prometheus lab"
-unknown_devices = "deny"
-
-[site.essentials]
-dhcp = false
-dns = false
-ntp = false
-neighbor = true
-
-[site.quarantine]
-allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
-
-[classes.infusion-pump]
-description = "Large-volume infusion pumps"
-workflows = ["pump-server-sync"]
-quarantine = {{ after = 3, within = "1m", action = "isolate" }}
-
-# CLINICAL-FLOWS row 8: the pump opens its session to the pump server (site port).
-[workflows.pump-server-sync]
-description = "Drug library, status and events"
-[[workflows.pump-server-sync.rules]]
-device = "class:infusion-pump"
-peer = "10.10.0.20/32"
-proto = "tcp"
-ports = [2575]
-initiator = "device"
-
-[[devices]]
-id = "pump-icu-01"
-class = "infusion-pump"
-mac = "{}"
-ipv4 = "10.20.0.11"
-"#,
-        fmt_mac(mac)
-    )
+    pump_policy("prometheus lab", mac, Some("isolate"), false)
 }
 
 fn prometheus_bin() -> PathBuf {

@@ -10,52 +10,10 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use lazaret_tests::daemon::{fmt_mac, round_trip, Lab};
+use lazaret_tests::daemon::{pump_policy, round_trip, Lab};
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
-    let quarantine = match action {
-        Some(a) => format!("quarantine = {{ after = 3, within = \"1m\", action = \"{a}\" }}"),
-        None => "quarantine = { after = 3, within = \"1m\" }".to_string(),
-    };
-    format!(
-        r#"
-[site]
-name = "quarantine lab"
-unknown_devices = "deny"
-
-[site.essentials]
-dhcp = false
-dns = false
-ntp = false
-neighbor = true
-
-[site.quarantine]
-allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
-
-[classes.infusion-pump]
-description = "Large-volume infusion pumps"
-workflows = ["pump-server-sync"]
-{quarantine}
-
-# CLINICAL-FLOWS row 8: the pump opens its session to the pump server (site port).
-[workflows.pump-server-sync]
-description = "Drug library, status and events"
-[[workflows.pump-server-sync.rules]]
-device = "class:infusion-pump"
-peer = "10.10.0.20/32"
-proto = "tcp"
-ports = [2575]
-initiator = "device"
-
-[[devices]]
-id = "pump-icu-01"
-class = "infusion-pump"
-mac = "{}"
-ipv4 = "10.20.0.11"
-life_critical = {life_critical}
-"#,
-        fmt_mac(mac)
-    )
+    pump_policy("quarantine lab", mac, action, life_critical)
 }
 
 /// Scans five closed ports of the server (five distinct denied flows).

@@ -13,49 +13,12 @@ use std::{
 
 use anyhow::{bail, Result};
 use lazaret_tests::{
-    daemon::{fmt_mac, round_trip, Lab},
+    daemon::{pump_policy, round_trip, Lab},
     netns::wait_until,
 };
 
 fn policy(mac: [u8; 6]) -> String {
-    format!(
-        r#"
-[site]
-name = "webhook lab"
-unknown_devices = "deny"
-
-[site.essentials]
-dhcp = false
-dns = false
-ntp = false
-neighbor = true
-
-[site.quarantine]
-allow = [ {{ peer = "10.10.0.20/32", proto = "tcp", ports = [22], description = "biomed jump host" }} ]
-
-[classes.infusion-pump]
-description = "Large-volume infusion pumps"
-workflows = ["pump-server-sync"]
-quarantine = {{ after = 3, within = "1m", action = "isolate" }}
-
-# CLINICAL-FLOWS row 8: the pump opens its session to the pump server (site port).
-[workflows.pump-server-sync]
-description = "Drug library, status and events"
-[[workflows.pump-server-sync.rules]]
-device = "class:infusion-pump"
-peer = "10.10.0.20/32"
-proto = "tcp"
-ports = [2575]
-initiator = "device"
-
-[[devices]]
-id = "pump-icu-01"
-class = "infusion-pump"
-mac = "{}"
-ipv4 = "10.20.0.11"
-"#,
-        fmt_mac(mac)
-    )
+    pump_policy("webhook lab", mac, Some("isolate"), false)
 }
 
 /// The test receiver's port (not a clinical flow: the hospital's paging bridge).
