@@ -675,7 +675,6 @@ impl<'a> Story<'a> {
             q["action"].as_str().unwrap_or("?"),
             started.elapsed().as_millis()
         );
-        println!("        reason: {}", q["reason"].as_str().unwrap_or("?"));
         if answered > 0 {
             bail!("{answered} scan attempts were answered");
         }
@@ -686,6 +685,7 @@ impl<'a> Story<'a> {
             ),
             None => bail!("the quarantined pump's session to the pump server was not cut"),
         }
+        self.show_feed("pump-depot-01")?;
         self.expect(
             true,
             "pump-depot-01",
@@ -703,6 +703,47 @@ impl<'a> Story<'a> {
         self.expect(false, "pump-depot-01", "pump server", "isolated", || {
             pump_exchange(&pump)
         })?;
+        Ok(())
+    }
+
+    /// What the on-call engineer sees in the event feed: the device's first denies, the
+    /// quarantine, and the first packet of its session the quarantine dropped.
+    fn show_feed(&self, device: &str) -> Result<()> {
+        let feed = self.cli(&["events"])?;
+        let lines: Vec<&str> = feed.lines().filter(|l| l.contains(device)).collect();
+        let denies: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains("deny_no_rule"))
+            .collect();
+        let short = |l: &str| {
+            // Time of day, then the event without the class and mode.
+            let (ts, rest) = l.split_once(' ').unwrap_or(("", l));
+            let time = ts
+                .split_once('T')
+                .map_or(ts, |(_, t)| t.trim_end_matches('Z'));
+            let rest = rest.replace(" (infusion-pump, enforce)", "");
+            format!(
+                "        {time} {}",
+                rest.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        };
+        for l in denies.iter().take(3) {
+            println!("{}", short(l));
+        }
+        if denies.len() > 3 {
+            println!("        … {} more denied flows", denies.len() - 3);
+        }
+        let Some(q) = lines.iter().find(|l| l.contains(" quarantine ")) else {
+            bail!("the event feed has no quarantine of {device}");
+        };
+        println!("{}", short(q));
+        if let Some(cut) = lines
+            .iter()
+            .find(|l| l.contains("deny_quarantine") && l.contains(PUMP_SERVER))
+        {
+            println!("{}", short(cut));
+        }
         Ok(())
     }
 
