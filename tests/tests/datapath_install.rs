@@ -112,7 +112,7 @@ fn contents_built_for_the_active_slot_are_refused_and_change_nothing() {
 }
 
 #[test]
-fn adopted_maps_with_leftovers_are_cleared_before_the_first_install() {
+fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install() {
     let tmp = TempDir::new().expect("tempdir");
     let bpffs = BpfMount::new(&tmp.path).expect("bpffs (needs root)");
     let compiled = example();
@@ -126,7 +126,7 @@ fn adopted_maps_with_leftovers_are_cleared_before_the_first_install() {
         install_and_check(&mut dp, &compiled, 2, 2);
     }
     // A second one adopts the pinned maps: it cannot know what the inactive slot holds,
-    // so its first install must clear it rather than write a delta over a guess.
+    // so its first install must read it back rather than write a delta over a guess.
     let mut dp = Datapath::load(&opts).expect("adopt");
     assert_eq!(dp.active_site().expect("site").generation, 2);
     install_and_check(&mut dp, &compiled, 3, 0);

@@ -9,7 +9,7 @@
 //! there), so the next install into that slot writes only the entries that differ: a
 //! one-device change costs a handful of map updates, not a rewrite of 100,000 rules. A slot
 //! whose contents are not known (maps adopted from pins after a restart, an install that
-//! failed halfway) is cleared by walking the maps and written in full. A slot is written
+//! failed halfway) is read back from the kernel first, and the delta is taken against that. A slot is written
 //! only once a grace period has passed since the flip that retired it, so a packet that read
 //! the old slot just before the flip still finds its entries.
 
@@ -213,22 +213,13 @@ impl Datapath {
             std::thread::sleep(GRACE.saturating_sub(at.elapsed()));
         }
         // Until the slot is fully written its contents are unknown: an error below leaves
-        // it to be cleared and rewritten by the next install.
-        let held = self.shadow[usize::from(new)].take();
-        match &held {
-            Some(held) => self.write_delta(held, contents)?,
-            None => {
-                // Leftovers from an interrupted install must not leak into the new generation.
-                self.clear_slot(new)?;
-                self.write_delta(
-                    &MapContents {
-                        slot: new,
-                        ..MapContents::default()
-                    },
-                    contents,
-                )?;
-            }
-        }
+        // it to be read back by the next install. Unknown contents (maps adopted from pins,
+        // an interrupted install) are read from the kernel, so leftovers are removed too.
+        let held = match self.shadow[usize::from(new)].take() {
+            Some(held) => held,
+            None => self.read_slot(new)?,
+        };
+        self.write_delta(&held, contents)?;
         {
             let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
             site.set(new as u32, contents.site, 0)
@@ -267,18 +258,6 @@ impl Datapath {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             rest.and(big)
         })
-    }
-
-    /// Removes every entry of one slot from the per-slot maps.
-    fn clear_slot(&mut self, slot: u8) -> Result<(), DatapathError> {
-        remove_where::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES, |k| k.slot == slot)?;
-        remove_where::<MacKey, DevRef>(&mut self.ebpf, MAP_DEV_MAC, |k| k.slot == slot)?;
-        remove_where::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4, |k| k.slot == slot)?;
-        remove_where::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6, |k| k.slot == slot)?;
-        remove_lpm_where::<PeerKey4, PeerClass>(&mut self.ebpf, MAP_PEER4, |k| k.slot == slot)?;
-        remove_lpm_where::<PeerKey6, PeerClass>(&mut self.ebpf, MAP_PEER6, |k| k.slot == slot)?;
-        remove_lpm_where::<PortKey, RuleRef>(&mut self.ebpf, MAP_PORTS, |k| k.slot == slot)?;
-        Ok(())
     }
 
     /// Sets a device's runtime state (epoch, quarantine). Takes effect on the next packet.
@@ -364,13 +343,7 @@ impl Datapath {
             peer6: read_lpm_where(e, MAP_PEER6, |k: &PeerKey6| k.slot == slot)?,
             ports: read_lpm_where(e, MAP_PORTS, |k: &PortKey| k.slot == slot)?,
         };
-        c.dev_mac.sort_by_key(|e| e.0);
-        c.dev_ip4.sort_by_key(|e| e.0);
-        c.dev_ip6.sort_by_key(|e| e.0);
-        c.devices.sort_by_key(|e| e.0);
-        c.peer4.sort_by_key(|e| (e.1, e.0));
-        c.peer6.sort_by_key(|e| (e.1, e.0));
-        c.ports.sort_by_key(|e| (e.1, e.0));
+        c.sort();
         Ok(c)
     }
 
@@ -644,46 +617,6 @@ fn read_lpm_where<K: Pod, V: Pod>(
             Ok((k.prefix_len(), k.data(), v))
         })
         .collect()
-}
-
-fn remove_where<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    pred: impl Fn(&K) -> bool,
-) -> Result<(), DatapathError> {
-    let mut map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
-    let doomed: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| pred(k))
-        .collect();
-    for k in &doomed {
-        match map.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
-        }
-    }
-    Ok(())
-}
-
-fn remove_lpm_where<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    pred: impl Fn(&K) -> bool,
-) -> Result<(), DatapathError> {
-    let mut map: LpmTrie<&mut MapData, K, V> = typed(ebpf, name)?;
-    let doomed: Vec<Key<K>> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| pred(&k.data()))
-        .collect();
-    for k in &doomed {
-        match map.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
-        }
-    }
-    Ok(())
 }
 
 fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64>, DatapathError> {

@@ -169,19 +169,25 @@ impl Compiled {
                 },
             ));
         }
-        m.ifaces.sort_by_key(|e| e.0);
-        m.dev_mac.sort_by_key(|e| e.0);
-        m.dev_ip4.sort_by_key(|e| e.0);
-        m.dev_ip6.sort_by_key(|e| e.0);
-        m.devices.sort_by_key(|e| e.0);
-        m.peer4.sort_by_key(|e| (e.1, e.0));
-        m.peer6.sort_by_key(|e| (e.1, e.0));
-        m.ports.sort_by_key(|e| (e.1, e.0));
+        m.sort();
         Ok(m)
     }
 }
 
 impl MapContents {
+    /// Puts every list in the order the type promises: by key, LPM entries by (key,
+    /// prefix length). The loader's deltas walk two lists in this order side by side.
+    pub fn sort(&mut self) {
+        self.ifaces.sort_by_key(|e| e.0);
+        self.dev_mac.sort_by_key(|e| e.0);
+        self.dev_ip4.sort_by_key(|e| e.0);
+        self.dev_ip6.sort_by_key(|e| e.0);
+        self.devices.sort_by_key(|e| e.0);
+        self.peer4.sort_by_key(|e| (e.1, e.0));
+        self.peer6.sort_by_key(|e| (e.1, e.0));
+        self.ports.sort_by_key(|e| (e.1, e.0));
+    }
+
     /// Entry counts per map, in the order of the fields.
     pub fn counts(&self) -> [(&'static str, usize); 8] {
         [
