@@ -1,6 +1,7 @@
 //! Helpers shared by lazaret's integration tests: crafted frames, network namespaces, and
 //! the path of the real `lazaret` binary.
 
+pub mod bridge;
 pub mod daemon;
 pub mod demo;
 pub mod frames;
