@@ -93,6 +93,8 @@ pub struct Controller {
     pin_dir: PathBuf,
     metrics: Arc<Metrics>,
     compiled: Option<Compiled>,
+    /// Loads the policy directory, patching device-only edits into the last compile.
+    reloader: policy::incremental::Reloader,
     /// Attach mode per interface, as reported in metrics and status.
     modes: BTreeMap<String, &'static str>,
     started: Instant,
@@ -118,6 +120,7 @@ impl Controller {
     /// policy must be valid unless a previous generation is already enforcing from the
     /// pinned maps, in which case that one keeps enforcing and the error is logged.
     pub fn start(config: Config) -> Result<Self, DaemonError> {
+        let reloader = policy::incremental::Reloader::new(&config.policy_dir);
         let mut ifindexes = BTreeMap::new();
         for iface in &config.interfaces {
             let index =
@@ -155,6 +158,7 @@ impl Controller {
             pin_dir,
             metrics: Arc::new(metrics),
             compiled: None,
+            reloader,
             modes: BTreeMap::new(),
             started: Instant::now(),
             quarantines,
@@ -400,7 +404,7 @@ impl Controller {
             dir: dir.clone(),
             errors,
         };
-        let (_, compiled) = policy::load_and_compile(&dir).map_err(|e| refused(e.render()))?;
+        let (compiled, how) = self.reloader.load().map_err(|e| refused(e.render()))?;
         let slot = self.dp.next_slot()?;
         let generation = self.generation + 1;
         let contents = compiled
@@ -462,10 +466,15 @@ impl Controller {
             duration: started.elapsed(),
             entries: entry_count(&contents),
         };
+        let patched = match how {
+            policy::incremental::How::Full => None,
+            policy::incremental::How::Patched { devices } => Some(devices),
+        };
         tracing::info!(
             generation,
             commit = report.commit.as_deref().unwrap_or("-"),
             entries = report.entries,
+            patched_devices = patched,
             ms = report.duration.as_millis() as u64,
             "policy generation enforcing"
         );
@@ -1034,7 +1043,7 @@ impl Controller {
         let mut hup =
             signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
         let dir = self.config.policy_dir.clone();
-        let (_watcher, mut changes) = watch::watch(&dir).map_err(|e| DaemonError::Io {
+        let mut changes = watch::PolicyWatch::new(&dir).map_err(|e| DaemonError::Io {
             what: format!("watching {}", dir.display()),
             source: std::io::Error::other(e),
         })?;
@@ -1076,8 +1085,8 @@ impl Controller {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);
                 }
-                Some(()) = changes.recv() => {
-                    if watch::settle(&mut changes, &dir).await {
+                true = changes.changed() => {
+                    if changes.settle().await {
                         self.reload_and_report("policy directory changed");
                     }
                 }

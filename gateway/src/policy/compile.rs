@@ -11,6 +11,7 @@ use lazaret_abi as abi;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Who opens the flow, seen from the device whose policy an entry belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -140,6 +141,34 @@ pub struct CompiledDevice {
 }
 
 impl CompiledDevice {
+    /// `d` with its (policy, restrict policy) ids; `classes` is [`Compiled::classes`].
+    pub(crate) fn new(
+        d: &Device,
+        classes: &[String],
+        (policy, restrict_policy): (u32, u32),
+    ) -> Self {
+        CompiledDevice {
+            id: d.id.clone(),
+            hash: abi::device_id_hash(d.id.as_bytes()),
+            class: d.class.clone(),
+            class_index: d
+                .class
+                .as_ref()
+                .and_then(|c| classes.binary_search(c).ok())
+                .map_or(u32::MAX, |i| i as u32),
+            mode: d.mode,
+            mac: d.mac,
+            ipv4: d.ipv4.clone(),
+            ipv6: d.ipv6.clone(),
+            vlan: d.vlan,
+            interface: d.interface.clone(),
+            life_critical: d.inventory.life_critical,
+            policy,
+            restrict_policy,
+            quarantine: d.quarantine,
+        }
+    }
+
     /// `DEV_F_*` flags.
     pub fn flags(&self) -> u8 {
         let mut f = 0;
@@ -221,17 +250,56 @@ pub struct Compiled {
     pub classes: Vec<String>,
     /// Sorted by id.
     pub devices: Vec<CompiledDevice>,
-    /// Indexed by policy id.
-    pub policies: Vec<CompiledPolicy>,
+    /// Indexed by policy id. Shared (`Arc`) with the compiles patched from this one.
+    pub policies: Arc<Vec<CompiledPolicy>>,
     /// Indexed by rule id.
-    pub rules: Vec<RuleInfo>,
+    pub rules: Arc<Vec<RuleInfo>>,
     pub stats: Stats,
     /// The datapath lookup structure (peer classes and port blocks), slot-independent.
     #[serde(skip)]
-    pub(crate) lookup: Lookup,
+    pub(crate) lookup: Arc<Lookup>,
+    /// What a device-only edit needs to be patched in without recompiling (see
+    /// [`super::incremental`]).
+    #[serde(skip)]
+    pub(crate) reuse: Arc<Reuse>,
     /// Warnings of validation and compilation.
     #[serde(skip)]
     pub warnings: Vec<Diagnostic>,
+}
+
+/// The grant signature of a device: devices equal in it get the same policies.
+pub(crate) type GroupKey = (Option<String>, BTreeSet<String>, u8);
+
+/// How the compiled policies depend on the device inventory, recorded by [`compile`] so a
+/// device-only edit can be checked for being local (see [`super::incremental`]).
+#[derive(Debug, Default)]
+pub(crate) struct Reuse {
+    /// (policy, restrict policy) of every device group not named by a rule, by signature.
+    pub groups: HashMap<GroupKey, (u32, u32)>,
+    /// Device ids a rule names (`device:ID`, as end or peer).
+    pub named: BTreeSet<String>,
+    /// Classes whose members' addresses appear in other devices' policies: named as a
+    /// peer, or an end of a rule with managed peers.
+    pub ref_classes: BTreeSet<String>,
+    /// Workflows with a rule that has managed peers: their participants' addresses appear
+    /// in the peers' policies.
+    pub ref_workflows: BTreeSet<String>,
+}
+
+impl Reuse {
+    /// Whether other devices' policies depend on this device's addresses or membership.
+    pub fn referenced(&self, d: &Device) -> bool {
+        self.named.contains(&d.id)
+            || d.class
+                .as_ref()
+                .is_some_and(|c| self.ref_classes.contains(c))
+            || d.workflows.iter().any(|w| self.ref_workflows.contains(w))
+    }
+}
+
+/// The signature [`compile`] groups `d` by, when no rule names it.
+pub(crate) fn group_key(d: &Device) -> GroupKey {
+    (d.class.clone(), d.workflows.clone(), family_mask(d))
 }
 
 impl Compiled {
@@ -401,7 +469,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
     let index = RuleIndex::new(&resolved);
     // Shadowed-rule warnings only read the resolved rules: found on another core meanwhile.
     let n = policy.devices.len();
-    let (group_of, mut group_grants, mismatches) = std::thread::scope(|scope| {
+    let (group_of, mut group_grants, mismatches, groups) = std::thread::scope(|scope| {
         let shadow = scope.spawn(|| shadowing(policy, &resolved));
         let mut groups: BTreeMap<Signature<'_>, usize> = BTreeMap::new();
         let mut group_grants: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
@@ -477,7 +545,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
                 (rule, (fam, names))
             })
             .collect();
-        (group_of, group_grants, mismatches)
+        (group_of, group_grants, mismatches, groups)
     });
     for (rule, (fam, devices)) in mismatches {
         let Some(r) = resolved.iter().find(|r| r.id == rule) else {
@@ -554,6 +622,24 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
     if c.diags.has_errors() {
         return Err(c.fail());
     }
+    let reuse = Reuse {
+        groups: groups
+            .into_iter()
+            .filter(|(sig, _)| sig.named.is_none())
+            .filter_map(|(sig, g)| {
+                let ids = group_ids.get(g).copied().flatten()?;
+                Some((
+                    (
+                        sig.class.map(str::to_string),
+                        sig.workflows.clone(),
+                        sig.mask,
+                    ),
+                    ids,
+                ))
+            })
+            .collect(),
+        ..index.reuse(&resolved)
+    };
 
     let keyed: Vec<(u32, &Vec<u32>)> = policies
         .values
@@ -574,26 +660,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         .devices
         .iter()
         .zip(assignments)
-        .map(|(d, (p, r))| CompiledDevice {
-            id: d.id.clone(),
-            hash: abi::device_id_hash(d.id.as_bytes()),
-            class: d.class.clone(),
-            class_index: d
-                .class
-                .as_ref()
-                .and_then(|c| classes.binary_search(c).ok())
-                .map_or(u32::MAX, |i| i as u32),
-            mode: d.mode,
-            mac: d.mac,
-            ipv4: d.ipv4.clone(),
-            ipv6: d.ipv6.clone(),
-            vlan: d.vlan,
-            interface: d.interface.clone(),
-            life_critical: d.inventory.life_critical,
-            policy: p,
-            restrict_policy: r,
-            quarantine: d.quarantine,
-        })
+        .map(|(d, ids)| CompiledDevice::new(d, &classes, ids))
         .collect();
 
     let stats = Stats {
@@ -638,10 +705,11 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
             .collect(),
         classes,
         devices,
-        policies: compiled_policies,
-        rules: c.rules,
+        policies: Arc::new(compiled_policies),
+        rules: Arc::new(c.rules),
         stats,
-        lookup,
+        lookup: Arc::new(lookup),
+        reuse: Arc::new(reuse),
         warnings,
     })
 }
@@ -1113,29 +1181,36 @@ impl<'p> Compiler<'p> {
     }
 
     fn capacities(&mut self, s: &Stats) {
-        let checks: [(&'static str, usize, u32); 8] = [
-            ("devices", s.devices, abi::MAX_DEVICES),
-            ("MAC bindings", s.dev_mac, abi::MAX_DEVICES),
-            ("IPv4 device addresses", s.dev_ip4, abi::MAX_DEVICE_ADDRS),
-            ("IPv6 device addresses", s.dev_ip6, abi::MAX_DEVICE_ADDRS),
-            ("compiled rules", s.rules, abi::MAX_RULES),
-            ("IPv4 peer entries", s.peer4, abi::MAX_PEER_ENTRIES),
-            ("IPv6 peer entries", s.peer6, abi::MAX_PEER_ENTRIES),
-            ("port entries", s.ports, abi::MAX_PORT_ENTRIES),
-        ];
-        for (what, count, max) in checks {
-            if count > max as usize {
-                self.diags.push(Diagnostic::new(
-                    Problem::Capacity {
-                        what,
-                        count: count as u64,
-                        max: u64::from(max),
-                    },
-                    None,
-                ));
-            }
+        self.diags.items.extend(capacity_problems(s));
+    }
+}
+
+/// The datapath capacities `s` exceeds, as errors.
+pub(crate) fn capacity_problems(s: &Stats) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let checks: [(&'static str, usize, u32); 8] = [
+        ("devices", s.devices, abi::MAX_DEVICES),
+        ("MAC bindings", s.dev_mac, abi::MAX_DEVICES),
+        ("IPv4 device addresses", s.dev_ip4, abi::MAX_DEVICE_ADDRS),
+        ("IPv6 device addresses", s.dev_ip6, abi::MAX_DEVICE_ADDRS),
+        ("compiled rules", s.rules, abi::MAX_RULES),
+        ("IPv4 peer entries", s.peer4, abi::MAX_PEER_ENTRIES),
+        ("IPv6 peer entries", s.peer6, abi::MAX_PEER_ENTRIES),
+        ("port entries", s.ports, abi::MAX_PORT_ENTRIES),
+    ];
+    for (what, count, max) in checks {
+        if count > max as usize {
+            out.push(Diagnostic::new(
+                Problem::Capacity {
+                    what,
+                    count: count as u64,
+                    max: u64::from(max),
+                },
+                None,
+            ));
         }
     }
+    out
 }
 
 /// Rules that allow nothing another rule of the same workflow does not already allow.
@@ -1243,6 +1318,37 @@ impl<'p> RuleIndex<'p> {
             }
         }
         ix
+    }
+
+    /// The inventory dependencies of the compiled policies (all but `groups`).
+    fn reuse(&self, resolved: &[Resolved<'_>]) -> Reuse {
+        let managed = |k: &usize| {
+            resolved.get(*k).is_some_and(|r| {
+                r.rule
+                    .peers
+                    .iter()
+                    .any(|p| matches!(p, PeerSel::Class(_) | PeerSel::Device(_)))
+            })
+        };
+        let with_managed = |m: &HashMap<&'p str, Vec<usize>>| -> BTreeSet<String> {
+            m.iter()
+                .filter(|(_, ks)| ks.iter().any(managed))
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        let mut ref_classes = with_managed(&self.class_end);
+        ref_classes.extend(self.class_peer.keys().map(|c| c.to_string()));
+        Reuse {
+            groups: HashMap::new(),
+            named: self
+                .device_end
+                .keys()
+                .chain(self.device_peer.keys())
+                .map(|d| d.to_string())
+                .collect(),
+            ref_classes,
+            ref_workflows: with_managed(&self.by_workflow),
+        }
     }
 
     fn names(&self, id: &str) -> bool {

@@ -93,6 +93,12 @@ pub struct RawPolicy {
 /// policy when a file has TOML syntax errors: validating a half-read policy would bury the
 /// real error under dangling names.
 pub fn parse(sources: &Sources, diags: &mut Diags) -> Option<RawPolicy> {
+    parse_kinds(sources, diags).map(|(raw, _)| raw)
+}
+
+/// [`parse`], also telling for each file whether it holds only `[[devices]]` entries (what
+/// an incremental reload can patch in).
+pub fn parse_kinds(sources: &Sources, diags: &mut Diags) -> Option<(RawPolicy, Vec<bool>)> {
     let parsed = parse_files(sources.files());
     let mut syntax = false;
     let mut raws = Vec::with_capacity(parsed.len());
@@ -104,10 +110,21 @@ pub fn parse(sources: &Sources, diags: &mut Diags) -> Option<RawPolicy> {
     if syntax {
         return None;
     }
-    Some(merge(raws, diags))
+    let kinds = raws.iter().map(RawFile::devices_only).collect();
+    Some((merge(raws, diags), kinds))
 }
 
-type Parsed = (RawFile, Diags, bool);
+/// The `*.toml` files below `dir` in the order [`read_dir`] reads them, or `None` if a
+/// directory cannot be read.
+pub fn list(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    let mut diags = Diags::default();
+    collect(dir, &mut paths, &mut diags);
+    paths.sort();
+    (!diags.has_errors()).then_some(paths)
+}
+
+pub type Parsed = (RawFile, Diags, bool);
 
 fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
     let threads = std::thread::available_parallelism()
@@ -117,7 +134,7 @@ fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
         return files
             .iter()
             .enumerate()
-            .map(|(i, f)| parse_one(i, f))
+            .map(|(i, f)| parse_file(i, f))
             .collect();
     }
     // Contiguous groups of roughly equal size in bytes, one per thread; results come back in
@@ -144,7 +161,7 @@ fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
                 s.spawn(move || {
                     group
                         .into_iter()
-                        .filter_map(|i| files.get(i).map(|f| (i, parse_one(i, f))))
+                        .filter_map(|i| files.get(i).map(|f| (i, parse_file(i, f))))
                         .collect::<Vec<_>>()
                 })
             })
@@ -178,7 +195,9 @@ fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
         .collect()
 }
 
-fn parse_one(index: usize, file: &SourceFile) -> Parsed {
+/// Parses one file of a policy, `index` being its place in the sorted file list (spans
+/// refer to it): the raw file, its diagnostics, and whether it had TOML syntax errors.
+pub fn parse_file(index: usize, file: &SourceFile) -> Parsed {
     let id = u32::try_from(index).unwrap_or(u32::MAX);
     let mut diags = Diags::default();
     let (doc, errors) = toml09::de::DeTable::parse_recoverable(&file.text);

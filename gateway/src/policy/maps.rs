@@ -126,7 +126,47 @@ impl Compiled {
                 },
             ));
         }
-        for e in &self.lookup.peer4 {
+        let lookup = self
+            .lookup
+            .maps
+            .get_or_init(|| LookupMaps::new(&self.lookup));
+        m.peer4 = lookup
+            .peer4
+            .iter()
+            .map(|&(p, k, v)| (p, PeerKey4 { slot, ..k }, v))
+            .collect();
+        m.peer6 = lookup
+            .peer6
+            .iter()
+            .map(|&(p, k, v)| (p, PeerKey6 { slot, ..k }, v))
+            .collect();
+        m.ports = lookup
+            .ports
+            .iter()
+            .map(|&(p, k, v)| (p, PortKey { slot, ..k }, v))
+            .collect();
+        // Already in order (the slot leads every key, so changing it keeps the order);
+        // only the device maps need sorting.
+        m.sort_devices();
+        Ok(m)
+    }
+}
+
+/// The rule-derived map entries (peers and ports) of a compile, keyed for slot 0. They are
+/// most of a big policy's entries and do not change when only devices do, so they are built
+/// once and copied with the slot changed.
+#[derive(Clone, Debug, Default)]
+pub struct LookupMaps {
+    peer4: Vec<(u32, PeerKey4, PeerClass)>,
+    peer6: Vec<(u32, PeerKey6, PeerClass)>,
+    ports: Vec<(u32, PortKey, RuleRef)>,
+}
+
+impl LookupMaps {
+    fn new(lookup: &super::lookup::Lookup) -> LookupMaps {
+        let slot = 0;
+        let mut m = MapContents::default();
+        for e in &lookup.peer4 {
             m.peer4.push((
                 PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
                 PeerKey4 {
@@ -139,7 +179,7 @@ impl Compiled {
                 PeerClass { class: e.class },
             ));
         }
-        for e in &self.lookup.peer6 {
+        for e in &lookup.peer6 {
             m.peer6.push((
                 PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
                 PeerKey6 {
@@ -152,7 +192,7 @@ impl Compiled {
                 PeerClass { class: e.class },
             ));
         }
-        for e in &self.lookup.ports {
+        for e in &lookup.ports {
             m.ports.push((
                 e.prefix_len,
                 PortKey {
@@ -170,7 +210,11 @@ impl Compiled {
             ));
         }
         m.sort();
-        Ok(m)
+        LookupMaps {
+            peer4: m.peer4,
+            peer6: m.peer6,
+            ports: m.ports,
+        }
     }
 }
 
@@ -178,14 +222,18 @@ impl MapContents {
     /// Puts every list in the order the type promises: by key, LPM entries by (key,
     /// prefix length). The loader's deltas walk two lists in this order side by side.
     pub fn sort(&mut self) {
+        self.sort_devices();
+        self.peer4.sort_by_key(|e| (e.1, e.0));
+        self.peer6.sort_by_key(|e| (e.1, e.0));
+        self.ports.sort_by_key(|e| (e.1, e.0));
+    }
+
+    fn sort_devices(&mut self) {
         self.ifaces.sort_by_key(|e| e.0);
         self.dev_mac.sort_by_key(|e| e.0);
         self.dev_ip4.sort_by_key(|e| e.0);
         self.dev_ip6.sort_by_key(|e| e.0);
         self.devices.sort_by_key(|e| e.0);
-        self.peer4.sort_by_key(|e| (e.1, e.0));
-        self.peer6.sort_by_key(|e| (e.1, e.0));
-        self.ports.sort_by_key(|e| (e.1, e.0));
     }
 
     /// Entry counts per map, in the order of the fields.

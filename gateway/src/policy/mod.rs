@@ -45,6 +45,7 @@ pub mod compile;
 pub mod diag;
 pub mod explain;
 pub mod git;
+pub mod incremental;
 pub mod load;
 mod lookup;
 pub mod maps;

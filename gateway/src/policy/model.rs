@@ -479,7 +479,7 @@ pub enum PatientConnection {
 }
 
 /// Inventory attributes: they feed the risk score and reports, never the datapath.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Inventory {
     pub vendor: String,
     pub model: String,
@@ -496,7 +496,7 @@ pub struct Inventory {
 }
 
 /// A managed device with its resolved settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     pub id: String,
     pub span: Span,

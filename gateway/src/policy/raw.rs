@@ -30,6 +30,16 @@ pub struct RawFile {
     pub devices: Vec<RawDevice>,
 }
 
+impl RawFile {
+    /// Whether the file holds nothing but `[[devices]]` entries.
+    pub fn devices_only(&self) -> bool {
+        self.site.is_none()
+            && self.roles.is_empty()
+            && self.classes.is_empty()
+            && self.workflows.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RawSite {
     pub span: Span,

@@ -165,6 +165,62 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
     }
 }
 
+/// Validates `[[devices]]` entries against the rest of an already validated `policy` (its
+/// names, site and classes): the device half of [`validate`], for a device-only edit
+/// (see [`super::incremental`]). `named` are the device ids the policy's rules name.
+/// Duplicate ids and MAC/address conflicts are left to the caller, who checks them over
+/// the whole merged inventory with [`conflicts`].
+pub fn devices_against(
+    policy: &Policy,
+    raw: &[RawDevice],
+    named: &BTreeSet<String>,
+    diags: &mut Diags,
+) -> Vec<Device> {
+    let mut v = Validator {
+        diags: Dd::Borrowed(diags),
+        names: Names {
+            roles: policy.roles.keys().cloned().collect(),
+            classes: policy.classes.keys().cloned().collect(),
+            workflows: policy.workflows.keys().cloned().collect(),
+            devices: BTreeSet::new(),
+            interfaces: policy.site.interfaces.keys().cloned().collect(),
+        },
+        used_roles: BTreeSet::new(),
+        named_devices: named.clone(),
+        ports: BTreeMap::new(),
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for d in raw {
+        let Some(id) = &d.id else {
+            v.diags.err(
+                Problem::MissingKey {
+                    key: "id",
+                    table: "a [[devices]] entry".to_string(),
+                },
+                d.span,
+            );
+            continue;
+        };
+        v.check_name(NameKind::Device, id);
+        if let Some(dev) = v.device(d, id, &policy.site, &policy.classes) {
+            out.push(dev);
+        }
+    }
+    out
+}
+
+/// The same MAC, address or id hash on two devices of `devices`.
+pub fn conflicts(devices: &[Device], diags: &mut Diags) {
+    let mut v = Validator {
+        diags: Dd::Borrowed(diags),
+        names: Names::default(),
+        used_roles: BTreeSet::new(),
+        named_devices: BTreeSet::new(),
+        ports: BTreeMap::new(),
+    };
+    v.conflicts(devices);
+}
+
 #[derive(Default, Clone)]
 struct Names {
     roles: BTreeSet<String>,

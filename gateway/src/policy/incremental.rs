@@ -1,0 +1,384 @@
+//! Incremental reloads: a device-only edit patched into the previous compile.
+//!
+//! The most frequent change to a hospital's policy is an inventory edit: a pump switched
+//! to audit, a monitor's MAC after a board swap, a device added to a ward. Recompiling
+//! 100,000 rules for that takes most of a second; [`Reloader`] re-reads only the files
+//! whose stat changed and, when the edit is provably local, patches the changed devices
+//! into the previous compile in milliseconds. Everything else runs the full pipeline
+//! ([`super::load_and_compile`]).
+//!
+//! The patch is taken only when a full compile would give the same devices their same
+//! policies:
+//! - the set of files is the same and every changed file held only `[[devices]]` entries,
+//!   before and after;
+//! - the changed files parse and their devices validate without error against the rest of
+//!   the policy, and the merged inventory has no duplicate id, MAC, address or id hash;
+//! - every device that differs keeps its class, workflows and addresses (so its grants and
+//!   every other device's policy are unchanged), or else no other device's policy
+//!   depends on it (not named by a rule, not of a class or workflow whose members are
+//!   managed peers) and it joins a grant group that already exists, and no group loses its
+//!   last member (so the set of compiled policies and the unused-definition warnings stay
+//!   the same).
+//!
+//! Any other case, and any error (so errors are always reported exactly as `lazaret check`
+//! reports them), takes the full path. The result is equal to a full compile up to the
+//! numbering of policies; tests compare the two over random edits.
+
+use super::compile::{capacity_problems, group_key, Compiled, CompiledDevice};
+use super::diag::{Diags, PolicyErrors, Severity};
+use super::model::{Device, Policy};
+use super::source::{SourceFile, Sources};
+use super::{compile, load, validate};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What identifies a file's contents without reading it. `ctime` cannot be set from user
+/// space, so a rewrite that restores size and mtime is still seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    /// Changed less than [`RACY`] before the stamp was taken: a second write within the
+    /// file system's timestamp granularity could leave the stamp equal, so the contents
+    /// are compared next time (git's "racily clean" entries).
+    racy: bool,
+}
+
+const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(path).ok()?;
+        let at = |(s, ns): (i64, i64)| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(s).unwrap_or(0),
+                    u32::try_from(ns).unwrap_or(0),
+                )
+        };
+        let changed = at((m.ctime(), m.ctime_nsec())).max(at((m.mtime(), m.mtime_nsec())));
+        // A clock set back or a file dated in the future: racy too.
+        let racy = std::time::SystemTime::now()
+            .duration_since(changed)
+            .map_or(true, |age| age < RACY);
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            racy,
+        })
+    }
+
+    fn same(&self, now: &Stamp) -> bool {
+        !self.racy
+            && (self.dev, self.ino, self.len, self.mtime, self.ctime)
+                == (now.dev, now.ino, now.len, now.mtime, now.ctime)
+    }
+}
+
+/// How a reload was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// Read, parsed, validated and compiled as a whole.
+    Full,
+    /// The previous compile with `devices` devices patched in (0: nothing changed).
+    Patched { devices: usize },
+}
+
+/// The last good load of one policy directory.
+struct Last {
+    /// Stamped before reading, so a write racing the read shows as a change next time.
+    files: Vec<(PathBuf, Stamp)>,
+    devices_only: Vec<bool>,
+    policy: Policy,
+    compiled: Compiled,
+}
+
+/// Loads a policy directory again and again, patching device-only edits in.
+pub struct Reloader {
+    dir: PathBuf,
+    last: Option<Last>,
+}
+
+impl Reloader {
+    pub fn new(dir: &Path) -> Reloader {
+        Reloader {
+            dir: dir.to_path_buf(),
+            last: None,
+        }
+    }
+
+    /// Loads the directory: patched when the change since the last good load allows it,
+    /// in full otherwise. A failed load leaves the last good one as the base.
+    pub fn load(&mut self) -> Result<(Compiled, How), PolicyErrors> {
+        if let Some(last) = &mut self.last {
+            if let Some((compiled, devices)) = patch(&self.dir, last) {
+                return Ok((compiled, How::Patched { devices }));
+            }
+        }
+        let last = full(&self.dir)?;
+        let compiled = last.compiled.clone();
+        self.last = Some(last);
+        Ok((compiled, How::Full))
+    }
+
+    /// The policy of the last good load.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.last.as_ref().map(|l| &l.policy)
+    }
+}
+
+fn full(dir: &Path) -> Result<Last, PolicyErrors> {
+    let stamped: Option<Vec<(PathBuf, Stamp)>> = load::list(dir).and_then(|paths| {
+        paths
+            .into_iter()
+            .map(|p| Stamp::of(&p).map(|s| (p, s)))
+            .collect()
+    });
+    let files = load::read_dir(dir)?;
+    let sources = Arc::new(Sources::new(files));
+    let mut diags = Diags::default();
+    let parsed = load::parse_kinds(&sources, &mut diags);
+    let (raw, devices_only) = match parsed {
+        Some((raw, kinds)) => (Some(raw), kinds),
+        None => (None, Vec::new()),
+    };
+    let policy = raw.map(|raw| validate::validate(sources.clone(), raw, &mut diags));
+    diags.sort();
+    let mut policy = match policy {
+        Some(p) if !diags.has_errors() => p,
+        _ => {
+            return Err(PolicyErrors {
+                sources,
+                diagnostics: diags.items,
+            })
+        }
+    };
+    policy.warnings = diags.items;
+    let compiled = compile(&policy)?;
+    // A file list that changed between listing and reading: no stamps, so the next load
+    // is a full one.
+    let names: Vec<&str> = sources.files().iter().map(|f| f.name.as_str()).collect();
+    let files = stamped
+        .filter(|s| {
+            s.len() == names.len()
+                && s.iter()
+                    .zip(&names)
+                    .all(|((p, _), n)| p.display().to_string() == *n)
+        })
+        .unwrap_or_default();
+    Ok(Last {
+        files,
+        devices_only,
+        policy,
+        compiled,
+    })
+}
+
+/// The device-only patch, or `None` when the edit needs (or may need) the full path.
+fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
+    let paths = load::list(dir)?;
+    if last.files.is_empty()
+        || paths.len() != last.files.len()
+        || paths.iter().zip(&last.files).any(|(p, (q, _))| p != q)
+    {
+        return None;
+    }
+    // Stat first, then read: a write racing the read leaves a stamp that differs next time.
+    let mut changed: Vec<(usize, Stamp)> = Vec::new();
+    let mut restamped: Vec<(usize, Stamp)> = Vec::new();
+    let mut texts: Vec<(usize, SourceFile)> = Vec::new();
+    let mut raw_devices = Vec::new();
+    for (i, (path, stamp)) in last.files.iter().enumerate() {
+        let now = Stamp::of(path)?;
+        if stamp.same(&now) {
+            continue;
+        }
+        let text = String::from_utf8(std::fs::read(path).ok()?).ok()?;
+        if last
+            .policy
+            .sources
+            .files()
+            .get(i)
+            .is_some_and(|f| f.text == text)
+        {
+            restamped.push((i, now));
+            continue;
+        }
+        if !last.devices_only.get(i).copied().unwrap_or(false) {
+            return None;
+        }
+        let file = SourceFile::new(path.display().to_string(), text);
+        let (raw, diags, syntax) = load::parse_file(i, &file);
+        if syntax || diags.has_errors() || !raw.devices_only() {
+            return None;
+        }
+        raw_devices.extend(raw.devices);
+        texts.push((i, file));
+        changed.push((i, now));
+    }
+    for (i, stamp) in restamped {
+        if let Some(f) = last.files.get_mut(i) {
+            f.1 = stamp;
+        }
+    }
+    if changed.is_empty() {
+        return Some((last.compiled.clone(), 0));
+    }
+
+    let in_changed: HashSet<u32> = changed.iter().map(|(i, _)| *i as u32).collect();
+    let reuse = last.compiled.reuse.clone();
+    let mut diags = Diags::default();
+    let new = validate::devices_against(&last.policy, &raw_devices, &reuse.named, &mut diags);
+    if diags.has_errors() || new.len() != raw_devices.len() {
+        return None;
+    }
+    let (old, kept): (Vec<&Device>, Vec<&Device>) = last
+        .policy
+        .devices
+        .iter()
+        .partition(|d| in_changed.contains(&d.span.file));
+    let mut merged: Vec<Device> = kept.into_iter().cloned().chain(new.clone()).collect();
+    merged.sort_by(|a, b| a.id.cmp(&b.id));
+    if merged.windows(2).any(|w| w[0].id == w[1].id) {
+        return None;
+    }
+    let mut conflicts = Diags::default();
+    validate::conflicts(&merged, &mut conflicts);
+    if !conflicts.items.is_empty() {
+        return None;
+    }
+
+    // Which devices differ, and whether each difference stays local.
+    let old_by_id: BTreeMap<&str, &Device> = old.iter().map(|d| (d.id.as_str(), *d)).collect();
+    let new_by_id: BTreeMap<&str, &Device> = new.iter().map(|d| (d.id.as_str(), d)).collect();
+    let ids: BTreeSet<&str> = old_by_id.keys().chain(new_by_id.keys()).copied().collect();
+    let mut emptied = Vec::new();
+    let mut patched: HashMap<&str, Option<CompiledDevice>> = HashMap::new();
+    for id in ids {
+        let (o, n) = (old_by_id.get(id).copied(), new_by_id.get(id).copied());
+        if let (Some(o), Some(n)) = (o, n) {
+            if same_device(o, n) {
+                continue;
+            }
+        }
+        let shape = |d: &Device| {
+            (
+                d.class.clone(),
+                d.workflows.clone(),
+                d.ipv4.clone(),
+                d.ipv6.clone(),
+            )
+        };
+        let ids = match (o, n) {
+            // Same grants, and no other device's policy changes: keep its policy ids.
+            (Some(o), Some(n)) if shape(o) == shape(n) => {
+                let c = last.compiled.device(id)?;
+                Some((c.policy, c.restrict_policy))
+            }
+            _ => {
+                if o.is_some_and(|o| reuse.referenced(o)) || n.is_some_and(|n| reuse.referenced(n))
+                {
+                    return None;
+                }
+                if let Some(o) = o {
+                    emptied.push(group_key(o));
+                }
+                match n {
+                    Some(n) => Some(*reuse.groups.get(&group_key(n))?),
+                    None => None,
+                }
+            }
+        };
+        let device = match (n, ids) {
+            (Some(n), Some(ids)) => Some(CompiledDevice::new(n, &last.compiled.classes, ids)),
+            _ => None,
+        };
+        patched.insert(id, device);
+    }
+    // A group left without members would drop its policy (and maybe warnings) in a full
+    // compile.
+    if !emptied.is_empty() {
+        let present: HashSet<_> = merged
+            .iter()
+            .filter(|d| !reuse.named.contains(&d.id))
+            .map(group_key)
+            .collect();
+        if emptied.iter().any(|k| !present.contains(k)) {
+            return None;
+        }
+    }
+
+    let mut compiled = last.compiled.clone();
+    compiled
+        .devices
+        .retain(|d| !patched.contains_key(d.id.as_str()));
+    compiled.devices.extend(patched.values().flatten().cloned());
+    compiled.devices.sort_by(|a, b| a.id.cmp(&b.id));
+    let s = &mut compiled.stats;
+    s.devices = compiled.devices.len();
+    s.dev_mac = compiled.devices.iter().filter(|d| d.mac.is_some()).count();
+    s.dev_ip4 = compiled.devices.iter().map(|d| d.ipv4.len()).sum();
+    s.dev_ip6 = compiled.devices.iter().map(|d| d.ipv6.len()).sum();
+    if !capacity_problems(&compiled.stats).is_empty() {
+        return None;
+    }
+    let count = patched.len();
+
+    // Commit: warnings located in the changed files are replaced by the new devices' own.
+    // (A device's warning may sit in a class file, but then a note points at the device.)
+    let located_in_changed = |d: &super::Diagnostic| {
+        d.span
+            .into_iter()
+            .chain(d.notes.iter().map(|n| n.span))
+            .any(|s| in_changed.contains(&s.file))
+    };
+    let fresh: Vec<_> = diags
+        .items
+        .into_iter()
+        .filter(|d| d.severity() == Severity::Warning)
+        .collect();
+    for list in [&mut last.policy.warnings, &mut compiled.warnings] {
+        list.retain(|d| !located_in_changed(d));
+        list.extend(fresh.iter().cloned());
+        let mut sorted = Diags {
+            items: std::mem::take(list),
+        };
+        sorted.sort();
+        *list = sorted.items;
+    }
+    let mut files: Vec<SourceFile> = last.policy.sources.files().to_vec();
+    for (i, file) in texts {
+        if let Some(slot) = files.get_mut(i) {
+            *slot = file;
+        }
+    }
+    last.policy.sources = Arc::new(Sources::new(files));
+    last.policy.devices = merged;
+    for (i, stamp) in changed {
+        if let Some(f) = last.files.get_mut(i) {
+            f.1 = stamp;
+        }
+    }
+    last.compiled = compiled.clone();
+    Some((compiled, count))
+}
+
+/// Equal in everything but source position.
+fn same_device(a: &Device, b: &Device) -> bool {
+    a == &Device {
+        span: a.span,
+        ..b.clone()
+    }
+}
+
+#[cfg(test)]
+#[path = "incremental_tests.rs"]
+mod tests;
