@@ -19,9 +19,10 @@ use lazaret_tests::{
 
 const ROUNDS: u32 = 12;
 const BUDGET: Duration = Duration::from_secs(120);
-/// Kill delays are drawn from 0..MAX_DELAY_MS: the watcher's debounce is 300 ms and a
-/// reload of this policy takes a few ms, so this spans before, during and after the switch.
-const MAX_DELAY_MS: u64 = 700;
+/// Kill delays are drawn from 0..MAX_DELAY_MS: the watcher settles 15 ms after the write
+/// and a reload of this policy takes a few ms, so this spans before, during and after the
+/// switch.
+const MAX_DELAY_MS: u64 = 300;
 
 fn policy(mac: [u8; 6], with_extra: bool) -> String {
     let mut rules = workflow("hl7", "tcp", 2575);
@@ -78,9 +79,9 @@ fn kill_9_at_random_points_of_a_reload_never_loses_enforcement() -> Result<()> {
         rounds += 1;
         with_extra = !with_extra;
         lab.write_policy(&policy(mac, with_extra))?;
-        // Stratified: rounds cycle through before the debounce ends, around the compile
+        // Stratified: rounds cycle through before the watcher settles, around the compile
         // and switch, and after it, each at a random point of its window.
-        let (lo, hi) = [(0, 250), (250, 400), (400, MAX_DELAY_MS)][(rounds % 3) as usize];
+        let (lo, hi) = [(0, 14), (14, 40), (40, MAX_DELAY_MS)][(rounds % 3) as usize];
         let delay = lo + rng.next() % (hi - lo);
         delays.push(delay);
         std::thread::sleep(Duration::from_millis(delay));

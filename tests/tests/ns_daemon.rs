@@ -260,7 +260,7 @@ fn two_hundred_reloads_lose_no_allowed_packet() -> Result<()> {
         // The watcher may reload once more for the same write: follow the daemon.
         gen = gen.max(lab.ready_generation().unwrap_or(gen));
     }
-    // Let the watcher's debounced reload of the last write land before measuring.
+    // Let the watcher's reload of the last write land before measuring.
     thread::sleep(Duration::from_millis(1200));
     let gen = lab.ready_generation().context("generation")?;
     // An invalid policy changes nothing.

@@ -17,7 +17,7 @@ pub mod preflight;
 pub mod propose;
 pub mod quarantine;
 pub mod unknown;
-mod watch;
+pub mod watch;
 pub mod webhook;
 
 use std::{
@@ -92,7 +92,7 @@ pub struct Controller {
     commit: Option<String>,
     pin_dir: PathBuf,
     metrics: Arc<Metrics>,
-    compiled: Option<Compiled>,
+    compiled: Option<Arc<Compiled>>,
     /// Loads the policy directory, patching device-only edits into the last compile.
     reloader: policy::incremental::Reloader,
     /// Attach mode per interface, as reported in metrics and status.
@@ -842,7 +842,7 @@ impl Controller {
     fn on_event(&mut self, ev: &lazaret_abi::Event) {
         self.feed.publish(&events::datapath_event(
             ev,
-            self.compiled.as_ref(),
+            self.compiled.as_deref(),
             events::unix_now(),
         ));
         if let Some(kind) = deviation::kind_label(ev) {

@@ -302,6 +302,11 @@ pub(crate) fn group_key(d: &Device) -> GroupKey {
     (d.class.clone(), d.workflows.clone(), family_mask(d))
 }
 
+/// `group_key(d) == *key`, without building the key.
+pub(crate) fn in_group(d: &Device, key: &GroupKey) -> bool {
+    d.class == key.0 && d.workflows == key.1 && family_mask(d) == key.2
+}
+
 impl Compiled {
     pub fn device(&self, id: &str) -> Option<&CompiledDevice> {
         self.devices

@@ -410,13 +410,9 @@ impl Diags {
 
     /// Sorts by position (file, offset), then by message, for a stable order.
     pub fn sort(&mut self) {
-        self.items.sort_by(|a, b| {
-            (a.span.is_some(), a.span, a.problem.to_string()).cmp(&(
-                b.span.is_some(),
-                b.span,
-                b.problem.to_string(),
-            ))
-        });
+        // Cached: rendering a problem for every comparison is most of the cost.
+        self.items
+            .sort_by_cached_key(|d| (d.span.is_some(), d.span, d.problem.to_string()));
     }
 }
 

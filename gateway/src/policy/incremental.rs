@@ -24,12 +24,14 @@
 //! reports them), takes the full path. The result is equal to a full compile up to the
 //! numbering of policies; tests compare the two over random edits.
 
-use super::compile::{capacity_problems, group_key, Compiled, CompiledDevice};
+use super::compile::{
+    capacity_problems, group_key, in_group, Compiled, CompiledDevice, GroupKey, Stats,
+};
 use super::diag::{Diags, PolicyErrors, Severity};
 use super::model::{Device, Policy};
 use super::source::{SourceFile, Sources};
 use super::{compile, load, validate};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +51,9 @@ struct Stamp {
     racy: bool,
 }
 
-const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+/// File timestamps advance with the kernel's coarse clock, one tick (at most 10 ms) at a
+/// time; ten ticks of margin.
+const RACY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Stamp {
     fn of(path: &Path) -> Option<Stamp> {
@@ -98,7 +102,7 @@ struct Last {
     files: Vec<(PathBuf, Stamp)>,
     devices_only: Vec<bool>,
     policy: Policy,
-    compiled: Compiled,
+    compiled: Arc<Compiled>,
 }
 
 /// Loads a policy directory again and again, patching device-only edits in.
@@ -117,7 +121,7 @@ impl Reloader {
 
     /// Loads the directory: patched when the change since the last good load allows it,
     /// in full otherwise. A failed load leaves the last good one as the base.
-    pub fn load(&mut self) -> Result<(Compiled, How), PolicyErrors> {
+    pub fn load(&mut self) -> Result<(Arc<Compiled>, How), PolicyErrors> {
         if let Some(last) = &mut self.last {
             if let Some((compiled, devices)) = patch(&self.dir, last) {
                 return Ok((compiled, How::Patched { devices }));
@@ -178,12 +182,12 @@ fn full(dir: &Path) -> Result<Last, PolicyErrors> {
         files,
         devices_only,
         policy,
-        compiled,
+        compiled: Arc::new(compiled),
     })
 }
 
 /// The device-only patch, or `None` when the edit needs (or may need) the full path.
-fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
+fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
     let paths = load::list(dir)?;
     if last.files.is_empty()
         || paths.len() != last.files.len()
@@ -240,28 +244,35 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
     if diags.has_errors() || new.len() != raw_devices.len() {
         return None;
     }
-    let (old, kept): (Vec<&Device>, Vec<&Device>) = last
-        .policy
-        .devices
-        .iter()
-        .partition(|d| in_changed.contains(&d.span.file));
-    let mut merged: Vec<Device> = kept.into_iter().cloned().chain(new.clone()).collect();
-    merged.sort_by(|a, b| a.id.cmp(&b.id));
-    if merged.windows(2).any(|w| w[0].id == w[1].id) {
-        return None;
+    // No id, MAC, address or id hash claimed twice: the kept devices had none among
+    // themselves, so the new ones are checked against each other and the kept ones — a
+    // scan, not a rebuilt index.
+    let changed_file = |d: &Device| in_changed.contains(&d.span.file);
+    let mut claims: HashSet<Claim<'_>> = HashSet::new();
+    for d in &new {
+        for c in claims_of(d) {
+            if !claims.insert(c) {
+                return None;
+            }
+        }
     }
-    let mut conflicts = Diags::default();
-    validate::conflicts(&merged, &mut conflicts);
-    if !conflicts.items.is_empty() {
+    let kept = || last.policy.devices.iter().filter(|d| !changed_file(d));
+    if kept().any(|d| claims_of(d).any(|c| claims.contains(&c))) {
         return None;
     }
 
     // Which devices differ, and whether each difference stays local.
-    let old_by_id: BTreeMap<&str, &Device> = old.iter().map(|d| (d.id.as_str(), *d)).collect();
+    let old_by_id: BTreeMap<&str, &Device> = last
+        .policy
+        .devices
+        .iter()
+        .filter(|d| changed_file(d))
+        .map(|d| (d.id.as_str(), d))
+        .collect();
     let new_by_id: BTreeMap<&str, &Device> = new.iter().map(|d| (d.id.as_str(), d)).collect();
     let ids: BTreeSet<&str> = old_by_id.keys().chain(new_by_id.keys()).copied().collect();
     let mut emptied = Vec::new();
-    let mut patched: HashMap<&str, Option<CompiledDevice>> = HashMap::new();
+    let mut patched: BTreeMap<String, Option<CompiledDevice>> = BTreeMap::new();
     for id in ids {
         let (o, n) = (old_by_id.get(id).copied(), new_by_id.get(id).copied());
         if let (Some(o), Some(n)) = (o, n) {
@@ -269,17 +280,9 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
                 continue;
             }
         }
-        let shape = |d: &Device| {
-            (
-                d.class.clone(),
-                d.workflows.clone(),
-                d.ipv4.clone(),
-                d.ipv6.clone(),
-            )
-        };
         let ids = match (o, n) {
             // Same grants, and no other device's policy changes: keep its policy ids.
-            (Some(o), Some(n)) if shape(o) == shape(n) => {
+            (Some(o), Some(n)) if same_shape(o, n) => {
                 let c = last.compiled.device(id)?;
                 Some((c.policy, c.restrict_policy))
             }
@@ -288,9 +291,7 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
                 {
                     return None;
                 }
-                if let Some(o) = o {
-                    emptied.push(group_key(o));
-                }
+                emptied.extend(o.map(group_key));
                 match n {
                     Some(n) => Some(*reuse.groups.get(&group_key(n))?),
                     None => None,
@@ -301,39 +302,42 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
             (Some(n), Some(ids)) => Some(CompiledDevice::new(n, &last.compiled.classes, ids)),
             _ => None,
         };
-        patched.insert(id, device);
+        patched.insert(id.to_string(), device);
     }
     // A group left without members would drop its policy (and maybe warnings) in a full
     // compile.
-    if !emptied.is_empty() {
-        let present: HashSet<_> = merged
-            .iter()
-            .filter(|d| !reuse.named.contains(&d.id))
-            .map(group_key)
-            .collect();
-        if emptied.iter().any(|k| !present.contains(k)) {
-            return None;
-        }
-    }
-
-    let mut compiled = last.compiled.clone();
-    compiled
-        .devices
-        .retain(|d| !patched.contains_key(d.id.as_str()));
-    compiled.devices.extend(patched.values().flatten().cloned());
-    compiled.devices.sort_by(|a, b| a.id.cmp(&b.id));
-    let s = &mut compiled.stats;
-    s.devices = compiled.devices.len();
-    s.dev_mac = compiled.devices.iter().filter(|d| d.mac.is_some()).count();
-    s.dev_ip4 = compiled.devices.iter().map(|d| d.ipv4.len()).sum();
-    s.dev_ip6 = compiled.devices.iter().map(|d| d.ipv6.len()).sum();
-    if !capacity_problems(&compiled.stats).is_empty() {
+    let members = |k: &GroupKey| {
+        kept()
+            .chain(&new)
+            .any(|d| in_group(d, k) && !reuse.named.contains(&d.id))
+    };
+    if !emptied.iter().all(members) {
         return None;
     }
-    let count = patched.len();
 
-    // Commit: warnings located in the changed files are replaced by the new devices' own.
-    // (A device's warning may sit in a class file, but then a note points at the device.)
+    let base = &*last.compiled;
+    let mut devices: Vec<CompiledDevice> = base
+        .devices
+        .iter()
+        .filter(|d| !patched.contains_key(&d.id))
+        .cloned()
+        .collect();
+    let count = patched.len();
+    devices.extend(patched.into_values().flatten());
+    devices.sort_by(|a, b| a.id.cmp(&b.id));
+    let stats = Stats {
+        devices: devices.len(),
+        dev_mac: devices.iter().filter(|d| d.mac.is_some()).count(),
+        dev_ip4: devices.iter().map(|d| d.ipv4.len()).sum(),
+        dev_ip6: devices.iter().map(|d| d.ipv6.len()).sum(),
+        ..base.stats.clone()
+    };
+    if !capacity_problems(&stats).is_empty() {
+        return None;
+    }
+
+    // Commit. Warnings located in the changed files are replaced by the new devices' own
+    // (a device's warning may sit in a class file, but then a note points at the device).
     let located_in_changed = |d: &super::Diagnostic| {
         d.span
             .into_iter()
@@ -345,23 +349,43 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
         .into_iter()
         .filter(|d| d.severity() == Severity::Warning)
         .collect();
-    for list in [&mut last.policy.warnings, &mut compiled.warnings] {
-        list.retain(|d| !located_in_changed(d));
-        list.extend(fresh.iter().cloned());
-        let mut sorted = Diags {
-            items: std::mem::take(list),
+    let rewarn = |list: &[super::Diagnostic]| {
+        let mut out = Diags {
+            items: list
+                .iter()
+                .filter(|d| !located_in_changed(d))
+                .cloned()
+                .collect(),
         };
-        sorted.sort();
-        *list = sorted.items;
-    }
-    let mut files: Vec<SourceFile> = last.policy.sources.files().to_vec();
-    for (i, file) in texts {
-        if let Some(slot) = files.get_mut(i) {
-            *slot = file;
+        if out.items.len() == list.len() && fresh.is_empty() {
+            return out.items;
         }
+        out.items.extend(fresh.iter().cloned());
+        out.sort();
+        out.items
+    };
+    let compiled = Arc::new(Compiled {
+        site: base.site.clone(),
+        interfaces: base.interfaces.clone(),
+        classes: base.classes.clone(),
+        devices,
+        policies: base.policies.clone(),
+        rules: base.rules.clone(),
+        stats,
+        lookup: base.lookup.clone(),
+        reuse: base.reuse.clone(),
+        warnings: rewarn(&base.warnings),
+    });
+    last.policy.warnings = rewarn(&last.policy.warnings);
+    let sources = Arc::make_mut(&mut last.policy.sources);
+    for (i, file) in texts {
+        sources.replace(i, file);
     }
-    last.policy.sources = Arc::new(Sources::new(files));
-    last.policy.devices = merged;
+    last.policy
+        .devices
+        .retain(|d| !in_changed.contains(&d.span.file));
+    last.policy.devices.extend(new);
+    last.policy.devices.sort_by(|a, b| a.id.cmp(&b.id));
     for (i, stamp) in changed {
         if let Some(f) = last.files.get_mut(i) {
             f.1 = stamp;
@@ -371,12 +395,58 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Compiled, usize)> {
     Some((compiled, count))
 }
 
-/// Equal in everything but source position.
+/// Equal in what decides a device's grants and what other devices' policies read of it.
+fn same_shape(a: &Device, b: &Device) -> bool {
+    a.class == b.class && a.workflows == b.workflows && a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6
+}
+
+/// What a device claims for itself alone.
+#[derive(Hash, PartialEq, Eq)]
+enum Claim<'d> {
+    Id(&'d str),
+    IdHash(u64),
+    Mac(super::model::Mac),
+    Addr(std::net::IpAddr),
+}
+
+fn claims_of(d: &Device) -> impl Iterator<Item = Claim<'_>> {
+    [
+        Claim::Id(&d.id),
+        Claim::IdHash(lazaret_abi::device_id_hash(d.id.as_bytes())),
+    ]
+    .into_iter()
+    .chain(d.mac.map(Claim::Mac))
+    .chain(d.addresses().map(Claim::Addr))
+}
+
+/// Equal in everything but source position. (Destructured: a field added to [`Device`]
+/// must be considered here.)
 fn same_device(a: &Device, b: &Device) -> bool {
-    a == &Device {
-        span: a.span,
-        ..b.clone()
-    }
+    let Device {
+        id,
+        span: _,
+        class,
+        mac,
+        ipv4,
+        ipv6,
+        vlan,
+        interface,
+        inventory,
+        mode,
+        workflows,
+        quarantine,
+    } = a;
+    *id == b.id
+        && *class == b.class
+        && *mac == b.mac
+        && *ipv4 == b.ipv4
+        && *ipv6 == b.ipv6
+        && *vlan == b.vlan
+        && *interface == b.interface
+        && *inventory == b.inventory
+        && *mode == b.mode
+        && *workflows == b.workflows
+        && *quarantine == b.quarantine
 }
 
 #[cfg(test)]

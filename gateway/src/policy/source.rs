@@ -85,6 +85,13 @@ impl Sources {
         &self.files
     }
 
+    /// Puts `file` in place of file `index` (a reloaded file; spans keep their index).
+    pub fn replace(&mut self, index: usize, file: SourceFile) {
+        if let Some(slot) = self.files.get_mut(index) {
+            *slot = file;
+        }
+    }
+
     pub fn name(&self, file: u32) -> &str {
         self.files
             .get(file as usize)
