@@ -431,7 +431,7 @@ fn main() -> Result<()> {
     for i in 0..runs {
         eprintln!("dataplanes: nftables run {}/{runs}", i + 1);
         let gw = &lab.gw;
-        let mut dropped = || nft_counter(gw, "deny_no_rule");
+        let mut dropped = || nft_counter(gw, "deny_no_rule_devices");
         let (a, b, c) = measure(&lab, &probe, d, &mut dropped)?;
         nft_deny.push(a);
         nft_allow.push(b);

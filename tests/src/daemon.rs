@@ -128,8 +128,49 @@ initiator = "device"
     )
 }
 
+/// Which dataplane the lab's daemon enforces with: the namespace scenarios run against
+/// both ([`crate::on_both_dataplanes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dataplane {
+    Xdp,
+    Nftables,
+}
+
+impl Dataplane {
+    /// The value of `dataplane` in the daemon's configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataplane::Xdp => "xdp",
+            Dataplane::Nftables => "nftables",
+        }
+    }
+}
+
+/// Runs each named scenario (`fn NAME(dataplane: Dataplane) -> anyhow::Result<()>`) as two
+/// tests, `NAME::xdp` and `NAME::nftables`, so a scenario added later runs on both
+/// dataplanes.
+#[macro_export]
+macro_rules! on_both_dataplanes {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn xdp() -> anyhow::Result<()> {
+                    super::$scenario($crate::daemon::Dataplane::Xdp)
+                }
+                #[test]
+                fn nftables() -> anyhow::Result<()> {
+                    super::$scenario($crate::daemon::Dataplane::Nftables)
+                }
+            }
+        )*
+    };
+}
+
 pub struct Lab {
     pub net: Routed,
+    /// The dataplane written in the config ([`Lab::on`]; XDP unless chosen).
+    pub dataplane: Dataplane,
     // Field order matters for drop: the daemon dies before the bpffs is unmounted and the
     // directory removed.
     pub daemon: Option<ChildGuard>,
@@ -169,6 +210,7 @@ impl Lab {
         )?;
         Ok(Lab {
             net,
+            dataplane: Dataplane::Xdp,
             daemon: None,
             bpffs,
             tmp,
@@ -176,6 +218,46 @@ impl Lab {
             state_dir,
             config,
         })
+    }
+
+    /// [`Lab::new`] with `dataplane` written in the config.
+    pub fn on(dataplane: Dataplane, policy: impl FnOnce([u8; 6]) -> String) -> Result<Self> {
+        let mut lab = Lab::new(policy)?;
+        if dataplane != Dataplane::Xdp {
+            lab.use_dataplane(dataplane.name())?;
+        }
+        lab.dataplane = dataplane;
+        Ok(lab)
+    }
+
+    /// Packets the dataplane judged with `reason` on `side` (`SIDE_*`), read from the
+    /// kernel, so it works while the daemon is down: XDP's pinned counters, or the named
+    /// counter of the enforcing nftables table (`<reason>_<side>`, carried across
+    /// generations).
+    pub fn packets(&self, reason: lazaret_abi::Reason, side: u8) -> Result<u64> {
+        match self.dataplane {
+            Dataplane::Xdp => Ok(self
+                .stats()?
+                .get(lazaret_abi::stats_index(reason, side) as usize)
+                .copied()
+                .unwrap_or(0)),
+            Dataplane::Nftables => {
+                let nft = lazaret::nft::Nft::in_netns(&self.net.gateway.name);
+                let name = lazaret::nft::render::counter_name(reason, side);
+                // The table's name alternates with each generation: a reload between the
+                // two reads leaves neither found; read again.
+                for _ in 0..20 {
+                    for table in lazaret::nft::dataplane::TABLES {
+                        let c = nft.counters(lazaret::nft::Family::Inet, table)?;
+                        if let Some((packets, _)) = c.get(&name) {
+                            return Ok(*packets);
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+                bail!("no nftables table of lazaret with the counter {name} in the gateway")
+            }
+        }
     }
 
     /// Starts `lazaret run` and waits until it has written its ready file.

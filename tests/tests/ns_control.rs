@@ -1,6 +1,8 @@
 //! The running daemon from the outside: the control API through the real CLI, metrics
 //! scraped over HTTP and parsed as Prometheus text, and quarantine: a manual isolate cuts
-//! the device's established session, survives `kill -9`, and a release restores it.
+//! the device's established session, survives `kill -9`, and a release restores it
+//! (XDP only: `devices --live` and `flows` read the XDP maps). On both dataplanes, the
+//! packet metrics count what was sent, and keep counting across a reload.
 
 use std::{
     io::{Read, Write},
@@ -10,7 +12,13 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lazaret_tests::daemon::{monitor_policy, round_trip, workflow, Lab};
+use lazaret_abi::{Reason, SIDE_DEVICES};
+use lazaret_tests::{
+    daemon::{monitor_policy, round_trip, workflow, Dataplane, Lab},
+    on_both_dataplanes,
+};
+
+on_both_dataplanes!(packet_metrics_count_the_traffic_across_a_reload);
 
 /// GET /metrics from inside the gateway namespace.
 fn fetch_metrics(lab: &Lab) -> Result<prometheus_parse::Scrape> {
@@ -218,5 +226,68 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
         round_trip(&mut again),
         "traffic unaffected by the refused policy"
     );
+    Ok(())
+}
+
+/// Waits until `lazaret_packets_total{reason, side="devices"}` reads `want` (the daemon
+/// reads the counters every 5 s).
+fn wait_packets(lab: &Lab, reason: &str, want: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = fetch_metrics(lab)?;
+        let got = value(
+            &s,
+            "lazaret_packets_total",
+            &[("reason", reason), ("side", "devices")],
+        );
+        if got == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("lazaret_packets_total{{reason={reason}}} is {got:?}, not {want}");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Denied SYNs to the server's tcp/22, each connect giving up before the kernel's first
+/// retransmission (initial RTO 1 s): exactly one SYN each.
+fn denied_syns(lab: &Lab, n: usize) {
+    for _ in 0..n {
+        assert!(lab.connect(22, Duration::from_millis(800)).is_err());
+    }
+}
+
+fn packet_metrics_count_the_traffic_across_a_reload(dataplane: Dataplane) -> Result<()> {
+    let policy = |mac, extra: bool| {
+        let mut rules = workflow("hl7-results", "tcp", 2575);
+        let mut wf = vec!["hl7-results"];
+        if extra {
+            wf.push("device-sync");
+            rules += &workflow("device-sync", "udp", 5000);
+        }
+        monitor_policy(mac, &wf, &rules)
+    };
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
+    lab.echo_servers(&[2575])?;
+    lab.start()?;
+    denied_syns(&lab, 3);
+    let mut s = lab.connect(2575, Duration::from_millis(800))?;
+    assert!(round_trip(&mut s));
+    wait_packets(&lab, "deny_no_rule", 3.0)?;
+    wait_packets(&lab, "allow_rule", 1.0)?;
+
+    // A reload replaces the nftables table: the counts carry on from where they were.
+    let gen = lab.ready_generation().context("generation")?;
+    lab.write_policy(&policy(lab.net.device_mac, true))?;
+    lab.signal(libc::SIGHUP);
+    lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    assert_eq!(lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?, 3);
+    denied_syns(&lab, 2);
+    let mut s2 = lab.connect(2575, Duration::from_millis(800))?;
+    assert!(round_trip(&mut s2));
+    wait_packets(&lab, "deny_no_rule", 5.0)?;
+    wait_packets(&lab, "allow_rule", 2.0)?;
+    assert_eq!(lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?, 5);
     Ok(())
 }

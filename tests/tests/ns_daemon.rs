@@ -1,5 +1,7 @@
 //! The daemon under traffic: `kill -9` and restart, and 200 reloads, while allowed and denied
-//! streams run through the gateway.
+//! streams run through the gateway; a reload cutting a flow; `lazaret detach`. These run on
+//! both dataplanes; the ABI upgrade and the re-attach of a returning interface are XDP's
+//! (pinned maps and links; nftables binds interfaces by name and has no pins).
 
 use std::{
     io::{Read, Write},
@@ -13,8 +15,18 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lazaret_abi::{stats_index, Reason, SIDE_DEVICES, SIDE_UPSTREAM};
-use lazaret_tests::daemon::{monitor_policy, workflow, Lab};
+use lazaret_abi::{Reason, SIDE_DEVICES, SIDE_UPSTREAM};
+use lazaret_tests::{
+    daemon::{monitor_policy, workflow, Dataplane, Lab},
+    on_both_dataplanes,
+};
+
+on_both_dataplanes!(
+    kill_9_and_restart_under_traffic_keeps_enforcing,
+    two_hundred_reloads_lose_no_allowed_packet,
+    a_flow_the_new_policy_forbids_is_cut,
+    detach_removes_enforcement,
+);
 
 const SERVER: &str = "10.10.0.20";
 
@@ -202,28 +214,34 @@ impl Traffic {
     }
 }
 
-#[test]
-fn kill_9_and_restart_under_traffic_keeps_enforcing() -> Result<()> {
-    let mut lab = Lab::new(|mac| policy(mac, false))?;
+/// (flow packets of both sides, denied packets of the devices side), read from the kernel.
+fn counts(lab: &Lab) -> Result<(u64, u64)> {
+    Ok((
+        lab.packets(Reason::AllowFlow, SIDE_DEVICES)?
+            + lab.packets(Reason::AllowFlow, SIDE_UPSTREAM)?,
+        lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?,
+    ))
+}
+
+fn kill_9_and_restart_under_traffic_keeps_enforcing(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
     lab.start()?;
     let traffic = Traffic::start(&lab, Duration::from_secs(30))?;
     thread::sleep(Duration::from_secs(1));
-    let before = lab.stats()?;
+    let before = counts(&lab)?;
 
     let out = lab.kill9();
-    // No daemon at all for a while: the pinned program and maps keep enforcing.
+    // No daemon at all for a while: the pinned program and maps (or the nftables table)
+    // keep enforcing.
     thread::sleep(Duration::from_millis(700));
-    let during = lab.stats()?;
+    let during = counts(&lab)?;
     lab.start()?;
     thread::sleep(Duration::from_secs(1));
-    let after = lab.stats()?;
+    let after = counts(&lab)?;
     let (tcp_ok, tcp_broken, udp_sent, udp_lost, denied) = traffic.finish();
 
-    let flow = |s: &[u64]| {
-        s[stats_index(Reason::AllowFlow, SIDE_DEVICES) as usize]
-            + s[stats_index(Reason::AllowFlow, SIDE_UPSTREAM) as usize]
-    };
-    let dropped = |s: &[u64]| s[stats_index(Reason::DenyNoRule, SIDE_DEVICES) as usize];
+    let flow = |s: &(u64, u64)| s.0;
+    let dropped = |s: &(u64, u64)| s.1;
     assert!(
         !tcp_broken,
         "the allowed TCP stream broke ({tcp_ok} round trips before)\n{out}"
@@ -246,9 +264,8 @@ fn kill_9_and_restart_under_traffic_keeps_enforcing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn two_hundred_reloads_lose_no_allowed_packet() -> Result<()> {
-    let mut lab = Lab::new(|mac| policy(mac, false))?;
+fn two_hundred_reloads_lose_no_allowed_packet(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
     lab.start()?;
     let traffic = Traffic::start(&lab, Duration::from_secs(120))?;
     let mut gen = lab.ready_generation().context("generation")?;
@@ -291,9 +308,8 @@ fn two_hundred_reloads_lose_no_allowed_packet() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_flow_the_new_policy_forbids_is_cut() -> Result<()> {
-    let mut lab = Lab::new(|mac| policy(mac, false))?;
+fn a_flow_the_new_policy_forbids_is_cut(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
     lab.start()?;
     let listener = lab.net.server.run(|| TcpListener::bind((SERVER, 2575)))??;
     let server = thread::spawn(move || {
@@ -336,6 +352,43 @@ fn a_flow_the_new_policy_forbids_is_cut() -> Result<()> {
     Ok(())
 }
 
+/// `lazaret detach` (in the gateway's namespace, the daemon stopped) removes enforcement:
+/// the XDP links and pins, or the nftables table.
+fn detach_removes_enforcement(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
+    lab.start()?;
+    lab.echo_servers(&[2575, 443])?;
+    assert!(
+        lab.connect(443, Duration::from_millis(600)).is_err(),
+        "443 is denied while enforcing"
+    );
+    lab.stop();
+    let bin = lazaret_tests::lazaret_bin()?;
+    let config = lab.config.to_string_lossy().into_owned();
+    lab.net.gateway.exec(&[
+        bin.to_str().context("binary path")?,
+        "detach",
+        "--config",
+        &config,
+    ])?;
+    let listed = lazaret_tests::nftlab::list_text(&lab.net.gateway)?;
+    assert!(!listed.contains("table inet lazaret"), "{listed}");
+    let link = lab
+        .net
+        .gateway
+        .exec(&["ip", "link", "show", &lab.net.gw_dev_if])?;
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "no XDP program left"
+    );
+    assert!(
+        lab.connect(443, Duration::from_millis(800)).is_ok(),
+        "nothing enforces after detach"
+    );
+    Ok(())
+}
+
+/// XDP only: the pins of an older ABI on bpffs (nftables has no pins).
 #[test]
 fn upgrade_from_an_older_abi_is_swapped_in_without_a_gap() -> Result<()> {
     let mut lab = Lab::new(|mac| policy(mac, false))?;
@@ -374,6 +427,8 @@ fn upgrade_from_an_older_abi_is_swapped_in_without_a_gap() -> Result<()> {
     Ok(())
 }
 
+/// XDP only: re-attaching the program to the new ifindex (the nftables table matches
+/// interfaces by name and enforces on the returning one without a re-attach).
 #[test]
 fn an_interface_that_disappears_and_returns_is_reattached() -> Result<()> {
     let mut lab = Lab::new(|mac| policy(mac, false))?;

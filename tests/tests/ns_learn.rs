@@ -2,7 +2,8 @@
 //! to the lab server and receives a data-export poll (UDP 24105, CLINICAL-FLOWS row 4); the
 //! flows are recorded in the state directory and survive a `kill -9`; the exported workflow
 //! passes `lazaret check`, and once applied with the monitor enforcing it allows exactly
-//! that traffic and denies the rest.
+//! that traffic and denies the rest. On both dataplanes (nftables logs a learn-mode
+//! device's new flows, allowed or not, as learn records).
 
 use std::{
     net::UdpSocket,
@@ -12,10 +13,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use lazaret_tests::{
-    daemon::{monitor_policy, round_trip, wait_event, workflow, Lab},
+    daemon::{monitor_policy, round_trip, wait_event, workflow, Dataplane, Lab},
     lazaret_bin,
     netns::wait_until,
+    on_both_dataplanes,
 };
+
+on_both_dataplanes!(learned_flows_become_an_enforced_workflow);
 
 const ROLES: &str = r#"
 [roles.lab-server]
@@ -87,13 +91,14 @@ const HL7: &str = "device 6 10.10.0.20 2575";
 const SSH: &str = "device 6 10.10.0.20 22";
 const EXPORT: &str = "peer 17 10.10.0.20 24105";
 
-#[test]
-fn learned_flows_become_an_enforced_workflow() -> Result<()> {
+fn learned_flows_become_an_enforced_workflow(dataplane: Dataplane) -> Result<()> {
     let learn_rules = format!(
         "mode = \"learn\"\n{}{ROLES}",
         workflow("hl7-results", "tcp", 2575)
     );
-    let mut lab = Lab::new(|mac| monitor_policy(mac, &["hl7-results"], &learn_rules))?;
+    let mut lab = Lab::on(dataplane, |mac| {
+        monitor_policy(mac, &["hl7-results"], &learn_rules)
+    })?;
     lab.echo_servers(&[2575, 22, 23])?;
     udp_responder(&lab, 60)?;
     lab.start()?;

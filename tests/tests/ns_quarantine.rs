@@ -2,7 +2,8 @@
 //! threshold it is isolated within the same scan, its session to the pump server is cut,
 //! the quarantine profile (the biomed jump host) still works, and a release restores it.
 //! A life-critical device with the default action is only alerted, never cut off. An
-//! isolated pump still reaches the site's DNS and NTP servers.
+//! isolated pump still reaches the site's DNS and NTP servers. On both dataplanes (on
+//! nftables the denied flows arrive as nflog events).
 
 use std::{
     thread,
@@ -10,7 +11,18 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use lazaret_tests::daemon::{pump_policy, round_trip, Lab};
+use lazaret_tests::{
+    daemon::{pump_policy, round_trip, Dataplane, Lab},
+    on_both_dataplanes,
+};
+
+on_both_dataplanes!(
+    scanning_pump_is_isolated_and_released,
+    life_critical_device_with_the_default_action_is_alerted_never_cut_off,
+    isolated_pump_keeps_dns_and_ntp,
+    restrict_keeps_only_the_essential_workflows,
+    quarantine_with_a_ttl_is_released_automatically,
+);
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
     pump_policy("quarantine lab", mac, action, life_critical)
@@ -37,9 +49,8 @@ fn wait_quarantined(lab: &Lab, action: &str) -> Result<serde_json::Value> {
     }
 }
 
-#[test]
-fn scanning_pump_is_isolated_and_released() -> Result<()> {
-    let mut lab = Lab::new(|mac| policy(mac, false, Some("isolate")))?;
+fn scanning_pump_is_isolated_and_released(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false, Some("isolate")))?;
     lab.echo_servers(&[2575, 22])?;
     lab.start()?;
     let mut session = lab.connect(2575, Duration::from_millis(1000))?;
@@ -77,9 +88,10 @@ fn scanning_pump_is_isolated_and_released() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn life_critical_device_with_the_default_action_is_alerted_never_cut_off() -> Result<()> {
-    let mut lab = Lab::new(|mac| policy(mac, true, None))?;
+fn life_critical_device_with_the_default_action_is_alerted_never_cut_off(
+    dataplane: Dataplane,
+) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, true, None))?;
     lab.echo_servers(&[2575, 22])?;
     lab.start()?;
     let mut session = lab.connect(2575, Duration::from_millis(1000))?;
@@ -126,12 +138,11 @@ fn udp_round_trip(lab: &Lab, port: u16) -> Result<bool> {
     })??)
 }
 
-#[test]
-fn isolated_pump_keeps_dns_and_ntp() -> Result<()> {
+fn isolated_pump_keeps_dns_and_ntp(dataplane: Dataplane) -> Result<()> {
     // The lab's server is the site's DNS resolver and NTP server too (CLINICAL-FLOWS rows
     // 13 and 15); DHCP stays off (it does not cross the lab's router).
     let essentials = "dns_servers = [\"10.10.0.20\"]\nntp_servers = [\"10.10.0.20\"]";
-    let mut lab = Lab::new(|mac| {
+    let mut lab = Lab::on(dataplane, |mac| {
         policy(mac, false, Some("isolate")).replace("dns = false\nntp = false", essentials)
     })?;
     for port in [53, 123, 514] {
@@ -157,11 +168,10 @@ fn isolated_pump_keeps_dns_and_ntp() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn restrict_keeps_only_the_essential_workflows() -> Result<()> {
+fn restrict_keeps_only_the_essential_workflows(dataplane: Dataplane) -> Result<()> {
     // The pump keeps its drug-library session (marked essential) under `restrict`; its
     // remote-service session (biomed SSH, not essential) is cut.
-    let mut lab = Lab::new(|mac| {
+    let mut lab = Lab::on(dataplane, |mac| {
         policy(mac, false, Some("restrict"))
             .replace(
                 "workflows = [\"pump-server-sync\"]",
@@ -202,9 +212,8 @@ initiator = "device"
     Ok(())
 }
 
-#[test]
-fn quarantine_with_a_ttl_is_released_automatically() -> Result<()> {
-    let mut lab = Lab::new(|mac| {
+fn quarantine_with_a_ttl_is_released_automatically(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| {
         policy(mac, false, Some("isolate")).replace(
             "action = \"isolate\" }",
             "action = \"isolate\", ttl = \"2s\" }",

@@ -1,6 +1,7 @@
 //! The whole path once, on real packets: a policy file, `lazaret run` in a gateway
 //! namespace routing between a device and a server, real TCP through it, and the counters
-//! read back from the pinned maps.
+//! read back from the kernel (the pinned maps, or the nftables table's named counters).
+//! Runs on both dataplanes.
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -8,11 +9,14 @@ use std::{
     time::Duration,
 };
 
-use lazaret_abi::{stats_index, Reason, SIDE_DEVICES, SIDE_UPSTREAM};
+use lazaret_abi::{Reason, SIDE_DEVICES, SIDE_UPSTREAM};
 use lazaret_tests::{
-    daemon::{monitor_policy, workflow, Lab},
+    daemon::{monitor_policy, workflow, Dataplane, Lab},
     netns::Routed,
+    on_both_dataplanes,
 };
+
+on_both_dataplanes!(allow_list_enforced_on_real_traffic);
 
 /// Connects from the device namespace; Ok(stream), or the error kind. Gives up after
 /// 800 ms, before the kernel's first SYN retransmission (initial RTO 1 s): a refused
@@ -24,10 +28,9 @@ fn connect(net: &Routed, to: SocketAddr) -> Result<TcpStream, ErrorKind> {
         .map_err(|e| e.kind())
 }
 
-#[test]
-fn allow_list_enforced_on_real_traffic() -> anyhow::Result<()> {
+fn allow_list_enforced_on_real_traffic(dataplane: Dataplane) -> anyhow::Result<()> {
     // One device (MAC + IPv4), one rule: TCP 2575 to one server address.
-    let mut lab = Lab::new(|mac| {
+    let mut lab = Lab::on(dataplane, |mac| {
         monitor_policy(mac, &["hl7-results"], &workflow("hl7-results", "tcp", 2575))
     })?;
     // A second server address the policy does not allow.
@@ -83,24 +86,27 @@ fn allow_list_enforced_on_real_traffic() -> anyhow::Result<()> {
         Some(ErrorKind::TimedOut)
     );
 
-    // 4. The counters in the pinned maps match what was sent.
-    let stats = lab.stats()?;
-    let at = |r: Reason, side: u8| stats[stats_index(r, side) as usize];
-    assert_eq!(at(Reason::AllowRule, SIDE_DEVICES), 1, "one allowed SYN");
+    // 4. The dataplane's counters match what was sent.
+    let at = |r: Reason, side: u8| lab.packets(r, side);
+    assert_eq!(at(Reason::AllowRule, SIDE_DEVICES)?, 1, "one allowed SYN");
     assert!(
-        at(Reason::AllowFlow, SIDE_DEVICES) >= 3,
+        at(Reason::AllowFlow, SIDE_DEVICES)? >= 3,
         "ACK, data, FIN from the device"
     );
     assert!(
-        at(Reason::AllowFlow, SIDE_UPSTREAM) >= 2,
+        at(Reason::AllowFlow, SIDE_UPSTREAM)? >= 2,
         "SYN-ACK and data from the server"
     );
     // Each refused connect sent exactly one SYN: both dropped, none passed.
     assert_eq!(
-        at(Reason::DenyNoRule, SIDE_DEVICES),
+        at(Reason::DenyNoRule, SIDE_DEVICES)?,
         2,
         "both refused SYNs were dropped"
     );
-    assert_eq!(at(Reason::DenyNoFlow, SIDE_UPSTREAM), 0, "no stray replies");
+    assert_eq!(
+        at(Reason::DenyNoFlow, SIDE_UPSTREAM)?,
+        0,
+        "no stray replies"
+    );
     Ok(())
 }

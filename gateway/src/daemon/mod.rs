@@ -524,6 +524,17 @@ impl Controller {
             Ok(s) => snap.packets = s,
             Err(e) => tracing::warn!(error = %e, "reading packet counters"),
         }
+        // nftables' table counts the packets it judges by the same reasons and sides (its
+        // counters carry over from one generation to the next): the same series, summed
+        // with whatever XDP judged on the other interfaces.
+        if let Some(nft) = self.nft.packet_stats() {
+            if snap.packets.len() < nft.len() {
+                snap.packets.resize(nft.len(), 0);
+            }
+            for (total, n) in snap.packets.iter_mut().zip(nft) {
+                *total += n;
+            }
+        }
         if let Ok(e) = self.dp.event_stats() {
             for (i, v) in e.iter().take(4).enumerate() {
                 snap.event_stats[i] = *v;

@@ -1,12 +1,14 @@
 //! Applying a rendered table with `nft -j -f -`: one call is one kernel transaction, so a
 //! table generation replaces the previous one whole or not at all. I/O lives here only.
 
-use super::render::{names, Rendered};
+use super::render::{self, names, Rendered};
 use crate::policy::DeviceStates;
+use lazaret_abi::{EVENT_BURST, EVENT_RATE_PER_S};
 use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,7 +65,11 @@ impl Nft {
     /// `nft -j -f -` with the JSON on stdin. Run here rather than through the crate's
     /// helper, which lets nft's stderr (the reason for a refusal) go to our stderr.
     fn run(&self, objects: Nftables) -> Result<(), ApplyError> {
-        let json = to_json(&objects).to_string();
+        self.run_json(&to_json(&objects))
+    }
+
+    fn run_json(&self, json: &serde_json::Value) -> Result<(), ApplyError> {
+        let json = json.to_string();
         let run_err = |e: std::io::Error| ApplyError::Run {
             program: self.program.clone(),
             message: e.to_string(),
@@ -93,7 +99,9 @@ impl Nft {
     /// the new generation). Returns how long `nft` took.
     pub fn apply(&self, r: &Rendered) -> Result<Duration, ApplyError> {
         let t = Instant::now();
-        self.run(replace_batch(r))?;
+        let mut json = to_json(&replace_batch(r));
+        start_counters_at(&mut json, &r.counter_base);
+        self.run_json(&json)?;
         Ok(t.elapsed())
     }
 
@@ -110,7 +118,9 @@ impl Nft {
         }
         let t = Instant::now();
         let (build, hook) = swap_batches(previous, r);
-        self.run(build)?;
+        let mut build = to_json(&build);
+        start_counters_at(&mut build, &r.counter_base);
+        self.run_json(&build)?;
         self.run(hook)?;
         Ok(t.elapsed())
     }
@@ -144,6 +154,38 @@ impl Nft {
         }))
     }
 
+    /// The named counters of lazaret's table `name` (name → packets, bytes); empty when the
+    /// table does not exist.
+    pub fn counters(
+        &self,
+        family: super::Family,
+        name: &str,
+    ) -> Result<BTreeMap<String, (u64, u64)>, ApplyError> {
+        let fam = match family {
+            super::Family::Inet => "inet",
+            super::Family::Bridge => "bridge",
+        };
+        let out = Command::new(&self.program)
+            .args(&self.prefix_args)
+            .args(["-j", "list", "counters", "table", fam, name])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ApplyError::Run {
+                program: self.program.clone(),
+                message: e.to_string(),
+            })?;
+        if !out.status.success() {
+            // No such table (the first generation, or after a detach): nothing to carry.
+            return Ok(BTreeMap::new());
+        }
+        let listed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
+                program: self.program.clone(),
+                message: format!("unreadable `nft -j list counters`: {e}"),
+            })?;
+        Ok(counters_of(&listed, name))
+    }
+
     /// The current ruleset, as nft's JSON (`nft -j list ruleset`).
     pub fn list(&self) -> Result<Nftables<'static>, ApplyError> {
         let mut args: Vec<&str> = self.prefix_args.iter().map(String::as_str).collect();
@@ -155,14 +197,34 @@ impl Nft {
     }
 }
 
-/// The JSON `nft` reads. The `nftables` crate (0.6.3) has no field for a set's
-/// statements, so the per-element counter of [`names::COUNTED`] sets (`"stmt":
-/// [{"counter": null}]`, what `nft -j list` prints for `counter;` in a set) is added here,
-/// on the JSON value, not by string concatenation.
+/// The JSON `nft` reads. The `nftables` crate (0.6.3) has no field for the statements of a
+/// set or of a set-update statement, so two are added here, on the JSON value, from the
+/// crate's own statement types (no string concatenation):
+/// - the per-element counter of [`names::COUNTED`] sets (`"stmt": [{"counter": null}]`,
+///   what `nft -j list` prints for `counter;` in a set);
+/// - the per-source `limit` of every `update @event_rate { ether saddr … }` statement
+///   (one token bucket per source, [`render::EVENT_METER`]).
 pub fn to_json(objects: &Nftables) -> serde_json::Value {
     let mut v = serde_json::to_value(objects).unwrap_or_default();
+    let limit =
+        serde_json::to_value(super::expr::limit(EVENT_RATE_PER_S, EVENT_BURST)).unwrap_or_default();
+    let meter = format!("@{}", render::EVENT_METER);
     if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
         for o in list {
+            if let Some(exprs) = o
+                .pointer_mut("/add/rule/expr")
+                .and_then(|e| e.as_array_mut())
+            {
+                for e in exprs {
+                    let Some(set) = e.get_mut("set").and_then(|s| s.as_object_mut()) else {
+                        continue;
+                    };
+                    if set.get("set").and_then(|s| s.as_str()) == Some(meter.as_str()) {
+                        set.insert("stmt".into(), serde_json::json!([limit.clone()]));
+                    }
+                }
+                continue;
+            }
             let Some(set) = o.pointer_mut("/add/set") else {
                 continue;
             };
@@ -176,6 +238,51 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
         }
     }
     v
+}
+
+/// The named counters of `table` in nft's JSON output (`nft -j list counters …`): name →
+/// (packets, bytes). Read from the JSON value: the `nftables` crate (0.6.3) types counter
+/// values as `u32`, which a busy gateway's byte counters outgrow.
+pub fn counters_of(listed: &serde_json::Value, table: &str) -> BTreeMap<String, (u64, u64)> {
+    let Some(list) = listed.get("nftables").and_then(|l| l.as_array()) else {
+        return BTreeMap::new();
+    };
+    list.iter()
+        .filter_map(|o| o.get("counter"))
+        .filter(|c| c.get("table").and_then(|t| t.as_str()) == Some(table))
+        .filter_map(|c| {
+            let num = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            Some((
+                c.get("name")?.as_str()?.to_string(),
+                (num("packets"), num("bytes")),
+            ))
+        })
+        .collect()
+}
+
+/// Starts the named counters of a table about to be added at `base` (name → packets,
+/// bytes), so a new generation continues the counts of the one it replaces.
+pub fn start_counters_at(json: &mut serde_json::Value, base: &BTreeMap<String, (u64, u64)>) {
+    let Some(list) = json.get_mut("nftables").and_then(|l| l.as_array_mut()) else {
+        return;
+    };
+    for o in list {
+        let Some(c) = o
+            .pointer_mut("/add/counter")
+            .and_then(|c| c.as_object_mut())
+        else {
+            continue;
+        };
+        let Some(&(packets, bytes)) = c
+            .get("name")
+            .and_then(|n| n.as_str())
+            .and_then(|n| base.get(n))
+        else {
+            continue;
+        };
+        c.insert("packets".into(), packets.into());
+        c.insert("bytes".into(), bytes.into());
+    }
 }
 
 /// The batch that replaces the table: one `nft -f` input, one transaction.

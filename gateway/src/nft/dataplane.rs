@@ -137,6 +137,18 @@ impl NftDataplane {
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },
         )?;
+        let mut rendered = rendered;
+        if let Some(previous) = &current {
+            // The new generation's counters start where the enforcing one's are, so they
+            // (and the Prometheus counters read from them) only grow. Packets counted
+            // between this read and the swap are not carried (milliseconds).
+            match self.nft.counters(Family::Inet, previous) {
+                Ok(c) => rendered.counter_base = c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the nftables counters before a reload: they restart from zero")
+                }
+            }
+        }
         bridge_hooks(&self.interfaces);
         let took = match &current {
             Some(previous) => self.nft.swap(previous, &rendered)?,
@@ -176,6 +188,34 @@ impl NftDataplane {
                 }
             }
         }
+    }
+
+    /// The enforcing table's packet counters by reason and side, indexed by
+    /// [`lazaret_abi::stats_index`] (the XDP program's `LZ_STATS` layout); `None` while
+    /// nftables enforces nowhere or the table cannot be read.
+    pub fn packet_stats(&self) -> Option<Vec<u64>> {
+        if !self.active() {
+            return None;
+        }
+        let table = self.last.as_ref()?.table.clone();
+        let counters = match self.nft.counters(Family::Inet, &table) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the nftables counters");
+                return None;
+            }
+        };
+        let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
+        for r in super::render::COUNTERS {
+            for (side, _) in super::render::SIDE_NAMES {
+                if let Some((packets, _)) = counters.get(&super::render::counter_name(*r, side)) {
+                    if let Some(slot) = out.get_mut(lazaret_abi::stats_index(*r, side) as usize) {
+                        *slot = *packets;
+                    }
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Sets a device's quarantine (`QUARANTINE_*`) in the table's quarantine sets.

@@ -152,6 +152,17 @@ pub fn log_group(prefix: &str, group: u32) -> Stmt {
     }))
 }
 
+/// `update @set { key }`: adds `key` to a dynamic set or refreshes it. The statement the
+/// element carries (a per-key `limit`) is added to the JSON by [`super::apply::to_json`]:
+/// the `nftables` crate (0.6.3) has no field for it.
+pub fn update_set(key: Expr, set: &str) -> Stmt {
+    S::Set(stmt::Set {
+        op: stmt::SetOp::Update,
+        elem: key,
+        set: format!("@{set}").into(),
+    })
+}
+
 /// `limit rate N/second burst B packets`.
 pub fn limit(rate: u32, burst: u32) -> Stmt {
     S::Limit(stmt::Limit {

@@ -20,10 +20,12 @@
 //!   index, then its policy, then the peer class. Lazaret owns the packet mark during
 //!   prerouting and the conntrack mark of the flows it judges.
 //!
-//! Denials are logged (rate-limited) to nflog group [`nflog::GROUP`]; [`nflog`] turns them
-//! into the XDP program's events for the daemon. Devices behind a Linux bridge reach the inet
-//! table through br_netfilter and are bound to the bridge ([`dataplane`]). The table's named
-//! counters start from zero with each generation (the whole table is replaced).
+//! Denials, audit and learn records are logged to nflog group [`nflog::GROUP`], rate-limited
+//! per source MAC (the dynamic set [`render::EVENT_METER`]); [`nflog`] turns them into the
+//! XDP program's events for the daemon. Devices behind a Linux bridge reach the inet table
+//! through br_netfilter and are bound to the bridge ([`dataplane`]). The named counters (per
+//! reason and side, [`render::counter_name`]) of each new generation start at the totals of
+//! the table it replaces, so they run on like XDP's pinned counters.
 //!
 //! Differences from the XDP program, by design of nftables' inet family: ARP is not seen
 //! (no ARP spoofing checks), VLAN bindings are not checked (a routed gateway sees VLANs as

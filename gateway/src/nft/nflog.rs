@@ -93,12 +93,21 @@ pub fn parse(datagram: &[u8]) -> Vec<Logged> {
     out
 }
 
-/// The event kind and reason a log prefix names (`lazaret deny_no_rule `).
+/// The reason a log prefix names (`lazaret deny_no_rule `, or a learn record's
+/// `lazaret learn:allow_rule `).
 pub fn reason_of(prefix: &str) -> Option<Reason> {
     let name = prefix.strip_prefix(super::render::LOG_PREFIX)?.trim();
+    let name = name.strip_prefix("learn:").unwrap_or(name);
     (0..=u8::MAX)
         .filter_map(Reason::from_u8)
         .find(|r| r.name() == name)
+}
+
+/// Whether the prefix is a learn record of an allowed flow ([`super::render::LEARN_PREFIX`]):
+/// a learn event whatever its reason, as the XDP program reports a learn-mode device's
+/// new flows.
+pub fn is_learn_record(prefix: &str) -> bool {
+    prefix.starts_with(super::render::LEARN_PREFIX)
 }
 
 /// Fills the packet fields of an [`Event`] from a logged packet (IPv4 or IPv6 header and
@@ -106,6 +115,7 @@ pub fn reason_of(prefix: &str) -> Option<Reason> {
 pub fn event(l: &Logged) -> Option<Event> {
     let reason = reason_of(&l.prefix)?;
     let kind = match reason {
+        _ if is_learn_record(&l.prefix) => lazaret_abi::EVENT_LEARN,
         Reason::DenySpoof => lazaret_abi::EVENT_SPOOF,
         Reason::DenyUnknown | Reason::UnknownAudit => lazaret_abi::EVENT_UNKNOWN,
         Reason::DenyRogueDhcp | Reason::DenyRogueRa => lazaret_abi::EVENT_ROGUE,
@@ -327,6 +337,31 @@ mod tests {
             event(&logged[1]).map(|e| e.kind),
             Some(lazaret_abi::EVENT_UNKNOWN)
         );
+    }
+
+    #[test]
+    fn a_learn_record_of_an_allowed_flow_is_a_learn_event() {
+        let learned = |prefix: &str| {
+            event(&Logged {
+                prefix: prefix.into(),
+                ..Logged::default()
+            })
+            .map(|e| (e.kind, e.reason))
+        };
+        assert_eq!(
+            learned("lazaret learn:allow_rule "),
+            Some((lazaret_abi::EVENT_LEARN, Reason::AllowRule as u8))
+        );
+        // Without a rule: the `learn` reason, a learn event too.
+        assert_eq!(
+            learned("lazaret learn "),
+            Some((lazaret_abi::EVENT_LEARN, Reason::Learn as u8))
+        );
+        assert_eq!(
+            learned("lazaret audit "),
+            Some((lazaret_abi::EVENT_AUDIT, Reason::Audit as u8))
+        );
+        assert_eq!(learned("lazaret learn:nonsense "), None);
     }
 
     #[test]

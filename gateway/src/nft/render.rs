@@ -74,12 +74,43 @@ pub struct Rendered {
     pub dev_index: BTreeMap<u64, u32>,
     /// Addresses of each device, for the quarantine address sets.
     pub dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>,
+    /// Where the named counters start (name → packets, bytes): the totals of the table this
+    /// one replaces, so the counts run on across generations (set by the daemon; empty
+    /// starts at zero).
+    pub counter_base: BTreeMap<String, (u64, u64)>,
 }
 
 /// Prefix of every nflog message the table sends: `lazaret <reason> `.
 pub const LOG_PREFIX: &str = "lazaret ";
 
-/// Named counters, one per reason the table can decide (`nft list counters`).
+/// Prefix of the learn records of allowed flows: `lazaret learn:<reason> ` (the reason the
+/// flow passed with). The XDP program reports a learn-mode device's new flows as learn
+/// events whatever their verdict; a flow without a rule is logged as `lazaret learn `.
+pub const LEARN_PREFIX: &str = "lazaret learn:";
+
+/// The dynamic set that rate-limits events per source (see [`Builder::decide`]).
+pub const EVENT_METER: &str = "event_rate";
+/// How long an idle source keeps its bucket in [`EVENT_METER`], in seconds.
+pub const EVENT_METER_TIMEOUT_S: u32 = 60;
+/// Sources [`EVENT_METER`] holds at once; a source beyond it gets no events until an
+/// entry times out.
+pub const EVENT_METER_SIZE: u32 = 65_536;
+
+/// The side names of the named counters (`deny_no_rule_devices`), as in the metrics.
+pub const SIDE_NAMES: [(u8, &str); 2] = [(SIDE_DEVICES, "devices"), (SIDE_UPSTREAM, "upstream")];
+
+/// The named counter of `reason` on `side` (`SIDE_*`): `<reason>_<side>`.
+pub fn counter_name(reason: Reason, side: u8) -> String {
+    let side = if side == SIDE_DEVICES {
+        "devices"
+    } else {
+        "upstream"
+    };
+    format!("{}_{side}", reason.name())
+}
+
+/// The reasons the table can decide; each has a named counter per side
+/// ([`counter_name`], `nft list counters`).
 pub const COUNTERS: &[Reason] = &[
     Reason::AllowRule,
     Reason::AllowFlow,
@@ -110,6 +141,9 @@ pub mod names {
     /// reported (as `audit` and `learn`).
     pub const AUDIT: &str = "audit_mode";
     pub const LEARN: &str = "learn_mode";
+    /// Addresses of learn-mode devices (`learn4`, `learn6`): their new flows are reported
+    /// even when a rule allows them.
+    pub const LEARN_ADDR: &str = "learn";
     pub const QUAR_ISOLATE: &str = "quar_isolate";
     pub const QUAR_RESTRICT: &str = "quar_restrict";
     pub const PORTS: &str = "ports";
@@ -271,6 +305,7 @@ pub fn render(
     let mut macbind_fam: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
     let mut quar = [Vec::new(), Vec::new()];
     let mut quar_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut learn_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
     for (id, d) in &devices {
         let ix = dev_index[id];
         policy_elems.push(E::List(vec![n(ix), n(d.policy)]));
@@ -279,6 +314,10 @@ pub fn render(
             audit.push(n(ix));
         } else if d.mode == MODE_LEARN {
             learn.push(n(ix));
+            if let Some((a4, a6)) = dev_addrs.get(id) {
+                learn_addr[0].extend(a4.iter().map(|a| s(a.to_string())));
+                learn_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
+            }
         }
         let q = states.quarantine(*id);
         if q != QUARANTINE_NONE {
@@ -379,6 +418,12 @@ pub fn render(
             false,
             std::mem::take(&mut quar_addr[fi]),
         );
+        b.set(
+            &f.n(LEARN_ADDR),
+            vec![f.addr],
+            false,
+            std::mem::take(&mut learn_addr[fi]),
+        );
         for (dir, dname) in [(DIR_DEVICE_INIT, "init"), (DIR_PEER_INIT, "resp")] {
             b.map(
                 &f.n(&format!("peer_{dname}_")),
@@ -409,6 +454,7 @@ pub fn render(
         objects: b.objects,
         dev_index,
         dev_addrs,
+        counter_base: BTreeMap::new(),
     })
 }
 
@@ -512,6 +558,15 @@ fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
     (ports, ports0)
 }
 
+/// The side of the packets a chain decides on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Devices,
+    Upstream,
+    /// The chains both sides share (`flow` and after).
+    Either,
+}
+
 /// Accumulates the table's objects.
 struct Builder<'o> {
     opt: &'o RenderOptions,
@@ -530,14 +585,33 @@ impl<'o> Builder<'o> {
 
     fn counters(&mut self) {
         for r in COUNTERS {
-            self.objects.push(NfListObject::Counter(Counter {
+            for (side, _) in SIDE_NAMES {
+                self.objects.push(NfListObject::Counter(Counter {
+                    family: self.opt.family.nf(),
+                    table: self.opt.table.clone().into(),
+                    name: counter_name(*r, side).into(),
+                    handle: None,
+                    packets: None,
+                    bytes: None,
+                }));
+            }
+        }
+        if self.opt.log_group.is_some() {
+            // Filled by the packet path (`update @event_rate { … }`), one bucket per source.
+            self.objects.push(NfListObject::Set(Box::new(Set {
                 family: self.opt.family.nf(),
                 table: self.opt.table.clone().into(),
-                name: r.name().into(),
+                name: EVENT_METER.into(),
                 handle: None,
-                packets: None,
-                bytes: None,
-            }));
+                set_type: SetTypeValue::Single(SetType::EtherAddr),
+                policy: None,
+                flags: Some(HashSet::from([SetFlag::Timeout])),
+                elem: None,
+                timeout: Some(EVENT_METER_TIMEOUT_S),
+                gc_interval: None,
+                size: Some(EVENT_METER_SIZE),
+                comment: None,
+            })));
         }
     }
 
@@ -610,21 +684,64 @@ impl<'o> Builder<'o> {
         }));
     }
 
-    /// A rule deciding `r` on `matches`: `counter name R` and the verdict. With `log` and an
-    /// nflog group, a rule before it logs the packet under the same matches, rate-limited
-    /// for the whole table (a separate rule: a `limit` that stops matching must not stop
-    /// the verdict).
-    fn decide(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, log: bool) {
-        if let (true, Some(g)) = (log, self.opt.log_group) {
-            let mut l = matches.clone();
-            l.push(limit(EVENT_RATE_PER_S, EVENT_BURST));
-            l.push(log_group(&format!("{LOG_PREFIX}{} ", r.name()), g));
-            self.rule(chain, l);
+    /// A rule deciding `r` on `matches`: `counter name R_SIDE` and the verdict. With `log`
+    /// and an nflog group, a rule before it logs the packet under the same matches
+    /// (a separate rule: a rate limit that stops matching must not stop the verdict).
+    /// `side` is the side of the chain's packets, or `None` in the chains both sides share:
+    /// then one rule per side, told apart by the ingress interface.
+    fn decide(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, log: bool, side: Side) {
+        if log {
+            self.log(
+                chain,
+                matches.clone(),
+                &format!("{LOG_PREFIX}{} ", r.name()),
+            );
         }
+        let verdict = if r.passes() { accept() } else { drop_() };
         let mut v = matches;
-        v.push(counter(r.name()));
-        v.push(if r.passes() { accept() } else { drop_() });
-        self.rule(chain, v);
+        // A flow passed for audit or learn is admitted like an allowed one (the XDP
+        // program's flow entry): its later packets, replies included, pass as `allow_flow`
+        // instead of being judged and reported again, each as a flow of its own.
+        if matches!(r, Reason::Audit | Reason::Learn) {
+            v.push(set_ct_mark(n(self.opt.generation)));
+        }
+        match side {
+            Side::Devices | Side::Upstream => {
+                let s = if side == Side::Devices {
+                    SIDE_DEVICES
+                } else {
+                    SIDE_UPSTREAM
+                };
+                v.push(counter(&counter_name(r, s)));
+                v.push(verdict);
+                self.rule(chain, v);
+            }
+            Side::Either => {
+                let mut d = v.clone();
+                d.push(in_set(meta(MetaKey::Iifname), DEV_IFACES));
+                d.push(counter(&counter_name(r, SIDE_DEVICES)));
+                d.push(verdict.clone());
+                self.rule(chain, d);
+                v.push(counter(&counter_name(r, SIDE_UPSTREAM)));
+                v.push(verdict);
+                self.rule(chain, v);
+            }
+        }
+    }
+
+    /// `matches`, then the packet is sent to the nflog group with `prefix`, at most
+    /// [`EVENT_RATE_PER_S`] per second (burst [`EVENT_BURST`]) per source MAC: each source
+    /// has its own bucket in [`EVENT_METER`], so a flooding device cannot use up the events
+    /// of the others (the XDP program's per-source token bucket). On the upstream side the
+    /// source MAC is the upstream router's: everything from upstream shares one bucket,
+    /// apart from every device's. No-op without an nflog group.
+    fn log(&mut self, chain: &str, mut matches: Vec<Stmt>, prefix: &str) {
+        let Some(g) = self.opt.log_group else {
+            return;
+        };
+        matches.push(update_set(payload("ether", "saddr"), EVENT_METER));
+        matches.push(log_group(prefix, g));
+        self.rule(chain, matches);
     }
 
     fn chains(&mut self, site_flags: u32, quarantine_policy: u32) {
@@ -683,22 +800,22 @@ impl<'o> Builder<'o> {
         // from_devices: rogue servers, identity, neighbor discovery, then flows.
         let c = "from_devices";
         let r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
-        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
         let r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
-        self.decide(c, r, Reason::DenyRogueDhcp, true);
+        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
         let r = vec![
             V6.is(),
             eq(payload("icmpv6", "type"), anon(vec![n(134), n(137)])),
         ];
-        self.decide(c, r, Reason::DenyRogueRa, true);
+        self.decide(c, r, Reason::DenyRogueRa, true, Side::Devices);
         self.rule(c, vec![V4.is(), jump("id4")]);
         self.rule(c, vec![V6.is(), jump("id6")]);
         let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
         let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
         if site_flags & SITE_F_NEIGHBOR != 0 {
-            self.decide(c, r, Reason::AllowNeighbor, false);
+            self.decide(c, r, Reason::AllowNeighbor, false, Side::Devices);
         } else {
-            self.decide(c, r, Reason::DenyNoRule, true);
+            self.decide(c, r, Reason::DenyNoRule, true, Side::Devices);
         }
         self.rule(c, vec![goto("flow")]);
 
@@ -723,7 +840,7 @@ impl<'o> Builder<'o> {
                 ],
             );
             let r = vec![in_set(f.saddr(), &f.n("dev"))];
-            self.decide(&c, r, Reason::DenySpoof, true);
+            self.decide(&c, r, Reason::DenySpoof, true, Side::Devices);
             let mac_if = || concat(vec![ether_saddr(), iifname()]);
             self.rule(
                 &c,
@@ -742,13 +859,13 @@ impl<'o> Builder<'o> {
                 ],
             );
             let r = vec![in_set(ether_saddr(), DEVMAC)];
-            self.decide(&c, r, Reason::DenySpoof, true);
+            self.decide(&c, r, Reason::DenySpoof, true, Side::Devices);
             let unknown = if site_flags & SITE_F_UNKNOWN_AUDIT != 0 {
                 Reason::UnknownAudit
             } else {
                 Reason::DenyUnknown
             };
-            self.decide(&c, Vec::new(), unknown, true);
+            self.decide(&c, Vec::new(), unknown, true, Side::Devices);
         }
 
         // from_upstream: attributed to the device addressed (or sending); else not ours.
@@ -758,7 +875,13 @@ impl<'o> Builder<'o> {
                 not_in_set(f.saddr(), &f.n("dev")),
                 not_in_set(f.daddr(), &f.n("dev")),
             ];
-            self.decide("from_upstream", r, Reason::PassUnmanaged, false);
+            self.decide(
+                "from_upstream",
+                r,
+                Reason::PassUnmanaged,
+                false,
+                Side::Upstream,
+            );
         }
         self.rule("from_upstream", vec![goto("flow")]);
 
@@ -774,35 +897,48 @@ impl<'o> Builder<'o> {
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
             ];
-            self.decide(c, r, Reason::AllowFlow, false);
+            self.decide(c, r, Reason::AllowFlow, false, Side::Either);
         }
         let r = vec![eq(ct("state"), s("invalid"))];
-        self.decide(c, r, Reason::DenyNoFlow, false);
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         // A new conntrack entry from a packet that cannot open a flow (`initiating`).
         let r = vec![
             eq(ct("state"), s("new")),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
             ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false);
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         let r = vec![
             eq(ct("state"), s("new")),
             V4.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
             ne(payload("icmp", "type"), n(8)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false);
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         let r = vec![
             eq(ct("state"), s("new")),
             V6.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
             ne(payload("icmpv6", "type"), n(128)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false);
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         self.rule(c, vec![V4.is(), jump("judge4")]);
         self.rule(c, vec![V6.is(), jump("judge6")]);
+        // A new flow of a learn-mode device passes with a rule: reported as a learn record
+        // all the same (a flow without a rule is logged as `learn` by its ports chain).
+        for f in [V4, V6] {
+            for end in [f.ct_saddr(), f.ct_daddr()] {
+                let r = vec![
+                    f.is(),
+                    eq(ct("state"), s("new")),
+                    in_set(end, &f.n(LEARN_ADDR)),
+                ];
+                let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
+                self.log(c, r, &prefix);
+            }
+        }
         let r = vec![set_ct_mark(n(gen))];
-        self.decide(c, r, Reason::AllowRule, false);
+        self.decide(c, r, Reason::AllowRule, false, Side::Either);
 
         // judge: `judge_policy` over the flow's original tuple, initiator's end first.
         for f in [V4, V6] {
@@ -892,7 +1028,7 @@ impl<'o> Builder<'o> {
                             goto(&format!("ports_{v}")),
                         ],
                     );
-                    self.decide(&cc, Vec::new(), reason, true);
+                    self.decide(&cc, Vec::new(), reason, true, Side::Either);
                 }
             }
         }
@@ -930,7 +1066,7 @@ impl<'o> Builder<'o> {
                     ret(),
                 ],
             );
-            self.decide(&c, Vec::new(), reason, true);
+            self.decide(&c, Vec::new(), reason, true, Side::Either);
         }
     }
 }

@@ -209,11 +209,35 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
             "{reason} not logged"
         );
     }
+    // The limit is per source: each `update @event_rate { ether saddr limit … }` carries it.
+    let limited = json(&r)["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.pointer("/add/rule/expr").and_then(|e| e.as_array()))
+        .filter(|e| e.iter().any(|s| s.get("log").is_some()))
+        .map(|e| {
+            e.iter()
+                .find_map(|s| s.get("set"))
+                .expect("every log rule updates the meter")
+                .clone()
+        })
+        .collect::<Vec<_>>();
+    assert!(!limited.is_empty());
+    for set in limited {
+        assert_eq!(
+            set,
+            serde_json::json!({
+                "op": "update",
+                "set": "@event_rate",
+                "elem": {"payload": {"protocol": "ether", "field": "saddr"}},
+                "stmt": [{"limit": {"burst": 100, "burst_unit": "packets", "per": "second", "rate": 50, "rate_unit": "packets"}}],
+            })
+        );
+    }
     assert!(
-        text.contains(
-            r#""limit":{"burst":100,"burst_unit":"packets","per":"second","rate":50,"rate_unit":"packets"}"#
-        ),
-        "no rate limit"
+        text.contains(r#""name":"event_rate""#) && text.contains(r#""timeout":60"#),
+        "the meter set"
     );
     // Without a group, no log rules: the rule count is the skeleton's.
     let quiet = RenderOptions {
@@ -256,4 +280,74 @@ fn a_swap_builds_the_new_table_unhooked_then_hooks_it_and_drops_the_old_one() {
         objs.last(),
         Some(&serde_json::json!({"delete": {"table": {"family": "inet", "name": "lazaret"}}}))
     );
+}
+
+#[test]
+fn counters_are_per_reason_and_side_and_start_from_the_replaced_table() {
+    let mut r = render(&contents(1), &DeviceStates::default(), &options()).expect("renders");
+    let text = json(&r).to_string();
+    for name in [
+        "deny_no_rule_devices",
+        "deny_no_rule_upstream",
+        "deny_spoof_devices",
+    ] {
+        assert!(text.contains(&format!(r#""name":"{name}""#)), "{name}");
+    }
+    r.counter_base
+        .insert("deny_no_rule_devices".into(), (5_000_000_000, 7));
+    let (build, _) = super::apply::swap_batches("lazaret_b", &r);
+    let mut build = super::apply::to_json(&build);
+    super::apply::start_counters_at(&mut build, &r.counter_base);
+    let c = build["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|o| {
+            o.pointer("/add/counter/name") == Some(&serde_json::json!("deny_no_rule_devices"))
+        })
+        .expect("the counter");
+    assert_eq!(
+        c.pointer("/add/counter/packets"),
+        Some(&serde_json::json!(5_000_000_000u64))
+    );
+    assert_eq!(c.pointer("/add/counter/bytes"), Some(&serde_json::json!(7)));
+    // Read back from nft's listing, values past u32 included.
+    let listed = serde_json::json!({"nftables": [
+        {"metainfo": {"version": "1.0.6"}},
+        {"counter": {"family": "inet", "name": "allow_rule_devices", "table": "lazaret", "handle": 3, "packets": 5_000_000_000u64, "bytes": 9}},
+        {"counter": {"family": "inet", "name": "allow_rule_devices", "table": "other", "handle": 3, "packets": 1, "bytes": 1}},
+    ]});
+    assert_eq!(
+        super::apply::counters_of(&listed, "lazaret"),
+        BTreeMap::from([("allow_rule_devices".to_string(), (5_000_000_000, 9))])
+    );
+}
+
+#[test]
+fn learn_mode_devices_new_allowed_flows_are_logged_as_learn_records() {
+    let text = policy_text(2).replacen(
+        "interface = \"gd\"\n",
+        "interface = \"gd\"\nmode = \"learn\"\n",
+        1,
+    );
+    let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), text)]).expect("valid");
+    let c = policy::compile(&p).expect("compiles");
+    let ix = BTreeMap::from([("gd".to_string(), 2), ("gu".to_string(), 3)]);
+    let m = c.map_contents(0, 1, &ix).expect("contents");
+    let r = render(&m, &DeviceStates::default(), &options()).expect("renders");
+    let j = json(&r);
+    let learn4 = j["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|o| o.pointer("/add/set/name") == Some(&serde_json::json!("learn4")))
+        .expect("learn4");
+    assert_eq!(
+        learn4.pointer("/add/set/elem"),
+        Some(&serde_json::json!(["10.20.0.2"])),
+        "only the learn-mode device's address"
+    );
+    assert!(j
+        .to_string()
+        .contains(r#""prefix":"lazaret learn:allow_rule ""#));
 }
