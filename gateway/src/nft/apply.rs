@@ -105,23 +105,29 @@ impl Nft {
         Ok(t.elapsed())
     }
 
-    /// Replaces the table `previous` by `r`, a table of another name, in two transactions:
+    /// Replaces the table `previous` by `r`, a table of another name, in three transactions:
     /// the first builds `r` whole but unhooked (its sets are committed, nothing judges with
-    /// it yet), the second hooks it and deletes `previous` at once. Why not one: the kernel
+    /// it yet), the second hooks it, the third deletes `previous`. Why not one: the kernel
     /// commits a new concatenated interval set's elements after the transaction's rules
     /// become visible, so a packet judged in between meets empty sets (a reload under
-    /// traffic then drops the odd packet). A failure in either step leaves `previous`
-    /// enforcing; a half-built `r` is unhooked and removed by the next apply.
+    /// traffic then drops the odd packet). Why not hook and delete at once: a new base
+    /// chain is hooked while its rules are still invisible, and with the old chain
+    /// unhooked in the same commit, the odd denied packet met only the new chain's
+    /// `accept` policy (seen under 200 reloads). With the steps apart, both tables judge
+    /// for a moment — a packet must pass both — and the new one alone after. A failure in
+    /// any step leaves `previous` enforcing; a half-built `r` is unhooked and removed by
+    /// the next apply.
     pub fn swap(&self, previous: &str, r: &Rendered) -> Result<Duration, ApplyError> {
         if previous == r.table {
             return self.apply(r);
         }
         let t = Instant::now();
-        let (build, hook) = swap_batches(previous, r);
+        let (build, hook, retire) = swap_batches(previous, r);
         let mut build = to_json(&build);
         start_counters_at(&mut build, &r.counter_base);
         self.run_json(&build)?;
         self.run(hook)?;
+        self.run(retire)?;
         Ok(t.elapsed())
     }
 
@@ -302,9 +308,12 @@ pub fn replace_batch(r: &Rendered) -> Nftables<'static> {
     b.to_nftables()
 }
 
-/// The two batches of [`Nft::swap`]: everything but the hooked base chain and its rules,
-/// then those and the deletion of `previous`.
-pub fn swap_batches(previous: &str, r: &Rendered) -> (Nftables<'static>, Nftables<'static>) {
+/// The three batches of [`Nft::swap`]: everything but the hooked base chain and its rules;
+/// those; the deletion of `previous`.
+pub fn swap_batches(
+    previous: &str,
+    r: &Rendered,
+) -> (Nftables<'static>, Nftables<'static>, Nftables<'static>) {
     let table = |name: &str| Table {
         family: r.family.nf(),
         name: name.to_string().into(),
@@ -326,9 +335,14 @@ pub fn swap_batches(previous: &str, r: &Rendered) -> (Nftables<'static>, Nftable
             build.add(o.clone());
         }
     }
-    hook.add(NfListObject::Table(table(previous)));
-    hook.delete(NfListObject::Table(table(previous)));
-    (build.to_nftables(), hook.to_nftables())
+    let mut retire = Batch::new();
+    retire.add(NfListObject::Table(table(previous)));
+    retire.delete(NfListObject::Table(table(previous)));
+    (
+        build.to_nftables(),
+        hook.to_nftables(),
+        retire.to_nftables(),
+    )
 }
 
 /// Flush and refill the four quarantine sets.

@@ -260,9 +260,10 @@ fn a_swap_builds_the_new_table_unhooked_then_hooks_it_and_drops_the_old_one() {
         },
     )
     .expect("renders");
-    let (build, hook) = super::apply::swap_batches("lazaret", &r);
+    let (build, hook, retire) = super::apply::swap_batches("lazaret", &r);
     let build = super::apply::to_json(&build).to_string();
     let hook = super::apply::to_json(&hook);
+    let retire = super::apply::to_json(&retire);
     assert!(
         !build.contains(r#""hook""#),
         "nothing hooked in the first step"
@@ -276,8 +277,12 @@ fn a_swap_builds_the_new_table_unhooked_then_hooks_it_and_drops_the_old_one() {
     assert!(objs
         .iter()
         .any(|o| o.pointer("/add/chain/hook") == Some(&serde_json::json!("prerouting"))));
+    assert!(
+        !hook.to_string().contains(r#""delete""#),
+        "the old table stays hooked until the new one is"
+    );
     assert_eq!(
-        objs.last(),
+        retire["nftables"].as_array().and_then(|a| a.last()),
         Some(&serde_json::json!({"delete": {"table": {"family": "inet", "name": "lazaret"}}}))
     );
 }
@@ -295,7 +300,7 @@ fn counters_are_per_reason_and_side_and_start_from_the_replaced_table() {
     }
     r.counter_base
         .insert("deny_no_rule_devices".into(), (5_000_000_000, 7));
-    let (build, _) = super::apply::swap_batches("lazaret_b", &r);
+    let (build, _, _) = super::apply::swap_batches("lazaret_b", &r);
     let mut build = super::apply::to_json(&build);
     super::apply::start_counters_at(&mut build, &r.counter_base);
     let c = build["nftables"]
