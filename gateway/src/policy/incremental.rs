@@ -29,7 +29,7 @@ use super::compile::{
 };
 use super::diag::{Diags, PolicyErrors, Severity};
 use super::model::{Device, Policy};
-use super::source::{SourceFile, Sources};
+use super::source::{SourceFile, Sources, Span};
 use super::{compile, load, validate};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -199,6 +199,7 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
     let mut changed: Vec<(usize, Stamp)> = Vec::new();
     let mut restamped: Vec<(usize, Stamp)> = Vec::new();
     let mut texts: Vec<(usize, SourceFile)> = Vec::new();
+    let mut regions: Vec<Region> = Vec::new();
     let mut raw_devices = Vec::new();
     for (i, (path, stamp)) in last.files.iter().enumerate() {
         let now = Stamp::of(path)?;
@@ -206,26 +207,26 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
             continue;
         }
         let text = String::from_utf8(std::fs::read(path).ok()?).ok()?;
-        if last
-            .policy
-            .sources
-            .files()
-            .get(i)
-            .is_some_and(|f| f.text == text)
-        {
+        let old = &last.policy.sources.files().get(i)?.text;
+        if *old == text {
             restamped.push((i, now));
             continue;
         }
         if !last.devices_only.get(i).copied().unwrap_or(false) {
             return None;
         }
-        let file = SourceFile::new(path.display().to_string(), text);
-        let (raw, diags, syntax) = load::parse_file(i, &file);
+        // Only the entries that changed are parsed: the rest of the file is parsed already.
+        // Blank lines stand in for the text before them, so spans are the file's offsets.
+        let r = Region::of(i, old, &text)?;
+        let mut part = "\n".repeat(r.start as usize);
+        part.push_str(text.get(r.start as usize..r.new_end as usize)?);
+        let (raw, diags, syntax) = load::parse_file(i, &SourceFile::new(String::new(), part));
         if syntax || diags.has_errors() || !raw.devices_only() {
             return None;
         }
         raw_devices.extend(raw.devices);
-        texts.push((i, file));
+        texts.push((i, SourceFile::new(path.display().to_string(), text)));
+        regions.push(r);
         changed.push((i, now));
     }
     for (i, stamp) in restamped {
@@ -237,7 +238,6 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
         return Some((last.compiled.clone(), 0));
     }
 
-    let in_changed: HashSet<u32> = changed.iter().map(|(i, _)| *i as u32).collect();
     let reuse = last.compiled.reuse.clone();
     let mut diags = Diags::default();
     let new = validate::devices_against(&last.policy, &raw_devices, &reuse.named, &mut diags);
@@ -247,7 +247,8 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
     // No id, MAC, address or id hash claimed twice: the kept devices had none among
     // themselves, so the new ones are checked against each other and the kept ones — a
     // scan, not a rebuilt index.
-    let changed_file = |d: &Device| in_changed.contains(&d.span.file);
+    let in_region = |s: &Span| regions.iter().any(|r| r.holds(s));
+    let changed_file = |d: &Device| in_region(&d.span);
     let mut claims: HashSet<Claim<'_>> = HashSet::new();
     for d in &new {
         for c in claims_of(d) {
@@ -336,14 +337,16 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
         return None;
     }
 
-    // Commit. Warnings located in the changed files are replaced by the new devices' own
-    // (a device's warning may sit in a class file, but then a note points at the device).
+    // Commit. Warnings located in the changed entries are replaced by the new devices' own
+    // (a device's warning may sit in a class file, but then a note points at the device);
+    // those after them in the same file move with the text.
     let located_in_changed = |d: &super::Diagnostic| {
         d.span
-            .into_iter()
-            .chain(d.notes.iter().map(|n| n.span))
-            .any(|s| in_changed.contains(&s.file))
+            .iter()
+            .chain(d.notes.iter().map(|n| &n.span))
+            .any(&in_region)
     };
+    let shift = |s: &mut Span| regions.iter().for_each(|r| r.shift(s));
     let fresh: Vec<_> = diags
         .items
         .into_iter()
@@ -357,6 +360,10 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
                 .cloned()
                 .collect(),
         };
+        for d in &mut out.items {
+            d.span.iter_mut().for_each(shift);
+            d.notes.iter_mut().for_each(|n| shift(&mut n.span));
+        }
         if out.items.len() == list.len() && fresh.is_empty() {
             return out.items;
         }
@@ -381,9 +388,11 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
     for (i, file) in texts {
         sources.replace(i, file);
     }
+    last.policy.devices.retain(|d| !in_region(&d.span));
     last.policy
         .devices
-        .retain(|d| !in_changed.contains(&d.span.file));
+        .iter_mut()
+        .for_each(|d| shift(&mut d.span));
     last.policy.devices.extend(new);
     last.policy.devices.sort_by(|a, b| a.id.cmp(&b.id));
     for (i, stamp) in changed {
@@ -398,6 +407,108 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
 /// Equal in what decides a device's grants and what other devices' policies read of it.
 fn same_shape(a: &Device, b: &Device) -> bool {
     a.class == b.class && a.workflows == b.workflows && a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6
+}
+
+/// The changed part of a devices file, widened to whole `[[devices]]` entries: bytes
+/// `start..old_end` of the old text became `start..new_end` of the new one; the text
+/// before and after is the same.
+struct Region {
+    file: u32,
+    start: u32,
+    old_end: u32,
+    new_end: u32,
+}
+
+impl Region {
+    /// The whole file when it cannot be cut safely: a multi-line string could hold a line
+    /// that looks like an entry header (and CRLF files are not worth the care).
+    fn of(file: usize, old: &str, new: &str) -> Option<Region> {
+        let whole = || {
+            Some(Region {
+                file: u32::try_from(file).ok()?,
+                start: 0,
+                old_end: u32::try_from(old.len()).ok()?,
+                new_end: u32::try_from(new.len()).ok()?,
+            })
+        };
+        if [old, new]
+            .iter()
+            .any(|t| t.contains("\"\"\"") || t.contains("'''") || t.contains('\r'))
+        {
+            return whole();
+        }
+        let prefix = old
+            .bytes()
+            .zip(new.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let room = old.len().min(new.len()) - prefix;
+        let suffix = old
+            .bytes()
+            .rev()
+            .zip(new.bytes().rev())
+            .take(room)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let entries = entry_starts(new);
+        // The entry the first difference is in (its header line is in the common prefix,
+        // so it is an entry header in the old text too), and the first entry after the last
+        // difference.
+        let start = entries
+            .iter()
+            .rev()
+            .copied()
+            .find(|&o| o + HEADER.len() <= prefix)
+            .unwrap_or(0);
+        let new_end = entries
+            .iter()
+            .copied()
+            .find(|&o| o >= new.len() - suffix && o > start)
+            .unwrap_or(new.len());
+        let Some(old_end) = (new_end + old.len())
+            .checked_sub(new.len())
+            .filter(|&e| e >= start)
+        else {
+            return whole();
+        };
+        Some(Region {
+            file: u32::try_from(file).ok()?,
+            start: u32::try_from(start).ok()?,
+            old_end: u32::try_from(old_end).ok()?,
+            new_end: u32::try_from(new_end).ok()?,
+        })
+    }
+
+    /// Whether `s` (in the old text) is inside the changed part.
+    fn holds(&self, s: &Span) -> bool {
+        s.file == self.file && s.start >= self.start && s.start < self.old_end
+    }
+
+    /// Moves `s` (in the old text, outside the changed part) to where it is in the new.
+    fn shift(&self, s: &mut Span) {
+        if s.file == self.file && s.start >= self.old_end {
+            let moved =
+                |o: u32| (i64::from(o) + i64::from(self.new_end) - i64::from(self.old_end)) as u32;
+            s.start = moved(s.start);
+            s.end = moved(s.end);
+        }
+    }
+}
+
+/// An entry header line, as `gen-policy`, `learn export` and people write it.
+const HEADER: &str = "[[devices]]\n";
+
+/// Offsets of the lines that are exactly `[[devices]]`.
+fn entry_starts(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line == HEADER {
+            out.push(at);
+        }
+        at += line.len();
+    }
+    out
 }
 
 /// What a device claims for itself alone.

@@ -167,7 +167,9 @@ impl Lab {
                 ip6: n % 3 == 0,
                 mac: n,
                 vlan: None,
-                life_critical: false,
+                // Life-critical monitors (their class isolates) carry warnings whose notes
+                // point into the device files: an edit before them moves those positions.
+                life_critical: n % 4 == 0,
                 file: usize::from(n) % 3,
             })
             .collect();
