@@ -381,9 +381,9 @@ fn judge_flow(
 ) -> Verdict {
     let (key, src_is_a) = flow_key(pkt);
     let now = gen.now;
-    let (found, in_est) = match LZ_EST_FLOWS.get_ptr_mut(&key) {
+    let (found, in_est) = match LZ_EST_FLOWS.get_ptr_mut(key) {
         Some(f) => (Some(f), true),
-        None => (LZ_FLOWS.get_ptr_mut(&key), false),
+        None => (LZ_FLOWS.get_ptr_mut(key), false),
     };
     if let Some(flow) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
@@ -458,7 +458,7 @@ fn judge_flow(
             ..FlowValue::default()
         };
         stamp_flow(gen, &mut flow, src_is_a, src_dev, dst_dev, &v);
-        let _ = LZ_FLOWS.insert(&key, &flow, 0);
+        let _ = LZ_FLOWS.insert(key, flow, 0);
     }
     v
 }
@@ -534,10 +534,10 @@ fn judge_related(
     );
     let dev = dev_id(src_dev, dst_dev);
     // SAFETY: see LZ_IFACE above.
-    let flow = match unsafe { LZ_EST_FLOWS.get(&key) } {
+    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
         Some(f) => Some(f),
         // SAFETY: as above.
-        None => unsafe { LZ_FLOWS.get(&key) },
+        None => unsafe { LZ_FLOWS.get(key) },
     };
     match flow {
         Some(flow)
