@@ -346,3 +346,99 @@ fn established_table_flows_are_rejudged_on_a_generation_swap_and_a_quarantine() 
         "the cut flows were removed"
     );
 }
+
+/// `FlowValue` as ABI 2 wrote it (one flow table, 48 bytes): what an upgrade finds pinned.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FlowValueAbi2 {
+    last_seen_ns: u64,
+    generation: u64,
+    dev_a: u64,
+    dev_b: u64,
+    epoch_a: u32,
+    epoch_b: u32,
+    rule: u32,
+    state: u8,
+    initiator: u8,
+    reason: u8,
+    _pad: u8,
+}
+// SAFETY: repr(C), integer fields only, no implicit padding (48 bytes, asserted below).
+unsafe impl aya::Pod for FlowValueAbi2 {}
+const _: () = assert!(std::mem::size_of::<FlowValueAbi2>() == 48);
+
+#[test]
+fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
+    use aya::maps::{HashMap, MapData};
+    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
+    let old_dir = bpffs.path.join("v2");
+    std::fs::create_dir_all(&old_dir).expect("pin dir");
+    // The device's session to the server, established under ABI 2's generation 1; the
+    // server (10.10.0.20) is the lower endpoint, so it is `a` and the device `b`.
+    let sport = 40020;
+    let key = FlowKey {
+        addr_a: {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&SERVER.octets());
+            a
+        },
+        addr_b: {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&DEV_IP.octets());
+            b
+        },
+        port_a: 2575,
+        port_b: sport,
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
+    let old_value = FlowValueAbi2 {
+        // Recent on the kernel's clock: the monotonic clock of BPF, read through the
+        // same source as bpf_ktime_get_ns.
+        last_seen_ns: monotonic_ns(),
+        generation: 1,
+        dev_a: 0,
+        dev_b: dev_id(),
+        epoch_a: 0,
+        epoch_b: 0,
+        rule: 0,
+        state: FLOW_ESTABLISHED,
+        initiator: 1,
+        reason: Reason::AllowRule as u8,
+        _pad: 0,
+    };
+    let mut old: HashMap<MapData, FlowKey, FlowValueAbi2> =
+        HashMap::create(16, 0).expect("create an ABI 2 flow table");
+    old.insert(key, old_value, 0).expect("insert");
+    old.pin(old_dir.join(MAP_FLOWS)).expect("pin");
+
+    let mut dp = loaded();
+    assert_eq!(dp.migrate_flows(&old_dir).expect("migrate"), 1);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::New, FLOW_ESTABLISHED)),
+        "an ABI 2 flow lands in the new table, its state kept"
+    );
+    // Mid-stream, no handshake: re-judged under the current generation, allowed, and
+    // promoted (it was confirmed under ABI 2).
+    let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    assert_eq!(dp.test_run(&ack).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES), 1);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+}
+
+/// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns reads the same clock.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
