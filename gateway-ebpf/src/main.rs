@@ -50,6 +50,12 @@ static LZ_PORTS: LpmTrie<PortKey, RuleRef> = LpmTrie::with_max_entries(2 * MAX_P
 #[map]
 static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 #[map]
+static LZ_EST_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_EST_FLOWS, 0);
+#[map]
+static LZ_PROMOTE: LruHashMap<u64, TokenBucket> =
+    LruHashMap::with_max_entries(MAX_PROMOTE_BUCKETS, 0);
+#[map]
 static LZ_FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 #[map]
 static LZ_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
@@ -362,7 +368,10 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
 }
 
 /// Stateful part: known flows pass (re-judged after a policy or epoch change), new
-/// initiating packets are judged against the policy and open a flow.
+/// initiating packets are judged against the policy and open a flow in the new table.
+/// The established table is looked up first, so a confirmed session costs one lookup; a
+/// confirmed flow still in the new table asks to be promoted (see `lazaret_abi`, *Flow
+/// tables*).
 #[inline(always)]
 fn judge_flow(
     gen: &Gen,
@@ -372,18 +381,25 @@ fn judge_flow(
 ) -> Verdict {
     let (key, src_is_a) = flow_key(pkt);
     let now = gen.now;
-    if let Some(flow) = LZ_FLOWS.get_ptr_mut(key) {
+    let (found, in_est) = match LZ_EST_FLOWS.get_ptr_mut(key) {
+        Some(f) => (Some(f), true),
+        None => (LZ_FLOWS.get_ptr_mut(key), false),
+    };
+    if let Some(flow) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
         if now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
             if flow_is_current(gen, flow) {
                 flow.last_seen_ns = now;
-                advance_tcp(flow, pkt, initiator_is_src);
+                advance_flow(flow, pkt, initiator_is_src);
                 let mut v = Verdict::new(Reason::AllowFlow);
                 v.dev = dev_id(src_dev, dst_dev);
                 v.rule = flow.rule;
                 v.report = false;
+                if !in_est {
+                    promote(gen, &key, flow);
+                }
                 return v;
             }
             // Policy or device state changed since the flow was admitted: judge its
@@ -410,17 +426,20 @@ fn judge_flow(
             if v.reason.passes() {
                 stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
                 flow.last_seen_ns = now;
-                advance_tcp(flow, pkt, initiator_is_src);
+                advance_flow(flow, pkt, initiator_is_src);
                 let mut out = Verdict::new(Reason::AllowFlow);
                 out.dev = v.dev;
                 out.rule = v.rule;
                 out.report = false;
+                if !in_est {
+                    promote(gen, &key, flow);
+                }
                 return out;
             }
-            let _ = LZ_FLOWS.remove(key);
+            remove_flow(&key, in_est);
             return v;
         }
-        let _ = LZ_FLOWS.remove(key);
+        remove_flow(&key, in_est);
     }
 
     if !pkt.initiating() {
@@ -442,6 +461,47 @@ fn judge_flow(
         let _ = LZ_FLOWS.insert(key, flow, 0);
     }
     v
+}
+
+#[inline(always)]
+fn remove_flow(key: &FlowKey, in_est: bool) {
+    let _ = if in_est {
+        LZ_EST_FLOWS.remove(key)
+    } else {
+        LZ_FLOWS.remove(key)
+    };
+}
+
+/// Moves a confirmed flow of the new table into the established table, if the device it is
+/// charged to has a promotion token; otherwise it stays (working, unprotected) and asks
+/// again on its next packet. Call last: `flow` points into the new table's entry, which the
+/// move frees.
+#[inline(always)]
+fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
+    if flow.state != FLOW_ESTABLISHED {
+        return;
+    }
+    let (init, resp) = if flow.initiator == 0 {
+        (flow.dev_a, flow.dev_b)
+    } else {
+        (flow.dev_b, flow.dev_a)
+    };
+    let charged = if init != 0 { init } else { resp };
+    let site = &gen.site;
+    if !take_token(
+        gen,
+        &LZ_PROMOTE,
+        charged,
+        site.promote_rate,
+        site.promote_burst,
+    ) {
+        return;
+    }
+    // Insert first, then remove: a packet on another CPU meanwhile finds the flow in one
+    // table or the other (the established one is looked up first), never in neither.
+    if LZ_EST_FLOWS.insert(key, flow, 0).is_ok() {
+        let _ = LZ_FLOWS.remove(key);
+    }
 }
 
 /// The destination's device: already looked up on the upstream side, deferred to here on
@@ -474,7 +534,12 @@ fn judge_related(
     );
     let dev = dev_id(src_dev, dst_dev);
     // SAFETY: see LZ_IFACE above.
-    match unsafe { LZ_FLOWS.get(key) } {
+    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
+        Some(f) => Some(f),
+        // SAFETY: as above.
+        None => unsafe { LZ_FLOWS.get(key) },
+    };
+    match flow {
         Some(flow)
             if gen.now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) =>
         {
@@ -717,17 +782,32 @@ fn epoch(dev: u64) -> u32 {
     }
 }
 
+/// The flow's state after this packet. A datagram flow is confirmed (established) by a
+/// packet back from its responder. A TCP flow is confirmed only by the initiator's ACK of
+/// the responder's SYN-ACK: a SYN flood towards a live host gets SYN-ACKs back, but never
+/// that ACK, because the SYN-ACKs go to the spoofed sources (and a blind ACK would have to
+/// guess the ISN).
 #[inline(always)]
-fn advance_tcp(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
+fn advance_flow(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
     if pkt.proto != PROTO_TCP {
         if !from_initiator {
             flow.state = FLOW_ESTABLISHED;
         }
         return;
     }
+    const SYN_ACK: u8 = parse::TCP_SYN | parse::TCP_ACK;
+    let handshake = pkt.tcp_flags & SYN_ACK;
     if pkt.tcp_flags & (parse::TCP_FIN | parse::TCP_RST) != 0 {
         flow.state = FLOW_CLOSING;
-    } else if !from_initiator && pkt.tcp_flags & parse::TCP_ACK != 0 && flow.state == FLOW_NEW {
+    } else if !from_initiator {
+        if handshake == SYN_ACK && (flow.state == FLOW_NEW || flow.state == FLOW_RESPONDED) {
+            flow.state = FLOW_RESPONDED;
+            flow.resp_isn = pkt.tcp_seq;
+        }
+    } else if flow.state == FLOW_RESPONDED
+        && handshake == parse::TCP_ACK
+        && pkt.tcp_ack == flow.resp_isn.wrapping_add(1)
+    {
         flow.state = FLOW_ESTABLISHED;
     }
 }
@@ -852,13 +932,20 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     c.last_seen_ns = gen.now;
 }
 
-/// Takes one event token for the source; a flooding device exhausts only its own bucket.
+/// Takes one token of `source`'s bucket in `buckets` (events, promotions): a flooding
+/// device exhausts only its own bucket.
 #[inline(always)]
-fn take_token(gen: &Gen, source: u64) -> bool {
+fn take_token(
+    gen: &Gen,
+    buckets: &LruHashMap<u64, TokenBucket>,
+    source: u64,
+    rate: u32,
+    burst: u32,
+) -> bool {
     let now = gen.now;
-    let rate = gen.site.event_rate as u64;
-    let burst_milli = (gen.site.event_burst as u64) * 1000;
-    match LZ_EV_BUCKET.get_ptr_mut(source) {
+    let rate = rate as u64;
+    let burst_milli = (burst as u64) * 1000;
+    match buckets.get_ptr_mut(source) {
         Some(b) => {
             // SAFETY: pointer from a successful lookup; races between CPUs only blur the
             // rate a little, never overflow it badly.
@@ -891,7 +978,7 @@ fn take_token(gen: &Gen, source: u64) -> bool {
                 tokens_milli: burst_milli.saturating_sub(1000),
                 last_ns: now,
             };
-            let _ = LZ_EV_BUCKET.insert(source, b, 0);
+            let _ = buckets.insert(source, b, 0);
             burst_milli >= 1000
         }
     }
@@ -916,7 +1003,13 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
             | (src_mac[4] as u64) << 8
             | src_mac[5] as u64
     };
-    if !take_token(gen, source) {
+    if !take_token(
+        gen,
+        &LZ_EV_BUCKET,
+        source,
+        gen.site.event_rate,
+        gen.site.event_burst,
+    ) {
         bump(&LZ_EV_STATS, EV_STAT_RATE_LIMITED, 1);
         return;
     }

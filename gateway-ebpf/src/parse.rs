@@ -60,6 +60,9 @@ pub struct Pkt {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP sequence and acknowledgment numbers (confirming a handshake, see judge_flow).
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
     pub icmp_type: u8,
     /// NS/NA target address.
     pub nd_target: [u8; 16],
@@ -176,6 +179,8 @@ pub fn parse(
     pkt.sport = 0;
     pkt.dport = 0;
     pkt.tcp_flags = 0;
+    pkt.tcp_seq = 0;
+    pkt.tcp_ack = 0;
     pkt.icmp_type = 0;
     pkt.frag = Frag::None;
     pkt.frag_id = 0;
@@ -366,6 +371,8 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
                 return Err(Reason::DenyMalformed);
             }
             pkt.tcp_flags = hdr[13];
+            pkt.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            pkt.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         }
         PROTO_UDP => {
             let hdr: [u8; 4] = read(ctx, at).map_err(|_| short)?;

@@ -280,14 +280,27 @@ fn clear_state(dp: &mut Datapath, devices: &[u64]) -> Result<(), DatapathError> 
         dp.set_device_state(*id, lazaret_abi::DevState::default())?;
     }
     use aya::maps::HashMap;
-    use lazaret_abi::{FlowKey, FlowValue, FragKey, FragValue, MAP_FLOWS, MAP_FRAGS};
+    use lazaret_abi::{
+        FlowKey, FlowValue, FragKey, FragValue, TokenBucket, MAP_EST_FLOWS, MAP_FLOWS, MAP_FRAGS,
+        MAP_PROMOTE,
+    };
     let ebpf = dp.ebpf_mut();
-    if let Some(map) = ebpf.map_mut(MAP_FLOWS) {
-        let mut flows: HashMap<_, FlowKey, FlowValue> =
-            HashMap::try_from(map).map_err(DatapathError::map(MAP_FLOWS))?;
-        let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    for name in [MAP_FLOWS, MAP_EST_FLOWS] {
+        if let Some(map) = ebpf.map_mut(name) {
+            let mut flows: HashMap<_, FlowKey, FlowValue> =
+                HashMap::try_from(map).map_err(DatapathError::map(name))?;
+            let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let _ = flows.remove(&k);
+            }
+        }
+    }
+    if let Some(map) = ebpf.map_mut(MAP_PROMOTE) {
+        let mut buckets: HashMap<_, u64, TokenBucket> =
+            HashMap::try_from(map).map_err(DatapathError::map(MAP_PROMOTE))?;
+        let keys: Vec<u64> = buckets.keys().filter_map(Result::ok).collect();
         for k in keys {
-            let _ = flows.remove(&k);
+            let _ = buckets.remove(&k);
         }
     }
     if let Some(map) = ebpf.map_mut(MAP_FRAGS) {

@@ -201,6 +201,13 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], proto: u8, payload: &[u8
     h
 }
 
+/// Sequence number of every segment the builders make (unless given).
+pub const TCP_SEQ: u32 = 1;
+/// Acknowledgment number of every segment the builders make (unless given): `TCP_SEQ + 1`,
+/// so a handshake built from them (SYN, SYN-ACK, ACK) confirms its flow in the datapath,
+/// which checks that the initiator's ACK acknowledges the responder's ISN.
+pub const TCP_ACK_NUM: u32 = TCP_SEQ + 1;
+
 pub fn tcp(sport: u16, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
     tcp_with_offset(sport, dport, flags, 5, data)
 }
@@ -212,11 +219,34 @@ pub fn tcp_with_offset(
     offset_words: u8,
     data: &[u8],
 ) -> Vec<u8> {
+    tcp_segment(
+        sport,
+        dport,
+        flags,
+        (TCP_SEQ, TCP_ACK_NUM),
+        offset_words,
+        data,
+    )
+}
+
+/// A TCP segment with the given (sequence, acknowledgment) numbers.
+pub fn tcp_seq_ack(sport: u16, dport: u16, flags: u8, seq_ack: (u32, u32), data: &[u8]) -> Vec<u8> {
+    tcp_segment(sport, dport, flags, seq_ack, 5, data)
+}
+
+fn tcp_segment(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    (seq, ack): (u32, u32),
+    offset_words: u8,
+    data: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + data.len());
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&1u32.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
     t.push(offset_words << 4);
     t.push(flags);
     t.extend_from_slice(&0xffffu16.to_be_bytes());

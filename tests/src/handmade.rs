@@ -92,6 +92,8 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
             quarantine_policy: 1,
             event_rate: EVENT_RATE_PER_S,
             event_burst: EVENT_BURST,
+            promote_rate: PROMOTE_RATE_PER_S,
+            promote_burst: PROMOTE_BURST,
         },
         dev_mac: vec![(
             MacKey {

@@ -4,6 +4,13 @@
 //! reason must be equal. Frames mix valid conversations (requests and replies on the
 //! opposite side, so flow state is exercised), every identity in the policy, spoofed and
 //! unknown sources, VLAN stacks, fragments, quarantine changes and byte-level corruption.
+//!
+//! The flow tables are compared too: after every case, the keys of `LZ_EST_FLOWS` and
+//! `LZ_FLOWS` must be the flows the twin holds in its established and new tables. The
+//! promotion budget is set to a burst of [`PROMOTE_BURST_UNDER_TEST`] per device and no
+//! refill (the twin has no clock), so flows confirmed beyond it stay in the new table and
+//! that path is exercised as well as promotion itself; some handshakes end with an ACK
+//! that does not acknowledge the SYN-ACK, which must not confirm the flow.
 
 use std::{
     cell::RefCell,
@@ -13,7 +20,7 @@ use std::{
 };
 
 use lazaret::{
-    datapath::{Datapath, LoadOptions, MapContents},
+    datapath::{Datapath, FlowTable, LoadOptions, MapContents},
     model::Model,
     policy::{self, MapIndex},
 };
@@ -22,6 +29,9 @@ use lazaret_tests::frames::*;
 use proptest::{prelude::*, test_runner::TestRunner};
 
 const LO: u32 = 1;
+
+/// Promotions each device gets in this test (and no refill).
+const PROMOTE_BURST_UNDER_TEST: u32 = 3;
 
 /// Identities and addresses the generator draws from.
 #[derive(Debug, Clone)]
@@ -110,6 +120,8 @@ struct Spec {
     /// are the device's VLAN; 2 untagged frames are VLAN 40; 3 a port of `pumps0`'s bridge;
     /// 4 both 1 and 3.
     iface: u8,
+    /// TCP ACKs (without SYN) acknowledge a number the SYN-ACK did not send.
+    bad_ack: bool,
 }
 
 /// The interface configuration a spec's frames arrive with (see [`Spec::iface`]).
@@ -153,9 +165,10 @@ fn spec() -> impl Strategy<Value = Spec> {
             prop_oneof![12 => Just(None), 1 => (0u8..3).prop_map(Some)],
             prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 1 => Just(4u8), 1 => Just(5u8), 1 => Just(6u8)],
             prop_oneof![3 => Just(false), 1 => Just(true)],
+            prop_oneof![4 => Just(false), 1 => Just(true)],
         ),
     )
-        .prop_map(|((upstream, device, identity, peer, v6, iface), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform, conversation))| Spec {
+        .prop_map(|((upstream, device, identity, peer, v6, iface), (proto, port, sport, flags, icmp_type), (tags, frag, reply, corrupt, truncate, quarantine, malform, conversation, bad_ack))| Spec {
             upstream,
             device,
             identity,
@@ -175,6 +188,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             truncate,
             quarantine,
             iface,
+            bad_ack,
         })
 }
 
@@ -237,7 +251,14 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
           -> Vec<u8> {
         let l4 = match proto {
             PROTO_TCP if s.malform == 2 => tcp_with_offset(sport, dport, flags, 4, b"data"),
-            PROTO_TCP => tcp(sport, dport, flags, b"data"),
+            PROTO_TCP => {
+                let ack = if s.bad_ack && flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
+                    TCP_ACK_NUM.wrapping_add(0x1234_5678)
+                } else {
+                    TCP_ACK_NUM
+                };
+                tcp_seq_ack(sport, dport, flags, (TCP_SEQ, ack), b"data")
+            }
             PROTO_UDP => udp(sport, dport, b"data"),
             PROTO_ICMP | PROTO_ICMPV6 => {
                 if icmp_type == 135 || icmp_type == 136 {
@@ -533,14 +554,18 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
     let mut dp =
         Datapath::load(&LoadOptions::default()).expect("load the XDP program (needs root)");
     let slot = dp.next_slot().expect("slot");
-    let contents = compiled
+    let mut contents = compiled
         .map_contents(slot, 1, &ifindexes)
         .expect("map contents");
+    contents.site.promote_rate = 0;
+    contents.site.promote_burst = PROMOTE_BURST_UNDER_TEST;
     dp.install(&contents).expect("install");
     let pools = pools(&contents);
     let model = RefCell::new(Model::new(MapIndex::new(&contents)));
     let dp = RefCell::new(dp);
     let frames_seen = RefCell::new(0usize);
+    let promoted = RefCell::new(0usize);
+    let unpromoted = RefCell::new(0usize);
 
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 160,
@@ -581,6 +606,26 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
                 prop_assert_eq!(action, expected_action, "action for {:?}", twin.reason);
             }
         }
+        let all = dp.flows().expect("read the flow tables");
+        let mut held: Vec<(FlowTable, FlowKey)> =
+            all.iter().map(|(table, key, _)| (*table, *key)).collect();
+        held.sort();
+        let twin = model.flow_tables();
+        if held != twin {
+            let only_xdp: Vec<_> = held.iter().filter(|f| !twin.contains(f)).collect();
+            let only_twin: Vec<_> = twin.iter().filter(|f| !held.contains(f)).collect();
+            return Err(TestCaseError::fail(format!(
+                "flow tables differ: only in XDP {only_xdp:?}, only in the twin {only_twin:?}"
+            )));
+        }
+        *promoted.borrow_mut() = held
+            .iter()
+            .filter(|(t, _)| *t == FlowTable::Established)
+            .count();
+        *unpromoted.borrow_mut() = all
+            .iter()
+            .filter(|(t, _, v)| *t == FlowTable::New && v.state == FLOW_ESTABLISHED)
+            .count();
         Ok(())
     });
     let n = *frames_seen.borrow();
@@ -588,5 +633,20 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
         panic!("after {n} frames: {e}");
     }
     assert!(n >= 2000, "only {n} frames were compared");
-    eprintln!("{n} frames: XDP and the reference twin agree");
+    let promoted = *promoted.borrow();
+    let budget = contents.devices.len() * PROMOTE_BURST_UNDER_TEST as usize;
+    let unpromoted = *unpromoted.borrow();
+    assert!(promoted > 0, "no flow was ever promoted");
+    assert!(
+        unpromoted > 0,
+        "no confirmed flow was ever left in the new table by an empty budget"
+    );
+    assert!(
+        promoted <= budget,
+        "{promoted} flows promoted, more than {budget} (the devices' whole budget)"
+    );
+    eprintln!(
+        "{n} frames: XDP and the reference twin agree; {promoted} flows in the established table, \
+         {unpromoted} confirmed beyond their device's budget in the new table"
+    );
 }

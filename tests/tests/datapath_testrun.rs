@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use lazaret::datapath::Datapath;
+use lazaret::datapath::{Datapath, FlowTable};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
@@ -180,4 +180,265 @@ fn isolating_a_device_cuts_its_established_flow() {
     .expect("state");
     assert_eq!(dp.test_run(&ack).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 1);
+}
+
+// === The two flow tables ===
+
+/// (table, state) of the flow between the device's `sport` and the server's 2575.
+fn flow_of(dp: &mut Datapath, sport: u16) -> Option<(FlowTable, u8)> {
+    dp.flows()
+        .expect("flows")
+        .into_iter()
+        .find(|(_, k, _)| k.proto == PROTO_TCP && (k.port_a == sport || k.port_b == sport))
+        .map(|(t, _, v)| (t, v.state))
+}
+
+#[test]
+fn a_tcp_flow_is_confirmed_only_by_the_initiators_ack_of_the_syn_ack() {
+    let mut dp = loaded();
+    let sport = 40010;
+    let from_device = |flags, ack| {
+        let l4 = tcp_seq_ack(sport, 2575, flags, (TCP_SEQ, ack), b"data");
+        ethernet(
+            GW_MAC,
+            DEV_MAC,
+            &[],
+            ETH_IPV4,
+            &ipv4(DEV_IP, SERVER, 6, &l4, &Ipv4Opts::default()),
+        )
+    };
+    let synack = tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        sport,
+        TCP_SYN | TCP_ACK,
+    );
+    assert_eq!(
+        dp.test_run(&from_device(TCP_SYN, 0)).expect("run"),
+        XDP_PASS
+    );
+    assert_eq!(flow_of(&mut dp, sport), Some((FlowTable::New, FLOW_NEW)));
+    // The responder's SYN-ACK alone confirms nothing: a SYN flood towards a live host
+    // gets those.
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&synack).expect("run"), XDP_PASS);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::New, FLOW_RESPONDED))
+    );
+    // An ACK of another number (a blind guess) passes, as any packet of the flow, but
+    // does not confirm it.
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    assert_eq!(
+        dp.test_run(&from_device(TCP_ACK, 0x7777)).expect("run"),
+        XDP_PASS
+    );
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::New, FLOW_RESPONDED))
+    );
+    // The ACK of the SYN-ACK's ISN confirms it: it moves to the established table.
+    assert_eq!(
+        dp.test_run(&from_device(TCP_ACK, TCP_SEQ + 1))
+            .expect("run"),
+        XDP_PASS
+    );
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+    assert_eq!(
+        dp.flows().expect("flows").len(),
+        1,
+        "the flow left the new table when it was promoted"
+    );
+    // Both directions keep passing through the established entry.
+    assert_eq!(
+        dp.test_run(&from_device(TCP_ACK, TCP_SEQ + 1))
+            .expect("run"),
+        XDP_PASS
+    );
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let data_back = tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, sport, TCP_ACK);
+    assert_eq!(dp.test_run(&data_back).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), 2);
+}
+
+/// Opens and confirms the device's flow from `sport` to the server.
+fn confirmed(dp: &mut Datapath, sport: u16) {
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
+    assert_eq!(dp.test_run(&syn).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let synack = tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        sport,
+        TCP_SYN | TCP_ACK,
+    );
+    assert_eq!(dp.test_run(&synack).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    assert_eq!(dp.test_run(&ack).expect("run"), XDP_PASS);
+    assert_eq!(
+        flow_of(dp, sport),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+}
+
+#[test]
+fn established_table_flows_are_rejudged_on_a_generation_swap_and_a_quarantine() {
+    let mut dp = loaded();
+    confirmed(&mut dp, 40011);
+    confirmed(&mut dp, 40012);
+    let ack = |sport| tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    // Same rules, new generation: re-judged, kept, still in the established table.
+    let slot = dp.next_slot().expect("slot");
+    dp.install(&contents(slot, 2)).expect("install");
+    assert_eq!(dp.test_run(&ack(40011)).expect("run"), XDP_PASS);
+    assert_eq!(
+        flow_of(&mut dp, 40011),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+    // An ICMP error quoting a confirmed flow passes.
+    let inner = ipv4(
+        DEV_IP,
+        SERVER,
+        6,
+        &tcp(40011, 2575, TCP_ACK, &[]),
+        &Ipv4Opts::default(),
+    );
+    let mut msg = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    msg.extend_from_slice(&inner[..28]);
+    let router = Ipv4Addr::new(10, 10, 0, 1);
+    let frag_needed = ethernet(
+        DEV_MAC,
+        GW_MAC,
+        &[],
+        ETH_IPV4,
+        &ipv4(router, DEV_IP, 1, &msg, &Ipv4Opts::default()),
+    );
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&frag_needed).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    // Isolation bumps the epoch: both confirmed flows are re-judged and cut, and leave
+    // the established table.
+    dp.set_device_state(
+        dev_id(),
+        DevState {
+            epoch: 1,
+            quarantine: QUARANTINE_ISOLATE,
+            _pad: [0; 3],
+        },
+    )
+    .expect("state");
+    assert_eq!(dp.test_run(&ack(40011)).expect("run"), XDP_DROP);
+    assert_eq!(dp.test_run(&ack(40012)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 2);
+    assert!(
+        dp.flows().expect("flows").is_empty(),
+        "the cut flows were removed"
+    );
+}
+
+/// `FlowValue` as ABI 2 wrote it (one flow table, 48 bytes): what an upgrade finds pinned.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FlowValueAbi2 {
+    last_seen_ns: u64,
+    generation: u64,
+    dev_a: u64,
+    dev_b: u64,
+    epoch_a: u32,
+    epoch_b: u32,
+    rule: u32,
+    state: u8,
+    initiator: u8,
+    reason: u8,
+    _pad: u8,
+}
+// SAFETY: repr(C), integer fields only, no implicit padding (48 bytes, asserted below).
+unsafe impl aya::Pod for FlowValueAbi2 {}
+const _: () = assert!(std::mem::size_of::<FlowValueAbi2>() == 48);
+
+#[test]
+fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
+    use aya::maps::{HashMap, MapData};
+    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
+    let old_dir = bpffs.path.join("v2");
+    std::fs::create_dir_all(&old_dir).expect("pin dir");
+    // The device's session to the server, established under ABI 2's generation 1; the
+    // server (10.10.0.20) is the lower endpoint, so it is `a` and the device `b`.
+    let sport = 40020;
+    let key = FlowKey {
+        addr_a: {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&SERVER.octets());
+            a
+        },
+        addr_b: {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&DEV_IP.octets());
+            b
+        },
+        port_a: 2575,
+        port_b: sport,
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
+    let old_value = FlowValueAbi2 {
+        // Recent on the kernel's clock: the monotonic clock of BPF, read through the
+        // same source as bpf_ktime_get_ns.
+        last_seen_ns: monotonic_ns(),
+        generation: 1,
+        dev_a: 0,
+        dev_b: dev_id(),
+        epoch_a: 0,
+        epoch_b: 0,
+        rule: 0,
+        state: FLOW_ESTABLISHED,
+        initiator: 1,
+        reason: Reason::AllowRule as u8,
+        _pad: 0,
+    };
+    let mut old: HashMap<MapData, FlowKey, FlowValueAbi2> =
+        HashMap::create(16, 0).expect("create an ABI 2 flow table");
+    old.insert(key, old_value, 0).expect("insert");
+    old.pin(old_dir.join(MAP_FLOWS)).expect("pin");
+
+    let mut dp = loaded();
+    assert_eq!(dp.migrate_flows(&old_dir).expect("migrate"), 1);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::New, FLOW_ESTABLISHED)),
+        "an ABI 2 flow lands in the new table, its state kept"
+    );
+    // Mid-stream, no handshake: re-judged under the current generation, allowed, and
+    // promoted (it was confirmed under ABI 2).
+    let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    assert_eq!(dp.test_run(&ack).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES), 1);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+}
+
+/// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns reads the same clock.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

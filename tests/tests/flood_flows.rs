@@ -1,36 +1,66 @@
-//! A random-source flood into the flow table, through the real XDP program
-//! (BPF_PROG_TEST_RUN): a workflow lets any host of 10.10.0.0/16 open TCP 2575 to the
-//! monitor, and an attacker in that prefix sends SYNs from one and a half times as many
-//! random sources as the flow table holds (`MAX_FLOWS`). Each opens a flow, so the table
-//! must evict. Meanwhile the monitor's own sessions to its server are of two kinds: active
-//! (a packet every `TOUCH_EVERY` flood packets, like a live HL7 feed) and idle (silent
-//! during the flood). Afterwards a mid-stream packet of each session shows whether its flow
-//! is still there (`AllowFlow`) or was evicted (`DenyNoFlow`: the session is cut).
+//! Floods into the flow tables, through the real XDP program (BPF_PROG_TEST_RUN).
 //!
-//! What the LRU guarantees (measured here, see docs/reliability.md): the kernel's LRU hash
-//! evicts among entries not recently used, so active sessions survive a flood; idle ones
-//! are evicted once the flood has written more than the table holds. Nothing reserves room
-//! for managed devices' flows: protection would need a per-device flow quota in the
-//! datapath (new flows of a device beyond its quota denied instead of evicting others).
+//! The lab: the monitor `mon-icu-01` holds `SESSIONS` HL7 sessions to its server, fully
+//! established (SYN, SYN-ACK, ACK), so they sit in the established table. Half are active
+//! (a packet every `TOUCH_EVERY` flood packets, like a live HL7 feed), half idle (silent
+//! during the flood). After each flood a mid-stream packet of every session shows whether
+//! its flow is still there (`AllowFlow`) or was evicted (`DenyNoFlow`: the session is cut).
+//!
+//! 1. `random_source_flood_keeps_established_sessions`: a workflow lets any host of
+//!    10.10.0.0/16 open TCP 2575 to the monitor, and an attacker in that prefix sends SYNs
+//!    from one and a half times as many random sources as the new table holds (`MAX_FLOWS`),
+//!    so that table must evict. Two shapes: a bare SYN flood, and one where the monitor, a
+//!    live host, answers each SYN with its SYN-ACK and the attacker follows with a blind ACK
+//!    (it cannot see the SYN-ACK, sent to the spoofed source, so it guesses the number):
+//!    three packets per flow, every flood entry referenced like a real session's.
+//! 2. `one_device_cannot_flush_the_established_table`: a compromised anesthesia machine
+//!    (`vent-or-01`) sends DNS queries from random source ports to its resolvers, and every
+//!    query is answered: one and a half times the established table (`MAX_EST_FLOWS`) of
+//!    *confirmed* flows from one device. Run twice: with the ABI's promotion budget, and with
+//!    the budget lifted, which shows it is the budget that protects the others' sessions.
+//!
+//! What is guaranteed (see `lazaret_abi`, *Flow tables*, and docs/reliability.md): flows
+//! that were never confirmed (no SYN-ACK acknowledged by the initiator, no reply) never
+//! enter the established table, so no flood of them evicts an established session, idle or
+//! not; one device puts at most `PROMOTE_BURST + PROMOTE_RATE_PER_S × t` flows into the
+//! established table in `t` seconds, so it needs longer than the established-TCP timeout to
+//! cycle it. The new table is still an LRU: a half-open handshake of a managed device can be
+//! evicted by a flood (the connection attempt is retried by its TCP stack).
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Instant};
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use lazaret::{
-    datapath::{Datapath, LoadOptions},
+    datapath::{Datapath, FlowTable, LoadOptions},
     policy,
 };
-use lazaret_abi::{Reason, MAX_FLOWS, SIDE_DEVICES, SIDE_UPSTREAM};
+use lazaret_abi::{
+    Reason, FLOW_ESTABLISHED, MAP_EST_FLOWS, MAP_FLOWS, MAX_EST_FLOWS, MAX_FLOWS, PROMOTE_BURST,
+    PROMOTE_RATE_PER_S, SIDE_DEVICES, SIDE_UPSTREAM,
+};
 use lazaret_tests::{
     daemon::monitor_policy,
-    frames::{tcp4, Mac, TCP_ACK, TCP_SYN},
+    frames::{
+        ethernet, ipv4, tcp4, tcp_seq_ack, udp4, Ipv4Opts, Mac, ETH_IPV4, TCP_ACK, TCP_SEQ, TCP_SYN,
+    },
     reliability::record_figure,
 };
 
 const MONITOR: Mac = [0x02, 0, 0, 0, 0, 0x11];
+const VENT: Mac = [0x02, 0, 0, 0, 0, 0x21];
 const GW: Mac = [0x02, 0, 0, 0, 0, 0xfe];
 const SESSIONS: u16 = 32;
 const TOUCH_EVERY: u64 = 4096;
+
+fn monitor_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 20, 0, 11)
+}
+fn vent_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 20, 0, 21)
+}
+fn server_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, 0, 20)
+}
 
 fn lab_policy() -> String {
     let rules = r#"
@@ -50,8 +80,39 @@ peer = "10.10.0.0/16"
 proto = "tcp"
 ports = [2575]
 initiator = "peer"
+
+[workflows.dns-lookups]
+description = "Name lookups at the site's four resolvers (CLINICAL-FLOWS row 15)"
+[[workflows.dns-lookups.rules]]
+device = "class:anesthesia-machine"
+peer = "10.10.0.52/30"
+proto = "udp"
+ports = [53]
+
+[classes.anesthesia-machine]
+description = "Anesthesia machines"
+workflows = ["dns-lookups"]
+
+[[devices]]
+id = "vent-or-01"
+class = "anesthesia-machine"
+mac = "02:00:00:00:00:21"
+ipv4 = "10.20.0.21"
 "#;
     monitor_policy(MONITOR, &["hl7", "hl7-inbound"], rules)
+}
+
+fn compiled() -> Result<policy::Compiled> {
+    let dir = std::env::temp_dir().join(format!(
+        "{}-flows-{}",
+        lazaret_tests::netns::unique_prefix(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("lab.toml"), lab_policy())?;
+    let compiled = policy::load_and_compile(&dir).map_err(|e| anyhow::anyhow!(e.render()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(compiled?.1)
 }
 
 /// The reason the datapath counted for one frame.
@@ -69,109 +130,353 @@ fn judge(dp: &mut Datapath, side: u8, frame: &[u8]) -> Result<Option<Reason>> {
     })
 }
 
-/// Outcome of one flood: (flood flows opened, active sessions kept, idle sessions kept).
-fn flood(compiled: &policy::Compiled, referenced: bool) -> Result<(u64, u16, u16)> {
+/// A fresh datapath with the lab policy (its promotion budget replaced by `budget`, as
+/// (rate, burst), if given) and the
+/// monitor's sessions established. Sessions 0..SESSIONS/2 are active, the rest idle.
+fn lab(compiled: &policy::Compiled, budget: Option<(u32, u32)>) -> Result<Datapath> {
     let mut dp = Datapath::load(&LoadOptions::default())?;
     let slot = dp.next_slot()?;
-    dp.install(&compiled.map_contents(slot, 1, &Default::default())?)?;
-    let monitor = Ipv4Addr::new(10, 20, 0, 11);
-    let server = Ipv4Addr::new(10, 10, 0, 20);
-    // Sessions 0..SESSIONS/2 are active, the rest idle.
-    let active = |i: u16| i < SESSIONS / 2;
+    let mut contents = compiled.map_contents(slot, 1, &Default::default())?;
+    if let Some((rate, burst)) = budget {
+        contents.site.promote_rate = rate;
+        contents.site.promote_burst = burst;
+    }
+    dp.install(&contents)?;
+    let (monitor, server) = (monitor_ip(), server_ip());
     for i in 0..SESSIONS {
         let sport = 50_000 + i;
-        let syn = tcp4(MONITOR, GW, monitor, server, sport, 2575, TCP_SYN);
-        assert_eq!(judge(&mut dp, SIDE_DEVICES, &syn)?, Some(Reason::AllowRule));
-        let synack = tcp4(GW, MONITOR, server, monitor, 2575, sport, TCP_SYN | TCP_ACK);
-        assert_eq!(
-            judge(&mut dp, SIDE_UPSTREAM, &synack)?,
-            Some(Reason::AllowFlow)
-        );
+        let handshake = [
+            (
+                SIDE_DEVICES,
+                tcp4(MONITOR, GW, monitor, server, sport, 2575, TCP_SYN),
+                Reason::AllowRule,
+            ),
+            (
+                SIDE_UPSTREAM,
+                tcp4(GW, MONITOR, server, monitor, 2575, sport, TCP_SYN | TCP_ACK),
+                Reason::AllowFlow,
+            ),
+            (
+                SIDE_DEVICES,
+                tcp4(MONITOR, GW, monitor, server, sport, 2575, TCP_ACK),
+                Reason::AllowFlow,
+            ),
+        ];
+        for (side, frame, want) in handshake {
+            ensure!(
+                judge(&mut dp, side, &frame)? == Some(want),
+                "session {i}: setup frame not {want:?}"
+            );
+        }
     }
+    let established = tables(&mut dp)?.1;
+    ensure!(
+        established == u64::from(SESSIONS),
+        "after their handshakes the {SESSIONS} sessions are in the established table (it holds {established})"
+    );
+    Ok(dp)
+}
 
-    // The flood: a fixed xorshift over 10.10.0.0/16 and ephemeral ports. A referenced
-    // flood follows each SYN with an ACK of the same flow, so every flood entry is used
-    // twice, like a legitimate session's.
-    let total = u64::from(MAX_FLOWS) * 3 / 2;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut opened = 0u64;
+/// Sends one packet of every active session (device side); leaves the interface upstream.
+fn touch_active(dp: &mut Datapath) -> Result<()> {
+    dp.set_interface(1, SIDE_DEVICES)?;
+    for i in 0..SESSIONS / 2 {
+        let ack = tcp4(
+            MONITOR,
+            GW,
+            monitor_ip(),
+            server_ip(),
+            50_000 + i,
+            2575,
+            TCP_ACK,
+        );
+        dp.test_run(&ack)?;
+    }
     dp.set_interface(1, SIDE_UPSTREAM)?;
-    for n in 0..total {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+    Ok(())
+}
+
+/// (active sessions kept, idle sessions kept): a mid-stream packet of each still passes.
+fn sessions_kept(dp: &mut Datapath) -> Result<(u16, u16)> {
+    let (mut active, mut idle) = (0u16, 0u16);
+    for i in 0..SESSIONS {
+        let ack = tcp4(
+            MONITOR,
+            GW,
+            monitor_ip(),
+            server_ip(),
+            50_000 + i,
+            2575,
+            TCP_ACK,
+        );
+        if judge(dp, SIDE_DEVICES, &ack)? == Some(Reason::AllowFlow) {
+            if i < SESSIONS / 2 {
+                active += 1;
+            } else {
+                idle += 1;
+            }
+        }
+    }
+    Ok((active, idle))
+}
+
+/// Entries of (the new table, the established table).
+fn tables(dp: &mut Datapath) -> Result<(u64, u64)> {
+    let usage = dp.map_usage()?;
+    let count = |m: &str| usage.iter().find(|u| u.0 == m).map_or(0, |u| u.1);
+    Ok((count(MAP_FLOWS), count(MAP_EST_FLOWS)))
+}
+
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Outcome of one flood.
+struct Outcome {
+    flows: u64,
+    /// Flood flows the datapath opened (their first packet allowed).
+    opened: u64,
+    active_kept: u16,
+    idle_kept: u16,
+    new_entries: u64,
+    est_entries: u64,
+    seconds: f64,
+}
+
+/// A random-source SYN flood to the monitor; `answered`: the monitor answers each SYN with
+/// its SYN-ACK and the attacker sends a blind ACK.
+fn syn_flood(compiled: &policy::Compiled, answered: bool) -> Result<Outcome> {
+    let mut dp = lab(compiled, None)?;
+    let monitor = monitor_ip();
+    let flows = u64::from(MAX_FLOWS) * 3 / 2;
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut opened = 0u64;
+    let started = Instant::now();
+    dp.set_interface(1, SIDE_UPSTREAM)?;
+    for n in 0..flows {
+        let x = rng.next();
         let src = Ipv4Addr::new(10, 10, (x >> 8) as u8, x as u8);
         let sport = 1024 + ((x >> 16) % 60_000) as u16;
-        let syn = tcp4(GW, MONITOR, src, monitor, sport, 2575, TCP_SYN);
-        if dp.test_run(&syn)? == 2 {
+        if dp.test_run(&tcp4(GW, MONITOR, src, monitor, sport, 2575, TCP_SYN))? == 2 {
             opened += 1;
         }
-        if referenced {
-            dp.test_run(&tcp4(GW, MONITOR, src, monitor, sport, 2575, TCP_ACK))?;
+        if answered {
+            dp.set_interface(1, SIDE_DEVICES)?;
+            dp.test_run(&tcp4(
+                MONITOR,
+                GW,
+                monitor,
+                src,
+                2575,
+                sport,
+                TCP_SYN | TCP_ACK,
+            ))?;
+            dp.set_interface(1, SIDE_UPSTREAM)?;
+            // The SYN-ACK went to the spoofed source: the attacker guesses its number (the
+            // top bit set keeps the guess off the real ISN + 1 in this lab).
+            let guess = (x >> 32) as u32 | 0x8000_0000;
+            let l4 = tcp_seq_ack(sport, 2575, TCP_ACK, (TCP_SEQ + 1, guess), &[]);
+            let ack = ethernet(
+                MONITOR,
+                GW,
+                &[],
+                ETH_IPV4,
+                &ipv4(src, monitor, 6, &l4, &Ipv4Opts::default()),
+            );
+            dp.test_run(&ack)?;
         }
         if n % TOUCH_EVERY == 0 {
-            dp.set_interface(1, SIDE_DEVICES)?;
-            for i in (0..SESSIONS).filter(|&i| active(i)) {
-                let ack = tcp4(MONITOR, GW, monitor, server, 50_000 + i, 2575, TCP_ACK);
-                dp.test_run(&ack)?;
-            }
-            dp.set_interface(1, SIDE_UPSTREAM)?;
+            touch_active(&mut dp)?;
         }
     }
-    let (mut active_kept, mut idle_kept) = (0u16, 0u16);
-    for i in 0..SESSIONS {
-        let ack = tcp4(MONITOR, GW, monitor, server, 50_000 + i, 2575, TCP_ACK);
-        let kept = judge(&mut dp, SIDE_DEVICES, &ack)? == Some(Reason::AllowFlow);
-        match (active(i), kept) {
-            (true, true) => active_kept += 1,
-            (false, true) => idle_kept += 1,
-            _ => {}
+    let seconds = started.elapsed().as_secs_f64();
+    let (active_kept, idle_kept) = sessions_kept(&mut dp)?;
+    let (new_entries, est_entries) = tables(&mut dp)?;
+    Ok(Outcome {
+        flows,
+        opened,
+        active_kept,
+        idle_kept,
+        new_entries,
+        est_entries,
+        seconds,
+    })
+}
+
+/// The anesthesia machine sends DNS queries from random source ports to its four resolvers,
+/// each answered: every flow is confirmed. Also returns how many of its flows ended in the
+/// established table.
+fn confirmed_flood(
+    compiled: &policy::Compiled,
+    budget_override: Option<(u32, u32)>,
+) -> Result<(Outcome, u64)> {
+    let mut dp = lab(compiled, budget_override)?;
+    let vent = vent_ip();
+    let flows = u64::from(MAX_EST_FLOWS) * 3 / 2;
+    let mut rng = Xorshift(0x2545_f491_4f6c_dd1d);
+    let mut opened = 0u64;
+    let started = Instant::now();
+    for n in 0..flows {
+        let x = rng.next();
+        // Four resolvers × 60,000 source ports: 240,000 distinct flows to draw from.
+        let resolver = Ipv4Addr::new(10, 10, 0, 52 + (x & 3) as u8);
+        let sport = 1024 + ((x >> 8) % 60_000) as u16;
+        dp.set_interface(1, SIDE_DEVICES)?;
+        if dp.test_run(&udp4(VENT, GW, vent, resolver, sport, 53))? == 2 {
+            opened += 1;
+        }
+        dp.set_interface(1, SIDE_UPSTREAM)?;
+        dp.test_run(&udp4(GW, VENT, resolver, vent, 53, sport))?;
+        if n % TOUCH_EVERY == 0 {
+            touch_active(&mut dp)?;
         }
     }
-    Ok((opened, active_kept, idle_kept))
+    let seconds = started.elapsed().as_secs_f64();
+    let (active_kept, idle_kept) = sessions_kept(&mut dp)?;
+    let (new_entries, est_entries) = tables(&mut dp)?;
+    let vent_id = compiled
+        .devices
+        .iter()
+        .find(|d| d.id == "vent-or-01")
+        .map(|d| d.hash)
+        .ok_or_else(|| anyhow::anyhow!("vent-or-01 is not in the compiled policy"))?;
+    let flows_of_vent = dp.flows()?;
+    let vent_est = flows_of_vent
+        .iter()
+        .filter(|(t, _, v)| {
+            *t == FlowTable::Established && (v.dev_a == vent_id || v.dev_b == vent_id)
+        })
+        .count() as u64;
+    let vent_confirmed_new = flows_of_vent
+        .iter()
+        .filter(|(t, _, v)| {
+            *t == FlowTable::New
+                && v.state == FLOW_ESTABLISHED
+                && (v.dev_a == vent_id || v.dev_b == vent_id)
+        })
+        .count() as u64;
+    ensure!(
+        vent_confirmed_new > 0 || budget_override.is_some(),
+        "the flood's confirmed flows beyond the budget stay in the new table"
+    );
+    Ok((
+        Outcome {
+            flows,
+            opened,
+            active_kept,
+            idle_kept,
+            new_entries,
+            est_entries,
+            seconds,
+        },
+        vent_est,
+    ))
 }
 
 #[test]
-fn random_source_flood_keeps_active_sessions() -> Result<()> {
-    let dir = tempfile_dir()?;
-    std::fs::write(dir.join("lab.toml"), lab_policy())?;
-    let compiled = policy::load_and_compile(&dir).map_err(|e| anyhow::anyhow!(e.render()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (_, compiled) = compiled?;
+fn random_source_flood_keeps_established_sessions() -> Result<()> {
+    let compiled = compiled()?;
     let half = SESSIONS / 2;
-    let total = u64::from(MAX_FLOWS) * 3 / 2;
     let mut figures = Vec::new();
-    for (referenced, name) in [(false, "SYN flood"), (true, "SYN+ACK flood")] {
-        let (opened, active_kept, idle_kept) = flood(&compiled, referenced)?;
+    for (answered, name) in [
+        (false, "SYN flood"),
+        (true, "SYN flood answered by the monitor + blind ACKs"),
+    ] {
+        let o = syn_flood(&compiled, answered)?;
         eprintln!(
-            "{name}: {total} flows, {opened} opened; active sessions kept {active_kept}/{half}, idle {idle_kept}/{half}"
+            "{name}: {} flows, {} opened in {:.1} s; active sessions kept {}/{half}, idle {}/{half}; new table {}, established table {}",
+            o.flows, o.opened, o.seconds, o.active_kept, o.idle_kept, o.new_entries, o.est_entries
         );
         assert!(
-            opened > u64::from(MAX_FLOWS),
-            "the flood did not overflow the table"
+            o.opened > u64::from(MAX_FLOWS),
+            "{name}: the flood did not overflow the new table"
         );
-        // The guarantee: a session in use is never evicted by the flood.
-        assert_eq!(active_kept, half, "{name}: active sessions were evicted");
+        assert!(
+            o.new_entries <= u64::from(MAX_FLOWS),
+            "{name}: the new table holds more than its capacity"
+        );
+        // The guarantee: no unconfirmed flow reaches the established table, so every
+        // session there, idle or not, survives.
+        assert_eq!(
+            o.est_entries,
+            u64::from(SESSIONS),
+            "{name}: flood flows reached the established table"
+        );
+        assert_eq!(o.active_kept, half, "{name}: active sessions were evicted");
+        assert_eq!(o.idle_kept, half, "{name}: idle sessions were evicted");
         figures.push(format!(
-            "{name}: active {active_kept}/{half}, idle {idle_kept}/{half} kept"
+            "{name}: {} opened, active {}/{half}, idle {}/{half} kept, 0 flood flows in the established table",
+            o.opened, o.active_kept, o.idle_kept
         ));
     }
     record_figure(
-        "flood_flows::random_source_flood_keeps_active_sessions",
+        "flood_flows::random_source_flood_keeps_established_sessions",
         &format!(
-            "{total} random-source flows into a {MAX_FLOWS}-flow table; {}",
+            "{} random-source flows into a {MAX_FLOWS}-flow new table; {}",
+            u64::from(MAX_FLOWS) * 3 / 2,
             figures.join("; ")
         ),
     );
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!(
-        "{}-flows-{}",
-        lazaret_tests::netns::unique_prefix(),
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
+#[test]
+fn one_device_cannot_flush_the_established_table() -> Result<()> {
+    let compiled = compiled()?;
+    let half = SESSIONS / 2;
+
+    let (o, vent_est) = confirmed_flood(&compiled, None)?;
+    // Whole seconds started, plus one token of slack for a refill landing on the boundary.
+    let bound =
+        u64::from(PROMOTE_BURST) + u64::from(PROMOTE_RATE_PER_S) * (o.seconds.ceil() as u64 + 1);
+    eprintln!(
+        "budgeted: {} confirmed flows, {} opened in {:.1} s; vent's flows promoted {vent_est} (bound {bound}); active kept {}/{half}, idle {}/{half}; new table {}, established table {}",
+        o.flows, o.opened, o.seconds, o.active_kept, o.idle_kept, o.new_entries, o.est_entries
+    );
+    assert!(
+        o.opened >= o.flows * 9 / 10,
+        "the device's flows were allowed"
+    );
+    assert!(
+        vent_est <= bound,
+        "one device promoted {vent_est} flows in {:.1} s, more than its budget ({bound})",
+        o.seconds
+    );
+    assert!(
+        vent_est >= u64::from(PROMOTE_BURST),
+        "the burst was promoted"
+    );
+    assert!(o.est_entries <= u64::from(MAX_EST_FLOWS));
+    assert_eq!(o.active_kept, half, "active sessions were evicted");
+    assert_eq!(
+        o.idle_kept, half,
+        "idle sessions were evicted by one device's confirmed flows"
+    );
+
+    // The budget lifted: the same flood cycles the established table and the idle
+    // sessions go, so it is the budget that protects them.
+    let (u, vent_est_unbounded) = confirmed_flood(&compiled, Some((1_000_000, 1_000_000)))?;
+    eprintln!(
+        "unbudgeted: vent's flows promoted {vent_est_unbounded}; active kept {}/{half}, idle {}/{half}",
+        u.active_kept, u.idle_kept
+    );
+    assert!(
+        u.idle_kept < half,
+        "without the budget the flood should have evicted idle sessions (the test would prove nothing)"
+    );
+    record_figure(
+        "flood_flows::one_device_cannot_flush_the_established_table",
+        &format!(
+            "{} confirmed DNS flows from one device in {:.0} s into a {MAX_EST_FLOWS}-flow established table: {vent_est} promoted (budget {PROMOTE_BURST} + {PROMOTE_RATE_PER_S}/s), active {}/{half}, idle {}/{half} kept; budget lifted: idle {}/{half} kept",
+            o.flows, o.seconds, o.active_kept, o.idle_kept, u.idle_kept
+        ),
+    );
+    Ok(())
 }

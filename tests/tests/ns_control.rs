@@ -154,15 +154,26 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
         "{unknown}"
     );
 
-    // Flows of the device: the open session is there.
+    // Flows of the device: the open session is there, confirmed by the kernel's real
+    // handshake (the ACK acknowledged the SYN-ACK's ISN) and so in the established table.
     let flows = lab.cli(&["flows", "mon-icu-01"])?;
     assert!(
-        flows.as_array().is_some_and(|f| f
-            .iter()
-            .any(|x| x["b"].as_str() == Some("10.10.0.20:2575")
-                || x["a"].as_str() == Some("10.10.0.20:2575"))),
+        flows.as_array().is_some_and(|f| f.iter().any(|x| {
+            let to_server = x["b"].as_str() == Some("10.10.0.20:2575")
+                || x["a"].as_str() == Some("10.10.0.20:2575");
+            to_server && x["state"] == "established" && x["table"] == "established"
+        })),
         "{flows}"
     );
+    // Status reports the pressure of both flow tables.
+    let maps = lab.cli(&["status"])?["maps"].clone();
+    for table in [lazaret_abi::MAP_FLOWS, lazaret_abi::MAP_EST_FLOWS] {
+        assert!(
+            maps.as_array()
+                .is_some_and(|m| m.iter().any(|x| x["map"] == table)),
+            "{table} missing from {maps}"
+        );
+    }
 
     // Isolate: the established session is cut at once.
     lab.cli(&[

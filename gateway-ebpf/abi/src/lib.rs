@@ -25,20 +25,44 @@
 //!    an unknown device, judged by the site default.
 //! 3. Upstream side: the frame is attributed to the device owning the destination IP; no such
 //!    device means it is not lazaret's to judge ([`Reason::PassUnmanaged`]).
-//! 4. A packet of a known flow ([`MAP_FLOWS`]) passes if the flow was validated under the
-//!    current generation and the epochs of its devices; otherwise the flow is re-judged as
-//!    its initiating packet and kept or cut.
+//! 4. A packet of a known flow ([`MAP_EST_FLOWS`] first, then [`MAP_FLOWS`]) passes if the
+//!    flow was validated under the current generation and the epochs of its devices;
+//!    otherwise the flow is re-judged as its initiating packet and kept or cut. A flow of
+//!    [`MAP_FLOWS`] that is confirmed (see *Flow tables*) moves to [`MAP_EST_FLOWS`] if its
+//!    device's promotion budget allows.
 //! 5. A new initiating packet is judged against the effective policy of every managed end:
 //!    peer address → peer class ([`MAP_PEER4`]/[`MAP_PEER6`], longest prefix), then
 //!    (class, protocol, port) → rule ([`MAP_PORTS`], longest prefix). The effective policy is
 //!    the device's own, its restrict policy, or the site quarantine policy, by its state in
 //!    [`MAP_DEV_STATE`]. No match is a deny; the device's mode turns a deny into audit or learn.
+//!
+//! # Flow tables
+//! Flows live in two LRU hashes. A flow is created in [`MAP_FLOWS`] (the *new* table) by
+//! its allowed initiating packet. It moves to [`MAP_EST_FLOWS`] (the *established* table)
+//! once it is *confirmed*: TCP when the initiator's ACK acknowledges the responder's SYN-ACK
+//! (`ack == responder ISN + 1`, [`FLOW_ESTABLISHED`]); UDP, ICMP and other protocols when
+//! the responder sends a packet back. A spoofed-source flood cannot confirm its flows (the
+//! SYN-ACKs and replies go to addresses the attacker does not hold, and a blind ACK has to
+//! guess a 32-bit ISN), so it only churns the new table: established sessions of managed
+//! devices are not evicted by it, however many flows it opens.
+//!
+//! Confirmed flows cost a promotion token of the device the flow is charged to (its
+//! initiator when managed, else its responder: the device of the admitting verdict) from
+//! a token bucket in [`MAP_PROMOTE`] ([`SiteConfig::promote_rate`] per second, burst
+//! [`SiteConfig::promote_burst`]). A confirmed flow whose device has no token stays in the
+//! new table (it keeps working, unprotected) and tries again on each of its later packets.
+//! So one device — a compromised one opening confirmed flows as fast as it can, or the
+//! target of a flood from real hosts that complete their handshakes — moves at most
+//! `burst + rate × t` flows into the established table in `t` seconds: with the defaults it
+//! needs longer than [`TIMEOUT_TCP_ESTABLISHED_NS`] to cycle [`MAX_EST_FLOWS`] entries, so
+//! an idle established session is not evicted by one device before it would time out
+//! anyway (k devices together: k times faster).
 #![no_std]
 
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -65,8 +89,14 @@ pub const MAP_PEER4: &str = "LZ_PEER4";
 pub const MAP_PEER6: &str = "LZ_PEER6";
 /// `LpmTrie<PortKey, RuleRef>` (per slot).
 pub const MAP_PORTS: &str = "LZ_PORTS";
-/// `LruHashMap<FlowKey, FlowValue>`: connection state; outside the slots.
+/// `LruHashMap<FlowKey, FlowValue>`: flows not (yet) confirmed, or confirmed beyond their
+/// device's promotion budget; outside the slots. See *Flow tables*.
 pub const MAP_FLOWS: &str = "LZ_FLOWS";
+/// `LruHashMap<FlowKey, FlowValue>`: confirmed flows, looked up first; outside the slots.
+pub const MAP_EST_FLOWS: &str = "LZ_EST_FLOWS";
+/// `LruHashMap<u64 device id, TokenBucket>`: per-device budget of promotions into
+/// [`MAP_EST_FLOWS`].
+pub const MAP_PROMOTE: &str = "LZ_PROMOTE";
 /// `LruHashMap<FragKey, FragValue>`: verdicts of fragment trains.
 pub const MAP_FRAGS: &str = "LZ_FRAGS";
 /// `PerCpuArray<u64>` of [`STATS_LEN`]: packets by reason and side, see [`stats_index`].
@@ -97,8 +127,12 @@ pub const MAX_PEER_ENTRIES: u32 = 262_144;
 pub const MAX_PORT_ENTRIES: u32 = 1_048_576;
 /// Compiled rules per generation (rule ids are below this).
 pub const MAX_RULES: u32 = 262_144;
-/// Tracked flows (LRU).
+/// Flows of the new table (LRU).
 pub const MAX_FLOWS: u32 = 262_144;
+/// Flows of the established table (LRU).
+pub const MAX_EST_FLOWS: u32 = 131_072;
+/// Devices with a promotion bucket (LRU; both generations' devices).
+pub const MAX_PROMOTE_BUCKETS: u32 = 2 * MAX_DEVICES;
 /// Tracked fragment trains (LRU).
 pub const MAX_FRAGS: u32 = 16_384;
 /// Event sources with a token bucket (LRU).
@@ -170,6 +204,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const FLOW_NEW: u8 = 0;
 pub const FLOW_ESTABLISHED: u8 = 1;
 pub const FLOW_CLOSING: u8 = 2;
+/// TCP: the responder sent its SYN-ACK (ISN in `FlowValue::resp_isn`); the initiator's ACK
+/// of it is still to come. Times out like [`FLOW_NEW`].
+pub const FLOW_RESPONDED: u8 = 3;
 
 /// Flow timeouts in nanoseconds, refreshed by traffic.
 pub const TIMEOUT_TCP_HALF_OPEN_NS: u64 = 30 * NS_PER_S;
@@ -189,6 +226,11 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// Default event rate limit per source: tokens per second and burst.
 pub const EVENT_RATE_PER_S: u32 = 50;
 pub const EVENT_BURST: u32 = 100;
+
+/// Default promotion budget per device into the established table: tokens per second and
+/// burst (see *Flow tables*).
+pub const PROMOTE_RATE_PER_S: u32 = 16;
+pub const PROMOTE_BURST: u32 = 64;
 
 /// Why the datapath did what it did. Stable numbers: they index counters and travel in
 /// events; Prometheus `reason` labels come from [`Reason::name`].
@@ -336,6 +378,9 @@ pub struct SiteConfig {
     /// Event tokens per second and burst per source.
     pub event_rate: u32,
     pub event_burst: u32,
+    /// Promotions into the established flow table per second and burst, per device.
+    pub promote_rate: u32,
+    pub promote_burst: u32,
 }
 
 /// Value of [`MAP_IFACE`].
@@ -563,6 +608,10 @@ pub struct FlowValue {
     /// The reason recorded when the flow was admitted (allow, audit or learn).
     pub reason: u8,
     pub _pad: u8,
+    /// TCP: the responder's initial sequence number, from its SYN-ACK; the initiator's ACK
+    /// must acknowledge `resp_isn + 1` to confirm the flow.
+    pub resp_isn: u32,
+    pub _pad2: [u8; 4],
 }
 
 /// Key of [`MAP_FRAGS`]: a fragment train.
@@ -681,7 +730,7 @@ pub const fn device_id_hash(id: &[u8]) -> u64 {
 // === Layout assertions: the kernel and userspace must agree byte for byte ===
 
 const _: () = {
-    assert!(size_of::<SiteConfig>() == 24);
+    assert!(size_of::<SiteConfig>() == 32);
     assert!(size_of::<IfaceConfig>() == 8);
     assert!(size_of::<DevRef>() == 8);
     assert!(size_of::<MacKey>() == 8);
@@ -702,7 +751,13 @@ const _: () = {
     assert!(offset_of!(PortKey, port) * 8 == PORT_KEY_PROTO_BITS as usize);
     assert!(size_of::<RuleRef>() == 8);
     assert!(size_of::<FlowKey>() == 40);
-    assert!(size_of::<FlowValue>() == 48);
+    assert!(size_of::<FlowValue>() == 56);
+    // The sizing behind the promotion guarantee (see *Flow tables*): one device alone
+    // cannot cycle the established table within the established-TCP timeout.
+    assert!(
+        ((MAX_EST_FLOWS - PROMOTE_BURST) / PROMOTE_RATE_PER_S) as u64
+            > TIMEOUT_TCP_ESTABLISHED_NS / NS_PER_S
+    );
     assert!(size_of::<FragKey>() == 40);
     assert!(size_of::<FragValue>() == 16);
     assert!(size_of::<DevCounters>() == 40);

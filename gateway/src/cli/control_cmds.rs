@@ -219,12 +219,13 @@ pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
         let mut out = String::new();
         for f in d.as_array().into_iter().flatten() {
             out += &format!(
-                "proto {:<3} {} <-> {}  opened by {}  {}  rule {}\n",
+                "proto {:<3} {} <-> {}  opened by {}  {} ({} table)  rule {}\n",
                 f["proto"],
                 f["a"].as_str().unwrap_or("?"),
                 f["b"].as_str().unwrap_or("?"),
                 f["initiator"].as_str().unwrap_or("?"),
                 f["state"].as_str().unwrap_or("?"),
+                f["table"].as_str().unwrap_or("?"),
                 f["rule"]
             );
         }

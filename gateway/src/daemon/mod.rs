@@ -543,8 +543,11 @@ impl Controller {
         if let Ok(usage) = self.dp.map_usage() {
             snap.flows_active = usage
                 .iter()
-                .find(|(m, _, _)| *m == lazaret_abi::MAP_FLOWS)
-                .map_or(0, |u| u.1);
+                .filter(|(m, _, _)| {
+                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
+                })
+                .map(|u| u.1)
+                .sum();
             snap.map_entries = usage;
         }
         if let Some(c) = &self.compiled {
@@ -618,13 +621,14 @@ impl Controller {
                 match self.dp.flows() {
                     Ok(flows) => Reply::data(json!(flows
                         .iter()
-                        .filter(|(_, v)| v.dev_a == hash || v.dev_b == hash)
-                        .map(|(k, v)| json!({
+                        .filter(|(_, _, v)| v.dev_a == hash || v.dev_b == hash)
+                        .map(|(table, k, v)| json!({
                             "proto": k.proto,
                             "a": endpoint(k.family, &k.addr_a, k.port_a),
                             "b": endpoint(k.family, &k.addr_b, k.port_b),
                             "initiator": if v.initiator == 0 { "a" } else { "b" },
-                            "state": match v.state { lazaret_abi::FLOW_ESTABLISHED => "established", lazaret_abi::FLOW_CLOSING => "closing", _ => "new" },
+                            "state": match v.state { lazaret_abi::FLOW_ESTABLISHED => "established", lazaret_abi::FLOW_CLOSING => "closing", lazaret_abi::FLOW_RESPONDED => "responded", _ => "new" },
+                            "table": table.name(),
                             "rule": v.rule,
                         }))
                         .collect::<Vec<_>>())),

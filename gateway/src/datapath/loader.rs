@@ -26,6 +26,7 @@ use aya::{
 use lazaret_abi::*;
 
 use super::{error::DatapathError, MapContents};
+pub use crate::model::FlowTable;
 
 /// How long to wait after a generation flip before writing into the retired slot. XDP runs
 /// to completion in microseconds; this is three orders of magnitude more.
@@ -315,11 +316,20 @@ impl Datapath {
         Ok(t)
     }
 
-    /// Every tracked flow (an iteration of the LRU flow table: for the control API, not for
-    /// hot paths).
-    pub fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
-        let map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, MAP_FLOWS)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+    /// Every tracked flow with the table it is in (an iteration of both LRU flow tables: for
+    /// the control API and tests, not for hot paths). A flow being promoted at that moment
+    /// may be listed twice, once per table.
+    pub fn flows(&mut self) -> Result<Vec<(FlowTable, FlowKey, FlowValue)>, DatapathError> {
+        let mut out = Vec::new();
+        for table in FlowTable::ALL {
+            let map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, table.map())?;
+            out.extend(
+                map.iter()
+                    .filter_map(Result::ok)
+                    .map(|(k, v)| (table, k, v)),
+            );
+        }
+        Ok(out)
     }
 
     /// Reads back every entry one slot holds in the per-slot maps, sorted like
@@ -355,6 +365,11 @@ impl Datapath {
                 MAP_FLOWS,
                 count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_FLOWS)?,
                 u64::from(MAX_FLOWS),
+            ),
+            (
+                MAP_EST_FLOWS,
+                count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_EST_FLOWS)?,
+                u64::from(MAX_EST_FLOWS),
             ),
             (
                 MAP_DEVICES,
@@ -429,23 +444,27 @@ impl Datapath {
             .max()
     }
 
-    /// Copies the flows of a datapath pinned in `dir` into this one, if its flow table has
-    /// this ABI's key and value layout (aya checks the sizes). Flows keep their old
-    /// generation stamps, so each is re-judged under the current policy on its next packet.
-    /// Returns how many were copied.
+    /// Copies the flows of a datapath pinned in `dir` into this one: each table into the
+    /// same table when it has this ABI's layout (aya checks the sizes), or a single flow
+    /// table of ABI 2 into the new table (see [`legacy::FlowValueV2`]). Flows keep their
+    /// old generation stamps, so each is re-judged under the current policy on its next
+    /// packet. Returns how many were copied.
     pub fn migrate_flows(&mut self, dir: &std::path::Path) -> Result<usize, DatapathError> {
-        let Ok(data) = MapData::from_pin(dir.join(MAP_FLOWS)) else {
-            return Ok(0);
-        };
-        let Ok(old) = HashMap::<_, FlowKey, FlowValue>::try_from(Map::LruHashMap(data)) else {
-            return Ok(0);
-        };
-        let flows: Vec<(FlowKey, FlowValue)> = old.iter().filter_map(Result::ok).collect();
-        let mut new: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, MAP_FLOWS)?;
-        for (k, v) in &flows {
-            new.insert(k, v, 0).map_err(DatapathError::map(MAP_FLOWS))?;
+        let mut copied = 0;
+        for table in FlowTable::ALL {
+            let flows = match read_pinned_flows(dir, table.map()) {
+                Some(f) => f,
+                None if table == FlowTable::New => legacy::read_v2_flows(dir).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let mut new: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, table.map())?;
+            for (k, v) in &flows {
+                new.insert(k, v, 0)
+                    .map_err(DatapathError::map(table.map()))?;
+            }
+            copied += flows.len();
         }
-        Ok(flows.len())
+        Ok(copied)
     }
 
     /// Direct access to the loaded object, for the daemon's event reader and tests.
@@ -469,6 +488,8 @@ const PINNED_MAPS: &[&str] = &[
     MAP_PEER6,
     MAP_PORTS,
     MAP_FLOWS,
+    MAP_EST_FLOWS,
+    MAP_PROMOTE,
     MAP_FRAGS,
     MAP_STATS,
     MAP_DEV_COUNT,
@@ -477,6 +498,106 @@ const PINNED_MAPS: &[&str] = &[
     MAP_EV_BUCKET,
     MAP_EV_STATS,
 ];
+
+/// The flows of the table `name` pinned in `dir`, if it has this ABI's layout.
+fn read_pinned_flows(dir: &std::path::Path, name: &str) -> Option<Vec<(FlowKey, FlowValue)>> {
+    let data = MapData::from_pin(dir.join(name)).ok()?;
+    let old = HashMap::<_, FlowKey, FlowValue>::try_from(Map::LruHashMap(data)).ok()?;
+    Some(old.iter().filter_map(Result::ok).collect())
+}
+
+pub(crate) mod legacy {
+    //! Layouts of older ABIs, read once when upgrading from them. Nothing else uses them.
+    use super::*;
+
+    /// `FlowValue` of ABI 2 (one flow table, 48 bytes, no responder ISN).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FlowValueV2 {
+        pub last_seen_ns: u64,
+        pub generation: u64,
+        pub dev_a: u64,
+        pub dev_b: u64,
+        pub epoch_a: u32,
+        pub epoch_b: u32,
+        pub rule: u32,
+        pub state: u8,
+        pub initiator: u8,
+        pub reason: u8,
+        pub _pad: u8,
+    }
+    const _: () = assert!(std::mem::size_of::<FlowValueV2>() == 48);
+    // SAFETY: repr(C), integer fields only, no implicit padding (size asserted above).
+    unsafe impl Pod for FlowValueV2 {}
+
+    impl FlowValueV2 {
+        /// The same flow under ABI 3. Its state is kept: ABI 2 called a TCP flow established
+        /// once the responder answered, and its handshake ACK is long past, so it could not
+        /// be confirmed again. It goes to the new table like any flow and earns its place in
+        /// the established one on its next packet, within its device's promotion budget (an
+        /// ABI 2 "established" flow may be a SYN flood's entry).
+        pub fn upgrade(&self) -> FlowValue {
+            FlowValue {
+                last_seen_ns: self.last_seen_ns,
+                generation: self.generation,
+                dev_a: self.dev_a,
+                dev_b: self.dev_b,
+                epoch_a: self.epoch_a,
+                epoch_b: self.epoch_b,
+                rule: self.rule,
+                state: self.state,
+                initiator: self.initiator,
+                reason: self.reason,
+                ..FlowValue::default()
+            }
+        }
+    }
+
+    /// The flow table of an ABI 2 datapath pinned in `dir`, converted.
+    pub fn read_v2_flows(dir: &std::path::Path) -> Option<Vec<(FlowKey, FlowValue)>> {
+        let data = MapData::from_pin(dir.join(MAP_FLOWS)).ok()?;
+        let old = HashMap::<_, FlowKey, FlowValueV2>::try_from(Map::LruHashMap(data)).ok()?;
+        Some(
+            old.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k, v.upgrade()))
+                .collect(),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_abi_2_flow_keeps_its_identity_stamps_and_state() {
+            let old = FlowValueV2 {
+                last_seen_ns: 7,
+                generation: 3,
+                dev_a: 11,
+                dev_b: 0,
+                epoch_a: 2,
+                epoch_b: 0,
+                rule: 42,
+                state: FLOW_ESTABLISHED,
+                initiator: 1,
+                reason: Reason::Audit as u8,
+                _pad: 0,
+            };
+            let new = old.upgrade();
+            assert_eq!(
+                (new.last_seen_ns, new.generation, new.dev_a, new.dev_b),
+                (7, 3, 11, 0)
+            );
+            assert_eq!((new.epoch_a, new.epoch_b, new.rule), (2, 0, 42));
+            assert_eq!(
+                (new.state, new.initiator, new.reason),
+                (FLOW_ESTABLISHED, 1, 5)
+            );
+            assert_eq!(new.resp_isn, 0);
+        }
+    }
+}
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DatapathError> {
     ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))

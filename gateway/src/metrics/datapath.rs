@@ -29,7 +29,7 @@ pub struct DatapathSnapshot {
     pub event_stats: [u64; 4],
     /// Events read from the ring buffer but dropped by the controller (unknown version).
     pub events_undecodable: u64,
-    /// Entries in the flow table.
+    /// Entries in both flow tables (new and established).
     pub flows_active: u64,
     /// (map name, entries, capacity) for each map whose pressure is watched.
     pub map_entries: Vec<(&'static str, u64, u64)>,
@@ -110,7 +110,7 @@ impl DatapathFamilies {
             flows_active: register::gauge(
                 r,
                 "lazaret_flows_active",
-                "Entries in the datapath's flow table.",
+                "Entries in the datapath's flow tables (new and established).",
             )?,
             map_entries: register::gauge_vec(
                 r,

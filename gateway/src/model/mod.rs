@@ -3,9 +3,17 @@
 //! reference classifier in [`crate::policy::classify`].
 //!
 //! Feed it the same frames as the XDP program, in the same order, and it must return the
-//! same reasons: that is what the differential tests and the packet fuzzer check. Time is
-//! not modelled: flows never expire here, so tests must stay well inside the datapath's
-//! timeouts (seconds). Pure: no aya, no I/O.
+//! same reasons: that is what the differential tests and the packet fuzzer check. It also
+//! keeps each flow in the table the datapath keeps it in ([`FlowTable`]: new or
+//! established, see `lazaret_abi`, *Flow tables*), with the same TCP confirmation and the
+//! same per-device promotion buckets, so a test can compare the two tables' contents too
+//! ([`Model::flow_tables`]).
+//!
+//! Time is not modelled: flows never expire and promotion buckets never refill here, so
+//! tests must stay well inside the datapath's timeouts (seconds), and compare table
+//! contents only with a promotion rate of 0 (`SiteConfig::promote_rate`), where the
+//! datapath's buckets do not refill either. Capacity is not modelled: nothing is evicted.
+//! Pure: no aya, no I/O.
 
 pub mod parse;
 
@@ -14,11 +22,42 @@ use std::{collections::HashMap, net::IpAddr};
 use lazaret_abi::*;
 
 use crate::policy::classify::{
-    classify_indexed, Decision, DeviceStates, FlowHint, IpDesc, MapIndex, PacketKind,
+    classify_indexed, Decision, DeviceStates, FlowHint, IpDesc, MapIndex, PacketKind, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN,
 };
 use parse::{Frag, Parsed};
 
-/// A flow entry, as `FlowValue` keeps it (minus timestamps).
+/// Which of the datapath's two flow tables a flow is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FlowTable {
+    /// [`MAP_FLOWS`]: not confirmed yet, or confirmed beyond its device's promotion budget.
+    New,
+    /// [`MAP_EST_FLOWS`]: confirmed; a flood of unconfirmed flows cannot evict it.
+    Established,
+}
+
+impl FlowTable {
+    /// Both tables, in the datapath's lookup order.
+    pub const ALL: [FlowTable; 2] = [FlowTable::Established, FlowTable::New];
+
+    /// The map holding this table.
+    pub const fn map(self) -> &'static str {
+        match self {
+            FlowTable::New => MAP_FLOWS,
+            FlowTable::Established => MAP_EST_FLOWS,
+        }
+    }
+
+    /// Lower-case name, for the control API.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowTable::New => "new",
+            FlowTable::Established => "established",
+        }
+    }
+}
+
+/// A flow entry, as `FlowValue` keeps it (minus timestamps), and the table it is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Flow {
     generation: u64,
@@ -29,6 +68,53 @@ struct Flow {
     rule: u32,
     /// Endpoint a opened the flow.
     a_initiated: bool,
+    /// `FLOW_*`.
+    state: u8,
+    /// TCP: the responder's ISN, from its SYN-ACK.
+    resp_isn: u32,
+    table: FlowTable,
+}
+
+impl Flow {
+    /// The datapath's `advance_flow`: a datagram flow is confirmed by a packet back from
+    /// its responder; a TCP flow by the initiator's ACK of the responder's SYN-ACK.
+    fn advance(&mut self, ip: &IpDesc, p: &Parsed, from_initiator: bool) {
+        if ip.proto != PROTO_TCP {
+            if !from_initiator {
+                self.state = FLOW_ESTABLISHED;
+            }
+            return;
+        }
+        const SYN_ACK: u8 = TCP_SYN | TCP_ACK;
+        let handshake = ip.tcp_flags & SYN_ACK;
+        if ip.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            self.state = FLOW_CLOSING;
+        } else if !from_initiator {
+            if handshake == SYN_ACK && matches!(self.state, FLOW_NEW | FLOW_RESPONDED) {
+                self.state = FLOW_RESPONDED;
+                self.resp_isn = p.tcp_seq;
+            }
+        } else if self.state == FLOW_RESPONDED
+            && handshake == TCP_ACK
+            && p.tcp_ack == self.resp_isn.wrapping_add(1)
+        {
+            self.state = FLOW_ESTABLISHED;
+        }
+    }
+
+    /// The device a promotion is charged to: the initiator if managed, else the responder.
+    fn charged(&self) -> u64 {
+        let (init, resp) = if self.a_initiated {
+            (self.dev_a, self.dev_b)
+        } else {
+            (self.dev_b, self.dev_a)
+        };
+        if init != 0 {
+            init
+        } else {
+            resp
+        }
+    }
 }
 
 /// Normalized 5-tuple (`FlowKey`): the lower endpoint first.
@@ -37,21 +123,23 @@ type Key = (u8, (IpAddr, u16), (IpAddr, u16));
 fn key(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> (Key, bool) {
     // The datapath compares the 16-byte address arrays (IPv4 in the first four bytes),
     // then the port: the same order as comparing these byte arrays.
-    let bytes = |a: &IpAddr| -> [u8; 16] {
-        match a {
-            IpAddr::V4(v4) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&v4.octets());
-                b
-            }
-            IpAddr::V6(v6) => v6.octets(),
-        }
-    };
-    let src_is_a = (bytes(&src.0), src.1) <= (bytes(&dst.0), dst.1);
+    let src_is_a = (addr_bytes(&src.0), src.1) <= (addr_bytes(&dst.0), dst.1);
     if src_is_a {
         ((proto, src, dst), true)
     } else {
         ((proto, dst, src), false)
+    }
+}
+
+/// An address as the flow key holds it: IPv4 in the first four bytes, the rest zero.
+fn addr_bytes(a: &IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
@@ -63,6 +151,8 @@ pub struct Model {
     flows: HashMap<Key, Flow>,
     /// Fragment trains: (src, dst, id, proto) → reason of the first fragment.
     frags: HashMap<(IpAddr, IpAddr, u32, u8), Reason>,
+    /// Promotion buckets (`LZ_PROMOTE`): device → tokens in thousandths.
+    promote: HashMap<u64, u64>,
 }
 
 impl Model {
@@ -72,7 +162,31 @@ impl Model {
             states: DeviceStates::default(),
             flows: HashMap::new(),
             frags: HashMap::new(),
+            promote: HashMap::new(),
         }
+    }
+
+    /// Every flow with its table, as the datapath's `LZ_EST_FLOWS` and `LZ_FLOWS` keys,
+    /// sorted.
+    pub fn flow_tables(&self) -> Vec<(FlowTable, FlowKey)> {
+        let mut out: Vec<(FlowTable, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|((proto, (a, pa), (b, pb)), f)| {
+                let key = FlowKey {
+                    addr_a: addr_bytes(a),
+                    addr_b: addr_bytes(b),
+                    port_a: *pa,
+                    port_b: *pb,
+                    proto: *proto,
+                    family: if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
+                    _pad: [0; 2],
+                };
+                (f.table, key)
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Installs a new generation (the flow table and trains are kept, as in the datapath).
@@ -169,12 +283,12 @@ impl Model {
         desc.flow = hint;
         let d = classify_indexed(&self.index, &self.states, &desc);
         match hint {
-            FlowHint::Current { .. } => {}
-            FlowHint::Stale { initiator_is_src } => {
+            FlowHint::Current { .. } => self.advance(&k, p, ip, src_is_a),
+            FlowHint::Stale { .. } => {
                 if d.passes() {
                     let (src_dev, dst_dev) = self.ends(p, ip);
-                    let a_initiated = initiator_is_src == src_is_a;
-                    self.stamp(k, src_is_a, src_dev, dst_dev, &d, a_initiated);
+                    self.stamp(k, src_is_a, src_dev, dst_dev, &d);
+                    self.advance(&k, p, ip, src_is_a);
                 } else {
                     self.flows.remove(&k);
                 }
@@ -182,11 +296,67 @@ impl Model {
             FlowHint::None => {
                 if d.passes() && ip.initiating() && !matches!(d.reason, Reason::AllowFlow) {
                     let (src_dev, dst_dev) = self.ends(p, ip);
-                    self.stamp(k, src_is_a, src_dev, dst_dev, &d, src_is_a);
+                    let (dev_a, dev_b) = if src_is_a {
+                        (src_dev, dst_dev)
+                    } else {
+                        (dst_dev, src_dev)
+                    };
+                    let flow = Flow {
+                        generation: 0,
+                        dev_a,
+                        dev_b,
+                        epoch_a: 0,
+                        epoch_b: 0,
+                        rule: NO_RULE,
+                        a_initiated: src_is_a,
+                        state: FLOW_NEW,
+                        resp_isn: 0,
+                        table: FlowTable::New,
+                    };
+                    self.flows.insert(k, flow);
+                    self.stamp(k, src_is_a, src_dev, dst_dev, &d);
                 }
             }
         }
         d
+    }
+
+    /// A packet of a live flow: its state advances, and a confirmed flow of the new table
+    /// moves to the established one if its device has a promotion token (`promote`).
+    fn advance(&mut self, k: &Key, p: &Parsed, ip: &IpDesc, src_is_a: bool) {
+        let Some(f) = self.flows.get_mut(k) else {
+            return;
+        };
+        let from_initiator = f.a_initiated == src_is_a;
+        f.advance(ip, p, from_initiator);
+        if f.table == FlowTable::New && f.state == FLOW_ESTABLISHED {
+            let charged = f.charged();
+            if self.take_promotion(charged) {
+                if let Some(f) = self.flows.get_mut(k) {
+                    f.table = FlowTable::Established;
+                }
+            }
+        }
+    }
+
+    /// The datapath's `take_token` on `LZ_PROMOTE`, with no time passing.
+    fn take_promotion(&mut self, dev: u64) -> bool {
+        let burst_milli = u64::from(self.index.site().promote_burst) * 1000;
+        match self.promote.get_mut(&dev) {
+            Some(tokens) => {
+                *tokens = (*tokens).min(burst_milli);
+                if *tokens >= 1000 {
+                    *tokens -= 1000;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => {
+                self.promote.insert(dev, burst_milli.saturating_sub(1000));
+                burst_milli >= 1000
+            }
+        }
     }
 
     /// Managed devices at the packet's two ends, as the datapath finds them once identity
@@ -208,30 +378,24 @@ impl Model {
         (src, by_ip(ip.dst))
     }
 
-    fn stamp(
-        &mut self,
-        k: Key,
-        src_is_a: bool,
-        src_dev: u64,
-        dst_dev: u64,
-        d: &Decision,
-        a_initiated: bool,
-    ) {
+    /// The datapath's `stamp_flow`: the devices, epochs, generation and rule the flow was
+    /// (re-)admitted with; its state, initiator and table stay.
+    fn stamp(&mut self, k: Key, src_is_a: bool, src_dev: u64, dst_dev: u64, d: &Decision) {
         let (dev_a, dev_b) = if src_is_a {
             (src_dev, dst_dev)
         } else {
             (dst_dev, src_dev)
         };
-        let flow = Flow {
-            generation: self.index.site().generation,
-            dev_a,
-            dev_b,
-            epoch_a: self.epoch(dev_a),
-            epoch_b: self.epoch(dev_b),
-            rule: d.rule.unwrap_or(NO_RULE),
-            a_initiated,
-        };
-        self.flows.insert(k, flow);
+        let (epoch_a, epoch_b) = (self.epoch(dev_a), self.epoch(dev_b));
+        let generation = self.index.site().generation;
+        if let Some(f) = self.flows.get_mut(&k) {
+            f.generation = generation;
+            f.dev_a = dev_a;
+            f.dev_b = dev_b;
+            f.epoch_a = epoch_a;
+            f.epoch_b = epoch_b;
+            f.rule = d.rule.unwrap_or(NO_RULE);
+        }
     }
 }
 

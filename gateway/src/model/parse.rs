@@ -42,6 +42,10 @@ pub struct Parsed {
     pub frag: Frag,
     pub frag_id: u32,
     pub quoted: Option<Quoted>,
+    /// TCP sequence and acknowledgment numbers (0 for other protocols): the flow table
+    /// confirms a handshake with them.
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
 }
 
 struct Bytes<'a>(&'a [u8]);
@@ -98,6 +102,8 @@ pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, 
         frag: Frag::None,
         frag_id: 0,
         quoted: None,
+        tcp_seq: 0,
+        tcp_ack: 0,
     };
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(&b, off, &mut p)?,
@@ -272,6 +278,8 @@ fn parse_l4(
                 return Err(Reason::DenyMalformed);
             }
             ip.tcp_flags = hdr[13];
+            p.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            p.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         }
         PROTO_UDP => {
             let hdr: [u8; 4] = b.get(at).map_err(|_| short)?;

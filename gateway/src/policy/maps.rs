@@ -52,6 +52,10 @@ impl Compiled {
                 quarantine_policy: self.site.quarantine_policy,
                 event_rate: self.site.event_rate,
                 event_burst: self.site.event_burst,
+                // Not a policy setting (yet): the ABI's defaults, sized so one device cannot
+                // cycle the established flow table (see lazaret_abi, *Flow tables*).
+                promote_rate: PROMOTE_RATE_PER_S,
+                promote_burst: PROMOTE_BURST,
             },
             ..MapContents::default()
         };
