@@ -179,6 +179,9 @@ pub struct Lab {
     pub policy_dir: PathBuf,
     pub state_dir: PathBuf,
     pub config: PathBuf,
+    /// Start the daemon confined to the deployed unit's capability bounding set
+    /// ([`Lab::confine`]); with every capability of root otherwise.
+    pub confined: bool,
 }
 
 impl Lab {
@@ -217,6 +220,7 @@ impl Lab {
             policy_dir,
             state_dir,
             config,
+            confined: false,
         })
     }
 
@@ -260,16 +264,30 @@ impl Lab {
         }
     }
 
+    /// From now on, [`Lab::start`] runs the daemon as the deployed unit does: root with only
+    /// the capabilities of `CapabilityBoundingSet=` in `deploy/systemd/lazaret.service`
+    /// (read from the unit, so the two cannot drift) and no new privileges, through
+    /// `setpriv` (util-linux; `cargo xtask setup` installs it).
+    pub fn confine(&mut self) {
+        self.confined = true;
+    }
+
     /// Starts `lazaret run` and waits until it has written its ready file.
     pub fn start(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.state_dir.join("ready"));
         let bin = lazaret_bin()?;
-        let daemon = self.net.gateway.spawn(&[
-            bin.to_str().context("binary path")?,
-            "run",
-            "--config",
-            self.config.to_str().context("config path")?,
-        ])?;
+        let mut args: Vec<String> = Vec::new();
+        if self.confined {
+            args.extend(setpriv_prefix()?);
+        }
+        args.extend([
+            bin.to_str().context("binary path")?.to_string(),
+            "run".to_string(),
+            "--config".to_string(),
+            self.config.to_str().context("config path")?.to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = self.net.gateway.spawn(&args)?;
         self.daemon = Some(daemon);
         let ready = self.state_dir.join("ready");
         let daemon = self.daemon.as_mut().context("daemon")?;
@@ -478,6 +496,56 @@ impl Lab {
         f.write_all(toml.as_bytes())?;
         Ok(())
     }
+}
+
+/// The deployed unit file, `deploy/systemd/lazaret.service`.
+pub fn unit_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/lazaret.service")
+}
+
+/// The capabilities of the unit's `CapabilityBoundingSet=`, as the kernel names them
+/// (`CAP_BPF`, ...).
+pub fn unit_capabilities() -> Result<Vec<String>> {
+    let path = unit_file();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let caps: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("CapabilityBoundingSet="))
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect();
+    if caps.is_empty() || caps.iter().any(|c| !c.starts_with("CAP_")) {
+        bail!(
+            "{}: expected CapabilityBoundingSet= with CAP_* names, found {caps:?}",
+            path.display()
+        );
+    }
+    Ok(caps)
+}
+
+/// `setpriv` arguments that run the rest of the command line with the unit's bounding set,
+/// no inheritable capabilities and no new privileges (`NoNewPrivileges=yes`). Root's
+/// permitted and effective sets after exec are the bounding set.
+fn setpriv_prefix() -> Result<Vec<String>> {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .context("setpriv (util-linux) is missing: run `cargo xtask setup`")?;
+    let set = unit_capabilities()?
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(vec![
+        setpriv.to_string(),
+        "--bounding-set".to_string(),
+        format!("-all,{set}"),
+        "--inh-caps".to_string(),
+        "-all".to_string(),
+        "--no-new-privs".to_string(),
+        "--".to_string(),
+    ])
 }
 
 /// The first JSON event `follower` printed that satisfies `want`, waiting up to 5 s.

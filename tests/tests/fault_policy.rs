@@ -4,10 +4,18 @@
 //! working, new allowed connections open, the denied port stays closed. A valid policy
 //! afterwards is loaded again.
 //!
-//! "Unreadable" is a dangling symlink: the daemon runs as root, which reads through any
-//! file mode (CAP_DAC_OVERRIDE), so a chmod 000 file would not be a fault for it.
+//! The daemon runs confined as the deployed unit confines it (`Lab::confine`: the unit's
+//! capability bounding set, which holds neither CAP_DAC_OVERRIDE nor CAP_DAC_READ_SEARCH),
+//! so file modes bind it: "unreadable" is a real `chmod 000`, and a file renamed in that
+//! belongs to another user with mode 0600. The refusal names the file. A dangling symlink
+//! is the third way a file cannot be read.
 
-use std::{net::TcpStream, time::Duration};
+use std::{
+    net::TcpStream,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{bail, Result};
 use lazaret_tests::{
@@ -16,8 +24,32 @@ use lazaret_tests::{
     reliability::{metric, record_figure},
 };
 
-/// One way of breaking the policy directory.
-type Fault<'a> = Box<dyn Fn() -> std::io::Result<()> + 'a>;
+/// One way of breaking the policy directory, and how it is undone.
+struct Fault<'a> {
+    name: &'static str,
+    apply: Box<dyn Fn() -> std::io::Result<()> + 'a>,
+    /// A chmod is metadata, which the directory watch ignores (as it ignores `touch`): the
+    /// operator reloads by hand (`systemctl reload`, SIGHUP).
+    hup: bool,
+    /// The file could not be read: the refusal must name it and say why.
+    unreadable: bool,
+    /// Undoes the fault; true if a SIGHUP must follow. `None`: the valid policy is renamed
+    /// back in.
+    restore: Option<Box<dyn Fn() -> std::io::Result<bool> + 'a>>,
+}
+
+/// Writes `text` next to `file` with `mode` and owner `uid`, then renames it over `file`,
+/// as a deployment tool does.
+fn rename_in(file: &Path, text: &str, mode: u32, uid: u32) -> std::io::Result<()> {
+    let tmp: PathBuf = file.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(uid))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, file)
+}
+
+/// The unprivileged `nobody`, owner of the foreign file.
+const NOBODY: u32 = 65534;
 
 fn failures(lab: &Lab) -> f64 {
     // Summed over reasons: the fault decides which one.
@@ -56,6 +88,7 @@ fn check_enforcing(lab: &Lab, session: &mut TcpStream, fault: &str) -> Result<()
 fn broken_policy_directory_keeps_the_previous_generation_enforcing() -> Result<()> {
     let valid = |mac| monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575));
     let mut lab = Lab::new(valid)?;
+    lab.confine();
     let text = std::fs::read_to_string(lab.policy_dir.join("hospital.toml"))?;
     lab.echo_servers(&[2575, 104])?;
     lab.start()?;
@@ -63,30 +96,66 @@ fn broken_policy_directory_keeps_the_previous_generation_enforcing() -> Result<(
     assert!(round_trip(&mut session));
     let mut generation = lab.ready_generation();
     let file = lab.policy_dir.join("hospital.toml");
+    let mode = |m: u32| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m));
 
-    let faults: [(&str, Fault); 4] = [
-        (
-            "garbage",
-            Box::new(|| std::fs::write(&file, b"[site\n\x00\xff garbage = = =\n")),
-        ),
-        ("emptied", Box::new(|| std::fs::remove_file(&file))),
-        (
-            "unreadable",
-            Box::new(|| {
+    let faults = [
+        Fault {
+            name: "garbage",
+            apply: Box::new(|| std::fs::write(&file, b"[site\n\x00\xff garbage = = =\n")),
+            hup: false,
+            unreadable: false,
+            restore: None,
+        },
+        Fault {
+            name: "emptied",
+            apply: Box::new(|| std::fs::remove_file(&file)),
+            hup: false,
+            unreadable: false,
+            restore: None,
+        },
+        Fault {
+            name: "chmod 000",
+            apply: Box::new(|| mode(0o000)),
+            hup: true,
+            unreadable: true,
+            restore: Some(Box::new(|| mode(0o644).map(|()| true))),
+        },
+        Fault {
+            name: "another user's 0600 file",
+            apply: Box::new(|| rename_in(&file, &text, 0o600, NOBODY)),
+            hup: false,
+            unreadable: true,
+            restore: None,
+        },
+        Fault {
+            name: "dangling symlink",
+            apply: Box::new(|| {
                 std::fs::remove_file(&file)?;
                 std::os::unix::fs::symlink("/nonexistent/lazaret-policy", &file)
             }),
-        ),
-        (
-            "half-written",
+            hup: false,
+            unreadable: true,
+            restore: None,
+        },
+        Fault {
+            name: "half-written",
             // Written in place (not renamed in): what an editor or a copy cut short leaves.
-            Box::new(|| std::fs::write(&file, &text.as_bytes()[..text.len() / 2])),
-        ),
+            apply: Box::new(|| std::fs::write(&file, &text.as_bytes()[..text.len() / 2])),
+            hup: false,
+            unreadable: false,
+            restore: None,
+        },
     ];
     let mut survived = 0;
-    for (name, fault) in &faults {
+    for fault in &faults {
+        let name = fault.name;
         let before = failures(&lab);
-        fault()?;
+        let io_before = io_failures(&lab);
+        let logged = daemon_output(&lab).len();
+        (fault.apply)()?;
+        if fault.hup {
+            lab.signal(libc::SIGHUP);
+        }
         let seen = wait_until(Duration::from_secs(10), || failures(&lab) > before);
         assert!(seen, "{name}: no failed reload in the metrics");
         assert_eq!(
@@ -99,9 +168,35 @@ fn broken_policy_directory_keeps_the_previous_generation_enforcing() -> Result<(
             generation,
             "{name}: generation changed"
         );
+        if fault.unreadable {
+            assert!(io_failures(&lab) > io_before, "{name}: not counted as io");
+            let out = daemon_output(&lab);
+            let refusal = out.get(logged..).unwrap_or_default();
+            let why = if name == "dangling symlink" {
+                "No such file or directory"
+            } else {
+                "Permission denied"
+            };
+            assert!(
+                refusal.contains("reload refused")
+                    && refusal.contains(&file.display().to_string())
+                    && refusal.contains(why),
+                "{name}: the refusal does not name the file and the cause:\n{refusal}"
+            );
+        }
         check_enforcing(&lab, &mut session, name)?;
-        // Restore (renamed in, over a symlink too): the valid policy loads as a new generation.
-        lab.write_policy(&text)?;
+        // Restore: the valid policy loads as a new generation.
+        let hup = match &fault.restore {
+            Some(restore) => restore()?,
+            // Renamed in (over a symlink too), root's and readable.
+            None => {
+                lab.write_policy(&text)?;
+                false
+            }
+        };
+        if hup {
+            lab.signal(libc::SIGHUP);
+        }
         let g = lab.ready_generation().unwrap_or(0);
         lab.wait_generation(g + 1, Duration::from_secs(10))?;
         generation = lab.ready_generation();
@@ -114,7 +209,25 @@ fn broken_policy_directory_keeps_the_previous_generation_enforcing() -> Result<(
     );
     record_figure(
         "fault_policy::broken_policy_directory_keeps_the_previous_generation_enforcing",
-        &format!("{survived}/4 faults survived; session unbroken, denied port closed"),
+        &format!(
+            "{survived}/{} faults survived (daemon confined to the unit's capabilities); session unbroken, denied port closed",
+            faults.len()
+        ),
     );
     Ok(())
+}
+
+fn io_failures(lab: &Lab) -> f64 {
+    metric(
+        lab,
+        "lazaret_policy_reload_failures_total",
+        &[("reason", "io")],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+fn daemon_output(lab: &Lab) -> String {
+    lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default()
 }

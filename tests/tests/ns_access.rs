@@ -26,8 +26,12 @@ fn start(lab: &mut Lab) -> Result<std::path::PathBuf> {
         .context("the control socket did not appear")
 }
 
+/// A lab whose daemon runs confined as the deployed unit confines it: what it does with
+/// the socket and the state files works with the unit's capabilities only.
 fn lab() -> Result<Lab> {
-    Lab::new(|mac| monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575)))
+    let mut lab = Lab::new(|mac| monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575)))?;
+    lab.confine();
+    Ok(lab)
 }
 
 /// Opens the way to the socket for everyone at the file-system level, so what is left to

@@ -25,10 +25,18 @@ fn rows() -> BTreeSet<String> {
         .collect()
 }
 
-/// `#[test]` functions of one test file, ignored ones left out.
+/// `#[test]` functions of one test file, ignored ones left out; a scenario run by
+/// `on_both_dataplanes!` is two tests, `SCENARIO::xdp` and `SCENARIO::nftables`.
 fn tests_in(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let mut out = Vec::new();
+    if let Some((_, rest)) = text.split_once("on_both_dataplanes!(") {
+        let list = rest.split(')').next().unwrap_or_default();
+        for scenario in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            out.push(format!("{scenario}::xdp"));
+            out.push(format!("{scenario}::nftables"));
+        }
+    }
     let mut marked = false;
     for line in text.lines() {
         let l = line.trim();
@@ -100,6 +108,15 @@ fn every_row_names_an_existing_test_and_every_test_has_a_row() {
             exists,
             "docs/reliability.md lists `{row}`, which does not exist"
         );
+    }
+}
+
+#[test]
+fn the_checker_sees_scenarios_on_both_dataplanes() {
+    let tests = tests_in(&root().join("tests/tests/ns_daemon.rs"));
+    for dataplane in ["xdp", "nftables"] {
+        let name = format!("detach_removes_enforcement::{dataplane}");
+        assert!(tests.contains(&name), "{name} not in {tests:?}");
     }
 }
 

@@ -19,6 +19,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("nftables", "nft"),
     ("prometheus", "promtool"),
+    // setpriv: the tests run the daemon with the systemd unit's capability bounding set.
+    ("util-linux", "setpriv"),
 ];
 
 pub fn run() -> Result<()> {

@@ -49,7 +49,14 @@ pub enum DaemonError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
     #[error("policy in {dir} refused:\n{errors}")]
-    Policy { dir: PathBuf, errors: String },
+    Policy {
+        dir: PathBuf,
+        errors: String,
+        /// Every error is a file that could not be read (permissions, a dangling link):
+        /// counted as `io`, not `invalid_policy`, since the fix is on the host, not in the
+        /// policy.
+        unreadable: bool,
+    },
     #[error("interface {0:?} does not exist on this host")]
     NoInterface(String),
     #[error(transparent)]
@@ -386,6 +393,9 @@ impl Controller {
             }
             Err(e) => {
                 let reason = match e {
+                    DaemonError::Policy {
+                        unreadable: true, ..
+                    } => "io",
                     DaemonError::Policy { .. } => "invalid_policy",
                     DaemonError::Io { .. } => "io",
                     DaemonError::Nftables(_) => "nftables",
@@ -400,16 +410,24 @@ impl Controller {
 
     fn reload_inner(&mut self, started: Instant) -> Result<ReloadReport, DaemonError> {
         let dir = self.config.policy_dir.clone();
-        let refused = |errors: String| DaemonError::Policy {
+        let refused = |errors: String, unreadable: bool| DaemonError::Policy {
             dir: dir.clone(),
             errors,
+            unreadable,
         };
-        let (compiled, how) = self.reloader.load().map_err(|e| refused(e.render()))?;
+        let (compiled, how) = self.reloader.load().map_err(|e| {
+            let problems = e.problems();
+            let unreadable = !problems.is_empty()
+                && problems
+                    .iter()
+                    .all(|p| matches!(p, policy::Problem::Io { .. }));
+            refused(e.render(), unreadable)
+        })?;
         let slot = self.dp.next_slot()?;
         let generation = self.generation + 1;
         let contents = compiled
             .map_contents(slot, generation, &self.ifindexes)
-            .map_err(|e| refused(e.to_string()))?;
+            .map_err(|e| refused(e.to_string(), false))?;
         // nftables first: a table it refuses fails the reload before anything changed.
         let sides: Vec<(String, u8)> = self
             .config

@@ -1193,21 +1193,58 @@ impl<'p> Compiler<'p> {
 /// The datapath capacities `s` exceeds, as errors.
 pub(crate) fn capacity_problems(s: &Stats) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let checks: [(&'static str, usize, u32); 8] = [
-        ("devices", s.devices, abi::MAX_DEVICES),
-        ("MAC bindings", s.dev_mac, abi::MAX_DEVICES),
-        ("IPv4 device addresses", s.dev_ip4, abi::MAX_DEVICE_ADDRS),
-        ("IPv6 device addresses", s.dev_ip6, abi::MAX_DEVICE_ADDRS),
-        ("compiled rules", s.rules, abi::MAX_RULES),
-        ("IPv4 peer entries", s.peer4, abi::MAX_PEER_ENTRIES),
-        ("IPv6 peer entries", s.peer6, abi::MAX_PEER_ENTRIES),
-        ("port entries", s.ports, abi::MAX_PORT_ENTRIES),
+    // Rule ids index the per-rule hit counters: that map bounds them.
+    let checks: [(&'static str, &'static str, usize, u32); 8] = [
+        ("devices", abi::MAP_DEVICES, s.devices, abi::MAX_DEVICES),
+        (
+            "MAC bindings",
+            abi::MAP_DEV_MAC,
+            s.dev_mac,
+            abi::MAX_DEVICES,
+        ),
+        (
+            "IPv4 device addresses",
+            abi::MAP_DEV_IP4,
+            s.dev_ip4,
+            abi::MAX_DEVICE_ADDRS,
+        ),
+        (
+            "IPv6 device addresses",
+            abi::MAP_DEV_IP6,
+            s.dev_ip6,
+            abi::MAX_DEVICE_ADDRS,
+        ),
+        (
+            "compiled rules",
+            abi::MAP_RULE_HITS,
+            s.rules,
+            abi::MAX_RULES,
+        ),
+        (
+            "IPv4 peer entries",
+            abi::MAP_PEER4,
+            s.peer4,
+            abi::MAX_PEER_ENTRIES,
+        ),
+        (
+            "IPv6 peer entries",
+            abi::MAP_PEER6,
+            s.peer6,
+            abi::MAX_PEER_ENTRIES,
+        ),
+        (
+            "port entries",
+            abi::MAP_PORTS,
+            s.ports,
+            abi::MAX_PORT_ENTRIES,
+        ),
     ];
-    for (what, count, max) in checks {
+    for (what, map, count, max) in checks {
         if count > max as usize {
             out.push(Diagnostic::new(
                 Problem::Capacity {
                     what,
+                    map,
                     count: count as u64,
                     max: u64::from(max),
                 },

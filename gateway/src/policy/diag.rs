@@ -167,9 +167,11 @@ pub enum Problem {
     BadEnd { text: String },
 
     // === Capacities ===
-    #[error("{what}: {count} exceeds the datapath capacity of {max}")]
+    #[error("{what} (map {map}): {count} exceeds the datapath capacity of {max}")]
     Capacity {
         what: &'static str,
+        /// The map that would overflow, as `lazaret_map_capacity{map}` names it.
+        map: &'static str,
         count: u64,
         max: u64,
     },

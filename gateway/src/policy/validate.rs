@@ -586,6 +586,7 @@ impl Validator<'_> {
             self.diags.err(
                 Problem::Capacity {
                     what: "interfaces",
+                    map: lazaret_abi::MAP_IFACE,
                     count: site.interfaces.len() as u64,
                     max: u64::from(lazaret_abi::MAX_IFACES),
                 },
