@@ -90,6 +90,11 @@ pub struct ReloadReport {
 /// How often datapath counters are read into the metrics.
 const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the configured interfaces are looked up by name. An interface that is deleted
+/// and created again has no XDP program until the daemon notices: traffic on it passes
+/// unjudged for up to this long (one `if_nametoindex` per interface per check).
+const INTERFACES_EVERY: Duration = Duration::from_millis(250);
+
 /// The running controller: the single owner of the datapath.
 pub struct Controller {
     config: Config,
@@ -959,12 +964,14 @@ impl Controller {
                         self.modes.insert(iface.name.clone(), "nftables");
                         continue;
                     }
+                    // Attach first, then reload for the new ifindex: until the reload,
+                    // devices bound to the interface fail their binding check and are
+                    // dropped (closed), rather than the interface passing everything (open).
                     let config = self.iface_config(&iface);
                     let result = self
                         .dp
                         .set_interface_config(index, config)
                         .map_err(DaemonError::from)
-                        .and_then(|()| self.reload().map(|_| ()))
                         .and_then(|()| {
                             let prog = self.dp.program_mut()?;
                             Ok(attach::attach(
@@ -974,7 +981,8 @@ impl Controller {
                                 &self.pin_dir,
                                 &[],
                             )?)
-                        });
+                        })
+                        .and_then(|a| self.reload().map(|_| a));
                     match result {
                         Ok(a) => {
                             let mode = match a {
@@ -1059,6 +1067,7 @@ impl Controller {
             access,
         ));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let mut links = tokio::time::interval(INTERFACES_EVERY);
         let events = self.dp.take_events()?;
         // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same
         // for the reader's whole life, which the AsyncFd owns.
@@ -1096,8 +1105,8 @@ impl Controller {
                 }
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
+                _ = links.tick() => self.check_interfaces(),
                 _ = tick.tick() => {
-                    self.check_interfaces();
                     self.observe();
                     self.expire_quarantines();
                     self.save_learned();
