@@ -127,6 +127,12 @@ impl Reloader {
                 return Ok((compiled, How::Patched { devices }));
             }
         }
+        // The last load is no base for a full one. Freed meanwhile on another thread (a
+        // big policy takes ~100 ms to free), and before the new one is built, so its
+        // memory is reused.
+        if let Some(old) = self.last.take() {
+            std::thread::spawn(move || drop(old));
+        }
         let last = full(&self.dir)?;
         let compiled = last.compiled.clone();
         self.last = Some(last);
