@@ -33,7 +33,10 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     // The nftables dataplane's table, which also outlives the daemon. With `dataplane =
     // "xdp"` a table left by an earlier nftables run is removed too, if nft is there.
     let (nft, family) = (lazaret::nft::Nft::default(), lazaret::nft::Family::Inet);
-    for table in lazaret::nft::dataplane::TABLES {
+    let tables = lazaret::nft::dataplane::TABLES
+        .iter()
+        .chain([&lazaret::nft::hold::HOLD_TABLE]);
+    for table in tables {
         match nft.has_table(family, table) {
             Ok(true) => {
                 nft.delete(family, table)?;

@@ -125,6 +125,8 @@ pub struct Controller {
     learned_dirty: bool,
     /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
     nft: crate::nft::NftDataplane,
+    /// XDP interfaces that disappeared: held closed by name until re-attached.
+    held: std::collections::BTreeSet<String>,
 }
 
 impl Controller {
@@ -183,6 +185,7 @@ impl Controller {
             learned: Self::load_learned(&config_state_dir),
             learned_dirty: false,
             nft,
+            held: std::collections::BTreeSet::new(),
         };
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
@@ -224,6 +227,11 @@ impl Controller {
             }
         }
         ctl.attach_all()?;
+        // A hold an earlier run left (it died while an interface was gone): every interface
+        // is attached now. Best effort: without nft there is no hold to lift.
+        if let Err(e) = ctl.nft.hold(&ctl.held) {
+            tracing::debug!(error = %e, "lifting an interface hold");
+        }
         ctl.write_ready()?;
         Ok(ctl)
     }
@@ -949,6 +957,10 @@ impl Controller {
                         if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
                             self.metrics.set_interface(&iface.name, mode, false);
                         }
+                        // XDP will not be on it when it returns: hold it closed by name.
+                        if !self.nft.uses(&iface.name) && self.held.insert(iface.name.clone()) {
+                            self.update_hold();
+                        }
                     }
                 }
                 Some(index)
@@ -993,6 +1005,9 @@ impl Controller {
                             attach::record_mode(&self.config.state_dir, &iface.name, mode);
                             self.metrics.set_interface(&iface.name, mode, true);
                             tracing::info!(interface = %iface.name, mode, "re-attached");
+                            if self.held.remove(&iface.name) {
+                                self.update_hold();
+                            }
                             if let Err(e) = self.write_ready() {
                                 tracing::error!(error = %e, "could not write the ready file");
                             }
@@ -1003,6 +1018,17 @@ impl Controller {
                     }
                 }
                 Some(_) => {}
+            }
+        }
+    }
+
+    fn update_hold(&self) {
+        match self.nft.hold(&self.held) {
+            Ok(()) => {
+                tracing::info!(held = ?self.held, "interfaces held closed until XDP is attached")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = ?self.held, "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
             }
         }
     }

@@ -64,7 +64,7 @@ impl Nft {
 
     /// `nft -j -f -` with the JSON on stdin. Run here rather than through the crate's
     /// helper, which lets nft's stderr (the reason for a refusal) go to our stderr.
-    fn run(&self, objects: Nftables) -> Result<(), ApplyError> {
+    pub(super) fn run(&self, objects: Nftables) -> Result<(), ApplyError> {
         self.run_json(&to_json(&objects))
     }
 

@@ -58,6 +58,11 @@ impl NftDataplane {
         })
     }
 
+    /// Holds the interfaces named in `held` closed (see [`super::hold`]).
+    pub fn hold(&self, held: &BTreeSet<String>) -> Result<(), ApplyError> {
+        self.nft.hold(held)
+    }
+
     pub fn uses(&self, interface: &str) -> bool {
         self.interfaces.contains(interface)
     }

@@ -36,6 +36,7 @@
 pub mod apply;
 pub mod dataplane;
 mod expr;
+pub mod hold;
 pub mod nflog;
 mod ranges;
 pub mod render;

@@ -1,0 +1,88 @@
+//! A hold on device-side interfaces the XDP program should enforce on but is not attached
+//! to: an interface deleted under the daemon comes back (same name, new ifindex) without a
+//! program, and the kernel would forward its traffic unjudged until the daemon notices and
+//! attaches again. When the daemon sees such an interface gone, it puts its *name* in this
+//! table — `inet lazaret_hold`, one prerouting rule per name that drops everything arriving
+//! on it — so the interface is closed from the moment it is created again; the daemon lifts
+//! the hold once the program is attached and the policy bound to the new ifindex. A daemon
+//! that dies meanwhile leaves the hold in place (closed); the next start lifts it after
+//! attaching. What it cannot cover: an interface deleted and re-created within one of the
+//! daemon's interface checks (250 ms), which the daemon only sees as a new ifindex.
+
+use super::expr::{drop_, eq, meta, s};
+use super::{ApplyError, Nft};
+use nftables::batch::Batch;
+use nftables::expr::MetaKey;
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use std::collections::BTreeSet;
+
+pub const HOLD_TABLE: &str = "lazaret_hold";
+const CHAIN: &str = "hold";
+
+impl Nft {
+    /// Drops everything arriving on the interfaces named in `held` (matched by name, so an
+    /// interface created after the rule is held too), replacing the previous hold in one
+    /// transaction; an empty `held` removes the table.
+    pub fn hold(&self, held: &BTreeSet<String>) -> Result<(), ApplyError> {
+        self.run(hold_batch(held))
+    }
+}
+
+fn hold_batch(held: &BTreeSet<String>) -> Nftables<'static> {
+    let table = Table {
+        family: NfFamily::INet,
+        name: HOLD_TABLE.into(),
+        handle: None,
+    };
+    let mut b = Batch::new();
+    // `add` makes the `delete` valid when the table does not exist yet.
+    b.add(NfListObject::Table(table.clone()));
+    b.delete(NfListObject::Table(table.clone()));
+    if !held.is_empty() {
+        b.add(NfListObject::Table(table));
+        b.add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: HOLD_TABLE.into(),
+            name: CHAIN.into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(NfHook::Prerouting),
+            // Before conntrack (-200): a held interface's packets create no state.
+            prio: Some(-300),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+        for name in held {
+            b.add(NfListObject::Rule(Rule {
+                family: NfFamily::INet,
+                table: HOLD_TABLE.into(),
+                chain: CHAIN.into(),
+                expr: vec![eq(meta(MetaKey::Iifname), s(name.as_str())), drop_()].into(),
+                handle: None,
+                index: None,
+                comment: None,
+            }));
+        }
+    }
+    b.to_nftables()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hold is a table of its own, matched by name, dropping; none when nothing is held.
+    #[test]
+    fn hold_renders_one_drop_rule_per_name() {
+        let held: std::collections::BTreeSet<String> =
+            ["icu0".to_string(), "pumps0".to_string()].into();
+        let json = super::super::apply::to_json(&super::hold_batch(&held)).to_string();
+        assert!(json.contains(r#""name":"lazaret_hold""#), "{json}");
+        assert!(
+            json.contains(r#""icu0""#) && json.contains(r#""pumps0""#),
+            "{json}"
+        );
+        assert_eq!(json.matches(r#""drop""#).count(), 2, "{json}");
+        let none =
+            super::super::apply::to_json(&super::hold_batch(&Default::default())).to_string();
+        assert!(!none.contains("prerouting"), "{none}");
+    }
+}
