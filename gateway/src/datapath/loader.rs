@@ -66,6 +66,8 @@ pub struct Datapath {
     shadow: [Option<MapContents>; 2],
     /// When the last flip happened: the retired slot is not written before `GRACE` after it.
     flipped_at: Option<Instant>,
+    /// lazaret's program, or a benchmark's (baseline, floor).
+    program: &'static str,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -83,6 +85,11 @@ impl Datapath {
     /// Loads the baseline program benchmarks compare against.
     pub fn load_baseline() -> Result<Self, DatapathError> {
         Self::load_object(super::BASELINE, "lazaret_baseline", &LoadOptions::default())
+    }
+
+    /// The floor program (for benchmarks): [`Self::load_baseline`] plus a flow-table lookup.
+    pub fn load_floor() -> Result<Self, DatapathError> {
+        Self::load_object(super::FLOOR, "lazaret_floor", &LoadOptions::default())
     }
 
     fn load_object(
@@ -116,25 +123,18 @@ impl Datapath {
             ebpf,
             shadow: [empty(0), empty(1)],
             flipped_at: None,
+            program,
         })
     }
 
     /// The loaded XDP program (to attach it through pinned links).
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
-        let name = self.program_name();
+        let name = self.program;
         Ok(self
             .ebpf
             .program_mut(name)
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()?)
-    }
-
-    fn program_name(&self) -> &'static str {
-        if self.ebpf.program(PROGRAM_NAME).is_some() {
-            PROGRAM_NAME
-        } else {
-            "lazaret_baseline"
-        }
     }
 
     /// Attaches to an interface; returns the mode actually used.

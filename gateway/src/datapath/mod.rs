@@ -19,3 +19,6 @@ pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The baseline program benchmarks compare against.
 pub static BASELINE: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lazaret-baseline"));
+/// The floor program benchmarks compare against: the baseline plus a flow-table lookup and
+/// refresh (or insert) per packet.
+pub static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lazaret-floor"));

@@ -11,6 +11,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod floor;
 mod flows;
 mod measure;
 mod report;
@@ -89,6 +90,7 @@ fn main() -> Result<()> {
         return profile(&mut progs, &mut paths, key);
     }
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;
+    let floor = measure_floor(&mut progs, &paths, reps, runs)?;
     let results = report::Results {
         quick: args.quick,
         devices: DEVICES,
@@ -97,6 +99,7 @@ fn main() -> Result<()> {
         runs,
         paths: &paths,
         samples,
+        floor,
     };
     let (json, md) = results.render();
     print!("{md}");
@@ -365,6 +368,26 @@ fn measure_all(
     }
     phase(progs, paths, &full, reps, runs, &mut s)?;
     Ok(s)
+}
+
+/// The floor program next to the baseline, on the established-flow frame and on the
+/// full-table path's new flows (see `floor`).
+fn measure_floor(
+    progs: &mut Programs,
+    paths: &[Path],
+    reps: u32,
+    runs: usize,
+) -> Result<floor::Floor> {
+    let find = |key: &str| paths.iter().find(|p| p.key == key).context(key.to_string());
+    let Timed::Repeat(established) = &find("established_flow")?.timed else {
+        anyhow::bail!("established_flow is not a repeated frame");
+    };
+    let Timed::NewFlows(gens, _) = &find("allowed_new_flow_table_full")?.timed else {
+        anyhow::bail!("allowed_new_flow_table_full has no new flows");
+    };
+    let new_flows = gens.first().context("new-flow generator")?;
+    let baseline = progs.dps.first_mut().context("the baseline")?;
+    floor::measure(baseline, established, new_flows, reps, runs)
 }
 
 /// One warm-up run (a tenth of the repetitions, not recorded), then `runs` runs; each run

@@ -10,6 +10,14 @@ use crate::{Path, Samples};
 pub const FLATNESS_MAX: f64 = 1.15;
 pub const RATIO_MAX: f64 = 2.5;
 
+pub const FLOOR_METHOD: &str = "The floor program parses like the baseline, then finds the \
+packet's flow in an LRU hash keyed by the normalized 5-tuple (lazaret's key, value and \
+capacity) and refreshes its timestamp, or inserts it: the least a program keeping flow state \
+as the datapath issue asks does per packet. It is timed back to back with the baseline in \
+each run: on the established-flow frame (repeated: a lookup hit and a refresh) and on new \
+flows into its full table (one call each: a miss and an insertion that evicts). Its ratio \
+to the baseline bounds lazaret's from below on the same path.";
+
 pub const METHOD: &str = "BPF_PROG_TEST_RUN on the loopback interface (ifindex 1, declared a \
 device-side interface). One program per policy (10,000 devices; 1, 1,000, 100,000 rules) and \
 the baseline program (parses Ethernet, up to two VLAN tags and the IP header, then passes) are \
@@ -41,6 +49,7 @@ pub struct Results<'a> {
     pub runs: usize,
     pub paths: &'a [Path],
     pub samples: Samples,
+    pub floor: crate::floor::Floor,
 }
 
 /// Figures of one path. Index 0 of the per-rule-count vectors is the fewest rules. Costs
@@ -149,6 +158,7 @@ impl Results<'_> {
             out.insert(p.key.into(), self.path_json(p, f));
         }
         out.insert("pass".into(), json!(pass));
+        out.insert("floor".into(), self.floor_json(&figs));
         out.insert(
             "targets".into(),
             json!({ "flatness_max": FLATNESS_MAX, "ratio_to_baseline_max": RATIO_MAX }),
@@ -165,6 +175,75 @@ impl Results<'_> {
             }),
         );
         (Value::Object(out), self.markdown(&figs))
+    }
+
+    /// The floor's paths, with lazaret's figure at the most rules for the same path.
+    fn floor_rows<'f>(
+        &'f self,
+        figs: &[Figures],
+    ) -> Vec<(&'static str, &'f crate::floor::Pair, f64)> {
+        let lazaret = |key: &str| {
+            self.paths
+                .iter()
+                .position(|p| p.key == key)
+                .and_then(|i| figs.get(i))
+                .and_then(|f| f.by_rules.last().copied())
+                .unwrap_or(0.0)
+        };
+        vec![
+            (
+                "established_flow",
+                &self.floor.established,
+                lazaret("established_flow"),
+            ),
+            (
+                "allowed_new_flow_table_full",
+                &self.floor.new_flow_full,
+                lazaret("allowed_new_flow_table_full"),
+            ),
+        ]
+    }
+
+    fn floor_json(&self, figs: &[Figures]) -> Value {
+        let mut out = Map::new();
+        for (key, pair, lazaret) in self.floor_rows(figs) {
+            out.insert(
+                key.into(),
+                json!({
+                    "ns_per_packet": round3(pair.floor()),
+                    "baseline_ns_per_packet": round3(pair.baseline()),
+                    "ratio_to_baseline": round3(pair.ratio()),
+                    "lazaret_ns_per_packet": round3(lazaret),
+                    "samples_ns": pair.floor_ns.iter().map(|x| round3(*x)).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        out.insert("method".into(), json!(FLOOR_METHOD));
+        Value::Object(out)
+    }
+
+    fn floor_markdown(&self, figs: &[Figures]) -> String {
+        let mut s = format!(
+            "\n**Floor: flow tracking alone.** {FLOOR_METHOD}\n\n\
+             | path | floor | baseline | floor / baseline | lazaret, {} rules | lazaret / floor |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+            thousands(self.rule_counts.last().copied().unwrap_or(0))
+        );
+        for (key, pair, lazaret) in self.floor_rows(figs) {
+            let title = self
+                .paths
+                .iter()
+                .find(|p| p.key == key)
+                .map_or(key, |p| p.title);
+            s.push_str(&format!(
+                "| {title} | {:.1} | {:.1} | {:.2} | {lazaret:.1} | {:.2} |\n",
+                pair.floor(),
+                pair.baseline(),
+                pair.ratio(),
+                lazaret / pair.floor().max(f64::MIN_POSITIVE),
+            ));
+        }
+        s
     }
 
     fn path_json(&self, p: &Path, f: &Figures) -> Value {
@@ -275,6 +354,7 @@ impl Results<'_> {
                 ));
             }
         }
+        s.push_str(&self.floor_markdown(figs));
         s.push_str("\nFlows (chosen from the compiled policies):\n\n");
         for p in self.paths {
             s.push_str(&format!("- {}: {}; {}\n", p.title, p.frame, p.flow));

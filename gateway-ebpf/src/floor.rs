@@ -1,0 +1,104 @@
+//! Floor program for benchmarks: the least a program meeting the datapath issue's flow
+//! requirements does for one packet — parse Ethernet (up to two VLAN tags), IPv4 and the
+//! ports, find the flow in an LRU hash keyed by the normalized 5-tuple (lazaret's own
+//! `FlowKey`, `FlowValue` and capacity) and refresh its timestamp, or insert it. No identity,
+//! policy, counters or events. `cargo xtask bench datapath` times it next to the baseline
+//! (parse only) and lazaret in the same run: what stateful flow tracking alone costs, and so
+//! what a ratio to the baseline can and cannot reach.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::LruHashMap,
+    programs::XdpContext,
+};
+use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, MAX_FLOWS};
+
+#[map]
+static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[xdp]
+pub fn lazaret_floor(ctx: XdpContext) -> u32 {
+    floor(&ctx).unwrap_or(xdp_action::XDP_DROP)
+}
+
+#[inline(always)]
+fn floor(ctx: &XdpContext) -> Option<u32> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + 14 > end {
+        return None;
+    }
+    // SAFETY: every read below is bounds-checked against `end` first.
+    let mut ethertype = u16::from_be(unsafe { *((start + 12) as *const u16) });
+    let mut off = 14usize;
+    for _ in 0..2 {
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        if start + off + 4 > end {
+            return None;
+        }
+        ethertype = u16::from_be(unsafe { *((start + off + 2) as *const u16) });
+        off += 4;
+    }
+    if ethertype != 0x0800 {
+        return Some(xdp_action::XDP_PASS);
+    }
+    let ip = start + off;
+    if ip + 20 > end {
+        return None;
+    }
+    let ihl = usize::from(unsafe { *(ip as *const u8) } & 0x0f) * 4;
+    // Bounded for the verifier: 20..=60 bytes of header, then the two ports.
+    if !(20..=60).contains(&ihl) || ip + ihl + 4 > end {
+        return None;
+    }
+    let proto = unsafe { *((ip + 9) as *const u8) };
+    let src = unsafe { ((ip + 12) as *const [u8; 4]).read_unaligned() };
+    let dst = unsafe { ((ip + 16) as *const [u8; 4]).read_unaligned() };
+    let sport = u16::from_be(unsafe { ((ip + ihl) as *const u16).read_unaligned() });
+    let dport = u16::from_be(unsafe { ((ip + ihl + 2) as *const u16).read_unaligned() });
+    // Both directions share a key, as in lazaret: the lower (address, port) first.
+    let ((a, pa), (b, pb)) = if (src, sport) <= (dst, dport) {
+        ((src, sport), (dst, dport))
+    } else {
+        ((dst, dport), (src, sport))
+    };
+    let mut key = FlowKey {
+        port_a: pa,
+        port_b: pb,
+        proto,
+        family: FAMILY_V4,
+        ..FlowKey::default()
+    };
+    key.addr_a[..4].copy_from_slice(&a);
+    key.addr_b[..4].copy_from_slice(&b);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match LZ_FLOWS.get_ptr_mut(key) {
+        // SAFETY: the pointer comes from a successful lookup in this program run.
+        Some(flow) => unsafe { (*flow).last_seen_ns = now },
+        None => {
+            let flow = FlowValue {
+                last_seen_ns: now,
+                ..FlowValue::default()
+            };
+            let _ = LZ_FLOWS.insert(key, flow, 0);
+        }
+    }
+    Some(xdp_action::XDP_PASS)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
