@@ -3,6 +3,7 @@
 //! UDP 5000 to a time server; its quarantine profile allows only UDP 123 to that server.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use lazaret::datapath::{Datapath, LoadOptions, MapContents};
 use lazaret_abi::*;
@@ -127,12 +128,12 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
             },
             device,
         )],
-        peer4: vec![
+        peer4: Arc::new(vec![
             peer4(slot, 0, SERVER, 32, 0),
             peer4(slot, 0, NTP, 32, 1),
             peer4(slot, 1, NTP, 32, 2),
-        ],
-        peer6: vec![(
+        ]),
+        peer6: Arc::new(vec![(
             PEER_KEY_FIXED_BITS + 128,
             PeerKey6 {
                 slot,
@@ -142,14 +143,14 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
                 addr: SERVER6.octets(),
             },
             PeerClass { class: 0 },
-        )],
-        ports: vec![
+        )]),
+        ports: Arc::new(vec![
             port(slot, 0, PROTO_TCP, 2575, PORT_KEY_FULL_BITS, 0),
             port(slot, 0, PROTO_ICMP, 0, PORT_KEY_PROTO_BITS, 1),
             port(slot, 0, PROTO_ICMPV6, 0, PORT_KEY_PROTO_BITS, 1),
             port(slot, 1, PROTO_UDP, 5000, PORT_KEY_FULL_BITS, 2),
             port(slot, 2, PROTO_UDP, 123, PORT_KEY_FULL_BITS, 3),
-        ],
+        ]),
     }
 }
 

@@ -1,12 +1,18 @@
 //! The incremental generation install: whatever a slot held before, after an install the
 //! active slot holds exactly the new map contents, read back from the kernel — on fresh
-//! maps, on a slot written two generations ago, and on pinned maps adopted with leftovers.
+//! maps, on a slot written two generations ago, on pinned maps adopted with leftovers, and
+//! for a device edit patched into the previous compile (whose rule-derived lists the
+//! loader skips as the very ones the slot holds).
 
 use std::{collections::BTreeMap, path::Path};
 
 use lazaret::{
     datapath::{Datapath, LoadOptions, MapContents},
-    policy::{self, Compiled},
+    policy::{
+        self,
+        incremental::{How, Reloader},
+        Compiled,
+    },
 };
 use lazaret_tests::netns::{BpfMount, TempDir};
 
@@ -37,7 +43,7 @@ fn variant(c: &MapContents, which: usize) -> MapContents {
         0 => {}
         1 => {
             let mut i = 0;
-            c.ports.retain(|_| {
+            std::sync::Arc::make_mut(&mut c.ports).retain(|_| {
                 i += 1;
                 i % 3 != 0
             });
@@ -47,10 +53,10 @@ fn variant(c: &MapContents, which: usize) -> MapContents {
             c.dev_mac.pop();
         }
         _ => {
-            for (_, _, v) in c.peer4.iter_mut().step_by(2) {
+            for (_, _, v) in std::sync::Arc::make_mut(&mut c.peer4).iter_mut().step_by(2) {
                 v.class = v.class.wrapping_add(1);
             }
-            c.peer6.clear();
+            std::sync::Arc::make_mut(&mut c.peer6).clear();
             c.dev_ip4.truncate(c.dev_ip4.len() / 2);
         }
     }
@@ -131,4 +137,67 @@ fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install
     assert_eq!(dp.active_site().expect("site").generation, 2);
     install_and_check(&mut dp, &compiled, 3, 0);
     install_and_check(&mut dp, &compiled, 4, 1);
+}
+
+#[test]
+fn a_patched_device_edit_leaves_exactly_its_generation_in_the_slot() {
+    let tmp = TempDir::new().expect("tempdir");
+    let dir = tmp.path.join("policies");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    copy_dir(&src, &dir);
+    let mut reloader = Reloader::new(&dir);
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load (needs root)");
+    let mut generation = 0;
+    let mut apply = |reloader: &mut Reloader, dp: &mut Datapath| {
+        let (compiled, how) = reloader.load().expect("loads");
+        generation += 1;
+        let slot = dp.next_slot().expect("slot");
+        let want = contents_for(&compiled, slot, generation);
+        dp.install(&want).expect("install");
+        let held = dp.read_slot(slot).expect("read back");
+        assert!(
+            held == per_slot(&want),
+            "generation {generation} ({how:?}) differs"
+        );
+        (how, want)
+    };
+    // Both slots hold the full compile.
+    assert_eq!(apply(&mut reloader, &mut dp).0, How::Full);
+    apply(&mut reloader, &mut dp);
+    // A pump switched to audit: patched, and only its device entry changes in the slot.
+    let pumps = dir.join("devices/pumps.toml");
+    let text = std::fs::read_to_string(&pumps).expect("read");
+    let edited = text.replacen(
+        "id = \"pump-icu-01\"\n",
+        "id = \"pump-icu-01\"\nmode = \"audit\"\n",
+        1,
+    );
+    assert_ne!(text, edited, "the example has pump-icu-01");
+    std::fs::write(&pumps, edited).expect("write");
+    let (how, want) = apply(&mut reloader, &mut dp);
+    assert_eq!(how, How::Patched { devices: 1 });
+    let audit = lazaret_abi::MODE_AUDIT;
+    assert_eq!(
+        want.devices.iter().filter(|(_, d)| d.mode == audit).count(),
+        contents_for(&policy::load_and_compile(&dir).expect("compiles").1, 0, 1)
+            .devices
+            .iter()
+            .filter(|(_, d)| d.mode == audit)
+            .count(),
+        "the patch and a full compile agree on the audit devices"
+    );
+    // And once more, into the other slot (written two generations ago).
+    apply(&mut reloader, &mut dp);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).expect("copy");
+        }
+    }
 }

@@ -158,7 +158,7 @@ fn generation_swap_cuts_flows_the_new_policy_forbids() {
     // A generation without the rule: the flow is re-judged and cut.
     let slot = dp.next_slot().expect("slot");
     let mut c = contents(slot, 3);
-    c.ports.clear();
+    std::sync::Arc::make_mut(&mut c.ports).clear();
     dp.install(&c).expect("install");
     assert_eq!(dp.test_run(&ack).expect("run"), XDP_DROP);
 }

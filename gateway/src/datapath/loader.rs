@@ -13,6 +13,7 @@
 //! only once a grace period has passed since the flip that retired it, so a packet that read
 //! the old slot just before the flip still finds its entries.
 
+use std::sync::Arc;
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -349,9 +350,9 @@ impl Datapath {
             dev_ip4: read_where(e, MAP_DEV_IP4, |k: &Ip4Key| k.slot == slot)?,
             dev_ip6: read_where(e, MAP_DEV_IP6, |k: &Ip6Key| k.slot == slot)?,
             devices: read_where(e, MAP_DEVICES, |k: &DevKey| k.slot == slot)?,
-            peer4: read_lpm_where(e, MAP_PEER4, |k: &PeerKey4| k.slot == slot)?,
-            peer6: read_lpm_where(e, MAP_PEER6, |k: &PeerKey6| k.slot == slot)?,
-            ports: read_lpm_where(e, MAP_PORTS, |k: &PortKey| k.slot == slot)?,
+            peer4: Arc::new(read_lpm_where(e, MAP_PEER4, |k: &PeerKey4| k.slot == slot)?),
+            peer6: Arc::new(read_lpm_where(e, MAP_PEER6, |k: &PeerKey6| k.slot == slot)?),
+            ports: Arc::new(read_lpm_where(e, MAP_PORTS, |k: &PortKey| k.slot == slot)?),
         };
         c.sort();
         Ok(c)
@@ -682,9 +683,14 @@ fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
 fn apply_lpm_delta<K: Pod + Ord, V: Pod + PartialEq>(
     map: &mut Map,
     name: &'static str,
-    held: &[(u32, K, V)],
-    want: &[(u32, K, V)],
+    held: &Arc<Vec<(u32, K, V)>>,
+    want: &Arc<Vec<(u32, K, V)>>,
 ) -> Result<(), DatapathError> {
+    // The very list the slot holds (a generation patched from the same compile): nothing
+    // to compare or write.
+    if Arc::ptr_eq(held, want) {
+        return Ok(());
+    }
     let keyed = |l: &[(u32, K, V)]| -> Vec<((K, u32), V)> {
         l.iter().map(|(len, k, v)| ((*k, *len), *v)).collect()
     };

@@ -509,7 +509,7 @@ fn peer_elems(m: &MapContents, f: Fam, dir: u8) -> Vec<Expr> {
 /// `class . proto` ranges that admit port 0 (protocols without ports look up port 0).
 fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
     let mut by_class: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
-    for (bits, k, r) in &m.ports {
+    for (bits, k, r) in m.ports.iter() {
         let key = (u128::from(k.proto) << 16) | u128::from(u16::from_be_bytes(k.port));
         let (lo, hi) = prefix_span(key, bits - PORT_KEY_CLASS_BITS, 24);
         by_class

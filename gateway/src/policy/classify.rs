@@ -228,13 +228,13 @@ impl MapIndex {
             peer6: Lpm::default(),
             ports: Lpm::default(),
         };
-        for (bits, k, v) in &m.peer4 {
+        for (bits, k, v) in m.peer4.iter() {
             ix.peer4.insert(*bits, &peer4_bytes(k), v.class);
         }
-        for (bits, k, v) in &m.peer6 {
+        for (bits, k, v) in m.peer6.iter() {
             ix.peer6.insert(*bits, &peer6_bytes(k), v.class);
         }
-        for (bits, k, v) in &m.ports {
+        for (bits, k, v) in m.ports.iter() {
             ix.ports.insert(*bits, &port_bytes(k), *v);
         }
         ix

@@ -49,9 +49,9 @@ pub struct Lookup {
     pub ports: Vec<PortEntry>,
     /// Number of distinct peer classes.
     pub classes: usize,
-    /// These entries as map contents for slot 0, built on first use and shared by every
-    /// compile patched from this one (see [`super::maps`]).
-    pub maps: std::sync::OnceLock<super::maps::LookupMaps>,
+    /// These entries as map contents, per slot, built on first use and shared by every
+    /// compile patched from this one (see [`super::maps::LookupMaps`]).
+    pub maps: super::maps::LookupMaps,
 }
 
 /// What a peer class holds: (protocol, ports, rule, audit).

@@ -5,6 +5,7 @@ use super::compile::Compiled;
 use super::model::Side;
 use lazaret_abi::*;
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 /// Why map contents cannot be produced.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,10 +27,12 @@ pub struct MapContents {
     pub dev_ip4: Vec<(Ip4Key, DevRef)>,
     pub dev_ip6: Vec<(Ip6Key, DevRef)>,
     pub devices: Vec<(DevKey, Device)>,
-    /// (LPM prefix length, key, value).
-    pub peer4: Vec<(u32, PeerKey4, PeerClass)>,
-    pub peer6: Vec<(u32, PeerKey6, PeerClass)>,
-    pub ports: Vec<(u32, PortKey, RuleRef)>,
+    /// (LPM prefix length, key, value). The rule-derived lists are shared (`Arc`) by every
+    /// generation of one compile written to the same slot: the loader skips a list that is
+    /// the very one the slot holds.
+    pub peer4: Arc<Vec<(u32, PeerKey4, PeerClass)>>,
+    pub peer6: Arc<Vec<(u32, PeerKey6, PeerClass)>>,
+    pub ports: Arc<Vec<(u32, PortKey, RuleRef)>>,
 }
 
 impl Compiled {
@@ -130,25 +133,10 @@ impl Compiled {
                 },
             ));
         }
-        let lookup = self
-            .lookup
-            .maps
-            .get_or_init(|| LookupMaps::new(&self.lookup));
-        m.peer4 = lookup
-            .peer4
-            .iter()
-            .map(|&(p, k, v)| (p, PeerKey4 { slot, ..k }, v))
-            .collect();
-        m.peer6 = lookup
-            .peer6
-            .iter()
-            .map(|&(p, k, v)| (p, PeerKey6 { slot, ..k }, v))
-            .collect();
-        m.ports = lookup
-            .ports
-            .iter()
-            .map(|&(p, k, v)| (p, PortKey { slot, ..k }, v))
-            .collect();
+        let lists = self.lookup.maps.lists(&self.lookup, slot);
+        m.peer4 = lists.peer4;
+        m.peer6 = lists.peer6;
+        m.ports = lists.ports;
         // Already in order (the slot leads every key, so changing it keeps the order);
         // only the device maps need sorting.
         m.sort_devices();
@@ -156,22 +144,60 @@ impl Compiled {
     }
 }
 
-/// The rule-derived map entries (peers and ports) of a compile, keyed for slot 0. They are
-/// most of a big policy's entries and do not change when only devices do, so they are built
-/// once and copied with the slot changed.
+/// The rule-derived map entries (peers and ports) of a compile, per slot. They are most of
+/// a big policy's entries and do not change when only devices do, so each slot's lists are
+/// built once per compile (the second by copying the first with the slot changed) and
+/// shared by every generation patched from it.
 #[derive(Clone, Debug, Default)]
 pub struct LookupMaps {
-    peer4: Vec<(u32, PeerKey4, PeerClass)>,
-    peer6: Vec<(u32, PeerKey6, PeerClass)>,
-    ports: Vec<(u32, PortKey, RuleRef)>,
+    slots: [OnceLock<Lists>; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct Lists {
+    peer4: Arc<Vec<(u32, PeerKey4, PeerClass)>>,
+    peer6: Arc<Vec<(u32, PeerKey6, PeerClass)>>,
+    ports: Arc<Vec<(u32, PortKey, RuleRef)>>,
 }
 
 impl LookupMaps {
-    fn new(lookup: &super::lookup::Lookup) -> LookupMaps {
-        let slot = 0;
+    fn lists(&self, lookup: &super::lookup::Lookup, slot: u8) -> Lists {
+        let (this, other) = (usize::from(slot & 1), usize::from(!slot & 1));
+        self.slots[this]
+            .get_or_init(|| match self.slots[other].get() {
+                // The slot leads every key: changing it keeps the order.
+                Some(o) => Lists {
+                    peer4: Arc::new(
+                        o.peer4
+                            .iter()
+                            .map(|&(p, k, v)| (p, PeerKey4 { slot, ..k }, v))
+                            .collect(),
+                    ),
+                    peer6: Arc::new(
+                        o.peer6
+                            .iter()
+                            .map(|&(p, k, v)| (p, PeerKey6 { slot, ..k }, v))
+                            .collect(),
+                    ),
+                    ports: Arc::new(
+                        o.ports
+                            .iter()
+                            .map(|&(p, k, v)| (p, PortKey { slot, ..k }, v))
+                            .collect(),
+                    ),
+                },
+                None => Lists::build(lookup, slot),
+            })
+            .clone()
+    }
+}
+
+impl Lists {
+    fn build(lookup: &super::lookup::Lookup, slot: u8) -> Lists {
         let mut m = MapContents::default();
+        let (mut peer4, mut peer6, mut ports) = (Vec::new(), Vec::new(), Vec::new());
         for e in &lookup.peer4 {
-            m.peer4.push((
+            peer4.push((
                 PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
                 PeerKey4 {
                     slot,
@@ -184,7 +210,7 @@ impl LookupMaps {
             ));
         }
         for e in &lookup.peer6 {
-            m.peer6.push((
+            peer6.push((
                 PEER_KEY_FIXED_BITS + u32::from(e.net.prefix_len()),
                 PeerKey6 {
                     slot,
@@ -197,7 +223,7 @@ impl LookupMaps {
             ));
         }
         for e in &lookup.ports {
-            m.ports.push((
+            ports.push((
                 e.prefix_len,
                 PortKey {
                     slot,
@@ -213,8 +239,11 @@ impl LookupMaps {
                 },
             ));
         }
+        m.peer4 = Arc::new(peer4);
+        m.peer6 = Arc::new(peer6);
+        m.ports = Arc::new(ports);
         m.sort();
-        LookupMaps {
+        Lists {
             peer4: m.peer4,
             peer6: m.peer6,
             ports: m.ports,
@@ -227,9 +256,9 @@ impl MapContents {
     /// prefix length). The loader's deltas walk two lists in this order side by side.
     pub fn sort(&mut self) {
         self.sort_devices();
-        self.peer4.sort_by_key(|e| (e.1, e.0));
-        self.peer6.sort_by_key(|e| (e.1, e.0));
-        self.ports.sort_by_key(|e| (e.1, e.0));
+        Arc::make_mut(&mut self.peer4).sort_by_key(|e| (e.1, e.0));
+        Arc::make_mut(&mut self.peer6).sort_by_key(|e| (e.1, e.0));
+        Arc::make_mut(&mut self.ports).sort_by_key(|e| (e.1, e.0));
     }
 
     fn sort_devices(&mut self) {
