@@ -6,27 +6,15 @@
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
+mod l2;
+
 #[xdp]
 pub fn lazaret_baseline(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + 14 > end {
+    let Some((ethertype, off)) = l2::skip(start, end) else {
         return xdp_action::XDP_DROP;
-    }
-    // SAFETY: the 14 bytes were bounds-checked above.
-    let mut ethertype = u16::from_be(unsafe { *((start + 12) as *const u16) });
-    let mut off = 14usize;
-    for _ in 0..2 {
-        if ethertype != 0x8100 && ethertype != 0x88a8 {
-            break;
-        }
-        if start + off + 4 > end {
-            return xdp_action::XDP_DROP;
-        }
-        // SAFETY: bounds-checked above.
-        ethertype = u16::from_be(unsafe { *((start + off + 2) as *const u16) });
-        off += 4;
-    }
+    };
     let ip_len = match ethertype {
         0x0800 => 20,
         0x86dd => 40,

@@ -17,6 +17,8 @@ use aya_ebpf::{
 };
 use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, MAX_FLOWS};
 
+mod l2;
+
 #[map]
 static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
@@ -29,22 +31,7 @@ pub fn lazaret_floor(ctx: XdpContext) -> u32 {
 fn floor(ctx: &XdpContext) -> Option<u32> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + 14 > end {
-        return None;
-    }
-    // SAFETY: every read below is bounds-checked against `end` first.
-    let mut ethertype = u16::from_be(unsafe { *((start + 12) as *const u16) });
-    let mut off = 14usize;
-    for _ in 0..2 {
-        if ethertype != 0x8100 && ethertype != 0x88a8 {
-            break;
-        }
-        if start + off + 4 > end {
-            return None;
-        }
-        ethertype = u16::from_be(unsafe { *((start + off + 2) as *const u16) });
-        off += 4;
-    }
+    let (ethertype, off) = l2::skip(start, end)?;
     if ethertype != 0x0800 {
         return Some(xdp_action::XDP_PASS);
     }
@@ -52,6 +39,7 @@ fn floor(ctx: &XdpContext) -> Option<u32> {
     if ip + 20 > end {
         return None;
     }
+    // SAFETY: every read below is bounds-checked against `end` first.
     let ihl = usize::from(unsafe { *(ip as *const u8) } & 0x0f) * 4;
     // Bounded for the verifier: 20..=60 bytes of header, then the two ports.
     if !(20..=60).contains(&ihl) || ip + ihl + 4 > end {

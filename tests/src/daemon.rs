@@ -378,6 +378,49 @@ impl Lab {
 }
 
 impl Lab {
+    /// A second host on the device segment: a macvlan of the device's veth (it dies with the
+    /// veth) moved into `ns`, with address `ip` (/24 of the device network), `mac` when
+    /// given, a default route through the gateway, and the gateway's MAC as a permanent
+    /// neighbour — so its IP traffic leaves even when the datapath denies its ARP.
+    pub fn plug_host(&self, ns: &crate::netns::Netns, ip: &str, mac: Option<&str>) -> Result<()> {
+        let mv = format!("{}m", crate::netns::unique_prefix());
+        let mut add = vec![
+            "ip",
+            "link",
+            "add",
+            "link",
+            &self.net.device_if,
+            "name",
+            &mv,
+        ];
+        if let Some(mac) = mac {
+            add.extend(["address", mac]);
+        }
+        add.extend(["netns", &ns.name, "type", "macvlan", "mode", "bridge"]);
+        self.net.device.exec(&add)?;
+        let addr = format!("{ip}/24");
+        ns.exec(&["ip", "addr", "add", &addr, "dev", &mv])?;
+        ns.exec(&["ip", "link", "set", &mv, "up"])?;
+        ns.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+        let gw_mac = fmt_mac(crate::netns::mac_of(
+            &self.net.gateway,
+            &self.net.gw_dev_if,
+        )?);
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            "10.20.0.1",
+            "lladdr",
+            &gw_mac,
+            "dev",
+            &mv,
+            "nud",
+            "permanent",
+        ])?;
+        Ok(())
+    }
+
     /// Runs the real CLI against this lab's daemon with `--json`; the parsed reply.
     pub fn cli(&self, args: &[&str]) -> Result<serde_json::Value> {
         let out = std::process::Command::new(lazaret_bin()?)

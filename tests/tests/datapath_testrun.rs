@@ -442,3 +442,36 @@ fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// The benchmark's reference programs load (the verifier accepts them) and do what the
+/// bench says: the baseline passes a frame; the floor passes it and tracks its flow under
+/// one key for both directions.
+#[test]
+fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_SYN);
+    let reply = tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        40000,
+        TCP_SYN | TCP_ACK,
+    );
+    let mut baseline = Datapath::load_baseline().expect("baseline loads (needs root)");
+    assert_eq!(baseline.test_run(&syn).expect("run"), XDP_PASS);
+    let mut floor = Datapath::load_floor().expect("floor loads (needs root)");
+    for frame in [&syn, &reply, &syn] {
+        assert_eq!(floor.test_run(frame).expect("run"), XDP_PASS);
+    }
+    let map = floor
+        .ebpf_mut()
+        .map_mut(MAP_FLOWS)
+        .expect("the floor's flow table");
+    let flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
+        aya::maps::HashMap::try_from(map).expect("typed");
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    assert_eq!(keys.len(), 1, "one flow for both directions: {keys:?}");
+    let k = keys[0];
+    assert_eq!((k.port_a, k.port_b, k.proto), (2575, 40000, PROTO_TCP));
+}

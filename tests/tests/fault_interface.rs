@@ -68,44 +68,9 @@ fn ifindex(ns: &Netns, name: &str) -> Result<u32> {
         .with_context(|| format!("ifindex of {name}"))
 }
 
-/// The quarantined device's macvlan on the device's veth (it dies with the veth), with the
-/// gateway's MAC as a permanent neighbour so its SYNs leave even when its ARP is denied.
+/// The quarantined device: a second host on the device segment (see [`Lab::plug_host`]).
 fn plug_second_device(lab: &Lab, q: &Netns) -> Result<()> {
-    let mv = format!("{}q", unique_prefix());
-    lab.net.device.exec(&[
-        "ip",
-        "link",
-        "add",
-        "link",
-        &lab.net.device_if,
-        "name",
-        &mv,
-        "address",
-        QUARANTINED_MAC,
-        "netns",
-        &q.name,
-        "type",
-        "macvlan",
-        "mode",
-        "bridge",
-    ])?;
-    q.exec(&["ip", "addr", "add", "10.20.0.12/24", "dev", &mv])?;
-    q.exec(&["ip", "link", "set", &mv, "up"])?;
-    q.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
-    let gw_mac = fmt_mac(mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?);
-    q.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "10.20.0.1",
-        "lladdr",
-        &gw_mac,
-        "dev",
-        &mv,
-        "nud",
-        "permanent",
-    ])?;
-    Ok(())
+    lab.plug_host(q, "10.20.0.12", Some(QUARANTINED_MAC))
 }
 
 /// Recreates the device-side veth pair with the same names (so new ifindexes), the device's

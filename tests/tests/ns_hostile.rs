@@ -244,40 +244,9 @@ fn unknown_devices_are_denied_and_listed_and_a_spoofed_mac_is_denied(
     assert!(round_trip(&mut s), "the device's allowed flow");
 
     let unk = Netns::new(format!("{}unk", unique_prefix()))?;
-    let mv = format!("{}m", unique_prefix());
-    lab.net.device.exec(&[
-        "ip",
-        "link",
-        "add",
-        "link",
-        &lab.net.device_if,
-        "name",
-        &mv,
-        "netns",
-        &unk.name,
-        "type",
-        "macvlan",
-        "mode",
-        "bridge",
-    ])?;
-    unk.exec(&["ip", "addr", "add", "10.20.0.99/24", "dev", &mv])?;
-    unk.exec(&["ip", "link", "set", &mv, "up"])?;
-    unk.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
-    // The gateway's MAC, known in advance: XDP drops an unknown device's ARP request, and
-    // the test is about its IP traffic.
-    let gw_mac = fmt_mac(mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?);
-    unk.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "10.20.0.1",
-        "lladdr",
-        &gw_mac,
-        "dev",
-        &mv,
-        "nud",
-        "permanent",
-    ])?;
+    // The gateway's MAC is known in advance: XDP drops an unknown device's ARP request,
+    // and the test is about its IP traffic.
+    lab.plug_host(&unk, "10.20.0.99", None)?;
     let server = IpAddr::V4(lab.net.server_ip);
     let unknown_before = lab.packets(Reason::DenyUnknown, SIDE_DEVICES)?;
     assert!(

@@ -191,17 +191,7 @@ pub fn devices_against(
     };
     let mut out = Vec::with_capacity(raw.len());
     for d in raw {
-        let Some(id) = &d.id else {
-            v.diags.err(
-                Problem::MissingKey {
-                    key: "id",
-                    table: "a [[devices]] entry".to_string(),
-                },
-                d.span,
-            );
-            continue;
-        };
-        v.check_name(NameKind::Device, id);
+        let Some(id) = v.entry_id(d) else { continue };
         if let Some(dev) = v.device(d, id, &policy.site, &policy.classes) {
             out.push(dev);
         }
@@ -1070,17 +1060,7 @@ impl Validator<'_> {
         let mut out: Vec<Device> = Vec::with_capacity(raw.len());
         let mut ids: BTreeMap<&str, Span> = BTreeMap::new();
         for d in raw {
-            let Some(id) = &d.id else {
-                self.diags.err(
-                    Problem::MissingKey {
-                        key: "id",
-                        table: "a [[devices]] entry".to_string(),
-                    },
-                    d.span,
-                );
-                continue;
-            };
-            self.check_name(NameKind::Device, id);
+            let Some(id) = self.entry_id(d) else { continue };
             if let Some(first) = ids.get(id.v.as_str()) {
                 self.diags.push(
                     Diagnostic::at(
@@ -1102,6 +1082,22 @@ impl Validator<'_> {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         self.conflicts(&out);
         out
+    }
+
+    /// A `[[devices]]` entry's id, checked; an error when it has none.
+    fn entry_id<'r>(&mut self, d: &'r RawDevice) -> Option<&'r Sp<String>> {
+        let Some(id) = &d.id else {
+            self.diags.err(
+                Problem::MissingKey {
+                    key: "id",
+                    table: "a [[devices]] entry".to_string(),
+                },
+                d.span,
+            );
+            return None;
+        };
+        self.check_name(NameKind::Device, id);
+        Some(id)
     }
 
     fn device(
