@@ -33,10 +33,7 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     // The nftables dataplane's table, which also outlives the daemon. With `dataplane =
     // "xdp"` a table left by an earlier nftables run is removed too, if nft is there.
     let (nft, family) = (lazaret::nft::Nft::default(), lazaret::nft::Family::Inet);
-    let tables = lazaret::nft::dataplane::TABLES
-        .iter()
-        .chain([&lazaret::nft::hold::HOLD_TABLE]);
-    for table in tables {
+    for table in lazaret::nft::dataplane::TABLES {
         match nft.has_table(family, table) {
             Ok(true) => {
                 nft.delete(family, table)?;
@@ -47,5 +44,8 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
             Err(_) => {}
         }
     }
+    // An interface hold a daemon left behind (it stopped while an interface was gone): the
+    // hold is lifted like everything else. Without nft there is none.
+    let _ = nft.hold(&Default::default());
     Ok(ExitCode::SUCCESS)
 }

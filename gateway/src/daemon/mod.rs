@@ -993,8 +993,7 @@ impl Controller {
                                 &self.pin_dir,
                                 &[],
                             )?)
-                        })
-                        .and_then(|a| self.reload().map(|_| a));
+                        });
                     match result {
                         Ok(a) => {
                             let mode = match a {
@@ -1005,15 +1004,25 @@ impl Controller {
                             attach::record_mode(&self.config.state_dir, &iface.name, mode);
                             self.metrics.set_interface(&iface.name, mode, true);
                             tracing::info!(interface = %iface.name, mode, "re-attached");
+                            // Enforcing again (closed for devices bound to it until the
+                            // reload binds the new ifindex): the hold can go. A reload
+                            // that fails is reported and retried with the next policy
+                            // change; the attach is not redone.
                             if self.held.remove(&iface.name) {
                                 self.update_hold();
                             }
-                            if let Err(e) = self.write_ready() {
-                                tracing::error!(error = %e, "could not write the ready file");
-                            }
+                            self.reload_and_report("interface returned");
                         }
                         Err(e) => {
-                            tracing::error!(interface = %iface.name, error = %e, "re-attaching failed; will retry")
+                            // Not enforcing on it: detached (retried at the next check)
+                            // and held closed meanwhile.
+                            tracing::error!(interface = %iface.name, error = %e, "re-attaching failed; will retry");
+                            if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
+                                self.metrics.set_interface(&iface.name, mode, false);
+                            }
+                            if self.held.insert(iface.name.clone()) {
+                                self.update_hold();
+                            }
                         }
                     }
                 }
@@ -1122,6 +1131,8 @@ impl Controller {
                 .map_err(io_err("reading nftables events (nflog)"))?;
         }
         loop {
+            // A policy change waiting for the directory to settle (see `watch`).
+            let settle_at = changes.deadline();
             tokio::select! {
                 _ = term.recv() => break,
                 Some(logged) = nflog.recv() => {
@@ -1153,8 +1164,11 @@ impl Controller {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);
                 }
-                true = changes.changed() => {
-                    if changes.settle().await {
+                true = changes.changed() => {}
+                () = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if settle_at.is_some() =>
+                {
+                    if changes.settled() {
                         self.reload_and_report("policy directory changed");
                     }
                 }

@@ -46,6 +46,8 @@ pub struct PolicyWatch {
     rx: mpsc::UnboundedReceiver<Change>,
     dir: PathBuf,
     writing: HashSet<PathBuf>,
+    /// A change not reloaded yet: when the first and the last event of it arrived.
+    pending: Option<(Instant, Instant)>,
 }
 
 impl PolicyWatch {
@@ -54,6 +56,11 @@ impl PolicyWatch {
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 let Ok(ev) = res else { return };
+                // The kernel's queue overflowed: changes were lost, so assume one.
+                if ev.need_rescan() {
+                    let _ = tx.send(Change::Other);
+                    return;
+                }
                 if !ev.paths.iter().any(|p| relevant(p)) {
                     return;
                 }
@@ -76,6 +83,7 @@ impl PolicyWatch {
             rx,
             dir: dir.to_path_buf(),
             writing: HashSet::new(),
+            pending: None,
         })
     }
 
@@ -90,31 +98,61 @@ impl PolicyWatch {
         }
     }
 
-    /// Waits until the directory has settled (see the module docs). False if the watch
-    /// ended.
+    /// When to ask [`Self::settled`], while a change is pending. The daemon's loop sleeps
+    /// until then alongside its other work, so settling never holds up events, the
+    /// control API or signals.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.pending.map(|(_, last)| (last + QUIET).into())
+    }
+
+    /// At the deadline: whether the pending change has settled (it is then taken). Queued
+    /// events are taken into account first.
+    pub fn settled(&mut self) -> bool {
+        while let Ok(c) = self.rx.try_recv() {
+            self.note(c);
+        }
+        let Some((since, last)) = self.pending else {
+            return false;
+        };
+        if last.elapsed() < QUIET {
+            return false;
+        }
+        let lock = self.dir.join(".git/index.lock").exists();
+        if !self.writing.is_empty() || lock {
+            if since.elapsed() <= MAX_WAIT {
+                // Ask again a quiet time from now.
+                self.pending = Some((since, Instant::now()));
+                return false;
+            }
+            tracing::warn!(
+                open_for_writing = ?self.writing,
+                git_lock = lock,
+                "policy directory still busy after {MAX_WAIT:?}; reloading anyway"
+            );
+            self.writing.clear();
+        }
+        self.pending = None;
+        true
+    }
+
+    /// Waits until the pending change has settled (see the module docs); at once when none
+    /// is pending. False if the watch ended. For callers with nothing else to do (tests,
+    /// the reload benchmark).
     pub async fn settle(&mut self) -> bool {
-        let started = Instant::now();
         loop {
-            match tokio::time::timeout(QUIET, self.rx.recv()).await {
-                Ok(Some(c)) => {
-                    self.note(c);
-                    continue;
+            let Some(deadline) = self.deadline() else {
+                return true;
+            };
+            tokio::select! {
+                c = self.rx.recv() => match c {
+                    Some(c) => self.note(c),
+                    None => return false,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.settled() {
+                        return true;
+                    }
                 }
-                Ok(None) => return false,
-                Err(_) => {}
-            }
-            let lock = self.dir.join(".git/index.lock").exists();
-            if self.writing.is_empty() && !lock {
-                return true;
-            }
-            if started.elapsed() > MAX_WAIT {
-                tracing::warn!(
-                    open_for_writing = ?self.writing,
-                    git_lock = lock,
-                    "policy directory still busy after {MAX_WAIT:?}; reloading anyway"
-                );
-                self.writing.clear();
-                return true;
             }
         }
     }
@@ -131,6 +169,8 @@ impl PolicyWatch {
         }
         // A file removed while open is no longer ours to wait for.
         self.writing.retain(|p| p.exists());
+        let now = Instant::now();
+        self.pending = Some((self.pending.map_or(now, |(since, _)| since), now));
     }
 }
 

@@ -115,8 +115,8 @@ impl Nft {
     /// unhooked in the same commit, the odd denied packet met only the new chain's
     /// `accept` policy (seen under 200 reloads). With the steps apart, both tables judge
     /// for a moment — a packet must pass both — and the new one alone after. A failure in
-    /// any step leaves `previous` enforcing; a half-built `r` is unhooked and removed by
-    /// the next apply.
+    /// the first two steps leaves `previous` enforcing (a half-built `r` is unhooked and
+    /// removed by the next apply); a failure of the third is only logged.
     pub fn swap(&self, previous: &str, r: &Rendered) -> Result<Duration, ApplyError> {
         if previous == r.table {
             return self.apply(r);
@@ -127,7 +127,11 @@ impl Nft {
         start_counters_at(&mut build, &r.counter_base);
         self.run_json(&build)?;
         self.run(hook)?;
-        self.run(retire)?;
+        // The new table enforces now. An old one that cannot be deleted still judges too
+        // (a packet must pass both: closed); the next apply builds over it by name.
+        if let Err(e) = self.run(retire) {
+            tracing::warn!(table = previous, error = %e, "the previous nftables table could not be deleted; it judges alongside the new one until the next reload");
+        }
         Ok(t.elapsed())
     }
 

@@ -1,5 +1,6 @@
 //! A hold on device-side interfaces the XDP program should enforce on but is not attached
-//! to: an interface deleted under the daemon comes back (same name, new ifindex) without a
+//! to (`inet lazaret_hold` for routed interfaces and `bridge lazaret_hold` for bridge ports,
+//! which the inet hooks see as their bridge): an interface deleted under the daemon comes back (same name, new ifindex) without a
 //! program, and the kernel would forward its traffic unjudged until the daemon notices and
 //! attaches again. When the daemon sees such an interface gone, it puts its *name* in this
 //! table — `inet lazaret_hold`, one prerouting rule per name that drops everything arriving
@@ -25,13 +26,15 @@ impl Nft {
     /// interface created after the rule is held too), replacing the previous hold in one
     /// transaction; an empty `held` removes the table.
     pub fn hold(&self, held: &BTreeSet<String>) -> Result<(), ApplyError> {
-        self.run(hold_batch(held))
+        // Apart: a kernel without the bridge family still holds routed interfaces.
+        self.run(hold_batch(NfFamily::INet, held))?;
+        self.run(hold_batch(NfFamily::Bridge, held))
     }
 }
 
-fn hold_batch(held: &BTreeSet<String>) -> Nftables<'static> {
+fn hold_batch(family: NfFamily, held: &BTreeSet<String>) -> Nftables<'static> {
     let table = Table {
-        family: NfFamily::INet,
+        family,
         name: HOLD_TABLE.into(),
         handle: None,
     };
@@ -42,7 +45,7 @@ fn hold_batch(held: &BTreeSet<String>) -> Nftables<'static> {
     if !held.is_empty() {
         b.add(NfListObject::Table(table));
         b.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
+            family,
             table: HOLD_TABLE.into(),
             name: CHAIN.into(),
             _type: Some(NfChainType::Filter),
@@ -54,7 +57,7 @@ fn hold_batch(held: &BTreeSet<String>) -> Nftables<'static> {
         }));
         for name in held {
             b.add(NfListObject::Rule(Rule {
-                family: NfFamily::INet,
+                family,
                 table: HOLD_TABLE.into(),
                 chain: CHAIN.into(),
                 expr: vec![eq(meta(MetaKey::Iifname), s(name.as_str())), drop_()].into(),
@@ -69,20 +72,25 @@ fn hold_batch(held: &BTreeSet<String>) -> Nftables<'static> {
 
 #[cfg(test)]
 mod tests {
-    /// The hold is a table of its own, matched by name, dropping; none when nothing is held.
+    use super::super::apply::to_json;
+    use nftables::types::NfFamily;
+
+    /// The hold is a table of its own in each family, matched by name, dropping; none when
+    /// nothing is held.
     #[test]
     fn hold_renders_one_drop_rule_per_name() {
         let held: std::collections::BTreeSet<String> =
             ["icu0".to_string(), "pumps0".to_string()].into();
-        let json = super::super::apply::to_json(&super::hold_batch(&held)).to_string();
-        assert!(json.contains(r#""name":"lazaret_hold""#), "{json}");
-        assert!(
-            json.contains(r#""icu0""#) && json.contains(r#""pumps0""#),
-            "{json}"
-        );
-        assert_eq!(json.matches(r#""drop""#).count(), 2, "{json}");
-        let none =
-            super::super::apply::to_json(&super::hold_batch(&Default::default())).to_string();
-        assert!(!none.contains("prerouting"), "{none}");
+        for family in [NfFamily::INet, NfFamily::Bridge] {
+            let json = to_json(&super::hold_batch(family, &held)).to_string();
+            assert!(json.contains(r#""name":"lazaret_hold""#), "{json}");
+            assert!(
+                json.contains(r#""icu0""#) && json.contains(r#""pumps0""#),
+                "{json}"
+            );
+            assert_eq!(json.matches(r#""drop""#).count(), 2, "{json}");
+            let none = to_json(&super::hold_batch(family, &Default::default())).to_string();
+            assert!(!none.contains("prerouting"), "{none}");
+        }
     }
 }

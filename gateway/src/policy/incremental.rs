@@ -66,10 +66,13 @@ impl Stamp {
                 )
         };
         let changed = at((m.ctime(), m.ctime_nsec())).max(at((m.mtime(), m.mtime_nsec())));
-        // A clock set back or a file dated in the future: racy too.
-        let racy = std::time::SystemTime::now()
-            .duration_since(changed)
-            .map_or(true, |age| age < RACY);
+        // A clock set back or a file dated in the future: racy too; and on a file system
+        // with whole-second timestamps (vfat, some NFS) always: the contents are compared.
+        let coarse = m.mtime_nsec() == 0 && m.ctime_nsec() == 0;
+        let racy = coarse
+            || std::time::SystemTime::now()
+                .duration_since(changed)
+                .map_or(true, |age| age < RACY);
         Some(Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -471,9 +474,13 @@ impl Region {
             .copied()
             .find(|&o| o >= new.len() - suffix && o > start)
             .unwrap_or(new.len());
+        // The suffix from `new_end` is the old text's from `old_end`, but the newline
+        // before it may not be: `old_end` must start a line there too (an uncommented
+        // `#[[devices]]` turns the old entry's tail into a new entry).
         let Some(old_end) = (new_end + old.len())
             .checked_sub(new.len())
             .filter(|&e| e >= start)
+            .filter(|&e| e == old.len() || (e > 0 && old.as_bytes().get(e - 1) == Some(&b'\n')))
         else {
             return whole();
         };

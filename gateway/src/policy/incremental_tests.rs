@@ -396,3 +396,36 @@ fn device_only_edits_are_patched() {
         err.render()
     );
 }
+
+/// Uncommenting a `#[[devices]]` header splits an entry in two: the changed part must be
+/// widened to the whole old entry (found in review: parsing only up to the uncommented
+/// header patched in the first half and lost the interface binding that moved to the
+/// second, which a full compile refuses as an entry without id).
+#[test]
+fn an_uncommented_entry_header_is_judged_like_a_full_compile() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let lab = Lab::new();
+    lab.write_all(dir, 4000);
+    let file = dir.join("devices/ward-1.toml");
+    let text = std::fs::read_to_string(&file).expect("read");
+    // dev-01's interface binding, preceded by a commented header: still dev-01's.
+    let commented = text.replacen(
+        "ipv4 = \"10.64.0.11\"\ninterface",
+        "ipv4 = \"10.64.0.11\"\n#[[devices]]\ninterface",
+        1,
+    );
+    assert_ne!(commented, text);
+    std::fs::write(&file, &commented).expect("write");
+    let mut reloader = Reloader::new(dir);
+    reloader.load().expect("the commented header is a comment");
+    std::fs::write(&file, commented.replacen("#[[devices]]", "[[devices]]", 1)).expect("write");
+    assert!(
+        load_and_compile(dir).is_err(),
+        "an entry without id is refused"
+    );
+    assert!(
+        reloader.load().is_err(),
+        "the patch must refuse what a full compile refuses"
+    );
+}
