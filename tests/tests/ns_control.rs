@@ -288,11 +288,15 @@ fn packet_metrics_count_the_traffic_across_a_reload(dataplane: Dataplane) -> Res
     wait_packets(&lab, "deny_no_rule", 3.0)?;
     wait_packets(&lab, "allow_rule", 1.0)?;
 
-    // A reload replaces the nftables table: the counts carry on from where they were.
+    // A reload replaces the nftables table: the counts carry on from where they were. One
+    // reload, through the watch (a SIGHUP as well would make two, and a packet counted by
+    // the old table between the new one's start and the old one's deletion is not carried:
+    // see docs/metrics.md).
     let gen = lab.ready_generation().context("generation")?;
     lab.write_policy(&policy(lab.net.device_mac, true))?;
-    lab.signal(libc::SIGHUP);
     lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.ready_generation(), Some(gen + 1), "one reload");
     assert_eq!(lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?, 3);
     denied_syns(&lab, 2);
     let mut s2 = lab.connect(2575, Duration::from_millis(800))?;

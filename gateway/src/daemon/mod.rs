@@ -232,7 +232,6 @@ impl Controller {
         if let Err(e) = ctl.nft.hold(&ctl.held) {
             tracing::debug!(error = %e, "lifting an interface hold");
         }
-        ctl.write_ready()?;
         Ok(ctl)
     }
 
@@ -1130,6 +1129,9 @@ impl Controller {
             crate::nft::NftDataplane::spawn_reader(nflog_tx.clone())
                 .map_err(io_err("reading nftables events (nflog)"))?;
         }
+        // Ready only now that events are read: nflog, unlike the XDP ring buffer, keeps
+        // nothing for a reader that is not there yet.
+        self.write_ready()?;
         loop {
             // A policy change waiting for the directory to settle (see `watch`).
             let settle_at = changes.deadline();
