@@ -5,7 +5,6 @@
 //! packet metrics count what was sent, and keep counting across a reload.
 
 use std::{
-    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     thread,
     time::{Duration, Instant},
@@ -20,20 +19,9 @@ use lazaret_tests::{
 
 on_both_dataplanes!(packet_metrics_count_the_traffic_across_a_reload);
 
-/// GET /metrics from inside the gateway namespace.
+/// GET /metrics from inside the gateway namespace, parsed.
 fn fetch_metrics(lab: &Lab) -> Result<prometheus_parse::Scrape> {
-    let body = lab.net.gateway.run(|| -> std::io::Result<String> {
-        let mut s = TcpStream::connect("127.0.0.1:9464")?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lazaret\r\nConnection: close\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
-    let (head, body) = body.split_once("\r\n\r\n").context("HTTP reply")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("metrics endpoint answered {head}");
-    }
+    let body = lab.metrics_text()?;
     let lines = body.lines().map(|l| Ok(l.to_string()));
     Ok(prometheus_parse::Scrape::parse(lines)?)
 }
