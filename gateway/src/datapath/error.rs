@@ -14,6 +14,12 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("map {map}: the kernel refused a batch of entries: {source}")]
+    Batch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the XDP object has no map named {0} (the embedded program and this binary disagree)")]
     MissingMap(&'static str),
     #[error("the XDP object has no program named {0}")]

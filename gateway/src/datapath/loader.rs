@@ -13,7 +13,7 @@
 //! only once a grace period has passed since the flip that retired it, so a packet that read
 //! the old slot just before the flip still finds its entries.
 
-use std::sync::Arc;
+use std::{os::fd::AsFd, sync::Arc};
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -26,7 +26,7 @@ use aya::{
 };
 use lazaret_abi::*;
 
-use super::{error::DatapathError, MapContents};
+use super::{batch, error::DatapathError, MapContents};
 pub use crate::model::FlowTable;
 
 /// How long to wait after a generation flip before writing into the retired slot. XDP runs
@@ -665,18 +665,28 @@ fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
     want: &[(K, V)],
 ) -> Result<(), DatapathError> {
     let (gone, write) = delta(held, want);
-    let mut map: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(map).map_err(DatapathError::map(name))?;
-    for k in &gone {
-        match map.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
-        }
-    }
-    for (k, v) in write {
-        map.insert(k, v, 0).map_err(DatapathError::map(name))?;
-    }
-    Ok(())
+    let (keys, values): (Vec<K>, Vec<V>) = write.into_iter().copied().unzip();
+    write_entries(
+        map,
+        name,
+        &gone,
+        &keys,
+        &values,
+        |map, gone, keys, values| {
+            let mut map: HashMap<&mut MapData, K, V> =
+                HashMap::try_from(map).map_err(DatapathError::map(name))?;
+            for k in gone {
+                match map.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(DatapathError::map(name)(e)),
+                }
+            }
+            for (k, v) in keys.iter().zip(values) {
+                map.insert(k, v, 0).map_err(DatapathError::map(name))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// [`apply_delta`] for LPM entries `(prefix length, key, value)`, sorted by (key, length).
@@ -696,19 +706,60 @@ fn apply_lpm_delta<K: Pod + Ord, V: Pod + PartialEq>(
     };
     let (held, want) = (keyed(held), keyed(want));
     let (gone, write) = delta(&held, &want);
-    let mut map: LpmTrie<&mut MapData, K, V> =
-        LpmTrie::try_from(map).map_err(DatapathError::map(name))?;
-    for (k, len) in gone {
-        match map.remove(&Key::new(len, k)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
+    let gone: Vec<Key<K>> = gone.into_iter().map(|(k, len)| Key::new(len, k)).collect();
+    let (keys, values): (Vec<Key<K>>, Vec<V>) = write
+        .into_iter()
+        .map(|((k, len), v)| (Key::new(*len, *k), *v))
+        .unzip();
+    write_entries(
+        map,
+        name,
+        &gone,
+        &keys,
+        &values,
+        |map, gone, keys, values| {
+            let mut map: LpmTrie<&mut MapData, K, V> =
+                LpmTrie::try_from(map).map_err(DatapathError::map(name))?;
+            for k in gone {
+                match map.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(DatapathError::map(name)(e)),
+                }
+            }
+            for (k, v) in keys.iter().zip(values) {
+                map.insert(k, v, 0).map_err(DatapathError::map(name))?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Deletes `gone` from `map`, then writes `keys[i] → values[i]`: in batches (see
+/// [`batch`]), or through `one_by_one` where the kernel has no batch operation for the map.
+/// Deletes come first so that a full map has room for the writes.
+fn write_entries<K: Pod, V: Pod>(
+    map: &mut Map,
+    name: &'static str,
+    gone: &[K],
+    keys: &[K],
+    values: &[V],
+    one_by_one: impl FnOnce(&mut Map, &[K], &[K], &[V]) -> Result<(), DatapathError>,
+) -> Result<(), DatapathError> {
+    let fd = match &*map {
+        Map::HashMap(data) | Map::LpmTrie(data) => Some(data.fd().as_fd()),
+        _ => None,
+    };
+    let batched =
+        fd.map(|fd| batch::delete(fd, gone).and_then(|()| batch::update(fd, keys, values)));
+    match batched {
+        Some(Ok(())) => Ok(()),
+        // Without batch support, what is left is written one entry per call. Deletes are
+        // idempotent, so repeating those already done is harmless.
+        None | Some(Err(batch::BatchError::Unsupported)) => one_by_one(map, gone, keys, values),
+        Some(Err(batch::BatchError::Failed(source))) => {
+            Err(DatapathError::Batch { map: name, source })
         }
     }
-    for ((k, len), v) in write {
-        map.insert(&Key::new(*len, *k), v, 0)
-            .map_err(DatapathError::map(name))?;
-    }
-    Ok(())
 }
 
 fn read_where<K: Pod, V: Pod>(
