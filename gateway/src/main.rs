@@ -5,6 +5,12 @@ mod cli;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: compiling a 100,000-rule policy allocates and frees
+/// millions of small objects, and takes about a fifth less time with it. The benchmarks
+/// that time the daemon's and `lazaret check`'s paths use it too.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lazaret",

@@ -15,6 +15,10 @@ use lazaret::policy::{self, PolicyErrors};
 use serde_json::{json, Map, Value};
 
 /// Timed runs per policy (after one warm-up); --quick still times the full-size policy.
+/// The `lazaret` binary's allocator (gateway/src/main.rs): the bench times `lazaret check`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUNS: usize = 7;
 const QUICK_RUNS: usize = 3;
 /// The target applies to this size: (devices, rules, milliseconds).

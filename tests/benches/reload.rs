@@ -35,6 +35,10 @@ use lazaret::{
 };
 use serde_json::json;
 
+/// The daemon's allocator (gateway/src/main.rs): the bench times the daemon's path.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const TARGET_FULL_MS: f64 = 2000.0;
