@@ -2,7 +2,8 @@
 //! active slot holds exactly the new map contents, read back from the kernel — on fresh
 //! maps, on a slot written two generations ago, on pinned maps adopted with leftovers, and
 //! for a device edit patched into the previous compile (whose rule-derived lists the
-//! loader skips as the very ones the slot holds).
+//! loader skips as the very ones the slot holds), and after the retired slot was brought up
+//! to the active generation in the background.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -188,6 +189,34 @@ fn a_patched_device_edit_leaves_exactly_its_generation_in_the_slot() {
     );
     // And once more, into the other slot (written two generations ago).
     apply(&mut reloader, &mut dp);
+}
+
+#[test]
+fn a_synced_retired_slot_holds_the_active_generation_and_the_next_install_builds_on_it() {
+    let compiled = std::sync::Arc::new(example());
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load (needs root)");
+    let order = [1, 0, 2, 2, 1, 0];
+    for (i, which) in order.into_iter().enumerate() {
+        let generation = i as u64 + 1;
+        install_and_check(&mut dp, &compiled, generation, which);
+        let c = compiled.clone();
+        dp.sync_retired(move |slot| Some(variant(&contents_for(&c, slot, generation), which)))
+            .expect("sync starts");
+        // Reading waits for the sync: the retired slot now holds this generation too.
+        let retired = dp.next_slot().expect("slot");
+        let want = variant(&contents_for(&compiled, retired, generation), which);
+        assert!(
+            dp.read_slot(retired).expect("read back") == per_slot(&want),
+            "generation {generation} (variant {which}) was not synced into slot {retired}"
+        );
+    }
+    // A sync with nothing to build leaves the slot as it was, and known: the next install
+    // is still exact.
+    let retired = dp.next_slot().expect("slot");
+    let before = dp.read_slot(retired).expect("read back");
+    dp.sync_retired(|_| None).expect("sync starts");
+    assert!(dp.read_slot(retired).expect("read back") == before);
+    install_and_check(&mut dp, &compiled, order.len() as u64 + 1, 2);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

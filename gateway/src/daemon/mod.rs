@@ -464,6 +464,15 @@ impl Controller {
             );
         }
         self.dp.install(&contents)?;
+        // The retired slot still holds the generation before last: bring it up to this one
+        // in the background, so the next small edit writes only its own difference.
+        let (c, ix) = (compiled.clone(), self.ifindexes.clone());
+        if let Err(e) = self
+            .dp
+            .sync_retired(move |slot| c.map_contents(slot, generation, &ix).ok())
+        {
+            tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
+        }
         self.generation = generation;
         self.commit = watch::git_commit(&dir);
         let mut modes = [0u64; 3];
@@ -489,7 +498,10 @@ impl Controller {
             .iter()
             .map(|d| (d.hash, (d.id.clone(), d.quarantine)))
             .collect();
-        self.compiled = Some(compiled);
+        // The previous compile of a big policy takes ~100 ms to free: not on this thread.
+        if let Some(old) = self.compiled.replace(compiled) {
+            std::thread::spawn(move || drop(old));
+        }
         let report = ReloadReport {
             generation,
             commit: self.commit.clone(),

@@ -9,9 +9,14 @@
 //! there), so the next install into that slot writes only the entries that differ: a
 //! one-device change costs a handful of map updates, not a rewrite of 100,000 rules. A slot
 //! whose contents are not known (maps adopted from pins after a restart, an install that
-//! failed halfway) is read back from the kernel first, and the delta is taken against that. A slot is written
-//! only once a grace period has passed since the flip that retired it, so a packet that read
-//! the old slot just before the flip still finds its entries.
+//! failed halfway) is read back from the kernel first, and the delta is taken against that.
+//! A slot is written only once a grace period has passed since the flip that retired it, so
+//! a packet that read the old slot just before the flip still finds its entries.
+//!
+//! After a flip the daemon has the retired slot brought up to the new generation on a
+//! background thread ([`Datapath::sync_retired`]): otherwise it would hold the generation
+//! before last, and a one-device edit following a whole-policy change would rewrite the
+//! whole policy. Entries are written in batches (see [`super::batch`]).
 
 use std::{os::fd::AsFd, sync::Arc};
 use std::{
@@ -69,6 +74,14 @@ pub struct Datapath {
     flipped_at: Option<Instant>,
     /// lazaret's program, or a benchmark's (baseline, floor).
     program: &'static str,
+    /// A retired slot being brought up to date (see [`Datapath::sync_retired`]).
+    syncing: Option<Sync>,
+}
+
+/// A [`Datapath::sync_retired`] in progress: its thread returns what the slot then holds.
+struct Sync {
+    slot: u8,
+    thread: std::thread::JoinHandle<Result<MapContents, DatapathError>>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -125,6 +138,7 @@ impl Datapath {
             shadow: [empty(0), empty(1)],
             flipped_at: None,
             program,
+            syncing: None,
         })
     }
 
@@ -202,6 +216,7 @@ impl Datapath {
     /// `contents` must have been built for [`Self::next_slot`]. On error before the flip the
     /// active generation is untouched and keeps enforcing.
     pub fn install(&mut self, contents: &MapContents) -> Result<(), DatapathError> {
+        self.finish_sync();
         let old = self.active_slot()?;
         let new = 1 - old;
         if contents.slot != new {
@@ -221,12 +236,7 @@ impl Datapath {
             Some(held) => held,
             None => self.read_slot(new)?,
         };
-        self.write_delta(&held, contents)?;
-        {
-            let mut site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
-            site.set(new as u32, contents.site, 0)
-                .map_err(DatapathError::map(MAP_SITE))?;
-        }
+        write_slot(SlotMaps::of(self.ebpf.maps_mut())?, &held, contents)?;
         self.shadow[usize::from(new)] = Some(contents.clone());
         // The switch: one 4-byte array write.
         let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
@@ -236,30 +246,75 @@ impl Datapath {
         Ok(())
     }
 
-    /// Brings a slot holding `held` to `want`: removes the keys `want` lacks, writes the
-    /// entries that are new or changed. The port map holds most entries (every rule's port
-    /// blocks), so it is written on a second thread while the others are written here.
-    fn write_delta(&mut self, held: &MapContents, want: &MapContents) -> Result<(), DatapathError> {
-        let mut maps: std::collections::BTreeMap<&str, &mut Map> = self.ebpf.maps_mut().collect();
-        let mut take =
-            |name: &'static str| maps.remove(name).ok_or(DatapathError::MissingMap(name));
-        let ports = take(MAP_PORTS)?;
-        let (devices, dev_mac) = (take(MAP_DEVICES)?, take(MAP_DEV_MAC)?);
-        let (dev_ip4, dev_ip6) = (take(MAP_DEV_IP4)?, take(MAP_DEV_IP6)?);
-        let (peer4, peer6) = (take(MAP_PEER4)?, take(MAP_PEER6)?);
-        std::thread::scope(|s| {
-            let big = s.spawn(|| apply_lpm_delta(ports, MAP_PORTS, &held.ports, &want.ports));
-            let rest = apply_delta(devices, MAP_DEVICES, &held.devices, &want.devices)
-                .and_then(|()| apply_delta(dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
-                .and_then(|()| apply_delta(dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
-                .and_then(|()| apply_delta(dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
-                .and_then(|()| apply_lpm_delta(peer4, MAP_PEER4, &held.peer4, &want.peer4))
-                .and_then(|()| apply_lpm_delta(peer6, MAP_PEER6, &held.peer6, &want.peer6));
-            let big = big
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            rest.and(big)
-        })
+    /// Brings the slot the last [`Self::install`] retired up to the generation it made
+    /// active, on a background thread, so that the next install writes only what that
+    /// generation changes. Without this the retired slot holds the generation before last,
+    /// and a one-device edit right after a whole-policy change rewrites the whole policy.
+    ///
+    /// `contents_for(slot)` builds the active generation's contents for the retired slot;
+    /// it runs on the thread too. The thread waits out the grace period after the flip and
+    /// runs at a lower priority than the daemon. The next install (or [`Self::read_slot`])
+    /// waits for it to finish; if it failed, the slot's contents are read back from the
+    /// kernel then, as after any interrupted write.
+    pub fn sync_retired<F>(&mut self, contents_for: F) -> Result<(), DatapathError>
+    where
+        F: FnOnce(u8) -> Option<MapContents> + Send + 'static,
+    {
+        self.finish_sync();
+        let retired = 1 - self.active_slot()?;
+        let Some(held) = self.shadow[usize::from(retired)].take() else {
+            // Unknown contents: the next install reads them back anyway.
+            return Ok(());
+        };
+        let maps = match OwnedSlotMaps::dup(&self.ebpf) {
+            Ok(maps) => maps,
+            Err(e) => {
+                self.shadow[usize::from(retired)] = Some(held);
+                return Err(e);
+            }
+        };
+        let not_before = self.flipped_at.map(|at| at + GRACE);
+        let thread = std::thread::Builder::new()
+            .name("lazaret-sync".into())
+            .spawn(move || {
+                lower_priority();
+                if let Some(at) = not_before {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                let Some(want) = contents_for(retired) else {
+                    return Ok(held);
+                };
+                let mut maps = maps;
+                write_slot(maps.borrow()?, &held, &want)?;
+                Ok(want)
+            })
+            .map_err(|e| DatapathError::Link(format!("starting the slot sync thread: {e}")))?;
+        self.syncing = Some(Sync {
+            slot: retired,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// Waits for a [`Self::sync_retired`] in progress and records what the slot holds.
+    fn finish_sync(&mut self) {
+        let Some(sync) = self.syncing.take() else {
+            return;
+        };
+        self.shadow[usize::from(sync.slot)] = match sync.thread.join() {
+            Ok(Ok(held)) => Some(held),
+            Ok(Err(e)) => {
+                tracing::warn!(slot = sync.slot, error = %e, "bringing the retired slot up to date failed; the next install reads it back");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    slot = sync.slot,
+                    "the slot sync thread panicked; the next install reads the slot back"
+                );
+                None
+            }
+        };
     }
 
     /// Sets a device's runtime state (epoch, quarantine). Takes effect on the next packet.
@@ -337,6 +392,7 @@ impl Datapath {
     /// [`MapContents`] (`ifaces` is left empty: that map is not per slot). For tests and
     /// diagnostics: it walks every map.
     pub fn read_slot(&mut self, slot: u8) -> Result<MapContents, DatapathError> {
+        self.finish_sync();
         let site: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
         let site = site
             .get(&u32::from(slot), 0)
@@ -615,6 +671,121 @@ where
 fn count_keys<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<u64, DatapathError> {
     let map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
     Ok(map.keys().filter(Result::is_ok).count() as u64)
+}
+
+/// The maps one slot's generation lives in, besides `LZ_GEN`.
+struct SlotMaps<'a> {
+    site: &'a mut Map,
+    devices: &'a mut Map,
+    dev_mac: &'a mut Map,
+    dev_ip4: &'a mut Map,
+    dev_ip6: &'a mut Map,
+    peer4: &'a mut Map,
+    peer6: &'a mut Map,
+    ports: &'a mut Map,
+}
+
+impl<'a> SlotMaps<'a> {
+    fn of(maps: impl IntoIterator<Item = (&'a str, &'a mut Map)>) -> Result<Self, DatapathError> {
+        let mut maps: std::collections::BTreeMap<&str, &mut Map> = maps.into_iter().collect();
+        let mut take =
+            |name: &'static str| maps.remove(name).ok_or(DatapathError::MissingMap(name));
+        Ok(SlotMaps {
+            site: take(MAP_SITE)?,
+            devices: take(MAP_DEVICES)?,
+            dev_mac: take(MAP_DEV_MAC)?,
+            dev_ip4: take(MAP_DEV_IP4)?,
+            dev_ip6: take(MAP_DEV_IP6)?,
+            peer4: take(MAP_PEER4)?,
+            peer6: take(MAP_PEER6)?,
+            ports: take(MAP_PORTS)?,
+        })
+    }
+}
+
+/// A second handle on each of a slot's maps (duplicated fds), for a thread of its own.
+struct OwnedSlotMaps(Vec<(&'static str, Map)>);
+
+impl OwnedSlotMaps {
+    const NAMES: [&'static str; 8] = [
+        MAP_SITE,
+        MAP_DEVICES,
+        MAP_DEV_MAC,
+        MAP_DEV_IP4,
+        MAP_DEV_IP6,
+        MAP_PEER4,
+        MAP_PEER6,
+        MAP_PORTS,
+    ];
+
+    fn dup(ebpf: &Ebpf) -> Result<Self, DatapathError> {
+        let dup = |name: &'static str| -> Result<(&'static str, Map), DatapathError> {
+            let data = match ebpf.map(name).ok_or(DatapathError::MissingMap(name))? {
+                Map::Array(d) | Map::HashMap(d) | Map::LpmTrie(d) => d,
+                _ => return Err(DatapathError::MissingMap(name)),
+            };
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| DatapathError::Batch {
+                    map: name,
+                    source: e,
+                })?;
+            let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+            Ok((
+                name,
+                Map::from_map_data(data).map_err(DatapathError::map(name))?,
+            ))
+        };
+        Self::NAMES
+            .into_iter()
+            .map(dup)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn borrow(&mut self) -> Result<SlotMaps<'_>, DatapathError> {
+        SlotMaps::of(self.0.iter_mut().map(|(n, m)| (*n, m)))
+    }
+}
+
+/// Makes the calling thread yield to the daemon's: a background slot sync must not slow a
+/// reload or a quarantine down. Best effort (an error leaves the default priority).
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+/// Brings a slot holding `held` to `want`: removes the keys `want` lacks, writes the
+/// entries that are new or changed, and the slot's site settings. The port map holds most
+/// entries (every rule's port blocks), so it is written on a second thread while the
+/// others are written here.
+fn write_slot(
+    m: SlotMaps<'_>,
+    held: &MapContents,
+    want: &MapContents,
+) -> Result<(), DatapathError> {
+    std::thread::scope(|s| {
+        let big = s.spawn(|| apply_lpm_delta(m.ports, MAP_PORTS, &held.ports, &want.ports));
+        let rest = apply_delta(m.devices, MAP_DEVICES, &held.devices, &want.devices)
+            .and_then(|()| apply_delta(m.dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
+            .and_then(|()| apply_delta(m.dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
+            .and_then(|()| apply_delta(m.dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
+            .and_then(|()| apply_lpm_delta(m.peer4, MAP_PEER4, &held.peer4, &want.peer4))
+            .and_then(|()| apply_lpm_delta(m.peer6, MAP_PEER6, &held.peer6, &want.peer6));
+        let big = big
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        rest.and(big)
+    })?;
+    let mut site: Array<_, SiteConfig> =
+        Array::try_from(m.site).map_err(DatapathError::map(MAP_SITE))?;
+    site.set(u32::from(want.slot), want.site, 0)
+        .map_err(DatapathError::map(MAP_SITE))
 }
 
 /// The difference between two lists sorted by key: keys only in `held`, and entries of
