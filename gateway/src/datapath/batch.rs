@@ -29,6 +29,23 @@ const ENOTSUPP: i32 = 524;
 /// entries, but the caller cannot be interrupted) and the staging buffers.
 const CHUNK: usize = 16_384;
 
+#[cfg(test)]
+thread_local! {
+    /// Tests of the single-write fallback set this to have every batch refused as
+    /// unsupported, as an older kernel would.
+    pub(crate) static PRETEND_UNSUPPORTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn pretend_unsupported() -> bool {
+    PRETEND_UNSUPPORTED.with(std::cell::Cell::get)
+}
+
+#[cfg(not(test))]
+fn pretend_unsupported() -> bool {
+    false
+}
+
 /// The `batch` member of `union bpf_attr`. The kernel zero-fills the rest of the union
 /// when the size given is smaller than its own.
 #[repr(C)]
@@ -87,6 +104,9 @@ pub(crate) fn update<K: Pod, V: Pod>(
     values: &[V],
 ) -> Result<(), BatchError> {
     assert_eq!(keys.len(), values.len(), "one value per key");
+    if pretend_unsupported() && !keys.is_empty() {
+        return Err(BatchError::Unsupported);
+    }
     for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let mut attr = BatchAttr {
             keys: k.as_ptr() as u64,
@@ -108,6 +128,9 @@ pub(crate) fn update<K: Pod, V: Pod>(
 /// Deletes every key of `keys`. A key the map does not hold is skipped, as a single delete
 /// of a missing key would be harmless: the goal is its absence.
 pub(crate) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError> {
+    if pretend_unsupported() && !keys.is_empty() {
+        return Err(BatchError::Unsupported);
+    }
     let mut rest = keys;
     let mut first = true;
     while !rest.is_empty() {

@@ -837,27 +837,7 @@ fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
 ) -> Result<(), DatapathError> {
     let (gone, write) = delta(held, want);
     let (keys, values): (Vec<K>, Vec<V>) = write.into_iter().copied().unzip();
-    write_entries(
-        map,
-        name,
-        &gone,
-        &keys,
-        &values,
-        |map, gone, keys, values| {
-            let mut map: HashMap<&mut MapData, K, V> =
-                HashMap::try_from(map).map_err(DatapathError::map(name))?;
-            for k in gone {
-                match map.remove(k) {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                    Err(e) => return Err(DatapathError::map(name)(e)),
-                }
-            }
-            for (k, v) in keys.iter().zip(values) {
-                map.insert(k, v, 0).map_err(DatapathError::map(name))?;
-            }
-            Ok(())
-        },
-    )
+    write_entries::<HashMap<&mut MapData, K, V>, _, _>(map, name, &gone, &keys, &values)
 }
 
 /// [`apply_delta`] for LPM entries `(prefix length, key, value)`, sorted by (key, length).
@@ -882,39 +862,49 @@ fn apply_lpm_delta<K: Pod + Ord, V: Pod + PartialEq>(
         .into_iter()
         .map(|((k, len), v)| (Key::new(*len, *k), *v))
         .unzip();
-    write_entries(
-        map,
-        name,
-        &gone,
-        &keys,
-        &values,
-        |map, gone, keys, values| {
-            let mut map: LpmTrie<&mut MapData, K, V> =
-                LpmTrie::try_from(map).map_err(DatapathError::map(name))?;
-            for k in gone {
-                match map.remove(k) {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                    Err(e) => return Err(DatapathError::map(name)(e)),
-                }
-            }
-            for (k, v) in keys.iter().zip(values) {
-                map.insert(k, v, 0).map_err(DatapathError::map(name))?;
-            }
-            Ok(())
-        },
-    )
+    write_entries::<LpmTrie<&mut MapData, K, V>, _, _>(map, name, &gone, &keys, &values)
+}
+
+/// A typed map that takes single removals and writes: the fallback of [`write_entries`].
+trait SingleWrites<'a, K, V>: Sized {
+    fn open(map: &'a mut Map) -> Result<Self, aya::maps::MapError>;
+    fn remove_one(&mut self, k: &K) -> Result<(), aya::maps::MapError>;
+    fn insert_one(&mut self, k: &K, v: &V) -> Result<(), aya::maps::MapError>;
+}
+
+impl<'a, K: Pod, V: Pod> SingleWrites<'a, K, V> for HashMap<&'a mut MapData, K, V> {
+    fn open(map: &'a mut Map) -> Result<Self, aya::maps::MapError> {
+        Self::try_from(map)
+    }
+    fn remove_one(&mut self, k: &K) -> Result<(), aya::maps::MapError> {
+        self.remove(k)
+    }
+    fn insert_one(&mut self, k: &K, v: &V) -> Result<(), aya::maps::MapError> {
+        self.insert(k, v, 0)
+    }
+}
+
+impl<'a, K: Pod, V: Pod> SingleWrites<'a, Key<K>, V> for LpmTrie<&'a mut MapData, K, V> {
+    fn open(map: &'a mut Map) -> Result<Self, aya::maps::MapError> {
+        Self::try_from(map)
+    }
+    fn remove_one(&mut self, k: &Key<K>) -> Result<(), aya::maps::MapError> {
+        self.remove(k)
+    }
+    fn insert_one(&mut self, k: &Key<K>, v: &V) -> Result<(), aya::maps::MapError> {
+        self.insert(k, v, 0)
+    }
 }
 
 /// Deletes `gone` from `map`, then writes `keys[i] → values[i]`: in batches (see
-/// [`batch`]), or through `one_by_one` where the kernel has no batch operation for the map.
-/// Deletes come first so that a full map has room for the writes.
-fn write_entries<K: Pod, V: Pod>(
-    map: &mut Map,
+/// [`batch`]), or one entry per call through `T` where the kernel has no batch operation
+/// for the map. Deletes come first so that a full map has room for the writes.
+fn write_entries<'a, T: SingleWrites<'a, K, V>, K: Pod, V: Pod>(
+    map: &'a mut Map,
     name: &'static str,
     gone: &[K],
     keys: &[K],
     values: &[V],
-    one_by_one: impl FnOnce(&mut Map, &[K], &[K], &[V]) -> Result<(), DatapathError>,
 ) -> Result<(), DatapathError> {
     let fd = match &*map {
         Map::HashMap(data) | Map::LpmTrie(data) => Some(data.fd().as_fd()),
@@ -923,14 +913,25 @@ fn write_entries<K: Pod, V: Pod>(
     let batched =
         fd.map(|fd| batch::delete(fd, gone).and_then(|()| batch::update(fd, keys, values)));
     match batched {
-        Some(Ok(())) => Ok(()),
+        Some(Ok(())) => return Ok(()),
+        Some(Err(batch::BatchError::Failed(source))) => {
+            return Err(DatapathError::Batch { map: name, source })
+        }
         // Without batch support, what is left is written one entry per call. Deletes are
         // idempotent, so repeating those already done is harmless.
-        None | Some(Err(batch::BatchError::Unsupported)) => one_by_one(map, gone, keys, values),
-        Some(Err(batch::BatchError::Failed(source))) => {
-            Err(DatapathError::Batch { map: name, source })
+        None | Some(Err(batch::BatchError::Unsupported)) => {}
+    }
+    let mut map = T::open(map).map_err(DatapathError::map(name))?;
+    for k in gone {
+        match map.remove_one(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
         }
     }
+    for (k, v) in keys.iter().zip(values) {
+        map.insert_one(k, v).map_err(DatapathError::map(name))?;
+    }
+    Ok(())
 }
 
 fn read_where<K: Pod, V: Pod>(
@@ -981,7 +982,64 @@ fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64
 
 #[cfg(test)]
 mod tests {
-    use super::delta;
+    use aya::maps::IterableMap;
+
+    use super::*;
+
+    /// Applies `held → want` to a fresh LPM trie holding `held`, through batches or (as on
+    /// a kernel without them) single writes; returns what the trie then holds.
+    fn lpm_after(
+        held: &[(u32, u32, u32)],
+        want: &[(u32, u32, u32)],
+        batched: bool,
+    ) -> Vec<(u32, u32, u32)> {
+        let trie = LpmTrie::<MapData, u32, u32>::create(64, 1).expect("lpm trie (needs CAP_BPF)");
+        let mut map = Map::LpmTrie(
+            MapData::from_fd(trie.map().fd().as_fd().try_clone_to_owned().expect("dup"))
+                .expect("map data"),
+        );
+        let (empty, held, want) = (
+            Arc::new(Vec::new()),
+            Arc::new(held.to_vec()),
+            Arc::new(want.to_vec()),
+        );
+        apply_lpm_delta(&mut map, "test", &empty, &held).expect("fill");
+        batch::PRETEND_UNSUPPORTED.with(|p| p.set(!batched));
+        let applied = apply_lpm_delta(&mut map, "test", &held, &want);
+        batch::PRETEND_UNSUPPORTED.with(|p| p.set(false));
+        applied.expect("apply");
+        let mut out: Vec<(u32, u32, u32)> = trie
+            .iter()
+            .map(|e| e.expect("entry"))
+            .map(|(k, v)| (k.prefix_len(), k.data(), v))
+            .collect();
+        out.sort_by_key(|&(len, k, _)| (k, len));
+        out
+    }
+
+    #[test]
+    fn batched_and_single_writes_leave_the_same_entries() {
+        let held = [
+            (24, 0x0a00_0000, 1),
+            (32, 0x0a00_0001, 2),
+            (16, 0x0b00_0000, 3),
+        ];
+        let want = [
+            (24, 0x0a00_0000, 9),
+            (32, 0x0a00_0002, 2),
+            (8, 0x0c00_0000, 4),
+        ];
+        let key = |&(len, k, v): &(u32, u32, u32)| (len, u32::to_be(k), v);
+        let (mut held, mut want): (Vec<_>, Vec<_>) = (
+            held.iter().map(key).collect(),
+            want.iter().map(key).collect(),
+        );
+        // Sorted as MapContents keeps them (by key, then length).
+        held.sort_by_key(|&(len, k, _)| (k, len));
+        want.sort_by_key(|&(len, k, _)| (k, len));
+        assert_eq!(lpm_after(&held, &want, true), want);
+        assert_eq!(lpm_after(&held, &want, false), want);
+    }
 
     #[test]
     fn delta_removes_what_is_gone_and_writes_what_is_new_or_changed() {
