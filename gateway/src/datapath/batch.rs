@@ -89,8 +89,13 @@ fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> (usize, Option<io::Error>) {
     (attr.count as usize, err)
 }
 
-fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP))
+/// Whether a failed call of `asked` entries means "no batch operation here": `EINVAL` (no
+/// such command, before 5.6) or `ENOTSUPP` (none for this map type), refused before the
+/// first entry. Such a refusal leaves `count` as it was given (the kernel writes it back
+/// only once it has started); an `EINVAL` for the first entry itself reports 0 done, and the
+/// single write that follows reports it properly.
+fn unsupported(e: &io::Error, done: usize, asked: usize) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP)) && (done == 0 || done == asked)
 }
 
 /// Writes `keys[i] → values[i]` for every `i` (flags 0: create or replace).
@@ -117,8 +122,11 @@ pub(crate) fn update<K: Pod, V: Pod>(
         };
         match call(BPF_MAP_UPDATE_BATCH, &mut attr) {
             (_, None) => {}
-            // Nothing was written yet: the caller can fall back to single writes safely.
-            (0, Some(e)) if unsupported(&e) => return Err(BatchError::Unsupported),
+            // Nothing of this chunk was written: the caller can fall back to single writes
+            // (rewriting earlier chunks' entries is harmless).
+            (done, Some(e)) if unsupported(&e, done, k.len()) => {
+                return Err(BatchError::Unsupported)
+            }
             (_, Some(e)) => return Err(BatchError::Failed(e)),
         }
     }
@@ -132,7 +140,6 @@ pub(crate) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Batch
         return Err(BatchError::Unsupported);
     }
     let mut rest = keys;
-    let mut first = true;
     while !rest.is_empty() {
         let n = rest.len().min(CHUNK);
         let mut attr = BatchAttr {
@@ -144,13 +151,13 @@ pub(crate) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Batch
         let (done, err) = call(BPF_MAP_DELETE_BATCH, &mut attr);
         match err {
             None => rest = &rest[n..],
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[done + 1..],
-            Some(e) if first && done == 0 && unsupported(&e) => {
-                return Err(BatchError::Unsupported)
+            // `done` entries were deleted, and the next one is missing: skip it.
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) && done < n => {
+                rest = &rest[done + 1..]
             }
+            Some(e) if unsupported(&e, done, n) => return Err(BatchError::Unsupported),
             Some(e) => return Err(BatchError::Failed(e)),
         }
-        first = false;
     }
     Ok(())
 }
@@ -208,6 +215,48 @@ mod tests {
         assert_eq!(map.get(&10, 0).ok(), Some(10));
         delete(fd, &ks[..N as usize - 1]).expect("batch delete");
         assert_eq!(map.keys().count(), 1);
+    }
+
+    #[test]
+    fn a_map_type_without_batches_is_unsupported_not_an_error() {
+        // Queues have no batch operations: the kernel refuses before the first entry.
+        // (aya gives no fd of a standalone queue: created here with bpf(BPF_MAP_CREATE).)
+        #[repr(C)]
+        struct CreateAttr {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+        }
+        let attr = CreateAttr {
+            map_type: 22, // BPF_MAP_TYPE_QUEUE
+            key_size: 0,
+            value_size: 4,
+            max_entries: 8,
+            map_flags: 0,
+        };
+        // SAFETY: BPF_MAP_CREATE (0) reads `attr` only; the result is a new fd or -1.
+        let raw = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                0,
+                &attr,
+                std::mem::size_of::<CreateAttr>() as libc::c_uint,
+            )
+        };
+        assert!(
+            raw >= 0,
+            "creating a queue map: {}",
+            io::Error::last_os_error()
+        );
+        // SAFETY: a fresh fd owned by nothing else.
+        let queue =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+        let fd = queue.as_fd();
+        let ks = [1u32, 2, 3];
+        assert!(matches!(update(fd, &ks, &ks), Err(BatchError::Unsupported)));
+        assert!(matches!(delete(fd, &ks), Err(BatchError::Unsupported)));
     }
 
     #[test]

@@ -82,6 +82,16 @@ pub struct Datapath {
 struct Sync {
     slot: u8,
     thread: std::thread::JoinHandle<Result<MapContents, DatapathError>>,
+    /// The thread's kernel id once it runs (0 before).
+    tid: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Drop for Datapath {
+    /// A sync still writing must not outlive its datapath: a datapath adopting the same
+    /// pinned maps next would read the slot back while it changes.
+    fn drop(&mut self) {
+        self.finish_sync();
+    }
 }
 
 impl std::fmt::Debug for Datapath {
@@ -274,16 +284,25 @@ impl Datapath {
             }
         };
         let not_before = self.flipped_at.map(|at| at + GRACE);
+        let thread_tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let tid = thread_tid.clone();
         let thread = std::thread::Builder::new()
             .name("lazaret-sync".into())
             .spawn(move || {
-                lower_priority();
+                tid.store(lower_priority(), std::sync::atomic::Ordering::Relaxed);
                 if let Some(at) = not_before {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
                 let Some(want) = contents_for(retired) else {
                     return Ok(held);
                 };
+                if want.slot != retired {
+                    // Never the active slot, whatever the caller built.
+                    return Err(DatapathError::WrongSlot {
+                        built_for: want.slot,
+                        inactive: retired,
+                    });
+                }
                 let mut maps = maps;
                 write_slot(maps.borrow()?, &held, &want)?;
                 Ok(want)
@@ -292,6 +311,7 @@ impl Datapath {
         self.syncing = Some(Sync {
             slot: retired,
             thread,
+            tid: thread_tid,
         });
         Ok(())
     }
@@ -301,6 +321,11 @@ impl Datapath {
         let Some(sync) = self.syncing.take() else {
             return;
         };
+        // Someone waits for it now: back to the daemon's priority (best effort: raising a
+        // priority needs CAP_SYS_NICE, which the systemd unit does not grant).
+        if !sync.thread.is_finished() {
+            restore_priority(sync.tid.load(std::sync::atomic::Ordering::Relaxed));
+        }
         self.shadow[usize::from(sync.slot)] = match sync.thread.join() {
             Ok(Ok(held)) => Some(held),
             Ok(Err(e)) => {
@@ -752,11 +777,24 @@ impl OwnedSlotMaps {
 
 /// Makes the calling thread yield to the daemon's: a background slot sync must not slow a
 /// reload or a quarantine down. Best effort (an error leaves the default priority).
-fn lower_priority() {
+/// Returns the thread's id.
+fn lower_priority() -> i32 {
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        tid
+    }
+}
+
+/// Puts thread `tid` (of this process, still running) back to the default priority; 0: the
+/// thread has not started, nothing to do.
+fn restore_priority(tid: i32) {
+    if tid > 0 {
+        // SAFETY: a plain syscall; a thread that has exited meanwhile makes it fail (ESRCH).
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 0);
+        }
     }
 }
 
