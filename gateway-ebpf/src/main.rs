@@ -12,7 +12,7 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_NO_PREALLOC},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{
@@ -47,6 +47,17 @@ static LZ_PEER4: LpmTrie<PeerKey4, PeerClass> = LpmTrie::with_max_entries(2 * MA
 static LZ_PEER6: LpmTrie<PeerKey6, PeerClass> = LpmTrie::with_max_entries(2 * MAX_PEER_ENTRIES, 0);
 #[map]
 static LZ_PORTS: LpmTrie<PortKey, RuleRef> = LpmTrie::with_max_entries(2 * MAX_PORT_ENTRIES, 0);
+// The full-length entries of the three tries (see lazaret_abi, *Exact entries in hashes*).
+// Not preallocated: a preallocated port hash of this capacity would pin ~150 MB.
+#[map]
+static LZ_PEER4_HOST: HashMap<PeerKey4, PeerClass> =
+    HashMap::with_max_entries(2 * MAX_PEER_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static LZ_PEER6_HOST: HashMap<PeerKey6, PeerClass> =
+    HashMap::with_max_entries(2 * MAX_PEER_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static LZ_PORTS_EXACT: HashMap<PortKey, RuleRef> =
+    HashMap::with_max_entries(2 * MAX_PORT_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 #[map]
@@ -647,8 +658,12 @@ fn judge_end(
     Err(v)
 }
 
-/// Two lookups, whatever the size of the policy: peer address → class (longest prefix),
-/// then (class, protocol, port) → rule (longest prefix over aligned port blocks).
+/// Peer address → class (longest prefix), then (class, protocol, port) → rule (longest
+/// prefix over aligned port blocks). Each longest-prefix map is a hash of its full-length
+/// entries and a trie of the rest: a hash hit is the longest match, so the trie, whose walk
+/// deepens as the policy grows, is read only on a miss, and for ports only when the class
+/// has shorter entries for the protocol (`port_prefixes`). See lazaret_abi, *Exact entries
+/// in hashes*; the reference classifier's single-trie lookups are the specification.
 #[inline(always)]
 fn lookup_rule(
     slot: u8,
@@ -659,43 +674,49 @@ fn lookup_rule(
     proto: u8,
     port: u16,
 ) -> Option<RuleRef> {
-    let class = if family == FAMILY_V4 {
-        let key = Key::new(
-            PEER_KEY_FIXED_BITS + 32,
-            PeerKey4 {
-                slot,
-                dir,
-                _pad: [0; 2],
-                policy: policy.to_be_bytes(),
-                addr: [peer[0], peer[1], peer[2], peer[3]],
-            },
-        );
-        LZ_PEER4.get(&key)?.class
-    } else {
-        let key = Key::new(
-            PEER_KEY_FIXED_BITS + 128,
-            PeerKey6 {
-                slot,
-                dir,
-                _pad: [0; 2],
-                policy: policy.to_be_bytes(),
-                addr: *peer,
-            },
-        );
-        LZ_PEER6.get(&key)?.class
-    };
-    let key = Key::new(
-        PORT_KEY_FULL_BITS,
-        PortKey {
+    let peer_class = if family == FAMILY_V4 {
+        let key = PeerKey4 {
             slot,
-            _pad: [0; 3],
-            class: class.to_be_bytes(),
-            proto,
-            port: port.to_be_bytes(),
-            _pad2: 0,
-        },
-    );
-    LZ_PORTS.get(&key).copied()
+            dir,
+            _pad: [0; 2],
+            policy: policy.to_be_bytes(),
+            addr: [peer[0], peer[1], peer[2], peer[3]],
+        };
+        // SAFETY: see LZ_IFACE above.
+        match unsafe { LZ_PEER4_HOST.get(key) } {
+            Some(c) => *c,
+            None => *LZ_PEER4.get(Key::new(PEER_KEY_FIXED_BITS + 32, key))?,
+        }
+    } else {
+        let key = PeerKey6 {
+            slot,
+            dir,
+            _pad: [0; 2],
+            policy: policy.to_be_bytes(),
+            addr: *peer,
+        };
+        // SAFETY: see LZ_IFACE above.
+        match unsafe { LZ_PEER6_HOST.get(key) } {
+            Some(c) => *c,
+            None => *LZ_PEER6.get(Key::new(PEER_KEY_FIXED_BITS + 128, key))?,
+        }
+    };
+    let key = PortKey {
+        slot,
+        _pad: [0; 3],
+        class: peer_class.class.to_be_bytes(),
+        proto,
+        port: port.to_be_bytes(),
+        _pad2: 0,
+    };
+    // SAFETY: see LZ_IFACE above.
+    if let Some(r) = unsafe { LZ_PORTS_EXACT.get(key) } {
+        return Some(*r);
+    }
+    if peer_class.port_prefixes & (PORT_PREFIX_ANY | port_prefix_bit(proto)) == 0 {
+        return None;
+    }
+    LZ_PORTS.get(Key::new(PORT_KEY_FULL_BITS, key)).copied()
 }
 
 // === Flow helpers ===

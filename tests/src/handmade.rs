@@ -43,8 +43,17 @@ fn peer4(
             policy: policy.to_be_bytes(),
             addr: addr.octets(),
         },
-        PeerClass { class },
+        peer_class(class),
     )
+}
+
+/// The class with the flags the datapath needs to find its port entries shorter than one
+/// port: class 0's ICMP and ICMPv6 entries (protocol, any port).
+fn peer_class(class: u32) -> PeerClass {
+    PeerClass {
+        class,
+        port_prefixes: if class == 0 { PORT_PREFIX_OTHER } else { 0 },
+    }
 }
 
 fn port(
@@ -142,7 +151,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
                 policy: 0u32.to_be_bytes(),
                 addr: SERVER6.octets(),
             },
-            PeerClass { class: 0 },
+            peer_class(0),
         )]),
         ports: Arc::new(vec![
             port(slot, 0, PROTO_TCP, 2575, PORT_KEY_FULL_BITS, 0),

@@ -525,6 +525,32 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
+/// Runs a spec's frames through the program and the twin; fails on the first frame they
+/// judge differently. Returns how many frames were compared.
+fn judge_both(dp: &mut Datapath, model: &mut Model, p: &Pools, s: &Spec) -> Result<usize, String> {
+    let mut n = 0;
+    for (side, frame) in frames(p, s) {
+        let iface = iface_config(p, s, side);
+        dp.set_interface_config(LO, iface).expect("iface");
+        let before = dp.stats().expect("stats");
+        let action = dp.test_run(&frame).expect("test run");
+        let after = dp.stats().expect("stats");
+        let xdp = counted(&before, &after);
+        let twin = model.judge_on(&frame, &iface, LO);
+        n += 1;
+        if xdp != Some((twin.reason, side)) {
+            return Err(format!(
+                "frame {frame:02x?} on side {side}: XDP counted {xdp:?}, twin says {twin:?}"
+            ));
+        }
+        let expected_action = if twin.reason.passes() { 2 } else { 1 };
+        if action != expected_action {
+            return Err(format!("action {action} for {:?}", twin.reason));
+        }
+    }
+    Ok(n)
+}
+
 /// The reason the datapath counted for the last frame: the one stats slot that moved.
 fn counted(before: &[u64], after: &[u64]) -> Option<(Reason, u8)> {
     let moved: Vec<usize> = (0..before.len())
@@ -584,27 +610,8 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
                 dp.set_device_state(id, st).expect("state");
                 model.states.states.insert(id, st);
             }
-            for (side, frame) in frames(&pools, s) {
-                let iface = iface_config(&pools, s, side);
-                dp.set_interface_config(LO, iface).expect("iface");
-                let before = dp.stats().expect("stats");
-                let action = dp.test_run(&frame).expect("test run");
-                let after = dp.stats().expect("stats");
-                let xdp = counted(&before, &after);
-                let twin = model.judge_on(&frame, &iface, LO);
-                *frames_seen.borrow_mut() += 1;
-                let expected_action = if twin.reason.passes() { 2 } else { 1 };
-                prop_assert_eq!(
-                    xdp,
-                    Some((twin.reason, side)),
-                    "frame {:02x?} on side {}: XDP counted {:?}, twin says {:?}",
-                    frame,
-                    side,
-                    xdp,
-                    twin
-                );
-                prop_assert_eq!(action, expected_action, "action for {:?}", twin.reason);
-            }
+            *frames_seen.borrow_mut() +=
+                judge_both(&mut dp, &mut model, &pools, s).map_err(TestCaseError::fail)?;
         }
         let all = dp.flows().expect("read the flow tables");
         let mut held: Vec<(FlowTable, FlowKey)> =
@@ -649,4 +656,208 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
         "{n} frames: XDP and the reference twin agree; {promoted} flows in the established table, \
          {unpromoted} confirmed beyond their device's budget in the new table"
     );
+}
+
+/// A plain initiating packet: no tags, fragments, malformation or state change.
+fn probe(upstream: bool, proto: u8, sport: u16, v6: bool) -> Spec {
+    Spec {
+        upstream,
+        device: 0,
+        identity: 0,
+        peer: 0,
+        v6,
+        proto,
+        port: 0,
+        sport,
+        flags: TCP_SYN,
+        icmp_type: if v6 { 128 } else { 8 },
+        tags: 0,
+        frag: 0,
+        malform: 0,
+        reply: false,
+        corrupt: None,
+        truncate: None,
+        quarantine: None,
+        conversation: false,
+        iface: 0,
+        bad_ack: false,
+    }
+}
+
+/// Ports that probe one port entry: the edges of its block and just outside them, or, for
+/// an entry of a whole protocol, a few ports of it.
+fn probe_ports(len: u32, key: &PortKey) -> Vec<(u8, u16)> {
+    let start = u16::from_be_bytes(key.port);
+    if len <= PORT_KEY_CLASS_BITS {
+        return vec![
+            (PROTO_TCP, 443),
+            (PROTO_UDP, 6000),
+            (PROTO_ICMP, 0),
+            (47, 0),
+        ];
+    }
+    if len <= PORT_KEY_PROTO_BITS {
+        return vec![(key.proto, 0), (key.proto, 1), (key.proto, 65535)];
+    }
+    let last = u32::from(start) + (1u32 << (PORT_KEY_FULL_BITS - len)) - 1;
+    let mut ports = vec![start, last as u16];
+    ports.extend(start.checked_sub(1));
+    ports.extend(u16::try_from(last + 1).ok());
+    ports.into_iter().map(|p| (key.proto, p)).collect()
+}
+
+/// Every entry of every lookup map, probed: for each device, each peer entry of its policy
+/// in both directions (at the prefix's first address), and each port entry of that peer's
+/// class at the edges of its block — the program's split lookups (hash first, the trie
+/// only when the class has shorter entries for the protocol) against the twin's single
+/// longest-prefix lookups. The example policy is extended with rules of every entry kind:
+/// any protocol, a whole protocol (ICMP, a numbered one), TCP and UDP ranges, prefix peers.
+#[test]
+fn xdp_program_and_reference_twin_agree_on_every_lookup_entry() {
+    let tmp = lazaret_tests::netns::TempDir::new().expect("tempdir");
+    let dir = tmp.path.join("policies");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"),
+        &dir,
+    );
+    let classes = dir.join("classes.toml");
+    let text = std::fs::read_to_string(&classes).expect("classes");
+    // The central station: it has both families.
+    let extended = text.replacen(
+        "workflows = [\"central-time-sync\",",
+        "workflows = [\"lookup-probes\", \"central-time-sync\",",
+        1,
+    );
+    assert_ne!(
+        text, extended,
+        "the central-station class lists central-time-sync first"
+    );
+    std::fs::write(&classes, extended).expect("write");
+    std::fs::write(
+        dir.join("workflows/lookup-probes.toml"),
+        r#"[workflows.lookup-probes]
+description = "Rules of every lookup entry kind, for the lookup differential test."
+[[workflows.lookup-probes.rules]]
+peer = "10.10.7.0/24"
+proto = "any"
+[[workflows.lookup-probes.rules]]
+peer = "10.10.8.0/24"
+proto = "icmp"
+[[workflows.lookup-probes.rules]]
+peer = "10.10.8.0/24"
+proto = 47
+[[workflows.lookup-probes.rules]]
+peer = "10.10.9.9"
+proto = "tcp"
+ports = ["8000-8099", 8443]
+[[workflows.lookup-probes.rules]]
+peer = "10.10.9.0/24"
+proto = "udp"
+ports = ["6000-6010"]
+initiator = "peer"
+[[workflows.lookup-probes.rules]]
+peer = "fd00:10::/64"
+proto = "udp"
+ports = ["6000-6010"]
+[[workflows.lookup-probes.rules]]
+peer = "fd00:10::99"
+proto = "icmpv6"
+"#,
+    )
+    .expect("write the probe workflow");
+    let (_, compiled) = policy::load_and_compile(&dir)
+        .unwrap_or_else(|e| panic!("the extended policy compiles: {}", e.render()));
+    let ifindexes: BTreeMap<String, u32> = compiled
+        .interfaces
+        .iter()
+        .map(|i| (i.name.clone(), LO))
+        .collect();
+    let mut dp =
+        Datapath::load(&LoadOptions::default()).expect("load the XDP program (needs root)");
+    let slot = dp.next_slot().expect("slot");
+    let contents = compiled
+        .map_contents(slot, 1, &ifindexes)
+        .expect("map contents");
+    dp.install(&contents).expect("install");
+    let all = pools(&contents);
+    let mut model = Model::new(MapIndex::new(&contents));
+    let (mut frames_seen, mut passed, mut kinds) = (0usize, 0usize, [0usize; 3]);
+    let mut sport = 1024u16;
+    for (i, (_, device)) in contents.devices.iter().enumerate() {
+        let (mac, v4, v6, vlan) = all.devices[i];
+        let policy = device.policy.to_be_bytes();
+        let peers: Vec<(u8, IpAddr, u32)> = contents
+            .peer4
+            .iter()
+            .filter(|(_, k, _)| k.policy == policy && v4.is_some())
+            .map(|(_, k, c)| (k.dir, IpAddr::from(k.addr), c.class))
+            .chain(
+                contents
+                    .peer6
+                    .iter()
+                    .filter(|(_, k, _)| k.policy == policy && v6.is_some())
+                    .map(|(_, k, c)| (k.dir, IpAddr::from(k.addr), c.class)),
+            )
+            .collect();
+        for (dir, peer, class) in peers {
+            for (len, key, _) in contents
+                .ports
+                .iter()
+                .filter(|(_, k, _)| k.class == class.to_be_bytes())
+            {
+                kinds[match *len {
+                    l if l <= PORT_KEY_PROTO_BITS => 0,
+                    PORT_KEY_FULL_BITS => 2,
+                    _ => 1,
+                }] += 1;
+                for (proto, port) in probe_ports(*len, key) {
+                    let v6_peer = peer.is_ipv6();
+                    let proto = match (proto, v6_peer) {
+                        (PROTO_ICMP, true) => PROTO_ICMPV6,
+                        (PROTO_ICMPV6, false) => PROTO_ICMP,
+                        (p, _) => p,
+                    };
+                    let p = Pools {
+                        devices: vec![(mac, v4, v6, vlan)],
+                        peers4: peer.to_string().parse().into_iter().collect(),
+                        peers6: peer.to_string().parse().into_iter().collect(),
+                        ports: vec![port],
+                    };
+                    sport = sport.checked_add(1).unwrap_or(1024);
+                    let spec = probe(dir == DIR_PEER_INIT, proto, sport, v6_peer);
+                    let before = dp.stats().expect("stats");
+                    frames_seen += judge_both(&mut dp, &mut model, &p, &spec).unwrap_or_else(|e| {
+                        panic!("device {i}, peer {peer} (dir {dir}, class {class}), {proto}/{port}: {e}")
+                    });
+                    let after = dp.stats().expect("stats");
+                    passed +=
+                        usize::from(counted(&before, &after).is_some_and(|(r, _)| r.passes()));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{frames_seen} probes ({passed} passed) over {} whole-protocol, {} range and {} single-port entries: XDP and the twin agree",
+        kinds[0], kinds[1], kinds[2]
+    );
+    assert!(
+        kinds.iter().all(|&k| k > 0),
+        "every entry kind was probed: {kinds:?}"
+    );
+    assert!(
+        passed > 100 && frames_seen > passed,
+        "probes both passed and were denied"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).expect("copy");
+        }
+    }
 }

@@ -36,6 +36,18 @@
 //!    the device's own, its restrict policy, or the site quarantine policy, by its state in
 //!    [`MAP_DEV_STATE`]. No match is a deny; the device's mode turns a deny into audit or learn.
 //!
+//! # Exact entries in hashes
+//! Each longest-prefix map is stored as two: its full-length entries (a peer host, one
+//! port) in a hash ([`MAP_PEER4_HOST`], [`MAP_PEER6_HOST`], [`MAP_PORTS_EXACT`]), the shorter
+//! prefixes in the trie. A full-length entry is the longest prefix any key can match, so a
+//! hash hit is the trie's answer, and only a miss needs the trie. The trie walk deepens with
+//! the number of entries; the hash lookup does not, so a big policy costs a packet about what
+//! a small one does. [`PeerClass::port_prefixes`] says for which protocols a class has port
+//! entries shorter than a single port; when the packet's protocol has none, a miss in
+//! [`MAP_PORTS_EXACT`] is the answer and the trie is not walked. Userspace splits the lists
+//! and computes the flags; the reference classifier keeps the single-trie semantics, so the
+//! differential tests check the split against them.
+//!
 //! # Flow tables
 //! Flows live in two LRU hashes. A flow is created in [`MAP_FLOWS`] (the *new* table) by
 //! its allowed initiating packet. It moves to [`MAP_EST_FLOWS`] (the *established* table)
@@ -62,7 +74,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -89,6 +101,12 @@ pub const MAP_PEER4: &str = "LZ_PEER4";
 pub const MAP_PEER6: &str = "LZ_PEER6";
 /// `LpmTrie<PortKey, RuleRef>` (per slot).
 pub const MAP_PORTS: &str = "LZ_PORTS";
+/// `HashMap<PeerKey4, PeerClass>` (per slot): the full-length entries of the IPv4 peer map.
+pub const MAP_PEER4_HOST: &str = "LZ_PEER4_HOST";
+/// `HashMap<PeerKey6, PeerClass>` (per slot): the full-length entries of the IPv6 peer map.
+pub const MAP_PEER6_HOST: &str = "LZ_PEER6_HOST";
+/// `HashMap<PortKey, RuleRef>` (per slot): the single-port entries of the port map.
+pub const MAP_PORTS_EXACT: &str = "LZ_PORTS_EXACT";
 /// `LruHashMap<FlowKey, FlowValue>`: flows not (yet) confirmed, or confirmed beyond their
 /// device's promotion budget; outside the slots. See *Flow tables*.
 pub const MAP_FLOWS: &str = "LZ_FLOWS";
@@ -532,6 +550,26 @@ pub const PEER_KEY_FIXED_BITS: u32 = 64;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerClass {
     pub class: u32,
+    /// `PORT_PREFIX_*` bits: the protocols for which the class has port entries shorter
+    /// than one port (ranges, all ports, any protocol). See *Exact entries in hashes*.
+    pub port_prefixes: u32,
+}
+
+/// [`PeerClass::port_prefixes`]: an entry for any protocol (applies to every packet).
+pub const PORT_PREFIX_ANY: u32 = 1;
+pub const PORT_PREFIX_TCP: u32 = 2;
+pub const PORT_PREFIX_UDP: u32 = 4;
+/// Any other protocol (ICMP, ICMPv6, numbered protocols).
+pub const PORT_PREFIX_OTHER: u32 = 8;
+
+/// The [`PeerClass::port_prefixes`] bit of a protocol number.
+#[inline(always)]
+pub const fn port_prefix_bit(proto: u8) -> u32 {
+    match proto {
+        PROTO_TCP => PORT_PREFIX_TCP,
+        PROTO_UDP => PORT_PREFIX_UDP,
+        _ => PORT_PREFIX_OTHER,
+    }
 }
 
 /// Key of [`MAP_PORTS`]. LPM prefix length:
@@ -745,7 +783,7 @@ const _: () = {
     assert!(offset_of!(PeerKey4, addr) * 8 == PEER_KEY_FIXED_BITS as usize);
     assert!(size_of::<PeerKey6>() == 24);
     assert!(offset_of!(PeerKey6, addr) * 8 == PEER_KEY_FIXED_BITS as usize);
-    assert!(size_of::<PeerClass>() == 4);
+    assert!(size_of::<PeerClass>() == 8);
     assert!(size_of::<PortKey>() == 12);
     assert!(offset_of!(PortKey, proto) * 8 == PORT_KEY_CLASS_BITS as usize);
     assert!(offset_of!(PortKey, port) * 8 == PORT_KEY_PROTO_BITS as usize);

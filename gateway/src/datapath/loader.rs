@@ -431,9 +431,24 @@ impl Datapath {
             dev_ip4: read_where(e, MAP_DEV_IP4, |k: &Ip4Key| k.slot == slot)?,
             dev_ip6: read_where(e, MAP_DEV_IP6, |k: &Ip6Key| k.slot == slot)?,
             devices: read_where(e, MAP_DEVICES, |k: &DevKey| k.slot == slot)?,
-            peer4: Arc::new(read_lpm_where(e, MAP_PEER4, |k: &PeerKey4| k.slot == slot)?),
-            peer6: Arc::new(read_lpm_where(e, MAP_PEER6, |k: &PeerKey6| k.slot == slot)?),
-            ports: Arc::new(read_lpm_where(e, MAP_PORTS, |k: &PortKey| k.slot == slot)?),
+            peer4: Arc::new(read_split_where(
+                e,
+                (MAP_PEER4, MAP_PEER4_HOST),
+                PEER_KEY_FIXED_BITS + 32,
+                |k: &PeerKey4| k.slot == slot,
+            )?),
+            peer6: Arc::new(read_split_where(
+                e,
+                (MAP_PEER6, MAP_PEER6_HOST),
+                PEER_KEY_FIXED_BITS + 128,
+                |k: &PeerKey6| k.slot == slot,
+            )?),
+            ports: Arc::new(read_split_where(
+                e,
+                (MAP_PORTS, MAP_PORTS_EXACT),
+                PORT_KEY_FULL_BITS,
+                |k: &PortKey| k.slot == slot,
+            )?),
         };
         c.sort();
         Ok(c)
@@ -569,6 +584,9 @@ const PINNED_MAPS: &[&str] = &[
     MAP_PEER4,
     MAP_PEER6,
     MAP_PORTS,
+    MAP_PEER4_HOST,
+    MAP_PEER6_HOST,
+    MAP_PORTS_EXACT,
     MAP_FLOWS,
     MAP_EST_FLOWS,
     MAP_PROMOTE,
@@ -708,6 +726,9 @@ struct SlotMaps<'a> {
     peer4: &'a mut Map,
     peer6: &'a mut Map,
     ports: &'a mut Map,
+    peer4_host: &'a mut Map,
+    peer6_host: &'a mut Map,
+    ports_exact: &'a mut Map,
 }
 
 impl<'a> SlotMaps<'a> {
@@ -724,6 +745,9 @@ impl<'a> SlotMaps<'a> {
             peer4: take(MAP_PEER4)?,
             peer6: take(MAP_PEER6)?,
             ports: take(MAP_PORTS)?,
+            peer4_host: take(MAP_PEER4_HOST)?,
+            peer6_host: take(MAP_PEER6_HOST)?,
+            ports_exact: take(MAP_PORTS_EXACT)?,
         })
     }
 }
@@ -732,7 +756,7 @@ impl<'a> SlotMaps<'a> {
 struct OwnedSlotMaps(Vec<(&'static str, Map)>);
 
 impl OwnedSlotMaps {
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 11] = [
         MAP_SITE,
         MAP_DEVICES,
         MAP_DEV_MAC,
@@ -741,6 +765,9 @@ impl OwnedSlotMaps {
         MAP_PEER4,
         MAP_PEER6,
         MAP_PORTS,
+        MAP_PEER4_HOST,
+        MAP_PEER6_HOST,
+        MAP_PORTS_EXACT,
     ];
 
     fn dup(ebpf: &Ebpf) -> Result<Self, DatapathError> {
@@ -807,14 +834,29 @@ fn write_slot(
     held: &MapContents,
     want: &MapContents,
 ) -> Result<(), DatapathError> {
+    let ports = Split {
+        trie: (m.ports, MAP_PORTS),
+        hash: (m.ports_exact, MAP_PORTS_EXACT),
+        full: PORT_KEY_FULL_BITS,
+    };
+    let peer4 = Split {
+        trie: (m.peer4, MAP_PEER4),
+        hash: (m.peer4_host, MAP_PEER4_HOST),
+        full: PEER_KEY_FIXED_BITS + 32,
+    };
+    let peer6 = Split {
+        trie: (m.peer6, MAP_PEER6),
+        hash: (m.peer6_host, MAP_PEER6_HOST),
+        full: PEER_KEY_FIXED_BITS + 128,
+    };
     std::thread::scope(|s| {
-        let big = s.spawn(|| apply_lpm_delta(m.ports, MAP_PORTS, &held.ports, &want.ports));
+        let big = s.spawn(|| ports.apply(&held.ports, &want.ports));
         let rest = apply_delta(m.devices, MAP_DEVICES, &held.devices, &want.devices)
             .and_then(|()| apply_delta(m.dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
             .and_then(|()| apply_delta(m.dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
             .and_then(|()| apply_delta(m.dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
-            .and_then(|()| apply_lpm_delta(m.peer4, MAP_PEER4, &held.peer4, &want.peer4))
-            .and_then(|()| apply_lpm_delta(m.peer6, MAP_PEER6, &held.peer6, &want.peer6));
+            .and_then(|()| peer4.apply(&held.peer4, &want.peer4))
+            .and_then(|()| peer6.apply(&held.peer6, &want.peer6));
         let big = big
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -903,6 +945,44 @@ fn apply_lpm_delta<K: Pod + Ord, V: Pod + PartialEq>(
     write_entries::<LpmTrie<&mut MapData, K, V>, _, _>(map, name, &gone, &keys, &values)
 }
 
+/// Entries `(prefix length, key, value)` of a longest-prefix map, as [`MapContents`] holds them.
+type LpmList<K, V> = Arc<Vec<(u32, K, V)>>;
+
+/// A longest-prefix list stored as two maps: its `full`-length entries in a hash, the rest
+/// in a trie (lazaret_abi, *Exact entries in hashes*).
+struct Split<'a> {
+    trie: (&'a mut Map, &'static str),
+    hash: (&'a mut Map, &'static str),
+    full: u32,
+}
+
+impl Split<'_> {
+    /// [`apply_lpm_delta`] over the pair: each map gets the delta of its part of the lists.
+    fn apply<K: Pod + Ord, V: Pod + PartialEq>(
+        self,
+        held: &Arc<Vec<(u32, K, V)>>,
+        want: &Arc<Vec<(u32, K, V)>>,
+    ) -> Result<(), DatapathError> {
+        // The very list the slot holds: nothing to split, compare or write.
+        if Arc::ptr_eq(held, want) {
+            return Ok(());
+        }
+        let full = self.full;
+        // Both parts keep the list's order: by key (exact), by (key, length) (the rest).
+        let split = |l: &[(u32, K, V)]| -> (Vec<(K, V)>, LpmList<K, V>) {
+            let (exact, rest): (Vec<_>, Vec<_>) = l.iter().partition(|e| e.0 == full);
+            (
+                exact.into_iter().map(|&(_, k, v)| (k, v)).collect(),
+                Arc::new(rest.into_iter().copied().collect()),
+            )
+        };
+        let (held_exact, held_rest) = split(held);
+        let (want_exact, want_rest) = split(want);
+        apply_delta(self.hash.0, self.hash.1, &held_exact, &want_exact)?;
+        apply_lpm_delta(self.trie.0, self.trie.1, &held_rest, &want_rest)
+    }
+}
+
 /// A typed map that takes single removals and writes: the fallback of [`write_entries`].
 trait SingleWrites<'a, K, V>: Sized {
     fn open(map: &'a mut Map) -> Result<Self, aya::maps::MapError>;
@@ -934,6 +1014,16 @@ impl<'a, K: Pod, V: Pod> SingleWrites<'a, Key<K>, V> for LpmTrie<&'a mut MapData
     }
 }
 
+/// Whether a removal failed because the key was not there: aya reports a lookup's miss as
+/// `KeyNotFound`, but a removal's as the syscall's ENOENT.
+fn not_there(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 /// Deletes `gone` from `map`, then writes `keys[i] → values[i]`: in batches (see
 /// [`batch`]), or one entry per call through `T` where the kernel has no batch operation
 /// for the map. Deletes come first so that a full map has room for the writes.
@@ -962,7 +1052,8 @@ fn write_entries<'a, T: SingleWrites<'a, K, V>, K: Pod, V: Pod>(
     let mut map = T::open(map).map_err(DatapathError::map(name))?;
     for k in gone {
         match map.remove_one(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if not_there(&e) => {}
             Err(e) => return Err(DatapathError::map(name)(e)),
         }
     }
@@ -1007,6 +1098,20 @@ fn read_lpm_where<K: Pod, V: Pod>(
         .collect()
 }
 
+/// The entries of a [`Split`] pair as one longest-prefix list (unsorted): the trie's, and
+/// the hash's at length `full`.
+fn read_split_where<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    (trie, hash): (&'static str, &'static str),
+    full: u32,
+    pred: impl Fn(&K) -> bool,
+) -> Result<Vec<(u32, K, V)>, DatapathError> {
+    let mut all = read_lpm_where(ebpf, trie, &pred)?;
+    let exact: Vec<(K, V)> = read_where(ebpf, hash, &pred)?;
+    all.extend(exact.into_iter().map(|(k, v)| (full, k, v)));
+    Ok(all)
+}
+
 fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64>, DatapathError> {
     let map: PerCpuArray<_, u64> = typed(ebpf, name)?;
     (0..len)
@@ -1024,8 +1129,9 @@ mod tests {
 
     use super::*;
 
-    /// Applies `held → want` to a fresh LPM trie holding `held`, through batches or (as on
-    /// a kernel without them) single writes; returns what the trie then holds.
+    /// Applies `held → want` to a fresh LPM trie holding `held` but one entry, through
+    /// batches or (as on a kernel without them) single writes; returns what the trie then
+    /// holds.
     fn lpm_after(
         held: &[(u32, u32, u32)],
         want: &[(u32, u32, u32)],
@@ -1041,7 +1147,16 @@ mod tests {
             Arc::new(held.to_vec()),
             Arc::new(want.to_vec()),
         );
-        apply_lpm_delta(&mut map, "test", &empty, &held).expect("fill");
+        // The map lacks an entry it is said to hold that the delta removes: that removal
+        // must be skipped, not fail.
+        let gone = held
+            .iter()
+            .position(|h| !want.iter().any(|w| (w.0, w.1) == (h.0, h.1)))
+            .expect("the delta removes an entry");
+        let mut filled = held.to_vec();
+        filled.remove(gone);
+        let filled = Arc::new(filled);
+        apply_lpm_delta(&mut map, "test", &empty, &filled).expect("fill");
         batch::PRETEND_UNSUPPORTED.with(|p| p.set(!batched));
         let applied = apply_lpm_delta(&mut map, "test", &held, &want);
         batch::PRETEND_UNSUPPORTED.with(|p| p.set(false));

@@ -195,6 +195,11 @@ impl LookupMaps {
 impl Lists {
     fn build(lookup: &super::lookup::Lookup, slot: u8) -> Lists {
         let mut m = MapContents::default();
+        let prefixes = port_prefixes(&lookup.ports);
+        let class = |class: u32| PeerClass {
+            class,
+            port_prefixes: prefixes.get(&class).copied().unwrap_or(0),
+        };
         let (mut peer4, mut peer6, mut ports) = (Vec::new(), Vec::new(), Vec::new());
         for e in &lookup.peer4 {
             peer4.push((
@@ -206,7 +211,7 @@ impl Lists {
                     policy: e.policy.to_be_bytes(),
                     addr: e.net.addr().octets(),
                 },
-                PeerClass { class: e.class },
+                class(e.class),
             ));
         }
         for e in &lookup.peer6 {
@@ -219,7 +224,7 @@ impl Lists {
                     policy: e.policy.to_be_bytes(),
                     addr: e.net.addr().octets(),
                 },
-                PeerClass { class: e.class },
+                class(e.class),
             ));
         }
         for e in &lookup.ports {
@@ -282,6 +287,22 @@ impl MapContents {
             (MAP_PORTS, self.ports.len()),
         ]
     }
+}
+
+/// Per peer class, the `PORT_PREFIX_*` protocols for which it has port entries shorter than
+/// one port: the datapath reads the port trie only for those (lazaret_abi, *Exact entries
+/// in hashes*). A class missing here has single-port entries only.
+fn port_prefixes(ports: &[super::lookup::PortEntry]) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    for e in ports.iter().filter(|e| e.prefix_len < PORT_KEY_FULL_BITS) {
+        let bit = if e.prefix_len <= PORT_KEY_CLASS_BITS {
+            PORT_PREFIX_ANY
+        } else {
+            port_prefix_bit(e.proto)
+        };
+        *out.entry(e.class).or_insert(0) |= bit;
+    }
+    out
 }
 
 /// Key bytes of LPM keys, in memory order (what the kernel's trie compares).

@@ -49,16 +49,21 @@ pub fn check_counted(
     what: &str,
 ) -> Result<()> {
     let at = stats_index(reason, side) as usize;
-    for (i, (b, a)) in before.iter().zip(after).enumerate() {
-        let moved = a.wrapping_sub(*b);
-        let want = if i == at { n } else { 0 };
-        ensure!(
-            moved == want,
-            "{what}: the program counted {moved} packet(s) as {} where {want} were expected \
-             (the path is not the one claimed)",
-            reason_name(i)
-        );
-    }
+    let wrong: Vec<String> = before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter_map(|(i, (b, a))| {
+            let moved = a.wrapping_sub(*b);
+            let want = if i == at { n } else { 0 };
+            (moved != want).then(|| format!("{moved} as {} (expected {want})", reason_name(i)))
+        })
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "{what}: the program counted {} (the path is not the one claimed)",
+        wrong.join(", ")
+    );
     Ok(())
 }
 
@@ -151,6 +156,13 @@ impl NewFlows {
     pub fn run(&mut self, dp: &mut Datapath, n: u64, want: u32, keep_room: bool) -> Result<f64> {
         let mut total_ns = 0u128;
         let mut chunk_start = self.next;
+        // (The baseline program has no flow table.)
+        if !keep_room && dp.ebpf_mut().map(MAP_FLOWS).is_some() {
+            // The kernel's LRU is approximate: a flow opened a cycle ago can outlive
+            // millions of insertions, and its tuple's next frame would be a known flow.
+            // Such leftovers are removed first (untimed); the table stays full.
+            self.forget(dp, self.next..self.next + n, false)?;
+        }
         for _ in 0..n {
             let i = self.next;
             self.next += 1;
@@ -165,19 +177,20 @@ impl NewFlows {
             );
             total_ns += d.as_nanos();
             if keep_room && self.next - chunk_start == CHUNK {
-                self.forget(dp, chunk_start..self.next)?;
+                self.forget(dp, chunk_start..self.next, true)?;
                 chunk_start = self.next;
             }
         }
         if keep_room {
-            self.forget(dp, chunk_start..self.next)?;
+            self.forget(dp, chunk_start..self.next, true)?;
         }
         Ok(total_ns as f64 / n.max(1) as f64)
     }
 
-    /// Removes the flows of frames `range` from the program's flow table; every one must be
-    /// there (which also proves the key layout below is the program's).
-    fn forget(&self, dp: &mut Datapath, range: std::ops::Range<u64>) -> Result<()> {
+    /// Removes the flows of frames `range` from the program's flow table. With `opened`
+    /// (the frames were just run) every one must be there, which also proves the key
+    /// layout below is the program's; otherwise those missing are skipped.
+    fn forget(&self, dp: &mut Datapath, range: std::ops::Range<u64>, opened: bool) -> Result<()> {
         let map = dp
             .ebpf_mut()
             .map_mut(MAP_FLOWS)
@@ -187,9 +200,12 @@ impl NewFlows {
             let (dev, port) = self.tuple(i);
             let f = self.flows.get(dev).context("new-flow source")?;
             let key = flow_key(f, port);
-            flows
-                .remove(&key)
-                .with_context(|| format!("new flow {i} is not in the flow table"))?;
+            match flows.remove(&key) {
+                // aya reports a removal's miss as the syscall's ENOENT.
+                Err(aya::maps::MapError::SyscallError(e))
+                    if !opened && e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r.with_context(|| format!("new flow {i} is not in the flow table"))?,
+            }
         }
         Ok(())
     }

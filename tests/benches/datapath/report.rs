@@ -31,7 +31,8 @@ with the path's reason. Flows are picked from the compiled policies and checked 
 reference classifier under all three. New flows cannot be repeated (the second repetition \
 of a SYN is an established flow): each packet is its own BPF_PROG_TEST_RUN call with \
 repeat 1 and a distinct 5-tuple (up to 64 devices of one class x 58,976 source ports; no \
-tuple recurs within 4 x the flow table's size); the figure is the mean of the kernel's \
+tuple recurs within 4 x the flow table's size, and before each batch on a full table the \
+batch's tuples left over by the kernel's approximate LRU are removed, untimed); the figure is the mean of the kernel's \
 per-call durations, and the baseline is timed the same way on the same frames. Two states \
 of the flow table: allowed_new_flow keeps room (the flows opened are removed, untimed, every \
 65,536 packets, so no insertion evicts); allowed_new_flow_table_full is measured after every \
