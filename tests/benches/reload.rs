@@ -154,9 +154,9 @@ fn checkout(from: &Path, dir: &Path) -> Result<()> {
     let lock = dir.join(".git/index.lock");
     std::fs::create_dir_all(dir.join(".git"))?;
     std::fs::write(&lock, b"")?;
-    let copied = copy_dir(from, dir);
+    let copied = lazaret_tests::copy_tree(from, dir);
     std::fs::remove_file(&lock)?;
-    copied
+    Ok(copied?)
 }
 
 fn medians(trials: &[Trial]) -> [f64; 4] {
@@ -167,21 +167,6 @@ fn medians(trials: &[Trial]) -> [f64; 4] {
         of(|t| t.compile),
         of(|t| t.install),
     ]
-}
-
-/// Copies every file of `from` over the same path below `to`, writing in place as git does.
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let dst = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &dst)?;
-        } else {
-            std::fs::copy(e.path(), &dst)?;
-        }
-    }
-    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -195,7 +180,7 @@ fn main() -> Result<()> {
 
     let dir = std::env::temp_dir().join(format!("lazaret-bench-reload-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&first.1, &dir)?;
+    lazaret_tests::copy_tree(&first.1, &dir)?;
     let result = measure(&dir, &sources, runs);
     let _ = std::fs::remove_dir_all(&dir);
     let (full, one) = result?;

@@ -10,7 +10,7 @@ pub mod netns;
 pub mod nftlab;
 pub mod reliability;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -31,4 +31,20 @@ pub fn lazaret_bin() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// Copies every file of `from` over the same path below `to`, creating directories and
+/// writing files in place (as `git checkout` does): a working copy of a policy directory.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), &dst)?;
+        }
+    }
+    Ok(())
 }

@@ -716,10 +716,11 @@ fn probe_ports(len: u32, key: &PortKey) -> Vec<(u8, u16)> {
 fn xdp_program_and_reference_twin_agree_on_every_lookup_entry() {
     let tmp = lazaret_tests::netns::TempDir::new().expect("tempdir");
     let dir = tmp.path.join("policies");
-    copy_dir(
+    lazaret_tests::copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"),
         &dir,
-    );
+    )
+    .expect("copy the example policy");
     let classes = dir.join("classes.toml");
     let text = std::fs::read_to_string(&classes).expect("classes");
     // The central station: it has both families.
@@ -848,16 +849,4 @@ proto = "icmpv6"
         passed > 100 && frames_seen > passed,
         "probes both passed and were denied"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let dst = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).expect("copy");
-        }
-    }
 }

@@ -145,7 +145,7 @@ fn a_patched_device_edit_leaves_exactly_its_generation_in_the_slot() {
     let tmp = TempDir::new().expect("tempdir");
     let dir = tmp.path.join("policies");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    copy_dir(&src, &dir);
+    lazaret_tests::copy_tree(&src, &dir).expect("copy the example policy");
     let mut reloader = Reloader::new(&dir);
     let mut dp = Datapath::load(&LoadOptions::default()).expect("load (needs root)");
     let mut generation = 0;
@@ -217,16 +217,4 @@ fn a_synced_retired_slot_holds_the_active_generation_and_the_next_install_builds
     dp.sync_retired(|_| None).expect("sync starts");
     assert!(dp.read_slot(retired).expect("read back") == before);
     install_and_check(&mut dp, &compiled, order.len() as u64 + 1, 2);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let dst = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).expect("copy");
-        }
-    }
 }

@@ -229,3 +229,62 @@ fn flow_hints_follow_the_datapath() {
         lazaret_abi::Reason::AllowRule
     );
 }
+
+#[test]
+fn every_class_flags_the_protocols_of_its_shorter_port_entries() {
+    // The datapath walks the port trie only for the protocols a peer class flags
+    // (lazaret_abi, *Exact entries in hashes*): a missing flag would hide a range or a
+    // whole-protocol rule. Every entry kind, in both families.
+    let extra = r#"
+[workflows.kinds]
+rules = [
+  { device = "class:pump", peer = "10.10.7.0/24", proto = "any" },
+  { device = "class:pump", peer = "10.10.8.0/24", proto = "icmp" },
+  { device = "class:pump", peer = "10.10.8.0/24", proto = 47 },
+  { device = "class:pump", peer = "10.10.9.9", proto = "tcp", ports = ["8000-8099", 8443] },
+  { device = "class:pump", peer = "10.10.9.0/24", proto = "udp", ports = ["6000-6010"], initiator = "peer" },
+]
+[classes.pump]
+workflows = ["sync", "kinds"]
+"#;
+    let base = BASE.replace("[classes.pump]\nworkflows = [\"sync\"]\n", "");
+    assert_ne!(base, BASE, "BASE defines the pump class");
+    let (_, c) = build(&[("base.toml", &base), ("pump.toml", PUMP), ("x.toml", extra)]).unwrap();
+    let (_, example) = example();
+    for c in [c, example] {
+        let m = c.map_contents(0, 1, &ifx(&c)).unwrap();
+        let flags: BTreeMap<[u8; 4], u32> = m
+            .peer4
+            .iter()
+            .map(|(_, _, v)| *v)
+            .chain(m.peer6.iter().map(|(_, _, v)| *v))
+            .map(|v| (v.class.to_be_bytes(), v.port_prefixes))
+            .collect();
+        let (mut shorter, mut checked) = (0, 0);
+        for (len, k, _) in m.ports.iter() {
+            let Some(&f) = flags.get(&k.class) else {
+                continue;
+            };
+            checked += 1;
+            if *len == abi::PORT_KEY_FULL_BITS {
+                continue;
+            }
+            shorter += 1;
+            let need = if *len <= abi::PORT_KEY_CLASS_BITS {
+                abi::PORT_PREFIX_ANY
+            } else {
+                abi::port_prefix_bit(k.proto)
+            };
+            assert!(
+                f & need != 0,
+                "class {:?} has a {len}-bit entry for protocol {} but flags {f:#x}",
+                k.class,
+                k.proto
+            );
+        }
+        assert!(
+            checked > 0 && shorter > 0,
+            "{checked} entries, {shorter} shorter"
+        );
+    }
+}
