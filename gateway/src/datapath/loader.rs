@@ -756,43 +756,31 @@ impl<'a> SlotMaps<'a> {
 struct OwnedSlotMaps(Vec<(&'static str, Map)>);
 
 impl OwnedSlotMaps {
-    const NAMES: [&'static str; 11] = [
-        MAP_SITE,
-        MAP_DEVICES,
-        MAP_DEV_MAC,
-        MAP_DEV_IP4,
-        MAP_DEV_IP6,
-        MAP_PEER4,
-        MAP_PEER6,
-        MAP_PORTS,
-        MAP_PEER4_HOST,
-        MAP_PEER6_HOST,
-        MAP_PORTS_EXACT,
-    ];
-
+    /// Duplicates the handles of the object's plain maps (the slot's are among them;
+    /// [`SlotMaps::of`] picks those).
     fn dup(ebpf: &Ebpf) -> Result<Self, DatapathError> {
-        let dup = |name: &'static str| -> Result<(&'static str, Map), DatapathError> {
-            let data = match ebpf.map(name).ok_or(DatapathError::MissingMap(name))? {
-                Map::Array(d) | Map::HashMap(d) | Map::LpmTrie(d) => d,
-                _ => return Err(DatapathError::MissingMap(name)),
-            };
-            let fd = data
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| DatapathError::Batch {
-                    map: name,
-                    source: e,
+        let dup =
+            |name: &'static str, data: &MapData| -> Result<(&'static str, Map), DatapathError> {
+                let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+                    DatapathError::map(name)(aya::maps::MapError::SyscallError(
+                        aya::sys::SyscallError {
+                            call: "fcntl(F_DUPFD_CLOEXEC)",
+                            io_error,
+                        },
+                    ))
                 })?;
-            let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
-            Ok((
-                name,
-                Map::from_map_data(data).map_err(DatapathError::map(name))?,
-            ))
-        };
-        Self::NAMES
-            .into_iter()
-            .map(dup)
+                let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+                Ok((
+                    name,
+                    Map::from_map_data(data).map_err(DatapathError::map(name))?,
+                ))
+            };
+        PINNED_MAPS
+            .iter()
+            .filter_map(|&name| match ebpf.map(name)? {
+                Map::Array(d) | Map::HashMap(d) | Map::LpmTrie(d) => Some(dup(name, d)),
+                _ => None,
+            })
             .collect::<Result<_, _>>()
             .map(Self)
     }
