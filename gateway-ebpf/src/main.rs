@@ -12,7 +12,7 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC},
+    bindings::{xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{
@@ -85,6 +85,12 @@ static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries
 static LZ_SCRATCH: PerCpuArray<Pkt> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LZ_EV_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EV_STATS_LEN, 0);
+#[map]
+static LZ_LOCAL: HashMap<LocalKey, u32> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
+#[map]
+static LZ_LL_OWNER: LruHashMap<LlKey, LlOwner> = LruHashMap::with_max_entries(MAX_LL_OWNERS, 0);
+#[map]
+static LZ_PORT_PIN: HashMap<PinKey, PortPin> = HashMap::with_max_entries(MAX_PORT_PINS, 0);
 
 /// The outcome of judging one frame.
 #[must_use]
@@ -242,7 +248,12 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             Err(v) => return v,
         }
     } else {
-        lookup_ip_device(gen.slot, pkt.family, &pkt.src)
+        // Devices are never upstream: a managed source address from there is forged (it
+        // would otherwise open flows as the device).
+        if let Some(dev) = lookup_ip_device(gen.slot, pkt.family, &pkt.src) {
+            return Verdict::dev(Reason::DenySpoof, dev.id);
+        }
+        None
     };
     // On a device port the source is a managed device, so the destination's device only
     // matters when a flow is new or re-judged: judge_flow looks it up then (one or two map
@@ -272,6 +283,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         let key = frag_key(pkt);
         // SAFETY: see LZ_IFACE above.
         return match unsafe { LZ_FRAGS.get(key) } {
+            // Starting inside the first fragment's upper-layer header would rewrite it after
+            // it was judged (RFC 1858, RFC 5722).
+            Some(train) if pkt.frag_at < train.hdr_end as u32 => {
+                Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev))
+            }
             Some(train) => match Reason::from_u8(train.reason) {
                 Some(r) if r.passes() => {
                     let mut v = Verdict::new(r);
@@ -293,7 +309,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         let train = FragValue {
             last_seen_ns: gen.now,
             reason: v.reason as u8,
-            _pad: [0; 7],
+            _pad: 0,
+            hdr_end: pkt.frag_at as u16,
+            _pad2: [0; 4],
         };
         let _ = LZ_FRAGS.insert(frag_key(pkt), train, 0);
     }
@@ -309,22 +327,144 @@ fn dev_id(src: &Option<&'static Device>, dst: &Option<&'static Device>) -> u64 {
     }
 }
 
-/// NS, NA, RS and MLD from a device: the source must be one of the device's own addresses
-/// (identify_source checked it) and an NA may only advertise an address of the device.
+/// NS, NA, RS and MLD from a device (identify_source checked its source): link-scope only,
+/// and an NA may only advertise an address of the device.
 #[inline(always)]
 fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     if gen.site.flags & SITE_F_NEIGHBOR == 0 {
         return Verdict::dev(Reason::DenyNoRule, dev.id);
     }
-    if pkt.icmp_type == 136 && !parse::is_link_local6(&pkt.nd_target) {
-        match lookup_ip_device(gen.slot, FAMILY_V6, &pkt.nd_target) {
-            Some(owner) if owner.id == dev.id => {}
-            _ => return Verdict::dev(Reason::DenySpoof, dev.id),
+    // Bypass class: neighbor discovery passed to any destination is routed like any packet,
+    // carrying whatever it holds past the policy. NDP is link-scope (RFC 4861 §7.1: hop
+    // limit 255, which a routed packet cannot keep) and MLD is sent with hop limit 1 (RFC
+    // 3810 §5), which no router forwards.
+    let link_scope = match pkt.icmp_type {
+        133 | 135 | 136 => pkt.hop_limit == 255 && on_link(gen, pkt),
+        _ => pkt.hop_limit == 1 && pkt.dst[0] == 0xff,
+    };
+    if !link_scope {
+        return Verdict::dev(Reason::DenyNdScope, dev.id);
+    }
+    // An NA for an address that is not the device's rewrites its neighbours' caches: the
+    // router's link-local address, another device's, or an unowned one it claims first.
+    if pkt.icmp_type == 136 {
+        let target = &pkt.nd_target;
+        let own = match lookup_ip_device(gen.slot, FAMILY_V6, target) {
+            Some(owner) => owner.id == dev.id,
+            None => parse::is_link_local6(target) && claim_link_local(gen, target, &pkt.src_mac),
+        };
+        if !own {
+            return Verdict::dev(Reason::DenySpoof, dev.id);
         }
     }
     let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
     v.report = false;
     v
+}
+
+/// Whether an NS, NA or RS is addressed on its link: a link-scope multicast group, a
+/// link-local address, one of the gateway's addresses, or a device behind the same
+/// interface and VLAN.
+#[inline(always)]
+fn on_link(gen: &Gen, pkt: &Pkt) -> bool {
+    let dst = &pkt.dst;
+    if parse::is_link_scope_multicast6(dst) || parse::is_link_local6(dst) {
+        return true;
+    }
+    if is_local(FAMILY_V6, dst) {
+        return true;
+    }
+    match lookup_ip_device(gen.slot, FAMILY_V6, dst) {
+        Some(d) => {
+            (d.ifindex == IFINDEX_ANY || d.ifindex == pkt.ifindex)
+                && (d.vlan == VLAN_ANY || d.vlan == pkt.vlan)
+        }
+        None => false,
+    }
+}
+
+/// Whether `addr` is one of the gateway's own addresses.
+#[inline(always)]
+fn is_local(family: u8, addr: &[u8; 16]) -> bool {
+    let key = LocalKey {
+        family,
+        _pad: [0; 3],
+        addr: *addr,
+    };
+    // SAFETY: see LZ_IFACE above.
+    unsafe { LZ_LOCAL.get(key) }.is_some()
+}
+
+/// First come, first served (RFC 6620): `mac` may use the link-local `addr` unless it is the
+/// gateway's or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
+/// `mac` its owner.
+#[inline(always)]
+fn claim_link_local(gen: &Gen, addr: &[u8; 16], mac: &[u8; 6]) -> bool {
+    if is_local(FAMILY_V6, addr) {
+        return false;
+    }
+    let key = LlKey { addr: *addr };
+    match LZ_LL_OWNER.get_ptr_mut(key) {
+        Some(o) => {
+            // SAFETY: pointer from a successful lookup in this program run.
+            let o = unsafe { &mut *o };
+            if o.mac != *mac && gen.now.wrapping_sub(o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
+                return false;
+            }
+            o.mac = *mac;
+            o.last_seen_ns = gen.now;
+            true
+        }
+        None => {
+            let owner = LlOwner {
+                mac: *mac,
+                _pad: [0; 2],
+                last_seen_ns: gen.now,
+            };
+            let _ = LZ_LL_OWNER.insert(key, owner, 0);
+            true
+        }
+    }
+}
+
+/// Behind a bridge, a device must arrive on its port: the configured one, else the one its
+/// MAC was first seen on (pinned now if it has none). See lazaret_abi, *Bridge ports*.
+#[inline(always)]
+fn on_its_port(gen: &Gen, pkt: &Pkt, dev: &Device) -> bool {
+    if pkt.port == pkt.ifindex {
+        // Not a bridge port: the interface binding is the whole identity.
+        return true;
+    }
+    if dev.port_ifindex != IFINDEX_ANY {
+        return dev.port_ifindex == pkt.port;
+    }
+    if dev.flags & DEV_F_HAS_MAC == 0 {
+        return true;
+    }
+    pin_port(gen, pkt, &dev.mac)
+}
+
+#[inline(always)]
+fn pin_port(gen: &Gen, pkt: &Pkt, mac: &[u8; 6]) -> bool {
+    let key = PinKey {
+        mac: *mac,
+        _pad: [0; 2],
+    };
+    // SAFETY: see LZ_IFACE above.
+    match unsafe { LZ_PORT_PIN.get(key) } {
+        Some(pin) => pin.ifindex == pkt.port,
+        None => {
+            let pin = PortPin {
+                ifindex: pkt.port,
+                _pad: 0,
+                since_ns: gen.now,
+            };
+            // NOEXIST: two CPUs seeing the MAC on two ports at once leave one pin, and the
+            // other port is refused from the next frame on.
+            let _ = LZ_PORT_PIN.insert(key, pin, BPF_NOEXIST as u64);
+            true
+        }
+    }
 }
 
 /// Attributes a frame from a device port to a managed device, or returns the verdict for a
@@ -341,7 +481,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
         let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
         let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
         let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
-        return if mac_ok && vlan_ok && if_ok {
+        return if mac_ok && vlan_ok && if_ok && on_its_port(gen, pkt, dev) {
             Ok(dev)
         } else {
             Err(Verdict::dev(Reason::DenySpoof, dev.id))
@@ -356,11 +496,21 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             // A managed MAC may speak from an unspecified or link-local address (DHCP, NDP),
-            // or from any address when the device has no address bound for that family.
-            let ip_ok = unspecified
-                || (pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
-                || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0);
-            if ip_ok && vlan_ok && if_ok {
+            // or from any address when the device has no address bound for that family —
+            // never from one of the gateway's, and a link-local one only if it owns it.
+            // (In this order: a frame refused for its VLAN or interface claims nothing.)
+            let ip_ok = || {
+                if unspecified {
+                    pkt.family != FAMILY_V6
+                        || !parse::is_link_local6(&pkt.src)
+                        || claim_link_local(gen, &pkt.src, &pkt.src_mac)
+                } else {
+                    ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
+                        || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
+                        && !is_local(pkt.family, &pkt.src)
+                }
+            };
+            if vlan_ok && if_ok && ip_ok() && on_its_port(gen, pkt, dev) {
                 Ok(dev)
             } else {
                 Err(Verdict::dev(Reason::DenySpoof, dev.id))
@@ -431,9 +581,8 @@ fn judge_flow(
             } else {
                 pkt.sport
             };
-            let v = judge_policy(
-                gen, pkt, init_dev, resp_dev, init_addr, resp_addr, resp_port,
-            );
+            let fp = (pkt.family, pkt.proto);
+            let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
                 stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
                 flow.last_seen_ns = now;
@@ -460,7 +609,8 @@ fn judge_flow(
     }
     let port = if pkt.has_ports() { pkt.dport } else { 0 };
     let dst_dev = &destination(gen, pkt, dst_dev);
-    let v = judge_policy(gen, pkt, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
+    let fp = (pkt.family, pkt.proto);
+    let v = judge_policy(gen, fp, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
     if v.reason.passes() {
         let mut flow = FlowValue {
             last_seen_ns: now,
@@ -526,8 +676,10 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
 }
 
-/// An ICMP error passes only if the packet it quotes belongs to a live flow: path-MTU
-/// discovery and unreachables for allowed sessions work, and errors cannot be used to probe.
+/// An ICMP error passes only along the flow of the packet it quotes: back to that packet's
+/// sender, from a device port only from that packet's destination, and only while the flow
+/// is live and (re-judged if stale) allowed. Path-MTU discovery and unreachables for allowed
+/// sessions work; errors cannot probe, carry data elsewhere, or outlive a quarantine.
 #[inline(always)]
 fn judge_related(
     gen: &Gen,
@@ -535,7 +687,15 @@ fn judge_related(
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
 ) -> Verdict {
-    let (key, _) = normalized_key(
+    let dev = dev_id(src_dev, dst_dev);
+    // Bypass class: judged by the quoted packet alone, an error with any live flow in it
+    // could be sent to any host, or quote another device's flow to tear it down.
+    let to_sender = pkt.dst == pkt.inner_src;
+    let from_receiver = pkt.side == SIDE_UPSTREAM || pkt.src == pkt.inner_dst;
+    if !to_sender || !from_receiver {
+        return Verdict::dev(Reason::DenyIcmpError, dev);
+    }
+    let (key, inner_src_is_a) = normalized_key(
         &pkt.inner_src,
         pkt.inner_sport,
         &pkt.inner_dst,
@@ -543,32 +703,69 @@ fn judge_related(
         pkt.inner_proto,
         pkt.family,
     );
-    let dev = dev_id(src_dev, dst_dev);
     // SAFETY: see LZ_IFACE above.
     let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
         Some(f) => Some(f),
         // SAFETY: as above.
         None => unsafe { LZ_FLOWS.get(key) },
     };
-    match flow {
-        Some(flow)
-            if gen.now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(key.proto, flow.state) =>
-        {
-            let mut v = Verdict::dev(Reason::AllowFlow, dev);
-            v.rule = flow.rule;
-            v.report = false;
-            v
-        }
-        _ => Verdict::dev(Reason::DenyNoFlow, dev),
+    let flow = match flow {
+        Some(f) if gen.now.wrapping_sub(f.last_seen_ns) <= flow_timeout(key.proto, f.state) => f,
+        _ => return Verdict::dev(Reason::DenyNoFlow, dev),
+    };
+    if flow_is_current(gen, flow) {
+        let mut v = Verdict::dev(Reason::AllowFlow, dev);
+        v.rule = flow.rule;
+        v.report = false;
+        return v;
     }
+    // The policy or a device's state changed since the flow was last judged (a quarantine
+    // among them): judge the flow's opening again, as its own next packet would be.
+    // The quoted packet went from the error's destination to its source (checked above),
+    // or, upstream, to a host a router answered for.
+    let inner_src_dev = destination(gen, pkt, dst_dev);
+    let inner_dst_dev = if pkt.side == SIDE_DEVICES {
+        *src_dev
+    } else {
+        lookup_ip_device(gen.slot, pkt.family, &pkt.inner_dst)
+    };
+    let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
+    let v = if initiator_is_inner_src {
+        judge_policy(
+            gen,
+            (pkt.family, pkt.inner_proto),
+            &inner_src_dev,
+            &inner_dst_dev,
+            &pkt.inner_src,
+            &pkt.inner_dst,
+            pkt.inner_dport,
+        )
+    } else {
+        judge_policy(
+            gen,
+            (pkt.family, pkt.inner_proto),
+            &inner_dst_dev,
+            &inner_src_dev,
+            &pkt.inner_dst,
+            &pkt.inner_src,
+            pkt.inner_sport,
+        )
+    };
+    if !v.reason.passes() {
+        return v;
+    }
+    let mut out = Verdict::dev(Reason::AllowFlow, v.dev);
+    out.rule = v.rule;
+    out.report = false;
+    out
 }
 
-/// Judges an initiating packet (initiator → responder:port) against the effective policy
-/// of every managed end: all of them must allow it.
+/// Judges an initiating packet (initiator → responder:port, `fp` its family and protocol)
+/// against the effective policy of every managed end: all of them must allow it.
 #[inline(always)]
 fn judge_policy(
     gen: &Gen,
-    pkt: &Pkt,
+    fp: (u8, u8),
     init_dev: &Option<&'static Device>,
     resp_dev: &Option<&'static Device>,
     init_addr: &[u8; 16],
@@ -582,7 +779,7 @@ fn judge_policy(
     let mut learn = false;
     if let Some(d) = init_dev {
         learn |= d.mode == MODE_LEARN;
-        match judge_end(gen, pkt, d, DIR_DEVICE_INIT, resp_addr, port) {
+        match judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port) {
             Ok(r) => {
                 rule = r.rule;
                 dev = d.id;
@@ -593,7 +790,7 @@ fn judge_policy(
     }
     if let Some(d) = resp_dev {
         learn |= d.mode == MODE_LEARN;
-        match judge_end(gen, pkt, d, DIR_PEER_INIT, init_addr, port) {
+        match judge_end(gen, fp, d, DIR_PEER_INIT, init_addr, port) {
             Ok(r) => {
                 if dev == 0 {
                     rule = r.rule;
@@ -624,7 +821,7 @@ fn judge_policy(
 #[inline(always)]
 fn judge_end(
     gen: &Gen,
-    pkt: &Pkt,
+    (family, proto): (u8, u8),
     dev: &Device,
     dir: u8,
     peer: &[u8; 16],
@@ -640,7 +837,7 @@ fn judge_end(
         QUARANTINE_RESTRICT => dev.restrict_policy,
         _ => gen.site.quarantine_policy,
     };
-    if let Some(r) = lookup_rule(gen.slot, policy, dir, pkt.family, peer, pkt.proto, port) {
+    if let Some(r) = lookup_rule(gen.slot, policy, dir, family, peer, proto, port) {
         return Ok(r);
     }
     let reason = if quarantine != QUARANTINE_NONE {
@@ -1042,7 +1239,7 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
         EVENT_LEARN
     } else {
         match v.reason {
-            Reason::DenySpoof => EVENT_SPOOF,
+            Reason::DenySpoof | Reason::DenyVlanTag | Reason::DenyIcmpError => EVENT_SPOOF,
             Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
             Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
             Reason::Audit => EVENT_AUDIT,

@@ -45,6 +45,8 @@ pub struct Pkt {
     pub side: u8,
     /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
     pub ifindex: u32,
+    /// The ingress interface itself (a bridge port when `ifindex` is its bridge).
+    pub port: u32,
     pub l3: L3,
     pub vlan: u16,
     pub src_mac: [u8; 6],
@@ -52,8 +54,10 @@ pub struct Pkt {
     /// ARP sender hardware address (ARP only).
     pub arp_sha: [u8; 6],
     pub family: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
     /// Source and destination addresses; IPv4 (and ARP's sender/target protocol addresses)
-    /// in the first four bytes.
+    /// in the first four bytes, the rest zero.
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub proto: u8,
@@ -68,8 +72,12 @@ pub struct Pkt {
     pub nd_target: [u8; 16],
     pub frag: Frag,
     pub frag_id: u32,
+    /// A later fragment's offset in bytes; a first fragment's upper-layer header end, in
+    /// bytes from the start of its fragmentable part (see `FragValue::hdr_end`).
+    pub frag_at: u32,
     /// An ICMP error (unreachable, time exceeded, parameter problem, packet too big) whose
-    /// quoted packet was parsed into `inner_*`: it passes only if that packet's flow exists.
+    /// quoted packet was parsed into `inner_*` (all 16 bytes written, for either family):
+    /// it passes only along that packet's flow.
     pub related: bool,
     pub inner_src: [u8; 16],
     pub inner_dst: [u8; 16],
@@ -145,6 +153,7 @@ pub fn parse(
     let mut ethertype = be16(ctx, 12)?;
     let mut off = 14usize;
     let mut vlan = VLAN_UNTAGGED;
+    let mut outer = VLAN_UNTAGGED;
     // 802.1Q and 802.1ad: at most two tags; the innermost VLAN id identifies the device.
     let mut tags = 0;
     while tags < MAX_VLAN_TAGS {
@@ -152,12 +161,26 @@ pub fn parse(
             break;
         }
         vlan = be16(ctx, off)? & 0x0fff;
+        if tags == 0 {
+            outer = vlan;
+        }
         ethertype = be16(ctx, off + 2)?;
         off += 4;
         tags += 1;
     }
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
+    }
+    // Bypass class: the tag stack must be the port's, whole. Judging by the innermost tag
+    // alone lets a frame with a foreign outer tag pass as the device (VLAN hopping).
+    if iface.outer_vlan != 0 {
+        if tags != 2 || outer != iface.outer_vlan {
+            return Err(Reason::DenyVlanTag);
+        }
+    } else if tags == 2 || (tags == 1 && vlan != VLAN_UNTAGGED && iface.untagged_vlan != 0) {
+        // Two tags without an outer VLAN; or a real tag on an access port, whose frames are
+        // untagged (a priority tag, VID 0, is untagged with a priority).
+        return Err(Reason::DenyVlanTag);
     }
     if vlan == VLAN_UNTAGGED {
         // An access port or VLAN sub-interface: the switch or the kernel took the tag off.
@@ -168,11 +191,13 @@ pub fn parse(
     // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
     pkt.side = iface.side;
     pkt.ifindex = iface.binding(ifindex);
+    pkt.port = ifindex;
     pkt.l3 = L3::Ip;
     pkt.vlan = vlan;
     pkt.src_mac = src_mac;
     pkt.dst_mac = dst_mac;
     pkt.family = 0;
+    pkt.hop_limit = 0;
     pkt.src = [0; 16];
     pkt.dst = [0; 16];
     pkt.proto = 0;
@@ -184,6 +209,7 @@ pub fn parse(
     pkt.icmp_type = 0;
     pkt.frag = Frag::None;
     pkt.frag_id = 0;
+    pkt.frag_at = 0;
     pkt.related = false;
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
@@ -250,6 +276,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     let more = frag_word & 0x2000 != 0;
     let frag_off = frag_word & 0x1fff;
     pkt.family = FAMILY_V4;
+    pkt.hop_limit = read(ctx, off + 8)?;
     pkt.proto = read(ctx, off + 9)?;
     let src: [u8; 4] = read(ctx, off + 12)?;
     let dst: [u8; 4] = read(ctx, off + 16)?;
@@ -261,13 +288,18 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
         if frag_off == 1 && pkt.proto == PROTO_TCP {
             return Err(Reason::DenyFragment);
         }
+        // A datagram reassembled past 65,535 bytes (the "ping of death" shape).
+        if frag_off as usize * 8 + total > 65_535 {
+            return Err(Reason::DenyFragment);
+        }
         pkt.frag = Frag::Later;
+        pkt.frag_at = frag_off as u32 * 8;
         return Ok(());
     }
     if more {
         pkt.frag = Frag::First;
     }
-    parse_l4(ctx, off + ihl, off + total, pkt)
+    parse_l4(ctx, off + ihl, off + ihl, off + total, pkt)
 }
 
 #[inline(always)]
@@ -283,47 +315,63 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
         return Err(Reason::DenyMalformed);
     }
     pkt.family = FAMILY_V6;
+    pkt.hop_limit = read(ctx, off + 7)?;
     pkt.src = read(ctx, off + 8)?;
     pkt.dst = read(ctx, off + 24)?;
     let end = off + 40 + payload;
     let mut next: u8 = read(ctx, off + 6)?;
     let mut at = off + 40;
+    // Where the fragmentable part starts: after the Fragment header, if there is one.
+    let mut frag_part = at;
+    let mut seen = 0u8;
     let mut walked = 0;
-    // Walk at most MAX_IPV6_EXT_HEADERS extension headers: a longer chain is a known way to
-    // push the L4 header out of reach of middleboxes.
+    // Walk at most MAX_IPV6_EXT_HEADERS extension headers (see lazaret_abi, *What the
+    // parser drops*): each may appear once, so a longer chain is a repeat. Long or repeated
+    // chains push the transport header out of reach of stateless filters.
     while walked < MAX_IPV6_EXT_HEADERS {
-        match next {
-            // Hop-by-hop, routing, destination options: length in 8-octet units, excluding
-            // the first 8.
-            0 | 43 | 60 => {
-                let hdr: [u8; 2] = read(ctx, at)?;
-                next = hdr[0];
-                at += (hdr[1] as usize + 1) * 8;
-            }
-            // Fragment header: fixed 8 bytes.
-            44 => {
-                let hdr: [u8; 8] = read(ctx, at)?;
-                next = hdr[0];
-                let offset = u16::from_be_bytes([hdr[2], hdr[3]]) >> 3;
-                let more = hdr[3] & 1 != 0;
-                pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-                at += 8;
-                if offset != 0 {
-                    pkt.proto = next;
-                    pkt.frag = Frag::Later;
-                    return Ok(());
-                }
-                if more {
-                    pkt.frag = Frag::First;
-                }
-            }
-            // Authentication header: length in 4-octet units, excluding the first 8.
-            51 => {
-                let hdr: [u8; 2] = read(ctx, at)?;
-                next = hdr[0];
-                at += (hdr[1] as usize + 2) * 4;
-            }
+        let bit = match next {
+            // Hop-by-hop: only right after the IPv6 header (RFC 8200 §4.3).
+            0 if walked == 0 => EXT_HBH,
+            60 => EXT_DST,
+            44 => EXT_FRAG,
+            // Hop-by-hop elsewhere, routing (RFC 5095, RFC 8754), authentication.
+            0 | 43 | 51 => return Err(Reason::DenyIpv6Ext),
             _ => break,
+        };
+        if seen & bit != 0 {
+            return Err(Reason::DenyIpv6Ext);
+        }
+        seen |= bit;
+        if bit == EXT_FRAG {
+            let hdr: [u8; 8] = read(ctx, at)?;
+            next = hdr[0];
+            let offset = (u16::from_be_bytes([hdr[2], hdr[3]]) >> 3) as usize * 8;
+            let more = hdr[3] & 1 != 0;
+            pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            at += 8;
+            if at > end {
+                return Err(Reason::DenyMalformed);
+            }
+            frag_part = at;
+            // The reassembled payload would pass 65,535 bytes (RFC 8200 §4.5).
+            if offset + (end - at) > 65_535 {
+                return Err(Reason::DenyFragment);
+            }
+            if offset != 0 {
+                pkt.proto = next;
+                pkt.frag = Frag::Later;
+                pkt.frag_at = offset as u32;
+                return Ok(());
+            }
+            if more {
+                pkt.frag = Frag::First;
+            }
+        } else {
+            // Hop-by-hop and destination options: length in 8-octet units, excluding the
+            // first 8.
+            let hdr: [u8; 2] = read(ctx, at)?;
+            next = hdr[0];
+            at += (hdr[1] as usize + 1) * 8;
         }
         if at > MAX_L4_OFFSET {
             return Err(Reason::DenyIpv6Ext);
@@ -331,20 +379,33 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
         walked += 1;
     }
     match next {
-        // Still an extension header after the bound, or one lazaret does not walk
-        // (mobility, HIP, shim6, experimental): the transport header is out of reach.
+        // Still an extension header after the bound, or one lazaret does not pass
+        // (routing, authentication, mobility, HIP, shim6, experimental).
         0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => Err(Reason::DenyIpv6Ext),
         _ => {
             pkt.proto = next;
             // RFC 7112: a first fragment must carry the whole header chain and the L4 header.
-            parse_l4(ctx, at, end, pkt)
+            parse_l4(ctx, frag_part, at, end, pkt)
         }
     }
 }
 
-/// Reads ports, TCP flags or ICMP type. `end` is where the IP payload ends.
+/// `seen` bits of the IPv6 extension-header walk.
+const EXT_HBH: u8 = 1;
+const EXT_DST: u8 = 2;
+const EXT_FRAG: u8 = 4;
+
+/// Reads ports, TCP flags or ICMP type. `end` is where the IP payload ends; `frag_part`
+/// where the fragmentable part starts (a first fragment records where its upper-layer header
+/// ends, relative to it).
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<(), Reason> {
+fn parse_l4(
+    ctx: &XdpContext,
+    frag_part: usize,
+    at: usize,
+    end: usize,
+    pkt: &mut Pkt,
+) -> Result<(), Reason> {
     if at > MAX_L4_OFFSET {
         return Err(Reason::DenyMalformed);
     }
@@ -361,6 +422,7 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
     if at + need > end {
         return Err(short);
     }
+    pkt.frag_at = (at + need - frag_part) as u32;
     match pkt.proto {
         PROTO_TCP => {
             let hdr: [u8; 14] = read(ctx, at).map_err(|_| short)?;
@@ -371,6 +433,10 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
                 return Err(Reason::DenyMalformed);
             }
             pkt.tcp_flags = hdr[13];
+            // SYN+FIN and SYN+RST: never a real stack's packet (scans, evasion).
+            if hdr[13] & TCP_SYN != 0 && hdr[13] & (TCP_FIN | TCP_RST) != 0 {
+                return Err(Reason::DenyTcpFlags);
+            }
             pkt.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
             pkt.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         }
@@ -419,12 +485,18 @@ fn parse_l4(ctx: &XdpContext, at: usize, end: usize, pkt: &mut Pkt) -> Result<()
 fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason> {
     let l4_at = if pkt.proto == PROTO_ICMP {
         let vihl: u8 = read(ctx, at)?;
+        // A quoted packet with IP options is not walked (devices do not send options): a
+        // variable offset here defeats the verifier's bounds tracking.
         if vihl != 0x45 {
             return Err(Reason::DenyMalformed);
         }
         pkt.inner_proto = read(ctx, at + 9)?;
         let src: [u8; 4] = read(ctx, at + 12)?;
         let dst: [u8; 4] = read(ctx, at + 16)?;
+        // All 16 bytes: the scratch slot may hold an IPv6 error's addresses from an earlier
+        // packet, and the flow key compares all of them.
+        pkt.inner_src = [0; 16];
+        pkt.inner_dst = [0; 16];
         pkt.inner_src[..4].copy_from_slice(&src);
         pkt.inner_dst[..4].copy_from_slice(&dst);
         at + 20
@@ -449,7 +521,10 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
             pkt.inner_sport = id;
             pkt.inner_dport = id;
         }
-        _ => {}
+        _ => {
+            pkt.inner_sport = 0;
+            pkt.inner_dport = 0;
+        }
     }
     pkt.related = true;
     Ok(())
@@ -465,6 +540,12 @@ pub fn is_neighbor_icmpv6(t: u8) -> bool {
 #[inline(always)]
 pub fn is_link_local6(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// A multicast group of link-local scope (ff02::/16 and its flag variants, ff12:: …).
+#[inline(always)]
+pub fn is_link_scope_multicast6(a: &[u8; 16]) -> bool {
+    a[0] == 0xff && a[1] & 0x0f == 2
 }
 
 /// 0.0.0.0, :: or fe80::/10: a source that carries no routable identity.

@@ -74,6 +74,12 @@ pub struct Interface {
     /// so devices bound to that VLAN in the policy are recognised.
     #[serde(default)]
     pub vlan: Option<Vlan>,
+    /// The outer (802.1ad service) VLAN of a QinQ port: every frame must carry two tags,
+    /// the outer one this, and devices are bound to the inner VLAN. Without it a port
+    /// carries at most one tag, and a frame with two is dropped (an outer tag in front of a
+    /// device's own is how frames hop VLANs).
+    #[serde(default)]
+    pub outer_vlan: Option<Vlan>,
     /// The Linux bridge this interface is a port of: devices the policy binds to the
     /// bridge's name are accepted behind this port (bridge deployment).
     #[serde(default)]
@@ -103,6 +109,7 @@ impl Interface {
         lazaret_abi::IfaceConfig {
             untagged_vlan: self.vlan.map_or(lazaret_abi::VLAN_UNTAGGED, |v| v.0),
             binding_ifindex: bridge_ifindex.unwrap_or(lazaret_abi::IFINDEX_ANY),
+            outer_vlan: self.outer_vlan.map_or(0, |v| v.0),
             ..lazaret_abi::IfaceConfig::new(self.side.abi())
         }
     }
@@ -262,6 +269,29 @@ impl Config {
                         format!(
                             "interface {:?} is a bridge port facing upstream: only device-side \
                              ports bind devices to a bridge",
+                            iface.name
+                        ),
+                    ));
+                }
+            }
+            if iface.outer_vlan.is_some() {
+                let at = text.find("outer_vlan").unwrap_or(at);
+                if iface.vlan.is_some() {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "interface {:?} has both `vlan` (untagged frames) and `outer_vlan` \
+                             (two tags on every frame): a port is one or the other",
+                            iface.name
+                        ),
+                    ));
+                }
+                if cfg.dataplane == Dataplane::Nftables {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "interface {:?}: `outer_vlan` (QinQ) needs the XDP dataplane; \
+                             nftables drops every double-tagged frame",
                             iface.name
                         ),
                     ));

@@ -248,6 +248,7 @@ fn check_verdicts(m: &MapContents, gw: &Netns, p: &Probe) -> Result<()> {
             &PacketDesc {
                 side: SIDE_DEVICES,
                 ifindex: dev0,
+                port: dev0,
                 vlan: VLAN_UNTAGGED,
                 src_mac: p.mac,
                 dst_mac: [0; 6],
@@ -260,6 +261,8 @@ fn check_verdicts(m: &MapContents, gw: &Netns, p: &Probe) -> Result<()> {
                     tcp_flags: 0,
                     icmp_type: 0,
                     nd_target: None,
+                    hop_limit: 64,
+                    quoted: None,
                 }),
                 flow: FlowHint::None,
             },

@@ -145,7 +145,12 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8], o: &Ipv4Opt
 pub enum Ext {
     HopByHop,
     DestOpts,
+    /// A routing header of type 4 (segment routing) with no segments left.
     Routing,
+    /// A routing header of the given type with no segments left.
+    RoutingType(u8),
+    /// An authentication header (12 bytes: no ICV).
+    Auth,
     /// Fragment header: offset in 8-byte units, more-fragments flag, identification.
     Fragment {
         offset: u16,
@@ -158,7 +163,8 @@ impl Ext {
     fn number(&self) -> u8 {
         match self {
             Ext::HopByHop => 0,
-            Ext::Routing => 43,
+            Ext::Routing | Ext::RoutingType(_) => 43,
+            Ext::Auth => 51,
             Ext::Fragment { .. } => 44,
             Ext::DestOpts => 60,
         }
@@ -166,6 +172,18 @@ impl Ext {
 }
 
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], proto: u8, payload: &[u8]) -> Vec<u8> {
+    ipv6_hl(64, src, dst, exts, proto, payload)
+}
+
+/// [`ipv6`] with hop limit `hop_limit` (NDP's 255, MLD's 1).
+pub fn ipv6_hl(
+    hop_limit: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    exts: &[Ext],
+    proto: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, ext) in exts.iter().enumerate() {
         let next = exts.get(i + 1).map_or(proto, Ext::number);
@@ -175,8 +193,15 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], proto: u8, payload: &[u8
                 chain.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
             }
             Ext::Routing => {
-                // Type 0 would be deprecated; segments left 0, so it is a no-op header.
+                // Segment routing (type 4), segments left 0.
                 chain.extend_from_slice(&[next, 0, 4, 0, 0, 0, 0, 0]);
+            }
+            Ext::RoutingType(kind) => {
+                chain.extend_from_slice(&[next, 0, *kind, 0, 0, 0, 0, 0]);
+            }
+            Ext::Auth => {
+                // Payload length 1: (1 + 2) * 4 = 12 bytes; SPI and sequence number.
+                chain.extend_from_slice(&[next, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
             }
             Ext::Fragment { offset, more, id } => {
                 chain.push(next);
@@ -193,7 +218,7 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], proto: u8, payload: &[u8
     h.extend_from_slice(&[0x60, 0, 0, 0]);
     h.extend_from_slice(&plen.to_be_bytes());
     h.push(first);
-    h.push(64);
+    h.push(hop_limit);
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     h.extend_from_slice(&chain);

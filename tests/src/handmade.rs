@@ -1,11 +1,17 @@
 //! A small policy written by hand against the ABI, independent of the policy compiler:
 //! one monitor (MAC, IPv4, IPv6) allowed to open TCP 2575 and ICMP echo to one server, and
-//! UDP 5000 to a time server; its quarantine profile allows only UDP 123 to that server.
+//! UDP 5000 to a time server; its quarantine profile allows only UDP 123 to that server. A
+//! second monitor on the same segment, the bystander, has the same policy.
+//!
+//! [`Twin`] runs the real program and its host twin side by side on the same frames.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use lazaret::datapath::{Datapath, LoadOptions, MapContents};
+use lazaret::model::Model;
+use lazaret::policy::MapIndex;
 use lazaret_abi::*;
 
 use crate::frames::Mac;
@@ -22,9 +28,18 @@ pub const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 21);
 /// BPF_PROG_TEST_RUN delivers frames on the namespace's loopback.
 pub const LO: u32 = 1;
 pub const DEVICE_ID: &str = "mon-icu-01";
+/// The second monitor on the segment.
+pub const BYSTANDER_ID: &str = "mon-icu-02";
+pub const BYSTANDER_MAC: Mac = [0x02, 0, 0, 0, 0, 0x22];
+pub const BYSTANDER_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 22);
+pub const BYSTANDER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x22);
 
 pub fn dev_id() -> u64 {
     device_id_hash(DEVICE_ID.as_bytes())
+}
+
+pub fn bystander_id() -> u64 {
+    device_id_hash(BYSTANDER_ID.as_bytes())
 }
 
 fn peer4(
@@ -93,7 +108,13 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         class: 0,
         ..Device::default()
     };
-    MapContents {
+    let bystander = Device {
+        id: bystander_id(),
+        mac: BYSTANDER_MAC,
+        ..device
+    };
+    let by = DevRef { id: bystander_id() };
+    let mut m = MapContents {
         slot,
         ifaces: vec![],
         site: SiteConfig {
@@ -160,7 +181,41 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
             port(slot, 1, PROTO_UDP, 5000, PORT_KEY_FULL_BITS, 2),
             port(slot, 2, PROTO_UDP, 123, PORT_KEY_FULL_BITS, 3),
         ]),
-    }
+    };
+    m.dev_mac.push((
+        MacKey {
+            slot,
+            _pad: 0,
+            mac: BYSTANDER_MAC,
+        },
+        by,
+    ));
+    m.dev_ip4.push((
+        Ip4Key {
+            slot,
+            _pad: [0; 3],
+            addr: BYSTANDER_IP.octets(),
+        },
+        by,
+    ));
+    m.dev_ip6.push((
+        Ip6Key {
+            slot,
+            _pad: [0; 3],
+            addr: BYSTANDER_IP6.octets(),
+        },
+        by,
+    ));
+    m.devices.push((
+        DevKey {
+            slot,
+            _pad: [0; 7],
+            id: by.id,
+        },
+        bystander,
+    ));
+    m.sort_devices();
+    m
 }
 
 /// The real program, loaded, with the hand-made policy installed and loopback a device port.
@@ -171,6 +226,111 @@ pub fn loaded(site_flags: u32) -> Datapath {
     dp.install(&contents(slot, 1, site_flags)).expect("install");
     dp.set_interface(LO, SIDE_DEVICES).expect("iface");
     dp
+}
+
+/// The real program and its host twin ([`Model`]) over the hand-made policy, fed the same
+/// frames: [`Twin::judge`] fails the test unless both give the same reason (and the program
+/// the action that reason implies).
+pub struct Twin {
+    pub dp: Datapath,
+    pub model: Model,
+    ifaces: HashMap<u32, IfaceConfig>,
+}
+
+impl Twin {
+    /// Loopback is a device port with the default configuration.
+    pub fn new(site_flags: u32) -> Twin {
+        Twin::with(site_flags, |_| {})
+    }
+
+    /// [`Twin::new`] with the hand-made contents changed by `edit` first.
+    pub fn with(site_flags: u32, edit: impl FnOnce(&mut MapContents)) -> Twin {
+        let mut dp = Datapath::load(&LoadOptions::default())
+            .expect("loading the XDP program needs root (CAP_BPF) and a kernel with BTF");
+        let slot = dp.next_slot().expect("slot");
+        let mut c = contents(slot, 1, site_flags);
+        edit(&mut c);
+        dp.install(&c).expect("install");
+        let mut t = Twin {
+            dp,
+            model: Model::new(MapIndex::new(&c)),
+            ifaces: HashMap::new(),
+        };
+        t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+        t
+    }
+
+    /// Configures interface `ifindex` in both.
+    pub fn iface(&mut self, ifindex: u32, cfg: IfaceConfig) {
+        self.dp
+            .set_interface_config(ifindex, cfg)
+            .expect("interface config");
+        self.ifaces.insert(ifindex, cfg);
+    }
+
+    /// The gateway's own addresses, in both.
+    pub fn local(&mut self, addrs: &[IpAddr]) {
+        let set = addrs.iter().copied().collect();
+        self.dp.set_local_addrs(&set).expect("local addresses");
+        self.model.states.local = set;
+    }
+
+    /// A device's runtime state (quarantine, epoch), in both.
+    pub fn device_state(&mut self, id: u64, st: DevState) {
+        self.dp.set_device_state(id, st).expect("device state");
+        self.model.states.states.insert(id, st);
+    }
+
+    /// Quarantines a device as the daemon does: the state and a new epoch.
+    pub fn quarantine(&mut self, id: u64, q: u8) {
+        let mut st = self
+            .model
+            .states
+            .states
+            .get(&id)
+            .copied()
+            .unwrap_or_default();
+        st.quarantine = q;
+        st.epoch = st.epoch.wrapping_add(1);
+        self.device_state(id, st);
+    }
+
+    /// Judges `frame` arriving on `ifindex` (loopback, or an interface of the calling
+    /// thread's namespace): the reason both gave.
+    pub fn judge(&mut self, frame: &[u8], ifindex: u32) -> Reason {
+        let cfg = *self
+            .ifaces
+            .get(&ifindex)
+            .unwrap_or(&IfaceConfig::new(SIDE_DEVICES));
+        let before = self.dp.stats().expect("stats");
+        let action = if ifindex == LO {
+            self.dp.test_run(frame)
+        } else {
+            self.dp.test_run_on(frame, ifindex)
+        }
+        .expect("BPF_PROG_TEST_RUN");
+        let after = self.dp.stats().expect("stats");
+        let moved: Vec<usize> = (0..before.len())
+            .filter(|&i| after[i] != before[i])
+            .collect();
+        let [index] = moved[..] else {
+            panic!("one counter should move, these did: {moved:?}");
+        };
+        let reason = Reason::from_u8((index / 2) as u8).expect("a reason");
+        assert_eq!(
+            index % 2,
+            usize::from(cfg.side),
+            "counted on the wrong side"
+        );
+        let twin = self.model.judge_on(frame, &cfg, ifindex);
+        assert_eq!(
+            twin.reason, reason,
+            "the XDP program counted {reason:?}, its twin says {twin:?}"
+        );
+        let expected = if reason.passes() { 2 } else { 1 };
+        assert_eq!(action, expected, "XDP action for {reason:?}");
+        reason
+    }
 }
 
 /// Packets counted for a reason on a side.

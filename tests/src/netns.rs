@@ -141,6 +141,26 @@ impl Netns {
         .map_err(|_| anyhow!("thread inside namespace panicked"))?
     }
 
+    /// Runs `f` on a scoped thread that has entered this namespace, so `f` may borrow:
+    /// for BPF_PROG_TEST_RUN on this namespace's interfaces.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        thread::scope(|scope| {
+            scope
+                .spawn(move || -> Result<T> {
+                    // SAFETY: setns on a namespace fd we own; it affects only this thread.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| anyhow!("thread inside namespace panicked"))?
+        })
+    }
+
     pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")])?;
         Ok(())

@@ -139,6 +139,11 @@ fn iface_config(p: &Pools, s: &Spec, side: u8) -> IfaceConfig {
         }
         _ => {}
     }
+    // Double-tagged frames (tags 2) arrive on a QinQ port, except on iface 2.
+    if s.tags == 2 && s.iface != 2 {
+        c.untagged_vlan = VLAN_UNTAGGED;
+        c.outer_vlan = 100;
+    }
     c
 }
 
@@ -227,8 +232,11 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
         (_, ip) => (mac, ip),
     };
     let port = p.ports[s.port % p.ports.len()];
+    // An access port (iface 1 and 4) takes the device's frames untagged; a tag there is
+    // refused (tags 1), as a QinQ stack is on a port without the outer VLAN (iface 2).
+    let access = matches!(s.iface, 1 | 4);
     let tags: Vec<(u16, u16)> = match s.tags {
-        0 if vlan != 0 && !s.upstream => vec![(ETH_8021Q, vlan)],
+        0 if vlan != 0 && !s.upstream && !access => vec![(ETH_8021Q, vlan)],
         0 => vec![],
         1 => vec![(ETH_8021Q, vlan)],
         2 => vec![(ETH_8021AD, 100), (ETH_8021Q, vlan)],

@@ -1,13 +1,17 @@
 //! Hostile and malformed frames through the real XDP program (BPF_PROG_TEST_RUN): each case
 //! of issue 4's parsing list is a named test asserting the action and the counted reason.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lazaret::datapath::Datapath;
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
-    handmade::{self, stat, DEV_IP, DEV_IP6, DEV_MAC, GW_MAC, LO, NTP, OTHER_MAC, SERVER, SERVER6},
+    handmade::{
+        self, stat, Twin, BYSTANDER_IP, BYSTANDER_IP6, BYSTANDER_MAC, DEV_IP, DEV_IP6, DEV_MAC,
+        GW_MAC, LO, NTP, OTHER_MAC, OTHER_SERVER, SERVER, SERVER6,
+    },
+    netns::{unique_prefix, Netns},
 };
 
 const XDP_DROP: u32 = 1;
@@ -68,8 +72,13 @@ fn single_8021q_tag_is_parsed() {
 }
 
 #[test]
-fn qinq_double_tag_is_parsed() {
+fn qinq_double_tag_is_parsed_on_a_qinq_port() {
     let mut dp = dp();
+    let qinq = IfaceConfig {
+        outer_vlan: 100,
+        ..IfaceConfig::new(SIDE_DEVICES)
+    };
+    dp.set_interface_config(LO, qinq).expect("iface");
     let ip = ipv4(DEV_IP, SERVER, 6, &syn_payload(), &Ipv4Opts::default());
     let f = ethernet(
         GW_MAC,
@@ -430,9 +439,18 @@ fn ipv6_extension_chain_beyond_the_bound_is_dropped() {
 }
 
 #[test]
-fn ipv6_extension_chain_at_the_bound_is_walked() {
+fn ipv6_chain_of_one_header_of_each_kind_is_walked() {
     let mut dp = dp();
-    let chain = vec![Ext::DestOpts; MAX_IPV6_EXT_HEADERS];
+    let chain = vec![
+        Ext::HopByHop,
+        Ext::DestOpts,
+        Ext::Fragment {
+            offset: 0,
+            more: false,
+            id: 7,
+        },
+    ];
+    assert_eq!(chain.len(), MAX_IPV6_EXT_HEADERS);
     expect(
         &mut dp,
         &v6(&chain, 6, &syn_payload()),
@@ -514,13 +532,14 @@ fn ipv6_payload_length_beyond_the_frame_is_dropped() {
 
 // === NDP ===
 
+/// Neighbor discovery as a host sends it: hop limit 255.
 fn nd(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> Vec<u8> {
     ethernet(
         [0x33, 0x33, 0, 0, 0, 1],
         DEV_MAC,
         &[],
         ETH_IPV6,
-        &ipv6(src, dst, &[], 58, msg),
+        &ipv6_hl(255, src, dst, &[], 58, msg),
     )
 }
 
@@ -815,4 +834,561 @@ fn icmp_error_for_no_flow_is_dropped() {
     dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
     assert_eq!(dp.test_run(&frag_needed(2576)).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
+}
+
+// === Bypass classes ===
+//
+// Frames a device could get past the policy with, one named test per class, each judged by
+// the real program and its host twin (`Twin`: both must give the same reason). The same
+// classes run on both dataplanes on real traffic in `ns_bypass.rs`.
+
+fn twin() -> Twin {
+    Twin::new(SITE_F_NEIGHBOR)
+}
+
+/// The device's TCP SYN to the server's HL7 port (allowed), from source port `sport`.
+fn dev_syn(tags: &[(u16, u16)], sport: u16) -> Vec<u8> {
+    let ip = ipv4(
+        DEV_IP,
+        SERVER,
+        6,
+        &tcp(sport, 2575, TCP_SYN, &[]),
+        &Ipv4Opts::default(),
+    );
+    ethernet(GW_MAC, DEV_MAC, tags, ETH_IPV4, &ip)
+}
+
+#[test]
+fn vlan_an_outer_tag_in_front_of_the_devices_own_is_refused() {
+    let mut t = twin();
+    assert_eq!(
+        t.judge(&dev_syn(&[(ETH_8021Q, 20)], 41000), LO),
+        Reason::AllowRule
+    );
+    // The innermost tag is the device's, but the frame carries the stack of another VLAN
+    // on this port: 802.1ad or 802.1Q outside, it is not what the port carries.
+    for (i, outer) in [ETH_8021AD, ETH_8021Q].into_iter().enumerate() {
+        let f = dev_syn(&[(outer, 30), (ETH_8021Q, 20)], 41001 + i as u16);
+        assert_eq!(t.judge(&f, LO), Reason::DenyVlanTag);
+    }
+}
+
+#[test]
+fn vlan_a_qinq_port_takes_only_its_own_outer_tag() {
+    let mut t = twin();
+    t.iface(
+        LO,
+        IfaceConfig {
+            outer_vlan: 100,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        },
+    );
+    let ok = dev_syn(&[(ETH_8021AD, 100), (ETH_8021Q, 20)], 41010);
+    assert_eq!(t.judge(&ok, LO), Reason::AllowRule);
+    let other_outer = dev_syn(&[(ETH_8021AD, 200), (ETH_8021Q, 20)], 41011);
+    assert_eq!(t.judge(&other_outer, LO), Reason::DenyVlanTag);
+    assert_eq!(
+        t.judge(&dev_syn(&[(ETH_8021Q, 20)], 41012), LO),
+        Reason::DenyVlanTag
+    );
+    assert_eq!(t.judge(&dev_syn(&[], 41013), LO), Reason::DenyVlanTag);
+}
+
+#[test]
+fn vlan_a_tagged_frame_on_an_access_port_is_refused() {
+    let mut t = twin();
+    t.iface(
+        LO,
+        IfaceConfig {
+            untagged_vlan: 20,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        },
+    );
+    assert_eq!(t.judge(&dev_syn(&[], 41020), LO), Reason::AllowRule);
+    // A priority tag (VID 0) is an untagged frame with a priority.
+    assert_eq!(
+        t.judge(&dev_syn(&[(ETH_8021Q, 0)], 41021), LO),
+        Reason::AllowRule
+    );
+    for (i, vid) in [20u16, 30].into_iter().enumerate() {
+        let f = dev_syn(&[(ETH_8021Q, vid)], 41022 + i as u16);
+        assert_eq!(t.judge(&f, LO), Reason::DenyVlanTag);
+    }
+}
+
+/// An ICMPv6 message from the device with hop limit `hl`, to `dst` (unicast: the gateway's
+/// MAC, as a routed packet would carry).
+fn icmp6_from(src: Ipv6Addr, dst: Ipv6Addr, hl: u8, exts: &[Ext], msg: &[u8]) -> Vec<u8> {
+    let dmac = if dst.octets()[0] == 0xff {
+        [0x33, 0x33, 0, 0, 0, 1]
+    } else {
+        GW_MAC
+    };
+    ethernet(
+        dmac,
+        DEV_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6_hl(hl, src, dst, exts, 58, msg),
+    )
+}
+
+/// An MLDv2 report (type 143, no records).
+fn mld_report() -> Vec<u8> {
+    vec![143, 0, 0, 0, 0, 0, 0, 0]
+}
+
+#[test]
+fn ndp_to_an_off_link_destination_is_refused() {
+    let mut t = twin();
+    // NS, NA and RS with a valid hop limit, addressed to a server behind the gateway: passed,
+    // they would be routed there with whatever they carry.
+    let mut ns = icmpv6_nd(135, DEV_IP6);
+    ns.extend_from_slice(b"exfiltrated bytes");
+    let na = icmpv6_nd(136, DEV_IP6);
+    let rs = icmp(133, 0, 0, 0);
+    for msg in [ns, na, rs] {
+        let f = icmp6_from(DEV_IP6, SERVER6, 255, &[], &msg);
+        assert_eq!(t.judge(&f, LO), Reason::DenyNdScope);
+    }
+    // MLD to a unicast server, even with hop limit 1.
+    let f = icmp6_from(DEV_IP6, SERVER6, 1, &[Ext::HopByHop], &mld_report());
+    assert_eq!(t.judge(&f, LO), Reason::DenyNdScope);
+}
+
+#[test]
+fn ndp_and_mld_keep_their_link_scope_hop_limits() {
+    let mut t = twin();
+    let solicited: Ipv6Addr = "ff02::1:ff00:20".parse().expect("addr");
+    let ns = icmpv6_nd(135, "fd00:20::20".parse().expect("addr"));
+    assert_eq!(
+        t.judge(&icmp6_from(DEV_IP6, solicited, 64, &[], &ns), LO),
+        Reason::DenyNdScope
+    );
+    assert_eq!(
+        t.judge(&icmp6_from(DEV_IP6, solicited, 255, &[], &ns), LO),
+        Reason::AllowNeighbor
+    );
+    let ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let mld_group: Ipv6Addr = "ff02::16".parse().expect("addr");
+    let report = mld_report();
+    assert_eq!(
+        t.judge(&icmp6_from(ll, mld_group, 1, &[Ext::HopByHop], &report), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(
+        t.judge(
+            &icmp6_from(ll, mld_group, 64, &[Ext::HopByHop], &report),
+            LO
+        ),
+        Reason::DenyNdScope
+    );
+}
+
+#[test]
+fn ndp_to_the_gateway_and_to_devices_on_the_link_passes() {
+    let mut t = twin();
+    let gw6: Ipv6Addr = "fd00:20::1".parse().expect("addr");
+    t.local(&[IpAddr::V6(gw6)]);
+    // Unicast neighbour unreachability detection of the router, of a neighbour on the
+    // segment, and of a link-local address.
+    for dst in [gw6, BYSTANDER_IP6, "fe80::1".parse().expect("addr")] {
+        let ns = icmpv6_nd(135, dst);
+        assert_eq!(
+            t.judge(&icmp6_from(DEV_IP6, dst, 255, &[], &ns), LO),
+            Reason::AllowNeighbor,
+            "NS to {dst}"
+        );
+    }
+}
+
+/// A neighbor advertisement from `mac` (source `src`) for `target`, to all nodes.
+fn na_from(mac: Mac, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    ethernet(
+        [0x33, 0x33, 0, 0, 0, 1],
+        mac,
+        &[],
+        ETH_IPV6,
+        &ipv6_hl(
+            255,
+            src,
+            "ff02::1".parse().expect("addr"),
+            &[],
+            58,
+            &icmpv6_nd(136, target),
+        ),
+    )
+}
+
+#[test]
+fn na_claiming_the_gateways_link_local_address_is_spoofing() {
+    let mut t = twin();
+    let gw_ll: Ipv6Addr = "fe80::1".parse().expect("addr");
+    t.local(&[IpAddr::V6(gw_ll)]);
+    let own_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    // Advertising the router's link-local address makes the device every neighbour's
+    // default router.
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, own_ll, gw_ll), LO),
+        Reason::DenySpoof
+    );
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, own_ll, own_ll), LO),
+        Reason::AllowNeighbor
+    );
+}
+
+#[test]
+fn na_claiming_another_devices_link_local_address_is_spoofing() {
+    let mut t = twin();
+    let theirs: Ipv6Addr = "fe80::22".parse().expect("addr");
+    let mine: Ipv6Addr = "fe80::11".parse().expect("addr");
+    // The bystander advertises its own link-local address first: it owns it.
+    assert_eq!(
+        t.judge(&na_from(BYSTANDER_MAC, theirs, theirs), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, mine, theirs), LO),
+        Reason::DenySpoof
+    );
+    // Speaking from it is the same theft.
+    let ns = icmpv6_nd(135, "fd00:20::1".parse().expect("addr"));
+    let solicited: Ipv6Addr = "ff02::1:ff00:1".parse().expect("addr");
+    assert_eq!(
+        t.judge(&icmp6_from(theirs, solicited, 255, &[], &ns), LO),
+        Reason::DenySpoof
+    );
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, mine, mine), LO),
+        Reason::AllowNeighbor
+    );
+}
+
+/// An ICMP (v4) destination unreachable, port unreachable, from `src` to `dst`, quoting a
+/// UDP datagram `q_src:q_sport → q_dst:q_dport`; `smac` → `dmac`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one frame, every field a test varies"
+)]
+fn port_unreachable(
+    smac: Mac,
+    dmac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    q_src: Ipv4Addr,
+    q_sport: u16,
+    q_dst: Ipv4Addr,
+    q_dport: u16,
+) -> Vec<u8> {
+    let quoted = ipv4(
+        q_src,
+        q_dst,
+        17,
+        &udp(q_sport, q_dport, b"quoted"),
+        &Ipv4Opts::default(),
+    );
+    let mut msg = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..28]);
+    msg.extend_from_slice(b" and whatever the sender wants to smuggle");
+    ethernet(
+        dmac,
+        smac,
+        &[],
+        ETH_IPV4,
+        &ipv4(src, dst, 1, &msg, &Ipv4Opts::default()),
+    )
+}
+
+#[test]
+fn icmp_error_to_a_host_the_quoted_flow_never_reached_is_refused() {
+    let mut t = twin();
+    // A live flow: the device's UDP 5000 to the time server, answered.
+    let req = v4(
+        DEV_IP,
+        NTP,
+        17,
+        &udp(40123, 5000, b"req"),
+        &Ipv4Opts::default(),
+    );
+    assert_eq!(t.judge(&req, LO), Reason::AllowRule);
+    // An error quoting the server's answer, sent to another (denied) host.
+    let f = port_unreachable(
+        DEV_MAC,
+        GW_MAC,
+        DEV_IP,
+        OTHER_SERVER,
+        NTP,
+        5000,
+        DEV_IP,
+        40123,
+    );
+    assert_eq!(t.judge(&f, LO), Reason::DenyIcmpError);
+    // The same error back to the server is the flow's own.
+    let f = port_unreachable(DEV_MAC, GW_MAC, DEV_IP, NTP, NTP, 5000, DEV_IP, 40123);
+    assert_eq!(t.judge(&f, LO), Reason::AllowFlow);
+}
+
+#[test]
+fn icmp_error_quoting_another_devices_flow_is_refused() {
+    let mut t = twin();
+    let by = ethernet(
+        GW_MAC,
+        BYSTANDER_MAC,
+        &[],
+        ETH_IPV4,
+        &ipv4(
+            BYSTANDER_IP,
+            NTP,
+            17,
+            &udp(40200, 5000, b"req"),
+            &Ipv4Opts::default(),
+        ),
+    );
+    assert_eq!(t.judge(&by, LO), Reason::AllowRule);
+    // The device forges the bystander's "port unreachable" to tear down its session.
+    let f = port_unreachable(DEV_MAC, GW_MAC, DEV_IP, NTP, NTP, 5000, BYSTANDER_IP, 40200);
+    assert_eq!(t.judge(&f, LO), Reason::DenyIcmpError);
+}
+
+#[test]
+fn icmp_error_from_an_isolated_device_for_its_earlier_flow_is_refused() {
+    let mut t = twin();
+    let req = v4(
+        DEV_IP,
+        NTP,
+        17,
+        &udp(40124, 5000, b"req"),
+        &Ipv4Opts::default(),
+    );
+    assert_eq!(t.judge(&req, LO), Reason::AllowRule);
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    let f = port_unreachable(DEV_MAC, GW_MAC, DEV_IP, NTP, NTP, 5000, DEV_IP, 40124);
+    assert_eq!(t.judge(&f, LO), Reason::DenyQuarantine);
+}
+
+/// Regression: after an ICMPv6 error on a CPU, IPv4 errors for allowed flows on that CPU
+/// were dropped as "no flow" (the per-CPU scratch kept the IPv6 error's quoted addresses
+/// beyond the four bytes an IPv4 error writes), breaking path-MTU discovery.
+#[test]
+fn ipv4_error_after_an_ipv6_error_is_judged_by_its_own_quoted_packet() {
+    let mut t = twin();
+    let syn4 = v4(
+        DEV_IP,
+        SERVER,
+        6,
+        &tcp(40100, 2575, TCP_SYN, &[]),
+        &Ipv4Opts::default(),
+    );
+    assert_eq!(t.judge(&syn4, LO), Reason::AllowRule);
+    let syn6 = v6(&[], 6, &tcp(40101, 2575, TCP_SYN, &[]));
+    assert_eq!(t.judge(&syn6, LO), Reason::AllowRule);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    // Packet too big from a router, for the IPv6 flow.
+    let quoted6 = ipv6(DEV_IP6, SERVER6, &[], 6, &tcp(40101, 2575, TCP_ACK, &[]));
+    let mut ptb = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+    ptb.extend_from_slice(&quoted6[..48]);
+    let router6: Ipv6Addr = "fd00:10::1".parse().expect("addr");
+    let f = ethernet(
+        DEV_MAC,
+        GW_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(router6, DEV_IP6, &[], 58, &ptb),
+    );
+    assert_eq!(t.judge(&f, LO), Reason::AllowFlow);
+    // Then fragmentation needed for the IPv4 flow.
+    assert_eq!(t.judge(&frag_needed(2575), LO), Reason::AllowFlow);
+}
+
+#[test]
+fn a_managed_source_address_from_upstream_is_spoofing() {
+    let mut t = twin();
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    // From upstream, the device's address "opening" a flow to its neighbour.
+    let f = ethernet(
+        GW_MAC,
+        OTHER_MAC,
+        &[],
+        ETH_IPV4,
+        &ipv4(
+            DEV_IP,
+            BYSTANDER_IP,
+            6,
+            &tcp(40300, 2575, TCP_SYN, &[]),
+            &Ipv4Opts::default(),
+        ),
+    );
+    assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+}
+
+#[test]
+fn tcp_syn_with_fin_or_rst_is_dropped() {
+    let mut t = twin();
+    for (i, flags) in [TCP_SYN | TCP_FIN, TCP_SYN | TCP_RST]
+        .into_iter()
+        .enumerate()
+    {
+        let f = v4(
+            DEV_IP,
+            SERVER,
+            6,
+            &tcp(40400 + i as u16, 2575, flags, &[]),
+            &Ipv4Opts::default(),
+        );
+        assert_eq!(t.judge(&f, LO), Reason::DenyTcpFlags);
+    }
+}
+
+#[test]
+fn ipv6_extension_headers_outside_rfc_8200s_rules_are_dropped() {
+    let mut t = twin();
+    let chains: [(&str, Vec<Ext>); 6] = [
+        ("hop-by-hop not first", vec![Ext::DestOpts, Ext::HopByHop]),
+        ("routing header type 0", vec![Ext::RoutingType(0)]),
+        ("segment routing header", vec![Ext::Routing]),
+        ("routing header type 2", vec![Ext::RoutingType(2)]),
+        ("authentication header", vec![Ext::Auth]),
+        (
+            "repeated destination options",
+            vec![Ext::DestOpts, Ext::DestOpts],
+        ),
+    ];
+    for (what, chain) in chains {
+        let f = v6(&chain, 6, &syn_payload());
+        assert_eq!(t.judge(&f, LO), Reason::DenyIpv6Ext, "{what}");
+    }
+}
+
+#[test]
+fn fragment_overlapping_the_upper_layer_header_is_dropped() {
+    let mut t = twin();
+    // IPv6: a first fragment with the SYN and 16 bytes, then a fragment at offset 8 that
+    // would rewrite its ports and flags after they were judged.
+    let first = v6(
+        &[Ext::Fragment {
+            offset: 0,
+            more: true,
+            id: 77,
+        }],
+        6,
+        &tcp(40500, 2575, TCP_SYN, &[0; 16]),
+    );
+    assert_eq!(t.judge(&first, LO), Reason::AllowRule);
+    let frag = |offset: u16| {
+        v6(
+            &[Ext::Fragment {
+                offset,
+                more: false,
+                id: 77,
+            }],
+            6,
+            &[0u8; 16],
+        )
+    };
+    assert_eq!(t.judge(&frag(1), LO), Reason::DenyFragment);
+    assert_eq!(t.judge(&frag(3), LO), Reason::AllowRule);
+    // IPv4: offset 16 overlaps the 20-byte TCP header as well.
+    let o = |offset: u16, more: bool| Ipv4Opts {
+        id: 88,
+        more_fragments: more,
+        frag_offset: offset,
+        ..Ipv4Opts::default()
+    };
+    let first4 = v4(
+        DEV_IP,
+        SERVER,
+        6,
+        &tcp(40501, 2575, TCP_SYN, &[0; 16]),
+        &o(0, true),
+    );
+    assert_eq!(t.judge(&first4, LO), Reason::AllowRule);
+    assert_eq!(
+        t.judge(&v4(DEV_IP, SERVER, 6, &[0u8; 16], &o(2, false)), LO),
+        Reason::DenyFragment
+    );
+    assert_eq!(
+        t.judge(&v4(DEV_IP, SERVER, 6, &[0u8; 16], &o(3, false)), LO),
+        Reason::AllowRule
+    );
+}
+
+#[test]
+fn fragment_reassembling_past_65535_bytes_is_dropped() {
+    let mut t = twin();
+    let o = Ipv4Opts {
+        id: 99,
+        frag_offset: 8189,
+        ..Ipv4Opts::default()
+    };
+    let f = v4(DEV_IP, SERVER, 6, &[0u8; 100], &o);
+    assert_eq!(t.judge(&f, LO), Reason::DenyFragment);
+    let f = v6(
+        &[Ext::Fragment {
+            offset: 8189,
+            more: false,
+            id: 99,
+        }],
+        6,
+        &[0u8; 100],
+    );
+    assert_eq!(t.judge(&f, LO), Reason::DenyFragment);
+}
+
+/// Two bridge ports (a veth pair inside a namespace of the test's own, for
+/// BPF_PROG_TEST_RUN's ingress interface) whose devices bind to bridge 99.
+fn bridge_ports(ns: &Netns) -> anyhow::Result<(u32, u32)> {
+    ns.exec(&[
+        "ip", "link", "add", "pa", "type", "veth", "peer", "name", "pb",
+    ])?;
+    Ok((
+        lazaret_tests::nftlab::ifindex(ns, "pa")?,
+        lazaret_tests::nftlab::ifindex(ns, "pb")?,
+    ))
+}
+
+fn port_config() -> IfaceConfig {
+    IfaceConfig {
+        binding_ifindex: 99,
+        ..IfaceConfig::new(SIDE_DEVICES)
+    }
+}
+
+#[test]
+fn bridge_a_device_is_pinned_to_the_port_it_was_first_seen_on() -> anyhow::Result<()> {
+    let ns = Netns::new(format!("{}pin", unique_prefix()))?;
+    let (a, b) = bridge_ports(&ns)?;
+    ns.within(|| {
+        let mut t = twin();
+        t.iface(a, port_config());
+        t.iface(b, port_config());
+        assert_eq!(t.judge(&dev_syn(&[], 41100), a), Reason::AllowRule);
+        // The monitor's MAC, address and VLAN from another port: its identity, stolen.
+        assert_eq!(t.judge(&dev_syn(&[], 41101), b), Reason::DenySpoof);
+        // Released by a person: the next port it is seen on pins it.
+        assert!(t.dp.release_port_pin(DEV_MAC).expect("release"));
+        t.model.states.pins.remove(&DEV_MAC);
+        assert_eq!(t.judge(&dev_syn(&[], 41102), b), Reason::AllowRule);
+        assert_eq!(t.judge(&dev_syn(&[], 41103), a), Reason::DenySpoof);
+    })
+}
+
+#[test]
+fn bridge_a_device_with_a_configured_port_is_refused_on_any_other() -> anyhow::Result<()> {
+    let ns = Netns::new(format!("{}cfg", unique_prefix()))?;
+    let (a, b) = bridge_ports(&ns)?;
+    ns.within(|| {
+        let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+            for (_, d) in c.devices.iter_mut() {
+                if d.id == handmade::dev_id() {
+                    d.port_ifindex = a;
+                }
+            }
+        });
+        t.iface(a, port_config());
+        t.iface(b, port_config());
+        // Not even first sight on the wrong port pins it.
+        assert_eq!(t.judge(&dev_syn(&[], 41110), b), Reason::DenySpoof);
+        assert_eq!(t.judge(&dev_syn(&[], 41111), a), Reason::AllowRule);
+    })
 }

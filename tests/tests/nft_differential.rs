@@ -342,6 +342,8 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
             tcp_flags: if tcp { TCP_SYN } else { 0 },
             icmp_type: 0,
             nd_target: None,
+            hop_limit: 64,
+            quoted: None,
         };
         let pkt = PacketDesc {
             side: if from_server {
@@ -350,6 +352,7 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
                 SIDE_DEVICES
             },
             ifindex: if from_server { gw_up } else { gw_dev },
+            port: if from_server { gw_up } else { gw_dev },
             vlan: VLAN_UNTAGGED,
             src_mac: if from_server { server_mac } else { device_mac },
             dst_mac: [0; 6],
@@ -366,6 +369,8 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
                 },
                 icmp_type: 0,
                 nd_target: None,
+                hop_limit: 64,
+                quoted: None,
             }),
             flow: FlowHint::None,
         };
@@ -379,6 +384,7 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
                 SIDE_UPSTREAM
             },
             ifindex: if from_server { gw_dev } else { gw_up },
+            port: if from_server { gw_dev } else { gw_up },
             src_mac: if from_server { device_mac } else { server_mac },
             kind: PacketKind::Ip(IpDesc {
                 src: dst,

@@ -21,16 +21,29 @@
 //!    belongs to a device, its MAC (when bound), VLAN (unless [`VLAN_ANY`]) and interface
 //!    (unless [`IFINDEX_ANY`]) must match, else [`Reason::DenySpoof`]. If the IP is unmanaged
 //!    but the source MAC is a device's ([`MAP_DEV_MAC`]), the frame is spoofing, except from
-//!    an unspecified or link-local source, which is attributed by MAC (DHCP, NDP). Neither:
-//!    an unknown device, judged by the site default.
-//! 3. Upstream side: the frame is attributed to the device owning the destination IP; no such
+//!    an unspecified or link-local source, which is attributed by MAC (DHCP, NDP), or from a
+//!    device without an address of that family — never with one of the gateway's own
+//!    addresses ([`MAP_LOCAL`]), and a link-local source only if no other MAC owns it (see
+//!    *Link-local addresses*). Neither: an unknown device, judged by the site default. An
+//!    attributed device behind a bridge port must be on its port (see *Bridge ports*).
+//! 3. Upstream side: a source address of a managed device is spoofing (devices are never
+//!    upstream). The frame is attributed to the device owning the destination IP; no such
 //!    device means it is not lazaret's to judge ([`Reason::PassUnmanaged`]).
-//! 4. A packet of a known flow ([`MAP_EST_FLOWS`] first, then [`MAP_FLOWS`]) passes if the
+//! 4. Neighbor discovery and MLD from a device are link-scope or dropped
+//!    ([`Reason::DenyNdScope`]): NS, NA and RS with hop limit 255 to a link-scope multicast
+//!    group, a link-local address, the gateway or a device on the same interface and VLAN;
+//!    MLD with hop limit 1 to a multicast group. An NA may only advertise an address of its
+//!    sender: its own bound address, or a link-local address it owns.
+//! 5. An ICMP error travels back along the flow it quotes or is dropped
+//!    ([`Reason::DenyIcmpError`]): to the quoted packet's source, and from a device port
+//!    only from the quoted packet's destination (a device is no router). It passes if that
+//!    flow is live and, under the current generation and epochs, still allowed.
+//! 6. A packet of a known flow ([`MAP_EST_FLOWS`] first, then [`MAP_FLOWS`]) passes if the
 //!    flow was validated under the current generation and the epochs of its devices;
 //!    otherwise the flow is re-judged as its initiating packet and kept or cut. A flow of
 //!    [`MAP_FLOWS`] that is confirmed (see *Flow tables*) moves to [`MAP_EST_FLOWS`] if its
 //!    device's promotion budget allows.
-//! 5. A new initiating packet is judged against the effective policy of every managed end:
+//! 7. A new initiating packet is judged against the effective policy of every managed end:
 //!    peer address → peer class ([`MAP_PEER4`]/[`MAP_PEER6`], longest prefix), then
 //!    (class, protocol, port) → rule ([`MAP_PORTS`], longest prefix). The effective policy is
 //!    the device's own, its restrict policy, or the site quarantine policy, by its state in
@@ -47,6 +60,39 @@
 //! [`MAP_PORTS_EXACT`] is the answer and the trie is not walked. Userspace splits the lists
 //! and computes the flags; the reference classifier keeps the single-trie semantics, so the
 //! differential tests check the split against them.
+//!
+//! # What the parser drops before judging
+//! - **VLAN tags**: a port carries untagged frames (`IfaceConfig::untagged_vlan` names
+//!   their VLAN, and a tagged frame other than a priority tag is refused), or one tag
+//!   (a trunk), or with `IfaceConfig::outer_vlan` exactly two tags whose outer one is
+//!   that VLAN. Anything else is [`Reason::DenyVlanTag`]: an outer tag in front of a
+//!   device's own is how a frame hops VLANs.
+//! - **Extension headers** (RFC 8200 §4.1, RFC 5095, RFC 8754, RFC 7112): Hop-by-Hop only
+//!   first, at most one Destination Options and one Fragment header, no Routing header
+//!   (type 0 is deprecated, segment routing must not cross a domain edge, and no device or
+//!   server of a device network source-routes), no Authentication header (unused on device
+//!   networks, and it hides the chain from stateless filters). A first fragment must carry
+//!   the whole chain and the upper-layer header.
+//! - **Fragments**: a later fragment that would start inside its train's upper-layer header
+//!   (RFC 1858, RFC 5722) or reassemble past 65,535 bytes, and an unknown train, are
+//!   [`Reason::DenyFragment`].
+//! - **TCP**: SYN with FIN or RST is [`Reason::DenyTcpFlags`].
+//!
+//! # Link-local addresses
+//! IPv6 link-local addresses are not in the policy: a device makes its own. The first MAC
+//! to use one (as a source, or as the target of its neighbor advertisement) owns it in
+//! [`MAP_LL_OWNER`] until it leaves it unused for [`TIMEOUT_LL_OWNER_NS`] (FCFS source
+//! address validation, RFC 6620); another MAC using it meanwhile is spoofing. The gateway's
+//! own addresses ([`MAP_LOCAL`]) are never claimable: a device advertising the router's
+//! link-local address would become every device's default router.
+//!
+//! # Bridge ports
+//! Behind a Linux bridge (`IfaceConfig::binding_ifindex` set), identity includes the port:
+//! a device with `Device::port_ifindex` must arrive on that port; another managed device
+//! is pinned, by its MAC, to the port it is first seen on ([`MAP_PORT_PIN`]) until a person
+//! releases the pin. A frame with its MAC from any other port is spoofing, so a device
+//! cannot pose as its neighbour and pull the bridge's forwarding entry (and the neighbour's
+//! replies) to its own port.
 //!
 //! # Flow tables
 //! Flows live in two LRU hashes. A flow is created in [`MAP_FLOWS`] (the *new* table) by
@@ -74,7 +120,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -129,6 +175,17 @@ pub const MAP_EVENTS: &str = "LZ_EVENTS";
 pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
 /// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost.
 pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
+/// `HashMap<LocalKey, u32>`: the gateway's own addresses, written by userspace from the
+/// kernel's. A device port never speaks with them, claims them in ARP or NDP, and neighbor
+/// discovery may address them (they are on-link). Outside the slots.
+pub const MAP_LOCAL: &str = "LZ_LOCAL";
+/// `LruHashMap<LlKey, LlOwner>`: which MAC claimed an IPv6 link-local address first (FCFS,
+/// RFC 6620): the datapath's own record, refreshed by the owner's traffic. See
+/// *Link-local addresses*.
+pub const MAP_LL_OWNER: &str = "LZ_LL_OWNER";
+/// `HashMap<PinKey, PortPin>`: the bridge port a managed MAC was first seen on. See
+/// *Bridge ports*.
+pub const MAP_PORT_PIN: &str = "LZ_PORT_PIN";
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "lazaret_xdp";
@@ -159,6 +216,12 @@ pub const MAX_EV_BUCKETS: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Configured interfaces.
 pub const MAX_IFACES: u32 = 256;
+/// The gateway's own addresses (both families).
+pub const MAX_LOCAL_ADDRS: u32 = 1024;
+/// Link-local addresses with a recorded owner (LRU).
+pub const MAX_LL_OWNERS: u32 = 65_536;
+/// Managed MACs pinned to a bridge port.
+pub const MAX_PORT_PINS: u32 = 2 * MAX_DEVICES;
 
 // === Enumerations, as plain numbers ===
 
@@ -234,12 +297,17 @@ pub const TIMEOUT_UDP_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_ICMP_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_OTHER_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_FRAG_NS: u64 = 30 * NS_PER_S;
+/// A link-local address whose owner has not used it for this long may be claimed by
+/// another MAC (RFC 6620's lifetime of an unused binding).
+pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;
 pub const NS_PER_S: u64 = 1_000_000_000;
 
 /// Bound on VLAN tags (802.1Q / 802.1ad) the parser accepts; deeper stacks are dropped.
 pub const MAX_VLAN_TAGS: usize = 2;
-/// Bound on IPv6 extension headers walked; a longer chain is dropped.
-pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// Bound on IPv6 extension headers walked. The walk accepts at most one Hop-by-Hop (first),
+/// one Destination Options and one Fragment header (see *Extension headers*), so a chain
+/// it accepts is never longer than this; anything longer is a repeat and dropped.
+pub const MAX_IPV6_EXT_HEADERS: usize = 3;
 
 /// Default event rate limit per source: tokens per second and burst.
 pub const EVENT_RATE_PER_S: u32 = 50;
@@ -293,8 +361,21 @@ pub enum Reason {
     DenyFragment = 17,
     /// More VLAN tags than [`MAX_VLAN_TAGS`].
     DenyVlanDepth = 18,
-    /// An IPv6 extension-header chain longer than the bound, or with an unknown header.
+    /// An IPv6 extension-header chain lazaret does not pass: longer than the bound, a
+    /// repeated header, Hop-by-Hop not first, a Routing or Authentication header, or an
+    /// unknown header (see *Extension headers*).
     DenyIpv6Ext = 19,
+    /// A VLAN tag stack the port is not configured for: a tag on an access port, two tags
+    /// on a port without an outer VLAN, or another outer VLAN than the port's.
+    DenyVlanTag = 20,
+    /// TCP SYN together with FIN or RST: no real stack sends it (a scan or an evasion).
+    DenyTcpFlags = 21,
+    /// Neighbor discovery or MLD that is not link-scope: a routed destination or a hop
+    /// limit other than 255 (NDP) or 1 (MLD).
+    DenyNdScope = 22,
+    /// An ICMP error whose own addresses do not match the packet it quotes: not sent back
+    /// along that packet's flow.
+    DenyIcmpError = 23,
 }
 
 /// Number of reason slots reserved in counters (room for new reasons without an ABI bump of
@@ -317,7 +398,7 @@ pub const fn rule_hit_index(slot: u8, rule: u32) -> u32 {
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 24] = [
         Reason::AllowRule,
         Reason::AllowFlow,
         Reason::AllowNeighbor,
@@ -338,6 +419,10 @@ impl Reason {
         Reason::DenyFragment,
         Reason::DenyVlanDepth,
         Reason::DenyIpv6Ext,
+        Reason::DenyVlanTag,
+        Reason::DenyTcpFlags,
+        Reason::DenyNdScope,
+        Reason::DenyIcmpError,
     ];
 
     /// Whether packets with this reason are passed (XDP_PASS) rather than dropped.
@@ -368,6 +453,10 @@ impl Reason {
             Reason::DenyFragment => "deny_fragment",
             Reason::DenyVlanDepth => "deny_vlan_depth",
             Reason::DenyIpv6Ext => "deny_ipv6_ext",
+            Reason::DenyVlanTag => "deny_vlan_tag",
+            Reason::DenyTcpFlags => "deny_tcp_flags",
+            Reason::DenyNdScope => "deny_nd_scope",
+            Reason::DenyIcmpError => "deny_icmp_error",
         }
     }
 
@@ -415,6 +504,10 @@ pub struct IfaceConfig {
     /// The interface a device behind this one is bound to (`Device::ifindex`): the bridge
     /// this interface is a port of, or [`IFINDEX_ANY`] for the interface itself.
     pub binding_ifindex: u32,
+    /// The outer (service, 802.1ad) VLAN of a QinQ port: every frame must carry exactly two
+    /// tags, the outer one this. 0: the port carries at most one tag.
+    pub outer_vlan: u16,
+    pub _pad2: [u8; 2],
 }
 
 impl IfaceConfig {
@@ -425,6 +518,8 @@ impl IfaceConfig {
             _pad: 0,
             untagged_vlan: VLAN_UNTAGGED,
             binding_ifindex: IFINDEX_ANY,
+            outer_vlan: 0,
+            _pad2: [0; 2],
         }
     }
 
@@ -503,7 +598,9 @@ pub struct Device {
     pub _pad: [u8; 2],
     /// Index of the device's class (for per-class metrics); `u32::MAX` for none.
     pub class: u32,
-    pub _pad2: [u8; 4],
+    /// The bridge port the device must be behind (`port` in the policy), or
+    /// [`IFINDEX_ANY`]: pinned on first sight instead (see *Bridge ports*).
+    pub port_ifindex: u32,
 }
 
 /// Runtime state of a device (value of [`MAP_DEV_STATE`]); written by userspace only.
@@ -672,7 +769,59 @@ pub struct FragValue {
     pub last_seen_ns: u64,
     /// [`Reason`] number given to the first fragment.
     pub reason: u8,
-    pub _pad: [u8; 7],
+    pub _pad: u8,
+    /// Where the first fragment's upper-layer header ends, in bytes from the start of the
+    /// fragmentable part: a later fragment starting before it would overwrite that header
+    /// (RFC 1858, RFC 5722) and is dropped.
+    pub hdr_end: u16,
+    pub _pad2: [u8; 4],
+}
+
+/// Key of [`MAP_LOCAL`]: one of the gateway's own addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LocalKey {
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// Key of [`MAP_LL_OWNER`]: an IPv6 link-local address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LlKey {
+    pub addr: [u8; 16],
+}
+
+/// Value of [`MAP_LL_OWNER`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LlOwner {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Last frame of the owner using the address (source or NA target).
+    pub last_seen_ns: u64,
+}
+
+/// Key of [`MAP_PORT_PIN`]: a managed device's MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PinKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_PORT_PIN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortPin {
+    /// The bridge port (ingress ifindex) the MAC was first seen on.
+    pub ifindex: u32,
+    pub _pad: u32,
+    /// When it was pinned, `bpf_ktime_get_ns` clock.
+    pub since_ns: u64,
 }
 
 /// Value of [`MAP_DEV_COUNT`] (per CPU; userspace sums).
@@ -769,7 +918,7 @@ pub const fn device_id_hash(id: &[u8]) -> u64 {
 
 const _: () = {
     assert!(size_of::<SiteConfig>() == 32);
-    assert!(size_of::<IfaceConfig>() == 8);
+    assert!(size_of::<IfaceConfig>() == 12);
     assert!(size_of::<DevRef>() == 8);
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<Ip4Key>() == 8);
@@ -798,6 +947,11 @@ const _: () = {
     );
     assert!(size_of::<FragKey>() == 40);
     assert!(size_of::<FragValue>() == 16);
+    assert!(size_of::<LocalKey>() == 20);
+    assert!(size_of::<LlKey>() == 16);
+    assert!(size_of::<LlOwner>() == 16);
+    assert!(size_of::<PinKey>() == 8);
+    assert!(size_of::<PortPin>() == 16);
     assert!(size_of::<DevCounters>() == 40);
     assert!(size_of::<TokenBucket>() == 16);
     assert!(size_of::<Event>() == 96);
@@ -838,6 +992,11 @@ mod pod {
         FlowValue,
         FragKey,
         FragValue,
+        LocalKey,
+        LlKey,
+        LlOwner,
+        PinKey,
+        PortPin,
         DevCounters,
         TokenBucket,
         Event,

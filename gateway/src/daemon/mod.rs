@@ -13,6 +13,7 @@ pub mod control;
 pub mod deviation;
 pub mod events;
 pub mod learn;
+pub mod local;
 pub mod preflight;
 pub mod propose;
 pub mod quarantine;
@@ -127,6 +128,8 @@ pub struct Controller {
     nft: crate::nft::NftDataplane,
     /// XDP interfaces that disappeared: held closed by name until re-attached.
     held: std::collections::BTreeSet<String>,
+    /// The gateway's own addresses, as last given to the dataplanes (see [`local`]).
+    local: std::collections::BTreeSet<std::net::IpAddr>,
 }
 
 impl Controller {
@@ -186,7 +189,9 @@ impl Controller {
             learned_dirty: false,
             nft,
             held: std::collections::BTreeSet::new(),
+            local: std::collections::BTreeSet::new(),
         };
+        ctl.sync_local();
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
         if adopted.generation > 0 {
@@ -1042,6 +1047,32 @@ impl Controller {
         }
     }
 
+    /// Gives the dataplanes the gateway's current addresses when they changed.
+    fn sync_local(&mut self) {
+        let now = match local::own_addresses() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the gateway's addresses; the previous ones stay");
+                return;
+            }
+        };
+        if now == self.local {
+            return;
+        }
+        match self.dp.set_local_addrs(&now) {
+            Ok(_) => {
+                tracing::info!(
+                    addresses = now.len(),
+                    "the gateway's own addresses given to the datapath"
+                );
+                self.local = now;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "updating the gateway's addresses in the datapath")
+            }
+        }
+    }
+
     fn update_hold(&self) {
         match self.nft.hold(&self.held) {
             Ok(()) => {
@@ -1156,7 +1187,10 @@ impl Controller {
                 }
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
-                _ = links.tick() => self.check_interfaces(),
+                _ = links.tick() => {
+                    self.check_interfaces();
+                    self.sync_local();
+                }
                 _ = tick.tick() => {
                     self.observe();
                     self.expire_quarantines();

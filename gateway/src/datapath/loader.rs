@@ -359,6 +359,84 @@ impl Datapath {
         }
     }
 
+    /// Replaces the gateway's own addresses ([`MAP_LOCAL`]) with `addrs`: what is gone is
+    /// removed after what is new is added, so an address kept is never missing. Returns
+    /// whether anything changed.
+    pub fn set_local_addrs(
+        &mut self,
+        addrs: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<bool, DatapathError> {
+        let mut map: HashMap<_, LocalKey, u32> = typed(&mut self.ebpf, MAP_LOCAL)?;
+        let want: std::collections::BTreeSet<LocalKey> = addrs.iter().map(local_key).collect();
+        let have: std::collections::BTreeSet<LocalKey> =
+            map.keys().filter_map(Result::ok).collect();
+        if want == have {
+            return Ok(false);
+        }
+        for k in want.difference(&have) {
+            map.insert(k, 0, 0).map_err(DatapathError::map(MAP_LOCAL))?;
+        }
+        for k in have.difference(&want) {
+            let _ = map.remove(k);
+        }
+        Ok(true)
+    }
+
+    /// The gateway's own addresses as the datapath holds them.
+    pub fn local_addrs(
+        &mut self,
+    ) -> Result<std::collections::BTreeSet<std::net::IpAddr>, DatapathError> {
+        let map: HashMap<_, LocalKey, u32> = typed(&mut self.ebpf, MAP_LOCAL)?;
+        Ok(map
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| local_addr(&k))
+            .collect())
+    }
+
+    /// The bridge-port pins (MAC → the port it was first seen on), see lazaret_abi, *Bridge
+    /// ports*.
+    pub fn port_pins(&mut self) -> Result<Vec<([u8; 6], PortPin)>, DatapathError> {
+        let map: HashMap<_, PinKey, PortPin> = typed(&mut self.ebpf, MAP_PORT_PIN)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.mac, v))
+            .collect())
+    }
+
+    /// Pins `mac` to the port `ifindex` (a pin restored from the state directory after a
+    /// reboot); an existing pin is replaced.
+    pub fn set_port_pin(&mut self, mac: [u8; 6], pin: PortPin) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, PinKey, PortPin> = typed(&mut self.ebpf, MAP_PORT_PIN)?;
+        map.insert(PinKey { mac, _pad: [0; 2] }, pin, 0)
+            .map_err(DatapathError::map(MAP_PORT_PIN))
+    }
+
+    /// Releases the pin of `mac`: the next port it is seen on pins it again. Whether there
+    /// was one.
+    pub fn release_port_pin(&mut self, mac: [u8; 6]) -> Result<bool, DatapathError> {
+        let mut map: HashMap<_, PinKey, PortPin> = typed(&mut self.ebpf, MAP_PORT_PIN)?;
+        match map.remove(&PinKey { mac, _pad: [0; 2] }) {
+            Ok(()) => Ok(true),
+            Err(e) if not_there(&e) => Ok(false),
+            Err(e) => Err(DatapathError::map(MAP_PORT_PIN)(e)),
+        }
+    }
+
+    /// The owners of IPv6 link-local addresses the datapath has recorded (address, MAC,
+    /// last use in `bpf_ktime_get_ns` time).
+    pub fn link_local_owners(
+        &mut self,
+    ) -> Result<Vec<(std::net::Ipv6Addr, LlOwner)>, DatapathError> {
+        let map: HashMap<_, LlKey, LlOwner> = typed(&mut self.ebpf, MAP_LL_OWNER)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (std::net::Ipv6Addr::from(k.addr), v))
+            .collect())
+    }
+
     /// Packets by reason and side, summed over CPUs; indexed by [`stats_index`].
     pub fn stats(&mut self) -> Result<Vec<u64>, DatapathError> {
         per_cpu_sums(&mut self.ebpf, MAP_STATS, STATS_LEN)
@@ -497,6 +575,27 @@ impl Datapath {
         Ok(self.test_run_repeat(frame, 1)?.0)
     }
 
+    /// [`Self::test_run`] with the frame arriving on `ifindex`, an interface of the calling
+    /// thread's network namespace (the kernel refuses one that does not exist there).
+    pub fn test_run_on(&mut self, frame: &[u8], ifindex: u32) -> Result<u32, DatapathError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each); the kernel wants data and data_meta 0 and data_end the
+        // frame's length.
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let mut ctx = Vec::with_capacity(24);
+        for field in [0, len, 0, ifindex, 0, 0u32] {
+            ctx.extend_from_slice(&field.to_ne_bytes());
+        }
+        let prog = self.program_mut()?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        Ok(prog.test_run(opts)?.return_value)
+    }
+
     /// Runs the program `repeat` times on a frame; returns the action and the kernel's mean
     /// duration per run.
     pub fn test_run_repeat(
@@ -597,7 +696,38 @@ const PINNED_MAPS: &[&str] = &[
     MAP_EVENTS,
     MAP_EV_BUCKET,
     MAP_EV_STATS,
+    MAP_LOCAL,
+    MAP_LL_OWNER,
+    MAP_PORT_PIN,
 ];
+
+/// The [`MAP_LOCAL`] key of an address.
+pub fn local_key(a: &std::net::IpAddr) -> LocalKey {
+    let mut addr = [0u8; 16];
+    let family = match a {
+        std::net::IpAddr::V4(v4) => {
+            addr[..4].copy_from_slice(&v4.octets());
+            FAMILY_V4
+        }
+        std::net::IpAddr::V6(v6) => {
+            addr = v6.octets();
+            FAMILY_V6
+        }
+    };
+    LocalKey {
+        family,
+        _pad: [0; 3],
+        addr,
+    }
+}
+
+fn local_addr(k: &LocalKey) -> std::net::IpAddr {
+    if k.family == FAMILY_V4 {
+        std::net::IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    } else {
+        std::net::IpAddr::from(k.addr)
+    }
+}
 
 /// The flows of the table `name` pinned in `dir`, if it has this ABI's layout.
 fn read_pinned_flows(dir: &std::path::Path, name: &str) -> Option<Vec<(FlowKey, FlowValue)>> {

@@ -149,8 +149,9 @@ pub struct Model {
     index: MapIndex,
     pub states: DeviceStates,
     flows: HashMap<Key, Flow>,
-    /// Fragment trains: (src, dst, id, proto) → reason of the first fragment.
-    frags: HashMap<(IpAddr, IpAddr, u32, u8), Reason>,
+    /// Fragment trains: (src, dst, id, proto) → reason of the first fragment and where its
+    /// upper-layer header ends (`FragValue`).
+    frags: HashMap<(IpAddr, IpAddr, u32, u8), (Reason, u32)>,
     /// Promotion buckets (`LZ_PROMOTE`): device → tokens in thousandths.
     promote: HashMap<u64, u64>,
 }
@@ -227,6 +228,9 @@ impl Model {
         // probing the classifier with "no flow" yields exactly those verdicts when they
         // apply. A probe reaching the policy stage means identity passed.
         let probe = classify_indexed(&self.index, &self.states, &p.desc);
+        // What the datapath records while identifying the frame (link-local owners, port
+        // pins) stays, whatever the verdict.
+        self.states.keep(&probe.claims);
         if !reached_policy(probe.reason) {
             return probe;
         }
@@ -238,33 +242,33 @@ impl Model {
                 .get(&(ip.src, ip.dst, p.frag_id, ip.proto))
                 .copied();
             return match train {
-                Some(r) if r.passes() => Decision::dev(r, dev),
+                Some((_, hdr_end)) if p.frag_at < hdr_end => {
+                    Decision::dev(Reason::DenyFragment, dev)
+                }
+                Some((r, _)) if r.passes() => Decision::dev(r, dev),
                 _ => Decision::dev(Reason::DenyFragment, dev),
             };
         }
-        if let Some(q) = p.quoted {
-            let (k, _) = key(q.proto, (q.src, q.sport), (q.dst, q.dport));
-            return match self.flows.get(&k) {
-                Some(f) => {
-                    let mut d = Decision::dev(Reason::AllowFlow, dev);
-                    d.rule = Some(f.rule);
-                    d
-                }
-                None => Decision::dev(Reason::DenyNoFlow, dev),
-            };
+        if let Some(q) = ip.quoted {
+            // The flow the error quotes decides (the datapath's `judge_related`).
+            let (k, inner_src_is_a) = key(q.proto, (q.src, q.sport), (q.dst, q.dport));
+            let mut desc = p.desc;
+            desc.flow = self.hint(&k, inner_src_is_a);
+            return classify_indexed(&self.index, &self.states, &desc);
         }
         let d = self.judge_flow(&p, &ip);
         if p.frag == Frag::First {
             self.frags
-                .insert((ip.src, ip.dst, p.frag_id, ip.proto), d.reason);
+                .insert((ip.src, ip.dst, p.frag_id, ip.proto), (d.reason, p.frag_at));
         }
         d
     }
 
-    fn judge_flow(&mut self, p: &Parsed, ip: &IpDesc) -> Decision {
-        let (k, src_is_a) = key(ip.proto, (ip.src, ip.sport), (ip.dst, ip.dport));
+    /// What the flow table says of the flow `k` for a packet whose source is endpoint a
+    /// (`src_is_a`): none, current, or stale (to be re-judged).
+    fn hint(&self, k: &Key, src_is_a: bool) -> FlowHint {
         let generation = self.index.site().generation;
-        let hint = match self.flows.get(&k) {
+        match self.flows.get(k) {
             None => FlowHint::None,
             Some(f) => {
                 let current = f.generation == generation
@@ -278,7 +282,12 @@ impl Model {
                     }
                 }
             }
-        };
+        }
+    }
+
+    fn judge_flow(&mut self, p: &Parsed, ip: &IpDesc) -> Decision {
+        let (k, src_is_a) = key(ip.proto, (ip.src, ip.sport), (ip.dst, ip.dport));
+        let hint = self.hint(&k, src_is_a);
         let mut desc = p.desc;
         desc.flow = hint;
         let d = classify_indexed(&self.index, &self.states, &desc);
@@ -361,7 +370,7 @@ impl Model {
 
     /// Managed devices at the packet's two ends, as the datapath finds them once identity
     /// has passed: a device-side source by its address, or by its MAC when the address is
-    /// unspecified, link-local or not bound; everything else by address.
+    /// unspecified, link-local or not bound; the destination by address.
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
         let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
         let src = if p.desc.side == SIDE_DEVICES {
@@ -373,7 +382,8 @@ impl Model {
                 self.index.lookup_mac(&p.desc.src_mac).unwrap_or(0)
             }
         } else {
-            by_ip(ip.src)
+            // Never a device upstream (the datapath refuses it as spoofing first).
+            0
         };
         (src, by_ip(ip.dst))
     }

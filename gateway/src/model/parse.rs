@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lazaret_abi::*;
 
-use crate::policy::classify::{FlowHint, IpDesc, PacketDesc, PacketKind};
+pub use crate::policy::classify::Quoted;
+use crate::policy::classify::{
+    FlowHint, IpDesc, PacketDesc, PacketKind, TCP_FIN, TCP_RST, TCP_SYN,
+};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
@@ -24,24 +27,16 @@ pub enum Frag {
     Later,
 }
 
-/// An ICMP error's quoted packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quoted {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub proto: u8,
-    pub sport: u16,
-    pub dport: u16,
-}
-
 /// What the parser extracts: the classifier's description plus the datapath-only facts
-/// (fragments, ICMP errors).
+/// (fragments, TCP sequence numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
     pub desc: PacketDesc,
     pub frag: Frag,
     pub frag_id: u32,
-    pub quoted: Option<Quoted>,
+    /// `Pkt::frag_at`: a later fragment's offset in bytes; a first fragment's upper-layer
+    /// header end in its fragmentable part.
+    pub frag_at: u32,
     /// TCP sequence and acknowledgment numbers (0 for other protocols): the flow table
     /// confirms a handshake with them.
     pub tcp_seq: u32,
@@ -73,18 +68,29 @@ pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, 
     let mut ethertype = b.be16(12)?;
     let mut off = 14;
     let mut vlan = VLAN_UNTAGGED;
+    let mut outer = VLAN_UNTAGGED;
     let mut tags = 0;
     while tags < MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         vlan = b.be16(off)? & 0x0fff;
+        if tags == 0 {
+            outer = vlan;
+        }
         ethertype = b.be16(off + 2)?;
         off += 4;
         tags += 1;
     }
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
+    }
+    if iface.outer_vlan != 0 {
+        if tags != 2 || outer != iface.outer_vlan {
+            return Err(Reason::DenyVlanTag);
+        }
+    } else if tags == 2 || (tags == 1 && vlan != VLAN_UNTAGGED && iface.untagged_vlan != 0) {
+        return Err(Reason::DenyVlanTag);
     }
     if vlan == VLAN_UNTAGGED {
         vlan = iface.untagged_vlan;
@@ -93,6 +99,7 @@ pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, 
         desc: PacketDesc {
             side: iface.side,
             ifindex: iface.binding(ifindex),
+            port: ifindex,
             vlan,
             src_mac,
             dst_mac,
@@ -101,7 +108,7 @@ pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, 
         },
         frag: Frag::None,
         frag_id: 0,
-        quoted: None,
+        frag_at: 0,
         tcp_seq: 0,
         tcp_ack: 0,
     };
@@ -133,16 +140,10 @@ pub fn parse(frame: &[u8], iface: &IfaceConfig, ifindex: u32) -> Result<Parsed, 
     Ok(p)
 }
 
-fn ip_desc(src: IpAddr, dst: IpAddr, proto: u8) -> IpDesc {
+fn ip_desc(src: IpAddr, dst: IpAddr, proto: u8, hop_limit: u8) -> IpDesc {
     IpDesc {
-        src,
-        dst,
-        proto,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        icmp_type: 0,
-        nd_target: None,
+        hop_limit,
+        ..IpDesc::new(src, dst, proto)
     }
 }
 
@@ -163,23 +164,28 @@ fn parse_ipv4(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     let frag_word = b.be16(off + 6)?;
     let more = frag_word & 0x2000 != 0;
     let frag_off = frag_word & 0x1fff;
+    let ttl = b.u8(off + 8)?;
     let proto = b.u8(off + 9)?;
     let src = IpAddr::V4(Ipv4Addr::from(b.get::<4>(off + 12)?));
     let dst = IpAddr::V4(Ipv4Addr::from(b.get::<4>(off + 16)?));
     p.frag_id = u32::from(b.be16(off + 4)?);
-    let mut ip = ip_desc(src, dst, proto);
+    let mut ip = ip_desc(src, dst, proto, ttl);
     if frag_off != 0 {
         if frag_off == 1 && proto == PROTO_TCP {
             return Err(Reason::DenyFragment);
         }
+        if usize::from(frag_off) * 8 + total > 65_535 {
+            return Err(Reason::DenyFragment);
+        }
         p.frag = Frag::Later;
+        p.frag_at = u32::from(frag_off) * 8;
         p.desc.kind = PacketKind::Ip(ip);
         return Ok(());
     }
     if more {
         p.frag = Frag::First;
     }
-    parse_l4(b, off + ihl, off + total, &mut ip, p)?;
+    parse_l4(b, off + ihl, off + ihl, off + total, &mut ip, p)?;
     p.desc.kind = PacketKind::Ip(ip);
     Ok(())
 }
@@ -194,41 +200,54 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     if payload == 0 || 40 + payload > available {
         return Err(Reason::DenyMalformed);
     }
+    let hop_limit = b.u8(off + 7)?;
     let src = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 8)?));
     let dst = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 24)?));
     let end = off + 40 + payload;
     let mut next = b.u8(off + 6)?;
     let mut at = off + 40;
+    let mut frag_part = at;
+    let mut seen = 0u8;
     let mut walked = 0;
     while walked < MAX_IPV6_EXT_HEADERS {
-        match next {
-            0 | 43 | 60 => {
-                let hdr: [u8; 2] = b.get(at)?;
-                next = hdr[0];
-                at += (usize::from(hdr[1]) + 1) * 8;
-            }
-            44 => {
-                let hdr: [u8; 8] = b.get(at)?;
-                next = hdr[0];
-                let offset = u16::from_be_bytes([hdr[2], hdr[3]]) >> 3;
-                let more = hdr[3] & 1 != 0;
-                p.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-                at += 8;
-                if offset != 0 {
-                    p.frag = Frag::Later;
-                    p.desc.kind = PacketKind::Ip(ip_desc(src, dst, next));
-                    return Ok(());
-                }
-                if more {
-                    p.frag = Frag::First;
-                }
-            }
-            51 => {
-                let hdr: [u8; 2] = b.get(at)?;
-                next = hdr[0];
-                at += (usize::from(hdr[1]) + 2) * 4;
-            }
+        let bit = match next {
+            0 if walked == 0 => 1,
+            60 => 2,
+            44 => 4,
+            0 | 43 | 51 => return Err(Reason::DenyIpv6Ext),
             _ => break,
+        };
+        if seen & bit != 0 {
+            return Err(Reason::DenyIpv6Ext);
+        }
+        seen |= bit;
+        if bit == 4 {
+            let hdr: [u8; 8] = b.get(at)?;
+            next = hdr[0];
+            let offset = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]) >> 3) * 8;
+            let more = hdr[3] & 1 != 0;
+            p.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            at += 8;
+            if at > end {
+                return Err(Reason::DenyMalformed);
+            }
+            frag_part = at;
+            if offset + (end - at) > 65_535 {
+                return Err(Reason::DenyFragment);
+            }
+            if offset != 0 {
+                p.frag = Frag::Later;
+                p.frag_at = offset as u32;
+                p.desc.kind = PacketKind::Ip(ip_desc(src, dst, next, hop_limit));
+                return Ok(());
+            }
+            if more {
+                p.frag = Frag::First;
+            }
+        } else {
+            let hdr: [u8; 2] = b.get(at)?;
+            next = hdr[0];
+            at += (usize::from(hdr[1]) + 1) * 8;
         }
         if at > MAX_L4_OFFSET {
             return Err(Reason::DenyIpv6Ext);
@@ -238,8 +257,8 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     match next {
         0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => Err(Reason::DenyIpv6Ext),
         _ => {
-            let mut ip = ip_desc(src, dst, next);
-            parse_l4(b, at, end, &mut ip, p)?;
+            let mut ip = ip_desc(src, dst, next, hop_limit);
+            parse_l4(b, frag_part, at, end, &mut ip, p)?;
             p.desc.kind = PacketKind::Ip(ip);
             Ok(())
         }
@@ -248,6 +267,7 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
 
 fn parse_l4(
     b: &Bytes,
+    frag_part: usize,
     at: usize,
     end: usize,
     ip: &mut IpDesc,
@@ -269,6 +289,7 @@ fn parse_l4(
     if at + need > end {
         return Err(short);
     }
+    p.frag_at = (at + need - frag_part) as u32;
     match ip.proto {
         PROTO_TCP => {
             let hdr: [u8; 14] = b.get(at).map_err(|_| short)?;
@@ -278,6 +299,9 @@ fn parse_l4(
                 return Err(Reason::DenyMalformed);
             }
             ip.tcp_flags = hdr[13];
+            if hdr[13] & TCP_SYN != 0 && hdr[13] & (TCP_FIN | TCP_RST) != 0 {
+                return Err(Reason::DenyTcpFlags);
+            }
             p.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
             p.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         }
@@ -303,7 +327,7 @@ fn parse_l4(
                 _ => matches!(hdr[0], 1..=4),
             };
             if error && p.frag == Frag::None {
-                p.quoted = Some(parse_quoted(b, at + 8, ip.proto)?);
+                ip.quoted = Some(parse_quoted(b, at + 8, ip.proto)?);
             }
             if ip.proto == PROTO_ICMPV6 && (hdr[0] == 135 || hdr[0] == 136) {
                 if at + 24 > end {

@@ -6,14 +6,18 @@
 //! so it checks the compiled *maps*, not the compiler's intermediate form. Keep every branch
 //! in the order of the XDP program; differential tests hold the two together. Not modelled:
 //! frame parsing (the packet arrives as a [`PacketDesc`]), fragments, and the flow table
-//! itself (the caller says, with [`FlowHint`], whether a flow entry exists). Pure.
+//! itself (the caller says, with [`FlowHint`], whether a flow entry exists). The datapath's
+//! own records of who owns a link-local address and which port a MAC is pinned to are read
+//! from [`DeviceStates`]; what the XDP program would record while judging the frame is
+//! returned in [`Decision::claims`] for the caller to keep. Pure.
 
 use super::maps::{peer4_bytes, peer6_bytes, port_bytes, MapContents};
 use lazaret_abi::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// What the flow table holds for a packet's 5-tuple (emulated by the caller).
+/// What the flow table holds for a packet's 5-tuple (emulated by the caller); for an ICMP
+/// error, for the 5-tuple of the packet it quotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FlowHint {
     /// No live flow entry.
@@ -22,7 +26,8 @@ pub enum FlowHint {
     /// A live flow judged under the current generation and device epochs, admitted by `rule`.
     Current { rule: u32 },
     /// A live flow judged under an older generation or epoch: it is re-judged as its
-    /// initiating packet (`initiator_is_src`: this packet's source opened the flow).
+    /// initiating packet (`initiator_is_src`: this packet's source, or for an ICMP error
+    /// the quoted packet's source, opened the flow).
     Stale { initiator_is_src: bool },
 }
 
@@ -37,8 +42,41 @@ pub struct IpDesc {
     pub dport: u16,
     pub tcp_flags: u8,
     pub icmp_type: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
     /// NS/NA target.
     pub nd_target: Option<Ipv6Addr>,
+    /// The packet an ICMP error quotes.
+    pub quoted: Option<Quoted>,
+}
+
+/// The packet an ICMP error quotes: its addresses, protocol and ports (the echo identifier
+/// for ICMP echo, as in a flow key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl IpDesc {
+    /// A packet of `proto` from `src` to `dst` with every other field zero (hop limit 64).
+    pub fn new(src: IpAddr, dst: IpAddr, proto: u8) -> IpDesc {
+        IpDesc {
+            src,
+            dst,
+            proto,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            hop_limit: 64,
+            nd_target: None,
+            quoted: None,
+        }
+    }
 }
 
 /// What the frame carries.
@@ -59,7 +97,10 @@ pub enum PacketKind {
 pub struct PacketDesc {
     /// `SIDE_*` of the ingress interface.
     pub side: u8,
+    /// The interface devices bind to (the ingress interface, or its bridge).
     pub ifindex: u32,
+    /// The ingress interface itself (a bridge port when `ifindex` is its bridge).
+    pub port: u32,
     /// Innermost VLAN id, [`VLAN_UNTAGGED`] for untagged.
     pub vlan: u16,
     pub src_mac: [u8; 6],
@@ -91,10 +132,41 @@ impl IpDesc {
     }
 }
 
-/// Runtime state of devices ([`MAP_DEV_STATE`]): epochs and quarantine by device id.
+/// Runtime state outside the policy slots: epochs and quarantine by device id
+/// ([`MAP_DEV_STATE`]), the gateway's own addresses ([`MAP_LOCAL`]), the owners of
+/// link-local addresses ([`MAP_LL_OWNER`], live ones only) and the bridge-port pins
+/// ([`MAP_PORT_PIN`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceStates {
     pub states: HashMap<u64, DevState>,
+    pub local: std::collections::BTreeSet<IpAddr>,
+    pub ll_owners: HashMap<Ipv6Addr, [u8; 6]>,
+    pub pins: HashMap<[u8; 6], u32>,
+}
+
+/// Something the XDP program records while judging a frame (see [`Decision::claims`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// `mac` owns (or keeps owning) the link-local `addr` ([`MAP_LL_OWNER`]).
+    LinkLocal { addr: Ipv6Addr, mac: [u8; 6] },
+    /// `mac` is pinned to the bridge port `ifindex` ([`MAP_PORT_PIN`]).
+    Port { mac: [u8; 6], ifindex: u32 },
+}
+
+impl DeviceStates {
+    /// Records `claims` as the XDP program does.
+    pub fn keep(&mut self, claims: &[Claim]) {
+        for c in claims {
+            match *c {
+                Claim::LinkLocal { addr, mac } => {
+                    self.ll_owners.insert(addr, mac);
+                }
+                Claim::Port { mac, ifindex } => {
+                    self.pins.entry(mac).or_insert(ifindex);
+                }
+            }
+        }
+    }
 }
 
 impl DeviceStates {
@@ -136,6 +208,8 @@ pub struct Decision {
     pub dir: u8,
     /// The ends judged, in order (initiator's first).
     pub ends: Vec<EndTrace>,
+    /// What the XDP program records while judging the frame, whatever the verdict.
+    pub claims: Vec<Claim>,
 }
 
 impl Decision {
@@ -146,6 +220,7 @@ impl Decision {
             rule: None,
             dir: DIR_DEVICE_INIT,
             ends: Vec::new(),
+            claims: Vec::new(),
         }
     }
 
@@ -325,8 +400,9 @@ pub fn classify(maps: &MapContents, states: &DeviceStates, pkt: &PacketDesc) -> 
 
 /// The datapath's whole decision for one frame.
 pub fn classify_indexed(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
-    match &pkt.kind {
-        PacketKind::Arp { sha, spa, .. } => judge_arp(ix, pkt, sha, *spa),
+    let mut claims = Vec::new();
+    let mut d = match &pkt.kind {
+        PacketKind::Arp { sha, spa, .. } => judge_arp(ix, states, pkt, sha, *spa, &mut claims),
         PacketKind::Control => {
             if ix.site.flags & SITE_F_L2_CONTROL != 0 {
                 Decision::new(Reason::AllowControl)
@@ -334,20 +410,34 @@ pub fn classify_indexed(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) 
                 Decision::new(Reason::DenyEthertype)
             }
         }
-        PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, false),
-    }
+        PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, false, &mut claims),
+    };
+    d.claims = claims;
+    d
 }
 
 /// The policy judgement of an initiating packet: identity, then the effective policy of
 /// every managed end, as if no flow entry existed and the packet may open a flow.
 pub fn judge_initiating(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
     match &pkt.kind {
-        PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, true),
+        PacketKind::Ip(ip) => {
+            let mut claims = Vec::new();
+            let mut d = judge_ip(ix, states, pkt, ip, true, &mut claims);
+            d.claims = claims;
+            d
+        }
         _ => classify_indexed(ix, states, pkt),
     }
 }
 
-fn judge_arp(ix: &MapIndex, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> Decision {
+fn judge_arp(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    sha: &[u8; 6],
+    spa: Ipv4Addr,
+    claims: &mut Vec<Claim>,
+) -> Decision {
     if pkt.side == SIDE_UPSTREAM {
         return Decision::new(Reason::PassUnmanaged);
     }
@@ -355,7 +445,7 @@ fn judge_arp(ix: &MapIndex, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> D
         let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
         return Decision::dev(Reason::DenySpoof, dev);
     }
-    match identify_source(ix, pkt, IpAddr::V4(spa)) {
+    match identify_source(ix, states, pkt, IpAddr::V4(spa), claims) {
         Ok(dev) => {
             if ix.site.flags & SITE_F_NEIGHBOR != 0 {
                 Decision::dev(Reason::AllowNeighbor, dev.id)
@@ -380,7 +470,13 @@ pub fn unspecified_or_link_local(a: IpAddr) -> bool {
     }
 }
 
-fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Device, Decision> {
+fn identify_source(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    src: IpAddr,
+    claims: &mut Vec<Claim>,
+) -> Result<Device, Decision> {
     let unspecified = unspecified_or_link_local(src);
     let by_ip = if unspecified {
         None
@@ -391,7 +487,7 @@ fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Devic
         let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
         let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
         let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
-        return if mac_ok && vlan_ok && if_ok {
+        return if mac_ok && vlan_ok && if_ok && on_its_port(states, pkt, &dev, claims) {
             Ok(dev)
         } else {
             Err(Decision::dev(Reason::DenySpoof, dev.id))
@@ -402,11 +498,13 @@ fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Devic
         Some(dev) => {
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
-            let v4 = matches!(src, IpAddr::V4(_));
-            let ip_ok = unspecified
-                || (v4 && dev.flags & DEV_F_NO_IP4 != 0)
-                || (!v4 && dev.flags & DEV_F_NO_IP6 != 0);
-            if ip_ok && vlan_ok && if_ok {
+            let ip_ok = |claims: &mut Vec<Claim>| match src {
+                IpAddr::V6(a) if is_link_local6(&a) => claim_ll(states, a, pkt.src_mac, claims),
+                _ if unspecified => true,
+                IpAddr::V4(_) => dev.flags & DEV_F_NO_IP4 != 0 && !states.local.contains(&src),
+                IpAddr::V6(_) => dev.flags & DEV_F_NO_IP6 != 0 && !states.local.contains(&src),
+            };
+            if vlan_ok && if_ok && ip_ok(claims) && on_its_port(states, pkt, &dev, claims) {
                 Ok(dev)
             } else {
                 Err(Decision::dev(Reason::DenySpoof, dev.id))
@@ -418,6 +516,49 @@ fn identify_source(ix: &MapIndex, pkt: &PacketDesc, src: IpAddr) -> Result<Devic
             } else {
                 Err(Decision::new(Reason::DenyUnknown))
             }
+        }
+    }
+}
+
+/// The datapath's `claim_link_local`: FCFS ownership of a link-local address (RFC 6620).
+fn claim_ll(states: &DeviceStates, addr: Ipv6Addr, mac: [u8; 6], claims: &mut Vec<Claim>) -> bool {
+    if states.local.contains(&IpAddr::V6(addr)) {
+        return false;
+    }
+    match states.ll_owners.get(&addr) {
+        Some(owner) if *owner != mac => false,
+        _ => {
+            claims.push(Claim::LinkLocal { addr, mac });
+            true
+        }
+    }
+}
+
+/// The datapath's `on_its_port`: behind a bridge, the configured port, else the pinned one
+/// (pinning the port now if there is none).
+fn on_its_port(
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    dev: &Device,
+    claims: &mut Vec<Claim>,
+) -> bool {
+    if pkt.port == pkt.ifindex {
+        return true;
+    }
+    if dev.port_ifindex != IFINDEX_ANY {
+        return dev.port_ifindex == pkt.port;
+    }
+    if dev.flags & DEV_F_HAS_MAC == 0 {
+        return true;
+    }
+    match states.pins.get(&dev.mac) {
+        Some(port) => *port == pkt.port,
+        None => {
+            claims.push(Claim::Port {
+                mac: dev.mac,
+                ifindex: pkt.port,
+            });
+            true
         }
     }
 }
@@ -441,6 +582,7 @@ fn judge_ip(
     pkt: &PacketDesc,
     ip: &IpDesc,
     assume_initiating: bool,
+    claims: &mut Vec<Claim>,
 ) -> Decision {
     let v4 = matches!(ip.src, IpAddr::V4(_));
     if v4 != matches!(ip.dst, IpAddr::V4(_)) {
@@ -458,12 +600,16 @@ fn judge_ip(
         }
     }
     let src_dev = if pkt.side == SIDE_DEVICES {
-        match identify_source(ix, pkt, ip.src) {
+        match identify_source(ix, states, pkt, ip.src, claims) {
             Ok(d) => Some(d),
             Err(d) => return d,
         }
     } else {
-        ix.device_by_ip(ip.src)
+        // Devices are never upstream.
+        if let Some(d) = ix.device_by_ip(ip.src) {
+            return Decision::dev(Reason::DenySpoof, d.id);
+        }
+        None
     };
     let dst_dev = ix.device_by_ip(ip.dst);
     if src_dev.is_none() && dst_dev.is_none() {
@@ -472,13 +618,18 @@ fn judge_ip(
     if ip.proto == PROTO_ICMPV6 && is_neighbor_icmpv6(ip.icmp_type) {
         if let Some(dev) = src_dev {
             if pkt.side == SIDE_DEVICES {
-                return judge_ndp(ix, ip, dev);
+                return judge_ndp(ix, states, pkt, ip, dev, claims);
             }
         }
     }
     if assume_initiating {
         let port = if ip.has_ports() { ip.dport } else { 0 };
-        return judge_policy(ix, states, ip, &src_dev, &dst_dev, ip.src, ip.dst, port);
+        return judge_policy(
+            ix, states, ip.proto, &src_dev, &dst_dev, ip.src, ip.dst, port,
+        );
+    }
+    if let Some(q) = &ip.quoted {
+        return judge_related(ix, states, pkt, ip, q, &src_dev, &dst_dev);
     }
     match pkt.flow {
         FlowHint::Current { rule } => {
@@ -492,7 +643,7 @@ fn judge_ip(
             } else {
                 (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
             };
-            let v = judge_policy(ix, states, ip, init_dev, resp_dev, init, resp, port);
+            let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);
             if v.passes() {
                 let mut out = Decision::dev(Reason::AllowFlow, v.device.unwrap_or(0));
                 out.rule = v.rule;
@@ -507,25 +658,125 @@ fn judge_ip(
                 return Decision::dev(Reason::DenyNoFlow, dev_id(&src_dev, &dst_dev));
             }
             let port = if ip.has_ports() { ip.dport } else { 0 };
-            judge_policy(ix, states, ip, &src_dev, &dst_dev, ip.src, ip.dst, port)
+            judge_policy(
+                ix, states, ip.proto, &src_dev, &dst_dev, ip.src, ip.dst, port,
+            )
         }
     }
 }
 
-fn judge_ndp(ix: &MapIndex, ip: &IpDesc, dev: Device) -> Decision {
+/// The datapath's `judge_ndp`: link-scope only, and an NA advertises only the device's own
+/// address (its bound one, or a link-local one it owns).
+fn judge_ndp(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    ip: &IpDesc,
+    dev: Device,
+    claims: &mut Vec<Claim>,
+) -> Decision {
     if ix.site.flags & SITE_F_NEIGHBOR == 0 {
         return Decision::dev(Reason::DenyNoRule, dev.id);
     }
+    let link_scope = match ip.icmp_type {
+        133 | 135 | 136 => ip.hop_limit == 255 && on_link(ix, states, pkt, ip.dst),
+        _ => ip.hop_limit == 1 && matches!(ip.dst, IpAddr::V6(a) if a.octets()[0] == 0xff),
+    };
+    if !link_scope {
+        return Decision::dev(Reason::DenyNdScope, dev.id);
+    }
     if ip.icmp_type == 136 {
         let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
-        if !is_link_local6(&target) {
-            match ix.device_by_ip(IpAddr::V6(target)) {
-                Some(owner) if owner.id == dev.id => {}
-                _ => return Decision::dev(Reason::DenySpoof, dev.id),
-            }
+        let own = match ix.device_by_ip(IpAddr::V6(target)) {
+            Some(owner) => owner.id == dev.id,
+            None => is_link_local6(&target) && claim_ll(states, target, pkt.src_mac, claims),
+        };
+        if !own {
+            return Decision::dev(Reason::DenySpoof, dev.id);
         }
     }
     Decision::dev(Reason::AllowNeighbor, dev.id)
+}
+
+/// The datapath's `on_link`: a link-scope multicast group, a link-local address, the
+/// gateway, or a device behind the same interface and VLAN.
+fn on_link(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc, dst: IpAddr) -> bool {
+    let IpAddr::V6(a) = dst else {
+        return false;
+    };
+    let o = a.octets();
+    if (o[0] == 0xff && o[1] & 0x0f == 2) || is_link_local6(&a) || states.local.contains(&dst) {
+        return true;
+    }
+    ix.device_by_ip(dst).is_some_and(|d| {
+        (d.ifindex == IFINDEX_ANY || d.ifindex == pkt.ifindex)
+            && (d.vlan == VLAN_ANY || d.vlan == pkt.vlan)
+    })
+}
+
+/// The datapath's `judge_related`: an ICMP error travels back along the flow it quotes
+/// (`pkt.flow` is that flow's hint).
+fn judge_related(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    ip: &IpDesc,
+    q: &Quoted,
+    src_dev: &Option<Device>,
+    dst_dev: &Option<Device>,
+) -> Decision {
+    let dev = dev_id(src_dev, dst_dev);
+    let to_sender = ip.dst == q.src;
+    let from_receiver = pkt.side == SIDE_UPSTREAM || ip.src == q.dst;
+    if !to_sender || !from_receiver {
+        return Decision::dev(Reason::DenyIcmpError, dev);
+    }
+    match pkt.flow {
+        FlowHint::None => Decision::dev(Reason::DenyNoFlow, dev),
+        FlowHint::Current { rule } => {
+            let mut d = Decision::dev(Reason::AllowFlow, dev);
+            d.rule = (rule != NO_RULE).then_some(rule);
+            d
+        }
+        FlowHint::Stale { initiator_is_src } => {
+            let inner_src_dev = *dst_dev;
+            let inner_dst_dev = if pkt.side == SIDE_DEVICES {
+                *src_dev
+            } else {
+                ix.device_by_ip(q.dst)
+            };
+            let v = if initiator_is_src {
+                judge_policy(
+                    ix,
+                    states,
+                    q.proto,
+                    &inner_src_dev,
+                    &inner_dst_dev,
+                    q.src,
+                    q.dst,
+                    q.dport,
+                )
+            } else {
+                judge_policy(
+                    ix,
+                    states,
+                    q.proto,
+                    &inner_dst_dev,
+                    &inner_src_dev,
+                    q.dst,
+                    q.src,
+                    q.sport,
+                )
+            };
+            if !v.passes() {
+                return v;
+            }
+            let mut out = Decision::dev(Reason::AllowFlow, v.device.unwrap_or(0));
+            out.rule = v.rule;
+            out.ends = v.ends;
+            out
+        }
+    }
 }
 
 #[expect(
@@ -535,7 +786,7 @@ fn judge_ndp(ix: &MapIndex, ip: &IpDesc, dev: Device) -> Decision {
 fn judge_policy(
     ix: &MapIndex,
     states: &DeviceStates,
-    ip: &IpDesc,
+    proto: u8,
     init_dev: &Option<Device>,
     resp_dev: &Option<Device>,
     init_addr: IpAddr,
@@ -551,7 +802,7 @@ fn judge_policy(
         match judge_end(
             ix,
             states,
-            ip,
+            proto,
             d,
             DIR_DEVICE_INIT,
             resp_addr,
@@ -570,7 +821,16 @@ fn judge_policy(
         }
     }
     if let Some(d) = resp_dev {
-        match judge_end(ix, states, ip, d, DIR_PEER_INIT, init_addr, port, &mut ends) {
+        match judge_end(
+            ix,
+            states,
+            proto,
+            d,
+            DIR_PEER_INIT,
+            init_addr,
+            port,
+            &mut ends,
+        ) {
             Ok(r) => {
                 if dev == 0 {
                     rule = r.rule;
@@ -606,7 +866,7 @@ fn judge_policy(
 fn judge_end(
     ix: &MapIndex,
     states: &DeviceStates,
-    ip: &IpDesc,
+    proto: u8,
     dev: &Device,
     dir: u8,
     peer: IpAddr,
@@ -619,7 +879,7 @@ fn judge_end(
         QUARANTINE_RESTRICT => dev.restrict_policy,
         _ => ix.site.quarantine_policy,
     };
-    let found = ix.lookup_rule(policy, dir, peer, ip.proto, port);
+    let found = ix.lookup_rule(policy, dir, peer, proto, port);
     trace.push(EndTrace {
         device: dev.id,
         dir,

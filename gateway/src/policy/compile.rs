@@ -134,6 +134,8 @@ pub struct CompiledDevice {
     pub ipv6: Vec<Ipv6Addr>,
     pub vlan: Option<u16>,
     pub interface: Option<String>,
+    /// The bridge port the device must be behind, if configured.
+    pub port: Option<String>,
     pub life_critical: bool,
     pub policy: u32,
     pub restrict_policy: u32,
@@ -162,6 +164,7 @@ impl CompiledDevice {
             ipv6: d.ipv6.clone(),
             vlan: d.vlan,
             interface: d.interface.clone(),
+            port: d.port.clone(),
             life_critical: d.inventory.life_critical,
             policy,
             restrict_policy,

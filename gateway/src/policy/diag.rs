@@ -134,6 +134,10 @@ pub enum Problem {
     NoIdentity { device: String },
     #[error("device `{device}` is bound to `{interface}`, which is not a devices-side interface")]
     NotADeviceInterface { device: String, interface: String },
+    #[error("device `{device}` names a bridge port but no `interface` (the bridge)")]
+    PortWithoutInterface { device: String },
+    #[error("`{name}` is not an interface name (at most 15 characters, no `/`, `:` or spaces)")]
+    BadPortName { name: String },
     #[error("address {addr} of device `{device}` is outside the networks of `{interface}`")]
     AddressOutsideInterface {
         addr: String,

@@ -277,6 +277,8 @@ pub fn explain(
     let pkt = PacketDesc {
         side,
         ifindex,
+        // Explained as arriving on the interface itself: identity by port is not asked.
+        port: ifindex,
         vlan,
         src_mac,
         dst_mac: [0x02, 0, 0, 0, 0, 0x01],
@@ -288,7 +290,9 @@ pub fn explain(
             dport,
             tcp_flags,
             icmp_type,
+            hop_limit: 64,
             nd_target: None,
+            quoted: None,
         }),
         flow: FlowHint::None,
     };

@@ -555,6 +555,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         ipv6,
         vlan,
         interface,
+        port,
         inventory,
         mode,
         workflows,
@@ -567,6 +568,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         && *ipv6 == b.ipv6
         && *vlan == b.vlan
         && *interface == b.interface
+        && *port == b.port
         && *inventory == b.inventory
         && *mode == b.mode
         && *workflows == b.workflows

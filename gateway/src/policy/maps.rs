@@ -82,6 +82,15 @@ impl Compiled {
                         interface: name.clone(),
                     })?,
             };
+            let port_ifindex = match &d.port {
+                None => IFINDEX_ANY,
+                Some(name) => *ifindexes
+                    .get(name)
+                    .ok_or_else(|| MapError::UnknownInterface {
+                        device: d.id.clone(),
+                        interface: name.clone(),
+                    })?,
+            };
             if let Some(mac) = d.mac {
                 m.dev_mac.push((
                     MacKey {
@@ -129,7 +138,7 @@ impl Compiled {
                     mac: d.mac.map_or([0; 6], |m| m.0),
                     _pad: [0; 2],
                     class: d.class_index,
-                    _pad2: [0; 4],
+                    port_ifindex,
                 },
             ));
         }
@@ -266,7 +275,8 @@ impl MapContents {
         Arc::make_mut(&mut self.ports).sort_by_key(|e| (e.1, e.0));
     }
 
-    fn sort_devices(&mut self) {
+    /// Sorts the device maps by key (the order the loader and the readers expect).
+    pub fn sort_devices(&mut self) {
         self.ifaces.sort_by_key(|e| e.0);
         self.dev_mac.sort_by_key(|e| e.0);
         self.dev_ip4.sort_by_key(|e| e.0);

@@ -62,8 +62,8 @@ pub mod validate;
 mod tests;
 
 pub use classify::{
-    classify, classify_indexed, judge_initiating, Decision, DeviceStates, EndTrace, FlowHint,
-    IpDesc, MapIndex, PacketDesc, PacketKind,
+    classify, classify_indexed, judge_initiating, Claim, Decision, DeviceStates, EndTrace,
+    FlowHint, IpDesc, MapIndex, PacketDesc, PacketKind, Quoted,
 };
 pub use compile::{
     compile, Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats,

@@ -507,6 +507,9 @@ pub struct Device {
     /// `None`: any VLAN.
     pub vlan: Option<u16>,
     pub interface: Option<String>,
+    /// The bridge port of `interface` the device must be behind (`None`: pinned to the
+    /// port it is first seen on).
+    pub port: Option<String>,
     pub inventory: Inventory,
     /// Resolved: the device's own mode, else its class's, else enforce.
     pub mode: Mode,

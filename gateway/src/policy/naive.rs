@@ -33,6 +33,8 @@ pub struct Context {
     pub ifindexes: BTreeMap<String, u32>,
     /// Device id → `QUARANTINE_*`.
     pub quarantine: BTreeMap<String, u8>,
+    /// The gateway's own addresses.
+    pub local: std::collections::BTreeSet<IpAddr>,
 }
 
 /// A rule that matched, with its rank (lower wins).
@@ -108,7 +110,8 @@ impl<'p> Eval<'p> {
                     IpAddr::V4(_) => d.ipv4.is_empty(),
                     IpAddr::V6(_) => d.ipv6.is_empty(),
                 };
-                if (unspecified || no_addr_of_family) && self.bound_here(d, pkt) {
+                let local = !unspecified && self.cx.local.contains(&src);
+                if (unspecified || no_addr_of_family) && !local && self.bound_here(d, pkt) {
                     Ok(d)
                 } else {
                     Err(NaiveDecision::new(Reason::DenySpoof, Some(d)))
@@ -156,7 +159,11 @@ impl<'p> Eval<'p> {
                 Err(n) => return n,
             }
         } else {
-            self.by_ip(ip.src)
+            // A device's address arriving from upstream is forged: devices are never there.
+            if let Some(d) = self.by_ip(ip.src) {
+                return NaiveDecision::new(Reason::DenySpoof, Some(d));
+            }
+            None
         };
         let dst = self.by_ip(ip.dst);
         if src.is_none() && dst.is_none() {
@@ -170,10 +177,33 @@ impl<'p> Eval<'p> {
                 if !self.p.site.essentials.neighbor {
                     return NaiveDecision::new(Reason::DenyNoRule, Some(d));
                 }
+                // Link-scope only: NDP keeps hop limit 255 and stays on its link; MLD is
+                // sent with hop limit 1 to a group.
+                let link_scope = match (ip.icmp_type, ip.dst) {
+                    (133 | 135 | 136, IpAddr::V6(a)) => {
+                        let s = a.segments()[0];
+                        ip.hop_limit == 255
+                            && (s & 0xff0f == 0xff02
+                                || s & 0xffc0 == 0xfe80
+                                || self.cx.local.contains(&ip.dst)
+                                || self.by_ip(ip.dst).is_some_and(|o| self.bound_here(o, pkt)))
+                    }
+                    (_, IpAddr::V6(a)) => ip.hop_limit == 1 && a.segments()[0] >> 8 == 0xff,
+                    _ => false,
+                };
+                if !link_scope {
+                    return NaiveDecision::new(Reason::DenyNdScope, Some(d));
+                }
                 if ip.icmp_type == 136 {
+                    // Its own address, or a link-local one nobody else owns (nobody owns one
+                    // here: ownership is the datapath's runtime record).
                     let t = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
                     let link_local = (t.segments()[0] & 0xffc0) == 0xfe80;
-                    if !link_local && self.by_ip(IpAddr::V6(t)).map(|o| &o.id) != Some(&d.id) {
+                    let own = match self.by_ip(IpAddr::V6(t)) {
+                        Some(o) => o.id == d.id,
+                        None => link_local && !self.cx.local.contains(&IpAddr::V6(t)),
+                    };
+                    if !own {
                         return NaiveDecision::new(Reason::DenySpoof, Some(d));
                     }
                 }

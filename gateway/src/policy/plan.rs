@@ -184,6 +184,11 @@ fn inventory(old: &Device, new: &Device) -> Vec<FieldChange> {
         new.interface.clone().unwrap_or_default(),
     );
     cmp(
+        "port",
+        old.port.clone().unwrap_or_default(),
+        new.port.clone().unwrap_or_default(),
+    );
+    cmp(
         "workflows",
         list(old.workflows.iter().cloned().collect()),
         list(new.workflows.iter().cloned().collect()),

@@ -1218,6 +1218,33 @@ impl Validator<'_> {
             }
             Some(i.v.clone())
         });
+        let port = d.port.as_ref().and_then(|p| {
+            if interface.is_none() {
+                self.diags.push(
+                    Diagnostic::at(
+                        Problem::PortWithoutInterface {
+                            device: id.v.clone(),
+                        },
+                        p.span,
+                    )
+                    .hint("add `interface = \"<bridge>\"`: a port belongs to a bridge"),
+                );
+                return None;
+            }
+            // Linux interface names: IFNAMSIZ - 1 bytes, no '/', ':' or whitespace.
+            let ok = !p.v.is_empty()
+                && p.v.len() <= 15
+                && !p
+                    .v
+                    .chars()
+                    .any(|c| c == '/' || c == ':' || c.is_whitespace());
+            if !ok {
+                self.diags
+                    .err(Problem::BadPortName { name: p.v.clone() }, p.span);
+                return None;
+            }
+            Some(p.v.clone())
+        });
         let last_patched = d
             .last_patched
             .as_ref()
@@ -1325,6 +1352,7 @@ impl Validator<'_> {
             ipv6,
             vlan,
             interface,
+            port,
             inventory,
             mode,
             workflows,

@@ -125,6 +125,7 @@ impl Flow {
         let pkt = PacketDesc {
             side: SIDE_DEVICES,
             ifindex: LO,
+            port: LO,
             vlan: self.vlan,
             src_mac: self.mac,
             dst_mac: GW_MAC,
@@ -137,6 +138,8 @@ impl Flow {
                 tcp_flags: if self.proto == PROTO_TCP { TCP_SYN } else { 0 },
                 icmp_type: 0,
                 nd_target: None,
+                hop_limit: 64,
+                quoted: None,
             }),
             flow: FlowHint::None,
         };

@@ -117,6 +117,7 @@ fn tcp(src: &str, dst: &str, dport: u16) -> PacketDesc {
     PacketDesc {
         side: abi::SIDE_UPSTREAM,
         ifindex: 1,
+        port: 1,
         vlan: 0,
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
@@ -129,6 +130,8 @@ fn tcp(src: &str, dst: &str, dport: u16) -> PacketDesc {
             tcp_flags: TCP_SYN,
             icmp_type: 0,
             nd_target: None,
+            hop_limit: 64,
+            quoted: None,
         }),
         flow: FlowHint::None,
     }

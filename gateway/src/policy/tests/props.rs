@@ -295,12 +295,17 @@ fn packet(r: &mut Rng) -> PacketDesc {
                 tcp_flags: *r.pick(&[0x02u8, 0x02, 0x12, 0x10]),
                 icmp_type: *r.pick(&[8u8, 0, 128, 129, 135, 136, 134, 133]),
                 nd_target: Some(r.pick(HOSTS6).parse().unwrap()),
+                hop_limit: *r.pick(&[64u8, 255, 1]),
+                quoted: None,
             })
         }
     };
+    let ifindex = 1 + r.below(3) as u32;
     PacketDesc {
         side,
-        ifindex: 1 + r.below(3) as u32,
+        ifindex,
+        // Not behind a bridge: port identity is the datapath's runtime state, not policy.
+        port: ifindex,
         vlan: *r.pick(&[0u16, 20, 30]),
         src_mac,
         dst_mac: [2, 0, 0, 0, 0, 0xff],
@@ -327,6 +332,7 @@ fn check_seed(seed: u64) -> Result<(), TestCaseError> {
     let mut cx = Context {
         ifindexes,
         quarantine: BTreeMap::new(),
+        local: Default::default(),
     };
     let mut states = DeviceStates::default();
     for d in &compiled.devices {
