@@ -1238,14 +1238,7 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     let kind = if v.learn {
         EVENT_LEARN
     } else {
-        match v.reason {
-            Reason::DenySpoof | Reason::DenyVlanTag | Reason::DenyIcmpError => EVENT_SPOOF,
-            Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
-            Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
-            Reason::Audit => EVENT_AUDIT,
-            Reason::Learn => EVENT_LEARN,
-            _ => EVENT_DENY,
-        }
+        v.reason.event_kind()
     };
     // Fill the reserved ring-buffer slot in place: an Event on the stack would not fit.
     let ev = entry.as_mut_ptr();

@@ -11,6 +11,7 @@
 //! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
+//! - [`text`]: outside text made safe to print.
 
 pub mod config;
 pub mod daemon;
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod policy;
+pub mod text;

@@ -51,6 +51,9 @@ enum Command {
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
+    /// Bridge-port pins: which device is pinned to which bridge port; release one.
+    #[command(subcommand)]
+    Pins(cli::control_cmds::PinsCommand),
     #[command(flatten)]
     Policy(cli::policy_cmds::PolicyCommand),
 }
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Events { follow, target } => cli::control_cmds::events(follow, target),
         Command::Learn(cmd) => cli::learn_cmds::run(cmd),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
+        Command::Pins(cmd) => cli::control_cmds::pins(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };
     match result {

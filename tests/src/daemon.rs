@@ -250,11 +250,18 @@ impl Lab {
                 let name = lazaret::nft::render::counter_name(reason, side);
                 // The table's name alternates with each generation: a reload between the
                 // two reads leaves neither found; read again.
+                // The inet table and the frame stage (netdev) count under the same names.
                 for _ in 0..20 {
                     for table in lazaret::nft::dataplane::TABLES {
-                        let c = nft.counters(lazaret::nft::Family::Inet, table)?;
-                        if let Some((packets, _)) = c.get(&name) {
-                            return Ok(*packets);
+                        let mut found = None;
+                        for family in lazaret::nft::dataplane::FAMILIES {
+                            let c = nft.counters(family, table)?;
+                            if let Some((packets, _)) = c.get(&name) {
+                                *found.get_or_insert(0) += *packets;
+                            }
+                        }
+                        if let Some(n) = found {
+                            return Ok(n);
                         }
                     }
                     thread::sleep(Duration::from_millis(50));

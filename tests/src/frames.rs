@@ -60,34 +60,99 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// Fills in the TCP or UDP checksum of an untagged Ethernet + IPv4 frame (the builders
 /// leave it 0). The XDP program does not check it; conntrack, in front of the nftables
 /// table, counts a packet with a wrong one as invalid.
-pub fn with_l4_checksum4(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+pub fn with_l4_checksum4(frame: Vec<u8>) -> Vec<u8> {
+    with_l4_checksum(frame)
+}
+
+/// Fills in the TCP or UDP checksum of an Ethernet frame carrying IPv4 or IPv6 (after any
+/// VLAN tags; IPv6 without extension headers): conntrack drops segments with a wrong one
+/// as invalid, so frames meant to pass need it.
+pub fn with_l4_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let mut at = 12;
+    while frame.len() >= at + 2
+        && matches!(
+            u16::from_be_bytes([frame[at], frame[at + 1]]),
+            ETH_8021Q | ETH_8021AD
+        )
+    {
+        at += 4;
+    }
+    if frame.len() < at + 2 {
         return frame;
     }
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    let proto = frame[23];
+    let ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let ip = at + 2;
+    let (l4, end, proto, mut pseudo) = match ethertype {
+        ETH_IPV4 if frame.len() >= ip + 20 => {
+            let ihl = usize::from(frame[ip] & 0x0f) * 4;
+            // The IP total length, not the frame's: a short frame is padded to 60 bytes.
+            let end = ip + usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+            (
+                ip + ihl,
+                end,
+                frame[ip + 9],
+                frame[ip + 12..ip + 20].to_vec(),
+            )
+        }
+        ETH_IPV6 if frame.len() >= ip + 40 => {
+            let end = ip + 40 + usize::from(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]));
+            (ip + 40, end, frame[ip + 6], frame[ip + 8..ip + 40].to_vec())
+        }
+        _ => return frame,
+    };
     let at = match proto {
         6 => 16,
         17 => 6,
         _ => return frame,
     };
-    let l4 = 14 + ihl;
-    // The IP total length, not the frame's: a short frame is padded to 60 bytes.
-    let end = 14 + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
     if end > frame.len() || end < l4 + at + 2 {
         return frame;
     }
-    let len = (end - l4) as u16;
     frame[l4 + at] = 0;
     frame[l4 + at + 1] = 0;
-    let mut pseudo = Vec::with_capacity(12 + end - l4);
-    pseudo.extend_from_slice(&frame[26..34]);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&len.to_be_bytes());
+    let len = end - l4;
+    if ethertype == ETH_IPV4 {
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    }
     pseudo.extend_from_slice(&frame[l4..end]);
     let c = checksum(&pseudo);
     frame[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
     frame
+}
+
+/// An ICMPv6 message with its checksum filled in (over the IPv6 pseudo-header of `src` →
+/// `dst`): a receiving host drops neighbor discovery with a wrong one.
+pub fn icmp6_checksummed(src: Ipv6Addr, dst: Ipv6Addr, mut msg: Vec<u8>) -> Vec<u8> {
+    if msg.len() < 4 {
+        return msg;
+    }
+    msg[2] = 0;
+    msg[3] = 0;
+    let mut pseudo = Vec::with_capacity(40 + msg.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&msg);
+    let c = checksum(&pseudo);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    msg
+}
+
+/// An ICMP (v4) message with its checksum filled in.
+pub fn icmp4_checksummed(mut msg: Vec<u8>) -> Vec<u8> {
+    if msg.len() < 4 {
+        return msg;
+    }
+    msg[2] = 0;
+    msg[3] = 0;
+    let c = checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    msg
 }
 
 /// IPv4 header fields a test may want to bend.

@@ -2,6 +2,7 @@
 //! the path of the real `lazaret` binary.
 
 pub mod bridge;
+pub mod bypass;
 pub mod daemon;
 pub mod demo;
 pub mod frames;

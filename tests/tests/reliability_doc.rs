@@ -1,6 +1,6 @@
 //! `docs/reliability.md` cannot go stale: every row of its table names a test that exists
 //! (`FILE::FUNCTION` in `tests/tests/FILE.rs`, or `fuzz TARGET` in `fuzz/fuzz_targets/`),
-//! and every test of the reliability suite (`fault_*`, `flood_*`, `ns_access`,
+//! and every test of the reliability suite (`fault_*`, `flood_*`, `ns_access`, `ns_bypass`,
 //! `fuzz_corpus`) and every fuzz target has a row. `cargo xtask reliability` refreshes the
 //! figures from the last runs.
 
@@ -69,6 +69,7 @@ fn suite() -> BTreeSet<String> {
         let in_suite = stem.starts_with("fault_")
             || stem.starts_with("flood_")
             || stem == "ns_access"
+            || stem == "ns_bypass"
             || stem == "fuzz_corpus";
         if in_suite {
             all.extend(tests_in(&path).into_iter().map(|t| format!("{stem}::{t}")));

@@ -460,6 +460,19 @@ impl Reason {
         }
     }
 
+    /// The `EVENT_*` kind a reported packet of this reason is (learn records aside, which
+    /// are [`EVENT_LEARN`] whatever their reason): both dataplanes report through this.
+    pub const fn event_kind(self) -> u8 {
+        match self {
+            Reason::DenySpoof | Reason::DenyVlanTag | Reason::DenyIcmpError => EVENT_SPOOF,
+            Reason::DenyUnknown | Reason::UnknownAudit => EVENT_UNKNOWN,
+            Reason::DenyRogueDhcp | Reason::DenyRogueRa => EVENT_ROGUE,
+            Reason::Audit => EVENT_AUDIT,
+            Reason::Learn => EVENT_LEARN,
+            _ => EVENT_DENY,
+        }
+    }
+
     /// The reason with this number, if any.
     pub const fn from_u8(n: u8) -> Option<Reason> {
         if (n as usize) < Reason::ALL.len() {

@@ -63,6 +63,26 @@ pub enum QuarantineCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PinsCommand {
+    /// Devices pinned to the bridge port they were first seen on (or configured with
+    /// `port`).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Release a device's pin: the port it is next seen on pins it again (after a device
+    /// was moved to another port on purpose).
+    Release {
+        device: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum ActionArg {
     Alert,
@@ -293,6 +313,47 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 },
             )?;
             print(&target, &data, |_| format!("{device}: released\n"))
+        }
+    }
+}
+
+pub fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PinsCommand::List { target } => {
+            let data = send(&target, Request::Pins {})?;
+            print(&target, &data, |d| {
+                let mut out = String::new();
+                for p in d.as_array().into_iter().flatten() {
+                    out += &format!(
+                        "{} ({}): pinned to port {}\n",
+                        lazaret::text::printable(
+                            p["device"].as_str().unwrap_or("not in the policy")
+                        ),
+                        p["mac"].as_str().unwrap_or("?"),
+                        lazaret::text::printable(p["port"].as_str().unwrap_or("?")),
+                    );
+                }
+                if out.is_empty() {
+                    out = "no device is pinned to a bridge port\n".into();
+                }
+                out
+            })
+        }
+        PinsCommand::Release {
+            device,
+            reason,
+            target,
+        } => {
+            let data = send(
+                &target,
+                Request::PinRelease {
+                    device: device.clone(),
+                    reason,
+                },
+            )?;
+            print(&target, &data, |_| {
+                format!("{device}: pin released; the port it is next seen on pins it again\n")
+            })
         }
     }
 }

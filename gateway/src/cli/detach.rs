@@ -32,16 +32,23 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     }
     // The nftables dataplane's table, which also outlives the daemon. With `dataplane =
     // "xdp"` a table left by an earlier nftables run is removed too, if nft is there.
-    let (nft, family) = (lazaret::nft::Nft::default(), lazaret::nft::Family::Inet);
-    for table in lazaret::nft::dataplane::TABLES {
-        match nft.has_table(family, table) {
-            Ok(true) => {
-                nft.delete(family, table)?;
-                println!("removed the nftables table inet {table}: nftables no longer enforces");
+    let nft = lazaret::nft::Nft::default();
+    for family in lazaret::nft::dataplane::FAMILIES {
+        for table in lazaret::nft::dataplane::TABLES {
+            match nft.has_table(family, table) {
+                Ok(true) => {
+                    nft.delete(family, table)?;
+                    println!(
+                        "removed the nftables table {} {table}: nftables no longer enforces",
+                        family.name()
+                    );
+                }
+                Ok(false) => {}
+                Err(e) if config.dataplane != lazaret::config::Dataplane::Xdp => {
+                    return Err(e.into())
+                }
+                Err(_) => {}
             }
-            Ok(false) => {}
-            Err(e) if config.dataplane != lazaret::config::Dataplane::Xdp => return Err(e.into()),
-            Err(_) => {}
         }
     }
     // An interface hold a daemon left behind (it stopped while an interface was gone): the

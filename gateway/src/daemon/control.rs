@@ -47,6 +47,13 @@ pub enum Request {
         device: String,
         reason: String,
     },
+    /// Bridge-port pins: which managed MAC is pinned to which port.
+    Pins {},
+    /// Releases a device's bridge-port pin (it is pinned again where it is next seen).
+    PinRelease {
+        device: String,
+        reason: String,
+    },
     /// Recent events (deny, audit, spoof, unknown, learn, rogue, quarantine, release). With
     /// `follow`, the reply is followed by one event object per line, as they happen, until
     /// the client closes the connection.

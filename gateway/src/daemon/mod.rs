@@ -14,6 +14,7 @@ pub mod deviation;
 pub mod events;
 pub mod learn;
 pub mod local;
+pub mod pins;
 pub mod preflight;
 pub mod propose;
 pub mod quarantine;
@@ -130,6 +131,8 @@ pub struct Controller {
     held: std::collections::BTreeSet<String>,
     /// The gateway's own addresses, as last given to the dataplanes (see [`local`]).
     local: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Bridge-port pins, as last read from the dataplanes and kept in the state directory.
+    pins: pins::Pins,
 }
 
 impl Controller {
@@ -190,8 +193,10 @@ impl Controller {
             nft,
             held: std::collections::BTreeSet::new(),
             local: std::collections::BTreeSet::new(),
+            pins: pins::Pins::load(&config_state_dir),
         };
         ctl.sync_local();
+        ctl.restore_pins();
         let adopted = ctl.dp.active_site()?;
         ctl.generation = adopted.generation;
         if adopted.generation > 0 {
@@ -446,11 +451,11 @@ impl Controller {
             .map_contents(slot, generation, &self.ifindexes)
             .map_err(|e| refused(e.to_string(), false))?;
         // nftables first: a table it refuses fails the reload before anything changed.
-        let sides: Vec<(String, u8)> = self
+        let sides: Vec<(String, lazaret_abi::IfaceConfig)> = self
             .config
             .interfaces
             .iter()
-            .map(|i| (i.name.clone(), i.side.abi()))
+            .map(|i| (i.name.clone(), self.iface_config(i)))
             .collect();
         let mut states = policy::DeviceStates::default();
         if self.nft.active() {
@@ -686,6 +691,32 @@ impl Controller {
                 Reply::data(json!(self.unknowns.devices.values().collect::<Vec<_>>()))
             }
             Request::QuarantineList {} => Reply::data(json!(self.quarantines.entries)),
+            Request::Pins {} => {
+                self.sync_pins();
+                let device_of = |mac: &str| {
+                    self.compiled.as_ref().and_then(|c| {
+                        c.devices
+                            .iter()
+                            .find(|d| d.mac.is_some_and(|m| pins::fmt_mac(&m.0) == mac))
+                            .map(|d| d.id.clone())
+                    })
+                };
+                Reply::data(json!(self
+                    .pins
+                    .by_mac
+                    .iter()
+                    .map(
+                        |(mac, port)| json!({ "device": device_of(mac), "mac": mac, "port": port })
+                    )
+                    .collect::<Vec<_>>()))
+            }
+            Request::PinRelease { device, reason } => {
+                match self.release_pin(&device, peer, &reason) {
+                    Ok(true) => Reply::data(json!({ "device": device, "released": true })),
+                    Ok(false) => Reply::error(format!("{device:?} is not pinned to a port")),
+                    Err(e) => Reply::error(e),
+                }
+            }
             // The control server answers event requests from the feed; this is the same
             // answer without following.
             Request::Events { .. } => Reply::data(json!(self
@@ -973,8 +1004,9 @@ impl Controller {
                         if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
                             self.metrics.set_interface(&iface.name, mode, false);
                         }
-                        // XDP will not be on it when it returns: hold it closed by name.
-                        if !self.nft.uses(&iface.name) && self.held.insert(iface.name.clone()) {
+                        // Neither XDP nor the nftables frame stage (bound to the device) will
+                        // be on it when it returns: hold it closed by name.
+                        if self.held.insert(iface.name.clone()) {
                             self.update_hold();
                         }
                     }
@@ -986,10 +1018,14 @@ impl Controller {
                     self.ifindexes.insert(iface.name.clone(), index);
                     let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
                     if self.nft.uses(&iface.name) {
-                        // The table matches interfaces by name; a reload re-renders it for
-                        // the new ifindex of devices bound to the interface.
+                        // The inet table matches interfaces by name; a reload re-renders it
+                        // for the new ifindex of devices bound to the interface, and hooks the
+                        // frame stage on the new device. Then the hold can go.
                         self.reload_and_report("interface returned");
                         self.modes.insert(iface.name.clone(), "nftables");
+                        if self.held.remove(&iface.name) {
+                            self.update_hold();
+                        }
                         continue;
                     }
                     // Attach first, then reload for the new ifindex: until the reload,
@@ -1059,18 +1095,93 @@ impl Controller {
         if now == self.local {
             return;
         }
-        match self.dp.set_local_addrs(&now) {
-            Ok(_) => {
+        let xdp = self
+            .dp
+            .set_local_addrs(&now)
+            .map(|_| ())
+            .map_err(DaemonError::from);
+        let nft = self.nft.set_local(&now).map_err(DaemonError::from);
+        match xdp.and(nft) {
+            Ok(()) => {
                 tracing::info!(
                     addresses = now.len(),
-                    "the gateway's own addresses given to the datapath"
+                    "the gateway's own addresses given to the dataplanes"
                 );
                 self.local = now;
             }
             Err(e) => {
-                tracing::error!(error = %e, "updating the gateway's addresses in the datapath")
+                tracing::error!(error = %e, "updating the gateway's addresses in the dataplanes; retried at the next check")
             }
         }
+    }
+
+    /// Puts the pins of the state directory back into the dataplanes (after a reboot they
+    /// are empty): a pin ends only when a person releases it.
+    fn restore_pins(&mut self) {
+        let pins = self.pins.list();
+        for (mac, port) in &pins {
+            if let Some(ifindex) = self.ifindexes.get(port) {
+                let pin = lazaret_abi::PortPin {
+                    ifindex: *ifindex,
+                    ..Default::default()
+                };
+                if let Err(e) = self.dp.set_port_pin(*mac, pin) {
+                    tracing::error!(error = %e, mac = %pins::fmt_mac(mac), "restoring a port pin");
+                }
+            }
+        }
+        self.nft.restore_pins(&pins);
+    }
+
+    /// Reads the pins the dataplanes learned and keeps new ones in the state directory.
+    fn sync_pins(&mut self) {
+        let mut seen = Vec::new();
+        if let Ok(xdp) = self.dp.port_pins() {
+            for (mac, pin) in xdp {
+                if let Some((name, _)) = self.ifindexes.iter().find(|(_, i)| **i == pin.ifindex) {
+                    seen.push((mac, name.clone()));
+                }
+            }
+        }
+        match self.nft.pins() {
+            Ok(n) => seen.extend(n),
+            Err(e) => tracing::debug!(error = %e, "reading the nftables port pins"),
+        }
+        if self.pins.merge(seen) {
+            if let Err(e) = self.pins.save(&self.config.state_dir) {
+                tracing::error!(error = %e, "could not keep the port pins in the state directory; the dataplanes still enforce them");
+            }
+        }
+    }
+
+    /// Releases the pin of `device`'s MAC on every dataplane: the next port it is seen on
+    /// pins it again.
+    fn release_pin(&mut self, device: &str, by: &str, reason: &str) -> Result<bool, String> {
+        let mac = self
+            .compiled
+            .as_ref()
+            .and_then(|c| c.device(device))
+            .ok_or_else(|| format!("no device {device:?} in the policy"))?
+            .mac
+            .ok_or_else(|| format!("{device:?} has no MAC: it is never pinned"))?
+            .0;
+        let xdp = self.dp.release_port_pin(mac).map_err(|e| e.to_string())?;
+        let nft = self.nft.release_pin(mac).map_err(|e| e.to_string())?;
+        let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
+        if let Err(e) = self.pins.save(&self.config.state_dir) {
+            tracing::error!(error = %e, "could not write the port pins");
+        }
+        let released = xdp || nft || kept;
+        if released {
+            if let Err(e) = self
+                .quarantines
+                .audit("release-pin", device, None, by, reason)
+            {
+                tracing::error!(error = %e, "audit log");
+            }
+            tracing::warn!(device, by, reason, "bridge-port pin released");
+        }
+        Ok(released)
     }
 
     fn update_hold(&self) {
@@ -1193,6 +1304,7 @@ impl Controller {
                 }
                 _ = tick.tick() => {
                     self.observe();
+                    self.sync_pins();
                     self.expire_quarantines();
                     self.save_learned();
                 }

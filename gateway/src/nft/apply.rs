@@ -69,21 +69,30 @@ impl Nft {
     }
 
     fn run_json(&self, json: &serde_json::Value) -> Result<(), ApplyError> {
-        let json = json.to_string();
+        self.run_input(&["-j", "-f", "-"], &json.to_string())
+    }
+
+    /// `nft -f -` with a ruleset in nft's text syntax (the frame stage, see
+    /// [`super::frame`]): one transaction.
+    pub(super) fn run_text(&self, text: &str) -> Result<(), ApplyError> {
+        self.run_input(&["-f", "-"], text)
+    }
+
+    fn run_input(&self, args: &[&str], input: &str) -> Result<(), ApplyError> {
         let run_err = |e: std::io::Error| ApplyError::Run {
             program: self.program.clone(),
             message: e.to_string(),
         };
         let mut child = Command::new(&self.program)
             .args(&self.prefix_args)
-            .args(["-j", "-f", "-"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(run_err)?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(json.as_bytes()).map_err(run_err)?;
+            stdin.write_all(input.as_bytes()).map_err(run_err)?;
         }
         let out = child.wait_with_output().map_err(run_err)?;
         if out.status.success() {
@@ -99,6 +108,11 @@ impl Nft {
     /// the new generation). Returns how long `nft` took.
     pub fn apply(&self, r: &Rendered) -> Result<Duration, ApplyError> {
         let t = Instant::now();
+        // The frame stage first, whole: until the inet table is replaced too, a packet must
+        // pass both the new frame stage and the old table (closed, never open).
+        if let Some(f) = &r.frame {
+            self.run_text(&format!("{}{}", f.build, f.hook))?;
+        }
         let mut json = to_json(&replace_batch(r));
         start_counters_at(&mut json, &r.counter_base);
         self.run_json(&json)?;
@@ -126,11 +140,21 @@ impl Nft {
         let mut build = to_json(&build);
         start_counters_at(&mut build, &r.counter_base);
         self.run_json(&build)?;
+        // The frame stage is built unhooked too, then hooked beside the old one: a packet
+        // must pass both frame stages and both tables until the old ones go.
+        if let Some(f) = &r.frame {
+            self.run_text(&f.build)?;
+        }
         self.run(hook)?;
-        // The new table enforces now. An old one that cannot be deleted still judges too
+        if let Some(f) = &r.frame {
+            self.run_text(&f.hook)?;
+        }
+        // The new tables enforce now. An old one that cannot be deleted still judges too
         // (a packet must pass both: closed); the next apply builds over it by name.
-        if let Err(e) = self.run(retire) {
-            tracing::warn!(table = previous, error = %e, "the previous nftables table could not be deleted; it judges alongside the new one until the next reload");
+        let retire_frame = format!("add table netdev {previous}\ndelete table netdev {previous}\n");
+        let retired = self.run(retire).and_then(|()| self.run_text(&retire_frame));
+        if let Err(e) = retired {
+            tracing::warn!(table = previous, error = %e, "the previous nftables tables could not be deleted; they judge alongside the new ones until the next reload");
         }
         Ok(t.elapsed())
     }
@@ -140,6 +164,101 @@ impl Nft {
     /// packet because the `flow` chain checks the address sets.
     pub fn set_quarantine(&self, r: &Rendered, states: &DeviceStates) -> Result<(), ApplyError> {
         self.run(quarantine_batch(r, states))
+    }
+
+    /// Rewrites the frame stage's sets of the gateway's own addresses in one transaction.
+    pub fn set_local(
+        &self,
+        table: &str,
+        local: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<(), ApplyError> {
+        use super::frame::names::{LOCAL4, LOCAL6, T_LOCAL};
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let mut raw = Vec::new();
+        for a in local {
+            match a {
+                std::net::IpAddr::V4(a) => v4.push(a.to_string()),
+                std::net::IpAddr::V6(a) => {
+                    v6.push(a.to_string());
+                    raw.push(format!("0x{:032x}", u128::from(*a)));
+                }
+            }
+        }
+        let mut text = String::new();
+        for (set, elems) in [(LOCAL4, v4), (LOCAL6, v6), (T_LOCAL, raw)] {
+            text.push_str(&format!("flush set netdev {table} {set}\n"));
+            if !elems.is_empty() {
+                text.push_str(&format!(
+                    "add element netdev {table} {set} {{ {} }}\n",
+                    elems.join(", ")
+                ));
+            }
+        }
+        self.run_text(&text)
+    }
+
+    /// What the packet path recorded in the frame stage `table`: link-local owners and
+    /// bridge-port pins. Empty when the table does not exist.
+    pub fn dynamic(&self, table: &str) -> Result<super::frame::Dynamic, ApplyError> {
+        use super::frame::names::{LL_OWNER, PIN_PORT};
+        let mut d = super::frame::Dynamic::default();
+        for (set, v) in [(LL_OWNER, true), (PIN_PORT, false)] {
+            let out = Command::new(&self.program)
+                .args(&self.prefix_args)
+                .args(["-j", "list", "set", "netdev", table, set])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| ApplyError::Run {
+                    program: self.program.clone(),
+                    message: e.to_string(),
+                })?;
+            if !out.status.success() {
+                continue;
+            }
+            let listed: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
+                    program: self.program.clone(),
+                    message: format!("unreadable `nft -j list set`: {e}"),
+                })?;
+            for (a, b) in concat_pairs(&listed) {
+                if v {
+                    if let (Some(addr), Some(mac)) = (parse_raw6(&a), parse_mac(&b)) {
+                        d.link_local.push((addr, mac));
+                    }
+                } else if let Some(mac) = parse_mac(&a) {
+                    d.pins.push((mac, b));
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Removes the pin of `mac` (on `ports`) from the frame stage `table`.
+    pub fn release_pin(
+        &self,
+        table: &str,
+        mac: [u8; 6],
+        ports: &[String],
+    ) -> Result<(), ApplyError> {
+        use super::frame::names::{PINNED, PIN_PORT};
+        let m = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut text = format!("delete element netdev {table} {PINNED} {{ {m} }}\n");
+        for p in ports {
+            // Names come from the table itself; quoted as the renderer does.
+            if p.chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
+                text.push_str(&format!(
+                    "delete element netdev {table} {PIN_PORT} {{ {m} . \"{p}\" }}\n"
+                ));
+            }
+        }
+        self.run_text(&text)
     }
 
     /// Removes lazaret's table (nothing enforced by nftables afterwards).
@@ -155,13 +274,39 @@ impl Nft {
         self.run(b.to_nftables())
     }
 
-    /// Whether the ruleset holds the table `family name`.
+    /// Whether the ruleset holds the table `family name`. Reads `nft -j list tables` as
+    /// plain JSON: the `nftables` crate cannot parse every ruleset nft prints (the frame
+    /// stage's raw-payload sets among them), and a table's existence needs none of it.
     pub fn has_table(&self, family: super::Family, name: &str) -> Result<bool, ApplyError> {
-        let rs = self.list()?;
-        Ok(rs.objects.iter().any(|o| {
-            matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t))
-                if t.name == name && t.family == family.nf())
-        }))
+        let out = Command::new(&self.program)
+            .args(&self.prefix_args)
+            .args(["-j", "list", "tables"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ApplyError::Run {
+                program: self.program.clone(),
+                message: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(ApplyError::Rejected {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let listed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
+                program: self.program.clone(),
+                message: format!("unreadable `nft -j list tables`: {e}"),
+            })?;
+        Ok(listed
+            .get("nftables")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("table"))
+            .any(|t| {
+                t.get("name").and_then(|n| n.as_str()) == Some(name)
+                    && t.get("family").and_then(|f| f.as_str()) == Some(family.name())
+            }))
     }
 
     /// The named counters of lazaret's table `name` (name → packets, bytes); empty when the
@@ -171,10 +316,7 @@ impl Nft {
         family: super::Family,
         name: &str,
     ) -> Result<BTreeMap<String, (u64, u64)>, ApplyError> {
-        let fam = match family {
-            super::Family::Inet => "inet",
-            super::Family::Bridge => "bridge",
-        };
+        let fam = family.name();
         let out = Command::new(&self.program)
             .args(&self.prefix_args)
             .args(["-j", "list", "counters", "table", fam, name])
@@ -248,6 +390,47 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
         }
     }
     v
+}
+
+/// The two-part concatenated elements of a set in nft's JSON output (`{"concat": [a, b]}`,
+/// possibly wrapped in `{"elem": {"val": …}}` with a timeout), as strings.
+fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String)> {
+    let elems = listed
+        .get("nftables")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.pointer("/set/elem"))
+        .filter_map(|e| e.as_array())
+        .flatten();
+    elems
+        .filter_map(|e| {
+            let c = e.pointer("/elem/val/concat").or_else(|| e.get("concat"))?;
+            let parts = c.as_array()?;
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            Some((text(parts.first()?)?, text(parts.get(1)?)?))
+        })
+        .collect()
+}
+
+fn parse_raw6(s: &str) -> Option<std::net::Ipv6Addr> {
+    let hex = s.strip_prefix("0x")?;
+    u128::from_str_radix(hex, 16)
+        .ok()
+        .map(std::net::Ipv6Addr::from)
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// The named counters of `table` in nft's JSON output (`nft -j list counters …`): name →

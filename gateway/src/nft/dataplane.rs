@@ -1,19 +1,25 @@
 //! The daemon's nftables dataplane: which interfaces nftables enforces on, the quarantine
-//! state it renders, the last table applied, and the `lazaret_dataplane_info` metric.
-//! The daemon calls it from its reload and quarantine paths; nothing here knows about XDP.
+//! state it renders, the gateway's own addresses, the last tables applied, and the
+//! `lazaret_dataplane_info` metric. The daemon calls it from its reload and quarantine
+//! paths; nothing here knows about XDP.
 
+use super::frame::{self, Dynamic, FrameOptions, Port};
 use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
 use crate::policy::{DeviceStates, MapContents};
 use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
-/// nftables' own table names: lazaret owns `inet lazaret` and `inet lazaret_b` and nothing
-/// else. Generations alternate between the two names, so a new one is built beside the
-/// enforcing one and swapped in (see [`super::Nft::swap`]); one exists at a time otherwise.
+/// nftables' own table names: lazaret owns `inet lazaret` and `inet lazaret_b`, and the
+/// frame stage's `netdev lazaret` and `netdev lazaret_b`, and nothing else. Generations
+/// alternate between the two names, so a new one is built beside the enforcing one and
+/// swapped in (see [`super::Nft::swap`]); one exists at a time otherwise.
 pub const TABLE: &str = "lazaret";
 pub const TABLES: [&str; 2] = ["lazaret", "lazaret_b"];
+/// The families lazaret's tables live in.
+pub const FAMILIES: [Family; 2] = [Family::Inet, Family::Netdev];
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -24,8 +30,13 @@ pub enum NftError {
 }
 
 /// What the last [`NftDataplane::apply`] was given, to render again after an interface
-/// falls back to nftables: contents, ifindexes, interface sides, generation.
-type Inputs = (MapContents, BTreeMap<String, u32>, Vec<(String, u8)>, u64);
+/// falls back to nftables: contents, ifindexes, interface configurations, generation.
+type Inputs = (
+    MapContents,
+    BTreeMap<String, u32>,
+    Vec<(String, IfaceConfig)>,
+    u64,
+);
 
 pub struct NftDataplane {
     nft: Nft,
@@ -35,6 +46,10 @@ pub struct NftDataplane {
     last_contents: Option<Inputs>,
     last: Option<Rendered>,
     info: IntGaugeVec,
+    /// The gateway's own addresses (see `daemon::local`).
+    local: BTreeSet<IpAddr>,
+    /// Port pins restored from the state directory, for the next frame stage.
+    restored: Vec<([u8; 6], String)>,
 }
 
 impl NftDataplane {
@@ -55,6 +70,8 @@ impl NftDataplane {
             last_contents: None,
             last: None,
             info,
+            local: BTreeSet::new(),
+            restored: Vec::new(),
         })
     }
 
@@ -84,14 +101,15 @@ impl NftDataplane {
         self.info.with_label_values(&[interface, dataplane]).set(1);
     }
 
-    /// Renders `contents` for the nftables interfaces and replaces the table in one
-    /// transaction. `sides` are the configured interfaces with their `SIDE_*`;
-    /// `states` the devices' quarantine states. No-op while no interface uses nftables.
+    /// Renders `contents` for the nftables interfaces and replaces the tables (see
+    /// [`super::Nft::swap`]). `ifaces` are the configured interfaces with their datapath
+    /// configuration (side, untagged VLAN, bridge binding); `states` the devices'
+    /// quarantine states. No-op while no interface uses nftables.
     pub fn apply(
         &mut self,
         contents: &MapContents,
         ifindexes: &BTreeMap<String, u32>,
-        sides: &[(String, u8)],
+        ifaces: &[(String, IfaceConfig)],
         states: DeviceStates,
         generation: u64,
     ) -> Result<Option<Duration>, NftError> {
@@ -99,17 +117,27 @@ impl NftDataplane {
         self.last_contents = Some((
             contents.clone(),
             ifindexes.clone(),
-            sides.to_vec(),
+            ifaces.to_vec(),
             generation,
         ));
         if !self.active() {
             return Ok(None);
         }
-        let mut m = contents.clone();
-        m.ifaces = sides
+        let ports: Vec<Port> = ifaces
             .iter()
             .filter(|(name, _)| self.interfaces.contains(name))
-            .filter_map(|(name, side)| ifindexes.get(name).map(|ix| (*ix, IfaceConfig::new(*side))))
+            .filter_map(|(name, cfg)| {
+                ifindexes.get(name).map(|ix| Port {
+                    name: name.clone(),
+                    ifindex: *ix,
+                    cfg: *cfg,
+                })
+            })
+            .collect();
+        let mut m = contents.clone();
+        m.ifaces = ports
+            .iter()
+            .map(|p| (p.ifindex, IfaceConfig::new(p.cfg.side)))
             .collect();
         // A bridge port is seen by the inet hooks (through br_netfilter) as its bridge, so
         // devices behind a bridge are bound to the bridge, not to their port.
@@ -143,17 +171,55 @@ impl NftDataplane {
             },
         )?;
         let mut rendered = rendered;
+        let mut frame_base = BTreeMap::new();
+        let mut carried = Dynamic::default();
         if let Some(previous) = &current {
             // The new generation's counters start where the enforcing one's are, so they
             // (and the Prometheus counters read from them) only grow. Packets counted
             // between this read and the swap are not carried (milliseconds).
-            match self.nft.counters(Family::Inet, previous) {
-                Ok(c) => rendered.counter_base = c,
+            match self
+                .nft
+                .counters(Family::Inet, previous)
+                .and_then(|c| Ok((c, self.nft.counters(Family::Netdev, previous)?)))
+            {
+                Ok((c, f)) => {
+                    rendered.counter_base = c;
+                    frame_base = f;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the nftables counters before a reload: they restart from zero")
                 }
             }
+            // Link-local owners and port pins the packet path recorded stay.
+            match self.nft.dynamic(previous) {
+                Ok(d) => carried = d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading link-local owners and port pins before a reload: they are learned anew")
+                }
+            }
         }
+        // Pins restored from the state directory, unless the table already has the MAC.
+        for (mac, port) in std::mem::take(&mut self.restored) {
+            if !carried.pins.iter().any(|(m, _)| *m == mac) {
+                carried.pins.push((mac, port));
+            }
+        }
+        // A pin to a port that is no longer enforced here cannot be written (its name may
+        // not exist); the MAC is pinned again where it is next seen.
+        carried
+            .pins
+            .retain(|(_, port)| ports.iter().any(|p| &p.name == port));
+        rendered.frame = Some(frame::render_frame(
+            contents,
+            &FrameOptions {
+                table: next_table,
+                ports: &ports,
+                local: &self.local,
+                log_group: Some(u32::from(super::nflog::GROUP)),
+                counter_base: &frame_base,
+                carried: &carried,
+            },
+        )?);
         bridge_hooks(&self.interfaces);
         let took = match &current {
             Some(previous) => self.nft.swap(previous, &rendered)?,
@@ -166,12 +232,54 @@ impl NftDataplane {
     /// Applies the last contents again (after interfaces were added).
     pub fn reapply(&mut self) -> Result<Option<Duration>, NftError> {
         match self.last_contents.clone() {
-            Some((m, ix, sides, generation)) => {
+            Some((m, ix, ifaces, generation)) => {
                 let states = self.states.clone();
-                self.apply(&m, &ix, &sides, states, generation)
+                self.apply(&m, &ix, &ifaces, states, generation)
             }
             None => Ok(None),
         }
+    }
+
+    /// The gateway's own addresses changed: the frame stage's sets of them are rewritten in
+    /// place (no new generation).
+    pub fn set_local(&mut self, local: &BTreeSet<IpAddr>) -> Result<(), NftError> {
+        self.local = local.clone();
+        if let Some(r) = &self.last {
+            self.nft.set_local(&r.table, local)?;
+        }
+        Ok(())
+    }
+
+    /// Pins kept from an earlier run (the state directory), written into the next
+    /// generation's frame stage with those the enforcing one holds.
+    pub fn restore_pins(&mut self, pins: &[([u8; 6], String)]) {
+        self.restored = pins.to_vec();
+    }
+
+    /// The bridge-port pins of the enforcing frame stage (MAC → port name).
+    pub fn pins(&self) -> Result<Vec<([u8; 6], String)>, NftError> {
+        match &self.last {
+            Some(r) => Ok(self.nft.dynamic(&r.table)?.pins),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Releases the pin of `mac`; whether there was one.
+    pub fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, NftError> {
+        let Some(r) = &self.last else {
+            return Ok(false);
+        };
+        let pins = self.nft.dynamic(&r.table)?.pins;
+        let mine: Vec<String> = pins
+            .into_iter()
+            .filter(|(m, _)| *m == mac)
+            .map(|(_, port)| port)
+            .collect();
+        if mine.is_empty() {
+            return Ok(false);
+        }
+        self.nft.release_pin(&r.table, mac, &mine)?;
+        Ok(true)
     }
 
     /// With XDP enforcing everywhere, removes a table an earlier nftables run left (after
@@ -180,15 +288,17 @@ impl NftDataplane {
         if self.active() {
             return;
         }
-        for table in TABLES {
-            if let Ok(true) = self.nft.has_table(Family::Inet, table) {
-                match self.nft.delete(Family::Inet, table) {
-                    Ok(()) => tracing::info!(
-                        table,
-                        "removed the nftables table of an earlier nftables run: XDP enforces"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(table, error = %e, "could not remove the nftables table of an earlier run")
+        for family in FAMILIES {
+            for table in TABLES {
+                if let Ok(true) = self.nft.has_table(family, table) {
+                    match self.nft.delete(family, table) {
+                        Ok(()) => tracing::info!(
+                            table,
+                            "removed an nftables table of an earlier nftables run: XDP enforces"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(table, error = %e, "could not remove an nftables table of an earlier run")
+                        }
                     }
                 }
             }
@@ -203,19 +313,25 @@ impl NftDataplane {
             return None;
         }
         let table = self.last.as_ref()?.table.clone();
-        let counters = match self.nft.counters(Family::Inet, &table) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the nftables counters");
-                return None;
-            }
-        };
         let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
-        for r in super::render::COUNTERS {
-            for (side, _) in super::render::SIDE_NAMES {
-                if let Some((packets, _)) = counters.get(&super::render::counter_name(*r, side)) {
-                    if let Some(slot) = out.get_mut(lazaret_abi::stats_index(*r, side) as usize) {
-                        *slot = *packets;
+        // The frame stage and the inet table count with the same names; a packet is counted
+        // by one of them (the frame stage counts only what it decides).
+        for family in FAMILIES {
+            let counters = match self.nft.counters(family, &table) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the nftables counters");
+                    return None;
+                }
+            };
+            for r in lazaret_abi::Reason::ALL {
+                for (side, _) in super::render::SIDE_NAMES {
+                    if let Some((packets, _)) = counters.get(&super::render::counter_name(r, side))
+                    {
+                        if let Some(slot) = out.get_mut(lazaret_abi::stats_index(r, side) as usize)
+                        {
+                            *slot += *packets;
+                        }
                     }
                 }
             }
@@ -245,7 +361,7 @@ impl NftDataplane {
             .iter()
             .find(|(_, ix)| **ix == l.ifindex)
             .and_then(|(name, _)| sides.iter().find(|(n, _)| n == name))
-            .map_or(lazaret_abi::SIDE_DEVICES, |(_, side)| *side);
+            .map_or(lazaret_abi::SIDE_DEVICES, |(_, cfg)| cfg.side);
         let by_addr = |a: &[u8; 16]| -> Option<u64> {
             match ev.family {
                 lazaret_abi::FAMILY_V4 => m
@@ -323,7 +439,13 @@ fn bridge_hooks(interfaces: &BTreeSet<String>) {
     if !bridged {
         return;
     }
-    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+    // Tagged frames too: a trunk port's single-tagged frames would otherwise be bridged
+    // without the inet table seeing them (the frame stage refuses every other stack).
+    for key in [
+        "bridge-nf-call-iptables",
+        "bridge-nf-call-ip6tables",
+        "bridge-nf-filter-vlan-tagged",
+    ] {
         let path = format!("/proc/sys/net/bridge/{key}");
         if let Err(e) = std::fs::write(&path, "1") {
             tracing::error!(path, error = %e, "cannot route bridged traffic through nftables: devices behind the bridge are not enforced");

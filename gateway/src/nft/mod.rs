@@ -27,15 +27,20 @@
 //! reason and side, [`render::counter_name`]) of each new generation start at the totals of
 //! the table it replaces, so they run on like XDP's pinned counters.
 //!
-//! Differences from the XDP program, by design of nftables' inet family: ARP is not seen
-//! (no ARP spoofing checks), VLAN bindings are not checked (a routed gateway sees VLANs as
-//! interfaces), an NDP neighbor advertisement's target is not checked against its sender,
-//! IP fragments are reassembled by conntrack before the table sees them, and conntrack's
+//! What the inet family cannot see — ARP, VLAN tags, the bridge port a frame came in on,
+//! fragments before reassembly, NDP targets — is judged before it by the frame stage
+//! ([`frame`]): a `netdev` table at the ingress of every interface, where the XDP program
+//! runs, swapped together with the inet table. What remains different from the XDP program
+//! is which reason a frame is counted under in a few cases, never whether it passes:
+//! conntrack reassembles fragments (and discards overlapping or oversize trains itself,
+//! uncounted by lazaret), an ICMP error whose destination is not the quoted packet's sender
+//! is conntrack's `invalid` ("no flow" here, `deny_icmp_error` on XDP), and conntrack's
 //! `invalid` state (for example an ICMP echo reply without a request) counts as "no flow".
 
 pub mod apply;
 pub mod dataplane;
 mod expr;
+pub mod frame;
 pub mod hold;
 pub mod nflog;
 mod ranges;

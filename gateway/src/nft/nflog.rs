@@ -18,6 +18,8 @@ const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
 const NFULA_CFG_CMD: u16 = 1;
 const NFULA_CFG_MODE: u16 = 2;
+const NFULA_CFG_TIMEOUT: u16 = 3;
+const NFULA_CFG_QTHRESH: u16 = 4;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_IFINDEX_INDEV: u16 = 4;
@@ -114,14 +116,10 @@ pub fn is_learn_record(prefix: &str) -> bool {
 /// the ports of TCP/UDP). The caller sets `device`, `side`, `generation`.
 pub fn event(l: &Logged) -> Option<Event> {
     let reason = reason_of(&l.prefix)?;
-    let kind = match reason {
-        _ if is_learn_record(&l.prefix) => lazaret_abi::EVENT_LEARN,
-        Reason::DenySpoof => lazaret_abi::EVENT_SPOOF,
-        Reason::DenyUnknown | Reason::UnknownAudit => lazaret_abi::EVENT_UNKNOWN,
-        Reason::DenyRogueDhcp | Reason::DenyRogueRa => lazaret_abi::EVENT_ROGUE,
-        Reason::Audit => lazaret_abi::EVENT_AUDIT,
-        Reason::Learn => lazaret_abi::EVENT_LEARN,
-        _ => lazaret_abi::EVENT_DENY,
+    let kind = if is_learn_record(&l.prefix) {
+        lazaret_abi::EVENT_LEARN
+    } else {
+        reason.event_kind()
     };
     let mut ev = Event {
         version: EVENT_VERSION,
@@ -221,6 +219,11 @@ impl NflogSocket {
         let mut mode = COPY_RANGE.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0, 0, 0]);
         s.config(group, NFULA_CFG_MODE, &mode)?;
+        // Deliver every packet at once. The kernel's defaults (a batch of 100 or a 1 s
+        // timer, whichever first) held a deviation's events back long enough to delay its
+        // quarantine by up to a second; the table's per-source rate limit bounds the volume.
+        s.config(group, NFULA_CFG_QTHRESH, &1u32.to_be_bytes())?;
+        s.config(group, NFULA_CFG_TIMEOUT, &0u32.to_be_bytes())?;
         Ok(s)
     }
 

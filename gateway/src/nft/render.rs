@@ -25,6 +25,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub enum Family {
     /// Routed gateway: devices and upstream are different IP interfaces.
     Inet,
+    /// Ingress of each interface: the frame stage ([`super::frame`]).
+    Netdev,
     /// nftables' bridge family. Needs `nf_conntrack_bridge` for the conntrack expressions;
     /// kernels without it (this project's CI kernel) refuse the table, so the daemon uses
     /// `Inet` with br_netfilter for bridge ports instead. Rendered, not exercised by tests.
@@ -32,9 +34,19 @@ pub enum Family {
 }
 
 impl Family {
+    /// nft's name of the family (`inet`, `netdev`, `bridge`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Netdev => "netdev",
+            Family::Bridge => "bridge",
+        }
+    }
+
     pub fn nf(self) -> NfFamily {
         match self {
             Family::Inet => NfFamily::INet,
+            Family::Netdev => NfFamily::NetDev,
             Family::Bridge => NfFamily::Bridge,
         }
     }
@@ -61,6 +73,8 @@ pub struct RenderOptions {
 pub enum RenderError {
     #[error("interface with ifindex {0} has no name")]
     NoName(u32),
+    #[error("{0:?} cannot be written into an nftables ruleset (an interface name of at most 15 printable characters, without quotes, backslashes or '/')")]
+    BadName(String),
 }
 
 /// One rendered table: the objects to add, and the device numbering its sets use.
@@ -78,6 +92,9 @@ pub struct Rendered {
     /// one replaces, so the counts run on across generations (set by the daemon; empty
     /// starts at zero).
     pub counter_base: BTreeMap<String, (u64, u64)>,
+    /// The frame stage (`netdev` table of the same name) applied and swapped with this
+    /// table, when one is rendered ([`super::frame`]).
+    pub frame: Option<super::frame::Frame>,
 }
 
 /// Prefix of every nflog message the table sends: `lazaret <reason> `.
@@ -455,6 +472,7 @@ pub fn render(
         dev_index,
         dev_addrs,
         counter_base: BTreeMap::new(),
+        frame: None,
     })
 }
 
@@ -868,7 +886,12 @@ impl<'o> Builder<'o> {
             self.decide(&c, Vec::new(), unknown, true, Side::Devices);
         }
 
-        // from_upstream: attributed to the device addressed (or sending); else not ours.
+        // from_upstream: a device's address is forged there (devices are never upstream);
+        // else attributed to the device addressed; else not ours.
+        for f in [V4, V6] {
+            let r = vec![f.is(), in_set(f.saddr(), &f.n("dev"))];
+            self.decide("from_upstream", r, Reason::DenySpoof, true, Side::Upstream);
+        }
         for f in [V4, V6] {
             let r = vec![
                 f.is(),

@@ -1,0 +1,934 @@
+//! The frame stage of the nftables dataplane: a `netdev` table hooked at the ingress of
+//! every interface nftables enforces on, where the XDP program runs. It judges what the
+//! `inet` table cannot see or sees too late: VLAN tag stacks, ethertypes, ARP, the source's
+//! whole L2 identity (address, MAC, interface, bridge port, VLAN), neighbor discovery's scope
+//! and targets, link-local ownership, the stateless header checks (TCP flags, IPv6
+//! extension chains, fragments that overlap a TCP header), ICMP errors sent by a device that
+//! were not about a packet it received, rogue DHCP servers and routers. Frames it passes go on
+//! to the kernel (bridge or routing) and so to the `inet` table, which keeps the flows and
+//! the policy. Pure: renders text; [`super::Nft`] applies it.
+//!
+//! Rendered as nft's text syntax, not JSON: nft 1.0.6's JSON cannot declare sets keyed by
+//! raw payload (`typeof @th,64,128`, the NDP target), which the NA and ICMP checks need.
+//! Every value written is formatted here from typed data (addresses, MACs, numbers), and
+//! interface names are checked before they are quoted.
+//!
+//! The VLAN a frame belongs to is put in the packet mark first: the tag's VID, or for an
+//! untagged (or priority-tagged) frame the VLAN its port gives untagged frames (0 on a
+//! trunk). Identity sets are keyed by `… . iifname . meta mark`, and by `… . iifname` for
+//! devices bound to any VLAN. The `inet` table overwrites the mark in prerouting.
+//!
+//! Reasons and their order follow the XDP program's parser and `identify_source`
+//! (`gateway-ebpf/src/main.rs`); where the two differ it is in the reason a frame failing two
+//! checks is counted under, never in whether it passes.
+
+use super::render::{counter_name, RenderError, LOG_PREFIX};
+use crate::policy::MapContents;
+use lazaret_abi::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// One interface the frame stage hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    pub ifindex: u32,
+    /// Side, untagged VLAN and bridge binding, as the XDP program gets them.
+    pub cfg: IfaceConfig,
+}
+
+/// Elements the packet path added to the dynamic sets of the enforcing table (link-local
+/// owners, bridge-port pins), carried into the next generation so a reload forgets no owner
+/// and no pin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dynamic {
+    pub link_local: Vec<(Ipv6Addr, [u8; 6])>,
+    pub pins: Vec<([u8; 6], String)>,
+}
+
+/// How to render.
+#[derive(Clone, Debug)]
+pub struct FrameOptions<'a> {
+    pub table: &'a str,
+    pub ports: &'a [Port],
+    pub local: &'a BTreeSet<IpAddr>,
+    pub log_group: Option<u32>,
+    /// Named counters start here (name → packets, bytes), as in the `inet` table.
+    pub counter_base: &'a BTreeMap<String, (u64, u64)>,
+    pub carried: &'a Dynamic,
+}
+
+/// A rendered frame stage: the table without its base chains (applied first, unhooked),
+/// then the base chains that hook it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub table: String,
+    pub build: String,
+    pub hook: String,
+}
+
+/// Set names the daemon updates or reads in place.
+pub mod names {
+    pub const LOCAL4: &str = "local4";
+    pub const LOCAL6: &str = "local6";
+    pub const T_LOCAL: &str = "t_local";
+    pub const LL_OWNER: &str = "ll_owner";
+    pub const LL_CLAIMED: &str = "ll_claimed";
+    pub const PINNED: &str = "pinned";
+    pub const PIN_PORT: &str = "pin_port";
+}
+use names::*;
+
+/// How long a link-local owner keeps an unused address (`TIMEOUT_LL_OWNER_NS`), in seconds.
+const LL_TIMEOUT_S: u64 = TIMEOUT_LL_OWNER_NS / NS_PER_S;
+
+/// The reasons the frame stage decides, on either side; each has a named counter per side.
+pub const COUNTERS: &[Reason] = &[
+    Reason::AllowNeighbor,
+    Reason::AllowControl,
+    Reason::PassUnmanaged,
+    Reason::UnknownAudit,
+    Reason::DenyNoRule,
+    Reason::DenySpoof,
+    Reason::DenyUnknown,
+    Reason::DenyMalformed,
+    Reason::DenyEthertype,
+    Reason::DenyRogueDhcp,
+    Reason::DenyRogueRa,
+    Reason::DenyFragment,
+    Reason::DenyVlanDepth,
+    Reason::DenyIpv6Ext,
+    Reason::DenyVlanTag,
+    Reason::DenyTcpFlags,
+    Reason::DenyNdScope,
+    Reason::DenyIcmpError,
+];
+
+/// An interface name, quoted for nft; refused if it could break out of the quotes.
+fn quoted(name: &str) -> Result<String, RenderError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '/');
+    if ok {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(RenderError::BadName(name.to_string()))
+    }
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An IPv6 address as the integer a raw-payload key holds.
+fn raw6(a: &Ipv6Addr) -> String {
+    format!("0x{:032x}", u128::from(*a))
+}
+
+fn raw4(a: &Ipv4Addr) -> String {
+    format!("0x{:08x}", u32::from(*a))
+}
+
+/// The text of one table: sets, counters and chains, built as strings.
+struct Text {
+    body: String,
+    log_group: Option<u32>,
+    neighbor: bool,
+}
+
+/// Which side a chain's packets come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Devices,
+    Upstream,
+}
+
+impl Side {
+    fn abi(self) -> u8 {
+        match self {
+            Side::Devices => SIDE_DEVICES,
+            Side::Upstream => SIDE_UPSTREAM,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Side::Devices => "devices",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+impl Text {
+    fn line(&mut self, s: &str) {
+        self.body.push_str("    ");
+        self.body.push_str(s);
+        self.body.push('\n');
+    }
+
+    /// `set NAME { typeof|type …; [flags]; elements = { … } }`.
+    fn set(&mut self, name: &str, key: &str, flags: &str, elems: &[String]) {
+        let _ = write!(self.body, "  set {name} {{\n    {key}\n");
+        if !flags.is_empty() {
+            let _ = writeln!(self.body, "    {flags}");
+        }
+        if !elems.is_empty() {
+            let _ = writeln!(self.body, "    elements = {{ {} }}", elems.join(", "));
+        }
+        self.body.push_str("  }\n");
+    }
+
+    fn chain(&mut self, name: &str, rules: impl FnOnce(&mut Text)) {
+        let _ = writeln!(self.body, "  chain {name} {{");
+        rules(self);
+        self.body.push_str("  }\n");
+    }
+
+    /// A rule deciding `r` on `matches`: logged (rate-limited per source MAC) when it is
+    /// reported, counted, then dropped or accepted.
+    fn decide(&mut self, side: Side, matches: &str, r: Reason) {
+        let report = !matches!(
+            r,
+            Reason::AllowNeighbor | Reason::AllowControl | Reason::PassUnmanaged
+        );
+        if let (true, Some(g)) = (report, self.log_group) {
+            self.line(&format!(
+                "{matches} update @event_rate {{ ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }} log prefix \"{LOG_PREFIX}{} \" group {g}",
+                r.name()
+            ));
+        }
+        let verdict = if r.passes() { "accept" } else { "drop" };
+        self.line(&format!(
+            "{matches} counter name {} {verdict}",
+            counter_name(r, side.abi())
+        ));
+    }
+}
+
+/// Per-family identity sets, keyed with the frame's VLAN (`meta mark`) or, for devices on
+/// any VLAN, without it.
+#[derive(Default)]
+struct Ident {
+    bind: [Vec<String>; 2],
+    bind_any: [Vec<String>; 2],
+    bindnm: [Vec<String>; 2],
+    bindnm_any: [Vec<String>; 2],
+    macnoip: [Vec<String>; 2],
+    macnoip_any: [Vec<String>; 2],
+    macbind: Vec<String>,
+    macbind_any: Vec<String>,
+    onlink6: Vec<String>,
+    onlink6_any: Vec<String>,
+    t_bind6: Vec<String>,
+    t_bind6_any: Vec<String>,
+    t_bindnm6: Vec<String>,
+    t_bindnm6_any: Vec<String>,
+}
+
+/// Renders the frame stage for `m` (the same contents the XDP maps are filled from).
+pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, RenderError> {
+    let dev_ports: Vec<&Port> = opt
+        .ports
+        .iter()
+        .filter(|p| p.cfg.side == SIDE_DEVICES)
+        .collect();
+    // The ports a device may be behind: those binding to its interface (the interface
+    // itself, or the ports of its bridge), or every device port.
+    let ports_of = |d: &Device| -> Vec<&Port> {
+        dev_ports
+            .iter()
+            .copied()
+            .filter(|p| d.ifindex == IFINDEX_ANY || p.cfg.binding(p.ifindex) == d.ifindex)
+            .collect()
+    };
+    let mut addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = BTreeMap::new();
+    for (k, r) in &m.dev_ip4 {
+        addrs
+            .entry(r.id)
+            .or_default()
+            .0
+            .push(Ipv4Addr::from(k.addr));
+    }
+    for (k, r) in &m.dev_ip6 {
+        addrs
+            .entry(r.id)
+            .or_default()
+            .1
+            .push(Ipv6Addr::from(k.addr));
+    }
+
+    let mut id = Ident::default();
+    let mut devmac = Vec::new();
+    let mut samemac = Vec::new();
+    let mut dev46: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut same4 = Vec::new();
+    let mut same6 = Vec::new();
+    let mut t_dev6 = Vec::new();
+    let mut portcfg = Vec::new();
+    let mut portcfg_mac = Vec::new();
+    for (_, d) in &m.devices {
+        let has_mac = d.flags & DEV_F_HAS_MAC != 0;
+        let mac_s = mac(&d.mac);
+        let (a4, a6) = addrs.get(&d.id).cloned().unwrap_or_default();
+        if has_mac {
+            devmac.push(mac_s.clone());
+            samemac.push(format!("{mac_s} . {mac_s}"));
+        }
+        if d.port_ifindex != IFINDEX_ANY && has_mac {
+            if let Some(p) = opt.ports.iter().find(|p| p.ifindex == d.port_ifindex) {
+                portcfg.push(format!("{mac_s} . {}", quoted(&p.name)?));
+                portcfg_mac.push(mac_s.clone());
+            }
+        }
+        for a in &a4 {
+            dev46[0].push(a.to_string());
+            same4.push(format!("{a} . {}", raw4(a)));
+        }
+        for a in &a6 {
+            dev46[1].push(a.to_string());
+            same6.push(format!("{a} . {}", raw6(a)));
+            t_dev6.push(raw6(a));
+        }
+        for p in ports_of(d) {
+            let port = quoted(&p.name)?;
+            // The VLAN this device's frames carry on this port, as the mark holds it: its
+            // own (a tag on a trunk, or the port's untagged VLAN), or any.
+            let vlan = if d.vlan == VLAN_ANY {
+                None
+            } else {
+                Some(d.vlan)
+            };
+            let on = |key: String, specific: &mut Vec<String>, any: &mut Vec<String>| match vlan {
+                Some(v) => specific.push(format!("{key} . {port} . {v}")),
+                None => any.push(format!("{key} . {port}")),
+            };
+            if has_mac {
+                on(mac_s.clone(), &mut id.macbind, &mut id.macbind_any);
+                if d.flags & DEV_F_NO_IP4 != 0 {
+                    on(mac_s.clone(), &mut id.macnoip[0], &mut id.macnoip_any[0]);
+                }
+                if d.flags & DEV_F_NO_IP6 != 0 {
+                    on(mac_s.clone(), &mut id.macnoip[1], &mut id.macnoip_any[1]);
+                }
+            }
+            for a in &a4 {
+                if has_mac {
+                    on(
+                        format!("{a} . {mac_s}"),
+                        &mut id.bind[0],
+                        &mut id.bind_any[0],
+                    );
+                } else {
+                    on(a.to_string(), &mut id.bindnm[0], &mut id.bindnm_any[0]);
+                }
+            }
+            for a in &a6 {
+                on(a.to_string(), &mut id.onlink6, &mut id.onlink6_any);
+                if has_mac {
+                    on(
+                        format!("{a} . {mac_s}"),
+                        &mut id.bind[1],
+                        &mut id.bind_any[1],
+                    );
+                    on(
+                        format!("{} . {mac_s}", raw6(a)),
+                        &mut id.t_bind6,
+                        &mut id.t_bind6_any,
+                    );
+                } else {
+                    on(a.to_string(), &mut id.bindnm[1], &mut id.bindnm_any[1]);
+                    on(raw6(a), &mut id.t_bindnm6, &mut id.t_bindnm6_any);
+                }
+            }
+        }
+    }
+
+    let mut t = Text {
+        body: String::new(),
+        log_group: opt.log_group,
+        neighbor: m.site.flags & SITE_F_NEIGHBOR != 0,
+    };
+    for r in COUNTERS {
+        for side in [Side::Devices, Side::Upstream] {
+            let name = counter_name(*r, side.abi());
+            let (p, b) = opt.counter_base.get(&name).copied().unwrap_or((0, 0));
+            let _ = writeln!(t.body, "  counter {name} {{ packets {p} bytes {b} }}");
+        }
+    }
+    let names = |ports: Vec<&Port>| -> Result<Vec<String>, RenderError> {
+        ports.iter().map(|p| quoted(&p.name)).collect()
+    };
+    let access = names(
+        dev_ports
+            .iter()
+            .copied()
+            .filter(|p| p.cfg.untagged_vlan != VLAN_UNTAGGED)
+            .collect(),
+    )?;
+    let bridged = names(
+        dev_ports
+            .iter()
+            .copied()
+            .filter(|p| p.cfg.binding_ifindex != IFINDEX_ANY)
+            .collect(),
+    )?;
+    let port_vlan: Vec<String> = dev_ports
+        .iter()
+        .map(|p| Ok(format!("{} : {}", quoted(&p.name)?, p.cfg.untagged_vlan)))
+        .collect::<Result<_, RenderError>>()?;
+    t.set("access_ports", "type ifname", "", &access);
+    t.set("bridge_ports", "type ifname", "", &bridged);
+    let _ = writeln!(t.body, "  map port_vlan {{\n    type ifname : mark");
+    if !port_vlan.is_empty() {
+        let _ = writeln!(t.body, "    elements = {{ {} }}", port_vlan.join(", "));
+    }
+    t.body.push_str("  }\n");
+    t.set("devmac", "type ether_addr", "", &devmac);
+    t.set("samemac", "type ether_addr . ether_addr", "", &samemac);
+    let local4: Vec<String> = opt
+        .local
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(v.to_string()),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let local6: Vec<&Ipv6Addr> = opt
+        .local
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    t.set(LOCAL4, "type ipv4_addr", "", &local4);
+    let l6: Vec<String> = local6.iter().map(|a| a.to_string()).collect();
+    t.set(LOCAL6, "type ipv6_addr", "", &l6);
+    let tl: Vec<String> = local6.iter().map(|a| raw6(a)).collect();
+    t.set(T_LOCAL, "typeof @th,64,128", "", &tl);
+    for (i, (v, ty)) in [("4", "ipv4_addr"), ("6", "ipv6_addr")]
+        .into_iter()
+        .enumerate()
+    {
+        t.set(&format!("dev{v}"), &format!("type {ty}"), "", &dev46[i]);
+        t.set(
+            &format!("bind{v}"),
+            &format!("type {ty} . ether_addr . ifname . mark"),
+            "",
+            &id.bind[i],
+        );
+        t.set(
+            &format!("bind{v}_any"),
+            &format!("type {ty} . ether_addr . ifname"),
+            "",
+            &id.bind_any[i],
+        );
+        t.set(
+            &format!("bindnm{v}"),
+            &format!("type {ty} . ifname . mark"),
+            "",
+            &id.bindnm[i],
+        );
+        t.set(
+            &format!("bindnm{v}_any"),
+            &format!("type {ty} . ifname"),
+            "",
+            &id.bindnm_any[i],
+        );
+        t.set(
+            &format!("macnoip{v}"),
+            "type ether_addr . ifname . mark",
+            "",
+            &id.macnoip[i],
+        );
+        t.set(
+            &format!("macnoip{v}_any"),
+            "type ether_addr . ifname",
+            "",
+            &id.macnoip_any[i],
+        );
+    }
+    t.set(
+        "macbind",
+        "type ether_addr . ifname . mark",
+        "",
+        &id.macbind,
+    );
+    t.set(
+        "macbind_any",
+        "type ether_addr . ifname",
+        "",
+        &id.macbind_any,
+    );
+    t.set("onlink6", "type ipv6_addr . ifname . mark", "", &id.onlink6);
+    t.set(
+        "onlink6_any",
+        "type ipv6_addr . ifname",
+        "",
+        &id.onlink6_any,
+    );
+    t.set("same4", "typeof ip saddr . @th,192,32", "", &same4);
+    t.set("same6", "typeof ip6 saddr . @th,256,128", "", &same6);
+    t.set("t_dev6", "typeof @th,64,128", "", &t_dev6);
+    t.set(
+        "t_bind6",
+        "typeof @th,64,128 . ether saddr . iifname . meta mark",
+        "",
+        &id.t_bind6,
+    );
+    t.set(
+        "t_bind6_any",
+        "typeof @th,64,128 . ether saddr . iifname",
+        "",
+        &id.t_bind6_any,
+    );
+    t.set(
+        "t_bindnm6",
+        "typeof @th,64,128 . iifname . meta mark",
+        "",
+        &id.t_bindnm6,
+    );
+    t.set(
+        "t_bindnm6_any",
+        "typeof @th,64,128 . iifname",
+        "",
+        &id.t_bindnm6_any,
+    );
+    t.set("portcfg", "type ether_addr . ifname", "", &portcfg);
+    t.set("portcfg_mac", "type ether_addr", "", &portcfg_mac);
+    // Written by the packet path: link-local owners (FCFS, refreshed by use) and pins.
+    let dynamic_ll =
+        format!("flags dynamic,timeout\n    timeout {LL_TIMEOUT_S}s\n    size {MAX_LL_OWNERS}");
+    let owners: Vec<String> = opt
+        .carried
+        .link_local
+        .iter()
+        .map(|(a, m)| format!("{} . {}", raw6(a), mac(m)))
+        .collect();
+    let claimed: Vec<String> = opt
+        .carried
+        .link_local
+        .iter()
+        .map(|(a, _)| raw6(a))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    t.set(
+        LL_OWNER,
+        "typeof @nh,64,128 . ether saddr",
+        &dynamic_ll,
+        &owners,
+    );
+    t.set(LL_CLAIMED, "typeof @nh,64,128", &dynamic_ll, &claimed);
+    let dynamic_pin = format!("flags dynamic\n    size {MAX_PORT_PINS}");
+    let mut pin_port = Vec::new();
+    let mut pinned = Vec::new();
+    for (m, port) in &opt.carried.pins {
+        pin_port.push(format!("{} . {}", mac(m), quoted(port)?));
+        pinned.push(mac(m));
+    }
+    t.set(
+        PIN_PORT,
+        "type ether_addr . ifname",
+        &dynamic_pin,
+        &pin_port,
+    );
+    t.set(PINNED, "type ether_addr", &dynamic_pin, &pinned);
+    if opt.log_group.is_some() {
+        t.set(
+            super::render::EVENT_METER,
+            "type ether_addr",
+            &format!(
+                "flags dynamic,timeout\n    timeout {}s\n    size {}",
+                super::render::EVENT_METER_TIMEOUT_S,
+                super::render::EVENT_METER_SIZE
+            ),
+            &[],
+        );
+    }
+
+    chains(&mut t, m.site.flags);
+
+    let table = quoted_table(opt.table)?;
+    let mut build = String::new();
+    // `add` makes the `delete` valid when the table does not exist yet.
+    let _ = writeln!(build, "add table netdev {table}");
+    let _ = writeln!(build, "delete table netdev {table}");
+    let _ = writeln!(build, "table netdev {table} {{\n{}}}", t.body);
+    let mut hook = String::new();
+    for (i, p) in opt.ports.iter().enumerate() {
+        let side = if p.cfg.side == SIDE_DEVICES {
+            "from_devices"
+        } else {
+            "from_upstream"
+        };
+        let _ = writeln!(
+            hook,
+            "add chain netdev {table} in_{i} {{ type filter hook ingress device {} priority -500; policy accept; }}",
+            quoted(&p.name)?
+        );
+        let _ = writeln!(hook, "add rule netdev {table} in_{i} jump {side}");
+    }
+    Ok(Frame {
+        table: opt.table.to_string(),
+        build,
+        hook,
+    })
+}
+
+/// A table name lazaret chose (`lazaret`, `lazaret_b`); checked like an interface name.
+fn quoted_table(name: &str) -> Result<String, RenderError> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name.to_string())
+    } else {
+        Err(RenderError::BadName(name.to_string()))
+    }
+}
+
+const ETH_8021Q: &str = "0x8100";
+const TAG: &str = "{ 0x8100, 0x88a8 }";
+const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
+
+fn chains(t: &mut Text, site_flags: u32) {
+    for side in [Side::Devices, Side::Upstream] {
+        t.chain(&format!("frame_{}", side.name()), |t| {
+            frame(t, side, site_flags)
+        });
+    }
+    t.chain("from_upstream", |t| {
+        t.line("jump frame_upstream");
+        // ARP arriving from upstream is not lazaret's to judge (XDP: pass_unmanaged).
+        t.decide(Side::Upstream, "meta protocol arp", Reason::PassUnmanaged);
+    });
+    let d = Side::Devices;
+    t.chain("from_devices", |t| {
+        t.line("jump frame_devices");
+        // The frame's VLAN in the mark: the tag's VID, or what the port gives untagged and
+        // priority-tagged frames.
+        t.line(&format!(
+            "@ll,96,16 {ETH_8021Q} vlan id != 0 meta mark set vlan id"
+        ));
+        t.line(&format!(
+            "@ll,96,16 {ETH_8021Q} vlan id 0 meta mark set iifname map @port_vlan"
+        ));
+        t.line(&format!(
+            "@ll,96,16 != {ETH_8021Q} meta mark set iifname map @port_vlan"
+        ));
+        // Servers' messages from a device port come before identity, as in the XDP program.
+        t.decide(d, "meta protocol ip udp sport 67", Reason::DenyRogueDhcp);
+        t.decide(d, "meta protocol ip6 udp sport 547", Reason::DenyRogueDhcp);
+        t.decide(
+            d,
+            "icmpv6 type { nd-router-advert, nd-redirect }",
+            Reason::DenyRogueRa,
+        );
+        t.line("meta protocol arp goto arp_id");
+        t.line("meta protocol ip goto ip4_id");
+        t.line("meta protocol ip6 goto ip6_id");
+    });
+    let unknown = if site_flags & SITE_F_UNKNOWN_AUDIT != 0 {
+        Reason::UnknownAudit
+    } else {
+        Reason::DenyUnknown
+    };
+
+    // ARP: the sender's own binding only (`judge_arp`). The inet table never sees ARP, so
+    // passing it is counted here.
+    t.chain("arp_id", |t| {
+        t.decide(
+            d,
+            "ether saddr @devmac arp saddr ether . ether saddr != @samemac",
+            Reason::DenySpoof,
+        );
+        t.line("arp saddr ip . ether saddr . iifname . meta mark @bind4 goto arp_ok");
+        t.line("arp saddr ip . ether saddr . iifname @bind4_any goto arp_ok");
+        t.line("arp saddr ip . iifname . meta mark @bindnm4 goto arp_ok");
+        t.line("arp saddr ip . iifname @bindnm4_any goto arp_ok");
+        t.decide(d, "arp saddr ip @dev4", Reason::DenySpoof);
+        t.line("arp saddr ip 0.0.0.0 ether saddr . iifname . meta mark @macbind goto arp_ok");
+        t.line("arp saddr ip 0.0.0.0 ether saddr . iifname @macbind_any goto arp_ok");
+        t.line("arp saddr ip != @local4 ether saddr . iifname . meta mark @macnoip4 goto arp_ok");
+        t.line("arp saddr ip != @local4 ether saddr . iifname @macnoip4_any goto arp_ok");
+        t.decide(d, "ether saddr @devmac", Reason::DenySpoof);
+        t.decide(d, "", unknown);
+    });
+    t.chain("arp_ok", |t| {
+        t.line("iifname @bridge_ports jump port_pin");
+        let r = if t.neighbor {
+            Reason::AllowNeighbor
+        } else {
+            Reason::DenyNoRule
+        };
+        t.decide(d, "", r);
+    });
+
+    // IP: `identify_source`. A frame passing identity returns to the kernel (and the inet
+    // table judges its flow); the inet table counts it.
+    for (f, ip, unspecified) in [("4", "ip", "0.0.0.0"), ("6", "ip6", "::")] {
+        t.chain(&format!("ip{f}_id"), |t| {
+            let not_ll = if f == "6" {
+                " ip6 saddr != fe80::/10"
+            } else {
+                ""
+            };
+            t.line(&format!(
+                "{ip} saddr != {unspecified}{not_ll} {ip} saddr @dev{f} goto ip{f}_bound"
+            ));
+            t.line(&format!("ether saddr @devmac goto ip{f}_bymac"));
+            if unknown.passes() {
+                // Unknown and audited: the inet table reports it.
+                t.line("return");
+            } else {
+                t.decide(d, "", unknown);
+            }
+        });
+        t.chain(&format!("ip{f}_bound"), |t| {
+            t.line(&format!(
+                "{ip} saddr . ether saddr . iifname . meta mark @bind{f} goto ip{f}_ok"
+            ));
+            t.line(&format!(
+                "{ip} saddr . ether saddr . iifname @bind{f}_any goto ip{f}_ok"
+            ));
+            t.line(&format!(
+                "{ip} saddr . iifname . meta mark @bindnm{f} goto ip{f}_ok"
+            ));
+            t.line(&format!(
+                "{ip} saddr . iifname @bindnm{f}_any goto ip{f}_ok"
+            ));
+            t.decide(d, "", Reason::DenySpoof);
+        });
+        t.chain(&format!("ip{f}_bymac"), |t| {
+            let zero = if f == "6" {
+                "ip6 saddr { ::, fe80::/10 }"
+            } else {
+                "ip saddr 0.0.0.0"
+            };
+            let keyed = "ether saddr . iifname . meta mark @macbind";
+            let any = "ether saddr . iifname @macbind_any";
+            if f == "6" {
+                // A link-local source is the sender's only if no other MAC owns it.
+                for k in [keyed, any] {
+                    t.line(&format!("ip6 saddr fe80::/10 {k} jump ll_source"));
+                }
+            }
+            t.line(&format!("{zero} {keyed} goto ip{f}_ok"));
+            t.line(&format!("{zero} {any} goto ip{f}_ok"));
+            t.line(&format!(
+                "{ip} saddr != @local{f} ether saddr . iifname . meta mark @macnoip{f} goto ip{f}_ok"
+            ));
+            t.line(&format!(
+                "{ip} saddr != @local{f} ether saddr . iifname @macnoip{f}_any goto ip{f}_ok"
+            ));
+            t.decide(d, "", Reason::DenySpoof);
+        });
+    }
+    t.chain("ip4_ok", |t| {
+        t.line("iifname @bridge_ports jump port_pin");
+        // A device's ICMP error is about a packet it received: its source is the quoted
+        // packet's destination (XDP: `judge_related`; the destination side conntrack checks).
+        t.decide(
+            d,
+            "icmp type { destination-unreachable, time-exceeded, parameter-problem } ip saddr . @th,192,32 != @same4",
+            Reason::DenyIcmpError,
+        );
+    });
+    t.chain("ip6_ok", |t| {
+        t.line("iifname @bridge_ports jump port_pin");
+        t.decide(
+            d,
+            "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } ip6 saddr . @th,256,128 != @same6",
+            Reason::DenyIcmpError,
+        );
+        if t.neighbor {
+            t.line(
+                "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report } goto nd",
+            );
+        }
+    });
+
+    // Neighbor discovery and MLD are link-scope (`judge_ndp`).
+    t.chain("nd", |t| {
+        let ndp = "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }";
+        let mld = "icmpv6 type { mld-listener-report, mld-listener-done, mld2-listener-report }";
+        t.decide(
+            d,
+            &format!("{ndp} ip6 hoplimit != 255"),
+            Reason::DenyNdScope,
+        );
+        t.decide(d, &format!("{mld} ip6 hoplimit != 1"), Reason::DenyNdScope);
+        t.decide(
+            d,
+            &format!("{mld} ip6 daddr != ff00::/8"),
+            Reason::DenyNdScope,
+        );
+        t.line(&format!("{mld} return"));
+        t.line("ip6 daddr & ff0f:: == ff02:: goto nd_target");
+        t.line("ip6 daddr fe80::/10 goto nd_target");
+        t.line("ip6 daddr @local6 goto nd_target");
+        t.line("ip6 daddr . iifname . meta mark @onlink6 goto nd_target");
+        t.line("ip6 daddr . iifname @onlink6_any goto nd_target");
+        t.decide(d, "", Reason::DenyNdScope);
+    });
+    // An NA advertises only an address of its sender.
+    t.chain("nd_target", |t| {
+        t.line("icmpv6 type != nd-neighbor-advert return");
+        t.decide(d, "@th,64,128 @t_local", Reason::DenySpoof);
+        t.line("@th,64,128 . ether saddr . iifname . meta mark @t_bind6 return");
+        t.line("@th,64,128 . ether saddr . iifname @t_bind6_any return");
+        t.line("@th,64,128 . iifname . meta mark @t_bindnm6 return");
+        t.line("@th,64,128 . iifname @t_bindnm6_any return");
+        t.decide(d, "@th,64,128 @t_dev6", Reason::DenySpoof);
+        let ll = "@th,64,16 & 0xffc0 == 0xfe80";
+        t.line(&format!(
+            "{ll} @th,64,128 . ether saddr @{LL_OWNER} update @{LL_OWNER} {{ @th,64,128 . ether saddr }} update @{LL_CLAIMED} {{ @th,64,128 }} return"
+        ));
+        t.decide(d, &format!("{ll} @th,64,128 @{LL_CLAIMED}"), Reason::DenySpoof);
+        t.line(&format!(
+            "{ll} add @{LL_OWNER} {{ @th,64,128 . ether saddr }} add @{LL_CLAIMED} {{ @th,64,128 }} return"
+        ));
+        t.decide(d, "", Reason::DenySpoof);
+    });
+    // First come, first served ownership of a link-local source (RFC 6620).
+    t.chain("ll_source", |t| {
+        t.decide(d, "ip6 saddr @local6", Reason::DenySpoof);
+        t.line(&format!(
+            "@nh,64,128 . ether saddr @{LL_OWNER} update @{LL_OWNER} {{ @nh,64,128 . ether saddr }} update @{LL_CLAIMED} {{ @nh,64,128 }} return"
+        ));
+        t.decide(d, &format!("@nh,64,128 @{LL_CLAIMED}"), Reason::DenySpoof);
+        t.line(&format!(
+            "add @{LL_OWNER} {{ @nh,64,128 . ether saddr }} add @{LL_CLAIMED} {{ @nh,64,128 }}"
+        ));
+    });
+    // Behind a bridge, the configured port or the one the MAC was first seen on.
+    t.chain("port_pin", |t| {
+        t.line("ether saddr @portcfg_mac ether saddr . iifname @portcfg return");
+        t.decide(d, "ether saddr @portcfg_mac", Reason::DenySpoof);
+        t.line("ether saddr != @devmac return");
+        t.line(&format!("ether saddr . iifname @{PIN_PORT} return"));
+        t.decide(d, &format!("ether saddr @{PINNED}"), Reason::DenySpoof);
+        t.line(&format!(
+            "add @{PINNED} {{ ether saddr }} add @{PIN_PORT} {{ ether saddr . iifname }}"
+        ));
+    });
+}
+
+/// The parser's checks (`parse.rs`), on both sides.
+fn frame(t: &mut Text, side: Side, site_flags: u32) {
+    // VLAN tag stack: more than two tags; two (nftables has no QinQ port); an 802.1ad tag
+    // alone; a tag other than a priority tag on an access port.
+    t.decide(
+        side,
+        &format!("@ll,96,16 {TAG} @ll,128,16 {TAG} @ll,160,16 {TAG}"),
+        Reason::DenyVlanDepth,
+    );
+    t.decide(
+        side,
+        &format!("@ll,96,16 {TAG} @ll,128,16 {TAG}"),
+        Reason::DenyVlanTag,
+    );
+    t.decide(side, "@ll,96,16 0x88a8", Reason::DenyVlanTag);
+    if side == Side::Devices {
+        t.decide(
+            side,
+            &format!("iifname @access_ports @ll,96,16 {ETH_8021Q} vlan id != 0"),
+            Reason::DenyVlanTag,
+        );
+    }
+    // Ethertypes: IPv4, IPv6 and ARP (after at most one tag), and link-local control
+    // frames where the site allows them.
+    let other = "meta protocol != { ip, ip6, arp }";
+    if site_flags & SITE_F_L2_CONTROL != 0 {
+        t.decide(
+            side,
+            &format!("{other} {LINK_LOCAL_CONTROL}"),
+            Reason::AllowControl,
+        );
+    }
+    t.decide(side, other, Reason::DenyEthertype);
+    t.decide(
+        side,
+        "meta protocol arp arp htype != 1",
+        Reason::DenyMalformed,
+    );
+    t.decide(
+        side,
+        "meta protocol arp arp ptype != ip",
+        Reason::DenyMalformed,
+    );
+    t.decide(
+        side,
+        "meta protocol arp arp hlen != 6",
+        Reason::DenyMalformed,
+    );
+    t.decide(
+        side,
+        "meta protocol arp arp plen != 4",
+        Reason::DenyMalformed,
+    );
+    // TCP: SYN with FIN or RST.
+    t.decide(
+        side,
+        "tcp flags & (syn | fin) == syn | fin",
+        Reason::DenyTcpFlags,
+    );
+    t.decide(
+        side,
+        "tcp flags & (syn | rst) == syn | rst",
+        Reason::DenyTcpFlags,
+    );
+    // IPv6 extension headers: Hop-by-Hop only first, each of Destination Options and
+    // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds
+    // the first header of each type, so a repeat shows as a header pointing back at its
+    // own type, or at one that points back to it.
+    for m in [
+        "exthdr hbh exists ip6 nexthdr != 0",
+        "hbh nexthdr { 0, 51 }",
+        "dst nexthdr { 0, 51, 60 }",
+        "frag nexthdr { 0, 44, 51 }",
+        "dst nexthdr 44 frag nexthdr 60",
+        "exthdr rt exists",
+        "ip6 nexthdr 51",
+        "meta l4proto { 135, 139, 140, 253, 254 }",
+    ] {
+        t.decide(side, m, Reason::DenyIpv6Ext);
+    }
+    // A fragment that starts inside a TCP header's 20 bytes would rewrite what was judged
+    // (RFC 1858, RFC 5722); the kernel's reassembly drops other overlaps and oversize trains.
+    t.decide(
+        side,
+        "ip frag-off & 0x1fff { 1, 2 } ip protocol tcp",
+        Reason::DenyFragment,
+    );
+    t.decide(
+        side,
+        "frag frag-off { 1, 2 } frag nexthdr tcp",
+        Reason::DenyFragment,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_that_could_escape_their_quotes_are_refused() {
+        assert_eq!(quoted("icu0").ok(), Some("\"icu0\"".to_string()));
+        for bad in ["a\"b", "a b", "a\\b", "", "a/b", "sixteen-chars-xx"] {
+            assert!(quoted(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn raw_keys_are_the_addresses_as_integers() {
+        assert_eq!(
+            raw6(&"fe80::1".parse().expect("addr")),
+            "0xfe800000000000000000000000000001"
+        );
+        assert_eq!(raw4(&Ipv4Addr::new(10, 20, 0, 11)), "0x0a14000b");
+    }
+}

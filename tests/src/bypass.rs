@@ -1,0 +1,482 @@
+//! The bypass lab: a strict policy on a bridge segment, a compromised device on one port,
+//! its neighbour on another, a server behind the gateway, and observers that capture what
+//! arrives. The scenarios of `ns_bypass.rs` send crafted frames from the attacker's port and
+//! look on the far side: the frame must not arrive, and the neighbour's caches and addresses
+//! must not change.
+//!
+//! ```text
+//!  att (mon-icu-01) ── pa ┐
+//!                         br (10.20.0.1, fd00:20::1) ── gateway ── up (10.10.0.1) ── srv (.20, .21)
+//!  bys (mon-icu-02) ── pb ┘
+//! ```
+//!
+//! Both monitors are bound to the bridge and VLAN 20 (the ports are access ports, `vlan =
+//! 20`); their one workflow is HL7 results, TCP 2575 to 10.10.0.20 and fd00:10::20. The
+//! quarantine threshold is out of reach, so a scenario's denied frames do not isolate the
+//! attacker unless the scenario does.
+
+use std::{
+    io::Write,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    daemon::{fmt_mac, Dataplane},
+    frames::Mac,
+    lazaret_bin,
+    netns::{
+        mac_of, send_raw, unique_prefix, veth, wait_until, BpfMount, ChildGuard, Netns, TempDir,
+    },
+};
+
+pub const ATT_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 11);
+pub const BYS_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 12);
+pub const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 20);
+/// A host behind the gateway no workflow reaches.
+pub const DENIED: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 21);
+pub const ATT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x11);
+pub const BYS_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x12);
+pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x20);
+pub const HL7: u16 = 2575;
+
+/// Field order is drop order: the daemon stops first, the namespaces go last.
+pub struct BypassLab {
+    pub daemon: Option<ChildGuard>,
+    pub dataplane: Dataplane,
+    pub bpffs: BpfMount,
+    pub tmp: TempDir,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    pub bridge: String,
+    /// The attacker's and the bystander's interfaces in their namespaces, the gateway's
+    /// ports for them, and the server's interface.
+    pub att_if: String,
+    pub bys_if: String,
+    pub att_port: String,
+    pub bys_port: String,
+    pub srv_if: String,
+    /// The gateway's upstream interface.
+    pub up_if: String,
+    pub att_mac: Mac,
+    pub bys_mac: Mac,
+    /// The bridge's MAC: the gateway as the devices see it.
+    pub gw_mac: Mac,
+    pub gw: Netns,
+    pub att: Netns,
+    pub bys: Netns,
+    pub srv: Netns,
+}
+
+impl BypassLab {
+    /// Builds the topology and starts `lazaret run` on `dataplane`.
+    pub fn start(dataplane: Dataplane) -> Result<Self> {
+        let p = unique_prefix();
+        let gw = Netns::new(format!("{p}gw"))?;
+        let att = Netns::new(format!("{p}att"))?;
+        let bys = Netns::new(format!("{p}bys"))?;
+        let srv = Netns::new(format!("{p}srv"))?;
+        let (att_if, att_port) = (format!("{p}a"), format!("{p}pa"));
+        let (bys_if, bys_port) = (format!("{p}b"), format!("{p}pb"));
+        let (srv_if, up_if) = (format!("{p}s"), format!("{p}up"));
+        let bridge = format!("{p}br");
+        veth(&att, &att_if, None, &gw, &att_port, None)?;
+        veth(&bys, &bys_if, None, &gw, &bys_port, None)?;
+        veth(&srv, &srv_if, None, &gw, &up_if, None)?;
+        gw.exec(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+        for port in [&att_port, &bys_port] {
+            gw.exec(&["ip", "link", "set", port, "master", &bridge])?;
+        }
+        gw.exec(&["ip", "link", "set", &bridge, "up"])?;
+        let addr = |ns: &Netns, a: &str, dev: &str| -> Result<()> {
+            ns.exec(&["ip", "addr", "add", a, "dev", dev, "nodad"])?;
+            Ok(())
+        };
+        addr(&gw, "10.20.0.1/24", &bridge)?;
+        addr(&gw, "fd00:20::1/64", &bridge)?;
+        addr(&gw, "10.10.0.1/24", &up_if)?;
+        addr(&gw, "fd00:10::1/64", &up_if)?;
+        addr(&att, "10.20.0.11/24", &att_if)?;
+        addr(&att, "fd00:20::11/64", &att_if)?;
+        addr(&bys, "10.20.0.12/24", &bys_if)?;
+        addr(&bys, "fd00:20::12/64", &bys_if)?;
+        for a in [
+            "10.10.0.20/24",
+            "10.10.0.21/24",
+            "fd00:10::20/64",
+            "fd00:10::21/64",
+        ] {
+            addr(&srv, a, &srv_if)?;
+        }
+        for ns in [&att, &bys] {
+            ns.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+            ns.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:20::1"])?;
+        }
+        srv.exec(&["ip", "route", "add", "default", "via", "10.10.0.1"])?;
+        srv.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:10::1"])?;
+        gw.set_sysctl("net.ipv4.ip_forward", "1")?;
+        gw.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let att_mac = mac_of(&att, &att_if)?;
+        let bys_mac = mac_of(&bys, &bys_if)?;
+        let gw_mac = mac_of(&gw, &bridge)?;
+
+        let tmp = TempDir::new()?;
+        let bpffs = BpfMount::new(&tmp.path)?;
+        let policy_dir = tmp.path.join("policies");
+        std::fs::create_dir_all(&policy_dir)?;
+        std::fs::write(
+            policy_dir.join("site.toml"),
+            policy(&bridge, &up_if, att_mac, bys_mac),
+        )?;
+        let state = tmp.path.join("state");
+        let config = tmp.path.join("lazaret.toml");
+        let mut text = format!(
+            "dataplane = \"{}\"\npolicy_dir = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n",
+            dataplane.name(),
+            policy_dir.display(),
+            state.display(),
+            bpffs.path.display(),
+            tmp.path.join("control.sock").display()
+        );
+        for port in [&att_port, &bys_port] {
+            text.push_str(&format!(
+                "[[interfaces]]\nname = \"{port}\"\nside = \"devices\"\nbridge = \"{bridge}\"\nvlan = 20\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[[interfaces]]\nname = \"{up_if}\"\nside = \"upstream\"\n"
+        ));
+        std::fs::write(&config, text)?;
+        let mut lab = BypassLab {
+            daemon: None,
+            dataplane,
+            bpffs,
+            tmp,
+            state,
+            config,
+            bridge,
+            att_if,
+            bys_if,
+            att_port,
+            bys_port,
+            srv_if,
+            up_if,
+            att_mac,
+            bys_mac,
+            gw_mac,
+            gw,
+            att,
+            bys,
+            srv,
+        };
+        let bin = lazaret_bin()?;
+        let mut daemon = lab.gw.spawn(&[
+            bin.to_str().context("binary path")?,
+            "run",
+            "--config",
+            lab.config.to_str().context("config path")?,
+        ])?;
+        let ready = lab.state.join("ready");
+        wait_until(Duration::from_secs(30), || {
+            ready.exists() || !daemon.running()
+        });
+        if !ready.exists() {
+            bail!("lazaret run did not start:\n{}", daemon.stop());
+        }
+        lab.daemon = Some(daemon);
+        // The devices speak first from their own ports (as they would long before an
+        // attack), so each is known where it is: resolved neighbours, pinned ports.
+        for (ns, src) in [(&lab.att, ATT_IP), (&lab.bys, BYS_IP)] {
+            let _ = crate::nftlab::tcp_probe(
+                ns,
+                IpAddr::V4(src),
+                IpAddr::V4(SERVER),
+                HL7,
+                Duration::from_millis(500),
+            );
+        }
+        Ok(lab)
+    }
+
+    /// Sends crafted frames out of the attacker's interface.
+    pub fn attack(&self, frames: Vec<Vec<u8>>) -> Result<()> {
+        send_raw(&self.att, &self.att_if, frames)
+    }
+
+    /// Packets the dataplane counted with `reason` on `side`.
+    pub fn packets(&self, reason: lazaret_abi::Reason, side: u8) -> Result<u64> {
+        let stats = match self.dataplane {
+            Dataplane::Xdp => lazaret::datapath::Datapath::pinned_stats(
+                &self
+                    .bpffs
+                    .path
+                    .join(format!("v{}", lazaret_abi::ABI_VERSION)),
+            )?,
+            Dataplane::Nftables => nft_stats(&self.gw)?,
+        };
+        Ok(stats
+            .get(lazaret_abi::stats_index(reason, side) as usize)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    /// Runs the real CLI against this lab's daemon.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(lazaret_bin()?)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "lazaret {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What the daemon printed so far, and the gateway's ruleset (for failure messages).
+    pub fn debug(&self) -> String {
+        let out = self
+            .daemon
+            .as_ref()
+            .map(ChildGuard::output)
+            .unwrap_or_default();
+        let rules = crate::nftlab::list_text(&self.gw).unwrap_or_default();
+        format!("daemon:\n{out}\nruleset:\n{rules}")
+    }
+
+    /// The neighbour entry `addr` in `ns` (`ip neigh show ADDR`), trimmed.
+    pub fn neighbour(ns: &Netns, addr: &str) -> Result<String> {
+        let out = ns.exec(&["ip", "neigh", "show", addr])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// An open TCP connection from `ns` (bound to `src`) to the server's HL7 port.
+    pub fn session(ns: &Netns, src: IpAddr, dst: IpAddr) -> Result<TcpStream> {
+        ns.run(move || -> Result<TcpStream> {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(std::net::SocketAddr::new(src, 0)),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            sock.bind(&std::net::SocketAddr::new(src, 0).into())?;
+            sock.connect_timeout(
+                &std::net::SocketAddr::new(dst, HL7).into(),
+                Duration::from_secs(2),
+            )?;
+            let mut s: TcpStream = sock.into();
+            s.write_all(b"hello")?;
+            Ok(s)
+        })?
+    }
+
+    pub fn fmt(mac: Mac) -> String {
+        fmt_mac(mac)
+    }
+}
+
+impl Drop for BypassLab {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+        let _ = std::fs::remove_dir_all(
+            self.bpffs
+                .path
+                .join(format!("v{}", lazaret_abi::ABI_VERSION)),
+        );
+    }
+}
+
+/// The nftables dataplane's counters by `stats_index`, summed over its tables.
+fn nft_stats(gw: &Netns) -> Result<Vec<u64>> {
+    let nft = lazaret::nft::Nft::in_netns(&gw.name);
+    let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
+    for family in lazaret::nft::dataplane::FAMILIES {
+        for table in lazaret::nft::dataplane::TABLES {
+            for (name, (packets, _)) in nft.counters(family, table)? {
+                for r in lazaret_abi::Reason::ALL {
+                    for side in [lazaret_abi::SIDE_DEVICES, lazaret_abi::SIDE_UPSTREAM] {
+                        if name == lazaret::nft::render::counter_name(r, side) {
+                            out[lazaret_abi::stats_index(r, side) as usize] += packets;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Captures every frame arriving on an interface, in its namespace, for at most 30 s or
+/// until dropped.
+pub struct Observer {
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Observer {
+    pub fn on(ns: &Netns, ifname: &str) -> Result<Observer> {
+        let name = ifname.to_string();
+        let fd = ns.run(move || -> Result<std::os::fd::OwnedFd> {
+            use std::os::fd::FromRawFd;
+            let c = std::ffi::CString::new(name.clone())?;
+            // SAFETY: plain libc calls with valid arguments; the fd is owned at once.
+            unsafe {
+                let index = libc::if_nametoindex(c.as_ptr());
+                if index == 0 {
+                    bail!("no interface {name}");
+                }
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    i32::from((libc::ETH_P_ALL as u16).to_be()),
+                );
+                if fd < 0 {
+                    bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+                }
+                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = index as i32;
+                addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+                let rc = libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    std::ptr::addr_of!(addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if rc != 0 {
+                    bail!("bind: {}", std::io::Error::last_os_error());
+                }
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 50_000,
+                };
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of!(tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                Ok(fd)
+            }
+        })??;
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (frames.clone(), stop.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                // SAFETY: receiving into a buffer we own, on a socket we own.
+                let n = unsafe {
+                    libc::recv(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                    )
+                };
+                if n > 0 {
+                    if let Ok(mut v) = f.lock() {
+                        v.push(buf[..n as usize].to_vec());
+                    }
+                }
+            }
+        });
+        Ok(Observer { frames, stop })
+    }
+
+    /// Whether a frame carrying `marker` arrived, waiting up to `wait` for one.
+    pub fn saw(&self, marker: &[u8], wait: Duration) -> bool {
+        wait_until(wait, || {
+            self.frames.lock().is_ok_and(|v| {
+                v.iter()
+                    .any(|f| f.windows(marker.len()).any(|w| w == marker))
+            })
+        })
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn policy(bridge: &str, up: &str, att: Mac, bys: Mac) -> String {
+    format!(
+        r#"
+[site]
+name = "bypass lab"
+unknown_devices = "deny"
+
+[site.interfaces."{bridge}"]
+side = "devices"
+networks = ["10.20.0.0/24", "fd00:20::/64"]
+
+[site.interfaces."{up}"]
+side = "upstream"
+
+[site.essentials]
+dhcp = false
+dns = false
+ntp = false
+neighbor = true
+
+[classes.patient-monitor]
+description = "Bedside monitors"
+workflows = ["hl7-results"]
+# Out of reach: the scenarios' denied frames must not isolate the attacker by themselves.
+quarantine = {{ after = 100000, within = "1m", action = "isolate" }}
+
+# The monitor sends HL7 results to the interface engine over MLLP (TCP 2575).
+[workflows.hl7-results]
+description = "HL7 ORU results to the interface engine"
+[[workflows.hl7-results.rules]]
+device = "class:patient-monitor"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [2575]
+initiator = "device"
+[[workflows.hl7-results.rules]]
+device = "class:patient-monitor"
+peer = "fd00:10::20/128"
+proto = "tcp"
+ports = [2575]
+initiator = "device"
+
+[[devices]]
+id = "mon-icu-01"
+class = "patient-monitor"
+mac = "{}"
+ipv4 = "10.20.0.11"
+ipv6 = ["fd00:20::11"]
+vlan = 20
+interface = "{bridge}"
+
+[[devices]]
+id = "mon-icu-02"
+class = "patient-monitor"
+mac = "{}"
+ipv4 = "10.20.0.12"
+ipv6 = ["fd00:20::12"]
+vlan = 20
+interface = "{bridge}"
+"#,
+        fmt_mac(att),
+        fmt_mac(bys)
+    )
+}
