@@ -27,6 +27,16 @@ fn positionless(p: &Problem) -> bool {
             | Problem::NoPolicyFiles { .. }
             | Problem::Io { .. }
             | Problem::NotUtf8 { .. }
+            // Files refused before they are read: the path is the position.
+            | Problem::NotRegularFile { .. }
+            | Problem::OutsideRoot { .. }
+            | Problem::SymlinkLoop { .. }
+            | Problem::TooDeep { .. }
+            | Problem::FileTooLarge { .. }
+            | Problem::PolicyTooLarge { .. }
+            | Problem::TooManyFiles { .. }
+            // The count of problems past the reporting limit.
+            | Problem::Omitted { .. }
             // Totals over the whole compiled policy (see compile.rs `check_capacity`).
             | Problem::Capacity { .. }
             // The default server role of an essential, when there is no [site] to point at.

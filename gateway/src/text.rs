@@ -21,9 +21,39 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One CSV cell (RFC 4180), safe to open in a spreadsheet: a value starting like a formula
+/// (`=`, `+`, `-`, `@`, tab, carriage return) is prefixed with `'` so it stays text (OWASP's
+/// CSV injection advice), control characters are escaped, and a cell with a separator,
+/// quote or line break is quoted.
+pub fn csv_cell(v: &str) -> String {
+    let v = printable(v);
+    let mut cell = String::with_capacity(v.len() + 3);
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        cell.push('\'');
+    }
+    cell.push_str(&v);
+    if cell.contains([',', '"', '\n', ';']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{csv_cell, printable};
+
+    #[test]
+    fn csv_cells_cannot_become_formulas_or_break_rows() {
+        assert_eq!(csv_cell("mon-icu-01"), "mon-icu-01");
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("two\nlines"), "two\\u{a}lines");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_plain_text_is_untouched() {

@@ -522,11 +522,7 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
 }
 
 fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\n']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_string()
-    }
+    lazaret::text::csv_cell(f)
 }
 
 fn table(rows: &[DeviceRow]) -> String {
@@ -536,6 +532,7 @@ fn table(rows: &[DeviceRow]) -> String {
     let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
+            // Policy text: control characters escaped before they reach a terminal.
             [
                 r.id.clone(),
                 r.class.clone(),
@@ -560,6 +557,7 @@ fn table(rows: &[DeviceRow]) -> String {
                 format!("{} {}", r.risk, r.risk_band),
                 r.location.clone(),
             ]
+            .map(|c| lazaret::text::printable(&c).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);

@@ -9,6 +9,7 @@
 //! enforcing.
 
 mod attach;
+pub mod compiler;
 pub mod control;
 pub mod deviation;
 pub mod events;
@@ -107,8 +108,14 @@ pub struct Controller {
     pin_dir: PathBuf,
     metrics: Arc<Metrics>,
     compiled: Option<Arc<Compiled>>,
-    /// Loads the policy directory, patching device-only edits into the last compile.
-    reloader: policy::incremental::Reloader,
+    /// Loads the policy directory, patching device-only edits into the last compile, off
+    /// the event loop once serving.
+    compiler: compiler::Compiler,
+    /// Where compile results come back to the loop (set by [`Controller::serve`]).
+    compiled_tx: Option<mpsc::UnboundedSender<compiler::Done>>,
+    /// The trigger of the reload being compiled, and of one asked for meanwhile.
+    reloading: Option<String>,
+    reload_pending: Option<String>,
     /// Attach mode per interface, as reported in metrics and status.
     modes: BTreeMap<String, &'static str>,
     started: Instant,
@@ -140,7 +147,7 @@ impl Controller {
     /// policy must be valid unless a previous generation is already enforcing from the
     /// pinned maps, in which case that one keeps enforcing and the error is logged.
     pub fn start(config: Config) -> Result<Self, DaemonError> {
-        let reloader = policy::incremental::Reloader::new(&config.policy_dir);
+        let compiler = compiler::Compiler::new(&config.policy_dir);
         let mut ifindexes = BTreeMap::new();
         for iface in &config.interfaces {
             let index =
@@ -178,7 +185,10 @@ impl Controller {
             pin_dir,
             metrics: Arc::new(metrics),
             compiled: None,
-            reloader,
+            compiler,
+            compiled_tx: None,
+            reloading: None,
+            reload_pending: None,
             modes: BTreeMap::new(),
             started: Instant::now(),
             quarantines,
@@ -398,12 +408,34 @@ impl Controller {
         Ok(())
     }
 
-    /// Compiles the policy directory and installs it as the next generation. On error the
-    /// enforcing generation is untouched.
+    /// Compiles the policy directory and installs it as the next generation, on this thread
+    /// (at start). On error the enforcing generation is untouched.
     pub fn reload(&mut self) -> Result<ReloadReport, DaemonError> {
+        let job = self.job("start")?;
         self.metrics.reload_attempted();
-        let started = Instant::now();
-        match self.reload_inner(started) {
+        let result = self.compiler.compile(&job);
+        self.finish(job, result)
+    }
+
+    /// The next reload's job: the inactive slot, the next generation.
+    fn job(&mut self, why: &str) -> Result<compiler::Job, DaemonError> {
+        Ok(compiler::Job {
+            slot: self.dp.next_slot()?,
+            generation: self.generation + 1,
+            ifindexes: self.ifindexes.clone(),
+            why: why.to_string(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Installs a compile's result (or reports its failure) and counts it in the metrics.
+    fn finish(
+        &mut self,
+        job: compiler::Job,
+        result: Result<compiler::Output, DaemonError>,
+    ) -> Result<ReloadReport, DaemonError> {
+        let started = job.started;
+        match result.and_then(|out| self.install(job, out)) {
             Ok(r) => {
                 let unix = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -430,26 +462,77 @@ impl Controller {
         }
     }
 
-    fn reload_inner(&mut self, started: Instant) -> Result<ReloadReport, DaemonError> {
-        let dir = self.config.policy_dir.clone();
-        let refused = |errors: String, unreadable: bool| DaemonError::Policy {
-            dir: dir.clone(),
-            errors,
-            unreadable,
+    pub fn datapath_mut(&mut self) -> &mut Datapath {
+        &mut self.dp
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Asks for a reload. Serving, the policy is compiled off the loop and installed when
+    /// the result arrives ([`Self::finish_reload`]); one asked for while another compiles
+    /// runs after it (as one, however many were asked for).
+    fn reload_and_report(&mut self, why: &str) {
+        let Some(tx) = self.compiled_tx.clone() else {
+            // Not serving yet: on this thread.
+            self.report(why, |ctl| ctl.reload());
+            return;
         };
-        let (compiled, how) = self.reloader.load().map_err(|e| {
-            let problems = e.problems();
-            let unreadable = !problems.is_empty()
-                && problems
-                    .iter()
-                    .all(|p| matches!(p, policy::Problem::Io { .. }));
-            refused(e.render(), unreadable)
-        })?;
-        let slot = self.dp.next_slot()?;
-        let generation = self.generation + 1;
-        let contents = compiled
-            .map_contents(slot, generation, &self.ifindexes)
-            .map_err(|e| refused(e.to_string(), false))?;
+        if self.reloading.is_some() {
+            self.reload_pending = Some(why.to_string());
+            return;
+        }
+        match self.job(why) {
+            Ok(job) => {
+                self.metrics.reload_attempted();
+                self.reloading = Some(why.to_string());
+                self.compiler.spawn(job, tx);
+            }
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
+            }
+        }
+    }
+
+    /// A compile finished: install it (the generation flip happens here, on the loop), then
+    /// start a reload asked for meanwhile.
+    fn finish_reload(&mut self, done: compiler::Done) {
+        self.reloading = None;
+        let why = done.job.why.clone();
+        self.report(&why, |ctl| ctl.finish(done.job, done.result));
+        if let Some(next) = self.reload_pending.take() {
+            self.reload_and_report(&next);
+        }
+    }
+
+    fn report(
+        &mut self,
+        why: &str,
+        reload: impl FnOnce(&mut Self) -> Result<ReloadReport, DaemonError>,
+    ) {
+        match reload(self) {
+            Ok(_) => {
+                if let Err(e) = self.write_ready() {
+                    tracing::error!(error = %e, "could not write the ready file");
+                }
+            }
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
+            }
+        }
+    }
+
+    /// Installs a compiled generation: nftables first (a table it refuses fails the reload
+    /// before anything changed), then the XDP maps and the generation switch.
+    fn install(
+        &mut self,
+        job: compiler::Job,
+        (compiled, how, contents): compiler::Output,
+    ) -> Result<ReloadReport, DaemonError> {
+        let started = job.started;
+        let generation = job.generation;
+        let dir = self.config.policy_dir.clone();
         // nftables first: a table it refuses fails the reload before anything changed.
         let sides: Vec<(String, lazaret_abi::IfaceConfig)> = self
             .config
@@ -546,27 +629,6 @@ impl Controller {
         std::fs::write(&tmp, format!("{}\n", self.generation))
             .map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
-    }
-
-    pub fn datapath_mut(&mut self) -> &mut Datapath {
-        &mut self.dp
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    fn reload_and_report(&mut self, why: &str) {
-        match self.reload() {
-            Ok(_) => {
-                if let Err(e) = self.write_ready() {
-                    tracing::error!(error = %e, "could not write the ready file");
-                }
-            }
-            Err(e) => {
-                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
-            }
-        }
     }
 
     /// Reads the datapath's counters into the metrics.
@@ -1277,6 +1339,9 @@ impl Controller {
             what: format!("watching {}", dir.display()),
             source: std::io::Error::other(e),
         })?;
+        // Compiles run off the loop from now on; their results come back here.
+        let (compiled_tx, mut compiled_rx) = mpsc::unbounded_channel();
+        self.compiled_tx = Some(compiled_tx);
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {
@@ -1320,6 +1385,7 @@ impl Controller {
                         Err(e) => tracing::error!(error = %e, "event ring buffer"),
                     }
                 }
+                Some(done) = compiled_rx.recv() => self.finish_reload(done),
                 Some(call) = calls.recv() => {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);

@@ -537,7 +537,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
             group_grants.push((full, restricted));
         }
         match shadow.join() {
-            Ok(d) => c.diags.items.extend(d),
+            Ok(d) => d.into_iter().for_each(|x| c.diags.push(x)),
             Err(e) => std::panic::resume_unwind(e),
         }
         let mismatches: BTreeMap<u32, (Family, Vec<String>)> = mismatches
@@ -691,7 +691,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         return Err(c.fail());
     }
     let mut warnings = policy.warnings.clone();
-    warnings.extend(c.diags.items);
+    warnings.extend(std::mem::take(&mut c.diags).into_items());
     Ok(Compiled {
         site: CompiledSite {
             name: policy.site.name.clone(),
@@ -747,7 +747,7 @@ struct EssentialRules {
 impl<'p> Compiler<'p> {
     fn fail(&mut self) -> PolicyErrors {
         let mut items = self.policy.warnings.clone();
-        items.append(&mut self.diags.items);
+        items.extend(std::mem::take(&mut self.diags).into_items());
         PolicyErrors {
             sources: self.policy.sources.clone(),
             diagnostics: items,
@@ -1189,7 +1189,9 @@ impl<'p> Compiler<'p> {
     }
 
     fn capacities(&mut self, s: &Stats) {
-        self.diags.items.extend(capacity_problems(s));
+        capacity_problems(s)
+            .into_iter()
+            .for_each(|d| self.diags.push(d));
     }
 }
 

@@ -2,6 +2,7 @@
 //! `file:line:col: error: message`, the offending line, a caret and a hint. Pure: no I/O.
 
 use super::source::{Location, Sources, Span};
+use crate::text::printable;
 use serde::Serialize;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -47,6 +48,29 @@ pub enum Problem {
     // === Reading and syntax ===
     #[error("cannot read {path}: {message}")]
     Io { path: String, message: String },
+    #[error("{path} is a {kind}, not a regular file: policy files must be plain files")]
+    NotRegularFile { path: String, kind: &'static str },
+    #[error("{path} is a symbolic link to {target}, outside the policy directory")]
+    OutsideRoot { path: String, target: String },
+    #[error("{path} leads back to a directory already read (a symbolic link loop)")]
+    SymlinkLoop { path: String },
+    #[error("{path} is nested more than {limit} directories deep")]
+    TooDeep { path: String, limit: usize },
+    #[error("{path} is {size} bytes, more than the {limit} bytes a policy file may have")]
+    FileTooLarge { path: String, size: u64, limit: u64 },
+    #[error("the policy files add up to more than {limit} bytes")]
+    PolicyTooLarge { limit: u64 },
+    #[error("more than {limit} policy files")]
+    TooManyFiles { limit: usize },
+    #[error(
+        "{count} more problems (or entries left unchecked) not shown: only the first {shown} are reported, fix these first"
+    )]
+    Omitted {
+        count: usize,
+        shown: usize,
+        /// Whether errors are among them (else only warnings).
+        errors: bool,
+    },
     #[error("{path} is not UTF-8 text")]
     NotUtf8 { path: String },
     #[error("no .toml files under {path}")]
@@ -215,7 +239,8 @@ impl Problem {
             | Problem::ShadowedRule { .. }
             | Problem::LifeCriticalQuarantine { .. }
             | Problem::PeerWithoutAddress { .. }
-            | Problem::RuleMatchesNoDevice { .. } => Severity::Warning,
+            | Problem::RuleMatchesNoDevice { .. }
+            | Problem::Omitted { errors: false, .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -280,30 +305,47 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // Everything here may quote the policy's text, which is input: control characters
+        // are shown escaped, never sent to the terminal (see `crate::text`).
+        let problem = self.problem.to_string();
+        let problem = printable(&problem);
         match self.span {
             Some(span) => {
                 let loc = sources.locate(span);
-                let _ = writeln!(out, "{loc}: {label}: {}", self.problem);
+                let _ = writeln!(out, "{loc}: {label}: {problem}");
                 let (line, from, to) = sources.line_of(span);
+                // The caret under the escaped line: widths of the escaped text before and in
+                // the span.
+                let width = |n: usize| {
+                    printable(&line.chars().take(n).collect::<String>())
+                        .chars()
+                        .count()
+                };
+                let (from, to) = (width(from), width(to));
                 let num = loc.line.to_string();
                 let pad = " ".repeat(num.len());
                 let _ = writeln!(out, "{pad} |");
-                let _ = writeln!(out, "{num} | {line}");
-                let _ = writeln!(out, "{pad} | {}{}", " ".repeat(from), "^".repeat(to - from));
+                let _ = writeln!(out, "{num} | {}", printable(line));
+                let _ = writeln!(
+                    out,
+                    "{pad} | {}{}",
+                    " ".repeat(from),
+                    "^".repeat(to.saturating_sub(from).max(1))
+                );
             }
             None => {
-                let _ = writeln!(out, "{label}: {}", self.problem);
+                let _ = writeln!(out, "{label}: {problem}");
             }
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+            let _ = writeln!(out, "  = hint: {}", printable(hint));
         }
         for note in &self.notes {
             let _ = writeln!(
                 out,
                 "  = note: {}: {}",
                 sources.locate(note.span),
-                note.message
+                printable(&note.message)
             );
         }
         out
@@ -399,19 +441,68 @@ pub(crate) fn plural(n: usize) -> &'static str {
 #[derive(Debug, Default)]
 pub struct Diags {
     pub items: Vec<Diagnostic>,
+    /// Problems past [`MAX_REPORTED`], counted and dropped: a file of a million bad entries
+    /// must not become millions of messages in memory and on a terminal.
+    pub omitted: usize,
+    omitted_errors: bool,
 }
+
+/// Most problems kept (and reported) for one load.
+pub const MAX_REPORTED: usize = 200;
 
 impl Diags {
     pub fn push(&mut self, d: Diagnostic) {
+        if self.items.len() >= MAX_REPORTED {
+            self.omitted += 1;
+            self.omitted_errors |= d.severity() == Severity::Error;
+            return;
+        }
         self.items.push(d);
     }
 
     pub fn err(&mut self, problem: Problem, span: Span) {
-        self.items.push(Diagnostic::at(problem, span));
+        self.push(Diagnostic::at(problem, span));
+    }
+
+    /// Whether every problem that will be reported has been found.
+    pub fn saturated(&self) -> bool {
+        self.items.len() >= MAX_REPORTED
+    }
+
+    /// An entry left unchecked because the problems are [`Self::saturated`]: counted with
+    /// the omitted ones, and the load fails (it has errors already).
+    pub fn skip(&mut self) {
+        self.omitted += 1;
+        self.omitted_errors = true;
+    }
+
+    /// Adds another collection's problems (within the same bound).
+    pub fn extend(&mut self, other: Diags) {
+        self.omitted += other.omitted;
+        self.omitted_errors |= other.omitted_errors;
+        for d in other.items {
+            self.push(d);
+        }
     }
 
     pub fn has_errors(&self) -> bool {
-        self.items.iter().any(|d| d.severity() == Severity::Error)
+        self.omitted_errors || self.items.iter().any(|d| d.severity() == Severity::Error)
+    }
+
+    /// The problems, with one saying how many were left out, if any were.
+    pub fn into_items(self) -> Vec<Diagnostic> {
+        let mut items = self.items;
+        if self.omitted > 0 {
+            items.push(Diagnostic::new(
+                Problem::Omitted {
+                    count: self.omitted,
+                    shown: MAX_REPORTED,
+                    errors: self.omitted_errors,
+                },
+                None,
+            ));
+        }
+        items
     }
 
     /// Sorts by position (file, offset), then by message, for a stable order.

@@ -170,11 +170,11 @@ fn full(dir: &Path) -> Result<Last, PolicyErrors> {
         _ => {
             return Err(PolicyErrors {
                 sources,
-                diagnostics: diags.items,
+                diagnostics: diags.into_items(),
             })
         }
     };
-    policy.warnings = diags.items;
+    policy.warnings = diags.into_items();
     let compiled = compile(&policy)?;
     // A file list that changed between listing and reading: no stamps, so the next load
     // is a full one.
@@ -215,7 +215,9 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
         if stamp.same(&now) {
             continue;
         }
-        let text = String::from_utf8(std::fs::read(path).ok()?).ok()?;
+        // The same careful read as a full load's (no FIFO, nothing past the limits).
+        let mut budget = load::Limits::DEFAULT.total_bytes;
+        let text = load::read_file(path, &load::Limits::DEFAULT, &mut budget).ok()?;
         let old = &last.policy.sources.files().get(i)?.text;
         if *old == text {
             restamped.push((i, now));
@@ -362,13 +364,12 @@ fn patch(dir: &Path, last: &mut Last) -> Option<(Arc<Compiled>, usize)> {
         .filter(|d| d.severity() == Severity::Warning)
         .collect();
     let rewarn = |list: &[super::Diagnostic]| {
-        let mut out = Diags {
-            items: list
-                .iter()
-                .filter(|d| !located_in_changed(d))
-                .cloned()
-                .collect(),
-        };
+        let mut out = Diags::default();
+        out.items = list
+            .iter()
+            .filter(|d| !located_in_changed(d))
+            .cloned()
+            .collect();
         for d in &mut out.items {
             d.span.iter_mut().for_each(shift);
             d.notes.iter_mut().for_each(|n| shift(&mut n.span));

@@ -9,28 +9,51 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What a policy directory may hold. A policy repository is input from pull requests, so
+/// reading it must not be something a file in it can turn against the reader: the limits
+/// bound the time and memory a read can take, far above what a 10,000-device hospital
+/// needs (its inventory is about 4 MB in one file; 10,000 devices with 100,000 rules about
+/// 11 MB in all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest policy file.
+    pub file_bytes: u64,
+    /// Largest sum of all the policy files.
+    pub total_bytes: u64,
+    /// Most `*.toml` files.
+    pub files: usize,
+    /// Deepest directory nesting below the policy directory.
+    pub depth: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        file_bytes: 16 << 20,
+        total_bytes: 64 << 20,
+        files: 10_000,
+        depth: 32,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
 /// The files of a policy directory: every `*.toml` below `dir`, sorted by path, hidden
-/// files and directories (`.git`) skipped.
+/// files and directories (`.git`) skipped, within [`Limits::DEFAULT`] (see [`list`] for
+/// what is refused).
 pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
-    let mut paths = Vec::new();
     let mut diags = Diags::default();
-    collect(dir, &mut paths, &mut diags);
-    paths.sort();
+    let paths = walk(dir, &Limits::DEFAULT, &mut diags);
     let mut files = Vec::with_capacity(paths.len());
+    let mut budget = Limits::DEFAULT.total_bytes;
     for path in paths {
         let name = path.display().to_string();
-        match std::fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => files.push(SourceFile::new(name, text)),
-                Err(_) => diags.push(Diagnostic::new(Problem::NotUtf8 { path: name }, None)),
-            },
-            Err(e) => diags.push(Diagnostic::new(
-                Problem::Io {
-                    path: name,
-                    message: e.to_string(),
-                },
-                None,
-            )),
+        match read_file(&path, &Limits::DEFAULT, &mut budget) {
+            Ok(text) => files.push(SourceFile::new(name, text)),
+            Err(problem) => diags.push(Diagnostic::new(problem, None)),
         }
     }
     if files.is_empty() && !diags.has_errors() {
@@ -44,15 +67,89 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
     if diags.has_errors() {
         return Err(PolicyErrors {
             sources: Arc::new(Sources::new(files)),
-            diagnostics: diags.items,
+            diagnostics: diags.into_items(),
         });
     }
     Ok(files)
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Diags) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+/// One policy file's text, read without trusting what the path is: opened without
+/// blocking (a FIFO swapped in for a checked file cannot hang the reader), required to be a
+/// regular file by the open file itself, and read up to the limits, which it takes from
+/// `budget`.
+pub fn read_file(path: &Path, limits: &Limits, budget: &mut u64) -> Result<String, Problem> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = || path.display().to_string();
+    let io = |e: std::io::Error| Problem::Io {
+        path: name(),
+        message: e.to_string(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(Problem::NotRegularFile {
+            path: name(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    let limit = limits.file_bytes.min(*budget);
+    let too_big = |size: u64| {
+        if size > limits.file_bytes {
+            Problem::FileTooLarge {
+                path: name(),
+                size,
+                limit: limits.file_bytes,
+            }
+        } else {
+            Problem::PolicyTooLarge {
+                limit: limits.total_bytes,
+            }
+        }
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // One byte past the limit tells a file that grew while being read.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    let read = bytes.len() as u64;
+    if read > limit {
+        return Err(too_big(read));
+    }
+    *budget -= read;
+    String::from_utf8(bytes).map_err(|_| Problem::NotUtf8 { path: name() })
+}
+
+/// What a file type is, for an error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "named pipe (FIFO)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// The `*.toml` files below `dir`, sorted, hidden entries skipped. Refused with an error
+/// naming the path: a file that is not a regular file (FIFO, socket, device), a symbolic
+/// link that leaves the policy directory or dangles, a directory reached twice (a link
+/// loop), nesting past the limit, more files than the limit.
+fn walk(dir: &Path, limits: &Limits, diags: &mut Diags) -> Vec<PathBuf> {
+    let root = match std::fs::canonicalize(dir) {
+        Ok(r) => r,
         Err(e) => {
             diags.push(Diagnostic::new(
                 Problem::Io {
@@ -61,20 +158,121 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Diags) {
                 },
                 None,
             ));
-            return;
+            return Vec::new();
         }
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
+    let mut w = Walker {
+        visited: std::collections::HashSet::from([root.clone()]),
+        root,
+        limits,
+        out: Vec::new(),
+        too_many: false,
+        diags,
+    };
+    w.dir(dir, 0);
+    let mut out = w.out;
+    out.sort();
+    out
+}
+
+struct Walker<'a> {
+    root: PathBuf,
+    limits: &'a Limits,
+    /// Directories read so far, by their real path.
+    visited: std::collections::HashSet<PathBuf>,
+    out: Vec<PathBuf>,
+    too_many: bool,
+    diags: &'a mut Diags,
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, p: Problem) {
+        self.diags.push(Diagnostic::new(p, None));
+    }
+
+    fn dir(&mut self, dir: &Path, depth: usize) {
+        if depth > self.limits.depth {
+            self.problem(Problem::TooDeep {
+                path: dir.display().to_string(),
+                limit: self.limits.depth,
+            });
+            return;
         }
-        // Follows symlinks on purpose: a policy repo may link shared inventory files in.
-        if path.is_dir() {
-            collect(&path, out, diags);
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            out.push(path);
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                self.problem(Problem::Io {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let name = || path.display().to_string();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            // A link is followed only inside the policy directory: a repository may link a
+            // shared inventory file in, but never /dev/zero or /proc/self/environ.
+            let meta = if meta.file_type().is_symlink() {
+                match std::fs::canonicalize(&path) {
+                    Err(e) => {
+                        self.problem(Problem::Io {
+                            path: name(),
+                            message: format!("a symbolic link to nothing ({e})"),
+                        });
+                        continue;
+                    }
+                    Ok(real) if !real.starts_with(&self.root) => {
+                        self.problem(Problem::OutsideRoot {
+                            path: name(),
+                            target: real.display().to_string(),
+                        });
+                        continue;
+                    }
+                    Ok(real) => match std::fs::metadata(&real) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.problem(Problem::Io {
+                                path: name(),
+                                message: e.to_string(),
+                            });
+                            continue;
+                        }
+                    },
+                }
+            } else {
+                meta
+            };
+            if meta.is_dir() {
+                let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                if !self.visited.insert(real) {
+                    self.problem(Problem::SymlinkLoop { path: name() });
+                    continue;
+                }
+                self.dir(&path, depth + 1);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                if !meta.file_type().is_file() {
+                    self.problem(Problem::NotRegularFile {
+                        path: name(),
+                        kind: file_kind(&meta.file_type()),
+                    });
+                } else if self.out.len() >= self.limits.files {
+                    if !self.too_many {
+                        self.too_many = true;
+                        self.problem(Problem::TooManyFiles {
+                            limit: self.limits.files,
+                        });
+                    }
+                } else {
+                    self.out.push(path);
+                }
+            }
         }
     }
 }
@@ -104,7 +302,7 @@ pub fn parse_kinds(sources: &Sources, diags: &mut Diags) -> Option<(RawPolicy, V
     let mut raws = Vec::with_capacity(parsed.len());
     for (raw, file_diags, bad) in parsed {
         syntax |= bad;
-        diags.items.extend(file_diags.items);
+        diags.extend(file_diags);
         raws.push(raw);
     }
     if syntax {
@@ -114,13 +312,11 @@ pub fn parse_kinds(sources: &Sources, diags: &mut Diags) -> Option<(RawPolicy, V
     Some((merge(raws, diags), kinds))
 }
 
-/// The `*.toml` files below `dir` in the order [`read_dir`] reads them, or `None` if a
-/// directory cannot be read.
+/// The `*.toml` files below `dir` in the order [`read_dir`] reads them, or `None` if one of
+/// them is refused or a directory cannot be read.
 pub fn list(dir: &Path) -> Option<Vec<PathBuf>> {
-    let mut paths = Vec::new();
     let mut diags = Diags::default();
-    collect(dir, &mut paths, &mut diags);
-    paths.sort();
+    let paths = walk(dir, &Limits::DEFAULT, &mut diags);
     (!diags.has_errors()).then_some(paths)
 }
 

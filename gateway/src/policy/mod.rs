@@ -87,12 +87,12 @@ pub fn parse_sources(files: Vec<SourceFile>) -> Result<Policy, PolicyErrors> {
     diags.sort();
     match policy {
         Some(mut p) if !diags.has_errors() => {
-            p.warnings = diags.items;
+            p.warnings = diags.into_items();
             Ok(p)
         }
         _ => Err(PolicyErrors {
             sources,
-            diagnostics: diags.items,
+            diagnostics: diags.into_items(),
         }),
     }
 }

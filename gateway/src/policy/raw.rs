@@ -246,11 +246,14 @@ pub fn read_file(file: u32, doc: &DeTable<'_>, diags: &mut Diags) -> RawFile {
     }
     for (name, t) in cx.named_tables(&top, "workflows", "workflow") {
         cx.check_keys(&t, WORKFLOW_KEYS);
-        let rules = cx
-            .tables(&t, "rules", &format!("a rule of workflow `{}`", name.v))
-            .into_iter()
-            .map(|r| cx.rule(&r, RULE_KEYS))
-            .collect();
+        let mut rules = Vec::new();
+        for r in cx.tables(&t, "rules", &format!("a rule of workflow `{}`", name.v)) {
+            if cx.diags.saturated() {
+                cx.diags.skip();
+                continue;
+            }
+            rules.push(cx.rule(&r, RULE_KEYS));
+        }
         out.workflows.push(RawWorkflow {
             description: cx.string(&t, "description"),
             mode: cx.string(&t, "mode"),
@@ -260,6 +263,13 @@ pub fn read_file(file: u32, doc: &DeTable<'_>, diags: &mut Diags) -> RawFile {
         });
     }
     for t in cx.tables(&top, "devices", "a [[devices]] entry") {
+        // A file that has already produced every problem that will be reported is not
+        // checked further: a million bad entries would otherwise cost minutes for messages
+        // nobody sees.
+        if cx.diags.saturated() {
+            cx.diags.skip();
+            continue;
+        }
         out.devices.push(cx.device(&t));
     }
     out

@@ -113,7 +113,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
     };
     let mut workflows = BTreeMap::new();
     for part in parts {
-        v.diags.items.extend(part.diags.items);
+        v.diags.extend(part.diags);
         v.used_roles.extend(part.used_roles);
         v.named_devices.extend(part.named_devices);
         for w in part.workflows {

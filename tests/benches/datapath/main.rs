@@ -25,7 +25,7 @@ use lazaret_abi::*;
 use lazaret_tests::frames::{Ext, ETH_8021AD, ETH_8021Q, TCP_ACK, TCP_SYN};
 
 use flows::{Flow, Policy, Shape, LO, PROBE_SPORT};
-use measure::{action_for, check_counted, expect_one, NewFlows, XDP_PASS};
+use measure::{action_for, check_counted, expect_one_on, NewFlows, XDP_PASS};
 
 const DEVICES: usize = 10_000;
 const RULE_COUNTS: [usize; 3] = [1, 1_000, 100_000];
@@ -65,6 +65,9 @@ pub struct Path {
     /// lazaret program before timing; the last one is the check of the timed path itself.
     setup: Vec<(u8, Vec<u8>, Reason)>,
     timed: Timed,
+    /// The outer VLAN of the device port the path's device frames arrive on (a QinQ port),
+    /// or 0.
+    outer_vlan: u16,
 }
 
 /// The programs: index 0 is the baseline, then one per rule count.
@@ -244,6 +247,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::AllowRule,
             setup: vec![probe(PROBE_SPORT)],
             timed: Timed::NewFlows(vec![new_flows.clone(); programs], Table::Room),
+            outer_vlan: 0,
         },
         Path {
             key: "allowed_new_flow_table_full",
@@ -256,6 +260,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::AllowRule,
             setup: vec![probe(PROBE_SPORT - 1)],
             timed: Timed::NewFlows(vec![new_flows; programs], Table::Full),
+            outer_vlan: 0,
         },
         Path {
             key: "established_flow",
@@ -265,6 +270,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::AllowFlow,
             timed: Timed::Repeat(last_frame(&est)?),
             setup: est,
+            outer_vlan: 0,
         },
         Path {
             key: "denied",
@@ -274,6 +280,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::DenyNoRule,
             setup: vec![(SIDE_DEVICES, denied_syn.clone(), Reason::DenyNoRule)],
             timed: Timed::Repeat(denied_syn),
+            outer_vlan: 0,
         },
         Path {
             key: "unknown_device",
@@ -283,6 +290,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::DenyUnknown,
             setup: vec![(SIDE_DEVICES, unknown_syn.clone(), Reason::DenyUnknown)],
             timed: Timed::Repeat(unknown_syn),
+            outer_vlan: 0,
         },
         Path {
             key: "ipv6_two_ext_headers",
@@ -295,6 +303,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::AllowFlow,
             timed: Timed::Repeat(last_frame(&est6)?),
             setup: est6,
+            outer_vlan: 0,
         },
         Path {
             key: "qinq_vlan",
@@ -304,6 +313,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             reason: Reason::AllowFlow,
             timed: Timed::Repeat(last_frame(&est_qinq)?),
             setup: est_qinq,
+            outer_vlan: 300,
         },
     ])
 }
@@ -314,11 +324,20 @@ fn setup(progs: &mut Programs, paths: &[Path]) -> Result<()> {
     let (baseline, lazaret) = progs.dps.split_at_mut(1);
     for p in paths {
         for (dp, pol) in lazaret.iter_mut().zip(&progs.policies) {
+            // A QinQ path's device frames arrive on a QinQ port; replies come untagged.
+            let port = |side: u8| IfaceConfig {
+                outer_vlan: if side == SIDE_DEVICES {
+                    p.outer_vlan
+                } else {
+                    0
+                },
+                ..IfaceConfig::new(side)
+            };
             for (i, (side, frame, reason)) in p.setup.iter().enumerate() {
                 let what = format!("{} with {} rules, frame {}", p.key, pol.rules, i + 1);
-                expect_one(dp, *side, frame, *reason, &what)?;
+                expect_one_on(dp, port(*side), frame, *reason, &what)?;
             }
-            dp.set_interface(LO, SIDE_DEVICES)?;
+            dp.set_interface_config(LO, port(SIDE_DEVICES))?;
         }
         let frame = &p.setup.last().context("a path without frames")?.1;
         let action = baseline[0].test_run(frame)?;
@@ -444,6 +463,17 @@ fn time(progs: &mut Programs, p: &mut Path, t: usize, reps: u32) -> Result<f64> 
     } else {
         action_for(p.reason)
     };
+    // The path's port: a QinQ path's frames arrive on a QinQ port. (Not on the baseline,
+    // which has no interface map.)
+    if t > 0 {
+        dp.set_interface_config(
+            LO,
+            IfaceConfig {
+                outer_vlan: p.outer_vlan,
+                ..IfaceConfig::new(SIDE_DEVICES)
+            },
+        )?;
+    }
     let before = if t == 0 { Vec::new() } else { dp.stats()? };
     let ns = match &mut p.timed {
         Timed::Repeat(frame) => measure::repeated(dp, frame, reps, want)?,
@@ -455,6 +485,8 @@ fn time(progs: &mut Programs, p: &mut Path, t: usize, reps: u32) -> Result<f64> 
         }
     };
     if t > 0 {
+        // Back to the plain device port the other phases (table fills, floors) expect.
+        dp.set_interface(LO, SIDE_DEVICES)?;
         let after = dp.stats()?;
         let rules = progs.policies.get(t - 1).map_or(0, |p| p.rules);
         let what = format!("{} with {rules} rules, {reps} timed packets", p.key);

@@ -67,15 +67,17 @@ pub fn check_counted(
     Ok(())
 }
 
-/// Runs one frame on `side` and checks the action and that exactly this reason was counted.
-pub fn expect_one(
+/// Runs one frame on loopback configured as `port` and checks the action and that exactly
+/// this reason was counted (on the port's side).
+pub fn expect_one_on(
     dp: &mut Datapath,
-    side: u8,
+    port: IfaceConfig,
     frame: &[u8],
     reason: Reason,
     what: &str,
 ) -> Result<()> {
-    dp.set_interface(LO, side)?;
+    let side = port.side;
+    dp.set_interface_config(LO, port)?;
     let before = dp.stats()?;
     let action = dp.test_run(frame)?;
     let after = dp.stats()?;
