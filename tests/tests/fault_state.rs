@@ -1,8 +1,11 @@
 //! Faults in the state directory under a running daemon: full, then read-only. The state
 //! directory is a tiny tmpfs mounted on the lab's own temporary directory (unmounted on
 //! drop), so "full" and "read-only" are real ENOSPC and EROFS. A quarantine ordered then is
-//! enforced by the datapath at once (the device's session is cut), the failure to persist
-//! it is logged clearly, and the quarantine file already there is never truncated.
+//! enforced by the datapath at once (the device's session is cut), and the failure to
+//! persist it is never silent: the CLI command exits non-zero with the reason, `status`
+//! lists it, `lazaret_state_persisted` is 0 (the alert's input), and the quarantine file
+//! already there is never truncated. After a restart, the quarantine the datapath enforces
+//! but the file does not know is listed as recovered and can be released.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -104,15 +107,23 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
     assert!(round_trip(&mut session));
     let filled = fill(&lab.state_dir);
     assert!(filled > 0);
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "disk full",
-    ])?;
+    let refused = lab
+        .cli(&[
+            "quarantine",
+            "add",
+            "mon-icu-01",
+            "--action",
+            "isolate",
+            "--reason",
+            "disk full",
+        ])
+        .expect_err("a quarantine that cannot be persisted makes the CLI fail");
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("is enforced, but the state directory could not record it")
+            && refused.contains("No space left"),
+        "the CLI does not say what happened: {refused}"
+    );
     assert!(
         !round_trip(&mut session),
         "isolate not enforced with a full state directory"
@@ -120,7 +131,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
     assert!(lab.connect(2575, Duration::from_millis(500)).is_err());
     let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
     assert!(
-        log.contains("could not persist the quarantine state") && log.contains("No space left"),
+        log.contains("could not write the state directory") && log.contains("No space left"),
         "no clear error for a full state directory:\n{log}"
     );
     assert_eq!(
@@ -128,39 +139,93 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
         before,
         "quarantine.json changed or was truncated"
     );
-    let status = lab.cli(&["quarantine", "list"])?;
-    assert!(status.to_string().contains("isolate"), "{status}");
+    let listed = lab.cli(&["quarantine", "list"])?;
+    assert!(listed.to_string().contains("isolate"), "{listed}");
+    let status = lab.cli(&["status"])?;
+    assert!(
+        status["state_errors"]["quarantine"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left")),
+        "status does not show the failure: {status}"
+    );
+    assert_eq!(lab.metric("lazaret_state_persisted")?, Some(0.0));
+    assert!(lab
+        .metric(r#"lazaret_state_persist_failures_total{state="quarantine"}"#)?
+        .is_some_and(|n| n >= 1.0));
 
-    // Read-only: a release is enforced (the device works again), the file is intact.
+    // Read-only: a release is enforced (the device works again), the CLI still fails, the
+    // file is intact.
     std::fs::remove_file(lab.state_dir.join("filler"))?;
     state.remount("ro")?;
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "mon-icu-01",
-        "--reason",
-        "read-only test",
-    ])?;
+    let refused = lab
+        .cli(&[
+            "quarantine",
+            "release",
+            "mon-icu-01",
+            "--reason",
+            "read-only test",
+        ])
+        .expect_err("a release that cannot be persisted makes the CLI fail");
+    assert!(
+        refused.to_string().contains("Read-only file system"),
+        "{refused}"
+    );
     let mut fresh = lab.connect(2575, Duration::from_millis(800))?;
     assert!(
         round_trip(&mut fresh),
         "release not enforced with a read-only state directory"
-    );
-    let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
-    assert!(
-        log.contains("Read-only file system"),
-        "no clear error for a read-only state directory:\n{log}"
     );
     assert_eq!(
         quarantine_file(&lab),
         before,
         "quarantine.json changed on a read-only fs"
     );
+
+    // A quarantine the file never learns of, then a restart: recovered from the datapath,
+    // listed as such, and releasable.
+    assert!(lab
+        .cli(&[
+            "quarantine",
+            "add",
+            "mon-icu-01",
+            "--action",
+            "isolate",
+            "--reason",
+            "read-only",
+        ])
+        .is_err());
+    assert!(!round_trip(&mut fresh), "isolate not enforced (read-only)");
     state.remount("rw")?;
+    lab.stop();
+    lab.start()?;
+    let listed = lab.cli(&["quarantine", "list"])?;
+    assert_eq!(
+        (
+            listed["mon-icu-01"]["action"].as_str(),
+            listed["mon-icu-01"]["recovered"].as_bool()
+        ),
+        (Some("isolate"), Some(true)),
+        "the quarantine the datapath enforces is not listed as recovered: {listed}"
+    );
+    assert!(
+        lab.connect(2575, Duration::from_millis(500)).is_err(),
+        "still isolated after the restart"
+    );
+    assert_eq!(lab.metric("lazaret_state_persisted")?, Some(1.0));
+    lab.cli(&[
+        "quarantine",
+        "release",
+        "mon-icu-01",
+        "--reason",
+        "recovered, checked",
+    ])?;
+    let mut after = lab.connect(2575, Duration::from_millis(800))?;
+    assert!(round_trip(&mut after), "the recovered quarantine released");
+    assert!(quarantine_file(&lab)["devices"].get("mon-icu-01").is_none());
     record_figure(
         "fault_state::full_or_read_only_state_directory_still_enforces_quarantines",
         &format!(
-            "ENOSPC after {} KiB and EROFS: quarantine and release enforced, state file intact",
+            "ENOSPC after {} KiB and EROFS: quarantine and release enforced, CLI non-zero, state file intact; recovered after restart",
             filled / 1024
         ),
     );

@@ -122,3 +122,35 @@ fn every_alert_has_a_delay_a_severity_and_guidance() {
         );
     }
 }
+
+#[test]
+fn every_alert_links_its_section_of_the_runbook() {
+    let runbook = std::fs::read_to_string(rules_dir().join("../../docs/runbook.md"))
+        .expect("docs/runbook.md");
+    // GitHub's heading anchors: `## LazaretDown` → `#lazaretdown`.
+    let anchors: Vec<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    for (alert, body) in alerts(&read(RULES)) {
+        let url = body
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("runbook_url: "))
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let anchor = url
+            .trim_matches('"')
+            .rsplit_once("runbook.md#")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("{alert}'s runbook_url does not point into runbook.md"));
+        assert_eq!(
+            anchor,
+            alert.to_lowercase(),
+            "{alert} links another section"
+        );
+        assert!(
+            anchors.contains(&anchor),
+            "docs/runbook.md has no section for {alert}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ use lazaret::{
         events,
         quarantine::Action,
     },
+    text::printable,
 };
 
 #[derive(Debug, Args)]
@@ -129,9 +130,28 @@ pub fn status(target: Target) -> anyhow::Result<ExitCode> {
             d["devices"],
             d["quarantined"]
         );
+        match d["policy"].as_str() {
+            Some("last_known_good") => {
+                out += "policy: the LAST-KNOWN-GOOD from the state directory (the repository was refused at start)\n"
+            }
+            Some("pinned") => {
+                out += "policy: the generation pinned by an earlier run (the repository was refused at start)\n"
+            }
+            Some("none") => {
+                out += "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
+            }
+            _ => {}
+        }
+        if let Some(held) = d["held"].as_array().filter(|h| !h.is_empty()) {
+            let names: Vec<&str> = held.iter().filter_map(|h| h.as_str()).collect();
+            out += &format!("held closed: {}\n", printable(&names.join(", ")));
+        }
         if let Some(ifaces) = d["interfaces"].as_object() {
             for (name, mode) in ifaces {
-                out += &format!("  interface {name}: XDP {}\n", mode.as_str().unwrap_or("?"));
+                out += &match mode.as_str().unwrap_or("?") {
+                    m @ ("nftables" | "detached") => format!("  interface {name}: {m}\n"),
+                    m => format!("  interface {name}: XDP {m}\n"),
+                };
             }
         }
         if let Some(maps) = d["maps"].as_array() {
@@ -146,7 +166,16 @@ pub fn status(target: Target) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(e) = d["last_reload_error"].as_str() {
-            out += &format!("last reload FAILED (the previous generation enforces):\n{e}\n");
+            out += &format!(
+                "last reload FAILED (the previous generation enforces):\n{}\n",
+                printable(e)
+            );
+        }
+        for (state, e) in d["state_errors"].as_object().into_iter().flatten() {
+            out += &format!(
+                "state {state} NOT PERSISTED (enforced, but a reboot would lose it): {}\n",
+                printable(e.as_str().unwrap_or("?"))
+            );
         }
         out
     })
@@ -264,11 +293,17 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 let mut out = String::new();
                 for (dev, e) in d.as_object().into_iter().flatten() {
                     out += &format!(
-                        "{dev}: {} since {} by {}: {}\n",
+                        "{}: {}{} since {} by {}: {}\n",
+                        printable(dev),
                         e["action"].as_str().unwrap_or("?"),
+                        if e["recovered"].as_bool() == Some(true) {
+                            " (recovered)"
+                        } else {
+                            ""
+                        },
                         e["since"],
-                        e["by"].as_str().unwrap_or("?"),
-                        e["reason"].as_str().unwrap_or("")
+                        printable(e["by"].as_str().unwrap_or("?")),
+                        printable(e["reason"].as_str().unwrap_or(""))
                     );
                 }
                 if out.is_empty() {

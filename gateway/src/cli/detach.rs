@@ -2,10 +2,14 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::{bail, Context};
 use clap::Args;
 use lazaret::{
     config::{Config, DEFAULT_PATH},
-    daemon::detach_all,
+    daemon::{
+        control::{call, Request},
+        detach_all,
+    },
 };
 
 #[derive(Debug, Args)]
@@ -13,10 +17,45 @@ pub struct DetachArgs {
     /// Configuration file (for the pin directory).
     #[arg(long, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Detach although the daemon is running: it is told to stop enforcing (and stops
+    /// restoring enforcement) until it is restarted.
+    #[arg(long)]
+    pub force: bool,
+    /// Why (kept in the daemon's audit log).
+    #[arg(long, default_value = "lazaret detach")]
+    pub reason: String,
 }
 
 pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    // A running daemon treats a detach behind its back as tampering and restores
+    // enforcement within a second: it is asked instead, and only with --force.
+    let running = call(&config.control_socket, &Request::Status {}).is_ok();
+    if running && !args.force {
+        bail!(
+            "lazaret is running (control socket {}) and restores enforcement it did not remove. \
+             Stop it first (`systemctl stop lazaret`: the pinned datapath keeps enforcing, then \
+             `lazaret detach`), or `lazaret detach --force` to tell it to stop enforcing until it \
+             is restarted",
+            config.control_socket.display()
+        );
+    }
+    if running {
+        let reply = call(
+            &config.control_socket,
+            &Request::Detach {
+                reason: args.reason.clone(),
+            },
+        )
+        .context("asking the running daemon to detach")?;
+        if !reply.ok {
+            bail!(
+                "the running daemon refused to detach: {}",
+                reply.error.unwrap_or_default()
+            );
+        }
+        println!("the running daemon stopped enforcing and reports every interface detached until it is restarted");
+    }
     let removed = detach_all(&config.pin_dir)?;
     if removed.is_empty() {
         println!(

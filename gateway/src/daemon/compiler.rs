@@ -15,8 +15,9 @@ use std::{
     time::Instant,
 };
 
+use super::lkg::Snapshot;
 use super::DaemonError;
-use crate::policy::{self, incremental::How, Compiled, MapContents};
+use crate::policy::{self, incremental::How, Compiled, MapContents, Sources};
 
 /// What to compile for.
 #[derive(Clone, Debug)]
@@ -31,7 +32,26 @@ pub struct Job {
 }
 
 /// A compile's outcome.
-pub type Output = (Arc<Compiled>, How, MapContents);
+pub struct Output {
+    pub compiled: Arc<Compiled>,
+    pub how: How,
+    pub contents: MapContents,
+    /// The git commit of the policy checkout (read here, off the loop: `git` on a hostile
+    /// checkout is as untrusted as its files).
+    pub commit: Option<String>,
+    /// The sources compiled, to keep as the last-known-good once they enforce; `None` when
+    /// they are the last-known-good.
+    pub sources: Option<Arc<Sources>>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("how", &self.how)
+            .field("commit", &self.commit)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A finished job.
 #[derive(Debug)]
@@ -57,6 +77,27 @@ impl Compiler {
     /// Compiles on the calling thread (at start, before events are served).
     pub fn compile(&self, job: &Job) -> Result<Output, DaemonError> {
         compile(&self.dir, &self.reloader, job)
+    }
+
+    /// Compiles the last-known-good policy `snap` (at start, when the repository is refused).
+    pub fn compile_snapshot(&self, snap: &Snapshot, job: &Job) -> Result<Output, DaemonError> {
+        let refused = |errors: String| DaemonError::Policy {
+            dir: snap.policy_dir.clone(),
+            errors,
+            unreadable: false,
+        };
+        let policy = policy::parse_sources(snap.source_files()).map_err(|e| refused(e.render()))?;
+        let compiled = Arc::new(policy::compile(&policy).map_err(|e| refused(e.render()))?);
+        let contents = compiled
+            .map_contents(job.slot, job.generation, &job.ifindexes)
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(Output {
+            compiled,
+            how: How::Full,
+            contents,
+            commit: snap.commit.clone(),
+            sources: None,
+        })
     }
 
     /// Compiles on a thread of its own and sends the result to `done`.
@@ -97,9 +138,16 @@ fn compile(
                 .all(|p| matches!(p, policy::Problem::Io { .. }));
         refused(e.render(), unreadable)
     })?;
+    let sources = reloader.policy().map(|p| p.sources.clone());
     drop(reloader);
     let contents = compiled
         .map_contents(job.slot, job.generation, &job.ifindexes)
         .map_err(|e| refused(e.to_string(), false))?;
-    Ok((compiled, how, contents))
+    Ok(Output {
+        compiled,
+        how,
+        contents,
+        commit: super::watch::git_commit(dir),
+        sources,
+    })
 }

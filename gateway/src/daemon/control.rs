@@ -54,6 +54,11 @@ pub enum Request {
         device: String,
         reason: String,
     },
+    /// Stop enforcing (`lazaret detach --force`): the daemon removes its XDP links, nftables
+    /// tables and interface hold, and restores nothing until it is restarted.
+    Detach {
+        reason: String,
+    },
     /// Recent events (deny, audit, spoof, unknown, learn, rogue, quarantine, release). With
     /// `follow`, the reply is followed by one event object per line, as they happen, until
     /// the client closes the connection.

@@ -10,8 +10,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
-    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -106,22 +104,12 @@ impl Learned {
     /// Writes the file atomically.
     pub fn save(&self, state_dir: &Path) -> Result<(), LearnError> {
         let path = state_dir.join(FILE);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LearnError::Io { path, source }
+        let io = |source| LearnError::Io {
+            path: path.clone(),
+            source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(self).map_err(|e| io(&path)(e.into()))?;
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&body).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(state_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(state_dir))
+        let body = serde_json::to_vec_pretty(self).map_err(|e| io(e.into()))?;
+        super::state::write_atomic(&path, &body).map_err(io)
     }
 
     /// Records a learn event of `device`. Returns true when it is a new flow pattern (worth

@@ -13,12 +13,15 @@ pub mod compiler;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod kernel;
 pub mod learn;
+pub mod lkg;
 pub mod local;
 pub mod pins;
 pub mod preflight;
 pub mod propose;
 pub mod quarantine;
+mod state;
 pub mod unknown;
 pub mod watch;
 pub mod webhook;
@@ -40,6 +43,7 @@ use crate::{
     config::Config,
     datapath::{AttachMode, Datapath, DatapathError, LoadOptions},
     metrics::{DatapathSnapshot, Metrics},
+    nft,
     policy::{self, Compiled},
 };
 use control::{Call, Reply, Request};
@@ -98,6 +102,19 @@ const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 /// unjudged for up to this long (one `if_nametoindex` per interface per check).
 const INTERFACES_EVERY: Duration = Duration::from_millis(250);
 
+/// The ifindex of a configured interface that does not exist (yet): no interface has it.
+const MISSING_IFINDEX: u32 = 0;
+
+/// How often the loop beats (heartbeat metric, `/healthz`, systemd's watchdog at half its
+/// period if that is shorter).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The running controller: the single owner of the datapath.
 pub struct Controller {
     config: Config,
@@ -121,6 +138,20 @@ pub struct Controller {
     started: Instant,
     quarantines: Quarantines,
     last_reload_error: Option<String>,
+    /// Writes of the state directory failing now, by state (see [`metrics::health::PERSISTED`]):
+    /// enforced but not surviving a reboot. Shown by `status`, exported, cleared by the next
+    /// successful write of the same state.
+    state_errors: BTreeMap<&'static str, String>,
+    /// The last-known-good policy in the state directory.
+    lkg: lkg::Keeper,
+    /// The generation enforcing is the last-known-good (the repository was refused at start).
+    on_lkg: bool,
+    /// No policy at all (the repository refused at start, no last-known-good, nothing
+    /// pinned): the device-side interfaces are held closed until a reload succeeds.
+    no_policy: bool,
+    /// `lazaret detach --force` told this daemon to stop enforcing: it restores nothing
+    /// until restarted.
+    stood_down: bool,
     detector: deviation::Detector,
     /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
     by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
@@ -148,17 +179,23 @@ impl Controller {
     /// pinned maps, in which case that one keeps enforcing and the error is logged.
     pub fn start(config: Config) -> Result<Self, DaemonError> {
         let compiler = compiler::Compiler::new(&config.policy_dir);
+        // At boot lazaret starts before the network is configured: an interface (a VLAN, a
+        // bridge) may not exist yet. It is held closed by name (see `nft::hold`) under the
+        // placeholder ifindex 0, which no interface has, so devices bound to it fail their
+        // binding check; `check_interfaces` attaches when it appears.
         let mut ifindexes = BTreeMap::new();
+        let mut missing = std::collections::BTreeSet::new();
         for iface in &config.interfaces {
-            let index =
-                ifindex(&iface.name).ok_or_else(|| DaemonError::NoInterface(iface.name.clone()))?;
-            ifindexes.insert(iface.name.clone(), index);
-            // Devices the policy binds to a bridge are bound to the bridge's ifindex, which
-            // its ports report as their binding.
-            if let Some(bridge) = &iface.bridge {
-                let index =
-                    ifindex(bridge).ok_or_else(|| DaemonError::NoInterface(bridge.clone()))?;
-                ifindexes.insert(bridge.clone(), index);
+            let names = std::iter::once(&iface.name).chain(iface.bridge.as_ref());
+            for name in names {
+                // Devices the policy binds to a bridge are bound to the bridge's ifindex,
+                // which its ports report as their binding.
+                let index = ifindex(name).unwrap_or_else(|| {
+                    tracing::warn!(interface = %name, "not present yet: held closed until it appears");
+                    missing.insert(name.clone());
+                    MISSING_IFINDEX
+                });
+                ifindexes.insert(name.clone(), index);
             }
         }
         let pin_dir = pin_dir(&config)?;
@@ -193,6 +230,11 @@ impl Controller {
             started: Instant::now(),
             quarantines,
             last_reload_error: None,
+            state_errors: BTreeMap::new(),
+            lkg: lkg::Keeper::new(&config_state_dir),
+            on_lkg: false,
+            no_policy: false,
+            stood_down: false,
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
@@ -201,7 +243,7 @@ impl Controller {
             learned: Self::load_learned(&config_state_dir),
             learned_dirty: false,
             nft,
-            held: std::collections::BTreeSet::new(),
+            held: missing,
             local: std::collections::BTreeSet::new(),
             pins: pins::Pins::load(&config_state_dir),
         };
@@ -224,15 +266,22 @@ impl Controller {
             }
         }
         for iface in ctl.config.interfaces.clone() {
-            let config = ctl.iface_config(&iface);
-            ctl.dp
-                .set_interface_config(ctl.ifindexes[&iface.name], config)?;
+            let index = ctl.ifindexes[&iface.name];
+            if index != MISSING_IFINDEX {
+                let config = ctl.iface_config(&iface);
+                ctl.dp.set_interface_config(index, config)?;
+            }
+        }
+        if !ctl.held.is_empty() {
+            ctl.metrics.held(ctl.held.len());
+            // Closed before anything else happens (the policy may take a while to compile).
+            ctl.nft
+                .hold(&ctl.held)
+                .map_err(|e| DaemonError::Nftables(e.into()))?;
         }
         match ctl.reload() {
             Ok(_) => {}
-            Err(e @ DaemonError::Policy { .. }) if ctl.generation > 0 => {
-                tracing::error!(error = %e, generation = ctl.generation, "policy refused at start; the pinned generation keeps enforcing");
-            }
+            Err(e @ DaemonError::Policy { .. }) => ctl.start_without_repository(&e)?,
             Err(e) => return Err(e),
         }
         ctl.restore_quarantines(state_error)?;
@@ -249,15 +298,78 @@ impl Controller {
         ctl.attach_all()?;
         // A hold an earlier run left (it died while an interface was gone): every interface
         // is attached now. Best effort: without nft there is no hold to lift.
-        if let Err(e) = ctl.nft.hold(&ctl.held) {
+        if let Err(e) = ctl.nft.hold(&ctl.held_interfaces()) {
             tracing::debug!(error = %e, "lifting an interface hold");
         }
         Ok(ctl)
     }
 
+    /// The policy repository was refused at start (`refused`): enforce the last-known-good
+    /// policy; without one, keep a generation still pinned from before (a restart, not a
+    /// reboot); without that either, hold the device-side interfaces closed until a reload
+    /// succeeds. Never start open.
+    fn start_without_repository(&mut self, refused: &DaemonError) -> Result<(), DaemonError> {
+        tracing::error!(error = %refused, "the policy repository is refused at start");
+        match lkg::Snapshot::load(&self.config.state_dir) {
+            Ok(Some(snap)) => {
+                let job = self.job("last-known-good")?;
+                let result = self.compiler.compile_snapshot(&snap, &job);
+                match result.and_then(|out| self.install(job, out)) {
+                    Ok(r) => {
+                        tracing::error!(
+                            generation = r.generation,
+                            commit = snap.commit.as_deref().unwrap_or("-"),
+                            saved = snap.saved,
+                            enforced_as = snap.generation,
+                            "enforcing the LAST-KNOWN-GOOD policy until the repository is fixed"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the last-known-good policy cannot be enforced")
+                    }
+                }
+            }
+            Ok(None) => tracing::error!("no last-known-good policy in the state directory"),
+            Err(e) => tracing::error!(error = %e, "the last-known-good policy is unusable"),
+        }
+        if self.generation > 0 {
+            tracing::error!(
+                generation = self.generation,
+                "the pinned generation keeps enforcing"
+            );
+            return Ok(());
+        }
+        // Nothing to enforce: the device ports are closed, by name, before they exist.
+        self.no_policy = true;
+        let held = self.held_interfaces();
+        tracing::error!(held = ?held, "NO POLICY to enforce: device-side interfaces held closed until the repository compiles");
+        self.metrics.held(held.len());
+        self.nft
+            .hold(&held)
+            .map_err(|e| DaemonError::Nftables(e.into()))
+    }
+
+    /// The interfaces held closed: those that disappeared (XDP cannot be on them when they
+    /// return) and, with no policy, every device-side interface.
+    fn held_interfaces(&self) -> std::collections::BTreeSet<String> {
+        let mut held = self.held.clone();
+        if self.no_policy {
+            held.extend(
+                self.config
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.side == crate::config::Side::Devices)
+                    .map(|i| i.name.clone()),
+            );
+        }
+        held
+    }
+
     /// Puts the persisted quarantines back into the datapath (after a reboot the pinned
-    /// state is gone). With a corrupt state file, the quarantines the pinned datapath still
-    /// enforces are recovered instead, and the error is reported: none is dropped.
+    /// state is gone), and lists the quarantines the pinned datapath enforces that the
+    /// state file does not know (corrupt, or a write failed) as recovered: none is dropped
+    /// and none is invisible.
     fn restore_quarantines(
         &mut self,
         state_error: Option<quarantine::StateError>,
@@ -267,28 +379,52 @@ impl Controller {
             .as_ref()
             .map(|c| c.devices.iter().map(|d| (d.id.clone(), d.hash)).collect())
             .unwrap_or_default();
+        // Every quarantine the pinned datapath enforces is listed, whether the state file
+        // was corrupt or merely missing one (a write that failed before a restart): a
+        // device the datapath drops is never one `quarantine list` does not show.
+        let corrupt = state_error.is_some();
         if let Some(err) = state_error {
             tracing::error!(error = %err, "quarantine state could not be read");
-            for (id, hash) in &devices {
-                let st = self.dp.device_state(*hash)?;
-                let action = match st.quarantine {
-                    lazaret_abi::QUARANTINE_RESTRICT => Action::Restrict,
-                    lazaret_abi::QUARANTINE_ISOLATE => Action::Isolate,
-                    _ => continue,
-                };
-                self.quarantines.entries.insert(
-                    id.clone(),
-                    quarantine::Entry {
-                        action,
-                        reason:
-                            "recovered from the datapath after the state file was found corrupt"
-                                .into(),
-                        by: "lazaret".into(),
-                        since: quarantine::now(),
-                        until: None,
-                    },
-                );
+        }
+        // Only ever stricter: where the datapath enforces more than the file records (a
+        // quarantine whose write failed), the datapath's is kept; where the file records
+        // more (a release whose write failed, or a reboot emptied the datapath), the file's
+        // is applied below. A quarantine is never dropped by a restart.
+        let mut recovered = 0;
+        for (id, hash) in &devices {
+            let st = self.dp.device_state(*hash)?;
+            let action = match st.quarantine {
+                lazaret_abi::QUARANTINE_RESTRICT => Action::Restrict,
+                lazaret_abi::QUARANTINE_ISOLATE => Action::Isolate,
+                _ => continue,
+            };
+            let recorded = self.quarantines.entries.get(id).map(|e| e.action);
+            if recorded.is_some_and(|r| r >= action) {
+                continue;
             }
+            let reason = if corrupt {
+                "recovered from the datapath after the state file was found corrupt".to_string()
+            } else {
+                format!(
+                    "recovered from the datapath: the state file recorded {} (a write failed?)",
+                    recorded.map_or("no quarantine", Action::name)
+                )
+            };
+            tracing::warn!(device = %id, action = action.name(), "quarantine recovered from the datapath");
+            self.quarantines.entries.insert(
+                id.clone(),
+                quarantine::Entry {
+                    action,
+                    reason,
+                    by: "lazaret".into(),
+                    since: quarantine::now(),
+                    until: None,
+                    recovered: true,
+                },
+            );
+            recovered += 1;
+        }
+        if corrupt || recovered > 0 {
             self.save_quarantines();
         }
         for (id, entry) in self.quarantines.entries.clone() {
@@ -316,10 +452,38 @@ impl Controller {
         Ok(())
     }
 
-    fn save_quarantines(&self) {
-        if let Err(e) = self.quarantines.save() {
-            // The datapath enforces regardless; the file is what survives a reboot.
-            tracing::error!(error = %e, "could not persist the quarantine state (the datapath still enforces it)");
+    /// Writes the quarantine list; the datapath enforces regardless, the file is what
+    /// survives a reboot.
+    fn save_quarantines(&mut self) {
+        let result = self.quarantines.save();
+        self.persisted("quarantine", result)
+    }
+
+    /// Records the outcome of a write of the state directory: a failure is logged,
+    /// counted, and shown by `status` until the same state is written successfully.
+    fn persisted<E: std::fmt::Display>(&mut self, state: &'static str, result: Result<(), E>) {
+        match result {
+            Ok(()) => {
+                self.state_errors.remove(state);
+                self.metrics
+                    .persist(state, true, self.state_errors.is_empty());
+            }
+            Err(e) => {
+                tracing::error!(state, error = %e, "could not write the state directory; enforced, but a reboot would lose it");
+                self.state_errors.insert(state, e.to_string());
+                self.metrics.persist(state, false, false);
+            }
+        }
+    }
+
+    /// The control reply of a change that is enforced: an error (the CLI exits non-zero)
+    /// if `state` could not be written, since a reboot would undo it.
+    fn enforced_reply(&self, state: &str, what: String, data: serde_json::Value) -> Reply {
+        match self.state_errors.get(state) {
+            None => Reply::data(data),
+            Some(e) => Reply::error(format!(
+                "{what} is enforced, but the state directory could not record it ({e}): a restart of the gateway would undo it. Fix the state directory; `lazaret status` shows the failure until a write succeeds"
+            )),
         }
     }
 
@@ -340,12 +504,24 @@ impl Controller {
         let legacy = attach::legacy_dirs(&root, &self.pin_dir);
         let mut fell_back = false;
         for iface in self.config.interfaces.clone() {
+            if self.ifindexes.get(&iface.name) == Some(&MISSING_IFINDEX) {
+                // Not there yet: held closed, attached when it appears.
+                let mode = if self.nft.uses(&iface.name) {
+                    "nftables"
+                } else {
+                    "native"
+                };
+                self.modes.insert(iface.name.clone(), "detached");
+                self.metrics.set_interface(&iface.name, mode, false);
+                continue;
+            }
             if self.nft.uses(&iface.name) {
                 // nftables enforces here already (applied by the reload before this); an
                 // XDP link pinned by an earlier run in XDP mode is released.
                 let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
                 self.modes.insert(iface.name.clone(), "nftables");
                 self.nft.report(&iface.name, "nftables");
+                self.metrics.set_interface(&iface.name, "nftables", true);
                 continue;
             }
             let prog = self.dp.program_mut()?;
@@ -357,6 +533,7 @@ impl Controller {
                     self.nft.add_interface(&iface.name);
                     self.modes.insert(iface.name.clone(), "nftables");
                     self.nft.report(&iface.name, "nftables");
+                    self.metrics.set_interface(&iface.name, "nftables", true);
                     fell_back = true;
                     continue;
                 }
@@ -394,6 +571,7 @@ impl Controller {
                     self.nft.add_interface(&iface.name);
                     self.modes.insert(iface.name.clone(), "nftables");
                     self.nft.report(&iface.name, "nftables");
+                    self.metrics.set_interface(&iface.name, "nftables", true);
                 }
             }
             self.nft.reapply()?;
@@ -443,6 +621,14 @@ impl Controller {
                 self.metrics
                     .reload_succeeded(r.duration, r.generation, r.commit.as_deref(), unix);
                 self.last_reload_error = None;
+                if self.no_policy {
+                    tracing::warn!(
+                        generation = r.generation,
+                        "a policy enforces: the device-side interfaces are no longer held closed"
+                    );
+                    self.no_policy = false;
+                    self.update_hold();
+                }
                 Ok(r)
             }
             Err(e) => {
@@ -474,6 +660,13 @@ impl Controller {
     /// the result arrives ([`Self::finish_reload`]); one asked for while another compiles
     /// runs after it (as one, however many were asked for).
     fn reload_and_report(&mut self, why: &str) {
+        if self.stood_down {
+            tracing::warn!(
+                trigger = why,
+                "not reloading: detached on request (restart lazaret to enforce again)"
+            );
+            return;
+        }
         let Some(tx) = self.compiled_tx.clone() else {
             // Not serving yet: on this thread.
             self.report(why, |ctl| ctl.reload());
@@ -528,11 +721,17 @@ impl Controller {
     fn install(
         &mut self,
         job: compiler::Job,
-        (compiled, how, contents): compiler::Output,
+        out: compiler::Output,
     ) -> Result<ReloadReport, DaemonError> {
+        let compiler::Output {
+            compiled,
+            how,
+            contents,
+            commit,
+            sources,
+        } = out;
         let started = job.started;
         let generation = job.generation;
-        let dir = self.config.policy_dir.clone();
         // nftables first: a table it refuses fails the reload before anything changed.
         let sides: Vec<(String, lazaret_abi::IfaceConfig)> = self
             .config
@@ -567,7 +766,29 @@ impl Controller {
             tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
         }
         self.generation = generation;
-        self.commit = watch::git_commit(&dir);
+        self.commit = commit;
+        self.on_lkg = sources.is_none();
+        // What enforces now is the last-known-good: kept for a start with a broken
+        // repository (on this thread at start, off the loop when serving).
+        match sources {
+            Some(src) if self.compiled_tx.is_some() => self.lkg.keep(
+                src,
+                generation,
+                self.commit.clone(),
+                &self.config.policy_dir,
+            ),
+            Some(src) => {
+                let result = self.lkg.keep_now(
+                    &src,
+                    generation,
+                    self.commit.clone(),
+                    &self.config.policy_dir,
+                );
+                self.persisted("last_known_good", result);
+            }
+            None => {}
+        }
+        self.metrics.last_known_good(self.on_lkg);
         let mut modes = [0u64; 3];
         for d in &compiled.devices {
             modes[match d.mode {
@@ -635,7 +856,10 @@ impl Controller {
     fn observe(&mut self) {
         let mut snap = DatapathSnapshot::default();
         match self.dp.stats() {
-            Ok(s) => snap.packets = s,
+            Ok(s) => {
+                snap.packets = s;
+                self.metrics.counters_read(unix_ms() as f64 / 1000.0);
+            }
             Err(e) => tracing::warn!(error = %e, "reading packet counters"),
         }
         // nftables' table counts the packets it judges by the same reasons and sides (its
@@ -699,6 +923,17 @@ impl Controller {
                     "devices": self.compiled.as_ref().map_or(0, |c| c.devices.len()),
                     "quarantined": self.quarantines.entries.len(),
                     "last_reload_error": self.last_reload_error,
+                    "state_errors": self.state_errors,
+                    "policy": if self.no_policy {
+                        "none"
+                    } else if self.on_lkg {
+                        "last_known_good"
+                    } else if self.compiled.is_none() {
+                        "pinned"
+                    } else {
+                        "repository"
+                    },
+                    "held": self.held_interfaces(),
                     "maps": usage.iter().map(|(m, n, cap)| json!({
                         "map": m, "entries": n, "capacity": cap,
                         "pressure": if *cap == 0 { 0.0 } else { *n as f64 / *cap as f64 },
@@ -774,11 +1009,19 @@ impl Controller {
             }
             Request::PinRelease { device, reason } => {
                 match self.release_pin(&device, peer, &reason) {
-                    Ok(true) => Reply::data(json!({ "device": device, "released": true })),
+                    Ok(true) => self.enforced_reply(
+                        "port_pins",
+                        format!("the release of {device:?}'s port pin"),
+                        json!({ "device": device, "released": true }),
+                    ),
                     Ok(false) => Reply::error(format!("{device:?} is not pinned to a port")),
                     Err(e) => Reply::error(e),
                 }
             }
+            Request::Detach { reason } => match self.stand_down(peer, &reason) {
+                Ok(detached) => Reply::data(json!({ "detached": detached })),
+                Err(e) => Reply::error(e),
+            },
             // The control server answers event requests from the feed; this is the same
             // answer without following.
             Request::Events { .. } => Reply::data(json!(self
@@ -796,7 +1039,11 @@ impl Controller {
                     return Reply::error(format!("no device {device:?} in the policy"));
                 };
                 match self.quarantine(&device, hash, action, peer, &reason, 0) {
-                    Ok(()) => Reply::data(json!({ "device": device, "action": action.name() })),
+                    Ok(()) => self.enforced_reply(
+                        "quarantine",
+                        format!("the quarantine of {device:?} ({})", action.name()),
+                        json!({ "device": device, "action": action.name() }),
+                    ),
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
@@ -805,7 +1052,11 @@ impl Controller {
                     return Reply::error(format!("{device:?} is not quarantined"));
                 }
                 match self.release(&device, peer, &reason) {
-                    Ok(()) => Reply::data(json!({ "device": device, "released": true })),
+                    Ok(()) => self.enforced_reply(
+                        "quarantine",
+                        format!("the release of {device:?}"),
+                        json!({ "device": device, "released": true }),
+                    ),
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
@@ -831,6 +1082,7 @@ impl Controller {
             by: by.to_string(),
             since,
             until,
+            recovered: false,
         };
         self.quarantines.entries.insert(device.to_string(), entry);
         self.save_quarantines();
@@ -914,10 +1166,11 @@ impl Controller {
         if !self.learned_dirty {
             return;
         }
-        match self.learned.save(&self.config.state_dir) {
-            Ok(()) => self.learned_dirty = false,
-            Err(e) => tracing::warn!(error = %e, "could not save the learned flows"),
+        let result = self.learned.save(&self.config.state_dir);
+        if result.is_ok() {
+            self.learned_dirty = false;
         }
+        self.persisted("learned", result);
     }
 
     /// A learn event: recorded for its device if the device is in learn mode. New flow
@@ -949,16 +1202,12 @@ impl Controller {
         }
     }
 
-    fn save_unknowns(&self) {
+    fn save_unknowns(&mut self) {
         let path = self.config.state_dir.join("unknown-devices.json");
-        let tmp = path.with_extension("json.tmp");
         let result = serde_json::to_vec_pretty(&self.unknowns)
             .map_err(std::io::Error::other)
-            .and_then(|body| std::fs::write(&tmp, body))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not save the unknown-device list");
-        }
+            .and_then(|body| state::write_atomic(&path, &body));
+        self.persisted("unknown_devices", result);
     }
 
     /// An unknown source spoke on a device port.
@@ -1056,6 +1305,40 @@ impl Controller {
     /// a new ifindex (attached anew: the old pinned link died with the old interface, and
     /// devices bound to the interface are recompiled for the new ifindex).
     fn check_interfaces(&mut self) {
+        if self.stood_down {
+            return;
+        }
+        // A bridge that was missing at start: its ports' configurations and the devices
+        // bound to it need its ifindex.
+        let bridges: std::collections::BTreeSet<String> = self
+            .config
+            .interfaces
+            .iter()
+            .filter_map(|i| i.bridge.clone())
+            .collect();
+        for bridge in bridges {
+            if self.ifindexes.get(&bridge) != Some(&MISSING_IFINDEX) {
+                continue;
+            }
+            let Some(index) = ifindex(&bridge) else {
+                continue;
+            };
+            tracing::warn!(bridge = %bridge, ifindex = index, "bridge appeared");
+            self.ifindexes.insert(bridge.clone(), index);
+            for iface in self.config.interfaces.clone() {
+                let port = self.ifindexes.get(&iface.name).copied();
+                if iface.bridge.as_ref() == Some(&bridge) && port != Some(MISSING_IFINDEX) {
+                    let config = self.iface_config(&iface);
+                    if let Some(Err(e)) = port.map(|p| self.dp.set_interface_config(p, config)) {
+                        tracing::error!(interface = %iface.name, error = %e, "configuring a bridge port");
+                    }
+                }
+            }
+            if self.held.remove(&bridge) {
+                self.update_hold();
+            }
+            self.reload_and_report("bridge appeared");
+        }
         for iface in self.config.interfaces.clone() {
             let now = ifindex(&iface.name);
             let known = self.ifindexes.get(&iface.name).copied();
@@ -1085,6 +1368,7 @@ impl Controller {
                         // frame stage on the new device. Then the hold can go.
                         self.reload_and_report("interface returned");
                         self.modes.insert(iface.name.clone(), "nftables");
+                        self.metrics.set_interface(&iface.name, "nftables", true);
                         if self.held.remove(&iface.name) {
                             self.update_hold();
                         }
@@ -1142,6 +1426,167 @@ impl Controller {
                 }
                 Some(_) => {}
             }
+        }
+    }
+
+    /// `lazaret detach --force`: stop enforcing on purpose, and say so. The XDP links and
+    /// maps are unpinned (the program leaves every interface), lazaret's nftables tables and
+    /// the interface hold are removed, every interface reports detached, and nothing is
+    /// restored or re-attached until the daemon is restarted.
+    fn stand_down(&mut self, by: &str, reason: &str) -> Result<Vec<String>, String> {
+        self.stood_down = true;
+        attach::detach_all(&self.config.pin_dir).map_err(|e| {
+            format!(
+                "removing the pinned links under {}: {e}",
+                self.config.pin_dir.display()
+            )
+        })?;
+        let ruleset = nft::Nft::default();
+        for family in nft::dataplane::FAMILIES {
+            for table in nft::dataplane::TABLES {
+                if ruleset.has_table(family, table).unwrap_or(false) {
+                    ruleset.delete(family, table).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        self.held.clear();
+        self.no_policy = false;
+        self.metrics.held(0);
+        let _ = ruleset.hold(&Default::default());
+        let mut detached = Vec::new();
+        for iface in &self.config.interfaces {
+            if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
+                if mode != "detached" {
+                    self.metrics.set_interface(&iface.name, mode, false);
+                }
+            }
+            detached.push(iface.name.clone());
+        }
+        if let Err(e) = self.quarantines.audit("detach", "-", None, by, reason) {
+            tracing::error!(error = %e, "audit log");
+        }
+        tracing::warn!(by, reason, interfaces = ?detached, "DETACHED on request: lazaret no longer enforces and restores nothing until restarted");
+        Ok(detached)
+    }
+
+    /// Compares what the kernel enforces with what this daemon put there, and puts it back
+    /// if someone else changed it: an XDP program detached (its pinned link detached through
+    /// bpf(2)) or replaced, lazaret's nftables tables deleted or changed, the interface hold
+    /// removed. Each finding is counted in `lazaret_datapath_tamper_total`, and
+    /// `lazaret_interface_attached` says 0 until enforcement is back. An XDP interface that
+    /// cannot be restored (another program holds it) is held closed and retried.
+    fn check_tamper(&mut self) {
+        if self.stood_down {
+            return;
+        }
+        let ours = self
+            .dp
+            .program_mut()
+            .ok()
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id());
+        for iface in self.config.interfaces.clone() {
+            let Some(&mode) = self
+                .modes
+                .get(&iface.name)
+                .filter(|m| matches!(**m, "native" | "skb"))
+            else {
+                continue;
+            };
+            let Some(&index) = self.ifindexes.get(&iface.name) else {
+                continue;
+            };
+            // An interface gone is `check_interfaces`' business.
+            let Ok(found) = kernel::xdp_program(index) else {
+                continue;
+            };
+            if found.is_some() && found == ours {
+                continue;
+            }
+            let kind = if found.is_none() {
+                "xdp_detached"
+            } else {
+                "xdp_replaced"
+            };
+            tracing::error!(interface = %iface.name, kind, found = ?found, ours = ?ours, "enforcement removed behind lazaret's back: restoring");
+            self.metrics.tamper(&iface.name, kind);
+            self.metrics.set_interface(&iface.name, mode, false);
+            let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+            let attached = self
+                .dp
+                .program_mut()
+                .map_err(DaemonError::from)
+                .and_then(|p| {
+                    Ok(attach::attach(
+                        p,
+                        &iface.name,
+                        iface.xdp_mode,
+                        &self.pin_dir,
+                        &[],
+                    )?)
+                });
+            match attached {
+                Ok(_) => {
+                    tracing::warn!(interface = %iface.name, mode, "XDP restored");
+                    self.metrics.set_interface(&iface.name, mode, true);
+                }
+                Err(e) => {
+                    // Another program holds the interface: closed until XDP is back
+                    // (`check_interfaces` retries a detached interface).
+                    tracing::error!(interface = %iface.name, error = %e, "cannot restore XDP: the interface is held closed");
+                    self.modes.insert(iface.name.clone(), "detached");
+                    if self.held.insert(iface.name.clone()) {
+                        self.update_hold();
+                    }
+                }
+            }
+        }
+        let held = !self.held_interfaces().is_empty();
+        if !self.nft.active() && !held {
+            return;
+        }
+        let found = kernel::nft_generation()
+            .map_err(|e| e.to_string())
+            .and_then(|g| self.nft.verify(g, held).map_err(|e| e.to_string()));
+        match found {
+            Ok(None) => {}
+            Ok(Some(nft::Tampered::HoldMissing)) => {
+                tracing::error!("the interface hold was removed behind lazaret's back: restoring");
+                for name in self.held_interfaces() {
+                    self.metrics
+                        .tamper(&name, nft::Tampered::HoldMissing.kind());
+                }
+                self.update_hold();
+            }
+            Ok(Some(t)) => {
+                let kind = t.kind();
+                let on: Vec<String> = self
+                    .config
+                    .interfaces
+                    .iter()
+                    .filter(|i| self.nft.uses(&i.name))
+                    .map(|i| i.name.clone())
+                    .collect();
+                tracing::error!(kind, interfaces = ?on, "lazaret's nftables tables were changed behind its back: restoring");
+                for name in &on {
+                    self.metrics.tamper(name, kind);
+                    self.metrics.set_interface(name, "nftables", false);
+                }
+                match self.nft.restore(&self.pins.list()) {
+                    Ok(()) => {
+                        tracing::warn!("nftables enforcement restored");
+                        for name in &on {
+                            if self.modes.get(name) == Some(&"nftables") {
+                                self.metrics.set_interface(name, "nftables", true);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot restore the nftables tables (retried every check)")
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "checking the nftables ruleset"),
         }
     }
 
@@ -1210,9 +1655,8 @@ impl Controller {
             Err(e) => tracing::debug!(error = %e, "reading the nftables port pins"),
         }
         if self.pins.merge(seen) {
-            if let Err(e) = self.pins.save(&self.config.state_dir) {
-                tracing::error!(error = %e, "could not keep the port pins in the state directory; the dataplanes still enforce them");
-            }
+            let result = self.pins.save(&self.config.state_dir);
+            self.persisted("port_pins", result);
         }
     }
 
@@ -1230,9 +1674,8 @@ impl Controller {
         let xdp = self.dp.release_port_pin(mac).map_err(|e| e.to_string())?;
         let nft = self.nft.release_pin(mac).map_err(|e| e.to_string())?;
         let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
-        if let Err(e) = self.pins.save(&self.config.state_dir) {
-            tracing::error!(error = %e, "could not write the port pins");
-        }
+        let result = self.pins.save(&self.config.state_dir);
+        self.persisted("port_pins", result);
         let released = xdp || nft || kept;
         if released {
             if let Err(e) = self
@@ -1247,12 +1690,14 @@ impl Controller {
     }
 
     fn update_hold(&self) {
-        match self.nft.hold(&self.held) {
+        let held = self.held_interfaces();
+        self.metrics.held(held.len());
+        match self.nft.hold(&held) {
             Ok(()) => {
-                tracing::info!(held = ?self.held, "interfaces held closed until XDP is attached")
+                tracing::info!(held = ?held, "interfaces held closed until XDP is attached or a policy compiles")
             }
             Err(e) => {
-                tracing::warn!(error = %e, held = ?self.held, "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
+                tracing::warn!(error = %e, held = ?held, "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
             }
         }
     }
@@ -1351,6 +1796,18 @@ impl Controller {
         // Ready only now that events are read: nflog, unlike the XDP ring buffer, keeps
         // nothing for a reader that is not there yet.
         self.write_ready()?;
+        // systemd (Type=notify): ready; and the watchdog, if the unit has one, is pinged from
+        // the loop below, so a loop that stalls gets the daemon restarted (enforcement
+        // carries on through the restart: everything is pinned).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog_usec = 0u64;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+        let beat_every = if watchdog {
+            Duration::from_micros(watchdog_usec / 2).min(BEAT_EVERY)
+        } else {
+            BEAT_EVERY
+        };
+        let mut beat = tokio::time::interval(beat_every);
         loop {
             // A policy change waiting for the directory to settle (see `watch`).
             let settle_at = changes.deadline();
@@ -1363,8 +1820,23 @@ impl Controller {
                 }
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
+                _ = beat.tick() => {
+                    // Events first: the beat says the loop keeps up, not only that it runs.
+                    let batch = events.get_mut().drain();
+                    for ev in &batch {
+                        self.on_event(ev);
+                    }
+                    if let Some(written) = self.lkg.outcome() {
+                        self.persisted("last_known_good", written);
+                    }
+                    self.metrics.heartbeat(unix_ms());
+                    if watchdog {
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
                 _ = links.tick() => {
                     self.check_interfaces();
+                    self.check_tamper();
                     self.sync_local();
                 }
                 _ = tick.tick() => {

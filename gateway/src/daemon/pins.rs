@@ -49,12 +49,8 @@ impl Pins {
 
     /// Writes the pins atomically.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
-        let path = state_dir.join(FILE);
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, &path)
+        super::state::write_atomic(&state_dir.join(FILE), &body)
     }
 
     /// Adds the pins a dataplane reports; whether any is new or moved.

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     io::Write,
     path::{Path, PathBuf},
 };
@@ -58,6 +58,10 @@ pub struct Entry {
     /// Unix seconds of automatic release, if a TTL applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<u64>,
+    /// Found enforced in the datapath at start but not in the state file (a write failed,
+    /// or the file was lost): listed, and releasable like any other.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,24 +137,12 @@ impl Quarantines {
 
     /// Writes the list atomically.
     pub fn save(&self) -> Result<(), StateError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(&FileFormat {
             version: 1,
             devices: self.entries.clone(),
         })
         .map_err(|e| io(&self.path)(std::io::Error::other(e)))?;
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&body).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(())
+        super::state::write_atomic(&self.path, &body).map_err(io(&self.path))
     }
 
     /// Appends one line to the audit log (JSON, one object per line).
@@ -206,6 +198,7 @@ mod tests {
         q.entries.insert(
             "pump-01".into(),
             Entry {
+                recovered: false,
                 action: Action::Isolate,
                 reason: "port scan".into(),
                 by: "lazaret".into(),

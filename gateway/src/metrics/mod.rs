@@ -8,6 +8,7 @@
 
 mod datapath;
 mod devices;
+pub mod health;
 mod labels;
 mod register;
 mod reload;
@@ -37,6 +38,7 @@ pub struct Metrics {
     datapath: datapath::DatapathFamilies,
     reload: reload::ReloadFamilies,
     devices: devices::DeviceFamilies,
+    health: health::HealthFamilies,
     /// Held while a family's series are replaced (policy info, interface mode) and while
     /// rendering, so a scrape never sees the old and the new series together, or neither.
     series: Mutex<()>,
@@ -63,10 +65,16 @@ impl Metrics {
         build_info
             .with_label_values(&[version, lazaret_abi::ABI_VERSION.to_string().as_str()])
             .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds …: a
+        // leak or a spinning loop shows before it becomes an outage.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             datapath: datapath::DatapathFamilies::register(&registry)?,
             reload: reload::ReloadFamilies::register(&registry)?,
             devices: devices::DeviceFamilies::register(&registry)?,
+            health: health::HealthFamilies::register(&registry)?,
             registry,
             series: Mutex::new(()),
         })
@@ -157,6 +165,43 @@ impl Metrics {
     /// (the queue was full).
     pub fn webhook_delivery(&self, result: &str) {
         self.devices.webhook_delivery(result);
+    }
+
+    /// The event loop ran its tick at `unix_ms`.
+    pub fn heartbeat(&self, unix_ms: u64) {
+        self.health.heartbeat(unix_ms);
+    }
+
+    /// Unix milliseconds of the loop's last tick (0: none yet), for `/healthz`.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.health.heartbeat_ms()
+    }
+
+    /// The datapath's counters were read at `unix_s`.
+    pub fn counters_read(&self, unix_s: f64) {
+        self.health.counters_read(unix_s);
+    }
+
+    /// A write of the state directory (`state`: one of [`health::PERSISTED`]) succeeded or
+    /// failed.
+    pub fn persist(&self, state: &str, ok: bool, all_ok: bool) {
+        self.health.persist(state, ok, all_ok);
+    }
+
+    /// Whether the enforcing generation is the last-known-good policy (see `daemon::lkg`).
+    pub fn last_known_good(&self, on: bool) {
+        self.health.last_known_good(on);
+    }
+
+    /// `n` interfaces are held closed (see `nft::hold`).
+    pub fn held(&self, n: usize) {
+        self.health.held(n);
+    }
+
+    /// Enforcement on `interface` was changed behind lazaret's back (`kind`: what was found
+    /// and done).
+    pub fn tamper(&self, interface: &str, kind: &str) {
+        self.health.tamper(interface, kind);
     }
 
     /// Every family in the Prometheus text exposition format ([`CONTENT_TYPE`]).

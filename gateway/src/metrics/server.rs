@@ -1,4 +1,5 @@
-//! The read-only `/metrics` HTTP endpoint: GET or HEAD `/metrics`, nothing else.
+//! The read-only HTTP endpoint: GET or HEAD `/metrics`, and `/healthz` (is the event loop
+//! working), nothing else.
 //!
 //! HTTP/1.1 only (what Prometheus speaks). Slow clients cannot hold a connection open without
 //! sending their request headers; on shutdown the listener closes at once and connections
@@ -97,6 +98,10 @@ fn is_transient(error: &io::Error) -> bool {
 }
 
 fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/healthz" && matches!(*request.method(), Method::GET | Method::HEAD)
+    {
+        return healthz(metrics);
+    }
     if request.uri().path() != "/metrics" {
         return status(
             StatusCode::NOT_FOUND,
@@ -118,6 +123,32 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+/// `/healthz`: 200 while the event loop beats (it reads events, applies quarantines and
+/// answers the control socket), 503 once it has been silent for
+/// [`super::health::STALLED_AFTER_MS`] (or before its first beat). The body says how long.
+fn healthz(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = metrics.heartbeat_ms();
+    let age = now.saturating_sub(last);
+    let ok = last > 0 && age <= super::health::STALLED_AFTER_MS;
+    let body = format!(
+        "{{\"status\":\"{}\",\"loop_heartbeat_age_ms\":{}}}\n",
+        if ok { "ok" } else { "stalled" },
+        if last == 0 { -1 } else { age as i64 }
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    if !ok {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 

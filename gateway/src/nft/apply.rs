@@ -274,13 +274,15 @@ impl Nft {
         self.run(b.to_nftables())
     }
 
-    /// Whether the ruleset holds the table `family name`. Reads `nft -j list tables` as
-    /// plain JSON: the `nftables` crate cannot parse every ruleset nft prints (the frame
-    /// stage's raw-payload sets among them), and a table's existence needs none of it.
-    pub fn has_table(&self, family: super::Family, name: &str) -> Result<bool, ApplyError> {
+    /// Runs `nft -j <args>` and reads its output as plain JSON: the `nftables` crate cannot
+    /// parse every ruleset nft prints (the frame stage's raw-payload sets among them), and
+    /// the questions asked here need none of its types. `Ok(None)`: nft refused (no such
+    /// table).
+    fn json(&self, args: &[&str]) -> Result<Option<serde_json::Value>, ApplyError> {
         let out = Command::new(&self.program)
             .args(&self.prefix_args)
-            .args(["-j", "list", "tables"])
+            .arg("-j")
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| ApplyError::Run {
@@ -288,25 +290,51 @@ impl Nft {
                 message: e.to_string(),
             })?;
         if !out.status.success() {
-            return Err(ApplyError::Rejected {
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+            return Ok(None);
         }
-        let listed: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
+        serde_json::from_slice(&out.stdout)
+            .map(Some)
+            .map_err(|e| ApplyError::Run {
                 program: self.program.clone(),
-                message: format!("unreadable `nft -j list tables`: {e}"),
+                message: format!("unreadable `nft -j {}`: {e}", args.join(" ")),
+            })
+    }
+
+    /// The tables in the ruleset, as (family, name).
+    pub fn tables(&self) -> Result<Vec<(String, String)>, ApplyError> {
+        let listed = self
+            .json(&["list", "tables"])?
+            .ok_or_else(|| ApplyError::Rejected {
+                stderr: "`nft list tables` failed".into(),
             })?;
-        Ok(listed
-            .get("nftables")
-            .and_then(|l| l.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.get("table"))
-            .any(|t| {
-                t.get("name").and_then(|n| n.as_str()) == Some(name)
-                    && t.get("family").and_then(|f| f.as_str()) == Some(family.name())
-            }))
+        Ok(objects(&listed, "table")
+            .filter_map(|t| {
+                Some((
+                    t.get("family")?.as_str()?.to_string(),
+                    t.get("name")?.as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Whether the ruleset holds the table `family name`.
+    pub fn has_table(&self, family: super::Family, name: &str) -> Result<bool, ApplyError> {
+        Ok(self
+            .tables()?
+            .iter()
+            .any(|(f, n)| f == family.name() && n == name))
+    }
+
+    /// The number of rules in table `family name` (`None`: no such table), listed tersely
+    /// (`-t`: without set elements, so a 10,000-device table lists in milliseconds).
+    pub fn rule_count(
+        &self,
+        family: super::Family,
+        name: &str,
+    ) -> Result<Option<usize>, ApplyError> {
+        Ok(self
+            .json(&["-t", "list", "table", family.name(), name])?
+            .map(|listed| objects(&listed, "rule").count()))
     }
 
     /// The named counters of lazaret's table `name` (name → packets, bytes); empty when the
@@ -316,26 +344,11 @@ impl Nft {
         family: super::Family,
         name: &str,
     ) -> Result<BTreeMap<String, (u64, u64)>, ApplyError> {
-        let fam = family.name();
-        let out = Command::new(&self.program)
-            .args(&self.prefix_args)
-            .args(["-j", "list", "counters", "table", fam, name])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| ApplyError::Run {
-                program: self.program.clone(),
-                message: e.to_string(),
-            })?;
-        if !out.status.success() {
-            // No such table (the first generation, or after a detach): nothing to carry.
-            return Ok(BTreeMap::new());
-        }
-        let listed: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
-                program: self.program.clone(),
-                message: format!("unreadable `nft -j list counters`: {e}"),
-            })?;
-        Ok(counters_of(&listed, name))
+        // No such table (the first generation, or after a detach): nothing to carry.
+        Ok(self
+            .json(&["list", "counters", "table", family.name(), name])?
+            .map(|listed| counters_of(&listed, name))
+            .unwrap_or_default())
     }
 
     /// The current ruleset, as nft's JSON (`nft -j list ruleset`).
@@ -347,6 +360,19 @@ impl Nft {
             &args,
         )?)
     }
+}
+
+/// The objects of kind `kind` (`table`, `rule`, …) in `nft -j` output.
+fn objects<'a>(
+    listed: &'a serde_json::Value,
+    kind: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+    listed
+        .get("nftables")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(move |o| o.get(kind))
 }
 
 /// The JSON `nft` reads. The `nftables` crate (0.6.3) has no field for the statements of a
@@ -437,11 +463,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// (packets, bytes). Read from the JSON value: the `nftables` crate (0.6.3) types counter
 /// values as `u32`, which a busy gateway's byte counters outgrow.
 pub fn counters_of(listed: &serde_json::Value, table: &str) -> BTreeMap<String, (u64, u64)> {
-    let Some(list) = listed.get("nftables").and_then(|l| l.as_array()) else {
-        return BTreeMap::new();
-    };
-    list.iter()
-        .filter_map(|o| o.get("counter"))
+    objects(listed, "counter")
         .filter(|c| c.get("table").and_then(|t| t.as_str()) == Some(table))
         .filter_map(|c| {
             let num = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);

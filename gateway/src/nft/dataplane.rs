@@ -50,6 +50,33 @@ pub struct NftDataplane {
     local: BTreeSet<IpAddr>,
     /// Port pins restored from the state directory, for the next frame stage.
     restored: Vec<([u8; 6], String)>,
+    /// The rules of the enforcing tables as applied, per family: what [`Self::verify`]
+    /// expects to find.
+    expected: BTreeMap<&'static str, usize>,
+    /// The ruleset generation last verified intact.
+    verified: Option<u32>,
+}
+
+/// What [`NftDataplane::verify`] found changed behind lazaret's back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tampered {
+    /// A table of the enforcing generation is gone (deleted, `nft flush ruleset`).
+    TableMissing,
+    /// Its rules changed (a chain flushed or deleted, rules added or removed).
+    RulesChanged,
+    /// The interface hold is gone while interfaces are held.
+    HoldMissing,
+}
+
+impl Tampered {
+    /// The `kind` label of `lazaret_datapath_tamper_total`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Tampered::TableMissing => "nft_table_missing",
+            Tampered::RulesChanged => "nft_rules_changed",
+            Tampered::HoldMissing => "nft_hold_missing",
+        }
+    }
 }
 
 impl NftDataplane {
@@ -72,6 +99,8 @@ impl NftDataplane {
             info,
             local: BTreeSet::new(),
             restored: Vec::new(),
+            expected: BTreeMap::new(),
+            verified: None,
         })
     }
 
@@ -225,8 +254,68 @@ impl NftDataplane {
             Some(previous) => self.nft.swap(previous, &rendered)?,
             None => self.nft.apply(&rendered)?,
         };
+        // What the verifier expects from now on (a terse listing: milliseconds).
+        self.expected.clear();
+        for family in FAMILIES {
+            if let Some(n) = self.nft.rule_count(family, next_table)? {
+                self.expected.insert(family.name(), n);
+            }
+        }
+        self.verified = None;
         self.last = Some(rendered);
         Ok(Some(took))
+    }
+
+    /// Checks that the ruleset still holds what lazaret put there, given the ruleset's
+    /// `generation` (`daemon::kernel::nft_generation`): nothing is listed while it is the
+    /// one last verified, so the check costs one netlink round trip until something —
+    /// lazaret or anyone else — commits a change. `held`: whether the interface hold
+    /// should be in place.
+    pub fn verify(&mut self, generation: u32, held: bool) -> Result<Option<Tampered>, NftError> {
+        // Enforcing once contents were applied; `last` is gone only after a restore failed.
+        let enforcing = self.active() && self.last_contents.is_some();
+        if (!enforcing && !held) || self.verified == Some(generation) {
+            return Ok(None);
+        }
+        let tables = self.nft.tables()?;
+        let has = |family: &str, name: &str| tables.iter().any(|(f, n)| f == family && n == name);
+        if enforcing {
+            let Some(r) = &self.last else {
+                return Ok(Some(Tampered::TableMissing));
+            };
+            for family in FAMILIES {
+                if !has(family.name(), &r.table) {
+                    return Ok(Some(Tampered::TableMissing));
+                }
+                let rules = self.nft.rule_count(family, &r.table)?;
+                if rules != self.expected.get(family.name()).copied() {
+                    return Ok(Some(Tampered::RulesChanged));
+                }
+            }
+        }
+        if held && !has("inet", super::hold::HOLD_TABLE) {
+            return Ok(Some(Tampered::HoldMissing));
+        }
+        self.verified = Some(generation);
+        Ok(None)
+    }
+
+    /// Puts the enforcing generation back after [`Self::verify`] found it changed: what is
+    /// left of lazaret's tables is removed and the last contents applied afresh (their
+    /// counters restart; the pins are written back from `pins`).
+    pub fn restore(&mut self, pins: &[([u8; 6], String)]) -> Result<(), NftError> {
+        for family in FAMILIES {
+            for table in TABLES {
+                if self.nft.has_table(family, table)? {
+                    self.nft.delete(family, table)?;
+                }
+            }
+        }
+        self.last = None;
+        self.verified = None;
+        self.restored = pins.to_vec();
+        self.reapply()?;
+        Ok(())
     }
 
     /// Applies the last contents again (after interfaces were added).

@@ -4,11 +4,16 @@
 //! program, and the kernel would forward its traffic unjudged until the daemon notices and
 //! attaches again. When the daemon sees such an interface gone, it puts its *name* in this
 //! table — `inet lazaret_hold`, one prerouting rule per name that drops everything arriving
-//! on it — so the interface is closed from the moment it is created again; the daemon lifts
+//! on it and one forward rule that drops everything sent to it — so the interface is closed
+//! from the moment it is created again; the daemon lifts
 //! the hold once the program is attached and the policy bound to the new ifindex. A daemon
 //! that dies meanwhile leaves the hold in place (closed); the next start lifts it after
 //! attaching. What it cannot cover: an interface deleted and re-created within one of the
 //! daemon's interface checks (250 ms), which the daemon only sees as a new ifindex.
+//!
+//! The same hold closes every device-side interface when the daemon starts with no policy
+//! at all (the repository refused, no last-known-good, nothing pinned: a first boot with a
+//! broken checkout), and interfaces configured but not created yet at boot.
 
 use super::expr::{drop_, eq, meta, s};
 use super::{ApplyError, Nft};
@@ -20,10 +25,11 @@ use std::collections::BTreeSet;
 
 pub const HOLD_TABLE: &str = "lazaret_hold";
 const CHAIN: &str = "hold";
+const CHAIN_OUT: &str = "hold_out";
 
 impl Nft {
-    /// Drops everything arriving on the interfaces named in `held` (matched by name, so an
-    /// interface created after the rule is held too), replacing the previous hold in one
+    /// Drops everything arriving on the interfaces named in `held`, and everything forwarded
+    /// to them (matched by name, so an interface created after the rule is held too), replacing the previous hold in one
     /// transaction; an empty `held` removes the table.
     pub fn hold(&self, held: &BTreeSet<String>) -> Result<(), ApplyError> {
         // Apart: a kernel without the bridge family still holds routed interfaces.
@@ -44,27 +50,34 @@ fn hold_batch(family: NfFamily, held: &BTreeSet<String>) -> Nftables<'static> {
     b.delete(NfListObject::Table(table.clone()));
     if !held.is_empty() {
         b.add(NfListObject::Table(table));
-        b.add(NfListObject::Chain(Chain {
-            family,
-            table: HOLD_TABLE.into(),
-            name: CHAIN.into(),
-            _type: Some(NfChainType::Filter),
-            hook: Some(NfHook::Prerouting),
-            // Before conntrack (-200): a held interface's packets create no state.
-            prio: Some(-300),
-            policy: Some(NfChainPolicy::Accept),
-            ..Chain::default()
-        }));
-        for name in held {
-            b.add(NfListObject::Rule(Rule {
+        // In: before conntrack (-200), so a held interface's packets create no state. Out:
+        // forwarded towards a held interface, so nothing reaches its devices either (the
+        // XDP program on an upstream interface has no policy to judge by while held).
+        for (chain, hook, key) in [
+            (CHAIN, NfHook::Prerouting, MetaKey::Iifname),
+            (CHAIN_OUT, NfHook::Forward, MetaKey::Oifname),
+        ] {
+            b.add(NfListObject::Chain(Chain {
                 family,
                 table: HOLD_TABLE.into(),
-                chain: CHAIN.into(),
-                expr: vec![eq(meta(MetaKey::Iifname), s(name.as_str())), drop_()].into(),
-                handle: None,
-                index: None,
-                comment: None,
+                name: chain.into(),
+                _type: Some(NfChainType::Filter),
+                hook: Some(hook),
+                prio: Some(-300),
+                policy: Some(NfChainPolicy::Accept),
+                ..Chain::default()
             }));
+            for name in held {
+                b.add(NfListObject::Rule(Rule {
+                    family,
+                    table: HOLD_TABLE.into(),
+                    chain: chain.into(),
+                    expr: vec![eq(meta(key), s(name.as_str())), drop_()].into(),
+                    handle: None,
+                    index: None,
+                    comment: None,
+                }));
+            }
         }
     }
     b.to_nftables()
@@ -88,7 +101,12 @@ mod tests {
                 json.contains(r#""icu0""#) && json.contains(r#""pumps0""#),
                 "{json}"
             );
-            assert_eq!(json.matches(r#""drop""#).count(), 2, "{json}");
+            // In and out, per name.
+            assert_eq!(json.matches(r#""drop""#).count(), 4, "{json}");
+            assert!(
+                json.contains("oifname") && json.contains("forward"),
+                "{json}"
+            );
             let none = to_json(&super::hold_batch(family, &Default::default())).to_string();
             assert!(!none.contains("prerouting"), "{none}");
         }

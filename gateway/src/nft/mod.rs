@@ -50,5 +50,5 @@ pub mod render;
 mod tests;
 
 pub use apply::{ApplyError, Nft};
-pub use dataplane::{NftDataplane, NftError};
+pub use dataplane::{NftDataplane, NftError, Tampered};
 pub use render::{render, Family, RenderError, RenderOptions, Rendered};
