@@ -126,6 +126,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// As written in the configuration (and logged).
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Devices => "devices",
+            Side::Upstream => "upstream",
+        }
+    }
+
     pub fn abi(self) -> u8 {
         match self {
             Side::Devices => lazaret_abi::SIDE_DEVICES,
@@ -167,22 +175,289 @@ fn default_mode() -> AttachMode {
     AttachMode::Auto
 }
 
-/// A configuration error, positioned in its file.
+/// One problem of a configuration file, positioned on the token it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// A configuration error, positioned in its file. `Invalid` carries every problem found
+/// (the first in its fields, the rest in `more`), so one run of `lazaret config check`
+/// shows them all.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{col}: error: {message}")]
+    #[error("{}", render(path, *line, *col, message, more))]
     Invalid {
         path: PathBuf,
         line: usize,
         col: usize,
         message: String,
+        /// The problems after the first.
+        more: Vec<Problem>,
     },
+}
+
+impl ConfigError {
+    /// Every problem, in file order (an unreadable file has none).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { .. } => Vec::new(),
+            ConfigError::Invalid {
+                line,
+                col,
+                message,
+                more,
+                ..
+            } => std::iter::once(Problem {
+                line: *line,
+                col: *col,
+                message: message.clone(),
+            })
+            .chain(more.iter().cloned())
+            .collect(),
+        }
+    }
+}
+
+fn render(path: &Path, line: usize, col: usize, message: &str, more: &[Problem]) -> String {
+    let mut out = format!("{}:{line}:{col}: {message}", path.display());
+    for p in more {
+        out += &format!("\n{}:{}:{}: {}", path.display(), p.line, p.col, p.message);
+    }
+    if !more.is_empty() {
+        out += &format!("\n{} problems in {}", more.len() + 1, path.display());
+    }
+    out
+}
+
+/// The keys of the file and of its tables (unknown ones are errors).
+const KEYS: [&str; 10] = [
+    "policy_dir",
+    "state_dir",
+    "pin_dir",
+    "metrics_listen",
+    "control_socket",
+    "control_group",
+    "log_format",
+    "dataplane",
+    "interfaces",
+    "webhook",
+];
+const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
+const WEBHOOK_KEYS: [&str; 1] = ["url"];
+
+type Val<'i> = toml09::Spanned<toml09::de::DeValue<'i>>;
+
+/// Collects every problem of a configuration text, each on its token. The values are
+/// deserialized one by one (serde stops at the first error of a document), so a bad side
+/// on one interface does not hide an unknown key on another.
+struct Checker<'t> {
+    text: &'t str,
+    problems: Vec<(usize, String)>,
+}
+
+impl<'t> Checker<'t> {
+    fn problem(&mut self, offset: usize, message: impl Into<String>) {
+        self.problems.push((offset, message.into()));
+    }
+
+    fn keys(&mut self, table: &toml09::de::DeTable<'_>, known: &[&str], what: &str) {
+        for (key, _) in table.iter() {
+            if !known.contains(&key.get_ref().as_ref()) {
+                self.problem(
+                    key.span().start,
+                    format!(
+                        "unknown key `{}` in {what}; expected one of: {}",
+                        crate::text::printable(key.get_ref()),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `value` deserialized alone as a `T` (the text of the value, parsed again).
+    fn value<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Val<'_>) -> Option<T> {
+        let span = value.span();
+        let raw = self.text.get(span.clone()).unwrap_or_default();
+        match T::deserialize(toml::de::ValueDeserializer::new(raw)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = span.start + e.span().map_or(0, |s| s.start.min(raw.len()));
+                self.problem(at, format!("{key}: {}", e.message()));
+                None
+            }
+        }
+    }
+
+    fn get<'a, 'i>(table: &'a toml09::de::DeTable<'i>, key: &str) -> Option<&'a Val<'i>> {
+        table.get(key)
+    }
+
+    fn check(&mut self, doc: &toml09::de::DeTable<'_>) {
+        self.keys(doc, &KEYS, "the configuration");
+        for key in ["policy_dir", "state_dir", "pin_dir", "control_socket"] {
+            if let Some(v) = Self::get(doc, key) {
+                self.value::<PathBuf>(key, v);
+            }
+        }
+        if Self::get(doc, "policy_dir").is_none() {
+            self.problem(
+                0,
+                "policy_dir is missing: the directory of the policy files (a git checkout)",
+            );
+        }
+        if let Some(v) = Self::get(doc, "metrics_listen") {
+            self.value::<SocketAddr>("metrics_listen", v);
+        }
+        if let Some(v) = Self::get(doc, "log_format") {
+            self.value::<LogFormat>("log_format", v);
+        }
+        let dataplane = match Self::get(doc, "dataplane") {
+            Some(v) => self.value::<Dataplane>("dataplane", v),
+            None => Some(Dataplane::default()),
+        };
+        if let Some(v) = Self::get(doc, "control_group") {
+            if let Some(group) = self.value::<String>("control_group", v) {
+                let valid = !group.is_empty()
+                    && group.len() <= 32
+                    && group
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !valid {
+                    self.problem(
+                        v.span().start,
+                        format!(
+                            "control_group: {:?} is not a group name or gid (letters, digits, '_', '-', '.'; at most 32)",
+                            crate::text::printable(&group)
+                        ),
+                    );
+                }
+            }
+        }
+        self.interfaces(doc, dataplane);
+        if let Some(v) = Self::get(doc, "webhook") {
+            match v.get_ref() {
+                toml09::de::DeValue::Table(t) => {
+                    self.keys(t, &WEBHOOK_KEYS, "[webhook]");
+                    match Self::get(t, "url") {
+                        Some(url) => {
+                            if let Some(u) = self.value::<String>("url", url) {
+                                if let Err(message) = crate::daemon::webhook::check_url(&u) {
+                                    self.problem(url.span().start, message);
+                                }
+                            }
+                        }
+                        None => self.problem(v.span().start, "[webhook] needs a url"),
+                    }
+                }
+                _ => self.problem(
+                    v.span().start,
+                    "webhook: expected a table ([webhook] url = \"http://…\")",
+                ),
+            }
+        }
+    }
+
+    fn interfaces(&mut self, doc: &toml09::de::DeTable<'_>, dataplane: Option<Dataplane>) {
+        use toml09::de::DeValue;
+        let none =
+            "no interfaces configured: add at least one [[interfaces]] with a name and a side";
+        let Some(list) = Self::get(doc, "interfaces") else {
+            self.problem(0, none);
+            return;
+        };
+        let DeValue::Array(items) = list.get_ref() else {
+            self.problem(
+                list.span().start,
+                "interfaces: expected [[interfaces]] tables",
+            );
+            return;
+        };
+        if items.is_empty() {
+            self.problem(list.span().start, none);
+        }
+        let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for item in items {
+            let DeValue::Table(t) = item.get_ref() else {
+                self.problem(
+                    item.span().start,
+                    "interfaces: expected a table with a name and a side",
+                );
+                continue;
+            };
+            self.keys(t, &INTERFACE_KEYS, "[[interfaces]]");
+            let name = match Self::get(t, "name") {
+                Some(v) => self.value::<String>("name", v).map(|n| (n, v.span().start)),
+                None => {
+                    self.problem(item.span().start, "[[interfaces]] needs a name");
+                    None
+                }
+            };
+            let shown = name.as_ref().map_or_else(String::new, |(n, _)| {
+                format!("{:?}", crate::text::printable(n))
+            });
+            if let Some((n, at)) = &name {
+                if n.is_empty() || n.len() > 15 || n.contains('/') {
+                    self.problem(
+                        *at,
+                        format!("{shown} is not a valid interface name (1 to 15 bytes, no '/')"),
+                    );
+                } else if !seen.insert(n.clone()) {
+                    self.problem(*at, format!("interface {shown} is configured twice"));
+                }
+            }
+            let side = match Self::get(t, "side") {
+                Some(v) => self.value::<Side>("side", v),
+                None => {
+                    self.problem(
+                        item.span().start,
+                        format!("interface {shown} needs a side (\"devices\" or \"upstream\")"),
+                    );
+                    None
+                }
+            };
+            if let Some(v) = Self::get(t, "xdp_mode") {
+                self.value::<AttachMode>("xdp_mode", v);
+            }
+            let vlan = Self::get(t, "vlan").and_then(|v| self.value::<Vlan>("vlan", v));
+            if let Some(v) = Self::get(t, "bridge") {
+                if let Some(bridge) = self.value::<String>("bridge", v) {
+                    let at = v.span().start;
+                    if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
+                        self.problem(
+                            at,
+                            format!(
+                                "{:?} is not a valid bridge name (1 to 15 bytes, no '/')",
+                                crate::text::printable(&bridge)
+                            ),
+                        );
+                    } else if side == Some(Side::Upstream) {
+                        self.problem(at, format!("interface {shown} is a bridge port facing upstream: only device-side ports bind devices to a bridge"));
+                    }
+                }
+            }
+            if let Some(v) = Self::get(t, "outer_vlan") {
+                if self.value::<Vlan>("outer_vlan", v).is_some() {
+                    let at = v.span().start;
+                    if vlan.is_some() {
+                        self.problem(at, format!("interface {shown} has both `vlan` (untagged frames) and `outer_vlan` (two tags on every frame): a port is one or the other"));
+                    }
+                    if dataplane == Some(Dataplane::Nftables) {
+                        self.problem(at, format!("interface {shown}: `outer_vlan` (QinQ) needs the XDP dataplane; nftables drops every double-tagged frame"));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Config {
@@ -207,125 +482,85 @@ impl Config {
         }
         if let Some(group) = &cfg.control_group {
             cfg.control_gid = Some(resolve_group(group).ok_or_else(|| {
-                let (line, col) = line_col(&text, text.find("control_group").unwrap_or(0));
+                let at = value_offset(&text, "control_group");
+                let (line, col) = line_col(&text, at);
                 ConfigError::Invalid {
                     path: path.to_path_buf(),
                     line,
                     col,
                     message: format!(
-                        "control_group: no group {group:?} on this host (create it, or remove control_group to admit root only)"
+                        "control_group: no group {:?} on this host (create it, or remove control_group to admit root only)",
+                        crate::text::printable(group)
                     ),
+                    more: Vec::new(),
                 }
             })?);
         }
         Ok(cfg)
     }
 
-    /// Parses configuration text; `path` only names the source in errors.
+    /// Parses configuration text; `path` only names the source in errors. Every problem is
+    /// reported, each at its token.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |offset: usize, message: String| {
-            let (line, col) = line_col(text, offset);
+        let invalid = |mut problems: Vec<(usize, String)>| {
+            problems.sort_by_key(|(at, _)| *at);
+            let mut problems = problems.into_iter().map(|(at, message)| {
+                let (line, col) = line_col(text, at);
+                Problem { line, col, message }
+            });
+            let first = problems.next().unwrap_or(Problem {
+                line: 1,
+                col: 1,
+                message: "invalid configuration".into(),
+            });
             ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line,
-                col,
-                message,
+                line: first.line,
+                col: first.col,
+                message: first.message,
+                more: problems.collect(),
             }
         };
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            invalid(offset, e.message().to_string())
-        })?;
-        if cfg.interfaces.is_empty() {
+        let (doc, syntax) = toml09::de::DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
             return Err(invalid(
-                text.find("interfaces").unwrap_or(0),
-                "no interfaces configured: add at least one [[interfaces]] with a name and a side"
-                    .into(),
+                syntax
+                    .iter()
+                    .map(|e| (e.span().map_or(0, |s| s.start), e.message().to_string()))
+                    .collect(),
             ));
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for iface in &cfg.interfaces {
-            let at = text.find(&format!("\"{}\"", iface.name)).unwrap_or(0);
-            if iface.name.is_empty() || iface.name.len() > 15 || iface.name.contains('/') {
-                return Err(invalid(
-                    at,
-                    format!(
-                        "{:?} is not a valid interface name (1 to 15 bytes, no '/')",
-                        iface.name
-                    ),
-                ));
-            }
-            if let Some(bridge) = &iface.bridge {
-                let at = text.find(&format!("\"{bridge}\"")).unwrap_or(0);
-                if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
-                    return Err(invalid(
-                        at,
-                        format!("{bridge:?} is not a valid bridge name (1 to 15 bytes, no '/')"),
-                    ));
-                }
-                if iface.side != Side::Devices {
-                    return Err(invalid(
-                        at,
-                        format!(
-                            "interface {:?} is a bridge port facing upstream: only device-side \
-                             ports bind devices to a bridge",
-                            iface.name
-                        ),
-                    ));
-                }
-            }
-            if iface.outer_vlan.is_some() {
-                let at = text.find("outer_vlan").unwrap_or(at);
-                if iface.vlan.is_some() {
-                    return Err(invalid(
-                        at,
-                        format!(
-                            "interface {:?} has both `vlan` (untagged frames) and `outer_vlan` \
-                             (two tags on every frame): a port is one or the other",
-                            iface.name
-                        ),
-                    ));
-                }
-                if cfg.dataplane == Dataplane::Nftables {
-                    return Err(invalid(
-                        at,
-                        format!(
-                            "interface {:?}: `outer_vlan` (QinQ) needs the XDP dataplane; \
-                             nftables drops every double-tagged frame",
-                            iface.name
-                        ),
-                    ));
-                }
-            }
-            if !seen.insert(&iface.name) {
-                return Err(invalid(
-                    at,
-                    format!("interface {:?} is configured twice", iface.name),
-                ));
-            }
+        let mut checker = Checker {
+            text,
+            problems: Vec::new(),
+        };
+        checker.check(doc.get_ref());
+        if !checker.problems.is_empty() {
+            return Err(invalid(checker.problems));
         }
-        if let Some(w) = &cfg.webhook {
-            if let Err(message) = crate::daemon::webhook::check_url(w.url.get_ref()) {
-                return Err(invalid(w.url.span().start, message));
-            }
-        }
-        if let Some(group) = &cfg.control_group {
-            let valid = !group.is_empty()
-                && group.len() <= 32
-                && group
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if !valid {
-                return Err(invalid(
-                    text.find("control_group").unwrap_or(0),
-                    format!(
-                        "control_group: {group:?} is not a group name or gid (letters, digits, '_', '-', '.'; at most 32)"
-                    ),
-                ));
-            }
-        }
-        Ok(cfg)
+        // Every value checked: the whole document deserializes (anything it still refuses
+        // is reported the same way).
+        toml::from_str(text).map_err(|e| {
+            invalid(vec![(
+                e.span().map_or(0, |s| s.start),
+                e.message().to_string(),
+            )])
+        })
     }
+}
+
+/// The offset of the value of the first `key = …` line (for problems found after parsing).
+fn value_offset(text: &str, key: &str) -> usize {
+    let Some(at) = text.find(key) else {
+        return 0;
+    };
+    text[at..]
+        .find('=')
+        .map(|eq| {
+            let after = at + eq + 1;
+            after + (text[after..].len() - text[after..].trim_start().len())
+        })
+        .unwrap_or(at)
 }
 
 /// A group name or numeric gid → gid, through the system's group database.
@@ -403,7 +638,7 @@ xdp_mode = "skb"
                 line, col, message, ..
             }) => {
                 assert_eq!((line, col), (10, 1));
-                assert!(message.contains("unknown field `xdp_mod`"), "{message}");
+                assert!(message.contains("unknown key `xdp_mod`"), "{message}");
             }
             other => panic!("expected an error, got {other:?}"),
         }
@@ -516,7 +751,8 @@ xdp_mode = "skb"
             "control_group = \"bad group\"",
         );
         match parse(&text) {
-            Err(ConfigError::Invalid { line, col, .. }) => assert_eq!((line, col), (3, 1)),
+            // On the value, not the key.
+            Err(ConfigError::Invalid { line, col, .. }) => assert_eq!((line, col), (3, 17)),
             other => panic!("expected an error, got {other:?}"),
         }
         let ok = GOOD.replace(
@@ -542,13 +778,53 @@ xdp_mode = "skb"
             Err(ConfigError::Invalid {
                 line, col, message, ..
             }) => {
-                assert_eq!((line, col), (3, 1));
+                assert_eq!((line, col), (3, 17));
                 assert!(message.contains("no group"), "{message}");
             }
             other => panic!("expected an error, got {other:?}"),
         }
         assert_eq!(resolve_group("root"), Some(0));
         assert_eq!(resolve_group("4242"), Some(4242));
+    }
+
+    /// Every problem at once, each on its own token, in file order, with no doubled
+    /// prefix.
+    #[test]
+    fn every_problem_is_reported_on_its_token() {
+        let text = r#"policy_dir = "policies"
+metrics_listen = "not an address"
+colour = "blue"
+[[interfaces]]
+name = "icu0"
+side = "dev"
+[[interfaces]]
+name = "icu0"
+side = "upstream"
+bridge = "br0"
+vlan = 5000
+[webhook]
+url = "ftp://x/y"
+"#;
+        let err = parse(text).expect_err("invalid");
+        let at: Vec<(usize, usize)> = err.problems().iter().map(|p| (p.line, p.col)).collect();
+        assert_eq!(
+            at,
+            vec![(2, 18), (3, 1), (6, 8), (8, 8), (10, 10), (11, 8), (13, 7)],
+            "{err}"
+        );
+        let shown = err.to_string();
+        assert!(!shown.contains("error: "), "{shown}");
+        assert!(shown.ends_with("7 problems in lazaret.toml"), "{shown}");
+        // A syntax error is positioned too.
+        let err = parse("policy_dir = \"p\n[[interfaces]]\n").expect_err("syntax");
+        assert_eq!(err.problems()[0].line, 1, "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_file_names_its_cause_once() {
+        let err = Config::load(Path::new("/nonexistent/lazaret.toml")).expect_err("missing");
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(shown.matches("No such file").count(), 1, "{shown}");
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub fn policy(data: &[u8]) {
 
 // === config ===
 
-/// Bytes → the daemon's configuration. Never panics; an error is positioned inside the text.
+/// Bytes → the daemon's configuration. Never panics; every problem is positioned inside the
+/// text.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -116,9 +117,11 @@ pub fn config(data: &[u8]) {
     if let Err(e) = Config::parse(text, Path::new("lazaret.toml")) {
         let shown = e.to_string();
         match e {
-            ConfigError::Invalid { line, col, .. } => {
+            ConfigError::Invalid { .. } => {
                 let lines = text.split('\n').count();
-                assert!(line >= 1 && line <= lines && col >= 1, "{shown}");
+                for p in e.problems() {
+                    assert!(p.line >= 1 && p.line <= lines && p.col >= 1, "{shown}");
+                }
             }
             ConfigError::Read { .. } => panic!("parse read a file: {shown}"),
         }

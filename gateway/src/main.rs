@@ -54,6 +54,9 @@ enum Command {
     /// Bridge-port pins: which device is pinned to which bridge port; release one.
     #[command(subcommand)]
     Pins(cli::control_cmds::PinsCommand),
+    /// The daemon's configuration file: check it.
+    #[command(subcommand)]
+    Config(cli::config_cmds::ConfigCommand),
     #[command(flatten)]
     Policy(cli::policy_cmds::PolicyCommand),
 }
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Learn(cmd) => cli::learn_cmds::run(cmd),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
         Command::Pins(cmd) => cli::control_cmds::pins(cmd),
+        Command::Config(cmd) => cli::config_cmds::run(cmd),
         Command::Policy(cmd) => cli::policy_cmds::run(cmd),
     };
     match result {

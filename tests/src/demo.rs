@@ -452,6 +452,17 @@ impl<'a> Story<'a> {
         // The child is reaped by teardown's kill; a running daemon must not be waited on.
         std::mem::forget(child);
         let status = self.api(&Request::Status {})?;
+        if status["policy"] != "repository" {
+            // The daemon never starts open: with a policy that does not compile it holds
+            // the device ports closed (or enforces its last-known-good). The demo needs the
+            // policy it was given.
+            bail!(
+                "lazaret started without the demo's policy (policy: {}; device ports held closed: {}); its log:\n{}",
+                status["policy"],
+                status["held"],
+                std::fs::read_to_string(self.dir.join("lazaret.log")).unwrap_or_default()
+            );
+        }
         let generation = status["generation"].as_u64().unwrap_or(0);
         let commit = status["commit"].as_str().unwrap_or("not a git checkout");
         let mut modes = std::collections::BTreeMap::<String, usize>::new();

@@ -78,7 +78,8 @@ fn the_story_runs_to_the_end_and_leaves_nothing_behind() {
 
 #[test]
 fn a_failing_step_exits_non_zero_and_names_the_step() {
-    // A policy directory that does not compile: the daemon cannot start (step 2).
+    // A policy directory that does not compile: the daemon starts but holds the device ports
+    // closed (it never starts open), and the demo stops at step 2.
     let tmp = TempDir::new().expect("tempdir");
     std::fs::write(tmp.path.join("site.toml"), "[site]\nname = 3\n").expect("write");
     let p = prefix('b');

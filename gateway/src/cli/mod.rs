@@ -1,5 +1,6 @@
 //! Subcommands of the `lazaret` binary.
 
+pub mod config_cmds;
 pub mod control_cmds;
 pub mod detach;
 pub mod learn_cmds;

@@ -61,9 +61,13 @@ pub enum TableFormat {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Policy directory.
-    #[arg(default_value = "policies")]
-    pub dir: PathBuf,
+    /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
+    /// `policies`).
+    pub dir: Option<PathBuf>,
+    /// The daemon's configuration: checked too, and the policy checked against it (every
+    /// interface of the policy configured, on the same side), as the daemon would at start.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -272,11 +276,64 @@ pub fn summary(c: &Compiled) -> String {
 }
 
 fn check(a: CheckArgs) -> Result<ExitCode> {
-    let (policy, compiled) = match load_or_report(&a.dir, a.format) {
+    let config = match &a.config {
+        Some(path) => match lazaret::config::Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                super::config_cmds::report(&e);
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
+    let dir = a
+        .dir
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.policy_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("policies"));
+    let (policy, compiled) = match load_or_report(&dir, a.format) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
     let sources = &policy.sources;
+    let mismatches = config
+        .as_ref()
+        .map(|c| against_config(&policy, c))
+        .unwrap_or_default();
+    if !mismatches.is_empty() {
+        match a.format {
+            Format::Text => {
+                for (at, message) in &mismatches {
+                    eprintln!("{}: error: {}", sources.locate(*at), message);
+                }
+                eprintln!(
+                    "{} problem{} between the policy and {}",
+                    mismatches.len(),
+                    if mismatches.len() == 1 { "" } else { "s" },
+                    a.config.as_deref().unwrap_or(Path::new("")).display()
+                );
+            }
+            Format::Json => {
+                let out = CheckJson {
+                    ok: false,
+                    errors: mismatches
+                        .iter()
+                        .map(|(at, message)| policy::diag::DiagnosticJson {
+                            severity: policy::diag::Severity::Error,
+                            location: Some(sources.locate(*at)),
+                            message: message.clone(),
+                            hint: None,
+                            notes: Vec::new(),
+                        })
+                        .collect(),
+                    warnings: Vec::new(),
+                    summary: None,
+                };
+                outln!("{}", serde_json::to_string_pretty(&out)?);
+            }
+        }
+        return Ok(ExitCode::from(1));
+    }
     match a.format {
         Format::Text => {
             if !compiled.warnings.is_empty() {
@@ -299,6 +356,59 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the daemon would refuse at start: an interface of the policy that the
+/// configuration does not list (as an interface or a bridge), or lists on another side.
+fn against_config(
+    policy: &Policy,
+    config: &lazaret::config::Config,
+) -> Vec<(lazaret::policy::source::Span, String)> {
+    use lazaret::config::Side as ConfigSide;
+    use lazaret::policy::model::Side as PolicySide;
+    let mut out = Vec::new();
+    for iface in policy.site.interfaces.values() {
+        let configured: Vec<ConfigSide> = config
+            .interfaces
+            .iter()
+            .filter(|i| i.name == iface.name || i.bridge.as_deref() == Some(&iface.name))
+            .map(|i| i.side)
+            .collect();
+        let wanted = match iface.side {
+            PolicySide::Devices => ConfigSide::Devices,
+            PolicySide::Upstream => ConfigSide::Upstream,
+        };
+        let name = lazaret::text::printable(&iface.name);
+        if configured.is_empty() {
+            out.push((
+                iface.span,
+                format!(
+                    "interface `{name}` is not in the configuration's [[interfaces]] (nor a bridge of one): nothing would enforce on it"
+                ),
+            ));
+        } else if configured.iter().any(|s| *s != wanted) {
+            out.push((
+                iface.span,
+                format!(
+                    "interface `{name}` faces {} in the policy but {} in the configuration",
+                    side_name(wanted),
+                    side_name(if wanted == ConfigSide::Devices {
+                        ConfigSide::Upstream
+                    } else {
+                        ConfigSide::Devices
+                    })
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn side_name(s: lazaret::config::Side) -> &'static str {
+    match s {
+        lazaret::config::Side::Devices => "devices",
+        lazaret::config::Side::Upstream => "upstream",
+    }
 }
 
 // === explain ===

@@ -161,6 +161,47 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Who is behind a control connection, for the audit log and the logs: the user the kernel
+/// says is connected (`root (uid 0)`), and, when that process runs for someone else, the
+/// person who logged in — the audit login uid (`/proc/PID/loginuid`, set at login and kept
+/// across `sudo` and `su`), else `SUDO_USER` from the process's environment: `alice via
+/// root (uid 0)`. Read right after accepting; a peer gone by then is named by uid alone.
+pub fn operator(uid: u32, pid: Option<i32>) -> String {
+    let connected = format!(
+        "{} (uid {uid})",
+        user_name(uid).unwrap_or_else(|| "?".into())
+    );
+    let Some(pid) = pid else {
+        return connected;
+    };
+    let login = std::fs::read_to_string(format!("/proc/{pid}/loginuid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        // (uid_t)-1: no login (a service, a container without pam_loginuid).
+        .filter(|l| *l != u32::MAX && *l != uid)
+        .map(|l| user_name(l).unwrap_or_else(|| format!("uid {l}")));
+    let sudo = || {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()?
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"SUDO_USER="))
+            .map(|v| crate::text::printable(&String::from_utf8_lossy(v)).into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    match login.or_else(sudo) {
+        Some(person) => format!("{person} via {connected}"),
+        None => connected,
+    }
+}
+
+/// The user name of `uid` from the system's user database.
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
 /// Binds the socket (root only: mode 0600). An existing path is an error if a server
 /// answers on it; a stale socket left by a crash is replaced; any other file there is an
 /// error (never deleted).
@@ -239,14 +280,19 @@ async fn connection(
     access: Access,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
-    let peer = format!("uid {}", cred.uid());
+    let peer = operator(cred.uid(), cred.pid());
     let (read, mut write) = stream.into_split();
     if !access.admits(cred.uid(), cred.gid(), cred.pid()) {
         let who = match access.group {
             Some(g) => format!("root and members of group {g}"),
             None => "root".to_string(),
         };
-        tracing::warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "control request refused: only {who} may use the control socket");
+        tracing::warn!(
+            uid = cred.uid(),
+            gid = cred.gid(),
+            pid = cred.pid().unwrap_or(0),
+            "control request refused: only {who} may use the control socket"
+        );
         let reply = Reply::error(format!(
             "permission denied: only {who} may use lazaret's control socket"
         ));
@@ -420,6 +466,35 @@ pub fn call(path: &Path, request: &Request) -> Result<Reply, std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit log names the person behind sudo, not only uid 0: here a child process
+    /// with `SUDO_USER` in its environment (its loginuid is unset in the test sandbox, or
+    /// ours, so the environment decides).
+    #[test]
+    fn the_operator_behind_sudo_is_named() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .env("SUDO_USER", "alice-biomed")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let uid = nix::unistd::getuid().as_raw();
+        let who = operator(uid, Some(pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        let ours = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
+        if ours.trim() == u32::MAX.to_string() || ours.trim() == uid.to_string() {
+            assert!(who.starts_with("alice-biomed via "), "{who}");
+        }
+        assert!(who.ends_with(&format!("(uid {uid})")), "{who}");
+        assert_eq!(
+            operator(uid, None),
+            format!(
+                "{} (uid {uid})",
+                user_name(uid).unwrap_or_else(|| "?".into())
+            )
+        );
+    }
 
     #[test]
     fn decodes_every_request() {

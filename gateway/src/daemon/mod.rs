@@ -343,7 +343,7 @@ impl Controller {
         // Nothing to enforce: the device ports are closed, by name, before they exist.
         self.no_policy = true;
         let held = self.held_interfaces();
-        tracing::error!(held = ?held, "NO POLICY to enforce: device-side interfaces held closed until the repository compiles");
+        tracing::error!(held = %names(&held), "NO POLICY to enforce: device-side interfaces held closed until the repository compiles");
         self.metrics.held(held.len());
         self.nft
             .hold(&held)
@@ -545,11 +545,11 @@ impl Controller {
                     if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
                         tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
                     }
-                    tracing::info!(interface = %iface.name, side = ?iface.side, mode = ?mode, "attached");
+                    tracing::info!(interface = %iface.name, side = iface.side.name(), mode = mode_name(mode), "attached");
                     self.modes.insert(iface.name.clone(), mode_name(mode));
                 }
                 attach::Attached::Adopted => {
-                    tracing::info!(interface = %iface.name, side = ?iface.side, "program swapped into the pinned link");
+                    tracing::info!(interface = %iface.name, side = iface.side.name(), "program swapped into the pinned link");
                     let mode = attach::recorded_mode(&self.config.state_dir, &iface.name)
                         .unwrap_or("native");
                     self.modes.insert(iface.name.clone(), mode);
@@ -1232,7 +1232,7 @@ impl Controller {
             now: quarantine::now(),
         };
         if self.unknowns.observe(&sighting) {
-            tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = ?src, "new unknown device on a device port");
+            tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = %src.map_or_else(|| "-".to_string(), |a| a.to_string()), "new unknown device on a device port");
             self.metrics.unknown_device_discovered();
             self.feed
                 .publish(&events::new_unknown_event(&sighting, events::unix_now()));
@@ -1465,7 +1465,7 @@ impl Controller {
         if let Err(e) = self.quarantines.audit("detach", "-", None, by, reason) {
             tracing::error!(error = %e, "audit log");
         }
-        tracing::warn!(by, reason, interfaces = ?detached, "DETACHED on request: lazaret no longer enforces and restores nothing until restarted");
+        tracing::warn!(by, reason, interfaces = %names(&detached), "DETACHED on request: lazaret no longer enforces and restores nothing until restarted");
         Ok(detached)
     }
 
@@ -1508,7 +1508,7 @@ impl Controller {
             } else {
                 "xdp_replaced"
             };
-            tracing::error!(interface = %iface.name, kind, found = ?found, ours = ?ours, "enforcement removed behind lazaret's back: restoring");
+            tracing::error!(interface = %iface.name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
             self.metrics.tamper(&iface.name, kind);
             self.metrics.set_interface(&iface.name, mode, false);
             let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
@@ -1567,7 +1567,7 @@ impl Controller {
                     .filter(|i| self.nft.uses(&i.name))
                     .map(|i| i.name.clone())
                     .collect();
-                tracing::error!(kind, interfaces = ?on, "lazaret's nftables tables were changed behind its back: restoring");
+                tracing::error!(kind, interfaces = %names(&on), "lazaret's nftables tables were changed behind its back: restoring");
                 for name in &on {
                     self.metrics.tamper(name, kind);
                     self.metrics.set_interface(name, "nftables", false);
@@ -1694,10 +1694,10 @@ impl Controller {
         self.metrics.held(held.len());
         match self.nft.hold(&held) {
             Ok(()) => {
-                tracing::info!(held = ?held, "interfaces held closed until XDP is attached or a policy compiles")
+                tracing::info!(held = %names(&held), "interfaces held closed until XDP is attached or a policy compiles")
             }
             Err(e) => {
-                tracing::warn!(error = %e, held = ?held, "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
+                tracing::warn!(error = %e, held = %names(&held), "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
             }
         }
     }
@@ -1893,6 +1893,15 @@ fn describe(ev: &lazaret_abi::Event) -> String {
         endpoint(ev.family, &ev.src, ev.src_port),
         endpoint(ev.family, &ev.dst, ev.dst_port)
     )
+}
+
+/// Names as one log field value: `a,b,c` (not Rust's `{"a", "b"}`).
+fn names<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+    items
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn mode_name(m: AttachMode) -> &'static str {

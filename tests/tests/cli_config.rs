@@ -1,0 +1,90 @@
+//! The configuration checked like policy, through the real binary: `lazaret config check`
+//! reports every problem at once on its token, and `lazaret check --config` checks the
+//! policy against the configuration (what the daemon would otherwise refuse at start).
+
+use std::process::Command;
+
+use anyhow::Result;
+use lazaret_tests::{lazaret_bin, netns::TempDir};
+
+fn run(args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(lazaret_bin()?).args(args).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn config_check_reports_every_problem_once() -> Result<()> {
+    let dir = TempDir::new()?;
+    let path = dir.path.join("lazaret.toml");
+    std::fs::write(
+        &path,
+        "policy_dir = \"p\"\nlog_format = \"xml\"\n[[interfaces]]\nname = \"icu0\"\nside = \"dev\"\nbogus = 1\n",
+    )?;
+    let p = path.to_str().unwrap_or_default();
+    let (code, _, err) = run(&["config", "check", "--config", p])?;
+    assert_eq!(code, 1, "{err}");
+    for expected in [
+        format!("error: {p}:2:14: log_format"),
+        format!("error: {p}:5:8: side"),
+        format!("error: {p}:6:1: unknown key `bogus`"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("error: error:"), "doubled prefix:\n{err}");
+    let (code, _, err) = run(&["config", "check", "--config", "/nonexistent/lazaret.toml"])?;
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    Ok(())
+}
+
+#[test]
+fn check_with_config_finds_interfaces_the_configuration_does_not_enforce() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policies = root.join("policies");
+    let dir = TempDir::new()?;
+    // The shipped configuration without `imaging0`, and `pumps0` turned upstream.
+    let shipped = std::fs::read_to_string(root.join("deploy/lazaret.toml"))?;
+    let mut text = shipped.replace(
+        "policy_dir = \"/etc/lazaret/policies\"",
+        &format!("policy_dir = \"{}\"", policies.display()),
+    );
+    text = text.replace("name = \"imaging0\"", "name = \"imaging9\"");
+    text = text.replacen(
+        "name = \"pumps0\"\nside = \"devices\"",
+        "name = \"pumps0\"\nside = \"upstream\"",
+        1,
+    );
+    let path = dir.path.join("lazaret.toml");
+    std::fs::write(&path, &text)?;
+    let p = path.to_str().unwrap_or_default();
+    let (code, _, err) = run(&["check", "--config", p])?;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("interface `imaging0` is not in the configuration"),
+        "{err}"
+    );
+    assert!(
+        err.contains("interface `pumps0` faces devices in the policy but upstream"),
+        "{err}"
+    );
+    assert!(
+        err.contains("site.toml:"),
+        "positioned in the policy:\n{err}"
+    );
+    // The shipped pair agrees, and the policy directory comes from the configuration.
+    std::fs::write(
+        &path,
+        shipped.replace(
+            "policy_dir = \"/etc/lazaret/policies\"",
+            &format!("policy_dir = \"{}\"", policies.display()),
+        ),
+    )?;
+    let (code, out, err) = run(&["check", "--config", p])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("devices"), "{out}");
+    Ok(())
+}
