@@ -1,6 +1,12 @@
 //! Reading a policy from a git revision (for `lazaret plan`): the `*.toml` files under a
 //! path at that revision, read with `git ls-tree` and one `git cat-file --batch`, without a
 //! checkout. I/O: runs `git`; the rest of `policy` stays pure.
+//!
+//! A revision comes from a pull request, so it is held to the loader's limits before a byte
+//! is read ([`super::load::Limits`]: sizes come from `ls-tree -l`): a blob past the per-file
+//! or whole-policy size, or more files than allowed, is refused by name. A symbolic link
+//! named `*.toml` is refused too (a checkout would follow it, possibly out of the
+//! repository; its blob is only the target's name).
 
 use super::source::SourceFile;
 use std::io::{Read, Write};
@@ -36,13 +42,22 @@ pub enum GitError {
     Protocol,
     #[error("{0} is not UTF-8")]
     NotUtf8(String),
+    #[error("{name}: {size} bytes, more than the {limit} bytes a policy file may have")]
+    FileTooLarge { name: String, size: u64, limit: u64 },
+    #[error("the policy at {rev} is {size} bytes, more than the {limit} bytes allowed in all")]
+    PolicyTooLarge { rev: String, size: u64, limit: u64 },
+    #[error("more than {limit} policy files at {rev}")]
+    TooManyFiles { rev: String, limit: usize },
+    #[error("{0} is a symbolic link: policy files must be regular files")]
+    Symlink(String),
 }
 
 /// The policy files under `path` (relative to `cwd`) at `rev`, named `rev:path/file`.
 pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile>, GitError> {
+    let limits = super::load::Limits::DEFAULT;
     let out = Command::new("git")
         .current_dir(cwd)
-        .args(["ls-tree", "-r", "-z", "--full-name", rev, "--", path])
+        .args(["ls-tree", "-r", "-z", "-l", "--full-name", rev, "--", path])
         .output()?;
     if !out.status.success() {
         return Err(GitError::Failed {
@@ -51,19 +66,49 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         });
     }
     let mut blobs = Vec::new();
+    let mut total = 0u64;
     for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
         let entry = String::from_utf8_lossy(entry);
-        // "<mode> <type> <object>\t<path>"
+        // "<mode> <type> <object> <size, right-aligned>\t<path>"
         let Some((meta, file)) = entry.split_once('\t') else {
             continue;
         };
-        let mut parts = meta.split(' ');
-        let (_, kind, object) = (parts.next(), parts.next(), parts.next());
+        let mut parts = meta.split_whitespace();
+        let (mode, kind, object, size) = (parts.next(), parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
-        if kind == Some("blob") && file.ends_with(".toml") && !hidden {
-            if let Some(object) = object {
-                blobs.push((file.to_string(), object.to_string()));
-            }
+        if kind != Some("blob") || !file.ends_with(".toml") || hidden {
+            continue;
+        }
+        let name = format!("{rev}:{}", crate::text::printable(file));
+        if mode == Some("120000") {
+            return Err(GitError::Symlink(name));
+        }
+        let size: u64 = size
+            .and_then(|s| s.parse().ok())
+            .ok_or(GitError::Protocol)?;
+        if size > limits.file_bytes {
+            return Err(GitError::FileTooLarge {
+                name,
+                size,
+                limit: limits.file_bytes,
+            });
+        }
+        total += size;
+        if total > limits.total_bytes {
+            return Err(GitError::PolicyTooLarge {
+                rev: rev.to_string(),
+                size: total,
+                limit: limits.total_bytes,
+            });
+        }
+        if blobs.len() >= limits.files {
+            return Err(GitError::TooManyFiles {
+                rev: rev.to_string(),
+                limit: limits.files,
+            });
+        }
+        if let Some(object) = object {
+            blobs.push((file.to_string(), object.to_string()));
         }
     }
     blobs.sort();
@@ -116,4 +161,60 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         at = start + size + 1;
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .expect("git runs")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// A revision from a pull request is held to the loader's limits before anything is
+    /// read: an oversized file, a symbolic link.
+    #[test]
+    fn a_hostile_revision_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        std::fs::create_dir(root.join("policies")).expect("mkdir");
+        std::fs::write(root.join("policies/site.toml"), "[site]\nname = \"x\"\n").expect("w");
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "good"]);
+        assert_eq!(
+            read_revision(root, "HEAD", "policies").expect("read").len(),
+            1
+        );
+
+        std::os::unix::fs::symlink("/etc/passwd", root.join("policies/passwd.toml")).expect("ln");
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "link"]);
+        let err = read_revision(root, "HEAD", "policies").expect_err("refused");
+        assert!(
+            matches!(err, GitError::Symlink(ref n) if n.ends_with("passwd.toml")),
+            "{err}"
+        );
+
+        std::fs::remove_file(root.join("policies/passwd.toml")).expect("rm");
+        let big = vec![b'#'; (Limits::DEFAULT.file_bytes + 1) as usize];
+        std::fs::write(root.join("policies/big.toml"), big).expect("w");
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-qm", "big"]);
+        let err = read_revision(root, "HEAD", "policies").expect_err("refused");
+        assert!(
+            matches!(err, GitError::FileTooLarge { ref name, .. } if name.ends_with("big.toml")),
+            "{err}"
+        );
+    }
+
+    use super::super::load::Limits;
 }
