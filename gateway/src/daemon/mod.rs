@@ -42,7 +42,7 @@ use tokio::{
 use crate::{
     config::Config,
     datapath::{AttachMode, Datapath, DatapathError, LoadOptions},
-    metrics::{DatapathSnapshot, Metrics},
+    metrics::{DatapathSnapshot, Metrics, ReloadFailure},
     nft,
     policy::{self, Compiled},
 };
@@ -635,11 +635,11 @@ impl Controller {
                 let reason = match e {
                     DaemonError::Policy {
                         unreadable: true, ..
-                    } => "io",
-                    DaemonError::Policy { .. } => "invalid_policy",
-                    DaemonError::Io { .. } => "io",
-                    DaemonError::Nftables(_) => "nftables",
-                    _ => "datapath",
+                    } => ReloadFailure::Io,
+                    DaemonError::Policy { .. } => ReloadFailure::InvalidPolicy,
+                    DaemonError::Io { .. } => ReloadFailure::Io,
+                    DaemonError::Nftables(_) => ReloadFailure::Nftables,
+                    _ => ReloadFailure::Datapath,
                 };
                 self.metrics.reload_failed(started.elapsed(), reason);
                 self.last_reload_error = Some(e.to_string());

@@ -27,8 +27,37 @@ pub(crate) const EVENT_OUTCOMES: [&str; 4] =
 pub(crate) const SUCCESS: &str = "success";
 pub(crate) const FAILURE: &str = "failure";
 
-/// `lazaret_policy_reload_failures_total{reason}`.
-pub(crate) const RELOAD_FAILURE_REASONS: [&str; 3] = ["invalid_policy", "datapath", "io"];
+/// Why a reload failed: `lazaret_policy_reload_failures_total{reason}`. A closed set, so the
+/// label list is built from it and a new reason cannot be exported as `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadFailure {
+    /// The policy does not compile.
+    InvalidPolicy,
+    /// Policy files unreadable.
+    Io,
+    /// The XDP maps refused the generation.
+    Datapath,
+    /// nft refused the generation's tables.
+    Nftables,
+}
+
+impl ReloadFailure {
+    pub const ALL: [ReloadFailure; 4] = [
+        ReloadFailure::InvalidPolicy,
+        ReloadFailure::Io,
+        ReloadFailure::Datapath,
+        ReloadFailure::Nftables,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadFailure::InvalidPolicy => "invalid_policy",
+            ReloadFailure::Io => "io",
+            ReloadFailure::Datapath => "datapath",
+            ReloadFailure::Nftables => "nftables",
+        }
+    }
+}
 
 /// `lazaret_interface_attached{mode}`.
 pub(crate) const ATTACH_MODES: [&str; 3] = ["native", "skb", "nftables"];

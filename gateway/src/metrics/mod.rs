@@ -24,6 +24,7 @@ use std::{
 use prometheus::{Registry, TextEncoder};
 
 pub use datapath::DatapathSnapshot;
+pub use labels::ReloadFailure;
 pub use server::{serve, CONTENT_TYPE};
 
 /// Registering the metric families failed: a name, label or bucket list is invalid or
@@ -93,8 +94,8 @@ impl Metrics {
         self.reload.attempted();
     }
 
-    /// A reload failed; `reason` is `invalid_policy`, `datapath` or `io`.
-    pub fn reload_failed(&self, duration: Duration, reason: &str) {
+    /// A reload failed, for `reason`.
+    pub fn reload_failed(&self, duration: Duration, reason: ReloadFailure) {
         self.reload.failed(duration, reason);
     }
 

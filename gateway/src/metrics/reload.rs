@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use super::{
-    labels::{self, FAILURE, RELOAD_FAILURE_REASONS, SUCCESS},
+    labels::{ReloadFailure, FAILURE, SUCCESS},
     register,
 };
 
@@ -43,7 +43,7 @@ impl ReloadFamilies {
         for result in [SUCCESS, FAILURE] {
             results.with_label_values(&[result]);
         }
-        for reason in RELOAD_FAILURE_REASONS {
+        for reason in ReloadFailure::ALL.map(ReloadFailure::label) {
             failures.with_label_values(&[reason]);
         }
         Ok(ReloadFamilies {
@@ -83,10 +83,9 @@ impl ReloadFamilies {
         self.attempts.inc();
     }
 
-    pub(crate) fn failed(&self, duration: Duration, reason: &str) {
-        let reason = labels::bounded("reason", reason, &RELOAD_FAILURE_REASONS);
+    pub(crate) fn failed(&self, duration: Duration, reason: ReloadFailure) {
         self.results.with_label_values(&[FAILURE]).inc();
-        self.failures.with_label_values(&[reason]).inc();
+        self.failures.with_label_values(&[reason.label()]).inc();
         self.duration.observe(duration.as_secs_f64());
         self.last_failed.set(1);
     }
