@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode};
 
+use super::iface::Enforcer;
 use crate::datapath::{AttachMode, DatapathError};
 
 /// What happened on one interface.
@@ -168,20 +169,14 @@ fn is_version_dir(p: &Path) -> bool {
         })
 }
 
-/// Remembers the mode an interface was attached in (a pinned link does not say).
-pub fn record_mode(state_dir: &Path, ifname: &str, mode: &'static str) {
+/// Remembers the XDP mode an interface was attached in (a pinned link does not say).
+pub fn record_mode(state_dir: &Path, ifname: &str, mode: Enforcer) {
     let _ = std::fs::create_dir_all(state_dir);
-    let _ = std::fs::write(state_dir.join(format!("attach-{ifname}")), mode);
+    let _ = std::fs::write(state_dir.join(format!("attach-{ifname}")), mode.label());
 }
 
-/// The mode recorded when the link was created.
-pub fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<&'static str> {
-    match std::fs::read_to_string(state_dir.join(format!("attach-{ifname}")))
-        .ok()?
-        .trim()
-    {
-        "skb" => Some("skb"),
-        "native" => Some("native"),
-        _ => None,
-    }
+/// The XDP mode recorded when the link was created.
+pub fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<Enforcer> {
+    let text = std::fs::read_to_string(state_dir.join(format!("attach-{ifname}"))).ok()?;
+    Enforcer::from_label(text.trim()).filter(|e| e.is_xdp())
 }

@@ -13,6 +13,7 @@ pub mod compiler;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod iface;
 pub mod kernel;
 pub mod learn;
 pub mod lkg;
@@ -47,6 +48,7 @@ use crate::{
     policy::{self, Compiled},
 };
 use control::{Call, Reply, Request};
+use iface::{Enforcer, IfaceMode};
 use quarantine::{Action, Quarantines};
 
 pub use attach::detach_all;
@@ -134,7 +136,7 @@ pub struct Controller {
     reloading: Option<String>,
     reload_pending: Option<String>,
     /// Attach mode per interface, as reported in metrics and status.
-    modes: BTreeMap<String, &'static str>,
+    modes: BTreeMap<String, IfaceMode>,
     started: Instant,
     quarantines: Quarantines,
     last_reload_error: Option<String>,
@@ -506,22 +508,19 @@ impl Controller {
         for iface in self.config.interfaces.clone() {
             if self.ifindexes.get(&iface.name) == Some(&MISSING_IFINDEX) {
                 // Not there yet: held closed, attached when it appears.
-                let mode = if self.nft.uses(&iface.name) {
-                    "nftables"
+                let meant = if self.nft.uses(&iface.name) {
+                    Enforcer::Nftables
                 } else {
-                    "native"
+                    Enforcer::xdp(iface.xdp_mode)
                 };
-                self.modes.insert(iface.name.clone(), "detached");
-                self.metrics.set_interface(&iface.name, mode, false);
+                self.set_mode(&iface.name, IfaceMode::Detached(meant));
                 continue;
             }
             if self.nft.uses(&iface.name) {
                 // nftables enforces here already (applied by the reload before this); an
                 // XDP link pinned by an earlier run in XDP mode is released.
                 let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-                self.modes.insert(iface.name.clone(), "nftables");
-                self.nft.report(&iface.name, "nftables");
-                self.metrics.set_interface(&iface.name, "nftables", true);
+                self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                 continue;
             }
             let prog = self.dp.program_mut()?;
@@ -531,33 +530,29 @@ impl Controller {
                 Err(e) if self.config.dataplane == crate::config::Dataplane::Auto => {
                     tracing::warn!(interface = %iface.name, error = %e, "XDP cannot attach: nftables enforces on this interface");
                     self.nft.add_interface(&iface.name);
-                    self.modes.insert(iface.name.clone(), "nftables");
-                    self.nft.report(&iface.name, "nftables");
-                    self.metrics.set_interface(&iface.name, "nftables", true);
+                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                     fell_back = true;
                     continue;
                 }
                 other => other?,
             };
-            self.nft.report(&iface.name, "xdp");
-            match attached {
+            let mode = match attached {
                 attach::Attached::New(mode) => {
                     if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
                         tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
                     }
-                    tracing::info!(interface = %iface.name, side = iface.side.name(), mode = mode_name(mode), "attached");
-                    self.modes.insert(iface.name.clone(), mode_name(mode));
+                    let mode = Enforcer::xdp(mode);
+                    tracing::info!(interface = %iface.name, side = iface.side.name(), mode = mode.label(), "attached");
+                    mode
                 }
                 attach::Attached::Adopted => {
                     tracing::info!(interface = %iface.name, side = iface.side.name(), "program swapped into the pinned link");
-                    let mode = attach::recorded_mode(&self.config.state_dir, &iface.name)
-                        .unwrap_or("native");
-                    self.modes.insert(iface.name.clone(), mode);
+                    attach::recorded_mode(&self.config.state_dir, &iface.name)
+                        .unwrap_or(Enforcer::XdpNative)
                 }
-            }
-            let mode = self.modes[&iface.name];
+            };
             attach::record_mode(&self.config.state_dir, &iface.name, mode);
-            self.metrics.set_interface(&iface.name, mode, true);
+            self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
         }
         self.nft.retire();
         if fell_back {
@@ -565,13 +560,11 @@ impl Controller {
             // do not know each other's flows (a reply entering an XDP interface for a flow
             // that nftables admitted would be dropped as flowless). So once one interface
             // needs nftables, every interface uses it.
-            for iface in &self.config.interfaces {
+            for iface in self.config.interfaces.clone() {
                 if !self.nft.uses(&iface.name) {
                     tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
                     self.nft.add_interface(&iface.name);
-                    self.modes.insert(iface.name.clone(), "nftables");
-                    self.nft.report(&iface.name, "nftables");
-                    self.metrics.set_interface(&iface.name, "nftables", true);
+                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                 }
             }
             self.nft.reapply()?;
@@ -919,7 +912,7 @@ impl Controller {
                     "commit": self.commit,
                     "uptime_seconds": self.started.elapsed().as_secs(),
                     "policy_dir": self.config.policy_dir,
-                    "interfaces": self.modes,
+                    "interfaces": self.modes.iter().map(|(n, m)| (n.clone(), m.label())).collect::<BTreeMap<_, _>>(),
                     "devices": self.compiled.as_ref().map_or(0, |c| c.devices.len()),
                     "quarantined": self.quarantines.entries.len(),
                     "last_reload_error": self.last_reload_error,
@@ -1301,6 +1294,25 @@ impl Controller {
         iface.datapath_config(bridge)
     }
 
+    /// Records `mode` for `interface`, in `status` and in `lazaret_interface_attached`.
+    fn set_mode(&mut self, interface: &str, mode: IfaceMode) {
+        self.modes.insert(interface.to_string(), mode);
+        self.nft.report(interface, mode.enforcer().dataplane());
+        self.metrics
+            .set_interface(interface, mode.enforcer().label(), mode.is_enforcing());
+    }
+
+    /// `interface` no longer enforces (its dataplane stays the one meant to).
+    fn mark_detached(&mut self, interface: &str) {
+        if let Some(mode) = self.modes.get(interface).copied() {
+            self.set_mode(interface, mode.detached());
+        }
+    }
+
+    fn is_enforcing(&self, interface: &str) -> bool {
+        self.modes.get(interface).is_some_and(|m| m.is_enforcing())
+    }
+
     /// Notices interfaces that disappeared (reported detached) or came back, possibly with
     /// a new ifindex (attached anew: the old pinned link died with the old interface, and
     /// devices bound to the interface are recompiled for the new ifindex).
@@ -1344,11 +1356,9 @@ impl Controller {
             let known = self.ifindexes.get(&iface.name).copied();
             match now {
                 None => {
-                    if self.modes.get(&iface.name) != Some(&"detached") {
+                    if self.is_enforcing(&iface.name) {
                         tracing::error!(interface = %iface.name, "interface disappeared: nothing is enforced on it until it returns");
-                        if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
-                            self.metrics.set_interface(&iface.name, mode, false);
-                        }
+                        self.mark_detached(&iface.name);
                         // Neither XDP nor the nftables frame stage (bound to the device) will
                         // be on it when it returns: hold it closed by name.
                         if self.held.insert(iface.name.clone()) {
@@ -1356,9 +1366,7 @@ impl Controller {
                         }
                     }
                 }
-                Some(index)
-                    if Some(index) != known || self.modes.get(&iface.name) == Some(&"detached") =>
-                {
+                Some(index) if Some(index) != known || !self.is_enforcing(&iface.name) => {
                     tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
                     self.ifindexes.insert(iface.name.clone(), index);
                     let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
@@ -1367,8 +1375,7 @@ impl Controller {
                         // for the new ifindex of devices bound to the interface, and hooks the
                         // frame stage on the new device. Then the hold can go.
                         self.reload_and_report("interface returned");
-                        self.modes.insert(iface.name.clone(), "nftables");
-                        self.metrics.set_interface(&iface.name, "nftables", true);
+                        self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                         if self.held.remove(&iface.name) {
                             self.update_hold();
                         }
@@ -1395,13 +1402,12 @@ impl Controller {
                     match result {
                         Ok(a) => {
                             let mode = match a {
-                                attach::Attached::New(m) => mode_name(m),
-                                attach::Attached::Adopted => "native",
+                                attach::Attached::New(m) => Enforcer::xdp(m),
+                                attach::Attached::Adopted => Enforcer::XdpNative,
                             };
-                            self.modes.insert(iface.name.clone(), mode);
                             attach::record_mode(&self.config.state_dir, &iface.name, mode);
-                            self.metrics.set_interface(&iface.name, mode, true);
-                            tracing::info!(interface = %iface.name, mode, "re-attached");
+                            self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
+                            tracing::info!(interface = %iface.name, mode = mode.label(), "re-attached");
                             // Enforcing again (closed for devices bound to it until the
                             // reload binds the new ifindex): the hold can go. A reload
                             // that fails is reported and retried with the next policy
@@ -1415,9 +1421,7 @@ impl Controller {
                             // Not enforcing on it: detached (retried at the next check)
                             // and held closed meanwhile.
                             tracing::error!(interface = %iface.name, error = %e, "re-attaching failed; will retry");
-                            if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
-                                self.metrics.set_interface(&iface.name, mode, false);
-                            }
+                            self.mark_detached(&iface.name);
                             if self.held.insert(iface.name.clone()) {
                                 self.update_hold();
                             }
@@ -1454,13 +1458,9 @@ impl Controller {
         self.metrics.held(0);
         let _ = ruleset.hold(&Default::default());
         let mut detached = Vec::new();
-        for iface in &self.config.interfaces {
-            if let Some(mode) = self.modes.insert(iface.name.clone(), "detached") {
-                if mode != "detached" {
-                    self.metrics.set_interface(&iface.name, mode, false);
-                }
-            }
-            detached.push(iface.name.clone());
+        for iface in self.config.interfaces.clone() {
+            self.mark_detached(&iface.name);
+            detached.push(iface.name);
         }
         if let Err(e) = self.quarantines.audit("detach", "-", None, by, reason) {
             tracing::error!(error = %e, "audit log");
@@ -1486,10 +1486,11 @@ impl Controller {
             .and_then(|p| p.info().ok())
             .map(|i| i.id());
         for iface in self.config.interfaces.clone() {
-            let Some(&mode) = self
+            let Some(mode) = self
                 .modes
                 .get(&iface.name)
-                .filter(|m| matches!(**m, "native" | "skb"))
+                .copied()
+                .filter(|m| m.is_enforcing() && m.enforcer().is_xdp())
             else {
                 continue;
             };
@@ -1510,7 +1511,7 @@ impl Controller {
             };
             tracing::error!(interface = %iface.name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
             self.metrics.tamper(&iface.name, kind);
-            self.metrics.set_interface(&iface.name, mode, false);
+            self.set_mode(&iface.name, mode.detached());
             let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
             let attached = self
                 .dp
@@ -1527,14 +1528,13 @@ impl Controller {
                 });
             match attached {
                 Ok(_) => {
-                    tracing::warn!(interface = %iface.name, mode, "XDP restored");
-                    self.metrics.set_interface(&iface.name, mode, true);
+                    tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");
+                    self.set_mode(&iface.name, mode);
                 }
                 Err(e) => {
                     // Another program holds the interface: closed until XDP is back
                     // (`check_interfaces` retries a detached interface).
                     tracing::error!(interface = %iface.name, error = %e, "cannot restore XDP: the interface is held closed");
-                    self.modes.insert(iface.name.clone(), "detached");
                     if self.held.insert(iface.name.clone()) {
                         self.update_hold();
                     }
@@ -1568,17 +1568,23 @@ impl Controller {
                     .map(|i| i.name.clone())
                     .collect();
                 tracing::error!(kind, interfaces = %names(&on), "lazaret's nftables tables were changed behind its back: restoring");
+                // Interfaces that are gone stay detached; the others are, until restored.
+                let enforcing: Vec<String> = on
+                    .iter()
+                    .filter(|n| self.is_enforcing(n))
+                    .cloned()
+                    .collect();
                 for name in &on {
                     self.metrics.tamper(name, kind);
-                    self.metrics.set_interface(name, "nftables", false);
+                }
+                for name in &enforcing {
+                    self.mark_detached(name);
                 }
                 match self.nft.restore(&self.pins.list()) {
                     Ok(()) => {
                         tracing::warn!("nftables enforcement restored");
-                        for name in &on {
-                            if self.modes.get(name) == Some(&"nftables") {
-                                self.metrics.set_interface(name, "nftables", true);
-                            }
+                        for name in &enforcing {
+                            self.set_mode(name, IfaceMode::Enforcing(Enforcer::Nftables));
                         }
                     }
                     Err(e) => {
@@ -1902,13 +1908,6 @@ fn names<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn mode_name(m: AttachMode) -> &'static str {
-    match m {
-        AttachMode::Skb => "skb",
-        _ => "native",
-    }
 }
 
 fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
