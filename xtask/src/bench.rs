@@ -19,8 +19,9 @@ use crate::{gen_policy, setup::run_cmd};
 enum Needs {
     /// Generated policies, as (devices, rules, seed).
     Policies(&'static [(usize, usize, u64)]),
-    /// The release `lazaret` binary (a daemon under test), passed as `LAZARET_BIN`.
-    ReleaseDaemon,
+    /// The release `lazaret` binary (a daemon under test), passed as `LAZARET_BIN`, and
+    /// generated policies as above.
+    ReleaseDaemon(&'static [(usize, usize, u64)]),
 }
 
 struct Group {
@@ -64,7 +65,11 @@ const GROUPS: &[Group] = &[
     Group {
         name: "quarantine",
         what: "time from the threshold packet to the quarantine enforcing",
-        bench: Some(Needs::ReleaseDaemon),
+        // Two unrelated whole policies, reloaded back to back while quarantines are timed.
+        bench: Some(Needs::ReleaseDaemon(&[
+            (10_000, 100_000, 1),
+            (10_000, 100_000, 2),
+        ])),
     },
 ];
 
@@ -106,7 +111,7 @@ pub fn run(requested: &[String], quick: bool) -> Result<()> {
         .collect();
     let daemon = selected
         .iter()
-        .any(|g| matches!(g.bench, Some(Needs::ReleaseDaemon)));
+        .any(|g| matches!(g.bench, Some(Needs::ReleaseDaemon(_))));
     build(&root, &benches, daemon)?;
     let mut outcomes = Vec::new();
     for g in GROUPS {
@@ -223,8 +228,12 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
                 cmd.arg("--policy").arg(format!("{name}={}", dir.display()));
             }
         }
-        Some(Needs::ReleaseDaemon) => {
+        Some(Needs::ReleaseDaemon(sizes)) => {
             cmd.env("LAZARET_BIN", target_dir(root).join("release/lazaret"));
+            for &(devices, rules, seed) in sizes {
+                let (name, dir) = ensure_policy(out, devices, rules, seed)?;
+                cmd.arg("--policy").arg(format!("{name}={}", dir.display()));
+            }
         }
         None => return Ok(Outcome::NotImplemented),
     }

@@ -478,14 +478,15 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = i32::try_from(child.id()).expect("pid");
-        // Until the child has exec'd, /proc shows the forked copy of this process (and its
-        // environment): wait, bounded, for `sleep`.
-        for _ in 0..500 {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            if exe.file_name().is_some_and(|n| n == "sleep") {
+        // Until the child has exec'd, /proc shows the forked copy of this process and its
+        // environment: wait (bounded) until the child's own environment is there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.windows(10).any(|w| w == b"SUDO_USER=") {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let uid = nix::unistd::getuid().as_raw();
         let who = operator(uid, Some(pid));

@@ -151,6 +151,10 @@ pub struct Controller {
     /// No policy at all (the repository refused at start, no last-known-good, nothing
     /// pinned): the device-side interfaces are held closed until a reload succeeds.
     no_policy: bool,
+    /// A generation whose XDP slot is being written off the loop, and what asked for it.
+    installing: Option<(String, Staged)>,
+    /// Signalled by the install thread when the slot is written (serving only).
+    staged_tx: Option<mpsc::UnboundedSender<()>>,
     /// `lazaret detach --force` told this daemon to stop enforcing: it restores nothing
     /// until restarted.
     stood_down: bool,
@@ -237,6 +241,8 @@ impl Controller {
             on_lkg: false,
             no_policy: false,
             stood_down: false,
+            installing: None,
+            staged_tx: None,
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
@@ -606,7 +612,17 @@ impl Controller {
         result: Result<compiler::Output, DaemonError>,
     ) -> Result<ReloadReport, DaemonError> {
         let started = job.started;
-        match result.and_then(|out| self.install(job, out)) {
+        let result = result.and_then(|out| self.install(job, out));
+        self.record(started, result)
+    }
+
+    /// Counts a reload's outcome in the metrics and the status.
+    fn record(
+        &mut self,
+        started: Instant,
+        result: Result<ReloadReport, DaemonError>,
+    ) -> Result<ReloadReport, DaemonError> {
+        match result {
             Ok(r) => {
                 let unix = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -665,7 +681,7 @@ impl Controller {
             self.report(why, |ctl| ctl.reload());
             return;
         };
-        if self.reloading.is_some() {
+        if self.reloading.is_some() || self.installing.is_some() {
             self.reload_pending = Some(why.to_string());
             return;
         }
@@ -685,8 +701,43 @@ impl Controller {
     /// start a reload asked for meanwhile.
     fn finish_reload(&mut self, done: compiler::Done) {
         self.reloading = None;
-        let why = done.job.why.clone();
-        self.report(&why, |ctl| ctl.finish(done.job, done.result));
+        let compiler::Done { job, result } = done;
+        let (why, started) = (job.why.clone(), job.started);
+        let tx = self.staged_tx.clone();
+        let signal = Box::new(move || {
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        });
+        match result.and_then(|out| self.stage_install(job, out, signal)) {
+            // Written off the loop; `finish_install` flips when the thread signals.
+            Ok(staged) => self.installing = Some((why, staged)),
+            Err(e) => {
+                self.report(&why, |ctl| ctl.record(started, Err(e)));
+                self.next_reload();
+            }
+        }
+    }
+
+    /// The staged slot is written: the generation switch, on the loop.
+    fn finish_install(&mut self) {
+        let Some((why, staged)) = self.installing.take() else {
+            return;
+        };
+        if self.stood_down {
+            tracing::warn!(trigger = %why, "not switching to the new generation: detached on request");
+            return;
+        }
+        let started = staged.job.started;
+        self.report(&why, |ctl| {
+            let result = ctl.complete_install(staged);
+            ctl.record(started, result)
+        });
+        self.next_reload();
+    }
+
+    /// Starts a reload asked for while the last one ran.
+    fn next_reload(&mut self) {
         if let Some(next) = self.reload_pending.take() {
             self.reload_and_report(&next);
         }
@@ -709,13 +760,27 @@ impl Controller {
         }
     }
 
-    /// Installs a compiled generation: nftables first (a table it refuses fails the reload
-    /// before anything changed), then the XDP maps and the generation switch.
+    /// Installs a compiled generation on this thread (at start): [`Self::stage_install`],
+    /// then [`Self::complete_install`].
     fn install(
         &mut self,
         job: compiler::Job,
         out: compiler::Output,
     ) -> Result<ReloadReport, DaemonError> {
+        let staged = self.stage_install(job, out, Box::new(|| {}))?;
+        self.complete_install(staged)
+    }
+
+    /// The first half of an install: nftables first (a table it refuses fails the reload
+    /// before anything changed), then the XDP maps' inactive slot, written on a thread
+    /// (`done` is called there when it is): a whole policy's half second of map writes
+    /// never holds up the loop.
+    fn stage_install(
+        &mut self,
+        job: compiler::Job,
+        out: compiler::Output,
+        done: Box<dyn FnOnce() + Send>,
+    ) -> Result<Staged, DaemonError> {
         let compiler::Output {
             compiled,
             how,
@@ -723,7 +788,6 @@ impl Controller {
             commit,
             sources,
         } = out;
-        let started = job.started;
         let generation = job.generation;
         // nftables first: a table it refuses fails the reload before anything changed.
         let sides: Vec<(String, lazaret_abi::IfaceConfig)> = self
@@ -748,7 +812,31 @@ impl Controller {
                 "nftables table applied"
             );
         }
-        self.dp.install(&contents)?;
+        let entries = entry_count(&contents);
+        self.dp.stage(contents, done)?;
+        Ok(Staged {
+            job,
+            compiled,
+            how,
+            commit,
+            sources,
+            entries,
+        })
+    }
+
+    /// The second half: the generation switch (on the loop, once the slot is written), and
+    /// everything that follows from the new generation.
+    fn complete_install(&mut self, staged: Staged) -> Result<ReloadReport, DaemonError> {
+        let Staged {
+            job,
+            compiled,
+            how,
+            commit,
+            sources,
+            entries,
+        } = staged;
+        let (started, generation) = (job.started, job.generation);
+        self.dp.commit()?;
         // The retired slot still holds the generation before last: bring it up to this one
         // in the background, so the next small edit writes only its own difference.
         let (c, ix) = (compiled.clone(), self.ifindexes.clone());
@@ -813,7 +901,7 @@ impl Controller {
             generation,
             commit: self.commit.clone(),
             duration: started.elapsed(),
-            entries: entry_count(&contents),
+            entries,
         };
         let patched = match how {
             policy::incremental::How::Full => None,
@@ -1793,6 +1881,8 @@ impl Controller {
         // Compiles run off the loop from now on; their results come back here.
         let (compiled_tx, mut compiled_rx) = mpsc::unbounded_channel();
         self.compiled_tx = Some(compiled_tx);
+        let (staged_tx, mut staged_rx) = mpsc::unbounded_channel();
+        self.staged_tx = Some(staged_tx);
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {
@@ -1864,6 +1954,7 @@ impl Controller {
                     }
                 }
                 Some(done) = compiled_rx.recv() => self.finish_reload(done),
+                Some(()) = staged_rx.recv() => self.finish_install(),
                 Some(call) = calls.recv() => {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);
@@ -1888,6 +1979,16 @@ impl Controller {
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
+}
+
+/// A generation half installed: nftables applied, its XDP slot being written.
+struct Staged {
+    job: compiler::Job,
+    compiled: Arc<Compiled>,
+    how: policy::incremental::How,
+    commit: Option<String>,
+    sources: Option<Arc<policy::Sources>>,
+    entries: usize,
 }
 
 /// One line about an event, for logs and quarantine reasons.

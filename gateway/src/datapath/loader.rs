@@ -76,6 +76,14 @@ pub struct Datapath {
     program: &'static str,
     /// A retired slot being brought up to date (see [`Datapath::sync_retired`]).
     syncing: Option<Sync>,
+    /// The next generation being written to the inactive slot (see [`Datapath::stage`]).
+    staging: Option<Staging>,
+}
+
+/// A [`Datapath::stage`] in progress: its thread returns what the slot then holds.
+struct Staging {
+    slot: u8,
+    thread: std::thread::JoinHandle<Result<MapContents, DatapathError>>,
 }
 
 /// A [`Datapath::sync_retired`] in progress: its thread returns what the slot then holds.
@@ -90,6 +98,9 @@ impl Drop for Datapath {
     /// A sync still writing must not outlive its datapath: a datapath adopting the same
     /// pinned maps next would read the slot back while it changes.
     fn drop(&mut self) {
+        if let Some(s) = self.staging.take() {
+            let _ = s.thread.join();
+        }
         self.finish_sync();
     }
 }
@@ -149,6 +160,7 @@ impl Datapath {
             flipped_at: None,
             program,
             syncing: None,
+            staging: None,
         })
     }
 
@@ -226,7 +238,27 @@ impl Datapath {
     /// `contents` must have been built for [`Self::next_slot`]. On error before the flip the
     /// active generation is untouched and keeps enforcing.
     pub fn install(&mut self, contents: &MapContents) -> Result<(), DatapathError> {
+        self.stage(contents.clone(), Box::new(|| {}))?;
+        self.commit()
+    }
+
+    /// The first half of [`Self::install`], off the caller's thread: the inactive slot is
+    /// brought to `contents` on a thread of its own (through duplicated map handles; the
+    /// active slot, which packets read, is never written), and `done` is called there when
+    /// it is written, or failed. Nothing changes for packets until [`Self::commit`]. A big
+    /// generation takes about half a second to write; the daemon's loop keeps reading
+    /// events and answering meanwhile.
+    pub fn stage(
+        &mut self,
+        contents: MapContents,
+        done: Box<dyn FnOnce() + Send>,
+    ) -> Result<(), DatapathError> {
         self.finish_sync();
+        if let Some(s) = self.staging.take() {
+            // Never two writers of one slot: an earlier stage nobody committed is finished.
+            let _ = s.thread.join();
+            self.shadow[usize::from(s.slot)] = None;
+        }
         let old = self.active_slot()?;
         let new = 1 - old;
         if contents.slot != new {
@@ -235,22 +267,59 @@ impl Datapath {
                 inactive: new,
             });
         }
-        if let Some(at) = self.flipped_at {
-            // Packets that read the retired slot just before the last flip may still run.
-            std::thread::sleep(GRACE.saturating_sub(at.elapsed()));
-        }
-        // Until the slot is fully written its contents are unknown: an error below leaves
-        // it to be read back by the next install. Unknown contents (maps adopted from pins,
-        // an interrupted install) are read from the kernel, so leftovers are removed too.
+        // Until the slot is fully written its contents are unknown: an error leaves it to
+        // be read back by the next install. Unknown contents (maps adopted from pins, an
+        // interrupted install) are read from the kernel, so leftovers are removed too.
         let held = match self.shadow[usize::from(new)].take() {
             Some(held) => held,
             None => self.read_slot(new)?,
         };
-        write_slot(SlotMaps::of(self.ebpf.maps_mut())?, &held, contents)?;
-        self.shadow[usize::from(new)] = Some(contents.clone());
+        let mut maps = OwnedSlotMaps::dup(&self.ebpf)?;
+        // Packets that read the retired slot just before the last flip may still run.
+        let not_before = self.flipped_at.map(|at| at + GRACE);
+        let thread = std::thread::Builder::new()
+            .name("lazaret-install".into())
+            .spawn(move || {
+                if let Some(at) = not_before {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                let written = maps
+                    .borrow()
+                    .and_then(|m| write_slot(m, &held, &contents))
+                    .map(|()| contents);
+                done();
+                written
+            })
+            .map_err(|e| DatapathError::Link(format!("starting the install thread: {e}")))?;
+        self.staging = Some(Staging { slot: new, thread });
+        Ok(())
+    }
+
+    /// Whether a [`Self::stage`] is in progress (committed or not).
+    pub fn staging(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// The second half of [`Self::install`]: waits for the staged slot to be written, then
+    /// the switch. If the write failed, the active generation is untouched.
+    pub fn commit(&mut self) -> Result<(), DatapathError> {
+        let Some(staged) = self.staging.take() else {
+            return Err(DatapathError::Link("nothing staged to commit".into()));
+        };
+        let contents = staged
+            .thread
+            .join()
+            .map_err(|_| DatapathError::Link("the install thread panicked".into()))??;
+        if self.active_slot()? == staged.slot {
+            return Err(DatapathError::WrongSlot {
+                built_for: staged.slot,
+                inactive: 1 - staged.slot,
+            });
+        }
+        self.shadow[usize::from(staged.slot)] = Some(contents);
         // The switch: one 4-byte array write.
         let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
-        gen.set(0, new as u32, 0)
+        gen.set(0, u32::from(staged.slot), 0)
             .map_err(DatapathError::map(MAP_GEN))?;
         self.flipped_at = Some(Instant::now());
         Ok(())
