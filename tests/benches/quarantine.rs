@@ -277,9 +277,20 @@ ipv4 = "10.20.0.11"
 }
 
 /// `generated` with the pump added and the event budget raised (each trial reports 4
-/// events), written to `to`.
+/// events), written to `to`. The generated devices' interface bindings (`dev0`, … are not
+/// interfaces of the lab) are dropped: the compile is the same work.
 fn hospital_with_pump(generated: &Path, to: &Path, mac: [u8; 6]) -> Result<()> {
     lazaret_tests::copy_tree(generated, to)?;
+    for entry in std::fs::read_dir(to.join("devices"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let unbound: String = text
+            .lines()
+            .filter(|l| !l.starts_with("interface = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, unbound)?;
+    }
     let site = to.join("site.toml");
     let mut text = std::fs::read_to_string(&site)?;
     if !text.contains("[site.events]") {
@@ -435,8 +446,17 @@ fn during_reload(args: &common::Args, trials: usize) -> Result<DuringReload> {
     let reloads = reloader
         .join()
         .map_err(|_| anyhow::anyhow!("the reloading thread panicked"))?;
-    measured?;
+    if let Err(e) = measured {
+        let status = call(&socket, &Request::Status {}).map(|r| r.data);
+        bail!(
+            "{e:#}\nstatus: {status:?}\nthe daemon's log:\n{}",
+            lab.stop()
+        );
+    }
     out.reloads = reloads?;
+    if out.reloads == 0 {
+        bail!("no whole-policy reload completed while the trials ran: nothing was measured during one");
+    }
     Ok(out)
 }
 

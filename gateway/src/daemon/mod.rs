@@ -151,6 +151,13 @@ pub struct Controller {
     /// No policy at all (the repository refused at start, no last-known-good, nothing
     /// pinned): the device-side interfaces are held closed until a reload succeeds.
     no_policy: bool,
+    /// The datapath maps' entries and capacities, as last read by `observe`.
+    usage: Vec<(&'static str, u64, u64)>,
+    /// Second handles of the maps `observe` reads, for its thread (serving only).
+    reader: Option<Arc<std::sync::Mutex<crate::datapath::DatapathReader>>>,
+    /// Where `observe`'s thread sends its snapshot (serving only), and whether one runs.
+    observed_tx: Option<mpsc::UnboundedSender<Option<DatapathSnapshot>>>,
+    observing: bool,
     /// A generation whose XDP slot is being written off the loop, and what asked for it.
     installing: Option<(String, Staged)>,
     /// Signalled by the install thread when the slot is written (serving only).
@@ -243,6 +250,10 @@ impl Controller {
             stood_down: false,
             installing: None,
             staged_tx: None,
+            usage: Vec::new(),
+            reader: None,
+            observed_tx: None,
+            observing: false,
             detector: deviation::Detector::default(),
             by_hash: std::collections::HashMap::new(),
             unknowns: Self::load_unknowns(&config_state_dir),
@@ -933,68 +944,57 @@ impl Controller {
         std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
     }
 
-    /// Reads the datapath's counters into the metrics.
+    /// Reads the datapath's counters into the metrics, on a thread of its own when serving
+    /// (with a big policy, counting map entries and reading every device's counters takes
+    /// tens of milliseconds the loop must not spend); the snapshot comes back through
+    /// `observed`. At most one read at a time.
     fn observe(&mut self) {
-        let mut snap = DatapathSnapshot::default();
-        match self.dp.stats() {
-            Ok(s) => {
-                snap.packets = s;
-                self.metrics.counters_read(unix_ms() as f64 / 1000.0);
-            }
-            Err(e) => tracing::warn!(error = %e, "reading packet counters"),
+        let Some(tx) = self.observed_tx.clone() else {
+            return;
+        };
+        if self.observing {
+            return;
         }
-        // nftables' table counts the packets it judges by the same reasons and sides (its
-        // counters carry over from one generation to the next): the same series, summed
-        // with whatever XDP judged on the other interfaces.
-        if let Some(nft) = self.nft.packet_stats() {
-            if snap.packets.len() < nft.len() {
-                snap.packets.resize(nft.len(), 0);
-            }
-            for (total, n) in snap.packets.iter_mut().zip(nft) {
-                *total += n;
-            }
+        let Some(reader) = self.reader.clone() else {
+            return;
+        };
+        let devices: Vec<(u64, Option<String>)> = self
+            .compiled
+            .as_ref()
+            .map(|c| {
+                c.devices
+                    .iter()
+                    .map(|d| (d.hash, d.class.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nft = self.nft.counter_reader();
+        self.observing = true;
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = tx.send(read_snapshot(&mut reader, &devices, nft.as_ref()));
+        });
+    }
+
+    /// A snapshot `observe` read.
+    fn observed(&mut self, snap: Option<DatapathSnapshot>) {
+        self.observing = false;
+        if let Some(snap) = snap {
+            self.metrics.counters_read(unix_ms() as f64 / 1000.0);
+            self.usage.clone_from(&snap.map_entries);
+            self.metrics.observe_datapath(&snap);
         }
-        if let Ok(e) = self.dp.event_stats() {
-            for (i, v) in e.iter().take(4).enumerate() {
-                snap.event_stats[i] = *v;
-            }
-        }
-        if let Ok(usage) = self.dp.map_usage() {
-            snap.flows_active = usage
-                .iter()
-                .filter(|(m, _, _)| {
-                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
-                })
-                .map(|u| u.1)
-                .sum();
-            snap.map_entries = usage;
-        }
-        if let Some(c) = &self.compiled {
-            let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> =
-                BTreeMap::new();
-            for d in &c.devices {
-                let Ok(t) = self.dp.device_counters(d.hash) else {
-                    continue;
-                };
-                let e = by_class
-                    .entry(d.class.clone().unwrap_or_else(|| "none".into()))
-                    .or_default();
-                e.allowed_packets += t.allowed_packets;
-                e.allowed_bytes += t.allowed_bytes;
-                e.denied_packets += t.denied_packets;
-                e.denied_bytes += t.denied_bytes;
-                e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
-            }
-            snap.class_packets = by_class.into_iter().collect();
-        }
-        self.metrics.observe_datapath(&snap);
     }
 
     /// Answers one control request.
     fn handle(&mut self, request: Request, peer: &str) -> Reply {
         match request {
             Request::Status {} => {
-                let usage = self.dp.map_usage().unwrap_or_default();
+                // As of the last read of the counters (every few seconds): counting a big
+                // map's entries takes tens of milliseconds, not for every `status`.
+                let usage = &self.usage;
                 Reply::data(json!({
                     "generation": self.generation,
                     "commit": self.commit,
@@ -1883,6 +1883,9 @@ impl Controller {
         self.compiled_tx = Some(compiled_tx);
         let (staged_tx, mut staged_rx) = mpsc::unbounded_channel();
         self.staged_tx = Some(staged_tx);
+        let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
+        self.observed_tx = Some(observed_tx);
+        self.reader = Some(Arc::new(std::sync::Mutex::new(self.dp.reader()?)));
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {
@@ -1955,6 +1958,7 @@ impl Controller {
                 }
                 Some(done) = compiled_rx.recv() => self.finish_reload(done),
                 Some(()) = staged_rx.recv() => self.finish_install(),
+                Some(snap) = observed_rx.recv() => self.observed(snap),
                 Some(call) = calls.recv() => {
                     let reply = self.handle(call.request, &call.peer);
                     let _ = call.reply.send(reply);
@@ -1979,6 +1983,66 @@ impl Controller {
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
+}
+
+/// The datapath's counters, read through `reader` (on a thread: see `Controller::observe`):
+/// `None` if the packet counters cannot be read. `devices`: (hash, class) of the policy's
+/// devices; `nft`: the nftables table's counters, when it enforces somewhere.
+fn read_snapshot(
+    reader: &mut crate::datapath::DatapathReader,
+    devices: &[(u64, Option<String>)],
+    nft: Option<&nft::dataplane::CounterReader>,
+) -> Option<DatapathSnapshot> {
+    let mut snap = DatapathSnapshot {
+        packets: match reader.stats() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading packet counters");
+                return None;
+            }
+        },
+        ..DatapathSnapshot::default()
+    };
+    // nftables' table counts the packets it judges by the same reasons and sides (its
+    // counters carry over from one generation to the next): the same series, summed with
+    // whatever XDP judged on the other interfaces.
+    if let Some(n) = nft.and_then(|n| n.read()) {
+        if snap.packets.len() < n.len() {
+            snap.packets.resize(n.len(), 0);
+        }
+        for (total, n) in snap.packets.iter_mut().zip(n) {
+            *total += n;
+        }
+    }
+    if let Ok(e) = reader.event_stats() {
+        for (i, v) in e.iter().take(4).enumerate() {
+            snap.event_stats[i] = *v;
+        }
+    }
+    if let Ok(usage) = reader.map_usage() {
+        snap.flows_active = usage
+            .iter()
+            .filter(|(m, _, _)| *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS)
+            .map(|u| u.1)
+            .sum();
+        snap.map_entries = usage;
+    }
+    let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> = BTreeMap::new();
+    for (hash, class) in devices {
+        let Ok(t) = reader.device_counters(*hash) else {
+            continue;
+        };
+        let e = by_class
+            .entry(class.clone().unwrap_or_else(|| "none".into()))
+            .or_default();
+        e.allowed_packets += t.allowed_packets;
+        e.allowed_bytes += t.allowed_bytes;
+        e.denied_packets += t.denied_packets;
+        e.denied_bytes += t.denied_bytes;
+        e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
+    }
+    snap.class_packets = by_class.into_iter().collect();
+    Some(snap)
 }
 
 /// A generation half installed: nftables applied, its XDP slot being written.

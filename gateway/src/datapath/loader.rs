@@ -80,6 +80,13 @@ pub struct Datapath {
     staging: Option<Staging>,
 }
 
+/// What the slot a [`Datapath::stage`] writes holds before: known, or what a sync of it
+/// still running will leave.
+enum Held {
+    Known(MapContents),
+    AfterSync(Sync),
+}
+
 /// A [`Datapath::stage`] in progress: its thread returns what the slot then holds.
 struct Staging {
     slot: u8,
@@ -253,7 +260,6 @@ impl Datapath {
         contents: MapContents,
         done: Box<dyn FnOnce() + Send>,
     ) -> Result<(), DatapathError> {
-        self.finish_sync();
         if let Some(s) = self.staging.take() {
             // Never two writers of one slot: an earlier stage nobody committed is finished.
             let _ = s.thread.join();
@@ -267,12 +273,20 @@ impl Datapath {
                 inactive: new,
             });
         }
+        // A sync of this slot still running (whole policies back to back) is waited for on
+        // the install thread, not here: the caller's loop must not stall on it.
+        let syncing = self.syncing.take().filter(|s| s.slot == new);
+        if let Some(s) = &syncing {
+            restore_priority(s.tid.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        self.finish_sync();
         // Until the slot is fully written its contents are unknown: an error leaves it to
         // be read back by the next install. Unknown contents (maps adopted from pins, an
         // interrupted install) are read from the kernel, so leftovers are removed too.
-        let held = match self.shadow[usize::from(new)].take() {
-            Some(held) => held,
-            None => self.read_slot(new)?,
+        let held = match (syncing, self.shadow[usize::from(new)].take()) {
+            (Some(sync), _) => Held::AfterSync(sync),
+            (None, Some(held)) => Held::Known(held),
+            (None, None) => Held::Known(self.read_slot(new)?),
         };
         let mut maps = OwnedSlotMaps::dup(&self.ebpf)?;
         // Packets that read the retired slot just before the last flip may still run.
@@ -280,13 +294,23 @@ impl Datapath {
         let thread = std::thread::Builder::new()
             .name("lazaret-install".into())
             .spawn(move || {
-                if let Some(at) = not_before {
-                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                }
-                let written = maps
-                    .borrow()
-                    .and_then(|m| write_slot(m, &held, &contents))
-                    .map(|()| contents);
+                let written = (|| {
+                    let held = match held {
+                        Held::Known(held) => held,
+                        Held::AfterSync(sync) => match sync.thread.join() {
+                            Ok(Ok(held)) => held,
+                            _ => return Err(DatapathError::Link(
+                                "the retired slot's sync failed: the next install reads it back"
+                                    .into(),
+                            )),
+                        },
+                    };
+                    if let Some(at) = not_before {
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    }
+                    write_slot(maps.borrow()?, &held, &contents)?;
+                    Ok(contents)
+                })();
                 done();
                 written
             })
@@ -527,21 +551,7 @@ impl Datapath {
 
     /// Counters of one device, summed over CPUs (zero if it never sent a packet).
     pub fn device_counters(&mut self, id: u64) -> Result<DeviceCounterTotals, DatapathError> {
-        let map: PerCpuHashMap<_, u64, DevCounters> = typed(&mut self.ebpf, MAP_DEV_COUNT)?;
-        let values = match map.get(&id, 0) {
-            Ok(v) => v,
-            Err(aya::maps::MapError::KeyNotFound) => return Ok(DeviceCounterTotals::default()),
-            Err(e) => return Err(DatapathError::map(MAP_DEV_COUNT)(e)),
-        };
-        let mut t = DeviceCounterTotals::default();
-        for c in values.iter() {
-            t.allowed_packets += c.allowed_packets;
-            t.allowed_bytes += c.allowed_bytes;
-            t.denied_packets += c.denied_packets;
-            t.denied_bytes += c.denied_bytes;
-            t.last_seen_ns = t.last_seen_ns.max(c.last_seen_ns);
-        }
-        Ok(t)
+        device_counters(&mut self.ebpf, id)
     }
 
     /// Every tracked flow with the table it is in (an iteration of both LRU flow tables: for
@@ -604,38 +614,7 @@ impl Datapath {
     /// Entries in use and capacity of the maps whose pressure matters, for metrics. Per-slot
     /// maps count both generations against twice the per-slot capacity.
     pub fn map_usage(&mut self) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
-        Ok(vec![
-            (
-                MAP_FLOWS,
-                count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_FLOWS)?,
-                u64::from(MAX_FLOWS),
-            ),
-            (
-                MAP_EST_FLOWS,
-                count_keys::<FlowKey, FlowValue>(&mut self.ebpf, MAP_EST_FLOWS)?,
-                u64::from(MAX_EST_FLOWS),
-            ),
-            (
-                MAP_DEVICES,
-                count_keys::<DevKey, Device>(&mut self.ebpf, MAP_DEVICES)?,
-                2 * u64::from(MAX_DEVICES),
-            ),
-            (
-                MAP_DEV_IP4,
-                count_keys::<Ip4Key, DevRef>(&mut self.ebpf, MAP_DEV_IP4)?,
-                2 * u64::from(MAX_DEVICE_ADDRS),
-            ),
-            (
-                MAP_DEV_IP6,
-                count_keys::<Ip6Key, DevRef>(&mut self.ebpf, MAP_DEV_IP6)?,
-                2 * u64::from(MAX_DEVICE_ADDRS),
-            ),
-            (
-                MAP_FRAGS,
-                count_keys::<FragKey, FragValue>(&mut self.ebpf, MAP_FRAGS)?,
-                u64::from(MAX_FRAGS),
-            ),
-        ])
+        map_usage(&mut self.ebpf)
     }
 
     /// Runs the program once on a frame (BPF_PROG_TEST_RUN); returns the XDP action.
@@ -898,21 +877,182 @@ pub(crate) mod legacy {
     }
 }
 
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DatapathError> {
-    ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
+/// Where maps are found by name: the loaded object, or a [`DatapathReader`]'s handles.
+trait MapSource {
+    fn find(&mut self, name: &'static str) -> Option<&mut Map>;
+}
+
+impl MapSource for Ebpf {
+    fn find(&mut self, name: &'static str) -> Option<&mut Map> {
+        self.map_mut(name)
+    }
+}
+
+fn map_mut<'a, S: MapSource>(
+    src: &'a mut S,
+    name: &'static str,
+) -> Result<&'a mut Map, DatapathError> {
+    src.find(name).ok_or(DatapathError::MissingMap(name))
 }
 
 /// A typed view of a map by name.
-fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+fn typed<'a, T, S: MapSource>(src: &'a mut S, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
 {
-    T::try_from(map_mut(ebpf, name)?).map_err(DatapathError::map(name))
+    T::try_from(map_mut(src, name)?).map_err(DatapathError::map(name))
 }
 
-fn count_keys<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<u64, DatapathError> {
+fn count_keys<K: Pod, V: Pod, S: MapSource>(
+    ebpf: &mut S,
+    name: &'static str,
+) -> Result<u64, DatapathError> {
     let map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
     Ok(map.keys().filter(Result::is_ok).count() as u64)
+}
+
+/// Counters of one device, summed over CPUs (zero if it never sent a packet).
+fn device_counters<S: MapSource>(
+    src: &mut S,
+    id: u64,
+) -> Result<DeviceCounterTotals, DatapathError> {
+    let map: PerCpuHashMap<_, u64, DevCounters> = typed(src, MAP_DEV_COUNT)?;
+    let values = match map.get(&id, 0) {
+        Ok(v) => v,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(DeviceCounterTotals::default()),
+        Err(e) => return Err(DatapathError::map(MAP_DEV_COUNT)(e)),
+    };
+    let mut t = DeviceCounterTotals::default();
+    for c in values.iter() {
+        t.allowed_packets += c.allowed_packets;
+        t.allowed_bytes += c.allowed_bytes;
+        t.denied_packets += c.denied_packets;
+        t.denied_bytes += c.denied_bytes;
+        t.last_seen_ns = t.last_seen_ns.max(c.last_seen_ns);
+    }
+    Ok(t)
+}
+
+/// Entries in use and capacity of the maps whose pressure matters, for metrics. Per-slot
+/// maps count both generations against twice the per-slot capacity.
+fn map_usage<S: MapSource>(src: &mut S) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
+    Ok(vec![
+        (
+            MAP_FLOWS,
+            count_keys::<FlowKey, FlowValue, _>(src, MAP_FLOWS)?,
+            u64::from(MAX_FLOWS),
+        ),
+        (
+            MAP_EST_FLOWS,
+            count_keys::<FlowKey, FlowValue, _>(src, MAP_EST_FLOWS)?,
+            u64::from(MAX_EST_FLOWS),
+        ),
+        (
+            MAP_DEVICES,
+            count_keys::<DevKey, Device, _>(src, MAP_DEVICES)?,
+            2 * u64::from(MAX_DEVICES),
+        ),
+        (
+            MAP_DEV_IP4,
+            count_keys::<Ip4Key, DevRef, _>(src, MAP_DEV_IP4)?,
+            2 * u64::from(MAX_DEVICE_ADDRS),
+        ),
+        (
+            MAP_DEV_IP6,
+            count_keys::<Ip6Key, DevRef, _>(src, MAP_DEV_IP6)?,
+            2 * u64::from(MAX_DEVICE_ADDRS),
+        ),
+        (
+            MAP_FRAGS,
+            count_keys::<FragKey, FragValue, _>(src, MAP_FRAGS)?,
+            u64::from(MAX_FRAGS),
+        ),
+    ])
+}
+
+/// Duplicated handles of the maps the daemon reads for its metrics, so the reads (a big
+/// policy's map entries counted one key at a time, every device's counters) happen on a
+/// thread of their own instead of the daemon's loop.
+pub struct DatapathReader(Vec<(&'static str, Map)>);
+
+/// The maps a [`DatapathReader`] holds.
+const READER_MAPS: [&str; 9] = [
+    MAP_STATS,
+    MAP_EV_STATS,
+    MAP_DEV_COUNT,
+    MAP_FLOWS,
+    MAP_EST_FLOWS,
+    MAP_DEVICES,
+    MAP_DEV_IP4,
+    MAP_DEV_IP6,
+    MAP_FRAGS,
+];
+
+impl MapSource for DatapathReader {
+    fn find(&mut self, name: &'static str) -> Option<&mut Map> {
+        self.0.iter_mut().find(|(n, _)| *n == name).map(|(_, m)| m)
+    }
+}
+
+impl DatapathReader {
+    /// Packet counters by reason and side (see [`Datapath::stats`]).
+    pub fn stats(&mut self) -> Result<Vec<u64>, DatapathError> {
+        per_cpu_sums(self, MAP_STATS, STATS_LEN)
+    }
+
+    /// See [`Datapath::event_stats`].
+    pub fn event_stats(&mut self) -> Result<Vec<u64>, DatapathError> {
+        per_cpu_sums(self, MAP_EV_STATS, EV_STATS_LEN)
+    }
+
+    /// See [`Datapath::device_counters`].
+    pub fn device_counters(&mut self, id: u64) -> Result<DeviceCounterTotals, DatapathError> {
+        device_counters(self, id)
+    }
+
+    /// See [`Datapath::map_usage`].
+    pub fn map_usage(&mut self) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
+        map_usage(self)
+    }
+}
+
+impl Datapath {
+    /// A [`DatapathReader`] of this datapath's maps.
+    pub fn reader(&self) -> Result<DatapathReader, DatapathError> {
+        READER_MAPS
+            .iter()
+            .map(|&name| {
+                let data = match self.ebpf.map(name) {
+                    Some(
+                        Map::Array(d)
+                        | Map::HashMap(d)
+                        | Map::LpmTrie(d)
+                        | Map::LruHashMap(d)
+                        | Map::PerCpuArray(d)
+                        | Map::PerCpuHashMap(d),
+                    ) => d,
+                    _ => return Err(DatapathError::MissingMap(name)),
+                };
+                dup_map(name, data)
+            })
+            .collect::<Result<_, _>>()
+            .map(DatapathReader)
+    }
+}
+
+/// A second handle of one map (its own file descriptor), usable from another thread.
+fn dup_map(name: &'static str, data: &MapData) -> Result<(&'static str, Map), DatapathError> {
+    let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+        DatapathError::map(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "fcntl(F_DUPFD_CLOEXEC)",
+            io_error,
+        }))
+    })?;
+    let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+    Ok((
+        name,
+        Map::from_map_data(data).map_err(DatapathError::map(name))?,
+    ))
 }
 
 /// The maps one slot's generation lives in, besides `LZ_GEN`.
@@ -958,26 +1098,10 @@ impl OwnedSlotMaps {
     /// Duplicates the handles of the object's plain maps (the slot's are among them;
     /// [`SlotMaps::of`] picks those).
     fn dup(ebpf: &Ebpf) -> Result<Self, DatapathError> {
-        let dup =
-            |name: &'static str, data: &MapData| -> Result<(&'static str, Map), DatapathError> {
-                let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
-                    DatapathError::map(name)(aya::maps::MapError::SyscallError(
-                        aya::sys::SyscallError {
-                            call: "fcntl(F_DUPFD_CLOEXEC)",
-                            io_error,
-                        },
-                    ))
-                })?;
-                let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
-                Ok((
-                    name,
-                    Map::from_map_data(data).map_err(DatapathError::map(name))?,
-                ))
-            };
         PINNED_MAPS
             .iter()
             .filter_map(|&name| match ebpf.map(name)? {
-                Map::Array(d) | Map::HashMap(d) | Map::LpmTrie(d) => Some(dup(name, d)),
+                Map::Array(d) | Map::HashMap(d) | Map::LpmTrie(d) => Some(dup_map(name, d)),
                 _ => None,
             })
             .collect::<Result<_, _>>()
@@ -1299,7 +1423,11 @@ fn read_split_where<K: Pod, V: Pod>(
     Ok(all)
 }
 
-fn per_cpu_sums(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<Vec<u64>, DatapathError> {
+fn per_cpu_sums<S: MapSource>(
+    ebpf: &mut S,
+    name: &'static str,
+    len: u32,
+) -> Result<Vec<u64>, DatapathError> {
     let map: PerCpuArray<_, u64> = typed(ebpf, name)?;
     (0..len)
         .map(|i| {

@@ -13,7 +13,9 @@ mod loader;
 pub use crate::policy::MapContents;
 pub use error::DatapathError;
 pub use events::EventReader;
-pub use loader::{AttachMode, Datapath, DeviceCounterTotals, FlowTable, LoadOptions};
+pub use loader::{
+    AttachMode, Datapath, DatapathReader, DeviceCounterTotals, FlowTable, LoadOptions,
+};
 
 /// The XDP program object, built by build.rs from gateway-ebpf.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lazaret-xdp"));

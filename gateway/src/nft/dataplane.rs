@@ -57,6 +57,43 @@ pub struct NftDataplane {
     verified: Option<u32>,
 }
 
+/// The enforcing table's named counters, readable from any thread.
+#[derive(Clone, Debug)]
+pub struct CounterReader {
+    nft: Nft,
+    table: String,
+}
+
+impl CounterReader {
+    /// See [`NftDataplane::packet_stats`].
+    pub fn read(&self) -> Option<Vec<u64>> {
+        let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
+        // The frame stage and the inet table count with the same names; a packet is counted
+        // by one of them (the frame stage counts only what it decides).
+        for family in FAMILIES {
+            let counters = match self.nft.counters(family, &self.table) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the nftables counters");
+                    return None;
+                }
+            };
+            for r in lazaret_abi::Reason::ALL {
+                for (side, _) in super::render::SIDE_NAMES {
+                    if let Some((packets, _)) = counters.get(&super::render::counter_name(r, side))
+                    {
+                        if let Some(slot) = out.get_mut(lazaret_abi::stats_index(r, side) as usize)
+                        {
+                            *slot += *packets;
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 /// What [`NftDataplane::verify`] found changed behind lazaret's back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tampered {
@@ -398,34 +435,19 @@ impl NftDataplane {
     /// [`lazaret_abi::stats_index`] (the XDP program's `LZ_STATS` layout); `None` while
     /// nftables enforces nowhere or the table cannot be read.
     pub fn packet_stats(&self) -> Option<Vec<u64>> {
+        self.counter_reader()?.read()
+    }
+
+    /// What [`Self::packet_stats`] reads, to read it on another thread (`nft` is a process
+    /// per family: milliseconds not to spend on the daemon's loop).
+    pub fn counter_reader(&self) -> Option<CounterReader> {
         if !self.active() {
             return None;
         }
-        let table = self.last.as_ref()?.table.clone();
-        let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
-        // The frame stage and the inet table count with the same names; a packet is counted
-        // by one of them (the frame stage counts only what it decides).
-        for family in FAMILIES {
-            let counters = match self.nft.counters(family, &table) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the nftables counters");
-                    return None;
-                }
-            };
-            for r in lazaret_abi::Reason::ALL {
-                for (side, _) in super::render::SIDE_NAMES {
-                    if let Some((packets, _)) = counters.get(&super::render::counter_name(r, side))
-                    {
-                        if let Some(slot) = out.get_mut(lazaret_abi::stats_index(r, side) as usize)
-                        {
-                            *slot += *packets;
-                        }
-                    }
-                }
-            }
-        }
-        Some(out)
+        Some(CounterReader {
+            nft: self.nft.clone(),
+            table: self.last.as_ref()?.table.clone(),
+        })
     }
 
     /// Sets a device's quarantine (`QUARANTINE_*`) in the table's quarantine sets.
