@@ -182,6 +182,8 @@ pub struct Lab {
     /// Start the daemon confined to the deployed unit's capability bounding set
     /// ([`Lab::confine`]); with every capability of root otherwise.
     pub confined: bool,
+    /// Capabilities taken out of the unit's set when confined ([`Lab::confine_without`]).
+    pub dropped: Vec<String>,
 }
 
 impl Lab {
@@ -221,6 +223,7 @@ impl Lab {
             state_dir,
             config,
             confined: false,
+            dropped: Vec::new(),
         })
     }
 
@@ -279,13 +282,38 @@ impl Lab {
         self.confined = true;
     }
 
+    /// [`Lab::confine`], with `caps` (`CAP_BPF`, ...) also taken out of the unit's set.
+    pub fn confine_without(&mut self, caps: &[&str]) {
+        self.confined = true;
+        self.dropped = caps.iter().map(|c| c.to_string()).collect();
+    }
+
+    /// Points the config's `pin_dir` at a directory that is not (and, not created, cannot
+    /// be) a bpf filesystem; returns it. For a daemon that must not need one.
+    pub fn without_bpffs(&self) -> Result<PathBuf> {
+        let elsewhere = self.tmp.path.join("no-bpffs");
+        let text = std::fs::read_to_string(&self.config)?;
+        let from = format!("pin_dir = \"{}\"", self.bpffs.path.display());
+        if !text.contains(&from) {
+            bail!("the lab's config has no {from}");
+        }
+        let to = format!("pin_dir = \"{}\"", elsewhere.display());
+        std::fs::write(&self.config, text.replace(&from, &to))?;
+        Ok(elsewhere)
+    }
+
+    /// The daemon's process id (`ip netns exec` and `setpriv` exec, they do not fork).
+    pub fn daemon_pid(&mut self) -> Option<u32> {
+        self.daemon.as_mut()?.child_mut().map(|c| c.id())
+    }
+
     /// Starts `lazaret run` and waits until it has written its ready file.
     pub fn start(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.state_dir.join("ready"));
         let bin = lazaret_bin()?;
         let mut args: Vec<String> = Vec::new();
         if self.confined {
-            args.extend(setpriv_prefix()?);
+            args.extend(setpriv_prefix(&self.dropped)?);
         }
         args.extend([
             bin.to_str().context("binary path")?.to_string(),
@@ -574,16 +602,17 @@ pub fn unit_capabilities() -> Result<Vec<String>> {
     Ok(caps)
 }
 
-/// `setpriv` arguments that run the rest of the command line with the unit's bounding set,
-/// no inheritable capabilities and no new privileges (`NoNewPrivileges=yes`). Root's
-/// permitted and effective sets after exec are the bounding set.
-fn setpriv_prefix() -> Result<Vec<String>> {
+/// `setpriv` arguments that run the rest of the command line with the unit's bounding set
+/// less `dropped`, no inheritable capabilities and no new privileges (`NoNewPrivileges=yes`).
+/// Root's permitted and effective sets after exec are the bounding set.
+fn setpriv_prefix(dropped: &[String]) -> Result<Vec<String>> {
     let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
         .context("setpriv (util-linux) is missing: run `cargo xtask setup`")?;
     let set = unit_capabilities()?
         .iter()
+        .filter(|c| !dropped.contains(c))
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
         .collect::<Vec<_>>()
         .join(",");

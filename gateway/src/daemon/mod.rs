@@ -7,6 +7,11 @@
 //! policy directory is watched and SIGHUP reloads; a policy that fails to compile or load
 //! never replaces the generation that is enforcing. Stopping leaves everything pinned and
 //! enforcing.
+//!
+//! With `dataplane = "nftables"` no BPF is loaded at all (no program, no maps, no bpffs):
+//! `dp` is `None`, the controller's own state (quarantines in the state directory, the
+//! generation in the ready file) drives the nftables table, and the XDP-only operations
+//! (flow listing, port pins, counters per device) answer that there is no XDP datapath.
 
 mod attach;
 pub mod compiler;
@@ -68,6 +73,8 @@ pub enum DaemonError {
     },
     #[error("interface {0:?} does not exist on this host")]
     NoInterface(String),
+    #[error("this gateway runs dataplane = \"nftables\": there is no XDP datapath ({0})")]
+    NoXdp(&'static str),
     #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error(transparent)]
@@ -120,9 +127,16 @@ fn unix_ms() -> u64 {
 /// The running controller: the single owner of the datapath.
 pub struct Controller {
     config: Config,
-    dp: Datapath,
+    /// The XDP datapath; `None` with `dataplane = "nftables"`, which runs without BPF.
+    dp: Option<Datapath>,
     ifindexes: BTreeMap<String, u32>,
     generation: u64,
+    /// The last generation a previous run enforced, as the state directory recorded it: the
+    /// next one is numbered above it even when nothing is pinned (a reboot, or nftables).
+    /// nftables stamps the generation in each connection's mark, so numbering must never
+    /// restart below it: a connection stamped by an old generation would pass as judged by
+    /// the new one.
+    numbered_from: u64,
     commit: Option<String>,
     pin_dir: PathBuf,
     metrics: Arc<Metrics>,
@@ -211,10 +225,18 @@ impl Controller {
                 ifindexes.insert(name.clone(), index);
             }
         }
-        let pin_dir = pin_dir(&config)?;
-        let dp = Datapath::load(&LoadOptions {
-            pin_dir: Some(pin_dir.clone()),
-        })?;
+        // nftables alone needs no BPF: nothing is loaded, no bpffs is needed or touched.
+        let xdp = config.dataplane != crate::config::Dataplane::Nftables;
+        let (pin_dir, dp) = if xdp {
+            let pin_dir = pin_dir(&config)?;
+            let dp = Datapath::load(&LoadOptions {
+                pin_dir: Some(pin_dir.clone()),
+            })?;
+            (pin_dir, Some(dp))
+        } else {
+            let version = format!("v{}", lazaret_abi::ABI_VERSION);
+            (config.pin_dir.join(version), None)
+        };
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
         let mut nft = crate::nft::NftDataplane::new(metrics.registry())
@@ -231,6 +253,7 @@ impl Controller {
             dp,
             ifindexes,
             generation: 0,
+            numbered_from: 0,
             commit: None,
             pin_dir,
             metrics: Arc::new(metrics),
@@ -268,27 +291,35 @@ impl Controller {
         };
         ctl.sync_local();
         ctl.restore_pins();
-        let adopted = ctl.dp.active_site()?;
-        ctl.generation = adopted.generation;
-        if adopted.generation > 0 {
-            tracing::info!(
-                generation = adopted.generation,
-                "adopted the pinned datapath state"
-            );
-        }
+        let legacy = match ctl.dp.as_mut() {
+            Some(dp) => {
+                let adopted = dp.active_site()?;
+                ctl.generation = adopted.generation;
+                if adopted.generation > 0 {
+                    tracing::info!(
+                        generation = adopted.generation,
+                        "adopted the pinned datapath state"
+                    );
+                }
+                attach::legacy_dirs(&ctl.config.pin_dir, &ctl.pin_dir)
+            }
+            None => Vec::new(),
+        };
         // An upgrade from an older datapath ABI: continue its generation numbering, so the
         // flows carried over are all older than the first new generation and re-judged.
-        let legacy = attach::legacy_dirs(&ctl.config.pin_dir, &ctl.pin_dir);
         for dir in &legacy {
             if let Some(g) = Datapath::pinned_generation(dir) {
                 ctl.generation = ctl.generation.max(g);
             }
         }
+        ctl.numbered_from = read_generation(&ctl.config.state_dir);
         for iface in ctl.config.interfaces.clone() {
             let index = ctl.ifindexes[&iface.name];
             if index != MISSING_IFINDEX {
                 let config = ctl.iface_config(&iface);
-                ctl.dp.set_interface_config(index, config)?;
+                if let Some(dp) = ctl.dp.as_mut() {
+                    dp.set_interface_config(index, config)?;
+                }
             }
         }
         if !ctl.held.is_empty() {
@@ -304,13 +335,16 @@ impl Controller {
             Err(e) => return Err(e),
         }
         ctl.restore_quarantines(state_error)?;
-        for dir in &legacy {
-            match ctl.dp.migrate_flows(dir) {
-                Ok(n) => {
-                    tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect")
+        // (`legacy` is empty without an XDP datapath.)
+        if let Some(dp) = ctl.dp.as_mut() {
+            for dir in &legacy {
+                match dp.migrate_flows(dir) {
+                    Ok(n) => {
+                        tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect")
+                    }
                 }
             }
         }
@@ -410,9 +444,14 @@ impl Controller {
         // more (a release whose write failed, or a reboot emptied the datapath), the file's
         // is applied below. A quarantine is never dropped by a restart.
         let mut recovered = 0;
-        for (id, hash) in &devices {
-            let st = self.dp.device_state(*hash)?;
-            let action = match st.quarantine {
+        let mut enforced = Vec::new();
+        if let Some(dp) = self.dp.as_mut() {
+            for (id, hash) in &devices {
+                enforced.push((id, dp.device_state(*hash)?.quarantine));
+            }
+        }
+        for (id, quarantine) in enforced {
+            let action = match quarantine {
                 lazaret_abi::QUARANTINE_RESTRICT => Action::Restrict,
                 lazaret_abi::QUARANTINE_ISOLATE => Action::Isolate,
                 _ => continue,
@@ -461,11 +500,13 @@ impl Controller {
     /// Sets the device's quarantine in the datapath and bumps its epoch, so its flows are
     /// re-judged against the new state on their next packet.
     fn apply_quarantine(&mut self, hash: u64, action: Action) -> Result<(), DaemonError> {
-        let mut st = self.dp.device_state(hash)?;
-        if st.quarantine != action.abi() {
-            st.quarantine = action.abi();
-            st.epoch = st.epoch.wrapping_add(1);
-            self.dp.set_device_state(hash, st)?;
+        if let Some(dp) = self.dp.as_mut() {
+            let mut st = dp.device_state(hash)?;
+            if st.quarantine != action.abi() {
+                st.quarantine = action.abi();
+                st.epoch = st.epoch.wrapping_add(1);
+                dp.set_device_state(hash, st)?;
+            }
         }
         self.nft.set_quarantine(hash, action.abi())?;
         Ok(())
@@ -540,7 +581,7 @@ impl Controller {
                 self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                 continue;
             }
-            let prog = self.dp.program_mut()?;
+            let prog = xdp(&mut self.dp, "attaching an interface")?.program_mut()?;
             let attached =
                 attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy);
             let attached = match attached {
@@ -608,8 +649,12 @@ impl Controller {
     /// The next reload's job: the inactive slot, the next generation.
     fn job(&mut self, why: &str) -> Result<compiler::Job, DaemonError> {
         Ok(compiler::Job {
-            slot: self.dp.next_slot()?,
-            generation: self.generation + 1,
+            // nftables alone has no slots: its table is replaced whole.
+            slot: match self.dp.as_mut() {
+                Some(dp) => dp.next_slot()?,
+                None => 0,
+            },
+            generation: self.generation.max(self.numbered_from) + 1,
             ifindexes: self.ifindexes.clone(),
             why: why.to_string(),
             started: Instant::now(),
@@ -666,10 +711,6 @@ impl Controller {
                 Err(e)
             }
         }
-    }
-
-    pub fn datapath_mut(&mut self) -> &mut Datapath {
-        &mut self.dp
     }
 
     pub fn generation(&self) -> u64 {
@@ -807,10 +848,12 @@ impl Controller {
             .iter()
             .map(|i| (i.name.clone(), self.iface_config(i)))
             .collect();
+        // The controller's quarantines, not anything read back from XDP: the two
+        // dataplanes are given the same state.
         let mut states = policy::DeviceStates::default();
-        if self.nft.active() {
-            for (_, d) in &contents.devices {
-                states.set_quarantine(d.id, self.dp.device_state(d.id)?.quarantine);
+        for d in &compiled.devices {
+            if let Some(e) = self.quarantines.entries.get(&d.id) {
+                states.set_quarantine(d.hash, e.action.abi());
             }
         }
         if let Some(took) =
@@ -824,7 +867,11 @@ impl Controller {
             );
         }
         let entries = entry_count(&contents);
-        self.dp.stage(contents, done)?;
+        match self.dp.as_mut() {
+            Some(dp) => dp.stage(contents, done)?,
+            // Nothing to write off the loop: the nftables table is already applied.
+            None => done(),
+        }
         Ok(Staged {
             job,
             compiled,
@@ -847,15 +894,15 @@ impl Controller {
             entries,
         } = staged;
         let (started, generation) = (job.started, job.generation);
-        self.dp.commit()?;
-        // The retired slot still holds the generation before last: bring it up to this one
-        // in the background, so the next small edit writes only its own difference.
-        let (c, ix) = (compiled.clone(), self.ifindexes.clone());
-        if let Err(e) = self
-            .dp
-            .sync_retired(move |slot| c.map_contents(slot, generation, &ix).ok())
-        {
-            tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
+        if let Some(dp) = self.dp.as_mut() {
+            dp.commit()?;
+            // The retired slot still holds the generation before last: bring it up to this
+            // one in the background, so the next small edit writes only its own difference.
+            let (c, ix) = (compiled.clone(), self.ifindexes.clone());
+            if let Err(e) = dp.sync_retired(move |slot| c.map_contents(slot, generation, &ix).ok())
+            {
+                tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
+            }
         }
         self.generation = generation;
         self.commit = commit;
@@ -930,13 +977,20 @@ impl Controller {
     }
 
     /// `state_dir/ready` holds the enforcing generation: a readiness signal for tests and
-    /// service managers.
-    fn write_ready(&self) -> Result<(), DaemonError> {
+    /// service managers. `state_dir/generation` holds it too, for the next start (see
+    /// [`read_generation`]); nobody removes that one.
+    fn write_ready(&mut self) -> Result<(), DaemonError> {
         let dir = &self.config.state_dir;
         std::fs::create_dir_all(dir).map_err(io_err(format!(
             "creating state directory {}",
             dir.display()
         )))?;
+        let kept = state::write_atomic(
+            &dir.join(GENERATION_FILE),
+            format!("{}\n", self.generation).as_bytes(),
+        );
+        self.persisted("generation", kept);
+        let dir = &self.config.state_dir;
         let path = dir.join("ready");
         let tmp = dir.join(".ready.tmp");
         std::fs::write(&tmp, format!("{}\n", self.generation))
@@ -955,9 +1009,7 @@ impl Controller {
         if self.observing {
             return;
         }
-        let Some(reader) = self.reader.clone() else {
-            return;
-        };
+        let reader = self.reader.clone();
         let devices: Vec<(u64, Option<String>)> = self
             .compiled
             .as_ref()
@@ -972,9 +1024,9 @@ impl Controller {
         self.observing = true;
         tokio::task::spawn_blocking(move || {
             let mut reader = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let _ = tx.send(read_snapshot(&mut reader, &devices, nft.as_ref()));
+                .as_ref()
+                .map(|r| r.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let _ = tx.send(read_snapshot(reader.as_deref_mut(), &devices, nft.as_ref()));
         });
     }
 
@@ -1027,7 +1079,12 @@ impl Controller {
                 };
                 let mut out = Vec::new();
                 for d in &c.devices {
-                    let t = self.dp.device_counters(d.hash).unwrap_or_default();
+                    // Counted by the XDP program only (nftables counts per reason and side).
+                    let t = self
+                        .dp
+                        .as_mut()
+                        .and_then(|dp| dp.device_counters(d.hash).ok())
+                        .unwrap_or_default();
                     out.push(json!({
                         "id": d.id,
                         "class": d.class,
@@ -1048,7 +1105,12 @@ impl Controller {
                 let Some(hash) = self.device_hash(&device) else {
                     return Reply::error(format!("no device {device:?} in the policy"));
                 };
-                match self.dp.flows() {
+                let Some(dp) = self.dp.as_mut() else {
+                    return Reply::error(
+                        "flows are listed from the XDP flow table; this gateway runs dataplane = \"nftables\", whose flows are in conntrack (conntrack -L)",
+                    );
+                };
+                match dp.flows() {
                     Ok(flows) => Reply::data(json!(flows
                         .iter()
                         .filter(|(_, _, v)| v.dev_a == hash || v.dev_b == hash)
@@ -1429,7 +1491,11 @@ impl Controller {
                 let port = self.ifindexes.get(&iface.name).copied();
                 if iface.bridge.as_ref() == Some(&bridge) && port != Some(MISSING_IFINDEX) {
                     let config = self.iface_config(&iface);
-                    if let Some(Err(e)) = port.map(|p| self.dp.set_interface_config(p, config)) {
+                    let dp = self.dp.as_mut();
+                    if let Some(Err(e)) = port
+                        .zip(dp)
+                        .map(|(p, dp)| dp.set_interface_config(p, config))
+                    {
                         tracing::error!(interface = %iface.name, error = %e, "configuring a bridge port");
                     }
                 }
@@ -1473,20 +1539,16 @@ impl Controller {
                     // devices bound to the interface fail their binding check and are
                     // dropped (closed), rather than the interface passing everything (open).
                     let config = self.iface_config(&iface);
-                    let result = self
-                        .dp
-                        .set_interface_config(index, config)
-                        .map_err(DaemonError::from)
-                        .and_then(|()| {
-                            let prog = self.dp.program_mut()?;
-                            Ok(attach::attach(
-                                prog,
-                                &iface.name,
-                                iface.xdp_mode,
-                                &self.pin_dir,
-                                &[],
-                            )?)
-                        });
+                    let result = xdp(&mut self.dp, "re-attaching an interface").and_then(|dp| {
+                        dp.set_interface_config(index, config)?;
+                        Ok(attach::attach(
+                            dp.program_mut()?,
+                            &iface.name,
+                            iface.xdp_mode,
+                            &self.pin_dir,
+                            &[],
+                        )?)
+                    });
                     match result {
                         Ok(a) => {
                             let mode = match a {
@@ -1569,8 +1631,8 @@ impl Controller {
         }
         let ours = self
             .dp
-            .program_mut()
-            .ok()
+            .as_mut()
+            .and_then(|dp| dp.program_mut().ok())
             .and_then(|p| p.info().ok())
             .map(|i| i.id());
         for iface in self.config.interfaces.clone() {
@@ -1601,19 +1663,15 @@ impl Controller {
             self.metrics.tamper(&iface.name, kind);
             self.set_mode(&iface.name, mode.detached());
             let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-            let attached = self
-                .dp
-                .program_mut()
-                .map_err(DaemonError::from)
-                .and_then(|p| {
-                    Ok(attach::attach(
-                        p,
-                        &iface.name,
-                        iface.xdp_mode,
-                        &self.pin_dir,
-                        &[],
-                    )?)
-                });
+            let attached = xdp(&mut self.dp, "restoring XDP").and_then(|dp| {
+                Ok(attach::attach(
+                    dp.program_mut()?,
+                    &iface.name,
+                    iface.xdp_mode,
+                    &self.pin_dir,
+                    &[],
+                )?)
+            });
             match attached {
                 Ok(_) => {
                     tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");
@@ -1696,11 +1754,13 @@ impl Controller {
         if now == self.local {
             return;
         }
-        let xdp = self
-            .dp
-            .set_local_addrs(&now)
-            .map(|_| ())
-            .map_err(DaemonError::from);
+        let xdp = match self.dp.as_mut() {
+            Some(dp) => dp
+                .set_local_addrs(&now)
+                .map(|_| ())
+                .map_err(DaemonError::from),
+            None => Ok(()),
+        };
         let nft = self.nft.set_local(&now).map_err(DaemonError::from);
         match xdp.and(nft) {
             Ok(()) => {
@@ -1726,7 +1786,8 @@ impl Controller {
                     ifindex: *ifindex,
                     ..Default::default()
                 };
-                if let Err(e) = self.dp.set_port_pin(*mac, pin) {
+                let Some(dp) = self.dp.as_mut() else { break };
+                if let Err(e) = dp.set_port_pin(*mac, pin) {
                     tracing::error!(error = %e, mac = %pins::fmt_mac(mac), "restoring a port pin");
                 }
             }
@@ -1737,7 +1798,7 @@ impl Controller {
     /// Reads the pins the dataplanes learned and keeps new ones in the state directory.
     fn sync_pins(&mut self) {
         let mut seen = Vec::new();
-        if let Ok(xdp) = self.dp.port_pins() {
+        if let Some(Ok(xdp)) = self.dp.as_mut().map(Datapath::port_pins) {
             for (mac, pin) in xdp {
                 if let Some((name, _)) = self.ifindexes.iter().find(|(_, i)| **i == pin.ifindex) {
                     seen.push((mac, name.clone()));
@@ -1765,7 +1826,10 @@ impl Controller {
             .mac
             .ok_or_else(|| format!("{device:?} has no MAC: it is never pinned"))?
             .0;
-        let xdp = self.dp.release_port_pin(mac).map_err(|e| e.to_string())?;
+        let xdp = match self.dp.as_mut() {
+            Some(dp) => dp.release_port_pin(mac).map_err(|e| e.to_string())?,
+            None => false,
+        };
         let nft = self.nft.release_pin(mac).map_err(|e| e.to_string())?;
         let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
         let result = self.pins.save(&self.config.state_dir);
@@ -1857,16 +1921,25 @@ impl Controller {
         ));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let mut links = tokio::time::interval(INTERFACES_EVERY);
-        let events = self.dp.take_events()?;
-        // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the same
-        // for the reader's whole life, which the AsyncFd owns.
-        let mut events = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| DaemonError::Io {
-            what: "watching the event ring buffer".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        // The XDP program's ring buffer (none without XDP: nflog below brings nftables').
+        let mut events = match self.dp.as_mut() {
+            Some(dp) => {
+                let events = dp.take_events()?;
+                // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the
+                // same for the reader's whole life, which the AsyncFd owns.
+                let fd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        events,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                Some(fd.map_err(|e| DaemonError::Io {
+                    what: "watching the event ring buffer".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?)
+            }
+            None => None,
+        };
         let mut term =
             signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
         let mut int =
@@ -1885,7 +1958,9 @@ impl Controller {
         self.staged_tx = Some(staged_tx);
         let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
         self.observed_tx = Some(observed_tx);
-        self.reader = Some(Arc::new(std::sync::Mutex::new(self.dp.reader()?)));
+        if let Some(dp) = &self.dp {
+            self.reader = Some(Arc::new(std::sync::Mutex::new(dp.reader()?)));
+        }
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {
@@ -1921,9 +1996,11 @@ impl Controller {
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = beat.tick() => {
                     // Events first: the beat says the loop keeps up, not only that it runs.
-                    let batch = events.get_mut().drain();
-                    for ev in &batch {
-                        self.on_event(ev);
+                    if let Some(events) = events.as_mut() {
+                        let batch = events.get_mut().drain();
+                        for ev in &batch {
+                            self.on_event(ev);
+                        }
                     }
                     if let Some(written) = self.lkg.outcome() {
                         self.persisted("last_known_good", written);
@@ -1944,7 +2021,7 @@ impl Controller {
                     self.expire_quarantines();
                     self.save_learned();
                 }
-                ready = events.readable_mut() => {
+                ready = readable(events.as_mut()) => {
                     match ready {
                         Ok(mut guard) => {
                             let batch = guard.get_inner_mut().drain();
@@ -1989,20 +2066,50 @@ impl Controller {
 /// `None` if the packet counters cannot be read. `devices`: (hash, class) of the policy's
 /// devices; `nft`: the nftables table's counters, when it enforces somewhere.
 fn read_snapshot(
-    reader: &mut crate::datapath::DatapathReader,
+    reader: Option<&mut crate::datapath::DatapathReader>,
     devices: &[(u64, Option<String>)],
     nft: Option<&nft::dataplane::CounterReader>,
 ) -> Option<DatapathSnapshot> {
-    let mut snap = DatapathSnapshot {
-        packets: match reader.stats() {
+    let mut snap = DatapathSnapshot::default();
+    if let Some(reader) = reader {
+        snap.packets = match reader.stats() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "reading packet counters");
                 return None;
             }
-        },
-        ..DatapathSnapshot::default()
-    };
+        };
+        if let Ok(e) = reader.event_stats() {
+            for (i, v) in e.iter().take(4).enumerate() {
+                snap.event_stats[i] = *v;
+            }
+        }
+        if let Ok(usage) = reader.map_usage() {
+            snap.flows_active = usage
+                .iter()
+                .filter(|(m, _, _)| {
+                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
+                })
+                .map(|u| u.1)
+                .sum();
+            snap.map_entries = usage;
+        }
+        let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> = BTreeMap::new();
+        for (hash, class) in devices {
+            let Ok(t) = reader.device_counters(*hash) else {
+                continue;
+            };
+            let e = by_class
+                .entry(class.clone().unwrap_or_else(|| "none".into()))
+                .or_default();
+            e.allowed_packets += t.allowed_packets;
+            e.allowed_bytes += t.allowed_bytes;
+            e.denied_packets += t.denied_packets;
+            e.denied_bytes += t.denied_bytes;
+            e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
+        }
+        snap.class_packets = by_class.into_iter().collect();
+    }
     // nftables' table counts the packets it judges by the same reasons and sides (its
     // counters carry over from one generation to the next): the same series, summed with
     // whatever XDP judged on the other interfaces.
@@ -2014,35 +2121,36 @@ fn read_snapshot(
             *total += n;
         }
     }
-    if let Ok(e) = reader.event_stats() {
-        for (i, v) in e.iter().take(4).enumerate() {
-            snap.event_stats[i] = *v;
-        }
-    }
-    if let Ok(usage) = reader.map_usage() {
-        snap.flows_active = usage
-            .iter()
-            .filter(|(m, _, _)| *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS)
-            .map(|u| u.1)
-            .sum();
-        snap.map_entries = usage;
-    }
-    let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> = BTreeMap::new();
-    for (hash, class) in devices {
-        let Ok(t) = reader.device_counters(*hash) else {
-            continue;
-        };
-        let e = by_class
-            .entry(class.clone().unwrap_or_else(|| "none".into()))
-            .or_default();
-        e.allowed_packets += t.allowed_packets;
-        e.allowed_bytes += t.allowed_bytes;
-        e.denied_packets += t.denied_packets;
-        e.denied_bytes += t.denied_bytes;
-        e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
-    }
-    snap.class_packets = by_class.into_iter().collect();
     Some(snap)
+}
+
+/// The XDP ring buffer's next readiness; never, without one.
+async fn readable(
+    events: Option<&mut tokio::io::unix::AsyncFd<crate::datapath::EventReader>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, crate::datapath::EventReader>> {
+    match events {
+        Some(e) => e.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The last generation a run enforced, in the state directory.
+const GENERATION_FILE: &str = "generation";
+
+/// The generation `state_dir/generation` holds (0 if none): see [`Controller::write_ready`].
+fn read_generation(state_dir: &Path) -> u64 {
+    std::fs::read_to_string(state_dir.join(GENERATION_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The XDP datapath, for what only it does (`what`): an error with `dataplane = "nftables"`.
+fn xdp<'a>(
+    dp: &'a mut Option<Datapath>,
+    what: &'static str,
+) -> Result<&'a mut Datapath, DaemonError> {
+    dp.as_mut().ok_or(DaemonError::NoXdp(what))
 }
 
 /// A generation half installed: nftables applied, its XDP slot being written.

@@ -25,12 +25,13 @@ pub(crate) struct HealthFamilies {
 }
 
 /// What the state directory failed to keep.
-pub const PERSISTED: [&str; 5] = [
+pub const PERSISTED: [&str; 6] = [
     "quarantine",
     "learned",
     "unknown_devices",
     "port_pins",
     "last_known_good",
+    "generation",
 ];
 
 impl HealthFamilies {
