@@ -478,6 +478,29 @@ impl Lab {
         })
     }
 
+    /// `lazaret quarantine add <device> --action <action> --reason <reason>`.
+    pub fn quarantine(
+        &self,
+        device: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<serde_json::Value> {
+        self.cli(&[
+            "quarantine",
+            "add",
+            device,
+            "--action",
+            action,
+            "--reason",
+            reason,
+        ])
+    }
+
+    /// `lazaret quarantine release <device> --reason <reason>`.
+    pub fn release(&self, device: &str, reason: &str) -> Result<serde_json::Value> {
+        self.cli(&["quarantine", "release", device, "--reason", reason])
+    }
+
     /// TCP echo servers on the lab's server address, one per port, for at most a minute.
     pub fn echo_servers(&self, ports: &[u16]) -> Result<()> {
         for &port in ports {

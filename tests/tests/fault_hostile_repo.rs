@@ -364,7 +364,7 @@ fn a_running_daemon_refuses_hostile_repositories_and_keeps_working() -> Result<(
             "{what}: a new generation"
         );
         // Still enforcing the previous generation: the quarantine holds, released it works.
-        lab.cli(&["quarantine", "release", "pump-icu-01", "--reason", "test"])?;
+        lab.release("pump-icu-01", "test")?;
         let mut s = lab.connect(2575, Duration::from_secs(2))?;
         ensure!(
             lazaret_tests::daemon::round_trip(&mut s),

@@ -175,15 +175,7 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
         tcp_probe(&q, IpAddr::V4(QUARANTINED_IP), server, 2575, T)?,
         "mon-icu-02 reaches the server before its quarantine"
     );
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-02",
-        "--action",
-        "isolate",
-        "--reason",
-        "biomed investigates",
-    ])?;
+    lab.quarantine("mon-icu-02", "isolate", "biomed investigates")?;
     assert_quarantined(&lab, &q, "before the removal")?;
     let mut s = lab.connect(2575, T)?;
     assert!(round_trip(&mut s), "the allowed session before the removal");

@@ -90,15 +90,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
     lab.start()?;
 
     // A quarantine persisted while the disk is healthy: the file to protect.
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "alert",
-        "--reason",
-        "baseline",
-    ])?;
+    lab.quarantine("mon-icu-01", "alert", "baseline")?;
     let before = quarantine_file(&lab);
     assert_eq!(before["devices"]["mon-icu-01"]["action"], "alert");
 
@@ -212,13 +204,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
         "still isolated after the restart"
     );
     assert_eq!(lab.metric("lazaret_state_persisted")?, Some(1.0));
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "mon-icu-01",
-        "--reason",
-        "recovered, checked",
-    ])?;
+    lab.release("mon-icu-01", "recovered, checked")?;
     let mut after = lab.connect(2575, Duration::from_millis(800))?;
     assert!(round_trip(&mut after), "the recovered quarantine released");
     assert!(quarantine_file(&lab)["devices"].get("mon-icu-01").is_none());

@@ -51,15 +51,7 @@ fn control_socket_refuses_other_users_and_files_are_not_world_writable() -> Resu
     // The socket and the state the daemon wrote.
     let mode = std::fs::metadata(&socket)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "alert",
-        "--reason",
-        "test",
-    ])?;
+    lab.quarantine("mon-icu-01", "alert", "test")?;
     let mut checked = 0;
     for entry in std::fs::read_dir(&lab.state_dir)? {
         let entry = entry?;

@@ -164,15 +164,7 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
     }
 
     // Isolate: the established session is cut at once.
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "test: lateral scan",
-    ])?;
+    lab.quarantine("mon-icu-01", "isolate", "test: lateral scan")?;
     assert!(
         !round_trip(&mut session),
         "the isolated device's session was cut"
@@ -193,13 +185,7 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
     );
 
     // Release: the workflow works again, and the audit log has both events.
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "mon-icu-01",
-        "--reason",
-        "test: cleared",
-    ])?;
+    lab.release("mon-icu-01", "test: cleared")?;
     let mut again = lab.connect(2575, Duration::from_millis(800))?;
     assert!(round_trip(&mut again));
     let audit = std::fs::read_to_string(lab.state_dir.join("audit.log"))?;

@@ -117,16 +117,8 @@ fn events_follow_reports_denies_and_quarantines() -> Result<()> {
         Some(true)
     );
 
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "events test",
-    ])?;
-    lab.cli(&["quarantine", "release", "mon-icu-01", "--reason", "done"])?;
+    lab.quarantine("mon-icu-01", "isolate", "events test")?;
+    lab.release("mon-icu-01", "done")?;
     let q = wait_event(&follower, |v| v["kind"] == "quarantine")?;
     assert_eq!(
         (&q["device"], &q["action"], &q["reason"]),

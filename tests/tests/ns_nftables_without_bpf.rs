@@ -77,15 +77,7 @@ fn nftables_enforces_and_quarantines_with_no_bpf_at_all() -> Result<()> {
     }
 
     // Quarantine: the open session is cut and no new one is let through.
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "test: no BPF",
-    ])?;
+    lab.quarantine("mon-icu-01", "isolate", "test: no BPF")?;
     assert!(!round_trip(&mut session), "the isolated device's session");
     assert!(cut_off(&lab), "no new session while isolated");
     let generation = lab.ready_generation().context("generation")?;
@@ -107,13 +99,7 @@ fn nftables_enforces_and_quarantines_with_no_bpf_at_all() -> Result<()> {
     );
 
     // Released: the workflow works again, the rest is still refused.
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "mon-icu-01",
-        "--reason",
-        "test: done",
-    ])?;
+    lab.release("mon-icu-01", "test: done")?;
     assert!(
         wait_until(Duration::from_secs(3), || !cut_off(&lab)),
         "the released device reaches its server"

@@ -76,13 +76,7 @@ fn scanning_pump_is_isolated_and_released(dataplane: Dataplane) -> Result<()> {
         "the biomed jump host is still reachable"
     );
 
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "pump-icu-01",
-        "--reason",
-        "biomed checked the pump",
-    ])?;
+    lab.release("pump-icu-01", "biomed checked the pump")?;
     let mut again = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut again), "release restores the workflow");
     Ok(())

@@ -31,15 +31,7 @@ fn quarantine_survives_reload_and_reboot_and_a_release_survives_a_restart() -> R
     lab.echo_servers(&[2575])?;
     lab.start()?;
     assert!(session_works(&lab));
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "INC-1: beaconing",
-    ])?;
+    lab.quarantine("mon-icu-01", "isolate", "INC-1: beaconing")?;
     assert!(!session_works(&lab), "isolated");
 
     // A policy reload (a new generation) keeps the quarantine.
@@ -67,13 +59,7 @@ fn quarantine_survives_reload_and_reboot_and_a_release_survives_a_restart() -> R
     assert!(!session_works(&lab), "isolated again after the reboot");
 
     // A manual release survives a restart.
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "mon-icu-01",
-        "--reason",
-        "INC-1 closed",
-    ])?;
+    lab.release("mon-icu-01", "INC-1 closed")?;
     assert!(session_works(&lab), "released");
     lab.kill9();
     lab.start()?;

@@ -99,13 +99,7 @@ fn receiver_gets_the_quarantine_and_the_release() -> Result<()> {
     lab.start()?;
     scan(&lab);
     wait_isolated(&lab)?;
-    lab.cli(&[
-        "quarantine",
-        "release",
-        "pump-icu-01",
-        "--reason",
-        "pump reimaged",
-    ])?;
+    lab.release("pump-icu-01", "pump reimaged")?;
     let got = |kind: &str| {
         bodies
             .lock()
@@ -156,18 +150,10 @@ fn a_dead_receiver_never_holds_back_enforcement() -> Result<()> {
     );
     // While that event is still being retried, the controller keeps taking decisions: a
     // release and a new quarantine both enforce at once.
-    lab.cli(&["quarantine", "release", "pump-icu-01", "--reason", "test"])?;
+    lab.release("pump-icu-01", "test")?;
     let mut again = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut again), "release restores the workflow");
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "pump-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "test",
-    ])?;
+    lab.quarantine("pump-icu-01", "isolate", "test")?;
     assert!(!round_trip(&mut again), "the new quarantine cut it again");
     let status = lab.cli(&["status"])?;
     assert_eq!(status["quarantined"], 1);

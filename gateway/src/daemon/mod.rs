@@ -1539,16 +1539,9 @@ impl Controller {
                     // devices bound to the interface fail their binding check and are
                     // dropped (closed), rather than the interface passing everything (open).
                     let config = self.iface_config(&iface);
-                    let result = xdp(&mut self.dp, "re-attaching an interface").and_then(|dp| {
-                        dp.set_interface_config(index, config)?;
-                        Ok(attach::attach(
-                            dp.program_mut()?,
-                            &iface.name,
-                            iface.xdp_mode,
-                            &self.pin_dir,
-                            &[],
-                        )?)
-                    });
+                    let result = xdp(&mut self.dp, "re-attaching an interface")
+                        .and_then(|dp| Ok(dp.set_interface_config(index, config)?))
+                        .and_then(|()| self.attach_again(&iface));
                     match result {
                         Ok(a) => {
                             let mode = match a {
@@ -1581,6 +1574,22 @@ impl Controller {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Attaches the program to `iface` again (it came back, or lost its program), pinning a
+    /// new link.
+    fn attach_again(
+        &mut self,
+        iface: &crate::config::Interface,
+    ) -> Result<attach::Attached, DaemonError> {
+        let prog = xdp(&mut self.dp, "attaching XDP")?.program_mut()?;
+        Ok(attach::attach(
+            prog,
+            &iface.name,
+            iface.xdp_mode,
+            &self.pin_dir,
+            &[],
+        )?)
     }
 
     /// `lazaret detach --force`: stop enforcing on purpose, and say so. The XDP links and
@@ -1663,15 +1672,7 @@ impl Controller {
             self.metrics.tamper(&iface.name, kind);
             self.set_mode(&iface.name, mode.detached());
             let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-            let attached = xdp(&mut self.dp, "restoring XDP").and_then(|dp| {
-                Ok(attach::attach(
-                    dp.program_mut()?,
-                    &iface.name,
-                    iface.xdp_mode,
-                    &self.pin_dir,
-                    &[],
-                )?)
-            });
+            let attached = self.attach_again(&iface);
             match attached {
                 Ok(_) => {
                     tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");
