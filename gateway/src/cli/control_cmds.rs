@@ -1,18 +1,21 @@
 //! CLI commands that talk to the running daemon through its control socket.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use lazaret::{
     config::{Config, DEFAULT_PATH},
     daemon::{
+        api,
         control::{call, follow_events, Request},
         events,
-        quarantine::Action,
+        quarantine::{self, Action},
+        unknown::UnknownDevice,
     },
     text::printable,
 };
+use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Debug, Args)]
 pub struct Target {
@@ -91,25 +94,18 @@ pub enum ActionArg {
     Isolate,
 }
 
-fn send(target: &Target, request: Request) -> anyhow::Result<serde_json::Value> {
+/// Sends `request` and reads the reply as `T` (the type [`api`] pairs with the request).
+fn send<T: DeserializeOwned>(target: &Target, request: Request) -> anyhow::Result<T> {
     let socket = target.socket()?;
     let reply =
         call(&socket, &request).with_context(|| format!("control socket {}", socket.display()))?;
-    if !reply.ok {
-        bail!(
-            "{}",
-            reply
-                .error
-                .unwrap_or_else(|| "the daemon refused the request".into())
-        );
-    }
-    Ok(reply.data.unwrap_or(serde_json::Value::Null))
+    reply.into_typed().map_err(anyhow::Error::msg)
 }
 
-fn print(
+fn print<T: Serialize>(
     target: &Target,
-    data: &serde_json::Value,
-    human: impl FnOnce(&serde_json::Value) -> String,
+    data: &T,
+    human: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<ExitCode> {
     if target.json {
         println!("{}", serde_json::to_string_pretty(data)?);
@@ -120,61 +116,61 @@ fn print(
 }
 
 pub fn status(target: Target) -> anyhow::Result<ExitCode> {
-    let data = send(&target, Request::Status {})?;
+    let data: api::Status = send(&target, Request::Status {})?;
     print(&target, &data, |d| {
         let mut out = format!(
             "generation {} (commit {}), up {} s, {} devices, {} quarantined\n",
-            d["generation"],
-            d["commit"].as_str().unwrap_or("-"),
-            d["uptime_seconds"],
-            d["devices"],
-            d["quarantined"]
+            d.generation,
+            printable(d.commit.as_deref().unwrap_or("-")),
+            d.uptime_seconds,
+            d.devices,
+            d.quarantined
         );
-        match d["policy"].as_str() {
-            Some("last_known_good") => {
-                out += "policy: the LAST-KNOWN-GOOD from the state directory (the repository was refused at start)\n"
+        out += match d.policy {
+            api::PolicySource::Repository => "",
+            api::PolicySource::LastKnownGood => {
+                "policy: the LAST-KNOWN-GOOD from the state directory (the repository was refused at start)\n"
             }
-            Some("pinned") => {
-                out += "policy: the generation pinned by an earlier run (the repository was refused at start)\n"
+            api::PolicySource::Pinned => {
+                "policy: the generation pinned by an earlier run (the repository was refused at start)\n"
             }
-            Some("none") => {
-                out += "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
+            api::PolicySource::None => {
+                "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
             }
-            _ => {}
+        };
+        if !d.held.is_empty() {
+            out += &format!("held closed: {}\n", printable(&d.held.join(", ")));
         }
-        if let Some(held) = d["held"].as_array().filter(|h| !h.is_empty()) {
-            let names: Vec<&str> = held.iter().filter_map(|h| h.as_str()).collect();
-            out += &format!("held closed: {}\n", printable(&names.join(", ")));
+        for (name, mode) in &d.interfaces {
+            let name = printable(name);
+            out += &match mode {
+                api::InterfaceMode::Native => format!("  interface {name}: XDP native\n"),
+                api::InterfaceMode::Skb => format!("  interface {name}: XDP skb (generic)\n"),
+                api::InterfaceMode::Nftables => format!("  interface {name}: nftables\n"),
+                api::InterfaceMode::Detached => {
+                    format!("  interface {name}: DETACHED (nothing enforces)\n")
+                }
+            };
         }
-        if let Some(ifaces) = d["interfaces"].as_object() {
-            for (name, mode) in ifaces {
-                out += &match mode.as_str().unwrap_or("?") {
-                    m @ ("nftables" | "detached") => format!("  interface {name}: {m}\n"),
-                    m => format!("  interface {name}: XDP {m}\n"),
-                };
-            }
+        for m in &d.maps {
+            out += &format!(
+                "  map {:<12} {:>8} / {:<8} ({:.1} %)\n",
+                m.map,
+                m.entries,
+                m.capacity,
+                m.pressure * 100.0
+            );
         }
-        if let Some(maps) = d["maps"].as_array() {
-            for m in maps {
-                out += &format!(
-                    "  map {:<12} {:>8} / {:<8} ({:.1} %)\n",
-                    m["map"].as_str().unwrap_or("?"),
-                    m["entries"],
-                    m["capacity"],
-                    m["pressure"].as_f64().unwrap_or(0.0) * 100.0
-                );
-            }
-        }
-        if let Some(e) = d["last_reload_error"].as_str() {
+        if let Some(e) = &d.last_reload_error {
             out += &format!(
                 "last reload FAILED (the previous generation enforces):\n{}\n",
                 printable(e)
             );
         }
-        for (state, e) in d["state_errors"].as_object().into_iter().flatten() {
+        for (state, e) in &d.state_errors {
             out += &format!(
                 "state {state} NOT PERSISTED (enforced, but a reboot would lose it): {}\n",
-                printable(e.as_str().unwrap_or("?"))
+                printable(e)
             );
         }
         out
@@ -194,40 +190,30 @@ pub fn devices_from_daemon(
         json,
     };
     if unknown {
-        let data = send(&target, Request::UnknownDevices {})?;
+        let data: Vec<UnknownDevice> = send(&target, Request::UnknownDevices {})?;
         return print(&target, &data, |d| {
             let mut out = format!(
                 "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  FLOWS TRIED\n",
                 "MAC", "VLAN", "IFINDEX", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
             );
-            for u in d.as_array().into_iter().flatten() {
-                let addrs: Vec<&str> = u["addresses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str())
-                    .collect();
-                let flows: Vec<&str> = u["flows"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str())
-                    .collect();
+            for u in d {
+                let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
+                let flows: Vec<&str> = u.flows.iter().map(String::as_str).collect();
                 out += &format!(
                     "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  {}\n",
-                    u["mac"].as_str().unwrap_or("?"),
-                    u["vlan"].to_string(),
-                    u["ifindex"].to_string(),
+                    printable(&u.mac),
+                    u.vlan,
+                    u.ifindex,
                     addrs.join(","),
-                    u["first_seen"].to_string(),
-                    u["last_seen"].to_string(),
-                    flows.join("; ")
+                    u.first_seen,
+                    u.last_seen,
+                    printable(&flows.join("; "))
                 );
             }
             out
         });
     }
-    let data = send(&target, Request::Devices {})?;
+    let data: Vec<api::Device> = send(&target, Request::Devices {})?;
     print(&target, &data, |d| {
         let mut out = format!(
             "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
@@ -240,17 +226,17 @@ pub fn devices_from_daemon(
             "DENIED PKT",
             "DENIED B"
         );
-        for x in d.as_array().into_iter().flatten() {
+        for x in d {
             out += &format!(
                 "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
-                x["id"].as_str().unwrap_or("?"),
-                x["class"].as_str().unwrap_or("-"),
-                x["mode"].as_str().unwrap_or("?"),
-                x["quarantine"].as_str().unwrap_or("-"),
-                x["allowed_packets"].to_string(),
-                x["allowed_bytes"].to_string(),
-                x["denied_packets"].to_string(),
-                x["denied_bytes"].to_string()
+                printable(&x.id),
+                printable(x.class.as_deref().unwrap_or("-")),
+                x.mode.name(),
+                x.quarantine.map_or("-", Action::name),
+                x.allowed_packets,
+                x.allowed_bytes,
+                x.denied_packets,
+                x.denied_bytes
             );
         }
         out
@@ -258,7 +244,7 @@ pub fn devices_from_daemon(
 }
 
 pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
-    let data = send(
+    let data: Vec<api::Flow> = send(
         &target,
         Request::Flows {
             device: device.clone(),
@@ -266,20 +252,23 @@ pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
     )?;
     print(&target, &data, |d| {
         let mut out = String::new();
-        for f in d.as_array().into_iter().flatten() {
+        for f in d {
             out += &format!(
                 "proto {:<3} {} <-> {}  opened by {}  {} ({} table)  rule {}\n",
-                f["proto"],
-                f["a"].as_str().unwrap_or("?"),
-                f["b"].as_str().unwrap_or("?"),
-                f["initiator"].as_str().unwrap_or("?"),
-                f["state"].as_str().unwrap_or("?"),
-                f["table"].as_str().unwrap_or("?"),
-                f["rule"]
+                f.proto,
+                f.a,
+                f.b,
+                match f.initiator {
+                    api::End::A => "a",
+                    api::End::B => "b",
+                },
+                f.state.name(),
+                f.table.name(),
+                f.rule
             );
         }
         if out.is_empty() {
-            out = format!("no flows for {device}\n");
+            out = format!("no flows for {}\n", printable(&device));
         }
         out
     })
@@ -288,22 +277,19 @@ pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
 pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCommand::List { target } => {
-            let data = send(&target, Request::QuarantineList {})?;
+            let data: BTreeMap<String, quarantine::Entry> =
+                send(&target, Request::QuarantineList {})?;
             print(&target, &data, |d| {
                 let mut out = String::new();
-                for (dev, e) in d.as_object().into_iter().flatten() {
+                for (dev, e) in d {
                     out += &format!(
                         "{}: {}{} since {} by {}: {}\n",
                         printable(dev),
-                        e["action"].as_str().unwrap_or("?"),
-                        if e["recovered"].as_bool() == Some(true) {
-                            " (recovered)"
-                        } else {
-                            ""
-                        },
-                        e["since"],
-                        printable(e["by"].as_str().unwrap_or("?")),
-                        printable(e["reason"].as_str().unwrap_or(""))
+                        e.action.name(),
+                        if e.recovered { " (recovered)" } else { "" },
+                        e.since,
+                        printable(&e.by),
+                        printable(&e.reason)
                     );
                 }
                 if out.is_empty() {
@@ -323,16 +309,20 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 ActionArg::Restrict => Action::Restrict,
                 ActionArg::Isolate => Action::Isolate,
             };
-            let data = send(
+            let data: api::Quarantined = send(
                 &target,
                 Request::QuarantineAdd {
-                    device: device.clone(),
+                    device,
                     action,
                     reason,
                 },
             )?;
-            print(&target, &data, |_| {
-                format!("{device}: quarantined ({})\n", action.name())
+            print(&target, &data, |d| {
+                format!(
+                    "{}: quarantined ({})\n",
+                    printable(&d.device),
+                    d.action.name()
+                )
             })
         }
         QuarantineCommand::Release {
@@ -340,14 +330,10 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             reason,
             target,
         } => {
-            let data = send(
-                &target,
-                Request::QuarantineRelease {
-                    device: device.clone(),
-                    reason,
-                },
-            )?;
-            print(&target, &data, |_| format!("{device}: released\n"))
+            let data: api::Released = send(&target, Request::QuarantineRelease { device, reason })?;
+            print(&target, &data, |d| {
+                format!("{}: released\n", printable(&d.device))
+            })
         }
     }
 }
@@ -355,17 +341,15 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
 pub fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PinsCommand::List { target } => {
-            let data = send(&target, Request::Pins {})?;
+            let data: Vec<api::Pin> = send(&target, Request::Pins {})?;
             print(&target, &data, |d| {
                 let mut out = String::new();
-                for p in d.as_array().into_iter().flatten() {
+                for p in d {
                     out += &format!(
                         "{} ({}): pinned to port {}\n",
-                        lazaret::text::printable(
-                            p["device"].as_str().unwrap_or("not in the policy")
-                        ),
-                        p["mac"].as_str().unwrap_or("?"),
-                        lazaret::text::printable(p["port"].as_str().unwrap_or("?")),
+                        printable(p.device.as_deref().unwrap_or("not in the policy")),
+                        printable(&p.mac),
+                        printable(&p.port),
                     );
                 }
                 if out.is_empty() {
@@ -379,15 +363,12 @@ pub fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
             reason,
             target,
         } => {
-            let data = send(
-                &target,
-                Request::PinRelease {
-                    device: device.clone(),
-                    reason,
-                },
-            )?;
-            print(&target, &data, |_| {
-                format!("{device}: pin released; the port it is next seen on pins it again\n")
+            let data: api::Released = send(&target, Request::PinRelease { device, reason })?;
+            print(&target, &data, |d| {
+                format!(
+                    "{}: pin released; the port it is next seen on pins it again\n",
+                    printable(&d.device)
+                )
             })
         }
     }

@@ -48,13 +48,13 @@ pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .context("asking the running daemon to detach")?;
-        if !reply.ok {
-            bail!(
-                "the running daemon refused to detach: {}",
-                reply.error.unwrap_or_default()
-            );
-        }
-        println!("the running daemon stopped enforcing and reports every interface detached until it is restarted");
+        let reply: lazaret::daemon::api::Detached = reply
+            .into_typed()
+            .map_err(|e| anyhow::anyhow!("the running daemon refused to detach: {e}"))?;
+        println!(
+            "the running daemon stopped enforcing ({}) and reports those interfaces detached until it is restarted",
+            lazaret::text::printable(&reply.detached.join(", "))
+        );
     }
     let removed = detach_all(&config.pin_dir)?;
     if removed.is_empty() {

@@ -86,6 +86,28 @@ impl Reply {
             error: None,
         }
     }
+    /// A typed reply (see [`super::api`]).
+    pub fn of(data: &impl Serialize) -> Reply {
+        match serde_json::to_value(data) {
+            Ok(v) => Reply::data(v),
+            Err(e) => Reply::error(format!("the daemon could not encode its reply: {e}")),
+        }
+    }
+
+    /// The reply's data as `T` (see [`super::api`]), or its error.
+    pub fn into_typed<T: serde::de::DeserializeOwned>(self) -> Result<T, String> {
+        if !self.ok {
+            return Err(self
+                .error
+                .unwrap_or_else(|| "the daemon refused the request".into()));
+        }
+        serde_json::from_value(self.data.unwrap_or(serde_json::Value::Null)).map_err(|e| {
+            format!(
+                "the daemon's reply is not what this lazaret expects (a different version?): {e}"
+            )
+        })
+    }
+
     pub fn error(msg: impl Into<String>) -> Reply {
         Reply {
             ok: false,

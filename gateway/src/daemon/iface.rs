@@ -19,7 +19,7 @@ impl Enforcer {
     pub const ALL: [Enforcer; 3] = [Enforcer::XdpNative, Enforcer::XdpSkb, Enforcer::Nftables];
 
     /// `mode` of `lazaret_interface_attached`, as recorded in the state directory.
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Enforcer::XdpNative => "native",
             Enforcer::XdpSkb => "skb",
@@ -40,7 +40,7 @@ impl Enforcer {
     }
 
     /// `dataplane` of `lazaret_dataplane_info`.
-    pub fn dataplane(self) -> &'static str {
+    pub const fn dataplane(self) -> &'static str {
         if self.is_xdp() {
             "xdp"
         } else {
@@ -48,7 +48,7 @@ impl Enforcer {
         }
     }
 
-    pub fn is_xdp(self) -> bool {
+    pub const fn is_xdp(self) -> bool {
         matches!(self, Enforcer::XdpNative | Enforcer::XdpSkb)
     }
 }

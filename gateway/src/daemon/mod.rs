@@ -13,6 +13,7 @@
 //! generation in the ready file) drives the nftables table, and the XDP-only operations
 //! (flow listing, port pins, counters per device) answer that there is no XDP datapath.
 
+pub mod api;
 mod attach;
 pub mod compiler;
 pub mod control;
@@ -538,9 +539,9 @@ impl Controller {
 
     /// The control reply of a change that is enforced: an error (the CLI exits non-zero)
     /// if `state` could not be written, since a reboot would undo it.
-    fn enforced_reply(&self, state: &str, what: String, data: serde_json::Value) -> Reply {
+    fn enforced_reply(&self, state: &str, what: String, data: &impl serde::Serialize) -> Reply {
         match self.state_errors.get(state) {
-            None => Reply::data(data),
+            None => Reply::of(data),
             Some(e) => Reply::error(format!(
                 "{what} is enforced, but the state directory could not record it ({e}): a restart of the gateway would undo it. Fix the state directory; `lazaret status` shows the failure until a write succeeds"
             )),
@@ -1043,90 +1044,15 @@ impl Controller {
     /// Answers one control request.
     fn handle(&mut self, request: Request, peer: &str) -> Reply {
         match request {
-            Request::Status {} => {
-                // As of the last read of the counters (every few seconds): counting a big
-                // map's entries takes tens of milliseconds, not for every `status`.
-                let usage = &self.usage;
-                Reply::data(json!({
-                    "generation": self.generation,
-                    "commit": self.commit,
-                    "uptime_seconds": self.started.elapsed().as_secs(),
-                    "policy_dir": self.config.policy_dir,
-                    "interfaces": self.modes.iter().map(|(n, m)| (n.clone(), m.label())).collect::<BTreeMap<_, _>>(),
-                    "devices": self.compiled.as_ref().map_or(0, |c| c.devices.len()),
-                    "quarantined": self.quarantines.entries.len(),
-                    "last_reload_error": self.last_reload_error,
-                    "state_errors": self.state_errors,
-                    "policy": if self.no_policy {
-                        "none"
-                    } else if self.on_lkg {
-                        "last_known_good"
-                    } else if self.compiled.is_none() {
-                        "pinned"
-                    } else {
-                        "repository"
-                    },
-                    "held": self.held_interfaces(),
-                    "maps": usage.iter().map(|(m, n, cap)| json!({
-                        "map": m, "entries": n, "capacity": cap,
-                        "pressure": if *cap == 0 { 0.0 } else { *n as f64 / *cap as f64 },
-                    })).collect::<Vec<_>>(),
-                }))
-            }
-            Request::Devices {} => {
-                let Some(c) = &self.compiled else {
-                    return Reply::error("no policy loaded");
-                };
-                let mut out = Vec::new();
-                for d in &c.devices {
-                    // Counted by the XDP program only (nftables counts per reason and side).
-                    let t = self
-                        .dp
-                        .as_mut()
-                        .and_then(|dp| dp.device_counters(d.hash).ok())
-                        .unwrap_or_default();
-                    out.push(json!({
-                        "id": d.id,
-                        "class": d.class,
-                        "mode": format!("{:?}", d.mode).to_lowercase(),
-                        "ipv4": d.ipv4,
-                        "ipv6": d.ipv6,
-                        "quarantine": self.quarantines.entries.get(&d.id).map(|e| e.action.name()),
-                        "allowed_packets": t.allowed_packets,
-                        "allowed_bytes": t.allowed_bytes,
-                        "denied_packets": t.denied_packets,
-                        "denied_bytes": t.denied_bytes,
-                        "last_seen_ns": t.last_seen_ns,
-                    }));
-                }
-                Reply::data(json!(out))
-            }
-            Request::Flows { device } => {
-                let Some(hash) = self.device_hash(&device) else {
-                    return Reply::error(format!("no device {device:?} in the policy"));
-                };
-                let Some(dp) = self.dp.as_mut() else {
-                    return Reply::error(
-                        "flows are listed from the XDP flow table; this gateway runs dataplane = \"nftables\", whose flows are in conntrack (conntrack -L)",
-                    );
-                };
-                match dp.flows() {
-                    Ok(flows) => Reply::data(json!(flows
-                        .iter()
-                        .filter(|(_, _, v)| v.dev_a == hash || v.dev_b == hash)
-                        .map(|(table, k, v)| json!({
-                            "proto": k.proto,
-                            "a": endpoint(k.family, &k.addr_a, k.port_a),
-                            "b": endpoint(k.family, &k.addr_b, k.port_b),
-                            "initiator": if v.initiator == 0 { "a" } else { "b" },
-                            "state": match v.state { lazaret_abi::FLOW_ESTABLISHED => "established", lazaret_abi::FLOW_CLOSING => "closing", lazaret_abi::FLOW_RESPONDED => "responded", _ => "new" },
-                            "table": table.name(),
-                            "rule": v.rule,
-                        }))
-                        .collect::<Vec<_>>())),
-                    Err(e) => Reply::error(e.to_string()),
-                }
-            }
+            Request::Status {} => Reply::of(&self.status()),
+            Request::Devices {} => match self.devices() {
+                Some(devices) => Reply::of(&devices),
+                None => Reply::error("no policy loaded"),
+            },
+            Request::Flows { device } => match self.flows(&device) {
+                Ok(flows) => Reply::of(&flows),
+                Err(e) => Reply::error(e),
+            },
             Request::UnknownDevices {} => {
                 Reply::data(json!(self.unknowns.devices.values().collect::<Vec<_>>()))
             }
@@ -1141,28 +1067,34 @@ impl Controller {
                             .map(|d| d.id.clone())
                     })
                 };
-                Reply::data(json!(self
+                let pins: Vec<api::Pin> = self
                     .pins
                     .by_mac
                     .iter()
-                    .map(
-                        |(mac, port)| json!({ "device": device_of(mac), "mac": mac, "port": port })
-                    )
-                    .collect::<Vec<_>>()))
+                    .map(|(mac, port)| api::Pin {
+                        device: device_of(mac),
+                        mac: mac.clone(),
+                        port: port.clone(),
+                    })
+                    .collect();
+                Reply::of(&pins)
             }
             Request::PinRelease { device, reason } => {
                 match self.release_pin(&device, peer, &reason) {
                     Ok(true) => self.enforced_reply(
                         "port_pins",
                         format!("the release of {device:?}'s port pin"),
-                        json!({ "device": device, "released": true }),
+                        &api::Released {
+                            device: device.clone(),
+                            released: true,
+                        },
                     ),
                     Ok(false) => Reply::error(format!("{device:?} is not pinned to a port")),
                     Err(e) => Reply::error(e),
                 }
             }
             Request::Detach { reason } => match self.stand_down(peer, &reason) {
-                Ok(detached) => Reply::data(json!({ "detached": detached })),
+                Ok(detached) => Reply::of(&api::Detached { detached }),
                 Err(e) => Reply::error(e),
             },
             // The control server answers event requests from the feed; this is the same
@@ -1185,7 +1117,10 @@ impl Controller {
                     Ok(()) => self.enforced_reply(
                         "quarantine",
                         format!("the quarantine of {device:?} ({})", action.name()),
-                        json!({ "device": device, "action": action.name() }),
+                        &api::Quarantined {
+                            device: device.clone(),
+                            action,
+                        },
                     ),
                     Err(e) => Reply::error(e.to_string()),
                 }
@@ -1198,12 +1133,120 @@ impl Controller {
                     Ok(()) => self.enforced_reply(
                         "quarantine",
                         format!("the release of {device:?}"),
-                        json!({ "device": device, "released": true }),
+                        &api::Released {
+                            device: device.clone(),
+                            released: true,
+                        },
                     ),
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
         }
+    }
+
+    /// `status`'s reply.
+    fn status(&self) -> api::Status {
+        api::Status {
+            generation: self.generation,
+            commit: self.commit.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            policy_dir: self.config.policy_dir.clone(),
+            policy: if self.no_policy {
+                api::PolicySource::None
+            } else if self.on_lkg {
+                api::PolicySource::LastKnownGood
+            } else if self.compiled.is_none() {
+                api::PolicySource::Pinned
+            } else {
+                api::PolicySource::Repository
+            },
+            interfaces: self
+                .modes
+                .iter()
+                .map(|(n, m)| (n.clone(), (*m).into()))
+                .collect(),
+            devices: self.compiled.as_ref().map_or(0, |c| c.devices.len()),
+            quarantined: self.quarantines.entries.len(),
+            held: self.held_interfaces().into_iter().collect(),
+            last_reload_error: self.last_reload_error.clone(),
+            state_errors: self
+                .state_errors
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            // As of the last read of the counters (every few seconds): counting a big map's
+            // entries takes tens of milliseconds, not for every `status`.
+            maps: self
+                .usage
+                .iter()
+                .map(|(m, n, cap)| api::MapUsage {
+                    map: m.to_string(),
+                    entries: *n,
+                    capacity: *cap,
+                    pressure: if *cap == 0 {
+                        0.0
+                    } else {
+                        *n as f64 / *cap as f64
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// `devices`' reply: `None` without a policy.
+    fn devices(&mut self) -> Option<Vec<api::Device>> {
+        let c = self.compiled.as_ref()?;
+        let mut out = Vec::with_capacity(c.devices.len());
+        for d in &c.devices {
+            // Counted by the XDP program only (nftables counts per reason and side).
+            let t = self
+                .dp
+                .as_mut()
+                .and_then(|dp| dp.device_counters(d.hash).ok())
+                .unwrap_or_default();
+            out.push(api::Device {
+                id: d.id.clone(),
+                class: d.class.clone(),
+                mode: d.mode,
+                ipv4: d.ipv4.clone(),
+                ipv6: d.ipv6.clone(),
+                quarantine: self.quarantines.entries.get(&d.id).map(|e| e.action),
+                allowed_packets: t.allowed_packets,
+                allowed_bytes: t.allowed_bytes,
+                denied_packets: t.denied_packets,
+                denied_bytes: t.denied_bytes,
+                last_seen_ns: t.last_seen_ns,
+            });
+        }
+        Some(out)
+    }
+
+    /// `flows`' reply: the flows of `device` in the XDP flow tables.
+    fn flows(&mut self, device: &str) -> Result<Vec<api::Flow>, String> {
+        let hash = self
+            .device_hash(device)
+            .ok_or_else(|| format!("no device {device:?} in the policy"))?;
+        let dp = self.dp.as_mut().ok_or(
+            "flows are listed from the XDP flow table; this gateway runs dataplane = \"nftables\", whose flows are in conntrack (conntrack -L)",
+        )?;
+        let flows = dp.flows().map_err(|e| e.to_string())?;
+        Ok(flows
+            .iter()
+            .filter(|(_, _, v)| v.dev_a == hash || v.dev_b == hash)
+            .map(|(table, k, v)| api::Flow {
+                proto: k.proto,
+                a: endpoint(k.family, &k.addr_a, k.port_a),
+                b: endpoint(k.family, &k.addr_b, k.port_b),
+                initiator: if v.initiator == 0 {
+                    api::End::A
+                } else {
+                    api::End::B
+                },
+                state: api::FlowState::from_abi(v.state),
+                table: *table,
+                rule: v.rule,
+            })
+            .collect())
     }
 
     /// Quarantines a device: datapath state, persisted list, audit log, metrics, log line.
@@ -1447,7 +1490,7 @@ impl Controller {
     /// Records `mode` for `interface`, in `status` and in `lazaret_interface_attached`.
     fn set_mode(&mut self, interface: &str, mode: IfaceMode) {
         self.modes.insert(interface.to_string(), mode);
-        self.nft.report(interface, mode.enforcer().dataplane());
+        self.nft.report(interface, mode.enforcer());
         self.metrics
             .set_interface(interface, mode.enforcer().label(), mode.is_enforcing());
     }

@@ -59,8 +59,11 @@ impl ReloadFailure {
     }
 }
 
-/// `lazaret_interface_attached{mode}`.
-pub(crate) const ATTACH_MODES: [&str; 3] = ["native", "skb", "nftables"];
+/// `lazaret_interface_attached{mode}`: the enforcers' labels.
+pub(crate) const ATTACH_MODES: [&str; 3] = {
+    let all = crate::daemon::iface::Enforcer::ALL;
+    [all[0].label(), all[1].label(), all[2].label()]
+};
 
 /// `action` of the quarantine families.
 pub(crate) const QUARANTINE_ACTIONS: [&str; 3] = ["alert", "restrict", "isolate"];

@@ -28,7 +28,10 @@ use crate::policy::classify::{
 use parse::{Frag, Parsed};
 
 /// Which of the datapath's two flow tables a flow is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum FlowTable {
     /// [`MAP_FLOWS`]: not confirmed yet, or confirmed beyond its device's promotion budget.
     New,

@@ -5,6 +5,7 @@
 
 use super::frame::{self, Dynamic, FrameOptions, Port};
 use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
+use crate::daemon::iface::Enforcer;
 use crate::policy::{DeviceStates, MapContents};
 use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -160,11 +161,15 @@ impl NftDataplane {
     }
 
     /// Records which dataplane enforces on `interface` in the metric.
-    pub fn report(&self, interface: &str, dataplane: &str) {
-        for d in ["xdp", "nftables"] {
-            let _ = self.info.remove_label_values(&[interface, d]);
+    pub fn report(&self, interface: &str, enforcer: Enforcer) {
+        for other in Enforcer::ALL {
+            let _ = self
+                .info
+                .remove_label_values(&[interface, other.dataplane()]);
         }
-        self.info.with_label_values(&[interface, dataplane]).set(1);
+        self.info
+            .with_label_values(&[interface, enforcer.dataplane()])
+            .set(1);
     }
 
     /// Renders `contents` for the nftables interfaces and replaces the tables (see
