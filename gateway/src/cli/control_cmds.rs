@@ -381,7 +381,7 @@ pub fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     follow_events(&socket, follow, |ev| {
         let text = if target.json {
-            ev.to_string()
+            serde_json::to_string(&ev).unwrap_or_default()
         } else {
             events::human(&ev)
         };

@@ -398,10 +398,11 @@ async fn events(
             ev = rx.recv() => {
                 let text = match ev {
                     Ok(l) => l.to_string(),
-                    Err(RecvError::Lagged(n)) => serde_json::json!({
-                        "ts": super::events::unix_now(), "kind": "lost", "count": n,
-                    })
-                    .to_string(),
+                    Err(RecvError::Lagged(count)) => serde_json::to_string(&super::events::Record::new(
+                        super::events::unix_now(),
+                        super::events::Event::Lost { count },
+                    ))
+                    .unwrap_or_default(),
                     Err(RecvError::Closed) => return Ok(()),
                 };
                 write.write_all(text.as_bytes()).await?;
@@ -422,7 +423,7 @@ fn line(reply: &Reply) -> Vec<u8> {
 pub fn follow_events(
     path: &Path,
     follow: bool,
-    mut on_event: impl FnMut(serde_json::Value) -> bool,
+    mut on_event: impl FnMut(super::events::Record) -> bool,
 ) -> Result<(), std::io::Error> {
     use std::io::{BufRead, Write};
     let mut s = connect(path)?;
@@ -441,11 +442,8 @@ pub fn follow_events(
                 .unwrap_or_else(|| "the daemon refused the request".into()),
         ));
     }
-    for ev in reply
-        .data
-        .and_then(|d| d.as_array().cloned())
-        .unwrap_or_default()
-    {
+    let recent: Vec<super::events::Record> = reply.into_typed().map_err(std::io::Error::other)?;
+    for ev in recent {
         if !on_event(ev) {
             return Ok(());
         }

@@ -1099,12 +1099,14 @@ impl Controller {
             },
             // The control server answers event requests from the feed; this is the same
             // answer without following.
-            Request::Events { .. } => Reply::data(json!(self
-                .feed
-                .recent()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .collect::<Vec<_>>())),
+            Request::Events { .. } => Reply::of(
+                &self
+                    .feed
+                    .recent()
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<events::Record>(l).ok())
+                    .collect::<Vec<_>>(),
+            ),
             Request::QuarantineAdd {
                 device,
                 action,
@@ -1288,9 +1290,8 @@ impl Controller {
         self.metrics.quarantine_event(action.name());
         self.update_quarantine_metrics();
         self.notify(events::quarantine_event(
-            "quarantine",
             device,
-            Some(action.name()),
+            Some(action),
             by,
             reason,
             events::unix_now(),
@@ -1311,7 +1312,6 @@ impl Controller {
         tracing::warn!(device, by, reason, "device released from quarantine");
         self.update_quarantine_metrics();
         self.notify(events::quarantine_event(
-            "release",
             device,
             None,
             by,
@@ -1322,7 +1322,7 @@ impl Controller {
     }
 
     /// A controller event for followers (and the webhook, when one is configured).
-    fn notify(&self, event: serde_json::Value) {
+    fn notify(&self, event: events::Record) {
         self.feed.publish(&event);
         if let Some(hook) = &self.webhook {
             hook.send(event);

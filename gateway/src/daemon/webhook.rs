@@ -12,6 +12,7 @@
 //! Plain HTTP only (no TLS stack in lazaret yet): point it at a receiver on the management
 //! network or a local relay.
 
+use super::events::Record;
 use std::{sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Full};
@@ -62,7 +63,7 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
 /// The controller's end of the webhook.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    tx: mpsc::Sender<serde_json::Value>,
+    tx: mpsc::Sender<Record>,
     metrics: Arc<Metrics>,
 }
 
@@ -75,7 +76,7 @@ impl Webhook {
     }
 
     /// Queues an event; never blocks. A full queue drops it.
-    pub fn send(&self, event: serde_json::Value) {
+    pub fn send(&self, event: Record) {
         if self.tx.try_send(event).is_err() {
             tracing::warn!(
                 queue = QUEUE,
@@ -86,9 +87,13 @@ impl Webhook {
     }
 }
 
-async fn deliver_all(uri: Uri, mut rx: mpsc::Receiver<serde_json::Value>, metrics: Arc<Metrics>) {
+async fn deliver_all(uri: Uri, mut rx: mpsc::Receiver<Record>, metrics: Arc<Metrics>) {
     while let Some(event) = rx.recv().await {
-        let body = Bytes::from(event.to_string());
+        let Ok(body) = serde_json::to_vec(&event) else {
+            metrics.webhook_delivery("failed");
+            continue;
+        };
+        let body = Bytes::from(body);
         let mut backoff = FIRST_BACKOFF;
         let mut result = "failed";
         for attempt in 1..=ATTEMPTS {
@@ -205,7 +210,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new("test").expect("metrics"));
         let uri = check_url(&format!("http://{addr}/hook")).expect("url");
         let hook = Webhook::spawn(uri, metrics.clone());
-        hook.send(serde_json::json!({"kind": "quarantine", "device": "pump-01"}));
+        hook.send(crate::daemon::events::quarantine_event(
+            "pump-01",
+            Some(crate::daemon::quarantine::Action::Isolate),
+            "root",
+            "test",
+            1.0,
+        ));
         let bodies = server.await.expect("server");
         assert_eq!(bodies.len(), 3);
         assert!(
@@ -240,7 +251,9 @@ mod tests {
             metrics: metrics.clone(),
         };
         for _ in 0..QUEUE + 5 {
-            hook.send(serde_json::json!({}));
+            hook.send(crate::daemon::events::quarantine_event(
+                "pump-01", None, "root", "test", 1.0,
+            ));
         }
         assert!(metrics
             .render()
