@@ -97,6 +97,11 @@ impl Detector {
     pub fn forget(&mut self, device: u64) {
         self.windows.remove(&device);
     }
+
+    /// Keeps the windows of the devices `keep` says are still in the policy.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.windows.retain(|device, _| keep(*device));
+    }
 }
 
 #[cfg(test)]

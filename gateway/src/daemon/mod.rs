@@ -16,6 +16,7 @@
 pub mod api;
 mod attach;
 pub mod compiler;
+pub mod containment;
 pub mod control;
 pub mod deviation;
 pub mod events;
@@ -54,6 +55,7 @@ use crate::{
     policy::{self, Compiled},
 };
 use control::{Call, Reply, Request};
+use events::endpoint;
 use iface::{Enforcer, IfaceMode};
 use quarantine::{Action, Quarantines};
 
@@ -180,9 +182,8 @@ pub struct Controller {
     /// `lazaret detach --force` told this daemon to stop enforcing: it restores nothing
     /// until restarted.
     stood_down: bool,
-    detector: deviation::Detector,
-    /// Device hash → (id, resolved quarantine settings), from the enforcing policy.
-    by_hash: std::collections::HashMap<u64, (String, policy::model::QuarantineSettings)>,
+    /// Quarantine decisions (deviations, thresholds, TTLs): pure, see [`containment`].
+    containment: containment::Containment,
     unknowns: unknown::Unknowns,
     /// What `lazaret events` shows.
     feed: events::Feed,
@@ -278,8 +279,7 @@ impl Controller {
             reader: None,
             observed_tx: None,
             observing: false,
-            detector: deviation::Detector::default(),
-            by_hash: std::collections::HashMap::new(),
+            containment: containment::Containment::default(),
             unknowns: Self::load_unknowns(&config_state_dir),
             feed: events::Feed::default(),
             webhook: None,
@@ -947,11 +947,7 @@ impl Controller {
         self.unknowns.retain_unknown(&known);
         self.metrics
             .set_unknown_devices(self.unknowns.devices.len() as u64);
-        self.by_hash = compiled
-            .devices
-            .iter()
-            .map(|d| (d.hash, (d.id.clone(), d.quarantine)))
-            .collect();
+        self.containment.set_policy(&compiled);
         // The previous compile of a big policy takes ~100 ms to free: not on this thread.
         if let Some(old) = self.compiled.replace(compiled) {
             std::thread::spawn(move || drop(old));
@@ -1115,7 +1111,12 @@ impl Controller {
                 let Some(hash) = self.device_hash(&device) else {
                     return Reply::error(format!("no device {device:?} in the policy"));
                 };
-                match self.quarantine(&device, hash, action, peer, &reason, 0) {
+                let decision = containment::Decision {
+                    device: device.clone(),
+                    hash,
+                    entry: containment::entry(action, peer, &reason, 0, quarantine::now()),
+                };
+                match self.quarantine(decision) {
                     Ok(()) => self.enforced_reply(
                         "quarantine",
                         format!("the quarantine of {device:?} ({})", action.name()),
@@ -1251,27 +1252,18 @@ impl Controller {
             .collect())
     }
 
-    /// Quarantines a device: datapath state, persisted list, audit log, metrics, log line.
-    fn quarantine(
-        &mut self,
-        device: &str,
-        hash: u64,
-        action: Action,
-        by: &str,
-        reason: &str,
-        ttl_s: u64,
-    ) -> Result<(), DaemonError> {
+    /// Carries out a quarantine: datapath state, persisted list, audit log, metrics, log
+    /// line, event.
+    fn quarantine(&mut self, decision: containment::Decision) -> Result<(), DaemonError> {
+        let containment::Decision {
+            device,
+            hash,
+            entry,
+        } = decision;
+        let (device, action) = (device.as_str(), entry.action);
+        let (by, reason) = (entry.by.clone(), entry.reason.clone());
+        let (by, reason) = (by.as_str(), reason.as_str());
         self.apply_quarantine(hash, action)?;
-        let since = quarantine::now();
-        let until = (ttl_s > 0).then(|| since + ttl_s);
-        let entry = quarantine::Entry {
-            action,
-            reason: reason.to_string(),
-            by: by.to_string(),
-            since,
-            until,
-            recovered: false,
-        };
         self.quarantines.entries.insert(device.to_string(), entry);
         self.save_quarantines();
         if let Err(e) = self
@@ -1302,7 +1294,7 @@ impl Controller {
     fn release(&mut self, device: &str, by: &str, reason: &str) -> Result<(), DaemonError> {
         if let Some(hash) = self.device_hash(device) {
             self.apply_quarantine(hash, Action::Alert)?;
-            self.detector.forget(hash);
+            self.containment.forget(hash);
         }
         self.quarantines.entries.remove(device);
         self.save_quarantines();
@@ -1446,34 +1438,18 @@ impl Controller {
             self.on_learn(ev);
             return;
         }
-        let Some((id, settings)) = self.by_hash.get(&ev.device).cloned() else {
-            return;
-        };
-        if self.quarantines.entries.contains_key(&id) {
-            return;
-        }
         let now_ms = self.started.elapsed().as_millis() as u64;
-        if self.detector.observe(ev, now_ms, &settings) {
-            let action = match settings.action {
-                policy::model::QuarantineAction::Alert => Action::Alert,
-                policy::model::QuarantineAction::Restrict => Action::Restrict,
-                policy::model::QuarantineAction::Isolate => Action::Isolate,
-            };
-            let reason = format!(
-                "{} distinct denied flows within {} s (last: {})",
-                settings.after,
-                settings.within_s,
-                describe(ev)
-            );
-            if let Err(e) = self.quarantine(
-                &id,
-                ev.device,
-                action,
-                "lazaret (automatic)",
-                &reason,
-                settings.ttl_s,
-            ) {
-                tracing::error!(device = %id, error = %e, "automatic quarantine failed");
+        let decision = self.containment.on_event(
+            ev,
+            &self.quarantines.entries,
+            now_ms,
+            quarantine::now(),
+            describe,
+        );
+        if let Some(d) = decision {
+            let device = d.device.clone();
+            if let Err(e) = self.quarantine(d) {
+                tracing::error!(device = %device, error = %e, "automatic quarantine failed");
             }
         }
     }
@@ -1906,16 +1882,8 @@ impl Controller {
 
     /// Releases quarantines whose TTL has passed.
     fn expire_quarantines(&mut self) {
-        let now = quarantine::now();
-        let expired: Vec<String> = self
-            .quarantines
-            .entries
-            .iter()
-            .filter(|(_, e)| e.until.is_some_and(|u| u <= now))
-            .map(|(d, _)| d.clone())
-            .collect();
-        for d in expired {
-            if let Err(e) = self.release(&d, "lazaret (ttl)", "quarantine ttl expired") {
+        for d in containment::expired(&self.quarantines.entries, quarantine::now()) {
+            if let Err(e) = self.release(&d, containment::TTL, "quarantine ttl expired") {
                 tracing::error!(device = %d, error = %e, "automatic release failed");
             }
         }
@@ -2225,14 +2193,6 @@ fn names<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
-    if family == lazaret_abi::FAMILY_V4 {
-        format!("{}.{}.{}.{}:{port}", addr[0], addr[1], addr[2], addr[3])
-    } else {
-        format!("[{}]:{port}", std::net::Ipv6Addr::from(*addr))
-    }
 }
 
 fn entry_count(c: &crate::datapath::MapContents) -> usize {

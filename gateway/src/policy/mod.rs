@@ -59,7 +59,7 @@ pub mod source;
 pub mod validate;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use classify::{
     classify, classify_indexed, judge_initiating, Claim, Decision, DeviceStates, EndTrace,
