@@ -9,6 +9,10 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 mod l2;
 
 #[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
 pub fn lazaret_baseline(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();

@@ -23,6 +23,10 @@ mod l2;
 static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
 pub fn lazaret_floor(ctx: XdpContext) -> u32 {
     floor(&ctx).unwrap_or(xdp_action::XDP_DROP)
 }
@@ -45,11 +49,17 @@ fn floor(ctx: &XdpContext) -> Option<u32> {
     if !(20..=60).contains(&ihl) || ip + ihl + 4 > end {
         return None;
     }
-    let proto = unsafe { *((ip + 9) as *const u8) };
-    let src = unsafe { ((ip + 12) as *const [u8; 4]).read_unaligned() };
-    let dst = unsafe { ((ip + 16) as *const [u8; 4]).read_unaligned() };
-    let sport = u16::from_be(unsafe { ((ip + ihl) as *const u16).read_unaligned() });
-    let dport = u16::from_be(unsafe { ((ip + ihl + 2) as *const u16).read_unaligned() });
+    // SAFETY: 20 bytes of IPv4 header and the 4 bytes of ports after `ihl` are within
+    // `end` (checked just above).
+    let (proto, src, dst, sport, dport) = unsafe {
+        (
+            *((ip + 9) as *const u8),
+            ((ip + 12) as *const [u8; 4]).read_unaligned(),
+            ((ip + 16) as *const [u8; 4]).read_unaligned(),
+            u16::from_be(((ip + ihl) as *const u16).read_unaligned()),
+            u16::from_be(((ip + ihl + 2) as *const u16).read_unaligned()),
+        )
+    };
     // Both directions share a key, as in lazaret: the lower (address, port) first.
     let ((a, pa), (b, pb)) = if (src, sport) <= (dst, dport) {
         ((src, sport), (dst, dport))

@@ -4,7 +4,7 @@
 /// The ethertype after at most two 802.1Q/802.1ad tags, and the offset of the header that
 /// follows; `None` when the frame ends first.
 #[inline(always)]
-pub fn skip(start: usize, end: usize) -> Option<(u16, usize)> {
+pub(crate) fn skip(start: usize, end: usize) -> Option<(u16, usize)> {
     if start + 14 > end {
         return None;
     }

@@ -135,6 +135,10 @@ struct Gen {
 }
 
 #[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
 pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: hash-map lookups return pointers into the map that stay valid for this run.
@@ -149,7 +153,7 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
         Some(s) => (*s & 1) as u8,
         None => 0,
     };
-    let site = match LZ_SITE.get(slot as u32) {
+    let site = match LZ_SITE.get(u32::from(slot)) {
         Some(s) => *s,
         None => SiteConfig::default(),
     };
@@ -285,7 +289,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         return match unsafe { LZ_FRAGS.get(key) } {
             // Starting inside the first fragment's upper-layer header would rewrite it after
             // it was judged (RFC 1858, RFC 5722).
-            Some(train) if pkt.frag_at < train.hdr_end as u32 => {
+            Some(train) if pkt.frag_at < u32::from(train.hdr_end) => {
                 Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev))
             }
             Some(train) => match Reason::from_u8(train.reason) {
@@ -461,7 +465,7 @@ fn pin_port(gen: &Gen, pkt: &Pkt, mac: &[u8; 6]) -> bool {
             };
             // NOEXIST: two CPUs seeing the MAC on two ports at once leave one pin, and the
             // other port is refused from the next frame on.
-            let _ = LZ_PORT_PIN.insert(key, pin, BPF_NOEXIST as u64);
+            let _ = LZ_PORT_PIN.insert(key, pin, u64::from(BPF_NOEXIST));
             true
         }
     }
@@ -1161,8 +1165,8 @@ fn take_token(
     burst: u32,
 ) -> bool {
     let now = gen.now;
-    let rate = rate as u64;
-    let burst_milli = (burst as u64) * 1000;
+    let rate = u64::from(rate);
+    let burst_milli = u64::from(burst) * 1000;
     match buckets.get_ptr_mut(source) {
         Some(b) => {
             // SAFETY: pointer from a successful lookup; races between CPUs only blur the
@@ -1214,12 +1218,12 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
         v.dev
     } else {
         (1u64 << 63)
-            | (src_mac[0] as u64) << 40
-            | (src_mac[1] as u64) << 32
-            | (src_mac[2] as u64) << 24
-            | (src_mac[3] as u64) << 16
-            | (src_mac[4] as u64) << 8
-            | src_mac[5] as u64
+            | u64::from(src_mac[0]) << 40
+            | u64::from(src_mac[1]) << 32
+            | u64::from(src_mac[2]) << 24
+            | u64::from(src_mac[3]) << 16
+            | u64::from(src_mac[4]) << 8
+            | u64::from(src_mac[5])
     };
     if !take_token(
         gen,

@@ -9,10 +9,10 @@ use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use lazaret_abi::*;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
@@ -24,7 +24,7 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const MAX_L4_OFFSET: usize = 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum L3 {
+pub(crate) enum L3 {
     Arp,
     Ip,
     /// A link-local control frame (LLDP, STP, LACP, 802.1X …) addressed to 01:80:c2:00:00:0x.
@@ -32,7 +32,7 @@ pub enum L3 {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Frag {
+pub(crate) enum Frag {
     None,
     /// Offset 0 with more fragments: carries the L4 header.
     First,
@@ -41,7 +41,7 @@ pub enum Frag {
 }
 
 /// What the judge needs to know about a frame.
-pub struct Pkt {
+pub(crate) struct Pkt {
     pub side: u8,
     /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
     pub ifindex: u32,
@@ -90,7 +90,7 @@ impl Pkt {
     /// Whether this packet may open a flow: TCP SYN without ACK, any UDP packet, ICMP echo
     /// request, any packet of a protocol without state lazaret tracks.
     #[inline(always)]
-    pub fn initiating(&self) -> bool {
+    pub(crate) fn initiating(&self) -> bool {
         match self.proto {
             PROTO_TCP => self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
             PROTO_UDP => true,
@@ -101,7 +101,7 @@ impl Pkt {
     }
 
     #[inline(always)]
-    pub fn has_ports(&self) -> bool {
+    pub(crate) fn has_ports(&self) -> bool {
         self.proto == PROTO_TCP || self.proto == PROTO_UDP
     }
 }
@@ -137,12 +137,12 @@ fn be16(ctx: &XdpContext, off: usize) -> Result<u16, Reason> {
 
 /// The source MAC of a frame that failed to parse further (for events), if it has one.
 #[inline(always)]
-pub fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+pub(crate) fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
     read::<[u8; 6]>(ctx, 6).ok()
 }
 
 #[inline(always)]
-pub fn parse(
+pub(crate) fn parse(
     ctx: &XdpContext,
     iface: &IfaceConfig,
     ifindex: u32,
@@ -282,7 +282,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     let dst: [u8; 4] = read(ctx, off + 16)?;
     pkt.src[..4].copy_from_slice(&src);
     pkt.dst[..4].copy_from_slice(&dst);
-    pkt.frag_id = be16(ctx, off + 4)? as u32;
+    pkt.frag_id = u32::from(be16(ctx, off + 4)?);
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the first one.
         if frag_off == 1 && pkt.proto == PROTO_TCP {
@@ -293,7 +293,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
             return Err(Reason::DenyFragment);
         }
         pkt.frag = Frag::Later;
-        pkt.frag_at = frag_off as u32 * 8;
+        pkt.frag_at = u32::from(frag_off) * 8;
         return Ok(());
     }
     if more {
@@ -533,24 +533,24 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
 /// ICMPv6 types that belong to neighbor discovery and multicast listener signalling a host
 /// needs for its own addresses: RS, NS, NA, MLD reports (v1 and v2) and done.
 #[inline(always)]
-pub fn is_neighbor_icmpv6(t: u8) -> bool {
+pub(crate) fn is_neighbor_icmpv6(t: u8) -> bool {
     matches!(t, 131 | 132 | 133 | 135 | 136 | 143)
 }
 
 #[inline(always)]
-pub fn is_link_local6(a: &[u8; 16]) -> bool {
+pub(crate) fn is_link_local6(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
 }
 
 /// A multicast group of link-local scope (ff02::/16 and its flag variants, ff12:: …).
 #[inline(always)]
-pub fn is_link_scope_multicast6(a: &[u8; 16]) -> bool {
+pub(crate) fn is_link_scope_multicast6(a: &[u8; 16]) -> bool {
     a[0] == 0xff && a[1] & 0x0f == 2
 }
 
 /// 0.0.0.0, :: or fe80::/10: a source that carries no routable identity.
 #[inline(always)]
-pub fn is_unspecified_or_link_local(family: u8, a: &[u8; 16]) -> bool {
+pub(crate) fn is_unspecified_or_link_local(family: u8, a: &[u8; 16]) -> bool {
     if family == FAMILY_V4 {
         a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
     } else {

@@ -254,7 +254,7 @@ const KEYS: [&str; 10] = [
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
 const WEBHOOK_KEYS: [&str; 1] = ["url"];
 
-type Val<'i> = toml09::Spanned<toml09::de::DeValue<'i>>;
+type Val<'i> = toml::Spanned<toml::de::DeValue<'i>>;
 
 /// Collects every problem of a configuration text, each on its token. The values are
 /// deserialized one by one (serde stops at the first error of a document), so a bad side
@@ -269,8 +269,8 @@ impl<'t> Checker<'t> {
         self.problems.push((offset, message.into()));
     }
 
-    fn keys(&mut self, table: &toml09::de::DeTable<'_>, known: &[&str], what: &str) {
-        for (key, _) in table.iter() {
+    fn keys(&mut self, table: &toml::de::DeTable<'_>, known: &[&str], what: &str) {
+        for (key, _) in table {
             if !known.contains(&key.get_ref().as_ref()) {
                 self.problem(
                     key.span().start,
@@ -288,7 +288,7 @@ impl<'t> Checker<'t> {
     fn value<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Val<'_>) -> Option<T> {
         let span = value.span();
         let raw = self.text.get(span.clone()).unwrap_or_default();
-        match T::deserialize(toml::de::ValueDeserializer::new(raw)) {
+        match toml::de::ValueDeserializer::parse(raw).and_then(T::deserialize) {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = span.start + e.span().map_or(0, |s| s.start.min(raw.len()));
@@ -298,11 +298,11 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn get<'a, 'i>(table: &'a toml09::de::DeTable<'i>, key: &str) -> Option<&'a Val<'i>> {
+    fn get<'a, 'i>(table: &'a toml::de::DeTable<'i>, key: &str) -> Option<&'a Val<'i>> {
         table.get(key)
     }
 
-    fn check(&mut self, doc: &toml09::de::DeTable<'_>) {
+    fn check(&mut self, doc: &toml::de::DeTable<'_>) {
         self.keys(doc, &KEYS, "the configuration");
         for key in ["policy_dir", "state_dir", "pin_dir", "control_socket"] {
             if let Some(v) = Self::get(doc, key) {
@@ -346,7 +346,7 @@ impl<'t> Checker<'t> {
         self.interfaces(doc, dataplane);
         if let Some(v) = Self::get(doc, "webhook") {
             match v.get_ref() {
-                toml09::de::DeValue::Table(t) => {
+                toml::de::DeValue::Table(t) => {
                     self.keys(t, &WEBHOOK_KEYS, "[webhook]");
                     match Self::get(t, "url") {
                         Some(url) => {
@@ -367,8 +367,8 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn interfaces(&mut self, doc: &toml09::de::DeTable<'_>, dataplane: Option<Dataplane>) {
-        use toml09::de::DeValue;
+    fn interfaces(&mut self, doc: &toml::de::DeTable<'_>, dataplane: Option<Dataplane>) {
+        use toml::de::DeValue;
         let none =
             "no interfaces configured: add at least one [[interfaces]] with a name and a side";
         let Some(list) = Self::get(doc, "interfaces") else {
@@ -521,7 +521,7 @@ impl Config {
                 more: problems.collect(),
             }
         };
-        let (doc, syntax) = toml09::de::DeTable::parse_recoverable(text);
+        let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
             return Err(invalid(
                 syntax

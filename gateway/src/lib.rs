@@ -7,7 +7,8 @@
 //!   generation by generation, reading its counters.
 //! - [`model`]: the datapath's twin on the host (frame parser, flow state) around the
 //!   reference classifier, for differential tests and fuzzing.
-//! - [`fuzzing`]: the fuzz harnesses (`fuzz/` and `tests/tests/fuzz_corpus.rs` call them).
+//! - `fuzzing` (feature `fuzzing`, off in the shipped binary): the fuzz harnesses (`fuzz/`
+//!   and `tests/tests/fuzz_corpus.rs` call them).
 //! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
 pub mod model;

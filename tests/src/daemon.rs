@@ -285,7 +285,7 @@ impl Lab {
     /// [`Lab::confine`], with `caps` (`CAP_BPF`, ...) also taken out of the unit's set.
     pub fn confine_without(&mut self, caps: &[&str]) {
         self.confined = true;
-        self.dropped = caps.iter().map(|c| c.to_string()).collect();
+        self.dropped = caps.iter().map(std::string::ToString::to_string).collect();
     }
 
     /// Points the config's `pin_dir` at a directory that is not (and, not created, cannot

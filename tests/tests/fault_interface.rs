@@ -201,7 +201,10 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
         lab.cli(&["status"])
             .is_ok_and(|s| s["interfaces"][&lab.net.gw_dev_if] == "detached")
     });
-    let running = lab.daemon.as_mut().is_some_and(|d| d.running());
+    let running = lab
+        .daemon
+        .as_mut()
+        .is_some_and(lazaret_tests::netns::ChildGuard::running);
     assert!(
         running,
         "the daemon died with the interface:\n{}",

@@ -229,5 +229,8 @@ fn io_failures(lab: &Lab) -> f64 {
 }
 
 fn daemon_output(lab: &Lab) -> String {
-    lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default()
+    lab.daemon
+        .as_ref()
+        .map(lazaret_tests::netns::ChildGuard::output)
+        .unwrap_or_default()
 }

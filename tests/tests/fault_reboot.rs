@@ -120,7 +120,11 @@ fn a_reboot_with_a_broken_repository_never_opens_the_network(dataplane: Dataplan
         metric(&lab, "lazaret_policy_last_known_good", &[])?,
         Some(1.0)
     );
-    let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
+    let log = lab
+        .daemon
+        .as_ref()
+        .map(lazaret_tests::netns::ChildGuard::output)
+        .unwrap_or_default();
     assert!(log.contains("LAST-KNOWN-GOOD"), "not logged:\n{log}");
 
     // 2. Broken repository, no last-known-good: held closed until the repository is fixed.

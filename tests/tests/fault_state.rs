@@ -121,7 +121,11 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
         "isolate not enforced with a full state directory"
     );
     assert!(lab.connect(2575, Duration::from_millis(500)).is_err());
-    let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
+    let log = lab
+        .daemon
+        .as_ref()
+        .map(lazaret_tests::netns::ChildGuard::output)
+        .unwrap_or_default();
     assert!(
         log.contains("could not write the state directory") && log.contains("No space left"),
         "no clear error for a full state directory:\n{log}"

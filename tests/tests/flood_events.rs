@@ -141,7 +141,7 @@ fn a_flooding_device_does_not_silence_the_others() -> Result<()> {
     let pid = lab
         .daemon
         .as_ref()
-        .and_then(|d| d.id())
+        .and_then(lazaret_tests::netns::ChildGuard::id)
         .context("daemon pid")?;
     let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
     let monitor = lab.net.device_mac;

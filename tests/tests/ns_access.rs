@@ -77,14 +77,21 @@ fn control_socket_refuses_other_users_and_files_are_not_world_writable() -> Resu
         "nobody got: {reply}"
     );
     let logged = |lab: &Lab| {
-        let log = lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default();
+        let log = lab
+            .daemon
+            .as_ref()
+            .map(lazaret_tests::netns::ChildGuard::output)
+            .unwrap_or_default();
         log.lines()
             .any(|l| l.contains("control request refused") && l.contains("65534"))
     };
     assert!(
         wait_until(Duration::from_secs(3), || logged(&lab)),
         "refusal not logged:\n{}",
-        lab.daemon.as_ref().map(|d| d.output()).unwrap_or_default()
+        lab.daemon
+            .as_ref()
+            .map(lazaret_tests::netns::ChildGuard::output)
+            .unwrap_or_default()
     );
 
     // The metrics endpoint is read-only.

@@ -60,7 +60,7 @@ thread_local! {
 /// Records what the scenario showed for `docs/reliability.md`: how many forbidden frames
 /// it sent (none arrived, or it failed) and what else it checked.
 fn done(scenario: &str, dp: Dataplane, checked: &str) -> Result<()> {
-    let n = REFUSED.with(|c| c.get());
+    let n = REFUSED.with(std::cell::Cell::get);
     lazaret_tests::reliability::record_figure(
         &format!("ns_bypass::{scenario}::{}", dp.name()),
         &format!("{n} forbidden frames, 0 arrived; {checked}"),

@@ -50,7 +50,12 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
     let status = lab.cli(&["status"])?;
     assert_eq!(status["generation"], 1);
     assert_eq!(status["devices"], 1);
-    assert_eq!(status["interfaces"].as_object().map(|o| o.len()), Some(2));
+    assert_eq!(
+        status["interfaces"]
+            .as_object()
+            .map(serde_json::map::Map::len),
+        Some(2)
+    );
 
     // Traffic: one allowed session, one denied attempt.
     let mut session = lab.connect(2575, Duration::from_millis(800))?;

@@ -94,7 +94,7 @@ enum Outcome {
     Failed(String),
 }
 
-pub fn run(requested: &[String], quick: bool) -> Result<()> {
+pub(crate) fn run(requested: &[String], quick: bool) -> Result<()> {
     let selected = select(requested)?;
     let root = workspace_root()?;
     let load = load_average();
@@ -311,7 +311,7 @@ fn ensure_policy(out: &Path, devices: usize, rules: usize, seed: u64) -> Result<
 
 // === Paths ===
 
-pub fn workspace_root() -> Result<PathBuf> {
+pub(crate) fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -381,7 +381,7 @@ fn machine(root: &Path, quick: bool, load: String) -> Machine {
     .is_some_and(|s| !s.is_empty());
     Machine {
         cpu,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         kernel,
         date: utc_now(),
         commit: if dirty {

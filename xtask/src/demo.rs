@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{bench::workspace_root, setup::run_cmd};
 
-pub fn run(keep: bool, down: bool) -> Result<()> {
+pub(crate) fn run(keep: bool, down: bool) -> Result<()> {
     let root = workspace_root()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -15,9 +15,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub const TARGETS: &[&str] = &["policy", "config", "control", "packet"];
+pub(crate) const TARGETS: &[&str] = &["policy", "config", "control", "packet"];
 
-pub fn run(target: &str, seconds: u64) -> Result<()> {
+pub(crate) fn run(target: &str, seconds: u64) -> Result<()> {
     let targets: Vec<&str> = match target {
         "all" => TARGETS.to_vec(),
         t if TARGETS.contains(&t) => vec![t],
@@ -54,8 +54,12 @@ pub fn run(target: &str, seconds: u64) -> Result<()> {
         let log = String::from_utf8_lossy(&out.stderr);
         let runs = stat(&log, "stat::number_of_executed_units:").unwrap_or(0);
         let crashed = !out.status.success();
-        let corpus = std::fs::read_dir(&found).map(|d| d.count()).unwrap_or(0)
-            + std::fs::read_dir(&seeds).map(|d| d.count()).unwrap_or(0);
+        let corpus = std::fs::read_dir(&found)
+            .map(std::iter::Iterator::count)
+            .unwrap_or(0)
+            + std::fs::read_dir(&seeds)
+                .map(std::iter::Iterator::count)
+                .unwrap_or(0);
         let json = format!(
             "{{\"target\":\"{t}\",\"seconds\":{seconds},\"runs\":{runs},\"corpus\":{corpus},\"crashed\":{crashed}}}\n"
         );
@@ -84,7 +88,7 @@ fn stat(log: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)

@@ -96,7 +96,7 @@ impl Rng {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let a = parse_args(args)?;
     let g = Generator::new(&a);
     write(&a.out, &g)?;
@@ -180,7 +180,7 @@ impl Generator {
             let host = 16 * 256 + r * 4;
             let mut addrs = vec![format!("\"10.10.{}.{}\"", host / 256, host % 256)];
             if rng.chance(30) {
-                addrs.push(format!("\"fd00:10::1:{:x}\"", r));
+                addrs.push(format!("\"fd00:10::1:{r:x}\""));
             }
             if rng.chance(10) {
                 addrs.push(format!("\"10.11.{}.{}/28\"", r / 16, (r % 16) * 16));

@@ -11,7 +11,41 @@ const BPF_LINKER_VERSION: &str = "0.10.0";
 
 /// cargo-fuzz drives libFuzzer for `cargo xtask fuzz`; 0.13.2 builds with the stable
 /// toolchain here (the fuzz targets themselves build with nightly).
-pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+pub(crate) const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-deny checks the dependency graph's licences, bans and sources in `cargo xtask
+/// lint`; 0.20.2 builds with the stable toolchain here (about two and a half minutes).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// A tool installed with `cargo install --locked`: its crate, version, a command that prints
+/// its version, and how long the install takes here.
+struct CargoTool {
+    krate: &'static str,
+    version: &'static str,
+    probe: &'static [&'static str],
+    takes: &'static str,
+}
+
+const CARGO_TOOLS: &[CargoTool] = &[
+    CargoTool {
+        krate: "bpf-linker",
+        version: BPF_LINKER_VERSION,
+        probe: &["bpf-linker", "--version"],
+        takes: "about a minute",
+    },
+    CargoTool {
+        krate: "cargo-fuzz",
+        version: CARGO_FUZZ_VERSION,
+        probe: &["cargo", "fuzz", "--version"],
+        takes: "about a minute and a half",
+    },
+    CargoTool {
+        krate: "cargo-deny",
+        version: CARGO_DENY_VERSION,
+        probe: &["cargo", "deny", "--version"],
+        takes: "about two and a half minutes",
+    },
+];
 
 /// Debian packages the project uses, with a command each provides.
 /// prometheus brings promtool, which unit-tests the alert rules.
@@ -23,7 +57,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "setpriv"),
 ];
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
         bail!(
@@ -44,31 +78,22 @@ pub fn run() -> Result<()> {
         ]))?;
         done.push("rust-src");
     }
-    if !has_bpf_linker() {
+    for tool in CARGO_TOOLS {
+        if has(tool) {
+            continue;
+        }
         say(&format!(
-            "installing bpf-linker {BPF_LINKER_VERSION} from crates.io (about a minute)"
+            "installing {} {} from crates.io ({})",
+            tool.krate, tool.version, tool.takes
         ));
         run_cmd(Command::new("cargo").args([
             "install",
-            "bpf-linker",
+            tool.krate,
             "--version",
-            BPF_LINKER_VERSION,
+            tool.version,
             "--locked",
         ]))?;
-        done.push("bpf-linker");
-    }
-    if !has_cargo_fuzz() {
-        say(&format!(
-            "installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io (about a minute and a half)"
-        ));
-        run_cmd(Command::new("cargo").args([
-            "install",
-            "cargo-fuzz",
-            "--version",
-            CARGO_FUZZ_VERSION,
-            "--locked",
-        ]))?;
-        done.push("cargo-fuzz");
+        done.push(tool.krate);
     }
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
@@ -91,7 +116,12 @@ pub fn run() -> Result<()> {
     }
     if done.is_empty() {
         say(&format!(
-            "everything present (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz {CARGO_FUZZ_VERSION}, {})",
+            "everything present (nightly rust-src, {}, {})",
+            CARGO_TOOLS
+                .iter()
+                .map(|t| format!("{} {}", t.krate, t.version))
+                .collect::<Vec<_>>()
+                .join(", "),
             DEBIAN_PACKAGES
                 .iter()
                 .map(|(p, _)| *p)
@@ -129,21 +159,16 @@ fn has_rust_src() -> Result<bool> {
         .any(|l| l.starts_with("rust-src")))
 }
 
-fn has_bpf_linker() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
+/// Whether `tool` is installed at its version.
+fn has(tool: &CargoTool) -> bool {
+    let [cmd, args @ ..] = tool.probe else {
+        return false;
+    };
+    Command::new(cmd)
+        .args(args)
         .stderr(Stdio::null())
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
-        .unwrap_or(false)
-}
-
-fn has_cargo_fuzz() -> bool {
-    Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(tool.version))
         .unwrap_or(false)
 }
 
@@ -156,7 +181,7 @@ fn on_path(cmd: &str) -> bool {
             .any(|d| std::path::Path::new(d).join(cmd).is_file())
 }
 
-pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("could not start {cmd:?}"))?;

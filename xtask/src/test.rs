@@ -1,5 +1,9 @@
 //! `cargo xtask test` and `cargo xtask lint`.
 //!
+//! `lint`: fmt, clippy (host crates and the eBPF crate, warnings denied, the workspace's
+//! lint set in Cargo.toml), cargo-deny (licences, bans, sources), rustdoc (warnings denied)
+//! and a build of the fuzz targets.
+//!
 //! `test` runs every test of the workspace (unit tests, BPF_PROG_TEST_RUN datapath tests,
 //! network-namespace integration tests), streams cargo's output, and ends with one line:
 //! `N passed, N failed`.
@@ -13,7 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::setup::run_cmd;
 
-pub fn run(extra: &[String]) -> Result<()> {
+pub(crate) fn run(extra: &[String]) -> Result<()> {
     // The namespace tests run the real binary; cargo test does not build other packages'
     // binaries, so build it first.
     run_cmd(Command::new("cargo").args(["build", "--package", "lazaret", "--bin", "lazaret"]))?;
@@ -59,7 +63,7 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
-pub fn lint() -> Result<()> {
+pub(crate) fn lint() -> Result<()> {
     run_cmd(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
     run_cmd(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The eBPF crate only builds for the BPF target, with build-std, on nightly.
@@ -82,6 +86,45 @@ pub fn lint() -> Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("RUSTC")
             .env_remove("RUSTC_WORKSPACE_WRAPPER"),
+    )?;
+    // Licences, bans and sources of the dependency graph (deny.toml; advisories need the
+    // network: see there).
+    run_cmd(Command::new("cargo").args([
+        "deny",
+        "--offline",
+        "check",
+        "licenses",
+        "bans",
+        "sources",
+    ]))?;
+    // The docs the next engineer reads: no broken or private intra-doc link.
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "doc",
+                "--no-deps",
+                "--package",
+                "lazaret",
+                "--package",
+                "lazaret-abi",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    // The fuzz targets build (nightly, sanitizers; their own target directory, as
+    // `cargo xtask fuzz` uses): a harness that no longer compiles is caught here, not the
+    // next time someone fuzzes.
+    let root = crate::fuzz::workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root.join("fuzz"))
+            .env("CARGO_TARGET_DIR", target_dir.join("fuzz"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .args(["+nightly", "fuzz", "build", "-O"]),
     )?;
     Ok(())
 }

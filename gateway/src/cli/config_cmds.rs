@@ -7,19 +7,19 @@ use clap::{Args, Subcommand};
 use lazaret::config::{Config, DEFAULT_PATH};
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Check the configuration file: every problem, each with file:line:col.
     Check(ConfigCheckArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ConfigCheckArgs {
+pub(crate) struct ConfigCheckArgs {
     /// Configuration file.
     #[arg(long, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
 }
 
-pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check(a) => match Config::load(&a.config) {
             Ok(c) => {
@@ -57,7 +57,7 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints every problem of `e` on stderr, one `error: file:line:col: …` line each.
-pub fn report(e: &lazaret::config::ConfigError) {
+pub(crate) fn report(e: &lazaret::config::ConfigError) {
     let shown = match e {
         lazaret::config::ConfigError::Read { source, .. } => format!("{e}: {source}"),
         _ => e.to_string(),

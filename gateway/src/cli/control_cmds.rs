@@ -18,7 +18,7 @@ use lazaret::{
 use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Debug, Args)]
-pub struct Target {
+pub(crate) struct Target {
     /// Configuration file of the daemon (for its control socket).
     #[arg(long, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
@@ -40,7 +40,7 @@ impl Target {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum QuarantineCommand {
+pub(crate) enum QuarantineCommand {
     /// Quarantined devices.
     List {
         #[command(flatten)]
@@ -68,7 +68,7 @@ pub enum QuarantineCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PinsCommand {
+pub(crate) enum PinsCommand {
     /// Devices pinned to the bridge port they were first seen on (or configured with
     /// `port`).
     List {
@@ -88,7 +88,7 @@ pub enum PinsCommand {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum ActionArg {
+pub(crate) enum ActionArg {
     Alert,
     Restrict,
     Isolate,
@@ -115,7 +115,7 @@ fn print<T: Serialize>(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(target: Target) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(target: Target) -> anyhow::Result<ExitCode> {
     let data: api::Status = send(&target, Request::Status {})?;
     print(&target, &data, |d| {
         let mut out = format!(
@@ -178,7 +178,7 @@ pub fn status(target: Target) -> anyhow::Result<ExitCode> {
 }
 
 /// `lazaret devices --live` and `--unknown`: the inventory as the running daemon sees it.
-pub fn devices_from_daemon(
+pub(crate) fn devices_from_daemon(
     config: &std::path::Path,
     socket: Option<PathBuf>,
     unknown: bool,
@@ -243,7 +243,7 @@ pub fn devices_from_daemon(
     })
 }
 
-pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
+pub(crate) fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
     let data: Vec<api::Flow> = send(
         &target,
         Request::Flows {
@@ -274,7 +274,7 @@ pub fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCommand::List { target } => {
             let data: BTreeMap<String, quarantine::Entry> =
@@ -338,7 +338,7 @@ pub fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PinsCommand::List { target } => {
             let data: Vec<api::Pin> = send(&target, Request::Pins {})?;
@@ -375,7 +375,7 @@ pub fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `lazaret events [--follow]`: recent events, then (following) new ones as they happen.
-pub fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
+pub(crate) fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let socket = target.socket()?;
     let mut out = std::io::stdout().lock();

@@ -13,7 +13,7 @@ use lazaret::{
 };
 
 #[derive(Debug, Args)]
-pub struct DetachArgs {
+pub(crate) struct DetachArgs {
     /// Configuration file (for the pin directory).
     #[arg(long, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
@@ -26,7 +26,7 @@ pub struct DetachArgs {
     pub reason: String,
 }
 
-pub fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     // A running daemon treats a detach behind its back as tampering and restores
     // enforcement within a second: it is asked instead, and only with --force.

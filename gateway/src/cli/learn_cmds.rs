@@ -16,14 +16,14 @@ use lazaret::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum LearnCommand {
+pub(crate) enum LearnCommand {
     /// Write a proposed workflow file from the flows learned for a device or a class.
     Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["device", "class"])))]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// The device whose flows to export.
     #[arg(long)]
     pub device: Option<String>,
@@ -41,7 +41,7 @@ pub struct ExportArgs {
     pub config: PathBuf,
 }
 
-pub fn run(cmd: LearnCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: LearnCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LearnCommand::Export(a) => export(a),
     }
@@ -65,7 +65,7 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let text = propose(&policy, &learned, &target, a.name.as_deref())?;
     match a.output {
         Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         None => print!("{text}"),
     }

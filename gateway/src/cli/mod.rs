@@ -1,8 +1,8 @@
 //! Subcommands of the `lazaret` binary.
 
-pub mod config_cmds;
-pub mod control_cmds;
-pub mod detach;
-pub mod learn_cmds;
-pub mod policy_cmds;
-pub mod run;
+pub(crate) mod config_cmds;
+pub(crate) mod control_cmds;
+pub(crate) mod detach;
+pub(crate) mod learn_cmds;
+pub(crate) mod policy_cmds;
+pub(crate) mod run;

@@ -33,7 +33,7 @@ macro_rules! outln {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Validate a policy directory and summarize what it compiles to.
     Check(CheckArgs),
     /// Explain why a flow is allowed or denied.
@@ -47,20 +47,20 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum TableFormat {
+pub(crate) enum TableFormat {
     Table,
     Csv,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
     /// `policies`).
     pub dir: Option<PathBuf>,
@@ -73,7 +73,7 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
@@ -97,7 +97,7 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// The old version: a directory or a git revision.
     pub old: String,
     /// The new version: a directory or a git revision.
@@ -111,7 +111,7 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DevicesArgs {
+pub(crate) struct DevicesArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
@@ -138,7 +138,7 @@ pub struct DevicesArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
@@ -147,7 +147,7 @@ pub struct CompileArgs {
     pub format: Format,
 }
 
-pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
+pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => explain_cmd(a),
@@ -239,7 +239,7 @@ fn pct(n: usize, max: u32) -> String {
 }
 
 /// The one-paragraph summary of a compiled policy.
-pub fn summary(c: &Compiled) -> String {
+pub(crate) fn summary(c: &Compiled) -> String {
     let s = &c.stats;
     let warnings = c.warnings.len();
     format!(
@@ -571,8 +571,18 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
                 id: d.id.clone(),
                 class: d.class.clone().unwrap_or_default(),
                 mac: d.mac.map(|m| m.to_string()).unwrap_or_default(),
-                ipv4: join(d.ipv4.iter().map(|a| a.to_string()).collect()),
-                ipv6: join(d.ipv6.iter().map(|a| a.to_string()).collect()),
+                ipv4: join(
+                    d.ipv4
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect(),
+                ),
+                ipv6: join(
+                    d.ipv6
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect(),
+                ),
                 vlan: d.vlan.map_or("any".to_string(), |v| v.to_string()),
                 interface: d.interface.clone().unwrap_or_else(|| "any".to_string()),
                 mode: d.mode.name(),

@@ -10,7 +10,7 @@ use lazaret::{
 };
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Configuration file.
     #[arg(long, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
@@ -20,12 +20,12 @@ pub struct RunArgs {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum LogFormatArg {
+pub(crate) enum LogFormatArg {
     Text,
     Json,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,

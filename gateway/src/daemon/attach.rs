@@ -17,20 +17,20 @@ use crate::datapath::{AttachMode, DatapathError};
 
 /// What happened on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attached {
+pub(super) enum Attached {
     /// A new link was created in this mode.
     New(AttachMode),
     /// The program replaced the one in an existing pinned link (same ABI or an upgrade).
     Adopted,
 }
 
-pub fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
+pub(super) fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
     pin_dir.join(format!("link_{ifname}"))
 }
 
 /// Attaches `prog` to `ifname`, adopting a link pinned in `pin_dir` or in `legacy` (older
 /// ABI directories), and pins the result in `pin_dir`.
-pub fn attach(
+pub(super) fn attach(
     prog: &mut Xdp,
     ifname: &str,
     mode: AttachMode,
@@ -139,7 +139,7 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 }
 
 /// ABI version directories under `root` other than `current`.
-pub fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
+pub(super) fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map(|it| {
             it.flatten()
@@ -153,7 +153,7 @@ pub fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes an old ABI directory's remaining pins (its maps) once its links were adopted.
-pub fn remove_legacy(dir: &Path) {
+pub(super) fn remove_legacy(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -170,13 +170,13 @@ fn is_version_dir(p: &Path) -> bool {
 }
 
 /// Remembers the XDP mode an interface was attached in (a pinned link does not say).
-pub fn record_mode(state_dir: &Path, ifname: &str, mode: Enforcer) {
+pub(super) fn record_mode(state_dir: &Path, ifname: &str, mode: Enforcer) {
     let _ = std::fs::create_dir_all(state_dir);
     let _ = std::fs::write(state_dir.join(format!("attach-{ifname}")), mode.label());
 }
 
 /// The XDP mode recorded when the link was created.
-pub fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<Enforcer> {
+pub(super) fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<Enforcer> {
     let text = std::fs::read_to_string(state_dir.join(format!("attach-{ifname}"))).ok()?;
     Enforcer::from_label(text.trim()).filter(|e| e.is_xdp())
 }

@@ -341,10 +341,10 @@ impl Controller {
             for dir in &legacy {
                 match dp.migrate_flows(dir) {
                     Ok(n) => {
-                        tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath")
+                        tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath");
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect")
+                        tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect");
                     }
                 }
             }
@@ -380,7 +380,7 @@ impl Controller {
                         return Ok(());
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "the last-known-good policy cannot be enforced")
+                        tracing::error!(error = %e, "the last-known-good policy cannot be enforced");
                     }
                 }
             }
@@ -490,7 +490,7 @@ impl Controller {
             match devices.iter().find(|(d, _)| *d == id) {
                 Some((_, hash)) => self.apply_quarantine(*hash, entry.action)?,
                 None => {
-                    tracing::warn!(device = %id, "a quarantined device is not in the policy; its quarantine is kept")
+                    tracing::warn!(device = %id, "a quarantined device is not in the policy; its quarantine is kept");
                 }
             }
         }
@@ -517,7 +517,7 @@ impl Controller {
     /// survives a reboot.
     fn save_quarantines(&mut self) {
         let result = self.quarantines.save();
-        self.persisted("quarantine", result)
+        self.persisted("quarantine", result);
     }
 
     /// Records the outcome of a write of the state directory: a failure is logged,
@@ -731,7 +731,7 @@ impl Controller {
         }
         let Some(tx) = self.compiled_tx.clone() else {
             // Not serving yet: on this thread.
-            self.report(why, |ctl| ctl.reload());
+            self.report(why, Controller::reload);
             return;
         };
         if self.reloading.is_some() || self.installing.is_some() {
@@ -745,7 +745,7 @@ impl Controller {
                 self.compiler.spawn(job, tx);
             }
             Err(e) => {
-                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing");
             }
         }
     }
@@ -808,7 +808,7 @@ impl Controller {
                 }
             }
             Err(e) => {
-                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing")
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing");
             }
         }
     }
@@ -1754,7 +1754,7 @@ impl Controller {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot restore the nftables tables (retried every check)")
+                        tracing::error!(error = %e, "cannot restore the nftables tables (retried every check)");
                     }
                 }
             }
@@ -1791,7 +1791,7 @@ impl Controller {
                 self.local = now;
             }
             Err(e) => {
-                tracing::error!(error = %e, "updating the gateway's addresses in the dataplanes; retried at the next check")
+                tracing::error!(error = %e, "updating the gateway's addresses in the dataplanes; retried at the next check");
             }
         }
     }
@@ -1872,10 +1872,10 @@ impl Controller {
         self.metrics.held(held.len());
         match self.nft.hold(&held) {
             Ok(()) => {
-                tracing::info!(held = %names(&held), "interfaces held closed until XDP is attached or a policy compiles")
+                tracing::info!(held = %names(&held), "interfaces held closed until XDP is attached or a policy compiles");
             }
             Err(e) => {
-                tracing::warn!(error = %e, held = %names(&held), "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached")
+                tracing::warn!(error = %e, held = %names(&held), "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached");
             }
         }
     }
@@ -2125,7 +2125,7 @@ fn read_snapshot(
     // nftables' table counts the packets it judges by the same reasons and sides (its
     // counters carry over from one generation to the next): the same series, summed with
     // whatever XDP judged on the other interfaces.
-    if let Some(n) = nft.and_then(|n| n.read()) {
+    if let Some(n) = nft.and_then(super::nft::dataplane::CounterReader::read) {
         if snap.packets.len() < n.len() {
             snap.packets.resize(n.len(), 0);
         }

@@ -221,7 +221,7 @@ mod tests {
         assert!(q.entries.is_empty());
         match err {
             Some(StateError::Corrupt { moved, .. }) => {
-                assert!(moved.exists(), "the corrupt file is kept")
+                assert!(moved.exists(), "the corrupt file is kept");
             }
             other => panic!("expected a corrupt-state error, got {other:?}"),
         }

@@ -8,7 +8,7 @@ use std::{fs::File, io::Write, path::Path};
 /// Writes `body` to `path` through a temporary file in the same directory: written,
 /// fsynced, renamed over `path`, and the directory fsynced so the rename itself survives a
 /// power cut. Errors name the file that failed.
-pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let named = |at: &Path| {
         let at = at.to_path_buf();
         move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", at.display()))

@@ -112,10 +112,10 @@ async fn deliver_all(uri: Uri, mut rx: mpsc::Receiver<Record>, metrics: Arc<Metr
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(url = %uri, attempt, error = %e, "webhook delivery failed")
+                    tracing::warn!(url = %uri, attempt, error = %e, "webhook delivery failed");
                 }
                 Err(_) => {
-                    tracing::warn!(url = %uri, attempt, timeout_s = ATTEMPT_TIMEOUT.as_secs(), "webhook delivery timed out")
+                    tracing::warn!(url = %uri, attempt, timeout_s = ATTEMPT_TIMEOUT.as_secs(), "webhook delivery timed out");
                 }
             }
             if attempt < ATTEMPTS {

@@ -153,7 +153,7 @@ pub(crate) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Batch
             None => rest = &rest[n..],
             // `done` entries were deleted, and the next one is missing: skip it.
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) && done < n => {
-                rest = &rest[done + 1..]
+                rest = &rest[done + 1..];
             }
             Some(e) if unsupported(&e, done, n) => return Err(BatchError::Unsupported),
             Some(e) => return Err(BatchError::Failed(e)),

@@ -236,7 +236,7 @@ impl Datapath {
     pub fn active_site(&mut self) -> Result<SiteConfig, DatapathError> {
         let slot = self.active_slot()?;
         let map: Array<_, SiteConfig> = typed(&mut self.ebpf, MAP_SITE)?;
-        map.get(&(slot as u32), 0)
+        map.get(&u32::from(slot), 0)
             .map_err(DatapathError::map(MAP_SITE))
     }
 
@@ -690,7 +690,7 @@ impl Datapath {
 
     /// Copies the flows of a datapath pinned in `dir` into this one: each table into the
     /// same table when it has this ABI's layout (aya checks the sizes), or a single flow
-    /// table of ABI 2 into the new table (see [`legacy::FlowValueV2`]). Flows keep their
+    /// table of ABI 2 into the new table (see `legacy::FlowValueV2`). Flows keep their
     /// old generation stamps, so each is re-judged under the current policy on its next
     /// packet. Returns how many were copied.
     pub fn migrate_flows(&mut self, dir: &std::path::Path) -> Result<usize, DatapathError> {
@@ -750,7 +750,7 @@ const PINNED_MAPS: &[&str] = &[
 ];
 
 /// The [`MAP_LOCAL`] key of an address.
-pub fn local_key(a: &std::net::IpAddr) -> LocalKey {
+pub(super) fn local_key(a: &std::net::IpAddr) -> LocalKey {
     let mut addr = [0u8; 16];
     let family = match a {
         std::net::IpAddr::V4(v4) => {
@@ -791,7 +791,7 @@ pub(crate) mod legacy {
     /// `FlowValue` of ABI 2 (one flow table, 48 bytes, no responder ISN).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct FlowValueV2 {
+    pub(crate) struct FlowValueV2 {
         pub last_seen_ns: u64,
         pub generation: u64,
         pub dev_a: u64,
@@ -814,7 +814,7 @@ pub(crate) mod legacy {
         /// be confirmed again. It goes to the new table like any flow and earns its place in
         /// the established one on its next packet, within its device's promotion budget (an
         /// ABI 2 "established" flow may be a SYN flood's entry).
-        pub fn upgrade(&self) -> FlowValue {
+        pub(crate) fn upgrade(&self) -> FlowValue {
             FlowValue {
                 last_seen_ns: self.last_seen_ns,
                 generation: self.generation,
@@ -832,7 +832,7 @@ pub(crate) mod legacy {
     }
 
     /// The flow table of an ABI 2 datapath pinned in `dir`, converted.
-    pub fn read_v2_flows(dir: &std::path::Path) -> Option<Vec<(FlowKey, FlowValue)>> {
+    pub(crate) fn read_v2_flows(dir: &std::path::Path) -> Option<Vec<(FlowKey, FlowValue)>> {
         let data = MapData::from_pin(dir.join(MAP_FLOWS)).ok()?;
         let old = HashMap::<_, FlowKey, FlowValueV2>::try_from(Map::LruHashMap(data)).ok()?;
         Some(
@@ -1022,16 +1022,16 @@ impl Datapath {
         READER_MAPS
             .iter()
             .map(|&name| {
-                let data = match self.ebpf.map(name) {
-                    Some(
-                        Map::Array(d)
-                        | Map::HashMap(d)
-                        | Map::LpmTrie(d)
-                        | Map::LruHashMap(d)
-                        | Map::PerCpuArray(d)
-                        | Map::PerCpuHashMap(d),
-                    ) => d,
-                    _ => return Err(DatapathError::MissingMap(name)),
+                let Some(
+                    Map::Array(data)
+                    | Map::HashMap(data)
+                    | Map::LpmTrie(data)
+                    | Map::LruHashMap(data)
+                    | Map::PerCpuArray(data)
+                    | Map::PerCpuHashMap(data),
+                ) = self.ebpf.map(name)
+                else {
+                    return Err(DatapathError::MissingMap(name));
                 };
                 dup_map(name, data)
             })

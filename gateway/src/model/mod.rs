@@ -1,6 +1,6 @@
 //! The datapath's twin on the host: the frame parser ([`parse`]) and the stateful parts of
 //! the XDP program (flow table, fragment trains, ICMP errors related to flows) around the
-//! reference classifier in [`crate::policy::classify`].
+//! reference classifier in [`crate::policy::classify()`].
 //!
 //! Feed it the same frames as the XDP program, in the same order, and it must return the
 //! same reasons: that is what the differential tests and the packet fuzzer check. It also

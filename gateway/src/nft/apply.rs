@@ -466,7 +466,7 @@ pub fn counters_of(listed: &serde_json::Value, table: &str) -> BTreeMap<String, 
     objects(listed, "counter")
         .filter(|c| c.get("table").and_then(|t| t.as_str()) == Some(table))
         .filter_map(|c| {
-            let num = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            let num = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             Some((
                 c.get("name")?.as_str()?.to_string(),
                 (num("packets"), num("bytes")),

@@ -223,7 +223,7 @@ impl NftDataplane {
             None => TABLES
                 .iter()
                 .find(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
-                .map(|t| t.to_string()),
+                .map(std::string::ToString::to_string),
         };
         let next_table = match current.as_deref() {
             Some(t) if t == TABLES[0] => TABLES[1],
@@ -258,14 +258,14 @@ impl NftDataplane {
                     frame_base = f;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the nftables counters before a reload: they restart from zero")
+                    tracing::warn!(error = %e, "reading the nftables counters before a reload: they restart from zero");
                 }
             }
             // Link-local owners and port pins the packet path recorded stay.
             match self.nft.dynamic(previous) {
                 Ok(d) => carried = d,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading link-local owners and port pins before a reload: they are learned anew")
+                    tracing::warn!(error = %e, "reading link-local owners and port pins before a reload: they are learned anew");
                 }
             }
         }
@@ -428,7 +428,7 @@ impl NftDataplane {
                             "removed an nftables table of an earlier nftables run: XDP enforces"
                         ),
                         Err(e) => {
-                            tracing::warn!(table, error = %e, "could not remove an nftables table of an earlier run")
+                            tracing::warn!(table, error = %e, "could not remove an nftables table of an earlier run");
                         }
                     }
                 }

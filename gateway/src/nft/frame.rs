@@ -407,7 +407,10 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         })
         .collect();
     t.set(LOCAL4, "type ipv4_addr", "", &local4);
-    let l6: Vec<String> = local6.iter().map(|a| a.to_string()).collect();
+    let l6: Vec<String> = local6
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     t.set(LOCAL6, "type ipv6_addr", "", &l6);
     let tl: Vec<String> = local6.iter().map(|a| raw6(a)).collect();
     t.set(T_LOCAL, "typeof @th,64,128", "", &tl);
@@ -597,7 +600,7 @@ const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00
 fn chains(t: &mut Text, site_flags: u32) {
     for side in [Side::Devices, Side::Upstream] {
         t.chain(&format!("frame_{}", side.name()), |t| {
-            frame(t, side, site_flags)
+            frame(t, side, site_flags);
         });
     }
     t.chain("from_upstream", |t| {

@@ -3,10 +3,10 @@
 //! match and refuse elements that share a boundary with a different one. Pure.
 
 /// An inclusive range of keys with its value.
-pub type Span<V> = (u128, u128, V);
+pub(super) type Span<V> = (u128, u128, V);
 
 /// The inclusive range covered by the top `len` bits of a `width`-bit key.
-pub fn prefix_span(key: u128, len: u32, width: u32) -> (u128, u128) {
+pub(super) fn prefix_span(key: u128, len: u32, width: u32) -> (u128, u128) {
     let host = width - len.min(width);
     let host_mask = if host == 0 {
         0
@@ -27,7 +27,7 @@ pub fn prefix_span(key: u128, len: u32, width: u32) -> (u128, u128) {
 /// Flattens prefixes (which nest or are disjoint, never overlap partially) into disjoint,
 /// sorted ranges, each carrying the value of the longest prefix that covers it. Adjacent
 /// ranges with equal values are merged. Two prefixes with the same span: the last wins.
-pub fn flatten<V: Copy + Eq>(mut spans: Vec<Span<V>>) -> Vec<Span<V>> {
+pub(super) fn flatten<V: Copy + Eq>(mut spans: Vec<Span<V>>) -> Vec<Span<V>> {
     // Outer prefixes first at a common start, so the stack holds a chain of containers.
     spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut out: Vec<Span<V>> = Vec::new();
@@ -77,7 +77,7 @@ pub fn flatten<V: Copy + Eq>(mut spans: Vec<Span<V>>) -> Vec<Span<V>> {
 }
 
 /// Merges touching ranges regardless of value (for sets, where only membership counts).
-pub fn merge<V: Copy>(spans: &[Span<V>]) -> Vec<(u128, u128)> {
+pub(super) fn merge<V: Copy>(spans: &[Span<V>]) -> Vec<(u128, u128)> {
     let mut out: Vec<(u128, u128)> = Vec::new();
     for &(s, e, _) in spans {
         match out.last_mut() {

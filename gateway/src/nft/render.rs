@@ -105,7 +105,7 @@ pub const LOG_PREFIX: &str = "lazaret ";
 /// events whatever their verdict; a flow without a rule is logged as `lazaret learn `.
 pub const LEARN_PREFIX: &str = "lazaret learn:";
 
-/// The dynamic set that rate-limits events per source (see [`Builder::decide`]).
+/// The dynamic set that rate-limits events per source (see `Builder::decide`).
 pub const EVENT_METER: &str = "event_rate";
 /// How long an idle source keeps its bucket in [`EVENT_METER`], in seconds.
 pub const EVENT_METER_TIMEOUT_S: u32 = 60;

@@ -291,7 +291,7 @@ pub(crate) struct Reuse {
 
 impl Reuse {
     /// Whether other devices' policies depend on this device's addresses or membership.
-    pub fn referenced(&self, d: &Device) -> bool {
+    pub(crate) fn referenced(&self, d: &Device) -> bool {
         self.named.contains(&d.id)
             || d.class
                 .as_ref()
@@ -346,46 +346,10 @@ struct Grant {
     audit: bool,
 }
 
-/// FxHash (rustc's hasher): the interners hash many small integer vectors, where SipHash's
-/// DoS resistance buys nothing (the input is the operator's own policy) and costs a lot.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    fn add(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+/// FxHash (rustc's hasher, from `rustc-hash`): the interners hash many small integer
+/// vectors, where SipHash's DoS resistance buys nothing (the input is the operator's own
+/// policy) and costs a lot.
+pub(crate) type FxBuild = rustc_hash::FxBuildHasher;
 pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// Assigns dense ids to values in first-seen order.
@@ -781,7 +745,10 @@ impl<'p> Compiler<'p> {
                 proto,
                 ports: Some(ports),
                 initiator: Initiator::Device,
-                peers: servers.iter().map(|s| s.to_string()).collect(),
+                peers: servers
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
                 audit: false,
                 description: desc.to_string(),
             })
@@ -893,7 +860,11 @@ impl<'p> Compiler<'p> {
             proto: rule.proto,
             ports: rule.ports.clone(),
             initiator: rule.initiator,
-            peers: rule.peers.iter().map(|p| p.to_string()).collect(),
+            peers: rule
+                .peers
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             audit,
             description: rule.description.clone(),
         }
@@ -1350,7 +1321,7 @@ impl<'p> RuleIndex<'p> {
                         match s {
                             EndSel::Class(c) => ix.class_end.entry(c.as_str()).or_default().push(k),
                             EndSel::Device(d) => {
-                                ix.device_end.entry(d.as_str()).or_default().push(k)
+                                ix.device_end.entry(d.as_str()).or_default().push(k);
                             }
                         }
                     }
@@ -1384,14 +1355,14 @@ impl<'p> RuleIndex<'p> {
                 .collect()
         };
         let mut ref_classes = with_managed(&self.class_end);
-        ref_classes.extend(self.class_peer.keys().map(|c| c.to_string()));
+        ref_classes.extend(self.class_peer.keys().map(std::string::ToString::to_string));
         Reuse {
             groups: HashMap::new(),
             named: self
                 .device_end
                 .keys()
                 .chain(self.device_peer.keys())
-                .map(|d| d.to_string())
+                .map(std::string::ToString::to_string)
                 .collect(),
             ref_classes,
             ref_workflows: with_managed(&self.by_workflow),

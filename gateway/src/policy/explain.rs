@@ -372,7 +372,7 @@ fn end_explanation(compiled: &Compiled, t: &EndTrace, proto: u8, port: u16) -> E
         origin: info.map(|i| i.origin.to_string()),
         location: info
             .and_then(|i| i.location.as_ref())
-            .map(|l| l.to_string()),
+            .map(std::string::ToString::to_string),
         audit: t.rule.is_some_and(|r| r.flags & abi::RULE_F_AUDIT != 0),
         near_misses,
     }
@@ -449,13 +449,14 @@ fn describe_reason(policy: &Policy, compiled: &Compiled, d: &Decision, notes: &m
         Reason::DenyUnknown => notes
             .push("the source is not a managed device and the site denies unknown devices".into()),
         Reason::UnknownAudit => {
-            notes.push("the source is not a managed device; the site audits unknown devices".into())
+            notes
+                .push("the source is not a managed device; the site audits unknown devices".into());
         }
         Reason::PassUnmanaged => {
-            notes.push("neither end is a managed device: lazaret does not judge this flow".into())
+            notes.push("neither end is a managed device: lazaret does not judge this flow".into());
         }
         Reason::DenyRogueDhcp => {
-            notes.push("DHCP server replies from device ports are always dropped".into())
+            notes.push("DHCP server replies from device ports are always dropped".into());
         }
         _ => {}
     }

@@ -324,7 +324,7 @@ pub type Parsed = (RawFile, Diags, bool);
 
 fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
     let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map_or(1, std::num::NonZero::get)
         .min(files.len());
     if threads <= 1 {
         return files
@@ -396,7 +396,7 @@ fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
 pub fn parse_file(index: usize, file: &SourceFile) -> Parsed {
     let id = u32::try_from(index).unwrap_or(u32::MAX);
     let mut diags = Diags::default();
-    let (doc, errors) = toml09::de::DeTable::parse_recoverable(&file.text);
+    let (doc, errors) = toml::de::DeTable::parse_recoverable(&file.text);
     if !errors.is_empty() {
         for e in errors {
             let span = Span::new(id, e.span().unwrap_or(0..0));

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A stage-1 entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PeerEntry<N> {
+pub(crate) struct PeerEntry<N> {
     pub policy: u32,
     /// `DIR_*`.
     pub dir: u8,
@@ -31,7 +31,7 @@ pub struct PeerEntry<N> {
 
 /// A stage-2 entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortEntry {
+pub(crate) struct PortEntry {
     pub class: u32,
     pub proto: u8,
     pub port: u16,
@@ -43,7 +43,7 @@ pub struct PortEntry {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     pub peer4: Vec<PeerEntry<Ipv4Net>>,
     pub peer6: Vec<PeerEntry<Ipv6Net>>,
     pub ports: Vec<PortEntry>,
@@ -71,7 +71,7 @@ fn best(a: Option<Rank>, b: Option<Rank>) -> Option<Rank> {
     }
 }
 
-pub fn build(policies: &[CompiledPolicy]) -> Lookup {
+pub(super) fn build(policies: &[CompiledPolicy]) -> Lookup {
     // Per policy, in parallel: every peer prefix and the contents of its class.
     let per_policy = super::par::map(policies, contents);
     // Sequential interning in policy order keeps class ids deterministic.
@@ -182,7 +182,7 @@ fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
         match ports {
             None => e.0 = best(e.0, Some((*audit, *rule))),
             Some(r) => {
-                e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule)))
+                e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule)));
             }
         }
     }
@@ -209,7 +209,7 @@ fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
                     prefix_len: abi::PORT_KEY_PROTO_BITS + bits,
                     rule: rank.1,
                     flags: flags(rank),
-                })
+                });
             });
         }
     }
@@ -260,7 +260,7 @@ fn segments(ranges: &[(u32, u32, Rank)], fallback: Option<Rank>) -> Vec<(u32, u3
 }
 
 /// Splits `[lo, hi]` into maximal aligned power-of-two blocks: `emit(start, prefix bits)`.
-pub fn blocks(mut lo: u32, hi: u32, mut emit: impl FnMut(u16, u32)) {
+pub(super) fn blocks(mut lo: u32, hi: u32, mut emit: impl FnMut(u16, u32)) {
     while lo <= hi {
         let mut k = if lo == 0 {
             16

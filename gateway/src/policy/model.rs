@@ -387,7 +387,7 @@ impl std::str::FromStr for Mac {
         let sep = if text.contains('-') { '-' } else { ':' };
         let mut out = [0u8; 6];
         let mut parts = text.split(sep);
-        for byte in out.iter_mut() {
+        for byte in &mut out {
             let part = parts.next().ok_or(())?;
             if part.len() != 2 {
                 return Err(());

@@ -246,9 +246,8 @@ impl<'p> Eval<'p> {
                 }
             }
         }
-        let (d, c) = match reported {
-            Some(x) => x,
-            None => return NaiveDecision::new(Reason::PassUnmanaged, None),
+        let Some((d, c)) = reported else {
+            return NaiveDecision::new(Reason::PassUnmanaged, None);
         };
         NaiveDecision {
             reason: if audit {
@@ -351,7 +350,7 @@ impl<'p> Eval<'p> {
                 audit: false,
                 order: (0, String::new(), order as usize),
                 origin: Origin::Essential { name },
-            })
+            });
         };
         if e.dhcp.is_some() && proto == abi::PROTO_UDP {
             let bcast = match fam {

@@ -3,8 +3,8 @@
 //! output never depends on scheduling.
 
 /// `f` applied to every item, in contiguous chunks on up to `available_parallelism` threads.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+pub(super) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     // Below a few hundred items a thread costs more than it saves.
     if threads <= 1 || items.len() < 256 {
         return items.iter().map(f).collect();

@@ -165,13 +165,33 @@ fn inventory(old: &Device, new: &Device) -> Vec<FieldChange> {
     );
     cmp(
         "ipv4",
-        list(old.ipv4.iter().map(|a| a.to_string()).collect()),
-        list(new.ipv4.iter().map(|a| a.to_string()).collect()),
+        list(
+            old.ipv4
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
+        list(
+            new.ipv4
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
     );
     cmp(
         "ipv6",
-        list(old.ipv6.iter().map(|a| a.to_string()).collect()),
-        list(new.ipv6.iter().map(|a| a.to_string()).collect()),
+        list(
+            old.ipv6
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
+        list(
+            new.ipv6
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
     );
     cmp(
         "vlan",

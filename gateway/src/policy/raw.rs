@@ -3,8 +3,8 @@
 
 use super::diag::{did_you_mean, Diagnostic, Diags, Problem};
 use super::source::Span;
-use toml09::de::{DeTable, DeValue};
-use toml09::Spanned;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// A value and where it was written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -415,7 +415,7 @@ impl Cx<'_> {
             }]),
             DeValue::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
-                for item in items.iter() {
+                for item in items {
                     match item.get_ref() {
                         DeValue::String(s) => out.push(Sp {
                             v: s.to_string(),
@@ -517,7 +517,7 @@ impl Cx<'_> {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(outer.map.len());
-        for (k, v) in outer.map.iter() {
+        for (k, v) in outer.map {
             let name = Sp {
                 v: k.get_ref().to_string(),
                 span: self.span(k.span()),
@@ -541,10 +541,10 @@ impl Cx<'_> {
         match v.get_ref() {
             DeValue::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
-                for item in items.iter() {
+                for item in items {
                     match item.get_ref() {
                         DeValue::Table(map) => {
-                            out.push(Table::new(map, self.span(item.span()), what.to_string()))
+                            out.push(Table::new(map, self.span(item.span()), what.to_string()));
                         }
                         _ => self.wrong_type(key, "an array of tables", item),
                     }
@@ -576,7 +576,7 @@ impl Cx<'_> {
             });
         }
         if let Some((ports, _)) = self.table(t, "ports") {
-            for (k, v) in ports.map.iter() {
+            for (k, v) in ports.map {
                 let name = Sp {
                     v: k.get_ref().to_string(),
                     span: self.span(k.span()),

@@ -11,7 +11,7 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 /// A small valid policy the tests extend or break (one file per entry).
-pub const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 [site]
 name = "Test General"
 [site.interfaces.dev0]
@@ -38,7 +38,7 @@ workflows = ["sync"]
 rules = [{ peer = "role:pump-server", proto = "tcp", ports = [443] }]
 "#;
 
-pub const PUMP: &str = r#"
+pub(crate) const PUMP: &str = r#"
 [[devices]]
 id = "pump-1"
 class = "pump"
@@ -47,7 +47,7 @@ ipv4 = "10.20.0.11"
 "#;
 
 /// Parses files given as (name, text).
-pub fn parse(files: &[(&str, &str)]) -> Result<Policy, PolicyErrors> {
+pub(crate) fn parse(files: &[(&str, &str)]) -> Result<Policy, PolicyErrors> {
     parse_sources(
         files
             .iter()
@@ -57,7 +57,7 @@ pub fn parse(files: &[(&str, &str)]) -> Result<Policy, PolicyErrors> {
 }
 
 /// BASE + PUMP + `extra` (as a third file).
-pub fn with(extra: &str) -> Result<Policy, PolicyErrors> {
+pub(crate) fn with(extra: &str) -> Result<Policy, PolicyErrors> {
     parse(&[
         ("base.toml", BASE),
         ("pump.toml", PUMP),
@@ -66,14 +66,14 @@ pub fn with(extra: &str) -> Result<Policy, PolicyErrors> {
 }
 
 /// Parse and compile; every error of either stage.
-pub fn build(files: &[(&str, &str)]) -> Result<(Policy, Compiled), PolicyErrors> {
+pub(crate) fn build(files: &[(&str, &str)]) -> Result<(Policy, Compiled), PolicyErrors> {
     let p = parse(files)?;
     let c = compile(&p)?;
     Ok((p, c))
 }
 
 /// The error problems of a failed parse or compile.
-pub fn problems(r: Result<(Policy, Compiled), PolicyErrors>) -> Vec<Problem> {
+pub(crate) fn problems(r: Result<(Policy, Compiled), PolicyErrors>) -> Vec<Problem> {
     match r {
         Ok(_) => Vec::new(),
         Err(e) => e.errors().map(|d| d.problem.clone()).collect(),
@@ -81,15 +81,15 @@ pub fn problems(r: Result<(Policy, Compiled), PolicyErrors>) -> Vec<Problem> {
 }
 
 /// The warning problems of a successful compile.
-pub fn warnings(c: &Compiled) -> Vec<Problem> {
+pub(crate) fn warnings(c: &Compiled) -> Vec<Problem> {
     c.warnings.iter().map(|d| d.problem.clone()).collect()
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The example hospital policy in `policies/`.
-pub fn example() -> (Policy, Compiled) {
+pub(crate) fn example() -> (Policy, Compiled) {
     load_and_compile(&repo_root().join("policies")).unwrap_or_else(|e| panic!("{}", e.render()))
 }

@@ -94,7 +94,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
     // Workflows hold most of a big policy's rules and validate independently: in parallel,
     // one chunk per core, merged back in name order.
     let list: Vec<(&String, &RawWorkflow)> = raw.workflows.iter().collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let chunk = list.len().div_ceil(threads).max(512);
     let parts: Vec<ChunkResult> = if list.len() <= chunk {
         vec![v.fork().workflows(&list)]

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 /// `-- --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH]` (after
 /// cargo's own `--bench`).
-pub struct Args {
+pub(crate) struct Args {
     pub json: PathBuf,
     pub md: PathBuf,
     pub quick: bool,
@@ -22,7 +22,7 @@ pub struct Args {
     pub profile: Option<String>,
 }
 
-pub fn args() -> Result<Args> {
+pub(crate) fn args() -> Result<Args> {
     let usage = "usage: --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH]";
     let (mut json, mut md, mut quick, mut policies) = (None, None, false, Vec::new());
     let mut profile = None;
@@ -61,7 +61,7 @@ pub fn args() -> Result<Args> {
 
 impl Args {
     /// The policy directory given for `key`.
-    pub fn policy(&self, key: &str) -> Result<&PathBuf> {
+    pub(crate) fn policy(&self, key: &str) -> Result<&PathBuf> {
         self.policies
             .iter()
             .find(|(k, _)| k == key)
@@ -70,7 +70,7 @@ impl Args {
     }
 
     /// Writes the group's fragments.
-    pub fn write(&self, json: &serde_json::Value, md: &str) -> Result<()> {
+    pub(crate) fn write(&self, json: &serde_json::Value, md: &str) -> Result<()> {
         let text = serde_json::to_string_pretty(json).context("serialising the results")?;
         std::fs::write(&self.json, text + "\n")
             .with_context(|| format!("writing {}", self.json.display()))?;
@@ -79,7 +79,7 @@ impl Args {
 }
 
 /// Median of the samples (mean of the middle two for an even count); 0 for none.
-pub fn median(samples: &[f64]) -> f64 {
+pub(crate) fn median(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -90,12 +90,12 @@ pub fn median(samples: &[f64]) -> f64 {
 }
 
 /// Rounds for the report: figures keep three decimals, enough for ns and ms.
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// `10000` → `10k`, `100000` → `100k`, `1` → `1`: the short form used in figure names.
-pub fn short(n: usize) -> String {
+pub(crate) fn short(n: usize) -> String {
     if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
@@ -104,7 +104,7 @@ pub fn short(n: usize) -> String {
 }
 
 /// `100000` → `100,000`.
-pub fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -117,7 +117,7 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// `pass` or `MISSED`, as the markdown tables and xtask's summary spell it.
-pub fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "pass"
     } else {

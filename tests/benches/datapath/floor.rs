@@ -17,22 +17,22 @@ use crate::common::median;
 use crate::measure::{repeated, NewFlows, XDP_PASS};
 
 /// Per-run samples of one path, floor and baseline timed back to back.
-pub struct Pair {
+pub(crate) struct Pair {
     pub floor_ns: Vec<f64>,
     pub baseline_ns: Vec<f64>,
 }
 
 impl Pair {
-    pub fn floor(&self) -> f64 {
+    pub(crate) fn floor(&self) -> f64 {
         median(&self.floor_ns)
     }
 
-    pub fn baseline(&self) -> f64 {
+    pub(crate) fn baseline(&self) -> f64 {
         median(&self.baseline_ns)
     }
 
     /// Median of the per-run ratios (paired, like the main table's).
-    pub fn ratio(&self) -> f64 {
+    pub(crate) fn ratio(&self) -> f64 {
         let r: Vec<f64> = self
             .floor_ns
             .iter()
@@ -43,14 +43,14 @@ impl Pair {
     }
 }
 
-pub struct Floor {
+pub(crate) struct Floor {
     pub established: Pair,
     pub new_flow_full: Pair,
 }
 
 /// Times the floor and the baseline on `established` (a frame of an established flow) and
 /// on new flows from `new_flows` into a full table.
-pub fn measure(
+pub(crate) fn measure(
     baseline: &mut Datapath,
     established: &[u8],
     new_flows: &NewFlows,

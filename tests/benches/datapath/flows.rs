@@ -15,16 +15,16 @@ use lazaret_abi::*;
 use lazaret_tests::frames::{self, Ext, Mac, TCP_SYN};
 
 /// The gateway's MAC, as devices address it.
-pub const GW_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+pub(crate) const GW_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
 /// BPF_PROG_TEST_RUN delivers frames on the loopback interface.
-pub const LO: u32 = 1;
+pub(crate) const LO: u32 = 1;
 /// Source port of the probes that check a flow (outside the new-flow port range).
-pub const PROBE_SPORT: u16 = 60_999;
+pub(crate) const PROBE_SPORT: u16 = 60_999;
 /// A MAC no generated device has (gen-policy uses 02:00:…).
 const UNKNOWN_MAC: Mac = [0x02, 0xee, 0, 0, 0, 0x01];
 
 /// One compiled policy and its map contents indexed for the reference classifier.
-pub struct Policy {
+pub(crate) struct Policy {
     pub rules: usize,
     pub compiled: Compiled,
     pub index: MapIndex,
@@ -32,7 +32,7 @@ pub struct Policy {
 
 /// A device-initiated TCP or UDP flow.
 #[derive(Clone, Debug)]
-pub struct Flow {
+pub(crate) struct Flow {
     pub device: String,
     pub class: u32,
     pub mac: Mac,
@@ -47,14 +47,14 @@ pub struct Flow {
 
 /// How a frame is wrapped: VLAN tags (outermost first) and IPv6 extension headers.
 #[derive(Clone, Debug, Default)]
-pub struct Shape {
+pub(crate) struct Shape {
     pub tags: Vec<(u16, u16)>,
     pub exts: Vec<Ext>,
 }
 
 impl Shape {
     /// One 802.1Q tag: how every generated device is bound.
-    pub fn tagged(vlan: u16) -> Shape {
+    pub(crate) fn tagged(vlan: u16) -> Shape {
         Shape {
             tags: vec![(frames::ETH_8021Q, vlan)],
             exts: Vec::new(),
@@ -85,7 +85,7 @@ impl Flow {
         })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let proto = match self.proto {
             PROTO_TCP => "tcp",
             PROTO_UDP => "udp",
@@ -98,14 +98,26 @@ impl Flow {
     }
 
     /// A frame from the device (device side).
-    pub fn device_frame(&self, shape: &Shape, sport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn device_frame(
+        &self,
+        shape: &Shape,
+        sport: u16,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let l4 = self.l4(sport, self.dport, flags, payload);
         let l3 = l3(self.src, self.dst, self.proto, &shape.exts, &l4);
         frames::ethernet(GW_MAC, self.mac, &shape.tags, ethertype(self.src), &l3)
     }
 
     /// The peer's reply (upstream side, untagged).
-    pub fn peer_frame(&self, shape: &Shape, sport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn peer_frame(
+        &self,
+        shape: &Shape,
+        sport: u16,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let l4 = self.l4(self.dport, sport, flags, payload);
         let l3 = l3(self.dst, self.src, self.proto, &shape.exts, &l4);
         frames::ethernet(self.mac, GW_MAC, &[], ethertype(self.src), &l3)
@@ -121,7 +133,7 @@ impl Flow {
 
     /// The reference classifier's reason for an initiating packet of this flow (no flow
     /// entry yet).
-    pub fn judge(&self, ix: &MapIndex, sport: u16) -> Reason {
+    pub(crate) fn judge(&self, ix: &MapIndex, sport: u16) -> Reason {
         let pkt = PacketDesc {
             side: SIDE_DEVICES,
             ifindex: LO,
@@ -201,7 +213,7 @@ fn rank(c: &Compiled, e: &Entry, v6: bool) -> Option<u8> {
 
 /// The first flow (by preference, then device id) that every policy allows as a new flow
 /// (`AllowRule`) towards an unmanaged peer, so exactly one end is judged.
-pub fn allowed(policies: &[Policy], v6: bool) -> Result<Flow> {
+pub(crate) fn allowed(policies: &[Policy], v6: bool) -> Result<Flow> {
     let first = &policies.first().context("no policy")?.compiled;
     for want in 0..4 {
         for d in first.devices.iter().filter(|d| usable(d, v6)) {
@@ -233,7 +245,7 @@ pub fn allowed(policies: &[Policy], v6: bool) -> Result<Flow> {
 
 /// Up to `max` devices of the flow's class for which the same flow (to the same peer and
 /// port) is allowed under every policy: sources of distinct new flows.
-pub fn pool(policies: &[Policy], flow: &Flow, max: usize) -> Result<Vec<Flow>> {
+pub(crate) fn pool(policies: &[Policy], flow: &Flow, max: usize) -> Result<Vec<Flow>> {
     if flow.src.is_ipv6() {
         bail!("the new-flow pool is built for IPv4 flows");
     }
@@ -265,7 +277,7 @@ pub fn pool(policies: &[Policy], flow: &Flow, max: usize) -> Result<Vec<Flow>> {
 
 /// The same device and peer over TCP, to a port no rule allows: both lookups (peer, then
 /// port) run and the port lookup misses, under every policy.
-pub fn denied(policies: &[Policy], flow: &Flow) -> Result<Flow> {
+pub(crate) fn denied(policies: &[Policy], flow: &Flow) -> Result<Flow> {
     let ports = [23, 445, 3389, 5900, 135, 139, 21, 25, 111, 2049];
     for port in ports.into_iter().chain(1..1024) {
         let f = Flow {
@@ -285,7 +297,7 @@ pub fn denied(policies: &[Policy], flow: &Flow) -> Result<Flow> {
 }
 
 /// A MAC and address no device has, on the flow's VLAN, opening the same flow.
-pub fn unknown(policies: &[Policy], flow: &Flow) -> Result<Flow> {
+pub(crate) fn unknown(policies: &[Policy], flow: &Flow) -> Result<Flow> {
     let IpAddr::V4(a) = flow.src else {
         bail!("the unknown-device flow is built from an IPv4 flow");
     };

@@ -12,13 +12,13 @@ use lazaret_abi::*;
 
 use crate::flows::{Flow, Shape, LO};
 
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
+pub(crate) const XDP_DROP: u32 = 1;
+pub(crate) const XDP_PASS: u32 = 2;
 
 /// Source ports of new flows: each frame of the new-flow path is a distinct 5-tuple.
 const NEW_FLOW_SPORTS: std::ops::RangeInclusive<u16> = 1024..=59_999;
 
-pub fn action_for(reason: Reason) -> u32 {
+pub(crate) fn action_for(reason: Reason) -> u32 {
     if reason.passes() {
         XDP_PASS
     } else {
@@ -40,7 +40,7 @@ fn reason_name(index: usize) -> String {
 
 /// The program counted exactly `n` packets between two stats reads, all for `reason` on
 /// `side`.
-pub fn check_counted(
+pub(crate) fn check_counted(
     before: &[u64],
     after: &[u64],
     reason: Reason,
@@ -69,7 +69,7 @@ pub fn check_counted(
 
 /// Runs one frame on loopback configured as `port` and checks the action and that exactly
 /// this reason was counted (on the port's side).
-pub fn expect_one_on(
+pub(crate) fn expect_one_on(
     dp: &mut Datapath,
     port: IfaceConfig,
     frame: &[u8],
@@ -92,7 +92,7 @@ pub fn expect_one_on(
 }
 
 /// The kernel's mean ns per repetition over `reps` repetitions of one frame.
-pub fn repeated(dp: &mut Datapath, frame: &[u8], reps: u32, want: u32) -> Result<f64> {
+pub(crate) fn repeated(dp: &mut Datapath, frame: &[u8], reps: u32, want: u32) -> Result<f64> {
     let (action, mean) = dp.test_run_repeat(frame, reps)?;
     ensure!(action == want, "XDP action {action}, expected {want}");
     Ok(mean.as_nanos() as f64)
@@ -102,7 +102,7 @@ pub fn repeated(dp: &mut Datapath, frame: &[u8], reps: u32, want: u32) -> Result
 /// rewritten for every frame. Frame `i` comes from device `i % devices` with port
 /// `1024 + (i / devices) % 58,976`, so a 5-tuple recurs only after `cycle()` frames.
 #[derive(Clone)]
-pub struct NewFlows {
+pub(crate) struct NewFlows {
     flows: Vec<Flow>,
     templates: Vec<Vec<u8>>,
     sport_at: usize,
@@ -113,7 +113,7 @@ pub struct NewFlows {
 const CHUNK: u64 = 65_536;
 
 impl NewFlows {
-    pub fn new(pool: &[Flow], shape: &Shape, flags: u8) -> Result<NewFlows> {
+    pub(crate) fn new(pool: &[Flow], shape: &Shape, flags: u8) -> Result<NewFlows> {
         let first_port = *NEW_FLOW_SPORTS.start();
         let templates: Vec<Vec<u8>> = pool
             .iter()
@@ -140,7 +140,7 @@ impl NewFlows {
     }
 
     /// Frames after which a 5-tuple recurs.
-    pub fn cycle(&self) -> u64 {
+    pub(crate) fn cycle(&self) -> u64 {
         self.templates.len() as u64 * Self::ports()
     }
 
@@ -155,7 +155,13 @@ impl NewFlows {
     /// of the kernel's per-run durations in ns. With `keep_room`, the flows opened are
     /// removed from the flow table every CHUNK frames (untimed), so the table never fills
     /// and no insertion evicts.
-    pub fn run(&mut self, dp: &mut Datapath, n: u64, want: u32, keep_room: bool) -> Result<f64> {
+    pub(crate) fn run(
+        &mut self,
+        dp: &mut Datapath,
+        n: u64,
+        want: u32,
+        keep_room: bool,
+    ) -> Result<f64> {
         let mut total_ns = 0u128;
         let mut chunk_start = self.next;
         // (The baseline program has no flow table.)

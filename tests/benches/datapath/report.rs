@@ -7,10 +7,10 @@ use crate::common::{median, round3, thousands, verdict};
 use crate::{Path, Samples};
 
 /// Targets: cost at the most rules / cost at 1 rule, and cost / baseline, on every path.
-pub const FLATNESS_MAX: f64 = 1.15;
-pub const RATIO_MAX: f64 = 2.5;
+pub(crate) const FLATNESS_MAX: f64 = 1.15;
+pub(crate) const RATIO_MAX: f64 = 2.5;
 
-pub const FLOOR_METHOD: &str = "The floor program parses like the baseline, then finds the \
+pub(crate) const FLOOR_METHOD: &str = "The floor program parses like the baseline, then finds the \
 packet's flow in an LRU hash keyed by the normalized 5-tuple (lazaret's key, value and \
 capacity) and refreshes its timestamp, or inserts it: the least a program keeping flow state \
 as the datapath issue asks does per packet. It is timed back to back with the baseline in \
@@ -18,7 +18,7 @@ each run: on the established-flow frame (repeated: a lookup hit and a refresh) a
 flows into its full table (one call each: a miss and an insertion that evicts). Its ratio \
 to the baseline bounds lazaret's from below on the same path.";
 
-pub const METHOD: &str = "BPF_PROG_TEST_RUN on the loopback interface (ifindex 1, declared a \
+pub(crate) const METHOD: &str = "BPF_PROG_TEST_RUN on the loopback interface (ifindex 1, declared a \
 device-side interface). One program per policy (10,000 devices; 1, 1,000, 100,000 rules) and \
 the baseline program (parses Ethernet, up to two VLAN tags and the IP header, then passes) are \
 loaded side by side; every run measures every path on every program, in an order that rotates \
@@ -42,7 +42,7 @@ repeated run spreads out; it is estimated as baseline(single calls) - baseline(r
 frame) and subtracted for the *_net figures. Pass/fail uses the stricter of the raw and net \
 figures.";
 
-pub struct Results<'a> {
+pub(crate) struct Results<'a> {
     pub quick: bool,
     pub devices: usize,
     pub rule_counts: Vec<usize>,
@@ -151,7 +151,7 @@ impl Results<'_> {
         }
     }
 
-    pub fn render(&self) -> (Value, String) {
+    pub(crate) fn render(&self) -> (Value, String) {
         let figs: Vec<Figures> = (0..self.paths.len()).map(|i| self.figures(i)).collect();
         let pass = figs.iter().all(|f| f.pass_ratio() && f.pass_flatness());
         let mut out = Map::new();
