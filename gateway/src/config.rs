@@ -568,27 +568,10 @@ pub fn resolve_group(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse::<u32>() {
         return Some(gid);
     }
-    let name = std::ffi::CString::new(group).ok()?;
-    let mut grp: libc::group = unsafe_zeroed_group();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: valid NUL-terminated name, out-parameters of the right types, and a buffer
-    // whose length is passed; getgrnam_r writes only inside them.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        )
-    };
-    (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
-}
-
-fn unsafe_zeroed_group() -> libc::group {
-    // SAFETY: libc::group is plain old data (pointers and integers); all-zero is valid.
-    unsafe { std::mem::zeroed() }
+    nix::unistd::Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// 1-based line and column (in characters) of a byte offset.

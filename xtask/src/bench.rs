@@ -292,18 +292,7 @@ fn ensure_policy(out: &Path, devices: usize, rules: usize, seed: u64) -> Result<
         return Ok((key, dir));
     }
     let _ = std::fs::remove_file(&stamp_path);
-    let args: Vec<String> = [
-        "--devices".to_string(),
-        devices.to_string(),
-        "--rules".into(),
-        rules.to_string(),
-        "--seed".into(),
-        seed.to_string(),
-        "--out".into(),
-        dir.display().to_string(),
-    ]
-    .into();
-    gen_policy::run(&args)?;
+    gen_policy::run(&gen_policy::Args::new(devices, rules, seed, dir.clone()))?;
     std::fs::write(&stamp_path, stamp)
         .with_context(|| format!("writing {}", stamp_path.display()))?;
     Ok((key, dir))

@@ -11,7 +11,7 @@
 //! belongs to one class; 2% of the devices take part in one more workflow or run in audit
 //! mode; one workflow in 50 has a class-to-class rule (both ends managed).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -28,48 +28,32 @@ const DEVICES_PER_CLASS: usize = 50;
 const WORKFLOWS_PER_FILE: usize = 100;
 const DEVICES_PER_FILE: usize = 1000;
 
-struct Args {
-    devices: usize,
-    rules: usize,
+/// `cargo xtask gen-policy`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Devices to generate (at most 16384, the datapath's MAX_DEVICES).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    devices: u64,
+    /// Rules in all (20 per workflow).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rules: u64,
+    /// The directory to write the policy into.
+    #[arg(long)]
     out: PathBuf,
+    /// The generator's seed: the same seed writes the same policy.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
-fn parse_args(args: &[String]) -> Result<Args> {
-    let mut devices = None;
-    let mut rules = None;
-    let mut out = None;
-    let mut seed = 1u64;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "--devices" => devices = Some(value("--devices")?.parse().context("--devices: not a number")?),
-            "--rules" => rules = Some(value("--rules")?.parse().context("--rules: not a number")?),
-            "--out" => out = Some(PathBuf::from(value("--out")?)),
-            "--seed" => seed = value("--seed")?.parse().context("--seed: not a number")?,
-            other => bail!("unknown argument {other:?}; usage: gen-policy --devices N --rules M --out DIR [--seed S]"),
+impl Args {
+    pub(crate) fn new(devices: usize, rules: usize, seed: u64, out: PathBuf) -> Args {
+        Args {
+            devices: devices as u64,
+            rules: rules as u64,
+            out,
+            seed,
         }
     }
-    let (Some(devices), Some(rules), Some(out)) = (devices, rules, out) else {
-        bail!("usage: gen-policy --devices N --rules M --out DIR [--seed S]");
-    };
-    if devices == 0 || rules == 0 {
-        bail!("--devices and --rules must be at least 1");
-    }
-    if devices > 16_384 {
-        bail!("--devices: at most 16384 (the datapath's MAX_DEVICES)");
-    }
-    Ok(Args {
-        devices,
-        rules,
-        out,
-        seed,
-    })
 }
 
 /// xorshift64*: small, deterministic, good enough for synthetic data.
@@ -96,9 +80,8 @@ impl Rng {
     }
 }
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    let a = parse_args(args)?;
-    let g = Generator::new(&a);
+pub(crate) fn run(a: &Args) -> Result<()> {
+    let g = Generator::new(a);
     write(&a.out, &g)?;
     println!(
         "wrote {} devices, {} classes, {} workflows, {} rules, {} roles to {}",
@@ -123,14 +106,16 @@ struct Generator {
 
 impl Generator {
     fn new(a: &Args) -> Generator {
-        let classes = (a.devices / DEVICES_PER_CLASS).max(4);
-        let workflows = a.rules.div_ceil(RULES_PER_WORKFLOW).max(classes);
+        // Bounded by clap: 16,384 devices; rules fit any usize this runs on.
+        let (devices, rules) = (a.devices as usize, a.rules as usize);
+        let classes = (devices / DEVICES_PER_CLASS).max(4);
+        let workflows = rules.div_ceil(RULES_PER_WORKFLOW).max(classes);
         // Whole departments only: every role is some class's peer.
-        let roles = ((a.devices / 30).clamp(2 * ROLES_PER_DEPARTMENT, 4000) / ROLES_PER_DEPARTMENT)
+        let roles = ((devices / 30).clamp(2 * ROLES_PER_DEPARTMENT, 4000) / ROLES_PER_DEPARTMENT)
             * ROLES_PER_DEPARTMENT;
         Generator {
-            devices: a.devices,
-            rules: a.rules,
+            devices,
+            rules,
             classes,
             workflows,
             roles,

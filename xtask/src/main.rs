@@ -45,10 +45,7 @@ enum Command {
         down: bool,
     },
     /// Write a synthetic policy: --devices N --rules M --out DIR [--seed S].
-    GenPolicy {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    GenPolicy(gen_policy::Args),
     /// Run benchmark groups (policy, datapath, dataplanes, reload, quarantine; all by
     /// default) and write bench-results.json and bench-results.md.
     Bench {
@@ -75,7 +72,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { args } => setup::run().and_then(|()| test::run(&args)),
         Command::Lint => setup::run().and_then(|()| test::lint()),
-        Command::GenPolicy { args } => gen_policy::run(&args),
+        Command::GenPolicy(args) => gen_policy::run(&args),
         Command::Demo { keep, down } => setup::run().and_then(|()| demo::run(keep, down)),
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
         Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),

@@ -58,8 +58,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub(crate) fn run() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!(
             "lazaret's setup and tests load XDP programs and create network namespaces: run as root \
              (the capabilities needed are CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces \
@@ -136,11 +135,6 @@ pub(crate) fn run() -> Result<()> {
 
 fn say(msg: &str) {
     eprintln!("setup: {msg}");
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 fn has_rust_src() -> Result<bool> {

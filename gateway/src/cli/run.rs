@@ -35,8 +35,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(format);
     // Files the daemon creates (state, audit log, ready file, control socket before its
     // chmod) are never writable by others, whatever umask it was started with.
-    // SAFETY: umask has no preconditions and cannot fail.
-    unsafe { libc::umask(0o027) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

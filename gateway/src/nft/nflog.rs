@@ -6,13 +6,12 @@
 
 use lazaret_abi::{Event, Reason, EVENT_VERSION};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 /// The nflog group lazaret's table logs to.
 pub const GROUP: u16 = 7434;
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -178,42 +177,25 @@ impl NflogSocket {
     /// Binds `group` in the caller's network namespace, copying [`COPY_RANGE`] bytes of
     /// each packet; `timeout` bounds each [`Self::recv`].
     pub fn bind(group: u16, timeout: Duration) -> io::Result<Self> {
-        // SAFETY: plain socket calls with valid arguments; the fd is owned right away.
-        let fd = unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
+        use nix::sys::{
+            socket::{
+                bind, setsockopt, socket, sockopt::ReceiveTimeout, AddressFamily, NetlinkAddr,
+                SockFlag, SockProtocol, SockType,
+            },
+            time::TimeVal,
         };
-        // SAFETY: sockaddr_nl is plain data; bind and setsockopt read it and the timeval.
-        unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            if libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let tv = libc::timeval {
-                tv_sec: timeout.as_secs() as libc::time_t,
-                tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                std::ptr::addr_of!(tv).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-        }
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        let tv = TimeVal::new(
+            timeout.as_secs() as nix::libc::time_t,
+            nix::libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        );
+        setsockopt(&fd, ReceiveTimeout, &tv)?;
         let s = NflogSocket { fd };
         s.config(group, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND, 0, 0, 0])?;
         let mut mode = COPY_RANGE.to_be_bytes().to_vec();
@@ -244,19 +226,11 @@ impl NflogSocket {
         m.extend_from_slice(&attr.to_ne_bytes());
         m.extend_from_slice(value);
         m.resize(len, 0);
-        // SAFETY: sending an initialised buffer on our socket.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        use nix::sys::socket::{recv, send, MsgFlags};
+        send(self.fd.as_raw_fd(), &m, MsgFlags::empty()).map_err(io::Error::from)?;
         let mut buf = [0u8; 256];
-        // SAFETY: receiving into a buffer we own.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)?;
         // NLMSG_ERROR (2) with error 0 is the acknowledgement.
-        let n = n as usize;
         if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
             let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
             if err != 0 {
@@ -268,19 +242,20 @@ impl NflogSocket {
 
     /// The packets of one datagram; empty on timeout.
     pub fn recv(&self) -> io::Result<Vec<Logged>> {
+        use nix::sys::socket::{recv, MsgFlags};
         let mut buf = vec![0u8; 65536];
-        // SAFETY: receiving into a buffer we own.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => Ok(Vec::new()),
-                _ => Err(e),
-            };
+        match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => Ok(parse(&buf[..n])),
+            Err(e) => {
+                let e = io::Error::from(e);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted => Ok(Vec::new()),
+                    _ => Err(e),
+                }
+            }
         }
-        Ok(parse(&buf[..n as usize]))
     }
 }
 

@@ -1,15 +1,33 @@
 //! The demo's binary: `cargo xtask demo` builds and runs it (see `lazaret_tests::demo`).
 //!
 //! Usage: lazaret-demo --lazaret PATH --policies DIR [--keep] [--prefix P]
-//!        lazaret-demo --down [--prefix P]
+//!        lazaret-demo --down [--prefix P]      (`--help` for more)
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use lazaret_tests::demo::{self, Options};
 
-const USAGE: &str =
-    "usage: lazaret-demo --lazaret PATH --policies DIR [--keep] [--prefix P] | --down [--prefix P]";
+/// The demo lab: a hospital in network namespaces, the story told step by step.
+#[derive(Debug, clap::Parser)]
+#[command(name = "lazaret-demo")]
+struct Cli {
+    /// The lazaret binary to run.
+    #[arg(long, required_unless_present = "down")]
+    lazaret: Option<PathBuf>,
+    /// The policy directory (the example hospital).
+    #[arg(long, required_unless_present = "down")]
+    policies: Option<PathBuf>,
+    /// Leave the lab up at the end (remove it with --down).
+    #[arg(long)]
+    keep: bool,
+    /// Remove a lab left up with --keep, and nothing else.
+    #[arg(long, conflicts_with_all = ["lazaret", "policies", "keep"])]
+    down: bool,
+    /// Prefix of the lab's namespaces and interfaces (1 to 8 letters or digits).
+    #[arg(long, default_value = "lzd", value_parser = prefix)]
+    prefix: String,
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -18,25 +36,22 @@ fn main() {
     }
 }
 
+fn prefix(p: &str) -> Result<String, String> {
+    if p.is_empty() || p.len() > 8 || !p.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err("1 to 8 letters or digits".into());
+    }
+    Ok(p.to_string())
+}
+
 fn run() -> Result<()> {
-    let (mut lazaret, mut policies, mut keep, mut down) = (None, None, false, false);
-    let mut prefix = "lzd".to_string();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--lazaret" => lazaret = Some(PathBuf::from(args.next().context(USAGE)?)),
-            "--policies" => policies = Some(PathBuf::from(args.next().context(USAGE)?)),
-            "--prefix" => prefix = args.next().context(USAGE)?,
-            "--keep" => keep = true,
-            "--down" => down = true,
-            other => bail!("unknown argument {other:?}; {USAGE}"),
-        }
-    }
-    if prefix.is_empty() || prefix.len() > 8 || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
-        bail!("--prefix must be 1 to 8 letters or digits");
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    let Cli {
+        lazaret,
+        policies,
+        keep,
+        down,
+        prefix,
+    } = clap::Parser::parse();
+    if !nix::unistd::geteuid().is_root() {
         bail!("the demo creates network namespaces and loads XDP programs: run it as root");
     }
     if down {
@@ -45,7 +60,7 @@ fn run() -> Result<()> {
         return Ok(());
     }
     let (Some(lazaret), Some(policies)) = (lazaret, policies) else {
-        bail!(USAGE);
+        bail!("--lazaret and --policies are needed (clap requires them without --down)");
     };
     let opts = Options {
         prefix: prefix.clone(),
