@@ -905,10 +905,10 @@ fn judge_end(
     Err(v)
 }
 
-impl super::compile::Compiled {
+impl super::compiled::Compiled {
     /// Convenience: classify one frame against this policy's maps in slot 0 (generation 1)
     /// with the given interface indexes. Builds the maps and their index on every call; for
-    /// many packets use [`super::compile::Compiled::map_contents`] and [`MapIndex`].
+    /// many packets use [`super::compiled::Compiled::map_contents`] and [`MapIndex`].
     pub fn classify(
         &self,
         ifindexes: &std::collections::BTreeMap<String, u32>,

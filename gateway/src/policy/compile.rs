@@ -1,274 +1,22 @@
 //! The compiler: a validated [`Policy`] into [`Compiled`], the per-device allow-lists
 //! (deduplicated into shared policies), the rule table and the datapath lookup structure.
 //! Pure and deterministic: no I/O, no clock, no iteration over hash maps where order shows.
+//!
+//! The output types are in [`super::compiled`], the interner in `super::interner`, the
+//! checks of a policy that compiles (capacities, shadowed rules, protocol families) in
+//! `super::lints`; the device grouping a device-only edit relies on stays here.
 
+use super::compiled::*;
 use super::diag::{Diagnostic, Diags, PolicyErrors, Problem};
-use super::lookup::{self, Lookup};
+use super::interner::{FxMap, Interner};
+use super::lints::{capacity_problems, proto_family_problem, shadowing};
+use super::lookup;
 use super::model::*;
 use super::source::Location;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use lazaret_abi as abi;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-
-/// Who opens the flow, seen from the device whose policy an entry belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dir {
-    /// The device opens the flow to the peer.
-    DeviceInit,
-    /// The peer opens the flow to the device.
-    PeerInit,
-}
-
-impl Dir {
-    pub fn abi(self) -> u8 {
-        match self {
-            Dir::DeviceInit => abi::DIR_DEVICE_INIT,
-            Dir::PeerInit => abi::DIR_PEER_INIT,
-        }
-    }
-
-    pub fn from_abi(dir: u8) -> Dir {
-        if dir == abi::DIR_PEER_INIT {
-            Dir::PeerInit
-        } else {
-            Dir::DeviceInit
-        }
-    }
-
-    fn flip(self) -> Dir {
-        match self {
-            Dir::DeviceInit => Dir::PeerInit,
-            Dir::PeerInit => Dir::DeviceInit,
-        }
-    }
-}
-
-/// Where a compiled rule comes from.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Origin {
-    /// One of the site essentials: `dhcp`, `dns` or `ntp`.
-    Essential { name: &'static str },
-    /// An `allow` entry of `[site.quarantine]` (1-based).
-    Quarantine { index: usize },
-    /// Rule `index` (1-based) of a workflow.
-    Workflow { workflow: String, index: usize },
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Origin::Essential { name } => write!(f, "essential {name}"),
-            Origin::Quarantine { index } => write!(f, "quarantine profile, allow entry {index}"),
-            Origin::Workflow { workflow, index } => {
-                write!(f, "workflow `{workflow}`, rule {index}")
-            }
-        }
-    }
-}
-
-/// One compiled rule: its id is its index in [`Compiled::rules`] and the number the
-/// datapath reports.
-#[derive(Clone, Debug, Serialize)]
-pub struct RuleInfo {
-    pub id: u32,
-    pub origin: Origin,
-    pub location: Option<Location>,
-    pub proto: Proto,
-    /// `None`: all ports.
-    pub ports: Option<Vec<PortRange>>,
-    pub initiator: Initiator,
-    pub peers: Vec<String>,
-    /// The rule's workflow is in audit or learn mode (`RULE_F_AUDIT`).
-    pub audit: bool,
-    pub description: String,
-}
-
-/// One allow-list entry of a policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Entry {
-    pub dir: Dir,
-    pub peer: IpNet,
-    pub proto: Proto,
-    /// `None`: all ports (or a protocol without ports).
-    pub ports: Option<PortRange>,
-    pub rule: u32,
-    pub audit: bool,
-}
-
-impl Entry {
-    /// Whether this entry admits an initiating packet to/from `peer` with `proto` and the
-    /// responder port `port`.
-    pub fn matches(&self, dir: Dir, peer: IpAddr, proto: u8, port: u16) -> bool {
-        self.dir == dir
-            && self.peer.contains(&peer)
-            && self.proto.matches(proto)
-            && self.ports.is_none_or(|r| r.contains(port))
-    }
-}
-
-/// A deduplicated allow-list; devices with identical allow-lists share one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CompiledPolicy {
-    pub id: u32,
-    /// Sorted.
-    pub entries: Vec<Entry>,
-}
-
-/// A device as the datapath knows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct CompiledDevice {
-    pub id: String,
-    /// [`lazaret_abi::device_id_hash`] of `id`: the datapath's id.
-    pub hash: u64,
-    pub class: Option<String>,
-    /// Index into [`Compiled::classes`], `u32::MAX` for none.
-    pub class_index: u32,
-    pub mode: Mode,
-    pub mac: Option<Mac>,
-    pub ipv4: Vec<Ipv4Addr>,
-    pub ipv6: Vec<Ipv6Addr>,
-    pub vlan: Option<u16>,
-    pub interface: Option<String>,
-    /// The bridge port the device must be behind, if configured.
-    pub port: Option<String>,
-    pub life_critical: bool,
-    pub policy: u32,
-    pub restrict_policy: u32,
-    pub quarantine: QuarantineSettings,
-}
-
-impl CompiledDevice {
-    /// `d` with its (policy, restrict policy) ids; `classes` is [`Compiled::classes`].
-    pub(crate) fn new(
-        d: &Device,
-        classes: &[String],
-        (policy, restrict_policy): (u32, u32),
-    ) -> Self {
-        CompiledDevice {
-            id: d.id.clone(),
-            hash: abi::device_id_hash(d.id.as_bytes()),
-            class: d.class.clone(),
-            class_index: d
-                .class
-                .as_ref()
-                .and_then(|c| classes.binary_search(c).ok())
-                .map_or(u32::MAX, |i| i as u32),
-            mode: d.mode,
-            mac: d.mac,
-            ipv4: d.ipv4.clone(),
-            ipv6: d.ipv6.clone(),
-            vlan: d.vlan,
-            interface: d.interface.clone(),
-            port: d.port.clone(),
-            life_critical: d.inventory.life_critical,
-            policy,
-            restrict_policy,
-            quarantine: d.quarantine,
-        }
-    }
-
-    /// `DEV_F_*` flags.
-    pub fn flags(&self) -> u8 {
-        let mut f = 0;
-        if self.mac.is_some() {
-            f |= abi::DEV_F_HAS_MAC;
-        }
-        if self.life_critical {
-            f |= abi::DEV_F_LIFE_CRITICAL;
-        }
-        if self.ipv4.is_empty() {
-            f |= abi::DEV_F_NO_IP4;
-        }
-        if self.ipv6.is_empty() {
-            f |= abi::DEV_F_NO_IP6;
-        }
-        f
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CompiledSite {
-    pub name: String,
-    pub unknown_audit: bool,
-    pub l2_control: bool,
-    pub neighbor: bool,
-    /// Policy enforced on isolated devices.
-    pub quarantine_policy: u32,
-    pub event_rate: u32,
-    pub event_burst: u32,
-}
-
-impl CompiledSite {
-    /// `SITE_F_*` flags.
-    pub fn flags(&self) -> u32 {
-        let mut f = 0;
-        if self.unknown_audit {
-            f |= abi::SITE_F_UNKNOWN_AUDIT;
-        }
-        if self.l2_control {
-            f |= abi::SITE_F_L2_CONTROL;
-        }
-        if self.neighbor {
-            f |= abi::SITE_F_NEIGHBOR;
-        }
-        f
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CompiledInterface {
-    pub name: String,
-    pub side: Side,
-}
-
-/// Counts for `check`'s summary, with the datapath capacities they fill.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Stats {
-    pub devices: usize,
-    pub classes: usize,
-    pub workflows: usize,
-    pub roles: usize,
-    pub rules: usize,
-    pub policies: usize,
-    pub dev_mac: usize,
-    pub dev_ip4: usize,
-    pub dev_ip6: usize,
-    pub peer4: usize,
-    pub peer6: usize,
-    pub peer_classes: usize,
-    pub ports: usize,
-}
-
-/// The compiled policy: what the datapath enforces, traceable to its source.
-#[derive(Clone, Debug, Serialize)]
-pub struct Compiled {
-    pub site: CompiledSite,
-    pub interfaces: Vec<CompiledInterface>,
-    /// Class names; a device's `class_index` points here.
-    pub classes: Vec<String>,
-    /// Sorted by id.
-    pub devices: Vec<CompiledDevice>,
-    /// Indexed by policy id. Shared (`Arc`) with the compiles patched from this one.
-    pub policies: Arc<Vec<CompiledPolicy>>,
-    /// Indexed by rule id.
-    pub rules: Arc<Vec<RuleInfo>>,
-    pub stats: Stats,
-    /// The datapath lookup structure (peer classes and port blocks), slot-independent.
-    #[serde(skip)]
-    pub(crate) lookup: Arc<Lookup>,
-    /// What a device-only edit needs to be patched in without recompiling (see
-    /// [`super::incremental`]).
-    #[serde(skip)]
-    pub(crate) reuse: Arc<Reuse>,
-    /// Warnings of validation and compilation.
-    #[serde(skip)]
-    pub warnings: Vec<Diagnostic>,
-}
 
 /// The grant signature of a device: devices equal in it get the same policies.
 pub(crate) type GroupKey = (Option<String>, BTreeSet<String>, u8);
@@ -310,27 +58,6 @@ pub(crate) fn in_group(d: &Device, key: &GroupKey) -> bool {
     d.class == key.0 && d.workflows == key.1 && family_mask(d) == key.2
 }
 
-impl Compiled {
-    pub fn device(&self, id: &str) -> Option<&CompiledDevice> {
-        self.devices
-            .binary_search_by(|d| d.id.as_str().cmp(id))
-            .ok()
-            .and_then(|i| self.devices.get(i))
-    }
-
-    pub fn device_by_hash(&self, hash: u64) -> Option<&CompiledDevice> {
-        self.devices.iter().find(|d| d.hash == hash)
-    }
-
-    pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
-        self.rules.get(id as usize)
-    }
-
-    pub fn policy(&self, id: u32) -> Option<&CompiledPolicy> {
-        self.policies.get(id as usize)
-    }
-}
-
 // === The compiler ===
 
 /// A grant: part of a rule as it applies to one device (one direction, one peer set).
@@ -344,41 +71,6 @@ struct Grant {
     /// Port-set id, or `None` for all ports.
     ports: Option<u32>,
     audit: bool,
-}
-
-/// FxHash (rustc's hasher, from `rustc-hash`): the interners hash many small integer
-/// vectors, where SipHash's DoS resistance buys nothing (the input is the operator's own
-/// policy) and costs a lot.
-pub(crate) type FxBuild = rustc_hash::FxBuildHasher;
-pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
-
-/// Assigns dense ids to values in first-seen order.
-struct Interner<T> {
-    ids: FxMap<T, u32>,
-    values: Vec<T>,
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
-    fn new() -> Self {
-        Interner {
-            ids: FxMap::default(),
-            values: Vec::new(),
-        }
-    }
-
-    fn id(&mut self, value: T) -> u32 {
-        if let Some(id) = self.ids.get(&value) {
-            return *id;
-        }
-        let id = self.values.len() as u32;
-        self.values.push(value.clone());
-        self.ids.insert(value, id);
-        id
-    }
-
-    fn get(&self, id: u32) -> Option<&T> {
-        self.values.get(id as usize)
-    }
 }
 
 /// Families a device speaks, as a mask: bit 0 IPv4, bit 1 IPv6.
@@ -396,18 +88,18 @@ fn in_mask(net: &IpNet, mask: u8) -> bool {
 const BOTH: u8 = 3;
 
 /// A rule resolved against the inventory.
-struct Resolved<'p> {
-    id: u32,
-    rule: &'p Rule,
-    workflow: Option<&'p Workflow>,
-    audit: bool,
+pub(crate) struct Resolved<'p> {
+    pub(crate) id: u32,
+    pub(crate) rule: &'p Rule,
+    pub(crate) workflow: Option<&'p Workflow>,
+    pub(crate) audit: bool,
     /// Indexes of the devices at the rule's managed end (shared by a workflow's rules).
-    ends: std::sync::Arc<[usize]>,
+    pub(crate) ends: std::sync::Arc<[usize]>,
     /// Peer prefixes that are not managed devices (roles, prefixes, any).
-    nets: Vec<IpNet>,
+    pub(crate) nets: Vec<IpNet>,
     /// Indexes of managed devices named as peers.
-    managed: Vec<usize>,
-    ports: Option<u32>,
+    pub(crate) managed: Vec<usize>,
+    pub(crate) ports: Option<u32>,
 }
 
 struct Compiler<'p> {
@@ -697,7 +389,7 @@ fn any_nets() -> [IpNet; 2] {
     [IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())]
 }
 
-fn host(a: IpAddr) -> IpNet {
+pub(crate) fn host(a: IpAddr) -> IpNet {
     IpNet::from(a)
 }
 
@@ -1166,123 +858,6 @@ impl<'p> Compiler<'p> {
     }
 }
 
-/// The datapath capacities `s` exceeds, as errors.
-pub(crate) fn capacity_problems(s: &Stats) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    // Rule ids index the per-rule hit counters: that map bounds them.
-    let checks: [(&'static str, &'static str, usize, u32); 8] = [
-        ("devices", abi::MAP_DEVICES, s.devices, abi::MAX_DEVICES),
-        (
-            "MAC bindings",
-            abi::MAP_DEV_MAC,
-            s.dev_mac,
-            abi::MAX_DEVICES,
-        ),
-        (
-            "IPv4 device addresses",
-            abi::MAP_DEV_IP4,
-            s.dev_ip4,
-            abi::MAX_DEVICE_ADDRS,
-        ),
-        (
-            "IPv6 device addresses",
-            abi::MAP_DEV_IP6,
-            s.dev_ip6,
-            abi::MAX_DEVICE_ADDRS,
-        ),
-        (
-            "compiled rules",
-            abi::MAP_RULE_HITS,
-            s.rules,
-            abi::MAX_RULES,
-        ),
-        (
-            "IPv4 peer entries",
-            abi::MAP_PEER4,
-            s.peer4,
-            abi::MAX_PEER_ENTRIES,
-        ),
-        (
-            "IPv6 peer entries",
-            abi::MAP_PEER6,
-            s.peer6,
-            abi::MAX_PEER_ENTRIES,
-        ),
-        (
-            "port entries",
-            abi::MAP_PORTS,
-            s.ports,
-            abi::MAX_PORT_ENTRIES,
-        ),
-    ];
-    for (what, map, count, max) in checks {
-        if count > max as usize {
-            out.push(Diagnostic::new(
-                Problem::Capacity {
-                    what,
-                    map,
-                    count: count as u64,
-                    max: u64::from(max),
-                },
-                None,
-            ));
-        }
-    }
-    out
-}
-
-/// Rules that allow nothing another rule of the same workflow does not already allow.
-fn shadowing(policy: &Policy, resolved: &[Resolved<'_>]) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    /// Pairwise check; bigger workflows are skipped (a generated policy, not a review).
-    const MAX_PAIRWISE: usize = 1000;
-    let mut by_wf: BTreeMap<&str, Vec<&Resolved<'_>>> = BTreeMap::new();
-    for r in resolved {
-        if let Some(w) = r.workflow {
-            by_wf.entry(&w.name).or_default().push(r);
-        }
-    }
-    for (name, rules) in by_wf {
-        if rules.len() > MAX_PAIRWISE {
-            continue;
-        }
-        for (j, b) in rules.iter().enumerate() {
-            let by = rules.iter().enumerate().find(|(i, a)| {
-                *i != j && (covers(policy, a, b) && (!covers(policy, b, a) || *i < j))
-            });
-            if let Some((_, a)) = by {
-                out.push(
-                    Diagnostic::at(
-                        Problem::ShadowedRule {
-                            workflow: name.to_string(),
-                            index: b.rule.index,
-                            by: a.rule.index,
-                        },
-                        b.rule.span,
-                    )
-                    .note(a.rule.span, "the broader rule"),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// An ICMP or ICMPv6 rule none of whose peers is of that family.
-fn proto_family_problem(rule: &Rule, nets: &[IpNet]) -> Option<Diagnostic> {
-    let fam = rule.proto.family()?;
-    let has = nets.iter().any(|n| Family::of(n) == fam);
-    (!nets.is_empty() && !has).then(|| {
-        Diagnostic::at(
-            Problem::ProtoFamily {
-                proto: if fam == Family::V4 { "icmp" } else { "icmpv6" },
-                family: fam.name(),
-            },
-            rule.span,
-        )
-    })
-}
-
 /// What decides a device's grants; devices with equal signatures get equal grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Signature<'p> {
@@ -1398,40 +973,4 @@ impl<'p> RuleIndex<'p> {
         peers.dedup();
         [(false, ends), (true, peers)]
     }
-}
-
-/// Whether rule `a` allows everything rule `b` allows (same workflow, so same mode).
-fn covers(policy: &Policy, a: &Resolved<'_>, b: &Resolved<'_>) -> bool {
-    if a.rule.initiator != b.rule.initiator {
-        return false;
-    }
-    if !(a.rule.proto == Proto::Any || a.rule.proto == b.rule.proto) {
-        return false;
-    }
-    let ports_ok = match (&a.rule.ports, &b.rule.ports) {
-        (None, _) => true,
-        (Some(pa), None) => pa.iter().any(|r| r.covers(PortRange::ALL)),
-        (Some(pa), Some(pb)) => pb.iter().all(|rb| pa.iter().any(|ra| ra.covers(*rb))),
-    };
-    if !ports_ok {
-        return false;
-    }
-    if !is_subset(&b.ends, &a.ends) || !is_subset(&b.managed, &a.managed) {
-        return false;
-    }
-    let a_nets: Vec<IpNet> = {
-        let mut v = a.nets.clone();
-        v.extend(
-            a.managed
-                .iter()
-                .filter_map(|i| policy.devices.get(*i))
-                .flat_map(|d| d.addresses().map(host)),
-        );
-        v
-    };
-    b.nets.iter().all(|n| a_nets.iter().any(|m| m.contains(n)))
-}
-
-fn is_subset(small: &[usize], big: &[usize]) -> bool {
-    small.iter().all(|x| big.binary_search(x).is_ok())
 }

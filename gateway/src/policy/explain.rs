@@ -5,7 +5,7 @@
 use super::classify::{
     classify, Decision, DeviceStates, EndTrace, FlowHint, IpDesc, PacketDesc, PacketKind, TCP_SYN,
 };
-use super::compile::{Compiled, CompiledDevice, Dir, Entry};
+use super::compiled::{Compiled, CompiledDevice, Dir, Entry};
 use super::model::{Policy, Side};
 use lazaret_abi::{self as abi, Reason};
 use serde::Serialize;

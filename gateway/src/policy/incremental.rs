@@ -24,10 +24,10 @@
 //! reports them), takes the full path. The result is equal to a full compile up to the
 //! numbering of policies; tests compare the two over random edits.
 
-use super::compile::{
-    capacity_problems, group_key, in_group, Compiled, CompiledDevice, GroupKey, Stats,
-};
+use super::compile::{group_key, in_group, GroupKey};
+use super::compiled::{Compiled, CompiledDevice, Stats};
 use super::diag::{Diags, PolicyErrors, Severity};
+use super::lints::capacity_problems;
 use super::model::{Device, Policy};
 use super::source::{SourceFile, Sources, Span};
 use super::{compile, load, validate};

@@ -4,7 +4,7 @@
 //! site, the counts and the warnings, or both refuse the policy.
 
 use super::{How, Reloader};
-use crate::policy::compile::CompiledSite;
+use crate::policy::compiled::CompiledSite;
 use crate::policy::{load_and_compile, Compiled, CompiledDevice};
 use proptest::prelude::*;
 use std::path::Path;

@@ -12,8 +12,8 @@
 //! an audit one, then the lowest rule id. Every level is compiled with that winner, so the
 //! longest prefix the datapath finds always reports it. Pure.
 
-use super::compile::FxMap;
-use super::compile::{CompiledPolicy, Dir};
+use super::compiled::{CompiledPolicy, Dir};
+use super::interner::FxMap;
 use super::model::{PortRange, Proto};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lazaret_abi as abi;

@@ -1,7 +1,7 @@
 //! The exact contents of the datapath's per-slot maps for one compiled policy, as ABI
 //! types: what the daemon writes into a slot and what the reference classifier reads. Pure.
 
-use super::compile::Compiled;
+use super::compiled::Compiled;
 use super::model::Side;
 use lazaret_abi::*;
 use std::collections::BTreeMap;

@@ -42,10 +42,13 @@
 
 pub mod classify;
 pub mod compile;
+pub mod compiled;
 pub mod diag;
 pub mod explain;
 pub mod git;
 pub mod incremental;
+mod interner;
+mod lints;
 pub mod load;
 mod lookup;
 pub mod maps;
@@ -65,9 +68,8 @@ pub use classify::{
     classify, classify_indexed, judge_initiating, Claim, Decision, DeviceStates, EndTrace,
     FlowHint, IpDesc, MapIndex, PacketDesc, PacketKind, Quoted,
 };
-pub use compile::{
-    compile, Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats,
-};
+pub use compile::compile;
+pub use compiled::{Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats};
 pub use diag::{Diagnostic, NameKind, PolicyErrors, Problem, Severity};
 pub use maps::{MapContents, MapError};
 pub use model::{Date, Policy};

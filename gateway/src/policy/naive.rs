@@ -3,7 +3,7 @@
 //! check the compiler and the reference classifier against it. Pure.
 
 use super::classify::{IpDesc, PacketDesc, PacketKind};
-use super::compile::{Dir, Origin};
+use super::compiled::{Dir, Origin};
 use super::model::*;
 use lazaret_abi::{self as abi, Reason};
 use std::collections::BTreeMap;

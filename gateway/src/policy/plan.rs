@@ -1,7 +1,7 @@
 //! `plan`: what a policy change does, per device: flows that become allowed or denied and
 //! inventory changes. A diff of two compiled policies, for pull-request review. Pure.
 
-use super::compile::{Compiled, CompiledPolicy, Dir};
+use super::compiled::{Compiled, CompiledPolicy, Dir};
 use super::model::{Device, Policy, Proto};
 use ipnet::IpNet;
 use serde::Serialize;

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
-use lazaret::policy::compile::{CompiledDevice, Entry, Origin};
+use lazaret::policy::compiled::{CompiledDevice, Entry, Origin};
 use lazaret::policy::model::{Mode, Proto};
 use lazaret::policy::{
     classify_indexed, Compiled, DeviceStates, FlowHint, IpDesc, MapIndex, PacketDesc, PacketKind,
