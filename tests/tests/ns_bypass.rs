@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use lazaret_abi::{Reason, SIDE_DEVICES, SIDE_UPSTREAM};
 use lazaret_tests::{
     bypass::*,
@@ -204,24 +204,38 @@ fn ndp_and_mld_to_an_off_link_host_do_not_leave_the_segment(dp: Dataplane) -> Re
 }
 
 /// The gateway's link-local address on the bridge.
+/// The gateway's link-local address on the bridge, once duplicate address detection is
+/// over (a tentative address answers no solicitation, whatever the dataplane does; the
+/// bridge gets its address only when its first port comes up, so it can still be tentative
+/// when the daemon is ready). Waits at most 5 s.
 fn gateway_link_local(lab: &BypassLab) -> Result<Ipv6Addr> {
-    let out = lab.gw.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "show",
-        "dev",
-        &lab.bridge,
-        "scope",
-        "link",
-    ])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet6")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("no link-local address on the bridge: {text}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = lab.gw.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "show",
+            "dev",
+            &lab.bridge,
+            "scope",
+            "link",
+        ])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let addr = text
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok());
+        match addr {
+            Some(a) if !text.contains("tentative") => return Ok(a),
+            _ if std::time::Instant::now() > deadline => {
+                bail!("no usable link-local address on the bridge within 5 s: {text}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 fn an_advertisement_of_the_routers_link_local_address_moves_no_cache(dp: Dataplane) -> Result<()> {
