@@ -9,6 +9,7 @@
 //!   reference classifier, for differential tests and fuzzing.
 //! - `fuzzing` (feature `fuzzing`, off in the shipped binary): the fuzz harnesses (`fuzz/`
 //!   and `tests/tests/fuzz_corpus.rs` call them).
+//! - [`dataplane`]: what the controller pushes to every dataplane alike.
 //! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod dataplane;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;

@@ -50,6 +50,7 @@ use tokio::{
 use crate::{
     config::Config,
     datapath::{AttachMode, Datapath, DatapathError, LoadOptions},
+    dataplane::DeviceDataplane,
     metrics::{DatapathSnapshot, Metrics, ReloadFailure},
     nft,
     policy::{self, Compiled},
@@ -82,6 +83,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Nftables(#[from] crate::nft::NftError),
+    #[error(transparent)]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error("metrics: {0}")]
     Metrics(String),
     #[error("{what}: {source}")]
@@ -501,16 +504,19 @@ impl Controller {
     /// Sets the device's quarantine in the datapath and bumps its epoch, so its flows are
     /// re-judged against the new state on their next packet.
     fn apply_quarantine(&mut self, hash: u64, action: Action) -> Result<(), DaemonError> {
-        if let Some(dp) = self.dp.as_mut() {
-            let mut st = dp.device_state(hash)?;
-            if st.quarantine != action.abi() {
-                st.quarantine = action.abi();
-                st.epoch = st.epoch.wrapping_add(1);
-                dp.set_device_state(hash, st)?;
-            }
+        for dp in self.dataplanes() {
+            dp.set_quarantine(hash, action.abi())?;
         }
-        self.nft.set_quarantine(hash, action.abi())?;
         Ok(())
+    }
+
+    /// Every dataplane, for what the controller pushes to all alike (see [`crate::dataplane`]):
+    /// XDP (unless `dataplane = "nftables"`), then nftables (a no-op where it enforces
+    /// nowhere).
+    fn dataplanes(&mut self) -> impl Iterator<Item = &mut dyn DeviceDataplane> {
+        let xdp = self.dp.as_mut().map(|d| d as &mut dyn DeviceDataplane);
+        let nft: &mut dyn DeviceDataplane = &mut self.nft;
+        xdp.into_iter().chain(std::iter::once(nft))
     }
 
     /// Writes the quarantine list; the datapath enforces regardless, the file is what
@@ -704,7 +710,10 @@ impl Controller {
                     } => ReloadFailure::Io,
                     DaemonError::Policy { .. } => ReloadFailure::InvalidPolicy,
                     DaemonError::Io { .. } => ReloadFailure::Io,
-                    DaemonError::Nftables(_) => ReloadFailure::Nftables,
+                    DaemonError::Nftables(_)
+                    | DaemonError::Dataplane(crate::dataplane::DataplaneError::Nftables(_)) => {
+                        ReloadFailure::Nftables
+                    }
                     _ => ReloadFailure::Datapath,
                 };
                 self.metrics.reload_failed(started.elapsed(), reason);
@@ -1774,16 +1783,10 @@ impl Controller {
         if now == self.local {
             return;
         }
-        let xdp = match self.dp.as_mut() {
-            Some(dp) => dp
-                .set_local_addrs(&now)
-                .map(|_| ())
-                .map_err(DaemonError::from),
-            None => Ok(()),
-        };
-        let nft = self.nft.set_local(&now).map_err(DaemonError::from);
-        match xdp.and(nft) {
-            Ok(()) => {
+        // Every dataplane is given them, even after one failed.
+        let results: Vec<_> = self.dataplanes().map(|dp| dp.set_local(&now)).collect();
+        match results.into_iter().collect::<Result<Vec<()>, _>>() {
+            Ok(_) => {
                 tracing::info!(
                     addresses = now.len(),
                     "the gateway's own addresses given to the dataplanes"
@@ -1799,35 +1802,23 @@ impl Controller {
     /// Puts the pins of the state directory back into the dataplanes (after a reboot they
     /// are empty): a pin ends only when a person releases it.
     fn restore_pins(&mut self) {
-        let pins = self.pins.list();
-        for (mac, port) in &pins {
-            if let Some(ifindex) = self.ifindexes.get(port) {
-                let pin = lazaret_abi::PortPin {
-                    ifindex: *ifindex,
-                    ..Default::default()
-                };
-                let Some(dp) = self.dp.as_mut() else { break };
-                if let Err(e) = dp.set_port_pin(*mac, pin) {
-                    tracing::error!(error = %e, mac = %pins::fmt_mac(mac), "restoring a port pin");
-                }
+        let (pins, ifindexes) = (self.pins.list(), self.ifindexes.clone());
+        for dp in self.dataplanes() {
+            if let Err(e) = dp.restore_pins(&pins, &ifindexes) {
+                tracing::error!(error = %e, "restoring the port pins");
             }
         }
-        self.nft.restore_pins(&pins);
     }
 
     /// Reads the pins the dataplanes learned and keeps new ones in the state directory.
     fn sync_pins(&mut self) {
         let mut seen = Vec::new();
-        if let Some(Ok(xdp)) = self.dp.as_mut().map(Datapath::port_pins) {
-            for (mac, pin) in xdp {
-                if let Some((name, _)) = self.ifindexes.iter().find(|(_, i)| **i == pin.ifindex) {
-                    seen.push((mac, name.clone()));
-                }
+        let ifindexes = self.ifindexes.clone();
+        for dp in self.dataplanes() {
+            match dp.pins(&ifindexes) {
+                Ok(pins) => seen.extend(pins),
+                Err(e) => tracing::debug!(error = %e, "reading the port pins"),
             }
-        }
-        match self.nft.pins() {
-            Ok(n) => seen.extend(n),
-            Err(e) => tracing::debug!(error = %e, "reading the nftables port pins"),
         }
         if self.pins.merge(seen) {
             let result = self.pins.save(&self.config.state_dir);
@@ -1846,15 +1837,14 @@ impl Controller {
             .mac
             .ok_or_else(|| format!("{device:?} has no MAC: it is never pinned"))?
             .0;
-        let xdp = match self.dp.as_mut() {
-            Some(dp) => dp.release_port_pin(mac).map_err(|e| e.to_string())?,
-            None => false,
-        };
-        let nft = self.nft.release_pin(mac).map_err(|e| e.to_string())?;
+        let mut held = false;
+        for dp in self.dataplanes() {
+            held |= dp.release_pin(mac).map_err(|e| e.to_string())?;
+        }
         let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
         let result = self.pins.save(&self.config.state_dir);
         self.persisted("port_pins", result);
-        let released = xdp || nft || kept;
+        let released = held || kept;
         if released {
             if let Err(e) = self
                 .quarantines
