@@ -89,16 +89,20 @@ impl DeviceDataplane for crate::datapath::Datapath {
         pins: &[([u8; 6], String)],
         ifindexes: &BTreeMap<String, u32>,
     ) -> Result<(), DataplaneError> {
+        // Every pin is tried: one that fails does not leave the others unpinned.
+        let mut failed = Ok(());
         for (mac, port) in pins {
             if let Some(ifindex) = ifindexes.get(port) {
                 let pin = lazaret_abi::PortPin {
                     ifindex: *ifindex,
                     ..Default::default()
                 };
-                self.set_port_pin(*mac, pin)?;
+                if let Err(e) = self.set_port_pin(*mac, pin) {
+                    failed = Err(e.into());
+                }
             }
         }
-        Ok(())
+        failed
     }
 
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError> {

@@ -11,7 +11,8 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Result};
 use lazaret_tests::{
-    daemon::{monitor_policy, round_trip, workflow, Lab},
+    daemon::{monitor_policy, round_trip, workflow, Dataplane, Lab},
+    on_both_dataplanes,
     reliability::record_figure,
 };
 
@@ -82,9 +83,14 @@ fn quarantine_file(lab: &Lab) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("quarantine.json is damaged ({e}): {text:?}"))
 }
 
-#[test]
-fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> {
-    let mut lab = Lab::new(|mac| monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575)))?;
+on_both_dataplanes!(full_or_read_only_state_directory_still_enforces_quarantines);
+
+/// On nftables alone (no BPF), what recovers the quarantine the file never learned of is
+/// the table the earlier run left in the kernel.
+fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dp, |mac| {
+        monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575))
+    })?;
     let state = Tmpfs::mount(&lab.state_dir, "256k")?;
     lab.echo_servers(&[2575])?;
     lab.start()?;
@@ -213,7 +219,10 @@ fn full_or_read_only_state_directory_still_enforces_quarantines() -> Result<()> 
     assert!(round_trip(&mut after), "the recovered quarantine released");
     assert!(quarantine_file(&lab)["devices"].get("mon-icu-01").is_none());
     record_figure(
-        "fault_state::full_or_read_only_state_directory_still_enforces_quarantines",
+        &format!(
+            "fault_state::full_or_read_only_state_directory_still_enforces_quarantines::{}",
+            dp.name()
+        ),
         &format!(
             "ENOSPC after {} KiB and EROFS: quarantine and release enforced, CLI non-zero, state file intact; recovered after restart",
             filled / 1024

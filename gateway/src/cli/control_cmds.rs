@@ -381,9 +381,12 @@ pub(crate) fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     follow_events(&socket, follow, |ev| {
         let text = if target.json {
-            serde_json::to_string(&ev).unwrap_or_default()
+            ev.to_string()
         } else {
-            events::human(&ev)
+            match serde_json::from_value::<events::Record>(ev.clone()) {
+                Ok(record) => events::human(&record),
+                Err(_) => format!("(an event this lazaret cannot read: {ev})"),
+            }
         };
         // A closed pipe (`lazaret events -f | head`) ends the stream quietly.
         writeln!(out, "{text}").is_ok() && out.flush().is_ok()

@@ -333,12 +333,21 @@ impl Controller {
                 .hold(&ctl.held)
                 .map_err(|e| DaemonError::Nftables(e.into()))?;
         }
+        // Without XDP, the quarantines an earlier run's nftables table enforces are read
+        // before the first table of this run replaces it: the state file may have lost one.
+        // Its table also keeps enforcing if the repository is refused now (see
+        // `start_without_repository`), like pinned XDP maps do.
+        let mut kernel_quarantines = Vec::new();
+        if ctl.dp.is_none() && ctl.nft.table_in_kernel() {
+            kernel_quarantines = ctl.nft.kernel_quarantines();
+            ctl.generation = ctl.numbered_from.max(1);
+        }
         match ctl.reload() {
             Ok(_) => {}
             Err(e @ DaemonError::Policy { .. }) => ctl.start_without_repository(&e)?,
             Err(e) => return Err(e),
         }
-        ctl.restore_quarantines(state_error)?;
+        ctl.restore_quarantines(state_error, &kernel_quarantines)?;
         // (`legacy` is empty without an XDP datapath.)
         if let Some(dp) = ctl.dp.as_mut() {
             for dir in &legacy {
@@ -391,9 +400,11 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "the last-known-good policy is unusable"),
         }
         if self.generation > 0 {
+            // Pinned XDP maps, or (nftables alone) the table an earlier run left in the
+            // kernel: what enforced before the restart keeps enforcing.
             tracing::error!(
                 generation = self.generation,
-                "the pinned generation keeps enforcing"
+                "the generation enforcing before the restart keeps enforcing"
             );
             return Ok(());
         }
@@ -430,11 +441,17 @@ impl Controller {
     fn restore_quarantines(
         &mut self,
         state_error: Option<quarantine::StateError>,
+        kernel: &[([u8; 6], u8)],
     ) -> Result<(), DaemonError> {
-        let devices: Vec<(String, u64)> = self
+        let devices: Vec<(String, u64, Option<[u8; 6]>)> = self
             .compiled
             .as_ref()
-            .map(|c| c.devices.iter().map(|d| (d.id.clone(), d.hash)).collect())
+            .map(|c| {
+                c.devices
+                    .iter()
+                    .map(|d| (d.id.clone(), d.hash, d.mac.map(|m| m.0)))
+                    .collect()
+            })
             .unwrap_or_default();
         // Every quarantine the pinned datapath enforces is listed, whether the state file
         // was corrupt or merely missing one (a write that failed before a restart): a
@@ -449,10 +466,16 @@ impl Controller {
         // is applied below. A quarantine is never dropped by a restart.
         let mut recovered = 0;
         let mut enforced = Vec::new();
-        if let Some(dp) = self.dp.as_mut() {
-            for (id, hash) in &devices {
-                enforced.push((id, dp.device_state(*hash)?.quarantine));
-            }
+        for (id, hash, mac) in &devices {
+            let quarantine = match self.dp.as_mut() {
+                Some(dp) => dp.device_state(*hash)?.quarantine,
+                // nftables alone: what its table of the earlier run enforced, by MAC.
+                None => kernel
+                    .iter()
+                    .find(|(m, _)| Some(*m) == *mac)
+                    .map_or(lazaret_abi::QUARANTINE_NONE, |(_, q)| *q),
+            };
+            enforced.push((id, quarantine));
         }
         for (id, quarantine) in enforced {
             let action = match quarantine {
@@ -490,8 +513,8 @@ impl Controller {
             self.save_quarantines();
         }
         for (id, entry) in self.quarantines.entries.clone() {
-            match devices.iter().find(|(d, _)| *d == id) {
-                Some((_, hash)) => self.apply_quarantine(*hash, entry.action)?,
+            match devices.iter().find(|(d, _, _)| *d == id) {
+                Some((_, hash, _)) => self.apply_quarantine(*hash, entry.action)?,
                 None => {
                     tracing::warn!(device = %id, "a quarantined device is not in the policy; its quarantine is kept");
                 }
@@ -1109,7 +1132,7 @@ impl Controller {
                     .feed
                     .recent()
                     .iter()
-                    .filter_map(|l| serde_json::from_str::<events::Record>(l).ok())
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                     .collect::<Vec<_>>(),
             ),
             Request::QuarantineAdd {
@@ -2140,10 +2163,14 @@ async fn readable(
 const GENERATION_FILE: &str = "generation";
 
 /// The generation `state_dir/generation` holds (0 if none): see [`Controller::write_ready`].
+/// Also the ready file's, which versions before `generation` existed wrote (an upgrade in
+/// nftables mode must not restart the numbering either).
 fn read_generation(state_dir: &Path) -> u64 {
-    std::fs::read_to_string(state_dir.join(GENERATION_FILE))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
+    [GENERATION_FILE, "ready"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(state_dir.join(f)).ok())
+        .filter_map(|t| t.trim().parse::<u64>().ok())
+        .max()
         .unwrap_or(0)
 }
 

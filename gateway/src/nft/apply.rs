@@ -234,6 +234,60 @@ impl Nft {
         Ok(d)
     }
 
+    /// The quarantines the inet `table` enforces, by device MAC: read at start, before the
+    /// first table of the new run replaces it, so a quarantine the state file lost is
+    /// recovered (devices without a MAC cannot be named this way and are not). Empty when
+    /// the table does not exist.
+    pub fn quarantined_macs(&self, table: &str) -> Result<Vec<([u8; 6], u8)>, ApplyError> {
+        let elems = |kind: &str, name: &str| -> Result<Vec<serde_json::Value>, ApplyError> {
+            let out = Command::new(&self.program)
+                .args(&self.prefix_args)
+                .args(["-j", "list", kind, "inet", table, name])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| ApplyError::Run {
+                    program: self.program.clone(),
+                    message: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Ok(Vec::new());
+            }
+            let listed: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
+                    program: self.program.clone(),
+                    message: format!("unreadable `nft -j list {kind}`: {e}"),
+                })?;
+            Ok(listed["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o[kind]["elem"].as_array())
+                .flatten()
+                .cloned()
+                .collect())
+        };
+        let marks = |name: &str| -> Result<Vec<u64>, ApplyError> {
+            Ok(elems("set", name)?
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect())
+        };
+        let isolate = marks(names::QUAR_ISOLATE)?;
+        let restrict = marks(names::QUAR_RESTRICT)?;
+        let mut out = Vec::new();
+        for e in elems("map", names::DEVIDX_MAC)? {
+            let (Some(mac), Some(ix)) = (e[0].as_str().and_then(parse_mac), e[1].as_u64()) else {
+                continue;
+            };
+            if isolate.contains(&ix) {
+                out.push((mac, QUARANTINE_ISOLATE));
+            } else if restrict.contains(&ix) {
+                out.push((mac, lazaret_abi::QUARANTINE_RESTRICT));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the pin of `mac` (on `ports`) from the frame stage `table`.
     pub fn release_pin(
         &self,

@@ -395,6 +395,23 @@ impl NftDataplane {
         }
     }
 
+    /// The quarantines lazaret's inet table left in the kernel by an earlier run enforces,
+    /// by device MAC (see [`super::Nft::quarantined_macs`]); none if there is no table.
+    pub fn kernel_quarantines(&self) -> Vec<([u8; 6], u8)> {
+        TABLES
+            .iter()
+            .find(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
+            .and_then(|t| self.nft.quarantined_macs(t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether lazaret's inet table of an earlier run is in the kernel (and so enforcing).
+    pub fn table_in_kernel(&self) -> bool {
+        TABLES
+            .iter()
+            .any(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
+    }
+
     /// Releases the pin of `mac`; whether there was one.
     pub fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, NftError> {
         let Some(r) = &self.last else {
