@@ -204,23 +204,9 @@ impl Nft {
         use super::frame::names::{LL_OWNER, PIN_PORT};
         let mut d = super::frame::Dynamic::default();
         for (set, v) in [(LL_OWNER, true), (PIN_PORT, false)] {
-            let out = Command::new(&self.program)
-                .args(&self.prefix_args)
-                .args(["-j", "list", "set", "netdev", table, set])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| ApplyError::Run {
-                    program: self.program.clone(),
-                    message: e.to_string(),
-                })?;
-            if !out.status.success() {
+            let Some(listed) = self.json(&["list", "set", "netdev", table, set])? else {
                 continue;
-            }
-            let listed: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
-                    program: self.program.clone(),
-                    message: format!("unreadable `nft -j list set`: {e}"),
-                })?;
+            };
             for (a, b) in concat_pairs(&listed) {
                 if v {
                     if let (Some(addr), Some(mac)) = (parse_raw6(&a), parse_mac(&b)) {
@@ -240,23 +226,9 @@ impl Nft {
     /// the table does not exist.
     pub fn quarantined_macs(&self, table: &str) -> Result<Vec<([u8; 6], u8)>, ApplyError> {
         let elems = |kind: &str, name: &str| -> Result<Vec<serde_json::Value>, ApplyError> {
-            let out = Command::new(&self.program)
-                .args(&self.prefix_args)
-                .args(["-j", "list", kind, "inet", table, name])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| ApplyError::Run {
-                    program: self.program.clone(),
-                    message: e.to_string(),
-                })?;
-            if !out.status.success() {
+            let Some(listed) = self.json(&["list", kind, "inet", table, name])? else {
                 return Ok(Vec::new());
-            }
-            let listed: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| ApplyError::Run {
-                    program: self.program.clone(),
-                    message: format!("unreadable `nft -j list {kind}`: {e}"),
-                })?;
+            };
             Ok(listed["nftables"]
                 .as_array()
                 .into_iter()
