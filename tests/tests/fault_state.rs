@@ -106,15 +106,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
     let filled = fill(&lab.state_dir);
     assert!(filled > 0);
     let refused = lab
-        .cli(&[
-            "quarantine",
-            "add",
-            "mon-icu-01",
-            "--action",
-            "isolate",
-            "--reason",
-            "disk full",
-        ])
+        .quarantine("mon-icu-01", "isolate", "disk full")
         .expect_err("a quarantine that cannot be persisted makes the CLI fail");
     let refused = refused.to_string();
     assert!(
@@ -160,13 +152,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
     std::fs::remove_file(lab.state_dir.join("filler"))?;
     state.remount("ro")?;
     let refused = lab
-        .cli(&[
-            "quarantine",
-            "release",
-            "mon-icu-01",
-            "--reason",
-            "read-only test",
-        ])
+        .release("mon-icu-01", "read-only test")
         .expect_err("a release that cannot be persisted makes the CLI fail");
     assert!(
         refused.to_string().contains("Read-only file system"),
@@ -186,15 +172,7 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
     // A quarantine the file never learns of, then a restart: recovered from the datapath,
     // listed as such, and releasable.
     assert!(lab
-        .cli(&[
-            "quarantine",
-            "add",
-            "mon-icu-01",
-            "--action",
-            "isolate",
-            "--reason",
-            "read-only",
-        ])
+        .quarantine("mon-icu-01", "isolate", "read-only")
         .is_err());
     assert!(!round_trip(&mut fresh), "isolate not enforced (read-only)");
     state.remount("rw")?;
