@@ -330,7 +330,15 @@ impl Lab {
             ready.exists() || !daemon.running()
         });
         if !ready.exists() {
-            bail!("lazaret run did not become ready:\n{}", daemon.stop());
+            let out = daemon.stop();
+            // Who holds the socket, when the daemon says another one does.
+            let holders = self
+                .net
+                .gateway
+                .exec(&["ss", "-xlp"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            bail!("lazaret run did not become ready:\n{out}\nlistening unix sockets:\n{holders}");
         }
         Ok(())
     }
@@ -377,9 +385,13 @@ impl Lab {
     }
 
     /// Output of the daemon so far (stops it).
+    /// SIGTERM, then up to 10 s for the daemon's own shutdown before it is killed: a
+    /// daemon started next must not find this one still holding the control socket.
     pub fn stop(&mut self) -> String {
         self.signal(libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(200));
+        if let Some(d) = self.daemon.as_mut() {
+            wait_until(Duration::from_secs(10), || !d.running());
+        }
         self.daemon
             .as_mut()
             .map(ChildGuard::stop)

@@ -24,7 +24,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// A short unique prefix for this test's names (interface names are limited to 15 bytes).
 pub fn unique_prefix() -> String {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("lz{}{}", std::process::id() % 100_000, seq)
+    // The separator keeps (pid 1234, seq 56) and (pid 12345, seq 6) apart.
+    format!("lz{}x{}", std::process::id() % 100_000, seq)
 }
 
 /// Runs a command, failing with its stderr if it fails.
