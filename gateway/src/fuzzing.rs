@@ -13,7 +13,7 @@ use crate::{
     config::{Config, ConfigError},
     daemon::control,
     datapath::{Datapath, DatapathError, LoadOptions},
-    model::Model,
+    policy::twin::Model,
     policy::{self, MapContents, MapIndex, PolicyErrors, Problem, SourceFile},
 };
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use lazaret::datapath::{Datapath, LoadOptions, MapContents};
-use lazaret::model::Model;
+use lazaret::policy::twin::Model;
 use lazaret::policy::MapIndex;
 use lazaret_abi::*;
 

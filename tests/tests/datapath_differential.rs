@@ -21,7 +21,7 @@ use std::{
 
 use lazaret::{
     datapath::{Datapath, FlowTable, LoadOptions, MapContents},
-    model::Model,
+    policy::twin::Model,
     policy::{self, MapIndex},
 };
 use lazaret_abi::*;

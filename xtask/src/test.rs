@@ -106,6 +106,8 @@ pub(crate) fn lint() -> Result<()> {
                 "--package",
                 "lazaret",
                 "--package",
+                "lazaret-policy",
+                "--package",
                 "lazaret-abi",
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),

@@ -19,7 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{iface::IfaceMode, quarantine::Action};
-use crate::{model::FlowTable, policy::model::Mode};
+use crate::policy::{model::Mode, twin::FlowTable};
 
 /// `lazaret status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

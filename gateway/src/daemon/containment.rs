@@ -130,7 +130,7 @@ pub fn action(a: QuarantineAction) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::tests::{build, BASE};
+    use crate::policy::testing::{build, BASE};
     use lazaret_abi::{EVENT_DENY, FAMILY_V4};
 
     /// A pump that isolates after 3 distinct denied flows within a minute, for 10 minutes,

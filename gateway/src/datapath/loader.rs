@@ -37,7 +37,7 @@ use aya::{
 use lazaret_abi::*;
 
 use super::{batch, error::DatapathError, MapContents};
-pub use crate::model::FlowTable;
+pub use crate::policy::twin::FlowTable;
 
 /// How long to wait after a generation flip before writing into the retired slot. XDP runs
 /// to completion in microseconds; this is three orders of magnitude more.

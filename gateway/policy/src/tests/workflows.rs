@@ -2,8 +2,8 @@
 //! classifier, `explain` output snapshots, and `plan` across two git commits.
 
 use super::*;
-use crate::policy::explain::{explain, Query};
-use crate::policy::plan::{plan, Change};
+use crate::explain::{explain, Query};
+use crate::plan::{plan, Change};
 use lazaret_abi::{self as abi, Reason};
 use std::collections::BTreeMap;
 
@@ -132,7 +132,7 @@ fn explain_names_the_rule_and_the_near_misses() {
     );
     assert!(matches!(
         explain(&p, &c, &q("nope", "ct-01", abi::PROTO_TCP, Some(1))),
-        Err(crate::policy::explain::ExplainError::UnknownEndpoint(_))
+        Err(crate::explain::ExplainError::UnknownEndpoint(_))
     ));
 }
 
@@ -201,7 +201,7 @@ fn plan_between_two_git_revisions() {
     );
 
     let load = |rev: &str| {
-        let files = crate::policy::git::read_revision(root, rev, "policies").unwrap();
+        let files = crate::git::read_revision(root, rev, "policies").unwrap();
         assert!(files
             .iter()
             .all(|f| f.name.starts_with(&format!("{rev}:policies/"))));
@@ -211,8 +211,8 @@ fn plan_between_two_git_revisions() {
     };
     let (op, oc) = load("HEAD~1");
     let (np, nc) = load("HEAD");
-    assert!(crate::policy::git::is_revision(root, "HEAD~1"));
-    assert!(!crate::policy::git::is_revision(root, "no-such-rev"));
+    assert!(crate::git::is_revision(root, "HEAD~1"));
+    assert!(!crate::git::is_revision(root, "no-such-rev"));
     let pl = plan(&op, &oc, &np, &nc);
     let names: Vec<(&str, Change)> = pl
         .devices

@@ -1,6 +1,6 @@
 //! The datapath's twin on the host: the frame parser ([`parse`]) and the stateful parts of
 //! the XDP program (flow table, fragment trains, ICMP errors related to flows) around the
-//! reference classifier in [`crate::policy::classify()`].
+//! reference classifier in [`crate::classify()`].
 //!
 //! Feed it the same frames as the XDP program, in the same order, and it must return the
 //! same reasons: that is what the differential tests and the packet fuzzer check. It also
@@ -21,7 +21,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use lazaret_abi::*;
 
-use crate::policy::classify::{
+use crate::classify::{
     classify_indexed, Decision, DeviceStates, FlowHint, IpDesc, MapIndex, PacketKind, TCP_ACK,
     TCP_FIN, TCP_RST, TCP_SYN,
 };
@@ -377,7 +377,7 @@ impl Model {
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
         let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
         let src = if p.desc.side == SIDE_DEVICES {
-            let unspecified = crate::policy::classify::unspecified_or_link_local(ip.src);
+            let unspecified = crate::classify::unspecified_or_link_local(ip.src);
             let by_addr = if unspecified { 0 } else { by_ip(ip.src) };
             if by_addr != 0 {
                 by_addr

@@ -6,7 +6,7 @@
 //! can read and re-run), packets are drawn around the policy's own addresses.
 
 use super::*;
-use crate::policy::naive::{evaluate, Context};
+use crate::naive::{evaluate, Context};
 use lazaret_abi::{self as abi, Reason};
 use proptest::prelude::*;
 use std::collections::BTreeMap;

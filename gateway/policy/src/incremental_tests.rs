@@ -4,8 +4,8 @@
 //! site, the counts and the warnings, or both refuse the policy.
 
 use super::{How, Reloader};
-use crate::policy::compiled::CompiledSite;
-use crate::policy::{load_and_compile, Compiled, CompiledDevice};
+use crate::compiled::CompiledSite;
+use crate::{load_and_compile, Compiled, CompiledDevice};
 use proptest::prelude::*;
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! `LAZARET_BLESS=1 cargo test -p lazaret --lib policy::tests::catalog`.
 
 use super::*;
-use crate::policy::diag::render_all;
+use crate::diag::render_all;
 
 fn render(name: &str, text: &str) -> String {
     match parse(&[(name, text)]) {
@@ -18,7 +18,7 @@ fn render(name: &str, text: &str) -> String {
 
 #[test]
 fn catalog_of_rendered_diagnostics() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy/testdata/catalog");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata/catalog");
     let bless = std::env::var_os("LAZARET_BLESS").is_some();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()

@@ -6,10 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lazaret_abi::*;
 
-pub use crate::policy::classify::Quoted;
-use crate::policy::classify::{
-    FlowHint, IpDesc, PacketDesc, PacketKind, TCP_FIN, TCP_RST, TCP_SYN,
-};
+pub use crate::classify::Quoted;
+use crate::classify::{FlowHint, IpDesc, PacketDesc, PacketKind, TCP_FIN, TCP_RST, TCP_SYN};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;

@@ -61,6 +61,11 @@ pub mod risk;
 pub mod source;
 pub mod validate;
 
+pub mod text;
+pub mod twin;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 pub(crate) mod tests;
 

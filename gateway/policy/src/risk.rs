@@ -71,7 +71,7 @@ pub fn score(inv: &Inventory, today: i64) -> Risk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::Date;
+    use crate::model::Date;
 
     fn day(y: i32, m: u8, d: u8) -> i64 {
         Date {

@@ -2,7 +2,7 @@
 //! lookup structure as the reference classifier reads it.
 
 use super::*;
-use crate::policy::classify::TCP_SYN;
+use crate::classify::TCP_SYN;
 use lazaret_abi as abi;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -1,7 +1,7 @@
 //! One test per validation error and warning, matching on the [`Problem`] variant.
 
 use super::*;
-use crate::policy::diag::NameKind;
+use crate::diag::NameKind;
 
 fn errs(extra: &str) -> Vec<Problem> {
     match with(extra) {
