@@ -1,6 +1,6 @@
 //! Builds the XDP program (gateway-ebpf) for bpfel-unknown-none with the nightly toolchain,
 //! so that a plain `cargo build` of the controller builds both. The object lands in OUT_DIR
-//! and is embedded by `lazaret::datapath::program`.
+//! and is embedded by `lazaret::dataplane::xdp::program`.
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=../gateway-ebpf/src");

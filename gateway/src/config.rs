@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::datapath::AttachMode;
+use crate::dataplane::xdp::AttachMode;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/lazaret/lazaret.toml";

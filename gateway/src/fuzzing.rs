@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, path::Path};
 use crate::{
     config::{Config, ConfigError},
     daemon::control,
-    datapath::{Datapath, DatapathError, LoadOptions},
+    dataplane::xdp::{Datapath, DatapathError, LoadOptions},
     policy::twin::Model,
     policy::{self, MapContents, MapIndex, PolicyErrors, Problem, SourceFile},
 };

@@ -4,11 +4,11 @@
 //!   language, its validation, the compiler into the datapath's map contents, the reference
 //!   classifier and the datapath's twin on the host (`policy::twin`). No kernel, no I/O beyond
 //!   reading the policy files.
-//! - [`datapath`]: the XDP program embedded in this binary, loading it, filling its maps
-//!   generation by generation, reading its counters.
 //! - `fuzzing` (feature `fuzzing`, off in the shipped binary): the fuzz harnesses (`fuzz/`
 //!   and `tests/tests/fuzz_corpus.rs` call them).
-//! - [`dataplane`]: what the controller pushes to every dataplane alike.
+//! - [`dataplane`]: the two dataplanes behind one seam: `dataplane::xdp` (the XDP program
+//!   embedded in this binary, loading it, filling its maps generation by generation, reading
+//!   its counters) and `dataplane::nft` (the same compiled policy as nftables tables).
 //! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
@@ -19,9 +19,7 @@ pub mod config;
 pub use lazaret_policy as policy;
 pub use lazaret_policy::text;
 pub mod daemon;
-pub mod datapath;
 pub mod dataplane;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
-pub mod nft;

@@ -28,8 +28,8 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use common::{median, round3, verdict};
 use lazaret::{
-    datapath::{AttachMode, Datapath, LoadOptions},
-    nft::{self, Family, Nft, RenderOptions},
+    dataplane::nft::{self, Family, Nft, RenderOptions},
+    dataplane::xdp::{AttachMode, Datapath, LoadOptions},
     policy::{self, classify, DeviceStates, FlowHint, IpDesc, MapContents, PacketDesc, PacketKind},
 };
 use lazaret_abi::*;

@@ -30,7 +30,7 @@ use anyhow::{bail, Context, Result};
 use common::{median, round3, verdict};
 use lazaret::{
     daemon::watch::PolicyWatch,
-    datapath::{Datapath, LoadOptions},
+    dataplane::xdp::{Datapath, LoadOptions},
     policy::incremental::{How, Reloader},
 };
 use serde_json::json;

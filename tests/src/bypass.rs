@@ -215,7 +215,7 @@ impl BypassLab {
     /// Packets the dataplane counted with `reason` on `side`.
     pub fn packets(&self, reason: lazaret_abi::Reason, side: u8) -> Result<u64> {
         let stats = match self.dataplane {
-            Dataplane::Xdp => lazaret::datapath::Datapath::pinned_stats(
+            Dataplane::Xdp => lazaret::dataplane::xdp::Datapath::pinned_stats(
                 &self
                     .bpffs
                     .path
@@ -301,14 +301,14 @@ impl Drop for BypassLab {
 
 /// The nftables dataplane's counters by `stats_index`, summed over its tables.
 fn nft_stats(gw: &Netns) -> Result<Vec<u64>> {
-    let nft = lazaret::nft::Nft::in_netns(&gw.name);
+    let nft = lazaret::dataplane::nft::Nft::in_netns(&gw.name);
     let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
-    for family in lazaret::nft::dataplane::FAMILIES {
-        for table in lazaret::nft::dataplane::TABLES {
+    for family in lazaret::dataplane::nft::dataplane::FAMILIES {
+        for table in lazaret::dataplane::nft::dataplane::TABLES {
             for (name, (packets, _)) in nft.counters(family, table)? {
                 for r in lazaret_abi::Reason::ALL {
                     for side in [lazaret_abi::SIDE_DEVICES, lazaret_abi::SIDE_UPSTREAM] {
-                        if name == lazaret::nft::render::counter_name(r, side) {
+                        if name == lazaret::dataplane::nft::render::counter_name(r, side) {
                             out[lazaret_abi::stats_index(r, side) as usize] += packets;
                         }
                     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lazaret::datapath::Datapath;
+use lazaret::dataplane::xdp::Datapath;
 
 use crate::{
     lazaret_bin,
@@ -249,15 +249,15 @@ impl Lab {
                 .copied()
                 .unwrap_or(0)),
             Dataplane::Nftables => {
-                let nft = lazaret::nft::Nft::in_netns(&self.net.gateway.name);
-                let name = lazaret::nft::render::counter_name(reason, side);
+                let nft = lazaret::dataplane::nft::Nft::in_netns(&self.net.gateway.name);
+                let name = lazaret::dataplane::nft::render::counter_name(reason, side);
                 // The table's name alternates with each generation: a reload between the
                 // two reads leaves neither found; read again.
                 // The inet table and the frame stage (netdev) count under the same names.
                 for _ in 0..20 {
-                    for table in lazaret::nft::dataplane::TABLES {
+                    for table in lazaret::dataplane::nft::dataplane::TABLES {
                         let mut found = None;
-                        for family in lazaret::nft::dataplane::FAMILIES {
+                        for family in lazaret::dataplane::nft::dataplane::FAMILIES {
                             let c = nft.counters(family, table)?;
                             if let Some((packets, _)) = c.get(&name) {
                                 *found.get_or_insert(0) += *packets;

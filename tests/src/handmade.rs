@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use lazaret::datapath::{Datapath, LoadOptions, MapContents};
+use lazaret::dataplane::xdp::{Datapath, LoadOptions, MapContents};
 use lazaret::policy::twin::Model;
 use lazaret::policy::MapIndex;
 use lazaret_abi::*;

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use lazaret::{
-    nft::{self, Family, Nft, RenderOptions, Rendered},
+    dataplane::nft::{self, Family, Nft, RenderOptions, Rendered},
     policy::{self, DeviceStates, MapContents, SourceFile},
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

@@ -20,7 +20,7 @@ use std::{
 };
 
 use lazaret::{
-    datapath::{Datapath, FlowTable, LoadOptions, MapContents},
+    dataplane::xdp::{Datapath, FlowTable, LoadOptions, MapContents},
     policy::twin::Model,
     policy::{self, MapIndex},
 };

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lazaret::datapath::Datapath;
+use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,

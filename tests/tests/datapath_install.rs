@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use lazaret::{
-    datapath::{Datapath, LoadOptions, MapContents},
+    dataplane::xdp::{Datapath, LoadOptions, MapContents},
     policy::{
         self,
         incremental::{How, Reloader},

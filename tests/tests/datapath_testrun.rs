@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use lazaret::datapath::{Datapath, FlowTable};
+use lazaret::dataplane::xdp::{Datapath, FlowTable};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
@@ -17,7 +17,7 @@ fn loaded() -> Datapath {
     handmade::loaded(SITE_F_NEIGHBOR)
 }
 
-fn contents(slot: u8, generation: u64) -> lazaret::datapath::MapContents {
+fn contents(slot: u8, generation: u64) -> lazaret::dataplane::xdp::MapContents {
     handmade::contents(slot, generation, SITE_F_NEIGHBOR)
 }
 

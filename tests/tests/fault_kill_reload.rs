@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use lazaret::datapath::Datapath;
+use lazaret::dataplane::xdp::Datapath;
 use lazaret_tests::{
     daemon::{monitor_policy, round_trip, workflow, Lab},
     reliability::record_figure,

@@ -31,7 +31,7 @@ use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{ensure, Result};
 use lazaret::{
-    datapath::{Datapath, FlowTable, LoadOptions},
+    dataplane::xdp::{Datapath, FlowTable, LoadOptions},
     policy,
 };
 use lazaret_abi::{

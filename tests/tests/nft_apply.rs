@@ -5,7 +5,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
-use lazaret::nft::ApplyError;
+use lazaret::dataplane::nft::ApplyError;
 use lazaret::policy::DeviceStates;
 use lazaret_tests::{daemon::fmt_mac, netns::Routed, nftlab::*};
 use nftables::{

@@ -34,7 +34,7 @@ fn same_segment_traffic_is_enforced_on_a_bridge() -> Result<()> {
         .bpffs
         .path
         .join(format!("v{}", lazaret_abi::ABI_VERSION));
-    let stats = lazaret::datapath::Datapath::pinned_stats(&pins)?;
+    let stats = lazaret::dataplane::xdp::Datapath::pinned_stats(&pins)?;
     let no_rule =
         stats[lazaret_abi::stats_index(lazaret_abi::Reason::DenyNoRule, lazaret_abi::SIDE_DEVICES)
             as usize];

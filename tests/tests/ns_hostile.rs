@@ -25,7 +25,7 @@ on_both_dataplanes!(
 );
 
 /// Frames whose checks are XDP's, by design of nftables' inet family (module docs of
-/// `lazaret::nft`): conntrack reassembles fragments before the table sees them, and VLAN
+/// `lazaret::dataplane::nft`): conntrack reassembles fragments before the table sees them, and VLAN
 /// tags, IPv6 extension chains and TCP header lengths are the kernel's to parse.
 const XDP_ONLY: [&str; 6] = [
     "IPv6 extension chain beyond the bound",

@@ -71,9 +71,9 @@ pub(crate) fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
     }
     // The nftables dataplane's table, which also outlives the daemon. With `dataplane =
     // "xdp"` a table left by an earlier nftables run is removed too, if nft is there.
-    let nft = lazaret::nft::Nft::default();
-    for family in lazaret::nft::dataplane::FAMILIES {
-        for table in lazaret::nft::dataplane::TABLES {
+    let nft = lazaret::dataplane::nft::Nft::default();
+    for family in lazaret::dataplane::nft::dataplane::FAMILIES {
+        for table in lazaret::dataplane::nft::dataplane::TABLES {
             match nft.has_table(family, table) {
                 Ok(true) => {
                     nft.delete(family, table)?;

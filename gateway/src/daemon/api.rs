@@ -18,7 +18,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{iface::IfaceMode, quarantine::Action};
+use super::quarantine::Action;
+use crate::dataplane::IfaceMode;
 use crate::policy::{model::Mode, twin::FlowTable};
 
 /// `lazaret status`.
@@ -77,7 +78,7 @@ pub enum InterfaceMode {
 
 impl From<IfaceMode> for InterfaceMode {
     fn from(m: IfaceMode) -> Self {
-        use super::iface::Enforcer;
+        use crate::dataplane::Enforcer;
         match m {
             IfaceMode::Enforcing(Enforcer::XdpNative) => InterfaceMode::Native,
             IfaceMode::Enforcing(Enforcer::XdpSkb) => InterfaceMode::Skb,
@@ -244,7 +245,7 @@ mod tests {
             ),
             (Some("a"), Some("established"), Some("established"))
         );
-        let detached: InterfaceMode = IfaceMode::Enforcing(super::super::iface::Enforcer::XdpSkb)
+        let detached: InterfaceMode = IfaceMode::Enforcing(crate::dataplane::Enforcer::XdpSkb)
             .detached()
             .into();
         assert_eq!(serde_json::to_value(detached).expect("json"), "detached");

@@ -14,13 +14,11 @@
 //! (flow listing, port pins, counters per device) answer that there is no XDP datapath.
 
 pub mod api;
-mod attach;
 pub mod compiler;
 pub mod containment;
 pub mod control;
 pub mod deviation;
 pub mod events;
-pub mod iface;
 pub mod kernel;
 pub mod learn;
 pub mod lkg;
@@ -47,20 +45,22 @@ use tokio::{
     sync::mpsc,
 };
 
+use crate::dataplane::{Enforcer, IfaceMode};
 use crate::{
     config::Config,
-    datapath::{AttachMode, Datapath, DatapathError, LoadOptions},
-    dataplane::DeviceDataplane,
+    dataplane::{
+        nft,
+        xdp::{attach, AttachMode, Datapath, DatapathError, LoadOptions},
+        DeviceDataplane,
+    },
     metrics::{DatapathSnapshot, Metrics, ReloadFailure},
-    nft,
     policy::{self, Compiled},
 };
 use control::{Call, Reply, Request};
 use events::endpoint;
-use iface::{Enforcer, IfaceMode};
 use quarantine::{Action, Quarantines};
 
-pub use attach::detach_all;
+pub use crate::dataplane::xdp::attach::detach_all;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -82,7 +82,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error(transparent)]
-    Nftables(#[from] crate::nft::NftError),
+    Nftables(#[from] crate::dataplane::nft::NftError),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error("metrics: {0}")]
@@ -174,7 +174,7 @@ pub struct Controller {
     /// The datapath maps' entries and capacities, as last read by `observe`.
     usage: Vec<(&'static str, u64, u64)>,
     /// Second handles of the maps `observe` reads, for its thread (serving only).
-    reader: Option<Arc<std::sync::Mutex<crate::datapath::DatapathReader>>>,
+    reader: Option<Arc<std::sync::Mutex<crate::dataplane::xdp::DatapathReader>>>,
     /// Where `observe`'s thread sends its snapshot (serving only), and whether one runs.
     observed_tx: Option<mpsc::UnboundedSender<Option<DatapathSnapshot>>>,
     observing: bool,
@@ -196,7 +196,7 @@ pub struct Controller {
     learned: learn::Learned,
     learned_dirty: bool,
     /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
-    nft: crate::nft::NftDataplane,
+    nft: crate::dataplane::nft::NftDataplane,
     /// XDP interfaces that disappeared: held closed by name until re-attached.
     held: std::collections::BTreeSet<String>,
     /// The gateway's own addresses, as last given to the dataplanes (see [`local`]).
@@ -244,7 +244,7 @@ impl Controller {
         };
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-        let mut nft = crate::nft::NftDataplane::new(metrics.registry())
+        let mut nft = crate::dataplane::nft::NftDataplane::new(metrics.registry())
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
         if config.dataplane == crate::config::Dataplane::Nftables {
             for iface in &config.interfaces {
@@ -1989,7 +1989,7 @@ impl Controller {
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {
-            crate::nft::NftDataplane::spawn_reader(nflog_tx.clone())
+            crate::dataplane::nft::NftDataplane::spawn_reader(nflog_tx.clone())
                 .map_err(io_err("reading nftables events (nflog)"))?;
         }
         // Ready only now that events are read: nflog, unlike the XDP ring buffer, keeps
@@ -2091,7 +2091,7 @@ impl Controller {
 /// `None` if the packet counters cannot be read. `devices`: (hash, class) of the policy's
 /// devices; `nft`: the nftables table's counters, when it enforces somewhere.
 fn read_snapshot(
-    reader: Option<&mut crate::datapath::DatapathReader>,
+    reader: Option<&mut crate::dataplane::xdp::DatapathReader>,
     devices: &[(u64, Option<String>)],
     nft: Option<&nft::dataplane::CounterReader>,
 ) -> Option<DatapathSnapshot> {
@@ -2119,7 +2119,8 @@ fn read_snapshot(
                 .sum();
             snap.map_entries = usage;
         }
-        let mut by_class: BTreeMap<String, crate::datapath::DeviceCounterTotals> = BTreeMap::new();
+        let mut by_class: BTreeMap<String, crate::dataplane::xdp::DeviceCounterTotals> =
+            BTreeMap::new();
         for (hash, class) in devices {
             let Ok(t) = reader.device_counters(*hash) else {
                 continue;
@@ -2138,7 +2139,7 @@ fn read_snapshot(
     // nftables' table counts the packets it judges by the same reasons and sides (its
     // counters carry over from one generation to the next): the same series, summed with
     // whatever XDP judged on the other interfaces.
-    if let Some(n) = nft.and_then(super::nft::dataplane::CounterReader::read) {
+    if let Some(n) = nft.and_then(nft::dataplane::CounterReader::read) {
         if snap.packets.len() < n.len() {
             snap.packets.resize(n.len(), 0);
         }
@@ -2151,8 +2152,9 @@ fn read_snapshot(
 
 /// The XDP ring buffer's next readiness; never, without one.
 async fn readable(
-    events: Option<&mut tokio::io::unix::AsyncFd<crate::datapath::EventReader>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, crate::datapath::EventReader>> {
+    events: Option<&mut tokio::io::unix::AsyncFd<crate::dataplane::xdp::EventReader>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, crate::dataplane::xdp::EventReader>>
+{
     match events {
         Some(e) => e.readable_mut().await,
         None => std::future::pending().await,
@@ -2212,7 +2214,7 @@ fn names<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
         .join(",")
 }
 
-fn entry_count(c: &crate::datapath::MapContents) -> usize {
+fn entry_count(c: &crate::dataplane::xdp::MapContents) -> usize {
     c.dev_mac.len()
         + c.dev_ip4.len()
         + c.dev_ip6.len()

@@ -13,7 +13,7 @@ use super::{
     labels::{self, DROP, PASS, SIDES},
     register::{self, gauge_value},
 };
-use crate::datapath::DeviceCounterTotals;
+use crate::dataplane::xdp::DeviceCounterTotals;
 
 /// One reading of the datapath's counters, all absolute (as the maps hold them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

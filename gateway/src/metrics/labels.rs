@@ -61,7 +61,7 @@ impl ReloadFailure {
 
 /// `lazaret_interface_attached{mode}`: the enforcers' labels.
 pub(crate) const ATTACH_MODES: [&str; 3] = {
-    let all = crate::daemon::iface::Enforcer::ALL;
+    let all = crate::dataplane::Enforcer::ALL;
     [all[0].label(), all[1].label(), all[2].label()]
 };
 

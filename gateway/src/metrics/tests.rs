@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::*;
-use crate::datapath::DeviceCounterTotals;
+use crate::dataplane::xdp::DeviceCounterTotals;
 
 type TestResult = Result<(), Box<dyn Error>>;
 

@@ -10,7 +10,7 @@
 //! on the same path.
 
 use anyhow::{Context, Result};
-use lazaret::datapath::Datapath;
+use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::MAX_FLOWS;
 
 use crate::common::median;

@@ -19,7 +19,7 @@ mod report;
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
-use lazaret::datapath::{Datapath, LoadOptions};
+use lazaret::dataplane::xdp::{Datapath, LoadOptions};
 use lazaret::policy::{self, MapIndex};
 use lazaret_abi::*;
 use lazaret_tests::frames::{Ext, ETH_8021AD, ETH_8021Q, TCP_ACK, TCP_SYN};

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
-use lazaret::datapath::Datapath;
+use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::*;
 
 use crate::flows::{Flow, Shape, LO};

@@ -12,25 +12,25 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode};
 
-use super::iface::Enforcer;
-use crate::datapath::{AttachMode, DatapathError};
+use super::{AttachMode, DatapathError};
+use crate::dataplane::Enforcer;
 
 /// What happened on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Attached {
+pub(crate) enum Attached {
     /// A new link was created in this mode.
     New(AttachMode),
     /// The program replaced the one in an existing pinned link (same ABI or an upgrade).
     Adopted,
 }
 
-pub(super) fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
+pub(crate) fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
     pin_dir.join(format!("link_{ifname}"))
 }
 
 /// Attaches `prog` to `ifname`, adopting a link pinned in `pin_dir` or in `legacy` (older
 /// ABI directories), and pins the result in `pin_dir`.
-pub(super) fn attach(
+pub(crate) fn attach(
     prog: &mut Xdp,
     ifname: &str,
     mode: AttachMode,
@@ -139,7 +139,7 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 }
 
 /// ABI version directories under `root` other than `current`.
-pub(super) fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
+pub(crate) fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map(|it| {
             it.flatten()
@@ -153,7 +153,7 @@ pub(super) fn legacy_dirs(root: &Path, current: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes an old ABI directory's remaining pins (its maps) once its links were adopted.
-pub(super) fn remove_legacy(dir: &Path) {
+pub(crate) fn remove_legacy(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -170,13 +170,13 @@ fn is_version_dir(p: &Path) -> bool {
 }
 
 /// Remembers the XDP mode an interface was attached in (a pinned link does not say).
-pub(super) fn record_mode(state_dir: &Path, ifname: &str, mode: Enforcer) {
+pub(crate) fn record_mode(state_dir: &Path, ifname: &str, mode: Enforcer) {
     let _ = std::fs::create_dir_all(state_dir);
     let _ = std::fs::write(state_dir.join(format!("attach-{ifname}")), mode.label());
 }
 
 /// The XDP mode recorded when the link was created.
-pub(super) fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<Enforcer> {
+pub(crate) fn recorded_mode(state_dir: &Path, ifname: &str) -> Option<Enforcer> {
     let text = std::fs::read_to_string(state_dir.join(format!("attach-{ifname}"))).ok()?;
     Enforcer::from_label(text.trim()).filter(|e| e.is_xdp())
 }

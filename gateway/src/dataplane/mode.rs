@@ -2,7 +2,7 @@
 //! dataplane is meant to (`Enforcer`), and whether it does right now (`IfaceMode`). The
 //! labels of `lazaret_interface_attached{mode}` and of `lazaret status` come from here.
 
-use crate::datapath::AttachMode;
+use super::xdp::AttachMode;
 
 /// The dataplane meant to enforce on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

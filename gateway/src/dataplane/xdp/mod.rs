@@ -5,6 +5,7 @@
 //! Everything here needs CAP_BPF (and CAP_NET_ADMIN to attach); the pure parts of policy
 //! handling live in [`crate::policy`].
 
+pub mod attach;
 mod batch;
 mod error;
 mod events;

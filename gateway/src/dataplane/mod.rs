@@ -1,16 +1,26 @@
-//! The seam between the controller and the dataplanes: what the controller pushes to every
-//! dataplane that enforces, the same way, whichever it is.
+//! The dataplanes, and the seam between them and the controller.
 //!
-//! Two dataplanes implement it: the XDP program ([`crate::datapath::Datapath`]) and the
-//! nftables tables ([`crate::nft::NftDataplane`]). The controller holds both (XDP is absent
-//! with `dataplane = "nftables"`) and calls [`DeviceDataplane`] on each through
+//! - [`xdp`]: the XDP program, loaded, pinned and filled generation by generation.
+//! - [`nft`]: the same compiled policy as nftables tables, where XDP cannot run.
+//! - [`IfaceMode`] / [`Enforcer`]: what enforces on each interface, as types.
+//! - [`DeviceDataplane`]: what the controller pushes to every dataplane that enforces, the
+//!   same way, whichever it is.
+//!
+//! The controller holds both dataplanes (XDP is absent with `dataplane = "nftables"`, which
+//! loads no BPF at all) and calls [`DeviceDataplane`] on each through
 //! `Controller::dataplanes`: the device state it owns (quarantines), the gateway's own
 //! addresses and the bridge-port pins reach both without a branch per dataplane.
 //!
 //! Not behind the seam yet (issue 17, item 1): attaching an interface, installing a
 //! generation (XDP writes a slot off the loop and flips; nftables swaps tables), reading
 //! counters, events (ring buffer vs nflog) and tamper checks. Those still branch on the
-//! interface's `daemon::iface::Enforcer`.
+//! interface's [`Enforcer`].
+
+mod mode;
+pub mod nft;
+pub mod xdp;
+
+pub use mode::{Enforcer, IfaceMode};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,9 +31,9 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error(transparent)]
-    Xdp(#[from] crate::datapath::DatapathError),
+    Xdp(#[from] crate::dataplane::xdp::DatapathError),
     #[error(transparent)]
-    Nftables(#[from] crate::nft::NftError),
+    Nftables(#[from] crate::dataplane::nft::NftError),
 }
 
 /// What the controller keeps the same on every dataplane.
@@ -53,7 +63,7 @@ pub trait DeviceDataplane {
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError>;
 }
 
-impl DeviceDataplane for crate::datapath::Datapath {
+impl DeviceDataplane for crate::dataplane::xdp::Datapath {
     /// Also bumps the device's epoch, so its established flows are re-judged.
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
         let mut st = self.device_state(device)?;
@@ -110,22 +120,22 @@ impl DeviceDataplane for crate::datapath::Datapath {
     }
 }
 
-impl DeviceDataplane for crate::nft::NftDataplane {
+impl DeviceDataplane for crate::dataplane::nft::NftDataplane {
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
-        Ok(crate::nft::NftDataplane::set_quarantine(
+        Ok(crate::dataplane::nft::NftDataplane::set_quarantine(
             self, device, quarantine,
         )?)
     }
 
     fn set_local(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<(), DataplaneError> {
-        Ok(crate::nft::NftDataplane::set_local(self, addrs)?)
+        Ok(crate::dataplane::nft::NftDataplane::set_local(self, addrs)?)
     }
 
     fn pins(
         &mut self,
         _ifindexes: &BTreeMap<String, u32>,
     ) -> Result<Vec<([u8; 6], String)>, DataplaneError> {
-        Ok(crate::nft::NftDataplane::pins(self)?)
+        Ok(crate::dataplane::nft::NftDataplane::pins(self)?)
     }
 
     /// Written into the next generation's frame stage.
@@ -134,11 +144,11 @@ impl DeviceDataplane for crate::nft::NftDataplane {
         pins: &[([u8; 6], String)],
         _ifindexes: &BTreeMap<String, u32>,
     ) -> Result<(), DataplaneError> {
-        crate::nft::NftDataplane::restore_pins(self, pins);
+        crate::dataplane::nft::NftDataplane::restore_pins(self, pins);
         Ok(())
     }
 
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError> {
-        Ok(crate::nft::NftDataplane::release_pin(self, mac)?)
+        Ok(crate::dataplane::nft::NftDataplane::release_pin(self, mac)?)
     }
 }

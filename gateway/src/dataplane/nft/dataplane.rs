@@ -5,7 +5,7 @@
 
 use super::frame::{self, Dynamic, FrameOptions, Port};
 use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
-use crate::daemon::iface::Enforcer;
+use crate::dataplane::Enforcer;
 use crate::policy::{DeviceStates, MapContents};
 use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
