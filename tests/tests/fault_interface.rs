@@ -193,13 +193,13 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
     let old_index = ifindex(&lab.net.gateway, &lab.net.gw_dev_if)?;
 
     // Gone: the daemon notices within its interface check, keeps running and answering,
-    // and reports the interface detached.
+    // and reports the interface held closed.
     lab.net
         .gateway
         .exec(&["ip", "link", "del", &lab.net.gw_dev_if])?;
-    let detached = wait_until(Duration::from_secs(12), || {
+    let held = wait_until(Duration::from_secs(12), || {
         lab.cli(&["status"])
-            .is_ok_and(|s| s["interfaces"][&lab.net.gw_dev_if] == "detached")
+            .is_ok_and(|s| s["interfaces"][&lab.net.gw_dev_if] == "held")
     });
     let running = lab
         .daemon
@@ -211,8 +211,8 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
         lab.stop()
     );
     assert!(
-        detached,
-        "never reported detached: {}",
+        held,
+        "never reported held closed: {}",
         lab.cli(&["status"])?
     );
 
@@ -287,7 +287,7 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
     let out = lab.stop();
     assert!(out.contains("interface disappeared"), "{out}");
     // nftables matches interfaces by name; on XDP the daemon held the interface closed by
-    // name while it was gone (it waited above until the daemon reported it detached):
+    // name while it was gone (it waited above until the daemon reported it held):
     // nothing passes unjudged while the daemon catches up.
     assert_eq!(
         passed, 0,

@@ -147,6 +147,9 @@ pub(crate) fn status(target: Target) -> anyhow::Result<ExitCode> {
                 api::InterfaceMode::Native => format!("  interface {name}: XDP native\n"),
                 api::InterfaceMode::Skb => format!("  interface {name}: XDP skb (generic)\n"),
                 api::InterfaceMode::Nftables => format!("  interface {name}: nftables\n"),
+                api::InterfaceMode::Held => {
+                    format!("  interface {name}: HELD CLOSED (its dataplane is not on it)\n")
+                }
                 api::InterfaceMode::Detached => {
                     format!("  interface {name}: DETACHED (nothing enforces)\n")
                 }

@@ -72,7 +72,10 @@ pub enum InterfaceMode {
     /// XDP in generic (skb) mode.
     Skb,
     Nftables,
-    /// Nothing enforces: gone, not restorable, or detached on request.
+    /// Its dataplane is not on it (gone, not present yet, not restorable): held closed by
+    /// name until it is.
+    Held,
+    /// Nothing enforces and nothing holds it closed: detached on request.
     Detached,
 }
 
@@ -83,6 +86,7 @@ impl From<IfaceMode> for InterfaceMode {
             IfaceMode::Enforcing(Enforcer::XdpNative) => InterfaceMode::Native,
             IfaceMode::Enforcing(Enforcer::XdpSkb) => InterfaceMode::Skb,
             IfaceMode::Enforcing(Enforcer::Nftables) => InterfaceMode::Nftables,
+            IfaceMode::Held(_) => InterfaceMode::Held,
             IfaceMode::Detached(_) => InterfaceMode::Detached,
         }
     }
@@ -249,5 +253,9 @@ mod tests {
             .detached()
             .into();
         assert_eq!(serde_json::to_value(detached).expect("json"), "detached");
+        let held: InterfaceMode = IfaceMode::Enforcing(crate::dataplane::Enforcer::Nftables)
+            .held()
+            .into();
+        assert_eq!(serde_json::to_value(held).expect("json"), "held");
     }
 }

@@ -19,6 +19,7 @@ pub mod containment;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod interfaces;
 pub mod kernel;
 pub mod learn;
 pub mod lkg;
@@ -117,9 +118,6 @@ const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 /// unjudged for up to this long (one `if_nametoindex` per interface per check).
 const INTERFACES_EVERY: Duration = Duration::from_millis(250);
 
-/// The ifindex of a configured interface that does not exist (yet): no interface has it.
-const MISSING_IFINDEX: u32 = 0;
-
 /// How often the loop beats (heartbeat metric, `/healthz`, systemd's watchdog at half its
 /// period if that is shorter).
 const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -135,7 +133,8 @@ pub struct Controller {
     config: Config,
     /// The XDP datapath; `None` with `dataplane = "nftables"`, which runs without BPF.
     dp: Option<Datapath>,
-    ifindexes: BTreeMap<String, u32>,
+    /// The configured interfaces: ifindexes, what enforces on each, which are held closed.
+    ifaces: interfaces::Interfaces,
     generation: u64,
     /// The last generation a previous run enforced, as the state directory recorded it: the
     /// next one is numbered above it even when nothing is pinned (a reboot, or nftables).
@@ -155,8 +154,6 @@ pub struct Controller {
     /// The trigger of the reload being compiled, and of one asked for meanwhile.
     reloading: Option<String>,
     reload_pending: Option<String>,
-    /// Attach mode per interface, as reported in metrics and status.
-    modes: BTreeMap<String, IfaceMode>,
     started: Instant,
     quarantines: Quarantines,
     last_reload_error: Option<String>,
@@ -197,8 +194,6 @@ pub struct Controller {
     learned_dirty: bool,
     /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
     nft: crate::dataplane::nft::NftDataplane,
-    /// XDP interfaces that disappeared: held closed by name until re-attached.
-    held: std::collections::BTreeSet<String>,
     /// The gateway's own addresses, as last given to the dataplanes (see [`local`]).
     local: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bridge-port pins, as last read from the dataplanes and kept in the state directory.
@@ -215,21 +210,7 @@ impl Controller {
         // bridge) may not exist yet. It is held closed by name (see `nft::hold`) under the
         // placeholder ifindex 0, which no interface has, so devices bound to it fail their
         // binding check; `check_interfaces` attaches when it appears.
-        let mut ifindexes = BTreeMap::new();
-        let mut missing = std::collections::BTreeSet::new();
-        for iface in &config.interfaces {
-            let names = std::iter::once(&iface.name).chain(iface.bridge.as_ref());
-            for name in names {
-                // Devices the policy binds to a bridge are bound to the bridge's ifindex,
-                // which its ports report as their binding.
-                let index = ifindex(name).unwrap_or_else(|| {
-                    tracing::warn!(interface = %name, "not present yet: held closed until it appears");
-                    missing.insert(name.clone());
-                    MISSING_IFINDEX
-                });
-                ifindexes.insert(name.clone(), index);
-            }
-        }
+        let ifaces = interfaces::Interfaces::new(&config.interfaces, config.dataplane, ifindex);
         // nftables alone needs no BPF: nothing is loaded, no bpffs is needed or touched.
         let xdp = config.dataplane != crate::config::Dataplane::Nftables;
         let (pin_dir, dp) = if xdp {
@@ -256,7 +237,7 @@ impl Controller {
         let mut ctl = Controller {
             config,
             dp,
-            ifindexes,
+            ifaces,
             generation: 0,
             numbered_from: 0,
             commit: None,
@@ -267,7 +248,6 @@ impl Controller {
             compiled_tx: None,
             reloading: None,
             reload_pending: None,
-            modes: BTreeMap::new(),
             started: Instant::now(),
             quarantines,
             last_reload_error: None,
@@ -289,7 +269,6 @@ impl Controller {
             learned: Self::load_learned(&config_state_dir),
             learned_dirty: false,
             nft,
-            held: missing,
             local: std::collections::BTreeSet::new(),
             pins: pins::Pins::load(&config_state_dir),
         };
@@ -318,19 +297,19 @@ impl Controller {
         }
         ctl.numbered_from = read_generation(&ctl.config.state_dir);
         for iface in ctl.config.interfaces.clone() {
-            let index = ctl.ifindexes[&iface.name];
-            if index != MISSING_IFINDEX {
+            if let Some(index) = ctl.ifaces.ifindex(&iface.name) {
                 let config = ctl.iface_config(&iface);
                 if let Some(dp) = ctl.dp.as_mut() {
                     dp.set_interface_config(index, config)?;
                 }
             }
         }
-        if !ctl.held.is_empty() {
-            ctl.metrics.held(ctl.held.len());
+        let held = ctl.ifaces.held();
+        if !held.is_empty() {
+            ctl.metrics.held(held.len());
             // Closed before anything else happens (the policy may take a while to compile).
             ctl.nft
-                .hold(&ctl.held)
+                .hold(held)
                 .map_err(|e| DaemonError::Nftables(e.into()))?;
         }
         // Without XDP, the quarantines an earlier run's nftables table enforces are read
@@ -421,7 +400,7 @@ impl Controller {
     /// The interfaces held closed: those that disappeared (XDP cannot be on them when they
     /// return) and, with no policy, every device-side interface.
     fn held_interfaces(&self) -> std::collections::BTreeSet<String> {
-        let mut held = self.held.clone();
+        let mut held = self.ifaces.held().clone();
         if self.no_policy {
             held.extend(
                 self.config
@@ -594,14 +573,12 @@ impl Controller {
         let legacy = attach::legacy_dirs(&root, &self.pin_dir);
         let mut fell_back = false;
         for iface in self.config.interfaces.clone() {
-            if self.ifindexes.get(&iface.name) == Some(&MISSING_IFINDEX) {
-                // Not there yet: held closed, attached when it appears.
-                let meant = if self.nft.uses(&iface.name) {
-                    Enforcer::Nftables
-                } else {
-                    Enforcer::xdp(iface.xdp_mode)
-                };
-                self.set_mode(&iface.name, IfaceMode::Detached(meant));
+            if self.ifaces.ifindex(&iface.name).is_none() {
+                // Not there yet: held closed (since `Interfaces::new`), attached when it
+                // appears.
+                if let Some(mode) = self.ifaces.mode(&iface.name) {
+                    self.set_mode(&iface.name, mode);
+                }
                 continue;
             }
             if self.nft.uses(&iface.name) {
@@ -685,7 +662,7 @@ impl Controller {
                 None => 0,
             },
             generation: self.generation.max(self.numbered_from) + 1,
-            ifindexes: self.ifindexes.clone(),
+            ifindexes: self.ifaces.ifindexes().clone(),
             why: why.to_string(),
             started: Instant::now(),
         })
@@ -889,10 +866,13 @@ impl Controller {
                 states.set_quarantine(d.hash, e.action.abi());
             }
         }
-        if let Some(took) =
-            self.nft
-                .apply(&contents, &self.ifindexes, &sides, states, generation)?
-        {
+        if let Some(took) = self.nft.apply(
+            &contents,
+            self.ifaces.ifindexes(),
+            &sides,
+            states,
+            generation,
+        )? {
             tracing::info!(
                 generation,
                 ms = took.as_millis() as u64,
@@ -931,7 +911,7 @@ impl Controller {
             dp.commit()?;
             // The retired slot still holds the generation before last: bring it up to this
             // one in the background, so the next small edit writes only its own difference.
-            let (c, ix) = (compiled.clone(), self.ifindexes.clone());
+            let (c, ix) = (compiled.clone(), self.ifaces.ifindexes().clone());
             if let Err(e) = dp.sync_retired(move |slot| c.map_contents(slot, generation, &ix).ok())
             {
                 tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
@@ -1196,7 +1176,8 @@ impl Controller {
                 api::PolicySource::Repository
             },
             interfaces: self
-                .modes
+                .ifaces
+                .modes()
                 .iter()
                 .map(|(n, m)| (n.clone(), (*m).into()))
                 .collect(),
@@ -1491,138 +1472,122 @@ impl Controller {
         let bridge = iface
             .bridge
             .as_ref()
-            .and_then(|b| self.ifindexes.get(b).copied());
+            .and_then(|b| self.ifaces.ifindexes().get(b).copied());
         iface.datapath_config(bridge)
     }
 
     /// Records `mode` for `interface`, in `status` and in `lazaret_interface_attached`.
     fn set_mode(&mut self, interface: &str, mode: IfaceMode) {
-        self.modes.insert(interface.to_string(), mode);
+        self.ifaces.set_mode(interface, mode);
         self.nft.report(interface, mode.enforcer());
         self.metrics
             .set_interface(interface, mode.enforcer().label(), mode.is_enforcing());
     }
 
-    /// `interface` no longer enforces (its dataplane stays the one meant to).
-    fn mark_detached(&mut self, interface: &str) {
-        if let Some(mode) = self.modes.get(interface).copied() {
-            self.set_mode(interface, mode.detached());
-        }
-    }
-
-    fn is_enforcing(&self, interface: &str) -> bool {
-        self.modes.get(interface).is_some_and(|m| m.is_enforcing())
-    }
-
-    /// Notices interfaces that disappeared (reported detached) or came back, possibly with
-    /// a new ifindex (attached anew: the old pinned link died with the old interface, and
-    /// devices bound to the interface are recompiled for the new ifindex).
+    /// Acts on what [`interfaces::Interfaces::check`] found: a bridge that appeared (its
+    /// ports configured, a reload for devices bound to it), an interface gone (held closed
+    /// by name: neither XDP nor the nftables frame stage, bound to the device, will be on it
+    /// when it returns), an interface back, possibly under a new ifindex (attached anew:
+    /// the old pinned link died with the old interface; devices bound to it are recompiled
+    /// for the new ifindex).
     fn check_interfaces(&mut self) {
         if self.stood_down {
             return;
         }
-        // A bridge that was missing at start: its ports' configurations and the devices
-        // bound to it need its ifindex.
-        let bridges: std::collections::BTreeSet<String> = self
+        let held = self.ifaces.held().clone();
+        for change in self.ifaces.check(ifindex) {
+            match change {
+                interfaces::Change::BridgeAppeared {
+                    bridge,
+                    ifindex,
+                    ports,
+                } => {
+                    tracing::warn!(bridge = %bridge, ifindex, "bridge appeared");
+                    for port in ports {
+                        let Some(iface) = self.config.interfaces.iter().find(|i| i.name == port)
+                        else {
+                            continue;
+                        };
+                        let config = self.iface_config(iface);
+                        let index = self.ifaces.ifindex(&port);
+                        if let Some(Err(e)) = index
+                            .zip(self.dp.as_mut())
+                            .map(|(p, dp)| dp.set_interface_config(p, config))
+                        {
+                            tracing::error!(interface = %port, error = %e, "configuring a bridge port");
+                        }
+                    }
+                    self.reload_and_report("bridge appeared");
+                }
+                interfaces::Change::Lost { interface } => {
+                    tracing::error!(interface = %interface, "interface disappeared: held closed until it returns");
+                    if let Some(mode) = self.ifaces.mode(&interface) {
+                        self.set_mode(&interface, mode);
+                    }
+                }
+                interfaces::Change::Returned {
+                    interface,
+                    ifindex,
+                    enforcer,
+                } => self.returned(&interface, ifindex, enforcer),
+            }
+        }
+        if self.ifaces.held() != &held {
+            self.update_hold();
+        }
+    }
+
+    /// `interface` is back (or still without its dataplane) under `index`: its dataplane
+    /// enforces on it again, or it stays held and is retried at the next check.
+    fn returned(&mut self, interface: &str, index: u32, enforcer: Enforcer) {
+        tracing::warn!(
+            interface,
+            ifindex = index,
+            "interface (re)appeared: attaching"
+        );
+        let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, interface));
+        if enforcer == Enforcer::Nftables {
+            // The inet table matches interfaces by name; a reload re-renders it for the new
+            // ifindex of devices bound to the interface, and hooks the frame stage on the
+            // new device. Then the hold can go.
+            self.reload_and_report("interface returned");
+            self.set_mode(interface, IfaceMode::Enforcing(Enforcer::Nftables));
+            return;
+        }
+        let Some(iface) = self
             .config
             .interfaces
             .iter()
-            .filter_map(|i| i.bridge.clone())
-            .collect();
-        for bridge in bridges {
-            if self.ifindexes.get(&bridge) != Some(&MISSING_IFINDEX) {
-                continue;
+            .find(|i| i.name == interface)
+            .cloned()
+        else {
+            return;
+        };
+        // Attach first, then reload for the new ifindex: until the reload, devices bound to
+        // the interface fail their binding check and are dropped (closed), rather than the
+        // interface passing everything (open).
+        let config = self.iface_config(&iface);
+        let result = xdp(&mut self.dp, "re-attaching an interface")
+            .and_then(|dp| Ok(dp.set_interface_config(index, config)?))
+            .and_then(|()| self.attach_again(&iface));
+        match result {
+            Ok(a) => {
+                let mode = match a {
+                    attach::Attached::New(m) => Enforcer::xdp(m),
+                    attach::Attached::Adopted => Enforcer::XdpNative,
+                };
+                attach::record_mode(&self.config.state_dir, interface, mode);
+                // Enforcing again (closed for devices bound to it until the reload binds the
+                // new ifindex): the hold can go. A reload that fails is reported and retried
+                // with the next policy change; the attach is not redone.
+                self.set_mode(interface, IfaceMode::Enforcing(mode));
+                tracing::info!(interface, mode = mode.label(), "re-attached");
+                self.reload_and_report("interface returned");
             }
-            let Some(index) = ifindex(&bridge) else {
-                continue;
-            };
-            tracing::warn!(bridge = %bridge, ifindex = index, "bridge appeared");
-            self.ifindexes.insert(bridge.clone(), index);
-            for iface in self.config.interfaces.clone() {
-                let port = self.ifindexes.get(&iface.name).copied();
-                if iface.bridge.as_ref() == Some(&bridge) && port != Some(MISSING_IFINDEX) {
-                    let config = self.iface_config(&iface);
-                    let dp = self.dp.as_mut();
-                    if let Some(Err(e)) = port
-                        .zip(dp)
-                        .map(|(p, dp)| dp.set_interface_config(p, config))
-                    {
-                        tracing::error!(interface = %iface.name, error = %e, "configuring a bridge port");
-                    }
-                }
-            }
-            if self.held.remove(&bridge) {
-                self.update_hold();
-            }
-            self.reload_and_report("bridge appeared");
-        }
-        for iface in self.config.interfaces.clone() {
-            let now = ifindex(&iface.name);
-            let known = self.ifindexes.get(&iface.name).copied();
-            match now {
-                None => {
-                    if self.is_enforcing(&iface.name) {
-                        tracing::error!(interface = %iface.name, "interface disappeared: nothing is enforced on it until it returns");
-                        self.mark_detached(&iface.name);
-                        // Neither XDP nor the nftables frame stage (bound to the device) will
-                        // be on it when it returns: hold it closed by name.
-                        if self.held.insert(iface.name.clone()) {
-                            self.update_hold();
-                        }
-                    }
-                }
-                Some(index) if Some(index) != known || !self.is_enforcing(&iface.name) => {
-                    tracing::warn!(interface = %iface.name, ifindex = index, "interface (re)appeared: attaching");
-                    self.ifindexes.insert(iface.name.clone(), index);
-                    let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-                    if self.nft.uses(&iface.name) {
-                        // The inet table matches interfaces by name; a reload re-renders it
-                        // for the new ifindex of devices bound to the interface, and hooks the
-                        // frame stage on the new device. Then the hold can go.
-                        self.reload_and_report("interface returned");
-                        self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
-                        if self.held.remove(&iface.name) {
-                            self.update_hold();
-                        }
-                        continue;
-                    }
-                    // Attach first, then reload for the new ifindex: until the reload,
-                    // devices bound to the interface fail their binding check and are
-                    // dropped (closed), rather than the interface passing everything (open).
-                    let config = self.iface_config(&iface);
-                    let result = xdp(&mut self.dp, "re-attaching an interface")
-                        .and_then(|dp| Ok(dp.set_interface_config(index, config)?))
-                        .and_then(|()| self.attach_again(&iface));
-                    match result {
-                        Ok(a) => {
-                            let mode = match a {
-                                attach::Attached::New(m) => Enforcer::xdp(m),
-                                attach::Attached::Adopted => Enforcer::XdpNative,
-                            };
-                            attach::record_mode(&self.config.state_dir, &iface.name, mode);
-                            self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
-                            tracing::info!(interface = %iface.name, mode = mode.label(), "re-attached");
-                            // Enforcing again (closed for devices bound to it until the
-                            // reload binds the new ifindex): the hold can go. A reload
-                            // that fails is reported and retried with the next policy
-                            // change; the attach is not redone.
-                            if self.held.remove(&iface.name) {
-                                self.update_hold();
-                            }
-                            self.reload_and_report("interface returned");
-                        }
-                        Err(e) => {
-                            // Not enforcing on it: detached (retried at the next check)
-                            // and held closed meanwhile.
-                            tracing::error!(interface = %iface.name, error = %e, "re-attaching failed; will retry");
-                            self.mark_detached(&iface.name);
-                            if self.held.insert(iface.name.clone()) {
-                                self.update_hold();
-                            }
-                        }
-                    }
-                }
-                Some(_) => {}
+            Err(e) => {
+                // Not enforcing on it: held closed, retried at the next check.
+                tracing::error!(interface, error = %e, "re-attaching failed; will retry");
+                self.set_mode(interface, IfaceMode::Held(enforcer));
             }
         }
     }
@@ -1663,14 +1628,14 @@ impl Controller {
                 }
             }
         }
-        self.held.clear();
         self.no_policy = false;
         self.metrics.held(0);
         let _ = ruleset.hold(&Default::default());
-        let mut detached = Vec::new();
-        for iface in self.config.interfaces.clone() {
-            self.mark_detached(&iface.name);
-            detached.push(iface.name);
+        let detached = self.ifaces.stand_down();
+        for name in &detached {
+            if let Some(mode) = self.ifaces.mode(name) {
+                self.set_mode(name, mode);
+            }
         }
         if let Err(e) = self.quarantines.audit("detach", "-", None, by, reason) {
             tracing::error!(error = %e, "audit log");
@@ -1697,14 +1662,13 @@ impl Controller {
             .map(|i| i.id());
         for iface in self.config.interfaces.clone() {
             let Some(mode) = self
-                .modes
-                .get(&iface.name)
-                .copied()
+                .ifaces
+                .mode(&iface.name)
                 .filter(|m| m.is_enforcing() && m.enforcer().is_xdp())
             else {
                 continue;
             };
-            let Some(&index) = self.ifindexes.get(&iface.name) else {
+            let Some(index) = self.ifaces.ifindex(&iface.name) else {
                 continue;
             };
             // An interface gone is `check_interfaces`' business.
@@ -1731,11 +1695,10 @@ impl Controller {
                 }
                 Err(e) => {
                     // Another program holds the interface: closed until XDP is back
-                    // (`check_interfaces` retries a detached interface).
+                    // (`check_interfaces` retries a held interface).
                     tracing::error!(interface = %iface.name, error = %e, "cannot restore XDP: the interface is held closed");
-                    if self.held.insert(iface.name.clone()) {
-                        self.update_hold();
-                    }
+                    self.set_mode(&iface.name, mode.held());
+                    self.update_hold();
                 }
             }
         }
@@ -1769,14 +1732,14 @@ impl Controller {
                 // Interfaces that are gone stay detached; the others are, until restored.
                 let enforcing: Vec<String> = on
                     .iter()
-                    .filter(|n| self.is_enforcing(n))
+                    .filter(|n| self.ifaces.is_enforcing(n))
                     .cloned()
                     .collect();
                 for name in &on {
                     self.metrics.tamper(name, kind);
                 }
                 for name in &enforcing {
-                    self.mark_detached(name);
+                    self.set_mode(name, IfaceMode::Detached(Enforcer::Nftables));
                 }
                 match self.nft.restore(&self.pins.list()) {
                     Ok(()) => {
@@ -1825,7 +1788,7 @@ impl Controller {
     /// Puts the pins of the state directory back into the dataplanes (after a reboot they
     /// are empty): a pin ends only when a person releases it.
     fn restore_pins(&mut self) {
-        let (pins, ifindexes) = (self.pins.list(), self.ifindexes.clone());
+        let (pins, ifindexes) = (self.pins.list(), self.ifaces.ifindexes().clone());
         for dp in self.dataplanes() {
             if let Err(e) = dp.restore_pins(&pins, &ifindexes) {
                 tracing::error!(error = %e, "restoring the port pins");
@@ -1836,7 +1799,7 @@ impl Controller {
     /// Reads the pins the dataplanes learned and keeps new ones in the state directory.
     fn sync_pins(&mut self) {
         let mut seen = Vec::new();
-        let ifindexes = self.ifindexes.clone();
+        let ifindexes = self.ifaces.ifindexes().clone();
         for dp in self.dataplanes() {
             match dp.pins(&ifindexes) {
                 Ok(pins) => seen.extend(pins),

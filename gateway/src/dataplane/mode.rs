@@ -53,18 +53,23 @@ impl Enforcer {
     }
 }
 
-/// An interface's state: enforcing, or not (gone, not present yet, not restorable, or
-/// detached on request), with the dataplane meant to enforce there.
+/// An interface's state, with the dataplane meant to enforce there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfaceMode {
+    /// The dataplane enforces.
     Enforcing(Enforcer),
+    /// The dataplane is not on it (gone, not present yet, another program took it), and it
+    /// is held closed by name (`dataplane::nft::hold`) until the dataplane is back.
+    Held(Enforcer),
+    /// Nothing enforces and nothing holds it closed: detached on request, or an nftables
+    /// table that could not be restored yet.
     Detached(Enforcer),
 }
 
 impl IfaceMode {
     pub fn enforcer(self) -> Enforcer {
         match self {
-            IfaceMode::Enforcing(e) | IfaceMode::Detached(e) => e,
+            IfaceMode::Enforcing(e) | IfaceMode::Held(e) | IfaceMode::Detached(e) => e,
         }
     }
 
@@ -72,15 +77,21 @@ impl IfaceMode {
         matches!(self, IfaceMode::Enforcing(_))
     }
 
-    /// The same interface, no longer enforcing.
+    /// The same interface, no longer enforcing (its dataplane stays the one meant to).
     pub fn detached(self) -> IfaceMode {
         IfaceMode::Detached(self.enforcer())
     }
 
-    /// As `lazaret status` shows it: the enforcer's label, or `detached`.
+    /// The same interface, held closed until its dataplane is back.
+    pub fn held(self) -> IfaceMode {
+        IfaceMode::Held(self.enforcer())
+    }
+
+    /// As `lazaret status` shows it: the enforcer's label, `held` or `detached`.
     pub fn label(self) -> &'static str {
         match self {
             IfaceMode::Enforcing(e) => e.label(),
+            IfaceMode::Held(_) => "held",
             IfaceMode::Detached(_) => "detached",
         }
     }
@@ -98,8 +109,11 @@ mod tests {
             assert_eq!((m.label(), m.is_enforcing()), (e.label(), true));
             assert_eq!(m.detached().label(), "detached");
             assert_eq!(m.detached().enforcer(), e);
+            assert_eq!((m.held().label(), m.held().is_enforcing()), ("held", false));
+            assert_eq!(m.held().enforcer(), e);
         }
         assert_eq!(Enforcer::from_label("detached"), None);
+        assert_eq!(Enforcer::from_label("held"), None);
         assert_eq!(Enforcer::xdp(AttachMode::Skb), Enforcer::XdpSkb);
     }
 }
