@@ -28,6 +28,7 @@ pub mod pins;
 pub mod preflight;
 pub mod propose;
 pub mod quarantine;
+pub mod reloader;
 mod state;
 pub mod unknown;
 pub mod watch;
@@ -78,6 +79,8 @@ pub enum DaemonError {
     },
     #[error("interface {0:?} does not exist on this host")]
     NoInterface(String),
+    #[error("detached on request (lazaret detach --force): restart lazaret to enforce again")]
+    StoodDown,
     #[error("this gateway runs dataplane = \"nftables\": there is no XDP datapath ({0})")]
     NoXdp(&'static str),
     #[error(transparent)]
@@ -135,14 +138,8 @@ pub struct Controller {
     dp: Option<Datapath>,
     /// The configured interfaces: ifindexes, what enforces on each, which are held closed.
     ifaces: interfaces::Interfaces,
-    generation: u64,
-    /// The last generation a previous run enforced, as the state directory recorded it: the
-    /// next one is numbered above it even when nothing is pinned (a reboot, or nftables).
-    /// nftables stamps the generation in each connection's mark, so numbering must never
-    /// restart below it: a connection stamped by an old generation would pass as judged by
-    /// the new one.
-    numbered_from: u64,
-    commit: Option<String>,
+    /// The enforcing generation, the next one, and the reloads asked for meanwhile.
+    reloads: reloader::Reloader<Staged>,
     pin_dir: PathBuf,
     metrics: Arc<Metrics>,
     compiled: Option<Arc<Compiled>>,
@@ -151,12 +148,8 @@ pub struct Controller {
     compiler: compiler::Compiler,
     /// Where compile results come back to the loop (set by [`Controller::serve`]).
     compiled_tx: Option<mpsc::UnboundedSender<compiler::Done>>,
-    /// The trigger of the reload being compiled, and of one asked for meanwhile.
-    reloading: Option<String>,
-    reload_pending: Option<String>,
     started: Instant,
     quarantines: Quarantines,
-    last_reload_error: Option<String>,
     /// Writes of the state directory failing now, by state (see [`metrics::health::PERSISTED`]):
     /// enforced but not surviving a reboot. Shown by `status`, exported, cleared by the next
     /// successful write of the same state.
@@ -175,13 +168,8 @@ pub struct Controller {
     /// Where `observe`'s thread sends its snapshot (serving only), and whether one runs.
     observed_tx: Option<mpsc::UnboundedSender<Option<DatapathSnapshot>>>,
     observing: bool,
-    /// A generation whose XDP slot is being written off the loop, and what asked for it.
-    installing: Option<(String, Staged)>,
     /// Signalled by the install thread when the slot is written (serving only).
     staged_tx: Option<mpsc::UnboundedSender<()>>,
-    /// `lazaret detach --force` told this daemon to stop enforcing: it restores nothing
-    /// until restarted.
-    stood_down: bool,
     /// Quarantine decisions (deviations, thresholds, TTLs): pure, see [`containment`].
     containment: containment::Containment,
     unknowns: unknown::Unknowns,
@@ -238,25 +226,18 @@ impl Controller {
             config,
             dp,
             ifaces,
-            generation: 0,
-            numbered_from: 0,
-            commit: None,
+            reloads: reloader::Reloader::new(read_generation(&config_state_dir)),
             pin_dir,
             metrics: Arc::new(metrics),
             compiled: None,
             compiler,
             compiled_tx: None,
-            reloading: None,
-            reload_pending: None,
             started: Instant::now(),
             quarantines,
-            last_reload_error: None,
             state_errors: BTreeMap::new(),
             lkg: lkg::Keeper::new(&config_state_dir),
             on_lkg: false,
             no_policy: false,
-            stood_down: false,
-            installing: None,
             staged_tx: None,
             usage: Vec::new(),
             reader: None,
@@ -277,7 +258,7 @@ impl Controller {
         let legacy = match ctl.dp.as_mut() {
             Some(dp) => {
                 let adopted = dp.active_site()?;
-                ctl.generation = adopted.generation;
+                ctl.reloads.adopt(adopted.generation);
                 if adopted.generation > 0 {
                     tracing::info!(
                         generation = adopted.generation,
@@ -292,10 +273,9 @@ impl Controller {
         // flows carried over are all older than the first new generation and re-judged.
         for dir in &legacy {
             if let Some(g) = Datapath::pinned_generation(dir) {
-                ctl.generation = ctl.generation.max(g);
+                ctl.reloads.adopt(g);
             }
         }
-        ctl.numbered_from = read_generation(&ctl.config.state_dir);
         for iface in ctl.config.interfaces.clone() {
             if let Some(index) = ctl.ifaces.ifindex(&iface.name) {
                 let config = ctl.iface_config(&iface);
@@ -319,7 +299,8 @@ impl Controller {
         let mut kernel_quarantines = Vec::new();
         if ctl.dp.is_none() && ctl.nft.table_in_kernel() {
             kernel_quarantines = ctl.nft.kernel_quarantines();
-            ctl.generation = ctl.numbered_from.max(1);
+            ctl.reloads
+                .adopt(read_generation(&ctl.config.state_dir).max(1));
         }
         match ctl.reload() {
             Ok(_) => {}
@@ -357,10 +338,12 @@ impl Controller {
         tracing::error!(error = %refused, "the policy repository is refused at start");
         match lkg::Snapshot::load(&self.config.state_dir) {
             Ok(Some(snap)) => {
-                let job = self.job("last-known-good")?;
+                let job = self.job("last-known-good")?.ok_or(DaemonError::StoodDown)?;
                 let result = self.compiler.compile_snapshot(&snap, &job);
                 match result.and_then(|out| self.install(job, out)) {
                     Ok(r) => {
+                        // `status` keeps saying why: the repository is still refused.
+                        self.reloads.refused(refused.to_string());
                         tracing::error!(
                             generation = r.generation,
                             commit = snap.commit.as_deref().unwrap_or("-"),
@@ -371,6 +354,8 @@ impl Controller {
                         return Ok(());
                     }
                     Err(e) => {
+                        // What the operator must fix is the repository.
+                        self.reloads.refused(refused.to_string());
                         tracing::error!(error = %e, "the last-known-good policy cannot be enforced");
                     }
                 }
@@ -378,11 +363,11 @@ impl Controller {
             Ok(None) => tracing::error!("no last-known-good policy in the state directory"),
             Err(e) => tracing::error!(error = %e, "the last-known-good policy is unusable"),
         }
-        if self.generation > 0 {
+        if self.reloads.generation() > 0 {
             // Pinned XDP maps, or (nftables alone) the table an earlier run left in the
             // kernel: what enforced before the restart keeps enforcing.
             tracing::error!(
-                generation = self.generation,
+                generation = self.reloads.generation(),
                 "the generation enforcing before the restart keeps enforcing"
             );
             return Ok(());
@@ -647,25 +632,46 @@ impl Controller {
     /// Compiles the policy directory and installs it as the next generation, on this thread
     /// (at start). On error the enforcing generation is untouched.
     pub fn reload(&mut self) -> Result<ReloadReport, DaemonError> {
-        let job = self.job("start")?;
+        self.reload_now("start")
+    }
+
+    fn reload_now(&mut self, why: &str) -> Result<ReloadReport, DaemonError> {
+        let job = self.job(why)?.ok_or(DaemonError::StoodDown)?;
         self.metrics.reload_attempted();
         let result = self.compiler.compile(&job);
         self.finish(job, result)
     }
 
-    /// The next reload's job: the inactive slot, the next generation.
-    fn job(&mut self, why: &str) -> Result<compiler::Job, DaemonError> {
-        Ok(compiler::Job {
-            // nftables alone has no slots: its table is replaced whole.
-            slot: match self.dp.as_mut() {
-                Some(dp) => dp.next_slot()?,
-                None => 0,
-            },
-            generation: self.generation.max(self.numbered_from) + 1,
+    /// The next reload's job (the inactive slot, the next generation), if one may start now:
+    /// `None` while another runs (this one runs after it) or when stood down.
+    fn job(&mut self, why: &str) -> Result<Option<compiler::Job>, DaemonError> {
+        let generation = match self.reloads.ask(why) {
+            reloader::Ask::Start { generation } => generation,
+            reloader::Ask::Queued => return Ok(None),
+            reloader::Ask::StoodDown => {
+                tracing::warn!(
+                    trigger = why,
+                    "not reloading: detached on request (restart lazaret to enforce again)"
+                );
+                return Ok(None);
+            }
+        };
+        // nftables alone has no slots: its table is replaced whole.
+        let slot = self.dp.as_mut().map_or(Ok(0), Datapath::next_slot);
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.reloads.refused(e.to_string());
+                return Err(e.into());
+            }
+        };
+        Ok(Some(compiler::Job {
+            slot,
+            generation,
             ifindexes: self.ifaces.ifindexes().clone(),
             why: why.to_string(),
             started: Instant::now(),
-        })
+        }))
     }
 
     /// Installs a compile's result (or reports its failure) and counts it in the metrics.
@@ -692,7 +698,6 @@ impl Controller {
                     .map_or(0.0, |d| d.as_secs_f64());
                 self.metrics
                     .reload_succeeded(r.duration, r.generation, r.commit.as_deref(), unix);
-                self.last_reload_error = None;
                 if self.no_policy {
                     tracing::warn!(
                         generation = r.generation,
@@ -717,42 +722,31 @@ impl Controller {
                     _ => ReloadFailure::Datapath,
                 };
                 self.metrics.reload_failed(started.elapsed(), reason);
-                self.last_reload_error = Some(e.to_string());
+                self.reloads.refused(e.to_string());
                 Err(e)
             }
         }
     }
 
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.reloads.generation()
     }
 
     /// Asks for a reload. Serving, the policy is compiled off the loop and installed when
     /// the result arrives ([`Self::finish_reload`]); one asked for while another compiles
     /// runs after it (as one, however many were asked for).
     fn reload_and_report(&mut self, why: &str) {
-        if self.stood_down {
-            tracing::warn!(
-                trigger = why,
-                "not reloading: detached on request (restart lazaret to enforce again)"
-            );
-            return;
-        }
         let Some(tx) = self.compiled_tx.clone() else {
             // Not serving yet: on this thread.
-            self.report(why, Controller::reload);
+            self.report(why, |ctl| ctl.reload_now(why));
             return;
         };
-        if self.reloading.is_some() || self.installing.is_some() {
-            self.reload_pending = Some(why.to_string());
-            return;
-        }
         match self.job(why) {
-            Ok(job) => {
+            Ok(Some(job)) => {
                 self.metrics.reload_attempted();
-                self.reloading = Some(why.to_string());
                 self.compiler.spawn(job, tx);
             }
+            Ok(None) => {}
             Err(e) => {
                 tracing::error!(trigger = why, error = %e, "reload refused; the previous generation keeps enforcing");
             }
@@ -762,7 +756,6 @@ impl Controller {
     /// A compile finished: install it (the generation flip happens here, on the loop), then
     /// start a reload asked for meanwhile.
     fn finish_reload(&mut self, done: compiler::Done) {
-        self.reloading = None;
         let compiler::Done { job, result } = done;
         let (why, started) = (job.why.clone(), job.started);
         let tx = self.staged_tx.clone();
@@ -773,7 +766,7 @@ impl Controller {
         });
         match result.and_then(|out| self.stage_install(job, out, signal)) {
             // Written off the loop; `finish_install` flips when the thread signals.
-            Ok(staged) => self.installing = Some((why, staged)),
+            Ok(staged) => self.reloads.compiled(staged),
             Err(e) => {
                 self.report(&why, |ctl| ctl.record(started, Err(e)));
                 self.next_reload();
@@ -783,13 +776,10 @@ impl Controller {
 
     /// The staged slot is written: the generation switch, on the loop.
     fn finish_install(&mut self) {
-        let Some((why, staged)) = self.installing.take() else {
+        // None when stood down meanwhile: the staged generation is never switched to.
+        let Some((why, staged)) = self.reloads.take_staged() else {
             return;
         };
-        if self.stood_down {
-            tracing::warn!(trigger = %why, "not switching to the new generation: detached on request");
-            return;
-        }
         let started = staged.job.started;
         self.report(&why, |ctl| {
             let result = ctl.complete_install(staged);
@@ -800,7 +790,7 @@ impl Controller {
 
     /// Starts a reload asked for while the last one ran.
     fn next_reload(&mut self) {
-        if let Some(next) = self.reload_pending.take() {
+        if let Some(next) = self.reloads.take_pending() {
             self.reload_and_report(&next);
         }
     }
@@ -917,8 +907,7 @@ impl Controller {
                 tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
             }
         }
-        self.generation = generation;
-        self.commit = commit;
+        self.reloads.enforcing(generation, commit);
         self.on_lkg = sources.is_none();
         // What enforces now is the last-known-good: kept for a start with a broken
         // repository (on this thread at start, off the loop when serving).
@@ -926,14 +915,14 @@ impl Controller {
             Some(src) if self.compiled_tx.is_some() => self.lkg.keep(
                 src,
                 generation,
-                self.commit.clone(),
+                self.reloads.commit().map(str::to_string),
                 &self.config.policy_dir,
             ),
             Some(src) => {
                 let result = self.lkg.keep_now(
                     &src,
                     generation,
-                    self.commit.clone(),
+                    self.reloads.commit().map(str::to_string),
                     &self.config.policy_dir,
                 );
                 self.persisted("last_known_good", result);
@@ -966,7 +955,7 @@ impl Controller {
         }
         let report = ReloadReport {
             generation,
-            commit: self.commit.clone(),
+            commit: self.reloads.commit().map(str::to_string),
             duration: started.elapsed(),
             entries,
         };
@@ -996,13 +985,13 @@ impl Controller {
         )))?;
         let kept = state::write_atomic(
             &dir.join(GENERATION_FILE),
-            format!("{}\n", self.generation).as_bytes(),
+            format!("{}\n", self.reloads.generation()).as_bytes(),
         );
         self.persisted("generation", kept);
         let dir = &self.config.state_dir;
         let path = dir.join("ready");
         let tmp = dir.join(".ready.tmp");
-        std::fs::write(&tmp, format!("{}\n", self.generation))
+        std::fs::write(&tmp, format!("{}\n", self.reloads.generation()))
             .map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
     }
@@ -1162,8 +1151,8 @@ impl Controller {
     /// `status`'s reply.
     fn status(&self) -> api::Status {
         api::Status {
-            generation: self.generation,
-            commit: self.commit.clone(),
+            generation: self.reloads.generation(),
+            commit: self.reloads.commit().map(str::to_string),
             uptime_seconds: self.started.elapsed().as_secs(),
             policy_dir: self.config.policy_dir.clone(),
             policy: if self.no_policy {
@@ -1184,7 +1173,7 @@ impl Controller {
             devices: self.compiled.as_ref().map_or(0, |c| c.devices.len()),
             quarantined: self.quarantines.entries.len(),
             held: self.held_interfaces().into_iter().collect(),
-            last_reload_error: self.last_reload_error.clone(),
+            last_reload_error: self.reloads.last_error().map(str::to_string),
             state_errors: self
                 .state_errors
                 .iter()
@@ -1491,7 +1480,7 @@ impl Controller {
     /// the old pinned link died with the old interface; devices bound to it are recompiled
     /// for the new ifindex).
     fn check_interfaces(&mut self) {
-        if self.stood_down {
+        if self.reloads.stood_down() {
             return;
         }
         let held = self.ifaces.held().clone();
@@ -1613,7 +1602,7 @@ impl Controller {
     /// the interface hold are removed, every interface reports detached, and nothing is
     /// restored or re-attached until the daemon is restarted.
     fn stand_down(&mut self, by: &str, reason: &str) -> Result<Vec<String>, String> {
-        self.stood_down = true;
+        self.reloads.stand_down();
         attach::detach_all(&self.config.pin_dir).map_err(|e| {
             format!(
                 "removing the pinned links under {}: {e}",
@@ -1651,7 +1640,7 @@ impl Controller {
     /// `lazaret_interface_attached` says 0 until enforcement is back. An XDP interface that
     /// cannot be restored (another program holds it) is held closed and retried.
     fn check_tamper(&mut self) {
-        if self.stood_down {
+        if self.reloads.stood_down() {
             return;
         }
         let ours = self
@@ -2039,7 +2028,7 @@ impl Controller {
             }
         }
         tracing::info!(
-            generation = self.generation,
+            generation = self.reloads.generation(),
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
         );
         self.save_learned();
