@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use lazaret::{
     config::{Config, LogFormat, DEFAULT_PATH},
-    daemon::{preflight, Controller},
+    daemon::{self, preflight},
 };
 
 #[derive(Debug, Args)]
@@ -43,8 +43,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         preflight::check(&config)?;
-        let ctl = Controller::start(config)?;
-        ctl.serve().await?;
+        daemon::run(config, std::future::pending()).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,157 @@
+//! What the dataplanes report (XDP ring buffer, nflog): deviations counted towards a
+//! quarantine, flows of learn-mode devices, unknown devices; and the event feed and webhook.
+
+use super::*;
+impl Controller {
+    /// A controller event for followers (and the webhook, when one is configured).
+    pub(super) fn notify(&self, event: events::Record) {
+        self.feed.publish(&event);
+        if let Some(hook) = &self.webhook {
+            hook.send(event);
+        }
+    }
+
+    /// The learned flows; a file that cannot be read is moved aside (never overwritten)
+    /// and learning starts again.
+    pub(super) fn load_learned(state_dir: &Path) -> learn::Learned {
+        match learn::Learned::load(state_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                let path = state_dir.join(learn::FILE);
+                let moved = path.with_extension(format!("json.corrupt-{}", quarantine::now()));
+                let _ = std::fs::rename(&path, &moved);
+                tracing::error!(error = %e, moved = %moved.display(), "learned flows unreadable; moved aside, learning starts again");
+                learn::Learned {
+                    version: 1,
+                    ..learn::Learned::default()
+                }
+            }
+        }
+    }
+
+    /// Writes the learned flows if they changed.
+    pub(super) fn save_learned(&mut self) {
+        if !self.learned_dirty {
+            return;
+        }
+        let result = self.learned.save(&self.config.state_dir);
+        if result.is_ok() {
+            self.learned_dirty = false;
+        }
+        self.persisted("learned", result);
+    }
+
+    /// A learn event: recorded for its device if the device is in learn mode. New flow
+    /// patterns are written at once, counts on the next tick.
+    pub(super) fn on_learn(&mut self, ev: &lazaret_abi::Event) {
+        let Some(d) = self
+            .compiled
+            .as_ref()
+            .and_then(|c| c.device_by_hash(ev.device))
+            .filter(|d| d.mode == policy::model::Mode::Learn)
+        else {
+            return;
+        };
+        let id = d.id.clone();
+        self.learned_dirty = true;
+        if self.learned.observe(&id, ev, quarantine::now()) {
+            self.save_learned();
+        }
+    }
+
+    pub(super) fn load_unknowns(state_dir: &Path) -> unknown::Unknowns {
+        let path = state_dir.join("unknown-devices.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unknown-device list unreadable; starting a new one");
+                unknown::Unknowns::default()
+            }),
+            Err(_) => unknown::Unknowns::default(),
+        }
+    }
+
+    pub(super) fn save_unknowns(&mut self) {
+        let path = self.config.state_dir.join("unknown-devices.json");
+        let result = serde_json::to_vec_pretty(&self.unknowns)
+            .map_err(std::io::Error::other)
+            .and_then(|body| state::write_atomic(&path, &body));
+        self.persisted("unknown_devices", result);
+    }
+
+    /// An unknown source spoke on a device port.
+    pub(super) fn on_unknown(&mut self, ev: &lazaret_abi::Event) {
+        let src = match ev.family {
+            lazaret_abi::FAMILY_V4 => Some(std::net::IpAddr::from([
+                ev.src[0], ev.src[1], ev.src[2], ev.src[3],
+            ])),
+            lazaret_abi::FAMILY_V6 => Some(std::net::IpAddr::from(ev.src)),
+            _ => None,
+        };
+        let flow = (ev.family != 0).then(|| {
+            let dst = endpoint(ev.family, &ev.dst, ev.dst_port);
+            format!("proto {} {dst}", ev.proto)
+        });
+        let sighting = unknown::Sighting {
+            mac: ev.src_mac,
+            vlan: ev.vlan,
+            ifindex: ev.ifindex,
+            src,
+            flow,
+            now: quarantine::now(),
+        };
+        if self.unknowns.observe(&sighting) {
+            tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = %src.map_or_else(|| "-".to_string(), |a| a.to_string()), "new unknown device on a device port");
+            self.metrics.unknown_device_discovered();
+            self.feed
+                .publish(&events::new_unknown_event(&sighting, events::unix_now()));
+            self.metrics
+                .set_unknown_devices(self.unknowns.devices.len() as u64);
+            self.save_unknowns();
+        }
+    }
+
+    /// One datapath event: metrics, unknown-device discovery, deviation detection.
+    pub(super) fn on_event(&mut self, ev: &lazaret_abi::Event) {
+        self.feed.publish(&events::datapath_event(
+            ev,
+            self.compiled.as_deref(),
+            events::unix_now(),
+        ));
+        if let Some(kind) = deviation::kind_label(ev) {
+            self.metrics.deviation(kind);
+        }
+        if ev.kind == lazaret_abi::EVENT_UNKNOWN {
+            self.on_unknown(ev);
+            return;
+        }
+        if ev.kind == lazaret_abi::EVENT_LEARN {
+            self.on_learn(ev);
+            return;
+        }
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let decision = self.containment.on_event(
+            ev,
+            &self.quarantines.entries,
+            now_ms,
+            quarantine::now(),
+            describe,
+        );
+        if let Some(d) = decision {
+            let device = d.device.clone();
+            if let Err(e) = self.quarantine(d) {
+                tracing::error!(device = %device, error = %e, "automatic quarantine failed");
+            }
+        }
+    }
+}
+
+/// One line about an event, for logs and quarantine reasons.
+pub(super) fn describe(ev: &lazaret_abi::Event) -> String {
+    let reason = lazaret_abi::Reason::from_u8(ev.reason).map_or("?", |r| r.name());
+    format!(
+        "{reason} proto {} {} -> {}",
+        ev.proto,
+        endpoint(ev.family, &ev.src, ev.src_port),
+        endpoint(ev.family, &ev.dst, ev.dst_port)
+    )
+}

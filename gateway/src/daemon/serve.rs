@@ -1,0 +1,227 @@
+//! The event loop: the I/O shell around the controller. It owns the sockets (metrics,
+//! control), signals, timers, the policy directory watch and the dataplanes' event sources,
+//! and hands each input to the controller; work that takes long comes back as a message.
+
+use std::future::Future;
+
+use super::*;
+
+/// How often datapath counters are read into the metrics.
+pub(super) const OBSERVE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the configured interfaces are looked up by name. An interface that is deleted
+/// and created again has no XDP program until the daemon notices: traffic on it passes
+/// unjudged for up to this long (one `if_nametoindex` per interface per check).
+pub(super) const INTERFACES_EVERY: Duration = Duration::from_millis(250);
+
+/// How often the loop beats (heartbeat metric, `/healthz`, systemd's watchdog at half its
+/// period if that is shorter).
+pub(super) const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `lazaret run`'s shell: starts the controller (adopting what an earlier run left pinned,
+/// installing, attaching) and serves until SIGTERM, SIGINT or `shutdown`. Returning leaves
+/// the dataplanes enforcing.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    Controller::start(config)?.serve(shutdown).await
+}
+
+impl Controller {
+    /// Serves until SIGTERM, SIGINT or `shutdown`; SIGHUP and changes in the policy
+    /// directory reload. Returning leaves the datapath pinned and enforcing.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        tokio::pin!(shutdown);
+        let listener = tokio::net::TcpListener::bind(self.config.metrics_listen)
+            .await
+            .map_err(io_err(format!(
+                "metrics endpoint {} (is the port already taken?)",
+                self.config.metrics_listen
+            )))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics.clone();
+        let mut stop_metrics = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_metrics.changed().await;
+            };
+            if let Err(e) = crate::metrics::serve(listener, metrics, shutdown).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        if let Some(w) = &self.config.webhook {
+            // Checked when the configuration was parsed.
+            match webhook::check_url(w.url.get_ref()) {
+                Ok(uri) => self.webhook = Some(webhook::Webhook::spawn(uri, self.metrics.clone())),
+                Err(e) => tracing::error!(error = %e, "webhook disabled"),
+            }
+        }
+        let access = control::Access {
+            group: self.config.control_gid,
+        };
+        let control = control::bind_for(&self.config.control_socket, access)?;
+        let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+        tokio::spawn(control::serve_for(
+            control,
+            calls_tx,
+            self.feed.clone(),
+            access,
+        ));
+        let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let mut links = tokio::time::interval(INTERFACES_EVERY);
+        // The XDP program's ring buffer (none without XDP: nflog below brings nftables').
+        let mut events = match self.dp.as_mut() {
+            Some(dp) => {
+                let events = dp.take_events()?;
+                // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the
+                // same for the reader's whole life, which the AsyncFd owns.
+                let fd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        events,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                Some(fd.map_err(|e| DaemonError::Io {
+                    what: "watching the event ring buffer".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?)
+            }
+            None => None,
+        };
+        let mut term =
+            signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
+        let mut hup =
+            signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
+        let dir = self.config.policy_dir.clone();
+        let mut changes = watch::PolicyWatch::new(&dir).map_err(|e| DaemonError::Io {
+            what: format!("watching {}", dir.display()),
+            source: std::io::Error::other(e),
+        })?;
+        // Compiles run off the loop from now on; their results come back here.
+        let (compiled_tx, mut compiled_rx) = mpsc::unbounded_channel();
+        self.compiled_tx = Some(compiled_tx);
+        let (staged_tx, mut staged_rx) = mpsc::unbounded_channel();
+        self.staged_tx = Some(staged_tx);
+        let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
+        self.observed_tx = Some(observed_tx);
+        if let Some(dp) = &self.dp {
+            self.reader = Some(Arc::new(std::sync::Mutex::new(dp.reader()?)));
+        }
+        // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
+        let (nflog_tx, mut nflog) = mpsc::channel(1024);
+        if self.nft.active() {
+            crate::dataplane::nft::NftDataplane::spawn_reader(nflog_tx.clone())
+                .map_err(io_err("reading nftables events (nflog)"))?;
+        }
+        // Ready only now that events are read: nflog, unlike the XDP ring buffer, keeps
+        // nothing for a reader that is not there yet.
+        self.write_ready()?;
+        // systemd (Type=notify): ready; and the watchdog, if the unit has one, is pinged from
+        // the loop below, so a loop that stalls gets the daemon restarted (enforcement
+        // carries on through the restart: everything is pinned).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog_usec = 0u64;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+        let beat_every = if watchdog {
+            Duration::from_micros(watchdog_usec / 2).min(BEAT_EVERY)
+        } else {
+            BEAT_EVERY
+        };
+        let mut beat = tokio::time::interval(beat_every);
+        loop {
+            // A policy change waiting for the directory to settle (see `watch`).
+            let settle_at = changes.deadline();
+            tokio::select! {
+                _ = term.recv() => break,
+                () = &mut shutdown => break,
+                Some(logged) = nflog.recv() => {
+                    if let Some(ev) = self.nft.event(&logged) {
+                        self.on_event(&ev);
+                    }
+                }
+                _ = int.recv() => break,
+                _ = hup.recv() => self.reload_and_report("SIGHUP"),
+                _ = beat.tick() => {
+                    // Events first: the beat says the loop keeps up, not only that it runs.
+                    if let Some(events) = events.as_mut() {
+                        let batch = events.get_mut().drain();
+                        for ev in &batch {
+                            self.on_event(ev);
+                        }
+                    }
+                    if let Some(written) = self.lkg.outcome() {
+                        self.persisted("last_known_good", written);
+                    }
+                    self.metrics.heartbeat(unix_ms());
+                    if watchdog {
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+                _ = links.tick() => {
+                    self.check_interfaces();
+                    self.check_tamper();
+                    self.sync_local();
+                }
+                _ = tick.tick() => {
+                    self.observe();
+                    self.sync_pins();
+                    self.expire_quarantines();
+                    self.save_learned();
+                }
+                ready = readable(events.as_mut()) => {
+                    match ready {
+                        Ok(mut guard) => {
+                            let batch = guard.get_inner_mut().drain();
+                            guard.clear_ready();
+                            for ev in &batch {
+                                self.on_event(ev);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "event ring buffer"),
+                    }
+                }
+                Some(done) = compiled_rx.recv() => self.finish_reload(done),
+                Some(()) = staged_rx.recv() => self.finish_install(),
+                Some(snap) = observed_rx.recv() => self.observed(snap),
+                Some(call) = calls.recv() => {
+                    let reply = self.handle(call.request, &call.peer);
+                    let _ = call.reply.send(reply);
+                }
+                true = changes.changed() => {}
+                () = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if settle_at.is_some() =>
+                {
+                    if changes.settled() {
+                        self.reload_and_report("policy directory changed");
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            generation = self.reloads.generation(),
+            "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
+        );
+        self.save_learned();
+        let _ = stop_tx.send(true);
+        drop(nflog_tx);
+        let _ = std::fs::remove_file(&self.config.control_socket);
+        Ok(())
+    }
+}
+
+/// The XDP ring buffer's next readiness; never, without one.
+pub(super) async fn readable(
+    events: Option<&mut tokio::io::unix::AsyncFd<crate::dataplane::xdp::EventReader>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, crate::dataplane::xdp::EventReader>>
+{
+    match events {
+        Some(e) => e.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,392 @@
+//! Starting: adopting what an earlier run left pinned (maps, links, the generation), restoring
+//! the controller's state (quarantines, pins), the first install, attaching every interface.
+
+use super::*;
+impl Controller {
+    /// Loads the program (adopting pinned maps), installs the policy, attaches. At start the
+    /// policy must be valid unless a previous generation is already enforcing from the
+    /// pinned maps, in which case that one keeps enforcing and the error is logged.
+    pub fn start(config: Config) -> Result<Self, DaemonError> {
+        let compiler = compiler::Compiler::new(&config.policy_dir);
+        // At boot lazaret starts before the network is configured: an interface (a VLAN, a
+        // bridge) may not exist yet. It is held closed by name (see `nft::hold`) under the
+        // placeholder ifindex 0, which no interface has, so devices bound to it fail their
+        // binding check; `check_interfaces` attaches when it appears.
+        let ifaces = interfaces::Interfaces::new(&config.interfaces, config.dataplane, ifindex);
+        // nftables alone needs no BPF: nothing is loaded, no bpffs is needed or touched.
+        let xdp = config.dataplane != crate::config::Dataplane::Nftables;
+        let (pin_dir, dp) = if xdp {
+            let pin_dir = pin_dir(&config)?;
+            let dp = Datapath::load(&LoadOptions {
+                pin_dir: Some(pin_dir.clone()),
+            })?;
+            (pin_dir, Some(dp))
+        } else {
+            let version = format!("v{}", lazaret_abi::ABI_VERSION);
+            (config.pin_dir.join(version), None)
+        };
+        let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let mut nft = crate::dataplane::nft::NftDataplane::new(metrics.registry())
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        if config.dataplane == crate::config::Dataplane::Nftables {
+            for iface in &config.interfaces {
+                nft.add_interface(&iface.name);
+            }
+        }
+        let (quarantines, state_error) = Quarantines::load(&config.state_dir);
+        let config_state_dir = config.state_dir.clone();
+        let mut ctl = Controller {
+            config,
+            dp,
+            ifaces,
+            reloads: reloader::Reloader::new(read_generation(&config_state_dir)),
+            pin_dir,
+            metrics: Arc::new(metrics),
+            compiled: None,
+            compiler,
+            compiled_tx: None,
+            started: Instant::now(),
+            quarantines,
+            state_errors: BTreeMap::new(),
+            lkg: lkg::Keeper::new(&config_state_dir),
+            on_lkg: false,
+            no_policy: false,
+            staged_tx: None,
+            usage: Vec::new(),
+            reader: None,
+            observed_tx: None,
+            observing: false,
+            containment: containment::Containment::default(),
+            unknowns: Self::load_unknowns(&config_state_dir),
+            feed: events::Feed::default(),
+            webhook: None,
+            learned: Self::load_learned(&config_state_dir),
+            learned_dirty: false,
+            nft,
+            local: std::collections::BTreeSet::new(),
+            pins: pins::Pins::load(&config_state_dir),
+        };
+        ctl.sync_local();
+        ctl.restore_pins();
+        let legacy = match ctl.dp.as_mut() {
+            Some(dp) => {
+                let adopted = dp.active_site()?;
+                ctl.reloads.adopt(adopted.generation);
+                if adopted.generation > 0 {
+                    tracing::info!(
+                        generation = adopted.generation,
+                        "adopted the pinned datapath state"
+                    );
+                }
+                attach::legacy_dirs(&ctl.config.pin_dir, &ctl.pin_dir)
+            }
+            None => Vec::new(),
+        };
+        // An upgrade from an older datapath ABI: continue its generation numbering, so the
+        // flows carried over are all older than the first new generation and re-judged.
+        for dir in &legacy {
+            if let Some(g) = Datapath::pinned_generation(dir) {
+                ctl.reloads.adopt(g);
+            }
+        }
+        for iface in ctl.config.interfaces.clone() {
+            if let Some(index) = ctl.ifaces.ifindex(&iface.name) {
+                let config = ctl.iface_config(&iface);
+                if let Some(dp) = ctl.dp.as_mut() {
+                    dp.set_interface_config(index, config)?;
+                }
+            }
+        }
+        let held = ctl.ifaces.held();
+        if !held.is_empty() {
+            ctl.metrics.held(held.len());
+            // Closed before anything else happens (the policy may take a while to compile).
+            ctl.nft
+                .hold(held)
+                .map_err(|e| DaemonError::Nftables(e.into()))?;
+        }
+        // Without XDP, the quarantines an earlier run's nftables table enforces are read
+        // before the first table of this run replaces it: the state file may have lost one.
+        // Its table also keeps enforcing if the repository is refused now (see
+        // `start_without_repository`), like pinned XDP maps do.
+        let mut kernel_quarantines = Vec::new();
+        if ctl.dp.is_none() && ctl.nft.table_in_kernel() {
+            kernel_quarantines = ctl.nft.kernel_quarantines();
+            ctl.reloads
+                .adopt(read_generation(&ctl.config.state_dir).max(1));
+        }
+        match ctl.reload() {
+            Ok(_) => {}
+            Err(e @ DaemonError::Policy { .. }) => ctl.start_without_repository(&e)?,
+            Err(e) => return Err(e),
+        }
+        ctl.restore_quarantines(state_error, &kernel_quarantines)?;
+        // (`legacy` is empty without an XDP datapath.)
+        if let Some(dp) = ctl.dp.as_mut() {
+            for dir in &legacy {
+                match dp.migrate_flows(dir) {
+                    Ok(n) => {
+                        tracing::info!(from = %dir.display(), flows = n, "flows carried over from the older datapath");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not carry flows over; their sessions will have to reconnect");
+                    }
+                }
+            }
+        }
+        ctl.attach_all()?;
+        // A hold an earlier run left (it died while an interface was gone): every interface
+        // is attached now. Best effort: without nft there is no hold to lift.
+        if let Err(e) = ctl.nft.hold(&ctl.held_interfaces()) {
+            tracing::debug!(error = %e, "lifting an interface hold");
+        }
+        Ok(ctl)
+    }
+
+    /// The policy repository was refused at start (`refused`): enforce the last-known-good
+    /// policy; without one, keep a generation still pinned from before (a restart, not a
+    /// reboot); without that either, hold the device-side interfaces closed until a reload
+    /// succeeds. Never start open.
+    pub(super) fn start_without_repository(
+        &mut self,
+        refused: &DaemonError,
+    ) -> Result<(), DaemonError> {
+        tracing::error!(error = %refused, "the policy repository is refused at start");
+        match lkg::Snapshot::load(&self.config.state_dir) {
+            Ok(Some(snap)) => {
+                let job = self.job("last-known-good")?.ok_or(DaemonError::StoodDown)?;
+                let result = self.compiler.compile_snapshot(&snap, &job);
+                match result.and_then(|out| self.install(job, out)) {
+                    Ok(r) => {
+                        // `status` keeps saying why: the repository is still refused.
+                        self.reloads.refused(refused.to_string());
+                        tracing::error!(
+                            generation = r.generation,
+                            commit = snap.commit.as_deref().unwrap_or("-"),
+                            saved = snap.saved,
+                            enforced_as = snap.generation,
+                            "enforcing the LAST-KNOWN-GOOD policy until the repository is fixed"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // What the operator must fix is the repository.
+                        self.reloads.refused(refused.to_string());
+                        tracing::error!(error = %e, "the last-known-good policy cannot be enforced");
+                    }
+                }
+            }
+            Ok(None) => tracing::error!("no last-known-good policy in the state directory"),
+            Err(e) => tracing::error!(error = %e, "the last-known-good policy is unusable"),
+        }
+        if self.reloads.generation() > 0 {
+            // Pinned XDP maps, or (nftables alone) the table an earlier run left in the
+            // kernel: what enforced before the restart keeps enforcing.
+            tracing::error!(
+                generation = self.reloads.generation(),
+                "the generation enforcing before the restart keeps enforcing"
+            );
+            return Ok(());
+        }
+        // Nothing to enforce: the device ports are closed, by name, before they exist.
+        self.no_policy = true;
+        let held = self.held_interfaces();
+        tracing::error!(held = %names(&held), "NO POLICY to enforce: device-side interfaces held closed until the repository compiles");
+        self.metrics.held(held.len());
+        self.nft
+            .hold(&held)
+            .map_err(|e| DaemonError::Nftables(e.into()))
+    }
+
+    /// Puts the persisted quarantines back into the datapath (after a reboot the pinned
+    /// state is gone), and lists the quarantines the pinned datapath enforces that the
+    /// state file does not know (corrupt, or a write failed) as recovered: none is dropped
+    /// and none is invisible.
+    pub(super) fn restore_quarantines(
+        &mut self,
+        state_error: Option<quarantine::StateError>,
+        kernel: &[([u8; 6], u8)],
+    ) -> Result<(), DaemonError> {
+        let devices: Vec<(String, u64, Option<[u8; 6]>)> = self
+            .compiled
+            .as_ref()
+            .map(|c| {
+                c.devices
+                    .iter()
+                    .map(|d| (d.id.clone(), d.hash, d.mac.map(|m| m.0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Every quarantine the pinned datapath enforces is listed, whether the state file
+        // was corrupt or merely missing one (a write that failed before a restart): a
+        // device the datapath drops is never one `quarantine list` does not show.
+        let corrupt = state_error.is_some();
+        if let Some(err) = state_error {
+            tracing::error!(error = %err, "quarantine state could not be read");
+        }
+        // Only ever stricter: where the datapath enforces more than the file records (a
+        // quarantine whose write failed), the datapath's is kept; where the file records
+        // more (a release whose write failed, or a reboot emptied the datapath), the file's
+        // is applied below. A quarantine is never dropped by a restart.
+        let mut recovered = 0;
+        let mut enforced = Vec::new();
+        for (id, hash, mac) in &devices {
+            let quarantine = match self.dp.as_mut() {
+                Some(dp) => dp.device_state(*hash)?.quarantine,
+                // nftables alone: what its table of the earlier run enforced, by MAC.
+                None => kernel
+                    .iter()
+                    .find(|(m, _)| Some(*m) == *mac)
+                    .map_or(lazaret_abi::QUARANTINE_NONE, |(_, q)| *q),
+            };
+            enforced.push((id, quarantine));
+        }
+        for (id, quarantine) in enforced {
+            let action = match quarantine {
+                lazaret_abi::QUARANTINE_RESTRICT => Action::Restrict,
+                lazaret_abi::QUARANTINE_ISOLATE => Action::Isolate,
+                _ => continue,
+            };
+            let recorded = self.quarantines.entries.get(id).map(|e| e.action);
+            if recorded.is_some_and(|r| r >= action) {
+                continue;
+            }
+            let reason = if corrupt {
+                "recovered from the datapath after the state file was found corrupt".to_string()
+            } else {
+                format!(
+                    "recovered from the datapath: the state file recorded {} (a write failed?)",
+                    recorded.map_or("no quarantine", Action::name)
+                )
+            };
+            tracing::warn!(device = %id, action = action.name(), "quarantine recovered from the datapath");
+            self.quarantines.entries.insert(
+                id.clone(),
+                quarantine::Entry {
+                    action,
+                    reason,
+                    by: "lazaret".into(),
+                    since: quarantine::now(),
+                    until: None,
+                    recovered: true,
+                },
+            );
+            recovered += 1;
+        }
+        if corrupt || recovered > 0 {
+            self.save_quarantines();
+        }
+        for (id, entry) in self.quarantines.entries.clone() {
+            match devices.iter().find(|(d, _, _)| *d == id) {
+                Some((_, hash, _)) => self.apply_quarantine(*hash, entry.action)?,
+                None => {
+                    tracing::warn!(device = %id, "a quarantined device is not in the policy; its quarantine is kept");
+                }
+            }
+        }
+        self.update_quarantine_metrics();
+        Ok(())
+    }
+
+    pub(super) fn attach_all(&mut self) -> Result<(), DaemonError> {
+        let root = self.config.pin_dir.clone();
+        let legacy = attach::legacy_dirs(&root, &self.pin_dir);
+        let mut fell_back = false;
+        for iface in self.config.interfaces.clone() {
+            if self.ifaces.ifindex(&iface.name).is_none() {
+                // Not there yet: held closed (since `Interfaces::new`), attached when it
+                // appears.
+                if let Some(mode) = self.ifaces.mode(&iface.name) {
+                    self.set_mode(&iface.name, mode);
+                }
+                continue;
+            }
+            if self.nft.uses(&iface.name) {
+                // nftables enforces here already (applied by the reload before this); an
+                // XDP link pinned by an earlier run in XDP mode is released.
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+                self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
+                continue;
+            }
+            let prog = xdp(&mut self.dp, "attaching an interface")?.program_mut()?;
+            let attached =
+                attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy);
+            let attached = match attached {
+                Err(e) if self.config.dataplane == crate::config::Dataplane::Auto => {
+                    tracing::warn!(interface = %iface.name, error = %e, "XDP cannot attach: nftables enforces on this interface");
+                    self.nft.add_interface(&iface.name);
+                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
+                    fell_back = true;
+                    continue;
+                }
+                other => other?,
+            };
+            let mode = match attached {
+                attach::Attached::New(mode) => {
+                    if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
+                        tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
+                    }
+                    let mode = Enforcer::xdp(mode);
+                    tracing::info!(interface = %iface.name, side = iface.side.name(), mode = mode.label(), "attached");
+                    mode
+                }
+                attach::Attached::Adopted => {
+                    tracing::info!(interface = %iface.name, side = iface.side.name(), "program swapped into the pinned link");
+                    attach::recorded_mode(&self.config.state_dir, &iface.name)
+                        .unwrap_or(Enforcer::XdpNative)
+                }
+            };
+            attach::record_mode(&self.config.state_dir, &iface.name, mode);
+            self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
+        }
+        self.nft.retire();
+        if fell_back {
+            // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
+            // do not know each other's flows (a reply entering an XDP interface for a flow
+            // that nftables admitted would be dropped as flowless). So once one interface
+            // needs nftables, every interface uses it.
+            for iface in self.config.interfaces.clone() {
+                if !self.nft.uses(&iface.name) {
+                    tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
+                    self.nft.add_interface(&iface.name);
+                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
+                }
+            }
+            self.nft.reapply()?;
+            for iface in &self.config.interfaces {
+                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+            }
+        }
+        for dir in legacy {
+            tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
+            attach::remove_legacy(&dir);
+        }
+        Ok(())
+    }
+}
+
+/// `pin_dir/v<ABI_VERSION>`, on a bpf filesystem.
+pub(super) fn pin_dir(config: &Config) -> Result<PathBuf, DaemonError> {
+    let dir = config
+        .pin_dir
+        .join(format!("v{}", lazaret_abi::ABI_VERSION));
+    std::fs::create_dir_all(&dir)
+        .map_err(io_err(format!("creating pin directory {}", dir.display())))?;
+    if !is_bpffs(&dir) {
+        return Err(DaemonError::Io {
+            what: format!(
+                "{} is not on a bpf filesystem (mount one: mount -t bpf bpf {})",
+                dir.display(),
+                config.pin_dir.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    Ok(dir)
+}
+
+pub(super) fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+}

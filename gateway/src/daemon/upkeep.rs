@@ -1,0 +1,453 @@
+//! Keeping enforcement in place while serving: interfaces lost and regained (decided by
+//! [`super::interfaces`]), tamper checks, the gateway's own addresses, bridge-port pins, the
+//! interface hold, and the counters read into the metrics off the loop.
+
+use super::serve::unix_ms;
+use super::*;
+impl Controller {
+    /// The interfaces held closed: those that disappeared (XDP cannot be on them when they
+    /// return) and, with no policy, every device-side interface.
+    pub(super) fn held_interfaces(&self) -> std::collections::BTreeSet<String> {
+        let mut held = self.ifaces.held().clone();
+        if self.no_policy {
+            held.extend(
+                self.config
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.side == crate::config::Side::Devices)
+                    .map(|i| i.name.clone()),
+            );
+        }
+        held
+    }
+
+    /// Reads the datapath's counters into the metrics, on a thread of its own when serving
+    /// (with a big policy, counting map entries and reading every device's counters takes
+    /// tens of milliseconds the loop must not spend); the snapshot comes back through
+    /// `observed`. At most one read at a time.
+    pub(super) fn observe(&mut self) {
+        let Some(tx) = self.observed_tx.clone() else {
+            return;
+        };
+        if self.observing {
+            return;
+        }
+        let reader = self.reader.clone();
+        let devices: Vec<(u64, Option<String>)> = self
+            .compiled
+            .as_ref()
+            .map(|c| {
+                c.devices
+                    .iter()
+                    .map(|d| (d.hash, d.class.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nft = self.nft.counter_reader();
+        self.observing = true;
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader
+                .as_ref()
+                .map(|r| r.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let _ = tx.send(read_snapshot(reader.as_deref_mut(), &devices, nft.as_ref()));
+        });
+    }
+
+    /// A snapshot `observe` read.
+    pub(super) fn observed(&mut self, snap: Option<DatapathSnapshot>) {
+        self.observing = false;
+        if let Some(snap) = snap {
+            self.metrics.counters_read(unix_ms() as f64 / 1000.0);
+            self.usage.clone_from(&snap.map_entries);
+            self.metrics.observe_datapath(&snap);
+        }
+    }
+
+    /// The datapath's view of a configured interface (side, untagged VLAN, bridge binding).
+    pub(super) fn iface_config(
+        &self,
+        iface: &crate::config::Interface,
+    ) -> lazaret_abi::IfaceConfig {
+        let bridge = iface
+            .bridge
+            .as_ref()
+            .and_then(|b| self.ifaces.ifindexes().get(b).copied());
+        iface.datapath_config(bridge)
+    }
+
+    /// Records `mode` for `interface`, in `status` and in `lazaret_interface_attached`.
+    pub(super) fn set_mode(&mut self, interface: &str, mode: IfaceMode) {
+        self.ifaces.set_mode(interface, mode);
+        self.nft.report(interface, mode.enforcer());
+        self.metrics
+            .set_interface(interface, mode.enforcer().label(), mode.is_enforcing());
+    }
+
+    /// Acts on what [`interfaces::Interfaces::check`] found: a bridge that appeared (its
+    /// ports configured, a reload for devices bound to it), an interface gone (held closed
+    /// by name: neither XDP nor the nftables frame stage, bound to the device, will be on it
+    /// when it returns), an interface back, possibly under a new ifindex (attached anew:
+    /// the old pinned link died with the old interface; devices bound to it are recompiled
+    /// for the new ifindex).
+    pub(super) fn check_interfaces(&mut self) {
+        if self.reloads.stood_down() {
+            return;
+        }
+        let held = self.ifaces.held().clone();
+        for change in self.ifaces.check(ifindex) {
+            match change {
+                interfaces::Change::BridgeAppeared {
+                    bridge,
+                    ifindex,
+                    ports,
+                } => {
+                    tracing::warn!(bridge = %bridge, ifindex, "bridge appeared");
+                    for port in ports {
+                        let Some(iface) = self.config.interfaces.iter().find(|i| i.name == port)
+                        else {
+                            continue;
+                        };
+                        let config = self.iface_config(iface);
+                        let index = self.ifaces.ifindex(&port);
+                        if let Some(Err(e)) = index
+                            .zip(self.dp.as_mut())
+                            .map(|(p, dp)| dp.set_interface_config(p, config))
+                        {
+                            tracing::error!(interface = %port, error = %e, "configuring a bridge port");
+                        }
+                    }
+                    self.reload_and_report("bridge appeared");
+                }
+                interfaces::Change::Lost { interface } => {
+                    tracing::error!(interface = %interface, "interface disappeared: held closed until it returns");
+                    if let Some(mode) = self.ifaces.mode(&interface) {
+                        self.set_mode(&interface, mode);
+                    }
+                }
+                interfaces::Change::Returned {
+                    interface,
+                    ifindex,
+                    enforcer,
+                } => self.returned(&interface, ifindex, enforcer),
+            }
+        }
+        if self.ifaces.held() != &held {
+            self.update_hold();
+        }
+    }
+
+    /// `interface` is back (or still without its dataplane) under `index`: its dataplane
+    /// enforces on it again, or it stays held and is retried at the next check.
+    pub(super) fn returned(&mut self, interface: &str, index: u32, enforcer: Enforcer) {
+        tracing::warn!(
+            interface,
+            ifindex = index,
+            "interface (re)appeared: attaching"
+        );
+        let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, interface));
+        if enforcer == Enforcer::Nftables {
+            // The inet table matches interfaces by name; a reload re-renders it for the new
+            // ifindex of devices bound to the interface, and hooks the frame stage on the
+            // new device. Then the hold can go.
+            self.reload_and_report("interface returned");
+            self.set_mode(interface, IfaceMode::Enforcing(Enforcer::Nftables));
+            return;
+        }
+        let Some(iface) = self
+            .config
+            .interfaces
+            .iter()
+            .find(|i| i.name == interface)
+            .cloned()
+        else {
+            return;
+        };
+        // Attach first, then reload for the new ifindex: until the reload, devices bound to
+        // the interface fail their binding check and are dropped (closed), rather than the
+        // interface passing everything (open).
+        let config = self.iface_config(&iface);
+        let result = xdp(&mut self.dp, "re-attaching an interface")
+            .and_then(|dp| Ok(dp.set_interface_config(index, config)?))
+            .and_then(|()| self.attach_again(&iface));
+        match result {
+            Ok(a) => {
+                let mode = match a {
+                    attach::Attached::New(m) => Enforcer::xdp(m),
+                    attach::Attached::Adopted => Enforcer::XdpNative,
+                };
+                attach::record_mode(&self.config.state_dir, interface, mode);
+                // Enforcing again (closed for devices bound to it until the reload binds the
+                // new ifindex): the hold can go. A reload that fails is reported and retried
+                // with the next policy change; the attach is not redone.
+                self.set_mode(interface, IfaceMode::Enforcing(mode));
+                tracing::info!(interface, mode = mode.label(), "re-attached");
+                self.reload_and_report("interface returned");
+            }
+            Err(e) => {
+                // Not enforcing on it: held closed, retried at the next check.
+                tracing::error!(interface, error = %e, "re-attaching failed; will retry");
+                self.set_mode(interface, IfaceMode::Held(enforcer));
+            }
+        }
+    }
+
+    /// Attaches the program to `iface` again (it came back, or lost its program), pinning a
+    /// new link.
+    pub(super) fn attach_again(
+        &mut self,
+        iface: &crate::config::Interface,
+    ) -> Result<attach::Attached, DaemonError> {
+        let prog = xdp(&mut self.dp, "attaching XDP")?.program_mut()?;
+        Ok(attach::attach(
+            prog,
+            &iface.name,
+            iface.xdp_mode,
+            &self.pin_dir,
+            &[],
+        )?)
+    }
+
+    /// Compares what the kernel enforces with what this daemon put there, and puts it back
+    /// if someone else changed it: an XDP program detached (its pinned link detached through
+    /// bpf(2)) or replaced, lazaret's nftables tables deleted or changed, the interface hold
+    /// removed. Each finding is counted in `lazaret_datapath_tamper_total`, and
+    /// `lazaret_interface_attached` says 0 until enforcement is back. An XDP interface that
+    /// cannot be restored (another program holds it) is held closed and retried.
+    pub(super) fn check_tamper(&mut self) {
+        if self.reloads.stood_down() {
+            return;
+        }
+        let ours = self
+            .dp
+            .as_mut()
+            .and_then(|dp| dp.program_mut().ok())
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id());
+        for iface in self.config.interfaces.clone() {
+            let Some(mode) = self
+                .ifaces
+                .mode(&iface.name)
+                .filter(|m| m.is_enforcing() && m.enforcer().is_xdp())
+            else {
+                continue;
+            };
+            let Some(index) = self.ifaces.ifindex(&iface.name) else {
+                continue;
+            };
+            // An interface gone is `check_interfaces`' business.
+            let Ok(found) = kernel::xdp_program(index) else {
+                continue;
+            };
+            if found.is_some() && found == ours {
+                continue;
+            }
+            let kind = if found.is_none() {
+                "xdp_detached"
+            } else {
+                "xdp_replaced"
+            };
+            tracing::error!(interface = %iface.name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
+            self.metrics.tamper(&iface.name, kind);
+            self.set_mode(&iface.name, mode.detached());
+            let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
+            let attached = self.attach_again(&iface);
+            match attached {
+                Ok(_) => {
+                    tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");
+                    self.set_mode(&iface.name, mode);
+                }
+                Err(e) => {
+                    // Another program holds the interface: closed until XDP is back
+                    // (`check_interfaces` retries a held interface).
+                    tracing::error!(interface = %iface.name, error = %e, "cannot restore XDP: the interface is held closed");
+                    self.set_mode(&iface.name, mode.held());
+                    self.update_hold();
+                }
+            }
+        }
+        let held = !self.held_interfaces().is_empty();
+        if !self.nft.active() && !held {
+            return;
+        }
+        let found = kernel::nft_generation()
+            .map_err(|e| e.to_string())
+            .and_then(|g| self.nft.verify(g, held).map_err(|e| e.to_string()));
+        match found {
+            Ok(None) => {}
+            Ok(Some(nft::Tampered::HoldMissing)) => {
+                tracing::error!("the interface hold was removed behind lazaret's back: restoring");
+                for name in self.held_interfaces() {
+                    self.metrics
+                        .tamper(&name, nft::Tampered::HoldMissing.kind());
+                }
+                self.update_hold();
+            }
+            Ok(Some(t)) => {
+                let kind = t.kind();
+                let on: Vec<String> = self
+                    .config
+                    .interfaces
+                    .iter()
+                    .filter(|i| self.nft.uses(&i.name))
+                    .map(|i| i.name.clone())
+                    .collect();
+                tracing::error!(kind, interfaces = %names(&on), "lazaret's nftables tables were changed behind its back: restoring");
+                // Interfaces that are gone stay detached; the others are, until restored.
+                let enforcing: Vec<String> = on
+                    .iter()
+                    .filter(|n| self.ifaces.is_enforcing(n))
+                    .cloned()
+                    .collect();
+                for name in &on {
+                    self.metrics.tamper(name, kind);
+                }
+                for name in &enforcing {
+                    self.set_mode(name, IfaceMode::Detached(Enforcer::Nftables));
+                }
+                match self.nft.restore(&self.pins.list()) {
+                    Ok(()) => {
+                        tracing::warn!("nftables enforcement restored");
+                        for name in &enforcing {
+                            self.set_mode(name, IfaceMode::Enforcing(Enforcer::Nftables));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot restore the nftables tables (retried every check)");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "checking the nftables ruleset"),
+        }
+    }
+
+    /// Gives the dataplanes the gateway's current addresses when they changed.
+    pub(super) fn sync_local(&mut self) {
+        let now = match local::own_addresses() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the gateway's addresses; the previous ones stay");
+                return;
+            }
+        };
+        if now == self.local {
+            return;
+        }
+        // Every dataplane is given them, even after one failed.
+        let results: Vec<_> = self.dataplanes().map(|dp| dp.set_local(&now)).collect();
+        match results.into_iter().collect::<Result<Vec<()>, _>>() {
+            Ok(_) => {
+                tracing::info!(
+                    addresses = now.len(),
+                    "the gateway's own addresses given to the dataplanes"
+                );
+                self.local = now;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "updating the gateway's addresses in the dataplanes; retried at the next check");
+            }
+        }
+    }
+
+    /// Puts the pins of the state directory back into the dataplanes (after a reboot they
+    /// are empty): a pin ends only when a person releases it.
+    pub(super) fn restore_pins(&mut self) {
+        let (pins, ifindexes) = (self.pins.list(), self.ifaces.ifindexes().clone());
+        for dp in self.dataplanes() {
+            if let Err(e) = dp.restore_pins(&pins, &ifindexes) {
+                tracing::error!(error = %e, "restoring the port pins");
+            }
+        }
+    }
+
+    /// Reads the pins the dataplanes learned and keeps new ones in the state directory.
+    pub(super) fn sync_pins(&mut self) {
+        let mut seen = Vec::new();
+        let ifindexes = self.ifaces.ifindexes().clone();
+        for dp in self.dataplanes() {
+            match dp.pins(&ifindexes) {
+                Ok(pins) => seen.extend(pins),
+                Err(e) => tracing::debug!(error = %e, "reading the port pins"),
+            }
+        }
+        if self.pins.merge(seen) {
+            let result = self.pins.save(&self.config.state_dir);
+            self.persisted("port_pins", result);
+        }
+    }
+
+    pub(super) fn update_hold(&self) {
+        let held = self.held_interfaces();
+        self.metrics.held(held.len());
+        match self.nft.hold(&held) {
+            Ok(()) => {
+                tracing::info!(held = %names(&held), "interfaces held closed until XDP is attached or a policy compiles");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = %names(&held), "could not hold interfaces closed (nftables): a returning interface passes traffic unjudged until re-attached");
+            }
+        }
+    }
+}
+
+/// The datapath's counters, read through `reader` (on a thread: see `Controller::observe`):
+/// `None` if the packet counters cannot be read. `devices`: (hash, class) of the policy's
+/// devices; `nft`: the nftables table's counters, when it enforces somewhere.
+pub(super) fn read_snapshot(
+    reader: Option<&mut crate::dataplane::xdp::DatapathReader>,
+    devices: &[(u64, Option<String>)],
+    nft: Option<&nft::dataplane::CounterReader>,
+) -> Option<DatapathSnapshot> {
+    let mut snap = DatapathSnapshot::default();
+    if let Some(reader) = reader {
+        snap.packets = match reader.stats() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading packet counters");
+                return None;
+            }
+        };
+        if let Ok(e) = reader.event_stats() {
+            for (i, v) in e.iter().take(4).enumerate() {
+                snap.event_stats[i] = *v;
+            }
+        }
+        if let Ok(usage) = reader.map_usage() {
+            snap.flows_active = usage
+                .iter()
+                .filter(|(m, _, _)| {
+                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
+                })
+                .map(|u| u.1)
+                .sum();
+            snap.map_entries = usage;
+        }
+        let mut by_class: BTreeMap<String, crate::dataplane::xdp::DeviceCounterTotals> =
+            BTreeMap::new();
+        for (hash, class) in devices {
+            let Ok(t) = reader.device_counters(*hash) else {
+                continue;
+            };
+            let e = by_class
+                .entry(class.clone().unwrap_or_else(|| "none".into()))
+                .or_default();
+            e.allowed_packets += t.allowed_packets;
+            e.allowed_bytes += t.allowed_bytes;
+            e.denied_packets += t.denied_packets;
+            e.denied_bytes += t.denied_bytes;
+            e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
+        }
+        snap.class_packets = by_class.into_iter().collect();
+    }
+    // nftables' table counts the packets it judges by the same reasons and sides (its
+    // counters carry over from one generation to the next): the same series, summed with
+    // whatever XDP judged on the other interfaces.
+    if let Some(n) = nft.and_then(nft::dataplane::CounterReader::read) {
+        if snap.packets.len() < n.len() {
+            snap.packets.resize(n.len(), 0);
+        }
+        for (total, n) in snap.packets.iter_mut().zip(n) {
+            *total += n;
+        }
+    }
+    Some(snap)
+}
