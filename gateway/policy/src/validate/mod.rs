@@ -2,7 +2,7 @@
 //! did-you-mean hints), parses addresses, ports, MACs and dates, checks the inventory for
 //! conflicts, and resolves per-device settings. Pure; reports every problem it finds.
 //!
-//! One [`Validator`] walks the raw policy; its jobs are split by what they validate:
+//! One `Validator` walks the raw policy; its jobs are split by what they validate:
 //! `site` (`[site]`, essentials, roles' servers), `rules` (workflows and their rules),
 //! `devices` (the inventory and its conflicts), `values` (names, durations, addresses,
 //! protocols, ports).
