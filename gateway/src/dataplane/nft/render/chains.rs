@@ -1,0 +1,379 @@
+//! The table's chains, one method per stage of the decision, each the twin of a function of
+//! the XDP program (named in its doc). Their number is fixed: everything that grows with the
+//! policy is a set or map element (see [`super`]).
+
+use super::super::expr::*;
+use super::builder::{Builder, Side};
+use super::names::*;
+use super::{LEARN_PREFIX, V4, V6};
+use lazaret_abi::*;
+use nftables::expr::{Expression as Expr, MetaKey};
+use nftables::schema::{Chain, NfListObject};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
+
+fn iifname() -> Expr<'static> {
+    meta(MetaKey::Iifname)
+}
+
+fn ether_saddr() -> Expr<'static> {
+    payload("ether", "saddr")
+}
+
+fn mark() -> Expr<'static> {
+    meta(MetaKey::Mark)
+}
+
+impl Builder<'_> {
+    /// The base chain and every regular chain, then their rules, stage by stage.
+    pub(super) fn chains(&mut self, site_flags: u32, quarantine_policy: u32) {
+        // Base chain: after conntrack (-200), before anything routes the packet.
+        self.objects.push(NfListObject::Chain(Chain {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: CHAIN_HOOK.into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(NfHook::Prerouting),
+            prio: Some(-150),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+        let all = [
+            "from_devices",
+            "from_upstream",
+            "flow",
+            "id4",
+            "id6",
+            "judge4",
+            "judge6",
+            "end_init4",
+            "end_resp4",
+            "end_init6",
+            "end_resp6",
+            "ports_enforce",
+            "ports_quarantine",
+            "ports_audit",
+            "ports_learn",
+        ];
+        for c in all {
+            self.chain(c);
+        }
+        for f in [V4, V6] {
+            for d in ["init", "resp"] {
+                for v in ["enforce", "quarantine", "audit", "learn"] {
+                    self.chain(&format!("class_{d}_{v}{}", f.v));
+                }
+            }
+        }
+        self.hook();
+        self.chain_from_devices(site_flags);
+        self.identify(site_flags);
+        self.chain_from_upstream();
+        self.flow();
+        self.judge(quarantine_policy);
+        self.ports();
+    }
+
+    /// The base chain: devices' interfaces to `from_devices`, upstream to `from_upstream`.
+    fn hook(&mut self) {
+        self.rule(
+            CHAIN_HOOK,
+            vec![in_set(iifname(), DEV_IFACES), jump("from_devices")],
+        );
+        self.rule(
+            CHAIN_HOOK,
+            vec![in_set(iifname(), UP_IFACES), jump("from_upstream")],
+        );
+    }
+
+    /// Rogue servers, identity (`id4`/`id6`), neighbor discovery, then flows.
+    fn chain_from_devices(&mut self, site_flags: u32) {
+        let c = "from_devices";
+        let r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
+        let r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
+        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
+        let r = vec![
+            V6.is(),
+            eq(payload("icmpv6", "type"), anon(vec![n(134), n(137)])),
+        ];
+        self.decide(c, r, Reason::DenyRogueRa, true, Side::Devices);
+        self.rule(c, vec![V4.is(), jump("id4")]);
+        self.rule(c, vec![V6.is(), jump("id6")]);
+        let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
+        let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
+        if site_flags & SITE_F_NEIGHBOR != 0 {
+            self.decide(c, r, Reason::AllowNeighbor, false, Side::Devices);
+        } else {
+            self.decide(c, r, Reason::DenyNoRule, true, Side::Devices);
+        }
+        self.rule(c, vec![goto("flow")]);
+    }
+
+    /// `identify_source`: returns for a managed source, else a verdict.
+    fn identify(&mut self, site_flags: u32) {
+        for f in [V4, V6] {
+            let c = format!("id{}", f.v);
+            let bind_key = concat(vec![f.saddr(), ether_saddr(), iifname()]);
+            self.rule(
+                &c,
+                vec![
+                    in_set(f.saddr(), &f.n("dev")),
+                    in_set(bind_key, &f.n("bind")),
+                    ret(),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    in_set(f.saddr(), &f.n("dev")),
+                    in_set(concat(vec![f.saddr(), iifname()]), &f.n("bind_nomac")),
+                    ret(),
+                ],
+            );
+            let r = vec![in_set(f.saddr(), &f.n("dev"))];
+            self.decide(&c, r, Reason::DenySpoof, true, Side::Devices);
+            let mac_if = || concat(vec![ether_saddr(), iifname()]);
+            self.rule(
+                &c,
+                vec![
+                    ne(f.saddr(), f.unspecified()),
+                    in_set(mac_if(), &f.n("macbind")),
+                    ret(),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    eq(f.saddr(), f.unspecified()),
+                    in_set(mac_if(), MACBIND),
+                    ret(),
+                ],
+            );
+            let r = vec![in_set(ether_saddr(), DEVMAC)];
+            self.decide(&c, r, Reason::DenySpoof, true, Side::Devices);
+            let unknown = if site_flags & SITE_F_UNKNOWN_AUDIT != 0 {
+                Reason::UnknownAudit
+            } else {
+                Reason::DenyUnknown
+            };
+            self.decide(&c, Vec::new(), unknown, true, Side::Devices);
+        }
+    }
+
+    /// A device's address is forged upstream (devices are never upstream); else the packet
+    /// is attributed to the device addressed; else it is not ours.
+    fn chain_from_upstream(&mut self) {
+        for f in [V4, V6] {
+            let r = vec![f.is(), in_set(f.saddr(), &f.n("dev"))];
+            self.decide("from_upstream", r, Reason::DenySpoof, true, Side::Upstream);
+        }
+        for f in [V4, V6] {
+            let r = vec![
+                f.is(),
+                not_in_set(f.saddr(), &f.n("dev")),
+                not_in_set(f.daddr(), &f.n("dev")),
+            ];
+            self.decide(
+                "from_upstream",
+                r,
+                Reason::PassUnmanaged,
+                false,
+                Side::Upstream,
+            );
+        }
+        self.rule("from_upstream", vec![goto("flow")]);
+    }
+
+    /// Conntrack stands in for the XDP flow table. A flow admitted under this generation
+    /// passes unless an end is quarantined; anything else is judged by its original
+    /// direction, as the XDP program re-judges stale flows.
+    fn flow(&mut self) {
+        let gen = self.opt.generation;
+        let c = "flow";
+        for f in [V4, V6] {
+            let r = vec![
+                f.is(),
+                eq(ct("state"), anon(vec![s("established"), s("related")])),
+                eq(ct("mark"), n(gen)),
+                not_in_set(f.ct_saddr(), &f.n("quar")),
+                not_in_set(f.ct_daddr(), &f.n("quar")),
+            ];
+            self.decide(c, r, Reason::AllowFlow, false, Side::Either);
+        }
+        let r = vec![eq(ct("state"), s("invalid"))];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        // A new conntrack entry from a packet that cannot open a flow (`initiating`).
+        let r = vec![
+            eq(ct("state"), s("new")),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
+            ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        let r = vec![
+            eq(ct("state"), s("new")),
+            V4.is(),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
+            ne(payload("icmp", "type"), n(8)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        let r = vec![
+            eq(ct("state"), s("new")),
+            V6.is(),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
+            ne(payload("icmpv6", "type"), n(128)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        self.rule(c, vec![V4.is(), jump("judge4")]);
+        self.rule(c, vec![V6.is(), jump("judge6")]);
+        // A new flow of a learn-mode device passes with a rule: reported as a learn record
+        // all the same (a flow without a rule is logged as `learn` by its ports chain).
+        for f in [V4, V6] {
+            for end in [f.ct_saddr(), f.ct_daddr()] {
+                let r = vec![
+                    f.is(),
+                    eq(ct("state"), s("new")),
+                    in_set(end, &f.n(LEARN_ADDR)),
+                ];
+                let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
+                self.log(c, r, &prefix);
+            }
+        }
+        let r = vec![set_ct_mark(n(gen))];
+        self.decide(c, r, Reason::AllowRule, false, Side::Either);
+    }
+
+    /// `judge_policy` over the flow's original tuple, initiator's end first; then
+    /// `judge_end` (the policy by quarantine state) and stage 1, the peer's class.
+    fn judge(&mut self, quarantine_policy: u32) {
+        for f in [V4, V6] {
+            let c = format!("judge{}", f.v);
+            self.rule(
+                &c,
+                vec![
+                    set_mark(map_lookup(f.ct_saddr(), &f.n("devidx"))),
+                    jump(&format!("end_init{}", f.v)),
+                ],
+            );
+            // A device known by its MAC only (no address of this family).
+            self.rule(
+                &c,
+                vec![
+                    eq(ct("direction"), s("original")),
+                    not_in_set(f.ct_saddr(), &f.n("dev")),
+                    in_set(iifname(), DEV_IFACES),
+                    set_mark(map_lookup(ether_saddr(), DEVIDX_MAC)),
+                    jump(&format!("end_init{}", f.v)),
+                ],
+            );
+            self.rule(
+                &c,
+                vec![
+                    set_mark(map_lookup(f.ct_daddr(), &f.n("devidx"))),
+                    jump(&format!("end_resp{}", f.v)),
+                ],
+            );
+            // `judge_end`: the policy by quarantine state, then the lookup.
+            for d in ["init", "resp"] {
+                let c = format!("end_{d}{}", f.v);
+                let class = |v: &str| format!("class_{d}_{v}{}", f.v);
+                self.rule(
+                    &c,
+                    vec![
+                        in_set(mark(), QUAR_ISOLATE),
+                        set_mark(n(quarantine_policy)),
+                        goto(&class("quarantine")),
+                    ],
+                );
+                self.rule(
+                    &c,
+                    vec![
+                        in_set(mark(), QUAR_RESTRICT),
+                        set_mark(map_lookup(mark(), DEV_RESTRICT)),
+                        goto(&class("quarantine")),
+                    ],
+                );
+                for (set, v) in [(AUDIT, "audit"), (LEARN, "learn")] {
+                    self.rule(
+                        &c,
+                        vec![
+                            in_set(mark(), set),
+                            set_mark(map_lookup(mark(), DEV_POLICY)),
+                            goto(&class(v)),
+                        ],
+                    );
+                }
+                self.rule(
+                    &c,
+                    vec![
+                        set_mark(map_lookup(mark(), DEV_POLICY)),
+                        goto(&class("enforce")),
+                    ],
+                );
+                // Stage 1: the peer's class under this policy. The peer is the other end.
+                let peer = if d == "init" {
+                    f.ct_daddr()
+                } else {
+                    f.ct_saddr()
+                };
+                for (v, reason) in [
+                    ("enforce", Reason::DenyNoRule),
+                    ("quarantine", Reason::DenyQuarantine),
+                    ("audit", Reason::Audit),
+                    ("learn", Reason::Learn),
+                ] {
+                    let cc = class(v);
+                    self.rule(
+                        &cc,
+                        vec![
+                            set_mark(map_lookup(
+                                concat(vec![mark(), peer.clone()]),
+                                &f.n(&format!("peer_{d}_")),
+                            )),
+                            goto(&format!("ports_{v}")),
+                        ],
+                    );
+                    self.decide(&cc, Vec::new(), reason, true, Side::Either);
+                }
+            }
+        }
+    }
+
+    /// Stage 2: protocol and responder port under the class.
+    fn ports(&mut self) {
+        for (v, reason) in [
+            ("enforce", Reason::DenyNoRule),
+            ("quarantine", Reason::DenyQuarantine),
+            ("audit", Reason::Audit),
+            ("learn", Reason::Learn),
+        ] {
+            let c = format!("ports_{v}");
+            // The protocol must be known for nft to type `ct original proto-dst`; the
+            // original responder port is the same for both directions of the flow.
+            for proto in [PROTO_TCP, PROTO_UDP] {
+                self.rule(
+                    &c,
+                    vec![
+                        eq(meta(MetaKey::L4proto), n(u32::from(proto))),
+                        in_set(
+                            concat(vec![mark(), meta(MetaKey::L4proto), ct_orig("proto-dst")]),
+                            PORTS,
+                        ),
+                        ret(),
+                    ],
+                );
+            }
+            self.rule(
+                &c,
+                vec![
+                    ne(
+                        meta(MetaKey::L4proto),
+                        anon(vec![n(u32::from(PROTO_TCP)), n(u32::from(PROTO_UDP))]),
+                    ),
+                    in_set(concat(vec![mark(), meta(MetaKey::L4proto)]), PORTS0),
+                    ret(),
+                ],
+            );
+            self.decide(&c, Vec::new(), reason, true, Side::Either);
+        }
+    }
+}

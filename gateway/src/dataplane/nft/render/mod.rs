@@ -1,0 +1,582 @@
+//! Renders [`MapContents`] (what the XDP maps are filled with) into one nftables table.
+//! Pure: builds the `nftables` crate's JSON objects; no `nft`, no I/O.
+//!
+//! The chains are fixed: their number depends on neither devices nor rules. Everything
+//! that grows with the policy is a set or map element, so the table is
+//! `O(devices + peer ranges + port ranges)` elements and `O(1)` rules. The decision follows
+//! [`crate::policy::classify()`] branch by branch (see the module docs of [`super`] for the
+//! differences that remain).
+//!
+//! Here: the sets and maps (`render`, from the map contents); `builder`: the objects and the
+//! verdict rules that count and log; `chains`: the chains, one method per stage.
+
+mod builder;
+mod chains;
+
+use super::expr::*;
+use super::ranges::{flatten, merge, prefix_span};
+use crate::policy::{DeviceStates, MapContents};
+use builder::Builder;
+use lazaret_abi::*;
+use nftables::expr::MetaKey;
+use nftables::schema::{NfListObject, SetType};
+use nftables::types::NfFamily;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Which nftables family the table lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Routed gateway: devices and upstream are different IP interfaces.
+    Inet,
+    /// Ingress of each interface: the frame stage ([`super::frame`]).
+    Netdev,
+    /// nftables' bridge family. Needs `nf_conntrack_bridge` for the conntrack expressions;
+    /// kernels without it (this project's CI kernel) refuse the table, so the daemon uses
+    /// `Inet` with br_netfilter for bridge ports instead. Rendered, not exercised by tests.
+    Bridge,
+}
+
+impl Family {
+    /// nft's name of the family (`inet`, `netdev`, `bridge`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Netdev => "netdev",
+            Family::Bridge => "bridge",
+        }
+    }
+
+    pub fn nf(self) -> NfFamily {
+        match self {
+            Family::Inet => NfFamily::INet,
+            Family::Netdev => NfFamily::NetDev,
+            Family::Bridge => NfFamily::Bridge,
+        }
+    }
+}
+
+/// How to render.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    pub family: Family,
+    /// The table's name; lazaret owns the whole table.
+    pub table: String,
+    /// Stamped into the conntrack mark of flows this table admitted; flows stamped with
+    /// another generation are judged again (the XDP program's generation switch).
+    pub generation: u32,
+    /// Interface names by ifindex (the keys of [`MapContents::ifaces`]); several ports
+    /// may map to one name (a bridge's ports to the bridge).
+    pub ifnames: BTreeMap<u32, String>,
+    /// nflog group for deny/unknown/spoof events, if any.
+    pub log_group: Option<u32>,
+}
+
+/// Why a table cannot be rendered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("interface with ifindex {0} has no name")]
+    NoName(u32),
+    #[error("{0:?} cannot be written into an nftables ruleset (an interface name of at most 15 printable characters, without quotes, backslashes or '/')")]
+    BadName(String),
+}
+
+/// One rendered table: the objects to add, and the device numbering its sets use.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub family: Family,
+    pub table: String,
+    /// Table, counters, sets, maps, chains, rules, in the order `nft` needs them.
+    pub objects: Vec<NfListObject<'static>>,
+    /// Device id ([`Device::id`]) to the index the sets use (`meta mark` values).
+    pub dev_index: BTreeMap<u64, u32>,
+    /// Addresses of each device, for the quarantine address sets.
+    pub dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>,
+    /// Where the named counters start (name → packets, bytes): the totals of the table this
+    /// one replaces, so the counts run on across generations (set by the daemon; empty
+    /// starts at zero).
+    pub counter_base: BTreeMap<String, (u64, u64)>,
+    /// The frame stage (`netdev` table of the same name) applied and swapped with this
+    /// table, when one is rendered ([`super::frame`]).
+    pub frame: Option<super::frame::Frame>,
+}
+
+/// Prefix of every nflog message the table sends: `lazaret <reason> `.
+pub const LOG_PREFIX: &str = "lazaret ";
+
+/// Prefix of the learn records of allowed flows: `lazaret learn:<reason> ` (the reason the
+/// flow passed with). The XDP program reports a learn-mode device's new flows as learn
+/// events whatever their verdict; a flow without a rule is logged as `lazaret learn `.
+pub const LEARN_PREFIX: &str = "lazaret learn:";
+
+/// The dynamic set that rate-limits events per source (see `Builder::decide`).
+pub const EVENT_METER: &str = "event_rate";
+/// How long an idle source keeps its bucket in [`EVENT_METER`], in seconds.
+pub const EVENT_METER_TIMEOUT_S: u32 = 60;
+/// Sources [`EVENT_METER`] holds at once; a source beyond it gets no events until an
+/// entry times out.
+pub const EVENT_METER_SIZE: u32 = 65_536;
+
+/// The side names of the named counters (`deny_no_rule_devices`), as in the metrics.
+pub const SIDE_NAMES: [(u8, &str); 2] = [(SIDE_DEVICES, "devices"), (SIDE_UPSTREAM, "upstream")];
+
+/// The named counter of `reason` on `side` (`SIDE_*`): `<reason>_<side>`.
+pub fn counter_name(reason: Reason, side: u8) -> String {
+    let side = if side == SIDE_DEVICES {
+        "devices"
+    } else {
+        "upstream"
+    };
+    format!("{}_{side}", reason.name())
+}
+
+/// The reasons the table can decide; each has a named counter per side
+/// ([`counter_name`], `nft list counters`).
+pub const COUNTERS: &[Reason] = &[
+    Reason::AllowRule,
+    Reason::AllowFlow,
+    Reason::AllowNeighbor,
+    Reason::PassUnmanaged,
+    Reason::Audit,
+    Reason::Learn,
+    Reason::UnknownAudit,
+    Reason::DenyNoRule,
+    Reason::DenyNoFlow,
+    Reason::DenySpoof,
+    Reason::DenyUnknown,
+    Reason::DenyQuarantine,
+    Reason::DenyRogueDhcp,
+    Reason::DenyRogueRa,
+];
+
+/// Set and map names.
+pub mod names {
+    pub const DEV_IFACES: &str = "dev_ifaces";
+    pub const UP_IFACES: &str = "up_ifaces";
+    pub const DEVMAC: &str = "devmac";
+    pub const DEVIDX_MAC: &str = "devidx_mac";
+    pub const MACBIND: &str = "macbind";
+    pub const DEV_POLICY: &str = "dev_policy";
+    pub const DEV_RESTRICT: &str = "dev_restrict";
+    /// Devices in audit mode, and in learn mode: their flows without a rule pass and are
+    /// reported (as `audit` and `learn`).
+    pub const AUDIT: &str = "audit_mode";
+    pub const LEARN: &str = "learn_mode";
+    /// Addresses of learn-mode devices (`learn4`, `learn6`): their new flows are reported
+    /// even when a rule allows them.
+    pub const LEARN_ADDR: &str = "learn";
+    pub const QUAR_ISOLATE: &str = "quar_isolate";
+    pub const QUAR_RESTRICT: &str = "quar_restrict";
+    pub const PORTS: &str = "ports";
+    pub const PORTS0: &str = "ports0";
+    pub const CHAIN_HOOK: &str = "prerouting";
+    /// Sets whose elements each carry a packet/byte counter: the source bindings, so
+    /// every managed device has its own counter (`nft list set inet lazaret bind4`).
+    pub const COUNTED: &[&str] = &[
+        "bind4",
+        "bind6",
+        "bind_nomac4",
+        "bind_nomac6",
+        "macbind4",
+        "macbind6",
+    ];
+}
+use names::*;
+
+/// Per IP family: names and expressions.
+#[derive(Clone, Copy)]
+struct Fam {
+    v: u8,
+    /// `ip` / `ip6` payload protocol.
+    proto: &'static str,
+    /// `ct original` address keys.
+    ct_saddr: &'static str,
+    ct_daddr: &'static str,
+    addr: SetType,
+}
+
+const V4: Fam = Fam {
+    v: 4,
+    proto: "ip",
+    ct_saddr: "ip saddr",
+    ct_daddr: "ip daddr",
+    addr: SetType::Ipv4Addr,
+};
+const V6: Fam = Fam {
+    v: 6,
+    proto: "ip6",
+    ct_saddr: "ip6 saddr",
+    ct_daddr: "ip6 daddr",
+    addr: SetType::Ipv6Addr,
+};
+
+impl Fam {
+    fn n(&self, base: &str) -> String {
+        format!("{base}{}", self.v)
+    }
+    fn saddr(&self) -> Expr {
+        payload(self.proto, "saddr")
+    }
+    fn daddr(&self) -> Expr {
+        payload(self.proto, "daddr")
+    }
+    fn is(&self) -> Stmt {
+        eq(meta(MetaKey::Protocol), s(self.proto))
+    }
+    fn ct_saddr(&self) -> Expr {
+        ct_orig(self.ct_saddr)
+    }
+    fn ct_daddr(&self) -> Expr {
+        ct_orig(self.ct_daddr)
+    }
+    /// 0.0.0.0, or :: and fe80::/10 (`unspecified_or_link_local`).
+    fn unspecified(&self) -> Expr {
+        if self.v == 4 {
+            anon(vec![s("0.0.0.0")])
+        } else {
+            anon(vec![
+                s("::"),
+                E::Named(N::Prefix(nftables::expr::Prefix {
+                    addr: Box::new(s("fe80::")),
+                    len: 10,
+                })),
+            ])
+        }
+    }
+    fn addr_str(&self, a: u128) -> String {
+        if self.v == 4 {
+            Ipv4Addr::from(a as u32).to_string()
+        } else {
+            Ipv6Addr::from(a).to_string()
+        }
+    }
+}
+
+use nftables::expr::{Expression as E, NamedExpression as N};
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Renders the table.
+pub fn render(
+    m: &MapContents,
+    states: &DeviceStates,
+    opt: &RenderOptions,
+) -> Result<Rendered, RenderError> {
+    let mut b = Builder::new(opt);
+    let mut dev_ifaces = Vec::new();
+    let mut up_ifaces = Vec::new();
+    for (ix, cfg) in &m.ifaces {
+        let name = opt.ifnames.get(ix).ok_or(RenderError::NoName(*ix))?.clone();
+        // Two ports of one bridge have one name here (see `ifnames`): keep it once.
+        let list = if cfg.side == SIDE_DEVICES {
+            &mut dev_ifaces
+        } else {
+            &mut up_ifaces
+        };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+
+    // Devices: index, addresses, bindings.
+    let mut dev_index = BTreeMap::new();
+    for (i, (_, d)) in m.devices.iter().enumerate() {
+        dev_index.insert(d.id, i as u32 + 1);
+    }
+    let devices: BTreeMap<u64, Device> = m.devices.iter().map(|(_, d)| (d.id, *d)).collect();
+    let mut dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = BTreeMap::new();
+    for (k, r) in &m.dev_ip4 {
+        dev_addrs
+            .entry(r.id)
+            .or_default()
+            .0
+            .push(Ipv4Addr::from(k.addr));
+    }
+    for (k, r) in &m.dev_ip6 {
+        dev_addrs
+            .entry(r.id)
+            .or_default()
+            .1
+            .push(Ipv6Addr::from(k.addr));
+    }
+    let ifaces_of = |d: &Device| -> Result<Vec<String>, RenderError> {
+        if d.ifindex == IFINDEX_ANY {
+            Ok(dev_ifaces.clone())
+        } else {
+            Ok(vec![opt
+                .ifnames
+                .get(&d.ifindex)
+                .ok_or(RenderError::NoName(d.ifindex))?
+                .clone()])
+        }
+    };
+
+    let mut policy_elems = Vec::new();
+    let mut restrict_elems = Vec::new();
+    let mut audit = Vec::new();
+    let mut learn = Vec::new();
+    let mut devmac = Vec::new();
+    let mut devidx_mac = Vec::new();
+    let mut macbind = Vec::new();
+    let mut macbind_fam: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut quar = [Vec::new(), Vec::new()];
+    let mut quar_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut learn_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    for (id, d) in &devices {
+        let ix = dev_index[id];
+        policy_elems.push(E::List(vec![n(ix), n(d.policy)]));
+        restrict_elems.push(E::List(vec![n(ix), n(d.restrict_policy)]));
+        if d.mode == MODE_AUDIT {
+            audit.push(n(ix));
+        } else if d.mode == MODE_LEARN {
+            learn.push(n(ix));
+            if let Some((a4, a6)) = dev_addrs.get(id) {
+                learn_addr[0].extend(a4.iter().map(|a| s(a.to_string())));
+                learn_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
+            }
+        }
+        let q = states.quarantine(*id);
+        if q != QUARANTINE_NONE {
+            quar[usize::from(q == QUARANTINE_ISOLATE)].push(n(ix));
+            if let Some((a4, a6)) = dev_addrs.get(id) {
+                quar_addr[0].extend(a4.iter().map(|a| s(a.to_string())));
+                quar_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
+            }
+        }
+        if d.flags & DEV_F_HAS_MAC != 0 {
+            let mac = s(mac_str(&d.mac));
+            devmac.push(mac.clone());
+            devidx_mac.push(E::List(vec![mac.clone(), n(ix)]));
+            for ifn in ifaces_of(d)? {
+                let key = concat(vec![mac.clone(), s(ifn)]);
+                macbind.push(key.clone());
+                if d.flags & DEV_F_NO_IP4 != 0 {
+                    macbind_fam[0].push(key.clone());
+                }
+                if d.flags & DEV_F_NO_IP6 != 0 {
+                    macbind_fam[1].push(key);
+                }
+            }
+        }
+    }
+
+    b.counters();
+    b.set(DEV_IFACES, vec![SetType::Ifname], false, strs(&dev_ifaces));
+    b.set(UP_IFACES, vec![SetType::Ifname], false, strs(&up_ifaces));
+    b.set(DEVMAC, vec![SetType::EtherAddr], false, devmac);
+    b.map(DEVIDX_MAC, vec![SetType::EtherAddr], false, devidx_mac);
+    b.set(
+        MACBIND,
+        vec![SetType::EtherAddr, SetType::Ifname],
+        false,
+        macbind,
+    );
+    b.map(DEV_POLICY, vec![SetType::Mark], false, policy_elems);
+    b.map(DEV_RESTRICT, vec![SetType::Mark], false, restrict_elems);
+    b.set(AUDIT, vec![SetType::Mark], false, audit);
+    b.set(LEARN, vec![SetType::Mark], false, learn);
+    let [q_restrict, q_isolate] = quar;
+    b.set(QUAR_RESTRICT, vec![SetType::Mark], false, q_restrict);
+    b.set(QUAR_ISOLATE, vec![SetType::Mark], false, q_isolate);
+
+    for (fi, f) in [V4, V6].into_iter().enumerate() {
+        let mut dev = Vec::new();
+        let mut devidx = Vec::new();
+        let mut bind = Vec::new();
+        let mut bind_nomac = Vec::new();
+        let addrs: Vec<(u128, u64)> = if f.v == 4 {
+            m.dev_ip4
+                .iter()
+                .map(|(k, r)| (u128::from(u32::from_be_bytes(k.addr)), r.id))
+                .collect()
+        } else {
+            m.dev_ip6
+                .iter()
+                .map(|(k, r)| (u128::from_be_bytes(k.addr), r.id))
+                .collect()
+        };
+        for (a, id) in addrs {
+            let Some(d) = devices.get(&id) else { continue };
+            let addr = s(f.addr_str(a));
+            dev.push(addr.clone());
+            devidx.push(E::List(vec![addr.clone(), n(dev_index[&id])]));
+            for ifn in ifaces_of(d)? {
+                if d.flags & DEV_F_HAS_MAC != 0 {
+                    bind.push(concat(vec![addr.clone(), s(mac_str(&d.mac)), s(ifn)]));
+                } else {
+                    bind_nomac.push(concat(vec![addr.clone(), s(ifn)]));
+                }
+            }
+        }
+        b.set(&f.n("dev"), vec![f.addr], false, dev);
+        b.map(&f.n("devidx"), vec![f.addr], false, devidx);
+        b.set(
+            &f.n("bind"),
+            vec![f.addr, SetType::EtherAddr, SetType::Ifname],
+            false,
+            bind,
+        );
+        b.set(
+            &f.n("bind_nomac"),
+            vec![f.addr, SetType::Ifname],
+            false,
+            bind_nomac,
+        );
+        b.set(
+            &f.n("macbind"),
+            vec![SetType::EtherAddr, SetType::Ifname],
+            false,
+            std::mem::take(&mut macbind_fam[fi]),
+        );
+        b.set(
+            &f.n("quar"),
+            vec![f.addr],
+            false,
+            std::mem::take(&mut quar_addr[fi]),
+        );
+        b.set(
+            &f.n(LEARN_ADDR),
+            vec![f.addr],
+            false,
+            std::mem::take(&mut learn_addr[fi]),
+        );
+        for (dir, dname) in [(DIR_DEVICE_INIT, "init"), (DIR_PEER_INIT, "resp")] {
+            b.map(
+                &f.n(&format!("peer_{dname}_")),
+                vec![SetType::Mark, f.addr],
+                true,
+                peer_elems(m, f, dir),
+            );
+        }
+    }
+    let (ports, ports0) = port_elems(m);
+    b.set(
+        PORTS,
+        vec![SetType::Mark, SetType::InetProto, SetType::InetService],
+        true,
+        ports,
+    );
+    b.set(
+        PORTS0,
+        vec![SetType::Mark, SetType::InetProto],
+        true,
+        ports0,
+    );
+
+    b.chains(m.site.flags, m.site.quarantine_policy);
+    Ok(Rendered {
+        family: opt.family,
+        table: opt.table.clone(),
+        objects: b.objects,
+        dev_index,
+        dev_addrs,
+        counter_base: BTreeMap::new(),
+        frame: None,
+    })
+}
+
+fn strs(v: &[String]) -> Vec<Expr> {
+    v.iter().map(|x| s(x.clone())).collect()
+}
+
+/// Stage 1 (peer classes) of one family and direction, as disjoint address ranges per
+/// policy: `policy . range : class`.
+fn peer_elems(m: &MapContents, f: Fam, dir: u8) -> Vec<Expr> {
+    let mut by_policy: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
+    let width = if f.v == 4 { 32 } else { 128 };
+    let mut add = |policy: [u8; 4], bits: u32, addr: u128, class: u32| {
+        let (lo, hi) = prefix_span(addr, bits - PEER_KEY_FIXED_BITS, width);
+        by_policy
+            .entry(u32::from_be_bytes(policy))
+            .or_default()
+            .push((lo, hi, class));
+    };
+    if f.v == 4 {
+        for (bits, k, v) in m.peer4.iter().filter(|e| e.1.dir == dir) {
+            add(
+                k.policy,
+                *bits,
+                u128::from(u32::from_be_bytes(k.addr)),
+                v.class,
+            );
+        }
+    } else {
+        for (bits, k, v) in m.peer6.iter().filter(|e| e.1.dir == dir) {
+            add(k.policy, *bits, u128::from_be_bytes(k.addr), v.class);
+        }
+    }
+    let mut out = Vec::new();
+    for (policy, spans) in by_policy {
+        for (lo, hi, class) in flatten(spans) {
+            let key = concat(vec![
+                n(policy),
+                if lo == hi {
+                    s(f.addr_str(lo))
+                } else {
+                    range(s(f.addr_str(lo)), s(f.addr_str(hi)))
+                },
+            ]);
+            out.push(E::List(vec![key, n(class)]));
+        }
+    }
+    out
+}
+
+/// Stage 2 (ports by class) as disjoint `class . proto . port` ranges, and the
+/// `class . proto` ranges that admit port 0 (protocols without ports look up port 0).
+fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
+    let mut by_class: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
+    for (bits, k, r) in m.ports.iter() {
+        let key = (u128::from(k.proto) << 16) | u128::from(u16::from_be_bytes(k.port));
+        let (lo, hi) = prefix_span(key, bits - PORT_KEY_CLASS_BITS, 24);
+        by_class
+            .entry(u32::from_be_bytes(k.class))
+            .or_default()
+            .push((lo, hi, r.rule));
+    }
+    let num = |lo: u128, hi: u128| {
+        if lo == hi {
+            n(lo as u32)
+        } else {
+            range(n(lo as u32), n(hi as u32))
+        }
+    };
+    let mut ports = Vec::new();
+    let mut ports0 = Vec::new();
+    for (class, spans) in by_class {
+        for (lo, hi) in merge(&flatten(spans)) {
+            // Split a range of (proto << 16 | port) into protocol and port ranges.
+            let (pa, pb) = (lo >> 16, hi >> 16);
+            let (qa, qb) = (lo & 0xffff, hi & 0xffff);
+            let mut pieces: Vec<(u128, u128, u128, u128)> = Vec::new();
+            if pa == pb {
+                pieces.push((pa, pa, qa, qb));
+            } else {
+                let mid_lo = if qa == 0 { pa } else { pa + 1 };
+                let mid_hi = if qb == 0xffff { pb } else { pb - 1 };
+                if qa != 0 {
+                    pieces.push((pa, pa, qa, 0xffff));
+                }
+                if mid_lo <= mid_hi {
+                    pieces.push((mid_lo, mid_hi, 0, 0xffff));
+                }
+                if qb != 0xffff {
+                    pieces.push((pb, pb, 0, qb));
+                }
+            }
+            for (p0, p1, q0, q1) in pieces {
+                ports.push(concat(vec![n(class), num(p0, p1), num(q0, q1)]));
+                if q0 == 0 {
+                    ports0.push(concat(vec![n(class), num(p0, p1)]));
+                }
+            }
+        }
+    }
+    (ports, ports0)
+}
