@@ -9,7 +9,6 @@ use std::{
     fs::File,
     io::Read,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     sync::{Arc, Mutex},
@@ -131,11 +130,8 @@ impl Netns {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
         thread::spawn(move || -> Result<T> {
-            // SAFETY: setns on a namespace fd we own; it affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
-            }
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| anyhow!("setns: {e}"))?;
             Ok(f())
         })
         .join()
@@ -150,11 +146,8 @@ impl Netns {
         thread::scope(|scope| {
             scope
                 .spawn(move || -> Result<T> {
-                    // SAFETY: setns on a namespace fd we own; it affects only this thread.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    if rc != 0 {
-                        return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
-                    }
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| anyhow!("setns: {e}"))?;
                     Ok(f())
                 })
                 .join()
@@ -201,8 +194,11 @@ impl ChildGuard {
     /// Sends a signal to the process and its `ip netns exec` wrapper's child.
     pub fn signal(&self, sig: libc::c_int) {
         if let Some(c) = &self.child {
-            // SAFETY: kill on a pid we spawned and have not reaped.
-            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+            // A pid we spawned and have not reaped; an unknown signal number sends nothing.
+            if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
         }
     }
 

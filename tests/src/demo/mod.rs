@@ -211,14 +211,14 @@ pub fn teardown(prefix: &str) {
         .ok()
         .and_then(|s| s.trim().parse::<libc::pid_t>().ok())
     {
-        // SAFETY: signalling a pid we recorded; if it is gone, kill fails harmlessly.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // A pid we recorded; if it is gone, kill fails harmlessly.
+        let target = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
         let gone = wait_until(Duration::from_secs(5), || {
             !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid)
         });
         if !gone {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
         }
     }
     match namespaces(prefix) {
