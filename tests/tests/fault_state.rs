@@ -85,11 +85,21 @@ fn quarantine_file(lab: &Lab) -> serde_json::Value {
 
 on_both_dataplanes!(full_or_read_only_state_directory_still_enforces_quarantines);
 
+/// A monitor known by its address only (not plugged into the lab: its quarantine is state).
+const MACLESS: &str = r#"
+[[devices]]
+id = "mon-icu-09"
+class = "patient-monitor"
+ipv4 = "10.20.0.19"
+"#;
+
 /// On nftables alone (no BPF), what recovers the quarantine the file never learned of is
 /// the table the earlier run left in the kernel.
 fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -> Result<()> {
+    // mon-icu-09 has no MAC: on nftables alone it is recovered by its address.
     let mut lab = Lab::on(dp, |mac| {
-        monitor_policy(mac, &["hl7"], &workflow("hl7", "tcp", 2575))
+        let rules = workflow("hl7", "tcp", 2575);
+        monitor_policy(mac, &["hl7"], &format!("{rules}\n{MACLESS}"))
     })?;
     let state = Tmpfs::mount(&lab.state_dir, "256k")?;
     lab.echo_servers(&[2575])?;
@@ -174,6 +184,9 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
     assert!(lab
         .quarantine("mon-icu-01", "isolate", "read-only")
         .is_err());
+    assert!(lab
+        .quarantine("mon-icu-09", "restrict", "read-only")
+        .is_err());
     assert!(!round_trip(&mut fresh), "isolate not enforced (read-only)");
     state.remount("rw")?;
     lab.stop();
@@ -186,6 +199,14 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
         ),
         (Some("isolate"), Some(true)),
         "the quarantine the datapath enforces is not listed as recovered: {listed}"
+    );
+    assert_eq!(
+        (
+            listed["mon-icu-09"]["action"].as_str(),
+            listed["mon-icu-09"]["recovered"].as_bool()
+        ),
+        (Some("restrict"), Some(true)),
+        "a device without a MAC lost its quarantine across the restart: {listed}"
     );
     assert!(
         lab.connect(2575, Duration::from_millis(500)).is_err(),

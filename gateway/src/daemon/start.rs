@@ -206,15 +206,20 @@ impl Controller {
     pub(super) fn restore_quarantines(
         &mut self,
         state_error: Option<quarantine::StateError>,
-        kernel: &[([u8; 6], u8)],
+        kernel: &[(nft::KernelDevice, u8)],
     ) -> Result<(), DaemonError> {
-        let devices: Vec<(String, u64, Option<[u8; 6]>)> = self
+        let devices: Vec<(String, u64, Vec<nft::KernelDevice>)> = self
             .compiled
             .as_ref()
             .map(|c| {
                 c.devices
                     .iter()
-                    .map(|d| (d.id.clone(), d.hash, d.mac.map(|m| m.0)))
+                    .map(|d| {
+                        let names = d.mac.map(|m| nft::KernelDevice::Mac(m.0)).into_iter();
+                        let v4 = d.ipv4.iter().map(|a| nft::KernelDevice::Addr((*a).into()));
+                        let v6 = d.ipv6.iter().map(|a| nft::KernelDevice::Addr((*a).into()));
+                        (d.id.clone(), d.hash, names.chain(v4).chain(v6).collect())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -231,14 +236,18 @@ impl Controller {
         // is applied below. A quarantine is never dropped by a restart.
         let mut recovered = 0;
         let mut enforced = Vec::new();
-        for (id, hash, mac) in &devices {
+        for (id, hash, names) in &devices {
             let quarantine = match self.dp.as_mut() {
                 Some(dp) => dp.device_state(*hash)?.quarantine,
-                // nftables alone: what its table of the earlier run enforced, by MAC.
+                // nftables alone: what its table of the earlier run enforced on the device's
+                // MAC or any of its addresses, the strictest if they differ (the policy
+                // changed between the runs).
                 None => kernel
                     .iter()
-                    .find(|(m, _)| Some(*m) == *mac)
-                    .map_or(lazaret_abi::QUARANTINE_NONE, |(_, q)| *q),
+                    .filter(|(k, _)| names.contains(k))
+                    .map(|(_, q)| *q)
+                    .max()
+                    .unwrap_or(lazaret_abi::QUARANTINE_NONE),
             };
             enforced.push((id, quarantine));
         }

@@ -10,8 +10,16 @@ use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How a device is named in a table an earlier run left in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelDevice {
+    Mac([u8; 6]),
+    Addr(IpAddr),
+}
 
 /// Why `nft` refused or could not run.
 #[derive(Debug, thiserror::Error)]
@@ -220,11 +228,15 @@ impl Nft {
         Ok(d)
     }
 
-    /// The quarantines the inet `table` enforces, by device MAC: read at start, before the
-    /// first table of the new run replaces it, so a quarantine the state file lost is
-    /// recovered (devices without a MAC cannot be named this way and are not). Empty when
+    /// The quarantines the inet `table` (of an earlier run) enforces, by device identity:
+    /// the MAC of a device that has one and each of its addresses, so a device known by its
+    /// addresses only is found too (the mark index behind them is the earlier run's own
+    /// numbering, meaningless now). Read at start, before the first table of the new run
+    /// replaces it, so a quarantine the state file lost is recovered; should an address
+    /// have moved to another device between the runs, that device is recovered as
+    /// quarantined too (listed as recovered, releasable): stricter, never laxer. Empty when
     /// the table does not exist.
-    pub fn quarantined_macs(&self, table: &str) -> Result<Vec<([u8; 6], u8)>, ApplyError> {
+    pub fn quarantined_devices(&self, table: &str) -> Result<Vec<(KernelDevice, u8)>, ApplyError> {
         let elems = |kind: &str, name: &str| -> Result<Vec<serde_json::Value>, ApplyError> {
             let Some(listed) = self.json(&["list", kind, "inet", table, name])? else {
                 return Ok(Vec::new());
@@ -246,15 +258,33 @@ impl Nft {
         };
         let isolate = marks(names::QUAR_ISOLATE)?;
         let restrict = marks(names::QUAR_RESTRICT)?;
+        let state = |ix: u64| {
+            if isolate.contains(&ix) {
+                Some(QUARANTINE_ISOLATE)
+            } else if restrict.contains(&ix) {
+                Some(lazaret_abi::QUARANTINE_RESTRICT)
+            } else {
+                None
+            }
+        };
         let mut out = Vec::new();
         for e in elems("map", names::DEVIDX_MAC)? {
             let (Some(mac), Some(ix)) = (e[0].as_str().and_then(parse_mac), e[1].as_u64()) else {
                 continue;
             };
-            if isolate.contains(&ix) {
-                out.push((mac, QUARANTINE_ISOLATE));
-            } else if restrict.contains(&ix) {
-                out.push((mac, lazaret_abi::QUARANTINE_RESTRICT));
+            if let Some(q) = state(ix) {
+                out.push((KernelDevice::Mac(mac), q));
+            }
+        }
+        for map in ["devidx4", "devidx6"] {
+            for e in elems("map", map)? {
+                let addr = e[0].as_str().and_then(|a| a.parse::<IpAddr>().ok());
+                let (Some(addr), Some(ix)) = (addr, e[1].as_u64()) else {
+                    continue;
+                };
+                if let Some(q) = state(ix) {
+                    out.push((KernelDevice::Addr(addr), q));
+                }
             }
         }
         Ok(out)

@@ -396,12 +396,13 @@ impl NftDataplane {
     }
 
     /// The quarantines lazaret's inet table left in the kernel by an earlier run enforces,
-    /// by device MAC (see [`super::Nft::quarantined_macs`]); none if there is no table.
-    pub fn kernel_quarantines(&self) -> Vec<([u8; 6], u8)> {
+    /// by device MAC and address (see [`super::Nft::quarantined_devices`]); none if there
+    /// is no table.
+    pub fn kernel_quarantines(&self) -> Vec<(super::KernelDevice, u8)> {
         TABLES
             .iter()
             .find(|t| self.nft.has_table(Family::Inet, t).unwrap_or(false))
-            .and_then(|t| self.nft.quarantined_macs(t).ok())
+            .and_then(|t| self.nft.quarantined_devices(t).ok())
             .unwrap_or_default()
     }
 

@@ -49,6 +49,6 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{ApplyError, Nft};
+pub use apply::{ApplyError, KernelDevice, Nft};
 pub use dataplane::{NftDataplane, NftError, Tampered};
 pub use render::{render, Family, RenderError, RenderOptions, Rendered};
