@@ -3,7 +3,7 @@
 //! maps, on a slot written two generations ago, on pinned maps adopted with leftovers, and
 //! for a device edit patched into the previous compile (whose rule-derived lists the
 //! loader skips as the very ones the slot holds), and after the retired slot was brought up
-//! to the active generation in the background.
+//! to the active generation in the background, or after that background sync failed.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -217,4 +217,21 @@ fn a_synced_retired_slot_holds_the_active_generation_and_the_next_install_builds
     dp.sync_retired(|_| None).expect("sync starts");
     assert!(dp.read_slot(retired).expect("read back") == before);
     install_and_check(&mut dp, &compiled, order.len() as u64 + 1, 2);
+}
+
+#[test]
+fn a_failed_background_sync_does_not_fail_the_next_install() {
+    let compiled = example();
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load (needs root)");
+    install_and_check(&mut dp, &compiled, 1, 0);
+    install_and_check(&mut dp, &compiled, 2, 1);
+    // The sync is handed contents built for the active slot: it refuses them and fails,
+    // leaving the retired slot's contents unknown to the loader.
+    let active = dp.active_slot().expect("slot");
+    let wrong = variant(&contents_for(&compiled, active, 2), 1);
+    dp.sync_retired(move |_| Some(wrong)).expect("sync starts");
+    // The next install starts while that sync is still pending: it reads the slot back
+    // and installs, exactly, instead of failing once.
+    install_and_check(&mut dp, &compiled, 3, 2);
+    install_and_check(&mut dp, &compiled, 4, 0);
 }

@@ -95,7 +95,16 @@ enum Held {
 /// A [`Datapath::stage`] in progress: its thread returns what the slot then holds.
 struct Staging {
     slot: u8,
-    thread: std::thread::JoinHandle<Result<MapContents, DatapathError>>,
+    thread: std::thread::JoinHandle<Result<Staged, DatapathError>>,
+}
+
+/// What an install thread did with the inactive slot.
+enum Staged {
+    /// The slot holds these contents.
+    Written(MapContents),
+    /// The background sync of this slot failed before the install could start from it: its
+    /// contents are unknown, so [`Datapath::commit`] reads it back and writes these.
+    NotWritten(MapContents),
 }
 
 /// A [`Datapath::sync_retired`] in progress: its thread returns what the slot then holds.
@@ -304,17 +313,16 @@ impl Datapath {
                         Held::Known(held) => held,
                         Held::AfterSync(sync) => match sync.thread.join() {
                             Ok(Ok(held)) => held,
-                            _ => return Err(DatapathError::Link(
-                                "the retired slot's sync failed: the next install reads it back"
-                                    .into(),
-                            )),
+                            // Reading the slot back needs the program's own map handles:
+                            // `commit` does it, on its thread, rather than fail this install.
+                            _ => return Ok(Staged::NotWritten(contents)),
                         },
                     };
                     if let Some(at) = not_before {
                         std::thread::sleep(at.saturating_duration_since(Instant::now()));
                     }
                     write_slot(maps.borrow()?, &held, &contents)?;
-                    Ok(contents)
+                    Ok(Staged::Written(contents))
                 })();
                 done();
                 written
@@ -335,7 +343,7 @@ impl Datapath {
         let Some(staged) = self.staging.take() else {
             return Err(DatapathError::Link("nothing staged to commit".into()));
         };
-        let contents = staged
+        let staged_result = staged
             .thread
             .join()
             .map_err(|_| DatapathError::Link("the install thread panicked".into()))??;
@@ -345,6 +353,24 @@ impl Datapath {
                 inactive: 1 - staged.slot,
             });
         }
+        let contents = match staged_result {
+            Staged::Written(contents) => contents,
+            Staged::NotWritten(contents) => {
+                // Rare (the background sync failed): the whole write happens here, on the
+                // caller's thread, rather than this install failing.
+                tracing::warn!(
+                    slot = staged.slot,
+                    "the retired slot's sync failed: reading it back and writing the new generation now"
+                );
+                if let Some(at) = self.flipped_at.map(|at| at + GRACE) {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                let held = self.read_slot(staged.slot)?;
+                let mut maps = OwnedSlotMaps::dup(&self.ebpf)?;
+                write_slot(maps.borrow()?, &held, &contents)?;
+                contents
+            }
+        };
         self.shadow[usize::from(staged.slot)] = Some(contents);
         // The switch: one 4-byte array write.
         let mut gen: Array<_, u32> = typed(&mut self.ebpf, MAP_GEN)?;
