@@ -230,25 +230,20 @@ impl Controller {
                 states.set_quarantine(d.hash, e.action.abi());
             }
         }
-        if let Some(took) = self.nft.apply(
-            &contents,
-            self.ifaces.ifindexes(),
-            &sides,
-            states,
-            generation,
-        )? {
-            tracing::info!(
-                generation,
-                ms = took.as_millis() as u64,
-                "nftables table applied"
-            );
+        let ifindexes = self.ifaces.ifindexes().clone();
+        let g = crate::dataplane::Generation {
+            number: generation,
+            contents: &contents,
+            ifindexes: &ifindexes,
+            interfaces: &sides,
+            states: &states,
+        };
+        // Each dataplane signals when its half is staged; `done` goes once all have.
+        let staged = all_staged(self.dataplanes().count(), done);
+        for dp in self.dataplanes() {
+            dp.stage(&g, staged())?;
         }
         let entries = entry_count(&contents);
-        match self.dp.as_mut() {
-            Some(dp) => dp.stage(contents, done)?,
-            // Nothing to write off the loop: the nftables table is already applied.
-            None => done(),
-        }
         Ok(Staged {
             job,
             compiled,
@@ -271,15 +266,12 @@ impl Controller {
             entries,
         } = staged;
         let (started, generation) = (job.started, job.generation);
-        if let Some(dp) = self.dp.as_mut() {
-            dp.commit()?;
-            // The retired slot still holds the generation before last: bring it up to this
-            // one in the background, so the next small edit writes only its own difference.
-            let (c, ix) = (compiled.clone(), self.ifaces.ifindexes().clone());
-            if let Err(e) = dp.sync_retired(move |slot| c.map_contents(slot, generation, &ix).ok())
-            {
-                tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
-            }
+        let ifindexes = self.ifaces.ifindexes().clone();
+        for dp in self.dataplanes() {
+            let (c, ix) = (compiled.clone(), ifindexes.clone());
+            dp.commit(Box::new(move |slot| {
+                c.map_contents(slot, generation, &ix).ok()
+            }))?;
         }
         self.reloads.enforcing(generation, commit);
         self.on_lkg = sources.is_none();
@@ -404,4 +396,53 @@ pub(super) fn entry_count(c: &crate::dataplane::xdp::MapContents) -> usize {
         + c.peer4.len()
         + c.peer6.len()
         + c.ports.len()
+}
+
+/// Hands out `n` signals; `done` is called when the last of them is.
+fn all_staged(n: usize, done: crate::dataplane::Staged) -> impl Fn() -> crate::dataplane::Staged {
+    use std::sync::{atomic::AtomicUsize, Mutex};
+    let left = Arc::new(AtomicUsize::new(n));
+    let done = Arc::new(Mutex::new(Some(done)));
+    if n == 0 {
+        if let Some(done) = done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            done();
+        }
+    }
+    move || {
+        let (left, done) = (left.clone(), done.clone());
+        Box::new(move || {
+            if left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                let done = done
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(done) = done {
+                    done();
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn staged_signals_once_after_every_dataplane() {
+        let fired = Arc::new(AtomicBool::new(false));
+        let f = fired.clone();
+        let signal = all_staged(2, Box::new(move || f.store(true, Ordering::SeqCst)));
+        let (a, b) = (signal(), signal());
+        a();
+        assert!(!fired.load(Ordering::SeqCst), "one of two is not all");
+        std::thread::spawn(b).join().expect("thread");
+        assert!(fired.load(Ordering::SeqCst));
+    }
 }

@@ -86,7 +86,7 @@ use crate::{
     dataplane::{
         nft,
         xdp::{attach, AttachMode, Datapath, DatapathError, LoadOptions},
-        DeviceDataplane,
+        Dataplane,
     },
     metrics::{DatapathSnapshot, Metrics, ReloadFailure},
     policy::{self, Compiled},
@@ -206,13 +206,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Every dataplane, for what the controller pushes to all alike (see [`crate::dataplane`]):
-    /// XDP (unless `dataplane = "nftables"`), then nftables (a no-op where it enforces
-    /// nowhere).
-    fn dataplanes(&mut self) -> impl Iterator<Item = &mut dyn DeviceDataplane> {
-        let xdp = self.dp.as_mut().map(|d| d as &mut dyn DeviceDataplane);
-        let nft: &mut dyn DeviceDataplane = &mut self.nft;
-        xdp.into_iter().chain(std::iter::once(nft))
+    /// Every dataplane, for what the controller does to all alike (see [`crate::dataplane`]):
+    /// nftables (a no-op where it enforces nowhere), then XDP (unless `dataplane =
+    /// "nftables"`).
+    fn dataplanes(&mut self) -> impl Iterator<Item = &mut dyn Dataplane> {
+        // nftables first: a table it refuses fails an install before XDP's slot is written.
+        let nft: &mut dyn Dataplane = &mut self.nft;
+        let xdp = self.dp.as_mut().map(|d| d as &mut dyn Dataplane);
+        std::iter::once(nft).chain(xdp)
     }
 
     /// Records the outcome of a write of the state directory: a failure is logged,

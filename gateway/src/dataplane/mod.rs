@@ -3,18 +3,21 @@
 //! - [`xdp`]: the XDP program, loaded, pinned and filled generation by generation.
 //! - [`nft`]: the same compiled policy as nftables tables, where XDP cannot run.
 //! - [`IfaceMode`] / [`Enforcer`]: what enforces on each interface, as types.
-//! - [`DeviceDataplane`]: what the controller pushes to every dataplane that enforces, the
-//!   same way, whichever it is.
+//! - [`Dataplane`]: what the controller does to every dataplane, the same way, whichever it
+//!   is: install a generation ([`Dataplane::stage`], [`Dataplane::commit`]), set a device's
+//!   quarantine, the gateway's own addresses, bridge-port pins.
 //!
-//! The controller holds both dataplanes (XDP is absent with `dataplane = "nftables"`, which
-//! loads no BPF at all) and calls [`DeviceDataplane`] on each through
-//! `Controller::dataplanes`: the device state it owns (quarantines), the gateway's own
-//! addresses and the bridge-port pins reach both without a branch per dataplane.
+//! A trait rather than an enum of the two: the controller holds both at once (with
+//! `dataplane = "auto"` nftables takes over the interfaces where XDP cannot attach, and the
+//! nftables dataplane also owns the interface hold that both rely on), and reaches them
+//! through `Controller::dataplanes` — nftables first, so a table `nft` refuses fails an
+//! install before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which
+//! loads no BPF at all.
 //!
-//! Not behind the seam yet (issue 17, item 1): attaching an interface, installing a
-//! generation (XDP writes a slot off the loop and flips; nftables swaps tables), reading
-//! counters, events (ring buffer vs nflog) and tamper checks. Those still branch on the
-//! interface's [`Enforcer`].
+//! Not behind the seam yet (issue 17, item 1): attaching an interface, reading counters,
+//! events (ring buffer vs nflog) and tamper checks, which still branch on the interface's
+//! [`Enforcer`]; so a third dataplane is today one module implementing [`Dataplane`], one
+//! [`Enforcer`] variant, one `config::Dataplane` value, and a branch at each of those four.
 
 mod mode;
 pub mod nft;
@@ -27,6 +30,10 @@ use std::{
     net::IpAddr,
 };
 
+use lazaret_abi::IfaceConfig;
+
+use crate::policy::{DeviceStates, MapContents};
+
 /// An error of one dataplane.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -36,8 +43,40 @@ pub enum DataplaneError {
     Nftables(#[from] crate::dataplane::nft::NftError),
 }
 
-/// What the controller keeps the same on every dataplane.
-pub trait DeviceDataplane {
+/// A compiled generation, as every dataplane is given it to install.
+pub struct Generation<'a> {
+    /// Its number (nftables stamps it in each connection's mark).
+    pub number: u64,
+    /// The compiled policy, encoded for the XDP maps' next slot (nftables renders its
+    /// tables from the same contents).
+    pub contents: &'a MapContents,
+    /// The configured interfaces and bridges (0: not present).
+    pub ifindexes: &'a BTreeMap<String, u32>,
+    /// Each configured interface with its side, untagged VLAN and binding.
+    pub interfaces: &'a [(String, IfaceConfig)],
+    /// The devices' quarantines, as the controller holds them.
+    pub states: &'a DeviceStates,
+}
+
+/// Called once a staged generation may be committed, on whatever thread staged it.
+pub type Staged = Box<dyn FnOnce() + Send>;
+
+/// Builds the committed generation's contents for another XDP slot (`None`: cannot).
+pub type Retired = Box<dyn FnOnce(u8) -> Option<MapContents> + Send>;
+
+/// What the controller does to every dataplane alike.
+pub trait Dataplane {
+    /// The first half of installing `g`: `staged` is called once it may be committed. XDP
+    /// writes its inactive slot on a thread of its own (packets still see the old
+    /// generation); nftables replaces its tables in one atomic transaction, so for it
+    /// staging is enforcing, and calls `staged` before returning. On error nothing changed.
+    fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError>;
+
+    /// The second half: the staged generation judges every packet from now on (XDP flips
+    /// its generation switch). `retired` builds it for the other slot, which XDP brings up
+    /// to date in the background so the next small edit writes only its difference.
+    fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError>;
+
     /// Sets `device`'s quarantine (`lazaret_abi::QUARANTINE_*`); its flows are judged by
     /// the new state from their next packet on.
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError>;
@@ -63,7 +102,20 @@ pub trait DeviceDataplane {
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError>;
 }
 
-impl DeviceDataplane for crate::dataplane::xdp::Datapath {
+impl Dataplane for crate::dataplane::xdp::Datapath {
+    fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
+        Ok(xdp::Datapath::stage(self, g.contents.clone(), staged)?)
+    }
+
+    fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError> {
+        xdp::Datapath::commit(self)?;
+        if let Err(e) = self.sync_retired(retired) {
+            // The next install reads the slot back instead: slower, as exact.
+            tracing::warn!(error = %e, "could not start bringing the retired slot up to date");
+        }
+        Ok(())
+    }
+
     /// Also bumps the device's epoch, so its established flows are re-judged.
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
         let mut st = self.device_state(device)?;
@@ -120,7 +172,33 @@ impl DeviceDataplane for crate::dataplane::xdp::Datapath {
     }
 }
 
-impl DeviceDataplane for crate::dataplane::nft::NftDataplane {
+impl Dataplane for crate::dataplane::nft::NftDataplane {
+    /// Renders and swaps the tables of the interfaces nftables enforces on (none: only
+    /// remembered, for a fallback later).
+    fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
+        let took = self.apply(
+            g.contents,
+            g.ifindexes,
+            g.interfaces,
+            g.states.clone(),
+            g.number,
+        )?;
+        if let Some(took) = took {
+            tracing::info!(
+                generation = g.number,
+                ms = took.as_millis() as u64,
+                "nftables table applied"
+            );
+        }
+        staged();
+        Ok(())
+    }
+
+    /// Nothing left to do: the table swapped at [`Dataplane::stage`] enforces already.
+    fn commit(&mut self, _retired: Retired) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
         Ok(crate::dataplane::nft::NftDataplane::set_quarantine(
             self, device, quarantine,
