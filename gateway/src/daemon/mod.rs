@@ -180,8 +180,6 @@ pub struct Controller {
     no_policy: bool,
     /// The datapath maps' entries and capacities, as last read by `observe`.
     usage: Vec<(&'static str, u64, u64)>,
-    /// Second handles of the maps `observe` reads, for its thread (serving only).
-    reader: Option<Arc<std::sync::Mutex<crate::dataplane::xdp::DatapathReader>>>,
     /// Where `observe`'s thread sends its snapshot (serving only), and whether one runs.
     observed_tx: Option<mpsc::UnboundedSender<Option<DatapathSnapshot>>>,
     observing: bool,

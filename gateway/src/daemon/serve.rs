@@ -110,9 +110,6 @@ impl Controller {
         self.staged_tx = Some(staged_tx);
         let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
         self.observed_tx = Some(observed_tx);
-        if let Some(dp) = &self.dp {
-            self.reader = Some(Arc::new(std::sync::Mutex::new(dp.reader()?)));
-        }
         // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
         let (nflog_tx, mut nflog) = mpsc::channel(1024);
         if self.nft.active() {

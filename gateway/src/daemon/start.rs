@@ -54,7 +54,6 @@ impl Controller {
             no_policy: false,
             staged_tx: None,
             usage: Vec::new(),
-            reader: None,
             observed_tx: None,
             observing: false,
             containment: containment::Containment::default(),

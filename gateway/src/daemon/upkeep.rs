@@ -32,7 +32,6 @@ impl Controller {
         if self.observing {
             return;
         }
-        let reader = self.reader.clone();
         let devices: Vec<(u64, Option<String>)> = self
             .compiled
             .as_ref()
@@ -43,13 +42,10 @@ impl Controller {
                     .collect()
             })
             .unwrap_or_default();
-        let nft = self.nft.counter_reader();
+        let mut sources: Vec<_> = self.dataplanes().filter_map(Dataplane::counters).collect();
         self.observing = true;
         tokio::task::spawn_blocking(move || {
-            let mut reader = reader
-                .as_ref()
-                .map(|r| r.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            let _ = tx.send(read_snapshot(reader.as_deref_mut(), &devices, nft.as_ref()));
+            let _ = tx.send(read_snapshot(&mut sources, &devices));
         });
     }
 
@@ -389,65 +385,16 @@ impl Controller {
     }
 }
 
-/// The datapath's counters, read through `reader` (on a thread: see `Controller::observe`):
-/// `None` if the packet counters cannot be read. `devices`: (hash, class) of the policy's
-/// devices; `nft`: the nftables table's counters, when it enforces somewhere.
+/// Every dataplane's counters, read through `sources` (on a thread: see
+/// `Controller::observe`): `None` if a dataplane's packet counters cannot be read.
+/// `devices`: (hash, class) of the policy's devices.
 pub(super) fn read_snapshot(
-    reader: Option<&mut crate::dataplane::xdp::DatapathReader>,
+    sources: &mut [Box<dyn crate::dataplane::Counters>],
     devices: &[(u64, Option<String>)],
-    nft: Option<&nft::dataplane::CounterReader>,
 ) -> Option<DatapathSnapshot> {
     let mut snap = DatapathSnapshot::default();
-    if let Some(reader) = reader {
-        snap.packets = match reader.stats() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading packet counters");
-                return None;
-            }
-        };
-        if let Ok(e) = reader.event_stats() {
-            for (i, v) in e.iter().take(4).enumerate() {
-                snap.event_stats[i] = *v;
-            }
-        }
-        if let Ok(usage) = reader.map_usage() {
-            snap.flows_active = usage
-                .iter()
-                .filter(|(m, _, _)| {
-                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
-                })
-                .map(|u| u.1)
-                .sum();
-            snap.map_entries = usage;
-        }
-        let mut by_class: BTreeMap<String, crate::dataplane::xdp::DeviceCounterTotals> =
-            BTreeMap::new();
-        for (hash, class) in devices {
-            let Ok(t) = reader.device_counters(*hash) else {
-                continue;
-            };
-            let e = by_class
-                .entry(class.clone().unwrap_or_else(|| "none".into()))
-                .or_default();
-            e.allowed_packets += t.allowed_packets;
-            e.allowed_bytes += t.allowed_bytes;
-            e.denied_packets += t.denied_packets;
-            e.denied_bytes += t.denied_bytes;
-            e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
-        }
-        snap.class_packets = by_class.into_iter().collect();
-    }
-    // nftables' table counts the packets it judges by the same reasons and sides (its
-    // counters carry over from one generation to the next): the same series, summed with
-    // whatever XDP judged on the other interfaces.
-    if let Some(n) = nft.and_then(nft::dataplane::CounterReader::read) {
-        if snap.packets.len() < n.len() {
-            snap.packets.resize(n.len(), 0);
-        }
-        for (total, n) in snap.packets.iter_mut().zip(n) {
-            *total += n;
-        }
+    for source in sources {
+        source.read_into(devices, &mut snap).ok()?;
     }
     Some(snap)
 }

@@ -4,8 +4,9 @@
 //! - [`nft`]: the same compiled policy as nftables tables, where XDP cannot run.
 //! - [`IfaceMode`] / [`Enforcer`]: what enforces on each interface, as types.
 //! - [`Dataplane`]: what the controller does to every dataplane, the same way, whichever it
-//!   is: install a generation ([`Dataplane::stage`], [`Dataplane::commit`]), set a device's
-//!   quarantine, the gateway's own addresses, bridge-port pins.
+//!   is: install a generation ([`Dataplane::stage`], [`Dataplane::commit`]), read its
+//!   counters ([`Dataplane::counters`]), set a device's quarantine, the gateway's own
+//!   addresses, bridge-port pins.
 //!
 //! A trait rather than an enum of the two: the controller holds both at once (with
 //! `dataplane = "auto"` nftables takes over the interfaces where XDP cannot attach, and the
@@ -14,10 +15,10 @@
 //! install before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which
 //! loads no BPF at all.
 //!
-//! Not behind the seam yet (issue 17, item 1): attaching an interface, reading counters,
-//! events (ring buffer vs nflog) and tamper checks, which still branch on the interface's
-//! [`Enforcer`]; so a third dataplane is today one module implementing [`Dataplane`], one
-//! [`Enforcer`] variant, one `config::Dataplane` value, and a branch at each of those four.
+//! Not behind the seam yet (issue 17, item 1): attaching an interface, events (ring buffer
+//! vs nflog) and tamper checks, which still branch on the interface's [`Enforcer`]; so a
+//! third dataplane is today one module implementing [`Dataplane`], one [`Enforcer`]
+//! variant, one `config::Dataplane` value, and a branch at each of those three.
 
 mod mode;
 pub mod nft;
@@ -32,7 +33,34 @@ use std::{
 
 use lazaret_abi::IfaceConfig;
 
-use crate::policy::{DeviceStates, MapContents};
+use crate::{
+    metrics::DatapathSnapshot,
+    policy::{DeviceStates, MapContents},
+};
+
+/// A dataplane's counters, read on a thread of their own (reading every device's counters
+/// of a big policy takes tens of milliseconds).
+pub trait Counters: Send {
+    /// Adds this dataplane's counters to `snap` (packets by reason and side are summed
+    /// across dataplanes: each judges its own interfaces). `devices`: (id hash, class) of
+    /// the policy's devices. An error: the packet counters cannot be read, and the snapshot
+    /// is not used.
+    fn read_into(
+        &mut self,
+        devices: &[(u64, Option<String>)],
+        snap: &mut DatapathSnapshot,
+    ) -> Result<(), DataplaneError>;
+}
+
+/// Adds `counts` to `total`, index by index.
+fn add_packets(total: &mut Vec<u64>, counts: &[u64]) {
+    if total.len() < counts.len() {
+        total.resize(counts.len(), 0);
+    }
+    for (t, n) in total.iter_mut().zip(counts) {
+        *t += n;
+    }
+}
 
 /// An error of one dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +105,10 @@ pub trait Dataplane {
     /// to date in the background so the next small edit writes only its difference.
     fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError>;
 
+    /// Its counters, for a read off the controller's loop; `None` while it counts nothing
+    /// (nftables enforcing nowhere) or they cannot be reached.
+    fn counters(&mut self) -> Option<Box<dyn Counters>>;
+
     /// Sets `device`'s quarantine (`lazaret_abi::QUARANTINE_*`); its flows are judged by
     /// the new state from their next packet on.
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError>;
@@ -105,6 +137,16 @@ pub trait Dataplane {
 impl Dataplane for crate::dataplane::xdp::Datapath {
     fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
         Ok(xdp::Datapath::stage(self, g.contents.clone(), staged)?)
+    }
+
+    fn counters(&mut self) -> Option<Box<dyn Counters>> {
+        match self.reader() {
+            Ok(r) => Some(Box::new(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the XDP counters");
+                None
+            }
+        }
     }
 
     fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError> {
@@ -199,6 +241,10 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
         Ok(())
     }
 
+    fn counters(&mut self) -> Option<Box<dyn Counters>> {
+        Some(Box::new(self.counter_reader()?))
+    }
+
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
         Ok(crate::dataplane::nft::NftDataplane::set_quarantine(
             self, device, quarantine,
@@ -228,5 +274,64 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
 
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError> {
         Ok(crate::dataplane::nft::NftDataplane::release_pin(self, mac)?)
+    }
+}
+
+impl Counters for xdp::DatapathReader {
+    fn read_into(
+        &mut self,
+        devices: &[(u64, Option<String>)],
+        snap: &mut DatapathSnapshot,
+    ) -> Result<(), DataplaneError> {
+        let packets = self.stats().inspect_err(|e| {
+            tracing::warn!(error = %e, "reading packet counters");
+        })?;
+        add_packets(&mut snap.packets, &packets);
+        if let Ok(e) = self.event_stats() {
+            for (i, v) in e.iter().take(4).enumerate() {
+                snap.event_stats[i] = *v;
+            }
+        }
+        if let Ok(usage) = self.map_usage() {
+            snap.flows_active = usage
+                .iter()
+                .filter(|(m, _, _)| {
+                    *m == lazaret_abi::MAP_FLOWS || *m == lazaret_abi::MAP_EST_FLOWS
+                })
+                .map(|u| u.1)
+                .sum();
+            snap.map_entries = usage;
+        }
+        let mut by_class: BTreeMap<String, xdp::DeviceCounterTotals> = BTreeMap::new();
+        for (hash, class) in devices {
+            let Ok(t) = self.device_counters(*hash) else {
+                continue;
+            };
+            let e = by_class
+                .entry(class.clone().unwrap_or_else(|| "none".into()))
+                .or_default();
+            e.allowed_packets += t.allowed_packets;
+            e.allowed_bytes += t.allowed_bytes;
+            e.denied_packets += t.denied_packets;
+            e.denied_bytes += t.denied_bytes;
+            e.last_seen_ns = e.last_seen_ns.max(t.last_seen_ns);
+        }
+        snap.class_packets = by_class.into_iter().collect();
+        Ok(())
+    }
+}
+
+/// nftables counts the packets it judges by the same reasons and sides (its counters carry
+/// over from one generation to the next); a table that cannot be read adds nothing.
+impl Counters for nft::dataplane::CounterReader {
+    fn read_into(
+        &mut self,
+        _devices: &[(u64, Option<String>)],
+        snap: &mut DatapathSnapshot,
+    ) -> Result<(), DataplaneError> {
+        if let Some(counts) = self.read() {
+            add_packets(&mut snap.packets, &counts);
+        }
+        Ok(())
     }
 }
