@@ -85,7 +85,7 @@ use crate::{
     config::Config,
     dataplane::{
         nft,
-        xdp::{attach, AttachMode, Datapath, DatapathError, LoadOptions},
+        xdp::{attach, Datapath, DatapathError, LoadOptions},
         Dataplane,
     },
     metrics::{DatapathSnapshot, Metrics, ReloadFailure},
@@ -230,14 +230,6 @@ impl Controller {
             }
         }
     }
-}
-
-/// The XDP datapath, for what only it does (`what`): an error with `dataplane = "nftables"`.
-fn xdp<'a>(
-    dp: &'a mut Option<Datapath>,
-    what: &'static str,
-) -> Result<&'a mut Datapath, DaemonError> {
-    dp.as_mut().ok_or(DaemonError::NoXdp(what))
 }
 
 /// Names as one log field value: `a,b,c` (not Rust's `{"a", "b"}`).

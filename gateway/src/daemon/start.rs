@@ -298,79 +298,99 @@ impl Controller {
     }
 
     pub(super) fn attach_all(&mut self) -> Result<(), DaemonError> {
-        let root = self.config.pin_dir.clone();
-        let legacy = attach::legacy_dirs(&root, &self.pin_dir);
         let mut fell_back = false;
         for iface in self.config.interfaces.clone() {
-            if self.ifaces.ifindex(&iface.name).is_none() {
+            let Some(index) = self.ifaces.ifindex(&iface.name) else {
                 // Not there yet: held closed (since `Interfaces::new`), attached when it
                 // appears.
                 if let Some(mode) = self.ifaces.mode(&iface.name) {
                     self.set_mode(&iface.name, mode);
                 }
                 continue;
-            }
-            if self.nft.uses(&iface.name) {
-                // nftables enforces here already (applied by the reload before this); an
-                // XDP link pinned by an earlier run in XDP mode is released.
-                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-                self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
-                continue;
-            }
-            let prog = xdp(&mut self.dp, "attaching an interface")?.program_mut()?;
-            let attached =
-                attach::attach(prog, &iface.name, iface.xdp_mode, &self.pin_dir, &legacy);
-            let attached = match attached {
-                Err(e) if self.config.dataplane == crate::config::Dataplane::Auto => {
+            };
+            // nftables where it was told to enforce (applied by the reload before this).
+            let meant = if self.nft.uses(&iface.name) {
+                Enforcer::Nftables
+            } else {
+                Enforcer::xdp(iface.xdp_mode)
+            };
+            let mode = match self.attach_interface(&iface, index, meant) {
+                Ok(mode) => mode,
+                Err(e)
+                    if meant.is_xdp()
+                        && self.config.dataplane == crate::config::Dataplane::Auto =>
+                {
                     tracing::warn!(interface = %iface.name, error = %e, "XDP cannot attach: nftables enforces on this interface");
-                    self.nft.add_interface(&iface.name);
-                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
                     fell_back = true;
-                    continue;
+                    self.attach_interface(&iface, index, Enforcer::Nftables)?
                 }
-                other => other?,
+                Err(e) => return Err(e),
             };
-            let mode = match attached {
-                attach::Attached::New(mode) => {
-                    if iface.xdp_mode == AttachMode::Auto && mode == AttachMode::Skb {
-                        tracing::warn!(interface = %iface.name, "attached in skb (generic) mode");
-                    }
-                    let mode = Enforcer::xdp(mode);
-                    tracing::info!(interface = %iface.name, side = iface.side.name(), mode = mode.label(), "attached");
-                    mode
-                }
-                attach::Attached::Adopted => {
-                    tracing::info!(interface = %iface.name, side = iface.side.name(), "program swapped into the pinned link");
-                    attach::recorded_mode(&self.config.state_dir, &iface.name)
-                        .unwrap_or(Enforcer::XdpNative)
-                }
-            };
-            attach::record_mode(&self.config.state_dir, &iface.name, mode);
             self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
         }
-        self.nft.retire();
+        let pin_dir = self.pin_dir.clone();
+        for dp in self.dataplanes() {
+            dp.attached_all(&pin_dir);
+        }
         if fell_back {
             // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
             // do not know each other's flows (a reply entering an XDP interface for a flow
             // that nftables admitted would be dropped as flowless). So once one interface
             // needs nftables, every interface uses it.
+            // One not present yet stays held closed, and nftables enforces when it appears.
             for iface in self.config.interfaces.clone() {
-                if !self.nft.uses(&iface.name) {
-                    tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
-                    self.nft.add_interface(&iface.name);
-                    self.set_mode(&iface.name, IfaceMode::Enforcing(Enforcer::Nftables));
+                if self.nft.uses(&iface.name) {
+                    continue;
                 }
+                tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
+                let index = self.ifaces.ifindex(&iface.name);
+                let missing = interfaces::MISSING_IFINDEX;
+                let mode =
+                    self.attach_interface(&iface, index.unwrap_or(missing), Enforcer::Nftables)?;
+                let mode = match index {
+                    Some(_) => IfaceMode::Enforcing(mode),
+                    None => IfaceMode::Held(mode),
+                };
+                self.set_mode(&iface.name, mode);
             }
             self.nft.reapply()?;
-            for iface in &self.config.interfaces {
-                let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-            }
-        }
-        for dir in legacy {
-            tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
-            attach::remove_legacy(&dir);
         }
         Ok(())
+    }
+
+    /// Attaches the dataplane `enforcer` names to `iface` (present as `index`), after the
+    /// others let go of it; how it enforces there.
+    pub(super) fn attach_interface(
+        &mut self,
+        iface: &crate::config::Interface,
+        index: u32,
+        enforcer: Enforcer,
+    ) -> Result<Enforcer, DaemonError> {
+        let (pin_dir, state_dir) = (self.pin_dir.clone(), self.config.state_dir.clone());
+        let a = crate::dataplane::Attach {
+            iface,
+            ifindex: index,
+            config: self.iface_config(iface),
+            pin_dir: &pin_dir,
+            state_dir: &state_dir,
+        };
+        for dp in self.dataplanes().filter(|d| !d.serves(enforcer)) {
+            dp.release(&iface.name, &pin_dir);
+        }
+        let dp = self
+            .dataplanes()
+            .find(|d| d.serves(enforcer))
+            .ok_or(DaemonError::NoXdp("attaching an interface"))?;
+        Ok(dp.attach(&a)?)
+    }
+
+    /// Every dataplane lets go of `interface` (it came back under a new ifindex, or lost
+    /// its program): attached anew next.
+    pub(super) fn release_interface(&mut self, interface: &str) {
+        let pin_dir = self.pin_dir.clone();
+        for dp in self.dataplanes() {
+            dp.release(interface, &pin_dir);
+        }
     }
 }
 

@@ -140,15 +140,6 @@ impl Controller {
             ifindex = index,
             "interface (re)appeared: attaching"
         );
-        let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, interface));
-        if enforcer == Enforcer::Nftables {
-            // The inet table matches interfaces by name; a reload re-renders it for the new
-            // ifindex of devices bound to the interface, and hooks the frame stage on the
-            // new device. Then the hold can go.
-            self.reload_and_report("interface returned");
-            self.set_mode(interface, IfaceMode::Enforcing(Enforcer::Nftables));
-            return;
-        }
         let Some(iface) = self
             .config
             .interfaces
@@ -158,23 +149,17 @@ impl Controller {
         else {
             return;
         };
+        // The old pinned XDP link died with the old interface.
+        self.release_interface(interface);
         // Attach first, then reload for the new ifindex: until the reload, devices bound to
         // the interface fail their binding check and are dropped (closed), rather than the
-        // interface passing everything (open).
-        let config = self.iface_config(&iface);
-        let result = xdp(&mut self.dp, "re-attaching an interface")
-            .and_then(|dp| Ok(dp.set_interface_config(index, config)?))
-            .and_then(|()| self.attach_again(&iface));
-        match result {
-            Ok(a) => {
-                let mode = match a {
-                    attach::Attached::New(m) => Enforcer::xdp(m),
-                    attach::Attached::Adopted => Enforcer::XdpNative,
-                };
-                attach::record_mode(&self.config.state_dir, interface, mode);
-                // Enforcing again (closed for devices bound to it until the reload binds the
-                // new ifindex): the hold can go. A reload that fails is reported and retried
-                // with the next policy change; the attach is not redone.
+        // interface passing everything (open). nftables matches interfaces by name; the
+        // reload re-renders its table for the new ifindex of devices bound to the
+        // interface and hooks the frame stage on the new device.
+        match self.attach_interface(&iface, index, enforcer) {
+            Ok(mode) => {
+                // Enforcing again: the hold can go. A reload that fails is reported and
+                // retried with the next policy change; the attach is not redone.
                 self.set_mode(interface, IfaceMode::Enforcing(mode));
                 tracing::info!(interface, mode = mode.label(), "re-attached");
                 self.reload_and_report("interface returned");
@@ -185,22 +170,6 @@ impl Controller {
                 self.set_mode(interface, IfaceMode::Held(enforcer));
             }
         }
-    }
-
-    /// Attaches the program to `iface` again (it came back, or lost its program), pinning a
-    /// new link.
-    pub(super) fn attach_again(
-        &mut self,
-        iface: &crate::config::Interface,
-    ) -> Result<attach::Attached, DaemonError> {
-        let prog = xdp(&mut self.dp, "attaching XDP")?.program_mut()?;
-        Ok(attach::attach(
-            prog,
-            &iface.name,
-            iface.xdp_mode,
-            &self.pin_dir,
-            &[],
-        )?)
     }
 
     /// Compares what the kernel enforces with what this daemon put there, and puts it back
@@ -245,8 +214,8 @@ impl Controller {
             tracing::error!(interface = %iface.name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
             self.metrics.tamper(&iface.name, kind);
             self.set_mode(&iface.name, mode.detached());
-            let _ = std::fs::remove_file(attach::link_pin(&self.pin_dir, &iface.name));
-            let attached = self.attach_again(&iface);
+            self.release_interface(&iface.name);
+            let attached = self.attach_interface(&iface, index, mode.enforcer());
             match attached {
                 Ok(_) => {
                     tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");

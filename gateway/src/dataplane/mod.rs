@@ -4,9 +4,10 @@
 //! - [`nft`]: the same compiled policy as nftables tables, where XDP cannot run.
 //! - [`IfaceMode`] / [`Enforcer`]: what enforces on each interface, as types.
 //! - [`Dataplane`]: what the controller does to every dataplane, the same way, whichever it
-//!   is: install a generation ([`Dataplane::stage`], [`Dataplane::commit`]), read its
-//!   counters ([`Dataplane::counters`]), set a device's quarantine, the gateway's own
-//!   addresses, bridge-port pins.
+//!   is: attach to an interface and let go of it ([`Dataplane::attach`],
+//!   [`Dataplane::release`]), install a generation ([`Dataplane::stage`],
+//!   [`Dataplane::commit`]), read its counters ([`Dataplane::counters`]), set a device's
+//!   quarantine, the gateway's own addresses, bridge-port pins.
 //!
 //! A trait rather than an enum of the two: the controller holds both at once (with
 //! `dataplane = "auto"` nftables takes over the interfaces where XDP cannot attach, and the
@@ -15,10 +16,12 @@
 //! install before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which
 //! loads no BPF at all.
 //!
-//! Not behind the seam yet (issue 17, item 1): attaching an interface, events (ring buffer
-//! vs nflog) and tamper checks, which still branch on the interface's [`Enforcer`]; so a
-//! third dataplane is today one module implementing [`Dataplane`], one [`Enforcer`]
-//! variant, one `config::Dataplane` value, and a branch at each of those three.
+//! Not behind the seam yet (issue 17, item 1): events (XDP's ring buffer, drained on the
+//! loop, vs nftables' nflog, read on a thread) and tamper checks (XDP: which program each
+//! interface runs; nftables: the ruleset generation and its tables), which the controller
+//! still does per dataplane. So a third dataplane is today one module implementing
+//! [`Dataplane`], one [`Enforcer`] variant, one `config::Dataplane` value, and its own
+//! event source and tamper check in the controller.
 
 mod mode;
 pub mod nft;
@@ -29,6 +32,7 @@ pub use mode::{Enforcer, IfaceMode};
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    path::Path,
 };
 
 use lazaret_abi::IfaceConfig;
@@ -86,6 +90,18 @@ pub struct Generation<'a> {
     pub states: &'a DeviceStates,
 }
 
+/// An interface to enforce on.
+pub struct Attach<'a> {
+    pub iface: &'a crate::config::Interface,
+    pub ifindex: u32,
+    /// Its side, untagged VLAN and binding.
+    pub config: IfaceConfig,
+    /// Where XDP pins its links (`<pin_dir>/v<ABI>`).
+    pub pin_dir: &'a Path,
+    /// Where the XDP attach mode of each link is recorded (a pinned link does not say).
+    pub state_dir: &'a Path,
+}
+
 /// Called once a staged generation may be committed, on whatever thread staged it.
 pub type Staged = Box<dyn FnOnce() + Send>;
 
@@ -94,6 +110,23 @@ pub type Retired = Box<dyn FnOnce(u8) -> Option<MapContents> + Send>;
 
 /// What the controller does to every dataplane alike.
 pub trait Dataplane {
+    /// Whether this is the dataplane `e` names.
+    fn serves(&self, e: Enforcer) -> bool;
+
+    /// Starts enforcing on an interface, and says how it enforces there. XDP attaches its
+    /// program through a pinned link (adopting, atomically, one an earlier run or an older
+    /// ABI left); nftables adds the interface to the tables it renders, hooked by the next
+    /// install or [`nft::NftDataplane::reapply`].
+    fn attach(&mut self, a: &Attach<'_>) -> Result<Enforcer, DataplaneError>;
+
+    /// Stops enforcing on `interface`: another dataplane takes it over, or it came back
+    /// under a new ifindex (XDP's pinned link died with the old one).
+    fn release(&mut self, interface: &str, pin_dir: &Path);
+
+    /// Every interface is attached: what an earlier run left that nothing uses now goes
+    /// (XDP: an older ABI's pins; nftables: its tables, when it enforces nowhere).
+    fn attached_all(&mut self, pin_dir: &Path);
+
     /// The first half of installing `g`: `staged` is called once it may be committed. XDP
     /// writes its inactive slot on a thread of its own (packets still see the old
     /// generation); nftables replaces its tables in one atomic transaction, so for it
@@ -135,6 +168,54 @@ pub trait Dataplane {
 }
 
 impl Dataplane for crate::dataplane::xdp::Datapath {
+    fn serves(&self, e: Enforcer) -> bool {
+        e.is_xdp()
+    }
+
+    fn attach(&mut self, a: &Attach<'_>) -> Result<Enforcer, DataplaneError> {
+        let name = &a.iface.name;
+        self.set_interface_config(a.ifindex, a.config)?;
+        let root = a.pin_dir.parent().unwrap_or(a.pin_dir);
+        let legacy = xdp::attach::legacy_dirs(root, a.pin_dir);
+        let attached = xdp::attach::attach(
+            self.program_mut()?,
+            name,
+            a.iface.xdp_mode,
+            a.pin_dir,
+            &legacy,
+        )?;
+        let mode = match attached {
+            xdp::attach::Attached::New(mode) => {
+                if a.iface.xdp_mode == xdp::AttachMode::Auto && mode == xdp::AttachMode::Skb {
+                    tracing::warn!(interface = %name, "attached in skb (generic) mode");
+                }
+                let mode = Enforcer::xdp(mode);
+                tracing::info!(interface = %name, side = a.iface.side.name(), mode = mode.label(), "attached");
+                mode
+            }
+            xdp::attach::Attached::Adopted => {
+                tracing::info!(interface = %name, side = a.iface.side.name(), "program swapped into the pinned link");
+                xdp::attach::recorded_mode(a.state_dir, name).unwrap_or(Enforcer::XdpNative)
+            }
+        };
+        xdp::attach::record_mode(a.state_dir, name, mode);
+        Ok(mode)
+    }
+
+    /// Unpins the interface's link: the program leaves it (a link whose interface is gone
+    /// is defunct anyway).
+    fn release(&mut self, interface: &str, pin_dir: &Path) {
+        let _ = std::fs::remove_file(xdp::attach::link_pin(pin_dir, interface));
+    }
+
+    fn attached_all(&mut self, pin_dir: &Path) {
+        let root = pin_dir.parent().unwrap_or(pin_dir);
+        for dir in xdp::attach::legacy_dirs(root, pin_dir) {
+            tracing::info!(dir = %dir.display(), "removing pins of an older datapath ABI");
+            xdp::attach::remove_legacy(&dir);
+        }
+    }
+
     fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
         Ok(xdp::Datapath::stage(self, g.contents.clone(), staged)?)
     }
@@ -215,6 +296,24 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
 }
 
 impl Dataplane for crate::dataplane::nft::NftDataplane {
+    fn serves(&self, e: Enforcer) -> bool {
+        e == Enforcer::Nftables
+    }
+
+    fn attach(&mut self, a: &Attach<'_>) -> Result<Enforcer, DataplaneError> {
+        self.add_interface(&a.iface.name);
+        Ok(Enforcer::Nftables)
+    }
+
+    /// Takes effect at the next install or reapply.
+    fn release(&mut self, interface: &str, _pin_dir: &Path) {
+        self.remove_interface(interface);
+    }
+
+    fn attached_all(&mut self, _pin_dir: &Path) {
+        self.retire();
+    }
+
     /// Renders and swaps the tables of the interfaces nftables enforces on (none: only
     /// remembered, for a fallback later).
     fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {

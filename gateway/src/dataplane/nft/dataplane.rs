@@ -160,6 +160,11 @@ impl NftDataplane {
         self.interfaces.insert(interface.to_string());
     }
 
+    /// Takes `interface` from nftables (takes effect at the next [`Self::apply`]).
+    pub fn remove_interface(&mut self, interface: &str) {
+        self.interfaces.remove(interface);
+    }
+
     /// Records which dataplane enforces on `interface` in the metric.
     pub fn report(&self, interface: &str, enforcer: Enforcer) {
         for other in Enforcer::ALL {
