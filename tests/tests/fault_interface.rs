@@ -27,7 +27,7 @@ use lazaret_tests::{
     netns::{mac_of, send_raw, unique_prefix, veth, wait_until, Netns},
     nftlab::tcp_probe,
     on_both_dataplanes,
-    reliability::record_figure,
+    reliability::{metric, record_figure},
 };
 
 on_both_dataplanes!(an_interface_removed_and_readded_keeps_enforcing);
@@ -215,6 +215,33 @@ fn an_interface_removed_and_readded_keeps_enforcing(dataplane: Dataplane) -> Res
         "never reported held closed: {}",
         lab.cli(&["status"])?
     );
+
+    // The hold removed behind the daemon's back while the interface is gone: the tamper
+    // check puts it back (within a second; bounded at 5 s here) and counts it.
+    let dev_if = lab.net.gw_dev_if.clone();
+    lab.net
+        .gateway
+        .exec(&["nft", "delete", "table", "inet", "lazaret_hold"])?;
+    let rehold = wait_until(Duration::from_secs(5), || {
+        lab.net
+            .gateway
+            .exec(&["nft", "list", "table", "inet", "lazaret_hold"])
+            .is_ok()
+    });
+    assert!(
+        rehold,
+        "the interface hold was not put back:\n{}",
+        lab.stop()
+    );
+    let counted = wait_until(Duration::from_secs(5), || {
+        metric(
+            &lab,
+            "lazaret_datapath_tamper_total",
+            &[("interface", &dev_if), ("kind", "nft_hold_missing")],
+        )
+        .is_ok_and(|n| n == Some(1.0))
+    });
+    assert!(counted, "the removed hold was not counted as tampering");
 
     // Back, same name, new ifindex: probe the denied port until the daemon has reacted
     // (a new generation in the ready file). A SYN that passes unjudged reaches the server,

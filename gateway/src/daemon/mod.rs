@@ -35,7 +35,7 @@
 //! control socket), `serve` (the loop).
 //!
 //! State kept on disk: [`quarantine`] (state file, audit log), [`lkg`] (last-known-good
-//! policy), [`pins`], `state` (atomic writes). The kernel: [`kernel`] (netlink), [`local`]
+//! policy), [`pins`], `state` (atomic writes). The kernel: [`local`]
 //! (own addresses), [`preflight`]; [`compiler`] runs the policy compiler off the loop;
 //! [`watch`] the policy directory; [`webhook`] the event webhook.
 
@@ -48,7 +48,6 @@ pub mod events;
 mod install;
 mod intake;
 pub mod interfaces;
-pub mod kernel;
 pub mod learn;
 pub mod lkg;
 pub mod local;

@@ -182,106 +182,102 @@ impl Controller {
         if self.reloads.stood_down() {
             return;
         }
-        let ours = self
-            .dp
-            .as_mut()
-            .and_then(|dp| dp.program_mut().ok())
-            .and_then(|p| p.info().ok())
-            .map(|i| i.id());
-        for iface in self.config.interfaces.clone() {
-            let Some(mode) = self
-                .ifaces
-                .mode(&iface.name)
-                .filter(|m| m.is_enforcing() && m.enforcer().is_xdp())
-            else {
-                continue;
-            };
-            let Some(index) = self.ifaces.ifindex(&iface.name) else {
-                continue;
-            };
-            // An interface gone is `check_interfaces`' business.
-            let Ok(found) = kernel::xdp_program(index) else {
-                continue;
-            };
-            if found.is_some() && found == ours {
-                continue;
-            }
-            let kind = if found.is_none() {
-                "xdp_detached"
-            } else {
-                "xdp_replaced"
-            };
-            tracing::error!(interface = %iface.name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
-            self.metrics.tamper(&iface.name, kind);
-            self.set_mode(&iface.name, mode.detached());
-            self.release_interface(&iface.name);
-            let attached = self.attach_interface(&iface, index, mode.enforcer());
-            match attached {
-                Ok(_) => {
-                    tracing::warn!(interface = %iface.name, mode = mode.label(), "XDP restored");
-                    self.set_mode(&iface.name, mode);
-                }
-                Err(e) => {
-                    // Another program holds the interface: closed until XDP is back
-                    // (`check_interfaces` retries a held interface).
-                    tracing::error!(interface = %iface.name, error = %e, "cannot restore XDP: the interface is held closed");
-                    self.set_mode(&iface.name, mode.held());
-                    self.update_hold();
-                }
-            }
-        }
         let held = !self.held_interfaces().is_empty();
-        if !self.nft.active() && !held {
-            return;
+        // The interfaces each dataplane enforces on, with their ifindexes.
+        let enforcing: Vec<(String, u32, Enforcer)> = self
+            .ifaces
+            .modes()
+            .iter()
+            .filter(|(_, m)| m.is_enforcing())
+            .filter_map(|(n, m)| Some((n.clone(), self.ifaces.ifindex(n)?, m.enforcer())))
+            .collect();
+        let mut found: Vec<(Enforcer, crate::dataplane::Tampering)> = Vec::new();
+        for dp in self.dataplanes() {
+            let on: Vec<(String, u32)> = enforcing
+                .iter()
+                .filter(|(_, _, e)| dp.serves(*e))
+                .map(|(n, i, _)| (n.clone(), *i))
+                .collect();
+            let Some(enforcer) = Enforcer::ALL.into_iter().find(|e| dp.serves(*e)) else {
+                continue;
+            };
+            found.extend(dp.tampered(&on, held).into_iter().map(|t| (enforcer, t)));
         }
-        let found = kernel::nft_generation()
-            .map_err(|e| e.to_string())
-            .and_then(|g| self.nft.verify(g, held).map_err(|e| e.to_string()));
-        match found {
-            Ok(None) => {}
-            Ok(Some(nft::Tampered::HoldMissing)) => {
-                tracing::error!("the interface hold was removed behind lazaret's back: restoring");
-                for name in self.held_interfaces() {
-                    self.metrics
-                        .tamper(&name, nft::Tampered::HoldMissing.kind());
-                }
-                self.update_hold();
-            }
-            Ok(Some(t)) => {
-                let kind = t.kind();
-                let on: Vec<String> = self
-                    .config
-                    .interfaces
-                    .iter()
-                    .filter(|i| self.nft.uses(&i.name))
-                    .map(|i| i.name.clone())
-                    .collect();
-                tracing::error!(kind, interfaces = %names(&on), "lazaret's nftables tables were changed behind its back: restoring");
-                // Interfaces that are gone stay detached; the others are, until restored.
-                let enforcing: Vec<String> = on
-                    .iter()
-                    .filter(|n| self.ifaces.is_enforcing(n))
-                    .cloned()
-                    .collect();
-                for name in &on {
-                    self.metrics.tamper(name, kind);
-                }
-                for name in &enforcing {
-                    self.set_mode(name, IfaceMode::Detached(Enforcer::Nftables));
-                }
-                match self.nft.restore(&self.pins.list()) {
-                    Ok(()) => {
-                        tracing::warn!("nftables enforcement restored");
-                        for name in &enforcing {
-                            self.set_mode(name, IfaceMode::Enforcing(Enforcer::Nftables));
+        for (enforcer, t) in found {
+            self.repair(enforcer, t);
+        }
+    }
+
+    /// Puts back what a dataplane found changed behind lazaret's back, and counts it in
+    /// `lazaret_datapath_tamper_total`. `lazaret_interface_attached` says 0 until the
+    /// interface enforces again; an XDP interface that cannot be restored (another program
+    /// holds it) is held closed and retried by the interface check.
+    fn repair(&mut self, enforcer: Enforcer, t: crate::dataplane::Tampering) {
+        use crate::dataplane::Repair;
+        let counted = match t.repair {
+            Repair::Hold => self.held_interfaces().into_iter().collect(),
+            Repair::Reattach | Repair::Restore => t.interfaces.clone(),
+        };
+        for name in &counted {
+            self.metrics.tamper(name, t.kind);
+        }
+        match t.repair {
+            Repair::Hold => self.update_hold(),
+            Repair::Reattach => {
+                for name in &t.interfaces {
+                    let (Some(mode), Some(index)) =
+                        (self.ifaces.mode(name), self.ifaces.ifindex(name))
+                    else {
+                        continue;
+                    };
+                    let Some(iface) = self
+                        .config
+                        .interfaces
+                        .iter()
+                        .find(|i| &i.name == name)
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    self.set_mode(name, mode.detached());
+                    self.release_interface(name);
+                    match self.attach_interface(&iface, index, mode.enforcer()) {
+                        Ok(now) => {
+                            tracing::warn!(interface = %name, mode = now.label(), "enforcement restored");
+                            self.set_mode(name, IfaceMode::Enforcing(now));
+                        }
+                        Err(e) => {
+                            tracing::error!(interface = %name, error = %e, "cannot restore enforcement: the interface is held closed");
+                            self.set_mode(name, mode.held());
+                            self.update_hold();
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot restore the nftables tables (retried every check)");
-                    }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "checking the nftables ruleset"),
+            Repair::Restore => {
+                // Interfaces that are gone stay as they are; these are detached until
+                // restored.
+                for name in &t.interfaces {
+                    self.set_mode(name, IfaceMode::Detached(enforcer));
+                }
+                let pins = self.pins.list();
+                let restored = self
+                    .dataplanes()
+                    .find(|d| d.serves(enforcer))
+                    .map(|d| d.restore(&pins));
+                match restored {
+                    Some(Ok(())) => {
+                        tracing::warn!(dataplane = enforcer.dataplane(), "enforcement restored");
+                        for name in &t.interfaces {
+                            self.set_mode(name, IfaceMode::Enforcing(enforcer));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(dataplane = enforcer.dataplane(), error = %e, "cannot restore enforcement (retried every check)");
+                    }
+                    None => {}
+                }
+            }
         }
     }
 

@@ -6,8 +6,10 @@
 //! - [`Dataplane`]: what the controller does to every dataplane, the same way, whichever it
 //!   is: attach to an interface and let go of it ([`Dataplane::attach`],
 //!   [`Dataplane::release`]), install a generation ([`Dataplane::stage`],
-//!   [`Dataplane::commit`]), read its counters ([`Dataplane::counters`]), set a device's
-//!   quarantine, the gateway's own addresses, bridge-port pins.
+//!   [`Dataplane::commit`]), read its counters ([`Dataplane::counters`]), find and put
+//!   back what someone else changed ([`Dataplane::tampered`], [`Dataplane::restore`]), set
+//!   a device's quarantine, the gateway's own addresses, bridge-port pins.
+//! - [`kernel`]: the kernel's own answer about enforcement (netlink).
 //!
 //! A trait rather than an enum of the two: the controller holds both at once (with
 //! `dataplane = "auto"` nftables takes over the interfaces where XDP cannot attach, and the
@@ -17,12 +19,12 @@
 //! loads no BPF at all.
 //!
 //! Not behind the seam yet (issue 17, item 1): events (XDP's ring buffer, drained on the
-//! loop, vs nftables' nflog, read on a thread) and tamper checks (XDP: which program each
-//! interface runs; nftables: the ruleset generation and its tables), which the controller
-//! still does per dataplane. So a third dataplane is today one module implementing
-//! [`Dataplane`], one [`Enforcer`] variant, one `config::Dataplane` value, and its own
-//! event source and tamper check in the controller.
+//! loop, vs nftables' nflog, read on a thread), which the controller still reads per
+//! dataplane. So a third dataplane is today one module implementing [`Dataplane`], one
+//! [`Enforcer`] variant, one `config::Dataplane` value, and its event source in
+//! `daemon::serve`.
 
+pub mod kernel;
 mod mode;
 pub mod nft;
 pub mod xdp;
@@ -102,6 +104,28 @@ pub struct Attach<'a> {
     pub state_dir: &'a Path,
 }
 
+/// Something lazaret put in the kernel, found changed behind its back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tampering {
+    /// `kind` of `lazaret_datapath_tamper_total`.
+    pub kind: &'static str,
+    /// The interfaces it concerns (for the hold: the interfaces held).
+    pub interfaces: Vec<String>,
+    /// How it is put back.
+    pub repair: Repair,
+}
+
+/// How a [`Tampering`] is put back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// Attach the dataplane to each interface again (XDP: a new link).
+    Reattach,
+    /// The dataplane puts its state back itself ([`Dataplane::restore`]).
+    Restore,
+    /// The interface hold is written again from the controller's list of held interfaces.
+    Hold,
+}
+
 /// Called once a staged generation may be committed, on whatever thread staged it.
 pub type Staged = Box<dyn FnOnce() + Send>;
 
@@ -137,6 +161,15 @@ pub trait Dataplane {
     /// its generation switch). `retired` builds it for the other slot, which XDP brings up
     /// to date in the background so the next small edit writes only its difference.
     fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError>;
+
+    /// Compares what the kernel enforces with what this dataplane put there, on
+    /// `enforcing` (the interfaces it enforces on, with their ifindexes). `held`: whether
+    /// the interface hold should be in place (nftables keeps it for every dataplane).
+    fn tampered(&mut self, enforcing: &[(String, u32)], held: bool) -> Vec<Tampering>;
+
+    /// Puts back what [`Self::tampered`] found changed, for [`Repair::Restore`]; `pins`
+    /// are the bridge-port pins to write back.
+    fn restore(&mut self, pins: &[([u8; 6], String)]) -> Result<(), DataplaneError>;
 
     /// Its counters, for a read off the controller's loop; `None` while it counts nothing
     /// (nftables enforcing nowhere) or they cannot be reached.
@@ -200,6 +233,43 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
         };
         xdp::attach::record_mode(a.state_dir, name, mode);
         Ok(mode)
+    }
+
+    /// An interface whose XDP program is gone (its pinned link detached through bpf(2)) or
+    /// another one: re-attached. One netlink round trip per interface.
+    fn tampered(&mut self, enforcing: &[(String, u32)], _held: bool) -> Vec<Tampering> {
+        let ours = self
+            .program_mut()
+            .ok()
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id());
+        let mut out: Vec<Tampering> = Vec::new();
+        for (name, index) in enforcing {
+            // An interface gone is the controller's interface check's business.
+            let Ok(found) = kernel::xdp_program(*index) else {
+                continue;
+            };
+            if found.is_some() && found == ours {
+                continue;
+            }
+            let kind = if found.is_none() {
+                "xdp_detached"
+            } else {
+                "xdp_replaced"
+            };
+            tracing::error!(interface = %name, kind, found_program = found.unwrap_or(0), lazaret_program = ours.unwrap_or(0), "enforcement removed behind lazaret's back: restoring");
+            out.push(Tampering {
+                kind,
+                interfaces: vec![name.clone()],
+                repair: Repair::Reattach,
+            });
+        }
+        out
+    }
+
+    /// Nothing but links to put back, and those are re-attached.
+    fn restore(&mut self, _pins: &[([u8; 6], String)]) -> Result<(), DataplaneError> {
+        Ok(())
     }
 
     /// Unpins the interface's link: the program leaves it (a link whose interface is gone
@@ -342,6 +412,46 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
 
     fn counters(&mut self) -> Option<Box<dyn Counters>> {
         Some(Box::new(self.counter_reader()?))
+    }
+
+    /// Its tables deleted or their rules changed (`nft flush ruleset`, a chain flushed), or
+    /// the interface hold gone while interfaces are held. One netlink round trip while the
+    /// ruleset's generation is the one last verified.
+    fn tampered(&mut self, enforcing: &[(String, u32)], held: bool) -> Vec<Tampering> {
+        if !self.active() && !held {
+            return Vec::new();
+        }
+        let found = kernel::nft_generation()
+            .map_err(|e| e.to_string())
+            .and_then(|g| self.verify(g, held).map_err(|e| e.to_string()));
+        match found {
+            Ok(None) => Vec::new(),
+            Ok(Some(t @ nft::Tampered::HoldMissing)) => {
+                tracing::error!("the interface hold was removed behind lazaret's back: restoring");
+                vec![Tampering {
+                    kind: t.kind(),
+                    interfaces: Vec::new(),
+                    repair: Repair::Hold,
+                }]
+            }
+            Ok(Some(t)) => {
+                let on: Vec<String> = enforcing.iter().map(|(n, _)| n.clone()).collect();
+                tracing::error!(kind = t.kind(), interfaces = %on.join(","), "lazaret's nftables tables were changed behind its back: restoring");
+                vec![Tampering {
+                    kind: t.kind(),
+                    interfaces: on,
+                    repair: Repair::Restore,
+                }]
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "checking the nftables ruleset");
+                Vec::new()
+            }
+        }
+    }
+
+    fn restore(&mut self, pins: &[([u8; 6], String)]) -> Result<(), DataplaneError> {
+        Ok(nft::NftDataplane::restore(self, pins)?)
     }
 
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {

@@ -314,7 +314,7 @@ impl NftDataplane {
     }
 
     /// Checks that the ruleset still holds what lazaret put there, given the ruleset's
-    /// `generation` (`daemon::kernel::nft_generation`): nothing is listed while it is the
+    /// `generation` (`dataplane::kernel::nft_generation`): nothing is listed while it is the
     /// one last verified, so the check costs one netlink round trip until something —
     /// lazaret or anyone else — commits a change. `held`: whether the interface hold
     /// should be in place.
