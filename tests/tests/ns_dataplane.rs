@@ -1,5 +1,6 @@
 //! Choosing the dataplane: `dataplane = "auto"` falls back to nftables where XDP cannot
-//! attach, and a switch back to XDP removes the nftables table. (The scenarios every
+//! attach, a switch back to XDP removes the nftables table, and a switch to nftables
+//! removes the XDP program. (The scenarios every
 //! dataplane must pass — allow/deny, replies, unknown devices, spoofing, quarantine,
 //! reload, restart — run on both from one source: see `on_both_dataplanes!` in the ns_*
 //! tests.)
@@ -95,4 +96,38 @@ fn switching_back_to_xdp_removes_the_table() -> Result<()> {
     assert!(round_trip(&mut again), "XDP allows the workflow");
     assert!(lab.connect(443, T).is_err(), "XDP denies the rest");
     Ok(())
+}
+
+#[test]
+fn switching_to_nftables_removes_the_xdp_program() -> Result<()> {
+    let mut lab = Lab::on(Dataplane::Xdp, |mac| policy(mac, 2575))?;
+    lab.start()?;
+    lab.echo_servers(&[2575, 443])?;
+    let dev = lab.net.gw_dev_if.clone();
+    assert!(xdp_program(&lab, &dev)?.is_some(), "XDP enforces first");
+    lab.kill9();
+    lab.use_dataplane("nftables")?;
+    lab.start()?;
+    // Left attached, the old program would judge every packet by the policy and quarantine
+    // state it was frozen with, in front of nftables.
+    assert_eq!(
+        xdp_program(&lab, &dev)?,
+        None,
+        "the XDP program of the earlier run is gone once nftables enforces"
+    );
+    assert!(list_text(&lab.net.gateway)?.contains("table inet lazaret"));
+    let mut s = lab.connect(2575, T)?;
+    assert!(round_trip(&mut s), "nftables allows the workflow");
+    assert!(lab.connect(443, T).is_err(), "nftables denies the rest");
+    Ok(())
+}
+
+/// The id of the XDP program `ifname` runs in the lab's gateway, if any.
+fn xdp_program(lab: &Lab, ifname: &str) -> Result<Option<u64>> {
+    let out = lab
+        .net
+        .gateway
+        .exec(&["ip", "-j", "-d", "link", "show", "dev", ifname])?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(links[0]["xdp"]["prog"]["id"].as_u64())
 }

@@ -132,16 +132,34 @@ impl Controller {
     pub(super) fn finish_reload(&mut self, done: compiler::Done) {
         let compiler::Done { job, result } = done;
         let (why, started) = (job.why.clone(), job.started);
+        if self.reloads.stood_down() {
+            // Detached on request while it compiled: nothing is installed, not even the
+            // nftables table the detach removed.
+            tracing::warn!(trigger = %why, "not installing the new generation: detached on request");
+            self.reloads.refused(DaemonError::StoodDown.to_string());
+            return;
+        }
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.report(&why, |ctl| ctl.record(started, Err(e)));
+                self.next_reload();
+                return;
+            }
+        };
+        let generation = job.generation;
         let tx = self.staged_tx.clone();
         let signal = Box::new(move || {
             if let Some(tx) = tx {
                 let _ = tx.send(());
             }
         });
-        match result.and_then(|out| self.stage_install(job, out, signal)) {
+        match self.stage_install(job, out, signal) {
             // Written off the loop; `finish_install` flips when the thread signals.
             Ok(staged) => self.reloads.compiled(staged),
             Err(e) => {
+                // nftables may have enforced it before XDP refused it.
+                self.reloads.burn(generation);
                 self.report(&why, |ctl| ctl.record(started, Err(e)));
                 self.next_reload();
             }
@@ -154,9 +172,13 @@ impl Controller {
         let Some((why, staged)) = self.reloads.take_staged() else {
             return;
         };
-        let started = staged.job.started;
+        let (started, generation) = (staged.job.started, staged.job.generation);
         self.report(&why, |ctl| {
             let result = ctl.complete_install(staged);
+            if result.is_err() {
+                // nftables enforced it already; XDP may have, too.
+                ctl.reloads.burn(generation);
+            }
             ctl.record(started, result)
         });
         self.next_reload();
@@ -193,8 +215,15 @@ impl Controller {
         job: compiler::Job,
         out: compiler::Output,
     ) -> Result<ReloadReport, DaemonError> {
-        let staged = self.stage_install(job, out, Box::new(|| {}))?;
-        self.complete_install(staged)
+        let generation = job.generation;
+        let result = self
+            .stage_install(job, out, Box::new(|| {}))
+            .and_then(|staged| self.complete_install(staged));
+        if result.is_err() {
+            // A dataplane may have enforced it before another refused it.
+            self.reloads.burn(generation);
+        }
+        result
     }
 
     /// The first half of an install: nftables first (a table it refuses fails the reload

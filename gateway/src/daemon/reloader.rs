@@ -104,10 +104,19 @@ impl<S> Reloader<S> {
     }
 
     /// The compile finished and its first half of an install (`staged`) is under way; the
-    /// second half waits for [`Self::take_staged`].
+    /// second half waits for [`Self::take_staged`]. Dropped when stood down meanwhile.
     pub fn compiled(&mut self, staged: S) {
         let why = self.compiling.take().unwrap_or_default();
-        self.installing = Some((why, staged));
+        if !self.stood_down {
+            self.installing = Some((why, staged));
+        }
+    }
+
+    /// `generation` failed to install after a dataplane may already have enforced it
+    /// (nftables swaps its table before XDP writes its slot): that number is never given
+    /// again, so nothing stamped with it passes as judged by a later generation.
+    pub fn burn(&mut self, generation: u64) {
+        self.numbered_from = self.numbered_from.max(generation);
     }
 
     /// The staged install, with its trigger, once it is ready to be switched to.
@@ -140,7 +149,8 @@ impl<S> Reloader<S> {
         self.pending.take()
     }
 
-    /// Stops installing anything until the daemon restarts; a half-done install is dropped.
+    /// Stops installing anything until the daemon restarts; a half-done install is dropped,
+    /// and so is one whose compile finishes later.
     pub fn stand_down(&mut self) {
         self.stood_down = true;
         self.installing = None;
@@ -215,6 +225,31 @@ mod tests {
         r.adopt(50);
         assert_eq!(r.generation(), 50, "the adopted generation enforces");
         assert_eq!(r.ask("start"), Ask::Start { generation: 51 });
+    }
+
+    #[test]
+    fn a_generation_that_failed_after_a_dataplane_enforced_it_is_never_numbered_again() {
+        let mut r = Reloader::<()>::new(0);
+        succeed(&mut r, "start", "c1");
+        assert_eq!(r.ask("edit"), Ask::Start { generation: 2 });
+        r.compiled(());
+        r.burn(2);
+        r.refused("XDP refused the slot".into());
+        assert_eq!(r.generation(), 1, "generation 1 still enforces");
+        assert_eq!(r.ask("retry"), Ask::Start { generation: 3 });
+        // A compile that fails burns nothing: no dataplane saw it.
+        r.refused("rules.toml:1:1".into());
+        assert_eq!(r.ask("fix"), Ask::Start { generation: 3 });
+    }
+
+    #[test]
+    fn standing_down_while_compiling_drops_the_compiled_generation() {
+        let mut r = Reloader::<()>::new(0);
+        succeed(&mut r, "start", "c1");
+        assert_eq!(r.ask("edit"), Ask::Start { generation: 2 });
+        r.stand_down();
+        r.compiled(());
+        assert!(r.take_staged().is_none(), "never switched to");
     }
 
     #[test]

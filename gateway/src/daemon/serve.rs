@@ -73,25 +73,6 @@ impl Controller {
         ));
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let mut links = tokio::time::interval(INTERFACES_EVERY);
-        // The XDP program's ring buffer (none without XDP: nflog below brings nftables').
-        let mut events = match self.dp.as_mut() {
-            Some(dp) => {
-                let events = dp.take_events()?;
-                // SAFETY: the ring buffer's fd is owned by the EventReader, stays open and the
-                // same for the reader's whole life, which the AsyncFd owns.
-                let fd = unsafe {
-                    tokio::io::unix::AsyncFd::register_with_interest(
-                        events,
-                        tokio::io::Interest::READABLE,
-                    )
-                };
-                Some(fd.map_err(|e| DaemonError::Io {
-                    what: "watching the event ring buffer".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })?)
-            }
-            None => None,
-        };
         let mut term =
             signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
         let mut int =
@@ -110,11 +91,25 @@ impl Controller {
         self.staged_tx = Some(staged_tx);
         let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
         self.observed_tx = Some(observed_tx);
-        // Events of the nftables dataplane (nflog), beside the XDP ring buffer.
-        let (nflog_tx, mut nflog) = mpsc::channel(1024);
-        if self.nft.active() {
-            crate::dataplane::nft::NftDataplane::spawn_reader(nflog_tx.clone())
-                .map_err(io_err("reading nftables events (nflog)"))?;
+        // Every dataplane's events: drained here when their descriptor is readable (XDP's
+        // ring buffer), or sent from a reader's thread (nftables' nflog).
+        let (events_tx, mut sent) = mpsc::channel(1024);
+        let mut drains = Vec::new();
+        for dp in self.dataplanes() {
+            if let Some(drain) = dp.events(&events_tx)? {
+                // SAFETY: the descriptor is owned by the drain, stays open and the same for
+                // the drain's whole life, which the AsyncFd owns.
+                let fd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        Drain(drain),
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                drains.push(fd.map_err(|e| DaemonError::Io {
+                    what: "watching a dataplane's events".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?);
+            }
         }
         // Ready only now that events are read: nflog, unlike the XDP ring buffer, keeps
         // nothing for a reader that is not there yet.
@@ -137,17 +132,13 @@ impl Controller {
             tokio::select! {
                 _ = term.recv() => break,
                 () = &mut shutdown => break,
-                Some(logged) = nflog.recv() => {
-                    if let Some(ev) = self.nft.event(&logged) {
-                        self.on_event(&ev);
-                    }
-                }
+                Some(ev) = sent.recv() => self.on_event(&ev),
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = beat.tick() => {
                     // Events first: the beat says the loop keeps up, not only that it runs.
-                    if let Some(events) = events.as_mut() {
-                        let batch = events.get_mut().drain();
+                    for drain in &mut drains {
+                        let batch = drain.get_mut().0.drain();
                         for ev in &batch {
                             self.on_event(ev);
                         }
@@ -171,16 +162,9 @@ impl Controller {
                     self.expire_quarantines();
                     self.save_learned();
                 }
-                ready = readable(events.as_mut()) => {
-                    match ready {
-                        Ok(mut guard) => {
-                            let batch = guard.get_inner_mut().drain();
-                            guard.clear_ready();
-                            for ev in &batch {
-                                self.on_event(ev);
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "event ring buffer"),
+                batch = drain_ready(&mut drains) => {
+                    for ev in &batch {
+                        self.on_event(ev);
                     }
                 }
                 Some(done) = compiled_rx.recv() => self.finish_reload(done),
@@ -206,19 +190,47 @@ impl Controller {
         );
         self.save_learned();
         let _ = stop_tx.send(true);
-        drop(nflog_tx);
+        drop(events_tx);
         let _ = std::fs::remove_file(&self.config.control_socket);
         Ok(())
     }
 }
 
-/// The XDP ring buffer's next readiness; never, without one.
-pub(super) async fn readable(
-    events: Option<&mut tokio::io::unix::AsyncFd<crate::dataplane::xdp::EventReader>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, crate::dataplane::xdp::EventReader>>
-{
-    match events {
-        Some(e) => e.readable_mut().await,
-        None => std::future::pending().await,
+/// A dataplane's event drain, as tokio watches it.
+struct Drain(Box<dyn crate::dataplane::EventDrain>);
+
+impl std::os::fd::AsRawFd for Drain {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
+}
+
+/// The events of every drain that is readable, once one is; never, without drains.
+async fn drain_ready(drains: &mut [tokio::io::unix::AsyncFd<Drain>]) -> Vec<lazaret_abi::Event> {
+    std::future::poll_fn(|cx| {
+        let mut batch = Vec::new();
+        for fd in drains.iter_mut() {
+            // Until the descriptor is not ready (which registers the waker): readiness is
+            // cleared after each drain, and an event may land in between.
+            loop {
+                match fd.poll_read_ready_mut(cx) {
+                    std::task::Poll::Ready(Ok(mut guard)) => {
+                        batch.extend(guard.get_inner_mut().0.drain());
+                        guard.clear_ready();
+                    }
+                    std::task::Poll::Ready(Err(e)) => {
+                        tracing::error!(error = %e, "waiting for a dataplane's events");
+                        break;
+                    }
+                    std::task::Poll::Pending => break,
+                }
+            }
+        }
+        if batch.is_empty() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(batch)
+        }
+    })
+    .await
 }

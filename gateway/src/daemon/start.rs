@@ -327,16 +327,18 @@ impl Controller {
                 Err(e) => return Err(e),
             };
             self.set_mode(&iface.name, IfaceMode::Enforcing(mode));
-        }
-        let pin_dir = self.pin_dir.clone();
-        for dp in self.dataplanes() {
-            dp.attached_all(&pin_dir);
+            if !fell_back {
+                // The dataplane meant to enforce does: whatever another one (or an earlier
+                // run in another mode) left on the interface goes.
+                self.release_others(&iface.name, mode);
+            }
         }
         if fell_back {
             // A flow must meet one dataplane at both ends: the XDP flow table and conntrack
             // do not know each other's flows (a reply entering an XDP interface for a flow
             // that nftables admitted would be dropped as flowless). So once one interface
-            // needs nftables, every interface uses it.
+            // needs nftables, every interface uses it. XDP lets go only once nftables
+            // enforces on all of them: there is no moment without either.
             // One not present yet stays held closed, and nftables enforces when it appears.
             for iface in self.config.interfaces.clone() {
                 if self.nft.uses(&iface.name) {
@@ -354,12 +356,20 @@ impl Controller {
                 self.set_mode(&iface.name, mode);
             }
             self.nft.reapply()?;
+            for iface in self.config.interfaces.clone() {
+                self.release_others(&iface.name, Enforcer::Nftables);
+            }
+        }
+        let pin_dir = self.pin_dir.clone();
+        for dp in self.dataplanes() {
+            dp.attached_all(&pin_dir);
         }
         Ok(())
     }
 
-    /// Attaches the dataplane `enforcer` names to `iface` (present as `index`), after the
-    /// others let go of it; how it enforces there.
+    /// Attaches the dataplane `enforcer` names to `iface` (present as `index`); how it
+    /// enforces there. The others are not told to let go (see [`Self::release_others`]):
+    /// until the caller does, the interface is never without enforcement.
     pub(super) fn attach_interface(
         &mut self,
         iface: &crate::config::Interface,
@@ -374,14 +384,24 @@ impl Controller {
             pin_dir: &pin_dir,
             state_dir: &state_dir,
         };
-        for dp in self.dataplanes().filter(|d| !d.serves(enforcer)) {
-            dp.release(&iface.name, &pin_dir);
-        }
         let dp = self
             .dataplanes()
             .find(|d| d.serves(enforcer))
             .ok_or(DaemonError::NoXdp("attaching an interface"))?;
         Ok(dp.attach(&a)?)
+    }
+
+    /// Every dataplane but the one `enforcer` names lets go of `interface`. Without XDP
+    /// loaded (`dataplane = "nftables"`), a link an earlier XDP run pinned for it goes too:
+    /// its program would otherwise keep judging by a frozen policy in front of nftables.
+    pub(super) fn release_others(&mut self, interface: &str, enforcer: Enforcer) {
+        let pin_dir = self.pin_dir.clone();
+        for dp in self.dataplanes().filter(|d| !d.serves(enforcer)) {
+            dp.release(interface, &pin_dir);
+        }
+        if self.dp.is_none() && !enforcer.is_xdp() {
+            attach::release(&pin_dir, interface);
+        }
     }
 
     /// Every dataplane lets go of `interface` (it came back under a new ifindex, or lost

@@ -42,7 +42,14 @@ impl Controller {
                     .collect()
             })
             .unwrap_or_default();
-        let mut sources: Vec<_> = self.dataplanes().filter_map(Dataplane::counters).collect();
+        let sources: Result<Vec<_>, _> = self.dataplanes().map(Dataplane::counters).collect();
+        let mut sources: Vec<_> = match sources {
+            Ok(sources) => sources.into_iter().flatten().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the dataplanes' counters; read at the next tick");
+                return;
+            }
+        };
         self.observing = true;
         tokio::task::spawn_blocking(move || {
             let _ = tx.send(read_snapshot(&mut sources, &devices));

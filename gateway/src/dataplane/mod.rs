@@ -7,8 +7,9 @@
 //!   is: attach to an interface and let go of it ([`Dataplane::attach`],
 //!   [`Dataplane::release`]), install a generation ([`Dataplane::stage`],
 //!   [`Dataplane::commit`]), read its counters ([`Dataplane::counters`]), find and put
-//!   back what someone else changed ([`Dataplane::tampered`], [`Dataplane::restore`]), set
-//!   a device's quarantine, the gateway's own addresses, bridge-port pins.
+//!   back what someone else changed ([`Dataplane::tampered`], [`Dataplane::restore`]),
+//!   deliver its events ([`Dataplane::events`]), set a device's quarantine, the gateway's
+//!   own addresses, bridge-port pins.
 //! - [`kernel`]: the kernel's own answer about enforcement (netlink).
 //!
 //! A trait rather than an enum of the two: the controller holds both at once (with
@@ -18,11 +19,15 @@
 //! install before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which
 //! loads no BPF at all.
 //!
-//! Not behind the seam yet (issue 17, item 1): events (XDP's ring buffer, drained on the
-//! loop, vs nftables' nflog, read on a thread), which the controller still reads per
-//! dataplane. So a third dataplane is today one module implementing [`Dataplane`], one
-//! [`Enforcer`] variant, one `config::Dataplane` value, and its event source in
-//! `daemon::serve`.
+//! What is not behind the seam is what only one dataplane has: XDP's flow table, per-device
+//! counters and port pins (`lazaret flows`, `devices --live`, `pins`), its pinned device
+//! state read back at start; nftables' interface hold, which every dataplane relies on.
+//!
+//! Adding a third dataplane: a module implementing [`Dataplane`] (and [`EventDrain`] or a
+//! reader thread for its events, [`Counters`] for its counters), a variant of [`Enforcer`]
+//! with its labels, a value of `config::Dataplane`, and its construction in
+//! `daemon::start` — a field of the controller beside `dp` and `nft`, listed in
+//! `Controller::dataplanes`.
 
 pub mod kernel;
 mod mode;
@@ -34,6 +39,7 @@ pub use mode::{Enforcer, IfaceMode};
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    os::fd::AsRawFd,
     path::Path,
 };
 
@@ -58,6 +64,21 @@ pub trait Counters: Send {
     ) -> Result<(), DataplaneError>;
 }
 
+/// A dataplane's events waiting in the kernel, drained by the controller's loop when the
+/// descriptor is readable (and at every beat): nothing is copied before the loop is ready
+/// for it, and what the loop does not keep up with stays in the kernel's buffer, whose
+/// overflow the dataplane counts (XDP's ring buffer: `ringbuf_full`).
+pub trait EventDrain: AsRawFd + Send {
+    /// Every event waiting now; never blocks.
+    fn drain(&mut self) -> Vec<lazaret_abi::Event>;
+}
+
+impl EventDrain for xdp::EventReader {
+    fn drain(&mut self) -> Vec<lazaret_abi::Event> {
+        xdp::EventReader::drain(self)
+    }
+}
+
 /// Adds `counts` to `total`, index by index.
 fn add_packets(total: &mut Vec<u64>, counts: &[u64]) {
     if total.len() < counts.len() {
@@ -75,6 +96,12 @@ pub enum DataplaneError {
     Xdp(#[from] crate::dataplane::xdp::DatapathError),
     #[error(transparent)]
     Nftables(#[from] crate::dataplane::nft::NftError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A compiled generation, as every dataplane is given it to install.
@@ -171,9 +198,19 @@ pub trait Dataplane {
     /// are the bridge-port pins to write back.
     fn restore(&mut self, pins: &[([u8; 6], String)]) -> Result<(), DataplaneError>;
 
+    /// Starts delivering its events, once, when serving starts. A dataplane whose events
+    /// wait in the kernel returns them for the loop to drain (XDP's ring buffer); one whose
+    /// events must be read as they come sends them to `tx` from a thread of its own and
+    /// returns `None` (nftables' nflog socket keeps nothing for a reader that is not there).
+    fn events(
+        &mut self,
+        tx: &tokio::sync::mpsc::Sender<lazaret_abi::Event>,
+    ) -> Result<Option<Box<dyn EventDrain>>, DataplaneError>;
+
     /// Its counters, for a read off the controller's loop; `None` while it counts nothing
-    /// (nftables enforcing nowhere) or they cannot be reached.
-    fn counters(&mut self) -> Option<Box<dyn Counters>>;
+    /// (nftables enforcing nowhere). An error: they cannot be reached now, and no snapshot
+    /// is taken (a partial one would look like counters going back).
+    fn counters(&mut self) -> Result<Option<Box<dyn Counters>>, DataplaneError>;
 
     /// Sets `device`'s quarantine (`lazaret_abi::QUARANTINE_*`); its flows are judged by
     /// the new state from their next packet on.
@@ -267,6 +304,13 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
         out
     }
 
+    fn events(
+        &mut self,
+        _tx: &tokio::sync::mpsc::Sender<lazaret_abi::Event>,
+    ) -> Result<Option<Box<dyn EventDrain>>, DataplaneError> {
+        Ok(Some(Box::new(self.take_events()?)))
+    }
+
     /// Nothing but links to put back, and those are re-attached.
     fn restore(&mut self, _pins: &[([u8; 6], String)]) -> Result<(), DataplaneError> {
         Ok(())
@@ -275,7 +319,7 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
     /// Unpins the interface's link: the program leaves it (a link whose interface is gone
     /// is defunct anyway).
     fn release(&mut self, interface: &str, pin_dir: &Path) {
-        let _ = std::fs::remove_file(xdp::attach::link_pin(pin_dir, interface));
+        xdp::attach::release(pin_dir, interface);
     }
 
     fn attached_all(&mut self, pin_dir: &Path) {
@@ -290,14 +334,8 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
         Ok(xdp::Datapath::stage(self, g.contents.clone(), staged)?)
     }
 
-    fn counters(&mut self) -> Option<Box<dyn Counters>> {
-        match self.reader() {
-            Ok(r) => Some(Box::new(r)),
-            Err(e) => {
-                tracing::warn!(error = %e, "opening the XDP counters");
-                None
-            }
-        }
+    fn counters(&mut self) -> Result<Option<Box<dyn Counters>>, DataplaneError> {
+        Ok(Some(Box::new(self.reader()?)))
     }
 
     fn commit(&mut self, retired: Retired) -> Result<(), DataplaneError> {
@@ -410,8 +448,10 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
         Ok(())
     }
 
-    fn counters(&mut self) -> Option<Box<dyn Counters>> {
-        Some(Box::new(self.counter_reader()?))
+    fn counters(&mut self) -> Result<Option<Box<dyn Counters>>, DataplaneError> {
+        Ok(self
+            .counter_reader()
+            .map(|r| Box::new(r) as Box<dyn Counters>))
     }
 
     /// Its tables deleted or their rules changed (`nft flush ruleset`, a chain flushed), or
@@ -452,6 +492,21 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
 
     fn restore(&mut self, pins: &[([u8; 6], String)]) -> Result<(), DataplaneError> {
         Ok(nft::NftDataplane::restore(self, pins)?)
+    }
+
+    /// Nothing to read while it enforces nowhere.
+    fn events(
+        &mut self,
+        tx: &tokio::sync::mpsc::Sender<lazaret_abi::Event>,
+    ) -> Result<Option<Box<dyn EventDrain>>, DataplaneError> {
+        if self.active() {
+            self.spawn_reader(tx.clone())
+                .map_err(|source| DataplaneError::Io {
+                    what: "reading nftables events (nflog)",
+                    source,
+                })?;
+        }
+        Ok(None)
     }
 
     fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {

@@ -11,6 +11,7 @@ use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// nftables' own table names: lazaret owns `inet lazaret` and `inet lazaret_b`, and the
@@ -44,7 +45,9 @@ pub struct NftDataplane {
     /// Interfaces nftables enforces on (by name); empty: nftables is not used.
     interfaces: BTreeSet<String>,
     states: DeviceStates,
-    last_contents: Option<Inputs>,
+    last_contents: Option<Arc<Inputs>>,
+    /// The same, for the nflog reader's thread, which names the device of each event.
+    events_inputs: Arc<RwLock<Option<Arc<Inputs>>>>,
     last: Option<Rendered>,
     info: IntGaugeVec,
     /// The gateway's own addresses (see `daemon::local`).
@@ -133,6 +136,7 @@ impl NftDataplane {
             interfaces: BTreeSet::new(),
             states: DeviceStates::default(),
             last_contents: None,
+            events_inputs: Arc::default(),
             last: None,
             info,
             local: BTreeSet::new(),
@@ -190,12 +194,17 @@ impl NftDataplane {
         generation: u64,
     ) -> Result<Option<Duration>, NftError> {
         self.states = states;
-        self.last_contents = Some((
+        let inputs = Arc::new((
             contents.clone(),
             ifindexes.clone(),
             ifaces.to_vec(),
             generation,
         ));
+        self.last_contents = Some(inputs.clone());
+        *self
+            .events_inputs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inputs);
         if !self.active() {
             return Ok(None);
         }
@@ -368,9 +377,10 @@ impl NftDataplane {
     /// Applies the last contents again (after interfaces were added).
     pub fn reapply(&mut self) -> Result<Option<Duration>, NftError> {
         match self.last_contents.clone() {
-            Some((m, ix, ifaces, generation)) => {
+            Some(inputs) => {
+                let (m, ix, ifaces, generation) = &*inputs;
                 let states = self.states.clone();
-                self.apply(&m, &ix, &ifaces, states, generation)
+                self.apply(m, ix, ifaces, states, *generation)
             }
             None => Ok(None),
         }
@@ -489,70 +499,33 @@ impl NftDataplane {
 }
 
 impl NftDataplane {
-    /// The event for a packet the table logged: its fields, plus the device it concerns
-    /// (by source address, else source MAC, else destination address) and the side of the
-    /// interface it came in on, from the last applied contents.
-    pub fn event(&self, l: &super::nflog::Logged) -> Option<lazaret_abi::Event> {
-        let mut ev = super::nflog::event(l)?;
-        let (m, ifindexes, sides, generation) = self.last_contents.as_ref()?;
-        ev.generation = *generation;
-        ev.side = ifindexes
-            .iter()
-            .find(|(_, ix)| **ix == l.ifindex)
-            .and_then(|(name, _)| sides.iter().find(|(n, _)| n == name))
-            .map_or(lazaret_abi::SIDE_DEVICES, |(_, cfg)| cfg.side);
-        let by_addr = |a: &[u8; 16]| -> Option<u64> {
-            match ev.family {
-                lazaret_abi::FAMILY_V4 => m
-                    .dev_ip4
-                    .iter()
-                    .find(|(k, _)| k.addr[..] == a[..4])
-                    .map(|(_, r)| r.id),
-                lazaret_abi::FAMILY_V6 => m
-                    .dev_ip6
-                    .iter()
-                    .find(|(k, _)| &k.addr == a)
-                    .map(|(_, r)| r.id),
-                _ => None,
-            }
-        };
-        let by_mac = || {
-            m.dev_mac
-                .iter()
-                .find(|(k, _)| k.mac == l.src_mac)
-                .map(|(_, r)| r.id)
-        };
-        if ev.kind != lazaret_abi::EVENT_UNKNOWN {
-            // The source's device opened the flow; else the flow was opened towards the
-            // destination's device.
-            match by_addr(&ev.src).or_else(by_mac) {
-                Some(d) => ev.device = d,
-                None => {
-                    ev.device = by_addr(&ev.dst).unwrap_or(0);
-                    ev.dir = lazaret_abi::DIR_PEER_INIT;
-                }
-            }
-        }
-        Some(ev)
-    }
-
-    /// Reads the table's nflog group on a thread of its own (in the daemon's namespace) and
-    /// sends what it logs to `tx`, until `tx` is closed. Logged packets are rate-limited by
-    /// the table itself.
+    /// Reads the table's nflog group on a thread of its own (in the daemon's namespace),
+    /// names each logged packet's device from the generation then enforcing, and sends the
+    /// event to `tx`, until `tx` is closed. Logged packets are rate-limited by the table
+    /// itself (see [`super::render::EVENT_METER`]); what the controller is too slow for is
+    /// dropped here rather than blocking the socket.
     pub fn spawn_reader(
-        tx: tokio::sync::mpsc::Sender<super::nflog::Logged>,
+        &self,
+        tx: tokio::sync::mpsc::Sender<lazaret_abi::Event>,
     ) -> std::io::Result<()> {
         let sock =
             super::nflog::NflogSocket::bind(super::nflog::GROUP, Duration::from_millis(500))?;
+        let inputs = self.events_inputs.clone();
         std::thread::Builder::new()
             .name("nflog".into())
             .spawn(move || {
                 while !tx.is_closed() {
                     match sock.recv() {
                         Ok(batch) => {
+                            let now = inputs
+                                .read()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .clone();
                             for l in batch {
-                                // Full: the controller is behind; drop rather than block.
-                                let _ = tx.try_send(l);
+                                let ev = now.as_deref().and_then(|i| event(i, &l));
+                                if let Some(ev) = ev {
+                                    let _ = tx.try_send(ev);
+                                }
                             }
                         }
                         Err(e) => {
@@ -599,4 +572,51 @@ fn bridge_of(interface: &str) -> Option<String> {
         .exists()
         .then(|| master.file_name()?.to_str().map(str::to_string))
         .flatten()
+}
+
+/// The event for a packet the table logged: its fields, plus the device it concerns
+/// (by source address, else source MAC, else destination address) and the side of the
+/// interface it came in on, from the last applied contents.
+fn event(inputs: &Inputs, l: &super::nflog::Logged) -> Option<lazaret_abi::Event> {
+    let mut ev = super::nflog::event(l)?;
+    let (m, ifindexes, sides, generation) = inputs;
+    ev.generation = *generation;
+    ev.side = ifindexes
+        .iter()
+        .find(|(_, ix)| **ix == l.ifindex)
+        .and_then(|(name, _)| sides.iter().find(|(n, _)| n == name))
+        .map_or(lazaret_abi::SIDE_DEVICES, |(_, cfg)| cfg.side);
+    let by_addr = |a: &[u8; 16]| -> Option<u64> {
+        match ev.family {
+            lazaret_abi::FAMILY_V4 => m
+                .dev_ip4
+                .iter()
+                .find(|(k, _)| k.addr[..] == a[..4])
+                .map(|(_, r)| r.id),
+            lazaret_abi::FAMILY_V6 => m
+                .dev_ip6
+                .iter()
+                .find(|(k, _)| &k.addr == a)
+                .map(|(_, r)| r.id),
+            _ => None,
+        }
+    };
+    let by_mac = || {
+        m.dev_mac
+            .iter()
+            .find(|(k, _)| k.mac == l.src_mac)
+            .map(|(_, r)| r.id)
+    };
+    if ev.kind != lazaret_abi::EVENT_UNKNOWN {
+        // The source's device opened the flow; else the flow was opened towards the
+        // destination's device.
+        match by_addr(&ev.src).or_else(by_mac) {
+            Some(d) => ev.device = d,
+            None => {
+                ev.device = by_addr(&ev.dst).unwrap_or(0);
+                ev.dir = lazaret_abi::DIR_PEER_INIT;
+            }
+        }
+    }
+    Some(ev)
 }

@@ -28,6 +28,12 @@ pub(crate) fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
     pin_dir.join(format!("link_{ifname}"))
 }
 
+/// Unpins `ifname`'s link: the program leaves the interface (nothing else holds the link).
+/// No BPF is needed for this, only the bpf filesystem.
+pub(crate) fn release(pin_dir: &Path, ifname: &str) {
+    let _ = std::fs::remove_file(link_pin(pin_dir, ifname));
+}
+
 /// Attaches `prog` to `ifname`, adopting a link pinned in `pin_dir` or in `legacy` (older
 /// ABI directories), and pins the result in `pin_dir`.
 pub(crate) fn attach(
