@@ -414,6 +414,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let table = nft::render(
             &m,
+            compiled.ranges(),
             &DeviceStates::default(),
             &RenderOptions {
                 family: Family::Inet,

@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -14,7 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 use lazaret::{
     dataplane::nft::{self, Family, Nft, RenderOptions, Rendered},
-    policy::{self, DeviceStates, MapContents, SourceFile},
+    policy::{self, DeviceStates, MapContents, Ranges, SourceFile},
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -29,8 +30,23 @@ pub fn ifindex(ns: &Netns, name: &str) -> Result<u32> {
         .with_context(|| format!("ifindex of {name}"))
 }
 
-/// Compiles policy text for the gateway's interfaces; the map contents in slot 0.
-pub fn contents(text: &str, gw: &Netns, ifaces: &[&str]) -> Result<MapContents> {
+/// A compiled policy as the nftables renderer takes it: the map contents in slot 0 (its
+/// devices; also what the XDP program and the reference classifier take) and its rules as
+/// ranges.
+pub struct Contents {
+    pub m: MapContents,
+    pub rules: Arc<Ranges>,
+}
+
+impl std::ops::Deref for Contents {
+    type Target = MapContents;
+    fn deref(&self) -> &MapContents {
+        &self.m
+    }
+}
+
+/// Compiles policy text for the gateway's interfaces.
+pub fn contents(text: &str, gw: &Netns, ifaces: &[&str]) -> Result<Contents> {
     let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), text.into())])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let c = policy::compile(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -38,18 +54,21 @@ pub fn contents(text: &str, gw: &Netns, ifaces: &[&str]) -> Result<MapContents> 
     for i in ifaces {
         ix.insert(i.to_string(), ifindex(gw, i)?);
     }
-    Ok(c.map_contents(0, 1, &ix)?)
+    Ok(Contents {
+        m: c.map_contents(0, 1, &ix)?,
+        rules: c.ranges().clone(),
+    })
 }
 
 /// Renders `m` for the gateway namespace (interface names by ifindex from `m`).
 pub fn render(
-    m: &MapContents,
+    c: &Contents,
     states: &DeviceStates,
     gw: &Netns,
     generation: u32,
 ) -> Result<Rendered> {
     let mut ifnames = BTreeMap::new();
-    for (ix, _) in &m.ifaces {
+    for (ix, _) in &c.m.ifaces {
         let out = gw.exec(&["ip", "-o", "link", "show"])?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let mut parts = line.split(": ");
@@ -63,7 +82,8 @@ pub fn render(
         }
     }
     Ok(nft::render(
-        m,
+        &c.m,
+        &c.rules,
         states,
         &RenderOptions {
             family: Family::Inet,

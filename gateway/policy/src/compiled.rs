@@ -279,6 +279,12 @@ impl Compiled {
             .and_then(|i| self.devices.get(i))
     }
 
+    /// The policy's two lookup stages as prefixes and ranges, dataplane-neutral (shared by
+    /// every compile patched from this one).
+    pub fn ranges(&self) -> &Arc<super::lookup::Ranges> {
+        &self.lookup.ranges
+    }
+
     pub fn device_by_hash(&self, hash: u64) -> Option<&CompiledDevice> {
         self.devices.iter().find(|d| d.hash == hash)
     }

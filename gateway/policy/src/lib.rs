@@ -76,6 +76,7 @@ pub use classify::{
 pub use compile::compile;
 pub use compiled::{Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats};
 pub use diag::{Diagnostic, NameKind, PolicyErrors, Problem, Severity};
+pub use lookup::{Admits, Ranges};
 pub use maps::{MapContents, MapError};
 pub use model::{Date, Policy};
 pub use source::{SourceFile, Sources};

@@ -52,6 +52,37 @@ pub(crate) struct Lookup {
     /// These entries as map contents, per slot, built on first use and shared by every
     /// compile patched from this one (see [`super::maps::LookupMaps`]).
     pub maps: super::maps::LookupMaps,
+    /// The same lookup as prefixes and ranges, for dataplanes that do not match longest
+    /// prefixes (see [`Ranges`]).
+    pub ranges: std::sync::Arc<Ranges>,
+}
+
+/// The compiled policy's two stages, dataplane-neutral: the XDP maps encode them as
+/// longest-prefix-match entries (aligned port blocks, slot-stamped keys, see
+/// [`super::maps`]); nftables renders them as interval sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranges {
+    /// Stage 1: for each (policy, `DIR_*`), every peer prefix with its peer class. Prefixes
+    /// nest; an address belongs to the class of the longest prefix containing it.
+    pub peer4: Vec<(u32, u8, Ipv4Net, u32)>,
+    pub peer6: Vec<(u32, u8, Ipv6Net, u32)>,
+    /// Stage 2: what each peer class admits. A flow is admitted when any entry of its peer
+    /// class matches it.
+    pub ports: Vec<Admits>,
+}
+
+/// One stage-2 entry of [`Ranges`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Admits {
+    pub class: u32,
+    /// `None`: any protocol, every port.
+    pub proto: Option<u8>,
+    /// `None`: every port of the protocol; else an inclusive range.
+    pub ports: Option<(u16, u16)>,
+    /// The rule it comes from, and whether that rule only audits: where entries overlap,
+    /// the flow is reported under the first of a non-audit rule, then the lowest id.
+    pub rule: u32,
+    pub audit: bool,
 }
 
 /// What a peer class holds: (protocol, ports, rule, audit).
@@ -102,14 +133,44 @@ pub(super) fn build(policies: &[CompiledPolicy]) -> Lookup {
         }
     }
     out.classes = classes.len();
-    out.ports = super::par::map(&fresh, |(id, items)| {
+    let mut ranges = Ranges {
+        peer4: out
+            .peer4
+            .iter()
+            .map(|e| (e.policy, e.dir, e.net, e.class))
+            .collect(),
+        peer6: out
+            .peer6
+            .iter()
+            .map(|e| (e.policy, e.dir, e.net, e.class))
+            .collect(),
+        ports: Vec::new(),
+    };
+    for (class, items) in &fresh {
+        for (proto, ports, rule, audit) in *items {
+            let proto = proto.number();
+            ranges.ports.push(Admits {
+                class: *class,
+                proto,
+                ports: ports.filter(|_| proto.is_some()).map(|r| (r.lo, r.hi)),
+                rule: *rule,
+                audit: *audit,
+            });
+        }
+    }
+    ranges.ports.sort_unstable();
+    ranges.ports.dedup();
+    // The XDP back end of stage 2: each class's entries as longest-prefix-match blocks.
+    let by_class: Vec<&[Admits]> = ranges.ports.chunk_by(|a, b| a.class == b.class).collect();
+    out.ports = super::par::map(&by_class, |admits| {
         let mut v = Vec::new();
-        port_entries(*id, items, &mut v);
+        port_entries(admits, &mut v);
         v
     })
     .into_iter()
     .flatten()
     .collect();
+    out.ranges = std::sync::Arc::new(ranges);
     out
 }
 
@@ -158,12 +219,15 @@ fn flags(rank: Rank) -> u32 {
     }
 }
 
-/// Stage-2 entries of one class.
-fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
-    let any = items
+/// Stage-2 entries of one class (`admits`: that class's entries).
+fn port_entries(admits: &[Admits], out: &mut Vec<PortEntry>) {
+    let Some(class) = admits.first().map(|a| a.class) else {
+        return;
+    };
+    let any = admits
         .iter()
-        .filter(|i| i.0 == Proto::Any)
-        .map(|i| (i.3, i.2))
+        .filter(|a| a.proto.is_none())
+        .map(|a| (a.audit, a.rule))
         .min();
     if let Some(r) = any {
         out.push(PortEntry {
@@ -176,14 +240,12 @@ fn port_entries(class: u32, items: &[Item], out: &mut Vec<PortEntry>) {
         });
     }
     let mut by_proto: BTreeMap<u8, ProtoItems> = BTreeMap::new();
-    for (proto, ports, rule, audit) in items {
-        let Some(n) = proto.number() else { continue };
+    for a in admits {
+        let Some(n) = a.proto else { continue };
         let e = by_proto.entry(n).or_default();
-        match ports {
-            None => e.0 = best(e.0, Some((*audit, *rule))),
-            Some(r) => {
-                e.1.push((u32::from(r.lo), u32::from(r.hi), (*audit, *rule)));
-            }
+        match a.ports {
+            None => e.0 = best(e.0, Some((a.audit, a.rule))),
+            Some((lo, hi)) => e.1.push((u32::from(lo), u32::from(hi), (a.audit, a.rule))),
         }
     }
     for (proto, (whole, ranges)) in by_proto {

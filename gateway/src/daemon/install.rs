@@ -263,6 +263,7 @@ impl Controller {
         let g = crate::dataplane::Generation {
             number: generation,
             contents: &contents,
+            rules: compiled.ranges(),
             ifindexes: &ifindexes,
             interfaces: &sides,
             states: &states,

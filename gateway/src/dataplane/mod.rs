@@ -108,9 +108,11 @@ pub enum DataplaneError {
 pub struct Generation<'a> {
     /// Its number (nftables stamps it in each connection's mark).
     pub number: u64,
-    /// The compiled policy, encoded for the XDP maps' next slot (nftables renders its
-    /// tables from the same contents).
+    /// The compiled policy encoded for the XDP maps' next slot: its devices and, as
+    /// longest-prefix-match entries, its rules.
     pub contents: &'a MapContents,
+    /// Its rules as prefixes and ranges, dataplane-neutral (what nftables renders).
+    pub rules: &'a std::sync::Arc<crate::policy::Ranges>,
     /// The configured interfaces and bridges (0: not present).
     pub ifindexes: &'a BTreeMap<String, u32>,
     /// Each configured interface with its side, untagged VLAN and binding.
@@ -427,6 +429,7 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
     fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
         let took = self.apply(
             g.contents,
+            g.rules,
             g.ifindexes,
             g.interfaces,
             g.states.clone(),

@@ -6,7 +6,7 @@
 use super::frame::{self, Dynamic, FrameOptions, Port};
 use super::{render, ApplyError, Family, Nft, RenderError, RenderOptions, Rendered};
 use crate::dataplane::Enforcer;
-use crate::policy::{DeviceStates, MapContents};
+use crate::policy::{DeviceStates, MapContents, Ranges};
 use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,14 +31,15 @@ pub enum NftError {
     Apply(#[from] ApplyError),
 }
 
-/// What the last [`NftDataplane::apply`] was given, to render again after an interface
-/// falls back to nftables: contents, ifindexes, interface configurations, generation.
-type Inputs = (
-    MapContents,
-    BTreeMap<String, u32>,
-    Vec<(String, IfaceConfig)>,
-    u64,
-);
+/// What the last [`NftDataplane::apply`] was given: rendered again after an interface
+/// falls back to nftables or the tables were tampered with, and what events are named from.
+struct Inputs {
+    contents: MapContents,
+    rules: Arc<Ranges>,
+    ifindexes: BTreeMap<String, u32>,
+    ifaces: Vec<(String, IfaceConfig)>,
+    generation: u64,
+}
 
 pub struct NftDataplane {
     nft: Nft,
@@ -181,25 +182,28 @@ impl NftDataplane {
             .set(1);
     }
 
-    /// Renders `contents` for the nftables interfaces and replaces the tables (see
-    /// [`super::Nft::swap`]). `ifaces` are the configured interfaces with their datapath
-    /// configuration (side, untagged VLAN, bridge binding); `states` the devices'
-    /// quarantine states. No-op while no interface uses nftables.
+    /// Renders `contents` (the devices) and `rules` (the policy's two lookup stages) for
+    /// the nftables interfaces and replaces the tables (see [`super::Nft::swap`]). `ifaces`
+    /// are the configured interfaces with their datapath configuration (side, untagged
+    /// VLAN, bridge binding); `states` the devices' quarantine states. No-op while no
+    /// interface uses nftables.
     pub fn apply(
         &mut self,
         contents: &MapContents,
+        rules: &Arc<Ranges>,
         ifindexes: &BTreeMap<String, u32>,
         ifaces: &[(String, IfaceConfig)],
         states: DeviceStates,
         generation: u64,
     ) -> Result<Option<Duration>, NftError> {
         self.states = states;
-        let inputs = Arc::new((
-            contents.clone(),
-            ifindexes.clone(),
-            ifaces.to_vec(),
+        let inputs = Arc::new(Inputs {
+            contents: contents.clone(),
+            rules: rules.clone(),
+            ifindexes: ifindexes.clone(),
+            ifaces: ifaces.to_vec(),
             generation,
-        ));
+        });
         self.last_contents = Some(inputs.clone());
         *self
             .events_inputs
@@ -245,6 +249,7 @@ impl NftDataplane {
         };
         let rendered = render(
             &m,
+            rules,
             &self.states,
             &RenderOptions {
                 family: Family::Inet,
@@ -378,9 +383,16 @@ impl NftDataplane {
     pub fn reapply(&mut self) -> Result<Option<Duration>, NftError> {
         match self.last_contents.clone() {
             Some(inputs) => {
-                let (m, ix, ifaces, generation) = &*inputs;
                 let states = self.states.clone();
-                self.apply(m, ix, ifaces, states, *generation)
+                let i = &*inputs;
+                self.apply(
+                    &i.contents,
+                    &i.rules,
+                    &i.ifindexes,
+                    &i.ifaces,
+                    states,
+                    i.generation,
+                )
             }
             None => Ok(None),
         }
@@ -579,7 +591,13 @@ fn bridge_of(interface: &str) -> Option<String> {
 /// interface it came in on, from the last applied contents.
 fn event(inputs: &Inputs, l: &super::nflog::Logged) -> Option<lazaret_abi::Event> {
     let mut ev = super::nflog::event(l)?;
-    let (m, ifindexes, sides, generation) = inputs;
+    let Inputs {
+        contents: m,
+        ifindexes,
+        ifaces: sides,
+        generation,
+        ..
+    } = inputs;
     ev.generation = *generation;
     ev.side = ifindexes
         .iter()

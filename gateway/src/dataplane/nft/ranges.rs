@@ -1,28 +1,12 @@
-//! Longest-prefix-match tables flattened into disjoint ranges, because nftables interval
-//! sets with concatenated keys (the kernel's pipapo backend) do not do longest-prefix
-//! match and refuse elements that share a boundary with a different one. Pure.
+//! Ranges as nftables interval sets need them: nested prefixes flattened into disjoint
+//! ranges (the longest prefix wins, as in the XDP program's LPM lookup), and overlapping
+//! ranges joined, because interval sets with concatenated keys (the kernel's pipapo
+//! backend) do not do longest-prefix match and refuse elements that share a boundary with
+//! a different one. Pure; the ranges come from the compiler's dataplane-neutral output
+//! ([`crate::policy::Ranges`]), not from the XDP maps' keys.
 
 /// An inclusive range of keys with its value.
 pub(super) type Span<V> = (u128, u128, V);
-
-/// The inclusive range covered by the top `len` bits of a `width`-bit key.
-pub(super) fn prefix_span(key: u128, len: u32, width: u32) -> (u128, u128) {
-    let host = width - len.min(width);
-    let host_mask = if host == 0 {
-        0
-    } else if host >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << host) - 1
-    };
-    let full = if width >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
-    let start = key & !host_mask & full;
-    (start, start | host_mask)
-}
 
 /// Flattens prefixes (which nest or are disjoint, never overlap partially) into disjoint,
 /// sorted ranges, each carrying the value of the longest prefix that covers it. Adjacent
@@ -76,12 +60,16 @@ pub(super) fn flatten<V: Copy + Eq>(mut spans: Vec<Span<V>>) -> Vec<Span<V>> {
     out
 }
 
-/// Merges touching ranges regardless of value (for sets, where only membership counts).
-pub(super) fn merge<V: Copy>(spans: &[Span<V>]) -> Vec<(u128, u128)> {
+/// The union of `spans` (which may overlap, nest or touch) as disjoint, sorted ranges, touching
+/// ones joined (for sets, where only membership counts).
+pub(super) fn union(mut spans: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    spans.sort_unstable();
     let mut out: Vec<(u128, u128)> = Vec::new();
-    for &(s, e, _) in spans {
+    for (s, e) in spans {
         match out.last_mut() {
-            Some(last) if last.1.checked_add(1) == Some(s) => last.1 = e,
+            Some(last) if last.1 >= s || last.1.checked_add(1) == Some(s) => {
+                last.1 = last.1.max(e);
+            }
             _ => out.push((s, e)),
         }
     }
@@ -91,6 +79,25 @@ pub(super) fn merge<V: Copy>(spans: &[Span<V>]) -> Vec<(u128, u128)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The inclusive range covered by the top `len` bits of a `width`-bit key.
+    fn prefix_span(key: u128, len: u32, width: u32) -> (u128, u128) {
+        let host = width - len.min(width);
+        let host_mask = if host == 0 {
+            0
+        } else if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
+        let full = if width >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << width) - 1
+        };
+        let start = key & !host_mask & full;
+        (start, start | host_mask)
+    }
 
     /// The value of the longest covering prefix, by brute force.
     fn lpm(spans: &[Span<u32>], k: u128) -> Option<u32> {
@@ -135,10 +142,11 @@ mod tests {
     }
 
     #[test]
-    fn merge_joins_touching_ranges() {
+    fn union_joins_overlapping_nested_and_touching_ranges() {
         assert_eq!(
-            merge(&[(0, 4, 1), (5, 9, 2), (11, 12, 1)]),
-            vec![(0, 9), (11, 12)]
+            union(vec![(11, 12), (5, 9), (0, 4), (2, 3), (7, 10), (20, 20)]),
+            vec![(0, 12), (20, 20)]
         );
+        assert_eq!(union(vec![(0, u128::MAX), (5, 6)]), vec![(0, u128::MAX)]);
     }
 }

@@ -5,7 +5,7 @@ use super::render::*;
 use crate::policy::{self, DeviceStates, SourceFile};
 use lazaret_abi::QUARANTINE_ISOLATE;
 use nftables::schema::NfListObject;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 /// A site with `n` monitors (MAC + IPv4 on `gd`), one workflow to a server on 443/tcp and
 /// 2575-2580/tcp, and one audit-mode device.
@@ -53,12 +53,31 @@ ports = [514]
     t
 }
 
-pub(crate) fn contents(n: usize) -> policy::MapContents {
-    let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), policy_text(n))])
+/// What the renderer takes from a compile: the devices (in the XDP map contents) and the
+/// rules as ranges.
+pub(crate) struct Input {
+    pub m: policy::MapContents,
+    pub rules: Arc<policy::Ranges>,
+}
+
+pub(crate) fn contents(n: usize) -> Input {
+    input(&policy_text(n))
+}
+
+fn input(text: &str) -> Input {
+    let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), text.to_string())])
         .expect("valid test policy");
     let c = policy::compile(&p).expect("compiles");
     let ix = BTreeMap::from([("gd".to_string(), 2), ("gu".to_string(), 3)]);
-    c.map_contents(0, 1, &ix).expect("map contents")
+    Input {
+        m: c.map_contents(0, 1, &ix).expect("map contents"),
+        rules: c.ranges().clone(),
+    }
+}
+
+/// [`super::render::render`] of an [`Input`].
+fn render(i: &Input, states: &DeviceStates, opt: &RenderOptions) -> Result<Rendered, RenderError> {
+    super::render::render(&i.m, &i.rules, states, opt)
 }
 
 pub(crate) fn options() -> RenderOptions {
@@ -153,7 +172,7 @@ fn prefixes_and_port_ranges_become_interval_elements() {
 fn quarantine_is_set_membership() {
     let m = contents(3);
     let mut states = DeviceStates::default();
-    let victim = m.devices[1].1.id;
+    let victim = m.m.devices[1].1.id;
     states.set_quarantine(victim, QUARANTINE_ISOLATE);
     let r = render(&m, &states, &options()).expect("renders");
     assert_eq!(elems(&r, "quar_isolate"), vec!["2".to_string()]);
@@ -335,11 +354,7 @@ fn learn_mode_devices_new_allowed_flows_are_logged_as_learn_records() {
         "interface = \"gd\"\nmode = \"learn\"\n",
         1,
     );
-    let p = policy::parse_sources(vec![SourceFile::new("lab.toml".into(), text)]).expect("valid");
-    let c = policy::compile(&p).expect("compiles");
-    let ix = BTreeMap::from([("gd".to_string(), 2), ("gu".to_string(), 3)]);
-    let m = c.map_contents(0, 1, &ix).expect("contents");
-    let r = render(&m, &DeviceStates::default(), &options()).expect("renders");
+    let r = render(&input(&text), &DeviceStates::default(), &options()).expect("renders");
     let j = json(&r);
     let learn4 = j["nftables"]
         .as_array()

@@ -14,8 +14,8 @@ mod builder;
 mod chains;
 
 use super::expr::*;
-use super::ranges::{flatten, merge, prefix_span};
-use crate::policy::{DeviceStates, MapContents};
+use super::ranges::{flatten, union};
+use crate::policy::{DeviceStates, MapContents, Ranges};
 use builder::Builder;
 use lazaret_abi::*;
 use nftables::expr::MetaKey;
@@ -265,6 +265,7 @@ fn mac_str(m: &[u8; 6]) -> String {
 /// Renders the table.
 pub fn render(
     m: &MapContents,
+    rules: &Ranges,
     states: &DeviceStates,
     opt: &RenderOptions,
 ) -> Result<Rendered, RenderError> {
@@ -451,11 +452,11 @@ pub fn render(
                 &f.n(&format!("peer_{dname}_")),
                 vec![SetType::Mark, f.addr],
                 true,
-                peer_elems(m, f, dir),
+                peer_elems(rules, f, dir),
             );
         }
     }
-    let (ports, ports0) = port_elems(m);
+    let (ports, ports0) = port_elems(rules);
     b.set(
         PORTS,
         vec![SetType::Mark, SetType::InetProto, SetType::InetService],
@@ -486,29 +487,22 @@ fn strs(v: &[String]) -> Vec<Expr> {
 }
 
 /// Stage 1 (peer classes) of one family and direction, as disjoint address ranges per
-/// policy: `policy . range : class`.
-fn peer_elems(m: &MapContents, f: Fam, dir: u8) -> Vec<Expr> {
+/// policy: `policy . range : class`. Nested prefixes are flattened: each address keeps the
+/// class of the longest prefix containing it, as the XDP program's LPM lookup finds it.
+fn peer_elems(r: &Ranges, f: Fam, dir: u8) -> Vec<Expr> {
     let mut by_policy: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
-    let width = if f.v == 4 { 32 } else { 128 };
-    let mut add = |policy: [u8; 4], bits: u32, addr: u128, class: u32| {
-        let (lo, hi) = prefix_span(addr, bits - PEER_KEY_FIXED_BITS, width);
-        by_policy
-            .entry(u32::from_be_bytes(policy))
-            .or_default()
-            .push((lo, hi, class));
-    };
     if f.v == 4 {
-        for (bits, k, v) in m.peer4.iter().filter(|e| e.1.dir == dir) {
-            add(
-                k.policy,
-                *bits,
-                u128::from(u32::from_be_bytes(k.addr)),
-                v.class,
-            );
+        for (policy, _, net, class) in r.peer4.iter().filter(|e| e.1 == dir) {
+            let (lo, hi) = (u32::from(net.network()), u32::from(net.broadcast()));
+            by_policy
+                .entry(*policy)
+                .or_default()
+                .push((u128::from(lo), u128::from(hi), *class));
         }
     } else {
-        for (bits, k, v) in m.peer6.iter().filter(|e| e.1.dir == dir) {
-            add(k.policy, *bits, u128::from_be_bytes(k.addr), v.class);
+        for (policy, _, net, class) in r.peer6.iter().filter(|e| e.1 == dir) {
+            let (lo, hi) = (u128::from(net.network()), u128::from(net.broadcast()));
+            by_policy.entry(*policy).or_default().push((lo, hi, *class));
         }
     }
     let mut out = Vec::new();
@@ -529,16 +523,21 @@ fn peer_elems(m: &MapContents, f: Fam, dir: u8) -> Vec<Expr> {
 }
 
 /// Stage 2 (ports by class) as disjoint `class . proto . port` ranges, and the
-/// `class . proto` ranges that admit port 0 (protocols without ports look up port 0).
-fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
-    let mut by_class: BTreeMap<u32, Vec<(u128, u128, u32)>> = BTreeMap::new();
-    for (bits, k, r) in m.ports.iter() {
-        let key = (u128::from(k.proto) << 16) | u128::from(u16::from_be_bytes(k.port));
-        let (lo, hi) = prefix_span(key, bits - PORT_KEY_CLASS_BITS, 24);
-        by_class
-            .entry(u32::from_be_bytes(k.class))
-            .or_default()
-            .push((lo, hi, r.rule));
+/// `class . proto` ranges that admit port 0 (protocols without ports look up port 0). Only
+/// membership counts: a flow is admitted by any entry of its class.
+fn port_elems(r: &Ranges) -> (Vec<Expr>, Vec<Expr>) {
+    // Each entry as a range of (proto << 16 | port).
+    let mut by_class: BTreeMap<u32, Vec<(u128, u128)>> = BTreeMap::new();
+    for a in &r.ports {
+        let span = match (a.proto, a.ports) {
+            (None, _) => (0, 0xff_ffff),
+            (Some(p), None) => (u128::from(p) << 16, (u128::from(p) << 16) | 0xffff),
+            (Some(p), Some((lo, hi))) => (
+                (u128::from(p) << 16) | u128::from(lo),
+                (u128::from(p) << 16) | u128::from(hi),
+            ),
+        };
+        by_class.entry(a.class).or_default().push(span);
     }
     let num = |lo: u128, hi: u128| {
         if lo == hi {
@@ -550,7 +549,7 @@ fn port_elems(m: &MapContents) -> (Vec<Expr>, Vec<Expr>) {
     let mut ports = Vec::new();
     let mut ports0 = Vec::new();
     for (class, spans) in by_class {
-        for (lo, hi) in merge(&flatten(spans)) {
+        for (lo, hi) in union(spans) {
             // Split a range of (proto << 16 | port) into protocol and port ranges.
             let (pa, pb) = (lo >> 16, hi >> 16);
             let (qa, qb) = (lo & 0xffff, hi & 0xffff);
