@@ -1,4 +1,6 @@
-//! The datapath's two-stage lookup structure, built from compiled policies.
+//! The two-stage lookup structure, built from compiled policies: once as dataplane-neutral
+//! prefixes and ranges ([`Ranges`], what nftables renders), and from those, as the XDP
+//! maps' longest-prefix-match entries described below.
 //!
 //! Stage 1, per (policy, direction, family): every distinct peer prefix P of the policy's
 //! entries becomes an LPM entry whose *peer class* holds every entry whose prefix contains P.
