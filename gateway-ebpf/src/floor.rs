@@ -10,14 +10,18 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::LruHashMap,
     programs::XdpContext,
 };
-use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, MAX_FLOWS};
+use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, FLOW_NEW, MAX_FLOWS};
 
 mod l2;
+#[expect(dead_code, reason = "the floor builds flow keys and values only")]
+mod word;
+
+use word::Addr;
 
 #[map]
 static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
@@ -60,32 +64,27 @@ fn floor(ctx: &XdpContext) -> Option<u32> {
             u16::from_be(((ip + ihl + 2) as *const u16).read_unaligned()),
         )
     };
-    // Both directions share a key, as in lazaret: the lower (address, port) first.
-    let ((a, pa), (b, pb)) = if (src, sport) <= (dst, dport) {
-        ((src, sport), (dst, dport))
+    // Both directions share a key, as in lazaret: the lower (address, port) first, built
+    // a word at a time as lazaret builds it (see word.rs).
+    let (src, dst) = (Addr::v4(src), Addr::v4(dst));
+    let key: FlowKey = if (src.ordered(), sport) <= (dst.ordered(), dport) {
+        word::flow_key(&src, sport, &dst, dport, proto, FAMILY_V4)
     } else {
-        ((dst, dport), (src, sport))
+        word::flow_key(&dst, dport, &src, sport, proto, FAMILY_V4)
     };
-    let mut key = FlowKey {
-        port_a: pa,
-        port_b: pb,
-        proto,
-        family: FAMILY_V4,
-        ..FlowKey::default()
-    };
-    key.addr_a[..4].copy_from_slice(&a);
-    key.addr_b[..4].copy_from_slice(&b);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a helper without arguments; lazaret's clock (see `now` in main.rs).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     match LZ_FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         Some(flow) => unsafe { (*flow).last_seen_ns = now },
         None => {
-            let flow = FlowValue {
-                last_seen_ns: now,
-                ..FlowValue::default()
-            };
-            let _ = LZ_FLOWS.insert(key, flow, 0);
+            let mut slot = core::mem::MaybeUninit::<FlowValue>::uninit();
+            let flow = word::new_flow(&mut slot, now, FLOW_NEW, 0);
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by reference: moved, the value is copied, and the copy of its zero words becomes a memset call (see word.rs)"
+            )]
+            let _ = LZ_FLOWS.insert(&key, &*flow, 0);
         }
     }
     Some(xdp_action::XDP_PASS)

@@ -10,18 +10,21 @@
 #![no_main]
 
 mod parse;
+mod word;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{
         lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
     },
     programs::XdpContext,
 };
+use core::mem::size_of;
 use lazaret_abi::*;
 use parse::{Frag, Pkt, L3};
+use word::Addr;
 
 // === Maps (names and capacities from lazaret_abi) ===
 
@@ -130,7 +133,7 @@ impl Verdict {
 struct Gen {
     slot: u8,
     site: SiteConfig,
-    /// The clock, read once per packet (bpf_ktime_get_ns costs as much as a map lookup).
+    /// The clock, read once per packet (see `now`).
     now: u64,
 }
 
@@ -344,7 +347,7 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     // 3810 §5), which no router forwards.
     let link_scope = match pkt.icmp_type {
         133 | 135 | 136 => pkt.hop_limit == 255 && on_link(gen, pkt),
-        _ => pkt.hop_limit == 1 && pkt.dst[0] == 0xff,
+        _ => pkt.hop_limit == 1 && pkt.dst.byte(0) == 0xff,
     };
     if !link_scope {
         return Verdict::dev(Reason::DenyNdScope, dev.id);
@@ -389,30 +392,25 @@ fn on_link(gen: &Gen, pkt: &Pkt) -> bool {
 
 /// Whether `addr` is one of the gateway's own addresses.
 #[inline(always)]
-fn is_local(family: u8, addr: &[u8; 16]) -> bool {
-    let key = LocalKey {
-        family,
-        _pad: [0; 3],
-        addr: *addr,
-    };
+fn is_local(family: u8, addr: &Addr) -> bool {
     // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_LOCAL.get(key) }.is_some()
+    unsafe { LZ_LOCAL.get(word::local_key(family, addr)) }.is_some()
 }
 
 /// First come, first served (RFC 6620): `mac` may use the link-local `addr` unless it is the
 /// gateway's or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
 /// `mac` its owner.
 #[inline(always)]
-fn claim_link_local(gen: &Gen, addr: &[u8; 16], mac: &[u8; 6]) -> bool {
+fn claim_link_local(gen: &Gen, addr: &Addr, mac: &[u8; 6]) -> bool {
     if is_local(FAMILY_V6, addr) {
         return false;
     }
-    let key = LlKey { addr: *addr };
+    let key = word::ll_key(addr);
     match LZ_LL_OWNER.get_ptr_mut(key) {
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            if o.mac != *mac && gen.now.wrapping_sub(o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
+            if o.mac != *mac && age(gen.now, o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
                 return false;
             }
             o.mac = *mac;
@@ -553,7 +551,7 @@ fn judge_flow(
     if let Some(flow) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
-        if now.wrapping_sub(flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
+        if age(now, flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
             if flow_is_current(gen, flow) {
                 flow.last_seen_ns = now;
@@ -616,14 +614,22 @@ fn judge_flow(
     let fp = (pkt.family, pkt.proto);
     let v = judge_policy(gen, fp, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
     if v.reason.passes() {
-        let mut flow = FlowValue {
-            last_seen_ns: now,
-            state: FLOW_NEW,
-            initiator: if src_is_a { 0 } else { 1 },
-            ..FlowValue::default()
+        let mut slot = core::mem::MaybeUninit::uninit();
+        let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
+        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
+        // A flow the table refuses (LRU free lists exhausted under contention) is admitted
+        // but not tracked: its replies will be dropped as DenyNoFlow. Counted, so that is
+        // explained rather than silent.
+        let inserted = {
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by reference: moved, the value is copied, and the copy of its zero words becomes a memset call (see word.rs)"
+            )]
+            LZ_FLOWS.insert(&key, &*flow, 0)
         };
-        stamp_flow(gen, &mut flow, src_is_a, src_dev, dst_dev, &v);
-        let _ = LZ_FLOWS.insert(key, flow, 0);
+        if inserted.is_err() {
+            bump(&LZ_EV_STATS, EV_STAT_FLOW_INSERT_FAILED, 1);
+        }
     }
     v
 }
@@ -714,7 +720,7 @@ fn judge_related(
         None => unsafe { LZ_FLOWS.get(key) },
     };
     let flow = match flow {
-        Some(f) if gen.now.wrapping_sub(f.last_seen_ns) <= flow_timeout(key.proto, f.state) => f,
+        Some(f) if age(gen.now, f.last_seen_ns) <= flow_timeout(key.proto, f.state) => f,
         _ => return Verdict::dev(Reason::DenyNoFlow, dev),
     };
     if flow_is_current(gen, flow) {
@@ -772,8 +778,8 @@ fn judge_policy(
     fp: (u8, u8),
     init_dev: &Option<&'static Device>,
     resp_dev: &Option<&'static Device>,
-    init_addr: &[u8; 16],
-    resp_addr: &[u8; 16],
+    init_addr: &Addr,
+    resp_addr: &Addr,
     port: u16,
 ) -> Verdict {
     let mut rule = NO_RULE;
@@ -828,7 +834,7 @@ fn judge_end(
     (family, proto): (u8, u8),
     dev: &Device,
     dir: u8,
-    peer: &[u8; 16],
+    peer: &Addr,
     port: u16,
 ) -> Result<RuleRef, Verdict> {
     // SAFETY: see LZ_IFACE above.
@@ -871,45 +877,26 @@ fn lookup_rule(
     policy: u32,
     dir: u8,
     family: u8,
-    peer: &[u8; 16],
+    peer: &Addr,
     proto: u8,
     port: u16,
 ) -> Option<RuleRef> {
     let peer_class = if family == FAMILY_V4 {
-        let key = PeerKey4 {
-            slot,
-            dir,
-            _pad: [0; 2],
-            policy: policy.to_be_bytes(),
-            addr: [peer[0], peer[1], peer[2], peer[3]],
-        };
+        let key = word::peer_key4(slot, dir, policy, peer);
         // SAFETY: see LZ_IFACE above.
         match unsafe { LZ_PEER4_HOST.get(key) } {
             Some(c) => *c,
-            None => *LZ_PEER4.get(Key::new(PEER_KEY_FIXED_BITS + 32, key))?,
+            None => *lpm_get(&LZ_PEER4, &LpmKey::new(PEER_KEY_FIXED_BITS + 32, key))?,
         }
     } else {
-        let key = PeerKey6 {
-            slot,
-            dir,
-            _pad: [0; 2],
-            policy: policy.to_be_bytes(),
-            addr: *peer,
-        };
+        let key = word::peer_key6(slot, dir, policy, peer);
         // SAFETY: see LZ_IFACE above.
         match unsafe { LZ_PEER6_HOST.get(key) } {
             Some(c) => *c,
-            None => *LZ_PEER6.get(Key::new(PEER_KEY_FIXED_BITS + 128, key))?,
+            None => *lpm_get(&LZ_PEER6, &LpmKey::new(PEER_KEY_FIXED_BITS + 128, key))?,
         }
     };
-    let key = PortKey {
-        slot,
-        _pad: [0; 3],
-        class: peer_class.class.to_be_bytes(),
-        proto,
-        port: port.to_be_bytes(),
-        _pad2: 0,
-    };
+    let key = word::port_key(slot, peer_class.class, proto, port);
     // SAFETY: see LZ_IFACE above.
     if let Some(r) = unsafe { LZ_PORTS_EXACT.get(key) } {
         return Some(*r);
@@ -917,7 +904,40 @@ fn lookup_rule(
     if peer_class.port_prefixes & (PORT_PREFIX_ANY | port_prefix_bit(proto)) == 0 {
         return None;
     }
-    LZ_PORTS.get(Key::new(PORT_KEY_FULL_BITS, key)).copied()
+    lpm_get(&LZ_PORTS, &LpmKey::new(PORT_KEY_FULL_BITS, key)).copied()
+}
+
+/// An LPM trie key: the same bytes as aya's `lpm_trie::Key` (a 4-byte prefix length, then
+/// the key), but aligned. aya's is `packed`, so a key built in it is written a byte at a
+/// time; the keys are at most 4-aligned (see lazaret_abi), so no padding comes between.
+#[repr(C)]
+struct LpmKey<K> {
+    prefix_len: u32,
+    data: K,
+}
+
+impl<K> LpmKey<K> {
+    #[inline(always)]
+    const fn new(prefix_len: u32, data: K) -> Self {
+        LpmKey { prefix_len, data }
+    }
+}
+
+const _: () = {
+    assert!(size_of::<LpmKey<PeerKey4>>() == size_of::<Key<PeerKey4>>());
+    assert!(size_of::<LpmKey<PeerKey6>>() == size_of::<Key<PeerKey6>>());
+    assert!(size_of::<LpmKey<PortKey>>() == size_of::<Key<PortKey>>());
+};
+
+#[inline(always)]
+fn lpm_get<K, V>(map: &LpmTrie<K, V>, key: &LpmKey<K>) -> Option<&'static V> {
+    // SAFETY: `Key<K>` is `repr(C, packed)` with the same two fields and no padding between
+    // them in `LpmKey<K>` (asserted above): the same bytes, and any address is aligned for
+    // a packed type. Lookups return pointers into the map that stay valid for this run.
+    unsafe {
+        map.get(&*(key as *const LpmKey<K>).cast::<Key<K>>())
+            .map(|v| &*(v as *const V))
+    }
 }
 
 // === Flow helpers ===
@@ -933,31 +953,22 @@ fn flow_key(pkt: &Pkt) -> (FlowKey, bool) {
 /// directions share one key. Also says whether the source is endpoint a.
 #[inline(always)]
 fn normalized_key(
-    src: &[u8; 16],
+    src: &Addr,
     sport: u16,
-    dst: &[u8; 16],
+    dst: &Addr,
     dport: u16,
     proto: u8,
     family: u8,
 ) -> (FlowKey, bool) {
-    let src_is_a = (*src, sport) <= (*dst, dport);
-    let (a, pa, b, pb) = if src_is_a {
-        (*src, sport, *dst, dport)
+    // Compared as big-endian words: the same order as the bytes' (the reference
+    // classifier's), without a byte-wise memcmp.
+    let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
+    let key = if src_is_a {
+        word::flow_key(src, sport, dst, dport, proto, family)
     } else {
-        (*dst, dport, *src, sport)
+        word::flow_key(dst, dport, src, sport, proto, family)
     };
-    (
-        FlowKey {
-            addr_a: a,
-            addr_b: b,
-            port_a: pa,
-            port_b: pb,
-            proto,
-            family,
-            _pad: [0; 2],
-        },
-        src_is_a,
-    )
+    (key, src_is_a)
 }
 
 #[inline(always)]
@@ -1050,14 +1061,7 @@ fn flow_timeout(proto: u8, state: u8) -> u64 {
 
 #[inline(always)]
 fn frag_key(pkt: &Pkt) -> FragKey {
-    FragKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        id: pkt.frag_id,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    }
+    word::frag_key(&pkt.src, &pkt.dst, pkt.frag_id, pkt.proto, pkt.family)
 }
 
 // === Identity lookups ===
@@ -1075,43 +1079,40 @@ fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<u64> {
 
 #[inline(always)]
 fn lookup_device(slot: u8, id: u64) -> Option<&'static Device> {
-    let key = DevKey {
-        slot,
-        _pad: [0; 7],
-        id,
-    };
     // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_DEVICES.get(key) }
+    unsafe { LZ_DEVICES.get(word::dev_key(slot, id)) }
 }
 
 #[inline(always)]
-fn lookup_ip_device(slot: u8, family: u8, addr: &[u8; 16]) -> Option<&'static Device> {
+fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
     let id = if family == FAMILY_V4 {
-        let key = Ip4Key {
-            slot,
-            _pad: [0; 3],
-            addr: [addr[0], addr[1], addr[2], addr[3]],
-        };
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP4.get(key) }?.id
+        unsafe { LZ_DEV_IP4.get(word::ip4_key(slot, addr)) }?.id
     } else {
-        let key = Ip6Key {
-            slot,
-            _pad: [0; 3],
-            addr: *addr,
-        };
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP6.get(key) }?.id
+        unsafe { LZ_DEV_IP6.get(word::ip6_key(slot, addr)) }?.id
     };
     lookup_device(slot, id)
 }
 
 // === The single exit: counters and events ===
 
+/// The clock of every timestamp the program keeps: CLOCK_MONOTONIC_COARSE, as
+/// CLOCK_MONOTONIC but at the resolution of the scheduler tick (1 to 10 ms). The shortest
+/// interval judged by it is a token bucket's millisecond refill and the shortest timeout
+/// is seconds; `bpf_ktime_get_ns` reads the clock source and costs as much as a map
+/// lookup, this reads a word the tick updated.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// How long ago `then` was. Saturating: a timestamp written from userspace with the
+/// precise clock can be a tick ahead of the coarse one (it is then fresh, not expired).
+#[inline(always)]
+fn age(now: u64, then: u64) -> u64 {
+    now.saturating_sub(then)
 }
 
 #[inline(always)]
@@ -1135,7 +1136,16 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     let c = match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
         Some(c) => c,
         None => {
-            let _ = LZ_DEV_COUNT.insert(v.dev, DevCounters::default(), 0);
+            let mut zero = core::mem::MaybeUninit::<DevCounters>::uninit();
+            // SAFETY: a local, 8-aligned; DevCounters is five u64s (zero is valid).
+            unsafe { word::zero_words(zero.as_mut_ptr()) };
+            // SAFETY: initialised just above.
+            let zero = unsafe { zero.assume_init_ref() };
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by reference: moved, the value is copied, and the copy of its zero words becomes a memset call (see word.rs)"
+            )]
+            let _ = LZ_DEV_COUNT.insert(&v.dev, zero, 0);
             match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
                 Some(c) => c,
                 None => return,
@@ -1246,10 +1256,11 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     };
     // Fill the reserved ring-buffer slot in place: an Event on the stack would not fit.
     let ev = entry.as_mut_ptr();
-    // SAFETY: the entry is a reserved, exclusively owned slot of size_of::<Event>() bytes;
-    // zeroing it first makes every field (padding included) initialised.
+    // SAFETY: the entry is a reserved, exclusively owned, 8-aligned slot of
+    // size_of::<Event>() bytes; zeroing it first makes every field (padding included)
+    // initialised, and all zeros is a valid Event.
     let ev = unsafe {
-        core::ptr::write_bytes(ev, 0, 1);
+        word::zero_words(ev);
         &mut *ev
     };
     ev.version = EVENT_VERSION;
@@ -1262,16 +1273,17 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     ev.ts_ns = gen.now;
     ev.device = v.dev;
     ev.generation = gen.site.generation;
-    ev.src_mac = src_mac;
-    if let Some(p) = pkt {
-        ev.family = if p.l3 == L3::Ip { p.family } else { 0 };
-        ev.proto = p.proto;
-        ev.vlan = p.vlan;
-        ev.src_port = p.sport;
-        ev.dst_port = p.dport;
-        ev.src = p.src;
-        ev.dst = p.dst;
-        ev.dst_mac = p.dst_mac;
+    match pkt {
+        Some(p) => {
+            ev.family = if p.l3 == L3::Ip { p.family } else { 0 };
+            ev.proto = p.proto;
+            ev.vlan = p.vlan;
+            ev.src_port = p.sport;
+            ev.dst_port = p.dport;
+            word::event_addrs(ev, &p.src, &p.dst);
+            word::event_macs(ev, &src_mac, &p.dst_mac);
+        }
+        None => word::event_macs(ev, &src_mac, &[0; 6]),
     }
     entry.submit(0);
     bump(&LZ_EV_STATS, EV_STAT_SENT, 1);

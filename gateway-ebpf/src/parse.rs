@@ -9,6 +9,8 @@ use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use lazaret_abi::*;
 
+use crate::word::Addr;
+
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
@@ -41,49 +43,54 @@ pub(crate) enum Frag {
 }
 
 /// What the judge needs to know about a frame.
+///
+/// Laid out by hand, 8-aligned, widest first: the 16-byte addresses and the MACs start on
+/// 8-byte boundaries, so LLVM copies, zeroes and compares them a word at a time (laid out
+/// by rustc, byte arrays may land anywhere, and every touch of one is a byte loop).
+#[repr(C, align(8))]
 pub(crate) struct Pkt {
+    /// Source and destination addresses; IPv4 (and ARP's sender/target protocol addresses)
+    /// in the first four bytes, the rest zero.
+    pub src: Addr,
+    pub dst: Addr,
+    /// NS/NA target address.
+    pub nd_target: Addr,
+    pub inner_src: Addr,
+    pub inner_dst: Addr,
+    pub src_mac: [u8; 6],
     pub side: u8,
+    pub family: u8,
+    pub dst_mac: [u8; 6],
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
+    pub proto: u8,
+    /// ARP sender hardware address (ARP only).
+    pub arp_sha: [u8; 6],
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
     /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
     pub ifindex: u32,
     /// The ingress interface itself (a bridge port when `ifindex` is its bridge).
     pub port: u32,
-    pub l3: L3,
-    pub vlan: u16,
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
-    /// ARP sender hardware address (ARP only).
-    pub arp_sha: [u8; 6],
-    pub family: u8,
-    /// IPv4 TTL or IPv6 hop limit.
-    pub hop_limit: u8,
-    /// Source and destination addresses; IPv4 (and ARP's sender/target protocol addresses)
-    /// in the first four bytes, the rest zero.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub proto: u8,
-    pub sport: u16,
-    pub dport: u16,
-    pub tcp_flags: u8,
     /// TCP sequence and acknowledgment numbers (confirming a handshake, see judge_flow).
     pub tcp_seq: u32,
     pub tcp_ack: u32,
-    pub icmp_type: u8,
-    /// NS/NA target address.
-    pub nd_target: [u8; 16],
-    pub frag: Frag,
     pub frag_id: u32,
     /// A later fragment's offset in bytes; a first fragment's upper-layer header end, in
     /// bytes from the start of its fragmentable part (see `FragValue::hdr_end`).
     pub frag_at: u32,
+    pub vlan: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub inner_proto: u8,
+    pub l3: L3,
+    pub frag: Frag,
     /// An ICMP error (unreachable, time exceeded, parameter problem, packet too big) whose
     /// quoted packet was parsed into `inner_*` (all 16 bytes written, for either family):
     /// it passes only along that packet's flow.
     pub related: bool,
-    pub inner_src: [u8; 16],
-    pub inner_dst: [u8; 16],
-    pub inner_sport: u16,
-    pub inner_dport: u16,
-    pub inner_proto: u8,
 }
 
 impl Pkt {
@@ -128,6 +135,17 @@ fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Reason> {
     let p = ptr_at::<T>(ctx, off)?;
     // SAFETY: ptr_at checked that size_of::<T>() bytes at p lie inside the frame.
     Ok(unsafe { core::ptr::read_unaligned(p) })
+}
+
+/// 16 bytes of address as two words: one bounds check, two unaligned word loads (a read
+/// of the whole array becomes a `memmove` call on this target, see crate::word).
+#[inline(always)]
+fn read_addr(ctx: &XdpContext, off: usize) -> Result<Addr, Reason> {
+    let p = ptr_at::<[u64; 2]>(ctx, off)?.cast::<u64>();
+    // SAFETY: ptr_at checked that 16 bytes at p lie inside the frame.
+    Ok(Addr(unsafe {
+        [p.read_unaligned(), p.add(1).read_unaligned()]
+    }))
 }
 
 #[inline(always)]
@@ -196,20 +214,22 @@ pub(crate) fn parse(
     pkt.vlan = vlan;
     pkt.src_mac = src_mac;
     pkt.dst_mac = dst_mac;
+    // Volatile: plain zero stores to neighbouring fields are merged by LLVM into a
+    // `memset` call, a byte loop on this target (see crate::word).
+    clear(&mut pkt.src, Addr::ZERO);
+    clear(&mut pkt.dst, Addr::ZERO);
+    clear(&mut pkt.tcp_seq, 0);
+    clear(&mut pkt.tcp_ack, 0);
+    clear(&mut pkt.frag_id, 0);
+    clear(&mut pkt.frag_at, 0);
     pkt.family = 0;
     pkt.hop_limit = 0;
-    pkt.src = [0; 16];
-    pkt.dst = [0; 16];
     pkt.proto = 0;
     pkt.sport = 0;
     pkt.dport = 0;
     pkt.tcp_flags = 0;
-    pkt.tcp_seq = 0;
-    pkt.tcp_ack = 0;
     pkt.icmp_type = 0;
     pkt.frag = Frag::None;
-    pkt.frag_id = 0;
-    pkt.frag_at = 0;
     pkt.related = false;
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
@@ -234,6 +254,13 @@ pub(crate) fn parse(
     Ok(())
 }
 
+/// Writes `v` with a store LLVM does not merge into a `memset` call.
+#[inline(always)]
+fn clear<T: Copy>(field: &mut T, v: T) {
+    // SAFETY: a valid, aligned, exclusive reference.
+    unsafe { core::ptr::write_volatile(field, v) }
+}
+
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.
 #[inline(always)]
 fn parse_arp(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason> {
@@ -249,8 +276,8 @@ fn parse_arp(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason> 
     pkt.arp_sha = read(ctx, off + 8)?;
     let spa: [u8; 4] = read(ctx, off + 14)?;
     let tpa: [u8; 4] = read(ctx, off + 24)?;
-    pkt.src[..4].copy_from_slice(&spa);
-    pkt.dst[..4].copy_from_slice(&tpa);
+    pkt.src = Addr::v4(spa);
+    pkt.dst = Addr::v4(tpa);
     Ok(())
 }
 
@@ -280,8 +307,8 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.proto = read(ctx, off + 9)?;
     let src: [u8; 4] = read(ctx, off + 12)?;
     let dst: [u8; 4] = read(ctx, off + 16)?;
-    pkt.src[..4].copy_from_slice(&src);
-    pkt.dst[..4].copy_from_slice(&dst);
+    pkt.src = Addr::v4(src);
+    pkt.dst = Addr::v4(dst);
     pkt.frag_id = u32::from(be16(ctx, off + 4)?);
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the first one.
@@ -316,8 +343,8 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     }
     pkt.family = FAMILY_V6;
     pkt.hop_limit = read(ctx, off + 7)?;
-    pkt.src = read(ctx, off + 8)?;
-    pkt.dst = read(ctx, off + 24)?;
+    pkt.src = read_addr(ctx, off + 8)?;
+    pkt.dst = read_addr(ctx, off + 24)?;
     let end = off + 40 + payload;
     let mut next: u8 = read(ctx, off + 6)?;
     let mut at = off + 40;
@@ -470,7 +497,7 @@ fn parse_l4(
                 if at + 24 > end {
                     return Err(Reason::DenyMalformed);
                 }
-                pkt.nd_target = read(ctx, at + 8)?;
+                pkt.nd_target = read_addr(ctx, at + 8)?;
             }
         }
         _ => {}
@@ -495,10 +522,8 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
         let dst: [u8; 4] = read(ctx, at + 16)?;
         // All 16 bytes: the scratch slot may hold an IPv6 error's addresses from an earlier
         // packet, and the flow key compares all of them.
-        pkt.inner_src = [0; 16];
-        pkt.inner_dst = [0; 16];
-        pkt.inner_src[..4].copy_from_slice(&src);
-        pkt.inner_dst[..4].copy_from_slice(&dst);
+        pkt.inner_src = Addr::v4(src);
+        pkt.inner_dst = Addr::v4(dst);
         at + 20
     } else {
         let vtc: u8 = read(ctx, at)?;
@@ -506,8 +531,8 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
             return Err(Reason::DenyMalformed);
         }
         pkt.inner_proto = read(ctx, at + 6)?;
-        pkt.inner_src = read(ctx, at + 8)?;
-        pkt.inner_dst = read(ctx, at + 24)?;
+        pkt.inner_src = read_addr(ctx, at + 8)?;
+        pkt.inner_dst = read_addr(ctx, at + 24)?;
         at + 40
     };
     let l4: [u8; 8] = read(ctx, l4_at)?;
@@ -538,22 +563,22 @@ pub(crate) fn is_neighbor_icmpv6(t: u8) -> bool {
 }
 
 #[inline(always)]
-pub(crate) fn is_link_local6(a: &[u8; 16]) -> bool {
-    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+pub(crate) fn is_link_local6(a: &Addr) -> bool {
+    a.byte(0) == 0xfe && a.byte(1) & 0xc0 == 0x80
 }
 
 /// A multicast group of link-local scope (ff02::/16 and its flag variants, ff12:: …).
 #[inline(always)]
-pub(crate) fn is_link_scope_multicast6(a: &[u8; 16]) -> bool {
-    a[0] == 0xff && a[1] & 0x0f == 2
+pub(crate) fn is_link_scope_multicast6(a: &Addr) -> bool {
+    a.byte(0) == 0xff && a.byte(1) & 0x0f == 2
 }
 
 /// 0.0.0.0, :: or fe80::/10: a source that carries no routable identity.
 #[inline(always)]
-pub(crate) fn is_unspecified_or_link_local(family: u8, a: &[u8; 16]) -> bool {
+pub(crate) fn is_unspecified_or_link_local(family: u8, a: &Addr) -> bool {
     if family == FAMILY_V4 {
-        a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
+        a.is_zero()
     } else {
-        is_link_local6(a) || a.iter().all(|b| *b == 0)
+        is_link_local6(a) || a.is_zero()
     }
 }

@@ -395,8 +395,8 @@ fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
         _pad: [0; 2],
     };
     let old_value = FlowValueAbi2 {
-        // Recent on the kernel's clock: the monotonic clock of BPF, read through the
-        // same source as bpf_ktime_get_ns.
+        // Recent on the kernel's clock: CLOCK_MONOTONIC, which the datapath's coarse
+        // clock may trail by a tick (a timestamp ahead of it counts as fresh).
         last_seen_ns: monotonic_ns(),
         generation: 1,
         dev_a: 0,
@@ -432,7 +432,7 @@ fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
     );
 }
 
-/// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns reads the same clock.
+/// CLOCK_MONOTONIC in ns: the clock whose tick-resolution view the datapath reads.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

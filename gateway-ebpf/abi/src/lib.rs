@@ -6,6 +6,12 @@
 //! userspace views cannot drift. Bump [`ABI_VERSION`] on any change to a type or a map here:
 //! the controller pins maps under a directory stamped with it and refuses to adopt a mismatch.
 //!
+//! Keys made only of bytes carry an `align` no larger than their size divides (so their
+//! bytes do not change): without it LLVM must assume any address and builds, zeroes, copies
+//! and compares them a byte at a time (the BPF target emits byte-loop `memset`/`memcpy`
+//! calls for that), which was most of the XDP hot path's instructions. Keys of an LPM trie
+//! stay at most 4-aligned: the trie's key is the key after a 4-byte prefix length.
+//!
 //! # Generations
 //! Policy maps hold two generations side by side, told apart by a `slot` byte (0 or 1) at the
 //! start of every key. [`MAP_GEN`] holds the active slot; the program reads it once per packet,
@@ -173,7 +179,7 @@ pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
 pub const MAP_EVENTS: &str = "LZ_EVENTS";
 /// `LruHashMap<u64 source key, TokenBucket>`: per-source event rate limit.
 pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
-/// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost.
+/// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost; flow inserts failed.
 pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
 /// `HashMap<LocalKey, u32>`: the gateway's own addresses, written by userspace from the
 /// kernel's. A device port never speaks with them, claims them in ARP or NDP, and neighbor
@@ -554,7 +560,7 @@ pub struct DevRef {
 }
 
 /// Key of [`MAP_DEV_MAC`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MacKey {
     pub slot: u8,
@@ -563,7 +569,7 @@ pub struct MacKey {
 }
 
 /// Key of [`MAP_DEV_IP4`]. The address is in network byte order.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ip4Key {
     pub slot: u8,
@@ -572,7 +578,7 @@ pub struct Ip4Key {
 }
 
 /// Key of [`MAP_DEV_IP6`].
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ip6Key {
     pub slot: u8,
@@ -628,7 +634,7 @@ pub struct DevState {
 }
 
 /// Key of [`MAP_PEER4`]. LPM prefix length = [`PEER_KEY_FIXED_BITS`] + address prefix length.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey4 {
     pub slot: u8,
@@ -641,7 +647,7 @@ pub struct PeerKey4 {
 }
 
 /// Key of [`MAP_PEER6`]; as [`PeerKey4`] with a 16-byte address.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey6 {
     pub slot: u8,
@@ -689,7 +695,7 @@ pub const fn port_prefix_bit(proto: u8) -> u32 {
 ///
 /// A lookup uses the full key ([`PORT_KEY_FULL_BITS`]) with the packet's protocol and
 /// destination port of the initiating direction (0 for protocols without ports).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortKey {
     pub slot: u8,
@@ -719,7 +725,7 @@ pub struct RuleRef {
 /// Key of [`MAP_FLOWS`]: a normalized 5-tuple. Endpoint `a` is the lower of the two
 /// (address, port) pairs, so both directions of a flow share one key. IPv4 addresses occupy
 /// the first four bytes, the rest zero.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowKey {
     pub addr_a: [u8; 16],
@@ -737,7 +743,8 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
-    /// Last packet seen, `bpf_ktime_get_ns` clock.
+    /// Last packet seen, on the datapath clock: CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`,
+    /// the scheduler tick's resolution; timeouts are seconds or more).
     pub last_seen_ns: u64,
     /// Generation under which the flow was last judged.
     pub generation: u64,
@@ -763,7 +770,7 @@ pub struct FlowValue {
 }
 
 /// Key of [`MAP_FRAGS`]: a fragment train.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FragKey {
     pub src: [u8; 16],
@@ -791,7 +798,7 @@ pub struct FragValue {
 }
 
 /// Key of [`MAP_LOCAL`]: one of the gateway's own addresses.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LocalKey {
     /// `FAMILY_V4` or `FAMILY_V6`.
@@ -802,7 +809,7 @@ pub struct LocalKey {
 }
 
 /// Key of [`MAP_LL_OWNER`]: an IPv6 link-local address.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LlKey {
     pub addr: [u8; 16],
@@ -819,7 +826,7 @@ pub struct LlOwner {
 }
 
 /// Key of [`MAP_PORT_PIN`]: a managed device's MAC.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PinKey {
     pub mac: [u8; 6],
@@ -833,7 +840,7 @@ pub struct PortPin {
     /// The bridge port (ingress ifindex) the MAC was first seen on.
     pub ifindex: u32,
     pub _pad: u32,
-    /// When it was pinned, `bpf_ktime_get_ns` clock.
+    /// When it was pinned, on the datapath clock (see [`FlowValue::last_seen_ns`]).
     pub since_ns: u64,
 }
 
@@ -857,10 +864,14 @@ pub struct TokenBucket {
     pub last_ns: u64,
 }
 
-/// Indexes of [`MAP_EV_STATS`].
+/// Indexes of [`MAP_EV_STATS`]: the datapath's own outcomes (events, flow tracking).
 pub const EV_STAT_SENT: u32 = 0;
 pub const EV_STAT_RATE_LIMITED: u32 = 1;
 pub const EV_STAT_RINGBUF_FULL: u32 = 2;
+/// An allowed new flow the flow table refused to insert: admitted, but untracked (its
+/// replies are dropped as [`Reason::DenyNoFlow`]). A datapath of ABI 5 built before this
+/// counter existed leaves it at 0.
+pub const EV_STAT_FLOW_INSERT_FAILED: u32 = 3;
 pub const EV_STATS_LEN: u32 = 4;
 
 /// `Event::kind`.

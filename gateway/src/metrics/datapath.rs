@@ -6,7 +6,10 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use lazaret_abi::{stats_index, Reason, EV_STAT_RATE_LIMITED, EV_STAT_RINGBUF_FULL, EV_STAT_SENT};
+use lazaret_abi::{
+    stats_index, Reason, EV_STAT_FLOW_INSERT_FAILED, EV_STAT_RATE_LIMITED, EV_STAT_RINGBUF_FULL,
+    EV_STAT_SENT,
+};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use super::{
@@ -23,8 +26,8 @@ pub struct DatapathSnapshot {
     /// they are.
     pub packets: Vec<u64>,
     /// `LZ_EV_STATS`, indexed by `EV_STAT_SENT`, `EV_STAT_RATE_LIMITED`,
-    /// `EV_STAT_RINGBUF_FULL` (the fourth slot is unused). All zero means "not read this
-    /// time" (or nothing sent yet, which amounts to the same): the event counters stay as
+    /// `EV_STAT_RINGBUF_FULL`, `EV_STAT_FLOW_INSERT_FAILED`. All zero means "not read this
+    /// time" (or nothing counted yet, which amounts to the same): the counters stay as
     /// they are.
     pub event_stats: [u64; 4],
     /// Events read from the ring buffer but dropped by the controller (unknown version).
@@ -46,6 +49,7 @@ pub(crate) struct DatapathFamilies {
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     events: [IntCounter; 4],
+    flow_insert_failures: IntCounter,
     last: Mutex<Baseline>,
 }
 
@@ -125,6 +129,11 @@ impl DatapathFamilies {
                 &["map"],
             )?,
             events,
+            flow_insert_failures: register::counter(
+                r,
+                "lazaret_flow_insert_failures_total",
+                "Allowed new flows the XDP flow table refused to insert: admitted but untracked, so their replies are dropped as deny_no_flow.",
+            )?,
             last: Mutex::new(Baseline::default()),
         })
     }
@@ -200,6 +209,8 @@ impl DatapathFamilies {
         rate_limited.inc_by(stat(EV_STAT_RATE_LIMITED));
         ring_full.inc_by(stat(EV_STAT_RINGBUF_FULL));
         undecodable_total.inc_by(undecodable);
+        self.flow_insert_failures
+            .inc_by(stat(EV_STAT_FLOW_INSERT_FAILED));
     }
 
     fn observe_class(

@@ -160,6 +160,20 @@ fn event_outcomes_are_disjoint_and_survive_resets() -> TestResult {
 }
 
 #[test]
+fn refused_flow_inserts_are_counted_across_readings() -> TestResult {
+    let m = metrics()?;
+    let reading = |failed| DatapathSnapshot {
+        event_stats: [10, 0, 0, failed],
+        ..DatapathSnapshot::default()
+    };
+    m.observe_datapath(&reading(3));
+    m.observe_datapath(&reading(7));
+    let s = scrape(&m)?;
+    assert_eq!(value(&s, "lazaret_flow_insert_failures_total", &[])?, 7.0);
+    Ok(())
+}
+
+#[test]
 fn unread_event_stats_are_not_taken_for_a_recreation() -> TestResult {
     let m = metrics()?;
     let reading = |packets_n, events| DatapathSnapshot {
@@ -554,6 +568,7 @@ const FAMILIES: &[&str] = &[
     "lazaret_map_entries",
     "lazaret_map_capacity",
     "lazaret_events_total",
+    "lazaret_flow_insert_failures_total",
     "lazaret_policy_reload_attempts_total",
     "lazaret_policy_reloads_total",
     "lazaret_policy_reload_failures_total",

@@ -549,7 +549,7 @@ impl Datapath {
     }
 
     /// The owners of IPv6 link-local addresses the datapath has recorded (address, MAC,
-    /// last use in `bpf_ktime_get_ns` time).
+    /// last use in the datapath clock, `FlowValue::last_seen_ns`).
     pub fn link_local_owners(
         &mut self,
     ) -> Result<Vec<(std::net::Ipv6Addr, LlOwner)>, DatapathError> {
