@@ -35,11 +35,12 @@ static LZ_SITE: Array<SiteConfig> = Array::with_max_entries(2, 0);
 #[map]
 static LZ_IFACE: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
 #[map]
-static LZ_DEV_MAC: HashMap<MacKey, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
+static LZ_DEV_MAC: HashMap<MacKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
 #[map]
-static LZ_DEV_IP4: HashMap<Ip4Key, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+static LZ_DEV_IP4: HashMap<Ip4Key, Device> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
 #[map]
-static LZ_DEV_IP6: HashMap<Ip6Key, DevRef> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+static LZ_DEV_IP6: HashMap<Ip6Key, Device> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+// Not read by the program (the identity maps hold the records); the controller's copy by id.
 #[map]
 static LZ_DEVICES: HashMap<DevKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
 #[map]
@@ -214,11 +215,11 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
     // The ARP sender hardware address must be the frame's source: a mismatch is a classic
     // poisoning trick (the frame passes switch port security, the ARP payload lies).
     if pkt.arp_sha != pkt.src_mac {
-        let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+        let dev = mac_device_id(gen.slot, &pkt.src_mac);
         return Verdict::dev(Reason::DenySpoof, dev);
     }
     match identify_source(gen, pkt) {
-        Ok(dev) => {
+        Ok((dev, _)) => {
             if gen.site.flags & SITE_F_NEIGHBOR != 0 {
                 let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
                 v.report = false;
@@ -239,28 +240,34 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             && ((pkt.family == FAMILY_V4 && pkt.sport == 67)
                 || (pkt.family == FAMILY_V6 && pkt.sport == 547))
         {
-            let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+            let dev = mac_device_id(gen.slot, &pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueDhcp, dev);
         }
         if pkt.proto == PROTO_ICMPV6 && (pkt.icmp_type == 134 || pkt.icmp_type == 137) {
-            let dev = lookup_mac(gen.slot, &pkt.src_mac).unwrap_or(0);
+            let dev = mac_device_id(gen.slot, &pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueRa, dev);
         }
     }
 
-    // Identity: who is the managed end this frame is judged for?
-    let src_dev = if pkt.side == SIDE_DEVICES {
+    // Identity: who is the managed end this frame is judged for? (And whether the source's
+    // device is the one its address names, for the flow entry: see FLOW_F_ADDR_A.)
+    let (src_dev, src_by_addr) = if pkt.side == SIDE_DEVICES {
         match identify_source(gen, pkt) {
-            Ok(dev) => Some(dev),
+            Ok((dev, by_addr)) => (Some(dev), by_addr),
             Err(v) => return v,
         }
     } else {
+        if pkt.frag == Frag::None && !pkt.related {
+            if let Some(v) = upstream_reply(gen, pkt) {
+                return v;
+            }
+        }
         // Devices are never upstream: a managed source address from there is forged (it
         // would otherwise open flows as the device).
         if let Some(dev) = lookup_ip_device(gen.slot, pkt.family, &pkt.src) {
             return Verdict::dev(Reason::DenySpoof, dev.id);
         }
-        None
+        (None, false)
     };
     // On a device port the source is a managed device, so the destination's device only
     // matters when a flow is new or re-judged: judge_flow looks it up then (one or two map
@@ -311,7 +318,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     if pkt.related {
         return judge_related(gen, pkt, &src_dev, &dst_dev);
     }
-    let v = judge_flow(gen, pkt, &src_dev, &dst_dev);
+    let v = judge_flow(gen, pkt, &src_dev, &dst_dev, src_by_addr);
     if let Frag::First = pkt.frag {
         let train = FragValue {
             last_seen_ns: gen.now,
@@ -469,10 +476,11 @@ fn pin_port(gen: &Gen, pkt: &Pkt, mac: &[u8; 6]) -> bool {
     }
 }
 
-/// Attributes a frame from a device port to a managed device, or returns the verdict for a
+/// Attributes a frame from a device port to a managed device (and says whether it was
+/// found by its source address, rather than by its MAC), or returns the verdict for a
 /// spoofed or unknown source.
 #[inline(always)]
-fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
+fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verdict> {
     let unspecified = parse::is_unspecified_or_link_local(pkt.family, &pkt.src);
     let by_ip = if unspecified {
         None
@@ -484,16 +492,12 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
         let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
         let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
         return if mac_ok && vlan_ok && if_ok && on_its_port(gen, pkt, dev) {
-            Ok(dev)
+            Ok((dev, true))
         } else {
             Err(Verdict::dev(Reason::DenySpoof, dev.id))
         };
     }
-    let by_mac = match lookup_mac(gen.slot, &pkt.src_mac) {
-        Some(id) => lookup_device(gen.slot, id),
-        None => None,
-    };
-    match by_mac {
+    match lookup_mac(gen.slot, &pkt.src_mac) {
         Some(dev) => {
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
@@ -513,7 +517,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<&'static Device, Verdict> {
                 }
             };
             if vlan_ok && if_ok && ip_ok() && on_its_port(gen, pkt, dev) {
-                Ok(dev)
+                Ok((dev, false))
             } else {
                 Err(Verdict::dev(Reason::DenySpoof, dev.id))
             }
@@ -541,29 +545,18 @@ fn judge_flow(
     pkt: &Pkt,
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
+    src_by_addr: bool,
 ) -> Verdict {
     let (key, src_is_a) = flow_key(pkt);
     let now = gen.now;
-    let (found, in_est) = match LZ_EST_FLOWS.get_ptr_mut(key) {
-        Some(f) => (Some(f), true),
-        None => (LZ_FLOWS.get_ptr_mut(key), false),
-    };
-    if let Some(flow) = found {
+    if let Some((flow, in_est)) = find_flow(&key) {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
         if age(now, flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
             if flow_is_current(gen, flow) {
-                flow.last_seen_ns = now;
-                advance_flow(flow, pkt, initiator_is_src);
-                let mut v = Verdict::new(Reason::AllowFlow);
-                v.dev = dev_id(src_dev, dst_dev);
-                v.rule = flow.rule;
-                v.report = false;
-                if !in_est {
-                    promote(gen, &key, flow);
-                }
-                return v;
+                let dev = dev_id(src_dev, dst_dev);
+                return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dev);
             }
             // Policy or device state changed since the flow was admitted: judge its
             // initiating direction again under the current generation.
@@ -586,7 +579,7 @@ fn judge_flow(
             let fp = (pkt.family, pkt.proto);
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
-                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
+                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
                 flow.last_seen_ns = now;
                 advance_flow(flow, pkt, initiator_is_src);
                 let mut out = Verdict::new(Reason::AllowFlow);
@@ -616,7 +609,7 @@ fn judge_flow(
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
-        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, &v);
+        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
         // A flow the table refuses (LRU free lists exhausted under contention) is admitted
         // but not tracked: its replies will be dropped as DenyNoFlow. Counted, so that is
         // explained rather than silent.
@@ -632,6 +625,71 @@ fn judge_flow(
         }
     }
     v
+}
+
+/// The flow entry of `key`: the established table first (a confirmed session costs one
+/// lookup), then the new one. The pointer is valid for this program run.
+#[inline(always)]
+fn find_flow(key: &FlowKey) -> Option<(*mut FlowValue, bool)> {
+    match LZ_EST_FLOWS.get_ptr_mut(key) {
+        Some(f) => Some((f, true)),
+        None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
+    }
+}
+
+/// A packet of a live flow whose entry is current: allowed, charged to `dev`, the flow's
+/// state advanced (and promoted, if it is confirmed and still in the new table).
+#[inline(always)]
+fn keep_flow(
+    gen: &Gen,
+    pkt: &Pkt,
+    key: &FlowKey,
+    flow: &mut FlowValue,
+    src_is_a: bool,
+    in_est: bool,
+    dev: u64,
+) -> Verdict {
+    let initiator_is_src = (flow.initiator == 0) == src_is_a;
+    flow.last_seen_ns = gen.now;
+    advance_flow(flow, pkt, initiator_is_src);
+    let mut v = Verdict::new(Reason::AllowFlow);
+    v.dev = dev;
+    v.rule = flow.rule;
+    v.report = false;
+    if !in_est {
+        promote(gen, key, flow);
+    }
+    v
+}
+
+/// A packet from upstream on a live, current flow whose entry already names the device it
+/// goes to: judged from the entry alone, without judge_ip's two identity lookups (the
+/// source's, for spoofing, and the destination's). The same verdict as that full path,
+/// because the flow's generation is the current one: an endpoint stamped without a device
+/// had none by its address in it (so the source is no managed address: not a spoof), and
+/// an endpoint flagged FLOW_F_ADDR_* is the device its address names (the destination's
+/// device judge_ip would find). Anything else takes the full path: no such flow, expired
+/// or stale, a source endpoint with a device, a destination device known by its MAC alone.
+#[inline(always)]
+fn upstream_reply(gen: &Gen, pkt: &Pkt) -> Option<Verdict> {
+    let (key, src_is_a) = flow_key(pkt);
+    let (flow, in_est) = find_flow(&key)?;
+    // SAFETY: the pointer comes from a successful lookup in this program run.
+    let flow = unsafe { &mut *flow };
+    let (src_dev, dst_dev, dst_flag) = if src_is_a {
+        (flow.dev_a, flow.dev_b, FLOW_F_ADDR_B)
+    } else {
+        (flow.dev_b, flow.dev_a, FLOW_F_ADDR_A)
+    };
+    if src_dev != 0 || flow.flags & dst_flag == 0 {
+        return None;
+    }
+    if age(gen.now, flow.last_seen_ns) > flow_timeout(pkt.proto, flow.state)
+        || !flow_is_current(gen, flow)
+    {
+        return None;
+    }
+    Some(keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dst_dev))
 }
 
 #[inline(always)]
@@ -978,17 +1036,23 @@ fn stamp_flow(
     src_is_a: bool,
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
+    src_by_addr: bool,
     v: &Verdict,
 ) {
     let src_id = src_dev.map_or(0, |d| d.id);
     let dst_id = dst_dev.map_or(0, |d| d.id);
-    let (a, b) = if src_is_a {
-        (src_id, dst_id)
+    // The destination's device is always found by its address; the source's (from a
+    // device port) may be known by its MAC alone.
+    let src_flag = src_dev.is_some() && src_by_addr;
+    let dst_flag = dst_dev.is_some();
+    let (a, b, flag_a, flag_b) = if src_is_a {
+        (src_id, dst_id, src_flag, dst_flag)
     } else {
-        (dst_id, src_id)
+        (dst_id, src_id, dst_flag, src_flag)
     };
     flow.dev_a = a;
     flow.dev_b = b;
+    flow.flags = if flag_a { FLOW_F_ADDR_A } else { 0 } | if flag_b { FLOW_F_ADDR_B } else { 0 };
     flow.epoch_a = epoch(a);
     flow.epoch_b = epoch(b);
     flow.generation = gen.site.generation;
@@ -1066,33 +1130,34 @@ fn frag_key(pkt: &Pkt) -> FragKey {
 
 // === Identity lookups ===
 
+/// The device whose MAC `mac` is, in one lookup (the identity maps hold the records).
 #[inline(always)]
-fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<u64> {
+fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<&'static Device> {
     let key = MacKey {
         slot,
         _pad: 0,
         mac: *mac,
     };
     // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_DEV_MAC.get(key) }.map(|r| r.id)
+    unsafe { LZ_DEV_MAC.get(key) }
 }
 
+/// The id of the device whose MAC `mac` is, or 0.
 #[inline(always)]
-fn lookup_device(slot: u8, id: u64) -> Option<&'static Device> {
-    // SAFETY: see LZ_IFACE above.
-    unsafe { LZ_DEVICES.get(word::dev_key(slot, id)) }
+fn mac_device_id(slot: u8, mac: &[u8; 6]) -> u64 {
+    lookup_mac(slot, mac).map_or(0, |d| d.id)
 }
 
+/// The device whose address `addr` is, in one lookup.
 #[inline(always)]
 fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
-    let id = if family == FAMILY_V4 {
+    if family == FAMILY_V4 {
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP4.get(word::ip4_key(slot, addr)) }?.id
+        unsafe { LZ_DEV_IP4.get(word::ip4_key(slot, addr)) }
     } else {
         // SAFETY: see LZ_IFACE above.
-        unsafe { LZ_DEV_IP6.get(word::ip6_key(slot, addr)) }?.id
-    };
-    lookup_device(slot, id)
+        unsafe { LZ_DEV_IP6.get(word::ip6_key(slot, addr)) }
+    }
 }
 
 // === The single exit: counters and events ===

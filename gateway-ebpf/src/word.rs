@@ -12,8 +12,8 @@
 //! tests compare every lookup's outcome with the reference classifier's.
 
 use lazaret_abi::{
-    DevKey, Event, FlowKey, FlowValue, FragKey, Ip4Key, Ip6Key, LlKey, LocalKey, PeerKey4,
-    PeerKey6, PortKey,
+    Event, FlowKey, FlowValue, FragKey, Ip4Key, Ip6Key, LlKey, LocalKey, PeerKey4, PeerKey6,
+    PortKey,
 };
 
 #[cfg(not(target_endian = "little"))]
@@ -120,13 +120,6 @@ pub(crate) fn ip6_key(slot: u8, a: &Addr) -> Ip6Key {
 pub(crate) fn local_key(family: u8, a: &Addr) -> LocalKey {
     // SAFETY: see above.
     unsafe { core::mem::transmute::<[u32; 5], LocalKey>(head_addr(family, a)) }
-}
-
-/// `DevKey`: slot, seven zero bytes, the id.
-#[inline(always)]
-pub(crate) fn dev_key(slot: u8, id: u64) -> DevKey {
-    // SAFETY: see above.
-    unsafe { core::mem::transmute::<[u64; 2], DevKey>([u64::from(slot), id]) }
 }
 
 /// `PeerKey4`: slot, dir, two zero bytes, the policy big-endian, the address.

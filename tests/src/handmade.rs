@@ -113,7 +113,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         mac: BYSTANDER_MAC,
         ..device
     };
-    let by = DevRef { id: bystander_id() };
+    let by = bystander;
     let mut m = MapContents {
         slot,
         ifaces: vec![],
@@ -132,7 +132,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
                 _pad: 0,
                 mac: DEV_MAC,
             },
-            DevRef { id },
+            device,
         )],
         dev_ip4: vec![(
             Ip4Key {
@@ -140,7 +140,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
                 _pad: [0; 3],
                 addr: DEV_IP.octets(),
             },
-            DevRef { id },
+            device,
         )],
         dev_ip6: vec![(
             Ip6Key {
@@ -148,7 +148,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
                 _pad: [0; 3],
                 addr: DEV_IP6.octets(),
             },
-            DevRef { id },
+            device,
         )],
         devices: vec![(
             DevKey {

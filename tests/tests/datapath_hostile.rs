@@ -1379,11 +1379,7 @@ fn bridge_a_device_with_a_configured_port_is_refused_on_any_other() -> anyhow::R
     let (a, b) = bridge_ports(&ns)?;
     ns.within(|| {
         let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
-            for (_, d) in &mut c.devices {
-                if d.id == handmade::dev_id() {
-                    d.port_ifindex = a;
-                }
-            }
+            c.edit_device(handmade::dev_id(), |d| d.port_ifindex = a);
         });
         t.iface(a, port_config());
         t.iface(b, port_config());

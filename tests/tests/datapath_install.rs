@@ -48,8 +48,8 @@ fn variant(c: &MapContents, which: usize) -> MapContents {
                 i += 1;
                 i % 3 != 0
             });
-            if let Some((_, d)) = c.devices.first_mut() {
-                d.policy = d.restrict_policy;
+            if let Some(id) = c.devices.first().map(|(_, d)| d.id) {
+                c.edit_device(id, |d| d.policy = d.restrict_policy);
             }
             c.dev_mac.pop();
         }

@@ -7,7 +7,10 @@ use lazaret::dataplane::xdp::{Datapath, FlowTable};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
-    handmade::{self, dev_id, stat, DEV_IP, DEV_MAC, GW_MAC, LO, OTHER_MAC, OTHER_SERVER, SERVER},
+    handmade::{
+        self, bystander_id, dev_id, stat, DEV_IP, DEV_MAC, GW_MAC, LO, OTHER_MAC, OTHER_SERVER,
+        SERVER,
+    },
 };
 
 const XDP_DROP: u32 = 1;
@@ -474,4 +477,85 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     assert_eq!(keys.len(), 1, "one flow for both directions: {keys:?}");
     let k = keys[0];
     assert_eq!((k.port_a, k.port_b, k.proto), (2575, 40000, PROTO_TCP));
+}
+
+// === Replies from upstream judged from the flow entry (`upstream_reply`) ===
+
+/// The device's session to the server, opened from the device port, and the server's
+/// answer arriving upstream.
+fn session(sport: u16) -> (Vec<u8>, Vec<u8>) {
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
+    let synack = tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        sport,
+        TCP_SYN | TCP_ACK,
+    );
+    (syn, synack)
+}
+
+fn on(t: &mut handmade::Twin, side: u8) {
+    t.iface(LO, IfaceConfig::new(side));
+}
+
+#[test]
+fn a_reply_from_upstream_is_charged_to_the_device_its_flow_names() {
+    let mut t = handmade::Twin::new(SITE_F_NEIGHBOR);
+    let (syn, synack) = session(40100);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    on(&mut t, SIDE_UPSTREAM);
+    assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    let c = t.dp.device_counters(dev_id()).expect("counters");
+    assert_eq!(c.allowed_packets, 2, "the reply counts for the device");
+}
+
+#[test]
+fn a_managed_source_from_upstream_on_a_live_flow_is_still_spoofing() {
+    // The server is a managed device too (the bystander, in audit mode so that it admits
+    // the session): both ends of the flow entry name devices, found by their addresses.
+    let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
+        for (k, d) in &mut c.dev_ip4 {
+            if d.id == bystander_id() {
+                k.addr = SERVER.octets();
+            }
+        }
+        c.edit_device(bystander_id(), |d| d.mode = MODE_AUDIT);
+        c.sort_devices();
+    });
+    let (syn, _) = session(40101);
+    assert_eq!(t.judge(&syn, LO), Reason::Audit);
+    // The device's own segment, arriving from upstream: the flow's key, and its
+    // destination is a device the entry names by address; but so is its source, and a
+    // managed source from upstream is forged, whatever flow it claims.
+    let forged = tcp4(GW_MAC, GW_MAC, DEV_IP, SERVER, 40101, 2575, TCP_ACK);
+    on(&mut t, SIDE_UPSTREAM);
+    assert_eq!(t.judge(&forged, LO), Reason::DenySpoof);
+}
+
+#[test]
+fn a_reply_from_upstream_to_a_device_known_by_its_mac_alone_is_judged_by_identity() {
+    // The device has no IPv4 binding: it is identified by its MAC, so its address names
+    // no device and the reply passes as unmanaged traffic, as it did before the entry
+    // recorded devices (FLOW_F_ADDR_* unset for that endpoint).
+    let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.dev_ip4.retain(|(_, d)| d.id != dev_id());
+        c.edit_device(dev_id(), |d| d.flags |= DEV_F_NO_IP4);
+    });
+    let (syn, synack) = session(40102);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    on(&mut t, SIDE_UPSTREAM);
+    assert_eq!(t.judge(&synack, LO), Reason::PassUnmanaged);
+}
+
+#[test]
+fn a_reply_from_upstream_after_a_quarantine_is_judged_again() {
+    let mut t = handmade::Twin::new(SITE_F_NEIGHBOR);
+    let (syn, synack) = session(40103);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    t.quarantine(dev_id(), QUARANTINE_ISOLATE);
+    on(&mut t, SIDE_UPSTREAM);
+    assert_eq!(t.judge(&synack, LO), Reason::DenyQuarantine);
 }

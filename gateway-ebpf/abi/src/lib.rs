@@ -126,7 +126,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -137,13 +137,16 @@ pub const MAP_SITE: &str = "LZ_SITE";
 /// `HashMap<u32 ifindex, IfaceConfig>`: which side each attached interface faces, the VLAN
 /// of its untagged frames, and the interface devices behind it bind to.
 pub const MAP_IFACE: &str = "LZ_IFACE";
-/// `HashMap<MacKey, DevRef>` (per slot).
+/// `HashMap<MacKey, Device>` (per slot): the device record itself, so that identifying a
+/// frame's device is one lookup (ABI 6; ABI 5 held the id and a second lookup in
+/// [`MAP_DEVICES`] found the record).
 pub const MAP_DEV_MAC: &str = "LZ_DEV_MAC";
-/// `HashMap<Ip4Key, DevRef>` (per slot).
+/// `HashMap<Ip4Key, Device>` (per slot), as [`MAP_DEV_MAC`].
 pub const MAP_DEV_IP4: &str = "LZ_DEV_IP4";
-/// `HashMap<Ip6Key, DevRef>` (per slot).
+/// `HashMap<Ip6Key, Device>` (per slot), as [`MAP_DEV_MAC`].
 pub const MAP_DEV_IP6: &str = "LZ_DEV_IP6";
-/// `HashMap<DevKey, Device>` (per slot).
+/// `HashMap<DevKey, Device>` (per slot): the devices by id, for the controller (reading a
+/// slot back, counting); the program identifies devices through the maps above.
 pub const MAP_DEVICES: &str = "LZ_DEVICES";
 /// `HashMap<u64 device id, DevState>`: epochs and quarantine; outside the slots.
 pub const MAP_DEV_STATE: &str = "LZ_DEV_STATE";
@@ -552,13 +555,6 @@ impl IfaceConfig {
     }
 }
 
-/// Value of the identity maps: the stable id of the device.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DevRef {
-    pub id: u64,
-}
-
 /// Key of [`MAP_DEV_MAC`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -595,7 +591,7 @@ pub struct DevKey {
     pub id: u64,
 }
 
-/// A managed device in one generation (value of [`MAP_DEVICES`]).
+/// A managed device in one generation (value of [`MAP_DEVICES`] and of the identity maps).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Device {
@@ -762,12 +758,22 @@ pub struct FlowValue {
     pub initiator: u8,
     /// The reason recorded when the flow was admitted (allow, audit or learn).
     pub reason: u8,
-    pub _pad: u8,
+    /// `FLOW_F_*` (ABI 6; a flow carried over from an older datapath has none).
+    pub flags: u8,
     /// TCP: the responder's initial sequence number, from its SYN-ACK; the initiator's ACK
     /// must acknowledge `resp_isn + 1` to confirm the flow.
     pub resp_isn: u32,
     pub _pad2: [u8; 4],
 }
+
+/// [`FlowValue::flags`]: `dev_a` is the device the address `addr_a` names in the flow's
+/// generation (found by that address, not by a MAC alone). A packet from upstream to an
+/// endpoint with this flag, from an endpoint without a device, is judged from the flow
+/// entry alone while the flow is current: no identity lookup (see the program's
+/// `upstream_reply`).
+pub const FLOW_F_ADDR_A: u8 = 1;
+/// As [`FLOW_F_ADDR_A`], for `dev_b` and `addr_b`.
+pub const FLOW_F_ADDR_B: u8 = 2;
 
 /// Key of [`MAP_FRAGS`]: a fragment train.
 #[repr(C, align(8))]
@@ -869,8 +875,7 @@ pub const EV_STAT_SENT: u32 = 0;
 pub const EV_STAT_RATE_LIMITED: u32 = 1;
 pub const EV_STAT_RINGBUF_FULL: u32 = 2;
 /// An allowed new flow the flow table refused to insert: admitted, but untracked (its
-/// replies are dropped as [`Reason::DenyNoFlow`]). A datapath of ABI 5 built before this
-/// counter existed leaves it at 0.
+/// replies are dropped as [`Reason::DenyNoFlow`]).
 pub const EV_STAT_FLOW_INSERT_FAILED: u32 = 3;
 pub const EV_STATS_LEN: u32 = 4;
 
@@ -943,7 +948,6 @@ pub const fn device_id_hash(id: &[u8]) -> u64 {
 const _: () = {
     assert!(size_of::<SiteConfig>() == 32);
     assert!(size_of::<IfaceConfig>() == 12);
-    assert!(size_of::<DevRef>() == 8);
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<Ip4Key>() == 8);
     assert!(size_of::<Ip6Key>() == 20);
@@ -1000,7 +1004,6 @@ mod pod {
     pod!(
         SiteConfig,
         IfaceConfig,
-        DevRef,
         MacKey,
         Ip4Key,
         Ip6Key,

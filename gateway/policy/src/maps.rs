@@ -23,9 +23,9 @@ pub struct MapContents {
     pub slot: u8,
     pub site: SiteConfig,
     pub ifaces: Vec<(u32, IfaceConfig)>,
-    pub dev_mac: Vec<(MacKey, DevRef)>,
-    pub dev_ip4: Vec<(Ip4Key, DevRef)>,
-    pub dev_ip6: Vec<(Ip6Key, DevRef)>,
+    pub dev_mac: Vec<(MacKey, Device)>,
+    pub dev_ip4: Vec<(Ip4Key, Device)>,
+    pub dev_ip6: Vec<(Ip6Key, Device)>,
     pub devices: Vec<(DevKey, Device)>,
     /// (LPM prefix length, key, value). The rule-derived lists are shared (`Arc`) by every
     /// generation of one compile written to the same slot: the loader skips a list that is
@@ -72,7 +72,6 @@ impl Compiled {
             }
         }
         for d in &self.devices {
-            let r = DevRef { id: d.hash };
             let ifindex = match &d.interface {
                 None => IFINDEX_ANY,
                 Some(name) => *ifindexes
@@ -90,6 +89,20 @@ impl Compiled {
                         device: d.id.clone(),
                         interface: name.clone(),
                     })?,
+            };
+            // The identity maps hold the record itself (one lookup in the datapath).
+            let r = Device {
+                id: d.hash,
+                policy: d.policy,
+                restrict_policy: d.restrict_policy,
+                ifindex,
+                vlan: d.vlan.unwrap_or(VLAN_ANY),
+                mode: d.mode.abi(),
+                flags: d.flags(),
+                mac: d.mac.map_or([0; 6], |m| m.0),
+                _pad: [0; 2],
+                class: d.class_index,
+                port_ifindex,
             };
             if let Some(mac) = d.mac {
                 m.dev_mac.push((
@@ -127,19 +140,7 @@ impl Compiled {
                     _pad: [0; 7],
                     id: d.hash,
                 },
-                Device {
-                    id: d.hash,
-                    policy: d.policy,
-                    restrict_policy: d.restrict_policy,
-                    ifindex,
-                    vlan: d.vlan.unwrap_or(VLAN_ANY),
-                    mode: d.mode.abi(),
-                    flags: d.flags(),
-                    mac: d.mac.map_or([0; 6], |m| m.0),
-                    _pad: [0; 2],
-                    class: d.class_index,
-                    port_ifindex,
-                },
+                r,
             ));
         }
         let lists = self.lookup.maps.lists(&self.lookup, slot);
@@ -282,6 +283,20 @@ impl MapContents {
         self.dev_ip4.sort_by_key(|e| e.0);
         self.dev_ip6.sort_by_key(|e| e.0);
         self.devices.sort_by_key(|e| e.0);
+    }
+
+    /// Changes device `id`'s record everywhere it is kept: [`MAP_DEVICES`] and each
+    /// identity map entry (which hold copies, so that the datapath identifies a device in
+    /// one lookup; the copies must never differ).
+    pub fn edit_device(&mut self, id: u64, mut edit: impl FnMut(&mut Device)) {
+        let identity = self.dev_mac.iter_mut().map(|(_, d)| d);
+        let identity = identity.chain(self.dev_ip4.iter_mut().map(|(_, d)| d));
+        let identity = identity.chain(self.dev_ip6.iter_mut().map(|(_, d)| d));
+        for d in identity.chain(self.devices.iter_mut().map(|(_, d)| d)) {
+            if d.id == id {
+                edit(d);
+            }
+        }
     }
 
     /// Entry counts per map, in the order of the fields.

@@ -1,6 +1,7 @@
 //! `cargo xtask bench datapath`: ns/packet of lazaret's XDP program through
-//! BPF_PROG_TEST_RUN on six paths (allowed new flow, established flow, denied, unknown
-//! device, IPv6 with two extension headers, double-tagged VLAN), with 10,000 devices and
+//! BPF_PROG_TEST_RUN on eight paths (allowed new flow into a table with room and a full
+//! one, established flow, denied, unknown device, IPv6 with two extension headers,
+//! double-tagged VLAN, a reply from upstream on an established flow), with 10,000 devices and
 //! 1, 1,000 and 100,000 rules loaded, next to the parse-only baseline program on the same
 //! frames in the same run. Targets: cost at 100,000 rules ≤ 1.15 × cost at 1 rule, and
 //! every path ≤ 2.5 × the baseline.
@@ -68,6 +69,8 @@ pub struct Path {
     /// The outer VLAN of the device port the path's device frames arrive on (a QinQ port),
     /// or 0.
     outer_vlan: u16,
+    /// The side the timed frame arrives on (`SIDE_*`).
+    side: u8,
 }
 
 /// The programs: index 0 is the baseline, then one per rule count.
@@ -192,7 +195,7 @@ fn last_frame(setup: &[(u8, Vec<u8>, Reason)]) -> Result<Vec<u8>> {
     Ok(setup.last().context("a path without frames")?.1.clone())
 }
 
-/// The six paths, with flows chosen from the policies (see flows.rs).
+/// The paths, with flows chosen from the policies (see flows.rs).
 fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
     let v4 = flows::allowed(policies, false)?;
     let v6 = flows::allowed(policies, true)?;
@@ -232,6 +235,14 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
     let est = established(&v4, &tag, 61_000);
     let est6 = established(&v6, &tag6, 61_001);
     let est_qinq = established(&v4, &qinq, 61_002);
+    // The same session, timed on the server's data back to the device.
+    let mut est_reply = established(&v4, &tag, 61_003);
+    let reply_flags = if v4.proto == PROTO_TCP { TCP_ACK } else { 0 };
+    est_reply.push((
+        SIDE_UPSTREAM,
+        v4.peer_frame(&tag, 61_003, reply_flags, DATA),
+        Reason::AllowFlow,
+    ));
     let denied_syn = denied.device_frame(&tag, PROBE_SPORT, TCP_SYN, &[]);
     let unknown_syn = unknown.device_frame(&tag, PROBE_SPORT, syn, &[]);
     Ok(vec![
@@ -248,6 +259,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             setup: vec![probe(PROBE_SPORT)],
             timed: Timed::NewFlows(vec![new_flows.clone(); programs], Table::Room),
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "allowed_new_flow_table_full",
@@ -261,6 +273,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             setup: vec![probe(PROBE_SPORT - 1)],
             timed: Timed::NewFlows(vec![new_flows; programs], Table::Full),
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "established_flow",
@@ -271,6 +284,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             timed: Timed::Repeat(last_frame(&est)?),
             setup: est,
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "denied",
@@ -281,6 +295,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             setup: vec![(SIDE_DEVICES, denied_syn.clone(), Reason::DenyNoRule)],
             timed: Timed::Repeat(denied_syn),
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "unknown_device",
@@ -291,6 +306,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             setup: vec![(SIDE_DEVICES, unknown_syn.clone(), Reason::DenyUnknown)],
             timed: Timed::Repeat(unknown_syn),
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "ipv6_two_ext_headers",
@@ -304,6 +320,7 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             timed: Timed::Repeat(last_frame(&est6)?),
             setup: est6,
             outer_vlan: 0,
+            side: SIDE_DEVICES,
         },
         Path {
             key: "qinq_vlan",
@@ -314,6 +331,18 @@ fn paths(policies: &[Policy], programs: usize) -> Result<Vec<Path>> {
             timed: Timed::Repeat(last_frame(&est_qinq)?),
             setup: est_qinq,
             outer_vlan: 300,
+            side: SIDE_DEVICES,
+        },
+        Path {
+            key: "established_reply",
+            title: "established flow, reply from upstream",
+            frame: format!("IPv4 {}, 802.1Q, from the server", l4(&v4, "data")),
+            flow: v4.describe(),
+            reason: Reason::AllowFlow,
+            timed: Timed::Repeat(last_frame(&est_reply)?),
+            setup: est_reply,
+            outer_vlan: 0,
+            side: SIDE_UPSTREAM,
         },
     ])
 }
@@ -470,7 +499,7 @@ fn time(progs: &mut Programs, p: &mut Path, t: usize, reps: u32) -> Result<f64> 
             LO,
             IfaceConfig {
                 outer_vlan: p.outer_vlan,
-                ..IfaceConfig::new(SIDE_DEVICES)
+                ..IfaceConfig::new(p.side)
             },
         )?;
     }
@@ -490,14 +519,7 @@ fn time(progs: &mut Programs, p: &mut Path, t: usize, reps: u32) -> Result<f64> 
         let after = dp.stats()?;
         let rules = progs.policies.get(t - 1).map_or(0, |p| p.rules);
         let what = format!("{} with {rules} rules, {reps} timed packets", p.key);
-        check_counted(
-            &before,
-            &after,
-            p.reason,
-            SIDE_DEVICES,
-            u64::from(reps),
-            &what,
-        )?;
+        check_counted(&before, &after, p.reason, p.side, u64::from(reps), &what)?;
     }
     Ok(ns)
 }

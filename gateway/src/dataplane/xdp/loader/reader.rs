@@ -85,12 +85,12 @@ pub(super) fn map_usage<S: MapSource>(
         ),
         (
             MAP_DEV_IP4,
-            count_keys::<Ip4Key, DevRef, _>(src, MAP_DEV_IP4)?,
+            count_keys::<Ip4Key, Device, _>(src, MAP_DEV_IP4)?,
             2 * u64::from(MAX_DEVICE_ADDRS),
         ),
         (
             MAP_DEV_IP6,
-            count_keys::<Ip6Key, DevRef, _>(src, MAP_DEV_IP6)?,
+            count_keys::<Ip6Key, Device, _>(src, MAP_DEV_IP6)?,
             2 * u64::from(MAX_DEVICE_ADDRS),
         ),
         (
