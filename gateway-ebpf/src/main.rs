@@ -33,7 +33,9 @@ static LZ_GEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static LZ_SITE: Array<SiteConfig> = Array::with_max_entries(2, 0);
 #[map]
-static LZ_IFACE: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
+static LZ_IFACE: Array<IfaceConfig> = Array::with_max_entries(IFACE_DIRECT, 0);
+#[map]
+static LZ_IFACE_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
 #[map]
 static LZ_DEV_MAC: HashMap<MacKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
 #[map]
@@ -145,12 +147,17 @@ struct Gen {
 )]
 pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: hash-map lookups return pointers into the map that stay valid for this run.
-    let iface = match unsafe { LZ_IFACE.get(ifindex) } {
-        Some(cfg) => *cfg,
-        // An interface lazaret was not told about is treated as a device port: fail closed.
-        None => IfaceConfig::new(SIDE_DEVICES),
-    };
+    // An interface lazaret was not told about is a device port with the defaults (fail
+    // closed): a missing entry, or an unset (zero) one of the array, which is the same.
+    let iface = if ifindex < IFACE_DIRECT {
+        // An array lookup the verifier inlines: no hash on the hot path.
+        LZ_IFACE.get(ifindex).copied()
+    } else {
+        // SAFETY: hash-map lookups return pointers into the map that stay valid for this
+        // run.
+        unsafe { LZ_IFACE_HIGH.get(ifindex) }.copied()
+    }
+    .unwrap_or(IfaceConfig::new(SIDE_DEVICES));
     let side = iface.side;
     // Read the generation switch exactly once: the whole packet is judged by this slot.
     let slot = match LZ_GEN.get(0) {
@@ -295,7 +302,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     // Non-first fragments carry no ports: they follow their train's first fragment.
     if let Frag::Later = pkt.frag {
         let key = frag_key(pkt);
-        // SAFETY: see LZ_IFACE above.
+        // SAFETY: see LZ_IFACE_HIGH above.
         return match unsafe { LZ_FRAGS.get(key) } {
             // Starting inside the first fragment's upper-layer header would rewrite it after
             // it was judged (RFC 1858, RFC 5722).
@@ -400,7 +407,7 @@ fn on_link(gen: &Gen, pkt: &Pkt) -> bool {
 /// Whether `addr` is one of the gateway's own addresses.
 #[inline(always)]
 fn is_local(family: u8, addr: &Addr) -> bool {
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     unsafe { LZ_LOCAL.get(word::local_key(family, addr)) }.is_some()
 }
 
@@ -459,7 +466,7 @@ fn pin_port(gen: &Gen, pkt: &Pkt, mac: &[u8; 6]) -> bool {
         mac: *mac,
         _pad: [0; 2],
     };
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     match unsafe { LZ_PORT_PIN.get(key) } {
         Some(pin) => pin.ifindex == pkt.port,
         None => {
@@ -771,7 +778,7 @@ fn judge_related(
         pkt.inner_proto,
         pkt.family,
     );
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
         Some(f) => Some(f),
         // SAFETY: as above.
@@ -895,7 +902,7 @@ fn judge_end(
     peer: &Addr,
     port: u16,
 ) -> Result<RuleRef, Verdict> {
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     let quarantine = match unsafe { LZ_DEV_STATE.get(dev.id) } {
         Some(s) => s.quarantine,
         None => QUARANTINE_NONE,
@@ -941,21 +948,21 @@ fn lookup_rule(
 ) -> Option<RuleRef> {
     let peer_class = if family == FAMILY_V4 {
         let key = word::peer_key4(slot, dir, policy, peer);
-        // SAFETY: see LZ_IFACE above.
+        // SAFETY: see LZ_IFACE_HIGH above.
         match unsafe { LZ_PEER4_HOST.get(key) } {
             Some(c) => *c,
             None => *lpm_get(&LZ_PEER4, &LpmKey::new(PEER_KEY_FIXED_BITS + 32, key))?,
         }
     } else {
         let key = word::peer_key6(slot, dir, policy, peer);
-        // SAFETY: see LZ_IFACE above.
+        // SAFETY: see LZ_IFACE_HIGH above.
         match unsafe { LZ_PEER6_HOST.get(key) } {
             Some(c) => *c,
             None => *lpm_get(&LZ_PEER6, &LpmKey::new(PEER_KEY_FIXED_BITS + 128, key))?,
         }
     };
     let key = word::port_key(slot, peer_class.class, proto, port);
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     if let Some(r) = unsafe { LZ_PORTS_EXACT.get(key) } {
         return Some(*r);
     }
@@ -1072,7 +1079,7 @@ fn epoch(dev: u64) -> u32 {
     if dev == 0 {
         return 0;
     }
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     match unsafe { LZ_DEV_STATE.get(dev) } {
         Some(s) => s.epoch,
         None => 0,
@@ -1138,7 +1145,7 @@ fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<&'static Device> {
         _pad: 0,
         mac: *mac,
     };
-    // SAFETY: see LZ_IFACE above.
+    // SAFETY: see LZ_IFACE_HIGH above.
     unsafe { LZ_DEV_MAC.get(key) }
 }
 
@@ -1152,10 +1159,10 @@ fn mac_device_id(slot: u8, mac: &[u8; 6]) -> u64 {
 #[inline(always)]
 fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
     if family == FAMILY_V4 {
-        // SAFETY: see LZ_IFACE above.
+        // SAFETY: see LZ_IFACE_HIGH above.
         unsafe { LZ_DEV_IP4.get(word::ip4_key(slot, addr)) }
     } else {
-        // SAFETY: see LZ_IFACE above.
+        // SAFETY: see LZ_IFACE_HIGH above.
         unsafe { LZ_DEV_IP6.get(word::ip6_key(slot, addr)) }
     }
 }

@@ -1388,3 +1388,57 @@ fn bridge_a_device_with_a_configured_port_is_refused_on_any_other() -> anyhow::R
         assert_eq!(t.judge(&dev_syn(&[], 41111), a), Reason::AllowRule);
     })
 }
+
+/// Interfaces are configured in an array indexed by ifindex below IFACE_DIRECT and in a
+/// hash above it (a host that created and deleted many interfaces). Both must give the
+/// configured side, and an interface never configured, high or low, is a device port.
+#[test]
+fn interfaces_keep_their_side_at_any_ifindex_and_unknown_ones_are_device_ports(
+) -> anyhow::Result<()> {
+    let ns = Netns::new(format!("{}hix", unique_prefix()))?;
+    let high = IFACE_DIRECT + 904;
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "hi",
+        "index",
+        &high.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "hj",
+        "index",
+        &(high + 1).to_string(),
+    ])?;
+    ns.exec(&[
+        "ip", "link", "add", "lo1", "type", "veth", "peer", "name", "lo2",
+    ])?;
+    let low = lazaret_tests::nftlab::ifindex(&ns, "lo1")?;
+    let low_unset = lazaret_tests::nftlab::ifindex(&ns, "lo2")?;
+    assert!(
+        low_unset < IFACE_DIRECT,
+        "veths in a new namespace have small ifindexes"
+    );
+    ns.within(move || {
+        let mut t = twin();
+        t.iface(high, IfaceConfig::new(SIDE_UPSTREAM));
+        t.iface(low, IfaceConfig::new(SIDE_UPSTREAM));
+        // The server's unsolicited SYN-ACK: judged on the upstream side where configured...
+        let synack = tcp4(
+            GW_MAC,
+            DEV_MAC,
+            SERVER,
+            DEV_IP,
+            2575,
+            41200,
+            TCP_SYN | TCP_ACK,
+        );
+        assert_eq!(t.judge(&synack, high), Reason::DenyNoFlow);
+        assert_eq!(t.judge(&synack, low), Reason::DenyNoFlow);
+        // ...and as a device port's where not: an unknown sender there.
+        assert_eq!(t.judge(&synack, high + 1), Reason::DenyUnknown);
+        assert_eq!(t.judge(&synack, low_unset), Reason::DenyUnknown);
+    })
+}

@@ -21,8 +21,10 @@
 //! slots and survives reloads.
 //!
 //! # Decision procedure (mirrored by the reference classifier in `lazaret::policy::classify`)
-//! 1. The ingress interface's side comes from [`MAP_IFACE`]; an interface missing there is a
-//!    device side (fail closed).
+//! 1. The ingress interface's side comes from [`MAP_IFACE`] (ifindexes below
+//!    [`IFACE_DIRECT`]; an array, so unset entries read as zero) or [`MAP_IFACE_HIGH`] (the
+//!    rest); an interface missing there is a device side with the defaults (fail closed):
+//!    the zero [`IfaceConfig`].
 //! 2. Device side: the source is attributed by IP ([`MAP_DEV_IP4`]/[`MAP_DEV_IP6`]). If the IP
 //!    belongs to a device, its MAC (when bound), VLAN (unless [`VLAN_ANY`]) and interface
 //!    (unless [`IFINDEX_ANY`]) must match, else [`Reason::DenySpoof`]. If the IP is unmanaged
@@ -134,9 +136,13 @@ pub const ABI_VERSION: u32 = 6;
 pub const MAP_GEN: &str = "LZ_GEN";
 /// `Array<SiteConfig>`, two entries indexed by slot.
 pub const MAP_SITE: &str = "LZ_SITE";
-/// `HashMap<u32 ifindex, IfaceConfig>`: which side each attached interface faces, the VLAN
-/// of its untagged frames, and the interface devices behind it bind to.
+/// `Array<IfaceConfig>` of [`IFACE_DIRECT`], indexed by ifindex: which side each attached
+/// interface faces, the VLAN of its untagged frames, and the interface devices behind it
+/// bind to. An array, so a packet finds its interface without a hash lookup (ABI 6).
 pub const MAP_IFACE: &str = "LZ_IFACE";
+/// `HashMap<u32 ifindex, IfaceConfig>`: as [`MAP_IFACE`], for ifindexes from
+/// [`IFACE_DIRECT`] up (a host whose interfaces were created and deleted many times).
+pub const MAP_IFACE_HIGH: &str = "LZ_IFACE_HIGH";
 /// `HashMap<MacKey, Device>` (per slot): the device record itself, so that identifying a
 /// frame's device is one lookup (ABI 6; ABI 5 held the id and a second lookup in
 /// [`MAP_DEVICES`] found the record).
@@ -225,6 +231,8 @@ pub const MAX_EV_BUCKETS: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Configured interfaces.
 pub const MAX_IFACES: u32 = 256;
+/// Ifindexes below this are configured in [`MAP_IFACE`], the rest in [`MAP_IFACE_HIGH`].
+pub const IFACE_DIRECT: u32 = 4096;
 /// The gateway's own addresses (both families).
 pub const MAX_LOCAL_ADDRS: u32 = 1024;
 /// Link-local addresses with a recorded owner (LRU).
@@ -948,6 +956,9 @@ pub const fn device_id_hash(id: &[u8]) -> u64 {
 const _: () = {
     assert!(size_of::<SiteConfig>() == 32);
     assert!(size_of::<IfaceConfig>() == 12);
+    // An unset entry of the interface array (all zero) is an unknown interface's default.
+    let d = IfaceConfig::new(SIDE_DEVICES);
+    assert!(d.side == 0 && d.untagged_vlan == 0 && d.binding_ifindex == 0 && d.outer_vlan == 0);
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<Ip4Key>() == 8);
     assert!(size_of::<Ip6Key>() == 20);

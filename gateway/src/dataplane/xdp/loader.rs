@@ -230,9 +230,15 @@ impl Datapath {
         ifindex: u32,
         config: IfaceConfig,
     ) -> Result<(), DatapathError> {
-        let mut map: HashMap<_, u32, IfaceConfig> = typed(&mut self.ebpf, MAP_IFACE)?;
-        map.insert(ifindex, config, 0)
-            .map_err(DatapathError::map(MAP_IFACE))
+        if ifindex < IFACE_DIRECT {
+            let mut map: Array<_, IfaceConfig> = typed(&mut self.ebpf, MAP_IFACE)?;
+            map.set(ifindex, config, 0)
+                .map_err(DatapathError::map(MAP_IFACE))
+        } else {
+            let mut map: HashMap<_, u32, IfaceConfig> = typed(&mut self.ebpf, MAP_IFACE_HIGH)?;
+            map.insert(ifindex, config, 0)
+                .map_err(DatapathError::map(MAP_IFACE_HIGH))
+        }
     }
 
     /// The slot packets are judged by now.
@@ -754,6 +760,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_GEN,
     MAP_SITE,
     MAP_IFACE,
+    MAP_IFACE_HIGH,
     MAP_DEV_MAC,
     MAP_DEV_IP4,
     MAP_DEV_IP6,
