@@ -1,5 +1,5 @@
-//! Baseline XDP program for benchmarks: parses Ethernet (and up to two VLAN tags) and the IP
-//! header, then passes. `cargo xtask bench datapath` measures lazaret's program against it in
+//! Baseline XDP programs for benchmarks: `lazaret_baseline` parses Ethernet (and up to two
+//! VLAN tags) and the IP header, then passes; `lazaret_empty` only passes. `cargo xtask bench datapath` measures lazaret's program against it in
 //! the same run, so ratios survive a noisy machine.
 #![no_std]
 #![no_main]
@@ -35,6 +35,17 @@ pub fn lazaret_baseline(ctx: XdpContext) -> u32 {
     } else {
         xdp_action::XDP_DROP
     }
+}
+
+/// The empty program: what BPF_PROG_TEST_RUN itself costs per repetition (the bench
+/// subtracts it from both sides for its net ratios).
+#[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
+pub fn lazaret_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

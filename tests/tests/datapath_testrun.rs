@@ -477,6 +477,36 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     assert_eq!(keys.len(), 1, "one flow for both directions: {keys:?}");
     let k = keys[0];
     assert_eq!((k.port_a, k.port_b, k.proto), (2575, 40000, PROTO_TCP));
+    // The denial floor finds no flow (its own table is empty) and drops; once the flow is
+    // in its table, it passes.
+    let mut deny = Datapath::load_floor_deny().expect("denial floor loads");
+    assert_eq!(deny.test_run(&syn).expect("run"), XDP_DROP);
+    let mut empty = Datapath::load_empty().expect("empty program loads");
+    assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
+    // IPv6 with hop-by-hop and destination options: both directions share one flow too.
+    let v6 = |src, dst, sport, dport| {
+        let l3 = ipv6(
+            src,
+            dst,
+            &[Ext::HopByHop, Ext::DestOpts],
+            PROTO_TCP,
+            &tcp(sport, dport, TCP_ACK, &[]),
+        );
+        ethernet(GW_MAC, DEV_MAC, &[], ETH_IPV6, &l3)
+    };
+    let mut floor6 = Datapath::load_floor().expect("floor loads");
+    let (a, b) = (handmade::DEV_IP6, handmade::SERVER6);
+    for frame in [v6(a, b, 40001, 2575), v6(b, a, 2575, 40001)] {
+        assert_eq!(floor6.test_run(&frame).expect("run"), XDP_PASS);
+    }
+    let map = floor6.ebpf_mut().map_mut(MAP_FLOWS).expect("flow table");
+    let flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
+        aya::maps::HashMap::try_from(map).expect("typed");
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    assert_eq!(keys.len(), 1, "one IPv6 flow for both directions: {keys:?}");
+    assert_eq!((keys[0].proto, keys[0].family), (PROTO_TCP, FAMILY_V6));
+    let (xlated, jited) = floor.program_sizes().expect("sizes");
+    assert!(xlated > 0 && jited > 0, "sizes {xlated} / {jited}");
 }
 
 // === Replies from upstream judged from the flow entry (`upstream_reply`) ===

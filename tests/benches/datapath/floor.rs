@@ -1,28 +1,40 @@
-//! The floor: what flow tracking alone costs, timed next to the baseline in the same runs.
+//! The floors: what flow tracking alone costs on each path, timed next to the baseline in
+//! the same runs, and the empty program (what BPF_PROG_TEST_RUN itself costs).
 //!
-//! The floor program (`gateway-ebpf/src/floor.rs`) parses like the baseline, then finds the
-//! packet's flow in an LRU hash keyed by the normalized 5-tuple — lazaret's own key, value
-//! and capacity — and refreshes its timestamp, or inserts it: the least any program that
-//! keeps state the way the datapath issue asks can do per packet. Two paths: an established
-//! flow (one frame, repeated: every run a lookup hit and a refresh) and a new flow into a
-//! full table (distinct 5-tuples, one call each, the table filled first: every run a miss
-//! and an insertion that evicts). Its ratio to the baseline is a lower bound for lazaret's
-//! on the same path.
+//! The floor programs (`gateway-ebpf/src/floor.rs`) parse like the baseline (IPv6 with its
+//! extension headers too), then find the packet's flow in an LRU hash keyed by the
+//! normalized 5-tuple — lazaret's own key, value, capacity and clock — and refresh it or
+//! insert it; the denial floor misses there, misses one more hash lookup (the policy's
+//! stand-in) and drops. Each lazaret path is compared with the floor on its own frames:
+//! - a repeated frame (established, IPv6, QinQ, a reply from upstream): the floor on that
+//!   frame (a lookup hit and a refresh);
+//! - denied: the denial floor on the denied frame;
+//! - unknown device: the established floor (the issue's target: an unknown device must
+//!   cost no more than an established flow's floor);
+//! - new flows: the floor on the same distinct 5-tuples, one call each, into a table kept
+//!   with room (flows removed untimed) or filled first (every insertion evicts).
 
 use anyhow::{Context, Result};
 use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::MAX_FLOWS;
 
 use crate::common::median;
-use crate::measure::{repeated, NewFlows, XDP_PASS};
+use crate::measure::{repeated, NewFlows, XDP_DROP, XDP_PASS};
 
-/// Per-run samples of one path, floor and baseline timed back to back.
+/// Per-run samples of one program on one path, and the baseline's timed back to back.
 pub(crate) struct Pair {
     pub floor_ns: Vec<f64>,
     pub baseline_ns: Vec<f64>,
 }
 
 impl Pair {
+    fn new() -> Pair {
+        Pair {
+            floor_ns: Vec::new(),
+            baseline_ns: Vec::new(),
+        }
+    }
+
     pub(crate) fn floor(&self) -> f64 {
         median(&self.floor_ns)
     }
@@ -43,66 +55,133 @@ impl Pair {
     }
 }
 
-pub(crate) struct Floor {
-    pub established: Pair,
-    pub new_flow_full: Pair,
+/// What a lazaret path is compared with.
+pub(crate) enum Spec<'a> {
+    /// The floor on this frame, repeated.
+    Repeat(&'a [u8]),
+    /// The denial floor on this frame, repeated.
+    Deny(&'a [u8]),
+    /// The floor on these new flows, one call each; `full`: into a table filled first.
+    NewFlows(&'a NewFlows, bool),
+    /// Another path's floor (by key).
+    Same(&'static str),
 }
 
-/// Times the floor and the baseline on `established` (a frame of an established flow) and
-/// on new flows from `new_flows` into a full table.
+pub(crate) struct Floor {
+    /// (lazaret path key, its floor); a `Same` path points at another's samples.
+    pub paths: Vec<(&'static str, Option<Pair>, Option<&'static str>)>,
+    /// The empty program on the established frame, repeated.
+    pub empty: Pair,
+    /// Sizes in bytes of the floor program: after the verifier, and JIT-compiled.
+    pub sizes: (u32, u32),
+}
+
+impl Floor {
+    /// The floor samples of lazaret path `key`.
+    pub(crate) fn of(&self, key: &str) -> Option<&Pair> {
+        let (_, pair, same) = self.paths.iter().find(|(k, ..)| *k == key)?;
+        match (pair, same) {
+            (Some(p), _) => Some(p),
+            (None, Some(other)) => self.of(other),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Times the floors of `specs` (lazaret path key, spec) and the empty program on
+/// `established`, each next to the baseline, `runs` times after a warm-up.
 pub(crate) fn measure(
     baseline: &mut Datapath,
+    specs: &[(&'static str, Spec<'_>)],
     established: &[u8],
-    new_flows: &NewFlows,
     reps: u32,
     runs: usize,
 ) -> Result<Floor> {
-    let mut floor = Datapath::load_floor().context("loading the floor program (needs root)")?;
-    // The established frame's flow goes in with its first run.
-    anyhow::ensure!(
-        floor.test_run(established)? == XDP_PASS,
-        "floor: established frame"
-    );
-    let (mut g_floor, mut g_base) = (new_flows.clone(), new_flows.clone());
-    let fill = u64::from(MAX_FLOWS) * 11 / 10;
-    eprintln!("datapath: floor: filling its flow table with {fill} new flows");
-    g_floor.run(&mut floor, fill, XDP_PASS, false)?;
-    let mut est = Pair {
-        floor_ns: Vec::new(),
-        baseline_ns: Vec::new(),
-    };
-    let mut new = Pair {
-        floor_ns: Vec::new(),
-        baseline_ns: Vec::new(),
-    };
+    let load = |what| format!("loading the {what} program (needs root)");
+    let mut floor = Datapath::load_floor().with_context(|| load("floor"))?;
+    let mut room = Datapath::load_floor().with_context(|| load("floor"))?;
+    let mut deny = Datapath::load_floor_deny().with_context(|| load("denial floor"))?;
+    let mut empty = Datapath::load_empty().with_context(|| load("empty"))?;
+    let sizes = floor.program_sizes()?;
+    // The full-table floor is filled first; the repeated frames' flows go in with their
+    // first repetition (one miss in a run).
+    let mut gens: Vec<Option<(NewFlows, NewFlows)>> = specs
+        .iter()
+        .map(|(_, s)| match s {
+            Spec::NewFlows(g, _) => Some(((*g).clone(), (*g).clone())),
+            _ => None,
+        })
+        .collect();
+    for ((_, s), g) in specs.iter().zip(&mut gens) {
+        if let (Spec::NewFlows(_, true), Some((g_floor, _))) = (s, g) {
+            let fill = u64::from(MAX_FLOWS) * 11 / 10;
+            eprintln!("datapath: floor: filling its flow table with {fill} new flows");
+            g_floor.run(&mut floor, fill, XDP_PASS, false)?;
+        }
+    }
+    let mut pairs: Vec<Option<Pair>> = specs
+        .iter()
+        .map(|(_, s)| (!matches!(s, Spec::Same(_))).then(Pair::new))
+        .collect();
+    let mut empty_pair = Pair::new();
     for run in 0..=runs {
         let warm = run == 0;
         let r = if warm { (reps / 10).max(1) } else { reps };
         eprintln!(
-            "datapath: floor, {}",
+            "datapath: floors, {}",
             if warm {
                 "warm-up".to_string()
             } else {
                 format!("run {run}/{runs}")
             }
         );
+        for (i, (_, s)) in specs.iter().enumerate() {
+            let (f, b) = match s {
+                Spec::Repeat(frame) => (
+                    repeated(&mut floor, frame, r, XDP_PASS)?,
+                    repeated(baseline, frame, r, XDP_PASS)?,
+                ),
+                Spec::Deny(frame) => (
+                    repeated(&mut deny, frame, r, XDP_DROP)?,
+                    repeated(baseline, frame, r, XDP_PASS)?,
+                ),
+                Spec::NewFlows(_, full) => {
+                    let (g_floor, g_base) = gens[i].as_mut().context("new-flow generators")?;
+                    let prog = if *full { &mut floor } else { &mut room };
+                    (
+                        g_floor.run(prog, u64::from(r), XDP_PASS, !*full)?,
+                        g_base.run(baseline, u64::from(r), XDP_PASS, false)?,
+                    )
+                }
+                Spec::Same(_) => continue,
+            };
+            if let (Some(p), false) = (&mut pairs[i], warm) {
+                p.floor_ns.push(f);
+                p.baseline_ns.push(b);
+            }
+        }
         let e = (
-            repeated(&mut floor, established, r, XDP_PASS)?,
+            repeated(&mut empty, established, r, XDP_PASS)?,
             repeated(baseline, established, r, XDP_PASS)?,
         );
-        let n = (
-            g_floor.run(&mut floor, u64::from(r), XDP_PASS, false)?,
-            g_base.run(baseline, u64::from(r), XDP_PASS, false)?,
-        );
         if !warm {
-            est.floor_ns.push(e.0);
-            est.baseline_ns.push(e.1);
-            new.floor_ns.push(n.0);
-            new.baseline_ns.push(n.1);
+            empty_pair.floor_ns.push(e.0);
+            empty_pair.baseline_ns.push(e.1);
         }
     }
     Ok(Floor {
-        established: est,
-        new_flow_full: new,
+        paths: specs
+            .iter()
+            .zip(pairs)
+            .map(|((key, s), p)| {
+                let same = match s {
+                    Spec::Same(other) => Some(*other),
+                    _ => None,
+                };
+                (*key, p, same)
+            })
+            .collect(),
+        empty: empty_pair,
+        sizes,
     })
 }

@@ -97,6 +97,11 @@ fn main() -> Result<()> {
     }
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;
     let floor = measure_floor(&mut progs, &paths, reps, runs)?;
+    let sizes = progs
+        .dps
+        .last_mut()
+        .context("lazaret's programs")?
+        .program_sizes()?;
     let results = report::Results {
         quick: args.quick,
         devices: DEVICES,
@@ -106,6 +111,7 @@ fn main() -> Result<()> {
         paths: &paths,
         samples,
         floor,
+        sizes,
     };
     let (json, md) = results.render();
     print!("{md}");
@@ -418,8 +424,8 @@ fn measure_all(
     Ok(s)
 }
 
-/// The floor program next to the baseline, on the established-flow frame and on the
-/// full-table path's new flows (see `floor`).
+/// Each path's floor next to the baseline, on the path's own frames (see `floor`), and the
+/// program sizes.
 fn measure_floor(
     progs: &mut Programs,
     paths: &[Path],
@@ -430,12 +436,21 @@ fn measure_floor(
     let Timed::Repeat(established) = &find("established_flow")?.timed else {
         anyhow::bail!("established_flow is not a repeated frame");
     };
-    let Timed::NewFlows(gens, _) = &find("allowed_new_flow_table_full")?.timed else {
-        anyhow::bail!("allowed_new_flow_table_full has no new flows");
-    };
-    let new_flows = gens.first().context("new-flow generator")?;
+    let mut specs = Vec::new();
+    for p in paths {
+        let spec = match (&p.timed, p.key) {
+            (_, "unknown_device") => floor::Spec::Same("established_flow"),
+            (Timed::Repeat(frame), "denied") => floor::Spec::Deny(frame),
+            (Timed::Repeat(frame), _) => floor::Spec::Repeat(frame),
+            (Timed::NewFlows(gens, table), _) => floor::Spec::NewFlows(
+                gens.first().context("new-flow generator")?,
+                *table == Table::Full,
+            ),
+        };
+        specs.push((p.key, spec));
+    }
     let baseline = progs.dps.first_mut().context("the baseline")?;
-    floor::measure(baseline, established, new_flows, reps, runs)
+    floor::measure(baseline, &specs, established, reps, runs)
 }
 
 /// One warm-up run (a tenth of the repetitions, not recorded), then `runs` runs; each run

@@ -148,6 +148,24 @@ impl Datapath {
         Self::load_object(super::FLOOR, "lazaret_floor", &LoadOptions::default())
     }
 
+    /// The denial floor (for benchmarks): the floor's parse and flow-table miss, one more
+    /// hash lookup, drop.
+    pub fn load_floor_deny() -> Result<Self, DatapathError> {
+        Self::load_object(super::FLOOR, "lazaret_floor_deny", &LoadOptions::default())
+    }
+
+    /// The empty program (for benchmarks): passes every frame.
+    pub fn load_empty() -> Result<Self, DatapathError> {
+        Self::load_object(super::BASELINE, "lazaret_empty", &LoadOptions::default())
+    }
+
+    /// The loaded program's size after the verifier (xlated) and as machine code (JIT), in
+    /// bytes.
+    pub fn program_sizes(&mut self) -> Result<(u32, u32), DatapathError> {
+        let info = self.program_mut()?.info()?;
+        Ok((info.size_translated().unwrap_or(0), info.size_jitted()))
+    }
+
     fn load_object(
         object: &[u8],
         program: &'static str,
