@@ -115,7 +115,36 @@ fn main() -> Result<()> {
     };
     let (json, md) = results.render();
     print!("{md}");
-    args.write(&json, &md)
+    args.write(&json, &md)?;
+    check_size(sizes.0)
+}
+
+/// The program's size after the verifier, committed when a change to the packet path was
+/// last accepted (`reference.json` beside this file). Timing cannot see a regression of a
+/// few instructions through this machine's noise; a count can.
+const SIZE_REFERENCE: &str = include_str!("reference.json");
+
+/// How much the program may grow over the reference before the bench fails.
+const SIZE_GROWTH_MAX: f64 = 1.10;
+
+/// Fails when the program's xlated instruction count grew more than 10 % over the
+/// reference: a hot-path regression (a byte-loop `memset` back, say) shows here first.
+/// A deliberate growth updates `reference.json` in the same commit.
+fn check_size(xlated_bytes: u32) -> Result<()> {
+    let reference: serde_json::Value = serde_json::from_str(SIZE_REFERENCE)?;
+    let want = reference["xlated_instructions"]
+        .as_u64()
+        .context("reference.json: xlated_instructions")?;
+    let have = u64::from(xlated_bytes / 8);
+    eprintln!("datapath: program size {have} instructions after the verifier (reference {want})");
+    ensure!(
+        have as f64 <= want as f64 * SIZE_GROWTH_MAX,
+        "the XDP program grew from {want} to {have} instructions after the verifier (more than \
+         {:.0} %): a hot-path regression? If the growth is deliberate, update \
+         tests/benches/datapath/reference.json in the same commit",
+        (SIZE_GROWTH_MAX - 1.0) * 100.0
+    );
+    Ok(())
 }
 
 /// Compiles each policy, loads a program per policy and installs it, and the baseline.
