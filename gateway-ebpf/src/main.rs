@@ -16,9 +16,7 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{
-        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
-    },
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use core::mem::size_of;
@@ -77,8 +75,7 @@ static LZ_FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(M
 #[map]
 static LZ_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 #[map]
-static LZ_DEV_COUNT: PerCpuHashMap<u64, DevCounters> =
-    PerCpuHashMap::with_max_entries(MAX_DEVICES, 0);
+static LZ_DEV_COUNT: PerCpuArray<DevCounters> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 #[map]
 static LZ_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
 #[map]
@@ -102,8 +99,8 @@ static LZ_PORT_PIN: HashMap<PinKey, PortPin> = HashMap::with_max_entries(MAX_POR
 #[must_use]
 struct Verdict {
     reason: Reason,
-    /// Device the frame was attributed to (0: none).
-    dev: u64,
+    /// Device the frame was attributed to (`Dev::NONE`: none).
+    dev: Dev,
     /// Rule that decided, or NO_RULE.
     rule: u32,
     /// DIR_* of the flow seen from `dev`.
@@ -118,17 +115,37 @@ impl Verdict {
     const fn new(reason: Reason) -> Self {
         Verdict {
             reason,
-            dev: 0,
+            dev: Dev::NONE,
             rule: NO_RULE,
             dir: DIR_DEVICE_INIT,
             report: !reason.passes(),
             learn: false,
         }
     }
-    const fn dev(reason: Reason, dev: u64) -> Self {
+    const fn dev(reason: Reason, dev: Dev) -> Self {
         let mut v = Verdict::new(reason);
         v.dev = dev;
         v
+    }
+}
+
+/// A device as a verdict names it: its id (events, rate limits) and its counter cell.
+#[derive(Clone, Copy)]
+struct Dev {
+    /// 0: no device.
+    id: u64,
+    counter: u16,
+}
+
+impl Dev {
+    const NONE: Dev = Dev { id: 0, counter: 0 };
+
+    #[inline(always)]
+    fn of(d: &Device) -> Dev {
+        Dev {
+            id: d.id,
+            counter: d.counter,
+        }
     }
 }
 
@@ -222,17 +239,17 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
     // The ARP sender hardware address must be the frame's source: a mismatch is a classic
     // poisoning trick (the frame passes switch port security, the ARP payload lies).
     if pkt.arp_sha != pkt.src_mac {
-        let dev = mac_device_id(gen.slot, &pkt.src_mac);
+        let dev = mac_device(gen.slot, &pkt.src_mac);
         return Verdict::dev(Reason::DenySpoof, dev);
     }
     match identify_source(gen, pkt) {
         Ok((dev, _)) => {
             if gen.site.flags & SITE_F_NEIGHBOR != 0 {
-                let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
+                let mut v = Verdict::dev(Reason::AllowNeighbor, Dev::of(dev));
                 v.report = false;
                 v
             } else {
-                Verdict::dev(Reason::DenyNoRule, dev.id)
+                Verdict::dev(Reason::DenyNoRule, Dev::of(dev))
             }
         }
         Err(v) => v,
@@ -247,11 +264,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             && ((pkt.family == FAMILY_V4 && pkt.sport == 67)
                 || (pkt.family == FAMILY_V6 && pkt.sport == 547))
         {
-            let dev = mac_device_id(gen.slot, &pkt.src_mac);
+            let dev = mac_device(gen.slot, &pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueDhcp, dev);
         }
         if pkt.proto == PROTO_ICMPV6 && (pkt.icmp_type == 134 || pkt.icmp_type == 137) {
-            let dev = mac_device_id(gen.slot, &pkt.src_mac);
+            let dev = mac_device(gen.slot, &pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueRa, dev);
         }
     }
@@ -272,7 +289,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         // Devices are never upstream: a managed source address from there is forged (it
         // would otherwise open flows as the device).
         if let Some(dev) = lookup_ip_device(gen.slot, pkt.family, &pkt.src) {
-            return Verdict::dev(Reason::DenySpoof, dev.id);
+            return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
         }
         (None, false)
     };
@@ -286,7 +303,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     };
     // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
     // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
-    if dev_id(&src_dev, &dst_dev) == 0 {
+    if dev_id(&src_dev, &dst_dev).id == 0 {
         return Verdict::new(Reason::PassUnmanaged);
     }
 
@@ -340,11 +357,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
 }
 
 #[inline(always)]
-fn dev_id(src: &Option<&'static Device>, dst: &Option<&'static Device>) -> u64 {
+fn dev_id(src: &Option<&'static Device>, dst: &Option<&'static Device>) -> Dev {
     match (src, dst) {
-        (Some(d), _) => d.id,
-        (None, Some(d)) => d.id,
-        (None, None) => 0,
+        (Some(d), _) => Dev::of(d),
+        (None, Some(d)) => Dev::of(d),
+        (None, None) => Dev::NONE,
     }
 }
 
@@ -353,7 +370,7 @@ fn dev_id(src: &Option<&'static Device>, dst: &Option<&'static Device>) -> u64 {
 #[inline(always)]
 fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     if gen.site.flags & SITE_F_NEIGHBOR == 0 {
-        return Verdict::dev(Reason::DenyNoRule, dev.id);
+        return Verdict::dev(Reason::DenyNoRule, Dev::of(dev));
     }
     // Bypass class: neighbor discovery passed to any destination is routed like any packet,
     // carrying whatever it holds past the policy. NDP is link-scope (RFC 4861 §7.1: hop
@@ -364,7 +381,7 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
         _ => pkt.hop_limit == 1 && pkt.dst.byte(0) == 0xff,
     };
     if !link_scope {
-        return Verdict::dev(Reason::DenyNdScope, dev.id);
+        return Verdict::dev(Reason::DenyNdScope, Dev::of(dev));
     }
     // An NA for an address that is not the device's rewrites its neighbours' caches: the
     // router's link-local address, another device's, or an unowned one it claims first.
@@ -375,10 +392,10 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
             None => parse::is_link_local6(target) && claim_link_local(gen, target, &pkt.src_mac),
         };
         if !own {
-            return Verdict::dev(Reason::DenySpoof, dev.id);
+            return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
         }
     }
-    let mut v = Verdict::dev(Reason::AllowNeighbor, dev.id);
+    let mut v = Verdict::dev(Reason::AllowNeighbor, Dev::of(dev));
     v.report = false;
     v
 }
@@ -501,7 +518,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
         return if mac_ok && vlan_ok && if_ok && on_its_port(gen, pkt, dev) {
             Ok((dev, true))
         } else {
-            Err(Verdict::dev(Reason::DenySpoof, dev.id))
+            Err(Verdict::dev(Reason::DenySpoof, Dev::of(dev)))
         };
     }
     match lookup_mac(gen.slot, &pkt.src_mac) {
@@ -526,7 +543,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             if vlan_ok && if_ok && ip_ok() && on_its_port(gen, pkt, dev) {
                 Ok((dev, false))
             } else {
-                Err(Verdict::dev(Reason::DenySpoof, dev.id))
+                Err(Verdict::dev(Reason::DenySpoof, Dev::of(dev)))
             }
         }
         None => {
@@ -654,7 +671,7 @@ fn keep_flow(
     flow: &mut FlowValue,
     src_is_a: bool,
     in_est: bool,
-    dev: u64,
+    dev: Dev,
 ) -> Verdict {
     let initiator_is_src = (flow.initiator == 0) == src_is_a;
     flow.last_seen_ns = gen.now;
@@ -684,9 +701,17 @@ fn upstream_reply(gen: &Gen, pkt: &Pkt) -> Option<Verdict> {
     // SAFETY: the pointer comes from a successful lookup in this program run.
     let flow = unsafe { &mut *flow };
     let (src_dev, dst_dev, dst_flag) = if src_is_a {
-        (flow.dev_a, flow.dev_b, FLOW_F_ADDR_B)
+        let dst = Dev {
+            id: flow.dev_b,
+            counter: flow.counter_b,
+        };
+        (flow.dev_a, dst, FLOW_F_ADDR_B)
     } else {
-        (flow.dev_b, flow.dev_a, FLOW_F_ADDR_A)
+        let dst = Dev {
+            id: flow.dev_a,
+            counter: flow.counter_a,
+        };
+        (flow.dev_b, dst, FLOW_F_ADDR_A)
     };
     if src_dev != 0 || flow.flags & dst_flag == 0 {
         return None;
@@ -848,7 +873,7 @@ fn judge_policy(
     port: u16,
 ) -> Verdict {
     let mut rule = NO_RULE;
-    let mut dev = 0u64;
+    let mut dev = Dev::NONE;
     let mut dir = DIR_DEVICE_INIT;
     let mut audit = false;
     let mut learn = false;
@@ -857,7 +882,7 @@ fn judge_policy(
         match judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port) {
             Ok(r) => {
                 rule = r.rule;
-                dev = d.id;
+                dev = Dev::of(d);
                 audit |= r.flags & RULE_F_AUDIT != 0;
             }
             Err(v) => return v,
@@ -867,9 +892,9 @@ fn judge_policy(
         learn |= d.mode == MODE_LEARN;
         match judge_end(gen, fp, d, DIR_PEER_INIT, init_addr, port) {
             Ok(r) => {
-                if dev == 0 {
+                if dev.id == 0 {
                     rule = r.rule;
-                    dev = d.id;
+                    dev = Dev::of(d);
                     dir = DIR_PEER_INIT;
                 }
                 audit |= r.flags & RULE_F_AUDIT != 0;
@@ -924,7 +949,7 @@ fn judge_end(
             _ => Reason::DenyNoRule,
         }
     };
-    let mut v = Verdict::dev(reason, dev.id);
+    let mut v = Verdict::dev(reason, Dev::of(dev));
     v.dir = dir;
     v.report = true;
     Err(v)
@@ -1046,22 +1071,24 @@ fn stamp_flow(
     src_by_addr: bool,
     v: &Verdict,
 ) {
-    let src_id = src_dev.map_or(0, |d| d.id);
-    let dst_id = dst_dev.map_or(0, |d| d.id);
+    let src = src_dev.map_or(Dev::NONE, Dev::of);
+    let dst = dst_dev.map_or(Dev::NONE, Dev::of);
     // The destination's device is always found by its address; the source's (from a
     // device port) may be known by its MAC alone.
     let src_flag = src_dev.is_some() && src_by_addr;
     let dst_flag = dst_dev.is_some();
     let (a, b, flag_a, flag_b) = if src_is_a {
-        (src_id, dst_id, src_flag, dst_flag)
+        (src, dst, src_flag, dst_flag)
     } else {
-        (dst_id, src_id, dst_flag, src_flag)
+        (dst, src, dst_flag, src_flag)
     };
-    flow.dev_a = a;
-    flow.dev_b = b;
+    flow.dev_a = a.id;
+    flow.dev_b = b.id;
+    flow.counter_a = a.counter;
+    flow.counter_b = b.counter;
     flow.flags = if flag_a { FLOW_F_ADDR_A } else { 0 } | if flag_b { FLOW_F_ADDR_B } else { 0 };
-    flow.epoch_a = epoch(a);
-    flow.epoch_b = epoch(b);
+    flow.epoch_a = epoch(a.id);
+    flow.epoch_b = epoch(b.id);
     flow.generation = gen.site.generation;
     flow.rule = v.rule;
     flow.reason = v.reason as u8;
@@ -1149,10 +1176,10 @@ fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<&'static Device> {
     unsafe { LZ_DEV_MAC.get(key) }
 }
 
-/// The id of the device whose MAC `mac` is, or 0.
+/// The device whose MAC `mac` is, or none.
 #[inline(always)]
-fn mac_device_id(slot: u8, mac: &[u8; 6]) -> u64 {
-    lookup_mac(slot, mac).map_or(0, |d| d.id)
+fn mac_device(slot: u8, mac: &[u8; 6]) -> Dev {
+    lookup_mac(slot, mac).map_or(Dev::NONE, Dev::of)
 }
 
 /// The device whose address `addr` is, in one lookup.
@@ -1201,28 +1228,14 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     if v.rule != NO_RULE && v.rule < MAX_RULES {
         bump(&LZ_RULE_HITS, rule_hit_index(gen.slot, v.rule), 1);
     }
-    if v.dev == 0 {
+    if v.dev.id == 0 {
         return;
     }
     let passes = v.reason.passes();
-    let c = match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
-        Some(c) => c,
-        None => {
-            let mut zero = core::mem::MaybeUninit::<DevCounters>::uninit();
-            // SAFETY: a local, 8-aligned; DevCounters is five u64s (zero is valid).
-            unsafe { word::zero_words(zero.as_mut_ptr()) };
-            // SAFETY: initialised just above.
-            let zero = unsafe { zero.assume_init_ref() };
-            #[expect(
-                clippy::needless_borrows_for_generic_args,
-                reason = "by reference: moved, the value is copied, and the copy of its zero words becomes a memset call (see word.rs)"
-            )]
-            let _ = LZ_DEV_COUNT.insert(&v.dev, zero, 0);
-            match LZ_DEV_COUNT.get_ptr_mut(v.dev) {
-                Some(c) => c,
-                None => return,
-            }
-        }
+    // A per-CPU array the verifier inlines; the cell is the device's for as long as it is
+    // in either slot (see `Device::counter`).
+    let Some(c) = LZ_DEV_COUNT.get_ptr_mut(u32::from(v.dev.counter)) else {
+        return;
     };
     // SAFETY: a per-CPU value, only this CPU writes it.
     let c = unsafe { &mut *c };
@@ -1296,8 +1309,8 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     };
     // Unknown sources are keyed by MAC with the top bit set, so they never share a bucket
     // with a managed device.
-    let source = if v.dev != 0 {
-        v.dev
+    let source = if v.dev.id != 0 {
+        v.dev.id
     } else {
         (1u64 << 63)
             | u64::from(src_mac[0]) << 40
@@ -1343,7 +1356,7 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
     ev.ifindex = ifindex;
     ev.rule = v.rule;
     ev.ts_ns = gen.now;
-    ev.device = v.dev;
+    ev.device = v.dev.id;
     ev.generation = gen.site.generation;
     match pkt {
         Some(p) => {

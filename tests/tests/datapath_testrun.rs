@@ -589,3 +589,103 @@ fn a_reply_from_upstream_after_a_quarantine_is_judged_again() {
     on(&mut t, SIDE_UPSTREAM);
     assert_eq!(t.judge(&synack, LO), Reason::DenyQuarantine);
 }
+
+// === Counter cells (LZ_DEV_COUNT is an array; the loader gives each device a cell) ===
+
+/// The hand-made generation `generation` for the next slot, with or without the bystander.
+fn generation(
+    dp: &mut Datapath,
+    generation: u64,
+    bystander: bool,
+) -> lazaret::dataplane::xdp::MapContents {
+    let mut c = contents(dp.next_slot().expect("slot"), generation);
+    if !bystander {
+        let other = |d: &Device| d.id != bystander_id();
+        c.dev_mac.retain(|(_, d)| other(d));
+        c.dev_ip4.retain(|(_, d)| other(d));
+        c.dev_ip6.retain(|(_, d)| other(d));
+        c.devices.retain(|(_, d)| other(d));
+    }
+    c
+}
+
+#[test]
+fn device_counters_stay_with_their_device_across_reloads_and_restart_when_it_left() {
+    let mut dp = loaded();
+    let by_syn = tcp4(
+        handmade::BYSTANDER_MAC,
+        GW_MAC,
+        handmade::BYSTANDER_IP,
+        SERVER,
+        40200,
+        2575,
+        TCP_SYN,
+    );
+    let syn = |sport| tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
+    let allowed = |dp: &mut Datapath, id| dp.device_counters(id).expect("counters").allowed_packets;
+    assert_eq!(dp.test_run(&syn(40201)).expect("run"), XDP_PASS);
+    assert_eq!(dp.test_run(&by_syn).expect("run"), XDP_PASS);
+    // Generation 2 drops the bystander: the device's count stays its own.
+    let g2 = generation(&mut dp, 2, false);
+    dp.install(&g2).expect("install");
+    assert_eq!(dp.test_run(&syn(40202)).expect("run"), XDP_PASS);
+    assert_eq!(allowed(&mut dp, dev_id()), 2);
+    // Generation 3 still without it: gone from both slots, its cell is free; generation 4
+    // brings it back, counted from zero in whatever cell it gets, and the device's count
+    // is untouched.
+    let g3 = generation(&mut dp, 3, false);
+    dp.install(&g3).expect("install");
+    assert_eq!(
+        allowed(&mut dp, bystander_id()),
+        0,
+        "not counted while absent"
+    );
+    let g4 = generation(&mut dp, 4, true);
+    dp.install(&g4).expect("install");
+    assert_eq!(allowed(&mut dp, bystander_id()), 0);
+    assert_eq!(dp.test_run(&by_syn).expect("run"), XDP_PASS);
+    assert_eq!(allowed(&mut dp, bystander_id()), 1);
+    assert_eq!(allowed(&mut dp, dev_id()), 2);
+}
+
+#[test]
+fn counter_cells_are_read_back_from_pinned_maps_after_a_restart() {
+    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
+    let opts = lazaret::dataplane::xdp::LoadOptions {
+        pin_dir: Some(bpffs.path.join("v")),
+    };
+    std::fs::create_dir_all(bpffs.path.join("v")).expect("pin dir");
+    let syn = |sport| tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
+    {
+        let mut dp = Datapath::load(&opts).expect("load");
+        let g1 = contents(dp.next_slot().expect("slot"), 1);
+        dp.install(&g1).expect("install");
+        dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+        assert_eq!(dp.test_run(&syn(40210)).expect("run"), XDP_PASS);
+        assert_eq!(
+            dp.device_counters(dev_id())
+                .expect("counters")
+                .allowed_packets,
+            1
+        );
+    }
+    // A new process adopts the pinned maps: the device's cell is found again, and the next
+    // generation keeps it there.
+    let mut dp = Datapath::load(&opts).expect("adopt");
+    assert_eq!(
+        dp.device_counters(dev_id())
+            .expect("counters")
+            .allowed_packets,
+        1
+    );
+    let g2 = contents(dp.next_slot().expect("slot"), 2);
+    dp.install(&g2).expect("install");
+    assert_eq!(dp.test_run(&syn(40211)).expect("run"), XDP_PASS);
+    assert_eq!(
+        dp.device_counters(dev_id())
+            .expect("counters")
+            .allowed_packets,
+        2
+    );
+}

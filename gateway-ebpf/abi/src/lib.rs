@@ -180,7 +180,8 @@ pub const MAP_PROMOTE: &str = "LZ_PROMOTE";
 pub const MAP_FRAGS: &str = "LZ_FRAGS";
 /// `PerCpuArray<u64>` of [`STATS_LEN`]: packets by reason and side, see [`stats_index`].
 pub const MAP_STATS: &str = "LZ_STATS";
-/// `PerCpuHashMap<u64 device id, DevCounters>`.
+/// `PerCpuArray<DevCounters>` of [`COUNTER_SLOTS`], indexed by [`Device::counter`] (ABI 6;
+/// a per-CPU hash by device id before, one more hash lookup per packet).
 pub const MAP_DEV_COUNT: &str = "LZ_DEV_COUNT";
 /// `PerCpuArray<u64>` of `2 * MAX_RULES`: hits per rule, see [`rule_hit_index`].
 pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
@@ -231,6 +232,9 @@ pub const MAX_EV_BUCKETS: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Configured interfaces.
 pub const MAX_IFACES: u32 = 256;
+/// Cells of [`MAP_DEV_COUNT`]: the devices of two generations (a whole policy replaced by
+/// another shares none).
+pub const COUNTER_SLOTS: u32 = 2 * MAX_DEVICES;
 /// Ifindexes below this are configured in [`MAP_IFACE`], the rest in [`MAP_IFACE_HIGH`].
 pub const IFACE_DIRECT: u32 = 4096;
 /// The gateway's own addresses (both families).
@@ -618,7 +622,10 @@ pub struct Device {
     /// `DEV_F_*`.
     pub flags: u8,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The device's cell in [`MAP_DEV_COUNT`]: assigned by the controller when the device
+    /// first appears in a slot and kept while it is in either slot, so counts never move
+    /// between devices across reloads (the compiler leaves it 0).
+    pub counter: u16,
     /// Index of the device's class (for per-class metrics); `u32::MAX` for none.
     pub class: u32,
     /// The bridge port the device must be behind (`port` in the policy), or
@@ -771,7 +778,10 @@ pub struct FlowValue {
     /// TCP: the responder's initial sequence number, from its SYN-ACK; the initiator's ACK
     /// must acknowledge `resp_isn + 1` to confirm the flow.
     pub resp_isn: u32,
-    pub _pad2: [u8; 4],
+    /// [`Device::counter`] of `dev_a` / `dev_b` when the flow was last judged (valid while
+    /// the flow is current; see [`FLOW_F_ADDR_A`]).
+    pub counter_a: u16,
+    pub counter_b: u16,
 }
 
 /// [`FlowValue::flags`]: `dev_a` is the device the address `addr_a` names in the flow's
@@ -966,6 +976,7 @@ const _: () = {
     assert!(size_of::<Device>() == 40);
     assert!(offset_of!(Device, mac) == 24);
     assert!(offset_of!(Device, class) == 32);
+    assert!(COUNTER_SLOTS <= u16::MAX as u32 + 1);
     assert!(size_of::<DevState>() == 8);
     assert!(size_of::<PeerKey4>() == 12);
     assert!(offset_of!(PeerKey4, addr) * 8 == PEER_KEY_FIXED_BITS as usize);

@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader, Pod,
 };
@@ -83,6 +83,8 @@ pub struct Datapath {
     syncing: Option<Sync>,
     /// The next generation being written to the inactive slot (see [`Datapath::stage`]).
     staging: Option<Staging>,
+    /// Each device's cell in `LZ_DEV_COUNT` (see `cells`).
+    cells: cells::Cells,
 }
 
 /// What the slot a [`Datapath::stage`] writes holds before: known, or what a sync of it
@@ -187,6 +189,21 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(program))?
             .try_into()?;
         prog.load()?;
+        // Counter cells as the pinned records name them (lazaret's program only: the bench
+        // programs have no device maps).
+        let cells = match (adopting, ebpf.map_mut(MAP_DEVICES)) {
+            (true, Some(map)) => {
+                let devices: HashMap<_, DevKey, Device> =
+                    HashMap::try_from(map).map_err(DatapathError::map(MAP_DEVICES))?;
+                cells::Cells::adopt(
+                    devices
+                        .iter()
+                        .filter_map(Result::ok)
+                        .map(|(k, d)| (k.slot, d)),
+                )
+            }
+            _ => cells::Cells::default(),
+        };
         let empty = |slot| {
             (!adopting).then(|| MapContents {
                 slot,
@@ -200,6 +217,7 @@ impl Datapath {
             program,
             syncing: None,
             staging: None,
+            cells,
         })
     }
 
@@ -295,7 +313,7 @@ impl Datapath {
     /// events and answering meanwhile.
     pub fn stage(
         &mut self,
-        contents: MapContents,
+        mut contents: MapContents,
         done: Box<dyn FnOnce() + Send>,
     ) -> Result<(), DatapathError> {
         if let Some(s) = self.staging.take() {
@@ -311,6 +329,10 @@ impl Datapath {
                 inactive: new,
             });
         }
+        // Counter cells: given (and cleared of a departed device's counts) before any record
+        // naming them is written.
+        let fresh = self.cells.assign(&mut contents)?;
+        self.clear_counters(&fresh)?;
         // A sync of this slot still running (whole policies back to back) is waited for on
         // the install thread, not here: the caller's loop must not stall on it.
         let syncing = self.syncing.take().filter(|s| s.slot == new);
@@ -432,6 +454,8 @@ impl Datapath {
             }
         };
         let not_before = self.flipped_at.map(|at| at + GRACE);
+        self.cells.mirror(retired);
+        let cells = self.cells.shared();
         let thread_tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
         let tid = thread_tid.clone();
         let thread = std::thread::Builder::new()
@@ -441,9 +465,10 @@ impl Datapath {
                 if let Some(at) = not_before {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
-                let Some(want) = contents_for(retired) else {
+                let Some(mut want) = contents_for(retired) else {
                     return Ok(held);
                 };
+                cells::stamp(&cells, &mut want)?;
                 if want.slot != retired {
                     // Never the active slot, whatever the caller built.
                     return Err(DatapathError::WrongSlot {
@@ -606,7 +631,27 @@ impl Datapath {
 
     /// Counters of one device, summed over CPUs (zero if it never sent a packet).
     pub fn device_counters(&mut self, id: u64) -> Result<DeviceCounterTotals, DatapathError> {
-        device_counters(&mut self.ebpf, id)
+        match self.cells.cell(id) {
+            Some(cell) => device_counters(&mut self.ebpf, cell),
+            None => Ok(DeviceCounterTotals::default()),
+        }
+    }
+
+    /// Zeroes counter cells on every CPU (cells just given to a device).
+    fn clear_counters(&mut self, cells: &[u16]) -> Result<(), DatapathError> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DatapathError::Link(format!("{what}: {e}")))?;
+        let mut map: PerCpuArray<_, DevCounters> = typed(&mut self.ebpf, MAP_DEV_COUNT)?;
+        for cell in cells {
+            let zero = aya::maps::PerCpuValues::try_from(vec![DevCounters::default(); cpus])
+                .map_err(|e| DatapathError::Link(format!("{MAP_DEV_COUNT}: {e}")))?;
+            map.set(u32::from(*cell), zero, 0)
+                .map_err(DatapathError::map(MAP_DEV_COUNT))?;
+        }
+        Ok(())
     }
 
     /// Every tracked flow with the table it is in (an iteration of both LRU flow tables: for
@@ -840,6 +885,7 @@ fn read_pinned_flows(dir: &std::path::Path, name: &str) -> Option<Vec<(FlowKey, 
     Some(old.iter().filter_map(Result::ok).collect())
 }
 
+mod cells;
 pub(crate) mod legacy;
 mod reader;
 mod slots;

@@ -40,17 +40,15 @@ pub(super) fn count_keys<K: Pod, V: Pod, S: MapSource>(
     Ok(map.keys().filter(Result::is_ok).count() as u64)
 }
 
-/// Counters of one device, summed over CPUs (zero if it never sent a packet).
+/// Counters of the device counted in `cell`, summed over CPUs.
 pub(super) fn device_counters<S: MapSource>(
     src: &mut S,
-    id: u64,
+    cell: u16,
 ) -> Result<DeviceCounterTotals, DatapathError> {
-    let map: PerCpuHashMap<_, u64, DevCounters> = typed(src, MAP_DEV_COUNT)?;
-    let values = match map.get(&id, 0) {
-        Ok(v) => v,
-        Err(aya::maps::MapError::KeyNotFound) => return Ok(DeviceCounterTotals::default()),
-        Err(e) => return Err(DatapathError::map(MAP_DEV_COUNT)(e)),
-    };
+    let map: PerCpuArray<_, DevCounters> = typed(src, MAP_DEV_COUNT)?;
+    let values = map
+        .get(&u32::from(cell), 0)
+        .map_err(DatapathError::map(MAP_DEV_COUNT))?;
     let mut t = DeviceCounterTotals::default();
     for c in values.iter() {
         t.allowed_packets += c.allowed_packets;
@@ -104,7 +102,11 @@ pub(super) fn map_usage<S: MapSource>(
 /// Duplicated handles of the maps the daemon reads for its metrics, so the reads (a big
 /// policy's map entries counted one key at a time, every device's counters) happen on a
 /// thread of their own instead of the daemon's loop.
-pub struct DatapathReader(Vec<(&'static str, Map)>);
+pub struct DatapathReader {
+    maps: Vec<(&'static str, Map)>,
+    /// The devices' counter cells, as the datapath assigns them.
+    cells: super::cells::Shared,
+}
 
 /// The maps a [`DatapathReader`] holds.
 pub(super) const READER_MAPS: [&str; 9] = [
@@ -121,7 +123,10 @@ pub(super) const READER_MAPS: [&str; 9] = [
 
 impl MapSource for DatapathReader {
     fn find(&mut self, name: &'static str) -> Option<&mut Map> {
-        self.0.iter_mut().find(|(n, _)| *n == name).map(|(_, m)| m)
+        self.maps
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
     }
 }
 
@@ -138,7 +143,16 @@ impl DatapathReader {
 
     /// See [`Datapath::device_counters`].
     pub fn device_counters(&mut self, id: u64) -> Result<DeviceCounterTotals, DatapathError> {
-        device_counters(self, id)
+        let cell = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .copied();
+        match cell {
+            Some(cell) => device_counters(self, cell),
+            None => Ok(DeviceCounterTotals::default()),
+        }
     }
 
     /// See [`Datapath::map_usage`].
@@ -167,7 +181,10 @@ impl Datapath {
                 dup_map(name, data)
             })
             .collect::<Result<_, _>>()
-            .map(DatapathReader)
+            .map(|maps| DatapathReader {
+                maps,
+                cells: self.cells.shared(),
+            })
     }
 }
 
