@@ -44,7 +44,7 @@ static LZ_DEV_IP6: HashMap<Ip6Key, Device> = HashMap::with_max_entries(2 * MAX_D
 #[map]
 static LZ_DEVICES: HashMap<DevKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
 #[map]
-static LZ_DEV_STATE: HashMap<u64, DevState> = HashMap::with_max_entries(MAX_DEVICES, 0);
+static LZ_DEV_STATE: Array<DevState> = Array::with_max_entries(COUNTER_SLOTS, 0);
 #[map]
 static LZ_PEER4: LpmTrie<PeerKey4, PeerClass> = LpmTrie::with_max_entries(2 * MAX_PEER_ENTRIES, 0);
 #[map]
@@ -129,22 +129,22 @@ impl Verdict {
     }
 }
 
-/// A device as a verdict names it: its id (events, rate limits) and its counter cell.
+/// A device as a verdict names it: its id (events, rate limits) and its cell (counters and runtime state).
 #[derive(Clone, Copy)]
 struct Dev {
     /// 0: no device.
     id: u64,
-    counter: u16,
+    cell: u16,
 }
 
 impl Dev {
-    const NONE: Dev = Dev { id: 0, counter: 0 };
+    const NONE: Dev = Dev { id: 0, cell: 0 };
 
     #[inline(always)]
     fn of(d: &Device) -> Dev {
         Dev {
             id: d.id,
-            counter: d.counter,
+            cell: d.cell,
         }
     }
 }
@@ -703,13 +703,13 @@ fn upstream_reply(gen: &Gen, pkt: &Pkt) -> Option<Verdict> {
     let (src_dev, dst_dev, dst_flag) = if src_is_a {
         let dst = Dev {
             id: flow.dev_b,
-            counter: flow.counter_b,
+            cell: flow.cell_b,
         };
         (flow.dev_a, dst, FLOW_F_ADDR_B)
     } else {
         let dst = Dev {
             id: flow.dev_a,
-            counter: flow.counter_a,
+            cell: flow.cell_a,
         };
         (flow.dev_b, dst, FLOW_F_ADDR_A)
     };
@@ -927,8 +927,8 @@ fn judge_end(
     peer: &Addr,
     port: u16,
 ) -> Result<RuleRef, Verdict> {
-    // SAFETY: see LZ_IFACE_HIGH above.
-    let quarantine = match unsafe { LZ_DEV_STATE.get(dev.id) } {
+    // The device's cell: an array lookup the verifier inlines (see `Device::cell`).
+    let quarantine = match LZ_DEV_STATE.get(u32::from(dev.cell)) {
         Some(s) => s.quarantine,
         None => QUARANTINE_NONE,
     };
@@ -1084,30 +1084,38 @@ fn stamp_flow(
     };
     flow.dev_a = a.id;
     flow.dev_b = b.id;
-    flow.counter_a = a.counter;
-    flow.counter_b = b.counter;
+    flow.cell_a = a.cell;
+    flow.cell_b = b.cell;
     flow.flags = if flag_a { FLOW_F_ADDR_A } else { 0 } | if flag_b { FLOW_F_ADDR_B } else { 0 };
-    flow.epoch_a = epoch(a.id);
-    flow.epoch_b = epoch(b.id);
+    flow.epoch_a = epoch(a);
+    flow.epoch_b = epoch(b);
     flow.generation = gen.site.generation;
     flow.rule = v.rule;
     flow.reason = v.reason as u8;
 }
 
+/// Whether the flow was judged under the active generation and its devices' epochs since.
+/// The generation is compared first: only then do the cells the entry names belong to its
+/// devices (a device keeps its cell while it is in either slot).
 #[inline(always)]
 fn flow_is_current(gen: &Gen, flow: &FlowValue) -> bool {
-    flow.generation == gen.site.generation
-        && flow.epoch_a == epoch(flow.dev_a)
-        && flow.epoch_b == epoch(flow.dev_b)
+    let a = Dev {
+        id: flow.dev_a,
+        cell: flow.cell_a,
+    };
+    let b = Dev {
+        id: flow.dev_b,
+        cell: flow.cell_b,
+    };
+    flow.generation == gen.site.generation && flow.epoch_a == epoch(a) && flow.epoch_b == epoch(b)
 }
 
 #[inline(always)]
-fn epoch(dev: u64) -> u32 {
-    if dev == 0 {
+fn epoch(dev: Dev) -> u32 {
+    if dev.id == 0 {
         return 0;
     }
-    // SAFETY: see LZ_IFACE_HIGH above.
-    match unsafe { LZ_DEV_STATE.get(dev) } {
+    match LZ_DEV_STATE.get(u32::from(dev.cell)) {
         Some(s) => s.epoch,
         None => 0,
     }
@@ -1233,8 +1241,8 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     }
     let passes = v.reason.passes();
     // A per-CPU array the verifier inlines; the cell is the device's for as long as it is
-    // in either slot (see `Device::counter`).
-    let Some(c) = LZ_DEV_COUNT.get_ptr_mut(u32::from(v.dev.counter)) else {
+    // in either slot (see `Device::cell`).
+    let Some(c) = LZ_DEV_COUNT.get_ptr_mut(u32::from(v.dev.cell)) else {
         return;
     };
     // SAFETY: a per-CPU value, only this CPU writes it.

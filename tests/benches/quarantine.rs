@@ -109,24 +109,36 @@ ipv4 = "10.20.0.11"
     )
 }
 
-/// The pump's quarantine state, read from the pinned map as the XDP program reads it.
+/// The pump's quarantine state, read from the pinned map as the XDP program reads it: at
+/// the pump's cell (`Device::cell`), as its pinned records name it.
 struct StateMap {
-    map: HashMap<MapData, u64, DevState>,
-    hash: u64,
+    map: aya::maps::Array<MapData, DevState>,
+    cell: u32,
 }
 
 impl StateMap {
     fn open(pins: &Path) -> Result<Self> {
+        let hash = lazaret_abi::device_id_hash(DEVICE.as_bytes());
+        let devices = MapData::from_pin(pins.join(lazaret_abi::MAP_DEVICES))
+            .context("opening the pinned device map")?;
+        let devices: HashMap<MapData, lazaret_abi::DevKey, lazaret_abi::Device> =
+            HashMap::try_from(Map::HashMap(devices))?;
+        let cell = devices
+            .iter()
+            .filter_map(Result::ok)
+            .find(|(_, d)| d.id == hash)
+            .map(|(_, d)| u32::from(d.cell))
+            .context("the pump has no record in the pinned device map")?;
         let data = MapData::from_pin(pins.join(lazaret_abi::MAP_DEV_STATE))
             .context("opening the pinned device-state map")?;
         Ok(StateMap {
-            map: HashMap::try_from(Map::HashMap(data))?,
-            hash: lazaret_abi::device_id_hash(DEVICE.as_bytes()),
+            map: aya::maps::Array::try_from(Map::Array(data))?,
+            cell,
         })
     }
 
     fn quarantine(&self) -> u8 {
-        self.map.get(&self.hash, 0).map_or(0, |s| s.quarantine)
+        self.map.get(&self.cell, 0).map_or(0, |s| s.quarantine)
     }
 
     /// Polls until the state is `want`; the instant it was seen.

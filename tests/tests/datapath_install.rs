@@ -79,7 +79,7 @@ fn without_cells(c: &MapContents) -> MapContents {
     let mut c = c.clone();
     let ids: Vec<u64> = c.devices.iter().map(|(_, d)| d.id).collect();
     for id in ids {
-        c.edit_device(id, |d| d.counter = 0);
+        c.edit_device(id, |d| d.cell = 0);
     }
     c
 }
@@ -92,12 +92,8 @@ fn cells(held: MapContents) -> MapContents {
     let records = records.chain(held.dev_ip4.iter().map(|(_, d)| d));
     let records = records.chain(held.dev_ip6.iter().map(|(_, d)| d));
     for d in records.chain(held.devices.iter().map(|(_, d)| d)) {
-        let cell = *by_id.entry(d.id).or_insert(d.counter);
-        assert_eq!(
-            cell, d.counter,
-            "device {:#x} names two counter cells",
-            d.id
-        );
+        let cell = *by_id.entry(d.id).or_insert(d.cell);
+        assert_eq!(cell, d.cell, "device {:#x} names two counter cells", d.id);
     }
     let distinct: std::collections::HashSet<u16> = by_id.values().copied().collect();
     assert_eq!(

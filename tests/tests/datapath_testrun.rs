@@ -689,3 +689,42 @@ fn counter_cells_are_read_back_from_pinned_maps_after_a_restart() {
         2
     );
 }
+
+#[test]
+fn a_quarantine_follows_its_device_through_cells_and_never_its_cell() {
+    let mut dp = loaded();
+    let syn_from = |mac, ip, sport| tcp4(mac, GW_MAC, ip, SERVER, sport, 2575, TCP_SYN);
+    let by_syn = |sport| syn_from(handmade::BYSTANDER_MAC, handmade::BYSTANDER_IP, sport);
+    let isolated = DevState {
+        epoch: 1,
+        quarantine: QUARANTINE_ISOLATE,
+        _pad: [0; 3],
+    };
+    dp.set_device_state(bystander_id(), isolated)
+        .expect("state");
+    assert_eq!(dp.test_run(&by_syn(40300)).expect("run"), XDP_DROP);
+    // The bystander leaves both slots (two generations without it): its cell is freed.
+    for g in [2, 3] {
+        let c = generation(&mut dp, g, false);
+        dp.install(&c).expect("install");
+    }
+    // A new device arrives and takes a free cell, perhaps the bystander's: it is not
+    // quarantined.
+    let newcomer = lazaret_abi::device_id_hash(b"mon-icu-03");
+    let mut g4 = generation(&mut dp, 4, true);
+    g4.edit_device(bystander_id(), |d| d.id = newcomer);
+    dp.install(&g4).expect("install");
+    assert_eq!(
+        dp.device_state(newcomer).expect("state"),
+        DevState::default()
+    );
+    assert_eq!(dp.test_run(&by_syn(40301)).expect("run"), XDP_PASS);
+    // The bystander comes back (the newcomer gone): quarantined again, from its first packet.
+    let g5 = generation(&mut dp, 5, false);
+    dp.install(&g5).expect("install");
+    let g6 = generation(&mut dp, 6, true);
+    dp.install(&g6).expect("install");
+    assert_eq!(dp.device_state(bystander_id()).expect("state"), isolated);
+    assert_eq!(dp.test_run(&by_syn(40302)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 2);
+}

@@ -154,7 +154,9 @@ pub const MAP_DEV_IP6: &str = "LZ_DEV_IP6";
 /// `HashMap<DevKey, Device>` (per slot): the devices by id, for the controller (reading a
 /// slot back, counting); the program identifies devices through the maps above.
 pub const MAP_DEVICES: &str = "LZ_DEVICES";
-/// `HashMap<u64 device id, DevState>`: epochs and quarantine; outside the slots.
+/// `Array<DevState>` of [`COUNTER_SLOTS`], indexed by [`Device::cell`]: epochs and
+/// quarantine, outside the slots (ABI 6; a hash by device id before). Written by the
+/// controller, which also writes a device's state into a cell when it gives it the cell.
 pub const MAP_DEV_STATE: &str = "LZ_DEV_STATE";
 /// `LpmTrie<PeerKey4, PeerClass>` (per slot).
 pub const MAP_PEER4: &str = "LZ_PEER4";
@@ -180,7 +182,7 @@ pub const MAP_PROMOTE: &str = "LZ_PROMOTE";
 pub const MAP_FRAGS: &str = "LZ_FRAGS";
 /// `PerCpuArray<u64>` of [`STATS_LEN`]: packets by reason and side, see [`stats_index`].
 pub const MAP_STATS: &str = "LZ_STATS";
-/// `PerCpuArray<DevCounters>` of [`COUNTER_SLOTS`], indexed by [`Device::counter`] (ABI 6;
+/// `PerCpuArray<DevCounters>` of [`COUNTER_SLOTS`], indexed by [`Device::cell`] (ABI 6;
 /// a per-CPU hash by device id before, one more hash lookup per packet).
 pub const MAP_DEV_COUNT: &str = "LZ_DEV_COUNT";
 /// `PerCpuArray<u64>` of `2 * MAX_RULES`: hits per rule, see [`rule_hit_index`].
@@ -622,10 +624,11 @@ pub struct Device {
     /// `DEV_F_*`.
     pub flags: u8,
     pub mac: [u8; 6],
-    /// The device's cell in [`MAP_DEV_COUNT`]: assigned by the controller when the device
-    /// first appears in a slot and kept while it is in either slot, so counts never move
-    /// between devices across reloads (the compiler leaves it 0).
-    pub counter: u16,
+    /// The device's cell in [`MAP_DEV_COUNT`] and [`MAP_DEV_STATE`]: assigned by the
+    /// controller when the device first appears in a slot and kept while it is in either
+    /// slot, so counts and quarantines never move between devices across reloads (the
+    /// compiler leaves it 0).
+    pub cell: u16,
     /// Index of the device's class (for per-class metrics); `u32::MAX` for none.
     pub class: u32,
     /// The bridge port the device must be behind (`port` in the policy), or
@@ -778,10 +781,10 @@ pub struct FlowValue {
     /// TCP: the responder's initial sequence number, from its SYN-ACK; the initiator's ACK
     /// must acknowledge `resp_isn + 1` to confirm the flow.
     pub resp_isn: u32,
-    /// [`Device::counter`] of `dev_a` / `dev_b` when the flow was last judged (valid while
-    /// the flow is current; see [`FLOW_F_ADDR_A`]).
-    pub counter_a: u16,
-    pub counter_b: u16,
+    /// [`Device::cell`] of `dev_a` / `dev_b` when the flow was last judged (valid while the
+    /// flow's generation is the active one: a device keeps its cell while in either slot).
+    pub cell_a: u16,
+    pub cell_b: u16,
 }
 
 /// [`FlowValue::flags`]: `dev_a` is the device the address `addr_a` names in the flow's

@@ -100,7 +100,7 @@ impl Compiled {
                 mode: d.mode.abi(),
                 flags: d.flags(),
                 mac: d.mac.map_or([0; 6], |m| m.0),
-                counter: 0,
+                cell: 0,
                 class: d.class_index,
                 port_ifindex,
             };

@@ -83,8 +83,10 @@ pub struct Datapath {
     syncing: Option<Sync>,
     /// The next generation being written to the inactive slot (see [`Datapath::stage`]).
     staging: Option<Staging>,
-    /// Each device's cell in `LZ_DEV_COUNT` (see `cells`).
+    /// Each device's cell in `LZ_DEV_COUNT` and `LZ_DEV_STATE` (see `cells`).
     cells: cells::Cells,
+    /// The state last given to each device (written into its cell when it gets one).
+    states: std::collections::HashMap<u64, DevState>,
 }
 
 /// What the slot a [`Datapath::stage`] writes holds before: known, or what a sync of it
@@ -189,8 +191,8 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(program))?
             .try_into()?;
         prog.load()?;
-        // Counter cells as the pinned records name them (lazaret's program only: the bench
-        // programs have no device maps).
+        // Cells as the pinned records name them, and the states in them (lazaret's program
+        // only: the bench programs have no device maps).
         let cells = match (adopting, ebpf.map_mut(MAP_DEVICES)) {
             (true, Some(map)) => {
                 let devices: HashMap<_, DevKey, Device> =
@@ -204,6 +206,17 @@ impl Datapath {
             }
             _ => cells::Cells::default(),
         };
+        let mut states = std::collections::HashMap::new();
+        if let (true, Some(map)) = (adopting, ebpf.map_mut(MAP_DEV_STATE)) {
+            let array: Array<_, DevState> =
+                Array::try_from(map).map_err(DatapathError::map(MAP_DEV_STATE))?;
+            for (id, cell) in cells.all() {
+                let st = array
+                    .get(&u32::from(cell), 0)
+                    .map_err(DatapathError::map(MAP_DEV_STATE))?;
+                states.insert(id, st);
+            }
+        }
         let empty = |slot| {
             (!adopting).then(|| MapContents {
                 slot,
@@ -218,6 +231,7 @@ impl Datapath {
             syncing: None,
             staging: None,
             cells,
+            states,
         })
     }
 
@@ -332,7 +346,7 @@ impl Datapath {
         // Counter cells: given (and cleared of a departed device's counts) before any record
         // naming them is written.
         let fresh = self.cells.assign(&mut contents)?;
-        self.clear_counters(&fresh)?;
+        self.prepare_cells(&fresh)?;
         // A sync of this slot still running (whole policies back to back) is waited for on
         // the install thread, not here: the caller's loop must not stall on it.
         let syncing = self.syncing.take().filter(|s| s.slot == new);
@@ -517,19 +531,25 @@ impl Datapath {
 
     /// Sets a device's runtime state (epoch, quarantine). Takes effect on the next packet.
     pub fn set_device_state(&mut self, id: u64, state: DevState) -> Result<(), DatapathError> {
-        let mut map: HashMap<_, u64, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
-        map.insert(id, state, 0)
+        // Kept for the device's next cell, and written into its cell now if it has one (a
+        // device in neither slot has none: its state waits here).
+        self.states.insert(id, state);
+        let Some(cell) = self.cells.cell(id) else {
+            return Ok(());
+        };
+        let mut map: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        map.set(u32::from(cell), state, 0)
             .map_err(DatapathError::map(MAP_DEV_STATE))
     }
 
     /// A device's runtime state (default if never set).
     pub fn device_state(&mut self, id: u64) -> Result<DevState, DatapathError> {
-        let map: HashMap<_, u64, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
-        match map.get(&id, 0) {
-            Ok(s) => Ok(s),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(DevState::default()),
-            Err(e) => Err(DatapathError::map(MAP_DEV_STATE)(e)),
-        }
+        let Some(cell) = self.cells.cell(id) else {
+            return Ok(self.states.get(&id).copied().unwrap_or_default());
+        };
+        let map: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        map.get(&u32::from(cell), 0)
+            .map_err(DatapathError::map(MAP_DEV_STATE))
     }
 
     /// Replaces the gateway's own addresses ([`MAP_LOCAL`]) with `addrs`: what is gone is
@@ -637,15 +657,23 @@ impl Datapath {
         }
     }
 
-    /// Zeroes counter cells on every CPU (cells just given to a device).
-    fn clear_counters(&mut self, cells: &[u16]) -> Result<(), DatapathError> {
+    /// Readies cells just given to devices: the device's last known state (or none) in
+    /// `LZ_DEV_STATE`, zeroed counters on every CPU in `LZ_DEV_COUNT`.
+    fn prepare_cells(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
         if cells.is_empty() {
             return Ok(());
+        }
+        let mut state: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        for (id, cell) in cells {
+            let st = self.states.get(id).copied().unwrap_or_default();
+            state
+                .set(u32::from(*cell), st, 0)
+                .map_err(DatapathError::map(MAP_DEV_STATE))?;
         }
         let cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| DatapathError::Link(format!("{what}: {e}")))?;
         let mut map: PerCpuArray<_, DevCounters> = typed(&mut self.ebpf, MAP_DEV_COUNT)?;
-        for cell in cells {
+        for (_, cell) in cells {
             let zero = aya::maps::PerCpuValues::try_from(vec![DevCounters::default(); cpus])
                 .map_err(|e| DatapathError::Link(format!("{MAP_DEV_COUNT}: {e}")))?;
             map.set(u32::from(*cell), zero, 0)

@@ -1,13 +1,17 @@
-//! Which cell of `LZ_DEV_COUNT` counts each device.
+//! Which cell of `LZ_DEV_COUNT` and `LZ_DEV_STATE` is each device's.
 //!
-//! The program counts a device's packets in a per-CPU *array* at the cell its record names
-//! (`Device::counter`): an array lookup the verifier inlines, where a per-CPU hash by id
-//! cost a hash lookup per packet. The cell must not move while the device is counted, or
-//! counts would pass from one device to another across a reload. So cells are assigned
-//! here, not by the compiler: a device keeps its cell while its record is in either slot;
-//! a cell whose device has left both is free again, and zeroed when it is given to another.
-//! (A packet still judged by the generation before last in the grace period after a flip
-//! could add to a cell just given away: a stray count, never a lost quarantine.)
+//! The program reads a device's runtime state (quarantine, epoch) and counts its packets in
+//! two arrays at the cell its record names (`Device::cell`): array lookups the verifier
+//! inlines, where hashes by id cost two hash lookups per packet. A cell must not move
+//! while the device is judged, or counts would pass from one device to another across a
+//! reload and a quarantine could be read from another device's cell. So cells are
+//! assigned here, not by the compiler: a device keeps its cell while its record is in
+//! either slot; a cell whose device has left both is free again. A cell given to a device
+//! is first zeroed in `LZ_DEV_COUNT` and set in `LZ_DEV_STATE` to the state the controller
+//! last gave that device (see `Datapath::set_device_state`), before any record naming it
+//! is written. (A packet still judged by the generation before last in the grace period
+//! after a flip could count into a cell just given away: a stray count; its verdict was
+//! the old generation's, read before.)
 //!
 //! After a restart the cells are read back from the records pinned in `LZ_DEVICES`.
 
@@ -42,8 +46,8 @@ impl Cells {
         {
             let mut by_id = c.by_id.lock().unwrap_or_else(PoisonError::into_inner);
             for (slot, d) in records {
-                by_id.insert(d.id, d.counter);
-                used.insert(d.counter);
+                by_id.insert(d.id, d.cell);
+                used.insert(d.cell);
                 if let Some(ids) = c.slot_ids.get_mut(usize::from(slot & 1)) {
                     ids.insert(d.id);
                 }
@@ -57,6 +61,11 @@ impl Cells {
         c
     }
 
+    /// Every (device id, cell).
+    pub(crate) fn all(&self) -> Vec<(u64, u16)> {
+        lock(&self.by_id).iter().map(|(id, c)| (*id, *c)).collect()
+    }
+
     pub(crate) fn shared(&self) -> Shared {
         self.by_id.clone()
     }
@@ -67,9 +76,12 @@ impl Cells {
 
     /// Gives every device of `contents` its cell (the one it has, or a free one) and stamps
     /// the records. The devices kept are those of `contents` and of the other slot (which
-    /// packets are judged by until the flip); every other cell is freed. Returns the cells
-    /// given out now, which the caller zeroes before the slot is written.
-    pub(crate) fn assign(&mut self, contents: &mut MapContents) -> Result<Vec<u16>, DatapathError> {
+    /// packets are judged by until the flip); every other cell is freed. Returns the
+    /// (device, cell) given out now, which the caller readies before the slot is written.
+    pub(crate) fn assign(
+        &mut self,
+        contents: &mut MapContents,
+    ) -> Result<Vec<(u64, u16)>, DatapathError> {
         let slot = usize::from(contents.slot & 1);
         let ids: HashSet<u64> = contents.devices.iter().map(|(_, d)| d.id).collect();
         let mut by_id = lock(&self.by_id);
@@ -99,7 +111,7 @@ impl Cells {
                 None => return Err(exhausted()),
             };
             by_id.insert(*id, cell);
-            fresh.push(cell);
+            fresh.push((*id, cell));
         }
         stamp_with(&by_id, contents)?;
         drop(by_id);
@@ -126,9 +138,9 @@ fn stamp_with(by_id: &HashMap<u64, u16>, contents: &mut MapContents) -> Result<(
     let records = records.chain(contents.dev_ip4.iter_mut().map(|(_, d)| d));
     let records = records.chain(contents.dev_ip6.iter_mut().map(|(_, d)| d));
     for d in records.chain(contents.devices.iter_mut().map(|(_, d)| d)) {
-        d.counter = *by_id.get(&d.id).ok_or_else(|| {
-            DatapathError::Link(format!("device {:#x} has no counter cell", d.id))
-        })?;
+        d.cell = *by_id
+            .get(&d.id)
+            .ok_or_else(|| DatapathError::Link(format!("device {:#x} has no cell", d.id)))?;
     }
     Ok(())
 }
@@ -139,7 +151,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<u64, u16>> {
 
 fn exhausted() -> DatapathError {
     DatapathError::Link(format!(
-        "no free counter cell: the two generations hold more than {COUNTER_SLOTS} devices"
+        "no free device cell: the two generations hold more than {COUNTER_SLOTS} devices"
     ))
 }
 
@@ -173,7 +185,7 @@ mod tests {
     }
 
     fn cells_of(c: &MapContents) -> HashMap<u64, u16> {
-        c.devices.iter().map(|(_, d)| (d.id, d.counter)).collect()
+        c.devices.iter().map(|(_, d)| (d.id, d.cell)).collect()
     }
 
     #[test]
@@ -195,7 +207,7 @@ mod tests {
         // and given to 50, reported fresh (to be zeroed).
         let mut g3 = contents(1, &[10, 30, 40, 50]);
         let fresh = cells.assign(&mut g3)?;
-        assert_eq!(fresh, vec![first[&20]]);
+        assert_eq!(fresh, vec![(50, first[&20])]);
         assert_eq!(cells_of(&g3)[&50], first[&20]);
         assert_eq!(cells.cell(20), None);
         Ok(())
@@ -241,7 +253,7 @@ mod tests {
             },
         ));
         cells.assign(&mut c)?;
-        assert_eq!(c.dev_ip4[0].1.counter, c.devices[0].1.counter);
+        assert_eq!(c.dev_ip4[0].1.cell, c.devices[0].1.cell);
         let mut unknown = contents(0, &[99]);
         assert!(stamp(&cells.shared(), &mut unknown).is_err());
         Ok(())
