@@ -40,9 +40,8 @@ static LZ_FLOOR_RULES: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 )]
 pub fn lazaret_floor(ctx: XdpContext) -> u32 {
     let key = match flow_key(&ctx) {
-        Parsed::Flow(k) => k,
-        Parsed::NotIp => return xdp_action::XDP_PASS,
-        Parsed::Malformed => return xdp_action::XDP_DROP,
+        Ok(k) => k,
+        Err(action) => return action,
     };
     // SAFETY: a helper without arguments; lazaret's clock (see `now` in main.rs).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -69,9 +68,8 @@ pub fn lazaret_floor(ctx: XdpContext) -> u32 {
 )]
 pub fn lazaret_floor_deny(ctx: XdpContext) -> u32 {
     let key = match flow_key(&ctx) {
-        Parsed::Flow(k) => k,
-        Parsed::NotIp => return xdp_action::XDP_PASS,
-        Parsed::Malformed => return xdp_action::XDP_DROP,
+        Ok(k) => k,
+        Err(action) => return action,
     };
     if LZ_FLOWS.get_ptr_mut(key).is_some() {
         return xdp_action::XDP_PASS;
@@ -85,30 +83,21 @@ pub fn lazaret_floor_deny(ctx: XdpContext) -> u32 {
     }
 }
 
-enum Parsed {
-    Flow(FlowKey),
-    NotIp,
-    Malformed,
-}
-
 /// The normalized 5-tuple of an IPv4 or IPv6 frame (lower (address, port) first, as in
-/// lazaret).
+/// lazaret), or the action for a frame without one: pass what is not IP, drop what is
+/// malformed.
 #[inline(always)]
-fn flow_key(ctx: &XdpContext) -> Parsed {
+fn flow_key(ctx: &XdpContext) -> Result<FlowKey, u32> {
     let start = ctx.data();
     let end = ctx.data_end();
-    let Some((ethertype, off)) = l2::skip(start, end) else {
-        return Parsed::Malformed;
-    };
+    let (ethertype, off) = l2::skip(start, end).ok_or(xdp_action::XDP_DROP)?;
     let tuple = match ethertype {
         0x0800 => v4(start + off, end),
         0x86dd => v6(start + off, end),
-        _ => return Parsed::NotIp,
+        _ => return Err(xdp_action::XDP_PASS),
     };
-    let Some((src, sport, dst, dport, proto, family)) = tuple else {
-        return Parsed::Malformed;
-    };
-    Parsed::Flow(if (src.ordered(), sport) <= (dst.ordered(), dport) {
+    let (src, sport, dst, dport, proto, family) = tuple.ok_or(xdp_action::XDP_DROP)?;
+    Ok(if (src.ordered(), sport) <= (dst.ordered(), dport) {
         word::flow_key(&src, sport, &dst, dport, proto, family)
     } else {
         word::flow_key(&dst, dport, &src, sport, proto, family)

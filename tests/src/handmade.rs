@@ -34,6 +34,20 @@ pub const BYSTANDER_MAC: Mac = [0x02, 0, 0, 0, 0, 0x22];
 pub const BYSTANDER_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 22);
 pub const BYSTANDER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x22);
 
+/// The server's SYN-ACK to the device's `sport` (from its HL7 port 2575), as it arrives
+/// upstream.
+pub fn server_synack(sport: u16) -> Vec<u8> {
+    crate::frames::tcp4(
+        GW_MAC,
+        DEV_MAC,
+        SERVER,
+        DEV_IP,
+        2575,
+        sport,
+        crate::frames::TCP_SYN | crate::frames::TCP_ACK,
+    )
+}
+
 pub fn dev_id() -> u64 {
     device_id_hash(DEVICE_ID.as_bytes())
 }

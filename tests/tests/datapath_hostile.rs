@@ -1426,15 +1426,7 @@ fn interfaces_keep_their_side_at_any_ifindex_and_unknown_ones_are_device_ports(
         t.iface(high, IfaceConfig::new(SIDE_UPSTREAM));
         t.iface(low, IfaceConfig::new(SIDE_UPSTREAM));
         // The server's unsolicited SYN-ACK: judged on the upstream side where configured...
-        let synack = tcp4(
-            GW_MAC,
-            DEV_MAC,
-            SERVER,
-            DEV_IP,
-            2575,
-            41200,
-            TCP_SYN | TCP_ACK,
-        );
+        let synack = handmade::server_synack(41200);
         assert_eq!(t.judge(&synack, high), Reason::DenyNoFlow);
         assert_eq!(t.judge(&synack, low), Reason::DenyNoFlow);
         // ...and as a device port's where not: an unknown sender there.

@@ -42,15 +42,7 @@ fn reply_passes_through_the_flow_and_unsolicited_segment_does_not() {
     let mut dp = loaded();
     // Unsolicited SYN-ACK from upstream: no flow yet.
     dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
-    let synack = tcp4(
-        GW_MAC,
-        DEV_MAC,
-        SERVER,
-        DEV_IP,
-        2575,
-        40001,
-        TCP_SYN | TCP_ACK,
-    );
+    let synack = handmade::server_synack(40001);
     assert_eq!(dp.test_run(&synack).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
     // The device opens the flow; now the reply passes.
@@ -210,15 +202,7 @@ fn a_tcp_flow_is_confirmed_only_by_the_initiators_ack_of_the_syn_ack() {
             &ipv4(DEV_IP, SERVER, 6, &l4, &Ipv4Opts::default()),
         )
     };
-    let synack = tcp4(
-        GW_MAC,
-        DEV_MAC,
-        SERVER,
-        DEV_IP,
-        2575,
-        sport,
-        TCP_SYN | TCP_ACK,
-    );
+    let synack = handmade::server_synack(sport);
     assert_eq!(
         dp.test_run(&from_device(TCP_SYN, 0)).expect("run"),
         XDP_PASS
@@ -276,15 +260,7 @@ fn confirmed(dp: &mut Datapath, sport: u16) {
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
     assert_eq!(dp.test_run(&syn).expect("run"), XDP_PASS);
     dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
-    let synack = tcp4(
-        GW_MAC,
-        DEV_MAC,
-        SERVER,
-        DEV_IP,
-        2575,
-        sport,
-        TCP_SYN | TCP_ACK,
-    );
+    let synack = handmade::server_synack(sport);
     assert_eq!(dp.test_run(&synack).expect("run"), XDP_PASS);
     dp.set_interface(LO, SIDE_DEVICES).expect("iface");
     let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
@@ -452,15 +428,7 @@ fn monotonic_ns() -> u64 {
 #[test]
 fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_SYN);
-    let reply = tcp4(
-        GW_MAC,
-        DEV_MAC,
-        SERVER,
-        DEV_IP,
-        2575,
-        40000,
-        TCP_SYN | TCP_ACK,
-    );
+    let reply = handmade::server_synack(40000);
     let mut baseline = Datapath::load_baseline().expect("baseline loads (needs root)");
     assert_eq!(baseline.test_run(&syn).expect("run"), XDP_PASS);
     let mut floor = Datapath::load_floor().expect("floor loads (needs root)");
@@ -515,15 +483,7 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
 /// answer arriving upstream.
 fn session(sport: u16) -> (Vec<u8>, Vec<u8>) {
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_SYN);
-    let synack = tcp4(
-        GW_MAC,
-        DEV_MAC,
-        SERVER,
-        DEV_IP,
-        2575,
-        sport,
-        TCP_SYN | TCP_ACK,
-    );
+    let synack = handmade::server_synack(sport);
     (syn, synack)
 }
 

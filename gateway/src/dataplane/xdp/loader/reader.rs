@@ -104,7 +104,7 @@ pub(super) fn map_usage<S: MapSource>(
 /// thread of their own instead of the daemon's loop.
 pub struct DatapathReader {
     maps: Vec<(&'static str, Map)>,
-    /// The devices' counter cells, as the datapath assigns them.
+    /// The devices' cells (state and counters), as the datapath assigns them.
     cells: super::cells::Shared,
 }
 
