@@ -275,6 +275,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
 
     // Identity: who is the managed end this frame is judged for? (And whether the source's
     // device is the one its address names, for the flow entry: see FLOW_F_ADDR_A.)
+    // The flow lookup of an upstream packet that may take the shortcut, kept for judge_flow
+    // when it does not (one lookup per packet, either way).
+    let mut upstream_lookup = None;
     let (src_dev, src_by_addr) = if pkt.side == SIDE_DEVICES {
         match identify_source(gen, pkt) {
             Ok((dev, by_addr)) => (Some(dev), by_addr),
@@ -282,9 +285,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         }
     } else {
         if pkt.frag == Frag::None && !pkt.related {
-            if let Some(v) = upstream_reply(gen, pkt) {
+            let lookup = FlowLookup::of(pkt);
+            if let Some(v) = upstream_reply(gen, pkt, &lookup) {
                 return v;
             }
+            upstream_lookup = Some(lookup);
         }
         // Devices are never upstream: a managed source address from there is forged (it
         // would otherwise open flows as the device).
@@ -342,7 +347,8 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     if pkt.related {
         return judge_related(gen, pkt, &src_dev, &dst_dev);
     }
-    let v = judge_flow(gen, pkt, &src_dev, &dst_dev, src_by_addr);
+    let lookup = upstream_lookup.unwrap_or_else(|| FlowLookup::of(pkt));
+    let v = judge_flow(gen, pkt, &src_dev, &dst_dev, src_by_addr, lookup);
     if let Frag::First = pkt.frag {
         let train = FragValue {
             last_seen_ns: gen.now,
@@ -570,10 +576,15 @@ fn judge_flow(
     src_dev: &Option<&'static Device>,
     dst_dev: &Option<&'static Device>,
     src_by_addr: bool,
+    lookup: FlowLookup,
 ) -> Verdict {
-    let (key, src_is_a) = flow_key(pkt);
+    let FlowLookup {
+        key,
+        src_is_a,
+        found,
+    } = lookup;
     let now = gen.now;
-    if let Some((flow, in_est)) = find_flow(&key) {
+    if let Some((flow, in_est)) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
         if age(now, flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
@@ -604,16 +615,7 @@ fn judge_flow(
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
                 stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
-                flow.last_seen_ns = now;
-                advance_flow(flow, pkt, initiator_is_src);
-                let mut out = Verdict::new(Reason::AllowFlow);
-                out.dev = v.dev;
-                out.rule = v.rule;
-                out.report = false;
-                if !in_est {
-                    promote(gen, &key, flow);
-                }
-                return out;
+                return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
             }
             remove_flow(&key, in_est);
             return v;
@@ -651,13 +653,29 @@ fn judge_flow(
     v
 }
 
-/// The flow entry of `key`: the established table first (a confirmed session costs one
-/// lookup), then the new one. The pointer is valid for this program run.
-#[inline(always)]
-fn find_flow(key: &FlowKey) -> Option<(*mut FlowValue, bool)> {
-    match LZ_EST_FLOWS.get_ptr_mut(key) {
-        Some(f) => Some((f, true)),
-        None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
+/// A packet's flow key, whether its source is endpoint a, and the flow entry if there is
+/// one (with whether it is in the established table).
+struct FlowLookup {
+    key: FlowKey,
+    src_is_a: bool,
+    found: Option<(*mut FlowValue, bool)>,
+}
+
+impl FlowLookup {
+    /// The established table first (a confirmed session costs one lookup), then the new
+    /// one. The pointer is valid for this program run.
+    #[inline(always)]
+    fn of(pkt: &Pkt) -> FlowLookup {
+        let (key, src_is_a) = flow_key(pkt);
+        let found = match LZ_EST_FLOWS.get_ptr_mut(key) {
+            Some(f) => Some((f, true)),
+            None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
+        };
+        FlowLookup {
+            key,
+            src_is_a,
+            found,
+        }
     }
 }
 
@@ -695,9 +713,9 @@ fn keep_flow(
 /// device judge_ip would find). Anything else takes the full path: no such flow, expired
 /// or stale, a source endpoint with a device, a destination device known by its MAC alone.
 #[inline(always)]
-fn upstream_reply(gen: &Gen, pkt: &Pkt) -> Option<Verdict> {
-    let (key, src_is_a) = flow_key(pkt);
-    let (flow, in_est) = find_flow(&key)?;
+fn upstream_reply(gen: &Gen, pkt: &Pkt, lookup: &FlowLookup) -> Option<Verdict> {
+    let (key, src_is_a) = (&lookup.key, lookup.src_is_a);
+    let (flow, in_est) = lookup.found?;
     // SAFETY: the pointer comes from a successful lookup in this program run.
     let flow = unsafe { &mut *flow };
     let (src_dev, dst_dev, dst_flag) = if src_is_a {
@@ -721,7 +739,7 @@ fn upstream_reply(gen: &Gen, pkt: &Pkt) -> Option<Verdict> {
     {
         return None;
     }
-    Some(keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dst_dev))
+    Some(keep_flow(gen, pkt, key, flow, src_is_a, in_est, dst_dev))
 }
 
 #[inline(always)]
