@@ -346,7 +346,8 @@ impl Datapath {
         // Counter cells: given (and cleared of a departed device's counts) before any record
         // naming them is written.
         let fresh = self.cells.assign(&mut contents)?;
-        self.prepare_cells(&fresh)?;
+        self.set_fresh_states(&fresh)?;
+        let counters = self.counters_to_clear(&fresh)?;
         // A sync of this slot still running (whole policies back to back) is waited for on
         // the install thread, not here: the caller's loop must not stall on it.
         let syncing = self.syncing.take().filter(|s| s.slot == new);
@@ -369,6 +370,10 @@ impl Datapath {
             .name("lazaret-install".into())
             .spawn(move || {
                 let written = (|| {
+                    // The fresh cells' counters, zeroed before any record names them.
+                    if let Some((map, cells)) = counters {
+                        clear_counters(map, &cells)?;
+                    }
                     let held = match held {
                         Held::Known(held) => held,
                         Held::AfterSync(sync) => match sync.thread.join() {
@@ -657,29 +662,53 @@ impl Datapath {
         }
     }
 
-    /// Readies cells just given to devices: the device's last known state (or none) in
-    /// `LZ_DEV_STATE`, zeroed counters on every CPU in `LZ_DEV_COUNT`.
-    fn prepare_cells(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
+    /// Writes into cells just given to devices the state the controller last gave each
+    /// (or none), in one batched write where the kernel has them. On the caller's thread,
+    /// in order with [`Self::set_device_state`]: a state set meanwhile is never overwritten
+    /// by an older one.
+    fn set_fresh_states(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
         if cells.is_empty() {
             return Ok(());
         }
-        let mut state: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
-        for (id, cell) in cells {
-            let st = self.states.get(id).copied().unwrap_or_default();
-            state
-                .set(u32::from(*cell), st, 0)
+        let keys: Vec<u32> = cells.iter().map(|(_, c)| u32::from(*c)).collect();
+        let values: Vec<DevState> = cells
+            .iter()
+            .map(|(id, _)| self.states.get(id).copied().unwrap_or_default())
+            .collect();
+        if let Some(Map::Array(data)) = self.ebpf.map(MAP_DEV_STATE) {
+            match batch::update(data.fd().as_fd(), &keys, &values) {
+                Ok(()) => return Ok(()),
+                Err(batch::BatchError::Failed(source)) => {
+                    return Err(DatapathError::Batch {
+                        map: MAP_DEV_STATE,
+                        source,
+                    })
+                }
+                Err(batch::BatchError::Unsupported) => {}
+            }
+        }
+        let mut map: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
+        for (k, v) in keys.iter().zip(&values) {
+            map.set(*k, *v, 0)
                 .map_err(DatapathError::map(MAP_DEV_STATE))?;
         }
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(what, e)| DatapathError::Link(format!("{what}: {e}")))?;
-        let mut map: PerCpuArray<_, DevCounters> = typed(&mut self.ebpf, MAP_DEV_COUNT)?;
-        for (_, cell) in cells {
-            let zero = aya::maps::PerCpuValues::try_from(vec![DevCounters::default(); cpus])
-                .map_err(|e| DatapathError::Link(format!("{MAP_DEV_COUNT}: {e}")))?;
-            map.set(u32::from(*cell), zero, 0)
-                .map_err(DatapathError::map(MAP_DEV_COUNT))?;
-        }
         Ok(())
+    }
+
+    /// A handle of `LZ_DEV_COUNT` and the fresh cells to zero in it, for the install
+    /// thread (one write per cell and CPU set: off the caller's loop).
+    fn counters_to_clear(
+        &self,
+        cells: &[(u64, u16)],
+    ) -> Result<Option<(Map, Vec<u16>)>, DatapathError> {
+        if cells.is_empty() {
+            return Ok(None);
+        }
+        let Some(Map::PerCpuArray(data)) = self.ebpf.map(MAP_DEV_COUNT) else {
+            return Err(DatapathError::MissingMap(MAP_DEV_COUNT));
+        };
+        let (_, map) = dup_map(MAP_DEV_COUNT, data)?;
+        Ok(Some((map, cells.iter().map(|(_, c)| *c).collect())))
     }
 
     /// Every tracked flow with the table it is in (an iteration of both LRU flow tables: for
@@ -843,6 +872,21 @@ impl Datapath {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// Zeroes counter cells on every CPU.
+fn clear_counters(mut map: Map, cells: &[u16]) -> Result<(), DatapathError> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Link(format!("{what}: {e}")))?;
+    let mut map: PerCpuArray<_, DevCounters> =
+        PerCpuArray::try_from(&mut map).map_err(DatapathError::map(MAP_DEV_COUNT))?;
+    for cell in cells {
+        let zero = aya::maps::PerCpuValues::try_from(vec![DevCounters::default(); cpus])
+            .map_err(|e| DatapathError::Link(format!("{MAP_DEV_COUNT}: {e}")))?;
+        map.set(u32::from(*cell), zero, 0)
+            .map_err(DatapathError::map(MAP_DEV_COUNT))?;
+    }
+    Ok(())
 }
 
 /// Maps pinned when a pin directory is given: all of them, so a restarted daemon adopts
