@@ -601,10 +601,20 @@ fn xdp_program_and_reference_twin_agree_on_random_frames() {
     let promoted = RefCell::new(0usize);
     let unpromoted = RefCell::new(0usize);
 
+    // A fixed seed unless PROPTEST_RNG_SEED asks for another: the coverage checks below
+    // (a flow promoted, one left unpromoted by an empty budget) depend on what the
+    // generator happens to produce, and a random seed missed one about one run in six.
+    let defaults = ProptestConfig::default();
+    let rng_seed = if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+        defaults.rng_seed
+    } else {
+        proptest::test_runner::RngSeed::Fixed(0x6c61_7a61_7265_7401)
+    };
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 160,
         failure_persistence: None,
-        ..ProptestConfig::default()
+        rng_seed,
+        ..defaults
     });
     let result = runner.run(&prop::collection::vec(spec(), 1..40), |specs| {
         let mut dp = dp.borrow_mut();
