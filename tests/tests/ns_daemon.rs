@@ -426,3 +426,213 @@ fn upgrade_from_an_older_abi_is_swapped_in_without_a_gap() -> Result<()> {
     assert!(out.contains("flows carried over"), "{out}");
     Ok(())
 }
+
+/// What a [`Recorder`] was asked to do, in order.
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A dataplane that enforces nothing and records every call: the shell under test drives
+/// it exactly as it drives XDP (it answers for the XDP enforcers).
+struct Recorder(Log);
+
+impl Recorder {
+    fn note(&self, what: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(what);
+    }
+}
+
+mod recorder {
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        net::IpAddr,
+        path::Path,
+    };
+
+    use lazaret::dataplane::{
+        Attach, Counters, Dataplane, DataplaneError, Enforcer, EventDrain, Generation, Retired,
+        Staged, Tampering,
+    };
+
+    use super::Recorder;
+
+    impl Dataplane for Recorder {
+        fn serves(&self, e: Enforcer) -> bool {
+            e.is_xdp()
+        }
+        fn attach(&mut self, a: &Attach<'_>) -> Result<Enforcer, DataplaneError> {
+            self.note(format!("attach {} {}", a.iface.name, a.ifindex));
+            Ok(Enforcer::XdpNative)
+        }
+        fn release(&mut self, interface: &str, _pin_dir: &Path) {
+            self.note(format!("release {interface}"));
+        }
+        fn attached_all(&mut self, _pin_dir: &Path) {}
+        fn stage(&mut self, g: &Generation<'_>, staged: Staged) -> Result<(), DataplaneError> {
+            self.note(format!("stage {}", g.number));
+            staged();
+            Ok(())
+        }
+        fn commit(&mut self, _retired: Retired) -> Result<(), DataplaneError> {
+            self.note("commit".into());
+            Ok(())
+        }
+        fn tampered(&mut self, _enforcing: &[(String, u32)], _held: bool) -> Vec<Tampering> {
+            Vec::new()
+        }
+        fn restore(&mut self, _pins: &[([u8; 6], String)]) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn events(
+            &mut self,
+            _tx: &tokio::sync::mpsc::Sender<lazaret_abi::Event>,
+        ) -> Result<Option<Box<dyn EventDrain>>, DataplaneError> {
+            Ok(None)
+        }
+        fn counters(&mut self) -> Result<Option<Box<dyn Counters>>, DataplaneError> {
+            Ok(None)
+        }
+        fn set_quarantine(&mut self, device: u64, quarantine: u8) -> Result<(), DataplaneError> {
+            self.note(format!("quarantine {device:x} {quarantine}"));
+            Ok(())
+        }
+        fn set_local(&mut self, _addrs: &BTreeSet<IpAddr>) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn pins(
+            &mut self,
+            _ifindexes: &BTreeMap<String, u32>,
+        ) -> Result<Vec<([u8; 6], String)>, DataplaneError> {
+            Ok(Vec::new())
+        }
+        fn restore_pins(
+            &mut self,
+            _pins: &[([u8; 6], String)],
+            _ifindexes: &BTreeMap<String, u32>,
+        ) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn release_pin(&mut self, _mac: [u8; 6]) -> Result<bool, DataplaneError> {
+            Ok(false)
+        }
+    }
+}
+
+/// `daemon::run` takes its dataplanes and interface lookup as dependencies: given a
+/// recording dataplane and interfaces that exist only in its lookup, the same shell starts,
+/// installs the policy through it, attaches both interfaces, answers `status`, applies a
+/// quarantine through it, and returns on shutdown. No BPF is loaded; it runs in a namespace
+/// of its own so that nftables, enforcing nowhere, can touch nothing of the host's.
+#[test]
+fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
+    use lazaret::daemon::{api, control, quarantine::Action, Deps};
+    use lazaret::dataplane::{nft::NftDataplane, Dataplanes};
+
+    let tmp = lazaret_tests::netns::TempDir::new()?;
+    let ns =
+        lazaret_tests::netns::Netns::new(format!("{}sh", lazaret_tests::netns::unique_prefix()))?;
+    let policy_dir = tmp.path.join("policy");
+    std::fs::create_dir_all(&policy_dir)?;
+    let rules = workflow("hl7-results", "tcp", 2575);
+    std::fs::write(
+        policy_dir.join("site.toml"),
+        monitor_policy([2, 0, 0, 0, 0, 0x11], &["hl7-results"], &rules),
+    )?;
+    let socket = tmp.path.join("control.sock");
+    let text = format!(
+        "policy_dir = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
+         metrics_listen = \"127.0.0.1:0\"\n\
+         [[interfaces]]\nname = \"dev0\"\nside = \"devices\"\n\
+         [[interfaces]]\nname = \"up0\"\nside = \"upstream\"\n",
+        policy_dir.display(),
+        tmp.path.join("state").display(),
+        tmp.path.join("pins").display(),
+        socket.display(),
+    );
+    let config = lazaret::config::Config::parse(&text, &tmp.path.join("lazaret.toml"))?;
+    let log: Log = Arc::default();
+    let deps = {
+        let log = log.clone();
+        Deps {
+            dataplanes: Box::new(move |_config, registry| {
+                Ok(Dataplanes {
+                    nft: NftDataplane::new(registry)
+                        .map_err(lazaret::dataplane::DataplaneError::Metrics)?,
+                    xdp: None,
+                    others: vec![Box::new(Recorder(log))],
+                })
+            }),
+            ifindex: |name| match name {
+                "dev0" => Some(4001),
+                "up0" => Some(4002),
+                _ => None,
+            },
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (served, asked) = ns.within(move || {
+        thread::scope(|scope| {
+            // The client: a thread of its own, which stops the daemon whatever happens to it
+            // (a panic drops `stop_tx`, which stops it too).
+            let client = scope.spawn(move || -> Result<(api::Status, control::Reply)> {
+                let _stop = stop_tx;
+                let up = lazaret_tests::netns::wait_until(Duration::from_secs(20), || {
+                    control::call(&socket, &control::Request::Status {}).is_ok()
+                });
+                anyhow::ensure!(up, "the control socket never answered");
+                let status: api::Status = control::call(&socket, &control::Request::Status {})?
+                    .into_typed()
+                    .map_err(anyhow::Error::msg)?;
+                let quarantined = control::call(
+                    &socket,
+                    &control::Request::QuarantineAdd {
+                        device: "mon-icu-01".into(),
+                        action: Action::Isolate,
+                        reason: "shell test".into(),
+                    },
+                )?;
+                Ok((status, quarantined))
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let served = runtime.block_on(lazaret::daemon::run(config, deps, async {
+                let _ = stop_rx.await;
+            }));
+            let asked = client
+                .join()
+                .map_err(|_| anyhow::anyhow!("the client panicked"))?;
+            anyhow::Ok((served, asked))
+        })
+    })??;
+    if let Err(e) = &served {
+        anyhow::bail!(
+            "the daemon's shell failed: {e}; the dataplane was asked: {:?}",
+            log.lock().map(|l| l.clone())
+        );
+    }
+    let (status, quarantined) = asked?;
+    assert_eq!(status.generation, 1, "{status:?}");
+    assert_eq!(status.devices, 1);
+    assert_eq!(
+        status.interfaces.values().copied().collect::<Vec<_>>(),
+        [api::InterfaceMode::Native, api::InterfaceMode::Native],
+        "both interfaces enforced by the dataplane given"
+    );
+    assert!(quarantined.ok, "{quarantined:?}");
+    let log = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let position = |what: &str| log.iter().position(|l| l.starts_with(what));
+    let (stage, commit) = (position("stage 1"), position("commit"));
+    let (dev0, up0) = (position("attach dev0 4001"), position("attach up0 4002"));
+    assert!(stage < commit && commit < dev0 && dev0 < up0, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.starts_with("quarantine ")
+            && l.ends_with(&format!(" {}", lazaret_abi::QUARANTINE_ISOLATE))),
+        "the quarantine reached the dataplane: {log:?}"
+    );
+    Ok(())
+}

@@ -43,7 +43,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         preflight::check(&config)?;
-        daemon::run(config, std::future::pending()).await?;
+        daemon::run(config, daemon::Deps::host(), std::future::pending()).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -31,7 +31,7 @@ impl Controller {
             }
         };
         // nftables alone has no slots: its table is replaced whole.
-        let slot = self.dp.as_mut().map_or(Ok(0), Datapath::next_slot);
+        let slot = self.planes.xdp.as_mut().map_or(Ok(0), Datapath::next_slot);
         let slot = match slot {
             Ok(slot) => slot,
             Err(e) => {

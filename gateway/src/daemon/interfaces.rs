@@ -211,7 +211,7 @@ impl Interfaces {
 /// The dataplane meant to enforce on `iface` before anything was attached: nftables when
 /// the gateway runs only it, else XDP in the configured mode (`auto` falls back later, on a
 /// failed attach).
-fn meant(iface: &config::Interface, dataplane: Dataplane) -> Enforcer {
+pub fn meant(iface: &config::Interface, dataplane: Dataplane) -> Enforcer {
     match dataplane {
         Dataplane::Nftables => Enforcer::Nftables,
         Dataplane::Xdp | Dataplane::Auto => Enforcer::xdp(iface.xdp_mode),

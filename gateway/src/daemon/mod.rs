@@ -17,7 +17,8 @@
 //!
 //! The shell, [`run`] ([`serve`](Controller::serve) in `serve`): sockets, signals, timers,
 //! the policy watch, the dataplanes' event sources; every input goes to the [`Controller`],
-//! whose state is the services below plus the dataplanes.
+//! whose state is the services below plus the dataplanes. What it takes from the host is
+//! injected as [`Deps`]: the dataplanes and the interface lookup.
 //!
 //! Services that decide without I/O (time and kernel lookups are arguments), unit-tested
 //! without root:
@@ -84,8 +85,8 @@ use crate::{
     config::Config,
     dataplane::{
         nft,
-        xdp::{attach, Datapath, DatapathError, LoadOptions},
-        Dataplane,
+        xdp::{attach, Datapath, DatapathError},
+        Dataplane, Dataplanes,
     },
     metrics::{DatapathSnapshot, Metrics, ReloadFailure},
     policy::{self, Compiled},
@@ -117,6 +118,8 @@ pub enum DaemonError {
     StoodDown,
     #[error("this gateway runs dataplane = \"nftables\": there is no XDP datapath ({0})")]
     NoXdp(&'static str),
+    #[error("no dataplane of this gateway enforces as {}", .0.label())]
+    NoDataplane(Enforcer),
     #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error(transparent)]
@@ -150,8 +153,11 @@ pub struct ReloadReport {
 /// The running controller: the single owner of the datapath.
 pub struct Controller {
     config: Config,
-    /// The XDP datapath; `None` with `dataplane = "nftables"`, which runs without BPF.
-    dp: Option<Datapath>,
+    /// Every dataplane (see [`crate::dataplane::Dataplanes`]): XDP is `None` with
+    /// `dataplane = "nftables"`, which runs without BPF; nftables is always there.
+    planes: Dataplanes,
+    /// Looks a configured interface up by name (see [`Deps::ifindex`]).
+    ifindex: fn(&str) -> Option<u32>,
     /// The configured interfaces: ifindexes, what enforces on each, which are held closed.
     ifaces: interfaces::Interfaces,
     /// The enforcing generation, the next one, and the reloads asked for meanwhile.
@@ -194,8 +200,6 @@ pub struct Controller {
     /// Flows of learn-mode devices, and whether they changed since the last write.
     learned: learn::Learned,
     learned_dirty: bool,
-    /// The nftables dataplane (`dataplane = "nftables"`, or `auto` after an attach failed).
-    nft: crate::dataplane::nft::NftDataplane,
     /// The gateway's own addresses, as last given to the dataplanes (see [`local`]).
     local: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bridge-port pins, as last read from the dataplanes and kept in the state directory.
@@ -203,14 +207,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Every dataplane, for what the controller does to all alike (see [`crate::dataplane`]):
-    /// nftables (a no-op where it enforces nowhere), then XDP (unless `dataplane =
-    /// "nftables"`).
+    /// Every dataplane, for what the controller does to all alike (see [`crate::dataplane`]).
     fn dataplanes(&mut self) -> impl Iterator<Item = &mut dyn Dataplane> {
-        // nftables first: a table it refuses fails an install before XDP's slot is written.
-        let nft: &mut dyn Dataplane = &mut self.nft;
-        let xdp = self.dp.as_mut().map(|d| d as &mut dyn Dataplane);
-        std::iter::once(nft).chain(xdp)
+        self.planes.all()
     }
 
     /// Records the outcome of a write of the state directory: a failure is logged,
@@ -240,6 +239,27 @@ fn names<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
         .join(",")
 }
 
-fn ifindex(name: &str) -> Option<u32> {
+/// What [`run`] takes from the host, so that the shell runs against other dataplanes and
+/// interfaces than the kernel's (the daemon's unit tests give it a recording dataplane).
+pub struct Deps {
+    /// Opens the dataplanes `config.dataplane` names; the registry is the daemon's metrics.
+    #[expect(clippy::type_complexity, reason = "a constructor, named once here")]
+    pub dataplanes:
+        Box<dyn FnOnce(&Config, &prometheus::Registry) -> Result<Dataplanes, DaemonError> + Send>,
+    /// A configured interface's ifindex by name; `None`: not present.
+    pub ifindex: fn(&str) -> Option<u32>,
+}
+
+impl Deps {
+    /// The host's: the dataplanes of [`Dataplanes::open`], interfaces by `if_nametoindex`.
+    pub fn host() -> Deps {
+        Deps {
+            dataplanes: Box::new(|config, registry| Ok(Dataplanes::open(config, registry)?)),
+            ifindex: host_ifindex,
+        }
+    }
+}
+
+fn host_ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok().filter(|i| *i != 0)
 }

@@ -186,7 +186,8 @@ impl Controller {
         for d in &c.devices {
             // Counted by the XDP program only (nftables counts per reason and side).
             let t = self
-                .dp
+                .planes
+                .xdp
                 .as_mut()
                 .and_then(|dp| dp.device_counters(d.hash).ok())
                 .unwrap_or_default();
@@ -212,7 +213,7 @@ impl Controller {
         let hash = self
             .device_hash(device)
             .ok_or_else(|| format!("no device {device:?} in the policy"))?;
-        let dp = self.dp.as_mut().ok_or(
+        let dp = self.planes.xdp.as_mut().ok_or(
             "flows are listed from the XDP flow table; this gateway runs dataplane = \"nftables\", whose flows are in conntrack (conntrack -L)",
         )?;
         let flows = dp.flows().map_err(|e| e.to_string())?;

@@ -27,8 +27,12 @@ pub(super) fn unix_ms() -> u64 {
 /// `lazaret run`'s shell: starts the controller (adopting what an earlier run left pinned,
 /// installing, attaching) and serves until SIGTERM, SIGINT or `shutdown`. Returning leaves
 /// the dataplanes enforcing.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    Controller::start(config)?.serve(shutdown).await
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    Controller::start(config, deps)?.serve(shutdown).await
 }
 
 impl Controller {

@@ -6,39 +6,25 @@ impl Controller {
     /// Loads the program (adopting pinned maps), installs the policy, attaches. At start the
     /// policy must be valid unless a previous generation is already enforcing from the
     /// pinned maps, in which case that one keeps enforcing and the error is logged.
-    pub fn start(config: Config) -> Result<Self, DaemonError> {
+    pub fn start(config: Config, deps: Deps) -> Result<Self, DaemonError> {
         let compiler = compiler::Compiler::new(&config.policy_dir);
         // At boot lazaret starts before the network is configured: an interface (a VLAN, a
         // bridge) may not exist yet. It is held closed by name (see `nft::hold`) under the
         // placeholder ifindex 0, which no interface has, so devices bound to it fail their
         // binding check; `check_interfaces` attaches when it appears.
-        let ifaces = interfaces::Interfaces::new(&config.interfaces, config.dataplane, ifindex);
-        // nftables alone needs no BPF: nothing is loaded, no bpffs is needed or touched.
-        let xdp = config.dataplane != crate::config::Dataplane::Nftables;
-        let (pin_dir, dp) = if xdp {
-            let pin_dir = pin_dir(&config)?;
-            let dp = Datapath::load(&LoadOptions {
-                pin_dir: Some(pin_dir.clone()),
-            })?;
-            (pin_dir, Some(dp))
-        } else {
-            let version = format!("v{}", lazaret_abi::ABI_VERSION);
-            (config.pin_dir.join(version), None)
-        };
+        let ifaces =
+            interfaces::Interfaces::new(&config.interfaces, config.dataplane, deps.ifindex);
+        let pin_dir = crate::dataplane::pin_dir(&config.pin_dir);
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))
             .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-        let mut nft = crate::dataplane::nft::NftDataplane::new(metrics.registry())
-            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-        if config.dataplane == crate::config::Dataplane::Nftables {
-            for iface in &config.interfaces {
-                nft.add_interface(&iface.name);
-            }
-        }
+        // nftables alone needs no BPF: nothing is loaded, no bpffs is needed or touched.
+        let planes = (deps.dataplanes)(&config, metrics.registry())?;
         let (quarantines, state_error) = Quarantines::load(&config.state_dir);
         let config_state_dir = config.state_dir.clone();
         let mut ctl = Controller {
             config,
-            dp,
+            planes,
+            ifindex: deps.ifindex,
             ifaces,
             reloads: reloader::Reloader::new(read_generation(&config_state_dir)),
             pin_dir,
@@ -62,13 +48,12 @@ impl Controller {
             webhook: None,
             learned: Self::load_learned(&config_state_dir),
             learned_dirty: false,
-            nft,
             local: std::collections::BTreeSet::new(),
             pins: pins::Pins::load(&config_state_dir),
         };
         ctl.sync_local();
         ctl.restore_pins();
-        let legacy = match ctl.dp.as_mut() {
+        let legacy = match ctl.planes.xdp.as_mut() {
             Some(dp) => {
                 let adopted = dp.active_site()?;
                 ctl.reloads.adopt(adopted.generation);
@@ -92,7 +77,7 @@ impl Controller {
         for iface in ctl.config.interfaces.clone() {
             if let Some(index) = ctl.ifaces.ifindex(&iface.name) {
                 let config = ctl.iface_config(&iface);
-                if let Some(dp) = ctl.dp.as_mut() {
+                if let Some(dp) = ctl.planes.xdp.as_mut() {
                     dp.set_interface_config(index, config)?;
                 }
             }
@@ -101,7 +86,8 @@ impl Controller {
         if !held.is_empty() {
             ctl.metrics.held(held.len());
             // Closed before anything else happens (the policy may take a while to compile).
-            ctl.nft
+            ctl.planes
+                .nft
                 .hold(held)
                 .map_err(|e| DaemonError::Nftables(e.into()))?;
         }
@@ -110,8 +96,10 @@ impl Controller {
         // Its table also keeps enforcing if the repository is refused now (see
         // `start_without_repository`), like pinned XDP maps do.
         let mut kernel_quarantines = Vec::new();
-        if ctl.dp.is_none() && ctl.nft.table_in_kernel() {
-            kernel_quarantines = ctl.nft.kernel_quarantines();
+        if ctl.config.dataplane == crate::config::Dataplane::Nftables
+            && ctl.planes.nft.table_in_kernel()
+        {
+            kernel_quarantines = ctl.planes.nft.kernel_quarantines();
             ctl.reloads
                 .adopt(read_generation(&ctl.config.state_dir).max(1));
         }
@@ -122,7 +110,7 @@ impl Controller {
         }
         ctl.restore_quarantines(state_error, &kernel_quarantines)?;
         // (`legacy` is empty without an XDP datapath.)
-        if let Some(dp) = ctl.dp.as_mut() {
+        if let Some(dp) = ctl.planes.xdp.as_mut() {
             for dir in &legacy {
                 match dp.migrate_flows(dir) {
                     Ok(n) => {
@@ -137,7 +125,7 @@ impl Controller {
         ctl.attach_all()?;
         // A hold an earlier run left (it died while an interface was gone): every interface
         // is attached now. Best effort: without nft there is no hold to lift.
-        if let Err(e) = ctl.nft.hold(&ctl.held_interfaces()) {
+        if let Err(e) = ctl.planes.nft.hold(&ctl.held_interfaces()) {
             tracing::debug!(error = %e, "lifting an interface hold");
         }
         Ok(ctl)
@@ -193,7 +181,8 @@ impl Controller {
         let held = self.held_interfaces();
         tracing::error!(held = %names(&held), "NO POLICY to enforce: device-side interfaces held closed until the repository compiles");
         self.metrics.held(held.len());
-        self.nft
+        self.planes
+            .nft
             .hold(&held)
             .map_err(|e| DaemonError::Nftables(e.into()))
     }
@@ -236,7 +225,7 @@ impl Controller {
         let mut recovered = 0;
         let mut enforced = Vec::new();
         for (id, hash, names) in &devices {
-            let quarantine = match self.dp.as_mut() {
+            let quarantine = match self.planes.xdp.as_mut() {
                 Some(dp) => dp.device_state(*hash)?.quarantine,
                 // nftables alone: what its table of the earlier run enforced on the device's
                 // MAC or any of its addresses, the strictest if they differ (the policy
@@ -309,10 +298,10 @@ impl Controller {
                 continue;
             };
             // nftables where it was told to enforce (applied by the reload before this).
-            let meant = if self.nft.uses(&iface.name) {
+            let meant = if self.planes.nft.uses(&iface.name) {
                 Enforcer::Nftables
             } else {
-                Enforcer::xdp(iface.xdp_mode)
+                interfaces::meant(&iface, self.config.dataplane)
             };
             let mode = match self.attach_interface(&iface, index, meant) {
                 Ok(mode) => mode,
@@ -341,7 +330,7 @@ impl Controller {
             // enforces on all of them: there is no moment without either.
             // One not present yet stays held closed, and nftables enforces when it appears.
             for iface in self.config.interfaces.clone() {
-                if self.nft.uses(&iface.name) {
+                if self.planes.nft.uses(&iface.name) {
                     continue;
                 }
                 tracing::warn!(interface = %iface.name, "moved to nftables with the interfaces that fell back");
@@ -355,7 +344,7 @@ impl Controller {
                 };
                 self.set_mode(&iface.name, mode);
             }
-            self.nft.reapply()?;
+            self.planes.nft.reapply()?;
             for iface in self.config.interfaces.clone() {
                 self.release_others(&iface.name, Enforcer::Nftables);
             }
@@ -387,7 +376,7 @@ impl Controller {
         let dp = self
             .dataplanes()
             .find(|d| d.serves(enforcer))
-            .ok_or(DaemonError::NoXdp("attaching an interface"))?;
+            .ok_or(DaemonError::NoDataplane(enforcer))?;
         Ok(dp.attach(&a)?)
     }
 
@@ -399,7 +388,7 @@ impl Controller {
         for dp in self.dataplanes().filter(|d| !d.serves(enforcer)) {
             dp.release(interface, &pin_dir);
         }
-        if self.dp.is_none() && !enforcer.is_xdp() {
+        if self.planes.xdp.is_none() && !enforcer.is_xdp() {
             attach::release(&pin_dir, interface);
         }
     }
@@ -412,29 +401,4 @@ impl Controller {
             dp.release(interface, &pin_dir);
         }
     }
-}
-
-/// `pin_dir/v<ABI_VERSION>`, on a bpf filesystem.
-pub(super) fn pin_dir(config: &Config) -> Result<PathBuf, DaemonError> {
-    let dir = config
-        .pin_dir
-        .join(format!("v{}", lazaret_abi::ABI_VERSION));
-    std::fs::create_dir_all(&dir)
-        .map_err(io_err(format!("creating pin directory {}", dir.display())))?;
-    if !is_bpffs(&dir) {
-        return Err(DaemonError::Io {
-            what: format!(
-                "{} is not on a bpf filesystem (mount one: mount -t bpf bpf {})",
-                dir.display(),
-                config.pin_dir.display()
-            ),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        });
-    }
-    Ok(dir)
-}
-
-pub(super) fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }

@@ -81,7 +81,7 @@ impl Controller {
     /// Records `mode` for `interface`, in `status` and in `lazaret_interface_attached`.
     pub(super) fn set_mode(&mut self, interface: &str, mode: IfaceMode) {
         self.ifaces.set_mode(interface, mode);
-        self.nft.report(interface, mode.enforcer());
+        self.planes.nft.report(interface, mode.enforcer());
         self.metrics
             .set_interface(interface, mode.enforcer().label(), mode.is_enforcing());
     }
@@ -97,7 +97,7 @@ impl Controller {
             return;
         }
         let held = self.ifaces.held().clone();
-        for change in self.ifaces.check(ifindex) {
+        for change in self.ifaces.check(self.ifindex) {
             match change {
                 interfaces::Change::BridgeAppeared {
                     bridge,
@@ -113,7 +113,7 @@ impl Controller {
                         let config = self.iface_config(iface);
                         let index = self.ifaces.ifindex(&port);
                         if let Some(Err(e)) = index
-                            .zip(self.dp.as_mut())
+                            .zip(self.planes.xdp.as_mut())
                             .map(|(p, dp)| dp.set_interface_config(p, config))
                         {
                             tracing::error!(interface = %port, error = %e, "configuring a bridge port");
@@ -346,7 +346,7 @@ impl Controller {
     pub(super) fn update_hold(&self) {
         let held = self.held_interfaces();
         self.metrics.held(held.len());
-        match self.nft.hold(&held) {
+        match self.planes.nft.hold(&held) {
             Ok(()) => {
                 tracing::info!(held = %names(&held), "interfaces held closed until XDP is attached or a policy compiles");
             }

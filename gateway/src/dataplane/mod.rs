@@ -11,29 +11,37 @@
 //!   deliver its events ([`Dataplane::events`]), set a device's quarantine, the gateway's
 //!   own addresses, bridge-port pins.
 //! - [`kernel`]: the kernel's own answer about enforcement (netlink).
+//! - [`Dataplanes`]: every dataplane of a gateway, built in one place
+//!   ([`Dataplanes::open`], from `config.dataplane`) and reached through
+//!   [`Dataplanes::all`].
 //!
 //! A trait rather than an enum of the two: the controller holds both at once (with
 //! `dataplane = "auto"` nftables takes over the interfaces where XDP cannot attach, and the
 //! nftables dataplane also owns the interface hold that both rely on), and reaches them
-//! through `Controller::dataplanes` — nftables first, so a table `nft` refuses fails an
-//! install before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which
-//! loads no BPF at all.
+//! through [`Dataplanes::all`] — nftables first, so a table `nft` refuses fails an install
+//! before XDP's slot is written; XDP is absent with `dataplane = "nftables"`, which loads no
+//! BPF at all. The daemon's shell takes its `Dataplanes` as a dependency, so tests run it
+//! over a recording dataplane.
 //!
 //! What is not behind the seam is what only one dataplane has: XDP's flow table, per-device
 //! counters and port pins (`lazaret flows`, `devices --live`, `pins`), its pinned device
 //! state read back at start; nftables' interface hold, which every dataplane relies on.
 //!
-//! Adding a third dataplane: a module implementing [`Dataplane`] (and [`EventDrain`] or a
-//! reader thread for its events, [`Counters`] for its counters), a variant of [`Enforcer`]
-//! with its labels, a value of `config::Dataplane`, and its construction in
-//! `daemon::start` — a field of the controller beside `dp` and `nft`, listed in
-//! `Controller::dataplanes`.
+//! Adding a third dataplane, without touching the controller:
+//! 1. a module implementing [`Dataplane`] (and [`EventDrain`] or a reader thread for its
+//!    events, [`Counters`] for its counters);
+//! 2. a variant of [`Enforcer`] with its labels, and the arm of `daemon::interfaces::meant`
+//!    that picks it;
+//! 3. a value of `config::Dataplane`, whose arm in [`Dataplanes::open`] builds it into
+//!    [`Dataplanes::others`].
 
+mod dataplanes;
 pub mod kernel;
 mod mode;
 pub mod nft;
 pub mod xdp;
 
+pub use dataplanes::{pin_dir, Dataplanes};
 pub use mode::{Enforcer, IfaceMode};
 
 use std::{
@@ -102,6 +110,19 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("creating pin directory {}: {source}", dir.display())]
+    PinDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not on a bpf filesystem (mount one: mount -t bpf bpf {})", dir.display(), root.display())]
+    NotBpffs {
+        dir: std::path::PathBuf,
+        root: std::path::PathBuf,
+    },
+    #[error("registering metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// A compiled generation, as every dataplane is given it to install.
