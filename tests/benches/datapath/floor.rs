@@ -19,6 +19,8 @@ use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::MAX_FLOWS;
 
 use crate::common::median;
+use crate::count::{Counted, Interpreter};
+use crate::flows::LO;
 use crate::measure::{repeated, NewFlows, XDP_DROP, XDP_PASS};
 
 /// Per-run samples of one program on one path, and the baseline's timed back to back.
@@ -74,6 +76,8 @@ pub(crate) struct Floor {
     pub empty: Pair,
     /// Sizes in bytes of the floor program: after the verifier, and JIT-compiled.
     pub sizes: (u32, u32),
+    /// Instructions and kernel calls of the floor on each path's frame (see `count`).
+    pub counts: Vec<(&'static str, Counted)>,
 }
 
 impl Floor {
@@ -86,6 +90,33 @@ impl Floor {
             (None, None) => None,
         }
     }
+
+    /// The floor's counts for `key`'s path (following a path held to another's floor).
+    pub(crate) fn count_of(&self, key: &str) -> Option<Counted> {
+        if let Some((_, c)) = self.counts.iter().find(|(k, _)| *k == key) {
+            return Some(*c);
+        }
+        let (.., same) = self.paths.iter().find(|(k, ..)| *k == key)?;
+        self.count_of((*same)?)
+    }
+}
+
+/// Counts a floor program on one frame; its verdict must be `want`.
+fn count(dp: &mut Datapath, program: &str, frame: &[u8], want: u32) -> Result<Counted> {
+    let ids = dp
+        .program_mut()?
+        .info()?
+        .map_ids()?
+        .context("the kernel does not list the floor's maps")?;
+    let c = Interpreter::new(lazaret::dataplane::xdp::FLOOR, program, &ids)?
+        .run(frame, LO)?
+        .counted;
+    anyhow::ensure!(
+        c.action == want,
+        "{program}: the instruction counter's run returned {} where {want} was expected",
+        c.action
+    );
+    Ok(c)
 }
 
 /// Times the floors of `specs` (lazaret path key, spec) and the empty program on
@@ -169,7 +200,18 @@ pub(crate) fn measure(
             empty_pair.baseline_ns.push(e.1);
         }
     }
+    let mut counts = Vec::new();
+    for (key, s) in specs {
+        let c = match s {
+            Spec::Repeat(frame) => count(&mut floor, "lazaret_floor", frame, XDP_PASS)?,
+            Spec::Deny(frame) => count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?,
+            Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(), XDP_PASS)?,
+            Spec::Same(_) => continue,
+        };
+        counts.push((*key, c));
+    }
     Ok(Floor {
+        counts,
         paths: specs
             .iter()
             .zip(pairs)

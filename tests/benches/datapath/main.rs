@@ -9,9 +9,16 @@
 //! All programs are loaded side by side; each run measures every path on every program in
 //! turn (the order rotating from run to run), so the machine's noise falls on all of them
 //! alike. Figures are medians over the runs. How the new-flow path is timed: see METHOD.
+//!
+//! Each path's executed BPF instructions and kernel calls are counted too (`count`), for
+//! lazaret and its floor, and checked against `reference.json`. With
+//! `LAZARET_COUNT_PROFILE=DIR`, each path's executions per instruction are written to
+//! `DIR/<path>.tsv` (`count<TAB>function<TAB>byte offset in its section`): joined with
+//! `llvm-objdump -d -l` of the object, they say which source lines the instructions are.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod count;
 mod floor;
 mod flows;
 mod measure;
@@ -95,6 +102,7 @@ fn main() -> Result<()> {
     if let Some(key) = &args.profile {
         return profile(&mut progs, &mut paths, key);
     }
+    let counts = count_all(&mut progs, &paths)?;
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;
     let floor = measure_floor(&mut progs, &paths, reps, runs)?;
     let sizes = progs
@@ -112,11 +120,91 @@ fn main() -> Result<()> {
         samples,
         floor,
         sizes,
+        counts: &counts,
     };
     let (json, md) = results.render();
     print!("{md}");
     args.write(&json, &md)?;
-    check_size(sizes.0)
+    check_size(sizes.0)?;
+    check_counts(&paths, &counts)
+}
+
+/// Each path's executed instructions and kernel calls on the program with the most rules
+/// (see `count`), in the state `setup` left; the interpreter's verdict must be the
+/// kernel's. A new-flow path is counted on a flow no frame has opened yet.
+fn count_all(progs: &mut Programs, paths: &[Path]) -> Result<Vec<count::Counted>> {
+    let dp = progs.dps.last_mut().context("lazaret's programs")?;
+    let map_ids = dp
+        .program_mut()?
+        .info()?
+        .map_ids()?
+        .context("the kernel does not list the program's maps")?;
+    let interp = count::Interpreter::new(
+        lazaret::dataplane::xdp::PROGRAM,
+        lazaret_abi::PROGRAM_NAME,
+        &map_ids,
+    )?;
+    let mut out = Vec::new();
+    for p in paths {
+        let frame = match &p.timed {
+            Timed::Repeat(frame) => frame.clone(),
+            Timed::NewFlows(gens, _) => gens.last().context("new-flow generator")?.unopened(),
+        };
+        dp.set_interface_config(
+            LO,
+            IfaceConfig {
+                outer_vlan: p.outer_vlan,
+                ..IfaceConfig::new(p.side)
+            },
+        )?;
+        let profiled = interp.run(&frame, LO);
+        let action = dp.test_run(&frame);
+        dp.set_interface(LO, SIDE_DEVICES)?;
+        let (profiled, action) = (profiled?, action?);
+        if let Some(dir) = std::env::var_os("LAZARET_COUNT_PROFILE") {
+            let file = std::path::Path::new(&dir).join(format!("{}.tsv", p.key));
+            std::fs::write(&file, interp.profile(&profiled))
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        let counted = profiled.counted;
+        ensure!(
+            counted.action == action,
+            "{}: the instruction counter's run returned {} where the kernel's returned {action}",
+            p.key,
+            counted.action
+        );
+        eprintln!(
+            "datapath: {:<22} {:>5} instructions, {} kernel calls",
+            p.key, counted.instructions, counted.kernel_calls
+        );
+        out.push(counted);
+    }
+    Ok(out)
+}
+
+/// Fails when a path executes more than 10 % more instructions than `reference.json`
+/// records for it: counts do not move with machine noise, so this catches what timing
+/// cannot. A deliberate growth updates the reference in the same commit.
+fn check_counts(paths: &[Path], counts: &[count::Counted]) -> Result<()> {
+    let reference: serde_json::Value = serde_json::from_str(SIZE_REFERENCE)?;
+    let mut grew = Vec::new();
+    for (p, c) in paths.iter().zip(counts) {
+        let want = reference["instructions"][p.key]
+            .as_u64()
+            .with_context(|| format!("reference.json: instructions.{}", p.key))?;
+        if c.instructions as f64 > want as f64 * SIZE_GROWTH_MAX {
+            grew.push(format!("{} {want} → {}", p.key, c.instructions));
+        }
+    }
+    ensure!(
+        grew.is_empty(),
+        "paths execute more than {:.0} % more instructions than tests/benches/datapath/\
+         reference.json records: {}. If the growth is deliberate, update the reference in the \
+         same commit",
+        (SIZE_GROWTH_MAX - 1.0) * 100.0,
+        grew.join(", ")
+    );
+    Ok(())
 }
 
 /// The program's size after the verifier, committed when a change to the packet path was

@@ -113,6 +113,17 @@ pub(crate) struct NewFlows {
 const CHUNK: u64 = 65_536;
 
 impl NewFlows {
+    /// A frame of this generator's first flow with a source port no timed frame uses (above
+    /// its range): a new flow whatever has been timed.
+    pub(crate) fn unopened(&self) -> Vec<u8> {
+        let mut frame = self.templates.first().cloned().unwrap_or_default();
+        let sport = NEW_FLOW_SPORTS.end() + 1_000;
+        if let Some(b) = frame.get_mut(self.sport_at..self.sport_at + 2) {
+            b.copy_from_slice(&sport.to_be_bytes());
+        }
+        frame
+    }
+
     pub(crate) fn new(pool: &[Flow], shape: &Shape, flags: u8) -> Result<NewFlows> {
         let first_port = *NEW_FLOW_SPORTS.start();
         let templates: Vec<Vec<u8>> = pool

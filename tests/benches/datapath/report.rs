@@ -22,6 +22,13 @@ pub(crate) fn floor_target(key: &str) -> Option<f64> {
     }
 }
 
+/// How the counts are made (see `count`).
+pub(crate) const COUNT_METHOD: &str = "A BPF interpreter runs the program's bytecode as aya \
+    links it (before the verifier) on the path's frame, over the loaded program's real maps; \
+    its verdict is checked against the kernel's. Kernel calls are helper calls, less lookups in \
+    array maps, which the verifier inlines. New-flow paths are counted before the table is \
+    filled: an eviction happens inside the kernel's update, not in the program.";
+
 pub(crate) const FLOOR_METHOD: &str = "The floor program parses like the baseline (IPv6 extension \
 headers too), then finds the packet's flow in an LRU hash keyed by the normalized 5-tuple \
 (lazaret's key, value, capacity and clock) and refreshes its timestamp, or inserts it: the \
@@ -70,6 +77,8 @@ pub(crate) struct Results<'a> {
     pub floor: crate::floor::Floor,
     /// lazaret's program with the most rules: bytes after the verifier, JIT-compiled.
     pub sizes: (u32, u32),
+    /// Per path: instructions executed and kernel calls made (see `count`).
+    pub counts: &'a [crate::count::Counted],
 }
 
 /// Figures of one path. Index 0 of the per-rule-count vectors is the fewest rules. Costs
@@ -312,6 +321,34 @@ impl Results<'_> {
         s
     }
 
+    fn counts_markdown(&self) -> String {
+        let mut s = format!(
+            "\n**Executed per packet**, {} rules (counted, not timed: the same on every run; \
+             the bench fails when a path grows more than 10 % over \
+             `tests/benches/datapath/reference.json`). {COUNT_METHOD}\n\n\
+             | path | BPF instructions | floor | lazaret / floor | kernel calls | floor |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+            thousands(self.rule_counts.last().copied().unwrap_or(0))
+        );
+        for (p, c) in self.paths.iter().zip(self.counts) {
+            let (floor, ratio, calls) = match self.floor.count_of(p.key) {
+                Some(f) => (
+                    thousands(f.instructions as usize),
+                    format!("{:.2}", ratio(c.instructions as f64, f.instructions as f64)),
+                    f.kernel_calls.to_string(),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            s.push_str(&format!(
+                "| {} | {} | {floor} | {ratio} | {} | {calls} |\n",
+                p.title,
+                thousands(c.instructions as usize),
+                c.kernel_calls
+            ));
+        }
+        s
+    }
+
     fn path_json(&self, p: &Path, f: &Figures) -> Value {
         let pi = self.paths.iter().position(|x| x.key == p.key).unwrap_or(0);
         let samples = &self.samples.ns[pi];
@@ -340,9 +377,15 @@ impl Results<'_> {
             "by_rules": by_rules,
             "baseline_samples_ns": samples[0].iter().map(|x| round3(*x)).collect::<Vec<_>>(),
             "pass_flatness": f.pass_flatness(),
+            "instructions": self.counts.get(pi).map(|c| c.instructions),
+            "kernel_calls": self.counts.get(pi).map(|c| c.kernel_calls),
         });
         if let (Some(fl), Some(obj)) = (&f.floor, v.as_object_mut()) {
             obj.insert("floor_ns_per_packet".into(), json!(round3(fl.ns)));
+            if let Some(c) = self.floor.count_of(p.key) {
+                obj.insert("floor_instructions".into(), json!(c.instructions));
+                obj.insert("floor_kernel_calls".into(), json!(c.kernel_calls));
+            }
             obj.insert("ratio_to_floor".into(), json!(round3(fl.ratio)));
             obj.insert("ratio_to_floor_net".into(), json!(round3(fl.ratio_net)));
             obj.insert("target_ratio_to_floor".into(), json!(fl.target));
@@ -445,6 +488,7 @@ impl Results<'_> {
                 ));
             }
         }
+        s.push_str(&self.counts_markdown());
         s.push_str(&self.floor_markdown(figs));
         s.push_str("\nFlows (chosen from the compiled policies):\n\n");
         for p in self.paths {
