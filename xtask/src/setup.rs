@@ -55,6 +55,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "promtool"),
     // setpriv: the tests run the daemon with the systemd unit's capability bounding set.
     ("util-linux", "setpriv"),
+    // xdp-filter's program objects (in libxdp1): the datapath bench's stateless peer.
+    ("xdp-tools", "xdp-filter"),
 ];
 
 pub(crate) fn run() -> Result<()> {

@@ -22,6 +22,7 @@ mod count;
 mod floor;
 mod flows;
 mod measure;
+mod peer;
 mod report;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,7 @@ fn main() -> Result<()> {
     let counts = count_all(&mut progs, &paths)?;
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;
     let floor = measure_floor(&mut progs, &paths, reps, runs)?;
+    let peer = measure_peer(&paths, reps, runs)?;
     let sizes = progs
         .dps
         .last_mut()
@@ -121,6 +123,7 @@ fn main() -> Result<()> {
         floor,
         sizes,
         counts: &counts,
+        peer,
     };
     let (json, md) = results.render();
     print!("{md}");
@@ -568,6 +571,58 @@ fn measure_floor(
     }
     let baseline = progs.dps.first_mut().context("the baseline")?;
     floor::measure(baseline, &specs, established, reps, runs)
+}
+
+/// Each path on xdp-filter (see `peer`), allowing the destination ports of the allowed
+/// paths' frames, where it reaches lazaret's verdict; one warm-up run, then `runs` runs.
+fn measure_peer(paths: &[Path], reps: u32, runs: usize) -> Result<Vec<peer::Compared>> {
+    let mut ports: Vec<u16> = paths
+        .iter()
+        .filter(|p| p.reason.passes() && p.side == SIDE_DEVICES)
+        .filter_map(|p| match &p.timed {
+            Timed::Repeat(frame) => peer::dport(frame),
+            Timed::NewFlows(..) => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut xf = peer::Peer::load(&ports)?;
+    let mut out = Vec::new();
+    for p in paths {
+        let Timed::Repeat(frame) = &p.timed else {
+            out.push(Err(
+                "lazaret's cost here is opening a flow (its policy lookup and \
+                 the insert); a stateless filter opens none, so there is no same work to time"
+                    .to_string(),
+            ));
+            continue;
+        };
+        let want = action_for(p.reason);
+        if let Some(why) = xf.compare(frame, want)? {
+            out.push(Err(why));
+            continue;
+        }
+        let mut ns = Vec::new();
+        for run in 0..=runs {
+            let r = if run == 0 { (reps / 10).max(1) } else { reps };
+            let (action, t) = xf.run(frame, r)?;
+            ensure!(
+                action == want,
+                "xdp-filter changed its verdict on {}",
+                p.key
+            );
+            if run > 0 {
+                ns.push(t);
+            }
+        }
+        eprintln!(
+            "datapath: xdp-filter {:<22} {:.1} ns",
+            p.key,
+            common::median(&ns)
+        );
+        out.push(Ok(ns));
+    }
+    Ok(out)
 }
 
 /// One warm-up run (a tenth of the repetitions, not recorded), then `runs` runs; each run

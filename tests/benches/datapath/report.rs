@@ -79,6 +79,8 @@ pub(crate) struct Results<'a> {
     pub sizes: (u32, u32),
     /// Per path: instructions executed and kernel calls made (see `count`).
     pub counts: &'a [crate::count::Counted],
+    /// Per path: xdp-filter's samples, or why the path is not compared (see `peer`).
+    pub peer: Vec<crate::peer::Compared>,
 }
 
 /// Figures of one path. Index 0 of the per-rule-count vectors is the fewest rules. Costs
@@ -321,6 +323,30 @@ impl Results<'_> {
         s
     }
 
+    fn peer_markdown(&self, figs: &[Figures]) -> String {
+        let mut s = format!(
+            "\n**Peer: xdp-filter** (Debian's xdp-tools, `{}`, the allowed paths' ports \
+             allowed both ways; same frames, same run). A stateless filter with one global \
+             allow-list: what lazaret costs over it is per-device identity, policy and flow \
+             state.\n\n| path | xdp-filter | lazaret, {} rules | lazaret / xdp-filter |\n\
+             |---|---:|---:|---|\n",
+            crate::peer::OBJECT,
+            thousands(self.rule_counts.last().copied().unwrap_or(0))
+        );
+        for ((p, f), c) in self.paths.iter().zip(figs).zip(&self.peer) {
+            let lazaret = last(&f.by_rules);
+            let (peer, r) = match c {
+                Ok(ns) => {
+                    let peer = median(ns);
+                    (format!("{peer:.1}"), format!("{:.2}", ratio(lazaret, peer)))
+                }
+                Err(why) => ("—".into(), format!("not compared: {why}")),
+            };
+            s.push_str(&format!("| {} | {peer} | {lazaret:.1} | {r} |\n", p.title));
+        }
+        s
+    }
+
     fn counts_markdown(&self) -> String {
         let mut s = format!(
             "\n**Executed per packet**, {} rules (counted, not timed: the same on every run; \
@@ -380,6 +406,22 @@ impl Results<'_> {
             "instructions": self.counts.get(pi).map(|c| c.instructions),
             "kernel_calls": self.counts.get(pi).map(|c| c.kernel_calls),
         });
+        if let Some(obj) = v.as_object_mut() {
+            match self.peer.get(pi) {
+                Some(Ok(ns)) => {
+                    let peer = median(ns);
+                    obj.insert("xdp_filter_ns_per_packet".into(), json!(round3(peer)));
+                    obj.insert(
+                        "ratio_to_xdp_filter".into(),
+                        json!(round3(ratio(last(&f.by_rules), peer))),
+                    );
+                }
+                Some(Err(why)) => {
+                    obj.insert("xdp_filter_not_compared".into(), json!(why));
+                }
+                None => {}
+            }
+        }
         if let (Some(fl), Some(obj)) = (&f.floor, v.as_object_mut()) {
             obj.insert("floor_ns_per_packet".into(), json!(round3(fl.ns)));
             if let Some(c) = self.floor.count_of(p.key) {
@@ -489,6 +531,7 @@ impl Results<'_> {
             }
         }
         s.push_str(&self.counts_markdown());
+        s.push_str(&self.peer_markdown(figs));
         s.push_str(&self.floor_markdown(figs));
         s.push_str("\nFlows (chosen from the compiled policies):\n\n");
         for p in self.paths {
