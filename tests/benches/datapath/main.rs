@@ -615,12 +615,14 @@ fn measure_peer(paths: &[Path], reps: u32, runs: usize) -> Result<Vec<peer::Comp
                 ns.push(t);
             }
         }
+        let counted = xf.count(frame)?;
         eprintln!(
-            "datapath: xdp-filter {:<22} {:.1} ns",
+            "datapath: xdp-filter {:<22} {:.1} ns, {} instructions",
             p.key,
-            common::median(&ns)
+            common::median(&ns),
+            counted.instructions
         );
-        out.push(Ok(ns));
+        out.push(Ok((ns, counted)));
     }
     Ok(out)
 }

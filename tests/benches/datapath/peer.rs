@@ -38,9 +38,9 @@ pub(crate) struct Peer {
     _dir: lazaret_tests::netns::TempDir,
 }
 
-/// A path against xdp-filter: its samples (ns per packet, one per run), or why it is not
-/// compared.
-pub(crate) type Compared = std::result::Result<Vec<f64>, String>;
+/// A path against xdp-filter: its samples (ns per packet, one per run) and its counts, or
+/// why it is not compared.
+pub(crate) type Compared = std::result::Result<(Vec<f64>, crate::count::Counted), String>;
 
 impl Peer {
     /// Loads xdp-filter's program with `ports` allowed, as source or destination, TCP or
@@ -96,6 +96,31 @@ impl Peer {
             })
             .map_err(|e: ProgramError| anyhow::anyhow!("running xdp-filter: {e}"))?;
         Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
+    /// Instructions and kernel calls on `frame`, counted like lazaret's (see `count`).
+    pub(crate) fn count(&mut self, frame: &[u8]) -> Result<crate::count::Counted> {
+        let bytes = std::fs::read(OBJECT).with_context(|| format!("reading {OBJECT}"))?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .context("xdp-filter's program")?
+            .try_into()?;
+        let ids = prog
+            .info()?
+            .map_ids()?
+            .context("the kernel does not list xdp-filter's maps")?;
+        let c = crate::count::Interpreter::new(&bytes, PROGRAM, &ids)?
+            .run(frame, crate::flows::LO)?
+            .counted;
+        let (action, _) = self.run(frame, 1)?;
+        anyhow::ensure!(
+            c.action == action,
+            "xdp-filter: the instruction counter's run returned {} where the kernel's returned \
+             {action}",
+            c.action
+        );
+        Ok(c)
     }
 
     /// Whether `frame` (lazaret's verdict `want`) is compared: xdp-filter must reach the same

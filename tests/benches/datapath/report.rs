@@ -328,21 +328,29 @@ impl Results<'_> {
             "\n**Peer: xdp-filter** (Debian's xdp-tools, `{}`, the allowed paths' ports \
              allowed both ways; same frames, same run). A stateless filter with one global \
              allow-list: what lazaret costs over it is per-device identity, policy and flow \
-             state.\n\n| path | xdp-filter | lazaret, {} rules | lazaret / xdp-filter |\n\
-             |---|---:|---:|---|\n",
+             state.\n\n| path | xdp-filter | lazaret, {} rules | lazaret / xdp-filter | instructions: \
+             xdp-filter / lazaret |\n|---|---:|---:|---|---|\n",
             crate::peer::OBJECT,
             thousands(self.rule_counts.last().copied().unwrap_or(0))
         );
-        for ((p, f), c) in self.paths.iter().zip(figs).zip(&self.peer) {
+        for (i, ((p, f), c)) in self.paths.iter().zip(figs).zip(&self.peer).enumerate() {
             let lazaret = last(&f.by_rules);
-            let (peer, r) = match c {
-                Ok(ns) => {
+            let (peer, r, insns) = match c {
+                Ok((ns, counted)) => {
                     let peer = median(ns);
-                    (format!("{peer:.1}"), format!("{:.2}", ratio(lazaret, peer)))
+                    let ours = self.counts.get(i).map_or(0, |c| c.instructions);
+                    (
+                        format!("{peer:.1}"),
+                        format!("{:.2}", ratio(lazaret, peer)),
+                        format!("{} / {}", counted.instructions, ours),
+                    )
                 }
-                Err(why) => ("—".into(), format!("not compared: {why}")),
+                Err(why) => ("—".into(), format!("not compared: {why}"), "—".into()),
             };
-            s.push_str(&format!("| {} | {peer} | {lazaret:.1} | {r} |\n", p.title));
+            s.push_str(&format!(
+                "| {} | {peer} | {lazaret:.1} | {r} | {insns} |\n",
+                p.title
+            ));
         }
         s
     }
@@ -408,9 +416,17 @@ impl Results<'_> {
         });
         if let Some(obj) = v.as_object_mut() {
             match self.peer.get(pi) {
-                Some(Ok(ns)) => {
+                Some(Ok((ns, counted))) => {
                     let peer = median(ns);
                     obj.insert("xdp_filter_ns_per_packet".into(), json!(round3(peer)));
+                    obj.insert(
+                        "xdp_filter_instructions".into(),
+                        json!(counted.instructions),
+                    );
+                    obj.insert(
+                        "xdp_filter_kernel_calls".into(),
+                        json!(counted.kernel_calls),
+                    );
                     obj.insert(
                         "ratio_to_xdp_filter".into(),
                         json!(round3(ratio(last(&f.by_rules), peer))),
