@@ -81,6 +81,16 @@ pub struct Path {
     side: u8,
 }
 
+impl Path {
+    /// The port the path's frames arrive on: its side, and a QinQ path's outer VLAN.
+    fn port(&self) -> IfaceConfig {
+        IfaceConfig {
+            outer_vlan: self.outer_vlan,
+            ..IfaceConfig::new(self.side)
+        }
+    }
+}
+
 /// The programs: index 0 is the baseline, then one per rule count.
 struct Programs {
     dps: Vec<Datapath>,
@@ -153,13 +163,7 @@ fn count_all(progs: &mut Programs, paths: &[Path]) -> Result<Vec<count::Counted>
             Timed::Repeat(frame) => frame.clone(),
             Timed::NewFlows(gens, _) => gens.last().context("new-flow generator")?.unopened(),
         };
-        dp.set_interface_config(
-            LO,
-            IfaceConfig {
-                outer_vlan: p.outer_vlan,
-                ..IfaceConfig::new(p.side)
-            },
-        )?;
+        dp.set_interface_config(LO, p.port())?;
         let profiled = interp.run(&frame, LO);
         let action = dp.test_run(&frame);
         dp.set_interface(LO, SIDE_DEVICES)?;
@@ -684,13 +688,7 @@ fn time(progs: &mut Programs, p: &mut Path, t: usize, reps: u32) -> Result<f64> 
     // The path's port: a QinQ path's frames arrive on a QinQ port. (Not on the baseline,
     // which has no interface map.)
     if t > 0 {
-        dp.set_interface_config(
-            LO,
-            IfaceConfig {
-                outer_vlan: p.outer_vlan,
-                ..IfaceConfig::new(p.side)
-            },
-        )?;
+        dp.set_interface_config(LO, p.port())?;
     }
     let before = if t == 0 { Vec::new() } else { dp.stats()? };
     let ns = match &mut p.timed {
