@@ -608,6 +608,54 @@ fn device_counters_stay_with_their_device_across_reloads_and_restart_when_it_lef
     assert_eq!(allowed(&mut dp, dev_id()), 2);
 }
 
+/// A freed cell given to a returning device is zeroed before any record names it, even when
+/// the install that gave it failed to zero it: the next install zeroes it again.
+#[test]
+fn a_reused_cell_is_zeroed_by_the_next_install_when_zeroing_it_failed() {
+    let mut dp = loaded();
+    let by_syn = |sport| {
+        tcp4(
+            handmade::BYSTANDER_MAC,
+            GW_MAC,
+            handmade::BYSTANDER_IP,
+            SERVER,
+            sport,
+            2575,
+            TCP_SYN,
+        )
+    };
+    let allowed = |dp: &mut Datapath| {
+        dp.device_counters(bystander_id())
+            .expect("counters")
+            .allowed_packets
+    };
+    assert_eq!(dp.test_run(&by_syn(40220)).expect("run"), XDP_PASS);
+    assert_eq!(dp.test_run(&by_syn(40221)).expect("run"), XDP_PASS);
+    // Gone from both slots: its cell is free, still holding its two packets.
+    for g in [2, 3] {
+        let without = generation(&mut dp, g, false);
+        dp.install(&without).expect("install");
+    }
+    // It returns (to the cell it left, the only one free), and the zeroing fails: so does
+    // that install.
+    dp.fail_next_counter_clear();
+    let back = generation(&mut dp, 4, true);
+    assert!(
+        dp.install(&back).is_err(),
+        "the injected failure fails the install"
+    );
+    // The retry zeroes the cell before naming it, though the device already holds it.
+    let back = generation(&mut dp, 4, true);
+    dp.install(&back).expect("install");
+    assert_eq!(
+        allowed(&mut dp),
+        0,
+        "no count of its previous life in the cell"
+    );
+    assert_eq!(dp.test_run(&by_syn(40222)).expect("run"), XDP_PASS);
+    assert_eq!(allowed(&mut dp), 1);
+}
+
 #[test]
 fn counter_cells_are_read_back_from_pinned_maps_after_a_restart() {
     let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");

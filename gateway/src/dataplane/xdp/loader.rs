@@ -87,6 +87,13 @@ pub struct Datapath {
     cells: cells::Cells,
     /// The state last given to each device (written into its cell when it gets one).
     states: std::collections::HashMap<u64, DevState>,
+    /// Cells given to a device whose counters no committed install has zeroed yet (the
+    /// install that gave them failed or was abandoned): zeroed again by the next one, so a
+    /// cell never shows its previous device's counts.
+    uncleared: Vec<u16>,
+    /// A test's request that the next zeroing of counter cells fail.
+    #[cfg(feature = "fault-injection")]
+    fail_next_clear: bool,
 }
 
 /// What the slot a [`Datapath::stage`] writes holds before: known, or what a sync of it
@@ -232,6 +239,9 @@ impl Datapath {
             staging: None,
             cells,
             states,
+            uncleared: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            fail_next_clear: false,
         })
     }
 
@@ -347,7 +357,10 @@ impl Datapath {
         // naming them is written.
         let fresh = self.cells.assign(&mut contents)?;
         self.set_fresh_states(&fresh)?;
-        let counters = self.counters_to_clear(&fresh)?;
+        self.uncleared.extend(fresh.iter().map(|(_, cell)| *cell));
+        self.uncleared.sort_unstable();
+        self.uncleared.dedup();
+        let counters = self.counters_to_clear()?;
         // A sync of this slot still running (whole policies back to back) is waited for on
         // the install thread, not here: the caller's loop must not stall on it.
         let syncing = self.syncing.take().filter(|s| s.slot == new);
@@ -371,7 +384,12 @@ impl Datapath {
             .spawn(move || {
                 let written = (|| {
                     // The fresh cells' counters, zeroed before any record names them.
-                    if let Some((map, cells)) = counters {
+                    if let Some((map, cells, fail)) = counters {
+                        if fail {
+                            return Err(DatapathError::Link(
+                                "zeroing counter cells failed (injected by a test)".into(),
+                            ));
+                        }
                         clear_counters(map, &cells)?;
                     }
                     let held = match held {
@@ -442,6 +460,8 @@ impl Datapath {
         gen.set(0, u32::from(staged.slot), 0)
             .map_err(DatapathError::map(MAP_GEN))?;
         self.flipped_at = Some(Instant::now());
+        // The staged install zeroed every cell in the list before writing a record.
+        self.uncleared.clear();
         Ok(())
     }
 
@@ -695,20 +715,28 @@ impl Datapath {
         Ok(())
     }
 
-    /// A handle of `LZ_DEV_COUNT` and the fresh cells to zero in it, for the install
-    /// thread (one write per cell and CPU set: off the caller's loop).
-    fn counters_to_clear(
-        &self,
-        cells: &[(u64, u16)],
-    ) -> Result<Option<(Map, Vec<u16>)>, DatapathError> {
-        if cells.is_empty() {
+    /// A handle of `LZ_DEV_COUNT` and the cells to zero in it (`uncleared`), for the install
+    /// thread (one write per cell and CPU set: off the caller's loop); and whether a test
+    /// asked that zeroing to fail.
+    fn counters_to_clear(&mut self) -> Result<Option<(Map, Vec<u16>, bool)>, DatapathError> {
+        if self.uncleared.is_empty() {
             return Ok(None);
         }
         let Some(Map::PerCpuArray(data)) = self.ebpf.map(MAP_DEV_COUNT) else {
             return Err(DatapathError::MissingMap(MAP_DEV_COUNT));
         };
         let (_, map) = dup_map(MAP_DEV_COUNT, data)?;
-        Ok(Some((map, cells.iter().map(|(_, c)| *c).collect())))
+        #[cfg(feature = "fault-injection")]
+        let fail = std::mem::take(&mut self.fail_next_clear);
+        #[cfg(not(feature = "fault-injection"))]
+        let fail = false;
+        Ok(Some((map, self.uncleared.clone(), fail)))
+    }
+
+    /// Makes the next install's zeroing of counter cells fail (that install fails).
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_counter_clear(&mut self) {
+        self.fail_next_clear = true;
     }
 
     /// Every tracked flow with the table it is in (an iteration of both LRU flow tables: for
