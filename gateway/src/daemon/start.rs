@@ -57,6 +57,12 @@ impl Controller {
             Some(dp) => {
                 let adopted = dp.active_site()?;
                 ctl.reloads.adopt(adopted.generation);
+                // A run killed between writing its next slot and switching to it left a
+                // higher number in the inactive slot, one that never enforced: it is not
+                // given again, so a number written once names one policy only.
+                if let Some(written) = Datapath::pinned_generation(&ctl.pin_dir) {
+                    ctl.reloads.burn(written);
+                }
                 if adopted.generation > 0 {
                     tracing::info!(
                         generation = adopted.generation,
