@@ -142,3 +142,50 @@ fn kill_9_at_random_points_of_a_reload_never_loses_enforcement() -> Result<()> {
     );
     Ok(())
 }
+
+/// The kill above, landed on purpose between an install's two halves: a run that wrote its
+/// next slot (a higher generation) and died before switching to it. The next run enforces
+/// what was enforcing, and numbers its first install above the generation written but
+/// never enforced: a number names one policy only.
+#[test]
+fn a_generation_written_but_never_switched_to_is_not_numbered_again() -> Result<()> {
+    use aya::maps::{Array, Map, MapData};
+    use lazaret_abi::{SiteConfig, MAP_GEN, MAP_SITE};
+
+    let mut lab = Lab::new(|mac| policy(mac, false))?;
+    lab.start()?;
+    let first = lab.ready_generation().unwrap_or(0);
+    lab.kill9();
+    let pins = lab
+        .bpffs
+        .path
+        .join(format!("v{}", lazaret_abi::ABI_VERSION));
+    let gen: Array<MapData, u32> =
+        Array::try_from(Map::Array(MapData::from_pin(pins.join(MAP_GEN))?))?;
+    let inactive = 1 - gen.get(&0, 0)?;
+    let mut site: Array<MapData, SiteConfig> =
+        Array::try_from(Map::Array(MapData::from_pin(pins.join(MAP_SITE))?))?;
+    let mut written = site.get(&inactive, 0)?;
+    written.generation = first + 5;
+    site.set(inactive, written, 0)?;
+    if Datapath::pinned_generation(&pins) != Some(first + 5) {
+        bail!("the inactive slot does not hold the written generation");
+    }
+    lab.start()?;
+    let g = lab.ready_generation().unwrap_or(0);
+    if g <= first + 5 {
+        bail!(
+            "enforcing {first}, {} written but never switched to: the restart numbered its \
+             install {g}",
+            first + 5
+        );
+    }
+    record_figure(
+        "fault_kill_reload::a_generation_written_but_never_switched_to_is_not_numbered_again",
+        &format!(
+            "enforcing {first}, {} written and not switched to: next install {g}",
+            first + 5
+        ),
+    );
+    Ok(())
+}
