@@ -114,6 +114,39 @@ fn frame_with_only_an_ethernet_header_is_dropped() {
     expect(&mut dp, &f, XDP_DROP, Reason::DenyMalformed);
 }
 
+/// A frame cut anywhere inside its IPv4 or IPv6 fixed header is malformed: each fixed header
+/// is bounds-checked once, whole, before any of its fields is read (an off-by-one in that
+/// one check would let a cut header through, or read past the frame).
+#[test]
+fn a_frame_cut_inside_its_ip_header_is_dropped_at_every_length() {
+    let mut dp = dp();
+    let frames = [
+        (
+            "IPv4",
+            v4(DEV_IP, SERVER, 6, &syn_payload(), &Ipv4Opts::default()),
+            20,
+        ),
+        ("IPv6", v6(&[], 6, &syn_payload()), 40),
+    ];
+    for (what, frame, header) in frames {
+        for cut in 14..14 + header {
+            let before = stat(&mut dp, Reason::DenyMalformed, SIDE_DEVICES);
+            assert_eq!(
+                dp.test_run(&frame[..cut]).expect("test run"),
+                XDP_DROP,
+                "{what} cut at byte {cut}"
+            );
+            assert_eq!(
+                stat(&mut dp, Reason::DenyMalformed, SIDE_DEVICES),
+                before + 1,
+                "{what} cut at byte {cut}: counted as malformed"
+            );
+        }
+        // Whole, the same frame passes: the cuts are what is refused.
+        assert_eq!(dp.test_run(&frame).expect("test run"), XDP_PASS, "{what}");
+    }
+}
+
 #[test]
 fn truncated_vlan_tag_is_dropped() {
     let mut dp = dp();
