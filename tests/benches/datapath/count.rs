@@ -213,6 +213,26 @@ impl Interpreter {
             .collect()
     }
 
+    /// [`Self::new`] for the loaded `prog`, whose maps the kernel lists.
+    pub(crate) fn of(elf: &[u8], program: &str, prog: &aya::programs::Xdp) -> Result<Interpreter> {
+        let ids = prog
+            .info()?
+            .map_ids()?
+            .context("the kernel does not list the program's maps")?;
+        Interpreter::new(elf, program, &ids)
+    }
+
+    /// [`Self::run`], checked with [`agrees`].
+    pub(crate) fn checked(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        kernel: u32,
+        what: &str,
+    ) -> Result<Profiled> {
+        agrees(self.run(frame, ifindex)?, kernel, what)
+    }
+
     /// Runs the program once on `frame`, arriving on `ifindex`.
     pub(crate) fn run(&self, frame: &[u8], ifindex: u32) -> Result<Profiled> {
         let mut m = Machine::new(self, frame, ifindex);
@@ -222,6 +242,17 @@ impl Interpreter {
             hits: m.hits,
         })
     }
+}
+
+/// `p`, unless its run did not reach `kernel`, the kernel's action on the same frame: a
+/// count of another path than the kernel's would be worthless.
+pub(crate) fn agrees(p: Profiled, kernel: u32, what: &str) -> Result<Profiled> {
+    ensure!(
+        p.counted.action == kernel,
+        "{what}: the instruction counter's run returned {} where the kernel's returned {kernel}",
+        p.counted.action
+    );
+    Ok(p)
 }
 
 /// The functions of the object as the linker laid them out in `linked`: the program's own

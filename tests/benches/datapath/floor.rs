@@ -103,20 +103,8 @@ impl Floor {
 
 /// Counts a floor program on one frame; its verdict must be `want`.
 fn count(dp: &mut Datapath, program: &str, frame: &[u8], want: u32) -> Result<Counted> {
-    let ids = dp
-        .program_mut()?
-        .info()?
-        .map_ids()?
-        .context("the kernel does not list the floor's maps")?;
-    let c = Interpreter::new(lazaret::dataplane::xdp::FLOOR, program, &ids)?
-        .run(frame, LO)?
-        .counted;
-    anyhow::ensure!(
-        c.action == want,
-        "{program}: the instruction counter's run returned {} where {want} was expected",
-        c.action
-    );
-    Ok(c)
+    let interp = Interpreter::of(lazaret::dataplane::xdp::FLOOR, program, dp.program_mut()?)?;
+    Ok(interp.checked(frame, LO, want, program)?.counted)
 }
 
 /// Times the floors of `specs` (lazaret path key, spec) and the empty program on

@@ -33,6 +33,8 @@ const MAP_FLAG_UDP: u64 = 1 << 3;
 
 pub(crate) struct Peer {
     ebpf: aya::Ebpf,
+    /// Counts its instructions (see `count`).
+    interp: crate::count::Interpreter,
     /// Its maps are pinned by name: on a private bpf filesystem, never the host's.
     _pins: lazaret_tests::netns::BpfMount,
     _dir: lazaret_tests::netns::TempDir,
@@ -57,11 +59,7 @@ impl Peer {
             .default_map_pin_directory(&pins.path)
             .load(&bytes)
             .with_context(|| format!("loading {OBJECT}"))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .with_context(|| format!("no program {PROGRAM} in {OBJECT}"))?
-            .try_into()?;
-        prog.load()?;
+        program(&mut ebpf)?.load()?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let mut map: PerCpuArray<_, u64> = PerCpuArray::try_from(
             ebpf.map_mut("filter_ports")
@@ -74,8 +72,10 @@ impl Peer {
             let values = aya::maps::PerCpuValues::try_from(vec![flags; cpus])?;
             map.set(key, values, 0)?;
         }
+        let interp = crate::count::Interpreter::of(&bytes, PROGRAM, program(&mut ebpf)?)?;
         Ok(Peer {
             ebpf,
+            interp,
             _pins: pins,
             _dir: dir,
         })
@@ -83,12 +83,7 @@ impl Peer {
 
     /// The XDP action and mean ns per run of `reps` repetitions of `frame`.
     pub(crate) fn run(&mut self, frame: &[u8], reps: u32) -> Result<(u32, f64)> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .context("xdp-filter's program")?
-            .try_into()?;
-        let r = prog
+        let r = program(&mut self.ebpf)?
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 repeat: reps,
@@ -100,27 +95,11 @@ impl Peer {
 
     /// Instructions and kernel calls on `frame`, counted like lazaret's (see `count`).
     pub(crate) fn count(&mut self, frame: &[u8]) -> Result<crate::count::Counted> {
-        let bytes = std::fs::read(OBJECT).with_context(|| format!("reading {OBJECT}"))?;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .context("xdp-filter's program")?
-            .try_into()?;
-        let ids = prog
-            .info()?
-            .map_ids()?
-            .context("the kernel does not list xdp-filter's maps")?;
-        let c = crate::count::Interpreter::new(&bytes, PROGRAM, &ids)?
-            .run(frame, crate::flows::LO)?
-            .counted;
         let (action, _) = self.run(frame, 1)?;
-        anyhow::ensure!(
-            c.action == action,
-            "xdp-filter: the instruction counter's run returned {} where the kernel's returned \
-             {action}",
-            c.action
-        );
-        Ok(c)
+        Ok(self
+            .interp
+            .checked(frame, crate::flows::LO, action, "xdp-filter")?
+            .counted)
     }
 
     /// Whether `frame` (lazaret's verdict `want`) is compared: xdp-filter must reach the same
@@ -139,6 +118,14 @@ impl Peer {
             )
         }))
     }
+}
+
+/// xdp-filter's program in its object.
+fn program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(PROGRAM)
+        .with_context(|| format!("no program {PROGRAM} in {OBJECT}"))?
+        .try_into()?)
 }
 
 /// The TCP or UDP destination port of an untagged, tagged or QinQ frame carrying IPv4 or
