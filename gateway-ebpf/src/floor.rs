@@ -11,6 +11,7 @@
 //!   standing for the policy check (a miss too); drop.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -22,6 +23,7 @@ use aya_ebpf::{
 use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, FAMILY_V6, FLOW_NEW, MAX_FLOWS};
 
 mod l2;
+mod load;
 #[expect(dead_code, reason = "the floor builds flow keys and values only")]
 mod word;
 
@@ -121,10 +123,10 @@ fn v4(ip: usize, end: usize) -> Option<Tuple> {
     let (proto, src, dst, sport, dport) = unsafe {
         (
             *((ip + 9) as *const u8),
-            ((ip + 12) as *const [u8; 4]).read_unaligned(),
-            ((ip + 16) as *const [u8; 4]).read_unaligned(),
-            u16::from_be(((ip + ihl) as *const u16).read_unaligned()),
-            u16::from_be(((ip + ihl + 2) as *const u16).read_unaligned()),
+            load::u32_at::<12>(ip),
+            load::u32_at::<16>(ip),
+            u16::from_be(load::u16_at::<0>(ip + ihl)),
+            u16::from_be(load::u16_at::<2>(ip + ihl)),
         )
     };
     Some((Addr::v4(src), sport, Addr::v4(dst), dport, proto, FAMILY_V4))
@@ -135,14 +137,12 @@ fn v6(ip: usize, end: usize) -> Option<Tuple> {
     if ip + 40 > end {
         return None;
     }
-    let word = |at: usize| {
-        // SAFETY: the 40-byte header was bounds-checked above; `at` lies within it.
-        unsafe { (at as *const u64).read_unaligned() }
-    };
     // SAFETY: as above.
     let mut next = unsafe { *((ip + 6) as *const u8) };
-    let src = Addr([word(ip + 8), word(ip + 16)]);
-    let dst = Addr([word(ip + 24), word(ip + 32)]);
+    // SAFETY: the 40-byte header was bounds-checked above.
+    let src = unsafe { Addr([load::u64_at::<8>(ip), load::u64_at::<16>(ip)]) };
+    // SAFETY: as above.
+    let dst = unsafe { Addr([load::u64_at::<24>(ip), load::u64_at::<32>(ip)]) };
     let mut at = ip + 40;
     // Hop-by-hop and destination options, at most two (lazaret walks a bounded chain too).
     for _ in 0..2 {
@@ -163,8 +163,8 @@ fn v6(ip: usize, end: usize) -> Option<Tuple> {
     // SAFETY: the 4 bytes of ports are within `end` (checked above).
     let (sport, dport) = unsafe {
         (
-            u16::from_be((at as *const u16).read_unaligned()),
-            u16::from_be(((at + 2) as *const u16).read_unaligned()),
+            u16::from_be(load::u16_at::<0>(at)),
+            u16::from_be(load::u16_at::<2>(at)),
         )
     };
     Some((src, sport, dst, dport, next, FAMILY_V6))

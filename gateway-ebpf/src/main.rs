@@ -8,7 +8,9 @@
 //! Fail closed: whatever the parser cannot judge from a device port is dropped with a reason.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
+mod load;
 mod parse;
 mod word;
 
@@ -22,7 +24,7 @@ use aya_ebpf::{
 use core::mem::size_of;
 use lazaret_abi::*;
 use parse::{Frag, Pkt, L3};
-use word::Addr;
+use word::{Addr, Mac};
 
 // === Maps (names and capacities from lazaret_abi) ===
 
@@ -198,9 +200,9 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     };
     // SAFETY: this CPU's scratch slot; XDP runs to completion without preemption.
     let pkt = unsafe { &mut *pkt };
-    let (verdict, pkt) = match parse::parse(&ctx, &iface, ifindex, pkt) {
-        Ok(()) => (judge(&gen, pkt), Some(&*pkt)),
-        Err(reason) => (Verdict::new(reason), None),
+    let (verdict, pkt) = match parse::parse(ctx.ctx, &iface, ifindex, pkt) {
+        None => (judge(&gen, pkt), Some(&*pkt)),
+        Some(reason) => (Verdict::new(reason), None),
     };
     account(&gen, &verdict, side, len);
     if verdict.report {
@@ -239,7 +241,7 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
     // The ARP sender hardware address must be the frame's source: a mismatch is a classic
     // poisoning trick (the frame passes switch port security, the ARP payload lies).
     if pkt.arp_sha != pkt.src_mac {
-        let dev = mac_device(gen.slot, &pkt.src_mac);
+        let dev = mac_device(gen.slot, pkt.src_mac);
         return Verdict::dev(Reason::DenySpoof, dev);
     }
     match identify_source(gen, pkt) {
@@ -264,11 +266,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             && ((pkt.family == FAMILY_V4 && pkt.sport == 67)
                 || (pkt.family == FAMILY_V6 && pkt.sport == 547))
         {
-            let dev = mac_device(gen.slot, &pkt.src_mac);
+            let dev = mac_device(gen.slot, pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueDhcp, dev);
         }
         if pkt.proto == PROTO_ICMPV6 && (pkt.icmp_type == 134 || pkt.icmp_type == 137) {
-            let dev = mac_device(gen.slot, &pkt.src_mac);
+            let dev = mac_device(gen.slot, pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueRa, dev);
         }
     }
@@ -277,7 +279,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     // device is the one its address names, for the flow entry: see FLOW_F_ADDR_A.)
     // The flow lookup of an upstream packet that may take the shortcut, kept for judge_flow
     // when it does not (one lookup per packet, either way).
-    let mut upstream_lookup = None;
+    let mut early = Early::NONE;
     let (src_dev, src_by_addr) = if pkt.side == SIDE_DEVICES {
         match identify_source(gen, pkt) {
             Ok((dev, by_addr)) => (Some(dev), by_addr),
@@ -289,7 +291,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             if let Some(v) = upstream_reply(gen, pkt, &lookup) {
                 return v;
             }
-            upstream_lookup = Some(lookup);
+            early = Early::of(&lookup);
         }
         // Devices are never upstream: a managed source address from there is forged (it
         // would otherwise open flows as the device).
@@ -347,7 +349,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     if pkt.related {
         return judge_related(gen, pkt, &src_dev, &dst_dev);
     }
-    let lookup = upstream_lookup.unwrap_or_else(|| FlowLookup::of(pkt));
+    let lookup = if early.done {
+        FlowLookup::found_early(pkt, early)
+    } else {
+        FlowLookup::of(pkt)
+    };
     let v = judge_flow(gen, pkt, &src_dev, &dst_dev, src_by_addr, lookup);
     if let Frag::First = pkt.frag {
         let train = FragValue {
@@ -395,7 +401,7 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
         let target = &pkt.nd_target;
         let own = match lookup_ip_device(gen.slot, FAMILY_V6, target) {
             Some(owner) => owner.id == dev.id,
-            None => parse::is_link_local6(target) && claim_link_local(gen, target, &pkt.src_mac),
+            None => parse::is_link_local6(target) && claim_link_local(gen, target, pkt.src_mac),
         };
         if !own {
             return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
@@ -438,7 +444,7 @@ fn is_local(family: u8, addr: &Addr) -> bool {
 /// gateway's or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
 /// `mac` its owner.
 #[inline(always)]
-fn claim_link_local(gen: &Gen, addr: &Addr, mac: &[u8; 6]) -> bool {
+fn claim_link_local(gen: &Gen, addr: &Addr, mac: Mac) -> bool {
     if is_local(FAMILY_V6, addr) {
         return false;
     }
@@ -447,20 +453,14 @@ fn claim_link_local(gen: &Gen, addr: &Addr, mac: &[u8; 6]) -> bool {
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            if o.mac != *mac && age(gen.now, o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
+            if Mac::of_owner(o) != mac && age(gen.now, o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
                 return false;
             }
-            o.mac = *mac;
-            o.last_seen_ns = gen.now;
+            *o = word::ll_owner(mac, gen.now);
             true
         }
         None => {
-            let owner = LlOwner {
-                mac: *mac,
-                _pad: [0; 2],
-                last_seen_ns: gen.now,
-            };
-            let _ = LZ_LL_OWNER.insert(key, owner, 0);
+            let _ = LZ_LL_OWNER.insert(key, word::ll_owner(mac, gen.now), 0);
             true
         }
     }
@@ -480,15 +480,12 @@ fn on_its_port(gen: &Gen, pkt: &Pkt, dev: &Device) -> bool {
     if dev.flags & DEV_F_HAS_MAC == 0 {
         return true;
     }
-    pin_port(gen, pkt, &dev.mac)
+    pin_port(gen, pkt, Mac::of_device(dev))
 }
 
 #[inline(always)]
-fn pin_port(gen: &Gen, pkt: &Pkt, mac: &[u8; 6]) -> bool {
-    let key = PinKey {
-        mac: *mac,
-        _pad: [0; 2],
-    };
+fn pin_port(gen: &Gen, pkt: &Pkt, mac: Mac) -> bool {
+    let key = word::pin_key(mac);
     // SAFETY: see LZ_IFACE_HIGH above.
     match unsafe { LZ_PORT_PIN.get(key) } {
         Some(pin) => pin.ifindex == pkt.port,
@@ -518,7 +515,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
         lookup_ip_device(gen.slot, pkt.family, &pkt.src)
     };
     if let Some(dev) = by_ip {
-        let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || dev.mac == pkt.src_mac;
+        let mac_ok = dev.flags & DEV_F_HAS_MAC == 0 || Mac::of_device(dev) == pkt.src_mac;
         let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
         let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
         return if mac_ok && vlan_ok && if_ok && on_its_port(gen, pkt, dev) {
@@ -527,7 +524,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             Err(Verdict::dev(Reason::DenySpoof, Dev::of(dev)))
         };
     }
-    match lookup_mac(gen.slot, &pkt.src_mac) {
+    match lookup_mac(gen.slot, pkt.src_mac) {
         Some(dev) => {
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
@@ -539,7 +536,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
                 if unspecified {
                     pkt.family != FAMILY_V6
                         || !parse::is_link_local6(&pkt.src)
-                        || claim_link_local(gen, &pkt.src, &pkt.src_mac)
+                        || claim_link_local(gen, &pkt.src, pkt.src_mac)
                 } else {
                     ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
                         || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
@@ -653,6 +650,36 @@ fn judge_flow(
     v
 }
 
+/// The outcome of a flow lookup done before judge_flow, kept as plain scalars that are
+/// always set. (An `Option<FlowLookup>`, left `None` on most paths, has an undefined
+/// payload there: LLVM is free to spill it from a register the parse call clobbered, and
+/// the verifier refuses to read an uninitialised register.)
+#[derive(Clone, Copy)]
+struct Early {
+    done: bool,
+    /// Null: no entry.
+    flow: *mut FlowValue,
+    in_est: bool,
+}
+
+impl Early {
+    const NONE: Early = Early {
+        done: false,
+        flow: core::ptr::null_mut(),
+        in_est: false,
+    };
+
+    #[inline(always)]
+    fn of(lookup: &FlowLookup) -> Early {
+        let (flow, in_est) = lookup.found.unwrap_or((core::ptr::null_mut(), false));
+        Early {
+            done: true,
+            flow,
+            in_est,
+        }
+    }
+}
+
 /// A packet's flow key, whether its source is endpoint a, and the flow entry if there is
 /// one (with whether it is in the established table).
 struct FlowLookup {
@@ -670,6 +697,23 @@ impl FlowLookup {
         let found = match LZ_EST_FLOWS.get_ptr_mut(key) {
             Some(f) => Some((f, true)),
             None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
+        };
+        FlowLookup {
+            key,
+            src_is_a,
+            found,
+        }
+    }
+
+    /// The lookup `early` already made, with the key rebuilt (cheaper to rebuild than to
+    /// keep alive across the identity lookups).
+    #[inline(always)]
+    fn found_early(pkt: &Pkt, early: Early) -> FlowLookup {
+        let (key, src_is_a) = flow_key(pkt);
+        let found = if early.flow.is_null() {
+            None
+        } else {
+            Some((early.flow, early.in_est))
         };
         FlowLookup {
             key,
@@ -1192,19 +1236,14 @@ fn frag_key(pkt: &Pkt) -> FragKey {
 
 /// The device whose MAC `mac` is, in one lookup (the identity maps hold the records).
 #[inline(always)]
-fn lookup_mac(slot: u8, mac: &[u8; 6]) -> Option<&'static Device> {
-    let key = MacKey {
-        slot,
-        _pad: 0,
-        mac: *mac,
-    };
+fn lookup_mac(slot: u8, mac: Mac) -> Option<&'static Device> {
     // SAFETY: see LZ_IFACE_HIGH above.
-    unsafe { LZ_DEV_MAC.get(key) }
+    unsafe { LZ_DEV_MAC.get(word::mac_key(slot, mac)) }
 }
 
 /// The device whose MAC `mac` is, or none.
 #[inline(always)]
-fn mac_device(slot: u8, mac: &[u8; 6]) -> Dev {
+fn mac_device(slot: u8, mac: Mac) -> Dev {
     lookup_mac(slot, mac).map_or(Dev::NONE, Dev::of)
 }
 
@@ -1331,20 +1370,14 @@ fn take_token(
 fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx: &XdpContext) {
     let src_mac = match pkt {
         Some(p) => p.src_mac,
-        None => parse::src_mac(ctx).unwrap_or([0; 6]),
+        None => parse::src_mac(ctx).unwrap_or(Mac::ZERO),
     };
     // Unknown sources are keyed by MAC with the top bit set, so they never share a bucket
     // with a managed device.
     let source = if v.dev.id != 0 {
         v.dev.id
     } else {
-        (1u64 << 63)
-            | u64::from(src_mac[0]) << 40
-            | u64::from(src_mac[1]) << 32
-            | u64::from(src_mac[2]) << 24
-            | u64::from(src_mac[3]) << 16
-            | u64::from(src_mac[4]) << 8
-            | u64::from(src_mac[5])
+        (1u64 << 63) | src_mac.0
     };
     if !take_token(
         gen,
@@ -1392,9 +1425,9 @@ fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx
             ev.src_port = p.sport;
             ev.dst_port = p.dport;
             word::event_addrs(ev, &p.src, &p.dst);
-            word::event_macs(ev, &src_mac, &p.dst_mac);
+            word::event_macs(ev, src_mac, p.dst_mac);
         }
-        None => word::event_macs(ev, &src_mac, &[0; 6]),
+        None => word::event_macs(ev, src_mac, Mac::ZERO),
     }
     entry.submit(0);
     bump(&LZ_EV_STATS, EV_STAT_SENT, 1);

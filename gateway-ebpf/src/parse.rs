@@ -5,11 +5,12 @@
 //! packet fields are capped so the verifier can bound them. A frame the parser cannot
 //! judge is an `Err(reason)`: the caller drops it.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use core::mem::size_of;
 use lazaret_abi::*;
 
-use crate::word::Addr;
+use crate::load;
+use crate::word::{Addr, Mac};
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
@@ -57,15 +58,15 @@ pub(crate) struct Pkt {
     pub nd_target: Addr,
     pub inner_src: Addr,
     pub inner_dst: Addr,
-    pub src_mac: [u8; 6],
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    /// ARP sender hardware address (ARP only).
+    pub arp_sha: Mac,
     pub side: u8,
     pub family: u8,
-    pub dst_mac: [u8; 6],
     /// IPv4 TTL or IPv6 hop limit.
     pub hop_limit: u8,
     pub proto: u8,
-    /// ARP sender hardware address (ARP only).
-    pub arp_sha: [u8; 6],
     pub tcp_flags: u8,
     pub icmp_type: u8,
     /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
@@ -130,77 +131,98 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Reason> {
     Ok((start + off) as *const T)
 }
 
-#[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Reason> {
-    let p = ptr_at::<T>(ctx, off)?;
-    // SAFETY: ptr_at checked that size_of::<T>() bytes at p lie inside the frame.
-    Ok(unsafe { core::ptr::read_unaligned(p) })
-}
-
 /// `N` bytes of the frame, bounds-checked once: the fields of a fixed header are read from
 /// it without another check. A check per field re-read `data_end` and made LLVM keep the
 /// failure path's values alive across every one of them (about a dozen instructions each,
-/// on every packet).
+/// on every packet). Each field is one load instruction whatever its alignment (see
+/// crate::load), and a field outside the `N` checked bytes does not compile.
 #[derive(Clone, Copy)]
-struct Hdr<const N: usize>(*const u8);
+struct Hdr<const N: usize>(usize);
 
 impl<const N: usize> Hdr<N> {
     #[inline(always)]
     fn at(ctx: &XdpContext, off: usize) -> Result<Self, Reason> {
-        Ok(Hdr(ptr_at::<[u8; N]>(ctx, off)?.cast::<u8>()))
-    }
-
-    /// The `T` at byte `k`. Every caller passes a constant `k`, so the range test folds
-    /// away; it keeps the read inside the checked bytes whatever a future caller passes.
-    #[inline(always)]
-    fn get<T: Copy>(self, k: usize) -> Result<T, Reason> {
-        if k + size_of::<T>() > N {
-            return Err(Reason::DenyMalformed);
-        }
-        // SAFETY: `at` checked that N bytes from self.0 lie inside the frame, and the
-        // read's k + size_of::<T>() bytes are within them.
-        Ok(unsafe { self.0.add(k).cast::<T>().read_unaligned() })
+        Ok(Hdr(ptr_at::<[u8; N]>(ctx, off)? as usize))
     }
 
     #[inline(always)]
-    fn be16(self, k: usize) -> Result<u16, Reason> {
-        Ok(u16::from_be_bytes(self.get::<[u8; 2]>(k)?))
+    fn u8<const K: usize>(self) -> u8 {
+        const { assert!(K < N) };
+        // SAFETY: `at` checked that N bytes from self.0 lie inside the frame; K < N.
+        unsafe { *((self.0 + K) as *const u8) }
     }
-}
 
-/// 16 bytes of address as two words: one bounds check, two unaligned word loads (a read
-/// of the whole array becomes a `memmove` call on this target, see crate::word).
-#[inline(always)]
-fn read_addr(ctx: &XdpContext, off: usize) -> Result<Addr, Reason> {
-    let p = ptr_at::<[u64; 2]>(ctx, off)?.cast::<u64>();
-    // SAFETY: ptr_at checked that 16 bytes at p lie inside the frame.
-    Ok(Addr(unsafe {
-        [p.read_unaligned(), p.add(1).read_unaligned()]
-    }))
-}
+    /// The big-endian `u16` at byte `K`.
+    #[inline(always)]
+    fn be16<const K: i16>(self) -> u16 {
+        const { assert!(K >= 0 && K as usize + 2 <= N) };
+        // SAFETY: as in `u8`, for the two bytes at K.
+        u16::from_be(unsafe { load::u16_at::<K>(self.0) })
+    }
 
-#[inline(always)]
-fn be16(ctx: &XdpContext, off: usize) -> Result<u16, Reason> {
-    Ok(u16::from_be_bytes(read::<[u8; 2]>(ctx, off)?))
+    /// The big-endian `u32` at byte `K`.
+    #[inline(always)]
+    fn be32<const K: i16>(self) -> u32 {
+        u32::from_be(self.ne32::<K>())
+    }
+
+    /// The four bytes at `K` as a native word (an IPv4 address as `Addr` holds it).
+    #[inline(always)]
+    fn ne32<const K: i16>(self) -> u32 {
+        const { assert!(K >= 0 && K as usize + 4 <= N) };
+        // SAFETY: as in `u8`, for the four bytes at K.
+        unsafe { load::u32_at::<K>(self.0) }
+    }
+
+    /// The eight bytes at `K` as a native word (half an IPv6 address as `Addr` holds it).
+    #[inline(always)]
+    fn ne64<const K: i16>(self) -> u64 {
+        const { assert!(K >= 0 && K as usize + 8 <= N) };
+        // SAFETY: as in `u8`, for the eight bytes at K.
+        unsafe { load::u64_at::<K>(self.0) }
+    }
+
+    /// The MAC address at bytes `K..K + 6`; `K4` is `K + 4` (a const argument cannot be
+    /// computed from another here).
+    #[inline(always)]
+    fn mac<const K: i16, const K4: i16>(self) -> Mac {
+        const { assert!(K4 == K + 4) };
+        // SAFETY: as in `u8`, for the six bytes at K (ne32 and be16 assert the range).
+        Mac::of_parts(self.ne32::<K>(), unsafe { load::u16_at::<K4>(self.0) })
+    }
 }
 
 /// The source MAC of a frame that failed to parse further (for events), if it has one.
 #[inline(always)]
-pub(crate) fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
-    read::<[u8; 6]>(ctx, 6).ok()
+pub(crate) fn src_mac(ctx: &XdpContext) -> Option<Mac> {
+    Some(Hdr::<12>::at(ctx, 0).ok()?.mac::<6, 10>())
+}
+
+/// Parses the frame into `pkt`: `None`, or the reason it is dropped.
+///
+/// A function of its own, not inlined into the program, on purpose: every check here can
+/// end the packet, and inlined, each check's exit merged into the program's one verdict
+/// (seven fields) made LLVM store the whole verdict to the stack before every branch, taken
+/// or not — more instructions than the parse itself. Called, an exit is one register.
+#[inline(never)]
+pub(crate) fn parse(
+    ctx: *mut xdp_md,
+    iface: &IfaceConfig,
+    ifindex: u32,
+    pkt: &mut Pkt,
+) -> Option<Reason> {
+    parse_frame(&XdpContext::new(ctx), iface, ifindex, pkt).err()
 }
 
 #[inline(always)]
-pub(crate) fn parse(
+fn parse_frame(
     ctx: &XdpContext,
     iface: &IfaceConfig,
     ifindex: u32,
     pkt: &mut Pkt,
 ) -> Result<(), Reason> {
     let eth = Hdr::<14>::at(ctx, 0)?;
-    let dst_mac: [u8; 6] = eth.get(0)?;
-    let src_mac: [u8; 6] = eth.get(6)?;
-    let mut ethertype = eth.be16(12)?;
+    let mut ethertype = eth.be16::<12>();
     let mut off = 14usize;
     let mut vlan = VLAN_UNTAGGED;
     let mut outer = VLAN_UNTAGGED;
@@ -211,11 +233,11 @@ pub(crate) fn parse(
             break;
         }
         let tag = Hdr::<4>::at(ctx, off)?;
-        vlan = tag.be16(0)? & 0x0fff;
+        vlan = tag.be16::<0>() & 0x0fff;
         if tags == 0 {
             outer = vlan;
         }
-        ethertype = tag.be16(2)?;
+        ethertype = tag.be16::<2>();
         off += 4;
         tags += 1;
     }
@@ -245,8 +267,8 @@ pub(crate) fn parse(
     pkt.port = ifindex;
     pkt.l3 = L3::Ip;
     pkt.vlan = vlan;
-    pkt.src_mac = src_mac;
-    pkt.dst_mac = dst_mac;
+    pkt.src_mac = eth.mac::<6, 10>();
+    pkt.dst_mac = eth.mac::<0, 4>();
     // Volatile: plain zero stores to neighbouring fields are merged by LLVM into a
     // `memset` call, a byte loop on this target (see crate::word).
     clear(&mut pkt.src, Addr::ZERO);
@@ -255,15 +277,15 @@ pub(crate) fn parse(
     clear(&mut pkt.tcp_ack, 0);
     clear(&mut pkt.frag_id, 0);
     clear(&mut pkt.frag_at, 0);
-    pkt.family = 0;
-    pkt.hop_limit = 0;
-    pkt.proto = 0;
-    pkt.sport = 0;
-    pkt.dport = 0;
-    pkt.tcp_flags = 0;
-    pkt.icmp_type = 0;
-    pkt.frag = Frag::None;
-    pkt.related = false;
+    clear(&mut pkt.family, 0);
+    clear(&mut pkt.hop_limit, 0);
+    clear(&mut pkt.proto, 0);
+    clear(&mut pkt.sport, 0);
+    clear(&mut pkt.dport, 0);
+    clear(&mut pkt.tcp_flags, 0);
+    clear(&mut pkt.icmp_type, 0);
+    clear(&mut pkt.frag, Frag::None);
+    clear(&mut pkt.related, false);
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, off, pkt)?,
@@ -271,13 +293,8 @@ pub(crate) fn parse(
         _ => {
             // IEEE 802.1 link-local group addresses 01:80:c2:00:00:00-0f (STP, LACP, 802.1X,
             // LLDP): never forwarded by bridges, passed only if the site allows.
-            if dst_mac[0] == 0x01
-                && dst_mac[1] == 0x80
-                && dst_mac[2] == 0xc2
-                && dst_mac[3] == 0
-                && dst_mac[4] == 0
-                && dst_mac[5] & 0xf0 == 0
-            {
+            // 01:80:c2:00:00:0x, as Mac holds it: byte 0 in the low bits.
+            if pkt.dst_mac.0 & 0xf0_ff_ff_ff_ff_ff == 0x00_00_00_c2_80_01 {
                 pkt.l3 = L3::Control;
             } else {
                 return Err(Reason::DenyEthertype);
@@ -297,20 +314,15 @@ fn clear<T: Copy>(field: &mut T, v: T) {
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.
 #[inline(always)]
 fn parse_arp(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason> {
-    let htype = be16(ctx, off)?;
-    let ptype = be16(ctx, off + 2)?;
-    let hlen: u8 = read(ctx, off + 4)?;
-    let plen: u8 = read(ctx, off + 5)?;
-    if htype != 1 || ptype != ETH_P_IPV4 || hlen != 6 || plen != 4 {
+    let arp = Hdr::<28>::at(ctx, off)?;
+    if arp.be16::<0>() != 1 || arp.be16::<2>() != ETH_P_IPV4 || arp.be16::<4>() != 0x0604 {
         return Err(Reason::DenyMalformed);
     }
     pkt.l3 = L3::Arp;
     pkt.family = FAMILY_V4;
-    pkt.arp_sha = read(ctx, off + 8)?;
-    let spa: [u8; 4] = read(ctx, off + 14)?;
-    let tpa: [u8; 4] = read(ctx, off + 24)?;
-    pkt.src = Addr::v4(spa);
-    pkt.dst = Addr::v4(tpa);
+    pkt.arp_sha = arp.mac::<8, 12>();
+    pkt.src = Addr::v4(arp.ne32::<14>());
+    pkt.dst = Addr::v4(arp.ne32::<24>());
     Ok(())
 }
 
@@ -319,7 +331,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     // Shorter than the fixed header is malformed either way: its total length could not
     // cover its header.
     let ip = Hdr::<20>::at(ctx, off)?;
-    let vihl: u8 = ip.get(0)?;
+    let vihl = ip.u8::<0>();
     if vihl >> 4 != 4 {
         return Err(Reason::DenyMalformed);
     }
@@ -328,22 +340,22 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     if ihl < 20 {
         return Err(Reason::DenyMalformed);
     }
-    let total = ip.be16(2)? as usize;
+    let total = ip.be16::<2>() as usize;
     let available = ctx.data_end() - ctx.data() - off;
     // A total length beyond the frame, or shorter than the header, is a lie about the
     // packet; trailing Ethernet padding (total < available) is normal.
     if total < ihl || total > available {
         return Err(Reason::DenyMalformed);
     }
-    let frag_word = ip.be16(6)?;
+    let frag_word = ip.be16::<6>();
     let more = frag_word & 0x2000 != 0;
     let frag_off = frag_word & 0x1fff;
     pkt.family = FAMILY_V4;
-    pkt.hop_limit = ip.get(8)?;
-    pkt.proto = ip.get(9)?;
-    pkt.src = Addr::v4(ip.get(12)?);
-    pkt.dst = Addr::v4(ip.get(16)?);
-    pkt.frag_id = u32::from(ip.be16(4)?);
+    pkt.hop_limit = ip.u8::<8>();
+    pkt.proto = ip.u8::<9>();
+    pkt.src = Addr::v4(ip.ne32::<12>());
+    pkt.dst = Addr::v4(ip.ne32::<16>());
+    pkt.frag_id = u32::from(ip.be16::<4>());
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the first one.
         if frag_off == 1 && pkt.proto == PROTO_TCP {
@@ -367,22 +379,21 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
 fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason> {
     // The fixed header whole, or malformed (as a payload length beyond the frame is).
     let ip = Hdr::<40>::at(ctx, off)?;
-    let vtc: u8 = ip.get(0)?;
-    if vtc >> 4 != 6 {
+    if ip.u8::<0>() >> 4 != 6 {
         return Err(Reason::DenyMalformed);
     }
-    let payload = ip.be16(4)? as usize;
+    let payload = ip.be16::<4>() as usize;
     let available = ctx.data_end() - ctx.data() - off;
     // Payload length 0 means a jumbogram (hop-by-hop option), never needed on device VLANs.
     if payload == 0 || 40 + payload > available {
         return Err(Reason::DenyMalformed);
     }
     pkt.family = FAMILY_V6;
-    pkt.hop_limit = ip.get(7)?;
-    pkt.src = Addr([ip.get(8)?, ip.get(16)?]);
-    pkt.dst = Addr([ip.get(24)?, ip.get(32)?]);
+    pkt.hop_limit = ip.u8::<7>();
+    pkt.src = Addr([ip.ne64::<8>(), ip.ne64::<16>()]);
+    pkt.dst = Addr([ip.ne64::<24>(), ip.ne64::<32>()]);
     let end = off + 40 + payload;
-    let mut next: u8 = ip.get(6)?;
+    let mut next = ip.u8::<6>();
     let mut at = off + 40;
     // Where the fragmentable part starts: after the Fragment header, if there is one.
     let mut frag_part = at;
@@ -406,11 +417,12 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
         }
         seen |= bit;
         if bit == EXT_FRAG {
-            let hdr: [u8; 8] = read(ctx, at)?;
-            next = hdr[0];
-            let offset = (u16::from_be_bytes([hdr[2], hdr[3]]) >> 3) as usize * 8;
-            let more = hdr[3] & 1 != 0;
-            pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            let hdr = Hdr::<8>::at(ctx, at)?;
+            next = hdr.u8::<0>();
+            let offset_word = hdr.be16::<2>();
+            let offset = (offset_word >> 3) as usize * 8;
+            let more = offset_word & 1 != 0;
+            pkt.frag_id = hdr.be32::<4>();
             at += 8;
             if at > end {
                 return Err(Reason::DenyMalformed);
@@ -432,9 +444,9 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
         } else {
             // Hop-by-hop and destination options: length in 8-octet units, excluding the
             // first 8.
-            let hdr: [u8; 2] = read(ctx, at)?;
-            next = hdr[0];
-            at += (hdr[1] as usize + 1) * 8;
+            let hdr = Hdr::<2>::at(ctx, at)?;
+            next = hdr.u8::<0>();
+            at += (hdr.u8::<1>() as usize + 1) * 8;
         }
         if at > MAX_L4_OFFSET {
             return Err(Reason::DenyIpv6Ext);
@@ -488,52 +500,55 @@ fn parse_l4(
     pkt.frag_at = (at + need - frag_part) as u32;
     match pkt.proto {
         PROTO_TCP => {
-            let hdr: [u8; 14] = read(ctx, at).map_err(|_| short)?;
-            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
-            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            let hdr = Hdr::<14>::at(ctx, at).map_err(|_| short)?;
+            pkt.sport = hdr.be16::<0>();
+            pkt.dport = hdr.be16::<2>();
             // Data offset below 5 words is not a TCP header.
-            if hdr[12] >> 4 < 5 {
+            if hdr.u8::<12>() >> 4 < 5 {
                 return Err(Reason::DenyMalformed);
             }
-            pkt.tcp_flags = hdr[13];
+            let flags = hdr.u8::<13>();
+            pkt.tcp_flags = flags;
             // SYN+FIN and SYN+RST: never a real stack's packet (scans, evasion).
-            if hdr[13] & TCP_SYN != 0 && hdr[13] & (TCP_FIN | TCP_RST) != 0 {
+            if flags & TCP_SYN != 0 && flags & (TCP_FIN | TCP_RST) != 0 {
                 return Err(Reason::DenyTcpFlags);
             }
-            pkt.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-            pkt.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+            pkt.tcp_seq = hdr.be32::<4>();
+            pkt.tcp_ack = hdr.be32::<8>();
         }
         PROTO_UDP => {
-            let hdr: [u8; 4] = read(ctx, at).map_err(|_| short)?;
-            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
-            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            let hdr = Hdr::<4>::at(ctx, at).map_err(|_| short)?;
+            pkt.sport = hdr.be16::<0>();
+            pkt.dport = hdr.be16::<2>();
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
-            let hdr: [u8; 8] = read(ctx, at).map_err(|_| short)?;
-            pkt.icmp_type = hdr[0];
+            let hdr = Hdr::<8>::at(ctx, at).map_err(|_| short)?;
+            let icmp_type = hdr.u8::<0>();
+            pkt.icmp_type = icmp_type;
             let echo = matches!(
-                (pkt.proto, hdr[0]),
+                (pkt.proto, icmp_type),
                 (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129)
             );
             if echo {
                 // The echo identifier plays the role of both ports: request and reply share
                 // one flow key.
-                let id = u16::from_be_bytes([hdr[4], hdr[5]]);
+                let id = hdr.be16::<4>();
                 pkt.sport = id;
                 pkt.dport = id;
             }
             let error = match pkt.proto {
-                PROTO_ICMP => matches!(hdr[0], 3 | 11 | 12),
-                _ => matches!(hdr[0], 1..=4),
+                PROTO_ICMP => matches!(icmp_type, 3 | 11 | 12),
+                _ => matches!(icmp_type, 1..=4),
             };
             if error && pkt.frag == Frag::None {
                 parse_quoted(ctx, at + 8, pkt)?;
             }
-            if pkt.proto == PROTO_ICMPV6 && (hdr[0] == 135 || hdr[0] == 136) {
+            if pkt.proto == PROTO_ICMPV6 && (icmp_type == 135 || icmp_type == 136) {
                 if at + 24 > end {
                     return Err(Reason::DenyMalformed);
                 }
-                pkt.nd_target = read_addr(ctx, at + 8)?;
+                let target = Hdr::<16>::at(ctx, at + 8)?;
+                pkt.nd_target = Addr([target.ne64::<0>(), target.ne64::<8>()]);
             }
         }
         _ => {}
@@ -547,38 +562,36 @@ fn parse_l4(
 #[inline(always)]
 fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason> {
     let l4_at = if pkt.proto == PROTO_ICMP {
-        let vihl: u8 = read(ctx, at)?;
+        let ip = Hdr::<20>::at(ctx, at)?;
         // A quoted packet with IP options is not walked (devices do not send options): a
         // variable offset here defeats the verifier's bounds tracking.
-        if vihl != 0x45 {
+        if ip.u8::<0>() != 0x45 {
             return Err(Reason::DenyMalformed);
         }
-        pkt.inner_proto = read(ctx, at + 9)?;
-        let src: [u8; 4] = read(ctx, at + 12)?;
-        let dst: [u8; 4] = read(ctx, at + 16)?;
+        pkt.inner_proto = ip.u8::<9>();
         // All 16 bytes: the scratch slot may hold an IPv6 error's addresses from an earlier
         // packet, and the flow key compares all of them.
-        pkt.inner_src = Addr::v4(src);
-        pkt.inner_dst = Addr::v4(dst);
+        pkt.inner_src = Addr::v4(ip.ne32::<12>());
+        pkt.inner_dst = Addr::v4(ip.ne32::<16>());
         at + 20
     } else {
-        let vtc: u8 = read(ctx, at)?;
-        if vtc >> 4 != 6 {
+        let ip = Hdr::<40>::at(ctx, at)?;
+        if ip.u8::<0>() >> 4 != 6 {
             return Err(Reason::DenyMalformed);
         }
-        pkt.inner_proto = read(ctx, at + 6)?;
-        pkt.inner_src = read_addr(ctx, at + 8)?;
-        pkt.inner_dst = read_addr(ctx, at + 24)?;
+        pkt.inner_proto = ip.u8::<6>();
+        pkt.inner_src = Addr([ip.ne64::<8>(), ip.ne64::<16>()]);
+        pkt.inner_dst = Addr([ip.ne64::<24>(), ip.ne64::<32>()]);
         at + 40
     };
-    let l4: [u8; 8] = read(ctx, l4_at)?;
+    let l4 = Hdr::<8>::at(ctx, l4_at)?;
     match pkt.inner_proto {
         PROTO_TCP | PROTO_UDP => {
-            pkt.inner_sport = u16::from_be_bytes([l4[0], l4[1]]);
-            pkt.inner_dport = u16::from_be_bytes([l4[2], l4[3]]);
+            pkt.inner_sport = l4.be16::<0>();
+            pkt.inner_dport = l4.be16::<2>();
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            let id = l4.be16::<4>();
             pkt.inner_sport = id;
             pkt.inner_dport = id;
         }

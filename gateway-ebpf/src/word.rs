@@ -12,8 +12,8 @@
 //! tests compare every lookup's outcome with the reference classifier's.
 
 use lazaret_abi::{
-    Event, FlowKey, FlowValue, FragKey, Ip4Key, Ip6Key, LlKey, LocalKey, PeerKey4, PeerKey6,
-    PortKey,
+    Device, Event, FlowKey, FlowValue, FragKey, Ip4Key, Ip6Key, LlKey, LlOwner, LocalKey, MacKey,
+    PeerKey4, PeerKey6, PinKey, PortKey,
 };
 
 #[cfg(not(target_endian = "little"))]
@@ -28,9 +28,10 @@ pub(crate) struct Addr(pub [u64; 2]);
 impl Addr {
     pub(crate) const ZERO: Addr = Addr([0; 2]);
 
+    /// An IPv4 address from its four bytes loaded as a native word.
     #[inline(always)]
-    pub(crate) fn v4(o: [u8; 4]) -> Addr {
-        Addr([u64::from(u32::from_ne_bytes(o)), 0])
+    pub(crate) fn v4(w: u32) -> Addr {
+        Addr([u64::from(w), 0])
     }
 
     /// Byte `i` (0 = the first in network order).
@@ -54,6 +55,47 @@ impl Addr {
     #[inline(always)]
     pub(crate) fn is_zero(&self) -> bool {
         self.0[0] | self.0[1] == 0
+    }
+}
+
+/// A MAC address as one word: its six bytes in frame order, loaded little-endian (byte 0 in
+/// the low bits), the top two bytes zero. Compared, keyed and copied as the one word it is
+/// (a `[u8; 6]` is compared and copied a byte at a time on this target).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mac(pub u64);
+
+impl Mac {
+    pub(crate) const ZERO: Mac = Mac(0);
+
+    /// From its low and high parts as loaded from the frame: bytes 0..4 and 4..6.
+    #[inline(always)]
+    pub(crate) fn of_parts(lo: u32, hi: u16) -> Mac {
+        Mac(u64::from(lo) | u64::from(hi) << 32)
+    }
+
+    /// A MAC field of a `lazaret_abi` value, 4-aligned (asserted below for each).
+    ///
+    /// # Safety
+    /// `m` is 4-aligned.
+    #[inline(always)]
+    unsafe fn of_aligned(m: &[u8; 6]) -> Mac {
+        let p = core::ptr::from_ref(m).cast::<u32>();
+        // SAFETY: 4-aligned (the caller's contract) and six readable bytes.
+        unsafe { Mac::of_parts(p.read(), p.add(1).cast::<u16>().read()) }
+    }
+
+    /// A device's MAC.
+    #[inline(always)]
+    pub(crate) fn of_device(d: &Device) -> Mac {
+        // SAFETY: Device's MAC is 4-aligned (asserted below).
+        unsafe { Mac::of_aligned(&d.mac) }
+    }
+
+    /// A link-local address owner's MAC.
+    #[inline(always)]
+    pub(crate) fn of_owner(o: &LlOwner) -> Mac {
+        // SAFETY: LlOwner's MAC is 4-aligned (asserted below).
+        unsafe { Mac::of_aligned(&o.mac) }
     }
 }
 
@@ -147,6 +189,27 @@ pub(crate) fn port_key(slot: u8, class: u32, proto: u8, port: u16) -> PortKey {
     unsafe { core::mem::transmute::<[u32; 3], PortKey>([u32::from(slot), class.to_be(), tail]) }
 }
 
+/// `MacKey`: slot, a zero byte, the MAC.
+#[inline(always)]
+pub(crate) fn mac_key(slot: u8, m: Mac) -> MacKey {
+    // SAFETY: see above.
+    unsafe { core::mem::transmute::<u64, MacKey>(u64::from(slot) | m.0 << 16) }
+}
+
+/// `PinKey`: the MAC, two zero bytes.
+#[inline(always)]
+pub(crate) fn pin_key(m: Mac) -> PinKey {
+    // SAFETY: see above.
+    unsafe { core::mem::transmute::<u64, PinKey>(m.0) }
+}
+
+/// `LlOwner`: the MAC, two zero bytes, the time.
+#[inline(always)]
+pub(crate) fn ll_owner(m: Mac, last_seen_ns: u64) -> LlOwner {
+    // SAFETY: see above.
+    unsafe { core::mem::transmute::<[u64; 2], LlOwner>([m.0, last_seen_ns]) }
+}
+
 /// `LlKey`: the address.
 #[inline(always)]
 pub(crate) fn ll_key(a: &Addr) -> LlKey {
@@ -213,13 +276,8 @@ pub(crate) fn event_addrs(ev: &mut Event, src: &Addr, dst: &Addr) {
 /// Writes an event's MACs (and the four bytes of padding after them) as two words, from
 /// byte 80 (asserted below).
 #[inline(always)]
-pub(crate) fn event_macs(ev: &mut Event, src_mac: &[u8; 6], dst_mac: &[u8; 6]) {
-    let [s0, s1, s2, s3, s4, s5] = *src_mac;
-    let [d0, d1, d2, d3, d4, d5] = *dst_mac;
-    let macs = [
-        u64::from_le_bytes([s0, s1, s2, s3, s4, s5, d0, d1]),
-        u64::from_le_bytes([d2, d3, d4, d5, 0, 0, 0, 0]),
-    ];
+pub(crate) fn event_macs(ev: &mut Event, src_mac: Mac, dst_mac: Mac) {
+    let macs = [src_mac.0 | dst_mac.0 << 48, dst_mac.0 >> 16];
     // SAFETY: as in event_addrs; words 10 and 11 are the MACs and the padding.
     unsafe {
         core::ptr::from_mut(ev)
@@ -235,4 +293,7 @@ const _: () = {
     assert!(size_of::<Event>() == 12 * 8 && align_of::<Event>() == 8);
     assert!(offset_of!(Event, src) == 48 && offset_of!(Event, dst) == 64);
     assert!(offset_of!(Event, src_mac) == 80 && offset_of!(Event, dst_mac) == 86);
+    // Mac::of_aligned reads these as a u32 and a u16.
+    assert!(offset_of!(Device, mac) % 4 == 0 && align_of::<Device>() >= 4);
+    assert!(offset_of!(LlOwner, mac) == 0 && align_of::<LlOwner>() >= 4);
 };
