@@ -154,7 +154,7 @@ impl Dev {
 /// Per-packet context read once: the active slot and its site settings.
 struct Gen {
     slot: u8,
-    site: SiteConfig,
+    site: &'static SiteConfig,
     /// The clock, read once per packet (see `now`).
     now: u64,
 }
@@ -183,9 +183,11 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
         Some(s) => (*s & 1) as u8,
         None => 0,
     };
-    let site = match LZ_SITE.get(u32::from(slot)) {
-        Some(s) => *s,
-        None => SiteConfig::default(),
+    // The slot's settings in place, not copied: the judge's BPF function and this one
+    // share the 512-byte stack.
+    let Some(site) = LZ_SITE.get(u32::from(slot)) else {
+        // Cannot happen (a two-element array has slots 0 and 1); fail closed if it does.
+        return xdp_action::XDP_DROP;
     };
     let gen = Gen {
         slot,
@@ -206,7 +208,7 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     };
     account(&gen, &verdict, side, len);
     if verdict.report {
-        report(&gen, &verdict, side, ifindex, pkt, &ctx);
+        report(&gen, &verdict, side, pkt, &ctx);
     }
     if verdict.reason.passes() {
         xdp_action::XDP_PASS
@@ -217,7 +219,11 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
 
 // === Judging ===
 
-#[inline(always)]
+/// The verdict on a parsed frame. A BPF function of its own for the reason `parse` is (see
+/// there): inlined, its many exits merged into the seven fields of one verdict, which
+/// LLVM stored to the stack before every branch, taken or not. Called, each exit writes
+/// its verdict once, through the caller's pointer.
+#[inline(never)]
 fn judge(gen: &Gen, pkt: &Pkt) -> Verdict {
     match pkt.l3 {
         L3::Arp => judge_arp(gen, pkt),
@@ -810,7 +816,7 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
         (flow.dev_b, flow.dev_a)
     };
     let charged = if init != 0 { init } else { resp };
-    let site = &gen.site;
+    let site = gen.site;
     if !take_token(
         gen,
         &LZ_PROMOTE,
@@ -1366,8 +1372,13 @@ fn take_token(
     }
 }
 
-#[inline(always)]
-fn report(gen: &Gen, v: &Verdict, side: u8, ifindex: u32, pkt: Option<&Pkt>, ctx: &XdpContext) {
+/// Sends the verdict's event, within its source's rate. A BPF function of its own: it is
+/// off the hot path (allowed packets of known flows send nothing), and its stack (the
+/// token bucket, the ring-buffer entry) is not added to the judge's.
+#[inline(never)]
+fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext) {
+    // Read again rather than passed: BPF functions take at most five arguments.
+    let ifindex = ctx.ingress_ifindex() as u32;
     let src_mac = match pkt {
         Some(p) => p.src_mac,
         None => parse::src_mac(ctx).unwrap_or(Mac::ZERO),

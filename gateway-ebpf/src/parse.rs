@@ -27,16 +27,18 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const MAX_L4_OFFSET: usize = 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum L3 {
-    Arp,
-    Ip,
+    Arp = 0,
+    Ip = 1,
     /// A link-local control frame (LLDP, STP, LACP, 802.1X …) addressed to 01:80:c2:00:00:0x.
     Control,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Frag {
-    None,
+    None = 0,
     /// Offset 0 with more fragments: carries the L4 header.
     First,
     /// Offset > 0: no L4 header, judged by its train.
@@ -62,13 +64,25 @@ pub(crate) struct Pkt {
     pub dst_mac: Mac,
     /// ARP sender hardware address (ARP only).
     pub arp_sha: Mac,
+    // The fields below are reset on every packet a word at a time (see `reset`): the
+    // words' layout is asserted there.
     pub side: u8,
+    pub l3: L3,
     pub family: u8,
     /// IPv4 TTL or IPv6 hop limit.
     pub hop_limit: u8,
     pub proto: u8,
     pub tcp_flags: u8,
     pub icmp_type: u8,
+    /// An ICMP error (unreachable, time exceeded, parameter problem, packet too big) whose
+    /// quoted packet was parsed into `inner_*` (all 16 bytes written, for either family):
+    /// it passes only along that packet's flow.
+    pub related: bool,
+    pub frag: Frag,
+    pub inner_proto: u8,
+    pub vlan: u16,
+    pub sport: u16,
+    pub dport: u16,
     /// The interface devices bind to: the ingress interface, or the bridge it is a port of.
     pub ifindex: u32,
     /// The ingress interface itself (a bridge port when `ifindex` is its bridge).
@@ -80,18 +94,8 @@ pub(crate) struct Pkt {
     /// A later fragment's offset in bytes; a first fragment's upper-layer header end, in
     /// bytes from the start of its fragmentable part (see `FragValue::hdr_end`).
     pub frag_at: u32,
-    pub vlan: u16,
-    pub sport: u16,
-    pub dport: u16,
     pub inner_sport: u16,
     pub inner_dport: u16,
-    pub inner_proto: u8,
-    pub l3: L3,
-    pub frag: Frag,
-    /// An ICMP error (unreachable, time exceeded, parameter problem, packet too big) whose
-    /// quoted packet was parsed into `inner_*` (all 16 bytes written, for either family):
-    /// it passes only along that packet's flow.
-    pub related: bool,
 }
 
 impl Pkt {
@@ -262,30 +266,9 @@ fn parse_frame(
     // The scratch slot holds the previous packet: reset every field that is read without
     // being written first. arp_sha, nd_target and inner_* are only read on the paths that
     // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
-    pkt.side = iface.side;
-    pkt.ifindex = iface.binding(ifindex);
-    pkt.port = ifindex;
-    pkt.l3 = L3::Ip;
-    pkt.vlan = vlan;
+    reset(pkt, iface.side, vlan, iface.binding(ifindex), ifindex);
     pkt.src_mac = eth.mac::<6, 10>();
     pkt.dst_mac = eth.mac::<0, 4>();
-    // Volatile: plain zero stores to neighbouring fields are merged by LLVM into a
-    // `memset` call, a byte loop on this target (see crate::word).
-    clear(&mut pkt.src, Addr::ZERO);
-    clear(&mut pkt.dst, Addr::ZERO);
-    clear(&mut pkt.tcp_seq, 0);
-    clear(&mut pkt.tcp_ack, 0);
-    clear(&mut pkt.frag_id, 0);
-    clear(&mut pkt.frag_at, 0);
-    clear(&mut pkt.family, 0);
-    clear(&mut pkt.hop_limit, 0);
-    clear(&mut pkt.proto, 0);
-    clear(&mut pkt.sport, 0);
-    clear(&mut pkt.dport, 0);
-    clear(&mut pkt.tcp_flags, 0);
-    clear(&mut pkt.icmp_type, 0);
-    clear(&mut pkt.frag, Frag::None);
-    clear(&mut pkt.related, false);
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off, pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, off, pkt)?,
@@ -304,12 +287,51 @@ fn parse_frame(
     Ok(())
 }
 
-/// Writes `v` with a store LLVM does not merge into a `memset` call.
+/// Resets the scratch slot's per-packet fields, five word stores: `side`, `vlan` and the
+/// interfaces set, `l3` set to `Ip`, the rest zero (the addresses, the protocol fields, the
+/// TCP numbers, the fragment's fields). Volatile: LLVM merges plain zero stores to
+/// neighbouring fields into a `memset` call, a byte loop on this target (see crate::word).
 #[inline(always)]
-fn clear<T: Copy>(field: &mut T, v: T) {
-    // SAFETY: a valid, aligned, exclusive reference.
-    unsafe { core::ptr::write_volatile(field, v) }
+fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
+    let p = core::ptr::from_mut(pkt).cast::<u64>();
+    let words = [
+        // 104: side, l3, family, hop_limit, proto, tcp_flags, icmp_type, related.
+        u64::from(side) | (L3::Ip as u64) << 8,
+        // 112: frag (None), inner_proto, vlan, sport, dport.
+        u64::from(vlan) << 16,
+        // 120: ifindex, port.
+        u64::from(ifindex) | u64::from(port) << 32,
+        // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
+        0,
+        0,
+    ];
+    // SAFETY: (every write) `pkt` is exclusive and 8-aligned; word i is bytes 104 + 8 i of
+    // it, the fields the comments name (asserted below), all plain integers or enums whose
+    // written values are valid.
+    unsafe {
+        p.add(13).write_volatile(words[0]);
+        p.add(14).write_volatile(words[1]);
+        p.add(15).write_volatile(words[2]);
+        p.add(16).write_volatile(words[3]);
+        p.add(17).write_volatile(words[4]);
+        // The addresses (0..32): set by every parse of IP and ARP, not by a control frame's.
+        p.add(0).write_volatile(0);
+        p.add(1).write_volatile(0);
+        p.add(2).write_volatile(0);
+        p.add(3).write_volatile(0);
+    }
 }
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Pkt, src) == 0 && offset_of!(Pkt, dst) == 16);
+    assert!(offset_of!(Pkt, side) == 104 && offset_of!(Pkt, l3) == 105);
+    assert!(offset_of!(Pkt, family) == 106 && offset_of!(Pkt, related) == 111);
+    assert!(offset_of!(Pkt, frag) == 112 && offset_of!(Pkt, vlan) == 114);
+    assert!(offset_of!(Pkt, sport) == 116 && offset_of!(Pkt, dport) == 118);
+    assert!(offset_of!(Pkt, ifindex) == 120 && offset_of!(Pkt, port) == 124);
+    assert!(offset_of!(Pkt, tcp_seq) == 128 && offset_of!(Pkt, frag_at) == 140);
+};
 
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.
 #[inline(always)]

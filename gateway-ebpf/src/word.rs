@@ -26,8 +26,6 @@ compile_error!("the word layouts of map keys assume a little-endian BPF target")
 pub(crate) struct Addr(pub [u64; 2]);
 
 impl Addr {
-    pub(crate) const ZERO: Addr = Addr([0; 2]);
-
     /// An IPv4 address from its four bytes loaded as a native word.
     #[inline(always)]
     pub(crate) fn v4(w: u32) -> Addr {
