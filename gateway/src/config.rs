@@ -52,6 +52,14 @@ pub struct Config {
     /// Where quarantine and release events are POSTed, if anywhere.
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Which of the policy's `[site.gateways.*]` this host is (required when the policy
+    /// names gateways, refused when it names none): it enforces that gateway's devices only.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// This host's name among its gateway's `members` (an active/standby pair's two hosts);
+    /// the system's host name when unset.
+    #[serde(default)]
+    pub member: Option<String>,
 }
 
 /// `[webhook]`: quarantine and release events as JSON POSTs (see `daemon::webhook`).
@@ -239,7 +247,7 @@ fn render(path: &Path, line: usize, col: usize, message: &str, more: &[Problem])
 }
 
 /// The keys of the file and of its tables (unknown ones are errors).
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 12] = [
     "policy_dir",
     "state_dir",
     "pin_dir",
@@ -250,6 +258,8 @@ const KEYS: [&str; 10] = [
     "dataplane",
     "interfaces",
     "webhook",
+    "gateway",
+    "member",
 ];
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
 const WEBHOOK_KEYS: [&str; 1] = ["url"];
@@ -302,6 +312,30 @@ impl<'t> Checker<'t> {
         table.get(key)
     }
 
+    /// `key`, if present, is a name of at most `max` letters, digits, '_', '-' and '.'.
+    fn name(&mut self, doc: &toml::de::DeTable<'_>, key: &str, max: usize, what: &str) {
+        let Some(v) = Self::get(doc, key) else {
+            return;
+        };
+        let Some(name) = self.value::<String>(key, v) else {
+            return;
+        };
+        let valid = !name.is_empty()
+            && name.len() <= max
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            self.problem(
+                v.span().start,
+                format!(
+                    "{key}: {:?} is not {what} (letters, digits, '_', '-', '.'; at most {max})",
+                    crate::text::printable(&name)
+                ),
+            );
+        }
+    }
+
     fn check(&mut self, doc: &toml::de::DeTable<'_>) {
         self.keys(doc, &KEYS, "the configuration");
         for key in ["policy_dir", "state_dir", "pin_dir", "control_socket"] {
@@ -321,28 +355,14 @@ impl<'t> Checker<'t> {
         if let Some(v) = Self::get(doc, "log_format") {
             self.value::<LogFormat>("log_format", v);
         }
+        for key in ["gateway", "member"] {
+            self.name(doc, key, 64, "a name");
+        }
         let dataplane = match Self::get(doc, "dataplane") {
             Some(v) => self.value::<Dataplane>("dataplane", v),
             None => Some(Dataplane::default()),
         };
-        if let Some(v) = Self::get(doc, "control_group") {
-            if let Some(group) = self.value::<String>("control_group", v) {
-                let valid = !group.is_empty()
-                    && group.len() <= 32
-                    && group
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-                if !valid {
-                    self.problem(
-                        v.span().start,
-                        format!(
-                            "control_group: {:?} is not a group name or gid (letters, digits, '_', '-', '.'; at most 32)",
-                            crate::text::printable(&group)
-                        ),
-                    );
-                }
-            }
-        }
+        self.name(doc, "control_group", 32, "a group name or gid");
         self.interfaces(doc, dataplane);
         if let Some(v) = Self::get(doc, "webhook") {
             match v.get_ref() {
@@ -563,6 +583,18 @@ fn value_offset(text: &str, key: &str) -> usize {
         .unwrap_or(at)
 }
 
+impl Config {
+    /// This host's name among its gateway's members: `member`, else the host name.
+    pub fn member(&self) -> String {
+        self.member.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
 /// A group name or numeric gid → gid, through the system's group database.
 pub fn resolve_group(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse::<u32>() {
@@ -746,6 +778,32 @@ xdp_mode = "skb"
         assert_eq!(cfg.control_group.as_deref(), Some("lazaret-ops"));
         // Parsing alone never resolves the group: root only until `load` does.
         assert_eq!(cfg.control_gid, None);
+    }
+
+    #[test]
+    fn gateway_and_member_are_names_checked_with_their_position() {
+        let text = GOOD.replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "gateway = \"ward-a\"\nmember = \"gw a1\"",
+        );
+        match parse(&text) {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => {
+                assert_eq!((line, col), (4, 10), "{message}");
+                assert!(message.starts_with("member:"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let ok = GOOD.replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "gateway = \"ward-a\"\nmember = \"gw-a1\"",
+        );
+        let cfg = parse(&ok).expect("valid");
+        assert_eq!(cfg.gateway.as_deref(), Some("ward-a"));
+        assert_eq!(cfg.member(), "gw-a1");
+        // Unset: the host's name.
+        assert!(!parse(GOOD).expect("valid").member().is_empty());
     }
 
     #[test]

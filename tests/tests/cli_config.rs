@@ -88,3 +88,109 @@ fn check_with_config_finds_interfaces_the_configuration_does_not_enforce() -> Re
     assert!(out.contains("devices"), "{out}");
     Ok(())
 }
+
+/// Two wards behind two gateways of one repository; ward-a is a pair.
+const FLEET: &str = r#"
+[site]
+name = "Fleet General"
+[site.essentials]
+dhcp = false
+dns = false
+ntp = false
+[site.interfaces.icu0]
+side = "devices"
+[site.interfaces.pumps0]
+side = "devices"
+[site.interfaces.up0]
+side = "upstream"
+[site.gateways.ward-a]
+interfaces = ["icu0", "up0"]
+members = ["gw-a1", "gw-a2"]
+[site.gateways.ward-b]
+interfaces = ["pumps0", "up0"]
+
+[roles.pump-server]
+addresses = ["10.10.3.10"]
+[classes.pump]
+workflows = ["sync"]
+[workflows.sync]
+rules = [{ peer = "role:pump-server", proto = "tcp", ports = [443] }]
+
+[[devices]]
+id = "pump-a"
+class = "pump"
+ipv4 = "10.20.0.11"
+interface = "icu0"
+
+[[devices]]
+id = "pump-b"
+class = "pump"
+ipv4 = "10.30.0.11"
+interface = "pumps0"
+"#;
+
+#[test]
+fn check_with_config_checks_the_gateway_this_host_is_and_no_other() -> Result<()> {
+    let dir = TempDir::new()?;
+    let policies = dir.path.join("policies");
+    std::fs::create_dir(&policies)?;
+    std::fs::write(policies.join("site.toml"), FLEET)?;
+    let config = |extra: &str| {
+        format!(
+            "policy_dir = \"{}\"\n{extra}\n[[interfaces]]\nname = \"icu0\"\nside = \"devices\"\n[[interfaces]]\nname = \"up0\"\nside = \"upstream\"\n",
+            policies.display()
+        )
+    };
+    let path = dir.path.join("lazaret.toml");
+    let p = path.to_str().unwrap_or_default();
+    // ward-a's member: pumps0 is ward-b's, so this host need not enforce on it.
+    std::fs::write(&path, config("gateway = \"ward-a\"\nmember = \"gw-a1\""))?;
+    let (code, out, err) = run(&["check", "--config", p])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("gateway ward-a (members gw-a1, gw-a2): 1 device on icu0, up0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gateway ward-b: 1 device on pumps0, up0"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["check", "--config", p, "--format", "json"])?;
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(json["gateways"][0]["name"], "ward-a");
+    assert_eq!(json["gateways"][0]["devices"], 1);
+    // Each way the configuration and the policy can disagree, refused with the reason.
+    for (extra, expected) in [
+        (
+            "",
+            "the policy names gateways (`ward-a`, `ward-b`): set `gateway",
+        ),
+        (
+            "gateway = \"ward-c\"",
+            "gateway `ward-c`, which the policy does not name",
+        ),
+        (
+            "gateway = \"ward-a\"\nmember = \"gw-b1\"",
+            "this host is `gw-b1`, which is not a member of gateway `ward-a`",
+        ),
+        // ward-b's interfaces are checked against a configuration that lacks pumps0.
+        (
+            "gateway = \"ward-b\"",
+            "interface `pumps0` is not in the configuration",
+        ),
+    ] {
+        std::fs::write(&path, config(extra))?;
+        let (code, _, err) = run(&["check", "--config", p])?;
+        assert_eq!(code, 1, "{extra}: {err}");
+        assert!(
+            err.contains(expected),
+            "{extra}: missing {expected:?} in:\n{err}"
+        );
+        assert!(
+            err.contains("site.toml:"),
+            "positioned in the policy:\n{err}"
+        );
+    }
+    Ok(())
+}

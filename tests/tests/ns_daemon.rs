@@ -519,13 +519,20 @@ mod recorder {
     }
 }
 
-/// `daemon::run` takes its dataplanes and interface lookup as dependencies: given a
-/// recording dataplane and interfaces that exist only in its lookup, the same shell starts,
-/// installs the policy through it, attaches both interfaces, answers `status`, applies a
-/// quarantine through it, and returns on shutdown. No BPF is loaded; it runs in a namespace
-/// of its own so that nftables, enforcing nowhere, can touch nothing of the host's.
-#[test]
-fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
+/// What the shell under test answered: its `status`, its reply to a quarantine of
+/// `quarantine`, and every call its dataplane saw.
+struct ShellRun {
+    status: lazaret::daemon::api::Status,
+    quarantined: lazaret::daemon::control::Reply,
+    log: Vec<String>,
+}
+
+/// Runs the daemon's shell over a [`Recorder`] and two interfaces (dev0, up0) that exist
+/// only in the injected lookup, with `policy` and `config_extra` in its configuration; asks
+/// for `status` and to isolate `quarantine`, then shuts it down. No BPF is loaded; it runs
+/// in a namespace of its own so that nftables, enforcing nowhere, can touch nothing of the
+/// host's.
+fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<ShellRun> {
     use lazaret::daemon::{api, control, quarantine::Action, Deps};
     use lazaret::dataplane::{nft::NftDataplane, Dataplanes};
 
@@ -534,15 +541,11 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
         lazaret_tests::netns::Netns::new(format!("{}sh", lazaret_tests::netns::unique_prefix()))?;
     let policy_dir = tmp.path.join("policy");
     std::fs::create_dir_all(&policy_dir)?;
-    let rules = workflow("hl7-results", "tcp", 2575);
-    std::fs::write(
-        policy_dir.join("site.toml"),
-        monitor_policy([2, 0, 0, 0, 0, 0x11], &["hl7-results"], &rules),
-    )?;
+    std::fs::write(policy_dir.join("site.toml"), policy)?;
     let socket = tmp.path.join("control.sock");
     let text = format!(
         "policy_dir = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
-         metrics_listen = \"127.0.0.1:0\"\n\
+         metrics_listen = \"127.0.0.1:0\"\n{config_extra}\n\
          [[interfaces]]\nname = \"dev0\"\nside = \"devices\"\n\
          [[interfaces]]\nname = \"up0\"\nside = \"upstream\"\n",
         policy_dir.display(),
@@ -570,6 +573,7 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
             },
         }
     };
+    let quarantine = quarantine.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (served, asked) = ns.within(move || {
         thread::scope(|scope| {
@@ -587,7 +591,7 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
                 let quarantined = control::call(
                     &socket,
                     &control::Request::QuarantineAdd {
-                        device: "mon-icu-01".into(),
+                        device: quarantine,
                         action: Action::Isolate,
                         reason: "shell test".into(),
                     },
@@ -613,6 +617,33 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
         );
     }
     let (status, quarantined) = asked?;
+    let log = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(ShellRun {
+        status,
+        quarantined,
+        log,
+    })
+}
+
+/// The daemon's shell (`daemon::run`) over a dataplane it did not build: it stages and
+/// commits the policy through it, attaches both interfaces, answers `status`, applies a
+/// quarantine through it, and returns on shutdown.
+#[test]
+fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
+    use lazaret::daemon::api;
+    let rules = workflow("hl7-results", "tcp", 2575);
+    let ShellRun {
+        status,
+        quarantined,
+        log,
+    } = run_shell(
+        &monitor_policy([2, 0, 0, 0, 0, 0x11], &["hl7-results"], &rules),
+        "",
+        "mon-icu-01",
+    )?;
     assert_eq!(status.generation, 1, "{status:?}");
     assert_eq!(status.devices, 1);
     assert_eq!(
@@ -621,10 +652,6 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
         "both interfaces enforced by the dataplane given"
     );
     assert!(quarantined.ok, "{quarantined:?}");
-    let log = log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
     let position = |what: &str| log.iter().position(|l| l.starts_with(what));
     let (stage, commit) = (position("stage 1"), position("commit"));
     let (dev0, up0) = (position("attach dev0 4001"), position("attach up0 4002"));
@@ -633,6 +660,50 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
         log.iter().any(|l| l.starts_with("quarantine ")
             && l.ends_with(&format!(" {}", lazaret_abi::QUARANTINE_ISOLATE))),
         "the quarantine reached the dataplane: {log:?}"
+    );
+    Ok(())
+}
+
+/// One gateway of a fleet (`gateway` in its configuration, `[site.gateways.*]` in the
+/// policy): it enforces the devices behind its own interfaces and nothing of the other
+/// gateway's, which it cannot quarantine either; it needs no interface of the other's.
+#[test]
+fn a_gateway_of_a_fleet_enforces_its_own_devices_only() -> Result<()> {
+    let rules = workflow("hl7-results", "tcp", 2575);
+    let policy = monitor_policy([2, 0, 0, 0, 0, 0x11], &["hl7-results"], &rules)
+        .replace(
+            "[site.essentials]",
+            "[site.interfaces.dev0]\nside = \"devices\"\n\
+             [site.interfaces.dev1]\nside = \"devices\"\n\
+             [site.interfaces.up0]\nside = \"upstream\"\n\
+             [site.gateways.ward-a]\ninterfaces = [\"dev0\", \"up0\"]\nmembers = [\"gw-a1\", \"gw-a2\"]\n\
+             [site.gateways.ward-b]\ninterfaces = [\"dev1\", \"up0\"]\n\
+             [site.essentials]",
+        )
+        .replace(
+            "ipv4 = \"10.20.0.11\"",
+            "ipv4 = \"10.20.0.11\"\ninterface = \"dev0\"\n\n\
+             [[devices]]\nid = \"mon-b-01\"\nclass = \"patient-monitor\"\nipv4 = \"10.21.0.11\"\ninterface = \"dev1\"",
+        );
+    let run = run_shell(
+        &policy,
+        "gateway = \"ward-a\"\nmember = \"gw-a2\"",
+        "mon-b-01",
+    )?;
+    assert_eq!(run.status.generation, 1, "{:?}", run.status);
+    assert_eq!(
+        run.status.devices, 1,
+        "ward-b's monitor is not enforced here"
+    );
+    assert!(
+        !run.quarantined.ok,
+        "a device of another gateway cannot be quarantined here: {:?}",
+        run.quarantined
+    );
+    assert!(
+        !run.log.iter().any(|l| l.starts_with("quarantine ")),
+        "nothing reached the dataplane: {:?}",
+        run.log
     );
     Ok(())
 }

@@ -272,6 +272,44 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// What one gateway of a fleet enforces: the devices behind the interfaces it serves,
+    /// and those interfaces. Policies, rules and peers are shared: a device another gateway
+    /// enforces stays in this one's peer sets (its addresses), but is not managed here.
+    pub fn for_gateway(&self, gateway: &super::model::Gateway) -> Compiled {
+        let serves =
+            |i: &Option<String>| i.as_ref().is_some_and(|i| gateway.interfaces.contains(i));
+        let devices: Vec<CompiledDevice> = self
+            .devices
+            .iter()
+            .filter(|d| serves(&d.interface))
+            .cloned()
+            .collect();
+        let stats = Stats {
+            devices: devices.len(),
+            dev_mac: devices.iter().filter(|d| d.mac.is_some()).count(),
+            dev_ip4: devices.iter().map(|d| d.ipv4.len()).sum(),
+            dev_ip6: devices.iter().map(|d| d.ipv6.len()).sum(),
+            ..self.stats.clone()
+        };
+        Compiled {
+            interfaces: self
+                .interfaces
+                .iter()
+                .filter(|i| gateway.interfaces.contains(&i.name))
+                .cloned()
+                .collect(),
+            devices,
+            stats,
+            site: self.site.clone(),
+            classes: self.classes.clone(),
+            policies: self.policies.clone(),
+            rules: self.rules.clone(),
+            lookup: self.lookup.clone(),
+            reuse: self.reuse.clone(),
+            warnings: self.warnings.clone(),
+        }
+    }
+
     pub fn device(&self, id: &str) -> Option<&CompiledDevice> {
         self.devices
             .binary_search_by(|d| d.id.as_str().cmp(id))

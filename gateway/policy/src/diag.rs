@@ -17,6 +17,7 @@ pub enum NameKind {
     Device,
     Port,
     Interface,
+    Gateway,
 }
 
 impl fmt::Display for NameKind {
@@ -28,6 +29,7 @@ impl fmt::Display for NameKind {
             NameKind::Device => "device",
             NameKind::Port => "site port",
             NameKind::Interface => "interface",
+            NameKind::Gateway => "gateway",
         })
     }
 }
@@ -158,6 +160,28 @@ pub enum Problem {
     NoIdentity { device: String },
     #[error("device `{device}` is bound to `{interface}`, which is not a devices-side interface")]
     NotADeviceInterface { device: String, interface: String },
+    #[error(
+        "interface `{interface}` is served by gateways `{first}` and `{second}`: a devices-side interface belongs to exactly one gateway"
+    )]
+    InterfaceOnTwoGateways {
+        interface: String,
+        first: String,
+        second: String,
+    },
+    #[error("devices-side interface `{interface}` is served by no gateway")]
+    InterfaceWithoutGateway { interface: String },
+    #[error("gateway `{gateway}` serves no devices-side interface")]
+    GatewayWithoutDevices { gateway: String },
+    #[error("gateway `{gateway}` has {count} members: a gateway runs on one host, or two (an active/standby pair)")]
+    GatewayMembers { gateway: String, count: usize },
+    #[error("host `{member}` is a member of gateways `{first}` and `{second}`")]
+    MemberOfTwoGateways {
+        member: String,
+        first: String,
+        second: String,
+    },
+    #[error("device `{device}` names no `interface`, so no gateway would enforce it")]
+    DeviceWithoutGateway { device: String },
     #[error("device `{device}` names a bridge port but no `interface` (the bridge)")]
     PortWithoutInterface { device: String },
     #[error("`{name}` is not an interface name (at most 15 characters, no `/`, `:` or spaces)")]

@@ -127,6 +127,30 @@ pub struct Site {
     pub quarantine_defaults: QuarantineSettings,
     pub event_rate: u32,
     pub event_burst: u32,
+    /// The gateways that enforce this policy, by name (`[site.gateways.NAME]`); empty: one
+    /// gateway, unnamed, serving every interface.
+    pub gateways: BTreeMap<String, Gateway>,
+}
+
+/// A gateway of a fleet enforcing one policy repository: the interfaces it serves (every
+/// devices-side interface is served by exactly one gateway, so every device is enforced
+/// by exactly one), and the hosts that run it (two for an active/standby pair).
+#[derive(Clone, Debug, Serialize)]
+pub struct Gateway {
+    pub name: String,
+    pub interfaces: BTreeSet<String>,
+    pub members: Vec<String>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl Site {
+    /// The gateway that enforces the devices behind `interface`, if gateways are named.
+    pub fn gateway_of(&self, interface: &str) -> Option<&Gateway> {
+        self.gateways
+            .values()
+            .find(|g| g.interfaces.contains(interface))
+    }
 }
 
 /// The flows every device gets; `None` means turned off.

@@ -41,6 +41,10 @@ pub enum Change {
 pub struct DevicePlan {
     pub device: String,
     pub class: Option<String>,
+    /// The gateways enforcing the device before and after (one when it did not move;
+    /// empty when the policy names no gateways; every gateway for the site quarantine
+    /// profile).
+    pub gateways: Vec<String>,
     pub change: Change,
     pub inventory: Vec<FieldChange>,
     pub allowed: Vec<FlowChange>,
@@ -53,6 +57,19 @@ pub struct Plan {
     pub devices: Vec<DevicePlan>,
     pub flows_allowed: usize,
     pub flows_denied: usize,
+    /// When the policy names gateways: those whose enforcement the change touches (a
+    /// device of theirs changed, or their own definition did), and the others.
+    pub gateways_touched: Vec<String>,
+    pub gateways_untouched: Vec<String>,
+}
+
+/// The gateways of `policy` enforcing device `id` (none when it names no gateways).
+fn gateways_of(policy: &Policy, id: &str) -> Option<String> {
+    let d = policy.device(id)?;
+    policy
+        .site
+        .gateway_of(d.interface.as_deref()?)
+        .map(|g| g.name.clone())
 }
 
 type Key = (Dir, IpNet, Proto);
@@ -266,10 +283,18 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
     let qa = flows(old.policy(old.site.quarantine_policy));
     let qb = flows(new.policy(new.site.quarantine_policy));
     let (allowed, denied) = (diff(new, &qb, &qa), diff(old, &qa, &qb));
+    let every: BTreeSet<String> = old_policy
+        .site
+        .gateways
+        .keys()
+        .chain(new_policy.site.gateways.keys())
+        .cloned()
+        .collect();
     if !allowed.is_empty() || !denied.is_empty() {
         devices.push(DevicePlan {
             device: "(site quarantine profile)".into(),
             class: None,
+            gateways: every.iter().cloned().collect(),
             change: Change::Changed,
             inventory: Vec::new(),
             allowed,
@@ -291,9 +316,15 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
         if change == Change::Changed && inv.is_empty() && allowed.is_empty() && denied.is_empty() {
             continue;
         }
+        let mut gateways: Vec<String> = [gateways_of(old_policy, id), gateways_of(new_policy, id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        gateways.dedup();
         devices.push(DevicePlan {
             device: id.to_string(),
             class: nd.or(od).and_then(|d| d.class.clone()),
+            gateways,
             change,
             inventory: inv,
             allowed,
@@ -302,10 +333,36 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
     }
     let flows_allowed = devices.iter().map(|d| d.allowed.len()).sum();
     let flows_denied = devices.iter().map(|d| d.denied.len()).sum();
+    let mut touched: BTreeSet<String> = devices
+        .iter()
+        .flat_map(|d| d.gateways.iter().cloned())
+        .collect();
+    // A gateway added, removed, or serving other interfaces or hosts is touched even when
+    // no device's flows changed.
+    for g in &every {
+        let (a, b) = (
+            old_policy.site.gateways.get(g),
+            new_policy.site.gateways.get(g),
+        );
+        let same = match (a, b) {
+            (Some(a), Some(b)) => a.interfaces == b.interfaces && a.members == b.members,
+            _ => false,
+        };
+        if !same {
+            touched.insert(g.clone());
+        }
+    }
+    let untouched = every
+        .iter()
+        .filter(|g| !touched.contains(*g))
+        .cloned()
+        .collect();
     Plan {
         devices,
         flows_allowed,
         flows_denied,
+        gateways_touched: touched.into_iter().collect(),
+        gateways_untouched: untouched,
     }
 }
 
@@ -341,6 +398,21 @@ impl Plan {
     /// The human-readable plan.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if !self.gateways_touched.is_empty() || !self.gateways_untouched.is_empty() {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "Gateways touched: {} (not touched: {}).",
+                list(&self.gateways_touched),
+                list(&self.gateways_untouched)
+            );
+        }
         if self.devices.is_empty() {
             out.push_str("No changes: every device keeps its flows and inventory.\n");
             return out;
@@ -355,7 +427,12 @@ impl Plan {
                 .class
                 .as_ref()
                 .map_or(String::new(), |c| format!(" ({c})"));
-            let _ = writeln!(out, "{mark} {}{class}{note}", d.device);
+            let on = if d.gateways.is_empty() || d.device.starts_with('(') {
+                String::new()
+            } else {
+                format!(" [gateway {}]", d.gateways.join(" -> "))
+            };
+            let _ = writeln!(out, "{mark} {}{class}{on}{note}", d.device);
             let name = if d.device.starts_with('(') {
                 "device"
             } else {

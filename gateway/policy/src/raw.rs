@@ -52,6 +52,15 @@ pub struct RawSite {
     pub quarantine: RawSiteQuarantine,
     pub event_rate: Option<Sp<i64>>,
     pub event_burst: Option<Sp<i64>>,
+    pub gateways: Vec<RawGateway>,
+}
+
+/// `[site.gateways.NAME]`.
+#[derive(Clone, Debug, Default)]
+pub struct RawGateway {
+    pub name: Sp<String>,
+    pub interfaces: Vec<Sp<String>>,
+    pub members: Vec<Sp<String>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -163,7 +172,9 @@ const SITE_KEYS: &[&str] = &[
     "essentials",
     "quarantine",
     "events",
+    "gateways",
 ];
+const GATEWAY_KEYS: &[&str] = &["description", "interfaces", "members"];
 const IFACE_KEYS: &[&str] = &["side", "networks"];
 const ESSENTIAL_KEYS: &[&str] = &[
     "dhcp",
@@ -572,6 +583,15 @@ impl Cx<'_> {
             site.interfaces.push(RawInterface {
                 side: self.string(&it, "side"),
                 networks: self.strings(&it, "networks").unwrap_or_default(),
+                name,
+            });
+        }
+        for (name, g) in self.named_tables(t, "gateways", "gateway") {
+            self.check_keys(&g, GATEWAY_KEYS);
+            let _ = self.string(&g, "description");
+            site.gateways.push(RawGateway {
+                interfaces: self.strings(&g, "interfaces").unwrap_or_default(),
+                members: self.strings(&g, "members").unwrap_or_default(),
                 name,
             });
         }

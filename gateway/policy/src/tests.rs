@@ -3,6 +3,7 @@
 
 mod catalog;
 mod compile;
+mod gateways;
 mod props;
 mod validation;
 mod workflows;

@@ -205,6 +205,7 @@ fn print_errors(e: &PolicyErrors, format: Format) {
                     .map(|d| d.to_json(&e.sources))
                     .collect(),
                 summary: None,
+                gateways: Vec::new(),
             };
             outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
@@ -227,6 +228,17 @@ struct CheckJson {
     errors: Vec<policy::diag::DiagnosticJson>,
     warnings: Vec<policy::diag::DiagnosticJson>,
     summary: Option<policy::Stats>,
+    /// Each gateway of a fleet's policy and what it enforces.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gateways: Vec<GatewayJson>,
+}
+
+#[derive(Serialize)]
+struct GatewayJson {
+    name: String,
+    members: Vec<String>,
+    interfaces: Vec<String>,
+    devices: usize,
 }
 
 fn pct(n: usize, max: u32) -> String {
@@ -328,6 +340,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
                         .collect(),
                     warnings: Vec::new(),
                     summary: None,
+                    gateways: Vec::new(),
                 };
                 outln!("{}", serde_json::to_string_pretty(&out)?);
             }
@@ -340,6 +353,9 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
                 eprint!("{}", render_all(sources, &compiled.warnings));
             }
             outln!("{}", summary(&compiled));
+            for gw in policy.site.gateways.values() {
+                outln!("{}", gateway_summary(&compiled.for_gateway(gw), gw));
+            }
         }
         Format::Json => {
             let out = CheckJson {
@@ -351,6 +367,20 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
                     .map(|d| d.to_json(sources))
                     .collect(),
                 summary: Some(compiled.stats.clone()),
+                gateways: policy
+                    .site
+                    .gateways
+                    .values()
+                    .map(|gw| {
+                        let view = compiled.for_gateway(gw);
+                        GatewayJson {
+                            name: gw.name.clone(),
+                            members: gw.members.clone(),
+                            interfaces: view.interfaces.iter().map(|i| i.name.clone()).collect(),
+                            devices: view.devices.len(),
+                        }
+                    })
+                    .collect(),
             };
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -367,7 +397,22 @@ fn against_config(
     use lazaret::config::Side as ConfigSide;
     use lazaret::policy::model::Side as PolicySide;
     let mut out = Vec::new();
-    for iface in policy.site.interfaces.values() {
+    let member = config.member();
+    let serves =
+        match lazaret::daemon::compiler::gateway(policy, (config.gateway.as_deref(), &member)) {
+            Ok(gw) => gw.map(|g| &g.interfaces),
+            Err(message) => {
+                out.push((policy.site.span, message));
+                return out;
+            }
+        };
+    // A fleet's policy names every gateway's interfaces: this host serves its own.
+    let ours = policy
+        .site
+        .interfaces
+        .values()
+        .filter(|i| serves.is_none_or(|s| s.contains(&i.name)));
+    for iface in ours {
         let configured: Vec<ConfigSide> = config
             .interfaces
             .iter()
@@ -402,6 +447,23 @@ fn against_config(
         }
     }
     out
+}
+
+/// One line per gateway of a fleet: what it enforces.
+fn gateway_summary(view: &Compiled, gw: &lazaret::policy::model::Gateway) -> String {
+    let members = if gw.members.is_empty() {
+        String::new()
+    } else {
+        format!(" (members {})", gw.members.join(", "))
+    };
+    let interfaces: Vec<&str> = view.interfaces.iter().map(|i| i.name.as_str()).collect();
+    format!(
+        "gateway {}{members}: {} device{} on {}",
+        gw.name,
+        view.devices.len(),
+        if view.devices.len() == 1 { "" } else { "s" },
+        interfaces.join(", ")
+    )
 }
 
 fn side_name(s: lazaret::config::Side) -> &'static str {

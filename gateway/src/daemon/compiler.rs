@@ -64,19 +64,30 @@ pub struct Done {
 pub struct Compiler {
     dir: PathBuf,
     reloader: Arc<Mutex<policy::incremental::Reloader>>,
+    /// The gateway of the fleet this host is (`gateway` in the config).
+    gateway: Option<String>,
+    /// This host among the gateway's members (`member`, else the host name).
+    member: String,
 }
 
 impl Compiler {
-    pub fn new(dir: &std::path::Path) -> Compiler {
+    pub fn new(dir: &std::path::Path, gateway: Option<String>, member: String) -> Compiler {
         Compiler {
             dir: dir.to_path_buf(),
             reloader: Arc::new(Mutex::new(policy::incremental::Reloader::new(dir))),
+            gateway,
+            member,
         }
+    }
+
+    /// Which gateway and member this host is.
+    fn id(&self) -> (Option<&str>, &str) {
+        (self.gateway.as_deref(), &self.member)
     }
 
     /// Compiles on the calling thread (at start, before events are served).
     pub fn compile(&self, job: &Job) -> Result<Output, DaemonError> {
-        compile(&self.dir, &self.reloader, job)
+        compile(&self.dir, &self.reloader, self.id(), job)
     }
 
     /// Compiles the last-known-good policy `snap` (at start, when the repository is refused).
@@ -88,6 +99,7 @@ impl Compiler {
         };
         let policy = policy::parse_sources(snap.source_files()).map_err(|e| refused(e.render()))?;
         let compiled = Arc::new(policy::compile(&policy).map_err(|e| refused(e.render()))?);
+        let compiled = view(&policy, compiled, self.id()).map_err(refused)?;
         let contents = compiled
             .map_contents(job.slot, job.generation, &job.ifindexes)
             .map_err(|e| refused(e.to_string()))?;
@@ -103,10 +115,11 @@ impl Compiler {
     /// Compiles on a thread of its own and sends the result to `done`.
     pub fn spawn(&self, job: Job, done: tokio::sync::mpsc::UnboundedSender<Done>) {
         let (dir, reloader) = (self.dir.clone(), self.reloader.clone());
+        let (gateway, member) = (self.gateway.clone(), self.member.clone());
         let spawned = std::thread::Builder::new()
             .name("compile".into())
             .spawn(move || {
-                let result = compile(&dir, &reloader, &job);
+                let result = compile(&dir, &reloader, (gateway.as_deref(), &member), &job);
                 let _ = done.send(Done { job, result });
             });
         if let Err(e) = spawned {
@@ -115,9 +128,62 @@ impl Compiler {
     }
 }
 
+/// What this gateway enforces of a compiled policy: all of it when the policy names no
+/// gateways, else the devices behind the interfaces of the gateway the config names (see
+/// [`gateway`]).
+pub fn view(
+    policy: &policy::Policy,
+    compiled: Arc<Compiled>,
+    id: (Option<&str>, &str),
+) -> Result<Arc<Compiled>, String> {
+    Ok(match gateway(policy, id)? {
+        None => compiled,
+        Some(gw) => Arc::new(compiled.for_gateway(gw)),
+    })
+}
+
+/// Which of the policy's gateways this host (`gateway` and `member` of its configuration)
+/// is: `None` when the policy names none. Refused (as a policy error, so the gateway keeps
+/// enforcing what it was) when the two disagree: a policy that names gateways needs the
+/// configuration to say which this host is, a configuration that names one needs a policy
+/// that has it, and a gateway that lists its members must list this host.
+pub fn gateway<'p>(
+    policy: &'p policy::Policy,
+    (gateway, member): (Option<&str>, &str),
+) -> Result<Option<&'p policy::model::Gateway>, String> {
+    let gateways = &policy.site.gateways;
+    let quoted = |v: &mut dyn Iterator<Item = &String>| {
+        v.map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+    };
+    match gateway {
+        None if gateways.is_empty() => Ok(None),
+        None => Err(format!(
+            "the policy names gateways ({}): set `gateway = \"<name>\"` in the configuration to say which this host is",
+            quoted(&mut gateways.keys())
+        )),
+        Some(g) if gateways.is_empty() => Err(format!(
+            "the configuration says this host is gateway `{g}`, but the policy names no gateways ([site.gateways.*]): remove `gateway` from the configuration, or add the gateway to the policy"
+        )),
+        Some(g) => match gateways.get(g) {
+            None => Err(format!(
+                "the configuration says this host is gateway `{g}`, which the policy does not name (it names {})",
+                quoted(&mut gateways.keys())
+            )),
+            Some(gw) if !gw.members.is_empty() && !gw.members.iter().any(|m| m == member) => {
+                Err(format!(
+                    "this host is `{member}`, which is not a member of gateway `{g}` (its members are {}): set `member` in the configuration, or list the host in the gateway's `members`",
+                    quoted(&mut gw.members.iter())
+                ))
+            }
+            Some(gw) => Ok(Some(gw)),
+        },
+    }
+}
+
 fn compile(
     dir: &std::path::Path,
     reloader: &Mutex<policy::incremental::Reloader>,
+    id: (Option<&str>, &str),
     job: &Job,
 ) -> Result<Output, DaemonError> {
     let refused = |errors: String, unreadable: bool| DaemonError::Policy {
@@ -139,6 +205,12 @@ fn compile(
         refused(e.render(), unreadable)
     })?;
     let sources = reloader.policy().map(|p| p.sources.clone());
+    let compiled = match reloader.policy() {
+        Some(p) => view(p, compiled, id).map_err(|e| refused(e, false))?,
+        // Cannot happen after a successful load; a view needs the policy's gateways.
+        None if id.0.is_none() => compiled,
+        None => return Err(refused("the policy's gateways are unknown".into(), false)),
+    };
     drop(reloader);
     let contents = compiled
         .map_contents(job.slot, job.generation, &job.ifindexes)

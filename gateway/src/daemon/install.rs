@@ -72,6 +72,14 @@ impl Controller {
                     .map_or(0.0, |d| d.as_secs_f64());
                 self.metrics
                     .reload_succeeded(r.duration, r.generation, r.commit.as_deref(), unix);
+                if let Some(c) = &self.compiled {
+                    let member = self.config.member();
+                    self.metrics.set_gateway(
+                        &c.site.name,
+                        self.config.gateway.as_deref().unwrap_or(""),
+                        &member,
+                    );
+                }
                 if self.no_policy {
                     tracing::warn!(
                         generation = r.generation,

@@ -7,7 +7,8 @@ impl Controller {
     /// policy must be valid unless a previous generation is already enforcing from the
     /// pinned maps, in which case that one keeps enforcing and the error is logged.
     pub fn start(config: Config, deps: Deps) -> Result<Self, DaemonError> {
-        let compiler = compiler::Compiler::new(&config.policy_dir);
+        let compiler =
+            compiler::Compiler::new(&config.policy_dir, config.gateway.clone(), config.member());
         // At boot lazaret starts before the network is configured: an interface (a VLAN, a
         // bridge) may not exist yet. It is held closed by name (see `nft::hold`) under the
         // placeholder ifindex 0, which no interface has, so devices bound to it fail their

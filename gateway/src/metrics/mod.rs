@@ -113,6 +113,13 @@ impl Metrics {
             .succeeded(duration, generation, commit, unix_time_s);
     }
 
+    /// Which gateway of which site this is, and which of its members (`lazaret_gateway_info`):
+    /// replaced, so a renamed site or gateway leaves no stale series.
+    pub fn set_gateway(&self, site: &str, gateway: &str, member: &str) {
+        let _series = self.lock_series();
+        self.reload.set_gateway(site, gateway, member);
+    }
+
     /// How `interface` is attached now; `mode` is `native`, `skb` or `nftables`. Replaces the
     /// interface's series in any other mode.
     /// The registry, for families registered outside this module (the nftables dataplane's).

@@ -24,6 +24,7 @@ pub(crate) struct ReloadFamilies {
     last_success: Gauge,
     last_failed: IntGauge,
     info: IntGaugeVec,
+    gateway: IntGaugeVec,
 }
 
 impl ReloadFamilies {
@@ -76,7 +77,21 @@ impl ReloadFamilies {
                 "The policy generation enforcing and its git commit (empty if none); always 1.",
                 &["generation", "commit"],
             )?,
+            gateway: register::gauge_vec(
+                r,
+                "lazaret_gateway_info",
+                "The site (policy repository) and gateway this daemon enforces for, and its host among the gateway's members; always 1.",
+                &["site", "gateway", "member"],
+            )?,
         })
+    }
+
+    /// The caller holds the series lock.
+    pub(crate) fn set_gateway(&self, site: &str, gateway: &str, member: &str) {
+        self.gateway.reset();
+        self.gateway
+            .with_label_values(&[site, gateway, member])
+            .set(1);
     }
 
     pub(crate) fn attempted(&self) {

@@ -470,6 +470,22 @@ fn build_info_names_the_version_and_abi() -> TestResult {
 }
 
 #[test]
+fn gateway_info_names_the_site_gateway_and_member_and_is_replaced() -> TestResult {
+    let m = metrics()?;
+    m.set_gateway("St. Example General", "ward-a", "gw-a1");
+    m.set_gateway("St. Example General", "ward-b", "gw-b1");
+    let s = scrape(&m)?;
+    assert_eq!(series_count(&s, "lazaret_gateway_info"), 1);
+    let labels = [
+        ("site", "St. Example General"),
+        ("gateway", "ward-b"),
+        ("member", "gw-b1"),
+    ];
+    assert_eq!(value(&s, "lazaret_gateway_info", &labels)?, 1.0);
+    Ok(())
+}
+
+#[test]
 fn render_parses_with_types_and_help() -> TestResult {
     let m = metrics()?;
     m.observe_datapath(&DatapathSnapshot {
@@ -516,6 +532,7 @@ fn every_family_follows_the_conventions() -> TestResult {
         ..DatapathSnapshot::default()
     });
     m.reload_succeeded(Duration::from_millis(1), 1, Some("abc"), 1.0);
+    m.set_gateway("site", "", "host");
     m.set_interface("eth1", "native", true);
     m.tamper("eth1", "xdp_detached");
     // The process collector's own families (`process_*`, documented as such) follow the
@@ -561,6 +578,7 @@ fn every_family_follows_the_conventions() -> TestResult {
 /// Every family lazaret exports.
 const FAMILIES: &[&str] = &[
     "lazaret_build_info",
+    "lazaret_gateway_info",
     "lazaret_packets_total",
     "lazaret_class_packets_total",
     "lazaret_class_bytes_total",

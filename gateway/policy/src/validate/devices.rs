@@ -145,6 +145,17 @@ impl Validator<'_> {
                 None
             }
         });
+        if d.interface.is_none() && !site.gateways.is_empty() {
+            self.diags.push(
+                Diagnostic::at(
+                    Problem::DeviceWithoutGateway {
+                        device: id.v.clone(),
+                    },
+                    id.span,
+                )
+                .hint("add `interface = \"<its devices-side interface>\"`: with [site.gateways] each device is enforced by the gateway serving its interface"),
+            );
+        }
         let interface = d.interface.as_ref().and_then(|i| {
             if !self.known(NameKind::Interface, i) {
                 return None;

@@ -59,6 +59,10 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
     };
     let _ = interfaces_ok;
     v.names.interfaces = site.interfaces.keys().cloned().collect();
+    if let Some(s) = &raw.site {
+        site.gateways = v.gateways(&s.gateways, &site);
+    }
+    v.names.gateways = site.gateways.keys().cloned().collect();
 
     let mut roles = BTreeMap::new();
     for (name, r) in &raw.roles {
@@ -192,6 +196,7 @@ pub fn devices_against(
             workflows: policy.workflows.keys().cloned().collect(),
             devices: BTreeSet::new(),
             interfaces: policy.site.interfaces.keys().cloned().collect(),
+            gateways: policy.site.gateways.keys().cloned().collect(),
         },
         used_roles: BTreeSet::new(),
         named_devices: named.clone(),
@@ -214,6 +219,7 @@ struct Names {
     workflows: BTreeSet<String>,
     devices: BTreeSet<String>,
     interfaces: BTreeSet<String>,
+    gateways: BTreeSet<String>,
 }
 
 /// What validating a chunk of workflows found.
@@ -277,6 +283,7 @@ impl Validator<'_> {
             NameKind::Workflow => &self.names.workflows,
             NameKind::Device => &self.names.devices,
             NameKind::Interface => &self.names.interfaces,
+            NameKind::Gateway => &self.names.gateways,
             // Ports live in their own map; an empty set is never consulted for them.
             NameKind::Port => &self.names.interfaces,
         }

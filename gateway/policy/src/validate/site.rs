@@ -34,7 +34,121 @@ impl Validator<'_> {
             },
             event_rate: lazaret_abi::EVENT_RATE_PER_S,
             event_burst: lazaret_abi::EVENT_BURST,
+            gateways: BTreeMap::new(),
         }
+    }
+
+    /// `[site.gateways.*]`, against the site's interfaces (known by now): every
+    /// devices-side interface is served by exactly one gateway, so every device is enforced
+    /// by exactly one; an upstream interface may be named by several (each gateway has its
+    /// own uplink by that name). A host is a member of one gateway; a gateway has one or two.
+    pub(super) fn gateways(
+        &mut self,
+        raw: &[crate::raw::RawGateway],
+        site: &Site,
+    ) -> BTreeMap<String, Gateway> {
+        let mut out: BTreeMap<String, Gateway> = BTreeMap::new();
+        if raw.is_empty() {
+            return out;
+        }
+        let mut owner: BTreeMap<&str, (&str, Span)> = BTreeMap::new();
+        let mut hosts: BTreeMap<&str, (&str, Span)> = BTreeMap::new();
+        for g in raw {
+            self.check_name(NameKind::Gateway, &g.name);
+            let mut interfaces = BTreeSet::new();
+            let mut serves_devices = false;
+            for i in &g.interfaces {
+                if !self.known(NameKind::Interface, i) {
+                    continue;
+                }
+                let devices_side = site
+                    .interfaces
+                    .get(&i.v)
+                    .is_some_and(|x| x.side == Side::Devices);
+                if devices_side {
+                    serves_devices = true;
+                    if let Some((first, at)) = owner.get(i.v.as_str()) {
+                        self.diags.push(
+                            Diagnostic::at(
+                                Problem::InterfaceOnTwoGateways {
+                                    interface: i.v.clone(),
+                                    first: first.to_string(),
+                                    second: g.name.v.clone(),
+                                },
+                                i.span,
+                            )
+                            .note(*at, format!("`{first}` serves it here"))
+                            .hint("remove it from one of the gateways' `interfaces`"),
+                        );
+                    } else {
+                        owner.insert(&i.v, (&g.name.v, i.span));
+                    }
+                }
+                interfaces.insert(i.v.clone());
+            }
+            if !serves_devices {
+                self.diags.push(
+                    Diagnostic::at(
+                        Problem::GatewayWithoutDevices {
+                            gateway: g.name.v.clone(),
+                        },
+                        g.name.span,
+                    )
+                    .hint("list the devices-side interfaces it serves in `interfaces`"),
+                );
+            }
+            if g.members.len() > 2 {
+                self.diags.err(
+                    Problem::GatewayMembers {
+                        gateway: g.name.v.clone(),
+                        count: g.members.len(),
+                    },
+                    g.name.span,
+                );
+            }
+            for m in &g.members {
+                self.check_name(NameKind::Gateway, m);
+                match hosts.get(m.v.as_str()) {
+                    Some((first, at)) => self.diags.push(
+                        Diagnostic::at(
+                            Problem::MemberOfTwoGateways {
+                                member: m.v.clone(),
+                                first: first.to_string(),
+                                second: g.name.v.clone(),
+                            },
+                            m.span,
+                        )
+                        .note(*at, "first listed here"),
+                    ),
+                    None => {
+                        hosts.insert(&m.v, (&g.name.v, m.span));
+                    }
+                }
+            }
+            out.insert(
+                g.name.v.clone(),
+                Gateway {
+                    name: g.name.v.clone(),
+                    interfaces,
+                    members: g.members.iter().map(|m| m.v.clone()).collect(),
+                    span: g.name.span,
+                },
+            );
+        }
+        for (name, i) in &site.interfaces {
+            if i.side == Side::Devices && !owner.contains_key(name.as_str()) {
+                self.diags.push(
+                    Diagnostic::at(
+                        Problem::InterfaceWithoutGateway {
+                            interface: name.clone(),
+                        },
+                        i.span,
+                    )
+                    .hint("add it to the `interfaces` of the [site.gateways.*] that is inline with it: its devices would be enforced nowhere"),
+                );
+            }
+        }
+        out
     }
 
     pub(super) fn site(&mut self, s: &crate::raw::RawSite) -> (Site, bool) {
