@@ -89,7 +89,7 @@ description = "Large-volume infusion pumps"
 workflows = ["audit-trail"]
 quarantine = {{ after = 3, within = "1m", action = "isolate" }}
 
-# CLINICAL-FLOWS row 16: the device sends its audit records over syslog UDP 514.
+# docs/clinical-flows.md row 16: the device sends its audit records over syslog UDP 514.
 [workflows.audit-trail]
 description = "IHE ATNA audit records"
 [[workflows.audit-trail.rules]]

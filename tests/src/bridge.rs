@@ -1,7 +1,7 @@
 //! The bridge lab both dataplanes' bridge tests run on: two devices (a monitor and its
 //! central station) are ports of a Linux bridge on the gateway, one segment, VLAN 20 for
 //! untagged frames. The policy binds both devices to the bridge and to VLAN 20 and allows
-//! one workflow: the central station sends time sync (UDP 2000, CLINICAL-FLOWS row 1) to the
+//! one workflow: the central station sends time sync (UDP 2000, docs/clinical-flows.md row 1) to the
 //! monitor.
 
 use std::{net::UdpSocket, path::PathBuf, time::Duration};
@@ -171,7 +171,7 @@ workflows = ["central-time-sync"]
 description = "Central station (master node)"
 workflows = ["central-time-sync"]
 
-# CLINICAL-FLOWS row 1: the central station broadcasts time to the monitors, UDP 2000.
+# docs/clinical-flows.md row 1: the central station broadcasts time to the monitors, UDP 2000.
 [workflows.central-time-sync]
 description = "Central station time sync to bedside monitors"
 [[workflows.central-time-sync.rules]]

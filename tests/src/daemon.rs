@@ -91,7 +91,7 @@ description = "Large-volume infusion pumps"
 workflows = ["pump-server-sync"]
 {quarantine}
 
-# CLINICAL-FLOWS row 8: the pump opens its session to the pump server (site port).
+# docs/clinical-flows.md row 8: the pump opens its session to the pump server (site port).
 [workflows.pump-server-sync]
 description = "Drug library, status and events"
 [[workflows.pump-server-sync.rules]]

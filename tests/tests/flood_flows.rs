@@ -82,7 +82,7 @@ ports = [2575]
 initiator = "peer"
 
 [workflows.dns-lookups]
-description = "Name lookups at the site's four resolvers (CLINICAL-FLOWS row 15)"
+description = "Name lookups at the site's four resolvers (docs/clinical-flows.md row 15)"
 [[workflows.dns-lookups.rules]]
 device = "class:anesthesia-machine"
 peer = "10.10.0.52/30"

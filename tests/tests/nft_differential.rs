@@ -21,7 +21,7 @@ use lazaret_tests::{netns::Routed, nftlab::*};
 
 const FLOWS: usize = 96;
 const PROBE: Duration = Duration::from_millis(300);
-/// Real clinical ports (CLINICAL-FLOWS.md): HL7/MLLP, syslog, CARESCAPE time sync, DICOM,
+/// Real clinical ports (docs/clinical-flows.md): HL7/MLLP, syslog, CARESCAPE time sync, DICOM,
 /// HTTPS, SSH, nurse call, SNMP, IntelliVue export, NTP.
 const PORTS: [u16; 10] = [2575, 514, 2000, 104, 11112, 443, 22, 5005, 161, 24105];
 const SERVERS: [[u8; 4]; 4] = [

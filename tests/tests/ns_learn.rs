@@ -1,5 +1,5 @@
 //! Learn mode end to end: a monitor in learn mode opens its HL7 session and an SSH session
-//! to the lab server and receives a data-export poll (UDP 24105, CLINICAL-FLOWS row 4); the
+//! to the lab server and receives a data-export poll (UDP 24105, docs/clinical-flows.md row 4); the
 //! flows are recorded in the state directory and survive a `kill -9`; the exported workflow
 //! passes `lazaret check`, and once applied with the monitor enforcing it allows exactly
 //! that traffic and denies the rest. On both dataplanes (nftables logs a learn-mode
@@ -27,7 +27,7 @@ description = "The lab's HL7 engine and jump host"
 addresses = ["10.10.0.20"]
 "#;
 
-/// The data-export port of an IntelliVue monitor (CLINICAL-FLOWS row 4).
+/// The data-export port of an IntelliVue monitor (docs/clinical-flows.md row 4).
 const DATA_EXPORT: u16 = 24105;
 
 /// A UDP responder on the device for `secs` seconds: echoes every datagram.

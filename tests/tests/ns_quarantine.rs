@@ -133,7 +133,7 @@ fn udp_round_trip(lab: &Lab, port: u16) -> Result<bool> {
 }
 
 fn isolated_pump_keeps_dns_and_ntp(dataplane: Dataplane) -> Result<()> {
-    // The lab's server is the site's DNS resolver and NTP server too (CLINICAL-FLOWS rows
+    // The lab's server is the site's DNS resolver and NTP server too (docs/clinical-flows.md rows
     // 13 and 15); DHCP stays off (it does not cross the lab's router).
     let essentials = "dns_servers = [\"10.10.0.20\"]\nntp_servers = [\"10.10.0.20\"]";
     let mut lab = Lab::on(dataplane, |mac| {

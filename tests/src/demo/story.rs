@@ -241,7 +241,7 @@ impl<'a> Story<'a> {
             true,
             "pump-depot-01",
             "jump host",
-            "biomed can still reach it (TCP 22)",
+            "it can still open a session to biomed's jump host (TCP 22)",
             || ssh_banner(&pump),
         )?;
         self.expect(false, "pump-depot-01", "pump server", "isolated", || {
