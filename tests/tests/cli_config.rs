@@ -194,3 +194,27 @@ fn check_with_config_checks_the_gateway_this_host_is_and_no_other() -> Result<()
     }
     Ok(())
 }
+
+/// `lazaret compile` prints the compiled policy for people by default (each distinct
+/// allow-list, its entries and who it is enforced for), and JSON when asked.
+#[test]
+fn compile_prints_text_by_default_and_json_when_asked() -> Result<()> {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let p = policies.to_str().unwrap_or_default();
+    let (code, out, err) = run(&["compile", p])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim_start().starts_with('{'), "text, not JSON:\n{out}");
+    assert!(
+        out.contains("(the site quarantine profile)")
+            && out.contains(
+                "device -> 10.10.9.5/32 tcp/22  rule #3 (quarantine profile, allow entry 1)"
+            ),
+        "{out}"
+    );
+    assert!(out.contains("while restricted, for"), "{out}");
+    let (code, out, err) = run(&["compile", p, "--format", "json"])?;
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(json["devices"].as_array().is_some_and(|d| !d.is_empty()));
+    Ok(())
+}

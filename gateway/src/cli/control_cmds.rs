@@ -194,56 +194,61 @@ pub(crate) fn devices_from_daemon(
     };
     if unknown {
         let data: Vec<UnknownDevice> = send(&target, Request::UnknownDevices {})?;
-        return print(&target, &data, |d| {
-            let mut out = format!(
-                "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  FLOWS TRIED\n",
-                "MAC", "VLAN", "IFINDEX", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
-            );
-            for u in d {
-                let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
-                let flows: Vec<&str> = u.flows.iter().map(String::as_str).collect();
-                out += &format!(
-                    "{:<18} {:>5} {:>7}  {:<30} {:>11} {:>11}  {}\n",
-                    printable(&u.mac),
-                    u.vlan,
-                    u.ifindex,
-                    addrs.join(","),
-                    u.first_seen,
-                    u.last_seen,
-                    printable(&flows.join("; "))
-                );
-            }
-            out
-        });
+        return print(&target, &data, |d| unknown_table(d, interface_name));
     }
     let data: Vec<api::Device> = send(&target, Request::Devices {})?;
-    print(&target, &data, |d| {
-        let mut out = format!(
-            "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
-            "ID",
-            "CLASS",
-            "MODE",
-            "QUARANTINE",
-            "ALLOWED PKT",
-            "ALLOWED B",
-            "DENIED PKT",
-            "DENIED B"
+    print(&target, &data, |d| live_table(d, monotonic_ns()))
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the datapath's `last_seen_ns` (the
+/// CLI runs on the daemon's host).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) } != 0 {
+        return 0;
+    }
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// How long ago a device was last seen, from CLOCK_MONOTONIC readings (`never` for 0).
+fn ago(last_seen_ns: u64, now_ns: u64) -> String {
+    if last_seen_ns == 0 {
+        return "never".into();
+    }
+    let s = now_ns.saturating_sub(last_seen_ns) / 1_000_000_000;
+    match s {
+        0..=119 => format!("{s} s ago"),
+        120..=7_199 => format!("{} min ago", s / 60),
+        7_200..=172_799 => format!("{} h ago", s / 3_600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// `lazaret devices --live`: counters, quarantine and when each device was last seen.
+fn live_table(d: &[api::Device], now_ns: u64) -> String {
+    let mut out = format!(
+        "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}  LAST SEEN\n",
+        "ID", "CLASS", "MODE", "QUARANTINE", "ALLOWED PKT", "ALLOWED B", "DENIED PKT", "DENIED B"
+    );
+    for x in d {
+        out += &format!(
+            "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}  {}\n",
+            printable(&x.id),
+            printable(x.class.as_deref().unwrap_or("-")),
+            x.mode.name(),
+            x.quarantine.map_or("-", Action::name),
+            x.allowed_packets,
+            x.allowed_bytes,
+            x.denied_packets,
+            x.denied_bytes,
+            ago(x.last_seen_ns, now_ns)
         );
-        for x in d {
-            out += &format!(
-                "{:<16} {:<20} {:<8} {:<10} {:>12} {:>12} {:>12} {:>12}\n",
-                printable(&x.id),
-                printable(x.class.as_deref().unwrap_or("-")),
-                x.mode.name(),
-                x.quarantine.map_or("-", Action::name),
-                x.allowed_packets,
-                x.allowed_bytes,
-                x.denied_packets,
-                x.denied_bytes
-            );
-        }
-        out
-    })
+    }
+    out
 }
 
 pub(crate) fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
@@ -254,27 +259,87 @@ pub(crate) fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> 
         },
     )?;
     print(&target, &data, |d| {
-        let mut out = String::new();
-        for f in d {
-            out += &format!(
-                "proto {:<3} {} <-> {}  opened by {}  {} ({} table)  rule {}\n",
-                f.proto,
-                f.a,
-                f.b,
-                match f.initiator {
-                    api::End::A => "a",
-                    api::End::B => "b",
-                },
-                f.state.name(),
-                f.table.name(),
-                f.rule
-            );
-        }
+        let mut out: String = d.iter().map(flow_line).collect();
         if out.is_empty() {
             out = format!("no flows for {}\n", printable(&device));
         }
         out
     })
+}
+
+/// The interface `ifindex` names on this host (the CLI runs where the daemon does), or
+/// `#ifindex` when it names none here.
+fn interface_name(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("#{ifindex}"))
+}
+
+/// `lazaret devices --unknown`: times in UTC and interfaces by name.
+fn unknown_table(d: &[UnknownDevice], name_of: impl Fn(u32) -> String) -> String {
+    let mut out = format!(
+        "{:<18} {:>5} {:<12} {:<30} {:<23} {:<23} FLOWS TRIED\n",
+        "MAC", "VLAN", "INTERFACE", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
+    );
+    for u in d {
+        let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
+        let flows: Vec<&str> = u.flows.iter().map(String::as_str).collect();
+        out += &format!(
+            "{:<18} {:>5} {:<12} {:<30} {:<23} {:<23} {}\n",
+            printable(&u.mac),
+            u.vlan,
+            printable(&name_of(u.ifindex)),
+            addrs.join(","),
+            utc(u.first_seen),
+            utc(u.last_seen),
+            printable(&flows.join("; "))
+        );
+    }
+    out
+}
+
+/// One flow of `lazaret flows`: the opener first, so the arrow reads the way the
+/// connection was made (`tcp 10.20.0.11:40312 -> 10.10.1.20:2575`).
+fn flow_line(f: &api::Flow) -> String {
+    let (from, to) = match f.initiator {
+        api::End::A => (&f.a, &f.b),
+        api::End::B => (&f.b, &f.a),
+    };
+    format!(
+        "{:<6} {} -> {}  {} ({} table)  rule {}\n",
+        lazaret::policy::model::Proto::from_number(f.proto).to_string(),
+        printable(from),
+        printable(to),
+        f.state.name(),
+        f.table.name(),
+        f.rule
+    )
+}
+
+/// Unix seconds as a UTC time people read (`2026-12-04 17:46:47 UTC`).
+fn utc(unix_s: u64) -> String {
+    match chrono::DateTime::from_timestamp(i64::try_from(unix_s).unwrap_or(i64::MAX), 0) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{unix_s} (Unix seconds)"),
+    }
+}
+
+/// One quarantine of `lazaret quarantine list`, with its times in UTC.
+fn quarantine_line(device: &str, e: &quarantine::Entry) -> String {
+    let until = e
+        .until
+        .map_or(String::new(), |u| format!(" until {}", utc(u)));
+    format!(
+        "{}: {}{} since {}{until} by {}: {}\n",
+        printable(device),
+        e.action.name(),
+        if e.recovered { " (recovered)" } else { "" },
+        utc(e.since),
+        printable(&e.by),
+        printable(&e.reason)
+    )
 }
 
 pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
@@ -285,15 +350,7 @@ pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             print(&target, &data, |d| {
                 let mut out = String::new();
                 for (dev, e) in d {
-                    out += &format!(
-                        "{}: {}{} since {} by {}: {}\n",
-                        printable(dev),
-                        e.action.name(),
-                        if e.recovered { " (recovered)" } else { "" },
-                        e.since,
-                        printable(&e.by),
-                        printable(&e.reason)
-                    );
+                    out += &quarantine_line(dev, e);
                 }
                 if out.is_empty() {
                     out = "no device is quarantined\n".into();
@@ -396,4 +453,128 @@ pub(crate) fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("control socket {}", socket.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_reads_from_its_opener_with_the_protocol_named() {
+        let f = api::Flow {
+            proto: 6,
+            a: "10.10.1.20:2575".into(),
+            b: "10.20.0.11:40312".into(),
+            initiator: api::End::B,
+            state: api::FlowState::Established,
+            table: lazaret::policy::twin::FlowTable::Established,
+            rule: 7,
+        };
+        assert_eq!(
+            flow_line(&f),
+            "tcp    10.20.0.11:40312 -> 10.10.1.20:2575  established (established table)  rule 7\n"
+        );
+        let other = api::Flow {
+            proto: 132,
+            initiator: api::End::A,
+            ..f
+        };
+        assert!(
+            flow_line(&other).starts_with("proto 132 10.10.1.20:2575 -> 10.20.0.11:40312"),
+            "{}",
+            flow_line(&other)
+        );
+    }
+
+    #[test]
+    fn an_unknown_device_shows_its_interface_by_name_and_its_times_in_utc() {
+        let u = UnknownDevice {
+            mac: "02:00:00:00:00:99".into(),
+            vlan: 20,
+            ifindex: 7,
+            addresses: ["10.20.0.99"
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())]
+            .into(),
+            first_seen: 1_764_870_407,
+            last_seen: 1_764_870_467,
+            flows: ["tcp 10.10.1.20:2575".to_string()].into(),
+            packets_reported: 3,
+        };
+        let text = unknown_table(&[u], |i| {
+            if i == 7 {
+                "icu0".into()
+            } else {
+                format!("#{i}")
+            }
+        });
+        let row = text.lines().nth(1).unwrap_or_default();
+        for part in [
+            "02:00:00:00:00:99",
+            " icu0 ",
+            "2025-12-04 17:46:47 UTC",
+            "2025-12-04 17:47:47 UTC",
+            "tcp 10.10.1.20:2575",
+        ] {
+            assert!(row.contains(part), "{part:?} not in {row:?}");
+        }
+        assert_eq!(interface_name(u32::MAX), format!("#{}", u32::MAX));
+    }
+
+    #[test]
+    fn live_devices_say_when_they_were_last_seen() {
+        let s = 1_000_000_000;
+        assert_eq!(ago(0, 500 * s), "never");
+        assert_eq!(ago(495 * s, 500 * s), "5 s ago");
+        assert_eq!(ago(100 * s, 500 * s), "6 min ago");
+        assert_eq!(ago(s, 10_000 * s), "2 h ago");
+        assert_eq!(ago(s, 900_000 * s), "10 d ago");
+        let d = api::Device {
+            id: "mon-icu-01".into(),
+            class: Some("patient-monitor".into()),
+            mode: lazaret::policy::model::Mode::Enforce,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            quarantine: None,
+            allowed_packets: 10,
+            allowed_bytes: 1_000,
+            denied_packets: 0,
+            denied_bytes: 0,
+            last_seen_ns: 480 * s,
+        };
+        let table = live_table(&[d], 500 * s);
+        assert!(
+            table
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .ends_with("LAST SEEN"),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .ends_with("20 s ago"),
+            "{table}"
+        );
+        assert!(monotonic_ns() > 0);
+    }
+
+    #[test]
+    fn a_quarantine_shows_its_times_in_utc() {
+        let e = quarantine::Entry {
+            action: Action::Isolate,
+            reason: "INC-4711".into(),
+            by: "alice via root (uid 0)".into(),
+            since: 1_764_870_407,
+            until: Some(1_764_874_007),
+            recovered: false,
+        };
+        assert_eq!(
+            quarantine_line("pump-depot-01", &e),
+            "pump-depot-01: isolate since 2025-12-04 17:46:47 UTC until 2025-12-04 18:46:47 UTC by alice via root (uid 0): INC-4711\n"
+        );
+    }
 }

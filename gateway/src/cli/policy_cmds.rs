@@ -142,8 +142,9 @@ pub(crate) struct CompileArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
-    /// Only JSON is supported.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
+    /// `text`: every distinct allow-list, its entries and the devices it is enforced for;
+    /// `json`: the whole compiled policy.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
 
@@ -773,6 +774,85 @@ fn compile_cmd(a: CompileArgs) -> Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    outln!("{}", serde_json::to_string_pretty(&compiled)?);
+    match a.format {
+        Format::Text => out!("{}", compiled_text(&compiled)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&compiled)?),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compiled policy for people: each distinct allow-list with its entries (in the
+/// datapath's terms: who opens, the peer prefix, protocol and ports, the rule) and the
+/// devices it is enforced for, in full or while restricted.
+fn compiled_text(c: &Compiled) -> String {
+    use lazaret::text::printable;
+    use std::fmt::Write as _;
+    let mut full: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    let mut restricted: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for d in &c.devices {
+        full.entry(d.policy).or_default().push(&d.id);
+        restricted.entry(d.restrict_policy).or_default().push(&d.id);
+    }
+    let list = |v: Option<&Vec<&str>>| {
+        let v = v.map_or(&[][..], |v| &v[..]);
+        let shown: Vec<&str> = v.iter().take(8).copied().collect();
+        let more = v.len().saturating_sub(shown.len());
+        let mut s = shown.join(", ");
+        if more > 0 {
+            let _ = write!(s, " and {more} more");
+        }
+        s
+    };
+    let mut out = format!("{}\n", summary(c));
+    for p in c.policies.iter() {
+        let mut users = Vec::new();
+        if p.id == c.site.quarantine_policy {
+            users.push("every isolated device (the site quarantine profile)".to_string());
+        }
+        if full.contains_key(&p.id) {
+            users.push(format!("enforced for {}", list(full.get(&p.id))));
+        }
+        if restricted.contains_key(&p.id) {
+            users.push(format!(
+                "while restricted, for {}",
+                list(restricted.get(&p.id))
+            ));
+        }
+        if users.is_empty() {
+            users.push("no device".into());
+        }
+        let _ = writeln!(
+            out,
+            "\npolicy {} ({} entr{}): {}",
+            p.id,
+            p.entries.len(),
+            if p.entries.len() == 1 { "y" } else { "ies" },
+            printable(&users.join("; "))
+        );
+        for e in &p.entries {
+            let peer = e.peer.to_string();
+            let arrow = match e.dir {
+                policy::compiled::Dir::DeviceInit => format!("device -> {peer}"),
+                policy::compiled::Dir::PeerInit => format!("{peer} -> device"),
+            };
+            let ports = match (e.proto.has_ports(), e.ports) {
+                (true, Some(r)) => format!("/{r}"),
+                (true, None) => "/any".into(),
+                (false, _) => String::new(),
+            };
+            let origin = c
+                .rules
+                .get(e.rule as usize)
+                .map_or(String::new(), |r| format!(" ({})", r.origin));
+            let audit = if e.audit { " [audit]" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {arrow} {}{ports}  rule #{}{}{audit}",
+                e.proto,
+                e.rule,
+                printable(&origin)
+            );
+        }
+    }
+    out
 }
