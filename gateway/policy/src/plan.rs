@@ -13,6 +13,10 @@ use std::fmt::Write as _;
 pub struct FlowChange {
     pub dir: Dir,
     pub peer: IpNet,
+    /// What the peer is in the policy: a device id, or `role:NAME` when a role has exactly
+    /// this prefix; `None` for a prefix neither names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
     pub proto: Proto,
     /// Inclusive port ranges; empty when the protocol has no ports or all are meant.
     pub ports: Vec<(u16, u16)>,
@@ -41,6 +45,9 @@ pub enum Change {
 pub struct DevicePlan {
     pub device: String,
     pub class: Option<String>,
+    /// The device is life-critical (in the new revision, else the old): a change of its
+    /// quarantine action is shown as a warning.
+    pub life_critical: bool,
     /// The gateways enforcing the device before and after (one when it did not move;
     /// empty when the policy names no gateways; every gateway for the site quarantine
     /// profile).
@@ -61,6 +68,39 @@ pub struct Plan {
     /// device of theirs changed, or their own definition did), and the others.
     pub gateways_touched: Vec<String>,
     pub gateways_untouched: Vec<String>,
+}
+
+/// Peers by name: the devices' host prefixes and the roles' prefixes, of both revisions
+/// (the new one's first).
+struct Names {
+    by_net: BTreeMap<IpNet, String>,
+}
+
+impl Names {
+    fn new(old: &Policy, new: &Policy) -> Names {
+        let mut by_net = BTreeMap::new();
+        for p in [new, old] {
+            for d in &p.devices {
+                for a in d.addresses() {
+                    by_net
+                        .entry(super::model::host_net(a))
+                        .or_insert_with(|| d.id.clone());
+                }
+            }
+            for r in p.roles.values() {
+                for n in &r.addresses {
+                    by_net
+                        .entry(*n)
+                        .or_insert_with(|| format!("role:{}", r.name));
+                }
+            }
+        }
+        Names { by_net }
+    }
+
+    fn of(&self, net: &IpNet) -> Option<String> {
+        self.by_net.get(net).cloned()
+    }
 }
 
 /// The gateways of `policy` enforcing device `id` (none when it names no gateways).
@@ -141,6 +181,7 @@ fn diff(compiled: &Compiled, a: &Flows, b: &Flows) -> Vec<FlowChange> {
         out.push(FlowChange {
             dir: key.0,
             peer: key.1,
+            peer_name: None,
             proto: key.2,
             ports: if all || !key.2.has_ports() {
                 Vec::new()
@@ -294,6 +335,7 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
         devices.push(DevicePlan {
             device: "(site quarantine profile)".into(),
             class: None,
+            life_critical: false,
             gateways: every.iter().cloned().collect(),
             change: Change::Changed,
             inventory: Vec::new(),
@@ -301,12 +343,29 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
             denied,
         });
     }
+    let names = Names::new(old_policy, new_policy);
     for id in ids {
         let (od, nd) = (old_policy.device(id), new_policy.device(id));
         let ofl = flows(old.device(id).and_then(|d| old.policy(d.policy)));
         let nfl = flows(new.device(id).and_then(|d| new.policy(d.policy)));
-        let allowed = diff(new, &nfl, &ofl);
-        let denied = diff(old, &ofl, &nfl);
+        // A rule naming the device's own class includes the device: a flow to itself never
+        // crosses the gateway, so it is not a change anyone reviews.
+        let own: BTreeSet<IpNet> = od
+            .into_iter()
+            .chain(nd)
+            .flat_map(|d| d.addresses().map(super::model::host_net))
+            .collect();
+        let name = |v: Vec<FlowChange>| -> Vec<FlowChange> {
+            v.into_iter()
+                .filter(|f| !own.contains(&f.peer))
+                .map(|f| FlowChange {
+                    peer_name: names.of(&f.peer),
+                    ..f
+                })
+                .collect()
+        };
+        let allowed = name(diff(new, &nfl, &ofl));
+        let denied = name(diff(old, &ofl, &nfl));
         let (change, inv) = match (od, nd) {
             (Some(a), Some(b)) => (Change::Changed, inventory(a, b)),
             (None, Some(_)) => (Change::Added, Vec::new()),
@@ -324,6 +383,7 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
         devices.push(DevicePlan {
             device: id.to_string(),
             class: nd.or(od).and_then(|d| d.class.clone()),
+            life_critical: nd.or(od).is_some_and(|d| d.inventory.life_critical),
             gateways,
             change,
             inventory: inv,
@@ -383,9 +443,13 @@ fn flow_text(device: &str, f: &FlowChange) -> String {
             .collect();
         format!("{}/{}", f.proto, ports.join(","))
     };
+    let peer = match &f.peer_name {
+        Some(name) => format!("{name} ({})", f.peer),
+        None => f.peer.to_string(),
+    };
     let arrow = match f.dir {
-        Dir::DeviceInit => format!("{device} -> {}", f.peer),
-        Dir::PeerInit => format!("{} -> {device}", f.peer),
+        Dir::DeviceInit => format!("{device} -> {peer}"),
+        Dir::PeerInit => format!("{peer} -> {device}"),
     };
     format!("{arrow} {what}  ({})", f.via.join("; "))
 }
@@ -448,6 +512,19 @@ impl Plan {
             }
             for c in &d.inventory {
                 let _ = writeln!(out, "    {}: {:?} -> {:?}", c.field, c.old, c.new);
+                if d.life_critical && c.field == "quarantine action" {
+                    let _ = writeln!(
+                        out,
+                        "    ! LIFE-CRITICAL device: its quarantine action changes from {} to {}; {}",
+                        c.old,
+                        c.new,
+                        if c.new == "alert" {
+                            "a deviation will only be reported"
+                        } else {
+                            "a deviation will cut its flows, possibly during therapy: confirm with the clinical engineers"
+                        }
+                    );
+                }
             }
         }
         let _ = writeln!(

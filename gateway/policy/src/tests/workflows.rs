@@ -227,13 +227,15 @@ fn plan_between_two_git_revisions() {
     assert_eq!(ct.denied.len(), 1, "{:#?}", ct.denied);
     assert_eq!(ct.denied[0].ports, vec![(104, 104)]);
     assert_eq!(ct.denied[0].peer.to_string(), "10.10.4.10/32");
+    assert_eq!(ct.denied[0].peer_name.as_deref(), Some("role:pacs"));
     assert!(ct.allowed.is_empty());
     assert_eq!(ct.inventory.len(), 1);
     assert_eq!(ct.inventory[0].field, "firmware");
     let rendered = pl.render();
     assert!(
-        rendered
-            .contains("- deny  ct-01 -> 10.10.4.10/32 tcp/104  (workflow `dicom-store`, rule 1)"),
+        rendered.contains(
+            "- deny  ct-01 -> role:pacs (10.10.4.10/32) tcp/104  (workflow `dicom-store`, rule 1)"
+        ),
         "{rendered}"
     );
     assert!(
@@ -241,9 +243,72 @@ fn plan_between_two_git_revisions() {
         "{rendered}"
     );
     assert!(
-        rendered.contains("+ allow pump-icu-03 -> 10.10.3.10/32 tcp/51243"),
+        rendered.contains("+ allow pump-icu-03 -> role:pump-server (10.10.3.10/32) tcp/51243"),
         "{rendered}"
     );
     // No change, no plan.
     assert!(plan(&np, &nc, &np, &nc).is_empty());
+}
+
+/// A plan names peers as the policy does, leaves out a device's flows to itself (a rule
+/// naming its own class), and warns when a life-critical device's quarantine action
+/// changes.
+#[test]
+fn plan_names_peers_skips_self_flows_and_flags_life_critical_quarantine_changes() {
+    let devices = |port: u16, action: &str| {
+        format!(
+            r#"
+[classes.monitor]
+workflows = ["peers"]
+quarantine = {{ action = "{action}" }}
+[workflows.peers]
+rules = [{{ peer = "class:monitor", proto = "udp", ports = [{port}] }}]
+[[devices]]
+id = "mon-1"
+class = "monitor"
+ipv4 = "10.20.0.21"
+life_critical = true
+[[devices]]
+id = "mon-2"
+class = "monitor"
+ipv4 = "10.20.0.22"
+"#
+        )
+    };
+    let (op, oc) = build(&[("base.toml", BASE), ("mon.toml", &devices(7000, "alert"))]).unwrap();
+    let (np, nc) = build(&[("base.toml", BASE), ("mon.toml", &devices(7001, "isolate"))]).unwrap();
+    let pl = plan(&op, &oc, &np, &nc);
+    let mon1 = pl.devices.iter().find(|d| d.device == "mon-1").unwrap();
+    assert!(mon1.life_critical);
+    let peers: Vec<&str> = mon1
+        .allowed
+        .iter()
+        .chain(&mon1.denied)
+        .filter_map(|f| f.peer_name.as_deref())
+        .collect();
+    assert!(
+        peers.iter().all(|p| *p == "mon-2"),
+        "no flow to itself: {mon1:#?}"
+    );
+    assert!(!peers.is_empty());
+    let text = pl.render();
+    assert!(
+        text.contains("+ allow mon-1 -> mon-2 (10.20.0.22/32) udp/7001"),
+        "{text}"
+    );
+    let mon1_text = text.split("~ mon-2").next().unwrap_or_default();
+    assert!(!mon1_text.contains("mon-1 (10.20.0.21/32)"), "{text}");
+    assert!(
+        text.contains(
+            "! LIFE-CRITICAL device: its quarantine action changes from alert to isolate"
+        ),
+        "{text}"
+    );
+    // mon-2 is not life-critical: its action changes without the warning.
+    let mon2 = text.split("~ mon-2").nth(1).unwrap_or_default();
+    assert!(
+        mon2.contains("quarantine action: \"alert\" -> \"isolate\""),
+        "{text}"
+    );
+    assert!(!mon2.contains("LIFE-CRITICAL"), "{text}");
 }
