@@ -218,3 +218,37 @@ fn compile_prints_text_by_default_and_json_when_asked() -> Result<()> {
     assert!(json["devices"].as_array().is_some_and(|d| !d.is_empty()));
     Ok(())
 }
+
+/// Shell completions and man pages come from the binary itself, and the exit statuses are
+/// in `--help` and the man page.
+#[test]
+fn completions_man_pages_and_exit_statuses_are_generated() -> Result<()> {
+    let (code, out, err) = run(&["completions", "bash"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("_lazaret()") && out.contains("quarantine"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["--help"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Exit status:") && out.contains("2  anything else"),
+        "{out}"
+    );
+    let dir = TempDir::new()?;
+    let man = dir.path.join("man");
+    let (code, _, err) = run(&["man", "--out", man.to_str().unwrap_or_default()])?;
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(man.join("lazaret.1"))?;
+    assert!(page.contains("Exit status"), "{page}");
+    for sub in [
+        "lazaret-check.1",
+        "lazaret-quarantine-add.1",
+        "lazaret-plan.1",
+    ] {
+        assert!(man.join(sub).is_file(), "{sub} missing");
+    }
+    let (code, _, err) = run(&["completions", "tcsh"])?;
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+    Ok(())
+}
