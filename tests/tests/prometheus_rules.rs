@@ -154,3 +154,66 @@ fn every_alert_links_its_section_of_the_runbook() {
         );
     }
 }
+
+/// The Grafana dashboard (deploy/grafana/lazaret.json): every panel's query is valid
+/// PromQL, checked by promtool as a recording rule with the dashboard's variables filled
+/// in, and names only metric families docs/metrics.md documents.
+#[test]
+fn the_grafana_dashboard_queries_documented_metrics_in_valid_promql() {
+    let path = rules_dir().join("../grafana/lazaret.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let dash: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let panels = dash["panels"].as_array().cloned().unwrap_or_default();
+    let exprs: Vec<(String, String)> = panels
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            p["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |t| Some((title.clone(), t["expr"].as_str()?.to_string())))
+        })
+        .collect();
+    assert!(exprs.len() >= 15, "{} queries", exprs.len());
+    for title in [
+        "Devices in quarantine",
+        "Denied packets by reason",
+        "Policy commit per gateway",
+        "Map pressure",
+    ] {
+        assert!(exprs.iter().any(|(t, _)| t == title), "no panel {title:?}");
+    }
+    let docs = std::fs::read_to_string(rules_dir().join("../../docs/metrics.md"))
+        .unwrap_or_else(|e| panic!("docs/metrics.md: {e}"));
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (title, expr)) in exprs.iter().enumerate() {
+        for name in expr.split("lazaret_").skip(1).map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            format!("lazaret_{}", &rest[..end])
+        }) {
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(
+                docs.contains(&format!("`{family}`")),
+                "panel {title:?} queries {family}, which docs/metrics.md does not document"
+            );
+        }
+        let filled = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$job", ".*")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: lazaret:dashboard_{i}\n        expr: |\n          {}\n",
+            filled.replace('\n', "\n          ")
+        ));
+    }
+    let dir = lazaret_tests::netns::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path.join("dashboard-rules.yml");
+    std::fs::write(&file, rules).unwrap_or_else(|e| panic!("{e}"));
+    run_promtool(&["check", "rules", file.to_str().unwrap_or_default()]);
+}
