@@ -68,6 +68,13 @@ pub struct Config {
 pub struct Webhook {
     /// `http://host[:port]/path`; checked by [`Config::parse`].
     pub url: toml::Spanned<String>,
+    /// A file holding the key every POST is signed with (`X-Lazaret-Signature`, see
+    /// `daemon::webhook`); read by [`Config::load`], which refuses a file others may read.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The key `secret_file` holds (trailing whitespace removed), once loaded.
+    #[serde(skip)]
+    pub secret: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -262,7 +269,7 @@ const KEYS: [&str; 12] = [
     "member",
 ];
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
-const WEBHOOK_KEYS: [&str; 1] = ["url"];
+const WEBHOOK_KEYS: [&str; 2] = ["url", "secret_file"];
 
 type Val<'i> = toml::Spanned<toml::de::DeValue<'i>>;
 
@@ -500,6 +507,24 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(w) = &mut cfg.webhook {
+            if let Some(file) = &mut w.secret_file {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+                w.secret = Some(read_secret(file).map_err(|message| {
+                    let at = value_offset(&text, "secret_file");
+                    let (line, col) = line_col(&text, at);
+                    ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        line,
+                        col,
+                        message: format!("secret_file: {message}"),
+                        more: Vec::new(),
+                    }
+                })?);
+            }
+        }
         if let Some(group) = &cfg.control_group {
             cfg.control_gid = Some(resolve_group(group).ok_or_else(|| {
                 let at = value_offset(&text, "control_group");
@@ -593,6 +618,32 @@ impl Config {
                 .unwrap_or_default()
         })
     }
+}
+
+/// The webhook's signing key from `file`: refused when it cannot be read, is empty or
+/// shorter than 16 bytes, or may be read by anyone but its owner (a key others can read
+/// signs for them too).
+fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = file.display();
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown} may be read by other users (mode {:o}): chmod 600 it",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let mut key = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    if key.len() < 16 {
+        return Err(format!(
+            "{shown} holds {} bytes: a signing key needs at least 16 (e.g. `openssl rand -hex 32 > {shown}`)",
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 /// A group name or numeric gid → gid, through the system's group database.
@@ -804,6 +855,39 @@ xdp_mode = "skb"
         assert_eq!(cfg.member(), "gw-a1");
         // Unset: the host's name.
         assert!(!parse(GOOD).expect("valid").member().is_empty());
+    }
+
+    #[test]
+    fn a_webhook_signing_key_is_read_from_a_private_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("lazaret.toml");
+        let key = dir.path().join("webhook.key");
+        std::fs::write(
+            &path,
+            format!("{GOOD}\n[webhook]\nurl = \"http://10.0.0.9/hook\"\nsecret_file = \"webhook.key\"\n"),
+        )
+        .expect("write");
+        let error = |what: &str| match Config::load(&path) {
+            Err(ConfigError::Invalid { line, message, .. }) => {
+                assert_eq!(line, 14, "{what}: on the secret_file line: {message}");
+                message
+            }
+            other => panic!("{what}: expected an error, got {other:?}"),
+        };
+        assert!(error("missing").contains("cannot read"));
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(error("readable by others").contains("chmod 600"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let cfg = Config::load(&path).expect("a private key file");
+        let w = cfg.webhook.expect("webhook");
+        assert_eq!(
+            w.secret.as_deref(),
+            Some(&b"0123456789abcdef0123456789abcdef"[..])
+        );
+        std::fs::write(&key, "short\n").expect("key");
+        assert!(error("short").contains("at least 16"));
     }
 
     #[test]

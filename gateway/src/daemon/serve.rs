@@ -60,7 +60,13 @@ impl Controller {
         if let Some(w) = &self.config.webhook {
             // Checked when the configuration was parsed.
             match webhook::check_url(w.url.get_ref()) {
-                Ok(uri) => self.webhook = Some(webhook::Webhook::spawn(uri, self.metrics.clone())),
+                Ok(uri) => {
+                    self.webhook = Some(webhook::Webhook::spawn(
+                        uri,
+                        w.secret.clone(),
+                        self.metrics.clone(),
+                    ));
+                }
                 Err(e) => tracing::error!(error = %e, "webhook disabled"),
             }
         }

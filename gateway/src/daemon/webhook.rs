@@ -10,7 +10,11 @@
 //! refuses the request itself). Events stay in `lazaret events` and the log either way.
 //!
 //! Plain HTTP only (no TLS stack in lazaret yet): point it at a receiver on the management
-//! network or a local relay.
+//! network or a local relay. With `secret_file`, every POST is signed so the receiver can
+//! tell it came from this gateway and was not altered or replayed on the way:
+//! `X-Lazaret-Signature: t=<unix seconds>,sha256=<hex HMAC-SHA256 of "<t>.<body>">`. The
+//! receiver recomputes the HMAC with the shared key, compares it in constant time, and
+//! refuses a `t` too far from its clock (docs/events.md shows the check).
 
 use super::events::Record;
 use std::{sync::Arc, time::Duration};
@@ -18,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 use http_body_util::{BodyExt, Full};
 use hyper::{
     body::Bytes,
-    header::{CONTENT_TYPE, HOST, USER_AGENT},
+    header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT},
     Method, Request, Uri,
 };
 use hyper_util::rt::TokioIo;
@@ -60,6 +64,29 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
     }
 }
 
+/// The header carrying a POST's signature.
+pub const SIGNATURE: &str = "x-lazaret-signature";
+
+/// The signature of `body` sent at `unix_s` with `key`: `t=<unix_s>,sha256=<hex>`, the
+/// HMAC-SHA256 of `"<unix_s>.<body>"` (the time is signed too, so an old event cannot be
+/// replayed as new). Pure.
+pub fn signature(key: &[u8], unix_s: u64, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    use std::fmt::Write as _;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        // HMAC accepts keys of any length; unreachable, and an unsigned-looking value if not.
+        return format!("t={unix_s},sha256=");
+    };
+    mac.update(unix_s.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let mut hex = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    format!("t={unix_s},sha256={hex}")
+}
+
 /// The controller's end of the webhook.
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -69,9 +96,9 @@ pub struct Webhook {
 
 impl Webhook {
     /// Starts the delivery task (on the current tokio runtime).
-    pub fn spawn(uri: Uri, metrics: Arc<Metrics>) -> Webhook {
+    pub fn spawn(uri: Uri, key: Option<Vec<u8>>, metrics: Arc<Metrics>) -> Webhook {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver_all(uri, rx, metrics.clone()));
+        tokio::spawn(deliver_all(uri, key, rx, metrics.clone()));
         Webhook { tx, metrics }
     }
 
@@ -87,7 +114,12 @@ impl Webhook {
     }
 }
 
-async fn deliver_all(uri: Uri, mut rx: mpsc::Receiver<Record>, metrics: Arc<Metrics>) {
+async fn deliver_all(
+    uri: Uri,
+    key: Option<Vec<u8>>,
+    mut rx: mpsc::Receiver<Record>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(event) = rx.recv().await {
         let Ok(body) = serde_json::to_vec(&event) else {
             metrics.webhook_delivery("failed");
@@ -97,7 +129,14 @@ async fn deliver_all(uri: Uri, mut rx: mpsc::Receiver<Record>, metrics: Arc<Metr
         let mut backoff = FIRST_BACKOFF;
         let mut result = "failed";
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&uri, body.clone())).await {
+            // Signed at each attempt: a retry carries its own time.
+            let signed = key.as_deref().map(|k| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                signature(k, now, &body)
+            });
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&uri, body.clone(), signed)).await {
                 Ok(Ok(status)) if status.is_success() => {
                     result = "delivered";
                     break;
@@ -141,7 +180,11 @@ enum PostError {
 }
 
 /// One POST over a fresh connection (events are rare: no pool to keep healthy).
-async fn post(uri: &Uri, body: Bytes) -> Result<hyper::StatusCode, PostError> {
+async fn post(
+    uri: &Uri,
+    body: Bytes,
+    signature: Option<String>,
+) -> Result<hyper::StatusCode, PostError> {
     let host = uri.host().unwrap_or_default();
     let port = uri.port_u16().unwrap_or(80);
     // `[v6]` in the URL, a bare address for the socket.
@@ -155,13 +198,16 @@ async fn post(uri: &Uri, body: Bytes) -> Result<hyper::StatusCode, PostError> {
     });
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = uri.authority().map_or(host, |a| a.as_str());
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(path)
         .header(HOST, authority)
         .header(CONTENT_TYPE, "application/json")
-        .header(USER_AGENT, concat!("lazaret/", env!("CARGO_PKG_VERSION")))
-        .body(Full::new(body))?;
+        .header(USER_AGENT, concat!("lazaret/", env!("CARGO_PKG_VERSION")));
+    if let Some(s) = signature {
+        request = request.header(HeaderName::from_static(SIGNATURE), s);
+    }
+    let request = request.body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     // Drain the (small) answer so the connection closes cleanly.
@@ -181,6 +227,21 @@ mod tests {
         assert!(check_url("https://pager.example/").is_err());
         assert!(check_url("http:///x").is_err());
         assert!(check_url("pager.example").is_err());
+    }
+
+    /// The signature is HMAC-SHA256 of "<t>.<body>" (checked against Python's hmac).
+    #[test]
+    fn a_signature_covers_the_time_and_the_body() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let body = br#"{"kind":"quarantine"}"#;
+        assert_eq!(
+            signature(key, 1_764_870_407, body),
+            "t=1764870407,sha256=773c284972b9cac6586c37eaeb6e8dfeef669a19d4d7f418385d010d499ffb45"
+        );
+        assert_ne!(
+            signature(key, 1_764_870_408, body),
+            signature(key, 1_764_870_407, body)
+        );
     }
 
     /// A receiver that answers 500 twice, then 200: the event is retried and delivered.
@@ -209,7 +270,8 @@ mod tests {
         });
         let metrics = Arc::new(Metrics::new("test").expect("metrics"));
         let uri = check_url(&format!("http://{addr}/hook")).expect("url");
-        let hook = Webhook::spawn(uri, metrics.clone());
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        let hook = Webhook::spawn(uri, Some(key.clone()), metrics.clone());
         hook.send(crate::daemon::events::quarantine_event(
             "pump-01",
             Some(crate::daemon::quarantine::Action::Isolate),
@@ -219,6 +281,24 @@ mod tests {
         ));
         let bodies = server.await.expect("server");
         assert_eq!(bodies.len(), 3);
+        // Each attempt is signed: the receiver's check, with the shared key.
+        for request in &bodies {
+            let (head, body) = request.split_once("\r\n\r\n").expect("a body");
+            let sent = head
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{SIGNATURE}: ")))
+                .expect("a signature header");
+            let t: u64 = sent
+                .strip_prefix("t=")
+                .and_then(|r| r.split(',').next())
+                .and_then(|t| t.parse().ok())
+                .expect("t=");
+            assert_eq!(sent, signature(&key, t, body.as_bytes()), "{request}");
+            assert_ne!(
+                sent,
+                signature(b"another key, 32 bytes long......", t, body.as_bytes())
+            );
+        }
         assert!(
             bodies[2].starts_with("POST /hook HTTP/1.1"),
             "{}",
