@@ -52,6 +52,9 @@ pub struct Config {
     /// Where quarantine and release events are POSTed, if anywhere.
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Where every event is sent as syslog, if anywhere.
+    #[serde(default)]
+    pub syslog: Option<Syslog>,
     /// Which of the policy's `[site.gateways.*]` this host is (required when the policy
     /// names gateways, refused when it names none): it enforces that gateway's devices only.
     #[serde(default)]
@@ -60,6 +63,21 @@ pub struct Config {
     /// the system's host name when unset.
     #[serde(default)]
     pub member: Option<String>,
+}
+
+/// `[syslog]`: every event of the feed as an RFC 5424 message (see `daemon::syslog`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    /// `udp://host:port` or `tcp://host:port`; checked by [`Config::parse`].
+    pub address: String,
+    /// The facility of every message (default `local4`).
+    #[serde(default = "default_facility")]
+    pub facility: String,
+}
+
+fn default_facility() -> String {
+    "local4".into()
 }
 
 /// `[webhook]`: quarantine and release events as JSON POSTs (see `daemon::webhook`).
@@ -254,7 +272,7 @@ fn render(path: &Path, line: usize, col: usize, message: &str, more: &[Problem])
 }
 
 /// The keys of the file and of its tables (unknown ones are errors).
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "policy_dir",
     "state_dir",
     "pin_dir",
@@ -267,7 +285,9 @@ const KEYS: [&str; 12] = [
     "webhook",
     "gateway",
     "member",
+    "syslog",
 ];
+const SYSLOG_KEYS: [&str; 2] = ["address", "facility"];
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
 const WEBHOOK_KEYS: [&str; 2] = ["url", "secret_file"];
 
@@ -371,6 +391,7 @@ impl<'t> Checker<'t> {
         };
         self.name(doc, "control_group", 32, "a group name or gid");
         self.interfaces(doc, dataplane);
+        self.syslog(doc);
         if let Some(v) = Self::get(doc, "webhook") {
             match v.get_ref() {
                 toml::de::DeValue::Table(t) => {
@@ -390,6 +411,38 @@ impl<'t> Checker<'t> {
                     v.span().start,
                     "webhook: expected a table ([webhook] url = \"http://…\")",
                 ),
+            }
+        }
+    }
+
+    /// `[syslog]`: an address and a facility lazaret can use, each error on its value.
+    fn syslog(&mut self, doc: &toml::de::DeTable<'_>) {
+        let Some(v) = Self::get(doc, "syslog") else {
+            return;
+        };
+        let toml::de::DeValue::Table(t) = v.get_ref() else {
+            self.problem(
+                v.span().start,
+                "syslog: expected a table ([syslog] address = \"udp://host:514\")",
+            );
+            return;
+        };
+        self.keys(t, &SYSLOG_KEYS, "[syslog]");
+        match Self::get(t, "address") {
+            Some(a) => {
+                if let Some(address) = self.value::<String>("address", a) {
+                    if let Err(message) = crate::daemon::syslog::check_address(&address) {
+                        self.problem(a.span().start, format!("address: {message}"));
+                    }
+                }
+            }
+            None => self.problem(v.span().start, "[syslog] needs an address"),
+        }
+        if let Some(f) = Self::get(t, "facility") {
+            if let Some(name) = self.value::<String>("facility", f) {
+                if let Err(message) = crate::daemon::syslog::facility(&name) {
+                    self.problem(f.span().start, format!("facility: {message}"));
+                }
             }
         }
     }
@@ -855,6 +908,34 @@ xdp_mode = "skb"
         assert_eq!(cfg.member(), "gw-a1");
         // Unset: the host's name.
         assert!(!parse(GOOD).expect("valid").member().is_empty());
+    }
+
+    #[test]
+    fn syslog_address_and_facility_are_checked_on_their_values() {
+        let text =
+            format!("{GOOD}\n[syslog]\naddress = \"udp://10.0.0.5\"\nfacility = \"local9\"\n");
+        match parse(&text) {
+            Err(ConfigError::Invalid {
+                line,
+                col,
+                message,
+                more,
+                ..
+            }) => {
+                assert_eq!((line, col), (13, 11), "{message}");
+                assert!(message.starts_with("address:"), "{message}");
+                assert_eq!(more.len(), 1, "{more:?}");
+                assert!(more[0].message.starts_with("facility:"), "{more:?}");
+            }
+            other => panic!("expected errors, got {other:?}"),
+        }
+        let ok = format!("{GOOD}\n[syslog]\naddress = \"tcp://siem.mgmt:514\"\n");
+        let cfg = parse(&ok).expect("valid");
+        let s = cfg.syslog.expect("syslog");
+        assert_eq!(
+            (s.address.as_str(), s.facility.as_str()),
+            ("tcp://siem.mgmt:514", "local4")
+        );
     }
 
     #[test]

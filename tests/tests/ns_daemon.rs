@@ -525,14 +525,22 @@ struct ShellRun {
     status: lazaret::daemon::api::Status,
     quarantined: lazaret::daemon::control::Reply,
     log: Vec<String>,
+    /// What the daemon's `[syslog]` output sent to a UDP collector in the namespace.
+    syslog: Vec<String>,
 }
 
 /// Runs the daemon's shell over a [`Recorder`] and two interfaces (dev0, up0) that exist
 /// only in the injected lookup, with `policy` and `config_extra` in its configuration; asks
-/// for `status` and to isolate `quarantine`, then shuts it down. No BPF is loaded; it runs
-/// in a namespace of its own so that nftables, enforcing nowhere, can touch nothing of the
-/// host's.
-fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<ShellRun> {
+/// for `status` and to isolate `quarantine`, collects its syslog messages (until one
+/// contains `syslog_until`, at most 5 s; without it, what has arrived), then shuts it down.
+/// No BPF is loaded; it runs in a namespace of its own so that nftables, enforcing nowhere,
+/// can touch nothing of the host's.
+fn run_shell(
+    policy: &str,
+    config_extra: &str,
+    quarantine: &str,
+    syslog_until: Option<&str>,
+) -> Result<ShellRun> {
     use lazaret::daemon::{api, control, quarantine::Action, Deps};
     use lazaret::dataplane::{nft::NftDataplane, Dataplanes};
 
@@ -543,16 +551,21 @@ fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<Shell
     std::fs::create_dir_all(&policy_dir)?;
     std::fs::write(policy_dir.join("site.toml"), policy)?;
     let socket = tmp.path.join("control.sock");
+    // The SIEM: a UDP socket on the namespace's loopback.
+    let collector = ns.within(|| std::net::UdpSocket::bind("127.0.0.1:0"))??;
     let text = format!(
         "policy_dir = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
          metrics_listen = \"127.0.0.1:0\"\n{config_extra}\n\
          [[interfaces]]\nname = \"dev0\"\nside = \"devices\"\n\
-         [[interfaces]]\nname = \"up0\"\nside = \"upstream\"\n",
+         [[interfaces]]\nname = \"up0\"\nside = \"upstream\"\n\
+         [syslog]\naddress = \"udp://127.0.0.1:{}\"\n",
         policy_dir.display(),
         tmp.path.join("state").display(),
         tmp.path.join("pins").display(),
         socket.display(),
+        collector.local_addr()?.port(),
     );
+    let syslog_until = syslog_until.map(str::to_string);
     let config = lazaret::config::Config::parse(&text, &tmp.path.join("lazaret.toml"))?;
     let log: Log = Arc::default();
     let deps = {
@@ -579,25 +592,44 @@ fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<Shell
         thread::scope(|scope| {
             // The client: a thread of its own, which stops the daemon whatever happens to it
             // (a panic drops `stop_tx`, which stops it too).
-            let client = scope.spawn(move || -> Result<(api::Status, control::Reply)> {
-                let _stop = stop_tx;
-                let up = lazaret_tests::netns::wait_until(Duration::from_secs(20), || {
-                    control::call(&socket, &control::Request::Status {}).is_ok()
-                });
-                anyhow::ensure!(up, "the control socket never answered");
-                let status: api::Status = control::call(&socket, &control::Request::Status {})?
-                    .into_typed()
-                    .map_err(anyhow::Error::msg)?;
-                let quarantined = control::call(
-                    &socket,
-                    &control::Request::QuarantineAdd {
-                        device: quarantine,
-                        action: Action::Isolate,
-                        reason: "shell test".into(),
-                    },
-                )?;
-                Ok((status, quarantined))
-            });
+            let client = scope.spawn(
+                move || -> Result<(api::Status, control::Reply, Vec<String>)> {
+                    let _stop = stop_tx;
+                    let up = lazaret_tests::netns::wait_until(Duration::from_secs(20), || {
+                        control::call(&socket, &control::Request::Status {}).is_ok()
+                    });
+                    anyhow::ensure!(up, "the control socket never answered");
+                    let status: api::Status = control::call(&socket, &control::Request::Status {})?
+                        .into_typed()
+                        .map_err(anyhow::Error::msg)?;
+                    let quarantined = control::call(
+                        &socket,
+                        &control::Request::QuarantineAdd {
+                            device: quarantine,
+                            action: Action::Isolate,
+                            reason: "shell test".into(),
+                        },
+                    )?;
+                    // Bounded: 5 s at most, 100 ms per wait.
+                    let mut syslog = Vec::new();
+                    let until = std::time::Instant::now() + Duration::from_secs(5);
+                    collector.set_read_timeout(Some(Duration::from_millis(100)))?;
+                    let mut buf = vec![0u8; 8192];
+                    loop {
+                        if let Ok(n) = collector.recv(&mut buf) {
+                            syslog.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        }
+                        let done = match &syslog_until {
+                            Some(want) => syslog.iter().any(|m| m.contains(want.as_str())),
+                            None => true,
+                        };
+                        if done || std::time::Instant::now() > until {
+                            break;
+                        }
+                    }
+                    Ok((status, quarantined, syslog))
+                },
+            );
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -616,7 +648,7 @@ fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<Shell
             log.lock().map(|l| l.clone())
         );
     }
-    let (status, quarantined) = asked?;
+    let (status, quarantined, syslog) = asked?;
     let log = log
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -625,6 +657,7 @@ fn run_shell(policy: &str, config_extra: &str, quarantine: &str) -> Result<Shell
         status,
         quarantined,
         log,
+        syslog,
     })
 }
 
@@ -639,10 +672,12 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
         status,
         quarantined,
         log,
+        syslog,
     } = run_shell(
         &monitor_policy([2, 0, 0, 0, 0, 0x11], &["hl7-results"], &rules),
         "",
         "mon-icu-01",
+        Some(" quarantine - "),
     )?;
     assert_eq!(status.generation, 1, "{status:?}");
     assert_eq!(status.devices, 1);
@@ -661,6 +696,13 @@ fn the_shell_drives_the_dataplanes_it_is_given() -> Result<()> {
             && l.ends_with(&format!(" {}", lazaret_abi::QUARANTINE_ISOLATE))),
         "the quarantine reached the dataplane: {log:?}"
     );
+    // ... and the SIEM, as an RFC 5424 warning (local4: 20 * 8 + 4) carrying the record.
+    let sent = syslog
+        .iter()
+        .find(|m| m.contains(" quarantine - "))
+        .ok_or_else(|| anyhow::anyhow!("no quarantine reached syslog: {syslog:?}"))?;
+    assert!(sent.starts_with("<164>1 "), "{sent}");
+    assert!(sent.contains(r#""device":"mon-icu-01""#), "{sent}");
     Ok(())
 }
 
@@ -689,6 +731,7 @@ fn a_gateway_of_a_fleet_enforces_its_own_devices_only() -> Result<()> {
         &policy,
         "gateway = \"ward-a\"\nmember = \"gw-a2\"",
         "mon-b-01",
+        None,
     )?;
     assert_eq!(run.status.generation, 1, "{:?}", run.status);
     assert_eq!(

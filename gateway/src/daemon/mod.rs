@@ -62,6 +62,7 @@ mod requests;
 mod serve;
 mod start;
 mod state;
+pub mod syslog;
 pub mod unknown;
 mod upkeep;
 pub mod watch;

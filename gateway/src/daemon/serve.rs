@@ -70,6 +70,18 @@ impl Controller {
                 Err(e) => tracing::error!(error = %e, "webhook disabled"),
             }
         }
+        if let Some(s) = &self.config.syslog {
+            // Checked when the configuration was parsed.
+            match (
+                super::syslog::check_address(&s.address),
+                super::syslog::facility(&s.facility),
+            ) {
+                (Ok(target), Ok(facility)) => {
+                    super::syslog::spawn(target, facility, &self.feed, self.metrics.clone());
+                }
+                (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "syslog disabled"),
+            }
+        }
         let access = control::Access {
             group: self.config.control_gid,
         };

@@ -7,7 +7,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use super::{
     labels::{
         self, ATTACH_MODES, DEVIATION_KINDS, DEVICE_MODES, OTHER, QUARANTINE_ACTIONS,
-        WEBHOOK_RESULTS,
+        SYSLOG_RESULTS, WEBHOOK_RESULTS,
     },
     register::{self, gauge_value},
 };
@@ -21,6 +21,7 @@ pub(crate) struct DeviceFamilies {
     unknown_discovered: IntCounter,
     interface_attached: IntGaugeVec,
     webhook: IntCounterVec,
+    syslog: IntCounterVec,
 }
 
 impl DeviceFamilies {
@@ -72,7 +73,16 @@ impl DeviceFamilies {
                 "Quarantine and release events handed to the webhook, by result.",
                 &["result"],
             )?,
+            syslog: register::counter_vec(
+                r,
+                "lazaret_syslog_messages_total",
+                "Events of the feed for the syslog collector, by result.",
+                &["result"],
+            )?,
         };
+        for result in SYSLOG_RESULTS {
+            f.syslog.with_label_values(&[result]);
+        }
         for result in WEBHOOK_RESULTS {
             f.webhook.with_label_values(&[result]);
         }
@@ -132,6 +142,11 @@ impl DeviceFamilies {
     pub(crate) fn webhook_delivery(&self, result: &str) {
         let result = labels::bounded("result", result, &WEBHOOK_RESULTS);
         self.webhook.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn syslog_messages(&self, result: &str, n: u64) {
+        let result = labels::bounded("result", result, &SYSLOG_RESULTS);
+        self.syslog.with_label_values(&[result]).inc_by(n);
     }
 
     pub(crate) fn unknown_device_discovered(&self) {

@@ -76,6 +76,9 @@ pub(crate) const DEVIATION_KINDS: [&str; 5] =
 /// event handed to the webhook.
 pub(crate) const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "failed", "dropped"];
 
+/// `lazaret_syslog_messages_total{result}`.
+pub(crate) const SYSLOG_RESULTS: [&str; 3] = ["sent", "failed", "dropped"];
+
 /// `lazaret_devices{mode}`.
 pub(crate) const DEVICE_MODES: [&str; 3] = ["enforce", "audit", "learn"];
 

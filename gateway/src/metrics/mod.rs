@@ -175,6 +175,11 @@ impl Metrics {
         self.devices.webhook_delivery(result);
     }
 
+    /// `n` events of the feed for the syslog collector ended `sent`, `failed` or `dropped`.
+    pub fn syslog_messages(&self, result: &str, n: u64) {
+        self.devices.syslog_messages(result, n);
+    }
+
     /// The event loop ran its tick at `unix_ms`.
     pub fn heartbeat(&self, unix_ms: u64) {
         self.health.heartbeat(unix_ms);

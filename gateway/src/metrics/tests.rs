@@ -579,6 +579,7 @@ fn every_family_follows_the_conventions() -> TestResult {
 const FAMILIES: &[&str] = &[
     "lazaret_build_info",
     "lazaret_gateway_info",
+    "lazaret_syslog_messages_total",
     "lazaret_packets_total",
     "lazaret_class_packets_total",
     "lazaret_class_bytes_total",
