@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod gen_policy;
+mod package;
 mod reliability;
 mod setup;
 mod test;
@@ -61,6 +62,12 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         time: u64,
     },
+    /// Build the Debian package (target/debian/lazaret_<version>_amd64.deb) with dpkg-deb.
+    Package {
+        /// Package the debug binary, uncompressed (what the tests install).
+        #[arg(long)]
+        debug: bool,
+    },
     /// Refresh the figures in docs/reliability.md from target/reliability/ (written by the
     /// reliability tests and `cargo xtask fuzz`).
     Reliability,
@@ -77,6 +84,12 @@ fn main() -> ExitCode {
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
         Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
         Command::Reliability => reliability::run(),
+        Command::Package { debug } => package::build(if debug {
+            package::Profile::Debug
+        } else {
+            package::Profile::Release
+        })
+        .map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "setpriv"),
     // xdp-filter's program objects (in libxdp1): the datapath bench's stateless peer.
     ("xdp-tools", "xdp-filter"),
+    // `cargo xtask package` (dpkg-deb, gzip for the man pages) and the package test's
+    // `systemd-analyze verify` of the installed unit.
+    ("dpkg", "dpkg-deb"),
+    ("gzip", "gzip"),
+    ("systemd", "systemd-analyze"),
 ];
 
 pub(crate) fn run() -> Result<()> {

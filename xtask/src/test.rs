@@ -21,7 +21,10 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     // The namespace tests run the real binary; cargo test does not build other packages'
     // binaries, so build it first.
     run_cmd(Command::new("cargo").args(["build", "--package", "lazaret", "--bin", "lazaret"]))?;
+    // The package the `package` test installs into a clean root (from the binary just built).
+    let deb = crate::package::build(crate::package::Profile::Debug)?;
     let mut cmd = Command::new("cargo");
+    cmd.env("LAZARET_DEB", &deb);
     // No --workspace: the default members are every host crate; the eBPF crate only builds
     // for the BPF target (gateway's build script builds it).
     cmd.args(["test", "--no-fail-fast", "--color", "never"]);
