@@ -135,3 +135,122 @@ fn the_package_installs_into_a_clean_root_and_runs_from_there() -> Result<()> {
     );
     Ok(())
 }
+
+/// Whether the ELF file at `path` asks for no program interpreter (no `PT_INTERP`): it is
+/// statically linked, and runs without the C library of any particular distribution.
+fn statically_linked(path: &Path) -> Result<bool> {
+    let elf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(
+        elf.get(..4) == Some(b"\x7fELF") && elf.get(4) == Some(&2),
+        "not an ELF64 file"
+    );
+    let u16_at = |at: usize| -> Result<u64> {
+        let b = elf.get(at..at + 2).context("truncated ELF header")?;
+        Ok(u64::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u64_at = |at: usize| -> Result<u64> {
+        let b: [u8; 8] = elf
+            .get(at..at + 8)
+            .context("truncated ELF header")?
+            .try_into()?;
+        Ok(u64::from_le_bytes(b))
+    };
+    let (phoff, phentsize, phnum) = (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?);
+    for i in 0..phnum {
+        let at = usize::try_from(phoff + i * phentsize)?;
+        let kind = elf.get(at..at + 4).context("truncated program header")?;
+        if kind == 3u32.to_le_bytes() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The statically linked binary (`cargo xtask package` ships it next to the package; the
+/// test runs the debug build `cargo xtask test` names in `LAZARET_STATIC`): no interpreter,
+/// and `check`, `plan` and `explain` work with every capability dropped (no BPF, no network
+/// administration), as a policy repository's CI runs them.
+#[test]
+fn the_static_binary_checks_and_plans_a_policy_without_privileges() -> Result<()> {
+    let binary: PathBuf = std::env::var_os("LAZARET_STATIC")
+        .context(
+            "LAZARET_STATIC is not set: run the tests with `cargo xtask test` (it builds the \
+             static binary first)",
+        )?
+        .into();
+    ensure!(
+        statically_linked(&binary)?,
+        "{} is dynamically linked",
+        binary.display()
+    );
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    // A policy repository with two commits, as CI sees a pull request.
+    let tmp = TempDir::new()?;
+    let repo = tmp.path.join("repo");
+    std::fs::create_dir_all(repo.join("policies/devices"))?;
+    std::fs::create_dir_all(repo.join("policies/workflows"))?;
+    for entry in walk(&policies)? {
+        let rel = entry.strip_prefix(&policies)?;
+        std::fs::copy(&entry, repo.join("policies").join(rel))?;
+    }
+    let git = |args: &[&str]| -> Result<()> {
+        let (ok, out) = run(Command::new("git")
+            .args(["-c", "user.email=ci@example.invalid", "-c", "user.name=ci"])
+            .args(args)
+            .current_dir(&repo))?;
+        ensure!(ok, "git {args:?}: {out}");
+        Ok(())
+    };
+    git(&["init", "-q"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-qm", "hospital"])?;
+    let imaging = repo.join("policies/workflows/imaging.toml");
+    let text =
+        std::fs::read_to_string(&imaging)?.replacen("ports = [104, 11112]", "ports = [11112]", 1);
+    std::fs::write(&imaging, text)?;
+    git(&["commit", "-qam", "DICOM-TLS port only"])?;
+    // No capability at all: what a CI container has (setpriv, from util-linux).
+    let unprivileged = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+            .arg(&binary)
+            .args(args)
+            .current_dir(&repo);
+        run(&mut cmd)
+    };
+    let (ok, out) = unprivileged(&["check", "policies", "--format", "json"])?;
+    ensure!(ok && out.contains("\"ok\": true"), "{out}");
+    let (ok, out) = unprivileged(&["plan", "HEAD~1", "HEAD", "--path", "policies"])?;
+    ensure!(
+        ok && out.contains("- deny  ct-01 -> role:pacs (10.10.4.10/32) tcp/104"),
+        "{out}"
+    );
+    let (ok, out) = unprivileged(&[
+        "explain",
+        "policies",
+        "--from",
+        "mon-icu-01",
+        "--to",
+        "10.10.1.20",
+        "--proto",
+        "tcp",
+        "--port",
+        "2575",
+    ])?;
+    ensure!(ok && out.contains("verdict: allow"), "{out}");
+    Ok(())
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

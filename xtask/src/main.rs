@@ -62,7 +62,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         time: u64,
     },
-    /// Build the Debian package (target/debian/lazaret_<version>_amd64.deb) with dpkg-deb.
+    /// Build the Debian package (target/debian/lazaret_<version>_amd64.deb) with dpkg-deb,
+    /// and the statically linked binary (target/debian/lazaret-<version>-x86_64-linux-musl).
     Package {
         /// Package the debug binary, uncompressed (what the tests install).
         #[arg(long)]
@@ -84,12 +85,17 @@ fn main() -> ExitCode {
         Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
         Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
         Command::Reliability => reliability::run(),
-        Command::Package { debug } => package::build(if debug {
-            package::Profile::Debug
-        } else {
-            package::Profile::Release
-        })
-        .map(|_| ()),
+        Command::Package { debug } => {
+            let profile = if debug {
+                package::Profile::Debug
+            } else {
+                package::Profile::Release
+            };
+            setup::run()
+                .and_then(|()| package::build(profile))
+                .and_then(|_| package::build_static(profile))
+                .map(|_| ())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -155,6 +155,43 @@ pub(crate) fn build(profile: Profile) -> Result<PathBuf> {
     Ok(deb)
 }
 
+/// Builds the statically linked binary (musl): `check`, `plan`, `explain` and `compile` on
+/// any x86-64 Linux, with no glibc of a given version and no BPF, for policy repositories'
+/// CI. Release: also copied to `target/debian/lazaret-<version>-x86_64-linux-musl`.
+pub(crate) fn build_static(profile: Profile) -> Result<PathBuf> {
+    let root = workspace_root()?;
+    let target = crate::setup::STATIC_TARGET;
+    let mut cargo = Command::new("cargo");
+    cargo.args([
+        "build",
+        "--package",
+        "lazaret",
+        "--bin",
+        "lazaret",
+        "--target",
+        target,
+    ]);
+    if profile == Profile::Release {
+        cargo.arg("--release");
+    }
+    run_cmd(&mut cargo)?;
+    let dir = match profile {
+        Profile::Release => "release",
+        Profile::Debug => "debug",
+    };
+    let binary = root.join("target").join(target).join(dir).join("lazaret");
+    if profile == Profile::Debug {
+        return Ok(binary);
+    }
+    let out = root.join("target/debian");
+    std::fs::create_dir_all(&out)?;
+    let shipped = out.join(format!("lazaret-{VERSION}-x86_64-linux-musl"));
+    std::fs::copy(&binary, &shipped)
+        .with_context(|| format!("{} → {}", binary.display(), shipped.display()))?;
+    println!("static binary: {}", shipped.display());
+    Ok(shipped)
+}
+
 fn control(installed_kib: u64) -> String {
     format!(
         "Package: lazaret\n\

@@ -62,7 +62,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("dpkg", "dpkg-deb"),
     ("gzip", "gzip"),
     ("systemd", "systemd-analyze"),
+    // musl-gcc: the static binary's C dependency (mimalloc) for the musl target.
+    ("musl-tools", "musl-gcc"),
 ];
+
+/// The target of the statically linked binary (`cargo xtask package`).
+pub(crate) const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 pub(crate) fn run() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -83,6 +88,13 @@ pub(crate) fn run() -> Result<()> {
             "nightly",
         ]))?;
         done.push("rust-src");
+    }
+    if !has_static_target()? {
+        say(&format!(
+            "adding the {STATIC_TARGET} target (the statically linked lazaret for policy repositories' CI)"
+        ));
+        run_cmd(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
+        done.push(STATIC_TARGET);
     }
     for tool in CARGO_TOOLS {
         if has(tool) {
@@ -122,7 +134,7 @@ pub(crate) fn run() -> Result<()> {
     }
     if done.is_empty() {
         say(&format!(
-            "everything present (nightly rust-src, {}, {})",
+            "everything present (nightly rust-src, {STATIC_TARGET}, {}, {})",
             CARGO_TOOLS
                 .iter()
                 .map(|t| format!("{} {}", t.krate, t.version))
@@ -142,6 +154,16 @@ pub(crate) fn run() -> Result<()> {
 
 fn say(msg: &str) {
     eprintln!("setup: {msg}");
+}
+
+fn has_static_target() -> Result<bool> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == STATIC_TARGET))
 }
 
 fn has_rust_src() -> Result<bool> {

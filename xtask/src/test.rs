@@ -23,8 +23,11 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     run_cmd(Command::new("cargo").args(["build", "--package", "lazaret", "--bin", "lazaret"]))?;
     // The package the `package` test installs into a clean root (from the binary just built).
     let deb = crate::package::build(crate::package::Profile::Debug)?;
+    // ... and the statically linked binary the `package` test runs without privileges.
+    let static_bin = crate::package::build_static(crate::package::Profile::Debug)?;
     let mut cmd = Command::new("cargo");
-    cmd.env("LAZARET_DEB", &deb);
+    cmd.env("LAZARET_DEB", &deb)
+        .env("LAZARET_STATIC", &static_bin);
     // No --workspace: the default members are every host crate; the eBPF crate only builds
     // for the BPF target (gateway's build script builds it).
     cmd.args(["test", "--no-fail-fast", "--color", "never"]);

@@ -191,9 +191,10 @@ impl NflogSocket {
             SockProtocol::NetlinkNetFilter,
         )?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        let tv = TimeVal::new(
-            timeout.as_secs() as nix::libc::time_t,
-            nix::libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        // Through nix's constructor: libc's time_t and suseconds_t aliases are deprecated on
+        // musl (the static build).
+        let tv = <TimeVal as nix::sys::time::TimeValLike>::microseconds(
+            i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX),
         );
         setsockopt(&fd, ReceiveTimeout, &tv)?;
         let s = NflogSocket { fd };
