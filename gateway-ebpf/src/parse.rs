@@ -279,6 +279,10 @@ fn parse_frame(
             // 01:80:c2:00:00:0x, as Mac holds it: byte 0 in the low bits.
             if pkt.dst_mac.0 & 0xf0_ff_ff_ff_ff_ff == 0x00_00_00_c2_80_01 {
                 pkt.l3 = L3::Control;
+                // The addresses: every IP and ARP parse sets them before it succeeds; a
+                // control frame has none, and its event must not show the last packet's.
+                pkt.src = Addr([0; 2]);
+                pkt.dst = Addr([0; 2]);
             } else {
                 return Err(Reason::DenyEthertype);
             }
@@ -288,8 +292,8 @@ fn parse_frame(
 }
 
 /// Resets the scratch slot's per-packet fields, five word stores: `side`, `vlan` and the
-/// interfaces set, `l3` set to `Ip`, the rest zero (the addresses, the protocol fields, the
-/// TCP numbers, the fragment's fields). Volatile: LLVM merges plain zero stores to
+/// interfaces set, `l3` set to `Ip`, the rest zero (the protocol fields, the TCP numbers,
+/// the fragment's fields; the addresses are set by every parse that succeeds). Volatile: LLVM merges plain zero stores to
 /// neighbouring fields into a `memset` call, a byte loop on this target (see crate::word).
 #[inline(always)]
 fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
@@ -314,17 +318,11 @@ fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
         p.add(15).write_volatile(words[2]);
         p.add(16).write_volatile(words[3]);
         p.add(17).write_volatile(words[4]);
-        // The addresses (0..32): set by every parse of IP and ARP, not by a control frame's.
-        p.add(0).write_volatile(0);
-        p.add(1).write_volatile(0);
-        p.add(2).write_volatile(0);
-        p.add(3).write_volatile(0);
     }
 }
 
 const _: () = {
     use core::mem::offset_of;
-    assert!(offset_of!(Pkt, src) == 0 && offset_of!(Pkt, dst) == 16);
     assert!(offset_of!(Pkt, side) == 104 && offset_of!(Pkt, l3) == 105);
     assert!(offset_of!(Pkt, family) == 106 && offset_of!(Pkt, related) == 111);
     assert!(offset_of!(Pkt, frag) == 112 && offset_of!(Pkt, vlan) == 114);
