@@ -560,6 +560,8 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        // Resolved once: every reload labels the gateway's metric with it.
+        cfg.member = Some(cfg.member());
         if let Some(w) = &mut cfg.webhook {
             if let Some(file) = &mut w.secret_file {
                 if file.is_relative() {
