@@ -10,6 +10,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod fast;
 mod load;
 mod parse;
 mod word;
@@ -45,6 +46,8 @@ static LZ_DEV_IP6: HashMap<Ip6Key, Device> = HashMap::with_max_entries(2 * MAX_D
 // Not read by the program (the identity maps hold the records); the controller's copy by id.
 #[map]
 static LZ_DEVICES: HashMap<DevKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
+#[map]
+static LZ_DEV_CELL: Array<Device> = Array::with_max_entries(2 * COUNTER_SLOTS, 0);
 #[map]
 static LZ_DEV_STATE: Array<DevState> = Array::with_max_entries(COUNTER_SLOTS, 0);
 #[map]
@@ -157,6 +160,9 @@ struct Gen {
     site: &'static SiteConfig,
     /// The clock, read once per packet (see `now`).
     now: u64,
+    /// The fast path looked this packet's flow up in the established table and found
+    /// nothing: the full path looks in the new table only.
+    est_missed: bool,
 }
 
 #[xdp]
@@ -189,12 +195,16 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
         // Cannot happen (a two-element array has slots 0 and 1); fail closed if it does.
         return xdp_action::XDP_DROP;
     };
-    let gen = Gen {
+    let mut gen = Gen {
         slot,
         site,
         now: now(),
+        est_missed: false,
     };
     let len = (ctx.data_end() - ctx.data()) as u64;
+    if fast::established(ctx.ctx, &iface, ifindex, &mut gen, len) {
+        return xdp_action::XDP_PASS;
+    }
 
     let Some(pkt) = LZ_SCRATCH.get_ptr_mut(0) else {
         // Cannot happen (a one-element array always has slot 0); fail closed if it does.
@@ -293,7 +303,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         }
     } else {
         if pkt.frag == Frag::None && !pkt.related {
-            let lookup = FlowLookup::of(pkt);
+            let lookup = FlowLookup::of(gen, pkt);
             if let Some(v) = upstream_reply(gen, pkt, &lookup) {
                 return v;
             }
@@ -358,7 +368,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     let lookup = if early.done {
         FlowLookup::found_early(pkt, early)
     } else {
-        FlowLookup::of(pkt)
+        FlowLookup::of(gen, pkt)
     };
     let v = judge_flow(gen, pkt, &src_dev, &dst_dev, src_by_addr, lookup);
     if let Frag::First = pkt.frag {
@@ -696,11 +706,17 @@ struct FlowLookup {
 
 impl FlowLookup {
     /// The established table first (a confirmed session costs one lookup), then the new
-    /// one. The pointer is valid for this program run.
+    /// one; the new one only when the fast path missed in the established one with this
+    /// very key. The pointer is valid for this program run.
     #[inline(always)]
-    fn of(pkt: &Pkt) -> FlowLookup {
+    fn of(gen: &Gen, pkt: &Pkt) -> FlowLookup {
         let (key, src_is_a) = flow_key(pkt);
-        let found = match LZ_EST_FLOWS.get_ptr_mut(key) {
+        let est = if gen.est_missed {
+            None
+        } else {
+            LZ_EST_FLOWS.get_ptr_mut(key)
+        };
+        let found = match est {
             Some(f) => Some((f, true)),
             None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
         };

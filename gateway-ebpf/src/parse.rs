@@ -17,11 +17,11 @@ pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
 pub(crate) const TCP_ACK: u8 = 0x10;
 
-const ETH_P_IPV4: u16 = 0x0800;
+pub(crate) const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+pub(crate) const ETH_P_8021Q: u16 = 0x8100;
+pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
 
 /// Furthest L4 offset accepted; a header chain reaching past it is not a real frame.
 const MAX_L4_OFFSET: usize = 1024;
@@ -141,16 +141,16 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Reason> {
 /// on every packet). Each field is one load instruction whatever its alignment (see
 /// crate::load), and a field outside the `N` checked bytes does not compile.
 #[derive(Clone, Copy)]
-struct Hdr<const N: usize>(usize);
+pub(crate) struct Hdr<const N: usize>(usize);
 
 impl<const N: usize> Hdr<N> {
     #[inline(always)]
-    fn at(ctx: &XdpContext, off: usize) -> Result<Self, Reason> {
+    pub(crate) fn at(ctx: &XdpContext, off: usize) -> Result<Self, Reason> {
         Ok(Hdr(ptr_at::<[u8; N]>(ctx, off)? as usize))
     }
 
     #[inline(always)]
-    fn u8<const K: usize>(self) -> u8 {
+    pub(crate) fn u8<const K: usize>(self) -> u8 {
         const { assert!(K < N) };
         // SAFETY: `at` checked that N bytes from self.0 lie inside the frame; K < N.
         unsafe { *((self.0 + K) as *const u8) }
@@ -158,7 +158,7 @@ impl<const N: usize> Hdr<N> {
 
     /// The big-endian `u16` at byte `K`.
     #[inline(always)]
-    fn be16<const K: i16>(self) -> u16 {
+    pub(crate) fn be16<const K: i16>(self) -> u16 {
         const { assert!(K >= 0 && K as usize + 2 <= N) };
         // SAFETY: as in `u8`, for the two bytes at K.
         u16::from_be(unsafe { load::u16_at::<K>(self.0) })
@@ -172,7 +172,7 @@ impl<const N: usize> Hdr<N> {
 
     /// The four bytes at `K` as a native word (an IPv4 address as `Addr` holds it).
     #[inline(always)]
-    fn ne32<const K: i16>(self) -> u32 {
+    pub(crate) fn ne32<const K: i16>(self) -> u32 {
         const { assert!(K >= 0 && K as usize + 4 <= N) };
         // SAFETY: as in `u8`, for the four bytes at K.
         unsafe { load::u32_at::<K>(self.0) }
@@ -189,7 +189,7 @@ impl<const N: usize> Hdr<N> {
     /// The MAC address at bytes `K..K + 6`; `K4` is `K + 4` (a const argument cannot be
     /// computed from another here).
     #[inline(always)]
-    fn mac<const K: i16, const K4: i16>(self) -> Mac {
+    pub(crate) fn mac<const K: i16, const K4: i16>(self) -> Mac {
         const { assert!(K4 == K + 4) };
         // SAFETY: as in `u8`, for the six bytes at K (ne32 and be16 assert the range).
         Mac::of_parts(self.ne32::<K>(), unsafe { load::u16_at::<K4>(self.0) })

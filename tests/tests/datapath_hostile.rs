@@ -1,7 +1,10 @@
 //! Hostile and malformed frames through the real XDP program (BPF_PROG_TEST_RUN): each case
 //! of issue 4's parsing list is a named test asserting the action and the counted reason.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use lazaret::dataplane::xdp::Datapath;
 use lazaret_abi::*;
@@ -1466,4 +1469,320 @@ fn interfaces_keep_their_side_at_any_ifindex_and_unknown_ones_are_device_ports(
         assert_eq!(t.judge(&synack, high + 1), Reason::DenyUnknown);
         assert_eq!(t.judge(&synack, low_unset), Reason::DenyUnknown);
     })
+}
+
+// === Established flows under another identity ===
+//
+// A data packet of a confirmed flow is judged from the flow entry and its device's record
+// by cell (the program's fast path), without the identity lookup a new flow takes. Each
+// test confirms a session, then sends its packets under an identity that is not the
+// device's: the verdict must be the full path's, a spoof, never the flow's.
+
+/// A TCP segment of the device's session from `sport` to the server's HL7 port, sent as
+/// `mac`/`ip` with `tags`.
+fn dev_seg(mac: Mac, ip: Ipv4Addr, tags: &[(u16, u16)], sport: u16, flags: u8) -> Vec<u8> {
+    let l3 = ipv4(
+        ip,
+        SERVER,
+        6,
+        &tcp(sport, 2575, flags, b"data"),
+        &Ipv4Opts::default(),
+    );
+    ethernet(GW_MAC, mac, tags, ETH_IPV4, &l3)
+}
+
+/// Confirms the session of the device (`mac`, `ip`, `tags`) from `sport` on `dev_if`, the
+/// server's answer arriving on loopback as the upstream side (loopback is turned back into
+/// a device port afterwards when it is `dev_if`); checks a data packet of it passes.
+fn confirm(t: &mut Twin, (mac, ip): (Mac, Ipv4Addr), tags: &[(u16, u16)], sport: u16, dev_if: u32) {
+    let syn = dev_seg(mac, ip, tags, sport, TCP_SYN);
+    assert_eq!(t.judge(&syn, dev_if), Reason::AllowRule);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let synack = tcp4(GW_MAC, mac, SERVER, ip, 2575, sport, TCP_SYN | TCP_ACK);
+    assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    if dev_if == LO {
+        t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    }
+    let ack = dev_seg(mac, ip, tags, sport, TCP_ACK);
+    assert_eq!(t.judge(&ack, dev_if), Reason::AllowFlow);
+    assert_eq!(t.judge(&ack, dev_if), Reason::AllowFlow);
+}
+
+#[test]
+fn established_flow_data_from_another_mac_is_spoofing() {
+    let mut t = twin();
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42000, LO);
+    // The device's session, written by a host with another MAC, or by its neighbour.
+    for mac in [OTHER_MAC, BYSTANDER_MAC] {
+        let f = dev_seg(mac, DEV_IP, &[], 42000, TCP_ACK);
+        assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+    }
+    // The neighbour's own session, written by the device.
+    confirm(&mut t, (BYSTANDER_MAC, BYSTANDER_IP), &[], 42001, LO);
+    let f = dev_seg(DEV_MAC, BYSTANDER_IP, &[], 42001, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+    // The sessions themselves still pass.
+    let f = dev_seg(DEV_MAC, DEV_IP, &[], 42000, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::AllowFlow);
+}
+
+#[test]
+fn established_flow_data_on_another_vlan_is_spoofing() {
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.edit_device(handmade::dev_id(), |d| d.vlan = 20);
+    });
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[(ETH_8021Q, 20)], 42010, LO);
+    for tags in [&[(ETH_8021Q, 30)][..], &[]] {
+        let f = dev_seg(DEV_MAC, DEV_IP, tags, 42010, TCP_ACK);
+        assert_eq!(t.judge(&f, LO), Reason::DenySpoof, "tags {tags:?}");
+    }
+    // An access port whose untagged frames are another VLAN's.
+    t.iface(
+        LO,
+        IfaceConfig {
+            untagged_vlan: 30,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        },
+    );
+    let f = dev_seg(DEV_MAC, DEV_IP, &[], 42010, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+}
+
+#[test]
+fn established_flow_data_from_upstream_in_the_devices_name_is_spoofing() {
+    let mut t = twin();
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42020, LO);
+    // The device's half of its own session, arriving from upstream.
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let f = tcp4(GW_MAC, OTHER_MAC, DEV_IP, SERVER, 42020, 2575, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+    // The server's half passes.
+    let f = tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, 42020, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::AllowFlow);
+}
+
+#[test]
+fn established_flow_data_on_another_interface_or_bridge_port_is_spoofing() -> anyhow::Result<()> {
+    let ns = Netns::new(format!("{}efp", unique_prefix()))?;
+    let (a, b) = bridge_ports(&ns)?;
+    ns.within(|| {
+        // Pinned on first sight, on a bridge.
+        let mut t = twin();
+        t.iface(a, port_config());
+        t.iface(b, port_config());
+        confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42030, a);
+        let f = dev_seg(DEV_MAC, DEV_IP, &[], 42030, TCP_ACK);
+        assert_eq!(t.judge(&f, b), Reason::DenySpoof);
+        assert_eq!(t.judge(&f, a), Reason::AllowFlow);
+        // A configured port.
+        let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+            c.edit_device(handmade::dev_id(), |d| d.port_ifindex = a);
+        });
+        t.iface(a, port_config());
+        t.iface(b, port_config());
+        confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42031, a);
+        let f = dev_seg(DEV_MAC, DEV_IP, &[], 42031, TCP_ACK);
+        assert_eq!(t.judge(&f, b), Reason::DenySpoof);
+        // Bound to an interface, not a bridge: the other interface is not the device's.
+        let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+            c.edit_device(handmade::dev_id(), |d| d.ifindex = a);
+        });
+        t.iface(a, IfaceConfig::new(SIDE_DEVICES));
+        t.iface(b, IfaceConfig::new(SIDE_DEVICES));
+        confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42032, a);
+        let f = dev_seg(DEV_MAC, DEV_IP, &[], 42032, TCP_ACK);
+        assert_eq!(t.judge(&f, b), Reason::DenySpoof);
+        assert_eq!(t.judge(&f, a), Reason::AllowFlow);
+    })
+}
+
+#[test]
+fn established_flow_between_devices_from_upstream_in_one_devices_name_is_spoofing() {
+    // Both devices' policies allow the monitor's HL7 session to its neighbour.
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        let peers = Arc::make_mut(&mut c.peer4);
+        for (dir, addr) in [(DIR_DEVICE_INIT, BYSTANDER_IP), (DIR_PEER_INIT, DEV_IP)] {
+            let key = PeerKey4 {
+                slot: c.slot,
+                dir,
+                _pad: [0; 2],
+                policy: 0u32.to_be_bytes(),
+                addr: addr.octets(),
+            };
+            let class = PeerClass {
+                class: 0,
+                ..PeerClass::default()
+            };
+            peers.push((PEER_KEY_FIXED_BITS + 32, key, class));
+        }
+        peers.sort_by_key(|(len, k, _)| (*k, *len));
+    });
+    let seg = |(mac, ip): (Mac, Ipv4Addr), to: Ipv4Addr, (sport, dport): (u16, u16), flags| {
+        tcp4(mac, GW_MAC, ip, to, sport, dport, flags)
+    };
+    let (dev, bys) = ((DEV_MAC, DEV_IP), (BYSTANDER_MAC, BYSTANDER_IP));
+    let there = (42040, 2575);
+    let back = (2575, 42040);
+    assert_eq!(
+        t.judge(&seg(dev, BYSTANDER_IP, there, TCP_SYN), LO),
+        Reason::AllowRule
+    );
+    let synack = seg(bys, DEV_IP, back, TCP_SYN | TCP_ACK);
+    assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    let ack = seg(dev, BYSTANDER_IP, there, TCP_ACK);
+    assert_eq!(t.judge(&ack, LO), Reason::AllowFlow);
+    assert_eq!(
+        t.judge(&seg(bys, DEV_IP, back, TCP_ACK), LO),
+        Reason::AllowFlow
+    );
+    // The neighbour's half of the session, arriving from upstream.
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let f = seg((OTHER_MAC, BYSTANDER_IP), DEV_IP, back, TCP_ACK);
+    assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+}
+
+#[test]
+fn established_flow_data_with_a_foreign_tag_stack_is_refused() {
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.edit_device(handmade::dev_id(), |d| d.vlan = 20);
+    });
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[(ETH_8021Q, 20)], 42050, LO);
+    let seg = |tags: &[(u16, u16)]| dev_seg(DEV_MAC, DEV_IP, tags, 42050, TCP_ACK);
+    // Another VLAN's stack in front of the device's own tag; a third tag.
+    for outer in [ETH_8021AD, ETH_8021Q] {
+        assert_eq!(
+            t.judge(&seg(&[(outer, 30), (ETH_8021Q, 20)]), LO),
+            Reason::DenyVlanTag
+        );
+    }
+    let three = [(ETH_8021AD, 30), (ETH_8021Q, 30), (ETH_8021Q, 20)];
+    assert_eq!(t.judge(&seg(&three), LO), Reason::DenyVlanDepth);
+    // A QinQ port takes its own outer tag and nothing else.
+    t.iface(
+        LO,
+        IfaceConfig {
+            outer_vlan: 100,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        },
+    );
+    assert_eq!(
+        t.judge(&seg(&[(ETH_8021AD, 100), (ETH_8021Q, 20)]), LO),
+        Reason::AllowFlow
+    );
+    assert_eq!(
+        t.judge(&seg(&[(ETH_8021AD, 200), (ETH_8021Q, 20)]), LO),
+        Reason::DenyVlanTag
+    );
+    assert_eq!(t.judge(&seg(&[(ETH_8021Q, 20)]), LO), Reason::DenyVlanTag);
+    // An access port of VLAN 20: its frames come untagged; a real tag is refused.
+    t.iface(
+        LO,
+        IfaceConfig {
+            untagged_vlan: 20,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        },
+    );
+    assert_eq!(t.judge(&seg(&[]), LO), Reason::AllowFlow);
+    assert_eq!(t.judge(&seg(&[(ETH_8021Q, 20)]), LO), Reason::DenyVlanTag);
+}
+
+#[test]
+fn established_flow_data_in_a_malformed_frame_is_refused() {
+    let mut t = twin();
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42060, LO);
+    let with = |o: Ipv4Opts, l4: &[u8]| v4(DEV_IP, SERVER, 6, l4, &o);
+    let data = tcp(42060, 2575, TCP_ACK, b"data");
+    let cases = [
+        (
+            "total length beyond the frame",
+            Ipv4Opts {
+                total_len: Some(1400),
+                ..Ipv4Opts::default()
+            },
+            data.clone(),
+            Reason::DenyMalformed,
+        ),
+        (
+            "total length inside the TCP header",
+            Ipv4Opts {
+                total_len: Some(30),
+                ..Ipv4Opts::default()
+            },
+            data.clone(),
+            Reason::DenyMalformed,
+        ),
+        (
+            "TCP data offset below five",
+            Ipv4Opts::default(),
+            tcp_with_offset(42060, 2575, TCP_ACK, 4, b"data"),
+            Reason::DenyMalformed,
+        ),
+        (
+            "SYN with FIN",
+            Ipv4Opts::default(),
+            tcp(42060, 2575, TCP_SYN | TCP_FIN | TCP_ACK, b"data"),
+            Reason::DenyTcpFlags,
+        ),
+        (
+            "a TCP fragment at offset eight",
+            Ipv4Opts {
+                frag_offset: 1,
+                ..Ipv4Opts::default()
+            },
+            data.clone(),
+            Reason::DenyFragment,
+        ),
+    ];
+    for (what, o, l4, reason) in cases {
+        assert_eq!(t.judge(&with(o, &l4), LO), reason, "{what}");
+    }
+    assert_eq!(
+        t.judge(&with(Ipv4Opts::default(), &data), LO),
+        Reason::AllowFlow
+    );
+}
+
+#[test]
+fn established_flow_ports_hidden_behind_ipv4_options_are_not_taken() {
+    let mut t = twin();
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42070, LO);
+    // Options whose four bytes are the session's ports, read where the ports would be
+    // without them; the real TCP header is to the telnet port, which has no flow.
+    let mut opts = 42070u16.to_be_bytes().to_vec();
+    opts.extend_from_slice(&2575u16.to_be_bytes());
+    let o = Ipv4Opts {
+        ihl_words: 6,
+        options: opts,
+        ..Ipv4Opts::default()
+    };
+    // Its acknowledgment number is what a TCP header at the wrong offset would show as a
+    // data offset of 5 words and an ACK.
+    let l4 = tcp_seq_ack(42070, 23, TCP_ACK, (TCP_SEQ, 0x5010_0000), b"data");
+    let l3 = ipv4(DEV_IP, SERVER, 6, &l4, &o);
+    let f = ethernet(GW_MAC, DEV_MAC, &[], ETH_IPV4, &l3);
+    assert_eq!(t.judge(&f, LO), Reason::DenyNoFlow);
+}
+
+#[test]
+fn established_flow_fragments_follow_their_first_fragment() {
+    let mut t = twin();
+    confirm(&mut t, (DEV_MAC, DEV_IP), &[], 42080, LO);
+    let frag = |o: Ipv4Opts, l4: &[u8]| v4(DEV_IP, SERVER, 6, l4, &o);
+    let first = Ipv4Opts {
+        id: 9,
+        more_fragments: true,
+        ..Ipv4Opts::default()
+    };
+    let l4 = tcp(42080, 2575, TCP_ACK, b"first part of a seg");
+    assert_eq!(t.judge(&frag(first, &l4), LO), Reason::AllowFlow);
+    // The first fragment recorded its train's verdict: the rest follows it.
+    let later = Ipv4Opts {
+        id: 9,
+        frag_offset: 5,
+        ..Ipv4Opts::default()
+    };
+    assert_eq!(
+        t.judge(&frag(later, b"rest of the segment."), LO),
+        Reason::AllowFlow
+    );
 }

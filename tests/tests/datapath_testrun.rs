@@ -736,3 +736,148 @@ fn a_quarantine_follows_its_device_through_cells_and_never_its_cell() {
     assert_eq!(dp.test_run(&by_syn(40302)).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 2);
 }
+
+/// The fast path takes data packets of confirmed flows; a FIN or RST on one still moves
+/// the flow to closing (and its shorter timeout), from either side.
+#[test]
+fn fin_and_rst_on_an_established_flow_close_it() {
+    let mut dp = loaded();
+    for (sport, flags, from_device) in [
+        (40070, TCP_FIN | TCP_ACK, true),
+        (40071, TCP_RST, true),
+        (40072, TCP_FIN | TCP_ACK, false),
+    ] {
+        confirmed(&mut dp, sport);
+        let f = if from_device {
+            dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+            tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, flags)
+        } else {
+            dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+            tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, sport, flags)
+        };
+        assert_eq!(dp.test_run(&f).expect("run"), XDP_PASS);
+        assert_eq!(
+            flow_of(&mut dp, sport),
+            Some((FlowTable::Established, FLOW_CLOSING)),
+            "flags {flags:#x}, from the device: {from_device}"
+        );
+    }
+}
+
+/// Moves the last-seen time of the device's flow from `sport` `ago` ns into the past.
+fn age_flow(dp: &mut Datapath, sport: u16, ago: u64) {
+    use aya::maps::HashMap;
+    let (table, key, mut value) = dp
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .find(|(_, k, _)| k.proto == PROTO_TCP && (k.port_a == sport || k.port_b == sport))
+        .expect("the flow");
+    let name = match table {
+        FlowTable::New => MAP_FLOWS,
+        FlowTable::Established => MAP_EST_FLOWS,
+    };
+    value.last_seen_ns = monotonic_ns() - ago;
+    let map = dp.ebpf_mut().map_mut(name).expect("flow table");
+    let mut map: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("a hash");
+    map.insert(key, value, 0).expect("rewrite the flow");
+}
+
+/// A confirmed flow idle past its timeout is gone: its next data packet, from either side,
+/// is judged as the first packet of a flow (a mid-stream ACK opens none), and a closing
+/// flow has the closing timeout, not the established one.
+#[test]
+fn an_established_flow_past_its_timeout_passes_nothing() {
+    let mut dp = loaded();
+    let second = 1_000_000_000;
+    let ack = |sport| tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    confirmed(&mut dp, 40080);
+    age_flow(&mut dp, 40080, TIMEOUT_TCP_ESTABLISHED_NS + second);
+    assert_eq!(dp.test_run(&ack(40080)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_DEVICES), 1);
+
+    confirmed(&mut dp, 40081);
+    let fin = tcp4(
+        DEV_MAC,
+        GW_MAC,
+        DEV_IP,
+        SERVER,
+        40081,
+        2575,
+        TCP_FIN | TCP_ACK,
+    );
+    assert_eq!(dp.test_run(&fin).expect("run"), XDP_PASS);
+    assert!(TIMEOUT_TCP_CLOSING_NS + second < TIMEOUT_TCP_ESTABLISHED_NS);
+    age_flow(&mut dp, 40081, TIMEOUT_TCP_CLOSING_NS + second);
+    assert_eq!(dp.test_run(&ack(40081)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_DEVICES), 2);
+
+    // From upstream, the server's data on an expired flow.
+    confirmed(&mut dp, 40082);
+    age_flow(&mut dp, 40082, TIMEOUT_TCP_ESTABLISHED_NS + second);
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let back = tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, 40082, TCP_ACK);
+    assert_eq!(dp.test_run(&back).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
+}
+
+/// The records the fast path reads by cell follow every generation into its slot: a
+/// session confirmed under one generation, its device moved to another VLAN by each of the
+/// next three (the last written over the first one's slot), passes only on the VLAN of the
+/// generation enforcing.
+#[test]
+fn a_devices_record_by_cell_follows_every_generation() {
+    let mut dp = loaded();
+    let sport = 40090;
+    let seg = |vlan: u16, flags| {
+        let l3 = ipv4(
+            DEV_IP,
+            SERVER,
+            6,
+            &tcp(sport, 2575, flags, b"data"),
+            &Ipv4Opts::default(),
+        );
+        ethernet(GW_MAC, DEV_MAC, &[(ETH_8021Q, vlan)], ETH_IPV4, &l3)
+    };
+    let mut generation = 1;
+    let mut move_to = |dp: &mut Datapath, vlan: u16| {
+        generation += 1;
+        let slot = dp.next_slot().expect("slot");
+        let mut c = contents(slot, generation);
+        c.edit_device(dev_id(), |d| d.vlan = vlan);
+        dp.install(&c).expect("install");
+    };
+    move_to(&mut dp, 20);
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    assert_eq!(dp.test_run(&seg(20, TCP_SYN)).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let synack = handmade::server_synack(sport);
+    assert_eq!(dp.test_run(&synack).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    assert_eq!(dp.test_run(&seg(20, TCP_ACK)).expect("run"), XDP_PASS);
+    assert_eq!(
+        flow_of(&mut dp, sport),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+    let mut spoofs = 0;
+    for (now, before) in [(30, [20, 20]), (40, [20, 30])] {
+        move_to(&mut dp, now);
+        // Re-judged under the new generation, then judged by the fast path.
+        for _ in 0..2 {
+            assert_eq!(
+                dp.test_run(&seg(now, TCP_ACK)).expect("run"),
+                XDP_PASS,
+                "VLAN {now}"
+            );
+        }
+        for old in before {
+            assert_eq!(
+                dp.test_run(&seg(old, TCP_ACK)).expect("run"),
+                XDP_DROP,
+                "VLAN {old} under {now}"
+            );
+            spoofs += 1;
+        }
+    }
+    assert_eq!(stat(&mut dp, Reason::DenySpoof, SIDE_DEVICES), spoofs);
+}

@@ -33,6 +33,7 @@ on_both_dataplanes!(
     arp_claiming_the_gateway_does_not_poison_the_neighbour,
     best_practice_drops_hold_on_the_real_path,
     a_device_address_from_upstream_is_refused,
+    a_live_session_cannot_be_written_to_in_another_identity,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -870,5 +871,52 @@ fn a_device_address_from_upstream_is_refused(dp: Dataplane) -> Result<()> {
         "a_device_address_from_upstream_is_refused",
         dp,
         "nothing sent from upstream in the neighbour's name reached the attacker",
+    )
+}
+
+fn a_live_session_cannot_be_written_to_in_another_identity(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
+    // The neighbour's live, confirmed session: the flow an attacker would ride.
+    let mut theirs = BypassLab::session(&lab.bys, IpAddr::V4(BYS_IP), IpAddr::V4(SERVER))?;
+    theirs.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut greeting = [0u8; 5];
+    theirs.read_exact(&mut greeting)?;
+    let port = theirs.local_addr()?.port();
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    // A data segment of that session (its addresses and ports), carrying `marker`.
+    let seg = |smac: Mac, marker: &[u8]| {
+        let l4 = tcp(port, HL7, TCP_ACK, marker);
+        let ip = ipv4(BYS_IP, SERVER, 6, &l4, &Ipv4Opts::default());
+        with_l4_checksum4(ethernet(lab.gw_mac, smac, &[], ETH_IPV4, &ip))
+    };
+    for (what, smac, marker) in [
+        (
+            "the neighbour's session from the attacker's MAC",
+            lab.att_mac,
+            &b"LZ-RIDE-OWN-MAC"[..],
+        ),
+        (
+            "the neighbour's session in its MAC, from the attacker's port",
+            lab.bys_mac,
+            b"LZ-RIDE-ITS-MAC",
+        ),
+    ] {
+        let f = seg(smac, marker);
+        refused(&lab, &server, what, f, marker, Some(Reason::DenySpoof))?;
+    }
+    // The session itself still carries data both ways, and the server saw it.
+    theirs.write_all(b"LZ-RIDE-OK")?;
+    let mut back = [0u8; 10];
+    theirs.read_exact(&mut back)?;
+    ensure!(&back == b"LZ-RIDE-OK", "the session echoed {back:?}");
+    ensure!(
+        server.saw(b"LZ-RIDE-OK", ARRIVE),
+        "the server's observer did not see the session's own data"
+    );
+    done(
+        "a_live_session_cannot_be_written_to_in_another_identity",
+        dp,
+        "the session's own data still passed both ways and was seen by the server's observer",
     )
 }

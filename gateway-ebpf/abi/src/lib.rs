@@ -128,7 +128,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -154,6 +154,12 @@ pub const MAP_DEV_IP6: &str = "LZ_DEV_IP6";
 /// `HashMap<DevKey, Device>` (per slot): the devices by id, for the controller (reading a
 /// slot back, counting); the program identifies devices through the maps above.
 pub const MAP_DEVICES: &str = "LZ_DEVICES";
+/// `Array<Device>` of `2 * COUNTER_SLOTS`, indexed by [`dev_cell_index`] (per slot): each
+/// slot's device records by [`Device::cell`], zeroed where no device of the slot has the
+/// cell. A packet of an established flow finds its device's record here from the cell the
+/// flow entry names, an array lookup the verifier inlines, instead of a hash lookup by its
+/// address (ABI 7; see the program's fast path).
+pub const MAP_DEV_CELL: &str = "LZ_DEV_CELL";
 /// `Array<DevState>` of [`COUNTER_SLOTS`], indexed by [`Device::cell`]: epochs and
 /// quarantine, outside the slots (ABI 6; a hash by device id before). Written by the
 /// controller, which also writes a device's state into a cell when it gives it the cell.
@@ -411,6 +417,12 @@ pub const STATS_LEN: u32 = REASON_SLOTS * 2;
 #[inline(always)]
 pub const fn stats_index(reason: Reason, side: u8) -> u32 {
     (reason as u32) * 2 + (side as u32 & 1)
+}
+
+/// Index into [`MAP_DEV_CELL`] for a slot and a [`Device::cell`].
+#[inline(always)]
+pub const fn dev_cell_index(slot: u8, cell: u16) -> u32 {
+    (slot as u32 & 1) * COUNTER_SLOTS + cell as u32
 }
 
 /// Index into [`MAP_RULE_HITS`] for a slot and a rule id.

@@ -928,6 +928,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_DEV_IP4,
     MAP_DEV_IP6,
     MAP_DEVICES,
+    MAP_DEV_CELL,
     MAP_DEV_STATE,
     MAP_PEER4,
     MAP_PEER6,

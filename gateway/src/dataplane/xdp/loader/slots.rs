@@ -7,6 +7,7 @@ use super::*;
 pub(super) struct SlotMaps<'a> {
     site: &'a mut Map,
     devices: &'a mut Map,
+    dev_cell: &'a mut Map,
     dev_mac: &'a mut Map,
     dev_ip4: &'a mut Map,
     dev_ip6: &'a mut Map,
@@ -28,6 +29,7 @@ impl<'a> SlotMaps<'a> {
         Ok(SlotMaps {
             site: take(MAP_SITE)?,
             devices: take(MAP_DEVICES)?,
+            dev_cell: take(MAP_DEV_CELL)?,
             dev_mac: take(MAP_DEV_MAC)?,
             dev_ip4: take(MAP_DEV_IP4)?,
             dev_ip6: take(MAP_DEV_IP6)?,
@@ -112,7 +114,8 @@ pub(super) fn write_slot(
     };
     std::thread::scope(|s| {
         let big = s.spawn(|| ports.apply(&held.ports, &want.ports));
-        let rest = apply_delta(m.devices, MAP_DEVICES, &held.devices, &want.devices)
+        let rest = apply_cell_delta(m.dev_cell, want.slot, &held.devices, &want.devices)
+            .and_then(|()| apply_delta(m.devices, MAP_DEVICES, &held.devices, &want.devices))
             .and_then(|()| apply_delta(m.dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
             .and_then(|()| apply_delta(m.dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
             .and_then(|()| apply_delta(m.dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
@@ -179,6 +182,66 @@ pub(super) fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
     let (gone, write) = delta(held, want);
     let (keys, values): (Vec<K>, Vec<V>) = write.into_iter().copied().unzip();
     write_entries::<HashMap<&mut MapData, K, V>, _, _>(map, name, &gone, &keys, &values)
+}
+
+/// Brings a slot's records by cell ([`MAP_DEV_CELL`]) from `held` to `want` (both the
+/// slot's records by id, cells assigned): zeroes the cells of records gone (or moved, which
+/// stable cells never do) unless a new record takes the cell, and writes the records new or
+/// changed. Each index is written once, so one batch says everything.
+pub(super) fn apply_cell_delta(
+    map: &mut Map,
+    slot: u8,
+    held: &[(DevKey, Device)],
+    want: &[(DevKey, Device)],
+) -> Result<(), DatapathError> {
+    let (gone, write) = delta(held, want);
+    let taken: std::collections::HashSet<u16> = write.iter().map(|(_, d)| d.cell).collect();
+    let old_cell: std::collections::HashMap<DevKey, u16> =
+        held.iter().map(|(k, d)| (*k, d.cell)).collect();
+    let freed: std::collections::BTreeSet<u16> = gone
+        .iter()
+        .chain(write.iter().map(|(k, _)| k))
+        .filter_map(|k| old_cell.get(k).copied())
+        .filter(|c| !taken.contains(c))
+        .collect();
+    let (mut keys, mut values): (Vec<u32>, Vec<Device>) = freed
+        .into_iter()
+        .map(|c| (dev_cell_index(slot, c), Device::default()))
+        .unzip();
+    for (_, d) in &write {
+        keys.push(dev_cell_index(slot, d.cell));
+        values.push(*d);
+    }
+    write_array(map, MAP_DEV_CELL, &keys, &values)
+}
+
+/// Writes `values` at `keys` (distinct indexes) of an array: batched where the kernel has
+/// it, else one call per entry.
+fn write_array<V: Pod>(
+    map: &mut Map,
+    name: &'static str,
+    keys: &[u32],
+    values: &[V],
+) -> Result<(), DatapathError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let Map::Array(data) = &*map else {
+        return Err(DatapathError::MissingMap(name));
+    };
+    match batch::update(data.fd().as_fd(), keys, values) {
+        Ok(()) => return Ok(()),
+        Err(batch::BatchError::Failed(source)) => {
+            return Err(DatapathError::Batch { map: name, source })
+        }
+        Err(batch::BatchError::Unsupported) => {}
+    }
+    let mut array: Array<&mut MapData, V> =
+        Array::try_from(map).map_err(DatapathError::map(name))?;
+    for (k, v) in keys.iter().zip(values) {
+        array.set(*k, *v, 0).map_err(DatapathError::map(name))?;
+    }
+    Ok(())
 }
 
 /// [`apply_delta`] for LPM entries `(prefix length, key, value)`, sorted by (key, length).
