@@ -63,6 +63,30 @@ pub struct Config {
     /// the system's host name when unset.
     #[serde(default)]
     pub member: Option<String>,
+    /// This host is a member of an active/standby pair (see `docs/ha.md`).
+    #[serde(default)]
+    pub ha: Option<Ha>,
+}
+
+/// `[ha]`: the addresses keepalived moves between the members of a pair. The member holding
+/// every one of them is active; the other is standby (see `daemon::ha`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ha {
+    /// Checked by [`Config::parse`]: at least one, no repeats.
+    pub virtual_addresses: Vec<std::net::IpAddr>,
+    /// Quarantine replication with the other member (`daemon::hasync`): where this member
+    /// listens, where the other listens, and the pre-shared key both sign with. All three
+    /// or none.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub peer: Option<SocketAddr>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The key `key_file` holds, once loaded by [`Config::load`].
+    #[serde(skip)]
+    pub key: Option<Vec<u8>>,
 }
 
 /// `[syslog]`: every event of the feed as an RFC 5424 message (see `daemon::syslog`).
@@ -272,7 +296,7 @@ fn render(path: &Path, line: usize, col: usize, message: &str, more: &[Problem])
 }
 
 /// The keys of the file and of its tables (unknown ones are errors).
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "policy_dir",
     "state_dir",
     "pin_dir",
@@ -286,7 +310,9 @@ const KEYS: [&str; 13] = [
     "gateway",
     "member",
     "syslog",
+    "ha",
 ];
+const HA_KEYS: [&str; 4] = ["virtual_addresses", "listen", "peer", "key_file"];
 const SYSLOG_KEYS: [&str; 2] = ["address", "facility"];
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
 const WEBHOOK_KEYS: [&str; 2] = ["url", "secret_file"];
@@ -392,6 +418,7 @@ impl<'t> Checker<'t> {
         self.name(doc, "control_group", 32, "a group name or gid");
         self.interfaces(doc, dataplane);
         self.syslog(doc);
+        self.ha(doc);
         if let Some(v) = Self::get(doc, "webhook") {
             match v.get_ref() {
                 toml::de::DeValue::Table(t) => {
@@ -412,6 +439,82 @@ impl<'t> Checker<'t> {
                     "webhook: expected a table ([webhook] url = \"http://…\")",
                 ),
             }
+        }
+    }
+
+    /// `[ha]`: the virtual addresses, each an IP address, at least one, none twice.
+    fn ha(&mut self, doc: &toml::de::DeTable<'_>) {
+        use toml::de::DeValue;
+        let Some(v) = Self::get(doc, "ha") else {
+            return;
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.problem(
+                v.span().start,
+                "ha: expected a table ([ha] virtual_addresses = [\"10.20.0.1\"])",
+            );
+            return;
+        };
+        self.keys(t, &HA_KEYS, "[ha]");
+        let Some(list) = Self::get(t, "virtual_addresses") else {
+            self.problem(
+                v.span().start,
+                "[ha] needs virtual_addresses: the addresses keepalived moves to the active member",
+            );
+            return;
+        };
+        let DeValue::Array(items) = list.get_ref() else {
+            self.problem(
+                list.span().start,
+                "virtual_addresses: expected a list of IP addresses",
+            );
+            return;
+        };
+        if items.is_empty() {
+            self.problem(
+                list.span().start,
+                "virtual_addresses is empty: name the addresses keepalived moves to the active member",
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for item in items {
+            if let Some(addr) = self.value::<std::net::IpAddr>("virtual_addresses", item) {
+                if !seen.insert(addr) {
+                    self.problem(
+                        item.span().start,
+                        format!("virtual_addresses: {addr} is listed twice"),
+                    );
+                }
+            }
+        }
+        // Quarantine replication: all three settings, or none.
+        let sync = ["listen", "peer", "key_file"];
+        let present: Vec<&str> = sync
+            .iter()
+            .copied()
+            .filter(|k| Self::get(t, k).is_some())
+            .collect();
+        for key in ["listen", "peer"] {
+            if let Some(v) = Self::get(t, key) {
+                self.value::<SocketAddr>(key, v);
+            }
+        }
+        if let Some(v) = Self::get(t, "key_file") {
+            self.value::<PathBuf>("key_file", v);
+        }
+        if !present.is_empty() && present.len() < sync.len() {
+            let missing: Vec<&str> = sync
+                .iter()
+                .copied()
+                .filter(|k| !present.contains(k))
+                .collect();
+            self.problem(
+                v.span().start,
+                format!(
+                    "[ha] replicates quarantines with listen, peer and key_file together: {} missing",
+                    missing.join(" and ")
+                ),
+            );
         }
     }
 
@@ -562,22 +665,31 @@ impl Config {
         }
         // Resolved once: every reload labels the gateway's metric with it.
         cfg.member = Some(cfg.member());
+        // A key file, relative to the configuration's directory, read now: an error points
+        // at its setting.
+        let key = |file: &mut PathBuf, setting: &str| {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+            read_secret(file).map_err(|message| {
+                let (line, col) = line_col(&text, value_offset(&text, setting));
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    message: format!("{setting}: {message}"),
+                    more: Vec::new(),
+                }
+            })
+        };
         if let Some(w) = &mut cfg.webhook {
             if let Some(file) = &mut w.secret_file {
-                if file.is_relative() {
-                    *file = base.join(&*file);
-                }
-                w.secret = Some(read_secret(file).map_err(|message| {
-                    let at = value_offset(&text, "secret_file");
-                    let (line, col) = line_col(&text, at);
-                    ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        line,
-                        col,
-                        message: format!("secret_file: {message}"),
-                        more: Vec::new(),
-                    }
-                })?);
+                w.secret = Some(key(file, "secret_file")?);
+            }
+        }
+        if let Some(ha) = &mut cfg.ha {
+            if let Some(file) = &mut ha.key_file {
+                ha.key = Some(key(file, "key_file")?);
             }
         }
         if let Some(group) = &cfg.control_group {
@@ -937,6 +1049,69 @@ xdp_mode = "skb"
         assert_eq!(
             (s.address.as_str(), s.facility.as_str()),
             ("tcp://siem.mgmt:514", "local4")
+        );
+    }
+
+    #[test]
+    fn ha_virtual_addresses_are_checked_each_on_its_value() {
+        let text = format!(
+            "{GOOD}\n[ha]\nvirtual_addresses = [\"10.20.0.1\", \"10.20.0.300\", \"10.20.0.1\"]\nrole = \"master\"\n"
+        );
+        match parse(&text) {
+            Err(ConfigError::Invalid {
+                line,
+                col,
+                message,
+                more,
+                ..
+            }) => {
+                let mut all = vec![((line, col), message)];
+                all.extend(more.into_iter().map(|p| ((p.line, p.col), p.message)));
+                all.sort();
+                let messages: Vec<&str> = all.iter().map(|(_, m)| m.as_str()).collect();
+                assert_eq!(all.len(), 3, "{all:?}");
+                assert_eq!(all[0].0, (13, 35), "{all:?}");
+                assert!(messages[0].starts_with("virtual_addresses:"), "{all:?}");
+                assert_eq!(all[1].0, (13, 50), "{all:?}");
+                assert!(messages[1].contains("listed twice"), "{all:?}");
+                assert_eq!(all[2].0, (14, 1), "{all:?}");
+                assert!(messages[2].contains("unknown key `role`"), "{all:?}");
+            }
+            other => panic!("expected errors, got {other:?}"),
+        }
+        for bad in ["[ha]\n", "[ha]\nvirtual_addresses = []\n", "ha = 1\n"] {
+            let text = if bad.starts_with('[') {
+                format!("{GOOD}\n{bad}")
+            } else {
+                format!("{bad}{GOOD}")
+            };
+            assert!(parse(&text).is_err(), "{bad:?} accepted");
+        }
+        let ok = format!("{GOOD}\n[ha]\nvirtual_addresses = [\"10.20.0.1\", \"fd00::1\"]\n");
+        let ha = parse(&ok).expect("valid").ha.expect("ha");
+        assert_eq!(ha.virtual_addresses.len(), 2);
+        // Replication takes its three settings together, each a valid value.
+        let partial = format!("{ok}listen = \"192.168.255.1:9465\"\n");
+        match parse(&partial) {
+            Err(ConfigError::Invalid { line, message, .. }) => {
+                assert_eq!(line, 12, "on the [ha] table: {message}");
+                assert!(message.contains("peer and key_file missing"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let bad = format!("{partial}peer = \"192.168.255.2\"\nkey_file = \"ha.key\"\n");
+        match parse(&bad) {
+            Err(ConfigError::Invalid { line, message, .. }) => {
+                assert_eq!(line, 15, "{message}");
+                assert!(message.starts_with("peer:"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let full = format!("{partial}peer = \"192.168.255.2:9465\"\nkey_file = \"ha.key\"\n");
+        let ha = parse(&full).expect("valid").ha.expect("ha");
+        assert_eq!(
+            ha.peer,
+            Some("192.168.255.2:9465".parse().expect("address"))
         );
     }
 

@@ -123,10 +123,12 @@ fn receiver_gets_the_quarantine_and_the_release() -> Result<()> {
         bail!("no release event received: {:?}", bodies.lock().ok());
     };
     assert_eq!(r["reason"], "pump reimaged");
-    assert_eq!(
-        lab.metric("lazaret_webhook_deliveries_total{result=\"delivered\"}")?,
-        Some(2.0)
-    );
+    // Counted once the receiver's answer is read, which comes after it kept the body.
+    let delivered = "lazaret_webhook_deliveries_total{result=\"delivered\"}";
+    wait_until(Duration::from_secs(2), || {
+        lab.metric(delivered).ok().flatten() == Some(2.0)
+    });
+    assert_eq!(lab.metric(delivered)?, Some(2.0));
     Ok(())
 }
 

@@ -71,6 +71,9 @@ fn the_package_installs_into_a_clean_root_and_runs_from_there() -> Result<()> {
         "etc/lazaret/lazaret.toml",
         "usr/share/lazaret/prometheus/lazaret-rules.yml",
         "usr/share/lazaret/grafana/lazaret.json",
+        // The pair's VRRP configuration and what it does (docs/ha.md).
+        "usr/share/lazaret/keepalived/keepalived.conf",
+        "usr/share/doc/lazaret/ha.md",
         // The alerts' runbook_url and the unit's Documentation= point here.
         "usr/share/doc/lazaret/runbook.md",
         "usr/share/doc/lazaret/README.md",

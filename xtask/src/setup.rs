@@ -64,6 +64,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze"),
     // musl-gcc: the static binary's C dependency (mimalloc) for the musl target.
     ("musl-tools", "musl-gcc"),
+    // The active/standby pair's VRRP (deploy/keepalived, tests/tests/ns_ha.rs).
+    ("keepalived", "keepalived"),
 ];
 
 /// The target of the statically linked binary (`cargo xtask package`).

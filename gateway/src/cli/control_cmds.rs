@@ -138,6 +138,24 @@ pub(crate) fn status(target: Target) -> anyhow::Result<ExitCode> {
                 "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
             }
         };
+        if let Some(ha) = &d.ha {
+            let vips: Vec<String> = ha
+                .virtual_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            out += &format!(
+                "role: {} (holds {} of the gateway addresses {}){}\n",
+                ha.role.name().to_uppercase(),
+                ha.held,
+                vips.join(", "),
+                if ha.role.decides() {
+                    ""
+                } else {
+                    "; automatic quarantines are not carried out"
+                }
+            );
+        }
         if !d.held.is_empty() {
             out += &format!("held closed: {}\n", printable(&d.held.join(", ")));
         }

@@ -46,6 +46,18 @@ pub struct Status {
     pub state_errors: BTreeMap<String, String>,
     /// The XDP maps' fill, as of the last read of the counters (every few seconds).
     pub maps: Vec<MapUsage>,
+    /// The role in an active/standby pair; absent without `[ha]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// `status`' view of an active/standby pair member (see `docs/ha.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub role: super::ha::Role,
+    /// `[ha] virtual_addresses`, and which of them this host holds.
+    pub virtual_addresses: Vec<std::net::IpAddr>,
+    pub held: usize,
 }
 
 /// Where the enforcing policy came from.
@@ -223,9 +235,16 @@ mod tests {
             last_reload_error: None,
             state_errors: BTreeMap::new(),
             maps: vec![],
+            ha: Some(HaStatus {
+                role: super::super::ha::Role::Standby,
+                virtual_addresses: vec!["10.20.0.1".parse().expect("address")],
+                held: 0,
+            }),
         };
         let v = serde_json::to_value(&status).expect("serializes");
         assert_eq!(v["policy"], "last_known_good");
+        assert_eq!(v["ha"]["role"], "standby");
+        assert_eq!(v["ha"]["virtual_addresses"][0], "10.20.0.1");
         assert_eq!(v["interfaces"]["eth1"], "native");
         assert!(v["commit"].is_null());
         let back: Status = serde_json::from_value(v).expect("reads back");

@@ -72,6 +72,7 @@ impl Controller {
                     .map_or(0.0, |d| d.as_secs_f64());
                 self.metrics
                     .reload_succeeded(r.duration, r.generation, r.commit.as_deref(), unix);
+                self.commit_tx.send_replace(r.commit.clone());
                 if let Some(c) = &self.compiled {
                     let member = self.config.member();
                     self.metrics.set_gateway(

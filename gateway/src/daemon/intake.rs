@@ -138,6 +138,13 @@ impl Controller {
         );
         if let Some(d) = decision {
             let device = d.device.clone();
+            if !self.role.0.decides() {
+                // A standby sees no device traffic worth acting on: what reaches it is
+                // stray, and its quarantine would not follow a failover anyway.
+                tracing::warn!(device = %device, reason = %d.entry.reason, "standby: automatic quarantine not carried out");
+                self.metrics.standby_decision();
+                return;
+            }
             if let Err(e) = self.quarantine(d) {
                 tracing::error!(device = %device, error = %e, "automatic quarantine failed");
             }

@@ -46,6 +46,8 @@ pub mod containment;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod ha;
+pub mod hasync;
 mod install;
 mod intake;
 pub mod interfaces;
@@ -205,6 +207,14 @@ pub struct Controller {
     local: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bridge-port pins, as last read from the dataplanes and kept in the state directory.
     pins: pins::Pins,
+    /// This host's role in an active/standby pair, and how many of `[ha]
+    /// virtual_addresses` it holds (see [`ha`]).
+    role: (ha::Role, usize),
+    /// Quarantines and releases for the other member, when `[ha]` replicates them (see
+    /// [`hasync`]); started by [`Controller::serve`].
+    sync_out: Option<mpsc::Sender<hasync::Body>>,
+    /// The enforcing policy's commit, for the replication's hello.
+    commit_tx: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Controller {

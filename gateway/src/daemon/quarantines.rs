@@ -35,11 +35,24 @@ impl Controller {
         self.metrics.set_quarantined(&by);
     }
 
-    /// Carries out a quarantine: datapath state, persisted list, audit log, metrics, log
-    /// line, event.
+    /// Carries out a quarantine decided here (by a person or automatically): datapath
+    /// state, persisted list, audit log, metrics, log line, event; then tells the other
+    /// member of a pair.
     pub(super) fn quarantine(
         &mut self,
         decision: containment::Decision,
+    ) -> Result<(), DaemonError> {
+        let (device, entry) = (decision.device.clone(), decision.entry.clone());
+        self.enforce_quarantine(decision, None)?;
+        self.replicate(hasync::Body::Quarantine { device, entry });
+        Ok(())
+    }
+
+    /// Carries out a quarantine decided here, or on the pair's member `on`.
+    fn enforce_quarantine(
+        &mut self,
+        decision: containment::Decision,
+        on: Option<&str>,
     ) -> Result<(), DaemonError> {
         let containment::Decision {
             device,
@@ -47,7 +60,11 @@ impl Controller {
             entry,
         } = decision;
         let (device, action) = (device.as_str(), entry.action);
-        let (by, reason) = (entry.by.clone(), entry.reason.clone());
+        let by = match on {
+            Some(member) => hasync::by_on(&entry.by, member),
+            None => entry.by.clone(),
+        };
+        let reason = entry.reason.clone();
         let (by, reason) = (by.as_str(), reason.as_str());
         self.apply_quarantine(hash, action)?;
         self.quarantines.entries.insert(device.to_string(), entry);
@@ -77,12 +94,23 @@ impl Controller {
         Ok(())
     }
 
+    /// Releases a device here (a person, or the TTL); then tells the other member of a pair.
     pub(super) fn release(
         &mut self,
         device: &str,
         by: &str,
         reason: &str,
     ) -> Result<(), DaemonError> {
+        self.enforce_release(device, by, reason)?;
+        self.replicate(hasync::Body::Release {
+            device: device.to_string(),
+            by: by.to_string(),
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    fn enforce_release(&mut self, device: &str, by: &str, reason: &str) -> Result<(), DaemonError> {
         if let Some(hash) = self.device_hash(device) {
             self.apply_quarantine(hash, Action::Alert)?;
             self.containment.forget(hash);
@@ -110,6 +138,90 @@ impl Controller {
             if let Err(e) = self.release(&d, containment::TTL, "quarantine ttl expired") {
                 tracing::error!(device = %d, error = %e, "automatic release failed");
             }
+        }
+    }
+
+    /// Hands a quarantine or release to the replication, if there is one. Never waits: a
+    /// full queue (the peer is slow or gone) drops it, and the snapshot at the next
+    /// connection carries every quarantine.
+    fn replicate(&mut self, body: hasync::Body) {
+        if let Some(out) = &self.sync_out {
+            if out.try_send(body).is_err() {
+                tracing::warn!("ha sync: the queue to the other member is full; the next connection's snapshot carries the quarantines");
+            }
+        }
+    }
+
+    /// The replication's settings, when `[ha]` has them (and the key was loaded).
+    pub(super) fn sync_settings(&self) -> Option<hasync::Settings> {
+        let ha = self.config.ha.as_ref()?;
+        Some(hasync::Settings {
+            key: std::sync::Arc::new(ha.key.clone()?),
+            member: self.config.member(),
+            listen: ha.listen?,
+            peer: ha.peer?,
+        })
+    }
+
+    /// What the replication reports: the link, the other member's quarantines and
+    /// releases, refusals.
+    pub(super) fn on_sync(&mut self, msg: hasync::Inbound) {
+        match msg {
+            hasync::Inbound::Link(up) => {
+                self.metrics.set_ha_sync_up(up);
+                if up {
+                    tracing::info!(
+                        "ha sync: connected to the other member; sending every quarantine"
+                    );
+                    let entries = self.quarantines.entries.clone();
+                    self.replicate(hasync::Body::Snapshot { entries });
+                } else {
+                    tracing::warn!("ha sync: lost the other member; retrying every second");
+                }
+            }
+            hasync::Inbound::Refused(r, what) => {
+                tracing::error!(reason = r.label(), detail = %what, "ha sync: refused a connection or message");
+                self.metrics.ha_sync_refused(r.label());
+            }
+            hasync::Inbound::Peer { member, body } => match body {
+                hasync::Body::Quarantine { device, entry } => {
+                    self.quarantine_for_peer(&member, device, entry);
+                }
+                hasync::Body::Snapshot { entries } => {
+                    for (device, entry) in entries {
+                        self.quarantine_for_peer(&member, device, entry);
+                    }
+                }
+                hasync::Body::Release { device, by, reason } => {
+                    if self.quarantines.entries.contains_key(&device) {
+                        let by = hasync::by_on(&by, &member);
+                        if let Err(e) = self.enforce_release(&device, &by, &reason) {
+                            tracing::error!(device = %device, error = %e, "ha sync: release failed");
+                        }
+                    }
+                }
+                hasync::Body::Hello { .. } => {}
+            },
+        }
+    }
+
+    /// The other member's quarantine of `device`, carried out here unless this member
+    /// already holds the same one (a snapshot repeats what was sent before).
+    fn quarantine_for_peer(&mut self, member: &str, device: String, entry: quarantine::Entry) {
+        if self.quarantines.entries.get(&device) == Some(&entry) {
+            return;
+        }
+        let Some(hash) = self.device_hash(&device) else {
+            tracing::warn!(device = %device, member, "ha sync: the other member quarantined a device this policy does not have");
+            return;
+        };
+        let decision = containment::Decision {
+            device: device.clone(),
+            hash,
+            entry,
+        };
+        if let Err(e) = self.enforce_quarantine(decision, Some(member)) {
+            tracing::error!(device = %device, error = %e, "ha sync: quarantine failed");
         }
     }
 

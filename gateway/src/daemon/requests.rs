@@ -176,6 +176,11 @@ impl Controller {
                     },
                 })
                 .collect(),
+            ha: self.config.ha.as_ref().map(|h| api::HaStatus {
+                role: self.role.0,
+                virtual_addresses: h.virtual_addresses.clone(),
+                held: self.role.1,
+            }),
         }
     }
 

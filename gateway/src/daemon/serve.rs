@@ -82,6 +82,16 @@ impl Controller {
                 (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "syslog disabled"),
             }
         }
+        let (sync_tx, mut sync_in) = mpsc::channel::<hasync::Inbound>(256);
+        if let Some(settings) = self.sync_settings() {
+            let listen = settings.listen;
+            let out = hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx)
+                .await
+                .map_err(io_err(format!(
+                    "[ha] listen {listen} (is the address on this host, and the port free?)"
+                )))?;
+            self.sync_out = Some(out);
+        }
         let access = control::Access {
             group: self.config.control_gid,
         };
@@ -155,6 +165,7 @@ impl Controller {
                 _ = term.recv() => break,
                 () = &mut shutdown => break,
                 Some(ev) = sent.recv() => self.on_event(&ev),
+                Some(msg) = sync_in.recv() => self.on_sync(msg),
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload_and_report("SIGHUP"),
                 _ = beat.tick() => {

@@ -22,6 +22,7 @@ impl Controller {
         let planes = (deps.dataplanes)(&config, metrics.registry())?;
         let (quarantines, state_error) = Quarantines::load(&config.state_dir);
         let config_state_dir = config.state_dir.clone();
+        let config_has_ha = config.ha.is_some();
         let mut ctl = Controller {
             config,
             planes,
@@ -51,7 +52,17 @@ impl Controller {
             learned_dirty: false,
             local: std::collections::BTreeSet::new(),
             pins: pins::Pins::load(&config_state_dir),
+            // Until the first reading of the addresses: a pair member decides nothing.
+            role: if config_has_ha {
+                (ha::Role::Standby, 0)
+            } else {
+                (ha::Role::Standalone, 0)
+            },
+            sync_out: None,
+            commit_tx: tokio::sync::watch::channel(None).0,
         };
+        ctl.metrics.set_ha_role(ctl.role.0.name());
+        ctl.metrics.set_ha_sync_up(false);
         ctl.sync_local();
         ctl.restore_pins();
         let legacy = match ctl.planes.xdp.as_mut() {

@@ -297,6 +297,7 @@ impl Controller {
                 return;
             }
         };
+        self.update_role(&now);
         if now == self.local {
             return;
         }
@@ -314,6 +315,37 @@ impl Controller {
                 tracing::error!(error = %e, "updating the gateway's addresses in the dataplanes; retried at the next check");
             }
         }
+    }
+
+    /// This host's role, from its addresses `own` (see [`ha`]): logged and exported when
+    /// it changes.
+    fn update_role(&mut self, own: &std::collections::BTreeSet<std::net::IpAddr>) {
+        let vips = self
+            .config
+            .ha
+            .as_ref()
+            .map(|h| h.virtual_addresses.as_slice());
+        let (role, held) = ha::role(vips, own);
+        if (role, held) == self.role {
+            return;
+        }
+        let total = vips.map_or(0, <[_]>::len);
+        if role == ha::Role::Standby && held > 0 {
+            tracing::error!(
+                held,
+                of = total,
+                "this member holds only some of the [ha] virtual addresses: standby until it holds all (keepalived must move them together)"
+            );
+        } else {
+            tracing::warn!(
+                role = role.name(),
+                held,
+                of = total,
+                "high-availability role"
+            );
+        }
+        self.role = (role, held);
+        self.metrics.set_ha_role(role.name());
     }
 
     /// Puts the pins of the state directory back into the dataplanes (after a reboot they

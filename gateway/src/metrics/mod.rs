@@ -120,6 +120,28 @@ impl Metrics {
         self.reload.set_gateway(site, gateway, member);
     }
 
+    /// This host's role in an active/standby pair (`lazaret_ha_role`): replaced, so one
+    /// series says it.
+    pub fn set_ha_role(&self, role: &str) {
+        let _series = self.lock_series();
+        self.reload.set_ha_role(role);
+    }
+
+    /// An automatic quarantine decided while standby, not carried out.
+    pub fn standby_decision(&self) {
+        self.reload.standby_decision();
+    }
+
+    /// Whether the pair's quarantine replication is connected to the other member.
+    pub fn set_ha_sync_up(&self, up: bool) {
+        self.reload.set_ha_sync_up(up);
+    }
+
+    /// A connection or message of the replication refused, for `reason`.
+    pub fn ha_sync_refused(&self, reason: &str) {
+        self.reload.ha_sync_refused(reason);
+    }
+
     /// How `interface` is attached now; `mode` is `native`, `skb` or `nftables`. Replaces the
     /// interface's series in any other mode.
     /// The registry, for families registered outside this module (the nftables dataplane's).

@@ -25,6 +25,10 @@ pub(crate) struct ReloadFamilies {
     last_failed: IntGauge,
     info: IntGaugeVec,
     gateway: IntGaugeVec,
+    ha_role: IntGaugeVec,
+    ha_standby_decisions: IntCounter,
+    ha_sync_up: IntGauge,
+    ha_sync_refused: IntCounterVec,
 }
 
 impl ReloadFamilies {
@@ -46,6 +50,16 @@ impl ReloadFamilies {
         }
         for reason in ReloadFailure::ALL.map(ReloadFailure::label) {
             failures.with_label_values(&[reason]);
+        }
+        let ha_sync_refused = register::counter_vec(
+            r,
+            "lazaret_ha_sync_refused_total",
+            "Connections and messages of the pair's quarantine replication refused, by reason.",
+            &["reason"],
+        )?;
+        for reason in crate::daemon::hasync::Refusal::ALL.map(crate::daemon::hasync::Refusal::label)
+        {
+            ha_sync_refused.with_label_values(&[reason]);
         }
         Ok(ReloadFamilies {
             attempts: register::counter(
@@ -83,7 +97,42 @@ impl ReloadFamilies {
                 "The site (policy repository) and gateway this daemon enforces for, and its host among the gateway's members; always 1.",
                 &["site", "gateway", "member"],
             )?,
+            ha_role: register::gauge_vec(
+                r,
+                "lazaret_ha_role",
+                "This host's role in an active/standby pair (active, standby) or standalone; always 1.",
+                &["role"],
+            )?,
+            ha_standby_decisions: register::counter(
+                r,
+                "lazaret_ha_standby_decisions_total",
+                "Automatic quarantines decided while standby and not carried out.",
+            )?,
+            ha_sync_up: register::gauge(
+                r,
+                "lazaret_ha_sync_up",
+                "1 while this member's quarantine replication is connected to the other member, else 0.",
+            )?,
+            ha_sync_refused,
         })
+    }
+
+    /// The caller holds the series lock.
+    pub(crate) fn set_ha_role(&self, role: &str) {
+        self.ha_role.reset();
+        self.ha_role.with_label_values(&[role]).set(1);
+    }
+
+    pub(crate) fn standby_decision(&self) {
+        self.ha_standby_decisions.inc();
+    }
+
+    pub(crate) fn set_ha_sync_up(&self, up: bool) {
+        self.ha_sync_up.set(i64::from(up));
+    }
+
+    pub(crate) fn ha_sync_refused(&self, reason: &str) {
+        self.ha_sync_refused.with_label_values(&[reason]).inc();
     }
 
     /// The caller holds the series lock.

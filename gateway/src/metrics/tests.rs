@@ -533,6 +533,7 @@ fn every_family_follows_the_conventions() -> TestResult {
     });
     m.reload_succeeded(Duration::from_millis(1), 1, Some("abc"), 1.0);
     m.set_gateway("site", "", "host");
+    m.set_ha_role("standalone");
     m.set_interface("eth1", "native", true);
     m.tamper("eth1", "xdp_detached");
     // The process collector's own families (`process_*`, documented as such) follow the
@@ -579,6 +580,10 @@ fn every_family_follows_the_conventions() -> TestResult {
 const FAMILIES: &[&str] = &[
     "lazaret_build_info",
     "lazaret_gateway_info",
+    "lazaret_ha_role",
+    "lazaret_ha_standby_decisions_total",
+    "lazaret_ha_sync_up",
+    "lazaret_ha_sync_refused_total",
     "lazaret_syslog_messages_total",
     "lazaret_packets_total",
     "lazaret_class_packets_total",

@@ -1,0 +1,508 @@
+//! Quarantine replication between the two members of an active/standby pair
+//! (`docs/ha.md`): a quarantine or release on one member is carried out on the other.
+//!
+//! The channel runs over the pair's dedicated link: each member listens on `[ha] listen`
+//! and connects to `[ha] peer`, so each direction has its own connection, opened by the
+//! sender. A connection carries lines of JSON, each frame signed with HMAC-SHA256 under
+//! the pair's pre-shared key (`[ha] key_file`) over its sequence number, time and body. The
+//! receiver refuses, closes and counts (`lazaret_ha_sync_refused_total{reason}`):
+//! a connection from any address but the peer's; a frame whose signature fails; a sequence
+//! number that does not grow (a replay within the connection) or a time more than
+//! [`CLOCK_SKEW_MS`] from its own clock (a replay of an old connection); a first message
+//! that is not a [`Body::Hello`]; a peer under another datapath ABI or another policy
+//! commit (its verdicts would differ: what it quarantines may not exist here).
+//!
+//! What is sent: after the hello, a [`Body::Snapshot`] of every quarantine the sender holds,
+//! then each quarantine and release as it happens. A sender that is not connected drops
+//! what it would have sent: the snapshot at the next connection carries every quarantine.
+//! A release made while the members could not talk is not carried over (the other member
+//! keeps the device quarantined until someone releases it there): the safe direction.
+//!
+//! Enforcement never waits for the peer: a quarantine is enforced here first, then sent.
+//! While the link is up it is enforced on the peer within the time of one message (the
+//! namespace test holds it to two seconds).
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use hmac::Mac as _;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
+
+use super::quarantine::Entry;
+
+/// How far a frame's time may be from this member's clock (the members keep time with
+/// NTP; a frame older than this is a replay).
+pub const CLOCK_SKEW_MS: u64 = 60_000;
+/// The longest line read: a snapshot of a large site's quarantines fits many times over; a
+/// longer one is refused before it is held in memory.
+const MAX_LINE: u64 = 4 << 20;
+/// Between two attempts to reach the peer.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Connecting to the peer, and writing one frame to it, give up after this.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the members say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Body {
+    /// The first message of a connection: who speaks, under which policy commit and ABI.
+    Hello {
+        member: String,
+        commit: Option<String>,
+        abi: u32,
+    },
+    /// Every quarantine the sender holds.
+    Snapshot {
+        entries: BTreeMap<String, Entry>,
+    },
+    Quarantine {
+        device: String,
+        entry: Entry,
+    },
+    Release {
+        device: String,
+        by: String,
+        reason: String,
+    },
+}
+
+/// One line on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Frame {
+    seq: u64,
+    ts_ms: u64,
+    /// The [`Body`] as JSON text: signed as sent, parsed only once the signature holds.
+    body: String,
+    /// Hex HMAC-SHA256 of `"<seq>.<ts_ms>.<body>"`.
+    mac: String,
+}
+
+/// Why a connection or a frame was refused (the metric's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A connection from an address that is not the peer's.
+    Address,
+    /// Not a frame, or a body that is not a message.
+    Malformed,
+    /// The signature does not hold: another key, or the frame was changed.
+    Key,
+    /// A sequence number that does not grow.
+    Replay,
+    /// A time too far from this member's clock.
+    Clock,
+    /// The first message is not a hello, or a hello comes later.
+    Hello,
+    /// The peer runs another datapath ABI.
+    Abi,
+    /// The peer enforces another policy commit.
+    Commit,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 8] = [
+        Refusal::Address,
+        Refusal::Malformed,
+        Refusal::Key,
+        Refusal::Replay,
+        Refusal::Clock,
+        Refusal::Hello,
+        Refusal::Abi,
+        Refusal::Commit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Address => "address",
+            Refusal::Malformed => "malformed",
+            Refusal::Key => "key",
+            Refusal::Replay => "replay",
+            Refusal::Clock => "clock",
+            Refusal::Hello => "hello",
+            Refusal::Abi => "abi",
+            Refusal::Commit => "commit",
+        }
+    }
+}
+
+fn mac_hex(key: &[u8], seq: u64, ts_ms: u64, body: &str) -> String {
+    use std::fmt::Write as _;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        // HMAC takes a key of any length: unreachable.
+        return String::new();
+    };
+    mac.update(format!("{seq}.{ts_ms}.").as_bytes());
+    mac.update(body.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// `body` as one signed line (newline included).
+pub fn seal(key: &[u8], seq: u64, ts_ms: u64, body: &Body) -> String {
+    let body = serde_json::to_string(body).unwrap_or_default();
+    let mac = mac_hex(key, seq, ts_ms, &body);
+    let frame = Frame {
+        seq,
+        ts_ms,
+        body,
+        mac,
+    };
+    let mut line = serde_json::to_string(&frame).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// The receiving end of one connection: checks every frame, in order.
+pub struct Opener<'k> {
+    key: &'k [u8],
+    last_seq: Option<u64>,
+}
+
+impl<'k> Opener<'k> {
+    pub fn new(key: &'k [u8]) -> Self {
+        Opener {
+            key,
+            last_seq: None,
+        }
+    }
+
+    /// The body of `line`, received at `now_ms`, if it is signed with the key, newer than
+    /// the last one and timely; the first must be a hello, and only the first.
+    pub fn open(&mut self, line: &[u8], now_ms: u64) -> Result<Body, Refusal> {
+        let frame: Frame = serde_json::from_slice(line).map_err(|_| Refusal::Malformed)?;
+        let want = mac_hex(self.key, frame.seq, frame.ts_ms, &frame.body);
+        // Compared in constant time: the difference says nothing about the key.
+        let same = want.len() == frame.mac.len()
+            && want
+                .bytes()
+                .zip(frame.mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(Refusal::Key);
+        }
+        if self.last_seq.is_some_and(|last| frame.seq <= last) {
+            return Err(Refusal::Replay);
+        }
+        if frame.ts_ms.abs_diff(now_ms) > CLOCK_SKEW_MS {
+            return Err(Refusal::Clock);
+        }
+        let body: Body = serde_json::from_str(&frame.body).map_err(|_| Refusal::Malformed)?;
+        let first = self.last_seq.is_none();
+        if first != matches!(body, Body::Hello { .. }) {
+            return Err(Refusal::Hello);
+        }
+        self.last_seq = Some(frame.seq);
+        Ok(body)
+    }
+}
+
+/// Whether a peer's hello may be listened to: the same datapath ABI and policy commit.
+pub fn check_hello(body: &Body, commit: Option<&str>) -> Result<(), Refusal> {
+    let Body::Hello {
+        commit: theirs,
+        abi,
+        ..
+    } = body
+    else {
+        return Err(Refusal::Hello);
+    };
+    if *abi != lazaret_abi::ABI_VERSION {
+        return Err(Refusal::Abi);
+    }
+    if theirs.as_deref() != commit {
+        return Err(Refusal::Commit);
+    }
+    Ok(())
+}
+
+/// What the channel tells the controller.
+#[derive(Debug)]
+pub enum Inbound {
+    /// This member's sender reached the peer (`true`: send it a snapshot) or lost it.
+    Link(bool),
+    /// A message of the peer, which introduced itself as `member`.
+    Peer { member: String, body: Body },
+    /// A connection or frame refused.
+    Refused(Refusal, String),
+}
+
+/// The channel's settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub key: Arc<Vec<u8>>,
+    pub member: String,
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the listener and the sender. `commit` follows the enforcing policy's commit;
+/// the returned sender takes what to tell the peer.
+pub async fn spawn(
+    s: Settings,
+    commit: watch::Receiver<Option<String>>,
+    to_controller: mpsc::Sender<Inbound>,
+) -> std::io::Result<mpsc::Sender<Body>> {
+    let listener = TcpListener::bind(s.listen).await?;
+    tokio::spawn(listen(
+        listener,
+        s.clone(),
+        commit.clone(),
+        to_controller.clone(),
+    ));
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    tokio::spawn(send(s, commit, out_rx, to_controller));
+    Ok(out_tx)
+}
+
+async fn listen(
+    listener: TcpListener,
+    s: Settings,
+    commit: watch::Receiver<Option<String>>,
+    to_controller: mpsc::Sender<Inbound>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ha sync: accepting a connection");
+                tokio::time::sleep(RECONNECT_EVERY).await;
+                continue;
+            }
+        };
+        if from.ip() != s.peer.ip() {
+            let _ = to_controller
+                .send(Inbound::Refused(Refusal::Address, from.to_string()))
+                .await;
+            continue;
+        }
+        let (key, commit, to) = (s.key.clone(), commit.clone(), to_controller.clone());
+        tokio::spawn(async move {
+            if let Err((r, what)) = receive(stream, &key, &commit, &to).await {
+                let _ = to.send(Inbound::Refused(r, what)).await;
+            }
+        });
+    }
+}
+
+/// One connection from the peer, until it closes or a frame is refused.
+async fn receive(
+    stream: TcpStream,
+    key: &[u8],
+    commit: &watch::Receiver<Option<String>>,
+    to: &mpsc::Sender<Inbound>,
+) -> Result<(), (Refusal, String)> {
+    let mut reader = BufReader::new(stream);
+    let mut opener = Opener::new(key);
+    let mut member = String::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| (Refusal::Malformed, e.to_string()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            return Err((
+                Refusal::Malformed,
+                format!("a line longer than {MAX_LINE} bytes"),
+            ));
+        }
+        let body = opener
+            .open(&line, unix_ms())
+            .map_err(|r| (r, format!("from {member:?}")))?;
+        if let Body::Hello { member: m, .. } = &body {
+            let ours = commit.borrow().clone();
+            check_hello(&body, ours.as_deref()).map_err(|r| {
+                (
+                    r,
+                    format!("{m:?} speaks {body:?}; this member's commit is {ours:?}"),
+                )
+            })?;
+            member.clone_from(m);
+            continue;
+        }
+        let msg = Inbound::Peer {
+            member: member.clone(),
+            body,
+        };
+        if to.send(msg).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Keeps a connection to the peer and writes what the controller hands over.
+async fn send(
+    s: Settings,
+    commit: watch::Receiver<Option<String>>,
+    mut out: mpsc::Receiver<Body>,
+    to_controller: mpsc::Sender<Inbound>,
+) {
+    let mut seq = 0u64;
+    loop {
+        // Not connected: what would have been sent is dropped (the snapshot at the next
+        // connection carries every quarantine).
+        while out.try_recv().is_ok() {}
+        let Ok(Ok(mut stream)) = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(s.peer)).await
+        else {
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            continue;
+        };
+        let hello = Body::Hello {
+            member: s.member.clone(),
+            commit: commit.borrow().clone(),
+            abi: lazaret_abi::ABI_VERSION,
+        };
+        seq += 1;
+        let line = seal(&s.key, seq, unix_ms(), &hello);
+        if write(&mut stream, &line).await.is_err() {
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            continue;
+        }
+        if to_controller.send(Inbound::Link(true)).await.is_err() {
+            return;
+        }
+        let mut peek = [0u8; 1];
+        loop {
+            tokio::select! {
+                body = out.recv() => {
+                    let Some(body) = body else { return };
+                    seq += 1;
+                    let line = seal(&s.key, seq, unix_ms(), &body);
+                    if write(&mut stream, &line).await.is_err() {
+                        break;
+                    }
+                }
+                // The peer sends nothing on this connection: readable means it closed it
+                // (it refused a frame, or it stopped).
+                _ = stream.read(&mut peek) => break,
+            }
+        }
+        let _ = to_controller.send(Inbound::Link(false)).await;
+        tokio::time::sleep(RECONNECT_EVERY).await;
+    }
+}
+
+async fn write(stream: &mut TcpStream, line: &str) -> std::io::Result<()> {
+    match tokio::time::timeout(IO_TIMEOUT, stream.write_all(line.as_bytes())).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+    }
+}
+
+/// `by` of a quarantine or release carried out for the peer: who decided, and on which
+/// member (the audit log and the events show it).
+pub fn by_on(by: &str, member: &str) -> String {
+    format!("{by} (on {member})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::quarantine::Action;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn hello(commit: Option<&str>) -> Body {
+        Body::Hello {
+            member: "gw-a1".into(),
+            commit: commit.map(str::to_string),
+            abi: lazaret_abi::ABI_VERSION,
+        }
+    }
+
+    fn release() -> Body {
+        Body::Release {
+            device: "pump-1".into(),
+            by: "root".into(),
+            reason: "checked".into(),
+        }
+    }
+
+    #[test]
+    fn frames_signed_with_the_key_open_in_order_and_nothing_else_does() {
+        let now = 1_800_000_000_000;
+        let mut o = Opener::new(KEY);
+        assert_eq!(
+            o.open(seal(KEY, 1, now, &hello(None)).as_bytes(), now),
+            Ok(hello(None))
+        );
+        let q = Body::Quarantine {
+            device: "pump-1".into(),
+            entry: Entry {
+                action: Action::Isolate,
+                reason: "scan".into(),
+                by: "lazaret (automatic)".into(),
+                since: 1,
+                until: None,
+                recovered: false,
+            },
+        };
+        assert_eq!(o.open(seal(KEY, 2, now, &q).as_bytes(), now), Ok(q.clone()));
+        // The same frame again, or an older one: a replay.
+        assert_eq!(
+            o.open(seal(KEY, 2, now, &q).as_bytes(), now),
+            Err(Refusal::Replay)
+        );
+        // Another key; a body changed after signing.
+        let other = seal(b"another key, just as long.......", 3, now, &q);
+        assert_eq!(o.open(other.as_bytes(), now), Err(Refusal::Key));
+        let changed = seal(KEY, 3, now, &q).replace("isolate", "alert");
+        assert_eq!(o.open(changed.as_bytes(), now), Err(Refusal::Key));
+        // Too old, or from too far ahead.
+        let old = seal(KEY, 3, now - CLOCK_SKEW_MS - 1, &release());
+        assert_eq!(o.open(old.as_bytes(), now), Err(Refusal::Clock));
+        // A second hello; garbage.
+        assert_eq!(
+            o.open(seal(KEY, 4, now, &hello(None)).as_bytes(), now),
+            Err(Refusal::Hello)
+        );
+        assert_eq!(o.open(b"{\"seq\":1}\n", now), Err(Refusal::Malformed));
+        assert_eq!(
+            o.open(seal(KEY, 5, now, &release()).as_bytes(), now),
+            Ok(release())
+        );
+        // A connection must start with a hello.
+        let mut fresh = Opener::new(KEY);
+        assert_eq!(
+            fresh.open(seal(KEY, 1, now, &release()).as_bytes(), now),
+            Err(Refusal::Hello)
+        );
+    }
+
+    #[test]
+    fn a_peer_under_another_abi_or_commit_is_refused() {
+        assert_eq!(check_hello(&hello(Some("abc")), Some("abc")), Ok(()));
+        assert_eq!(check_hello(&hello(None), None), Ok(()));
+        assert_eq!(
+            check_hello(&hello(Some("abc")), Some("def")),
+            Err(Refusal::Commit)
+        );
+        assert_eq!(check_hello(&hello(None), Some("def")), Err(Refusal::Commit));
+        let old = Body::Hello {
+            member: "gw-a1".into(),
+            commit: None,
+            abi: lazaret_abi::ABI_VERSION - 1,
+        };
+        assert_eq!(check_hello(&old, None), Err(Refusal::Abi));
+        assert_eq!(check_hello(&release(), None), Err(Refusal::Hello));
+    }
+}

@@ -1,0 +1,398 @@
+//! An active/standby pair (docs/ha.md): the role follows the gateway addresses, a standby
+//! never quarantines on its own, and the shipped keepalived configuration moves the
+//! addresses away from a member whose lazaret died. Real daemons and a real keepalived, in
+//! the tests' own namespaces.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use lazaret_tests::{
+    daemon::{pump_policy, Lab},
+    lazaret_bin,
+    netns::{veth, wait_until, ChildGuard, Netns},
+};
+
+/// The gateway addresses keepalived moves in these tests: on the device side and the
+/// upstream side of each member's lab, next to its own addresses (10.20.0.1, 10.10.0.1).
+const VIP_DEV: &str = "10.20.0.250";
+const VIP_UP: &str = "10.10.0.250";
+
+fn ha_lab() -> Result<Lab> {
+    let lab = Lab::new(|mac| pump_policy("ha lab", mac, Some("isolate"), false))?;
+    lab.append_config(&format!(
+        "\n[ha]\nvirtual_addresses = [\"{VIP_DEV}\", \"{VIP_UP}\"]\n"
+    ))?;
+    lab.echo_servers(&[2575])?;
+    Ok(lab)
+}
+
+/// The member's role, as `lazaret status` reports it.
+fn role(lab: &Lab) -> Result<String> {
+    let status = lab.cli(&["status"])?;
+    status["ha"]["role"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no ha role in the status: {status}"))
+}
+
+fn wait_role(lab: &Lab, want: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = role(lab)?;
+        if now == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the member is {now}, not {want}, after {within:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Five distinct denied flows to the server: three within a minute quarantine the pump.
+fn scan(lab: &Lab) {
+    for port in [23u16, 25, 80, 139, 445] {
+        let _ = lab.connect(port, Duration::from_millis(200));
+    }
+}
+
+fn holds(ns: &Netns, addr: &str) -> Result<bool> {
+    let out = ns.exec(&["ip", "-br", "addr"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}/")))
+}
+
+#[test]
+fn a_standby_never_quarantines_and_the_addresses_make_it_active() -> Result<()> {
+    let mut lab = ha_lab()?;
+    lab.start()?;
+    wait_role(&lab, "standby", Duration::from_secs(2))?;
+    ensure!(
+        lab.metric("lazaret_ha_role{role=\"standby\"}")? == Some(1.0),
+        "the role metric says standby"
+    );
+
+    // A scan on the standby: decided, not carried out.
+    scan(&lab);
+    let suppressed = wait_until(Duration::from_secs(5), || {
+        lab.metric("lazaret_ha_standby_decisions_total")
+            .ok()
+            .flatten()
+            .is_some_and(|n| n >= 1.0)
+    });
+    ensure!(suppressed, "the standby's decision was not counted");
+    let list = lab.cli(&["quarantine", "list"])?;
+    ensure!(
+        list.as_object().is_some_and(serde_json::Map::is_empty),
+        "the standby quarantined: {list}"
+    );
+
+    // Half the addresses is not active.
+    let gw = &lab.net.gateway;
+    gw.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{VIP_DEV}/24"),
+        "dev",
+        &lab.net.gw_dev_if,
+    ])?;
+    thread::sleep(Duration::from_millis(600));
+    ensure!(
+        role(&lab)? == "standby",
+        "a member with half the addresses is not active"
+    );
+    gw.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{VIP_UP}/24"),
+        "dev",
+        &lab.net.gw_up_if,
+    ])?;
+    wait_role(&lab, "active", Duration::from_secs(2))?;
+
+    // Active: the same scan quarantines.
+    scan(&lab);
+    let quarantined = wait_until(Duration::from_secs(5), || {
+        lab.cli(&["quarantine", "list"])
+            .is_ok_and(|l| l["pump-icu-01"]["action"] == "isolate")
+    });
+    ensure!(
+        quarantined,
+        "the active member did not quarantine the scanning pump"
+    );
+
+    // Addresses gone: standby again.
+    gw.exec(&[
+        "ip",
+        "addr",
+        "del",
+        &format!("{VIP_UP}/24"),
+        "dev",
+        &lab.net.gw_up_if,
+    ])?;
+    wait_role(&lab, "standby", Duration::from_secs(2))
+}
+
+/// One member: its lab (daemon), its end of the VRRP link and its keepalived.
+struct Member {
+    lab: Lab,
+    keepalived: Option<ChildGuard>,
+}
+
+/// `deploy/keepalived/keepalived.conf` for member `n` (0 or 1) of the pair: the shipped
+/// file with this lab's interface names, addresses, daemon binary and configuration put
+/// in. The binary is a copy in the lab's directory: keepalived's script security refuses
+/// a script on a path others may write to, which a build tree can be.
+fn keepalived_conf(lab: &Lab, n: usize, link: &str) -> Result<String> {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/keepalived/keepalived.conf"),
+    )?;
+    let (me, peer, prio) = if n == 0 {
+        ("192.168.255.1", "192.168.255.2", "150")
+    } else {
+        ("192.168.255.2", "192.168.255.1", "100")
+    };
+    let bin = lab.tmp.path.join("lazaret");
+    std::fs::copy(lazaret_bin()?, &bin)?;
+    let status = format!("{} status --config {}", bin.display(), lab.config.display());
+    let swaps = [
+        ("router_id lazaret-a", format!("router_id lazaret-{n}")),
+        (
+            "/usr/bin/lazaret status --config /etc/lazaret/lazaret.toml",
+            status,
+        ),
+        ("interface ha0", format!("interface {link}")),
+        (
+            "unicast_src_ip 192.168.255.1",
+            format!("unicast_src_ip {me}"),
+        ),
+        ("        192.168.255.2 ", format!("        {peer} ")),
+        ("priority 150", format!("priority {prio}")),
+        (
+            "10.20.0.1/24 dev eth1.20",
+            format!("{VIP_DEV}/24 dev {}", lab.net.gw_dev_if),
+        ),
+        (
+            "10.10.0.1/24 dev eth0",
+            format!("{VIP_UP}/24 dev {}", lab.net.gw_up_if),
+        ),
+    ];
+    let mut conf = shipped;
+    for (from, to) in swaps {
+        ensure!(
+            conf.contains(from),
+            "the shipped keepalived.conf no longer has {from:?}"
+        );
+        conf = conf.replacen(from, &to, 1);
+    }
+    Ok(conf)
+}
+
+impl Member {
+    fn start_keepalived(&mut self, n: usize, link: &str) -> Result<()> {
+        let dir = &self.lab.tmp.path;
+        let conf = dir.join("keepalived.conf");
+        std::fs::write(&conf, keepalived_conf(&self.lab, n, link)?)?;
+        let (pid, vrrp) = (dir.join("keepalived.pid"), dir.join("vrrp.pid"));
+        let check = self.lab.net.gateway.exec(&[
+            "keepalived",
+            "--config-test",
+            "-f",
+            &conf.to_string_lossy(),
+        ])?;
+        ensure!(
+            check.status.success(),
+            "keepalived refuses the configuration: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        self.keepalived = Some(self.lab.net.gateway.spawn(&[
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--no-syslog",
+            "--vrrp",
+            "-f",
+            &conf.to_string_lossy(),
+            "-p",
+            &pid.to_string_lossy(),
+            "-r",
+            &vrrp.to_string_lossy(),
+        ])?);
+        Ok(())
+    }
+
+    fn log(&self) -> String {
+        self.keepalived
+            .as_ref()
+            .map(ChildGuard::output)
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn keepalived_moves_the_addresses_from_a_member_whose_lazaret_died() -> Result<()> {
+    let mut members = [ha_lab()?, ha_lab()?].map(|lab| Member {
+        lab,
+        keepalived: None,
+    });
+    veth(
+        &members[0].lab.net.gateway,
+        "ha-a",
+        Some("192.168.255.1/24"),
+        &members[1].lab.net.gateway,
+        "ha-b",
+        Some("192.168.255.2/24"),
+    )?;
+    for (n, link) in [(0, "ha-a"), (1, "ha-b")] {
+        members[n].lab.start()?;
+        members[n].start_keepalived(n, link)?;
+    }
+    let [a, b] = &mut members;
+    let debug = |a: &Member, b: &Member| format!("a:\n{}\nb:\n{}", a.log(), b.log());
+    // The higher priority wins the first election.
+    let elected = wait_until(Duration::from_secs(10), || {
+        holds(&a.lab.net.gateway, VIP_DEV).unwrap_or(false)
+            && holds(&a.lab.net.gateway, VIP_UP).unwrap_or(false)
+    });
+    ensure!(elected, "member a did not become master\n{}", debug(a, b));
+    wait_role(&a.lab, "active", Duration::from_secs(2))?;
+    wait_role(&b.lab, "standby", Duration::from_secs(2))?;
+
+    // a's lazaret dies: its check fails, it gives the addresses up, b takes them.
+    a.lab.kill9();
+    let moved = wait_until(Duration::from_secs(15), || {
+        holds(&b.lab.net.gateway, VIP_DEV).unwrap_or(false)
+            && holds(&b.lab.net.gateway, VIP_UP).unwrap_or(false)
+            && !holds(&a.lab.net.gateway, VIP_DEV).unwrap_or(true)
+    });
+    ensure!(
+        moved,
+        "the addresses did not move to member b\n{}",
+        debug(a, b)
+    );
+    wait_role(&b.lab, "active", Duration::from_secs(2))?;
+    Ok(())
+}
+
+/// The pair's pre-shared key in these tests, and another one.
+const KEY: &str = "6c617a617265742d706169722d6b6579";
+const OTHER_KEY: &str = "616e6f746865722d6b65792d3132333435";
+
+/// Two members joined by their dedicated link, replicating quarantines: member a with
+/// [`KEY`], member b with `b_key`. Not started.
+fn replicating_pair(b_key: &str) -> Result<[Lab; 2]> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let labs = [ha_lab()?, ha_lab()?];
+    veth(
+        &labs[0].net.gateway,
+        "ha-a",
+        Some("192.168.255.1/24"),
+        &labs[1].net.gateway,
+        "ha-b",
+        Some("192.168.255.2/24"),
+    )?;
+    for (n, lab) in labs.iter().enumerate() {
+        let (me, peer, key) = if n == 0 { (1, 2, KEY) } else { (2, 1, b_key) };
+        let file = lab.tmp.path.join("ha.key");
+        std::fs::write(&file, key)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        // Into the [ha] table ha_lab appended last.
+        lab.append_config(&format!(
+            "listen = \"192.168.255.{me}:9465\"\npeer = \"192.168.255.{peer}:9465\"\nkey_file = \"{}\"\n",
+            file.display()
+        ))?;
+    }
+    Ok(labs)
+}
+
+fn quarantined(lab: &Lab) -> Result<serde_json::Value> {
+    lab.cli(&["quarantine", "list"])
+}
+
+fn wait_metric(lab: &Lab, series: &str, at_least: f64, within: Duration) -> Result<()> {
+    let ok = wait_until(within, || {
+        lab.metric(series)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v >= at_least)
+    });
+    ensure!(ok, "{series} did not reach {at_least} within {within:?}");
+    Ok(())
+}
+
+#[test]
+fn a_quarantine_on_one_member_is_enforced_on_the_other_and_so_is_its_release() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(KEY)?;
+    a.start()?;
+    // Decided while the other member is down: its snapshot carries it when it comes up.
+    a.quarantine("pump-icu-01", "isolate", "suspected compromise")?;
+    b.start()?;
+    let carried = wait_until(Duration::from_secs(5), || {
+        quarantined(&b).is_ok_and(|l| l["pump-icu-01"]["action"] == "isolate")
+    });
+    ensure!(
+        carried,
+        "member b did not take member a's quarantine: {}",
+        quarantined(&b)?
+    );
+    let (qa, qb) = (quarantined(&a)?, quarantined(&b)?);
+    ensure!(
+        qa["pump-icu-01"] == qb["pump-icu-01"],
+        "the members hold different entries: {qa} / {qb}"
+    );
+    // Enforced on b: the pump's session through b does not open.
+    ensure!(
+        b.connect(2575, Duration::from_millis(800)).is_err(),
+        "the pump reached its server through member b"
+    );
+    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(3))?;
+    wait_metric(&b, "lazaret_ha_sync_up", 1.0, Duration::from_secs(3))?;
+
+    // Released on b: released on a within two seconds.
+    b.release("pump-icu-01", "biomed checked the pump")?;
+    let released = wait_until(Duration::from_secs(2), || {
+        quarantined(&a).is_ok_and(|l| l.get("pump-icu-01").is_none())
+    });
+    ensure!(
+        released,
+        "member a kept the quarantine: {}",
+        quarantined(&a)?
+    );
+    ensure!(
+        a.connect(2575, Duration::from_millis(1000)).is_ok(),
+        "the release did not restore the pump's workflow through member a"
+    );
+    // And again from a, while both are up.
+    a.quarantine("pump-icu-01", "restrict", "second look")?;
+    let again = wait_until(Duration::from_secs(2), || {
+        quarantined(&b).is_ok_and(|l| l["pump-icu-01"]["action"] == "restrict")
+    });
+    ensure!(again, "member b did not take the second quarantine");
+    Ok(())
+}
+
+#[test]
+fn a_member_with_another_key_is_refused_and_changes_nothing() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(OTHER_KEY)?;
+    a.start()?;
+    b.start()?;
+    wait_metric(
+        &a,
+        "lazaret_ha_sync_refused_total{reason=\"key\"}",
+        1.0,
+        Duration::from_secs(5),
+    )?;
+    b.quarantine("pump-icu-01", "isolate", "decided on b")?;
+    thread::sleep(Duration::from_millis(1500));
+    let list = quarantined(&a)?;
+    ensure!(
+        list.get("pump-icu-01").is_none(),
+        "a message signed with another key was carried out: {list}"
+    );
+    Ok(())
+}
