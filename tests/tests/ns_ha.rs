@@ -331,7 +331,17 @@ fn a_quarantine_on_one_member_is_enforced_on_the_other_and_so_is_its_release() -
     a.start()?;
     // Decided while the other member is down: its snapshot carries it when it comes up.
     a.quarantine("pump-icu-01", "isolate", "suspected compromise")?;
+    // And b starts before its end of the link has its address (lazaret starts before the
+    // network is configured): it listens once the address is there.
+    let b_link = ["192.168.255.2/24", "dev", "ha-b"];
+    b.net
+        .gateway
+        .exec(&[&["ip", "addr", "del"][..], &b_link].concat())?;
     b.start()?;
+    thread::sleep(Duration::from_millis(1200));
+    b.net
+        .gateway
+        .exec(&[&["ip", "addr", "add"][..], &b_link].concat())?;
     let carried = wait_until(Duration::from_secs(5), || {
         quarantined(&b).is_ok_and(|l| l["pump-icu-01"]["action"] == "isolate")
     });

@@ -251,29 +251,46 @@ fn unix_ms() -> u64 {
 
 /// Starts the listener and the sender. `commit` follows the enforcing policy's commit;
 /// the returned sender takes what to tell the peer.
-pub async fn spawn(
+pub fn spawn(
     s: Settings,
     commit: watch::Receiver<Option<String>>,
     to_controller: mpsc::Sender<Inbound>,
-) -> std::io::Result<mpsc::Sender<Body>> {
-    let listener = TcpListener::bind(s.listen).await?;
-    tokio::spawn(listen(
-        listener,
-        s.clone(),
-        commit.clone(),
-        to_controller.clone(),
-    ));
+) -> mpsc::Sender<Body> {
+    tokio::spawn(listen(s.clone(), commit.clone(), to_controller.clone()));
     let (out_tx, out_rx) = mpsc::channel(1024);
     tokio::spawn(send(s, commit, out_rx, to_controller));
-    Ok(out_tx)
+    out_tx
+}
+
+/// Binds `listen`, retrying: lazaret starts before the network is configured (its unit
+/// runs before network-pre.target), so the link's address may come later.
+async fn bind(listen: SocketAddr) -> TcpListener {
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(listen).await {
+            Ok(l) => {
+                if logged {
+                    tracing::info!(%listen, "ha sync: listening");
+                }
+                return l;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(%listen, error = %e, "ha sync: cannot listen yet (is the address on this host?); retrying every second");
+                    logged = true;
+                }
+                tokio::time::sleep(RECONNECT_EVERY).await;
+            }
+        }
+    }
 }
 
 async fn listen(
-    listener: TcpListener,
     s: Settings,
     commit: watch::Receiver<Option<String>>,
     to_controller: mpsc::Sender<Inbound>,
 ) {
+    let listener = bind(s.listen).await;
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,

@@ -84,13 +84,7 @@ impl Controller {
         }
         let (sync_tx, mut sync_in) = mpsc::channel::<hasync::Inbound>(256);
         if let Some(settings) = self.sync_settings() {
-            let listen = settings.listen;
-            let out = hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx)
-                .await
-                .map_err(io_err(format!(
-                    "[ha] listen {listen} (is the address on this host, and the port free?)"
-                )))?;
-            self.sync_out = Some(out);
+            self.sync_out = Some(hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx));
         }
         let access = control::Access {
             group: self.config.control_gid,
