@@ -406,3 +406,40 @@ fn a_member_with_another_key_is_refused_and_changes_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// A release made while the other member was down reaches it with the next connection's
+/// snapshot, and that member's older quarantine does not come back to undo it.
+#[test]
+fn a_release_made_while_the_other_member_was_down_wins_over_the_older_quarantine() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(KEY)?;
+    a.start()?;
+    b.start()?;
+    a.quarantine("pump-icu-01", "isolate", "suspected compromise")?;
+    let both = wait_until(Duration::from_secs(3), || {
+        quarantined(&b).is_ok_and(|l| l["pump-icu-01"]["action"] == "isolate")
+    });
+    ensure!(both, "member b did not take the quarantine");
+    // b goes down (it keeps its quarantine in its state directory); a releases meanwhile.
+    b.kill9();
+    thread::sleep(Duration::from_millis(1100));
+    a.release("pump-icu-01", "biomed checked the pump")?;
+    b.start()?;
+    let converged = wait_until(Duration::from_secs(5), || {
+        quarantined(&b).is_ok_and(|l| l.get("pump-icu-01").is_none())
+    });
+    ensure!(
+        converged,
+        "member b kept the quarantine: {}",
+        quarantined(&b)?
+    );
+    // Both directions have exchanged their snapshots by now: a is still released.
+    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(3))?;
+    wait_metric(&b, "lazaret_ha_sync_up", 1.0, Duration::from_secs(3))?;
+    thread::sleep(Duration::from_millis(500));
+    let list = quarantined(&a)?;
+    ensure!(
+        list.get("pump-icu-01").is_none(),
+        "member b's older quarantine came back to member a: {list}"
+    );
+    Ok(())
+}

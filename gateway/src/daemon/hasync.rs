@@ -12,11 +12,14 @@
 //! that is not a [`Body::Hello`]; a peer under another datapath ABI or another policy
 //! commit (its verdicts would differ: what it quarantines may not exist here).
 //!
-//! What is sent: after the hello, a [`Body::Snapshot`] of every quarantine the sender holds,
-//! then each quarantine and release as it happens. A sender that is not connected drops
-//! what it would have sent: the snapshot at the next connection carries every quarantine.
-//! A release made while the members could not talk is not carried over (the other member
-//! keeps the device quarantined until someone releases it there): the safe direction.
+//! What is sent: after the hello, a [`Body::Snapshot`] of every quarantine the sender holds
+//! and of the releases it made or took in the last day, then each quarantine and release as
+//! it happens. A sender that is not connected drops what it would have sent: the snapshot
+//! at the next connection carries it. Of a quarantine and a release of one device, the
+//! later wins on both members (a release later than a quarantine's `since` undoes it; a
+//! quarantine at the same second as a release stays: the safe side). Releases are kept in
+//! memory: after a restart of one member, a release made on the other while it was down is
+//! not known, and its snapshot quarantines the device there again.
 //!
 //! Enforcement never waits for the peer: a quarantine is enforced here first, then sent.
 //! While the link is up it is enforced on the peer within the time of one message (the
@@ -55,9 +58,11 @@ pub enum Body {
         commit: Option<String>,
         abi: u32,
     },
-    /// Every quarantine the sender holds.
+    /// Every quarantine the sender holds, and the releases it made or took in the last day.
     Snapshot {
         entries: BTreeMap<String, Entry>,
+        #[serde(default)]
+        released: BTreeMap<String, Released>,
     },
     Quarantine {
         device: String,
@@ -69,6 +74,19 @@ pub enum Body {
         reason: String,
     },
 }
+
+/// A release, as a snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Released {
+    /// Unix seconds.
+    pub at: u64,
+    pub by: String,
+    pub reason: String,
+}
+
+/// How long a release is kept for the snapshots.
+pub const RELEASES_KEPT_S: u64 = 24 * 3600;
 
 /// One line on the wire.
 #[derive(Debug, Serialize, Deserialize)]

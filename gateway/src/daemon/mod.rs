@@ -215,6 +215,9 @@ pub struct Controller {
     sync_out: Option<mpsc::Sender<hasync::Body>>,
     /// The enforcing policy's commit, for the replication's hello.
     commit_tx: tokio::sync::watch::Sender<Option<String>>,
+    /// Releases of the last day, by device, for the replication's snapshots (see
+    /// [`hasync`]: the later of a quarantine and a release wins on both members).
+    releases: BTreeMap<String, hasync::Released>,
 }
 
 impl Controller {

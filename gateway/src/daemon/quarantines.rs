@@ -67,6 +67,7 @@ impl Controller {
         let reason = entry.reason.clone();
         let (by, reason) = (by.as_str(), reason.as_str());
         self.apply_quarantine(hash, action)?;
+        self.releases.remove(device);
         self.quarantines.entries.insert(device.to_string(), entry);
         self.save_quarantines();
         if let Err(e) = self
@@ -115,6 +116,17 @@ impl Controller {
             self.apply_quarantine(hash, Action::Alert)?;
             self.containment.forget(hash);
         }
+        let now = quarantine::now();
+        self.releases
+            .retain(|_, r| r.at + hasync::RELEASES_KEPT_S > now);
+        self.releases.insert(
+            device.to_string(),
+            hasync::Released {
+                at: now,
+                by: by.to_string(),
+                reason: reason.to_string(),
+            },
+        );
         self.quarantines.entries.remove(device);
         self.save_quarantines();
         if let Err(e) = self.quarantines.audit("release", device, None, by, reason) {
@@ -174,7 +186,8 @@ impl Controller {
                         "ha sync: connected to the other member; sending every quarantine"
                     );
                     let entries = self.quarantines.entries.clone();
-                    self.replicate(hasync::Body::Snapshot { entries });
+                    let released = self.releases.clone();
+                    self.replicate(hasync::Body::Snapshot { entries, released });
                 } else {
                     tracing::warn!("ha sync: lost the other member; retrying every second");
                 }
@@ -187,11 +200,15 @@ impl Controller {
                 hasync::Body::Quarantine { device, entry } => {
                     self.quarantine_for_peer(&member, device, entry);
                 }
-                hasync::Body::Snapshot { entries } => {
+                hasync::Body::Snapshot { entries, released } => {
                     for (device, entry) in entries {
                         self.quarantine_for_peer(&member, device, entry);
                     }
+                    for (device, r) in released {
+                        self.release_for_peer(&member, &device, &r);
+                    }
                 }
+                // Live, in order after the quarantine it undoes: carried out as it is.
                 hasync::Body::Release { device, by, reason } => {
                     if self.quarantines.entries.contains_key(&device) {
                         let by = hasync::by_on(&by, &member);
@@ -205,10 +222,35 @@ impl Controller {
         }
     }
 
+    /// A release the other member's snapshot carries, carried out here if this member
+    /// holds a quarantine of the device from before the release.
+    fn release_for_peer(&mut self, member: &str, device: &str, r: &hasync::Released) {
+        let older = self
+            .quarantines
+            .entries
+            .get(device)
+            .is_some_and(|e| e.since < r.at);
+        if !older {
+            return;
+        }
+        let by = hasync::by_on(&r.by, member);
+        if let Err(e) = self.enforce_release(device, &by, &r.reason) {
+            tracing::error!(device = %device, error = %e, "ha sync: release failed");
+        }
+    }
+
     /// The other member's quarantine of `device`, carried out here unless this member
-    /// already holds the same one (a snapshot repeats what was sent before).
+    /// already holds the same one (a snapshot repeats what was sent before) or released
+    /// the device after it was decided.
     fn quarantine_for_peer(&mut self, member: &str, device: String, entry: quarantine::Entry) {
         if self.quarantines.entries.get(&device) == Some(&entry) {
+            return;
+        }
+        if self
+            .releases
+            .get(&device)
+            .is_some_and(|r| r.at > entry.since)
+        {
             return;
         }
         let Some(hash) = self.device_hash(&device) else {

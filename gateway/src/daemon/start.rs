@@ -60,6 +60,7 @@ impl Controller {
             },
             sync_out: None,
             commit_tx: tokio::sync::watch::channel(None).0,
+            releases: BTreeMap::new(),
         };
         ctl.metrics.set_ha_role(ctl.role.0.name());
         ctl.metrics.set_ha_sync_up(false);
