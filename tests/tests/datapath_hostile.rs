@@ -1786,3 +1786,22 @@ fn established_flow_fragments_follow_their_first_fragment() {
         Reason::AllowFlow
     );
 }
+
+/// A device speaking VRRP on its port could outbid the gateways for their address (see
+/// docs/ha.md): no workflow allows it, from a device or from an unknown host.
+#[test]
+fn vrrp_from_a_device_port_is_dropped() {
+    let mut t = twin();
+    // VRRPv3 advertisement (RFC 5798 §5.1): TTL 255 to 224.0.0.18, priority 255.
+    let advert = [0x31, 0x33, 0xff, 0x01, 0x00, 0x64, 0x00, 0x00, 10, 20, 0, 1];
+    let o = Ipv4Opts {
+        ttl: 255,
+        ..Ipv4Opts::default()
+    };
+    let group = Ipv4Addr::new(224, 0, 0, 18);
+    let from_device = v4(DEV_IP, group, 112, &advert, &o);
+    assert_eq!(t.judge(&from_device, LO), Reason::DenyNoRule);
+    let l3 = ipv4(Ipv4Addr::new(10, 20, 0, 99), group, 112, &advert, &o);
+    let from_unknown = ethernet([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, &[], ETH_IPV4, &l3);
+    assert_eq!(t.judge(&from_unknown, LO), Reason::DenyUnknown);
+}
