@@ -1,5 +1,5 @@
 //! `cargo xtask bench [GROUP…] [--quick]`: runs benchmark groups and writes one report,
-//! `bench-results.json` and `bench-results.md` at the repository root.
+//! `docs/bench-results.json` and `docs/bench-results.md`.
 //!
 //! A group is a bench binary of the `lazaret-tests` package (`tests/benches/`), run with
 //! `cargo bench`; it writes a JSON and a markdown fragment that this module merges. This
@@ -131,8 +131,8 @@ pub(crate) fn run(requested: &[String], quick: bool) -> Result<()> {
         outcomes.push((g, outcome));
     }
     let machine = machine(&root, quick, load);
-    let json_path = root.join("bench-results.json");
-    let md_path = root.join("bench-results.md");
+    let json_path = root.join("docs/bench-results.json");
+    let md_path = root.join("docs/bench-results.md");
     let outcomes = stamp_and_keep(outcomes, &machine, &json_path, &md_path);
     std::fs::write(&json_path, report_json(&machine, &outcomes))
         .with_context(|| format!("writing {}", json_path.display()))?;

@@ -48,7 +48,7 @@ enum Command {
     /// Write a synthetic policy: --devices N --rules M --out DIR [--seed S].
     GenPolicy(gen_policy::Args),
     /// Run benchmark groups (policy, datapath, dataplanes, reload, quarantine; all by
-    /// default) and write bench-results.json and bench-results.md.
+    /// default) and write docs/bench-results.json and docs/bench-results.md.
     Bench {
         groups: Vec<String>,
         /// Fewer repetitions: a smoke run, not figures to publish.

@@ -93,14 +93,17 @@ pub(crate) fn lint() -> Result<()> {
             .env_remove("RUSTC")
             .env_remove("RUSTC_WORKSPACE_WRAPPER"),
     )?;
-    // Licences, bans and sources of the dependency graph (deny.toml; advisories need the
-    // network: see there). cargo deny reads the whole graph, every platform's crates
-    // included, and offline it only finds what is already downloaded: a build downloads
-    // the host's only (a fresh machine lacks `windows-sys`), so fetch them all first.
+    // Licences, bans and sources of the dependency graph (.cargo/deny.toml, with the other
+    // tool configuration, out of the top level; advisories need the network: see there).
+    // cargo deny reads the whole graph, every platform's crates included, and offline it
+    // only finds what is already downloaded: a build downloads the host's only (a fresh
+    // machine lacks `windows-sys`), so fetch them all first.
     run_cmd(Command::new("cargo").args(["fetch", "--locked"]))?;
     run_cmd(Command::new("cargo").args([
         "deny",
         "--offline",
+        "--config",
+        ".cargo/deny.toml",
         "check",
         "licenses",
         "bans",

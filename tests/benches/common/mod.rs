@@ -1,6 +1,6 @@
 //! Shared by the bench binaries: the arguments `cargo xtask bench` passes, medians, and the
 //! two fragment files (JSON, markdown) each binary writes for xtask to merge into
-//! `bench-results.json` and `bench-results.md`. No timing here.
+//! `docs/bench-results.json` and `docs/bench-results.md`. No timing here.
 #![allow(
     dead_code,
     reason = "shared by the bench binaries; each uses a part of it"
