@@ -62,6 +62,7 @@ mod quarantines;
 pub mod reloader;
 mod requests;
 mod serve;
+mod sign;
 mod start;
 mod state;
 pub mod syslog;

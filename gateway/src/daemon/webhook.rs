@@ -71,19 +71,8 @@ pub const SIGNATURE: &str = "x-lazaret-signature";
 /// HMAC-SHA256 of `"<unix_s>.<body>"` (the time is signed too, so an old event cannot be
 /// replayed as new). Pure.
 pub fn signature(key: &[u8], unix_s: u64, body: &[u8]) -> String {
-    use hmac::Mac as _;
-    use std::fmt::Write as _;
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
-        // HMAC accepts keys of any length; unreachable, and an unsigned-looking value if not.
-        return format!("t={unix_s},sha256=");
-    };
-    mac.update(unix_s.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let mut hex = String::with_capacity(64);
-    for b in mac.finalize().into_bytes() {
-        let _ = write!(hex, "{b:02x}");
-    }
+    let t = unix_s.to_string();
+    let hex = super::sign::hex(key, &[t.as_bytes(), b".", body]);
     format!("t={unix_s},sha256={hex}")
 }
 
