@@ -118,7 +118,7 @@ fn frame(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Frame> {
     let eth = Hdr::<22>::at(ctx, 0).ok()?;
     let is_tag = |t: u16| t == ETH_P_8021Q || t == ETH_P_8021AD;
     // (offset of the IP header, tags, outer VID, innermost VID, ethertype)
-    let (off, tags, outer, mut vlan, ethertype) = if !is_tag(eth.be16::<12>()) {
+    let (off, tags, outer, inner, ethertype) = if !is_tag(eth.be16::<12>()) {
         (14usize, 0, 0, VLAN_UNTAGGED, eth.be16::<12>())
     } else if !is_tag(eth.be16::<16>()) {
         let vid = eth.be16::<14>() & 0x0fff;
@@ -127,18 +127,11 @@ fn frame(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Frame> {
         let outer = eth.be16::<14>() & 0x0fff;
         (22, 2, outer, eth.be16::<18>() & 0x0fff, eth.be16::<20>())
     };
-    // The parser's tag-stack rules (parse_frame): a third tag fails the ethertype test.
-    let tags_ok = if iface.outer_vlan != 0 {
-        tags == 2 && outer == iface.outer_vlan
-    } else {
-        tags == 0 || (tags == 1 && (vlan == VLAN_UNTAGGED || iface.untagged_vlan == 0))
-    };
-    if !tags_ok || ethertype != ETH_P_IPV4 {
+    // A third tag fails the ethertype test.
+    if ethertype != ETH_P_IPV4 {
         return None;
     }
-    if vlan == VLAN_UNTAGGED {
-        vlan = iface.untagged_vlan;
-    }
+    let vlan = parse::device_vlan(iface, tags, outer, inner)?;
     // The IPv4 header without options and the first 14 bytes of a TCP header (8 of UDP's).
     let ip = Hdr::<34>::at(ctx, off).ok()?;
     // Version 4, IHL 5: options (rare, and a variable offset) take the full path.

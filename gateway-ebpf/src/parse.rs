@@ -248,21 +248,7 @@ fn parse_frame(
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Reason::DenyVlanDepth);
     }
-    // Bypass class: the tag stack must be the port's, whole. Judging by the innermost tag
-    // alone lets a frame with a foreign outer tag pass as the device (VLAN hopping).
-    if iface.outer_vlan != 0 {
-        if tags != 2 || outer != iface.outer_vlan {
-            return Err(Reason::DenyVlanTag);
-        }
-    } else if tags == 2 || (tags == 1 && vlan != VLAN_UNTAGGED && iface.untagged_vlan != 0) {
-        // Two tags without an outer VLAN; or a real tag on an access port, whose frames are
-        // untagged (a priority tag, VID 0, is untagged with a priority).
-        return Err(Reason::DenyVlanTag);
-    }
-    if vlan == VLAN_UNTAGGED {
-        // An access port or VLAN sub-interface: the switch or the kernel took the tag off.
-        vlan = iface.untagged_vlan;
-    }
+    let vlan = device_vlan(iface, tags, outer, vlan).ok_or(Reason::DenyVlanTag)?;
     // The scratch slot holds the previous packet: reset every field that is read without
     // being written first. arp_sha, nd_target and inner_* are only read on the paths that
     // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
@@ -289,6 +275,32 @@ fn parse_frame(
         }
     }
     Ok(())
+}
+
+/// The VLAN a frame's device is bound by, given its tag stack (`tags` tags, the outermost
+/// VID `outer`, the innermost `inner`; VID 0 for none) on `iface`; `None` when the stack is
+/// not the port's. Bypass class: the tag stack must be the port's, whole. Judging by the
+/// innermost tag alone lets a frame with a foreign outer tag pass as the device (VLAN
+/// hopping). Shared by the parser and the fast path, so both hold the same rule.
+#[inline(always)]
+pub(crate) fn device_vlan(iface: &IfaceConfig, tags: usize, outer: u16, inner: u16) -> Option<u16> {
+    let port_stack = if iface.outer_vlan != 0 {
+        tags == 2 && outer == iface.outer_vlan
+    } else {
+        // Not two tags without an outer VLAN; not a real tag on an access port, whose
+        // frames are untagged (a priority tag, VID 0, is untagged with a priority).
+        tags == 0 || (tags == 1 && (inner == VLAN_UNTAGGED || iface.untagged_vlan == 0))
+    };
+    if !port_stack {
+        return None;
+    }
+    // Untagged: an access port or VLAN sub-interface, where the switch or the kernel took
+    // the tag off.
+    Some(if inner == VLAN_UNTAGGED {
+        iface.untagged_vlan
+    } else {
+        inner
+    })
 }
 
 /// Resets the scratch slot's per-packet fields, five word stores: `side`, `vlan` and the
