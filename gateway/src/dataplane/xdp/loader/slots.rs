@@ -114,8 +114,10 @@ pub(super) fn write_slot(
     };
     std::thread::scope(|s| {
         let big = s.spawn(|| ports.apply(&held.ports, &want.ports));
-        let rest = apply_cell_delta(m.dev_cell, want.slot, &held.devices, &want.devices)
-            .and_then(|()| apply_delta(m.devices, MAP_DEVICES, &held.devices, &want.devices))
+        // One delta of the records serves both maps that hold them (by id, by cell).
+        let devices = delta(&held.devices, &want.devices);
+        let rest = apply_cell_delta(m.dev_cell, want.slot, &held.devices, &devices)
+            .and_then(|()| write_delta(m.devices, MAP_DEVICES, &devices))
             .and_then(|()| apply_delta(m.dev_mac, MAP_DEV_MAC, &held.dev_mac, &want.dev_mac))
             .and_then(|()| apply_delta(m.dev_ip4, MAP_DEV_IP4, &held.dev_ip4, &want.dev_ip4))
             .and_then(|()| apply_delta(m.dev_ip6, MAP_DEV_IP6, &held.dev_ip6, &want.dev_ip6))
@@ -179,36 +181,42 @@ pub(super) fn apply_delta<K: Pod + Ord, V: Pod + PartialEq>(
     held: &[(K, V)],
     want: &[(K, V)],
 ) -> Result<(), DatapathError> {
-    let (gone, write) = delta(held, want);
-    let (keys, values): (Vec<K>, Vec<V>) = write.into_iter().copied().unzip();
-    write_entries::<HashMap<&mut MapData, K, V>, _, _>(map, name, &gone, &keys, &values)
+    write_delta(map, name, &delta(held, want))
 }
 
-/// Brings a slot's records by cell ([`MAP_DEV_CELL`]) from `held` to `want` (both the
-/// slot's records by id, cells assigned): zeroes the cells of records gone (or moved, which
-/// stable cells never do) unless a new record takes the cell, and writes the records new or
-/// changed. Each index is written once, so one batch says everything.
+/// Writes a [`delta`] into a hash map: its keys gone removed, its entries written.
+fn write_delta<K: Pod, V: Pod>(
+    map: &mut Map,
+    name: &'static str,
+    (gone, write): &(Vec<K>, Vec<&(K, V)>),
+) -> Result<(), DatapathError> {
+    let (keys, values): (Vec<K>, Vec<V>) = write.iter().map(|e| **e).unzip();
+    write_entries::<HashMap<&mut MapData, K, V>, _, _>(map, name, gone, &keys, &values)
+}
+
+/// Brings a slot's records by cell ([`MAP_DEV_CELL`]) from `held` (the slot's records by
+/// id, sorted, cells assigned) by the records' `delta`: zeroes the cells of records gone,
+/// unless a new record takes the cell, and writes the records new or changed. A device
+/// keeps its cell while it is in either slot (see `cells`), so a changed record is at its
+/// old cell. Each index is written once, so one batch says everything.
 pub(super) fn apply_cell_delta(
     map: &mut Map,
     slot: u8,
     held: &[(DevKey, Device)],
-    want: &[(DevKey, Device)],
+    (gone, write): &(Vec<DevKey>, Vec<&(DevKey, Device)>),
 ) -> Result<(), DatapathError> {
-    let (gone, write) = delta(held, want);
     let taken: std::collections::HashSet<u16> = write.iter().map(|(_, d)| d.cell).collect();
-    let old_cell: std::collections::HashMap<DevKey, u16> =
-        held.iter().map(|(k, d)| (*k, d.cell)).collect();
     let freed: std::collections::BTreeSet<u16> = gone
         .iter()
-        .chain(write.iter().map(|(k, _)| k))
-        .filter_map(|k| old_cell.get(k).copied())
+        .filter_map(|k| held.binary_search_by_key(k, |(k, _)| *k).ok())
+        .map(|i| held[i].1.cell)
         .filter(|c| !taken.contains(c))
         .collect();
     let (mut keys, mut values): (Vec<u32>, Vec<Device>) = freed
         .into_iter()
         .map(|c| (dev_cell_index(slot, c), Device::default()))
         .unzip();
-    for (_, d) in &write {
+    for (_, d) in write {
         keys.push(dev_cell_index(slot, d.cell));
         values.push(*d);
     }
