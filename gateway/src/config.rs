@@ -419,43 +419,55 @@ impl<'t> Checker<'t> {
         self.interfaces(doc, dataplane);
         self.syslog(doc);
         self.ha(doc);
-        if let Some(v) = Self::get(doc, "webhook") {
-            match v.get_ref() {
-                toml::de::DeValue::Table(t) => {
-                    self.keys(t, &WEBHOOK_KEYS, "[webhook]");
-                    match Self::get(t, "url") {
-                        Some(url) => {
-                            if let Some(u) = self.value::<String>("url", url) {
-                                if let Err(message) = crate::daemon::webhook::check_url(&u) {
-                                    self.problem(url.span().start, message);
-                                }
-                            }
-                        }
-                        None => self.problem(v.span().start, "[webhook] needs a url"),
+        self.webhook(doc);
+    }
+
+    /// The table `[key]`, if present: its value (for positions) and its entries, their
+    /// keys checked against `known`. Anything but a table is a problem, with `example`.
+    fn section<'a, 'i>(
+        &mut self,
+        doc: &'a toml::de::DeTable<'i>,
+        key: &str,
+        known: &[&str],
+        example: &str,
+    ) -> Option<(&'a Val<'i>, &'a toml::de::DeTable<'i>)> {
+        let v = Self::get(doc, key)?;
+        let toml::de::DeValue::Table(t) = v.get_ref() else {
+            self.problem(
+                v.span().start,
+                format!("{key}: expected a table ({example})"),
+            );
+            return None;
+        };
+        self.keys(t, known, &format!("[{key}]"));
+        Some((v, t))
+    }
+
+    /// `[webhook]`: a url lazaret can POST to.
+    fn webhook(&mut self, doc: &toml::de::DeTable<'_>) {
+        let example = "[webhook] url = \"http://…\"";
+        let Some((v, t)) = self.section(doc, "webhook", &WEBHOOK_KEYS, example) else {
+            return;
+        };
+        match Self::get(t, "url") {
+            Some(url) => {
+                if let Some(u) = self.value::<String>("url", url) {
+                    if let Err(message) = crate::daemon::webhook::check_url(&u) {
+                        self.problem(url.span().start, message);
                     }
                 }
-                _ => self.problem(
-                    v.span().start,
-                    "webhook: expected a table ([webhook] url = \"http://…\")",
-                ),
             }
+            None => self.problem(v.span().start, "[webhook] needs a url"),
         }
     }
 
     /// `[ha]`: the virtual addresses, each an IP address, at least one, none twice.
     fn ha(&mut self, doc: &toml::de::DeTable<'_>) {
         use toml::de::DeValue;
-        let Some(v) = Self::get(doc, "ha") else {
+        let example = "[ha] virtual_addresses = [\"10.20.0.1\"]";
+        let Some((v, t)) = self.section(doc, "ha", &HA_KEYS, example) else {
             return;
         };
-        let DeValue::Table(t) = v.get_ref() else {
-            self.problem(
-                v.span().start,
-                "ha: expected a table ([ha] virtual_addresses = [\"10.20.0.1\"])",
-            );
-            return;
-        };
-        self.keys(t, &HA_KEYS, "[ha]");
         let Some(list) = Self::get(t, "virtual_addresses") else {
             self.problem(
                 v.span().start,
@@ -520,17 +532,10 @@ impl<'t> Checker<'t> {
 
     /// `[syslog]`: an address and a facility lazaret can use, each error on its value.
     fn syslog(&mut self, doc: &toml::de::DeTable<'_>) {
-        let Some(v) = Self::get(doc, "syslog") else {
+        let example = "[syslog] address = \"udp://host:514\"";
+        let Some((v, t)) = self.section(doc, "syslog", &SYSLOG_KEYS, example) else {
             return;
         };
-        let toml::de::DeValue::Table(t) = v.get_ref() else {
-            self.problem(
-                v.span().start,
-                "syslog: expected a table ([syslog] address = \"udp://host:514\")",
-            );
-            return;
-        };
-        self.keys(t, &SYSLOG_KEYS, "[syslog]");
         match Self::get(t, "address") {
             Some(a) => {
                 if let Some(address) = self.value::<String>("address", a) {
