@@ -62,7 +62,7 @@ pub(crate) fn established(
     // SAFETY: the pointer comes from a successful lookup in this program run.
     let flow = unsafe { &mut *flow };
     if flow.state != FLOW_ESTABLISHED
-        || age(gen.now, flow.last_seen_ns) > flow_timeout(f.proto, FLOW_ESTABLISHED)
+        || age(gen.now, flow.last_seen_ns) > flow_timeout_ns(f.proto, FLOW_ESTABLISHED)
         || !flow_is_current(gen, flow)
     {
         return false;

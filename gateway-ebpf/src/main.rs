@@ -600,7 +600,7 @@ fn judge_flow(
     if let Some((flow, in_est)) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
-        if age(now, flow.last_seen_ns) <= flow_timeout(pkt.proto, flow.state) {
+        if age(now, flow.last_seen_ns) <= flow_timeout_ns(pkt.proto, flow.state) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
             if flow_is_current(gen, flow) {
                 let dev = dev_id(src_dev, dst_dev);
@@ -800,7 +800,7 @@ fn upstream_reply(gen: &Gen, pkt: &Pkt, lookup: &FlowLookup) -> Option<Verdict> 
     if src_dev != 0 || flow.flags & dst_flag == 0 {
         return None;
     }
-    if age(gen.now, flow.last_seen_ns) > flow_timeout(pkt.proto, flow.state)
+    if age(gen.now, flow.last_seen_ns) > flow_timeout_ns(pkt.proto, flow.state)
         || !flow_is_current(gen, flow)
     {
         return None;
@@ -894,7 +894,7 @@ fn judge_related(
         None => unsafe { LZ_FLOWS.get(key) },
     };
     let flow = match flow {
-        Some(f) if age(gen.now, f.last_seen_ns) <= flow_timeout(key.proto, f.state) => f,
+        Some(f) if age(gen.now, f.last_seen_ns) <= flow_timeout_ns(key.proto, f.state) => f,
         _ => return Verdict::dev(Reason::DenyNoFlow, dev),
     };
     if flow_is_current(gen, flow) {
@@ -1232,20 +1232,6 @@ fn advance_flow(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
         && pkt.tcp_ack == flow.resp_isn.wrapping_add(1)
     {
         flow.state = FLOW_ESTABLISHED;
-    }
-}
-
-#[inline(always)]
-fn flow_timeout(proto: u8, state: u8) -> u64 {
-    match proto {
-        PROTO_TCP => match state {
-            FLOW_ESTABLISHED => TIMEOUT_TCP_ESTABLISHED_NS,
-            FLOW_CLOSING => TIMEOUT_TCP_CLOSING_NS,
-            _ => TIMEOUT_TCP_HALF_OPEN_NS,
-        },
-        PROTO_UDP => TIMEOUT_UDP_NS,
-        PROTO_ICMP | PROTO_ICMPV6 => TIMEOUT_ICMP_NS,
-        _ => TIMEOUT_OTHER_NS,
     }
 }
 

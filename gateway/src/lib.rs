@@ -23,3 +23,16 @@ pub mod dataplane;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
+
+/// `clock` (a `CLOCK_*` id) now, in nanoseconds; 0 if it cannot be read.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(clock, &raw mut t) } != 0 {
+        return 0;
+    }
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}

@@ -3,7 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use lazaret::dataplane::xdp::{Datapath, FlowTable};
+use lazaret::{
+    daemon::flowsync::{self, SyncedFlow},
+    dataplane::xdp::{Datapath, FlowTable},
+};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
@@ -164,17 +167,20 @@ fn isolating_a_device_cuts_its_established_flow() {
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40003, 2575, TCP_SYN);
     let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40003, 2575, TCP_ACK);
     assert_eq!(dp.test_run(&syn).expect("run"), XDP_PASS);
-    dp.set_device_state(
-        dev_id(),
-        DevState {
-            epoch: 1,
-            quarantine: QUARANTINE_ISOLATE,
-            _pad: [0; 3],
-        },
-    )
-    .expect("state");
+    isolate(&mut dp, dev_id());
     assert_eq!(dp.test_run(&ack).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 1);
+}
+
+/// Isolates device `id` (its first quarantine: epoch 1); the state written.
+fn isolate(dp: &mut Datapath, id: u64) -> DevState {
+    let isolated = DevState {
+        epoch: 1,
+        quarantine: QUARANTINE_ISOLATE,
+        _pad: [0; 3],
+    };
+    dp.set_device_state(id, isolated).expect("state");
+    isolated
 }
 
 // === The two flow tables ===
@@ -308,15 +314,7 @@ fn established_table_flows_are_rejudged_on_a_generation_swap_and_a_quarantine() 
     dp.set_interface(LO, SIDE_DEVICES).expect("iface");
     // Isolation bumps the epoch: both confirmed flows are re-judged and cut, and leave
     // the established table.
-    dp.set_device_state(
-        dev_id(),
-        DevState {
-            epoch: 1,
-            quarantine: QUARANTINE_ISOLATE,
-            _pad: [0; 3],
-        },
-    )
-    .expect("state");
+    isolate(&mut dp, dev_id());
     assert_eq!(dp.test_run(&ack(40011)).expect("run"), XDP_DROP);
     assert_eq!(dp.test_run(&ack(40012)).expect("run"), XDP_DROP);
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 2);
@@ -703,13 +701,7 @@ fn a_quarantine_follows_its_device_through_cells_and_never_its_cell() {
     let mut dp = loaded();
     let syn_from = |mac, ip, sport| tcp4(mac, GW_MAC, ip, SERVER, sport, 2575, TCP_SYN);
     let by_syn = |sport| syn_from(handmade::BYSTANDER_MAC, handmade::BYSTANDER_IP, sport);
-    let isolated = DevState {
-        epoch: 1,
-        quarantine: QUARANTINE_ISOLATE,
-        _pad: [0; 3],
-    };
-    dp.set_device_state(bystander_id(), isolated)
-        .expect("state");
+    let isolated = isolate(&mut dp, bystander_id());
     assert_eq!(dp.test_run(&by_syn(40300)).expect("run"), XDP_DROP);
     // The bystander leaves both slots (two generations without it): its cell is freed.
     for g in [2, 3] {
@@ -880,4 +872,74 @@ fn a_devices_record_by_cell_follows_every_generation() {
         }
     }
     assert_eq!(stat(&mut dp, Reason::DenySpoof, SIDE_DEVICES), spoofs);
+}
+
+/// A flow as the other member of a pair replicates it (`daemon::flowsync`): the device's
+/// `sport` to the server's `port`, established, idle for a second, in `table`.
+fn replicated(table: FlowTable, sport: u16, port: u16) -> SyncedFlow {
+    let dev = std::net::SocketAddr::from((DEV_IP, sport));
+    let srv = std::net::SocketAddr::from((SERVER, port));
+    let (a, b, initiator) = if dev <= srv {
+        (dev, srv, 0)
+    } else {
+        (srv, dev, 1)
+    };
+    SyncedFlow {
+        table,
+        proto: PROTO_TCP,
+        a,
+        b,
+        initiator,
+        state: FLOW_ESTABLISHED,
+        resp_isn: 0,
+        idle_ms: 1000,
+    }
+}
+
+/// Flows the other member replicates are written under no generation, so the datapath
+/// judges each again under this member's policy on its next packet, from either side: a
+/// session the policy allows carries on mid-stream (no SYN: the session survives the
+/// failover), one it forbids is dropped — a member holding the pair's key still cannot open
+/// what the policy does not — and so is one of a device quarantined here.
+#[test]
+fn a_replicated_flow_is_judged_again_under_this_members_policy() {
+    let mut dp = loaded();
+    let mut tables = dp.flow_tables().expect("flow tables");
+    let now = flowsync::datapath_now_ns();
+    for f in [
+        replicated(FlowTable::Established, 41000, 2575),
+        replicated(FlowTable::New, 41001, 2575),
+        replicated(FlowTable::Established, 41002, 22),
+        replicated(FlowTable::Established, 41003, 2575),
+    ] {
+        let (table, key, value) = f.entry(now).expect("a valid flow");
+        tables.write(table, &key, &value).expect("write");
+    }
+    let from_device = |sport, port| tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, port, TCP_ACK);
+    let from_server = |sport| tcp4(GW_MAC, DEV_MAC, SERVER, DEV_IP, 2575, sport, TCP_ACK);
+    // Allowed: the device's next segment passes, and so does the server's after it.
+    assert_eq!(
+        dp.test_run(&from_device(41000, 2575)).expect("run"),
+        XDP_PASS
+    );
+    assert_eq!(
+        flow_of(&mut dp, 41000),
+        Some((FlowTable::Established, FLOW_ESTABLISHED))
+    );
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&from_server(41000)).expect("run"), XDP_PASS);
+    // The server speaks first after the takeover: judged again from its side.
+    assert_eq!(dp.test_run(&from_server(41001)).expect("run"), XDP_PASS);
+    dp.set_interface(LO, SIDE_DEVICES).expect("iface");
+    // Not allowed here (no rule for port 22): dropped, and the entry is gone.
+    assert_eq!(dp.test_run(&from_device(41002, 22)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoRule, SIDE_DEVICES), 1);
+    assert_eq!(flow_of(&mut dp, 41002), None);
+    // Isolated on this member: its replicated session is cut.
+    isolate(&mut dp, dev_id());
+    assert_eq!(
+        dp.test_run(&from_device(41003, 2575)).expect("run"),
+        XDP_DROP
+    );
+    assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 1);
 }

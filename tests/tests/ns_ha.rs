@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use lazaret_tests::{
-    daemon::{pump_policy, Lab},
+    daemon::{pump_policy, round_trip, Lab},
     lazaret_bin,
     netns::{veth, wait_until, ChildGuard, Netns},
 };
@@ -440,6 +440,111 @@ fn a_release_made_while_the_other_member_was_down_wins_over_the_older_quarantine
     ensure!(
         list.get("pump-icu-01").is_none(),
         "member b's older quarantine came back to member a: {list}"
+    );
+    Ok(())
+}
+
+/// Moves `addr` (with its /24) from interface `from` to `to` in `ns`, and the default route
+/// through `via` with it.
+fn move_address(ns: &Netns, addr: &str, from: &str, to: &str, via: &str) -> Result<()> {
+    let cidr = format!("{addr}/24");
+    ns.exec(&["ip", "addr", "del", &cidr, "dev", from])?;
+    ns.exec(&["ip", "link", "set", to, "up"])?;
+    ns.exec(&["ip", "addr", "add", &cidr, "dev", to])?;
+    ns.exec(&["ip", "route", "replace", "default", "via", via, "dev", to])?;
+    Ok(())
+}
+
+/// The pair's promise for open sessions, on the XDP dataplane: a TCP session opened through
+/// the active member carries on through the standby after the active one fails, with no new
+/// handshake. Each member's lab has the same addresses, so the failover is the device's and
+/// the server's path moving from member a to member b: member b's ends of its lab are moved
+/// into member a's device and server namespaces, and the session's next segment leaves
+/// through them. Without its flow on member b that segment would be dropped there (a
+/// mid-stream segment opens no flow).
+#[test]
+fn an_open_session_carries_on_through_the_standby_after_a_failover() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(KEY)?;
+    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
+        a.net
+            .gateway
+            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
+    }
+    a.start()?;
+    b.start()?;
+    wait_role(&a, "active", Duration::from_secs(2))?;
+    wait_role(&b, "standby", Duration::from_secs(2))?;
+    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
+    // Member b's second path, down until the failover.
+    b.net.device.exec(&[
+        "ip",
+        "link",
+        "set",
+        &b.net.device_if,
+        "netns",
+        &a.net.device.name,
+    ])?;
+    b.net.server.exec(&[
+        "ip",
+        "link",
+        "set",
+        &b.net.server_if,
+        "netns",
+        &a.net.server.name,
+    ])?;
+
+    let mut session = a.connect(2575, Duration::from_secs(1))?;
+    ensure!(
+        round_trip(&mut session),
+        "the session does not work through member a"
+    );
+    // The active member sends its flows within a round; the standby takes them.
+    let adopted = "lazaret_ha_flow_updates_total{outcome=\"adopted\"}";
+    wait_metric(&b, adopted, 1.0, Duration::from_secs(5))?;
+
+    // Member a fails: its links go down, the addresses move to member b, and the device and
+    // the server reach member b.
+    for ifname in [&a.net.gw_dev_if, &a.net.gw_up_if] {
+        a.net.gateway.exec(&["ip", "link", "set", ifname, "down"])?;
+    }
+    for (vip, ifname) in [(VIP_DEV, &b.net.gw_dev_if), (VIP_UP, &b.net.gw_up_if)] {
+        b.net
+            .gateway
+            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
+    }
+    move_address(
+        &a.net.device,
+        "10.20.0.11",
+        &a.net.device_if,
+        &b.net.device_if,
+        "10.20.0.1",
+    )?;
+    move_address(
+        &a.net.server,
+        "10.10.0.20",
+        &a.net.server_if,
+        &b.net.server_if,
+        "10.10.0.1",
+    )?;
+    wait_role(&b, "active", Duration::from_secs(2))?;
+
+    // The same session, through member b: no new handshake. (TCP retransmits: allow a few
+    // round trips' worth of time for the neighbours to resolve on the new path.)
+    let carried_on = wait_until(Duration::from_secs(6), || round_trip(&mut session));
+    ensure!(
+        carried_on,
+        "the session did not survive the failover; member b: {}",
+        b.metrics_text()?
+            .lines()
+            .filter(|l| l.starts_with("lazaret_packets_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // A new session opens through member b too (its policy, its flows).
+    ensure!(
+        a.connect(2575, Duration::from_secs(1))
+            .is_ok_and(|mut s| round_trip(&mut s)),
+        "a new session does not open through member b"
     );
     Ok(())
 }

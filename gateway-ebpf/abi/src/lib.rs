@@ -326,6 +326,23 @@ pub const TIMEOUT_UDP_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_ICMP_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_OTHER_NS: u64 = 60 * NS_PER_S;
 pub const TIMEOUT_FRAG_NS: u64 = 30 * NS_PER_S;
+
+/// How long a flow in `state` (`FLOW_*`) of protocol `proto` lives without a packet: the
+/// datapath's rule, and the replication's (a flow the other member has not seen for longer
+/// is not taken over).
+#[inline(always)]
+pub const fn flow_timeout_ns(proto: u8, state: u8) -> u64 {
+    match proto {
+        PROTO_TCP => match state {
+            FLOW_ESTABLISHED => TIMEOUT_TCP_ESTABLISHED_NS,
+            FLOW_CLOSING => TIMEOUT_TCP_CLOSING_NS,
+            _ => TIMEOUT_TCP_HALF_OPEN_NS,
+        },
+        PROTO_UDP => TIMEOUT_UDP_NS,
+        PROTO_ICMP | PROTO_ICMPV6 => TIMEOUT_ICMP_NS,
+        _ => TIMEOUT_OTHER_NS,
+    }
+}
 /// A link-local address whose owner has not used it for this long may be claimed by
 /// another MAC (RFC 6620's lifetime of an unused binding).
 pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;

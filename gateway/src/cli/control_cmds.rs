@@ -221,15 +221,7 @@ pub(crate) fn devices_from_daemon(
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the datapath's `last_seen_ns` (the
 /// CLI runs on the daemon's host).
 fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) } != 0 {
-        return 0;
-    }
-    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+    lazaret::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// How long ago a device was last seen, from CLOCK_MONOTONIC readings (`never` for 0).

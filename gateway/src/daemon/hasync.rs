@@ -1,5 +1,6 @@
 //! Quarantine replication between the two members of an active/standby pair
-//! (`docs/ha.md`): a quarantine or release on one member is carried out on the other.
+//! (`docs/ha.md`): a quarantine or release on one member is carried out on the other. The
+//! channel also carries the active member's flows ([`super::flowsync`]).
 //!
 //! The channel runs over the pair's dedicated link: each member listens on `[ha] listen`
 //! and connects to `[ha] peer`, so each direction has its own connection, opened by the
@@ -71,6 +72,10 @@ pub enum Body {
         device: String,
         by: String,
         reason: String,
+    },
+    /// Flows of the active member (see [`super::flowsync`]).
+    Flows {
+        flows: Vec<super::flowsync::SyncedFlow>,
     },
 }
 
@@ -250,17 +255,25 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Starts the listener and the sender. `commit` follows the enforcing policy's commit;
-/// the returned sender takes what to tell the peer.
+/// The queues to the peer: quarantines and releases, and flows. The sender empties the first
+/// before it takes from the second, so a bulk transfer of flows never delays a quarantine,
+/// and the flows' queue is short, so a slow link slows the flow replication's thread down.
+pub struct Outbound {
+    pub control: mpsc::Sender<Body>,
+    pub flows: mpsc::Sender<Body>,
+}
+
+/// Starts the listener and the sender. `commit` follows the enforcing policy's commit.
 pub fn spawn(
     s: Settings,
     commit: watch::Receiver<Option<String>>,
     to_controller: mpsc::Sender<Inbound>,
-) -> mpsc::Sender<Body> {
+) -> Outbound {
     tokio::spawn(listen(s.clone(), commit.clone(), to_controller.clone()));
-    let (out_tx, out_rx) = mpsc::channel(1024);
-    tokio::spawn(send(s, commit, out_rx, to_controller));
-    out_tx
+    let (control, control_rx) = mpsc::channel(1024);
+    let (flows, flows_rx) = mpsc::channel(4);
+    tokio::spawn(send(s, commit, [control_rx, flows_rx], to_controller));
+    Outbound { control, flows }
 }
 
 /// Binds `listen`, retrying: lazaret starts before the network is configured (its unit
@@ -371,14 +384,14 @@ async fn receive(
 async fn send(
     s: Settings,
     commit: watch::Receiver<Option<String>>,
-    mut out: mpsc::Receiver<Body>,
+    [mut control, mut flows]: [mpsc::Receiver<Body>; 2],
     to_controller: mpsc::Sender<Inbound>,
 ) {
     let mut seq = 0u64;
     loop {
         // Not connected: what would have been sent is dropped (the snapshot at the next
-        // connection carries every quarantine).
-        while out.try_recv().is_ok() {}
+        // connection carries every quarantine, and the flow replication starts over).
+        while control.try_recv().is_ok() || flows.try_recv().is_ok() {}
         let Ok(Ok(mut stream)) = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(s.peer)).await
         else {
             tokio::time::sleep(RECONNECT_EVERY).await;
@@ -400,18 +413,22 @@ async fn send(
         }
         let mut peek = [0u8; 1];
         loop {
-            tokio::select! {
-                body = out.recv() => {
-                    let Some(body) = body else { return };
-                    seq += 1;
-                    let line = seal(&s.key, seq, unix_ms(), &body);
-                    if write(&mut stream, &line).await.is_err() {
-                        break;
-                    }
-                }
+            let body = tokio::select! {
+                biased;
+                body = control.recv() => match body {
+                    Some(body) => body,
+                    None => return,
+                },
+                // Closed when this member replicates no flows: the branch is then skipped.
+                Some(body) = flows.recv() => body,
                 // The peer sends nothing on this connection: readable means it closed it
                 // (it refused a frame, or it stopped).
                 _ = stream.read(&mut peek) => break,
+            };
+            seq += 1;
+            let line = seal(&s.key, seq, unix_ms(), &body);
+            if write(&mut stream, &line).await.is_err() {
+                break;
             }
         }
         let _ = to_controller.send(Inbound::Link(false)).await;

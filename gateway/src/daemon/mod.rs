@@ -46,6 +46,7 @@ pub mod containment;
 pub mod control;
 pub mod deviation;
 pub mod events;
+pub mod flowsync;
 pub mod ha;
 pub mod hasync;
 mod install;
@@ -214,6 +215,8 @@ pub struct Controller {
     /// Quarantines and releases for the other member, when `[ha]` replicates them (see
     /// [`hasync`]); started by [`Controller::serve`].
     sync_out: Option<mpsc::Sender<hasync::Body>>,
+    /// The XDP flow replication's thread, when `[ha]` replicates (see [`flowsync`]).
+    flow_sync: Option<std::sync::mpsc::Sender<flowsync::Msg>>,
     /// The enforcing policy's commit, for the replication's hello.
     commit_tx: tokio::sync::watch::Sender<Option<String>>,
     /// Releases of the last day, by device, for the replication's snapshots (see

@@ -164,6 +164,34 @@ impl Controller {
         }
     }
 
+    /// Starts the XDP flow replication (see [`flowsync`]), when this member runs XDP.
+    pub(super) fn start_flow_sync(&mut self, out: tokio::sync::mpsc::Sender<hasync::Body>) {
+        let Some(xdp) = self.planes.xdp.as_ref() else {
+            return;
+        };
+        let started = xdp
+            .flow_tables()
+            .map_err(|e| e.to_string())
+            .and_then(|t| flowsync::spawn(t, out, self.metrics.clone()).map_err(|e| e.to_string()));
+        match started {
+            Ok(tx) => {
+                self.flow_sync = Some(tx);
+                self.tell_flow_sync(flowsync::Msg::Active(self.role.0 == ha::Role::Active));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ha sync: cannot start the flow replication; sessions will not survive a failover");
+            }
+        }
+    }
+
+    /// Hands `msg` to the flow replication, if it runs.
+    pub(super) fn tell_flow_sync(&self, msg: flowsync::Msg) {
+        if let Some(tx) = &self.flow_sync {
+            // The thread ends only with the daemon.
+            let _ = tx.send(msg);
+        }
+    }
+
     /// The replication's settings, when `[ha]` has them (and the key was loaded).
     pub(super) fn sync_settings(&self) -> Option<hasync::Settings> {
         let ha = self.config.ha.as_ref()?;
@@ -181,6 +209,7 @@ impl Controller {
         match msg {
             hasync::Inbound::Link(up) => {
                 self.metrics.set_ha_sync_up(up);
+                self.tell_flow_sync(flowsync::Msg::Link(up));
                 if up {
                     tracing::info!(
                         "ha sync: connected to the other member; sending every quarantine"
@@ -217,6 +246,7 @@ impl Controller {
                         }
                     }
                 }
+                hasync::Body::Flows { flows } => self.tell_flow_sync(flowsync::Msg::Flows(flows)),
                 hasync::Body::Hello { .. } => {}
             },
         }

@@ -84,7 +84,9 @@ impl Controller {
         }
         let (sync_tx, mut sync_in) = mpsc::channel::<hasync::Inbound>(256);
         if let Some(settings) = self.sync_settings() {
-            self.sync_out = Some(hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx));
+            let out = hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx);
+            self.sync_out = Some(out.control);
+            self.start_flow_sync(out.flows);
         }
         let access = control::Access {
             group: self.config.control_gid,

@@ -59,6 +59,7 @@ impl Controller {
                 (ha::Role::Standalone, 0)
             },
             sync_out: None,
+            flow_sync: None,
             commit_tx: tokio::sync::watch::channel(None).0,
             releases: BTreeMap::new(),
         };

@@ -142,6 +142,11 @@ impl Metrics {
         self.reload.ha_sync_refused(reason);
     }
 
+    /// `n` flows of the flow replication with `outcome`.
+    pub fn ha_flow_updates(&self, outcome: &str, n: u64) {
+        self.reload.ha_flow_updates(outcome, n);
+    }
+
     /// How `interface` is attached now; `mode` is `native`, `skb` or `nftables`. Replaces the
     /// interface's series in any other mode.
     /// The registry, for families registered outside this module (the nftables dataplane's).

@@ -29,6 +29,7 @@ pub(crate) struct ReloadFamilies {
     ha_standby_decisions: IntCounter,
     ha_sync_up: IntGauge,
     ha_sync_refused: IntCounterVec,
+    ha_flow_updates: IntCounterVec,
 }
 
 impl ReloadFamilies {
@@ -60,6 +61,15 @@ impl ReloadFamilies {
         for reason in crate::daemon::hasync::Refusal::ALL.map(crate::daemon::hasync::Refusal::label)
         {
             ha_sync_refused.with_label_values(&[reason]);
+        }
+        let ha_flow_updates = register::counter_vec(
+            r,
+            "lazaret_ha_flow_updates_total",
+            "Flows of the pair's flow replication, by outcome (sent, adopted, ignored, invalid, failed).",
+            &["outcome"],
+        )?;
+        for o in crate::daemon::flowsync::Outcome::ALL {
+            ha_flow_updates.with_label_values(&[o.label()]);
         }
         Ok(ReloadFamilies {
             attempts: register::counter(
@@ -114,6 +124,7 @@ impl ReloadFamilies {
                 "1 while this member's quarantine replication is connected to the other member, else 0.",
             )?,
             ha_sync_refused,
+            ha_flow_updates,
         })
     }
 
@@ -133,6 +144,10 @@ impl ReloadFamilies {
 
     pub(crate) fn ha_sync_refused(&self, reason: &str) {
         self.ha_sync_refused.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn ha_flow_updates(&self, outcome: &str, n: u64) {
+        self.ha_flow_updates.with_label_values(&[outcome]).inc_by(n);
     }
 
     /// The caller holds the series lock.

@@ -584,6 +584,7 @@ const FAMILIES: &[&str] = &[
     "lazaret_ha_standby_decisions_total",
     "lazaret_ha_sync_up",
     "lazaret_ha_sync_refused_total",
+    "lazaret_ha_flow_updates_total",
     "lazaret_syslog_messages_total",
     "lazaret_packets_total",
     "lazaret_class_packets_total",

@@ -743,16 +743,7 @@ impl Datapath {
     /// the control API and tests, not for hot paths). A flow being promoted at that moment
     /// may be listed twice, once per table.
     pub fn flows(&mut self) -> Result<Vec<(FlowTable, FlowKey, FlowValue)>, DatapathError> {
-        let mut out = Vec::new();
-        for table in FlowTable::ALL {
-            let map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, table.map())?;
-            out.extend(
-                map.iter()
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| (table, k, v)),
-            );
-        }
-        Ok(out)
+        read_flows(&mut self.ebpf)
     }
 
     /// Reads back every entry one slot holds in the per-slot maps, sorted like
@@ -991,6 +982,6 @@ pub(crate) mod legacy;
 mod reader;
 mod slots;
 
-pub use reader::DatapathReader;
 use reader::*;
+pub use reader::{DatapathReader, FlowTables};
 use slots::*;

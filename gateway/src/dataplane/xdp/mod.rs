@@ -15,7 +15,7 @@ pub use crate::policy::MapContents;
 pub use error::DatapathError;
 pub use events::EventReader;
 pub use loader::{
-    AttachMode, Datapath, DatapathReader, DeviceCounterTotals, FlowTable, LoadOptions,
+    AttachMode, Datapath, DatapathReader, DeviceCounterTotals, FlowTable, FlowTables, LoadOptions,
 };
 
 /// The XDP program object, built by build.rs from gateway-ebpf.

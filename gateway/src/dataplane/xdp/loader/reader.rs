@@ -14,6 +14,15 @@ impl MapSource for Ebpf {
     }
 }
 
+/// Maps by name: the handles a [`DatapathReader`] or [`FlowTables`] holds.
+pub(super) struct Maps(Vec<(&'static str, Map)>);
+
+impl MapSource for Maps {
+    fn find(&mut self, name: &'static str) -> Option<&mut Map> {
+        self.0.iter_mut().find(|(n, _)| *n == name).map(|(_, m)| m)
+    }
+}
+
 pub(super) fn map_mut<'a, S: MapSource>(
     src: &'a mut S,
     name: &'static str,
@@ -103,7 +112,7 @@ pub(super) fn map_usage<S: MapSource>(
 /// policy's map entries counted one key at a time, every device's counters) happen on a
 /// thread of their own instead of the daemon's loop.
 pub struct DatapathReader {
-    maps: Vec<(&'static str, Map)>,
+    maps: Maps,
     /// The devices' cells (state and counters), as the datapath assigns them.
     cells: super::cells::Shared,
 }
@@ -121,24 +130,15 @@ pub(super) const READER_MAPS: [&str; 9] = [
     MAP_FRAGS,
 ];
 
-impl MapSource for DatapathReader {
-    fn find(&mut self, name: &'static str) -> Option<&mut Map> {
-        self.maps
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
-    }
-}
-
 impl DatapathReader {
     /// Packet counters by reason and side (see [`Datapath::stats`]).
     pub fn stats(&mut self) -> Result<Vec<u64>, DatapathError> {
-        per_cpu_sums(self, MAP_STATS, STATS_LEN)
+        per_cpu_sums(&mut self.maps, MAP_STATS, STATS_LEN)
     }
 
     /// See [`Datapath::event_stats`].
     pub fn event_stats(&mut self) -> Result<Vec<u64>, DatapathError> {
-        per_cpu_sums(self, MAP_EV_STATS, EV_STATS_LEN)
+        per_cpu_sums(&mut self.maps, MAP_EV_STATS, EV_STATS_LEN)
     }
 
     /// See [`Datapath::device_counters`].
@@ -150,21 +150,35 @@ impl DatapathReader {
             .get(&id)
             .copied();
         match cell {
-            Some(cell) => device_counters(self, cell),
+            Some(cell) => device_counters(&mut self.maps, cell),
             None => Ok(DeviceCounterTotals::default()),
         }
     }
 
     /// See [`Datapath::map_usage`].
     pub fn map_usage(&mut self) -> Result<Vec<(&'static str, u64, u64)>, DatapathError> {
-        map_usage(self)
+        map_usage(&mut self.maps)
     }
 }
 
 impl Datapath {
     /// A [`DatapathReader`] of this datapath's maps.
     pub fn reader(&self) -> Result<DatapathReader, DatapathError> {
-        READER_MAPS
+        Ok(DatapathReader {
+            maps: Maps(self.dup_maps(&READER_MAPS)?),
+            cells: self.cells.shared(),
+        })
+    }
+
+    /// The two flow tables' [`FlowTables`].
+    pub fn flow_tables(&self) -> Result<FlowTables, DatapathError> {
+        Ok(FlowTables {
+            maps: Maps(self.dup_maps(&[MAP_EST_FLOWS, MAP_FLOWS])?),
+        })
+    }
+
+    fn dup_maps(&self, names: &[&'static str]) -> Result<Vec<(&'static str, Map)>, DatapathError> {
+        names
             .iter()
             .map(|&name| {
                 let Some(
@@ -180,12 +194,50 @@ impl Datapath {
                 };
                 dup_map(name, data)
             })
-            .collect::<Result<_, _>>()
-            .map(|maps| DatapathReader {
-                maps,
-                cells: self.cells.shared(),
-            })
+            .collect()
     }
+}
+
+/// Handles of the two flow tables for the pair's flow replication, which reads and writes
+/// them on a thread of its own (`daemon::flowsync`): every flow, and the flows the other
+/// member hands over.
+pub struct FlowTables {
+    maps: Maps,
+}
+
+impl FlowTables {
+    /// Every flow, with its table (see [`Datapath::flows`]).
+    pub fn read(&mut self) -> Result<Vec<(FlowTable, FlowKey, FlowValue)>, DatapathError> {
+        read_flows(&mut self.maps)
+    }
+
+    /// Writes `value` under `key` in `table`, over an entry that may be there.
+    pub fn write(
+        &mut self,
+        table: FlowTable,
+        key: &FlowKey,
+        value: &FlowValue,
+    ) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, FlowKey, FlowValue> = typed(&mut self.maps, table.map())?;
+        map.insert(key, value, 0)
+            .map_err(DatapathError::map(table.map()))
+    }
+}
+
+/// Every flow of both tables, with its table.
+pub(super) fn read_flows<S: MapSource>(
+    src: &mut S,
+) -> Result<Vec<(FlowTable, FlowKey, FlowValue)>, DatapathError> {
+    let mut out = Vec::new();
+    for table in FlowTable::ALL {
+        let map: HashMap<_, FlowKey, FlowValue> = typed(src, table.map())?;
+        out.extend(
+            map.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (table, k, v)),
+        );
+    }
+    Ok(out)
 }
 
 /// A second handle of one map (its own file descriptor), usable from another thread.
