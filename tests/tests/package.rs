@@ -73,6 +73,7 @@ fn the_package_installs_into_a_clean_root_and_runs_from_there() -> Result<()> {
         "usr/share/lazaret/grafana/lazaret.json",
         // The pair's VRRP configuration and what it does (docs/ha.md).
         "usr/share/lazaret/keepalived/keepalived.conf",
+        "usr/share/lazaret/conntrackd/conntrackd.conf",
         "usr/share/doc/lazaret/ha.md",
         // The alerts' runbook_url and the unit's Documentation= point here.
         "usr/share/doc/lazaret/runbook.md",

@@ -66,6 +66,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("musl-tools", "musl-gcc"),
     // The active/standby pair's VRRP (deploy/keepalived, tests/tests/ns_ha.rs).
     ("keepalived", "keepalived"),
+    // The pair's flow replication on the nftables dataplane (deploy/conntrackd), and
+    // conntrack to read the replicated entries in its test.
+    ("conntrackd", "conntrackd"),
+    ("conntrack", "conntrack"),
 ];
 
 /// The target of the statically linked binary (`cargo xtask package`).

@@ -27,6 +27,9 @@ impl Dataplanes {
         registry: &prometheus::Registry,
     ) -> Result<Dataplanes, DataplaneError> {
         let mut nft = nft::NftDataplane::new(registry).map_err(DataplaneError::Metrics)?;
+        // The member whose sync address is the higher one is the pair's second.
+        let ha = config.ha.as_ref();
+        nft.set_second_member(ha.is_some_and(|h| h.listen.is_some() && h.listen > h.peer));
         let xdp = match config.dataplane {
             config::Dataplane::Xdp | config::Dataplane::Auto => {
                 let dir = pin_dir(&config.pin_dir);

@@ -60,6 +60,17 @@ pub struct NftDataplane {
     expected: BTreeMap<&'static str, usize>,
     /// The ruleset generation last verified intact.
     verified: Option<u32>,
+    /// Which member of an active/standby pair this is, for [`flow_stamp`].
+    second_member: bool,
+}
+
+/// The conntrack mark a table of `generation` stamps on the flows it admits: the generation
+/// (its low 31 bits) shifted up, with the pair member's bit below it (never 0, which no table stamps). The
+/// members' stamps differ in that bit, so a flow conntrackd carried over from the other
+/// member never matches this member's stamp and is judged again under this member's policy
+/// on its next packet (`docs/ha.md`), as XDP judges a replicated flow again.
+pub fn flow_stamp(generation: u64, second_member: bool) -> u32 {
+    (((generation as u32) & 0x7fff_ffff).max(1) << 1) | u32::from(second_member)
 }
 
 /// The enforcing table's named counters, readable from any thread.
@@ -144,7 +155,13 @@ impl NftDataplane {
             restored: Vec::new(),
             expected: BTreeMap::new(),
             verified: None,
+            second_member: false,
         })
+    }
+
+    /// Marks this gateway as the second member of its pair (see [`flow_stamp`]).
+    pub fn set_second_member(&mut self, second: bool) {
+        self.second_member = second;
     }
 
     /// Holds the interfaces named in `held` closed (see [`super::hold`]).
@@ -254,8 +271,7 @@ impl NftDataplane {
             &RenderOptions {
                 family: Family::Inet,
                 table: next_table.into(),
-                // Only compared for equality in the conntrack mark; 0 is never a stamp.
-                generation: (generation as u32).max(1),
+                generation: flow_stamp(generation, self.second_member),
                 ifnames,
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },

@@ -64,7 +64,8 @@ pub struct RenderOptions {
     /// The table's name; lazaret owns the whole table.
     pub table: String,
     /// Stamped into the conntrack mark of flows this table admitted; flows stamped with
-    /// another generation are judged again (the XDP program's generation switch).
+    /// another generation are judged again (the XDP program's generation switch). The
+    /// daemon's tables stamp [`super::dataplane::flow_stamp`]; only equality matters.
     pub generation: u32,
     /// Interface names by ifindex (the keys of [`MapContents::ifaces`]); several ports
     /// may map to one name (a bridge's ports to the bridge).
