@@ -4,15 +4,20 @@
 //! the tests' own namespaces.
 
 use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context, Result};
+use lazaret_abi::{Reason, SIDE_DEVICES};
 use lazaret_tests::{
-    daemon::{pump_policy, round_trip, Dataplane, Lab},
+    daemon::{fmt_mac, pump_policy, round_trip, Dataplane, Lab},
     lazaret_bin,
-    netns::{veth, wait_until, ChildGuard, Netns},
+    netns::{mac_of, unique_prefix, veth, wait_until, ChildGuard, Netns},
     on_both_dataplanes,
 };
 
@@ -194,6 +199,17 @@ fn keepalived_conf(lab: &Lab, n: usize, link: &str) -> Result<String> {
         ),
         ("        192.168.255.2 ", format!("        {peer} ")),
         ("priority 150", format!("priority {prio}")),
+        (
+            "        eth1.20
+        eth0
+",
+            format!(
+                "        {}
+        {}
+",
+                lab.net.gw_dev_if, lab.net.gw_up_if
+            ),
+        ),
         (
             "10.20.0.1/24 dev eth1.20",
             format!("{VIP_DEV}/24 dev {}", lab.net.gw_dev_if),
@@ -462,145 +478,348 @@ fn a_release_made_while_the_other_member_was_down_wins_over_the_older_quarantine
     Ok(())
 }
 
-/// Moves `addr` (with its /24) from interface `from` to `to` in `ns`, and the default route
-/// through `via` with it.
-fn move_address(ns: &Netns, addr: &str, from: &str, to: &str, via: &str) -> Result<()> {
-    let cidr = format!("{addr}/24");
-    ns.exec(&["ip", "addr", "del", &cidr, "dev", from])?;
-    ns.exec(&["ip", "link", "set", to, "up"])?;
-    ns.exec(&["ip", "addr", "add", &cidr, "dev", to])?;
-    ns.exec(&["ip", "route", "replace", "default", "via", via, "dev", to])?;
-    Ok(())
+/// How the active member fails.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Its lazaret is killed (keepalived's check fails: it gives the addresses up).
+    DaemonKilled,
+    /// Its keepalived is killed.
+    KeepalivedKilled,
+    /// Its device-side link goes down (keepalived tracks it: FAULT).
+    DeviceLinkDown,
+    /// The whole member is gone: every process killed, its namespace removed.
+    MemberGone,
 }
 
-/// The pair's promise for open sessions: a TCP session opened through the active member
-/// carries on through the standby after the active one fails, with no new handshake — on
-/// XDP by lazaret's flow replication, on nftables by conntrackd with the shipped
-/// configuration. Each member's lab has the same addresses, so the failover is the device's
-/// and the server's path moving from member a to member b: member b's ends of its lab are
-/// moved into member a's device and server namespaces, and the session's next segment
-/// leaves through them. Without its flow on member b that segment would be dropped there (a
-/// mid-stream segment opens no flow).
-fn an_open_session_carries_on_through_the_standby_after_a_failover(
-    dataplane: Dataplane,
-) -> Result<()> {
-    let [mut a, mut b] = replicating_pair_on(dataplane, KEY)?;
-    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
-        a.net
-            .gateway
-            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
-    }
-    a.start()?;
-    b.start()?;
-    wait_role(&a, "active", Duration::from_secs(2))?;
-    wait_role(&b, "standby", Duration::from_secs(2))?;
-    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
-    let conntrackd = if dataplane == Dataplane::Nftables {
-        vec![start_conntrackd(&a, 0)?, start_conntrackd(&b, 1)?]
-    } else {
-        Vec::new()
-    }; // Member b's second path, down until the failover.
-    b.net.device.exec(&[
-        "ip",
-        "link",
-        "set",
-        &b.net.device_if,
-        "netns",
-        &a.net.device.name,
-    ])?;
-    b.net.server.exec(&[
-        "ip",
-        "link",
-        "set",
-        &b.net.server_if,
-        "netns",
-        &a.net.server.name,
-    ])?;
+/// Two members on one device segment and one upstream segment, with real keepalived moving
+/// the gateway addresses ([`VIP_DEV`], [`VIP_UP`]) and the replication between them
+/// (conntrackd too on nftables). Each member's lab is built as usual; then member b's ends
+/// of its lab move into member a's device and server namespaces, where a bridge joins them
+/// to member a's: the device (10.20.0.11) and the server (10.10.0.20) each sit on one
+/// segment with both members, and reach each other through the virtual addresses.
+struct Pair {
+    members: [Member; 2],
+    /// The dedicated link's switch: a bridge between the members' `ha-a` and `ha-b`, so
+    /// one member's end can go without taking the other's with it (a veth pair dies whole).
+    link: Netns,
+    conntrackd: Vec<ChildGuard>,
+    /// Connections the server accepted on [`DENIED_PORT`].
+    denied_accepted: Arc<AtomicUsize>,
+}
 
-    let mut session = a.connect(2575, Duration::from_secs(1))?;
-    ensure!(
-        round_trip(&mut session),
-        "the session does not work through member a"
-    );
+/// A port the lab policy allows the pump nothing on.
+const DENIED_PORT: u16 = 23;
+
+impl Pair {
+    fn new(dataplane: Dataplane) -> Result<Pair> {
+        let [a, b] = replicating_pair_on(dataplane, KEY)?;
+        // One device, one policy: member b binds member a's device MAC.
+        b.write_policy(&std::fs::read_to_string(
+            a.policy_dir.join("hospital.toml"),
+        )?)?;
+        // The members' own addresses on the shared segments (the labs both gave .1).
+        for (lab, own) in [(&a, "2"), (&b, "3")] {
+            for (net, ifname) in [
+                ("10.20.0", &lab.net.gw_dev_if),
+                ("10.10.0", &lab.net.gw_up_if),
+            ] {
+                let gw = &lab.net.gateway;
+                gw.exec(&["ip", "addr", "del", &format!("{net}.1/24"), "dev", ifname])?;
+                gw.exec(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{net}.{own}/24"),
+                    "dev",
+                    ifname,
+                ])?;
+            }
+        }
+        let segments = [
+            (
+                &a.net.device,
+                "segd",
+                &a.net.device_if,
+                &b.net.device_if,
+                &b.net.device,
+            ),
+            (
+                &a.net.server,
+                "segu",
+                &a.net.server_if,
+                &b.net.server_if,
+                &b.net.server,
+            ),
+        ];
+        for (ns, bridge, ours, theirs, their_ns) in segments {
+            their_ns.exec(&["ip", "link", "set", theirs, "netns", &ns.name])?;
+            let mac = fmt_mac(mac_of(ns, ours)?);
+            ns.exec(&[
+                "ip", "link", "add", bridge, "address", &mac, "type", "bridge",
+            ])?;
+            for port in [ours, theirs] {
+                ns.exec(&["ip", "addr", "flush", "dev", port])?;
+                ns.exec(&["ip", "link", "set", port, "master", bridge, "up"])?;
+            }
+            ns.exec(&["ip", "link", "set", bridge, "up"])?;
+        }
+        let hosts = [
+            (&a.net.device, "10.20.0.11", "segd", VIP_DEV),
+            (&a.net.server, "10.10.0.20", "segu", VIP_UP),
+        ];
+        for (ns, addr, bridge, via) in hosts {
+            ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", bridge])?;
+            ns.exec(&[
+                "ip", "route", "replace", "default", "via", via, "dev", bridge,
+            ])?;
+        }
+        let link = Netns::new(format!("{}ha", unique_prefix()))?;
+        link.exec(&["ip", "link", "add", "name", "sw", "type", "bridge"])?;
+        link.exec(&["ip", "link", "set", "sw", "up"])?;
+        for (lab, end, port, addr) in [
+            (&a, "ha-a", "pa", "192.168.255.1/24"),
+            (&b, "ha-b", "pb", "192.168.255.2/24"),
+        ] {
+            // replicating_pair joined them directly; the other end goes with this one.
+            let _ = lab.net.gateway.exec(&["ip", "link", "del", end]);
+            veth(&link, port, None, &lab.net.gateway, end, Some(addr))?;
+            link.exec(&["ip", "link", "set", port, "master", "sw", "up"])?;
+        }
+        let denied_accepted = count_accepts(&a.net.server, DENIED_PORT)?;
+        let mut members = [a, b].map(|lab| Member {
+            lab,
+            keepalived: None,
+        });
+        let mut conntrackd = Vec::new();
+        for (n, link) in [(0, "ha-a"), (1, "ha-b")] {
+            members[n].lab.start()?;
+            if dataplane == Dataplane::Nftables {
+                conntrackd.push(start_conntrackd(&members[n].lab, n)?);
+            }
+            members[n].start_keepalived(n, link)?;
+        }
+        let pair = Pair {
+            members,
+            link,
+            conntrackd,
+            denied_accepted,
+        };
+        let [a, b] = &pair.members;
+        let elected = wait_until(Duration::from_secs(10), || pair.holds_all(0));
+        ensure!(elected, "member a did not become master\n{}", pair.debug());
+        wait_role(&a.lab, "active", Duration::from_secs(2))?;
+        wait_role(&b.lab, "standby", Duration::from_secs(2))?;
+        wait_metric(&a.lab, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
+        Ok(pair)
+    }
+
+    fn holds_all(&self, n: usize) -> bool {
+        let gw = &self.members[n].lab.net.gateway;
+        holds(gw, VIP_DEV).unwrap_or(false) && holds(gw, VIP_UP).unwrap_or(false)
+    }
+
+    fn debug(&self) -> String {
+        let [a, b] = &self.members;
+        let ct: Vec<_> = self.conntrackd.iter().map(ChildGuard::output).collect();
+        format!(
+            "keepalived a:\n{}\nkeepalived b:\n{}\nconntrackd:\n{}",
+            a.log(),
+            b.log(),
+            ct.join("\n")
+        )
+    }
+
+    /// The device tries the denied port: it must not get through.
+    fn try_denied(&self) -> Result<()> {
+        let lab = &self.members[0].lab;
+        ensure!(
+            lab.connect(DENIED_PORT, Duration::from_millis(300))
+                .is_err(),
+            "the pump reached a port the policy denies"
+        );
+        Ok(())
+    }
+
+    /// Makes member a fail as `fault` says.
+    fn fail_a(&mut self, fault: Fault) -> Result<()> {
+        let a = &mut self.members[0];
+        match fault {
+            Fault::DaemonKilled => {
+                a.lab.kill9();
+            }
+            Fault::KeepalivedKilled => {
+                if let Some(k) = a.keepalived.as_mut() {
+                    k.stop();
+                }
+            }
+            Fault::DeviceLinkDown => {
+                let ifname = a.lab.net.gw_dev_if.clone();
+                a.lab
+                    .net
+                    .gateway
+                    .exec(&["ip", "link", "set", &ifname, "down"])?;
+            }
+            Fault::MemberGone => {
+                // As a power cut: every process of the member at once, so none says
+                // goodbye (keepalived's priority-0 advertisement); then its interfaces go.
+                let name = a.lab.net.gateway.name.clone();
+                let pids = std::process::Command::new("ip")
+                    .args(["netns", "pids", &name])
+                    .output()?;
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: a signal to a process of the test's own namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                std::process::Command::new("ip")
+                    .args(["netns", "delete", &name])
+                    .status()?;
+                // Its end of the dedicated link loses carrier on the other member, as a
+                // cable to a dead host does.
+                self.link.exec(&["ip", "link", "set", "pb", "down"])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts the connections accepted on the lab server's `port`, for at most a minute.
+fn count_accepts(server: &Netns, port: u16) -> Result<Arc<AtomicUsize>> {
+    let l = server.run(move || std::net::TcpListener::bind(("10.10.0.20", port)))??;
+    l.set_nonblocking(true)?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok(_) => {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Ok(count)
+}
+
+/// The pair's promise: a long-lived TCP session through the active member carries on
+/// through the standby after the active one fails (`fault`), without a new handshake — on
+/// XDP by lazaret's flow replication, on nftables by conntrackd with the shipped
+/// configuration — and a flow the policy denies stays denied throughout (counted at the
+/// server). Without its flow on member b the session's next segment would be dropped there
+/// (a mid-stream segment opens no flow).
+fn a_session_survives(dataplane: Dataplane, fault: Fault) -> Result<()> {
+    let mut pair = Pair::new(dataplane)?;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut s = pair.members[0].lab.connect(2575, Duration::from_secs(1))?;
+        ensure!(
+            round_trip(&mut s),
+            "a session does not work through member a"
+        );
+        sessions.push(s);
+    }
+    pair.try_denied()?;
+    let b = &pair.members[1].lab;
     // Member a's stamp on the session (after the failover, conntrackd carries member b's
     // stamp back to it).
-    let on_a = ct_mark(&a)?;
-    // The session's flow reaches the standby.
+    let on_a = ct_mark(&pair.members[0].lab)?;
+    // The sessions' flows reach the standby.
     if dataplane == Dataplane::Xdp {
         let adopted = "lazaret_ha_flow_updates_total{outcome=\"adopted\"}";
-        wait_metric(&b, adopted, 1.0, Duration::from_secs(5))?;
+        wait_metric(b, adopted, 2.0, Duration::from_secs(5))?;
     } else {
         let replicated = wait_until(Duration::from_secs(5), || {
-            session_entry(&b).is_ok_and(|e| e.is_some_and(|l| l.contains("ESTABLISHED")))
+            session_entry(b).is_ok_and(|e| e.is_some_and(|l| l.contains("ESTABLISHED")))
         });
         ensure!(
             replicated,
             "conntrackd did not carry the session to member b\n{}",
-            conntrackd
-                .iter()
-                .map(ChildGuard::output)
-                .collect::<Vec<_>>()
-                .join("\n")
+            pair.debug()
         );
     }
 
-    // Member a fails: its links go down, the addresses move to member b, and the device and
-    // the server reach member b.
-    for ifname in [&a.net.gw_dev_if, &a.net.gw_up_if] {
-        a.net.gateway.exec(&["ip", "link", "set", ifname, "down"])?;
-    }
-    for (vip, ifname) in [(VIP_DEV, &b.net.gw_dev_if), (VIP_UP, &b.net.gw_up_if)] {
-        b.net
-            .gateway
-            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
-    }
-    move_address(
-        &a.net.device,
-        "10.20.0.11",
-        &a.net.device_if,
-        &b.net.device_if,
-        "10.20.0.1",
-    )?;
-    move_address(
-        &a.net.server,
-        "10.10.0.20",
-        &a.net.server_if,
-        &b.net.server_if,
-        "10.10.0.1",
-    )?;
-    wait_role(&b, "active", Duration::from_secs(2))?;
-
-    // The same session, through member b: no new handshake. (TCP retransmits: allow a few
-    // round trips' worth of time for the neighbours to resolve on the new path.)
-    let carried_on = wait_until(Duration::from_secs(6), || round_trip(&mut session));
+    let through_b = || b.packets(Reason::AllowFlow, SIDE_DEVICES);
+    let before = through_b()?;
+    let fault_at = Instant::now();
+    pair.fail_a(fault)?;
+    let moved = wait_until(Duration::from_secs(15), || pair.holds_all(1));
     ensure!(
-        carried_on,
-        "the session did not survive the failover; member b: {}",
-        b.metrics_text()?
-            .lines()
-            .filter(|l| l.starts_with("lazaret_packets_total") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        moved,
+        "member b did not take the addresses after {fault:?}\n{}",
+        pair.debug()
+    );
+    let b = &pair.members[1].lab;
+    wait_role(b, "active", Duration::from_secs(2))?;
+    // The same sessions, through member b: no new handshake. (TCP retransmits: allow a few
+    // seconds for the neighbours to learn member b's MAC.)
+    for (i, s) in sessions.iter_mut().enumerate() {
+        let carried_on = wait_until(Duration::from_secs(8), || round_trip(s));
+        ensure!(
+            carried_on,
+            "session {i} did not survive {fault:?}\n{}",
+            pair.debug()
+        );
+    }
+    eprintln!(
+        "{dataplane:?}, {fault:?}: sessions flowing again {:?} after the fault",
+        fault_at.elapsed()
+    );
+    // Through member b, not a member a that still forwards.
+    let b = &pair.members[1].lab;
+    ensure!(
+        b.packets(Reason::AllowFlow, SIDE_DEVICES)? > before,
+        "the sessions did not go through member b"
     );
     if dataplane == Dataplane::Nftables {
         // Judged again by member b: its table stamped the flow with its own mark (odd: the
         // pair's second member), not the one conntrackd carried from member a.
-        let on_b = ct_mark(&b)?;
+        let on_b = ct_mark(b)?;
         ensure!(
             on_b.is_some_and(|m| m % 2 == 1) && on_b != on_a,
             "member b did not judge the session again: mark {on_b:?} on b, {on_a:?} on a"
         );
     }
-    // A new session opens through member b too (its policy, its flows).
+    // A new session opens through member b (its policy, its flows); the denied port stays
+    // shut, and the server never saw a connection on it.
+    let lab = &pair.members[0].lab;
     ensure!(
-        a.connect(2575, Duration::from_secs(1))
+        lab.connect(2575, Duration::from_secs(1))
             .is_ok_and(|mut s| round_trip(&mut s)),
         "a new session does not open through member b"
+    );
+    pair.try_denied()?;
+    ensure!(
+        pair.denied_accepted.load(Ordering::SeqCst) == 0,
+        "the server accepted a connection on a denied port"
     );
     Ok(())
 }
 
-on_both_dataplanes!(an_open_session_carries_on_through_the_standby_after_a_failover);
+fn session_survives_the_daemon_killed(dataplane: Dataplane) -> Result<()> {
+    a_session_survives(dataplane, Fault::DaemonKilled)
+}
+
+fn session_survives_keepalived_killed(dataplane: Dataplane) -> Result<()> {
+    a_session_survives(dataplane, Fault::KeepalivedKilled)
+}
+
+fn session_survives_the_device_link_down(dataplane: Dataplane) -> Result<()> {
+    a_session_survives(dataplane, Fault::DeviceLinkDown)
+}
+
+fn session_survives_the_member_gone(dataplane: Dataplane) -> Result<()> {
+    a_session_survives(dataplane, Fault::MemberGone)
+}
+
+on_both_dataplanes!(
+    session_survives_the_daemon_killed,
+    session_survives_keepalived_killed,
+    session_survives_the_device_link_down,
+    session_survives_the_member_gone,
+);
 
 /// The conntrack entry of the lab session (the device to the server's 2575) in member
 /// `lab`'s gateway, as `conntrack -L` prints it.
