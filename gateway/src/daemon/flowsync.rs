@@ -8,8 +8,8 @@
 //! address, replays, ABI and commit):
 //! - a flow when it is new to the channel, when its state changes, and again every
 //!   [`REFRESH`] while it carries traffic (so the copy does not time out);
-//! - everything again after the channel (re)connects or the member becomes active: the bulk
-//!   transfer of a peer that (re)joins;
+//! - everything again, at once, after the channel (re)connects or the member becomes
+//!   active: the bulk transfer of a peer that (re)joins;
 //! - at most [`PER_ROUND`] flows each [`ROUND`], in batches of [`BATCH`]: new flows and
 //!   changes first, refreshes after. A bound on the link and on the peer's work, not on
 //!   correctness: what does not fit goes in the next round.
@@ -49,8 +49,9 @@ use crate::{
 
 /// Between two rounds of the active member's sender.
 pub const ROUND: Duration = Duration::from_secs(1);
-/// Flows sent in one round at most.
-pub const PER_ROUND: usize = 20_000;
+/// Flows sent in one round at most: a bulk transfer of a full established table (100,000
+/// flows is the target) goes in one round.
+pub const PER_ROUND: usize = 100_000;
 /// Flows in one message.
 pub const BATCH: usize = 500;
 /// A flow carrying traffic is sent again after this long, so its copy stays fresh (the
@@ -294,15 +295,18 @@ fn run(
     let mut read_failed = false;
     loop {
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            // A member that becomes active, or a peer that (re)joins: everything, now.
             Ok(Msg::Active(a)) => {
                 if a && !active {
                     tracker.reset();
+                    next = Instant::now();
                 }
                 active = a;
             }
             Ok(Msg::Link(up)) => {
                 if up {
                     tracker.reset();
+                    next = Instant::now();
                 }
                 link = up;
             }

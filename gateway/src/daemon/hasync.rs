@@ -1,6 +1,7 @@
 //! Quarantine replication between the two members of an active/standby pair
 //! (`docs/ha.md`): a quarantine or release on one member is carried out on the other. The
-//! channel also carries the active member's flows ([`super::flowsync`]).
+//! channel also carries the active member's flows ([`super::flowsync`]), learned flows and
+//! unknown devices ([`super::records`]).
 //!
 //! The channel runs over the pair's dedicated link: each member listens on `[ha] listen`
 //! and connects to `[ha] peer`, so each direction has its own connection, opened by the
@@ -18,9 +19,8 @@
 //! it happens. A sender that is not connected drops what it would have sent: the snapshot
 //! at the next connection carries it. Of a quarantine and a release of one device, the
 //! later wins on both members (a release later than a quarantine's `since` undoes it; a
-//! quarantine at the same second as a release stays: the safe side). Releases are kept in
-//! memory: after a restart of one member, a release made on the other while it was down is
-//! not known, and its snapshot quarantines the device there again.
+//! quarantine at the same second as a release stays: the safe side). Releases are kept for a
+//! day in the quarantine state file, so a restarted member still knows them.
 //!
 //! Enforcement never waits for the peer: a quarantine is enforced here first, then sent.
 //! While the link is up it is enforced on the peer within the time of one message (the
@@ -77,20 +77,17 @@ pub enum Body {
     Flows {
         flows: Vec<super::flowsync::SyncedFlow>,
     },
+    /// What the active member learned: learn-mode devices' flows and unknown devices, in
+    /// parts (see [`super::records`]).
+    Records {
+        #[serde(default)]
+        learned: BTreeMap<String, super::learn::DeviceFlows>,
+        #[serde(default)]
+        unknown: Vec<super::unknown::UnknownDevice>,
+    },
 }
 
-/// A release, as a snapshot carries it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Released {
-    /// Unix seconds.
-    pub at: u64,
-    pub by: String,
-    pub reason: String,
-}
-
-/// How long a release is kept for the snapshots.
-pub const RELEASES_KEPT_S: u64 = 24 * 3600;
+pub use super::quarantine::{Released, RELEASES_KEPT_S};
 
 /// One line on the wire.
 #[derive(Debug, Serialize, Deserialize)]

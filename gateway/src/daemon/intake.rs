@@ -107,6 +107,9 @@ impl Controller {
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
             self.save_unknowns();
+            // A new device is news for the other member at once; changes to known ones
+            // go with the next tick.
+            self.send_records();
         }
     }
 

@@ -148,6 +148,43 @@ impl Learned {
     }
 }
 
+impl DeviceFlows {
+    /// Takes in what the other member of a pair learned of the device (see `hasync`): a
+    /// pattern both hold keeps the larger count and the wider time span (both members count
+    /// the flows they saw, which are mostly the same ones, so the counts are not added); a
+    /// new one is added within [`MAX_PER_DEVICE`]. Whether anything changed.
+    pub fn merge(&mut self, other: &DeviceFlows) -> bool {
+        let mut changed = false;
+        for (key, theirs) in &other.flows {
+            let room = self.flows.len() < MAX_PER_DEVICE;
+            match self.flows.get_mut(key) {
+                Some(ours) => {
+                    let merged = LearnedFlow {
+                        count: ours.count.max(theirs.count),
+                        first_seen: ours.first_seen.min(theirs.first_seen),
+                        last_seen: ours.last_seen.max(theirs.last_seen),
+                        ..ours.clone()
+                    };
+                    if merged != *ours {
+                        *ours = merged;
+                        changed = true;
+                    }
+                }
+                None if room => {
+                    self.flows.insert(key.clone(), theirs.clone());
+                    changed = true;
+                }
+                None => {}
+            }
+        }
+        if other.overflow > self.overflow {
+            self.overflow = other.overflow;
+            changed = true;
+        }
+        changed
+    }
+}
+
 /// The flow pattern an event reports, seen from its device; None for non-IP events.
 fn pattern(ev: &Event) -> Option<LearnedFlow> {
     let addr = |a: &[u8; 16]| match ev.family {
@@ -198,6 +235,30 @@ mod tests {
             ev.dst[..4].copy_from_slice(&[10, 20, 0, 11]);
         }
         ev
+    }
+
+    #[test]
+    fn the_other_members_flows_merge_without_double_counting() {
+        let flow = |count, first_seen, last_seen| LearnedFlow {
+            initiator: Initiator::Device,
+            proto: 6,
+            peer: "10.10.0.20".parse().expect("ip"),
+            port: 2575,
+            count,
+            first_seen,
+            last_seen,
+        };
+        let of = |list: Vec<(&str, LearnedFlow)>| DeviceFlows {
+            flows: list.into_iter().map(|(k, f)| (k.to_string(), f)).collect(),
+            overflow: 0,
+        };
+        let mut ours = of(vec![("a", flow(5, 100, 200))]);
+        let theirs = of(vec![("a", flow(3, 50, 150)), ("b", flow(1, 300, 300))]);
+        assert!(ours.merge(&theirs));
+        assert_eq!(ours.flows["a"], flow(5, 50, 200));
+        assert_eq!(ours.flows["b"], flow(1, 300, 300));
+        // The same again changes nothing.
+        assert!(!ours.merge(&theirs));
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! - [`interfaces`]: ifindexes, what enforces on each interface, holds, and what an
 //!   interface lost or regained needs.
 //! - [`containment`] with [`deviation`]: which device to quarantine, with what, until when.
-//! - [`learn`], [`unknown`], [`propose`]: learned flows, unknown devices, proposed rules.
+//! - [`learn`], [`unknown`], [`propose`]: learned flows, unknown devices, proposed rules;
+//!   [`records`] sends the first two to the other member of a pair.
 //! - [`api`], [`events`], [`control`]: the typed control replies, event record and protocol.
 //!
 //! The controller's jobs, one file each: `start` (adopt, restore, first install, attach),
@@ -60,6 +61,7 @@ pub mod preflight;
 pub mod propose;
 pub mod quarantine;
 mod quarantines;
+pub mod records;
 pub mod reloader;
 mod requests;
 mod serve;
@@ -215,13 +217,12 @@ pub struct Controller {
     /// Quarantines and releases for the other member, when `[ha]` replicates them (see
     /// [`hasync`]); started by [`Controller::serve`].
     sync_out: Option<mpsc::Sender<hasync::Body>>,
+    /// The records last sent to the other member (see [`records`]).
+    records_sent: records::Sent,
     /// The XDP flow replication's thread, when `[ha]` replicates (see [`flowsync`]).
     flow_sync: Option<std::sync::mpsc::Sender<flowsync::Msg>>,
     /// The enforcing policy's commit, for the replication's hello.
     commit_tx: tokio::sync::watch::Sender<Option<String>>,
-    /// Releases of the last day, by device, for the replication's snapshots (see
-    /// [`hasync`]: the later of a quarantine and a release wins on both members).
-    releases: BTreeMap<String, hasync::Released>,
 }
 
 impl Controller {

@@ -64,6 +64,20 @@ pub struct Entry {
     pub recovered: bool,
 }
 
+/// A release, kept for a day so that the later of a quarantine and a release wins on both
+/// members of a pair, across restarts (see `hasync`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Released {
+    /// Unix seconds.
+    pub at: u64,
+    pub by: String,
+    pub reason: String,
+}
+
+/// How long a release is kept.
+pub const RELEASES_KEPT_S: u64 = 24 * 3600;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {source}")]
@@ -86,12 +100,17 @@ pub struct Quarantines {
     path: PathBuf,
     audit: PathBuf,
     pub entries: BTreeMap<String, Entry>,
+    /// Releases of the last day, by device ([`Released`]).
+    pub released: BTreeMap<String, Released>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     devices: BTreeMap<String, Entry>,
+    /// Absent from files written before releases were kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    released: BTreeMap<String, Released>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -111,6 +130,7 @@ impl Quarantines {
             path: path.clone(),
             audit,
             entries: BTreeMap::new(),
+            released: BTreeMap::new(),
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -120,6 +140,7 @@ impl Quarantines {
         match serde_json::from_str::<FileFormat>(&text) {
             Ok(f) => {
                 q.entries = f.devices;
+                q.released = f.released;
                 (q, None)
             }
             Err(e) => {
@@ -140,9 +161,22 @@ impl Quarantines {
         let body = serde_json::to_vec_pretty(&FileFormat {
             version: 1,
             devices: self.entries.clone(),
+            released: self.released.clone(),
         })
         .map_err(|e| io(&self.path)(std::io::Error::other(e)))?;
         super::state::write_atomic(&self.path, &body).map_err(io(&self.path))
+    }
+
+    /// Records the release of `device` at `now`, and forgets releases older than a day.
+    pub fn record_release(&mut self, device: &str, now: u64, by: &str, reason: &str) {
+        self.released.retain(|_, r| r.at + RELEASES_KEPT_S > now);
+        let r = Released {
+            at: now,
+            by: by.to_string(),
+            reason: reason.to_string(),
+        };
+        self.released.insert(device.to_string(), r);
+        self.entries.remove(device);
     }
 
     /// Appends one line to the audit log (JSON, one object per line).
@@ -211,6 +245,25 @@ mod tests {
         let (q2, err) = Quarantines::load(&d);
         assert!(err.is_none());
         assert_eq!(q2.entries, q.entries);
+    }
+
+    #[test]
+    fn releases_of_the_last_day_are_kept_across_restarts() {
+        let d = tmpdir("released");
+        let (mut q, _) = Quarantines::load(&d);
+        let day = RELEASES_KEPT_S;
+        q.record_release("pump-01", 10, "root", "checked");
+        q.record_release("pump-02", 10 + day, "root", "checked");
+        // pump-01's release is a day old by then: forgotten.
+        assert_eq!(q.released.keys().collect::<Vec<_>>(), ["pump-02"]);
+        q.save().expect("save");
+        let (q2, err) = Quarantines::load(&d);
+        assert!(err.is_none());
+        assert_eq!(q2.released, q.released);
+        // A file from before releases were kept still loads.
+        std::fs::write(d.join("quarantine.json"), r#"{"version":1,"devices":{}}"#).expect("write");
+        let (q3, err) = Quarantines::load(&d);
+        assert!(err.is_none() && q3.released.is_empty());
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Controller {
         let reason = entry.reason.clone();
         let (by, reason) = (by.as_str(), reason.as_str());
         self.apply_quarantine(hash, action)?;
-        self.releases.remove(device);
+        self.quarantines.released.remove(device);
         self.quarantines.entries.insert(device.to_string(), entry);
         self.save_quarantines();
         if let Err(e) = self
@@ -116,18 +116,8 @@ impl Controller {
             self.apply_quarantine(hash, Action::Alert)?;
             self.containment.forget(hash);
         }
-        let now = quarantine::now();
-        self.releases
-            .retain(|_, r| r.at + hasync::RELEASES_KEPT_S > now);
-        self.releases.insert(
-            device.to_string(),
-            hasync::Released {
-                at: now,
-                by: by.to_string(),
-                reason: reason.to_string(),
-            },
-        );
-        self.quarantines.entries.remove(device);
+        self.quarantines
+            .record_release(device, quarantine::now(), by, reason);
         self.save_quarantines();
         if let Err(e) = self.quarantines.audit("release", device, None, by, reason) {
             tracing::error!(error = %e, "audit log");
@@ -215,8 +205,10 @@ impl Controller {
                         "ha sync: connected to the other member; sending every quarantine"
                     );
                     let entries = self.quarantines.entries.clone();
-                    let released = self.releases.clone();
+                    let released = self.quarantines.released.clone();
                     self.replicate(hasync::Body::Snapshot { entries, released });
+                    self.resend_records();
+                    self.send_records();
                 } else {
                     tracing::warn!("ha sync: lost the other member; retrying every second");
                 }
@@ -247,6 +239,7 @@ impl Controller {
                     }
                 }
                 hasync::Body::Flows { flows } => self.tell_flow_sync(flowsync::Msg::Flows(flows)),
+                hasync::Body::Records { learned, unknown } => self.take_records(learned, &unknown),
                 hasync::Body::Hello { .. } => {}
             },
         }
@@ -277,7 +270,8 @@ impl Controller {
             return;
         }
         if self
-            .releases
+            .quarantines
+            .released
             .get(&device)
             .is_some_and(|r| r.at > entry.since)
         {

@@ -190,6 +190,7 @@ impl Controller {
                     self.sync_pins();
                     self.expire_quarantines();
                     self.save_learned();
+                    self.send_records();
                 }
                 batch = drain_ready(&mut drains) => {
                     for ev in &batch {

@@ -60,8 +60,8 @@ impl Controller {
             },
             sync_out: None,
             flow_sync: None,
+            records_sent: records::Sent::default(),
             commit_tx: tokio::sync::watch::channel(None).0,
-            releases: BTreeMap::new(),
         };
         ctl.metrics.set_ha_role(ctl.role.0.name());
         ctl.metrics.set_ha_sync_up(false);

@@ -94,6 +94,38 @@ impl Unknowns {
         new
     }
 
+    /// Takes in the other member's record of an unknown device (see `hasync`): addresses
+    /// and flows are joined (within [`MAX_FLOWS`]), the time span widened, the larger count
+    /// kept. The interface stays this host's own: an interface index names an interface of
+    /// the host that saw it, so a device only the other member saw has none here (0).
+    /// Whether anything changed.
+    pub fn merge(&mut self, theirs: &UnknownDevice) -> bool {
+        let Some(ours) = self.devices.get_mut(&theirs.mac) else {
+            if self.devices.len() >= MAX_TRACKED {
+                return false;
+            }
+            let mut d = theirs.clone();
+            d.ifindex = 0;
+            d.flows = d.flows.into_iter().take(MAX_FLOWS).collect();
+            self.devices.insert(d.mac.clone(), d);
+            return true;
+        };
+        let before = ours.clone();
+        ours.addresses.extend(theirs.addresses.iter().copied());
+        for f in &theirs.flows {
+            if ours.flows.len() < MAX_FLOWS {
+                ours.flows.insert(f.clone());
+            }
+        }
+        if theirs.last_seen > ours.last_seen {
+            ours.last_seen = theirs.last_seen;
+            ours.vlan = theirs.vlan;
+        }
+        ours.first_seen = ours.first_seen.min(theirs.first_seen);
+        ours.packets_reported = ours.packets_reported.max(theirs.packets_reported);
+        *ours != before
+    }
+
     /// Forgets devices that are now in the inventory (by MAC).
     pub fn retain_unknown(&mut self, known_macs: &BTreeSet<String>) {
         self.devices.retain(|mac, _| !known_macs.contains(mac));
@@ -145,6 +177,29 @@ mod tests {
         }
         assert_eq!(u.devices.len(), MAX_TRACKED);
         assert_eq!(u.overflow, 10);
+    }
+
+    #[test]
+    fn the_other_members_record_joins_this_ones() {
+        let mut ours = Unknowns::default();
+        ours.observe(&seen(1, "10.20.0.77", "tcp 10.10.0.20:443", 100));
+        let mut theirs = Unknowns::default();
+        theirs.observe(&seen(1, "10.20.0.78", "tcp 10.10.0.20:22", 50));
+        theirs.observe(&seen(2, "10.20.0.79", "tcp 10.10.0.20:22", 60));
+        for d in theirs.devices.values() {
+            assert!(ours.merge(d));
+        }
+        let one = &ours.devices["02:00:00:00:00:01"];
+        assert_eq!((one.first_seen, one.last_seen), (50, 100));
+        assert_eq!(
+            (one.addresses.len(), one.flows.len(), one.ifindex),
+            (2, 2, 3)
+        );
+        // Seen only by the other member: no interface of this host.
+        assert_eq!(ours.devices["02:00:00:00:00:02"].ifindex, 0);
+        for d in theirs.devices.values() {
+            assert!(!ours.merge(d), "the same record again changes nothing");
+        }
     }
 
     #[test]

@@ -347,6 +347,9 @@ impl Controller {
         self.role = (role, held);
         self.metrics.set_ha_role(role.name());
         self.tell_flow_sync(super::flowsync::Msg::Active(role == ha::Role::Active));
+        if role == ha::Role::Active {
+            self.resend_records();
+        }
     }
 
     /// Puts the pins of the state directory back into the dataplanes (after a reboot they
