@@ -42,7 +42,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use common::{median, round3, verdict};
+use common::{median, percentile, round3, verdict};
 use lazaret::daemon::control::{call, Request};
 use lazaret_abi::{stats_index, DevState, Reason, QUARANTINE_ISOLATE, SIDE_DEVICES};
 use lazaret_tests::daemon::{fmt_mac, Dataplane, Lab};
@@ -470,11 +470,6 @@ fn during_reload(args: &common::Args, trials: usize) -> Result<DuringReload> {
         bail!("no whole-policy reload completed while the trials ran: nothing was measured during one");
     }
     Ok(out)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() -> Result<()> {

@@ -6,6 +6,7 @@ pub mod bypass;
 pub mod daemon;
 pub mod demo;
 pub mod frames;
+pub mod ha;
 pub mod handmade;
 pub mod netns;
 pub mod nftlab;

@@ -71,6 +71,11 @@ const GROUPS: &[Group] = &[
             (10_000, 100_000, 2),
         ])),
     },
+    Group {
+        name: "ha",
+        what: "an active/standby pair failing over: time to traffic, datagrams lost, sessions kept; flow replication",
+        bench: Some(Needs::ReleaseDaemon(&[])),
+    },
 ];
 
 /// gen-policy's default seed: policies with it keep their short names.

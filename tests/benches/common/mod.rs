@@ -90,6 +90,15 @@ pub(crate) fn median(samples: &[f64]) -> f64 {
 }
 
 /// Rounds for the report: figures keep three decimals, enough for ns and ms.
+/// The `p` quantile (0..=1) of `sorted` (ascending), nearest rank; 0 for no samples.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
 pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
