@@ -496,10 +496,17 @@ impl Pair {
                 let pids = std::process::Command::new("ip")
                     .args(["netns", "pids", &name])
                     .output()?;
-                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
+                let pids: Vec<i32> = String::from_utf8_lossy(&pids.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                // Stopped first: a process killed while another still runs can say goodbye
+                // on its behalf (keepalived's VRRP child, told its parent died, sends the
+                // priority-0 advertisement a dead host never sends).
+                for sig in [libc::SIGSTOP, libc::SIGKILL] {
+                    for pid in &pids {
                         // SAFETY: a signal to a process of the test's own namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        unsafe { libc::kill(*pid, sig) };
                     }
                 }
                 // The kernel tears a namespace down in the background, and its interfaces

@@ -231,6 +231,55 @@ fn a_member_with_another_key_is_refused_and_changes_nothing() -> Result<()> {
     Ok(())
 }
 
+/// A member enforcing another policy commit (a rollout half done) is refused and counted:
+/// what it quarantines may not be in this member's policy, and its flows were judged under
+/// another policy. Nothing it sends is carried out.
+#[test]
+fn a_member_under_another_policy_commit_is_refused_and_changes_nothing() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(KEY)?;
+    // Member b's policy directory is a git checkout, so it enforces a commit; a's is not.
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "hospital"],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.email=ci@example.invalid", "-c", "user.name=ci"])
+            .args(args)
+            .current_dir(&b.policy_dir)
+            .status()?
+            .success();
+        ensure!(ok, "git {args:?} in member b's policy directory");
+    }
+    a.start()?;
+    b.start()?;
+    wait_metric(
+        &a,
+        "lazaret_ha_sync_refused_total{reason=\"commit\"}",
+        1.0,
+        Duration::from_secs(5),
+    )?;
+    // Neither member reports its replication up, not even for the moment of a hello (so
+    // LazaretPairSyncDown fires).
+    for _ in 0..10 {
+        for lab in [&a, &b] {
+            ensure!(
+                lab.metric("lazaret_ha_sync_up")? == Some(0.0),
+                "a member reports its replication up across commits"
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    b.quarantine("pump-icu-01", "isolate", "decided on b")?;
+    thread::sleep(Duration::from_millis(1500));
+    let list = quarantined(&a)?;
+    ensure!(
+        list.get("pump-icu-01").is_none(),
+        "a quarantine from another policy commit was carried out: {list}"
+    );
+    Ok(())
+}
+
 /// A release made while the other member was down reaches it with the next connection's
 /// snapshot, even after a restart of the member that made it, and that member's older
 /// quarantine does not come back to undo it.

@@ -13,6 +13,8 @@
 //! [`CLOCK_SKEW_MS`] from its own clock (a replay of an old connection); a first message
 //! that is not a [`Body::Hello`]; a peer under another datapath ABI or another policy
 //! commit (its verdicts would differ: what it quarantines may not exist here).
+//! A hello it accepts it answers with its own hello; the sender reports the link up
+//! (`lazaret_ha_sync_up`) only on that answer, so a refused member's link stays down.
 //!
 //! What is sent: after the hello, a [`Body::Snapshot`] of every quarantine the sender holds
 //! and of the releases it made or took in the last day, then each quarantine and release as
@@ -318,40 +320,61 @@ async fn listen(
             continue;
         }
         let (key, commit, to) = (s.key.clone(), commit.clone(), to_controller.clone());
+        let own = s.member.clone();
         tokio::spawn(async move {
-            if let Err((r, what)) = receive(stream, &key, &commit, &to).await {
+            if let Err((r, what)) = receive(stream, &key, &own, &commit, &to).await {
                 let _ = to.send(Inbound::Refused(r, what)).await;
             }
         });
     }
 }
 
-/// One connection from the peer, until it closes or a frame is refused.
+/// This member's hello under `commit`.
+fn hello(member: &str, commit: Option<String>) -> Body {
+    Body::Hello {
+        member: member.to_string(),
+        commit,
+        abi: lazaret_abi::ABI_VERSION,
+    }
+}
+
+/// The next line of `reader` into `line` (newline included); 0 at the end of the stream.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<usize, (Refusal, String)> {
+    line.clear();
+    let n = reader
+        .take(MAX_LINE)
+        .read_until(b'\n', line)
+        .await
+        .map_err(|e| (Refusal::Malformed, e.to_string()))?;
+    if n > 0 && line.last() != Some(&b'\n') {
+        return Err((
+            Refusal::Malformed,
+            format!("a line longer than {MAX_LINE} bytes"),
+        ));
+    }
+    Ok(n)
+}
+
+/// One connection from the peer, until it closes or a frame is refused. A hello that is
+/// accepted is answered with this member's own (the sender reports the link up only then).
 async fn receive(
     stream: TcpStream,
     key: &[u8],
+    own: &str,
     commit: &watch::Receiver<Option<String>>,
     to: &mpsc::Sender<Inbound>,
 ) -> Result<(), (Refusal, String)> {
-    let mut reader = BufReader::new(stream);
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = BufReader::new(rd);
     let mut opener = Opener::new(key);
     let mut member = String::new();
     let mut line = Vec::new();
     loop {
-        line.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| (Refusal::Malformed, e.to_string()))?;
-        if n == 0 {
+        if read_line(&mut reader, &mut line).await? == 0 {
             return Ok(());
-        }
-        if line.last() != Some(&b'\n') {
-            return Err((
-                Refusal::Malformed,
-                format!("a line longer than {MAX_LINE} bytes"),
-            ));
         }
         let body = opener
             .open(&line, unix_ms())
@@ -365,6 +388,10 @@ async fn receive(
                 )
             })?;
             member.clone_from(m);
+            let answer = seal(key, 1, unix_ms(), &hello(own, ours));
+            if write(&mut wr, &answer).await.is_err() {
+                return Ok(());
+            }
             continue;
         }
         let msg = Inbound::Peer {
@@ -377,7 +404,10 @@ async fn receive(
     }
 }
 
-/// Keeps a connection to the peer and writes what the controller hands over.
+/// Keeps a connection to the peer and writes what the controller hands over. The link is
+/// up once the peer answered the hello with its own, signed with the key and under the same
+/// commit and ABI: a peer that refuses this member closes the connection instead, and the
+/// link stays down (`lazaret_ha_sync_up` 0, so `LazaretPairSyncDown` fires).
 async fn send(
     s: Settings,
     commit: watch::Receiver<Option<String>>,
@@ -385,23 +415,39 @@ async fn send(
     to_controller: mpsc::Sender<Inbound>,
 ) {
     let mut seq = 0u64;
+    let mut line = Vec::new();
     loop {
         // Not connected: what would have been sent is dropped (the snapshot at the next
         // connection carries every quarantine, and the flow replication starts over).
         while control.try_recv().is_ok() || flows.try_recv().is_ok() {}
-        let Ok(Ok(mut stream)) = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(s.peer)).await
+        let Ok(Ok(stream)) = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(s.peer)).await
         else {
             tokio::time::sleep(RECONNECT_EVERY).await;
             continue;
         };
-        let hello = Body::Hello {
-            member: s.member.clone(),
-            commit: commit.borrow().clone(),
-            abi: lazaret_abi::ABI_VERSION,
-        };
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = BufReader::new(rd);
         seq += 1;
-        let line = seal(&s.key, seq, unix_ms(), &hello);
-        if write(&mut stream, &line).await.is_err() {
+        let ours = commit.borrow().clone();
+        let line_out = seal(&s.key, seq, unix_ms(), &hello(&s.member, ours.clone()));
+        if write(&mut wr, &line_out).await.is_err() {
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            continue;
+        }
+        let answer = tokio::time::timeout(IO_TIMEOUT, read_line(&mut reader, &mut line)).await;
+        if !matches!(answer, Ok(Ok(n)) if n > 0) {
+            // Refused (the peer counts why), or no answer.
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            continue;
+        }
+        let accepted = Opener::new(&s.key)
+            .open(&line, unix_ms())
+            .and_then(|body| check_hello(&body, ours.as_deref()));
+        if let Err(r) = accepted {
+            let what = format!("the answer of {} to this member's hello", s.peer);
+            if to_controller.send(Inbound::Refused(r, what)).await.is_err() {
+                return;
+            }
             tokio::time::sleep(RECONNECT_EVERY).await;
             continue;
         }
@@ -418,13 +464,13 @@ async fn send(
                 },
                 // Closed when this member replicates no flows: the branch is then skipped.
                 Some(body) = flows.recv() => body,
-                // The peer sends nothing on this connection: readable means it closed it
-                // (it refused a frame, or it stopped).
-                _ = stream.read(&mut peek) => break,
+                // The peer sends nothing more on this connection: readable means it closed
+                // it (it refused a frame, or it stopped).
+                _ = reader.read(&mut peek) => break,
             };
             seq += 1;
             let line = seal(&s.key, seq, unix_ms(), &body);
-            if write(&mut stream, &line).await.is_err() {
+            if write(&mut wr, &line).await.is_err() {
                 break;
             }
         }
@@ -433,7 +479,10 @@ async fn send(
     }
 }
 
-async fn write(stream: &mut TcpStream, line: &str) -> std::io::Result<()> {
+async fn write<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    line: &str,
+) -> std::io::Result<()> {
     match tokio::time::timeout(IO_TIMEOUT, stream.write_all(line.as_bytes())).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
