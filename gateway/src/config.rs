@@ -508,7 +508,18 @@ impl<'t> Checker<'t> {
             .collect();
         for key in ["listen", "peer"] {
             if let Some(v) = Self::get(t, key) {
-                self.value::<SocketAddr>(key, v);
+                // A concrete address: on every address the channel would also listen on
+                // the device ports, and the two members tell their flow stamps apart by
+                // comparing theirs.
+                let unspecified = self
+                    .value::<SocketAddr>(key, v)
+                    .is_some_and(|a| a.ip().is_unspecified());
+                if unspecified {
+                    self.problem(
+                        v.span().start,
+                        format!("{key}: an address of the dedicated link between the members, not every address"),
+                    );
+                }
             }
         }
         if let Some(v) = Self::get(t, "key_file") {
@@ -1113,6 +1124,13 @@ xdp_mode = "skb"
             other => panic!("expected an error, got {other:?}"),
         }
         let full = format!("{partial}peer = \"192.168.255.2:9465\"\nkey_file = \"ha.key\"\n");
+        let wildcard = full.replace("192.168.255.1:9465", "0.0.0.0:9465");
+        match parse(&wildcard) {
+            Err(ConfigError::Invalid { message, .. }) => {
+                assert!(message.contains("dedicated link"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
         let ha = parse(&full).expect("valid").ha.expect("ha");
         assert_eq!(
             ha.peer,

@@ -429,7 +429,8 @@ impl Pair {
         let b = &self.members[1].lab;
         if self.dataplane == Dataplane::Xdp {
             let adopted = "lazaret_ha_flow_updates_total{outcome=\"adopted\"}";
-            return wait_metric(b, adopted, sessions as f64, Duration::from_secs(5));
+            return wait_metric(b, adopted, sessions as f64, Duration::from_secs(5))
+                .with_context(|| self.daemon_logs());
         }
         let replicated = wait_until(Duration::from_secs(5), || {
             session_entries(b)
@@ -441,6 +442,22 @@ impl Pair {
             self.debug()
         );
         Ok(())
+    }
+
+    /// Both members' daemon output so far.
+    pub fn daemon_logs(&self) -> String {
+        let log = |m: &Member| {
+            m.lab
+                .daemon
+                .as_ref()
+                .map(ChildGuard::output)
+                .unwrap_or_default()
+        };
+        format!(
+            "lazaret a:\n{}\nlazaret b:\n{}",
+            log(&self.members[0]),
+            log(&self.members[1])
+        )
     }
 
     pub fn holds_all(&self, n: usize) -> bool {

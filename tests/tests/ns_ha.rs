@@ -383,7 +383,7 @@ fn a_session_survives(dataplane: Dataplane, fault: Fault) -> Result<()> {
         // pair's second member), not the one conntrackd carried from member a.
         let on_b = ct_mark(b)?;
         ensure!(
-            on_b.is_some_and(|m| m % 2 == 1) && on_b != on_a,
+            on_a.is_some() && on_b.is_some_and(|m| m % 2 == 1) && on_b != on_a,
             "member b did not judge the session again: mark {on_b:?} on b, {on_a:?} on a"
         );
     }

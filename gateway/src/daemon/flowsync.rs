@@ -10,14 +10,15 @@
 //!   [`REFRESH`] while it carries traffic (so the copy does not time out);
 //! - everything again, at once, after the channel (re)connects or the member becomes
 //!   active: the bulk transfer of a peer that (re)joins;
-//! - at most [`PER_ROUND`] flows each [`ROUND`], in batches of [`BATCH`]: new flows and
-//!   changes first, refreshes after. A bound on the link and on the peer's work, not on
-//!   correctness: what does not fit goes in the next round.
+//! - at most [`PER_ROUND`] flows each round, in batches of [`BATCH`]: new flows and changes
+//!   first, refreshes after. A bound on the link and on the peer's work, not on
+//!   correctness: what does not fit goes in the next round. Rounds are [`ROUND`] apart, or
+//!   further for a table slow to read (at most a tenth of the thread's time reads).
 //!
 //! What the other member takes, if it is not active itself: each flow into the table it is
 //! in on the sender (the established table's protection from floods of unconfirmed flows is
-//! the same on both), with its state, initiator and TCP ISN, its idle time on this member's
-//! clock, and **no generation** (generation 0 names no policy). The datapath judges a flow
+//! the same on both: only confirmed flows are taken into it), with its state, initiator and TCP ISN, its idle time on this member's
+//! clock, and **no generation** ([`UNJUDGED`] names no policy). The datapath judges a flow
 //! stamped under another generation again on its next packet, under this member's policy and
 //! quarantines — the path every flow takes after a policy reload — and keeps it only if that
 //! policy allows its initiating direction. So a replicated flow cannot open what the policy
@@ -31,7 +32,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{mpsc as std_mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -57,6 +61,11 @@ pub const BATCH: usize = 500;
 /// A flow carrying traffic is sent again after this long, so its copy stays fresh (the
 /// shortest timeout, of a half-open TCP flow, is 30 s).
 pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// The generation a taken-over flow is stamped with: none the daemon ever enforces (they
+/// count up from 1) and not an empty slot's 0, so the datapath judges the flow again on its
+/// next packet whatever it enforces then.
+pub const UNJUDGED: u64 = u64::MAX;
 
 /// A flow as the channel carries it: the flow key's endpoints and what the datapath needs
 /// to go on with the flow; nothing that names this member's devices or policy.
@@ -164,7 +173,10 @@ impl SyncedFlow {
         );
         // The datapath finds a flow only under its normalized key: the lower endpoint first.
         let ordered = (addr_a, self.a.port()) <= (addr_b, self.b.port());
-        if fam_a != fam_b || !known_state || self.initiator > 1 || !ordered {
+        // The established table holds confirmed flows only (a FIN makes one closing there).
+        let table_ok =
+            self.table == FlowTable::New || matches!(self.state, FLOW_ESTABLISHED | FLOW_CLOSING);
+        if fam_a != fam_b || !known_state || self.initiator > 1 || !ordered || !table_ok {
             return Err(Outcome::Invalid);
         }
         let idle_ns = self.idle_ms.saturating_mul(1_000_000);
@@ -182,7 +194,7 @@ impl SyncedFlow {
         };
         let value = FlowValue {
             last_seen_ns: now.saturating_sub(idle_ns),
-            generation: 0,
+            generation: UNJUDGED,
             rule: NO_RULE,
             state: self.state,
             initiator: self.initiator,
@@ -257,90 +269,168 @@ impl Tracker {
     }
 }
 
-/// What the controller tells the replication.
-#[derive(Debug)]
-pub enum Msg {
+/// The controller's handle on the replication's thread. Whether this member is active and
+/// whether the channel is up are flags the thread reads (never a queue a slow round could
+/// fill); the other member's flows go through a bounded queue, and what does not fit is
+/// dropped and counted (`failed`): the next round's refresh sends it again.
+pub struct Handle {
+    shared: Arc<Shared>,
+    flows: std_mpsc::SyncSender<Vec<SyncedFlow>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    active: AtomicBool,
+    link: AtomicBool,
+    /// Send everything at the next round, which starts at once.
+    resend: AtomicBool,
+}
+
+/// Flow messages of the other member waiting for the thread at most.
+const INBOUND_QUEUE: usize = 64;
+
+impl Handle {
     /// Whether this member is active (only the active member sends).
-    Active(bool),
+    pub fn set_active(&self, active: bool) {
+        if active && !self.shared.active.swap(true, Ordering::SeqCst) {
+            self.resend();
+        }
+        self.shared.active.store(active, Ordering::SeqCst);
+    }
+
     /// The channel to the other member connected (`true`: send everything) or was lost.
-    Link(bool),
-    /// Flows the other member sent.
-    Flows(Vec<SyncedFlow>),
+    pub fn set_link(&self, up: bool) {
+        self.shared.link.store(up, Ordering::SeqCst);
+        if up {
+            self.resend();
+        }
+    }
+
+    /// Flows the other member sent; false when the queue is full and they were dropped.
+    pub fn take(&self, flows: Vec<SyncedFlow>) -> bool {
+        self.flows.try_send(flows).is_ok()
+    }
+
+    fn resend(&self) {
+        self.shared.resend.store(true, Ordering::SeqCst);
+        // An empty batch wakes the thread for its round now (or it is awake already).
+        let _ = self.flows.try_send(Vec::new());
+    }
 }
 
 /// Starts the replication on a thread of its own (reading a large flow table takes a
 /// syscall per entry: never on the controller's loop). `out` is the channel's queue for
-/// flows.
+/// flows; `rt` runs the waits on it.
 pub fn spawn(
     tables: FlowTables,
     out: tokio::sync::mpsc::Sender<Body>,
     metrics: Arc<Metrics>,
-) -> std::io::Result<std_mpsc::Sender<Msg>> {
-    let (tx, rx) = std_mpsc::channel();
+    rt: tokio::runtime::Handle,
+) -> std::io::Result<Handle> {
+    let (tx, rx) = std_mpsc::sync_channel(INBOUND_QUEUE);
+    let shared = Arc::new(Shared::default());
+    let thread = Thread {
+        tables,
+        out,
+        metrics,
+        rt,
+        shared: shared.clone(),
+        tracker: Tracker::default(),
+        read_failed: false,
+    };
     std::thread::Builder::new()
         .name("lazaret-flowsync".into())
-        .spawn(move || run(tables, &out, &metrics, &rx))?;
-    Ok(tx)
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| thread.run(&rx));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("ha sync: the flow replication stopped (a bug, reported above); sessions will not survive a failover until lazaret restarts");
+            }
+        })?;
+    Ok(Handle { shared, flows: tx })
 }
 
-fn run(
-    mut tables: FlowTables,
-    out: &tokio::sync::mpsc::Sender<Body>,
-    metrics: &Metrics,
-    rx: &std_mpsc::Receiver<Msg>,
-) {
-    let (mut active, mut link) = (false, false);
-    let mut tracker = Tracker::default();
-    let mut next = Instant::now() + ROUND;
-    let mut read_failed = false;
-    loop {
-        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            // A member that becomes active, or a peer that (re)joins: everything, now.
-            Ok(Msg::Active(a)) => {
-                if a && !active {
-                    tracker.reset();
-                    next = Instant::now();
-                }
-                active = a;
+/// How long a round may wait for room in the channel's queue before it gives up (the
+/// channel is stuck or down; the next connection starts over with everything).
+const SEND_WAIT: Duration = Duration::from_secs(2);
+/// The share of the thread's time reading the tables may take: a table that takes longer
+/// than a tenth of [`ROUND`] to read is read less often (100,000 flows: about every 3 s
+/// here), so the replication never costs the gateway more than a tenth of a core.
+const READ_SHARE: u32 = 10;
+
+struct Thread {
+    tables: FlowTables,
+    out: tokio::sync::mpsc::Sender<Body>,
+    metrics: Arc<Metrics>,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    tracker: Tracker,
+    read_failed: bool,
+}
+
+impl Thread {
+    fn sending(&self) -> bool {
+        self.shared.active.load(Ordering::SeqCst) && self.shared.link.load(Ordering::SeqCst)
+    }
+
+    fn run(mut self, rx: &std_mpsc::Receiver<Vec<SyncedFlow>>) {
+        let mut next = Instant::now() + ROUND;
+        loop {
+            if self.shared.resend.swap(false, Ordering::SeqCst) {
+                self.tracker.reset();
+                next = Instant::now();
             }
-            Ok(Msg::Link(up)) => {
-                if up {
-                    tracker.reset();
-                    next = Instant::now();
+            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(flows) => {
+                    let active = self.shared.active.load(Ordering::SeqCst);
+                    adopt(&mut self.tables, &flows, active, &self.metrics);
                 }
-                link = up;
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    let started = Instant::now();
+                    if self.sending() {
+                        self.round();
+                    }
+                    next = started + ROUND.max(started.elapsed() * READ_SHARE);
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            Ok(Msg::Flows(flows)) => adopt(&mut tables, &flows, active, metrics),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                next = Instant::now() + ROUND;
-                if !(active && link) {
-                    continue;
-                }
-                let flows = match tables.read() {
-                    Ok(f) => {
-                        read_failed = false;
-                        f
-                    }
-                    Err(e) => {
-                        if !read_failed {
-                            tracing::error!(error = %e, "ha sync: cannot read the flow tables; flows are not replicated until they can be");
-                            read_failed = true;
-                        }
-                        continue;
-                    }
-                };
-                let due = tracker.due(&flows, datapath_now_ns(), PER_ROUND);
-                for batch in due.chunks(BATCH) {
-                    let body = Body::Flows {
-                        flows: batch.to_vec(),
-                    };
-                    if out.blocking_send(body).is_err() {
-                        return;
-                    }
-                    metrics.ha_flow_updates(Outcome::Sent.label(), batch.len() as u64);
-                }
+        }
+    }
+
+    /// Sends what is due, batch by batch, while this member is active and the channel up.
+    fn round(&mut self) {
+        let flows = match self.tables.read() {
+            Ok(f) => {
+                self.read_failed = false;
+                f
             }
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(e) => {
+                if !self.read_failed {
+                    tracing::error!(error = %e, "ha sync: cannot read the flow tables; flows are not replicated until they can be");
+                    self.read_failed = true;
+                }
+                return;
+            }
+        };
+        let due = self.tracker.due(&flows, datapath_now_ns(), PER_ROUND);
+        for batch in due.chunks(BATCH) {
+            if !self.sending() {
+                return;
+            }
+            let body = Body::Flows {
+                flows: batch.to_vec(),
+            };
+            // The timeout is made inside the runtime's context (its timer), not before.
+            let out = &self.out;
+            let sent = self
+                .rt
+                .block_on(async { tokio::time::timeout(SEND_WAIT, out.send(body)).await });
+            if !matches!(sent, Ok(Ok(()))) {
+                // What was marked sent was not: everything again when the channel is back.
+                self.tracker.reset();
+                return;
+            }
+            self.metrics
+                .ha_flow_updates(Outcome::Sent.label(), batch.len() as u64);
         }
     }
 }
@@ -349,6 +439,11 @@ fn run(
 fn adopt(tables: &mut FlowTables, flows: &[SyncedFlow], active: bool, metrics: &Metrics) {
     if active {
         metrics.ha_flow_updates(Outcome::Ignored.label(), flows.len() as u64);
+        return;
+    }
+    if flows.len() > BATCH {
+        // Not what a member of this release sends: a bug or a hostile peer.
+        metrics.ha_flow_updates(Outcome::Invalid.label(), flows.len() as u64);
         return;
     }
     let now = datapath_now_ns();
@@ -433,7 +528,7 @@ mod tests {
             (FLOW_ESTABLISHED, 1, 99)
         );
         // No generation, devices, cells, epochs or rule of the sender's.
-        assert_eq!((v.generation, v.dev_a, v.dev_b), (0, 0, 0));
+        assert_eq!((v.generation, v.dev_a, v.dev_b), (UNJUDGED, 0, 0));
         assert_eq!((v.epoch_a, v.cell_a, v.rule), (0, 0, NO_RULE));
     }
 
@@ -452,6 +547,8 @@ mod tests {
         assert_eq!(bad(&|x| x.state = 9), invalid);
         assert_eq!(bad(&|x| x.initiator = 2), invalid);
         assert_eq!(bad(&|x| std::mem::swap(&mut x.a, &mut x.b)), invalid);
+        // An unconfirmed flow claiming the established table.
+        assert_eq!(bad(&|x| x.table = FlowTable::Established), invalid);
         // A half-open TCP flow idle for longer than its 30 s.
         assert_eq!(bad(&|x| x.idle_ms = 31_000), Err(Outcome::Ignored));
         // Within the UDP timeout: taken.

@@ -59,6 +59,10 @@ pub enum Body {
         member: String,
         commit: Option<String>,
         abi: u32,
+        /// The challenge the listening member opened the connection with (see [`challenge`]):
+        /// a recorded connection replayed later carries an old one.
+        #[serde(default)]
+        nonce: String,
     },
     /// Every quarantine the sender holds, and the releases it made or took in the last day.
     Snapshot {
@@ -74,6 +78,9 @@ pub enum Body {
         device: String,
         by: String,
         reason: String,
+        /// Unix seconds, on the releasing member's clock.
+        #[serde(default)]
+        at: u64,
     },
     /// Flows of the active member (see [`super::flowsync`]).
     Flows {
@@ -209,16 +216,21 @@ impl<'k> Opener<'k> {
     }
 }
 
-/// Whether a peer's hello may be listened to: the same datapath ABI and policy commit.
-pub fn check_hello(body: &Body, commit: Option<&str>) -> Result<(), Refusal> {
+/// Whether a peer's hello may be listened to: it answers this connection's challenge
+/// `nonce`, under the same datapath ABI and policy commit.
+pub fn check_hello(body: &Body, commit: Option<&str>, nonce: &str) -> Result<(), Refusal> {
     let Body::Hello {
         commit: theirs,
         abi,
+        nonce: theirs_nonce,
         ..
     } = body
     else {
         return Err(Refusal::Hello);
     };
+    if theirs_nonce != nonce {
+        return Err(Refusal::Replay);
+    }
     if *abi != lazaret_abi::ABI_VERSION {
         return Err(Refusal::Abi);
     }
@@ -226,6 +238,23 @@ pub fn check_hello(body: &Body, commit: Option<&str>) -> Result<(), Refusal> {
         return Err(Refusal::Commit);
     }
     Ok(())
+}
+
+/// The first line of a connection, from the listening member: a fresh random challenge the
+/// connecting member's hello must carry, and the listener's answer too. Sequence numbers
+/// and times catch a replay within a connection or of an old one; the challenge catches a
+/// recorded connection replayed within the time window.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Challenge {
+    nonce: String,
+}
+
+/// 16 random bytes, hex.
+fn challenge() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// What the channel tells the controller.
@@ -329,12 +358,13 @@ async fn listen(
     }
 }
 
-/// This member's hello under `commit`.
-fn hello(member: &str, commit: Option<String>) -> Body {
+/// This member's hello under `commit`, answering `nonce`.
+fn hello(member: &str, commit: Option<String>, nonce: &str) -> Body {
     Body::Hello {
         member: member.to_string(),
         commit,
         abi: lazaret_abi::ABI_VERSION,
+        nonce: nonce.to_string(),
     }
 }
 
@@ -368,6 +398,15 @@ async fn receive(
     to: &mpsc::Sender<Inbound>,
 ) -> Result<(), (Refusal, String)> {
     let (rd, mut wr) = stream.into_split();
+    let nonce = challenge().map_err(|e| (Refusal::Malformed, format!("no challenge: {e}")))?;
+    let mut first = serde_json::to_string(&Challenge {
+        nonce: nonce.clone(),
+    })
+    .unwrap_or_default();
+    first.push('\n');
+    if write(&mut wr, &first).await.is_err() {
+        return Ok(());
+    }
     let mut reader = BufReader::new(rd);
     let mut opener = Opener::new(key);
     let mut member = String::new();
@@ -381,14 +420,14 @@ async fn receive(
             .map_err(|r| (r, format!("from {member:?}")))?;
         if let Body::Hello { member: m, .. } = &body {
             let ours = commit.borrow().clone();
-            check_hello(&body, ours.as_deref()).map_err(|r| {
+            check_hello(&body, ours.as_deref(), &nonce).map_err(|r| {
                 (
                     r,
                     format!("{m:?} speaks {body:?}; this member's commit is {ours:?}"),
                 )
             })?;
             member.clone_from(m);
-            let answer = seal(key, 1, unix_ms(), &hello(own, ours));
+            let answer = seal(key, 1, unix_ms(), &hello(own, ours, &nonce));
             if write(&mut wr, &answer).await.is_err() {
                 return Ok(());
             }
@@ -427,9 +466,31 @@ async fn send(
         };
         let (rd, mut wr) = stream.into_split();
         let mut reader = BufReader::new(rd);
+        // The listener's challenge first.
+        let nonce = match tokio::time::timeout(IO_TIMEOUT, read_line(&mut reader, &mut line)).await
+        {
+            Ok(Ok(n)) if n > 0 => serde_json::from_slice::<Challenge>(&line).map(|c| c.nonce),
+            _ => {
+                tokio::time::sleep(RECONNECT_EVERY).await;
+                continue;
+            }
+        };
+        let Ok(nonce) = nonce else {
+            let what = format!("the challenge of {}", s.peer);
+            if to_controller
+                .send(Inbound::Refused(Refusal::Malformed, what))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            continue;
+        };
         seq += 1;
         let ours = commit.borrow().clone();
-        let line_out = seal(&s.key, seq, unix_ms(), &hello(&s.member, ours.clone()));
+        let greeting = hello(&s.member, ours.clone(), &nonce);
+        let line_out = seal(&s.key, seq, unix_ms(), &greeting);
         if write(&mut wr, &line_out).await.is_err() {
             tokio::time::sleep(RECONNECT_EVERY).await;
             continue;
@@ -442,7 +503,7 @@ async fn send(
         }
         let accepted = Opener::new(&s.key)
             .open(&line, unix_ms())
-            .and_then(|body| check_hello(&body, ours.as_deref()));
+            .and_then(|body| check_hello(&body, ours.as_deref(), &nonce));
         if let Err(r) = accepted {
             let what = format!("the answer of {} to this member's hello", s.peer);
             if to_controller.send(Inbound::Refused(r, what)).await.is_err() {
@@ -470,6 +531,15 @@ async fn send(
             };
             seq += 1;
             let line = seal(&s.key, seq, unix_ms(), &body);
+            if line.len() as u64 > MAX_LINE {
+                // The peer would refuse it and close the connection, and the next one would
+                // send it again: never sent. (The senders keep their parts far below.)
+                tracing::error!(
+                    bytes = line.len(),
+                    "ha sync: a message too long for the other member was not sent"
+                );
+                continue;
+            }
             if write(&mut wr, &line).await.is_err() {
                 break;
             }
@@ -507,14 +577,18 @@ mod tests {
             member: "gw-a1".into(),
             commit: commit.map(str::to_string),
             abi: lazaret_abi::ABI_VERSION,
+            nonce: NONCE.into(),
         }
     }
+
+    const NONCE: &str = "00112233445566778899aabbccddeeff";
 
     fn release() -> Body {
         Body::Release {
             device: "pump-1".into(),
             by: "root".into(),
             reason: "checked".into(),
+            at: 1_800_000_000,
         }
     }
 
@@ -570,20 +644,29 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_under_another_abi_or_commit_is_refused() {
-        assert_eq!(check_hello(&hello(Some("abc")), Some("abc")), Ok(()));
-        assert_eq!(check_hello(&hello(None), None), Ok(()));
+    fn a_peer_under_another_abi_or_commit_or_challenge_is_refused() {
+        let check = |body: &Body, commit: Option<&str>| check_hello(body, commit, NONCE);
+        assert_eq!(check(&hello(Some("abc")), Some("abc")), Ok(()));
+        assert_eq!(check(&hello(None), None), Ok(()));
         assert_eq!(
-            check_hello(&hello(Some("abc")), Some("def")),
+            check(&hello(Some("abc")), Some("def")),
             Err(Refusal::Commit)
         );
-        assert_eq!(check_hello(&hello(None), Some("def")), Err(Refusal::Commit));
+        assert_eq!(check(&hello(None), Some("def")), Err(Refusal::Commit));
         let old = Body::Hello {
             member: "gw-a1".into(),
             commit: None,
             abi: lazaret_abi::ABI_VERSION - 1,
+            nonce: NONCE.into(),
         };
-        assert_eq!(check_hello(&old, None), Err(Refusal::Abi));
-        assert_eq!(check_hello(&release(), None), Err(Refusal::Hello));
+        assert_eq!(check(&old, None), Err(Refusal::Abi));
+        assert_eq!(check(&release(), None), Err(Refusal::Hello));
+        // A hello recorded on another connection answers another challenge: a replay.
+        assert_eq!(
+            check_hello(&hello(None), None, "ffeeddccbbaa99887766554433221100"),
+            Err(Refusal::Replay)
+        );
+        assert_eq!(challenge().expect("random").len(), 32);
+        assert_ne!(challenge().expect("random"), challenge().expect("random"));
     }
 }

@@ -109,7 +109,7 @@ impl Controller {
             self.save_unknowns();
             // A new device is news for the other member at once; changes to known ones
             // go with the next tick.
-            self.send_records();
+            self.send_unknown(&unknown::fmt_mac(&ev.src_mac));
         }
     }
 

@@ -217,10 +217,16 @@ pub struct Controller {
     /// Quarantines and releases for the other member, when `[ha]` replicates them (see
     /// [`hasync`]); started by [`Controller::serve`].
     sync_out: Option<mpsc::Sender<hasync::Body>>,
-    /// The records last sent to the other member (see [`records`]).
+    /// A quarantine or release did not fit in the queue: send a snapshot at the next tick.
+    resnapshot: bool,
+    /// The records last sent to the other member (see [`records`]), the queue they go by
+    /// (the flows', behind quarantines), and whether the other member's unknown devices
+    /// are still to be written.
     records_sent: records::Sent,
+    records_out: Option<mpsc::Sender<hasync::Body>>,
+    unknowns_dirty: bool,
     /// The XDP flow replication's thread, when `[ha]` replicates (see [`flowsync`]).
-    flow_sync: Option<std::sync::mpsc::Sender<flowsync::Msg>>,
+    flow_sync: Option<flowsync::Handle>,
     /// The enforcing policy's commit, for the replication's hello.
     commit_tx: tokio::sync::watch::Sender<Option<String>>,
 }

@@ -167,16 +167,20 @@ impl Quarantines {
         super::state::write_atomic(&self.path, &body).map_err(io(&self.path))
     }
 
-    /// Records the release of `device` at `now`, and forgets releases older than a day.
-    pub fn record_release(&mut self, device: &str, now: u64, by: &str, reason: &str) {
-        self.released.retain(|_, r| r.at + RELEASES_KEPT_S > now);
-        let r = Released {
-            at: now,
-            by: by.to_string(),
-            reason: reason.to_string(),
-        };
-        self.released.insert(device.to_string(), r);
+    /// Records the release of `device`, and forgets releases a day older than `now`.
+    pub fn record_release(&mut self, device: &str, released: Released, now: u64) {
+        self.released.insert(device.to_string(), released);
         self.entries.remove(device);
+        self.released.retain(|_, r| r.at + RELEASES_KEPT_S > now);
+    }
+
+    /// The releases of the last day, as of `now`.
+    pub fn recent_releases(&self, now: u64) -> BTreeMap<String, Released> {
+        self.released
+            .iter()
+            .filter(|(_, r)| r.at + RELEASES_KEPT_S > now)
+            .map(|(d, r)| (d.clone(), r.clone()))
+            .collect()
     }
 
     /// Appends one line to the audit log (JSON, one object per line).
@@ -252,8 +256,15 @@ mod tests {
         let d = tmpdir("released");
         let (mut q, _) = Quarantines::load(&d);
         let day = RELEASES_KEPT_S;
-        q.record_release("pump-01", 10, "root", "checked");
-        q.record_release("pump-02", 10 + day, "root", "checked");
+        let r = |at| Released {
+            at,
+            by: "root".into(),
+            reason: "checked".into(),
+        };
+        q.record_release("pump-01", r(10), 10);
+        assert_eq!(q.recent_releases(10 + day - 1).len(), 1);
+        assert!(q.recent_releases(10 + day).is_empty());
+        q.record_release("pump-02", r(10 + day), 10 + day);
         // pump-01's release is a day old by then: forgotten.
         assert_eq!(q.released.keys().collect::<Vec<_>>(), ["pump-02"]);
         q.save().expect("save");

@@ -102,22 +102,37 @@ impl Controller {
         by: &str,
         reason: &str,
     ) -> Result<(), DaemonError> {
-        self.enforce_release(device, by, reason)?;
+        let at = quarantine::now();
+        self.enforce_release(device, by, reason, at)?;
         self.replicate(hasync::Body::Release {
             device: device.to_string(),
             by: by.to_string(),
             reason: reason.to_string(),
+            at,
         });
         Ok(())
     }
 
-    fn enforce_release(&mut self, device: &str, by: &str, reason: &str) -> Result<(), DaemonError> {
+    /// Releases `device` here, recording the release as made at `at` (Unix seconds, on the
+    /// clock of the member that made it: the later of a quarantine and a release wins).
+    fn enforce_release(
+        &mut self,
+        device: &str,
+        by: &str,
+        reason: &str,
+        at: u64,
+    ) -> Result<(), DaemonError> {
         if let Some(hash) = self.device_hash(device) {
             self.apply_quarantine(hash, Action::Alert)?;
             self.containment.forget(hash);
         }
+        let released = quarantine::Released {
+            at,
+            by: by.to_string(),
+            reason: reason.to_string(),
+        };
         self.quarantines
-            .record_release(device, quarantine::now(), by, reason);
+            .record_release(device, released, quarantine::now());
         self.save_quarantines();
         if let Err(e) = self.quarantines.audit("release", device, None, by, reason) {
             tracing::error!(error = %e, "audit log");
@@ -149,7 +164,29 @@ impl Controller {
     fn replicate(&mut self, body: hasync::Body) {
         if let Some(out) = &self.sync_out {
             if out.try_send(body).is_err() {
-                tracing::warn!("ha sync: the queue to the other member is full; the next connection's snapshot carries the quarantines");
+                tracing::warn!("ha sync: the queue to the other member is full; a snapshot of every quarantine follows");
+                self.resnapshot = true;
+            }
+        }
+    }
+
+    /// Every quarantine and the releases of the last day, for the other member.
+    fn snapshot(&self) -> hasync::Body {
+        hasync::Body::Snapshot {
+            entries: self.quarantines.entries.clone(),
+            released: self.quarantines.recent_releases(quarantine::now()),
+        }
+    }
+
+    /// Sends a snapshot again if a quarantine or release could not be queued (the link stayed
+    /// up, so no reconnection would send one).
+    pub(super) fn resend_snapshot(&mut self) {
+        if !self.resnapshot {
+            return;
+        }
+        if let Some(out) = &self.sync_out {
+            if out.try_send(self.snapshot()).is_ok() {
+                self.resnapshot = false;
             }
         }
     }
@@ -159,26 +196,18 @@ impl Controller {
         let Some(xdp) = self.planes.xdp.as_ref() else {
             return;
         };
-        let started = xdp
-            .flow_tables()
-            .map_err(|e| e.to_string())
-            .and_then(|t| flowsync::spawn(t, out, self.metrics.clone()).map_err(|e| e.to_string()));
+        let rt = tokio::runtime::Handle::current();
+        let started = xdp.flow_tables().map_err(|e| e.to_string()).and_then(|t| {
+            flowsync::spawn(t, out, self.metrics.clone(), rt).map_err(|e| e.to_string())
+        });
         match started {
-            Ok(tx) => {
-                self.flow_sync = Some(tx);
-                self.tell_flow_sync(flowsync::Msg::Active(self.role.0 == ha::Role::Active));
+            Ok(h) => {
+                h.set_active(self.role.0 == ha::Role::Active);
+                self.flow_sync = Some(h);
             }
             Err(e) => {
                 tracing::error!(error = %e, "ha sync: cannot start the flow replication; sessions will not survive a failover");
             }
-        }
-    }
-
-    /// Hands `msg` to the flow replication, if it runs.
-    pub(super) fn tell_flow_sync(&self, msg: flowsync::Msg) {
-        if let Some(tx) = &self.flow_sync {
-            // The thread ends only with the daemon.
-            let _ = tx.send(msg);
         }
     }
 
@@ -199,14 +228,14 @@ impl Controller {
         match msg {
             hasync::Inbound::Link(up) => {
                 self.metrics.set_ha_sync_up(up);
-                self.tell_flow_sync(flowsync::Msg::Link(up));
+                if let Some(f) = &self.flow_sync {
+                    f.set_link(up);
+                }
                 if up {
                     tracing::info!(
                         "ha sync: connected to the other member; sending every quarantine"
                     );
-                    let entries = self.quarantines.entries.clone();
-                    let released = self.quarantines.released.clone();
-                    self.replicate(hasync::Body::Snapshot { entries, released });
+                    self.replicate(self.snapshot());
                     self.resend_records();
                     self.send_records();
                 } else {
@@ -229,16 +258,25 @@ impl Controller {
                         self.release_for_peer(&member, &device, &r);
                     }
                 }
-                // Live, in order after the quarantine it undoes: carried out as it is.
-                hasync::Body::Release { device, by, reason } => {
-                    if self.quarantines.entries.contains_key(&device) {
-                        let by = hasync::by_on(&by, &member);
-                        if let Err(e) = self.enforce_release(&device, &by, &reason) {
-                            tracing::error!(device = %device, error = %e, "ha sync: release failed");
-                        }
+                // Live: carried out if it is later than the quarantine held here.
+                hasync::Body::Release {
+                    device,
+                    by,
+                    reason,
+                    at,
+                } => {
+                    let at = if at == 0 { quarantine::now() } else { at };
+                    let r = hasync::Released { at, by, reason };
+                    self.release_for_peer(&member, &device, &r);
+                }
+                hasync::Body::Flows { flows } => {
+                    let n = flows.len() as u64;
+                    if self.flow_sync.as_ref().is_some_and(|f| !f.take(flows)) {
+                        tracing::warn!(flows = n, "ha sync: flows arrive faster than they are written; dropped (the next refresh brings them)");
+                        self.metrics
+                            .ha_flow_updates(flowsync::Outcome::Failed.label(), n);
                     }
                 }
-                hasync::Body::Flows { flows } => self.tell_flow_sync(flowsync::Msg::Flows(flows)),
                 hasync::Body::Records { learned, unknown } => self.take_records(learned, &unknown),
                 hasync::Body::Hello { .. } => {}
             },
@@ -257,7 +295,7 @@ impl Controller {
             return;
         }
         let by = hasync::by_on(&r.by, member);
-        if let Err(e) = self.enforce_release(device, &by, &r.reason) {
+        if let Err(e) = self.enforce_release(device, &by, &r.reason, r.at) {
             tracing::error!(device = %device, error = %e, "ha sync: release failed");
         }
     }

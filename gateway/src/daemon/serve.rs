@@ -86,6 +86,7 @@ impl Controller {
         if let Some(settings) = self.sync_settings() {
             let out = hasync::spawn(settings, self.commit_tx.subscribe(), sync_tx);
             self.sync_out = Some(out.control);
+            self.records_out = Some(out.flows.clone());
             self.start_flow_sync(out.flows);
         }
         let access = control::Access {
@@ -190,6 +191,8 @@ impl Controller {
                     self.sync_pins();
                     self.expire_quarantines();
                     self.save_learned();
+                    self.save_taken_unknowns();
+                    self.resend_snapshot();
                     self.send_records();
                 }
                 batch = drain_ready(&mut drains) => {
@@ -219,6 +222,7 @@ impl Controller {
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"
         );
         self.save_learned();
+        self.save_taken_unknowns();
         let _ = stop_tx.send(true);
         drop(events_tx);
         let _ = std::fs::remove_file(&self.config.control_socket);

@@ -59,8 +59,11 @@ impl Controller {
                 (ha::Role::Standalone, 0)
             },
             sync_out: None,
+            resnapshot: false,
             flow_sync: None,
             records_sent: records::Sent::default(),
+            records_out: None,
+            unknowns_dirty: false,
             commit_tx: tokio::sync::watch::channel(None).0,
         };
         ctl.metrics.set_ha_role(ctl.role.0.name());

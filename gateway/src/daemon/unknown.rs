@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TRACKED: usize = 4096;
 /// Distinct flows remembered per unknown device.
 pub const MAX_FLOWS: usize = 32;
+/// Addresses remembered per unknown device (one sending from many is scanning or spoofing;
+/// the first ones say enough, and the record stays small enough to send to the other member
+/// of a pair).
+pub const MAX_ADDRESSES: usize = 16;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnknownDevice {
@@ -82,7 +86,7 @@ impl Unknowns {
         d.ifindex = s.ifindex;
         d.packets_reported += 1;
         if let Some(a) = s.src {
-            if !a.is_unspecified() {
+            if !a.is_unspecified() && d.addresses.len() < MAX_ADDRESSES {
                 d.addresses.insert(a);
             }
         }
@@ -107,11 +111,16 @@ impl Unknowns {
             let mut d = theirs.clone();
             d.ifindex = 0;
             d.flows = d.flows.into_iter().take(MAX_FLOWS).collect();
+            d.addresses = d.addresses.into_iter().take(MAX_ADDRESSES).collect();
             self.devices.insert(d.mac.clone(), d);
             return true;
         };
         let before = ours.clone();
-        ours.addresses.extend(theirs.addresses.iter().copied());
+        for a in &theirs.addresses {
+            if ours.addresses.len() < MAX_ADDRESSES {
+                ours.addresses.insert(*a);
+            }
+        }
         for f in &theirs.flows {
             if ours.flows.len() < MAX_FLOWS {
                 ours.flows.insert(f.clone());

@@ -346,7 +346,9 @@ impl Controller {
         }
         self.role = (role, held);
         self.metrics.set_ha_role(role.name());
-        self.tell_flow_sync(super::flowsync::Msg::Active(role == ha::Role::Active));
+        if let Some(f) = &self.flow_sync {
+            f.set_active(role == ha::Role::Active);
+        }
         if role == ha::Role::Active {
             self.resend_records();
         }

@@ -60,19 +60,35 @@ pub struct NftDataplane {
     expected: BTreeMap<&'static str, usize>,
     /// The ruleset generation last verified intact.
     verified: Option<u32>,
-    /// Which member of an active/standby pair this is, for [`flow_stamp`].
+    /// Which member of an active/standby pair this is, and this daemon's salt, for
+    /// [`flow_stamp`].
     second_member: bool,
+    salt: u32,
 }
 
-/// The conntrack mark a table of `generation` stamps on the flows it admits: the generation
-/// (its low 31 bits) shifted up, with the pair member's bit below it (never 0, which no table stamps). The
-/// members' stamps differ in that bit, so a flow conntrackd carried over from the other
-/// member never matches this member's stamp and is judged again under this member's policy
-/// on its next packet (`docs/ha.md`), as XDP judges a replicated flow again.
-pub fn flow_stamp(generation: u64, second_member: bool) -> u32 {
-    (((generation as u32) & 0x7fff_ffff).max(1) << 1) | u32::from(second_member)
+/// Four random bytes (0 if the kernel's random source cannot be read: the member bit still
+/// holds).
+fn random_salt() -> u32 {
+    let mut b = [0u8; 4];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    if read.is_ok() {
+        u32::from_ne_bytes(b)
+    } else {
+        0
+    }
 }
 
+/// The conntrack mark a table of `generation` stamps on the flows it admits (never 0, which
+/// no table stamps): the generation mixed with this daemon's random `salt` (its low 31
+/// bits), shifted up, with the pair member's bit below it. The two members of a pair stamp
+/// with different bits, so a flow conntrackd carried over from the other member never
+/// matches this member's stamp and is judged again under this member's policy on its next
+/// packet (`docs/ha.md`), as XDP judges a replicated flow again; the salt keeps that so,
+/// but for a chance of one in 2^31, where the bit cannot be told (no `[ha] listen`).
+pub fn flow_stamp(generation: u64, second_member: bool, salt: u32) -> u32 {
+    ((((generation as u32) ^ salt) & 0x7fff_ffff).max(1) << 1) | u32::from(second_member)
+}
 /// The enforcing table's named counters, readable from any thread.
 #[derive(Clone, Debug)]
 pub struct CounterReader {
@@ -156,6 +172,7 @@ impl NftDataplane {
             expected: BTreeMap::new(),
             verified: None,
             second_member: false,
+            salt: random_salt(),
         })
     }
 
@@ -271,7 +288,7 @@ impl NftDataplane {
             &RenderOptions {
                 family: Family::Inet,
                 table: next_table.into(),
-                generation: flow_stamp(generation, self.second_member),
+                generation: flow_stamp(generation, self.second_member, self.salt),
                 ifnames,
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },

@@ -376,15 +376,25 @@ fn learn_mode_devices_new_allowed_flows_are_logged_as_learn_records() {
 fn the_members_of_a_pair_never_stamp_a_flow_alike() {
     use super::dataplane::flow_stamp;
     let gens = [0u64, 1, 2, 3, 1000, u64::from(u32::MAX), 1 << 31, 1 << 32];
-    for g in gens {
-        for second in [false, true] {
-            assert_ne!(flow_stamp(g, second), 0, "generation {g}");
+    for (salt_a, salt_b) in [(0, 0), (0x1234_5678, 0x9abc_def0), (u32::MAX, 7)] {
+        for g in gens {
+            for (second, salt) in [(false, salt_a), (true, salt_b)] {
+                assert_ne!(flow_stamp(g, second, salt), 0, "generation {g}");
+            }
+            for h in gens {
+                assert_ne!(
+                    flow_stamp(g, false, salt_a),
+                    flow_stamp(h, true, salt_b),
+                    "{g} / {h}"
+                );
+            }
         }
-        for h in gens {
-            assert_ne!(flow_stamp(g, false), flow_stamp(h, true), "{g} / {h}");
-        }
+        // One member's generations stay apart (until the 31-bit number wraps).
+        assert_ne!(flow_stamp(1, false, salt_a), flow_stamp(2, false, salt_a));
     }
-    // One member's generations stay apart (until the 32-bit number wraps).
-    assert_ne!(flow_stamp(1, false), flow_stamp(2, false));
-    assert_ne!(flow_stamp(1, true), flow_stamp(2, true));
+    // Where the bit cannot be told, the salts keep two daemons apart.
+    assert_ne!(
+        flow_stamp(1, false, 0x1234_5678),
+        flow_stamp(1, false, 0x9abc_def0)
+    );
 }
