@@ -59,7 +59,7 @@ pub enum Body {
         member: String,
         commit: Option<String>,
         abi: u32,
-        /// The challenge the listening member opened the connection with (see [`challenge`]):
+        /// The challenge the listening member opened the connection with (a fresh random one):
         /// a recorded connection replayed later carries an old one.
         #[serde(default)]
         nonce: String,
