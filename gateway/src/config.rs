@@ -117,6 +117,13 @@ pub struct Webhook {
     /// The key `secret_file` holds (trailing whitespace removed), once loaded.
     #[serde(skip)]
     pub secret: Option<Vec<u8>>,
+    /// PEM certificates of the CA an `https://` receiver's certificate must chain to,
+    /// instead of the system's trust store (a hospital's own PKI).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// What `ca_file` holds, once loaded (and checked to hold certificates).
+    #[serde(skip)]
+    pub ca: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -315,7 +322,7 @@ const KEYS: [&str; 14] = [
 const HA_KEYS: [&str; 4] = ["virtual_addresses", "listen", "peer", "key_file"];
 const SYSLOG_KEYS: [&str; 2] = ["address", "facility"];
 const INTERFACE_KEYS: [&str; 6] = ["name", "side", "xdp_mode", "vlan", "outer_vlan", "bridge"];
-const WEBHOOK_KEYS: [&str; 2] = ["url", "secret_file"];
+const WEBHOOK_KEYS: [&str; 3] = ["url", "secret_file", "ca_file"];
 
 type Val<'i> = toml::Spanned<toml::de::DeValue<'i>>;
 
@@ -445,19 +452,29 @@ impl<'t> Checker<'t> {
 
     /// `[webhook]`: a url lazaret can POST to.
     fn webhook(&mut self, doc: &toml::de::DeTable<'_>) {
-        let example = "[webhook] url = \"http://…\"";
+        let example = "[webhook] url = \"https://…\"";
         let Some((v, t)) = self.section(doc, "webhook", &WEBHOOK_KEYS, example) else {
             return;
         };
+        let mut https = false;
         match Self::get(t, "url") {
             Some(url) => {
                 if let Some(u) = self.value::<String>("url", url) {
+                    https = u.starts_with("https://");
                     if let Err(message) = crate::daemon::webhook::check_url(&u) {
                         self.problem(url.span().start, message);
                     }
                 }
             }
             None => self.problem(v.span().start, "[webhook] needs a url"),
+        }
+        if let Some(ca) = Self::get(t, "ca_file") {
+            if self.value::<PathBuf>("ca_file", ca).is_some() && !https {
+                self.problem(
+                    ca.span().start,
+                    "ca_file: only an https:// webhook checks a certificate",
+                );
+            }
         }
     }
 
@@ -701,6 +718,30 @@ impl Config {
         if let Some(w) = &mut cfg.webhook {
             if let Some(file) = &mut w.secret_file {
                 w.secret = Some(key(file, "secret_file")?);
+            }
+            if let Some(file) = &mut w.ca_file {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+                let shown = file.display().to_string();
+                let ca = std::fs::read(&*file)
+                    .map_err(|e| format!("cannot read {shown}: {e}"))
+                    .and_then(|pem| {
+                        crate::daemon::webhook::ca_certificates(&pem)
+                            .map(|_| pem)
+                            .map_err(|e| format!("{shown} {e}"))
+                    })
+                    .map_err(|message| {
+                        let (line, col) = line_col(&text, value_offset(&text, "ca_file"));
+                        ConfigError::Invalid {
+                            path: path.to_path_buf(),
+                            line,
+                            col,
+                            message: format!("ca_file: {message}"),
+                            more: Vec::new(),
+                        }
+                    })?;
+                w.ca = Some(ca);
             }
         }
         if let Some(ha) = &mut cfg.ha {
@@ -970,10 +1011,9 @@ xdp_mode = "skb"
             Some("http://10.10.9.9:8080/lazaret".to_string())
         );
         for (bad, why) in [
-            ("https://hooks.example/x", "https"),
-            ("ftp://x/y", "http://"),
+            ("ftp://x/y", "https://"),
             ("http:///nohost", "host"),
-            ("not a url", "http://"),
+            ("not a url", "https://"),
         ] {
             let text = format!("{GOOD}[webhook]\nurl = \"{bad}\"\n");
             match parse(&text) {
@@ -1169,6 +1209,45 @@ xdp_mode = "skb"
         );
         std::fs::write(&key, "short\n").expect("key");
         assert!(error("short").contains("at least 16"));
+    }
+
+    #[test]
+    fn a_webhook_ca_file_is_read_and_must_hold_certificates() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("lazaret.toml");
+        let ca = dir.path().join("ca.pem");
+        let write = |url: &str| {
+            std::fs::write(
+                &path,
+                format!("{GOOD}\n[webhook]\nurl = \"{url}\"\nca_file = \"ca.pem\"\n"),
+            )
+            .expect("write");
+        };
+        let error = || match Config::load(&path) {
+            Err(ConfigError::Invalid {
+                line, col, message, ..
+            }) => (line, col, message),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        write("https://10.0.0.9/hook");
+        let (line, col, message) = error();
+        assert_eq!((line, col), (14, 11), "{message}");
+        assert!(message.contains("cannot read"), "{message}");
+        std::fs::write(&ca, "not a certificate\n").expect("ca");
+        assert!(error().2.contains("no PEM certificate"));
+        let pem = rcgen::generate_simple_self_signed(vec!["10.0.0.9".to_string()])
+            .expect("cert")
+            .cert
+            .pem();
+        std::fs::write(&ca, &pem).expect("ca");
+        let w = Config::load(&path)
+            .expect("valid")
+            .webhook
+            .expect("webhook");
+        assert_eq!(w.ca.as_deref(), Some(pem.as_bytes()));
+        // Only an https:// webhook checks a certificate.
+        write("http://10.0.0.9/hook");
+        assert!(error().2.contains("only an https://"));
     }
 
     #[test]

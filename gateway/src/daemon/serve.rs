@@ -58,12 +58,20 @@ impl Controller {
             }
         });
         if let Some(w) = &self.config.webhook {
-            // Checked when the configuration was parsed.
-            match webhook::check_url(w.url.get_ref()) {
-                Ok(uri) => {
+            // Checked when the configuration was parsed and loaded.
+            let tls = |uri: &hyper::Uri| {
+                if uri.scheme_str() == Some("https") {
+                    webhook::tls_connector(w.ca.as_deref()).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            match webhook::check_url(w.url.get_ref()).and_then(|uri| Ok((tls(&uri)?, uri))) {
+                Ok((tls, uri)) => {
                     self.webhook = Some(webhook::Webhook::spawn(
                         uri,
                         w.secret.clone(),
+                        tls,
                         self.metrics.clone(),
                     ));
                 }

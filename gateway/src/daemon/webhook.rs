@@ -1,5 +1,5 @@
 //! The optional webhook: quarantine and release events POSTed as JSON to a configured
-//! `http://` URL, for paging and ticketing systems.
+//! `https://` (or `http://`) URL, for paging and ticketing systems.
 //!
 //! Enforcement never waits for it. The controller hands an event over with a non-blocking
 //! `try_send` on a bounded queue; a full queue drops the event and counts it
@@ -9,9 +9,12 @@
 //! A receiver answering 2xx has it; a 4xx other than 408/429 is not retried (the receiver
 //! refuses the request itself). Events stay in `lazaret events` and the log either way.
 //!
-//! Plain HTTP only (no TLS stack in lazaret yet): point it at a receiver on the management
-//! network or a local relay. With `secret_file`, every POST is signed so the receiver can
-//! tell it came from this gateway and was not altered or replayed on the way:
+//! `https://` goes over TLS (rustls, TLS 1.2 or 1.3): the receiver's certificate must chain
+//! to the system's trust store, or to the site's own CA when `[webhook] ca_file` names one
+//! (the trust store is then not used), and name the URL's host. A receiver whose
+//! certificate does not is never sent the event: the attempt fails and is retried like any
+//! other. With `secret_file`, every POST is signed so the receiver can tell it came from
+//! this gateway and was not altered or replayed on the way:
 //! `X-Lazaret-Signature: t=<unix seconds>,sha256=<hex HMAC-SHA256 of "<t>.<body>">`. The
 //! receiver recomputes the HMAC with the shared key, compares it in constant time, and
 //! refuses a `t` too far from its clock (docs/events.md shows the check).
@@ -41,27 +44,79 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Checks a webhook URL; the message says what to write instead. Pure.
 pub fn check_url(url: &str) -> Result<Uri, String> {
-    if url.starts_with("https://") {
-        return Err(
-            "https webhooks are not supported (lazaret has no TLS client): use an http:// \
-             receiver on the management network, or a local relay"
-                .into(),
-        );
-    }
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "{url:?} is not a webhook URL: write http://host[:port]/path"
-        ));
+    let form = "write https://host[:port]/path (or http://)";
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        return Err(format!("{url:?} is not a webhook URL: {form}"));
     }
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("{url:?} is not a valid URL ({e}): write http://host[:port]/path"))?;
+        .map_err(|e| format!("{url:?} is not a valid URL ({e}): {form}"))?;
     match uri.host() {
         Some(h) if !h.is_empty() => Ok(uri),
-        _ => Err(format!(
-            "{url:?} names no host: write http://host[:port]/path"
-        )),
+        _ => Err(format!("{url:?} names no host: {form}")),
     }
+}
+
+/// Whether `uri` is delivered over TLS.
+fn is_https(uri: &Uri) -> bool {
+    uri.scheme_str() == Some("https")
+}
+
+/// The certificates of `pem` (a site's CA for the webhook), or why there are none.
+pub fn ca_certificates(
+    pem: &[u8],
+) -> Result<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>, String> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// The TLS implementation: ring's. It builds with a C compiler alone, the static musl
+/// binary included (aws-lc-rs, rustls's default, needs cmake), and a webhook needs no
+/// post-quantum key exchange.
+fn crypto() -> std::sync::Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    #[expect(
+        deprecated,
+        reason = "ring is chosen on purpose (above); rustls deprecates it only for lacking post-quantum key exchange"
+    )]
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(provider)
+}
+
+/// The TLS client for `https://` receivers: trusting `ca` (PEM) if given, else the
+/// system's trust store.
+pub fn tls_connector(ca: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    use tokio_rustls::rustls::{self, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for cert in ca_certificates(pem)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file: a certificate rustls refuses ({e})"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err("the system's trust store holds no certificate (install ca-certificates, or set [webhook] ca_file)".into());
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crypto())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 /// The header carrying a POST's signature.
@@ -84,10 +139,16 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Starts the delivery task (on the current tokio runtime).
-    pub fn spawn(uri: Uri, key: Option<Vec<u8>>, metrics: Arc<Metrics>) -> Webhook {
+    /// Starts the delivery task (on the current tokio runtime); `tls` for an `https://`
+    /// URL (see [`tls_connector`]).
+    pub fn spawn(
+        uri: Uri,
+        key: Option<Vec<u8>>,
+        tls: Option<tokio_rustls::TlsConnector>,
+        metrics: Arc<Metrics>,
+    ) -> Webhook {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver_all(uri, key, rx, metrics.clone()));
+        tokio::spawn(deliver_all(uri, key, tls, rx, metrics.clone()));
         Webhook { tx, metrics }
     }
 
@@ -106,6 +167,7 @@ impl Webhook {
 async fn deliver_all(
     uri: Uri,
     key: Option<Vec<u8>>,
+    tls: Option<tokio_rustls::TlsConnector>,
     mut rx: mpsc::Receiver<Record>,
     metrics: Arc<Metrics>,
 ) {
@@ -125,7 +187,12 @@ async fn deliver_all(
                     .map_or(0, |d| d.as_secs());
                 signature(k, now, &body)
             });
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&uri, body.clone(), signed)).await {
+            match tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                post(&uri, tls.as_ref(), body.clone(), signed),
+            )
+            .await
+            {
                 Ok(Ok(status)) if status.is_success() => {
                     result = "delivered";
                     break;
@@ -162,26 +229,56 @@ async fn deliver_all(
 enum PostError {
     #[error("connecting: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("TLS with the receiver: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("the URL's host {0:?} cannot be checked against a certificate")]
+    Name(String),
+    #[error("an https:// URL without a TLS client")]
+    NoTls,
     #[error(transparent)]
     Http(#[from] hyper::Error),
     #[error(transparent)]
     Request(#[from] hyper::http::Error),
 }
 
-/// One POST over a fresh connection (events are rare: no pool to keep healthy).
+/// One POST over a fresh connection (events are rare: no pool to keep healthy), over TLS
+/// for an `https://` URL.
 async fn post(
     uri: &Uri,
+    tls: Option<&tokio_rustls::TlsConnector>,
     body: Bytes,
     signature: Option<String>,
 ) -> Result<hyper::StatusCode, PostError> {
     let host = uri.host().unwrap_or_default();
-    let port = uri.port_u16().unwrap_or(80);
+    let https = is_https(uri);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     // `[v6]` in the URL, a bare address for the socket.
     let connect_host = host.trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((connect_host, port))
         .await
         .map_err(PostError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    if !https {
+        return exchange(TokioIo::new(stream), uri, body, signature).await;
+    }
+    let tls = tls.ok_or(PostError::NoTls)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(connect_host.to_string())
+        .map_err(|_| PostError::Name(connect_host.to_string()))?;
+    let stream = tls.connect(name, stream).await.map_err(PostError::Tls)?;
+    exchange(TokioIo::new(stream), uri, body, signature).await
+}
+
+/// The POST itself, over `io` (plain or TLS).
+async fn exchange<I>(
+    io: I,
+    uri: &Uri,
+    body: Bytes,
+    signature: Option<String>,
+) -> Result<hyper::StatusCode, PostError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let host = uri.host().unwrap_or_default();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -213,7 +310,8 @@ mod tests {
         assert!(check_url("http://10.10.9.9:8080/hook").is_ok());
         assert!(check_url("http://[fd00::9]:8080/").is_ok());
         assert!(check_url("http://pager.example/").is_ok());
-        assert!(check_url("https://pager.example/").is_err());
+        assert!(check_url("https://pager.example/").is_ok());
+        assert!(check_url("ftp://pager.example/").is_err());
         assert!(check_url("http:///x").is_err());
         assert!(check_url("pager.example").is_err());
     }
@@ -260,7 +358,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new("test").expect("metrics"));
         let uri = check_url(&format!("http://{addr}/hook")).expect("url");
         let key = b"0123456789abcdef0123456789abcdef".to_vec();
-        let hook = Webhook::spawn(uri, Some(key.clone()), metrics.clone());
+        let hook = Webhook::spawn(uri, Some(key.clone()), None, metrics.clone());
         hook.send(crate::daemon::events::quarantine_event(
             "pump-01",
             Some(crate::daemon::quarantine::Action::Isolate),
@@ -308,6 +406,81 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("delivery not counted:\n{}", metrics.render());
+    }
+
+    /// A self-signed certificate for 127.0.0.1: (its PEM, a TLS acceptor serving it).
+    fn tls_receiver() -> (String, tokio_rustls::TlsAcceptor) {
+        use tokio_rustls::rustls::{
+            self,
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+        };
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(crypto())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server config");
+        (
+            cert.pem(),
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        )
+    }
+
+    /// An https:// receiver whose certificate chains to `ca_file` gets the signed event; one
+    /// whose certificate does not (another CA) is never sent it.
+    #[tokio::test]
+    async fn an_https_receiver_is_trusted_by_its_ca_and_refused_otherwise() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (pem, acceptor) = tls_receiver();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    requests.push(None);
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.expect("read");
+                requests.push(Some(String::from_utf8_lossy(&buf[..n]).into_owned()));
+                let reply = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                s.write_all(reply.as_bytes()).await.expect("write");
+                let _ = s.shutdown().await;
+            }
+            requests
+        });
+        let uri = check_url(&format!("https://{addr}/hook")).expect("url");
+        let key = b"0123456789abcdef0123456789abcdef";
+        let body = Bytes::from_static(br#"{"kind":"quarantine"}"#);
+        let trusted = tls_connector(Some(pem.as_bytes())).expect("connector");
+        let signed = signature(key, 1_764_870_407, &body);
+        let status = post(&uri, Some(&trusted), body.clone(), Some(signed.clone()))
+            .await
+            .expect("delivered over TLS");
+        assert!(status.is_success());
+        // Another CA: the handshake fails, nothing is sent.
+        let (other, _) = tls_receiver();
+        let untrusted = tls_connector(Some(other.as_bytes())).expect("connector");
+        let refused = post(&uri, Some(&untrusted), body.clone(), Some(signed.clone())).await;
+        assert!(matches!(refused, Err(PostError::Tls(_))), "{refused:?}");
+        let requests = server.await.expect("server");
+        let first = requests[0].as_deref().expect("a request over TLS");
+        assert!(first.starts_with("POST /hook HTTP/1.1"), "{first}");
+        assert!(first.contains(&format!("{SIGNATURE}: {signed}")), "{first}");
+        assert!(
+            requests[1].is_none(),
+            "the untrusted client sent: {:?}",
+            requests[1]
+        );
+        // A file without certificates is refused with a reason.
+        assert!(tls_connector(Some(b"not a certificate")).is_err());
     }
 
     #[tokio::test]
