@@ -146,6 +146,40 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
         unknown[0]["flows"][0], "proto 6 10.10.0.20:443",
         "{unknown}"
     );
+    // A locally administered MAC is flagged as randomised, and names no vendor.
+    assert_eq!(unknown[0]["randomized"], true, "{unknown}");
+    assert!(unknown[0].get("vendor").is_none(), "{unknown}");
+    // One the IEEE assigned is listed with its vendor (the registry from ieee-data).
+    let assigned = [0x00, 0x22, 0x72, 0, 0, 0x43];
+    let frame = lazaret_tests::frames::tcp4(
+        assigned,
+        gw_mac,
+        std::net::Ipv4Addr::new(10, 20, 0, 67),
+        lab.net.server_ip,
+        40001,
+        443,
+        lazaret_tests::frames::TCP_SYN,
+    );
+    lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, vec![frame])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let vendor = loop {
+        let u = lab.cli(&["devices", "--unknown"])?;
+        let found = u
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["mac"] == "00:22:72:00:00:43").cloned());
+        if let Some(d) = found {
+            break d;
+        }
+        if Instant::now() > deadline {
+            bail!("the assigned MAC was never listed: {u}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        vendor["vendor"], "American Micro-Fuel Device Corp.",
+        "{vendor}"
+    );
+    assert_eq!(vendor["randomized"], false, "{vendor}");
 
     // Flows of the device: the open session is there, confirmed by the kernel's real
     // handshake (the ACK acknowledged the SYN-ACK's ISN) and so in the established table.

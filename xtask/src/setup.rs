@@ -70,6 +70,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // conntrack to read the replicated entries in its test.
     ("conntrackd", "conntrackd"),
     ("conntrack", "conntrack"),
+    // The IEEE's MAC registry: unknown devices' vendors (gateway/src/daemon/oui.rs). A
+    // file, not a command (an absolute path is probed as it is).
+    ("ieee-data", "/usr/share/ieee-data/oui.txt"),
 ];
 
 /// The target of the statically linked binary (`cargo xtask package`).

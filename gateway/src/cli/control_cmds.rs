@@ -290,15 +290,16 @@ fn interface_name(ifindex: u32) -> String {
 /// `lazaret devices --unknown`: times in UTC and interfaces by name.
 fn unknown_table(d: &[UnknownDevice], name_of: impl Fn(u32) -> String) -> String {
     let mut out = format!(
-        "{:<18} {:>5} {:<12} {:<30} {:<23} {:<23} FLOWS TRIED\n",
-        "MAC", "VLAN", "INTERFACE", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
+        "{:<18} {:<28} {:>5} {:<12} {:<30} {:<23} {:<23} FLOWS TRIED\n",
+        "MAC", "VENDOR", "VLAN", "INTERFACE", "ADDRESSES", "FIRST SEEN", "LAST SEEN"
     );
     for u in d {
         let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
         let flows: Vec<&str> = u.flows.iter().map(String::as_str).collect();
         out += &format!(
-            "{:<18} {:>5} {:<12} {:<30} {:<23} {:<23} {}\n",
+            "{:<18} {:<28} {:>5} {:<12} {:<30} {:<23} {:<23} {}\n",
             printable(&u.mac),
+            lazaret::daemon::events::vendor_text(u.vendor.as_deref(), u.randomized),
             u.vlan,
             printable(&name_of(u.ifindex)),
             addrs.join(","),
@@ -510,6 +511,8 @@ mod tests {
             last_seen: 1_764_870_467,
             flows: ["tcp 10.10.1.20:2575".to_string()].into(),
             packets_reported: 3,
+            vendor: None,
+            randomized: true,
         };
         let text = unknown_table(&[u], |i| {
             if i == 7 {
@@ -521,6 +524,7 @@ mod tests {
         let row = text.lines().nth(1).unwrap_or_default();
         for part in [
             "02:00:00:00:00:99",
+            " randomized ",
             " icu0 ",
             "2025-12-04 17:46:47 UTC",
             "2025-12-04 17:47:47 UTC",

@@ -241,6 +241,12 @@ pub struct Sighting {
     pub ifindex: u32,
     /// Its first flow (`proto dst:port`).
     pub flow: Option<String>,
+    /// Who the IEEE assigned the MAC to, if the registry knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// A locally administered (randomised) MAC.
+    #[serde(default)]
+    pub randomized: bool,
 }
 
 /// The datapath event kind's variant.
@@ -337,7 +343,7 @@ pub fn quarantine_event(
 }
 
 /// A source not in the inventory spoke on a device port for the first time.
-pub fn new_unknown_event(s: &super::unknown::Sighting, ts: f64) -> Record {
+pub fn new_unknown_event(s: &super::unknown::Sighting, vendor: Option<&str>, ts: f64) -> Record {
     Record::new(
         ts,
         Event::NewUnknownDevice(Sighting {
@@ -346,8 +352,20 @@ pub fn new_unknown_event(s: &super::unknown::Sighting, ts: f64) -> Record {
             vlan: s.vlan,
             ifindex: s.ifindex,
             flow: s.flow.clone(),
+            vendor: vendor.map(str::to_string),
+            randomized: super::oui::locally_administered(&s.mac),
         }),
     )
+}
+
+/// A MAC's vendor as the CLI prints it: the registry's name (made safe), `randomized` for a
+/// locally administered MAC, `vendor unknown` otherwise.
+pub fn vendor_text(vendor: Option<&str>, randomized: bool) -> String {
+    match (vendor, randomized) {
+        (_, true) => "randomized".to_string(),
+        (Some(v), false) => crate::text::printable(v).into_owned(),
+        (None, false) => "vendor unknown".to_string(),
+    }
 }
 
 /// One readable line for a feed event (the CLI's default output).
@@ -368,8 +386,9 @@ pub fn human(r: &Record) -> String {
             p(&d.reason)
         ),
         Event::NewUnknownDevice(s) => format!(
-            "{when} new unknown device {} address {} vlan {} ifindex {} (first flow: {})",
+            "{when} new unknown device {} ({}) address {} vlan {} ifindex {} (first flow: {})",
             s.src_mac,
+            vendor_text(s.vendor.as_deref(), s.randomized),
             s.address.map_or_else(|| "-".to_string(), |a| a.to_string()),
             s.vlan,
             s.ifindex,
@@ -510,6 +529,8 @@ mod tests {
                     vlan: 20,
                     ifindex: 3,
                     flow: Some("6 10.10.0.20:23".into()),
+                    vendor: None,
+                    randomized: true,
                 }),
             ),
             lost(7),

@@ -99,11 +99,21 @@ impl Controller {
             flow,
             now: quarantine::now(),
         };
-        if self.unknowns.observe(&sighting) {
-            tracing::warn!(mac = %unknown::fmt_mac(&ev.src_mac), vlan = ev.vlan, ifindex = ev.ifindex, source = %src.map_or_else(|| "-".to_string(), |a| a.to_string()), "new unknown device on a device port");
+        let new = self.unknowns.observe(&sighting);
+        let mac = unknown::fmt_mac(&ev.src_mac);
+        let vendor = self.vendors.name(&ev.src_mac).map(str::to_string);
+        if let Some(d) = self.unknowns.devices.get_mut(&mac) {
+            d.vendor.clone_from(&vendor);
+            d.randomized = super::oui::locally_administered(&ev.src_mac);
+        }
+        if new {
+            tracing::warn!(mac = %mac, vendor = vendor.as_deref().unwrap_or("-"), vlan = ev.vlan, ifindex = ev.ifindex, source = %src.map_or_else(|| "-".to_string(), |a| a.to_string()), "new unknown device on a device port");
             self.metrics.unknown_device_discovered();
-            self.feed
-                .publish(&events::new_unknown_event(&sighting, events::unix_now()));
+            self.notify(events::new_unknown_event(
+                &sighting,
+                vendor.as_deref(),
+                events::unix_now(),
+            ));
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
             self.save_unknowns();

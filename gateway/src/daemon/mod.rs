@@ -56,6 +56,7 @@ pub mod interfaces;
 pub mod learn;
 pub mod lkg;
 pub mod local;
+pub mod oui;
 pub mod pins;
 pub mod preflight;
 pub mod propose;
@@ -219,6 +220,8 @@ pub struct Controller {
     sync_out: Option<mpsc::Sender<hasync::Body>>,
     /// A quarantine or release did not fit in the queue: send a snapshot at the next tick.
     resnapshot: bool,
+    /// MAC vendors, from the IEEE registry (see [`oui`]).
+    vendors: oui::Vendors,
     /// The records last sent to the other member (see [`records`]), the queue they go by
     /// (the flows', behind quarantines), and whether the other member's unknown devices
     /// are still to be written.

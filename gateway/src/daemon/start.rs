@@ -61,6 +61,7 @@ impl Controller {
             sync_out: None,
             resnapshot: false,
             flow_sync: None,
+            vendors: load_vendors(),
             records_sent: records::Sent::default(),
             records_out: None,
             unknowns_dirty: false,
@@ -424,4 +425,13 @@ impl Controller {
             dp.release(interface, &pin_dir);
         }
     }
+}
+
+/// The IEEE's MAC registry (see [`oui`]); empty, with a warning, when it is not installed.
+fn load_vendors() -> oui::Vendors {
+    let (vendors, why) = oui::Vendors::load(std::path::Path::new(oui::SYSTEM_FILE));
+    if let Some(why) = why {
+        tracing::warn!(reason = %why, "no MAC vendor registry: unknown devices are listed without their vendor");
+    }
+    vendors
 }

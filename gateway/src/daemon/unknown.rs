@@ -34,6 +34,12 @@ pub struct UnknownDevice {
     /// "proto dst:port" of the flows it tried (at most [`MAX_FLOWS`]).
     pub flows: BTreeSet<String>,
     pub packets_reported: u64,
+    /// Who the IEEE assigned the MAC's first three octets to (see `oui`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// A locally administered MAC: chosen by software, often randomised (no vendor).
+    #[serde(default)]
+    pub randomized: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! The optional webhook: quarantine and release events POSTed as JSON to a configured
-//! `https://` (or `http://`) URL, for paging and ticketing systems.
+//! The optional webhook: quarantine, release and new-unknown-device events POSTed as JSON
+//! to a configured `https://` (or `http://`) URL, for paging and ticketing systems.
 //!
 //! Enforcement never waits for it. The controller hands an event over with a non-blocking
 //! `try_send` on a bounded queue; a full queue drops the event and counts it
