@@ -118,63 +118,29 @@ fn control_api_metrics_and_quarantine() -> Result<()> {
 
     // An unknown device appears on the device port and is listed with its address.
     let gw_mac = lazaret_tests::netns::mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
-    let stranger = [0x02, 0x5e, 0, 0, 0, 0x42];
-    let frame = lazaret_tests::frames::tcp4(
-        stranger,
-        gw_mac,
-        std::net::Ipv4Addr::new(10, 20, 0, 66),
-        lab.net.server_ip,
-        40000,
-        443,
-        lazaret_tests::frames::TCP_SYN,
-    );
-    lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, vec![frame])?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let unknown = loop {
-        let u = lab.cli(&["devices", "--unknown"])?;
-        if u.as_array().is_some_and(|a| !a.is_empty()) {
-            break u;
-        }
-        if Instant::now() > deadline {
-            bail!("the unknown device was never listed");
-        }
-        thread::sleep(Duration::from_millis(100));
+    // A frame from `mac` at 10.20.0.`host` opening a connection to the server's 443.
+    let speak = |mac: [u8; 6], host: u8| {
+        let frame = lazaret_tests::frames::tcp4(
+            mac,
+            gw_mac,
+            std::net::Ipv4Addr::new(10, 20, 0, host),
+            lab.net.server_ip,
+            40000,
+            443,
+            lazaret_tests::frames::TCP_SYN,
+        );
+        lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, vec![frame])
     };
-    assert_eq!(unknown[0]["mac"], "02:5e:00:00:00:42", "{unknown}");
-    assert_eq!(unknown[0]["addresses"][0], "10.20.0.66", "{unknown}");
-    assert_eq!(
-        unknown[0]["flows"][0], "proto 6 10.10.0.20:443",
-        "{unknown}"
-    );
+    speak([0x02, 0x5e, 0, 0, 0, 0x42], 66)?;
+    let unknown = unknown_listed(&lab, "02:5e:00:00:00:42")?;
+    assert_eq!(unknown["addresses"][0], "10.20.0.66", "{unknown}");
+    assert_eq!(unknown["flows"][0], "proto 6 10.10.0.20:443", "{unknown}");
     // A locally administered MAC is flagged as randomised, and names no vendor.
-    assert_eq!(unknown[0]["randomized"], true, "{unknown}");
-    assert!(unknown[0].get("vendor").is_none(), "{unknown}");
+    assert_eq!(unknown["randomized"], true, "{unknown}");
+    assert!(unknown.get("vendor").is_none(), "{unknown}");
     // One the IEEE assigned is listed with its vendor (the registry from ieee-data).
-    let assigned = [0x00, 0x22, 0x72, 0, 0, 0x43];
-    let frame = lazaret_tests::frames::tcp4(
-        assigned,
-        gw_mac,
-        std::net::Ipv4Addr::new(10, 20, 0, 67),
-        lab.net.server_ip,
-        40001,
-        443,
-        lazaret_tests::frames::TCP_SYN,
-    );
-    lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, vec![frame])?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let vendor = loop {
-        let u = lab.cli(&["devices", "--unknown"])?;
-        let found = u
-            .as_array()
-            .and_then(|a| a.iter().find(|d| d["mac"] == "00:22:72:00:00:43").cloned());
-        if let Some(d) = found {
-            break d;
-        }
-        if Instant::now() > deadline {
-            bail!("the assigned MAC was never listed: {u}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    speak([0x00, 0x22, 0x72, 0, 0, 0x43], 67)?;
+    let vendor = unknown_listed(&lab, "00:22:72:00:00:43")?;
     assert_eq!(
         vendor["vendor"], "American Micro-Fuel Device Corp.",
         "{vendor}"
@@ -318,4 +284,22 @@ fn packet_metrics_count_the_traffic_across_a_reload(dataplane: Dataplane) -> Res
     wait_packets(&lab, "allow_rule", 2.0)?;
     assert_eq!(lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?, 5);
     Ok(())
+}
+
+/// The entry of `lazaret devices --unknown` for `mac`, once it is listed (5 s at most).
+fn unknown_listed(lab: &Lab, mac: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let u = lab.cli(&["devices", "--unknown"])?;
+        let found = u
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["mac"] == mac).cloned());
+        if let Some(d) = found {
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            bail!("{mac} was never listed as an unknown device: {u}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
