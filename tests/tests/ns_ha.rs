@@ -13,12 +13,16 @@ use std::{
 use anyhow::{ensure, Result};
 use lazaret_abi::{Reason, SIDE_DEVICES};
 use lazaret_tests::{
+    bypass::Observer,
     daemon::{round_trip, Dataplane, Lab},
-    frames::{tcp4, TCP_SYN},
+    frames::{ethernet, ipv4, tcp, tcp4, with_l4_checksum4, Ipv4Opts, ETH_IPV4, TCP_ACK, TCP_SYN},
     ha::*,
     netns::{mac_of, send_raw, veth, wait_until},
     on_both_dataplanes,
 };
+
+/// PSH: a segment carrying data.
+const TCP_PSH: u8 = 0x08;
 
 /// Five distinct denied flows to the server: three within a minute quarantine the pump.
 fn scan(lab: &Lab) {
@@ -537,5 +541,106 @@ fn the_active_members_unknown_devices_reach_the_standby() -> Result<()> {
         "member b did not get member a's unknown device: {}",
         b.cli(&["devices", "--unknown"])?
     );
+    Ok(())
+}
+
+/// What the other member (or anyone holding the sync key, or conntrackd's multicast
+/// group) hands over is a flow, never a verdict: a carried-over session to a port the
+/// policy denies is judged again on its first packet and dropped before the server, while
+/// one the policy allows goes on. XDP: the entry flowsync writes (no generation); nftables:
+/// a conntrack entry as conntrackd injects it (another member's stamp).
+fn a_carried_over_flow_to_a_denied_port_is_judged_again(dp: Dataplane) -> Result<()> {
+    let mut lab = ha_lab_on(dp)?;
+    lab.start()?;
+    let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let server = Observer::on(&lab.net.server, &lab.net.server_if)?;
+    // The allowed session first: it proves the carried-over entry is used at all.
+    for (port, marker, allowed) in [
+        (2575u16, &b"lazaret-carried-allowed"[..], true),
+        (23, &b"lazaret-carried-denied"[..], false),
+    ] {
+        let sport = 40100 + port % 100;
+        carry_over(&lab, sport, port)?;
+        let l4 = tcp(sport, port, TCP_ACK | TCP_PSH, marker);
+        let ip = ipv4(
+            lab.net.device_ip,
+            lab.net.server_ip,
+            6,
+            &l4,
+            &Ipv4Opts::default(),
+        );
+        let frame = with_l4_checksum4(ethernet(gw_mac, lab.net.device_mac, &[], ETH_IPV4, &ip));
+        send_raw(&lab.net.device, &lab.net.device_if, vec![frame])?;
+        let seen = server.saw(marker, Duration::from_secs(if allowed { 3 } else { 1 }));
+        ensure!(
+            seen == allowed,
+            "a carried-over session to port {port} {} the server",
+            if allowed { "did not reach" } else { "reached" }
+        );
+    }
+    Ok(())
+}
+on_both_dataplanes!(a_carried_over_flow_to_a_denied_port_is_judged_again);
+
+/// Puts an established session from the lab device's `sport` to the server's `dport` in
+/// the gateway's flow state as the other member's replication would.
+fn carry_over(lab: &Lab, sport: u16, dport: u16) -> Result<()> {
+    let (device, server) = (lab.net.device_ip, lab.net.server_ip);
+    match lab.dataplane {
+        Dataplane::Xdp => {
+            use aya::maps::{HashMap, Map, MapData};
+            use lazaret::daemon::flowsync::{datapath_now_ns, SyncedFlow};
+            use lazaret::policy::twin::FlowTable;
+            use lazaret_abi::{FlowKey, FlowValue, FLOW_ESTABLISHED};
+            // The server's address is the lower: the key's first end.
+            let flow = SyncedFlow {
+                table: FlowTable::Established,
+                proto: 6,
+                a: (server, dport).into(),
+                b: (device, sport).into(),
+                initiator: 1,
+                state: FLOW_ESTABLISHED,
+                resp_isn: 0,
+                idle_ms: 0,
+            };
+            let (table, key, value) = flow
+                .entry(datapath_now_ns())
+                .map_err(|o| anyhow::anyhow!("not a flow flowsync writes: {o:?}"))?;
+            let data =
+                MapData::from_pin(lazaret::dataplane::pin_dir(&lab.bpffs.path).join(table.map()))?;
+            let mut map: HashMap<_, FlowKey, FlowValue> = Map::LruHashMap(data).try_into()?;
+            map.insert(key, value, 0)?;
+        }
+        Dataplane::Nftables => {
+            let (sport, dport) = (sport.to_string(), dport.to_string());
+            let out = lab.net.gateway.exec(&[
+                "conntrack",
+                "-I",
+                "-p",
+                "tcp",
+                "-s",
+                &device.to_string(),
+                "-d",
+                &server.to_string(),
+                "--sport",
+                &sport,
+                "--dport",
+                &dport,
+                "--state",
+                "ESTABLISHED",
+                "-t",
+                "120",
+                "-u",
+                "SEEN_REPLY,ASSURED",
+                "-m",
+                "4242",
+            ])?;
+            ensure!(
+                out.status.success(),
+                "conntrack -I: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     Ok(())
 }
