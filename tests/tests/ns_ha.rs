@@ -644,3 +644,68 @@ fn carry_over(lab: &Lab, sport: u16, dport: u16) -> Result<()> {
     }
     Ok(())
 }
+
+/// A learn-mode device's flows recorded on the active member reach the standby's state
+/// directory (a failover does not start the baseline again), and a flow recorded later
+/// follows on its own.
+#[test]
+fn learned_flows_reach_the_standby() -> Result<()> {
+    let [mut a, mut b] = replicating_pair(KEY)?;
+    for lab in [&a, &b] {
+        let text = std::fs::read_to_string(lab.policy_dir.join("hospital.toml"))?;
+        lab.write_policy(&text.replacen(
+            "life_critical = false",
+            "life_critical = false\nmode = \"learn\"",
+            1,
+        ))?;
+    }
+    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
+        a.net
+            .gateway
+            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
+    }
+    a.start()?;
+    b.start()?;
+    wait_role(&a, "active", Duration::from_secs(2))?;
+    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
+    let learned = |lab: &Lab| -> Vec<String> {
+        std::fs::read_to_string(lab.state_dir.join("learned-flows.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["devices"]["pump-icu-01"]["flows"].as_object().cloned())
+            .map(|f| f.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for port in [2575u16, 8443] {
+        lab_echo(&a, port)?;
+        let mut s = a.connect(port, Duration::from_secs(2))?;
+        ensure!(
+            round_trip(&mut s),
+            "the learn-mode pump's session to {port}"
+        );
+        let on = |lab: &Lab| {
+            learned(lab)
+                .iter()
+                .any(|k| k.ends_with(&format!(" {port}")))
+        };
+        ensure!(
+            wait_until(Duration::from_secs(5), || on(&a)),
+            "member a did not record the flow to {port}: {:?}",
+            learned(&a)
+        );
+        ensure!(
+            wait_until(Duration::from_secs(8), || on(&b)),
+            "member b did not get member a's flow to {port}: {:?}",
+            learned(&b)
+        );
+    }
+    Ok(())
+}
+
+/// An echo server on the lab server's `port`, unless [`ha_lab_on`] started one.
+fn lab_echo(lab: &Lab, port: u16) -> Result<()> {
+    if port == 2575 {
+        return Ok(());
+    }
+    lab.echo_servers(&[port])
+}

@@ -54,6 +54,7 @@ impl Controller {
         };
         let id = d.id.clone();
         self.learned_dirty = true;
+        self.records_changed(records::Changed::Learned(&id));
         if self.learned.observe(&id, ev, quarantine::now()) {
             self.save_learned();
         }
@@ -101,6 +102,7 @@ impl Controller {
         };
         let new = self.unknowns.observe(&sighting);
         let mac = unknown::fmt_mac(&ev.src_mac);
+        self.records_changed(records::Changed::Unknown(&mac));
         let vendor = self.vendors.name(&ev.src_mac).map(str::to_string);
         if let Some(d) = self.unknowns.devices.get_mut(&mac) {
             d.vendor.clone_from(&vendor);
@@ -119,7 +121,7 @@ impl Controller {
             self.save_unknowns();
             // A new device is news for the other member at once; changes to known ones
             // go with the next tick.
-            self.send_unknown(&unknown::fmt_mac(&ev.src_mac));
+            self.send_unknown(&mac);
         }
     }
 

@@ -222,10 +222,10 @@ pub struct Controller {
     resnapshot: bool,
     /// MAC vendors, from the IEEE registry (see [`oui`]).
     vendors: oui::Vendors,
-    /// The records last sent to the other member (see [`records`]), the queue they go by
-    /// (the flows', behind quarantines), and whether the other member's unknown devices
-    /// are still to be written.
-    records_sent: records::Sent,
+    /// The records changed since last sent to the other member (see [`records`]), the
+    /// queue they go by (the flows', behind quarantines), and whether the other member's
+    /// unknown devices are still to be written.
+    records_pending: records::Pending,
     records_out: Option<mpsc::Sender<hasync::Body>>,
     unknowns_dirty: bool,
     /// The XDP flow replication's thread, when `[ha]` replicates (see [`flowsync`]).

@@ -5,14 +5,15 @@
 //!
 //! Sent by the active member over the replication's channel ([`super::hasync`]), behind
 //! quarantines (in the flows' queue), on its tick, when the channel (re)connects and, for a
-//! new unknown device, at once: every device record that differs from what was last sent,
-//! in parts small enough for one message (records are bounded: 1,024 patterns per device,
-//! 32 flows and 16 addresses per unknown device). A part the queue refuses (the peer is
+//! new unknown device, at once: every device record that changed since it was last sent
+//! (marked as it changes, never found by comparing), in parts small enough for one message
+//! (records are bounded: 1,024 patterns per device, 32 flows and 16 addresses per unknown
+//! device). A part the queue refuses (the peer is
 //! slow or gone) is sent again at the next tick. Received records are merged, never
 //! replaced (see `DeviceFlows::merge`, `Unknowns::merge`): merging is idempotent, so a
 //! record sent twice, or by both members after a split, converges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ha, hasync, learn::DeviceFlows, unknown::UnknownDevice, Controller};
 
@@ -21,16 +22,42 @@ const LEARNED_PER_PART: usize = 4096;
 /// Unknown devices in one message at most (each with at most 32 flows).
 const UNKNOWN_PER_PART: usize = 256;
 
-/// What was last sent to the other member.
+/// The records that changed since they were last sent to the other member, by device id
+/// and by MAC: what changes marks them ([`Controller::records_changed`]), so a tick costs
+/// what changed, not a comparison of every record (a site in learn mode holds up to 1,024
+/// patterns a device). Bounded by the records themselves.
 #[derive(Debug, Default)]
-pub(super) struct Sent {
-    learned: BTreeMap<String, DeviceFlows>,
-    unknown: BTreeMap<String, UnknownDevice>,
+pub(super) struct Pending {
+    learned: BTreeSet<String>,
+    unknown: BTreeSet<String>,
+}
+
+/// A record that changed ([`Controller::records_changed`]).
+pub(super) enum Changed<'a> {
+    /// A learn-mode device's flows, by device id.
+    Learned(&'a str),
+    /// An unknown device, by MAC.
+    Unknown(&'a str),
 }
 
 impl Controller {
+    /// Marks a record to be sent to the other member with the next
+    /// [`Self::send_records`] (only where there is another member).
+    pub(super) fn records_changed(&mut self, changed: Changed) {
+        if self.records_out.is_none() {
+            return;
+        }
+        let (set, key) = match changed {
+            Changed::Learned(d) => (&mut self.records_pending.learned, d),
+            Changed::Unknown(m) => (&mut self.records_pending.unknown, m),
+        };
+        if !set.contains(key) {
+            set.insert(key.to_string());
+        }
+    }
+
     /// Sends the records that changed since they were last sent, if this member is active
-    /// and replicates.
+    /// and replicates. What the queue refuses stays marked for the next tick.
     pub(super) fn send_records(&mut self) {
         let Some(out) = self.records_out.clone() else {
             return;
@@ -38,48 +65,51 @@ impl Controller {
         if self.role.0 != ha::Role::Active {
             return;
         }
-        let sent = &mut self.records_sent;
-        let learned: Vec<_> = self
-            .learned
-            .devices
-            .iter()
-            .filter(|(d, f)| sent.learned.get(*d) != Some(*f))
-            .collect();
+        // Parts of whole devices, each sent and then unmarked.
+        let devices: Vec<String> = self.records_pending.learned.iter().cloned().collect();
         let mut part = BTreeMap::new();
-        let mut patterns = 0;
-        for (i, (device, flows)) in learned.iter().enumerate() {
-            part.insert((*device).clone(), (*flows).clone());
-            patterns += flows.flows.len();
-            if patterns >= LEARNED_PER_PART || i + 1 == learned.len() {
-                let sending = std::mem::take(&mut part);
+        let (mut patterns, mut first) = (0, 0);
+        for (i, device) in devices.iter().enumerate() {
+            if let Some(flows) = self.learned.devices.get(device) {
+                part.insert(device.clone(), flows.clone());
+                patterns += flows.flows.len();
+            }
+            if patterns < LEARNED_PER_PART && i + 1 < devices.len() {
+                continue;
+            }
+            let sending = std::mem::take(&mut part);
+            if !sending.is_empty() {
                 let body = hasync::Body::Records {
-                    learned: sending.clone(),
+                    learned: sending,
                     unknown: Vec::new(),
                 };
                 if out.try_send(body).is_err() {
                     return;
                 }
-                sent.learned.extend(sending);
-                patterns = 0;
             }
+            for d in &devices[first..=i] {
+                self.records_pending.learned.remove(d);
+            }
+            (patterns, first) = (0, i + 1);
         }
-        let unknown: Vec<UnknownDevice> = self
-            .unknowns
-            .devices
-            .values()
-            .filter(|d| sent.unknown.get(&d.mac) != Some(*d))
-            .cloned()
-            .collect();
-        for chunk in unknown.chunks(UNKNOWN_PER_PART) {
-            let body = hasync::Body::Records {
-                learned: BTreeMap::new(),
-                unknown: chunk.to_vec(),
-            };
-            if out.try_send(body).is_err() {
-                return;
+        let macs: Vec<String> = self.records_pending.unknown.iter().cloned().collect();
+        for chunk in macs.chunks(UNKNOWN_PER_PART) {
+            let unknown: Vec<UnknownDevice> = chunk
+                .iter()
+                .filter_map(|m| self.unknowns.devices.get(m).cloned())
+                .collect();
+            if !unknown.is_empty() {
+                let body = hasync::Body::Records {
+                    learned: BTreeMap::new(),
+                    unknown,
+                };
+                if out.try_send(body).is_err() {
+                    return;
+                }
             }
-            sent.unknown
-                .extend(chunk.iter().map(|d| (d.mac.clone(), d.clone())));
+            for m in chunk {
+                self.records_pending.unknown.remove(m);
+            }
         }
     }
 
@@ -97,14 +127,20 @@ impl Controller {
             unknown: vec![d.clone()],
         };
         if out.try_send(body).is_ok() {
-            self.records_sent.unknown.insert(mac.to_string(), d.clone());
+            self.records_pending.unknown.remove(mac);
         }
     }
 
-    /// Forgets what was sent: the next [`Self::send_records`] sends everything (the other
+    /// Marks every record: the next [`Self::send_records`] sends them all (the other
     /// member (re)joined, or this one became active).
     pub(super) fn resend_records(&mut self) {
-        self.records_sent = Sent::default();
+        if self.records_out.is_none() {
+            return;
+        }
+        self.records_pending = Pending {
+            learned: self.learned.devices.keys().cloned().collect(),
+            unknown: self.unknowns.devices.keys().cloned().collect(),
+        };
     }
 
     /// Merges the other member's records into this member's; they are written to the state

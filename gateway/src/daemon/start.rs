@@ -62,7 +62,7 @@ impl Controller {
             resnapshot: false,
             flow_sync: None,
             vendors: load_vendors(),
-            records_sent: records::Sent::default(),
+            records_pending: records::Pending::default(),
             records_out: None,
             unknowns_dirty: false,
             commit_tx: tokio::sync::watch::channel(None).0,
