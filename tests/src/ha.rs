@@ -4,6 +4,8 @@
 //! members on one device segment and one upstream segment.
 
 use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -308,6 +310,9 @@ impl Fault {
 pub struct Pair {
     pub dataplane: Dataplane,
     pub members: [Member; 2],
+    /// A bedside monitor (10.20.0.12) on the device segment, next to the pump: its HL7
+    /// session ([`Pair::hl7_session`]) is the long-lived one a failover must not cut.
+    pub monitor: Netns,
     /// The dedicated link's switch: a bridge between the members' `ha-a` and `ha-b`, so
     /// one member's end can go without taking the other's with it (a veth pair dies whole).
     pub link: Netns,
@@ -316,16 +321,58 @@ pub struct Pair {
     pub denied_accepted: Arc<AtomicUsize>,
 }
 
+/// The [`Pair`]'s monitor on the device segment (the pump is 10.20.0.11).
+pub const MONITOR_IP: &str = "10.20.0.12";
+
+/// The monitor of a [`Pair`], with MAC `mac`: its class, its HL7 workflow and itself.
+fn monitor_policy(mac: [u8; 6]) -> String {
+    format!(
+        r#"
+[classes.patient-monitor]
+description = "Bedside patient monitors"
+workflows = ["hl7-results"]
+
+# docs/clinical-flows.md row 3: the monitor opens its HL7 v2 session (MLLP) to the
+# interface engine on the hl7 port and sends observations on it for as long as it runs.
+[workflows.hl7-results]
+description = "Observation results (HL7 v2 ORU^R01 over MLLP)"
+[[workflows.hl7-results.rules]]
+device = "class:patient-monitor"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [2575]
+initiator = "device"
+
+[[devices]]
+id = "mon-icu-01"
+class = "patient-monitor"
+mac = "{}"
+ipv4 = "{MONITOR_IP}"
+"#,
+        fmt_mac(mac)
+    )
+}
+
+/// Sends observation `n` in an MLLP frame on an HL7 session to the lab's echo server and
+/// reads it back: true if the whole frame came back.
+pub fn hl7_round_trip(s: &mut TcpStream, n: u32) -> bool {
+    let frame = format!(
+        "\x0bMSH|^~\\&|MON|ICU|ENGINE|HOSP|20261205010000||ORU^R01|{n}|P|2.6\r\
+         OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F\r\x1c\r"
+    );
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut back = vec![0u8; frame.len()];
+    s.write_all(frame.as_bytes()).is_ok()
+        && s.read_exact(&mut back).is_ok()
+        && back == frame.as_bytes()
+}
+
 /// A port the lab policy allows the pump nothing on.
 pub const DENIED_PORT: u16 = 23;
 
 impl Pair {
     pub fn new(dataplane: Dataplane) -> Result<Pair> {
         let [a, b] = replicating_pair_on(dataplane, KEY)?;
-        // One device, one policy: member b binds member a's device MAC.
-        b.write_policy(&std::fs::read_to_string(
-            a.policy_dir.join("hospital.toml"),
-        )?)?;
         // The members' own addresses on the shared segments (the labs both gave .1).
         for (lab, own) in [(&a, "2"), (&b, "3")] {
             for (net, ifname) in [
@@ -382,6 +429,29 @@ impl Pair {
                 "ip", "route", "replace", "default", "via", via, "dev", bridge,
             ])?;
         }
+        // The monitor: a host of its own on the device segment.
+        let monitor = Netns::new(format!("{}mon", unique_prefix()))?;
+        let on_segment = format!("{MONITOR_IP}/24");
+        veth(
+            &a.net.device,
+            "segm",
+            None,
+            &monitor,
+            "mon0",
+            Some(&on_segment),
+        )?;
+        a.net
+            .device
+            .exec(&["ip", "link", "set", "segm", "master", "segd", "up"])?;
+        monitor.exec(&[
+            "ip", "route", "replace", "default", "via", VIP_DEV, "dev", "mon0",
+        ])?;
+        // One policy for both members: member a's pump and the monitor.
+        let policy = std::fs::read_to_string(a.policy_dir.join("hospital.toml"))?
+            + &monitor_policy(mac_of(&monitor, "mon0")?);
+        for lab in [&a, &b] {
+            lab.write_policy(&policy)?;
+        }
         let link = Netns::new(format!("{}ha", unique_prefix()))?;
         link.exec(&["ip", "link", "add", "name", "sw", "type", "bridge"])?;
         link.exec(&["ip", "link", "set", "sw", "up"])?;
@@ -410,6 +480,7 @@ impl Pair {
         let pair = Pair {
             dataplane,
             members,
+            monitor,
             link,
             conntrackd,
             denied_accepted,
@@ -474,6 +545,17 @@ impl Pair {
             b.log(),
             ct.join("\n")
         )
+    }
+
+    /// The monitor opens its HL7 MLLP session to the lab server (the interface engine).
+    pub fn hl7_session(&self) -> Result<TcpStream> {
+        let s = self.monitor.run(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([10, 10, 0, 20], 2575)),
+                Duration::from_secs(1),
+            )
+        })??;
+        Ok(s)
     }
 
     /// The device tries the denied port: it must not get through.
@@ -564,7 +646,7 @@ pub fn count_accepts(server: &Netns, port: u16) -> Result<Arc<AtomicUsize>> {
     Ok(count)
 }
 
-/// The conntrack entries of the lab sessions (the device to the server's 2575) in member
+/// The conntrack entries of the lab sessions (the pump or the monitor to the server's 2575) in member
 /// `lab`'s gateway, as `conntrack -L` prints them.
 pub fn session_entries(lab: &Lab) -> Result<Vec<String>> {
     let out = lab
@@ -573,7 +655,7 @@ pub fn session_entries(lab: &Lab) -> Result<Vec<String>> {
         .exec(&["conntrack", "-L", "-p", "tcp", "--dport", "2575"])?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("src=10.20.0.11"))
+        .filter(|l| l.contains("src=10.20.0.11 ") || l.contains(&format!("src={MONITOR_IP} ")))
         .map(str::to_string)
         .collect())
 }

@@ -325,7 +325,8 @@ fn a_release_made_while_the_other_member_was_down_wins_over_the_older_quarantine
     Ok(())
 }
 
-/// The pair's promise: a long-lived TCP session through the active member carries on
+/// The pair's promise: the long-lived sessions through the active member — a monitor's HL7
+/// MLLP session to the interface engine and a pump's session to its server — carry on
 /// through the standby after the active one fails (`fault`), without a new handshake — on
 /// XDP by lazaret's flow replication, on nftables by conntrackd with the shipped
 /// configuration — and a flow the policy denies stays denied throughout (counted at the
@@ -333,15 +334,16 @@ fn a_release_made_while_the_other_member_was_down_wins_over_the_older_quarantine
 /// (a mid-stream segment opens no flow).
 fn a_session_survives(dataplane: Dataplane, fault: Fault) -> Result<()> {
     let mut pair = Pair::new(dataplane)?;
-    let mut sessions = Vec::new();
-    for _ in 0..2 {
-        let mut s = pair.members[0].lab.connect(2575, Duration::from_secs(1))?;
-        ensure!(
-            round_trip(&mut s),
-            "a session does not work through member a"
-        );
-        sessions.push(s);
-    }
+    let mut pump = pair.members[0].lab.connect(2575, Duration::from_secs(1))?;
+    ensure!(
+        round_trip(&mut pump),
+        "the pump's session does not work through member a"
+    );
+    let mut hl7 = pair.hl7_session()?;
+    ensure!(
+        hl7_round_trip(&mut hl7, 1),
+        "the monitor's HL7 session does not work through member a"
+    );
     pair.try_denied()?;
     let b = &pair.members[1].lab;
     // Member a's stamp on the session (after the failover, conntrackd carries member b's
@@ -364,14 +366,21 @@ fn a_session_survives(dataplane: Dataplane, fault: Fault) -> Result<()> {
     wait_role(b, "active", Duration::from_secs(2))?;
     // The same sessions, through member b: no new handshake. (TCP retransmits: allow a few
     // seconds for the neighbours to learn member b's MAC.)
-    for (i, s) in sessions.iter_mut().enumerate() {
-        let carried_on = wait_until(Duration::from_secs(8), || round_trip(s));
-        ensure!(
-            carried_on,
-            "session {i} did not survive {fault:?}\n{}",
-            pair.debug()
-        );
-    }
+    ensure!(
+        wait_until(Duration::from_secs(8), || round_trip(&mut pump)),
+        "the pump's session did not survive {fault:?}\n{}",
+        pair.debug()
+    );
+    let mut n = 1;
+    let hl7_on = wait_until(Duration::from_secs(8), || {
+        n += 1;
+        hl7_round_trip(&mut hl7, n)
+    });
+    ensure!(
+        hl7_on,
+        "the monitor's HL7 session did not survive {fault:?}\n{}",
+        pair.debug()
+    );
     eprintln!(
         "{dataplane:?}, {fault:?}: sessions flowing again {:?} after the fault",
         fault_at.elapsed()
