@@ -718,3 +718,71 @@ fn lab_echo(lab: &Lab, port: u16) -> Result<()> {
     }
     lab.echo_servers(&[port])
 }
+
+/// A peer that holds the key and answers the challenge but runs another datapath ABI (a
+/// member half-way through an upgrade) is refused, counted, and gets no answer; the same
+/// peer under this member's ABI is answered, so the refusal is the ABI's. The peer is this
+/// test speaking the channel's protocol from member b's address.
+#[test]
+fn a_member_under_another_abi_is_refused() -> Result<()> {
+    use lazaret::daemon::hasync::{seal, Body};
+    use std::io::{BufRead, BufReader, Write};
+    let [mut a, b] = replicating_pair(KEY)?;
+    a.start()?;
+    // One connection: the challenge, our hello under `abi`, and the first line back (None
+    // if the member closed the connection instead).
+    let hello_with = |abi: u32| -> Result<Option<String>> {
+        b.net.gateway.run(move || -> Result<Option<String>> {
+            let s = std::net::TcpStream::connect_timeout(
+                &"192.168.255.1:9465".parse()?,
+                Duration::from_secs(2),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut lines = BufReader::new(s.try_clone()?);
+            let mut challenge = String::new();
+            lines.read_line(&mut challenge)?;
+            let nonce = serde_json::from_str::<serde_json::Value>(&challenge)?["nonce"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let hello = Body::Hello {
+                member: "impostor".into(),
+                commit: None,
+                abi,
+                nonce,
+            };
+            (&s).write_all(seal(KEY.as_bytes(), 1, now_ms, &hello).as_bytes())?;
+            let mut answer = String::new();
+            Ok(match lines.read_line(&mut answer) {
+                Ok(n) if n > 0 => Some(answer),
+                _ => None,
+            })
+        })?
+    };
+    // Until the member listens, the connection is refused.
+    let mut answered = None;
+    let until = Instant::now() + Duration::from_secs(5);
+    while answered.is_none() && Instant::now() < until {
+        answered = hello_with(lazaret_abi::ABI_VERSION).ok().flatten();
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        answered.as_deref().is_some_and(|l| l.contains("hello")),
+        "member a did not answer a hello under its own ABI: {answered:?}"
+    );
+    let answered = hello_with(lazaret_abi::ABI_VERSION + 1)?;
+    ensure!(
+        answered.is_none(),
+        "member a answered a peer under another ABI: {answered:?}"
+    );
+    wait_metric(
+        &a,
+        "lazaret_ha_sync_refused_total{reason=\"abi\"}",
+        1.0,
+        Duration::from_secs(3),
+    )?;
+    Ok(())
+}
