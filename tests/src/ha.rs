@@ -245,6 +245,20 @@ pub fn replicating_pair_on(dataplane: Dataplane, b_key: &str) -> Result<[Lab; 2]
     Ok(labs)
 }
 
+/// Starts both members of a [`replicating_pair`] with member a holding the gateway
+/// addresses (so active), and waits for it to be active and connected to member b.
+pub fn start_with_a_active(a: &mut Lab, b: &mut Lab) -> Result<()> {
+    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
+        a.net
+            .gateway
+            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
+    }
+    a.start()?;
+    b.start()?;
+    wait_role(a, "active", Duration::from_secs(2))?;
+    wait_metric(a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))
+}
+
 /// Waits up to `within` for `series` of the member's metrics to reach `at_least`.
 pub fn wait_metric(lab: &Lab, series: &str, at_least: f64, within: Duration) -> Result<()> {
     let ok = wait_until(within, || {

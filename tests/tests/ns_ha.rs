@@ -516,15 +516,7 @@ on_both_dataplanes!(a_quarantine_holds_through_a_failover_and_its_release_follow
 #[test]
 fn the_active_members_unknown_devices_reach_the_standby() -> Result<()> {
     let [mut a, mut b] = replicating_pair(KEY)?;
-    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
-        a.net
-            .gateway
-            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
-    }
-    a.start()?;
-    b.start()?;
-    wait_role(&a, "active", Duration::from_secs(2))?;
-    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
+    start_with_a_active(&mut a, &mut b)?;
     let gw_mac = mac_of(&a.net.gateway, &a.net.gw_dev_if)?;
     let stranger = [0x02, 0x5e, 0, 0, 0, 0x42];
     let frame = tcp4(
@@ -668,15 +660,7 @@ fn learned_flows_reach_the_standby() -> Result<()> {
             1,
         ))?;
     }
-    for (vip, ifname) in [(VIP_DEV, &a.net.gw_dev_if), (VIP_UP, &a.net.gw_up_if)] {
-        a.net
-            .gateway
-            .exec(&["ip", "addr", "add", &format!("{vip}/24"), "dev", ifname])?;
-    }
-    a.start()?;
-    b.start()?;
-    wait_role(&a, "active", Duration::from_secs(2))?;
-    wait_metric(&a, "lazaret_ha_sync_up", 1.0, Duration::from_secs(5))?;
+    start_with_a_active(&mut a, &mut b)?;
     let learned = |lab: &Lab| -> Vec<String> {
         std::fs::read_to_string(lab.state_dir.join("learned-flows.json"))
             .ok()
