@@ -1,5 +1,6 @@
-//! The fast path: a data packet of a confirmed IPv4 TCP or UDP flow, judged from the flow
-//! entry without the parse into the scratch slot, the identity hash lookup or the judge.
+//! The fast path: a data packet of a confirmed IPv4 or IPv6 TCP or UDP flow, judged from the
+//! flow entry without the parse into the scratch slot, the identity hash lookup or the
+//! judge.
 //!
 //! Most packets a gateway sees are of this kind, and the full path spent most of its
 //! instructions on what such a packet does not need. The fast path takes a frame only when
@@ -14,9 +15,15 @@
 //! What makes the verdict certain, check by check:
 //! - **Frame**: Ethernet with the interface's tag stack (the parser's VLAN rules, restated),
 //!   IPv4 without options or fragmentation, a total length inside the frame covering the
-//!   L4 header, TCP with a sane data offset and none of SYN, FIN or RST (so the flow's
-//!   state cannot change), or UDP (not a DHCP server's reply from a device port, which the full
-//!   path refuses). Every parser check that could drop such a frame holds.
+//!   L4 header; or IPv6 with a payload length inside the frame covering the L4 header and
+//!   at most a hop-by-hop header (first) and one destination-options header before it —
+//!   the chains the parser passes without a fragment header, so no bypass class of the
+//!   header chain (RFC 7112, RFC 8200 §4) reaches this path: any other chain, a repeat, a
+//!   fragment or an L4 header past the parser's bound takes the full path, which judges
+//!   it. Then TCP with a sane data offset and none of SYN, FIN or RST (so the flow's state
+//!   cannot change), or UDP (not a DHCP server's reply from a device port, DHCPv4's 67 or
+//!   DHCPv6's 547, which the full path refuses). Every parser check that could drop such
+//!   a frame holds.
 //! - **Flow**: in the established table (no promotion to do), `FLOW_ESTABLISHED`, not
 //!   expired, stamped under the active generation and its devices' current epochs: the
 //!   full path's `keep_flow` would pass it and change nothing but the timestamp.
@@ -29,7 +36,7 @@
 //!   is the device its address names).
 
 use super::*;
-use parse::{Hdr, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4};
+use parse::{Hdr, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, MAX_L4_OFFSET};
 
 /// Judges and counts the frame if it is a data packet of a confirmed flow (`true`: pass
 /// it); `false`: it is not, or not provably, and nothing was changed but
@@ -43,17 +50,33 @@ pub(crate) fn established(
     len: u64,
 ) -> bool {
     let ctx = XdpContext::new(ctx);
-    let Some(f) = frame(&ctx, iface) else {
+    let Some(l2) = link(&ctx, iface) else {
         return false;
     };
-    let (key, src_is_a) = normalized_key(
-        &Addr::v4(f.src),
-        f.sport,
-        &Addr::v4(f.dst),
-        f.dport,
-        f.proto,
-        FAMILY_V4,
-    );
+    // One copy of the flow check per family, each inlined with its family constant: IPv4
+    // keeps its one-word addresses (a shared copy compared and keyed two words each).
+    match l2.ethertype {
+        ETH_P_IPV4 => {
+            let Some(f) = ipv4(&ctx, l2.off).and_then(|ip| frame(iface, &l2, ip)) else {
+                return false;
+            };
+            on_flow(iface, ifindex, gen, len, &f)
+        }
+        ETH_P_IPV6 => {
+            let Some(f) = ipv6(&ctx, l2.off).and_then(|ip| frame(iface, &l2, ip)) else {
+                return false;
+            };
+            on_flow(iface, ifindex, gen, len, &f)
+        }
+        // A third tag fails here too.
+        _ => false,
+    }
+}
+
+/// The fast path's verdict on a frame of its shape: see `established`.
+#[inline(always)]
+fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame) -> bool {
+    let (key, src_is_a) = normalized_key(&f.src, f.sport, &f.dst, f.dport, f.proto, f.family);
     let Some(flow) = LZ_EST_FLOWS.get_ptr_mut(key) else {
         // The full path need not look in the established table again (see FlowLookup).
         gen.est_missed = true;
@@ -73,7 +96,7 @@ pub(crate) fn established(
     let (src, dst) = if src_is_a { (a, b) } else { (b, a) };
     let dev = if iface.side == SIDE_DEVICES {
         let (id, cell, by_addr) = src;
-        if id == 0 || !by_addr || !device_accepts(gen.slot, id, cell, &f, iface, ifindex) {
+        if id == 0 || !by_addr || !device_accepts(gen.slot, id, cell, f, iface, ifindex) {
             return false;
         }
         Dev { id, cell }
@@ -102,19 +125,42 @@ struct Frame {
     src_mac: Mac,
     /// The device VLAN, as the parser derives it.
     vlan: u16,
-    /// IPv4 addresses, as loaded (network order in a native word).
-    src: u32,
-    dst: u32,
+    /// Addresses as the parser holds them (see `Addr`).
+    src: Addr,
+    dst: Addr,
+    family: u8,
     sport: u16,
     dport: u16,
     proto: u8,
 }
 
-/// The frame, if it has the fast path's shape and every parser check that could drop it
-/// holds (see the module docs).
+/// The network layer of a frame the fast path takes.
+struct L3 {
+    src: Addr,
+    dst: Addr,
+    family: u8,
+    proto: u8,
+    /// The first 14 bytes of the L4 header (the ports, TCP's data offset and flags), and
+    /// whether the IP payload covers the protocol's whole header.
+    l4: Hdr<14>,
+    whole: bool,
+}
+
+/// The link layer of a frame the fast path may take.
+struct Link {
+    /// The Ethernet header (the source MAC is read last, when the frame is taken).
+    eth: Hdr<22>,
+    /// The device VLAN, as the parser derives it.
+    vlan: u16,
+    ethertype: u16,
+    /// Offset of the IP header.
+    off: usize,
+}
+
+/// The link layer, if the frame has the interface's tag stack (the parser's rule).
 #[inline(always)]
-fn frame(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Frame> {
-    // Room for two tags; a frame shorter than that carries no IPv4 TCP or UDP packet.
+fn link(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Link> {
+    // Room for two tags; a frame shorter than that carries no IP TCP or UDP packet.
     let eth = Hdr::<22>::at(ctx, 0).ok()?;
     let is_tag = |t: u16| t == ETH_P_8021Q || t == ETH_P_8021AD;
     // (offset of the IP header, tags, outer VID, innermost VID, ethertype)
@@ -127,51 +173,123 @@ fn frame(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Frame> {
         let outer = eth.be16::<14>() & 0x0fff;
         (22, 2, outer, eth.be16::<18>() & 0x0fff, eth.be16::<20>())
     };
-    // A third tag fails the ethertype test.
-    if ethertype != ETH_P_IPV4 {
+    Some(Link {
+        eth,
+        vlan: parse::device_vlan(iface, tags, outer, inner)?,
+        ethertype,
+        off,
+    })
+}
+
+/// The frame, if its transport has the fast path's shape and every parser check that could
+/// drop it holds (see the module docs).
+#[inline(always)]
+fn frame(iface: &IfaceConfig, l2: &Link, ip: L3) -> Option<Frame> {
+    if !ip.whole || !matches!(ip.proto, PROTO_TCP | PROTO_UDP) {
         return None;
     }
-    let vlan = parse::device_vlan(iface, tags, outer, inner)?;
-    // The IPv4 header without options and the first 14 bytes of a TCP header (8 of UDP's).
-    let ip = Hdr::<34>::at(ctx, off).ok()?;
-    // Version 4, IHL 5: options (rare, and a variable offset) take the full path.
-    if ip.u8::<0>() != 0x45 {
-        return None;
-    }
-    let proto = ip.u8::<9>();
-    let need = match proto {
-        PROTO_TCP => 40,
-        PROTO_UDP => 28,
-        _ => return None,
-    };
-    let total = ip.be16::<2>() as usize;
-    let available = ctx.data_end() - ctx.data() - off;
-    // Neither MF nor an offset: not a fragment.
-    if total < need || total > available || ip.be16::<6>() & 0x3fff != 0 {
-        return None;
-    }
-    let sport = ip.be16::<20>();
-    if proto == PROTO_TCP {
+    let l4 = ip.l4;
+    let sport = l4.be16::<0>();
+    if ip.proto == PROTO_TCP {
         // Data offset of 5 words or more; neither FIN nor RST, so the flow's state stays.
         // Nor SYN: not for the verdict (a SYN alone changes nothing on a confirmed flow),
         // but because SYNs open flows, and sending them on at once keeps this path's flow
         // lookup off the new-flow, denial and unknown-device paths.
         const NOT_DATA: u8 = parse::TCP_SYN | parse::TCP_FIN | parse::TCP_RST;
-        if ip.u8::<32>() >> 4 < 5 || ip.u8::<33>() & NOT_DATA != 0 {
+        if l4.u8::<12>() >> 4 < 5 || l4.u8::<13>() & NOT_DATA != 0 {
             return None;
         }
-    } else if iface.side == SIDE_DEVICES && sport == 67 {
+    } else if iface.side == SIDE_DEVICES {
         // A DHCP server's message from a device port: judge_ip refuses it.
-        return None;
+        let server = if ip.family == FAMILY_V4 { 67 } else { 547 };
+        if sport == server {
+            return None;
+        }
     }
     Some(Frame {
-        src_mac: eth.mac::<6, 10>(),
-        vlan,
-        src: ip.ne32::<12>(),
-        dst: ip.ne32::<16>(),
+        src_mac: l2.eth.mac::<6, 10>(),
+        vlan: l2.vlan,
+        src: ip.src,
+        dst: ip.dst,
+        family: ip.family,
         sport,
-        dport: ip.be16::<22>(),
+        dport: l4.be16::<2>(),
+        proto: ip.proto,
+    })
+}
+
+/// The L4 header's length the fast path needs inside the IP payload: TCP's 20, UDP's 8
+/// (any other protocol takes the full path anyway).
+#[inline(always)]
+fn l4_len(proto: u8) -> usize {
+    if proto == PROTO_TCP {
+        20
+    } else {
+        8
+    }
+}
+
+/// An IPv4 header without options, not a fragment, its total length inside the frame, and
+/// the start of its L4 header with it (one bounds check for both).
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
+    let ip = Hdr::<34>::at(ctx, off).ok()?;
+    // Version 4, IHL 5: options (rare, and a variable offset) take the full path.
+    if ip.u8::<0>() != 0x45 {
+        return None;
+    }
+    let total = ip.be16::<2>() as usize;
+    let available = ctx.data_end() - ctx.data() - off;
+    // Neither MF nor an offset: not a fragment.
+    if total > available || ip.be16::<6>() & 0x3fff != 0 {
+        return None;
+    }
+    let proto = ip.u8::<9>();
+    Some(L3 {
+        src: Addr::v4(ip.ne32::<12>()),
+        dst: Addr::v4(ip.ne32::<16>()),
+        family: FAMILY_V4,
         proto,
+        l4: ip.sub::<20, 14>(),
+        whole: total >= 20 + l4_len(proto),
+    })
+}
+
+/// An IPv6 header, its payload inside the frame, then at most a hop-by-hop header and one
+/// destination-options header: straight-line, no walk (see the module docs).
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
+    let ip = Hdr::<40>::at(ctx, off).ok()?;
+    if ip.u8::<0>() >> 4 != 6 {
+        return None;
+    }
+    let payload = ip.be16::<4>() as usize;
+    let available = ctx.data_end() - ctx.data() - off;
+    // Payload length 0 is a jumbogram: the parser drops it.
+    if payload == 0 || 40 + payload > available {
+        return None;
+    }
+    let mut next = ip.u8::<6>();
+    let mut at = off + 40;
+    // Hop-by-hop only first (RFC 8200 §4.3), then one destination-options header; each
+    // counts its length in 8-octet units beyond the first 8.
+    for kind in [0u8, 60] {
+        if next == kind {
+            let h = Hdr::<2>::at(ctx, at).ok()?;
+            next = h.u8::<0>();
+            at += (h.u8::<1>() as usize + 1) * 8;
+            if at > MAX_L4_OFFSET {
+                return None;
+            }
+        }
+    }
+    Some(L3 {
+        src: Addr([ip.ne64::<8>(), ip.ne64::<16>()]),
+        dst: Addr([ip.ne64::<24>(), ip.ne64::<32>()]),
+        family: FAMILY_V6,
+        proto: next,
+        l4: Hdr::<14>::at(ctx, at).ok()?,
+        whole: at + l4_len(next) <= off + 40 + payload,
     })
 }
 

@@ -19,12 +19,12 @@ pub(crate) const TCP_ACK: u8 = 0x10;
 
 pub(crate) const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 pub(crate) const ETH_P_8021Q: u16 = 0x8100;
 pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
 
 /// Furthest L4 offset accepted; a header chain reaching past it is not a real frame.
-const MAX_L4_OFFSET: usize = 1024;
+pub(crate) const MAX_L4_OFFSET: usize = 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -180,10 +180,17 @@ impl<const N: usize> Hdr<N> {
 
     /// The eight bytes at `K` as a native word (half an IPv6 address as `Addr` holds it).
     #[inline(always)]
-    fn ne64<const K: i16>(self) -> u64 {
+    pub(crate) fn ne64<const K: i16>(self) -> u64 {
         const { assert!(K >= 0 && K as usize + 8 <= N) };
         // SAFETY: as in `u8`, for the eight bytes at K.
         unsafe { load::u64_at::<K>(self.0) }
+    }
+
+    /// The `M` bytes at `K`, checked with these `N`.
+    #[inline(always)]
+    pub(crate) fn sub<const K: usize, const M: usize>(self) -> Hdr<M> {
+        const { assert!(K + M <= N) };
+        Hdr(self.0 + K)
     }
 
     /// The MAC address at bytes `K..K + 6`; `K4` is `K + 4` (a const argument cannot be

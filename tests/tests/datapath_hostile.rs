@@ -1508,6 +1508,92 @@ fn confirm(t: &mut Twin, (mac, ip): (Mac, Ipv4Addr), tags: &[(u16, u16)], sport:
     assert_eq!(t.judge(&ack, dev_if), Reason::AllowFlow);
 }
 
+/// A segment of the device's IPv6 session from `sport` to the server's HL7 port, from
+/// `mac`, with the extension headers `exts` before TCP.
+fn dev_seg6(mac: Mac, exts: &[Ext], sport: u16, flags: u8) -> Vec<u8> {
+    let l3 = ipv6(DEV_IP6, SERVER6, exts, 6, &tcp(sport, 2575, flags, b"data"));
+    ethernet(GW_MAC, mac, &[], ETH_IPV6, &l3)
+}
+
+/// The IPv6 fast path takes data of a confirmed flow behind a hop-by-hop and a
+/// destination-options header, and nothing else: every other chain on the same flow — out
+/// of order, repeated, with routing or authentication headers, too long, fragmented, a
+/// payload length past the frame — and the flow's data under another MAC are judged in
+/// full, as the reference classifier judges them.
+#[test]
+fn established_ipv6_flow_data_under_a_hostile_header_chain_is_judged_in_full() {
+    use Ext::{Auth, DestOpts, HopByHop, Routing, RoutingType};
+    let mut t = twin();
+    let chain = [HopByHop, DestOpts];
+    let syn = dev_seg6(DEV_MAC, &chain, 42040, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let synack = ethernet(
+        GW_MAC,
+        DEV_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(
+            SERVER6,
+            DEV_IP6,
+            &[],
+            6,
+            &tcp(2575, 42040, TCP_SYN | TCP_ACK, &[]),
+        ),
+    );
+    assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    let data = dev_seg6(DEV_MAC, &chain, 42040, TCP_ACK);
+    // Confirmed (and promoted), then judged by the fast path.
+    for _ in 0..3 {
+        assert_eq!(t.judge(&data, LO), Reason::AllowFlow);
+    }
+    let hostile: [&[Ext]; 8] = [
+        &[DestOpts, HopByHop],
+        &[DestOpts, DestOpts],
+        &[HopByHop, HopByHop],
+        &[HopByHop, DestOpts, DestOpts],
+        &[HopByHop, DestOpts, Routing],
+        &[RoutingType(0)],
+        &[Auth],
+        &[const { DestOpts }; 7],
+    ];
+    for exts in hostile {
+        let f = dev_seg6(DEV_MAC, exts, 42040, TCP_ACK);
+        let reason = t.judge(&f, LO);
+        assert_ne!(
+            reason,
+            Reason::AllowFlow,
+            "chain {exts:?} passed as the flow's data"
+        );
+    }
+    // Fragments (an atomic one, a first one carrying the whole chain) are the full path's
+    // to judge; `judge` holds it to the reference classifier.
+    for more in [false, true] {
+        let fragment = Ext::Fragment {
+            offset: 0,
+            more,
+            id: 7,
+        };
+        t.judge(
+            &dev_seg6(DEV_MAC, &[HopByHop, fragment, DestOpts], 42040, TCP_ACK),
+            LO,
+        );
+    }
+    let mut long = dev_seg6(DEV_MAC, &chain, 42040, TCP_ACK);
+    long[18..20].copy_from_slice(&1400u16.to_be_bytes());
+    assert_eq!(t.judge(&long, LO), Reason::DenyMalformed);
+    // A payload length that ends inside the TCP header.
+    let mut short = dev_seg6(DEV_MAC, &chain, 42040, TCP_ACK);
+    short[18..20].copy_from_slice(&(16u16 + 10).to_be_bytes());
+    assert_ne!(t.judge(&short, LO), Reason::AllowFlow);
+    for mac in [OTHER_MAC, BYSTANDER_MAC] {
+        let f = dev_seg6(mac, &chain, 42040, TCP_ACK);
+        assert_eq!(t.judge(&f, LO), Reason::DenySpoof);
+    }
+    assert_eq!(t.judge(&data, LO), Reason::AllowFlow);
+}
+
 #[test]
 fn established_flow_data_from_another_mac_is_spoofing() {
     let mut t = twin();
