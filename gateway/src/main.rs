@@ -8,11 +8,13 @@ use std::process::ExitCode;
 /// The exit statuses every subcommand uses (shown by `--help` and in the man pages).
 const EXIT_STATUS: &str = "\
 Exit status:
-  0  success (`check`: the policy is valid; warnings do not count)
-  1  the policy or the configuration has errors (`check`, `config check`, `plan`,
-     `explain`, `compile`), or `explain`'s verdict is deny
+  0  success (`check`: the policy is valid; warnings count only with --deny-warnings)
+  1  a finding: the policy or the configuration has errors (`check`, `config check`,
+     `plan`, `explain`, `compile`), `check --deny-warnings` found warnings, or
+     `explain`'s verdict is deny
   2  anything else that failed: a usage error, an unreadable file or directory, the
-     daemon unreachable or refusing the request";
+     daemon unreachable or refusing the request; and `plan --detailed-exitcode`
+     when the plan has changes (0 then means none, 1 an error, as terraform has it)";
 
 /// mimalloc rather than glibc's malloc: compiling a 100,000-rule policy allocates and frees
 /// millions of small objects, and takes about a fifth less time with it. The benchmarks
@@ -28,6 +30,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     after_help = EXIT_STATUS
 )]
 struct Cli {
+    #[command(flatten)]
+    globals: cli::Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,7 +51,7 @@ enum Command {
         target: cli::control_cmds::Target,
     },
     /// Events: denies, audit and learn records, spoofing, unknown devices, quarantines and
-    /// releases (`--json`: one JSON object per line).
+    /// releases (`--output json`: one JSON object per line).
     Events {
         /// Keep printing new events as they happen.
         #[arg(long, short)]
@@ -90,18 +94,19 @@ fn man_pages(out: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => cli::run::run(args),
-        Command::Detach(args) => cli::detach::run(args),
-        Command::Status(target) => cli::control_cmds::status(target),
-        Command::Flows { device, target } => cli::control_cmds::flows(device, target),
-        Command::Events { follow, target } => cli::control_cmds::events(follow, target),
-        Command::Learn(cmd) => cli::learn_cmds::run(cmd),
-        Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd),
-        Command::Pins(cmd) => cli::control_cmds::pins(cmd),
-        Command::Config(cmd) => cli::config_cmds::run(cmd),
-        Command::Policy(cmd) => cli::policy_cmds::run(cmd),
+    let Cli { globals, command } = Cli::parse();
+    let g = &globals;
+    let result = match command {
+        Command::Run(args) => cli::run::run(args, g),
+        Command::Detach(args) => cli::detach::run(args, g),
+        Command::Status(target) => cli::control_cmds::status(&target, g),
+        Command::Flows { device, target } => cli::control_cmds::flows(device, &target, g),
+        Command::Events { follow, target } => cli::control_cmds::events(follow, &target, g),
+        Command::Learn(cmd) => cli::learn_cmds::run(cmd, g),
+        Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd, g),
+        Command::Pins(cmd) => cli::control_cmds::pins(cmd, g),
+        Command::Config(cmd) => cli::config_cmds::run(cmd, g),
+        Command::Policy(cmd) => cli::policy_cmds::run(cmd, g),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -468,13 +468,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Runs the real CLI against this lab's daemon with `--json`; the parsed reply.
+    /// Runs the real CLI against this lab's daemon with `--output json`; the parsed reply.
     pub fn cli(&self, args: &[&str]) -> Result<serde_json::Value> {
         let out = std::process::Command::new(lazaret_bin()?)
             .args(args)
             .arg("--config")
             .arg(&self.config)
-            .arg("--json")
+            .args(["--output", "json"])
             .output()?;
         if !out.status.success() {
             bail!(
@@ -584,7 +584,7 @@ impl Lab {
         }))
     }
 
-    /// `lazaret events --follow --json` against this lab's daemon, started in the gateway
+    /// `lazaret events --follow --output json` against this lab's daemon, started in the gateway
     /// namespace; read it with [`wait_event`].
     pub fn follow_events(&self) -> Result<ChildGuard> {
         let bin = lazaret_bin()?;
@@ -592,7 +592,8 @@ impl Lab {
             bin.to_str().context("binary path")?,
             "events",
             "--follow",
-            "--json",
+            "--output",
+            "json",
             "--config",
             self.config.to_str().context("config path")?,
         ])?;

@@ -137,7 +137,7 @@ fn learned_flows_become_an_enforced_workflow(dataplane: Dataplane) -> Result<()>
     let out = std::process::Command::new(lazaret_bin()?)
         .args(["learn", "export", "--device", "mon-icu-01", "--config"])
         .arg(&lab.config)
-        .arg("--output")
+        .arg("--out")
         .arg(&proposal)
         .output()?;
     if !out.status.success() {

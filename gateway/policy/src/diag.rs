@@ -375,7 +375,7 @@ impl Diagnostic {
         out
     }
 
-    /// A JSON-friendly view (for `--format json`).
+    /// A JSON-friendly view (for `--output json`).
     pub fn to_json(&self, sources: &Sources) -> DiagnosticJson {
         DiagnosticJson {
             severity: self.severity(),

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use lazaret::{
-    config::{Config, DEFAULT_PATH},
+    config::Config,
     daemon::{
         api,
         control::{call, follow_events, Request},
@@ -17,25 +17,33 @@ use lazaret::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::{Format, Globals};
+
+/// Where the running daemon listens: `--socket`, or the control socket the configuration
+/// file (`--config`) names.
 #[derive(Debug, Args)]
 pub(crate) struct Target {
-    /// Configuration file of the daemon (for its control socket).
-    #[arg(long, default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// Control socket (overrides the configuration file).
+    /// Control socket (overrides the configuration file's).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Print the daemon's JSON reply.
-    #[arg(long)]
-    pub json: bool,
 }
 
-impl Target {
-    fn socket(&self) -> anyhow::Result<PathBuf> {
-        match &self.socket {
-            Some(s) => Ok(s.clone()),
-            None => Ok(Config::load(&self.config)?.control_socket),
-        }
+/// A command to the running daemon: where it listens and how to print its reply.
+pub(crate) struct Daemon {
+    socket: PathBuf,
+    format: Format,
+}
+
+impl Daemon {
+    /// `command`'s daemon: its socket from `target` or the configuration, its output from
+    /// `g` (text or JSON: the daemon's replies print no CSV).
+    pub(crate) fn of(target: &Target, g: &Globals, command: &str) -> anyhow::Result<Daemon> {
+        let format = g.format(command)?;
+        let socket = match &target.socket {
+            Some(s) => s.clone(),
+            None => Config::load(&g.config())?.control_socket,
+        };
+        Ok(Daemon { socket, format })
     }
 }
 
@@ -95,19 +103,19 @@ pub(crate) enum ActionArg {
 }
 
 /// Sends `request` and reads the reply as `T` (the type [`api`] pairs with the request).
-fn send<T: DeserializeOwned>(target: &Target, request: Request) -> anyhow::Result<T> {
-    let socket = target.socket()?;
+fn send<T: DeserializeOwned>(d: &Daemon, request: Request) -> anyhow::Result<T> {
+    let socket = &d.socket;
     let reply =
-        call(&socket, &request).with_context(|| format!("control socket {}", socket.display()))?;
+        call(socket, &request).with_context(|| format!("control socket {}", socket.display()))?;
     reply.into_typed().map_err(anyhow::Error::msg)
 }
 
 fn print<T: Serialize>(
-    target: &Target,
+    d: &Daemon,
     data: &T,
     human: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<ExitCode> {
-    if target.json {
+    if d.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(data)?);
     } else {
         print!("{}", human(data));
@@ -115,107 +123,107 @@ fn print<T: Serialize>(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn status(target: Target) -> anyhow::Result<ExitCode> {
-    let data: api::Status = send(&target, Request::Status {})?;
-    print(&target, &data, |d| {
-        let mut out = format!(
-            "generation {} (commit {}), up {} s, {} devices, {} quarantined\n",
-            d.generation,
-            printable(d.commit.as_deref().unwrap_or("-")),
-            d.uptime_seconds,
-            d.devices,
-            d.quarantined
+pub(crate) fn status(target: &Target, g: &Globals) -> anyhow::Result<ExitCode> {
+    let d = &Daemon::of(target, g, "status")?;
+    let data: api::Status = send(d, Request::Status {})?;
+    print(d, &data, status_text)
+}
+
+/// `lazaret status` for people.
+fn status_text(d: &api::Status) -> String {
+    let mut out = format!(
+        "generation {} (commit {}), up {}, {} devices, {} quarantined\n",
+        d.generation,
+        printable(d.commit.as_deref().unwrap_or("-")),
+        duration(d.uptime_seconds),
+        d.devices,
+        d.quarantined
+    );
+    out += match d.policy {
+        api::PolicySource::Repository => "",
+        api::PolicySource::LastKnownGood => {
+            "policy: the LAST-KNOWN-GOOD from the state directory (the repository was refused at start)\n"
+        }
+        api::PolicySource::Pinned => {
+            "policy: the generation pinned by an earlier run (the repository was refused at start)\n"
+        }
+        api::PolicySource::None => {
+            "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
+        }
+    };
+    if let Some(ha) = &d.ha {
+        let vips: Vec<String> = ha
+            .virtual_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        out += &format!(
+            "role: {} (holds {} of the gateway addresses {}){}\n",
+            ha.role.name().to_uppercase(),
+            ha.held,
+            vips.join(", "),
+            if ha.role.decides() {
+                ""
+            } else {
+                "; automatic quarantines are not carried out"
+            }
         );
-        out += match d.policy {
-            api::PolicySource::Repository => "",
-            api::PolicySource::LastKnownGood => {
-                "policy: the LAST-KNOWN-GOOD from the state directory (the repository was refused at start)\n"
+    }
+    if !d.held.is_empty() {
+        out += &format!("held closed: {}\n", printable(&d.held.join(", ")));
+    }
+    for (name, mode) in &d.interfaces {
+        let name = printable(name);
+        out += &match mode {
+            api::InterfaceMode::Native => format!("  interface {name}: XDP native\n"),
+            api::InterfaceMode::Skb => format!("  interface {name}: XDP skb (generic)\n"),
+            api::InterfaceMode::Nftables => format!("  interface {name}: nftables\n"),
+            api::InterfaceMode::Held => {
+                format!("  interface {name}: HELD CLOSED (its dataplane is not on it)\n")
             }
-            api::PolicySource::Pinned => {
-                "policy: the generation pinned by an earlier run (the repository was refused at start)\n"
-            }
-            api::PolicySource::None => {
-                "policy: NONE (the repository was refused at start and there is no last-known-good): device ports are held closed\n"
+            api::InterfaceMode::Detached => {
+                format!("  interface {name}: DETACHED (nothing enforces)\n")
             }
         };
-        if let Some(ha) = &d.ha {
-            let vips: Vec<String> = ha
-                .virtual_addresses
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            out += &format!(
-                "role: {} (holds {} of the gateway addresses {}){}\n",
-                ha.role.name().to_uppercase(),
-                ha.held,
-                vips.join(", "),
-                if ha.role.decides() {
-                    ""
-                } else {
-                    "; automatic quarantines are not carried out"
-                }
-            );
-        }
-        if !d.held.is_empty() {
-            out += &format!("held closed: {}\n", printable(&d.held.join(", ")));
-        }
-        for (name, mode) in &d.interfaces {
-            let name = printable(name);
-            out += &match mode {
-                api::InterfaceMode::Native => format!("  interface {name}: XDP native\n"),
-                api::InterfaceMode::Skb => format!("  interface {name}: XDP skb (generic)\n"),
-                api::InterfaceMode::Nftables => format!("  interface {name}: nftables\n"),
-                api::InterfaceMode::Held => {
-                    format!("  interface {name}: HELD CLOSED (its dataplane is not on it)\n")
-                }
-                api::InterfaceMode::Detached => {
-                    format!("  interface {name}: DETACHED (nothing enforces)\n")
-                }
-            };
-        }
-        for m in &d.maps {
-            out += &format!(
-                "  map {:<12} {:>8} / {:<8} ({:.1} %)\n",
-                m.map,
-                m.entries,
-                m.capacity,
-                m.pressure * 100.0
-            );
-        }
-        if let Some(e) = &d.last_reload_error {
-            out += &format!(
-                "last reload FAILED (the previous generation enforces):\n{}\n",
-                printable(e)
-            );
-        }
-        for (state, e) in &d.state_errors {
-            out += &format!(
-                "state {state} NOT PERSISTED (enforced, but a reboot would lose it): {}\n",
-                printable(e)
-            );
-        }
-        out
-    })
+    }
+    for m in &d.maps {
+        out += &format!(
+            "  map {:<12} {:>8} / {:<8} ({:.1} %)\n",
+            m.map,
+            m.entries,
+            m.capacity,
+            m.pressure * 100.0
+        );
+    }
+    if let Some(e) = &d.last_reload_error {
+        out += &format!(
+            "last reload FAILED (the previous generation enforces):\n{}\n",
+            printable(e)
+        );
+    }
+    for (state, e) in &d.state_errors {
+        out += &format!(
+            "state {state} NOT PERSISTED (enforced, but a reboot would lose it): {}\n",
+            printable(e)
+        );
+    }
+    out
 }
 
 /// `lazaret devices --live` and `--unknown`: the inventory as the running daemon sees it.
 pub(crate) fn devices_from_daemon(
-    config: &std::path::Path,
-    socket: Option<PathBuf>,
+    target: &Target,
+    g: &Globals,
     unknown: bool,
-    json: bool,
+    command: &str,
 ) -> anyhow::Result<ExitCode> {
-    let target = Target {
-        config: config.to_path_buf(),
-        socket,
-        json,
-    };
+    let d = &Daemon::of(target, g, command)?;
     if unknown {
-        let data: Vec<UnknownDevice> = send(&target, Request::UnknownDevices {})?;
-        return print(&target, &data, |d| unknown_table(d, interface_name));
+        let data: Vec<UnknownDevice> = send(d, Request::UnknownDevices {})?;
+        return print(d, &data, |d| unknown_table(d, interface_name));
     }
-    let data: Vec<api::Device> = send(&target, Request::Devices {})?;
-    print(&target, &data, |d| live_table(d, monotonic_ns()))
+    let data: Vec<api::Device> = send(d, Request::Devices {})?;
+    print(d, &data, |d| live_table(d, monotonic_ns()))
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the datapath's `last_seen_ns` (the
@@ -261,14 +269,15 @@ fn live_table(d: &[api::Device], now_ns: u64) -> String {
     out
 }
 
-pub(crate) fn flows(device: String, target: Target) -> anyhow::Result<ExitCode> {
+pub(crate) fn flows(device: String, target: &Target, g: &Globals) -> anyhow::Result<ExitCode> {
+    let d = &Daemon::of(target, g, "flows")?;
     let data: Vec<api::Flow> = send(
-        &target,
+        d,
         Request::Flows {
             device: device.clone(),
         },
     )?;
-    print(&target, &data, |d| {
+    print(d, &data, |d| {
         let mut out: String = d.iter().map(flow_line).collect();
         if out.is_empty() {
             out = format!("no flows for {}\n", printable(&device));
@@ -353,12 +362,12 @@ fn quarantine_line(device: &str, e: &quarantine::Entry) -> String {
     )
 }
 
-pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn quarantine(cmd: QuarantineCommand, g: &Globals) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCommand::List { target } => {
-            let data: BTreeMap<String, quarantine::Entry> =
-                send(&target, Request::QuarantineList {})?;
-            print(&target, &data, |d| {
+            let d = &Daemon::of(&target, g, "quarantine list")?;
+            let data: BTreeMap<String, quarantine::Entry> = send(d, Request::QuarantineList {})?;
+            print(d, &data, |d| {
                 let mut out = String::new();
                 for (dev, e) in d {
                     out += &quarantine_line(dev, e);
@@ -380,15 +389,16 @@ pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 ActionArg::Restrict => Action::Restrict,
                 ActionArg::Isolate => Action::Isolate,
             };
+            let d = &Daemon::of(&target, g, "quarantine add")?;
             let data: api::Quarantined = send(
-                &target,
+                d,
                 Request::QuarantineAdd {
                     device,
                     action,
                     reason,
                 },
             )?;
-            print(&target, &data, |d| {
+            print(d, &data, |d| {
                 format!(
                     "{}: quarantined ({})\n",
                     printable(&d.device),
@@ -401,41 +411,30 @@ pub(crate) fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             reason,
             target,
         } => {
-            let data: api::Released = send(&target, Request::QuarantineRelease { device, reason })?;
-            print(&target, &data, |d| {
+            let d = &Daemon::of(&target, g, "quarantine release")?;
+            let data: api::Released = send(d, Request::QuarantineRelease { device, reason })?;
+            print(d, &data, |d| {
                 format!("{}: released\n", printable(&d.device))
             })
         }
     }
 }
 
-pub(crate) fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn pins(cmd: PinsCommand, g: &Globals) -> anyhow::Result<ExitCode> {
     match cmd {
         PinsCommand::List { target } => {
-            let data: Vec<api::Pin> = send(&target, Request::Pins {})?;
-            print(&target, &data, |d| {
-                let mut out = String::new();
-                for p in d {
-                    out += &format!(
-                        "{} ({}): pinned to port {}\n",
-                        printable(p.device.as_deref().unwrap_or("not in the policy")),
-                        printable(&p.mac),
-                        printable(&p.port),
-                    );
-                }
-                if out.is_empty() {
-                    out = "no device is pinned to a bridge port\n".into();
-                }
-                out
-            })
+            let d = &Daemon::of(&target, g, "pins list")?;
+            let data: Vec<api::Pin> = send(d, Request::Pins {})?;
+            print(d, &data, |d| pins_text(d))
         }
         PinsCommand::Release {
             device,
             reason,
             target,
         } => {
-            let data: api::Released = send(&target, Request::PinRelease { device, reason })?;
-            print(&target, &data, |d| {
+            let d = &Daemon::of(&target, g, "pins release")?;
+            let data: api::Released = send(d, Request::PinRelease { device, reason })?;
+            print(d, &data, |d| {
                 format!(
                     "{}: pin released; the port it is next seen on pins it again\n",
                     printable(&d.device)
@@ -445,13 +444,41 @@ pub(crate) fn pins(cmd: PinsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `lazaret pins list` for people.
+fn pins_text(pins: &[api::Pin]) -> String {
+    let mut out = String::new();
+    for p in pins {
+        out += &format!(
+            "{} ({}): pinned to port {}\n",
+            printable(p.device.as_deref().unwrap_or("not in the policy")),
+            printable(&p.mac),
+            printable(&p.port),
+        );
+    }
+    if out.is_empty() {
+        out = "no device is pinned to a bridge port\n".into();
+    }
+    out
+}
+
+/// A span of seconds as people say it: `42 s`, `17 min`, `5 h 12 min`, `3 d 4 h`.
+fn duration(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7_199 => format!("{} min", s / 60),
+        7_200..=172_799 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
 /// `lazaret events [--follow]`: recent events, then (following) new ones as they happen.
-pub(crate) fn events(follow: bool, target: Target) -> anyhow::Result<ExitCode> {
+pub(crate) fn events(follow: bool, target: &Target, g: &Globals) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let socket = target.socket()?;
+    let d = Daemon::of(target, g, "events")?;
+    let socket = d.socket.clone();
     let mut out = std::io::stdout().lock();
     follow_events(&socket, follow, |ev| {
-        let text = if target.json {
+        let text = if d.format == Format::Json {
             ev.to_string()
         } else {
             match serde_json::from_value::<events::Record>(ev.clone()) {
@@ -574,6 +601,58 @@ mod tests {
             "{table}"
         );
         assert!(monotonic_ns() > 0);
+    }
+
+    /// The daemon commands' text and JSON for a member of a pair with a held interface, a
+    /// failed reload and full-ish maps; and pins. (Flows, quarantines and the device tables
+    /// have their own tests above.) Snapshots in `src/cli/snapshots/`.
+    #[test]
+    fn daemon_command_output() {
+        let status = api::Status {
+            generation: 42,
+            commit: Some("9f1c2ab".into()),
+            uptime_seconds: 3 * 86_400 + 4 * 3_600 + 17,
+            policy_dir: "/etc/lazaret/policies".into(),
+            policy: api::PolicySource::Repository,
+            interfaces: [
+                ("icu0".to_string(), api::InterfaceMode::Native),
+                ("pumps0".to_string(), api::InterfaceMode::Held),
+                ("wan0".to_string(), api::InterfaceMode::Skb),
+            ]
+            .into(),
+            devices: 10,
+            quarantined: 1,
+            held: vec!["pumps0".into()],
+            last_reload_error: Some("policies/site.toml:3:1: error: unknown key `sight`".into()),
+            state_errors: BTreeMap::new(),
+            maps: vec![api::MapUsage {
+                map: "LZ_FLOWS".into(),
+                entries: 52_000,
+                capacity: 65_536,
+                pressure: 52_000.0 / 65_536.0,
+            }],
+            ha: Some(api::HaStatus {
+                role: lazaret::daemon::ha::Role::Standby,
+                virtual_addresses: vec![
+                    std::net::Ipv4Addr::new(10, 20, 0, 1).into(),
+                    std::net::Ipv4Addr::new(10, 10, 0, 1).into(),
+                ],
+                held: 0,
+            }),
+        };
+        insta::assert_snapshot!("status_text", status_text(&status));
+        let json = serde_json::to_string_pretty(&status).unwrap_or_default();
+        insta::assert_snapshot!("status_json", json);
+        let pins = [api::Pin {
+            device: Some("pump-icu-01".into()),
+            mac: "00:1a:2b:30:00:11".into(),
+            port: "br-pumps/veth7".into(),
+        }];
+        insta::assert_snapshot!("pins_text", pins_text(&pins));
+        insta::assert_snapshot!("pins_none_text", pins_text(&[]));
+        assert_eq!(duration(59), "59 s");
+        assert_eq!(duration(600), "10 min");
+        assert_eq!(duration(2 * 3_600 + 61), "2 h 1 min");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `lazaret detach`: the explicit way to stop enforcing.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use lazaret::{
-    config::{Config, DEFAULT_PATH},
+    config::Config,
     daemon::{
         control::{call, Request},
         detach_all,
@@ -14,9 +14,6 @@ use lazaret::{
 
 #[derive(Debug, Args)]
 pub(crate) struct DetachArgs {
-    /// Configuration file (for the pin directory).
-    #[arg(long, default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
     /// Detach although the daemon is running: it is told to stop enforcing (and stops
     /// restoring enforcement) until it is restarted.
     #[arg(long)]
@@ -26,8 +23,8 @@ pub(crate) struct DetachArgs {
     pub reason: String,
 }
 
-pub(crate) fn run(args: DetachArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+pub(crate) fn run(args: DetachArgs, g: &super::Globals) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&g.config())?;
     // A running daemon treats a detach behind its back as tampering and restores
     // enforcement within a second: it is asked instead, and only with --force.
     let running = call(&config.control_socket, &Request::Status {}).is_ok();

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use lazaret::{
-    config::{Config, DEFAULT_PATH},
+    config::Config,
     daemon::{
         learn::Learned,
         propose::{propose, Target},
@@ -33,22 +33,20 @@ pub(crate) struct ExportArgs {
     /// Name of the proposed workflow (default `learned-<device or class>`).
     #[arg(long)]
     pub name: Option<String>,
-    /// Write here instead of standard output.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
-    /// Configuration file of the daemon (its state and policy directories).
-    #[arg(long, default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Write the workflow file here instead of to standard output.
+    #[arg(long = "out", short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
-pub(crate) fn run(cmd: LearnCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: LearnCommand, g: &super::Globals) -> anyhow::Result<ExitCode> {
+    g.format("learn export")?;
     match cmd {
-        LearnCommand::Export(a) => export(a),
+        LearnCommand::Export(a) => export(a, &g.config()),
     }
 }
 
-fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&a.config)?;
+fn export(a: ExportArgs, config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
     let policy = policy::load_dir(&config.policy_dir).map_err(|e| {
         anyhow::anyhow!(
             "the policy in {} does not load:\n{}",
@@ -63,7 +61,7 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --device ID or --class NAME"),
     };
     let text = propose(&policy, &learned, &target, a.name.as_deref())?;
-    match a.output {
+    match a.out {
         Some(path) => {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }

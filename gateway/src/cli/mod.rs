@@ -1,4 +1,4 @@
-//! Subcommands of the `lazaret` binary.
+//! Subcommands of the `lazaret` binary, and the options they all take ([`Globals`]).
 
 pub(crate) mod config_cmds;
 pub(crate) mod control_cmds;
@@ -6,3 +6,77 @@ pub(crate) mod detach;
 pub(crate) mod learn_cmds;
 pub(crate) mod policy_cmds;
 pub(crate) mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Options every command takes, before or after its name (`lazaret --config F status` and
+/// `lazaret status --config F` are the same).
+#[derive(Debug, Args)]
+pub(crate) struct Globals {
+    /// The daemon's configuration file (for its control socket, state and policy
+    /// directories) [default: /etc/lazaret/lazaret.toml]. `check` reads one only when
+    /// given, and then checks the policy against it too.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to print: `text` (lines and tables for people), `json`, or `csv` (the commands
+    /// that print a table).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        alias = "format"
+    )]
+    pub output: Option<Output>,
+    /// The same as `--output json`.
+    #[arg(long, global = true, hide = true, conflicts_with = "output")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// Lines and tables for people.
+    #[value(alias = "table")]
+    Text,
+    Json,
+    /// Comma-separated values with a header row (RFC 4180).
+    Csv,
+}
+
+/// A command's output where CSV has no table to print: text or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+impl Globals {
+    /// `--config`, or the default path.
+    pub(crate) fn config(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(lazaret::config::DEFAULT_PATH))
+    }
+
+    /// `--output` (`--json` included); text by default.
+    pub(crate) fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            self.output.unwrap_or(Output::Text)
+        }
+    }
+
+    /// The output of `command`, which prints no table: CSV is a usage error (exit 2).
+    pub(crate) fn format(&self, command: &str) -> anyhow::Result<Format> {
+        match self.output() {
+            Output::Text => Ok(Format::Text),
+            Output::Json => Ok(Format::Json),
+            Output::Csv => anyhow::bail!(
+                "--output csv: `{command}` prints no table; use --output text or json"
+            ),
+        }
+    }
+}

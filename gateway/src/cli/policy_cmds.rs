@@ -5,7 +5,9 @@
 //! 2 usage or I/O errors.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+
+use super::{Format, Globals, Output};
 use lazaret::policy::{
     self, diag::render_all, explain, git, model::Date, plan, risk, Compiled, Policy, PolicyErrors,
     Problem, Severity,
@@ -42,34 +44,21 @@ pub(crate) enum PolicyCommand {
     Plan(PlanArgs),
     /// List the device inventory with identity, mode and risk score.
     Devices(DevicesArgs),
-    /// Print the compiled policy (for debugging).
+    /// Print the compiled policy (for debugging): with `--output text`, every distinct
+    /// allow-list, its entries and the devices it is enforced for; with `json`, all of it.
     Compile(CompileArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(crate) enum Format {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(crate) enum TableFormat {
-    Table,
-    Csv,
-    Json,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
     /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
-    /// `policies`).
+    /// `policies`). With `--config`, the configuration is checked too, and the policy
+    /// against it (every interface of the policy configured, on the same side), as the
+    /// daemon would at start.
     pub dir: Option<PathBuf>,
-    /// The daemon's configuration: checked too, and the policy checked against it (every
-    /// interface of the policy configured, on the same side), as the daemon would at start.
+    /// Warnings fail the check too (exit 1), as errors do.
     #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    pub deny_warnings: bool,
 }
 
 #[derive(Debug, Args)]
@@ -92,8 +81,6 @@ pub(crate) struct ExplainArgs {
     /// Assume a device is quarantined: DEVICE=restrict or DEVICE=isolate (repeatable).
     #[arg(long = "quarantine", value_name = "DEVICE=STATE")]
     pub quarantine: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -106,8 +93,10 @@ pub(crate) struct PlanArgs {
     /// current directory).
     #[arg(long, default_value = ".")]
     pub path: String,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Exit 0 when nothing changes, 2 when something does, 1 on errors (as terraform plan
+    /// does), instead of 0 for any plan that could be made.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,8 +104,6 @@ pub(crate) struct DevicesArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
-    pub format: TableFormat,
     /// Compute patch ages as of this date (YYYY-MM-DD) instead of today.
     #[arg(long)]
     pub today: Option<String>,
@@ -126,15 +113,10 @@ pub(crate) struct DevicesArgs {
     /// Ask the running daemon for sources seen on device ports that are not in the inventory.
     #[arg(long)]
     pub unknown: bool,
-    /// The daemon's configuration file (for its control socket), with --live / --unknown.
-    #[arg(long, default_value = lazaret::config::DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// The daemon's control socket (overrides the configuration file).
+    /// The daemon's control socket, with --live / --unknown (overrides the configuration
+    /// file's).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Same as --format json (for symmetry with the other daemon commands).
-    #[arg(long, hide = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,27 +124,30 @@ pub(crate) struct CompileArgs {
     /// Policy directory.
     #[arg(default_value = "policies")]
     pub dir: PathBuf,
-    /// `text`: every distinct allow-list, its entries and the devices it is enforced for;
-    /// `json`: the whole compiled policy.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
 }
 
-pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
+pub(crate) fn run(cmd: PolicyCommand, g: &Globals) -> Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check(a) => check(a),
-        PolicyCommand::Explain(a) => explain_cmd(a),
-        PolicyCommand::Plan(a) => plan_cmd(a),
+        PolicyCommand::Check(a) => check(a, g.config.as_deref(), g.format("check")?),
+        PolicyCommand::Explain(a) => explain_cmd(a, g.format("explain")?),
+        PolicyCommand::Plan(a) => plan_cmd(a, g.format("plan")?),
         PolicyCommand::Devices(a) if a.live || a.unknown => {
+            let what = if a.live {
+                "devices --live"
+            } else {
+                "devices --unknown"
+            };
             super::control_cmds::devices_from_daemon(
-                &a.config,
-                a.socket.clone(),
+                &super::control_cmds::Target {
+                    socket: a.socket.clone(),
+                },
+                g,
                 a.unknown,
-                a.json || a.format == TableFormat::Json,
+                what,
             )
         }
-        PolicyCommand::Devices(a) => devices(a),
-        PolicyCommand::Compile(a) => compile_cmd(a),
+        PolicyCommand::Devices(a) => devices(a, g.output()),
+        PolicyCommand::Compile(a) => compile_cmd(a, g.format("compile")?),
     }
 }
 
@@ -288,8 +273,8 @@ pub(crate) fn summary(c: &Compiled) -> String {
     )
 }
 
-fn check(a: CheckArgs) -> Result<ExitCode> {
-    let config = match &a.config {
+fn check(a: CheckArgs, config_file: Option<&Path>, format: Format) -> Result<ExitCode> {
+    let config = match config_file {
         Some(path) => match lazaret::config::Config::load(path) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -304,7 +289,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         .clone()
         .or_else(|| config.as_ref().map(|c| c.policy_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("policies"));
-    let (policy, compiled) = match load_or_report(&dir, a.format) {
+    let (policy, compiled) = match load_or_report(&dir, format) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
@@ -314,7 +299,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         .map(|c| against_config(&policy, c))
         .unwrap_or_default();
     if !mismatches.is_empty() {
-        match a.format {
+        match format {
             Format::Text => {
                 for (at, message) in &mismatches {
                     eprintln!("{}: error: {}", sources.locate(*at), message);
@@ -323,7 +308,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
                     "{} problem{} between the policy and {}",
                     mismatches.len(),
                     if mismatches.len() == 1 { "" } else { "s" },
-                    a.config.as_deref().unwrap_or(Path::new("")).display()
+                    config_file.unwrap_or(Path::new("")).display()
                 );
             }
             Format::Json => {
@@ -348,7 +333,9 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::from(1));
     }
-    match a.format {
+    // `--deny-warnings`: a policy with warnings fails as one with errors does.
+    let failed = a.deny_warnings && !compiled.warnings.is_empty();
+    match format {
         Format::Text => {
             if !compiled.warnings.is_empty() {
                 eprint!("{}", render_all(sources, &compiled.warnings));
@@ -357,10 +344,21 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             for gw in policy.site.gateways.values() {
                 outln!("{}", gateway_summary(&compiled.for_gateway(gw), gw));
             }
+            if failed {
+                eprintln!(
+                    "failed: {} warning{} and --deny-warnings",
+                    compiled.warnings.len(),
+                    if compiled.warnings.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                );
+            }
         }
         Format::Json => {
             let out = CheckJson {
-                ok: true,
+                ok: !failed,
                 errors: Vec::new(),
                 warnings: compiled
                     .warnings
@@ -386,7 +384,11 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// What the daemon would refuse at start: an interface of the policy that the
@@ -488,7 +490,7 @@ fn parse_proto(p: &str) -> Result<u8> {
     })
 }
 
-fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
+fn explain_cmd(a: ExplainArgs, format: Format) -> Result<ExitCode> {
     let proto = parse_proto(&a.proto)?;
     let mut quarantine = BTreeMap::new();
     for q in &a.quarantine {
@@ -503,7 +505,7 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         };
         quarantine.insert(dev.to_string(), state);
     }
-    let (policy, compiled) = match load_or_report(&a.dir, a.format) {
+    let (policy, compiled) = match load_or_report(&a.dir, format) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
@@ -515,7 +517,7 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         quarantine,
     };
     let e = explain::explain(&policy, &compiled, &q)?;
-    match a.format {
+    match format {
         Format::Text => out!("{}", e.render()),
         Format::Json => outln!("{}", serde_json::to_string_pretty(&e)?),
     }
@@ -554,14 +556,14 @@ fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled
     Ok((policy, compiled))
 }
 
-fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
+fn plan_cmd(a: PlanArgs, format: Format) -> Result<ExitCode> {
     let mut versions = Vec::new();
     for spec in [&a.old, &a.new] {
         match load_version(spec, &a.path) {
             Ok(v) => versions.push(v),
             Err(e) => {
                 eprintln!("{spec}:");
-                print_errors(&e, a.format);
+                print_errors(&e, format);
                 return Ok(failure_code(&e));
             }
         }
@@ -570,11 +572,17 @@ fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
         bail!("internal error: two versions expected");
     };
     let p = plan::plan(&op, &oc, &np, &nc);
-    match a.format {
+    match format {
         Format::Text => out!("{}", p.render()),
         Format::Json => outln!("{}", serde_json::to_string_pretty(&p)?),
     }
-    Ok(ExitCode::SUCCESS)
+    // A change of a gateway's own definition touches it with no device changed.
+    let changed = !p.is_empty() || !p.gateways_touched.is_empty();
+    Ok(if a.detailed_exitcode && changed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 // === devices ===
@@ -607,7 +615,7 @@ fn today() -> i64 {
     (secs / 86_400) as i64
 }
 
-fn devices(a: DevicesArgs) -> Result<ExitCode> {
+fn devices(a: DevicesArgs, output: Output) -> Result<ExitCode> {
     let today = match &a.today {
         Some(t) => t
             .parse::<Date>()
@@ -615,7 +623,7 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
             .days(),
         None => today(),
     };
-    let format = if a.format == TableFormat::Json {
+    let format = if output == Output::Json {
         Format::Json
     } else {
         Format::Text
@@ -665,9 +673,9 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
             }
         })
         .collect();
-    match a.format {
-        TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
-        TableFormat::Csv => {
+    match output {
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Csv => {
             outln!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
             for r in &rows {
                 let fields = [
@@ -699,7 +707,7 @@ fn devices(a: DevicesArgs) -> Result<ExitCode> {
                 );
             }
         }
-        TableFormat::Table => out!("{}", table(&rows)),
+        Output::Text => out!("{}", table(&rows)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -769,12 +777,12 @@ fn table(rows: &[DeviceRow]) -> String {
 
 // === compile ===
 
-fn compile_cmd(a: CompileArgs) -> Result<ExitCode> {
-    let (_, compiled) = match load_or_report(&a.dir, a.format) {
+fn compile_cmd(a: CompileArgs, format: Format) -> Result<ExitCode> {
+    let (_, compiled) = match load_or_report(&a.dir, format) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    match a.format {
+    match format {
         Format::Text => out!("{}", compiled_text(&compiled)),
         Format::Json => outln!("{}", serde_json::to_string_pretty(&compiled)?),
     }

@@ -1,19 +1,16 @@
 //! `lazaret run`: the controller daemon.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use lazaret::{
-    config::{Config, LogFormat, DEFAULT_PATH},
+    config::{Config, LogFormat},
     daemon::{self, preflight},
 };
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Configuration file.
-    #[arg(long, default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
     /// Log format (overrides the configuration file).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
@@ -25,8 +22,8 @@ pub(crate) enum LogFormatArg {
     Json,
 }
 
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+pub(crate) fn run(args: RunArgs, g: &super::Globals) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&g.config())?;
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Text) => LogFormat::Text,

@@ -1,7 +1,7 @@
 //! The control API's replies as types, shared by the daemon (which builds them) and the CLI
 //! (which reads them back): a field renamed or retyped on one side does not compile on the
 //! other, instead of printing `?` in an operator's terminal. Their JSON is the `data` of a
-//! [`super::control::Reply`], and what the CLI prints with `--json`.
+//! [`super::control::Reply`], and what the CLI prints with `--output json`.
 //!
 //! Which reply answers which [`super::control::Request`]: `Status` → [`Status`], `Devices`
 //! → `Vec<`[`Device`]`>`, `UnknownDevices` → `Vec<`[`super::unknown::UnknownDevice`]`>`,

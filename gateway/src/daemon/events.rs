@@ -98,7 +98,7 @@ pub fn unix_now() -> f64 {
 /// notice other than a new optional field or a new `kind`. docs/events.md documents it.
 pub const RECORD_VERSION: u32 = 1;
 
-/// One event of the feed, the webhook and `lazaret events --json`: one JSON object,
+/// One event of the feed, the webhook and `lazaret events --output json`: one JSON object,
 /// `{"v": 1, "ts": …, "kind": "…", …}` with the fields of its kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
