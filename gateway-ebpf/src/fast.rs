@@ -31,7 +31,9 @@
 //!   its address names (`FLOW_F_ADDR_*`: in this generation, the identity lookup by address
 //!   finds that device), and that device's record, read by its cell from `LZ_DEV_CELL`,
 //!   accepts the frame's MAC, VLAN, interface and port exactly as `identify_source` does
-//!   (a bridge port pinned on first sight needs the pin map: the full path). From upstream:
+//!   (a bridge port pinned on first sight needs the pin map: the full path). An
+//!   unspecified or link-local source, which `identify_source` identifies by MAC and the
+//!   link-local owner map only, takes the full path. From upstream:
 //!   the conditions of `upstream_reply` (the source endpoint has no device, the destination
 //!   is the device its address names).
 
@@ -96,6 +98,14 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
     let (src, dst) = if src_is_a { (a, b) } else { (b, a) };
     let dev = if iface.side == SIDE_DEVICES {
         let (id, cell, by_addr) = src;
+        // An unspecified or link-local source is never identified by its address (an
+        // inventory may list one, and the flag says only that the address names the
+        // device): identify_source goes by MAC and the link-local owner map. Bypass class:
+        // without this, frames from an IPv6 link-local address named in the inventory
+        // would pass as that device's on a flow opened to it, with neither.
+        if parse::is_unspecified_or_link_local(f.family, &f.src) {
+            return false;
+        }
         if id == 0 || !by_addr || !device_accepts(gen.slot, id, cell, f, iface, ifindex) {
             return false;
         }

@@ -35,8 +35,9 @@ fn config_check_reports_every_problem_once() -> Result<()> {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }
     assert!(!err.contains("error: error:"), "doubled prefix:\n{err}");
+    // Unreadable: an I/O failure (2), not a configuration with problems (1).
     let (code, _, err) = run(&["config", "check", "--config", "/nonexistent/lazaret.toml"])?;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
     Ok(())
 }

@@ -115,6 +115,52 @@ fn config_and_output_are_global() -> Result<()> {
     Ok(())
 }
 
+/// The global `--config` names the policy directory of the commands that read one, and
+/// commands that print only text refuse another output rather than ignore it.
+#[test]
+fn config_names_the_policy_and_text_only_commands_refuse_json() -> Result<()> {
+    let tmp = example_copy()?;
+    let config = tmp.path.join("lazaret.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy_dir = \"{}\"\n[[interfaces]]\nname = \"icu0\"\nside = \"devices\"\n",
+            tmp.path.join("policies").display()
+        ),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let empty = TempDir::new()?;
+    let (code, out, err) = lazaret_in(&empty.path, &["--config", &config, "devices"])?;
+    ensure!(
+        code == 0 && out.contains("pump-icu-01"),
+        "devices: exit {code}, {err}"
+    );
+    let (code, _, err) = lazaret_in(&empty.path, &["--config", &config, "compile"])?;
+    ensure!(code == 0, "compile: exit {code}, {err}");
+    for args in [
+        &[
+            "learn",
+            "export",
+            "--device",
+            "mon-icu-01",
+            "--output",
+            "json",
+        ][..],
+        &["detach", "--output", "json"],
+        &["run", "--output", "csv"],
+    ] {
+        let (code, _, err) = lazaret(args)?;
+        ensure!(
+            code == 2 && err.contains("prints only text"),
+            "{args:?}: exit {code}, {err}"
+        );
+    }
+    // An unreadable configuration is an I/O failure (2), one with problems a finding (1).
+    let (code, _, err) = lazaret(&["config", "check", "--config", "/nonexistent.toml"])?;
+    ensure!(code == 2, "unreadable: exit {code}, {err}");
+    Ok(())
+}
+
 #[test]
 fn csv_is_refused_where_there_is_no_table() -> Result<()> {
     for args in [
@@ -187,6 +233,21 @@ fn plan_detailed_exitcode_says_whether_anything_changes() -> Result<()> {
     std::fs::write(changed.clone() + "/broken.toml", "[[devices]\n")?;
     let (code, _, err) = plan(&changed)?;
     ensure!(code == 1, "an error: exit {code}, {err}");
+    // Every failure is 1 with the flag, I/O and usage included (2 would read as changes).
+    for args in [
+        &["plan", "policies", "/nonexistent", "--detailed-exitcode"][..],
+        &[
+            "plan",
+            "policies",
+            "policies",
+            "--detailed-exitcode",
+            "--output",
+            "csv",
+        ],
+    ] {
+        let (code, _, err) = lazaret(args)?;
+        ensure!(code == 1, "{args:?}: exit {code}, {err}");
+    }
     // Without the flag, a plan with changes is a success.
     let (code, _, _) = lazaret(&["plan", "policies", "policies"])?;
     ensure!(code == 0, "plain plan: exit {code}");
@@ -221,18 +282,17 @@ fn offline_commands_output() -> Result<()> {
     ];
     for (name, args) in cases {
         // explain's deny exits 1 (a finding); everything else here 0.
+        let want = if name == "explain_deny" { 1 } else { 0 };
         let (code, out, err) = lazaret(&args)?;
-        ensure!(
-            code == 0 || name == "explain_deny",
-            "{args:?}: exit {code}, {err}"
-        );
+        ensure!(code == want, "{args:?}: exit {code}, {err}");
         insta::assert_snapshot!(format!("{name}_text"), out);
         if name.ends_with("csv") || name == "compile" {
             continue;
         }
         let mut args = args.clone();
         args.extend(["--output", "json"]);
-        let (_, out, err) = lazaret(&args)?;
+        let (code, out, err) = lazaret(&args)?;
+        ensure!(code == want, "{args:?}: exit {code}, {err}");
         let json: serde_json::Value =
             serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{args:?}: {e}: {err}"))?;
         insta::assert_snapshot!(format!("{name}_json"), serde_json::to_string_pretty(&json)?);

@@ -33,7 +33,7 @@ pub(crate) fn run(cmd: ConfigCommand, g: &super::Globals) -> anyhow::Result<Exit
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 }
             }
-            return Ok(ExitCode::from(1));
+            return Ok(failure_code(&e));
         }
     };
     let side = |s: lazaret::config::Side| match s {
@@ -74,6 +74,15 @@ pub(crate) fn run(cmd: ConfigCommand, g: &super::Globals) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// 2 for a configuration that cannot be read (an I/O failure), 1 for one with problems.
+pub(crate) fn failure_code(e: &lazaret::config::ConfigError) -> ExitCode {
+    if matches!(e, lazaret::config::ConfigError::Read { .. }) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// The problems of `e`, one a line.

@@ -24,6 +24,7 @@ pub(crate) struct DetachArgs {
 }
 
 pub(crate) fn run(args: DetachArgs, g: &super::Globals) -> anyhow::Result<ExitCode> {
+    g.text_only("detach")?;
     let config = Config::load(&g.config())?;
     // A running daemon treats a detach behind its back as tampering and restores
     // enforcement within a second: it is asked instead, and only with --force.

@@ -39,7 +39,7 @@ pub(crate) struct ExportArgs {
 }
 
 pub(crate) fn run(cmd: LearnCommand, g: &super::Globals) -> anyhow::Result<ExitCode> {
-    g.format("learn export")?;
+    g.text_only("learn export (its file: --out)")?;
     match cmd {
         LearnCommand::Export(a) => export(a, &g.config()),
     }

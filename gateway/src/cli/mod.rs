@@ -69,6 +69,30 @@ impl Globals {
         }
     }
 
+    /// For commands that print no data of their own (`run`, `detach`, `learn export`):
+    /// anything but text is a usage error (exit 2), never silently ignored.
+    pub(crate) fn text_only(&self, command: &str) -> anyhow::Result<()> {
+        match self.output() {
+            Output::Text => Ok(()),
+            other => anyhow::bail!(
+                "--output {}: `{command}` prints only text",
+                format!("{other:?}").to_lowercase()
+            ),
+        }
+    }
+
+    /// The policy directory of a command that reads one: `dir` if given, else the
+    /// configuration's `policy_dir` when `--config` is given, else `policies`.
+    pub(crate) fn policy_dir(&self, dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        if let Some(d) = dir {
+            return Ok(d);
+        }
+        match &self.config {
+            Some(path) => Ok(lazaret::config::Config::load(path)?.policy_dir),
+            None => Ok(PathBuf::from("policies")),
+        }
+    }
+
     /// The output of `command`, which prints no table: CSV is a usage error (exit 2).
     pub(crate) fn format(&self, command: &str) -> anyhow::Result<Format> {
         match self.output() {

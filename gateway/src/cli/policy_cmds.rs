@@ -63,9 +63,9 @@ pub(crate) struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
-    /// Policy directory.
-    #[arg(default_value = "policies")]
-    pub dir: PathBuf,
+    /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
+    /// `policies`).
+    pub dir: Option<PathBuf>,
     /// Initiator: a device id or an IP address.
     #[arg(long)]
     pub from: String,
@@ -101,9 +101,9 @@ pub(crate) struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DevicesArgs {
-    /// Policy directory.
-    #[arg(default_value = "policies")]
-    pub dir: PathBuf,
+    /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
+    /// `policies`).
+    pub dir: Option<PathBuf>,
     /// Compute patch ages as of this date (YYYY-MM-DD) instead of today.
     #[arg(long)]
     pub today: Option<String>,
@@ -121,15 +121,28 @@ pub(crate) struct DevicesArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CompileArgs {
-    /// Policy directory.
-    #[arg(default_value = "policies")]
-    pub dir: PathBuf,
+    /// Policy directory (default: the configuration's `policy_dir` with `--config`, else
+    /// `policies`).
+    pub dir: Option<PathBuf>,
 }
 
 pub(crate) fn run(cmd: PolicyCommand, g: &Globals) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check(a) => check(a, g.config.as_deref(), g.format("check")?),
-        PolicyCommand::Explain(a) => explain_cmd(a, g.format("explain")?),
+        PolicyCommand::Explain(mut a) => {
+            a.dir = Some(g.policy_dir(a.dir.take())?);
+            explain_cmd(a, g.format("explain")?)
+        }
+        // With --detailed-exitcode, 2 means changes: every failure is 1, as terraform's.
+        PolicyCommand::Plan(a) if a.detailed_exitcode => {
+            match g.format("plan").and_then(|f| plan_cmd(a, f)) {
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+                ok => ok,
+            }
+        }
         PolicyCommand::Plan(a) => plan_cmd(a, g.format("plan")?),
         PolicyCommand::Devices(a) if a.live || a.unknown => {
             let what = if a.live {
@@ -146,8 +159,14 @@ pub(crate) fn run(cmd: PolicyCommand, g: &Globals) -> Result<ExitCode> {
                 what,
             )
         }
-        PolicyCommand::Devices(a) => devices(a, g.output()),
-        PolicyCommand::Compile(a) => compile_cmd(a, g.format("compile")?),
+        PolicyCommand::Devices(mut a) => {
+            a.dir = Some(g.policy_dir(a.dir.take())?);
+            devices(a, g.output())
+        }
+        PolicyCommand::Compile(mut a) => {
+            a.dir = Some(g.policy_dir(a.dir.take())?);
+            compile_cmd(a, g.format("compile")?)
+        }
     }
 }
 
@@ -279,7 +298,7 @@ fn check(a: CheckArgs, config_file: Option<&Path>, format: Format) -> Result<Exi
             Ok(c) => Some(c),
             Err(e) => {
                 super::config_cmds::report(&e);
-                return Ok(ExitCode::from(1));
+                return Ok(super::config_cmds::failure_code(&e));
             }
         },
         None => None,
@@ -505,10 +524,11 @@ fn explain_cmd(a: ExplainArgs, format: Format) -> Result<ExitCode> {
         };
         quarantine.insert(dev.to_string(), state);
     }
-    let (policy, compiled) = match load_or_report(&a.dir, format) {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
+    let (policy, compiled) =
+        match load_or_report(a.dir.as_deref().unwrap_or(Path::new("policies")), format) {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
+        };
     let q = explain::Query {
         from: a.from,
         to: a.to,
@@ -564,7 +584,11 @@ fn plan_cmd(a: PlanArgs, format: Format) -> Result<ExitCode> {
             Err(e) => {
                 eprintln!("{spec}:");
                 print_errors(&e, format);
-                return Ok(failure_code(&e));
+                return Ok(if a.detailed_exitcode {
+                    ExitCode::from(1)
+                } else {
+                    failure_code(&e)
+                });
             }
         }
     }
@@ -628,10 +652,11 @@ fn devices(a: DevicesArgs, output: Output) -> Result<ExitCode> {
     } else {
         Format::Text
     };
-    let (policy, _) = match load_or_report(&a.dir, format) {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
+    let (policy, _) =
+        match load_or_report(a.dir.as_deref().unwrap_or(Path::new("policies")), format) {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
+        };
     let rows: Vec<DeviceRow> = policy
         .devices
         .iter()
@@ -778,10 +803,11 @@ fn table(rows: &[DeviceRow]) -> String {
 // === compile ===
 
 fn compile_cmd(a: CompileArgs, format: Format) -> Result<ExitCode> {
-    let (_, compiled) = match load_or_report(&a.dir, format) {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
+    let (_, compiled) =
+        match load_or_report(a.dir.as_deref().unwrap_or(Path::new("policies")), format) {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
+        };
     match format {
         Format::Text => out!("{}", compiled_text(&compiled)),
         Format::Json => outln!("{}", serde_json::to_string_pretty(&compiled)?),

@@ -23,6 +23,7 @@ pub(crate) enum LogFormatArg {
 }
 
 pub(crate) fn run(args: RunArgs, g: &super::Globals) -> anyhow::Result<ExitCode> {
+    g.text_only("run (its logs: --log-format)")?;
     let config = Config::load(&g.config())?;
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
