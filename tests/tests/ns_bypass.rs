@@ -34,6 +34,7 @@ on_both_dataplanes!(
     best_practice_drops_hold_on_the_real_path,
     a_device_address_from_upstream_is_refused,
     a_live_session_cannot_be_written_to_in_another_identity,
+    a_live_ipv6_session_takes_no_hostile_header_chain,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -918,5 +919,90 @@ fn a_live_session_cannot_be_written_to_in_another_identity(dp: Dataplane) -> Res
         "a_live_session_cannot_be_written_to_in_another_identity",
         dp,
         "the session's own data still passed both ways and was seen by the server's observer",
+    )
+}
+
+/// A confirmed IPv6 session (the data packets the XDP fast path takes) still refuses every
+/// extension-header chain the parser refuses: segments of the attacker's own live session,
+/// its addresses and ports, behind such a chain, never reach the server. The session's own
+/// data does, and on XDP so does a segment behind the chain the fast path takes (a
+/// hop-by-hop and a destination-options header). (On nftables conntrack's window check
+/// would drop a crafted segment anyway, whatever its chain; the chains are refused before
+/// it, by the frame stage.)
+fn a_live_ipv6_session_takes_no_hostile_header_chain(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
+    let mut ours = BypassLab::session(&lab.att, IpAddr::V6(ATT_IP6), IpAddr::V6(SERVER6))?;
+    ours.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut greeting = [0u8; 5];
+    ours.read_exact(&mut greeting)?;
+    let port = ours.local_addr()?.port();
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    // A data segment of the session behind `exts`, its TCP checksum right (the pseudo-
+    // header does not cover extension headers).
+    let seg = |exts: &[Ext], marker: &[u8]| {
+        let plain = ipv6(ATT_IP6, SERVER6, &[], 6, &tcp(port, HL7, TCP_ACK, marker));
+        let plain = with_l4_checksum(ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV6, &plain));
+        let l4 = &plain[14 + 40..];
+        ethernet(
+            lab.gw_mac,
+            lab.att_mac,
+            &[],
+            ETH_IPV6,
+            &ipv6(ATT_IP6, SERVER6, exts, 6, l4),
+        )
+    };
+    for (what, exts, marker) in [
+        (
+            "hop-by-hop not first",
+            vec![Ext::DestOpts, Ext::HopByHop],
+            &b"LZ-V6S-HBH"[..],
+        ),
+        (
+            "repeated destination options",
+            vec![Ext::DestOpts, Ext::DestOpts],
+            b"LZ-V6S-DST2",
+        ),
+        (
+            "a routing header after the fast path's chain",
+            vec![Ext::HopByHop, Ext::DestOpts, Ext::Routing],
+            b"LZ-V6S-SRH",
+        ),
+        (
+            "routing header type 0",
+            vec![Ext::RoutingType(0)],
+            b"LZ-V6S-RH0",
+        ),
+        ("authentication header", vec![Ext::Auth], b"LZ-V6S-AH"),
+        (
+            "a chain past the parser's bound",
+            vec![Ext::DestOpts; 4],
+            b"LZ-V6S-LONG",
+        ),
+    ] {
+        let f = seg(&exts, marker);
+        refused(&lab, &server, what, f, marker, Some(Reason::DenyIpv6Ext))?;
+    }
+    // The session itself, both ways, seen by the server's observer.
+    ours.write_all(b"LZ-V6S-OK")?;
+    let mut back = [0u8; 9];
+    ours.read_exact(&mut back)?;
+    ensure!(&back == b"LZ-V6S-OK", "the session echoed {back:?}");
+    ensure!(
+        server.saw(b"LZ-V6S-OK", ARRIVE),
+        "the server's observer did not see the session's own data"
+    );
+    if dp == Dataplane::Xdp {
+        lab.attack(vec![seg(&[Ext::HopByHop, Ext::DestOpts], b"LZ-V6S-CHAIN")])?;
+        ensure!(
+            server.saw(b"LZ-V6S-CHAIN", ARRIVE),
+            "a segment behind a hop-by-hop and a destination-options header did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    done(
+        "a_live_ipv6_session_takes_no_hostile_header_chain",
+        dp,
+        "the session's own data passed both ways and was seen by the server's observer",
     )
 }
