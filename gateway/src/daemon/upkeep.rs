@@ -275,7 +275,19 @@ impl Controller {
                 match restored {
                     Some(Ok(())) => {
                         tracing::warn!(dataplane = enforcer.dataplane(), "enforcement restored");
-                        for name in &t.interfaces {
+                        // The restored table enforces on every interface of its dataplane:
+                        // those enforcing at this check, and those an earlier restore that
+                        // failed left detached (this check did not list them, as they were
+                        // not enforcing; left detached, their next tampering would go
+                        // uncounted and `status` would call them detached).
+                        let waiting: Vec<String> = self
+                            .ifaces
+                            .modes()
+                            .iter()
+                            .filter(|(_, m)| **m == IfaceMode::Detached(enforcer))
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        for name in t.interfaces.iter().chain(&waiting) {
                             self.set_mode(name, IfaceMode::Enforcing(enforcer));
                         }
                     }
