@@ -226,7 +226,17 @@ fn enforcement_removed_behind_the_daemon_is_restored(dataplane: Dataplane) -> Re
                     .with_context(|| format!("the allowed workflow after: {how}"))?;
                 figures.push(format!("{how}: restored in {} ms", took.as_millis()));
             }
-            assert_eq!(tamper_count(&lab, &dev, "nft_table_missing")?, 2.0);
+            // Both tamperings counted. (CI has seen 1 here, intermittently, not reproduced
+            // on a quiet machine: the daemon's log says which path restored the second.)
+            let counted = tamper_count(&lab, &dev, "nft_table_missing")?;
+            assert!(
+                counted == 2.0,
+                "nft_table_missing counted {counted}, not 2; the daemon's log:\n{}",
+                lab.daemon
+                    .as_ref()
+                    .map(lazaret_tests::netns::ChildGuard::output)
+                    .unwrap_or_default()
+            );
         }
     }
     // The metric and status say what the kernel does.
