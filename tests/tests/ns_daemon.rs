@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result};
 use lazaret_abi::{Reason, SIDE_DEVICES, SIDE_UPSTREAM};
 use lazaret_tests::{
-    daemon::{monitor_policy, workflow, Dataplane, Lab},
+    daemon::{monitor_policy, round_trip, wait_event, workflow, Dataplane, Lab},
     on_both_dataplanes,
 };
 
@@ -26,6 +26,7 @@ on_both_dataplanes!(
     two_hundred_reloads_lose_no_allowed_packet,
     a_flow_the_new_policy_forbids_is_cut,
     detach_removes_enforcement,
+    a_service_window_opens_and_closes_on_time,
 );
 
 const SERVER: &str = "10.10.0.20";
@@ -349,6 +350,99 @@ fn a_flow_the_new_policy_forbids_is_cut(dataplane: Dataplane) -> Result<()> {
     );
     drop(tcp);
     let _ = server.join();
+    Ok(())
+}
+
+/// A vendor service window (`[exceptions.*]`) is enforced by the clock alone: HTTPS to the
+/// server (the vendor's remote session) is refused before it opens, passes while it is open (no reload asked for), and
+/// is cut when it closes — the established session included — with an event each time.
+fn a_service_window_opens_and_closes_on_time(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
+    lab.start()?;
+    lab.echo_servers(&[443])?;
+    let events = lab.follow_events()?;
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let from = unix().ceil() as i64 + 4;
+    let until = from + 5;
+    let time = lazaret::policy::windows::format_time;
+    let window = format!(
+        r#"
+[workflows.vendor-remote]
+description = "the vendor's remote session"
+[[workflows.vendor-remote.rules]]
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [443]
+
+[exceptions.vendor-visit]
+devices = ["mon-icu-01"]
+workflows = ["vendor-remote"]
+from = {}
+until = "{}"
+ticket = "CHG-0042"
+approved_by = "biomed on call"
+"#,
+        time(from),
+        time(until)
+    );
+    let gen = lab.ready_generation().context("generation")?;
+    lab.write_policy(&(policy(lab.net.device_mac, false) + &window))?;
+    lab.signal(libc::SIGHUP);
+    lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    let wait_until = |t: f64| {
+        let left = t - unix();
+        if left > 0.0 {
+            thread::sleep(Duration::from_secs_f64(left));
+        }
+    };
+    assert!(
+        unix() < from as f64 - 1.0,
+        "the lab took too long: the window opened already"
+    );
+    assert!(
+        lab.connect(443, Duration::from_millis(800)).is_err(),
+        "HL7 passed before the window opened"
+    );
+    wait_until(from as f64 + 0.5);
+    let mut session = lab.connect(443, Duration::from_secs(2))?;
+    assert!(
+        round_trip(&mut session),
+        "the session works while the window is open"
+    );
+    let opened = wait_event(&events, |e| e["kind"] == "exception_opened")?;
+    assert_eq!(opened["name"], "vendor-visit");
+    assert_eq!(opened["ticket"], "CHG-0042");
+    assert_eq!(opened["devices"][0], "mon-icu-01");
+    assert_eq!(lab.metric("lazaret_exceptions_open")?, Some(1.0));
+    wait_until(until as f64 - 1.0);
+    assert!(
+        round_trip(&mut session),
+        "the session works to the window's last second"
+    );
+    // Closed at `until`: within a second, the established session is cut and a new one refused.
+    wait_until(until as f64 + 1.0);
+    assert!(
+        !round_trip(&mut session),
+        "the established session outlived the window"
+    );
+    assert!(
+        lab.connect(443, Duration::from_millis(800)).is_err(),
+        "a new session passed after the window closed"
+    );
+    let closed = wait_event(&events, |e| e["kind"] == "exception_closed")?;
+    assert_eq!(closed["until"], time(until));
+    assert_eq!(lab.metric("lazaret_exceptions_open")?, Some(0.0));
+    let log = lab.stop();
+    for what in ["opened", "closed"] {
+        assert!(
+            log.contains(&format!("service window {what}")),
+            "the window's {what} was logged:\n{log}"
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub enum NameKind {
     Port,
     Interface,
     Gateway,
+    Exception,
 }
 
 impl fmt::Display for NameKind {
@@ -30,6 +31,7 @@ impl fmt::Display for NameKind {
             NameKind::Port => "site port",
             NameKind::Interface => "interface",
             NameKind::Gateway => "gateway",
+            NameKind::Exception => "exception",
         })
     }
 }
@@ -228,6 +230,28 @@ pub enum Problem {
         max: u64,
     },
 
+    // === Service windows ===
+    #[error("`{text}` is not a date-time with a UTC offset")]
+    BadDateTime { text: String },
+    #[error("exception `{name}` needs `{key}`")]
+    ExceptionMissing { name: String, key: &'static str },
+    #[error("exception `{name}` has both `until` and `duration`")]
+    ExceptionUntilAndDuration { name: String },
+    #[error("exception `{name}` ends before it starts")]
+    ExceptionEndsBeforeStart { name: String },
+    #[error("exception `{name}` lasts {length}, longer than the site's maximum of {max}")]
+    ExceptionTooLong {
+        name: String,
+        length: String,
+        max: String,
+    },
+    #[error("workflow `{workflow}` is essential: exception `{name}` cannot grant it")]
+    ExceptionEssentialWorkflow { name: String, workflow: String },
+    #[error(
+        "workflow `{workflow}` names devices in its rules: exception `{name}` cannot grant it"
+    )]
+    ExceptionWorkflowNamesDevices { name: String, workflow: String },
+
     // === Warnings ===
     #[error("role `{name}` is never used")]
     UnusedRole { name: String },
@@ -251,6 +275,8 @@ pub enum Problem {
     PeerWithoutAddress { device: String },
     #[error("rule {index} of workflow `{workflow}` matches no device")]
     RuleMatchesNoDevice { workflow: String, index: usize },
+    #[error("exception `{name}` ended at {until}: it grants nothing any more")]
+    ExceptionExpired { name: String, until: String },
 }
 
 impl Problem {
@@ -264,6 +290,7 @@ impl Problem {
             | Problem::LifeCriticalQuarantine { .. }
             | Problem::PeerWithoutAddress { .. }
             | Problem::RuleMatchesNoDevice { .. }
+            | Problem::ExceptionExpired { .. }
             | Problem::Omitted { errors: false, .. } => Severity::Warning,
             _ => Severity::Error,
         }
@@ -507,6 +534,15 @@ impl Diags {
         for d in other.items {
             self.push(d);
         }
+    }
+
+    /// How many errors were found so far (kept or omitted).
+    pub fn error_count(&self) -> usize {
+        let kept = self
+            .items
+            .iter()
+            .filter(|d| d.severity() == Severity::Error);
+        kept.count() + if self.omitted_errors { self.omitted } else { 0 }
     }
 
     pub fn has_errors(&self) -> bool {

@@ -30,7 +30,7 @@ use super::diag::{Diags, PolicyErrors, Severity};
 use super::lints::capacity_problems;
 use super::model::{Device, Policy};
 use super::source::{SourceFile, Sources, Span};
-use super::{compile, load, validate};
+use super::{load, validate};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -104,8 +104,11 @@ struct Last {
     /// Stamped before reading, so a write racing the read shows as a change next time.
     files: Vec<(PathBuf, Stamp)>,
     devices_only: Vec<bool>,
+    /// As written: without its service windows applied.
     policy: Policy,
     compiled: Arc<Compiled>,
+    /// The service windows open in `compiled`.
+    windows: BTreeSet<String>,
 }
 
 /// Loads a policy directory again and again, patching device-only edits in.
@@ -125,9 +128,19 @@ impl Reloader {
     /// Loads the directory: patched when the change since the last good load allows it,
     /// in full otherwise. A failed load leaves the last good one as the base.
     pub fn load(&mut self) -> Result<(Arc<Compiled>, How), PolicyErrors> {
+        self.load_at(crate::windows::now())
+    }
+
+    /// [`Self::load`] as the policy stands at `now` (Unix seconds): with the service
+    /// windows open then. While one is open, or when the open ones differ from the last
+    /// compile's, every load is a full one: a patch compiles devices as written.
+    pub fn load_at(&mut self, now: i64) -> Result<(Arc<Compiled>, How), PolicyErrors> {
         if let Some(last) = &mut self.last {
-            if let Some((compiled, devices)) = patch(&self.dir, last) {
-                return Ok((compiled, How::Patched { devices }));
+            let windows = last.policy.open_windows(now);
+            if windows.is_empty() && last.windows.is_empty() {
+                if let Some((compiled, devices)) = patch(&self.dir, last) {
+                    return Ok((compiled, How::Patched { devices }));
+                }
             }
         }
         // The last load is no base for a full one. Freed meanwhile on another thread (a
@@ -136,10 +149,16 @@ impl Reloader {
         if let Some(old) = self.last.take() {
             std::thread::spawn(move || drop(old));
         }
-        let last = full(&self.dir)?;
+        let last = full(&self.dir, now)?;
         let compiled = last.compiled.clone();
         self.last = Some(last);
         Ok((compiled, How::Full))
+    }
+
+    /// The service windows open in the last good load's compile.
+    pub fn windows(&self) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.last.as_ref().map_or(&NONE, |l| &l.windows)
     }
 
     /// The policy of the last good load.
@@ -148,7 +167,7 @@ impl Reloader {
     }
 }
 
-fn full(dir: &Path) -> Result<Last, PolicyErrors> {
+fn full(dir: &Path, now: i64) -> Result<Last, PolicyErrors> {
     let stamped: Option<Vec<(PathBuf, Stamp)>> = load::list(dir).and_then(|paths| {
         paths
             .into_iter()
@@ -175,7 +194,7 @@ fn full(dir: &Path) -> Result<Last, PolicyErrors> {
         }
     };
     policy.warnings = diags.into_items();
-    let compiled = compile(&policy)?;
+    let (compiled, windows) = crate::windows::compile_at(&policy, now)?;
     // A file list that changed between listing and reading: no stamps, so the next load
     // is a full one.
     let names: Vec<&str> = sources.files().iter().map(|f| f.name.as_str()).collect();
@@ -192,6 +211,7 @@ fn full(dir: &Path) -> Result<Last, PolicyErrors> {
         devices_only,
         policy,
         compiled: Arc::new(compiled),
+        windows,
     })
 }
 

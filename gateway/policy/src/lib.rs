@@ -60,6 +60,7 @@ pub mod raw;
 pub mod risk;
 pub mod source;
 pub mod validate;
+pub mod windows;
 
 pub mod text;
 pub mod twin;
@@ -111,10 +112,11 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
 }
 
 /// Reads, parses, validates and compiles the policy directory `dir` (what a benchmark
-/// times and what the daemon runs on reload).
+/// times and what the daemon runs on reload), as it stands now: with the service windows
+/// open now (the policy returned is as written).
 pub fn load_and_compile(dir: &Path) -> Result<(Policy, Compiled), PolicyErrors> {
     let files = load::read_dir(dir)?;
     let policy = parse_sources(files)?;
-    let compiled = compile(&policy)?;
+    let (compiled, _) = windows::compile_at(&policy, windows::now())?;
     Ok((policy, compiled))
 }

@@ -285,6 +285,7 @@ pub struct RawPolicy {
     pub classes: BTreeMap<String, RawClass>,
     pub workflows: BTreeMap<String, RawWorkflow>,
     pub devices: Vec<raw::RawDevice>,
+    pub exceptions: BTreeMap<String, raw::RawException>,
 }
 
 /// Parses every file (in parallel) and merges them. Returns `None` in place of the raw
@@ -434,6 +435,13 @@ fn merge(files: Vec<RawFile>, diags: &mut Diags) -> RawPolicy {
             f.workflows,
             |w| &w.name,
             NameKind::Workflow,
+            diags,
+        );
+        insert_all(
+            &mut out.exceptions,
+            f.exceptions,
+            |e| &e.name,
+            NameKind::Exception,
             diags,
         );
         out.devices.extend(f.devices);

@@ -19,6 +19,8 @@ pub struct Policy {
     pub workflows: BTreeMap<String, Workflow>,
     /// Sorted by id.
     pub devices: Vec<Device>,
+    /// Vendor service windows, by name (see [`crate::windows`]).
+    pub exceptions: BTreeMap<String, Exception>,
     /// Warnings found while validating (the policy is usable).
     pub warnings: Vec<super::diag::Diagnostic>,
 }
@@ -130,6 +132,8 @@ pub struct Site {
     /// The gateways that enforce this policy, by name (`[site.gateways.NAME]`); empty: one
     /// gateway, unnamed, serving every interface.
     pub gateways: BTreeMap<String, Gateway>,
+    /// The longest service window (`[exceptions.*]`) the site accepts, in seconds.
+    pub exception_max_s: u64,
 }
 
 /// A gateway of a fleet enforcing one policy repository: the interfaces it serves (every
@@ -519,6 +523,26 @@ pub struct Inventory {
     pub patient_connection: PatientConnection,
     pub patchable: bool,
     pub notes: String,
+}
+
+/// A vendor service window (`[exceptions.NAME]`): named workflows granted to some devices
+/// from one second to another, under a ticket and an approver. Times are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exception {
+    pub name: String,
+    #[serde(skip)]
+    pub span: Span,
+    /// Devices by id; with `class`, its devices too.
+    pub devices: Vec<String>,
+    pub class: Option<String>,
+    pub workflows: Vec<String>,
+    /// Open from this second (inclusive) …
+    pub from: i64,
+    /// … to this one (exclusive).
+    pub until: i64,
+    pub ticket: String,
+    pub approved_by: String,
+    pub description: String,
 }
 
 /// A managed device with its resolved settings.

@@ -28,6 +28,7 @@ pub struct RawFile {
     pub classes: Vec<RawClass>,
     pub workflows: Vec<RawWorkflow>,
     pub devices: Vec<RawDevice>,
+    pub exceptions: Vec<RawException>,
 }
 
 impl RawFile {
@@ -37,6 +38,7 @@ impl RawFile {
             && self.roles.is_empty()
             && self.classes.is_empty()
             && self.workflows.is_empty()
+            && self.exceptions.is_empty()
     }
 }
 
@@ -53,6 +55,8 @@ pub struct RawSite {
     pub event_rate: Option<Sp<i64>>,
     pub event_burst: Option<Sp<i64>>,
     pub gateways: Vec<RawGateway>,
+    /// `[site.exceptions] max`: the longest service window the site accepts.
+    pub exception_max: Option<Sp<String>>,
 }
 
 /// `[site.gateways.NAME]`.
@@ -132,6 +136,23 @@ pub struct RawRule {
     pub description: Option<Sp<String>>,
 }
 
+/// `[exceptions.NAME]`: a vendor service window.
+#[derive(Clone, Debug)]
+pub struct RawException {
+    pub name: Sp<String>,
+    pub span: Span,
+    pub devices: Option<Vec<Sp<String>>>,
+    pub class: Option<Sp<String>>,
+    pub workflows: Option<Vec<Sp<String>>>,
+    /// Date-times as written (a TOML date-time or a string), parsed by validation.
+    pub from: Option<Sp<String>>,
+    pub until: Option<Sp<String>>,
+    pub duration: Option<Sp<String>>,
+    pub ticket: Option<Sp<String>>,
+    pub approved_by: Option<Sp<String>>,
+    pub description: Option<Sp<String>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RawDevice {
     pub span: Span,
@@ -162,7 +183,14 @@ pub struct RawDevice {
 
 // === Keys each table accepts (unknown keys are rejected with the nearest of these) ===
 
-const TOP_KEYS: &[&str] = &["site", "roles", "classes", "workflows", "devices"];
+const TOP_KEYS: &[&str] = &[
+    "site",
+    "roles",
+    "classes",
+    "workflows",
+    "devices",
+    "exceptions",
+];
 const SITE_KEYS: &[&str] = &[
     "name",
     "unknown_devices",
@@ -173,6 +201,19 @@ const SITE_KEYS: &[&str] = &[
     "quarantine",
     "events",
     "gateways",
+    "exceptions",
+];
+const SITE_EXCEPTION_KEYS: &[&str] = &["max"];
+const EXCEPTION_KEYS: &[&str] = &[
+    "devices",
+    "class",
+    "workflows",
+    "from",
+    "until",
+    "duration",
+    "ticket",
+    "approved_by",
+    "description",
 ];
 const GATEWAY_KEYS: &[&str] = &["description", "interfaces", "members"];
 const IFACE_KEYS: &[&str] = &["side", "networks"];
@@ -273,6 +314,22 @@ pub fn read_file(file: u32, doc: &DeTable<'_>, diags: &mut Diags) -> RawFile {
             name,
         });
     }
+    for (name, t) in cx.named_tables(&top, "exceptions", "exception") {
+        cx.check_keys(&t, EXCEPTION_KEYS);
+        out.exceptions.push(RawException {
+            span: t.span,
+            devices: cx.strings(&t, "devices"),
+            class: cx.string(&t, "class"),
+            workflows: cx.strings(&t, "workflows"),
+            from: cx.datetime(&t, "from"),
+            until: cx.datetime(&t, "until"),
+            duration: cx.string(&t, "duration"),
+            ticket: cx.string(&t, "ticket"),
+            approved_by: cx.string(&t, "approved_by"),
+            description: cx.string(&t, "description"),
+            name,
+        });
+    }
     for t in cx.tables(&top, "devices", "a [[devices]] entry") {
         // A file that has already produced every problem that will be reported is not
         // checked further: a million bad entries would otherwise cost minutes for messages
@@ -369,6 +426,24 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    /// A date-time: a TOML one (`from = 2026-12-04T09:00:00Z`) or a string holding one,
+    /// as written; validation parses it.
+    fn datetime(&mut self, t: &Table<'_, '_>, key: &str) -> Option<Sp<String>> {
+        let v = self.value(t, key)?;
+        let text = match v.get_ref() {
+            DeValue::String(s) => s.to_string(),
+            DeValue::Datetime(d) => d.to_string(),
+            _ => {
+                self.wrong_type(key, "a date-time such as 2026-12-04T09:00:00Z", v);
+                return None;
+            }
+        };
+        Some(Sp {
+            v: text,
+            span: self.span(v.span()),
+        })
     }
 
     fn boolean(&mut self, t: &Table<'_, '_>, key: &str) -> Option<Sp<bool>> {
@@ -585,6 +660,10 @@ impl Cx<'_> {
                 networks: self.strings(&it, "networks").unwrap_or_default(),
                 name,
             });
+        }
+        if let Some((e, _)) = self.table(t, "exceptions") {
+            self.check_keys(&e, SITE_EXCEPTION_KEYS);
+            site.exception_max = self.string(&e, "max");
         }
         for (name, g) in self.named_tables(t, "gateways", "gateway") {
             self.check_keys(&g, GATEWAY_KEYS);

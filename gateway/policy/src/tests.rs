@@ -6,6 +6,7 @@ mod compile;
 mod gateways;
 mod props;
 mod validation;
+mod windows;
 mod workflows;
 
 use super::*;

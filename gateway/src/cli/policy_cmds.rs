@@ -572,7 +572,7 @@ fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled
     }
     let files = git::read_revision(&cwd, spec, path).map_err(|e| io(format!("{e:#}")))?;
     let policy = policy::parse_sources(files)?;
-    let compiled = policy::compile(&policy)?;
+    let (compiled, _) = policy::windows::compile_at(&policy, policy::windows::now())?;
     Ok((policy, compiled))
 }
 

@@ -17,7 +17,7 @@ use std::{
 
 use super::lkg::Snapshot;
 use super::DaemonError;
-use crate::policy::{self, incremental::How, Compiled, MapContents, Sources};
+use crate::policy::{self, incremental::How, windows::Schedule, Compiled, MapContents, Sources};
 
 /// What to compile for.
 #[derive(Clone, Debug)]
@@ -29,6 +29,19 @@ pub struct Job {
     /// What asked for the reload (for the log).
     pub why: String,
     pub started: Instant,
+    /// Compile these sources, not the directory: the policy in force, again, for the
+    /// clock (a service window opens or closes; see [`crate::policy::windows`]).
+    pub in_force: Option<InForce>,
+}
+
+/// The policy a generation was compiled from, kept to compile it again at a service
+/// window's boundary without reading the directory (which may hold a broken edit by then).
+#[derive(Clone, Debug)]
+pub struct InForce {
+    pub sources: Arc<Sources>,
+    pub commit: Option<String>,
+    /// They are the last-known-good's (the repository was refused at start).
+    pub lkg: bool,
 }
 
 /// A compile's outcome.
@@ -42,6 +55,10 @@ pub struct Output {
     /// The sources compiled, to keep as the last-known-good once they enforce; `None` when
     /// they are the last-known-good.
     pub sources: Option<Arc<Sources>>,
+    /// The policy's service windows and which are open in `compiled`.
+    pub schedule: Schedule,
+    /// What was compiled, for [`Job::in_force`].
+    pub in_force: InForce,
 }
 
 impl std::fmt::Debug for Output {
@@ -87,29 +104,20 @@ impl Compiler {
 
     /// Compiles on the calling thread (at start, before events are served).
     pub fn compile(&self, job: &Job) -> Result<Output, DaemonError> {
-        compile(&self.dir, &self.reloader, self.id(), job)
+        match &job.in_force {
+            Some(f) => compile_in_force(&self.dir, f, self.id(), job),
+            None => compile(&self.dir, &self.reloader, self.id(), job),
+        }
     }
 
     /// Compiles the last-known-good policy `snap` (at start, when the repository is refused).
     pub fn compile_snapshot(&self, snap: &Snapshot, job: &Job) -> Result<Output, DaemonError> {
-        let refused = |errors: String| DaemonError::Policy {
-            dir: snap.policy_dir.clone(),
-            errors,
-            unreadable: false,
-        };
-        let policy = policy::parse_sources(snap.source_files()).map_err(|e| refused(e.render()))?;
-        let compiled = Arc::new(policy::compile(&policy).map_err(|e| refused(e.render()))?);
-        let compiled = view(&policy, compiled, self.id()).map_err(refused)?;
-        let contents = compiled
-            .map_contents(job.slot, job.generation, &job.ifindexes)
-            .map_err(|e| refused(e.to_string()))?;
-        Ok(Output {
-            compiled,
-            how: How::Full,
-            contents,
+        let in_force = InForce {
+            sources: Arc::new(Sources::new(snap.source_files())),
             commit: snap.commit.clone(),
-            sources: None,
-        })
+            lkg: true,
+        };
+        compile_in_force(&snap.policy_dir, &in_force, self.id(), job)
     }
 
     /// Compiles on a thread of its own and sends the result to `done`.
@@ -119,7 +127,11 @@ impl Compiler {
         let spawned = std::thread::Builder::new()
             .name("compile".into())
             .spawn(move || {
-                let result = compile(&dir, &reloader, (gateway.as_deref(), &member), &job);
+                let id = (gateway.as_deref(), member.as_str());
+                let result = match &job.in_force {
+                    Some(f) => compile_in_force(&dir, f, id, &job),
+                    None => compile(&dir, &reloader, id, &job),
+                };
                 let _ = done.send(Done { job, result });
             });
         if let Err(e) = spawned {
@@ -196,7 +208,8 @@ fn compile(
     let mut reloader = reloader
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (compiled, how) = reloader.load().map_err(|e| {
+    let now = policy::windows::now();
+    let (compiled, how) = reloader.load_at(now).map_err(|e| {
         let problems = e.problems();
         let unreadable = !problems.is_empty()
             && problems
@@ -205,6 +218,10 @@ fn compile(
         refused(e.render(), unreadable)
     })?;
     let sources = reloader.policy().map(|p| p.sources.clone());
+    let schedule = reloader
+        .policy()
+        .map(|p| Schedule::of(p, reloader.windows().clone()))
+        .unwrap_or_default();
     let compiled = match reloader.policy() {
         Some(p) => view(p, compiled, id).map_err(|e| refused(e, false))?,
         // Cannot happen after a successful load; a view needs the policy's gateways.
@@ -215,11 +232,50 @@ fn compile(
     let contents = compiled
         .map_contents(job.slot, job.generation, &job.ifindexes)
         .map_err(|e| refused(e.to_string(), false))?;
+    let commit = super::watch::git_commit(dir);
+    let in_force = InForce {
+        sources: sources.clone().unwrap_or_default(),
+        commit: commit.clone(),
+        lkg: false,
+    };
     Ok(Output {
         compiled,
         how,
         contents,
-        commit: super::watch::git_commit(dir),
+        commit,
         sources,
+        schedule,
+        in_force,
+    })
+}
+
+/// Compiles `f` (the policy in force, or the last-known-good) as it stands now.
+fn compile_in_force(
+    dir: &std::path::Path,
+    f: &InForce,
+    id: (Option<&str>, &str),
+    job: &Job,
+) -> Result<Output, DaemonError> {
+    let refused = |errors: String| DaemonError::Policy {
+        dir: dir.to_path_buf(),
+        errors,
+        unreadable: false,
+    };
+    let policy =
+        policy::parse_sources(f.sources.files().to_vec()).map_err(|e| refused(e.render()))?;
+    let (compiled, open) = policy::windows::compile_at(&policy, policy::windows::now())
+        .map_err(|e| refused(e.render()))?;
+    let compiled = view(&policy, Arc::new(compiled), id).map_err(refused)?;
+    let contents = compiled
+        .map_contents(job.slot, job.generation, &job.ifindexes)
+        .map_err(|e| refused(e.to_string()))?;
+    Ok(Output {
+        compiled,
+        how: How::Full,
+        contents,
+        commit: f.commit.clone(),
+        sources: (!f.lkg).then(|| f.sources.clone()),
+        schedule: Schedule::of(&policy, open),
+        in_force: f.clone(),
     })
 }

@@ -132,6 +132,8 @@ impl Record {
             Event::Quarantine(_) => "quarantine",
             Event::Release(_) => "release",
             Event::NewUnknownDevice(_) => "new_unknown_device",
+            Event::ExceptionOpened(_) => "exception_opened",
+            Event::ExceptionClosed(_) => "exception_closed",
             Event::Lost { .. } => "lost",
         }
     }
@@ -161,6 +163,10 @@ pub enum Event {
     Release(Decision),
     /// A source not in the inventory, seen for the first time.
     NewUnknownDevice(Sighting),
+    /// A vendor service window began to be enforced.
+    ExceptionOpened(Window),
+    /// A vendor service window stopped being enforced (its flows are re-judged).
+    ExceptionClosed(Window),
     /// This follower fell behind and lost `count` events.
     Lost { count: u64 },
 }
@@ -230,6 +236,45 @@ pub struct Decision {
     /// A user (control API peer), or `lazaret`.
     pub by: String,
     pub reason: String,
+}
+
+/// A vendor service window (`[exceptions.NAME]`), as its events name it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub name: String,
+    pub ticket: String,
+    pub approved_by: String,
+    /// RFC 3339, UTC.
+    pub from: String,
+    pub until: String,
+    pub devices: Vec<String>,
+    pub workflows: Vec<String>,
+}
+
+/// A service window opening (`opened`) or closing, for the feed.
+pub fn window_event(
+    e: &crate::policy::model::Exception,
+    devices: Vec<String>,
+    opened: bool,
+    ts: f64,
+) -> Record {
+    let w = Window {
+        name: e.name.clone(),
+        ticket: e.ticket.clone(),
+        approved_by: e.approved_by.clone(),
+        from: crate::policy::windows::format_time(e.from),
+        until: crate::policy::windows::format_time(e.until),
+        devices,
+        workflows: e.workflows.clone(),
+    };
+    Record::new(
+        ts,
+        if opened {
+            Event::ExceptionOpened(w)
+        } else {
+            Event::ExceptionClosed(w)
+        },
+    )
 }
 
 /// A source not in the inventory, first seen.
@@ -397,6 +442,16 @@ pub fn human(r: &Record) -> String {
         Event::Lost { count } => {
             format!("{when} lost       {count} events (this follower fell behind)")
         }
+        Event::ExceptionOpened(w) | Event::ExceptionClosed(w) => format!(
+            "{when} {kind} {} ({} – {}, ticket {}, approved by {}) for {}: {}",
+            p(&w.name),
+            w.from,
+            w.until,
+            p(&w.ticket),
+            p(&w.approved_by),
+            p(&w.devices.join(", ")),
+            p(&w.workflows.join(", "))
+        ),
         Event::Deny(t)
         | Event::Audit(t)
         | Event::Spoof(t)

@@ -45,6 +45,7 @@ impl Controller {
             ifindexes: self.ifaces.ifindexes().clone(),
             why: why.to_string(),
             started: Instant::now(),
+            in_force: self.window_sources(why),
         }))
     }
 
@@ -251,6 +252,8 @@ impl Controller {
             contents,
             commit,
             sources,
+            schedule,
+            in_force,
         } = out;
         let generation = job.generation;
         // nftables first: a table it refuses fails the reload before anything changed.
@@ -290,6 +293,8 @@ impl Controller {
             commit,
             sources,
             entries,
+            schedule,
+            in_force,
         })
     }
 
@@ -303,6 +308,8 @@ impl Controller {
             commit,
             sources,
             entries,
+            schedule,
+            in_force,
         } = staged;
         let (started, generation) = (job.started, job.generation);
         let ifindexes = self.ifaces.ifindexes().clone();
@@ -358,6 +365,7 @@ impl Controller {
         if let Some(old) = self.compiled.replace(compiled) {
             std::thread::spawn(move || drop(old));
         }
+        self.windows_enforced(schedule, in_force);
         let report = ReloadReport {
             generation,
             commit: self.reloads.commit().map(str::to_string),
@@ -425,6 +433,8 @@ pub(super) struct Staged {
     commit: Option<String>,
     sources: Option<Arc<policy::Sources>>,
     entries: usize,
+    schedule: policy::windows::Schedule,
+    in_force: compiler::InForce,
 }
 
 pub(super) fn entry_count(c: &crate::dataplane::xdp::MapContents) -> usize {

@@ -74,6 +74,7 @@ pub mod unknown;
 mod upkeep;
 pub mod watch;
 pub mod webhook;
+mod windows;
 
 use std::{
     collections::BTreeMap,
@@ -232,6 +233,9 @@ pub struct Controller {
     flow_sync: Option<flowsync::Handle>,
     /// The enforcing policy's commit, for the replication's hello.
     commit_tx: tokio::sync::watch::Sender<Option<String>>,
+    /// The enforcing generation's service windows, and the policy to recompile at their
+    /// boundaries (see [`windows`]).
+    windows: windows::Windows,
 }
 
 impl Controller {

@@ -166,6 +166,8 @@ impl Controller {
         loop {
             // A policy change waiting for the directory to settle (see `watch`).
             let settle_at = changes.deadline();
+            // A service window opening or closing.
+            let window_at = self.window_deadline();
             tokio::select! {
                 _ = term.recv() => break,
                 () = &mut shutdown => break,
@@ -216,6 +218,8 @@ impl Controller {
                     let _ = call.reply.send(reply);
                 }
                 true = changes.changed() => {}
+                () = tokio::time::sleep_until(window_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if window_at.is_some() => self.window_due(),
                 () = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
                     if settle_at.is_some() =>
                 {

@@ -66,6 +66,7 @@ impl Controller {
             records_out: None,
             unknowns_dirty: false,
             commit_tx: tokio::sync::watch::channel(None).0,
+            windows: windows::Windows::default(),
         };
         ctl.metrics.set_ha_role(ctl.role.0.name());
         ctl.metrics.set_ha_sync_up(false);

@@ -87,6 +87,8 @@ fn severity(kind: &str) -> u8 {
         // A device cut off, forged traffic, a rogue DHCP server or router.
         "quarantine" | "spoof" | "rogue" => 4,
         "deny" | "unknown" | "new_unknown_device" | "release" => 5,
+        // Access granted or taken away by the clock: worth a look, not an alert.
+        "exception_opened" | "exception_closed" => 5,
         _ => 6,
     }
 }

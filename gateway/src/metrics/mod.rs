@@ -132,6 +132,11 @@ impl Metrics {
         self.reload.standby_decision();
     }
 
+    /// A generation enforces `open` service windows, `opened` and `closed` of them anew.
+    pub fn exceptions(&self, open: usize, opened: usize, closed: usize) {
+        self.reload.exceptions(open, opened, closed);
+    }
+
     /// Whether the pair's quarantine replication is connected to the other member.
     pub fn set_ha_sync_up(&self, up: bool) {
         self.reload.set_ha_sync_up(up);

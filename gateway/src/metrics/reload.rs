@@ -30,6 +30,8 @@ pub(crate) struct ReloadFamilies {
     ha_sync_up: IntGauge,
     ha_sync_refused: IntCounterVec,
     ha_flow_updates: IntCounterVec,
+    exceptions_open: IntGauge,
+    exception_transitions: IntCounterVec,
 }
 
 impl ReloadFamilies {
@@ -71,7 +73,22 @@ impl ReloadFamilies {
         for o in crate::daemon::flowsync::Outcome::ALL {
             ha_flow_updates.with_label_values(&[o.label()]);
         }
+        let exception_transitions = register::counter_vec(
+            r,
+            "lazaret_exception_transitions_total",
+            "Service windows that began (opened) or stopped (closed) being enforced.",
+            &["transition"],
+        )?;
+        for t in ["opened", "closed"] {
+            exception_transitions.with_label_values(&[t]);
+        }
         Ok(ReloadFamilies {
+            exceptions_open: register::gauge(
+                r,
+                "lazaret_exceptions_open",
+                "Service windows ([exceptions.*]) open in the enforcing generation.",
+            )?,
+            exception_transitions,
             attempts: register::counter(
                 r,
                 "lazaret_policy_reload_attempts_total",
@@ -132,6 +149,18 @@ impl ReloadFamilies {
     pub(crate) fn set_ha_role(&self, role: &str) {
         self.ha_role.reset();
         self.ha_role.with_label_values(&[role]).set(1);
+    }
+
+    pub(crate) fn exceptions(&self, open: usize, opened: usize, closed: usize) {
+        self.exceptions_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        self.exception_transitions
+            .with_label_values(&["opened"])
+            .inc_by(n(opened));
+        self.exception_transitions
+            .with_label_values(&["closed"])
+            .inc_by(n(closed));
     }
 
     pub(crate) fn standby_decision(&self) {

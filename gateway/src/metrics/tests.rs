@@ -583,6 +583,8 @@ const FAMILIES: &[&str] = &[
     "lazaret_ha_role",
     "lazaret_ha_standby_decisions_total",
     "lazaret_ha_sync_up",
+    "lazaret_exceptions_open",
+    "lazaret_exception_transitions_total",
     "lazaret_ha_sync_refused_total",
     "lazaret_ha_flow_updates_total",
     "lazaret_syslog_messages_total",

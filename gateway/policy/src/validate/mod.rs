@@ -8,6 +8,7 @@
 //! protocols, ports).
 
 mod devices;
+mod exceptions;
 mod rules;
 mod site;
 mod values;
@@ -146,6 +147,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         .unwrap_or_default();
 
     let devices = v.devices(&raw.devices, &site, &classes);
+    let exceptions = v.exceptions(&raw.exceptions, &site, &workflows, crate::windows::now());
 
     // Unused definitions: warnings, the policy still compiles.
     for (name, r) in &roles {
@@ -173,6 +175,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         classes,
         workflows,
         devices,
+        exceptions,
         warnings: Vec::new(),
     }
 }
@@ -284,8 +287,9 @@ impl Validator<'_> {
             NameKind::Device => &self.names.devices,
             NameKind::Interface => &self.names.interfaces,
             NameKind::Gateway => &self.names.gateways,
-            // Ports live in their own map; an empty set is never consulted for them.
-            NameKind::Port => &self.names.interfaces,
+            // Ports live in their own map, exceptions are never referred to: the set is
+            // never consulted for them.
+            NameKind::Port | NameKind::Exception => &self.names.interfaces,
         }
     }
 }

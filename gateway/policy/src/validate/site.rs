@@ -10,6 +10,9 @@ pub(super) const DEFAULT_WITHIN_S: u64 = 60;
 
 pub(super) const DEFAULT_TTL_S: u64 = 3600;
 
+/// Default of `[site.exceptions] max`: a working day and then some; a site sets less.
+pub(super) const DEFAULT_EXCEPTION_MAX_S: u64 = 24 * 3600;
+
 impl Validator<'_> {
     pub(super) fn default_site(&self) -> Site {
         Site {
@@ -35,6 +38,7 @@ impl Validator<'_> {
             event_rate: lazaret_abi::EVENT_RATE_PER_S,
             event_burst: lazaret_abi::EVENT_BURST,
             gateways: BTreeMap::new(),
+            exception_max_s: DEFAULT_EXCEPTION_MAX_S,
         }
     }
 
@@ -224,6 +228,9 @@ impl Validator<'_> {
             }
         }
         self.ports = site.ports.clone();
+        if let Some(m) = &s.exception_max {
+            site.exception_max_s = self.duration(m).unwrap_or(site.exception_max_s);
+        }
         let q = &s.quarantine.defaults;
         let d = &mut site.quarantine_defaults;
         if let Some(n) = &q.after {

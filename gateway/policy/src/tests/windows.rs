@@ -1,0 +1,170 @@
+//! Vendor service windows (`[exceptions.*]`): what `check` refuses and warns about, and
+//! what a window grants at a second — never past a quarantine.
+
+use super::*;
+use crate::explain::{explain, Query};
+use crate::windows::{compile_at, format_time, now};
+use lazaret_abi::{Reason, PROTO_TCP, QUARANTINE_ISOLATE, QUARANTINE_RESTRICT};
+use std::collections::BTreeMap;
+
+const VENDOR: &str = r#"
+[roles.vendor-vpn]
+addresses = ["10.10.9.0/24"]
+[workflows.vendor-remote]
+description = "the vendor's remote session"
+rules = [{ peer = "role:vendor-vpn", proto = "tcp", ports = [22], initiator = "peer" }]
+"#;
+
+fn window(from: i64, end: &str) -> String {
+    format!(
+        r#"{VENDOR}
+[exceptions.visit]
+devices = ["pump-1"]
+workflows = ["vendor-remote"]
+from = {}
+{end}
+ticket = "CHG-0042"
+approved_by = "biomed on call"
+"#,
+        format_time(from)
+    )
+}
+
+/// What explain says of the vendor's session to the pump at `at`, under `quarantine`.
+fn vendor_session(text: &str, at: i64, quarantine: Option<u8>) -> &'static str {
+    let p = with(text).unwrap_or_else(|e| panic!("{}", e.render()));
+    let (c, _) = compile_at(&p, at).unwrap();
+    let q = Query {
+        from: "10.10.9.5".into(),
+        to: "pump-1".into(),
+        proto: PROTO_TCP,
+        port: Some(22),
+        quarantine: quarantine
+            .map(|q| BTreeMap::from([("pump-1".to_string(), q)]))
+            .unwrap_or_default(),
+    };
+    explain(&p, &c, &q).unwrap().reason
+}
+
+#[test]
+fn a_window_grants_its_workflows_only_while_open_and_never_past_a_quarantine() {
+    let from = 1_796_374_800;
+    let text = window(from, r#"duration = "2h""#);
+    let (allow, deny) = (Reason::AllowRule.name(), Reason::DenyNoRule.name());
+    assert_eq!(vendor_session(&text, from - 1, None), deny);
+    assert_eq!(
+        vendor_session(&text, from, None),
+        allow,
+        "from is inclusive"
+    );
+    assert_eq!(vendor_session(&text, from + 7199, None), allow);
+    assert_eq!(
+        vendor_session(&text, from + 7200, None),
+        deny,
+        "until is exclusive"
+    );
+    let quarantined = Reason::DenyQuarantine.name();
+    for q in [QUARANTINE_RESTRICT, QUARANTINE_ISOLATE] {
+        assert_eq!(vendor_session(&text, from + 60, Some(q)), quarantined);
+    }
+}
+
+#[test]
+fn a_window_by_class_grants_every_device_of_the_class() {
+    let t = now();
+    let text = window(t - 60, r#"duration = "1h""#)
+        .replace(r#"devices = ["pump-1"]"#, r#"class = "pump""#);
+    assert_eq!(vendor_session(&text, t, None), Reason::AllowRule.name());
+}
+
+#[test]
+fn check_refuses_a_window_it_cannot_bound_or_trust() {
+    let from = now() + 3600;
+    let refused = |text: String| problems(with(&text).and_then(|p| compile(&p).map(|c| (p, c))));
+    assert!(matches!(
+        refused(window(from, r#"duration = "25h""#))[..],
+        [Problem::ExceptionTooLong { .. }]
+    ));
+    let site_max = window(from, r#"duration = "3h""#) + "\n";
+    let strict = with(&site_max).map(|_| ());
+    assert!(strict.is_ok(), "3 h is within the default maximum");
+    assert!(matches!(
+        refused(window(from, r#"until = "2026-12-04T09:00:00""#))[..],
+        [Problem::BadDateTime { .. }]
+    ));
+    assert!(matches!(
+        refused(window(
+            from,
+            &format!("until = \"{}\"", format_time(from - 1))
+        ))[..],
+        [Problem::ExceptionEndsBeforeStart { .. }]
+    ));
+    assert!(matches!(
+        refused(window(from, r#"duration = "1h""#) + "\nuntil = \"2099-01-01T00:00:00Z\"")[..],
+        [Problem::ExceptionUntilAndDuration { .. }]
+    ));
+    assert!(matches!(
+        refused(window(from, r#"duration = "1h""#).replace("ticket = \"CHG-0042\"", ""))[..],
+        [Problem::ExceptionMissing { key: "ticket", .. }]
+    ));
+    // An essential workflow would survive a quarantine; one naming devices applies always.
+    let essential = window(from, r#"duration = "1h""#).replace(
+        "description = \"the vendor's remote session\"",
+        "essential = true",
+    );
+    assert!(matches!(
+        refused(essential)[..],
+        [Problem::ExceptionEssentialWorkflow { .. }]
+    ));
+    let named = window(from, r#"duration = "1h""#).replace(
+        "rules = [{ peer",
+        "rules = [{ device = \"device:pump-1\", peer",
+    );
+    assert!(matches!(
+        refused(named)[..],
+        [Problem::ExceptionWorkflowNamesDevices { .. }]
+    ));
+    assert!(matches!(
+        refused(window(from, r#"duration = "1h""#).replace("pump-1\"]", "pump-9\"]"))[..],
+        [Problem::UnknownName { .. }]
+    ));
+}
+
+#[test]
+fn a_site_maximum_bounds_windows_and_an_expired_one_is_a_warning() {
+    let from = now() + 3600;
+    let site = BASE.replace(
+        "[site.ports]",
+        "[site.exceptions]\nmax = \"2h\"\n[site.ports]",
+    );
+    let files = |w: String| {
+        parse(&[
+            ("base.toml", &site),
+            ("pump.toml", PUMP),
+            ("extra.toml", &w),
+        ])
+    };
+    let too_long = files(window(from, r#"duration = "3h""#));
+    assert!(matches!(
+        too_long
+            .err()
+            .map(|e| e.errors().map(|d| d.problem.clone()).collect::<Vec<_>>())
+            .as_deref(),
+        Some([Problem::ExceptionTooLong { .. }])
+    ));
+    let t = now();
+    let expired = with(&window(t - 7200, r#"duration = "1h""#)).unwrap();
+    let (c, open) = compile_at(&expired, t).unwrap();
+    assert!(open.is_empty());
+    let warned: Vec<_> = expired.warnings.iter().map(|d| &d.problem).collect();
+    assert!(
+        matches!(warned[..], [Problem::ExceptionExpired { .. }]),
+        "{warned:?}"
+    );
+    // A closed window's workflow is not "unused".
+    let expired = Problem::ExceptionExpired {
+        name: "visit".into(),
+        until: format_time(t - 3600),
+    };
+    assert_eq!(warnings(&c), vec![expired]);
+}
