@@ -309,6 +309,11 @@ pub fn explain(
         .map(|t| end_explanation(compiled, t, q.proto, port))
         .collect();
     describe_reason(policy, compiled, &decision, &mut notes);
+    for r in [&from, &to] {
+        if let Some(d) = r.device {
+            describe_windows(policy, &d.id, crate::windows::now(), &mut notes);
+        }
+    }
     Ok(Explanation {
         from: endpoint(policy, &from, src),
         to: endpoint(policy, &to, dst),
@@ -320,6 +325,31 @@ pub fn explain(
         ends,
         notes,
     })
+}
+
+/// The service windows granted to `device`, with their interval and whether they are open
+/// at `now` (the compile explained is the policy at the time it was run).
+fn describe_windows(policy: &Policy, device: &str, now: i64, notes: &mut Vec<String>) {
+    let Some(d) = policy.device(device) else {
+        return;
+    };
+    for e in policy.exceptions.values().filter(|e| e.applies_to(d)) {
+        let state = if e.open_at(now) {
+            "open now: its flows are in the verdict above"
+        } else if now < e.from {
+            "not open yet: its flows are not in the verdict above"
+        } else {
+            "closed"
+        };
+        notes.push(format!(
+            "service window {} ({}; ticket {}, approved by {}) grants {device} {}: {state}",
+            e.name,
+            e.interval(),
+            e.ticket,
+            e.approved_by,
+            e.workflows.join(", ")
+        ));
+    }
 }
 
 fn endpoint(policy: &Policy, r: &Resolved<'_>, addr: IpAddr) -> Endpoint {

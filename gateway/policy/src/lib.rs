@@ -29,6 +29,10 @@
 //!   inventory (`vendor`, `model`, `serial`, `firmware`, `last_patched`, `location`,
 //!   `owner`, `life_critical`, `stores_phi`, `patient_connection`, `patchable`, `notes`) and
 //!   overrides (`mode`, extra `workflows`, `quarantine`).
+//! - `[exceptions.NAME]`: a vendor service window — `devices` and/or `class`, non-essential
+//!   `workflows` without `device` selectors, `from` and `until` or `duration` (within
+//!   `[site.exceptions] max`), `ticket`, `approved_by`. Compiled in only while open (see
+//!   [`windows`]).
 //!
 //! # Semantics
 //! Default deny: a device may open, and accept, only the flows its workflows and the

@@ -2,7 +2,8 @@
 //! inventory changes. A diff of two compiled policies, for pull-request review. Pure.
 
 use super::compiled::{Compiled, CompiledPolicy, Dir};
-use super::model::{Device, Policy, Proto};
+use super::model::{Device, Exception, Policy, Proto};
+use super::windows::format_time;
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,10 +59,28 @@ pub struct DevicePlan {
     pub denied: Vec<FlowChange>,
 }
 
+/// A service window added, removed or changed, and what it grants while open.
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowPlan {
+    pub name: String,
+    pub change: Change,
+    /// RFC 3339, UTC.
+    pub from: String,
+    pub until: String,
+    pub ticket: String,
+    pub approved_by: String,
+    /// The flows it adds while open, per device it grants (of the new revision; of the
+    /// old one for a removed window).
+    pub grants: Vec<(String, Vec<FlowChange>)>,
+}
+
 /// The plan: devices with changes, in id order.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub devices: Vec<DevicePlan>,
+    /// Service windows that changed, in name order (devices' flows above are as written,
+    /// every window closed).
+    pub windows: Vec<WindowPlan>,
     pub flows_allowed: usize,
     pub flows_denied: usize,
     /// When the policy names gateways: those whose enforcement the change touches (a
@@ -419,11 +438,69 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
         .collect();
     Plan {
         devices,
+        windows: windows(old_policy, new_policy, &names),
         flows_allowed,
         flows_denied,
         gateways_touched: touched.into_iter().collect(),
         gateways_untouched: untouched,
     }
+}
+
+/// The windows that differ between the revisions, each with what it grants: the device's
+/// flows with the window open, less those of the policy as written.
+fn windows(old: &Policy, new: &Policy, names: &Names) -> Vec<WindowPlan> {
+    let same = |a: &Exception, b: &Exception| {
+        Exception {
+            span: b.span,
+            ..a.clone()
+        } == *b
+    };
+    let all: BTreeSet<&String> = old.exceptions.keys().chain(new.exceptions.keys()).collect();
+    let mut out = Vec::new();
+    for name in all {
+        let (a, b) = (old.exceptions.get(name), new.exceptions.get(name));
+        let (change, policy, e) = match (a, b) {
+            (Some(a), Some(b)) if same(a, b) => continue,
+            (Some(_), Some(b)) => (Change::Changed, new, b),
+            (None, Some(b)) => (Change::Added, new, b),
+            (Some(a), None) => (Change::Removed, old, a),
+            (None, None) => continue,
+        };
+        out.push(WindowPlan {
+            name: name.clone(),
+            change,
+            from: format_time(e.from),
+            until: format_time(e.until),
+            ticket: e.ticket.clone(),
+            approved_by: e.approved_by.clone(),
+            grants: grants(policy, e, names),
+        });
+    }
+    out
+}
+
+fn grants(policy: &Policy, e: &Exception, names: &Names) -> Vec<(String, Vec<FlowChange>)> {
+    let open = BTreeSet::from([e.name.clone()]);
+    let (Ok(base), Ok(with)) = (super::compile(policy), super::compile(&policy.at(&open))) else {
+        return Vec::new();
+    };
+    policy
+        .devices
+        .iter()
+        .filter(|d| e.applies_to(d))
+        .map(|d| {
+            let a = flows(with.device(&d.id).and_then(|c| with.policy(c.policy)));
+            let b = flows(base.device(&d.id).and_then(|c| base.policy(c.policy)));
+            let added = diff(&with, &a, &b)
+                .into_iter()
+                .map(|f| FlowChange {
+                    peer_name: names.of(&f.peer),
+                    ..f
+                })
+                .collect();
+            (d.id.clone(), added)
+        })
+        .collect()
 }
 
 fn flow_text(device: &str, f: &FlowChange) -> String {
@@ -456,7 +533,33 @@ fn flow_text(device: &str, f: &FlowChange) -> String {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
+        self.devices.is_empty() && self.windows.is_empty()
+    }
+
+    /// Service windows first: each is a grant a reviewer signs off on, with its interval.
+    fn render_windows(&self, out: &mut String) {
+        for w in &self.windows {
+            let (mark, what) = match w.change {
+                Change::Added => ("+", "new service window"),
+                Change::Removed => ("-", "service window removed"),
+                Change::Changed => ("~", "service window changed"),
+            };
+            let _ = writeln!(
+                out,
+                "{mark} {what} {}: {} – {} (ticket {}, approved by {})",
+                w.name, w.from, w.until, w.ticket, w.approved_by
+            );
+            for (device, flows) in &w.grants {
+                for f in flows {
+                    let verb = if w.change == Change::Removed {
+                        "no longer"
+                    } else {
+                        "while open"
+                    };
+                    let _ = writeln!(out, "    {verb}: allow {}", flow_text(device, f));
+                }
+            }
+        }
     }
 
     /// The human-readable plan.
@@ -477,6 +580,7 @@ impl Plan {
                 list(&self.gateways_untouched)
             );
         }
+        self.render_windows(&mut out);
         if self.devices.is_empty() {
             out.push_str("No changes: every device keeps its flows and inventory.\n");
             return out;

@@ -550,12 +550,16 @@ fn explain_cmd(a: ExplainArgs, format: Format) -> Result<ExitCode> {
 
 // === plan ===
 
-/// A directory, or a git revision of the repository around the current directory.
+/// A directory, or a git revision of the repository around the current directory,
+/// compiled as written: its service windows are planned on their own (see `plan`), not
+/// mixed into the devices' flows by the hour the plan runs.
 fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled), PolicyErrors> {
     let cwd = PathBuf::from(".");
     let dir = Path::new(spec);
     if dir.is_dir() {
-        return load(dir);
+        let policy = policy::load_dir(dir)?;
+        let compiled = policy::compile(&policy)?;
+        return Ok((policy, compiled));
     }
     let io = |message: String| PolicyErrors {
         sources: Default::default(),
@@ -572,7 +576,7 @@ fn load_version(spec: &str, path: &str) -> std::result::Result<(Policy, Compiled
     }
     let files = git::read_revision(&cwd, spec, path).map_err(|e| io(format!("{e:#}")))?;
     let policy = policy::parse_sources(files)?;
-    let (compiled, _) = policy::windows::compile_at(&policy, policy::windows::now())?;
+    let compiled = policy::compile(&policy)?;
     Ok((policy, compiled))
 }
 

@@ -590,6 +590,28 @@ mod tests {
             ),
             lost(7),
         ];
+        let window = crate::policy::model::Exception {
+            name: "visit".into(),
+            span: Default::default(),
+            devices: vec!["anes-01".into()],
+            class: None,
+            workflows: vec!["vendor-remote".into()],
+            from: 1_796_374_800,
+            until: 1_796_382_000,
+            ticket: "CHG-4711".into(),
+            approved_by: "biomed".into(),
+            description: String::new(),
+        };
+        for opened in [true, false] {
+            let r = window_event(&window, vec!["anes-01".into()], opened, 4.0);
+            let line = human(&r);
+            assert!(
+                line.contains("2026-12-04T09:00:00Z – 2026-12-04T11:00:00Z")
+                    && line.contains("CHG-4711"),
+                "{line}"
+            );
+            records.push(r);
+        }
         for kind in [
             lazaret_abi::EVENT_DENY,
             lazaret_abi::EVENT_AUDIT,

@@ -24,6 +24,22 @@ pub(super) struct Windows {
     in_force: Option<compiler::InForce>,
     /// Unix ms before which the clock does not ask for a reload again.
     quiet_until_ms: u64,
+    /// `schedule.due`, kept while it lies ahead: the loop asks on every turn, and a
+    /// policy may hold many windows.
+    due: Option<Option<i64>>,
+}
+
+impl Windows {
+    fn due(&mut self, now: i64) -> Option<i64> {
+        match self.due {
+            Some(Some(t)) if t > now => return Some(t),
+            Some(None) => return None,
+            _ => {}
+        }
+        let due = self.schedule.due(now);
+        self.due = Some(due);
+        due
+    }
 }
 
 impl Controller {
@@ -36,12 +52,9 @@ impl Controller {
 
     /// When the clock next needs a reload: the enforcing generation's next window
     /// boundary, or a second after the last ask while the enforcing one is behind it.
-    pub(super) fn window_deadline(&self) -> Option<tokio::time::Instant> {
+    pub(super) fn window_deadline(&mut self) -> Option<tokio::time::Instant> {
         let now_ms = unix_ms();
-        let due = self
-            .windows
-            .schedule
-            .due(i64::try_from(now_ms / 1000).ok()?)?;
+        let due = self.windows.due(i64::try_from(now_ms / 1000).ok()?)?;
         let due_ms = u64::try_from(due).ok()?.saturating_mul(1000);
         let at_ms = due_ms.max(self.windows.quiet_until_ms);
         Some(tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms)))
@@ -99,6 +112,7 @@ impl Controller {
             self.notify(r);
         }
         self.windows.schedule = schedule;
+        self.windows.due = None;
         self.windows.in_force = Some(in_force);
     }
 

@@ -168,3 +168,51 @@ fn a_site_maximum_bounds_windows_and_an_expired_one_is_a_warning() {
     };
     assert_eq!(warnings(&c), vec![expired]);
 }
+
+#[test]
+fn plan_shows_a_new_window_with_its_interval_and_grants_and_explain_names_it() {
+    let before = with(VENDOR).unwrap();
+    let t = now();
+    let after = with(&window(t - 60, r#"duration = "2h""#)).unwrap();
+    let (ca, cb) = (compile(&before).unwrap(), compile(&after).unwrap());
+    let p = crate::plan::plan(&before, &ca, &after, &cb);
+    assert!(
+        p.devices.is_empty(),
+        "the devices' flows are planned as written"
+    );
+    let text = p.render();
+    assert!(
+        text.contains(&format!(
+            "+ new service window visit: {} – {} (ticket CHG-0042, approved by biomed on call)",
+            format_time(t - 60),
+            format_time(t - 60 + 7200)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("while open: allow role:vendor-vpn (10.10.9.0/24) -> pump-1 tcp/22"),
+        "{text}"
+    );
+    let removed = crate::plan::plan(&after, &cb, &before, &ca).render();
+    assert!(
+        removed.contains("- service window removed visit"),
+        "{removed}"
+    );
+    let (c, _) = compile_at(&after, t).unwrap();
+    let q = Query {
+        from: "10.10.9.5".into(),
+        to: "pump-1".into(),
+        proto: PROTO_TCP,
+        port: Some(22),
+        quarantine: BTreeMap::new(),
+    };
+    let e = explain(&after, &c, &q).unwrap();
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.starts_with("service window visit (")
+                && n.contains("grants pump-1 vendor-remote: open now")),
+        "{:?}",
+        e.notes
+    );
+}
