@@ -87,6 +87,10 @@ static LZ_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * MAX_RU
 static LZ_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries(MAX_EV_BUCKETS, 0);
+/// Managed devices' event buckets by cell: every denied packet of a device is reported
+/// (within its rate), and an array lookup is inlined where the hash's is a kernel call.
+#[map]
+static LZ_DEV_EVBUCKET: Array<TokenBucket> = Array::with_max_entries(COUNTER_SLOTS, 0);
 /// Per-CPU scratch space for the parsed packet: the BPF stack (512 bytes for the whole call
 /// chain) cannot hold it next to the lookup keys.
 #[map]
@@ -1322,8 +1326,8 @@ fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     c.last_seen_ns = gen.now;
 }
 
-/// Takes one token of `source`'s bucket in `buckets` (events, promotions): a flooding
-/// device exhausts only its own bucket.
+/// Takes one token of `source`'s bucket in `buckets` (unknown sources' events,
+/// promotions): a flooding source exhausts only its own bucket.
 #[inline(always)]
 fn take_token(
     gen: &Gen,
@@ -1332,46 +1336,67 @@ fn take_token(
     rate: u32,
     burst: u32,
 ) -> bool {
-    let now = gen.now;
-    let rate = u64::from(rate);
     let burst_milli = u64::from(burst) * 1000;
     match buckets.get_ptr_mut(source) {
-        Some(b) => {
-            // SAFETY: pointer from a successful lookup; races between CPUs only blur the
-            // rate a little, never overflow it badly.
-            let b = unsafe { &mut *b };
-            // Cap the elapsed time so the product stays small: plain u64 arithmetic, no
-            // overflow checks (those need 128-bit multiplies BPF does not have).
-            let mut elapsed_ms = now.saturating_sub(b.last_ns) / 1_000_000;
-            if elapsed_ms > 1_000_000 {
-                elapsed_ms = 1_000_000;
-            }
-            let refill = elapsed_ms * rate;
-            let tokens = if b.tokens_milli + refill > burst_milli {
-                burst_milli
-            } else {
-                b.tokens_milli + refill
-            };
-            if refill > 0 {
-                b.last_ns = now;
-            }
-            if tokens >= 1000 {
-                b.tokens_milli = tokens - 1000;
-                true
-            } else {
-                b.tokens_milli = tokens;
-                false
-            }
-        }
+        // SAFETY: pointer from a successful lookup; races between CPUs only blur the rate a
+        // little, never overflow it badly.
+        Some(b) => take_from(gen.now, unsafe { &mut *b }, rate, burst_milli),
         None => {
             let b = TokenBucket {
                 tokens_milli: burst_milli.saturating_sub(1000),
-                last_ns: now,
+                last_ns: gen.now,
             };
             let _ = buckets.insert(source, b, 0);
             burst_milli >= 1000
         }
     }
+}
+
+/// Takes one token of bucket `b`, refilled at `rate` per second up to `burst_milli`
+/// thousandths.
+#[inline(always)]
+fn take_from(now: u64, b: &mut TokenBucket, rate: u32, burst_milli: u64) -> bool {
+    let rate = u64::from(rate);
+    // Cap the elapsed time so the product stays small: plain u64 arithmetic, no overflow
+    // checks (those need 128-bit multiplies BPF does not have).
+    let mut elapsed_ms = now.saturating_sub(b.last_ns) / 1_000_000;
+    if elapsed_ms > 1_000_000 {
+        elapsed_ms = 1_000_000;
+    }
+    let refill = elapsed_ms * rate;
+    let tokens = if b.tokens_milli + refill > burst_milli {
+        burst_milli
+    } else {
+        b.tokens_milli + refill
+    };
+    if refill > 0 {
+        b.last_ns = now;
+    }
+    if tokens >= 1000 {
+        b.tokens_milli = tokens - 1000;
+        true
+    } else {
+        b.tokens_milli = tokens;
+        false
+    }
+}
+
+/// Takes one token of a managed device's event bucket, by its cell. A bucket never used
+/// (all zero: a fresh cell) starts full, as a new entry of a hash does.
+#[inline(always)]
+fn take_device_token(gen: &Gen, cell: u16, rate: u32, burst: u32) -> bool {
+    let Some(b) = LZ_DEV_EVBUCKET.get_ptr_mut(u32::from(cell)) else {
+        return false;
+    };
+    // SAFETY: an array slot; races between CPUs only blur the rate a little.
+    let b = unsafe { &mut *b };
+    let burst_milli = u64::from(burst) * 1000;
+    if b.last_ns == 0 {
+        b.tokens_milli = burst_milli.saturating_sub(1000);
+        b.last_ns = gen.now;
+        return burst_milli >= 1000;
+    }
+    take_from(gen.now, b, rate, burst_milli)
 }
 
 /// Sends the verdict's event, within its source's rate. A BPF function of its own: it is
@@ -1385,20 +1410,14 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
         Some(p) => p.src_mac,
         None => parse::src_mac(ctx).unwrap_or(Mac::ZERO),
     };
-    // Unknown sources are keyed by MAC with the top bit set, so they never share a bucket
-    // with a managed device.
-    let source = if v.dev.id != 0 {
-        v.dev.id
+    let (rate, burst) = (gen.site.event_rate, gen.site.event_burst);
+    let token = if v.dev.id != 0 {
+        take_device_token(gen, v.dev.cell, rate, burst)
     } else {
-        (1u64 << 63) | src_mac.0
+        // Unknown sources by MAC, with the top bit set (the map once held devices' too).
+        take_token(gen, &LZ_EV_BUCKET, (1u64 << 63) | src_mac.0, rate, burst)
     };
-    if !take_token(
-        gen,
-        &LZ_EV_BUCKET,
-        source,
-        gen.site.event_rate,
-        gen.site.event_burst,
-    ) {
+    if !token {
         bump(&LZ_EV_STATS, EV_STAT_RATE_LIMITED, 1);
         return;
     }

@@ -128,7 +128,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -197,6 +197,11 @@ pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
 pub const MAP_EVENTS: &str = "LZ_EVENTS";
 /// `LruHashMap<u64 source key, TokenBucket>`: per-source event rate limit.
 pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
+/// Event token buckets of managed devices, by cell ([`Device::cell`]): an array the
+/// verifier inlines, so a device's reported packet costs no hash lookup for its rate limit.
+/// A zeroed entry is a bucket never used (full). [`MAP_EV_BUCKET`] keeps unknown sources',
+/// keyed by MAC.
+pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
 /// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost; flow inserts failed.
 pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
 /// `HashMap<LocalKey, u32>`: the gateway's own addresses, written by userspace from the
@@ -911,7 +916,7 @@ pub struct DevCounters {
     pub last_seen_ns: u64,
 }
 
-/// Value of [`MAP_EV_BUCKET`].
+/// Value of [`MAP_EV_BUCKET`] and [`MAP_DEV_EV_BUCKET`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {

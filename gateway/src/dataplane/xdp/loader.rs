@@ -357,6 +357,7 @@ impl Datapath {
         // naming them is written.
         let fresh = self.cells.assign(&mut contents)?;
         self.set_fresh_states(&fresh)?;
+        self.clear_fresh_buckets(&fresh)?;
         self.uncleared.extend(fresh.iter().map(|(_, cell)| *cell));
         self.uncleared.sort_unstable();
         self.uncleared.dedup();
@@ -715,6 +716,34 @@ impl Datapath {
         Ok(())
     }
 
+    /// Empties the event buckets of cells just given to devices: a device never inherits
+    /// the budget a previous owner of its cell spent. (A zeroed bucket is a full one.)
+    fn clear_fresh_buckets(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<u32> = cells.iter().map(|(_, c)| u32::from(*c)).collect();
+        let zeros = vec![TokenBucket::default(); keys.len()];
+        if let Some(Map::Array(data)) = self.ebpf.map(MAP_DEV_EV_BUCKET) {
+            match batch::update(data.fd().as_fd(), &keys, &zeros) {
+                Ok(()) => return Ok(()),
+                Err(batch::BatchError::Failed(source)) => {
+                    return Err(DatapathError::Batch {
+                        map: MAP_DEV_EV_BUCKET,
+                        source,
+                    })
+                }
+                Err(batch::BatchError::Unsupported) => {}
+            }
+        }
+        let mut map: Array<_, TokenBucket> = typed(&mut self.ebpf, MAP_DEV_EV_BUCKET)?;
+        for k in &keys {
+            map.set(*k, TokenBucket::default(), 0)
+                .map_err(DatapathError::map(MAP_DEV_EV_BUCKET))?;
+        }
+        Ok(())
+    }
+
     /// A handle of `LZ_DEV_COUNT` and the cells to zero in it (`uncleared`), for the install
     /// thread (one write per cell and CPU set: off the caller's loop); and whether a test
     /// asked that zeroing to fail.
@@ -936,6 +965,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_RULE_HITS,
     MAP_EVENTS,
     MAP_EV_BUCKET,
+    MAP_DEV_EV_BUCKET,
     MAP_EV_STATS,
     MAP_LOCAL,
     MAP_LL_OWNER,
