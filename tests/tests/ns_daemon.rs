@@ -27,6 +27,7 @@ on_both_dataplanes!(
     a_flow_the_new_policy_forbids_is_cut,
     detach_removes_enforcement,
     a_service_window_opens_and_closes_on_time,
+    stopping_closes_the_open_service_windows,
 );
 
 const SERVER: &str = "10.10.0.20";
@@ -353,23 +354,11 @@ fn a_flow_the_new_policy_forbids_is_cut(dataplane: Dataplane) -> Result<()> {
     Ok(())
 }
 
-/// A vendor service window (`[exceptions.*]`) is enforced by the clock alone: HTTPS to the
-/// server (the vendor's remote session) is refused before it opens, passes while it is open (no reload asked for), and
-/// is cut when it closes — the established session included — with an event each time.
-fn a_service_window_opens_and_closes_on_time(dataplane: Dataplane) -> Result<()> {
-    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
-    lab.start()?;
-    lab.echo_servers(&[443])?;
-    let events = lab.follow_events()?;
-    let unix = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    };
-    let from = unix().ceil() as i64 + 4;
-    let until = from + 5;
+/// The vendor's remote session (HTTPS to the server) as a workflow, and a window granting it
+/// to the monitor from `from` to `until` (Unix seconds).
+fn vendor_window(from: i64, until: i64) -> String {
     let time = lazaret::policy::windows::format_time;
-    let window = format!(
+    format!(
         r#"
 [workflows.vendor-remote]
 description = "the vendor's remote session"
@@ -388,8 +377,57 @@ approved_by = "biomed on call"
 "#,
         time(from),
         time(until)
+    )
+}
+
+/// A daemon that stops closes its open windows: the pinned datapath keeps enforcing after
+/// it, and nothing would close them on time. The vendor's session is cut.
+fn stopping_closes_the_open_service_windows(dataplane: Dataplane) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut lab = Lab::on(dataplane, |mac| {
+        policy(mac, false) + &vendor_window(now - 60, now + 3600)
+    })?;
+    lab.start()?;
+    lab.echo_servers(&[443])?;
+    let mut session = lab.connect(443, Duration::from_secs(2))?;
+    assert!(round_trip(&mut session), "the window is open");
+    let log = lab.stop();
+    assert!(
+        log.contains("service window closed"),
+        "closed on stop:\n{log}"
     );
+    assert!(
+        !round_trip(&mut session),
+        "the session outlived the daemon's stop"
+    );
+    assert!(
+        lab.connect(443, Duration::from_millis(800)).is_err(),
+        "a new session passed after the daemon stopped"
+    );
+    Ok(())
+}
+
+/// A vendor service window (`[exceptions.*]`) is enforced by the clock alone: HTTPS to the
+/// server (the vendor's remote session) is refused before it opens, passes while it is open (no reload asked for), and
+/// is cut when it closes — the established session included — with an event each time.
+fn a_service_window_opens_and_closes_on_time(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false))?;
+    lab.start()?;
+    lab.echo_servers(&[443])?;
+    let events = lab.follow_events()?;
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let from = unix().ceil() as i64 + 4;
+    let until = from + 5;
+    let time = lazaret::policy::windows::format_time;
+    let window = vendor_window(from, until);
     let gen = lab.ready_generation().context("generation")?;
+
     lab.write_policy(&(policy(lab.net.device_mac, false) + &window))?;
     lab.signal(libc::SIGHUP);
     lab.wait_generation(gen + 1, Duration::from_secs(10))?;
@@ -405,7 +443,7 @@ approved_by = "biomed on call"
     );
     assert!(
         lab.connect(443, Duration::from_millis(800)).is_err(),
-        "HL7 passed before the window opened"
+        "the session passed before the window opened"
     );
     wait_until(from as f64 + 0.5);
     let mut session = lab.connect(443, Duration::from_secs(2))?;

@@ -824,12 +824,13 @@ impl<'p> Compiler<'p> {
 
     fn warn_unused(&mut self, resolved: &[Resolved<'_>]) {
         // A service window's workflows apply to no device while it is closed, as intended.
-        let mut used: BTreeSet<&str> = (self.policy.exceptions.values())
+        let windowed: BTreeSet<&str> = (self.policy.exceptions.values())
             .flat_map(|e| e.workflows.iter().map(String::as_str))
             .collect();
+        let mut used = windowed.clone();
         for r in resolved {
             let Some(wf) = r.workflow else { continue };
-            if used.contains(wf.name.as_str()) && r.ends.is_empty() {
+            if windowed.contains(wf.name.as_str()) && r.ends.is_empty() {
                 continue;
             }
             if r.ends.is_empty() && r.managed.is_empty() {

@@ -237,8 +237,10 @@ pub enum Problem {
     ExceptionMissing { name: String, key: &'static str },
     #[error("exception `{name}` has both `until` and `duration`")]
     ExceptionUntilAndDuration { name: String },
-    #[error("exception `{name}` ends before it starts")]
+    #[error("exception `{name}` does not end after it starts")]
     ExceptionEndsBeforeStart { name: String },
+    #[error("a service window of {max} is longer than lazaret accepts ({limit})")]
+    ExceptionMaxTooLong { max: String, limit: &'static str },
     #[error("exception `{name}` lasts {length}, longer than the site's maximum of {max}")]
     ExceptionTooLong {
         name: String,

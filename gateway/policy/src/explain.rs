@@ -311,7 +311,11 @@ pub fn explain(
     describe_reason(policy, compiled, &decision, &mut notes);
     for r in [&from, &to] {
         if let Some(d) = r.device {
-            describe_windows(policy, &d.id, crate::windows::now(), &mut notes);
+            let quarantined = q
+                .quarantine
+                .get(&d.id)
+                .is_some_and(|s| *s != abi::QUARANTINE_NONE);
+            describe_windows(policy, &d.id, quarantined, &mut notes);
         }
     }
     Ok(Explanation {
@@ -328,13 +332,16 @@ pub fn explain(
 }
 
 /// The service windows granted to `device`, with their interval and whether they are open
-/// at `now` (the compile explained is the policy at the time it was run).
-fn describe_windows(policy: &Policy, device: &str, now: i64, notes: &mut Vec<String>) {
+/// now (the compile explained is the policy as it stands now).
+fn describe_windows(policy: &Policy, device: &str, quarantined: bool, notes: &mut Vec<String>) {
     let Some(d) = policy.device(device) else {
         return;
     };
+    let now = crate::windows::now();
     for e in policy.exceptions.values().filter(|e| e.applies_to(d)) {
-        let state = if e.open_at(now) {
+        let state = if e.open_at(now) && quarantined {
+            "open now, but the device is quarantined: the quarantine wins"
+        } else if e.open_at(now) {
             "open now: its flows are in the verdict above"
         } else if now < e.from {
             "not open yet: its flows are not in the verdict above"

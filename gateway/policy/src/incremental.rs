@@ -132,12 +132,12 @@ impl Reloader {
     }
 
     /// [`Self::load`] as the policy stands at `now` (Unix seconds): with the service
-    /// windows open then. While one is open, or when the open ones differ from the last
-    /// compile's, every load is a full one: a patch compiles devices as written.
+    /// windows open then. A policy with service windows is always loaded in full: a patch
+    /// compiles devices as written and validates them against rules only, where a window
+    /// names devices and classes too.
     pub fn load_at(&mut self, now: i64) -> Result<(Arc<Compiled>, How), PolicyErrors> {
         if let Some(last) = &mut self.last {
-            let windows = last.policy.open_windows(now);
-            if windows.is_empty() && last.windows.is_empty() {
+            if last.policy.exceptions.is_empty() && last.windows.is_empty() {
                 if let Some((compiled, devices)) = patch(&self.dir, last) {
                     return Ok((compiled, How::Patched { devices }));
                 }

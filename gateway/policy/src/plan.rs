@@ -69,9 +69,16 @@ pub struct WindowPlan {
     pub until: String,
     pub ticket: String,
     pub approved_by: String,
-    /// The flows it adds while open, per device it grants (of the new revision; of the
-    /// old one for a removed window).
+    /// The old revision's interval, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was: Option<(String, String)>,
+    /// The flows it adds while open, per device whose policy it changes (the devices it
+    /// grants and managed peers of its rules), in the new revision; in the old one for a
+    /// removed window.
     pub grants: Vec<(String, Vec<FlowChange>)>,
+    /// The policy does not compile with the window open (`check` refuses it too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The plan: devices with changes, in id order.
@@ -438,7 +445,7 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
         .collect();
     Plan {
         devices,
-        windows: windows(old_policy, new_policy, &names),
+        windows: windows((old_policy, old), (new_policy, new), &names),
         flows_allowed,
         flows_denied,
         gateways_touched: touched.into_iter().collect(),
@@ -446,25 +453,53 @@ pub fn plan(old_policy: &Policy, old: &Compiled, new_policy: &Policy, new: &Comp
     }
 }
 
-/// The windows that differ between the revisions, each with what it grants: the device's
-/// flows with the window open, less those of the policy as written.
-fn windows(old: &Policy, new: &Policy, names: &Names) -> Vec<WindowPlan> {
+/// The windows that differ between the revisions, each with what it grants: every device's
+/// flows with the window open, less those of the policy as written (`old`, `new`). A window
+/// whose own entry is unchanged differs when what it grants does (a workflow only it uses
+/// was edited).
+fn windows(
+    (old_policy, old): (&Policy, &Compiled),
+    (new_policy, new): (&Policy, &Compiled),
+    names: &Names,
+) -> Vec<WindowPlan> {
     let same = |a: &Exception, b: &Exception| {
         Exception {
             span: b.span,
             ..a.clone()
         } == *b
     };
-    let all: BTreeSet<&String> = old.exceptions.keys().chain(new.exceptions.keys()).collect();
+    let all: BTreeSet<&String> = (old_policy.exceptions.keys())
+        .chain(new_policy.exceptions.keys())
+        .collect();
     let mut out = Vec::new();
     for name in all {
-        let (a, b) = (old.exceptions.get(name), new.exceptions.get(name));
-        let (change, policy, e) = match (a, b) {
-            (Some(a), Some(b)) if same(a, b) => continue,
-            (Some(_), Some(b)) => (Change::Changed, new, b),
-            (None, Some(b)) => (Change::Added, new, b),
-            (Some(a), None) => (Change::Removed, old, a),
+        let (a, b) = (
+            old_policy.exceptions.get(name),
+            new_policy.exceptions.get(name),
+        );
+        let (change, e, grants) = match (a, b) {
+            (Some(a), Some(b)) => {
+                let before = grants(old_policy, old, a, names);
+                let after = grants(new_policy, new, b, names);
+                if same(a, b) && before == after {
+                    continue;
+                }
+                (Change::Changed, b, after)
+            }
+            (None, Some(b)) => (Change::Added, b, grants(new_policy, new, b, names)),
+            (Some(a), None) => (Change::Removed, a, grants(old_policy, old, a, names)),
             (None, None) => continue,
+        };
+        let interval = |e: &Exception| (format_time(e.from), format_time(e.until));
+        let was = match (change, a) {
+            (Change::Changed, Some(a)) if (a.from, a.until) != (e.from, e.until) => {
+                Some(interval(a))
+            }
+            _ => None,
+        };
+        let (grants, error) = match grants {
+            Ok(g) => (g, None),
+            Err(e) => (Vec::new(), Some(e)),
         };
         out.push(WindowPlan {
             name: name.clone(),
@@ -473,34 +508,35 @@ fn windows(old: &Policy, new: &Policy, names: &Names) -> Vec<WindowPlan> {
             until: format_time(e.until),
             ticket: e.ticket.clone(),
             approved_by: e.approved_by.clone(),
-            grants: grants(policy, e, names),
+            was,
+            grants,
+            error,
         });
     }
     out
 }
 
-fn grants(policy: &Policy, e: &Exception, names: &Names) -> Vec<(String, Vec<FlowChange>)> {
+type Grants = Result<Vec<(String, Vec<FlowChange>)>, String>;
+
+fn grants(policy: &Policy, base: &Compiled, e: &Exception, names: &Names) -> Grants {
     let open = BTreeSet::from([e.name.clone()]);
-    let (Ok(base), Ok(with)) = (super::compile(policy), super::compile(&policy.at(&open))) else {
-        return Vec::new();
-    };
-    policy
+    let with = super::compile(&policy.at(&open)).map_err(|e| e.render())?;
+    Ok(policy
         .devices
         .iter()
-        .filter(|d| e.applies_to(d))
-        .map(|d| {
+        .filter_map(|d| {
             let a = flows(with.device(&d.id).and_then(|c| with.policy(c.policy)));
             let b = flows(base.device(&d.id).and_then(|c| base.policy(c.policy)));
-            let added = diff(&with, &a, &b)
+            let added: Vec<FlowChange> = diff(&with, &a, &b)
                 .into_iter()
                 .map(|f| FlowChange {
                     peer_name: names.of(&f.peer),
                     ..f
                 })
                 .collect();
-            (d.id.clone(), added)
+            (!added.is_empty()).then(|| (d.id.clone(), added))
         })
-        .collect()
+        .collect())
 }
 
 fn flow_text(device: &str, f: &FlowChange) -> String {
@@ -544,11 +580,21 @@ impl Plan {
                 Change::Removed => ("-", "service window removed"),
                 Change::Changed => ("~", "service window changed"),
             };
+            let was = w
+                .was
+                .as_ref()
+                .map_or(String::new(), |(f, u)| format!(", was {f} – {u}"));
             let _ = writeln!(
                 out,
-                "{mark} {what} {}: {} – {} (ticket {}, approved by {})",
+                "{mark} {what} {}: {} – {}{was} (ticket {}, approved by {})",
                 w.name, w.from, w.until, w.ticket, w.approved_by
             );
+            if let Some(e) = &w.error {
+                let _ = writeln!(out, "    ! the policy does not compile with it open:");
+                for line in e.lines() {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
             for (device, flows) in &w.grants {
                 for f in flows {
                     let verb = if w.change == Change::Removed {

@@ -106,24 +106,24 @@ impl Policy {
         }
         p
     }
-
-    /// The windows open at `now` that grant `device`.
-    pub fn windows_of<'p>(
-        &'p self,
-        device: &'p str,
-        now: i64,
-    ) -> impl Iterator<Item = &'p Exception> {
-        let d = self.device(device);
-        self.exceptions
-            .values()
-            .filter(move |e| d.is_some_and(|d| e.applies_to(d)) && e.open_at(now))
-    }
 }
 
 /// Compiles `policy` as it stands at `now`: with the windows open then. Returns the open
 /// windows' names too.
+///
+/// A window that has not ended is compiled open as well (all of them at once, the most
+/// they could grant together), and its errors are the policy's: a window whose workflow
+/// cannot apply to its devices (an address family they lack, a map it would overflow) is
+/// refused by `check` and by the reload that brings it, not found failing at its `from`.
 pub fn compile_at(policy: &Policy, now: i64) -> Result<(Compiled, BTreeSet<String>), PolicyErrors> {
     let open = policy.open_windows(now);
+    let coming: BTreeSet<String> = (policy.exceptions.values())
+        .filter(|e| e.until > now)
+        .map(|e| e.name.clone())
+        .collect();
+    if coming != open {
+        super::compile(&policy.at(&coming))?;
+    }
     let compiled = if open.is_empty() {
         super::compile(policy)?
     } else {

@@ -42,6 +42,9 @@ pub struct InForce {
     pub commit: Option<String>,
     /// They are the last-known-good's (the repository was refused at start).
     pub lkg: bool,
+    /// Compile with every service window closed (the daemon stopping: nothing is left to
+    /// close them on time).
+    pub windows_closed: bool,
 }
 
 /// A compile's outcome.
@@ -116,6 +119,7 @@ impl Compiler {
             sources: Arc::new(Sources::new(snap.source_files())),
             commit: snap.commit.clone(),
             lkg: true,
+            windows_closed: false,
         };
         compile_in_force(&snap.policy_dir, &in_force, self.id(), job)
     }
@@ -237,6 +241,7 @@ fn compile(
         sources: sources.clone().unwrap_or_default(),
         commit: commit.clone(),
         lkg: false,
+        windows_closed: false,
     };
     Ok(Output {
         compiled,
@@ -263,8 +268,15 @@ fn compile_in_force(
     };
     let policy =
         policy::parse_sources(f.sources.files().to_vec()).map_err(|e| refused(e.render()))?;
-    let (compiled, open) = policy::windows::compile_at(&policy, policy::windows::now())
-        .map_err(|e| refused(e.render()))?;
+    let (compiled, open) = if f.windows_closed {
+        (policy::compile(&policy), Default::default())
+    } else {
+        match policy::windows::compile_at(&policy, policy::windows::now()) {
+            Ok((c, open)) => (Ok(c), open),
+            Err(e) => (Err(e), Default::default()),
+        }
+    };
+    let compiled = compiled.map_err(|e| refused(e.render()))?;
     let compiled = view(&policy, Arc::new(compiled), id).map_err(refused)?;
     let contents = compiled
         .map_contents(job.slot, job.generation, &job.ifindexes)
@@ -276,6 +288,9 @@ fn compile_in_force(
         commit: f.commit.clone(),
         sources: (!f.lkg).then(|| f.sources.clone()),
         schedule: Schedule::of(&policy, open),
-        in_force: f.clone(),
+        in_force: InForce {
+            windows_closed: false,
+            ..f.clone()
+        },
     })
 }

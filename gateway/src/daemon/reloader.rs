@@ -157,6 +157,11 @@ impl<S> Reloader<S> {
         self.pending = None;
     }
 
+    /// A reload is compiling or installing.
+    pub fn busy(&self) -> bool {
+        self.compiling.is_some() || self.installing.is_some()
+    }
+
     pub fn stood_down(&self) -> bool {
         self.stood_down
     }

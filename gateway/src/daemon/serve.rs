@@ -229,6 +229,7 @@ impl Controller {
                 }
             }
         }
+        self.close_windows_for_stop();
         tracing::info!(
             generation = self.reloads.generation(),
             "stopping; the datapath stays pinned and keeps enforcing (lazaret detach removes it)"

@@ -216,3 +216,94 @@ fn plan_shows_a_new_window_with_its_interval_and_grants_and_explain_names_it() {
         e.notes
     );
 }
+
+#[test]
+fn a_window_that_cannot_compile_open_is_refused_before_it_opens() {
+    // pump-1 has no IPv6 address: a workflow with IPv6 peers only cannot apply to it. The
+    // window is hours away, and still refused now, by check and by the reload.
+    let text = window(now() + 3600, r#"duration = "1h""#).replace(
+        r#"addresses = ["10.10.9.0/24"]"#,
+        r#"addresses = ["fd00:99::/64"]"#,
+    );
+    let p = with(&text).unwrap();
+    let refused = compile_at(&p, now())
+        .err()
+        .map(|e| e.errors().map(|d| d.problem.clone()).collect::<Vec<_>>());
+    assert!(
+        matches!(refused.as_deref(), Some([Problem::FamilyMismatch { .. }])),
+        "{refused:?}"
+    );
+    assert!(
+        compile(&p).is_ok(),
+        "as written (every window closed) it compiles"
+    );
+}
+
+#[test]
+fn plan_sees_a_window_change_through_its_workflow_and_its_managed_peers() {
+    let t = now() + 3600;
+    let before = with(&window(t, r#"duration = "1h""#)).unwrap();
+    // Only the workflow changes (the window's own entry does not): 22 becomes 22 and 443.
+    let after = with(&window(t, r#"duration = "2h""#).replace("ports = [22]", "ports = [22, 443]"))
+        .unwrap();
+    let (ca, cb) = (compile(&before).unwrap(), compile(&after).unwrap());
+    let text = crate::plan::plan(&before, &ca, &after, &cb).render();
+    assert!(text.contains("~ service window changed visit"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "was {} – {}",
+            format_time(t),
+            format_time(t + 3600)
+        )),
+        "{text}"
+    );
+    assert!(text.contains("tcp/22,443"), "{text}");
+    let mut workflow_only = window(t, r#"duration = "1h""#);
+    let same_entry = with(&workflow_only).unwrap();
+    workflow_only = workflow_only.replace("ports = [22]", "ports = [2222]");
+    let edited = with(&workflow_only).unwrap();
+    let (cs, ce) = (compile(&same_entry).unwrap(), compile(&edited).unwrap());
+    let p = crate::plan::plan(&same_entry, &cs, &edited, &ce);
+    assert!(
+        !p.is_empty(),
+        "a workflow only a window uses changed: the plan is not empty"
+    );
+    // A window whose workflow's peer is a managed device changes that device's policy too.
+    let peer = window(t, r#"duration = "1h""#).replace(
+        r#"peer = "role:vendor-vpn", proto = "tcp", ports = [22], initiator = "peer""#,
+        r#"peer = "device:pump-2", proto = "tcp", ports = [22]"#,
+    ) + r#"
+[[devices]]
+id = "pump-2"
+class = "pump"
+mac = "00:1a:2b:00:00:02"
+ipv4 = "10.20.0.12"
+"#;
+    let with_peer = with(&peer).unwrap();
+    let none = with(&format!("{VENDOR}\n[[devices]]\nid = \"pump-2\"\nclass = \"pump\"\nmac = \"00:1a:2b:00:00:02\"\nipv4 = \"10.20.0.12\"\n")).unwrap();
+    let (cn, cp) = (compile(&none).unwrap(), compile(&with_peer).unwrap());
+    let p = crate::plan::plan(&none, &cn, &with_peer, &cp);
+    let granted: Vec<&str> = p.windows[0]
+        .grants
+        .iter()
+        .map(|(d, _)| d.as_str())
+        .collect();
+    assert_eq!(granted, ["pump-1", "pump-2"]);
+}
+
+#[test]
+fn a_site_maximum_beyond_a_year_is_refused() {
+    let site = BASE.replace(
+        "[site.ports]",
+        "[site.exceptions]\nmax = \"400d\"\n[site.ports]",
+    );
+    let r = parse(&[("base.toml", &site), ("pump.toml", PUMP)]);
+    let problems: Vec<Problem> = r
+        .err()
+        .map(|e| e.errors().map(|d| d.problem.clone()).collect())
+        .unwrap_or_default();
+    assert!(
+        matches!(problems[..], [Problem::ExceptionMaxTooLong { .. }]),
+        "{problems:?}"
+    );
+}

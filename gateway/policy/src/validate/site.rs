@@ -12,6 +12,8 @@ pub(super) const DEFAULT_TTL_S: u64 = 3600;
 
 /// Default of `[site.exceptions] max`: a working day and then some; a site sets less.
 pub(super) const DEFAULT_EXCEPTION_MAX_S: u64 = 24 * 3600;
+/// The most `[site.exceptions] max` may be.
+const MAX_EXCEPTION_MAX_S: u64 = 366 * 86_400;
 
 impl Validator<'_> {
     pub(super) fn default_site(&self) -> Site {
@@ -229,7 +231,20 @@ impl Validator<'_> {
         }
         self.ports = site.ports.clone();
         if let Some(m) = &s.exception_max {
-            site.exception_max_s = self.duration(m).unwrap_or(site.exception_max_s);
+            match self.duration(m) {
+                Some(max) if max > MAX_EXCEPTION_MAX_S => self.diags.push(
+                    Diagnostic::at(
+                        Problem::ExceptionMaxTooLong {
+                            max: m.v.clone(),
+                            limit: "366d",
+                        },
+                        m.span,
+                    )
+                    .hint("a window is a visit, not a standing grant: write a workflow instead"),
+                ),
+                Some(max) => site.exception_max_s = max,
+                None => {}
+            }
         }
         let q = &s.quarantine.defaults;
         let d = &mut site.quarantine_defaults;
