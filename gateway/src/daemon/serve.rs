@@ -198,6 +198,7 @@ impl Controller {
                 }
                 _ = tick.tick() => {
                     self.observe();
+                    self.check_windows_overdue();
                     self.sync_pins();
                     self.expire_quarantines();
                     self.save_learned();

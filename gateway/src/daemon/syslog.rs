@@ -270,6 +270,9 @@ mod tests {
         let deny = r#"{"v":1,"ts":1.0,"kind":"deny"}"#;
         assert!(format(deny, 16, "", 1)
             .starts_with("<133>1 1970-01-01T00:00:01.000Z - lazaret 1 deny - "));
+        // A service window opening or closing is a notice (severity 5).
+        let window = r#"{"v":1,"ts":1.0,"kind":"exception_closed"}"#;
+        assert!(format(window, 16, "gw", 1).starts_with("<133>1 "));
         // A host name with spaces cannot break the header.
         assert!(format(LINE, 20, "gw a1", 1).contains(" gwa1 lazaret "));
     }

@@ -82,6 +82,24 @@ impl Controller {
         self.reload_and_report(WINDOW_RELOAD);
     }
 
+    /// Exports how many windows this gateway enforces open past their end (a closing
+    /// install failing): access nobody approved any more, for the alert.
+    pub(super) fn check_windows_overdue(&self) {
+        let now = crate::policy::windows::now();
+        let overdue = (self.windows.schedule.open.iter())
+            .filter_map(|n| self.windows.schedule.exceptions.get(n))
+            // Two seconds' grace: the closing reload compiles and installs meanwhile.
+            .filter(|e| e.until + 2 <= now && !self.window_devices(e).is_empty())
+            .count();
+        if overdue > 0 {
+            tracing::error!(
+                overdue,
+                "service windows past their end are still enforced open: the reload closing them fails"
+            );
+        }
+        self.metrics.exceptions_overdue(overdue);
+    }
+
     /// Stopping with windows open: nothing would close them on time while the pinned
     /// datapath keeps enforcing, so they are closed now (a restart opens them again).
     pub(super) fn close_windows_for_stop(&mut self) {

@@ -137,6 +137,11 @@ impl Metrics {
         self.reload.exceptions(open, opened, closed);
     }
 
+    /// `n` service windows are past their end and still open in the enforcing generation.
+    pub fn exceptions_overdue(&self, n: usize) {
+        self.reload.exceptions_overdue(n);
+    }
+
     /// Whether the pair's quarantine replication is connected to the other member.
     pub fn set_ha_sync_up(&self, up: bool) {
         self.reload.set_ha_sync_up(up);

@@ -31,6 +31,7 @@ pub(crate) struct ReloadFamilies {
     ha_sync_refused: IntCounterVec,
     ha_flow_updates: IntCounterVec,
     exceptions_open: IntGauge,
+    exceptions_overdue: IntGauge,
     exception_transitions: IntCounterVec,
 }
 
@@ -87,6 +88,11 @@ impl ReloadFamilies {
                 r,
                 "lazaret_exceptions_open",
                 "Service windows ([exceptions.*]) open in the enforcing generation.",
+            )?,
+            exceptions_overdue: register::gauge(
+                r,
+                "lazaret_exceptions_overdue",
+                "Service windows past their end that the enforcing generation still has open.",
             )?,
             exception_transitions,
             attempts: register::counter(
@@ -161,6 +167,11 @@ impl ReloadFamilies {
         self.exception_transitions
             .with_label_values(&["closed"])
             .inc_by(n(closed));
+    }
+
+    pub(crate) fn exceptions_overdue(&self, n: usize) {
+        self.exceptions_overdue
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn standby_decision(&self) {

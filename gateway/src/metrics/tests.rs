@@ -584,6 +584,7 @@ const FAMILIES: &[&str] = &[
     "lazaret_ha_standby_decisions_total",
     "lazaret_ha_sync_up",
     "lazaret_exceptions_open",
+    "lazaret_exceptions_overdue",
     "lazaret_exception_transitions_total",
     "lazaret_ha_sync_refused_total",
     "lazaret_ha_flow_updates_total",
