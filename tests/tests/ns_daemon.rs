@@ -456,6 +456,9 @@ fn a_service_window_opens_and_closes_on_time(dataplane: Dataplane) -> Result<()>
     assert_eq!(opened["ticket"], "CHG-0042");
     assert_eq!(opened["devices"][0], "mon-icu-01");
     assert_eq!(lab.metric("lazaret_exceptions_open")?, Some(1.0));
+    // An unfinished edit lands in the checkout: its reload is refused, and it cannot keep
+    // the window open (the close compiles the policy in force, not the checkout).
+    lab.write_policy("[site\nname = ")?;
     wait_until(until as f64 - 1.0);
     assert!(
         round_trip(&mut session),
@@ -475,6 +478,10 @@ fn a_service_window_opens_and_closes_on_time(dataplane: Dataplane) -> Result<()>
     assert_eq!(closed["until"], time(until));
     assert_eq!(lab.metric("lazaret_exceptions_open")?, Some(0.0));
     let log = lab.stop();
+    assert!(
+        log.contains("reload refused"),
+        "the broken edit was refused:\n{log}"
+    );
     for what in ["opened", "closed"] {
         assert!(
             log.contains(&format!("service window {what}")),

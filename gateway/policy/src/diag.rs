@@ -279,6 +279,14 @@ pub enum Problem {
     RuleMatchesNoDevice { workflow: String, index: usize },
     #[error("exception `{name}` ended at {until}: it grants nothing any more")]
     ExceptionExpired { name: String, until: String },
+    #[error("exception `{name}` applies to no device")]
+    ExceptionGrantsNothing { name: String },
+    #[error("device `{device}` has workflow `{workflow}` already: exception `{name}` adds nothing to it")]
+    ExceptionRedundant {
+        name: String,
+        workflow: String,
+        device: String,
+    },
 }
 
 impl Problem {
@@ -293,6 +301,8 @@ impl Problem {
             | Problem::PeerWithoutAddress { .. }
             | Problem::RuleMatchesNoDevice { .. }
             | Problem::ExceptionExpired { .. }
+            | Problem::ExceptionGrantsNothing { .. }
+            | Problem::ExceptionRedundant { .. }
             | Problem::Omitted { errors: false, .. } => Severity::Warning,
             _ => Severity::Error,
         }

@@ -471,7 +471,9 @@ impl std::str::FromStr for Date {
         let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(());
         };
-        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        let digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+        // Digits only: `parse` would take a sign (`2026-+1-+4`).
+        if y.len() != 4 || m.len() != 2 || d.len() != 2 || ![y, m, d].into_iter().all(digits) {
             return Err(());
         }
         let date = Date {

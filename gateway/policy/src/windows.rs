@@ -161,7 +161,14 @@ pub fn parse_time(text: &str) -> Option<i64> {
     };
     let (h, m, s) = (field(h, 23)?, field(m, 59)?, field(s, 60)?);
     let rest = match rest.strip_prefix('.') {
-        Some(frac) => frac.trim_start_matches(|c: char| c.is_ascii_digit()),
+        Some(frac) => {
+            let after = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+            if after.len() == frac.len() {
+                // A point with no digits after it.
+                return None;
+            }
+            after
+        }
         None => rest,
     };
     let offset = match rest {
@@ -223,6 +230,8 @@ mod tests {
             "2026-12-04T24:00:00Z",
             "2026-12-04T09:00Z",
             "2026-12-04T09:00:00+1:00",
+            "2026-12-04T09:00:00.Z",
+            "2026-+1-+4T09:00:00Z",
             "tomorrow",
             "",
         ] {

@@ -307,3 +307,31 @@ fn a_site_maximum_beyond_a_year_is_refused() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_window_that_grants_nothing_new_is_a_warning() {
+    let t = now() + 3600;
+    // pump-1's class already has `sync`: granting it again by window hides nothing new.
+    let redundant = window(t, r#"duration = "1h""#).replace(
+        r#"workflows = ["vendor-remote"]"#,
+        r#"workflows = ["vendor-remote", "sync"]"#,
+    );
+    let p = with(&redundant).unwrap();
+    let warned: Vec<&Problem> = p.warnings.iter().map(|d| &d.problem).collect();
+    assert!(
+        matches!(warned[..], [Problem::ExceptionRedundant { .. }]),
+        "{warned:?}"
+    );
+    let empty = format!("{VENDOR}\n[classes.unused]\n")
+        + &window(t, r#"duration = "1h""#)
+            .replace(VENDOR, "")
+            .replace(r#"devices = ["pump-1"]"#, r#"class = "unused""#);
+    let p = with(&empty).unwrap();
+    let warned: Vec<&Problem> = p.warnings.iter().map(|d| &d.problem).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| matches!(w, Problem::ExceptionGrantsNothing { .. })),
+        "{warned:?}"
+    );
+}

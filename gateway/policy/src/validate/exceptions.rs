@@ -13,15 +13,51 @@ impl Validator<'_> {
         raw: &BTreeMap<String, RawException>,
         site: &Site,
         workflows: &BTreeMap<String, Workflow>,
+        devices: &[Device],
         now: i64,
     ) -> BTreeMap<String, Exception> {
         let mut out = BTreeMap::new();
         for (name, e) in raw {
             if let Some(x) = self.exception(name, e, site, workflows, now) {
+                self.grants_something(&x, devices);
                 out.insert(name.clone(), x);
             }
         }
         out
+    }
+
+    /// Warnings for a window that grants nothing: no device of it, or only workflows its
+    /// devices have anyway (the window would hide a standing grant from review).
+    fn grants_something(&mut self, e: &Exception, devices: &[Device]) {
+        let granted: Vec<&Device> = devices.iter().filter(|d| e.applies_to(d)).collect();
+        for w in &e.workflows {
+            let has: Vec<&str> = (granted.iter())
+                .filter(|d| d.workflows.contains(w))
+                .map(|d| d.id.as_str())
+                .collect();
+            if let Some(first) = has.first() {
+                let device = match has.len() {
+                    1 => (*first).to_string(),
+                    n => format!("{first}` (and {} more) `", n - 1),
+                };
+                self.diags.push(Diagnostic::at(
+                    Problem::ExceptionRedundant {
+                        name: e.name.clone(),
+                        workflow: w.clone(),
+                        device,
+                    },
+                    e.span,
+                ));
+            }
+        }
+        if granted.is_empty() {
+            self.diags.push(Diagnostic::at(
+                Problem::ExceptionGrantsNothing {
+                    name: e.name.clone(),
+                },
+                e.span,
+            ));
+        }
     }
 
     fn exception(

@@ -147,7 +147,13 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         .unwrap_or_default();
 
     let devices = v.devices(&raw.devices, &site, &classes);
-    let exceptions = v.exceptions(&raw.exceptions, &site, &workflows, crate::windows::now());
+    let exceptions = v.exceptions(
+        &raw.exceptions,
+        &site,
+        &workflows,
+        &devices,
+        crate::windows::now(),
+    );
 
     // Unused definitions: warnings, the policy still compiles.
     for (name, r) in &roles {
