@@ -33,8 +33,9 @@
 //! The controller's jobs, one file each: `start` (adopt, restore, first install, attach),
 //! `install` (reloads: compile off the loop, the two halves of an install), `upkeep`
 //! (interfaces, tamper, addresses, pins, the hold, counters), `intake` (what the
-//! dataplanes report), `quarantines` (applying, releasing, expiring), `requests` (the
-//! control socket), `serve` (the loop).
+//! dataplanes report), `quarantines` (applying, releasing, expiring), `windows` (service
+//! windows opening and closing by the clock), `requests` (the control socket), `serve`
+//! (the loop).
 //!
 //! State kept on disk: [`quarantine`] (state file, audit log), [`lkg`] (last-known-good
 //! policy), [`pins`], `state` (atomic writes). The kernel: [`local`]

@@ -684,62 +684,47 @@ impl Datapath {
     }
 
     /// Writes into cells just given to devices the state the controller last gave each
-    /// (or none), in one batched write where the kernel has them. On the caller's thread,
-    /// in order with [`Self::set_device_state`]: a state set meanwhile is never overwritten
-    /// by an older one.
+    /// (or none). On the caller's thread, in order with [`Self::set_device_state`]: a
+    /// state set meanwhile is never overwritten by an older one.
     fn set_fresh_states(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
-        if cells.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<u32> = cells.iter().map(|(_, c)| u32::from(*c)).collect();
         let values: Vec<DevState> = cells
             .iter()
             .map(|(id, _)| self.states.get(id).copied().unwrap_or_default())
             .collect();
-        if let Some(Map::Array(data)) = self.ebpf.map(MAP_DEV_STATE) {
-            match batch::update(data.fd().as_fd(), &keys, &values) {
-                Ok(()) => return Ok(()),
-                Err(batch::BatchError::Failed(source)) => {
-                    return Err(DatapathError::Batch {
-                        map: MAP_DEV_STATE,
-                        source,
-                    })
-                }
-                Err(batch::BatchError::Unsupported) => {}
-            }
-        }
-        let mut map: Array<_, DevState> = typed(&mut self.ebpf, MAP_DEV_STATE)?;
-        for (k, v) in keys.iter().zip(&values) {
-            map.set(*k, *v, 0)
-                .map_err(DatapathError::map(MAP_DEV_STATE))?;
-        }
-        Ok(())
+        self.write_cells(MAP_DEV_STATE, cells, &values)
     }
 
     /// Empties the event buckets of cells just given to devices: a device never inherits
     /// the budget a previous owner of its cell spent. (A zeroed bucket is a full one.)
     fn clear_fresh_buckets(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
+        let zeros = vec![TokenBucket::default(); cells.len()];
+        self.write_cells(MAP_DEV_EV_BUCKET, cells, &zeros)
+    }
+
+    /// Writes `values` at `cells` of the array `name`, in one batched write where the
+    /// kernel has them.
+    fn write_cells<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        cells: &[(u64, u16)],
+        values: &[V],
+    ) -> Result<(), DatapathError> {
         if cells.is_empty() {
             return Ok(());
         }
         let keys: Vec<u32> = cells.iter().map(|(_, c)| u32::from(*c)).collect();
-        let zeros = vec![TokenBucket::default(); keys.len()];
-        if let Some(Map::Array(data)) = self.ebpf.map(MAP_DEV_EV_BUCKET) {
-            match batch::update(data.fd().as_fd(), &keys, &zeros) {
+        if let Some(Map::Array(data)) = self.ebpf.map(name) {
+            match batch::update(data.fd().as_fd(), &keys, values) {
                 Ok(()) => return Ok(()),
                 Err(batch::BatchError::Failed(source)) => {
-                    return Err(DatapathError::Batch {
-                        map: MAP_DEV_EV_BUCKET,
-                        source,
-                    })
+                    return Err(DatapathError::Batch { map: name, source })
                 }
                 Err(batch::BatchError::Unsupported) => {}
             }
         }
-        let mut map: Array<_, TokenBucket> = typed(&mut self.ebpf, MAP_DEV_EV_BUCKET)?;
-        for k in &keys {
-            map.set(*k, TokenBucket::default(), 0)
-                .map_err(DatapathError::map(MAP_DEV_EV_BUCKET))?;
+        let mut map: Array<_, V> = typed(&mut self.ebpf, name)?;
+        for (k, v) in keys.iter().zip(values) {
+            map.set(*k, *v, 0).map_err(DatapathError::map(name))?;
         }
         Ok(())
     }
