@@ -193,7 +193,7 @@ pub(crate) fn measure(
         let c = match s {
             Spec::Repeat(frame) => count(&mut floor, "lazaret_floor", frame, XDP_PASS)?,
             Spec::Deny(frame) => count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?,
-            Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(), XDP_PASS)?,
+            Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(0), XDP_PASS)?,
             Spec::Same(_) => continue,
         };
         counts.push((*key, c));

@@ -153,10 +153,10 @@ fn count_all(progs: &mut Programs, paths: &[Path]) -> Result<Vec<count::Counted>
         dp.program_mut()?,
     )?;
     let mut out = Vec::new();
-    for p in paths {
+    for (nth, p) in (0u16..).zip(paths) {
         let frame = match &p.timed {
             Timed::Repeat(frame) => frame.clone(),
-            Timed::NewFlows(gens, _) => gens.last().context("new-flow generator")?.unopened(),
+            Timed::NewFlows(gens, _) => gens.last().context("new-flow generator")?.unopened(nth),
         };
         dp.set_interface_config(LO, p.port())?;
         // Both runs read the path's port config, reset after them. The count comes first:

@@ -16,7 +16,8 @@ pub(crate) const XDP_DROP: u32 = 1;
 pub(crate) const XDP_PASS: u32 = 2;
 
 /// Source ports of new flows: each frame of the new-flow path is a distinct 5-tuple.
-const NEW_FLOW_SPORTS: std::ops::RangeInclusive<u16> = 1024..=59_999;
+const NEW_FLOW_LAST_SPORT: u16 = 59_999;
+const NEW_FLOW_SPORTS: std::ops::RangeInclusive<u16> = 1024..=NEW_FLOW_LAST_SPORT;
 
 pub(crate) fn action_for(reason: Reason) -> u32 {
     if reason.passes() {
@@ -114,10 +115,15 @@ const CHUNK: u64 = 65_536;
 
 impl NewFlows {
     /// A frame of this generator's first flow with a source port no timed frame uses (above
-    /// its range): a new flow whatever has been timed.
-    pub(crate) fn unopened(&self) -> Vec<u8> {
+    /// its range) and no setup probe either (they use `PROBE_SPORT` and the port below it;
+    /// the count once took the probe's port, and counted a flow the probe had opened): a
+    /// new flow whatever has been timed. `nth` tells paths apart: counting a path runs its
+    /// frame in the kernel too, which opens its flow.
+    pub(crate) fn unopened(&self, nth: u16) -> Vec<u8> {
+        const UNOPENED_SPORT: u16 = NEW_FLOW_LAST_SPORT + 500;
+        const _: () = assert!(UNOPENED_SPORT + 100 < crate::flows::PROBE_SPORT - 1);
         let mut frame = self.templates.first().cloned().unwrap_or_default();
-        let sport = NEW_FLOW_SPORTS.end() + 1_000;
+        let sport = UNOPENED_SPORT + nth.min(100);
         if let Some(b) = frame.get_mut(self.sport_at..self.sport_at + 2) {
             b.copy_from_slice(&sport.to_be_bytes());
         }
