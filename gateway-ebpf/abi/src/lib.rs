@@ -197,7 +197,8 @@ pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
 pub const MAP_EVENTS: &str = "LZ_EVENTS";
 /// `LruHashMap<u64 source key, TokenBucket>`: per-source event rate limit.
 pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
-/// Event token buckets of managed devices, by cell ([`Device::cell`]): an array the
+/// `Array<TokenBucket>` of [`COUNTER_SLOTS`]: event token buckets of managed devices, by
+/// cell ([`Device::cell`]): an array the
 /// verifier inlines, so a device's reported packet costs no hash lookup for its rate limit.
 /// A zeroed entry is a bucket never used (full). [`MAP_EV_BUCKET`] keeps unknown sources',
 /// keyed by MAC.
@@ -658,10 +659,10 @@ pub struct Device {
     /// `DEV_F_*`.
     pub flags: u8,
     pub mac: [u8; 6],
-    /// The device's cell in [`MAP_DEV_COUNT`] and [`MAP_DEV_STATE`]: assigned by the
-    /// controller when the device first appears in a slot and kept while it is in either
-    /// slot, so counts and quarantines never move between devices across reloads (the
-    /// compiler leaves it 0).
+    /// The device's cell in [`MAP_DEV_COUNT`], [`MAP_DEV_STATE`] and [`MAP_DEV_EV_BUCKET`]:
+    /// assigned by the controller when the device first appears in a slot and kept while it
+    /// is in either slot, so counts, quarantines and event budgets never move between
+    /// devices across reloads (the compiler leaves it 0).
     pub cell: u16,
     /// Index of the device's class (for per-class metrics); `u32::MAX` for none.
     pub class: u32,

@@ -281,12 +281,8 @@ pub enum Problem {
     ExceptionExpired { name: String, until: String },
     #[error("exception `{name}` applies to no device")]
     ExceptionGrantsNothing { name: String },
-    #[error("device `{device}` has workflow `{workflow}` already: exception `{name}` adds nothing to it")]
-    ExceptionRedundant {
-        name: String,
-        workflow: String,
-        device: String,
-    },
+    #[error("every device of exception `{name}` has workflow `{workflow}` already: the window adds nothing")]
+    ExceptionRedundant { name: String, workflow: String },
 }
 
 impl Problem {

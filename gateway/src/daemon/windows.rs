@@ -24,6 +24,8 @@ pub(super) struct Windows {
     in_force: Option<compiler::InForce>,
     /// Unix ms before which the clock does not ask for a reload again.
     quiet_until_ms: u64,
+    /// Windows overdue at the last check (logged when the count grows).
+    overdue: usize,
     /// `schedule.due` and the second it was computed for: the loop asks on every turn and
     /// a policy may hold many windows, so it is computed again only when the second
     /// changes and the answer may have (past a boundary, or the clock set back).
@@ -83,21 +85,28 @@ impl Controller {
     }
 
     /// Exports how many windows this gateway enforces open past their end (a closing
-    /// install failing): access nobody approved any more, for the alert.
-    pub(super) fn check_windows_overdue(&self) {
+    /// install failing): access nobody approved any more, for the alert. Detached on
+    /// request, nothing is enforced: none.
+    pub(super) fn check_windows_overdue(&mut self) {
         let now = crate::policy::windows::now();
-        let overdue = (self.windows.schedule.open.iter())
-            .filter_map(|n| self.windows.schedule.exceptions.get(n))
-            // Two seconds' grace: the closing reload compiles and installs meanwhile.
-            .filter(|e| e.until + 2 <= now && !self.window_devices(e).is_empty())
-            .count();
-        if overdue > 0 {
+        let overdue: Vec<&str> = if self.reloads.stood_down() {
+            Vec::new()
+        } else {
+            (self.windows.schedule.open.iter())
+                .filter_map(|n| self.windows.schedule.exceptions.get(n))
+                // Two seconds' grace: the closing reload compiles and installs meanwhile.
+                .filter(|e| e.until + 2 <= now && !self.window_devices(e).is_empty())
+                .map(|e| e.name.as_str())
+                .collect()
+        };
+        if overdue.len() > self.windows.overdue {
             tracing::error!(
-                overdue,
-                "service windows past their end are still enforced open: the reload closing them fails"
+                windows = %overdue.join(","),
+                "service windows past their end are still enforced open: the reload closing them fails (retried every second)"
             );
         }
-        self.metrics.exceptions_overdue(overdue);
+        self.windows.overdue = overdue.len();
+        self.metrics.exceptions_overdue(overdue.len());
     }
 
     /// Stopping with windows open: nothing would close them on time while the pinned

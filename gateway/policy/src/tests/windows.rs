@@ -322,6 +322,17 @@ fn a_window_that_grants_nothing_new_is_a_warning() {
         matches!(warned[..], [Problem::ExceptionRedundant { .. }]),
         "{warned:?}"
     );
+    // A window for two devices, one of which lacks the workflow: it adds something.
+    let partly = redundant.replace(r#"devices = ["pump-1"]"#, r#"devices = ["pump-1", "mon-1"]"#)
+        + "\n[[devices]]\nid = \"mon-1\"\nmac = \"00:1a:2b:00:00:09\"\nipv4 = \"10.20.0.19\"\nworkflows = [\"vendor-remote\"]\n";
+    let p = with(&partly).unwrap();
+    assert!(
+        !p.warnings
+            .iter()
+            .any(|d| matches!(d.problem, Problem::ExceptionRedundant { .. })),
+        "{:?}",
+        p.warnings
+    );
     let empty = format!("{VENDOR}\n[classes.unused]\n")
         + &window(t, r#"duration = "1h""#)
             .replace(VENDOR, "")

@@ -19,37 +19,19 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for (name, e) in raw {
             if let Some(x) = self.exception(name, e, site, workflows, now) {
-                self.grants_something(&x, devices);
+                if x.until > now {
+                    self.grants_something(&x, devices);
+                }
                 out.insert(name.clone(), x);
             }
         }
         out
     }
 
-    /// Warnings for a window that grants nothing: no device of it, or only workflows its
-    /// devices have anyway (the window would hide a standing grant from review).
+    /// Warnings for a window that grants nothing: no device of it, or a workflow every
+    /// one of its devices has anyway (the window would hide a standing grant from review).
     fn grants_something(&mut self, e: &Exception, devices: &[Device]) {
         let granted: Vec<&Device> = devices.iter().filter(|d| e.applies_to(d)).collect();
-        for w in &e.workflows {
-            let has: Vec<&str> = (granted.iter())
-                .filter(|d| d.workflows.contains(w))
-                .map(|d| d.id.as_str())
-                .collect();
-            if let Some(first) = has.first() {
-                let device = match has.len() {
-                    1 => (*first).to_string(),
-                    n => format!("{first}` (and {} more) `", n - 1),
-                };
-                self.diags.push(Diagnostic::at(
-                    Problem::ExceptionRedundant {
-                        name: e.name.clone(),
-                        workflow: w.clone(),
-                        device,
-                    },
-                    e.span,
-                ));
-            }
-        }
         if granted.is_empty() {
             self.diags.push(Diagnostic::at(
                 Problem::ExceptionGrantsNothing {
@@ -57,6 +39,18 @@ impl Validator<'_> {
                 },
                 e.span,
             ));
+            return;
+        }
+        for w in &e.workflows {
+            if granted.iter().all(|d| d.workflows.contains(w)) {
+                self.diags.push(Diagnostic::at(
+                    Problem::ExceptionRedundant {
+                        name: e.name.clone(),
+                        workflow: w.clone(),
+                    },
+                    e.span,
+                ));
+            }
         }
     }
 

@@ -356,11 +356,15 @@ impl Datapath {
         // Counter cells: given (and cleared of a departed device's counts) before any record
         // naming them is written.
         let fresh = self.cells.assign(&mut contents)?;
-        self.set_fresh_states(&fresh)?;
-        self.clear_fresh_buckets(&fresh)?;
+        // Counters to zero are listed before the writes below can fail: a cell given now
+        // is not fresh to the next install.
         self.uncleared.extend(fresh.iter().map(|(_, cell)| *cell));
         self.uncleared.sort_unstable();
         self.uncleared.dedup();
+        self.set_fresh_states(&fresh)?;
+        // (A packet of the retired slot in the grace period after the flip may still spend
+        // a token of a bucket just emptied: a stray event at most, as for counters.)
+        self.clear_fresh_buckets(&fresh)?;
         let counters = self.counters_to_clear()?;
         // A sync of this slot still running (whole policies back to back) is waited for on
         // the install thread, not here: the caller's loop must not stall on it.

@@ -1,4 +1,4 @@
-//! Which cell of `LZ_DEV_COUNT` and `LZ_DEV_STATE` is each device's.
+//! Which cell of `LZ_DEV_COUNT`, `LZ_DEV_STATE` and `LZ_DEV_EVBUCKET` is each device's.
 //!
 //! The program reads a device's runtime state (quarantine, epoch) and counts its packets in
 //! two arrays at the cell its record names (`Device::cell`): array lookups the verifier
@@ -7,7 +7,8 @@
 //! reload and a quarantine could be read from another device's cell. So cells are
 //! assigned here, not by the compiler: a device keeps its cell while its record is in
 //! either slot; a cell whose device has left both is free again. A cell given to a device
-//! is first zeroed in `LZ_DEV_COUNT` and set in `LZ_DEV_STATE` to the state the controller
+//! is first zeroed in `LZ_DEV_COUNT` and `LZ_DEV_EVBUCKET` (a full event budget) and set
+//! in `LZ_DEV_STATE` to the state the controller
 //! last gave that device (see `Datapath::set_device_state`), before any record naming it
 //! is written. (A packet still judged by the generation before last in the grace period
 //! after a flip could count into a cell just given away: a stray count; its verdict was
