@@ -628,7 +628,11 @@ impl Plan {
         }
         self.render_windows(&mut out);
         if self.devices.is_empty() {
-            out.push_str("No changes: every device keeps its flows and inventory.\n");
+            out.push_str(if self.windows.is_empty() {
+                "No changes: every device keeps its flows and inventory.\n"
+            } else {
+                "No other changes: outside the service windows above, every device keeps its flows and inventory.\n"
+            });
             return out;
         }
         for d in &self.devices {
