@@ -12,6 +12,8 @@
 //! - [`daemon`]: `lazaret run`: attach, pin, reload, serve.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`config`]: the daemon's configuration file.
+//! - [`import`]: `lazaret import`: inventories held elsewhere (a CMMS export) written into
+//!   the policy repository as reviewable edits.
 //! - [`text`]: outside text made safe to print (from the policy core).
 
 pub mod config;
@@ -22,6 +24,7 @@ pub mod daemon;
 pub mod dataplane;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod import;
 pub mod metrics;
 
 /// `clock` (a `CLOCK_*` id) now, in nanoseconds; 0 if it cannot be read.

@@ -62,6 +62,9 @@ enum Command {
     /// Learn mode: turn the flows learned for a device or class into a proposed workflow.
     #[command(subcommand)]
     Learn(cli::learn_cmds::LearnCommand),
+    /// Import an inventory held elsewhere (a CMMS export) into the policy repository.
+    #[command(subcommand)]
+    Import(cli::import_cmds::ImportCommand),
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Flows { device, target } => cli::control_cmds::flows(device, &target, g),
         Command::Events { follow, target } => cli::control_cmds::events(follow, &target, g),
         Command::Learn(cmd) => cli::learn_cmds::run(cmd, g),
+        Command::Import(cmd) => cli::import_cmds::run(cmd, g),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd, g),
         Command::Pins(cmd) => cli::control_cmds::pins(cmd, g),
         Command::Config(cmd) => cli::config_cmds::run(cmd, g),

@@ -1,6 +1,7 @@
 //! The CLI's conventions, through the real binary on the example hospital: `--config` and
 //! `--output` are global (before or after the command), CSV only where there is a table,
 //! the documented exit statuses (`check --deny-warnings`, `plan --detailed-exitcode`), and
+//! `import csv` on the example's own export (what it writes checks and plans), and
 //! snapshots of each offline command's text and JSON output (`tests/snapshots/`; review a
 //! deliberate change with `cargo insta review`, or rerun with `INSTA_UPDATE=always`).
 //! The daemon's commands are snapshotted on their renderers (`cli::control_cmds` tests).
@@ -317,5 +318,101 @@ fn config_check_output() -> Result<()> {
     ensure!(code == 0, "json: exit {code}, {err}");
     let json: serde_json::Value = serde_json::from_str(&out)?;
     insta::assert_snapshot!("config_check_json", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+// === `lazaret import csv` on the example hospital's own export (policies/import/); the
+// importer's catalog of messy and hostile exports is in gateway/src/import/csv/tests.rs ===
+
+const IMPORT: [&str; 7] = [
+    "import",
+    "csv",
+    "policies/import/cmms-export.csv",
+    "--mapping",
+    "policies/import/cmms-mapping.toml",
+    "--dir",
+    "policies",
+];
+
+/// The example hospital as committed.
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Whether two directories hold the same files with the same bytes.
+fn same_tree(a: &Path, b: &Path) -> Result<bool> {
+    Ok(Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()?
+        .status
+        .success())
+}
+
+#[test]
+fn the_example_export_imports_passes_check_and_shows_in_plan() -> Result<()> {
+    let tmp = example_copy()?;
+    let dir = tmp.path.as_path();
+
+    let (code, out, err) = lazaret_in(dir, &[&IMPORT[..], &["--dry-run"]].concat())?;
+    ensure!(code == 0, "dry run exited {code}: {err}");
+    ensure!(out.contains("+ pump-icu-03 → "), "{out}");
+    ensure!(out.contains("1 new, 0 changed, 10 unchanged"), "{out}");
+    ensure!(out.contains("Dry run: nothing written."), "{out}");
+    ensure!(
+        same_tree(&example(), &dir.join("policies"))?,
+        "a dry run wrote"
+    );
+
+    let (code, out, err) = lazaret_in(dir, &IMPORT)?;
+    ensure!(code == 0, "import exited {code}: {err}");
+    ensure!(out.contains("wrote policies/devices/cmms.toml"), "{out}");
+
+    let (code, out, err) = lazaret_in(dir, &["check", "policies", "--deny-warnings"])?;
+    ensure!(
+        code == 0,
+        "check of the imported policy exited {code}: {out}{err}"
+    );
+    ensure!(out.contains("11 devices"), "{out}");
+
+    let before = example();
+    let before = before.to_string_lossy();
+    let (code, out, err) = lazaret_in(dir, &["plan", &before, "policies"])?;
+    ensure!(code == 0, "plan exited {code}: {err}");
+    ensure!(
+        out.contains("+ pump-icu-03 (infusion-pump) new device"),
+        "{out}"
+    );
+    ensure!(out.contains("1 device changed"), "{out}");
+
+    let (code, out, err) = lazaret_in(dir, &IMPORT)?;
+    ensure!(code == 0, "second import exited {code}: {err}");
+    ensure!(out.contains("No changes"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_refused_import_exits_1_names_the_row_and_writes_nothing() -> Result<()> {
+    let tmp = example_copy()?;
+    let dir = tmp.path.as_path();
+    let export = dir.join("policies/import/cmms-export.csv");
+    let text = std::fs::read_to_string(&export)?;
+    ensure!(
+        text.contains("00-30-E6-20-00-30"),
+        "the example export changed"
+    );
+    std::fs::write(&export, text.replace("00-30-E6-20-00-30", "00-30-E6-20-00"))?;
+    let (code, out, err) = lazaret_in(dir, &IMPORT)?;
+    ensure!(code == 1, "exited {code}: {out}{err}");
+    ensure!(
+        err.contains("line 2, column \"MAC Address\": \"00-30-E6-20-00\" is not a MAC address"),
+        "{err}"
+    );
+    ensure!(err.contains("nothing was written"), "{err}");
+    ensure!(
+        same_tree(&example().join("devices"), &dir.join("policies/devices"))?,
+        "a refused import wrote"
+    );
     Ok(())
 }

@@ -72,6 +72,11 @@ const GROUPS: &[Group] = &[
         ])),
     },
     Group {
+        name: "import",
+        what: "`lazaret import csv` of a 10,000-row asset export",
+        bench: Some(Needs::Policies(&[(10_000, 100_000, 1)])),
+    },
+    Group {
         name: "ha",
         what: "an active/standby pair failing over: time to traffic, datagrams lost, sessions kept; flow replication",
         bench: Some(Needs::ReleaseDaemon(&[])),

@@ -52,7 +52,35 @@ pub enum GitError {
     Symlink(String),
 }
 
-/// The policy files under `path` (relative to `cwd`) at `rev`, named `rev:path/file`.
+/// The policy directory `path` (relative to `cwd`) as a path from the repository's root,
+/// `/`-terminated unless it is the root: what `ls-tree --full-name` prefixes its files with.
+fn policy_root(cwd: &Path, path: &str) -> Result<String, GitError> {
+    let out = Command::new("git")
+        .current_dir(cwd)
+        .args(["rev-parse", "--show-prefix"])
+        .output()?;
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            command: "rev-parse --show-prefix".to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for part in prefix.split('/').chain(path.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.iter().map(|p| format!("{p}/")).collect())
+}
+
+/// The policy files under `path` (relative to `cwd`) at `rev`, named `rev:path/file`, but
+/// those under its importers' directory ([`super::load::IMPORT_DIR`]).
 pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile>, GitError> {
     let limits = super::load::Limits::DEFAULT;
     let out = Command::new("git")
@@ -65,6 +93,7 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
+    let import = format!("{}{}/", policy_root(cwd, path)?, super::load::IMPORT_DIR);
     let mut blobs = Vec::new();
     let mut total = 0u64;
     for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
@@ -76,7 +105,7 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         let mut parts = meta.split_whitespace();
         let (mode, kind, object, size) = (parts.next(), parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
-        if kind != Some("blob") || !file.ends_with(".toml") || hidden {
+        if kind != Some("blob") || !file.ends_with(".toml") || hidden || file.starts_with(&import) {
             continue;
         }
         let name = format!("{rev}:{}", crate::text::printable(file));
@@ -213,6 +242,42 @@ mod tests {
         assert!(
             matches!(err, GitError::FileTooLarge { ref name, .. } if name.ends_with("big.toml")),
             "{err}"
+        );
+    }
+
+    /// The importers' inputs at the policy root are not policy, at a revision as in a
+    /// directory; a directory of that name deeper down is, and so is the root's from a
+    /// subdirectory's view.
+    #[test]
+    fn the_import_directory_is_not_read_as_policy() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        for d in ["policies/import", "policies/devices/import"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::fs::write(root.join("policies/site.toml"), "[site]\nname = \"x\"\n").expect("w");
+        std::fs::write(root.join("policies/import/map.toml"), "[columns]\n").expect("w");
+        std::fs::write(root.join("policies/devices/import/d.toml"), "").expect("w");
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "import"]);
+        let names = |cwd: &Path, path: &str| -> Vec<String> {
+            let files = read_revision(cwd, "HEAD", path).expect("read");
+            files.into_iter().map(|f| f.name).collect()
+        };
+        let want = [
+            "HEAD:policies/devices/import/d.toml",
+            "HEAD:policies/site.toml",
+        ];
+        assert_eq!(names(root, "policies"), want);
+        assert_eq!(names(root, "./policies/"), want);
+        assert_eq!(names(&root.join("policies/devices"), ".."), want);
+        let listed = super::super::load::read_dir(&root.join("policies")).expect("dir");
+        assert_eq!(
+            listed.len(),
+            2,
+            "{:?}",
+            listed.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
     }
 

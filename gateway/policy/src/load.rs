@@ -41,8 +41,13 @@ impl Default for Limits {
     }
 }
 
-/// The files of a policy directory: every `*.toml` below `dir`, sorted by path, hidden
-/// files and directories (`.git`) skipped, within [`Limits::DEFAULT`] (see [`list`] for
+/// The directory at a policy repository's root that holds importers' inputs (a CMMS export
+/// and its column mapping, MUD files and their bindings, advisories): read by `lazaret
+/// import`, never as policy, though its mapping files are TOML too.
+pub const IMPORT_DIR: &str = "import";
+
+/// The files of a policy directory: every `*.toml` below `dir` but [`IMPORT_DIR`], sorted by
+/// path, hidden files and directories (`.git`) skipped, within [`Limits::DEFAULT`] (see [`list`] for
 /// what is refused).
 pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
     let mut diags = Diags::default();
@@ -249,6 +254,9 @@ impl Walker<'_> {
             } else {
                 meta
             };
+            if meta.is_dir() && depth == 0 && entry.file_name() == IMPORT_DIR {
+                continue;
+            }
             if meta.is_dir() {
                 let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
                 if !self.visited.insert(real) {
