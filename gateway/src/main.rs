@@ -62,9 +62,13 @@ enum Command {
     /// Learn mode: turn the flows learned for a device or class into a proposed workflow.
     #[command(subcommand)]
     Learn(cli::learn_cmds::LearnCommand),
-    /// Import an inventory held elsewhere (a CMMS export) into the policy repository.
+    /// Import what is known elsewhere (a CMMS export, a MUD file) into the policy
+    /// repository, as edits to review.
     #[command(subcommand)]
     Import(cli::import_cmds::ImportCommand),
+    /// Export what the policy says in another format (a class as a MUD file).
+    #[command(subcommand)]
+    Export(cli::import_cmds::ExportCommand),
     /// Quarantine: list, add, release.
     #[command(subcommand)]
     Quarantine(cli::control_cmds::QuarantineCommand),
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Events { follow, target } => cli::control_cmds::events(follow, &target, g),
         Command::Learn(cmd) => cli::learn_cmds::run(cmd, g),
         Command::Import(cmd) => cli::import_cmds::run(cmd, g),
+        Command::Export(cmd) => cli::import_cmds::export(cmd, g),
         Command::Quarantine(cmd) => cli::control_cmds::quarantine(cmd, g),
         Command::Pins(cmd) => cli::control_cmds::pins(cmd, g),
         Command::Config(cmd) => cli::config_cmds::run(cmd, g),

@@ -416,3 +416,64 @@ fn a_refused_import_exits_1_names_the_row_and_writes_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_example_mud_file_imports_and_agrees_with_the_policy() -> Result<()> {
+    let tmp = example_copy()?;
+    let dir = tmp.path.as_path();
+    let import = [
+        "import",
+        "mud",
+        "policies/import/plum360.mud.json",
+        "--binding",
+        "policies/import/plum360-binding.toml",
+        "--dir",
+        "policies",
+    ];
+    let (code, out, err) = lazaret_in(dir, &[&import[..], &["--dry-run"]].concat())?;
+    ensure!(code == 0, "dry run exited {code}: {err}");
+    ensure!(
+        out.contains("+ device -> role:pump-server tcp/51243"),
+        "{out}"
+    );
+    ensure!(
+        out.contains("left out pump-v4-fr/lldp: an Ethernet match"),
+        "{out}"
+    );
+    ensure!(
+        same_tree(&example(), &dir.join("policies"))?,
+        "a dry run wrote"
+    );
+
+    let (code, out, err) = lazaret_in(dir, &import)?;
+    ensure!(code == 0, "import exited {code}: {out}{err}");
+    let (code, out, err) = lazaret_in(dir, &["check", "policies", "--deny-warnings"])?;
+    ensure!(code == 0, "check exited {code}: {out}{err}");
+    // The manufacturer's file allows nothing the hospital's policy does not.
+    let before = example();
+    let (code, out, err) = lazaret_in(dir, &["plan", &before.to_string_lossy(), "policies"])?;
+    ensure!(code == 0, "plan exited {code}: {err}");
+    ensure!(
+        out.contains("3 devices changed: 0 flows newly allowed, 0 newly denied."),
+        "{out}"
+    );
+
+    let export = [
+        "export",
+        "mud",
+        "--class",
+        "infusion-pump",
+        "--binding",
+        "policies/import/plum360-binding.toml",
+        "--dir",
+        "policies",
+    ];
+    let (code, out, err) = lazaret_in(dir, &export)?;
+    ensure!(code == 0, "export exited {code}: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(
+        doc["ietf-mud:mud"]["mud-url"] == "https://mud.hospital.example/infusion-pump.json",
+        "{out}"
+    );
+    Ok(())
+}

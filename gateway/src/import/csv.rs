@@ -533,10 +533,11 @@ pub fn plan(
     keep_missing: bool,
 ) -> Result<Plan, ImportError> {
     let export_name = export.display().to_string();
-    let bytes = read_export(export).map_err(|message| ImportError::Read {
-        path: export_name.clone(),
-        message,
-    })?;
+    let bytes =
+        super::read_bounded(export, EXPORT_MAX_BYTES).map_err(|message| ImportError::Read {
+            path: export_name.clone(),
+            message,
+        })?;
     let text = decode(&bytes, mapping.encoding, &export_name)?;
     let files = load::read_dir(dir).map_err(|e| before(dir, &e))?;
     let policy = lazaret_policy::parse_sources(files.clone()).map_err(|e| before(dir, &e))?;
@@ -553,23 +554,6 @@ pub fn plan(
 
 /// The largest export read: 100,000 devices of a wide export are about 50 MB.
 const EXPORT_MAX_BYTES: u64 = 256 << 20;
-
-/// The export's bytes, refused past [`EXPORT_MAX_BYTES`] (a path to `/dev/zero` ends).
-fn read_export(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(EXPORT_MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > EXPORT_MAX_BYTES {
-        return Err(format!(
-            "larger than the {} MiB an export may be",
-            EXPORT_MAX_BYTES >> 20
-        ));
-    }
-    Ok(bytes)
-}
 
 fn before(dir: &Path, e: &PolicyErrors) -> ImportError {
     ImportError::PolicyBefore {
@@ -864,19 +848,10 @@ fn line_of(at: &str) -> (u8, u64) {
 /// Writes the plan's files, each replaced whole (a temporary file renamed over it), so a
 /// reader never sees half of one.
 pub fn write(plan: &Plan) -> Result<(), ImportError> {
-    for (path, text) in &plan.files {
-        let err = |e: std::io::Error| ImportError::Write {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
-        }
-        let tmp = path.with_extension("toml.import-tmp");
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-    }
-    Ok(())
+    super::write_files(&plan.files).map_err(|(path, e)| ImportError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
