@@ -477,3 +477,63 @@ fn the_example_mud_file_imports_and_agrees_with_the_policy() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn advisories_in_the_repository_show_in_devices_risk_and_explain() -> Result<()> {
+    let tmp = example_copy()?;
+    let dir = tmp.path.as_path();
+    // Given on the command line first, then kept in the repository's advisories/.
+    let (code, out, err) = lazaret_in(
+        dir,
+        &[
+            "risk",
+            "policies",
+            "--advisories",
+            "policies/import/advisories",
+        ],
+    )?;
+    ensure!(code == 0, "risk exited {code}: {err}");
+    ensure!(
+        out.contains("   15  advisory EXAMPLE-PUMPS-2026-001 (CVE-2026-99901)\n   25  advisory EXAMPLE-PUMPS-2026-001: known exploited"),
+        "{out}"
+    );
+    ensure!(
+        out.contains("10 devices, 3 affected by an advisory (1 advisories, 1 KEV entries read)"),
+        "{out}"
+    );
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(dir.join("policies/import/advisories"))
+        .arg(dir.join("policies/advisories"))
+        .status()?
+        .success();
+    ensure!(ok, "copying the advisories");
+    let (code, out, err) = lazaret_in(dir, &["check", "policies", "--deny-warnings"])?;
+    ensure!(code == 0, "check exited {code}: {out}{err}");
+    let (code, out, err) = lazaret_in(dir, &["devices", "policies", "--today", "2026-12-05"])?;
+    ensure!(code == 0, "devices exited {code}: {err}");
+    let pump = out
+        .lines()
+        .find(|l| l.starts_with("pump-icu-01"))
+        .unwrap_or_default();
+    ensure!(pump.contains("100 high (EXAMPLE-PUMPS-2026-001)"), "{out}");
+    let (code, out, err) = lazaret_in(
+        dir,
+        &[
+            "explain",
+            "policies",
+            "--from",
+            "pump-icu-01",
+            "--to",
+            "10.10.3.10",
+            "--port",
+            "51243",
+        ],
+    )?;
+    ensure!(code == 0, "explain exited {code}: {err}");
+    ensure!(
+        out.contains("pump-icu-01: advisory EXAMPLE-PUMPS-2026-001 (CVE-2026-99901) applies, known exploited"),
+        "{out}"
+    );
+    Ok(())
+}

@@ -283,6 +283,16 @@ pub enum Problem {
     ExceptionGrantsNothing { name: String },
     #[error("every device of exception `{name}` has workflow `{workflow}` already: the window adds nothing")]
     ExceptionRedundant { name: String, workflow: String },
+    #[error("advisory file: {message}")]
+    BadAdvisory { message: String },
+    #[error("device `{device}` is {band} risk ({advisories}) and workflow `{workflow}` lets it reach {what}")]
+    RiskyBroadFlow {
+        device: String,
+        band: String,
+        advisories: String,
+        workflow: String,
+        what: String,
+    },
 }
 
 impl Problem {
@@ -299,6 +309,7 @@ impl Problem {
             | Problem::ExceptionExpired { .. }
             | Problem::ExceptionGrantsNothing { .. }
             | Problem::ExceptionRedundant { .. }
+            | Problem::RiskyBroadFlow { .. }
             | Problem::Omitted { errors: false, .. } => Severity::Warning,
             _ => Severity::Error,
         }

@@ -316,6 +316,7 @@ pub fn explain(
                 .get(&d.id)
                 .is_some_and(|s| *s != abi::QUARANTINE_NONE);
             describe_windows(policy, &d.id, quarantined, &mut notes);
+            describe_risk(policy, &d.id, &mut notes);
         }
     }
     Ok(Explanation {
@@ -329,6 +330,29 @@ pub fn explain(
         ends,
         notes,
     })
+}
+
+/// The advisories that apply to a device, and what `[site.risk]` changed for it.
+fn describe_risk(policy: &Policy, id: &str, notes: &mut Vec<String>) {
+    let Ok(i) = policy.devices.binary_search_by(|d| d.id.as_str().cmp(id)) else {
+        return;
+    };
+    let d = &policy.devices[i];
+    for h in policy.advisories.hits(&d.inventory) {
+        let exploited = if h.exploited { ", known exploited" } else { "" };
+        let cves = if h.cves.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", h.cves.join(", "))
+        };
+        notes.push(format!(
+            "{}: advisory {}{cves} applies{exploited}",
+            d.id, h.id
+        ));
+    }
+    for a in &d.risk_actions {
+        notes.push(format!("{}: {a}", d.id));
+    }
 }
 
 /// The service windows granted to `device`, with their interval and whether they are open

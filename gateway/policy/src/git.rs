@@ -93,7 +93,14 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    let import = format!("{}{}/", policy_root(cwd, path)?, super::load::IMPORT_DIR);
+    let root = policy_root(cwd, path)?;
+    let import = format!("{root}{}/", super::load::IMPORT_DIR);
+    let advisories = format!("{root}{}/", super::load::ADVISORIES_DIR);
+    // `advisories/*.json` at the root, as the directory loader reads them.
+    let advisory = |f: &str| {
+        f.strip_prefix(&advisories)
+            .is_some_and(|rest| !rest.contains('/') && super::load::is_advisory(rest))
+    };
     let mut blobs = Vec::new();
     let mut total = 0u64;
     for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
@@ -105,7 +112,8 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         let mut parts = meta.split_whitespace();
         let (mode, kind, object, size) = (parts.next(), parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
-        if kind != Some("blob") || !file.ends_with(".toml") || hidden || file.starts_with(&import) {
+        let policy_file = file.ends_with(".toml") || advisory(file);
+        if kind != Some("blob") || !policy_file || hidden || file.starts_with(&import) {
             continue;
         }
         let name = format!("{rev}:{}", crate::text::printable(file));

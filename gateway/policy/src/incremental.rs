@@ -137,7 +137,12 @@ impl Reloader {
     /// names devices and classes too.
     pub fn load_at(&mut self, now: i64) -> Result<(Arc<Compiled>, How), PolicyErrors> {
         if let Some(last) = &mut self.last {
-            if last.policy.exceptions.is_empty() && last.windows.is_empty() {
+            // Advisories and `[site.risk]` change devices' modes and thresholds by their
+            // risk, which a patch does not recompute: a full load.
+            let risk = !last.policy.advisories.is_empty()
+                || last.policy.site.risk_enforce_from.is_some()
+                || last.policy.site.risk_tighten_from.is_some();
+            if last.policy.exceptions.is_empty() && last.windows.is_empty() && !risk {
                 if let Some((compiled, devices)) = patch(&self.dir, last) {
                     return Ok((compiled, How::Patched { devices }));
                 }
@@ -581,6 +586,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         mode,
         workflows,
         quarantine,
+        risk_actions,
     } = a;
     *id == b.id
         && *class == b.class
@@ -594,6 +600,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         && *mode == b.mode
         && *workflows == b.workflows
         && *quarantine == b.quarantine
+        && *risk_actions == b.risk_actions
 }
 
 #[cfg(test)]

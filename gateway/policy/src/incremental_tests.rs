@@ -429,3 +429,33 @@ fn an_uncommented_entry_header_is_judged_like_a_full_compile() {
         "the patch must refuse what a full compile refuses"
     );
 }
+
+/// Advisories change devices' risk, which a patch does not recompute: with any advisory
+/// in the repository, a device-only edit is compiled in full.
+#[test]
+fn a_repository_with_advisories_is_reloaded_whole() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut lab = Lab::new();
+    lab.write_all(dir, 4000);
+    let mut reloader = Reloader::new(dir);
+    let how = |r: &mut Reloader| r.load().map(|(_, h)| h).expect("loads");
+    assert_eq!(how(&mut reloader), How::Full);
+    std::fs::create_dir(dir.join("advisories")).expect("mkdir");
+    let kev = r#"{"catalogVersion": "1", "vulnerabilities": [{"cveID": "CVE-2026-99901", "vendorProject": "x", "product": "y"}]}"#;
+    std::fs::write(dir.join("advisories/kev.json"), kev).expect("write");
+    assert_eq!(how(&mut reloader), How::Full);
+    lab.apply(&Edit::Mode(1, Some("audit")))
+        .expect("device edit");
+    (0..3).for_each(|f| lab.write_file(dir, f));
+    assert_eq!(how(&mut reloader), How::Full, "not patched");
+    std::fs::remove_file(dir.join("advisories/kev.json")).expect("rm");
+    assert_eq!(how(&mut reloader), How::Full);
+    lab.apply(&Edit::Mode(1, None)).expect("device edit");
+    (0..3).for_each(|f| lab.write_file(dir, f));
+    assert_eq!(
+        how(&mut reloader),
+        How::Patched { devices: 1 },
+        "patched again"
+    );
+}

@@ -44,6 +44,7 @@
 //! When several entries match, an enforcing rule wins over an audit one, then the rule that
 //! comes first (essentials, quarantine profile, workflows by name, rules in order).
 
+pub mod advisories;
 pub mod classify;
 pub mod compile;
 pub mod compiled;

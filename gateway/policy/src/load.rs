@@ -46,8 +46,18 @@ impl Default for Limits {
 /// import`, never as policy, though its mapping files are TOML too.
 pub const IMPORT_DIR: &str = "import";
 
-/// The files of a policy directory: every `*.toml` below `dir` but [`IMPORT_DIR`], sorted by
-/// path, hidden files and directories (`.git`) skipped, within [`Limits::DEFAULT`] (see [`list`] for
+/// The directory at a policy repository's root whose `*.json` files are security
+/// advisories (CSAF 2.0) and KEV catalogs, read with the policy (see `advisories`).
+pub const ADVISORIES_DIR: &str = "advisories";
+
+/// Whether a policy file is an advisory (JSON) rather than TOML.
+pub fn is_advisory(name: &str) -> bool {
+    name.ends_with(".json")
+}
+
+/// The files of a policy directory: every `*.toml` below `dir` but [`IMPORT_DIR`], and the
+/// `*.json` of [`ADVISORIES_DIR`], sorted by path, hidden files and directories (`.git`)
+/// skipped, within [`Limits::DEFAULT`] (see [`list`] for
 /// what is refused).
 pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
     let mut diags = Diags::default();
@@ -264,7 +274,11 @@ impl Walker<'_> {
                     continue;
                 }
                 self.dir(&path, depth + 1);
-            } else if path.extension().is_some_and(|e| e == "toml") {
+            } else if path.extension().is_some_and(|e| e == "toml")
+                || (depth == 1
+                    && dir.file_name().is_some_and(|n| n == ADVISORIES_DIR)
+                    && path.extension().is_some_and(|e| e == "json"))
+            {
                 if !meta.file_type().is_file() {
                     self.problem(Problem::NotRegularFile {
                         path: name(),
@@ -405,6 +419,10 @@ fn parse_files(files: &[SourceFile]) -> Vec<Parsed> {
 pub fn parse_file(index: usize, file: &SourceFile) -> Parsed {
     let id = u32::try_from(index).unwrap_or(u32::MAX);
     let mut diags = Diags::default();
+    // Advisories are read by validation (`advisories`), not as policy TOML.
+    if is_advisory(&file.name) {
+        return (RawFile::default(), diags, false);
+    }
     let (doc, errors) = toml::de::DeTable::parse_recoverable(&file.text);
     if !errors.is_empty() {
         for e in errors {

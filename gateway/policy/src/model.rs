@@ -21,6 +21,8 @@ pub struct Policy {
     pub devices: Vec<Device>,
     /// Vendor service windows, by name (see [`crate::windows`]).
     pub exceptions: BTreeMap<String, Exception>,
+    /// The advisories of its `advisories/` directory (see [`crate::advisories`]).
+    pub advisories: crate::advisories::Catalog,
     /// Warnings found while validating (the policy is usable).
     pub warnings: Vec<super::diag::Diagnostic>,
 }
@@ -134,6 +136,11 @@ pub struct Site {
     pub gateways: BTreeMap<String, Gateway>,
     /// The longest service window (`[exceptions.*]`) the site accepts, in seconds.
     pub exception_max_s: u64,
+    /// `[site.risk]`: devices at or above this band are enforced (a device in `learn` or
+    /// `audit` mode is switched to `enforce`) ...
+    pub risk_enforce_from: Option<crate::risk::Band>,
+    /// ... and have their quarantine threshold (`after`) halved.
+    pub risk_tighten_from: Option<crate::risk::Band>,
 }
 
 /// A gateway of a fleet enforcing one policy repository: the interfaces it serves (every
@@ -569,6 +576,9 @@ pub struct Device {
     pub workflows: BTreeSet<String>,
     /// Resolved quarantine settings.
     pub quarantine: QuarantineSettings,
+    /// What the site's `[site.risk]` changed for this device because of its risk band
+    /// (for `explain`); empty when nothing did.
+    pub risk_actions: Vec<String>,
 }
 
 impl Device {

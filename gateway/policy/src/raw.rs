@@ -57,6 +57,9 @@ pub struct RawSite {
     pub gateways: Vec<RawGateway>,
     /// `[site.exceptions] max`: the longest service window the site accepts.
     pub exception_max: Option<Sp<String>>,
+    /// `[site.risk] enforce_from`, `tighten_from`: risk bands.
+    pub risk_enforce_from: Option<Sp<String>>,
+    pub risk_tighten_from: Option<Sp<String>>,
 }
 
 /// `[site.gateways.NAME]`.
@@ -202,8 +205,10 @@ const SITE_KEYS: &[&str] = &[
     "events",
     "gateways",
     "exceptions",
+    "risk",
 ];
 const SITE_EXCEPTION_KEYS: &[&str] = &["max"];
+const SITE_RISK_KEYS: &[&str] = &["enforce_from", "tighten_from"];
 const EXCEPTION_KEYS: &[&str] = &[
     "devices",
     "class",
@@ -664,6 +669,11 @@ impl Cx<'_> {
         if let Some((e, _)) = self.table(t, "exceptions") {
             self.check_keys(&e, SITE_EXCEPTION_KEYS);
             site.exception_max = self.string(&e, "max");
+        }
+        if let Some((r, _)) = self.table(t, "risk") {
+            self.check_keys(&r, SITE_RISK_KEYS);
+            site.risk_enforce_from = self.string(&r, "enforce_from");
+            site.risk_tighten_from = self.string(&r, "tighten_from");
         }
         for (name, g) in self.named_tables(t, "gateways", "gateway") {
             self.check_keys(&g, GATEWAY_KEYS);

@@ -1,5 +1,6 @@
-//! The device risk score: a documented, explainable 0-100 number from inventory attributes.
-//! Pure: "today" is an argument, never read from the clock here.
+//! The device risk score: a documented, explainable 0-100 number from inventory attributes
+//! and the advisories that apply to the device. Pure: "today" is an argument, never read
+//! from the clock here.
 //!
 //! | factor | points |
 //! |---|---|
@@ -8,10 +9,14 @@
 //! | `stores_phi = true` | 15 |
 //! | `patchable = false` | 15 |
 //! | last patch more than 2 years ago / more than 1 year ago / never recorded | 20 / 10 / 10 |
+//! | each advisory that applies (see [`crate::advisories`]) | 15 |
+//! | ... of it, known exploited (a CVE in the KEV catalog) | 25 more |
+//! | ... of it, on a device that cannot be patched | 10 more |
 //!
-//! The factors add up to at most 100. Bands: 70 and above `high`, 40 and above `medium`,
-//! else `low`.
+//! The score is capped at 100. Bands: 70 and above `high`, 40 and above `medium`, else
+//! `low`.
 
+use super::advisories::Hit;
 use super::model::{Inventory, PatientConnection};
 use serde::Serialize;
 
@@ -20,35 +25,80 @@ use serde::Serialize;
 pub struct Risk {
     pub score: u8,
     pub band: &'static str,
-    pub factors: Vec<(&'static str, u8)>,
+    pub factors: Vec<(String, u8)>,
+    /// The advisories that apply, by id.
+    pub advisories: Vec<Hit>,
 }
 
-/// The risk score of a device as of `today` (days since 1970-01-01).
-pub fn score(inv: &Inventory, today: i64) -> Risk {
-    let mut factors = Vec::new();
+/// Risk bands, ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Low,
+    Medium,
+    High,
+}
+
+impl Band {
+    pub fn of(score: u8) -> Band {
+        match score {
+            70.. => Band::High,
+            40.. => Band::Medium,
+            _ => Band::Low,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Band::Low => "low",
+            Band::Medium => "medium",
+            Band::High => "high",
+        }
+    }
+}
+
+/// The risk score of a device as of `today` (days since 1970-01-01), with the advisories
+/// that apply to it.
+pub fn score(inv: &Inventory, today: i64, hits: &[Hit]) -> Risk {
+    let mut factors: Vec<(String, u8)> = Vec::new();
+    let mut add = |name: &str, points: u8| factors.push((name.to_string(), points));
     if inv.life_critical {
-        factors.push(("life-critical", 30));
+        add("life-critical", 30);
     }
     match inv.patient_connection {
-        PatientConnection::Direct => factors.push(("direct patient connection", 20)),
-        PatientConnection::Indirect => factors.push(("indirect patient connection", 10)),
+        PatientConnection::Direct => add("direct patient connection", 20),
+        PatientConnection::Indirect => add("indirect patient connection", 10),
         PatientConnection::None => {}
     }
     if inv.stores_phi {
-        factors.push(("stores PHI", 15));
+        add("stores PHI", 15);
     }
     if !inv.patchable {
-        factors.push(("not patchable", 15));
+        add("not patchable", 15);
     }
     match inv.last_patched {
-        None => factors.push(("no patch date recorded", 10)),
+        None => add("no patch date recorded", 10),
         Some(d) => {
             let age = today - d.days();
             if age > 730 {
-                factors.push(("last patched over 2 years ago", 20));
+                add("last patched over 2 years ago", 20);
             } else if age > 365 {
-                factors.push(("last patched over a year ago", 10));
+                add("last patched over a year ago", 10);
             }
+        }
+    }
+    for h in hits {
+        let cves = if h.cves.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", h.cves.join(", "))
+        };
+        add(&format!("advisory {}{cves}", h.id), 15);
+        if h.exploited {
+            add(&format!("advisory {}: known exploited", h.id), 25);
+        }
+        if !inv.patchable {
+            add(&format!("advisory {}: device not patchable", h.id), 10);
         }
     }
     let score = factors
@@ -56,15 +106,11 @@ pub fn score(inv: &Inventory, today: i64) -> Risk {
         .map(|(_, p)| u32::from(*p))
         .sum::<u32>()
         .min(100) as u8;
-    let band = match score {
-        70.. => "high",
-        40.. => "medium",
-        _ => "low",
-    };
     Risk {
         score,
-        band,
+        band: Band::of(score).name(),
         factors,
+        advisories: hits.to_vec(),
     }
 }
 
@@ -96,8 +142,8 @@ mod tests {
             }),
             ..Inventory::default()
         };
-        assert_eq!(score(&worst, day(2025, 6, 1)).score, 100);
-        assert_eq!(score(&worst, day(2025, 6, 1)).band, "high");
+        assert_eq!(score(&worst, day(2025, 6, 1), &[]).score, 100);
+        assert_eq!(score(&worst, day(2025, 6, 1), &[]).band, "high");
         let clean = Inventory {
             patchable: true,
             last_patched: Some(Date {
@@ -107,7 +153,7 @@ mod tests {
             }),
             ..Inventory::default()
         };
-        assert_eq!(score(&clean, day(2025, 6, 1)).score, 0);
+        assert_eq!(score(&clean, day(2025, 6, 1), &[]).score, 0);
     }
 
     #[test]
@@ -121,9 +167,9 @@ mod tests {
             }),
             ..Inventory::default()
         };
-        assert_eq!(score(&inv, day(2024, 6, 1)).score, 0);
-        assert_eq!(score(&inv, day(2025, 6, 1)).score, 10);
-        assert_eq!(score(&inv, day(2026, 6, 1)).score, 20);
+        assert_eq!(score(&inv, day(2024, 6, 1), &[]).score, 0);
+        assert_eq!(score(&inv, day(2025, 6, 1), &[]).score, 10);
+        assert_eq!(score(&inv, day(2026, 6, 1), &[]).score, 20);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod catalog;
 mod compile;
 mod gateways;
 mod props;
+mod risk;
 mod validation;
 mod windows;
 mod workflows;

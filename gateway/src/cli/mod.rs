@@ -6,6 +6,7 @@ pub(crate) mod detach;
 pub(crate) mod import_cmds;
 pub(crate) mod learn_cmds;
 pub(crate) mod policy_cmds;
+pub(crate) mod risk_cmds;
 pub(crate) mod run;
 
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 /// Writes to stdout; a closed pipe (`lazaret compile | head`) ends output quietly instead of
 /// panicking like `print!`.
-fn write_out(text: &str) {
+pub(crate) fn write_out(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
@@ -44,6 +44,9 @@ pub(crate) enum PolicyCommand {
     Plan(PlanArgs),
     /// List the device inventory with identity, mode and risk score.
     Devices(DevicesArgs),
+    /// Each device's risk score, its factors and the security advisories (CSAF 2.0, CISA
+    /// KEV) that apply to it.
+    Risk(super::risk_cmds::RiskArgs),
     /// Print the compiled policy (for debugging): with `--output text`, every distinct
     /// allow-list, its entries and the devices it is enforced for; with `json`, all of it.
     Compile(CompileArgs),
@@ -166,6 +169,10 @@ pub(crate) fn run(cmd: PolicyCommand, g: &Globals) -> Result<ExitCode> {
         PolicyCommand::Compile(mut a) => {
             a.dir = Some(g.policy_dir(a.dir.take())?);
             compile_cmd(a, g.format("compile")?)
+        }
+        PolicyCommand::Risk(mut a) => {
+            a.dir = Some(g.policy_dir(a.dir.take())?);
+            super::risk_cmds::run(a, g.output())
         }
     }
 }
@@ -634,6 +641,8 @@ struct DeviceRow {
     firmware: String,
     last_patched: String,
     quarantine_action: &'static str,
+    /// The ids of the advisories that apply (`lazaret risk` has the details).
+    advisories: Vec<String>,
 }
 
 fn today() -> i64 {
@@ -665,7 +674,7 @@ fn devices(a: DevicesArgs, output: Output) -> Result<ExitCode> {
         .devices
         .iter()
         .map(|d| {
-            let r = risk::score(&d.inventory, today);
+            let r = risk::score(&d.inventory, today, &policy.advisories.hits(&d.inventory));
             let join = |v: Vec<String>| v.join(" ");
             DeviceRow {
                 id: d.id.clone(),
@@ -699,13 +708,14 @@ fn devices(a: DevicesArgs, output: Output) -> Result<ExitCode> {
                     .map(|x| x.to_string())
                     .unwrap_or_default(),
                 quarantine_action: d.quarantine.action.name(),
+                advisories: r.advisories.iter().map(|h| h.id.clone()).collect(),
             }
         })
         .collect();
     match output {
         Output::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Csv => {
-            outln!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action");
+            outln!("id,class,mac,ipv4,ipv6,vlan,interface,mode,risk,risk_band,life_critical,location,vendor,model,firmware,last_patched,quarantine_action,advisories");
             for r in &rows {
                 let fields = [
                     r.id.clone(),
@@ -725,6 +735,7 @@ fn devices(a: DevicesArgs, output: Output) -> Result<ExitCode> {
                     r.firmware.clone(),
                     r.last_patched.clone(),
                     r.quarantine_action.to_string(),
+                    r.advisories.join(" "),
                 ];
                 outln!(
                     "{}",
@@ -774,7 +785,11 @@ fn table(rows: &[DeviceRow]) -> String {
                 r.vlan.clone(),
                 r.interface.clone(),
                 r.mode.to_string(),
-                format!("{} {}", r.risk, r.risk_band),
+                if r.advisories.is_empty() {
+                    format!("{} {}", r.risk, r.risk_band)
+                } else {
+                    format!("{} {} ({})", r.risk, r.risk_band, r.advisories.join(", "))
+                },
                 r.location.clone(),
             ]
             .map(|c| lazaret::text::printable(&c).into_owned())

@@ -184,7 +184,7 @@ fn relevant(p: &Path) -> bool {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     !(name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp"))
-        && (p.extension().is_some_and(|e| e == "toml") || p.is_dir() || !p.exists())
+        && (p.extension().is_some_and(|e| e == "toml" || e == "json") || p.is_dir() || !p.exists())
 }
 
 /// The git commit of the policy directory (with `-dirty` when the work tree differs), if it

@@ -333,6 +333,7 @@ impl Validator<'_> {
             mode,
             workflows,
             quarantine,
+            risk_actions: Vec::new(),
         })
     }
 

@@ -9,6 +9,7 @@
 
 mod devices;
 mod exceptions;
+mod risk;
 mod rules;
 mod site;
 mod values;
@@ -146,7 +147,15 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         })
         .unwrap_or_default();
 
-    let devices = v.devices(&raw.devices, &site, &classes);
+    let mut devices = v.devices(&raw.devices, &site, &classes);
+    let advisories = v.advisories(&sources);
+    v.risk(
+        &mut devices,
+        &site,
+        &workflows,
+        &advisories,
+        crate::windows::now() / 86_400,
+    );
     let exceptions = v.exceptions(
         &raw.exceptions,
         &site,
@@ -182,6 +191,7 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
         workflows,
         devices,
         exceptions,
+        advisories,
         warnings: Vec::new(),
     }
 }

@@ -41,6 +41,8 @@ impl Validator<'_> {
             event_burst: lazaret_abi::EVENT_BURST,
             gateways: BTreeMap::new(),
             exception_max_s: DEFAULT_EXCEPTION_MAX_S,
+            risk_enforce_from: None,
+            risk_tighten_from: None,
         }
     }
 
@@ -246,6 +248,15 @@ impl Validator<'_> {
                 None => {}
             }
         }
+        let bands = [
+            ("low", crate::risk::Band::Low),
+            ("medium", crate::risk::Band::Medium),
+            ("high", crate::risk::Band::High),
+        ];
+        site.risk_enforce_from =
+            (s.risk_enforce_from.as_ref()).and_then(|b| self.choice("enforce_from", b, &bands));
+        site.risk_tighten_from =
+            (s.risk_tighten_from.as_ref()).and_then(|b| self.choice("tighten_from", b, &bands));
         let q = &s.quarantine.defaults;
         let d = &mut site.quarantine_defaults;
         if let Some(n) = &q.after {

@@ -232,10 +232,7 @@ fn a_file_past_the_size_limit_is_refused() {
     let err = import::read(&path, &binding("class = \"x\""))
         .expect_err("big")
         .to_string();
-    assert!(
-        err.contains("larger than the 1 MiB such a file"),
-        "{err}"
-    );
+    assert!(err.contains("larger than the 1 MiB such a file"), "{err}");
 }
 
 #[test]
