@@ -128,6 +128,61 @@ pub fn config(data: &[u8]) {
     }
 }
 
+// === imports ===
+
+/// Bytes → the importers' parsers of files from outside the hospital: a MUD file (against
+/// a binding that names every abstraction), an advisory or KEV catalog, a CMMS export
+/// (against a mapping of every device key). Never panics; a MUD rule with ports is TCP or
+/// UDP with ordered ranges; an advisory error's line is inside the text; an export's
+/// problems are at one of its lines.
+pub fn imports(data: &[u8]) {
+    use crate::import::{csv, mud};
+    let binding = mud::Binding::parse(IMPORT_BINDING, "binding.toml").expect("the fuzz binding");
+    if let Ok(imported) = mud::import::parse(data, "mud.json", &binding) {
+        for rule in imported.rules.keys() {
+            if let Some(ports) = &rule.ports {
+                assert!(matches!(rule.proto, Some(6 | 17)), "ports on {rule}");
+                assert!(ports.iter().all(|(lo, hi)| lo <= hi), "{rule}");
+            }
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.split('\n').count();
+    let mut catalog = policy::advisories::Catalog::default();
+    match catalog.add("fuzz.json", text) {
+        Ok(()) => {
+            let inv = policy::model::Inventory {
+                vendor: "ICU Medical".into(),
+                model: "Plum 360".into(),
+                firmware: "15.10".into(),
+                ..Default::default()
+            };
+            let _ = catalog.hits(&inv);
+        }
+        Err(e) => assert!(e.line <= lines, "line {} of {lines}: {}", e.line, e.message),
+    }
+    for line in csv::fuzz_problem_lines(text) {
+        assert!(
+            line >= 1 && line as usize <= lines + 1,
+            "line {line} of {lines}"
+        );
+    }
+}
+
+const IMPORT_BINDING: &str = r#"
+class = "fuzzed"
+[names]
+"test.example.com" = ["role:a"]
+[controllers]
+"urn:ietf:params:mud:dns" = ["role:dns"]
+[abstractions]
+my-controller = ["role:b"]
+local-networks = ["10.0.0.0/8"]
+same-manufacturer = ["class:c"]
+"#;
+
 // === control ===
 
 /// Bytes → a control request. Never panics; whatever decodes re-encodes to the same request

@@ -77,6 +77,11 @@ fn policy_corpus_passes() {
 }
 
 #[test]
+fn imports_corpus_passes() {
+    run_all("imports_corpus_passes", "imports", fuzzing::imports);
+}
+
+#[test]
 fn config_corpus_passes() {
     run_all("config_corpus_passes", "config", fuzzing::config);
 }

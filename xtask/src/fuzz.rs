@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub(crate) const TARGETS: &[&str] = &["policy", "config", "control", "packet"];
+pub(crate) const TARGETS: &[&str] = &["policy", "config", "control", "packet", "imports"];
 
 pub(crate) fn run(target: &str, seconds: u64) -> Result<()> {
     let targets: Vec<&str> = match target {

@@ -516,6 +516,33 @@ unquoted value?",
     Ok(rows)
 }
 
+/// The fuzz harness's view of [`read_rows`]: the lines of every problem and row an export
+/// yields under a mapping of every device key (`lazaret::fuzzing::imports`).
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_problem_lines(text: &str) -> Vec<u64> {
+    let columns: String = KEYS
+        .iter()
+        .map(|(k, _)| format!("{k} = \"{k}\"\n"))
+        .collect();
+    let mapping = format!(
+        "[columns]\n{columns}[class]\ncolumn = \"class\"\nmap = {{ a = \"c\" }}\n[output]\nfile = \"d.toml\"\n"
+    );
+    let Ok(m) = Mapping::parse(&mapping, "mapping.toml") else {
+        panic!("the fuzz mapping does not parse");
+    };
+    let classes = BTreeSet::from(["c".to_string()]);
+    let mut problems = Vec::new();
+    let Ok(rows) = read_rows(text, &m, &classes, &mut problems) else {
+        return Vec::new();
+    };
+    (rows.iter().map(|r| r.line))
+        .chain(problems.iter().filter_map(|p| {
+            let (kind, line) = line_of(&p.at);
+            (kind == 0).then_some(line)
+        }))
+        .collect()
+}
+
 /// A `[[devices]]` entry of the repository.
 struct Entry {
     /// Index into the files.
