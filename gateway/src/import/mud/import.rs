@@ -6,19 +6,32 @@
 //! | ACL | match | rule |
 //! |---|---|---|
 //! | from-device | `direction-initiated: from-device`, or a destination port, or no port | the device opens, to the destination port (all ports without one) |
-//! | from-device | `direction-initiated: to-device`, or only a source port | the peer opens, to the device's source port |
+//! | from-device | `direction-initiated: to-device`, or only a source port | replies of a flow the peer opens to the device's source port |
 //! | to-device | `direction-initiated: to-device`, or a destination port, or no port | the peer opens, to the destination port |
-//! | to-device | `direction-initiated: from-device`, or only a source port | the device opens, to the peer's source port |
+//! | to-device | `direction-initiated: from-device`, or only a source port | replies of a flow the device opens to the peer's source port |
 //!
-//! The two halves of one flow (a from-device ACE and its to-device reply ACE) give the same
-//! rule, kept once. A to-device ACE with neither port nor direction whose peer and protocol
-//! a device-initiated rule already has is that rule's replies, not a second flow.
+//! Only an ACE on the opener's side makes a rule: one whose opener is the other side (the
+//! `direction-initiated` or the port says so) passes only the flow's replies, and is read
+//! as part of the rule the other side's ACE opens, or left out (listed) when none does. A
+//! to-device ACE with neither port nor direction whose peer and protocol a device-initiated
+//! rule already has is that rule's replies, not a second flow. A side's ACLs are one
+//! ordered list: a `drop` anywhere before an `accept` refuses the file.
+//!
+//! An ACE of one family (its `ipv4`/`ipv6` match, else its ACL's type) allows that family
+//! only: `any` becomes `0.0.0.0/0` or `::/0`, and `plan` narrows a dual-stack role of the
+//! binding to its addresses of the family (a class or device with addresses of the other
+//! family cannot be narrowed: the rule is left out).
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use lazaret_policy::{load, model::Initiator, text::printable, SourceFile};
+use lazaret_policy::{
+    load,
+    model::{Family, Initiator, PeerSel},
+    text::printable,
+    Policy, SourceFile,
+};
 use serde_json::{Map, Value};
 use toml_edit::{DocumentMut, Item};
 
@@ -27,6 +40,8 @@ use super::{read_bounded, Binding, MudError, MAX_ACES, MAX_ACLS, MUD_MAX_BYTES};
 /// A rule the MUD file allows, in lazaret's terms.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MudRule {
+    /// The family of the ACE's match or ACL (`None`: either).
+    pub family: Option<Family>,
     pub initiator: Initiator,
     /// `None`: any protocol.
     pub proto: Option<u8>,
@@ -45,6 +60,8 @@ pub struct Imported {
     pub rules: BTreeMap<MudRule, Vec<String>>,
     /// What was left out, and why: (`acl/ace`, reason).
     pub left_out: Vec<(String, String)>,
+    /// ACEs read as the replies half of a flow another ACE opens (`acl/ace`).
+    pub replies: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,6 +166,17 @@ pub fn parse(bytes: &[u8], file: &str, binding: &Binding) -> Result<Imported, Mu
             &url_at,
         )?
         .to_string();
+    // RFC 8520 §1.8: MUD URLs are https. Anything else (a newline, a comment) is refused
+    // here, before it reaches a generated file.
+    let url_ok = mud_url.starts_with("https://")
+        && mud_url.len() <= 2048
+        && mud_url.chars().all(|c| c.is_ascii_graphic());
+    if !url_ok {
+        return Err(r.err(
+            &url_at,
+            "a MUD URL is an https: URL of printable characters",
+        ));
+    }
     let systeminfo = match mud.get("systeminfo") {
         Some(v) => r.str(v, &ptr(mud_at, "systeminfo"))?.to_string(),
         None => String::new(),
@@ -180,8 +208,9 @@ pub fn parse(bytes: &[u8], file: &str, binding: &Binding) -> Result<Imported, Mu
         systeminfo,
         rules: BTreeMap::new(),
         left_out: Vec::new(),
+        replies: Vec::new(),
     };
-    let mut replies: Vec<(MudRule, String)> = Vec::new();
+    let mut halves: Vec<(Half, MudRule, String)> = Vec::new();
     for (side, key) in [
         (Side::FromDevice, "from-device-policy"),
         (Side::ToDevice, "to-device-policy"),
@@ -196,6 +225,9 @@ pub fn parse(bytes: &[u8], file: &str, binding: &Binding) -> Result<Imported, Mu
             Some(a) => r.arr(a, &names_at, MAX_ACLS)?,
             None => continue,
         };
+        // A side's ACLs are one ordered list (RFC 8519: the first match wins), so a drop
+        // in one is before every accept of the next.
+        let mut dropped: Option<String> = None;
         for (i, n) in names.iter().enumerate() {
             let n_at = format!("{names_at}/{i}");
             let name = r.str(
@@ -204,51 +236,109 @@ pub fn parse(bytes: &[u8], file: &str, binding: &Binding) -> Result<Imported, Mu
                     .ok_or_else(|| r.err(&n_at, "an access-list entry without a name"))?,
                 &ptr(&n_at, "name"),
             )?;
-            let (acl, acl_at) = acls.get(name).ok_or_else(|| {
+            let (value, acl_at) = acls.get(name).ok_or_else(|| {
                 r.err(
                     &n_at,
                     format!("names ACL {name:?}, which the file does not have"),
                 )
             })?;
-            read_acl(&r, side, name, acl, acl_at, binding, &mut out, &mut replies)?;
+            let acl = Acl {
+                side,
+                name,
+                at: acl_at,
+            };
+            let mut reading = Reading {
+                binding,
+                dropped: &mut dropped,
+                out: &mut out,
+                halves: &mut halves,
+            };
+            read_acl(&r, &acl, value, &mut reading)?;
         }
     }
-    // A to-device ACE with neither port nor direction is the replies of a device-initiated
-    // rule with its peer and protocol, if there is one; else the peer opens.
-    for (rule, from) in replies {
-        let device_opens = out.rules.keys().any(|k| {
-            k.initiator == Initiator::Device && k.proto == rule.proto && k.peers == rule.peers
-        });
-        if !device_opens {
+    // The other halves: an ACE that lets only a flow's replies through is part of the
+    // rule whose opening ACE the other side has, and grants nothing of its own.
+    for (half, rule, from) in halves {
+        let opened = match half {
+            Half::Replies => out.rules.contains_key(&rule),
+            // A to-device ACE with neither port nor direction: the replies of a flow the
+            // device opens to the same peers, if one does; else the peer opens.
+            Half::Portless => out.rules.keys().any(|k| {
+                k.initiator == Initiator::Device
+                    && k.proto == rule.proto
+                    && k.peers == rule.peers
+                    && k.family == rule.family
+            }),
+        };
+        if opened {
+            let key = match half {
+                Half::Replies => Some(rule),
+                Half::Portless => None,
+            };
+            match key.and_then(|k| out.rules.get_mut(&k)) {
+                Some(sources) => sources.push(format!("{from} (replies)")),
+                None => out.replies.push(from),
+            }
+        } else if half == Half::Portless {
             out.rules.entry(rule).or_default().push(from);
+        } else {
+            out.left_out.push((
+                from,
+                "the replies of a flow the other side's ACL does not open: its first packet \
+is not allowed"
+                    .to_string(),
+            ));
         }
     }
     Ok(out)
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one ACL's reading context, used once"
-)]
+/// An ACE that is the other half of a flow (see `parse`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Half {
+    /// Its opener is the other side: it passes the flow's replies.
+    Replies,
+    /// A to-device ACE with neither port nor direction.
+    Portless,
+}
+
+/// The ACL being read: its side, name and JSON pointer.
+struct Acl<'a> {
+    side: Side,
+    name: &'a str,
+    at: &'a str,
+}
+
+/// Where one ACL's reading goes.
+struct Reading<'a> {
+    binding: &'a Binding,
+    /// The first drop ACE of this side so far.
+    dropped: &'a mut Option<String>,
+    out: &'a mut Imported,
+    halves: &'a mut Vec<(Half, MudRule, String)>,
+}
+
 fn read_acl(
     r: &Reader<'_>,
-    side: Side,
-    name: &str,
-    acl: &Value,
-    acl_at: &str,
-    binding: &Binding,
-    out: &mut Imported,
-    replies: &mut Vec<(MudRule, String)>,
+    acl: &Acl<'_>,
+    value: &Value,
+    to: &mut Reading<'_>,
 ) -> Result<(), MudError> {
+    let (side, name, acl_at) = (acl.side, acl.name, acl.at);
+    // The family of the ACL's type, for ACEs without an ipv4 or ipv6 match.
+    let family = match r.obj(value, acl_at)?.get("type").and_then(Value::as_str) {
+        Some(t) if t.ends_with("ipv4-acl-type") && !t.contains("ipv6") => Some(Family::V4),
+        Some(t) if t.ends_with("ipv6-acl-type") && !t.contains("ipv4") => Some(Family::V6),
+        _ => None,
+    };
     let aces_at = ptr(acl_at, "aces");
-    let Some(aces) = r.obj(acl, acl_at)?.get("aces") else {
+    let Some(aces) = r.obj(value, acl_at)?.get("aces") else {
         return Ok(());
     };
     let list_at = ptr(&aces_at, "ace");
     let Some(list) = r.obj(aces, &aces_at)?.get("ace") else {
         return Ok(());
     };
-    let mut dropped: Option<String> = None;
     for (i, ace) in r.arr(list, &list_at, MAX_ACES)?.iter().enumerate() {
         let at = format!("{list_at}/{i}");
         let o = r.obj(ace, &at)?;
@@ -266,14 +356,14 @@ fn read_acl(
         let forwarding = r.str(forwarding, &ptr(&at, "actions/forwarding"))?;
         let forwarding = forwarding.rsplit(':').next().unwrap_or(forwarding);
         if forwarding != "accept" {
-            dropped.get_or_insert_with(|| from.clone());
-            out.left_out.push((
+            to.dropped.get_or_insert_with(|| from.clone());
+            to.out.left_out.push((
                 from,
                 format!("{forwarding}: lazaret denies what no rule allows, so a trailing {forwarding} changes nothing"),
             ));
             continue;
         }
-        if let Some(d) = &dropped {
+        if let Some(d) = &to.dropped {
             return Err(r.err(
                 &at,
                 format!(
@@ -287,10 +377,10 @@ out what the earlier ACE excludes; move the drop last or split the accept"
             Some(m) => r.obj(m, &matches_at)?,
             None => &Map::new(),
         };
-        match ace_rule(r, side, matches, &matches_at, binding)? {
-            Ace::Rule(rule) => out.rules.entry(rule).or_default().push(from),
-            Ace::Reply(rule) => replies.push((rule, from)),
-            Ace::LeftOut(why) => out.left_out.push((from, why)),
+        match ace_rule(r, side, family, matches, &matches_at, to.binding)? {
+            Ace::Rule(rule) => to.out.rules.entry(rule).or_default().push(from),
+            Ace::Half(half, rule) => to.halves.push((half, rule, from)),
+            Ace::LeftOut(why) => to.out.left_out.push((from, why)),
         }
     }
     Ok(())
@@ -298,8 +388,8 @@ out what the earlier ACE excludes; move the drop last or split the accept"
 
 enum Ace {
     Rule(MudRule),
-    /// A to-device ACE with neither port nor direction (see the module docs).
-    Reply(MudRule),
+    /// The other half of a flow (see `parse`).
+    Half(Half, MudRule),
     LeftOut(String),
 }
 
@@ -307,6 +397,7 @@ enum Ace {
 fn ace_rule(
     r: &Reader<'_>,
     side: Side,
+    acl_family: Option<Family>,
     m: &Map<String, Value>,
     at: &str,
     binding: &Binding,
@@ -326,7 +417,15 @@ fn ace_rule(
     let (l3_key, l3) = match (m.get("ipv4"), m.get("ipv6")) {
         (Some(v), _) => ("ipv4", Some(r.obj(v, &ptr(at, "ipv4"))?)),
         (_, Some(v)) => ("ipv6", Some(r.obj(v, &ptr(at, "ipv6"))?)),
+        _ if acl_family == Some(Family::V6) => ("ipv6", None),
         _ => ("ipv4", None),
+    };
+    // A match of one family allows that family only: its peers are narrowed to it (here
+    // for `any`, in `plan` for the binding's roles, classes and devices).
+    let family = match (l3.is_some(), l3_key) {
+        (true, "ipv6") => Some(Family::V6),
+        (true, _) => Some(Family::V4),
+        (false, _) => acl_family,
     };
     let l3_at = ptr(at, l3_key);
     // The peer's side of the packet: the destination of what the device sends.
@@ -348,6 +447,9 @@ fn ace_rule(
                 "protocol" => proto = Some(u8::try_from(r.u64(v, &k_at, 255)?).unwrap_or(0)),
                 k if k == format!("ietf-acldns:{peer_dir}-dnsname") => {
                     let name = r.str(v, &k_at)?;
+                    if peer_named {
+                        leave.get_or_insert(two_peers());
+                    }
                     match binding.names.get(name) {
                         Some(p) => peers.extend(p.iter().cloned()),
                         None => {
@@ -363,6 +465,9 @@ fn ace_rule(
                     let net = r.str(v, &k_at)?;
                     if net.parse::<ipnet::IpNet>().is_err() {
                         return Err(r.err(&k_at, format!("{:?} is not a prefix", printable(net))));
+                    }
+                    if peer_named {
+                        leave.get_or_insert(two_peers());
                     }
                     peers.push(net.to_string());
                     peer_named = true;
@@ -436,7 +541,14 @@ fn ace_rule(
         peer_named = true;
     }
     if !peer_named {
-        peers.push("any".to_string());
+        peers.push(
+            match family {
+                Some(Family::V4) => "0.0.0.0/0",
+                Some(Family::V6) => "::/0",
+                None => "any",
+            }
+            .to_string(),
+        );
     }
     peers.sort();
     peers.dedup();
@@ -455,7 +567,7 @@ fn ace_rule(
                     );
                 };
             }
-            let want = if l3_key == "ipv6" { 58 } else { 1 };
+            let want = if family == Some(Family::V6) { 58 } else { 1 };
             if proto.is_some_and(|p| p != want) {
                 return Err(r.err(at, "an icmp match with another protocol"));
             }
@@ -470,7 +582,7 @@ fn ace_rule(
         Side::ToDevice => Initiator::Peer,
     };
     let mut ports = None;
-    let mut reply = side == Side::ToDevice;
+    let mut half = (side == Side::ToDevice).then_some(Half::Portless);
     if let Some((name, number, v)) = l4 {
         if proto.is_some_and(|p| p != number) {
             return Err(r.err(
@@ -521,7 +633,10 @@ fn ace_rule(
             _ => None,
         });
         if let Some(o) = opener {
-            reply = false;
+            // An ACE whose opener is the other side passes only the flow's replies: it is
+            // part of the rule the other side's ACE opens, never a rule of its own (its
+            // first packet is not allowed here).
+            half = (o != side).then_some(Half::Replies);
             initiator = match o {
                 Side::FromDevice => Initiator::Device,
                 Side::ToDevice => Initiator::Peer,
@@ -543,16 +658,22 @@ fn ace_rule(
         return Ok(Ace::LeftOut(why));
     }
     let rule = MudRule {
+        family,
         initiator,
         proto,
         peers,
         ports,
     };
-    Ok(if reply {
-        Ace::Reply(rule)
-    } else {
-        Ace::Rule(rule)
+    Ok(match half {
+        Some(h) => Ace::Half(h, rule),
+        None => Ace::Rule(rule),
     })
+}
+
+fn two_peers() -> String {
+    "two peer constraints in one ACE (a name, a network or an abstraction): the ACE allows \
+their intersection, which a lazaret peer cannot say"
+        .to_string()
 }
 
 /// RFC 8519's `port-range-or-operator`: `{lower-port, upper-port}`, or `{operator, port}`
@@ -656,6 +777,9 @@ impl fmt::Display for Plan {
         for rule in self.imported.rules.keys() {
             writeln!(f, "  + {}", printable(&rule.to_string()))?;
         }
+        for from in &self.imported.replies {
+            writeln!(f, "  replies of a rule above: {}", printable(from))?;
+        }
         for (from, why) in &self.imported.left_out {
             writeln!(f, "  left out {}: {}", printable(from), printable(why))?;
         }
@@ -673,7 +797,7 @@ impl fmt::Display for Plan {
 
 /// Plans the import of the MUD file `mud` into the policy directory `dir` (nothing written).
 pub fn plan(dir: &Path, mud: &Path, binding: &Binding) -> Result<Plan, MudError> {
-    let imported = read(mud, binding)?;
+    let mut imported = read(mud, binding)?;
     let files = load::read_dir(dir).map_err(|e| MudError::PolicyBefore {
         dir: dir.display().to_string(),
         errors: e.render(),
@@ -683,8 +807,17 @@ pub fn plan(dir: &Path, mud: &Path, binding: &Binding) -> Result<Plan, MudError>
             dir: dir.display().to_string(),
             errors: e.render(),
         })?;
+    narrow(&mut imported, &policy);
     let workflow = binding.workflow();
     let path = dir.join("mud").join(format!("{}.toml", binding.class));
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if !old.starts_with(GENERATED) {
+            return Err(MudError::Policy(format!(
+                "{}: exists and was not written by `lazaret import mud`: move it away first",
+                path.display()
+            )));
+        }
+    }
     // The class is defined by the generated file when the repository had none (a first
     // import wrote it there): then it is written again, not edited.
     let existing = (policy.classes.get(&binding.class))
@@ -733,6 +866,102 @@ pub fn plan(dir: &Path, mud: &Path, binding: &Binding) -> Result<Plan, MudError>
     })
 }
 
+/// Narrows each rule of one family to peers of that family: a role with addresses of both
+/// keeps those of the family (as prefixes); a class or device with addresses of the other
+/// family cannot be narrowed, and its rule is left out. Without this an IPv4 ACE bound to
+/// a dual-stack role would allow its IPv6 addresses too.
+fn narrow(imported: &mut Imported, policy: &Policy) {
+    let rules = std::mem::take(&mut imported.rules);
+    for (mut rule, from) in rules {
+        let Some(family) = rule.family else {
+            imported.rules.entry(rule).or_default().extend(from);
+            continue;
+        };
+        let name = match family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
+        let of = |net: &ipnet::IpNet| Family::of(net) == family;
+        let mut peers = Vec::new();
+        let mut refused = None;
+        for p in &rule.peers {
+            let sel = p
+                .strip_prefix("role:")
+                .map(|r| PeerSel::Role(r.to_string()))
+                .or_else(|| {
+                    p.strip_prefix("class:")
+                        .map(|c| PeerSel::Class(c.to_string()))
+                })
+                .or_else(|| {
+                    p.strip_prefix("device:")
+                        .map(|d| PeerSel::Device(d.to_string()))
+                });
+            match sel {
+                Some(PeerSel::Role(r)) => match policy.roles.get(&r) {
+                    Some(role) if !role.addresses.iter().all(of) => {
+                        let same: Vec<String> = role
+                            .addresses
+                            .iter()
+                            .filter(|a| of(a))
+                            .map(ToString::to_string)
+                            .collect();
+                        if same.is_empty() {
+                            refused = Some(format!("role {r} has no {name} address"));
+                        }
+                        peers.extend(same);
+                    }
+                    // An unknown role is the policy check's to refuse.
+                    _ => peers.push(p.clone()),
+                },
+                Some(PeerSel::Class(c)) => {
+                    let other = (policy.devices.iter())
+                        .filter(|d| d.class.as_deref() == Some(c.as_str()))
+                        .any(|d| d.addresses().any(|a| Family::of_addr(&a) != family));
+                    if other {
+                        refused = Some(format!(
+                            "class {c} has devices with addresses of the other family than this {name}-only ACE"
+                        ));
+                    }
+                    peers.push(p.clone());
+                }
+                Some(PeerSel::Device(id)) => {
+                    let other = (policy.devices.iter())
+                        .filter(|d| d.id == id)
+                        .any(|d| d.addresses().any(|a| Family::of_addr(&a) != family));
+                    if other {
+                        refused = Some(format!(
+                            "device {id} has addresses of the other family than this {name}-only ACE"
+                        ));
+                    }
+                    peers.push(p.clone());
+                }
+                _ if p == "any" => peers.push(match family {
+                    Family::V4 => "0.0.0.0/0".to_string(),
+                    Family::V6 => "::/0".to_string(),
+                }),
+                _ => match p.parse::<ipnet::IpNet>() {
+                    Ok(net) if !of(&net) => refused = Some(format!("{net} is not {name}")),
+                    _ => peers.push(p.clone()),
+                },
+            }
+        }
+        match refused {
+            Some(why) => imported
+                .left_out
+                .extend(from.into_iter().map(|f| (f, why.clone()))),
+            None => {
+                peers.sort();
+                peers.dedup();
+                rule.peers = peers;
+                imported.rules.entry(rule).or_default().extend(from);
+            }
+        }
+    }
+}
+
+/// The first line of a file `import mud` writes (and may write over).
+const GENERATED: &str = "# Generated by `lazaret import mud`";
+
 /// `text` with `workflow` appended to class `class`'s `workflows`, comments kept.
 fn add_workflow(text: &str, class: &str, workflow: &str, file: &str) -> Result<String, MudError> {
     let mut doc: DocumentMut = text
@@ -763,8 +992,8 @@ fn add_workflow(text: &str, class: &str, workflow: &str, file: &str) -> Result<S
 fn render(imp: &Imported, b: &Binding, source: &str, define_class: bool) -> String {
     let q = |s: &str| toml_edit::Value::from(s).to_string();
     let mut s = String::new();
-    let _ = writeln!(s, "# Generated by `lazaret import mud` from {source}");
-    let _ = writeln!(s, "# (MUD URL {}).", imp.mud_url);
+    let _ = writeln!(s, "{GENERATED} from {}", printable(source));
+    let _ = writeln!(s, "# (MUD URL {}).", printable(&imp.mud_url));
     s.push_str("# Regenerate it rather than editing it: change the MUD file or its binding.\n");
     if !imp.left_out.is_empty() {
         s.push_str("#\n# Left out, so that nothing here allows more than the MUD file does:\n");
@@ -774,7 +1003,7 @@ fn render(imp: &Imported, b: &Binding, source: &str, define_class: bool) -> Stri
     }
     let wf = b.workflow();
     if define_class {
-        let _ = writeln!(s, "\n[classes.{}]", b.class);
+        let _ = writeln!(s, "\n[classes.{}]", key(&b.class));
         let desc = if imp.systeminfo.is_empty() {
             "Described by its manufacturer's MUD file"
         } else {
@@ -783,7 +1012,7 @@ fn render(imp: &Imported, b: &Binding, source: &str, define_class: bool) -> Stri
         let _ = writeln!(s, "description = {}", q(desc));
         let _ = writeln!(s, "workflows = [{}]", q(&wf));
     }
-    let _ = writeln!(s, "\n[workflows.{wf}]");
+    let _ = writeln!(s, "\n[workflows.{}]", key(&wf));
     let desc = format!("What the manufacturer's MUD file allows ({})", imp.mud_url);
     let _ = writeln!(s, "description = {}", q(&desc));
     if b.essential {
@@ -793,7 +1022,7 @@ fn render(imp: &Imported, b: &Binding, source: &str, define_class: bool) -> Stri
         let _ = writeln!(s, "mode = {}", q(mode));
     }
     for (rule, from) in &imp.rules {
-        let _ = writeln!(s, "\n[[workflows.{wf}.rules]]");
+        let _ = writeln!(s, "\n[[workflows.{}.rules]]", key(&wf));
         let _ = writeln!(s, "# {}", printable(&from.join(", ")));
         let peers: Vec<String> = rule.peers.iter().map(|p| q(p)).collect();
         let _ = writeln!(s, "peer = [{}]", peers.join(", "));
@@ -826,6 +1055,11 @@ fn render(imp: &Imported, b: &Binding, source: &str, define_class: bool) -> Stri
         let _ = writeln!(s, "initiator = {}", q(initiator));
     }
     s
+}
+
+/// A TOML key, quoted when it needs to be (`a.b` is one name, not a path).
+fn key(name: &str) -> String {
+    toml_edit::Key::new(name).to_string()
 }
 
 /// Writes the plan's files, each replaced whole.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lazaret_policy::model::Initiator;
+use lazaret_policy::model::{Family, Initiator};
 
 use super::import::{parse, MudRule};
 use super::*;
@@ -18,12 +18,21 @@ fn binding(text: &str) -> Binding {
     Binding::parse(text, "binding.toml").expect("binding")
 }
 
+/// An IPv4 rule (`rule6` for IPv6).
 fn rule(initiator: Initiator, proto: u8, peers: &[&str], ports: Option<&[(u16, u16)]>) -> MudRule {
     MudRule {
+        family: Some(Family::V4),
         initiator,
         proto: Some(proto),
         peers: peers.iter().map(ToString::to_string).collect(),
         ports: ports.map(<[(u16, u16)]>::to_vec),
+    }
+}
+
+fn rule6(initiator: Initiator, proto: u8, peers: &[&str], ports: Option<&[(u16, u16)]>) -> MudRule {
+    MudRule {
+        family: Some(Family::V6),
+        ..rule(initiator, proto, peers, ports)
     }
 }
 
@@ -48,7 +57,7 @@ fn the_rfc_example_is_one_device_initiated_flow() {
     // Its two ACEs are the flow and its replies: one rule.
     assert_eq!(
         rules(RFC, &b),
-        [rule(
+        [rule6(
             Initiator::Device,
             6,
             &["role:bms"],
@@ -217,7 +226,7 @@ fn huge_arrays_are_refused_before_they_are_walked() {
     let ace = r#"{"name":"a","matches":{},"actions":{"forwarding":"accept"}}"#;
     let many = vec![ace; MAX_ACES + 1].join(",");
     let text = format!(
-        r#"{{"ietf-mud:mud":{{"mud-version":1,"mud-url":"u","from-device-policy":{{"access-lists":{{"access-list":[{{"name":"a"}}]}}}}}},
+        r#"{{"ietf-mud:mud":{{"mud-version":1,"mud-url":"https://u.example/","from-device-policy":{{"access-lists":{{"access-list":[{{"name":"a"}}]}}}}}},
 "ietf-access-control-list:acls":{{"acl":[{{"name":"a","aces":{{"ace":[{many}]}}}}]}}}}"#
     );
     let err = refused(text.as_bytes());
@@ -428,4 +437,163 @@ fn a_new_class_lives_in_the_generated_file_across_imports() {
         let policy = lazaret_policy::load_dir(&dir).expect("loads");
         assert_eq!(policy.classes["lightbulb"].workflows, ["mud-lightbulb"]);
     }
+}
+
+// === Never wider than the MUD file (found in review) ===
+
+/// A minimal MUD file with these ACLs: (side, ACEs as JSON) each.
+fn mud(from: &[&str], to: &[&str]) -> Vec<u8> {
+    let acl = |name: &str, aces: &[&str]| {
+        format!(
+            r#"{{"name":"{name}","type":"ipv4-acl-type","aces":{{"ace":[{}]}}}}"#,
+            aces.join(",")
+        )
+    };
+    format!(
+        r#"{{"ietf-mud:mud":{{"mud-version":1,"mud-url":"https://m.example/x",
+"from-device-policy":{{"access-lists":{{"access-list":[{{"name":"fr"}}]}}}},
+"to-device-policy":{{"access-lists":{{"access-list":[{{"name":"to"}}]}}}}}},
+"ietf-access-control-list:acls":{{"acl":[{},{}]}}}}"#,
+        acl("fr", from),
+        acl("to", to)
+    )
+    .into_bytes()
+}
+
+fn accept(matches: &str) -> String {
+    format!(r#"{{"name":"a","matches":{matches},"actions":{{"forwarding":"accept"}}}}"#)
+}
+
+fn drop(matches: &str) -> String {
+    format!(r#"{{"name":"d","matches":{matches},"actions":{{"forwarding":"drop"}}}}"#)
+}
+
+const DNS: &str = "class = \"x\"\n[controllers]\n\"urn:ietf:params:mud:dns\" = [\"role:dns\"]\n";
+
+#[test]
+fn a_half_whose_opener_is_the_other_side_opens_nothing() {
+    let b = binding(DNS);
+    // from-device, opened by the peer: only replies, and no to-device ACE opens the flow.
+    let inbound = accept(r#"{"tcp":{"ietf-mud:direction-initiated":"to-device"}}"#);
+    assert!(rules(&mud(&[&inbound], &[]), &b).is_empty());
+    let out = left_out(&mud(&[&inbound], &[]), &b);
+    assert!(out[0].1.contains("does not open"), "{out:?}");
+    // to-device replies from any udp/53 while the device may only ask the resolvers.
+    let dns = accept(
+        r#"{"ietf-mud:mud":{"controller":"urn:ietf:params:mud:dns"},"udp":{"destination-port":{"port":53}}}"#,
+    );
+    let replies = accept(r#"{"udp":{"source-port":{"port":53}}}"#);
+    assert_eq!(
+        rules(&mud(&[&dns], &[&replies]), &b),
+        [rule(
+            Initiator::Device,
+            17,
+            &["role:dns"],
+            Some(&[(53, 53)])
+        )]
+    );
+}
+
+#[test]
+fn a_drop_in_an_earlier_acl_of_the_side_refuses_a_later_accept() {
+    let text = String::from_utf8(mud(&[], &[])).expect("utf8").replace(
+        r#""access-list":[{"name":"fr"}]"#,
+        r#""access-list":[{"name":"fr"},{"name":"to"}]"#,
+    );
+    let text = text.replace(
+        r#"{"name":"fr","type":"ipv4-acl-type","aces":{"ace":[]}}"#,
+        &format!(
+            r#"{{"name":"fr","type":"ipv4-acl-type","aces":{{"ace":[{}]}}}}"#,
+            drop(r#"{"tcp":{"destination-port":{"port":23}}}"#)
+        ),
+    );
+    let text = text.replace(
+        r#"{"name":"to","type":"ipv4-acl-type","aces":{"ace":[]}}"#,
+        &format!(
+            r#"{{"name":"to","type":"ipv4-acl-type","aces":{{"ace":[{}]}}}}"#,
+            accept("{}")
+        ),
+    );
+    let err = parse(text.as_bytes(), "mud.json", &binding(DNS))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("accepts after fr/d drops"), "{err}");
+}
+
+#[test]
+fn a_mud_url_that_is_not_https_is_refused_before_it_reaches_a_file() {
+    let text = String::from_utf8(mud(&[], &[])).expect("utf8").replace(
+        "https://m.example/x",
+        "x\\n[[workflows.mud-x.rules]]\\npeer = [\\\"any\\\"]",
+    );
+    let err = parse(text.as_bytes(), "mud.json", &binding(DNS))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("mud-url: a MUD URL is an https: URL"), "{err}");
+}
+
+#[test]
+fn an_ipv4_ace_allows_ipv4_only() {
+    let any = accept(r#"{"ipv4":{"protocol":6},"tcp":{"destination-port":{"port":443}}}"#);
+    assert_eq!(
+        rules(&mud(&[&any], &[]), &binding(DNS)),
+        [rule(
+            Initiator::Device,
+            6,
+            &["0.0.0.0/0"],
+            Some(&[(443, 443)])
+        )]
+    );
+    // A name and a network in one ACE: their intersection, not expressible.
+    let both = accept(
+        r#"{"ipv4":{"ietf-acldns:dst-dnsname":"test.example.com","destination-ipv4-network":"0.0.0.0/0","protocol":6}}"#,
+    );
+    let b = binding("class = \"x\"\n[names]\n\"test.example.com\" = [\"role:a\"]\n");
+    assert!(rules(&mud(&[&both], &[]), &b).is_empty());
+    assert!(left_out(&mud(&[&both], &[]), &b)[0]
+        .1
+        .contains("intersection"));
+}
+
+/// The example's resolvers are dual-stack: an IPv4 ACE bound to them keeps their IPv4
+/// address only.
+#[test]
+fn a_dual_stack_role_is_narrowed_to_the_aces_family() {
+    let tmp = example_copy();
+    let dir = tmp.path().join("policies");
+    let mud = tmp.path().join("pump.json");
+    std::fs::write(&mud, PUMP).expect("w");
+    let plan = import::plan(&dir, &mud, &binding(EXAMPLE_PUMP_BINDING)).expect("plan");
+    let peers: Vec<String> = plan
+        .imported
+        .rules
+        .keys()
+        .map(|r| r.peers.join(" "))
+        .collect();
+    assert!(peers.contains(&"10.10.0.53/32".to_string()), "{peers:?}");
+    assert!(!peers.iter().any(|p| p.contains("fd00")), "{peers:?}");
+}
+
+#[test]
+fn a_hand_written_file_in_the_way_is_not_overwritten_and_dotted_names_are_one_key() {
+    let tmp = example_copy();
+    let dir = tmp.path().join("policies");
+    let mud = tmp.path().join("bulb.json");
+    std::fs::write(&mud, RFC).expect("w");
+    std::fs::create_dir_all(dir.join("mud")).expect("mkdir");
+    std::fs::write(dir.join("mud/lightbulb.toml"), "# mine\n").expect("w");
+    let b =
+        binding("class = \"lightbulb\"\n[names]\n\"test.example.com\" = [\"fd00:10::53/128\"]\n");
+    let err = import::plan(&dir, &mud, &b)
+        .expect_err("in the way")
+        .to_string();
+    assert!(err.contains("not written by `lazaret import mud`"), "{err}");
+    let b =
+        binding("class = \"light.bulb\"\n[names]\n\"test.example.com\" = [\"fd00:10::53/128\"]\n");
+    let plan = import::plan(&dir, &mud, &b).expect("dotted");
+    assert!(
+        plan.file.1.contains("[classes.\"light.bulb\"]"),
+        "{}",
+        plan.file.1
+    );
 }
