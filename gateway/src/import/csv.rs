@@ -176,8 +176,47 @@ struct RawOutput {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Encoding {
     Utf8,
+    /// ISO-8859-1: 0x80-0x9F are control characters, refused (an export with them is
+    /// Windows-1252).
     Latin1,
+    Windows1252,
 }
+
+/// Windows-1252's 0x80-0x9F (`None`: unassigned).
+const CP1252_HIGH: [Option<char>; 32] = [
+    Some('€'),
+    None,
+    Some('‚'),
+    Some('ƒ'),
+    Some('„'),
+    Some('…'),
+    Some('†'),
+    Some('‡'),
+    Some('ˆ'),
+    Some('‰'),
+    Some('Š'),
+    Some('‹'),
+    Some('Œ'),
+    None,
+    Some('Ž'),
+    None,
+    None,
+    Some('‘'),
+    Some('’'),
+    Some('“'),
+    Some('”'),
+    Some('•'),
+    Some('–'),
+    Some('—'),
+    Some('˜'),
+    Some('™'),
+    Some('š'),
+    Some('›'),
+    Some('œ'),
+    None,
+    Some('ž'),
+    Some('Ÿ'),
+];
 
 /// A mapping file, checked.
 #[derive(Debug)]
@@ -211,9 +250,10 @@ impl Mapping {
             None => Encoding::Utf8,
             Some(e) if e == "utf-8" || e == "utf8" => Encoding::Utf8,
             Some(e) if e == "latin-1" || e == "latin1" || e == "iso-8859-1" => Encoding::Latin1,
+            Some(e) if e == "windows-1252" || e == "cp1252" => Encoding::Windows1252,
             Some(e) => {
                 return Err(bad(format!(
-                    "[csv] encoding = {e:?}: use \"utf-8\" or \"latin-1\""
+                    "[csv] encoding = {e:?}: use \"utf-8\", \"latin-1\" or \"windows-1252\""
                 )))
             }
         };
@@ -297,12 +337,35 @@ fn decode(bytes: &[u8], encoding: Encoding, path: &str) -> Result<String, Import
         ));
     }
     match encoding {
-        Encoding::Latin1 if bytes.starts_with(b"\xef\xbb\xbf") => Err(read(
-            "a UTF-8 byte-order mark, but the mapping says latin-1: set [csv] encoding = \
-\"utf-8\""
-                .to_string(),
-        )),
-        Encoding::Latin1 => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+        Encoding::Latin1 | Encoding::Windows1252 if bytes.starts_with(b"\xef\xbb\xbf") => {
+            Err(read(
+                "a UTF-8 byte-order mark, but the mapping says otherwise: set [csv] encoding \
+= \"utf-8\""
+                    .to_string(),
+            ))
+        }
+        Encoding::Latin1 | Encoding::Windows1252 => {
+            let mut text = String::with_capacity(bytes.len());
+            for (i, &b) in bytes.iter().enumerate() {
+                let c = match (b, encoding) {
+                    (0x80..=0x9f, Encoding::Windows1252) => CP1252_HIGH[usize::from(b - 0x80)],
+                    (0x80..=0x9f, _) => None,
+                    _ => Some(char::from(b)),
+                };
+                let Some(c) = c else {
+                    let line = bytes[..i].iter().filter(|&&b| b == b'\n').count() + 1;
+                    let hint = if encoding == Encoding::Latin1 {
+                        "a control character in Latin-1: the export is probably Windows-1252 \
+(set [csv] encoding = \"windows-1252\")"
+                    } else {
+                        "unassigned in Windows-1252"
+                    };
+                    return Err(read(format!("line {line}: byte 0x{b:02x} is {hint}")));
+                };
+                text.push(c);
+            }
+            Ok(text)
+        }
         Encoding::Utf8 => {
             let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
             std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
@@ -435,6 +498,20 @@ fn read_rows(
             continue;
         }
         let at = |header: &str| format!("line {line}, column {:?}", printable(header));
+        // A short row is a truncated export or a line break inside an unquoted value: its
+        // cells would land in the wrong columns.
+        if record.len() < headers.len() {
+            problems.push(RowProblem {
+                at: format!("line {line}"),
+                message: format!(
+                    "{} fields, but the header has {}: a truncated row, or a line break inside \
+an unquoted value?",
+                    record.len(),
+                    headers.len()
+                ),
+            });
+            continue;
+        }
         if let Some((i, extra)) = record
             .iter()
             .enumerate()
@@ -789,10 +866,20 @@ impl Repo {
                 .map(|c| ("class", Kind::Text, Value::Text(c.clone())));
             let mut keys = Vec::new();
             for (key, kind, v) in r.values.iter().cloned().chain(class) {
-                match table.get(key) {
+                match table.get_mut(key) {
                     Some(old) if v.same_as(kind, old) => {}
-                    old => {
-                        keys.push((key.to_string(), old.map(show_item), v.show()));
+                    // In place: the key's comments above it and the value's after it stay
+                    // (`insert` would reset both).
+                    Some(old) => {
+                        keys.push((key.to_string(), Some(show_item(old)), v.show()));
+                        let mut new = v.item();
+                        if let (Some(was), Some(now)) = (old.as_value(), new.as_value_mut()) {
+                            *now.decor_mut() = was.decor().clone();
+                        }
+                        *old = new;
+                    }
+                    None => {
+                        keys.push((key.to_string(), None, v.show()));
                         table.insert(key, v.item());
                     }
                 }

@@ -33,18 +33,47 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 }
 
 /// Writes each file whole (a temporary file renamed over it), so that a reader, the
-/// daemon's watcher included, never sees half of one. `Err`: the file that failed.
+/// daemon's watcher included, never sees half of one; and every temporary file before the
+/// first rename, so that a write that fails (a full disk, a directory in the way) leaves
+/// every file as it was. A symbolic link is refused: renaming over it would replace the
+/// link, not the shared file it points to. `Err`: the file that failed.
 fn write_files<'a>(
     files: impl IntoIterator<Item = &'a (PathBuf, String)>,
 ) -> Result<(), (PathBuf, std::io::Error)> {
-    for (path, text) in files {
-        let fail = |e| (path.clone(), e);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(fail)?;
+    let mut temps: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    let clean = |temps: &[(PathBuf, &PathBuf)]| {
+        for (tmp, _) in temps {
+            let _ = std::fs::remove_file(tmp);
         }
-        let tmp = path.with_extension("toml.import-tmp");
-        std::fs::write(&tmp, text).map_err(fail)?;
-        std::fs::rename(&tmp, path).map_err(fail)?;
+    };
+    for (path, text) in files {
+        let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let step = || -> std::io::Result<PathBuf> {
+            if linked {
+                return Err(std::io::Error::other(
+                    "a symbolic link: edit the file it points to, or replace the link by the file",
+                ));
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("toml.import-tmp");
+            std::fs::write(&tmp, text)?;
+            Ok(tmp)
+        };
+        match step() {
+            Ok(tmp) => temps.push((tmp, path)),
+            Err(e) => {
+                clean(&temps);
+                return Err((path.clone(), e));
+            }
+        }
+    }
+    for (i, (tmp, path)) in temps.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            clean(&temps[i..]);
+            return Err(((*path).clone(), e));
+        }
     }
     Ok(())
 }

@@ -547,7 +547,7 @@ fn mapping_mistakes_are_refused_with_what_is_allowed() {
         ),
         (
             "[csv]\nencoding = \"utf-16\"\n[columns]\nid = \"A\"\n[output]\nfile = \"d.toml\"\n",
-            "use \"utf-8\" or \"latin-1\"",
+            "use \"utf-8\", \"latin-1\" or \"windows-1252\"",
         ),
         (
             "[columns]\nid = \"A\"\n[output]\nfile = \"d.toml\"\n[extra]\n",
@@ -558,4 +558,109 @@ fn mapping_mistakes_are_refused_with_what_is_allowed() {
         assert!(err.contains(want), "{text}: {err}");
         assert!(err.starts_with("m.toml: "), "{err}");
     }
+}
+
+// === Found in review ===
+
+#[test]
+fn a_changed_value_keeps_its_comments() {
+    let dir = repo();
+    let mon = MON.replace("00:1b:4f:20:00:11", "00:1b:4f:20:00:99");
+    import(
+        dir.path(),
+        format!("{HEADER}\n{mon}\n{PUMP}\n").as_bytes(),
+        &mapping(""),
+        false,
+    )
+    .expect("import");
+    let icu = read(dir.path(), "devices/icu.toml");
+    assert!(
+        icu.contains("mac = \"00:1b:4f:20:00:99\"   # the label on the back\n"),
+        "{icu}"
+    );
+}
+
+#[test]
+fn windows_1252_is_its_own_encoding_and_refused_as_latin_1() {
+    let dir = repo();
+    let extra = "life_critical = \"Life Support\"\nlocation = \"Location\"";
+    let text = MAPPING.replace("life_critical = \"Life Support\"", extra);
+    let mut csv = format!("{HEADER},Location\n{MON},ICU\n{PUMP},").into_bytes();
+    csv.extend_from_slice(b"Ward 3 \x96 north\n"); // an en dash in Windows-1252
+    let latin =
+        Mapping::parse(&format!("[csv]\nencoding = \"latin-1\"\n{text}"), "m.toml").expect("m");
+    let err = import(dir.path(), &csv, &latin, false)
+        .expect_err("C1 control")
+        .to_string();
+    assert!(
+        err.contains("line 3: byte 0x96") && err.contains("windows-1252"),
+        "{err}"
+    );
+    let cp = Mapping::parse(
+        &format!("[csv]\nencoding = \"windows-1252\"\n{text}"),
+        "m.toml",
+    )
+    .expect("m");
+    import(dir.path(), &csv, &cp, false).expect("windows-1252");
+    assert!(read(dir.path(), "devices/cmms.toml").contains("location = \"Ward 3 – north\""));
+}
+
+#[test]
+fn a_short_row_is_refused_not_shifted() {
+    let dir = repo();
+    // A line break inside an unquoted value splits the pump's row in two.
+    let split = PUMP.replacen(",dev0,", ",dev0\n", 1);
+    let csv = format!("{HEADER}\n{MON}\n{split}\n");
+    let got = problems(import(dir.path(), csv.as_bytes(), &mapping(""), false).expect_err("short"));
+    assert_eq!(got[0].at, "line 3");
+    assert!(
+        got[0].message.starts_with("5 fields, but the header has 9"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_symlinked_device_file_is_refused_and_nothing_is_written() {
+    let dir = repo();
+    let shared = dir.path().join("devices/shared-icu.toml.txt");
+    std::fs::rename(dir.path().join("devices/icu.toml"), &shared).expect("mv");
+    std::os::unix::fs::symlink("shared-icu.toml.txt", dir.path().join("devices/icu.toml"))
+        .expect("ln");
+    let mon = MON.replace("3.0.1", "3.0.2");
+    let err = import(
+        dir.path(),
+        format!("{HEADER}\n{mon}\n{PUMP}\n").as_bytes(),
+        &mapping(""),
+        false,
+    )
+    .expect_err("link");
+    assert!(err.to_string().contains("a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&shared).expect("read"), DEVICES);
+    assert!(
+        !dir.path().join("devices/cmms.toml").exists(),
+        "all or nothing"
+    );
+}
+
+#[test]
+fn a_write_that_fails_leaves_every_file_as_it_was() {
+    let dir = repo();
+    // A directory where the new devices' file would go: its rename fails.
+    std::fs::create_dir(dir.path().join("devices/cmms.toml")).expect("mkdir");
+    let mon = MON.replace("3.0.1", "3.0.2");
+    let err = import(
+        dir.path(),
+        format!("{HEADER}\n{mon}\n{PUMP}\n").as_bytes(),
+        &mapping(""),
+        false,
+    )
+    .expect_err("in the way");
+    assert!(matches!(err, ImportError::Write { .. }), "{err}");
+    assert_eq!(read(dir.path(), "devices/icu.toml"), DEVICES);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("devices"))
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with("import-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
