@@ -51,12 +51,23 @@ pub struct Vulnerability {
     pub fixed: Vec<Product>,
 }
 
-/// A product of a CSAF product tree.
+/// A product of a CSAF product tree (or a KEV entry's), its names normalised for matching
+/// (see [`norm`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Product {
     pub vendor: String,
     pub name: String,
     pub versions: Versions,
+}
+
+impl Product {
+    pub fn new(vendor: &str, name: &str, versions: Versions) -> Product {
+        Product {
+            vendor: norm(vendor),
+            name: norm(name),
+            versions,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,29 +161,33 @@ impl Catalog {
                     "vulnerabilities[{i}].cveID: {cve:?} is not a CVE id"
                 )));
             }
-            self.exploited
-                .insert(cve, (field("vendorProject"), field("product")));
+            self.exploited.insert(
+                cve,
+                (norm(&field("vendorProject")), norm(&field("product"))),
+            );
         }
         Ok(())
     }
 
-    /// The advisories and KEV entries that apply to a device, sorted by id.
+    /// The advisories and KEV entries that apply to a device, sorted by id (an advisory in
+    /// two files, two revisions of it, counts once).
     pub fn hits(&self, inv: &Inventory) -> Vec<Hit> {
-        let mut out = Vec::new();
+        let d = Device::of(inv);
+        let mut out: Vec<Hit> = Vec::new();
         let mut named: BTreeSet<&str> = BTreeSet::new();
         for a in &self.advisories {
             let mut cves = Vec::new();
             let mut affected = false;
             for v in &a.vulnerabilities {
                 named.extend(v.cve.as_deref());
-                let hit = v.affected.iter().any(|p| p.holds(inv))
-                    && !v.fixed.iter().any(|p| p.holds(inv));
+                let hit =
+                    v.affected.iter().any(|p| p.holds(&d)) && !v.fixed.iter().any(|p| p.holds(&d));
                 if hit {
                     affected = true;
                     cves.extend(v.cve.clone());
                 }
             }
-            if affected {
+            if affected && !out.iter().any(|h| h.id == a.id) {
                 let exploited = cves.iter().any(|c| self.exploited.contains_key(c));
                 out.push(Hit {
                     id: a.id.clone(),
@@ -190,7 +205,7 @@ impl Catalog {
                 name: product.clone(),
                 versions: Versions::Any,
             };
-            if p.holds(inv) {
+            if p.holds(&d) {
                 out.push(Hit {
                     id: cve.clone(),
                     cves: vec![cve.clone()],
@@ -201,36 +216,75 @@ impl Catalog {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
+
+    /// The advisories whose affected products are the device's vendor and model at
+    /// versions the inventory cannot say (its firmware is not recorded): reported by
+    /// `lazaret risk`, not counted.
+    pub fn unknown_firmware(&self, inv: &Inventory) -> Vec<String> {
+        if !inv.firmware.trim().is_empty() {
+            return Vec::new();
+        }
+        let d = Device::of(inv);
+        let mut out: Vec<String> = (self.advisories.iter())
+            .filter(|a| {
+                (a.vulnerabilities.iter())
+                    .flat_map(|v| &v.affected)
+                    .any(|p| p.versions != Versions::Any && p.names_match(&d))
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
+/// A device's names normalised once, for matching against every product.
+struct Device<'a> {
+    vendor: String,
+    model: String,
+    firmware: &'a str,
+}
+
+impl Device<'_> {
+    fn of(inv: &Inventory) -> Device<'_> {
+        Device {
+            vendor: norm(&inv.vendor),
+            model: norm(&inv.model),
+            firmware: inv.firmware.trim(),
+        }
+    }
 }
 
 /// Lower case, letters and digits only.
-fn norm(s: &str) -> String {
+pub fn norm(s: &str) -> String {
     s.chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect()
 }
 
-/// Either extends the other (after `norm`), neither empty.
-fn names_match(a: &str, b: &str) -> bool {
-    let (a, b) = (norm(a), norm(b));
-    !a.is_empty() && !b.is_empty() && (a.starts_with(&b) || b.starts_with(&a))
+/// Either extends the other (both normalised), neither empty.
+fn extends(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a))
 }
 
 impl Product {
+    fn names_match(&self, d: &Device<'_>) -> bool {
+        extends(&self.vendor, &d.vendor) && extends(&self.name, &d.model)
+    }
+
     /// Whether the device is this product, at one of its versions.
-    pub fn holds(&self, inv: &Inventory) -> bool {
-        if !names_match(&self.vendor, &inv.vendor) || !names_match(&self.name, &inv.model) {
+    fn holds(&self, d: &Device<'_>) -> bool {
+        if !self.names_match(d) {
             return false;
         }
-        let fw = inv.firmware.trim();
         match &self.versions {
             Versions::Any => true,
-            _ if fw.is_empty() => false,
-            Versions::Exact(v) => compare(fw, v) == Ordering::Equal,
+            _ if d.firmware.is_empty() => false,
+            Versions::Exact(v) => compare(d.firmware, v) == Ordering::Equal,
             Versions::Range(alternatives) => alternatives.iter().any(|all| {
                 all.iter().all(|(op, v)| {
-                    let c = compare(fw, v);
+                    let c = compare(d.firmware, v);
                     match op {
                         Op::Lt => c == Ordering::Less,
                         Op::Le => c != Ordering::Greater,
@@ -274,22 +328,13 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
-/// `vers:generic/>=1.0|<2.0` (RFC-style `vers`: `|`-separated constraints, an interval
-/// made of a lower and an upper bound) or plain constraints (`<15.11`, `>= 1.0, < 2.0`).
-fn parse_range(text: &str) -> Result<Vec<Vec<(Op, String)>>, String> {
-    let body = match text.strip_prefix("vers:") {
-        Some(rest) => rest
-            .split_once('/')
-            .map(|(_, c)| c)
-            .ok_or_else(|| format!("{text:?}: vers: needs a scheme and constraints"))?,
-        None => text,
-    };
-    let mut constraints = Vec::new();
-    for c in body
-        .split(['|', ','])
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
+/// A version range: `vers:<scheme>/<constraints>` (the vers specification: `|`-separated
+/// constraints sorted by version; `>`/`>=` then `<`/`<=` make an interval, `=` a single
+/// version, `!=` an exclusion; `vers:all/*` every version) or plain constraints that all
+/// hold (`<15.11`, `>=4.0, <4.2`, `>=4.0 <4.2`). A version must hold a digit: free text
+/// ("all versions") is refused, not read as a version no firmware has.
+fn parse_range(text: &str) -> Result<Versions, String> {
+    let constraint = |c: &str| -> Result<(Op, String), String> {
         let (op, v) = [
             ("<=", Op::Le),
             (">=", Op::Ge),
@@ -301,33 +346,84 @@ fn parse_range(text: &str) -> Result<Vec<Vec<(Op, String)>>, String> {
         .into_iter()
         .find_map(|(p, op)| c.strip_prefix(p).map(|v| (op, v.trim())))
         .unwrap_or((Op::Eq, c));
-        if v.is_empty() || v == "*" {
-            return Err(format!("{text:?}: a constraint without a version"));
+        let bad = |c: char| c.is_whitespace() || "<>=!|,*".contains(c);
+        if !v.chars().any(|c| c.is_ascii_digit()) || v.chars().any(bad) {
+            return Err(format!("{text:?}: {v:?} is not a version"));
         }
-        constraints.push((op, v.to_string()));
+        Ok((op, v.to_string()))
+    };
+    let Some(rest) = text.trim().strip_prefix("vers:") else {
+        // Plain: every constraint holds.
+        let mut all = Vec::new();
+        for piece in text.split(',') {
+            let mut words = piece.split_whitespace().peekable();
+            while let Some(w) = words.next() {
+                // `>= 4.0`: an operator alone takes the next word.
+                let c = if w.chars().all(|c| "<>=!".contains(c)) {
+                    format!("{w}{}", words.next().unwrap_or_default())
+                } else {
+                    w.to_string()
+                };
+                all.push(constraint(&c)?);
+            }
+        }
+        if all.is_empty() {
+            return Err(format!("{text:?}: no constraint"));
+        }
+        return Ok(Versions::Range(vec![all]));
+    };
+    let body = rest
+        .split_once('/')
+        .map(|(_, c)| c.trim())
+        .ok_or_else(|| format!("{text:?}: vers: needs a scheme and constraints"))?;
+    if body == "*" {
+        return Ok(Versions::Any);
     }
-    if constraints.is_empty() {
-        return Err(format!("{text:?}: no constraint"));
+    let constraints = (body.split('|').map(str::trim))
+        .map(constraint)
+        .collect::<Result<Vec<_>, _>>()?;
+    if constraints
+        .windows(2)
+        .any(|w| compare(&w[0].1, &w[1].1) == Ordering::Greater)
+    {
+        return Err(format!(
+            "{text:?}: vers constraints must be sorted by version"
+        ));
     }
-    // vers: lists bounds in order; `|` between a lower and an upper bound is an interval,
-    // between two `=`/`!=` an alternative. Group lower bounds with the upper bound after.
+    // Intervals and single versions are alternatives; exclusions hold in every one.
+    let excluded: Vec<(Op, String)> = (constraints.iter())
+        .filter(|(op, _)| *op == Op::Ne)
+        .cloned()
+        .collect();
     let mut groups: Vec<Vec<(Op, String)>> = Vec::new();
     let mut open: Vec<(Op, String)> = Vec::new();
     for (op, v) in constraints {
         match op {
-            Op::Gt | Op::Ge => open.push((op, v)),
+            Op::Gt | Op::Ge => {
+                if !open.is_empty() {
+                    groups.push(std::mem::take(&mut open));
+                }
+                open.push((op, v));
+            }
             Op::Lt | Op::Le => {
                 open.push((op, v));
                 groups.push(std::mem::take(&mut open));
             }
             Op::Eq => groups.push(vec![(op, v)]),
-            Op::Ne => open.push((op, v)),
+            Op::Ne => {}
         }
     }
     if !open.is_empty() {
         groups.push(open);
     }
-    Ok(groups)
+    if groups.is_empty() {
+        // Only exclusions: every other version.
+        groups.push(Vec::new());
+    }
+    for g in &mut groups {
+        g.extend(excluded.iter().cloned());
+    }
+    Ok(Versions::Range(groups))
 }
 
 /// One CSAF document.
@@ -361,6 +457,22 @@ fn csaf(file: &str, v: &Value) -> Result<Advisory, ReadError> {
         .enumerate()
     {
         let cve = vuln.get("cve").and_then(Value::as_str).map(str::to_string);
+        // `first_affected: 4.0` means 4.0 and later, `last_affected: 4.2` 4.2 and earlier,
+        // `first_fixed: 4.3` 4.3 and later: an exact version in the tree becomes a bound.
+        let bound = |p: &Product, k: &str| -> Product {
+            let op = match k {
+                "first_affected" | "first_fixed" => Op::Ge,
+                "last_affected" => Op::Le,
+                _ => return p.clone(),
+            };
+            match &p.versions {
+                Versions::Exact(v) => Product {
+                    versions: Versions::Range(vec![vec![(op, v.clone())]]),
+                    ..p.clone()
+                },
+                _ => p.clone(),
+            }
+        };
         let status = |keys: &[&str]| -> Result<Vec<Product>, ReadError> {
             let mut out = Vec::new();
             for k in keys {
@@ -372,7 +484,7 @@ fn csaf(file: &str, v: &Value) -> Result<Advisory, ReadError> {
                     // A product id the tree does not describe (a relationship, a
                     // full_product_name without branches) cannot be matched by name.
                     if let Some(p) = products.get(pid) {
-                        out.push(p.clone());
+                        out.push(bound(p, k));
                     } else if pid.is_empty() {
                         return Err(whole(format!(
                             "vulnerabilities[{i}].product_status.{k}: a product id that is not a string"
@@ -433,21 +545,15 @@ fn walk(
             "product_name" => here.product = name.to_string(),
             "product_version" => versions = Versions::Exact(name.to_string()),
             "product_version_range" => {
-                versions = Versions::Range(
-                    parse_range(name)
-                        .map_err(|m| whole(format!("product_tree: product_version_range {m}")))?,
-                );
+                versions = parse_range(name)
+                    .map_err(|m| whole(format!("product_tree: product_version_range {m}")))?;
             }
             _ => {}
         }
         if let Some(pid) = b.pointer("/product/product_id").and_then(Value::as_str) {
             out.insert(
                 pid.to_string(),
-                Product {
-                    vendor: here.vendor.clone(),
-                    name: here.product.clone(),
-                    versions,
-                },
+                Product::new(&here.vendor, &here.product, versions),
             );
         }
         if let Some(sub) = b.get("branches") {

@@ -89,23 +89,74 @@ fn versions_compare_by_segment() {
 #[test]
 fn plain_and_vers_ranges() {
     let held = |range: &str, fw: &str| {
-        Product {
-            vendor: "ICU Medical".into(),
-            name: "Plum 360".into(),
-            versions: Versions::Range(parse_range(range).expect("range")),
-        }
-        .holds(&pump(fw))
+        let versions = parse_range(range).expect("range");
+        Product::new("ICU Medical", "Plum 360", versions).holds(&Device::of(&pump(fw)))
     };
     assert!(held("<15.11", "15.10"));
     assert!(!held("<15.11", "15.11"));
     assert!(held(">= 1.0, < 2.0", "1.5"));
     assert!(!held(">= 1.0, < 2.0", "2.0"));
+    // Plain constraints all hold, in any order and however separated.
+    assert!(
+        !held("<15.11, >=15.0", "14.0"),
+        "an AND, not two alternatives"
+    );
+    assert!(held(">=4.0 <4.2", "4.1"));
+    assert!(!held(">=4.0 <4.2", "4.2"));
     assert!(held("vers:generic/>=1.0|<2.0|>=3.0|<4.0", "3.5"));
     assert!(!held("vers:generic/>=1.0|<2.0|>=3.0|<4.0", "2.5"));
     assert!(held("vers:generic/1.0|2.0", "2.0"));
     assert!(held("vers:generic/!=1.0", "1.1"));
-    assert!(parse_range("vers:generic").is_err());
-    assert!(parse_range("<").is_err());
+    assert!(
+        !held("vers:generic/>=1.0|!=1.5|<2.0", "1.5"),
+        "an exclusion holds in the interval"
+    );
+    assert!(held("vers:generic/>=1.0|!=1.5|<2.0", "1.6"));
+    assert!(
+        held("vers:all/*", ""),
+        "every version, firmware recorded or not"
+    );
+    for bad in [
+        "vers:generic",
+        "<",
+        "vers:generic/<2.0|>=1.0",
+        "All versions",
+        "*",
+    ] {
+        assert!(parse_range(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn first_and_last_affected_are_bounds_and_a_repeated_advisory_counts_once() {
+    let doc = CSAF
+        .replace(
+            "\"known_affected\": [\"PLUM360-AFFECTED\"]",
+            "\"last_affected\": [\"PLUM360-15.11\"]",
+        )
+        .replace("\"fixed\": [\"PLUM360-15.11\"]", "\"fixed\": []");
+    let c = catalog(&[&doc, &doc]);
+    let ids = |fw: &str| -> Vec<String> { c.hits(&pump(fw)).into_iter().map(|h| h.id).collect() };
+    assert_eq!(
+        ids("15.11"),
+        ["EXAMPLE-PUMPS-2026-001"],
+        "last_affected is affected"
+    );
+    assert_eq!(
+        ids("9.0"),
+        ["EXAMPLE-PUMPS-2026-001"],
+        "and so is every earlier version"
+    );
+    assert!(ids("15.12").is_empty());
+    let doc = CSAF.replace(
+        "\"fixed\": [\"PLUM360-15.11\"]",
+        "\"first_fixed\": [\"PLUM360-15.11\"]",
+    );
+    let c = catalog(&[&doc]);
+    assert_eq!(c.hits(&pump("15.10")).len(), 1);
+    // Firmware not recorded: not counted, but said.
+    assert!(c.hits(&pump("")).is_empty());
+    assert_eq!(c.unknown_firmware(&pump("")), ["EXAMPLE-PUMPS-2026-001"]);
 }
 
 #[test]

@@ -66,6 +66,18 @@ fn policy_root(cwd: &Path, path: &str) -> Result<String, GitError> {
         });
     }
     let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.starts_with('/') {
+        return Err(GitError::Failed {
+            command: format!("ls-tree -- {path}"),
+            message: "give the policy directory relative to the current directory".to_string(),
+        });
+    }
+    if path.starts_with('/') {
+        return Err(GitError::Failed {
+            command: format!("ls-tree -- {path}"),
+            message: "give the policy directory relative to the current directory".to_string(),
+        });
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in prefix.split('/').chain(path.split('/')) {
         match part {
@@ -112,6 +124,22 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         let mut parts = meta.split_whitespace();
         let (mode, kind, object, size) = (parts.next(), parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
+        // The directory loader follows a linked advisories/ directory; a revision would
+        // list the link as a file and read no advisory.
+        if mode == Some("120000") && format!("{file}/") == advisories {
+            return Err(GitError::Symlink(format!(
+                "{rev}:{}",
+                crate::text::printable(file)
+            )));
+        }
+        // The directory loader follows a linked advisories/ directory; a revision would
+        // list the link as a file and read no advisory.
+        if mode == Some("120000") && format!("{file}/") == advisories {
+            return Err(GitError::Symlink(format!(
+                "{rev}:{}",
+                crate::text::printable(file)
+            )));
+        }
         let policy_file = file.ends_with(".toml") || advisory(file);
         if kind != Some("blob") || !policy_file || hidden || file.starts_with(&import) {
             continue;
@@ -280,6 +308,20 @@ mod tests {
         assert_eq!(names(root, "policies"), want);
         assert_eq!(names(root, "./policies/"), want);
         assert_eq!(names(&root.join("policies/devices"), ".."), want);
+        // An absolute path has no place in a revision's tree: refused, not misread.
+        let abs = root.join("policies").display().to_string();
+        assert!(read_revision(root, "HEAD", &abs).is_err());
+        // A linked advisories/ directory is refused at a revision (its files would be lost).
+        std::fs::create_dir_all(root.join("shared")).expect("mkdir");
+        std::os::unix::fs::symlink("../shared", root.join("policies/advisories")).expect("ln");
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "link"]);
+        let err = read_revision(root, "HEAD", "policies").expect_err("linked advisories");
+        assert!(
+            matches!(err, GitError::Symlink(ref n) if n.ends_with("advisories")),
+            "{err}"
+        );
+        std::fs::remove_file(root.join("policies/advisories")).expect("rm");
         let listed = super::super::load::read_dir(&root.join("policies")).expect("dir");
         assert_eq!(
             listed.len(),

@@ -34,6 +34,9 @@ struct Row {
     factors: Vec<Factor>,
     advisories: Vec<lazaret::policy::advisories::Hit>,
     site_risk: Vec<String>,
+    /// Advisories that name the device's vendor and model at versions its unrecorded
+    /// firmware cannot be checked against.
+    firmware_unknown: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -114,6 +117,7 @@ pub(crate) fn run(a: RiskArgs, output: Output) -> Result<ExitCode> {
                     .collect(),
                 advisories: r.advisories.clone(),
                 site_risk: d.risk_actions.clone(),
+                firmware_unknown: policy.advisories.unknown_firmware(&d.inventory),
             }
         })
         .collect();
@@ -163,6 +167,13 @@ pub(crate) fn run(a: RiskArgs, output: Output) -> Result<ExitCode> {
                     line(format!(
                         "       [site.risk] {}",
                         lazaret::text::printable(s)
+                    ));
+                }
+                for a in &r.firmware_unknown {
+                    line(format!(
+                        "       firmware not recorded: advisory {} names this vendor and \
+model; record the firmware to know",
+                        lazaret::text::printable(a)
                     ));
                 }
             }

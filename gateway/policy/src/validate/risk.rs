@@ -42,8 +42,13 @@ impl Validator<'_> {
             let r = risk::score(&d.inventory, today, &hits);
             let band = Band::of(r.score);
             if site.risk_enforce_from.is_some_and(|b| band >= b) && d.mode != Mode::Enforce {
+                let bare = if d.workflows.is_empty() {
+                    " (it takes part in no workflow: only the site's essentials pass)"
+                } else {
+                    ""
+                };
                 d.risk_actions.push(format!(
-                    "enforced, not {}: risk {} ({}) is at or above [site.risk] enforce_from",
+                    "enforced, not {}: risk {} ({}) is at or above [site.risk] enforce_from{bare}",
                     d.mode.name(),
                     r.score,
                     band.name()
