@@ -501,6 +501,26 @@ fn advisories_in_the_repository_show_in_devices_risk_and_explain() -> Result<()>
         out.contains("10 devices, 3 affected by an advisory (1 advisories, 1 KEV entries read)"),
         "{out}"
     );
+    // check reads a feed kept outside the repository as if it were in advisories/.
+    let (code, out, err) = lazaret_in(
+        dir,
+        &[
+            "check",
+            "policies",
+            "--advisories",
+            "policies/import/advisories",
+        ],
+    )?;
+    ensure!(code == 0, "check --advisories exited {code}: {out}{err}");
+    let bad = dir.join("bad-feed");
+    std::fs::create_dir(&bad)?;
+    std::fs::write(bad.join("x.json"), "{\n  \"document\": ,\n}\n")?;
+    let (code, _, err) = lazaret_in(dir, &["check", "policies", "--advisories", "bad-feed"])?;
+    ensure!(code == 1, "a broken feed exited {code}: {err}");
+    ensure!(
+        err.contains("bad-feed/x.json:2:") && err.contains("advisory file: not JSON"),
+        "{err}"
+    );
     let ok = Command::new("cp")
         .arg("-r")
         .arg(dir.join("policies/import/advisories"))

@@ -62,6 +62,11 @@ pub(crate) struct CheckArgs {
     /// Warnings fail the check too (exit 1), as errors do.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// More security advisories (CSAF 2.0, KEV: the `*.json` of this directory), checked
+    /// with the policy as if they were in its `advisories/`: a feed kept outside the
+    /// repository.
+    #[arg(long, value_name = "DIR")]
+    pub advisories: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +203,18 @@ fn load(dir: &Path) -> std::result::Result<(Policy, Compiled), PolicyErrors> {
     policy::load_and_compile(dir)
 }
 
+/// `load`, with advisory files from outside the directory (`check --advisories`).
+fn load_with(
+    dir: &Path,
+    extra: Vec<policy::SourceFile>,
+) -> std::result::Result<(Policy, Compiled), PolicyErrors> {
+    let mut files = policy::load::read_dir(dir)?;
+    files.extend(extra);
+    let p = policy::parse_sources(files)?;
+    let (c, _) = policy::windows::compile_at(&p, policy::windows::now())?;
+    Ok((p, c))
+}
+
 fn print_errors(e: &PolicyErrors, format: Format) {
     match format {
         Format::Text => eprint!("{}", e.render()),
@@ -315,9 +332,21 @@ fn check(a: CheckArgs, config_file: Option<&Path>, format: Format) -> Result<Exi
         .clone()
         .or_else(|| config.as_ref().map(|c| c.policy_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("policies"));
-    let (policy, compiled) = match load_or_report(&dir, format) {
+    let loaded = if a.advisories.is_empty() {
+        load(&dir)
+    } else {
+        let mut extra = Vec::new();
+        for d in &a.advisories {
+            extra.extend(super::risk_cmds::advisory_files(d)?);
+        }
+        load_with(&dir, extra)
+    };
+    let (policy, compiled) = match loaded {
         Ok(x) => x,
-        Err(code) => return Ok(code),
+        Err(e) => {
+            print_errors(&e, format);
+            return Ok(failure_code(&e));
+        }
     };
     let sources = &policy.sources;
     let mismatches = config

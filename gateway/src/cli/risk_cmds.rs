@@ -48,20 +48,36 @@ struct Factor {
 /// The largest advisory file read from `--advisories`.
 const FILE_MAX_BYTES: u64 = 16 << 20;
 
-fn read_json(path: &Path) -> Result<String> {
+/// The `*.json` files of a directory given with `--advisories`, sorted, as policy sources
+/// (`check` parses them with the policy; `risk` adds them to its catalog).
+pub(crate) fn advisory_files(dir: &Path) -> Result<Vec<lazaret::policy::SourceFile>> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut text = String::new();
-    file.take(FILE_MAX_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("reading {} (UTF-8 JSON)", path.display()))?;
-    anyhow::ensure!(
-        text.len() as u64 <= FILE_MAX_BYTES,
-        "{}: larger than the {} MiB an advisory file may be",
-        path.display(),
-        FILE_MAX_BYTES >> 20
-    );
-    Ok(text)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut text = String::new();
+        file.take(FILE_MAX_BYTES + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {} (UTF-8 JSON)", path.display()))?;
+        anyhow::ensure!(
+            text.len() as u64 <= FILE_MAX_BYTES,
+            "{}: larger than the {} MiB an advisory file may be",
+            path.display(),
+            FILE_MAX_BYTES >> 20
+        );
+        out.push(lazaret::policy::SourceFile::new(
+            path.display().to_string(),
+            text,
+        ));
+    }
+    Ok(out)
 }
 
 pub(crate) fn run(a: RiskArgs, output: Output) -> Result<ExitCode> {
@@ -81,22 +97,9 @@ pub(crate) fn run(a: RiskArgs, output: Output) -> Result<ExitCode> {
         }
     };
     for extra in &a.advisories {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(extra)
-            .with_context(|| format!("reading {}", extra.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = read_json(&f)?;
-            if let Err(e) = policy.advisories.add(&f.display().to_string(), &text) {
-                eprintln!(
-                    "error: {}:{}:{}: {}",
-                    f.display(),
-                    e.line,
-                    e.column,
-                    e.message
-                );
+        for f in advisory_files(extra)? {
+            if let Err(e) = policy.advisories.add(&f.name, &f.text) {
+                eprintln!("error: {}:{}:{}: {}", f.name, e.line, e.column, e.message);
                 return Ok(ExitCode::FAILURE);
             }
         }
