@@ -194,8 +194,11 @@ fn the_static_binary_checks_and_plans_a_policy_without_privileges() -> Result<()
     std::fs::create_dir_all(repo.join("policies/devices"))?;
     std::fs::create_dir_all(repo.join("policies/workflows"))?;
     for entry in walk(&policies)? {
-        let rel = entry.strip_prefix(&policies)?;
-        std::fs::copy(&entry, repo.join("policies").join(rel))?;
+        let to = repo.join("policies").join(entry.strip_prefix(&policies)?);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&entry, to)?;
     }
     let git = |args: &[&str]| -> Result<()> {
         let (ok, out) = run(Command::new("git")
