@@ -180,8 +180,7 @@ impl Catalog {
             let mut affected = false;
             for v in &a.vulnerabilities {
                 named.extend(v.cve.as_deref());
-                let hit =
-                    v.affected.iter().any(|p| p.holds(&d)) && !v.fixed.iter().any(|p| p.holds(&d));
+                let hit = v.affects(&d);
                 if hit {
                     affected = true;
                     cves.extend(v.cve.clone());
@@ -233,8 +232,55 @@ impl Catalog {
             })
             .map(|a| a.id.clone())
             .collect();
+        out.sort();
         out.dedup();
         out
+    }
+}
+
+impl Vulnerability {
+    /// Whether the device has it: an affected product holds, and no fixed one does. An
+    /// exact affected version wins over a fixed bound, and a `first_fixed` bound fixes
+    /// only up to the next `first_affected` (or exact affected) version above it, so a
+    /// second release line stays affected.
+    fn affects(&self, d: &Device<'_>) -> bool {
+        let affected: Vec<&Product> = self.affected.iter().filter(|p| p.holds(d)).collect();
+        if affected.is_empty() {
+            return false;
+        }
+        if affected
+            .iter()
+            .any(|p| matches!(p.versions, Versions::Exact(_)))
+        {
+            return true;
+        }
+        // The lower bounds of affected lines: exact versions and `>=` bounds.
+        let lower = |p: &Product| -> Option<String> {
+            match &p.versions {
+                Versions::Exact(v) => Some(v.clone()),
+                Versions::Range(g) => match &g[..] {
+                    [one] => match &one[..] {
+                        [(Op::Ge, v)] => Some(v.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                Versions::Any => None,
+            }
+        };
+        let reopened = |fixed_from: &str| {
+            self.affected.iter().filter_map(lower).any(|u| {
+                compare(&u, fixed_from) == Ordering::Greater
+                    && compare(&u, d.firmware) != Ordering::Greater
+            })
+        };
+        !self.fixed.iter().any(|f| {
+            f.holds(d)
+                && match lower(f) {
+                    Some(from) if !matches!(f.versions, Versions::Exact(_)) => !reopened(&from),
+                    _ => true,
+                }
+        })
     }
 }
 
@@ -369,6 +415,14 @@ fn parse_range(text: &str) -> Result<Versions, String> {
         }
         if all.is_empty() {
             return Err(format!("{text:?}: no constraint"));
+        }
+        // All hold: two versions (`1.0, 1.1`, a list) or a version beside constraints
+        // (`<V2.0 SP1`) would match nothing, silently.
+        let exact = all.iter().filter(|(op, _)| *op == Op::Eq).count();
+        if exact > 1 || (exact == 1 && all.len() > 1) {
+            return Err(format!(
+                "{text:?}: constraints that all hold cannot name a version besides others"
+            ));
         }
         return Ok(Versions::Range(vec![all]));
     };

@@ -122,6 +122,8 @@ fn plain_and_vers_ranges() {
         "vers:generic/<2.0|>=1.0",
         "All versions",
         "*",
+        "1.0, 1.1",
+        "<V2.0 SP1",
     ] {
         assert!(parse_range(bad).is_err(), "{bad}");
     }
@@ -154,6 +156,23 @@ fn first_and_last_affected_are_bounds_and_a_repeated_advisory_counts_once() {
     );
     let c = catalog(&[&doc]);
     assert_eq!(c.hits(&pump("15.10")).len(), 1);
+    // Two release lines: 3.0 and 4.0 affected, fixed in 3.5 and 4.2.
+    let lines = r#"{"document":{"csaf_version":"2.0","tracking":{"id":"TWO-LINES"}},
+"product_tree":{"branches":[{"category":"vendor","name":"ICU Medical","branches":[
+{"category":"product_name","name":"Plum 360","branches":[
+{"category":"product_version","name":"3.0","product":{"product_id":"A3","name":"a3"}},
+{"category":"product_version","name":"4.0","product":{"product_id":"A4","name":"a4"}},
+{"category":"product_version","name":"3.5","product":{"product_id":"F3","name":"f3"}},
+{"category":"product_version","name":"4.2","product":{"product_id":"F4","name":"f4"}}]}]}]},
+"vulnerabilities":[{"cve":"CVE-2026-99902","product_status":{
+"first_affected":["A3","A4"],"first_fixed":["F3","F4"]}}]}"#;
+    let two = catalog(&[lines]);
+    let hit = |fw: &str| !two.hits(&pump(fw)).is_empty();
+    assert!(
+        hit("3.1") && !hit("3.6") && hit("4.1") && !hit("4.3"),
+        "each line fixed in its own release"
+    );
+    assert!(!hit("2.9"));
     // Firmware not recorded: not counted, but said.
     assert!(c.hits(&pump("")).is_empty());
     assert_eq!(c.unknown_firmware(&pump("")), ["EXAMPLE-PUMPS-2026-001"]);

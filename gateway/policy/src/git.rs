@@ -48,7 +48,9 @@ pub enum GitError {
     PolicyTooLarge { rev: String, size: u64, limit: u64 },
     #[error("more than {limit} policy files at {rev}")]
     TooManyFiles { rev: String, limit: usize },
-    #[error("{0} is a symbolic link: policy files must be regular files")]
+    #[error(
+        "{0} is a symbolic link or a submodule: policy files and directories must be regular ones"
+    )]
     Symlink(String),
 }
 
@@ -66,12 +68,6 @@ fn policy_root(cwd: &Path, path: &str) -> Result<String, GitError> {
         });
     }
     let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.starts_with('/') {
-        return Err(GitError::Failed {
-            command: format!("ls-tree -- {path}"),
-            message: "give the policy directory relative to the current directory".to_string(),
-        });
-    }
     if path.starts_with('/') {
         return Err(GitError::Failed {
             command: format!("ls-tree -- {path}"),
@@ -124,17 +120,12 @@ pub fn read_revision(cwd: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile
         let mut parts = meta.split_whitespace();
         let (mode, kind, object, size) = (parts.next(), parts.next(), parts.next(), parts.next());
         let hidden = file.split('/').any(|c| c.starts_with('.'));
-        // The directory loader follows a linked advisories/ directory; a revision would
-        // list the link as a file and read no advisory.
-        if mode == Some("120000") && format!("{file}/") == advisories {
-            return Err(GitError::Symlink(format!(
-                "{rev}:{}",
-                crate::text::printable(file)
-            )));
-        }
-        // The directory loader follows a linked advisories/ directory; a revision would
-        // list the link as a file and read no advisory.
-        if mode == Some("120000") && format!("{file}/") == advisories {
+        // The directory loader follows a linked directory (advisories/, a ward's devices)
+        // and reads a submodule's files; a revision lists either as one entry, whose files
+        // a plan would silently lose. Both are refused here, as a linked file is below.
+        let dir_like = !file.rsplit('/').next().unwrap_or(file).contains('.');
+        let linked_dir = mode == Some("120000") && (dir_like || format!("{file}/") == advisories);
+        if !hidden && !file.starts_with(&import) && (linked_dir || mode == Some("160000")) {
             return Err(GitError::Symlink(format!(
                 "{rev}:{}",
                 crate::text::printable(file)

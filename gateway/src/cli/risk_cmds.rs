@@ -45,33 +45,29 @@ struct Factor {
     points: u8,
 }
 
-/// The largest advisory file read from `--advisories`.
-const FILE_MAX_BYTES: u64 = 16 << 20;
-
 /// The `*.json` files of a directory given with `--advisories`, sorted, as policy sources
-/// (`check` parses them with the policy; `risk` adds them to its catalog).
+/// (`check` and `risk` parse them with the policy), read as carefully as the policy's own
+/// files (no FIFO, within the loader's limits).
 pub(crate) fn advisory_files(dir: &Path) -> Result<Vec<lazaret::policy::SourceFile>> {
-    use std::io::Read as _;
+    use lazaret::policy::load::{read_file, Limits};
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     paths.sort();
+    let limits = Limits::DEFAULT;
+    anyhow::ensure!(
+        paths.len() <= limits.files,
+        "{}: more than {} advisory files",
+        dir.display(),
+        limits.files
+    );
+    let mut budget = limits.total_bytes;
     let mut out = Vec::new();
     for path in paths {
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let mut text = String::new();
-        file.take(FILE_MAX_BYTES + 1)
-            .read_to_string(&mut text)
-            .with_context(|| format!("reading {} (UTF-8 JSON)", path.display()))?;
-        anyhow::ensure!(
-            text.len() as u64 <= FILE_MAX_BYTES,
-            "{}: larger than the {} MiB an advisory file may be",
-            path.display(),
-            FILE_MAX_BYTES >> 20
-        );
+        let text = read_file(&path, &limits, &mut budget)
+            .map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
         out.push(lazaret::policy::SourceFile::new(
             path.display().to_string(),
             text,
@@ -89,21 +85,25 @@ pub(crate) fn run(a: RiskArgs, output: Output) -> Result<ExitCode> {
             .days(),
         None => lazaret::policy::windows::now() / 86_400,
     };
-    let mut policy = match lazaret::policy::load_dir(&dir) {
-        Ok(p) => p,
+    // The feed is read with the policy, as `check --advisories` reads it: the score and
+    // what `[site.risk]` changes come from the same advisories.
+    let mut files = match lazaret::policy::load::read_dir(&dir) {
+        Ok(f) => f,
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::FAILURE);
         }
     };
     for extra in &a.advisories {
-        for f in advisory_files(extra)? {
-            if let Err(e) = policy.advisories.add(&f.name, &f.text) {
-                eprintln!("error: {}:{}:{}: {}", f.name, e.line, e.column, e.message);
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        files.extend(advisory_files(extra)?);
     }
+    let policy = match lazaret::policy::parse_sources(files) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint!("{}", e.render());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let rows: Vec<Row> = (policy.devices.iter())
         .map(|d| {
             let hits = policy.advisories.hits(&d.inventory);

@@ -47,18 +47,36 @@ fn write_files<'a>(
         }
     };
     for (path, text) in files {
-        let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let step = || -> std::io::Result<PathBuf> {
-            if linked {
-                return Err(std::io::Error::other(
+            // Whatever would make a rename fail is refused before the first one.
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => return Err(std::io::Error::other(
                     "a symbolic link: edit the file it points to, or replace the link by the file",
-                ));
+                )),
+                Ok(m) if !m.is_file() => {
+                    return Err(std::io::Error::other("in the way: not a regular file"))
+                }
+                _ => {}
             }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             let tmp = path.with_extension("toml.import-tmp");
-            std::fs::write(&tmp, text)?;
+            // A stale temporary file (or a link planted as one) is removed, and the new one
+            // created, never opened through a link.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             Ok(tmp)
         };
         match step() {

@@ -645,16 +645,18 @@ fn a_symlinked_device_file_is_refused_and_nothing_is_written() {
 #[test]
 fn a_write_that_fails_leaves_every_file_as_it_was() {
     let dir = repo();
-    // A directory where the new devices' file would go: its rename fails.
-    std::fs::create_dir(dir.path().join("devices/cmms.toml")).expect("mkdir");
-    let mon = MON.replace("3.0.1", "3.0.2");
-    let err = import(
-        dir.path(),
-        format!("{HEADER}\n{mon}\n{PUMP}\n").as_bytes(),
-        &mapping(""),
-        false,
+    // A directory where the new devices' file would go, named to sort after the file the
+    // import also edits: refused before anything is replaced.
+    std::fs::create_dir(dir.path().join("devices/zz.toml")).expect("mkdir");
+    let m = Mapping::parse(
+        &MAPPING.replace("devices/cmms.toml", "devices/zz.toml"),
+        "m.toml",
     )
-    .expect_err("in the way");
+    .expect("m");
+    let mon = MON.replace("3.0.1", "3.0.2");
+    let csv = format!("{HEADER}\n{mon}\n{PUMP}\n");
+    let err = import(dir.path(), csv.as_bytes(), &m, false).expect_err("in the way");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
     assert!(matches!(err, ImportError::Write { .. }), "{err}");
     assert_eq!(read(dir.path(), "devices/icu.toml"), DEVICES);
     let left: Vec<_> = std::fs::read_dir(dir.path().join("devices"))

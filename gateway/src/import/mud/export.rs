@@ -257,7 +257,8 @@ fn ace_pair(
         // MUD cannot say who opens a flow without ports (nor UDP to all ports): only the
         // to-device half is written, which an import reads as the peer opening.
         notes.push(format!(
-            "{here}: the peer opens, which MUD says only with a port: written to-device only"
+            "{here}: the peer opens, which MUD says only with a port: written to-device only; \
+an import reads it back only where no device-opened rule to the same peers has all ports"
         ));
     }
     let ranges: Vec<Option<(u16, u16)>> = match &rule.ports {

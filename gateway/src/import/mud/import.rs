@@ -268,6 +268,7 @@ pub fn parse(bytes: &[u8], file: &str, binding: &Binding) -> Result<Imported, Mu
                     && k.proto == rule.proto
                     && k.peers == rule.peers
                     && k.family == rule.family
+                    && k.ports.is_none()
             }),
         };
         if opened {
@@ -326,10 +327,22 @@ fn read_acl(
 ) -> Result<(), MudError> {
     let (side, name, acl_at) = (acl.side, acl.name, acl.at);
     // The family of the ACL's type, for ACEs without an ipv4 or ipv6 match.
-    let family = match r.obj(value, acl_at)?.get("type").and_then(Value::as_str) {
-        Some(t) if t.ends_with("ipv4-acl-type") && !t.contains("ipv6") => Some(Family::V4),
-        Some(t) if t.ends_with("ipv6-acl-type") && !t.contains("ipv4") => Some(Family::V6),
-        _ => None,
+    // RFC 8519's type identities, with or without their module prefix; another value is
+    // refused rather than read as either family.
+    let family = match r.obj(value, acl_at)?.get("type") {
+        None => None,
+        Some(t) => {
+            let type_at = ptr(acl_at, "type");
+            let t = r.str(t, &type_at)?;
+            match t.strip_prefix("ietf-access-control-list:").unwrap_or(t) {
+                "ipv4-acl-type" | "mixed-eth-ipv4-acl-type" => Some(Family::V4),
+                "ipv6-acl-type" | "mixed-eth-ipv6-acl-type" => Some(Family::V6),
+                "mixed-eth-ipv4-ipv6-acl-type" | "eth-acl-type" => None,
+                other => {
+                    return Err(r.err(&type_at, format!("{other:?} is not an RFC 8519 ACL type")))
+                }
+            }
+        }
     };
     let aces_at = ptr(acl_at, "aces");
     let Some(aces) = r.obj(value, acl_at)?.get("aces") else {
@@ -871,7 +884,32 @@ pub fn plan(dir: &Path, mud: &Path, binding: &Binding) -> Result<Plan, MudError>
 /// family cannot be narrowed, and its rule is left out. Without this an IPv4 ACE bound to
 /// a dual-stack role would allow its IPv6 addresses too.
 fn narrow(imported: &mut Imported, policy: &Policy) {
-    let rules = std::mem::take(&mut imported.rules);
+    let mut rules = std::mem::take(&mut imported.rules);
+    // A rule the file has for both families is one rule for either: nothing to narrow
+    // (a dual-stack class peer would otherwise be refused in each family in turn).
+    let both: Vec<MudRule> = (rules.keys())
+        .filter(|r| r.family == Some(Family::V4))
+        .filter(|r| {
+            let v6 = MudRule {
+                family: Some(Family::V6),
+                ..(*r).clone()
+            };
+            rules.contains_key(&v6)
+        })
+        .cloned()
+        .collect();
+    for v4 in both {
+        let v6 = MudRule {
+            family: Some(Family::V6),
+            ..v4.clone()
+        };
+        let mut from = rules.remove(&v4).unwrap_or_default();
+        from.extend(rules.remove(&v6).unwrap_or_default());
+        rules
+            .entry(MudRule { family: None, ..v4 })
+            .or_default()
+            .extend(from);
+    }
     for (mut rule, from) in rules {
         let Some(family) = rule.family else {
             imported.rules.entry(rule).or_default().extend(from);
@@ -941,7 +979,9 @@ fn narrow(imported: &mut Imported, policy: &Policy) {
                 }),
                 _ => match p.parse::<ipnet::IpNet>() {
                     Ok(net) if !of(&net) => refused = Some(format!("{net} is not {name}")),
-                    _ => peers.push(p.clone()),
+                    Ok(_) => peers.push(p.clone()),
+                    // The binding's peers are checked when it is read: nothing else is kept.
+                    Err(_) => refused = Some(format!("{p:?} is not a peer")),
                 },
             }
         }

@@ -134,6 +134,41 @@ impl Binding {
                 ),
             });
         }
+        let mut b = b;
+        let check = |peers: &mut Vec<String>, what: &str| -> Result<(), MudError> {
+            for p in peers.iter_mut() {
+                *p = peer(p).ok_or_else(|| MudError::Binding {
+                    path: name.to_string(),
+                    message: format!(
+                        "{what}: {p:?} is not a peer (role:NAME, class:NAME, device:ID, an \
+address or prefix, or any)"
+                    ),
+                })?;
+            }
+            Ok(())
+        };
+        for (k, v) in &mut b.names {
+            check(v, &format!("[names] {k:?}"))?;
+        }
+        for (k, v) in &mut b.controllers {
+            check(v, &format!("[controllers] {k:?}"))?;
+        }
+        for (k, v) in &mut b.manufacturers {
+            check(v, &format!("[manufacturers] {k:?}"))?;
+        }
+        for (k, v) in &mut b.models {
+            check(v, &format!("[models] {k:?}"))?;
+        }
+        let a = &mut b.abstractions;
+        for (v, what) in [
+            (&mut a.my_controller, "my-controller"),
+            (&mut a.local_networks, "local-networks"),
+            (&mut a.same_manufacturer, "same-manufacturer"),
+        ] {
+            if let Some(v) = v {
+                check(v, &format!("[abstractions] {what}"))?;
+            }
+        }
         Ok(b)
     }
 
@@ -141,6 +176,25 @@ impl Binding {
     pub fn workflow(&self) -> String {
         format!("mud-{}", self.class)
     }
+}
+
+/// A binding's peer in the one spelling `import` and `export` compare: trimmed, an address
+/// as its host prefix. `None`: not a peer.
+fn peer(p: &str) -> Option<String> {
+    let p = p.trim();
+    let named = |prefix: &str| {
+        p.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+    };
+    if p == "any" || named("role:") || named("class:") || named("device:") {
+        return Some(p.to_string());
+    }
+    if let Ok(net) = p.parse::<ipnet::IpNet>() {
+        return Some(net.to_string());
+    }
+    p.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| ipnet::IpNet::from(a).to_string())
 }
 
 /// The largest MUD file read (published ones are a few kilobytes).

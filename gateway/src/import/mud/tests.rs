@@ -597,3 +597,79 @@ fn a_hand_written_file_in_the_way_is_not_overwritten_and_dotted_names_are_one_ke
         plan.file.1
     );
 }
+
+// === Found in the second review ===
+
+#[test]
+fn binding_peers_are_read_the_policys_way_or_refused() {
+    let b = binding("class = \"x\"\n[names]\n\"ntp.example\" = [\" 192.0.2.10\", \"role:ntp \"]\n");
+    assert_eq!(b.names["ntp.example"], ["192.0.2.10/32", "role:ntp"]);
+    let err = Binding::parse(
+        "class = \"x\"\n[names]\n\"a\" = [\"roles:ntp\"]\n",
+        "b.toml",
+    )
+    .expect_err("not a peer")
+    .to_string();
+    assert!(err.contains("\"roles:ntp\" is not a peer"), "{err}");
+}
+
+#[test]
+fn an_unknown_acl_type_is_refused_not_read_as_either_family() {
+    let text = String::from_utf8(mud(&[&accept("{}")], &[]))
+        .expect("utf8")
+        .replacen("\"ipv4-acl-type\"", "\"ipv4-acl\"", 1);
+    let err = parse(text.as_bytes(), "mud.json", &binding(DNS))
+        .expect_err("type")
+        .to_string();
+    assert!(
+        err.contains("\"ipv4-acl\" is not an RFC 8519 ACL type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_portless_to_device_ace_is_absorbed_only_by_an_all_ports_rule() {
+    let b = binding(DNS);
+    let dns = accept(
+        r#"{"ietf-mud:mud":{"controller":"urn:ietf:params:mud:dns"},"udp":{"destination-port":{"port":53}}}"#,
+    );
+    let inbound = accept(r#"{"ietf-mud:mud":{"controller":"urn:ietf:params:mud:dns"},"udp":{}}"#);
+    // The file lets the resolvers send the device UDP on any port: that is what it allows.
+    assert_eq!(
+        rules(&mud(&[&dns], &[&inbound]), &b),
+        [
+            rule(Initiator::Device, 17, &["role:dns"], Some(&[(53, 53)])),
+            rule(Initiator::Peer, 17, &["role:dns"], None),
+        ]
+    );
+}
+
+/// A class peer whose devices are dual-stack, in ACEs of both families: one rule.
+#[test]
+fn a_rule_in_both_families_is_one_rule_for_either() {
+    let tmp = example_copy();
+    let dir = tmp.path().join("policies");
+    let ace = accept(
+        r#"{"ietf-mud:mud":{"same-manufacturer":[null]},"tcp":{"ietf-mud:direction-initiated":"from-device","destination-port":{"port":7000}}}"#,
+    );
+    let text = String::from_utf8(mud(&[&ace], &[]))
+        .expect("utf8")
+        .replacen(
+            r#""access-list":[{"name":"fr"}]"#,
+            r#""access-list":[{"name":"fr"},{"name":"fr6"}]"#,
+            1,
+        );
+    let text = text.replacen(
+        r#"{"acl":["#,
+        &format!(r#"{{"acl":[{{"name":"fr6","type":"ipv6-acl-type","aces":{{"ace":[{ace}]}}}},"#),
+        1,
+    );
+    let file = tmp.path().join("mon.json");
+    std::fs::write(&file, text).expect("w");
+    let b = binding("class = \"patient-monitor\"\n[abstractions]\nsame-manufacturer = [\"class:central-station\"]\n");
+    let plan = import::plan(&dir, &file, &b).expect("plan");
+    let got: Vec<&MudRule> = plan.imported.rules.keys().collect();
+    assert_eq!(got.len(), 1, "{plan}");
+    assert_eq!(got[0].family, None);
+    assert_eq!(got[0].peers, ["class:central-station"]);
+}
