@@ -87,7 +87,11 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
     // SAFETY: the pointer comes from a successful lookup in this program run.
     let flow = unsafe { &mut *flow };
     if flow.state != FLOW_ESTABLISHED
-        || age(gen.now, flow.last_seen_ns) > flow_timeout_ns(f.proto, FLOW_ESTABLISHED)
+        || expired(
+            gen.now,
+            flow.last_seen_ns,
+            flow_timeout_ns(f.proto, FLOW_ESTABLISHED),
+        )
         || !flow_is_current(gen, flow)
     {
         return false;

@@ -9,6 +9,15 @@
 //!   keyed by the normalized 5-tuple and refresh its timestamp, or insert it; pass.
 //! - `lazaret_floor_deny`: the same parse and flow lookup (a miss), then one hash lookup
 //!   standing for the policy check (a miss too); drop.
+//! - `lazaret_floor_duties`: the floor plus the least a per-device gateway must do for a
+//!   packet of a flow it passed before, if it is to keep lazaret's guarantees: read the
+//!   port's side and the active policy generation, check the flow was judged under both
+//!   that generation and its device's current epoch (a quarantine re-judges every flow),
+//!   check the frame comes from the device's MAC (a spoofer on a confirmed 5-tuple is
+//!   judged, not passed), and count the packet and its bytes for the device. The leanest
+//!   layout for that: the epoch and the MAC in one record per device (one array lookup),
+//!   one per-CPU counter block. What the established-path targets can be held to (see
+//!   docs/benchmarks.md).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
@@ -17,10 +26,13 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, FAMILY_V6, FLOW_NEW, MAX_FLOWS};
+use lazaret_abi::{
+    FlowKey, FlowValue, COUNTER_SLOTS, FAMILY_V4, FAMILY_V6, FLOW_NEW, IFACE_DIRECT, MAX_FLOWS,
+    SIDE_DEVICES,
+};
 
 mod l2;
 mod load;
@@ -35,13 +47,36 @@ static LZ_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(M
 #[map]
 static LZ_FLOOR_RULES: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 
+/// The duties floor's interface sides, by ifindex (zeroed: every port a device port).
+#[map]
+static LZ_DUTY_IFACE: Array<u8> = Array::with_max_entries(IFACE_DIRECT, 0);
+/// The duties floor's active generation.
+#[map]
+static LZ_DUTY_GEN: Array<u64> = Array::with_max_entries(1, 0);
+/// The duties floor's device records, by cell.
+#[map]
+static LZ_DUTY_DEV: Array<DutyDev> = Array::with_max_entries(COUNTER_SLOTS, 0);
+/// The duties floor's per-device packets and bytes, by cell.
+#[map]
+static LZ_DUTY_COUNT: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// A device as the duties floor checks a packet against it: its epoch and its MAC (the
+/// frame's six bytes as one little-endian word), in one record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DutyDev {
+    epoch: u32,
+    _pad: u32,
+    mac: u64,
+}
+
 #[xdp]
 #[expect(
     unreachable_pub,
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor(ctx: XdpContext) -> u32 {
-    let key = match flow_key(&ctx) {
+    let (key, _) = match flow_key(&ctx) {
         Ok(k) => k,
         Err(action) => return action,
     };
@@ -69,7 +104,7 @@ pub fn lazaret_floor(ctx: XdpContext) -> u32 {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor_deny(ctx: XdpContext) -> u32 {
-    let key = match flow_key(&ctx) {
+    let (key, _) = match flow_key(&ctx) {
         Ok(k) => k,
         Err(action) => return action,
     };
@@ -85,11 +120,83 @@ pub fn lazaret_floor_deny(ctx: XdpContext) -> u32 {
     }
 }
 
+#[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
+pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
+    // Fail closed without a side or a generation, as lazaret does.
+    let Some(side) = LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).copied() else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(generation) = LZ_DUTY_GEN.get(0).copied() else {
+        return xdp_action::XDP_DROP;
+    };
+    let (key, src_is_a) = match flow_key(&ctx) {
+        Ok(k) => k,
+        Err(action) => return action,
+    };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 12 > end {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: bytes 6..12 (the source MAC) were bounds-checked above.
+    let mac =
+        unsafe { u64::from(load::u32_at::<6>(start)) | u64::from(load::u16_at::<10>(start)) << 32 };
+    // SAFETY: a helper without arguments; lazaret's clock (see `now` in main.rs).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let Some(flow) = LZ_FLOWS.get_ptr_mut(key) else {
+        let mut slot = core::mem::MaybeUninit::<FlowValue>::uninit();
+        // The opener is the device (the initiator field records which endpoint it is).
+        let flow = word::new_flow(&mut slot, now, FLOW_NEW, u8::from(!src_is_a));
+        // Stands for the controller's cell of the device: one per source MAC here (the
+        // bench's devices differ in their last two bytes).
+        let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+        flow.cell_a = cell as u16;
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by reference, as in lazaret_floor"
+        )]
+        let _ = LZ_FLOWS.insert(&key, &*flow, 0);
+        // Stands for the controller's write of the device record (epoch 0, as the entry's).
+        if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
+            // SAFETY: an array slot; only this program writes it.
+            unsafe { (*d).mac = mac };
+        }
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the pointer comes from a successful lookup in this program run.
+    let flow = unsafe { &mut *flow };
+    let cell = u32::from(flow.cell_a);
+    let Some(dev) = LZ_DUTY_DEV.get(cell) else {
+        return xdp_action::XDP_DROP;
+    };
+    // A packet from the device on a device port must carry the device's MAC; a reply
+    // comes from its peer. Anything else is the full path's to judge; this floor drops it.
+    let from_device = (flow.initiator == 0) == src_is_a;
+    if flow.generation != generation
+        || flow.epoch_a != dev.epoch
+        || (from_device && side == SIDE_DEVICES && dev.mac != mac)
+    {
+        return xdp_action::XDP_DROP;
+    }
+    flow.last_seen_ns = now;
+    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe {
+            (*c)[0] += 1;
+            (*c)[1] += (end - start) as u64;
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
 /// The normalized 5-tuple of an IPv4 or IPv6 frame (lower (address, port) first, as in
-/// lazaret), or the action for a frame without one: pass what is not IP, drop what is
-/// malformed.
+/// lazaret) and whether the source is that first endpoint, or the action for a frame
+/// without one: pass what is not IP, drop what is malformed.
 #[inline(always)]
-fn flow_key(ctx: &XdpContext) -> Result<FlowKey, u32> {
+fn flow_key(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     let (ethertype, off) = l2::skip(start, end).ok_or(xdp_action::XDP_DROP)?;
@@ -99,10 +206,17 @@ fn flow_key(ctx: &XdpContext) -> Result<FlowKey, u32> {
         _ => return Err(xdp_action::XDP_PASS),
     };
     let (src, sport, dst, dport, proto, family) = tuple.ok_or(xdp_action::XDP_DROP)?;
-    Ok(if (src.ordered(), sport) <= (dst.ordered(), dport) {
-        word::flow_key(&src, sport, &dst, dport, proto, family)
+    let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
+    Ok(if src_is_a {
+        (
+            word::flow_key(&src, sport, &dst, dport, proto, family),
+            true,
+        )
     } else {
-        word::flow_key(&dst, dport, &src, sport, proto, family)
+        (
+            word::flow_key(&dst, dport, &src, sport, proto, family),
+            false,
+        )
     })
 }
 

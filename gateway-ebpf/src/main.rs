@@ -473,7 +473,7 @@ fn claim_link_local(gen: &Gen, addr: &Addr, mac: Mac) -> bool {
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            if Mac::of_owner(o) != mac && age(gen.now, o.last_seen_ns) <= TIMEOUT_LL_OWNER_NS {
+            if Mac::of_owner(o) != mac && !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
                 return false;
             }
             *o = word::ll_owner(mac, gen.now);
@@ -604,7 +604,11 @@ fn judge_flow(
     if let Some((flow, in_est)) = found {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
-        if age(now, flow.last_seen_ns) <= flow_timeout_ns(pkt.proto, flow.state) {
+        if !expired(
+            now,
+            flow.last_seen_ns,
+            flow_timeout_ns(pkt.proto, flow.state),
+        ) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
             if flow_is_current(gen, flow) {
                 let dev = dev_id(src_dev, dst_dev);
@@ -804,8 +808,11 @@ fn upstream_reply(gen: &Gen, pkt: &Pkt, lookup: &FlowLookup) -> Option<Verdict> 
     if src_dev != 0 || flow.flags & dst_flag == 0 {
         return None;
     }
-    if age(gen.now, flow.last_seen_ns) > flow_timeout_ns(pkt.proto, flow.state)
-        || !flow_is_current(gen, flow)
+    if expired(
+        gen.now,
+        flow.last_seen_ns,
+        flow_timeout_ns(pkt.proto, flow.state),
+    ) || !flow_is_current(gen, flow)
     {
         return None;
     }
@@ -898,7 +905,7 @@ fn judge_related(
         None => unsafe { LZ_FLOWS.get(key) },
     };
     let flow = match flow {
-        Some(f) if age(gen.now, f.last_seen_ns) <= flow_timeout_ns(key.proto, f.state) => f,
+        Some(f) if !expired(gen.now, f.last_seen_ns, flow_timeout_ns(key.proto, f.state)) => f,
         _ => return Verdict::dev(Reason::DenyNoFlow, dev),
     };
     if flow_is_current(gen, flow) {
@@ -1284,11 +1291,13 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// How long ago `then` was. Saturating: a timestamp written from userspace with the
-/// precise clock can be a tick ahead of the coarse one (it is then fresh, not expired).
+/// Whether more than `timeout` has passed since `then`. A timestamp ahead of `now` is
+/// fresh, not expired: one written from userspace with the precise clock can be a tick
+/// ahead of the coarse one. Two compares, where `now.saturating_sub(then) > timeout`
+/// became a branch ladder (the BPF target has no select) on every packet of a flow.
 #[inline(always)]
-fn age(now: u64, then: u64) -> u64 {
-    now.saturating_sub(then)
+fn expired(now: u64, then: u64, timeout: u64) -> bool {
+    now > then && now - then > timeout
 }
 
 #[inline(always)]
@@ -1302,7 +1311,10 @@ fn bump(map: &PerCpuArray<u64>, index: u32, by: u64) {
 #[inline(always)]
 fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     bump(&LZ_STATS, stats_index(v.reason, side), 1);
-    if v.rule != NO_RULE && v.rule < MAX_RULES {
+    // A rule's hits are the packets it decided: a flow's opening and its re-judgements.
+    // A packet its flow passes counts for its device and the verdict, not for the rule
+    // again (a per-CPU update fewer on the established path, the most common).
+    if v.reason != Reason::AllowFlow && v.rule != NO_RULE && v.rule < MAX_RULES {
         bump(&LZ_RULE_HITS, rule_hit_index(gen.slot, v.rule), 1);
     }
     if v.dev.id == 0 {

@@ -260,6 +260,29 @@ fn a_tcp_flow_is_confirmed_only_by_the_initiators_ack_of_the_syn_ack() {
     assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), 2);
 }
 
+#[test]
+fn a_rule_counts_the_packets_it_decided_not_those_its_flow_passes() {
+    let mut dp = loaded();
+    let slot = dp.active_slot().expect("slot");
+    let sport = 40020;
+    // The SYN is the rule's decision; the SYN-ACK and the ACK pass through the flow.
+    confirmed(&mut dp, sport);
+    assert_eq!(dp.rule_hits(slot, 0).expect("hits"), 1);
+    let data = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 2575, TCP_ACK);
+    for _ in 0..3 {
+        assert_eq!(dp.test_run(&data).expect("run"), XDP_PASS);
+    }
+    assert_eq!(
+        dp.rule_hits(slot, 0).expect("hits"),
+        1,
+        "packets of the confirmed flow are the flow's, not the rule's"
+    );
+    // They count for the device and the verdict, every one.
+    let c = dp.device_counters(dev_id()).expect("counters");
+    assert_eq!(c.allowed_packets, 6);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES), 4);
+}
+
 /// Opens and confirms the device's flow from `sport` to the server.
 fn confirmed(dp: &mut Datapath, sport: u16) {
     dp.set_interface(LO, SIDE_DEVICES).expect("iface");
@@ -447,6 +470,18 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     // in its table, it passes.
     let mut deny = Datapath::load_floor_deny().expect("denial floor loads");
     assert_eq!(deny.test_run(&syn).expect("run"), XDP_DROP);
+    // The duties floor passes the device's flow and its replies, and drops the same
+    // 5-tuple from another MAC (its identity check is real, not timed away).
+    let mut duties = Datapath::load_floor_duties().expect("duties floor loads");
+    let spoofed = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_ACK);
+    for (frame, want) in [
+        (&syn, XDP_PASS),
+        (&reply, XDP_PASS),
+        (&syn, XDP_PASS),
+        (&spoofed, XDP_DROP),
+    ] {
+        assert_eq!(duties.test_run(frame).expect("run"), want);
+    }
     let mut empty = Datapath::load_empty().expect("empty program loads");
     assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
     // IPv6 with hop-by-hop and destination options: both directions share one flow too.

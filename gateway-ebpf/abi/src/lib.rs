@@ -191,7 +191,9 @@ pub const MAP_STATS: &str = "LZ_STATS";
 /// `PerCpuArray<DevCounters>` of [`COUNTER_SLOTS`], indexed by [`Device::cell`] (ABI 6;
 /// a per-CPU hash by device id before, one more hash lookup per packet).
 pub const MAP_DEV_COUNT: &str = "LZ_DEV_COUNT";
-/// `PerCpuArray<u64>` of `2 * MAX_RULES`: hits per rule, see [`rule_hit_index`].
+/// `PerCpuArray<u64>` of `2 * MAX_RULES`: hits per rule, see [`rule_hit_index`]. A hit is
+/// a packet the rule decided: a flow's opening and its re-judgements. A packet its flow
+/// passes (`AllowFlow`) counts for its device and its verdict, not for the rule again.
 pub const MAP_RULE_HITS: &str = "LZ_RULE_HITS";
 /// `RingBuf` of [`Event`]s.
 pub const MAP_EVENTS: &str = "LZ_EVENTS";

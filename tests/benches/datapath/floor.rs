@@ -13,6 +13,11 @@
 //!   cost no more than an established flow's floor);
 //! - new flows: the floor on the same distinct 5-tuples, one call each, into a table kept
 //!   with room (flows removed untimed) or filled first (every insertion evicts).
+//!
+//! The repeated frames are also timed on the duties floor (`lazaret_floor_duties`): the
+//! floor plus the per-packet checks and counts lazaret's guarantees need on a confirmed
+//! flow, in their leanest layout. Its cost over the floor is what no implementation of
+//! those guarantees can avoid; lazaret's cost over it is what lazaret could still save.
 
 use anyhow::{Context, Result};
 use lazaret::dataplane::xdp::Datapath;
@@ -23,10 +28,12 @@ use crate::count::{Counted, Interpreter};
 use crate::flows::LO;
 use crate::measure::{repeated, NewFlows, XDP_DROP, XDP_PASS};
 
-/// Per-run samples of one program on one path, and the baseline's timed back to back.
+/// Per-run samples of one program on one path, and the baseline's timed back to back
+/// (and the duties floor's, on a path that has one).
 pub(crate) struct Pair {
     pub floor_ns: Vec<f64>,
     pub baseline_ns: Vec<f64>,
+    pub duties_ns: Vec<f64>,
 }
 
 impl Pair {
@@ -34,7 +41,13 @@ impl Pair {
         Pair {
             floor_ns: Vec::new(),
             baseline_ns: Vec::new(),
+            duties_ns: Vec::new(),
         }
+    }
+
+    /// The duties floor's median, on a path it was timed on.
+    pub(crate) fn duties(&self) -> Option<f64> {
+        (!self.duties_ns.is_empty()).then(|| median(&self.duties_ns))
     }
 
     pub(crate) fn floor(&self) -> f64 {
@@ -78,6 +91,8 @@ pub(crate) struct Floor {
     pub sizes: (u32, u32),
     /// Instructions and kernel calls of the floor on each path's frame (see `count`).
     pub counts: Vec<(&'static str, Counted)>,
+    /// The same of the duties floor, on the paths it was timed on.
+    pub duty_counts: Vec<(&'static str, Counted)>,
 }
 
 impl Floor {
@@ -89,6 +104,12 @@ impl Floor {
             (None, Some(other)) => self.of(other),
             (None, None) => None,
         }
+    }
+
+    /// The duties floor's median on `key`'s own frames (not another path's floor).
+    pub(crate) fn duties_of(&self, key: &str) -> Option<f64> {
+        let (_, pair, _) = self.paths.iter().find(|(k, ..)| *k == key)?;
+        pair.as_ref()?.duties()
     }
 
     /// The floor's counts for `key`'s path (following a path held to another's floor).
@@ -120,6 +141,7 @@ pub(crate) fn measure(
     let mut floor = Datapath::load_floor().with_context(|| load("floor"))?;
     let mut room = Datapath::load_floor().with_context(|| load("floor"))?;
     let mut deny = Datapath::load_floor_deny().with_context(|| load("denial floor"))?;
+    let mut duties = Datapath::load_floor_duties().with_context(|| load("duties floor"))?;
     let mut empty = Datapath::load_empty().with_context(|| load("empty"))?;
     let sizes = floor.program_sizes()?;
     // The full-table floor is filled first; the repeated frames' flows go in with their
@@ -155,6 +177,10 @@ pub(crate) fn measure(
             }
         );
         for (i, (_, s)) in specs.iter().enumerate() {
+            let d = match s {
+                Spec::Repeat(frame) => Some(repeated(&mut duties, frame, r, XDP_PASS)?),
+                _ => None,
+            };
             let (f, b) = match s {
                 Spec::Repeat(frame) => (
                     repeated(&mut floor, frame, r, XDP_PASS)?,
@@ -177,6 +203,7 @@ pub(crate) fn measure(
             if let (Some(p), false) = (&mut pairs[i], warm) {
                 p.floor_ns.push(f);
                 p.baseline_ns.push(b);
+                p.duties_ns.extend(d);
             }
         }
         let e = (
@@ -189,9 +216,14 @@ pub(crate) fn measure(
         }
     }
     let mut counts = Vec::new();
+    let mut duty_counts = Vec::new();
     for (key, s) in specs {
         let c = match s {
-            Spec::Repeat(frame) => count(&mut floor, "lazaret_floor", frame, XDP_PASS)?,
+            Spec::Repeat(frame) => {
+                let d = count(&mut duties, "lazaret_floor_duties", frame, XDP_PASS)?;
+                duty_counts.push((*key, d));
+                count(&mut floor, "lazaret_floor", frame, XDP_PASS)?
+            }
             Spec::Deny(frame) => count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?,
             Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(0), XDP_PASS)?,
             Spec::Same(_) => continue,
@@ -200,6 +232,7 @@ pub(crate) fn measure(
     }
     Ok(Floor {
         counts,
+        duty_counts,
         paths: specs
             .iter()
             .zip(pairs)

@@ -29,6 +29,16 @@ pub(crate) const COUNT_METHOD: &str = "A BPF interpreter runs the program's byte
     array maps, which the verifier inlines. New-flow paths are counted before the table is \
     filled: an eviction happens inside the kernel's update, not in the program.";
 
+/// How the duties floor is built and read (docs/benchmarks.md has the argument).
+pub(crate) const DUTIES_METHOD: &str = "The duties floor is the floor plus the least a \
+per-device gateway does for a packet of a flow it passed before if it keeps lazaret's \
+guarantees: read the port's side and the active generation, check the flow was judged under \
+that generation and its device's current epoch (a quarantine re-judges every flow), check the \
+frame's source MAC is the device's (a spoofer on a confirmed 5-tuple is judged, not passed) \
+and count the packet and its bytes for the device; in the leanest layout (epoch and MAC in one \
+array record, one per-CPU counter block). Its ratio to the floor is what no implementation of \
+those guarantees can go below; lazaret's ratio to it is what lazaret could still save.";
+
 pub(crate) const FLOOR_METHOD: &str = "The floor program parses like the baseline (IPv6 extension \
 headers too), then finds the packet's flow in an LRU hash keyed by the normalized 5-tuple \
 (lazaret's key, value, capacity and clock) and refreshes its timestamp, or inserts it: the \
@@ -102,6 +112,19 @@ struct FloorFig {
     ratio: f64,
     ratio_net: f64,
     target: Option<f64>,
+    duties: Option<DutiesFig>,
+}
+
+/// A repeated path against the duties floor (see `floor`): raw and net, as the floor's.
+struct DutiesFig {
+    ns: f64,
+    /// The duties floor over the floor: the least any implementation of lazaret's per-packet
+    /// guarantees adds to flow tracking.
+    over_floor: f64,
+    over_floor_net: f64,
+    /// lazaret over the duties floor: what lazaret could still save.
+    lazaret_over: f64,
+    lazaret_over_net: f64,
 }
 
 /// A new-flow path with the per-call overhead removed.
@@ -204,6 +227,16 @@ impl Results<'_> {
                 ratio: ratio(lazaret, pair.floor()),
                 ratio_net: ratio(lazaret - sub, pair.floor() - sub),
                 target: floor_target(self.paths[path].key),
+                duties: self
+                    .floor
+                    .duties_of(self.paths[path].key)
+                    .map(|d| DutiesFig {
+                        ns: d,
+                        over_floor: ratio(d, pair.floor()),
+                        over_floor_net: ratio(d - sub, pair.floor() - sub),
+                        lazaret_over: ratio(lazaret, d),
+                        lazaret_over_net: ratio(lazaret - sub, d - sub),
+                    }),
             }
         });
         Figures {
@@ -318,6 +351,54 @@ impl Results<'_> {
                 pair.baseline(),
                 pair.ratio(),
                 lazaret / pair.floor().max(f64::MIN_POSITIVE),
+            ));
+        }
+        s
+    }
+
+    fn duties_markdown(&self, figs: &[Figures]) -> String {
+        let mut s = format!(
+            "\n**Duties floor: what lazaret's guarantees cost at the least.** {DUTIES_METHOD}\n\n\
+             | path | floor | duties floor | duties / floor (raw / net) | lazaret, {} rules | \
+             lazaret / duties floor (raw / net) | instructions: floor / duties / lazaret |\n\
+             |---|---:|---:|---|---:|---|---|\n",
+            thousands(self.rule_counts.last().copied().unwrap_or(0))
+        );
+        for (p, f) in self.paths.iter().zip(figs) {
+            let Some((fl, d)) = f
+                .floor
+                .as_ref()
+                .and_then(|fl| Some((fl, fl.duties.as_ref()?)))
+            else {
+                continue;
+            };
+            let count = |c: Option<crate::count::Counted>| {
+                c.map_or("—".to_string(), |c| c.instructions.to_string())
+            };
+            let duty = self
+                .floor
+                .duty_counts
+                .iter()
+                .find(|(k, _)| *k == p.key)
+                .map(|(_, c)| *c);
+            let own = self
+                .paths
+                .iter()
+                .position(|q| q.key == p.key)
+                .and_then(|i| self.counts.get(i).copied());
+            s.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {:.2} / {:.2} | {:.1} | {:.2} / {:.2} | {} / {} / {} |\n",
+                p.title,
+                fl.ns,
+                d.ns,
+                d.over_floor,
+                d.over_floor_net,
+                last(&f.by_rules),
+                d.lazaret_over,
+                d.lazaret_over_net,
+                count(self.floor.count_of(p.key)),
+                count(duty),
+                count(own),
             ));
         }
         s
@@ -448,6 +529,29 @@ impl Results<'_> {
             obj.insert("ratio_to_floor_net".into(), json!(round3(fl.ratio_net)));
             obj.insert("target_ratio_to_floor".into(), json!(fl.target));
             obj.insert("pass_ratio_to_floor".into(), json!(f.pass_ratio()));
+            if let Some(d) = &fl.duties {
+                obj.insert("duties_floor_ns_per_packet".into(), json!(round3(d.ns)));
+                if let Some((_, c)) = self.floor.duty_counts.iter().find(|(k, _)| *k == p.key) {
+                    obj.insert("duties_floor_instructions".into(), json!(c.instructions));
+                    obj.insert("duties_floor_kernel_calls".into(), json!(c.kernel_calls));
+                }
+                obj.insert(
+                    "ratio_duties_floor_to_floor".into(),
+                    json!(round3(d.over_floor)),
+                );
+                obj.insert(
+                    "ratio_duties_floor_to_floor_net".into(),
+                    json!(round3(d.over_floor_net)),
+                );
+                obj.insert(
+                    "ratio_to_duties_floor".into(),
+                    json!(round3(d.lazaret_over)),
+                );
+                obj.insert(
+                    "ratio_to_duties_floor_net".into(),
+                    json!(round3(d.lazaret_over_net)),
+                );
+            }
         }
         if let (Some(n), Some(obj)) = (&f.net, v.as_object_mut()) {
             let net_last = last(&n.by_rules);
@@ -549,6 +653,7 @@ impl Results<'_> {
         s.push_str(&self.counts_markdown());
         s.push_str(&self.peer_markdown(figs));
         s.push_str(&self.floor_markdown(figs));
+        s.push_str(&self.duties_markdown(figs));
         s.push_str("\nFlows (chosen from the compiled policies):\n\n");
         for p in self.paths {
             s.push_str(&format!("- {}: {}; {}\n", p.title, p.frame, p.flow));

@@ -165,6 +165,16 @@ impl Datapath {
         Self::load_object(super::FLOOR, "lazaret_floor_deny", &LoadOptions::default())
     }
 
+    /// The duties floor (for benchmarks): the floor plus the per-packet checks and counts
+    /// of a confirmed flow (see `gateway-ebpf/src/floor.rs`).
+    pub fn load_floor_duties() -> Result<Self, DatapathError> {
+        Self::load_object(
+            super::FLOOR,
+            "lazaret_floor_duties",
+            &LoadOptions::default(),
+        )
+    }
+
     /// The empty program (for benchmarks): passes every frame.
     pub fn load_empty() -> Result<Self, DatapathError> {
         Self::load_object(super::BASELINE, "lazaret_empty", &LoadOptions::default())
