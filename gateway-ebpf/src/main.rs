@@ -650,9 +650,19 @@ fn judge_flow(
         return v;
     }
     let port = if pkt.has_ports() { pkt.dport } else { 0 };
-    let dst_dev = &destination(gen, pkt, dst_dev);
     let fp = (pkt.family, pkt.proto);
-    let v = judge_policy(gen, fp, src_dev, dst_dev, &pkt.src, &pkt.dst, port);
+    // The source's policy first: when it refuses, the destination's device is not looked
+    // up (one hash lookup fewer for every packet a device sends where it may not). A
+    // refusal an audit or learn device only reports passes, and opens the flow below.
+    let init = match judge_initiator(gen, fp, src_dev, &pkt.dst, port) {
+        Err(v) if !v.reason.passes() => return v,
+        init => init,
+    };
+    let dst_dev = &destination(gen, pkt, dst_dev);
+    let v = match init {
+        Ok(init) => judge_responder(gen, fp, init, dst_dev, &pkt.src, port),
+        Err(v) => v,
+    };
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
@@ -967,22 +977,66 @@ fn judge_policy(
     resp_addr: &Addr,
     port: u16,
 ) -> Verdict {
-    let mut rule = NO_RULE;
-    let mut dev = Dev::NONE;
-    let mut dir = DIR_DEVICE_INIT;
-    let mut audit = false;
-    let mut learn = false;
-    if let Some(d) = init_dev {
-        learn |= d.mode == MODE_LEARN;
-        match judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port) {
-            Ok(r) => {
-                rule = r.rule;
-                dev = Dev::of(d);
-                audit |= r.flags & RULE_F_AUDIT != 0;
-            }
-            Err(v) => return v,
-        }
+    match judge_initiator(gen, fp, init_dev, resp_addr, port) {
+        Ok(init) => judge_responder(gen, fp, init, resp_dev, init_addr, port),
+        Err(v) => v,
     }
+}
+
+/// What the initiator's end decided, for `judge_responder` (scalars only).
+#[derive(Clone, Copy)]
+struct Initiator {
+    rule: u32,
+    dev: Dev,
+    audit: bool,
+    learn: bool,
+}
+
+/// The first half of `judge_policy`: the initiator's policy, if it is a managed device.
+/// An `Err` is the verdict: the responder's end cannot change a refusal, so a caller may
+/// leave the responder's device unlooked-up until this half allows.
+#[inline(always)]
+fn judge_initiator(
+    gen: &Gen,
+    fp: (u8, u8),
+    init_dev: &Option<&'static Device>,
+    resp_addr: &Addr,
+    port: u16,
+) -> Result<Initiator, Verdict> {
+    let mut init = Initiator {
+        rule: NO_RULE,
+        dev: Dev::NONE,
+        audit: false,
+        learn: false,
+    };
+    if let Some(d) = init_dev {
+        init.learn = d.mode == MODE_LEARN;
+        let r = judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port)?;
+        init.rule = r.rule;
+        init.dev = Dev::of(d);
+        init.audit = r.flags & RULE_F_AUDIT != 0;
+    }
+    Ok(init)
+}
+
+/// The second half of `judge_policy`: the responder's policy, if it is a managed device,
+/// after the initiator's allowed.
+#[inline(always)]
+fn judge_responder(
+    gen: &Gen,
+    fp: (u8, u8),
+    init: Initiator,
+    resp_dev: &Option<&'static Device>,
+    init_addr: &Addr,
+    port: u16,
+) -> Verdict {
+    let Initiator {
+        mut rule,
+        mut dev,
+        mut audit,
+        mut learn,
+    } = init;
+    let mut dir = DIR_DEVICE_INIT;
     if let Some(d) = resp_dev {
         learn |= d.mode == MODE_LEARN;
         match judge_end(gen, fp, d, DIR_PEER_INIT, init_addr, port) {

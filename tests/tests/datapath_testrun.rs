@@ -536,6 +536,41 @@ fn a_reply_from_upstream_is_charged_to_the_device_its_flow_names() {
 }
 
 #[test]
+fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal_is_not() {
+    // The device's own policy has no rule for port 23. Enforcing, it is refused (and the
+    // destination's device is never looked up); in audit or learn mode the refusal is only
+    // reported, and the flow is opened as an allowed one would be: its reply passes.
+    for (mode, want) in [
+        (MODE_ENFORCE, Reason::DenyNoRule),
+        (MODE_AUDIT, Reason::Audit),
+        (MODE_LEARN, Reason::Learn),
+    ] {
+        let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
+            c.edit_device(dev_id(), |d| d.mode = mode);
+        });
+        let sport = 40110;
+        let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, sport, 23, TCP_SYN);
+        assert_eq!(t.judge(&syn, LO), want, "mode {mode}");
+        on(&mut t, SIDE_UPSTREAM);
+        let synack = tcp4(
+            GW_MAC,
+            DEV_MAC,
+            SERVER,
+            DEV_IP,
+            23,
+            sport,
+            TCP_SYN | TCP_ACK,
+        );
+        let reply = if want == Reason::DenyNoRule {
+            Reason::DenyNoFlow
+        } else {
+            Reason::AllowFlow
+        };
+        assert_eq!(t.judge(&synack, LO), reply, "mode {mode}");
+    }
+}
+
+#[test]
 fn a_managed_source_from_upstream_on_a_live_flow_is_still_spoofing() {
     // The server is a managed device too (the bystander, in audit mode so that it admits
     // the session): both ends of the flow entry name devices, found by their addresses.
