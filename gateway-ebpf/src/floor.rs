@@ -18,6 +18,21 @@
 //!   layout for that: the epoch and the MAC in one record per device (one array lookup),
 //!   one per-CPU counter block. What the established-path targets can be held to (see
 //!   docs/benchmarks.md).
+//! - `lazaret_floor_duties_unknown`: the same for a frame from a source no device has: the
+//!   side and generation, the source's identity by address and by MAC (a device may be
+//!   known by either; both miss), its event budget (a token bucket per source MAC, in an
+//!   LRU hash: an exact bucket per source, so a flooder exhausts only its own), an event
+//!   when the budget allows, a counter; drop.
+//! - `lazaret_floor_duties_deny`: the same for a device's new flow its policy has no rule
+//!   for: the side and generation, the flow-table miss, the source's identity by address
+//!   (a hit) and its record's MAC, one hash lookup for the rule (keyed by the device's
+//!   policy, the protocol and the port: the leanest order, a port no rule names is refused
+//!   before any peer lookup), the device's event budget (an array bucket), an event when
+//!   it allows, the verdict's and the device's counters; drop.
+//!
+//! The duties floors stand for the controller where a bench has none: the deny floor
+//! learns the device's address on its first packet, the established one the device's MAC
+//! when it inserts the flow (the timed repetitions then find both).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
@@ -26,7 +41,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use lazaret_abi::{
@@ -60,14 +75,69 @@ static LZ_DUTY_DEV: Array<DutyDev> = Array::with_max_entries(COUNTER_SLOTS, 0);
 #[map]
 static LZ_DUTY_COUNT: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// A device as the duties floor checks a packet against it: its epoch and its MAC (the
-/// frame's six bytes as one little-endian word), in one record.
+/// A device as the duties floors check a packet against it: its epoch, its policy and its
+/// MAC (the frame's six bytes as one little-endian word), in one record.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct DutyDev {
     epoch: u32,
-    _pad: u32,
+    policy: u32,
     mac: u64,
+}
+
+/// Device identity by address (the address's two words; the family is left out: a
+/// floor) and by MAC, to the device's cell.
+#[map]
+static LZ_DUTY_ADDR: HashMap<[u64; 2], u32> = HashMap::with_max_entries(1024, 0);
+#[map]
+static LZ_DUTY_MAC: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+/// Event budgets: unknown sources' by MAC, devices' by cell.
+#[map]
+static LZ_DUTY_SRC_BUCKET: LruHashMap<u64, Bucket> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+static LZ_DUTY_DEV_BUCKET: Array<Bucket> = Array::with_max_entries(COUNTER_SLOTS, 0);
+#[map]
+static LZ_DUTY_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+/// Verdict counters (one slot per verdict a duties floor gives).
+#[map]
+static LZ_DUTY_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
+
+/// A token bucket: thousandths of a token, and when it was last refilled.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Bucket {
+    milli: u64,
+    at_ns: u64,
+}
+
+/// Events a source may send per second, and in a burst (lazaret's defaults' order).
+const EV_RATE: u64 = 10;
+const EV_BURST: u64 = 20;
+
+/// Refills `b` for the time since it was last refilled and takes a token if it has one.
+#[inline(always)]
+fn take(b: &mut Bucket, now: u64) -> bool {
+    let refill = (now.wrapping_sub(b.at_ns) / 1_000_000) * EV_RATE;
+    b.at_ns = now;
+    let milli = b.milli + refill;
+    let milli = if milli > EV_BURST * 1000 {
+        EV_BURST * 1000
+    } else {
+        milli
+    };
+    let took = milli >= 1000;
+    b.milli = if took { milli - 1000 } else { milli };
+    took
+}
+
+/// Reports `who` (a MAC or a cell) through the ring buffer.
+#[inline(always)]
+fn event(who: u64, why: u64) {
+    // Reserved and submitted, as lazaret's events are.
+    if let Some(mut e) = LZ_DUTY_EVENTS.reserve::<[u64; 2]>(0) {
+        e.write([who, why]);
+        e.submit(0);
+    }
 }
 
 #[xdp]
@@ -137,13 +207,9 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
         Ok(k) => k,
         Err(action) => return action,
     };
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 12 > end {
+    let Some(mac) = source_mac(&ctx) else {
         return xdp_action::XDP_DROP;
-    }
-    // SAFETY: bytes 6..12 (the source MAC) were bounds-checked above.
-    let mac =
-        unsafe { u64::from(load::u32_at::<6>(start)) | u64::from(load::u16_at::<10>(start)) << 32 };
+    };
     // SAFETY: a helper without arguments; lazaret's clock (see `now` in main.rs).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(flow) = LZ_FLOWS.get_ptr_mut(key) else {
@@ -186,15 +252,143 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe {
             (*c)[0] += 1;
-            (*c)[1] += (end - start) as u64;
+            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
         }
     }
     xdp_action::XDP_PASS
 }
 
+#[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
+pub fn lazaret_floor_duties_unknown(ctx: XdpContext) -> u32 {
+    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() || LZ_DUTY_GEN.get(0).is_none() {
+        return xdp_action::XDP_DROP;
+    }
+    let (src, ..) = match tuple(&ctx) {
+        Ok(t) => t,
+        Err(action) => return action,
+    };
+    let Some(mac) = source_mac(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: hash-map lookups return pointers into the map valid for this run.
+    if unsafe { LZ_DUTY_ADDR.get(src.0).is_some() || LZ_DUTY_MAC.get(mac).is_some() } {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: a helper without arguments; lazaret's clock.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    match LZ_DUTY_SRC_BUCKET.get_ptr_mut(mac) {
+        // SAFETY: the pointer comes from a successful lookup in this program run.
+        Some(b) => {
+            if take(unsafe { &mut *b }, now) {
+                event(mac, 1);
+            }
+        }
+        None => {
+            let b = Bucket {
+                milli: (EV_BURST - 1) * 1000,
+                at_ns: now,
+            };
+            let _ = LZ_DUTY_SRC_BUCKET.insert(&mac, &b, 0);
+            event(mac, 1);
+        }
+    }
+    bump_stat(1);
+    xdp_action::XDP_DROP
+}
+
+#[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
+pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
+    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() || LZ_DUTY_GEN.get(0).is_none() {
+        return xdp_action::XDP_DROP;
+    }
+    let t = match tuple(&ctx) {
+        Ok(t) => t,
+        Err(action) => return action,
+    };
+    let Some(mac) = source_mac(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (key, _) = normalize(&t);
+    let (src, _, _, dport, proto, _) = t;
+    if LZ_FLOWS.get_ptr_mut(key).is_some() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: as above.
+    let Some(cell) = (unsafe { LZ_DUTY_ADDR.get(src.0) }).copied() else {
+        // Stands for the controller: the first packet makes the source a device.
+        let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+        let _ = LZ_DUTY_ADDR.insert(&src.0, &cell, 0);
+        if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
+            // SAFETY: an array slot; only this program writes it.
+            unsafe { (*d).mac = mac };
+        }
+        return xdp_action::XDP_DROP;
+    };
+    let Some(dev) = LZ_DUTY_DEV.get(cell) else {
+        return xdp_action::XDP_DROP;
+    };
+    if dev.mac != mac {
+        return xdp_action::XDP_DROP;
+    }
+    let rule = u64::from(dev.policy) << 32 | u64::from(proto) << 16 | u64::from(dport);
+    // SAFETY: as above.
+    if unsafe { LZ_FLOOR_RULES.get(rule) }.is_some() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: as above.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(b) = LZ_DUTY_DEV_BUCKET.get_ptr_mut(cell) {
+        // SAFETY: an array slot of this program's map.
+        if take(unsafe { &mut *b }, now) {
+            event(u64::from(cell), 2);
+        }
+    }
+    bump_stat(2);
+    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe {
+            (*c)[0] += 1;
+            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
+        }
+    }
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn bump_stat(i: u32) {
+    if let Some(c) = LZ_DUTY_STATS.get_ptr_mut(i) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The frame's source MAC as one little-endian word.
+#[inline(always)]
+fn source_mac(ctx: &XdpContext) -> Option<u64> {
+    let start = ctx.data();
+    if start + 12 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bytes 6..12 were bounds-checked above.
+    Some(unsafe {
+        u64::from(load::u32_at::<6>(start)) | u64::from(load::u16_at::<10>(start)) << 32
+    })
+}
+
 /// The normalized 5-tuple of an IPv4 or IPv6 frame (lower (address, port) first, as in
 /// lazaret) and whether the source is that first endpoint, or the action for a frame
 /// without one: pass what is not IP, drop what is malformed.
+///
+/// (`tuple` and `normalize` in one, written out: composed, LLVM spills the tuple, and the
+/// floors' code must not move when the duties floors are added.)
 #[inline(always)]
 fn flow_key(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
     let start = ctx.data();
@@ -218,6 +412,37 @@ fn flow_key(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
             false,
         )
     })
+}
+
+/// The 5-tuple and family of an IPv4 or IPv6 frame, or the action for a frame without one.
+#[inline(always)]
+fn tuple(ctx: &XdpContext) -> Result<Tuple, u32> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let (ethertype, off) = l2::skip(start, end).ok_or(xdp_action::XDP_DROP)?;
+    let tuple = match ethertype {
+        0x0800 => v4(start + off, end),
+        0x86dd => v6(start + off, end),
+        _ => return Err(xdp_action::XDP_PASS),
+    };
+    tuple.ok_or(xdp_action::XDP_DROP)
+}
+
+/// The flow key of a 5-tuple, and whether its source is endpoint a.
+#[inline(always)]
+fn normalize(&(src, sport, dst, dport, proto, family): &Tuple) -> (FlowKey, bool) {
+    let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
+    if src_is_a {
+        (
+            word::flow_key(&src, sport, &dst, dport, proto, family),
+            true,
+        )
+    } else {
+        (
+            word::flow_key(&dst, dport, &src, sport, proto, family),
+            false,
+        )
+    }
 }
 
 type Tuple = (Addr, u16, Addr, u16, u8, u8);

@@ -482,6 +482,24 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     ] {
         assert_eq!(duties.test_run(frame).expect("run"), want);
     }
+    // The denial duties floor learns the device on its first packet (standing for the
+    // controller), then refuses and counts; the unknown-source one refuses and counts every
+    // frame. Their work is real, not folded away: the counters show it was done.
+    let refused = |dp: &mut Datapath, slot: u32| -> u64 {
+        let map = dp.ebpf_mut().map_mut("LZ_DUTY_STATS").expect("stats");
+        let stats: aya::maps::PerCpuArray<_, u64> =
+            aya::maps::PerCpuArray::try_from(map).expect("typed");
+        stats.get(&slot, 0).expect("slot").iter().sum()
+    };
+    let mut duties_deny = Datapath::load_floor_duties_deny().expect("denial duties loads");
+    let mut duties_unknown =
+        Datapath::load_floor_duties_unknown().expect("unknown duties floor loads");
+    for _ in 0..3 {
+        assert_eq!(duties_deny.test_run(&syn).expect("run"), XDP_DROP);
+        assert_eq!(duties_unknown.test_run(&syn).expect("run"), XDP_DROP);
+    }
+    assert_eq!(refused(&mut duties_deny, 2), 2);
+    assert_eq!(refused(&mut duties_unknown, 1), 3);
     let mut empty = Datapath::load_empty().expect("empty program loads");
     assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
     // IPv6 with hop-by-hop and destination options: both directions share one flow too.

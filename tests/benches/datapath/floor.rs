@@ -14,10 +14,12 @@
 //! - new flows: the floor on the same distinct 5-tuples, one call each, into a table kept
 //!   with room (flows removed untimed) or filled first (every insertion evicts).
 //!
-//! The repeated frames are also timed on the duties floor (`lazaret_floor_duties`): the
-//! floor plus the per-packet checks and counts lazaret's guarantees need on a confirmed
-//! flow, in their leanest layout. Its cost over the floor is what no implementation of
-//! those guarantees can avoid; lazaret's cost over it is what lazaret could still save.
+//! Each repeated frame is also timed on its duties floor: the floor plus the per-packet
+//! work lazaret's guarantees need on that path, in its leanest layout — on a confirmed flow
+//! (`lazaret_floor_duties`), for an unknown source (`lazaret_floor_duties_unknown`), for a
+//! device's refused flow (`lazaret_floor_duties_deny`). Its cost over the path's floor is
+//! what no implementation of those guarantees can avoid; lazaret's cost over it is what
+//! lazaret could still save.
 
 use anyhow::{Context, Result};
 use lazaret::dataplane::xdp::Datapath;
@@ -78,8 +80,8 @@ pub(crate) enum Spec<'a> {
     Deny(&'a [u8]),
     /// The floor on these new flows, one call each; `full`: into a table filled first.
     NewFlows(&'a NewFlows, bool),
-    /// Another path's floor (by key).
-    Same(&'static str),
+    /// Another path's floor (by key); this path's own frame, for its duties floor.
+    Same(&'static str, &'a [u8]),
 }
 
 pub(crate) struct Floor {
@@ -100,8 +102,8 @@ impl Floor {
     pub(crate) fn of(&self, key: &str) -> Option<&Pair> {
         let (_, pair, same) = self.paths.iter().find(|(k, ..)| *k == key)?;
         match (pair, same) {
-            (Some(p), _) => Some(p),
-            (None, Some(other)) => self.of(other),
+            (_, Some(other)) => self.of(other),
+            (Some(p), None) => Some(p),
             (None, None) => None,
         }
     }
@@ -142,6 +144,10 @@ pub(crate) fn measure(
     let mut room = Datapath::load_floor().with_context(|| load("floor"))?;
     let mut deny = Datapath::load_floor_deny().with_context(|| load("denial floor"))?;
     let mut duties = Datapath::load_floor_duties().with_context(|| load("duties floor"))?;
+    let mut duties_deny =
+        Datapath::load_floor_duties_deny().with_context(|| load("denial duties floor"))?;
+    let mut duties_unknown =
+        Datapath::load_floor_duties_unknown().with_context(|| load("unknown duties floor"))?;
     let mut empty = Datapath::load_empty().with_context(|| load("empty"))?;
     let sizes = floor.program_sizes()?;
     // The full-table floor is filled first; the repeated frames' flows go in with their
@@ -160,10 +166,7 @@ pub(crate) fn measure(
             g_floor.run(&mut floor, fill, XDP_PASS, false)?;
         }
     }
-    let mut pairs: Vec<Option<Pair>> = specs
-        .iter()
-        .map(|(_, s)| (!matches!(s, Spec::Same(_))).then(Pair::new))
-        .collect();
+    let mut pairs: Vec<Option<Pair>> = specs.iter().map(|_| Some(Pair::new())).collect();
     let mut empty_pair = Pair::new();
     for run in 0..=runs {
         let warm = run == 0;
@@ -179,8 +182,13 @@ pub(crate) fn measure(
         for (i, (_, s)) in specs.iter().enumerate() {
             let d = match s {
                 Spec::Repeat(frame) => Some(repeated(&mut duties, frame, r, XDP_PASS)?),
-                _ => None,
+                Spec::Deny(frame) => Some(repeated(&mut duties_deny, frame, r, XDP_DROP)?),
+                Spec::Same(_, frame) => Some(repeated(&mut duties_unknown, frame, r, XDP_DROP)?),
+                Spec::NewFlows(..) => None,
             };
+            if let (Some(p), Some(d), false) = (&mut pairs[i], d, warm) {
+                p.duties_ns.push(d);
+            }
             let (f, b) = match s {
                 Spec::Repeat(frame) => (
                     repeated(&mut floor, frame, r, XDP_PASS)?,
@@ -198,12 +206,11 @@ pub(crate) fn measure(
                         g_base.run(baseline, u64::from(r), XDP_PASS, false)?,
                     )
                 }
-                Spec::Same(_) => continue,
+                Spec::Same(..) => continue,
             };
             if let (Some(p), false) = (&mut pairs[i], warm) {
                 p.floor_ns.push(f);
                 p.baseline_ns.push(b);
-                p.duties_ns.extend(d);
             }
         }
         let e = (
@@ -224,9 +231,23 @@ pub(crate) fn measure(
                 duty_counts.push((*key, d));
                 count(&mut floor, "lazaret_floor", frame, XDP_PASS)?
             }
-            Spec::Deny(frame) => count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?,
+            Spec::Deny(frame) => {
+                let d = count(
+                    &mut duties_deny,
+                    "lazaret_floor_duties_deny",
+                    frame,
+                    XDP_DROP,
+                )?;
+                duty_counts.push((*key, d));
+                count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?
+            }
             Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(0), XDP_PASS)?,
-            Spec::Same(_) => continue,
+            Spec::Same(_, frame) => {
+                let program = "lazaret_floor_duties_unknown";
+                let d = count(&mut duties_unknown, program, frame, XDP_DROP)?;
+                duty_counts.push((*key, d));
+                continue;
+            }
         };
         counts.push((*key, c));
     }
@@ -238,7 +259,7 @@ pub(crate) fn measure(
             .zip(pairs)
             .map(|((key, s), p)| {
                 let same = match s {
-                    Spec::Same(other) => Some(*other),
+                    Spec::Same(other, _) => Some(*other),
                     _ => None,
                 };
                 (*key, p, same)

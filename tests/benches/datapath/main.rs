@@ -555,7 +555,9 @@ fn measure_floor(
     let mut specs = Vec::new();
     for p in paths {
         let spec = match (&p.timed, p.key) {
-            (_, "unknown_device") => floor::Spec::Same("established_flow"),
+            (Timed::Repeat(frame), "unknown_device") => {
+                floor::Spec::Same("established_flow", frame)
+            }
             (Timed::Repeat(frame), "denied") => floor::Spec::Deny(frame),
             (Timed::Repeat(frame), _) => floor::Spec::Repeat(frame),
             (Timed::NewFlows(gens, table), _) => floor::Spec::NewFlows(

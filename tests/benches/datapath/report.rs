@@ -30,14 +30,22 @@ pub(crate) const COUNT_METHOD: &str = "A BPF interpreter runs the program's byte
     filled: an eviction happens inside the kernel's update, not in the program.";
 
 /// How the duties floor is built and read (docs/benchmarks.md has the argument).
-pub(crate) const DUTIES_METHOD: &str = "The duties floor is the floor plus the least a \
-per-device gateway does for a packet of a flow it passed before if it keeps lazaret's \
-guarantees: read the port's side and the active generation, check the flow was judged under \
-that generation and its device's current epoch (a quarantine re-judges every flow), check the \
-frame's source MAC is the device's (a spoofer on a confirmed 5-tuple is judged, not passed) \
-and count the packet and its bytes for the device; in the leanest layout (epoch and MAC in one \
-array record, one per-CPU counter block). Its ratio to the floor is what no implementation of \
-those guarantees can go below; lazaret's ratio to it is what lazaret could still save.";
+pub(crate) const DUTIES_METHOD: &str = "Each duties floor is its path's floor plus the least \
+a per-device gateway must still do there if it keeps lazaret's guarantees, in the leanest \
+layout. On a confirmed flow: read the port's side and the active generation, check the flow \
+was judged under that generation and its device's current epoch (a quarantine re-judges \
+every flow), check a packet from the device carries its MAC (a spoofer on a confirmed \
+5-tuple is judged, not passed), count the packet and its bytes for the device (epoch and \
+MAC in one array record, one per-CPU block). For an unknown source: the side and \
+generation, the source's identity by address and by MAC (both miss), its event budget (a \
+token bucket per source MAC in an LRU hash), an event when the budget allows, a counter; \
+drop. For a device's refused flow: the side and generation, the flow-table miss, the \
+source's identity (a hash hit) and its MAC, one hash lookup for a rule keyed by the \
+device's policy, protocol and port, the device's event budget (an array bucket), an event \
+when it allows, the verdict's and the device's counters; drop. Its ratio to the path's \
+floor (the unknown device's: the established floor, as its target) is what no \
+implementation of those guarantees can go below; lazaret's ratio to it is what lazaret \
+could still save.";
 
 pub(crate) const FLOOR_METHOD: &str = "The floor program parses like the baseline (IPv6 extension \
 headers too), then finds the packet's flow in an LRU hash keyed by the normalized 5-tuple \

@@ -175,6 +175,24 @@ impl Datapath {
         )
     }
 
+    /// The duties floor of a device's refused flow (for benchmarks).
+    pub fn load_floor_duties_deny() -> Result<Self, DatapathError> {
+        Self::load_object(
+            super::FLOOR,
+            "lazaret_floor_duties_deny",
+            &LoadOptions::default(),
+        )
+    }
+
+    /// The duties floor of an unknown source's frame (for benchmarks).
+    pub fn load_floor_duties_unknown() -> Result<Self, DatapathError> {
+        Self::load_object(
+            super::FLOOR,
+            "lazaret_floor_duties_unknown",
+            &LoadOptions::default(),
+        )
+    }
+
     /// The empty program (for benchmarks): passes every frame.
     pub fn load_empty() -> Result<Self, DatapathError> {
         Self::load_object(super::BASELINE, "lazaret_empty", &LoadOptions::default())
