@@ -96,32 +96,37 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
     {
         return false;
     }
-    // The endpoints as (device, cell, found by its address), source first.
-    let a = (flow.dev_a, flow.cell_a, flow.flags & FLOW_F_ADDR_A != 0);
-    let b = (flow.dev_b, flow.cell_b, flow.flags & FLOW_F_ADDR_B != 0);
-    let (src, dst) = if src_is_a { (a, b) } else { (b, a) };
-    let dev = if iface.side == SIDE_DEVICES {
-        let (id, cell, by_addr) = src;
+    // The endpoint the verdict is for — the source from a device port, the destination from
+    // upstream — as (device, cell, found by its address), and the other endpoint's device.
+    // Only that endpoint is read (selecting both pairs cost a dozen moves on every packet).
+    let from_devices = iface.side == SIDE_DEVICES;
+    let (id, cell, by_addr, other) = if src_is_a == from_devices {
+        let by_addr = flow.flags & FLOW_F_ADDR_A != 0;
+        (flow.dev_a, flow.cell_a, by_addr, flow.dev_b)
+    } else {
+        let by_addr = flow.flags & FLOW_F_ADDR_B != 0;
+        (flow.dev_b, flow.cell_b, by_addr, flow.dev_a)
+    };
+    // The flag is set only with a device (stamp_flow): both checks hold or neither.
+    if id == 0 || !by_addr {
+        return false;
+    }
+    if from_devices {
         // An unspecified or link-local source is never identified by its address (an
         // inventory may list one, and the flag says only that the address names the
         // device): identify_source goes by MAC and the link-local owner map. Bypass class:
         // without this, frames from an IPv6 link-local address named in the inventory
         // would pass as that device's on a flow opened to it, with neither.
-        if parse::is_unspecified_or_link_local(f.family, &f.src) {
+        if parse::is_unspecified_or_link_local(f.family, &f.src)
+            || !device_accepts(gen.slot, id, cell, f, iface, ifindex)
+        {
             return false;
         }
-        if id == 0 || !by_addr || !device_accepts(gen.slot, id, cell, f, iface, ifindex) {
-            return false;
-        }
-        Dev { id, cell }
-    } else {
+    } else if other != 0 {
         // As upstream_reply: a source with a device is a spoof to judge in full.
-        let (id, cell, by_addr) = dst;
-        if src.0 != 0 || !by_addr {
-            return false;
-        }
-        Dev { id, cell }
-    };
+        return false;
+    }
+    let dev = Dev { id, cell };
     // The coarse clock moves once a tick: most packets of a busy flow find the timestamp
     // current and leave the entry's cache line clean.
     if flow.last_seen_ns != gen.now {
