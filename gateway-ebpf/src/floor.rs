@@ -29,6 +29,9 @@
 //!   policy, the protocol and the port: the leanest order, a port no rule names is refused
 //!   before any peer lookup), the device's event budget (an array bucket), an event when
 //!   it allows, the verdict's and the device's counters; drop.
+//! - `lazaret_floor_duties_open`: the same for a device's new flow its policy allows: as
+//!   the denial's up to the rule lookup (a hit), then the flow inserted with its device's
+//!   cell and the generation, the verdict's and the device's counters; pass.
 //!
 //! The duties floors stand for the controller where a bench has none: the deny floor
 //! learns the device's address on its first packet, the established one the device's MAC
@@ -360,6 +363,88 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_DROP
+}
+
+#[xdp]
+#[expect(
+    unreachable_pub,
+    reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
+)]
+pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
+    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() {
+        return xdp_action::XDP_DROP;
+    }
+    let Some(generation) = LZ_DUTY_GEN.get(0).copied() else {
+        return xdp_action::XDP_DROP;
+    };
+    let t = match tuple(&ctx) {
+        Ok(t) => t,
+        Err(action) => return action,
+    };
+    let Some(mac) = source_mac(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (key, src_is_a) = normalize(&t);
+    let (src, _, _, dport, proto, _) = t;
+    // SAFETY: a helper without arguments; lazaret's clock.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(flow) = LZ_FLOWS.get_ptr_mut(key) {
+        // SAFETY: the pointer comes from a successful lookup in this program run.
+        unsafe { (*flow).last_seen_ns = now };
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: hash-map lookups return pointers into the map valid for this run.
+    let cell = match unsafe { LZ_DUTY_ADDR.get(src.0) } {
+        Some(c) => *c,
+        None => {
+            // Stands for the controller: a device's first packet makes it known.
+            let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+            let _ = LZ_DUTY_ADDR.insert(&src.0, &cell, 0);
+            if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
+                // SAFETY: an array slot; only this program writes it.
+                unsafe { (*d).mac = mac };
+            }
+            cell
+        }
+    };
+    let Some(dev) = LZ_DUTY_DEV.get(cell) else {
+        return xdp_action::XDP_DROP;
+    };
+    if dev.mac != mac {
+        return xdp_action::XDP_DROP;
+    }
+    let rule_key = u64::from(dev.policy) << 32 | u64::from(proto) << 16 | u64::from(dport);
+    // SAFETY: as above.
+    let rule = match unsafe { LZ_FLOOR_RULES.get(rule_key) } {
+        Some(r) => *r,
+        None => {
+            // Stands for the controller: the policy allows what it is first asked. (The
+            // value from the stack: `&0` would be a constant in .rodata, which the bench's
+            // interpreter does not relocate.)
+            let rule = u32::from(proto);
+            let _ = LZ_FLOOR_RULES.insert(&rule_key, &rule, 0);
+            rule
+        }
+    };
+    let mut slot = core::mem::MaybeUninit::<FlowValue>::uninit();
+    let flow = word::new_flow(&mut slot, now, FLOW_NEW, u8::from(!src_is_a));
+    flow.cell_a = cell as u16;
+    flow.generation = generation;
+    flow.rule = rule;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by reference, as in lazaret_floor"
+    )]
+    let _ = LZ_FLOWS.insert(&key, &*flow, 0);
+    bump_stat(3);
+    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe {
+            (*c)[0] += 1;
+            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
+        }
+    }
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]

@@ -500,6 +500,15 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     }
     assert_eq!(refused(&mut duties_deny, 2), 2);
     assert_eq!(refused(&mut duties_unknown, 1), 3);
+    // The new-flow duties floor opens the device's flow (learning the device and the rule
+    // on the first packet), passes its next packet through it, and refuses another MAC's
+    // new flow from the device's address.
+    let mut duties_open = Datapath::load_floor_duties_open().expect("new-flow duties loads");
+    let other_flow = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40001, 2575, TCP_SYN);
+    for (frame, want) in [(&syn, XDP_PASS), (&syn, XDP_PASS), (&other_flow, XDP_DROP)] {
+        assert_eq!(duties_open.test_run(frame).expect("run"), want);
+    }
+    assert_eq!(refused(&mut duties_open, 3), 1, "one flow opened");
     let mut empty = Datapath::load_empty().expect("empty program loads");
     assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
     // IPv6 with hop-by-hop and destination options: both directions share one flow too.

@@ -169,7 +169,7 @@ impl Interpreter {
             .filter_map(|(n, fd)| obj.maps.get(n).map(|m| (n.clone(), *fd, m.clone())))
             .collect();
         obj.relocate_maps(objmaps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
-            .map_err(|e| anyhow::anyhow!("relocating maps: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("relocating maps: {e:?}"))?;
         obj.relocate_calls(&text)
             .map_err(|e| anyhow::anyhow!("relocating calls: {e}"))?;
         let prog = obj

@@ -14,10 +14,11 @@
 //! - new flows: the floor on the same distinct 5-tuples, one call each, into a table kept
 //!   with room (flows removed untimed) or filled first (every insertion evicts).
 //!
-//! Each repeated frame is also timed on its duties floor: the floor plus the per-packet
-//! work lazaret's guarantees need on that path, in its leanest layout — on a confirmed flow
+//! Each path is also timed on its duties floor: the floor plus the per-packet work
+//! lazaret's guarantees need on that path, in its leanest layout — on a confirmed flow
 //! (`lazaret_floor_duties`), for an unknown source (`lazaret_floor_duties_unknown`), for a
-//! device's refused flow (`lazaret_floor_duties_deny`). Its cost over the path's floor is
+//! device's refused flow (`lazaret_floor_duties_deny`), for its allowed new flow
+//! (`lazaret_floor_duties_open`, on the same new flows, into a table with room or full). Its cost over the path's floor is
 //! what no implementation of those guarantees can avoid; lazaret's cost over it is what
 //! lazaret could still save.
 
@@ -148,22 +149,27 @@ pub(crate) fn measure(
         Datapath::load_floor_duties_deny().with_context(|| load("denial duties floor"))?;
     let mut duties_unknown =
         Datapath::load_floor_duties_unknown().with_context(|| load("unknown duties floor"))?;
+    let load_open =
+        || Datapath::load_floor_duties_open().with_context(|| load("new-flow duties floor"));
+    let (mut duties_open_room, mut duties_open_full) = (load_open()?, load_open()?);
     let mut empty = Datapath::load_empty().with_context(|| load("empty"))?;
     let sizes = floor.program_sizes()?;
     // The full-table floor is filled first; the repeated frames' flows go in with their
     // first repetition (one miss in a run).
-    let mut gens: Vec<Option<(NewFlows, NewFlows)>> = specs
+    // (floor, baseline, duties floor): a generator per program, each opening the same flows.
+    let mut gens: Vec<Option<(NewFlows, NewFlows, NewFlows)>> = specs
         .iter()
         .map(|(_, s)| match s {
-            Spec::NewFlows(g, _) => Some(((*g).clone(), (*g).clone())),
+            Spec::NewFlows(g, _) => Some(((*g).clone(), (*g).clone(), (*g).clone())),
             _ => None,
         })
         .collect();
     for ((_, s), g) in specs.iter().zip(&mut gens) {
-        if let (Spec::NewFlows(_, true), Some((g_floor, _))) = (s, g) {
+        if let (Spec::NewFlows(_, true), Some((g_floor, _, g_duties))) = (s, g) {
             let fill = u64::from(MAX_FLOWS) * 11 / 10;
-            eprintln!("datapath: floor: filling its flow table with {fill} new flows");
+            eprintln!("datapath: floors: filling their flow tables with {fill} new flows");
             g_floor.run(&mut floor, fill, XDP_PASS, false)?;
+            g_duties.run(&mut duties_open_full, fill, XDP_PASS, false)?;
         }
     }
     let mut pairs: Vec<Option<Pair>> = specs.iter().map(|_| Some(Pair::new())).collect();
@@ -181,12 +187,20 @@ pub(crate) fn measure(
         );
         for (i, (_, s)) in specs.iter().enumerate() {
             let d = match s {
-                Spec::Repeat(frame) => Some(repeated(&mut duties, frame, r, XDP_PASS)?),
-                Spec::Deny(frame) => Some(repeated(&mut duties_deny, frame, r, XDP_DROP)?),
-                Spec::Same(_, frame) => Some(repeated(&mut duties_unknown, frame, r, XDP_DROP)?),
-                Spec::NewFlows(..) => None,
+                Spec::Repeat(frame) => repeated(&mut duties, frame, r, XDP_PASS)?,
+                Spec::Deny(frame) => repeated(&mut duties_deny, frame, r, XDP_DROP)?,
+                Spec::Same(_, frame) => repeated(&mut duties_unknown, frame, r, XDP_DROP)?,
+                Spec::NewFlows(_, full) => {
+                    let (.., g_duties) = gens[i].as_mut().context("new-flow generators")?;
+                    let prog = if *full {
+                        &mut duties_open_full
+                    } else {
+                        &mut duties_open_room
+                    };
+                    g_duties.run(prog, u64::from(r), XDP_PASS, !*full)?
+                }
             };
-            if let (Some(p), Some(d), false) = (&mut pairs[i], d, warm) {
+            if let (Some(p), false) = (&mut pairs[i], warm) {
                 p.duties_ns.push(d);
             }
             let (f, b) = match s {
@@ -199,7 +213,7 @@ pub(crate) fn measure(
                     repeated(baseline, frame, r, XDP_PASS)?,
                 ),
                 Spec::NewFlows(_, full) => {
-                    let (g_floor, g_base) = gens[i].as_mut().context("new-flow generators")?;
+                    let (g_floor, g_base, _) = gens[i].as_mut().context("new-flow generators")?;
                     let prog = if *full { &mut floor } else { &mut room };
                     (
                         g_floor.run(prog, u64::from(r), XDP_PASS, !*full)?,
@@ -241,7 +255,12 @@ pub(crate) fn measure(
                 duty_counts.push((*key, d));
                 count(&mut deny, "lazaret_floor_deny", frame, XDP_DROP)?
             }
-            Spec::NewFlows(g, _) => count(&mut room, "lazaret_floor", &g.unopened(0), XDP_PASS)?,
+            Spec::NewFlows(g, _) => {
+                let program = "lazaret_floor_duties_open";
+                let d = count(&mut duties_open_room, program, &g.unopened(0), XDP_PASS)?;
+                duty_counts.push((*key, d));
+                count(&mut room, "lazaret_floor", &g.unopened(0), XDP_PASS)?
+            }
             Spec::Same(_, frame) => {
                 let program = "lazaret_floor_duties_unknown";
                 let d = count(&mut duties_unknown, program, frame, XDP_DROP)?;

@@ -184,6 +184,15 @@ impl Datapath {
         )
     }
 
+    /// The duties floor of a device's allowed new flow (for benchmarks).
+    pub fn load_floor_duties_open() -> Result<Self, DatapathError> {
+        Self::load_object(
+            super::FLOOR,
+            "lazaret_floor_duties_open",
+            &LoadOptions::default(),
+        )
+    }
+
     /// The duties floor of an unknown source's frame (for benchmarks).
     pub fn load_floor_duties_unknown() -> Result<Self, DatapathError> {
         Self::load_object(
