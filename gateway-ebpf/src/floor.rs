@@ -149,7 +149,7 @@ fn event(who: u64, why: u64) {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor(ctx: XdpContext) -> u32 {
-    let (key, _) = match flow_key(&ctx) {
+    let key = match flow_key(&ctx) {
         Ok(k) => k,
         Err(action) => return action,
     };
@@ -177,7 +177,7 @@ pub fn lazaret_floor(ctx: XdpContext) -> u32 {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor_deny(ctx: XdpContext) -> u32 {
-    let (key, _) = match flow_key(&ctx) {
+    let key = match flow_key(&ctx) {
         Ok(k) => k,
         Err(action) => return action,
     };
@@ -206,7 +206,7 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
     let Some(generation) = LZ_DUTY_GEN.get(0).copied() else {
         return xdp_action::XDP_DROP;
     };
-    let (key, src_is_a) = match flow_key(&ctx) {
+    let (key, src_is_a) = match keyed(&ctx) {
         Ok(k) => k,
         Err(action) => return action,
     };
@@ -267,9 +267,9 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor_duties_unknown(ctx: XdpContext) -> u32 {
-    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() || LZ_DUTY_GEN.get(0).is_none() {
+    let Some(slot) = port_and_slot(&ctx) else {
         return xdp_action::XDP_DROP;
-    }
+    };
     let (src, ..) = match tuple(&ctx) {
         Ok(t) => t,
         Err(action) => return action,
@@ -278,14 +278,17 @@ pub fn lazaret_floor_duties_unknown(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     };
     // SAFETY: hash-map lookups return pointers into the map valid for this run.
-    if unsafe { LZ_DUTY_ADDR.get(src.0).is_some() || LZ_DUTY_MAC.get(mac).is_some() } {
+    if unsafe { LZ_DUTY_ADDR.get(addr_key(&src, slot)).is_some() }
+        // SAFETY: as above.
+        || unsafe { LZ_DUTY_MAC.get(mac | slot << 48).is_some() }
+    {
         return xdp_action::XDP_PASS;
     }
     // SAFETY: a helper without arguments; lazaret's clock.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     match LZ_DUTY_SRC_BUCKET.get_ptr_mut(mac) {
-        // SAFETY: the pointer comes from a successful lookup in this program run.
         Some(b) => {
+            // SAFETY: the pointer comes from a successful lookup in this program run.
             if take(unsafe { &mut *b }, now) {
                 event(mac, 1);
             }
@@ -295,10 +298,11 @@ pub fn lazaret_floor_duties_unknown(ctx: XdpContext) -> u32 {
                 milli: (EV_BURST - 1) * 1000,
                 at_ns: now,
             };
-            let _ = LZ_DUTY_SRC_BUCKET.insert(&mac, &b, 0);
+            let _ = LZ_DUTY_SRC_BUCKET.insert(mac, b, 0);
             event(mac, 1);
         }
     }
+    // Its one count: an unknown source has no device counter.
     bump_stat(1);
     xdp_action::XDP_DROP
 }
@@ -309,9 +313,9 @@ pub fn lazaret_floor_duties_unknown(ctx: XdpContext) -> u32 {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
-    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() || LZ_DUTY_GEN.get(0).is_none() {
+    let Some(slot) = port_and_slot(&ctx) else {
         return xdp_action::XDP_DROP;
-    }
+    };
     let t = match tuple(&ctx) {
         Ok(t) => t,
         Err(action) => return action,
@@ -324,11 +328,12 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
     if LZ_FLOWS.get_ptr_mut(key).is_some() {
         return xdp_action::XDP_PASS;
     }
+    let addr = addr_key(&src, slot);
     // SAFETY: as above.
-    let Some(cell) = (unsafe { LZ_DUTY_ADDR.get(src.0) }).copied() else {
+    let Some(cell) = (unsafe { LZ_DUTY_ADDR.get(addr) }).copied() else {
         // Stands for the controller: the first packet makes the source a device.
         let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
-        let _ = LZ_DUTY_ADDR.insert(&src.0, &cell, 0);
+        let _ = LZ_DUTY_ADDR.insert(addr, cell, 0);
         if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
             // SAFETY: an array slot; only this program writes it.
             unsafe { (*d).mac = mac };
@@ -354,7 +359,6 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
             event(u64::from(cell), 2);
         }
     }
-    bump_stat(2);
     if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe {
@@ -371,10 +375,10 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
     reason = "the #[xdp] wrapper is the exported program; it takes this visibility"
 )]
 pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
-    if LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32).is_none() {
-        return xdp_action::XDP_DROP;
-    }
     let Some(generation) = LZ_DUTY_GEN.get(0).copied() else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(slot) = port_and_slot(&ctx) else {
         return xdp_action::XDP_DROP;
     };
     let t = match tuple(&ctx) {
@@ -393,13 +397,14 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
         unsafe { (*flow).last_seen_ns = now };
         return xdp_action::XDP_PASS;
     }
+    let addr = addr_key(&src, slot);
     // SAFETY: hash-map lookups return pointers into the map valid for this run.
-    let cell = match unsafe { LZ_DUTY_ADDR.get(src.0) } {
+    let cell = match unsafe { LZ_DUTY_ADDR.get(addr) } {
         Some(c) => *c,
         None => {
             // Stands for the controller: a device's first packet makes it known.
             let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
-            let _ = LZ_DUTY_ADDR.insert(&src.0, &cell, 0);
+            let _ = LZ_DUTY_ADDR.insert(addr, cell, 0);
             if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
                 // SAFETY: an array slot; only this program writes it.
                 unsafe { (*d).mac = mac };
@@ -422,7 +427,7 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
             // value from the stack: `&0` would be a constant in .rodata, which the bench's
             // interpreter does not relocate.)
             let rule = u32::from(proto);
-            let _ = LZ_FLOOR_RULES.insert(&rule_key, &rule, 0);
+            let _ = LZ_FLOOR_RULES.insert(rule_key, rule, 0);
             rule
         }
     };
@@ -436,7 +441,6 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
         reason = "by reference, as in lazaret_floor"
     )]
     let _ = LZ_FLOWS.insert(&key, &*flow, 0);
-    bump_stat(3);
     if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe {
@@ -445,6 +449,24 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_PASS
+}
+
+/// The active slot (the generation's parity), if the frame arrived on a device port: an
+/// unknown source and a device's new flow are judged there (from upstream, a source is
+/// never a device). `None` also without a side or a generation; the floors then drop (they
+/// time device ports only).
+#[inline(always)]
+fn port_and_slot(ctx: &XdpContext) -> Option<u64> {
+    let side = *LZ_DUTY_IFACE.get(ctx.ingress_ifindex() as u32)?;
+    let generation = *LZ_DUTY_GEN.get(0)?;
+    (side == SIDE_DEVICES).then_some(generation & 1)
+}
+
+/// An identity key of the active slot: the address's words, the slot in the second (an
+/// IPv4 address leaves it zero; for a floor, an IPv6 address's low bit may alias).
+#[inline(always)]
+fn addr_key(a: &word::Addr, slot: u64) -> [u64; 2] {
+    [a.0[0], a.0[1] ^ slot]
 }
 
 #[inline(always)]
@@ -469,13 +491,30 @@ fn source_mac(ctx: &XdpContext) -> Option<u64> {
 }
 
 /// The normalized 5-tuple of an IPv4 or IPv6 frame (lower (address, port) first, as in
-/// lazaret) and whether the source is that first endpoint, or the action for a frame
-/// without one: pass what is not IP, drop what is malformed.
-///
-/// (`tuple` and `normalize` in one, written out: composed, LLVM spills the tuple, and the
-/// floors' code must not move when the duties floors are added.)
+/// lazaret), or the action for a frame without one: pass what is not IP, drop what is
+/// malformed. The floors' own: its code stays as it was when they were first measured.
 #[inline(always)]
-fn flow_key(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
+fn flow_key(ctx: &XdpContext) -> Result<FlowKey, u32> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let (ethertype, off) = l2::skip(start, end).ok_or(xdp_action::XDP_DROP)?;
+    let tuple = match ethertype {
+        0x0800 => v4(start + off, end),
+        0x86dd => v6(start + off, end),
+        _ => return Err(xdp_action::XDP_PASS),
+    };
+    let (src, sport, dst, dport, proto, family) = tuple.ok_or(xdp_action::XDP_DROP)?;
+    Ok(if (src.ordered(), sport) <= (dst.ordered(), dport) {
+        word::flow_key(&src, sport, &dst, dport, proto, family)
+    } else {
+        word::flow_key(&dst, dport, &src, sport, proto, family)
+    })
+}
+
+/// As `flow_key`, and whether the source is the key's first endpoint (the duties floor
+/// of a confirmed flow needs to know whether the packet comes from the flow's device).
+#[inline(always)]
+fn keyed(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     let (ethertype, off) = l2::skip(start, end).ok_or(xdp_action::XDP_DROP)?;

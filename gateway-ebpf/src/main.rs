@@ -636,6 +636,8 @@ fn judge_flow(
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
                 stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
+                // The rule decided this packet, which passes as the flow's (AllowFlow).
+                rule_hit(gen, v.rule);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
             }
             remove_flow(&key, in_est);
@@ -959,6 +961,8 @@ fn judge_related(
     if !v.reason.passes() {
         return v;
     }
+    // The rule decided this packet, which passes as the flow's (AllowFlow).
+    rule_hit(gen, v.rule);
     let mut out = Verdict::dev(Reason::AllowFlow, v.dev);
     out.rule = v.rule;
     out.report = false;
@@ -1362,14 +1366,23 @@ fn bump(map: &PerCpuArray<u64>, index: u32, by: u64) {
     }
 }
 
+/// Counts a packet rule `rule` decided (see `lazaret_abi::MAP_RULE_HITS`).
+#[inline(always)]
+fn rule_hit(gen: &Gen, rule: u32) {
+    if rule != NO_RULE && rule < MAX_RULES {
+        bump(&LZ_RULE_HITS, rule_hit_index(gen.slot, rule), 1);
+    }
+}
+
 #[inline(always)]
 fn account(gen: &Gen, v: &Verdict, side: u8, len: u64) {
     bump(&LZ_STATS, stats_index(v.reason, side), 1);
-    // A rule's hits are the packets it decided: a flow's opening and its re-judgements.
-    // A packet its flow passes counts for its device and the verdict, not for the rule
-    // again (a per-CPU update fewer on the established path, the most common).
-    if v.reason != Reason::AllowFlow && v.rule != NO_RULE && v.rule < MAX_RULES {
-        bump(&LZ_RULE_HITS, rule_hit_index(gen.slot, v.rule), 1);
+    // A rule's hits are the packets it decided: a flow's opening here, its re-judgements
+    // where they happen (they pass as AllowFlow). A packet its flow passes counts for its
+    // device and the verdict, not for the rule again (a per-CPU update fewer on the
+    // established path, the most common).
+    if v.reason != Reason::AllowFlow {
+        rule_hit(gen, v.rule);
     }
     if v.dev.id == 0 {
         return;

@@ -281,6 +281,15 @@ fn a_rule_counts_the_packets_it_decided_not_those_its_flow_passes() {
     let c = dp.device_counters(dev_id()).expect("counters");
     assert_eq!(c.allowed_packets, 6);
     assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES), 4);
+    // A new generation: the flow's next packet is re-judged, and the rule that decides it
+    // is hit in the new slot (a rule carrying only a long-lived session still shows as
+    // used); the packets after it are the flow's again.
+    let next = dp.next_slot().expect("slot");
+    dp.install(&contents(next, 2)).expect("install");
+    for _ in 0..2 {
+        assert_eq!(dp.test_run(&data).expect("run"), XDP_PASS);
+    }
+    assert_eq!(dp.rule_hits(next, 0).expect("hits"), 1, "the re-judgement");
 }
 
 /// Opens and confirms the device's flow from `sport` to the server.
@@ -482,14 +491,39 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     ] {
         assert_eq!(duties.test_run(frame).expect("run"), want);
     }
-    // The denial duties floor learns the device on its first packet (standing for the
-    // controller), then refuses and counts; the unknown-source one refuses and counts every
-    // frame. Their work is real, not folded away: the counters show it was done.
-    let refused = |dp: &mut Datapath, slot: u32| -> u64 {
+    // A new generation: the flow was judged under another, so it is not passed.
+    let map = duties
+        .ebpf_mut()
+        .map_mut("LZ_DUTY_GEN")
+        .expect("generation");
+    let mut generation: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("typed");
+    generation.set(0, 1, 0).expect("set");
+    assert_eq!(duties.test_run(&syn).expect("run"), XDP_DROP);
+    // A new generation: the flow was judged under another, so it is not passed.
+    let map = duties
+        .ebpf_mut()
+        .map_mut("LZ_DUTY_GEN")
+        .expect("generation");
+    let mut generation: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("typed");
+    generation.set(0, 1, 0).expect("set");
+    assert_eq!(duties.test_run(&syn).expect("run"), XDP_DROP); // The denial duties floor learns the device on its first packet (standing for the
+                                                               // controller), then refuses and counts; the unknown-source one refuses and counts every
+                                                               // frame. Their work is real, not folded away: the counters show it was done.
+    let refused = |dp: &mut Datapath| -> u64 {
         let map = dp.ebpf_mut().map_mut("LZ_DUTY_STATS").expect("stats");
         let stats: aya::maps::PerCpuArray<_, u64> =
             aya::maps::PerCpuArray::try_from(map).expect("typed");
-        stats.get(&slot, 0).expect("slot").iter().sum()
+        stats.get(&1, 0).expect("slot").iter().sum()
+    };
+    // Packets counted for devices, over every cell.
+    let counted = |dp: &mut Datapath| -> u64 {
+        let map = dp.ebpf_mut().map_mut("LZ_DUTY_COUNT").expect("counters");
+        let cells: aya::maps::PerCpuArray<_, [u64; 2]> =
+            aya::maps::PerCpuArray::try_from(map).expect("typed");
+        cells
+            .iter()
+            .map(|v| v.expect("cell").iter().map(|c| c[0]).sum::<u64>())
+            .sum()
     };
     let mut duties_deny = Datapath::load_floor_duties_deny().expect("denial duties loads");
     let mut duties_unknown =
@@ -498,17 +532,23 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
         assert_eq!(duties_deny.test_run(&syn).expect("run"), XDP_DROP);
         assert_eq!(duties_unknown.test_run(&syn).expect("run"), XDP_DROP);
     }
-    assert_eq!(refused(&mut duties_deny, 2), 2);
-    assert_eq!(refused(&mut duties_unknown, 1), 3);
+    assert_eq!(counted(&mut duties_deny), 2);
+    assert_eq!(refused(&mut duties_unknown), 3);
     // The new-flow duties floor opens the device's flow (learning the device and the rule
-    // on the first packet), passes its next packet through it, and refuses another MAC's
-    // new flow from the device's address.
+    // on the first packet), passes its next packet through it, opens a second flow from
+    // another port, and refuses another MAC's new flow from the device's address.
     let mut duties_open = Datapath::load_floor_duties_open().expect("new-flow duties loads");
-    let other_flow = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40001, 2575, TCP_SYN);
-    for (frame, want) in [(&syn, XDP_PASS), (&syn, XDP_PASS), (&other_flow, XDP_DROP)] {
+    let second = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40001, 2575, TCP_SYN);
+    let other_mac = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40002, 2575, TCP_SYN);
+    for (frame, want) in [
+        (&syn, XDP_PASS),
+        (&syn, XDP_PASS),
+        (&second, XDP_PASS),
+        (&other_mac, XDP_DROP),
+    ] {
         assert_eq!(duties_open.test_run(frame).expect("run"), want);
     }
-    assert_eq!(refused(&mut duties_open, 3), 1, "one flow opened");
+    assert_eq!(counted(&mut duties_open), 2, "two flows opened");
     let mut empty = Datapath::load_empty().expect("empty program loads");
     assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
     // IPv6 with hop-by-hop and destination options: both directions share one flow too.
@@ -595,6 +635,32 @@ fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal
         };
         assert_eq!(t.judge(&synack, LO), reply, "mode {mode}");
     }
+    // The same soft refusal towards a managed server (the bystander, at the server's
+    // address): the destination's device is looked up after all, and the flow entry names
+    // both ends, each found by its address.
+    let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
+        for (k, d) in &mut c.dev_ip4 {
+            if d.id == bystander_id() {
+                k.addr = SERVER.octets();
+            }
+        }
+        c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT);
+        c.sort_devices();
+    });
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40111, 23, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::Audit);
+    let (_, _, flow) =
+        t.dp.flows()
+            .expect("flows")
+            .into_iter()
+            .find(|(_, k, _)| k.port_a == 40111 || k.port_b == 40111)
+            .expect("the audited flow is tracked");
+    let mut ends = [flow.dev_a, flow.dev_b];
+    ends.sort_unstable();
+    let mut want = [dev_id(), bystander_id()];
+    want.sort_unstable();
+    assert_eq!(ends, want, "both ends named");
+    assert_eq!(flow.flags, FLOW_F_ADDR_A | FLOW_F_ADDR_B);
 }
 
 #[test]
