@@ -28,10 +28,10 @@
 //!   (a hit) and its record's MAC, one hash lookup for the rule (keyed by the device's
 //!   policy, the protocol and the port: the leanest order, a port no rule names is refused
 //!   before any peer lookup), the device's event budget (an array bucket), an event when
-//!   it allows, the verdict's and the device's counters; drop.
+//!   it allows, the device's counter; drop.
 //! - `lazaret_floor_duties_open`: the same for a device's new flow its policy allows: as
 //!   the denial's up to the rule lookup (a hit), then the flow inserted with its device's
-//!   cell and the generation, the verdict's and the device's counters; pass.
+//!   cell and the generation, the device's counter; pass.
 //!
 //! The duties floors stand for the controller where a bench has none: the deny floor
 //! learns the device's address on its first packet, the established one the device's MAC

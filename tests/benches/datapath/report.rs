@@ -42,9 +42,9 @@ token bucket per source MAC in an LRU hash), an event when the budget allows, a 
 drop. For a device's refused flow: the side and generation, the flow-table miss, the \
 source's identity (a hash hit) and its MAC, one hash lookup for a rule keyed by the \
 device's policy, protocol and port, the device's event budget (an array bucket), an event \
-when it allows, the verdict's and the device's counters; drop. For a device's allowed new \
+when it allows, the device's counter; drop. For a device's allowed new \
 flow: the same up to the rule lookup (a hit), then the insert (with the device's cell and the \
-generation) and the two counters; pass. Its ratio to the path's \
+generation) and the device's counter; pass. Its ratio to the path's \
 floor (the unknown device's: the established floor, as its target) is what no \
 implementation of those guarantees can go below; lazaret's ratio to it is what lazaret \
 could still save.";
