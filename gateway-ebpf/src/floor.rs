@@ -219,20 +219,15 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
         let mut slot = core::mem::MaybeUninit::<FlowValue>::uninit();
         // The opener is the device (the initiator field records which endpoint it is).
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, u8::from(!src_is_a));
-        // Stands for the controller's cell of the device: one per source MAC here (the
-        // bench's devices differ in their last two bytes).
-        let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+        let cell = cell_of(mac);
         flow.cell_a = cell as u16;
         #[expect(
             clippy::needless_borrows_for_generic_args,
             reason = "by reference, as in lazaret_floor"
         )]
         let _ = LZ_FLOWS.insert(&key, &*flow, 0);
-        // Stands for the controller's write of the device record (epoch 0, as the entry's).
-        if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
-            // SAFETY: an array slot; only this program writes it.
-            unsafe { (*d).mac = mac };
-        }
+        // The device record's epoch stays 0, as the entry's.
+        learn_device(cell, mac);
         return xdp_action::XDP_PASS;
     };
     // SAFETY: the pointer comes from a successful lookup in this program run.
@@ -251,13 +246,7 @@ pub fn lazaret_floor_duties(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     flow.last_seen_ns = now;
-    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
-        // SAFETY: a per-CPU slot, only this CPU writes it.
-        unsafe {
-            (*c)[0] += 1;
-            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
-        }
-    }
+    count_device(cell, &ctx);
     xdp_action::XDP_PASS
 }
 
@@ -331,13 +320,10 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
     let addr = addr_key(&src, slot);
     // SAFETY: as above.
     let Some(cell) = (unsafe { LZ_DUTY_ADDR.get(addr) }).copied() else {
-        // Stands for the controller: the first packet makes the source a device.
-        let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+        // The first packet makes the source a device.
+        let cell = cell_of(mac);
         let _ = LZ_DUTY_ADDR.insert(addr, cell, 0);
-        if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
-            // SAFETY: an array slot; only this program writes it.
-            unsafe { (*d).mac = mac };
-        }
+        learn_device(cell, mac);
         return xdp_action::XDP_DROP;
     };
     let Some(dev) = LZ_DUTY_DEV.get(cell) else {
@@ -359,13 +345,7 @@ pub fn lazaret_floor_duties_deny(ctx: XdpContext) -> u32 {
             event(u64::from(cell), 2);
         }
     }
-    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
-        // SAFETY: a per-CPU slot, only this CPU writes it.
-        unsafe {
-            (*c)[0] += 1;
-            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
-        }
-    }
+    count_device(cell, &ctx);
     xdp_action::XDP_DROP
 }
 
@@ -402,13 +382,10 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
     let cell = match unsafe { LZ_DUTY_ADDR.get(addr) } {
         Some(c) => *c,
         None => {
-            // Stands for the controller: a device's first packet makes it known.
-            let cell = ((mac >> 32) as u32) % COUNTER_SLOTS;
+            // A device's first packet makes it known.
+            let cell = cell_of(mac);
             let _ = LZ_DUTY_ADDR.insert(addr, cell, 0);
-            if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
-                // SAFETY: an array slot; only this program writes it.
-                unsafe { (*d).mac = mac };
-            }
+            learn_device(cell, mac);
             cell
         }
     };
@@ -441,13 +418,7 @@ pub fn lazaret_floor_duties_open(ctx: XdpContext) -> u32 {
         reason = "by reference, as in lazaret_floor"
     )]
     let _ = LZ_FLOWS.insert(&key, &*flow, 0);
-    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
-        // SAFETY: a per-CPU slot, only this CPU writes it.
-        unsafe {
-            (*c)[0] += 1;
-            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
-        }
-    }
+    count_device(cell, &ctx);
     xdp_action::XDP_PASS
 }
 
@@ -467,6 +438,34 @@ fn port_and_slot(ctx: &XdpContext) -> Option<u64> {
 #[inline(always)]
 fn addr_key(a: &word::Addr, slot: u64) -> [u64; 2] {
     [a.0[0], a.0[1] ^ slot]
+}
+
+/// Stands for the controller's cell of a device: one per source MAC here (the bench's
+/// devices differ in their last two bytes).
+#[inline(always)]
+fn cell_of(mac: u64) -> u32 {
+    ((mac >> 32) as u32) % COUNTER_SLOTS
+}
+
+/// Stands for the controller's write of a device's record (its MAC; epoch 0).
+#[inline(always)]
+fn learn_device(cell: u32, mac: u64) {
+    if let Some(d) = LZ_DUTY_DEV.get_ptr_mut(cell) {
+        // SAFETY: an array slot; only this program writes it.
+        unsafe { (*d).mac = mac };
+    }
+}
+
+/// Counts the packet and its bytes for the device at `cell`.
+#[inline(always)]
+fn count_device(cell: u32, ctx: &XdpContext) {
+    if let Some(c) = LZ_DUTY_COUNT.get_ptr_mut(cell) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe {
+            (*c)[0] += 1;
+            (*c)[1] += (ctx.data_end() - ctx.data()) as u64;
+        }
+    }
 }
 
 #[inline(always)]

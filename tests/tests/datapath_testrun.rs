@@ -483,14 +483,15 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     // 5-tuple from another MAC (its identity check is real, not timed away).
     let mut duties = Datapath::load_floor_duties().expect("duties floor loads");
     let spoofed = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_ACK);
-    for (frame, want) in [
-        (&syn, XDP_PASS),
-        (&reply, XDP_PASS),
-        (&syn, XDP_PASS),
-        (&spoofed, XDP_DROP),
-    ] {
-        assert_eq!(duties.test_run(frame).expect("run"), want);
-    }
+    verdicts(
+        &mut duties,
+        &[
+            (&syn, XDP_PASS),
+            (&reply, XDP_PASS),
+            (&syn, XDP_PASS),
+            (&spoofed, XDP_DROP),
+        ],
+    );
     // A new generation: the flow was judged under another, so it is not passed.
     let map = duties
         .ebpf_mut()
@@ -540,14 +541,15 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     let mut duties_open = Datapath::load_floor_duties_open().expect("new-flow duties loads");
     let second = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40001, 2575, TCP_SYN);
     let other_mac = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40002, 2575, TCP_SYN);
-    for (frame, want) in [
-        (&syn, XDP_PASS),
-        (&syn, XDP_PASS),
-        (&second, XDP_PASS),
-        (&other_mac, XDP_DROP),
-    ] {
-        assert_eq!(duties_open.test_run(frame).expect("run"), want);
-    }
+    verdicts(
+        &mut duties_open,
+        &[
+            (&syn, XDP_PASS),
+            (&syn, XDP_PASS),
+            (&second, XDP_PASS),
+            (&other_mac, XDP_DROP),
+        ],
+    );
     assert_eq!(counted(&mut duties_open), 2, "two flows opened");
     let mut empty = Datapath::load_empty().expect("empty program loads");
     assert_eq!(empty.test_run(&syn).expect("run"), XDP_PASS);
@@ -575,6 +577,13 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     assert_eq!((keys[0].proto, keys[0].family), (PROTO_TCP, FAMILY_V6));
     let (xlated, jited) = floor.program_sizes().expect("sizes");
     assert!(xlated > 0 && jited > 0, "sizes {xlated} / {jited}");
+}
+
+/// Runs each frame in turn and checks its XDP action.
+fn verdicts(dp: &mut Datapath, runs: &[(&Vec<u8>, u32)]) {
+    for (i, (frame, want)) in runs.iter().enumerate() {
+        assert_eq!(dp.test_run(frame).expect("run"), *want, "frame {i}");
+    }
 }
 
 // === Replies from upstream judged from the flow entry (`upstream_reply`) ===
@@ -638,15 +647,7 @@ fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal
     // The same soft refusal towards a managed server (the bystander, at the server's
     // address): the destination's device is looked up after all, and the flow entry names
     // both ends, each found by its address.
-    let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
-        for (k, d) in &mut c.dev_ip4 {
-            if d.id == bystander_id() {
-                k.addr = SERVER.octets();
-            }
-        }
-        c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT);
-        c.sort_devices();
-    });
+    let mut t = with_managed_server(|c| c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT));
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40111, 23, TCP_SYN);
     assert_eq!(t.judge(&syn, LO), Reason::Audit);
     let (_, _, flow) =
@@ -663,19 +664,27 @@ fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal
     assert_eq!(flow.flags, FLOW_F_ADDR_A | FLOW_F_ADDR_B);
 }
 
-#[test]
-fn a_managed_source_from_upstream_on_a_live_flow_is_still_spoofing() {
-    // The server is a managed device too (the bystander, in audit mode so that it admits
-    // the session): both ends of the flow entry name devices, found by their addresses.
-    let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
+/// The handmade maps with the bystander device at the server's address (a managed
+/// server), after `edit`.
+fn with_managed_server(
+    edit: impl FnOnce(&mut lazaret::dataplane::xdp::MapContents),
+) -> handmade::Twin {
+    handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
         for (k, d) in &mut c.dev_ip4 {
             if d.id == bystander_id() {
                 k.addr = SERVER.octets();
             }
         }
-        c.edit_device(bystander_id(), |d| d.mode = MODE_AUDIT);
+        edit(c);
         c.sort_devices();
-    });
+    })
+}
+
+#[test]
+fn a_managed_source_from_upstream_on_a_live_flow_is_still_spoofing() {
+    // The server is a managed device too (the bystander, in audit mode so that it admits
+    // the session): both ends of the flow entry name devices, found by their addresses.
+    let mut t = with_managed_server(|c| c.edit_device(bystander_id(), |d| d.mode = MODE_AUDIT));
     let (syn, _) = session(40101);
     assert_eq!(t.judge(&syn, LO), Reason::Audit);
     // The device's own segment, arriving from upstream: the flow's key, and its
