@@ -500,16 +500,9 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     let mut generation: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("typed");
     generation.set(0, 1, 0).expect("set");
     assert_eq!(duties.test_run(&syn).expect("run"), XDP_DROP);
-    // A new generation: the flow was judged under another, so it is not passed.
-    let map = duties
-        .ebpf_mut()
-        .map_mut("LZ_DUTY_GEN")
-        .expect("generation");
-    let mut generation: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("typed");
-    generation.set(0, 1, 0).expect("set");
-    assert_eq!(duties.test_run(&syn).expect("run"), XDP_DROP); // The denial duties floor learns the device on its first packet (standing for the
-                                                               // controller), then refuses and counts; the unknown-source one refuses and counts every
-                                                               // frame. Their work is real, not folded away: the counters show it was done.
+    // The denial duties floor learns the device on its first packet (standing for the
+    // controller), then refuses and counts; the unknown-source one refuses and counts every
+    // frame. Their work is real, not folded away: the counters show it was done.
     let refused = |dp: &mut Datapath| -> u64 {
         let map = dp.ebpf_mut().map_mut("LZ_DUTY_STATS").expect("stats");
         let stats: aya::maps::PerCpuArray<_, u64> =
