@@ -43,6 +43,8 @@ static LZ_DEV_MAC: HashMap<MacKey, Device> = HashMap::with_max_entries(2 * MAX_D
 static LZ_DEV_IP4: HashMap<Ip4Key, Device> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
 #[map]
 static LZ_DEV_IP6: HashMap<Ip6Key, Device> = HashMap::with_max_entries(2 * MAX_DEVICE_ADDRS, 0);
+#[map]
+static LZ_DEV_ADDRBITS: Array<AddrBits> = Array::with_max_entries(2, 0);
 // Not read by the program (the identity maps hold the records); the controller's copy by id.
 #[map]
 static LZ_DEVICES: HashMap<DevKey, Device> = HashMap::with_max_entries(2 * MAX_DEVICES, 0);
@@ -1324,9 +1326,21 @@ fn mac_device(slot: u8, mac: Mac) -> Dev {
     lookup_mac(slot, mac).map_or(Dev::NONE, Dev::of)
 }
 
-/// The device whose address `addr` is, in one lookup.
+/// The device whose address `addr` is, in one lookup, or none without one when the slot's
+/// address bits say no device has it (most upstream hosts and servers: see
+/// `MAP_DEV_ADDR_BITS`).
 #[inline(always)]
 fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
+    let bit = addr_bit(addr.0[0], addr.0[1]);
+    // An array lookup the verifier inlines. A slot without its bits (cannot happen: the
+    // array has both) falls through to the hash: never a device missed.
+    if let Some(bits) = LZ_DEV_ADDRBITS.get(u32::from(slot)) {
+        // The mask keeps the index provably inside the value for the verifier.
+        let word = bits.words[(bit >> 6) as usize & (ADDR_BITS_WORDS - 1)];
+        if word & (1 << (bit & 63)) == 0 {
+            return None;
+        }
+    }
     if family == FAMILY_V4 {
         // SAFETY: see LZ_IFACE_HIGH above.
         unsafe { LZ_DEV_IP4.get(word::ip4_key(slot, addr)) }

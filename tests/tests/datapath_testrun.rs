@@ -732,6 +732,64 @@ fn generation(
     c
 }
 
+/// The program skips an identity lookup by address when the active slot's address bits
+/// (LZ_DEV_ADDRBITS) say no device has the address. Bypass class: bits written late, or
+/// for the other slot, would make a device's new address unmanaged — upstream traffic to
+/// it passed unjudged, upstream traffic from it not refused as forged. Each reload below
+/// lands in the other slot; the bystander's addresses come and go twice, so both slots
+/// are checked with and without them.
+#[test]
+fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
+    let mut dp = loaded();
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let to4 = tcp4(
+        GW_MAC,
+        GW_MAC,
+        SERVER,
+        handmade::BYSTANDER_IP,
+        40300,
+        5000,
+        TCP_SYN,
+    );
+    let from4 = tcp4(
+        GW_MAC,
+        GW_MAC,
+        handmade::BYSTANDER_IP,
+        SERVER,
+        40301,
+        2575,
+        TCP_SYN,
+    );
+    let v6 = |src, dst| {
+        let tcp = tcp(40302, 5000, TCP_SYN, &[]);
+        let ip = ipv6(src, dst, &[], PROTO_TCP, &tcp);
+        with_l4_checksum(ethernet(GW_MAC, GW_MAC, &[], 0x86dd, &ip))
+    };
+    let to6 = v6(handmade::SERVER6, handmade::BYSTANDER_IP6);
+    let from6 = v6(handmade::BYSTANDER_IP6, handmade::SERVER6);
+    let reason = |dp: &mut Datapath, frame: &Vec<u8>| {
+        let before = dp.stats().expect("stats");
+        dp.test_run(frame).expect("run");
+        let after = dp.stats().expect("stats");
+        let changed = (0..after.len()).find(|&i| after[i] != before.get(i).copied().unwrap_or(0));
+        changed
+            .and_then(|i| Reason::from_u8((i / 2) as u8))
+            .expect("one verdict counted")
+    };
+    for (number, present) in [(2, false), (3, true), (4, false), (5, true)] {
+        let g = generation(&mut dp, number, present);
+        dp.install(&g).expect("install");
+        let (to, from) = if present {
+            (Reason::DenyNoRule, Reason::DenySpoof)
+        } else {
+            (Reason::PassUnmanaged, Reason::PassUnmanaged)
+        };
+        for (frame, want) in [(&to4, to), (&from4, from), (&to6, to), (&from6, from)] {
+            assert_eq!(reason(&mut dp, frame), want, "generation {number}");
+        }
+    }
+}
+
 #[test]
 fn device_counters_stay_with_their_device_across_reloads_and_restart_when_it_left() {
     let mut dp = loaded();

@@ -973,6 +973,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_DEV_MAC,
     MAP_DEV_IP4,
     MAP_DEV_IP6,
+    MAP_DEV_ADDR_BITS,
     MAP_DEVICES,
     MAP_DEV_CELL,
     MAP_DEV_STATE,

@@ -11,6 +11,7 @@ pub(super) struct SlotMaps<'a> {
     dev_mac: &'a mut Map,
     dev_ip4: &'a mut Map,
     dev_ip6: &'a mut Map,
+    addr_bits: &'a mut Map,
     peer4: &'a mut Map,
     peer6: &'a mut Map,
     ports: &'a mut Map,
@@ -33,6 +34,7 @@ impl<'a> SlotMaps<'a> {
             dev_mac: take(MAP_DEV_MAC)?,
             dev_ip4: take(MAP_DEV_IP4)?,
             dev_ip6: take(MAP_DEV_IP6)?,
+            addr_bits: take(MAP_DEV_ADDR_BITS)?,
             peer4: take(MAP_PEER4)?,
             peer6: take(MAP_PEER6)?,
             ports: take(MAP_PORTS)?,
@@ -128,10 +130,28 @@ pub(super) fn write_slot(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         rest.and(big)
     })?;
+    // Whole, not a delta: 32 KiB in one write, and the slot's bits match its addresses
+    // even after an earlier write of the slot failed half-way.
+    let mut bits: Array<_, AddrBits> =
+        Array::try_from(m.addr_bits).map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?;
+    bits.set(u32::from(want.slot), addr_bits(want), 0)
+        .map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?;
     let mut site: Array<_, SiteConfig> =
         Array::try_from(m.site).map_err(DatapathError::map(MAP_SITE))?;
     site.set(u32::from(want.slot), want.site, 0)
         .map_err(DatapathError::map(MAP_SITE))
+}
+
+/// The slot's [`AddrBits`]: a bit for each address of its identity maps.
+pub(super) fn addr_bits(c: &MapContents) -> Box<AddrBits> {
+    let mut bits = Box::<AddrBits>::default();
+    let v4 = c.dev_ip4.iter().map(|(k, _)| addr_words(&k.addr));
+    let v6 = c.dev_ip6.iter().map(|(k, _)| addr_words(&k.addr));
+    for (w0, w1) in v4.chain(v6) {
+        let bit = addr_bit(w0, w1) as usize;
+        bits.words[bit >> 6] |= 1 << (bit & 63);
+    }
+    bits
 }
 
 /// The difference between two lists sorted by key: keys only in `held`, and entries of
