@@ -378,10 +378,25 @@ impl Lab {
 
     /// `kill -9`: no cleanup code of the daemon runs.
     pub fn kill9(&mut self) -> String {
-        self.daemon
+        let out = self
+            .daemon
             .as_mut()
             .map(ChildGuard::stop)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.wait_control_unserved();
+        out
+    }
+
+    /// Waits (bounded) until nobody answers on the control socket. The daemon is reaped
+    /// by then, but a child it forked just before the kill holds a copy of the listener
+    /// until that child's exec closes it; a daemon started in that moment refuses to
+    /// start ("another lazaret is already serving it"), as it should. The socket file
+    /// stays: a daemon restarted after a crash must replace it.
+    fn wait_control_unserved(&self) {
+        let sock = self.tmp.path.join("control.sock");
+        wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_err()
+        });
     }
 
     /// Output of the daemon so far (stops it).
@@ -392,10 +407,13 @@ impl Lab {
         if let Some(d) = self.daemon.as_mut() {
             wait_until(Duration::from_secs(10), || !d.running());
         }
-        self.daemon
+        let out = self
+            .daemon
             .as_mut()
             .map(ChildGuard::stop)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.wait_control_unserved();
+        out
     }
 
     /// The pinned packet counters, by `stats_index`.

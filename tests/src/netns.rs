@@ -389,9 +389,16 @@ pub struct TempDir {
 }
 
 impl TempDir {
+    /// A new, empty directory. A directory of the same name left by an earlier process
+    /// with this pid (a lab whose directory outlived it) is removed first: a lab never
+    /// starts with another lab's files.
     pub fn new() -> Result<Self> {
         let path = std::env::temp_dir().join(format!("{}-{}", unique_prefix(), std::process::id()));
-        std::fs::create_dir_all(&path)?;
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+        }
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(TempDir { path })
     }
 }

@@ -227,7 +227,10 @@ fn full_or_read_only_state_directory_still_enforces_quarantines(dp: Dataplane) -
             filled / 1024
         ),
     );
-    drop(lab);
+    // The daemon first, then the tmpfs, then the lab's directory: removed with the tmpfs
+    // still mounted on it, the directory would be left behind with an empty state/.
+    lab.kill9();
     drop(state);
+    drop(lab);
     Ok(())
 }
