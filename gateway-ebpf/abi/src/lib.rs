@@ -482,19 +482,15 @@ impl Default for AddrBits {
 
 /// The bit of [`AddrBits`] for an address held as two native-endian words of its bytes in
 /// network order (an IPv4 address: its four bytes as a native `u32`, widened, and a zero
-/// second word). A few shifts, multiplies and xors (murmur3's finaliser): device
-/// addresses are mostly consecutive, and a plain multiplicative hash keeps their
-/// variation in the bits it throws away.
+/// second word). Device addresses are mostly consecutive, so the bytes are put in numeric
+/// order (the last byte lowest) and the halves folded, which keeps consecutive addresses
+/// consecutive, and a multiplicative (Fibonacci) hash spreads a run of consecutive
+/// numbers evenly: seven instructions on the packet path.
 #[inline(always)]
 pub const fn addr_bit(w0: u64, w1: u64) -> u32 {
-    let x = w0 ^ w1;
-    let mut h = (x ^ (x >> 32)) as u32;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^= h >> 16;
-    h >> (32 - ADDR_BITS_LOG2)
+    let x = (w0 ^ w1).swap_bytes();
+    let folded = (x ^ (x >> 32)) as u32;
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - ADDR_BITS_LOG2)
 }
 
 /// The two words [`addr_bit`] takes, from an address's bytes in network order: four (IPv4)
@@ -1182,9 +1178,10 @@ mod tests {
         assert!(!Reason::DenyIpv6Ext.passes());
     }
 
-    /// Inventories number devices consecutively: 10,000 of them take nearly as many bits
-    /// (a birthday bound of about 190 shared), and 10,000 addresses next to them (an
-    /// upstream subnet) mostly find their bit clear (expected: 96 %).
+    /// Inventories number devices consecutively: 10,000 of them take nearly as many bits,
+    /// and 10,000 addresses next to them (an upstream subnet) mostly find their bit clear.
+    /// The bounds are a random hash's (about 190 bits shared, 96 % clear); consecutive
+    /// addresses do better (none shared, all clear).
     #[test]
     fn address_bits_spread_consecutive_addresses() {
         fn check(addr: impl Fn(u32) -> (u64, u64)) {
