@@ -1331,13 +1331,10 @@ fn mac_device(slot: u8, mac: Mac) -> Dev {
 /// `MAP_DEV_ADDR_BITS`).
 #[inline(always)]
 fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
-    let bit = addr_bit(addr.0[0], addr.0[1]);
     // An array lookup the verifier inlines. A slot without its bits (cannot happen: the
     // array has both) falls through to the hash: never a device missed.
     if let Some(bits) = LZ_DEV_ADDRBITS.get(u32::from(slot)) {
-        // The mask keeps the index provably inside the value for the verifier.
-        let word = bits.words[(bit >> 6) as usize & (ADDR_BITS_WORDS - 1)];
-        if word & (1 << (bit & 63)) == 0 {
+        if !bits.may_hold((addr.0[0], addr.0[1])) {
             return None;
         }
     }

@@ -394,9 +394,20 @@ impl Lab {
     /// stays: a daemon restarted after a crash must replace it.
     fn wait_control_unserved(&self) {
         let sock = self.tmp.path.join("control.sock");
-        wait_until(Duration::from_secs(10), || {
+        let unserved = wait_until(Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&sock).is_err()
         });
+        if !unserved {
+            eprintln!(
+                "{} is still served 10 s after the daemon was stopped; listeners in the gateway:\n{}",
+                sock.display(),
+                self.net
+                    .gateway
+                    .exec(&["ss", "-xlp"])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
+        }
     }
 
     /// Output of the daemon so far (stops it).

@@ -389,17 +389,20 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// A new, empty directory. A directory of the same name left by an earlier process
-    /// with this pid (a lab whose directory outlived it) is removed first: a lab never
-    /// starts with another lab's files.
+    /// A new, empty directory: a name already taken (left by an earlier process with this
+    /// pid, whose lab outlived it) is skipped for the next one, so a lab never starts with
+    /// another lab's files and never removes what it did not create.
     pub fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("{}-{}", unique_prefix(), std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("removing the stale {}", path.display()))?;
+        for _ in 0..100 {
+            let name = format!("{}-{}", unique_prefix(), std::process::id());
+            let path = std::env::temp_dir().join(name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
         }
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir { path })
+        bail!("100 temporary directory names of this process are all taken")
     }
 }
 

@@ -15,6 +15,7 @@ use lazaret::{
         Compiled,
     },
 };
+use lazaret_abi::{AddrBits, MAP_DEV_ADDR_BITS};
 use lazaret_tests::netns::{BpfMount, TempDir};
 
 fn example() -> Compiled {
@@ -114,6 +115,26 @@ fn install_and_check(dp: &mut Datapath, compiled: &Compiled, generation: u64, wh
         held == per_slot(&want),
         "generation {generation} (variant {which}) in slot {slot} differs from what was installed"
     );
+    bits_hold_every_address(dp);
+}
+
+/// Each slot's address bits hold every address of its identity maps: the program skips
+/// the identity lookup of an address whose bit is clear, so a missing bit would make a
+/// device unmanaged.
+fn bits_hold_every_address(dp: &mut Datapath) {
+    for slot in 0..2u8 {
+        let held = dp.read_slot(slot).expect("read back");
+        let map = dp.ebpf_mut().map_mut(MAP_DEV_ADDR_BITS).expect("bits");
+        let bits: aya::maps::Array<_, AddrBits> = aya::maps::Array::try_from(map).expect("typed");
+        let bits = bits.get(&u32::from(slot), 0).expect("slot's bits");
+        let v4 = held.dev_ip4.iter().map(|(k, _)| AddrBits::v4(k.addr));
+        let v6 = held.dev_ip6.iter().map(|(k, _)| AddrBits::v6(k.addr));
+        let addrs: Vec<_> = v4.chain(v6).collect();
+        assert!(!addrs.is_empty() || held.devices.is_empty());
+        for addr in addrs {
+            assert!(bits.may_hold(addr), "slot {slot}: {addr:x?} has no bit");
+        }
+    }
 }
 
 #[test]
@@ -170,6 +191,27 @@ fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install
     assert_eq!(dp.active_site().expect("site").generation, 2);
     install_and_check(&mut dp, &compiled, 3, 0);
     install_and_check(&mut dp, &compiled, 4, 1);
+}
+
+/// A pin of the address bits lost (or left by another build) while the identity maps'
+/// pins stay: the next daemon, adopting them, sets the bits of every adopted address
+/// before its program can judge a packet by them.
+#[test]
+fn adopted_slots_get_the_bits_of_their_addresses_even_when_the_bits_pin_is_gone() {
+    let tmp = TempDir::new().expect("tempdir");
+    let bpffs = BpfMount::new(&tmp.path).expect("bpffs (needs root)");
+    let compiled = example();
+    let opts = LoadOptions {
+        pin_dir: Some(bpffs.path.clone()),
+    };
+    {
+        let mut dp = Datapath::load(&opts).expect("load");
+        install_and_check(&mut dp, &compiled, 1, 1);
+        install_and_check(&mut dp, &compiled, 2, 2);
+    }
+    std::fs::remove_file(bpffs.path.join(MAP_DEV_ADDR_BITS)).expect("the bits are pinned");
+    let mut dp = Datapath::load(&opts).expect("adopt");
+    bits_hold_every_address(&mut dp);
 }
 
 #[test]

@@ -733,11 +733,12 @@ fn generation(
 }
 
 /// The program skips an identity lookup by address when the active slot's address bits
-/// (LZ_DEV_ADDRBITS) say no device has the address. Bypass class: bits written late, or
-/// for the other slot, would make a device's new address unmanaged — upstream traffic to
-/// it passed unjudged, upstream traffic from it not refused as forged. Each reload below
-/// lands in the other slot; the bystander's addresses come and go twice, so both slots
-/// are checked with and without them.
+/// (LZ_DEV_ADDRBITS) say no device has the address. Bypass class: bits not written with
+/// their slot, or for the other slot, would make a device's new address unmanaged —
+/// upstream traffic to it passed unjudged, upstream traffic from it not refused as forged.
+/// Each reload lands in the other slot (generation 1 is in slot 1): the bystander's
+/// addresses are absent from slot 0, present in slot 1 while slot 0 lacks them, absent
+/// from slot 1, then present in slot 0 while slot 1 lacks them.
 #[test]
 fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
     let mut dp = loaded();
@@ -767,7 +768,7 @@ fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
     };
     let to6 = v6(handmade::SERVER6, handmade::BYSTANDER_IP6);
     let from6 = v6(handmade::BYSTANDER_IP6, handmade::SERVER6);
-    let reason = |dp: &mut Datapath, frame: &Vec<u8>| {
+    let reason = |dp: &mut Datapath, frame: &[u8]| {
         let before = dp.stats().expect("stats");
         dp.test_run(frame).expect("run");
         let after = dp.stats().expect("stats");
@@ -776,7 +777,7 @@ fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
             .and_then(|i| Reason::from_u8((i / 2) as u8))
             .expect("one verdict counted")
     };
-    for (number, present) in [(2, false), (3, true), (4, false), (5, true)] {
+    for (number, present) in [(2, false), (3, true), (4, false), (5, false), (6, true)] {
         let g = generation(&mut dp, number, present);
         dp.install(&g).expect("install");
         let (to, from) = if present {

@@ -261,6 +261,9 @@ impl Datapath {
                 states.insert(id, st);
             }
         }
+        if adopting && ebpf.map(MAP_DEV_ADDR_BITS).is_some() {
+            slots::or_adopted_addr_bits(&mut ebpf)?;
+        }
         let empty = |slot| {
             (!adopting).then(|| MapContents {
                 slot,

@@ -145,13 +145,40 @@ pub(super) fn write_slot(
 /// The slot's [`AddrBits`]: a bit for each address of its identity maps.
 pub(super) fn addr_bits(c: &MapContents) -> Box<AddrBits> {
     let mut bits = Box::<AddrBits>::default();
-    let v4 = c.dev_ip4.iter().map(|(k, _)| addr_words(&k.addr));
-    let v6 = c.dev_ip6.iter().map(|(k, _)| addr_words(&k.addr));
-    for (w0, w1) in v4.chain(v6) {
-        let bit = addr_bit(w0, w1) as usize;
-        bits.words[bit >> 6] |= 1 << (bit & 63);
+    let v4 = c.dev_ip4.iter().map(|(k, _)| AddrBits::v4(k.addr));
+    let v6 = c.dev_ip6.iter().map(|(k, _)| AddrBits::v6(k.addr));
+    for addr in v4.chain(v6) {
+        bits.insert(addr);
     }
     bits
+}
+
+/// On adopting pinned maps: sets, in each slot's address bits, the bits of the addresses
+/// its identity maps hold. OR-ed in, never cleared: a bits pin lost (aya then creates the
+/// map empty) or written by another build cannot leave an adopted slot's devices
+/// unmanaged (the program skips the identity lookup on a clear bit), and a program still
+/// attached keeps every bit it relied on. The next write of each slot makes them exact.
+pub(super) fn or_adopted_addr_bits(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let ip4: Vec<(Ip4Key, Device)> = read_where(ebpf, MAP_DEV_IP4, |_: &Ip4Key| true)?;
+    let ip6: Vec<(Ip6Key, Device)> = read_where(ebpf, MAP_DEV_IP6, |_: &Ip6Key| true)?;
+    let mut map: Array<&mut MapData, AddrBits> = typed(ebpf, MAP_DEV_ADDR_BITS)?;
+    for slot in 0..2u8 {
+        let mut bits = Box::new(
+            map.get(&u32::from(slot), 0)
+                .map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?,
+        );
+        let v4 = ip4.iter().filter(|(k, _)| k.slot == slot);
+        let v6 = ip6.iter().filter(|(k, _)| k.slot == slot);
+        for addr in v4
+            .map(|(k, _)| AddrBits::v4(k.addr))
+            .chain(v6.map(|(k, _)| AddrBits::v6(k.addr)))
+        {
+            bits.insert(addr);
+        }
+        map.set(u32::from(slot), bits, 0)
+            .map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?;
+    }
+    Ok(())
 }
 
 /// The difference between two lists sorted by key: keys only in `held`, and entries of
