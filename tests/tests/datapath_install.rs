@@ -171,23 +171,38 @@ fn contents_built_for_the_active_slot_are_refused_and_change_nothing() {
     install_and_check(&mut dp, &compiled, 3, 1);
 }
 
-#[test]
-fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install() {
+/// The pinned maps of a first daemon that filled both slots with different generations
+/// (1 and 2), and the options that adopt them.
+struct Pins {
+    // Field order matters for drop: the mount goes before its directory.
+    bpffs: BpfMount,
+    _tmp: TempDir,
+    opts: LoadOptions,
+}
+
+fn pinned_by_a_first_daemon(compiled: &Compiled) -> Pins {
     let tmp = TempDir::new().expect("tempdir");
     let bpffs = BpfMount::new(&tmp.path).expect("bpffs (needs root)");
-    let compiled = example();
     let opts = LoadOptions {
         pin_dir: Some(bpffs.path.clone()),
     };
-    {
-        // A first daemon fills both slots with different generations.
-        let mut dp = Datapath::load(&opts).expect("load");
-        install_and_check(&mut dp, &compiled, 1, 1);
-        install_and_check(&mut dp, &compiled, 2, 2);
+    let mut dp = Datapath::load(&opts).expect("load");
+    install_and_check(&mut dp, compiled, 1, 1);
+    install_and_check(&mut dp, compiled, 2, 2);
+    Pins {
+        bpffs,
+        _tmp: tmp,
+        opts,
     }
-    // A second one adopts the pinned maps: it cannot know what the inactive slot holds,
+}
+
+#[test]
+fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install() {
+    let compiled = example();
+    let pins = pinned_by_a_first_daemon(&compiled);
+    // A second daemon adopts the pinned maps: it cannot know what the inactive slot holds,
     // so its first install must read it back rather than write a delta over a guess.
-    let mut dp = Datapath::load(&opts).expect("adopt");
+    let mut dp = Datapath::load(&pins.opts).expect("adopt");
     assert_eq!(dp.active_site().expect("site").generation, 2);
     install_and_check(&mut dp, &compiled, 3, 0);
     install_and_check(&mut dp, &compiled, 4, 1);
@@ -198,19 +213,10 @@ fn adopted_maps_with_leftovers_hold_exactly_the_new_generation_after_one_install
 /// before its program can judge a packet by them.
 #[test]
 fn adopted_slots_get_the_bits_of_their_addresses_even_when_the_bits_pin_is_gone() {
-    let tmp = TempDir::new().expect("tempdir");
-    let bpffs = BpfMount::new(&tmp.path).expect("bpffs (needs root)");
     let compiled = example();
-    let opts = LoadOptions {
-        pin_dir: Some(bpffs.path.clone()),
-    };
-    {
-        let mut dp = Datapath::load(&opts).expect("load");
-        install_and_check(&mut dp, &compiled, 1, 1);
-        install_and_check(&mut dp, &compiled, 2, 2);
-    }
-    std::fs::remove_file(bpffs.path.join(MAP_DEV_ADDR_BITS)).expect("the bits are pinned");
-    let mut dp = Datapath::load(&opts).expect("adopt");
+    let pins = pinned_by_a_first_daemon(&compiled);
+    std::fs::remove_file(pins.bpffs.path.join(MAP_DEV_ADDR_BITS)).expect("the bits are pinned");
+    let mut dp = Datapath::load(&pins.opts).expect("adopt");
     bits_hold_every_address(&mut dp);
 }
 
