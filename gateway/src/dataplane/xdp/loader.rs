@@ -207,6 +207,20 @@ impl Datapath {
         Self::load_object(super::BASELINE, "lazaret_empty", &LoadOptions::default())
     }
 
+    /// The drop-all program (for benchmarks): drops every frame and counts it in the
+    /// per-CPU array `LZ_DROPPED` (read it with [`Self::dropped`]).
+    pub fn load_drop() -> Result<Self, DatapathError> {
+        Self::load_object(super::BASELINE, "lazaret_drop", &LoadOptions::default())
+    }
+
+    /// Frames the drop-all program ([`Self::load_drop`]) dropped, over every CPU.
+    pub fn dropped(&mut self) -> Result<u64, DatapathError> {
+        Ok(per_cpu_sums(&mut self.ebpf, "LZ_DROPPED", 1)?
+            .first()
+            .copied()
+            .unwrap_or(0))
+    }
+
     /// The loaded program's size after the verifier (xlated) and as machine code (JIT), in
     /// bytes.
     pub fn program_sizes(&mut self) -> Result<(u32, u32), DatapathError> {
