@@ -37,7 +37,8 @@ was judged under that generation and its device's current epoch (a quarantine re
 every flow), check a packet from the device carries its MAC (a spoofer on a confirmed \
 5-tuple is judged, not passed), count the packet and its bytes for the device (epoch and \
 MAC in one array record, one per-CPU block). For an unknown source: the side and \
-generation, the source's identity by address and by MAC (both miss), its event budget (a \
+generation, the source's identity by address (behind an address filter, as lazaret's: \
+its bit is clear) and by MAC (both miss), its event budget (a \
 token bucket per source MAC in an LRU hash), an event when the budget allows, a counter; \
 drop. For a device's refused flow: the side and generation, the flow-table miss, the \
 source's identity (a hash hit) and its MAC, one hash lookup for a rule keyed by the \
