@@ -1331,10 +1331,17 @@ fn mac_device(slot: u8, mac: Mac) -> Dev {
 /// `MAP_DEV_ADDR_BITS`).
 #[inline(always)]
 fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device> {
+    // The words the identity key is made of, exactly: an IPv4 key takes the address's
+    // four bytes only, so its bit must not depend on the rest of the `Addr`.
+    let words = if family == FAMILY_V4 {
+        (u64::from(addr.0[0] as u32), 0)
+    } else {
+        (addr.0[0], addr.0[1])
+    };
     // An array lookup the verifier inlines. A slot without its bits (cannot happen: the
     // array has both) falls through to the hash: never a device missed.
     if let Some(bits) = LZ_DEV_ADDRBITS.get(u32::from(slot)) {
-        if !bits.may_hold((addr.0[0], addr.0[1])) {
+        if !bits.may_hold(words) {
             return None;
         }
     }
