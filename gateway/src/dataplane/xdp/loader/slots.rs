@@ -146,39 +146,49 @@ pub(super) fn write_slot(
 pub(super) fn addr_bits(c: &MapContents) -> Box<AddrBits> {
     let mut bits = Box::<AddrBits>::default();
     let v4 = c.dev_ip4.iter().map(|(k, _)| AddrBits::v4(k.addr));
-    let v6 = c.dev_ip6.iter().map(|(k, _)| AddrBits::v6(k.addr));
-    for addr in v4.chain(v6) {
-        bits.insert(addr);
-    }
+    bits.extend(v4.chain(c.dev_ip6.iter().map(|(k, _)| AddrBits::v6(k.addr))));
     bits
 }
 
 /// On adopting pinned maps: sets, in each slot's address bits, the bits of the addresses
-/// its identity maps hold. OR-ed in, never cleared: a bits pin lost (aya then creates the
-/// map empty) or written by another build cannot leave an adopted slot's devices
-/// unmanaged (the program skips the identity lookup on a clear bit), and a program still
-/// attached keeps every bit it relied on. The next write of each slot makes them exact.
+/// its identity maps hold. OR-ed in, never cleared, so a program still attached keeps
+/// every bit it relied on, and a bits pin written by another build, or lost (aya then
+/// creates the map empty), leaves no adopted address without its bit in the maps this
+/// daemon's program reads. (A lost pin cannot be mended for the program still attached
+/// until this one replaces it: that one reads its own, orphaned, map.) The next write of
+/// each slot makes its bits exact. A key that cannot be read fails the load: a short list
+/// would leave bits clear.
 pub(super) fn or_adopted_addr_bits(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
-    let ip4: Vec<(Ip4Key, Device)> = read_where(ebpf, MAP_DEV_IP4, |_: &Ip4Key| true)?;
-    let ip6: Vec<(Ip6Key, Device)> = read_where(ebpf, MAP_DEV_IP6, |_: &Ip6Key| true)?;
+    let v4: Vec<Ip4Key> = all_keys::<Ip4Key, Device>(ebpf, MAP_DEV_IP4)?;
+    let v6: Vec<Ip6Key> = all_keys::<Ip6Key, Device>(ebpf, MAP_DEV_IP6)?;
     let mut map: Array<&mut MapData, AddrBits> = typed(ebpf, MAP_DEV_ADDR_BITS)?;
     for slot in 0..2u8 {
         let mut bits = Box::new(
             map.get(&u32::from(slot), 0)
                 .map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?,
         );
-        let v4 = ip4.iter().filter(|(k, _)| k.slot == slot);
-        let v6 = ip6.iter().filter(|(k, _)| k.slot == slot);
-        for addr in v4
-            .map(|(k, _)| AddrBits::v4(k.addr))
-            .chain(v6.map(|(k, _)| AddrBits::v6(k.addr)))
-        {
-            bits.insert(addr);
-        }
+        bits.extend(
+            v4.iter()
+                .filter(|k| k.slot == slot)
+                .map(|k| AddrBits::v4(k.addr))
+                .chain(
+                    v6.iter()
+                        .filter(|k| k.slot == slot)
+                        .map(|k| AddrBits::v6(k.addr)),
+                ),
+        );
         map.set(u32::from(slot), bits, 0)
             .map_err(DatapathError::map(MAP_DEV_ADDR_BITS))?;
     }
     Ok(())
+}
+
+/// Every key of hash map `name`, or the error of the first that cannot be read.
+fn all_keys<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<Vec<K>, DatapathError> {
+    let map: HashMap<&mut MapData, K, V> = typed(ebpf, name)?;
+    map.keys()
+        .map(|k| k.map_err(DatapathError::map(name)))
+        .collect()
 }
 
 /// The difference between two lists sorted by key: keys only in `held`, and entries of
