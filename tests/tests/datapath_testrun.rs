@@ -528,6 +528,32 @@ fn the_benchmark_baseline_and_floor_programs_load_and_track_as_documented() {
     }
     assert_eq!(counted(&mut duties_deny), 2);
     assert_eq!(refused(&mut duties_unknown), 3);
+    // The unknown source's address lookup sits behind an address filter, as lazaret's: the
+    // source's address known but its bit clear, the lookup is skipped and it is refused;
+    // with its bit set, the lookup finds it and it passes (slot 0: generation 0).
+    let words = AddrBits::v4(DEV_IP.octets());
+    {
+        let map = duties_unknown
+            .ebpf_mut()
+            .map_mut("LZ_DUTY_ADDR")
+            .expect("addresses");
+        let mut addrs: aya::maps::HashMap<_, [u64; 2], u32> =
+            aya::maps::HashMap::try_from(map).expect("typed");
+        addrs.insert([words.0, words.1], 0, 0).expect("address");
+    }
+    assert_eq!(duties_unknown.test_run(&syn).expect("run"), XDP_DROP);
+    {
+        let map = duties_unknown
+            .ebpf_mut()
+            .map_mut("LZ_DUTY_ADDRBITS")
+            .expect("bits");
+        let mut bits: aya::maps::Array<_, AddrBits> =
+            aya::maps::Array::try_from(map).expect("typed");
+        let mut set = Box::<AddrBits>::default();
+        set.insert(words);
+        bits.set(0, set, 0).expect("bits");
+    }
+    assert_eq!(duties_unknown.test_run(&syn).expect("run"), XDP_PASS);
     // The new-flow duties floor opens the device's flow (learning the device and the rule
     // on the first packet), passes its next packet through it, opens a second flow from
     // another port, and refuses another MAC's new flow from the device's address.
