@@ -332,12 +332,7 @@ impl Lab {
         if !ready.exists() {
             let out = daemon.stop();
             // Who holds the socket, when the daemon says another one does.
-            let holders = self
-                .net
-                .gateway
-                .exec(&["ss", "-xlp"])
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
+            let holders = self.unix_listeners();
             bail!("lazaret run did not become ready:\n{out}\nlistening unix sockets:\n{holders}");
         }
         Ok(())
@@ -401,13 +396,18 @@ impl Lab {
             eprintln!(
                 "{} is still served 10 s after the daemon was stopped; listeners in the gateway:\n{}",
                 sock.display(),
-                self.net
-                    .gateway
-                    .exec(&["ss", "-xlp"])
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default()
+                self.unix_listeners()
             );
         }
+    }
+
+    /// The gateway namespace's listening unix sockets and their owners (`ss -xlp`).
+    fn unix_listeners(&self) -> String {
+        self.net
+            .gateway
+            .exec(&["ss", "-xlp"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// Output of the daemon so far (stops it).

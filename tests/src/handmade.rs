@@ -274,6 +274,12 @@ impl Twin {
         t
     }
 
+    /// Installs a new generation in both (the model keeps its flows, as the program does).
+    pub fn install(&mut self, c: &MapContents) {
+        self.dp.install(c).expect("install");
+        self.model.install(MapIndex::new(c));
+    }
+
     /// Configures interface `ifindex` in both.
     pub fn iface(&mut self, ifindex: u32, cfg: IfaceConfig) {
         self.dp

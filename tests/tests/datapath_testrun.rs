@@ -767,8 +767,8 @@ fn generation(
 /// from slot 1, then present in slot 0 while slot 1 lacks them.
 #[test]
 fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
-    let mut dp = loaded();
-    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let mut t = handmade::Twin::new(SITE_F_NEIGHBOR);
+    on(&mut t, SIDE_UPSTREAM);
     let to4 = tcp4(
         GW_MAC,
         GW_MAC,
@@ -794,25 +794,16 @@ fn an_address_a_reload_gives_a_device_is_its_own_in_either_slot_at_once() {
     };
     let to6 = v6(handmade::SERVER6, handmade::BYSTANDER_IP6);
     let from6 = v6(handmade::BYSTANDER_IP6, handmade::SERVER6);
-    let reason = |dp: &mut Datapath, frame: &[u8]| {
-        let before = dp.stats().expect("stats");
-        dp.test_run(frame).expect("run");
-        let after = dp.stats().expect("stats");
-        let changed = (0..after.len()).find(|&i| after[i] != before.get(i).copied().unwrap_or(0));
-        changed
-            .and_then(|i| Reason::from_u8((i / 2) as u8))
-            .expect("one verdict counted")
-    };
     for (number, present) in [(2, false), (3, true), (4, false), (5, false), (6, true)] {
-        let g = generation(&mut dp, number, present);
-        dp.install(&g).expect("install");
+        let g = generation(&mut t.dp, number, present);
+        t.install(&g);
         let (to, from) = if present {
             (Reason::DenyNoRule, Reason::DenySpoof)
         } else {
             (Reason::PassUnmanaged, Reason::PassUnmanaged)
         };
         for (frame, want) in [(&to4, to), (&from4, from), (&to6, to), (&from6, from)] {
-            assert_eq!(reason(&mut dp, frame), want, "generation {number}");
+            assert_eq!(t.judge(frame, LO), want, "generation {number}");
         }
     }
 }
