@@ -207,6 +207,43 @@ impl BypassLab {
         Ok(lab)
     }
 
+    /// The generation the daemon enforces (its ready file).
+    pub fn generation(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(self.state.join("ready"))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("ready file {text:?}"))
+    }
+
+    /// Rewrites the site policy with `extra` (TOML) appended — write-then-rename, as git
+    /// does, so the daemon's watcher reloads it once.
+    pub fn write_policy(&self, extra: &str) -> Result<()> {
+        let dir = self.tmp.path.join("policies");
+        let text = policy(&self.bridge, &self.up_if, self.att_mac, self.bys_mac) + extra;
+        std::fs::write(dir.join(".site.toml.tmp"), text)?;
+        std::fs::rename(dir.join(".site.toml.tmp"), dir.join("site.toml"))?;
+        Ok(())
+    }
+
+    /// The first generation above `before` the daemon reports, as soon as it does (the
+    /// ready file, read every millisecond), for at most 10 s.
+    pub fn wait_generation_above(&self, before: u64) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(g) = self.generation().ok().filter(|&g| g > before) {
+                return Ok(g);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        bail!("no generation above {before} within 10 s\n{}", self.debug())
+    }
+
+    /// [`Self::write_policy`], then [`Self::wait_generation_above`] `before`.
+    pub fn reload_to(&self, before: u64, extra: &str) -> Result<u64> {
+        self.write_policy(extra)?;
+        self.wait_generation_above(before)
+    }
+
     /// Sends crafted frames out of the attacker's interface.
     pub fn attack(&self, frames: Vec<Vec<u8>>) -> Result<()> {
         send_raw(&self.att, &self.att_if, frames)
@@ -401,11 +438,14 @@ impl Observer {
 
     /// Whether a frame carrying `marker` arrived, waiting up to `wait` for one.
     pub fn saw(&self, marker: &[u8], wait: Duration) -> bool {
-        wait_until(wait, || {
-            self.frames.lock().is_ok_and(|v| {
-                v.iter()
-                    .any(|f| f.windows(marker.len()).any(|w| w == marker))
-            })
+        wait_until(wait, || self.has(marker))
+    }
+
+    /// Whether a frame carrying `marker` has arrived by now.
+    pub fn has(&self, marker: &[u8]) -> bool {
+        self.frames.lock().is_ok_and(|v| {
+            v.iter()
+                .any(|f| f.windows(marker.len()).any(|w| w == marker))
         })
     }
 }

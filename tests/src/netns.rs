@@ -414,46 +414,61 @@ impl Drop for TempDir {
 
 /// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket.
 pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> Result<()> {
-    let ifname = ifname.to_string();
-    ns.run(move || -> Result<()> {
-        let c = std::ffi::CString::new(ifname.clone())?;
-        // SAFETY: plain libc calls with valid arguments; the fd is closed below.
-        unsafe {
-            let index = libc::if_nametoindex(c.as_ptr());
-            if index == 0 {
-                bail!("no interface {ifname}");
-            }
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from((libc::ETH_P_ALL as u16).to_be()),
-            );
-            if fd < 0 {
-                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-            }
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = index as i32;
-            addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-            let rc = libc::bind(
-                fd,
-                std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            if rc != 0 {
-                libc::close(fd);
-                bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
-            }
-            for f in &frames {
-                let n = libc::send(fd, f.as_ptr().cast(), f.len(), 0);
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    bail!("send: {e}");
+    let sock = RawSocket::open(ns, ifname)?;
+    frames.iter().try_for_each(|f| sock.send(f))
+}
+
+/// An AF_PACKET socket bound to an interface of a namespace. The socket stays in the
+/// namespace it was made in, so any thread may send through it: a paced stream needs no
+/// thread of its own inside the namespace.
+pub struct RawSocket(std::os::fd::OwnedFd);
+
+impl RawSocket {
+    pub fn open(ns: &Netns, ifname: &str) -> Result<RawSocket> {
+        use std::os::fd::FromRawFd;
+        let ifname = ifname.to_string();
+        ns.run(move || -> Result<RawSocket> {
+            let c = std::ffi::CString::new(ifname.clone())?;
+            // SAFETY: plain libc calls with valid arguments; the fd is owned at once.
+            unsafe {
+                let index = libc::if_nametoindex(c.as_ptr());
+                if index == 0 {
+                    bail!("no interface {ifname}");
                 }
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    i32::from((libc::ETH_P_ALL as u16).to_be()),
+                );
+                if fd < 0 {
+                    bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+                }
+                let sock = RawSocket(std::os::fd::OwnedFd::from_raw_fd(fd));
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = index as i32;
+                addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+                let rc = libc::bind(
+                    fd,
+                    std::ptr::addr_of!(addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if rc != 0 {
+                    bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
+                }
+                Ok(sock)
             }
-            libc::close(fd);
+        })?
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sending a buffer we own on a socket we own.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            bail!("send: {}", std::io::Error::last_os_error());
         }
         Ok(())
-    })?
+    }
 }

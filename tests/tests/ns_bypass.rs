@@ -9,8 +9,9 @@
 use std::{
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context, Result};
@@ -19,7 +20,7 @@ use lazaret_tests::{
     bypass::*,
     daemon::Dataplane,
     frames::*,
-    netns::{mac_of, send_raw},
+    netns::{mac_of, send_raw, RawSocket},
     on_both_dataplanes,
 };
 
@@ -35,6 +36,7 @@ on_both_dataplanes!(
     a_device_address_from_upstream_is_refused,
     a_live_session_cannot_be_written_to_in_another_identity,
     a_live_ipv6_session_takes_no_hostile_header_chain,
+    an_address_a_reload_gives_a_device_is_its_own_at_once,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1015,5 +1017,187 @@ fn a_live_ipv6_session_takes_no_hostile_header_chain(dp: Dataplane) -> Result<()
         "a_live_ipv6_session_takes_no_hostile_header_chain",
         dp,
         "the session's own data passed both ways and was seen by the server's observer",
+    )
+}
+
+/// An address a reload gives a device is that device's at once, whichever of the XDP
+/// program's two slots the reload wrote. Each slot carries a filter of its devices'
+/// addresses; a lookup skipped on a clear bit would take the address for an unmanaged
+/// host's and pass what is sent to it or in its name. From upstream, SYNs to the address
+/// and in its name stream (one every half millisecond) while a reload gives the address to
+/// a device (mon-icu-03): none sent after the daemon reports the new generation arrives,
+/// nor do the four checked one by one after it (IPv4 and IPv6, each counted with its
+/// reason); while the address is nobody's, they pass (the observer is shown to see).
+/// Reloads go on until each slot has taken the address while the other lacked it (a
+/// generation's parity is its slot: each install writes the slot not enforcing). On XDP
+/// the retired slot is brought up to the new generation 20 ms after the flip: the stream
+/// is what would catch bits written to the wrong slot in that window.
+fn an_address_a_reload_gives_a_device_is_its_own_at_once(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let (new4, other4) = (Ipv4Addr::new(10, 20, 0, 13), Ipv4Addr::new(10, 20, 0, 14));
+    let new6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x13);
+    let other6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x14);
+    // The gateway reaches both addresses at the bystander's MAC (permanent neighbours, so
+    // no ARP or ND is needed for them): what passes shows up on the bystander's port.
+    let bys = BypassLab::fmt(lab.bys_mac);
+    for (family, addr) in [
+        ("-4", "10.20.0.13"),
+        ("-4", "10.20.0.14"),
+        ("-6", "fd00:20::13"),
+        ("-6", "fd00:20::14"),
+    ] {
+        lab.gw.exec(&[
+            "ip",
+            family,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &bys,
+            "dev",
+            &lab.bridge,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    // A frame in the address's name comes from upstream: no reverse-path check may drop it
+    // before the dataplane judges it (the kernel's default in a new namespace, made sure).
+    for conf in ["all", "default", lab.up_if.as_str()] {
+        lab.gw
+            .set_sysctl(&format!("net.ipv4.conf.{conf}.rp_filter"), "0")?;
+    }
+    let device = format!(
+        "\n[[devices]]\nid = \"mon-icu-03\"\nclass = \"patient-monitor\"\nmac = \"02:00:00:20:00:13\"\nipv4 = \"10.20.0.13\"\nipv6 = [\"fd00:20::13\"]\nvlan = 20\ninterface = \"{}\"\n",
+        lab.bridge
+    );
+    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
+    let srv_mac = mac_of(&lab.srv, &lab.srv_if)?;
+    let syn = |src: IpAddr, dst: IpAddr, marker: &[u8]| {
+        let l4 = tcp(40050, HL7, TCP_SYN, marker);
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => with_l4_checksum4(ethernet(
+                gw_up,
+                srv_mac,
+                &[],
+                ETH_IPV4,
+                &ipv4(s, d, 6, &l4, &Ipv4Opts::default()),
+            )),
+            (IpAddr::V6(s), IpAddr::V6(d)) => with_l4_checksum(ethernet(
+                gw_up,
+                srv_mac,
+                &[],
+                ETH_IPV6,
+                &ipv6(s, d, &[], 6, &l4),
+            )),
+            _ => unreachable!("one family per frame"),
+        }
+    };
+    // To the address (the monitor initiates its one workflow: a SYN to it is `deny_no_rule`
+    // while it is a device's), and in its name to a host that is nobody's (`deny_spoof`).
+    let cases = [
+        (IpAddr::V4(SERVER), IpAddr::V4(new4), Reason::DenyNoRule),
+        (IpAddr::V4(new4), IpAddr::V4(other4), Reason::DenySpoof),
+        (IpAddr::V6(SERVER6), IpAddr::V6(new6), Reason::DenyNoRule),
+        (IpAddr::V6(new6), IpAddr::V6(other6), Reason::DenySpoof),
+    ];
+    let stream_marker = |round: usize, n: usize| format!("LZ-BITS-{round}-S{n}.");
+    let sock = RawSocket::open(&lab.srv, &lab.srv_if)?;
+    let mut generation = lab.generation()?;
+    let mut held = false;
+    // Slots (by generation parity) shown to refuse at once in the generation that gave
+    // the address, while the other slot lacked it.
+    let mut shown = [false; 2];
+    for round in 0..8 {
+        if shown == [true, true] {
+            break;
+        }
+        // Give the address when the next slot still has to be shown; otherwise take it
+        // away, or keep it away so that the next gift lands in the other slot.
+        let give = !held && !shown[(generation as usize + 1) % 2];
+        let observer = Observer::on(&lab.bys, &lab.bys_if)?;
+        let (next, after, sent) = if give {
+            // The stream: frame n is cases[n % 4], marked with n.
+            let sent = AtomicUsize::new(0);
+            let stop = AtomicBool::new(false);
+            thread::scope(|scope| -> Result<(u64, usize, usize)> {
+                let sender = scope.spawn(|| -> Result<()> {
+                    let deadline = Instant::now() + Duration::from_secs(15);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let n = sent.load(Ordering::Relaxed);
+                        let (src, dst, _) = cases[n % cases.len()];
+                        sock.send(&syn(src, dst, stream_marker(round, n).as_bytes()))?;
+                        sent.store(n + 1, Ordering::Release);
+                        thread::sleep(Duration::from_micros(500));
+                    }
+                    Ok(())
+                });
+                let next = lab
+                    .write_policy(&device)
+                    .and_then(|()| lab.wait_generation_above(generation));
+                // Frames from this one on were sent once the new generation enforced.
+                let after = sent.load(Ordering::Acquire);
+                // Past the window in which the retired slot is not yet synced, and more.
+                thread::sleep(Duration::from_millis(60));
+                stop.store(true, Ordering::Relaxed);
+                let streamed = sender
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the stream's sender panicked"))?;
+                streamed?;
+                Ok((next?, after, sent.load(Ordering::Acquire)))
+            })?
+        } else {
+            (lab.reload_to(generation, "")?, 0, 0)
+        };
+        // One generation for this write, and the other slot judged the other way.
+        let fresh = next == generation + 1 && give != held;
+        (generation, held) = (next, give);
+        for (i, &(src, dst, reason)) in cases.iter().enumerate() {
+            let marker = format!("LZ-BITS-{round}-{i}.");
+            let what = format!("generation {generation}, {src} -> {dst}, address held: {held}");
+            let before = lab.packets(reason, SIDE_UPSTREAM)?;
+            if held {
+                REFUSED.with(|c| c.set(c.get() + 1));
+            }
+            sock.send(&syn(src, dst, marker.as_bytes()))?;
+            let arrived = observer.saw(marker.as_bytes(), ARRIVE);
+            ensure!(
+                arrived != held,
+                "{what}: {}\n{}",
+                if held { "arrived" } else { "did not arrive" },
+                lab.debug()
+            );
+            if held {
+                counted(&lab, reason, SIDE_UPSTREAM, before).context(what)?;
+            }
+        }
+        if give {
+            // The individual checks waited long enough for the stream's frames to arrive.
+            ensure!(
+                sent >= after + 40,
+                "the stream sent only {} frames after generation {generation} enforced",
+                sent - after
+            );
+            REFUSED.with(|c| c.set(c.get() + (sent - after) as u32));
+            let leaked: Vec<usize> = (after..sent)
+                .filter(|&n| observer.has(stream_marker(round, n).as_bytes()))
+                .collect();
+            ensure!(
+                leaked.is_empty(),
+                "generation {generation}: frames {leaked:?} of the stream (sent from frame {after} on, after the generation enforced) arrived\n{}",
+                lab.debug()
+            );
+        }
+        if held && fresh {
+            shown[generation as usize % 2] = true;
+        }
+    }
+    ensure!(
+        shown == [true, true],
+        "within 8 reloads, the address was not shown refused at once in both slots: {shown:?}"
+    );
+    done(
+        "an_address_a_reload_gives_a_device_is_its_own_at_once",
+        dp,
+        "each slot refused at once in the generation that gave the address, the frames streamed across the reload among them; while the address was nobody's, every frame arrived",
     )
 }
