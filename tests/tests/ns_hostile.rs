@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use lazaret_abi::{Reason, SIDE_DEVICES};
 use lazaret_tests::{
     daemon::{fmt_mac, monitor_policy, round_trip, workflow, Dataplane, Lab},
@@ -246,7 +246,10 @@ fn unknown_devices_are_denied_and_listed_and_a_spoofed_mac_is_denied(
     let unk = Netns::new(format!("{}unk", unique_prefix()))?;
     // The gateway's MAC is known in advance: XDP drops an unknown device's ARP request,
     // and the test is about its IP traffic.
-    lab.plug_host(&unk, "10.20.0.99", None)?;
+    // Its own MAC, which the list must name (nftables once reported every event's MAC as
+    // 00:00:00:00:00:00, and all unknown devices were one).
+    let unk_mac = "02:00:5e:00:53:42";
+    lab.plug_host(&unk, "10.20.0.99", Some(unk_mac))?;
     let server = IpAddr::V4(lab.net.server_ip);
     let unknown_before = lab.packets(Reason::DenyUnknown, SIDE_DEVICES)?;
     assert!(
@@ -257,7 +260,12 @@ fn unknown_devices_are_denied_and_listed_and_a_spoofed_mac_is_denied(
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let listed = lab.cli(&["devices", "--unknown"])?;
-        if listed.to_string().contains("10.20.0.99") {
+        let listed = listed.to_string();
+        if listed.contains("10.20.0.99") {
+            ensure!(
+                listed.contains(&format!("\"mac\":\"{unk_mac}\"")),
+                "the unknown device is listed without its MAC {unk_mac}: {listed}"
+            );
             break;
         }
         if Instant::now() > deadline {

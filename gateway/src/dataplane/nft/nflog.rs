@@ -12,19 +12,23 @@ use std::time::Duration;
 /// The nflog group lazaret's table logs to.
 pub const GROUP: u16 = 7434;
 
-const NFNL_SUBSYS_ULOG: u16 = 4;
-const NFULNL_MSG_PACKET: u16 = 0;
-const NFULNL_MSG_CONFIG: u16 = 1;
-const NFULA_CFG_CMD: u16 = 1;
-const NFULA_CFG_MODE: u16 = 2;
-const NFULA_CFG_TIMEOUT: u16 = 3;
-const NFULA_CFG_QTHRESH: u16 = 4;
-const NFULNL_CFG_CMD_BIND: u8 = 1;
-const NFULNL_COPY_PACKET: u8 = 2;
-const NFULA_IFINDEX_INDEV: u16 = 4;
-const NFULA_HWADDR: u16 = 6;
-const NFULA_PAYLOAD: u16 = 9;
-const NFULA_PREFIX: u16 = 10;
+// The kernel's numbers (linux/netfilter/nfnetlink_log.h), from libc rather than typed
+// here: hand-typed, the hardware address was read from attribute 6 (the bridge's physical
+// input port) instead of 8, so every event had MAC 00:00:00:00:00:00, and the queue
+// threshold and timeout were sent as the timeout and the buffer size.
+const NFNL_SUBSYS_ULOG: u16 = libc::NFNL_SUBSYS_ULOG as u16;
+const NFULNL_MSG_PACKET: u16 = libc::NFULNL_MSG_PACKET as u16;
+const NFULNL_MSG_CONFIG: u16 = libc::NFULNL_MSG_CONFIG as u16;
+const NFULA_CFG_CMD: u16 = libc::NFULA_CFG_CMD as u16;
+const NFULA_CFG_MODE: u16 = libc::NFULA_CFG_MODE as u16;
+const NFULA_CFG_TIMEOUT: u16 = libc::NFULA_CFG_TIMEOUT as u16;
+const NFULA_CFG_QTHRESH: u16 = libc::NFULA_CFG_QTHRESH as u16;
+const NFULNL_CFG_CMD_BIND: u8 = libc::NFULNL_CFG_CMD_BIND as u8;
+const NFULNL_COPY_PACKET: u8 = libc::NFULNL_COPY_PACKET as u8;
+const NFULA_IFINDEX_INDEV: u16 = libc::NFULA_IFINDEX_INDEV as u16;
+const NFULA_HWADDR: u16 = libc::NFULA_HWADDR as u16;
+const NFULA_PAYLOAD: u16 = libc::NFULA_PAYLOAD as u16;
+const NFULA_PREFIX: u16 = libc::NFULA_PREFIX as u16;
 /// Bytes of each packet copied to us: headers are enough.
 pub const COPY_RANGE: u32 = 128;
 
@@ -177,6 +181,8 @@ impl NflogSocket {
     /// Binds `group` in the caller's network namespace, copying [`COPY_RANGE`] bytes of
     /// each packet; `timeout` bounds each [`Self::recv`].
     pub fn bind(group: u16, timeout: Duration) -> io::Result<Self> {
+        /// The socket's receive buffer, in bytes.
+        const RCVBUF: usize = 4 << 20;
         use nix::sys::{
             socket::{
                 bind, setsockopt, socket, sockopt::ReceiveTimeout, AddressFamily, NetlinkAddr,
@@ -197,6 +203,13 @@ impl NflogSocket {
             i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX),
         );
         setsockopt(&fd, ReceiveTimeout, &tv)?;
+        // Room for the table's event budgets' bursts (the kernel's default buffer holds a
+        // few hundred packets): past the /proc/sys/net/core/rmem_max cap with
+        // CAP_NET_ADMIN, which the daemon has for nftables; best effort, as an overflow
+        // is counted and survived (see `NftDataplane::spawn_reader`).
+        if setsockopt(&fd, nix::sys::socket::sockopt::RcvBufForce, &RCVBUF).is_err() {
+            let _ = setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
+        }
         let s = NflogSocket { fd };
         s.config(group, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND, 0, 0, 0])?;
         let mut mode = COPY_RANGE.to_be_bytes().to_vec();
