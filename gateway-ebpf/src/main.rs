@@ -93,6 +93,9 @@ static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries
 /// (within its rate), and an array lookup is inlined where the hash's is a kernel call.
 #[map]
 static LZ_DEV_EVBUCKET: Array<TokenBucket> = Array::with_max_entries(COUNTER_SLOTS, 0);
+/// The budget all sources without a device share, after their own (see `MAP_EV_UNKNOWN`).
+#[map]
+static LZ_EV_UNKNOWN: Array<TokenBucket> = Array::with_max_entries(1, 0);
 /// Per-CPU scratch space for the parsed packet: the BPF stack (512 bytes for the whole call
 /// chain) cannot hold it next to the lookup keys.
 #[map]
@@ -1478,11 +1481,18 @@ fn take_from(now: u64, b: &mut TokenBucket, rate: u32, burst_milli: u64) -> bool
     }
 }
 
-/// Takes one token of a managed device's event bucket, by its cell. A bucket never used
-/// (all zero: a fresh cell) starts full, as a new entry of a hash does.
+/// Takes one token of the event bucket at `index` of an array: a managed device's, by its
+/// cell, or the one unknown sources share. A bucket never used (all zero: a fresh cell)
+/// starts full, as a new entry of a hash does.
 #[inline(always)]
-fn take_device_token(gen: &Gen, cell: u16, rate: u32, burst: u32) -> bool {
-    let Some(b) = LZ_DEV_EVBUCKET.get_ptr_mut(u32::from(cell)) else {
+fn take_array_token(
+    gen: &Gen,
+    buckets: &Array<TokenBucket>,
+    index: u32,
+    rate: u32,
+    burst: u32,
+) -> bool {
+    let Some(b) = buckets.get_ptr_mut(index) else {
         return false;
     };
     // SAFETY: an array slot; races between CPUs only blur the rate a little.
@@ -1509,10 +1519,21 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     };
     let (rate, burst) = (gen.site.event_rate, gen.site.event_burst);
     let token = if v.dev.id != 0 {
-        take_device_token(gen, v.dev.cell, rate, burst)
+        take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
     } else {
-        // Unknown sources by MAC, with the top bit set (the map once held devices' too).
+        // Unknown sources by MAC, with the top bit set (the map once held devices' too);
+        // then the budget they share, so that a flood whose every frame has a MAC of its
+        // own (each finding a fresh bucket) cannot fill the ring buffer and drown the
+        // events that quarantine a deviating device. In this order, a source that
+        // exhausted its own bucket spends none of the shared one.
         take_token(gen, &LZ_EV_BUCKET, (1u64 << 63) | src_mac.0, rate, burst)
+            && take_array_token(
+                gen,
+                &LZ_EV_UNKNOWN,
+                0,
+                rate.saturating_mul(UNKNOWN_EVENTS_SHARE),
+                burst.saturating_mul(UNKNOWN_EVENTS_SHARE),
+            )
     };
     if !token {
         bump(&LZ_EV_STATS, EV_STAT_RATE_LIMITED, 1);

@@ -129,7 +129,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -216,6 +216,13 @@ pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
 /// A zeroed entry is a bucket never used (full). [`MAP_EV_BUCKET`] keeps unknown sources',
 /// keyed by MAC.
 pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
+/// `Array<TokenBucket>` of 1 (ABI 10): the one budget all sources without a device share,
+/// on top of each one's own bucket in [`MAP_EV_BUCKET`]: [`UNKNOWN_EVENTS_SHARE`] times a
+/// source's rate and burst. A source's own bucket alone does not bound a flood whose
+/// every frame has a source MAC of its own (each would find a fresh, full bucket): its
+/// events would fill the ring buffer, and a deviating device's events, the ones that
+/// quarantine it, would be lost. A zeroed entry is a bucket never used (full).
+pub const MAP_EV_UNKNOWN: &str = "LZ_EV_UNKNOWN";
 /// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost; flow inserts failed.
 pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
 /// `HashMap<LocalKey, u32>`: the gateway's own addresses, written by userspace from the
@@ -377,6 +384,10 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 3;
 /// Default event rate limit per source: tokens per second and burst.
 pub const EVENT_RATE_PER_S: u32 = 50;
 pub const EVENT_BURST: u32 = 100;
+/// Sources without a device (unknown MACs, the upstream side's hosts) share one event
+/// budget of this many times a source's rate and burst ([`MAP_EV_UNKNOWN`]): room for a
+/// few unknown devices appearing at once, never for a flood of made-up source MACs.
+pub const UNKNOWN_EVENTS_SHARE: u32 = 10;
 
 /// Default promotion budget per device into the established table: tokens per second and
 /// burst (see *Flow tables*).

@@ -2,6 +2,11 @@
 //! quarantine, flows of learn-mode devices, unknown devices; and the event feed and webhook.
 
 use super::*;
+
+/// The unknown-device list is written at most this often as new devices appear; the tick
+/// writes what waited (see `on_unknown`).
+pub(super) const SAVE_UNKNOWNS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Controller {
     /// A controller event for followers (and the webhook, when one is configured).
     pub(super) fn notify(&self, event: events::Record) {
@@ -72,6 +77,7 @@ impl Controller {
     }
 
     pub(super) fn save_unknowns(&mut self) {
+        self.unknowns_saved = Some(std::time::Instant::now());
         let path = self.config.state_dir.join("unknown-devices.json");
         let result = serde_json::to_vec_pretty(&self.unknowns)
             .map_err(std::io::Error::other)
@@ -118,7 +124,18 @@ impl Controller {
             ));
             self.metrics
                 .set_unknown_devices(self.unknowns.devices.len() as u64);
-            self.save_unknowns();
+            // Written at once, unless the list was written within the last second: a
+            // flood of made-up source MACs would otherwise rewrite the whole list (up to
+            // `MAX_TRACKED` devices) once per new MAC, and hold the event loop, the
+            // quarantines' among it, for a minute. The tick writes what waited.
+            if self
+                .unknowns_saved
+                .is_some_and(|at| at.elapsed() < SAVE_UNKNOWNS_EVERY)
+            {
+                self.unknowns_dirty = true;
+            } else {
+                self.save_unknowns();
+            }
             // A new device is news for the other member at once; changes to known ones
             // go with the next tick.
             self.send_unknown(&mac);

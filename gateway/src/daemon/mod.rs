@@ -229,7 +229,11 @@ pub struct Controller {
     /// unknown devices are still to be written.
     records_pending: records::Pending,
     records_out: Option<mpsc::Sender<hasync::Body>>,
+    /// Unknown devices changed and not yet written: the other member's, or new ones seen
+    /// within [`intake::SAVE_UNKNOWNS_EVERY`] of the last write (the next tick writes them).
     unknowns_dirty: bool,
+    /// When the unknown-device list was last written.
+    unknowns_saved: Option<std::time::Instant>,
     /// The XDP flow replication's thread, when `[ha]` replicates (see [`flowsync`]).
     flow_sync: Option<flowsync::Handle>,
     /// The enforcing policy's commit, for the replication's hello.

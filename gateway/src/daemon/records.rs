@@ -176,7 +176,8 @@ impl Controller {
         }
     }
 
-    /// Writes the unknown devices the other member sent, if any came since the last tick.
+    /// Writes the unknown devices that changed since the last write and waited: the other
+    /// member's, or new ones seen soon after a write (see `on_unknown`).
     pub(super) fn save_taken_unknowns(&mut self) {
         if std::mem::take(&mut self.unknowns_dirty) {
             self.save_unknowns();

@@ -129,8 +129,11 @@ impl Controller {
         let (observed_tx, mut observed_rx) = mpsc::unbounded_channel();
         self.observed_tx = Some(observed_tx);
         // Every dataplane's events: drained here when their descriptor is readable (XDP's
-        // ring buffer), or sent from a reader's thread (nftables' nflog).
-        let (events_tx, mut sent) = mpsc::channel(1024);
+        // ring buffer), or sent from a reader's thread (nftables' nflog). As many as the
+        // ring buffer holds: nflog has no ring, so this queue is its buffer, and a burst of
+        // the table's event budgets must fit (what does not is counted lost).
+        let ring_events = lazaret_abi::EVENTS_BYTES as usize / size_of::<lazaret_abi::Event>();
+        let (events_tx, mut sent) = mpsc::channel(ring_events.max(1024));
         let mut drains = Vec::new();
         for dp in self.dataplanes() {
             if let Some(drain) = dp.events(&events_tx)? {

@@ -65,6 +65,7 @@ impl Controller {
             records_pending: records::Pending::default(),
             records_out: None,
             unknowns_dirty: false,
+            unknowns_saved: None,
             commit_tx: tokio::sync::watch::channel(None).0,
             windows: windows::Windows::default(),
         };

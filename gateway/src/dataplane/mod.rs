@@ -577,7 +577,7 @@ impl Counters for xdp::DatapathReader {
         add_packets(&mut snap.packets, &packets);
         if let Ok(e) = self.event_stats() {
             for (i, v) in e.iter().take(4).enumerate() {
-                snap.event_stats[i] = *v;
+                snap.event_stats[i] += *v;
             }
         }
         if let Ok(usage) = self.map_usage() {
@@ -620,6 +620,9 @@ impl Counters for nft::dataplane::CounterReader {
         if let Some(counts) = self.read() {
             add_packets(&mut snap.packets, &counts);
         }
+        let (delivered, lost) = self.events();
+        snap.event_stats[lazaret_abi::EV_STAT_SENT as usize] += delivered;
+        snap.event_stats[lazaret_abi::EV_STAT_RINGBUF_FULL as usize] += lost;
         Ok(())
     }
 }

@@ -442,7 +442,7 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
     let mut v = serde_json::to_value(objects).unwrap_or_default();
     let limit =
         serde_json::to_value(super::expr::limit(EVENT_RATE_PER_S, EVENT_BURST)).unwrap_or_default();
-    let meter = format!("@{}", render::EVENT_METER);
+    let meters = render::EVENT_METERS.map(|m| format!("@{m}"));
     if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
         for o in list {
             if let Some(exprs) = o
@@ -453,7 +453,8 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
                     let Some(set) = e.get_mut("set").and_then(|s| s.as_object_mut()) else {
                         continue;
                     };
-                    if set.get("set").and_then(|s| s.as_str()) == Some(meter.as_str()) {
+                    let name = set.get("set").and_then(|s| s.as_str()).unwrap_or_default();
+                    if meters.iter().any(|m| m == name) {
                         set.insert("stmt".into(), serde_json::json!([limit.clone()]));
                     }
                 }

@@ -11,6 +11,7 @@ use lazaret_abi::IfaceConfig;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct NftDataplane {
     last_contents: Option<Arc<Inputs>>,
     /// The same, for the nflog reader's thread, which names the device of each event.
     events_inputs: Arc<RwLock<Option<Arc<Inputs>>>>,
+    /// What the nflog reader delivered and lost, for the metrics.
+    nflog: Arc<NflogStats>,
     last: Option<Rendered>,
     info: IntGaugeVec,
     /// The gateway's own addresses (see `daemon::local`).
@@ -94,6 +97,29 @@ pub fn flow_stamp(generation: u64, second_member: bool, salt: u32) -> u32 {
 pub struct CounterReader {
     nft: Nft,
     table: String,
+    nflog: Arc<NflogStats>,
+}
+
+/// The nflog reader's events, from this process's start: handed to the controller, and
+/// lost on the way (the socket's buffer overflowed — each overflow is at least one event,
+/// the kernel does not say how many — or the controller's queue was full). The XDP ring
+/// buffer's `EV_STAT_SENT` and `EV_STAT_RINGBUF_FULL`, so `lazaret_events_total` says the
+/// same on both dataplanes. (Events the table's rate limits hold back are not counted:
+/// nftables keeps no count of what a `limit` stopped.)
+#[derive(Debug, Default)]
+pub struct NflogStats {
+    pub delivered: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+impl CounterReader {
+    /// The nflog reader's events: see [`NflogStats`].
+    pub fn events(&self) -> (u64, u64) {
+        (
+            self.nflog.delivered.load(Ordering::Relaxed),
+            self.nflog.lost.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl CounterReader {
@@ -165,6 +191,7 @@ impl NftDataplane {
             states: DeviceStates::default(),
             last_contents: None,
             events_inputs: Arc::default(),
+            nflog: Arc::default(),
             last: None,
             info,
             local: BTreeSet::new(),
@@ -530,6 +557,7 @@ impl NftDataplane {
         Some(CounterReader {
             nft: self.nft.clone(),
             table: self.last.as_ref()?.table.clone(),
+            nflog: self.nflog.clone(),
         })
     }
 
@@ -556,6 +584,7 @@ impl NftDataplane {
         let sock =
             super::nflog::NflogSocket::bind(super::nflog::GROUP, Duration::from_millis(500))?;
         let inputs = self.events_inputs.clone();
+        let stats = self.nflog.clone();
         std::thread::Builder::new()
             .name("nflog".into())
             .spawn(move || {
@@ -569,9 +598,18 @@ impl NftDataplane {
                             for l in batch {
                                 let ev = now.as_deref().and_then(|i| event(i, &l));
                                 if let Some(ev) = ev {
-                                    let _ = tx.try_send(ev);
+                                    let counter = match tx.try_send(ev) {
+                                        Ok(()) => &stats.delivered,
+                                        Err(_) => &stats.lost,
+                                    };
+                                    counter.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
+                        }
+                        // The socket's buffer overflowed: events were lost, and reading on
+                        // at once is what makes room (a pause would lose more).
+                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            stats.lost.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "reading nftables events (nflog)");

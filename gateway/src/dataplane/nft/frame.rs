@@ -197,8 +197,19 @@ impl Text {
             Reason::AllowNeighbor | Reason::AllowControl | Reason::PassUnmanaged
         );
         if let (true, Some(g)) = (report, self.log_group) {
+            // Then the budget sources without a device share (see `shares_unknown_budget`).
+            let (meter, shared) = if super::render::shares_unknown_budget(r) {
+                let budget = format!(
+                    " limit rate {}/second burst {} packets",
+                    EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
+                    EVENT_BURST * UNKNOWN_EVENTS_SHARE
+                );
+                (super::render::EVENT_METER_UNKNOWN, budget)
+            } else {
+                (super::render::EVENT_METER, String::new())
+            };
             self.line(&format!(
-                "{matches} update @event_rate {{ ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }} log prefix \"{LOG_PREFIX}{} \" group {g}",
+                "{matches} update @{meter} {{ ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }}{shared} log prefix \"{LOG_PREFIX}{} \" group {g}",
                 r.name()
             ));
         }
@@ -542,9 +553,12 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         &pin_port,
     );
     t.set(PINNED, "type ether_addr", &dynamic_pin, &pinned);
-    if opt.log_group.is_some() {
+    for meter in super::render::EVENT_METERS
+        .into_iter()
+        .filter(|_| opt.log_group.is_some())
+    {
         t.set(
-            super::render::EVENT_METER,
+            meter,
             "type ether_addr",
             &format!(
                 "flags dynamic,timeout\n    timeout {}s\n    size {}",

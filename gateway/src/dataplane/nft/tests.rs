@@ -229,31 +229,64 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         );
     }
     // The limit is per source: each `update @event_rate { ether saddr limit … }` carries it.
-    let limited = json(&r)["nftables"]
+    // Sources that may have no device (unknown MACs, rogue servers) have a meter of their
+    // own, and then spend from the budget they share: the rule's own `limit`.
+    let log_rules = json(&r)["nftables"]
         .as_array()
         .expect("array")
         .iter()
         .filter_map(|o| o.pointer("/add/rule/expr").and_then(|e| e.as_array()))
         .filter(|e| e.iter().any(|s| s.get("log").is_some()))
-        .map(|e| {
-            e.iter()
-                .find_map(|s| s.get("set"))
-                .expect("every log rule updates the meter")
-                .clone()
-        })
+        .cloned()
         .collect::<Vec<_>>();
-    assert!(!limited.is_empty());
-    for set in limited {
+    assert!(!log_rules.is_empty());
+    let mut shared_rules = 0;
+    for e in log_rules {
+        let prefix = e
+            .iter()
+            .find_map(|s| s.pointer("/log/prefix"))
+            .and_then(|p| p.as_str())
+            .expect("a prefix")
+            .to_string();
+        let shared = [
+            "deny_unknown ",
+            "unknown_audit ",
+            "deny_rogue_dhcp ",
+            "deny_rogue_ra ",
+        ]
+        .iter()
+        .any(|r| prefix.ends_with(r));
+        let meter = if shared {
+            "@event_rate_unknown"
+        } else {
+            "@event_rate"
+        };
+        let set = e
+            .iter()
+            .find_map(|s| s.get("set"))
+            .expect("every log rule updates a meter");
         assert_eq!(
             set,
-            serde_json::json!({
+            &serde_json::json!({
                 "op": "update",
-                "set": "@event_rate",
+                "set": meter,
                 "elem": {"payload": {"protocol": "ether", "field": "saddr"}},
                 "stmt": [{"limit": {"burst": 100, "burst_unit": "packets", "per": "second", "rate": 50, "rate_unit": "packets"}}],
-            })
+            }),
+            "{prefix}"
         );
+        let budget = e.iter().find_map(|s| s.get("limit")).cloned();
+        let want = shared.then(|| {
+            serde_json::json!({"burst": 1000, "burst_unit": "packets", "per": "second", "rate": 500, "rate_unit": "packets"})
+        });
+        assert_eq!(budget, want, "{prefix}: the shared budget");
+        shared_rules += usize::from(shared);
     }
+    assert!(shared_rules > 0, "no rule spends the shared budget");
+    assert!(
+        text.contains(r#""name":"event_rate_unknown""#),
+        "the unknown sources' meter set"
+    );
     assert!(
         text.contains(r#""name":"event_rate""#) && text.contains(r#""timeout":60"#),
         "the meter set"

@@ -1010,6 +1010,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_EVENTS,
     MAP_EV_BUCKET,
     MAP_DEV_EV_BUCKET,
+    MAP_EV_UNKNOWN,
     MAP_EV_STATS,
     MAP_LOCAL,
     MAP_LL_OWNER,

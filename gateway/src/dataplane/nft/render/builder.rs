@@ -4,8 +4,8 @@
 use super::super::expr::*;
 use super::names::*;
 use super::{
-    counter_name, RenderOptions, COUNTERS, EVENT_METER, EVENT_METER_SIZE, EVENT_METER_TIMEOUT_S,
-    LOG_PREFIX, SIDE_NAMES,
+    counter_name, RenderOptions, COUNTERS, EVENT_METER, EVENT_METERS, EVENT_METER_SIZE,
+    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES,
 };
 use lazaret_abi::*;
 use nftables::expr::MetaKey;
@@ -52,12 +52,15 @@ impl<'o> Builder<'o> {
                 }));
             }
         }
-        if self.opt.log_group.is_some() {
-            // Filled by the packet path (`update @event_rate { … }`), one bucket per source.
+        // Filled by the packet path (`update @event_rate { … }`), one bucket per source.
+        for meter in EVENT_METERS
+            .into_iter()
+            .filter(|_| self.opt.log_group.is_some())
+        {
             self.objects.push(NfListObject::Set(Box::new(Set {
                 family: self.opt.family.nf(),
                 table: self.opt.table.clone().into(),
-                name: EVENT_METER.into(),
+                name: meter.into(),
                 handle: None,
                 set_type: SetTypeValue::Single(SetType::EtherAddr),
                 policy: None,
@@ -154,11 +157,8 @@ impl<'o> Builder<'o> {
         side: Side,
     ) {
         if log {
-            self.log(
-                chain,
-                matches.clone(),
-                &format!("{LOG_PREFIX}{} ", r.name()),
-            );
+            let prefix = format!("{LOG_PREFIX}{} ", r.name());
+            self.log(chain, matches.clone(), &prefix, shares_unknown_budget(r));
         }
         let verdict = if r.passes() { accept() } else { drop_() };
         let mut v = matches;
@@ -198,12 +198,38 @@ impl<'o> Builder<'o> {
     /// of the others (the XDP program's per-source token bucket). On the upstream side the
     /// source MAC is the upstream router's: everything from upstream shares one bucket,
     /// apart from every device's. No-op without an nflog group.
-    pub(super) fn log(&mut self, chain: &str, mut matches: Vec<Stmt>, prefix: &str) {
+    /// With `shared`, the source then spends from the budget sources without a device
+    /// share (see [`shares_unknown_budget`]).
+    pub(super) fn log(&mut self, chain: &str, mut matches: Vec<Stmt>, prefix: &str, shared: bool) {
         let Some(g) = self.opt.log_group else {
             return;
         };
-        matches.push(update_set(payload("ether", "saddr"), EVENT_METER));
+        let meter = if shared {
+            EVENT_METER_UNKNOWN
+        } else {
+            EVENT_METER
+        };
+        matches.push(update_set(payload("ether", "saddr"), meter));
+        if shared {
+            matches.push(limit(
+                EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
+                EVENT_BURST * UNKNOWN_EVENTS_SHARE,
+            ));
+        }
         matches.push(log_group(prefix, g));
         self.rule(chain, matches);
     }
+}
+
+/// Whether events of `r` come from sources that may have no device (an unknown MAC, a
+/// rogue server on a device port): after its own bucket, such a source spends from a budget
+/// they share, [`UNKNOWN_EVENTS_SHARE`] times a source's (the XDP program's
+/// `MAP_EV_UNKNOWN`), so a flood of frames each with a made-up source MAC cannot drown
+/// the events that quarantine a device. nftables keeps that budget in the rule's own
+/// `limit`: one per rule, so per address family here where XDP has one in all.
+pub(crate) fn shares_unknown_budget(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::DenyUnknown | Reason::UnknownAudit | Reason::DenyRogueDhcp | Reason::DenyRogueRa
+    )
 }

@@ -11,6 +11,7 @@
 //! verdict rules that count and log; `chains`: the chains, one method per stage.
 
 mod builder;
+pub(crate) use builder::shares_unknown_budget;
 mod chains;
 
 use super::expr::*;
@@ -113,6 +114,12 @@ pub const LEARN_PREFIX: &str = "lazaret learn:";
 
 /// The dynamic set that rate-limits events per source (see `Builder::decide`).
 pub const EVENT_METER: &str = "event_rate";
+/// The per-source buckets of sources that may have no device (see
+/// `shares_unknown_budget`): apart from [`EVENT_METER`], so that a flood of made-up source
+/// MACs, which fills its meter, leaves the devices' meter room for every device.
+pub const EVENT_METER_UNKNOWN: &str = "event_rate_unknown";
+/// Both meters, as the packet path fills them.
+pub const EVENT_METERS: [&str; 2] = [EVENT_METER, EVENT_METER_UNKNOWN];
 /// How long an idle source keeps its bucket in [`EVENT_METER`], in seconds.
 pub const EVENT_METER_TIMEOUT_S: u32 = 60;
 /// Sources [`EVENT_METER`] holds at once; a source beyond it gets no events until an
