@@ -123,7 +123,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 
 /// Sends `frame` on the device port in a tight loop for `FLOOD` (bounded in packets too),
 /// through one AF_PACKET socket; the packets sent. With `made_up_macs`, each frame has a
-/// source MAC of its own.
+/// source MAC of its own, and every other one an unknown ethertype.
 fn flood(lab: &Lab, mut frame: Vec<u8>, made_up_macs: bool) -> Result<u64> {
     let ifname = std::ffi::CString::new(lab.net.device_if.clone())?;
     lab.net.device.run(move || -> Result<u64> {
@@ -143,9 +143,17 @@ fn flood(lab: &Lab, mut frame: Vec<u8>, made_up_macs: bool) -> Result<u64> {
             while started.elapsed() < FLOOD && sent < MAX_FLOOD_PACKETS {
                 for _ in 0..256 {
                     if made_up_macs {
-                        // Locally administered, unicast, numbered.
+                        // Locally administered, unicast, numbered; every other frame of an
+                        // ethertype no one speaks, which is refused before any identity
+                        // (XDP's parser, nftables' frame stage) under the source's MAC.
                         let [.., a, b, c, d] = sent.to_be_bytes();
                         frame[6..12].copy_from_slice(&[0x02, 0x5a, a, b, c, d]);
+                        let ethertype: u16 = if sent.is_multiple_of(2) {
+                            0x0800
+                        } else {
+                            0x88b5
+                        };
+                        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
                     }
                     let n = libc::sendto(
                         fd,
@@ -269,13 +277,14 @@ fn a_flooding_device_does_not_silence_the_others() -> Result<()> {
     Ok(())
 }
 
-/// Frames from made-up source MACs and an address no device has: each is an unknown
-/// source with a bucket of its own, full. Without the budget they share, every frame was an
-/// event, the ring buffer (or the nflog queue) was full, and the pump's deviations were lost:
-/// it was never quarantined.
+/// Frames from made-up source MACs, half of them IP from an address no device has, half of
+/// an unknown ethertype: each is a source without a device, with a bucket of its own, full.
+/// Without the budget they share, every frame was an event: on XDP the ring buffer filled
+/// and the pump's deviations were lost (it was never quarantined); on nftables the events
+/// overflowed the nflog socket and the controller's queue, and the made-up MACs could fill
+/// the meter the devices' buckets live in.
 fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) -> Result<()> {
-    let lab = Lab::on(dp, policy)?;
-    let mut lab = lab;
+    let mut lab = Lab::on(dp, policy)?;
     lab.start()?;
     let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
     let nobody = Ipv4Addr::new(10, 20, 0, 99);

@@ -437,26 +437,38 @@ fn objects<'a>(
 /// - the per-element counter of [`names::COUNTED`] sets (`"stmt": [{"counter": null}]`,
 ///   what `nft -j list` prints for `counter;` in a set);
 /// - the per-source `limit` of every `update @event_rate { ether saddr … }` statement
-///   (one token bucket per source, [`render::EVENT_METER`]).
+///   (one token bucket per source, [`render::EVENT_METER`], and likewise in
+///   [`render::EVENT_METER_UNKNOWN`]);
+/// - after an update of [`render::EVENT_METER_UNKNOWN`], the reference to the table's
+///   named limit [`render::UNKNOWN_BUDGET`] (`limit name "…"`), the budget sources without
+///   a device share: the crate's limit statement has no form that names one.
 pub fn to_json(objects: &Nftables) -> serde_json::Value {
     let mut v = serde_json::to_value(objects).unwrap_or_default();
     let limit =
         serde_json::to_value(super::expr::limit(EVENT_RATE_PER_S, EVENT_BURST)).unwrap_or_default();
     let meters = render::EVENT_METERS.map(|m| format!("@{m}"));
+    let unknown_meter = format!("@{}", render::EVENT_METER_UNKNOWN);
     if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
         for o in list {
             if let Some(exprs) = o
                 .pointer_mut("/add/rule/expr")
                 .and_then(|e| e.as_array_mut())
             {
-                for e in exprs {
+                let mut budget_at = None;
+                for (i, e) in exprs.iter_mut().enumerate() {
                     let Some(set) = e.get_mut("set").and_then(|s| s.as_object_mut()) else {
                         continue;
                     };
                     let name = set.get("set").and_then(|s| s.as_str()).unwrap_or_default();
+                    if name == unknown_meter {
+                        budget_at = Some(i + 1);
+                    }
                     if meters.iter().any(|m| m == name) {
                         set.insert("stmt".into(), serde_json::json!([limit.clone()]));
                     }
+                }
+                if let Some(at) = budget_at {
+                    exprs.insert(at, serde_json::json!({ "limit": render::UNKNOWN_BUDGET }));
                 }
                 continue;
             }

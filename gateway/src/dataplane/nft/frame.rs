@@ -197,20 +197,20 @@ impl Text {
             Reason::AllowNeighbor | Reason::AllowControl | Reason::PassUnmanaged
         );
         if let (true, Some(g)) = (report, self.log_group) {
-            // Then the budget sources without a device share (see `shares_unknown_budget`).
-            let (meter, shared) = if super::render::shares_unknown_budget(r) {
-                let budget = format!(
-                    " limit rate {}/second burst {} packets",
-                    EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
-                    EVENT_BURST * UNKNOWN_EVENTS_SHARE
-                );
-                (super::render::EVENT_METER_UNKNOWN, budget)
-            } else {
-                (super::render::EVENT_METER, String::new())
-            };
+            // As the inet table's `Builder::log`: a device's MAC has its bucket in one meter,
+            // any other source's in the other, and then spends from the shared budget.
+            let bucket = format!(
+                "ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets"
+            );
+            let log = format!("log prefix \"{LOG_PREFIX}{} \" group {g}", r.name());
             self.line(&format!(
-                "{matches} update @{meter} {{ ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }}{shared} log prefix \"{LOG_PREFIX}{} \" group {g}",
-                r.name()
+                "{matches} ether saddr @devmac update @{} {{ {bucket} }} {log}",
+                super::render::EVENT_METER
+            ));
+            self.line(&format!(
+                "{matches} ether saddr != @devmac update @{} {{ {bucket} }} limit name \"{}\" {log}",
+                super::render::EVENT_METER_UNKNOWN,
+                super::render::UNKNOWN_BUDGET
             ));
         }
         let verdict = if r.passes() { "accept" } else { "drop" };
@@ -553,6 +553,15 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         &pin_port,
     );
     t.set(PINNED, "type ether_addr", &dynamic_pin, &pinned);
+    if opt.log_group.is_some() {
+        let _ = writeln!(
+            t.body,
+            "  limit {} {{\n    rate {}/second burst {} packets\n  }}",
+            super::render::UNKNOWN_BUDGET,
+            EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
+            EVENT_BURST * UNKNOWN_EVENTS_SHARE
+        );
+    }
     for meter in super::render::EVENT_METERS
         .into_iter()
         .filter(|_| opt.log_group.is_some())

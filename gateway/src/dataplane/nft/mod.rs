@@ -21,7 +21,9 @@
 //!   prerouting and the conntrack mark of the flows it judges.
 //!
 //! Denials, audit and learn records are logged to nflog group [`nflog::GROUP`], rate-limited
-//! per source MAC (the dynamic set [`render::EVENT_METER`]); [`nflog`] turns them into the
+//! per source MAC (the dynamic sets [`render::EVENT_METER`] for devices' MACs and
+//! [`render::EVENT_METER_UNKNOWN`] for any other, which then spends from the shared
+//! [`render::UNKNOWN_BUDGET`]: see `Builder::log`); [`nflog`] turns them into the
 //! XDP program's events for the daemon. Devices behind a Linux bridge reach the inet table
 //! through br_netfilter and are bound to the bridge ([`dataplane`]). The named counters (per
 //! reason and side, [`render::counter_name`]) of each new generation start at the totals of

@@ -229,8 +229,8 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         );
     }
     // The limit is per source: each `update @event_rate { ether saddr limit … }` carries it.
-    // Sources that may have no device (unknown MACs, rogue servers) have a meter of their
-    // own, and then spend from the budget they share: the rule's own `limit`.
+    // Every logged verdict is two rules: a device's MAC updates the devices' meter; any other
+    // source updates its own meter, then spends from the table's shared named limit.
     let log_rules = json(&r)["nftables"]
         .as_array()
         .expect("array")
@@ -239,58 +239,66 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         .filter(|e| e.iter().any(|s| s.get("log").is_some()))
         .cloned()
         .collect::<Vec<_>>();
-    assert!(!log_rules.is_empty());
-    let mut shared_rules = 0;
-    for e in log_rules {
-        let prefix = e
+    let (mut devices, mut others) = (0, 0);
+    for e in &log_rules {
+        let at = e
             .iter()
-            .find_map(|s| s.pointer("/log/prefix"))
-            .and_then(|p| p.as_str())
-            .expect("a prefix")
-            .to_string();
-        let shared = [
-            "deny_unknown ",
-            "unknown_audit ",
-            "deny_rogue_dhcp ",
-            "deny_rogue_ra ",
-        ]
-        .iter()
-        .any(|r| prefix.ends_with(r));
-        let meter = if shared {
-            "@event_rate_unknown"
-        } else {
-            "@event_rate"
-        };
-        let set = e
-            .iter()
-            .find_map(|s| s.get("set"))
+            .position(|s| s.get("set").is_some())
             .expect("every log rule updates a meter");
+        // Right before the meter: the source against the devices' MACs.
+        let m = &e[at.checked_sub(1).expect("a match before the meter")]["match"];
         assert_eq!(
-            set,
-            &serde_json::json!({
+            m.pointer("/left/payload/field"),
+            Some(&serde_json::json!("saddr"))
+        );
+        assert_eq!(m.pointer("/right"), Some(&serde_json::json!("@devmac")));
+        let source = m["op"].as_str().unwrap_or_default();
+        let device = source == "in";
+        let meter = if device {
+            "@event_rate"
+        } else {
+            "@event_rate_unknown"
+        };
+        assert_eq!(
+            e[at]["set"],
+            serde_json::json!({
                 "op": "update",
                 "set": meter,
                 "elem": {"payload": {"protocol": "ether", "field": "saddr"}},
                 "stmt": [{"limit": {"burst": 100, "burst_unit": "packets", "per": "second", "rate": 50, "rate_unit": "packets"}}],
-            }),
-            "{prefix}"
+            })
         );
-        let budget = e.iter().find_map(|s| s.get("limit")).cloned();
-        let want = shared.then(|| {
-            serde_json::json!({"burst": 1000, "burst_unit": "packets", "per": "second", "rate": 500, "rate_unit": "packets"})
-        });
-        assert_eq!(budget, want, "{prefix}: the shared budget");
-        shared_rules += usize::from(shared);
+        let budget = e.get(at + 1).and_then(|s| s.get("limit")).cloned();
+        let want = (!device).then(|| serde_json::json!("unknown_events"));
+        assert_eq!(budget, want, "the shared budget, after the meter: {e:?}");
+        if device {
+            devices += 1;
+        } else {
+            others += 1;
+        }
     }
-    assert!(shared_rules > 0, "no rule spends the shared budget");
-    assert!(
-        text.contains(r#""name":"event_rate_unknown""#),
-        "the unknown sources' meter set"
+    assert!(devices > 0 && devices == others, "{devices} / {others}");
+    let objects = json(&r)["nftables"].as_array().expect("array").clone();
+    let named = objects
+        .iter()
+        .find_map(|o| o.pointer("/add/limit"))
+        .expect("the shared budget's named limit");
+    assert_eq!(
+        (
+            named["name"].as_str(),
+            named["rate"].as_u64(),
+            named["burst"].as_u64()
+        ),
+        (Some("unknown_events"), Some(500), Some(1000))
     );
-    assert!(
-        text.contains(r#""name":"event_rate""#) && text.contains(r#""timeout":60"#),
-        "the meter set"
-    );
+    for meter in ["event_rate", "event_rate_unknown"] {
+        assert!(
+            text.contains(&format!(r#""name":"{meter}""#)),
+            "the meter set {meter}"
+        );
+    }
+    // An idle bucket is forgotten once it would be full again: burst ÷ rate.
+    assert!(text.contains(r#""timeout":2"#), "the meters' timeout");
     // Without a group, no log rules: the rule count is the skeleton's.
     let quiet = RenderOptions {
         log_group: None,

@@ -5,13 +5,15 @@ use super::super::expr::*;
 use super::names::*;
 use super::{
     counter_name, RenderOptions, COUNTERS, EVENT_METER, EVENT_METERS, EVENT_METER_SIZE,
-    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES,
+    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES, UNKNOWN_BUDGET,
 };
 use lazaret_abi::*;
 use nftables::expr::MetaKey;
 use nftables::schema::{
-    Chain, Counter, Map, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+    Chain, Counter, Limit, LimitUnit, Map, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue,
+    Table,
 };
+use nftables::types::NfTimeUnit;
 use std::collections::HashSet;
 
 /// The side of the packets a chain decides on.
@@ -51,6 +53,19 @@ impl<'o> Builder<'o> {
                     bytes: None,
                 }));
             }
+        }
+        if self.opt.log_group.is_some() {
+            self.objects.push(NfListObject::Limit(Limit {
+                family: self.opt.family.nf(),
+                table: self.opt.table.clone().into(),
+                name: UNKNOWN_BUDGET.into(),
+                handle: None,
+                rate: Some(EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE),
+                per: Some(NfTimeUnit::Second),
+                burst: Some(EVENT_BURST * UNKNOWN_EVENTS_SHARE),
+                unit: Some(LimitUnit::Packets),
+                inv: None,
+            }));
         }
         // Filled by the packet path (`update @event_rate { … }`), one bucket per source.
         for meter in EVENT_METERS
@@ -158,7 +173,7 @@ impl<'o> Builder<'o> {
     ) {
         if log {
             let prefix = format!("{LOG_PREFIX}{} ", r.name());
-            self.log(chain, matches.clone(), &prefix, shares_unknown_budget(r));
+            self.log(chain, matches.clone(), &prefix);
         }
         let verdict = if r.passes() { accept() } else { drop_() };
         let mut v = matches;
@@ -194,42 +209,35 @@ impl<'o> Builder<'o> {
 
     /// `matches`, then the packet is sent to the nflog group with `prefix`, at most
     /// [`EVENT_RATE_PER_S`] per second (burst [`EVENT_BURST`]) per source MAC: each source
-    /// has its own bucket in [`EVENT_METER`], so a flooding device cannot use up the events
-    /// of the others (the XDP program's per-source token bucket). On the upstream side the
-    /// source MAC is the upstream router's: everything from upstream shares one bucket,
-    /// apart from every device's. No-op without an nflog group.
-    /// With `shared`, the source then spends from the budget sources without a device
-    /// share (see [`shares_unknown_budget`]).
-    pub(super) fn log(&mut self, chain: &str, mut matches: Vec<Stmt>, prefix: &str, shared: bool) {
+    /// has its own bucket, so a flooding device cannot use up the events of the others (the
+    /// XDP program's per-source token bucket). A device's MAC has its bucket in
+    /// [`EVENT_METER`]; any other source's (an unknown MAC, made up or not, the upstream
+    /// router's) is in [`EVENT_METER_UNKNOWN`], and then spends from the budget all such
+    /// sources share, the table's named limit [`UNKNOWN_BUDGET`] (the XDP program's
+    /// `LZ_EV_UNKNOWN`): frames each with a made-up source MAC find a fresh bucket each,
+    /// and would otherwise fill the devices' meter and the event queue, and drown the
+    /// events that quarantine a device. Two rules, one per kind of source. No-op without
+    /// an nflog group.
+    pub(super) fn log(&mut self, chain: &str, matches: Vec<Stmt>, prefix: &str) {
         let Some(g) = self.opt.log_group else {
             return;
         };
-        let meter = if shared {
-            EVENT_METER_UNKNOWN
-        } else {
-            EVENT_METER
-        };
-        matches.push(update_set(payload("ether", "saddr"), meter));
-        if shared {
-            matches.push(limit(
-                EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
-                EVENT_BURST * UNKNOWN_EVENTS_SHARE,
-            ));
+        for device in [true, false] {
+            let mut m = matches.clone();
+            let (source, meter) = if device {
+                (in_set(payload("ether", "saddr"), DEVMAC), EVENT_METER)
+            } else {
+                (
+                    not_in_set(payload("ether", "saddr"), DEVMAC),
+                    EVENT_METER_UNKNOWN,
+                )
+            };
+            m.push(source);
+            // The per-source limit, and for the unknown meter the shared budget after it,
+            // are added to the JSON by `apply::to_json` (the crate has no field for either).
+            m.push(update_set(payload("ether", "saddr"), meter));
+            m.push(log_group(prefix, g));
+            self.rule(chain, m);
         }
-        matches.push(log_group(prefix, g));
-        self.rule(chain, matches);
     }
-}
-
-/// Whether events of `r` come from sources that may have no device (an unknown MAC, a
-/// rogue server on a device port): after its own bucket, such a source spends from a budget
-/// they share, [`UNKNOWN_EVENTS_SHARE`] times a source's (the XDP program's
-/// `MAP_EV_UNKNOWN`), so a flood of frames each with a made-up source MAC cannot drown
-/// the events that quarantine a device. nftables keeps that budget in the rule's own
-/// `limit`: one per rule, so per address family here where XDP has one in all.
-pub(crate) fn shares_unknown_budget(r: Reason) -> bool {
-    matches!(
-        r,
-        Reason::DenyUnknown | Reason::UnknownAudit | Reason::DenyRogueDhcp | Reason::DenyRogueRa
-    )
 }

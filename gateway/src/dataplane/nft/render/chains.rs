@@ -235,7 +235,7 @@ impl Builder<'_> {
                     in_set(end, &f.n(LEARN_ADDR)),
                 ];
                 let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
-                self.log(c, r, &prefix, false);
+                self.log(c, r, &prefix);
             }
         }
         let r = vec![set_ct_mark(n(gen))];

@@ -11,7 +11,6 @@
 //! verdict rules that count and log; `chains`: the chains, one method per stage.
 
 mod builder;
-pub(crate) use builder::shares_unknown_budget;
 mod chains;
 
 use super::expr::*;
@@ -114,16 +113,25 @@ pub const LEARN_PREFIX: &str = "lazaret learn:";
 
 /// The dynamic set that rate-limits events per source (see `Builder::decide`).
 pub const EVENT_METER: &str = "event_rate";
-/// The per-source buckets of sources that may have no device (see
-/// `shares_unknown_budget`): apart from [`EVENT_METER`], so that a flood of made-up source
-/// MACs, which fills its meter, leaves the devices' meter room for every device.
+/// The per-source buckets of sources that are not a device's MAC (see `Builder::log`):
+/// apart from [`EVENT_METER`], so that a flood of made-up source MACs, which fills this
+/// meter, leaves the devices' meter room for every device.
 pub const EVENT_METER_UNKNOWN: &str = "event_rate_unknown";
 /// Both meters, as the packet path fills them.
 pub const EVENT_METERS: [&str; 2] = [EVENT_METER, EVENT_METER_UNKNOWN];
-/// How long an idle source keeps its bucket in [`EVENT_METER`], in seconds.
-pub const EVENT_METER_TIMEOUT_S: u32 = 60;
-/// Sources [`EVENT_METER`] holds at once; a source beyond it gets no events until an
-/// entry times out.
+/// The named limit every source without a device spends from after its own bucket in
+/// [`EVENT_METER_UNKNOWN`]: [`lazaret_abi::UNKNOWN_EVENTS_SHARE`] times a source's rate and
+/// burst, one per table (the inet table's and the frame stage's).
+pub const UNKNOWN_BUDGET: &str = "unknown_events";
+/// How long an idle source keeps its bucket in either meter, in seconds: as long as an
+/// empty bucket takes to fill again ([`lazaret_abi::EVENT_BURST`] ÷
+/// [`lazaret_abi::EVENT_RATE_PER_S`]), so forgetting it changes nothing (a source seen again
+/// gets a full bucket, as it would have had), while a meter a flood filled is free again
+/// within seconds, not a minute. (`update` refreshes an entry's timeout.)
+pub const EVENT_METER_TIMEOUT_S: u32 =
+    lazaret_abi::EVENT_BURST.div_ceil(lazaret_abi::EVENT_RATE_PER_S);
+/// Sources each meter holds at once; a source beyond it gets no events until an entry
+/// times out.
 pub const EVENT_METER_SIZE: u32 = 65_536;
 
 /// The side names of the named counters (`deny_no_rule_devices`), as in the metrics.
