@@ -153,7 +153,11 @@ impl DatapathFamilies {
             last.packets.clone_from(&snap.packets);
         }
         if events_read {
-            self.observe_events(snap, &last, recreated);
+            // The event counts on their own: nftables' come from this process's nflog reader,
+            // not from the table, so a table restored (its packet counters back at zero) has
+            // not reset them, and taking them for new would count them twice.
+            let events_recreated = dropped(&snap.event_stats, &last.event_stats);
+            self.observe_events(snap, &last, events_recreated);
             last.event_stats = snap.event_stats;
             last.events_undecodable = snap.events_undecodable;
         }

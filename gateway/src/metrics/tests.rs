@@ -173,6 +173,28 @@ fn refused_flow_inserts_are_counted_across_readings() -> TestResult {
     Ok(())
 }
 
+/// nftables' packet counters restart with a restored table while its event counts (the
+/// daemon's nflog reader's) keep growing: the events advance by their difference, not by
+/// their whole total again.
+#[test]
+fn packet_counters_restarting_do_not_count_the_events_again() -> TestResult {
+    let m = metrics()?;
+    let reading = |packets_n, delivered| DatapathSnapshot {
+        packets: packets(&[(Reason::DenySpoof, SIDE_DEVICES, packets_n)]),
+        event_stats: [delivered, 0, 0, 0],
+        ..DatapathSnapshot::default()
+    };
+    m.observe_datapath(&reading(10, 100));
+    m.observe_datapath(&reading(3, 120)); // the table restored: its counters restart
+    let s = scrape(&m)?;
+    assert_eq!(value(&s, "lazaret_packets_total", &SPOOF_DEVICES)?, 13.0);
+    assert_eq!(
+        value(&s, "lazaret_events_total", &[("outcome", "delivered")])?,
+        120.0
+    );
+    Ok(())
+}
+
 #[test]
 fn unread_event_stats_are_not_taken_for_a_recreation() -> TestResult {
     let m = metrics()?;
