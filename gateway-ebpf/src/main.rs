@@ -1476,7 +1476,11 @@ fn take_from(now: u64, b: &mut TokenBucket, rate: u32, burst_milli: u64) -> bool
         b.tokens_milli = tokens - 1000;
         true
     } else {
-        b.tokens_milli = tokens;
+        // Written only when it changed: an empty bucket under a flood stays a clean cache
+        // line (the unknown sources' shared one is asked from every CPU).
+        if b.tokens_milli != tokens {
+            b.tokens_milli = tokens;
+        }
         false
     }
 }

@@ -221,7 +221,9 @@ pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
 /// source's rate and burst. A source's own bucket alone does not bound a flood whose
 /// every frame has a source MAC of its own (each would find a fresh, full bucket): its
 /// events would fill the ring buffer, and a deviating device's events, the ones that
-/// quarantine it, would be lost. A zeroed entry is a bucket never used (full).
+/// quarantine it, would be lost. A zeroed entry is a bucket never used (full). Every CPU
+/// takes from it without atomics, as from the devices' buckets: concurrent takes can blur
+/// the rate a little (a lost update returns a token), never lift the bound by much.
 pub const MAP_EV_UNKNOWN: &str = "LZ_EV_UNKNOWN";
 /// `PerCpuArray<u64>` of [`EV_STATS_LEN`]: events sent, rate limited, lost; flow inserts failed.
 pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
