@@ -20,7 +20,7 @@ use lazaret_tests::{
     bypass::*,
     daemon::Dataplane,
     frames::*,
-    netns::{mac_of, send_raw, RawSocket},
+    netns::{mac_of, send_raw, wait_until, RawSocket},
     on_both_dataplanes,
 };
 
@@ -1136,8 +1136,13 @@ fn an_address_a_reload_gives_a_device_is_its_own_at_once(dp: Dataplane) -> Resul
                     .and_then(|()| lab.wait_generation_above(generation));
                 // Frames from this one on were sent once the new generation enforced.
                 let after = sent.load(Ordering::Acquire);
-                // Past the window in which the retired slot is not yet synced, and more.
-                thread::sleep(Duration::from_millis(60));
+                // Past the window in which the retired slot is not yet synced (20 ms), and
+                // 40 frames at least, however slowly a loaded machine sends them.
+                let since = Instant::now();
+                wait_until(Duration::from_secs(5), || {
+                    since.elapsed() >= Duration::from_millis(60)
+                        && sent.load(Ordering::Acquire) >= after + 40
+                });
                 stop.store(true, Ordering::Relaxed);
                 let streamed = sender
                     .join()

@@ -78,6 +78,7 @@ impl Controller {
 
     pub(super) fn save_unknowns(&mut self) {
         self.unknowns_saved = Some(std::time::Instant::now());
+        self.unknowns_dirty = false;
         let path = self.config.state_dir.join("unknown-devices.json");
         let result = serde_json::to_vec_pretty(&self.unknowns)
             .map_err(std::io::Error::other)

@@ -230,7 +230,8 @@ pub struct Controller {
     records_pending: records::Pending,
     records_out: Option<mpsc::Sender<hasync::Body>>,
     /// Unknown devices changed and not yet written: the other member's, or new ones seen
-    /// within [`intake::SAVE_UNKNOWNS_EVERY`] of the last write (the next tick writes them).
+    /// within [`intake::SAVE_UNKNOWNS_EVERY`] of the last write (the next tick, within
+    /// [`serve::OBSERVE_EVERY`], or the stop writes them).
     unknowns_dirty: bool,
     /// When the unknown-device list was last written.
     unknowns_saved: Option<std::time::Instant>,
