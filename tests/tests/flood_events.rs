@@ -345,8 +345,9 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
             m("lazaret_events_total", &[("outcome", "ring_full")]),
         );
     }
-    // Delivered: the pump's own budget and the unknown sources' shared one (one address
-    // family, so one rule's limit on nftables), each burst plus rate over the window.
+    // Delivered: the pump's own budget and the unknown sources' shared one (on nftables the
+    // frame stage's named limit, which refuses both halves of the flood), each burst plus
+    // rate over the window.
     let delivered = |lab: &Lab| {
         metric(lab, "lazaret_events_total", &[("outcome", "delivered")])
             .ok()

@@ -78,11 +78,12 @@ impl Controller {
 
     pub(super) fn save_unknowns(&mut self) {
         self.unknowns_saved = Some(std::time::Instant::now());
-        self.unknowns_dirty = false;
         let path = self.config.state_dir.join("unknown-devices.json");
         let result = serde_json::to_vec_pretty(&self.unknowns)
             .map_err(std::io::Error::other)
             .and_then(|body| state::write_atomic(&path, &body));
+        // Written: nothing waits. Not written: the next tick tries again.
+        self.unknowns_dirty = result.is_err();
         self.persisted("unknown_devices", result);
     }
 
