@@ -34,7 +34,8 @@ use crate::{
     frames::Mac,
     lazaret_bin,
     netns::{
-        mac_of, send_raw, unique_prefix, veth, wait_until, BpfMount, ChildGuard, Netns, TempDir,
+        mac_of, send_raw, unique_prefix, veth, wait_until, BpfMount, ChildGuard, Netns, RawSocket,
+        TempDir,
     },
 };
 
@@ -365,51 +366,7 @@ pub struct Observer {
 
 impl Observer {
     pub fn on(ns: &Netns, ifname: &str) -> Result<Observer> {
-        let name = ifname.to_string();
-        let fd = ns.run(move || -> Result<std::os::fd::OwnedFd> {
-            use std::os::fd::FromRawFd;
-            let c = std::ffi::CString::new(name.clone())?;
-            // SAFETY: plain libc calls with valid arguments; the fd is owned at once.
-            unsafe {
-                let index = libc::if_nametoindex(c.as_ptr());
-                if index == 0 {
-                    bail!("no interface {name}");
-                }
-                let fd = libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW,
-                    i32::from((libc::ETH_P_ALL as u16).to_be()),
-                );
-                if fd < 0 {
-                    bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-                }
-                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
-                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_ifindex = index as i32;
-                addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-                let rc = libc::bind(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    std::ptr::addr_of!(addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                if rc != 0 {
-                    bail!("bind: {}", std::io::Error::last_os_error());
-                }
-                let tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 50_000,
-                };
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    std::ptr::addr_of!(tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                );
-                Ok(fd)
-            }
-        })??;
+        let sock = RawSocket::open(ns, ifname)?.with_read_timeout(Duration::from_millis(50))?;
         let frames = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (f, s) = (frames.clone(), stop.clone());
@@ -417,18 +374,9 @@ impl Observer {
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                // SAFETY: receiving into a buffer we own, on a socket we own.
-                let n = unsafe {
-                    libc::recv(
-                        std::os::fd::AsRawFd::as_raw_fd(&fd),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                    )
-                };
-                if n > 0 {
+                if let Some(n) = sock.recv(&mut buf) {
                     if let Ok(mut v) = f.lock() {
-                        v.push(buf[..n as usize].to_vec());
+                        v.push(buf[..n].to_vec());
                     }
                 }
             }

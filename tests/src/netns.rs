@@ -461,6 +461,37 @@ impl RawSocket {
         })?
     }
 
+    /// Makes [`Self::recv`] give up after `timeout`, so a reader can check for its stop.
+    pub fn with_read_timeout(self, timeout: Duration) -> Result<RawSocket> {
+        use std::os::fd::AsRawFd;
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+        };
+        // SAFETY: setting an option of a socket we own from a value that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if rc != 0 {
+            bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+        }
+        Ok(self)
+    }
+
+    /// Receives one frame into `buf`: its length, or `None` when none came (timeout).
+    pub fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: receiving into a buffer we own, on a socket we own.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        usize::try_from(n).ok().filter(|&n| n > 0)
+    }
+
     /// Sends one frame.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         use std::os::fd::AsRawFd;

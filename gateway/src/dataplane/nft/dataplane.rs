@@ -120,9 +120,7 @@ impl CounterReader {
             self.nflog.lost.load(Ordering::Relaxed),
         )
     }
-}
 
-impl CounterReader {
     /// See [`NftDataplane::packet_stats`].
     pub fn read(&self) -> Option<Vec<u64>> {
         let mut out = vec![0u64; lazaret_abi::STATS_LEN as usize];
