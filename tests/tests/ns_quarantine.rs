@@ -2,8 +2,9 @@
 //! threshold it is isolated within the same scan, its session to the pump server is cut,
 //! the quarantine profile (the biomed jump host) still works, and a release restores it.
 //! A life-critical device with the default action is only alerted, never cut off. An
-//! isolated pump still reaches the site's DNS and NTP servers. On both dataplanes (on
-//! nftables the denied flows arrive as nflog events).
+//! isolated pump still reaches the site's DNS and NTP servers. Frames the pump did not send
+//! (or that prove nothing about who sent them) are reported in its name but never
+//! quarantine it. On both dataplanes (on nftables the denied flows arrive as nflog events).
 
 use std::{
     thread,
@@ -13,6 +14,8 @@ use std::{
 use anyhow::{bail, Result};
 use lazaret_tests::{
     daemon::{pump_policy, round_trip, Dataplane, Lab},
+    frames::{tcp4, udp4, with_l4_checksum4},
+    netns::{mac_of, wait_until, RawSocket},
     on_both_dataplanes,
 };
 
@@ -22,6 +25,7 @@ on_both_dataplanes!(
     isolated_pump_keeps_dns_and_ntp,
     restrict_keeps_only_the_essential_workflows,
     quarantine_with_a_ttl_is_released_automatically,
+    frames_the_pump_did_not_send_never_quarantine_it,
 );
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
@@ -239,5 +243,112 @@ fn quarantine_with_a_ttl_is_released_automatically(dataplane: Dataplane) -> Resu
             .any(|l| l.contains("\"release\"") && l.contains("lazaret (ttl)")),
         "{audit}"
     );
+    Ok(())
+}
+
+/// Anyone who could have a device isolated by sending frames in its name could cut off a
+/// pump mid-therapy at will. Five kinds of frame name the pump, each on six distinct
+/// flows, twice its threshold: a host upstream opening connections to it; a made-up MAC on
+/// its port claiming its address; its own MAC and address with SYN and FIN together
+/// (refused by the parser, before identity); its own MAC as a DHCP server (refused before
+/// identity too); and a made-up MAC claiming its address from upstream. Every kind is
+/// dropped and its events reach the controller, naming the pump where the dataplane does;
+/// none quarantines it. Then the pump's own scan does, in the same minute: the detector
+/// was listening all along.
+fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false, Some("isolate")))?;
+    lab.start()?;
+    let follower = lab.follow_events()?;
+    let pump_ip = lab.net.device_ip;
+    let server = lab.net.server_ip;
+    let pump_mac = lab.net.device_mac;
+    let stranger = [0x02, 0x66, 0, 0, 0, 0x01];
+    let gw_dev = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let gw_up = mac_of(&lab.net.gateway, &lab.net.gw_up_if)?;
+    let ports = 3000u16..3006;
+
+    // Upstream: the server opens connections to the pump (no workflow lets it).
+    lab.net.server.run(move || {
+        for port in 3000u16..3006 {
+            let to = std::net::SocketAddr::from((pump_ip, port));
+            let _ = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(150));
+        }
+    })?;
+    // The pump's port: a stranger with the pump's address; the pump's MAC and address with
+    // SYN+FIN; the pump's MAC as a DHCP server.
+    let mut frames = Vec::new();
+    for (i, port) in ports.clone().enumerate() {
+        let sport = 41000 + i as u16;
+        frames.push(with_l4_checksum4(tcp4(
+            stranger, gw_dev, pump_ip, server, sport, port, 0x02,
+        )));
+        frames.push(with_l4_checksum4(tcp4(
+            pump_mac, gw_dev, pump_ip, server, sport, port, 0x03,
+        )));
+        frames.push(with_l4_checksum4(udp4(
+            pump_mac, gw_dev, pump_ip, server, 67, port,
+        )));
+    }
+    let sock = RawSocket::open(&lab.net.device, &lab.net.device_if)?;
+    for f in &frames {
+        sock.send(f)?;
+    }
+    // Upstream again: a stranger with the pump's address (devices are never upstream).
+    let up = RawSocket::open(&lab.net.server, &lab.net.server_if)?;
+    for (i, port) in ports.enumerate() {
+        up.send(&with_l4_checksum4(tcp4(
+            stranger,
+            gw_up,
+            pump_ip,
+            server,
+            42000 + i as u16,
+            port,
+            0x02,
+        )))?;
+    }
+
+    // Every kind was reported: the controller saw them all.
+    let events = || -> Vec<serde_json::Value> {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let reported = |reason: &str, named: bool| {
+        events()
+            .iter()
+            .filter(|v| v["reason"] == reason && (!named || v["device"] == "pump-icu-01"))
+            .count()
+    };
+    let all_reported = || {
+        reported("deny_no_rule", true) >= 6
+            && reported("deny_spoof", true) >= 12
+            && reported("deny_tcp_flags", false) >= 6
+            && reported("deny_rogue_dhcp", true) >= 6
+    };
+    wait_until(Duration::from_secs(5), all_reported);
+    // The detector had them all a moment ago (or the pump was quarantined before they all
+    // came, and the rest were refused as quarantined): a quarantine would be listed now.
+    thread::sleep(Duration::from_millis(500));
+    let list = lab.cli(&["quarantine", "list"])?;
+    assert!(
+        list.get("pump-icu-01").is_none(),
+        "{}: frames the pump did not send quarantined it: {list}",
+        dataplane.name()
+    );
+
+    assert!(
+        all_reported(),
+        "{}: not every kind was reported: deny_no_rule {}, deny_spoof {}, deny_tcp_flags {}, deny_rogue_dhcp {}",
+        dataplane.name(),
+        reported("deny_no_rule", true),
+        reported("deny_spoof", true),
+        reported("deny_tcp_flags", false),
+        reported("deny_rogue_dhcp", true),
+    );
+    scan(&lab);
+    let list = wait_quarantined(&lab, "isolate")?;
+    assert_eq!(list["pump-icu-01"]["by"], "lazaret (automatic)");
     Ok(())
 }

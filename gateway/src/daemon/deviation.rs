@@ -1,14 +1,23 @@
 //! Deviation detection: turns the datapath's events into quarantine decisions.
 //!
-//! A deviation is a flow a managed device opens or receives that its policy does not allow,
-//! a spoofing attempt, or a rogue DHCP server / router advertisement from its port. Repeated
-//! packets of one denied flow count once; distinct denied flows count separately. When a
-//! device reaches `after` distinct deviations within `within` seconds, its configured action
-//! fires once (the window restarts). Pure: time is passed in, so tests need no clock.
+//! A deviation is a frame a managed device sent that its policy refuses: a flow it may not
+//! open, a packet of no flow, a fragment or ICMP error it may not send, neighbor discovery
+//! beyond its link. Repeated packets of one denied flow count once; distinct denied flows
+//! count separately. When a device reaches `after` distinct deviations within `within`
+//! seconds, its configured action fires once (the window restarts). Pure: time is passed
+//! in, so tests need no clock.
+//!
+//! Only frames that passed identity as the device count ([`is_evidence`]). Everything else
+//! an event may name a device for is still dropped and reported, but proves nothing about
+//! what the device did, and counting it would let anyone have any device quarantined,
+//! isolated if its class says so: a host upstream opening flows to it; a frame claiming its
+//! address or MAC from another port, VLAN or MAC (spoofing, which names the identity
+//! claimed); a frame the parser refuses, or a DHCP offer or router advertisement, each
+//! judged before identity, so named by a MAC anyone can clone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use lazaret_abi::{Event, EVENT_DENY, EVENT_ROGUE, EVENT_SPOOF, FAMILY_V4};
+use lazaret_abi::{Event, Reason, EVENT_DENY, EVENT_ROGUE, EVENT_SPOOF, FAMILY_V4, SIDE_DEVICES};
 
 use crate::policy::model::QuarantineSettings;
 
@@ -48,16 +57,30 @@ pub fn kind_label(ev: &Event) -> Option<&'static str> {
     }
 }
 
+/// Whether an event is evidence against the device it names: a frame from the devices'
+/// side refused for a reason both dataplanes decide only after the frame passed identity as
+/// that device (its address, MAC, interface, VLAN and bridge port bindings). Drops because
+/// the device is quarantined are the quarantine working, not new deviations (and one
+/// reported late, after a release, must not count towards the next): `DenyQuarantine` is
+/// not among them.
+pub fn is_evidence(ev: &Event) -> bool {
+    const AFTER_IDENTITY: [Reason; 5] = [
+        Reason::DenyNoRule,
+        Reason::DenyNoFlow,
+        Reason::DenyFragment,
+        Reason::DenyIcmpError,
+        Reason::DenyNdScope,
+    ];
+    ev.device != 0
+        && ev.side == SIDE_DEVICES
+        && matches!(ev.kind, EVENT_DENY | EVENT_SPOOF)
+        && AFTER_IDENTITY.iter().any(|r| *r as u8 == ev.reason)
+}
+
 impl Detector {
     /// Records one event; returns true when the device crosses its threshold.
     pub fn observe(&mut self, ev: &Event, now_ms: u64, settings: &QuarantineSettings) -> bool {
-        // Drops because the device is quarantined are the quarantine working, not new
-        // deviations; one reported late (after a release) must not count towards the next.
-        if ev.device == 0
-            || !matches!(ev.kind, EVENT_DENY | EVENT_SPOOF | EVENT_ROGUE)
-            || ev.reason == lazaret_abi::Reason::DenyQuarantine as u8
-            || settings.after == 0
-        {
+        if !is_evidence(ev) || settings.after == 0 {
             return false;
         }
         // The other end of the flow: the peer address and the service port.
@@ -122,6 +145,8 @@ mod tests {
         let mut ev = Event {
             device,
             kind: EVENT_DENY,
+            reason: Reason::DenyNoRule as u8,
+            side: SIDE_DEVICES,
             family: FAMILY_V4,
             proto: 6,
             dst_port: port,
@@ -192,5 +217,44 @@ mod tests {
         assert!(!d.observe(&ev, 0, &s));
         ev.kind = lazaret_abi::EVENT_LEARN;
         assert!(!d.observe(&ev, 0, &s));
+    }
+
+    /// What no frame of the device's own shows: from upstream, spoofed, refused by the
+    /// parser, a server's message from its port. Each names the device, none counts.
+    #[test]
+    fn only_frames_that_passed_identity_on_the_devices_side_count() {
+        let s = settings(1, 60);
+        let mut from_upstream = deny(1, 1, 22);
+        from_upstream.side = lazaret_abi::SIDE_UPSTREAM;
+        from_upstream.dir = lazaret_abi::DIR_PEER_INIT;
+        let mut spoofed = deny(1, 2, 22);
+        spoofed.kind = EVENT_SPOOF;
+        spoofed.reason = Reason::DenySpoof as u8;
+        let mut tagged = deny(1, 3, 22);
+        tagged.kind = EVENT_SPOOF;
+        tagged.reason = Reason::DenyVlanTag as u8;
+        let mut parser = deny(1, 4, 22);
+        parser.reason = Reason::DenyTcpFlags as u8;
+        let mut rogue = deny(1, 5, 22);
+        rogue.kind = EVENT_ROGUE;
+        rogue.reason = Reason::DenyRogueDhcp as u8;
+        for ev in [from_upstream, spoofed, tagged, parser, rogue] {
+            let mut d = Detector::default();
+            assert!(!d.observe(&ev, 0, &s), "{ev:?}");
+        }
+        // What does count, each alone reaching a threshold of one.
+        for r in [
+            Reason::DenyNoRule,
+            Reason::DenyNoFlow,
+            Reason::DenyFragment,
+            Reason::DenyIcmpError,
+            Reason::DenyNdScope,
+        ] {
+            let mut ev = deny(1, 6, 22);
+            ev.reason = r as u8;
+            ev.kind = r.event_kind();
+            let mut d = Detector::default();
+            assert!(d.observe(&ev, 0, &s), "{r:?}");
+        }
     }
 }
