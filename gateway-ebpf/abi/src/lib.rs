@@ -213,10 +213,12 @@ pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
 /// `Array<TokenBucket>` of [`COUNTER_SLOTS`]: event token buckets of managed devices, by
 /// cell ([`Device::cell`]): an array the
 /// verifier inlines, so a device's reported packet costs no hash lookup for its rate limit.
-/// A zeroed entry is a bucket never used (full). [`MAP_EV_BUCKET`] keeps unknown sources',
-/// keyed by MAC.
+/// A zeroed entry is a bucket never used (full). Only frames that name their sender
+/// ([`Reason::names_its_sender`], from the devices' side) spend from it; [`MAP_EV_BUCKET`]
+/// keeps every other source's, keyed by MAC.
 pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
-/// `Array<TokenBucket>` of 1 (ABI 10): the one budget all sources without a device share,
+/// `Array<TokenBucket>` of 1 (ABI 10): the one budget all sources without a device share
+/// (and frames that do not name their sender: upstream's, spoofs, rogue servers),
 /// on top of each one's own bucket in [`MAP_EV_BUCKET`]: [`UNKNOWN_EVENTS_SHARE`] times a
 /// source's rate and burst. A source's own bucket alone does not bound a flood whose
 /// every frame has a source MAC of its own (each would find a fresh, full bucket): its
@@ -386,7 +388,8 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 3;
 /// Default event rate limit per source: tokens per second and burst.
 pub const EVENT_RATE_PER_S: u32 = 50;
 pub const EVENT_BURST: u32 = 100;
-/// Sources without a device (unknown MACs, the upstream side's hosts) share one event
+/// Sources without a device (unknown MACs, the upstream side's hosts, frames claiming a
+/// device's identity without passing it) share one event
 /// budget of this many times a source's rate and burst ([`MAP_EV_UNKNOWN`]): room for a
 /// few unknown devices appearing at once, never for a flood of made-up source MACs.
 pub const UNKNOWN_EVENTS_SHARE: u32 = 10;
@@ -620,6 +623,31 @@ impl Reason {
             Reason::DenyNdScope => "deny_nd_scope",
             Reason::DenyIcmpError => "deny_icmp_error",
         }
+    }
+
+    /// Whether a frame from the devices' side decided for this reason passed identity first,
+    /// so the device its verdict names is the one that sent it. Not so for spoofing (the
+    /// verdict names the identity claimed), rogue servers and the parser's refusals (judged
+    /// before identity, named by a MAC anyone can clone), unknown sources and frames of no
+    /// device. Nor for fragments: the XDP program refuses some after identity, nftables
+    /// only before it (the kernel reassembles the rest), so a fragment is never taken as
+    /// the device's own. Both dataplanes charge a reported frame to its device's own event budget only
+    /// when this holds (any other to its source MAC's and the budget such sources share),
+    /// and only such frames count towards a quarantine: what the device did not provably
+    /// send can neither silence its events nor have it quarantined.
+    pub const fn names_its_sender(self) -> bool {
+        matches!(
+            self,
+            Reason::AllowRule
+                | Reason::AllowFlow
+                | Reason::Audit
+                | Reason::Learn
+                | Reason::DenyNoRule
+                | Reason::DenyNoFlow
+                | Reason::DenyQuarantine
+                | Reason::DenyNdScope
+                | Reason::DenyIcmpError
+        )
     }
 
     /// The `EVENT_*` kind a reported packet of this reason is (learn records aside, which

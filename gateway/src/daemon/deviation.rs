@@ -1,8 +1,8 @@
 //! Deviation detection: turns the datapath's events into quarantine decisions.
 //!
 //! A deviation is a frame a managed device sent that its policy refuses: a flow it may not
-//! open, a packet of no flow, a fragment or ICMP error it may not send, neighbor discovery
-//! beyond its link. Repeated packets of one denied flow count once; distinct denied flows
+//! open, a packet of no flow, an ICMP error it may not send, neighbor discovery beyond its
+//! link. Repeated packets of one denied flow count once; distinct denied flows
 //! count separately. When a device reaches `after` distinct deviations within `within`
 //! seconds, its configured action fires once (the window restarts). Pure: time is passed
 //! in, so tests need no clock.
@@ -12,8 +12,8 @@
 //! what the device did, and counting it would let anyone have any device quarantined,
 //! isolated if its class says so: a host upstream opening flows to it; a frame claiming its
 //! address or MAC from another port, VLAN or MAC (spoofing, which names the identity
-//! claimed); a frame the parser refuses, or a DHCP offer or router advertisement, each
-//! judged before identity, so named by a MAC anyone can clone.
+//! claimed); a frame the parser refuses (or a fragment), or a DHCP offer or router
+//! advertisement, each judged before identity, so named by a MAC anyone can clone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -58,23 +58,17 @@ pub fn kind_label(ev: &Event) -> Option<&'static str> {
 }
 
 /// Whether an event is evidence against the device it names: a frame from the devices'
-/// side refused for a reason both dataplanes decide only after the frame passed identity as
-/// that device (its address, MAC, interface, VLAN and bridge port bindings). Drops because
-/// the device is quarantined are the quarantine working, not new deviations (and one
-/// reported late, after a release, must not count towards the next): `DenyQuarantine` is
-/// not among them.
+/// side, refused for a reason both dataplanes decide only after the frame passed identity as
+/// that device ([`Reason::names_its_sender`]: its address, MAC, interface, VLAN and bridge
+/// port bindings). Drops because the device is quarantined are the quarantine working, not
+/// new deviations (and one reported late, after a release, must not count towards the
+/// next).
 pub fn is_evidence(ev: &Event) -> bool {
-    const AFTER_IDENTITY: [Reason; 5] = [
-        Reason::DenyNoRule,
-        Reason::DenyNoFlow,
-        Reason::DenyFragment,
-        Reason::DenyIcmpError,
-        Reason::DenyNdScope,
-    ];
     ev.device != 0
         && ev.side == SIDE_DEVICES
         && matches!(ev.kind, EVENT_DENY | EVENT_SPOOF)
-        && AFTER_IDENTITY.iter().any(|r| *r as u8 == ev.reason)
+        && ev.reason != Reason::DenyQuarantine as u8
+        && Reason::from_u8(ev.reason).is_some_and(Reason::names_its_sender)
 }
 
 impl Detector {
@@ -238,7 +232,9 @@ mod tests {
         let mut rogue = deny(1, 5, 22);
         rogue.kind = EVENT_ROGUE;
         rogue.reason = Reason::DenyRogueDhcp as u8;
-        for ev in [from_upstream, spoofed, tagged, parser, rogue] {
+        let mut fragment = deny(1, 6, 22);
+        fragment.reason = Reason::DenyFragment as u8;
+        for ev in [from_upstream, spoofed, tagged, parser, rogue, fragment] {
             let mut d = Detector::default();
             assert!(!d.observe(&ev, 0, &s), "{ev:?}");
         }
@@ -246,7 +242,6 @@ mod tests {
         for r in [
             Reason::DenyNoRule,
             Reason::DenyNoFlow,
-            Reason::DenyFragment,
             Reason::DenyIcmpError,
             Reason::DenyNdScope,
         ] {

@@ -694,7 +694,21 @@ fn event(inputs: &Inputs, l: &super::nflog::Logged) -> Option<lazaret_abi::Event
             .find(|(k, _)| k.mac == l.src_mac)
             .map(|(_, r)| r.id)
     };
-    if ev.kind != lazaret_abi::EVENT_UNKNOWN {
+    // The parser's refusals come before identity (the frame stage's `frame` checks): like
+    // the XDP program, they name no device (a source MAC or address there is only claimed).
+    let parsed = matches!(
+        lazaret_abi::Reason::from_u8(ev.reason),
+        Some(
+            lazaret_abi::Reason::DenyMalformed
+                | lazaret_abi::Reason::DenyEthertype
+                | lazaret_abi::Reason::DenyVlanDepth
+                | lazaret_abi::Reason::DenyVlanTag
+                | lazaret_abi::Reason::DenyIpv6Ext
+                | lazaret_abi::Reason::DenyTcpFlags
+                | lazaret_abi::Reason::DenyFragment
+        )
+    );
+    if ev.kind != lazaret_abi::EVENT_UNKNOWN && !parsed {
         // The source's device opened the flow; else the flow was opened towards the
         // destination's device.
         match by_addr(&ev.src).or_else(by_mac) {
