@@ -1522,10 +1522,15 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
         None => parse::src_mac(ctx).unwrap_or(Mac::ZERO),
     };
     let (rate, burst) = (gen.site.event_rate, gen.site.event_burst);
-    let token = if v.dev.id != 0 {
+    // A device's own budget pays only for frames it provably sent: from its side, past
+    // identity. A frame upstream sent to it, or one claiming its identity (a spoof, a
+    // cloned MAC before identity), spends its source MAC's: otherwise a flood in the
+    // device's name would use up its budget and silence its own deviations.
+    let sender = v.dev.id != 0 && side == SIDE_DEVICES && v.reason.names_its_sender();
+    let token = if sender {
         take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
     } else {
-        // Unknown sources by MAC, with the top bit set (the map once held devices' too);
+        // Other sources by MAC, with the top bit set (the map once held devices' too);
         // then the budget they share, so that a flood whose every frame has a MAC of its
         // own (each finding a fresh bucket) cannot fill the ring buffer and drown the
         // events that quarantine a deviating device. In this order, a source that

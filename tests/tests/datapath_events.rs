@@ -105,6 +105,38 @@ fn a_flooding_device_is_rate_limited_without_starving_others() {
     );
 }
 
+/// A frame that claims a device's identity without passing it spends the budget of its
+/// source MAC and the one such sources share, not the device's: 10,000 spoofs in the
+/// device's name (reported as naming it), then the device's own denied flow is reported.
+/// Charged to the device's budget, the spoofs used it up and silenced its deviations.
+#[test]
+fn spoofs_in_a_devices_name_do_not_spend_its_event_budget() {
+    let mut dp = handmade::loaded(SITE_F_NEIGHBOR);
+    let mut events = dp.take_events().expect("events");
+    let spoof = tcp4(OTHER_MAC, GW_MAC, DEV_IP, SERVER, 40000, 22, TCP_SYN);
+    dp.test_run_repeat(&spoof, 10_000).expect("run");
+    let spoofs = events.drain();
+    assert!(
+        spoofs.len() >= EVENT_BURST as usize && spoofs.len() < 10_000 / 2,
+        "the spoofs' burst, then their limit ({})",
+        spoofs.len()
+    );
+    assert!(spoofs
+        .iter()
+        .all(|e| (e.kind, e.device) == (EVENT_SPOOF, dev_id())));
+    let own = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40001, 23, TCP_SYN);
+    dp.test_run_repeat(&own, 10).expect("run");
+    let heard = events.drain();
+    assert_eq!(
+        heard.len(),
+        10,
+        "the device's own denials are all reported: {heard:?}"
+    );
+    assert!(heard
+        .iter()
+        .all(|e| e.device == dev_id() && e.reason == Reason::DenyNoRule as u8));
+}
+
 /// A device's event budget lives in its cell, which a departed device's successor may be
 /// given: the successor starts with a full budget, not the one its predecessor's flood
 /// spent (the cell's bucket is emptied with its counters).

@@ -35,14 +35,29 @@ const BURST: u32 = 100;
 /// at most RATE events per second per source).
 const MAX_CPU: f64 = 0.5;
 
-on_both_dataplanes!(a_flood_of_made_up_source_macs_does_not_silence_the_devices);
+on_both_dataplanes!(
+    a_flood_of_made_up_source_macs_does_not_silence_the_devices,
+    an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address,
+    a_flood_in_a_devices_name_does_not_silence_it
+);
 
 fn policy(monitor: Mac) -> String {
+    lab_policy(monitor, "deny", true)
+}
+
+/// The lab's policy: unknown devices `unknown` ("deny" or "audit"); the pump known by its
+/// MAC and address, or (`pump_mac` false) by its address alone.
+fn lab_policy(monitor: Mac, unknown: &str, pump_mac: bool) -> String {
+    let pump_mac = if pump_mac {
+        format!("mac = \"{}\"", fmt_mac(PUMP_MAC))
+    } else {
+        String::new()
+    };
     format!(
         r#"
 [site]
 name = "flood-lab"
-unknown_devices = "deny"
+unknown_devices = "{unknown}"
 
 [site.essentials]
 dhcp = false
@@ -73,7 +88,7 @@ ipv4 = "10.20.0.11"
 [[devices]]
 id = "pump-icu-02"
 class = "infusion-pump"
-mac = "{}"
+{pump_mac}
 ipv4 = "{PUMP_IP}"
 
 [workflows.hl7]
@@ -84,7 +99,6 @@ proto = "tcp"
 ports = [2575]
 "#,
         fmt_mac(monitor),
-        fmt_mac(PUMP_MAC)
     )
 }
 
@@ -121,12 +135,41 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) / hz)
 }
 
-/// Sends `frame` on the device port in a tight loop for `FLOOD` (bounded in packets too),
-/// through one AF_PACKET socket; the packets sent. With `made_up_macs`, each frame has a
-/// source MAC of its own, and every other one an unknown ethertype.
-fn flood(lab: &Lab, mut frame: Vec<u8>, made_up_macs: bool) -> Result<u64> {
-    let ifname = std::ffi::CString::new(lab.net.device_if.clone())?;
-    lab.net.device.run(move || -> Result<u64> {
+/// Frames to send in a tight loop, from the device port or (`upstream`) the server's.
+struct Flood {
+    upstream: bool,
+    frame: Vec<u8>,
+    /// Not 0: the frames take their source MACs in turn from this many made-up ones, and
+    /// every other one has an unknown ethertype.
+    made_up_macs: u64,
+}
+
+impl Flood {
+    /// `frame` from the device port, as it is.
+    fn of(frame: Vec<u8>) -> Flood {
+        Flood {
+            upstream: false,
+            frame,
+            made_up_macs: 0,
+        }
+    }
+}
+
+/// Sends the flood's frames in a tight loop for `FLOOD` (bounded in packets too), through
+/// one AF_PACKET socket; the packets sent.
+fn flood(lab: &Lab, f: Flood) -> Result<u64> {
+    let Flood {
+        upstream,
+        mut frame,
+        made_up_macs,
+    } = f;
+    let (ns, ifname) = if upstream {
+        (&lab.net.server, &lab.net.server_if)
+    } else {
+        (&lab.net.device, &lab.net.device_if)
+    };
+    let ifname = std::ffi::CString::new(ifname.clone())?;
+    ns.run(move || -> Result<u64> {
         // SAFETY: plain libc calls with valid arguments; the fd is closed below.
         unsafe {
             let index = libc::if_nametoindex(ifname.as_ptr());
@@ -142,11 +185,11 @@ fn flood(lab: &Lab, mut frame: Vec<u8>, made_up_macs: bool) -> Result<u64> {
             let mut sent = 0u64;
             while started.elapsed() < FLOOD && sent < MAX_FLOOD_PACKETS {
                 for _ in 0..256 {
-                    if made_up_macs {
+                    if made_up_macs != 0 {
                         // Locally administered, unicast, numbered; every other frame of an
                         // ethertype no one speaks, which is refused before any identity
                         // (XDP's parser, nftables' frame stage) under the source's MAC.
-                        let [.., a, b, c, d] = sent.to_be_bytes();
+                        let [.., a, b, c, d] = (sent % made_up_macs).to_be_bytes();
                         frame[6..12].copy_from_slice(&[0x02, 0x5a, a, b, c, d]);
                         let ethertype: u16 = if sent.is_multiple_of(2) {
                             0x0800
@@ -201,7 +244,7 @@ fn a_flooding_device_does_not_silence_the_others() -> Result<()> {
     let flooder = {
         let lab_ref: &Lab = &lab;
         std::thread::scope(|s| -> Result<u64> {
-            let h = s.spawn(|| flood(lab_ref, flood_frame, false));
+            let h = s.spawn(|| flood(lab_ref, Flood::of(flood_frame)));
             // Halfway through the flood, the pump makes six distinct denied attempts.
             std::thread::sleep(FLOOD / 2);
             lazaret_tests::netns::send_raw(
@@ -284,29 +327,116 @@ fn a_flooding_device_does_not_silence_the_others() -> Result<()> {
 /// overflowed the nflog socket and the controller's queue, and the made-up MACs could fill
 /// the meter the devices' buckets live in.
 fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) -> Result<()> {
+    flood_while_the_pump_deviates(
+        dp,
+        "flood_events::a_flood_of_made_up_source_macs_does_not_silence_the_devices",
+        policy,
+        |lab, gw| Ok(vec![made_up_macs(lab, gw, u64::MAX)]),
+    )
+}
+
+/// The made-up MACs of the audited flood, taken in turn: few enough that the meters keep a
+/// bucket for each (a meter that is full logs nothing, and would leave the shared budget
+/// idle), many enough that their buckets together far outrun the budget they share.
+const AUDITED_MACS: u64 = 4096;
+
+/// As above, with unknown devices audited (their frames pass, reported) and the pump known
+/// by its address alone. The audited flood reaches the inet table (nftables) and spends
+/// the budget sources without a device share; a device without a MAC is still a device,
+/// with a budget of its own: on nftables its events were keyed by its source MAC, which no
+/// device has, and shared the flood's budget, so its deviations were never reported.
+fn an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address(
+    dp: Dataplane,
+) -> Result<()> {
+    flood_while_the_pump_deviates(
+        dp,
+        "flood_events::an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address",
+        |monitor| lab_policy(monitor, "audit", false),
+        |lab, gw| Ok(vec![made_up_macs(lab, gw, AUDITED_MACS)]),
+    )
+}
+
+/// Frames in the pump's name that it did not send: from its MAC with an address it does
+/// not have (a spoof, which names the pump), and from upstream to its address (no workflow
+/// lets upstream open flows to it). Both were charged to the pump's own event budget on
+/// XDP, and the spoofs to its MAC's bucket on nftables: the flood used it up, and the
+/// pump's own deviations went unreported.
+fn a_flood_in_a_devices_name_does_not_silence_it(dp: Dataplane) -> Result<()> {
+    flood_while_the_pump_deviates(
+        dp,
+        "flood_events::a_flood_in_a_devices_name_does_not_silence_it",
+        policy,
+        |lab, gw| {
+            let server_mac = mac_of(&lab.net.server, &lab.net.server_if)?;
+            let gw_up = mac_of(&lab.net.gateway, &lab.net.gw_up_if)?;
+            let spoof = udp4(
+                PUMP_MAC,
+                gw,
+                Ipv4Addr::new(10, 20, 0, 99),
+                lab.net.server_ip,
+                40000,
+                9,
+            );
+            let to_pump = udp4(server_mac, gw_up, lab.net.server_ip, PUMP_IP, 40000, 9);
+            Ok(vec![
+                Flood::of(spoof),
+                Flood {
+                    upstream: true,
+                    frame: to_pump,
+                    made_up_macs: 0,
+                },
+            ])
+        },
+    )
+}
+
+/// IP from an address no device has, from `macs` made-up MACs (see [`Flood`]).
+fn made_up_macs(lab: &Lab, gw_mac: Mac, macs: u64) -> Flood {
+    let nobody = Ipv4Addr::new(10, 20, 0, 99);
+    Flood {
+        upstream: false,
+        frame: udp4(
+            lab.net.device_mac,
+            gw_mac,
+            nobody,
+            lab.net.server_ip,
+            40000,
+            9,
+        ),
+        made_up_macs: macs,
+    }
+}
+
+/// Runs `floods` while the pump makes its denied attempts; requires the pump quarantined,
+/// every one of its attempts reported, the events bounded by the budgets and none lost,
+/// the controller's CPU bounded. Records its figures under `figure`.
+fn flood_while_the_pump_deviates(
+    dp: Dataplane,
+    figure: &str,
+    policy: fn(Mac) -> String,
+    floods: fn(&Lab, Mac) -> Result<Vec<Flood>>,
+) -> Result<()> {
     let mut lab = Lab::on(dp, policy)?;
     lab.start()?;
     let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
-    let nobody = Ipv4Addr::new(10, 20, 0, 99);
-    let flood_frame = udp4(
-        lab.net.device_mac,
-        gw_mac,
-        nobody,
-        lab.net.server_ip,
-        40000,
-        9,
-    );
+    let floods = floods(&lab, gw_mac)?;
+    let kinds = floods.len();
     let pump_frames = pump_attempts(gw_mac, lab.net.server_ip);
     let pid = lab
         .daemon
         .as_ref()
         .and_then(lazaret_tests::netns::ChildGuard::id)
         .context("daemon pid")?;
+    // Every event, to count the pump's: the recent list keeps only the last few hundred.
+    let follower = lab.follow_events()?;
     let cpu_before = cpu_seconds(pid)?;
     let started = Instant::now();
     let flooder = std::thread::scope(|s| -> Result<u64> {
         let lab_ref: &Lab = &lab;
-        let h = s.spawn(|| flood(lab_ref, flood_frame, true));
+        let handles: Vec<_> = floods
+            .into_iter()
+            .map(|f| s.spawn(move || flood(lab_ref, f)))
+            .collect();
         std::thread::sleep(FLOOD / 2);
         // Again every 100 ms while the flood lasts: a gateway's CPU saturated by the flood
         // (nftables judges each frame in softirq) drops frames before any table sees them,
@@ -322,8 +452,13 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        h.join()
-            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
+        let mut sent = 0;
+        for h in handles {
+            sent += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        }
+        Ok(sent)
     })?;
     let window = started.elapsed().as_secs_f64();
     // Each new unknown device is news to record: the controller's work for them stays
@@ -338,7 +473,7 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
     if !quarantined {
         let m = |name: &str, labels: &[(&str, &str)]| metric(&lab, name, labels).ok().flatten();
         panic!(
-            "{}: the pump's events were drowned by {flooder} frames from made-up MACs (packets deny_no_rule {:?}; events delivered {:?}, lost {:?})",
+            "{}: the pump's events were drowned by {flooder} flood frames (packets deny_no_rule {:?}; events delivered {:?}, lost {:?})",
             dp.name(),
             m("lazaret_packets_total", &[("reason", "deny_no_rule"), ("side", "devices")]),
             m("lazaret_events_total", &[("outcome", "delivered")]),
@@ -357,7 +492,14 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
     // The metrics refresh every 5 s: the count settles after the flood.
     std::thread::sleep(Duration::from_secs(6));
     let per_source = f64::from(BURST) + f64::from(RATE) * (window + 6.0);
-    let bound = per_source * (1.0 + f64::from(lazaret_abi::UNKNOWN_EVENTS_SHARE));
+    // One shared budget on XDP; one per table on nftables (the frame stage's refuses the
+    // spoofs and unknown ethertypes, the inet table's what reaches it: audited frames of
+    // unknown devices, upstream's).
+    let budgets = match dp {
+        Dataplane::Xdp => 1.0,
+        Dataplane::Nftables => 2.0,
+    };
+    let bound = per_source * (1.0 + budgets * f64::from(lazaret_abi::UNKNOWN_EVENTS_SHARE));
     let got = delivered(&lab);
     // And none lost: the ring buffer (XDP) or the nflog socket (nftables) never overflowed.
     let lost = metric(&lab, "lazaret_events_total", &[("outcome", "ring_full")])?.unwrap_or(0.0);
@@ -372,6 +514,38 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
         dp.name(),
         cpu * 100.0
     );
+    // Every denied attempt of the pump that reached the dataplane was reported, not just
+    // enough of them to quarantine it: its budget is its own (burst 100 and 50 a second
+    // cover its 60 a second for 2.5 s), whatever the made-up sources spend of theirs.
+    let denied = metric(
+        &lab,
+        "lazaret_packets_total",
+        &[("reason", "deny_no_rule"), ("side", "devices")],
+    )?
+    .unwrap_or(0.0);
+    let feed = follower.output();
+    let lines: Vec<serde_json::Value> = feed
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // A follower that fell behind is told how many it lost: then nothing can be concluded.
+    let lagged = lines.iter().find(|v| v["kind"] == "lost");
+    // The pump's own: from its address (frames sent to it from upstream name it too).
+    let from_pump = format!("{PUMP_IP}:");
+    let reported = lines
+        .iter()
+        .filter(|v| {
+            v["device"] == "pump-icu-02"
+                && v["reason"] == "deny_no_rule"
+                && v["src"].as_str().is_some_and(|a| a.starts_with(&from_pump))
+        })
+        .count() as f64;
+    assert!(
+        denied >= 6.0 && reported == denied && lagged.is_none(),
+        "{}: {denied} denied attempts of the pump, {reported} of them reported ({} events followed; {lagged:?})",
+        dp.name(),
+        lines.len()
+    );
     // At least the pump's three that quarantined it: the count is read, not absent.
     assert!(
         (3.0..=bound).contains(&got),
@@ -379,12 +553,9 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
         dp.name()
     );
     record_figure(
+        &format!("{figure}::{}", dp.name()),
         &format!(
-            "flood_events::a_flood_of_made_up_source_macs_does_not_silence_the_devices::{}",
-            dp.name()
-        ),
-        &format!(
-            "{flooder} frames from as many made-up MACs in {:.0} s; events delivered {got} (bound {bound:.0}), none lost; controller CPU {:.1} % of a core; the other device's deviations arrived",
+            "{flooder} frames ({kinds} flood(s)) in {:.0} s; events delivered {got} (bound {bound:.0}), none lost; controller CPU {:.1} % of a core; every one of the other device's {denied} denied attempts reported",
             FLOOD.as_secs_f64(),
             cpu * 100.0
         ),

@@ -437,8 +437,8 @@ fn objects<'a>(
 /// - the per-element counter of [`names::COUNTED`] sets (`"stmt": [{"counter": null}]`,
 ///   what `nft -j list` prints for `counter;` in a set);
 /// - the per-source `limit` of every `update @event_rate { ether saddr … }` statement
-///   (one token bucket per source, [`render::EVENT_METER`], and likewise in
-///   [`render::EVENT_METER_UNKNOWN`]);
+///   (one token bucket per source, [`render::EVENT_METER`], and likewise in every meter
+///   of [`render::EVENT_METERS`]);
 /// - after an update of [`render::EVENT_METER_UNKNOWN`], the reference to the table's
 ///   named limit [`render::UNKNOWN_BUDGET`] (`limit name "…"`), the budget sources without
 ///   a device share: the crate's limit statement has no form that names one.
@@ -446,7 +446,7 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
     let mut v = serde_json::to_value(objects).unwrap_or_default();
     let limit =
         serde_json::to_value(super::expr::limit(EVENT_RATE_PER_S, EVENT_BURST)).unwrap_or_default();
-    let meters = render::EVENT_METERS.map(|m| format!("@{m}"));
+    let meters = render::EVENT_METERS.map(|(m, _)| format!("@{m}"));
     let unknown_meter = format!("@{}", render::EVENT_METER_UNKNOWN);
     if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
         for o in list {

@@ -189,29 +189,59 @@ impl Text {
         self.body.push_str("  }\n");
     }
 
-    /// A rule deciding `r` on `matches`: logged (rate-limited per source MAC) when it is
-    /// reported, counted, then dropped or accepted.
+    /// A rule deciding `r` on `matches`: logged (rate-limited per source) when it is
+    /// reported, counted, then dropped or accepted. For a frame that has not passed
+    /// identity as a device: it spends its source MAC's budget, then the one all such
+    /// sources share (as the inet table's `Payer::Source`).
     fn decide(&mut self, side: Side, matches: &str, r: Reason) {
+        self.decide_as(side, matches, r, None);
+    }
+
+    /// As `decide`, for a frame that passed identity as the device that sent it, known
+    /// by its source address `addr` (`arp saddr ip`, `ip saddr`, `ip6 saddr`) of family
+    /// `v` when the device has no MAC: it spends that device's budget (as the inet table's
+    /// `Payer::Sender`).
+    fn decide_sent(&mut self, matches: &str, r: Reason, addr: &str, v: u8) {
+        self.decide_as(Side::Devices, matches, r, Some((addr, v)));
+    }
+
+    fn decide_as(&mut self, side: Side, matches: &str, r: Reason, sent: Option<(&str, u8)>) {
         let report = !matches!(
             r,
             Reason::AllowNeighbor | Reason::AllowControl | Reason::PassUnmanaged
         );
         if let (true, Some(g)) = (report, self.log_group) {
-            // As the inet table's `Builder::log`: a device's MAC has its bucket in one meter,
-            // any other source's in the other, and then spends from the shared budget.
-            let bucket = format!(
-                "ether saddr limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets"
-            );
+            let limit = |key: &str| {
+                format!(
+                    "{{ {key} limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }}"
+                )
+            };
             let log = format!("log prefix \"{LOG_PREFIX}{} \" group {g}", r.name());
-            self.line(&format!(
-                "{matches} ether saddr @devmac update @{} {{ {bucket} }} {log}",
-                super::render::EVENT_METER
-            ));
-            self.line(&format!(
-                "{matches} ether saddr != @devmac update @{} {{ {bucket} }} limit name \"{}\" {log}",
+            let source = format!(
+                "update @{} {} limit name \"{}\" {log}",
                 super::render::EVENT_METER_UNKNOWN,
+                limit("ether saddr"),
                 super::render::UNKNOWN_BUDGET
-            ));
+            );
+            match sent.filter(|_| r.names_its_sender()) {
+                Some((addr, v)) => {
+                    self.line(&format!(
+                        "{matches} ether saddr @devmac update @{} {} {log}",
+                        super::render::EVENT_METER,
+                        limit("ether saddr")
+                    ));
+                    self.line(&format!(
+                        "{matches} ether saddr != @devmac {addr} @dev{v} update @event_rate_addr{v} {} {log}",
+                        limit(addr)
+                    ));
+                    // Identity admits no other source without a device MAC; should one
+                    // come, it is any other source's, not lost.
+                    self.line(&format!(
+                        "{matches} ether saddr != @devmac {addr} != @dev{v} {source}"
+                    ));
+                }
+                None => self.line(&format!("{matches} {source}")),
+            }
         }
         let verdict = if r.passes() { "accept" } else { "drop" };
         self.line(&format!(
@@ -562,13 +592,13 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             EVENT_BURST * UNKNOWN_EVENTS_SHARE
         );
     }
-    for meter in super::render::EVENT_METERS
+    for (meter, key) in super::render::EVENT_METERS
         .into_iter()
         .filter(|_| opt.log_group.is_some())
     {
         t.set(
             meter,
-            "type ether_addr",
+            &format!("type {key}"),
             &format!(
                 "flags dynamic,timeout\n    timeout {}s\n    size {}",
                 super::render::EVENT_METER_TIMEOUT_S,
@@ -690,7 +720,7 @@ fn chains(t: &mut Text, site_flags: u32) {
         } else {
             Reason::DenyNoRule
         };
-        t.decide(d, "", r);
+        t.decide_sent("", r, "arp saddr ip", 4);
     });
 
     // IP: `identify_source`. A frame passing identity returns to the kernel (and the inet
@@ -757,19 +787,11 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("iifname @bridge_ports jump port_pin");
         // A device's ICMP error is about a packet it received: its source is the quoted
         // packet's destination (XDP: `judge_related`; the destination side conntrack checks).
-        t.decide(
-            d,
-            "icmp type { destination-unreachable, time-exceeded, parameter-problem } ip saddr . @th,192,32 != @same4",
-            Reason::DenyIcmpError,
-        );
+        t.decide_sent("icmp type { destination-unreachable, time-exceeded, parameter-problem } ip saddr . @th,192,32 != @same4", Reason::DenyIcmpError, "ip saddr", 4);
     });
     t.chain("ip6_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
-        t.decide(
-            d,
-            "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } ip6 saddr . @th,256,128 != @same6",
-            Reason::DenyIcmpError,
-        );
+        t.decide_sent("icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } ip6 saddr . @th,256,128 != @same6", Reason::DenyIcmpError, "ip6 saddr", 6);
         if t.neighbor {
             t.line(
                 "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report } goto nd",
@@ -781,16 +803,23 @@ fn chains(t: &mut Text, site_flags: u32) {
     t.chain("nd", |t| {
         let ndp = "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }";
         let mld = "icmpv6 type { mld-listener-report, mld-listener-done, mld2-listener-report }";
-        t.decide(
-            d,
+        t.decide_sent(
             &format!("{ndp} ip6 hoplimit != 255"),
             Reason::DenyNdScope,
+            "ip6 saddr",
+            6,
         );
-        t.decide(d, &format!("{mld} ip6 hoplimit != 1"), Reason::DenyNdScope);
-        t.decide(
-            d,
+        t.decide_sent(
+            &format!("{mld} ip6 hoplimit != 1"),
+            Reason::DenyNdScope,
+            "ip6 saddr",
+            6,
+        );
+        t.decide_sent(
             &format!("{mld} ip6 daddr != ff00::/8"),
             Reason::DenyNdScope,
+            "ip6 saddr",
+            6,
         );
         t.line(&format!("{mld} return"));
         t.line("ip6 daddr & ff0f:: == ff02:: goto nd_target");
@@ -798,7 +827,7 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("ip6 daddr @local6 goto nd_target");
         t.line("ip6 daddr . iifname . meta mark @onlink6 goto nd_target");
         t.line("ip6 daddr . iifname @onlink6_any goto nd_target");
-        t.decide(d, "", Reason::DenyNdScope);
+        t.decide_sent("", Reason::DenyNdScope, "ip6 saddr", 6);
     });
     // An NA advertises only an address of its sender.
     t.chain("nd_target", |t| {

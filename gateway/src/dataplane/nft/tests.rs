@@ -229,8 +229,9 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         );
     }
     // The limit is per source: each `update @event_rate { ether saddr limit … }` carries it.
-    // Every logged verdict is two rules: a device's MAC updates the devices' meter; any other
-    // source updates its own meter, then spends from the table's shared named limit.
+    // A frame a device sent spends its own bucket: by MAC, or by its source address for a
+    // device known by address alone. Any other spends its source MAC's in its own meter,
+    // then the table's shared named limit.
     let log_rules = json(&r)["nftables"]
         .as_array()
         .expect("array")
@@ -239,45 +240,62 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         .filter(|e| e.iter().any(|s| s.get("log").is_some()))
         .cloned()
         .collect::<Vec<_>>();
-    let (mut devices, mut others) = (0, 0);
+    let mut by_meter = std::collections::BTreeMap::<String, usize>::new();
     for e in &log_rules {
         let at = e
             .iter()
             .position(|s| s.get("set").is_some())
             .expect("every log rule updates a meter");
-        // Right before the meter: the source against the devices' MACs.
-        let m = &e[at.checked_sub(1).expect("a match before the meter")]["match"];
-        assert_eq!(
-            m.pointer("/left/payload/field"),
-            Some(&serde_json::json!("saddr"))
-        );
-        assert_eq!(m.pointer("/right"), Some(&serde_json::json!("@devmac")));
-        let source = m["op"].as_str().unwrap_or_default();
-        let device = source == "in";
-        let meter = if device {
-            "@event_rate"
-        } else {
-            "@event_rate_unknown"
+        let meter = e[at]["set"]["set"].as_str().unwrap_or_default().to_string();
+        let (protocol, set) = match meter.as_str() {
+            "@event_rate" => ("ether", Some("@devmac")),
+            "@event_rate_addr4" => ("ip", Some("@dev4")),
+            "@event_rate_addr6" => ("ip6", Some("@dev6")),
+            "@event_rate_unknown" => ("ether", None),
+            other => panic!("log rule updates {other}: {e:?}"),
         };
         assert_eq!(
             e[at]["set"],
             serde_json::json!({
                 "op": "update",
                 "set": meter,
-                "elem": {"payload": {"protocol": "ether", "field": "saddr"}},
+                "elem": {"payload": {"protocol": protocol, "field": "saddr"}},
                 "stmt": [{"limit": {"burst": 100, "burst_unit": "packets", "per": "second", "rate": 50, "rate_unit": "packets"}}],
-            })
+            }),
+            "{e:?}"
         );
-        let budget = e.get(at + 1).and_then(|s| s.get("limit")).cloned();
-        let want = (!device).then(|| serde_json::json!("unknown_events"));
-        assert_eq!(budget, want, "the shared budget, after the meter: {e:?}");
-        if device {
-            devices += 1;
-        } else {
-            others += 1;
+        if let Some(set) = set {
+            // Right before a device's meter: the source it is keyed by, a device's.
+            let m = &e[at - 1]["match"];
+            assert_eq!(
+                (
+                    m.pointer("/left/payload/protocol"),
+                    m.pointer("/left/payload/field")
+                ),
+                (
+                    Some(&serde_json::json!(protocol)),
+                    Some(&serde_json::json!("saddr"))
+                ),
+                "{e:?}"
+            );
+            assert_eq!(
+                (m["op"].as_str(), m["right"].as_str()),
+                (Some("in"), Some(set))
+            );
         }
+        let budget = e.get(at + 1).and_then(|s| s.get("limit")).cloned();
+        let want = set.is_none().then(|| serde_json::json!("unknown_events"));
+        assert_eq!(budget, want, "the shared budget, after the meter: {e:?}");
+        *by_meter.entry(meter).or_default() += 1;
     }
-    assert!(devices > 0 && devices == others, "{devices} / {others}");
+    let count = |m: &str| by_meter.get(m).copied().unwrap_or(0);
+    assert!(
+        count("@event_rate") > 0
+            && count("@event_rate") == count("@event_rate_addr4")
+            && count("@event_rate") == count("@event_rate_addr6")
+            && count("@event_rate_unknown") > count("@event_rate"),
+        "{by_meter:?}"
+    );
     let objects = json(&r)["nftables"].as_array().expect("array").clone();
     let named = objects
         .iter()
@@ -291,7 +309,12 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         ),
         (Some("unknown_events"), Some(500), Some(1000))
     );
-    for meter in ["event_rate", "event_rate_unknown"] {
+    for meter in [
+        "event_rate",
+        "event_rate_unknown",
+        "event_rate_addr4",
+        "event_rate_addr6",
+    ] {
         assert!(
             text.contains(&format!(r#""name":"{meter}""#)),
             "the meter set {meter}"

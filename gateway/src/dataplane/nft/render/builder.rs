@@ -5,7 +5,7 @@ use super::super::expr::*;
 use super::names::*;
 use super::{
     counter_name, RenderOptions, COUNTERS, EVENT_METER, EVENT_METERS, EVENT_METER_SIZE,
-    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES, UNKNOWN_BUDGET,
+    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES, UNKNOWN_BUDGET, V4, V6,
 };
 use lazaret_abi::*;
 use nftables::expr::MetaKey;
@@ -23,6 +23,18 @@ pub(super) enum Side {
     Upstream,
     /// The chains both sides share (`flow` and after).
     Either,
+}
+
+/// Whose event budget a logged frame spends (see `Builder::log`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Payer {
+    /// The device that sent it: the frame passed identity as that device
+    /// ([`Reason::names_its_sender`]) on the devices' side, or, in the chains both sides
+    /// share, if it came in there.
+    Sender(Side),
+    /// Its source MAC's bucket, then the budget all such sources share: unknown sources,
+    /// upstream's frames, and those that only claim a device's identity.
+    Source,
 }
 
 /// Accumulates the table's objects.
@@ -68,16 +80,21 @@ impl<'o> Builder<'o> {
             }));
         }
         // Filled by the packet path (`update @event_rate { … }`), one bucket per source.
-        for meter in EVENT_METERS
+        for (meter, key) in EVENT_METERS
             .into_iter()
             .filter(|_| self.opt.log_group.is_some())
         {
+            let key = match key {
+                "ipv4_addr" => SetType::Ipv4Addr,
+                "ipv6_addr" => SetType::Ipv6Addr,
+                _ => SetType::EtherAddr,
+            };
             self.objects.push(NfListObject::Set(Box::new(Set {
                 family: self.opt.family.nf(),
                 table: self.opt.table.clone().into(),
                 name: meter.into(),
                 handle: None,
-                set_type: SetTypeValue::Single(SetType::EtherAddr),
+                set_type: SetTypeValue::Single(key),
                 policy: None,
                 flags: Some(HashSet::from([SetFlag::Timeout])),
                 elem: None,
@@ -173,7 +190,12 @@ impl<'o> Builder<'o> {
     ) {
         if log {
             let prefix = format!("{LOG_PREFIX}{} ", r.name());
-            self.log(chain, matches.clone(), &prefix);
+            let payer = if r.names_its_sender() && side != Side::Upstream {
+                Payer::Sender(side)
+            } else {
+                Payer::Source
+            };
+            self.log(chain, matches.clone(), &prefix, payer);
         }
         let verdict = if r.passes() { accept() } else { drop_() };
         let mut v = matches;
@@ -208,36 +230,72 @@ impl<'o> Builder<'o> {
     }
 
     /// `matches`, then the packet is sent to the nflog group with `prefix`, at most
-    /// [`EVENT_RATE_PER_S`] per second (burst [`EVENT_BURST`]) per source MAC: each source
-    /// has its own bucket, so a flooding device cannot use up the events of the others (the
-    /// XDP program's per-source token bucket). A device's MAC has its bucket in
-    /// [`EVENT_METER`]; any other source's (an unknown MAC, made up or not, the upstream
-    /// router's) is in [`EVENT_METER_UNKNOWN`], and then spends from the budget all such
-    /// sources share, the table's named limit [`UNKNOWN_BUDGET`] (the XDP program's
-    /// `LZ_EV_UNKNOWN`): frames each with a made-up source MAC find a fresh bucket each,
-    /// and would otherwise fill the devices' meter and the event queue, and drown the
-    /// events that quarantine a device. Two rules, one per kind of source. No-op without
-    /// an nflog group.
-    pub(super) fn log(&mut self, chain: &str, matches: Vec<Stmt>, prefix: &str) {
+    /// [`EVENT_RATE_PER_S`] per second (burst [`EVENT_BURST`]) from each budget: a flooding
+    /// source cannot use up the events of the others (the XDP program's token buckets).
+    /// Whose budget, by `payer`, as the XDP program's `report`:
+    /// - a frame a device sent ([`Payer::Sender`]) spends its own: by MAC in
+    ///   [`EVENT_METER`], or, for a device known by address alone, by its source address in
+    ///   [`super::EVENT_METER_ADDR`] (identity bound that address to it). In the chains both
+    ///   sides share, frames from upstream are any other source's;
+    /// - any other frame ([`Payer::Source`]) spends its source MAC's in
+    ///   [`EVENT_METER_UNKNOWN`], and then the budget all such sources share, the table's
+    ///   named limit [`UNKNOWN_BUDGET`] (the XDP program's `LZ_EV_UNKNOWN`). Frames each
+    ///   with a made-up source MAC find a fresh bucket each, and would otherwise fill a
+    ///   meter and the event queue and drown the events that quarantine a device; frames
+    ///   claiming a device's identity, or sent to it from upstream, would spend its budget
+    ///   and silence its own deviations.
+    ///
+    /// One rule per case, each with the conditions that keep it apart from the others.
+    /// No-op without an nflog group.
+    pub(super) fn log(&mut self, chain: &str, matches: Vec<Stmt>, prefix: &str, payer: Payer) {
         let Some(g) = self.opt.log_group else {
             return;
         };
-        for device in [true, false] {
-            let mut m = matches.clone();
-            let (source, meter) = if device {
-                (in_set(payload("ether", "saddr"), DEVMAC), EVENT_METER)
-            } else {
-                (
-                    not_in_set(payload("ether", "saddr"), DEVMAC),
-                    EVENT_METER_UNKNOWN,
-                )
-            };
-            m.push(source);
-            // The per-source limit, and for the unknown meter the shared budget after it,
-            // are added to the JSON by `apply::to_json` (the crate has no field for either).
-            m.push(update_set(payload("ether", "saddr"), meter));
-            m.push(log_group(prefix, g));
-            self.rule(chain, m);
+        let log = log_group(prefix, g);
+        let mac = || payload("ether", "saddr");
+        let Payer::Sender(side) = payer else {
+            self.log_source(chain, matches, log);
+            return;
+        };
+        let mut from_devices = matches.clone();
+        if side == Side::Either {
+            from_devices.push(in_set(meta(MetaKey::Iifname), DEV_IFACES));
+            let mut upstream = matches;
+            upstream.push(not_in_set(meta(MetaKey::Iifname), DEV_IFACES));
+            self.log_source(chain, upstream, log.clone());
         }
+        let mut r = from_devices.clone();
+        r.extend([
+            in_set(mac(), DEVMAC),
+            update_set(mac(), EVENT_METER),
+            log.clone(),
+        ]);
+        self.rule(chain, r);
+        for f in [V4, V6] {
+            let mut bound = from_devices.clone();
+            bound.extend([not_in_set(mac(), DEVMAC), f.is()]);
+            // Identity admits no other source without a device MAC; should one come, it
+            // is any other source's, not lost.
+            let mut other = bound.clone();
+            other.push(not_in_set(f.saddr(), &f.n("dev")));
+            self.log_source(chain, other, log.clone());
+            bound.extend([
+                in_set(f.saddr(), &f.n("dev")),
+                update_set(f.saddr(), &f.n("event_rate_addr")),
+                log.clone(),
+            ]);
+            self.rule(chain, bound);
+        }
+    }
+
+    /// The rule logging `matches` within the budgets of a source that is not a device's
+    /// own frame (see `log`). The per-source limit and the shared budget after it are added
+    /// to the JSON by `apply::to_json` (the crate has no field for either).
+    fn log_source(&mut self, chain: &str, mut matches: Vec<Stmt>, log: Stmt) {
+        matches.extend([
+            update_set(payload("ether", "saddr"), EVENT_METER_UNKNOWN),
+            log,
+        ]);
+        self.rule(chain, matches);
     }
 }

@@ -3,7 +3,7 @@
 //! policy is a set or map element (see [`super`]).
 
 use super::super::expr::*;
-use super::builder::{Builder, Side};
+use super::builder::{Builder, Payer, Side};
 use super::names::*;
 use super::{LEARN_PREFIX, V4, V6};
 use lazaret_abi::*;
@@ -235,7 +235,7 @@ impl Builder<'_> {
                     in_set(end, &f.n(LEARN_ADDR)),
                 ];
                 let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
-                self.log(c, r, &prefix);
+                self.log(c, r, &prefix, Payer::Sender(Side::Either));
             }
         }
         let r = vec![set_ct_mark(n(gen))];

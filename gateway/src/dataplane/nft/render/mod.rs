@@ -117,8 +117,19 @@ pub const EVENT_METER: &str = "event_rate";
 /// apart from [`EVENT_METER`], so that a flood of made-up source MACs, which fills this
 /// meter, leaves the devices' meter room for every device.
 pub const EVENT_METER_UNKNOWN: &str = "event_rate_unknown";
-/// Both meters, as the packet path fills them.
-pub const EVENT_METERS: [&str; 2] = [EVENT_METER, EVENT_METER_UNKNOWN];
+/// The per-address buckets of devices known by address alone (no MAC in the inventory),
+/// IPv4 and IPv6, keyed by the device's source address (see `Builder::log`): such a device
+/// has a budget of its own as the devices with a MAC have theirs in [`EVENT_METER`], not a
+/// share of [`UNKNOWN_BUDGET`] with every made-up MAC. Per address, not per device: a
+/// device with several addresses has a bucket for each (the inventory bounds them).
+pub const EVENT_METER_ADDR: [&str; 2] = ["event_rate_addr4", "event_rate_addr6"];
+/// Every meter, as the packet path fills them, with its key's type.
+pub const EVENT_METERS: [(&str, &str); 4] = [
+    (EVENT_METER, "ether_addr"),
+    (EVENT_METER_UNKNOWN, "ether_addr"),
+    (EVENT_METER_ADDR[0], "ipv4_addr"),
+    (EVENT_METER_ADDR[1], "ipv6_addr"),
+];
 /// The named limit every source without a device spends from after its own bucket in
 /// [`EVENT_METER_UNKNOWN`]: [`lazaret_abi::UNKNOWN_EVENTS_SHARE`] times a source's rate and
 /// burst, one per table (the inet table's and the frame stage's).
