@@ -3,7 +3,6 @@
 
 use super::render::{self, names, Rendered};
 use crate::policy::DeviceStates;
-use lazaret_abi::{EVENT_BURST, EVENT_RATE_PER_S};
 use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
@@ -437,15 +436,14 @@ fn objects<'a>(
 /// - the per-element counter of [`names::COUNTED`] sets (`"stmt": [{"counter": null}]`,
 ///   what `nft -j list` prints for `counter;` in a set);
 /// - the per-source `limit` of every `update @event_rate { ether saddr … }` statement
-///   (one token bucket per source, [`render::EVENT_METER`], and likewise in every meter
-///   of [`render::EVENT_METERS`]);
+///   (one token bucket per source, in every meter of [`render::EVENT_METERS`]): the
+///   renderer puts it right after the update, as a statement of its own (with the site's
+///   rate and burst), and it moves into the update here;
 /// - after an update of [`render::EVENT_METER_UNKNOWN`], the reference to the table's
 ///   named limit [`render::UNKNOWN_BUDGET`] (`limit name "…"`), the budget sources without
 ///   a device share: the crate's limit statement has no form that names one.
 pub fn to_json(objects: &Nftables) -> serde_json::Value {
     let mut v = serde_json::to_value(objects).unwrap_or_default();
-    let limit =
-        serde_json::to_value(super::expr::limit(EVENT_RATE_PER_S, EVENT_BURST)).unwrap_or_default();
     let meters = render::EVENT_METERS.map(|(m, _)| format!("@{m}"));
     let unknown_meter = format!("@{}", render::EVENT_METER_UNKNOWN);
     if let Some(list) = v.get_mut("nftables").and_then(|l| l.as_array_mut()) {
@@ -454,21 +452,28 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
                 .pointer_mut("/add/rule/expr")
                 .and_then(|e| e.as_array_mut())
             {
-                let mut budget_at = None;
-                for (i, e) in exprs.iter_mut().enumerate() {
-                    let Some(set) = e.get_mut("set").and_then(|s| s.as_object_mut()) else {
-                        continue;
-                    };
-                    let name = set.get("set").and_then(|s| s.as_str()).unwrap_or_default();
-                    if name == unknown_meter {
-                        budget_at = Some(i + 1);
+                let meter_at = exprs.iter().position(|e| {
+                    e.pointer("/set/set")
+                        .and_then(|s| s.as_str())
+                        .is_some_and(|n| meters.iter().any(|m| m == n))
+                });
+                let Some(at) = meter_at else { continue };
+                let bucket = match exprs.get(at + 1) {
+                    Some(l) if l.get("limit").is_some_and(|l| l.is_object()) => {
+                        exprs.remove(at + 1)
                     }
-                    if meters.iter().any(|m| m == name) {
-                        set.insert("stmt".into(), serde_json::json!([limit.clone()]));
-                    }
+                    _ => continue,
+                };
+                let unknown = exprs[at].pointer("/set/set").and_then(|s| s.as_str())
+                    == Some(unknown_meter.as_str());
+                if let Some(set) = exprs[at].get_mut("set").and_then(|s| s.as_object_mut()) {
+                    set.insert("stmt".into(), serde_json::json!([bucket]));
                 }
-                if let Some(at) = budget_at {
-                    exprs.insert(at, serde_json::json!({ "limit": render::UNKNOWN_BUDGET }));
+                if unknown {
+                    exprs.insert(
+                        at + 1,
+                        serde_json::json!({ "limit": render::UNKNOWN_BUDGET }),
+                    );
                 }
                 continue;
             }

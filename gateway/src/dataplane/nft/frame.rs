@@ -139,6 +139,8 @@ fn raw4(a: &Ipv4Addr) -> String {
 struct Text {
     body: String,
     log_group: Option<u32>,
+    /// The site's event budgets (see `decide_as`).
+    budget: super::render::EventBudget,
     neighbor: bool,
 }
 
@@ -211,11 +213,9 @@ impl Text {
             Reason::AllowNeighbor | Reason::AllowControl | Reason::PassUnmanaged
         );
         if let (true, Some(g)) = (report, self.log_group) {
-            let limit = |key: &str| {
-                format!(
-                    "{{ {key} limit rate {EVENT_RATE_PER_S}/second burst {EVENT_BURST} packets }}"
-                )
-            };
+            let (rate, burst) = (self.budget.rate, self.budget.burst);
+            let limit =
+                |key: &str| format!("{{ {key} limit rate {rate}/second burst {burst} packets }}");
             let log = format!("log prefix \"{LOG_PREFIX}{} \" group {g}", r.name());
             let source = format!(
                 "update @{} {} limit name \"{}\" {log}",
@@ -392,6 +392,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     let mut t = Text {
         body: String::new(),
         log_group: opt.log_group,
+        budget: super::render::EventBudget::of(&m.site),
         neighbor: m.site.flags & SITE_F_NEIGHBOR != 0,
     };
     for r in COUNTERS {
@@ -588,8 +589,8 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             t.body,
             "  limit {} {{\n    rate {}/second burst {} packets\n  }}",
             super::render::UNKNOWN_BUDGET,
-            EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE,
-            EVENT_BURST * UNKNOWN_EVENTS_SHARE
+            t.budget.shared().rate,
+            t.budget.shared().burst
         );
     }
     for (meter, key) in super::render::EVENT_METERS
@@ -601,7 +602,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             &format!("type {key}"),
             &format!(
                 "flags dynamic,timeout\n    timeout {}s\n    size {}",
-                super::render::EVENT_METER_TIMEOUT_S,
+                t.budget.meter_timeout_s(),
                 super::render::EVENT_METER_SIZE
             ),
             &[],

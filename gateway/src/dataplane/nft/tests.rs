@@ -462,3 +462,81 @@ fn the_members_of_a_pair_never_stamp_a_flow_alike() {
         flow_stamp(1, false, 0x9abc_def0)
     );
 }
+
+/// The policy's `[site.events]` rate and burst are the tables' budgets, as the XDP program
+/// reads them from its site config: each meter's per-source limit, the shared named limit
+/// (ten times both), and the meters' timeout (burst ÷ rate), in the inet table and in the
+/// frame stage alike.
+#[test]
+fn the_sites_event_rate_and_burst_are_the_tables_budgets() {
+    let mut i = contents(1);
+    i.m.site.event_rate = 7;
+    i.m.site.event_burst = 30;
+    let r = render(&i, &DeviceStates::default(), &options()).expect("renders");
+    let v = json(&r);
+    let objects = v["nftables"].as_array().expect("array");
+    let mut meters = 0;
+    for e in objects
+        .iter()
+        .filter_map(|o| o.pointer("/add/rule/expr").and_then(|e| e.as_array()))
+    {
+        for set in e.iter().filter_map(|s| s.get("set")) {
+            assert_eq!(
+                set["stmt"],
+                serde_json::json!([{"limit": {"burst": 30, "burst_unit": "packets", "per": "second", "rate": 7, "rate_unit": "packets"}}]),
+                "{e:?}"
+            );
+            meters += 1;
+        }
+        // The per-source limit moved into its update: no limit statement of its own is
+        // left but the named one.
+        assert!(
+            e.iter()
+                .filter_map(|s| s.get("limit"))
+                .all(|l| l.is_string()),
+            "{e:?}"
+        );
+    }
+    assert!(meters > 0);
+    let named = objects
+        .iter()
+        .find_map(|o| o.pointer("/add/limit"))
+        .expect("the shared budget's named limit");
+    assert_eq!(
+        (named["rate"].as_u64(), named["burst"].as_u64()),
+        (Some(70), Some(300))
+    );
+    let timeouts: Vec<_> = objects
+        .iter()
+        .filter_map(|o| o.pointer("/add/set"))
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("event_rate"))
+        })
+        .map(|s| s["timeout"].as_u64())
+        .collect();
+    assert_eq!(timeouts, vec![Some(5); 4], "30 ÷ 7, rounded up");
+
+    let ports = [super::frame::Port {
+        name: "gd".into(),
+        ifindex: 2,
+        cfg: lazaret_abi::IfaceConfig::new(lazaret_abi::SIDE_DEVICES),
+    }];
+    let frame = super::frame::render_frame(
+        &i.m,
+        &super::frame::FrameOptions {
+            table: "lazaret",
+            ports: &ports,
+            local: &Default::default(),
+            log_group: Some(7),
+            counter_base: &Default::default(),
+            carried: &Default::default(),
+        },
+    )
+    .expect("the frame stage renders");
+    assert!(frame.build.contains("limit rate 7/second burst 30 packets"));
+    assert!(!frame.build.contains("limit rate 50/second"));
+    assert!(frame.build.contains("rate 70/second burst 300 packets"));
+    assert!(frame.build.contains("timeout 5s"));
+}

@@ -4,8 +4,8 @@
 use super::super::expr::*;
 use super::names::*;
 use super::{
-    counter_name, RenderOptions, COUNTERS, EVENT_METER, EVENT_METERS, EVENT_METER_SIZE,
-    EVENT_METER_TIMEOUT_S, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES, UNKNOWN_BUDGET, V4, V6,
+    counter_name, EventBudget, RenderOptions, COUNTERS, EVENT_METER, EVENT_METERS,
+    EVENT_METER_SIZE, EVENT_METER_UNKNOWN, LOG_PREFIX, SIDE_NAMES, UNKNOWN_BUDGET, V4, V6,
 };
 use lazaret_abi::*;
 use nftables::expr::MetaKey;
@@ -41,16 +41,22 @@ pub(super) enum Payer {
 pub(super) struct Builder<'o> {
     pub(super) opt: &'o RenderOptions,
     pub(super) objects: Vec<NfListObject<'static>>,
+    /// The site's event budgets (see `log`).
+    budget: EventBudget,
 }
 
 impl<'o> Builder<'o> {
-    pub(super) fn new(opt: &'o RenderOptions) -> Self {
+    pub(super) fn new(opt: &'o RenderOptions, budget: EventBudget) -> Self {
         let objects = vec![NfListObject::Table(Table {
             family: opt.family.nf(),
             name: opt.table.clone().into(),
             handle: None,
         })];
-        Builder { opt, objects }
+        Builder {
+            opt,
+            objects,
+            budget,
+        }
     }
 
     pub(super) fn counters(&mut self) {
@@ -72,9 +78,9 @@ impl<'o> Builder<'o> {
                 table: self.opt.table.clone().into(),
                 name: UNKNOWN_BUDGET.into(),
                 handle: None,
-                rate: Some(EVENT_RATE_PER_S * UNKNOWN_EVENTS_SHARE),
+                rate: Some(self.budget.shared().rate),
                 per: Some(NfTimeUnit::Second),
-                burst: Some(EVENT_BURST * UNKNOWN_EVENTS_SHARE),
+                burst: Some(self.budget.shared().burst),
                 unit: Some(LimitUnit::Packets),
                 inv: None,
             }));
@@ -98,7 +104,7 @@ impl<'o> Builder<'o> {
                 policy: None,
                 flags: Some(HashSet::from([SetFlag::Timeout])),
                 elem: None,
-                timeout: Some(EVENT_METER_TIMEOUT_S),
+                timeout: Some(self.budget.meter_timeout_s()),
                 gc_interval: None,
                 size: Some(EVENT_METER_SIZE),
                 comment: None,
@@ -229,8 +235,8 @@ impl<'o> Builder<'o> {
         }
     }
 
-    /// `matches`, then the packet is sent to the nflog group with `prefix`, at most
-    /// [`EVENT_RATE_PER_S`] per second (burst [`EVENT_BURST`]) from each budget: a flooding
+    /// `matches`, then the packet is sent to the nflog group with `prefix`, at most the
+    /// site's event rate per second (and burst, [`EventBudget`]) from each budget: a flooding
     /// source cannot use up the events of the others (the XDP program's token buckets).
     /// Whose budget, by `payer`, as the XDP program's `report`:
     /// - a frame a device sent ([`Payer::Sender`]) spends its own: by MAC in
@@ -264,10 +270,12 @@ impl<'o> Builder<'o> {
             upstream.push(not_in_set(meta(MetaKey::Iifname), DEV_IFACES));
             self.log_source(chain, upstream, log.clone());
         }
+        let bucket = limit(self.budget.rate, self.budget.burst);
         let mut r = from_devices.clone();
         r.extend([
             in_set(mac(), DEVMAC),
             update_set(mac(), EVENT_METER),
+            bucket.clone(),
             log.clone(),
         ]);
         self.rule(chain, r);
@@ -282,6 +290,7 @@ impl<'o> Builder<'o> {
             bound.extend([
                 in_set(f.saddr(), &f.n("dev")),
                 update_set(f.saddr(), &f.n("event_rate_addr")),
+                bucket.clone(),
                 log.clone(),
             ]);
             self.rule(chain, bound);
@@ -289,11 +298,12 @@ impl<'o> Builder<'o> {
     }
 
     /// The rule logging `matches` within the budgets of a source that is not a device's
-    /// own frame (see `log`). The per-source limit and the shared budget after it are added
-    /// to the JSON by `apply::to_json` (the crate has no field for either).
+    /// own frame (see `log`). The shared budget after the per-source one is added to the
+    /// JSON by `apply::to_json` (the crate's limit statement has no form naming one).
     fn log_source(&mut self, chain: &str, mut matches: Vec<Stmt>, log: Stmt) {
         matches.extend([
             update_set(payload("ether", "saddr"), EVENT_METER_UNKNOWN),
+            limit(self.budget.rate, self.budget.burst),
             log,
         ]);
         self.rule(chain, matches);

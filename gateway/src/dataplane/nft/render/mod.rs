@@ -134,13 +134,43 @@ pub const EVENT_METERS: [(&str, &str); 4] = [
 /// [`EVENT_METER_UNKNOWN`]: [`lazaret_abi::UNKNOWN_EVENTS_SHARE`] times a source's rate and
 /// burst, one per table (the inet table's and the frame stage's).
 pub const UNKNOWN_BUDGET: &str = "unknown_events";
-/// How long an idle source keeps its bucket in either meter, in seconds: as long as an
-/// empty bucket takes to fill again ([`lazaret_abi::EVENT_BURST`] ÷
-/// [`lazaret_abi::EVENT_RATE_PER_S`]), so forgetting it changes nothing (a source seen again
-/// gets a full bucket, as it would have had), while a meter a flood filled is free again
-/// within seconds, not a minute. (`update` refreshes an entry's timeout.)
-pub const EVENT_METER_TIMEOUT_S: u32 =
-    lazaret_abi::EVENT_BURST.div_ceil(lazaret_abi::EVENT_RATE_PER_S);
+/// The event budgets of a table, from the policy's `[site.events]` as the XDP program reads
+/// them from its site config: a rate per second and a burst per source, and
+/// [`lazaret_abi::UNKNOWN_EVENTS_SHARE`] times both for the budget shared by sources
+/// without a device ([`UNKNOWN_BUDGET`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventBudget {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+impl EventBudget {
+    /// The site's (validation keeps both at least 1; a zero here is taken as 1, as `nft`
+    /// refuses a rate of 0).
+    pub fn of(site: &lazaret_abi::SiteConfig) -> EventBudget {
+        EventBudget {
+            rate: site.event_rate.max(1),
+            burst: site.event_burst.max(1),
+        }
+    }
+
+    /// The budget all sources without a device share.
+    pub fn shared(self) -> EventBudget {
+        EventBudget {
+            rate: self.rate.saturating_mul(lazaret_abi::UNKNOWN_EVENTS_SHARE),
+            burst: self.burst.saturating_mul(lazaret_abi::UNKNOWN_EVENTS_SHARE),
+        }
+    }
+
+    /// How long an idle source keeps its bucket in a meter, in seconds: as long as an empty
+    /// bucket takes to fill again (burst ÷ rate), so forgetting it changes nothing (a
+    /// source seen again gets a full bucket, as it would have had), while a meter a flood
+    /// filled is free again within seconds. (`update` refreshes an entry's timeout.)
+    pub fn meter_timeout_s(self) -> u32 {
+        self.burst.div_ceil(self.rate)
+    }
+}
+
 /// Sources each meter holds at once; a source beyond it gets no events until an entry
 /// times out.
 pub const EVENT_METER_SIZE: u32 = 65_536;
@@ -296,7 +326,7 @@ pub fn render(
     states: &DeviceStates,
     opt: &RenderOptions,
 ) -> Result<Rendered, RenderError> {
-    let mut b = Builder::new(opt);
+    let mut b = Builder::new(opt, EventBudget::of(&m.site));
     let mut dev_ifaces = Vec::new();
     let mut up_ifaces = Vec::new();
     for (ix, cfg) in &m.ifaces {
