@@ -1523,10 +1523,14 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     };
     let (rate, burst) = (gen.site.event_rate, gen.site.event_burst);
     // A device's own budget pays only for frames it provably sent: from its side, past
-    // identity. A frame upstream sent to it, or one claiming its identity (a spoof, a
-    // cloned MAC before identity), spends its source MAC's: otherwise a flood in the
-    // device's name would use up its budget and silence its own deviations.
-    let sender = v.dev.id != 0 && side == SIDE_DEVICES && v.reason.names_its_sender();
+    // identity, on a flow it opened. A frame upstream sent to it, one claiming its
+    // identity (a spoof, a cloned MAC before identity), or another device's flow refused
+    // by its policy as the responder (`DIR_PEER_INIT`) spends its source MAC's: otherwise
+    // a flood in the device's name would use up its budget and silence its own deviations.
+    let sender = v.dev.id != 0
+        && side == SIDE_DEVICES
+        && v.dir == DIR_DEVICE_INIT
+        && v.reason.names_its_sender();
     let token = if sender {
         take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
     } else {

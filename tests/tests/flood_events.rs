@@ -332,6 +332,7 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
         "flood_events::a_flood_of_made_up_source_macs_does_not_silence_the_devices",
         policy,
         |lab, gw| Ok(vec![made_up_macs(lab, gw, u64::MAX)]),
+        1.0,
     )
 }
 
@@ -353,6 +354,7 @@ fn an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_addres
         "flood_events::an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address",
         |monitor| lab_policy(monitor, "audit", false),
         |lab, gw| Ok(vec![made_up_macs(lab, gw, AUDITED_MACS)]),
+        2.0,
     )
 }
 
@@ -387,6 +389,7 @@ fn a_flood_in_a_devices_name_does_not_silence_it(dp: Dataplane) -> Result<()> {
                 },
             ])
         },
+        2.0,
     )
 }
 
@@ -408,13 +411,15 @@ fn made_up_macs(lab: &Lab, gw_mac: Mac, macs: u64) -> Flood {
 }
 
 /// Runs `floods` while the pump makes its denied attempts; requires the pump quarantined,
-/// every one of its attempts reported, the events bounded by the budgets and none lost,
-/// the controller's CPU bounded. Records its figures under `figure`.
+/// every one of its attempts reported, the events bounded by the budgets (on nftables,
+/// `nft_tables` shared ones) and none lost, the controller's CPU bounded. Records its
+/// figures under `figure`.
 fn flood_while_the_pump_deviates(
     dp: Dataplane,
     figure: &str,
     policy: fn(Mac) -> String,
     floods: fn(&Lab, Mac) -> Result<Vec<Flood>>,
+    nft_tables: f64,
 ) -> Result<()> {
     let mut lab = Lab::on(dp, policy)?;
     lab.start()?;
@@ -492,12 +497,12 @@ fn flood_while_the_pump_deviates(
     // The metrics refresh every 5 s: the count settles after the flood.
     std::thread::sleep(Duration::from_secs(6));
     let per_source = f64::from(BURST) + f64::from(RATE) * (window + 6.0);
-    // One shared budget on XDP; one per table on nftables (the frame stage's refuses the
-    // spoofs and unknown ethertypes, the inet table's what reaches it: audited frames of
-    // unknown devices, upstream's).
+    // One shared budget on XDP; on nftables one per table the floods reach (the frame
+    // stage's refuses spoofs and unknown ethertypes, the inet table's what reaches it:
+    // audited frames of unknown devices, upstream's).
     let budgets = match dp {
         Dataplane::Xdp => 1.0,
-        Dataplane::Nftables => 2.0,
+        Dataplane::Nftables => nft_tables,
     };
     let bound = per_source * (1.0 + budgets * f64::from(lazaret_abi::UNKNOWN_EVENTS_SHARE));
     let got = delivered(&lab);

@@ -26,6 +26,7 @@ on_both_dataplanes!(
     restrict_keeps_only_the_essential_workflows,
     quarantine_with_a_ttl_is_released_automatically,
     frames_the_pump_did_not_send_never_quarantine_it,
+    an_ack_scan_quarantines_the_pump,
 );
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
@@ -246,8 +247,31 @@ fn quarantine_with_a_ttl_is_released_automatically(dataplane: Dataplane) -> Resu
     Ok(())
 }
 
+/// A monitor on the pump's network whose workflow lets it open flows to the pump's address
+/// (a prefix: the rule grants the pump nothing, so the pump's policy refuses them as the
+/// responder).
+const MONITOR_TO_PUMP: &str = r#"
+[classes.patient-monitor]
+description = "Bedside monitors"
+workflows = ["monitor-to-pump"]
+
+[workflows.monitor-to-pump]
+description = "lab: the monitor opens flows to the pump's address"
+[[workflows.monitor-to-pump.rules]]
+device = "class:patient-monitor"
+peer = "10.20.0.11/32"
+proto = "tcp"
+ports = [3000, 3001, 3002, 3003, 3004, 3005]
+
+[[devices]]
+id = "mon-icu-05"
+class = "patient-monitor"
+mac = "02:00:00:00:00:55"
+ipv4 = "10.20.0.55"
+"#;
+
 /// Anyone who could have a device isolated by sending frames in its name could cut off a
-/// pump mid-therapy at will. Five kinds of frame name the pump, each on six distinct
+/// pump mid-therapy at will. Six kinds of frame name the pump, each on six distinct
 /// flows, twice its threshold: a host upstream opening connections to it; a made-up MAC on
 /// its port claiming its address; its own MAC and address with SYN and FIN together
 /// (refused by the parser, before identity); its own MAC as a DHCP server (refused before
@@ -256,7 +280,9 @@ fn quarantine_with_a_ttl_is_released_automatically(dataplane: Dataplane) -> Resu
 /// none quarantines it. Then the pump's own scan does, in the same minute: the detector
 /// was listening all along.
 fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Result<()> {
-    let mut lab = Lab::on(dataplane, |mac| policy(mac, false, Some("isolate")))?;
+    let mut lab = Lab::on(dataplane, |mac| {
+        policy(mac, false, Some("isolate")) + MONITOR_TO_PUMP
+    })?;
     lab.start()?;
     let follower = lab.follow_events()?;
     let pump_ip = lab.net.device_ip;
@@ -287,6 +313,15 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
         )));
         frames.push(with_l4_checksum4(udp4(
             pump_mac, gw_dev, pump_ip, server, 67, port,
+        )));
+        frames.push(with_l4_checksum4(tcp4(
+            [0x02, 0, 0, 0, 0, 0x55],
+            gw_dev,
+            std::net::Ipv4Addr::new(10, 20, 0, 55),
+            pump_ip,
+            sport,
+            port,
+            0x02,
         )));
     }
     let sock = RawSocket::open(&lab.net.device, &lab.net.device_if)?;
@@ -322,7 +357,7 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
             .count()
     };
     let all_reported = || {
-        reported("deny_no_rule", true) >= 6
+        reported("deny_no_rule", true) >= 12
             && reported("deny_spoof", true) >= 12
             && reported("deny_tcp_flags", false) >= 6
             && reported("deny_rogue_dhcp", true) >= 6
@@ -330,11 +365,16 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
     wait_until(Duration::from_secs(5), all_reported);
     // The detector had them all a moment ago (or the pump was quarantined before they all
     // came, and the rest were refused as quarantined): a quarantine would be listed now.
-    thread::sleep(Duration::from_millis(500));
+    let quarantined = |lab: &Lab| {
+        lab.cli(&["quarantine", "list"])
+            .map(|l| l.as_object().is_some_and(|o| !o.is_empty()))
+            .unwrap_or(false)
+    };
+    wait_until(Duration::from_secs(2), || quarantined(&lab));
     let list = lab.cli(&["quarantine", "list"])?;
     assert!(
-        list.get("pump-icu-01").is_none(),
-        "{}: frames the pump did not send quarantined it: {list}",
+        list.as_object().is_some_and(serde_json::Map::is_empty),
+        "{}: frames the pump did not send quarantined it (or the monitor): {list}",
         dataplane.name()
     );
 
@@ -350,5 +390,35 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
     scan(&lab);
     let list = wait_quarantined(&lab, "isolate")?;
     assert_eq!(list["pump-icu-01"]["by"], "lazaret (automatic)");
+    Ok(())
+}
+
+/// Packets of no flow are deviations too: an ACK scan (six ports, no SYN, each a new
+/// conntrack entry on nftables) quarantines the pump on both dataplanes. On nftables these
+/// were dropped unreported, so a device could probe without ever being contained.
+fn an_ack_scan_quarantines_the_pump(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| policy(mac, false, Some("isolate")))?;
+    lab.start()?;
+    let gw_dev = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let (pump_mac, pump_ip, server) = (lab.net.device_mac, lab.net.device_ip, lab.net.server_ip);
+    let sock = RawSocket::open(&lab.net.device, &lab.net.device_if)?;
+    for (i, port) in (3000u16..3006).enumerate() {
+        sock.send(&with_l4_checksum4(tcp4(
+            pump_mac,
+            gw_dev,
+            pump_ip,
+            server,
+            43000 + i as u16,
+            port,
+            0x10,
+        )))?;
+    }
+    let list = wait_quarantined(&lab, "isolate")?;
+    assert!(
+        list["pump-icu-01"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deny_no_flow")),
+        "{list}"
+    );
     Ok(())
 }

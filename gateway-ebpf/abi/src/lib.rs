@@ -214,7 +214,7 @@ pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
 /// cell ([`Device::cell`]): an array the
 /// verifier inlines, so a device's reported packet costs no hash lookup for its rate limit.
 /// A zeroed entry is a bucket never used (full). Only frames that name their sender
-/// ([`Reason::names_its_sender`], from the devices' side) spend from it; [`MAP_EV_BUCKET`]
+/// ([`Reason::names_its_sender`], from the devices' side, [`DIR_DEVICE_INIT`]) spend from it; [`MAP_EV_BUCKET`]
 /// keeps every other source's, keyed by MAC.
 pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
 /// `Array<TokenBucket>` of 1 (ABI 10): the one budget all sources without a device share
@@ -626,7 +626,9 @@ impl Reason {
     }
 
     /// Whether a frame from the devices' side decided for this reason passed identity first,
-    /// so the device its verdict names is the one that sent it. Not so for spoofing (the
+    /// so the device its verdict names, when the flow is that device's own
+    /// ([`DIR_DEVICE_INIT`]), is the one that sent it (a verdict of a responder's policy
+    /// names the responder, which did not send the frame: `DIR_PEER_INIT`). Not so for spoofing (the
     /// verdict names the identity claimed), rogue servers and the parser's refusals (judged
     /// before identity, named by a MAC anyone can clone), unknown sources and frames of no
     /// device. Nor for fragments: the XDP program refuses some after identity, nftables

@@ -17,7 +17,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use lazaret_abi::{Event, Reason, EVENT_DENY, EVENT_ROGUE, EVENT_SPOOF, FAMILY_V4, SIDE_DEVICES};
+use lazaret_abi::{
+    Event, Reason, DIR_DEVICE_INIT, EVENT_DENY, EVENT_ROGUE, EVENT_SPOOF, FAMILY_V4, SIDE_DEVICES,
+};
 
 use crate::policy::model::QuarantineSettings;
 
@@ -58,14 +60,16 @@ pub fn kind_label(ev: &Event) -> Option<&'static str> {
 }
 
 /// Whether an event is evidence against the device it names: a frame from the devices'
-/// side, refused for a reason both dataplanes decide only after the frame passed identity as
-/// that device ([`Reason::names_its_sender`]: its address, MAC, interface, VLAN and bridge
-/// port bindings). Drops because the device is quarantined are the quarantine working, not
+/// side, on a flow the device opened (not another device's flow its policy refused as the
+/// responder), refused for a reason both dataplanes decide only after the frame passed
+/// identity as that device ([`Reason::names_its_sender`]: its address, MAC, interface,
+/// VLAN and bridge port bindings). Drops because the device is quarantined are the quarantine working, not
 /// new deviations (and one reported late, after a release, must not count towards the
 /// next).
 pub fn is_evidence(ev: &Event) -> bool {
     ev.device != 0
         && ev.side == SIDE_DEVICES
+        && ev.dir == DIR_DEVICE_INIT
         && matches!(ev.kind, EVENT_DENY | EVENT_SPOOF)
         && ev.reason != Reason::DenyQuarantine as u8
         && Reason::from_u8(ev.reason).is_some_and(Reason::names_its_sender)
@@ -220,7 +224,9 @@ mod tests {
         let s = settings(1, 60);
         let mut from_upstream = deny(1, 1, 22);
         from_upstream.side = lazaret_abi::SIDE_UPSTREAM;
-        from_upstream.dir = lazaret_abi::DIR_PEER_INIT;
+        // Another device's flow to it, refused by its policy as the responder.
+        let mut to_it = deny(1, 7, 22);
+        to_it.dir = lazaret_abi::DIR_PEER_INIT;
         let mut spoofed = deny(1, 2, 22);
         spoofed.kind = EVENT_SPOOF;
         spoofed.reason = Reason::DenySpoof as u8;
@@ -234,7 +240,15 @@ mod tests {
         rogue.reason = Reason::DenyRogueDhcp as u8;
         let mut fragment = deny(1, 6, 22);
         fragment.reason = Reason::DenyFragment as u8;
-        for ev in [from_upstream, spoofed, tagged, parser, rogue, fragment] {
+        for ev in [
+            from_upstream,
+            to_it,
+            spoofed,
+            tagged,
+            parser,
+            rogue,
+            fragment,
+        ] {
             let mut d = Detector::default();
             assert!(!d.observe(&ev, 0, &s), "{ev:?}");
         }

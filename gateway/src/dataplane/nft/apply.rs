@@ -459,7 +459,7 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
                 });
                 let Some(at) = meter_at else { continue };
                 let bucket = match exprs.get(at + 1) {
-                    Some(l) if l.get("limit").is_some_and(|l| l.is_object()) => {
+                    Some(l) if l.get("limit").is_some_and(serde_json::Value::is_object) => {
                         exprs.remove(at + 1)
                     }
                     _ => continue,

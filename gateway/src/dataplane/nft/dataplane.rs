@@ -708,7 +708,12 @@ fn event(inputs: &Inputs, l: &super::nflog::Logged) -> Option<lazaret_abi::Event
                 | lazaret_abi::Reason::DenyFragment
         )
     );
-    if ev.kind != lazaret_abi::EVENT_UNKNOWN && !parsed {
+    if ev.kind != lazaret_abi::EVENT_UNKNOWN && super::nflog::is_responder_record(&l.prefix) {
+        // A responder's policy refused (or reported) another end's flow: the responder is
+        // the flow's destination, and did not open it.
+        ev.device = by_addr(&ev.dst).unwrap_or(0);
+        ev.dir = lazaret_abi::DIR_PEER_INIT;
+    } else if ev.kind != lazaret_abi::EVENT_UNKNOWN && !parsed {
         // The source's device opened the flow; else the flow was opened towards the
         // destination's device.
         match by_addr(&ev.src).or_else(by_mac) {

@@ -98,11 +98,14 @@ pub fn parse(datagram: &[u8]) -> Vec<Logged> {
     out
 }
 
-/// The reason a log prefix names (`lazaret deny_no_rule `, or a learn record's
-/// `lazaret learn:allow_rule `).
+/// The reason a log prefix names (`lazaret deny_no_rule `, a learn record's
+/// `lazaret learn:allow_rule `, a responder's verdict's `lazaret resp:deny_no_rule `).
 pub fn reason_of(prefix: &str) -> Option<Reason> {
     let name = prefix.strip_prefix(super::render::LOG_PREFIX)?.trim();
-    let name = name.strip_prefix("learn:").unwrap_or(name);
+    let name = name
+        .strip_prefix("learn:")
+        .or_else(|| name.strip_prefix("resp:"))
+        .unwrap_or(name);
     (0..=u8::MAX)
         .filter_map(Reason::from_u8)
         .find(|r| r.name() == name)
@@ -113,6 +116,12 @@ pub fn reason_of(prefix: &str) -> Option<Reason> {
 /// new flows.
 pub fn is_learn_record(prefix: &str) -> bool {
     prefix.starts_with(super::render::LEARN_PREFIX)
+}
+
+/// Whether the prefix is a verdict of a responder's policy
+/// ([`super::render::RESPONDER_PREFIX`]).
+pub fn is_responder_record(prefix: &str) -> bool {
+    prefix.starts_with(super::render::RESPONDER_PREFIX)
 }
 
 /// Fills the packet fields of an [`Event`] from a logged packet (IPv4 or IPv6 header and
@@ -367,5 +376,25 @@ mod tests {
         let m = message(&[attr(NFULA_PREFIX, b"lazaret deny_spoof \0")]);
         assert!(parse(&m[..m.len() - 3]).is_empty());
         assert!(parse(&[1, 2, 3]).is_empty());
+    }
+
+    /// A responder's verdict keeps its reason and kind, and is told apart by its prefix
+    /// (the caller names the responder).
+    #[test]
+    fn a_responders_verdict_has_its_reason_and_is_recognised() {
+        let prefix = format!("{}deny_no_rule ", super::super::render::RESPONDER_PREFIX);
+        assert_eq!(reason_of(&prefix), Some(Reason::DenyNoRule));
+        assert!(is_responder_record(&prefix));
+        assert!(!is_responder_record("lazaret deny_no_rule "));
+        let ev = event(&Logged {
+            prefix,
+            ..Logged::default()
+        })
+        .expect("an event");
+        assert_eq!(
+            (ev.kind, ev.reason),
+            (lazaret_abi::EVENT_DENY, Reason::DenyNoRule as u8)
+        );
+        assert_eq!(reason_of("lazaret resp:nonsense "), None);
     }
 }

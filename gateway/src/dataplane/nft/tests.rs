@@ -493,7 +493,7 @@ fn the_sites_event_rate_and_burst_are_the_tables_budgets() {
         assert!(
             e.iter()
                 .filter_map(|s| s.get("limit"))
-                .all(|l| l.is_string()),
+                .all(serde_json::Value::is_string),
             "{e:?}"
         );
     }

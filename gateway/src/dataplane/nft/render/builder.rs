@@ -203,6 +203,32 @@ impl<'o> Builder<'o> {
             };
             self.log(chain, matches.clone(), &prefix, payer);
         }
+        self.verdict(chain, matches, r, side);
+    }
+
+    /// A verdict of an end's policy (`judge_end`), logged, in the chains both sides share.
+    /// The initiator's is its own frame's; the `responder`'s is reported as the responder's
+    /// (`lazaret resp:<reason> `, [`super::RESPONDER_PREFIX`]: the XDP program's
+    /// `DIR_PEER_INIT`) and spends the sender's source budget, never the responder's own,
+    /// as the responder did not send it.
+    pub(super) fn decide_end(
+        &mut self,
+        chain: &str,
+        matches: Vec<Stmt>,
+        r: Reason,
+        responder: bool,
+    ) {
+        if !responder {
+            self.decide(chain, matches, r, true, Side::Either);
+            return;
+        }
+        let prefix = format!("{}{} ", super::RESPONDER_PREFIX, r.name());
+        self.log(chain, matches.clone(), &prefix, Payer::Source);
+        self.verdict(chain, matches, r, Side::Either);
+    }
+
+    /// The counted verdict rule of `decide`.
+    fn verdict(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, side: Side) {
         let verdict = if r.passes() { accept() } else { drop_() };
         let mut v = matches;
         // A flow passed for audit or learn is admitted like an allowed one (the XDP

@@ -49,13 +49,16 @@ impl Builder<'_> {
             "end_resp4",
             "end_init6",
             "end_resp6",
-            "ports_enforce",
-            "ports_quarantine",
-            "ports_audit",
-            "ports_learn",
         ];
         for c in all {
             self.chain(c);
+        }
+        // Stage 2 per end: a verdict of the responder's policy is reported as the
+        // responder's (`DIR_PEER_INIT`), as the XDP program's `judge_end` does.
+        for d in ["init", "resp"] {
+            for v in ["enforce", "quarantine", "audit", "learn"] {
+                self.chain(&format!("ports_{d}_{v}"));
+            }
         }
         for f in [V4, V6] {
             for d in ["init", "resp"] {
@@ -200,42 +203,51 @@ impl Builder<'_> {
             ];
             self.decide(c, r, Reason::AllowFlow, false, Side::Either);
         }
+        // Conntrack's own refusals (out of window and the like) are dropped unreported: the
+        // XDP program has no such judgement, and a device's TCP quirks are no deviation.
         let r = vec![eq(ct("state"), s("invalid"))];
         self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
-        // A new conntrack entry from a packet that cannot open a flow (`initiating`).
+        // A new conntrack entry from a packet that cannot open a flow (`initiating`):
+        // reported, as the XDP program reports a packet of no flow (a device's ACK scan is a
+        // deviation of its own).
         let r = vec![
             eq(ct("state"), s("new")),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
             ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![
             eq(ct("state"), s("new")),
             V4.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
             ne(payload("icmp", "type"), n(8)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![
             eq(ct("state"), s("new")),
             V6.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
             ne(payload("icmpv6", "type"), n(128)),
         ];
-        self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         self.rule(c, vec![V4.is(), jump("judge4")]);
         self.rule(c, vec![V6.is(), jump("judge6")]);
         // A new flow of a learn-mode device passes with a rule: reported as a learn record
         // all the same (a flow without a rule is logged as `learn` by its ports chain).
+        // The initiator's record is its own frame's; the responder's is the sender's, as
+        // the XDP program's for a flow its device did not open.
         for f in [V4, V6] {
-            for end in [f.ct_saddr(), f.ct_daddr()] {
+            for (end, payer) in [
+                (f.ct_saddr(), Payer::Sender(Side::Either)),
+                (f.ct_daddr(), Payer::Source),
+            ] {
                 let r = vec![
                     f.is(),
                     eq(ct("state"), s("new")),
                     in_set(end, &f.n(LEARN_ADDR)),
                 ];
                 let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
-                self.log(c, r, &prefix, Payer::Sender(Side::Either));
+                self.log(c, r, &prefix, payer);
             }
         }
         let r = vec![set_ct_mark(n(gen))];
@@ -329,10 +341,10 @@ impl Builder<'_> {
                                 concat(vec![mark(), peer.clone()]),
                                 &f.n(&format!("peer_{d}_")),
                             )),
-                            goto(&format!("ports_{v}")),
+                            goto(&format!("ports_{d}_{v}")),
                         ],
                     );
-                    self.decide(&cc, Vec::new(), reason, true, Side::Either);
+                    self.decide_end(&cc, Vec::new(), reason, d == "resp");
                 }
             }
         }
@@ -340,13 +352,20 @@ impl Builder<'_> {
 
     /// Stage 2: protocol and responder port under the class.
     fn ports(&mut self) {
+        for d in ["init", "resp"] {
+            self.ports_of(d);
+        }
+    }
+
+    /// Stage 2 for one end (`init` or `resp`).
+    fn ports_of(&mut self, d: &str) {
         for (v, reason) in [
             ("enforce", Reason::DenyNoRule),
             ("quarantine", Reason::DenyQuarantine),
             ("audit", Reason::Audit),
             ("learn", Reason::Learn),
         ] {
-            let c = format!("ports_{v}");
+            let c = format!("ports_{d}_{v}");
             // The protocol must be known for nft to type `ct original proto-dst`; the
             // original responder port is the same for both directions of the flow.
             for proto in [PROTO_TCP, PROTO_UDP] {
@@ -373,7 +392,7 @@ impl Builder<'_> {
                     ret(),
                 ],
             );
-            self.decide(&c, Vec::new(), reason, true, Side::Either);
+            self.decide_end(&c, Vec::new(), reason, d == "resp");
         }
     }
 }

@@ -111,6 +111,11 @@ pub const LOG_PREFIX: &str = "lazaret ";
 /// events whatever their verdict; a flow without a rule is logged as `lazaret learn `.
 pub const LEARN_PREFIX: &str = "lazaret learn:";
 
+/// Prefix of the verdicts of a responder's policy on a flow another end opened: `lazaret
+/// resp:<reason> `. The event names the responder, as a flow it did not open
+/// (`DIR_PEER_INIT`), as the XDP program's `judge_end` reports it.
+pub const RESPONDER_PREFIX: &str = "lazaret resp:";
+
 /// The dynamic set that rate-limits events per source (see `Builder::decide`).
 pub const EVENT_METER: &str = "event_rate";
 /// The per-source buckets of sources that are not a device's MAC (see `Builder::log`):
