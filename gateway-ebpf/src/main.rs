@@ -123,6 +123,9 @@ struct Verdict {
     report: bool,
     /// A new flow of a device in learn mode: reported as a learn event even when allowed.
     learn: bool,
+    /// A flow admitted earlier, refused when judged again under a new policy or device
+    /// state (`EVENT_F_REJUDGED`): not the device's deviation, and not paid from its budget.
+    rejudged: bool,
 }
 
 impl Verdict {
@@ -134,6 +137,7 @@ impl Verdict {
             dir: DIR_DEVICE_INIT,
             report: !reason.passes(),
             learn: false,
+            rejudged: false,
         }
     }
     const fn dev(reason: Reason, dev: Dev) -> Self {
@@ -646,6 +650,8 @@ fn judge_flow(
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
             }
             remove_flow(&key, in_est);
+            let mut v = v;
+            v.rejudged = true;
             return v;
         }
         remove_flow(&key, in_est);
@@ -964,6 +970,8 @@ fn judge_related(
         )
     };
     if !v.reason.passes() {
+        let mut v = v;
+        v.rejudged = true;
         return v;
     }
     // The rule decided this packet, which passes as the flow's (AllowFlow).
@@ -1524,12 +1532,14 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     let (rate, burst) = (gen.site.event_rate, gen.site.event_burst);
     // A device's own budget pays only for frames it provably sent: from its side, past
     // identity, on a flow it opened. A frame upstream sent to it, one claiming its
-    // identity (a spoof, a cloned MAC before identity), or another device's flow refused
-    // by its policy as the responder (`DIR_PEER_INIT`) spends its source MAC's: otherwise
-    // a flood in the device's name would use up its budget and silence its own deviations.
+    // identity (a spoof, a cloned MAC before identity), another device's flow refused by
+    // its policy as the responder (`DIR_PEER_INIT`), or a packet of a flow judged again
+    // (which may be the peer's reply) spends its source MAC's: otherwise a flood in the
+    // device's name would use up its budget and silence its own deviations.
     let sender = v.dev.id != 0
         && side == SIDE_DEVICES
         && v.dir == DIR_DEVICE_INIT
+        && !v.rejudged
         && v.reason.names_its_sender();
     let token = if sender {
         take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
@@ -1575,6 +1585,9 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     ev.reason = v.reason as u8;
     ev.side = side;
     ev.dir = v.dir;
+    if v.rejudged {
+        ev.flags = EVENT_F_REJUDGED;
+    }
     ev.ifindex = ifindex;
     ev.rule = v.rule;
     ev.ts_ns = gen.now;

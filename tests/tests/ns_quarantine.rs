@@ -26,7 +26,8 @@ on_both_dataplanes!(
     restrict_keeps_only_the_essential_workflows,
     quarantine_with_a_ttl_is_released_automatically,
     frames_the_pump_did_not_send_never_quarantine_it,
-    an_ack_scan_quarantines_the_pump,
+    packets_of_no_flow_are_reported_and_quarantine_nobody,
+    a_narrowed_workflow_cuts_sessions_and_quarantines_nobody,
 );
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
@@ -365,11 +366,6 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
     wait_until(Duration::from_secs(5), all_reported);
     // The detector had them all a moment ago (or the pump was quarantined before they all
     // came, and the rest were refused as quarantined): a quarantine would be listed now.
-    let quarantined = |lab: &Lab| {
-        lab.cli(&["quarantine", "list"])
-            .map(|l| l.as_object().is_some_and(|o| !o.is_empty()))
-            .unwrap_or(false)
-    };
     wait_until(Duration::from_secs(2), || quarantined(&lab));
     let list = lab.cli(&["quarantine", "list"])?;
     assert!(
@@ -393,32 +389,124 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
     Ok(())
 }
 
-/// Packets of no flow are deviations too: an ACK scan (six ports, no SYN, each a new
-/// conntrack entry on nftables) quarantines the pump on both dataplanes. On nftables these
-/// were dropped unreported, so a device could probe without ever being contained.
-fn an_ack_scan_quarantines_the_pump(dataplane: Dataplane) -> Result<()> {
+/// Packets of no flow (an ACK scan, a FIN scan: six ports each) are reported on both
+/// dataplanes (nftables dropped them unreported: conntrack calls the FIN ones invalid), but
+/// are not evidence: a retransmission or keepalive of a flow the gateway removed or forgot
+/// is one, and the device did not choose it. The pump's SYN scan then quarantines it.
+fn packets_of_no_flow_are_reported_and_quarantine_nobody(dataplane: Dataplane) -> Result<()> {
     let mut lab = Lab::on(dataplane, |mac| policy(mac, false, Some("isolate")))?;
     lab.start()?;
+    let follower = lab.follow_events()?;
     let gw_dev = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
     let (pump_mac, pump_ip, server) = (lab.net.device_mac, lab.net.device_ip, lab.net.server_ip);
     let sock = RawSocket::open(&lab.net.device, &lab.net.device_if)?;
-    for (i, port) in (3000u16..3006).enumerate() {
-        sock.send(&with_l4_checksum4(tcp4(
-            pump_mac,
-            gw_dev,
-            pump_ip,
-            server,
-            43000 + i as u16,
-            port,
-            0x10,
-        )))?;
+    for (flags, base) in [(0x10u8, 43000u16), (0x01, 44000)] {
+        for (i, port) in (3000u16..3006).enumerate() {
+            sock.send(&with_l4_checksum4(tcp4(
+                pump_mac,
+                gw_dev,
+                pump_ip,
+                server,
+                base + i as u16,
+                port,
+                flags,
+            )))?;
+        }
     }
-    let list = wait_quarantined(&lab, "isolate")?;
+    let no_flow = || {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "deny_no_flow" && v["device"] == "pump-icu-01")
+            .count()
+    };
+    wait_until(Duration::from_secs(5), || no_flow() >= 12);
     assert!(
-        list["pump-icu-01"]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("deny_no_flow")),
-        "{list}"
+        no_flow() >= 12,
+        "{}: {} of the 12 packets of no flow reported",
+        dataplane.name(),
+        no_flow()
+    );
+    wait_until(Duration::from_secs(2), || quarantined(&lab));
+    assert!(!quarantined(&lab), "{}: quarantined", dataplane.name());
+    scan(&lab);
+    wait_quarantined(&lab, "isolate")?;
+    Ok(())
+}
+
+/// Whether any device is in quarantine.
+fn quarantined(lab: &Lab) -> bool {
+    lab.cli(&["quarantine", "list"])
+        .map(|l| l.as_object().is_some_and(|o| !o.is_empty()))
+        .unwrap_or(true)
+}
+
+/// The pump's class with three more services on the pump server (a workflow a reload then
+/// takes away).
+fn with_extra_workflow(mac: [u8; 6]) -> String {
+    policy(mac, false, Some("isolate")).replace(
+        "workflows = [\"pump-server-sync\"]",
+        "workflows = [\"pump-server-sync\", \"pump-extra\"]",
+    ) + r#"
+[workflows.pump-extra]
+description = "lab: three more services on the pump server"
+[[workflows.pump-extra.rules]]
+device = "class:infusion-pump"
+peer = "10.10.0.20/32"
+proto = "tcp"
+ports = [3000, 3001, 3002]
+initiator = "device"
+"#
+}
+
+/// A reload that narrows the pump's workflows moves the policy, not the pump: its three
+/// sessions the new policy refuses are cut when judged again, each reported as such
+/// (`rejudged`), and nobody is quarantined — three distinct refused flows would otherwise
+/// isolate the pump (and, on nftables, its peer's replies counted against the pump too).
+fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dataplane, with_extra_workflow)?;
+    lab.echo_servers(&[3000, 3001, 3002])?;
+    lab.start()?;
+    let follower = lab.follow_events()?;
+    let mut sessions = Vec::new();
+    for port in [3000u16, 3001, 3002] {
+        let mut s = lab.connect(port, Duration::from_millis(1000))?;
+        assert!(round_trip(&mut s), "session to {port} before the reload");
+        sessions.push(s);
+    }
+    let gen = lab.ready_generation().unwrap_or(1);
+    lab.write_policy(&policy(lab.net.device_mac, false, Some("isolate")))?;
+    lab.signal(libc::SIGHUP);
+    lab.wait_generation(gen + 1, Duration::from_secs(10))?;
+    for (s, port) in sessions.iter_mut().zip([3000u16, 3001, 3002]) {
+        assert!(
+            !round_trip(s),
+            "{}: the session to {port} survived the workflow's removal",
+            dataplane.name()
+        );
+    }
+    let cut = || {
+        follower
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "deny_no_rule" && v["rejudged"] == true)
+            .count()
+    };
+    wait_until(Duration::from_secs(5), || cut() >= 3);
+    assert!(
+        cut() >= 3,
+        "{}: {} cut sessions reported as judged again",
+        dataplane.name(),
+        cut()
+    );
+    wait_until(Duration::from_secs(2), || quarantined(&lab));
+    let list = lab.cli(&["quarantine", "list"])?;
+    assert!(
+        !quarantined(&lab),
+        "{}: a narrowed workflow quarantined: {list}",
+        dataplane.name()
     );
     Ok(())
 }

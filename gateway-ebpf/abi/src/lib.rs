@@ -1077,6 +1077,13 @@ pub const EVENT_UNKNOWN: u8 = 4;
 pub const EVENT_LEARN: u8 = 5;
 pub const EVENT_ROGUE: u8 = 6;
 
+/// `Event::flags`: the verdict re-judged a flow admitted under an earlier policy or device
+/// state (a reload, a quarantine) and refused it. The device did not deviate, the policy
+/// moved: reported, never counted towards a quarantine, and never paid from a device's own
+/// event budget (a narrowed workflow would otherwise quarantine every device with a session
+/// open under it, and the peer whose replies are refused with them).
+pub const EVENT_F_REJUDGED: u8 = 1;
+
 /// `Event::version` of this layout.
 pub const EVENT_VERSION: u16 = 1;
 
@@ -1101,7 +1108,9 @@ pub struct Event {
     pub vlan: u16,
     pub src_port: u16,
     pub dst_port: u16,
-    pub _pad: [u8; 2],
+    /// `EVENT_F_*` (0 from programs older than the flags: none set).
+    pub flags: u8,
+    pub _pad: u8,
     pub ifindex: u32,
     /// Rule involved, or [`NO_RULE`].
     pub rule: u32,

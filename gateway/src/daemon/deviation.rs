@@ -1,8 +1,7 @@
 //! Deviation detection: turns the datapath's events into quarantine decisions.
 //!
 //! A deviation is a frame a managed device sent that its policy refuses: a flow it may not
-//! open, a packet of no flow, an ICMP error it may not send, neighbor discovery beyond its
-//! link. Repeated packets of one denied flow count once; distinct denied flows
+//! open, an ICMP error it may not send, neighbor discovery beyond its link. Repeated packets of one denied flow count once; distinct denied flows
 //! count separately. When a device reaches `after` distinct deviations within `within`
 //! seconds, its configured action fires once (the window restarts). Pure: time is passed
 //! in, so tests need no clock.
@@ -18,7 +17,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use lazaret_abi::{
-    Event, Reason, DIR_DEVICE_INIT, EVENT_DENY, EVENT_ROGUE, EVENT_SPOOF, FAMILY_V4, SIDE_DEVICES,
+    Event, Reason, DIR_DEVICE_INIT, EVENT_DENY, EVENT_F_REJUDGED, EVENT_ROGUE, EVENT_SPOOF,
+    FAMILY_V4, SIDE_DEVICES,
 };
 
 use crate::policy::model::QuarantineSettings;
@@ -66,12 +66,20 @@ pub fn kind_label(ev: &Event) -> Option<&'static str> {
 /// VLAN and bridge port bindings). Drops because the device is quarantined are the quarantine working, not
 /// new deviations (and one reported late, after a release, must not count towards the
 /// next).
+///
+/// Nor do two kinds of refusal that follow from something other than what the device chose
+/// to send: a flow admitted earlier and refused when judged again under a new policy or
+/// device state ([`EVENT_F_REJUDGED`]: the policy moved, and the packet judged may be the
+/// peer's reply), and a packet of no flow (`DenyNoFlow`: a retransmission or keepalive of
+/// a flow the gateway removed or forgot is one). Both are reported.
 pub fn is_evidence(ev: &Event) -> bool {
     ev.device != 0
         && ev.side == SIDE_DEVICES
         && ev.dir == DIR_DEVICE_INIT
+        && ev.flags & EVENT_F_REJUDGED == 0
         && matches!(ev.kind, EVENT_DENY | EVENT_SPOOF)
         && ev.reason != Reason::DenyQuarantine as u8
+        && ev.reason != Reason::DenyNoFlow as u8
         && Reason::from_u8(ev.reason).is_some_and(Reason::names_its_sender)
 }
 
@@ -255,7 +263,6 @@ mod tests {
         // What does count, each alone reaching a threshold of one.
         for r in [
             Reason::DenyNoRule,
-            Reason::DenyNoFlow,
             Reason::DenyIcmpError,
             Reason::DenyNdScope,
         ] {

@@ -205,6 +205,10 @@ pub struct Traffic {
     /// `allow_rule`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_be: Option<String>,
+    /// A flow admitted earlier and refused when judged again under a new policy or device
+    /// state (`EVENT_F_REJUDGED`): a session the change cut, not a deviation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejudged: bool,
 }
 
 /// Who opened a flow.
@@ -360,6 +364,7 @@ pub fn datapath_event(ev: &AbiEvent, compiled: Option<&Compiled>, ts: f64) -> Re
         }),
         rule,
         would_be,
+        rejudged: ev.flags & lazaret_abi::EVENT_F_REJUDGED != 0,
     };
     Record::new(ts, traffic_event(ev.kind, traffic))
 }

@@ -99,12 +99,13 @@ pub fn parse(datagram: &[u8]) -> Vec<Logged> {
 }
 
 /// The reason a log prefix names (`lazaret deny_no_rule `, a learn record's
-/// `lazaret learn:allow_rule `, a responder's verdict's `lazaret resp:deny_no_rule `).
+/// `lazaret learn:allow_rule `, a responder's verdict's `lazaret resp:deny_no_rule `, a
+/// re-judged flow's refusal's `lazaret rejudge:deny_no_rule `).
 pub fn reason_of(prefix: &str) -> Option<Reason> {
     let name = prefix.strip_prefix(super::render::LOG_PREFIX)?.trim();
-    let name = name
-        .strip_prefix("learn:")
-        .or_else(|| name.strip_prefix("resp:"))
+    let name = ["learn:", "resp:", "rejudge:"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name);
     (0..=u8::MAX)
         .filter_map(Reason::from_u8)
@@ -122,6 +123,12 @@ pub fn is_learn_record(prefix: &str) -> bool {
 /// ([`super::render::RESPONDER_PREFIX`]).
 pub fn is_responder_record(prefix: &str) -> bool {
     prefix.starts_with(super::render::RESPONDER_PREFIX)
+}
+
+/// Whether the prefix is the refusal of a flow judged again
+/// ([`super::render::REJUDGED_PREFIX`]).
+pub fn is_rejudged_record(prefix: &str) -> bool {
+    prefix.starts_with(super::render::REJUDGED_PREFIX)
 }
 
 /// Fills the packet fields of an [`Event`] from a logged packet (IPv4 or IPv6 header and
@@ -144,7 +151,12 @@ pub fn event(l: &Logged) -> Option<Event> {
         vlan: 0,
         src_port: 0,
         dst_port: 0,
-        _pad: [0; 2],
+        flags: if is_rejudged_record(&l.prefix) {
+            lazaret_abi::EVENT_F_REJUDGED
+        } else {
+            0
+        },
+        _pad: 0,
         ifindex: l.ifindex,
         rule: lazaret_abi::NO_RULE,
         ts_ns: 0,
@@ -396,5 +408,14 @@ mod tests {
             (lazaret_abi::EVENT_DENY, Reason::DenyNoRule as u8)
         );
         assert_eq!(reason_of("lazaret resp:nonsense "), None);
+        let again = event(&Logged {
+            prefix: format!("{}deny_no_rule ", super::super::render::REJUDGED_PREFIX),
+            ..Logged::default()
+        })
+        .expect("an event");
+        assert_eq!(
+            (again.reason, again.flags),
+            (Reason::DenyNoRule as u8, lazaret_abi::EVENT_F_REJUDGED)
+        );
     }
 }

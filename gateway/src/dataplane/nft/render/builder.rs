@@ -207,10 +207,15 @@ impl<'o> Builder<'o> {
     }
 
     /// A verdict of an end's policy (`judge_end`), logged, in the chains both sides share.
-    /// The initiator's is its own frame's; the `responder`'s is reported as the responder's
-    /// (`lazaret resp:<reason> `, [`super::RESPONDER_PREFIX`]: the XDP program's
-    /// `DIR_PEER_INIT`) and spends the sender's source budget, never the responder's own,
-    /// as the responder did not send it.
+    /// On a new flow, the initiator's is its own frame's; the `responder`'s is reported as
+    /// the responder's (`lazaret resp:<reason> `, [`super::RESPONDER_PREFIX`]: the XDP
+    /// program's `DIR_PEER_INIT`) and spends the sender's source budget, never the
+    /// responder's own, as the responder did not send it. On a flow judged again (admitted
+    /// under another generation: a reload, a quarantine), a refusal is reported as such
+    /// (`lazaret rejudge:<reason> `, [`super::REJUDGED_PREFIX`], the XDP program's
+    /// `EVENT_F_REJUDGED`) from the source's budget: the packet may be either end's, and the
+    /// policy moved, not the device. A flow that passes again (audit, learn) is not
+    /// reported again, as on XDP.
     pub(super) fn decide_end(
         &mut self,
         chain: &str,
@@ -218,12 +223,28 @@ impl<'o> Builder<'o> {
         r: Reason,
         responder: bool,
     ) {
-        if !responder {
-            self.decide(chain, matches, r, true, Side::Either);
-            return;
+        let mut new = matches.clone();
+        new.push(eq(ct("state"), s("new")));
+        let (prefix, payer) = if responder {
+            (
+                format!("{}{} ", super::RESPONDER_PREFIX, r.name()),
+                Payer::Source,
+            )
+        } else if r.names_its_sender() {
+            (
+                format!("{LOG_PREFIX}{} ", r.name()),
+                Payer::Sender(Side::Either),
+            )
+        } else {
+            (format!("{LOG_PREFIX}{} ", r.name()), Payer::Source)
+        };
+        self.log(chain, new, &prefix, payer);
+        if !r.passes() {
+            let mut again = matches.clone();
+            again.push(ne(ct("state"), s("new")));
+            let prefix = format!("{}{} ", super::REJUDGED_PREFIX, r.name());
+            self.log(chain, again, &prefix, Payer::Source);
         }
-        let prefix = format!("{}{} ", super::RESPONDER_PREFIX, r.name());
-        self.log(chain, matches.clone(), &prefix, Payer::Source);
         self.verdict(chain, matches, r, Side::Either);
     }
 

@@ -203,8 +203,16 @@ impl Builder<'_> {
             ];
             self.decide(c, r, Reason::AllowFlow, false, Side::Either);
         }
-        // Conntrack's own refusals (out of window and the like) are dropped unreported: the
-        // XDP program has no such judgement, and a device's TCP quirks are no deviation.
+        // Segments with none of SYN, ACK and RST (FIN, NULL and Xmas scans) are no live
+        // stack's: conntrack calls them invalid, the XDP program a packet of no flow, and
+        // both report them. Conntrack's other refusals (out of window and the like) are
+        // dropped unreported: the XDP program has no such judgement.
+        let r = vec![
+            eq(ct("state"), s("invalid")),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
+            eq(and(payload("tcp", "flags"), n(0x16)), n(0)),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![eq(ct("state"), s("invalid"))];
         self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         // A new conntrack entry from a packet that cannot open a flow (`initiating`):

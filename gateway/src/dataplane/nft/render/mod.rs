@@ -116,6 +116,10 @@ pub const LEARN_PREFIX: &str = "lazaret learn:";
 /// (`DIR_PEER_INIT`), as the XDP program's `judge_end` reports it.
 pub const RESPONDER_PREFIX: &str = "lazaret resp:";
 
+/// Prefix of the refusals of a flow admitted under another generation and judged again:
+/// `lazaret rejudge:<reason> ` (the XDP program's `EVENT_F_REJUDGED`).
+pub const REJUDGED_PREFIX: &str = "lazaret rejudge:";
+
 /// The dynamic set that rate-limits events per source (see `Builder::decide`).
 pub const EVENT_METER: &str = "event_rate";
 /// The per-source buckets of sources that are not a device's MAC (see `Builder::log`):
