@@ -117,16 +117,20 @@ struct Verdict {
     dev: Dev,
     /// Rule that decided, or NO_RULE.
     rule: u32,
-    /// DIR_* of the flow seen from `dev`.
+    /// DIR_* of the flow seen from `dev`, with `REJUDGED` set for a flow admitted
+    /// earlier and refused when judged again (a bit of this field, not a field of its own:
+    /// one more field to initialise costs every verdict instructions).
     dir: u8,
     /// Whether the verdict is worth an event (denies, audits, new learned flows, …).
     report: bool,
     /// A new flow of a device in learn mode: reported as a learn event even when allowed.
     learn: bool,
-    /// A flow admitted earlier, refused when judged again under a new policy or device
-    /// state (`EVENT_F_REJUDGED`): not the device's deviation, and not paid from its budget.
-    rejudged: bool,
 }
+
+/// `Verdict::dir`'s bit for a flow admitted earlier and refused when judged again under a
+/// new policy or device state (`EVENT_F_REJUDGED`): not the device's deviation, and not
+/// paid from its budget.
+const REJUDGED: u8 = 0x80;
 
 impl Verdict {
     const fn new(reason: Reason) -> Self {
@@ -137,7 +141,6 @@ impl Verdict {
             dir: DIR_DEVICE_INIT,
             report: !reason.passes(),
             learn: false,
-            rejudged: false,
         }
     }
     const fn dev(reason: Reason, dev: Dev) -> Self {
@@ -651,7 +654,7 @@ fn judge_flow(
             }
             remove_flow(&key, in_est);
             let mut v = v;
-            v.rejudged = true;
+            v.dir |= REJUDGED;
             return v;
         }
         remove_flow(&key, in_est);
@@ -971,7 +974,7 @@ fn judge_related(
     };
     if !v.reason.passes() {
         let mut v = v;
-        v.rejudged = true;
+        v.dir |= REJUDGED;
         return v;
     }
     // The rule decided this packet, which passes as the flow's (AllowFlow).
@@ -1536,10 +1539,10 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     // its policy as the responder (`DIR_PEER_INIT`), or a packet of a flow judged again
     // (which may be the peer's reply) spends its source MAC's: otherwise a flood in the
     // device's name would use up its budget and silence its own deviations.
+    // (`v.dir` with the REJUDGED bit is not DIR_DEVICE_INIT.)
     let sender = v.dev.id != 0
         && side == SIDE_DEVICES
         && v.dir == DIR_DEVICE_INIT
-        && !v.rejudged
         && v.reason.names_its_sender();
     let token = if sender {
         take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
@@ -1584,8 +1587,8 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     ev.kind = kind;
     ev.reason = v.reason as u8;
     ev.side = side;
-    ev.dir = v.dir;
-    if v.rejudged {
+    ev.dir = v.dir & !REJUDGED;
+    if v.dir & REJUDGED != 0 {
         ev.flags = EVENT_F_REJUDGED;
     }
     ev.ifindex = ifindex;
