@@ -1543,7 +1543,7 @@ fn report(gen: &Gen, v: &Verdict, side: u8, pkt: Option<&Pkt>, ctx: &XdpContext)
     let sender = v.dev.id != 0
         && side == SIDE_DEVICES
         && v.dir == DIR_DEVICE_INIT
-        && v.reason.names_its_sender();
+        && v.reason.spends_own_budget();
     let token = if sender {
         take_array_token(gen, &LZ_DEV_EVBUCKET, u32::from(v.dev.cell), rate, burst)
     } else {

@@ -137,6 +137,30 @@ fn spoofs_in_a_devices_name_do_not_spend_its_event_budget() {
         .all(|e| e.device == dev_id() && e.reason == Reason::DenyNoRule as u8));
 }
 
+/// Packets of no flow are never evidence, so they must not spend the budget the device's
+/// deviations are reported from: 10,000 ACKs of no flow from the device (reported within
+/// their source's budget), then its ten denied SYNs are all reported.
+#[test]
+fn packets_of_no_flow_do_not_spend_a_devices_event_budget() {
+    let mut dp = handmade::loaded(SITE_F_NEIGHBOR);
+    let mut events = dp.take_events().expect("events");
+    let ack = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40000, 22, 0x10);
+    dp.test_run_repeat(&ack, 10_000).expect("run");
+    let acks = events.drain();
+    assert!(
+        !acks.is_empty() && acks.len() < 10_000 / 2,
+        "reported, within a limit ({})",
+        acks.len()
+    );
+    assert!(acks
+        .iter()
+        .all(|e| e.device == dev_id() && e.reason == Reason::DenyNoFlow as u8));
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40001, 23, TCP_SYN);
+    dp.test_run_repeat(&syn, 10).expect("run");
+    let heard = events.drain();
+    assert_eq!(heard.len(), 10, "the device's own denials: {heard:?}");
+}
+
 /// A device's event budget lives in its cell, which a departed device's successor may be
 /// given: the successor starts with a full budget, not the one its predecessor's flood
 /// spent (the cell's bucket is emptied with its counters).

@@ -462,8 +462,9 @@ initiator = "device"
 
 /// A reload that narrows the pump's workflows moves the policy, not the pump: its three
 /// sessions the new policy refuses are cut when judged again, each reported as such
-/// (`rejudged`), and nobody is quarantined — three distinct refused flows would otherwise
-/// isolate the pump (and, on nftables, its peer's replies counted against the pump too).
+/// (`rejudged`), its application's reconnects to them are refused, and nobody is
+/// quarantined — three distinct refused flows would otherwise isolate the pump (and, on
+/// nftables, its peer's replies counted against the pump too).
 fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane) -> Result<()> {
     let mut lab = Lab::on(dataplane, with_extra_workflow)?;
     lab.echo_servers(&[3000, 3001, 3002])?;
@@ -501,6 +502,14 @@ fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane
         dataplane.name(),
         cut()
     );
+    // The pump's application reconnects: refused (and reported), but the same flows.
+    for port in [3000u16, 3001, 3002] {
+        assert!(
+            lab.connect(port, Duration::from_millis(300)).is_err(),
+            "{}: reconnecting to {port} was allowed",
+            dataplane.name()
+        );
+    }
     wait_until(Duration::from_secs(2), || quarantined(&lab));
     let list = lab.cli(&["quarantine", "list"])?;
     assert!(

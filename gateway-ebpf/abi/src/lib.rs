@@ -214,7 +214,7 @@ pub const MAP_EV_BUCKET: &str = "LZ_EV_BUCKET";
 /// cell ([`Device::cell`]): an array the
 /// verifier inlines, so a device's reported packet costs no hash lookup for its rate limit.
 /// A zeroed entry is a bucket never used (full). Only frames that name their sender
-/// ([`Reason::names_its_sender`], from the devices' side, [`DIR_DEVICE_INIT`]) spend from it; [`MAP_EV_BUCKET`]
+/// ([`Reason::spends_own_budget`], from the devices' side, [`DIR_DEVICE_INIT`]) spend from it; [`MAP_EV_BUCKET`]
 /// keeps every other source's, keyed by MAC.
 pub const MAP_DEV_EV_BUCKET: &str = "LZ_DEV_EVBUCKET";
 /// `Array<TokenBucket>` of 1 (ABI 10): the one budget all sources without a device share
@@ -633,8 +633,9 @@ impl Reason {
     /// before identity, named by a MAC anyone can clone), unknown sources and frames of no
     /// device. Nor for fragments: the XDP program refuses some after identity, nftables
     /// only before it (the kernel reassembles the rest), so a fragment is never taken as
-    /// the device's own. Both dataplanes charge a reported frame to its device's own event budget only
-    /// when this holds (any other to its source MAC's and the budget such sources share),
+    /// the device's own. Both dataplanes charge a reported frame to its device's own event
+    /// budget only when this holds ([`Reason::spends_own_budget`]; any other to its source
+    /// MAC's and the budget such sources share),
     /// and only such frames count towards a quarantine: what the device did not provably
     /// send can neither silence its events nor have it quarantined.
     pub const fn names_its_sender(self) -> bool {
@@ -650,6 +651,16 @@ impl Reason {
                 | Reason::DenyNdScope
                 | Reason::DenyIcmpError
         )
+    }
+
+    /// Whether a device's own frame ([`Reason::names_its_sender`]) decided for this reason
+    /// spends the device's own event budget. Not a packet of no flow: it is never evidence
+    /// (a retransmission after the gateway dropped a flow is one), so a device flooding
+    /// them would spend its budget on events that cannot contain it, and have the
+    /// deviations that can rate limited unseen. It spends its source MAC's budget and the
+    /// shared one, where its own rate bounds what it takes.
+    pub const fn spends_own_budget(self) -> bool {
+        self.names_its_sender() && !matches!(self, Reason::DenyNoFlow)
     }
 
     /// The `EVENT_*` kind a reported packet of this reason is (learn records aside, which

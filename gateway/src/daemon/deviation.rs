@@ -1,10 +1,11 @@
 //! Deviation detection: turns the datapath's events into quarantine decisions.
 //!
 //! A deviation is a frame a managed device sent that its policy refuses: a flow it may not
-//! open, an ICMP error it may not send, neighbor discovery beyond its link. Repeated packets of one denied flow count once; distinct denied flows
-//! count separately. When a device reaches `after` distinct deviations within `within`
-//! seconds, its configured action fires once (the window restarts). Pure: time is passed
-//! in, so tests need no clock.
+//! open, an ICMP error it may not send, neighbor discovery beyond its link. Repeated
+//! packets of one denied flow count once; distinct denied flows count separately. When a
+//! device reaches `after` distinct deviations within `within` seconds, its configured
+//! action fires once (the window restarts). Pure: time is passed in, so tests need no
+//! clock.
 //!
 //! Only frames that passed identity as the device count ([`is_evidence`]). Everything else
 //! an event may name a device for is still dropped and reported, but proves nothing about
@@ -13,6 +14,12 @@
 //! address or MAC from another port, VLAN or MAC (spoofing, which names the identity
 //! claimed); a frame the parser refuses (or a fragment), or a DHCP offer or router
 //! advertisement, each judged before identity, so named by a MAC anyone can clone.
+//!
+//! Nor does what follows from a policy change rather than from the device: a session the
+//! change cut (`EVENT_F_REJUDGED`), and the device's attempts to open that flow again
+//! afterwards (an application reconnecting to a service the new policy removed), for
+//! [`CUT_GRACE_MS`] after each attempt. A device that keeps doing what it always did has
+//! not changed; its refused attempts are still reported.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -38,10 +45,32 @@ struct Window {
     distinct: HashSet<Signature>,
 }
 
-/// Per-device sliding windows of distinct deviations.
+/// How long a flow a policy change cut stays excused after the device last tried it.
+pub const CUT_GRACE_MS: u64 = 60 * 60 * 1000;
+/// Cut flows remembered per device; the one tried least recently is forgotten first.
+const MAX_CUT: usize = 256;
+
+/// Per-device sliding windows of distinct deviations, and the flows a policy change cut.
 #[derive(Debug, Default)]
 pub struct Detector {
     windows: HashMap<u64, Window>,
+    /// Device → the flows a policy change cut → when it last tried one (ms).
+    cut: HashMap<u64, HashMap<Signature, u64>>,
+}
+
+/// The flow an event is about, seen from its device: the peer and the service port.
+fn signature(ev: &Event) -> Signature {
+    let device_is_src = ev.dir == DIR_DEVICE_INIT;
+    let mut peer = if device_is_src { ev.dst } else { ev.src };
+    if ev.family == FAMILY_V4 {
+        peer[4..].fill(0);
+    }
+    Signature {
+        kind: ev.kind,
+        proto: ev.proto,
+        peer,
+        port: ev.dst_port,
+    }
 }
 
 /// The label of a deviation event for metrics, or None if the event is not a deviation.
@@ -86,21 +115,29 @@ pub fn is_evidence(ev: &Event) -> bool {
 impl Detector {
     /// Records one event; returns true when the device crosses its threshold.
     pub fn observe(&mut self, ev: &Event, now_ms: u64, settings: &QuarantineSettings) -> bool {
+        let sig = signature(ev);
+        if ev.device != 0
+            && ev.kind == EVENT_DENY
+            && ev.dir == DIR_DEVICE_INIT
+            && ev.flags & EVENT_F_REJUDGED != 0
+        {
+            self.cut_flow(ev.device, sig, now_ms);
+            return false;
+        }
         if !is_evidence(ev) || settings.after == 0 {
             return false;
         }
-        // The other end of the flow: the peer address and the service port.
-        let device_is_src = ev.dir == lazaret_abi::DIR_DEVICE_INIT;
-        let mut peer = if device_is_src { ev.dst } else { ev.src };
-        if ev.family == FAMILY_V4 {
-            peer[4..].fill(0);
+        // The device trying again a flow a policy change cut: excused, and the grace runs
+        // on from this attempt.
+        if let Some(tried) = self
+            .cut
+            .get_mut(&ev.device)
+            .and_then(|c| c.get_mut(&sig))
+            .filter(|t| now_ms.saturating_sub(**t) < CUT_GRACE_MS)
+        {
+            *tried = now_ms;
+            return false;
         }
-        let sig = Signature {
-            kind: ev.kind,
-            proto: ev.proto,
-            peer,
-            port: ev.dst_port,
-        };
         let w = self.windows.entry(ev.device).or_default();
         let horizon = now_ms.saturating_sub(settings.within_s.saturating_mul(1000));
         while let Some((t, s)) = w.seen.front().copied() {
@@ -122,14 +159,28 @@ impl Detector {
         false
     }
 
+    /// Remembers a flow of `device` that a policy change cut.
+    fn cut_flow(&mut self, device: u64, sig: Signature, now_ms: u64) {
+        let cut = self.cut.entry(device).or_default();
+        cut.retain(|_, t| now_ms.saturating_sub(*t) < CUT_GRACE_MS);
+        if cut.len() >= MAX_CUT && !cut.contains_key(&sig) {
+            if let Some(oldest) = cut.iter().min_by_key(|(_, t)| **t).map(|(s, _)| *s) {
+                cut.remove(&oldest);
+            }
+        }
+        cut.insert(sig, now_ms);
+    }
+
     /// Forgets a device (released, or gone from the policy).
     pub fn forget(&mut self, device: u64) {
         self.windows.remove(&device);
+        self.cut.remove(&device);
     }
 
     /// Keeps the windows of the devices `keep` says are still in the policy.
     pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
         self.windows.retain(|device, _| keep(*device));
+        self.cut.retain(|device, _| keep(*device));
     }
 }
 
@@ -272,5 +323,31 @@ mod tests {
             let mut d = Detector::default();
             assert!(d.observe(&ev, 0, &s), "{r:?}");
         }
+    }
+
+    /// A session a reload cut, then the device trying it again (a reconnect): excused for
+    /// an hour after its last attempt, each attempt extending it; other flows still count.
+    #[test]
+    fn a_flow_a_policy_change_cut_is_excused_when_tried_again() {
+        let s = settings(2, 60);
+        let mut d = Detector::default();
+        let mut cut = deny(1, 1, 22);
+        cut.flags = EVENT_F_REJUDGED;
+        assert!(!d.observe(&cut, 0, &s));
+        // Reconnects for the next 90 minutes, every 30: each within the grace of the last.
+        for t in [1, 30, 60, 90] {
+            assert!(!d.observe(&deny(1, 1, 22), t * 60_000, &s), "minute {t}");
+        }
+        assert!(!d.observe(&deny(1, 2, 22), 90 * 60_000, &s));
+        assert!(
+            d.observe(&deny(1, 3, 22), 90 * 60_000 + 1, &s),
+            "flows the change did not cut count"
+        );
+        // Untried for longer than the grace, the flow counts again.
+        let mut d = Detector::default();
+        assert!(!d.observe(&cut, 0, &s));
+        let late = CUT_GRACE_MS + 1;
+        assert!(!d.observe(&deny(1, 1, 22), late, &s));
+        assert!(d.observe(&deny(1, 2, 22), late, &s));
     }
 }

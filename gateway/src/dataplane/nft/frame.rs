@@ -223,7 +223,7 @@ impl Text {
                 limit("ether saddr"),
                 super::render::UNKNOWN_BUDGET
             );
-            match sent.filter(|_| r.names_its_sender()) {
+            match sent.filter(|_| r.spends_own_budget()) {
                 Some((addr, v)) => {
                     self.line(&format!(
                         "{matches} ether saddr @devmac update @{} {} {log}",

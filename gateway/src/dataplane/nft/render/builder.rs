@@ -196,7 +196,7 @@ impl<'o> Builder<'o> {
     ) {
         if log {
             let prefix = format!("{LOG_PREFIX}{} ", r.name());
-            let payer = if r.names_its_sender() && side != Side::Upstream {
+            let payer = if r.spends_own_budget() && side != Side::Upstream {
                 Payer::Sender(side)
             } else {
                 Payer::Source
@@ -230,7 +230,7 @@ impl<'o> Builder<'o> {
                 format!("{}{} ", super::RESPONDER_PREFIX, r.name()),
                 Payer::Source,
             )
-        } else if r.names_its_sender() {
+        } else if r.spends_own_budget() {
             (
                 format!("{LOG_PREFIX}{} ", r.name()),
                 Payer::Sender(Side::Either),

@@ -216,8 +216,8 @@ impl Builder<'_> {
         let r = vec![eq(ct("state"), s("invalid"))];
         self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
         // A new conntrack entry from a packet that cannot open a flow (`initiating`):
-        // reported, as the XDP program reports a packet of no flow (a device's ACK scan is a
-        // deviation of its own).
+        // reported, as the XDP program reports a packet of no flow (an ACK scan shows in the
+        // feed; it is not evidence, see `deviation::is_evidence`).
         let r = vec![
             eq(ct("state"), s("new")),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
