@@ -697,13 +697,7 @@ pub fn wait_event(
     follower: &ChildGuard,
     want: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<serde_json::Value> {
-    let find = || {
-        follower
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| want(v))
-    };
+    let find = || followed(follower).into_iter().find(|v| want(v));
     crate::netns::wait_until(Duration::from_secs(5), || find().is_some());
     match find() {
         Some(v) => Ok(v),
@@ -712,6 +706,15 @@ pub fn wait_event(
             follower.output()
         ),
     }
+}
+
+/// Every event a [`Lab::follow_events`] follower has printed so far, parsed.
+pub fn followed(follower: &ChildGuard) -> Vec<serde_json::Value> {
+    follower
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// One echo round trip on a stream; false if it did not come back within 1.5 s.

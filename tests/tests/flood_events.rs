@@ -528,11 +528,7 @@ fn flood_while_the_pump_deviates(
         &[("reason", "deny_no_rule"), ("side", "devices")],
     )?
     .unwrap_or(0.0);
-    let feed = follower.output();
-    let lines: Vec<serde_json::Value> = feed
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = lazaret_tests::daemon::followed(&follower);
     // A follower that fell behind is told how many it lost: then nothing can be concluded.
     let lagged = lines.iter().find(|v| v["kind"] == "lost");
     // The pump's own: from its address (frames sent to it from upstream name it too).

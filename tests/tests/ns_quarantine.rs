@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use lazaret_tests::{
-    daemon::{pump_policy, round_trip, Dataplane, Lab},
+    daemon::{followed, pump_policy, round_trip, Dataplane, Lab},
     frames::{tcp4, udp4, with_l4_checksum4},
     netns::{mac_of, wait_until, RawSocket},
     on_both_dataplanes,
@@ -344,15 +344,8 @@ fn frames_the_pump_did_not_send_never_quarantine_it(dataplane: Dataplane) -> Res
     }
 
     // Every kind was reported: the controller saw them all.
-    let events = || -> Vec<serde_json::Value> {
-        follower
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
     let reported = |reason: &str, named: bool| {
-        events()
+        followed(&follower)
             .iter()
             .filter(|v| v["reason"] == reason && (!named || v["device"] == "pump-icu-01"))
             .count()
@@ -414,10 +407,8 @@ fn packets_of_no_flow_are_reported_and_quarantine_nobody(dataplane: Dataplane) -
         }
     }
     let no_flow = || {
-        follower
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        followed(&follower)
+            .into_iter()
             .filter(|v| v["reason"] == "deny_no_flow" && v["device"] == "pump-icu-01")
             .count()
     };
@@ -488,10 +479,8 @@ fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane
         );
     }
     let cut = || {
-        follower
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        followed(&follower)
+            .into_iter()
             .filter(|v| v["reason"] == "deny_no_rule" && v["rejudged"] == true)
             .count()
     };
