@@ -37,6 +37,7 @@ on_both_dataplanes!(
     a_live_session_cannot_be_written_to_in_another_identity,
     a_live_ipv6_session_takes_no_hostile_header_chain,
     an_address_a_reload_gives_a_device_is_its_own_at_once,
+    an_operators_notrack_rule_opens_no_way_past_the_policy,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -874,6 +875,123 @@ fn a_device_address_from_upstream_is_refused(dp: Dataplane) -> Result<()> {
         "a_device_address_from_upstream_is_refused",
         dp,
         "nothing sent from upstream in the neighbour's name reached the attacker",
+    )
+}
+
+/// An operator exempts the device VLAN's traffic from conntrack (a raw-table `notrack` rule
+/// of their own, as some sites do for bulk traffic). The nftables dataplane judges flows by
+/// conntrack: an untracked packet has no original tuple, so no judging rule would match it
+/// and it would reach the final accept. It must be dropped and reported instead; the XDP
+/// program keeps its own flow table and judges it as any other.
+fn an_operators_notrack_rule_opens_no_way_past_the_policy(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let table = "lzt_notrack";
+    let rules = format!(
+        "table inet {table} {{\n chain pre {{\n type filter hook prerouting priority raw;\n \
+         ip saddr 10.20.0.0/24 notrack\n ip6 saddr fd00:20::/64 notrack\n }}\n}}\n"
+    );
+    let file = lab.tmp.path.join("notrack.nft");
+    std::fs::write(&file, rules)?;
+    lab.gw.exec(&["nft", "-f", &file.to_string_lossy()])?;
+    // What the policy forbids: a port of the server no workflow names, a host no workflow
+    // reaches, over both families; and a data segment of no flow to the allowed port.
+    let no_rule = match dp {
+        Dataplane::Xdp => Reason::DenyNoRule,
+        Dataplane::Nftables => Reason::DenyNoFlow,
+    };
+    let to_denied = with_l4_checksum4(ethernet(
+        lab.gw_mac,
+        lab.att_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(
+            ATT_IP,
+            DENIED,
+            6,
+            &tcp(40050, HL7, TCP_SYN, b"LZ-NOTRACK-HOST"),
+            &Ipv4Opts::default(),
+        ),
+    ));
+    let v6 = with_l4_checksum(ethernet(
+        lab.gw_mac,
+        lab.att_mac,
+        &[],
+        ETH_IPV6,
+        &ipv6(
+            ATT_IP6,
+            SERVER6,
+            &[],
+            6,
+            &tcp(40051, 23, TCP_SYN, b"LZ-NOTRACK-V6"),
+        ),
+    ));
+    let ack = with_l4_checksum4(ethernet(
+        lab.gw_mac,
+        lab.att_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(
+            ATT_IP,
+            SERVER,
+            6,
+            &tcp(40052, HL7, TCP_ACK, b"LZ-NOTRACK-ACK"),
+            &Ipv4Opts::default(),
+        ),
+    ));
+    let port = syn4(&lab, lab.att_mac, ATT_IP, &[], 23, b"LZ-NOTRACK-PORT");
+    refused(
+        &lab,
+        &server,
+        "untracked SYN to a port no rule names",
+        port,
+        b"LZ-NOTRACK-PORT",
+        Some(no_rule),
+    )?;
+    refused(
+        &lab,
+        &server,
+        "untracked SYN to a host no workflow reaches",
+        to_denied,
+        b"LZ-NOTRACK-HOST",
+        Some(no_rule),
+    )?;
+    refused(
+        &lab,
+        &server,
+        "untracked IPv6 SYN to a port no rule names",
+        v6,
+        b"LZ-NOTRACK-V6",
+        Some(no_rule),
+    )?;
+    refused(
+        &lab,
+        &server,
+        "untracked ACK of no flow",
+        ack,
+        b"LZ-NOTRACK-ACK",
+        Some(Reason::DenyNoFlow),
+    )?;
+    // The operator's rule gone, the allowed twin arrives: the observer sees.
+    lab.gw.exec(&["nft", "delete", "table", "inet", table])?;
+    lab.attack(vec![syn4(
+        &lab,
+        lab.att_mac,
+        ATT_IP,
+        &[],
+        HL7,
+        b"LZ-NOTRACK-OK",
+    )])?;
+    ensure!(
+        server.saw(b"LZ-NOTRACK-OK", ARRIVE),
+        "the allowed SYN did not arrive\n{}",
+        lab.debug()
+    );
+    done(
+        "an_operators_notrack_rule_opens_no_way_past_the_policy",
+        dp,
+        "with every device packet exempt from conntrack, nothing the policy forbids reached \
+         the server, each refusal counted; the allowed SYN arrived once the exemption was gone",
     )
 }
 

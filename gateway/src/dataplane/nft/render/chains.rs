@@ -203,6 +203,14 @@ impl Builder<'_> {
             ];
             self.decide(c, r, Reason::AllowFlow, false, Side::Either);
         }
+        // Bypass class: a packet conntrack does not track (a `notrack` rule elsewhere in
+        // the ruleset, a raw-table exemption for bulk traffic, say) has no original tuple.
+        // Every rule of the judge chains reads it, so none would match and the packet would
+        // reach this chain's final accept unjudged. Without conntrack there is no flow to
+        // judge it by: dropped and reported as a packet of no flow (not evidence). XDP keeps
+        // its own flow table and judges such packets as any other.
+        let r = vec![eq(ct("state"), s("untracked"))];
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         // Segments with none of SYN, ACK and RST (FIN, NULL and Xmas scans) are no live
         // stack's: conntrack calls them invalid, the XDP program a packet of no flow, and
         // both report them. Conntrack's other refusals (out of window and the like) are
