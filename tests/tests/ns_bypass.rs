@@ -427,6 +427,26 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
         "the device's own error did not arrive\n{}",
         lab.debug()
     );
+    // After a reload every flow is judged again, errors included: by the quoted session's
+    // protocol and port, which the policy still allows (not as ICMP, which it does not).
+    // Nothing of the session passes in between to judge it first.
+    lab.reload_to(lab.generation()?, "")?;
+    let f = unreachable4(
+        &lab,
+        ATT_IP,
+        SERVER,
+        SERVER,
+        HL7,
+        ATT_IP,
+        my_port,
+        b"LZ-ICMP-RELOADED",
+    );
+    lab.attack(vec![f])?;
+    ensure!(
+        server.saw(b"LZ-ICMP-RELOADED", ARRIVE),
+        "after a reload, the device's own error about its allowed session did not arrive\n{}",
+        lab.debug()
+    );
     // Isolated, the device's errors about the session it had before are refused too.
     lab.cli(&[
         "quarantine",
@@ -459,7 +479,8 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
     done(
         "icmp_errors_travel_only_back_along_their_own_flow",
         dp,
-        "the device's own error reached the server",
+        "the device's own error reached the server, and again after a reload (judged by \
+         its session's protocol and port)",
     )
 }
 

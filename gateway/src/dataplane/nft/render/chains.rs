@@ -382,17 +382,23 @@ impl Builder<'_> {
             ("learn", Reason::Learn),
         ] {
             let c = format!("ports_{d}_{v}");
-            // The protocol must be known for nft to type `ct original proto-dst`; the
-            // original responder port is the same for both directions of the flow.
-            for proto in [PROTO_TCP, PROTO_UDP] {
+            // The flow's protocol and responder port, both from conntrack's original tuple:
+            // for a packet of the flow they are the packet's own, for an ICMP error related
+            // to the flow they are the quoted session's (as the XDP program's
+            // `judge_related`). So an error about a session still allowed passes when its
+            // flow is judged again after a reload, where the error's own protocol (ICMP)
+            // would be refused. nft types `ct original proto-dst` by the packet's transport
+            // protocol (any known one will do): hence the `meta l4proto` match, which lets
+            // related ICMP errors through to the lookup.
+            let proto = || ct_orig("protocol");
+            for p in [PROTO_TCP, PROTO_UDP] {
+                let carriers = [p, PROTO_ICMP, PROTO_ICMPV6].map(|v| n(u32::from(v)));
                 self.rule(
                     &c,
                     vec![
-                        eq(meta(MetaKey::L4proto), n(u32::from(proto))),
-                        in_set(
-                            concat(vec![mark(), meta(MetaKey::L4proto), ct_orig("proto-dst")]),
-                            PORTS,
-                        ),
+                        eq(meta(MetaKey::L4proto), anon(carriers.to_vec())),
+                        eq(proto(), n(u32::from(p))),
+                        in_set(concat(vec![mark(), proto(), ct_orig("proto-dst")]), PORTS),
                         ret(),
                     ],
                 );
@@ -401,10 +407,10 @@ impl Builder<'_> {
                 &c,
                 vec![
                     ne(
-                        meta(MetaKey::L4proto),
+                        proto(),
                         anon(vec![n(u32::from(PROTO_TCP)), n(u32::from(PROTO_UDP))]),
                     ),
-                    in_set(concat(vec![mark(), meta(MetaKey::L4proto)]), PORTS0),
+                    in_set(concat(vec![mark(), proto()]), PORTS0),
                     ret(),
                 ],
             );
