@@ -448,13 +448,19 @@ peer = "10.10.0.20/32"
 proto = "tcp"
 ports = [3000, 3001, 3002]
 initiator = "device"
+[[workflows.pump-extra.rules]]
+device = "class:infusion-pump"
+peer = "10.10.0.20/32"
+proto = "udp"
+ports = [3003, 3004, 3005]
+initiator = "device"
 "#
 }
 
 /// A reload that narrows the pump's workflows moves the policy, not the pump: its three
-/// sessions the new policy refuses are cut when judged again, each reported as such
-/// (`rejudged`), its application's reconnects to them are refused, and nobody is
-/// quarantined — three distinct refused flows would otherwise isolate the pump (and, on
+/// sessions and three one-way UDP streams the new policy refuses are cut when judged again,
+/// each reported as such (`rejudged`), its application's reconnects to them are refused,
+/// and nobody is quarantined — three distinct refused flows would otherwise isolate the pump (and, on
 /// nftables, its peer's replies counted against the pump too).
 fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane) -> Result<()> {
     let mut lab = Lab::on(dataplane, with_extra_workflow)?;
@@ -467,6 +473,46 @@ fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane
         assert!(round_trip(&mut s), "session to {port} before the reload");
         sessions.push(s);
     }
+    // Three one-way UDP flows (a device streaming to a collector that never answers):
+    // conntrack keeps such a flow `new` while it is unreplied, so its packets after the
+    // reload look like new flows' unless the table asks whether the flow was admitted.
+    const STREAMS: [u16; 3] = [3003, 3004, 3005];
+    let sinks = lab
+        .net
+        .server
+        .run(|| -> std::io::Result<Vec<std::net::UdpSocket>> {
+            STREAMS
+                .iter()
+                .map(|&p| std::net::UdpSocket::bind(("10.10.0.20", p)))
+                .collect()
+        })??;
+    let from = lab
+        .net
+        .device
+        .run(|| std::net::UdpSocket::bind(("10.20.0.11", 0)))??;
+    let stream = |what: &[u8]| -> Result<()> {
+        for p in STREAMS {
+            from.send_to(what, ("10.10.0.20", p))?;
+        }
+        Ok(())
+    };
+    // What arrived at each collector within `wait`.
+    let arrived = |wait: Duration| -> Result<usize> {
+        let mut buf = [0u8; 16];
+        let mut n = 0;
+        for s in &sinks {
+            s.set_read_timeout(Some(wait))?;
+            n += usize::from(s.recv_from(&mut buf).is_ok());
+        }
+        Ok(n)
+    };
+    stream(b"before")?;
+    assert_eq!(
+        arrived(Duration::from_millis(1000))?,
+        3,
+        "{}: the one-way UDP flows before the reload",
+        dataplane.name()
+    );
     let gen = lab.ready_generation().unwrap_or(1);
     lab.write_policy(&policy(lab.net.device_mac, false, Some("isolate")))?;
     lab.signal(libc::SIGHUP);
@@ -478,16 +524,25 @@ fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane
             dataplane.name()
         );
     }
+    // The streams go on after the reload, twice each: refused, and their flows cut.
+    stream(b"after1")?;
+    stream(b"after2")?;
+    assert_eq!(
+        arrived(Duration::from_millis(300))?,
+        0,
+        "{}: one-way UDP flows passed after their workflow's removal",
+        dataplane.name()
+    );
     let cut = || {
         followed(&follower)
             .into_iter()
             .filter(|v| v["reason"] == "deny_no_rule" && v["rejudged"] == true)
             .count()
     };
-    wait_until(Duration::from_secs(5), || cut() >= 3);
+    wait_until(Duration::from_secs(5), || cut() >= 6);
     assert!(
-        cut() >= 3,
-        "{}: {} cut sessions reported as judged again",
+        cut() >= 6,
+        "{}: {} cut sessions and streams reported as judged again (of 6)",
         dataplane.name(),
         cut()
     );

@@ -44,6 +44,21 @@ pub(super) fn ct_orig(key: &'static str) -> Expr {
     }))
 }
 
+/// Whether the packet's conntrack entry is confirmed: an earlier packet of its flow was
+/// accepted (conntrack confirms an entry as its first packet leaves). `false` for the first
+/// packet of a flow, however often a refused one is sent again, and for packets without an
+/// entry (invalid, untracked), which no rule with this match then judges.
+pub(super) fn ct_confirmed(confirmed: bool) -> Stmt {
+    /// `IPS_CONFIRMED` of `enum ip_conntrack_status`.
+    const IPS_CONFIRMED: u32 = 1 << 3;
+    let status = and(ct("status"), n(IPS_CONFIRMED));
+    if confirmed {
+        ne(status, n(0))
+    } else {
+        eq(status, n(0))
+    }
+}
+
 pub(super) fn ct(key: &'static str) -> Expr {
     E::Named(N::CT(CT {
         key: key.into(),

@@ -211,7 +211,7 @@ impl<'o> Builder<'o> {
     /// the responder's (`lazaret resp:<reason> `, [`super::RESPONDER_PREFIX`]: the XDP
     /// program's `DIR_PEER_INIT`) and spends the sender's source budget, never the
     /// responder's own, as the responder did not send it. On a flow judged again (admitted
-    /// under another generation: a reload, a quarantine), a refusal is reported as such
+    /// under another generation: a reload, a quarantine; its conntrack entry is confirmed), a refusal is reported as such
     /// (`lazaret rejudge:<reason> `, [`super::REJUDGED_PREFIX`], the XDP program's
     /// `EVENT_F_REJUDGED`) from the source's budget: the packet may be either end's, and the
     /// policy moved, not the device. A flow that passes again (audit, learn) is not
@@ -224,7 +224,7 @@ impl<'o> Builder<'o> {
         responder: bool,
     ) {
         let mut new = matches.clone();
-        new.push(eq(ct("state"), s("new")));
+        new.push(ct_confirmed(false));
         let (prefix, payer) = if responder {
             (
                 format!("{}{} ", super::RESPONDER_PREFIX, r.name()),
@@ -241,7 +241,7 @@ impl<'o> Builder<'o> {
         self.log(chain, new, &prefix, payer);
         if !r.passes() {
             let mut again = matches.clone();
-            again.push(ne(ct("state"), s("new")));
+            again.push(ct_confirmed(true));
             let prefix = format!("{}{} ", super::REJUDGED_PREFIX, r.name());
             self.log(chain, again, &prefix, Payer::Source);
         }

@@ -190,13 +190,20 @@ impl Builder<'_> {
     /// Conntrack stands in for the XDP flow table. A flow admitted under this generation
     /// passes unless an end is quarantined; anything else is judged by its original
     /// direction, as the XDP program re-judges stale flows.
+    ///
+    /// "Admitted" is a confirmed conntrack entry (an earlier packet was accepted), not
+    /// `ct state established`: conntrack keeps an unreplied flow `new` (a device streaming
+    /// UDP to a collector that never answers), and the XDP program's flow entry exists
+    /// from the first packet. So that flow's later packets pass as `allow_flow`, and when
+    /// a reload cuts it, its refusal is reported as judged again, as on XDP, not as a new
+    /// flow the device opened (evidence: three such streams would quarantine it).
     fn flow(&mut self) {
         let gen = self.opt.generation;
         let c = "flow";
         for f in [V4, V6] {
             let r = vec![
                 f.is(),
-                eq(ct("state"), anon(vec![s("established"), s("related")])),
+                ct_confirmed(true),
                 eq(ct("mark"), n(gen)),
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
@@ -257,11 +264,7 @@ impl Builder<'_> {
                 (f.ct_saddr(), Payer::Sender(Side::Either)),
                 (f.ct_daddr(), Payer::Source),
             ] {
-                let r = vec![
-                    f.is(),
-                    eq(ct("state"), s("new")),
-                    in_set(end, &f.n(LEARN_ADDR)),
-                ];
+                let r = vec![f.is(), ct_confirmed(false), in_set(end, &f.n(LEARN_ADDR))];
                 let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
                 self.log(c, r, &prefix, payer);
             }
