@@ -38,7 +38,8 @@ const MAX_CPU: f64 = 0.5;
 on_both_dataplanes!(
     a_flood_of_made_up_source_macs_does_not_silence_the_devices,
     an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address,
-    a_flood_in_a_devices_name_does_not_silence_it
+    a_flood_in_a_devices_name_does_not_silence_it,
+    a_flood_from_the_mac_a_device_is_behind_does_not_silence_it
 );
 
 fn policy(monitor: Mac) -> String {
@@ -105,11 +106,11 @@ ports = [2575]
 /// The pump's six denied attempts: SYNs to ports no workflow allows, each a flow of its
 /// own (three distinct denied flows quarantine it). With their checksums: conntrack
 /// (nftables) takes a bad one for an invalid packet.
-fn pump_attempts(gw_mac: Mac, server: Ipv4Addr) -> Vec<Vec<u8>> {
+fn pump_attempts(pump_mac: Mac, gw_mac: Mac, server: Ipv4Addr) -> Vec<Vec<u8>> {
     (0..6)
         .map(|i| {
             with_l4_checksum4(tcp4(
-                PUMP_MAC,
+                pump_mac,
                 gw_mac,
                 PUMP_IP,
                 server,
@@ -237,7 +238,7 @@ fn a_flooding_device_does_not_silence_the_others() -> Result<()> {
         40000,
         9,
     );
-    let pump_frames = pump_attempts(gw_mac, lab.net.server_ip);
+    let pump_frames = pump_attempts(PUMP_MAC, gw_mac, lab.net.server_ip);
 
     let cpu_before = cpu_seconds(pid)?;
     let started = Instant::now();
@@ -333,6 +334,7 @@ fn a_flood_of_made_up_source_macs_does_not_silence_the_devices(dp: Dataplane) ->
         policy,
         |lab, gw| Ok(vec![made_up_macs(lab, gw, u64::MAX)]),
         1.0,
+        |_| PUMP_MAC,
     )
 }
 
@@ -355,6 +357,7 @@ fn an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_addres
         |monitor| lab_policy(monitor, "audit", false),
         |lab, gw| Ok(vec![made_up_macs(lab, gw, AUDITED_MACS)]),
         2.0,
+        |_| PUMP_MAC,
     )
 }
 
@@ -390,6 +393,41 @@ fn a_flood_in_a_devices_name_does_not_silence_it(dp: Dataplane) -> Result<()> {
             ])
         },
         2.0,
+        |_| PUMP_MAC,
+    )
+}
+
+/// The pump, known by its address alone, sits behind the monitor's MAC (as a device behind
+/// a managed router would: its frames carry the router's), and the monitor, isolated, goes
+/// on sending (`deny_quarantine`, its own budget's). On nftables both were charged to the
+/// bucket of the MAC their frames carry: the monitor's flood spent it, and the pump's
+/// deviations went unreported. Each is its device's own, by address for the pump.
+fn a_flood_from_the_mac_a_device_is_behind_does_not_silence_it(dp: Dataplane) -> Result<()> {
+    flood_while_the_pump_deviates(
+        dp,
+        "flood_events::a_flood_from_the_mac_a_device_is_behind_does_not_silence_it",
+        |monitor| lab_policy(monitor, "deny", false),
+        |lab, gw| {
+            lab.cli(&[
+                "quarantine",
+                "add",
+                "mon-icu-01",
+                "--action",
+                "isolate",
+                "--reason",
+                "flood test",
+            ])?;
+            Ok(vec![Flood::of(udp4(
+                lab.net.device_mac,
+                gw,
+                lab.net.device_ip,
+                lab.net.server_ip,
+                40000,
+                2575,
+            ))])
+        },
+        1.0,
+        |lab| lab.net.device_mac,
     )
 }
 
@@ -420,13 +458,14 @@ fn flood_while_the_pump_deviates(
     policy: fn(Mac) -> String,
     floods: fn(&Lab, Mac) -> Result<Vec<Flood>>,
     nft_tables: f64,
+    pump_mac: fn(&Lab) -> Mac,
 ) -> Result<()> {
     let mut lab = Lab::on(dp, policy)?;
     lab.start()?;
     let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
     let floods = floods(&lab, gw_mac)?;
     let kinds = floods.len();
-    let pump_frames = pump_attempts(gw_mac, lab.net.server_ip);
+    let pump_frames = pump_attempts(pump_mac(&lab), gw_mac, lab.net.server_ip);
     let pid = lab
         .daemon
         .as_ref()

@@ -225,19 +225,29 @@ impl Text {
             );
             match sent.filter(|_| r.spends_own_budget()) {
                 Some((addr, v)) => {
+                    // Admitted by its address alone (`bindnm`): a device without a MAC,
+                    // whose frames may carry another device's (behind a managed router).
+                    // Keyed by that address, neither spends the other's budget (the XDP
+                    // program's is the device's own cell).
+                    let by_addr = format!("{addr} . iifname . meta mark @bindnm{v}");
+                    let by_addr_any = format!("{addr} . iifname @bindnm{v}_any");
+                    let not_by_addr = format!(
+                        "{addr} . iifname . meta mark != @bindnm{v} {addr} . iifname != @bindnm{v}_any"
+                    );
+                    let addr_bucket = format!("update @event_rate_addr{v} {} {log}", limit(addr));
+                    self.line(&format!("{matches} {by_addr} {addr_bucket}"));
                     self.line(&format!(
-                        "{matches} ether saddr @devmac update @{} {} {log}",
-                        super::render::EVENT_METER,
-                        limit("ether saddr")
+                        "{matches} {addr} . iifname . meta mark != @bindnm{v} {by_addr_any} {addr_bucket}"
                     ));
                     self.line(&format!(
-                        "{matches} ether saddr != @devmac {addr} @dev{v} update @event_rate_addr{v} {} {log}",
-                        limit(addr)
+                        "{matches} {not_by_addr} ether saddr @devmac update @{} {} {log}",
+                        super::render::EVENT_METER,
+                        limit("ether saddr")
                     ));
                     // Identity admits no other source without a device MAC; should one
                     // come, it is any other source's, not lost.
                     self.line(&format!(
-                        "{matches} ether saddr != @devmac {addr} != @dev{v} {source}"
+                        "{matches} {not_by_addr} ether saddr != @devmac {source}"
                     ));
                 }
                 None => self.line(&format!("{matches} {source}")),

@@ -229,9 +229,10 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         );
     }
     // The limit is per source: each `update @event_rate { ether saddr limit … }` carries it.
-    // A frame a device sent spends its own bucket: by MAC, or by its source address for a
-    // device known by address alone. Any other spends its source MAC's in its own meter,
-    // then the table's shared named limit.
+    // A frame a device sent spends its own bucket: by its source address for a device
+    // identity admitted by address alone (whatever MAC the frame carries), else by MAC.
+    // Any other spends its source MAC's in its own meter, then the table's shared named
+    // limit.
     let log_rules = json(&r)["nftables"]
         .as_array()
         .expect("array")
@@ -249,8 +250,8 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         let meter = e[at]["set"]["set"].as_str().unwrap_or_default().to_string();
         let (protocol, set) = match meter.as_str() {
             "@event_rate" => ("ether", Some("@devmac")),
-            "@event_rate_addr4" => ("ip", Some("@dev4")),
-            "@event_rate_addr6" => ("ip6", Some("@dev6")),
+            "@event_rate_addr4" => ("ip", Some("@bind_nomac4")),
+            "@event_rate_addr6" => ("ip6", Some("@bind_nomac6")),
             "@event_rate_unknown" => ("ether", None),
             other => panic!("log rule updates {other}: {e:?}"),
         };
@@ -267,10 +268,12 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
         if let Some(set) = set {
             // Right before a device's meter: the source it is keyed by, a device's.
             let m = &e[at - 1]["match"];
+            // By address: the source address and the interface, as identity bound them.
+            let source = m.pointer("/left/concat/0").unwrap_or(&m["left"]);
             assert_eq!(
                 (
-                    m.pointer("/left/payload/protocol"),
-                    m.pointer("/left/payload/field")
+                    source.pointer("/payload/protocol"),
+                    source.pointer("/payload/field")
                 ),
                 (
                     Some(&serde_json::json!(protocol)),
@@ -291,8 +294,8 @@ fn denials_are_logged_to_the_nflog_group_under_a_rate_limit() {
     let count = |m: &str| by_meter.get(m).copied().unwrap_or(0);
     assert!(
         count("@event_rate") > 0
-            && count("@event_rate") == count("@event_rate_addr4")
-            && count("@event_rate") == count("@event_rate_addr6")
+            && count("@event_rate_addr4") == count("@event_rate_addr6")
+            && count("@event_rate") == count("@event_rate_addr4") + count("@event_rate_addr6")
             && count("@event_rate_unknown") > count("@event_rate"),
         "{by_meter:?}"
     );

@@ -286,10 +286,11 @@ impl<'o> Builder<'o> {
     /// site's event rate per second (and burst, [`EventBudget`]) from each budget: a flooding
     /// source cannot use up the events of the others (the XDP program's token buckets).
     /// Whose budget, by `payer`, as the XDP program's `report`:
-    /// - a frame a device sent ([`Payer::Sender`]) spends its own: by MAC in
-    ///   [`EVENT_METER`], or, for a device known by address alone, by its source address in
-    ///   [`super::EVENT_METER_ADDR`] (identity bound that address to it). In the chains both
-    ///   sides share, frames from upstream are any other source's;
+    /// - a frame a device sent ([`Payer::Sender`]) spends its own: for a device known by
+    ///   address alone, by its source address in [`super::EVENT_METER_ADDR`] (identity
+    ///   bound that address to it, whatever MAC the frame carries), else by MAC in
+    ///   [`EVENT_METER`]. In the chains both sides share, frames from upstream are any
+    ///   other source's;
     /// - any other frame ([`Payer::Source`]) spends its source MAC's in
     ///   [`EVENT_METER_UNKNOWN`], and then the budget all such sources share, the table's
     ///   named limit [`UNKNOWN_BUDGET`] (the XDP program's `LZ_EV_UNKNOWN`). Frames each
@@ -306,6 +307,7 @@ impl<'o> Builder<'o> {
         };
         let log = log_group(prefix, g);
         let mac = || payload("ether", "saddr");
+        let iifname = || meta(MetaKey::Iifname);
         let Payer::Sender(side) = payer else {
             self.log_source(chain, matches, log);
             return;
@@ -318,29 +320,36 @@ impl<'o> Builder<'o> {
             self.log_source(chain, upstream, log.clone());
         }
         let bucket = limit(self.budget.rate, self.budget.burst);
-        let mut r = from_devices.clone();
-        r.extend([
-            in_set(mac(), DEVMAC),
-            update_set(mac(), EVENT_METER),
-            bucket.clone(),
-            log.clone(),
-        ]);
-        self.rule(chain, r);
         for f in [V4, V6] {
+            // Identity admitted the frame by its address alone (`bind_nomac`): the device
+            // has no MAC, and its frames may carry any, another device's among them (a
+            // device behind a managed router). Its budget is keyed by that address, so
+            // neither can spend the other's (the XDP program's budget is the device's own
+            // cell).
+            let by_addr = || concat(vec![f.saddr(), iifname()]);
             let mut bound = from_devices.clone();
-            bound.extend([not_in_set(mac(), DEVMAC), f.is()]);
-            // Identity admits no other source without a device MAC; should one come, it
-            // is any other source's, not lost.
-            let mut other = bound.clone();
-            other.push(not_in_set(f.saddr(), &f.n("dev")));
-            self.log_source(chain, other, log.clone());
             bound.extend([
-                in_set(f.saddr(), &f.n("dev")),
+                f.is(),
+                in_set(by_addr(), &f.n("bind_nomac")),
                 update_set(f.saddr(), &f.n("event_rate_addr")),
                 bucket.clone(),
                 log.clone(),
             ]);
             self.rule(chain, bound);
+            let mut by_mac = from_devices.clone();
+            by_mac.extend([f.is(), not_in_set(by_addr(), &f.n("bind_nomac"))]);
+            // Identity admits no other source without a device MAC; should one come, it
+            // is any other source's, not lost.
+            let mut other = by_mac.clone();
+            other.push(not_in_set(mac(), DEVMAC));
+            self.log_source(chain, other, log.clone());
+            by_mac.extend([
+                in_set(mac(), DEVMAC),
+                update_set(mac(), EVENT_METER),
+                bucket.clone(),
+                log.clone(),
+            ]);
+            self.rule(chain, by_mac);
         }
     }
 
