@@ -39,7 +39,8 @@ on_both_dataplanes!(
     a_flood_of_made_up_source_macs_does_not_silence_the_devices,
     an_audited_flood_of_unknown_devices_does_not_silence_a_device_known_by_address,
     a_flood_in_a_devices_name_does_not_silence_it,
-    a_flood_from_the_mac_a_device_is_behind_does_not_silence_it
+    a_flood_from_the_mac_a_device_is_behind_does_not_silence_it,
+    the_sites_event_rate_and_burst_bound_a_devices_events
 );
 
 fn policy(monitor: Mac) -> String {
@@ -598,6 +599,81 @@ fn flood_while_the_pump_deviates(
             "{flooder} frames ({kinds} flood(s)) in {:.0} s; events delivered {got} (bound {bound:.0}), none lost; controller CPU {:.1} % of a core; every one of the other device's {denied} denied attempts reported",
             FLOOD.as_secs_f64(),
             cpu * 100.0
+        ),
+    );
+    Ok(())
+}
+
+/// The site's event budget, lower than the built-in one.
+const SITE_RATE: u32 = 5;
+const SITE_BURST: u32 = 10;
+
+/// A burst of the monitor's denied attempts, each a flow of its own, under a site budget
+/// of 5 a second and a burst of 10: the events reported for it are the burst and what the
+/// rate adds while they are sent and judged, not the 50 and 100 built in. The nftables
+/// tables used to ignore `[site.events]` and report every one of the burst.
+fn the_sites_event_rate_and_burst_bound_a_devices_events(dp: Dataplane) -> Result<()> {
+    const ATTEMPTS: u16 = 60;
+    let mut lab = Lab::on(dp, |monitor| {
+        lab_policy(monitor, "deny", true).replace(
+            &format!("rate = {RATE}\nburst = {BURST}"),
+            &format!("rate = {SITE_RATE}\nburst = {SITE_BURST}"),
+        )
+    })?;
+    lab.start()?;
+    let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
+    let follower = lab.follow_events()?;
+    let frames = (0..ATTEMPTS)
+        .map(|i| {
+            with_l4_checksum4(tcp4(
+                lab.net.device_mac,
+                gw_mac,
+                lab.net.device_ip,
+                lab.net.server_ip,
+                42000 + i,
+                3000 + i,
+                0x02,
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    lazaret_tests::netns::send_raw(&lab.net.device, &lab.net.device_if, frames)?;
+    let sent_in = started.elapsed().as_secs_f64();
+    let denied = || {
+        metric(
+            &lab,
+            "lazaret_packets_total",
+            &[("reason", "deny_no_rule"), ("side", "devices")],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0.0)
+    };
+    // The metrics refresh every 5 s.
+    wait_until(Duration::from_secs(12), || denied() >= f64::from(ATTEMPTS));
+    let reported = || {
+        lazaret_tests::daemon::followed(&follower)
+            .iter()
+            .filter(|v| v["device"] == "mon-icu-01" && v["reason"] == "deny_no_rule")
+            .count()
+    };
+    wait_until(Duration::from_secs(2), || reported() >= SITE_BURST as usize);
+    // Whatever the rate added while the frames were sent, and a second for the judging.
+    let most = f64::from(SITE_BURST) + f64::from(SITE_RATE) * (sent_in + 1.0);
+    let got = reported();
+    assert!(
+        denied() >= f64::from(ATTEMPTS) && (SITE_BURST as usize..=most as usize).contains(&got),
+        "{}: {got} of {ATTEMPTS} denied attempts reported (the site's budget: burst {SITE_BURST}, at most {most:.0}); {} denied",
+        dp.name(),
+        denied()
+    );
+    record_figure(
+        &format!(
+            "flood_events::the_sites_event_rate_and_burst_bound_a_devices_events::{}",
+            dp.name()
+        ),
+        &format!(
+            "{got} of {ATTEMPTS} denied attempts reported under the site's burst {SITE_BURST} and rate {SITE_RATE}/s (at most {most:.0})"
         ),
     );
     Ok(())
