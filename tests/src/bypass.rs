@@ -309,10 +309,13 @@ impl BypassLab {
                 Some(socket2::Protocol::TCP),
             )?;
             sock.bind(&std::net::SocketAddr::new(src, 0).into())?;
+            // Long enough for neighbour discovery and a retransmitted SYN on a loaded
+            // machine: an IPv6 session is a lab's first IPv6 traffic.
             sock.connect_timeout(
                 &std::net::SocketAddr::new(dst, HL7).into(),
-                Duration::from_secs(2),
-            )?;
+                Duration::from_secs(5),
+            )
+            .with_context(|| format!("opening a session {src} → {dst}:{HL7}"))?;
             let mut s: TcpStream = sock.into();
             s.write_all(b"hello")?;
             Ok(s)

@@ -38,6 +38,7 @@ on_both_dataplanes!(
     a_live_ipv6_session_takes_no_hostile_header_chain,
     an_address_a_reload_gives_a_device_is_its_own_at_once,
     an_operators_notrack_rule_opens_no_way_past_the_policy,
+    icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -481,6 +482,142 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
         dp,
         "the device's own error reached the server, and again after a reload (judged by \
          its session's protocol and port)",
+    )
+}
+
+/// An ICMPv4 message of `kind`/`code` quoting a TCP segment `q_src:q_sport → q_dst:q_dport`,
+/// with `marker` after the quote, checksummed.
+fn quoting4(kind: u8, code: u8, q: (Ipv4Addr, u16, Ipv4Addr, u16), marker: &[u8]) -> Vec<u8> {
+    let quoted = ipv4(
+        q.0,
+        q.2,
+        6,
+        &tcp(q.1, q.3, TCP_ACK, &[]),
+        &Ipv4Opts::default(),
+    );
+    let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..28]);
+    msg.extend_from_slice(marker);
+    icmp4_checksummed(msg)
+}
+
+/// Conntrack relates to the flow it quotes every ICMP type it counts as an error: ICMPv4
+/// source quench and redirect too, and every ICMPv6 type below 128, checking only that it
+/// goes to the quoted packet's sender. The XDP program relates only unfragmented
+/// destination unreachables, time exceeded and parameter problems (and ICMPv6's packet too
+/// big), and checks their sender. A redirect or source quench quoting the neighbour's live
+/// session, or its own, an unassigned ICMPv6 error type quoting the neighbour's, and a
+/// fragmented unreachable whose first fragment ends inside the quoted header (where the
+/// sender's check reads) must all be packets of no flow, on both dataplanes. Each used to
+/// pass the nftables tables as the session's own packets.
+fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let mine = BypassLab::session(&lab.att, IpAddr::V4(ATT_IP), IpAddr::V4(SERVER))?;
+    let my_port = mine.local_addr()?.port();
+    let theirs = BypassLab::session(&lab.bys, IpAddr::V4(BYS_IP), IpAddr::V4(SERVER))?;
+    let their_port = theirs.local_addr()?.port();
+    let theirs6 = BypassLab::session(&lab.bys, IpAddr::V6(BYS_IP6), IpAddr::V6(SERVER6))?;
+    let their_port6 = theirs6.local_addr()?.port();
+    let to_server = |msg: Vec<u8>, o: &Ipv4Opts| {
+        ethernet(
+            lab.gw_mac,
+            lab.att_mac,
+            &[],
+            ETH_IPV4,
+            &ipv4(ATT_IP, SERVER, 1, &msg, o),
+        )
+    };
+    let no_flow = Some(Reason::DenyNoFlow);
+    let one = Ipv4Opts::default();
+    let theirs_q = (SERVER, HL7, BYS_IP, their_port);
+    let mine_q = (SERVER, HL7, ATT_IP, my_port);
+    let f = to_server(quoting4(5, 1, theirs_q, b"LZ-REDIRECT-THEIRS"), &one);
+    refused(
+        &lab,
+        &server,
+        "a redirect quoting the neighbour's session",
+        f,
+        b"LZ-REDIRECT-THEIRS",
+        no_flow,
+    )?;
+    let f = to_server(quoting4(5, 1, mine_q, b"LZ-REDIRECT-MINE"), &one);
+    refused(
+        &lab,
+        &server,
+        "a redirect quoting its own session",
+        f,
+        b"LZ-REDIRECT-MINE",
+        no_flow,
+    )?;
+    let f = to_server(quoting4(4, 0, theirs_q, b"LZ-QUENCH-THEIRS"), &one);
+    refused(
+        &lab,
+        &server,
+        "a source quench quoting the neighbour's session",
+        f,
+        b"LZ-QUENCH-THEIRS",
+        no_flow,
+    )?;
+    // An unassigned ICMPv6 error type (below 128) quoting the neighbour's IPv6 session.
+    let quoted6 = ipv6(
+        SERVER6,
+        BYS_IP6,
+        &[],
+        6,
+        &tcp(HL7, their_port6, TCP_ACK, &[]),
+    );
+    let mut msg = vec![100, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted6[..48]);
+    msg.extend_from_slice(b"LZ-ICMP6-100");
+    let f = icmp6(lab.gw_mac, lab.att_mac, 64, ATT_IP6, SERVER6, &[], msg);
+    refused(
+        &lab,
+        &server,
+        "ICMPv6 type 100 quoting the neighbour's session",
+        f,
+        b"LZ-ICMP6-100",
+        no_flow,
+    )?;
+    // A port unreachable quoting the neighbour's session, in two fragments: the first ends
+    // 16 bytes into the quote, before the quoted destination the sender's check reads.
+    let msg = quoting4(3, 3, theirs_q, b"LZ-FRAG-THEIRS");
+    let frag = |at: usize, end: usize, more: bool| {
+        let o = Ipv4Opts {
+            id: 0x4c5a,
+            more_fragments: more,
+            frag_offset: (at / 8) as u16,
+            ..Ipv4Opts::default()
+        };
+        to_server(msg[at..end].to_vec(), &o)
+    };
+    let before = lab.packets(Reason::DenyNoFlow, SIDE_DEVICES)?;
+    REFUSED.with(|c| c.set(c.get() + 1));
+    lab.attack(vec![frag(0, 24, true), frag(24, msg.len(), false)])?;
+    ensure!(
+        !server.saw(b"LZ-FRAG-THEIRS", ARRIVE),
+        "a fragmented unreachable quoting the neighbour's session: arrived on the far side\n{}",
+        lab.debug()
+    );
+    counted(&lab, Reason::DenyNoFlow, SIDE_DEVICES, before)?;
+    // The allowed twin: an unreachable about its own session, whole, to the server.
+    lab.attack(vec![to_server(
+        quoting4(3, 3, mine_q, b"LZ-UNREACH-MINE"),
+        &one,
+    )])?;
+    ensure!(
+        server.saw(b"LZ-UNREACH-MINE", ARRIVE),
+        "the device's own unreachable did not arrive\n{}",
+        lab.debug()
+    );
+    drop((mine, theirs, theirs6));
+    done(
+        "icmp_the_xdp_program_relates_to_no_flow_borrows_no_session",
+        dp,
+        "redirects, a source quench, an unassigned ICMPv6 error type and a fragmented \
+         unreachable quoting live sessions were refused as packets of no flow; the device's \
+         own whole unreachable reached the server",
     )
 }
 

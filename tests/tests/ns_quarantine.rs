@@ -533,18 +533,27 @@ fn a_narrowed_workflow_cuts_sessions_and_quarantines_nobody(dataplane: Dataplane
         "{}: one-way UDP flows passed after their workflow's removal",
         dataplane.name()
     );
-    let cut = || {
-        followed(&follower)
+    // Each kind reported as judged again: the sessions (their retransmissions are
+    // reported too, so they are counted apart) and every one of the streams.
+    let cut = |proto: u64| {
+        let mut ports: Vec<String> = followed(&follower)
             .into_iter()
-            .filter(|v| v["reason"] == "deny_no_rule" && v["rejudged"] == true)
-            .count()
+            .filter(|v| {
+                v["reason"] == "deny_no_rule" && v["rejudged"] == true && v["proto"] == proto
+            })
+            .filter_map(|v| v["dst"].as_str().map(str::to_string))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports.len()
     };
-    wait_until(Duration::from_secs(5), || cut() >= 6);
+    wait_until(Duration::from_secs(5), || cut(6) >= 3 && cut(17) >= 3);
     assert!(
-        cut() >= 6,
-        "{}: {} cut sessions and streams reported as judged again (of 6)",
+        cut(6) >= 3 && cut(17) >= 3,
+        "{}: {} cut sessions and {} cut streams reported as judged again (of 3 each)",
         dataplane.name(),
-        cut()
+        cut(6),
+        cut(17)
     );
     // The pump's application reconnects: refused (and reported), but the same flows.
     for port in [3000u16, 3001, 3002] {

@@ -90,6 +90,7 @@ pub const COUNTERS: &[Reason] = &[
     Reason::PassUnmanaged,
     Reason::UnknownAudit,
     Reason::DenyNoRule,
+    Reason::DenyNoFlow,
     Reason::DenySpoof,
     Reason::DenyUnknown,
     Reason::DenyMalformed,
@@ -658,6 +659,11 @@ fn quoted_table(name: &str) -> Result<String, RenderError> {
 }
 
 const ETH_8021Q: &str = "0x8100";
+/// The ICMP errors the XDP program relates to the flow they quote (`parse_quoted`).
+const ICMP4_ERRORS: &str =
+    "icmp type { destination-unreachable, time-exceeded, parameter-problem }";
+const ICMP6_ERRORS: &str =
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem }";
 const TAG: &str = "{ 0x8100, 0x88a8 }";
 const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
 
@@ -796,13 +802,39 @@ fn chains(t: &mut Text, site_flags: u32) {
     }
     t.chain("ip4_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
+        // Bypass class: a fragmented error. The check below reads the quoted header, which
+        // a first fragment need not hold, and reassembly then hands the whole error to
+        // conntrack, which relates it to the flow it quotes. The XDP program relates only
+        // an unfragmented error to a flow: a fragmented one is a packet of no flow.
+        t.decide_sent(
+            &format!("ip frag-off & 0x2000 != 0 {ICMP4_ERRORS}"),
+            Reason::DenyNoFlow,
+            "ip saddr",
+            4,
+        );
         // A device's ICMP error is about a packet it received: its source is the quoted
         // packet's destination (XDP: `judge_related`; the destination side conntrack checks).
-        t.decide_sent("icmp type { destination-unreachable, time-exceeded, parameter-problem } ip saddr . @th,192,32 != @same4", Reason::DenyIcmpError, "ip saddr", 4);
+        t.decide_sent(
+            &format!("{ICMP4_ERRORS} ip saddr . @th,192,32 != @same4"),
+            Reason::DenyIcmpError,
+            "ip saddr",
+            4,
+        );
     });
     t.chain("ip6_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
-        t.decide_sent("icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } ip6 saddr . @th,256,128 != @same6", Reason::DenyIcmpError, "ip6 saddr", 6);
+        t.decide_sent(
+            &format!("exthdr frag exists {ICMP6_ERRORS}"),
+            Reason::DenyNoFlow,
+            "ip6 saddr",
+            6,
+        );
+        t.decide_sent(
+            &format!("{ICMP6_ERRORS} ip6 saddr . @th,256,128 != @same6"),
+            Reason::DenyIcmpError,
+            "ip6 saddr",
+            6,
+        );
         if t.neighbor {
             t.line(
                 "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report } goto nd",
@@ -962,6 +994,21 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         "meta l4proto { 135, 139, 140, 253, 254 }",
     ] {
         t.decide(side, m, Reason::DenyIpv6Ext);
+    }
+    // A fragmented ICMP error to a device from upstream: a packet of no flow, as on XDP
+    // (see `ip4_ok`; from a device port it is judged there, after identity). To a host
+    // that is no device's it is not lazaret's to judge.
+    if side == Side::Upstream {
+        t.decide(
+            side,
+            &format!("ip saddr != @dev4 ip daddr @dev4 ip frag-off & 0x2000 != 0 {ICMP4_ERRORS}"),
+            Reason::DenyNoFlow,
+        );
+        t.decide(
+            side,
+            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 exthdr frag exists {ICMP6_ERRORS}"),
+            Reason::DenyNoFlow,
+        );
     }
     // A fragment that starts inside a TCP header's 20 bytes would rewrite what was judged
     // (RFC 1858, RFC 5722); the kernel's reassembly drops other overlaps and oversize trains.

@@ -38,6 +38,9 @@
 //! uncounted by lazaret), an ICMP error whose destination is not the quoted packet's sender
 //! is conntrack's `invalid` ("no flow" here, `deny_icmp_error` on XDP), and conntrack's
 //! `invalid` state (for example an ICMP echo reply without a request) counts as "no flow".
+//! Conntrack relates more to a flow than the XDP program does (ICMP redirects, source
+//! quenches and every ICMPv6 type below 128, and errors reassembled from fragments): the
+//! flow chain and the frame stage refuse those as packets of no flow, as XDP does.
 
 pub mod apply;
 pub mod dataplane;

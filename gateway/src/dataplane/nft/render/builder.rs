@@ -211,11 +211,11 @@ impl<'o> Builder<'o> {
     /// the responder's (`lazaret resp:<reason> `, [`super::RESPONDER_PREFIX`]: the XDP
     /// program's `DIR_PEER_INIT`) and spends the sender's source budget, never the
     /// responder's own, as the responder did not send it. On a flow judged again (admitted
-    /// under another generation: a reload, a quarantine; its conntrack entry is confirmed), a refusal is reported as such
-    /// (`lazaret rejudge:<reason> `, [`super::REJUDGED_PREFIX`], the XDP program's
-    /// `EVENT_F_REJUDGED`) from the source's budget: the packet may be either end's, and the
-    /// policy moved, not the device. A flow that passes again (audit, learn) is not
-    /// reported again, as on XDP.
+    /// under another generation, by a reload or a quarantine: its conntrack entry is
+    /// confirmed), a refusal is reported as such (`lazaret rejudge:<reason> `,
+    /// [`super::REJUDGED_PREFIX`], the XDP program's `EVENT_F_REJUDGED`) from the source's
+    /// budget: the packet may be either end's, and the policy moved, not the device. A flow
+    /// that passes again (audit, learn) is not reported again, as on XDP.
     pub(super) fn decide_end(
         &mut self,
         chain: &str,

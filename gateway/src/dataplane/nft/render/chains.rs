@@ -200,6 +200,28 @@ impl Builder<'_> {
     fn flow(&mut self) {
         let gen = self.opt.generation;
         let c = "flow";
+        // Bypass class: conntrack relates to the flow it quotes every ICMP type it counts
+        // as an error (ICMPv4 source quench and redirect too, every ICMPv6 type below 128),
+        // checking only that it goes to the quoted packet's sender. The XDP program relates
+        // only destination unreachable, time exceeded and parameter problem (and ICMPv6's
+        // packet too big), whose sender the frame stage checks; any other type is a packet
+        // of no flow there. Passed as its flow's, a device's redirect quoting its
+        // neighbour's session would reach the server, or the neighbour.
+        for (f, proto, icmp, errors) in [
+            (V4, PROTO_ICMP, "icmp", &[3, 11, 12][..]),
+            (V6, PROTO_ICMPV6, "icmpv6", &[1, 2, 3, 4][..]),
+        ] {
+            let r = vec![
+                f.is(),
+                eq(ct("state"), s("related")),
+                eq(meta(MetaKey::L4proto), n(u32::from(proto))),
+                ne(
+                    payload(icmp, "type"),
+                    anon(errors.iter().copied().map(n).collect()),
+                ),
+            ];
+            self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
+        }
         for f in [V4, V6] {
             let r = vec![
                 f.is(),
@@ -230,24 +252,25 @@ impl Builder<'_> {
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![eq(ct("state"), s("invalid"))];
         self.decide(c, r, Reason::DenyNoFlow, false, Side::Either);
-        // A new conntrack entry from a packet that cannot open a flow (`initiating`):
-        // reported, as the XDP program reports a packet of no flow (an ACK scan shows in the
-        // feed; it is not evidence, see `deviation::is_evidence`).
+        // A new conntrack entry (not confirmed: a confirmed one is a flow judged again) from
+        // a packet that cannot open a flow (`initiating`): reported, as the XDP program
+        // reports a packet of no flow (an ACK scan shows in the feed; it is not evidence,
+        // see `deviation::is_evidence`).
         let r = vec![
-            eq(ct("state"), s("new")),
+            ct_confirmed(false),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_TCP))),
             ne(and(payload("tcp", "flags"), n(0x12)), n(0x02)),
         ];
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![
-            eq(ct("state"), s("new")),
+            ct_confirmed(false),
             V4.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMP))),
             ne(payload("icmp", "type"), n(8)),
         ];
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         let r = vec![
-            eq(ct("state"), s("new")),
+            ct_confirmed(false),
             V6.is(),
             eq(meta(MetaKey::L4proto), n(u32::from(PROTO_ICMPV6))),
             ne(payload("icmpv6", "type"), n(128)),
