@@ -104,8 +104,11 @@ enum Outcome {
     Failed(String),
 }
 
-pub(crate) fn run(requested: &[String], quick: bool) -> Result<()> {
+pub(crate) fn run(requested: &[String], quick: bool, count: bool) -> Result<()> {
     let selected = select(requested)?;
+    if count {
+        return count_only(&selected);
+    }
     let root = workspace_root()?;
     let load = load_average();
     if load.parse::<f64>().is_ok_and(|l| l > 0.5) {
@@ -209,14 +212,32 @@ fn build(root: &Path, benches: &[&str], daemon: bool) -> Result<()> {
     run_cmd(&mut cmd)
 }
 
-fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome> {
-    let json = out.join(format!("{}.json", g.name));
-    let md = out.join(format!("{}.md", g.name));
-    for f in [&json, &md] {
-        if f.exists() {
-            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
-        }
+/// `--count`: the datapath paths' executed instructions, checked against
+/// `tests/benches/datapath/reference.json`, in seconds and without timing anything: for
+/// iterating on the packet path. Writes no report; with `LAZARET_COUNT_PROFILE=DIR`, each
+/// path's executions per instruction go to `DIR/<path>.tsv`.
+fn count_only(selected: &[&Group]) -> Result<()> {
+    let [g] = selected else {
+        bail!("--count counts one group's instructions: `cargo xtask bench datapath --count`");
+    };
+    if g.name != "datapath" {
+        bail!(
+            "--count counts the datapath group's instructions, not {}'s",
+            g.name
+        );
     }
+    let root = workspace_root()?;
+    let out = target_dir(&root).join("bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    build(&root, &[g.name], false)?;
+    let mut cmd = group_command(g, &root, &out)?.context("the datapath bench")?;
+    cmd.arg("--count");
+    run_cmd(&mut cmd)
+}
+
+/// `cargo bench` of the group's binary with the policies it needs, or `None` for a group
+/// not implemented.
+fn group_command(g: &Group, root: &Path, out: &Path) -> Result<Option<Command>> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root).args([
         "bench",
@@ -227,10 +248,6 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
         g.name,
         "--",
     ]);
-    cmd.arg("--json").arg(&json).arg("--md").arg(&md);
-    if quick {
-        cmd.arg("--quick");
-    }
     match g.bench {
         Some(Needs::Policies(sizes)) => {
             for &(devices, rules, seed) in sizes {
@@ -245,7 +262,25 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
                 cmd.arg("--policy").arg(format!("{name}={}", dir.display()));
             }
         }
-        None => return Ok(Outcome::NotImplemented),
+        None => return Ok(None),
+    }
+    Ok(Some(cmd))
+}
+
+fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome> {
+    let json = out.join(format!("{}.json", g.name));
+    let md = out.join(format!("{}.md", g.name));
+    for f in [&json, &md] {
+        if f.exists() {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        }
+    }
+    let Some(mut cmd) = group_command(g, root, out)? else {
+        return Ok(Outcome::NotImplemented);
+    };
+    cmd.arg("--json").arg(&json).arg("--md").arg(&md);
+    if quick {
+        cmd.arg("--quick");
     }
     eprintln!(
         "bench: running group {} ({}){}",

@@ -54,6 +54,10 @@ enum Command {
         /// Fewer repetitions: a smoke run, not figures to publish.
         #[arg(long)]
         quick: bool,
+        /// Only count the datapath paths' executed instructions and check them against the
+        /// committed reference (seconds; no report written): `bench datapath --count`.
+        #[arg(long, conflicts_with = "quick")]
+        count: bool,
     },
     /// Run a libFuzzer target (policy, config, control, packet, or all) for --time seconds
     /// each (needs the nightly toolchain and cargo-fuzz, which setup installs).
@@ -82,7 +86,11 @@ fn main() -> ExitCode {
         Command::Lint => setup::run().and_then(|()| test::lint()),
         Command::GenPolicy(args) => gen_policy::run(&args),
         Command::Demo { keep, down } => setup::run().and_then(|()| demo::run(keep, down)),
-        Command::Bench { groups, quick } => setup::run().and_then(|()| bench::run(&groups, quick)),
+        Command::Bench {
+            groups,
+            quick,
+            count,
+        } => setup::run().and_then(|()| bench::run(&groups, quick, count)),
         Command::Fuzz { target, time } => setup::run().and_then(|()| fuzz::run(&target, time)),
         Command::Reliability => reliability::run(),
         Command::Package { debug } => {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-/// `-- --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH]` (after
-/// cargo's own `--bench`).
+/// `-- --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH] [--count]`
+/// (after cargo's own `--bench`).
 pub(crate) struct Args {
     pub json: PathBuf,
     pub md: PathBuf,
@@ -20,18 +20,23 @@ pub(crate) struct Args {
     pub policies: Vec<(String, PathBuf)>,
     /// Instead of measuring, run one path for a while (for `perf record`); no files written.
     pub profile: Option<String>,
+    /// Only count each path's executed instructions and check them against the reference
+    /// (seconds, not minutes: for iterating on the packet path); no files written.
+    pub count: bool,
 }
 
 pub(crate) fn args() -> Result<Args> {
-    let usage = "usage: --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH]";
+    let usage =
+        "usage: --json FILE --md FILE [--quick] [--policy KEY=DIR]… [--profile PATH] [--count]";
     let (mut json, mut md, mut quick, mut policies) = (None, None, false, Vec::new());
-    let mut profile = None;
+    let (mut profile, mut count) = (None, false);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             // cargo bench appends `--bench` to every bench binary's arguments.
             "--bench" => {}
             "--quick" => quick = true,
+            "--count" => count = true,
             "--json" => json = Some(PathBuf::from(it.next().context("--json needs a file")?)),
             "--md" => md = Some(PathBuf::from(it.next().context("--md needs a file")?)),
             "--policy" => {
@@ -43,7 +48,7 @@ pub(crate) fn args() -> Result<Args> {
             other => bail!("unknown argument {other:?}; {usage}"),
         }
     }
-    if profile.is_some() {
+    if profile.is_some() || count {
         json = json.or_else(|| Some(PathBuf::new()));
         md = md.or_else(|| Some(PathBuf::new()));
     }
@@ -56,6 +61,7 @@ pub(crate) fn args() -> Result<Args> {
         quick,
         policies,
         profile,
+        count,
     })
 }
 

@@ -15,6 +15,8 @@
 //! `LAZARET_COUNT_PROFILE=DIR`, each path's executions per instruction are written to
 //! `DIR/<path>.tsv` (`count<TAB>function<TAB>byte offset in its section`): joined with
 //! `llvm-objdump -d -l` of the object, they say which source lines the instructions are.
+//! With `--count` (`cargo xtask bench datapath --count`) the binary stops after the counts
+//! and their check: seconds, for iterating on the packet path.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -114,6 +116,9 @@ fn main() -> Result<()> {
         return profile(&mut progs, &mut paths, key);
     }
     let counts = count_all(&mut progs, &paths)?;
+    if args.count {
+        return check_counts(&paths, &counts);
+    }
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;
     let floor = measure_floor(&mut progs, &paths, reps, runs)?;
     let peer = measure_peer(&paths, reps, runs)?;
