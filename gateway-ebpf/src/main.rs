@@ -613,7 +613,9 @@ fn judge_flow(
         found,
     } = lookup;
     let now = gen.now;
-    if let Some((flow, in_est)) = found {
+    // Bypass class: a packet of no flow by its kind never uses one it finds (see
+    // `Pkt::flowless`); it cannot open one either, so it is refused below.
+    if let Some((flow, in_est)) = found.filter(|_| !pkt.flowless()) {
         // SAFETY: the pointer comes from a successful lookup in this program run.
         let flow = unsafe { &mut *flow };
         if !expired(
@@ -815,6 +817,10 @@ fn keep_flow(
 #[inline(always)]
 fn upstream_reply(gen: &Gen, pkt: &Pkt, lookup: &FlowLookup) -> Option<Verdict> {
     let (key, src_is_a) = (&lookup.key, lookup.src_is_a);
+    // Bypass class: see `Pkt::flowless`.
+    if pkt.flowless() {
+        return None;
+    }
     let (flow, in_est) = lookup.found?;
     // SAFETY: the pointer comes from a successful lookup in this program run.
     let flow = unsafe { &mut *flow };

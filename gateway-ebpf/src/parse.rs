@@ -116,6 +116,19 @@ impl Pkt {
     pub(crate) fn has_ports(&self) -> bool {
         self.proto == PROTO_TCP || self.proto == PROTO_UDP
     }
+
+    /// ICMP other than echo: no flow of its own (an error is judged by the flow it quotes,
+    /// apart), so never a packet of one. Its flow key has no identifier to hold: looked
+    /// up, it would find an echo flow of identifier 0 and pass as that flow's (a redirect,
+    /// a router advertisement, an unsolicited neighbor advertisement).
+    #[inline(always)]
+    pub(crate) fn flowless(&self) -> bool {
+        match self.proto {
+            PROTO_ICMP => !matches!(self.icmp_type, 0 | 8),
+            PROTO_ICMPV6 => !matches!(self.icmp_type, 128 | 129),
+            _ => false,
+        }
+    }
 }
 
 /// A bounds-checked pointer into the frame.

@@ -734,6 +734,73 @@ fn icmp_echo_opens_a_flow_for_its_reply() {
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
 }
 
+/// ICMP other than echo belongs to no flow. Its flow key holds no identifier, so it used to
+/// find an echo flow of identifier 0 and pass as that flow's: both ways, any type (a
+/// redirect, a router advertisement, a timestamp request; ICMPv6 types below 128 that are no
+/// error the parser knows).
+#[test]
+fn icmp_other_than_echo_does_not_ride_an_echo_flow() {
+    let mut dp = dp();
+    let from_dev = |msg: Vec<u8>| v4(DEV_IP, SERVER, 1, &msg, &Ipv4Opts::default());
+    let to_dev = |msg: Vec<u8>| {
+        ethernet(
+            DEV_MAC,
+            GW_MAC,
+            &[],
+            ETH_IPV4,
+            &ipv4(SERVER, DEV_IP, 1, &msg, &Ipv4Opts::default()),
+        )
+    };
+    // The device's echo flow of identifier 0, and its reply.
+    expect(
+        &mut dp,
+        &from_dev(icmp(8, 0, 0, 1)),
+        XDP_PASS,
+        Reason::AllowRule,
+    );
+    for (kind, code) in [(5, 1), (9, 0), (13, 0), (4, 0), (42, 0)] {
+        let f = from_dev(icmp4_checksummed(vec![kind, code, 0, 0, 0, 0, 0, 0]));
+        expect(&mut dp, &f, XDP_DROP, Reason::DenyNoFlow);
+    }
+    let v6 = |kind: u8| {
+        let msg = icmp6_checksummed(DEV_IP6, SERVER6, vec![kind, 0, 0, 0, 0, 0, 0, 0]);
+        ethernet(
+            GW_MAC,
+            DEV_MAC,
+            &[],
+            ETH_IPV6,
+            &ipv6(DEV_IP6, SERVER6, &[], 58, &msg),
+        )
+    };
+    let echo6 = icmp6_checksummed(DEV_IP6, SERVER6, vec![128, 0, 0, 0, 0, 0, 0, 1]);
+    let echo6 = ethernet(
+        GW_MAC,
+        DEV_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(DEV_IP6, SERVER6, &[], 58, &echo6),
+    );
+    expect(&mut dp, &echo6, XDP_PASS, Reason::AllowRule);
+    for kind in [100, 0, 139] {
+        expect(&mut dp, &v6(kind), XDP_DROP, Reason::DenyNoFlow);
+    }
+    // From upstream, to the device: the same.
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(
+        dp.test_run(&to_dev(icmp(0, 0, 0, 1))).expect("run"),
+        XDP_PASS
+    );
+    for (kind, code) in [(5, 1), (13, 0)] {
+        let f = to_dev(icmp4_checksummed(vec![kind, code, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            dp.test_run(&f).expect("run"),
+            XDP_DROP,
+            "type {kind} from upstream"
+        );
+    }
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 2);
+}
+
 #[test]
 fn udp_first_packet_opens_a_flow_for_the_reply() {
     let mut dp = dp();

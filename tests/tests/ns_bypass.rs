@@ -39,6 +39,7 @@ on_both_dataplanes!(
     an_address_a_reload_gives_a_device_is_its_own_at_once,
     an_operators_notrack_rule_opens_no_way_past_the_policy,
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
+    icmp_other_than_echo_does_not_ride_an_echo_flow,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -618,6 +619,56 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
         "redirects, a source quench, an unassigned ICMPv6 error type and a fragmented \
          unreachable quoting live sessions were refused as packets of no flow; the device's \
          own whole unreachable reached the server",
+    )
+}
+
+/// The monitor may ping the server. ICMP other than echo belongs to no flow: a redirect, a
+/// router advertisement or a timestamp request sent while its echo session of identifier 0
+/// is live must not pass as that session's. On XDP, whose flow key holds no identifier for
+/// them, each did.
+fn icmp_other_than_echo_does_not_ride_an_echo_flow(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    lab.reload_to(
+        lab.generation()?,
+        "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = \"icmp\"\n",
+    )?;
+    let to_server = |msg: Vec<u8>| {
+        ethernet(
+            lab.gw_mac,
+            lab.att_mac,
+            &[],
+            ETH_IPV4,
+            &ipv4(ATT_IP, SERVER, 1, &msg, &Ipv4Opts::default()),
+        )
+    };
+    let with = |kind: u8, code: u8, marker: &[u8]| {
+        let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 1];
+        msg.extend_from_slice(marker);
+        icmp4_checksummed(msg)
+    };
+    // The echo session of identifier 0, seen by the server: the observer sees.
+    lab.attack(vec![to_server(with(8, 0, b"LZ-ECHO-ZERO"))])?;
+    ensure!(
+        server.saw(b"LZ-ECHO-ZERO", ARRIVE),
+        "the allowed echo request did not arrive\n{}",
+        lab.debug()
+    );
+    let no_flow = Some(Reason::DenyNoFlow);
+    for (what, kind, code, marker) in [
+        ("a redirect", 5, 1, &b"LZ-RIDE-REDIRECT"[..]),
+        ("a router advertisement", 9, 0, b"LZ-RIDE-RA"),
+        ("a timestamp request", 13, 0, b"LZ-RIDE-TIMESTAMP"),
+    ] {
+        let f = to_server(with(kind, code, marker));
+        refused(&lab, &server, what, f, marker, no_flow)?;
+    }
+    done(
+        "icmp_other_than_echo_does_not_ride_an_echo_flow",
+        dp,
+        "while the monitor's echo session of identifier 0 was live, a redirect, a router \
+         advertisement and a timestamp request to the server were refused as packets of no \
+         flow; the echo request arrived",
     )
 }
 

@@ -130,6 +130,16 @@ impl IpDesc {
     pub fn has_ports(&self) -> bool {
         self.proto == PROTO_TCP || self.proto == PROTO_UDP
     }
+
+    /// ICMP other than echo, which belongs to no flow (`Pkt::flowless`): an error is judged
+    /// by the flow it quotes, anything else would find an echo flow of identifier 0.
+    pub fn flowless(&self) -> bool {
+        match self.proto {
+            PROTO_ICMP => !matches!(self.icmp_type, 0 | 8),
+            PROTO_ICMPV6 => !matches!(self.icmp_type, 128 | 129),
+            _ => false,
+        }
+    }
 }
 
 /// Runtime state outside the policy slots: epochs and quarantine by device id
@@ -630,6 +640,9 @@ fn judge_ip(
     }
     if let Some(q) = &ip.quoted {
         return judge_related(ix, states, pkt, ip, q, &src_dev, &dst_dev);
+    }
+    if ip.flowless() {
+        return Decision::dev(Reason::DenyNoFlow, dev_id(&src_dev, &dst_dev));
     }
     match pkt.flow {
         FlowHint::Current { rule } => {

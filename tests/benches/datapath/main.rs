@@ -117,6 +117,12 @@ fn main() -> Result<()> {
     }
     let counts = count_all(&mut progs, &paths)?;
     if args.count {
+        let (xlated, _) = progs
+            .dps
+            .last_mut()
+            .context("lazaret's programs")?
+            .program_sizes()?;
+        check_size(xlated)?;
         return check_counts(&paths, &counts);
     }
     let samples = measure_all(&mut progs, &mut paths, reps, runs)?;

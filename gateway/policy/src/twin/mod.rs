@@ -290,7 +290,13 @@ impl Model {
 
     fn judge_flow(&mut self, p: &Parsed, ip: &IpDesc) -> Decision {
         let (k, src_is_a) = key(ip.proto, (ip.src, ip.sport), (ip.dst, ip.dport));
-        let hint = self.hint(&k, src_is_a);
+        // ICMP other than echo belongs to no flow (`IpDesc::flowless`): it neither finds one
+        // nor advances it.
+        let hint = if ip.flowless() {
+            FlowHint::None
+        } else {
+            self.hint(&k, src_is_a)
+        };
         let mut desc = p.desc;
         desc.flow = hint;
         let d = classify_indexed(&self.index, &self.states, &desc);
