@@ -40,6 +40,7 @@ on_both_dataplanes!(
     an_operators_notrack_rule_opens_no_way_past_the_policy,
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
     icmp_other_than_echo_does_not_ride_an_echo_flow,
+    a_peer_cannot_open_its_own_sctp_association_on_the_devices,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -669,6 +670,114 @@ fn icmp_other_than_echo_does_not_ride_an_echo_flow(dp: Dataplane) -> Result<()> 
         "while the monitor's echo session of identifier 0 was live, a redirect, a router \
          advertisement and a timestamp request to the server were refused as packets of no \
          flow; the echo request arrived",
+    )
+}
+
+/// CRC-32C (Castagnoli), SCTP's checksum: conntrack refuses a packet whose checksum fails.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// An SCTP packet with one INIT chunk (the start of an association; conntrack refuses it
+/// bundled with any other) from `sport` to `dport`, carrying `marker` in an optional
+/// parameter of a type the receiver skips.
+fn sctp_init(sport: u16, dport: u16, marker: &[u8]) -> Vec<u8> {
+    let mut param = vec![0x81, 0x23];
+    param.extend_from_slice(&((4 + marker.len()) as u16).to_be_bytes());
+    param.extend_from_slice(marker);
+    param.resize(param.len().next_multiple_of(4), 0);
+    let mut p = Vec::new();
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0; 8]); // verification tag 0 (INIT), checksum below
+                                  // INIT: type, flags, length; initiate tag, a_rwnd, streams out/in, initial TSN.
+    p.extend_from_slice(&[1, 0]);
+    p.extend_from_slice(&((20 + param.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&0x4c5a_0001u32.to_be_bytes());
+    p.extend_from_slice(&65535u32.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 1]);
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&param);
+    let sum = crc32c(&p);
+    p[8..12].copy_from_slice(&sum.to_le_bytes());
+    p
+}
+
+/// The monitor may open SCTP associations to the server (protocol 132: rules name no ports
+/// for it). It opens one; the server then opens associations of its own to the monitor on
+/// other ports, which no rule lets it do. Conntrack keys SCTP by its ports, so these are new
+/// associations the monitor's policy refuses; the XDP program keyed SCTP flows without
+/// ports, and passed them as the monitor's association.
+fn a_peer_cannot_open_its_own_sctp_association_on_the_devices(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    lab.reload_to(
+        lab.generation()?,
+        "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = 132\n",
+    )?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let from_monitor = ethernet(
+        lab.gw_mac,
+        lab.att_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(
+            ATT_IP,
+            SERVER,
+            132,
+            &sctp_init(5000, 2905, b"LZ-SCTP-MINE"),
+            &Ipv4Opts::default(),
+        ),
+    );
+    lab.attack(vec![from_monitor])?;
+    ensure!(
+        server.saw(b"LZ-SCTP-MINE", ARRIVE),
+        "the monitor's own association did not reach the server\n{}",
+        lab.debug()
+    );
+    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
+    let srv_mac = mac_of(&lab.srv, &lab.srv_if)?;
+    let before = lab.packets(Reason::DenyNoRule, SIDE_UPSTREAM)?;
+    for (sport, dport) in [(2905, 5001), (6000, 7000)] {
+        let marker = format!("LZ-SCTP-THEIRS-{dport}");
+        REFUSED.with(|c| c.set(c.get() + 1));
+        let f = ethernet(
+            gw_up,
+            srv_mac,
+            &[],
+            ETH_IPV4,
+            &ipv4(
+                SERVER,
+                ATT_IP,
+                132,
+                &sctp_init(sport, dport, marker.as_bytes()),
+                &Ipv4Opts::default(),
+            ),
+        );
+        send_raw(&lab.srv, &lab.srv_if, vec![f])?;
+        ensure!(
+            !monitor.saw(marker.as_bytes(), ARRIVE),
+            "the server's own association {sport} → {dport} reached the monitor\n{}",
+            lab.debug()
+        );
+    }
+    counted(&lab, Reason::DenyNoRule, SIDE_UPSTREAM, before)?;
+    done(
+        "a_peer_cannot_open_its_own_sctp_association_on_the_devices",
+        dp,
+        "the monitor's association reached the server; the server's own, on other ports, did \
+         not reach the monitor",
     )
 }
 
