@@ -100,6 +100,25 @@ fn refused(
     Ok(())
 }
 
+/// Sends `frame` from the attacker's port and checks that the frame carrying `marker` shows
+/// up on `observer`: the allowed twin of a scenario's refused frames (an observer that sees
+/// nothing is shown to see).
+fn arrives(
+    lab: &BypassLab,
+    observer: &Observer,
+    what: &str,
+    frame: Vec<u8>,
+    marker: &[u8],
+) -> Result<()> {
+    lab.attack(vec![frame])?;
+    ensure!(
+        observer.saw(marker, ARRIVE),
+        "{what}: did not arrive\n{}",
+        lab.debug()
+    );
+    Ok(())
+}
+
 /// A TCP SYN from `src` (MAC, address) to the server's `port`, tagged `tags`, carrying
 /// `marker`, addressed to the gateway.
 fn syn4(
@@ -414,42 +433,22 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
         Some(Reason::DenyIcmpError),
     )?;
     // The allowed twin: an error about its own session, back to the server.
-    let f = unreachable4(
-        &lab,
-        ATT_IP,
-        SERVER,
-        SERVER,
-        HL7,
-        ATT_IP,
-        my_port,
-        b"LZ-ICMP-OWN",
-    );
-    lab.attack(vec![f])?;
-    ensure!(
-        server.saw(b"LZ-ICMP-OWN", ARRIVE),
-        "the device's own error did not arrive\n{}",
-        lab.debug()
-    );
+    let own =
+        |marker: &[u8]| unreachable4(&lab, ATT_IP, SERVER, SERVER, HL7, ATT_IP, my_port, marker);
+    let f = own(b"LZ-ICMP-OWN");
+    arrives(&lab, &server, "the device's own error", f, b"LZ-ICMP-OWN")?;
     // After a reload every flow is judged again, errors included: by the quoted session's
     // protocol and port, which the policy still allows (not as ICMP, which it does not).
     // Nothing of the session passes in between to judge it first.
     lab.reload_to(lab.generation()?, "")?;
-    let f = unreachable4(
+    let f = own(b"LZ-ICMP-RELOADED");
+    arrives(
         &lab,
-        ATT_IP,
-        SERVER,
-        SERVER,
-        HL7,
-        ATT_IP,
-        my_port,
+        &server,
+        "after a reload, the device's own error about its allowed session",
+        f,
         b"LZ-ICMP-RELOADED",
-    );
-    lab.attack(vec![f])?;
-    ensure!(
-        server.saw(b"LZ-ICMP-RELOADED", ARRIVE),
-        "after a reload, the device's own error about its allowed session did not arrive\n{}",
-        lab.debug()
-    );
+    )?;
     // Isolated, the device's errors about the session it had before are refused too.
     lab.cli(&[
         "quarantine",
@@ -460,16 +459,7 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
         "--reason",
         "bypass test",
     ])?;
-    let f = unreachable4(
-        &lab,
-        ATT_IP,
-        SERVER,
-        SERVER,
-        HL7,
-        ATT_IP,
-        my_port,
-        b"LZ-ICMP-ISOLATED",
-    );
+    let f = own(b"LZ-ICMP-ISOLATED");
     refused(
         &lab,
         &server,
@@ -604,15 +594,13 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
     );
     counted(&lab, Reason::DenyNoFlow, SIDE_DEVICES, before)?;
     // The allowed twin: an unreachable about its own session, whole, to the server.
-    lab.attack(vec![to_server(
-        quoting4(3, 3, mine_q, b"LZ-UNREACH-MINE"),
-        &one,
-    )])?;
-    ensure!(
-        server.saw(b"LZ-UNREACH-MINE", ARRIVE),
-        "the device's own unreachable did not arrive\n{}",
-        lab.debug()
-    );
+    arrives(
+        &lab,
+        &server,
+        "the device's own unreachable",
+        to_server(quoting4(3, 3, mine_q, b"LZ-UNREACH-MINE"), &one),
+        b"LZ-UNREACH-MINE",
+    )?;
     drop((mine, theirs, theirs6));
     done(
         "icmp_the_xdp_program_relates_to_no_flow_borrows_no_session",
@@ -649,12 +637,13 @@ fn icmp_other_than_echo_does_not_ride_an_echo_flow(dp: Dataplane) -> Result<()> 
         icmp4_checksummed(msg)
     };
     // The echo session of identifier 0, seen by the server: the observer sees.
-    lab.attack(vec![to_server(with(8, 0, b"LZ-ECHO-ZERO"))])?;
-    ensure!(
-        server.saw(b"LZ-ECHO-ZERO", ARRIVE),
-        "the allowed echo request did not arrive\n{}",
-        lab.debug()
-    );
+    arrives(
+        &lab,
+        &server,
+        "the allowed echo request",
+        to_server(with(8, 0, b"LZ-ECHO-ZERO")),
+        b"LZ-ECHO-ZERO",
+    )?;
     let no_flow = Some(Reason::DenyNoFlow);
     for (what, kind, code, marker) in [
         ("a redirect", 5, 1, &b"LZ-RIDE-REDIRECT"[..]),
@@ -740,12 +729,13 @@ fn a_peer_cannot_open_its_own_sctp_association_on_the_devices(dp: Dataplane) -> 
             &Ipv4Opts::default(),
         ),
     );
-    lab.attack(vec![from_monitor])?;
-    ensure!(
-        server.saw(b"LZ-SCTP-MINE", ARRIVE),
-        "the monitor's own association did not reach the server\n{}",
-        lab.debug()
-    );
+    arrives(
+        &lab,
+        &server,
+        "the monitor's own association",
+        from_monitor,
+        b"LZ-SCTP-MINE",
+    )?;
     let gw_up = mac_of(&lab.gw, &lab.up_if)?;
     let srv_mac = mac_of(&lab.srv, &lab.srv_if)?;
     let before = lab.packets(Reason::DenyNoRule, SIDE_UPSTREAM)?;
@@ -1218,19 +1208,18 @@ fn an_operators_notrack_rule_opens_no_way_past_the_policy(dp: Dataplane) -> Resu
         Dataplane::Xdp => Reason::DenyNoRule,
         Dataplane::Nftables => Reason::DenyNoFlow,
     };
-    let to_denied = with_l4_checksum4(ethernet(
-        lab.gw_mac,
-        lab.att_mac,
-        &[],
-        ETH_IPV4,
-        &ipv4(
+    // A TCP segment from the monitor's own identity.
+    let segment4 = |dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, marker: &[u8]| {
+        let ip = ipv4(
             ATT_IP,
-            DENIED,
+            dst,
             6,
-            &tcp(40050, HL7, TCP_SYN, b"LZ-NOTRACK-HOST"),
+            &tcp(sport, dport, flags, marker),
             &Ipv4Opts::default(),
-        ),
-    ));
+        );
+        with_l4_checksum4(ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &ip))
+    };
+    let to_denied = segment4(DENIED, 40050, HL7, TCP_SYN, b"LZ-NOTRACK-HOST");
     let v6 = with_l4_checksum(ethernet(
         lab.gw_mac,
         lab.att_mac,
@@ -1244,19 +1233,7 @@ fn an_operators_notrack_rule_opens_no_way_past_the_policy(dp: Dataplane) -> Resu
             &tcp(40051, 23, TCP_SYN, b"LZ-NOTRACK-V6"),
         ),
     ));
-    let ack = with_l4_checksum4(ethernet(
-        lab.gw_mac,
-        lab.att_mac,
-        &[],
-        ETH_IPV4,
-        &ipv4(
-            ATT_IP,
-            SERVER,
-            6,
-            &tcp(40052, HL7, TCP_ACK, b"LZ-NOTRACK-ACK"),
-            &Ipv4Opts::default(),
-        ),
-    ));
+    let ack = segment4(SERVER, 40052, HL7, TCP_ACK, b"LZ-NOTRACK-ACK");
     let port = syn4(&lab, lab.att_mac, ATT_IP, &[], 23, b"LZ-NOTRACK-PORT");
     refused(
         &lab,
