@@ -762,7 +762,8 @@ fn a_peer_cannot_open_its_own_sctp_association_on_the_devices(dp: Dataplane) -> 
             lab.debug()
         );
     }
-    counted(&lab, Reason::DenyNoRule, SIDE_UPSTREAM, before)?;
+    // Both refused as new associations (not dropped for some other reason).
+    counted(&lab, Reason::DenyNoRule, SIDE_UPSTREAM, before + 1)?;
     done(
         "a_peer_cannot_open_its_own_sctp_association_on_the_devices",
         dp,

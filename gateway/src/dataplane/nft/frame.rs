@@ -824,7 +824,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     t.chain("ip6_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
         t.decide_sent(
-            &format!("exthdr frag exists {ICMP6_ERRORS}"),
+            &format!("frag more-fragments 1 {ICMP6_ERRORS}"),
             Reason::DenyNoFlow,
             "ip6 saddr",
             6,
@@ -1006,7 +1006,7 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         );
         t.decide(
             side,
-            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 exthdr frag exists {ICMP6_ERRORS}"),
+            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 frag more-fragments 1 {ICMP6_ERRORS}"),
             Reason::DenyNoFlow,
         );
     }

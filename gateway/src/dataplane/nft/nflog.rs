@@ -186,7 +186,15 @@ pub fn event(l: &Logged) -> Option<Event> {
         }
         _ => return Some(ev),
     };
-    if matches!(ev.proto, lazaret_abi::PROTO_TCP | lazaret_abi::PROTO_UDP) && p.len() >= l4 + 4 {
+    // The protocols whose ports key a flow, as the XDP program's events carry them (and the
+    // deviation detector tells flows apart by them).
+    let keyed = [
+        lazaret_abi::PROTO_TCP,
+        lazaret_abi::PROTO_UDP,
+        lazaret_abi::PROTO_SCTP,
+        lazaret_abi::PROTO_UDPLITE,
+    ];
+    if keyed.contains(&ev.proto) && p.len() >= l4 + 4 {
         ev.src_port = u16::from_be_bytes([p[l4], p[l4 + 1]]);
         ev.dst_port = u16::from_be_bytes([p[l4 + 2], p[l4 + 3]]);
     }
@@ -350,6 +358,25 @@ mod tests {
             event(&logged[1]).map(|e| e.kind),
             Some(lazaret_abi::EVENT_UNKNOWN)
         );
+    }
+
+    /// SCTP's and UDP-Lite's ports key their flows on XDP, whose events carry them; the
+    /// deviation detector tells one refused flow from another by them.
+    #[test]
+    fn sctp_and_udp_lite_events_carry_their_ports() {
+        for proto in [lazaret_abi::PROTO_SCTP, lazaret_abi::PROTO_UDPLITE] {
+            let mut ip = vec![
+                0x45, 0, 0, 32, 0, 0, 0, 0, 64, proto, 0, 0, 10, 20, 0, 11, 10, 10, 0, 20,
+            ];
+            ip.extend_from_slice(&[0x13, 0x88, 0x0b, 0x59, 0, 0, 0, 0, 0, 0, 0, 0]);
+            let dgram = message(&[
+                attr(NFULA_PREFIX, b"lazaret deny_no_rule \0"),
+                attr(NFULA_PAYLOAD, &ip),
+            ]);
+            let logged = parse(&dgram);
+            let ev = event(&logged[0]).expect("an event");
+            assert_eq!((ev.proto, ev.src_port, ev.dst_port), (proto, 5000, 2905));
+        }
     }
 
     #[test]
