@@ -349,6 +349,22 @@ fn an_advertisement_of_the_routers_link_local_address_moves_no_cache(dp: Datapla
     )
 }
 
+/// An ICMPv4 message of `kind`/`code` quoting a TCP segment `q_src:q_sport → q_dst:q_dport`,
+/// with `marker` after the quote, checksummed.
+fn quoting4(kind: u8, code: u8, q: (Ipv4Addr, u16, Ipv4Addr, u16), marker: &[u8]) -> Vec<u8> {
+    let quoted = ipv4(
+        q.0,
+        q.2,
+        6,
+        &tcp(q.1, q.3, TCP_ACK, &[]),
+        &Ipv4Opts::default(),
+    );
+    let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..28]);
+    msg.extend_from_slice(marker);
+    icmp4_checksummed(msg)
+}
+
 /// A port unreachable (ICMPv4 3/3) from `src` to `dst` quoting a TCP segment
 /// `q_src:q_sport → q_dst:q_dport`, with `marker` after the quote.
 #[expect(
@@ -365,17 +381,7 @@ fn unreachable4(
     q_dport: u16,
     marker: &[u8],
 ) -> Vec<u8> {
-    let quoted = ipv4(
-        q_src,
-        q_dst,
-        6,
-        &tcp(q_sport, q_dport, TCP_ACK, &[]),
-        &Ipv4Opts::default(),
-    );
-    let mut msg = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    msg.extend_from_slice(&quoted[..28]);
-    msg.extend_from_slice(marker);
-    let msg = icmp4_checksummed(msg);
+    let msg = quoting4(3, 3, (q_src, q_sport, q_dst, q_dport), marker);
     ethernet(
         lab.gw_mac,
         lab.att_mac,
@@ -385,13 +391,39 @@ fn unreachable4(
     )
 }
 
+/// The ICMP-error scenarios' lab: an HL7 echo server, an observer on the server's side, and
+/// live IPv4 sessions of the monitor (`mine`) and its neighbour (`theirs`) to the server.
+struct Sessions {
+    lab: BypassLab,
+    server: Observer,
+    mine: std::net::TcpStream,
+    theirs: std::net::TcpStream,
+}
+
+impl Sessions {
+    fn open(dp: Dataplane) -> Result<Sessions> {
+        let lab = BypassLab::start(dp)?;
+        lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
+        let server = Observer::on(&lab.srv, &lab.srv_if)?;
+        let mine = BypassLab::session(&lab.att, IpAddr::V4(ATT_IP), IpAddr::V4(SERVER))?;
+        let theirs = BypassLab::session(&lab.bys, IpAddr::V4(BYS_IP), IpAddr::V4(SERVER))?;
+        Ok(Sessions {
+            lab,
+            server,
+            mine,
+            theirs,
+        })
+    }
+}
+
 fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()> {
-    let lab = BypassLab::start(dp)?;
-    lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
-    let server = Observer::on(&lab.srv, &lab.srv_if)?;
-    let mine = BypassLab::session(&lab.att, IpAddr::V4(ATT_IP), IpAddr::V4(SERVER))?;
+    let Sessions {
+        lab,
+        server,
+        mine,
+        theirs,
+    } = Sessions::open(dp)?;
     let my_port = mine.local_addr()?.port();
-    let theirs = BypassLab::session(&lab.bys, IpAddr::V4(BYS_IP), IpAddr::V4(SERVER))?;
     let their_port = theirs.local_addr()?.port();
     // An error about its own session, sent to a host that session never reached.
     let f = unreachable4(
@@ -477,22 +509,6 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
     )
 }
 
-/// An ICMPv4 message of `kind`/`code` quoting a TCP segment `q_src:q_sport → q_dst:q_dport`,
-/// with `marker` after the quote, checksummed.
-fn quoting4(kind: u8, code: u8, q: (Ipv4Addr, u16, Ipv4Addr, u16), marker: &[u8]) -> Vec<u8> {
-    let quoted = ipv4(
-        q.0,
-        q.2,
-        6,
-        &tcp(q.1, q.3, TCP_ACK, &[]),
-        &Ipv4Opts::default(),
-    );
-    let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
-    msg.extend_from_slice(&quoted[..28]);
-    msg.extend_from_slice(marker);
-    icmp4_checksummed(msg)
-}
-
 /// Conntrack relates to the flow it quotes every ICMP type it counts as an error: ICMPv4
 /// source quench and redirect too, and every ICMPv6 type below 128, checking only that it
 /// goes to the quoted packet's sender. The XDP program relates only unfragmented
@@ -503,12 +519,13 @@ fn quoting4(kind: u8, code: u8, q: (Ipv4Addr, u16, Ipv4Addr, u16), marker: &[u8]
 /// sender's check reads) must all be packets of no flow, on both dataplanes. Each used to
 /// pass the nftables tables as the session's own packets.
 fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> Result<()> {
-    let lab = BypassLab::start(dp)?;
-    lazaret_tests::nftlab::tcp_echo(&lab.srv, &[HL7], Duration::from_secs(30))?;
-    let server = Observer::on(&lab.srv, &lab.srv_if)?;
-    let mine = BypassLab::session(&lab.att, IpAddr::V4(ATT_IP), IpAddr::V4(SERVER))?;
+    let Sessions {
+        lab,
+        server,
+        mine,
+        theirs,
+    } = Sessions::open(dp)?;
     let my_port = mine.local_addr()?.port();
-    let theirs = BypassLab::session(&lab.bys, IpAddr::V4(BYS_IP), IpAddr::V4(SERVER))?;
     let their_port = theirs.local_addr()?.port();
     let theirs6 = BypassLab::session(&lab.bys, IpAddr::V6(BYS_IP6), IpAddr::V6(SERVER6))?;
     let their_port6 = theirs6.local_addr()?.port();
