@@ -78,7 +78,12 @@ pub(crate) fn established(
 /// The fast path's verdict on a frame of its shape: see `established`.
 #[inline(always)]
 fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame) -> bool {
-    let (key, src_is_a) = normalized_key(&f.src, f.sport, &f.dst, f.dport, f.proto, f.family);
+    let (key, src_is_a) = normalized_key(
+        (&f.src, f.sport),
+        (&f.dst, f.dport),
+        (f.proto, f.family),
+        ECHO_NONE,
+    );
     let Some(flow) = LZ_EST_FLOWS.get_ptr_mut(key) else {
         // The full path need not look in the established table again (see FlowLookup).
         gen.est_missed = true;

@@ -49,8 +49,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lazaret_abi::{
-    AddrBits, FlowKey, FlowValue, COUNTER_SLOTS, FAMILY_V4, FAMILY_V6, FLOW_NEW, IFACE_DIRECT,
-    MAX_FLOWS, SIDE_DEVICES,
+    AddrBits, FlowKey, FlowValue, COUNTER_SLOTS, ECHO_NONE, FAMILY_V4, FAMILY_V6, FLOW_NEW,
+    IFACE_DIRECT, MAX_FLOWS, SIDE_DEVICES,
 };
 
 mod l2;
@@ -514,9 +514,9 @@ fn flow_key(ctx: &XdpContext) -> Result<FlowKey, u32> {
     };
     let (src, sport, dst, dport, proto, family) = tuple.ok_or(xdp_action::XDP_DROP)?;
     Ok(if (src.ordered(), sport) <= (dst.ordered(), dport) {
-        word::flow_key(&src, sport, &dst, dport, proto, family)
+        word::flow_key((&src, sport), (&dst, dport), proto, family, ECHO_NONE)
     } else {
-        word::flow_key(&dst, dport, &src, sport, proto, family)
+        word::flow_key((&dst, dport), (&src, sport), proto, family, ECHO_NONE)
     })
 }
 
@@ -536,12 +536,12 @@ fn keyed(ctx: &XdpContext) -> Result<(FlowKey, bool), u32> {
     let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
     Ok(if src_is_a {
         (
-            word::flow_key(&src, sport, &dst, dport, proto, family),
+            word::flow_key((&src, sport), (&dst, dport), proto, family, ECHO_NONE),
             true,
         )
     } else {
         (
-            word::flow_key(&dst, dport, &src, sport, proto, family),
+            word::flow_key((&dst, dport), (&src, sport), proto, family, ECHO_NONE),
             false,
         )
     })
@@ -567,12 +567,12 @@ fn normalize(&(src, sport, dst, dport, proto, family): &Tuple) -> (FlowKey, bool
     let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
     if src_is_a {
         (
-            word::flow_key(&src, sport, &dst, dport, proto, family),
+            word::flow_key((&src, sport), (&dst, dport), proto, family, ECHO_NONE),
             true,
         )
     } else {
         (
-            word::flow_key(&dst, dport, &src, sport, proto, family),
+            word::flow_key((&dst, dport), (&src, sport), proto, family, ECHO_NONE),
             false,
         )
     }

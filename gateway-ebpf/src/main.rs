@@ -923,12 +923,10 @@ fn judge_related(
         return Verdict::dev(Reason::DenyIcmpError, dev);
     }
     let (key, inner_src_is_a) = normalized_key(
-        &pkt.inner_src,
-        pkt.inner_sport,
-        &pkt.inner_dst,
-        pkt.inner_dport,
-        pkt.inner_proto,
-        pkt.family,
+        (&pkt.inner_src, pkt.inner_sport),
+        (&pkt.inner_dst, pkt.inner_dport),
+        (pkt.inner_proto, pkt.family),
+        pkt.inner_echo,
     );
     // SAFETY: see LZ_IFACE_HIGH above.
     let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
@@ -1210,28 +1208,32 @@ fn lpm_get<K, V>(map: &LpmTrie<K, V>, key: &LpmKey<K>) -> Option<&'static V> {
 #[inline(always)]
 fn flow_key(pkt: &Pkt) -> (FlowKey, bool) {
     normalized_key(
-        &pkt.src, pkt.sport, &pkt.dst, pkt.dport, pkt.proto, pkt.family,
+        (&pkt.src, pkt.sport),
+        (&pkt.dst, pkt.dport),
+        (pkt.proto, pkt.family),
+        pkt.echo,
     )
 }
 
 /// The flow-table key of a 5-tuple: the lower (address, port) endpoint first, so both
-/// directions share one key. Also says whether the source is endpoint a.
+/// directions share one key. Also says whether the source is endpoint a. `echo` is the
+/// packet's `echo_kind`: an echo's key also names the end that sends its requests (bypass
+/// class, see `echo_end`).
 #[inline(always)]
 fn normalized_key(
-    src: &Addr,
-    sport: u16,
-    dst: &Addr,
-    dport: u16,
-    proto: u8,
-    family: u8,
+    (src, sport): (&Addr, u16),
+    (dst, dport): (&Addr, u16),
+    (proto, family): (u8, u8),
+    echo: u8,
 ) -> (FlowKey, bool) {
     // Compared as big-endian words: the same order as the bytes' (the reference
     // classifier's), without a byte-wise memcmp.
     let src_is_a = (src.ordered(), sport) <= (dst.ordered(), dport);
+    let echo = echo_end(echo, src_is_a);
     let key = if src_is_a {
-        word::flow_key(src, sport, dst, dport, proto, family)
+        word::flow_key((src, sport), (dst, dport), proto, family, echo)
     } else {
-        word::flow_key(dst, dport, src, sport, proto, family)
+        word::flow_key((dst, dport), (src, sport), proto, family, echo)
     };
     (key, src_is_a)
 }

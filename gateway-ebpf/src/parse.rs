@@ -96,6 +96,9 @@ pub(crate) struct Pkt {
     pub frag_at: u32,
     pub inner_sport: u16,
     pub inner_dport: u16,
+    /// `echo_kind` of the packet and of the quoted packet: their flow keys' `echo`.
+    pub echo: u8,
+    pub inner_echo: u8,
 }
 
 impl Pkt {
@@ -340,6 +343,8 @@ fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
         // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
         0,
         0,
+        // 144: inner_sport, inner_dport, echo, inner_echo.
+        0,
     ];
     // SAFETY: (every write) `pkt` is exclusive and 8-aligned; word i is bytes 104 + 8 i of
     // it, the fields the comments name (asserted below), all plain integers or enums whose
@@ -350,6 +355,7 @@ fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
         p.add(15).write_volatile(words[2]);
         p.add(16).write_volatile(words[3]);
         p.add(17).write_volatile(words[4]);
+        p.add(18).write_volatile(words[5]);
     }
 }
 
@@ -361,6 +367,8 @@ const _: () = {
     assert!(offset_of!(Pkt, sport) == 116 && offset_of!(Pkt, dport) == 118);
     assert!(offset_of!(Pkt, ifindex) == 120 && offset_of!(Pkt, port) == 124);
     assert!(offset_of!(Pkt, tcp_seq) == 128 && offset_of!(Pkt, frag_at) == 140);
+    assert!(offset_of!(Pkt, inner_sport) == 144 && offset_of!(Pkt, echo) == 148);
+    assert!(offset_of!(Pkt, inner_echo) == 149 && size_of::<Pkt>() == 152);
 };
 
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.
@@ -587,10 +595,11 @@ fn parse_l4(
             );
             if echo {
                 // The echo identifier plays the role of both ports: request and reply share
-                // one flow key.
+                // one flow key, which also names the requester's end (`echo_end`).
                 let id = hdr.be16::<4>();
                 pkt.sport = id;
                 pkt.dport = id;
+                pkt.echo = echo_kind(pkt.proto, icmp_type);
             }
             let error = match pkt.proto {
                 PROTO_ICMP => matches!(icmp_type, 3 | 11 | 12),
@@ -650,6 +659,7 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
             let id = l4.be16::<4>();
             pkt.inner_sport = id;
             pkt.inner_dport = id;
+            pkt.inner_echo = echo_kind(pkt.inner_proto, l4.u8::<0>());
         }
         _ => {
             pkt.inner_sport = 0;

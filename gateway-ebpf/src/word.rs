@@ -109,11 +109,20 @@ impl PartialEq for Addr {
 // checks it at compile time), the key is repr(C) integers and byte arrays (every bit pattern
 // is valid), and the comment on each gives the byte layout the words produce.
 
-/// `FlowKey`: addr_a (0..16), addr_b (16..32), port_a, port_b, proto, family, zero pad.
+/// `FlowKey`: addr_a (0..16), addr_b (16..32), port_a, port_b, proto, family, echo, zero.
 #[inline(always)]
-pub(crate) fn flow_key(a: &Addr, pa: u16, b: &Addr, pb: u16, proto: u8, family: u8) -> FlowKey {
-    let tail =
-        u64::from(pa) | u64::from(pb) << 16 | u64::from(proto) << 32 | u64::from(family) << 40;
+pub(crate) fn flow_key(
+    (a, pa): (&Addr, u16),
+    (b, pb): (&Addr, u16),
+    proto: u8,
+    family: u8,
+    echo: u8,
+) -> FlowKey {
+    let tail = u64::from(pa)
+        | u64::from(pb) << 16
+        | u64::from(proto) << 32
+        | u64::from(family) << 40
+        | u64::from(echo) << 48;
     // SAFETY: see above.
     unsafe { core::mem::transmute::<[u64; 5], FlowKey>([a.0[0], a.0[1], b.0[0], b.0[1], tail]) }
 }

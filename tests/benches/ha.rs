@@ -42,7 +42,9 @@ use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use common::{median, percentile, round3, verdict};
 use lazaret::daemon::flowsync::datapath_now_ns;
-use lazaret_abi::{FlowKey, FlowValue, FAMILY_V4, FLOW_ESTABLISHED, MAP_EST_FLOWS, PROTO_TCP};
+use lazaret_abi::{
+    FlowKey, FlowValue, ECHO_NONE, FAMILY_V4, FLOW_ESTABLISHED, MAP_EST_FLOWS, PROTO_TCP,
+};
 use lazaret_tests::{
     daemon::{round_trip, Dataplane, Lab},
     ha::{wait_metric, Fault, Pair, AUDIT_PORT},
@@ -235,7 +237,8 @@ fn write_flows(lab: &Lab, n: u32, offset: u32) -> Result<()> {
             port_b: 1024 + (i % 60_000) as u16,
             proto: PROTO_TCP,
             family: FAMILY_V4,
-            _pad: [0; 2],
+            echo: ECHO_NONE,
+            _pad: 0,
         };
         let value = FlowValue {
             last_seen_ns: now,

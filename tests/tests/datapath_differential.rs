@@ -279,7 +279,9 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
                         },
                     )
                 } else {
-                    icmp(icmp_type, 0, sport, 1)
+                    // One identifier for both directions, whichever way the ports go: a
+                    // reply, and the other end's request, use the request's.
+                    icmp(icmp_type, 0, sport ^ dport, 1)
                 }
             }
             _ => b"opaque protocol payload".to_vec(),
@@ -341,6 +343,8 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
         3 => (1, true),
         f => (f, false),
     };
+    // An echo and the other end's request with its identifier (bypass class: two flows).
+    let echo = matches!(proto, PROTO_ICMP | PROTO_ICMPV6) && matches!(s.icmp_type, 8 | 128);
     let mut out = Vec::new();
     if s.conversation {
         // The opener and the answerer, each on its own side.
@@ -471,6 +475,23 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
                     0,
                 ),
             ));
+            if echo {
+                // The device's own request with the same identifier: another flow.
+                out.push((
+                    SIDE_DEVICES,
+                    build(
+                        dev_ip,
+                        peer_ip,
+                        port,
+                        s.sport,
+                        0,
+                        s.icmp_type,
+                        src_mac,
+                        GW_MAC,
+                        0,
+                    ),
+                ));
+            }
         }
     } else {
         out.push((
@@ -518,6 +539,23 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
                     0,
                 ),
             ));
+            if echo {
+                // The peer's own request with the same identifier: another flow.
+                out.push((
+                    SIDE_UPSTREAM,
+                    build(
+                        peer_ip,
+                        dev_ip,
+                        port,
+                        s.sport,
+                        0,
+                        s.icmp_type,
+                        GW_MAC,
+                        src_mac,
+                        0,
+                    ),
+                ));
+            }
         }
     }
     if let Some((at, byte)) = s.corrupt {

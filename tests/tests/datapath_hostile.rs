@@ -734,6 +734,40 @@ fn icmp_echo_opens_a_flow_for_its_reply() {
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
 }
 
+/// Conntrack keys an echo by its type: a request and its reply are one flow's two
+/// directions, a request the other way is another flow. The flow key held the identifier
+/// on both ends, so a request carrying a live echo session's identifier passed as that
+/// session's whichever end sent it: the server's request to the device (which no rule
+/// allows) on the device's session, and the device's reply on its own request.
+#[test]
+fn an_echo_request_the_other_way_is_another_flow() {
+    let mut dp = dp();
+    let o = Ipv4Opts::default();
+    let from_dev = |kind: u8, id: u16| v4(DEV_IP, SERVER, 1, &icmp(kind, 0, id, 1), &o);
+    let to_dev = |kind: u8, id: u16| {
+        let ip = ipv4(SERVER, DEV_IP, 1, &icmp(kind, 0, id, 1), &o);
+        ethernet(DEV_MAC, GW_MAC, &[], ETH_IPV4, &ip)
+    };
+    for id in [7, 0, 0xffff] {
+        expect(&mut dp, &from_dev(8, id), XDP_PASS, Reason::AllowRule);
+        expect(&mut dp, &from_dev(0, id), XDP_DROP, Reason::DenyNoFlow);
+    }
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    for id in [7, 0, 0xffff] {
+        let before = stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM);
+        assert_eq!(
+            dp.test_run(&to_dev(8, id)).expect("run"),
+            XDP_DROP,
+            "the server's echo request of identifier {id}"
+        );
+        assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), before);
+        // The session's own reply still passes.
+        assert_eq!(dp.test_run(&to_dev(0, id)).expect("run"), XDP_PASS);
+        assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), before + 1);
+    }
+    assert_eq!(stat(&mut dp, Reason::DenyNoRule, SIDE_UPSTREAM), 3);
+}
+
 /// ICMP other than echo belongs to no flow. Its flow key holds no identifier, so it used to
 /// find an echo flow of identifier 0 and pass as that flow's: both ways, any type (a
 /// redirect, a router advertisement, a timestamp request; ICMPv6 types below 128 that are no

@@ -401,7 +401,8 @@ fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
         port_b: sport,
         proto: PROTO_TCP,
         family: FAMILY_V4,
-        _pad: [0; 2],
+        echo: ECHO_NONE,
+        _pad: 0,
     };
     let old_value = FlowValueAbi2 {
         // Recent on the kernel's clock: CLOCK_MONOTONIC, which the datapath's coarse
@@ -439,6 +440,73 @@ fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
         flow_of(&mut dp, sport),
         Some((FlowTable::Established, FLOW_ESTABLISHED))
     );
+}
+
+/// An echo flow of ABI 10 was keyed by its identifier alone; carried over, it is keyed by
+/// its requester (`FlowKey::echo`, from the flow's initiator): the server's reply still
+/// passes, and the server's own request with that identifier is another flow.
+#[test]
+fn an_echo_flow_pinned_by_an_abi_10_datapath_is_carried_over_keyed_by_its_requester() {
+    use aya::maps::{HashMap, MapData};
+    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
+    let old_dir = bpffs.path.join("v10");
+    std::fs::create_dir_all(&old_dir).expect("pin dir");
+    let id = 0x4c0a;
+    let v4 = |a: Ipv4Addr| {
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a.octets());
+        b
+    };
+    // The device pinged the server (10.10.0.20, endpoint a); the device (b) initiated.
+    let key = FlowKey {
+        addr_a: v4(SERVER),
+        addr_b: v4(DEV_IP),
+        port_a: id,
+        port_b: id,
+        proto: PROTO_ICMP,
+        family: FAMILY_V4,
+        echo: ECHO_NONE,
+        _pad: 0,
+    };
+    let value = FlowValue {
+        last_seen_ns: monotonic_ns(),
+        generation: 1,
+        state: FLOW_RESPONDED,
+        initiator: 1,
+        reason: Reason::AllowRule as u8,
+        ..FlowValue::default()
+    };
+    let mut old: HashMap<MapData, FlowKey, FlowValue> =
+        HashMap::create(16, 0).expect("create an ABI 10 flow table");
+    old.insert(key, value, 0).expect("insert");
+    old.pin(old_dir.join(MAP_FLOWS)).expect("pin");
+
+    let mut dp = loaded();
+    assert_eq!(dp.migrate_flows(&old_dir).expect("migrate"), 1);
+    let keys: Vec<FlowKey> = dp.flows().expect("flows").iter().map(|f| f.1).collect();
+    assert_eq!(
+        keys,
+        vec![FlowKey {
+            echo: ECHO_BY_B,
+            ..key
+        }]
+    );
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    let from_server = |kind: u8| {
+        let ip = ipv4(
+            SERVER,
+            DEV_IP,
+            1,
+            &icmp(kind, 0, id, 1),
+            &Ipv4Opts::default(),
+        );
+        ethernet(DEV_MAC, GW_MAC, &[], ETH_IPV4, &ip)
+    };
+    assert_eq!(dp.test_run(&from_server(0)).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), 1);
+    assert_eq!(dp.test_run(&from_server(8)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyNoRule, SIDE_UPSTREAM), 1);
 }
 
 /// CLOCK_MONOTONIC in ns: the clock whose tick-resolution view the datapath reads.

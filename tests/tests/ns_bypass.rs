@@ -40,6 +40,7 @@ on_both_dataplanes!(
     an_operators_notrack_rule_opens_no_way_past_the_policy,
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
     icmp_other_than_echo_does_not_ride_an_echo_flow,
+    an_echo_request_the_other_way_is_another_flow,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
 );
 
@@ -676,6 +677,105 @@ fn icmp_other_than_echo_does_not_ride_an_echo_flow(dp: Dataplane) -> Result<()> 
         "while the monitor's echo session of identifier 0 was live, a redirect, a router \
          advertisement and a timestamp request to the server were refused as packets of no \
          flow; the echo request arrived",
+    )
+}
+
+/// An ICMPv4 echo request (`request`) or reply with identifier `id` and `marker`.
+fn echo4(request: bool, id: u16, marker: &[u8]) -> Vec<u8> {
+    let mut msg = vec![if request { 8 } else { 0 }, 0, 0, 0];
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&[0, 1]);
+    msg.extend_from_slice(marker);
+    icmp4_checksummed(msg)
+}
+
+/// Conntrack keys an echo by its type: a request and its reply are one flow, a request the
+/// other way is another, judged by the policy. On XDP, whose flow key held the identifier
+/// alone, a request carrying the identifier of a live echo session passed as that
+/// session's whichever end sent it. First the monitor may ping the server and nothing
+/// else: the server's request back, and the monitor's reply on its own session, must not
+/// pass. Then only the server may ping the monitor: the monitor's request with the
+/// identifier of the server's session must not reach the server, and its reply must.
+fn an_echo_request_the_other_way_is_another_flow(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let (up_mac, srv_mac) = (mac_of(&lab.gw, &lab.up_if)?, mac_of(&lab.srv, &lab.srv_if)?);
+    let from_monitor = |msg: Vec<u8>| {
+        let ip = ipv4(ATT_IP, SERVER, 1, &msg, &Ipv4Opts::default());
+        ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &ip)
+    };
+    let from_server = |msg: Vec<u8>| -> Result<()> {
+        let ip = ipv4(SERVER, ATT_IP, 1, &msg, &Ipv4Opts::default());
+        send_raw(
+            &lab.srv,
+            &lab.srv_if,
+            vec![ethernet(up_mac, srv_mac, &[], ETH_IPV4, &ip)],
+        )
+    };
+    let rule = |initiator: &str| {
+        format!(
+            "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = \"icmp\"\n\
+             initiator = \"{initiator}\"\n"
+        )
+    };
+    let g = lab.reload_to(lab.generation()?, &rule("device"))?;
+    // The monitor's echo session (the server's kernel answers it).
+    let id = 0x4c01;
+    arrives(
+        &lab,
+        &server,
+        "the monitor's echo request",
+        from_monitor(echo4(true, id, b"LZ-ECHO-MINE")),
+        b"LZ-ECHO-MINE",
+    )?;
+    // The server's own request with that identifier: a flow the monitor's policy does not
+    // accept.
+    REFUSED.with(|c| c.set(c.get() + 1));
+    from_server(echo4(true, id, b"LZ-ECHO-BACK"))?;
+    ensure!(
+        !monitor.saw(b"LZ-ECHO-BACK", ARRIVE),
+        "the server's echo request on the monitor's session: arrived\n{}",
+        lab.debug()
+    );
+    refused(
+        &lab,
+        &server,
+        "the monitor's echo reply on its own session",
+        from_monitor(echo4(false, id, b"LZ-ECHO-SELF-REPLY")),
+        b"LZ-ECHO-SELF-REPLY",
+        Some(Reason::DenyNoFlow),
+    )?;
+    // Now only the server may ping the monitor (the monitor's kernel answers).
+    lab.reload_to(g, &rule("peer"))?;
+    let id = 0x4c02;
+    from_server(echo4(true, id, b"LZ-ECHO-THEIRS"))?;
+    ensure!(
+        monitor.saw(b"LZ-ECHO-THEIRS", ARRIVE),
+        "the server's allowed echo request did not arrive\n{}",
+        lab.debug()
+    );
+    refused(
+        &lab,
+        &server,
+        "the monitor's echo request on the server's session",
+        from_monitor(echo4(true, id, b"LZ-ECHO-RIDE")),
+        b"LZ-ECHO-RIDE",
+        Some(Reason::DenyNoRule),
+    )?;
+    arrives(
+        &lab,
+        &server,
+        "the monitor's reply on the server's session",
+        from_monitor(echo4(false, id, b"LZ-ECHO-REPLY")),
+        b"LZ-ECHO-REPLY",
+    )?;
+    done(
+        "an_echo_request_the_other_way_is_another_flow",
+        dp,
+        "the server's echo request with the identifier of the monitor's session, the \
+         monitor's reply on its own session and its request on the server's session were \
+         refused; both allowed requests and the monitor's reply to the server arrived",
     )
 }
 

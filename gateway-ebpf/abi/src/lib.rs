@@ -129,7 +129,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 10;
+pub const ABI_VERSION: u32 = 11;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -936,7 +936,61 @@ pub struct FlowKey {
     pub proto: u8,
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// An ICMP or ICMPv6 echo flow: which end sends the requests ([`ECHO_BY_A`],
+    /// [`ECHO_BY_B`]; see [`echo_end`]). [`ECHO_NONE`] for every other flow.
+    pub echo: u8,
+    pub _pad: u8,
+}
+
+/// [`FlowKey::echo`] of a flow that is no echo.
+pub const ECHO_NONE: u8 = 0;
+/// [`FlowKey::echo`]: endpoint a sends the echo requests, b the replies.
+pub const ECHO_BY_A: u8 = 1;
+/// [`FlowKey::echo`]: endpoint b sends the echo requests, a the replies.
+pub const ECHO_BY_B: u8 = 2;
+
+/// A packet's [`FlowKey::echo`] as if its source were endpoint a: [`ECHO_BY_A`] for an
+/// ICMP (`proto` 1) or ICMPv6 (58) echo request, [`ECHO_BY_B`] for an echo reply,
+/// [`ECHO_NONE`] for anything else. [`echo_end`] turns it into the key's.
+#[inline(always)]
+pub const fn echo_kind(proto: u8, icmp_type: u8) -> u8 {
+    match (proto, icmp_type) {
+        (PROTO_ICMP, 8) | (PROTO_ICMPV6, 128) => ECHO_BY_A,
+        (PROTO_ICMP, 0) | (PROTO_ICMPV6, 129) => ECHO_BY_B,
+        _ => ECHO_NONE,
+    }
+}
+
+/// [`FlowKey::echo`] of a packet of `kind` ([`echo_kind`]) whose source is endpoint a of
+/// the key (`src_is_a`), else b: the ends swap when the source is b.
+///
+/// Conntrack keys an echo by its type: a request and its reply are one flow's two
+/// directions, a request the other way another flow. Keyed by the identifier alone (ABI 10
+/// and earlier), both directions shared one key, and a request carrying the identifier of
+/// a live echo session passed as that session's whichever end sent it: a peer's request to
+/// a device that only the device's own session allowed, or a device's request to a peer
+/// that only allowed itself to ping the device (a bypass class). No 16-bit encoding of the
+/// identifier in the two ports can tell the ends apart for every identifier, hence a byte.
+#[inline(always)]
+pub const fn echo_end(kind: u8, src_is_a: bool) -> u8 {
+    if src_is_a {
+        kind
+    } else {
+        // 1 and 2 swap, 0 stays.
+        (kind << 1 | kind >> 1) & 3
+    }
+}
+
+/// [`FlowKey::echo`] of a flow of `proto` whose endpoint `initiator` (0: a, 1: b) opened
+/// it: only an echo request opens an ICMP or ICMPv6 flow, so its initiator is its requester.
+/// For keys made without seeing the packet (flows carried over from ABI 10, replicated).
+#[inline(always)]
+pub const fn echo_of_flow(proto: u8, initiator: u8) -> u8 {
+    match proto {
+        PROTO_ICMP | PROTO_ICMPV6 if initiator == 0 => ECHO_BY_A,
+        PROTO_ICMP | PROTO_ICMPV6 => ECHO_BY_B,
+        _ => ECHO_NONE,
+    }
 }
 
 /// Value of [`MAP_FLOWS`].

@@ -59,6 +59,8 @@ pub struct Quoted {
     pub proto: u8,
     pub sport: u16,
     pub dport: u16,
+    /// `lazaret_abi::echo_kind` of the quoted packet.
+    pub echo: u8,
 }
 
 impl IpDesc {

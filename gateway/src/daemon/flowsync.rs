@@ -190,7 +190,8 @@ impl SyncedFlow {
             port_b: self.b.port(),
             proto: self.proto,
             family: fam_a,
-            _pad: [0; 2],
+            echo: lazaret_abi::echo_of_flow(self.proto, self.initiator),
+            _pad: 0,
         };
         let value = FlowValue {
             last_seen_ns: now.saturating_sub(idle_ns),
@@ -487,7 +488,8 @@ mod tests {
             port_b,
             proto: PROTO_TCP,
             family: FAMILY_V4,
-            _pad: [0; 2],
+            echo: 0,
+            _pad: 0,
         }
     }
 
@@ -530,6 +532,29 @@ mod tests {
         // No generation, devices, cells, epochs or rule of the sender's.
         assert_eq!((v.generation, v.dev_a, v.dev_b), (UNJUDGED, 0, 0));
         assert_eq!((v.epoch_a, v.cell_a, v.rule), (0, 0, NO_RULE));
+    }
+
+    /// The key's echo byte is not sent: the other member derives it from the initiator,
+    /// as the datapath made it (only a request opens an echo flow).
+    #[test]
+    fn an_echo_flow_arrives_keyed_by_its_requester() {
+        let now = 5000 * S;
+        for (initiator, echo) in [(0, lazaret_abi::ECHO_BY_A), (1, lazaret_abi::ECHO_BY_B)] {
+            let k = FlowKey {
+                port_a: 7,
+                port_b: 7,
+                proto: lazaret_abi::PROTO_ICMP,
+                echo,
+                ..key(0)
+            };
+            let v = FlowValue {
+                initiator,
+                ..value(FLOW_RESPONDED, now)
+            };
+            let f = SyncedFlow::of(FlowTable::New, &k, &v, now);
+            let (_, there, _) = f.entry(now).expect("a valid flow");
+            assert_eq!(there, k);
+        }
     }
 
     #[test]

@@ -265,6 +265,7 @@ fn flow_key(flow: &Flow, sport: u16) -> FlowKey {
         } else {
             FAMILY_V6
         },
-        _pad: [0; 2],
+        echo: ECHO_NONE,
+        _pad: 0,
     }
 }

@@ -120,17 +120,20 @@ impl Flow {
     }
 }
 
-/// Normalized 5-tuple (`FlowKey`): the lower endpoint first.
-type Key = (u8, (IpAddr, u16), (IpAddr, u16));
+/// Normalized 5-tuple (`FlowKey`), the lower endpoint first: protocol, endpoints a and b,
+/// and an echo's requester (`FlowKey::echo`).
+type Key = (u8, (IpAddr, u16), (IpAddr, u16), u8);
 
-fn key(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> (Key, bool) {
+/// The datapath's `normalized_key`; `echo` is the packet's `echo_kind`.
+fn key(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16), echo: u8) -> (Key, bool) {
     // The datapath compares the 16-byte address arrays (IPv4 in the first four bytes),
     // then the port: the same order as comparing these byte arrays.
     let src_is_a = (addr_bytes(&src.0), src.1) <= (addr_bytes(&dst.0), dst.1);
+    let echo = echo_end(echo, src_is_a);
     if src_is_a {
-        ((proto, src, dst), true)
+        ((proto, src, dst, echo), true)
     } else {
-        ((proto, dst, src), false)
+        ((proto, dst, src, echo), false)
     }
 }
 
@@ -176,7 +179,7 @@ impl Model {
         let mut out: Vec<(FlowTable, FlowKey)> = self
             .flows
             .iter()
-            .map(|((proto, (a, pa), (b, pb)), f)| {
+            .map(|((proto, (a, pa), (b, pb), echo), f)| {
                 let key = FlowKey {
                     addr_a: addr_bytes(a),
                     addr_b: addr_bytes(b),
@@ -184,7 +187,8 @@ impl Model {
                     port_b: *pb,
                     proto: *proto,
                     family: if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
-                    _pad: [0; 2],
+                    echo: *echo,
+                    _pad: 0,
                 };
                 (f.table, key)
             })
@@ -254,7 +258,7 @@ impl Model {
         }
         if let Some(q) = ip.quoted {
             // The flow the error quotes decides (the datapath's `judge_related`).
-            let (k, inner_src_is_a) = key(q.proto, (q.src, q.sport), (q.dst, q.dport));
+            let (k, inner_src_is_a) = key(q.proto, (q.src, q.sport), (q.dst, q.dport), q.echo);
             let mut desc = p.desc;
             desc.flow = self.hint(&k, inner_src_is_a);
             return classify_indexed(&self.index, &self.states, &desc);
@@ -289,7 +293,12 @@ impl Model {
     }
 
     fn judge_flow(&mut self, p: &Parsed, ip: &IpDesc) -> Decision {
-        let (k, src_is_a) = key(ip.proto, (ip.src, ip.sport), (ip.dst, ip.dport));
+        let (k, src_is_a) = key(
+            ip.proto,
+            (ip.src, ip.sport),
+            (ip.dst, ip.dport),
+            echo_kind(ip.proto, ip.icmp_type),
+        );
         // ICMP other than echo belongs to no flow (`IpDesc::flowless`): it neither finds one
         // nor advances it.
         let hint = if ip.flowless() {

@@ -380,5 +380,6 @@ fn parse_quoted(b: &Bytes, at: usize, proto: u8) -> Result<Quoted, Reason> {
         proto: inner,
         sport,
         dport,
+        echo: echo_kind(inner, l4[0]),
     })
 }

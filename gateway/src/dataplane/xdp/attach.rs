@@ -168,6 +168,11 @@ pub(crate) fn remove_legacy(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// The ABI a pin directory is named for (`v<N>`).
+pub(crate) fn abi_of(dir: &Path) -> Option<u32> {
+    dir.file_name()?.to_str()?.strip_prefix('v')?.parse().ok()
+}
+
 fn is_version_dir(p: &Path) -> bool {
     p.is_dir()
         && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {

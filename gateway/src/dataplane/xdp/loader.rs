@@ -938,17 +938,27 @@ impl Datapath {
 
     /// Copies the flows of a datapath pinned in `dir` into this one: each table into the
     /// same table when it has this ABI's layout (aya checks the sizes), or a single flow
-    /// table of ABI 2 into the new table (see `legacy::FlowValueV2`). Flows keep their
-    /// old generation stamps, so each is re-judged under the current policy on its next
+    /// table of ABI 2 into the new table (see `legacy::FlowValueV2`). Echo flows of ABI 10
+    /// and earlier are keyed anew (`legacy::directed_echo_key`). Flows keep their old
+    /// generation stamps, so each is re-judged under the current policy on its next
     /// packet. Returns how many were copied.
     pub fn migrate_flows(&mut self, dir: &std::path::Path) -> Result<usize, DatapathError> {
+        // A directory not named by its version is taken as this ABI's (its layout was).
+        let undirected_echo =
+            super::attach::abi_of(dir).is_some_and(|v| v <= legacy::LAST_UNDIRECTED_ECHO);
         let mut copied = 0;
         for table in FlowTable::ALL {
-            let flows = match read_pinned_flows(dir, table.map()) {
+            let mut flows = match read_pinned_flows(dir, table.map()) {
                 Some(f) => f,
                 None if table == FlowTable::New => legacy::read_v2_flows(dir).unwrap_or_default(),
                 None => Vec::new(),
             };
+            if undirected_echo {
+                flows = flows
+                    .into_iter()
+                    .map(|(k, v)| (legacy::directed_echo_key(&k, &v), v))
+                    .collect();
+            }
             let mut new: HashMap<_, FlowKey, FlowValue> = typed(&mut self.ebpf, table.map())?;
             for (k, v) in &flows {
                 new.insert(k, v, 0)

@@ -56,9 +56,52 @@ pub(crate) fn read_v2_flows(dir: &std::path::Path) -> Option<Vec<(FlowKey, FlowV
     )
 }
 
+/// The last ABI whose flow keys did not name an echo's requester ([`FlowKey::echo`]).
+pub(crate) const LAST_UNDIRECTED_ECHO: u32 = 10;
+
+/// A flow key of ABI 10 or earlier under this ABI: an echo flow's key names its requester
+/// ([`echo_of_flow`]). Other keys are unchanged.
+pub(crate) fn directed_echo_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
+    FlowKey {
+        echo: echo_of_flow(k.proto, v.initiator),
+        ..*k
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echo_flow_key_of_abi_10_names_its_requester() {
+        let key = |proto: u8, echo: u8| FlowKey {
+            addr_a: [1; 16],
+            addr_b: [2; 16],
+            port_a: 7,
+            port_b: 7,
+            proto,
+            family: FAMILY_V6,
+            echo,
+            _pad: 0,
+        };
+        let by = |initiator: u8| FlowValue {
+            initiator,
+            ..FlowValue::default()
+        };
+        let old = key(PROTO_ICMPV6, 0);
+        assert_eq!(
+            directed_echo_key(&old, &by(0)),
+            key(PROTO_ICMPV6, ECHO_BY_A)
+        );
+        assert_eq!(
+            directed_echo_key(&old, &by(1)),
+            key(PROTO_ICMPV6, ECHO_BY_B)
+        );
+        let old = key(PROTO_ICMP, 0);
+        assert_eq!(directed_echo_key(&old, &by(1)), key(PROTO_ICMP, ECHO_BY_B));
+        let tcp = key(PROTO_TCP, 0);
+        assert_eq!(directed_echo_key(&tcp, &by(1)), tcp);
+    }
 
     #[test]
     fn an_abi_2_flow_keeps_its_identity_stamps_and_state() {
