@@ -518,7 +518,9 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
 /// session, or its own, an unassigned ICMPv6 error type quoting the neighbour's, and a
 /// fragmented unreachable whose first fragment ends inside the quoted header (where the
 /// sender's check reads) must all be packets of no flow, on both dataplanes. Each used to
-/// pass the nftables tables as the session's own packets.
+/// pass the nftables tables as the session's own packets. So did errors about the device's
+/// own sessions quoting a packet with IPv4 options or an IPv6 extension header, which the
+/// XDP program, not walking the quoted header, refuses.
 fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> Result<()> {
     let Sessions {
         lab,
@@ -611,6 +613,53 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
         lab.debug()
     );
     counted(&lab, Reason::DenyNoFlow, SIDE_DEVICES, before)?;
+    // Errors about its own sessions that the XDP program does not relate (it does not walk
+    // the quoted header): one quoting an IPv4 packet with options, one quoting an IPv6
+    // packet with a Destination Options header. Conntrack relates both.
+    let mine6 = BypassLab::session(&lab.att, IpAddr::V6(ATT_IP6), IpAddr::V6(SERVER6))?;
+    let my_port6 = mine6.local_addr()?.port();
+    let with_options = Ipv4Opts {
+        ihl_words: 6,
+        options: vec![1, 1, 1, 0],
+        ..Ipv4Opts::default()
+    };
+    let quoted = ipv4(
+        SERVER,
+        ATT_IP,
+        6,
+        &tcp(HL7, my_port, TCP_ACK, &[]),
+        &with_options,
+    );
+    let mut msg = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..32]);
+    msg.extend_from_slice(b"LZ-QUOTED-OPTIONS");
+    refused(
+        &lab,
+        &server,
+        "an unreachable quoting its own session's packet with IPv4 options",
+        to_server(icmp4_checksummed(msg), &one),
+        b"LZ-QUOTED-OPTIONS",
+        Some(Reason::DenyMalformed),
+    )?;
+    let quoted6 = ipv6(
+        SERVER6,
+        ATT_IP6,
+        &[Ext::DestOpts],
+        6,
+        &tcp(HL7, my_port6, TCP_ACK, &[]),
+    );
+    let mut msg = vec![1, 4, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted6[..56]);
+    msg.extend_from_slice(b"LZ-QUOTED-EXTHDR");
+    let f = icmp6(lab.gw_mac, lab.att_mac, 64, ATT_IP6, SERVER6, &[], msg);
+    refused(
+        &lab,
+        &server,
+        "an unreachable quoting its own IPv6 session's packet with an extension header",
+        f,
+        b"LZ-QUOTED-EXTHDR",
+        no_flow,
+    )?;
     // The allowed twin: an unreachable about its own session, whole, to the server.
     arrives(
         &lab,
@@ -619,13 +668,14 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
         to_server(quoting4(3, 3, mine_q, b"LZ-UNREACH-MINE"), &one),
         b"LZ-UNREACH-MINE",
     )?;
-    drop((mine, theirs, theirs6));
+    drop((mine, theirs, theirs6, mine6));
     done(
         "icmp_the_xdp_program_relates_to_no_flow_borrows_no_session",
         dp,
         "redirects, a source quench, an unassigned ICMPv6 error type and a fragmented \
-         unreachable quoting live sessions were refused as packets of no flow; the device's \
-         own whole unreachable reached the server",
+         unreachable quoting live sessions were refused as packets of no flow, and \
+         unreachables quoting its own sessions' packets with IPv4 options or an IPv6 \
+         extension header; the device's own whole unreachable reached the server",
     )
 }
 

@@ -664,6 +664,11 @@ const ICMP4_ERRORS: &str =
     "icmp type { destination-unreachable, time-exceeded, parameter-problem }";
 const ICMP6_ERRORS: &str =
     "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem }";
+/// An ICMPv6 error's quoted packet has an extension header (its Next Header, byte 6 of
+/// the quote): the XDP program does not walk it and keys the quoted flow by the header's
+/// number, so the error relates to no flow, where conntrack would walk the chain and relate
+/// it to the session it quotes.
+const QUOTED6_EXTHDR: &str = "@th,112,8 { 0, 43, 44, 51, 59, 60 }";
 const TAG: &str = "{ 0x8100, 0x88a8 }";
 const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
 
@@ -835,6 +840,12 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ip6 saddr",
             6,
         );
+        t.decide_sent(
+            &format!("{ICMP6_ERRORS} {QUOTED6_EXTHDR}"),
+            Reason::DenyNoFlow,
+            "ip6 saddr",
+            6,
+        );
         if t.neighbor {
             t.line(
                 "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report } goto nd",
@@ -968,6 +979,20 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         "meta protocol arp arp plen != 4",
         Reason::DenyMalformed,
     );
+    // A whole ICMP error quoting an IPv4 packet with options, or no IPv4 or IPv6 packet at
+    // all: the XDP program does not walk the quoted header (a variable offset there defeats
+    // the verifier) and refuses the error as malformed (`parse_quoted`), where conntrack
+    // would relate it to the session it quotes.
+    t.decide(
+        side,
+        &format!("ip frag-off & 0x3fff == 0 {ICMP4_ERRORS} @th,64,8 != 0x45"),
+        Reason::DenyMalformed,
+    );
+    t.decide(
+        side,
+        &format!("exthdr frag missing {ICMP6_ERRORS} @th,64,4 != 6"),
+        Reason::DenyMalformed,
+    );
     // TCP: SYN with FIN or RST.
     t.decide(
         side,
@@ -1007,6 +1032,11 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         t.decide(
             side,
             &format!("ip6 saddr != @dev6 ip6 daddr @dev6 frag more-fragments 1 {ICMP6_ERRORS}"),
+            Reason::DenyNoFlow,
+        );
+        t.decide(
+            side,
+            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 {ICMP6_ERRORS} {QUOTED6_EXTHDR}"),
             Reason::DenyNoFlow,
         );
     }
