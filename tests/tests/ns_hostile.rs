@@ -25,15 +25,12 @@ on_both_dataplanes!(
 );
 
 /// Frames whose checks are XDP's, by design of nftables' inet family (module docs of
-/// `lazaret::dataplane::nft`): conntrack reassembles fragments before the table sees them, and VLAN
-/// tags, IPv6 extension chains and TCP header lengths are the kernel's to parse.
-const XDP_ONLY: [&str; 6] = [
-    "IPv6 extension chain beyond the bound",
+/// `lazaret::dataplane::nft`): conntrack reassembles fragments before the table sees them.
+/// Every other case is counted under the same reason on both (the frame stage's checks).
+const XDP_ONLY: [&str; 3] = [
     "first fragment of an allowed SYN",
     "later fragment of that train",
     "orphan later fragment",
-    "triple VLAN tag",
-    "TCP data offset below five",
 ];
 
 fn hostile_frames_from_a_device_port_are_judged_on_the_real_path(
@@ -136,6 +133,16 @@ fn hostile_frames_from_a_device_port_are_judged_on_the_real_path(
             "IPv6 extension chain beyond the bound",
             v6(&vec![Ext::DestOpts; 7], &tcp(41000, 2575, TCP_SYN, &[]), 6),
             Reason::DenyIpv6Ext,
+        ),
+        (
+            "IPv6 payload length 0 (a jumbogram without its option)",
+            {
+                let mut f = v6(&[], &tcp(41000, 2575, TCP_SYN, &[]), 6);
+                // The payload length field, after Ethernet's 14 bytes and 4 of IPv6.
+                f[18..20].copy_from_slice(&[0, 0]);
+                f
+            },
+            Reason::DenyMalformed,
         ),
         (
             "first fragment of an allowed SYN",

@@ -993,6 +993,8 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         &format!("exthdr frag missing {ICMP6_ERRORS} @th,64,4 != 6"),
         Reason::DenyMalformed,
     );
+    // A TCP header shorter than its fixed 20 bytes (XDP: `parse_l4`).
+    t.decide(side, "tcp doff < 5", Reason::DenyMalformed);
     // TCP: SYN with FIN or RST.
     t.decide(
         side,
@@ -1004,6 +1006,10 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         "tcp flags & (syn | rst) == syn | rst",
         Reason::DenyTcpFlags,
     );
+    // IPv6 payload length 0 announces a jumbogram (RFC 2675), never needed on a device
+    // VLAN; the XDP program refuses it as malformed. (GRO builds such packets only where
+    // BIG TCP raised an interface's gro_max_size above 64 KiB.)
+    t.decide(side, "ip6 length 0", Reason::DenyMalformed);
     // IPv6 extension headers: Hop-by-Hop only first, each of Destination Options and
     // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds
     // the first header of each type, so a repeat shows as a header pointing back at its
