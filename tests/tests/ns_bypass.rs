@@ -41,6 +41,7 @@ on_both_dataplanes!(
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
     icmp_other_than_echo_does_not_ride_an_echo_flow,
     an_echo_request_the_other_way_is_another_flow,
+    a_later_fragment_is_not_judged_by_what_its_bytes_look_like,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
 );
 
@@ -826,6 +827,58 @@ fn an_echo_request_the_other_way_is_another_flow(dp: Dataplane) -> Result<()> {
         "the server's echo request with the identifier of the monitor's session, the \
          monitor's reply on its own session and its request on the server's session were \
          refused; both allowed requests and the monitor's reply to the server arrived",
+    )
+}
+
+/// A later fragment holds no transport header: the XDP program judges it by its train's
+/// first fragment. nftables' frame stage read its payload as one (nft's `@th` does not stop
+/// at a fragment's offset), so an allowed echo request whose second fragment happened to
+/// start like an ICMP error (byte 3) was refused as an error sent to the wrong host, and
+/// one whose second fragment looked like a TCP header shorter than 20 bytes as malformed.
+fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    lab.reload_to(
+        lab.generation()?,
+        "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = \"icmp\"\n",
+    )?;
+    for (id, tail) in [
+        (0x4c21u16, &b"\x03\x03LZ-FRAG-LOOKS-LIKE-AN-ERROR"[..]),
+        (
+            0x4c22,
+            b"\x00\x16\x00\x16LZ-FRAG-LOOKS-LIKE-TCP\x00\x00\x00",
+        ),
+    ] {
+        // An echo request of 16 bytes and the tail, checksummed whole, in two fragments.
+        let mut msg = vec![8, 0, 0, 0];
+        msg.extend_from_slice(&id.to_be_bytes());
+        msg.extend_from_slice(&[0, 1]);
+        msg.extend_from_slice(&[0x5a; 8]);
+        msg.extend_from_slice(tail);
+        let msg = icmp4_checksummed(msg);
+        let frag = |at: usize, end: usize, more: bool| {
+            let o = Ipv4Opts {
+                id,
+                more_fragments: more,
+                frag_offset: (at / 8) as u16,
+                ..Ipv4Opts::default()
+            };
+            let ip = ipv4(ATT_IP, SERVER, 1, &msg[at..end], &o);
+            ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &ip)
+        };
+        lab.attack(vec![frag(0, 16, true), frag(16, msg.len(), false)])?;
+        ensure!(
+            server.saw(&tail[4..], ARRIVE),
+            "the allowed echo request in fragments ({:?}) did not arrive\n{}",
+            String::from_utf8_lossy(&tail[4..]),
+            lab.debug()
+        );
+    }
+    done(
+        "a_later_fragment_is_not_judged_by_what_its_bytes_look_like",
+        dp,
+        "two allowed echo requests in fragments, the second fragment of one starting like an \
+         ICMP error and of the other like a short TCP header, arrived",
     )
 }
 

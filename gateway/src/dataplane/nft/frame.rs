@@ -669,6 +669,9 @@ const ICMP6_ERRORS: &str =
 /// number, so the error relates to no flow, where conntrack would walk the chain and relate
 /// it to the session it quotes.
 const QUOTED6_EXTHDR: &str = "@th,112,8 { 0, 43, 44, 51, 59, 60 }";
+/// A later fragment (no transport header) leaves the chain: the rules after it read one.
+const LATER_FRAGMENT4_RETURN: &str = "ip frag-off & 0x1fff != 0 return";
+const LATER_FRAGMENT6_RETURN: &str = "frag frag-off != 0 return";
 const TAG: &str = "{ 0x8100, 0x88a8 }";
 const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
 
@@ -698,13 +701,21 @@ fn chains(t: &mut Text, site_flags: u32) {
             "@ll,96,16 != {ETH_8021Q} meta mark set iifname map @port_vlan"
         ));
         // Servers' messages from a device port come before identity, as in the XDP program.
-        t.decide(d, "meta protocol ip udp sport 67", Reason::DenyRogueDhcp);
-        t.decide(d, "meta protocol ip6 udp sport 547", Reason::DenyRogueDhcp);
+        // Each read from the transport header: of a packet that has one (see
+        // `LATER_FRAGMENT4_RETURN`).
         t.decide(
             d,
-            "icmpv6 type { nd-router-advert, nd-redirect }",
-            Reason::DenyRogueRa,
+            "ip frag-off & 0x1fff == 0 udp sport 67",
+            Reason::DenyRogueDhcp,
         );
+        for whole in ["exthdr frag missing", "frag frag-off 0"] {
+            t.decide(d, &format!("{whole} udp sport 547"), Reason::DenyRogueDhcp);
+            t.decide(
+                d,
+                &format!("{whole} icmpv6 type {{ nd-router-advert, nd-redirect }}"),
+                Reason::DenyRogueRa,
+            );
+        }
         t.line("meta protocol arp goto arp_id");
         t.line("meta protocol ip goto ip4_id");
         t.line("meta protocol ip6 goto ip6_id");
@@ -807,6 +818,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     }
     t.chain("ip4_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
+        t.line(LATER_FRAGMENT4_RETURN);
         // Bypass class: a fragmented error. The check below reads the quoted header, which
         // a first fragment need not hold, and reassembly then hands the whole error to
         // conntrack, which relates it to the flow it quotes. The XDP program relates only
@@ -828,6 +840,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     t.chain("ip6_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
+        t.line(LATER_FRAGMENT6_RETURN);
         t.decide_sent(
             &format!("frag more-fragments 1 {ICMP6_ERRORS}"),
             Reason::DenyNoFlow,
@@ -979,33 +992,6 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         "meta protocol arp arp plen != 4",
         Reason::DenyMalformed,
     );
-    // A whole ICMP error quoting an IPv4 packet with options, or no IPv4 or IPv6 packet at
-    // all: the XDP program does not walk the quoted header (a variable offset there defeats
-    // the verifier) and refuses the error as malformed (`parse_quoted`), where conntrack
-    // would relate it to the session it quotes.
-    t.decide(
-        side,
-        &format!("ip frag-off & 0x3fff == 0 {ICMP4_ERRORS} @th,64,8 != 0x45"),
-        Reason::DenyMalformed,
-    );
-    t.decide(
-        side,
-        &format!("exthdr frag missing {ICMP6_ERRORS} @th,64,4 != 6"),
-        Reason::DenyMalformed,
-    );
-    // A TCP header shorter than its fixed 20 bytes (XDP: `parse_l4`).
-    t.decide(side, "tcp doff < 5", Reason::DenyMalformed);
-    // TCP: SYN with FIN or RST.
-    t.decide(
-        side,
-        "tcp flags & (syn | fin) == syn | fin",
-        Reason::DenyTcpFlags,
-    );
-    t.decide(
-        side,
-        "tcp flags & (syn | rst) == syn | rst",
-        Reason::DenyTcpFlags,
-    );
     // IPv6 payload length 0 announces a jumbogram (RFC 2675), never needed on a device
     // VLAN; the XDP program refuses it as malformed. (GRO builds such packets only where
     // BIG TCP raised an interface's gro_max_size above 64 KiB.)
@@ -1032,17 +1018,23 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     if side == Side::Upstream {
         t.decide(
             side,
-            &format!("ip saddr != @dev4 ip daddr @dev4 ip frag-off & 0x2000 != 0 {ICMP4_ERRORS}"),
+            &format!(
+                "ip saddr != @dev4 ip daddr @dev4 ip frag-off & 0x3fff == 0x2000 {ICMP4_ERRORS}"
+            ),
             Reason::DenyNoFlow,
         );
         t.decide(
             side,
-            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 frag more-fragments 1 {ICMP6_ERRORS}"),
+            &format!(
+                "ip6 saddr != @dev6 ip6 daddr @dev6 frag frag-off 0 frag more-fragments 1 {ICMP6_ERRORS}"
+            ),
             Reason::DenyNoFlow,
         );
         t.decide(
             side,
-            &format!("ip6 saddr != @dev6 ip6 daddr @dev6 {ICMP6_ERRORS} {QUOTED6_EXTHDR}"),
+            &format!(
+                "ip6 saddr != @dev6 ip6 daddr @dev6 exthdr frag missing {ICMP6_ERRORS} {QUOTED6_EXTHDR}"
+            ),
             Reason::DenyNoFlow,
         );
     }
@@ -1057,6 +1049,39 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         side,
         "frag frag-off { 1, 2 } frag nexthdr tcp",
         Reason::DenyFragment,
+    );
+    // The transport header's checks, last as in the XDP program's parser. A later fragment
+    // has none: nft reads its payload as one all the same (in the netdev family a fragment's
+    // offset does not stop `@th`), so a data fragment could be refused for what its bytes
+    // happen to look like.
+    t.line(LATER_FRAGMENT4_RETURN);
+    t.line(LATER_FRAGMENT6_RETURN);
+    // A whole ICMP error quoting an IPv4 packet with options, or no IPv4 or IPv6 packet at
+    // all: the XDP program does not walk the quoted header (a variable offset there defeats
+    // the verifier) and refuses the error as malformed (`parse_quoted`), where conntrack
+    // would relate it to the session it quotes.
+    t.decide(
+        side,
+        &format!("ip frag-off & 0x2000 == 0 {ICMP4_ERRORS} @th,64,8 != 0x45"),
+        Reason::DenyMalformed,
+    );
+    t.decide(
+        side,
+        &format!("exthdr frag missing {ICMP6_ERRORS} @th,64,4 != 6"),
+        Reason::DenyMalformed,
+    );
+    // A TCP header shorter than its fixed 20 bytes (XDP: `parse_l4`).
+    t.decide(side, "tcp doff < 5", Reason::DenyMalformed);
+    // TCP: SYN with FIN or RST.
+    t.decide(
+        side,
+        "tcp flags & (syn | fin) == syn | fin",
+        Reason::DenyTcpFlags,
+    );
+    t.decide(
+        side,
+        "tcp flags & (syn | rst) == syn | rst",
+        Reason::DenyTcpFlags,
     );
 }
 
