@@ -376,13 +376,26 @@ struct FlowValueAbi2 {
 unsafe impl aya::Pod for FlowValueAbi2 {}
 const _: () = assert!(std::mem::size_of::<FlowValueAbi2>() == 48);
 
+/// A bpffs with the pin directory an older datapath of ABI `version` would have left (the
+/// mount and its temporary directory live as long as the first two).
+fn older_pin_dir(
+    version: u32,
+) -> (
+    lazaret_tests::netns::TempDir,
+    lazaret_tests::netns::BpfMount,
+    std::path::PathBuf,
+) {
+    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
+    let dir = bpffs.path.join(format!("v{version}"));
+    std::fs::create_dir_all(&dir).expect("pin dir");
+    (tmp, bpffs, dir)
+}
+
 #[test]
 fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
     use aya::maps::{HashMap, MapData};
-    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
-    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
-    let old_dir = bpffs.path.join("v2");
-    std::fs::create_dir_all(&old_dir).expect("pin dir");
+    let (_tmp, _bpffs, old_dir) = older_pin_dir(2);
     // The device's session to the server, established under ABI 2's generation 1; the
     // server (10.10.0.20) is the lower endpoint, so it is `a` and the device `b`.
     let sport = 40020;
@@ -448,10 +461,7 @@ fn flows_pinned_by_an_abi_2_datapath_are_carried_over_and_keep_working() {
 #[test]
 fn an_echo_flow_pinned_by_an_abi_10_datapath_is_carried_over_keyed_by_its_requester() {
     use aya::maps::{HashMap, MapData};
-    let tmp = lazaret_tests::netns::TempDir::new().expect("temp dir");
-    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path).expect("bpffs");
-    let old_dir = bpffs.path.join("v10");
-    std::fs::create_dir_all(&old_dir).expect("pin dir");
+    let (_tmp, _bpffs, old_dir) = older_pin_dir(10);
     let id = 0x4c0a;
     let v4 = |a: Ipv4Addr| {
         let mut b = [0; 16];

@@ -367,6 +367,22 @@ fn quoting4(kind: u8, code: u8, q: (Ipv4Addr, u16, Ipv4Addr, u16), marker: &[u8]
     icmp4_checksummed(msg)
 }
 
+/// An ICMPv6 message of `kind` from the monitor to the server quoting a TCP segment
+/// `q.0:q.1 → q.2:q.3` behind `exts`, with `marker` after the quote.
+fn quoting6(
+    lab: &BypassLab,
+    kind: u8,
+    q: (Ipv6Addr, u16, Ipv6Addr, u16),
+    exts: &[Ext],
+    marker: &[u8],
+) -> Vec<u8> {
+    let quoted = ipv6(q.0, q.2, exts, 6, &tcp(q.1, q.3, TCP_ACK, &[]));
+    let mut msg = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..quoted.len() - 20 + 8]);
+    msg.extend_from_slice(marker);
+    icmp6(lab.gw_mac, lab.att_mac, 64, ATT_IP6, SERVER6, &[], msg)
+}
+
 /// A port unreachable (ICMPv4 3/3) from `src` to `dst` quoting a TCP segment
 /// `q_src:q_sport → q_dst:q_dport`, with `marker` after the quote.
 #[expect(
@@ -574,17 +590,13 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
         no_flow,
     )?;
     // An unassigned ICMPv6 error type (below 128) quoting the neighbour's IPv6 session.
-    let quoted6 = ipv6(
-        SERVER6,
-        BYS_IP6,
+    let f = quoting6(
+        &lab,
+        100,
+        (SERVER6, HL7, BYS_IP6, their_port6),
         &[],
-        6,
-        &tcp(HL7, their_port6, TCP_ACK, &[]),
+        b"LZ-ICMP6-100",
     );
-    let mut msg = vec![100, 0, 0, 0, 0, 0, 0, 0];
-    msg.extend_from_slice(&quoted6[..48]);
-    msg.extend_from_slice(b"LZ-ICMP6-100");
-    let f = icmp6(lab.gw_mac, lab.att_mac, 64, ATT_IP6, SERVER6, &[], msg);
     refused(
         &lab,
         &server,
@@ -642,17 +654,8 @@ fn icmp_the_xdp_program_relates_to_no_flow_borrows_no_session(dp: Dataplane) -> 
         b"LZ-QUOTED-OPTIONS",
         Some(Reason::DenyMalformed),
     )?;
-    let quoted6 = ipv6(
-        SERVER6,
-        ATT_IP6,
-        &[Ext::DestOpts],
-        6,
-        &tcp(HL7, my_port6, TCP_ACK, &[]),
-    );
-    let mut msg = vec![1, 4, 0, 0, 0, 0, 0, 0];
-    msg.extend_from_slice(&quoted6[..56]);
-    msg.extend_from_slice(b"LZ-QUOTED-EXTHDR");
-    let f = icmp6(lab.gw_mac, lab.att_mac, 64, ATT_IP6, SERVER6, &[], msg);
+    let q = (SERVER6, HL7, ATT_IP6, my_port6);
+    let f = quoting6(&lab, 1, q, &[Ext::DestOpts], b"LZ-QUOTED-EXTHDR");
     refused(
         &lab,
         &server,
