@@ -279,9 +279,18 @@ fn two_hundred_reloads_lose_no_allowed_packet(dataplane: Dataplane) -> Result<()
         // The watcher may reload once more for the same write: follow the daemon.
         gen = gen.max(lab.ready_generation().unwrap_or(gen));
     }
-    // Let the watcher's reload of the last write land before measuring.
-    thread::sleep(Duration::from_millis(1200));
-    let gen = lab.ready_generation().context("generation")?;
+    // Let the watcher's reload of the last write land before measuring: the generation
+    // must hold for a second (at most 10 s of waiting; under load it lands late).
+    let mut gen = lab.ready_generation().context("generation")?;
+    let settled = Instant::now() + Duration::from_secs(10);
+    loop {
+        thread::sleep(Duration::from_millis(1000));
+        let now = lab.ready_generation().context("generation")?;
+        if now == gen || Instant::now() > settled {
+            break;
+        }
+        gen = now;
+    }
     // An invalid policy changes nothing.
     lab.write_policy("this is [not valid toml")?;
     lab.signal(libc::SIGHUP);
