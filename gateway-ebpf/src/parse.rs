@@ -326,9 +326,10 @@ pub(crate) fn device_vlan(iface: &IfaceConfig, tags: usize, outer: u16, inner: u
     })
 }
 
-/// Resets the scratch slot's per-packet fields, five word stores: `side`, `vlan` and the
+/// Resets the scratch slot's per-packet fields, six word stores: `side`, `vlan` and the
 /// interfaces set, `l3` set to `Ip`, the rest zero (the protocol fields, the TCP numbers,
-/// the fragment's fields; the addresses are set by every parse that succeeds). Volatile: LLVM merges plain zero stores to
+/// the fragment's fields, the quoted ports and the echo kinds; the addresses are set by
+/// every parse that succeeds). Volatile: LLVM merges plain zero stores to
 /// neighbouring fields into a `memset` call, a byte loop on this target (see crate::word).
 #[inline(always)]
 fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {

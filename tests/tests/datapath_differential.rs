@@ -344,7 +344,7 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
         f => (f, false),
     };
     // An echo and the other end's request with its identifier (bypass class: two flows).
-    let echo = matches!(proto, PROTO_ICMP | PROTO_ICMPV6) && matches!(s.icmp_type, 8 | 128);
+    let echo = matches!((proto, s.icmp_type), (PROTO_ICMP, 8) | (PROTO_ICMPV6, 128));
     let mut out = Vec::new();
     if s.conversation {
         // The opener and the answerer, each on its own side.

@@ -768,6 +768,33 @@ fn an_echo_request_the_other_way_is_another_flow() {
     assert_eq!(stat(&mut dp, Reason::DenyNoRule, SIDE_UPSTREAM), 3);
 }
 
+/// An ICMP error quoting an echo is judged by the echo's flow, keyed as the echo was (its
+/// requester's end): a time exceeded for the device's request passes back to the device,
+/// one quoting a reply the device never sent on that session does not.
+#[test]
+fn an_error_quoting_an_echo_is_judged_by_that_echos_flow() {
+    let mut dp = dp();
+    let o = Ipv4Opts::default();
+    let from_dev = |kind: u8| v4(DEV_IP, SERVER, 1, &icmp(kind, 0, 7, 1), &o);
+    expect(&mut dp, &from_dev(8), XDP_PASS, Reason::AllowRule);
+    let exceeded = |quoted_kind: u8| {
+        let quoted = ipv4(DEV_IP, SERVER, 1, &icmp(quoted_kind, 0, 7, 1), &o);
+        let mut msg = vec![11, 0, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&quoted[..28]);
+        let ip = ipv4(OTHER_SERVER, DEV_IP, 1, &icmp4_checksummed(msg), &o);
+        ethernet(DEV_MAC, GW_MAC, &[], ETH_IPV4, &ip)
+    };
+    dp.set_interface(LO, SIDE_UPSTREAM).expect("iface");
+    assert_eq!(dp.test_run(&exceeded(8)).expect("run"), XDP_PASS);
+    assert_eq!(stat(&mut dp, Reason::AllowFlow, SIDE_UPSTREAM), 1);
+    assert_eq!(
+        dp.test_run(&exceeded(0)).expect("run"),
+        XDP_DROP,
+        "an error quoting an echo reply of the device's own session"
+    );
+    assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 1);
+}
+
 /// ICMP other than echo belongs to no flow. Its flow key holds no identifier, so it used to
 /// find an echo flow of identifier 0 and pass as that flow's: both ways, any type (a
 /// redirect, a router advertisement, a timestamp request; ICMPv6 types below 128 that are no

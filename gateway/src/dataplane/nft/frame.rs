@@ -667,7 +667,9 @@ const ICMP6_ERRORS: &str =
 /// An ICMPv6 error's quoted packet has an extension header (its Next Header, byte 6 of
 /// the quote): the XDP program does not walk it and keys the quoted flow by the header's
 /// number, so the error relates to no flow, where conntrack would walk the chain and relate
-/// it to the session it quotes.
+/// it to the session it quotes. (59, no next header, is no extension header: XDP would key
+/// a flow of protocol 59, which only a rule for every protocol allows; conntrack calls such
+/// an error invalid.)
 const QUOTED6_EXTHDR: &str = "@th,112,8 { 0, 43, 44, 51, 59, 60 }";
 /// A later fragment (no transport header) leaves the chain: the rules after it read one.
 const LATER_FRAGMENT4_RETURN: &str = "ip frag-off & 0x1fff != 0 return";
@@ -1030,13 +1032,20 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
             ),
             Reason::DenyNoFlow,
         );
-        t.decide(
-            side,
-            &format!(
-                "ip6 saddr != @dev6 ip6 daddr @dev6 exthdr frag missing {ICMP6_ERRORS} {QUOTED6_EXTHDR}"
-            ),
-            Reason::DenyNoFlow,
-        );
+        // Whole, or an atomic fragment (offset 0, no more), which the XDP program parses
+        // as whole.
+        for whole in [
+            "exthdr frag missing",
+            "frag frag-off 0 frag more-fragments 0",
+        ] {
+            t.decide(
+                side,
+                &format!(
+                    "ip6 saddr != @dev6 ip6 daddr @dev6 {whole} {ICMP6_ERRORS} {QUOTED6_EXTHDR}"
+                ),
+                Reason::DenyNoFlow,
+            );
+        }
     }
     // A fragment that starts inside a TCP header's 20 bytes would rewrite what was judged
     // (RFC 1858, RFC 5722); the kernel's reassembly drops other overlaps and oversize trains.
@@ -1065,11 +1074,13 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         &format!("ip frag-off & 0x2000 == 0 {ICMP4_ERRORS} @th,64,8 != 0x45"),
         Reason::DenyMalformed,
     );
-    t.decide(
-        side,
-        &format!("exthdr frag missing {ICMP6_ERRORS} @th,64,4 != 6"),
-        Reason::DenyMalformed,
-    );
+    for whole in ["exthdr frag missing", "frag more-fragments 0"] {
+        t.decide(
+            side,
+            &format!("{whole} {ICMP6_ERRORS} @th,64,4 != 6"),
+            Reason::DenyMalformed,
+        );
+    }
     // A TCP header shorter than its fixed 20 bytes (XDP: `parse_l4`).
     t.decide(side, "tcp doff < 5", Reason::DenyMalformed);
     // TCP: SYN with FIN or RST.
