@@ -995,9 +995,13 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         Reason::DenyMalformed,
     );
     // IPv6 payload length 0 announces a jumbogram (RFC 2675), never needed on a device
-    // VLAN; the XDP program refuses it as malformed. (GRO builds such packets only where
-    // BIG TCP raised an interface's gro_max_size above 64 KiB.)
-    t.decide(side, "ip6 length 0", Reason::DenyMalformed);
+    // VLAN; the XDP program refuses it as malformed. On device ports only: this hook runs
+    // after GRO, which builds such packets where BIG TCP raised an interface's
+    // gro_ipv6_max_size above 64 KiB (a fast uplink, never a device's port), and the XDP
+    // program, before GRO, never sees them.
+    if side == Side::Devices {
+        t.decide(side, "ip6 length 0", Reason::DenyMalformed);
+    }
     // IPv6 extension headers: Hop-by-Hop only first, each of Destination Options and
     // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds
     // the first header of each type, so a repeat shows as a header pointing back at its
