@@ -251,7 +251,7 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
 /// its verdict once, through the caller's pointer.
 #[inline(never)]
 fn judge(gen: &Gen, pkt: &Pkt) -> Verdict {
-    match pkt.l3 {
+    let v = match pkt.l3 {
         L3::Arp => judge_arp(gen, pkt),
         L3::Control => {
             if gen.site.flags & SITE_F_L2_CONTROL != 0 {
@@ -261,7 +261,20 @@ fn judge(gen: &Gen, pkt: &Pkt) -> Verdict {
             }
         }
         L3::Ip => judge_ip(gen, pkt),
-    }
+    };
+    clear_r0();
+    v
+}
+
+/// A BPF function returning nothing (the verdict goes through the caller's pointer) leaves
+/// in R0 whatever LLVM last kept there, and the verifier refuses a function that returns
+/// with a stack pointer in R0 ("cannot return stack pointer to the caller"): clear it on
+/// the way out. Placed last, R0 is clobbered after every other use; a scalar the caller
+/// never reads costs the verifier no states.
+#[inline(always)]
+fn clear_r0() {
+    // SAFETY: writes R0 only, which is declared clobbered.
+    unsafe { core::arch::asm!("r0 = 0", out("r0") _, options(nomem, nostack, preserves_flags)) };
 }
 
 /// ARP from a device port passes only for the sender's own binding.
@@ -355,27 +368,11 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         }
     }
 
+    // What a fragment train is judged under, read here, before the flow stage: after it,
+    // every one of its exits would walk the lookups again (verifier states).
     // Non-first fragments carry no ports: they follow their train's first fragment.
     if let Frag::Later = pkt.frag {
-        let key = frag_key(pkt);
-        // SAFETY: see LZ_IFACE_HIGH above.
-        return match unsafe { LZ_FRAGS.get(key) } {
-            // Starting inside the first fragment's upper-layer header would rewrite it after
-            // it was judged (RFC 1858, RFC 5722).
-            Some(train) if pkt.frag_at < u32::from(train.hdr_end) => {
-                Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev))
-            }
-            Some(train) => match Reason::from_u8(train.reason) {
-                Some(r) if r.passes() => {
-                    let mut v = Verdict::new(r);
-                    v.dev = dev_id(&src_dev, &dst_dev);
-                    v.report = false;
-                    v
-                }
-                _ => Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev)),
-            },
-            None => Verdict::dev(Reason::DenyFragment, dev_id(&src_dev, &dst_dev)),
-        };
+        return judge_later_fragment(gen, pkt, dev_id(&src_dev, &dst_dev));
     }
 
     if pkt.related {
@@ -391,13 +388,63 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         let train = FragValue {
             last_seen_ns: gen.now,
             reason: v.reason as u8,
-            _pad: 0,
+            echo: pkt.echo,
             hdr_end: pkt.frag_at as u16,
-            _pad2: [0; 4],
+            sport: pkt.sport,
+            dport: pkt.dport,
         };
         let _ = LZ_FRAGS.insert(frag_key(pkt), train, 0);
     }
     v
+}
+
+/// A fragment after the first follows its train: it passes when the first fragment passed
+/// and its flow is still live and current, and it does not start inside the first
+/// fragment's upper-layer header.
+#[inline(always)]
+fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev) -> Verdict {
+    // SAFETY: see LZ_IFACE_HIGH above.
+    let Some(train) = (unsafe { LZ_FRAGS.get(frag_key(pkt)) }) else {
+        return Verdict::dev(Reason::DenyFragment, dev);
+    };
+    // Starting inside the first fragment's upper-layer header would rewrite it after it
+    // was judged (RFC 1858, RFC 5722).
+    if pkt.frag_at < u32::from(train.hdr_end) {
+        return Verdict::dev(Reason::DenyFragment, dev);
+    }
+    // Bypass class: a train whose first fragment passed before a quarantine or a reload
+    // would carry the rest of its datagram (up to 64 KiB, written after the fact) past
+    // the state that now forbids it, for as long as the receiver reassembles. Its flow
+    // says whether it still may: the flow a quarantine or a reload would judge again on
+    // its next packet (its ports, which later fragments lack, are in the train).
+    let (key, _) = normalized_key(
+        (&pkt.src, train.sport),
+        (&pkt.dst, train.dport),
+        (pkt.proto, pkt.family),
+        train.echo,
+    );
+    // SAFETY: see LZ_IFACE_HIGH above.
+    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
+        Some(f) => Some(f),
+        // SAFETY: as above.
+        None => unsafe { LZ_FLOWS.get(key) },
+    };
+    let live = match flow {
+        Some(f) => {
+            !expired(gen.now, f.last_seen_ns, flow_timeout_ns(key.proto, f.state))
+                && flow_is_current(gen, f)
+        }
+        None => false,
+    };
+    match Reason::from_u8(train.reason) {
+        Some(r) if live && r.passes() => {
+            let mut v = Verdict::new(r);
+            v.dev = dev;
+            v.report = false;
+            v
+        }
+        _ => Verdict::dev(Reason::DenyFragment, dev),
+    }
 }
 
 #[inline(always)]

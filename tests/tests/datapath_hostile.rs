@@ -1332,6 +1332,50 @@ fn icmp_error_quoting_another_devices_flow_is_refused() {
     assert_eq!(t.judge(&f, LO), Reason::DenyIcmpError);
 }
 
+/// Bypass class: a fragment train whose first fragment passed before a quarantine or a
+/// reload would carry the rest of its datagram (written after the fact) past the state that
+/// now forbids it. Its later fragments carry no ports to judge again, so they follow its
+/// flow: refused while the flow is stale, passing again once a whole packet of it has been
+/// judged again and allowed.
+#[test]
+fn a_fragment_train_does_not_outlive_a_quarantine_or_a_reload() {
+    let mut t = twin();
+    let first = |id: u16| {
+        let o = Ipv4Opts {
+            id,
+            more_fragments: true,
+            ..Ipv4Opts::default()
+        };
+        v4(DEV_IP, SERVER, 6, &syn_payload(), &o)
+    };
+    let later = |id: u16, frag_offset: u16| {
+        let o = Ipv4Opts {
+            id,
+            frag_offset,
+            more_fragments: true,
+            ..Ipv4Opts::default()
+        };
+        v4(DEV_IP, SERVER, 6, b"written after the fact..", &o)
+    };
+    assert_eq!(t.judge(&first(20), LO), Reason::AllowRule);
+    assert_eq!(t.judge(&later(20, 3), LO), Reason::AllowRule);
+    // Isolated: the train stops, and does not start again on its release.
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(t.judge(&later(20, 6), LO), Reason::DenyFragment);
+    t.quarantine(handmade::dev_id(), QUARANTINE_NONE);
+    assert_eq!(t.judge(&later(20, 9), LO), Reason::DenyFragment);
+    // A new train's first fragment judges the flow again under the released state (it
+    // passes as the flow's).
+    assert_eq!(t.judge(&first(21), LO), Reason::AllowFlow);
+    assert_eq!(t.judge(&later(21, 3), LO), Reason::AllowFlow);
+    // A reload: the flow is stale until judged again, and its train with it.
+    let slot = t.dp.next_slot().expect("slot");
+    t.install(&handmade::contents(slot, 2, SITE_F_NEIGHBOR));
+    assert_eq!(t.judge(&later(21, 6), LO), Reason::DenyFragment);
+    assert_eq!(t.judge(&first(22), LO), Reason::AllowFlow);
+    assert_eq!(t.judge(&later(22, 3), LO), Reason::AllowFlow);
+}
+
 #[test]
 fn icmp_error_from_an_isolated_device_for_its_earlier_flow_is_refused() {
     let mut t = twin();

@@ -1278,3 +1278,18 @@ fn a_replicated_flow_is_judged_again_under_this_members_policy() {
     );
     assert_eq!(stat(&mut dp, Reason::DenyQuarantine, SIDE_DEVICES), 1);
 }
+
+/// Every branch added to the packet path multiplies the states the verifier walks, and past
+/// 1,000,000 explored instructions it refuses the program: the gateway would not start.
+/// This keeps a margin, so a change that nears the limit fails here with the figure.
+#[test]
+fn the_verifier_accepts_the_program_with_room_to_spare() {
+    let mut dp = loaded();
+    let explored = dp.verified_instructions().expect("program info");
+    eprintln!("the verifier explored {explored} instructions");
+    assert!(explored > 0);
+    assert!(
+        explored < 900_000,
+        "{explored} of the verifier's 1,000,000: cut the states it walks before adding more"
+    );
+}

@@ -42,6 +42,7 @@ on_both_dataplanes!(
     icmp_other_than_echo_does_not_ride_an_echo_flow,
     an_echo_request_the_other_way_is_another_flow,
     a_later_fragment_is_not_judged_by_what_its_bytes_look_like,
+    a_fragment_train_does_not_outlive_a_reload_or_a_quarantine,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
 );
 
@@ -880,38 +881,111 @@ fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> 
         lab.generation()?,
         "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = \"icmp\"\n",
     )?;
-    {
-        let (id, tail) = (0x4c21u16, &b"\x03\x03LZ-FRAG-LOOKS-LIKE-AN-ERROR"[..]);
-        // An echo request of 16 bytes and the tail, checksummed whole, in two fragments.
-        let mut msg = vec![8, 0, 0, 0];
-        msg.extend_from_slice(&id.to_be_bytes());
-        msg.extend_from_slice(&[0, 1]);
-        msg.extend_from_slice(&[0x5a; 8]);
-        msg.extend_from_slice(tail);
-        let msg = icmp4_checksummed(msg);
-        let frag = |at: usize, end: usize, more: bool| {
-            let o = Ipv4Opts {
-                id,
-                more_fragments: more,
-                frag_offset: (at / 8) as u16,
-                ..Ipv4Opts::default()
-            };
-            let ip = ipv4(ATT_IP, SERVER, 1, &msg[at..end], &o);
-            ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &ip)
-        };
-        lab.attack(vec![frag(0, 16, true), frag(16, msg.len(), false)])?;
-        ensure!(
-            server.saw(&tail[4..], ARRIVE),
-            "the allowed echo request in fragments ({:?}) did not arrive\n{}",
-            String::from_utf8_lossy(&tail[4..]),
-            lab.debug()
-        );
-    }
+    let tail = b"\x03\x03LZ-FRAG-LOOKS-LIKE-AN-ERROR";
+    lab.attack(echo_in_two_fragments(&lab, 0x4c21, tail).into())?;
+    ensure!(
+        server.saw(&tail[4..], ARRIVE),
+        "the allowed echo request in fragments ({:?}) did not arrive\n{}",
+        String::from_utf8_lossy(&tail[4..]),
+        lab.debug()
+    );
     done(
         "a_later_fragment_is_not_judged_by_what_its_bytes_look_like",
         dp,
         "an allowed echo request in fragments, the second starting like an ICMP error, \
          arrived",
+    )
+}
+
+/// An echo request from the monitor to the server with identifier and IPv4 identification
+/// `id`, of 16 bytes and `tail`, checksummed whole, in two fragments: the first ends after
+/// the 16 bytes.
+fn echo_in_two_fragments(lab: &BypassLab, id: u16, tail: &[u8]) -> [Vec<u8>; 2] {
+    let mut msg = vec![8, 0, 0, 0];
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&[0, 1]);
+    msg.extend_from_slice(&[0x5a; 8]);
+    msg.extend_from_slice(tail);
+    let msg = icmp4_checksummed(msg);
+    let frag = |at: usize, end: usize, more: bool| {
+        let o = Ipv4Opts {
+            id,
+            more_fragments: more,
+            frag_offset: (at / 8) as u16,
+            ..Ipv4Opts::default()
+        };
+        let ip = ipv4(ATT_IP, SERVER, 1, &msg[at..end], &o);
+        ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &ip)
+    };
+    [frag(0, 16, true), frag(16, msg.len(), false)]
+}
+
+/// A fragment train whose first fragment passed must not carry the rest of its datagram
+/// past a reload or a quarantine that came after it: the XDP program let a train's later
+/// fragments follow its first fragment's verdict for as long as the train lived (found by a
+/// review). They now follow its flow, judged again after either. nftables reassembles the
+/// datagram and judges it whole, under the state in force when its last fragment arrives.
+fn a_fragment_train_does_not_outlive_a_reload_or_a_quarantine(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let icmp_rule =
+        "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = \"icmp\"\n";
+    let generation = lab.reload_to(lab.generation()?, icmp_rule)?;
+    let xdp_reason = (dp == Dataplane::Xdp).then_some(Reason::DenyFragment);
+    let whole = |id: u16, tail: &[u8], what: &str| -> Result<()> {
+        lab.attack(echo_in_two_fragments(&lab, id, tail).into())?;
+        ensure!(
+            server.saw(tail, ARRIVE),
+            "{what}: the allowed echo request in fragments did not arrive\n{}",
+            lab.debug()
+        );
+        Ok(())
+    };
+    whole(0x4c31, b"LZ-TRAIN-WHOLE", "before the reload")?;
+    // The first fragment, then a reload that takes the rule away, then the rest.
+    let [first, rest] = echo_in_two_fragments(&lab, 0x4c32, b"LZ-TRAIN-PAST-A-RELOAD");
+    lab.attack(vec![first])?;
+    let generation = lab.reload_to(generation, "")?;
+    refused(
+        &lab,
+        &server,
+        "the rest of a train after a reload that forbids it",
+        rest,
+        b"LZ-TRAIN-PAST-A-RELOAD",
+        xdp_reason,
+    )?;
+    lab.reload_to(generation, icmp_rule)?;
+    whole(
+        0x4c33,
+        b"LZ-TRAIN-ALLOWED-AGAIN",
+        "after the rule came back",
+    )?;
+    // The first fragment, then an isolation, then the rest.
+    let [first, rest] = echo_in_two_fragments(&lab, 0x4c34, b"LZ-TRAIN-PAST-ISOLATION");
+    lab.attack(vec![first])?;
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "bypass test",
+    ])?;
+    refused(
+        &lab,
+        &server,
+        "the rest of a train after its sender was isolated",
+        rest,
+        b"LZ-TRAIN-PAST-ISOLATION",
+        xdp_reason,
+    )?;
+    done(
+        "a_fragment_train_does_not_outlive_a_reload_or_a_quarantine",
+        dp,
+        "allowed echo requests in fragments arrived before a reload and after the rule came \
+         back; begun before a reload that took the rule away, or before the sender's \
+         isolation, their rest did not",
     )
 }
 

@@ -129,7 +129,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 11;
+pub const ABI_VERSION: u32 = 12;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -1049,19 +1049,26 @@ pub struct FragKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of [`MAP_FRAGS`]: the verdict of the first fragment.
+/// Value of [`MAP_FRAGS`]: the verdict of the first fragment, and the ports and echo kind
+/// that name its flow. A later fragment passes only while that flow lives and was judged
+/// under the generation and device states in force: its ports are not in it to judge again,
+/// so a quarantine or a reload that cuts the flow cuts the train (ABI 12).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
     pub last_seen_ns: u64,
     /// [`Reason`] number given to the first fragment.
     pub reason: u8,
-    pub _pad: u8,
+    /// The first fragment's echo kind (`ECHO_*`, as the program's parser gives it).
+    pub echo: u8,
     /// Where the first fragment's upper-layer header ends, in bytes from the start of the
     /// fragmentable part: a later fragment starting before it would overwrite that header
     /// (RFC 1858, RFC 5722) and is dropped.
     pub hdr_end: u16,
-    pub _pad2: [u8; 4],
+    /// The first fragment's source and destination ports (or echo identifier), as in its
+    /// flow key.
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// Key of [`MAP_LOCAL`]: one of the gateway's own addresses.

@@ -149,15 +149,28 @@ fn addr_bytes(a: &IpAddr) -> [u8; 16] {
     }
 }
 
+/// A fragment train (`FragValue`).
+#[derive(Clone, Copy, Debug)]
+struct Train {
+    /// The first fragment's verdict.
+    reason: Reason,
+    /// Where its upper-layer header ends.
+    hdr_end: u32,
+    /// Its ports and echo kind, which name its flow with the train's addresses.
+    sport: u16,
+    dport: u16,
+    echo: u8,
+}
+
 /// The stateful twin of the datapath.
 #[derive(Debug)]
 pub struct Model {
     index: MapIndex,
     pub states: DeviceStates,
     flows: HashMap<Key, Flow>,
-    /// Fragment trains: (src, dst, id, proto) → reason of the first fragment and where its
-    /// upper-layer header ends (`FragValue`).
-    frags: HashMap<(IpAddr, IpAddr, u32, u8), (Reason, u32)>,
+    /// Fragment trains: (src, dst, id, proto) → the first fragment's verdict and what it
+    /// was judged under (`FragValue`).
+    frags: HashMap<(IpAddr, IpAddr, u32, u8), Train>,
     /// Promotion buckets (`LZ_PROMOTE`): device → tokens in thousandths.
     promote: HashMap<u64, u64>,
 }
@@ -249,10 +262,13 @@ impl Model {
                 .get(&(ip.src, ip.dst, p.frag_id, ip.proto))
                 .copied();
             return match train {
-                Some((_, hdr_end)) if p.frag_at < hdr_end => {
-                    Decision::dev(Reason::DenyFragment, dev)
+                Some(t) if p.frag_at < t.hdr_end => Decision::dev(Reason::DenyFragment, dev),
+                // A train lives as long as its flow stays current: a quarantine or a reload
+                // that would judge the flow again cuts it (its later fragments carry no
+                // ports to judge again).
+                Some(t) if t.reason.passes() && self.train_flow_is_current(&t, &ip) => {
+                    Decision::dev(t.reason, dev)
                 }
-                Some((r, _)) if r.passes() => Decision::dev(r, dev),
                 _ => Decision::dev(Reason::DenyFragment, dev),
             };
         }
@@ -265,10 +281,24 @@ impl Model {
         }
         let d = self.judge_flow(&p, &ip);
         if p.frag == Frag::First {
+            let train = Train {
+                reason: d.reason,
+                hdr_end: p.frag_at,
+                sport: ip.sport,
+                dport: ip.dport,
+                echo: echo_kind(ip.proto, ip.icmp_type),
+            };
             self.frags
-                .insert((ip.src, ip.dst, p.frag_id, ip.proto), (d.reason, p.frag_at));
+                .insert((ip.src, ip.dst, p.frag_id, ip.proto), train);
         }
         d
+    }
+
+    /// Whether the flow of the train `t` (whose fragments go from `ip.src` to `ip.dst`) is
+    /// in the table and current (the datapath's `judge_later_fragment`).
+    fn train_flow_is_current(&self, t: &Train, ip: &IpDesc) -> bool {
+        let (k, src_is_a) = key(ip.proto, (ip.src, t.sport), (ip.dst, t.dport), t.echo);
+        matches!(self.hint(&k, src_is_a), FlowHint::Current { .. })
     }
 
     /// What the flow table says of the flow `k` for a packet whose source is endpoint a

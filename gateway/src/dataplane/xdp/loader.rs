@@ -228,6 +228,17 @@ impl Datapath {
         Ok((info.size_translated().unwrap_or(0), info.size_jitted()))
     }
 
+    /// How many instructions the verifier explored to accept the loaded program (its
+    /// limit is 1,000,000: every branch added to the packet path multiplies the states it
+    /// walks). 0 when the kernel does not say.
+    pub fn verified_instructions(&mut self) -> Result<u32, DatapathError> {
+        Ok(self
+            .program_mut()?
+            .info()?
+            .verified_instruction_count()
+            .unwrap_or(0))
+    }
+
     fn load_object(
         object: &[u8],
         program: &'static str,
