@@ -1175,6 +1175,54 @@ fn judge_end(
     Err(v)
 }
 
+/// The rule of `policy` for a peer, protocol and port (see [`lookup_rule_inline`]), through
+/// the global function [`lz_lookup_rule`].
+#[inline(always)]
+fn lookup_rule(
+    slot: u8,
+    policy: u32,
+    dir: u8,
+    family: u8,
+    peer: &Addr,
+    proto: u8,
+    port: u16,
+) -> Option<RuleRef> {
+    let query = u64::from(slot)
+        | u64::from(dir) << 8
+        | u64::from(family) << 16
+        | u64::from(proto) << 24
+        | u64::from(port) << 32;
+    let found = lz_lookup_rule(query, u64::from(policy), peer.0[0], peer.0[1]);
+    if found == u64::MAX {
+        return None;
+    }
+    Some(RuleRef {
+        rule: found as u32,
+        flags: (found >> 32) as u32,
+    })
+}
+
+/// [`lookup_rule`] as a global BPF function: the verifier checks it once, on its own, instead
+/// of again on every path that reaches one of its call sites (the policy is asked from
+/// several places, each on many paths: the program's exploration is bounded by the
+/// verifier's 1,000,000 instructions). Its arguments and result are scalars, as a global
+/// function's must be: the query packed (slot, direction, family, protocol, port), the
+/// policy, the peer's address words; the rule and its flags, or `u64::MAX` for none.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lz_lookup_rule(query: u64, policy: u64, peer_hi: u64, peer_lo: u64) -> u64 {
+    let slot = query as u8;
+    let dir = (query >> 8) as u8;
+    let family = (query >> 16) as u8;
+    let proto = (query >> 24) as u8;
+    let port = (query >> 32) as u16;
+    let peer = Addr([peer_hi, peer_lo]);
+    match lookup_rule_inline(slot, policy as u32, dir, family, &peer, proto, port) {
+        Some(r) => u64::from(r.rule) | u64::from(r.flags) << 32,
+        None => u64::MAX,
+    }
+}
+
 /// Peer address → class (longest prefix), then (class, protocol, port) → rule (longest
 /// prefix over aligned port blocks). Each longest-prefix map is a hash of its full-length
 /// entries and a trie of the rest: a hash hit is the longest match, so the trie, whose walk
@@ -1182,7 +1230,7 @@ fn judge_end(
 /// has shorter entries for the protocol (`port_prefixes`). See lazaret_abi, *Exact entries
 /// in hashes*; the reference classifier's single-trie lookups are the specification.
 #[inline(always)]
-fn lookup_rule(
+fn lookup_rule_inline(
     slot: u8,
     policy: u32,
     dir: u8,
