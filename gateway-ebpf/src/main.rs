@@ -718,16 +718,13 @@ fn judge_flow(
     let fp = (pkt.family, pkt.proto);
     // The source's policy first: when it refuses, the destination's device is not looked
     // up (one hash lookup fewer for every packet a device sends where it may not). A
-    // refusal an audit or learn device only reports passes, and opens the flow below.
+    // refusal an audit or learn device only reports goes on to the responder's policy.
     let init = match judge_initiator(gen, fp, src_dev, &pkt.dst, port) {
-        Err(v) if !v.reason.passes() => return v,
-        init => init,
+        Ok(init) => init,
+        Err(v) => return v,
     };
     let dst_dev = &destination(gen, pkt, dst_dev);
-    let v = match init {
-        Ok(init) => judge_responder(gen, fp, init, dst_dev, &pkt.src, port),
-        Err(v) => v,
-    };
+    let v = judge_responder(gen, fp, init, dst_dev, &pkt.src, port);
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
@@ -1057,15 +1054,28 @@ fn judge_policy(
 /// What the initiator's end decided, for `judge_responder` (scalars only).
 #[derive(Clone, Copy)]
 struct Initiator {
+    /// Its rule; [`NO_RULE`] with a device: its policy has no rule for the flow and its
+    /// mode only reports that (`Audit`, or `Learn` when `learn`), which is the verdict
+    /// unless the responder refuses (see `softened`). Encoded in these fields rather than
+    /// carried as a verdict or a flag of its own: the program's stack has no room for one.
     rule: u32,
     dev: Dev,
     audit: bool,
     learn: bool,
 }
 
+impl Initiator {
+    /// The initiator's refusal was softened by its mode.
+    #[inline(always)]
+    fn softened(&self) -> bool {
+        self.rule == NO_RULE && self.dev.id != 0
+    }
+}
+
 /// The first half of `judge_policy`: the initiator's policy, if it is a managed device.
 /// An `Err` is the verdict: the responder's end cannot change a refusal, so a caller may
-/// leave the responder's device unlooked-up until this half allows.
+/// leave the responder's device unlooked-up until this half allows. A refusal the
+/// initiator's mode only reports is no verdict yet (`Initiator::softened`).
 #[inline(always)]
 fn judge_initiator(
     gen: &Gen,
@@ -1082,16 +1092,29 @@ fn judge_initiator(
     };
     if let Some(d) = init_dev {
         init.learn = d.mode == MODE_LEARN;
-        let r = judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port)?;
-        init.rule = r.rule;
         init.dev = Dev::of(d);
-        init.audit = r.flags & RULE_F_AUDIT != 0;
+        match judge_end(gen, fp, d, DIR_DEVICE_INIT, resp_addr, port) {
+            Ok(r) => {
+                init.rule = r.rule;
+                init.audit = r.flags & RULE_F_AUDIT != 0;
+            }
+            // Softened (`Initiator::softened`): the rule stays NO_RULE.
+            Err(v) if v.reason.passes() => {}
+            Err(v) => return Err(v),
+        }
     }
     Ok(init)
 }
 
 /// The second half of `judge_policy`: the responder's policy, if it is a managed device,
-/// after the initiator's allowed.
+/// after the initiator's allowed, or refused in a mode that only reports
+/// (`Initiator::softened`).
+///
+/// Bypass class: a softened refusal is the initiator's alone. Taken as the verdict, a
+/// device in audit or learn mode could open flows on devices that enforce and accept
+/// nothing of the kind. The responder's refusal stands; if it accepts, or its own mode
+/// softens its refusal too, the initiator's softened refusal is the verdict (reported as
+/// the deviation it is).
 #[inline(always)]
 fn judge_responder(
     gen: &Gen,
@@ -1101,6 +1124,7 @@ fn judge_responder(
     init_addr: &Addr,
     port: u16,
 ) -> Verdict {
+    let softened = init.softened();
     let Initiator {
         mut rule,
         mut dev,
@@ -1109,9 +1133,10 @@ fn judge_responder(
     } = init;
     let mut dir = DIR_DEVICE_INIT;
     if let Some(d) = resp_dev {
-        learn |= d.mode == MODE_LEARN;
         match judge_end(gen, fp, d, DIR_PEER_INIT, init_addr, port) {
+            Ok(_) if softened => {}
             Ok(r) => {
+                learn |= d.mode == MODE_LEARN;
                 if dev.id == 0 {
                     rule = r.rule;
                     dev = Dev::of(d);
@@ -1119,8 +1144,19 @@ fn judge_responder(
                 }
                 audit |= r.flags & RULE_F_AUDIT != 0;
             }
+            // A refusal the responder's mode also only reports: the initiator's is the
+            // deviation reported (its flow, its learn record).
+            Err(v) if softened && v.reason.passes() => {}
             Err(v) => return v,
         }
+    }
+    if softened {
+        // The initiator's own refusal, as its end reported it (`judge_end`).
+        let reason = if learn { Reason::Learn } else { Reason::Audit };
+        let mut v = Verdict::dev(reason, dev);
+        v.dir = DIR_DEVICE_INIT;
+        v.report = true;
+        return v;
     }
     let mut v = Verdict::new(if audit {
         Reason::Audit

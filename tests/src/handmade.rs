@@ -63,11 +63,23 @@ fn peer4(
     plen: u32,
     class: u32,
 ) -> (u32, PeerKey4, PeerClass) {
+    peer4_dir(slot, DIR_DEVICE_INIT, policy, (addr, plen), class)
+}
+
+/// An IPv4 peer entry: under `policy`, for flows opened in direction `dir`, the prefix
+/// `net` is class `class`.
+pub fn peer4_dir(
+    slot: u8,
+    dir: u8,
+    policy: u32,
+    (addr, plen): (Ipv4Addr, u32),
+    class: u32,
+) -> (u32, PeerKey4, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + plen,
         PeerKey4 {
             slot,
-            dir: DIR_DEVICE_INIT,
+            dir,
             _pad: [0; 2],
             policy: policy.to_be_bytes(),
             addr: addr.octets(),
@@ -85,7 +97,8 @@ fn peer_class(class: u32) -> PeerClass {
     }
 }
 
-fn port(
+/// A port entry: class `class`, protocol and port (`bits` long) → rule `rule`.
+pub fn port(
     slot: u8,
     class: u32,
     proto: u8,

@@ -1332,6 +1332,49 @@ fn icmp_error_quoting_another_devices_flow_is_refused() {
     assert_eq!(t.judge(&f, LO), Reason::DenyIcmpError);
 }
 
+/// Bypass class: audit and learn soften the refusals of the device's own policy, not its
+/// peer's. A device in either mode opening a flow its policy has no rule for, to a device
+/// that enforces and accepts nothing of the kind, is refused by that device's policy; it
+/// passes, reported as the initiator's deviation, when the responder accepts the flow or
+/// softens its own refusal. A quarantined responder's refusal stands.
+#[test]
+fn an_audited_or_learning_device_opens_nothing_its_peer_refuses() {
+    // Both devices have policy 0, which here also accepts the device's HL7 sessions opened
+    // by it (towards the bystander).
+    let twin = |mode: u8, bystander_mode: u8| {
+        Twin::with(SITE_F_NEIGHBOR, |c| {
+            let slot = c.slot;
+            c.edit_device(handmade::dev_id(), |d| d.mode = mode);
+            c.edit_device(handmade::bystander_id(), |d| d.mode = bystander_mode);
+            let from_device = handmade::peer4_dir(slot, DIR_PEER_INIT, 0, (DEV_IP, 32), 3);
+            Arc::make_mut(&mut c.peer4).push(from_device);
+            let hl7 = handmade::port(slot, 3, PROTO_TCP, 2575, PORT_KEY_FULL_BITS, 4);
+            Arc::make_mut(&mut c.ports).push(hl7);
+        })
+    };
+    let syn =
+        |sport: u16, dport: u16| tcp4(DEV_MAC, GW_MAC, DEV_IP, BYSTANDER_IP, sport, dport, TCP_SYN);
+    for (mode, soft) in [(MODE_AUDIT, Reason::Audit), (MODE_LEARN, Reason::Learn)] {
+        // The device's policy has no rule towards the bystander at all.
+        let mut t = twin(mode, MODE_ENFORCE);
+        assert_eq!(t.judge(&syn(41000, 23), LO), Reason::DenyNoRule, "{mode}");
+        assert_eq!(t.judge(&syn(41001, 2575), LO), soft, "{mode}");
+        // To a host no device is: its own refusal, softened, is the verdict.
+        let to_server = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 41002, 23, TCP_SYN);
+        assert_eq!(t.judge(&to_server, LO), soft, "{mode}");
+        // The bystander softening its own refusal too: the device's deviation is reported.
+        let mut t = twin(mode, MODE_AUDIT);
+        assert_eq!(t.judge(&syn(41003, 23), LO), soft, "{mode}");
+        // Quarantined, its refusal stands.
+        t.quarantine(handmade::bystander_id(), QUARANTINE_ISOLATE);
+        assert_eq!(
+            t.judge(&syn(41004, 23), LO),
+            Reason::DenyQuarantine,
+            "{mode}"
+        );
+    }
+}
+
 /// Bypass class: a fragment train whose first fragment passed before a quarantine or a
 /// reload would carry the rest of its datagram (written after the fact) past the state that
 /// now forbids it. Its later fragments carry no ports to judge again, so they follow its

@@ -742,10 +742,17 @@ fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal
         assert_eq!(t.judge(&synack, LO), reply, "mode {mode}");
     }
     // The same soft refusal towards a managed server (the bystander, at the server's
-    // address): the destination's device is looked up after all, and the flow entry names
-    // both ends, each found by its address.
-    let mut t = with_managed_server(|c| c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT));
+    // address): the destination's device is looked up after all. Enforcing, with no rule
+    // for the flow, it refuses it: the initiator's mode softens its own end only.
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40111, 23, TCP_SYN);
+    let mut t = with_managed_server(|c| c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT));
+    assert_eq!(t.judge(&syn, LO), Reason::DenyNoRule);
+    // In audit mode too, it reports its own refusal, and the flow entry names both ends,
+    // each found by its address.
+    let mut t = with_managed_server(|c| {
+        c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT);
+        c.edit_device(bystander_id(), |d| d.mode = MODE_AUDIT);
+    });
     assert_eq!(t.judge(&syn, LO), Reason::Audit);
     let (_, _, flow) =
         t.dp.flows()

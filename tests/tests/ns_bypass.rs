@@ -43,6 +43,7 @@ on_both_dataplanes!(
     an_echo_request_the_other_way_is_another_flow,
     a_later_fragment_is_not_judged_by_what_its_bytes_look_like,
     a_fragment_train_does_not_outlive_a_reload_or_a_quarantine,
+    an_audited_device_opens_nothing_its_peer_refuses,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
 );
 
@@ -89,16 +90,34 @@ fn refused(
     marker: &[u8],
     reason: Option<Reason>,
 ) -> Result<()> {
-    let before = reason.map(|r| lab.packets(r, SIDE_DEVICES)).transpose()?;
+    let counted_as = reason.map(|r| (r, SIDE_DEVICES));
+    refused_when(lab, observer, what, marker, counted_as, || {
+        lab.attack(vec![frame])
+    })
+}
+
+/// [`refused`] for frames `send` puts on the wire from any side: no frame carrying
+/// `marker` shows up on `observer`, and the dataplane counted the reason on the side given.
+fn refused_when(
+    lab: &BypassLab,
+    observer: &Observer,
+    what: &str,
+    marker: &[u8],
+    counted_as: Option<(Reason, u8)>,
+    send: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let before = counted_as
+        .map(|(r, side)| lab.packets(r, side))
+        .transpose()?;
     REFUSED.with(|c| c.set(c.get() + 1));
-    lab.attack(vec![frame])?;
+    send()?;
     ensure!(
         !observer.saw(marker, ARRIVE),
         "{what}: arrived on the far side\n{}",
         lab.debug()
     );
-    if let (Some(r), Some(b)) = (reason, before) {
-        counted(lab, r, SIDE_DEVICES, b).with_context(|| what.to_string())?;
+    if let (Some((r, side)), Some(b)) = (counted_as, before) {
+        counted(lab, r, side, b).with_context(|| what.to_string())?;
     }
     Ok(())
 }
@@ -897,6 +916,81 @@ fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> 
     )
 }
 
+/// Audit and learn soften the refusals of the device's own policy, not its peers'. The
+/// neighbour (mon-icu-02) in audit mode sends SYNs its policy has no rule for: to the
+/// monitor's HL7 port, which the monitor accepts from it (a reload adds that rule), it
+/// arrives; to another port of the monitor, which enforces and accepts nothing there, it
+/// does not (`deny_no_rule`, the monitor's refusal); to the server, which no policy
+/// speaks for, it arrives. Both dataplanes passed the second as the neighbour's audited
+/// deviation without asking the monitor's policy (found by a review).
+fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    // Appended, the first line continues the policy's last entry: the neighbour's.
+    let extra = "mode = \"audit\"\n\n[[workflows.hl7-results.rules]]\npeer = \"10.20.0.12/32\"\n\
+                 proto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n";
+    lab.reload_to(lab.generation()?, extra)?;
+    let syn = |dst: Ipv4Addr, sport: u16, port: u16, marker: &[u8]| {
+        let dmac = if dst == ATT_IP {
+            lab.att_mac
+        } else {
+            lab.gw_mac
+        };
+        let ip = ipv4(
+            BYS_IP,
+            dst,
+            6,
+            &tcp(sport, port, TCP_SYN, marker),
+            &Ipv4Opts::default(),
+        );
+        vec![with_l4_checksum4(ethernet(
+            dmac,
+            lab.bys_mac,
+            &[],
+            ETH_IPV4,
+            &ip,
+        ))]
+    };
+    send_raw(
+        &lab.bys,
+        &lab.bys_if,
+        syn(ATT_IP, 41000, HL7, b"LZ-AUDIT-ACCEPTED"),
+    )?;
+    ensure!(
+        monitor.saw(b"LZ-AUDIT-ACCEPTED", ARRIVE),
+        "the audited SYN the monitor accepts did not arrive\n{}",
+        lab.debug()
+    );
+    refused_when(
+        &lab,
+        &monitor,
+        "the audited SYN the monitor refuses",
+        b"LZ-AUDIT-REFUSED",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || {
+            let frames = syn(ATT_IP, 41001, 2576, b"LZ-AUDIT-REFUSED");
+            send_raw(&lab.bys, &lab.bys_if, frames)
+        },
+    )?;
+    send_raw(
+        &lab.bys,
+        &lab.bys_if,
+        syn(SERVER, 41002, 22, b"LZ-AUDIT-UNMANAGED"),
+    )?;
+    ensure!(
+        server.saw(b"LZ-AUDIT-UNMANAGED", ARRIVE),
+        "the audited SYN to the server did not arrive\n{}",
+        lab.debug()
+    );
+    done(
+        "an_audited_device_opens_nothing_its_peer_refuses",
+        dp,
+        "the audited neighbour's SYNs reached the monitor where it accepts them and the \
+         server, which no policy speaks for",
+    )
+}
+
 /// An echo request from the monitor to the server with identifier and IPv4 identification
 /// `id`, of 16 bytes and `tail`, checksummed whole, in two fragments: the first ends after
 /// the 16 bytes.
@@ -1488,25 +1582,15 @@ fn a_device_address_from_upstream_is_refused(dp: Dataplane) -> Result<()> {
         &tcp(40040, HL7, TCP_SYN, b"LZ-UP-SPOOF"),
         &Ipv4Opts::default(),
     );
-    let before = lab.packets(Reason::DenySpoof, SIDE_UPSTREAM)?;
-    REFUSED.with(|c| c.set(c.get() + 1));
-    send_raw(
-        &lab.srv,
-        &lab.srv_if,
-        vec![with_l4_checksum4(ethernet(
-            gw_up,
-            srv_mac,
-            &[],
-            ETH_IPV4,
-            &ip,
-        ))],
+    let frame = with_l4_checksum4(ethernet(gw_up, srv_mac, &[], ETH_IPV4, &ip));
+    refused_when(
+        &lab,
+        &attacker,
+        "a device's address from upstream",
+        b"LZ-UP-SPOOF",
+        Some((Reason::DenySpoof, SIDE_UPSTREAM)),
+        || send_raw(&lab.srv, &lab.srv_if, vec![frame]),
     )?;
-    ensure!(
-        !attacker.saw(b"LZ-UP-SPOOF", ARRIVE),
-        "a device's address from upstream arrived\n{}",
-        lab.debug()
-    );
-    counted(&lab, Reason::DenySpoof, SIDE_UPSTREAM, before)?;
     done(
         "a_device_address_from_upstream_is_refused",
         dp,

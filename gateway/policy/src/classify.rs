@@ -813,6 +813,10 @@ fn judge_policy(
     let mut dir = DIR_DEVICE_INIT;
     let mut audit = false;
     let mut ends = Vec::new();
+    // A refusal the initiator's mode only reports (audit, learn) is the verdict unless the
+    // responder refuses outright: the initiator's mode softens its own end only (bypass
+    // class).
+    let mut softened = None;
     if let Some(d) = init_dev {
         match judge_end(
             ix,
@@ -829,6 +833,7 @@ fn judge_policy(
                 dev = d.id;
                 audit |= r.flags & RULE_F_AUDIT != 0;
             }
+            Err(v) if v.reason.passes() => softened = Some(v),
             Err(mut v) => {
                 v.ends = ends;
                 return v;
@@ -854,11 +859,17 @@ fn judge_policy(
                 }
                 audit |= r.flags & RULE_F_AUDIT != 0;
             }
+            // The responder's mode softens its refusal too: the initiator's is reported.
+            Err(v) if softened.is_some() && v.reason.passes() => {}
             Err(mut v) => {
                 v.ends = ends;
                 return v;
             }
         }
+    }
+    if let Some(mut v) = softened {
+        v.ends = ends;
+        return v;
     }
     let mut v = Decision::dev(
         if audit {

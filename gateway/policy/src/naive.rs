@@ -217,6 +217,9 @@ impl<'p> Eval<'p> {
         // Every managed end must allow; the initiator's rule is the one reported.
         let mut reported: Option<(&Device, Candidate)> = None;
         let mut audit = false;
+        // The initiator's refusal its mode only reports stands unless the responder refuses
+        // outright (its own mode softening its refusal too, the initiator's is reported).
+        let mut softened = None;
         for (dev, dir, peer) in [(src, Dir::DeviceInit, ip.dst), (dst, Dir::PeerInit, ip.src)] {
             let Some(d) = dev else { continue };
             let q = self
@@ -242,9 +245,16 @@ impl<'p> Eval<'p> {
                             Mode::Enforce => Reason::DenyNoRule,
                         }
                     };
+                    if reason.passes() && (dir == Dir::DeviceInit || softened.is_some()) {
+                        softened.get_or_insert(NaiveDecision::new(reason, Some(d)));
+                        continue;
+                    }
                     return NaiveDecision::new(reason, Some(d));
                 }
             }
+        }
+        if let Some(v) = softened {
+            return v;
         }
         let Some((d, c)) = reported else {
             return NaiveDecision::new(Reason::PassUnmanaged, None);

@@ -49,6 +49,10 @@ impl Builder<'_> {
             "end_resp4",
             "end_init6",
             "end_resp6",
+            "soft_audit",
+            "soft_learn",
+            "soft_resp4",
+            "soft_resp6",
         ];
         for c in all {
             self.chain(c);
@@ -74,6 +78,7 @@ impl Builder<'_> {
         self.flow();
         self.judge(quarantine_policy);
         self.ports();
+        self.soft();
     }
 
     /// The base chain: devices' interfaces to `from_devices`, upstream to `from_upstream`.
@@ -386,9 +391,58 @@ impl Builder<'_> {
                             goto(&format!("ports_{d}_{v}")),
                         ],
                     );
-                    self.decide_end(&cc, Vec::new(), reason, d == "resp");
+                    self.end_refused(&cc, d, v, reason);
                 }
             }
+        }
+    }
+
+    /// The end of a stage-1 or stage-2 chain of end `d` under verdict `v`: the policy has no
+    /// rule. An initiator whose mode only reports that goes on to the responder's policy
+    /// (`soft_…`); any other refusal is the verdict.
+    fn end_refused(&mut self, chain: &str, d: &str, v: &str, reason: Reason) {
+        if d == "init" && reason.passes() {
+            self.rule(chain, vec![goto(&format!("soft_{v}"))]);
+        } else {
+            self.decide_end(chain, Vec::new(), reason, d == "resp");
+        }
+    }
+
+    /// The XDP program's `Initiator::softened`: a refusal the initiator's mode (audit,
+    /// learn) only reports is the verdict unless the responder's policy refuses the flow
+    /// outright. Bypass class: taken as the verdict at once, a device in either mode could
+    /// open flows on devices that enforce and accept nothing of the kind.
+    ///
+    /// `soft_audit`/`soft_learn` look the responder up (none: no rule matches) and ask
+    /// `soft_resp4`/`6`, which asks its policy (`end_resp`) unless its own mode only reports
+    /// a refusal too and it is not quarantined: then the initiator's deviation is the one
+    /// reported. A responder's refusal drops there; its acceptance returns here, to the
+    /// initiator's softened verdict.
+    fn soft(&mut self) {
+        for (v, reason) in [("audit", Reason::Audit), ("learn", Reason::Learn)] {
+            let c = format!("soft_{v}");
+            for f in [V4, V6] {
+                self.rule(
+                    &c,
+                    vec![
+                        f.is(),
+                        set_mark(map_lookup(f.ct_daddr(), &f.n("devidx"))),
+                        jump(&format!("soft_resp{}", f.v)),
+                    ],
+                );
+            }
+            self.decide_end(&c, Vec::new(), reason, false);
+        }
+        for f in [V4, V6] {
+            let c = format!("soft_resp{}", f.v);
+            let end = format!("end_resp{}", f.v);
+            for set in [QUAR_ISOLATE, QUAR_RESTRICT] {
+                self.rule(&c, vec![in_set(mark(), set), goto(&end)]);
+            }
+            for set in [AUDIT, LEARN] {
+                self.rule(&c, vec![in_set(mark(), set), ret()]);
+            }
+            self.rule(&c, vec![goto(&end)]);
         }
     }
 
@@ -440,7 +494,7 @@ impl Builder<'_> {
                     ret(),
                 ],
             );
-            self.decide_end(&c, Vec::new(), reason, d == "resp");
+            self.end_refused(&c, d, v, reason);
         }
     }
 }
