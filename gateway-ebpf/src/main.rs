@@ -270,7 +270,9 @@ fn judge(gen: &Gen, pkt: &Pkt) -> Verdict {
 /// in R0 whatever LLVM last kept there, and the verifier refuses a function that returns
 /// with a stack pointer in R0 ("cannot return stack pointer to the caller"): clear it on
 /// the way out. Placed last, R0 is clobbered after every other use; a scalar the caller
-/// never reads costs the verifier no states.
+/// never reads costs the verifier no states. (Returning a value the caller reads instead
+/// took the verifier past its limit: it tracks each path's value. Were LLVM to use R0
+/// again after this, the program would fail to load, in every test, not misjudge.)
 #[inline(always)]
 fn clear_r0() {
     // SAFETY: writes R0 only, which is declared clobbered.

@@ -1358,6 +1358,14 @@ fn an_audited_or_learning_device_opens_nothing_its_peer_refuses() {
         // The device's policy has no rule towards the bystander at all.
         let mut t = twin(mode, MODE_ENFORCE);
         assert_eq!(t.judge(&syn(41000, 23), LO), Reason::DenyNoRule, "{mode}");
+        // The bystander's refusal, charged to it: not the device's deviation (which would
+        // count towards quarantining the device).
+        let denied = |t: &mut Twin, id| {
+            let c = t.dp.device_counters(id).expect("counters");
+            c.denied_packets
+        };
+        assert_eq!(denied(&mut t, handmade::bystander_id()), 1, "{mode}");
+        assert_eq!(denied(&mut t, handmade::dev_id()), 0, "{mode}");
         assert_eq!(t.judge(&syn(41001, 2575), LO), soft, "{mode}");
         // To a host no device is: its own refusal, softened, is the verdict.
         let to_server = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 41002, 23, TCP_SYN);

@@ -747,6 +747,13 @@ fn a_flow_an_audit_or_learn_device_opens_without_a_rule_is_tracked_and_a_refusal
     let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40111, 23, TCP_SYN);
     let mut t = with_managed_server(|c| c.edit_device(dev_id(), |d| d.mode = MODE_AUDIT));
     assert_eq!(t.judge(&syn, LO), Reason::DenyNoRule);
+    let tracked = t.dp.flows().expect("flows");
+    assert!(
+        !tracked
+            .iter()
+            .any(|(_, k, _)| k.port_a == 40111 || k.port_b == 40111),
+        "the refused flow is not tracked: {tracked:?}"
+    );
     // In audit mode too, it reports its own refusal, and the flow entry names both ends,
     // each found by its address.
     let mut t = with_managed_server(|c| {
@@ -1293,8 +1300,12 @@ fn a_replicated_flow_is_judged_again_under_this_members_policy() {
 fn the_verifier_accepts_the_program_with_room_to_spare() {
     let mut dp = loaded();
     let explored = dp.verified_instructions().expect("program info");
+    if explored == 0 {
+        // Kernels before 5.16 do not report it.
+        eprintln!("skipped: this kernel does not say how much its verifier explored");
+        return;
+    }
     eprintln!("the verifier explored {explored} instructions");
-    assert!(explored > 0);
     assert!(
         explored < 900_000,
         "{explored} of the verifier's 1,000,000: cut the states it walks before adding more"

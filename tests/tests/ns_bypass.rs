@@ -917,77 +917,95 @@ fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> 
 }
 
 /// Audit and learn soften the refusals of the device's own policy, not its peers'. The
-/// neighbour (mon-icu-02) in audit mode sends SYNs its policy has no rule for: to the
-/// monitor's HL7 port, which the monitor accepts from it (a reload adds that rule), it
-/// arrives; to another port of the monitor, which enforces and accepts nothing there, it
-/// does not (`deny_no_rule`, the monitor's refusal); to the server, which no policy
-/// speaks for, it arrives. Both dataplanes passed the second as the neighbour's audited
-/// deviation without asking the monitor's policy (found by a review).
+/// neighbour (mon-icu-02), in audit mode and then in learn mode, sends SYNs its policy has
+/// no rule for: to the monitor's HL7 port, which the monitor accepts from it (a reload adds
+/// that rule), it arrives; to another port of the monitor, over IPv4 and IPv6, which the
+/// monitor enforces and accepts nothing there, it does not (`deny_no_rule`, the monitor's
+/// refusal); to the server, which no policy speaks for, it arrives. Once the monitor is
+/// isolated, the HL7 SYN is refused too (`deny_quarantine`). Both dataplanes passed the
+/// refused SYNs as the neighbour's deviations without asking the monitor's policy (found by
+/// a review).
 fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let monitor = Observer::on(&lab.att, &lab.att_if)?;
     let server = Observer::on(&lab.srv, &lab.srv_if)?;
-    // Appended, the first line continues the policy's last entry: the neighbour's.
-    let extra = "mode = \"audit\"\n\n[[workflows.hl7-results.rules]]\npeer = \"10.20.0.12/32\"\n\
-                 proto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n";
-    lab.reload_to(lab.generation()?, extra)?;
-    let syn = |dst: Ipv4Addr, sport: u16, port: u16, marker: &[u8]| {
-        let dmac = if dst == ATT_IP {
-            lab.att_mac
-        } else {
+    let from_neighbour = |dst: IpAddr, sport: u16, port: u16, marker: &[u8]| {
+        // The server through the gateway; the monitor on the segment.
+        let dmac = if dst == IpAddr::V4(SERVER) {
             lab.gw_mac
+        } else {
+            lab.att_mac
         };
-        let ip = ipv4(
-            BYS_IP,
-            dst,
-            6,
-            &tcp(sport, port, TCP_SYN, marker),
-            &Ipv4Opts::default(),
-        );
-        vec![with_l4_checksum4(ethernet(
-            dmac,
-            lab.bys_mac,
-            &[],
-            ETH_IPV4,
-            &ip,
-        ))]
+        let l4 = tcp(sport, port, TCP_SYN, marker);
+        let frame = match dst {
+            IpAddr::V4(d) => {
+                let ip = ipv4(BYS_IP, d, 6, &l4, &Ipv4Opts::default());
+                with_l4_checksum4(ethernet(dmac, lab.bys_mac, &[], ETH_IPV4, &ip))
+            }
+            IpAddr::V6(d) => {
+                let ip = ipv6(BYS_IP6, d, &[], 6, &l4);
+                with_l4_checksum(ethernet(dmac, lab.bys_mac, &[], ETH_IPV6, &ip))
+            }
+        };
+        send_raw(&lab.bys, &lab.bys_if, vec![frame])
     };
-    send_raw(
-        &lab.bys,
-        &lab.bys_if,
-        syn(ATT_IP, 41000, HL7, b"LZ-AUDIT-ACCEPTED"),
-    )?;
-    ensure!(
-        monitor.saw(b"LZ-AUDIT-ACCEPTED", ARRIVE),
-        "the audited SYN the monitor accepts did not arrive\n{}",
-        lab.debug()
-    );
+    let mut generation = lab.generation()?;
+    for (i, mode) in ["audit", "learn"].into_iter().enumerate() {
+        // Appended, the first line continues the policy's last entry: the neighbour's.
+        let extra = format!(
+            "mode = \"{mode}\"\n\n[[workflows.hl7-results.rules]]\npeer = \"10.20.0.12/32\"\n\
+             proto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n"
+        );
+        generation = lab.reload_to(generation, &extra)?;
+        let sport = 41000 + 10 * i as u16;
+        let accepted = format!("LZ-{mode}-ACCEPTED");
+        from_neighbour(IpAddr::V4(ATT_IP), sport, HL7, accepted.as_bytes())?;
+        ensure!(
+            monitor.saw(accepted.as_bytes(), ARRIVE),
+            "{mode}: the SYN the monitor accepts did not arrive\n{}",
+            lab.debug()
+        );
+        for (dst, family) in [(IpAddr::V4(ATT_IP), "IPv4"), (IpAddr::V6(ATT_IP6), "IPv6")] {
+            let marker = format!("LZ-{mode}-REFUSED-{family}");
+            refused_when(
+                &lab,
+                &monitor,
+                &format!("{mode}: the {family} SYN the monitor refuses"),
+                marker.as_bytes(),
+                Some((Reason::DenyNoRule, SIDE_DEVICES)),
+                || from_neighbour(dst, sport + 1, 2576, marker.as_bytes()),
+            )?;
+        }
+        let unmanaged = format!("LZ-{mode}-UNMANAGED");
+        from_neighbour(IpAddr::V4(SERVER), sport + 2, 22, unmanaged.as_bytes())?;
+        ensure!(
+            server.saw(unmanaged.as_bytes(), ARRIVE),
+            "{mode}: the SYN to the server did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    lab.cli(&[
+        "quarantine",
+        "add",
+        "mon-icu-01",
+        "--action",
+        "isolate",
+        "--reason",
+        "bypass test",
+    ])?;
     refused_when(
         &lab,
         &monitor,
-        "the audited SYN the monitor refuses",
-        b"LZ-AUDIT-REFUSED",
-        Some((Reason::DenyNoRule, SIDE_DEVICES)),
-        || {
-            let frames = syn(ATT_IP, 41001, 2576, b"LZ-AUDIT-REFUSED");
-            send_raw(&lab.bys, &lab.bys_if, frames)
-        },
+        "the HL7 SYN to the isolated monitor",
+        b"LZ-LEARN-ISOLATED",
+        Some((Reason::DenyQuarantine, SIDE_DEVICES)),
+        || from_neighbour(IpAddr::V4(ATT_IP), 41050, HL7, b"LZ-LEARN-ISOLATED"),
     )?;
-    send_raw(
-        &lab.bys,
-        &lab.bys_if,
-        syn(SERVER, 41002, 22, b"LZ-AUDIT-UNMANAGED"),
-    )?;
-    ensure!(
-        server.saw(b"LZ-AUDIT-UNMANAGED", ARRIVE),
-        "the audited SYN to the server did not arrive\n{}",
-        lab.debug()
-    );
     done(
         "an_audited_device_opens_nothing_its_peer_refuses",
         dp,
-        "the audited neighbour's SYNs reached the monitor where it accepts them and the \
-         server, which no policy speaks for",
+        "in audit and in learn mode, the neighbour's SYNs reached the monitor where it \
+         accepts them and the server, which no policy speaks for",
     )
 }
 
