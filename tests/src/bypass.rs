@@ -283,6 +283,19 @@ impl BypassLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Isolates `device` through the CLI, as an operator would.
+    pub fn isolate(&self, device: &str) -> Result<String> {
+        self.cli(&[
+            "quarantine",
+            "add",
+            device,
+            "--action",
+            "isolate",
+            "--reason",
+            "bypass test",
+        ])
+    }
+
     /// What the daemon printed so far, and the gateway's ruleset (for failure messages).
     pub fn debug(&self) -> String {
         let out = self

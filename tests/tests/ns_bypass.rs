@@ -520,15 +520,7 @@ fn icmp_errors_travel_only_back_along_their_own_flow(dp: Dataplane) -> Result<()
         b"LZ-ICMP-RELOADED",
     )?;
     // Isolated, the device's errors about the session it had before are refused too.
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "bypass test",
-    ])?;
+    lab.isolate("mon-icu-01")?;
     let f = own(b"LZ-ICMP-ISOLATED");
     refused(
         &lab,
@@ -984,15 +976,7 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
             lab.debug()
         );
     }
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "bypass test",
-    ])?;
+    lab.isolate("mon-icu-01")?;
     refused_when(
         &lab,
         &monitor,
@@ -1075,15 +1059,7 @@ fn a_fragment_train_does_not_outlive_a_reload_or_a_quarantine(dp: Dataplane) -> 
     // The first fragment, then an isolation, then the rest.
     let [first, rest] = echo_in_two_fragments(&lab, 0x4c34, b"LZ-TRAIN-PAST-ISOLATION");
     lab.attack(vec![first])?;
-    lab.cli(&[
-        "quarantine",
-        "add",
-        "mon-icu-01",
-        "--action",
-        "isolate",
-        "--reason",
-        "bypass test",
-    ])?;
+    lab.isolate("mon-icu-01")?;
     refused(
         &lab,
         &server,
