@@ -28,6 +28,7 @@ on_both_dataplanes!(
     frames_the_pump_did_not_send_never_quarantine_it,
     packets_of_no_flow_are_reported_and_quarantine_nobody,
     a_narrowed_workflow_cuts_sessions_and_quarantines_nobody,
+    a_device_known_by_its_mac_alone_is_isolated_with_its_sessions,
 );
 
 fn policy(mac: [u8; 6], life_critical: bool, action: Option<&str>) -> String {
@@ -68,8 +69,14 @@ fn scanning_pump_is_isolated_and_released(dataplane: Dataplane) -> Result<()> {
     scan(&lab);
     let list = wait_quarantined(&lab, "isolate")?;
     assert_eq!(list["pump-icu-01"]["by"], "lazaret (automatic)");
+    isolated_then_released(&lab, &mut session)
+}
+
+/// The isolated pump's live `session` is cut, no new pump-server session opens, the biomed
+/// jump host is still reached, and a release restores the workflow.
+fn isolated_then_released(lab: &Lab, session: &mut std::net::TcpStream) -> Result<()> {
     assert!(
-        !round_trip(&mut session),
+        !round_trip(session),
         "the isolated pump's session to the pump server was cut"
     );
     assert!(
@@ -81,11 +88,29 @@ fn scanning_pump_is_isolated_and_released(dataplane: Dataplane) -> Result<()> {
         round_trip(&mut jump),
         "the biomed jump host is still reachable"
     );
-
     lab.release("pump-icu-01", "biomed checked the pump")?;
     let mut again = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut again), "release restores the workflow");
     Ok(())
+}
+
+/// The pump known by its MAC alone (addressed by DHCP, no `ipv4` in the inventory):
+/// isolated, its live session to the pump server is cut, no new one opens, the jump host is
+/// still reached, and a release restores the workflow. On nftables the session kept
+/// passing as an admitted flow: the quarantine sets held only addresses (found by a
+/// review); they now hold the MACs of quarantined devices too.
+fn a_device_known_by_its_mac_alone_is_isolated_with_its_sessions(
+    dataplane: Dataplane,
+) -> Result<()> {
+    let mut lab = Lab::on(dataplane, |mac| {
+        policy(mac, false, Some("isolate")).replace("ipv4 = \"10.20.0.11\"\n", "")
+    })?;
+    lab.echo_servers(&[2575, 22])?;
+    lab.start()?;
+    let mut session = lab.connect(2575, Duration::from_millis(1000))?;
+    assert!(round_trip(&mut session), "the pump's session works");
+    lab.quarantine("pump-icu-01", "isolate", "test")?;
+    isolated_then_released(&lab, &mut session)
 }
 
 fn life_critical_device_with_the_default_action_is_alerted_never_cut_off(

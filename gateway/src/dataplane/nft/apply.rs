@@ -628,7 +628,7 @@ pub fn swap_batches(
     )
 }
 
-/// Flush and refill the four quarantine sets.
+/// Flush and refill the six quarantine sets.
 pub fn quarantine_batch(r: &Rendered, states: &DeviceStates) -> Nftables<'static> {
     use super::expr::{n, s};
     let mut b = Batch::new();
@@ -636,6 +636,7 @@ pub fn quarantine_batch(r: &Rendered, states: &DeviceStates) -> Nftables<'static
     let mut isolate = Vec::new();
     let mut a4 = Vec::new();
     let mut a6 = Vec::new();
+    let mut macs = [Vec::new(), Vec::new()];
     for (id, ix) in &r.dev_index {
         let q = states.quarantine(*id);
         if q == QUARANTINE_NONE {
@@ -650,17 +651,27 @@ pub fn quarantine_batch(r: &Rendered, states: &DeviceStates) -> Nftables<'static
             a4.extend(v4.iter().map(|a| s(a.to_string())));
             a6.extend(v6.iter().map(|a| s(a.to_string())));
         }
+        if let Some((mac, families)) = r.dev_mac_only.get(id) {
+            for (fi, set) in macs.iter_mut().enumerate() {
+                if families[fi] {
+                    set.push(s(mac.clone()));
+                }
+            }
+        }
     }
+    let [mac4, mac6] = macs;
     for (name, elems) in [
-        (names::QUAR_RESTRICT, restrict),
-        (names::QUAR_ISOLATE, isolate),
-        ("quar4", a4),
-        ("quar6", a6),
+        (names::QUAR_RESTRICT.to_string(), restrict),
+        (names::QUAR_ISOLATE.to_string(), isolate),
+        ("quar4".to_string(), a4),
+        ("quar6".to_string(), a6),
+        (format!("{}4", names::QUAR_MAC), mac4),
+        (format!("{}6", names::QUAR_MAC), mac6),
     ] {
         let set = Set {
             family: r.family.nf(),
             table: r.table.clone().into(),
-            name: name.into(),
+            name: name.clone().into(),
             ..Set::default()
         };
         b.add_cmd(NfCmd::Flush(FlushObject::Set(Box::new(set))));

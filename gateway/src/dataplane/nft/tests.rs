@@ -184,6 +184,10 @@ fn quarantine_is_set_membership() {
         "{q}"
     );
     assert!(q.contains(r#""elem":[2]"#), "{q}");
+    // The MAC sets, for devices known by their MAC alone in a family, are refilled too.
+    for set in ["quarmac4", "quarmac6"] {
+        assert!(q.contains(&format!(r#""name":"{set}""#)), "{q}");
+    }
 }
 
 #[test]

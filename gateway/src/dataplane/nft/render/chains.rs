@@ -228,14 +228,24 @@ impl Builder<'_> {
             self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         }
         for f in [V4, V6] {
-            let r = vec![
+            let admitted = vec![
                 f.is(),
                 ct_confirmed(true),
                 eq(ct("mark"), n(gen)),
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
             ];
-            self.decide(c, r, Reason::AllowFlow, false, Side::Either);
+            // From a device port, the frame's MAC as well: a quarantined device known by
+            // its MAC alone has no address in the quarantine sets, and its flows would pass
+            // on (the XDP program finds it by the epoch its flow entries name). Judged
+            // again, its packets meet its quarantine (`judge4`/`6`, by MAC).
+            let mut from_device = admitted.clone();
+            from_device.push(in_set(iifname(), DEV_IFACES));
+            from_device.push(not_in_set(ether_saddr(), &f.n(QUAR_MAC)));
+            self.decide(c, from_device, Reason::AllowFlow, false, Side::Devices);
+            let mut from_upstream = admitted;
+            from_upstream.push(not_in_set(iifname(), DEV_IFACES));
+            self.decide(c, from_upstream, Reason::AllowFlow, false, Side::Upstream);
         }
         // Bypass class: a packet conntrack does not track (a `notrack` rule elsewhere in
         // the ruleset, a raw-table exemption for bulk traffic, say) has no original tuple.

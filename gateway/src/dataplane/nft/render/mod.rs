@@ -94,6 +94,9 @@ pub struct Rendered {
     pub dev_index: BTreeMap<u64, u32>,
     /// Addresses of each device, for the quarantine address sets.
     pub dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>,
+    /// The MAC of each device known by it alone in a family (no address of it), and those
+    /// families (IPv4, IPv6), for the quarantine MAC sets (`quarmac4`/`6`).
+    pub dev_mac_only: BTreeMap<u64, (String, [bool; 2])>,
     /// Where the named counters start (name → packets, bytes): the totals of the table this
     /// one replaces, so the counts run on across generations (set by the daemon; empty
     /// starts at zero).
@@ -234,6 +237,9 @@ pub mod names {
     pub const LEARN_ADDR: &str = "learn";
     pub const QUAR_ISOLATE: &str = "quar_isolate";
     pub const QUAR_RESTRICT: &str = "quar_restrict";
+    /// Per family (`quarmac4`, `quarmac6`): the MACs of quarantined devices known by their
+    /// MAC alone in that family, whose addresses no quarantine address set holds.
+    pub const QUAR_MAC: &str = "quarmac";
     pub const PORTS: &str = "ports";
     pub const PORTS0: &str = "ports0";
     pub const CHAIN_HOOK: &str = "prerouting";
@@ -394,6 +400,8 @@ pub fn render(
     let mut macbind_fam: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
     let mut quar = [Vec::new(), Vec::new()];
     let mut quar_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut quar_mac: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+    let mut dev_mac_only = BTreeMap::new();
     let mut learn_addr: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
     for (id, d) in &devices {
         let ix = dev_index[id];
@@ -408,12 +416,23 @@ pub fn render(
                 learn_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
             }
         }
+        let no_addr = [DEV_F_NO_IP4, DEV_F_NO_IP6].map(|f| d.flags & f != 0);
+        if d.flags & DEV_F_HAS_MAC != 0 && no_addr.contains(&true) {
+            dev_mac_only.insert(*id, (mac_str(&d.mac), no_addr));
+        }
         let q = states.quarantine(*id);
         if q != QUARANTINE_NONE {
             quar[usize::from(q == QUARANTINE_ISOLATE)].push(n(ix));
             if let Some((a4, a6)) = dev_addrs.get(id) {
                 quar_addr[0].extend(a4.iter().map(|a| s(a.to_string())));
                 quar_addr[1].extend(a6.iter().map(|a| s(a.to_string())));
+            }
+            if let Some((mac, families)) = dev_mac_only.get(id) {
+                for fi in 0..2 {
+                    if families[fi] {
+                        quar_mac[fi].push(s(mac.clone()));
+                    }
+                }
             }
         }
         if d.flags & DEV_F_HAS_MAC != 0 {
@@ -508,6 +527,12 @@ pub fn render(
             std::mem::take(&mut quar_addr[fi]),
         );
         b.set(
+            &f.n(QUAR_MAC),
+            vec![SetType::EtherAddr],
+            false,
+            std::mem::take(&mut quar_mac[fi]),
+        );
+        b.set(
             &f.n(LEARN_ADDR),
             vec![f.addr],
             false,
@@ -543,6 +568,7 @@ pub fn render(
         objects: b.objects,
         dev_index,
         dev_addrs,
+        dev_mac_only,
         counter_base: BTreeMap::new(),
         frame: None,
     })
