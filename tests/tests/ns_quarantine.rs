@@ -7,6 +7,7 @@
 //! quarantine it. On both dataplanes (on nftables the denied flows arrive as nflog events).
 
 use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
     thread,
     time::{Duration, Instant},
 };
@@ -74,7 +75,7 @@ fn scanning_pump_is_isolated_and_released(dataplane: Dataplane) -> Result<()> {
 
 /// The isolated pump's live `session` is cut, no new pump-server session opens, the biomed
 /// jump host is still reached, and a release restores the workflow.
-fn isolated_then_released(lab: &Lab, session: &mut std::net::TcpStream) -> Result<()> {
+fn isolated_then_released(lab: &Lab, session: &mut TcpStream) -> Result<()> {
     assert!(
         !round_trip(session),
         "the isolated pump's session to the pump server was cut"
@@ -103,13 +104,30 @@ fn a_device_known_by_its_mac_alone_is_isolated_with_its_sessions(
     dataplane: Dataplane,
 ) -> Result<()> {
     let mut lab = Lab::on(dataplane, |mac| {
-        policy(mac, false, Some("isolate")).replace("ipv4 = \"10.20.0.11\"\n", "")
+        let bound = policy(mac, false, Some("isolate"));
+        let mac_only = bound.replace("ipv4 = \"10.20.0.11\"\n", "");
+        assert_ne!(bound, mac_only, "the pump's address is unbound");
+        mac_only
     })?;
     lab.echo_servers(&[2575, 22])?;
     lab.start()?;
     let mut session = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut session), "the pump's session works");
     lab.quarantine("pump-icu-01", "isolate", "test")?;
+    // Nor does it answer a session another host opens to its address: its answers are
+    // its own packets. (On XDP they never pass: what is sent to a device known by its MAC
+    // alone is not yet related to it, and its answers are packets of no flow.)
+    let pump = SocketAddr::from(([10, 20, 0, 11], 7000));
+    let listener = lab.net.device.run(move || TcpListener::bind(pump))??;
+    let inbound = lab
+        .net
+        .server
+        .run(move || TcpStream::connect_timeout(&pump, Duration::from_millis(800)))?;
+    assert!(
+        inbound.is_err(),
+        "a session from upstream to the isolated pump opened"
+    );
+    drop(listener);
     isolated_then_released(&lab, &mut session)
 }
 

@@ -341,6 +341,21 @@ impl Builder<'_> {
                     jump(&format!("end_resp{}", f.v)),
                 ],
             );
+            // A quarantined device known by its MAC only, answering a flow another end
+            // opened (to an address no inventory entry names, so no rule above found it):
+            // its answers are its own packets, judged by its quarantine as the flow's
+            // responder. (The XDP program refuses them as packets of no flow.)
+            self.rule(
+                &c,
+                vec![
+                    eq(ct("direction"), s("reply")),
+                    not_in_set(f.ct_daddr(), &f.n("dev")),
+                    in_set(iifname(), DEV_IFACES),
+                    in_set(ether_saddr(), &f.n(QUAR_MAC)),
+                    set_mark(map_lookup(ether_saddr(), DEVIDX_MAC)),
+                    jump(&format!("end_resp{}", f.v)),
+                ],
+            );
             // `judge_end`: the policy by quarantine state, then the lookup.
             for d in ["init", "resp"] {
                 let c = format!("end_{d}{}", f.v);
