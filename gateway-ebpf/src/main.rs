@@ -425,19 +425,7 @@ fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev) -> Verdict {
         (pkt.proto, pkt.family),
         train.echo,
     );
-    // SAFETY: see LZ_IFACE_HIGH above.
-    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
-        Some(f) => Some(f),
-        // SAFETY: as above.
-        None => unsafe { LZ_FLOWS.get(key) },
-    };
-    let live = match flow {
-        Some(f) => {
-            !expired(gen.now, f.last_seen_ns, flow_timeout_ns(key.proto, f.state))
-                && flow_is_current(gen, f)
-        }
-        None => false,
-    };
+    let live = live_flow(gen, &key).is_some_and(|f| flow_is_current(gen, f));
     match Reason::from_u8(train.reason) {
         Some(r) if live && r.passes() => {
             let mut v = Verdict::new(r);
@@ -974,15 +962,8 @@ fn judge_related(
         (pkt.inner_proto, pkt.family),
         pkt.inner_echo,
     );
-    // SAFETY: see LZ_IFACE_HIGH above.
-    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
-        Some(f) => Some(f),
-        // SAFETY: as above.
-        None => unsafe { LZ_FLOWS.get(key) },
-    };
-    let flow = match flow {
-        Some(f) if !expired(gen.now, f.last_seen_ns, flow_timeout_ns(key.proto, f.state)) => f,
-        _ => return Verdict::dev(Reason::DenyNoFlow, dev),
+    let Some(flow) = live_flow(gen, &key) else {
+        return Verdict::dev(Reason::DenyNoFlow, dev);
     };
     if flow_is_current(gen, flow) {
         let mut v = Verdict::dev(Reason::AllowFlow, dev);
@@ -1459,6 +1440,20 @@ fn advance_flow(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
     {
         flow.state = FLOW_ESTABLISHED;
     }
+}
+
+/// The unexpired entry of flow `key`, in either table (the established one first), for
+/// packets that only refer to a flow (an ICMP error, a later fragment) and do not refresh it.
+#[inline(always)]
+fn live_flow(gen: &Gen, key: &FlowKey) -> Option<&'static FlowValue> {
+    // SAFETY: see LZ_IFACE_HIGH above.
+    let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
+        Some(f) => f,
+        // SAFETY: as above.
+        None => unsafe { LZ_FLOWS.get(key) }?,
+    };
+    let timeout = flow_timeout_ns(key.proto, flow.state);
+    (!expired(gen.now, flow.last_seen_ns, timeout)).then_some(flow)
 }
 
 #[inline(always)]
