@@ -470,7 +470,10 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
         let target = &pkt.nd_target;
         let own = match lookup_ip_device(gen.slot, FAMILY_V6, target) {
             Some(owner) => owner.id == dev.id,
-            None => parse::is_link_local6(target) && claim_link_local(gen, target, pkt.src_mac),
+            None => {
+                (parse::is_link_local6(target) || dev.flags & DEV_F_NO_IP6 != 0)
+                    && claim_address(gen, FAMILY_V6, target, pkt.src_mac)
+            }
         };
         if !own {
             return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
@@ -509,15 +512,16 @@ fn is_local(family: u8, addr: &Addr) -> bool {
     unsafe { LZ_LOCAL.get(word::local_key(family, addr)) }.is_some()
 }
 
-/// First come, first served (RFC 6620): `mac` may use the link-local `addr` unless it is the
-/// gateway's or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
-/// `mac` its owner.
+/// First come, first served (RFC 6620): `mac` may use `addr` (a link-local address, or any
+/// address of a family its device has none bound in) unless it is the gateway's, not
+/// unicast, or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
+/// `mac` its owner. See lazaret_abi, *Addresses owned by first use*.
 #[inline(always)]
-fn claim_link_local(gen: &Gen, addr: &Addr, mac: Mac) -> bool {
-    if is_local(FAMILY_V6, addr) {
+fn claim_address(gen: &Gen, family: u8, addr: &Addr, mac: Mac) -> bool {
+    if !parse::is_claimable(family, addr) || is_local(family, addr) {
         return false;
     }
-    let key = word::ll_key(addr);
+    let key = word::owner_key(family, addr);
     match LZ_LL_OWNER.get_ptr_mut(key) {
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
@@ -599,17 +603,20 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             // A managed MAC may speak from an unspecified or link-local address (DHCP, NDP),
             // or from any address when the device has no address bound for that family —
-            // never from one of the gateway's, and a link-local one only if it owns it.
-            // (In this order: a frame refused for its VLAN or interface claims nothing.)
+            // never from one of the gateway's, and a link-local one or one of that family
+            // only if it owns it: the first MAC to use it (bypass class: a device taking
+            // over the address its neighbour was given by DHCP, and with it what is sent
+            // to the neighbour). In this order: a frame refused for its VLAN or interface
+            // claims nothing.
             let ip_ok = || {
                 if unspecified {
                     pkt.family != FAMILY_V6
                         || !parse::is_link_local6(&pkt.src)
-                        || claim_link_local(gen, &pkt.src, pkt.src_mac)
+                        || claim_address(gen, FAMILY_V6, &pkt.src, pkt.src_mac)
                 } else {
                     ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
                         || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
-                        && !is_local(pkt.family, &pkt.src)
+                        && claim_address(gen, pkt.family, &pkt.src, pkt.src_mac)
                 }
             };
             if vlan_ok && if_ok && ip_ok() && on_its_port(gen, pkt, dev) {

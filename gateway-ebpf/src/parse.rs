@@ -683,6 +683,19 @@ pub(crate) fn is_link_local6(a: &Addr) -> bool {
     a.byte(0) == 0xfe && a.byte(1) & 0xc0 == 0x80
 }
 
+/// Whether a device may own `a` by using it first (`lazaret_abi`, *Addresses owned by first
+/// use*): a unicast address, not IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire; it would
+/// also name the IPv4 address the map keys that way).
+#[inline(always)]
+pub(crate) fn is_claimable(family: u8, a: &Addr) -> bool {
+    if family == FAMILY_V4 {
+        // 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the broadcast address.
+        a.byte(0) < 224
+    } else {
+        a.byte(0) != 0xff && !(a.0[0] == 0 && a.0[1] as u32 == 0xffff_0000)
+    }
+}
+
 /// A multicast group of link-local scope (ff02::/16 and its flag variants, ff12:: …).
 #[inline(always)]
 pub(crate) fn is_link_scope_multicast6(a: &Addr) -> bool {

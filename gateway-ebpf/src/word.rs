@@ -217,11 +217,17 @@ pub(crate) fn ll_owner(m: Mac, last_seen_ns: u64) -> LlOwner {
     unsafe { core::mem::transmute::<[u64; 2], LlOwner>([m.0, last_seen_ns]) }
 }
 
-/// `LlKey`: the address.
+/// `LlKey` (`lazaret_abi::owner_key`): an IPv6 address as it is; an IPv4 one IPv4-mapped,
+/// bytes 10 and 11 0xff and the address in bytes 12..16 (the high half of the second word).
 #[inline(always)]
-pub(crate) fn ll_key(a: &Addr) -> LlKey {
+pub(crate) fn owner_key(family: u8, a: &Addr) -> LlKey {
+    let words = if family == lazaret_abi::FAMILY_V6 {
+        a.0
+    } else {
+        [0, (a.0[0] << 32) | 0xffff_0000]
+    };
     // SAFETY: see above.
-    unsafe { core::mem::transmute::<[u64; 2], LlKey>(a.0) }
+    unsafe { core::mem::transmute::<[u64; 2], LlKey>(words) }
 }
 
 /// A new `FlowValue` in `slot`: last_seen_ns, then zeros (generation, devices, epochs,

@@ -1246,6 +1246,114 @@ fn na_claiming_another_devices_link_local_address_is_spoofing() {
     );
 }
 
+/// Bypass class: a device the inventory binds no address (addressed by DHCP or SLAAC) may
+/// use any address no entry binds — and so, before first-use ownership, the one its
+/// neighbour was given, by ARP, as a source or in a neighbor advertisement, taking over what
+/// is sent to the neighbour. The first MAC to use an address owns it; multicast, broadcast
+/// and IPv4-mapped addresses are nobody's.
+#[test]
+fn a_device_cannot_take_the_address_its_neighbour_uses() {
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.dev_ip4.clear();
+        c.dev_ip6.clear();
+        for id in [handmade::dev_id(), handmade::bystander_id()] {
+            c.edit_device(id, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        }
+    });
+    let (given, other) = (Ipv4Addr::new(10, 20, 0, 50), Ipv4Addr::new(10, 20, 0, 60));
+    let given6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
+    let other6: Ipv6Addr = "fd00:20::60".parse().expect("addr");
+    let syn = |mac: Mac, src: Ipv4Addr| tcp4(mac, GW_MAC, src, SERVER, 41000, 2575, TCP_SYN);
+    let syn6 = |mac: Mac, src: Ipv6Addr| {
+        ethernet(
+            GW_MAC,
+            mac,
+            &[],
+            ETH_IPV6,
+            &ipv6(src, SERVER6, &[], 6, &syn_payload()),
+        )
+    };
+    let arp_claim = |mac: Mac, spa: Ipv4Addr| {
+        ethernet(
+            [0xff; 6],
+            mac,
+            &[],
+            ETH_ARP,
+            &arp(2, mac, spa, [0xff; 6], spa),
+        )
+    };
+    // The device uses its DHCP address first: it owns it.
+    assert_eq!(t.judge(&syn(DEV_MAC, given), LO), Reason::AllowRule);
+    assert_eq!(t.judge(&syn6(DEV_MAC, given6), LO), Reason::AllowRule);
+    // Its neighbour takes it: as a source, by ARP, by a neighbor advertisement.
+    assert_eq!(t.judge(&syn(BYSTANDER_MAC, given), LO), Reason::DenySpoof);
+    assert_eq!(
+        t.judge(&arp_claim(BYSTANDER_MAC, given), LO),
+        Reason::DenySpoof
+    );
+    assert_eq!(t.judge(&syn6(BYSTANDER_MAC, given6), LO), Reason::DenySpoof);
+    let own_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
+    assert_eq!(
+        t.judge(&na_from(BYSTANDER_MAC, own_ll, given6), LO),
+        Reason::DenySpoof
+    );
+    // Its own addresses (first used by ARP, by an advertisement) are its own.
+    assert_eq!(
+        t.judge(&arp_claim(BYSTANDER_MAC, other), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(t.judge(&syn(BYSTANDER_MAC, other), LO), Reason::AllowRule);
+    assert_eq!(
+        t.judge(&na_from(BYSTANDER_MAC, own_ll, other6), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(t.judge(&syn6(BYSTANDER_MAC, other6), LO), Reason::AllowRule);
+    // ... and not the device's: an IPv4 address and the IPv6 one of the same bytes are
+    // different keys.
+    assert_eq!(t.judge(&syn(DEV_MAC, other), LO), Reason::DenySpoof);
+    let again = tcp4(DEV_MAC, GW_MAC, given, SERVER, 41001, 2575, TCP_SYN);
+    assert_eq!(t.judge(&again, LO), Reason::AllowRule);
+    assert_eq!(
+        t.judge(
+            &na_from(DEV_MAC, "fe80::11".parse().expect("addr"), given6),
+            LO
+        ),
+        Reason::AllowNeighbor
+    );
+    // Nobody's: a multicast or broadcast source, an IPv4-mapped one (which would name the
+    // IPv4 address), a multicast advertisement target.
+    for src in [Ipv4Addr::new(224, 0, 0, 50), Ipv4Addr::BROADCAST] {
+        assert_eq!(t.judge(&syn(DEV_MAC, src), LO), Reason::DenySpoof, "{src}");
+    }
+    let mapped = given.to_ipv6_mapped();
+    assert_eq!(t.judge(&syn6(BYSTANDER_MAC, mapped), LO), Reason::DenySpoof);
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, own_ll, mapped), LO),
+        Reason::DenySpoof
+    );
+    assert_eq!(
+        t.judge(
+            &na_from(DEV_MAC, own_ll, "ff02::1".parse().expect("addr")),
+            LO
+        ),
+        Reason::DenySpoof
+    );
+    // The program's record is the twin's, IPv4 addresses read back from their keys.
+    let owners = t.dp.address_owners().expect("owners");
+    let mut held: Vec<(IpAddr, Mac)> = owners.into_iter().map(|(a, o)| (a, o.mac)).collect();
+    let mut kept: Vec<(IpAddr, Mac)> = t
+        .model
+        .states
+        .owners
+        .iter()
+        .map(|(a, m)| (*a, *m))
+        .collect();
+    held.sort_unstable();
+    kept.sort_unstable();
+    assert_eq!(held, kept);
+    assert!(kept.contains(&(IpAddr::V4(given), DEV_MAC)), "{kept:?}");
+}
+
 /// An ICMP (v4) destination unreachable, port unreachable, from `src` to `dst`, quoting a
 /// UDP datagram `q_src:q_sport → q_dst:q_dport`; `smac` → `dmac`.
 #[expect(

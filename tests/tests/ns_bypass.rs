@@ -45,6 +45,7 @@ on_both_dataplanes!(
     a_fragment_train_does_not_outlive_a_reload_or_a_quarantine,
     an_audited_device_opens_nothing_its_peer_refuses,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
+    a_device_cannot_take_the_address_its_neighbour_uses,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2023,5 +2024,159 @@ fn an_address_a_reload_gives_a_device_is_its_own_at_once(dp: Dataplane) -> Resul
         "an_address_a_reload_gives_a_device_is_its_own_at_once",
         dp,
         "each slot refused at once in the generation that gave the address, the frames streamed across the reload among them; while the address was nobody's, every frame arrived",
+    )
+}
+
+/// Two pumps the inventory knows by their MACs alone (addressed by DHCP and SLAAC), one
+/// behind each port; their frames are sent with their MACs from those ports.
+const PUMP_A: Mac = [0x02, 0, 0, 0, 0x0a, 0x01];
+const PUMP_B: Mac = [0x02, 0, 0, 0, 0x0b, 0x01];
+
+fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let mut extra = String::new();
+    for (id, mac) in [("pump-a", PUMP_A), ("pump-b", PUMP_B)] {
+        let mac = BypassLab::fmt(mac);
+        extra.push_str(&format!(
+            "\n[[devices]]\nid = \"{id}\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n"
+        ));
+    }
+    lab.reload_to(lab.generation()?, &extra)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let neighbour = Observer::on(&lab.bys, &lab.bys_if)?;
+    let given = (
+        Ipv4Addr::new(10, 20, 0, 50),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50),
+    );
+    let own = (
+        Ipv4Addr::new(10, 20, 0, 60),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x60),
+    );
+    let syn6 = |mac: Mac, src: Ipv6Addr, marker: &[u8]| {
+        let l4 = tcp(40000, HL7, TCP_SYN, marker);
+        with_l4_checksum(ethernet(
+            lab.gw_mac,
+            mac,
+            &[],
+            ETH_IPV6,
+            &ipv6(src, SERVER6, &[], 6, &l4),
+        ))
+    };
+    // Gratuitous ARP, the marker in the frame's padding.
+    let arp_claim = |mac: Mac, spa: Ipv4Addr, marker: &[u8]| {
+        let mut f = ethernet(
+            [0xff; 6],
+            mac,
+            &[],
+            ETH_ARP,
+            &arp(2, mac, spa, [0xff; 6], spa),
+        );
+        f.extend_from_slice(marker);
+        f
+    };
+    // An unsolicited override NA to all nodes, the marker in an option of an unassigned type
+    // (which receivers skip).
+    let na = |mac: Mac, target: Ipv6Addr, marker: &[u8]| {
+        let mut msg = icmpv6_nd(136, target);
+        msg[4] = 0x20;
+        let mut opt = vec![253, 0];
+        opt.extend_from_slice(marker);
+        opt.resize(opt.len().div_ceil(8) * 8, 0);
+        opt[1] = (opt.len() / 8) as u8;
+        msg.extend_from_slice(&opt);
+        let all_nodes: Ipv6Addr = "ff02::1".parse().expect("addr");
+        icmp6(
+            [0x33, 0x33, 0, 0, 0, 1],
+            mac,
+            255,
+            ll(mac),
+            all_nodes,
+            &[],
+            msg,
+        )
+    };
+    // The gateway knows the server's IPv6 neighbour entry: on nftables its first
+    // solicitation of a neighbour can go unanswered until retransmitted a second later.
+    let srv_mac = BypassLab::fmt(mac_of(&lab.srv, &lab.srv_if)?);
+    let srv6 = SERVER6.to_string();
+    let neigh = [
+        "ip", "-6", "neigh", "replace", &srv6, "lladdr", &srv_mac, "dev", &lab.up_if,
+    ];
+    lab.gw.exec(&[&neigh[..], &["nud", "permanent"]].concat())?;
+    // Pump A uses the addresses DHCP and SLAAC gave it first: they are its own.
+    let from_a = |frame: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![frame]);
+    from_a(syn4(&lab, PUMP_A, given.0, &[], HL7, b"pump-a-own4"))?;
+    ensure!(
+        server.saw(b"pump-a-own4", ARRIVE),
+        "pump A's own SYN did not arrive\n{}",
+        lab.debug()
+    );
+    from_a(syn6(PUMP_A, given.1, b"pump-a-own6"))?;
+    ensure!(
+        server.saw(b"pump-a-own6", ARRIVE),
+        "pump A's own IPv6 SYN did not arrive\n{}",
+        lab.debug()
+    );
+    // Pump B takes them: as a source, by ARP, by a neighbor advertisement.
+    let taken = [
+        (
+            "a SYN from its IPv4 address",
+            &server,
+            syn4(&lab, PUMP_B, given.0, &[], HL7, b"take4"),
+            &b"take4"[..],
+        ),
+        (
+            "a SYN from its IPv6 address",
+            &server,
+            syn6(PUMP_B, given.1, b"take6"),
+            b"take6",
+        ),
+        (
+            "an ARP for its IPv4 address",
+            &neighbour,
+            arp_claim(PUMP_B, given.0, b"take-arp"),
+            b"take-arp",
+        ),
+        (
+            "an advertisement of its IPv6 address",
+            &neighbour,
+            na(PUMP_B, given.1, b"take-na"),
+            b"take-na",
+        ),
+    ];
+    for (what, observer, frame, marker) in taken {
+        let what = format!("pump B taking pump A's address: {what}");
+        refused(
+            &lab,
+            observer,
+            &what,
+            frame,
+            marker,
+            Some(Reason::DenySpoof),
+        )?;
+    }
+    // Its own addresses, first used now, are its own: each arrives.
+    let mine = [
+        (
+            &server,
+            syn4(&lab, PUMP_B, own.0, &[], HL7, b"pump-b-own4"),
+            &b"pump-b-own4"[..],
+        ),
+        (&server, syn6(PUMP_B, own.1, b"pump-b-own6"), b"pump-b-own6"),
+        (
+            &neighbour,
+            arp_claim(PUMP_B, own.0, b"pump-b-arp"),
+            b"pump-b-arp",
+        ),
+        (&neighbour, na(PUMP_B, own.1, b"pump-b-na"), b"pump-b-na"),
+    ];
+    for (observer, frame, marker) in mine {
+        let what = String::from_utf8_lossy(marker).into_owned();
+        arrives(&lab, observer, &what, frame, marker)?;
+    }
+    done(
+        "a_device_cannot_take_the_address_its_neighbour_uses",
+        dp,
+        "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived",
     )
 }

@@ -87,13 +87,18 @@
 //!   [`Reason::DenyFragment`].
 //! - **TCP**: SYN with FIN or RST is [`Reason::DenyTcpFlags`].
 //!
-//! # Link-local addresses
-//! IPv6 link-local addresses are not in the policy: a device makes its own. The first MAC
-//! to use one (as a source, or as the target of its neighbor advertisement) owns it in
-//! [`MAP_LL_OWNER`] until it leaves it unused for [`TIMEOUT_LL_OWNER_NS`] (FCFS source
-//! address validation, RFC 6620); another MAC using it meanwhile is spoofing. The gateway's
-//! own addresses ([`MAP_LOCAL`]) are never claimable: a device advertising the router's
-//! link-local address would become every device's default router.
+//! # Addresses owned by first use
+//! IPv6 link-local addresses are not in the policy: a device makes its own. Nor are the
+//! addresses of a device known by its MAC alone in a family (addressed by DHCP or SLAAC):
+//! it may use any address no inventory entry binds. The first MAC to use such an address
+//! (as a source, as the sender of its ARP, or as the target of its neighbor advertisement)
+//! owns it in [`MAP_LL_OWNER`] until it leaves it unused for [`TIMEOUT_LL_OWNER_NS`] (FCFS
+//! source address validation, RFC 6620); another MAC using it meanwhile is spoofing, so a
+//! device cannot take over the address its neighbour was given. An IPv4 address is keyed
+//! as its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, [`owner_key`]), which no device may use
+//! on the wire. The gateway's own addresses ([`MAP_LOCAL`]) are never claimable (a device
+//! advertising the router's link-local address would become every device's default
+//! router), nor are multicast, broadcast or IPv4-mapped ones (RFC 4291 §2.5.5.2).
 //!
 //! # Bridge ports
 //! Behind a Linux bridge (`IfaceConfig::binding_ifindex` set), identity includes the port:
@@ -233,9 +238,9 @@ pub const MAP_EV_STATS: &str = "LZ_EV_STATS";
 /// kernel's. A device port never speaks with them, claims them in ARP or NDP, and neighbor
 /// discovery may address them (they are on-link). Outside the slots.
 pub const MAP_LOCAL: &str = "LZ_LOCAL";
-/// `LruHashMap<LlKey, LlOwner>`: which MAC claimed an IPv6 link-local address first (FCFS,
-/// RFC 6620): the datapath's own record, refreshed by the owner's traffic. See
-/// *Link-local addresses*.
+/// `LruHashMap<LlKey, LlOwner>`: which MAC claimed an address first (FCFS, RFC 6620): IPv6
+/// link-local addresses, and those devices known by their MAC alone use. The datapath's own
+/// record, refreshed by the owner's traffic. See *Addresses owned by first use*.
 pub const MAP_LL_OWNER: &str = "LZ_LL_OWNER";
 /// `HashMap<PinKey, PortPin>`: the bridge port a managed MAC was first seen on. See
 /// *Bridge ports*.
@@ -379,8 +384,9 @@ pub const fn flow_timeout_ns(proto: u8, state: u8) -> u64 {
         _ => TIMEOUT_OTHER_NS,
     }
 }
-/// A link-local address whose owner has not used it for this long may be claimed by
-/// another MAC (RFC 6620's lifetime of an unused binding).
+/// An address owned by first use whose owner has not used it for this long may be claimed
+/// by another MAC (RFC 6620's lifetime of an unused binding); a DHCP server that gives a
+/// released address to another device sooner sees that device refused until then.
 pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;
 pub const NS_PER_S: u64 = 1_000_000_000;
 
@@ -1082,11 +1088,28 @@ pub struct LocalKey {
     pub addr: [u8; 16],
 }
 
-/// Key of [`MAP_LL_OWNER`]: an IPv6 link-local address.
+/// Key of [`MAP_LL_OWNER`]: an IPv6 address, or an IPv4 one in its IPv4-mapped form
+/// ([`owner_key`]).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LlKey {
     pub addr: [u8; 16],
+}
+
+/// The [`MAP_LL_OWNER`] key of an address: an IPv6 address as it is, an IPv4 one as
+/// `::ffff:a.b.c.d` (bytes 10 and 11 0xff, the address in bytes 12..16).
+pub const fn owner_key(family: u8, addr: [u8; 16]) -> LlKey {
+    if family == FAMILY_V6 {
+        return LlKey { addr };
+    }
+    let mut k = [0u8; 16];
+    k[10] = 0xff;
+    k[11] = 0xff;
+    k[12] = addr[0];
+    k[13] = addr[1];
+    k[14] = addr[2];
+    k[15] = addr[3];
+    LlKey { addr: k }
 }
 
 /// Value of [`MAP_LL_OWNER`].

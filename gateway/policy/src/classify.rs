@@ -146,21 +146,21 @@ impl IpDesc {
 
 /// Runtime state outside the policy slots: epochs and quarantine by device id
 /// ([`MAP_DEV_STATE`]), the gateway's own addresses ([`MAP_LOCAL`]), the owners of
-/// link-local addresses ([`MAP_LL_OWNER`], live ones only) and the bridge-port pins
+/// addresses owned by first use ([`MAP_LL_OWNER`], live ones only) and the bridge-port pins
 /// ([`MAP_PORT_PIN`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceStates {
     pub states: HashMap<u64, DevState>,
     pub local: std::collections::BTreeSet<IpAddr>,
-    pub ll_owners: HashMap<Ipv6Addr, [u8; 6]>,
+    pub owners: HashMap<IpAddr, [u8; 6]>,
     pub pins: HashMap<[u8; 6], u32>,
 }
 
 /// Something the XDP program records while judging a frame (see [`Decision::claims`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// `mac` owns (or keeps owning) the link-local `addr` ([`MAP_LL_OWNER`]).
-    LinkLocal { addr: Ipv6Addr, mac: [u8; 6] },
+    /// `mac` owns (or keeps owning) `addr` by first use ([`MAP_LL_OWNER`]).
+    Address { addr: IpAddr, mac: [u8; 6] },
     /// `mac` is pinned to the bridge port `ifindex` ([`MAP_PORT_PIN`]).
     Port { mac: [u8; 6], ifindex: u32 },
 }
@@ -170,8 +170,8 @@ impl DeviceStates {
     pub fn keep(&mut self, claims: &[Claim]) {
         for c in claims {
             match *c {
-                Claim::LinkLocal { addr, mac } => {
-                    self.ll_owners.insert(addr, mac);
+                Claim::Address { addr, mac } => {
+                    self.owners.insert(addr, mac);
                 }
                 Claim::Port { mac, ifindex } => {
                     self.pins.entry(mac).or_insert(ifindex);
@@ -511,10 +511,14 @@ fn identify_source(
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             let ip_ok = |claims: &mut Vec<Claim>| match src {
-                IpAddr::V6(a) if is_link_local6(&a) => claim_ll(states, a, pkt.src_mac, claims),
+                IpAddr::V6(a) if is_link_local6(&a) => claim(states, src, pkt.src_mac, claims),
                 _ if unspecified => true,
-                IpAddr::V4(_) => dev.flags & DEV_F_NO_IP4 != 0 && !states.local.contains(&src),
-                IpAddr::V6(_) => dev.flags & DEV_F_NO_IP6 != 0 && !states.local.contains(&src),
+                IpAddr::V4(_) => {
+                    dev.flags & DEV_F_NO_IP4 != 0 && claim(states, src, pkt.src_mac, claims)
+                }
+                IpAddr::V6(_) => {
+                    dev.flags & DEV_F_NO_IP6 != 0 && claim(states, src, pkt.src_mac, claims)
+                }
             };
             if vlan_ok && if_ok && ip_ok(claims) && on_its_port(states, pkt, &dev, claims) {
                 Ok(dev)
@@ -532,15 +536,20 @@ fn identify_source(
     }
 }
 
-/// The datapath's `claim_link_local`: FCFS ownership of a link-local address (RFC 6620).
-fn claim_ll(states: &DeviceStates, addr: Ipv6Addr, mac: [u8; 6], claims: &mut Vec<Claim>) -> bool {
-    if states.local.contains(&IpAddr::V6(addr)) {
+/// The datapath's `claim_address`: FCFS ownership of an address (RFC 6620) that is
+/// unicast, not IPv4-mapped and not the gateway's.
+fn claim(states: &DeviceStates, addr: IpAddr, mac: [u8; 6], claims: &mut Vec<Claim>) -> bool {
+    let claimable = match addr {
+        IpAddr::V4(a) => a.octets()[0] < 224,
+        IpAddr::V6(a) => !a.is_multicast() && a.to_ipv4_mapped().is_none(),
+    };
+    if !claimable || states.local.contains(&addr) {
         return false;
     }
-    match states.ll_owners.get(&addr) {
+    match states.owners.get(&addr) {
         Some(owner) if *owner != mac => false,
         _ => {
-            claims.push(Claim::LinkLocal { addr, mac });
+            claims.push(Claim::Address { addr, mac });
             true
         }
     }
@@ -704,7 +713,10 @@ fn judge_ndp(
         let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
         let own = match ix.device_by_ip(IpAddr::V6(target)) {
             Some(owner) => owner.id == dev.id,
-            None => is_link_local6(&target) && claim_ll(states, target, pkt.src_mac, claims),
+            None => {
+                (is_link_local6(&target) || dev.flags & DEV_F_NO_IP6 != 0)
+                    && claim(states, IpAddr::V6(target), pkt.src_mac, claims)
+            }
         };
         if !own {
             return Decision::dev(Reason::DenySpoof, dev.id);

@@ -110,8 +110,11 @@ impl<'p> Eval<'p> {
                     IpAddr::V4(_) => d.ipv4.is_empty(),
                     IpAddr::V6(_) => d.ipv6.is_empty(),
                 };
+                // Its own by first use (nobody else owns one here: ownership is the
+                // datapath's runtime record) if unicast and not IPv4-mapped.
                 let local = !unspecified && self.cx.local.contains(&src);
-                if (unspecified || no_addr_of_family) && !local && self.bound_here(d, pkt) {
+                let own = unspecified || (no_addr_of_family && claimable(src));
+                if own && !local && self.bound_here(d, pkt) {
                     Ok(d)
                 } else {
                     Err(NaiveDecision::new(Reason::DenySpoof, Some(d)))
@@ -195,13 +198,18 @@ impl<'p> Eval<'p> {
                     return NaiveDecision::new(Reason::DenyNdScope, Some(d));
                 }
                 if ip.icmp_type == 136 {
-                    // Its own address, or a link-local one nobody else owns (nobody owns one
-                    // here: ownership is the datapath's runtime record).
+                    // Its own address, or a link-local one (or any, when the inventory binds it
+                    // no IPv6 address) nobody else owns (nobody owns one here: ownership is
+                    // the datapath's runtime record).
                     let t = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
                     let link_local = (t.segments()[0] & 0xffc0) == 0xfe80;
                     let own = match self.by_ip(IpAddr::V6(t)) {
                         Some(o) => o.id == d.id,
-                        None => link_local && !self.cx.local.contains(&IpAddr::V6(t)),
+                        None => {
+                            (link_local || d.ipv6.is_empty())
+                                && claimable(IpAddr::V6(t))
+                                && !self.cx.local.contains(&IpAddr::V6(t))
+                        }
                     };
                     if !own {
                         return NaiveDecision::new(Reason::DenySpoof, Some(d));
@@ -463,5 +471,13 @@ impl Rule {
             Initiator::Device => Dir::DeviceInit,
             Initiator::Peer => Dir::PeerInit,
         }
+    }
+}
+
+/// Whether a device may own `a` by first use: unicast, not IPv4-mapped.
+fn claimable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => v4.octets()[0] < 224,
+        IpAddr::V6(v6) => !v6.is_multicast() && v6.to_ipv4_mapped().is_none(),
     }
 }

@@ -205,22 +205,23 @@ impl Nft {
         self.run_text(&text)
     }
 
-    /// What the packet path recorded in the frame stage `table`: link-local owners and
-    /// bridge-port pins. Empty when the table does not exist.
+    /// What the packet path recorded in the frame stage `table`: owners of addresses by
+    /// first use and bridge-port pins. Empty when the table does not exist.
     pub fn dynamic(&self, table: &str) -> Result<super::frame::Dynamic, ApplyError> {
-        use super::frame::names::{LL_OWNER, PIN_PORT};
+        use super::frame::names::{LL_OWNER, OWN4, PIN_PORT};
         let mut d = super::frame::Dynamic::default();
-        for (set, v) in [(LL_OWNER, true), (PIN_PORT, false)] {
+        for set in [LL_OWNER, OWN4, PIN_PORT] {
             let Some(listed) = self.json(&["list", "set", "netdev", table, set])? else {
                 continue;
             };
             for (a, b) in concat_pairs(&listed) {
-                if v {
-                    if let (Some(addr), Some(mac)) = (parse_raw6(&a), parse_mac(&b)) {
-                        d.link_local.push((addr, mac));
+                match (set, parse_mac(&b)) {
+                    (LL_OWNER, Some(mac)) => {
+                        d.owners6.extend(parse_raw6(&a).map(|addr| (addr, mac)));
                     }
-                } else if let Some(mac) = parse_mac(&a) {
-                    d.pins.push((mac, b));
+                    (OWN4, Some(mac)) => d.owners4.extend(a.parse().ok().map(|addr| (addr, mac))),
+                    (PIN_PORT, _) => d.pins.extend(parse_mac(&a).map(|mac| (mac, b))),
+                    _ => {}
                 }
             }
         }

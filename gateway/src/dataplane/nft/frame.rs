@@ -38,12 +38,16 @@ pub struct Port {
     pub cfg: IfaceConfig,
 }
 
-/// Elements the packet path added to the dynamic sets of the enforcing table (link-local
-/// owners, bridge-port pins), carried into the next generation so a reload forgets no owner
-/// and no pin.
+/// Elements the packet path added to the dynamic sets of the enforcing table (owners of
+/// addresses by first use, bridge-port pins), carried into the next generation so a reload
+/// forgets no owner and no pin.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dynamic {
-    pub link_local: Vec<(Ipv6Addr, [u8; 6])>,
+    /// IPv6 addresses owned by first use: link-local ones, and those of devices the
+    /// inventory binds no IPv6 address.
+    pub owners6: Vec<(Ipv6Addr, [u8; 6])>,
+    /// IPv4 addresses devices the inventory binds none use.
+    pub owners4: Vec<(Ipv4Addr, [u8; 6])>,
     pub pins: Vec<([u8; 6], String)>,
 }
 
@@ -75,10 +79,15 @@ pub mod names {
     pub const T_LOCAL: &str = "t_local";
     pub const LL_OWNER: &str = "ll_owner";
     pub const LL_CLAIMED: &str = "ll_claimed";
+    pub const OWN4: &str = "own4";
+    pub const CLAIMED4: &str = "claimed4";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
 use names::*;
+
+/// The first 12 bytes of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), as a raw payload.
+const MAPPED6: &str = "0x00000000000000000000ffff";
 
 /// How long a link-local owner keeps an unused address (`TIMEOUT_LL_OWNER_NS`), in seconds.
 const LL_TIMEOUT_S: u64 = TIMEOUT_LL_OWNER_NS / NS_PER_S;
@@ -557,30 +566,38 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set("portcfg", "type ether_addr . ifname", "", &portcfg);
     t.set("portcfg_mac", "type ether_addr", "", &portcfg_mac);
-    // Written by the packet path: link-local owners (FCFS, refreshed by use) and pins.
+    // Written by the packet path: owners of addresses by first use (FCFS, refreshed by use)
+    // and pins.
     let dynamic_ll =
         format!("flags dynamic,timeout\n    timeout {LL_TIMEOUT_S}s\n    size {MAX_LL_OWNERS}");
-    let owners: Vec<String> = opt
-        .carried
-        .link_local
-        .iter()
-        .map(|(a, m)| format!("{} . {}", raw6(a), mac(m)))
-        .collect();
-    let claimed: Vec<String> = opt
-        .carried
-        .link_local
-        .iter()
-        .map(|(a, _)| raw6(a))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let owners = |v: Vec<(String, &[u8; 6])>| -> (Vec<String>, Vec<String>) {
+        let pairs = v.iter().map(|(a, m)| format!("{a} . {}", mac(m))).collect();
+        let claimed = v.into_iter().map(|(a, _)| a).collect::<BTreeSet<_>>();
+        (pairs, claimed.into_iter().collect())
+    };
+    let (own6, claimed6) = owners(
+        opt.carried
+            .owners6
+            .iter()
+            .map(|(a, m)| (raw6(a), m))
+            .collect(),
+    );
     t.set(
         LL_OWNER,
         "typeof @nh,64,128 . ether saddr",
         &dynamic_ll,
-        &owners,
+        &own6,
     );
-    t.set(LL_CLAIMED, "typeof @nh,64,128", &dynamic_ll, &claimed);
+    t.set(LL_CLAIMED, "typeof @nh,64,128", &dynamic_ll, &claimed6);
+    let (own4, claimed4) = owners(
+        opt.carried
+            .owners4
+            .iter()
+            .map(|(a, m)| (a.to_string(), m))
+            .collect(),
+    );
+    t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
+    t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
     let dynamic_pin = format!("flags dynamic\n    size {MAX_PORT_PINS}");
     let mut pin_port = Vec::new();
     let mut pinned = Vec::new();
@@ -743,8 +760,14 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.decide(d, "arp saddr ip @dev4", Reason::DenySpoof);
         t.line("arp saddr ip 0.0.0.0 ether saddr . iifname . meta mark @macbind goto arp_ok");
         t.line("arp saddr ip 0.0.0.0 ether saddr . iifname @macbind_any goto arp_ok");
-        t.line("arp saddr ip != @local4 ether saddr . iifname . meta mark @macnoip4 goto arp_ok");
-        t.line("arp saddr ip != @local4 ether saddr . iifname @macnoip4_any goto arp_ok");
+        // Any other address, for a device the inventory binds no IPv4 address, if it owns it.
+        for k in [
+            "ether saddr . iifname . meta mark @macnoip4",
+            "ether saddr . iifname @macnoip4_any",
+        ] {
+            t.line(&format!("{k} jump arp_own"));
+            t.line(&format!("{k} goto arp_ok"));
+        }
         t.decide(d, "ether saddr @devmac", Reason::DenySpoof);
         t.decide(d, "", unknown);
     });
@@ -804,17 +827,20 @@ fn chains(t: &mut Text, site_flags: u32) {
             if f == "6" {
                 // A link-local source is the sender's only if no other MAC owns it.
                 for k in [keyed, any] {
-                    t.line(&format!("ip6 saddr fe80::/10 {k} jump ll_source"));
+                    t.line(&format!("ip6 saddr fe80::/10 {k} jump own6"));
                 }
             }
             t.line(&format!("{zero} {keyed} goto ip{f}_ok"));
             t.line(&format!("{zero} {any} goto ip{f}_ok"));
-            t.line(&format!(
-                "{ip} saddr != @local{f} ether saddr . iifname . meta mark @macnoip{f} goto ip{f}_ok"
-            ));
-            t.line(&format!(
-                "{ip} saddr != @local{f} ether saddr . iifname @macnoip{f}_any goto ip{f}_ok"
-            ));
+            // Any other address, for a device the inventory binds none of the family, if it
+            // owns it (first use).
+            for k in [
+                format!("ether saddr . iifname . meta mark @macnoip{f}"),
+                format!("ether saddr . iifname @macnoip{f}_any"),
+            ] {
+                t.line(&format!("{k} jump own{f}"));
+                t.line(&format!("{k} goto ip{f}_ok"));
+            }
             t.decide(d, "", Reason::DenySpoof);
         });
     }
@@ -907,26 +933,48 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("@th,64,128 . iifname . meta mark @t_bindnm6 return");
         t.line("@th,64,128 . iifname @t_bindnm6_any return");
         t.decide(d, "@th,64,128 @t_dev6", Reason::DenySpoof);
-        let ll = "@th,64,16 & 0xffc0 == 0xfe80";
-        t.line(&format!(
-            "{ll} @th,64,128 . ether saddr @{LL_OWNER} update @{LL_OWNER} {{ @th,64,128 . ether saddr }} update @{LL_CLAIMED} {{ @th,64,128 }} return"
-        ));
-        t.decide(d, &format!("{ll} @th,64,128 @{LL_CLAIMED}"), Reason::DenySpoof);
-        t.line(&format!(
-            "{ll} add @{LL_OWNER} {{ @th,64,128 . ether saddr }} add @{LL_CLAIMED} {{ @th,64,128 }} return"
-        ));
+        // A link-local target, or any, for a device the inventory binds no IPv6 address,
+        // if it owns it (first use).
+        t.line("@th,64,16 & 0xffc0 == 0xfe80 goto na_own");
+        t.line("ether saddr . iifname . meta mark @macnoip6 goto na_own");
+        t.line("ether saddr . iifname @macnoip6_any goto na_own");
         t.decide(d, "", Reason::DenySpoof);
     });
-    // First come, first served ownership of a link-local source (RFC 6620).
-    t.chain("ll_source", |t| {
+    // First come, first served ownership of an address (RFC 6620; `claim_address`): of the
+    // NA's target, of an IPv6 or IPv4 source, of an ARP sender. Never the gateway's (checked
+    // before for the NA's target), a multicast or broadcast one, or an IPv4-mapped one.
+    let fcfs = |t: &mut Text, key: &str, owner: &str, claimed: &str, end: &str| {
+        t.line(&format!(
+            "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} return"
+        ));
+        t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
+        t.line(&format!(
+            "add @{owner} {{ {key} . ether saddr }} add @{claimed} {{ {key} }}{end}"
+        ));
+    };
+    t.chain("na_own", |t| {
+        t.decide(d, "@th,64,8 0xff", Reason::DenySpoof);
+        t.decide(d, &format!("@th,64,96 {MAPPED6}"), Reason::DenySpoof);
+        fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED, " return");
+    });
+    t.chain("own6", |t| {
         t.decide(d, "ip6 saddr @local6", Reason::DenySpoof);
-        t.line(&format!(
-            "@nh,64,128 . ether saddr @{LL_OWNER} update @{LL_OWNER} {{ @nh,64,128 . ether saddr }} update @{LL_CLAIMED} {{ @nh,64,128 }} return"
-        ));
-        t.decide(d, &format!("@nh,64,128 @{LL_CLAIMED}"), Reason::DenySpoof);
-        t.line(&format!(
-            "add @{LL_OWNER} {{ @nh,64,128 . ether saddr }} add @{LL_CLAIMED} {{ @nh,64,128 }}"
-        ));
+        t.decide(
+            d,
+            "ip6 saddr { ff00::/8, ::ffff:0.0.0.0/96 }",
+            Reason::DenySpoof,
+        );
+        fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED, "");
+    });
+    t.chain("own4", |t| {
+        t.decide(d, "ip saddr @local4", Reason::DenySpoof);
+        t.decide(d, "ip saddr 224.0.0.0/3", Reason::DenySpoof);
+        fcfs(t, "ip saddr", OWN4, CLAIMED4, "");
+    });
+    t.chain("arp_own", |t| {
+        t.decide(d, "arp saddr ip @local4", Reason::DenySpoof);
+        t.decide(d, "arp saddr ip 224.0.0.0/3", Reason::DenySpoof);
+        fcfs(t, "arp saddr ip", OWN4, CLAIMED4, "");
     });
     // Behind a bridge, the configured port or the one the MAC was first seen on.
     t.chain("port_pin", |t| {

@@ -712,16 +712,15 @@ impl Datapath {
         }
     }
 
-    /// The owners of IPv6 link-local addresses the datapath has recorded (address, MAC,
-    /// last use in the datapath clock, `FlowValue::last_seen_ns`).
-    pub fn link_local_owners(
-        &mut self,
-    ) -> Result<Vec<(std::net::Ipv6Addr, LlOwner)>, DatapathError> {
+    /// The owners of addresses by first use the datapath has recorded (address, MAC, last
+    /// use in the datapath clock, `FlowValue::last_seen_ns`): IPv4 ones from their
+    /// IPv4-mapped keys ([`owner_key`]).
+    pub fn address_owners(&mut self) -> Result<Vec<(std::net::IpAddr, LlOwner)>, DatapathError> {
         let map: HashMap<_, LlKey, LlOwner> = typed(&mut self.ebpf, MAP_LL_OWNER)?;
         Ok(map
             .iter()
             .filter_map(Result::ok)
-            .map(|(k, v)| (std::net::Ipv6Addr::from(k.addr), v))
+            .map(|(k, v)| (std::net::Ipv6Addr::from(k.addr).to_canonical(), v))
             .collect())
     }
 
