@@ -554,7 +554,7 @@ fn parse_l4(
         PROTO_TCP => 20,
         PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6 => 8,
         // The ports that key the flow (see `PROTO_SCTP`).
-        PROTO_SCTP | PROTO_UDPLITE => 4,
+        PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => 4,
         _ => 0,
     };
     if at + need > end {
@@ -579,9 +579,9 @@ fn parse_l4(
             pkt.tcp_seq = hdr.be32::<4>();
             pkt.tcp_ack = hdr.be32::<8>();
         }
-        // Bypass class, SCTP and UDP-Lite: keyed without their ports, the peer's own
+        // Bypass class, SCTP, UDP-Lite and DCCP: keyed without their ports, the peer's own
         // sessions to the device would pass as the session the device opened.
-        PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => {
+        PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => {
             let hdr = Hdr::<4>::at(ctx, at).map_err(|_| short)?;
             pkt.sport = hdr.be16::<0>();
             pkt.dport = hdr.be16::<2>();
@@ -652,7 +652,7 @@ fn parse_quoted(ctx: &XdpContext, at: usize, pkt: &mut Pkt) -> Result<(), Reason
     };
     let l4 = Hdr::<8>::at(ctx, l4_at)?;
     match pkt.inner_proto {
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => {
             pkt.inner_sport = l4.be16::<0>();
             pkt.inner_dport = l4.be16::<2>();
         }

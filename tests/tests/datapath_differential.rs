@@ -155,7 +155,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     (
         (any::<bool>(), 0usize..64, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0usize..256, any::<bool>(), prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 2 => Just(4u8)]),
         (
-            prop_oneof![5 => Just(PROTO_TCP), 3 => Just(PROTO_UDP), 1 => Just(PROTO_ICMP), 1 => Just(PROTO_ICMPV6), 1 => Just(47u8), 1 => Just(PROTO_SCTP), 1 => Just(PROTO_UDPLITE)],
+            prop_oneof![5 => Just(PROTO_TCP), 3 => Just(PROTO_UDP), 1 => Just(PROTO_ICMP), 1 => Just(PROTO_ICMPV6), 1 => Just(47u8), 1 => Just(PROTO_SCTP), 1 => Just(PROTO_UDPLITE), 1 => Just(PROTO_DCCP)],
             0usize..64,
             1024u16..65535,
             prop_oneof![4 => Just(TCP_SYN), 1 => Just(TCP_SYN | TCP_ACK), 1 => Just(TCP_ACK), 1 => Just(TCP_FIN | TCP_ACK), 1 => Just(TCP_RST)],
@@ -267,8 +267,8 @@ fn frames(p: &Pools, s: &Spec) -> Vec<(u8, Vec<u8>)> {
                 };
                 tcp_seq_ack(sport, dport, flags, (TCP_SEQ, ack), b"data")
             }
-            // SCTP's and UDP-Lite's ports lead their headers as UDP's do.
-            PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => udp(sport, dport, b"data"),
+            // SCTP's, UDP-Lite's and DCCP's ports lead their headers as UDP's do.
+            PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => udp(sport, dport, b"data"),
             PROTO_ICMP | PROTO_ICMPV6 => {
                 if icmp_type == 135 || icmp_type == 136 {
                     icmpv6_nd(

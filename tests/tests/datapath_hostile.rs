@@ -862,12 +862,13 @@ fn icmp_other_than_echo_does_not_ride_an_echo_flow() {
     assert_eq!(stat(&mut dp, Reason::DenyNoFlow, SIDE_UPSTREAM), 2);
 }
 
-/// SCTP's and UDP-Lite's ports key their flows, so a header too short to hold them is no
-/// packet to judge; a first fragment too short to hold them could be rewritten by the next.
+/// SCTP's, UDP-Lite's and DCCP's ports key their flows, so a header too short to hold them
+/// is no packet to judge; a first fragment too short to hold them could be rewritten by the
+/// next.
 #[test]
-fn sctp_and_udp_lite_too_short_for_their_ports_are_dropped() {
+fn sctp_udp_lite_and_dccp_too_short_for_their_ports_are_dropped() {
     let mut dp = dp();
-    for proto in [PROTO_SCTP, PROTO_UDPLITE] {
+    for proto in [PROTO_SCTP, PROTO_UDPLITE, PROTO_DCCP] {
         let short = v4(DEV_IP, SERVER, proto, &[0x13, 0x88], &Ipv4Opts::default());
         expect(&mut dp, &short, XDP_DROP, Reason::DenyMalformed);
         let first = Ipv4Opts {

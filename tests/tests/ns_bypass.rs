@@ -46,6 +46,7 @@ on_both_dataplanes!(
     an_audited_device_opens_nothing_its_peer_refuses,
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
     a_device_cannot_take_the_address_its_neighbour_uses,
+    a_peer_cannot_open_its_own_dccp_session_on_the_devices,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1126,66 +1127,133 @@ fn sctp_init(sport: u16, dport: u16, marker: &[u8]) -> Vec<u8> {
 /// ports, and passed them as the monitor's association.
 fn a_peer_cannot_open_its_own_sctp_association_on_the_devices(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
-    lab.reload_to(
-        lab.generation()?,
-        "\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = 132\n",
-    )?;
-    let server = Observer::on(&lab.srv, &lab.srv_if)?;
-    let monitor = Observer::on(&lab.att, &lab.att_if)?;
-    let from_monitor = ethernet(
-        lab.gw_mac,
-        lab.att_mac,
-        &[],
-        ETH_IPV4,
-        &ipv4(
-            ATT_IP,
-            SERVER,
-            132,
-            &sctp_init(5000, 2905, b"LZ-SCTP-MINE"),
-            &Ipv4Opts::default(),
-        ),
-    );
-    arrives(
-        &lab,
-        &server,
-        "the monitor's own association",
-        from_monitor,
-        b"LZ-SCTP-MINE",
-    )?;
-    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
-    let srv_mac = mac_of(&lab.srv, &lab.srv_if)?;
-    let before = lab.packets(Reason::DenyNoRule, SIDE_UPSTREAM)?;
-    for (sport, dport) in [(2905, 5001), (6000, 7000)] {
-        let marker = format!("LZ-SCTP-THEIRS-{dport}");
-        REFUSED.with(|c| c.set(c.get() + 1));
-        let f = ethernet(
-            gw_up,
-            srv_mac,
-            &[],
-            ETH_IPV4,
-            &ipv4(
-                SERVER,
-                ATT_IP,
-                132,
-                &sctp_init(sport, dport, marker.as_bytes()),
-                &Ipv4Opts::default(),
-            ),
-        );
-        send_raw(&lab.srv, &lab.srv_if, vec![f])?;
-        ensure!(
-            !monitor.saw(marker.as_bytes(), ARRIVE),
-            "the server's own association {sport} → {dport} reached the monitor\n{}",
-            lab.debug()
-        );
-    }
-    // Both refused as new associations (not dropped for some other reason).
-    counted(&lab, Reason::DenyNoRule, SIDE_UPSTREAM, before + 1)?;
+    peer_sessions(&lab, 132, sctp_init, Reason::DenyNoRule)?;
     done(
         "a_peer_cannot_open_its_own_sctp_association_on_the_devices",
         dp,
         "the monitor's association reached the server; the server's own, on other ports, did \
          not reach the monitor",
     )
+}
+
+/// A DCCP packet (generic header, 24-bit sequence number, type Data) from `sport` to `dport`
+/// carrying `marker`.
+fn dccp_data(sport: u16, dport: u16, marker: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    // Data offset 3 words, CCVal/CsCov, checksum, type 2 (Data) with X = 0, sequence 1.
+    p.extend_from_slice(&[3, 0, 0, 0, 2 << 1, 0, 0, 0, 1]);
+    p.extend_from_slice(marker);
+    p
+}
+
+/// The same for DCCP (protocol 33), which this kernel's conntrack tracks by its addresses
+/// alone: on both dataplanes the server's packets on other ports passed as the monitor's
+/// session wherever a rule allowed DCCP (XDP keyed DCCP without ports, following
+/// conntrack). The XDP program keys DCCP by its ports now, and the nftables dataplane keeps
+/// each session's ports (`dccp4`/`6`): the server's sessions are refused as new flows of the
+/// monitor's (`deny_no_rule`) on XDP, as packets of no flow on nftables (conntrack takes
+/// them for replies); the server's answer on the session's ports arrives.
+fn a_peer_cannot_open_its_own_dccp_session_on_the_devices(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let refusal = match dp {
+        Dataplane::Xdp => Reason::DenyNoRule,
+        Dataplane::Nftables => Reason::DenyNoFlow,
+    };
+    let monitor = peer_sessions(&lab, 33, dccp_data, refusal)?;
+    let answer = server_frame(
+        &lab,
+        SERVER,
+        ATT_IP,
+        33,
+        &dccp_data(2905, 5000, b"LZ-DCCP-ANSWER"),
+    )?;
+    send_raw(&lab.srv, &lab.srv_if, vec![answer])?;
+    ensure!(
+        monitor.saw(b"LZ-DCCP-ANSWER", ARRIVE),
+        "the server's answer on the monitor's session did not arrive\n{}",
+        lab.debug()
+    );
+    done(
+        "a_peer_cannot_open_its_own_dccp_session_on_the_devices",
+        dp,
+        "the monitor's session reached the server and the server's answer on it the monitor; \
+         the server's own sessions, on other ports, did not reach the monitor",
+    )
+}
+
+/// An IPv4 frame from the server to `dst` through the gateway.
+fn server_frame(
+    lab: &BypassLab,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    l4: &[u8],
+) -> Result<Vec<u8>> {
+    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
+    let srv_mac = mac_of(&lab.srv, &lab.srv_if)?;
+    Ok(ethernet(
+        gw_up,
+        srv_mac,
+        &[],
+        ETH_IPV4,
+        &ipv4(src, dst, proto, l4, &Ipv4Opts::default()),
+    ))
+}
+
+/// With a rule letting the monitor open sessions of protocol `proto` (ports unnamed) to the
+/// server, the monitor opens one (5000 → 2905, it arrives); the server then opens its own to
+/// the monitor, from the session's port and from another, to other ports: neither arrives,
+/// and both are counted as `refusal` upstream. Returns an observer on the monitor's port.
+fn peer_sessions(
+    lab: &BypassLab,
+    proto: u8,
+    packet: fn(u16, u16, &[u8]) -> Vec<u8>,
+    refusal: Reason,
+) -> Result<Observer> {
+    let rule =
+        format!("\n[[workflows.hl7-results.rules]]\npeer = \"10.10.0.20/32\"\nproto = {proto}\n");
+    lab.reload_to(lab.generation()?, &rule)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let mine = format!("LZ-{proto}-MINE");
+    let l3 = ipv4(
+        ATT_IP,
+        SERVER,
+        proto,
+        &packet(5000, 2905, mine.as_bytes()),
+        &Ipv4Opts::default(),
+    );
+    let from_monitor = ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV4, &l3);
+    arrives(
+        lab,
+        &server,
+        "the monitor's own session",
+        from_monitor,
+        mine.as_bytes(),
+    )?;
+    let before = lab.packets(refusal, SIDE_UPSTREAM)?;
+    for (sport, dport) in [(2905, 5001), (6000, 7000)] {
+        let marker = format!("LZ-{proto}-THEIRS-{dport}");
+        REFUSED.with(|c| c.set(c.get() + 1));
+        let f = server_frame(
+            lab,
+            SERVER,
+            ATT_IP,
+            proto,
+            &packet(sport, dport, marker.as_bytes()),
+        )?;
+        send_raw(&lab.srv, &lab.srv_if, vec![f])?;
+        ensure!(
+            !monitor.saw(marker.as_bytes(), ARRIVE),
+            "the server's own session {sport} → {dport} reached the monitor\n{}",
+            lab.debug()
+        );
+    }
+    // Both refused as the dataplane refuses them (not dropped for some other reason).
+    counted(lab, refusal, SIDE_UPSTREAM, before + 1)?;
+    Ok(monitor)
 }
 
 fn vlan_tag_stacks_other_than_the_ports_do_not_pass(dp: Dataplane) -> Result<()> {

@@ -340,12 +340,14 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
-/// SCTP and UDP-Lite: rules name no ports for them (`has_ports` is TCP's and UDP's), but
-/// their first four bytes are a source and a destination port that key their flows, as
-/// conntrack keys them, so a peer cannot open its own sessions on one the device opened.
-/// (DCCP is not among them: this kernel's conntrack tracks it by addresses alone.)
+/// SCTP, UDP-Lite and DCCP: rules name no ports for them (`has_ports` is TCP's and UDP's),
+/// but their first four bytes are a source and a destination port that key their flows, so
+/// a peer cannot open its own sessions on one the device opened. Conntrack keys SCTP and
+/// UDP-Lite by their ports too; this kernel's conntrack tracks DCCP by its addresses alone,
+/// so the nftables dataplane keeps DCCP's ports itself (`dccp4`/`dccp6`).
 pub const PROTO_SCTP: u8 = 132;
 pub const PROTO_UDPLITE: u8 = 136;
+pub const PROTO_DCCP: u8 = 33;
 
 /// `FlowKey::family`.
 pub const FAMILY_V4: u8 = 4;

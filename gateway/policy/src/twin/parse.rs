@@ -282,7 +282,7 @@ fn parse_l4(
     let need = match ip.proto {
         PROTO_TCP => 20,
         PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6 => 8,
-        PROTO_SCTP | PROTO_UDPLITE => 4,
+        PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => 4,
         _ => 0,
     };
     if at + need > end {
@@ -304,7 +304,7 @@ fn parse_l4(
             p.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
             p.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         }
-        PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => {
+        PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => {
             let hdr: [u8; 4] = b.get(at).map_err(|_| short)?;
             ip.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             ip.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
@@ -364,7 +364,7 @@ fn parse_quoted(b: &Bytes, at: usize, proto: u8) -> Result<Quoted, Reason> {
     };
     let l4: [u8; 8] = b.get(l4_at)?;
     let (sport, dport) = match inner {
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => (
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE | PROTO_DCCP => (
             u16::from_be_bytes([l4[0], l4[1]]),
             u16::from_be_bytes([l4[2], l4[3]]),
         ),

@@ -193,6 +193,7 @@ pub fn event(l: &Logged) -> Option<Event> {
         lazaret_abi::PROTO_UDP,
         lazaret_abi::PROTO_SCTP,
         lazaret_abi::PROTO_UDPLITE,
+        lazaret_abi::PROTO_DCCP,
     ];
     if keyed.contains(&ev.proto) && p.len() >= l4 + 4 {
         ev.src_port = u16::from_be_bytes([p[l4], p[l4 + 1]]);
@@ -360,11 +361,15 @@ mod tests {
         );
     }
 
-    /// SCTP's and UDP-Lite's ports key their flows on XDP, whose events carry them; the
+    /// SCTP's, UDP-Lite's and DCCP's ports key their flows on XDP, whose events carry them; the
     /// deviation detector tells one refused flow from another by them.
     #[test]
-    fn sctp_and_udp_lite_events_carry_their_ports() {
-        for proto in [lazaret_abi::PROTO_SCTP, lazaret_abi::PROTO_UDPLITE] {
+    fn sctp_udp_lite_and_dccp_events_carry_their_ports() {
+        for proto in [
+            lazaret_abi::PROTO_SCTP,
+            lazaret_abi::PROTO_UDPLITE,
+            lazaret_abi::PROTO_DCCP,
+        ] {
             let mut ip = vec![
                 0x45, 0, 0, 32, 0, 0, 0, 0, 64, proto, 0, 0, 10, 20, 0, 11, 10, 10, 0, 20,
             ];

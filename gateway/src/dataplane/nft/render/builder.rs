@@ -112,6 +112,25 @@ impl<'o> Builder<'o> {
         }
     }
 
+    /// A set the packet path fills (`update`), each element expiring `timeout_s` after its
+    /// last update.
+    pub(super) fn dynamic_set(&mut self, name: &str, t: Vec<SetType>, timeout_s: u32, size: u32) {
+        self.objects.push(NfListObject::Set(Box::new(Set {
+            family: self.opt.family.nf(),
+            table: self.opt.table.clone().into(),
+            name: name.to_string().into(),
+            handle: None,
+            set_type: Self::ty(t),
+            policy: None,
+            flags: Some(HashSet::from([SetFlag::Timeout])),
+            elem: None,
+            timeout: Some(timeout_s),
+            gc_interval: None,
+            size: Some(size),
+            comment: None,
+        })));
+    }
+
     pub(super) fn flags(interval: bool) -> Option<HashSet<SetFlag>> {
         interval.then(|| HashSet::from([SetFlag::Interval]))
     }

@@ -231,6 +231,8 @@ impl Builder<'_> {
             let admitted = vec![
                 f.is(),
                 ct_confirmed(true),
+                // DCCP's sessions are not conntrack's (below).
+                ne(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
                 eq(ct("mark"), n(gen)),
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
@@ -291,6 +293,21 @@ impl Builder<'_> {
             ne(payload("icmpv6", "type"), n(128)),
         ];
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
+        // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone, so
+        // a peer's own session to a device, on other ports, would be a reply of the
+        // device's session. The ports of each session an allowed packet opened are kept in
+        // `dccp4`/`6` (the XDP program keys its flows by them): a reply on others is a
+        // packet of no flow. A DCCP packet is judged by the policy every time (it takes no
+        // admitted-flow shortcut above), and its session's ports refreshed.
+        for f in [V4, V6] {
+            let r = vec![
+                f.is(),
+                eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+                eq(ct("direction"), s("reply")),
+                not_in_set(f.dccp_session(true), &f.n(DCCP)),
+            ];
+            self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
+        }
         self.rule(c, vec![V4.is(), jump("judge4")]);
         self.rule(c, vec![V6.is(), jump("judge6")]);
         // A new flow of a learn-mode device passes with a rule: reported as a learn record
@@ -307,6 +324,24 @@ impl Builder<'_> {
                 self.log(c, r, &prefix, payer);
             }
         }
+        for f in [V4, V6] {
+            for (dir, reply) in [("original", false), ("reply", true)] {
+                let r = vec![
+                    f.is(),
+                    eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+                    eq(ct("direction"), s(dir)),
+                    update_set(f.dccp_session(reply), &f.n(DCCP)),
+                ];
+                self.rule(c, r);
+            }
+        }
+        // A packet of a DCCP session conntrack had confirmed: its flow's, as on XDP.
+        let r = vec![
+            ct_confirmed(true),
+            eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+            set_ct_mark(n(gen)),
+        ];
+        self.decide(c, r, Reason::AllowFlow, false, Side::Either);
         let r = vec![set_ct_mark(n(gen))];
         self.decide(c, r, Reason::AllowRule, false, Side::Either);
     }

@@ -240,6 +240,9 @@ pub mod names {
     /// Per family (`quarmac4`, `quarmac6`): the MACs of quarantined devices known by their
     /// MAC alone in that family, whose addresses no quarantine address set holds.
     pub const QUAR_MAC: &str = "quarmac";
+    /// Per family (`dccp4`, `dccp6`): the ports of each DCCP session an allowed packet
+    /// opened, which this kernel's conntrack does not keep (see `Builder::flow`).
+    pub const DCCP: &str = "dccp";
     pub const PORTS: &str = "ports";
     pub const PORTS0: &str = "ports0";
     pub const CHAIN_HOOK: &str = "prerouting";
@@ -301,6 +304,17 @@ impl Fam {
     }
     fn ct_daddr(&self) -> Expr {
         ct_orig(self.ct_daddr)
+    }
+    /// A DCCP session's key in `dccp4`/`6`: its initiator's address and port, then its
+    /// responder's; read from a packet in the session's `reply` direction or not.
+    fn dccp_session(&self, reply: bool) -> Expr {
+        let (sport, dport) = (payload("th", "sport"), payload("th", "dport"));
+        let parts = if reply {
+            vec![self.daddr(), dport, self.saddr(), sport]
+        } else {
+            vec![self.saddr(), sport, self.daddr(), dport]
+        };
+        concat(parts)
     }
     /// 0.0.0.0, or :: and fe80::/10 (`unspecified_or_link_local`).
     fn unspecified(&self) -> Expr {
@@ -537,6 +551,13 @@ pub fn render(
             vec![f.addr],
             false,
             std::mem::take(&mut learn_addr[fi]),
+        );
+        let dccp_timeout = flow_timeout_ns(PROTO_DCCP, FLOW_ESTABLISHED) / NS_PER_S;
+        b.dynamic_set(
+            &f.n(DCCP),
+            vec![f.addr, SetType::InetService, f.addr, SetType::InetService],
+            u32::try_from(dccp_timeout).unwrap_or(u32::MAX),
+            MAX_FLOWS,
         );
         for (dir, dname) in [(DIR_DEVICE_INIT, "init"), (DIR_PEER_INIT, "resp")] {
             b.map(
