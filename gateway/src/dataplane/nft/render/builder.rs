@@ -95,20 +95,8 @@ impl<'o> Builder<'o> {
                 "ipv6_addr" => SetType::Ipv6Addr,
                 _ => SetType::EtherAddr,
             };
-            self.objects.push(NfListObject::Set(Box::new(Set {
-                family: self.opt.family.nf(),
-                table: self.opt.table.clone().into(),
-                name: meter.into(),
-                handle: None,
-                set_type: SetTypeValue::Single(key),
-                policy: None,
-                flags: Some(HashSet::from([SetFlag::Timeout])),
-                elem: None,
-                timeout: Some(self.budget.meter_timeout_s()),
-                gc_interval: None,
-                size: Some(EVENT_METER_SIZE),
-                comment: None,
-            })));
+            let timeout = self.budget.meter_timeout_s();
+            self.dynamic_set(meter, vec![key], timeout, EVENT_METER_SIZE);
         }
     }
 
