@@ -93,6 +93,9 @@ static LZ_EV_BUCKET: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries
 /// (within its rate), and an array lookup is inlined where the hash's is a kernel call.
 #[map]
 static LZ_DEV_EVBUCKET: Array<TokenBucket> = Array::with_max_entries(COUNTER_SLOTS, 0);
+/// Managed devices' budgets of new addresses to own by first use, by cell.
+#[map]
+static LZ_DEV_CLAIM: Array<TokenBucket> = Array::with_max_entries(COUNTER_SLOTS, 0);
 /// The budget all sources without a device share, after their own (see `MAP_EV_UNKNOWN`).
 #[map]
 static LZ_EV_UNKNOWN: Array<TokenBucket> = Array::with_max_entries(1, 0);
@@ -472,7 +475,7 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
             Some(owner) => owner.id == dev.id,
             None => {
                 (parse::is_link_local6(target) || dev.flags & DEV_F_NO_IP6 != 0)
-                    && claim_address(gen, FAMILY_V6, target, pkt.src_mac)
+                    && claim_address(gen, FAMILY_V6, target, pkt.src_mac, Dev::of(dev))
             }
         };
         if !own {
@@ -512,12 +515,13 @@ fn is_local(family: u8, addr: &Addr) -> bool {
     unsafe { LZ_LOCAL.get(word::local_key(family, addr)) }.is_some()
 }
 
-/// First come, first served (RFC 6620): `mac` may use `addr` (a link-local address, or any
-/// address of a family its device has none bound in) unless it is the gateway's, not
-/// unicast, or another MAC used it within TIMEOUT_LL_OWNER_NS; using it makes (or keeps)
-/// `mac` its owner. See lazaret_abi, *Addresses owned by first use*.
+/// First come, first served (RFC 6620): `mac` (of device `dev`) may use `addr` (a
+/// link-local address, or any address of a family its device has none bound in) unless it
+/// is the gateway's or not claimable, or another MAC used it within TIMEOUT_LL_OWNER_NS;
+/// using it makes (or keeps) `mac` its owner, a new address within the device's budget.
+/// See lazaret_abi, *Addresses owned by first use*.
 #[inline(always)]
-fn claim_address(gen: &Gen, family: u8, addr: &Addr, mac: Mac) -> bool {
+fn claim_address(gen: &Gen, family: u8, addr: &Addr, mac: Mac, dev: Dev) -> bool {
     if !parse::is_claimable(family, addr) || is_local(family, addr) {
         return false;
     }
@@ -526,17 +530,44 @@ fn claim_address(gen: &Gen, family: u8, addr: &Addr, mac: Mac) -> bool {
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            if Mac::of_owner(o) != mac && !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
+            // Another MAC's: taken only once it is left unused, and as a new address.
+            if Mac::of_owner(o) != mac
+                && (!expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS)
+                    || !claim_token(gen, dev))
+            {
                 return false;
             }
             *o = word::ll_owner(mac, gen.now);
             true
         }
+        // BPF_NOEXIST: of two MACs claiming an address at once on two CPUs, one wins.
         None => {
-            let _ = LZ_LL_OWNER.insert(key, word::ll_owner(mac, gen.now), 0);
-            true
+            claim_token(gen, dev)
+                && LZ_LL_OWNER
+                    .insert(key, word::ll_owner(mac, gen.now), u64::from(BPF_NOEXIST))
+                    .is_ok()
         }
     }
+}
+
+/// One token of `dev`'s budget of new addresses (CLAIM_BURST, then one every
+/// CLAIM_PERIOD_S): the bucket's clock runs CLAIM_PERIOD_S times slower than the program's,
+/// so its rate of one token a second is one a period.
+#[inline(always)]
+fn claim_token(gen: &Gen, dev: Dev) -> bool {
+    let Some(b) = LZ_DEV_CLAIM.get_ptr_mut(u32::from(dev.cell)) else {
+        return false;
+    };
+    // SAFETY: an array slot; races between CPUs only blur the rate a little.
+    let b = unsafe { &mut *b };
+    let now = gen.now / CLAIM_PERIOD_S;
+    let burst_milli = u64::from(CLAIM_BURST) * 1000;
+    if b.last_ns == 0 {
+        b.tokens_milli = burst_milli - 1000;
+        b.last_ns = now;
+        return true;
+    }
+    take_from(now, b, 1, burst_milli)
 }
 
 /// Behind a bridge, a device must arrive on its port: the configured one, else the one its
@@ -606,20 +637,21 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             // never from one of the gateway's, and a link-local one or one of that family
             // only if it owns it: the first MAC to use it (bypass class: a device taking
             // over the address its neighbour was given by DHCP, and with it what is sent
-            // to the neighbour). In this order: a frame refused for its VLAN or interface
-            // claims nothing.
+            // to the neighbour). In this order: a frame refused for its VLAN, interface or
+            // bridge port claims nothing (a frame with a neighbour's MAC from another port
+            // makes no claim in its name).
             let ip_ok = || {
                 if unspecified {
                     pkt.family != FAMILY_V6
                         || !parse::is_link_local6(&pkt.src)
-                        || claim_address(gen, FAMILY_V6, &pkt.src, pkt.src_mac)
+                        || claim_address(gen, FAMILY_V6, &pkt.src, pkt.src_mac, Dev::of(dev))
                 } else {
                     ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
                         || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
-                        && claim_address(gen, pkt.family, &pkt.src, pkt.src_mac)
+                        && claim_address(gen, pkt.family, &pkt.src, pkt.src_mac, Dev::of(dev))
                 }
             };
-            if vlan_ok && if_ok && ip_ok() && on_its_port(gen, pkt, dev) {
+            if vlan_ok && if_ok && on_its_port(gen, pkt, dev) && ip_ok() {
                 Ok((dev, false))
             } else {
                 Err(Verdict::dev(Reason::DenySpoof, Dev::of(dev)))

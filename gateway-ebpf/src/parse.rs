@@ -684,15 +684,20 @@ pub(crate) fn is_link_local6(a: &Addr) -> bool {
 }
 
 /// Whether a device may own `a` by using it first (`lazaret_abi`, *Addresses owned by first
-/// use*): a unicast address, not IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire; it would
-/// also name the IPv4 address the map keys that way).
+/// use*): a unicast address of a host, not IPv4-mapped (RFC 4291 §2.5.5.2: never on the
+/// wire; it would also name the IPv4 address the map keys that way).
 #[inline(always)]
 pub(crate) fn is_claimable(family: u8, a: &Addr) -> bool {
     if family == FAMILY_V4 {
-        // 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the broadcast address.
-        a.byte(0) < 224
+        // Not 0/8 ("this network"), 127/8 (loopback), 224/4 (multicast), 240/4 (reserved
+        // and the broadcast address).
+        let first = a.byte(0);
+        first != 0 && first != 127 && first < 224
     } else {
-        a.byte(0) != 0xff && !(a.0[0] == 0 && a.0[1] as u32 == 0xffff_0000)
+        let high_zero = a.0[0] == 0;
+        let mapped = high_zero && a.0[1] as u32 == 0xffff_0000;
+        let unspecified_or_loopback = high_zero && (a.0[1] == 0 || a.0[1] == 1 << 56);
+        a.byte(0) != 0xff && !mapped && !unspecified_or_loopback
     }
 }
 

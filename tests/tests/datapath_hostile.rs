@@ -1328,17 +1328,20 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
     }
     let mapped = given.to_ipv6_mapped();
     assert_eq!(t.judge(&syn6(BYSTANDER_MAC, mapped), LO), Reason::DenySpoof);
+    // (From the device's own link-local address: the bystander's is refused for its source.)
+    let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    for target in ["ff02::1", "::", "::1"] {
+        let target: Ipv6Addr = target.parse().expect("addr");
+        let na = na_from(DEV_MAC, dev_ll, target);
+        assert_eq!(t.judge(&na, LO), Reason::DenySpoof, "{target}");
+    }
     assert_eq!(
-        t.judge(&na_from(DEV_MAC, own_ll, mapped), LO),
+        t.judge(&na_from(DEV_MAC, dev_ll, mapped), LO),
         Reason::DenySpoof
     );
-    assert_eq!(
-        t.judge(
-            &na_from(DEV_MAC, own_ll, "ff02::1".parse().expect("addr")),
-            LO
-        ),
-        Reason::DenySpoof
-    );
+    for src in [Ipv4Addr::new(0, 1, 2, 3), Ipv4Addr::LOCALHOST] {
+        assert_eq!(t.judge(&syn(DEV_MAC, src), LO), Reason::DenySpoof, "{src}");
+    }
     // The program's record is the twin's, IPv4 addresses read back from their keys.
     let owners = t.dp.address_owners().expect("owners");
     let mut held: Vec<(IpAddr, Mac)> = owners.into_iter().map(|(a, o)| (a, o.mac)).collect();
@@ -1353,6 +1356,34 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
     kept.sort_unstable();
     assert_eq!(held, kept);
     assert!(kept.contains(&(IpAddr::V4(given), DEV_MAC)), "{kept:?}");
+}
+
+/// Owning by first use is bounded per device (CLAIM_BURST new addresses, then one a
+/// minute): one device claiming a flood of addresses would have the map evict a quiet
+/// neighbour's entry, then take its address. Refreshing an address it owns costs nothing.
+#[test]
+fn a_device_cannot_claim_a_flood_of_addresses() {
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.dev_ip4.clear();
+        c.edit_device(handmade::bystander_id(), |d| d.flags |= DEV_F_NO_IP4);
+    });
+    let arp_claim = |spa: Ipv4Addr| {
+        let a = arp(2, BYSTANDER_MAC, spa, [0xff; 6], spa);
+        ethernet([0xff; 6], BYSTANDER_MAC, &[], ETH_ARP, &a)
+    };
+    let first = Ipv4Addr::new(10, 20, 1, 0);
+    for i in 0..CLAIM_BURST {
+        let a = Ipv4Addr::from(u32::from(first) + i);
+        assert_eq!(t.judge(&arp_claim(a), LO), Reason::AllowNeighbor, "{a}");
+    }
+    let more = Ipv4Addr::new(10, 20, 2, 0);
+    assert_eq!(t.judge(&arp_claim(more), LO), Reason::DenySpoof);
+    let syn = tcp4(BYSTANDER_MAC, GW_MAC, more, SERVER, 41000, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::DenySpoof);
+    // Its own addresses stay its own.
+    assert_eq!(t.judge(&arp_claim(first), LO), Reason::AllowNeighbor);
+    let syn = tcp4(BYSTANDER_MAC, GW_MAC, first, SERVER, 41001, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
 }
 
 /// An ICMP (v4) destination unreachable, port unreachable, from `src` to `dst`, quoting a

@@ -2242,9 +2242,41 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
         let what = String::from_utf8_lossy(marker).into_owned();
         arrives(&lab, observer, &what, frame, marker)?;
     }
+    // A flood of claims (by ARP) spends pump B's budget of new addresses: one more is
+    // refused, the addresses it owns stay its own.
+    let first = u32::from(Ipv4Addr::new(10, 20, 1, 0));
+    let flood = (0..lazaret_abi::CLAIM_BURST + 8)
+        .map(|i| arp_claim(PUMP_B, Ipv4Addr::from(first + i), b""))
+        .collect();
+    lab.attack(flood)?;
+    let past = syn4(
+        &lab,
+        PUMP_B,
+        Ipv4Addr::new(10, 20, 2, 1),
+        &[],
+        HL7,
+        b"past-budget",
+    );
+    let what = "pump B's SYN from a new address past its budget";
+    refused(
+        &lab,
+        &server,
+        what,
+        past,
+        b"past-budget",
+        Some(Reason::DenySpoof),
+    )?;
+    let again = syn4(&lab, PUMP_B, own.0, &[], HL7, b"pump-b-own4-again");
+    arrives(
+        &lab,
+        &server,
+        "pump B's own SYN after its flood",
+        again,
+        b"pump-b-own4-again",
+    )?;
     done(
         "a_device_cannot_take_the_address_its_neighbour_uses",
         dp,
-        "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived",
+        "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived; past its budget of new addresses, a new one was refused and its own still arrived",
     )
 }

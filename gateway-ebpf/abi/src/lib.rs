@@ -98,7 +98,14 @@
 //! as its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, [`owner_key`]), which no device may use
 //! on the wire. The gateway's own addresses ([`MAP_LOCAL`]) are never claimable (a device
 //! advertising the router's link-local address would become every device's default
-//! router), nor are multicast, broadcast or IPv4-mapped ones (RFC 4291 §2.5.5.2).
+//! router), nor are IPv4 0/8, 127/8 and 224/3 (multicast, reserved, broadcast) or IPv6
+//! `::`, `::1`, multicast and IPv4-mapped ones (RFC 4291 §2.5.5.2).
+//!
+//! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
+//! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. Without the
+//! bound, one device claiming a flood of addresses would have the map evict a quiet
+//! neighbour's entry, then take its address. The owner key is site-wide (not per VLAN):
+//! two VLANs whose DHCP scopes overlap contend for the same addresses.
 //!
 //! # Bridge ports
 //! Behind a Linux bridge (`IfaceConfig::binding_ifindex` set), identity includes the port:
@@ -134,7 +141,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 12;
+pub const ABI_VERSION: u32 = 13;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -242,6 +249,10 @@ pub const MAP_LOCAL: &str = "LZ_LOCAL";
 /// link-local addresses, and those devices known by their MAC alone use. The datapath's own
 /// record, refreshed by the owner's traffic. See *Addresses owned by first use*.
 pub const MAP_LL_OWNER: &str = "LZ_LL_OWNER";
+/// `Array<TokenBucket>` of [`COUNTER_SLOTS`] (ABI 13): each managed device's budget of new
+/// addresses to own by first use, by cell ([`CLAIM_BURST`], then one every
+/// [`CLAIM_PERIOD_S`]). See *Addresses owned by first use*.
+pub const MAP_DEV_CLAIM: &str = "LZ_DEV_CLAIM";
 /// `HashMap<PinKey, PortPin>`: the bridge port a managed MAC was first seen on. See
 /// *Bridge ports*.
 pub const MAP_PORT_PIN: &str = "LZ_PORT_PIN";
@@ -282,8 +293,13 @@ pub const COUNTER_SLOTS: u32 = 2 * MAX_DEVICES;
 pub const IFACE_DIRECT: u32 = 4096;
 /// The gateway's own addresses (both families).
 pub const MAX_LOCAL_ADDRS: u32 = 1024;
-/// Link-local addresses with a recorded owner (LRU).
+/// Addresses with a recorded owner by first use (LRU): link-local ones, and those devices
+/// the inventory binds none in a family use.
 pub const MAX_LL_OWNERS: u32 = 65_536;
+/// New addresses a device may own by first use at once ([`MAP_DEV_CLAIM`]) ...
+pub const CLAIM_BURST: u32 = 64;
+/// ... and then one every this many seconds. Refreshing an address it owns costs nothing.
+pub const CLAIM_PERIOD_S: u64 = 60;
 /// Managed MACs pinned to a bridge port.
 pub const MAX_PORT_PINS: u32 = 2 * MAX_DEVICES;
 

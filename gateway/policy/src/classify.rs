@@ -153,14 +153,23 @@ pub struct DeviceStates {
     pub states: HashMap<u64, DevState>,
     pub local: std::collections::BTreeSet<IpAddr>,
     pub owners: HashMap<IpAddr, [u8; 6]>,
+    /// New addresses each device (by id) has owned by first use: its budget
+    /// ([`MAP_DEV_CLAIM`]) is modelled without its refill, one token a minute.
+    pub claimed: HashMap<u64, u32>,
     pub pins: HashMap<[u8; 6], u32>,
 }
 
 /// Something the XDP program records while judging a frame (see [`Decision::claims`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// `mac` owns (or keeps owning) `addr` by first use ([`MAP_LL_OWNER`]).
-    Address { addr: IpAddr, mac: [u8; 6] },
+    /// `mac` owns (or keeps owning) `addr` by first use ([`MAP_LL_OWNER`]), a `new`
+    /// address spending a token of device `dev`'s budget ([`MAP_DEV_CLAIM`]).
+    Address {
+        addr: IpAddr,
+        mac: [u8; 6],
+        dev: u64,
+        new: bool,
+    },
     /// `mac` is pinned to the bridge port `ifindex` ([`MAP_PORT_PIN`]).
     Port { mac: [u8; 6], ifindex: u32 },
 }
@@ -170,8 +179,16 @@ impl DeviceStates {
     pub fn keep(&mut self, claims: &[Claim]) {
         for c in claims {
             match *c {
-                Claim::Address { addr, mac } => {
+                Claim::Address {
+                    addr,
+                    mac,
+                    dev,
+                    new,
+                } => {
                     self.owners.insert(addr, mac);
+                    if new {
+                        *self.claimed.entry(dev).or_default() += 1;
+                    }
                 }
                 Claim::Port { mac, ifindex } => {
                     self.pins.entry(mac).or_insert(ifindex);
@@ -511,16 +528,19 @@ fn identify_source(
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             let ip_ok = |claims: &mut Vec<Claim>| match src {
-                IpAddr::V6(a) if is_link_local6(&a) => claim(states, src, pkt.src_mac, claims),
+                IpAddr::V6(a) if is_link_local6(&a) => {
+                    claim(states, src, pkt.src_mac, dev.id, claims)
+                }
                 _ if unspecified => true,
                 IpAddr::V4(_) => {
-                    dev.flags & DEV_F_NO_IP4 != 0 && claim(states, src, pkt.src_mac, claims)
+                    dev.flags & DEV_F_NO_IP4 != 0 && claim(states, src, pkt.src_mac, dev.id, claims)
                 }
                 IpAddr::V6(_) => {
-                    dev.flags & DEV_F_NO_IP6 != 0 && claim(states, src, pkt.src_mac, claims)
+                    dev.flags & DEV_F_NO_IP6 != 0 && claim(states, src, pkt.src_mac, dev.id, claims)
                 }
             };
-            if vlan_ok && if_ok && ip_ok(claims) && on_its_port(states, pkt, &dev, claims) {
+            // The port first: a frame refused for it claims nothing.
+            if vlan_ok && if_ok && on_its_port(states, pkt, &dev, claims) && ip_ok(claims) {
                 Ok(dev)
             } else {
                 Err(Decision::dev(Reason::DenySpoof, dev.id))
@@ -536,23 +556,43 @@ fn identify_source(
     }
 }
 
-/// The datapath's `claim_address`: FCFS ownership of an address (RFC 6620) that is
-/// unicast, not IPv4-mapped and not the gateway's.
-fn claim(states: &DeviceStates, addr: IpAddr, mac: [u8; 6], claims: &mut Vec<Claim>) -> bool {
+/// The datapath's `claim_address`: FCFS ownership of an address (RFC 6620) that is a
+/// host's unicast address, not IPv4-mapped and not the gateway's; a new one within the
+/// device's budget.
+fn claim(
+    states: &DeviceStates,
+    addr: IpAddr,
+    mac: [u8; 6],
+    dev: u64,
+    claims: &mut Vec<Claim>,
+) -> bool {
     let claimable = match addr {
-        IpAddr::V4(a) => a.octets()[0] < 224,
-        IpAddr::V6(a) => !a.is_multicast() && a.to_ipv4_mapped().is_none(),
+        IpAddr::V4(a) => !matches!(a.octets()[0], 0 | 127 | 224..),
+        IpAddr::V6(a) => {
+            !a.is_multicast()
+                && !a.is_unspecified()
+                && !a.is_loopback()
+                && a.to_ipv4_mapped().is_none()
+        }
     };
     if !claimable || states.local.contains(&addr) {
         return false;
     }
-    match states.owners.get(&addr) {
-        Some(owner) if *owner != mac => false,
-        _ => {
-            claims.push(Claim::Address { addr, mac });
-            true
-        }
+    let new = match states.owners.get(&addr) {
+        Some(owner) if *owner != mac => return false,
+        Some(_) => false,
+        None => true,
+    };
+    if new && states.claimed.get(&dev).copied().unwrap_or(0) >= CLAIM_BURST {
+        return false;
     }
+    claims.push(Claim::Address {
+        addr,
+        mac,
+        dev,
+        new,
+    });
+    true
 }
 
 /// The datapath's `on_its_port`: behind a bridge, the configured port, else the pinned one
@@ -715,7 +755,7 @@ fn judge_ndp(
             Some(owner) => owner.id == dev.id,
             None => {
                 (is_link_local6(&target) || dev.flags & DEV_F_NO_IP6 != 0)
-                    && claim(states, IpAddr::V6(target), pkt.src_mac, claims)
+                    && claim(states, IpAddr::V6(target), pkt.src_mac, dev.id, claims)
             }
         };
         if !own {

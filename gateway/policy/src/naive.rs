@@ -474,10 +474,14 @@ impl Rule {
     }
 }
 
-/// Whether a device may own `a` by first use: unicast, not IPv4-mapped.
+/// Whether a device may own `a` by first use: a host's unicast address (not 0/8, loopback,
+/// multicast, reserved or broadcast; not `::`), not IPv4-mapped.
 fn claimable(a: IpAddr) -> bool {
     match a {
-        IpAddr::V4(v4) => v4.octets()[0] < 224,
-        IpAddr::V6(v6) => !v6.is_multicast() && v6.to_ipv4_mapped().is_none(),
+        IpAddr::V4(v4) => !v4.is_loopback() && v4.octets()[0] != 0 && v4.octets()[0] < 224,
+        IpAddr::V6(v6) => {
+            !(v6.is_multicast() || v6.is_unspecified() || v6.is_loopback())
+                && v6.to_ipv4_mapped().is_none()
+        }
     }
 }

@@ -242,7 +242,10 @@ impl Model {
 
     fn judge_parsed(&mut self, p: Parsed) -> Decision {
         let PacketKind::Ip(ip) = p.desc.kind else {
-            return classify_indexed(&self.index, &self.states, &p.desc);
+            // ARP: what its sender claims (its address, its port) stays too.
+            let d = classify_indexed(&self.index, &self.states, &p.desc);
+            self.states.keep(&d.claims);
+            return d;
         };
         // Identity, rogue servers, unmanaged traffic and NDP come first in the datapath;
         // probing the classifier with "no flow" yields exactly those verdicts when they

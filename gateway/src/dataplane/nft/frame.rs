@@ -81,6 +81,7 @@ pub mod names {
     pub const LL_CLAIMED: &str = "ll_claimed";
     pub const OWN4: &str = "own4";
     pub const CLAIMED4: &str = "claimed4";
+    pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
@@ -88,6 +89,9 @@ use names::*;
 
 /// The first 12 bytes of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), as a raw payload.
 const MAPPED6: &str = "0x00000000000000000000ffff";
+/// `::` and `::1` as raw payloads.
+const ZERO6: &str = "0x00000000000000000000000000000000";
+const LOOPBACK6: &str = "0x00000000000000000000000000000001";
 
 /// How long a link-local owner keeps an unused address (`TIMEOUT_LL_OWNER_NS`), in seconds.
 const LL_TIMEOUT_S: u64 = TIMEOUT_LL_OWNER_NS / NS_PER_S;
@@ -598,6 +602,13 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
+    // A full bucket again once it would have refilled: the burst's worth of periods.
+    let budget_s = u64::from(CLAIM_BURST) * CLAIM_PERIOD_S;
+    let budget = format!(
+        "flags dynamic,timeout\n    timeout {budget_s}s\n    size {}",
+        2 * MAX_DEVICES
+    );
+    t.set(CLAIM_BUDGET, "typeof ether saddr", &budget, &[]);
     let dynamic_pin = format!("flags dynamic\n    size {MAX_PORT_PINS}");
     let mut pin_port = Vec::new();
     let mut pinned = Vec::new();
@@ -765,6 +776,8 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ether saddr . iifname . meta mark @macnoip4",
             "ether saddr . iifname @macnoip4_any",
         ] {
+            // Its bridge port first: a frame refused for it claims nothing.
+            t.line(&format!("{k} iifname @bridge_ports jump port_pin"));
             t.line(&format!("{k} jump arp_own"));
             t.line(&format!("{k} goto arp_ok"));
         }
@@ -826,7 +839,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             let any = "ether saddr . iifname @macbind_any";
             if f == "6" {
                 // A link-local source is the sender's only if no other MAC owns it.
+                // Its bridge port first: a frame refused for it claims nothing.
                 for k in [keyed, any] {
+                    t.line(&format!(
+                        "ip6 saddr fe80::/10 {k} iifname @bridge_ports jump port_pin"
+                    ));
                     t.line(&format!("ip6 saddr fe80::/10 {k} jump own6"));
                 }
             }
@@ -838,6 +855,7 @@ fn chains(t: &mut Text, site_flags: u32) {
                 format!("ether saddr . iifname . meta mark @macnoip{f}"),
                 format!("ether saddr . iifname @macnoip{f}_any"),
             ] {
+                t.line(&format!("{k} iifname @bridge_ports jump port_pin"));
                 t.line(&format!("{k} jump own{f}"));
                 t.line(&format!("{k} goto ip{f}_ok"));
             }
@@ -942,40 +960,56 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     // First come, first served ownership of an address (RFC 6620; `claim_address`): of the
     // NA's target, of an IPv6 or IPv4 source, of an ARP sender. Never the gateway's (checked
-    // before for the NA's target), a multicast or broadcast one, or an IPv4-mapped one.
-    let fcfs = |t: &mut Text, key: &str, owner: &str, claimed: &str, end: &str| {
+    // before for the NA's target) or one no host has (0/8, loopback, multicast, reserved,
+    // broadcast, `::`, IPv4-mapped). A new address spends a token of the sender's budget
+    // (`claim_budget`, by MAC, as the XDP program's by device): one device claiming a
+    // flood of addresses would otherwise fill the sets. Whatever the set did not take (a
+    // full set) is refused: unrecorded, the address would be anyone's.
+    let fcfs = |t: &mut Text, key: &str, owner: &str, claimed: &str| {
         t.line(&format!(
             "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} return"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
         t.line(&format!(
-            "add @{owner} {{ {key} . ether saddr }} add @{claimed} {{ {key} }}{end}"
+            "update @{CLAIM_BUDGET} {{ ether saddr limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));
+        t.line(&format!(
+            "add @{owner} {{ {key} . ether saddr }} add @{claimed} {{ {key} }}"
+        ));
+        t.line(&format!(
+            "{key} . ether saddr != @{owner} goto claim_refused"
+        ));
+        t.line(&format!("{key} != @{claimed} goto claim_refused"));
     };
+    const _: () = assert!(CLAIM_PERIOD_S == 60, "claim_budget's limit reads 1/minute");
+    t.chain("claim_refused", |t| t.decide(d, "", Reason::DenySpoof));
     t.chain("na_own", |t| {
         t.decide(d, "@th,64,8 0xff", Reason::DenySpoof);
         t.decide(d, &format!("@th,64,96 {MAPPED6}"), Reason::DenySpoof);
-        fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED, " return");
+        t.decide(
+            d,
+            &format!("@th,64,128 {{ {ZERO6}, {LOOPBACK6} }}"),
+            Reason::DenySpoof,
+        );
+        fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED);
     });
     t.chain("own6", |t| {
         t.decide(d, "ip6 saddr @local6", Reason::DenySpoof);
         t.decide(
             d,
-            "ip6 saddr { ff00::/8, ::ffff:0.0.0.0/96 }",
+            "ip6 saddr { ::, ::1, ff00::/8, ::ffff:0.0.0.0/96 }",
             Reason::DenySpoof,
         );
-        fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED, "");
+        fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED);
     });
-    t.chain("own4", |t| {
-        t.decide(d, "ip saddr @local4", Reason::DenySpoof);
-        t.decide(d, "ip saddr 224.0.0.0/3", Reason::DenySpoof);
-        fcfs(t, "ip saddr", OWN4, CLAIMED4, "");
-    });
-    t.chain("arp_own", |t| {
-        t.decide(d, "arp saddr ip @local4", Reason::DenySpoof);
-        t.decide(d, "arp saddr ip 224.0.0.0/3", Reason::DenySpoof);
-        fcfs(t, "arp saddr ip", OWN4, CLAIMED4, "");
-    });
+    for (chain, key) in [("own4", "ip saddr"), ("arp_own", "arp saddr ip")] {
+        t.chain(chain, |t| {
+            t.decide(d, &format!("{key} @local4"), Reason::DenySpoof);
+            let none = "{ 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 }";
+            t.decide(d, &format!("{key} {none}"), Reason::DenySpoof);
+            fcfs(t, key, OWN4, CLAIMED4);
+        });
+    }
     // Behind a bridge, the configured port or the one the MAC was first seen on.
     t.chain("port_pin", |t| {
         t.line("ether saddr @portcfg_mac ether saddr . iifname @portcfg return");

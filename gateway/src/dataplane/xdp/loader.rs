@@ -762,11 +762,12 @@ impl Datapath {
         self.write_cells(MAP_DEV_STATE, cells, &values)
     }
 
-    /// Empties the event buckets of cells just given to devices: a device never inherits
-    /// the budget a previous owner of its cell spent. (A zeroed bucket is a full one.)
+    /// Empties the event and claim buckets of cells just given to devices: a device never
+    /// inherits the budget a previous owner of its cell spent. (A zeroed bucket is full.)
     fn clear_fresh_buckets(&mut self, cells: &[(u64, u16)]) -> Result<(), DatapathError> {
         let zeros = vec![TokenBucket::default(); cells.len()];
-        self.write_cells(MAP_DEV_EV_BUCKET, cells, &zeros)
+        self.write_cells(MAP_DEV_EV_BUCKET, cells, &zeros)?;
+        self.write_cells(MAP_DEV_CLAIM, cells, &zeros)
     }
 
     /// Writes `values` at `cells` of the array `name`, in one batched write where the
@@ -1034,6 +1035,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_EV_STATS,
     MAP_LOCAL,
     MAP_LL_OWNER,
+    MAP_DEV_CLAIM,
     MAP_PORT_PIN,
 ];
 
