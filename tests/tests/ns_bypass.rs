@@ -1162,6 +1162,18 @@ fn a_peer_cannot_open_its_own_dccp_session_on_the_devices(dp: Dataplane) -> Resu
         Dataplane::Nftables => Reason::DenyNoFlow,
     };
     let monitor = peer_sessions(&lab, 33, dccp_data, refusal)?;
+    // Too short for its ports: no session's, on either (nftables read no ports from it and
+    // let it pass as the session's, found by a review).
+    let before = lab.packets(Reason::DenyMalformed, SIDE_UPSTREAM)?;
+    let short = server_frame(&lab, SERVER, ATT_IP, 33, b"LZ!")?;
+    REFUSED.with(|c| c.set(c.get() + 1));
+    send_raw(&lab.srv, &lab.srv_if, vec![short])?;
+    ensure!(
+        !monitor.saw(b"LZ!", ARRIVE),
+        "a DCCP packet too short for its ports reached the monitor\n{}",
+        lab.debug()
+    );
+    counted(&lab, Reason::DenyMalformed, SIDE_UPSTREAM, before)?;
     let answer = server_frame(
         &lab,
         SERVER,
@@ -1179,7 +1191,8 @@ fn a_peer_cannot_open_its_own_dccp_session_on_the_devices(dp: Dataplane) -> Resu
         "a_peer_cannot_open_its_own_dccp_session_on_the_devices",
         dp,
         "the monitor's session reached the server and the server's answer on it the monitor; \
-         the server's own sessions, on other ports, did not reach the monitor",
+         the server's own sessions, on other ports, and a packet too short for its ports did \
+         not reach the monitor",
     )
 }
 
@@ -2242,6 +2255,30 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
         let what = String::from_utf8_lossy(marker).into_owned();
         arrives(&lab, observer, &what, frame, marker)?;
     }
+    // Pump A's DHCP address moves to pump B (a replaced pump): a person releases what pump
+    // A owns, and pump B's packets from it pass at once.
+    lab.cli(&[
+        "pins",
+        "release",
+        "pump-a",
+        "--reason",
+        "replaced by pump B",
+    ])?;
+    let moved = ipv4(
+        given.0,
+        SERVER,
+        6,
+        &tcp(40001, HL7, TCP_SYN, b"moved4"),
+        &Ipv4Opts::default(),
+    );
+    let moved = with_l4_checksum4(ethernet(lab.gw_mac, PUMP_B, &[], ETH_IPV4, &moved));
+    arrives(
+        &lab,
+        &server,
+        "pump B's SYN from the address released to it",
+        moved,
+        b"moved4",
+    )?;
     // A flood of claims (by ARP) spends pump B's budget of new addresses: one more is
     // refused, the addresses it owns stay its own.
     let first = u32::from(Ipv4Addr::new(10, 20, 1, 0));
@@ -2277,6 +2314,6 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
     done(
         "a_device_cannot_take_the_address_its_neighbour_uses",
         dp,
-        "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived; past its budget of new addresses, a new one was refused and its own still arrived",
+        "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived; released by a person, the neighbour's address was the device's at once; past its budget of new addresses, a new one was refused and its own still arrived",
     )
 }

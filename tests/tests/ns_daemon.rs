@@ -664,6 +664,10 @@ mod recorder {
         fn release_pin(&mut self, _mac: [u8; 6]) -> Result<bool, DataplaneError> {
             Ok(false)
         }
+
+        fn release_addresses(&mut self, _mac: [u8; 6]) -> Result<usize, DataplaneError> {
+            Ok(0)
+        }
     }
 }
 

@@ -102,10 +102,12 @@
 //! `::`, `::1`, multicast and IPv4-mapped ones (RFC 4291 §2.5.5.2).
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
-//! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. Without the
-//! bound, one device claiming a flood of addresses would have the map evict a quiet
-//! neighbour's entry, then take its address. The owner key is site-wide (not per VLAN):
-//! two VLANs whose DHCP scopes overlap contend for the same addresses.
+//! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound
+//! slows a device claiming a flood of addresses down (to have the map evict a quiet
+//! neighbour's entry, then take its address, one device would need weeks of claims kept
+//! alive; many devices proportionally less); it does not make eviction impossible. The
+//! owner key is site-wide (not per VLAN): two VLANs whose DHCP scopes overlap contend for
+//! the same addresses.
 //!
 //! # Bridge ports
 //! Behind a Linux bridge (`IfaceConfig::binding_ifindex` set), identity includes the port:
@@ -834,7 +836,8 @@ pub struct Device {
     /// `DEV_F_*`.
     pub flags: u8,
     pub mac: [u8; 6],
-    /// The device's cell in [`MAP_DEV_COUNT`], [`MAP_DEV_STATE`] and [`MAP_DEV_EV_BUCKET`]:
+    /// The device's cell in [`MAP_DEV_COUNT`], [`MAP_DEV_STATE`], [`MAP_DEV_EV_BUCKET`] and
+    /// [`MAP_DEV_CLAIM`]:
     /// assigned by the controller when the device first appears in a slot and kept while it
     /// is in either slot, so counts, quarantines and event budgets never move between
     /// devices across reloads (the compiler leaves it 0).
@@ -1170,12 +1173,14 @@ pub struct DevCounters {
     pub last_seen_ns: u64,
 }
 
-/// Value of [`MAP_EV_BUCKET`] and [`MAP_DEV_EV_BUCKET`].
+/// Value of [`MAP_EV_BUCKET`], [`MAP_DEV_EV_BUCKET`] and [`MAP_DEV_CLAIM`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {
     /// Tokens available, in thousandths.
     pub tokens_milli: u64,
+    /// The last refill, in the datapath clock (divided by [`CLAIM_PERIOD_S`] in
+    /// [`MAP_DEV_CLAIM`], whose bucket refills one token a period).
     pub last_ns: u64,
 }
 

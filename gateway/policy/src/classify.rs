@@ -578,8 +578,14 @@ fn claim(
     if !claimable || states.local.contains(&addr) {
         return false;
     }
-    let new = match states.owners.get(&addr) {
-        Some(owner) if *owner != mac => return false,
+    // Claimed earlier by this same frame (an NA from the address it advertises): the
+    // datapath finds its own fresh entry then.
+    let earlier = claims.iter().find_map(|c| match *c {
+        Claim::Address { addr: a, mac, .. } if a == addr => Some(mac),
+        _ => None,
+    });
+    let new = match earlier.or_else(|| states.owners.get(&addr).copied()) {
+        Some(owner) if owner != mac => return false,
         Some(_) => false,
         None => true,
     };

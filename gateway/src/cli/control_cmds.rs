@@ -84,7 +84,8 @@ pub(crate) enum PinsCommand {
         target: Target,
     },
     /// Release a device's pin: the port it is next seen on pins it again (after a device
-    /// was moved to another port on purpose).
+    /// was moved to another port on purpose). The addresses it owns by first use (a device
+    /// known by its MAC alone) are released too: another device may use them at once.
     Release {
         device: String,
         /// Why (kept in the audit log).
@@ -436,7 +437,7 @@ pub(crate) fn pins(cmd: PinsCommand, g: &Globals) -> anyhow::Result<ExitCode> {
             let data: api::Released = send(d, Request::PinRelease { device, reason })?;
             print(d, &data, |d| {
                 format!(
-                    "{}: pin released; the port it is next seen on pins it again\n",
+                    "{}: pin and owned addresses released; the port it is next seen on pins it again\n",
                     printable(&d.device)
                 )
             })

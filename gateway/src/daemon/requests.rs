@@ -67,7 +67,9 @@ impl Controller {
                             released: true,
                         },
                     ),
-                    Ok(false) => Reply::error(format!("{device:?} is not pinned to a port")),
+                    Ok(false) => Reply::error(format!(
+                        "{device:?} is not pinned to a port and owns no address"
+                    )),
                     Err(e) => Reply::error(e),
                 }
             }
@@ -277,8 +279,9 @@ impl Controller {
         Ok(detached)
     }
 
-    /// Releases the pin of `device`'s MAC on every dataplane: the next port it is seen on
-    /// pins it again.
+    /// Releases the pin of `device`'s MAC on every dataplane, and the addresses it owns by
+    /// first use: the next port it is seen on pins it again, the next device to use one of
+    /// its addresses owns it.
     pub(super) fn release_pin(
         &mut self,
         device: &str,
@@ -294,13 +297,17 @@ impl Controller {
             .ok_or_else(|| format!("{device:?} has no MAC: it is never pinned"))?
             .0;
         let mut held = false;
+        let mut owned = 0;
         for dp in self.dataplanes() {
             held |= dp.release_pin(mac).map_err(|e| e.to_string())?;
+            // What it learned of the device's addresses goes too: an address that moved to
+            // another device is that device's at once, not 10 minutes later.
+            owned += dp.release_addresses(mac).map_err(|e| e.to_string())?;
         }
         let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
         let result = self.pins.save(&self.config.state_dir);
         self.persisted("port_pins", result);
-        let released = held || kept;
+        let released = held || kept || owned > 0;
         if released {
             if let Err(e) = self
                 .quarantines
@@ -308,7 +315,13 @@ impl Controller {
             {
                 tracing::error!(error = %e, "audit log");
             }
-            tracing::warn!(device, by, reason, "bridge-port pin released");
+            tracing::warn!(
+                device,
+                by,
+                reason,
+                addresses = owned,
+                "bridge-port pin and addresses owned by first use released"
+            );
         }
         Ok(released)
     }

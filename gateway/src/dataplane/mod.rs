@@ -258,6 +258,10 @@ pub trait Dataplane {
 
     /// Releases the pin of `mac`; whether there was one.
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError>;
+
+    /// Releases the addresses `mac` owns by first use (another device may use them at
+    /// once); how many it owned.
+    fn release_addresses(&mut self, mac: [u8; 6]) -> Result<usize, DataplaneError>;
 }
 
 impl Dataplane for crate::dataplane::xdp::Datapath {
@@ -424,6 +428,10 @@ impl Dataplane for crate::dataplane::xdp::Datapath {
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError> {
         Ok(self.release_port_pin(mac)?)
     }
+
+    fn release_addresses(&mut self, mac: [u8; 6]) -> Result<usize, DataplaneError> {
+        Ok(self.release_owned_addresses(mac)?)
+    }
 }
 
 impl Dataplane for crate::dataplane::nft::NftDataplane {
@@ -562,6 +570,12 @@ impl Dataplane for crate::dataplane::nft::NftDataplane {
 
     fn release_pin(&mut self, mac: [u8; 6]) -> Result<bool, DataplaneError> {
         Ok(crate::dataplane::nft::NftDataplane::release_pin(self, mac)?)
+    }
+
+    fn release_addresses(&mut self, mac: [u8; 6]) -> Result<usize, DataplaneError> {
+        Ok(crate::dataplane::nft::NftDataplane::release_addresses(
+            self, mac,
+        )?)
     }
 }
 

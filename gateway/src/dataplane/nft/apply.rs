@@ -3,7 +3,7 @@
 
 use super::render::{self, names, Rendered};
 use crate::policy::DeviceStates;
-use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
+use lazaret_abi::{NS_PER_S, QUARANTINE_ISOLATE, QUARANTINE_NONE, TIMEOUT_LL_OWNER_NS};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
@@ -214,12 +214,18 @@ impl Nft {
             let Some(listed) = self.json(&["list", "set", "netdev", table, set])? else {
                 continue;
             };
-            for (a, b) in concat_pairs(&listed) {
+            for (a, b, expires) in concat_pairs(&listed) {
+                // What an owner has left: a reload does not renew it.
+                let left = expires.unwrap_or(TIMEOUT_LL_OWNER_NS / NS_PER_S);
                 match (set, parse_mac(&b)) {
                     (LL_OWNER, Some(mac)) => {
-                        d.owners6.extend(parse_raw6(&a).map(|addr| (addr, mac)));
+                        d.owners6
+                            .extend(parse_raw6(&a).map(|addr| (addr, mac, left)));
                     }
-                    (OWN4, Some(mac)) => d.owners4.extend(a.parse().ok().map(|addr| (addr, mac))),
+                    (OWN4, Some(mac)) => {
+                        d.owners4
+                            .extend(a.parse().ok().map(|addr| (addr, mac, left)));
+                    }
                     (PIN_PORT, _) => d.pins.extend(parse_mac(&a).map(|mac| (mac, b))),
                     _ => {}
                 }
@@ -298,11 +304,7 @@ impl Nft {
         ports: &[String],
     ) -> Result<(), ApplyError> {
         use super::frame::names::{PINNED, PIN_PORT};
-        let m = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let m = mac_text(mac);
         let mut text = format!("delete element netdev {table} {PINNED} {{ {m} }}\n");
         for p in ports {
             // Names come from the table itself; quoted as the renderer does.
@@ -313,6 +315,38 @@ impl Nft {
                     "delete element netdev {table} {PIN_PORT} {{ {m} . \"{p}\" }}\n"
                 ));
             }
+        }
+        self.run_text(&text)
+    }
+
+    /// Removes the ownership by first use of `v4` and `v6` by `mac` from the frame stage
+    /// `table`: the addresses are anyone's again.
+    pub fn release_addresses(
+        &self,
+        table: &str,
+        mac: [u8; 6],
+        v4: &[std::net::Ipv4Addr],
+        v6: &[std::net::Ipv6Addr],
+    ) -> Result<(), ApplyError> {
+        use super::frame::names::{CLAIMED4, LL_CLAIMED, LL_OWNER, OWN4};
+        let m = mac_text(mac);
+        let mut text = String::new();
+        for a in v4 {
+            text.push_str(&format!(
+                "delete element netdev {table} {OWN4} {{ {a} . {m} }}\n"
+            ));
+            text.push_str(&format!(
+                "delete element netdev {table} {CLAIMED4} {{ {a} }}\n"
+            ));
+        }
+        for a in v6 {
+            let raw = format!("0x{:032x}", u128::from(*a));
+            text.push_str(&format!(
+                "delete element netdev {table} {LL_OWNER} {{ {raw} . {m} }}\n"
+            ));
+            text.push_str(&format!(
+                "delete element netdev {table} {LL_CLAIMED} {{ {raw} }}\n"
+            ));
         }
         self.run_text(&text)
     }
@@ -494,8 +528,9 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
 }
 
 /// The two-part concatenated elements of a set in nft's JSON output (`{"concat": [a, b]}`,
-/// possibly wrapped in `{"elem": {"val": …}}` with a timeout), as strings.
-fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String)> {
+/// possibly wrapped in `{"elem": {"val": …}}` with a timeout), as strings, with the seconds
+/// each has left when it expires.
+fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)> {
     let elems = listed
         .get("nftables")
         .and_then(|l| l.as_array())
@@ -513,7 +548,10 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String)> {
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             };
-            Some((text(parts.first()?)?, text(parts.get(1)?)?))
+            let expires = e
+                .pointer("/elem/expires")
+                .and_then(serde_json::Value::as_u64);
+            Some((text(parts.first()?)?, text(parts.get(1)?)?, expires))
         })
         .collect()
 }
@@ -523,6 +561,14 @@ fn parse_raw6(s: &str) -> Option<std::net::Ipv6Addr> {
     u128::from_str_radix(hex, 16)
         .ok()
         .map(std::net::Ipv6Addr::from)
+}
+
+/// A MAC as nft writes it (`02:00:00:00:0a:01`).
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {

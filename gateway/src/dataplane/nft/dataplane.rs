@@ -516,6 +516,31 @@ impl NftDataplane {
         Ok(true)
     }
 
+    /// Releases the addresses `mac` owns by first use; how many it owned.
+    pub fn release_addresses(&mut self, mac: [u8; 6]) -> Result<usize, NftError> {
+        let Some(r) = &self.last else {
+            return Ok(0);
+        };
+        let d = self.nft.dynamic(&r.table)?;
+        let v4: Vec<_> = d
+            .owners4
+            .iter()
+            .filter(|o| o.1 == mac)
+            .map(|o| o.0)
+            .collect();
+        let v6: Vec<_> = d
+            .owners6
+            .iter()
+            .filter(|o| o.1 == mac)
+            .map(|o| o.0)
+            .collect();
+        if v4.is_empty() && v6.is_empty() {
+            return Ok(0);
+        }
+        self.nft.release_addresses(&r.table, mac, &v4, &v6)?;
+        Ok(v4.len() + v6.len())
+    }
+
     /// With XDP enforcing everywhere, removes a table an earlier nftables run left (after
     /// XDP is attached, so there is no gap). Without nft installed there is nothing to do.
     pub fn retire(&self) {

@@ -43,11 +43,11 @@ pub struct Port {
 /// forgets no owner and no pin.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dynamic {
-    /// IPv6 addresses owned by first use: link-local ones, and those of devices the
-    /// inventory binds no IPv6 address.
-    pub owners6: Vec<(Ipv6Addr, [u8; 6])>,
-    /// IPv4 addresses devices the inventory binds none use.
-    pub owners4: Vec<(Ipv4Addr, [u8; 6])>,
+    /// IPv6 addresses owned by first use (link-local ones, and those of devices the
+    /// inventory binds no IPv6 address), with the seconds their ownership has left.
+    pub owners6: Vec<(Ipv6Addr, [u8; 6], u64)>,
+    /// IPv4 addresses devices the inventory binds none use, the same way.
+    pub owners4: Vec<(Ipv4Addr, [u8; 6], u64)>,
     pub pins: Vec<([u8; 6], String)>,
 }
 
@@ -82,6 +82,7 @@ pub mod names {
     pub const OWN4: &str = "own4";
     pub const CLAIMED4: &str = "claimed4";
     pub const CLAIM_BUDGET: &str = "claim_budget";
+    pub const CLAIM_BUDGET6: &str = "claim_budget6";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
@@ -574,16 +575,30 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     // and pins.
     let dynamic_ll =
         format!("flags dynamic,timeout\n    timeout {LL_TIMEOUT_S}s\n    size {MAX_LL_OWNERS}");
-    let owners = |v: Vec<(String, &[u8; 6])>| -> (Vec<String>, Vec<String>) {
-        let pairs = v.iter().map(|(a, m)| format!("{a} . {}", mac(m))).collect();
-        let claimed = v.into_iter().map(|(a, _)| a).collect::<BTreeSet<_>>();
-        (pairs, claimed.into_iter().collect())
+    // Each with what it had left (`expires`): a reload does not renew an owner, so an
+    // address its owner left is free after 10 minutes however often the policy reloads.
+    let owners = |v: Vec<(String, &[u8; 6], u64)>| -> (Vec<String>, Vec<String>) {
+        let live = v.iter().filter(|(_, _, left)| *left > 0);
+        let pairs = live
+            .clone()
+            .map(|(a, m, left)| format!("{a} . {} expires {left}s", mac(m)))
+            .collect();
+        let mut claimed = BTreeMap::new();
+        for (a, _, left) in live {
+            let e = claimed.entry(a.clone()).or_insert(*left);
+            *e = (*e).max(*left);
+        }
+        let claimed = claimed
+            .into_iter()
+            .map(|(a, left)| format!("{a} expires {left}s"))
+            .collect();
+        (pairs, claimed)
     };
     let (own6, claimed6) = owners(
         opt.carried
             .owners6
             .iter()
-            .map(|(a, m)| (raw6(a), m))
+            .map(|(a, m, left)| (raw6(a), m, *left))
             .collect(),
     );
     t.set(
@@ -597,7 +612,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         opt.carried
             .owners4
             .iter()
-            .map(|(a, m)| (a.to_string(), m))
+            .map(|(a, m, left)| (a.to_string(), m, *left))
             .collect(),
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
@@ -609,6 +624,9 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         2 * MAX_DEVICES
     );
     t.set(CLAIM_BUDGET, "typeof ether saddr", &budget, &[]);
+    let budget6 =
+        format!("flags dynamic,timeout\n    timeout {budget_s}s\n    size {MAX_DEVICE_ADDRS}");
+    t.set(CLAIM_BUDGET6, "typeof ip6 saddr", &budget6, &[]);
     let dynamic_pin = format!("flags dynamic\n    size {MAX_PORT_PINS}");
     let mut pin_port = Vec::new();
     let mut pinned = Vec::new();
@@ -952,8 +970,16 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("@th,64,128 . iifname @t_bindnm6_any return");
         t.decide(d, "@th,64,128 @t_dev6", Reason::DenySpoof);
         // A link-local target, or any, for a device the inventory binds no IPv6 address,
-        // if it owns it (first use).
-        t.line("@th,64,16 & 0xffc0 == 0xfe80 goto na_own");
+        // if it owns it (first use). A device known by its address alone may send with
+        // any MAC: its budget is its address's (`na_own_addr`), not the frame's MAC's.
+        let ll = "@th,64,16 & 0xffc0 == 0xfe80";
+        t.line(&format!(
+            "{ll} ip6 saddr . iifname . meta mark @bindnm6 goto na_own_addr"
+        ));
+        t.line(&format!(
+            "{ll} ip6 saddr . iifname @bindnm6_any goto na_own_addr"
+        ));
+        t.line(&format!("{ll} goto na_own"));
         t.line("ether saddr . iifname . meta mark @macnoip6 goto na_own");
         t.line("ether saddr . iifname @macnoip6_any goto na_own");
         t.decide(d, "", Reason::DenySpoof);
@@ -962,17 +988,23 @@ fn chains(t: &mut Text, site_flags: u32) {
     // NA's target, of an IPv6 or IPv4 source, of an ARP sender. Never the gateway's (checked
     // before for the NA's target) or one no host has (0/8, loopback, multicast, reserved,
     // broadcast, `::`, IPv4-mapped). A new address spends a token of the sender's budget
-    // (`claim_budget`, by MAC, as the XDP program's by device): one device claiming a
-    // flood of addresses would otherwise fill the sets. Whatever the set did not take (a
-    // full set) is refused: unrecorded, the address would be anyone's.
-    let fcfs = |t: &mut Text, key: &str, owner: &str, claimed: &str| {
+    // (`claim_budget` by MAC, `claim_budget6` by address for a device known by its address
+    // alone; the XDP program's is by device): one device claiming a flood of addresses
+    // would otherwise fill the sets. Whatever a set did not take (a full one) is refused:
+    // unrecorded, the address would be anyone's and the budget no one's.
+    let fcfs = |t: &mut Text,
+                key: &str,
+                owner: &str,
+                claimed: &str,
+                (who, budget): (&str, &str)| {
         t.line(&format!(
             "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} return"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
         t.line(&format!(
-            "update @{CLAIM_BUDGET} {{ ether saddr limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
+            "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));
+        t.line(&format!("{who} != @{budget} goto claim_refused"));
         t.line(&format!(
             "add @{owner} {{ {key} . ether saddr }} add @{claimed} {{ {key} }}"
         ));
@@ -981,18 +1013,21 @@ fn chains(t: &mut Text, site_flags: u32) {
         ));
         t.line(&format!("{key} != @{claimed} goto claim_refused"));
     };
+    let by_mac = ("ether saddr", CLAIM_BUDGET);
     const _: () = assert!(CLAIM_PERIOD_S == 60, "claim_budget's limit reads 1/minute");
     t.chain("claim_refused", |t| t.decide(d, "", Reason::DenySpoof));
-    t.chain("na_own", |t| {
-        t.decide(d, "@th,64,8 0xff", Reason::DenySpoof);
-        t.decide(d, &format!("@th,64,96 {MAPPED6}"), Reason::DenySpoof);
-        t.decide(
-            d,
-            &format!("@th,64,128 {{ {ZERO6}, {LOOPBACK6} }}"),
-            Reason::DenySpoof,
-        );
-        fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED);
-    });
+    for (chain, budget) in [
+        ("na_own", by_mac),
+        ("na_own_addr", ("ip6 saddr", CLAIM_BUDGET6)),
+    ] {
+        t.chain(chain, |t| {
+            t.decide(d, "@th,64,8 0xff", Reason::DenySpoof);
+            t.decide(d, &format!("@th,64,96 {MAPPED6}"), Reason::DenySpoof);
+            let none = format!("@th,64,128 {{ {ZERO6}, {LOOPBACK6} }}");
+            t.decide(d, &none, Reason::DenySpoof);
+            fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED, budget);
+        });
+    }
     t.chain("own6", |t| {
         t.decide(d, "ip6 saddr @local6", Reason::DenySpoof);
         t.decide(
@@ -1000,14 +1035,14 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ip6 saddr { ::, ::1, ff00::/8, ::ffff:0.0.0.0/96 }",
             Reason::DenySpoof,
         );
-        fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED);
+        fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED, by_mac);
     });
     for (chain, key) in [("own4", "ip saddr"), ("arp_own", "arp saddr ip")] {
         t.chain(chain, |t| {
             t.decide(d, &format!("{key} @local4"), Reason::DenySpoof);
             let none = "{ 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 }";
             t.decide(d, &format!("{key} {none}"), Reason::DenySpoof);
-            fcfs(t, key, OWN4, CLAIMED4);
+            fcfs(t, key, OWN4, CLAIMED4, by_mac);
         });
     }
     // Behind a bridge, the configured port or the one the MAC was first seen on.

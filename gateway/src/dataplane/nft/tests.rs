@@ -531,25 +531,64 @@ fn the_sites_event_rate_and_burst_are_the_tables_budgets() {
         .collect();
     assert_eq!(timeouts, vec![Some(5); 4], "30 ÷ 7, rounded up");
 
+    let frame = frame_of(&i, Some(7), &Default::default());
+    assert!(frame.build.contains("limit rate 7/second burst 30 packets"));
+    assert!(!frame.build.contains("limit rate 50/second"));
+    assert!(frame.build.contains("rate 70/second burst 300 packets"));
+    assert!(frame.build.contains("timeout 5s"));
+}
+
+/// A reload carries each owner of an address by first use with what its ownership had left,
+/// not a fresh timeout: an address its owner left is free 10 minutes later, however often
+/// the policy reloads. One with nothing left is not carried.
+#[test]
+fn a_reload_carries_address_owners_with_what_they_had_left() {
+    let i = contents(1);
+    let mac = [2, 0, 0, 0, 0x0a, 1];
+    let carried = super::frame::Dynamic {
+        owners4: vec![
+            (std::net::Ipv4Addr::new(10, 20, 0, 50), mac, 120),
+            (std::net::Ipv4Addr::new(10, 20, 0, 51), mac, 0),
+        ],
+        owners6: vec![("fd00:20::50".parse().expect("addr"), mac, 42)],
+        pins: vec![],
+    };
+    let frame = frame_of(&i, None, &carried);
+    let b = &frame.build;
+    assert!(
+        b.contains("10.20.0.50 . 02:00:00:00:0a:01 expires 120s"),
+        "{b}"
+    );
+    assert!(b.contains("10.20.0.50 expires 120s"), "{b}");
+    assert!(!b.contains("10.20.0.51"), "{b}");
+    let raw = "0xfd000020000000000000000000000050";
+    assert!(
+        b.contains(&format!("{raw} . 02:00:00:00:0a:01 expires 42s")),
+        "{b}"
+    );
+}
+
+/// The frame stage of `i` with one device port, `gd`.
+fn frame_of(
+    i: &Input,
+    log_group: Option<u32>,
+    carried: &super::frame::Dynamic,
+) -> super::frame::Frame {
     let ports = [super::frame::Port {
         name: "gd".into(),
         ifindex: 2,
         cfg: lazaret_abi::IfaceConfig::new(lazaret_abi::SIDE_DEVICES),
     }];
-    let frame = super::frame::render_frame(
+    super::frame::render_frame(
         &i.m,
         &super::frame::FrameOptions {
             table: "lazaret",
             ports: &ports,
             local: &Default::default(),
-            log_group: Some(7),
+            log_group,
             counter_base: &Default::default(),
-            carried: &Default::default(),
+            carried,
         },
     )
-    .expect("the frame stage renders");
-    assert!(frame.build.contains("limit rate 7/second burst 30 packets"));
-    assert!(!frame.build.contains("limit rate 50/second"));
-    assert!(frame.build.contains("rate 70/second burst 300 packets"));
-    assert!(frame.build.contains("timeout 5s"));
+    .expect("the frame stage renders")
 }

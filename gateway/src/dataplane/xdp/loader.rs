@@ -712,6 +712,27 @@ impl Datapath {
         }
     }
 
+    /// Forgets the addresses `mac` owns by first use (a person's release: the address
+    /// moved to another device); how many.
+    pub fn release_owned_addresses(&mut self, mac: [u8; 6]) -> Result<usize, DatapathError> {
+        let mut map: HashMap<_, LlKey, LlOwner> = typed(&mut self.ebpf, MAP_LL_OWNER)?;
+        let keys: Vec<LlKey> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, o)| o.mac == mac)
+            .map(|(k, _)| k)
+            .collect();
+        let mut n = 0;
+        for k in keys {
+            match map.remove(&k) {
+                Ok(()) => n += 1,
+                Err(e) if not_there(&e) => {}
+                Err(e) => return Err(DatapathError::map(MAP_LL_OWNER)(e)),
+            }
+        }
+        Ok(n)
+    }
+
     /// The owners of addresses by first use the datapath has recorded (address, MAC, last
     /// use in the datapath clock, `FlowValue::last_seen_ns`): IPv4 ones from their
     /// IPv4-mapped keys ([`owner_key`]).

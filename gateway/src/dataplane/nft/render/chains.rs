@@ -53,6 +53,8 @@ impl Builder<'_> {
             "soft_learn",
             "soft_resp4",
             "soft_resp6",
+            "dccp_flow4",
+            "dccp_flow6",
         ];
         for c in all {
             self.chain(c);
@@ -231,8 +233,8 @@ impl Builder<'_> {
             let admitted = vec![
                 f.is(),
                 ct_confirmed(true),
-                // DCCP's sessions are not conntrack's (below).
-                ne(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+                // DCCP's sessions are not conntrack's (below), nor the errors about them.
+                ne(ct("protocol"), n(u32::from(PROTO_DCCP))),
                 eq(ct("mark"), n(gen)),
                 not_in_set(f.ct_saddr(), &f.n("quar")),
                 not_in_set(f.ct_daddr(), &f.n("quar")),
@@ -293,20 +295,44 @@ impl Builder<'_> {
             ne(payload("icmpv6", "type"), n(128)),
         ];
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
-        // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone, so
-        // a peer's own session to a device, on other ports, would be a reply of the
-        // device's session. The ports of each session an allowed packet opened are kept in
+        // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone (the
+        // kernel's DCCP tracker is gone), so a peer's own session to a device, on other
+        // ports, would be a reply of the device's session. Each session's ports are kept in
         // `dccp4`/`6` (the XDP program keys its flows by them): a reply on others is a
         // packet of no flow. A DCCP packet is judged by the policy every time (it takes no
-        // admitted-flow shortcut above), and its session's ports refreshed.
+        // admitted-flow shortcut above), so its ports are recorded before it is judged: a
+        // session the policy refuses has its replies refused there too. An ICMP error about
+        // a DCCP session cannot be told apart by its quoted ports here: refused.
+        let r = vec![
+            eq(ct("state"), s("related")),
+            eq(ct("protocol"), n(u32::from(PROTO_DCCP))),
+        ];
+        self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         for f in [V4, V6] {
+            let dccp = format!("dccp_flow{}", f.v);
             let r = vec![
                 f.is(),
                 eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+                jump(&dccp),
+            ];
+            self.rule(c, r);
+            let r = vec![
                 eq(ct("direction"), s("reply")),
                 not_in_set(f.dccp_session(true), &f.n(DCCP)),
             ];
-            self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
+            self.decide(&dccp, r, Reason::DenyNoFlow, true, Side::Either);
+            for (dir, reply) in [("original", false), ("reply", true)] {
+                let r = vec![
+                    eq(ct("direction"), s(dir)),
+                    update_set(f.dccp_session(reply), &f.n(DCCP)),
+                ];
+                self.rule(&dccp, r);
+            }
+            // Too short to hold its ports (no rule above could read them): the XDP
+            // program's parser refuses it so.
+            let ports = range(n(0), n(65535));
+            self.rule(&dccp, vec![eq(payload("th", "dport"), ports), ret()]);
+            self.decide(&dccp, vec![], Reason::DenyMalformed, true, Side::Either);
         }
         self.rule(c, vec![V4.is(), jump("judge4")]);
         self.rule(c, vec![V6.is(), jump("judge6")]);
@@ -322,17 +348,6 @@ impl Builder<'_> {
                 let r = vec![f.is(), ct_confirmed(false), in_set(end, &f.n(LEARN_ADDR))];
                 let prefix = format!("{LEARN_PREFIX}{} ", Reason::AllowRule.name());
                 self.log(c, r, &prefix, payer);
-            }
-        }
-        for f in [V4, V6] {
-            for (dir, reply) in [("original", false), ("reply", true)] {
-                let r = vec![
-                    f.is(),
-                    eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
-                    eq(ct("direction"), s(dir)),
-                    update_set(f.dccp_session(reply), &f.n(DCCP)),
-                ];
-                self.rule(c, r);
             }
         }
         // A packet of a DCCP session conntrack had confirmed: its flow's, as on XDP.

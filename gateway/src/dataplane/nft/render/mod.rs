@@ -217,6 +217,8 @@ pub const COUNTERS: &[Reason] = &[
     Reason::DenyQuarantine,
     Reason::DenyRogueDhcp,
     Reason::DenyRogueRa,
+    // A DCCP packet too short for its ports (`Builder::flow`).
+    Reason::DenyMalformed,
 ];
 
 /// Set and map names.
