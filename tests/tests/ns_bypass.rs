@@ -2122,6 +2122,11 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
             "\n[[devices]]\nid = \"{id}\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n"
         ));
     }
+    // And a device known by its address alone (which may send with any MAC).
+    let pump_c = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x70);
+    extra.push_str(&format!(
+        "\n[[devices]]\nid = \"pump-c\"\nclass = \"patient-monitor\"\nipv4 = \"10.20.0.70\"\nipv6 = [\"{pump_c}\"]\n"
+    ));
     lab.reload_to(lab.generation()?, &extra)?;
     let server = Observer::on(&lab.srv, &lab.srv_if)?;
     let neighbour = Observer::on(&lab.bys, &lab.bys_if)?;
@@ -2157,7 +2162,7 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
     };
     // An unsolicited override NA to all nodes, the marker in an option of an unassigned type
     // (which receivers skip).
-    let na = |mac: Mac, target: Ipv6Addr, marker: &[u8]| {
+    let na_from = |mac: Mac, src: Ipv6Addr, target: Ipv6Addr, marker: &[u8]| {
         let mut msg = icmpv6_nd(136, target);
         msg[4] = 0x20;
         let mut opt = vec![253, 0];
@@ -2166,16 +2171,9 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
         opt[1] = (opt.len() / 8) as u8;
         msg.extend_from_slice(&opt);
         let all_nodes: Ipv6Addr = "ff02::1".parse().expect("addr");
-        icmp6(
-            [0x33, 0x33, 0, 0, 0, 1],
-            mac,
-            255,
-            ll(mac),
-            all_nodes,
-            &[],
-            msg,
-        )
+        icmp6([0x33, 0x33, 0, 0, 0, 1], mac, 255, src, all_nodes, &[], msg)
     };
+    let na = |mac: Mac, target: Ipv6Addr, marker: &[u8]| na_from(mac, ll(mac), target, marker);
     // The gateway knows the server's IPv6 neighbour entry: on nftables its first
     // solicitation of a neighbour can go unanswered until retransmitted a second later.
     let srv_mac = BypassLab::fmt(mac_of(&lab.srv, &lab.srv_if)?);
@@ -2223,6 +2221,12 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
             &neighbour,
             na(PUMP_B, given.1, b"take-na"),
             b"take-na",
+        ),
+        (
+            "an advertisement of another address from a device known by its address, with pump B's MAC",
+            &neighbour,
+            na_from(PUMP_B, pump_c, Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x71), b"take-na-addr"),
+            b"take-na-addr",
         ),
     ];
     for (what, observer, frame, marker) in taken {

@@ -589,7 +589,12 @@ fn claim(
         Some(_) => false,
         None => true,
     };
-    if new && states.claimed.get(&dev).copied().unwrap_or(0) >= CLAIM_BURST {
+    // New addresses this frame claimed before count too (the datapath spent their tokens).
+    let this_frame = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Address { dev: d, new: true, .. } if *d == dev))
+        .count() as u32;
+    if new && states.claimed.get(&dev).copied().unwrap_or(0) + this_frame >= CLAIM_BURST {
         return false;
     }
     claims.push(Claim::Address {

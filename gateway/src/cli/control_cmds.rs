@@ -436,10 +436,20 @@ pub(crate) fn pins(cmd: PinsCommand, g: &Globals) -> anyhow::Result<ExitCode> {
             let d = &Daemon::of(&target, g, "pins release")?;
             let data: api::Released = send(d, Request::PinRelease { device, reason })?;
             print(d, &data, |d| {
-                format!(
-                    "{}: pin and owned addresses released; the port it is next seen on pins it again\n",
-                    printable(&d.device)
-                )
+                let mut out = String::new();
+                if d.pin != Some(false) {
+                    out += &format!(
+                        "{}: pin released; the port it is next seen on pins it again\n",
+                        printable(&d.device)
+                    );
+                }
+                if let Some(n @ 1..) = d.addresses {
+                    out += &format!(
+                        "{}: {n} address(es) it owned by first use released; the next device to use one owns it\n",
+                        printable(&d.device)
+                    );
+                }
+                out
             })
         }
     }

@@ -207,6 +207,12 @@ pub struct Quarantined {
 pub struct Released {
     pub device: String,
     pub released: bool,
+    /// `PinRelease`: whether the device was pinned, and how many addresses it owned by
+    /// first use (released with the pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<usize>,
 }
 
 /// `lazaret detach --force`: the interfaces no longer enforced.

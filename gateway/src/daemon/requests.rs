@@ -59,17 +59,19 @@ impl Controller {
             }
             Request::PinRelease { device, reason } => {
                 match self.release_pin(&device, peer, &reason) {
-                    Ok(true) => self.enforced_reply(
+                    Ok((false, 0)) => Reply::error(format!(
+                        "{device:?} is not pinned to a port and owns no address"
+                    )),
+                    Ok((pin, addresses)) => self.enforced_reply(
                         "port_pins",
-                        format!("the release of {device:?}'s port pin"),
+                        format!("the release of {device:?}'s port pin and owned addresses"),
                         &api::Released {
                             device: device.clone(),
                             released: true,
+                            pin: Some(pin),
+                            addresses: Some(addresses),
                         },
                     ),
-                    Ok(false) => Reply::error(format!(
-                        "{device:?} is not pinned to a port and owns no address"
-                    )),
                     Err(e) => Reply::error(e),
                 }
             }
@@ -123,6 +125,8 @@ impl Controller {
                         &api::Released {
                             device: device.clone(),
                             released: true,
+                            pin: None,
+                            addresses: None,
                         },
                     ),
                     Err(e) => Reply::error(e.to_string()),
@@ -287,7 +291,7 @@ impl Controller {
         device: &str,
         by: &str,
         reason: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<(bool, usize), String> {
         let mac = self
             .compiled
             .as_ref()
@@ -296,22 +300,16 @@ impl Controller {
             .mac
             .ok_or_else(|| format!("{device:?} has no MAC: it is never pinned"))?
             .0;
-        let mut held = false;
+        // The addresses first: a failure there leaves the pin as it was, and the state file
+        // and the dataplanes agreeing.
         let mut owned = 0;
         for dp in self.dataplanes() {
-            held |= dp.release_pin(mac).map_err(|e| e.to_string())?;
-            // What it learned of the device's addresses goes too: an address that moved to
-            // another device is that device's at once, not 10 minutes later.
             owned += dp.release_addresses(mac).map_err(|e| e.to_string())?;
         }
-        let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
-        let result = self.pins.save(&self.config.state_dir);
-        self.persisted("port_pins", result);
-        let released = held || kept || owned > 0;
-        if released {
+        if owned > 0 {
             if let Err(e) = self
                 .quarantines
-                .audit("release-pin", device, None, by, reason)
+                .audit("release-addresses", device, None, by, reason)
             {
                 tracing::error!(error = %e, "audit log");
             }
@@ -320,9 +318,26 @@ impl Controller {
                 by,
                 reason,
                 addresses = owned,
-                "bridge-port pin and addresses owned by first use released"
+                "addresses owned by first use released"
             );
         }
-        Ok(released)
+        let mut held = false;
+        for dp in self.dataplanes() {
+            held |= dp.release_pin(mac).map_err(|e| e.to_string())?;
+        }
+        let kept = self.pins.by_mac.remove(&pins::fmt_mac(&mac)).is_some();
+        let result = self.pins.save(&self.config.state_dir);
+        self.persisted("port_pins", result);
+        let pinned = held || kept;
+        if pinned {
+            if let Err(e) = self
+                .quarantines
+                .audit("release-pin", device, None, by, reason)
+            {
+                tracing::error!(error = %e, "audit log");
+            }
+            tracing::warn!(device, by, reason, "bridge-port pin released");
+        }
+        Ok((pinned, owned))
     }
 }

@@ -3,7 +3,7 @@
 
 use super::render::{self, names, Rendered};
 use crate::policy::DeviceStates;
-use lazaret_abi::{NS_PER_S, QUARANTINE_ISOLATE, QUARANTINE_NONE, TIMEOUT_LL_OWNER_NS};
+use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
@@ -215,8 +215,9 @@ impl Nft {
                 continue;
             };
             for (a, b, expires) in concat_pairs(&listed) {
-                // What an owner has left: a reload does not renew it.
-                let left = expires.unwrap_or(TIMEOUT_LL_OWNER_NS / NS_PER_S);
+                // What an owner has left: a reload does not renew it. (nft leaves `expires`
+                // out of an element with nothing left.)
+                let left = expires.unwrap_or(0);
                 match (set, parse_mac(&b)) {
                     (LL_OWNER, Some(mac)) => {
                         d.owners6

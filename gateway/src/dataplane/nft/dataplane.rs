@@ -516,29 +516,34 @@ impl NftDataplane {
         Ok(true)
     }
 
-    /// Releases the addresses `mac` owns by first use; how many it owned.
+    /// Releases the addresses `mac` owns by first use; how many it owned. One about to
+    /// expire (under 2 s left) is left to expire: deleting an element that expired after
+    /// it was listed would fail the whole transaction.
     pub fn release_addresses(&mut self, mac: [u8; 6]) -> Result<usize, NftError> {
         let Some(r) = &self.last else {
             return Ok(0);
         };
         let d = self.nft.dynamic(&r.table)?;
+        let mine = |m: &[u8; 6]| *m == mac;
+        let owned = d.owners4.iter().filter(|o| mine(&o.1)).count()
+            + d.owners6.iter().filter(|o| mine(&o.1)).count();
+        let lasting = |left: u64| left >= 2;
         let v4: Vec<_> = d
             .owners4
             .iter()
-            .filter(|o| o.1 == mac)
+            .filter(|o| mine(&o.1) && lasting(o.2))
             .map(|o| o.0)
             .collect();
         let v6: Vec<_> = d
             .owners6
             .iter()
-            .filter(|o| o.1 == mac)
+            .filter(|o| mine(&o.1) && lasting(o.2))
             .map(|o| o.0)
             .collect();
-        if v4.is_empty() && v6.is_empty() {
-            return Ok(0);
+        if !v4.is_empty() || !v6.is_empty() {
+            self.nft.release_addresses(&r.table, mac, &v4, &v6)?;
         }
-        self.nft.release_addresses(&r.table, mac, &v4, &v6)?;
-        Ok(v4.len() + v6.len())
+        Ok(owned)
     }
 
     /// With XDP enforcing everywhere, removes a table an earlier nftables run left (after

@@ -980,6 +980,14 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{ll} ip6 saddr . iifname @bindnm6_any goto na_own_addr"
         ));
         t.line(&format!("{ll} goto na_own"));
+        // Any other target only for a device known by its MAC: one known by its address
+        // (which may send with any MAC, a MAC-only neighbour's too) advertises only its own.
+        t.decide(
+            d,
+            "ip6 saddr . iifname . meta mark @bindnm6",
+            Reason::DenySpoof,
+        );
+        t.decide(d, "ip6 saddr . iifname @bindnm6_any", Reason::DenySpoof);
         t.line("ether saddr . iifname . meta mark @macnoip6 goto na_own");
         t.line("ether saddr . iifname @macnoip6_any goto na_own");
         t.decide(d, "", Reason::DenySpoof);

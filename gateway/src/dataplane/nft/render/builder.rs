@@ -255,6 +255,24 @@ impl<'o> Builder<'o> {
         self.verdict(chain, matches, r, Side::Either);
     }
 
+    /// Records the ports of a DCCP session whose packet passes (`matches`: the passing
+    /// verdict's own), in `dccp4`/`6` (see `Builder::flow`): from its initiator's packets,
+    /// and refreshed by its replies.
+    pub(super) fn record_dccp(&mut self, chain: &str, matches: &[Stmt]) {
+        for f in [super::V4, super::V6] {
+            for (dir, reply) in [("original", false), ("reply", true)] {
+                let mut r = matches.to_vec();
+                r.extend([
+                    f.is(),
+                    eq(meta(MetaKey::L4proto), n(u32::from(PROTO_DCCP))),
+                    eq(ct("direction"), s(dir)),
+                    update_set(f.dccp_session(reply), &f.n(super::names::DCCP)),
+                ]);
+                self.rule(chain, r);
+            }
+        }
+    }
+
     /// The counted verdict rule of `decide`.
     fn verdict(&mut self, chain: &str, matches: Vec<Stmt>, r: Reason, side: Side) {
         let verdict = if r.passes() { accept() } else { drop_() };
@@ -263,6 +281,7 @@ impl<'o> Builder<'o> {
         // program's flow entry): its later packets, replies included, pass as `allow_flow`
         // instead of being judged and reported again, each as a flow of its own.
         if matches!(r, Reason::Audit | Reason::Learn) {
+            self.record_dccp(chain, &v);
             v.push(set_ct_mark(n(self.opt.generation)));
         }
         match side {

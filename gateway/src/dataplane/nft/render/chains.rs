@@ -300,8 +300,9 @@ impl Builder<'_> {
         // ports, would be a reply of the device's session. Each session's ports are kept in
         // `dccp4`/`6` (the XDP program keys its flows by them): a reply on others is a
         // packet of no flow. A DCCP packet is judged by the policy every time (it takes no
-        // admitted-flow shortcut above), so its ports are recorded before it is judged: a
-        // session the policy refuses has its replies refused there too. An ICMP error about
+        // admitted-flow shortcut above); the ports of one that passes are recorded
+        // (`record_dccp`: after the judge chains here, in the audit and learn verdicts, which
+        // accept inside them), so refused packets cannot fill the sets. An ICMP error about
         // a DCCP session cannot be told apart by its quoted ports here: refused.
         let r = vec![
             eq(ct("state"), s("related")),
@@ -321,13 +322,6 @@ impl Builder<'_> {
                 not_in_set(f.dccp_session(true), &f.n(DCCP)),
             ];
             self.decide(&dccp, r, Reason::DenyNoFlow, true, Side::Either);
-            for (dir, reply) in [("original", false), ("reply", true)] {
-                let r = vec![
-                    eq(ct("direction"), s(dir)),
-                    update_set(f.dccp_session(reply), &f.n(DCCP)),
-                ];
-                self.rule(&dccp, r);
-            }
             // Too short to hold its ports (no rule above could read them): the XDP
             // program's parser refuses it so.
             let ports = range(n(0), n(65535));
@@ -350,6 +344,7 @@ impl Builder<'_> {
                 self.log(c, r, &prefix, payer);
             }
         }
+        self.record_dccp(c, &[]);
         // A packet of a DCCP session conntrack had confirmed: its flow's, as on XDP.
         let r = vec![
             ct_confirmed(true),
