@@ -103,20 +103,31 @@ impl<'o> Builder<'o> {
     /// A set the packet path fills (`update`), each element expiring `timeout_s` after its
     /// last update.
     pub(super) fn dynamic_set(&mut self, name: &str, t: Vec<SetType>, timeout_s: u32, size: u32) {
-        self.objects.push(NfListObject::Set(Box::new(Set {
+        let set = Set {
+            flags: Some(HashSet::from([SetFlag::Timeout])),
+            timeout: Some(timeout_s),
+            size: Some(size),
+            ..self.empty_set(name, t)
+        };
+        self.objects.push(NfListObject::Set(Box::new(set)));
+    }
+
+    /// A set of this table: its name and type, nothing else.
+    fn empty_set(&self, name: &str, t: Vec<SetType>) -> Set<'static> {
+        Set {
             family: self.opt.family.nf(),
             table: self.opt.table.clone().into(),
             name: name.to_string().into(),
             handle: None,
             set_type: Self::ty(t),
             policy: None,
-            flags: Some(HashSet::from([SetFlag::Timeout])),
+            flags: None,
             elem: None,
-            timeout: Some(timeout_s),
+            timeout: None,
             gc_interval: None,
-            size: Some(size),
+            size: None,
             comment: None,
-        })));
+        }
     }
 
     pub(super) fn flags(interval: bool) -> Option<HashSet<SetFlag>> {
@@ -132,20 +143,12 @@ impl<'o> Builder<'o> {
     }
 
     pub(super) fn set(&mut self, name: &str, t: Vec<SetType>, interval: bool, elems: Vec<Expr>) {
-        self.objects.push(NfListObject::Set(Box::new(Set {
-            family: self.opt.family.nf(),
-            table: self.opt.table.clone().into(),
-            name: name.to_string().into(),
-            handle: None,
-            set_type: Self::ty(t),
-            policy: None,
+        let set = Set {
             flags: Self::flags(interval),
             elem: (!elems.is_empty()).then(|| elems.into()),
-            timeout: None,
-            gc_interval: None,
-            size: None,
-            comment: None,
-        })));
+            ..self.empty_set(name, t)
+        };
+        self.objects.push(NfListObject::Set(Box::new(set)));
     }
 
     /// A map to `mark` values.
