@@ -356,7 +356,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     let dst_dev = if pkt.side == SIDE_DEVICES {
         None
     } else {
-        lookup_ip_device(gen.slot, pkt.family, &pkt.dst)
+        lookup_dst_device(gen, pkt.family, &pkt.dst)
     };
     // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
     // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
@@ -725,7 +725,16 @@ fn judge_flow(
             let fp = (pkt.family, pkt.proto);
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
-                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
+                stamp_flow(
+                    gen,
+                    pkt.family,
+                    flow,
+                    src_is_a,
+                    src_dev,
+                    dst_dev,
+                    src_by_addr,
+                    &v,
+                );
                 // The rule decided this packet, which passes as the flow's (AllowFlow).
                 rule_hit(gen, v.rule);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
@@ -757,7 +766,16 @@ fn judge_flow(
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
-        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
+        stamp_flow(
+            gen,
+            pkt.family,
+            flow,
+            src_is_a,
+            src_dev,
+            dst_dev,
+            src_by_addr,
+            &v,
+        );
         // A flow the table refuses (LRU free lists exhausted under contention) is admitted
         // but not tracked: its replies will be dropped as DenyNoFlow. Counted, so that is
         // explained rather than silent.
@@ -1018,7 +1036,7 @@ fn judge_related(
     let inner_dst_dev = if pkt.side == SIDE_DEVICES {
         *src_dev
     } else {
-        lookup_ip_device(gen.slot, pkt.family, &pkt.inner_dst)
+        lookup_dst_device(gen, pkt.family, &pkt.inner_dst)
     };
     let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
     let v = if initiator_is_inner_src {
@@ -1394,6 +1412,7 @@ fn normalized_key(
 #[inline(always)]
 fn stamp_flow(
     gen: &Gen,
+    family: u8,
     flow: &mut FlowValue,
     src_is_a: bool,
     src_dev: &Option<&'static Device>,
@@ -1403,10 +1422,11 @@ fn stamp_flow(
 ) {
     let src = src_dev.map_or(Dev::NONE, Dev::of);
     let dst = dst_dev.map_or(Dev::NONE, Dev::of);
-    // The destination's device is always found by its address; the source's (from a
-    // device port) may be known by its MAC alone.
+    // The source's device (from a device port) may be known by its MAC alone; the
+    // destination's is found by its address, bound or owned by first use (`owned_device`:
+    // a device with no address of the family bound, whose address may pass to another).
     let src_flag = src_dev.is_some() && src_by_addr;
-    let dst_flag = dst_dev.is_some();
+    let dst_flag = dst_dev.is_some_and(|d| d.flags & no_addr_flag(family) == 0);
     let (a, b, flag_a, flag_b) = if src_is_a {
         (src, dst, src_flag, dst_flag)
     } else {
@@ -1540,6 +1560,54 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device
     } else {
         // SAFETY: see LZ_IFACE_HIGH above.
         unsafe { LZ_DEV_IP6.get(word::ip6_key(slot, addr)) }
+    }
+}
+
+/// The device at a destination address: the one the inventory binds it to, else the one
+/// that owns it by first use (`owned_device`).
+#[inline(always)]
+fn lookup_dst_device(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
+    match lookup_ip_device(gen.slot, family, addr) {
+        Some(d) => Some(d),
+        None => owned_device(gen.slot, gen.now, family, addr),
+    }
+}
+
+/// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
+/// by first use (`claim_address`), if any. Bypass class: without it, what is sent to such a
+/// device (from upstream, or by another device) is judged by no policy of its own — it
+/// would reach an isolated device, and any flow to it would pass as unmanaged. The address
+/// names its owner while the ownership lives (used within TIMEOUT_LL_OWNER_NS), as the
+/// nftables frame stage's `ownidx` maps keep it. Link-local addresses are not looked up
+/// (nothing is routed to them). A BPF function of its own: inlined at its two call sites,
+/// its exits multiplied the paths the verifier walks after them by half as much again.
+#[inline(never)]
+fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
+    if parse::is_unspecified_or_link_local(family, addr) {
+        return None;
+    }
+    // SAFETY: see LZ_IFACE_HIGH above.
+    let owner = unsafe { LZ_LL_OWNER.get(word::owner_key(family, addr)) }?;
+    if expired(now, owner.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
+        return None;
+    }
+    let dev = lookup_mac(slot, Mac::of_owner(owner))?;
+    // A device given an address of the family since it claimed this one is found by that
+    // address, no longer by this one.
+    if dev.flags & no_addr_flag(family) != 0 {
+        Some(dev)
+    } else {
+        None
+    }
+}
+
+/// The device flag saying the inventory binds it no address of `family`.
+#[inline(always)]
+fn no_addr_flag(family: u8) -> u8 {
+    if family == FAMILY_V4 {
+        DEV_F_NO_IP4
+    } else {
+        DEV_F_NO_IP6
     }
 }
 

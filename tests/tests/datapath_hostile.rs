@@ -1358,6 +1358,105 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
     assert!(kept.contains(&(IpAddr::V4(given), DEV_MAC)), "{kept:?}");
 }
 
+/// Bypass class: what is sent to a device known by its MAC alone, at an address it owns by
+/// first use, is judged by its policy (it was judged by none: traffic to no inventory
+/// address). Its sessions' answers pass, the server opens nothing on it, a quarantine cuts
+/// even its sessions; an address it has not used is nobody's, and a link-local one is not
+/// looked up.
+#[test]
+fn a_device_known_by_its_mac_is_judged_as_a_destination() {
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        c.dev_ip4.clear();
+        c.dev_ip6.clear();
+        c.edit_device(handmade::dev_id(), |d| {
+            d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6;
+        });
+    });
+    let (given, unused) = (Ipv4Addr::new(10, 20, 0, 50), Ipv4Addr::new(10, 20, 0, 60));
+    let given6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
+    let from_server = |dst: Ipv4Addr, sport: u16, dport: u16, flags: u8| {
+        tcp4(OTHER_MAC, GW_MAC, SERVER, dst, sport, dport, flags)
+    };
+    let from_server6 = |dst: Ipv6Addr, sport: u16, dport: u16, flags: u8| {
+        let l4 = tcp(sport, dport, flags, &[]);
+        ethernet(
+            GW_MAC,
+            OTHER_MAC,
+            &[],
+            ETH_IPV6,
+            &ipv6(SERVER6, dst, &[], 6, &l4),
+        )
+    };
+    let upstream = |t: &mut Twin| t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let devices = |t: &mut Twin| t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    // Nobody's yet: passes as traffic to no device.
+    upstream(&mut t);
+    assert_eq!(
+        t.judge(&from_server(given, 5000, 22, TCP_SYN), LO),
+        Reason::PassUnmanaged
+    );
+    // The device uses its addresses: its sessions to the server.
+    devices(&mut t);
+    let syn = tcp4(DEV_MAC, GW_MAC, given, SERVER, 41000, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    let syn6 = ethernet(
+        GW_MAC,
+        DEV_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(given6, SERVER6, &[], 6, &tcp(41000, 2575, TCP_SYN, &[])),
+    );
+    assert_eq!(t.judge(&syn6, LO), Reason::AllowRule);
+    upstream(&mut t);
+    // Its sessions' answers pass as theirs.
+    let synack = TCP_SYN | TCP_ACK;
+    assert_eq!(
+        t.judge(&from_server(given, 2575, 41000, synack), LO),
+        Reason::AllowFlow
+    );
+    assert_eq!(
+        t.judge(&from_server6(given6, 2575, 41000, synack), LO),
+        Reason::AllowFlow
+    );
+    // The server opens nothing on it, and sends nothing outside its sessions.
+    assert_eq!(
+        t.judge(&from_server(given, 5000, 22, TCP_SYN), LO),
+        Reason::DenyNoRule
+    );
+    assert_eq!(
+        t.judge(&from_server6(given6, 5000, 22, TCP_SYN), LO),
+        Reason::DenyNoRule
+    );
+    assert_eq!(
+        t.judge(&from_server(given, 5001, 22, TCP_ACK), LO),
+        Reason::DenyNoFlow
+    );
+    // An address it has not used is nobody's; a link-local one is not looked up.
+    assert_eq!(
+        t.judge(&from_server(unused, 5000, 22, TCP_SYN), LO),
+        Reason::PassUnmanaged
+    );
+    devices(&mut t);
+    let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let na = na_from(DEV_MAC, dev_ll, dev_ll);
+    assert_eq!(t.judge(&na, LO), Reason::AllowNeighbor);
+    upstream(&mut t);
+    assert_eq!(
+        t.judge(&from_server6(dev_ll, 5000, 22, TCP_SYN), LO),
+        Reason::PassUnmanaged
+    );
+    // Isolated: not even its sessions' packets reach it.
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(
+        t.judge(&from_server(given, 2575, 41000, TCP_ACK), LO),
+        Reason::DenyQuarantine
+    );
+    assert_eq!(
+        t.judge(&from_server6(given6, 2575, 41000, TCP_ACK), LO),
+        Reason::DenyQuarantine
+    );
+}
+
 /// Owning by first use is bounded per device (CLAIM_BURST new addresses, then one a
 /// minute): one device claiming a flood of addresses would have the map evict a quiet
 /// neighbour's entry, then take its address. Refreshing an address it owns costs nothing.

@@ -47,6 +47,7 @@ on_both_dataplanes!(
     a_peer_cannot_open_its_own_sctp_association_on_the_devices,
     a_device_cannot_take_the_address_its_neighbour_uses,
     a_peer_cannot_open_its_own_dccp_session_on_the_devices,
+    a_device_known_by_its_mac_is_reached_only_as_its_policy_allows,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2319,5 +2320,175 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
         "a_device_cannot_take_the_address_its_neighbour_uses",
         dp,
         "the addresses the neighbour used first stayed its own; the device's own, first used by a SYN, ARP or an advertisement, arrived; released by a person, the neighbour's address was the device's at once; past its budget of new addresses, a new one was refused and its own still arrived",
+    )
+}
+
+/// A device the inventory knows by its MAC alone (addressed by DHCP and SLAAC) is reached
+/// from upstream only as its policy allows, at the addresses it owns by first use: the
+/// server opens nothing on it and sends nothing outside its sessions, its own session's
+/// replies arrive, and once isolated nothing reaches it, not even on that session. (On the
+/// old code all of it passed as traffic to no device's address.)
+fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let mac = BypassLab::fmt(PUMP_A);
+    let extra =
+        format!("\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n");
+    lab.reload_to(lab.generation()?, &extra)?;
+    let (pump4, pump6) = (
+        Ipv4Addr::new(10, 20, 0, 50),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50),
+    );
+    // The gateway's neighbour entries: the pump (sent as raw frames from its port) has no
+    // stack to answer a solicitation; and the server's (see the scenario above).
+    let srv_mac = BypassLab::fmt(mac_of(&lab.srv, &lab.srv_if)?);
+    for (addr, lladdr, dev) in [
+        (pump4.to_string(), mac.as_str(), lab.bridge.as_str()),
+        (pump6.to_string(), mac.as_str(), lab.bridge.as_str()),
+        (SERVER6.to_string(), srv_mac.as_str(), lab.up_if.as_str()),
+    ] {
+        let family = if addr.contains(':') { "-6" } else { "-4" };
+        lab.gw.exec(&[
+            "ip",
+            family,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    // The server's stack has no HL7 listener: its resets would close the pump's sessions
+    // (conntrack forgets a reset session) before the scenario answers on them.
+    let no_rst = "add table inet lz_no_rst { chain out { type filter hook output priority 0; tcp flags rst drop; }; }";
+    lab.srv.exec(&["nft", no_rst])?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let pump = Observer::on(&lab.bys, &lab.bys_if)?;
+    let from_pump = |l3: Vec<u8>, ethertype: u16| {
+        with_l4_checksum(ethernet(lab.gw_mac, PUMP_A, &[], ethertype, &l3))
+    };
+    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
+    let srv_l2 = mac_of(&lab.srv, &lab.srv_if)?;
+    let from_server = |l3: Vec<u8>, ethertype: u16| {
+        with_l4_checksum(ethernet(gw_up, srv_l2, &[], ethertype, &l3))
+    };
+    let v4 = |src, dst, l4: Vec<u8>| ipv4(src, dst, 6, &l4, &Ipv4Opts::default());
+    let v6 = |src, dst, l4: Vec<u8>| ipv6(src, dst, &[], 6, &l4);
+    // The pump opens its HL7 sessions from the addresses it was given: they are its own.
+    for (what, frame, marker) in [
+        (
+            "the pump's SYN",
+            from_pump(
+                v4(pump4, SERVER, tcp(40000, HL7, TCP_SYN, b"pump-syn4")),
+                ETH_IPV4,
+            ),
+            &b"pump-syn4"[..],
+        ),
+        (
+            "the pump's IPv6 SYN",
+            from_pump(
+                v6(pump6, SERVER6, tcp(40000, HL7, TCP_SYN, b"pump-syn6")),
+                ETH_IPV6,
+            ),
+            b"pump-syn6",
+        ),
+    ] {
+        send_raw(&lab.bys, &lab.bys_if, vec![frame])?;
+        ensure!(
+            server.saw(marker, ARRIVE),
+            "{what} did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    let send_up = |frame: Vec<u8>| send_raw(&lab.srv, &lab.srv_if, vec![frame]);
+    // The server's answer on the pump's session arrives.
+    let synack = |seq: u32, marker: &[u8]| {
+        tcp_seq_ack(HL7, 40000, TCP_SYN | TCP_ACK, (seq, TCP_SEQ + 1), marker)
+    };
+    for (frame, marker) in [
+        (
+            from_server(v4(SERVER, pump4, synack(7000, b"answer4")), ETH_IPV4),
+            &b"answer4"[..],
+        ),
+        (
+            from_server(v6(SERVER6, pump6, synack(7000, b"answer6")), ETH_IPV6),
+            b"answer6",
+        ),
+    ] {
+        send_up(frame)?;
+        ensure!(
+            pump.saw(marker, ARRIVE),
+            "the server's answer {} on the pump's session did not arrive\n{}",
+            String::from_utf8_lossy(marker),
+            lab.debug()
+        );
+    }
+    // Nothing else: the server opens no session on the pump (no rule lets it), and sends
+    // nothing outside one.
+    let forbidden = [
+        (
+            "the server's SYN to the pump",
+            from_server(
+                v4(SERVER, pump4, tcp(5000, 22, TCP_SYN, b"open4")),
+                ETH_IPV4,
+            ),
+            &b"open4"[..],
+            Reason::DenyNoRule,
+        ),
+        (
+            "the server's IPv6 SYN to the pump",
+            from_server(
+                v6(SERVER6, pump6, tcp(5000, 22, TCP_SYN, b"open6")),
+                ETH_IPV6,
+            ),
+            b"open6",
+            Reason::DenyNoRule,
+        ),
+        (
+            "the server's ACK of no session to the pump",
+            from_server(
+                v4(SERVER, pump4, tcp(5001, 22, TCP_ACK, b"stray4")),
+                ETH_IPV4,
+            ),
+            b"stray4",
+            Reason::DenyNoFlow,
+        ),
+    ];
+    for (what, frame, marker, reason) in forbidden {
+        refused_when(
+            &lab,
+            &pump,
+            what,
+            marker,
+            Some((reason, SIDE_UPSTREAM)),
+            || send_up(frame),
+        )?;
+    }
+    // Isolated, the pump is reached by nothing: not even its own session's next segment.
+    lab.isolate("pump-a")?;
+    let ack = |marker: &[u8]| tcp_seq_ack(HL7, 40000, TCP_ACK, (7001, TCP_SEQ + 1), marker);
+    let isolated = [
+        (
+            "the server's segment on the isolated pump's session",
+            from_server(v4(SERVER, pump4, ack(b"isolated4")), ETH_IPV4),
+            &b"isolated4"[..],
+        ),
+        (
+            "the server's IPv6 segment on the isolated pump's session",
+            from_server(v6(SERVER6, pump6, ack(b"isolated6")), ETH_IPV6),
+            b"isolated6",
+        ),
+    ];
+    for (what, frame, marker) in isolated {
+        let counted_as = Some((Reason::DenyQuarantine, SIDE_UPSTREAM));
+        refused_when(&lab, &pump, what, marker, counted_as, || send_up(frame))?;
+    }
+    done(
+        "a_device_known_by_its_mac_is_reached_only_as_its_policy_allows",
+        dp,
+        "at the addresses it used first, the server's answers on its own sessions arrived; once isolated, not even those",
     )
 }

@@ -385,6 +385,26 @@ impl MapIndex {
         self.device(*id)
     }
 
+    /// The device at a destination address (`lookup_dst_device`): the one bound to it, else
+    /// the device known by its MAC alone in that family whose MAC owns it by first use
+    /// (`owned_device`; not for link-local addresses).
+    pub fn device_at(&self, states: &DeviceStates, addr: IpAddr) -> Option<Device> {
+        if let Some(d) = self.device_by_ip(addr) {
+            return Some(d);
+        }
+        if unspecified_or_link_local(addr) {
+            return None;
+        }
+        let mac = states.owners.get(&addr)?;
+        let d = self.device(self.lookup_mac(mac)?)?;
+        let no_addr = if addr.is_ipv4() {
+            DEV_F_NO_IP4
+        } else {
+            DEV_F_NO_IP6
+        };
+        (d.flags & no_addr != 0).then_some(d)
+    }
+
     /// Peer class, then rule: the datapath's `lookup_rule`.
     pub fn lookup_rule(
         &self,
@@ -683,7 +703,7 @@ fn judge_ip(
         }
         None
     };
-    let dst_dev = ix.device_by_ip(ip.dst);
+    let dst_dev = ix.device_at(states, ip.dst);
     if src_dev.is_none() && dst_dev.is_none() {
         return Decision::new(Reason::PassUnmanaged);
     }
@@ -821,7 +841,7 @@ fn judge_related(
             let inner_dst_dev = if pkt.side == SIDE_DEVICES {
                 *src_dev
             } else {
-                ix.device_by_ip(q.dst)
+                ix.device_at(states, q.dst)
             };
             let v = if initiator_is_src {
                 judge_policy(

@@ -329,9 +329,32 @@ impl Nft {
         v4: &[std::net::Ipv4Addr],
         v6: &[std::net::Ipv6Addr],
     ) -> Result<(), ApplyError> {
-        use super::frame::names::{CLAIMED4, LL_CLAIMED, LL_OWNER, OWN4};
+        use super::frame::names::{CLAIMED4, LL_CLAIMED, LL_OWNER, OWN4, OWN_INDEX};
         let m = mac_text(mac);
         let mut text = String::new();
+        // The owners' device marks (`ownidx4`/`6`) of those it has: deleting an element a
+        // map does not hold would fail the whole transaction.
+        let held = |v: u8| -> Result<Vec<String>, ApplyError> {
+            let name = format!("{OWN_INDEX}{v}");
+            Ok(self
+                .json(&["list", "map", "netdev", table, &name])?
+                .map(|l| map_keys(&l))
+                .unwrap_or_default())
+        };
+        let held4 = held(4)?;
+        for a in v4.iter().filter(|a| held4.contains(&a.to_string())) {
+            text.push_str(&format!(
+                "delete element netdev {table} {OWN_INDEX}4 {{ {a} }}\n"
+            ));
+        }
+        let held6: Vec<std::net::Ipv6Addr> =
+            held(6)?.iter().filter_map(|k| parse_raw6(k)).collect();
+        for a in v6.iter().filter(|a| held6.contains(a)) {
+            text.push_str(&format!(
+                "delete element netdev {table} {OWN_INDEX}6 {{ 0x{:032x} }}\n",
+                u128::from(*a)
+            ));
+        }
         for a in v4 {
             text.push_str(&format!(
                 "delete element netdev {table} {OWN4} {{ {a} . {m} }}\n"
@@ -553,6 +576,24 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)
                 .pointer("/elem/expires")
                 .and_then(serde_json::Value::as_u64);
             Some((text(parts.first()?)?, text(parts.get(1)?)?, expires))
+        })
+        .collect()
+}
+
+/// The keys of a listed map's elements, as nft writes them (`10.20.0.50`, `0xfd00…`).
+fn map_keys(listed: &serde_json::Value) -> Vec<String> {
+    listed
+        .get("nftables")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.pointer("/map/elem"))
+        .filter_map(|e| e.as_array())
+        .flatten()
+        .filter_map(|pair| {
+            let key = pair.get(0)?;
+            let key = key.pointer("/elem/val").unwrap_or(key);
+            key.as_str().map(str::to_string)
         })
         .collect()
 }

@@ -83,6 +83,10 @@ pub mod names {
     pub const CLAIMED4: &str = "claimed4";
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
+    /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
+    /// owns by first use (link-local ones aside), to its device as an owner mark
+    /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
+    pub const OWN_INDEX: &str = "ownidx";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
@@ -191,6 +195,18 @@ impl Text {
     /// `set NAME { typeof|type …; [flags]; elements = { … } }`.
     fn set(&mut self, name: &str, key: &str, flags: &str, elems: &[String]) {
         let _ = write!(self.body, "  set {name} {{\n    {key}\n");
+        if !flags.is_empty() {
+            let _ = writeln!(self.body, "    {flags}");
+        }
+        if !elems.is_empty() {
+            let _ = writeln!(self.body, "    elements = {{ {} }}", elems.join(", "));
+        }
+        self.body.push_str("  }\n");
+    }
+
+    /// `map NAME { typeof|type … : …; [flags]; elements = { … } }`.
+    fn map(&mut self, name: &str, key: &str, flags: &str, elems: &[String]) {
+        let _ = write!(self.body, "  map {name} {{\n    {key}\n");
         if !flags.is_empty() {
             let _ = writeln!(self.body, "    {flags}");
         }
@@ -617,6 +633,67 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
+    // The owners' devices, for the inet table (`dst_owner`): the devices known by their MAC
+    // alone in a family, by MAC, and the addresses they own, carried with what they had left.
+    let index = super::render::device_index(m);
+    let mut macidx: [BTreeMap<[u8; 6], u32>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    for (_, d) in &m.devices {
+        if d.flags & DEV_F_HAS_MAC == 0 {
+            continue;
+        }
+        let mark = super::render::OWNER_MARK | index[&d.id];
+        for (fi, flag) in [DEV_F_NO_IP4, DEV_F_NO_IP6].into_iter().enumerate() {
+            if d.flags & flag != 0 {
+                macidx[fi].insert(d.mac, mark);
+            }
+        }
+    }
+    let owned = |fi: usize, v: Vec<(String, &[u8; 6], u64)>| -> Vec<String> {
+        v.into_iter()
+            .filter(|(_, _, left)| *left > 0)
+            .filter_map(|(a, m, left)| {
+                Some(format!("{a} expires {left}s : {}", macidx[fi].get(m)?))
+            })
+            .collect()
+    };
+    let ownidx4 = owned(
+        0,
+        opt.carried
+            .owners4
+            .iter()
+            .map(|(a, m, left)| (a.to_string(), m, *left))
+            .collect(),
+    );
+    let ownidx6 = owned(
+        1,
+        opt.carried
+            .owners6
+            .iter()
+            .filter(|(a, _, _)| !a.is_unicast_link_local())
+            .map(|(a, m, left)| (raw6(a), m, *left))
+            .collect(),
+    );
+    for (fi, (key, elems)) in [("ip saddr", ownidx4), ("@nh,64,128", ownidx6)]
+        .into_iter()
+        .enumerate()
+    {
+        let macs: Vec<String> = macidx[fi]
+            .iter()
+            .map(|(m, mark)| format!("{} : {mark}", mac(m)))
+            .collect();
+        t.map(
+            &format!("macidx{}", fi * 2 + 4),
+            "type ether_addr : mark",
+            "",
+            &macs,
+        );
+        t.map(
+            &format!("{OWN_INDEX}{}", fi * 2 + 4),
+            &format!("typeof {key} : meta mark"),
+            &dynamic_ll,
+            &elems,
+        );
+    }
     // A full bucket again once it would have refilled: the burst's worth of periods.
     let budget_s = u64::from(CLAIM_BURST) * CLAIM_PERIOD_S;
     let budget = format!(
@@ -687,12 +764,36 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             quoted(&p.name)?
         );
         let _ = writeln!(hook, "add rule netdev {table} in_{i} jump {side}");
+        if p.cfg.side != SIDE_DEVICES {
+            // A packet to an address a device owns by first use names that device
+            // (`dst_owner`); any other, none.
+            let _ = writeln!(hook, "add rule netdev {table} in_{i} meta mark set 0");
+            let _ = writeln!(
+                hook,
+                "add rule netdev {table} in_{i} meta protocol ip meta mark set ip daddr map @{OWN_INDEX}4"
+            );
+            let _ = writeln!(
+                hook,
+                "add rule netdev {table} in_{i} meta protocol ip6 meta mark set @nh,192,128 map @{OWN_INDEX}6"
+            );
+        }
     }
     Ok(Frame {
         table: opt.table.to_string(),
         build,
         hook,
     })
+}
+
+/// The chain recording the owner mark of the address `key` (a source, an ARP sender, an
+/// NA target) its frame owns: `dst_ip4`, `dst_arp4`, `dst_nh6`, `dst_th6`.
+fn dst_owner_chain(key: &str) -> &'static str {
+    match key {
+        "ip saddr" => "dst_ip4",
+        "arp saddr ip" => "dst_arp4",
+        "@nh,64,128" => "dst_nh6",
+        _ => "dst_th6",
+    }
 }
 
 /// A table name lazaret chose (`lazaret`, `lazaret_b`); checked like an interface name.
@@ -735,10 +836,9 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.decide(Side::Upstream, "meta protocol arp", Reason::PassUnmanaged);
     });
     let d = Side::Devices;
-    t.chain("from_devices", |t| {
-        t.line("jump frame_devices");
-        // The frame's VLAN in the mark: the tag's VID, or what the port gives untagged and
-        // priority-tagged frames.
+    // The frame's VLAN in the mark: the tag's VID, or what the port gives untagged and
+    // priority-tagged frames. (Again after `dst_owner`, which borrows the mark.)
+    t.chain("vlan_mark", |t| {
         t.line(&format!(
             "@ll,96,16 {ETH_8021Q} vlan id != 0 meta mark set vlan id"
         ));
@@ -748,6 +848,10 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line(&format!(
             "@ll,96,16 != {ETH_8021Q} meta mark set iifname map @port_vlan"
         ));
+    });
+    t.chain("from_devices", |t| {
+        t.line("jump frame_devices");
+        t.line("jump vlan_mark");
         // Servers' messages from a device port come before identity, as in the XDP program.
         // Each read from the transport header: of a packet that has one (see
         // `LATER_FRAGMENT4_RETURN`).
@@ -1000,13 +1104,15 @@ fn chains(t: &mut Text, site_flags: u32) {
     // alone; the XDP program's is by device): one device claiming a flood of addresses
     // would otherwise fill the sets. Whatever a set did not take (a full one) is refused:
     // unrecorded, the address would be anyone's and the budget no one's.
+    // What is owned is recorded for the inet table too (`dst_owner`).
     let fcfs = |t: &mut Text,
                 key: &str,
                 owner: &str,
                 claimed: &str,
                 (who, budget): (&str, &str)| {
+        let dst = dst_owner_chain(key);
         t.line(&format!(
-            "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} return"
+            "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} goto {dst}"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
         t.line(&format!(
@@ -1020,7 +1126,29 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{key} . ether saddr != @{owner} goto claim_refused"
         ));
         t.line(&format!("{key} != @{claimed} goto claim_refused"));
+        t.line(&format!("goto {dst}"));
     };
+    // The owner's device by the address it owns, as the mark the inet table reads
+    // (`OWNER_MARK`): found for a packet from upstream to that address (the hooks of
+    // upstream ports), as the XDP program's `owned_device`. Not for link-local addresses
+    // (nothing is routed to them), nor for a device known by its address (no `macidx`
+    // entry: the statement does not run). The mark is borrowed: the frame's VLAN again
+    // after.
+    for key in ["ip saddr", "arp saddr ip", "@nh,64,128", "@th,64,128"] {
+        t.chain(dst_owner_chain(key), |t| {
+            let (map, v) = if key.starts_with('@') {
+                let at = &key[..key.len() - 4];
+                t.line(&format!("{at},16 & 0xffc0 == 0xfe80 return"));
+                (format!("{OWN_INDEX}6"), 6)
+            } else {
+                (format!("{OWN_INDEX}4"), 4)
+            };
+            t.line(&format!(
+                "meta mark set ether saddr map @macidx{v} update @{map} {{ {key} : meta mark }}"
+            ));
+            t.line("jump vlan_mark");
+        });
+    }
     let by_mac = ("ether saddr", CLAIM_BUDGET);
     const _: () = assert!(CLAIM_PERIOD_S == 60, "claim_budget's limit reads 1/minute");
     t.chain("claim_refused", |t| t.decide(d, "", Reason::DenySpoof));

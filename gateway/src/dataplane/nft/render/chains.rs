@@ -5,7 +5,7 @@
 use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
-use super::{LEARN_PREFIX, V4, V6};
+use super::{LEARN_PREFIX, OWNER_INDEX, OWNER_MARK, V4, V6};
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
 use nftables::schema::{Chain, NfListObject};
@@ -21,6 +21,12 @@ fn ether_saddr() -> Expr<'static> {
 
 fn mark() -> Expr<'static> {
     meta(MetaKey::Mark)
+}
+
+/// The device index of the frame stage's owner mark ([`OWNER_MARK`]); 0 for any other
+/// mark the table is handed (no owner).
+fn owner_index() -> Expr<'static> {
+    and(mark(), n(OWNER_INDEX))
 }
 
 impl Builder<'_> {
@@ -182,6 +188,8 @@ impl Builder<'_> {
                 f.is(),
                 not_in_set(f.saddr(), &f.n("dev")),
                 not_in_set(f.daddr(), &f.n("dev")),
+                // Nor one a device owns by first use (the frame stage's owner mark).
+                eq(and(mark(), n(OWNER_MARK)), n(0)),
             ];
             self.decide(
                 "from_upstream",
@@ -249,6 +257,11 @@ impl Builder<'_> {
             self.decide(c, from_device, Reason::AllowFlow, false, Side::Devices);
             let mut from_upstream = admitted;
             from_upstream.push(not_in_set(iifname(), DEV_IFACES));
+            // To a quarantined device known by its MAC alone, at an address it owns (the
+            // owner mark, 0 for any other): judged again, as its own packets are.
+            for q in [QUAR_ISOLATE, QUAR_RESTRICT] {
+                from_upstream.push(not_in_set(owner_index(), q));
+            }
             self.decide(c, from_upstream, Reason::AllowFlow, false, Side::Upstream);
         }
         // Bypass class: a packet conntrack does not track (a `notrack` rule elsewhere in
@@ -379,6 +392,22 @@ impl Builder<'_> {
                     jump(&format!("end_init{}", f.v)),
                 ],
             );
+            // From upstream, the end the packet goes to may be such a device, at an address
+            // it owns by first use: the frame stage's owner mark names it (the XDP
+            // program's `owned_device`). Upstream has no device, so the mark is intact
+            // here: the flow's initiator when this is a reply, its responder below.
+            let owned = |dir: &str, end: Expr<'static>| {
+                vec![
+                    eq(ct("direction"), s(dir.to_string())),
+                    not_in_set(iifname(), DEV_IFACES),
+                    not_in_set(end, &f.n("dev")),
+                    ne(and(mark(), n(OWNER_MARK)), n(0)),
+                    set_mark(owner_index()),
+                ]
+            };
+            let mut r = owned("reply", f.ct_saddr());
+            r.push(jump(&format!("end_init{}", f.v)));
+            self.rule(&c, r);
             self.rule(
                 &c,
                 vec![
@@ -386,17 +415,19 @@ impl Builder<'_> {
                     jump(&format!("end_resp{}", f.v)),
                 ],
             );
-            // A quarantined device known by its MAC only, answering a flow another end
-            // opened (to an address no inventory entry names, so no rule above found it):
-            // its answers are its own packets, judged by its quarantine as the flow's
-            // responder. (The XDP program refuses them as packets of no flow.)
+            let mut r = owned("original", f.ct_daddr());
+            r.push(jump(&format!("end_resp{}", f.v)));
+            self.rule(&c, r);
+            // A device known by its MAC only, answering a flow another end opened (to an
+            // address no inventory entry names, so no rule above found it): its answers are
+            // its own packets, judged by its policy as the flow's responder, as the XDP
+            // program judges them (the source's device, by its MAC).
             self.rule(
                 &c,
                 vec![
                     eq(ct("direction"), s("reply")),
                     not_in_set(f.ct_daddr(), &f.n("dev")),
                     in_set(iifname(), DEV_IFACES),
-                    in_set(ether_saddr(), &f.n(QUAR_MAC)),
                     set_mark(map_lookup(ether_saddr(), DEVIDX_MAC)),
                     jump(&format!("end_resp{}", f.v)),
                 ],

@@ -106,6 +106,29 @@ pub struct Rendered {
     pub frame: Option<super::frame::Frame>,
 }
 
+/// The index each device (by [`Device::id`]) has in the table's sets and maps (the `meta
+/// mark` values of `devidx4`/`6` and `devidx_mac`): 1, 2, … in the contents' order; 0 is
+/// no device. The frame stage names the owners of addresses by these too ([`OWNER_MARK`]).
+pub fn device_index(m: &MapContents) -> BTreeMap<u64, u32> {
+    m.devices
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| (d.id, i as u32 + 1))
+        .collect()
+}
+
+/// The packet mark the frame stage hands the table for a packet from upstream to an address
+/// a device known by its MAC alone owns by first use (the XDP program's `owned_device`):
+/// this bit, and the owner's [`device_index`] in the bits of [`OWNER_INDEX`]. Without the
+/// bit the mark names no owner (a frame-stage mark is otherwise a VLAN id or 0).
+pub const OWNER_MARK: u32 = 0x8000_0000;
+/// The bits of an [`OWNER_MARK`] mark that hold the device's index.
+pub const OWNER_INDEX: u32 = 0xffff;
+const _: () = assert!(
+    MAX_DEVICES <= OWNER_INDEX,
+    "a device index fits the owner mark"
+);
+
 /// Prefix of every nflog message the table sends: `lazaret <reason> `.
 pub const LOG_PREFIX: &str = "lazaret ";
 
@@ -374,10 +397,7 @@ pub fn render(
     }
 
     // Devices: index, addresses, bindings.
-    let mut dev_index = BTreeMap::new();
-    for (i, (_, d)) in m.devices.iter().enumerate() {
-        dev_index.insert(d.id, i as u32 + 1);
-    }
+    let dev_index = device_index(m);
     let devices: BTreeMap<u64, Device> = m.devices.iter().map(|(_, d)| (d.id, *d)).collect();
     let mut dev_addrs: BTreeMap<u64, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = BTreeMap::new();
     for (k, r) in &m.dev_ip4 {
