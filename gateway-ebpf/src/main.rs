@@ -725,16 +725,7 @@ fn judge_flow(
             let fp = (pkt.family, pkt.proto);
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
-                stamp_flow(
-                    gen,
-                    pkt.family,
-                    flow,
-                    src_is_a,
-                    src_dev,
-                    dst_dev,
-                    src_by_addr,
-                    &v,
-                );
+                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
                 // The rule decided this packet, which passes as the flow's (AllowFlow).
                 rule_hit(gen, v.rule);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
@@ -766,16 +757,7 @@ fn judge_flow(
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
-        stamp_flow(
-            gen,
-            pkt.family,
-            flow,
-            src_is_a,
-            src_dev,
-            dst_dev,
-            src_by_addr,
-            &v,
-        );
+        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
         // A flow the table refuses (LRU free lists exhausted under contention) is admitted
         // but not tracked: its replies will be dropped as DenyNoFlow. Counted, so that is
         // explained rather than silent.
@@ -1036,7 +1018,7 @@ fn judge_related(
     let inner_dst_dev = if pkt.side == SIDE_DEVICES {
         *src_dev
     } else {
-        lookup_dst_device(gen, pkt.family, &pkt.inner_dst)
+        lookup_ip_device(gen.slot, pkt.family, &pkt.inner_dst)
     };
     let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
     let v = if initiator_is_inner_src {
@@ -1412,7 +1394,6 @@ fn normalized_key(
 #[inline(always)]
 fn stamp_flow(
     gen: &Gen,
-    family: u8,
     flow: &mut FlowValue,
     src_is_a: bool,
     src_dev: &Option<&'static Device>,
@@ -1424,9 +1405,10 @@ fn stamp_flow(
     let dst = dst_dev.map_or(Dev::NONE, Dev::of);
     // The source's device (from a device port) may be known by its MAC alone; the
     // destination's is found by its address, bound or owned by first use (`owned_device`:
-    // a device with no address of the family bound, whose address may pass to another).
+    // a device with no address of a family bound, whose address may pass to another; not
+    // flagged, whichever family it was found by).
     let src_flag = src_dev.is_some() && src_by_addr;
-    let dst_flag = dst_dev.is_some_and(|d| d.flags & no_addr_flag(family) == 0);
+    let dst_flag = dst_dev.is_some_and(|d| d.flags & (DEV_F_NO_IP4 | DEV_F_NO_IP6) == 0);
     let (a, b, flag_a, flag_b) = if src_is_a {
         (src, dst, src_flag, dst_flag)
     } else {
@@ -1563,8 +1545,8 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device
     }
 }
 
-/// The device at a destination address: the one the inventory binds it to, else the one
-/// that owns it by first use (`owned_device`).
+/// The device at the destination address of a packet from upstream: the one the inventory
+/// binds it to, else the one that owns it by first use (`owned_device`).
 #[inline(always)]
 fn lookup_dst_device(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
     match lookup_ip_device(gen.slot, family, addr) {
@@ -1574,13 +1556,15 @@ fn lookup_dst_device(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Devi
 }
 
 /// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
-/// by first use (`claim_address`), if any. Bypass class: without it, what is sent to such a
-/// device (from upstream, or by another device) is judged by no policy of its own — it
-/// would reach an isolated device, and any flow to it would pass as unmanaged. The address
-/// names its owner while the ownership lives (used within TIMEOUT_LL_OWNER_NS), as the
-/// nftables frame stage's `ownidx` maps keep it. Link-local addresses are not looked up
-/// (nothing is routed to them). A BPF function of its own: inlined at its two call sites,
-/// its exits multiplied the paths the verifier walks after them by half as much again.
+/// by first use (`claim_address`), if any: the destination of a packet from upstream.
+/// Bypass class: without it, what upstream sends to such a device is judged by no policy
+/// of its own — it would reach an isolated device, and any session opened on it would pass
+/// as unmanaged. The address names its owner while the ownership lives (used within
+/// TIMEOUT_LL_OWNER_NS), as the nftables frame stage's `ownidx` maps keep it. Link-local
+/// addresses are not looked up (nothing is routed to them). Not for what devices send each
+/// other: a device may claim any address no inventory entry binds, a server's among them,
+/// and would then be asked about every device's flows to it. A BPF function of its own:
+/// inlined, its exits multiplied the paths the verifier walks after its call site.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
     if parse::is_unspecified_or_link_local(family, addr) {

@@ -101,11 +101,12 @@
 //! router), nor are IPv4 0/8, 127/8 and 224/3 (multicast, reserved, broadcast) or IPv6
 //! `::`, `::1`, multicast and IPv4-mapped ones (RFC 4291 §2.5.5.2).
 //!
-//! The owner record also names the device at a destination: a packet to an address no
-//! inventory entry binds, owned by the MAC of a device known by its MAC alone in that
-//! family, is judged by that device's policy as one to a bound address is (from upstream,
-//! from another device, an error about its flow), for as long as the record stands, used or
-//! not. Link-local destinations are not looked up this way (nothing is routed to them).
+//! The owner record also names the device at a destination: a packet from upstream to an
+//! address no inventory entry binds, owned by the MAC of a device known by its MAC alone in
+//! that family, is judged by that device's policy as one to a bound address is, while the
+//! ownership lives. Not what devices send each other: a device may claim any address no
+//! entry binds, a server's too, and would be asked about every flow to it. Link-local
+//! destinations are not looked up this way (nothing is routed to them).
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound

@@ -385,9 +385,10 @@ impl MapIndex {
         self.device(*id)
     }
 
-    /// The device at a destination address (`lookup_dst_device`): the one bound to it, else
-    /// the device known by its MAC alone in that family whose MAC owns it by first use
-    /// (`owned_device`; not for link-local addresses).
+    /// The device at the destination address of a packet from upstream
+    /// (`lookup_dst_device`): the one bound to it, else the device known by its MAC alone in
+    /// that family whose MAC owns it by first use (`owned_device`; not for link-local
+    /// addresses).
     pub fn device_at(&self, states: &DeviceStates, addr: IpAddr) -> Option<Device> {
         if let Some(d) = self.device_by_ip(addr) {
             return Some(d);
@@ -703,7 +704,12 @@ fn judge_ip(
         }
         None
     };
-    let dst_dev = ix.device_at(states, ip.dst);
+    // By an owned address only from upstream (`lookup_dst_device`).
+    let dst_dev = if pkt.side == SIDE_UPSTREAM {
+        ix.device_at(states, ip.dst)
+    } else {
+        ix.device_by_ip(ip.dst)
+    };
     if src_dev.is_none() && dst_dev.is_none() {
         return Decision::new(Reason::PassUnmanaged);
     }
@@ -841,7 +847,7 @@ fn judge_related(
             let inner_dst_dev = if pkt.side == SIDE_DEVICES {
                 *src_dev
             } else {
-                ix.device_at(states, q.dst)
+                ix.device_by_ip(q.dst)
             };
             let v = if initiator_is_src {
                 judge_policy(

@@ -421,7 +421,8 @@ impl Model {
 
     /// Managed devices at the packet's two ends, as the datapath finds them once identity
     /// has passed: a device-side source by its address, or by its MAC when the address is
-    /// unspecified, link-local or not bound; the destination by address, bound or owned.
+    /// unspecified, link-local or not bound; the destination by address (from upstream,
+    /// bound or owned).
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
         let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
         let src = if p.desc.side == SIDE_DEVICES {
@@ -436,10 +437,13 @@ impl Model {
             // Never a device upstream (the datapath refuses it as spoofing first).
             0
         };
-        let dst = self
-            .index
-            .device_at(&self.states, ip.dst)
-            .map_or(0, |d| d.id);
+        let dst = if p.desc.side == SIDE_UPSTREAM {
+            self.index
+                .device_at(&self.states, ip.dst)
+                .map_or(0, |d| d.id)
+        } else {
+            by_ip(ip.dst)
+        };
         (src, dst)
     }
 

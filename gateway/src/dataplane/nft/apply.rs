@@ -333,13 +333,18 @@ impl Nft {
         let m = mac_text(mac);
         let mut text = String::new();
         // The owners' device marks (`ownidx4`/`6`) of those it has: deleting an element a
-        // map does not hold would fail the whole transaction.
+        // map does not hold would fail the whole transaction, so not one about to expire
+        // (as the caller leaves out owners with less than 2 s left).
         let held = |v: u8| -> Result<Vec<String>, ApplyError> {
             let name = format!("{OWN_INDEX}{v}");
             Ok(self
                 .json(&["list", "map", "netdev", table, &name])?
                 .map(|l| map_keys(&l))
-                .unwrap_or_default())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, left)| left.is_none_or(|s| s >= 2))
+                .map(|(k, _)| k)
+                .collect())
         };
         let held4 = held(4)?;
         for a in v4.iter().filter(|a| held4.contains(&a.to_string())) {
@@ -567,9 +572,11 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)
         .filter_map(|e| {
             let c = e.pointer("/elem/val/concat").or_else(|| e.get("concat"))?;
             let parts = c.as_array()?;
+            // A raw key (`@nh,64,128`) nft prints as a number when it is small (`::2`):
+            // written back as the hex it prints larger ones in.
             let text = |v: &serde_json::Value| match v {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::Number(n) => n.as_u64().map(|n| format!("0x{n:x}")),
                 _ => None,
             };
             let expires = e
@@ -580,8 +587,9 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)
         .collect()
 }
 
-/// The keys of a listed map's elements, as nft writes them (`10.20.0.50`, `0xfd00…`).
-fn map_keys(listed: &serde_json::Value) -> Vec<String> {
+/// The keys of a listed map's elements, as nft writes them (`10.20.0.50`, `0xfd00…`), with
+/// the seconds each has left when it has a timeout.
+fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
     listed
         .get("nftables")
         .and_then(|l| l.as_array())
@@ -592,8 +600,17 @@ fn map_keys(listed: &serde_json::Value) -> Vec<String> {
         .flatten()
         .filter_map(|pair| {
             let key = pair.get(0)?;
+            let left = key
+                .pointer("/elem/expires")
+                .and_then(serde_json::Value::as_u64);
             let key = key.pointer("/elem/val").unwrap_or(key);
-            key.as_str().map(str::to_string)
+            let text = match key {
+                serde_json::Value::String(s) => s.clone(),
+                // A raw key nft prints as a number (a small one).
+                serde_json::Value::Number(n) => format!("0x{:x}", n.as_u64()?),
+                _ => return None,
+            };
+            Some((text, left))
         })
         .collect()
 }
@@ -774,4 +791,47 @@ pub fn quarantine_batch(r: &Rendered, states: &DeviceStates) -> Nftables<'static
         }
     }
     b.to_nftables()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nft -j list` prints for the frame stage's dynamic sets and maps, read back:
+    /// a raw IPv6 key is a hex string, or a number when it is small (`::2`).
+    #[test]
+    fn listed_owners_are_read_back_whatever_nft_prints_their_keys_as() {
+        let set: serde_json::Value = serde_json::from_str(
+            r#"{"nftables": [{"set": {"elem": [
+                {"elem": {"val": {"concat": ["0xfd000020000000000000000000000050", "02:00:00:00:0a:01"]}, "expires": 30}},
+                {"elem": {"val": {"concat": [2, "02:00:00:00:0a:02"]}, "expires": 40}}
+            ]}}]}"#,
+        )
+        .expect("json");
+        let pairs = concat_pairs(&set);
+        let addrs: Vec<Option<std::net::Ipv6Addr>> =
+            pairs.iter().map(|(a, _, _)| parse_raw6(a)).collect();
+        assert_eq!(
+            addrs,
+            vec![
+                Some("fd00:20::50".parse().expect("addr")),
+                Some("::2".parse().expect("addr"))
+            ]
+        );
+        assert_eq!(pairs[1].2, Some(40));
+        let map: serde_json::Value = serde_json::from_str(
+            r#"{"nftables": [{"map": {"elem": [
+                [{"elem": {"val": "10.20.0.50", "expires": 599}}, 2147483651],
+                [{"elem": {"val": 2, "expires": 1}}, 2147483652]
+            ]}}]}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            map_keys(&map),
+            vec![
+                ("10.20.0.50".to_string(), Some(599)),
+                ("0x2".to_string(), Some(1))
+            ]
+        );
+    }
 }

@@ -194,19 +194,16 @@ impl Text {
 
     /// `set NAME { typeof|type …; [flags]; elements = { … } }`.
     fn set(&mut self, name: &str, key: &str, flags: &str, elems: &[String]) {
-        let _ = write!(self.body, "  set {name} {{\n    {key}\n");
-        if !flags.is_empty() {
-            let _ = writeln!(self.body, "    {flags}");
-        }
-        if !elems.is_empty() {
-            let _ = writeln!(self.body, "    elements = {{ {} }}", elems.join(", "));
-        }
-        self.body.push_str("  }\n");
+        self.object("set", name, key, flags, elems);
     }
 
     /// `map NAME { typeof|type … : …; [flags]; elements = { … } }`.
     fn map(&mut self, name: &str, key: &str, flags: &str, elems: &[String]) {
-        let _ = write!(self.body, "  map {name} {{\n    {key}\n");
+        self.object("map", name, key, flags, elems);
+    }
+
+    fn object(&mut self, kind: &str, name: &str, key: &str, flags: &str, elems: &[String]) {
+        let _ = write!(self.body, "  {kind} {name} {{\n    {key}\n");
         if !flags.is_empty() {
             let _ = writeln!(self.body, "    {flags}");
         }
@@ -648,12 +645,29 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             }
         }
     }
+    // A map keeps the data of an element it already holds (`update` refreshes only its
+    // timeout), so each lives a second less than the ownership it mirrors: gone before the
+    // address can pass to another MAC (`claimed4`/`ll_claimed` gone), the new owner's
+    // first frame writes its own. One element per address (a map refuses two): the owner
+    // with the most time left.
+    let dynamic_idx = format!(
+        "flags dynamic,timeout\n    timeout {}s\n    size {MAX_LL_OWNERS}",
+        LL_TIMEOUT_S - 1
+    );
     let owned = |fi: usize, v: Vec<(String, &[u8; 6], u64)>| -> Vec<String> {
-        v.into_iter()
-            .filter(|(_, _, left)| *left > 0)
-            .filter_map(|(a, m, left)| {
-                Some(format!("{a} expires {left}s : {}", macidx[fi].get(m)?))
-            })
+        let mut by_addr: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+        for (a, m, left) in v {
+            let Some(mark) = macidx[fi].get(m).copied() else {
+                continue;
+            };
+            let left = left.saturating_sub(1);
+            if left > 0 && by_addr.get(&a).is_none_or(|(l, _)| *l < left) {
+                by_addr.insert(a, (left, mark));
+            }
+        }
+        by_addr
+            .into_iter()
+            .map(|(a, (left, mark))| format!("{a} expires {left}s : {mark}"))
             .collect()
     };
     let ownidx4 = owned(
@@ -690,7 +704,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         t.map(
             &format!("{OWN_INDEX}{}", fi * 2 + 4),
             &format!("typeof {key} : meta mark"),
-            &dynamic_ll,
+            &dynamic_idx,
             &elems,
         );
     }

@@ -568,6 +568,68 @@ fn a_reload_carries_address_owners_with_what_they_had_left() {
     );
 }
 
+/// The addresses devices known by their MAC alone own are carried into the next frame
+/// stage with the owner's device mark (`ownidx4`/`6`, read by the inet table), a second
+/// less than the ownership, one element per address however many owners were listed (a
+/// map refuses two: the reload would fail), and none for an owner that is no such device.
+#[test]
+fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
+    use lazaret_abi::{DEV_F_HAS_MAC, DEV_F_NO_IP4, DEV_F_NO_IP6};
+    let mut i = contents(2);
+    let macs: Vec<(u64, [u8; 6])> =
+        i.m.devices
+            .iter()
+            .filter(|(_, d)| d.flags & DEV_F_HAS_MAC != 0)
+            .map(|(_, d)| (d.id, d.mac))
+            .take(2)
+            .collect();
+    let [(a, mac_a), (b, mac_b)] = macs[..] else {
+        panic!("two devices with a MAC: {macs:?}");
+    };
+    for id in [a, b] {
+        i.m.edit_device(id, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+    }
+    let index = super::render::device_index(&i.m);
+    let mark = |id: u64| super::render::OWNER_MARK | index[&id];
+    let addr = std::net::Ipv4Addr::new(10, 20, 0, 50);
+    let carried = super::frame::Dynamic {
+        owners4: vec![
+            (addr, mac_a, 30),
+            (addr, mac_b, 120),
+            (
+                std::net::Ipv4Addr::new(10, 20, 0, 52),
+                [2, 0, 0, 0, 0x0c, 1],
+                90,
+            ),
+        ],
+        owners6: vec![("fd00:20::50".parse().expect("addr"), mac_a, 42)],
+        pins: vec![],
+    };
+    let b_text = frame_of(&i, None, &carried).build;
+    let map = |name: &str| -> String {
+        let at = b_text.find(&format!("map {name} {{")).expect("the map");
+        b_text[at..]
+            .split('}')
+            .next()
+            .expect("its body")
+            .to_string()
+    };
+    let own4 = map("ownidx4");
+    assert!(
+        own4.contains(&format!("10.20.0.50 expires 119s : {}", mark(b))),
+        "{own4}"
+    );
+    assert_eq!(own4.matches("10.20.0.50").count(), 1, "{own4}");
+    assert!(!own4.contains("10.20.0.52"), "{own4}");
+    let own6 = map("ownidx6");
+    let raw = "0xfd000020000000000000000000000050";
+    assert!(
+        own6.contains(&format!("{raw} expires 41s : {}", mark(a))),
+        "{own6}"
+    );
+    assert!(map("macidx4").contains(&format!("{} : {}", super::render::mac_str(&mac_a), mark(a))));
+}
+
 /// The frame stage of `i` with one device port, `gd`.
 fn frame_of(
     i: &Input,

@@ -366,7 +366,7 @@ impl Fam {
 
 use nftables::expr::{Expression as E, NamedExpression as N};
 
-fn mac_str(m: &[u8; 6]) -> String {
+pub(crate) fn mac_str(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
