@@ -344,7 +344,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
             early = Early::of(&lookup);
         }
         // Devices are never upstream: a managed source address from there is forged (it
-        // would otherwise open flows as the device).
+        // would otherwise open flows as the device). Not one a device owns by first use:
+        // a device may claim any address no entry binds, a server's too, which would then
+        // be refused everything it sends.
         if let Some(dev) = lookup_ip_device(gen.slot, pkt.family, &pkt.src) {
             return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
         }
@@ -356,7 +358,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     let dst_dev = if pkt.side == SIDE_DEVICES {
         None
     } else {
-        lookup_dst_device(gen, pkt.family, &pkt.dst)
+        device_at(gen, pkt.family, &pkt.dst)
     };
     // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
     // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
@@ -1545,10 +1547,10 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device
     }
 }
 
-/// The device at the destination address of a packet from upstream: the one the inventory
-/// binds it to, else the one that owns it by first use (`owned_device`).
+/// The device the destination address of a packet from upstream names: the one the
+/// inventory binds it to, else the one that owns it by first use (`owned_device`).
 #[inline(always)]
-fn lookup_dst_device(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
+fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
     match lookup_ip_device(gen.slot, family, addr) {
         Some(d) => Some(d),
         None => owned_device(gen.slot, gen.now, family, addr),
@@ -1560,11 +1562,12 @@ fn lookup_dst_device(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Devi
 /// Bypass class: without it, what upstream sends to such a device is judged by no policy
 /// of its own — it would reach an isolated device, and any session opened on it would pass
 /// as unmanaged. The address names its owner while the ownership lives (used within
-/// TIMEOUT_LL_OWNER_NS), as the nftables frame stage's `ownidx` maps keep it. Link-local
-/// addresses are not looked up (nothing is routed to them). Not for what devices send each
-/// other: a device may claim any address no inventory entry binds, a server's among them,
-/// and would then be asked about every device's flows to it. A BPF function of its own:
-/// inlined, its exits multiplied the paths the verifier walks after its call site.
+/// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
+/// it. Link-local addresses are not looked up (nothing is routed to them). Not for what
+/// devices send each other: a device may claim any address no inventory entry binds, a
+/// server's among them, and would then be asked about every device's flows to it. A BPF
+/// function of its own: inlined, its exits multiplied the paths the verifier walks after
+/// its call site.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
     if parse::is_unspecified_or_link_local(family, addr) {
@@ -1572,7 +1575,9 @@ fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static 
     }
     // SAFETY: see LZ_IFACE_HIGH above.
     let owner = unsafe { LZ_LL_OWNER.get(word::owner_key(family, addr)) }?;
-    if expired(now, owner.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
+    // A second short of the ownership, as the frame stage's `ownidx` elements live (the
+    // two dataplanes find the same owners).
+    if expired(now, owner.last_seen_ns, TIMEOUT_LL_OWNER_NS - NS_PER_S) {
         return None;
     }
     let dev = lookup_mac(slot, Mac::of_owner(owner))?;

@@ -1366,11 +1366,11 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
 #[test]
 fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
-        c.dev_ip4.clear();
-        c.dev_ip6.clear();
-        c.edit_device(handmade::dev_id(), |d| {
-            d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6;
-        });
+        let dev = handmade::dev_id();
+        c.dev_ip4.retain(|(_, d)| d.id != dev);
+        c.dev_ip6.retain(|(_, d)| d.id != dev);
+        c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        c.edit_device(handmade::bystander_id(), |d| d.mode = MODE_AUDIT);
     });
     let (given, unused) = (Ipv4Addr::new(10, 20, 0, 50), Ipv4Addr::new(10, 20, 0, 60));
     let given6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
@@ -1431,6 +1431,21 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
         t.judge(&from_server(given, 5001, 22, TCP_ACK), LO),
         Reason::DenyNoFlow
     );
+    // What another device sends it is judged by the sender's policy alone (owners are
+    // looked up only from upstream: docs/reliability.md, *Open findings*): the neighbour's
+    // audit mode passes its own refusal.
+    devices(&mut t);
+    let from_neighbour = tcp4(
+        BYSTANDER_MAC,
+        DEV_MAC,
+        BYSTANDER_IP,
+        given,
+        42000,
+        2575,
+        TCP_SYN,
+    );
+    assert_eq!(t.judge(&from_neighbour, LO), Reason::Audit);
+    upstream(&mut t);
     // An address it has not used is nobody's; a link-local one is not looked up.
     assert_eq!(
         t.judge(&from_server(unused, 5000, 22, TCP_SYN), LO),

@@ -808,9 +808,10 @@ fn a_managed_source_from_upstream_on_a_live_flow_is_still_spoofing() {
 
 #[test]
 fn a_reply_from_upstream_to_a_device_known_by_its_mac_alone_is_judged_by_identity() {
-    // The device has no IPv4 binding: it is identified by its MAC, so its address names
-    // no device and the reply passes as unmanaged traffic, as it did before the entry
-    // recorded devices (FLOW_F_ADDR_* unset for that endpoint).
+    // The device has no IPv4 binding: it is identified by its MAC, and its address names it
+    // only as the owner by first use (its SYN claimed it), which can pass to another device:
+    // the entry does not flag that endpoint (FLOW_F_ADDR_* unset), so the reply takes the
+    // full path, which finds the owner, and passes as the flow's.
     let mut t = handmade::Twin::with(SITE_F_NEIGHBOR, |c| {
         c.dev_ip4.retain(|(_, d)| d.id != dev_id());
         c.edit_device(dev_id(), |d| d.flags |= DEV_F_NO_IP4);
@@ -818,7 +819,11 @@ fn a_reply_from_upstream_to_a_device_known_by_its_mac_alone_is_judged_by_identit
     let (syn, synack) = session(40102);
     assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
     on(&mut t, SIDE_UPSTREAM);
-    assert_eq!(t.judge(&synack, LO), Reason::PassUnmanaged);
+    assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    // Isolated, it is not: the owner's quarantine judges its flow again.
+    t.quarantine(dev_id(), QUARANTINE_ISOLATE);
+    let (_, again) = session(40102);
+    assert_eq!(t.judge(&again, LO), Reason::DenyQuarantine);
 }
 
 #[test]

@@ -114,9 +114,9 @@ fn a_device_known_by_its_mac_alone_is_isolated_with_its_sessions(
     let mut session = lab.connect(2575, Duration::from_millis(1000))?;
     assert!(round_trip(&mut session), "the pump's session works");
     lab.quarantine("pump-icu-01", "isolate", "test")?;
-    // Nor does it answer a session another host opens to its address: its answers are
-    // its own packets. (On XDP they never pass: what is sent to a device known by its MAC
-    // alone is not yet related to it, and its answers are packets of no flow.)
+    // Nor is a session another host opens to its address opened: the address it owns by
+    // first use names it, and its quarantine refuses the server's SYN (its answers, its own
+    // packets, would be refused too).
     let pump = SocketAddr::from(([10, 20, 0, 11], 7000));
     let listener = lab.net.device.run(move || TcpListener::bind(pump))??;
     let inbound = lab

@@ -385,10 +385,9 @@ impl MapIndex {
         self.device(*id)
     }
 
-    /// The device at the destination address of a packet from upstream
-    /// (`lookup_dst_device`): the one bound to it, else the device known by its MAC alone in
-    /// that family whose MAC owns it by first use (`owned_device`; not for link-local
-    /// addresses).
+    /// The device the destination address of a packet from upstream names (`device_at`):
+    /// the one bound to it, else the device known by its MAC alone in that family whose MAC
+    /// owns it by first use (`owned_device`; not for link-local addresses).
     pub fn device_at(&self, states: &DeviceStates, addr: IpAddr) -> Option<Device> {
         if let Some(d) = self.device_by_ip(addr) {
             return Some(d);
@@ -698,13 +697,13 @@ fn judge_ip(
             Err(d) => return d,
         }
     } else {
-        // Devices are never upstream.
+        // Devices are never upstream (bound addresses; not owned ones, see `device_at`).
         if let Some(d) = ix.device_by_ip(ip.src) {
             return Decision::dev(Reason::DenySpoof, d.id);
         }
         None
     };
-    // By an owned address only from upstream (`lookup_dst_device`).
+    // By an owned address only from upstream (`device_at`).
     let dst_dev = if pkt.side == SIDE_UPSTREAM {
         ix.device_at(states, ip.dst)
     } else {

@@ -135,7 +135,10 @@ impl Nft {
     /// chain is hooked while its rules are still invisible, and with the old chain
     /// unhooked in the same commit, the odd denied packet met only the new chain's
     /// `accept` policy (seen under 200 reloads). With the steps apart, both tables judge
-    /// for a moment — a packet must pass both — and the new one alone after. A failure in
+    /// for a moment — a packet must pass both — and the new one alone after. (A packet to an
+    /// owned address meanwhile may carry the other frame stage's owner mark, whose device
+    /// numbering may differ: each table refuses a mark of the other's, see
+    /// `render::OWNER_TABLE`.) A failure in
     /// the first two steps leaves `previous` enforcing (a half-built `r` is unhooked and
     /// removed by the next apply); a failure of the third is only logged.
     pub fn swap(&self, previous: &str, r: &Rendered) -> Result<Duration, ApplyError> {
@@ -576,7 +579,7 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)
             // written back as the hex it prints larger ones in.
             let text = |v: &serde_json::Value| match v {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => n.as_u64().map(|n| format!("0x{n:x}")),
+                serde_json::Value::Number(n) => json_u64(n).map(|n| format!("0x{n:x}")),
                 _ => None,
             };
             let expires = e
@@ -607,12 +610,17 @@ fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
             let text = match key {
                 serde_json::Value::String(s) => s.clone(),
                 // A raw key nft prints as a number (a small one).
-                serde_json::Value::Number(n) => format!("0x{:x}", n.as_u64()?),
+                serde_json::Value::Number(n) => format!("0x{:x}", json_u64(n)?),
                 _ => return None,
             };
             Some((text, left))
         })
         .collect()
+}
+
+/// A key nft printed as a JSON number: unsigned, or (its top bit set) as a negative one.
+fn json_u64(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| n.as_i64().map(|v| v as u64))
 }
 
 fn parse_raw6(s: &str) -> Option<std::net::Ipv6Addr> {

@@ -16,7 +16,10 @@
 //! The VLAN a frame belongs to is put in the packet mark first: the tag's VID, or for an
 //! untagged (or priority-tagged) frame the VLAN its port gives untagged frames (0 on a
 //! trunk). Identity sets are keyed by `… . iifname . meta mark`, and by `… . iifname` for
-//! devices bound to any VLAN. The `inet` table overwrites the mark in prerouting.
+//! devices bound to any VLAN. Leaving the stage from an upstream port, a packet's mark is
+//! the owner mark of its destination (`render::OWNER_MARK`, an address a device known by its
+//! MAC alone owns by first use) or 0; the `inet` table reads it, then uses the mark as its
+//! own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
 //! (`gateway-ebpf/src/main.rs`); where the two differ it is in the reason a frame failing two
@@ -630,7 +633,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
-    // The owners' devices, for the inet table (`dst_owner`): the devices known by their MAC
+    // The owners' devices, for the inet table (the `dst_*` chains): the devices known by their MAC
     // alone in a family, by MAC, and the addresses they own, carried with what they had left.
     let index = super::render::device_index(m);
     let mut macidx: [BTreeMap<[u8; 6], u32>; 2] = [BTreeMap::new(), BTreeMap::new()];
@@ -638,7 +641,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         if d.flags & DEV_F_HAS_MAC == 0 {
             continue;
         }
-        let mark = super::render::OWNER_MARK | index[&d.id];
+        let mark = super::render::owner_tag(opt.table) | index[&d.id];
         for (fi, flag) in [DEV_F_NO_IP4, DEV_F_NO_IP6].into_iter().enumerate() {
             if d.flags & flag != 0 {
                 macidx[fi].insert(d.mac, mark);
@@ -780,7 +783,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         let _ = writeln!(hook, "add rule netdev {table} in_{i} jump {side}");
         if p.cfg.side != SIDE_DEVICES {
             // A packet to an address a device owns by first use names that device
-            // (`dst_owner`); any other, none.
+            // (the `dst_*` chains); any other, none.
             let _ = writeln!(hook, "add rule netdev {table} in_{i} meta mark set 0");
             let _ = writeln!(
                 hook,
@@ -808,6 +811,12 @@ fn dst_owner_chain(key: &str) -> &'static str {
         "@nh,64,128" => "dst_nh6",
         _ => "dst_th6",
     }
+}
+
+/// The map of owners' device marks (`ownidx4`/`6`) an owned address `key` is kept in.
+fn owner_index_map(key: &str) -> String {
+    let v = if key.starts_with('@') { 6 } else { 4 };
+    format!("{OWN_INDEX}{v}")
 }
 
 /// A table name lazaret chose (`lazaret`, `lazaret_b`); checked like an interface name.
@@ -851,7 +860,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     let d = Side::Devices;
     // The frame's VLAN in the mark: the tag's VID, or what the port gives untagged and
-    // priority-tagged frames. (Again after `dst_owner`, which borrows the mark.)
+    // priority-tagged frames. (Again after the `dst_*` chains, which borrow the mark.)
     t.chain("vlan_mark", |t| {
         t.line(&format!(
             "@ll,96,16 {ETH_8021Q} vlan id != 0 meta mark set vlan id"
@@ -1118,7 +1127,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     // alone; the XDP program's is by device): one device claiming a flood of addresses
     // would otherwise fill the sets. Whatever a set did not take (a full one) is refused:
     // unrecorded, the address would be anyone's and the budget no one's.
-    // What is owned is recorded for the inet table too (`dst_owner`).
+    // What is owned is recorded for the inet table too (the `dst_*` chains).
     let fcfs = |t: &mut Text,
                 key: &str,
                 owner: &str,
@@ -1129,6 +1138,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} goto {dst}"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
+        // An owner's device mark outliving its ownership (a person's release could not
+        // delete it in its last second): its data would stay, as an update keeps the data
+        // of an element it finds. The address waits for it to expire (a second at most).
+        let index = owner_index_map(key);
+        t.line(&format!("{key} @{index} goto claim_refused"));
         t.line(&format!(
             "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));
@@ -1150,12 +1164,13 @@ fn chains(t: &mut Text, site_flags: u32) {
     // after.
     for key in ["ip saddr", "arp saddr ip", "@nh,64,128", "@th,64,128"] {
         t.chain(dst_owner_chain(key), |t| {
-            let (map, v) = if key.starts_with('@') {
+            let map = owner_index_map(key);
+            let v = if key.starts_with('@') {
                 let at = &key[..key.len() - 4];
                 t.line(&format!("{at},16 & 0xffc0 == 0xfe80 return"));
-                (format!("{OWN_INDEX}6"), 6)
+                6
             } else {
-                (format!("{OWN_INDEX}4"), 4)
+                4
             };
             t.line(&format!(
                 "meta mark set ether saddr map @macidx{v} update @{map} {{ {key} : meta mark }}"
@@ -1288,34 +1303,38 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // A fragmented ICMP error to a device from upstream: a packet of no flow, as on XDP
     // (see `ip4_ok`; from a device port it is judged there, after identity). To a host
     // that is no device's it is not lazaret's to judge.
+    // A device's address: bound to it, or owned by it (`ownidx`: the XDP program's
+    // `device_at`).
+    let to_devices = [
+        ("ip daddr @dev4", "ip6 daddr @dev6"),
+        ("ip daddr @ownidx4", "@nh,192,128 @ownidx6"),
+    ];
     if side == Side::Upstream {
-        t.decide(
-            side,
-            &format!(
-                "ip saddr != @dev4 ip daddr @dev4 ip frag-off & 0x3fff == 0x2000 {ICMP4_ERRORS}"
-            ),
-            Reason::DenyNoFlow,
-        );
-        t.decide(
-            side,
-            &format!(
-                "ip6 saddr != @dev6 ip6 daddr @dev6 frag frag-off 0 frag more-fragments 1 {ICMP6_ERRORS}"
-            ),
-            Reason::DenyNoFlow,
-        );
-        // Whole, or an atomic fragment (offset 0, no more), which the XDP program parses
-        // as whole.
-        for whole in [
-            "exthdr frag missing",
-            "frag frag-off 0 frag more-fragments 0",
-        ] {
+        for (to4, to6) in to_devices {
+            t.decide(
+                side,
+                &format!("ip saddr != @dev4 {to4} ip frag-off & 0x3fff == 0x2000 {ICMP4_ERRORS}"),
+                Reason::DenyNoFlow,
+            );
             t.decide(
                 side,
                 &format!(
-                    "ip6 saddr != @dev6 ip6 daddr @dev6 {whole} {ICMP6_ERRORS} {QUOTED6_EXTHDR}"
+                    "ip6 saddr != @dev6 {to6} frag frag-off 0 frag more-fragments 1 {ICMP6_ERRORS}"
                 ),
                 Reason::DenyNoFlow,
             );
+            // Whole, or an atomic fragment (offset 0, no more), which the XDP program
+            // parses as whole.
+            for whole in [
+                "exthdr frag missing",
+                "frag frag-off 0 frag more-fragments 0",
+            ] {
+                t.decide(
+                    side,
+                    &format!("ip6 saddr != @dev6 {to6} {whole} {ICMP6_ERRORS} {QUOTED6_EXTHDR}"),
+                    Reason::DenyNoFlow,
+                );
+            }
         }
     }
     // A fragment that starts inside a TCP header's 20 bytes would rewrite what was judged

@@ -590,7 +590,7 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
         i.m.edit_device(id, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
     }
     let index = super::render::device_index(&i.m);
-    let mark = |id: u64| super::render::OWNER_MARK | index[&id];
+    let mark = |id: u64| super::render::owner_tag("lazaret") | index[&id];
     let addr = std::net::Ipv4Addr::new(10, 20, 0, 50);
     let carried = super::frame::Dynamic {
         owners4: vec![
@@ -602,7 +602,11 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
                 90,
             ),
         ],
-        owners6: vec![("fd00:20::50".parse().expect("addr"), mac_a, 42)],
+        owners6: vec![
+            ("fd00:20::50".parse().expect("addr"), mac_a, 42),
+            ("fd00:20::51".parse().expect("addr"), mac_a, 1),
+            ("fe80::11".parse().expect("addr"), mac_a, 300),
+        ],
         pins: vec![],
     };
     let b_text = frame_of(&i, None, &carried).build;
@@ -621,12 +625,16 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
     );
     assert_eq!(own4.matches("10.20.0.50").count(), 1, "{own4}");
     assert!(!own4.contains("10.20.0.52"), "{own4}");
+    // A second short of the ownership: gone before another MAC can take the address.
+    assert!(own4.contains("timeout 599s"), "{own4}");
     let own6 = map("ownidx6");
     let raw = "0xfd000020000000000000000000000050";
     assert!(
         own6.contains(&format!("{raw} expires 41s : {}", mark(a))),
         "{own6}"
     );
+    // Not an owner with a second left, nor a link-local address.
+    assert_eq!(own6.matches("expires").count(), 1, "{own6}");
     assert!(map("macidx4").contains(&format!("{} : {}", super::render::mac_str(&mac_a), mark(a))));
 }
 
@@ -653,4 +661,46 @@ fn frame_of(
         },
     )
     .expect("the frame stage renders")
+}
+
+/// While a reload swaps the pair's tables, a packet from upstream may carry the other
+/// frame stage's owner mark, numbered by the other generation: each table drops a mark of
+/// the other's (its table bit differs), and reads only its own as a device.
+#[test]
+fn an_owner_mark_of_the_other_table_is_refused_not_read() {
+    use super::render::{OWNER_MARK, OWNER_TABLE};
+    let i = contents(1);
+    for (table, theirs) in [
+        ("lazaret", OWNER_MARK | OWNER_TABLE),
+        ("lazaret_b", OWNER_MARK),
+    ] {
+        let r = render(
+            &i,
+            &DeviceStates::default(),
+            &RenderOptions {
+                table: table.into(),
+                ..options()
+            },
+        )
+        .expect("renders");
+        let rules: Vec<String> = r
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                NfListObject::Rule(rule) if rule.chain == "from_upstream" => {
+                    Some(serde_json::to_string(&rule.expr).expect("json"))
+                }
+                _ => None,
+            })
+            .collect();
+        let refused = rules
+            .iter()
+            .find(|r| r.contains(&format!("\"right\":{theirs}")))
+            .unwrap_or_else(|| panic!("{table}: no rule for the other table's mark: {rules:?}"));
+        assert!(refused.contains("\"drop\""), "{table}: {refused}");
+        assert!(
+            refused.contains(&(OWNER_MARK | OWNER_TABLE).to_string()),
+            "{table}: the mask is both bits: {refused}"
+        );
+    }
 }

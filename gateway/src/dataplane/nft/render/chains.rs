@@ -5,7 +5,7 @@
 use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
-use super::{LEARN_PREFIX, OWNER_INDEX, OWNER_MARK, V4, V6};
+use super::{owner_tag, LEARN_PREFIX, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6};
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
 use nftables::schema::{Chain, NfListObject};
@@ -199,6 +199,20 @@ impl Builder<'_> {
                 Side::Upstream,
             );
         }
+        // An owner mark of the other table of the pair (both frame stages run while a
+        // reload swaps them, the later one's mark standing): its device index is the other
+        // generation's numbering. Refused for those milliseconds, never read as this one's
+        // device, nor as no device.
+        let tag = owner_tag(&self.opt.table);
+        let theirs = (tag ^ OWNER_TABLE) | OWNER_MARK;
+        let r = vec![eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(theirs))];
+        self.decide(
+            "from_upstream",
+            r,
+            Reason::DenyNoFlow,
+            false,
+            Side::Upstream,
+        );
         self.rule("from_upstream", vec![goto("flow")]);
     }
 
@@ -396,12 +410,13 @@ impl Builder<'_> {
             // it owns by first use: the frame stage's owner mark names it (the XDP
             // program's `owned_device`). Upstream has no device, so the mark is intact
             // here: the flow's initiator when this is a reply, its responder below.
+            let tag = owner_tag(&self.opt.table);
             let owned = |dir: &str, end: Expr<'static>| {
                 vec![
                     eq(ct("direction"), s(dir.to_string())),
                     not_in_set(iifname(), DEV_IFACES),
                     not_in_set(end, &f.n("dev")),
-                    ne(and(mark(), n(OWNER_MARK)), n(0)),
+                    eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)),
                     set_mark(owner_index()),
                 ]
             };

@@ -119,15 +119,33 @@ pub fn device_index(m: &MapContents) -> BTreeMap<u64, u32> {
 
 /// The packet mark the frame stage hands the table for a packet from upstream to an address
 /// a device known by its MAC alone owns by first use (the XDP program's `owned_device`):
-/// this bit, and the owner's [`device_index`] in the bits of [`OWNER_INDEX`]. Without the
-/// bit the mark names no owner (a frame-stage mark is otherwise a VLAN id or 0).
+/// this bit, [`OWNER_TABLE`] for the second of the pair's tables, and the owner's
+/// [`device_index`] in the bits of [`OWNER_INDEX`]. Without the bit the mark names no owner
+/// (a frame-stage mark is otherwise a VLAN id or 0).
 pub const OWNER_MARK: u32 = 0x8000_0000;
+/// Set in the owner marks of the frame stage of the second of the pair's tables
+/// (`dataplane::TABLES`): while a reload swaps them, a packet may pass both frame stages
+/// and meet the other generation's inet table, whose device numbering may differ; a mark
+/// of the other table's is refused, never read as a device of this one (see
+/// `chain_from_upstream`).
+pub const OWNER_TABLE: u32 = 0x4000_0000;
 /// The bits of an [`OWNER_MARK`] mark that hold the device's index.
 pub const OWNER_INDEX: u32 = 0xffff;
+
 const _: () = assert!(
     MAX_DEVICES <= OWNER_INDEX,
     "a device index fits the owner mark"
 );
+
+/// The owner bits of the marks of `table`'s frame stage: [`OWNER_MARK`], and
+/// [`OWNER_TABLE`] for the pair's second table.
+pub fn owner_tag(table: &str) -> u32 {
+    if table == super::dataplane::TABLES[1] {
+        OWNER_MARK | OWNER_TABLE
+    } else {
+        OWNER_MARK
+    }
+}
 
 /// Prefix of every nflog message the table sends: `lazaret <reason> `.
 pub const LOG_PREFIX: &str = "lazaret ";
