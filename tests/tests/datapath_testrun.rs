@@ -820,6 +820,13 @@ fn a_reply_from_upstream_to_a_device_known_by_its_mac_alone_is_judged_by_identit
     assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
     on(&mut t, SIDE_UPSTREAM);
     assert_eq!(t.judge(&synack, LO), Reason::AllowFlow);
+    let (_, _, flow) =
+        t.dp.flows()
+            .expect("flows")
+            .into_iter()
+            .find(|(_, k, _)| k.port_a == 40102 || k.port_b == 40102)
+            .expect("the device's flow is tracked");
+    assert_eq!(flow.flags, 0, "no endpoint flagged as found by its address");
     // Isolated, it is not: the owner's quarantine judges its flow again.
     t.quarantine(dev_id(), QUARANTINE_ISOLATE);
     let (_, again) = session(40102);

@@ -226,6 +226,41 @@ fn enforcement_removed_behind_the_daemon_is_restored(dataplane: Dataplane) -> Re
                     .with_context(|| format!("the allowed workflow after: {how}"))?;
                 figures.push(format!("{how}: restored in {} ms", took.as_millis()));
             }
+            // A table of the other generation of the pair beside the enforcing one (a
+            // reload whose delete of the old one failed): removed, the generation applied
+            // again (with it there, what upstream sends to an address a device owns by
+            // first use would be refused: see the enforcing table's OWNER_TABLE).
+            let before = lazaret_tables(&lab)?;
+            let inet = before
+                .iter()
+                .find(|t| t.starts_with("inet "))
+                .context("inet table")?;
+            let other = if inet.ends_with("_b") {
+                "lazaret"
+            } else {
+                "lazaret_b"
+            };
+            lab.net
+                .gateway
+                .exec(&["nft", "add", "table", "inet", other])?;
+            // One generation's tables again, both families (not merely as many: the
+            // restore deletes them all, passing through as many on the way).
+            let one_pair = |t: &[String]| {
+                let name = |x: &String| x.split(' ').nth(1).map(str::to_string);
+                t.len() == before.len() && t.iter().all(|x| name(x) == name(&t[0]))
+            };
+            let took = restored_within(BOUND * 3, || {
+                lazaret_tables(&lab).is_ok_and(|t| one_pair(&t))
+            })
+            .context("the other table of the pair was not removed")?;
+            denied_is_closed(&lab, "the other table removed")?;
+            lab.connect(ALLOWED, T)
+                .context("the allowed workflow after the other table was removed")?;
+            assert_eq!(tamper_count(&lab, &dev, "nft_stale_table")?, 1.0);
+            figures.push(format!(
+                "the other table of the pair added: removed in {} ms",
+                took.as_millis()
+            ));
             // Both tamperings counted. A check that lists the tables just before a flush
             // and counts a table's rules just after sees the rules changed rather than the
             // table missing (CI caught it): either kind is the tampering, counted once.

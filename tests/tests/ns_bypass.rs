@@ -2427,8 +2427,16 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
         );
     }
     // A reload: the next table finds the owners as this one did (carried with what they
-    // had left; on nftables the other table of the pair, whose marks differ).
+    // had left; on nftables the other table of the pair, whose marks differ). The server's
+    // answer again (a retransmission), judged again under it, still arrives.
     lab.reload_to(lab.generation()?, &format!("{extra}\n# reloaded\n"))?;
+    let again = from_server(v4(SERVER, pump4, synack(7000, b"again4")), ETH_IPV4);
+    send_up(again)?;
+    ensure!(
+        pump.saw(b"again4", ARRIVE),
+        "the server's answer on the pump's session after a reload did not arrive\n{}",
+        lab.debug()
+    );
     // Nothing else: the server opens no session on the pump (no rule lets it), and sends
     // nothing outside one.
     let forbidden = [

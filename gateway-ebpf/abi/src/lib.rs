@@ -104,7 +104,9 @@
 //! The owner record also names the device at a destination: a packet from upstream to an
 //! address no inventory entry binds, owned by the MAC of a device known by its MAC alone in
 //! that family, is judged by that device's policy as one to a bound address is, while the
-//! ownership lives. Not what devices send each other: a device may claim any address no
+//! ownership lives (less a second: the nftables frame stage's marks of owners expire a
+//! second before the ownership, so an address passes to a new owner only once they are
+//! gone). Not what devices send each other: a device may claim any address no
 //! entry binds, a server's too, and would be asked about every flow to it. Link-local
 //! destinations are not looked up this way (nothing is routed to them).
 //!

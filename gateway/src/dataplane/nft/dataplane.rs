@@ -159,6 +159,11 @@ pub enum Tampered {
     RulesChanged,
     /// The interface hold is gone while interfaces are held.
     HoldMissing,
+    /// A table of the other generation of the pair still judges beside the enforcing one (a
+    /// reload's delete of it failed). Both must pass a packet (closed), but what upstream
+    /// sends to an address a device owns by first use is refused by the enforcing table
+    /// while the other's frame stage marks it (`render::OWNER_TABLE`): put right at once.
+    StaleTable,
 }
 
 impl Tampered {
@@ -168,6 +173,7 @@ impl Tampered {
             Tampered::TableMissing => "nft_table_missing",
             Tampered::RulesChanged => "nft_rules_changed",
             Tampered::HoldMissing => "nft_hold_missing",
+            Tampered::StaleTable => "nft_stale_table",
         }
     }
 }
@@ -409,6 +415,10 @@ impl NftDataplane {
                 let rules = self.nft.rule_count(family, &r.table)?;
                 if rules != self.expected.get(family.name()).copied() {
                     return Ok(Some(Tampered::RulesChanged));
+                }
+                let other = TABLES.iter().find(|t| **t != r.table);
+                if other.is_some_and(|t| has(family.name(), t)) {
+                    return Ok(Some(Tampered::StaleTable));
                 }
             }
         }

@@ -1141,8 +1141,12 @@ fn chains(t: &mut Text, site_flags: u32) {
         // An owner's device mark outliving its ownership (a person's release could not
         // delete it in its last second): its data would stay, as an update keeps the data
         // of an element it finds. The address waits for it to expire (a second at most).
+        // (A lookup of its value, not of the key alone: kernels before 6.5 refuse a
+        // membership test on a map.)
         let index = owner_index_map(key);
-        t.line(&format!("{key} @{index} goto claim_refused"));
+        t.line(&format!(
+            "meta mark set {key} map @{index} goto claim_refused"
+        ));
         t.line(&format!(
             "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));
@@ -1304,22 +1308,30 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // (see `ip4_ok`; from a device port it is judged there, after identity). To a host
     // that is no device's it is not lazaret's to judge.
     // A device's address: bound to it, or owned by it (`ownidx`: the XDP program's
-    // `device_at`).
+    // `device_at`; a lookup of its value, last, as kernels before 6.5 refuse a membership
+    // test on a map; the mark it writes on the way is the hook's to set again).
     let to_devices = [
-        ("ip daddr @dev4", "ip6 daddr @dev6"),
-        ("ip daddr @ownidx4", "@nh,192,128 @ownidx6"),
+        ("ip daddr @dev4 ", "", "ip6 daddr @dev6 ", ""),
+        (
+            "",
+            " meta mark set ip daddr map @ownidx4",
+            "",
+            " meta mark set @nh,192,128 map @ownidx6",
+        ),
     ];
     if side == Side::Upstream {
-        for (to4, to6) in to_devices {
+        for (to4, owned4, to6, owned6) in to_devices {
             t.decide(
                 side,
-                &format!("ip saddr != @dev4 {to4} ip frag-off & 0x3fff == 0x2000 {ICMP4_ERRORS}"),
+                &format!(
+                    "ip saddr != @dev4 {to4}ip frag-off & 0x3fff == 0x2000 {ICMP4_ERRORS}{owned4}"
+                ),
                 Reason::DenyNoFlow,
             );
             t.decide(
                 side,
                 &format!(
-                    "ip6 saddr != @dev6 {to6} frag frag-off 0 frag more-fragments 1 {ICMP6_ERRORS}"
+                    "ip6 saddr != @dev6 {to6}frag frag-off 0 frag more-fragments 1 {ICMP6_ERRORS}{owned6}"
                 ),
                 Reason::DenyNoFlow,
             );
@@ -1331,7 +1343,9 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
             ] {
                 t.decide(
                     side,
-                    &format!("ip6 saddr != @dev6 {to6} {whole} {ICMP6_ERRORS} {QUOTED6_EXTHDR}"),
+                    &format!(
+                        "ip6 saddr != @dev6 {to6}{whole} {ICMP6_ERRORS} {QUOTED6_EXTHDR}{owned6}"
+                    ),
                     Reason::DenyNoFlow,
                 );
             }

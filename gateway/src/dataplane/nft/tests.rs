@@ -683,24 +683,37 @@ fn an_owner_mark_of_the_other_table_is_refused_not_read() {
             },
         )
         .expect("renders");
-        let rules: Vec<String> = r
-            .objects
-            .iter()
-            .filter_map(|o| match o {
-                NfListObject::Rule(rule) if rule.chain == "from_upstream" => {
-                    Some(serde_json::to_string(&rule.expr).expect("json"))
-                }
-                _ => None,
-            })
-            .collect();
+        // The rules of `chain`, as JSON text.
+        let chain = |name: &str| -> Vec<String> {
+            r.objects
+                .iter()
+                .filter_map(|o| match o {
+                    NfListObject::Rule(rule) if rule.chain == name => {
+                        Some(serde_json::to_string(&rule.expr).expect("json"))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let rules = chain("from_upstream");
         let refused = rules
             .iter()
             .find(|r| r.contains(&format!("\"right\":{theirs}")))
             .unwrap_or_else(|| panic!("{table}: no rule for the other table's mark: {rules:?}"));
         assert!(refused.contains("\"drop\""), "{table}: {refused}");
-        assert!(
-            refused.contains(&(OWNER_MARK | OWNER_TABLE).to_string()),
-            "{table}: the mask is both bits: {refused}"
-        );
+        // Its own marks only are read as a device: the judge chains compare both bits with
+        // its own tag.
+        let tag = super::render::owner_tag(table);
+        let judge: Vec<String> = chain("judge4")
+            .into_iter()
+            .filter(|r| r.contains(&(OWNER_MARK | OWNER_TABLE).to_string()))
+            .collect();
+        assert_eq!(judge.len(), 2, "{table}: {judge:?}");
+        for rule in &judge {
+            assert!(
+                rule.contains(&format!("\"right\":{tag}")),
+                "{table}: {rule}"
+            );
+        }
     }
 }
