@@ -559,68 +559,69 @@ pub fn to_json(objects: &Nftables) -> serde_json::Value {
     v
 }
 
-/// The two-part concatenated elements of a set in nft's JSON output (`{"concat": [a, b]}`,
-/// possibly wrapped in `{"elem": {"val": …}}` with a timeout), as strings, with the seconds
-/// each has left when it expires.
-fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)> {
-    let elems = listed
-        .get("nftables")
-        .and_then(|l| l.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.pointer("/set/elem"))
-        .filter_map(|e| e.as_array())
-        .flatten();
-    elems
-        .filter_map(|e| {
-            let c = e.pointer("/elem/val/concat").or_else(|| e.get("concat"))?;
-            let parts = c.as_array()?;
-            // A raw key (`@nh,64,128`) nft prints as a number when it is small (`::2`):
-            // written back as the hex it prints larger ones in.
-            let text = |v: &serde_json::Value| match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => json_u64(n).map(|n| format!("0x{n:x}")),
-                _ => None,
-            };
-            let expires = e
-                .pointer("/elem/expires")
-                .and_then(serde_json::Value::as_u64);
-            Some((text(parts.first()?)?, text(parts.get(1)?)?, expires))
-        })
-        .collect()
-}
-
-/// The keys of a listed map's elements, as nft writes them (`10.20.0.50`, `0xfd00…`), with
-/// the seconds each has left when it has a timeout.
-fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
+/// The elements of the set or map (`kind`) `nft -j list` printed.
+fn listed_elems<'a>(
+    listed: &'a serde_json::Value,
+    kind: &str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    let at = format!("/{kind}/elem");
     listed
         .get("nftables")
         .and_then(|l| l.as_array())
         .into_iter()
         .flatten()
-        .filter_map(|o| o.pointer("/map/elem"))
+        .filter_map(move |o| o.pointer(&at))
         .filter_map(|e| e.as_array())
         .flatten()
-        .filter_map(|pair| {
-            let key = pair.get(0)?;
-            let left = key
-                .pointer("/elem/expires")
-                .and_then(serde_json::Value::as_u64);
-            let key = key.pointer("/elem/val").unwrap_or(key);
-            let text = match key {
-                serde_json::Value::String(s) => s.clone(),
-                // A raw key nft prints as a number (a small one).
-                serde_json::Value::Number(n) => format!("0x{:x}", json_u64(n)?),
-                _ => return None,
-            };
-            Some((text, left))
+}
+
+/// An element's key part as nft writes it (`10.20.0.50`, `0xfd00…`). A raw key
+/// (`@nh,64,128`) nft prints as a number when it is small (`::2`), negative with its top
+/// bit set: written back as the hex it prints larger ones in.
+fn key_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => {
+            let n = n.as_u64().or_else(|| n.as_i64().map(|v| v as u64))?;
+            Some(format!("0x{n:x}"))
+        }
+        _ => None,
+    }
+}
+
+/// The seconds an element (`{"elem": {"val": …, "expires": …}}`) has left, when it expires.
+fn expires(e: &serde_json::Value) -> Option<u64> {
+    e.pointer("/elem/expires")
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// The two-part concatenated elements of a set in nft's JSON output (`{"concat": [a, b]}`,
+/// possibly wrapped in `{"elem": {"val": …}}` with a timeout), as strings, with the seconds
+/// each has left when it expires.
+fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)> {
+    listed_elems(listed, "set")
+        .filter_map(|e| {
+            let c = e.pointer("/elem/val/concat").or_else(|| e.get("concat"))?;
+            let parts = c.as_array()?;
+            Some((
+                key_text(parts.first()?)?,
+                key_text(parts.get(1)?)?,
+                expires(e),
+            ))
         })
         .collect()
 }
 
-/// A key nft printed as a JSON number: unsigned, or (its top bit set) as a negative one.
-fn json_u64(n: &serde_json::Number) -> Option<u64> {
-    n.as_u64().or_else(|| n.as_i64().map(|v| v as u64))
+/// The keys of a listed map's elements (`[key, value]`), as nft writes them, with the
+/// seconds each has left when it has a timeout.
+fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
+    listed_elems(listed, "map")
+        .filter_map(|pair| {
+            let key = pair.get(0)?;
+            let text = key_text(key.pointer("/elem/val").unwrap_or(key))?;
+            Some((text, expires(key)))
+        })
+        .collect()
 }
 
 fn parse_raw6(s: &str) -> Option<std::net::Ipv6Addr> {
