@@ -345,8 +345,8 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
         }
         // Devices are never upstream: a managed source address from there is forged (it
         // would otherwise open flows as the device). Not one a device owns by first use:
-        // a device may claim any address no entry binds, a server's too, which would then
-        // be refused everything it sends.
+        // where the site declares no devices' networks, a device may claim a server's
+        // address, which would then be refused everything it sends.
         if let Some(dev) = lookup_ip_device(gen.slot, pkt.family, &pkt.src) {
             return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
         }
@@ -477,7 +477,13 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
             Some(owner) => owner.id == dev.id,
             None => {
                 (parse::is_link_local6(target) || dev.flags & DEV_F_NO_IP6 != 0)
-                    && claim_address(gen, FAMILY_V6, target, pkt.src_mac, Dev::of(dev))
+                    && claim_address(
+                        gen,
+                        (FAMILY_V6, target),
+                        in_claim_networks(gen.slot, FAMILY_V6, target),
+                        pkt.src_mac,
+                        Dev::of(dev),
+                    )
             }
         };
         if !own {
@@ -519,12 +525,21 @@ fn is_local(family: u8, addr: &Addr) -> bool {
 
 /// First come, first served (RFC 6620): `mac` (of device `dev`) may use `addr` (a
 /// link-local address, or any address of a family its device has none bound in) unless it
-/// is the gateway's or not claimable, or another MAC used it within TIMEOUT_LL_OWNER_NS;
-/// using it makes (or keeps) `mac` its owner, a new address within the device's budget.
+/// is the gateway's, not claimable, outside the devices' networks, or another MAC used it
+/// within TIMEOUT_LL_OWNER_NS; using it makes (or keeps) `mac` its owner, a new address
+/// within the device's budget. `in_nets` is [`in_claim_networks`] of the address, asked by
+/// the caller: called from here, inside `identify_source`'s closure (a BPF function of its
+/// own), its frame would be a fourth on the call chain, past the verifier's 512 bytes.
 /// See lazaret_abi, *Addresses owned by first use*.
 #[inline(always)]
-fn claim_address(gen: &Gen, family: u8, addr: &Addr, mac: Mac, dev: Dev) -> bool {
-    if !parse::is_claimable(family, addr) || is_local(family, addr) {
+fn claim_address(
+    gen: &Gen,
+    (family, addr): (u8, &Addr),
+    in_nets: bool,
+    mac: Mac,
+    dev: Dev,
+) -> bool {
+    if !in_nets || !parse::is_claimable(family, addr) || is_local(family, addr) {
         return false;
     }
     let key = word::owner_key(family, addr);
@@ -642,15 +657,17 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             // to the neighbour). In this order: a frame refused for its VLAN, interface or
             // bridge port claims nothing (a frame with a neighbour's MAC from another port
             // makes no claim in its name).
+            let in_nets = in_claim_networks(gen.slot, pkt.family, &pkt.src);
             let ip_ok = || {
+                let src = (pkt.family, &pkt.src);
                 if unspecified {
                     pkt.family != FAMILY_V6
                         || !parse::is_link_local6(&pkt.src)
-                        || claim_address(gen, FAMILY_V6, &pkt.src, pkt.src_mac, Dev::of(dev))
+                        || claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
                 } else {
                     ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
                         || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
-                        && claim_address(gen, pkt.family, &pkt.src, pkt.src_mac, Dev::of(dev))
+                        && claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
                 }
             };
             if vlan_ok && if_ok && on_its_port(gen, pkt, dev) && ip_ok() {
@@ -1299,21 +1316,7 @@ fn lookup_rule_inline(
     proto: u8,
     port: u16,
 ) -> Option<RuleRef> {
-    let peer_class = if family == FAMILY_V4 {
-        let key = word::peer_key4(slot, dir, policy, peer);
-        // SAFETY: see LZ_IFACE_HIGH above.
-        match unsafe { LZ_PEER4_HOST.get(key) } {
-            Some(c) => *c,
-            None => *lpm_get(&LZ_PEER4, &LpmKey::new(PEER_KEY_FIXED_BITS + 32, key))?,
-        }
-    } else {
-        let key = word::peer_key6(slot, dir, policy, peer);
-        // SAFETY: see LZ_IFACE_HIGH above.
-        match unsafe { LZ_PEER6_HOST.get(key) } {
-            Some(c) => *c,
-            None => *lpm_get(&LZ_PEER6, &LpmKey::new(PEER_KEY_FIXED_BITS + 128, key))?,
-        }
-    };
+    let peer_class = peer_class(slot, dir, policy, family, peer)?;
     let key = word::port_key(slot, peer_class.class, proto, port);
     // SAFETY: see LZ_IFACE_HIGH above.
     if let Some(r) = unsafe { LZ_PORTS_EXACT.get(key) } {
@@ -1323,6 +1326,77 @@ fn lookup_rule_inline(
         return None;
     }
     lpm_get(&LZ_PORTS, &LpmKey::new(PORT_KEY_FULL_BITS, key)).copied()
+}
+
+/// The peer class of `peer` for `policy` and `dir`: the longest prefix containing it.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a borrow, not a copy: the key by value takes 24 more bytes of lz_lookup_rule's stack"
+)]
+fn peer_class(slot: u8, dir: u8, policy: u32, family: u8, peer: &Addr) -> Option<PeerClass> {
+    // One key on the stack per family, the trie's, whose tail is the hash's key (the
+    // stack of the global functions calling this counts against the program's 512 bytes).
+    Some(if family == FAMILY_V4 {
+        let key = LpmKey::new(
+            PEER_KEY_FIXED_BITS + 32,
+            word::peer_key4(slot, dir, policy, peer),
+        );
+        // SAFETY: see LZ_IFACE_HIGH above.
+        match unsafe { LZ_PEER4_HOST.get(&key.data) } {
+            Some(c) => *c,
+            None => *lpm_get(&LZ_PEER4, &key)?,
+        }
+    } else {
+        let key = LpmKey::new(
+            PEER_KEY_FIXED_BITS + 128,
+            word::peer_key6(slot, dir, policy, peer),
+        );
+        // SAFETY: see LZ_IFACE_HIGH above.
+        match unsafe { LZ_PEER6_HOST.get(&key.data) } {
+            Some(c) => *c,
+            None => *lpm_get(&LZ_PEER6, &key)?,
+        }
+    })
+}
+
+/// Whether a device may own `addr` by first use as far as the site's networks go: inside
+/// the devices' networks, or link-local (the peer maps' `DIR_CLAIM` entries; see
+/// lazaret_abi, *Addresses owned by first use*). Bypass class: a device known by its MAC
+/// alone could otherwise take a server's address, and with it what is sent there.
+#[inline(always)]
+fn in_claim_networks(slot: u8, family: u8, addr: &Addr) -> bool {
+    let found = if family == FAMILY_V4 {
+        lz_claim_class4(u64::from(slot), addr.0[0])
+    } else {
+        lz_claim_class6(u64::from(slot), addr.0[0], addr.0[1])
+    };
+    found == u64::from(CLAIM_YES)
+}
+
+/// The IPv4 half of [`in_claim_networks`] as a global BPF function, verified once on its own
+/// (see [`lz_lookup_rule`]); one per family keeps its stack small enough to be called from
+/// `judge_ip`'s (the call chain's frames share 512 bytes). The class, or `u64::MAX` for none.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lz_claim_class4(slot: u64, addr_word: u64) -> u64 {
+    // An IPv4 address is the first word's low 32 bits (`Addr::low32`).
+    let addr = Addr([addr_word, 0]);
+    match peer_class(slot as u8, DIR_CLAIM, CLAIM_POLICY, FAMILY_V4, &addr) {
+        Some(c) => u64::from(c.class),
+        None => u64::MAX,
+    }
+}
+
+/// The IPv6 half of [`in_claim_networks`] (see [`lz_claim_class4`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lz_claim_class6(slot: u64, addr_hi: u64, addr_lo: u64) -> u64 {
+    let addr = Addr([addr_hi, addr_lo]);
+    match peer_class(slot as u8, DIR_CLAIM, CLAIM_POLICY, FAMILY_V6, &addr) {
+        Some(c) => u64::from(c.class),
+        None => u64::MAX,
+    }
 }
 
 /// An LPM trie key: the same bytes as aya's `lpm_trie::Key` (a 4-byte prefix length, then
@@ -1553,7 +1627,12 @@ fn lookup_ip_device(slot: u8, family: u8, addr: &Addr) -> Option<&'static Device
 fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
     match lookup_ip_device(gen.slot, family, addr) {
         Some(d) => Some(d),
-        None => owned_device(gen.slot, gen.now, family, addr),
+        // Owned before the policy took the address out of the devices' networks: no
+        // longer the device's (its next frame from it is refused; the entry ages out).
+        // Asked here, not in `owned_device`: a global function called from there made the
+        // call chain's stack too deep for the verifier (512 bytes).
+        None => owned_device(gen.slot, gen.now, family, addr)
+            .filter(|_| in_claim_networks(gen.slot, family, addr)),
     }
 }
 
@@ -1564,10 +1643,10 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
 /// as unmanaged. The address names its owner while the ownership lives (used within
 /// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
 /// it. Link-local addresses are not looked up (nothing is routed to them). Not for what
-/// devices send each other: a device may claim any address no inventory entry binds, a
-/// server's among them, and would then be asked about every device's flows to it. A BPF
-/// function of its own: inlined, its exits multiplied the paths the verifier walks after
-/// its call site.
+/// devices send each other: where the site declares no devices' networks, a device may
+/// claim any address outside the upstream ones, a server's among them, and would then be
+/// asked about every device's flows to it. A BPF function of its own: inlined, its exits
+/// multiplied the paths the verifier walks after its call site.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
     if parse::is_unspecified_or_link_local(family, addr) {

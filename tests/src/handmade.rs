@@ -241,8 +241,28 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         },
         bystander,
     ));
+    // No networks declared: every address may be owned by first use (the compiler's
+    // default); tests of the networks set their own with [`claim_networks`].
+    claim_networks(&mut m, &[("0.0.0.0/0", true), ("::/0", true)]);
     m.sort_devices();
     m
+}
+
+/// Replaces the addresses devices may own by first use (`DIR_CLAIM` entries) with `nets`
+/// (prefix, whether it may be owned; the longest prefix decides).
+pub fn claim_networks(m: &mut MapContents, nets: &[(&str, bool)]) {
+    let slot = m.slot;
+    let p4 = Arc::make_mut(&mut m.peer4);
+    p4.retain(|(_, k, _)| k.dir != DIR_CLAIM);
+    let p6 = Arc::make_mut(&mut m.peer6);
+    p6.retain(|(_, k, _)| k.dir != DIR_CLAIM);
+    for (net, yes) in nets {
+        match net.parse().expect("a network") {
+            ipnet::IpNet::V4(n) => p4.push(lazaret::policy::claim_entry4(slot, n, *yes)),
+            ipnet::IpNet::V6(n) => p6.push(lazaret::policy::claim_entry6(slot, n, *yes)),
+        }
+    }
+    m.sort();
 }
 
 /// The real program, loaded, with the hand-made policy installed and loopback a device port.

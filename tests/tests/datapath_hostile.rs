@@ -6,7 +6,7 @@ use std::{
     sync::Arc,
 };
 
-use lazaret::dataplane::xdp::Datapath;
+use lazaret::dataplane::xdp::{Datapath, MapContents};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
@@ -1363,6 +1363,87 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
 /// address). Its sessions' answers pass, the server opens nothing on it, a quarantine cuts
 /// even its sessions; an address it has not used is nobody's, and a link-local one is not
 /// looked up.
+/// A device known by its MAC alone owns by first use only addresses of the devices'
+/// networks, and link-local ones (the peer maps' `DIR_CLAIM` entries): from a server's
+/// network or from no declared network, a source, an ARP sender and an NA target are
+/// spoofing. An address owned before a reload took it out of the networks no longer names
+/// the device as a destination. Program and twin; the far-side check is
+/// `ns_bypass::a_device_owns_no_address_outside_the_devices_networks`.
+#[test]
+fn a_device_owns_no_address_outside_the_devices_networks() {
+    let mac_only = |c: &mut MapContents| {
+        let dev = handmade::dev_id();
+        c.dev_ip4.retain(|(_, d)| d.id != dev);
+        c.dev_ip6.retain(|(_, d)| d.id != dev);
+        c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+    };
+    let restricted = |c: &mut MapContents| {
+        mac_only(c);
+        handmade::claim_networks(
+            c,
+            &[
+                ("10.20.0.0/24", true),
+                ("10.10.0.0/16", false),
+                ("169.254.0.0/16", true),
+                ("fd00:20::/64", true),
+                ("fd00:10::/64", false),
+                ("fe80::/10", true),
+            ],
+        );
+    };
+    // Under networks that let it (none declared), it owns a server's address, and is then
+    // that address's device for what upstream sends there.
+    let mut t = Twin::with(SITE_F_NEIGHBOR, mac_only);
+    let syn = |src: Ipv4Addr| tcp4(DEV_MAC, GW_MAC, src, SERVER, 41000, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn(OTHER_SERVER), LO), Reason::AllowRule);
+    let to_other = tcp4(OTHER_MAC, GW_MAC, SERVER, OTHER_SERVER, 5000, 22, TCP_SYN);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    assert_eq!(t.judge(&to_other, LO), Reason::DenyNoRule);
+    // A reload declares the networks: the address is no longer the device's destination
+    // (though its owner record ages out only later), nor its to use.
+    let slot = t.dp.next_slot().expect("slot");
+    let mut c = handmade::contents(slot, 2, SITE_F_NEIGHBOR);
+    restricted(&mut c);
+    t.install(&c);
+    assert_eq!(t.judge(&to_other, LO), Reason::PassUnmanaged);
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    assert_eq!(t.judge(&syn(OTHER_SERVER), LO), Reason::DenySpoof);
+    // Outside the devices' networks: refused as a source, an ARP sender, an NA target.
+    let nowhere = Ipv4Addr::new(192, 0, 2, 7);
+    assert_eq!(t.judge(&syn(nowhere), LO), Reason::DenySpoof);
+    let server6: Ipv6Addr = "fd00:10::21".parse().expect("addr");
+    let syn6 = |src: Ipv6Addr| {
+        let l4 = tcp(41000, 2575, TCP_SYN, &[]);
+        ethernet(
+            GW_MAC,
+            DEV_MAC,
+            &[],
+            ETH_IPV6,
+            &ipv6(src, SERVER6, &[], 6, &l4),
+        )
+    };
+    assert_eq!(t.judge(&syn6(server6), LO), Reason::DenySpoof);
+    let arp_from = |spa: Ipv4Addr| {
+        let a = arp(1, DEV_MAC, spa, [0; 6], Ipv4Addr::new(10, 20, 0, 1));
+        ethernet([0xff; 6], DEV_MAC, &[], ETH_ARP, &a)
+    };
+    assert_eq!(t.judge(&arp_from(nowhere), LO), Reason::DenySpoof);
+    let ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let all_nodes: Ipv6Addr = "ff02::1".parse().expect("addr");
+    let na = |target: Ipv6Addr| nd(ll, all_nodes, &icmpv6_nd(136, target));
+    assert_eq!(t.judge(&na(server6), LO), Reason::DenySpoof);
+    // Inside them, and link-local: its own.
+    let own6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
+    assert_eq!(t.judge(&na(own6), LO), Reason::AllowNeighbor);
+    assert_eq!(t.judge(&na(ll), LO), Reason::AllowNeighbor);
+    assert_eq!(t.judge(&syn6(own6), LO), Reason::AllowRule);
+    let own = Ipv4Addr::new(10, 20, 0, 50);
+    assert_eq!(t.judge(&arp_from(own), LO), Reason::AllowNeighbor);
+    assert_eq!(t.judge(&syn(own), LO), Reason::AllowRule);
+    let apipa = Ipv4Addr::new(169, 254, 7, 7);
+    assert_eq!(t.judge(&arp_from(apipa), LO), Reason::AllowNeighbor);
+}
+
 #[test]
 fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {

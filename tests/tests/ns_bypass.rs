@@ -48,6 +48,7 @@ on_both_dataplanes!(
     a_device_cannot_take_the_address_its_neighbour_uses,
     a_peer_cannot_open_its_own_dccp_session_on_the_devices,
     a_device_known_by_its_mac_is_reached_only_as_its_policy_allows,
+    a_device_owns_no_address_outside_the_devices_networks,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2501,5 +2502,77 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
         "a_device_known_by_its_mac_is_reached_only_as_its_policy_allows",
         dp,
         "at the addresses it used first, the server's answers on its own sessions arrived, and nothing else its policy refuses; once isolated, not even those answers",
+    )
+}
+
+/// A device the inventory knows by its MAC alone owns by first use only addresses of the
+/// devices' networks (and link-local ones): a source from a server's network, or from no
+/// network the site declares, is spoofing. Owning one, a device could hide behind a
+/// server's address, and as its owner be handed what upstream sends there. An address of
+/// its own network still passes. (On the old code every one of them was its own by first
+/// use and arrived.)
+fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let mac = BypassLab::fmt(PUMP_A);
+    let extra =
+        format!("\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n");
+    lab.reload_to(lab.generation()?, &extra)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let syn = |src: IpAddr, marker: &[u8]| {
+        let l4 = tcp(40000, HL7, TCP_SYN, marker);
+        let (l3, ethertype) = match src {
+            IpAddr::V4(a) => (ipv4(a, SERVER, 6, &l4, &Ipv4Opts::default()), ETH_IPV4),
+            IpAddr::V6(a) => (ipv6(a, SERVER6, &[], 6, &l4), ETH_IPV6),
+        };
+        with_l4_checksum(ethernet(lab.gw_mac, PUMP_A, &[], ethertype, &l3))
+    };
+    let from_pump = |frame: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![frame]);
+    let outside: [(&str, IpAddr, &[u8]); 4] = [
+        (
+            "a SYN from a server's address",
+            DENIED.into(),
+            b"server-addr4",
+        ),
+        (
+            "a SYN from an address of no declared network",
+            Ipv4Addr::new(192, 0, 2, 7).into(),
+            b"nowhere4",
+        ),
+        (
+            "an IPv6 SYN from the servers' network",
+            Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x21).into(),
+            b"server-addr6",
+        ),
+        (
+            "an IPv6 SYN from an address of no declared network",
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7).into(),
+            b"nowhere6",
+        ),
+    ];
+    for (what, src, marker) in outside {
+        let counted_as = Some((Reason::DenySpoof, SIDE_DEVICES));
+        refused_when(&lab, &server, what, marker, counted_as, || {
+            from_pump(syn(src, marker))
+        })?;
+    }
+    // Its own network's addresses, first used after those refusals, are its own.
+    for (src, marker) in [
+        (IpAddr::from(Ipv4Addr::new(10, 20, 0, 50)), &b"own4"[..]),
+        (
+            Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50).into(),
+            b"own6",
+        ),
+    ] {
+        from_pump(syn(src, marker))?;
+        ensure!(
+            server.saw(marker, ARRIVE),
+            "the pump's SYN from {src}, in its network, did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    done(
+        "a_device_owns_no_address_outside_the_devices_networks",
+        dp,
+        "from a server's address or one of no declared network (IPv4 and IPv6) the device's SYNs were refused as spoofing; from its own network's, they arrived",
     )
 }

@@ -101,13 +101,23 @@
 //! router), nor are IPv4 0/8, 127/8 and 224/3 (multicast, reserved, broadcast) or IPv6
 //! `::`, `::1`, multicast and IPv4-mapped ones (RFC 4291 §2.5.5.2).
 //!
+//! Nor is an address outside the devices' networks (ABI 14): the peer maps' [`DIR_CLAIM`]
+//! entries (longest prefix wins) make the networks of the devices-side interfaces
+//! claimable, the upstream interfaces' networks not, and link-local addresses claimable
+//! unless declared otherwise (a device makes its own). A devices-side interface that
+//! declares no networks, none that declares one of the family, or a site that declares no
+//! devices-side interface, makes every address of the family outside the upstream networks
+//! claimable. So a device cannot take a server's address (and be handed what is sent to
+//! it), nor spoof one from outside its networks. An owner found outside them (the policy
+//! changed since) names no device as a destination.
+//!
 //! The owner record also names the device at a destination: a packet from upstream to an
 //! address no inventory entry binds, owned by the MAC of a device known by its MAC alone in
 //! that family, is judged by that device's policy as one to a bound address is, while the
 //! ownership lives (less a second: the nftables frame stage's marks of owners expire a
 //! second before the ownership, so an address passes to a new owner only once they are
-//! gone). Not what devices send each other: a device may claim any address no
-//! entry binds, a server's too, and would be asked about every flow to it. Link-local
+//! gone). Not what devices send each other: where the site declares no devices' networks,
+//! a device may claim a server's address, and would be asked about every flow to it. Link-local
 //! destinations are not looked up this way (nothing is routed to them).
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
@@ -152,7 +162,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 13;
+pub const ABI_VERSION: u32 = 14;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -323,6 +333,13 @@ pub const SIDE_UPSTREAM: u8 = 1;
 /// Who opens a flow, in a peer key.
 pub const DIR_DEVICE_INIT: u8 = 0;
 pub const DIR_PEER_INIT: u8 = 1;
+/// Not a direction (ABI 14): the peer maps' entries with this `dir` and policy
+/// [`CLAIM_POLICY`] say which addresses a device may own by first use (class
+/// [`CLAIM_YES`]; [`CLAIM_NO`] or no entry: none may). See *Addresses owned by first use*.
+pub const DIR_CLAIM: u8 = 2;
+pub const CLAIM_POLICY: u32 = 0;
+pub const CLAIM_YES: u32 = 1;
+pub const CLAIM_NO: u32 = 0;
 
 /// `Device::mode`.
 pub const MODE_ENFORCE: u8 = 0;

@@ -396,6 +396,9 @@ impl MapIndex {
             return None;
         }
         let mac = states.owners.get(&addr)?;
+        if !self.in_claim_networks(addr) {
+            return None;
+        }
         let d = self.device(self.lookup_mac(mac)?)?;
         let no_addr = if addr.is_ipv4() {
             DEV_F_NO_IP4
@@ -403,6 +406,31 @@ impl MapIndex {
             DEV_F_NO_IP6
         };
         (d.flags & no_addr != 0).then_some(d)
+    }
+
+    /// Whether a device may own `addr` by first use as far as the site's networks go (the
+    /// datapath's `in_claim_networks`: the peer maps' `DIR_CLAIM` entries).
+    pub fn in_claim_networks(&self, addr: IpAddr) -> bool {
+        self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr) == Some(CLAIM_YES)
+    }
+
+    fn peer_class(&self, policy: u32, dir: u8, peer: IpAddr) -> Option<u32> {
+        match peer {
+            IpAddr::V4(a) => self.peer4.get(&peer4_bytes(&PeerKey4 {
+                slot: self.slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: a.octets(),
+            })),
+            IpAddr::V6(a) => self.peer6.get(&peer6_bytes(&PeerKey6 {
+                slot: self.slot,
+                dir,
+                _pad: [0; 2],
+                policy: policy.to_be_bytes(),
+                addr: a.octets(),
+            })),
+        }
     }
 
     /// Peer class, then rule: the datapath's `lookup_rule`.
@@ -414,22 +442,7 @@ impl MapIndex {
         proto: u8,
         port: u16,
     ) -> Option<RuleRef> {
-        let class = match peer {
-            IpAddr::V4(a) => self.peer4.get(&peer4_bytes(&PeerKey4 {
-                slot: self.slot,
-                dir,
-                _pad: [0; 2],
-                policy: policy.to_be_bytes(),
-                addr: a.octets(),
-            }))?,
-            IpAddr::V6(a) => self.peer6.get(&peer6_bytes(&PeerKey6 {
-                slot: self.slot,
-                dir,
-                _pad: [0; 2],
-                policy: policy.to_be_bytes(),
-                addr: a.octets(),
-            }))?,
-        };
+        let class = self.peer_class(policy, dir, peer)?;
         self.ports.get(&port_bytes(&PortKey {
             slot: self.slot,
             _pad: [0; 3],
@@ -549,14 +562,16 @@ fn identify_source(
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             let ip_ok = |claims: &mut Vec<Claim>| match src {
                 IpAddr::V6(a) if is_link_local6(&a) => {
-                    claim(states, src, pkt.src_mac, dev.id, claims)
+                    claim(ix, states, src, pkt.src_mac, dev.id, claims)
                 }
                 _ if unspecified => true,
                 IpAddr::V4(_) => {
-                    dev.flags & DEV_F_NO_IP4 != 0 && claim(states, src, pkt.src_mac, dev.id, claims)
+                    dev.flags & DEV_F_NO_IP4 != 0
+                        && claim(ix, states, src, pkt.src_mac, dev.id, claims)
                 }
                 IpAddr::V6(_) => {
-                    dev.flags & DEV_F_NO_IP6 != 0 && claim(states, src, pkt.src_mac, dev.id, claims)
+                    dev.flags & DEV_F_NO_IP6 != 0
+                        && claim(ix, states, src, pkt.src_mac, dev.id, claims)
                 }
             };
             // The port first: a frame refused for it claims nothing.
@@ -577,9 +592,10 @@ fn identify_source(
 }
 
 /// The datapath's `claim_address`: FCFS ownership of an address (RFC 6620) that is a
-/// host's unicast address, not IPv4-mapped and not the gateway's; a new one within the
-/// device's budget.
+/// host's unicast address, not IPv4-mapped, not the gateway's and inside the devices'
+/// networks; a new one within the device's budget.
 fn claim(
+    ix: &MapIndex,
     states: &DeviceStates,
     addr: IpAddr,
     mac: [u8; 6],
@@ -595,7 +611,7 @@ fn claim(
                 && a.to_ipv4_mapped().is_none()
         }
     };
-    if !claimable || states.local.contains(&addr) {
+    if !claimable || states.local.contains(&addr) || !ix.in_claim_networks(addr) {
         return false;
     }
     // Claimed earlier by this same frame (an NA from the address it advertises): the
@@ -791,7 +807,7 @@ fn judge_ndp(
             Some(owner) => owner.id == dev.id,
             None => {
                 (is_link_local6(&target) || dev.flags & DEV_F_NO_IP6 != 0)
-                    && claim(states, IpAddr::V6(target), pkt.src_mac, dev.id, claims)
+                    && claim(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id, claims)
             }
         };
         if !own {

@@ -317,7 +317,8 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
             id: *id,
             entries: shared.expand(key),
         });
-    let lookup = lookup::build(&compiled_policies);
+    let mut lookup = lookup::build(&compiled_policies);
+    (lookup.claim4, lookup.claim6) = lookup::claims(policy.site.interfaces.values());
 
     let classes: Vec<String> = policy.classes.keys().cloned().collect();
     let devices: Vec<CompiledDevice> = policy
@@ -337,8 +338,8 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         dev_mac: devices.iter().filter(|d| d.mac.is_some()).count(),
         dev_ip4: devices.iter().map(|d| d.ipv4.len()).sum(),
         dev_ip6: devices.iter().map(|d| d.ipv6.len()).sum(),
-        peer4: lookup.peer4.len(),
-        peer6: lookup.peer6.len(),
+        peer4: lookup.peer4.len() + lookup.claim4.len(),
+        peer6: lookup.peer6.len() + lookup.claim6.len(),
         peer_classes: lookup.classes,
         ports: lookup.ports.len(),
     };

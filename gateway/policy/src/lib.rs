@@ -83,7 +83,7 @@ pub use compile::compile;
 pub use compiled::{Compiled, CompiledDevice, CompiledPolicy, Dir, Entry, Origin, RuleInfo, Stats};
 pub use diag::{Diagnostic, NameKind, PolicyErrors, Problem, Severity};
 pub use lookup::{Admits, Ranges};
-pub use maps::{MapContents, MapError};
+pub use maps::{claim_entry4, claim_entry6, MapContents, MapError};
 pub use model::{Date, Policy};
 pub use source::{SourceFile, Sources};
 

@@ -57,6 +57,68 @@ pub(crate) struct Lookup {
     /// The same lookup as prefixes and ranges, for dataplanes that do not match longest
     /// prefixes (see [`Ranges`]).
     pub ranges: std::sync::Arc<Ranges>,
+    /// Which addresses a device may own by first use ([`claims`]).
+    pub claim4: Vec<(Ipv4Net, bool)>,
+    pub claim6: Vec<(Ipv6Net, bool)>,
+}
+
+/// Prefixes per family, each saying whether its addresses may be owned by first use.
+pub(crate) type Claims = (Vec<(Ipv4Net, bool)>, Vec<(Ipv6Net, bool)>);
+
+/// Which addresses a device known by its MAC alone may own by first use, as prefixes whose
+/// longest match decides (`lazaret_abi`, *Addresses owned by first use*): the networks of
+/// the devices-side interfaces may be owned; those of the upstream interfaces not (an
+/// upstream network that is also a devices-side one is upstream); link-local addresses
+/// may (a device makes its own); everything else may not, unless a devices-side interface
+/// declares no networks, or none declares one of the family (or the site declares no
+/// devices-side interface): then everything outside the upstream networks may. Site-wide,
+/// as the owners are.
+pub(crate) fn claims<'a>(
+    interfaces: impl IntoIterator<Item = &'a super::model::Interface>,
+) -> Claims {
+    use super::model::Side;
+    let mut nets: BTreeMap<IpNet, bool> = BTreeMap::new();
+    let (mut devices_side, mut undeclared) = (false, false);
+    let mut declared = [false; 2];
+    for i in interfaces {
+        match i.side {
+            Side::Devices => {
+                devices_side = true;
+                undeclared |= i.networks.is_empty();
+                for n in &i.networks {
+                    declared[usize::from(matches!(n, IpNet::V6(_)))] = true;
+                    nets.entry(n.trunc()).or_insert(true);
+                }
+            }
+            Side::Upstream => {
+                for n in &i.networks {
+                    nets.insert(n.trunc(), false);
+                }
+            }
+        }
+    }
+    // Per family: an interface declaring IPv4 networks alone says nothing of IPv6.
+    let everything = declared.map(|d| !devices_side || undeclared || !d);
+    let link_local: [(IpNet, bool); 2] = [
+        ("169.254.0.0/16".parse().expect("literal"), true),
+        ("fe80::/10".parse().expect("literal"), true),
+    ];
+    for (n, v) in link_local {
+        nets.entry(n).or_insert(v);
+    }
+    for (open, n) in everything.into_iter().zip(["0.0.0.0/0", "::/0"]) {
+        if open {
+            nets.entry(n.parse().expect("literal")).or_insert(true);
+        }
+    }
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (n, v) in nets {
+        match n {
+            IpNet::V4(n) => v4.push((n, v)),
+            IpNet::V6(n) => v6.push((n, v)),
+        }
+    }
+    (v4, v6)
 }
 
 /// The compiled policy's two stages, dataplane-neutral: the XDP maps encode them as

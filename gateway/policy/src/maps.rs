@@ -237,6 +237,19 @@ impl Lists {
                 class(e.class),
             ));
         }
+        // Which addresses may be owned by first use: a pseudo-policy of the peer maps.
+        peer4.extend(
+            lookup
+                .claim4
+                .iter()
+                .map(|&(n, yes)| claim_entry4(slot, n, yes)),
+        );
+        peer6.extend(
+            lookup
+                .claim6
+                .iter()
+                .map(|&(n, yes)| claim_entry6(slot, n, yes)),
+        );
         for e in &lookup.ports {
             ports.push((
                 e.prefix_len,
@@ -263,6 +276,44 @@ impl Lists {
             peer6: m.peer6,
             ports: m.ports,
         }
+    }
+}
+
+/// The peer-map entry saying whether devices may own the addresses of `net` by first use
+/// (`DIR_CLAIM`; see `lazaret_abi`, *Addresses owned by first use*).
+pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, yes: bool) -> (u32, PeerKey4, PeerClass) {
+    (
+        PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
+        PeerKey4 {
+            slot,
+            dir: DIR_CLAIM,
+            _pad: [0; 2],
+            policy: CLAIM_POLICY.to_be_bytes(),
+            addr: net.network().octets(),
+        },
+        claim_class(yes),
+    )
+}
+
+/// [`claim_entry4`] for IPv6.
+pub fn claim_entry6(slot: u8, net: ipnet::Ipv6Net, yes: bool) -> (u32, PeerKey6, PeerClass) {
+    (
+        PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
+        PeerKey6 {
+            slot,
+            dir: DIR_CLAIM,
+            _pad: [0; 2],
+            policy: CLAIM_POLICY.to_be_bytes(),
+            addr: net.network().octets(),
+        },
+        claim_class(yes),
+    )
+}
+
+fn claim_class(yes: bool) -> PeerClass {
+    PeerClass {
+        class: if yes { CLAIM_YES } else { CLAIM_NO },
+        port_prefixes: 0,
     }
 }
 

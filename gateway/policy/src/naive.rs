@@ -113,7 +113,8 @@ impl<'p> Eval<'p> {
                 // Its own by first use (nobody else owns one here: ownership is the
                 // datapath's runtime record) if unicast and not IPv4-mapped.
                 let local = !unspecified && self.cx.local.contains(&src);
-                let own = unspecified || (no_addr_of_family && claimable(src));
+                let own = unspecified
+                    || (no_addr_of_family && claimable(src) && in_claim_networks(self.p, src));
                 if own && !local && self.bound_here(d, pkt) {
                     Ok(d)
                 } else {
@@ -208,6 +209,7 @@ impl<'p> Eval<'p> {
                         None => {
                             (link_local || d.ipv6.is_empty())
                                 && claimable(IpAddr::V6(t))
+                                && in_claim_networks(self.p, IpAddr::V6(t))
                                 && !self.cx.local.contains(&IpAddr::V6(t))
                         }
                     };
@@ -472,6 +474,45 @@ impl Rule {
             Initiator::Peer => Dir::PeerInit,
         }
     }
+}
+
+/// Whether the site's networks let a device own `a` by first use: of the networks the
+/// interfaces declare that contain it, the longest decides (devices side: yes; upstream:
+/// no; upstream first on a tie). Link-local addresses count as a devices-side network
+/// declared after the others; so does everything when a devices-side interface declares
+/// no networks or none declares one of `a`'s family (or there is no devices-side interface).
+pub(crate) fn in_claim_networks(p: &Policy, a: IpAddr) -> bool {
+    let v4 = a.is_ipv4();
+    let devices: Vec<&Interface> = p
+        .site
+        .interfaces
+        .values()
+        .filter(|i| i.side == Side::Devices)
+        .collect();
+    let open = devices.is_empty()
+        || devices.iter().any(|i| i.networks.is_empty())
+        || !devices
+            .iter()
+            .any(|i| i.networks.iter().any(|n| n.addr().is_ipv4() == v4));
+    // (prefix length, rank on a tie: 2 upstream, 1 devices, 0 what is implied), allowed.
+    let mut candidates: Vec<((u8, u8), bool)> = Vec::new();
+    for i in p.site.interfaces.values() {
+        for n in i.networks.iter().filter(|n| n.contains(&a)) {
+            let upstream = i.side == Side::Upstream;
+            candidates.push(((n.prefix_len(), 1 + u8::from(upstream)), !upstream));
+        }
+    }
+    let link_local = match a {
+        IpAddr::V4(x) => x.octets()[..2] == [169, 254],
+        IpAddr::V6(x) => (x.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if link_local {
+        candidates.push(((if v4 { 16 } else { 10 }, 0), true));
+    }
+    if open {
+        candidates.push(((0, 0), true));
+    }
+    candidates.into_iter().max().is_some_and(|(_, yes)| yes)
 }
 
 /// Whether a device may own `a` by first use: a host's unicast address (not 0/8, loopback,

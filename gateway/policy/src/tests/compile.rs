@@ -291,3 +291,70 @@ workflows = ["sync", "kinds"]
         );
     }
 }
+
+/// Which addresses devices may own by first use (`DIR_CLAIM` entries, as the reference
+/// classifier reads them): the devices' networks and link-local ones; not the upstream
+/// networks (even inside a devices' one), nor what no interface declares, unless a
+/// devices-side interface declares none, or none declares one of the family.
+#[test]
+fn devices_own_addresses_only_in_their_networks() {
+    // The reference classifier's answer, checked against the naive evaluator's.
+    let claimable = |(p, c): &(Policy, Compiled), addrs: &[&str]| -> Vec<bool> {
+        let ix = MapIndex::new(&c.map_contents(0, 1, &ifx(c)).unwrap());
+        addrs
+            .iter()
+            .map(|a| {
+                let a = a.parse().unwrap();
+                let yes = ix.in_claim_networks(a);
+                assert_eq!(yes, crate::naive::in_claim_networks(p, a), "{a}");
+                yes
+            })
+            .collect()
+    };
+    let example = example();
+    let addrs = [
+        "10.20.0.50",
+        "10.30.0.9",
+        "169.254.1.1",
+        "fd00:20::50",
+        "fe80::1",
+        "10.10.1.20",
+        "192.0.2.7",
+        "fd00:10::20",
+        "2001:db8::1",
+    ];
+    let yes = [true, true, true, true, true];
+    let no = [false, false, false, false];
+    assert_eq!(claimable(&example, &addrs), [&yes[..], &no[..]].concat());
+    // A server network inside the devices' network stays the servers'.
+    let site = |devices: &str, upstream: &str| {
+        format!(
+            "[site]\nname = \"t\"\n[site.essentials]\ndhcp = false\ndns = false\nntp = false\n[site.interfaces.dev0]\nside = \"devices\"\n{devices}\n[site.interfaces.up0]\nside = \"upstream\"\n{upstream}\n"
+        )
+    };
+    let nested = site(
+        "networks = [\"10.0.0.0/8\"]",
+        "networks = [\"10.10.0.0/16\", \"fd00:10::/64\"]",
+    );
+    let c = build(&[("site.toml", &nested)]).unwrap();
+    assert_eq!(
+        claimable(
+            &c,
+            &[
+                "10.20.0.1",
+                "10.10.0.1",
+                "11.0.0.1",
+                "fd00:20::1",
+                "fd00:10::1"
+            ]
+        ),
+        // IPv6: no devices-side network of the family declared, so all but upstream's.
+        [true, false, false, true, false]
+    );
+    // A devices-side interface that declares no networks: everything but upstream's.
+    let c = build(&[("site.toml", &site("", "networks = [\"10.10.0.0/16\"]"))]).unwrap();
+    assert_eq!(
+        claimable(&c, &["10.20.0.1", "192.0.2.7", "10.10.0.1"]),
+        [true, true, false]
+    );
+}

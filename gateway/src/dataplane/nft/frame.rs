@@ -90,6 +90,9 @@ pub mod names {
     /// owns by first use (link-local ones aside), to its device as an owner mark
     /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
     pub const OWN_INDEX: &str = "ownidx";
+    /// The addresses that may be owned by first use, as far as the site's networks go.
+    pub const CLAIM_NETS4: &str = "claimnets4";
+    pub const CLAIM_NETS6: &str = "claimnets6";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
@@ -711,6 +714,12 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             &elems,
         );
     }
+    // Which addresses may be owned by first use (the peer maps' `DIR_CLAIM` entries, the
+    // XDP program's `in_claim_networks`), flattened: an interval set matches no longest
+    // prefix.
+    let (claim4, claim6) = claim_networks(m);
+    t.set(CLAIM_NETS4, "typeof ip saddr", "flags interval", &claim4);
+    t.set(CLAIM_NETS6, "typeof @nh,64,128", "flags interval", &claim6);
     // A full bucket again once it would have refilled: the burst's worth of periods.
     let budget_s = u64::from(CLAIM_BURST) * CLAIM_PERIOD_S;
     let budget = format!(
@@ -787,11 +796,11 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             let _ = writeln!(hook, "add rule netdev {table} in_{i} meta mark set 0");
             let _ = writeln!(
                 hook,
-                "add rule netdev {table} in_{i} meta protocol ip meta mark set ip daddr map @{OWN_INDEX}4"
+                "add rule netdev {table} in_{i} meta protocol ip ip daddr @{CLAIM_NETS4} meta mark set ip daddr map @{OWN_INDEX}4"
             );
             let _ = writeln!(
                 hook,
-                "add rule netdev {table} in_{i} meta protocol ip6 meta mark set @nh,192,128 map @{OWN_INDEX}6"
+                "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,128 @{CLAIM_NETS6} meta mark set @nh,192,128 map @{OWN_INDEX}6"
             );
         }
     }
@@ -811,6 +820,47 @@ fn dst_owner_chain(key: &str) -> &'static str {
         "@nh,64,128" => "dst_nh6",
         _ => "dst_th6",
     }
+}
+
+/// The elements of the `claimnets4`/`6` sets: the ranges of the addresses a device may own
+/// by first use as far as the site's networks go, from the peer maps' `DIR_CLAIM` entries
+/// (nested prefixes, the longest deciding, flattened).
+fn claim_networks(m: &MapContents) -> (Vec<String>, Vec<String>) {
+    // (prefix length, dir, policy, address as a number, class) → the claimable ranges.
+    let spans = |bits: u32, entries: &mut dyn Iterator<Item = (u32, u8, u32, u128, u32)>| {
+        let prefixes = entries
+            .filter(|e| e.1 == DIR_CLAIM && e.2 == CLAIM_POLICY)
+            .map(|(len, _, _, addr, class)| {
+                // The address bits the prefix leaves free.
+                let free = bits - len.saturating_sub(PEER_KEY_FIXED_BITS).min(bits);
+                let rest = u128::MAX.checked_shr(128 - free).unwrap_or(0);
+                (addr, addr | rest, class == CLAIM_YES)
+            })
+            .collect();
+        super::ranges::flatten(prefixes)
+            .into_iter()
+            .filter(|s| s.2)
+            .map(|(a, b, _)| (a, b))
+    };
+    let v4 = spans(
+        32,
+        &mut m.peer4.iter().map(|(len, k, v)| {
+            let addr = u128::from(u32::from_be_bytes(k.addr));
+            (*len, k.dir, u32::from_be_bytes(k.policy), addr, v.class)
+        }),
+    )
+    .map(|(a, b)| format!("{}-{}", Ipv4Addr::from(a as u32), Ipv4Addr::from(b as u32)))
+    .collect();
+    let v6 = spans(
+        128,
+        &mut m.peer6.iter().map(|(len, k, v)| {
+            let addr = u128::from_be_bytes(k.addr);
+            (*len, k.dir, u32::from_be_bytes(k.policy), addr, v.class)
+        }),
+    )
+    .map(|(a, b)| format!("0x{a:032x}-0x{b:032x}"))
+    .collect();
+    (v4, v6)
 }
 
 /// The map of owners' device marks (`ownidx4`/`6`) an owned address `key` is kept in.
@@ -1194,6 +1244,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &format!("@th,64,96 {MAPPED6}"), Reason::DenySpoof);
             let none = format!("@th,64,128 {{ {ZERO6}, {LOOPBACK6} }}");
             t.decide(d, &none, Reason::DenySpoof);
+            t.decide(
+                d,
+                &format!("@th,64,128 != @{CLAIM_NETS6}"),
+                Reason::DenySpoof,
+            );
             fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED, budget);
         });
     }
@@ -1204,6 +1259,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ip6 saddr { ::, ::1, ff00::/8, ::ffff:0.0.0.0/96 }",
             Reason::DenySpoof,
         );
+        t.decide(
+            d,
+            &format!("@nh,64,128 != @{CLAIM_NETS6}"),
+            Reason::DenySpoof,
+        );
         fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED, by_mac);
     });
     for (chain, key) in [("own4", "ip saddr"), ("arp_own", "arp saddr ip")] {
@@ -1211,6 +1271,7 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &format!("{key} @local4"), Reason::DenySpoof);
             let none = "{ 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 }";
             t.decide(d, &format!("{key} {none}"), Reason::DenySpoof);
+            t.decide(d, &format!("{key} != @{CLAIM_NETS4}"), Reason::DenySpoof);
             fcfs(t, key, OWN4, CLAIMED4, by_mac);
         });
     }
@@ -1313,9 +1374,9 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     let to_devices = [
         ("ip daddr @dev4 ", "", "ip6 daddr @dev6 ", ""),
         (
-            "",
+            "ip daddr @claimnets4 ",
             " meta mark set ip daddr map @ownidx4",
-            "",
+            "@nh,192,128 @claimnets6 ",
             " meta mark set @nh,192,128 map @ownidx6",
         ),
     ];

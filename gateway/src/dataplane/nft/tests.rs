@@ -639,6 +639,49 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
 }
 
 /// The frame stage of `i` with one device port, `gd`.
+/// The addresses that may be owned by first use (`DIR_CLAIM` entries: nested prefixes,
+/// the longest deciding) become disjoint ranges of an interval set, which matches no
+/// longest prefix: a server network inside the devices' is cut out of it.
+#[test]
+fn claimable_networks_are_flattened_into_ranges() {
+    use crate::policy::{claim_entry4, claim_entry6};
+    let mut i = contents(2);
+    let slot = i.m.slot;
+    let p4 = std::sync::Arc::make_mut(&mut i.m.peer4);
+    p4.retain(|(_, k, _)| k.dir != lazaret_abi::DIR_CLAIM);
+    for (net, yes) in [
+        ("10.0.0.0/8", true),
+        ("10.10.0.0/16", false),
+        ("169.254.0.0/16", true),
+    ] {
+        p4.push(claim_entry4(slot, net.parse().expect("net"), yes));
+    }
+    let p6 = std::sync::Arc::make_mut(&mut i.m.peer6);
+    p6.retain(|(_, k, _)| k.dir != lazaret_abi::DIR_CLAIM);
+    for (net, yes) in [("::/0", true), ("fd00:10::/64", false)] {
+        p6.push(claim_entry6(slot, net.parse().expect("net"), yes));
+    }
+    i.m.sort();
+    let text = frame_of(&i, None, &Default::default()).build;
+    let set = |name: &str| -> String {
+        let at = text.find(&format!("set {name} {{")).expect("the set");
+        text[at..].split('}').next().expect("its body").to_string()
+    };
+    let v4 = set("claimnets4");
+    assert!(v4.contains("flags interval"), "{v4}");
+    assert!(
+        v4.contains(
+            "elements = { 10.0.0.0-10.9.255.255, 10.11.0.0-10.255.255.255, 169.254.0.0-169.254.255.255 "
+        ),
+        "{v4}"
+    );
+    let v6 = set("claimnets6");
+    assert!(
+        v6.contains("0x00000000000000000000000000000000-0xfd00000fffffffffffffffffffffffff, 0xfd000010000000010000000000000000-0xffffffffffffffffffffffffffffffff"),
+        "{v6}"
+    );
+}
+
 fn frame_of(
     i: &Input,
     log_group: Option<u32>,
