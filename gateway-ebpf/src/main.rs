@@ -657,18 +657,20 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             // to the neighbour). In this order: a frame refused for its VLAN, interface or
             // bridge port claims nothing (a frame with a neighbour's MAC from another port
             // makes no claim in its name).
-            let in_nets = in_claim_networks(gen.slot, pkt.family, &pkt.src);
+            // Asked only where a claim is made (not for DHCP's 0.0.0.0, say).
+            let claims = if unspecified {
+                pkt.family == FAMILY_V6 && parse::is_link_local6(&pkt.src)
+            } else {
+                dev.flags & no_addr_flag(pkt.family) != 0
+            };
+            let in_nets = claims && in_claim_networks(gen.slot, pkt.family, &pkt.src);
             let ip_ok = || {
-                let src = (pkt.family, &pkt.src);
-                if unspecified {
-                    pkt.family != FAMILY_V6
-                        || !parse::is_link_local6(&pkt.src)
-                        || claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
-                } else {
-                    ((pkt.family == FAMILY_V4 && dev.flags & DEV_F_NO_IP4 != 0)
-                        || (pkt.family == FAMILY_V6 && dev.flags & DEV_F_NO_IP6 != 0))
-                        && claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
+                if !claims {
+                    // 0.0.0.0 or `::` passes; another address of a family it has bound not.
+                    return unspecified;
                 }
+                let src = (pkt.family, &pkt.src);
+                claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
             };
             if vlan_ok && if_ok && on_its_port(gen, pkt, dev) && ip_ok() {
                 Ok((dev, false))
@@ -985,13 +987,21 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
 }
 
 /// The destination's device: already looked up on the upstream side, deferred to here on
-/// device ports (see judge_ip).
+/// device ports (see judge_ip). On a device port too, an address a device known by its MAC
+/// alone owns by first use names it (bypass class: the responder's policy was not asked,
+/// so a device in audit or learn mode, whose refusals only report, could open any flow to
+/// such a neighbour), but only in a network the site declares for its devices
+/// (`CLAIM_DEVICES`): where none is declared for the family, a device may own a server's
+/// address, and would then be asked about every device's flows to the server.
 #[inline(always)]
 fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<&'static Device> {
-    if pkt.side == SIDE_DEVICES {
-        lookup_ip_device(gen.slot, pkt.family, &pkt.dst)
-    } else {
-        *known
+    if pkt.side != SIDE_DEVICES {
+        return *known;
+    }
+    match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
+        Some(d) => Some(d),
+        None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst)
+            .filter(|_| claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)),
     }
 }
 
@@ -1366,12 +1376,18 @@ fn peer_class(slot: u8, dir: u8, policy: u32, family: u8, peer: &Addr) -> Option
 /// alone could otherwise take a server's address, and with it what is sent there.
 #[inline(always)]
 fn in_claim_networks(slot: u8, family: u8, addr: &Addr) -> bool {
-    let found = if family == FAMILY_V4 {
+    let class = claim_class(slot, family, addr);
+    class == u64::from(CLAIM_DEVICES) || class == u64::from(CLAIM_ANY)
+}
+
+/// The `CLAIM_*` class of `addr` (`u64::MAX`: none, not to be owned).
+#[inline(always)]
+fn claim_class(slot: u8, family: u8, addr: &Addr) -> u64 {
+    if family == FAMILY_V4 {
         lz_claim_class4(u64::from(slot), addr.0[0])
     } else {
         lz_claim_class6(u64::from(slot), addr.0[0], addr.0[1])
-    };
-    found == u64::from(CLAIM_YES)
+    }
 }
 
 /// The IPv4 half of [`in_claim_networks`] as a global BPF function, verified once on its own
@@ -1637,16 +1653,15 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
 }
 
 /// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
-/// by first use (`claim_address`), if any: the destination of a packet from upstream.
+/// by first use (`claim_address`), if any: the destination of a packet (`device_at` from
+/// upstream, `destination` from a device port).
 /// Bypass class: without it, what upstream sends to such a device is judged by no policy
 /// of its own — it would reach an isolated device, and any session opened on it would pass
 /// as unmanaged. The address names its owner while the ownership lives (used within
 /// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
-/// it. Link-local addresses are not looked up (nothing is routed to them). Not for what
-/// devices send each other: where the site declares no devices' networks, a device may
-/// claim any address outside the upstream ones, a server's among them, and would then be
-/// asked about every device's flows to it. A BPF function of its own: inlined, its exits
-/// multiplied the paths the verifier walks after its call site.
+/// it. Link-local addresses are not looked up (nothing is routed to them). A BPF function
+/// of its own: inlined, its exits multiplied the paths the verifier walks after its call
+/// sites.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
     if parse::is_unspecified_or_link_local(family, addr) {

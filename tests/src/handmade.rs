@@ -241,25 +241,33 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         },
         bystander,
     ));
-    // No networks declared: every address may be owned by first use (the compiler's
-    // default); tests of the networks set their own with [`claim_networks`].
-    claim_networks(&mut m, &[("0.0.0.0/0", true), ("::/0", true)]);
+    // No networks declared: every address may be owned by first use, as the compiler has
+    // it; tests of the networks set their own with [`claim_networks`].
+    claim_networks(
+        &mut m,
+        &[
+            ("0.0.0.0/0", CLAIM_ANY),
+            ("::/0", CLAIM_ANY),
+            ("169.254.0.0/16", CLAIM_DEVICES),
+            ("fe80::/10", CLAIM_DEVICES),
+        ],
+    );
     m.sort_devices();
     m
 }
 
 /// Replaces the addresses devices may own by first use (`DIR_CLAIM` entries) with `nets`
-/// (prefix, whether it may be owned; the longest prefix decides).
-pub fn claim_networks(m: &mut MapContents, nets: &[(&str, bool)]) {
+/// (prefix, `CLAIM_*`; the longest prefix decides).
+pub fn claim_networks(m: &mut MapContents, nets: &[(&str, u32)]) {
     let slot = m.slot;
     let p4 = Arc::make_mut(&mut m.peer4);
     p4.retain(|(_, k, _)| k.dir != DIR_CLAIM);
     let p6 = Arc::make_mut(&mut m.peer6);
     p6.retain(|(_, k, _)| k.dir != DIR_CLAIM);
-    for (net, yes) in nets {
+    for (net, class) in nets {
         match net.parse().expect("a network") {
-            ipnet::IpNet::V4(n) => p4.push(lazaret::policy::claim_entry4(slot, n, *yes)),
-            ipnet::IpNet::V6(n) => p6.push(lazaret::policy::claim_entry6(slot, n, *yes)),
+            ipnet::IpNet::V4(n) => p4.push(lazaret::policy::claim_entry4(slot, n, *class)),
+            ipnet::IpNet::V6(n) => p6.push(lazaret::policy::claim_entry6(slot, n, *class)),
         }
     }
     m.sort();

@@ -853,13 +853,13 @@ proto = "icmpv6"
         let peers: Vec<(u8, IpAddr, u32)> = contents
             .peer4
             .iter()
-            .filter(|(_, k, _)| k.policy == policy && v4.is_some())
+            .filter(|(_, k, _)| k.policy == policy && k.dir != DIR_CLAIM && v4.is_some())
             .map(|(_, k, c)| (k.dir, IpAddr::from(k.addr), c.class))
             .chain(
                 contents
                     .peer6
                     .iter()
-                    .filter(|(_, k, _)| k.policy == policy && v6.is_some())
+                    .filter(|(_, k, _)| k.policy == policy && k.dir != DIR_CLAIM && v6.is_some())
                     .map(|(_, k, c)| (k.dir, IpAddr::from(k.addr), c.class)),
             )
             .collect();

@@ -1358,11 +1358,6 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
     assert!(kept.contains(&(IpAddr::V4(given), DEV_MAC)), "{kept:?}");
 }
 
-/// Bypass class: what is sent to a device known by its MAC alone, at an address it owns by
-/// first use, is judged by its policy (it was judged by none: traffic to no inventory
-/// address). Its sessions' answers pass, the server opens nothing on it, a quarantine cuts
-/// even its sessions; an address it has not used is nobody's, and a link-local one is not
-/// looked up.
 /// A device known by its MAC alone owns by first use only addresses of the devices'
 /// networks, and link-local ones (the peer maps' `DIR_CLAIM` entries): from a server's
 /// network or from no declared network, a source, an ARP sender and an NA target are
@@ -1382,12 +1377,12 @@ fn a_device_owns_no_address_outside_the_devices_networks() {
         handmade::claim_networks(
             c,
             &[
-                ("10.20.0.0/24", true),
-                ("10.10.0.0/16", false),
-                ("169.254.0.0/16", true),
-                ("fd00:20::/64", true),
-                ("fd00:10::/64", false),
-                ("fe80::/10", true),
+                ("10.20.0.0/24", CLAIM_DEVICES),
+                ("10.10.0.0/16", CLAIM_NO),
+                ("169.254.0.0/16", CLAIM_DEVICES),
+                ("fd00:20::/64", CLAIM_DEVICES),
+                ("fd00:10::/64", CLAIM_NO),
+                ("fe80::/10", CLAIM_DEVICES),
             ],
         );
     };
@@ -1444,6 +1439,11 @@ fn a_device_owns_no_address_outside_the_devices_networks() {
     assert_eq!(t.judge(&arp_from(apipa), LO), Reason::AllowNeighbor);
 }
 
+/// Bypass class: what is sent to a device known by its MAC alone, at an address it owns by
+/// first use, is judged by its policy (it was judged by none: traffic to no inventory
+/// address). Its sessions' answers pass, the server opens nothing on it, nor does a
+/// neighbour in audit mode, a quarantine cuts even its sessions; an address it has not used
+/// is nobody's, and a link-local one is not looked up.
 #[test]
 fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
@@ -1452,6 +1452,18 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
         c.dev_ip6.retain(|(_, d)| d.id != dev);
         c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
         c.edit_device(handmade::bystander_id(), |d| d.mode = MODE_AUDIT);
+        // The devices' networks declared; any other address may be owned too (none is
+        // declared upstream), but names its owner only for what comes from upstream.
+        handmade::claim_networks(
+            c,
+            &[
+                ("10.20.0.0/24", CLAIM_DEVICES),
+                ("fd00:20::/64", CLAIM_DEVICES),
+                ("169.254.0.0/16", CLAIM_DEVICES),
+                ("fe80::/10", CLAIM_DEVICES),
+                ("0.0.0.0/0", CLAIM_ANY),
+            ],
+        );
     });
     let (given, unused) = (Ipv4Addr::new(10, 20, 0, 50), Ipv4Addr::new(10, 20, 0, 60));
     let given6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
@@ -1512,21 +1524,34 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
         t.judge(&from_server(given, 5001, 22, TCP_ACK), LO),
         Reason::DenyNoFlow
     );
-    // What another device sends it is judged by the sender's policy alone (owners are
-    // looked up only from upstream: docs/reliability.md, *Open findings*): the neighbour's
-    // audit mode passes its own refusal.
+    // What another device sends it is judged by its policy too, as the flow's responder:
+    // the neighbour's audit mode passes only its own refusal. (On the old code the sender's
+    // policy alone was asked: `Audit`, passed.)
     devices(&mut t);
-    let from_neighbour = tcp4(
-        BYSTANDER_MAC,
-        DEV_MAC,
-        BYSTANDER_IP,
-        given,
-        42000,
-        2575,
-        TCP_SYN,
-    );
-    assert_eq!(t.judge(&from_neighbour, LO), Reason::Audit);
+    let from_neighbour = |dst: Ipv4Addr| {
+        tcp4(
+            BYSTANDER_MAC,
+            DEV_MAC,
+            BYSTANDER_IP,
+            dst,
+            42000,
+            2575,
+            TCP_SYN,
+        )
+    };
+    assert_eq!(t.judge(&from_neighbour(given), LO), Reason::DenyNoRule);
+    // At an address it owns outside the devices' declared networks, it is found only from
+    // upstream: a device there might have taken a server's address, and would be asked
+    // about every device's flows to it.
+    let elsewhere = Ipv4Addr::new(192, 0, 2, 50);
+    let syn = tcp4(DEV_MAC, GW_MAC, elsewhere, SERVER, 41001, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    assert_eq!(t.judge(&from_neighbour(elsewhere), LO), Reason::Audit);
     upstream(&mut t);
+    assert_eq!(
+        t.judge(&from_server(elsewhere, 5000, 22, TCP_SYN), LO),
+        Reason::DenyNoRule
+    );
     // An address it has not used is nobody's; a link-local one is not looked up.
     assert_eq!(
         t.judge(&from_server(unused, 5000, 22, TCP_SYN), LO),

@@ -2332,8 +2332,11 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
 fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let mac = BypassLab::fmt(PUMP_A);
-    let extra =
-        format!("\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n");
+    // Monitors may open HL7 sessions to any host of their network: a device there is asked
+    // too, and the pump's policy lets no one open a session on it.
+    let extra = format!(
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n[[workflows.hl7-results.rules]]\ndevice = \"class:patient-monitor\"\npeer = \"10.20.0.0/24\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"device\"\n"
+    );
     lab.reload_to(lab.generation()?, &extra)?;
     let (pump4, pump6) = (
         Ipv4Addr::new(10, 20, 0, 50),
@@ -2479,6 +2482,19 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
             || send_up(frame),
         )?;
     }
+    // Nor does its neighbour, whose policy lets it open the session: the pump's, asked as
+    // the session's responder, refuses it. (On the old code only the neighbour's policy
+    // was asked, and the SYN arrived.)
+    let l3 = v4(ATT_IP, pump4, tcp(41000, HL7, TCP_SYN, b"neighbour4"));
+    let frame = with_l4_checksum(ethernet(PUMP_A, lab.att_mac, &[], ETH_IPV4, &l3));
+    refused(
+        &lab,
+        &pump,
+        "the neighbour's SYN to the pump",
+        frame,
+        b"neighbour4",
+        Some(Reason::DenyNoRule),
+    )?;
     // Isolated, the pump is reached by nothing: not even its own session's next segment.
     lab.isolate("pump-a")?;
     let ack = |marker: &[u8]| tcp_seq_ack(HL7, 40000, TCP_ACK, (7001, TCP_SEQ + 1), marker);
@@ -2501,7 +2517,7 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
     done(
         "a_device_known_by_its_mac_is_reached_only_as_its_policy_allows",
         dp,
-        "at the addresses it used first, the server's answers on its own sessions arrived, and nothing else its policy refuses; once isolated, not even those answers",
+        "at the addresses it used first, the server's answers on its own sessions arrived, and nothing else its policy refuses, from the server or a neighbour; once isolated, not even those answers",
     )
 }
 

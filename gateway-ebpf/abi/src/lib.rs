@@ -103,22 +103,26 @@
 //!
 //! Nor is an address outside the devices' networks (ABI 14): the peer maps' [`DIR_CLAIM`]
 //! entries (longest prefix wins) make the networks of the devices-side interfaces
-//! claimable, the upstream interfaces' networks not, and link-local addresses claimable
-//! unless declared otherwise (a device makes its own). A devices-side interface that
-//! declares no networks, none that declares one of the family, or a site that declares no
-//! devices-side interface, makes every address of the family outside the upstream networks
-//! claimable. So a device cannot take a server's address (and be handed what is sent to
-//! it), nor spoof one from outside its networks. An owner found outside them (the policy
-//! changed since) names no device as a destination.
+//! claimable ([`CLAIM_DEVICES`]), the upstream interfaces' networks not, and link-local
+//! addresses claimable unless declared otherwise (a device makes its own). A devices-side
+//! interface that declares no networks, none that declares one of the family, or a site
+//! that declares no devices-side interface, makes every address of the family outside the
+//! upstream networks claimable ([`CLAIM_ANY`]). So a device cannot take a server's address (and be handed what is sent to
+//! it), nor spoof one from outside the devices' networks (within them, another
+//! interface's network is not refused: the owners are site-wide). A gateway of a fleet
+//! counts only the devices-side interfaces it serves; the others' networks are not to be
+//! owned there. An owner found outside them (the policy changed since) names no device as
+//! a destination.
 //!
-//! The owner record also names the device at a destination: a packet from upstream to an
-//! address no inventory entry binds, owned by the MAC of a device known by its MAC alone in
-//! that family, is judged by that device's policy as one to a bound address is, while the
+//! The owner record also names the device at a destination: a packet to an address no
+//! inventory entry binds, owned by the MAC of a device known by its MAC alone in that
+//! family, is judged by that device's policy as one to a bound address is, while the
 //! ownership lives (less a second: the nftables frame stage's marks of owners expire a
 //! second before the ownership, so an address passes to a new owner only once they are
-//! gone). Not what devices send each other: where the site declares no devices' networks,
-//! a device may claim a server's address, and would be asked about every flow to it. Link-local
-//! destinations are not looked up this way (nothing is routed to them).
+//! gone). From a device port only inside the devices' declared networks
+//! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
+//! be asked about every device's flow to it. Link-local destinations are not looked up this
+//! way (nothing is routed to them).
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound
@@ -334,12 +338,18 @@ pub const SIDE_UPSTREAM: u8 = 1;
 pub const DIR_DEVICE_INIT: u8 = 0;
 pub const DIR_PEER_INIT: u8 = 1;
 /// Not a direction (ABI 14): the peer maps' entries with this `dir` and policy
-/// [`CLAIM_POLICY`] say which addresses a device may own by first use (class
-/// [`CLAIM_YES`]; [`CLAIM_NO`] or no entry: none may). See *Addresses owned by first use*.
+/// [`CLAIM_POLICY`] say which addresses a device may own by first use, by class:
+/// [`CLAIM_DEVICES`] or [`CLAIM_ANY`]; [`CLAIM_NO`] or no entry: none may. See *Addresses
+/// owned by first use*.
 pub const DIR_CLAIM: u8 = 2;
 pub const CLAIM_POLICY: u32 = 0;
-pub const CLAIM_YES: u32 = 1;
-pub const CLAIM_NO: u32 = 0;
+/// Not to be owned: an upstream network's. (The classes are numbered apart from the peer
+/// classes of real policies, so that one is never read for the other.)
+pub const CLAIM_NO: u32 = 0xffff_ff00;
+/// A network the site declares for its devices, or link-local.
+pub const CLAIM_DEVICES: u32 = 0xffff_ff01;
+/// Declared nowhere, in a family no devices-side interface declares a network of.
+pub const CLAIM_ANY: u32 = 0xffff_ff02;
 
 /// `Device::mode`.
 pub const MODE_ENFORCE: u8 = 0;

@@ -385,10 +385,12 @@ impl MapIndex {
         self.device(*id)
     }
 
-    /// The device the destination address of a packet from upstream names (`device_at`):
-    /// the one bound to it, else the device known by its MAC alone in that family whose MAC
-    /// owns it by first use (`owned_device`; not for link-local addresses).
-    pub fn device_at(&self, states: &DeviceStates, addr: IpAddr) -> Option<Device> {
+    /// The device the destination address of a packet arriving on `side` names (the
+    /// datapath's `device_at` from upstream, `destination` from a device port): the one
+    /// bound to it, else the device known by its MAC alone in that family whose MAC owns it
+    /// by first use (`owned_device`; not for link-local addresses; from a device port only
+    /// in a network declared for the devices).
+    pub fn device_at(&self, states: &DeviceStates, addr: IpAddr, side: u8) -> Option<Device> {
         if let Some(d) = self.device_by_ip(addr) {
             return Some(d);
         }
@@ -396,7 +398,12 @@ impl MapIndex {
             return None;
         }
         let mac = states.owners.get(&addr)?;
-        if !self.in_claim_networks(addr) {
+        let found = match self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr) {
+            Some(CLAIM_DEVICES) => true,
+            Some(CLAIM_ANY) => side == SIDE_UPSTREAM,
+            _ => false,
+        };
+        if !found {
             return None;
         }
         let d = self.device(self.lookup_mac(mac)?)?;
@@ -411,7 +418,10 @@ impl MapIndex {
     /// Whether a device may own `addr` by first use as far as the site's networks go (the
     /// datapath's `in_claim_networks`: the peer maps' `DIR_CLAIM` entries).
     pub fn in_claim_networks(&self, addr: IpAddr) -> bool {
-        self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr) == Some(CLAIM_YES)
+        matches!(
+            self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr),
+            Some(CLAIM_DEVICES | CLAIM_ANY)
+        )
     }
 
     fn peer_class(&self, policy: u32, dir: u8, peer: IpAddr) -> Option<u32> {
@@ -719,12 +729,7 @@ fn judge_ip(
         }
         None
     };
-    // By an owned address only from upstream (`device_at`).
-    let dst_dev = if pkt.side == SIDE_UPSTREAM {
-        ix.device_at(states, ip.dst)
-    } else {
-        ix.device_by_ip(ip.dst)
-    };
+    let dst_dev = ix.device_at(states, ip.dst, pkt.side);
     if src_dev.is_none() && dst_dev.is_none() {
         return Decision::new(Reason::PassUnmanaged);
     }

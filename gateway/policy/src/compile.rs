@@ -318,7 +318,13 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
             entries: shared.expand(key),
         });
     let mut lookup = lookup::build(&compiled_policies);
-    (lookup.claim4, lookup.claim6) = lookup::claims(policy.site.interfaces.values());
+    (lookup.claim4, lookup.claim6) = lookup::claims(policy.site.interfaces.values(), |_| true);
+    for g in policy.site.gateways.values() {
+        let claims = lookup::claims(policy.site.interfaces.values(), |i| {
+            g.interfaces.contains(i)
+        });
+        lookup.claims_of_gateway.insert(g.name.clone(), claims);
+    }
 
     let classes: Vec<String> = policy.classes.keys().cloned().collect();
     let devices: Vec<CompiledDevice> = policy

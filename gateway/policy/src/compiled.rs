@@ -291,6 +291,18 @@ impl Compiled {
             dev_ip6: devices.iter().map(|d| d.ipv6.len()).sum(),
             ..self.stats.clone()
         };
+        // Its own claimable networks: another gateway's devices' are not its devices' (a
+        // device here could otherwise take the address of a device enforced there). A
+        // lookup of its own, then, with map contents of its own.
+        let lookup = match self.lookup.claims_of_gateway.get(&gateway.name) {
+            Some((claim4, claim6)) => Arc::new(Lookup {
+                claim4: claim4.clone(),
+                claim6: claim6.clone(),
+                maps: Default::default(),
+                ..(*self.lookup).clone()
+            }),
+            None => self.lookup.clone(),
+        };
         Compiled {
             interfaces: self
                 .interfaces
@@ -304,7 +316,7 @@ impl Compiled {
             classes: self.classes.clone(),
             policies: self.policies.clone(),
             rules: self.rules.clone(),
-            lookup: self.lookup.clone(),
+            lookup,
             reuse: self.reuse.clone(),
             warnings: self.warnings.clone(),
         }

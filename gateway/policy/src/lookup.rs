@@ -58,57 +58,69 @@ pub(crate) struct Lookup {
     /// prefixes (see [`Ranges`]).
     pub ranges: std::sync::Arc<Ranges>,
     /// Which addresses a device may own by first use ([`claims`]).
-    pub claim4: Vec<(Ipv4Net, bool)>,
-    pub claim6: Vec<(Ipv6Net, bool)>,
+    pub claim4: Vec<(Ipv4Net, u32)>,
+    pub claim6: Vec<(Ipv6Net, u32)>,
+    /// The same for each gateway of a fleet, by name: only the interfaces it serves count
+    /// as the devices' (see `Compiled::for_gateway`).
+    pub claims_of_gateway: BTreeMap<String, Claims>,
 }
 
-/// Prefixes per family, each saying whether its addresses may be owned by first use.
-pub(crate) type Claims = (Vec<(Ipv4Net, bool)>, Vec<(Ipv6Net, bool)>);
+/// Prefixes per family, each with whether its addresses may be owned by first use
+/// (`CLAIM_*`).
+pub(crate) type Claims = (Vec<(Ipv4Net, u32)>, Vec<(Ipv6Net, u32)>);
 
 /// Which addresses a device known by its MAC alone may own by first use, as prefixes whose
 /// longest match decides (`lazaret_abi`, *Addresses owned by first use*): the networks of
-/// the devices-side interfaces may be owned; those of the upstream interfaces not (an
-/// upstream network that is also a devices-side one is upstream); link-local addresses
-/// may (a device makes its own); everything else may not, unless a devices-side interface
-/// declares no networks, or none declares one of the family (or the site declares no
-/// devices-side interface): then everything outside the upstream networks may. Site-wide,
-/// as the owners are.
+/// the devices-side interfaces may be owned (`CLAIM_DEVICES`); those of the upstream
+/// interfaces not (`CLAIM_NO`; an upstream network that is also a devices-side one is
+/// upstream); link-local addresses may (a device makes its own); everything else may not,
+/// unless a devices-side interface declares no networks, or none declares one of the family
+/// (or the site declares no devices-side interface): then everything outside the upstream
+/// networks may (`CLAIM_ANY`). Site-wide, as the owners are; but a devices-side interface
+/// that `serves` says is another gateway's counts as upstream.
 pub(crate) fn claims<'a>(
     interfaces: impl IntoIterator<Item = &'a super::model::Interface>,
+    serves: impl Fn(&str) -> bool,
 ) -> Claims {
     use super::model::Side;
-    let mut nets: BTreeMap<IpNet, bool> = BTreeMap::new();
+    use abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO};
+    let mut nets: BTreeMap<IpNet, u32> = BTreeMap::new();
     let (mut devices_side, mut undeclared) = (false, false);
     let mut declared = [false; 2];
     for i in interfaces {
         match i.side {
+            Side::Devices if !serves(&i.name) => {
+                for n in &i.networks {
+                    nets.insert(n.trunc(), CLAIM_NO);
+                }
+            }
             Side::Devices => {
                 devices_side = true;
                 undeclared |= i.networks.is_empty();
                 for n in &i.networks {
                     declared[usize::from(matches!(n, IpNet::V6(_)))] = true;
-                    nets.entry(n.trunc()).or_insert(true);
+                    nets.entry(n.trunc()).or_insert(CLAIM_DEVICES);
                 }
             }
             Side::Upstream => {
                 for n in &i.networks {
-                    nets.insert(n.trunc(), false);
+                    nets.insert(n.trunc(), CLAIM_NO);
                 }
             }
         }
     }
     // Per family: an interface declaring IPv4 networks alone says nothing of IPv6.
     let everything = declared.map(|d| !devices_side || undeclared || !d);
-    let link_local: [(IpNet, bool); 2] = [
-        ("169.254.0.0/16".parse().expect("literal"), true),
-        ("fe80::/10".parse().expect("literal"), true),
+    let link_local: [(IpNet, u32); 2] = [
+        ("169.254.0.0/16".parse().expect("literal"), CLAIM_DEVICES),
+        ("fe80::/10".parse().expect("literal"), CLAIM_DEVICES),
     ];
     for (n, v) in link_local {
         nets.entry(n).or_insert(v);
     }
     for (open, n) in everything.into_iter().zip(["0.0.0.0/0", "::/0"]) {
         if open {
-            nets.entry(n.parse().expect("literal")).or_insert(true);
+            nets.entry(n.parse().expect("literal")).or_insert(CLAIM_ANY);
         }
     }
     let (mut v4, mut v6) = (Vec::new(), Vec::new());

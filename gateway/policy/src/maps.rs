@@ -242,13 +242,13 @@ impl Lists {
             lookup
                 .claim4
                 .iter()
-                .map(|&(n, yes)| claim_entry4(slot, n, yes)),
+                .map(|&(n, class)| claim_entry4(slot, n, class)),
         );
         peer6.extend(
             lookup
                 .claim6
                 .iter()
-                .map(|&(n, yes)| claim_entry6(slot, n, yes)),
+                .map(|&(n, class)| claim_entry6(slot, n, class)),
         );
         for e in &lookup.ports {
             ports.push((
@@ -280,8 +280,8 @@ impl Lists {
 }
 
 /// The peer-map entry saying whether devices may own the addresses of `net` by first use
-/// (`DIR_CLAIM`; see `lazaret_abi`, *Addresses owned by first use*).
-pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, yes: bool) -> (u32, PeerKey4, PeerClass) {
+/// (`DIR_CLAIM`, class `CLAIM_*`; see `lazaret_abi`, *Addresses owned by first use*).
+pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, class: u32) -> (u32, PeerKey4, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
         PeerKey4 {
@@ -291,12 +291,15 @@ pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, yes: bool) -> (u32, PeerKey4,
             policy: CLAIM_POLICY.to_be_bytes(),
             addr: net.network().octets(),
         },
-        claim_class(yes),
+        PeerClass {
+            class,
+            port_prefixes: 0,
+        },
     )
 }
 
 /// [`claim_entry4`] for IPv6.
-pub fn claim_entry6(slot: u8, net: ipnet::Ipv6Net, yes: bool) -> (u32, PeerKey6, PeerClass) {
+pub fn claim_entry6(slot: u8, net: ipnet::Ipv6Net, class: u32) -> (u32, PeerKey6, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
         PeerKey6 {
@@ -306,15 +309,11 @@ pub fn claim_entry6(slot: u8, net: ipnet::Ipv6Net, yes: bool) -> (u32, PeerKey6,
             policy: CLAIM_POLICY.to_be_bytes(),
             addr: net.network().octets(),
         },
-        claim_class(yes),
+        PeerClass {
+            class,
+            port_prefixes: 0,
+        },
     )
-}
-
-fn claim_class(yes: bool) -> PeerClass {
-    PeerClass {
-        class: if yes { CLAIM_YES } else { CLAIM_NO },
-        port_prefixes: 0,
-    }
 }
 
 impl MapContents {

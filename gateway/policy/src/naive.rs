@@ -113,8 +113,15 @@ impl<'p> Eval<'p> {
                 // Its own by first use (nobody else owns one here: ownership is the
                 // datapath's runtime record) if unicast and not IPv4-mapped.
                 let local = !unspecified && self.cx.local.contains(&src);
-                let own = unspecified
-                    || (no_addr_of_family && claimable(src) && in_claim_networks(self.p, src));
+                // A link-local one too, as far as the site's networks go.
+                let link_local =
+                    matches!(src, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+                let own = if link_local {
+                    in_claim_networks(self.p, src)
+                } else {
+                    unspecified
+                        || (no_addr_of_family && claimable(src) && in_claim_networks(self.p, src))
+                };
                 if own && !local && self.bound_here(d, pkt) {
                     Ok(d)
                 } else {

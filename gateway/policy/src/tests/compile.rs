@@ -256,11 +256,18 @@ workflows = ["sync", "kinds"]
     let (_, example) = example();
     for c in [c, example] {
         let m = c.map_contents(0, 1, &ifx(&c)).unwrap();
+        // Not the claim entries (classes of no policy).
         let flags: BTreeMap<[u8; 4], u32> = m
             .peer4
             .iter()
+            .filter(|(_, k, _)| k.dir != abi::DIR_CLAIM)
             .map(|(_, _, v)| *v)
-            .chain(m.peer6.iter().map(|(_, _, v)| *v))
+            .chain(
+                m.peer6
+                    .iter()
+                    .filter(|(_, k, _)| k.dir != abi::DIR_CLAIM)
+                    .map(|(_, _, v)| *v),
+            )
             .map(|v| (v.class.to_be_bytes(), v.port_prefixes))
             .collect();
         let (mut shorter, mut checked) = (0, 0);

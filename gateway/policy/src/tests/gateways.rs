@@ -200,3 +200,26 @@ fn a_plan_names_the_gateways_a_change_touches() {
     let p = plan::plan(&p1, &c1, &p1, &c1);
     assert!(!p.render().contains("Gateways"));
 }
+
+/// A gateway of a fleet lets its devices own addresses of the networks it serves, not of
+/// another gateway's: a device on ward A could otherwise take the address of a pump ward B
+/// enforces (ward A's maps do not hold it), and pose as it. The whole site's compile (one
+/// gateway) counts both.
+#[test]
+fn a_gateway_lets_its_devices_own_only_addresses_of_its_own_networks() {
+    let (p, c) = build(&[("site.toml", FLEET)]).unwrap();
+    let claimable = |c: &Compiled, a: &str| {
+        let ix: std::collections::BTreeMap<String, u32> = [("icu0", 2), ("pumps0", 3), ("up0", 4)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+        MapIndex::new(&c.map_contents(0, 1, &ix).unwrap()).in_claim_networks(a.parse().unwrap())
+    };
+    let ward = |name: &str| c.for_gateway(&p.site.gateways[name]);
+    let (a, b) = (ward("ward-a"), ward("ward-b"));
+    assert!(claimable(&a, "10.20.0.50") && !claimable(&a, "10.30.0.11"));
+    assert!(claimable(&b, "10.30.0.50") && !claimable(&b, "10.20.0.11"));
+    assert!(claimable(&c, "10.20.0.50") && claimable(&c, "10.30.0.50"));
+    // Neither gateway declares an IPv6 network: any IPv6 address but link-local's rules.
+    assert!(claimable(&a, "fd00:20::50") && claimable(&a, "fe80::1"));
+}

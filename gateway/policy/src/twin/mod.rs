@@ -421,8 +421,8 @@ impl Model {
 
     /// Managed devices at the packet's two ends, as the datapath finds them once identity
     /// has passed: a device-side source by its address, or by its MAC when the address is
-    /// unspecified, link-local or not bound; the destination by address (from upstream,
-    /// bound or owned).
+    /// unspecified, link-local or not bound; the destination by address (bound, or owned:
+    /// `MapIndex::device_at`).
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
         let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
         let src = if p.desc.side == SIDE_DEVICES {
@@ -437,13 +437,10 @@ impl Model {
             // Never a device upstream (the datapath refuses it as spoofing first).
             0
         };
-        let dst = if p.desc.side == SIDE_UPSTREAM {
-            self.index
-                .device_at(&self.states, ip.dst)
-                .map_or(0, |d| d.id)
-        } else {
-            by_ip(ip.dst)
-        };
+        let dst = self
+            .index
+            .device_at(&self.states, ip.dst, p.desc.side)
+            .map_or(0, |d| d.id);
         (src, dst)
     }
 

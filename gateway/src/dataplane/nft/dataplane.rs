@@ -83,14 +83,16 @@ fn random_salt() -> u32 {
 }
 
 /// The conntrack mark a table of `generation` stamps on the flows it admits (never 0, which
-/// no table stamps): the generation mixed with this daemon's random `salt` (its low 31
-/// bits), shifted up, with the pair member's bit below it. The two members of a pair stamp
+/// no table stamps, and never with the top bit, [`super::render::OWNER_MARK`], which the
+/// table keeps in the conntrack mark of a flow being judged, so that such a mark is never
+/// taken for an admitted flow's stamp): the generation mixed with this daemon's random
+/// `salt` (its low 30 bits), shifted up, with the pair member's bit below it. The two members of a pair stamp
 /// with different bits, so a flow conntrackd carried over from the other member never
 /// matches this member's stamp and is judged again under this member's policy on its next
 /// packet (`docs/ha.md`), as XDP judges a replicated flow again; the salt keeps that so,
-/// but for a chance of one in 2^31, where the bit cannot be told (no `[ha] listen`).
+/// but for a chance of one in 2^30, where the bit cannot be told (no `[ha] listen`).
 pub fn flow_stamp(generation: u64, second_member: bool, salt: u32) -> u32 {
-    ((((generation as u32) ^ salt) & 0x7fff_ffff).max(1) << 1) | u32::from(second_member)
+    ((((generation as u32) ^ salt) & 0x3fff_ffff).max(1) << 1) | u32::from(second_member)
 }
 /// The enforcing table's named counters, readable from any thread.
 #[derive(Clone, Debug)]

@@ -16,10 +16,10 @@
 //! The VLAN a frame belongs to is put in the packet mark first: the tag's VID, or for an
 //! untagged (or priority-tagged) frame the VLAN its port gives untagged frames (0 on a
 //! trunk). Identity sets are keyed by `… . iifname . meta mark`, and by `… . iifname` for
-//! devices bound to any VLAN. Leaving the stage from an upstream port, a packet's mark is
-//! the owner mark of its destination (`render::OWNER_MARK`, an address a device known by its
-//! MAC alone owns by first use) or 0; the `inet` table reads it, then uses the mark as its
-//! own register.
+//! devices bound to any VLAN. Leaving the stage, a packet's mark is the owner mark of its
+//! destination (`render::OWNER_MARK`, an address a device known by its MAC alone owns by
+//! first use; from a device port, only inside the devices' declared networks) or 0; the
+//! `inet` table reads it, then uses the mark as its own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
 //! (`gateway-ebpf/src/main.rs`); where the two differ it is in the reason a frame failing two
@@ -93,6 +93,9 @@ pub mod names {
     /// The addresses that may be owned by first use, as far as the site's networks go.
     pub const CLAIM_NETS4: &str = "claimnets4";
     pub const CLAIM_NETS6: &str = "claimnets6";
+    /// The devices' declared networks (and link-local addresses).
+    pub const DEV_NETS4: &str = "devnets4";
+    pub const DEV_NETS6: &str = "devnets6";
     pub const PINNED: &str = "pinned";
     pub const PIN_PORT: &str = "pin_port";
 }
@@ -717,9 +720,15 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     // Which addresses may be owned by first use (the peer maps' `DIR_CLAIM` entries, the
     // XDP program's `in_claim_networks`), flattened: an interval set matches no longest
     // prefix.
-    let (claim4, claim6) = claim_networks(m);
+    let claimable = |c: u32| c == CLAIM_DEVICES || c == CLAIM_ANY;
+    let (claim4, claim6) = claim_networks(m, claimable);
     t.set(CLAIM_NETS4, "typeof ip saddr", "flags interval", &claim4);
     t.set(CLAIM_NETS6, "typeof @nh,64,128", "flags interval", &claim6);
+    // The networks declared for the devices: an owned address names its device for what
+    // devices send there only inside them (the XDP program's `destination`).
+    let (dev4, dev6) = claim_networks(m, |c| c == CLAIM_DEVICES);
+    t.set(DEV_NETS4, "typeof ip saddr", "flags interval", &dev4);
+    t.set(DEV_NETS6, "typeof @nh,64,128", "flags interval", &dev6);
     // A full bucket again once it would have refilled: the burst's worth of periods.
     let budget_s = u64::from(CLAIM_BURST) * CLAIM_PERIOD_S;
     let budget = format!(
@@ -790,19 +799,23 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             quoted(&p.name)?
         );
         let _ = writeln!(hook, "add rule netdev {table} in_{i} jump {side}");
-        if p.cfg.side != SIDE_DEVICES {
-            // A packet to an address a device owns by first use names that device
-            // (the `dst_*` chains); any other, none.
-            let _ = writeln!(hook, "add rule netdev {table} in_{i} meta mark set 0");
-            let _ = writeln!(
-                hook,
-                "add rule netdev {table} in_{i} meta protocol ip ip daddr @{CLAIM_NETS4} meta mark set ip daddr map @{OWN_INDEX}4"
-            );
-            let _ = writeln!(
-                hook,
-                "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,128 @{CLAIM_NETS6} meta mark set @nh,192,128 map @{OWN_INDEX}6"
-            );
-        }
+        // A packet to an address a device owns by first use names that device (the `dst_*`
+        // chains); any other, none. From a device port, only inside the devices' declared
+        // networks. (A frame the stage accepted above keeps its VLAN: no owner bit.)
+        let (nets4, nets6) = if p.cfg.side == SIDE_DEVICES {
+            (DEV_NETS4, DEV_NETS6)
+        } else {
+            (CLAIM_NETS4, CLAIM_NETS6)
+        };
+        let _ = writeln!(hook, "add rule netdev {table} in_{i} meta mark set 0");
+        let _ = writeln!(
+            hook,
+            "add rule netdev {table} in_{i} meta protocol ip ip daddr @{nets4} meta mark set ip daddr map @{OWN_INDEX}4"
+        );
+        let _ = writeln!(
+            hook,
+            "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,128 @{nets6} meta mark set @nh,192,128 map @{OWN_INDEX}6"
+        );
     }
     Ok(Frame {
         table: opt.table.to_string(),
@@ -822,10 +835,10 @@ fn dst_owner_chain(key: &str) -> &'static str {
     }
 }
 
-/// The elements of the `claimnets4`/`6` sets: the ranges of the addresses a device may own
-/// by first use as far as the site's networks go, from the peer maps' `DIR_CLAIM` entries
-/// (nested prefixes, the longest deciding, flattened).
-fn claim_networks(m: &MapContents) -> (Vec<String>, Vec<String>) {
+/// The elements of the `claimnets4`/`6` and `devnets4`/`6` sets: the ranges of the
+/// addresses whose class `keep` keeps, from the peer maps' `DIR_CLAIM` entries (nested
+/// prefixes, the longest deciding, flattened).
+fn claim_networks(m: &MapContents, keep: impl Fn(u32) -> bool) -> (Vec<String>, Vec<String>) {
     // (prefix length, dir, policy, address as a number, class) → the claimable ranges.
     let spans = |bits: u32, entries: &mut dyn Iterator<Item = (u32, u8, u32, u128, u32)>| {
         let prefixes = entries
@@ -834,7 +847,7 @@ fn claim_networks(m: &MapContents) -> (Vec<String>, Vec<String>) {
                 // The address bits the prefix leaves free.
                 let free = bits - len.saturating_sub(PEER_KEY_FIXED_BITS).min(bits);
                 let rest = u128::MAX.checked_shr(128 - free).unwrap_or(0);
-                (addr, addr | rest, class == CLAIM_YES)
+                (addr, addr | rest, keep(class))
             })
             .collect();
         super::ranges::flatten(prefixes)
@@ -1211,8 +1224,8 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line(&format!("goto {dst}"));
     };
     // The owner's device by the address it owns, as the mark the inet table reads
-    // (`OWNER_MARK`): found for a packet from upstream to that address (the hooks of
-    // upstream ports), as the XDP program's `owned_device`. Not for link-local addresses
+    // (`OWNER_MARK`): found for a packet to that address (the hooks, at their end), as the
+    // XDP program's `owned_device`. Not for link-local addresses
     // (nothing is routed to them), nor for a device known by its address (no `macidx`
     // entry: the statement does not run). The mark is borrowed: the frame's VLAN again
     // after.

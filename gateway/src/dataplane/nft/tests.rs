@@ -450,7 +450,10 @@ fn the_members_of_a_pair_never_stamp_a_flow_alike() {
     for (salt_a, salt_b) in [(0, 0), (0x1234_5678, 0x9abc_def0), (u32::MAX, 7)] {
         for g in gens {
             for (second, salt) in [(false, salt_a), (true, salt_b)] {
-                assert_ne!(flow_stamp(g, second, salt), 0, "generation {g}");
+                let stamp = flow_stamp(g, second, salt);
+                assert_ne!(stamp, 0, "generation {g}");
+                // Never an owner mark kept in a flow being judged (`judge4`/`6`).
+                assert_eq!(stamp & super::render::OWNER_MARK, 0, "generation {g}");
             }
             for h in gens {
                 assert_ne!(
@@ -460,7 +463,7 @@ fn the_members_of_a_pair_never_stamp_a_flow_alike() {
                 );
             }
         }
-        // One member's generations stay apart (until the 31-bit number wraps).
+        // One member's generations stay apart (until the 30-bit number wraps).
         assert_ne!(flow_stamp(1, false, salt_a), flow_stamp(2, false, salt_a));
     }
     // Where the bit cannot be told, the salts keep two daemons apart.
@@ -638,10 +641,10 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
     assert!(map("macidx4").contains(&format!("{} : {}", super::render::mac_str(&mac_a), mark(a))));
 }
 
-/// The frame stage of `i` with one device port, `gd`.
 /// The addresses that may be owned by first use (`DIR_CLAIM` entries: nested prefixes,
 /// the longest deciding) become disjoint ranges of an interval set, which matches no
-/// longest prefix: a server network inside the devices' is cut out of it.
+/// longest prefix: a server network inside the devices' is cut out of it. The declared
+/// devices' networks alone make the set owners are found in for what devices send.
 #[test]
 fn claimable_networks_are_flattened_into_ranges() {
     use crate::policy::{claim_entry4, claim_entry6};
@@ -649,17 +652,22 @@ fn claimable_networks_are_flattened_into_ranges() {
     let slot = i.m.slot;
     let p4 = std::sync::Arc::make_mut(&mut i.m.peer4);
     p4.retain(|(_, k, _)| k.dir != lazaret_abi::DIR_CLAIM);
-    for (net, yes) in [
-        ("10.0.0.0/8", true),
-        ("10.10.0.0/16", false),
-        ("169.254.0.0/16", true),
+    use lazaret_abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO};
+    for (net, class) in [
+        ("10.0.0.0/8", CLAIM_DEVICES),
+        ("10.10.0.0/16", CLAIM_NO),
+        ("169.254.0.0/16", CLAIM_DEVICES),
     ] {
-        p4.push(claim_entry4(slot, net.parse().expect("net"), yes));
+        p4.push(claim_entry4(slot, net.parse().expect("net"), class));
     }
     let p6 = std::sync::Arc::make_mut(&mut i.m.peer6);
     p6.retain(|(_, k, _)| k.dir != lazaret_abi::DIR_CLAIM);
-    for (net, yes) in [("::/0", true), ("fd00:10::/64", false)] {
-        p6.push(claim_entry6(slot, net.parse().expect("net"), yes));
+    for (net, class) in [
+        ("::/0", CLAIM_ANY),
+        ("fd00:10::/64", CLAIM_NO),
+        ("fe80::/10", CLAIM_DEVICES),
+    ] {
+        p6.push(claim_entry6(slot, net.parse().expect("net"), class));
     }
     i.m.sort();
     let text = frame_of(&i, None, &Default::default()).build;
@@ -680,8 +688,18 @@ fn claimable_networks_are_flattened_into_ranges() {
         v6.contains("0x00000000000000000000000000000000-0xfd00000fffffffffffffffffffffffff, 0xfd000010000000010000000000000000-0xffffffffffffffffffffffffffffffff"),
         "{v6}"
     );
+    // Owners are found for what devices send only inside the declared networks.
+    assert_eq!(set("devnets4"), v4.replace("claimnets4", "devnets4"));
+    let dev6 = set("devnets6");
+    assert!(
+        dev6.contains(
+            "elements = { 0xfe800000000000000000000000000000-0xfebfffffffffffffffffffffffffffff "
+        ),
+        "{dev6}"
+    );
 }
 
+/// The frame stage of `i` with one device port, `gd`.
 fn frame_of(
     i: &Input,
     log_group: Option<u32>,
@@ -738,20 +756,25 @@ fn an_owner_mark_of_the_other_table_is_refused_not_read() {
                 })
                 .collect()
         };
-        let rules = chain("from_upstream");
-        let refused = rules
-            .iter()
-            .find(|r| r.contains(&format!("\"right\":{theirs}")))
-            .unwrap_or_else(|| panic!("{table}: no rule for the other table's mark: {rules:?}"));
-        assert!(refused.contains("\"drop\""), "{table}: {refused}");
-        // Its own marks only are read as a device: the judge chains compare both bits with
-        // its own tag.
+        for from in ["from_upstream", "from_devices"] {
+            let rules = chain(from);
+            let refused = rules
+                .iter()
+                .find(|r| r.contains(&format!("\"right\":{theirs}")))
+                .unwrap_or_else(|| {
+                    panic!("{table} {from}: no rule for the other's mark: {rules:?}")
+                });
+            assert!(refused.contains("\"drop\""), "{table}: {refused}");
+        }
+        // Its own marks only are read as a device, or kept in the flow's conntrack mark
+        // while the initiator is judged: the judge chains compare both bits with its own
+        // tag (keep, clear a kept one, a reply's owner, the kept owner).
         let tag = super::render::owner_tag(table);
         let judge: Vec<String> = chain("judge4")
             .into_iter()
             .filter(|r| r.contains(&(OWNER_MARK | OWNER_TABLE).to_string()))
             .collect();
-        assert_eq!(judge.len(), 2, "{table}: {judge:?}");
+        assert_eq!(judge.len(), 4, "{table}: {judge:?}");
         for rule in &judge {
             assert!(
                 rule.contains(&format!("\"right\":{tag}")),

@@ -29,6 +29,15 @@ fn owner_index() -> Expr<'static> {
     and(mark(), n(OWNER_INDEX))
 }
 
+/// Matches a flow whose conntrack mark holds the owner mark of this table (`tag`) that
+/// `judge4`/`6` kept there, and puts its device index in the packet mark.
+fn kept_owner(tag: u32) -> Vec<Stmt> {
+    vec![
+        eq(and(ct("mark"), n(OWNER_MARK | OWNER_TABLE)), n(tag)),
+        set_mark(and(ct("mark"), n(OWNER_INDEX))),
+    ]
+}
+
 impl Builder<'_> {
     /// The base chain and every regular chain, then their rules, stage by stage.
     pub(super) fn chains(&mut self, site_flags: u32, quarantine_policy: u32) {
@@ -115,6 +124,12 @@ impl Builder<'_> {
         self.decide(c, r, Reason::DenyRogueRa, true, Side::Devices);
         self.rule(c, vec![V4.is(), jump("id4")]);
         self.rule(c, vec![V6.is(), jump("id6")]);
+        // As from upstream (`chain_from_upstream`): an owner mark of the other table of the
+        // pair is refused, never read as a device of this one.
+        let tag = owner_tag(&self.opt.table);
+        let theirs = (tag ^ OWNER_TABLE) | OWNER_MARK;
+        let r = vec![eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(theirs))];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Devices);
         let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
         let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
         if site_flags & SITE_F_NEIGHBOR != 0 {
@@ -268,15 +283,24 @@ impl Builder<'_> {
             let mut from_device = admitted.clone();
             from_device.push(in_set(iifname(), DEV_IFACES));
             from_device.push(not_in_set(ether_saddr(), &f.n(QUAR_MAC)));
-            self.decide(c, from_device, Reason::AllowFlow, false, Side::Devices);
             let mut from_upstream = admitted;
             from_upstream.push(not_in_set(iifname(), DEV_IFACES));
-            // To a quarantined device known by its MAC alone, at an address it owns (the
-            // owner mark, 0 for any other): judged again, as its own packets are.
-            for q in [QUAR_ISOLATE, QUAR_RESTRICT] {
-                from_upstream.push(not_in_set(owner_index(), q));
+            for (r, side) in [
+                (from_device, Side::Devices),
+                (from_upstream, Side::Upstream),
+            ] {
+                // To a quarantined device known by its MAC alone, at an address it owns
+                // (the frame stage's owner mark): judged again, as its own packets are.
+                let mut plain = r.clone();
+                plain.push(eq(and(mark(), n(OWNER_MARK)), n(0)));
+                self.decide(c, plain, Reason::AllowFlow, false, side);
+                let mut owned = r;
+                owned.push(ne(and(mark(), n(OWNER_MARK)), n(0)));
+                for q in [QUAR_ISOLATE, QUAR_RESTRICT] {
+                    owned.push(not_in_set(owner_index(), q));
+                }
+                self.decide(c, owned, Reason::AllowFlow, false, side);
             }
-            self.decide(c, from_upstream, Reason::AllowFlow, false, Side::Upstream);
         }
         // Bypass class: a packet conntrack does not track (a `notrack` rule elsewhere in
         // the ruleset, a raw-table exemption for bulk traffic, say) has no original tuple.
@@ -386,8 +410,32 @@ impl Builder<'_> {
     /// `judge_policy` over the flow's original tuple, initiator's end first; then
     /// `judge_end` (the policy by quarantine state) and stage 1, the peer's class.
     fn judge(&mut self, quarantine_policy: u32) {
+        let tag = owner_tag(&self.opt.table);
         for f in [V4, V6] {
             let c = format!("judge{}", f.v);
+            // A packet to an address a device known by its MAC alone owns by first use
+            // names that device in the frame stage's owner mark (the XDP program's
+            // `owned_device`). Opening a flow, the owner is its responder, asked after the
+            // initiator, whose chains overwrite the packet mark: kept meanwhile in the
+            // conntrack mark, whose admitted flows' stamps never have the owner bit
+            // (`flow_stamp`); cleared when there is no owner of this table, so a stale one
+            // is not read. A packet passing stamps its flow again (`AllowRule`); one
+            // refused leaves it unadmitted, as it was.
+            let to_unbound = || {
+                vec![
+                    eq(ct("direction"), s("original")),
+                    not_in_set(f.ct_daddr(), &f.n("dev")),
+                ]
+            };
+            let mut r = to_unbound();
+            r.push(eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
+            r.push(set_ct_mark(mark()));
+            self.rule(&c, r);
+            let mut r = to_unbound();
+            r.push(ne(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
+            r.push(ne(and(ct("mark"), n(OWNER_MARK)), n(0)));
+            r.push(set_ct_mark(n(0)));
+            self.rule(&c, r);
             self.rule(
                 &c,
                 vec![
@@ -406,23 +454,18 @@ impl Builder<'_> {
                     jump(&format!("end_init{}", f.v)),
                 ],
             );
-            // From upstream, the end the packet goes to may be such a device, at an address
-            // it owns by first use: the frame stage's owner mark names it (the XDP
-            // program's `owned_device`). Upstream has no device, so the mark is intact
-            // here: the flow's initiator when this is a reply, its responder below.
-            let tag = owner_tag(&self.opt.table);
-            let owned = |dir: &str, end: Expr<'static>| {
+            // A reply to an owned address: the owner is the flow's initiator, judged first
+            // (the packet mark is intact).
+            self.rule(
+                &c,
                 vec![
-                    eq(ct("direction"), s(dir.to_string())),
-                    not_in_set(iifname(), DEV_IFACES),
-                    not_in_set(end, &f.n("dev")),
+                    eq(ct("direction"), s("reply")),
+                    not_in_set(f.ct_saddr(), &f.n("dev")),
                     eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)),
                     set_mark(owner_index()),
-                ]
-            };
-            let mut r = owned("reply", f.ct_saddr());
-            r.push(jump(&format!("end_init{}", f.v)));
-            self.rule(&c, r);
+                    jump(&format!("end_init{}", f.v)),
+                ],
+            );
             self.rule(
                 &c,
                 vec![
@@ -430,7 +473,9 @@ impl Builder<'_> {
                     jump(&format!("end_resp{}", f.v)),
                 ],
             );
-            let mut r = owned("original", f.ct_daddr());
+            // An owner kept above: the flow's responder.
+            let mut r = to_unbound();
+            r.extend(kept_owner(tag));
             r.push(jump(&format!("end_resp{}", f.v)));
             self.rule(&c, r);
             // A device known by its MAC only, answering a flow another end opened (to an
@@ -546,6 +591,15 @@ impl Builder<'_> {
                         jump(&format!("soft_resp{}", f.v)),
                     ],
                 );
+                // An owner by first use (kept by `judge4`/`6`).
+                let mut r = vec![
+                    f.is(),
+                    eq(ct("direction"), s("original")),
+                    not_in_set(f.ct_daddr(), &f.n("dev")),
+                ];
+                r.extend(kept_owner(owner_tag(&self.opt.table)));
+                r.push(jump(&format!("soft_resp{}", f.v)));
+                self.rule(&c, r);
             }
             self.decide_end(&c, Vec::new(), reason, false);
         }
