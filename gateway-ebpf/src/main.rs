@@ -1000,6 +1000,7 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
+        None if !has_owners(gen, pkt.family) => None,
         None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst)
             .filter(|_| claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)),
     }
@@ -1647,9 +1648,23 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
         // longer the device's (its next frame from it is refused; the entry ages out).
         // Asked here, not in `owned_device`: a global function called from there made the
         // call chain's stack too deep for the verifier (512 bytes).
-        None => owned_device(gen.slot, gen.now, family, addr)
+        None if has_owners(gen, family) => owned_device(gen.slot, gen.now, family, addr)
             .filter(|_| in_claim_networks(gen.slot, family, addr)),
+        None => None,
     }
+}
+
+/// Whether some device of the generation is known by its MAC alone in `family`: without
+/// one, no owner by first use names a device, and none is looked up (a map lookup saved on
+/// every new flow to an address no device is bound to).
+#[inline(always)]
+fn has_owners(gen: &Gen, family: u8) -> bool {
+    let flag = if family == FAMILY_V4 {
+        SITE_F_OWNERS4
+    } else {
+        SITE_F_OWNERS6
+    };
+    gen.site.flags & flag != 0
 }
 
 /// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
@@ -1659,7 +1674,8 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
 /// of its own — it would reach an isolated device, and any session opened on it would pass
 /// as unmanaged. The address names its owner while the ownership lives (used within
 /// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
-/// it. Link-local addresses are not looked up (nothing is routed to them). A BPF function
+/// it. IPv6 link-local addresses are not looked up (nothing is routed to them; IPv4's,
+/// 169.254/16, are, as on nftables). A BPF function
 /// of its own: inlined, its exits multiplied the paths the verifier walks after its call
 /// sites.
 #[inline(never)]

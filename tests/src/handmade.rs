@@ -146,7 +146,9 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         ifaces: vec![],
         site: SiteConfig {
             generation,
-            flags: site_flags,
+            // Owners by first use are looked up: tests make devices known by their MAC
+            // alone from these contents.
+            flags: site_flags | SITE_F_OWNERS4 | SITE_F_OWNERS6,
             quarantine_policy: 1,
             event_rate: EVENT_RATE_PER_S,
             event_burst: EVENT_BURST,

@@ -2114,6 +2114,8 @@ fn an_address_a_reload_gives_a_device_is_its_own_at_once(dp: Dataplane) -> Resul
 /// behind each port; their frames are sent with their MACs from those ports.
 const PUMP_A: Mac = [0x02, 0, 0, 0, 0x0a, 0x01];
 const PUMP_B: Mac = [0x02, 0, 0, 0, 0x0b, 0x01];
+/// A monitor in audit mode (`a_device_known_by_its_mac_is_reached_only_as_its_policy_allows`).
+const AUDITED: Mac = [0x02, 0, 0, 0, 0x0c, 0x01];
 
 fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
@@ -2333,9 +2335,11 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
     let lab = BypassLab::start(dp)?;
     let mac = BypassLab::fmt(PUMP_A);
     // Monitors may open HL7 sessions to any host of their network: a device there is asked
-    // too, and the pump's policy lets no one open a session on it.
+    // too, and the pump's policy lets no one open a session on it. A monitor in audit mode
+    // (whose refusals only report) is refused by the pump's policy as well.
+    let audited = BypassLab::fmt(AUDITED);
     let extra = format!(
-        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n[[workflows.hl7-results.rules]]\ndevice = \"class:patient-monitor\"\npeer = \"10.20.0.0/24\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"device\"\n"
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n[[devices]]\nid = \"mon-audit\"\nclass = \"patient-monitor\"\nmode = \"audit\"\nmac = \"{audited}\"\nipv4 = \"10.20.0.60\"\nipv6 = [\"fd00:20::60\"]\n\n[[workflows.hl7-results.rules]]\ndevice = \"class:patient-monitor\"\npeer = \"10.20.0.0/24\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"device\"\n"
     );
     lab.reload_to(lab.generation()?, &extra)?;
     let (pump4, pump6) = (
@@ -2495,6 +2499,35 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
         b"neighbour4",
         Some(Reason::DenyNoRule),
     )?;
+    // Nor does a neighbour in audit mode (no rule of its own lets it: its refusal only
+    // reports), in either family.
+    let audited4 = v4(
+        Ipv4Addr::new(10, 20, 0, 60),
+        pump4,
+        tcp(41001, 22, TCP_SYN, b"audited4"),
+    );
+    let audited6 = v6(
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x60),
+        pump6,
+        tcp(41001, 22, TCP_SYN, b"audited6"),
+    );
+    for (what, l3, ethertype, marker) in [
+        (
+            "the audited neighbour's SYN",
+            audited4,
+            ETH_IPV4,
+            &b"audited4"[..],
+        ),
+        (
+            "the audited neighbour's IPv6 SYN",
+            audited6,
+            ETH_IPV6,
+            b"audited6",
+        ),
+    ] {
+        let frame = with_l4_checksum(ethernet(PUMP_A, AUDITED, &[], ethertype, &l3));
+        refused(&lab, &pump, what, frame, marker, Some(Reason::DenyNoRule))?;
+    }
     // Isolated, the pump is reached by nothing: not even its own session's next segment.
     lab.isolate("pump-a")?;
     let ack = |marker: &[u8]| tcp_seq_ack(HL7, 40000, TCP_ACK, (7001, TCP_SEQ + 1), marker);
@@ -2517,7 +2550,7 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
     done(
         "a_device_known_by_its_mac_is_reached_only_as_its_policy_allows",
         dp,
-        "at the addresses it used first, the server's answers on its own sessions arrived, and nothing else its policy refuses, from the server or a neighbour; once isolated, not even those answers",
+        "at the addresses it used first, the server's answers on its own sessions arrived, and nothing else its policy refuses, from the server or a neighbour (one in audit mode too); once isolated, not even those answers",
     )
 }
 

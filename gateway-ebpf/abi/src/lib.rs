@@ -121,8 +121,8 @@
 //! second before the ownership, so an address passes to a new owner only once they are
 //! gone). From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
-//! be asked about every device's flow to it. Link-local destinations are not looked up this
-//! way (nothing is routed to them).
+//! be asked about every device's flow to it. IPv6 link-local destinations are not looked up
+//! this way (nothing is routed to them); IPv4 link-local ones (169.254/16) are.
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound
@@ -384,6 +384,12 @@ pub const SITE_F_UNKNOWN_AUDIT: u32 = 1 << 0;
 pub const SITE_F_L2_CONTROL: u32 = 1 << 1;
 /// ARP and NDP for a device's own binding pass (the neighbor-discovery essential).
 pub const SITE_F_NEIGHBOR: u32 = 1 << 2;
+/// Some device of the slot is known by its MAC alone in IPv4 (ABI 14): addresses owned by
+/// first use may name a device as a destination. Without it, none can, and the owner is not
+/// looked up.
+pub const SITE_F_OWNERS4: u32 = 1 << 3;
+/// The same for IPv6.
+pub const SITE_F_OWNERS6: u32 = 1 << 4;
 
 /// `RuleRef::flags`: the rule's workflow is in audit mode: matching packets pass and are
 /// reported.

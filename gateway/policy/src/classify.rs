@@ -397,6 +397,14 @@ impl MapIndex {
         if unspecified_or_link_local(addr) {
             return None;
         }
+        let owners = if addr.is_ipv4() {
+            SITE_F_OWNERS4
+        } else {
+            SITE_F_OWNERS6
+        };
+        if self.site.flags & owners == 0 {
+            return None;
+        }
         let mac = states.owners.get(&addr)?;
         let found = match self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr) {
             Some(CLAIM_DEVICES) => true,

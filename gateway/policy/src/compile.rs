@@ -323,6 +323,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyErrors> {
         let claims = lookup::claims(policy.site.interfaces.values(), |i| {
             g.interfaces.contains(i)
         });
+        let claims = lookup::GatewayClaims {
+            claims,
+            view: Default::default(),
+        };
         lookup.claims_of_gateway.insert(g.name.clone(), claims);
     }
 

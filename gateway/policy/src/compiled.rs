@@ -295,12 +295,19 @@ impl Compiled {
         // device here could otherwise take the address of a device enforced there). A
         // lookup of its own, then, with map contents of its own.
         let lookup = match self.lookup.claims_of_gateway.get(&gateway.name) {
-            Some((claim4, claim6)) => Arc::new(Lookup {
-                claim4: claim4.clone(),
-                claim6: claim6.clone(),
-                maps: Default::default(),
-                ..(*self.lookup).clone()
-            }),
+            Some(g) => g
+                .view
+                .get_or_init(|| {
+                    let (claim4, claim6) = g.claims.clone();
+                    Arc::new(Lookup {
+                        claim4,
+                        claim6,
+                        claims_of_gateway: Default::default(),
+                        maps: Default::default(),
+                        ..(*self.lookup).clone()
+                    })
+                })
+                .clone(),
             None => self.lookup.clone(),
         };
         Compiled {

@@ -62,7 +62,16 @@ pub(crate) struct Lookup {
     pub claim6: Vec<(Ipv6Net, u32)>,
     /// The same for each gateway of a fleet, by name: only the interfaces it serves count
     /// as the devices' (see `Compiled::for_gateway`).
-    pub claims_of_gateway: BTreeMap<String, Claims>,
+    pub claims_of_gateway: BTreeMap<String, GatewayClaims>,
+}
+
+/// A fleet gateway's [`claims`], and the lookup it sees: this one with those claims, built
+/// once (on the first view of the gateway) and shared by every compile patched from this
+/// one, so that its map lists are too (the loader skips a list the slot already holds).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GatewayClaims {
+    pub claims: Claims,
+    pub view: std::sync::OnceLock<std::sync::Arc<Lookup>>,
 }
 
 /// Prefixes per family, each with whether its addresses may be owned by first use
@@ -77,38 +86,44 @@ pub(crate) type Claims = (Vec<(Ipv4Net, u32)>, Vec<(Ipv6Net, u32)>);
 /// unless a devices-side interface declares no networks, or none declares one of the family
 /// (or the site declares no devices-side interface): then everything outside the upstream
 /// networks may (`CLAIM_ANY`). Site-wide, as the owners are; but a devices-side interface
-/// that `serves` says is another gateway's counts as upstream.
+/// that `serves` says is another gateway's counts as upstream (unless one served declares
+/// the same network).
 pub(crate) fn claims<'a>(
     interfaces: impl IntoIterator<Item = &'a super::model::Interface>,
     serves: impl Fn(&str) -> bool,
 ) -> Claims {
     use super::model::Side;
     use abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO};
-    let mut nets: BTreeMap<IpNet, u32> = BTreeMap::new();
+    // Per prefix, the strongest claim on it: an upstream network's (no), a served devices'
+    // network's (yes), another gateway's devices' (no).
+    const UPSTREAM: u8 = 3;
+    const SERVED: u8 = 2;
+    const OTHERS: u8 = 1;
+    let mut ranks: BTreeMap<IpNet, u8> = BTreeMap::new();
     let (mut devices_side, mut undeclared) = (false, false);
     let mut declared = [false; 2];
     for i in interfaces {
-        match i.side {
-            Side::Devices if !serves(&i.name) => {
-                for n in &i.networks {
-                    nets.insert(n.trunc(), CLAIM_NO);
-                }
-            }
-            Side::Devices => {
+        let rank = match i.side {
+            Side::Upstream => UPSTREAM,
+            Side::Devices if serves(&i.name) => {
                 devices_side = true;
                 undeclared |= i.networks.is_empty();
                 for n in &i.networks {
                     declared[usize::from(matches!(n, IpNet::V6(_)))] = true;
-                    nets.entry(n.trunc()).or_insert(CLAIM_DEVICES);
                 }
+                SERVED
             }
-            Side::Upstream => {
-                for n in &i.networks {
-                    nets.insert(n.trunc(), CLAIM_NO);
-                }
-            }
+            Side::Devices => OTHERS,
+        };
+        for n in &i.networks {
+            let r = ranks.entry(n.trunc()).or_insert(rank);
+            *r = (*r).max(rank);
         }
     }
+    let mut nets: BTreeMap<IpNet, u32> = ranks
+        .into_iter()
+        .map(|(n, r)| (n, if r == SERVED { CLAIM_DEVICES } else { CLAIM_NO }))
+        .collect();
     // Per family: an interface declaring IPv4 networks alone says nothing of IPv6.
     let everything = declared.map(|d| !devices_side || undeclared || !d);
     let link_local: [(IpNet, u32); 2] = [

@@ -51,7 +51,7 @@ impl Compiled {
             slot,
             site: SiteConfig {
                 generation,
-                flags: self.site.flags(),
+                flags: self.site.flags() | self.owner_flags(),
                 quarantine_policy: self.site.quarantine_policy,
                 event_rate: self.site.event_rate,
                 event_burst: self.site.event_burst,
@@ -151,6 +151,23 @@ impl Compiled {
         // only the device maps need sorting.
         m.sort_devices();
         Ok(m)
+    }
+}
+
+impl Compiled {
+    /// `SITE_F_OWNERS4`/`6`: whether some device is known by its MAC alone in the family
+    /// (and so may be found as the owner of an address by first use).
+    fn owner_flags(&self) -> u32 {
+        let mut f = 0;
+        for d in self.devices.iter().filter(|d| d.mac.is_some()) {
+            if d.ipv4.is_empty() {
+                f |= SITE_F_OWNERS4;
+            }
+            if d.ipv6.is_empty() {
+                f |= SITE_F_OWNERS6;
+            }
+        }
+        f
     }
 }
 

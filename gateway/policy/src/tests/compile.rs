@@ -64,7 +64,9 @@ fn map_contents_encode_identity_as_the_abi_says() {
     let ix = ifx(&c);
     let m = c.map_contents(1, 42, &ix).unwrap();
     assert_eq!(m.site.generation, 42);
-    assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR);
+    // The cabinet (below) is known by its MAC alone in both families.
+    let owners = abi::SITE_F_OWNERS4 | abi::SITE_F_OWNERS6;
+    assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR | owners);
     let cab = c.device("cab-01").unwrap();
     let (_, dev) = m.devices.iter().find(|(k, _)| k.id == cab.hash).unwrap();
     assert_eq!(
@@ -364,4 +366,18 @@ fn devices_own_addresses_only_in_their_networks() {
         claimable(&c, &["10.20.0.1", "192.0.2.7", "10.10.0.1"]),
         [true, true, false]
     );
+}
+
+/// The slot says in which families some device is known by its MAC alone (the datapath
+/// looks owners by first use up only then): the example's medication cabinet has no
+/// address; BASE's pump has an IPv4 address and no IPv6 one.
+#[test]
+fn the_slot_says_whether_owners_by_first_use_can_name_a_device() {
+    let owners = |c: &Compiled| {
+        let f = c.map_contents(0, 1, &ifx(c)).unwrap().site.flags;
+        (f & abi::SITE_F_OWNERS4 != 0, f & abi::SITE_F_OWNERS6 != 0)
+    };
+    assert_eq!(owners(&example().1), (true, true));
+    let (_, c) = build(&[("base.toml", BASE), ("pump.toml", PUMP)]).unwrap();
+    assert_eq!(owners(&c), (false, true));
 }

@@ -775,6 +775,19 @@ fn an_owner_mark_of_the_other_table_is_refused_not_read() {
             .filter(|r| r.contains(&(OWNER_MARK | OWNER_TABLE).to_string()))
             .collect();
         assert_eq!(judge.len(), 4, "{table}: {judge:?}");
+        // The audit and learn chains ask the kept owner, and a device known by its MAC
+        // alone answering, as the responder (one rule per family each).
+        for soft in ["soft_audit", "soft_learn"] {
+            let rules = chain(soft);
+            let kept = rules
+                .iter()
+                .filter(|r| r.contains(&format!("\"right\":{tag}")));
+            assert_eq!(kept.count(), 2, "{table} {soft}: {rules:?}");
+            let by_mac = rules
+                .iter()
+                .filter(|r| r.contains(super::render::names::DEVIDX_MAC));
+            assert_eq!(by_mac.count(), 2, "{table} {soft}: {rules:?}");
+        }
         for rule in &judge {
             assert!(
                 rule.contains(&format!("\"right\":{tag}")),
