@@ -1659,12 +1659,12 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
 /// every new flow to an address no device is bound to).
 #[inline(always)]
 fn has_owners(gen: &Gen, family: u8) -> bool {
-    let flag = if family == FAMILY_V4 {
-        SITE_F_OWNERS4
+    let none = if family == FAMILY_V4 {
+        SITE_F_NO_OWNERS4
     } else {
-        SITE_F_OWNERS6
+        SITE_F_NO_OWNERS6
     };
-    gen.site.flags & flag != 0
+    gen.site.flags & none == 0
 }
 
 /// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`

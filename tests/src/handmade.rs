@@ -146,9 +146,7 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
         ifaces: vec![],
         site: SiteConfig {
             generation,
-            // Owners by first use are looked up: tests make devices known by their MAC
-            // alone from these contents.
-            flags: site_flags | SITE_F_OWNERS4 | SITE_F_OWNERS6,
+            flags: site_flags,
             quarantine_policy: 1,
             event_rate: EVENT_RATE_PER_S,
             event_burst: EVENT_BURST,

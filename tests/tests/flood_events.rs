@@ -461,6 +461,27 @@ fn flood_while_the_pump_deviates(
     nft_tables: f64,
     pump_mac: fn(&Lab) -> Mac,
 ) -> Result<()> {
+    // Twice at most: a follower that fell behind (a busy machine) concludes nothing.
+    for _ in 0..2 {
+        if flood_once(dp, figure, policy, floods, nft_tables, pump_mac)? {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "{}: the event follower fell behind twice: nothing concluded",
+        dp.name()
+    )
+}
+
+/// One run of [`flood_while_the_pump_deviates`]: false if the event follower fell behind.
+fn flood_once(
+    dp: Dataplane,
+    figure: &str,
+    policy: fn(Mac) -> String,
+    floods: fn(&Lab, Mac) -> Result<Vec<Flood>>,
+    nft_tables: f64,
+    pump_mac: fn(&Lab) -> Mac,
+) -> Result<bool> {
     let mut lab = Lab::on(dp, policy)?;
     lab.start()?;
     let gw_mac = mac_of(&lab.net.gateway, &lab.net.gw_dev_if)?;
@@ -581,9 +602,16 @@ fn flood_while_the_pump_deviates(
                 && v["src"].as_str().is_some_and(|a| a.starts_with(&from_pump))
         })
         .count() as f64;
+    if let Some(lag) = lagged {
+        eprintln!(
+            "{}: the event follower fell behind ({lag}); once more",
+            dp.name()
+        );
+        return Ok(false);
+    }
     assert!(
-        denied >= 6.0 && reported == denied && lagged.is_none(),
-        "{}: {denied} denied attempts of the pump, {reported} of them reported ({} events followed; {lagged:?})",
+        denied >= 6.0 && reported == denied,
+        "{}: {denied} denied attempts of the pump, {reported} of them reported ({} events followed)",
         dp.name(),
         lines.len()
     );
@@ -601,7 +629,7 @@ fn flood_while_the_pump_deviates(
             cpu * 100.0
         ),
     );
-    Ok(())
+    Ok(true)
 }
 
 /// The site's event budget, lower than the built-in one.

@@ -384,12 +384,12 @@ pub const SITE_F_UNKNOWN_AUDIT: u32 = 1 << 0;
 pub const SITE_F_L2_CONTROL: u32 = 1 << 1;
 /// ARP and NDP for a device's own binding pass (the neighbor-discovery essential).
 pub const SITE_F_NEIGHBOR: u32 = 1 << 2;
-/// Some device of the slot is known by its MAC alone in IPv4 (ABI 14): addresses owned by
-/// first use may name a device as a destination. Without it, none can, and the owner is not
-/// looked up.
-pub const SITE_F_OWNERS4: u32 = 1 << 3;
+/// No device of the slot is known by its MAC alone in IPv4 (ABI 14): no address owned by
+/// first use can name a device as a destination, and the owner is not looked up. (Set when
+/// none is, so that a slot without the flag looks owners up: it fails safe.)
+pub const SITE_F_NO_OWNERS4: u32 = 1 << 3;
 /// The same for IPv6.
-pub const SITE_F_OWNERS6: u32 = 1 << 4;
+pub const SITE_F_NO_OWNERS6: u32 = 1 << 4;
 
 /// `RuleRef::flags`: the rule's workflow is in audit mode: matching packets pass and are
 /// reported.

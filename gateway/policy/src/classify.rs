@@ -397,12 +397,12 @@ impl MapIndex {
         if unspecified_or_link_local(addr) {
             return None;
         }
-        let owners = if addr.is_ipv4() {
-            SITE_F_OWNERS4
+        let none = if addr.is_ipv4() {
+            SITE_F_NO_OWNERS4
         } else {
-            SITE_F_OWNERS6
+            SITE_F_NO_OWNERS6
         };
-        if self.site.flags & owners == 0 {
+        if self.site.flags & none != 0 {
             return None;
         }
         let mac = states.owners.get(&addr)?;

@@ -86,19 +86,20 @@ pub(crate) type Claims = (Vec<(Ipv4Net, u32)>, Vec<(Ipv6Net, u32)>);
 /// unless a devices-side interface declares no networks, or none declares one of the family
 /// (or the site declares no devices-side interface): then everything outside the upstream
 /// networks may (`CLAIM_ANY`). Site-wide, as the owners are; but a devices-side interface
-/// that `serves` says is another gateway's counts as upstream (unless one served declares
-/// the same network).
+/// that `serves` says is another gateway's counts as upstream (also where one served
+/// declares the same network).
 pub(crate) fn claims<'a>(
     interfaces: impl IntoIterator<Item = &'a super::model::Interface>,
     serves: impl Fn(&str) -> bool,
 ) -> Claims {
     use super::model::Side;
     use abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO};
-    // Per prefix, the strongest claim on it: an upstream network's (no), a served devices'
-    // network's (yes), another gateway's devices' (no).
+    // Per prefix, the strongest claim on it: an upstream network's (no), another gateway's
+    // devices' (no: its devices are not in this gateway's maps, so their bound addresses
+    // would be anyone's here), a served devices' network's (yes).
     const UPSTREAM: u8 = 3;
-    const SERVED: u8 = 2;
-    const OTHERS: u8 = 1;
+    const OTHERS: u8 = 2;
+    const SERVED: u8 = 1;
     let mut ranks: BTreeMap<IpNet, u8> = BTreeMap::new();
     let (mut devices_side, mut undeclared) = (false, false);
     let mut declared = [false; 2];

@@ -155,16 +155,16 @@ impl Compiled {
 }
 
 impl Compiled {
-    /// `SITE_F_OWNERS4`/`6`: whether some device is known by its MAC alone in the family
-    /// (and so may be found as the owner of an address by first use).
+    /// `SITE_F_NO_OWNERS4`/`6`: no device is known by its MAC alone in the family (so none
+    /// may be found as the owner of an address by first use).
     fn owner_flags(&self) -> u32 {
-        let mut f = 0;
+        let mut f = SITE_F_NO_OWNERS4 | SITE_F_NO_OWNERS6;
         for d in self.devices.iter().filter(|d| d.mac.is_some()) {
             if d.ipv4.is_empty() {
-                f |= SITE_F_OWNERS4;
+                f &= !SITE_F_NO_OWNERS4;
             }
             if d.ipv6.is_empty() {
-                f |= SITE_F_OWNERS6;
+                f &= !SITE_F_NO_OWNERS6;
             }
         }
         f

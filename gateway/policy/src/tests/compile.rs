@@ -64,9 +64,8 @@ fn map_contents_encode_identity_as_the_abi_says() {
     let ix = ifx(&c);
     let m = c.map_contents(1, 42, &ix).unwrap();
     assert_eq!(m.site.generation, 42);
-    // The cabinet (below) is known by its MAC alone in both families.
-    let owners = abi::SITE_F_OWNERS4 | abi::SITE_F_OWNERS6;
-    assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR | owners);
+    // The cabinet (below) is known by its MAC alone in both families: owners are looked up.
+    assert_eq!(m.site.flags, abi::SITE_F_NEIGHBOR);
     let cab = c.device("cab-01").unwrap();
     let (_, dev) = m.devices.iter().find(|(k, _)| k.id == cab.hash).unwrap();
     assert_eq!(
@@ -375,7 +374,10 @@ fn devices_own_addresses_only_in_their_networks() {
 fn the_slot_says_whether_owners_by_first_use_can_name_a_device() {
     let owners = |c: &Compiled| {
         let f = c.map_contents(0, 1, &ifx(c)).unwrap().site.flags;
-        (f & abi::SITE_F_OWNERS4 != 0, f & abi::SITE_F_OWNERS6 != 0)
+        (
+            f & abi::SITE_F_NO_OWNERS4 == 0,
+            f & abi::SITE_F_NO_OWNERS6 == 0,
+        )
     };
     assert_eq!(owners(&example().1), (true, true));
     let (_, c) = build(&[("base.toml", BASE), ("pump.toml", PUMP)]).unwrap();

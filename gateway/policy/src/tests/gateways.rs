@@ -222,4 +222,13 @@ fn a_gateway_lets_its_devices_own_only_addresses_of_its_own_networks() {
     assert!(claimable(&c, "10.20.0.50") && claimable(&c, "10.30.0.50"));
     // Neither gateway declares an IPv6 network: any IPv6 address but link-local's rules.
     assert!(claimable(&a, "fd00:20::50") && claimable(&a, "fe80::1"));
+    // A network both declare (a stretched segment) is the other gateway's too: its devices'
+    // bound addresses are not in this gateway's maps, so none is owned here.
+    let stretched = FLEET.replace(
+        "networks = [\"10.20.0.0/24\"]",
+        "networks = [\"10.20.0.0/24\", \"10.30.0.0/24\"]",
+    );
+    let (p, c) = build(&[("site.toml", &stretched)]).unwrap();
+    let a = c.for_gateway(&p.site.gateways["ward-a"]);
+    assert!(claimable(&a, "10.20.0.50") && !claimable(&a, "10.30.0.11"));
 }

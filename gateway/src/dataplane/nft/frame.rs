@@ -87,7 +87,7 @@ pub mod names {
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
-    /// owns by first use (link-local ones aside), to its device as an owner mark
+    /// owns by first use (IPv6 link-local ones aside), to its device as an owner mark
     /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
     pub const OWN_INDEX: &str = "ownidx";
     /// The addresses that may be owned by first use, as far as the site's networks go.
@@ -1225,7 +1225,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     };
     // The owner's device by the address it owns, as the mark the inet table reads
     // (`OWNER_MARK`): found for a packet to that address (the hooks, at their end), as the
-    // XDP program's `owned_device`. Not for link-local addresses
+    // XDP program's `owned_device`. Not for IPv6 link-local addresses
     // (nothing is routed to them), nor for a device known by its address (no `macidx`
     // entry: the statement does not run). The mark is borrowed: the frame's VLAN again
     // after.
