@@ -1000,7 +1000,7 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
-        None if !has_owners(gen, pkt.family) => None,
+        None if !may_be_owned(gen, pkt.family, &pkt.dst) => None,
         None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst)
             .filter(|_| claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)),
     }
@@ -1648,41 +1648,42 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
         // longer the device's (its next frame from it is refused; the entry ages out).
         // Asked here, not in `owned_device`: a global function called from there made the
         // call chain's stack too deep for the verifier (512 bytes).
-        None if has_owners(gen, family) => owned_device(gen.slot, gen.now, family, addr)
+        None if may_be_owned(gen, family, addr) => owned_device(gen.slot, gen.now, family, addr)
             .filter(|_| in_claim_networks(gen.slot, family, addr)),
         None => None,
     }
 }
 
-/// Whether some device of the generation is known by its MAC alone in `family`: without
-/// one, no owner by first use names a device, and none is looked up (a map lookup saved on
-/// every new flow to an address no device is bound to).
+/// Whether `addr` may name a device as the address it owns by first use: an IPv6
+/// link-local address, which every device with a MAC owns as it uses it, or any address
+/// of a family some device of the generation is known by its MAC alone in. Otherwise no
+/// owner names a device, and none is looked up (a map lookup saved on every new flow to
+/// an address no device is bound to).
 #[inline(always)]
-fn has_owners(gen: &Gen, family: u8) -> bool {
+fn may_be_owned(gen: &Gen, family: u8, addr: &Addr) -> bool {
     let none = if family == FAMILY_V4 {
         SITE_F_NO_OWNERS4
     } else {
         SITE_F_NO_OWNERS6
     };
-    gen.site.flags & none == 0
+    gen.site.flags & none == 0 || (family == FAMILY_V6 && parse::is_link_local6(addr))
 }
 
-/// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
-/// by first use (`claim_address`), if any: the destination of a packet (`device_at` from
-/// upstream, `destination` from a device port).
+/// The device whose MAC owns `addr` by first use (`claim_address`), if any: the
+/// destination of a packet (`device_at` from upstream, `destination` from a device port).
+/// For an IPv6 link-local address, any device with a MAC (every one owns the link-local
+/// addresses it uses); for any other, a device known by its MAC alone in `family` (no
+/// address of the family bound).
 /// Bypass class: without it, what upstream sends to such a device is judged by no policy
 /// of its own — it would reach an isolated device, and any session opened on it would pass
-/// as unmanaged. The address names its owner while the ownership lives (used within
-/// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
-/// it. IPv6 link-local addresses are not looked up (nothing is routed to them; IPv4's,
-/// 169.254/16, are, as on nftables). A BPF function
-/// of its own: inlined, its exits multiplied the paths the verifier walks after its call
-/// sites.
+/// as unmanaged. So would what reaches a device's link-local address across a bridge (a
+/// neighbour in audit mode opening any session on it). The address names its owner while
+/// the ownership lives (used within TIMEOUT_LL_OWNER_NS, less a second), as the nftables
+/// frame stage's `ownidx` maps keep it. (`::` and 0.0.0.0 are never owned: the lookup
+/// misses.) A BPF function of its own: inlined, its exits multiplied the paths the
+/// verifier walks after its call sites.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
-    if parse::is_unspecified_or_link_local(family, addr) {
-        return None;
-    }
     // SAFETY: see LZ_IFACE_HIGH above.
     let owner = unsafe { LZ_LL_OWNER.get(word::owner_key(family, addr)) }?;
     // A second short of the ownership, as the frame stage's `ownidx` elements live (the
@@ -1692,8 +1693,9 @@ fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static 
     }
     let dev = lookup_mac(slot, Mac::of_owner(owner))?;
     // A device given an address of the family since it claimed this one is found by that
-    // address, no longer by this one.
-    if dev.flags & no_addr_flag(family) != 0 {
+    // address, no longer by this one (a link-local address stays its own).
+    if dev.flags & no_addr_flag(family) != 0 || (family == FAMILY_V6 && parse::is_link_local6(addr))
+    {
         Some(dev)
     } else {
         None

@@ -1552,7 +1552,8 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
         t.judge(&from_server(elsewhere, 5000, 22, TCP_SYN), LO),
         Reason::DenyNoRule
     );
-    // An address it has not used is nobody's; a link-local one is not looked up.
+    // An address it has not used is nobody's; a link-local one it used is its own (as
+    // every device's: `a_device_is_judged_as_the_destination_of_its_link_local_address`).
     assert_eq!(
         t.judge(&from_server(unused, 5000, 22, TCP_SYN), LO),
         Reason::PassUnmanaged
@@ -1564,7 +1565,7 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     upstream(&mut t);
     assert_eq!(
         t.judge(&from_server6(dev_ll, 5000, 22, TCP_SYN), LO),
-        Reason::PassUnmanaged
+        Reason::DenyNoRule
     );
     // Isolated: not even its sessions' packets reach it.
     t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
@@ -1574,6 +1575,62 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     );
     assert_eq!(
         t.judge(&from_server6(given6, 2575, 41000, TCP_ACK), LO),
+        Reason::DenyQuarantine
+    );
+}
+
+/// Every device with a MAC owns the IPv6 link-local addresses it uses, and is their
+/// destination: what a neighbour in audit mode sends to a device's link-local address
+/// across the bridge, or a host on an upstream port of it, is asked of the device's policy.
+/// It was traffic to no device (link-local owners were not looked up): the neighbour's own
+/// softened refusal let it open any session on the device, and from upstream anything
+/// passed as unmanaged. Here every device has addresses of both families bound (the site
+/// says no device is known by its MAC alone): link-local owners are looked up all the same.
+#[test]
+fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
+    let flags = SITE_F_NEIGHBOR | SITE_F_NO_OWNERS4 | SITE_F_NO_OWNERS6;
+    let mut t = Twin::with(flags, |c| {
+        c.edit_device(handmade::bystander_id(), |d| d.mode = MODE_AUDIT);
+        handmade::claim_networks(
+            c,
+            &[
+                ("10.20.0.0/24", CLAIM_DEVICES),
+                ("fd00:20::/64", CLAIM_DEVICES),
+                ("169.254.0.0/16", CLAIM_DEVICES),
+                ("fe80::/10", CLAIM_DEVICES),
+            ],
+        );
+    });
+    let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let bys_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
+    let other_ll: Ipv6Addr = "fe80::99".parse().expect("addr");
+    let syn = |(smac, src): (Mac, Ipv6Addr), (dmac, dst): (Mac, Ipv6Addr), sport: u16| {
+        let l4 = tcp(sport, 22, TCP_SYN, &[]);
+        ethernet(dmac, smac, &[], ETH_IPV6, &ipv6(src, dst, &[], 6, &l4))
+    };
+    let neighbour = (BYSTANDER_MAC, bys_ll);
+    let device = (DEV_MAC, dev_ll);
+    // Not used yet: nobody's, and the neighbour's audit mode passes its own refusal.
+    assert_eq!(t.judge(&syn(neighbour, device, 42000), LO), Reason::Audit);
+    // The device uses it (an advertisement of its own): the neighbour's SYN is refused by
+    // the device's policy, as the session's responder; so is an upstream host's.
+    assert_eq!(
+        t.judge(&na_from(DEV_MAC, dev_ll, dev_ll), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(
+        t.judge(&syn(neighbour, device, 42001), LO),
+        Reason::DenyNoRule
+    );
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    assert_eq!(
+        t.judge(&syn((OTHER_MAC, other_ll), device, 42002), LO),
+        Reason::DenyNoRule
+    );
+    // Isolated, nothing reaches it there.
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(
+        t.judge(&syn((OTHER_MAC, other_ll), device, 42003), LO),
         Reason::DenyQuarantine
     );
 }

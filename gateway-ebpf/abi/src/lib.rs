@@ -121,8 +121,11 @@
 //! second before the ownership, so an address passes to a new owner only once they are
 //! gone). From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
-//! be asked about every device's flow to it. IPv6 link-local destinations are not looked up
-//! this way (nothing is routed to them); IPv4 link-local ones (169.254/16) are.
+//! be asked about every device's flow to it. An IPv6 link-local address names the device of
+//! the MAC that owns it whatever the device has bound: every device with a MAC owns the
+//! link-local addresses it uses, and behind a bridge what a neighbour (or a host on an
+//! upstream port) sends there reaches it without a router (`SITE_F_NO_OWNERS6` does not
+//! spare that lookup).
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound

@@ -387,22 +387,21 @@ impl MapIndex {
 
     /// The device the destination address of a packet arriving on `side` names (the
     /// datapath's `device_at` from upstream, `destination` from a device port): the one
-    /// bound to it, else the device known by its MAC alone in that family whose MAC owns it
-    /// by first use (`owned_device`; not for link-local addresses; from a device port only
-    /// in a network declared for the devices).
+    /// bound to it, else the device whose MAC owns it by first use (`owned_device`: for an
+    /// IPv6 link-local address any device with a MAC, else one known by its MAC alone in
+    /// that family; from a device port only in a network declared for the devices).
     pub fn device_at(&self, states: &DeviceStates, addr: IpAddr, side: u8) -> Option<Device> {
         if let Some(d) = self.device_by_ip(addr) {
             return Some(d);
         }
-        if unspecified_or_link_local(addr) {
-            return None;
-        }
+        // Every device with a MAC owns the IPv6 link-local addresses it uses.
+        let link_local = matches!(addr, IpAddr::V6(a) if is_link_local6(&a));
         let none = if addr.is_ipv4() {
             SITE_F_NO_OWNERS4
         } else {
             SITE_F_NO_OWNERS6
         };
-        if self.site.flags & none != 0 {
+        if self.site.flags & none != 0 && !link_local {
             return None;
         }
         let mac = states.owners.get(&addr)?;
@@ -420,7 +419,7 @@ impl MapIndex {
         } else {
             DEV_F_NO_IP6
         };
-        (d.flags & no_addr != 0).then_some(d)
+        (d.flags & no_addr != 0 || link_local).then_some(d)
     }
 
     /// Whether a device may own `addr` by first use as far as the site's networks go (the

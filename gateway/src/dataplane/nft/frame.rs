@@ -87,9 +87,13 @@ pub mod names {
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
-    /// owns by first use (IPv6 link-local ones aside), to its device as an owner mark
-    /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
+    /// owns by first use, and each IPv6 link-local address any device with a MAC owns, to
+    /// its device as an owner mark (`render::OWNER_MARK`); refreshed with the ownership, by
+    /// the owner's frames.
     pub const OWN_INDEX: &str = "ownidx";
+    /// The devices whose MAC may own an address, to their owner marks: known by their MAC
+    /// alone in IPv4, in IPv6, and any with a MAC (for IPv6 link-local addresses).
+    pub const MAC_INDEX: [&str; 3] = ["macidx4", "macidx6", "macidxll"];
     /// The addresses that may be owned by first use, as far as the site's networks go.
     pub const CLAIM_NETS4: &str = "claimnets4";
     pub const CLAIM_NETS6: &str = "claimnets6";
@@ -639,10 +643,12 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
-    // The owners' devices, for the inet table (the `dst_*` chains): the devices known by their MAC
-    // alone in a family, by MAC, and the addresses they own, carried with what they had left.
+    // The owners' devices, for the inet table (the `dst_*` chains), by MAC: the devices
+    // known by their MAC alone in a family (`macidx4`, `macidx6`), and every device with a
+    // MAC for IPv6 link-local addresses (`macidxll`: each owns those it uses); and the
+    // addresses they own, carried with what they had left.
     let index = super::render::device_index(m);
-    let mut macidx: [BTreeMap<[u8; 6], u32>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    let mut macidx: [BTreeMap<[u8; 6], u32>; 3] = Default::default();
     for (_, d) in &m.devices {
         if d.flags & DEV_F_HAS_MAC == 0 {
             continue;
@@ -653,6 +659,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
                 macidx[fi].insert(d.mac, mark);
             }
         }
+        macidx[2].insert(d.mac, mark);
     }
     // A map keeps the data of an element it already holds (`update` refreshes only its
     // timeout), so each lives a second less than the ownership it mirrors: gone before the
@@ -663,9 +670,10 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         "flags dynamic,timeout\n    timeout {}s\n    size {MAX_LL_OWNERS}",
         LL_TIMEOUT_S - 1
     );
-    let owned = |fi: usize, v: Vec<(String, &[u8; 6], u64)>| -> Vec<String> {
+    // (address, which `macidx` names its owner's device, owner, seconds left)
+    let owned = |v: Vec<(String, usize, &[u8; 6], u64)>| -> Vec<String> {
         let mut by_addr: BTreeMap<String, (u64, u32)> = BTreeMap::new();
-        for (a, m, left) in v {
+        for (a, fi, m, left) in v {
             let Some(mark) = macidx[fi].get(m).copied() else {
                 continue;
             };
@@ -680,36 +688,37 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             .collect()
     };
     let ownidx4 = owned(
-        0,
         opt.carried
             .owners4
             .iter()
-            .map(|(a, m, left)| (a.to_string(), m, *left))
+            .map(|(a, m, left)| (a.to_string(), 0, m, *left))
             .collect(),
     );
     let ownidx6 = owned(
-        1,
         opt.carried
             .owners6
             .iter()
-            .filter(|(a, _, _)| !a.is_unicast_link_local())
-            .map(|(a, m, left)| (raw6(a), m, *left))
+            .map(|(a, m, left)| {
+                (
+                    raw6(a),
+                    if a.is_unicast_link_local() { 2 } else { 1 },
+                    m,
+                    *left,
+                )
+            })
             .collect(),
     );
-    for (fi, (key, elems)) in [("ip saddr", ownidx4), ("@nh,64,128", ownidx6)]
-        .into_iter()
-        .enumerate()
-    {
+    for (fi, name) in MAC_INDEX.into_iter().enumerate() {
         let macs: Vec<String> = macidx[fi]
             .iter()
             .map(|(m, mark)| format!("{} : {mark}", mac(m)))
             .collect();
-        t.map(
-            &format!("macidx{}", fi * 2 + 4),
-            "type ether_addr : mark",
-            "",
-            &macs,
-        );
+        t.map(name, "type ether_addr : mark", "", &macs);
+    }
+    for (fi, (key, elems)) in [("ip saddr", ownidx4), ("@nh,64,128", ownidx6)]
+        .into_iter()
+        .enumerate()
+    {
         t.map(
             &format!("{OWN_INDEX}{}", fi * 2 + 4),
             &format!("typeof {key} : meta mark"),
@@ -1225,23 +1234,25 @@ fn chains(t: &mut Text, site_flags: u32) {
     };
     // The owner's device by the address it owns, as the mark the inet table reads
     // (`OWNER_MARK`): found for a packet to that address (the hooks, at their end), as the
-    // XDP program's `owned_device`. Not for IPv6 link-local addresses
-    // (nothing is routed to them), nor for a device known by its address (no `macidx`
-    // entry: the statement does not run). The mark is borrowed: the frame's VLAN again
-    // after.
+    // XDP program's `owned_device`: an IPv6 link-local address names any device with a MAC
+    // (`macidxll`), any other one known by its MAC alone in the family; never a device known
+    // by its address (no `macidx` entry: the statement does not run). The mark is borrowed:
+    // the frame's VLAN again after.
     for key in ["ip saddr", "arp saddr ip", "@nh,64,128", "@th,64,128"] {
         t.chain(dst_owner_chain(key), |t| {
             let map = owner_index_map(key);
-            let v = if key.starts_with('@') {
-                let at = &key[..key.len() - 4];
-                t.line(&format!("{at},16 & 0xffc0 == 0xfe80 return"));
-                6
-            } else {
-                4
+            let record = |by: &str| {
+                format!("meta mark set ether saddr map @{by} update @{map} {{ {key} : meta mark }}")
             };
-            t.line(&format!(
-                "meta mark set ether saddr map @macidx{v} update @{map} {{ {key} : meta mark }}"
-            ));
+            let by = if key.starts_with('@') {
+                let ll = format!("{},16 & 0xffc0 == 0xfe80", &key[..key.len() - 4]);
+                t.line(&format!("{ll} {}", record(MAC_INDEX[2])));
+                t.line(&format!("{ll} goto vlan_mark"));
+                MAC_INDEX[1]
+            } else {
+                MAC_INDEX[0]
+            };
+            t.line(&record(by));
             t.line("jump vlan_mark");
         });
     }

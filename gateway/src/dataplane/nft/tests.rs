@@ -589,9 +589,9 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
     let [(a, mac_a), (b, mac_b)] = macs[..] else {
         panic!("two devices with a MAC: {macs:?}");
     };
-    for id in [a, b] {
-        i.m.edit_device(id, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
-    }
+    // Device b keeps its IPv6 addresses: it owns only link-local ones of the family.
+    i.m.edit_device(a, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+    i.m.edit_device(b, |d| d.flags = (d.flags | DEV_F_NO_IP4) & !DEV_F_NO_IP6);
     let index = super::render::device_index(&i.m);
     let mark = |id: u64| super::render::owner_tag("lazaret") | index[&id];
     let addr = std::net::Ipv4Addr::new(10, 20, 0, 50);
@@ -609,6 +609,8 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
             ("fd00:20::50".parse().expect("addr"), mac_a, 42),
             ("fd00:20::51".parse().expect("addr"), mac_a, 1),
             ("fe80::11".parse().expect("addr"), mac_a, 300),
+            ("fe80::22".parse().expect("addr"), mac_b, 200),
+            ("fd00:20::52".parse().expect("addr"), mac_b, 200),
         ],
         pins: vec![],
     };
@@ -636,9 +638,20 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
         own6.contains(&format!("{raw} expires 41s : {}", mark(a))),
         "{own6}"
     );
-    // Not an owner with a second left, nor a link-local address.
-    assert_eq!(own6.matches("expires").count(), 1, "{own6}");
-    assert!(map("macidx4").contains(&format!("{} : {}", super::render::mac_str(&mac_a), mark(a))));
+    // Not an owner with a second left. A link-local address names any device with a MAC
+    // (its own addresses bound or not).
+    for (ll, left, id) in [("11", 299, a), ("22", 199, b)] {
+        let raw = format!(
+            "0xfe8000000000000000000000000000{ll} expires {left}s : {}",
+            mark(id)
+        );
+        assert!(own6.contains(&raw), "{raw} in {own6}");
+    }
+    assert_eq!(own6.matches("expires").count(), 3, "{own6}");
+    let mac_str = super::render::mac_str;
+    assert!(map("macidx4").contains(&format!("{} : {}", mac_str(&mac_a), mark(a))));
+    assert!(!map("macidx6").contains(&mac_str(&mac_b)));
+    assert!(map("macidxll").contains(&format!("{} : {}", mac_str(&mac_b), mark(b))));
 }
 
 /// The addresses that may be owned by first use (`DIR_CLAIM` entries: nested prefixes,
