@@ -480,7 +480,7 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
                     && claim_address(
                         gen,
                         (FAMILY_V6, target),
-                        in_claim_networks(gen.slot, FAMILY_V6, target),
+                        in_claim_networks(gen.slot, pkt.claim_scope, FAMILY_V6, target),
                         pkt.src_mac,
                         Dev::of(dev),
                     )
@@ -663,7 +663,8 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
             } else {
                 dev.flags & no_addr_flag(pkt.family) != 0
             };
-            let in_nets = claims && in_claim_networks(gen.slot, pkt.family, &pkt.src);
+            let in_nets =
+                claims && in_claim_networks(gen.slot, pkt.claim_scope, pkt.family, &pkt.src);
             let ip_ok = || {
                 if !claims {
                     // 0.0.0.0 or `::` passes; another address of a family it has bound not.
@@ -1001,8 +1002,9 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
         None if !may_be_owned(gen, pkt.family, &pkt.dst) => None,
-        None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst)
-            .filter(|_| claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)),
+        None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst).filter(|_| {
+            site_claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)
+        }),
     }
 }
 
@@ -1371,49 +1373,73 @@ fn peer_class(slot: u8, dir: u8, policy: u32, family: u8, peer: &Addr) -> Option
     })
 }
 
-/// Whether a device may own `addr` by first use as far as the site's networks go: inside
-/// the devices' networks, or link-local (the peer maps' `DIR_CLAIM` entries; see
-/// lazaret_abi, *Addresses owned by first use*). Bypass class: a device known by its MAC
-/// alone could otherwise take a server's address, and with it what is sent there.
+/// Whether a device behind an interface of claim scope `scope` may own `addr` by first use
+/// as far as the site's networks go: inside its interface's networks, or link-local (the
+/// peer maps' `DIR_CLAIM` entries; see lazaret_abi, *Addresses owned by first use*).
+/// Bypass class: a device known by its MAC alone could otherwise take a server's address,
+/// and with it what is sent there, or the address DHCP gives a device on another VLAN.
 #[inline(always)]
-fn in_claim_networks(slot: u8, family: u8, addr: &Addr) -> bool {
-    let class = claim_class(slot, family, addr);
+fn in_claim_networks(slot: u8, scope: u16, family: u8, addr: &Addr) -> bool {
+    claimable_class(claim_class(slot, scope, family, addr))
+}
+
+/// Whether a `CLAIM_*` class (or `u64::MAX`, none) lets a device own the address.
+#[inline(always)]
+fn claimable_class(class: u64) -> bool {
     class == u64::from(CLAIM_DEVICES) || class == u64::from(CLAIM_ANY)
 }
 
-/// The `CLAIM_*` class of `addr` (`u64::MAX`: none, not to be owned).
+/// The site-wide `CLAIM_*` class of `addr` (`u64::MAX`: none): which networks are the
+/// devices' anywhere, where an owner is looked up as a destination.
 #[inline(always)]
-fn claim_class(slot: u8, family: u8, addr: &Addr) -> u64 {
+fn site_claim_class(slot: u8, family: u8, addr: &Addr) -> u64 {
+    claim_class(slot, CLAIM_POLICY as u16, family, addr)
+}
+
+/// The `CLAIM_*` class of `addr` in claim scope `scope` (`u64::MAX`: none, not to be owned).
+#[inline(always)]
+fn claim_class(slot: u8, scope: u16, family: u8, addr: &Addr) -> u64 {
+    let (slot, scope) = (u64::from(slot), u64::from(scope));
     if family == FAMILY_V4 {
-        lz_claim_class4(u64::from(slot), addr.0[0])
+        lz_claim_class4(slot, scope, addr.0[0])
     } else {
-        lz_claim_class6(u64::from(slot), addr.0[0], addr.0[1])
+        lz_claim_class6(slot, scope, addr.0[0], addr.0[1])
     }
 }
 
-/// The IPv4 half of [`in_claim_networks`] as a global BPF function, verified once on its own
+/// The IPv4 half of [`claim_class`] as a global BPF function, verified once on its own
 /// (see [`lz_lookup_rule`]); one per family keeps its stack small enough to be called from
 /// `judge_ip`'s (the call chain's frames share 512 bytes). The class, or `u64::MAX` for none.
+/// A scope without entries (an interface the policy does not declare: every declared
+/// one's scope has an entry for 0/0) asks the site-wide ones.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn lz_claim_class4(slot: u64, addr_word: u64) -> u64 {
+pub extern "C" fn lz_claim_class4(slot: u64, scope: u64, addr_word: u64) -> u64 {
     // An IPv4 address is the first word's low 32 bits (`Addr::low32`).
     let addr = Addr([addr_word, 0]);
-    match peer_class(slot as u8, DIR_CLAIM, CLAIM_POLICY, FAMILY_V4, &addr) {
-        Some(c) => u64::from(c.class),
-        None => u64::MAX,
-    }
+    let slot = slot as u8;
+    let class = match peer_class(slot, DIR_CLAIM, scope as u32, FAMILY_V4, &addr) {
+        None if scope != u64::from(CLAIM_POLICY) => {
+            peer_class(slot, DIR_CLAIM, CLAIM_POLICY, FAMILY_V4, &addr)
+        }
+        found => found,
+    };
+    class.map_or(u64::MAX, |c| u64::from(c.class))
 }
 
-/// The IPv6 half of [`in_claim_networks`] (see [`lz_claim_class4`]).
+/// The IPv6 half of [`claim_class`] (see [`lz_claim_class4`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn lz_claim_class6(slot: u64, addr_hi: u64, addr_lo: u64) -> u64 {
+pub extern "C" fn lz_claim_class6(slot: u64, scope: u64, addr_hi: u64, addr_lo: u64) -> u64 {
     let addr = Addr([addr_hi, addr_lo]);
-    match peer_class(slot as u8, DIR_CLAIM, CLAIM_POLICY, FAMILY_V6, &addr) {
-        Some(c) => u64::from(c.class),
-        None => u64::MAX,
-    }
+    let slot = slot as u8;
+    let class = match peer_class(slot, DIR_CLAIM, scope as u32, FAMILY_V6, &addr) {
+        None if scope != u64::from(CLAIM_POLICY) => {
+            peer_class(slot, DIR_CLAIM, CLAIM_POLICY, FAMILY_V6, &addr)
+        }
+        found => found,
+    };
+    class.map_or(u64::MAX, |c| u64::from(c.class))
 }
 
 /// An LPM trie key: the same bytes as aya's `lpm_trie::Key` (a 4-byte prefix length, then
@@ -1649,7 +1675,7 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
         // Asked here, not in `owned_device`: a global function called from there made the
         // call chain's stack too deep for the verifier (512 bytes).
         None if may_be_owned(gen, family, addr) => owned_device(gen.slot, gen.now, family, addr)
-            .filter(|_| in_claim_networks(gen.slot, family, addr)),
+            .filter(|_| claimable_class(site_claim_class(gen.slot, family, addr))),
         None => None,
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct Pkt {
     /// `echo_kind` of the packet and of the quoted packet: their flow keys' `echo`.
     pub echo: u8,
     pub inner_echo: u8,
+    /// Whose `DIR_CLAIM` entries say what a device behind the ingress interface may own by
+    /// first use (`IfaceConfig::claim_scope`).
+    pub claim_scope: u16,
 }
 
 impl Pkt {
@@ -275,7 +278,7 @@ fn parse_frame(
     // The scratch slot holds the previous packet: reset every field that is read without
     // being written first. arp_sha, nd_target and inner_* are only read on the paths that
     // write them (ARP, NS/NA, ICMP errors); zeroing them here cost a memset per packet.
-    reset(pkt, iface.side, vlan, iface.binding(ifindex), ifindex);
+    reset(pkt, iface, vlan, ifindex);
     pkt.src_mac = eth.mac::<6, 10>();
     pkt.dst_mac = eth.mac::<0, 4>();
     match ethertype {
@@ -332,20 +335,20 @@ pub(crate) fn device_vlan(iface: &IfaceConfig, tags: usize, outer: u16, inner: u
 /// every parse that succeeds). Volatile: LLVM merges plain zero stores to
 /// neighbouring fields into a `memset` call, a byte loop on this target (see crate::word).
 #[inline(always)]
-fn reset(pkt: &mut Pkt, side: u8, vlan: u16, ifindex: u32, port: u32) {
+fn reset(pkt: &mut Pkt, iface: &IfaceConfig, vlan: u16, port: u32) {
     let p = core::ptr::from_mut(pkt).cast::<u64>();
     let words = [
         // 104: side, l3, family, hop_limit, proto, tcp_flags, icmp_type, related.
-        u64::from(side) | (L3::Ip as u64) << 8,
+        u64::from(iface.side) | (L3::Ip as u64) << 8,
         // 112: frag (None), inner_proto, vlan, sport, dport.
         u64::from(vlan) << 16,
-        // 120: ifindex, port.
-        u64::from(ifindex) | u64::from(port) << 32,
+        // 120: ifindex (the binding), port (the ingress interface).
+        u64::from(iface.binding(port)) | u64::from(port) << 32,
         // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
         0,
         0,
-        // 144: inner_sport, inner_dport, echo, inner_echo.
-        0,
+        // 144: inner_sport, inner_dport, echo, inner_echo, claim_scope.
+        u64::from(iface.claim_scope) << 48,
     ];
     // SAFETY: (every write) `pkt` is exclusive and 8-aligned; word i is bytes 104 + 8 i of
     // it, the fields the comments name (asserted below), all plain integers or enums whose
@@ -369,7 +372,8 @@ const _: () = {
     assert!(offset_of!(Pkt, ifindex) == 120 && offset_of!(Pkt, port) == 124);
     assert!(offset_of!(Pkt, tcp_seq) == 128 && offset_of!(Pkt, frag_at) == 140);
     assert!(offset_of!(Pkt, inner_sport) == 144 && offset_of!(Pkt, echo) == 148);
-    assert!(offset_of!(Pkt, inner_echo) == 149 && size_of::<Pkt>() == 152);
+    assert!(offset_of!(Pkt, inner_echo) == 149 && offset_of!(Pkt, claim_scope) == 150);
+    assert!(size_of::<Pkt>() == 152);
 };
 
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.

@@ -170,12 +170,25 @@ impl Interface {
     /// The interface's datapath configuration; `bridge_ifindex` is the ifindex of
     /// [`Self::bridge`] when it has one.
     pub fn datapath_config(&self, bridge_ifindex: Option<u32>) -> lazaret_abi::IfaceConfig {
+        let plain = lazaret_abi::IfaceConfig::new(self.side.abi());
         lazaret_abi::IfaceConfig {
             untagged_vlan: self.vlan.map_or(lazaret_abi::VLAN_UNTAGGED, |v| v.0),
             binding_ifindex: bridge_ifindex.unwrap_or(lazaret_abi::IFINDEX_ANY),
             outer_vlan: self.outer_vlan.map_or(0, |v| v.0),
-            ..lazaret_abi::IfaceConfig::new(self.side.abi())
+            // What devices behind it may own by first use: the policy's entries for the
+            // interface they bind to (the bridge's, for a bridge port).
+            claim_scope: match self.side {
+                Side::Devices => lazaret_abi::claim_scope(self.binding().as_bytes()),
+                Side::Upstream => plain.claim_scope,
+            },
+            ..plain
         }
+    }
+
+    /// The name of the interface devices behind this one bind to in the policy: its
+    /// bridge's, or its own.
+    pub fn binding(&self) -> &str {
+        self.bridge.as_deref().unwrap_or(&self.name)
     }
 }
 
@@ -952,8 +965,11 @@ xdp_mode = "skb"
         let cfg = parse(&text).expect("valid");
         let c = cfg.interfaces[0].datapath_config(Some(7));
         assert_eq!((c.side, c.untagged_vlan, c.binding_ifindex), (0, 20, 7));
+        // A bridge port's devices claim what the policy's interface of the bridge allows.
+        assert_eq!(c.claim_scope, lazaret_abi::claim_scope(b"icu0"));
         let c = cfg.interfaces[1].datapath_config(None);
         assert_eq!((c.untagged_vlan, c.binding_ifindex), (0, 0));
+        assert_eq!(c.claim_scope, lazaret_abi::CLAIM_POLICY as u16, "upstream");
         match parse(&text.replace("vlan = 20", "vlan = 4095")) {
             Err(ConfigError::Invalid {
                 line, col, message, ..

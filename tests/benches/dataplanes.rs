@@ -258,6 +258,7 @@ fn check_verdicts(m: &MapContents, gw: &Netns, p: &Probe) -> Result<()> {
                 side: SIDE_DEVICES,
                 ifindex: dev0,
                 port: dev0,
+                claim_scope: CLAIM_POLICY as u16,
                 vlan: VLAN_UNTAGGED,
                 src_mac: p.mac,
                 dst_mac: [0; 6],

@@ -259,15 +259,21 @@ pub fn contents(slot: u8, generation: u64, site_flags: u32) -> MapContents {
 /// Replaces the addresses devices may own by first use (`DIR_CLAIM` entries) with `nets`
 /// (prefix, `CLAIM_*`; the longest prefix decides).
 pub fn claim_networks(m: &mut MapContents, nets: &[(&str, u32)]) {
-    let slot = m.slot;
-    let p4 = Arc::make_mut(&mut m.peer4);
-    p4.retain(|(_, k, _)| k.dir != DIR_CLAIM);
-    let p6 = Arc::make_mut(&mut m.peer6);
-    p6.retain(|(_, k, _)| k.dir != DIR_CLAIM);
+    Arc::make_mut(&mut m.peer4).retain(|(_, k, _)| k.dir != DIR_CLAIM);
+    Arc::make_mut(&mut m.peer6).retain(|(_, k, _)| k.dir != DIR_CLAIM);
+    scope_claim_networks(m, CLAIM_POLICY as u16, nets);
+}
+
+/// Adds the addresses devices behind an interface of claim scope `scope` may own by first
+/// use (`IfaceConfig::claim_scope`), as [`claim_networks`] does the site's.
+pub fn scope_claim_networks(m: &mut MapContents, scope: u16, nets: &[(&str, u32)]) {
+    let (slot, scope) = (m.slot, u32::from(scope));
     for (net, class) in nets {
         match net.parse().expect("a network") {
-            ipnet::IpNet::V4(n) => p4.push(lazaret::policy::claim_entry4(slot, n, *class)),
-            ipnet::IpNet::V6(n) => p6.push(lazaret::policy::claim_entry6(slot, n, *class)),
+            ipnet::IpNet::V4(n) => Arc::make_mut(&mut m.peer4)
+                .push(lazaret::policy::claim_entry4(slot, scope, n, *class)),
+            ipnet::IpNet::V6(n) => Arc::make_mut(&mut m.peer6)
+                .push(lazaret::policy::claim_entry6(slot, scope, n, *class)),
         }
     }
     m.sort();

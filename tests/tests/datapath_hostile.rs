@@ -1439,6 +1439,104 @@ fn a_device_owns_no_address_outside_the_devices_networks() {
     assert_eq!(t.judge(&arp_from(apipa), LO), Reason::AllowNeighbor);
 }
 
+/// Bypass class: what a device may own by first use depends on the interface it is behind
+/// (`IfaceConfig::claim_scope`, ABI 15): its interface's networks and link-local addresses,
+/// not another devices-side interface's. Site-wide, a device on one VLAN could send from
+/// (and take for 10 minutes) the address DHCP gives a device on another. An interface with
+/// no entries of its own (one the policy does not declare) claims as the site's say.
+#[test]
+fn a_device_owns_no_address_of_another_interfaces_network() {
+    let icu = claim_scope(b"icu0");
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c| {
+        let dev = handmade::dev_id();
+        c.dev_ip4.retain(|(_, d)| d.id != dev);
+        c.dev_ip6.retain(|(_, d)| d.id != dev);
+        c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        let devices = [
+            ("169.254.0.0/16", CLAIM_DEVICES),
+            ("fe80::/10", CLAIM_DEVICES),
+            ("10.10.0.0/16", CLAIM_NO),
+            ("fd00:10::/64", CLAIM_NO),
+        ];
+        let (icu_nets, pump_nets) = (
+            [
+                ("10.20.0.0/24", CLAIM_DEVICES),
+                ("fd00:20::/64", CLAIM_DEVICES),
+            ],
+            [
+                ("10.30.0.0/24", CLAIM_DEVICES),
+                ("fd00:30::/64", CLAIM_DEVICES),
+            ],
+        );
+        handmade::claim_networks(c, &[&devices[..], &icu_nets, &pump_nets].concat());
+        let others = pump_nets.map(|(n, _)| (n, CLAIM_NO));
+        let everything = [("0.0.0.0/0", CLAIM_NO), ("::/0", CLAIM_NO)];
+        handmade::scope_claim_networks(
+            c,
+            icu,
+            &[&devices[..], &icu_nets, &others, &everything].concat(),
+        );
+    });
+    let behind = |t: &mut Twin, scope: u16| {
+        let cfg = IfaceConfig {
+            claim_scope: scope,
+            ..IfaceConfig::new(SIDE_DEVICES)
+        };
+        t.iface(LO, cfg);
+    };
+    behind(&mut t, icu);
+    let syn = |src: Ipv4Addr| tcp4(DEV_MAC, GW_MAC, src, SERVER, 41000, 2575, TCP_SYN);
+    let syn6 = |src: Ipv6Addr| {
+        let l4 = tcp(41000, 2575, TCP_SYN, &[]);
+        ethernet(
+            GW_MAC,
+            DEV_MAC,
+            &[],
+            ETH_IPV6,
+            &ipv6(src, SERVER6, &[], 6, &l4),
+        )
+    };
+    let arp_from = |spa: Ipv4Addr| {
+        let a = arp(1, DEV_MAC, spa, [0; 6], Ipv4Addr::new(10, 20, 0, 1));
+        ethernet([0xff; 6], DEV_MAC, &[], ETH_ARP, &a)
+    };
+    let ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let na = |target: Ipv6Addr| {
+        nd(
+            ll,
+            "ff02::1".parse().expect("addr"),
+            &icmpv6_nd(136, target),
+        )
+    };
+    // The pumps' network, from behind the ICU's interface: refused as a source, an ARP
+    // sender, an NA target.
+    let (pump, pump6) = (
+        Ipv4Addr::new(10, 30, 0, 50),
+        "fd00:30::50".parse().expect("addr"),
+    );
+    assert_eq!(t.judge(&syn(pump), LO), Reason::DenySpoof);
+    assert_eq!(t.judge(&syn6(pump6), LO), Reason::DenySpoof);
+    assert_eq!(t.judge(&arp_from(pump), LO), Reason::DenySpoof);
+    assert_eq!(t.judge(&na(pump6), LO), Reason::DenySpoof);
+    // Its own interface's networks and link-local addresses: its own.
+    let own6: Ipv6Addr = "fd00:20::50".parse().expect("addr");
+    assert_eq!(
+        t.judge(&syn(Ipv4Addr::new(10, 20, 0, 50)), LO),
+        Reason::AllowRule
+    );
+    assert_eq!(t.judge(&syn6(own6), LO), Reason::AllowRule);
+    assert_eq!(t.judge(&na(ll), LO), Reason::AllowNeighbor);
+    let apipa = Ipv4Addr::new(169, 254, 7, 7);
+    assert_eq!(t.judge(&arp_from(apipa), LO), Reason::AllowNeighbor);
+    // Behind an interface the policy has no entries for: the site's (the pumps' network is
+    // a devices' network there).
+    behind(&mut t, claim_scope(b"eth9"));
+    assert_eq!(
+        t.judge(&syn(Ipv4Addr::new(10, 30, 0, 60)), LO),
+        Reason::AllowRule
+    );
+}
+
 /// Bypass class: what is sent to a device known by its MAC alone, at an address it owns by
 /// first use, is judged by its policy (it was judged by none: traffic to no inventory
 /// address). Its sessions' answers pass, the server opens nothing on it, nor does a

@@ -303,6 +303,13 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
     nft_in(&net.gateway).apply(&table)?;
     let gw_dev = ifindex(&net.gateway, &net.gw_dev_if)?;
     let gw_up = ifindex(&net.gateway, &net.gw_up_if)?;
+    // What devices behind an interface may own by first use, as its configuration says.
+    let scope_of = |ix: u32| {
+        m.ifaces
+            .iter()
+            .find(|(i, _)| *i == ix)
+            .map_or(CLAIM_POLICY as u16, |(_, c)| c.claim_scope)
+    };
     let device_mac = net.device_mac;
     let server_mac = lazaret_tests::netns::mac_of(&net.server, &net.server_if)?;
 
@@ -353,6 +360,7 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
             },
             ifindex: if from_server { gw_up } else { gw_dev },
             port: if from_server { gw_up } else { gw_dev },
+            claim_scope: scope_of(if from_server { gw_up } else { gw_dev }),
             vlan: VLAN_UNTAGGED,
             src_mac: if from_server { server_mac } else { device_mac },
             dst_mac: [0; 6],
@@ -385,6 +393,7 @@ fn nftables_outcomes_equal_the_reference_classifier() -> Result<()> {
             },
             ifindex: if from_server { gw_dev } else { gw_up },
             port: if from_server { gw_dev } else { gw_up },
+            claim_scope: scope_of(if from_server { gw_dev } else { gw_up }),
             src_mac: if from_server { device_mac } else { server_mac },
             kind: PacketKind::Ip(IpDesc {
                 src: dst,

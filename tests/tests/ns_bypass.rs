@@ -2589,8 +2589,11 @@ fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane)
 fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let mac = BypassLab::fmt(PUMP_A);
-    let extra =
-        format!("\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n");
+    // And another devices-side interface (the pumps' VLAN, say), with networks of its own.
+    let extra = format!(
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n\
+         [site.interfaces.lzpumps]\nside = \"devices\"\nnetworks = [\"10.30.0.0/24\", \"fd00:30::/64\"]\n"
+    );
     lab.reload_to(lab.generation()?, &extra)?;
     let server = Observer::on(&lab.srv, &lab.srv_if)?;
     let syn = |src: IpAddr, marker: &[u8]| {
@@ -2602,7 +2605,7 @@ fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Resul
         with_l4_checksum(ethernet(lab.gw_mac, PUMP_A, &[], ethertype, &l3))
     };
     let from_pump = |frame: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![frame]);
-    let outside: [(&str, IpAddr, &[u8]); 4] = [
+    let outside: [(&str, IpAddr, &[u8]); 6] = [
         (
             "a SYN from a server's address",
             DENIED.into(),
@@ -2622,6 +2625,18 @@ fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Resul
             "an IPv6 SYN from an address of no declared network",
             Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7).into(),
             b"nowhere6",
+        ),
+        // Site-wide claims let a device behind one interface take the address DHCP gives
+        // a device behind another (found by a review): each interface's own now.
+        (
+            "a SYN from another devices-side interface's network",
+            Ipv4Addr::new(10, 30, 0, 7).into(),
+            b"other-vlan4",
+        ),
+        (
+            "an IPv6 SYN from another devices-side interface's network",
+            Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 7).into(),
+            b"other-vlan6",
         ),
     ];
     for (what, src, marker) in outside {
@@ -2648,6 +2663,6 @@ fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Resul
     done(
         "a_device_owns_no_address_outside_the_devices_networks",
         dp,
-        "from a server's address or one of no declared network (IPv4 and IPv6) the device's SYNs were refused as spoofing; from its own network's, they arrived",
+        "from a server's address, one of no declared network or one of another devices-side interface's network (IPv4 and IPv6) the device's SYNs were refused as spoofing; from its own network's, they arrived",
     )
 }

@@ -108,11 +108,15 @@
 //! interface that declares no networks, none that declares one of the family, or a site
 //! that declares no devices-side interface, makes every address of the family outside the
 //! upstream networks claimable ([`CLAIM_ANY`]). So a device cannot take a server's address (and be handed what is sent to
-//! it), nor spoof one from outside the devices' networks (within them, another
-//! interface's network is not refused: the owners are site-wide). A gateway of a fleet
-//! counts only the devices-side interfaces it serves; the others' networks are not to be
-//! owned there. An owner found outside them (the policy changed since) names no device as
-//! a destination.
+//! it), nor spoof one from outside the devices' networks. Each devices-side interface has
+//! its own entries (ABI 15; keyed by [`IfaceConfig::claim_scope`]): behind it, its own
+//! networks and link-local addresses are claimable, another devices-side interface's
+//! networks are not (a device on one VLAN cannot take the address DHCP gives a device on
+//! another, nor send from it), and where it declares no network of a family, every
+//! address of the family but the upstream and the other interfaces' networks is. A
+//! gateway of a fleet counts only the devices-side interfaces it serves; the others'
+//! networks are not to be owned there. An owner found outside the site-wide networks (the
+//! policy changed since) names no device as a destination.
 //!
 //! The owner record also names the device at a destination: a packet to an address no
 //! inventory entry binds, owned by the MAC of a device known by its MAC alone in that
@@ -169,7 +173,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 14;
+pub const ABI_VERSION: u32 = 15;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -340,10 +344,13 @@ pub const SIDE_UPSTREAM: u8 = 1;
 /// Who opens a flow, in a peer key.
 pub const DIR_DEVICE_INIT: u8 = 0;
 pub const DIR_PEER_INIT: u8 = 1;
-/// Not a direction (ABI 14): the peer maps' entries with this `dir` and policy
-/// [`CLAIM_POLICY`] say which addresses a device may own by first use, by class:
-/// [`CLAIM_DEVICES`] or [`CLAIM_ANY`]; [`CLAIM_NO`] or no entry: none may. See *Addresses
-/// owned by first use*.
+/// Not a direction (ABI 14): the peer maps' entries with this `dir` say which addresses a
+/// device may own by first use, by class: [`CLAIM_DEVICES`] or [`CLAIM_ANY`]; [`CLAIM_NO`]
+/// or no entry: none may. Their `policy` is a scope: [`CLAIM_POLICY`] for the whole site
+/// (the networks of every devices-side interface: where an owner is looked up as a
+/// destination), an interface's [`claim_scope`] for what devices behind it may claim (ABI
+/// 15; every such scope has an entry for `0/0`, so a scope without one is no interface's).
+/// See *Addresses owned by first use*.
 pub const DIR_CLAIM: u8 = 2;
 pub const CLAIM_POLICY: u32 = 0;
 /// Not to be owned: an upstream network's. (The classes are numbered apart from the peer
@@ -800,11 +807,16 @@ pub struct IfaceConfig {
     /// The outer (service, 802.1ad) VLAN of a QinQ port: every frame must carry exactly two
     /// tags, the outer one this. 0: the port carries at most one tag.
     pub outer_vlan: u16,
-    pub _pad2: [u8; 2],
+    /// Which addresses a device behind this interface may own by first use: the
+    /// [`DIR_CLAIM`] entries of policy `claim_scope` ([`claim_scope`] of the name of the
+    /// interface devices behind it bind to). [`CLAIM_POLICY`] (0, and a scope no entry has):
+    /// the site-wide ones.
+    pub claim_scope: u16,
 }
 
 impl IfaceConfig {
-    /// An interface of `side`, untagged frames untagged, bound as itself.
+    /// An interface of `side`, untagged frames untagged, bound as itself, its claims the
+    /// site-wide ones.
     pub const fn new(side: u8) -> Self {
         IfaceConfig {
             side,
@@ -812,7 +824,7 @@ impl IfaceConfig {
             untagged_vlan: VLAN_UNTAGGED,
             binding_ifindex: IFINDEX_ANY,
             outer_vlan: 0,
-            _pad2: [0; 2],
+            claim_scope: CLAIM_POLICY as u16,
         }
     }
 
@@ -1295,6 +1307,21 @@ pub struct Event {
     pub _pad2: [u8; 4],
 }
 
+/// The claim scope of a devices-side interface ([`IfaceConfig::claim_scope`]): FNV-1a of
+/// its name folded to 16 bits, never [`CLAIM_POLICY`] (0, the site-wide scope). Stable
+/// across restarts and policies, so an interface's configuration and a compiled policy
+/// agree without knowing of each other. Two interfaces whose names fold alike share their
+/// scope: each may own the other's networks' addresses, as without scopes.
+pub const fn claim_scope(interface: &[u8]) -> u16 {
+    let h = device_id_hash(interface);
+    let folded = (h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)) as u16;
+    if folded == CLAIM_POLICY as u16 {
+        1
+    } else {
+        folded
+    }
+}
+
 /// Stable 64-bit id of a device: FNV-1a of its inventory id. Never 0 (0 means "no device").
 pub const fn device_id_hash(id: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -1319,6 +1346,7 @@ const _: () = {
     // An unset entry of the interface array (all zero) is an unknown interface's default.
     let d = IfaceConfig::new(SIDE_DEVICES);
     assert!(d.side == 0 && d.untagged_vlan == 0 && d.binding_ifindex == 0 && d.outer_vlan == 0);
+    assert!(d.claim_scope == 0);
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<Ip4Key>() == 8);
     assert!(size_of::<Ip6Key>() == 20);

@@ -103,6 +103,9 @@ pub struct PacketDesc {
     pub ifindex: u32,
     /// The ingress interface itself (a bridge port when `ifindex` is its bridge).
     pub port: u32,
+    /// Whose `DIR_CLAIM` entries say what a device behind the ingress interface may own by
+    /// first use (`IfaceConfig::claim_scope`; `CLAIM_POLICY`: the site's).
+    pub claim_scope: u16,
     /// Innermost VLAN id, [`VLAN_UNTAGGED`] for untagged.
     pub vlan: u16,
     pub src_mac: [u8; 6],
@@ -422,13 +425,18 @@ impl MapIndex {
         (d.flags & no_addr != 0 || link_local).then_some(d)
     }
 
-    /// Whether a device may own `addr` by first use as far as the site's networks go (the
-    /// datapath's `in_claim_networks`: the peer maps' `DIR_CLAIM` entries).
-    pub fn in_claim_networks(&self, addr: IpAddr) -> bool {
-        matches!(
-            self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr),
-            Some(CLAIM_DEVICES | CLAIM_ANY)
-        )
+    /// Whether a device behind an interface of claim scope `scope` may own `addr` by first
+    /// use as far as the site's networks go (the datapath's `in_claim_networks`: the peer
+    /// maps' `DIR_CLAIM` entries of the scope; of the site, `CLAIM_POLICY`, for a scope
+    /// without entries).
+    pub fn in_claim_networks(&self, scope: u16, addr: IpAddr) -> bool {
+        let class = match self.peer_class(u32::from(scope), DIR_CLAIM, addr) {
+            None if u32::from(scope) != CLAIM_POLICY => {
+                self.peer_class(CLAIM_POLICY, DIR_CLAIM, addr)
+            }
+            found => found,
+        };
+        matches!(class, Some(CLAIM_DEVICES | CLAIM_ANY))
     }
 
     fn peer_class(&self, policy: u32, dir: u8, peer: IpAddr) -> Option<u32> {
@@ -578,17 +586,13 @@ fn identify_source(
             let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
             let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             let ip_ok = |claims: &mut Vec<Claim>| match src {
-                IpAddr::V6(a) if is_link_local6(&a) => {
-                    claim(ix, states, src, pkt.src_mac, dev.id, claims)
-                }
+                IpAddr::V6(a) if is_link_local6(&a) => claim(ix, states, pkt, src, dev.id, claims),
                 _ if unspecified => true,
                 IpAddr::V4(_) => {
-                    dev.flags & DEV_F_NO_IP4 != 0
-                        && claim(ix, states, src, pkt.src_mac, dev.id, claims)
+                    dev.flags & DEV_F_NO_IP4 != 0 && claim(ix, states, pkt, src, dev.id, claims)
                 }
                 IpAddr::V6(_) => {
-                    dev.flags & DEV_F_NO_IP6 != 0
-                        && claim(ix, states, src, pkt.src_mac, dev.id, claims)
+                    dev.flags & DEV_F_NO_IP6 != 0 && claim(ix, states, pkt, src, dev.id, claims)
                 }
             };
             // The port first: a frame refused for it claims nothing.
@@ -614,11 +618,12 @@ fn identify_source(
 fn claim(
     ix: &MapIndex,
     states: &DeviceStates,
+    pkt: &PacketDesc,
     addr: IpAddr,
-    mac: [u8; 6],
     dev: u64,
     claims: &mut Vec<Claim>,
 ) -> bool {
+    let mac = pkt.src_mac;
     let claimable = match addr {
         IpAddr::V4(a) => !matches!(a.octets()[0], 0 | 127 | 224..),
         IpAddr::V6(a) => {
@@ -628,7 +633,7 @@ fn claim(
                 && a.to_ipv4_mapped().is_none()
         }
     };
-    if !claimable || states.local.contains(&addr) || !ix.in_claim_networks(addr) {
+    if !claimable || states.local.contains(&addr) || !ix.in_claim_networks(pkt.claim_scope, addr) {
         return false;
     }
     // Claimed earlier by this same frame (an NA from the address it advertises): the
@@ -819,7 +824,7 @@ fn judge_ndp(
             Some(owner) => owner.id == dev.id,
             None => {
                 (is_link_local6(&target) || dev.flags & DEV_F_NO_IP6 != 0)
-                    && claim(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id, claims)
+                    && claim(ix, states, pkt, IpAddr::V6(target), dev.id, claims)
             }
         };
         if !own {

@@ -279,6 +279,11 @@ pub fn explain(
         ifindex,
         // Explained as arriving on the interface itself: identity by port is not asked.
         port: ifindex,
+        claim_scope: maps
+            .ifaces
+            .iter()
+            .find(|(ix, _)| *ix == ifindex)
+            .map_or(abi::CLAIM_POLICY as u16, |(_, c)| c.claim_scope),
         vlan,
         src_mac,
         dst_mac: [0x02, 0, 0, 0, 0, 0x01],

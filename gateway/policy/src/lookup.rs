@@ -57,9 +57,9 @@ pub(crate) struct Lookup {
     /// The same lookup as prefixes and ranges, for dataplanes that do not match longest
     /// prefixes (see [`Ranges`]).
     pub ranges: std::sync::Arc<Ranges>,
-    /// Which addresses a device may own by first use ([`claims`]).
-    pub claim4: Vec<(Ipv4Net, u32)>,
-    pub claim6: Vec<(Ipv6Net, u32)>,
+    /// Which addresses a device may own by first use ([`claims`]): (scope, prefix, class).
+    pub claim4: Vec<(u32, Ipv4Net, u32)>,
+    pub claim6: Vec<(u32, Ipv6Net, u32)>,
     /// The same for each gateway of a fleet, by name: only the interfaces it serves count
     /// as the devices' (see `Compiled::for_gateway`).
     pub claims_of_gateway: BTreeMap<String, GatewayClaims>,
@@ -74,47 +74,90 @@ pub(crate) struct GatewayClaims {
     pub view: std::sync::OnceLock<std::sync::Arc<Lookup>>,
 }
 
-/// Prefixes per family, each with whether its addresses may be owned by first use
-/// (`CLAIM_*`).
-pub(crate) type Claims = (Vec<(Ipv4Net, u32)>, Vec<(Ipv6Net, u32)>);
+/// Prefixes per family, each with the claim scope it is of (`DIR_CLAIM` entries' policy)
+/// and whether its addresses may be owned by first use (`CLAIM_*`).
+pub(crate) type Claims = (Vec<(u32, Ipv4Net, u32)>, Vec<(u32, Ipv6Net, u32)>);
 
 /// Which addresses a device known by its MAC alone may own by first use, as prefixes whose
-/// longest match decides (`lazaret_abi`, *Addresses owned by first use*): the networks of
-/// the devices-side interfaces may be owned (`CLAIM_DEVICES`); those of the upstream
-/// interfaces not (`CLAIM_NO`; an upstream network that is also a devices-side one is
-/// upstream); link-local addresses may (a device makes its own); everything else may not,
-/// unless a devices-side interface declares no networks, or none declares one of the family
-/// (or the site declares no devices-side interface): then everything outside the upstream
-/// networks may (`CLAIM_ANY`). Site-wide, as the owners are; but a devices-side interface
-/// that `serves` says is another gateway's counts as upstream (also where one served
-/// declares the same network).
+/// longest match decides (`lazaret_abi`, *Addresses owned by first use*), in two kinds of
+/// scope. Site-wide (`CLAIM_POLICY`, where owners are looked up as destinations): the
+/// networks of the devices-side interfaces may be owned (`CLAIM_DEVICES`); those of the
+/// upstream interfaces not (`CLAIM_NO`; an upstream network that is also a devices-side
+/// one is upstream); link-local addresses may (a device makes its own); everything else
+/// may not, unless a devices-side interface declares no network of the family (or the
+/// site declares no devices-side interface): then everything outside the upstream
+/// networks may (`CLAIM_ANY`). And per devices-side interface (`abi::claim_scope` of its
+/// name: what devices behind it may claim): the same with only that interface's networks
+/// the devices', the other devices-side interfaces' not to be owned (its own wins where
+/// both declare a network), and `0/0` not to be owned unless the interface declares no
+/// network of the family, so that every such scope has an entry. So what an interface's
+/// devices may own, the site-wide entries let them own too (the owners they find as
+/// destinations). A devices-side
+/// interface that `serves` says is another gateway's counts as upstream (also where one
+/// served declares the same network), in every scope.
 pub(crate) fn claims<'a>(
     interfaces: impl IntoIterator<Item = &'a super::model::Interface>,
     serves: impl Fn(&str) -> bool,
 ) -> Claims {
     use super::model::Side;
-    use abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO};
+    let interfaces: Vec<&super::model::Interface> = interfaces.into_iter().collect();
+    let mut out = Claims::default();
+    scope_claims(&interfaces, &serves, None, &mut out);
+    // Interfaces whose names fold to one scope share it (`abi::claim_scope`).
+    let mut scopes: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for i in &interfaces {
+        if i.side == Side::Devices && serves(&i.name) {
+            let scope = abi::claim_scope(i.name.as_bytes());
+            scopes.entry(scope).or_default().push(&i.name);
+        }
+    }
+    for (scope, own) in scopes {
+        scope_claims(&interfaces, &serves, Some((scope, &own)), &mut out);
+    }
+    out
+}
+
+/// One scope's entries of [`claims`]: site-wide (`own` none), or of the interfaces `own`
+/// names.
+fn scope_claims(
+    interfaces: &[&super::model::Interface],
+    serves: &impl Fn(&str) -> bool,
+    own: Option<(u16, &[&str])>,
+    out: &mut Claims,
+) {
+    use super::model::Side;
+    use abi::{CLAIM_ANY, CLAIM_DEVICES, CLAIM_NO, CLAIM_POLICY};
     // Per prefix, the strongest claim on it: an upstream network's (no), another gateway's
     // devices' (no: its devices are not in this gateway's maps, so their bound addresses
-    // would be anyone's here), a served devices' network's (yes).
-    const UPSTREAM: u8 = 3;
-    const OTHERS: u8 = 2;
-    const SERVED: u8 = 1;
+    // would be anyone's here), the scope's own devices' (yes), another devices-side
+    // interface's of this gateway (no).
+    const UPSTREAM: u8 = 4;
+    const OTHERS: u8 = 3;
+    const OWN: u8 = 2;
+    const SIBLING: u8 = 1;
     let mut ranks: BTreeMap<IpNet, u8> = BTreeMap::new();
-    let (mut devices_side, mut undeclared) = (false, false);
-    let mut declared = [false; 2];
+    // Per family, whether one of the scope's interfaces declares no network of it (or the
+    // site no devices-side interface): then everything of the family not another's is.
+    let mut everything = [true; 2];
+    let mut devices_side = false;
     for i in interfaces {
         let rank = match i.side {
             Side::Upstream => UPSTREAM,
-            Side::Devices if serves(&i.name) => {
-                devices_side = true;
-                undeclared |= i.networks.is_empty();
-                for n in &i.networks {
-                    declared[usize::from(matches!(n, IpNet::V6(_)))] = true;
+            Side::Devices if !serves(&i.name) => OTHERS,
+            Side::Devices if own.is_some_and(|(_, o)| !o.contains(&i.name.as_str())) => SIBLING,
+            Side::Devices => {
+                if !devices_side {
+                    everything = [false; 2];
+                    devices_side = true;
                 }
-                SERVED
+                for (f, open) in everything.iter_mut().enumerate() {
+                    *open |= !i
+                        .networks
+                        .iter()
+                        .any(|n| usize::from(n.addr().is_ipv6()) == f);
+                }
+                OWN
             }
-            Side::Devices => OTHERS,
         };
         for n in &i.networks {
             let r = ranks.entry(n.trunc()).or_insert(rank);
@@ -123,10 +166,8 @@ pub(crate) fn claims<'a>(
     }
     let mut nets: BTreeMap<IpNet, u32> = ranks
         .into_iter()
-        .map(|(n, r)| (n, if r == SERVED { CLAIM_DEVICES } else { CLAIM_NO }))
+        .map(|(n, r)| (n, if r == OWN { CLAIM_DEVICES } else { CLAIM_NO }))
         .collect();
-    // Per family: an interface declaring IPv4 networks alone says nothing of IPv6.
-    let everything = declared.map(|d| !devices_side || undeclared || !d);
     let link_local: [(IpNet, u32); 2] = [
         ("169.254.0.0/16".parse().expect("literal"), CLAIM_DEVICES),
         ("fe80::/10".parse().expect("literal"), CLAIM_DEVICES),
@@ -135,18 +176,18 @@ pub(crate) fn claims<'a>(
         nets.entry(n).or_insert(v);
     }
     for (open, n) in everything.into_iter().zip(["0.0.0.0/0", "::/0"]) {
-        if open {
-            nets.entry(n.parse().expect("literal")).or_insert(CLAIM_ANY);
+        let class = if open { CLAIM_ANY } else { CLAIM_NO };
+        if open || own.is_some() {
+            nets.entry(n.parse().expect("literal")).or_insert(class);
         }
     }
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let scope = own.map_or(CLAIM_POLICY, |(s, _)| u32::from(s));
     for (n, v) in nets {
         match n {
-            IpNet::V4(n) => v4.push((n, v)),
-            IpNet::V6(n) => v6.push((n, v)),
+            IpNet::V4(n) => out.0.push((scope, n, v)),
+            IpNet::V6(n) => out.1.push((scope, n, v)),
         }
     }
-    (v4, v6)
 }
 
 /// The compiled policy's two stages, dataplane-neutral: the XDP maps encode them as

@@ -68,7 +68,15 @@ impl Compiled {
                     Side::Devices => SIDE_DEVICES,
                     Side::Upstream => SIDE_UPSTREAM,
                 };
-                m.ifaces.push((*ix, IfaceConfig::new(side)));
+                let claim_scope = match i.side {
+                    Side::Devices => claim_scope(i.name.as_bytes()),
+                    Side::Upstream => IfaceConfig::new(side).claim_scope,
+                };
+                let cfg = IfaceConfig {
+                    claim_scope,
+                    ..IfaceConfig::new(side)
+                };
+                m.ifaces.push((*ix, cfg));
             }
         }
         for d in &self.devices {
@@ -259,13 +267,13 @@ impl Lists {
             lookup
                 .claim4
                 .iter()
-                .map(|&(n, class)| claim_entry4(slot, n, class)),
+                .map(|&(scope, n, class)| claim_entry4(slot, scope, n, class)),
         );
         peer6.extend(
             lookup
                 .claim6
                 .iter()
-                .map(|&(n, class)| claim_entry6(slot, n, class)),
+                .map(|&(scope, n, class)| claim_entry6(slot, scope, n, class)),
         );
         for e in &lookup.ports {
             ports.push((
@@ -296,16 +304,22 @@ impl Lists {
     }
 }
 
-/// The peer-map entry saying whether devices may own the addresses of `net` by first use
-/// (`DIR_CLAIM`, class `CLAIM_*`; see `lazaret_abi`, *Addresses owned by first use*).
-pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, class: u32) -> (u32, PeerKey4, PeerClass) {
+/// The peer-map entry saying whether devices may own the addresses of `net` by first use,
+/// in claim scope `scope` (`DIR_CLAIM`, class `CLAIM_*`; see `lazaret_abi`, *Addresses owned
+/// by first use*).
+pub fn claim_entry4(
+    slot: u8,
+    scope: u32,
+    net: ipnet::Ipv4Net,
+    class: u32,
+) -> (u32, PeerKey4, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
         PeerKey4 {
             slot,
             dir: DIR_CLAIM,
             _pad: [0; 2],
-            policy: CLAIM_POLICY.to_be_bytes(),
+            policy: scope.to_be_bytes(),
             addr: net.network().octets(),
         },
         PeerClass {
@@ -316,14 +330,19 @@ pub fn claim_entry4(slot: u8, net: ipnet::Ipv4Net, class: u32) -> (u32, PeerKey4
 }
 
 /// [`claim_entry4`] for IPv6.
-pub fn claim_entry6(slot: u8, net: ipnet::Ipv6Net, class: u32) -> (u32, PeerKey6, PeerClass) {
+pub fn claim_entry6(
+    slot: u8,
+    scope: u32,
+    net: ipnet::Ipv6Net,
+    class: u32,
+) -> (u32, PeerKey6, PeerClass) {
     (
         PEER_KEY_FIXED_BITS + u32::from(net.prefix_len()),
         PeerKey6 {
             slot,
             dir: DIR_CLAIM,
             _pad: [0; 2],
-            policy: CLAIM_POLICY.to_be_bytes(),
+            policy: scope.to_be_bytes(),
             addr: net.network().octets(),
         },
         PeerClass {

@@ -80,6 +80,15 @@ impl<'p> Eval<'p> {
             .find(|d| d.mac.is_some_and(|m| m.0 == *mac))
     }
 
+    /// The policy's interface a packet arrived behind (the one of its binding ifindex).
+    fn arrival(&self, pkt: &PacketDesc) -> Option<&str> {
+        self.cx
+            .ifindexes
+            .iter()
+            .find(|(_, ix)| **ix == pkt.ifindex)
+            .map(|(n, _)| n.as_str())
+    }
+
     fn bound_here(&self, d: &Device, pkt: &PacketDesc) -> bool {
         let vlan_ok = d.vlan.is_none_or(|v| v == pkt.vlan);
         let if_ok = d
@@ -117,10 +126,12 @@ impl<'p> Eval<'p> {
                 let link_local =
                     matches!(src, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
                 let own = if link_local {
-                    in_claim_networks(self.p, src)
+                    in_claim_networks(self.p, self.arrival(pkt), src)
                 } else {
                     unspecified
-                        || (no_addr_of_family && claimable(src) && in_claim_networks(self.p, src))
+                        || (no_addr_of_family
+                            && claimable(src)
+                            && in_claim_networks(self.p, self.arrival(pkt), src))
                 };
                 if own && !local && self.bound_here(d, pkt) {
                     Ok(d)
@@ -216,7 +227,7 @@ impl<'p> Eval<'p> {
                         None => {
                             (link_local || d.ipv6.is_empty())
                                 && claimable(IpAddr::V6(t))
-                                && in_claim_networks(self.p, IpAddr::V6(t))
+                                && in_claim_networks(self.p, self.arrival(pkt), IpAddr::V6(t))
                                 && !self.cx.local.contains(&IpAddr::V6(t))
                         }
                     };
@@ -483,30 +494,39 @@ impl Rule {
     }
 }
 
-/// Whether the site's networks let a device own `a` by first use: of the networks the
-/// interfaces declare that contain it, the longest decides (devices side: yes; upstream:
-/// no; upstream first on a tie). Link-local addresses count as a devices-side network
-/// declared after the others; so does everything when a devices-side interface declares
-/// no networks or none declares one of `a`'s family (or there is no devices-side interface).
-pub(crate) fn in_claim_networks(p: &Policy, a: IpAddr) -> bool {
+/// Whether the site's networks let a device behind the devices-side interface `at` (any,
+/// when `at` is none or no interface of the policy) own `a` by first use: of the networks
+/// the interfaces declare that contain it, the longest decides (upstream: no; `at`'s, or
+/// any devices-side one's when `at` is none: yes; another devices-side interface's: no;
+/// on a tie in that order). Link-local addresses count as a devices-side network of `at`
+/// declared after the others; so does everything when `at` declares no network of `a`'s
+/// family (or, for any interface, when one declares none of the family, or there is no
+/// devices-side interface).
+pub(crate) fn in_claim_networks(p: &Policy, at: Option<&str>, a: IpAddr) -> bool {
     let v4 = a.is_ipv4();
-    let devices: Vec<&Interface> = p
-        .site
-        .interfaces
-        .values()
-        .filter(|i| i.side == Side::Devices)
-        .collect();
+    let at = at.filter(|n| {
+        p.site
+            .interfaces
+            .get(*n)
+            .is_some_and(|i| i.side == Side::Devices)
+    });
+    let own = |i: &Interface| i.side == Side::Devices && at.is_none_or(|n| n == i.name);
+    let devices: Vec<&Interface> = p.site.interfaces.values().filter(|i| own(i)).collect();
     let open = devices.is_empty()
-        || devices.iter().any(|i| i.networks.is_empty())
-        || !devices
+        || devices
             .iter()
-            .any(|i| i.networks.iter().any(|n| n.addr().is_ipv4() == v4));
-    // (prefix length, rank on a tie: 2 upstream, 1 devices, 0 what is implied), allowed.
+            .any(|i| !i.networks.iter().any(|n| n.addr().is_ipv4() == v4));
+    // (prefix length, rank on a tie: 3 upstream, 2 own, 1 another devices-side interface's,
+    // 0 what is implied), allowed.
     let mut candidates: Vec<((u8, u8), bool)> = Vec::new();
     for i in p.site.interfaces.values() {
         for n in i.networks.iter().filter(|n| n.contains(&a)) {
-            let upstream = i.side == Side::Upstream;
-            candidates.push(((n.prefix_len(), 1 + u8::from(upstream)), !upstream));
+            let rank = match i.side {
+                Side::Upstream => 3,
+                Side::Devices if own(i) => 2,
+                Side::Devices => 1,
+            };
+            candidates.push(((n.prefix_len(), rank), rank == 2));
         }
     }
     let link_local = match a {

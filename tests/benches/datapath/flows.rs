@@ -138,6 +138,7 @@ impl Flow {
             side: SIDE_DEVICES,
             ifindex: LO,
             port: LO,
+            claim_scope: CLAIM_POLICY as u16,
             vlan: self.vlan,
             src_mac: self.mac,
             dst_mac: GW_MAC,

@@ -119,6 +119,7 @@ fn tcp(src: &str, dst: &str, dport: u16) -> PacketDesc {
         side: abi::SIDE_UPSTREAM,
         ifindex: 1,
         port: 1,
+        claim_scope: abi::CLAIM_POLICY as u16,
         vlan: 0,
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
@@ -306,18 +307,21 @@ workflows = ["sync", "kinds"]
 /// devices-side interface declares none, or none declares one of the family.
 #[test]
 fn devices_own_addresses_only_in_their_networks() {
-    // The reference classifier's answer, checked against the naive evaluator's.
-    let claimable = |(p, c): &(Policy, Compiled), addrs: &[&str]| -> Vec<bool> {
+    // The reference classifier's answer, site-wide (`at` none) or behind an interface,
+    // checked against the naive evaluator's.
+    let claimable = |(p, c): &(Policy, Compiled), at: Option<&str>, addrs: &[&str]| {
         let ix = MapIndex::new(&c.map_contents(0, 1, &ifx(c)).unwrap());
+        let scope = at.map_or(abi::CLAIM_POLICY as u16, |n| abi::claim_scope(n.as_bytes()));
         addrs
             .iter()
             .map(|a| {
                 let a = a.parse().unwrap();
-                let yes = ix.in_claim_networks(a);
-                assert_eq!(yes, crate::naive::in_claim_networks(p, a), "{a}");
+                let yes = ix.in_claim_networks(scope, a);
+                let naive = crate::naive::in_claim_networks(p, at, a);
+                assert_eq!(yes, naive, "{a} at {at:?}");
                 yes
             })
-            .collect()
+            .collect::<Vec<bool>>()
     };
     let example = example();
     let addrs = [
@@ -331,9 +335,23 @@ fn devices_own_addresses_only_in_their_networks() {
         "fd00:10::20",
         "2001:db8::1",
     ];
-    let yes = [true, true, true, true, true];
-    let no = [false, false, false, false];
-    assert_eq!(claimable(&example, &addrs), [&yes[..], &no[..]].concat());
+    // Site-wide: every devices-side interface's networks; the pumps' interface declares no
+    // IPv6 network, so IPv6 outside the upstream network too.
+    assert_eq!(
+        claimable(&example, None, &addrs),
+        [true, true, true, true, true, false, false, false, true]
+    );
+    // Behind an interface, its own networks only (and link-local), not another's.
+    assert_eq!(
+        claimable(&example, Some("icu0"), &addrs),
+        [true, false, true, true, true, false, false, false, false]
+    );
+    assert_eq!(
+        claimable(&example, Some("pumps0"), &addrs),
+        [false, true, true, false, true, false, false, false, true]
+    );
+    // An interface the policy does not declare: the site-wide entries.
+    assert_eq!(claimable(&example, Some("eth9"), &addrs[..2]), [true, true]);
     // A server network inside the devices' network stays the servers'.
     let site = |devices: &str, upstream: &str| {
         format!(
@@ -345,26 +363,60 @@ fn devices_own_addresses_only_in_their_networks() {
         "networks = [\"10.10.0.0/16\", \"fd00:10::/64\"]",
     );
     let c = build(&[("site.toml", &nested)]).unwrap();
-    assert_eq!(
-        claimable(
-            &c,
-            &[
-                "10.20.0.1",
-                "10.10.0.1",
-                "11.0.0.1",
-                "fd00:20::1",
-                "fd00:10::1"
-            ]
-        ),
-        // IPv6: no devices-side network of the family declared, so all but upstream's.
-        [true, false, false, true, false]
-    );
+    let addrs = [
+        "10.20.0.1",
+        "10.10.0.1",
+        "11.0.0.1",
+        "fd00:20::1",
+        "fd00:10::1",
+    ];
+    for at in [None, Some("dev0")] {
+        assert_eq!(
+            claimable(&c, at, &addrs),
+            // IPv6: no devices-side network of the family declared, so all but upstream's.
+            [true, false, false, true, false]
+        );
+    }
     // A devices-side interface that declares no networks: everything but upstream's.
     let c = build(&[("site.toml", &site("", "networks = [\"10.10.0.0/16\"]"))]).unwrap();
     assert_eq!(
-        claimable(&c, &["10.20.0.1", "192.0.2.7", "10.10.0.1"]),
+        claimable(&c, Some("dev0"), &["10.20.0.1", "192.0.2.7", "10.10.0.1"]),
         [true, true, false]
     );
+    // Two devices-side interfaces: a network inside another's is cut out of it, and one
+    // that declares none is open but for the others' networks.
+    let two = format!(
+        "{}[site.interfaces.dev1]\nside = \"devices\"\nnetworks = [\"10.30.0.0/24\"]\n[site.interfaces.dev2]\nside = \"devices\"\n",
+        site("networks = [\"10.0.0.0/8\"]", "networks = [\"10.10.0.0/16\"]")
+    );
+    let c = build(&[("site.toml", &two)]).unwrap();
+    let addrs = [
+        "10.20.0.1",
+        "10.30.0.1",
+        "192.0.2.7",
+        "10.10.0.1",
+        "fe80::1",
+    ];
+    assert_eq!(
+        claimable(&c, Some("dev0"), &addrs),
+        [true, false, false, false, true]
+    );
+    assert_eq!(
+        claimable(&c, Some("dev1"), &addrs),
+        [false, true, false, false, true]
+    );
+    assert_eq!(
+        claimable(&c, Some("dev2"), &addrs),
+        [false, false, true, false, true]
+    );
+    assert_eq!(claimable(&c, None, &addrs), [true, true, true, false, true]);
+    // No two of these interfaces share a scope (their names fold apart).
+    let scopes: std::collections::BTreeSet<u16> =
+        ["dev0", "dev1", "dev2", "icu0", "pumps0", "imaging0"]
+            .iter()
+            .map(|n| abi::claim_scope(n.as_bytes()))
+            .collect();
+    assert_eq!(scopes.len(), 6);
 }
 
 /// The slot says in which families some device is known by its MAC alone (the datapath

@@ -213,7 +213,8 @@ fn a_gateway_lets_its_devices_own_only_addresses_of_its_own_networks() {
             .into_iter()
             .map(|(n, i)| (n.to_string(), i))
             .collect();
-        MapIndex::new(&c.map_contents(0, 1, &ix).unwrap()).in_claim_networks(a.parse().unwrap())
+        MapIndex::new(&c.map_contents(0, 1, &ix).unwrap())
+            .in_claim_networks(lazaret_abi::CLAIM_POLICY as u16, a.parse().unwrap())
     };
     let ward = |name: &str| c.for_gateway(&p.site.gateways[name]);
     let (a, b) = (ward("ward-a"), ward("ward-b"));

@@ -306,6 +306,8 @@ fn packet(r: &mut Rng) -> PacketDesc {
         ifindex,
         // Not behind a bridge: port identity is the datapath's runtime state, not policy.
         port: ifindex,
+        // Set from the interface's configuration (see `check_seed`).
+        claim_scope: abi::CLAIM_POLICY as u16,
         vlan: *r.pick(&[0u16, 20, 30]),
         src_mac,
         dst_mac: [2, 0, 0, 0, 0, 0xff],
@@ -346,7 +348,13 @@ fn check_seed(seed: u64) -> Result<(), TestCaseError> {
         states.set_quarantine(d.hash, q);
     }
     for _ in 0..64 {
-        let pkt = packet(&mut r);
+        let mut pkt = packet(&mut r);
+        // What devices behind the interface may claim: its own networks' addresses.
+        pkt.claim_scope = maps
+            .ifaces
+            .iter()
+            .find(|(ix, _)| *ix == pkt.ifindex)
+            .map_or(abi::CLAIM_POLICY as u16, |(_, c)| c.claim_scope);
         let got = classify_indexed(&index, &states, &pkt);
         let want = evaluate(&policy, &cx, &pkt);
         let got_dev = got

@@ -97,6 +97,10 @@ pub mod names {
     /// The addresses that may be owned by first use, as far as the site's networks go.
     pub const CLAIM_NETS4: &str = "claimnets4";
     pub const CLAIM_NETS6: &str = "claimnets6";
+    /// The same for what devices behind each devices-side port may own (`iifname .
+    /// address`): their interface's claim scope (`IfaceConfig::claim_scope`).
+    pub const CLAIM_SCOPE4: &str = "claimscope4";
+    pub const CLAIM_SCOPE6: &str = "claimscope6";
     /// The devices' declared networks (and link-local addresses).
     pub const DEV_NETS4: &str = "devnets4";
     pub const DEV_NETS6: &str = "devnets6";
@@ -730,12 +734,45 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     // XDP program's `in_claim_networks`), flattened: an interval set matches no longest
     // prefix.
     let claimable = |c: u32| c == CLAIM_DEVICES || c == CLAIM_ANY;
-    let (claim4, claim6) = claim_networks(m, claimable);
+    let (claim4, claim6) = claim_networks(m, CLAIM_POLICY, claimable);
     t.set(CLAIM_NETS4, "typeof ip saddr", "flags interval", &claim4);
     t.set(CLAIM_NETS6, "typeof @nh,64,128", "flags interval", &claim6);
+    // Per devices-side port, its interface's scope (the site's, for an interface the
+    // policy has no entries for, as the XDP program falls back).
+    let scopes: BTreeSet<u32> = m
+        .peer4
+        .iter()
+        .filter(|(_, k, _)| k.dir == DIR_CLAIM)
+        .map(|(_, k, _)| u32::from_be_bytes(k.policy))
+        .collect();
+    let mut by_scope: BTreeMap<u32, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let (mut scope4, mut scope6) = (Vec::new(), Vec::new());
+    for p in opt.ports.iter().filter(|p| p.cfg.side == SIDE_DEVICES) {
+        let scope = Some(u32::from(p.cfg.claim_scope))
+            .filter(|s| scopes.contains(s))
+            .unwrap_or(CLAIM_POLICY);
+        let (v4, v6) = by_scope
+            .entry(scope)
+            .or_insert_with(|| claim_networks(m, scope, claimable));
+        let name = quoted(&p.name)?;
+        scope4.extend(v4.iter().map(|r| format!("{name} . {r}")));
+        scope6.extend(v6.iter().map(|r| format!("{name} . {r}")));
+    }
+    t.set(
+        CLAIM_SCOPE4,
+        "typeof iifname . ip saddr",
+        "flags interval",
+        &scope4,
+    );
+    t.set(
+        CLAIM_SCOPE6,
+        "typeof iifname . @nh,64,128",
+        "flags interval",
+        &scope6,
+    );
     // The networks declared for the devices: an owned address names its device for what
     // devices send there only inside them (the XDP program's `destination`).
-    let (dev4, dev6) = claim_networks(m, |c| c == CLAIM_DEVICES);
+    let (dev4, dev6) = claim_networks(m, CLAIM_POLICY, |c| c == CLAIM_DEVICES);
     t.set(DEV_NETS4, "typeof ip saddr", "flags interval", &dev4);
     t.set(DEV_NETS6, "typeof @nh,64,128", "flags interval", &dev6);
     // A full bucket again once it would have refilled: the burst's worth of periods.
@@ -844,14 +881,19 @@ fn dst_owner_chain(key: &str) -> &'static str {
     }
 }
 
-/// The elements of the `claimnets4`/`6` and `devnets4`/`6` sets: the ranges of the
-/// addresses whose class `keep` keeps, from the peer maps' `DIR_CLAIM` entries (nested
-/// prefixes, the longest deciding, flattened).
-fn claim_networks(m: &MapContents, keep: impl Fn(u32) -> bool) -> (Vec<String>, Vec<String>) {
+/// The elements of the `claimnets4`/`6` and `devnets4`/`6` sets (and of one port's in
+/// `claimscope4`/`6`): the ranges of the addresses whose class `keep` keeps, from the peer
+/// maps' `DIR_CLAIM` entries of claim scope `scope` (nested prefixes, the longest
+/// deciding, flattened).
+fn claim_networks(
+    m: &MapContents,
+    scope: u32,
+    keep: impl Fn(u32) -> bool,
+) -> (Vec<String>, Vec<String>) {
     // (prefix length, dir, policy, address as a number, class) → the claimable ranges.
     let spans = |bits: u32, entries: &mut dyn Iterator<Item = (u32, u8, u32, u128, u32)>| {
         let prefixes = entries
-            .filter(|e| e.1 == DIR_CLAIM && e.2 == CLAIM_POLICY)
+            .filter(|e| e.1 == DIR_CLAIM && e.2 == scope)
             .map(|(len, _, _, addr, class)| {
                 // The address bits the prefix leaves free.
                 let free = bits - len.saturating_sub(PEER_KEY_FIXED_BITS).min(bits);
@@ -1270,7 +1312,7 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &none, Reason::DenySpoof);
             t.decide(
                 d,
-                &format!("@th,64,128 != @{CLAIM_NETS6}"),
+                &format!("iifname . @th,64,128 != @{CLAIM_SCOPE6}"),
                 Reason::DenySpoof,
             );
             fcfs(t, "@th,64,128", LL_OWNER, LL_CLAIMED, budget);
@@ -1285,7 +1327,7 @@ fn chains(t: &mut Text, site_flags: u32) {
         );
         t.decide(
             d,
-            &format!("@nh,64,128 != @{CLAIM_NETS6}"),
+            &format!("iifname . @nh,64,128 != @{CLAIM_SCOPE6}"),
             Reason::DenySpoof,
         );
         fcfs(t, "@nh,64,128", LL_OWNER, LL_CLAIMED, by_mac);
@@ -1295,7 +1337,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &format!("{key} @local4"), Reason::DenySpoof);
             let none = "{ 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 }";
             t.decide(d, &format!("{key} {none}"), Reason::DenySpoof);
-            t.decide(d, &format!("{key} != @{CLAIM_NETS4}"), Reason::DenySpoof);
+            t.decide(
+                d,
+                &format!("iifname . {key} != @{CLAIM_SCOPE4}"),
+                Reason::DenySpoof,
+            );
             fcfs(t, key, OWN4, CLAIMED4, by_mac);
         });
     }

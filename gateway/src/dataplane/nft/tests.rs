@@ -671,7 +671,7 @@ fn claimable_networks_are_flattened_into_ranges() {
         ("10.10.0.0/16", CLAIM_NO),
         ("169.254.0.0/16", CLAIM_DEVICES),
     ] {
-        p4.push(claim_entry4(slot, net.parse().expect("net"), class));
+        p4.push(claim_entry4(slot, 0, net.parse().expect("net"), class));
     }
     let p6 = std::sync::Arc::make_mut(&mut i.m.peer6);
     p6.retain(|(_, k, _)| k.dir != lazaret_abi::DIR_CLAIM);
@@ -680,7 +680,7 @@ fn claimable_networks_are_flattened_into_ranges() {
         ("fd00:10::/64", CLAIM_NO),
         ("fe80::/10", CLAIM_DEVICES),
     ] {
-        p6.push(claim_entry6(slot, net.parse().expect("net"), class));
+        p6.push(claim_entry6(slot, 0, net.parse().expect("net"), class));
     }
     i.m.sort();
     let text = frame_of(&i, None, &Default::default()).build;
@@ -710,6 +710,67 @@ fn claimable_networks_are_flattened_into_ranges() {
         ),
         "{dev6}"
     );
+    // A port whose interface has no entries of its own claims as the site-wide ones say.
+    let port = |name: &str, scope: u16| super::frame::Port {
+        name: name.into(),
+        ifindex: 2,
+        cfg: lazaret_abi::IfaceConfig {
+            claim_scope: scope,
+            ..lazaret_abi::IfaceConfig::new(lazaret_abi::SIDE_DEVICES)
+        },
+    };
+    let scope = lazaret_abi::claim_scope(b"icu0");
+    let text = frame_with(&i, &[port("gd", scope)], None, &Default::default()).build;
+    let set = |name: &str| -> String {
+        let at = text.find(&format!("set {name} {{")).expect("the set");
+        text[at..].split('}').next().expect("its body").to_string()
+    };
+    assert!(
+        set("claimscope4").contains(
+            "elements = { \"gd\" . 10.0.0.0-10.9.255.255, \"gd\" . 10.11.0.0-10.255.255.255, "
+        ),
+        "{}",
+        set("claimscope4")
+    );
+    // Its interface's own entries, per port: another interface's network is cut out.
+    let p4 = std::sync::Arc::make_mut(&mut i.m.peer4);
+    for (net, class) in [
+        ("0.0.0.0/0", CLAIM_NO),
+        ("10.20.0.0/24", CLAIM_DEVICES),
+        ("10.20.0.128/25", CLAIM_NO),
+    ] {
+        p4.push(claim_entry4(
+            slot,
+            u32::from(scope),
+            net.parse().expect("net"),
+            class,
+        ));
+    }
+    i.m.sort();
+    let ports = [port("gd", scope), port("ge", 0)];
+    let text = frame_with(&i, &ports, None, &Default::default()).build;
+    let at = text.find("set claimscope4 {").expect("the set");
+    let body = text[at..].split('}').next().expect("its body");
+    assert!(body.contains("typeof iifname . ip saddr"), "{body}");
+    assert!(
+        body.contains(
+            "elements = { \"gd\" . 10.20.0.0-10.20.0.127, \"ge\" . 10.0.0.0-10.9.255.255, "
+        ),
+        "{body}"
+    );
+    // Checked before every claim, by the port the frame arrived on.
+    for key in ["ip saddr", "arp saddr ip"] {
+        assert!(
+            text.contains(&format!("iifname . {key} != @claimscope4")),
+            "{key}"
+        );
+    }
+    for key in ["@nh,64,128", "@th,64,128"] {
+        assert!(
+            text.contains(&format!("iifname . {key} != @claimscope6")),
+            "{key}"
+        );
+    }
 }
 
 /// The frame stage of `i` with one device port, `gd`.
@@ -723,11 +784,21 @@ fn frame_of(
         ifindex: 2,
         cfg: lazaret_abi::IfaceConfig::new(lazaret_abi::SIDE_DEVICES),
     }];
+    frame_with(i, &ports, log_group, carried)
+}
+
+/// The frame stage of `i` with `ports`.
+fn frame_with(
+    i: &Input,
+    ports: &[super::frame::Port],
+    log_group: Option<u32>,
+    carried: &super::frame::Dynamic,
+) -> super::frame::Frame {
     super::frame::render_frame(
         &i.m,
         &super::frame::FrameOptions {
             table: "lazaret",
-            ports: &ports,
+            ports,
             local: &Default::default(),
             log_group,
             counter_base: &Default::default(),
