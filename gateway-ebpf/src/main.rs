@@ -994,6 +994,11 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
 /// such a neighbour), but only in a network the site declares for its devices
 /// (`CLAIM_DEVICES`): where none is declared for the family, a device may own a server's
 /// address, and would then be asked about every device's flows to the server.
+/// An IPv6 link-local address is reached on the segment, by MAC: it names the device the
+/// frame is sent to, which is the one that receives it behind a bridge (bypass class: a
+/// neighbour in audit mode could open any session on a device at its link-local address).
+/// Not its owner by first use: a neighbour could use a silent device's link-local address
+/// (its MAC's EUI-64, predictable) first, and be asked in its place.
 #[inline(always)]
 fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<&'static Device> {
     if pkt.side != SIDE_DEVICES {
@@ -1001,7 +1006,10 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
-        None if !may_be_owned(gen, pkt.family, &pkt.dst) => None,
+        None if pkt.family == FAMILY_V6 && parse::is_link_local6(&pkt.dst) => {
+            lookup_mac(gen.slot, pkt.dst_mac)
+        }
+        None if !has_owners(gen, pkt.family) => None,
         None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst).filter(|_| {
             site_claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)
         }),
@@ -1674,42 +1682,42 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
         // longer the device's (its next frame from it is refused; the entry ages out).
         // Asked here, not in `owned_device`: a global function called from there made the
         // call chain's stack too deep for the verifier (512 bytes).
-        None if may_be_owned(gen, family, addr) => owned_device(gen.slot, gen.now, family, addr)
+        None if has_owners(gen, family) => owned_device(gen.slot, gen.now, family, addr)
             .filter(|_| claimable_class(site_claim_class(gen.slot, family, addr))),
         None => None,
     }
 }
 
-/// Whether `addr` may name a device as the address it owns by first use: an IPv6
-/// link-local address, which every device with a MAC owns as it uses it, or any address
-/// of a family some device of the generation is known by its MAC alone in. Otherwise no
-/// owner names a device, and none is looked up (a map lookup saved on every new flow to
-/// an address no device is bound to).
+/// Whether some device of the generation is known by its MAC alone in `family`: without
+/// one, no owner by first use names a device, and none is looked up (a map lookup saved on
+/// every new flow to an address no device is bound to).
 #[inline(always)]
-fn may_be_owned(gen: &Gen, family: u8, addr: &Addr) -> bool {
+fn has_owners(gen: &Gen, family: u8) -> bool {
     let none = if family == FAMILY_V4 {
         SITE_F_NO_OWNERS4
     } else {
         SITE_F_NO_OWNERS6
     };
-    gen.site.flags & none == 0 || (family == FAMILY_V6 && parse::is_link_local6(addr))
+    gen.site.flags & none == 0
 }
 
-/// The device whose MAC owns `addr` by first use (`claim_address`), if any: the
-/// destination of a packet (`device_at` from upstream, `destination` from a device port).
-/// For an IPv6 link-local address, any device with a MAC (every one owns the link-local
-/// addresses it uses); for any other, a device known by its MAC alone in `family` (no
-/// address of the family bound).
+/// The device known by its MAC alone (no address of `family` bound) whose MAC owns `addr`
+/// by first use (`claim_address`), if any: the destination of a packet (`device_at` from
+/// upstream, `destination` from a device port).
 /// Bypass class: without it, what upstream sends to such a device is judged by no policy
 /// of its own — it would reach an isolated device, and any session opened on it would pass
-/// as unmanaged. So would what reaches a device's link-local address across a bridge (a
-/// neighbour in audit mode opening any session on it). The address names its owner while
-/// the ownership lives (used within TIMEOUT_LL_OWNER_NS, less a second), as the nftables
-/// frame stage's `ownidx` maps keep it. (`::` and 0.0.0.0 are never owned: the lookup
-/// misses.) A BPF function of its own: inlined, its exits multiplied the paths the
+/// as unmanaged. The address names its owner while the ownership lives (used within
+/// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
+/// it. IPv6 link-local addresses are not looked up: from a device port the frame's MAC
+/// names their device (`destination`); from upstream nothing is routed to them (an upstream
+/// port of a bridge: docs/reliability.md, *Open findings*). IPv4's, 169.254/16, are, as on
+/// nftables. A BPF function of its own: inlined, its exits multiplied the paths the
 /// verifier walks after its call sites.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {
+    if parse::is_unspecified_or_link_local(family, addr) {
+        return None;
+    }
     // SAFETY: see LZ_IFACE_HIGH above.
     let owner = unsafe { LZ_LL_OWNER.get(word::owner_key(family, addr)) }?;
     // A second short of the ownership, as the frame stage's `ownidx` elements live (the
@@ -1719,9 +1727,8 @@ fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static 
     }
     let dev = lookup_mac(slot, Mac::of_owner(owner))?;
     // A device given an address of the family since it claimed this one is found by that
-    // address, no longer by this one (a link-local address stays its own).
-    if dev.flags & no_addr_flag(family) != 0 || (family == FAMILY_V6 && parse::is_link_local6(addr))
-    {
+    // address, no longer by this one.
+    if dev.flags & no_addr_flag(family) != 0 {
         Some(dev)
     } else {
         None

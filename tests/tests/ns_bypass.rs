@@ -915,9 +915,9 @@ fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> 
 /// Audit and learn soften the refusals of the device's own policy, not its peers'. The
 /// neighbour (mon-icu-02), in audit mode and then in learn mode, sends SYNs its policy has
 /// no rule for: to the monitor's HL7 port, which the monitor accepts from it (a reload adds
-/// that rule), it arrives; to another port of the monitor, over IPv4 and IPv6, which the
-/// monitor enforces and accepts nothing there, it does not (`deny_no_rule`, the monitor's
-/// refusal); to the server, which no policy speaks for, it arrives. Once the monitor is
+/// that rule), it arrives; to another port of the monitor, over IPv4 and IPv6 and at the
+/// monitor's link-local address, which the monitor enforces and accepts nothing there, it
+/// does not (`deny_no_rule`, the monitor's refusal); to the server, which no policy speaks for, it arrives. Once the monitor is
 /// isolated, the HL7 SYN is refused too (`deny_quarantine`). Both dataplanes passed the
 /// refused SYNs as the neighbour's deviations without asking the monitor's policy (found by
 /// a review).
@@ -951,20 +951,22 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
         };
         send_raw(&lab.bys, &lab.bys_if, vec![frame])
     };
-    // The monitor uses its link-local address (an advertisement of its own), which makes it
-    // the address's owner, found as the destination of what is sent there.
+    // The neighbour tries to use the monitor's link-local address first (an advertisement
+    // of it with its own MAC; refused if the monitor used it lately): what is sent to a
+    // link-local address is the device's its MAC names, whoever owns the address.
     let monitor_ll = ll(lab.att_mac);
     let mut na = icmpv6_nd(136, monitor_ll);
     na[4] = 0x20;
-    lab.attack(vec![icmp6(
+    let all_nodes = icmp6(
         [0x33, 0x33, 0, 0, 0, 1],
-        lab.att_mac,
+        lab.bys_mac,
         255,
         monitor_ll,
         "ff02::1".parse()?,
         &[],
         na,
-    )])?;
+    );
+    send_raw(&lab.bys, &lab.bys_if, vec![all_nodes])?;
     let mut generation = lab.generation()?;
     for (i, mode) in ["audit", "learn"].into_iter().enumerate() {
         // Appended, the first line continues the policy's last entry: the neighbour's.
@@ -982,7 +984,7 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
             lab.debug()
         );
         // The link-local one was traffic to no device, judged by the neighbour's softened
-        // refusal alone (found by a review): it arrived.
+        // refusal alone (found by a review): it arrived. It is sent to the monitor's MAC.
         for (dst, family) in [
             (IpAddr::V4(ATT_IP), "IPv4"),
             (IpAddr::V6(ATT_IP6), "IPv6"),

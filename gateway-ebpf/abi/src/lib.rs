@@ -125,11 +125,11 @@
 //! second before the ownership, so an address passes to a new owner only once they are
 //! gone). From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
-//! be asked about every device's flow to it. An IPv6 link-local address names the device of
-//! the MAC that owns it whatever the device has bound: every device with a MAC owns the
-//! link-local addresses it uses, and behind a bridge what a neighbour (or a host on an
-//! upstream port) sends there reaches it without a router (`SITE_F_NO_OWNERS6` does not
-//! spare that lookup).
+//! be asked about every device's flow to it. An IPv6 link-local address is not looked up
+//! this way: from a device port it names the device the frame is sent to (by destination
+//! MAC, whatever the device has bound: behind a bridge that device receives it, and a
+//! neighbour could use a silent device's link-local address first); from upstream nothing
+//! is routed to it. IPv4 link-local ones (169.254/16) are looked up as any other.
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound

@@ -388,23 +388,34 @@ impl MapIndex {
         self.device(*id)
     }
 
-    /// The device the destination address of a packet arriving on `side` names (the
-    /// datapath's `device_at` from upstream, `destination` from a device port): the one
-    /// bound to it, else the device whose MAC owns it by first use (`owned_device`: for an
-    /// IPv6 link-local address any device with a MAC, else one known by its MAC alone in
-    /// that family; from a device port only in a network declared for the devices).
-    pub fn device_at(&self, states: &DeviceStates, addr: IpAddr, side: u8) -> Option<Device> {
+    /// The device the destination address `addr` of `pkt` names (the datapath's `device_at`
+    /// from upstream, `destination` from a device port): the one bound to it, else, from a
+    /// device port, for an IPv6 link-local address the one the frame is sent to (by its
+    /// destination MAC), else the device known by its MAC alone in that family whose MAC
+    /// owns it by first use (`owned_device`; not for link-local addresses; from a device
+    /// port only in a network declared for the devices).
+    pub fn device_at(
+        &self,
+        states: &DeviceStates,
+        addr: IpAddr,
+        pkt: &PacketDesc,
+    ) -> Option<Device> {
         if let Some(d) = self.device_by_ip(addr) {
             return Some(d);
         }
-        // Every device with a MAC owns the IPv6 link-local addresses it uses.
-        let link_local = matches!(addr, IpAddr::V6(a) if is_link_local6(&a));
+        let side = pkt.side;
+        if side == SIDE_DEVICES && matches!(addr, IpAddr::V6(a) if is_link_local6(&a)) {
+            return self.device(self.lookup_mac(&pkt.dst_mac)?);
+        }
+        if unspecified_or_link_local(addr) {
+            return None;
+        }
         let none = if addr.is_ipv4() {
             SITE_F_NO_OWNERS4
         } else {
             SITE_F_NO_OWNERS6
         };
-        if self.site.flags & none != 0 && !link_local {
+        if self.site.flags & none != 0 {
             return None;
         }
         let mac = states.owners.get(&addr)?;
@@ -422,7 +433,7 @@ impl MapIndex {
         } else {
             DEV_F_NO_IP6
         };
-        (d.flags & no_addr != 0 || link_local).then_some(d)
+        (d.flags & no_addr != 0).then_some(d)
     }
 
     /// Whether a device behind an interface of claim scope `scope` may own `addr` by first
@@ -741,7 +752,7 @@ fn judge_ip(
         }
         None
     };
-    let dst_dev = ix.device_at(states, ip.dst, pkt.side);
+    let dst_dev = ix.device_at(states, ip.dst, pkt);
     if src_dev.is_none() && dst_dev.is_none() {
         return Decision::new(Reason::PassUnmanaged);
     }

@@ -187,7 +187,13 @@ impl<'p> Eval<'p> {
             }
             None
         };
-        let dst = self.by_ip(ip.dst);
+        // From a device port, a link-local destination is the device the frame is sent to.
+        let link_local_dst =
+            matches!(ip.dst, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+        let dst = match self.by_ip(ip.dst) {
+            None if link_local_dst && pkt.side == abi::SIDE_DEVICES => self.by_mac(&pkt.dst_mac),
+            found => found,
+        };
         if src.is_none() && dst.is_none() {
             return NaiveDecision::new(Reason::PassUnmanaged, None);
         }

@@ -439,7 +439,7 @@ impl Model {
         };
         let dst = self
             .index
-            .device_at(&self.states, ip.dst, p.desc.side)
+            .device_at(&self.states, ip.dst, &p.desc)
             .map_or(0, |d| d.id);
         (src, dst)
     }

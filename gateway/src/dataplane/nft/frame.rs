@@ -18,7 +18,8 @@
 //! trunk). Identity sets are keyed by `… . iifname . meta mark`, and by `… . iifname` for
 //! devices bound to any VLAN. Leaving the stage, a packet's mark is the owner mark of its
 //! destination (`render::OWNER_MARK`, an address a device known by its MAC alone owns by
-//! first use; from a device port, only inside the devices' declared networks) or 0; the
+//! first use; from a device port, only inside the devices' declared networks, and the
+//! device a frame to an IPv6 link-local address is sent to) or 0; the
 //! `inet` table reads it, then uses the mark as its own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
@@ -87,12 +88,12 @@ pub mod names {
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
-    /// owns by first use, and each IPv6 link-local address any device with a MAC owns, to
-    /// its device as an owner mark (`render::OWNER_MARK`); refreshed with the ownership, by
-    /// the owner's frames.
+    /// owns by first use (IPv6 link-local ones aside), to its device as an owner mark
+    /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
     pub const OWN_INDEX: &str = "ownidx";
-    /// The devices whose MAC may own an address, to their owner marks: known by their MAC
-    /// alone in IPv4, in IPv6, and any with a MAC (for IPv6 link-local addresses).
+    /// Devices by MAC, to their owner marks: those known by their MAC alone in IPv4 and in
+    /// IPv6 (the owners of `ownidx4`/`6`), and every one with a MAC (the device a frame to
+    /// an IPv6 link-local address is sent to).
     pub const MAC_INDEX: [&str; 3] = ["macidx4", "macidx6", "macidxll"];
     /// The addresses that may be owned by first use, as far as the site's networks go.
     pub const CLAIM_NETS4: &str = "claimnets4";
@@ -648,9 +649,9 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
     // The owners' devices, for the inet table (the `dst_*` chains), by MAC: the devices
-    // known by their MAC alone in a family (`macidx4`, `macidx6`), and every device with a
-    // MAC for IPv6 link-local addresses (`macidxll`: each owns those it uses); and the
-    // addresses they own, carried with what they had left.
+    // known by their MAC alone in a family (`macidx4`, `macidx6`); and the addresses they
+    // own, carried with what they had left. And every device with a MAC (`macidxll`): the
+    // device a frame to an IPv6 link-local address is sent to (the hooks).
     let index = super::render::device_index(m);
     let mut macidx: [BTreeMap<[u8; 6], u32>; 3] = Default::default();
     for (_, d) in &m.devices {
@@ -674,10 +675,9 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         "flags dynamic,timeout\n    timeout {}s\n    size {MAX_LL_OWNERS}",
         LL_TIMEOUT_S - 1
     );
-    // (address, which `macidx` names its owner's device, owner, seconds left)
-    let owned = |v: Vec<(String, usize, &[u8; 6], u64)>| -> Vec<String> {
+    let owned = |fi: usize, v: Vec<(String, &[u8; 6], u64)>| -> Vec<String> {
         let mut by_addr: BTreeMap<String, (u64, u32)> = BTreeMap::new();
-        for (a, fi, m, left) in v {
+        for (a, m, left) in v {
             let Some(mark) = macidx[fi].get(m).copied() else {
                 continue;
             };
@@ -692,24 +692,20 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             .collect()
     };
     let ownidx4 = owned(
+        0,
         opt.carried
             .owners4
             .iter()
-            .map(|(a, m, left)| (a.to_string(), 0, m, *left))
+            .map(|(a, m, left)| (a.to_string(), m, *left))
             .collect(),
     );
     let ownidx6 = owned(
+        1,
         opt.carried
             .owners6
             .iter()
-            .map(|(a, m, left)| {
-                (
-                    raw6(a),
-                    if a.is_unicast_link_local() { 2 } else { 1 },
-                    m,
-                    *left,
-                )
-            })
+            .filter(|(a, _, _)| !a.is_unicast_link_local())
+            .map(|(a, m, left)| (raw6(a), m, *left))
             .collect(),
     );
     for (fi, name) in MAC_INDEX.into_iter().enumerate() {
@@ -847,7 +843,8 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         let _ = writeln!(hook, "add rule netdev {table} in_{i} jump {side}");
         // A packet to an address a device owns by first use names that device (the `dst_*`
         // chains); any other, none. From a device port, only inside the devices' declared
-        // networks. (A frame the stage accepted above keeps its VLAN: no owner bit.)
+        // networks, and at an IPv6 link-local address by MAC. (A frame the stage accepted
+        // above keeps its VLAN: no owner bit.)
         let (nets4, nets6) = if p.cfg.side == SIDE_DEVICES {
             (DEV_NETS4, DEV_NETS6)
         } else {
@@ -862,6 +859,15 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             hook,
             "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,128 @{nets6} meta mark set @nh,192,128 map @{OWN_INDEX}6"
         );
+        // From a device port, an IPv6 link-local address names the device the frame is
+        // sent to (the XDP program's `destination`; `ownidx6` holds none).
+        if p.cfg.side == SIDE_DEVICES {
+            let _ = writeln!(
+                hook,
+                "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,16 & 0xffc0 == 0xfe80 meta mark set ether daddr map @{}",
+                MAC_INDEX[2]
+            );
+        }
     }
     Ok(Frame {
         table: opt.table.to_string(),
@@ -1276,25 +1282,23 @@ fn chains(t: &mut Text, site_flags: u32) {
     };
     // The owner's device by the address it owns, as the mark the inet table reads
     // (`OWNER_MARK`): found for a packet to that address (the hooks, at their end), as the
-    // XDP program's `owned_device`: an IPv6 link-local address names any device with a MAC
-    // (`macidxll`), any other one known by its MAC alone in the family; never a device known
-    // by its address (no `macidx` entry: the statement does not run). The mark is borrowed:
-    // the frame's VLAN again after.
+    // XDP program's `owned_device`. Not for IPv6 link-local addresses (the hooks name their
+    // device by the frame's destination MAC), nor for a device known by its address (no
+    // `macidx` entry: the statement does not run). The mark is borrowed: the frame's VLAN
+    // again after.
     for key in ["ip saddr", "arp saddr ip", "@nh,64,128", "@th,64,128"] {
         t.chain(dst_owner_chain(key), |t| {
             let map = owner_index_map(key);
-            let record = |by: &str| {
-                format!("meta mark set ether saddr map @{by} update @{map} {{ {key} : meta mark }}")
-            };
             let by = if key.starts_with('@') {
-                let ll = format!("{},16 & 0xffc0 == 0xfe80", &key[..key.len() - 4]);
-                t.line(&format!("{ll} {}", record(MAC_INDEX[2])));
-                t.line(&format!("{ll} goto vlan_mark"));
+                let at = &key[..key.len() - 4];
+                t.line(&format!("{at},16 & 0xffc0 == 0xfe80 return"));
                 MAC_INDEX[1]
             } else {
                 MAC_INDEX[0]
             };
-            t.line(&record(by));
+            t.line(&format!(
+                "meta mark set ether saddr map @{by} update @{map} {{ {key} : meta mark }}"
+            ));
             t.line("jump vlan_mark");
         });
     }

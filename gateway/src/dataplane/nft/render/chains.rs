@@ -124,12 +124,9 @@ impl Builder<'_> {
         self.decide(c, r, Reason::DenyRogueRa, true, Side::Devices);
         self.rule(c, vec![V4.is(), jump("id4")]);
         self.rule(c, vec![V6.is(), jump("id6")]);
-        // As from upstream (`chain_from_upstream`): an owner mark of the other table of the
-        // pair is refused, never read as a device of this one.
-        let tag = owner_tag(&self.opt.table);
-        let theirs = (tag ^ OWNER_TABLE) | OWNER_MARK;
-        let r = vec![eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(theirs))];
-        self.decide(c, r, Reason::DenyNoFlow, false, Side::Devices);
+        // Neighbor discovery reads no owner mark: before the refusal of the other table's,
+        // so that what is sent to a neighbour's link-local address (which names it by its
+        // MAC) is not refused while a reload swaps the tables.
         let neighbor = [131, 132, 133, 135, 136, 143].map(n).to_vec();
         let r = vec![V6.is(), eq(payload("icmpv6", "type"), anon(neighbor))];
         if site_flags & SITE_F_NEIGHBOR != 0 {
@@ -137,6 +134,12 @@ impl Builder<'_> {
         } else {
             self.decide(c, r, Reason::DenyNoRule, true, Side::Devices);
         }
+        // As from upstream (`chain_from_upstream`): an owner mark of the other table of the
+        // pair is refused, never read as a device of this one.
+        let tag = owner_tag(&self.opt.table);
+        let theirs = (tag ^ OWNER_TABLE) | OWNER_MARK;
+        let r = vec![eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(theirs))];
+        self.decide(c, r, Reason::DenyNoFlow, false, Side::Devices);
         self.rule(c, vec![goto("flow")]);
     }
 

@@ -117,8 +117,9 @@ pub fn device_index(m: &MapContents) -> BTreeMap<u64, u32> {
         .collect()
 }
 
-/// The packet mark the frame stage hands the table for a packet from upstream to an address
-/// a device known by its MAC alone owns by first use (the XDP program's `owned_device`):
+/// The packet mark the frame stage hands the table for a packet to an address a device
+/// known by its MAC alone owns by first use (the XDP program's `owned_device`), or from a
+/// device port to an IPv6 link-local address, for the device its frame is sent to:
 /// this bit, [`OWNER_TABLE`] for the second of the pair's tables, and the owner's
 /// [`device_index`] in the bits of [`OWNER_INDEX`]. Without the bit the mark names no owner
 /// (a frame-stage mark is otherwise a VLAN id or 0).
