@@ -457,6 +457,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.hop_limit = ip.u8::<7>();
     pkt.src = Addr([ip.ne64::<8>(), ip.ne64::<16>()]);
     pkt.dst = Addr([ip.ne64::<24>(), ip.ne64::<32>()]);
+    // Bypass class: from a device port a link-local destination names the device the frame
+    // is sent to, by MAC (`destination`). Sent to a group MAC it would name none, yet a
+    // bridge floods it to every port and the device takes it: the sender's policy alone
+    // would be asked. A unicast destination has no business in a group frame (RFC 1122
+    // §3.3.6 has hosts discard one).
+    if pkt.side == SIDE_DEVICES && pkt.dst_mac.0 & 1 != 0 && is_link_local6(&pkt.dst) {
+        return Err(Reason::DenyMalformed);
+    }
     let end = off + 40 + payload;
     let mut next = ip.u8::<6>();
     let mut at = off + 40;

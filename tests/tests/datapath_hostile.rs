@@ -1714,7 +1714,20 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
         t.judge(&syn(neighbour, DEV_MAC, 42001), LO),
         Reason::DenyNoRule
     );
-    // Sent to no device's MAC, the frame reaches no device: the sender's policy alone.
+    // Sent to a group MAC it would name no device, yet a bridge floods it to the device,
+    // which takes it (found by a review): refused whatever it carries.
+    for group in [
+        [0xff; 6],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0x33, 0x33, 0xff, 0, 0, 0x11],
+    ] {
+        assert_eq!(
+            t.judge(&syn(neighbour, group, 42002), LO),
+            Reason::DenyMalformed
+        );
+    }
+    // Sent to a unicast MAC of no device, it is taken by no device (a NIC takes its own
+    // MAC's frames): the sender's policy alone.
     assert_eq!(
         t.judge(&syn(neighbour, OTHER_MAC, 42002), LO),
         Reason::Audit

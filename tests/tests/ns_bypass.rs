@@ -1008,6 +1008,20 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
             lab.debug()
         );
     }
+    // The same SYN to the monitor's link-local address in a broadcast frame, which the
+    // bridge floods to the monitor: it would name no device (found by a review).
+    let marker = b"LZ-LL-BROADCAST";
+    let l4 = tcp(41040, 2576, TCP_SYN, marker);
+    let ip = ipv6(ll(lab.bys_mac), monitor_ll, &[], 6, &l4);
+    let broadcast = with_l4_checksum(ethernet([0xff; 6], lab.bys_mac, &[], ETH_IPV6, &ip));
+    refused_when(
+        &lab,
+        &monitor,
+        "the link-local SYN in a broadcast frame",
+        marker,
+        Some((Reason::DenyMalformed, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![broadcast]),
+    )?;
     lab.isolate("mon-icu-01")?;
     refused_when(
         &lab,

@@ -86,6 +86,10 @@
 //!   (RFC 1858, RFC 5722) or reassemble past 65,535 bytes, and an unknown train, are
 //!   [`Reason::DenyFragment`].
 //! - **TCP**: SYN with FIN or RST is [`Reason::DenyTcpFlags`].
+//! - **Link-local destinations in group frames**: from a device port, an IPv6 link-local
+//!   destination in a frame sent to a group MAC is [`Reason::DenyMalformed`] (such a
+//!   destination names the device the frame is sent to, by MAC; a bridge floods a group
+//!   frame to that device, which would take it).
 //!
 //! # Addresses owned by first use
 //! IPv6 link-local addresses are not in the policy: a device makes its own. Nor are the
@@ -111,9 +115,10 @@
 //! it), nor spoof one from outside the devices' networks. Each devices-side interface has
 //! its own entries (ABI 15; keyed by [`IfaceConfig::claim_scope`]): behind it, its own
 //! networks and link-local addresses are claimable, another devices-side interface's
-//! networks are not (a device on one VLAN cannot take the address DHCP gives a device on
-//! another, nor send from it), and where it declares no network of a family, every
-//! address of the family but the upstream and the other interfaces' networks is. A
+//! networks are not (a device behind one cannot take the address DHCP gives a device
+//! behind another, nor send from it; a trunk carrying several VLANs is one interface), and
+//! where it declares no networks, or no interface declares one of a family, every address
+//! of the family but the upstream and the other interfaces' networks is. A
 //! gateway of a fleet counts only the devices-side interfaces it serves; the others'
 //! networks are not to be owned there. An owner found outside the site-wide networks (the
 //! policy changed since) names no device as a destination.

@@ -285,6 +285,11 @@ pub enum Problem {
     ExceptionRedundant { name: String, workflow: String },
     #[error("advisory file: {message}")]
     BadAdvisory { message: String },
+    #[error(
+        "interfaces `{first}` and `{second}` share a claim scope (their names fold alike): \
+         devices behind either may own addresses of the other's networks; rename one"
+    )]
+    SharedClaimScope { first: String, second: String },
     #[error("device `{device}` is {band} risk ({advisories}) and workflow `{workflow}` lets it reach {what}")]
     RiskyBroadFlow {
         device: String,
@@ -310,6 +315,7 @@ impl Problem {
             | Problem::ExceptionGrantsNothing { .. }
             | Problem::ExceptionRedundant { .. }
             | Problem::RiskyBroadFlow { .. }
+            | Problem::SharedClaimScope { .. }
             | Problem::Omitted { errors: false, .. } => Severity::Warning,
             _ => Severity::Error,
         }

@@ -84,15 +84,15 @@ pub(crate) type Claims = (Vec<(u32, Ipv4Net, u32)>, Vec<(u32, Ipv6Net, u32)>);
 /// networks of the devices-side interfaces may be owned (`CLAIM_DEVICES`); those of the
 /// upstream interfaces not (`CLAIM_NO`; an upstream network that is also a devices-side
 /// one is upstream); link-local addresses may (a device makes its own); everything else
-/// may not, unless a devices-side interface declares no network of the family (or the
-/// site declares no devices-side interface): then everything outside the upstream
-/// networks may (`CLAIM_ANY`). And per devices-side interface (`abi::claim_scope` of its
-/// name: what devices behind it may claim): the same with only that interface's networks
-/// the devices', the other devices-side interfaces' not to be owned (its own wins where
-/// both declare a network), and `0/0` not to be owned unless the interface declares no
-/// network of the family, so that every such scope has an entry. So what an interface's
-/// devices may own, the site-wide entries let them own too (the owners they find as
-/// destinations). A devices-side
+/// may not, unless a devices-side interface declares no networks, or none declares one of
+/// the family (or the site declares no devices-side interface): then everything outside
+/// the upstream networks may (`CLAIM_ANY`). And per devices-side interface
+/// (`abi::claim_scope` of its name: what devices behind it may claim): the same with only
+/// that interface's networks the devices', the other devices-side interfaces' not to be
+/// owned (its own wins where both declare a network), and `0/0` not to be owned unless the
+/// interface declares no networks or no interface declares one of the family, so that
+/// every such scope has an entry. So what an interface's devices may own, the site-wide
+/// entries let them own too (the owners they find as destinations). A devices-side
 /// interface that `serves` says is another gateway's counts as upstream (also where one
 /// served declares the same network), in every scope.
 pub(crate) fn claims<'a>(
@@ -136,26 +136,24 @@ fn scope_claims(
     const OWN: u8 = 2;
     const SIBLING: u8 = 1;
     let mut ranks: BTreeMap<IpNet, u8> = BTreeMap::new();
-    // Per family, whether one of the scope's interfaces declares no network of it (or the
-    // site no devices-side interface): then everything of the family not another's is.
-    let mut everything = [true; 2];
-    let mut devices_side = false;
+    // Everything of a family not another's is the scope's where one of its interfaces
+    // declares no networks, or no served devices-side interface declares one of the family
+    // (or there is none).
+    let (mut devices_side, mut undeclared) = (false, false);
+    let mut declared = [false; 2];
     for i in interfaces {
+        if i.side == Side::Devices && serves(&i.name) {
+            devices_side = true;
+            for n in &i.networks {
+                declared[usize::from(n.addr().is_ipv6())] = true;
+            }
+        }
         let rank = match i.side {
             Side::Upstream => UPSTREAM,
             Side::Devices if !serves(&i.name) => OTHERS,
             Side::Devices if own.is_some_and(|(_, o)| !o.contains(&i.name.as_str())) => SIBLING,
             Side::Devices => {
-                if !devices_side {
-                    everything = [false; 2];
-                    devices_side = true;
-                }
-                for (f, open) in everything.iter_mut().enumerate() {
-                    *open |= !i
-                        .networks
-                        .iter()
-                        .any(|n| usize::from(n.addr().is_ipv6()) == f);
-                }
+                undeclared |= i.networks.is_empty();
                 OWN
             }
         };
@@ -168,6 +166,7 @@ fn scope_claims(
         .into_iter()
         .map(|(n, r)| (n, if r == OWN { CLAIM_DEVICES } else { CLAIM_NO }))
         .collect();
+    let everything = declared.map(|d| !devices_side || undeclared || !d);
     let link_local: [(IpNet, u32); 2] = [
         ("169.254.0.0/16".parse().expect("literal"), CLAIM_DEVICES),
         ("fe80::/10".parse().expect("literal"), CLAIM_DEVICES),

@@ -505,9 +505,9 @@ impl Rule {
 /// the interfaces declare that contain it, the longest decides (upstream: no; `at`'s, or
 /// any devices-side one's when `at` is none: yes; another devices-side interface's: no;
 /// on a tie in that order). Link-local addresses count as a devices-side network of `at`
-/// declared after the others; so does everything when `at` declares no network of `a`'s
-/// family (or, for any interface, when one declares none of the family, or there is no
-/// devices-side interface).
+/// declared after the others; so does everything when `at` (for any interface: one of
+/// them) declares no networks, or no devices-side interface declares one of `a`'s family
+/// (or there is none).
 pub(crate) fn in_claim_networks(p: &Policy, at: Option<&str>, a: IpAddr) -> bool {
     let v4 = a.is_ipv4();
     let at = at.filter(|n| {
@@ -519,9 +519,10 @@ pub(crate) fn in_claim_networks(p: &Policy, at: Option<&str>, a: IpAddr) -> bool
     let own = |i: &Interface| i.side == Side::Devices && at.is_none_or(|n| n == i.name);
     let devices: Vec<&Interface> = p.site.interfaces.values().filter(|i| own(i)).collect();
     let open = devices.is_empty()
-        || devices
-            .iter()
-            .any(|i| !i.networks.iter().any(|n| n.addr().is_ipv4() == v4));
+        || devices.iter().any(|i| i.networks.is_empty())
+        || !p.site.interfaces.values().any(|i| {
+            i.side == Side::Devices && i.networks.iter().any(|n| n.addr().is_ipv4() == v4)
+        });
     // (prefix length, rank on a tie: 3 upstream, 2 own, 1 another devices-side interface's,
     // 0 what is implied), allowed.
     let mut candidates: Vec<((u8, u8), bool)> = Vec::new();

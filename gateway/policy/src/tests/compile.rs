@@ -335,20 +335,21 @@ fn devices_own_addresses_only_in_their_networks() {
         "fd00:10::20",
         "2001:db8::1",
     ];
-    // Site-wide: every devices-side interface's networks; the pumps' interface declares no
-    // IPv6 network, so IPv6 outside the upstream network too.
+    // Site-wide: every devices-side interface's networks.
     assert_eq!(
         claimable(&example, None, &addrs),
-        [true, true, true, true, true, false, false, false, true]
+        [true, true, true, true, true, false, false, false, false]
     );
     // Behind an interface, its own networks only (and link-local), not another's.
     assert_eq!(
         claimable(&example, Some("icu0"), &addrs),
         [true, false, true, true, true, false, false, false, false]
     );
+    // The pumps' interface declares no IPv6 network, but another interface does: no
+    // global IPv6 address is the pumps' to take.
     assert_eq!(
         claimable(&example, Some("pumps0"), &addrs),
-        [false, true, true, false, true, false, false, false, true]
+        [false, true, true, false, true, false, false, false, false]
     );
     // An interface the policy does not declare: the site-wide entries.
     assert_eq!(claimable(&example, Some("eth9"), &addrs[..2]), [true, true]);

@@ -377,6 +377,36 @@ fn unused_definitions_are_warnings() {
     }));
 }
 
+/// What devices behind an interface may own by first use is keyed by a 16-bit fold of its
+/// name: two devices-side interfaces whose names fold alike share it, and are told.
+#[test]
+fn interfaces_sharing_a_claim_scope_are_a_warning() {
+    let (a, b) = ("ward65", "ward181");
+    assert_eq!(
+        lazaret_abi::claim_scope(a.as_bytes()),
+        lazaret_abi::claim_scope(b.as_bytes())
+    );
+    let site = |names: &[&str]| {
+        let mut s =
+            "[site]\nname = \"t\"\n[site.essentials]\ndhcp = false\ndns = false\nntp = false\n"
+                .to_string();
+        for n in names {
+            s.push_str(&format!("[site.interfaces.{n}]\nside = \"devices\"\n"));
+        }
+        let (_, c) = build(&[("site.toml", &s)]).unwrap_or_else(|e| panic!("{}", e.render()));
+        warnings(&c)
+    };
+    assert_eq!(
+        site(&[a, b]),
+        // In name order (the interfaces' table is sorted).
+        vec![Problem::SharedClaimScope {
+            first: b.into(),
+            second: a.into()
+        }]
+    );
+    assert_eq!(site(&[a, "ward66"]), vec![]);
+}
+
 #[test]
 fn a_device_without_class_or_workflow_is_a_warning() {
     let w = warns("[[devices]]\nid = \"lonely\"\nipv4 = \"10.20.0.77\"\n");

@@ -202,6 +202,12 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     let hop_limit = b.u8(off + 7)?;
     let src = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 8)?));
     let dst = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 24)?));
+    // The datapath's: from a device port, a link-local destination in a frame sent to a
+    // group MAC (it would name no device, and reach one).
+    let link_local = matches!(dst, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+    if p.desc.side == SIDE_DEVICES && p.desc.dst_mac[0] & 1 != 0 && link_local {
+        return Err(Reason::DenyMalformed);
+    }
     let end = off + 40 + payload;
     let mut next = b.u8(off + 6)?;
     let mut at = off + 40;

@@ -182,6 +182,24 @@ pub fn validate(sources: Arc<Sources>, raw: RawPolicy, diags: &mut Diags) -> Pol
             ));
         }
     }
+    // What devices behind a devices-side interface may own is keyed by a 16-bit fold of
+    // its name (`lazaret_abi::claim_scope`): two names that fold alike share it.
+    let mut scopes: BTreeMap<u16, &str> = BTreeMap::new();
+    for i in site.interfaces.values().filter(|i| i.side == Side::Devices) {
+        let scope = lazaret_abi::claim_scope(i.name.as_bytes());
+        match scopes.get(&scope) {
+            Some(first) => v.diags.push(Diagnostic::at(
+                Problem::SharedClaimScope {
+                    first: (*first).to_string(),
+                    second: i.name.clone(),
+                },
+                i.span,
+            )),
+            None => {
+                scopes.insert(scope, &i.name);
+            }
+        }
+    }
 
     Policy {
         sources,

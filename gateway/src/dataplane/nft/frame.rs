@@ -1422,6 +1422,14 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // program, before GRO, never sees them.
     if side == Side::Devices {
         t.decide(side, "ip6 length 0", Reason::DenyMalformed);
+        // From a device port a link-local destination names the device the frame is sent
+        // to, by MAC (the hooks): sent to a group MAC it would name none, and a bridge
+        // floods it to that device too (XDP: `parse_ipv6`).
+        t.decide(
+            side,
+            "@ll,0,8 & 0x01 == 0x01 ip6 daddr fe80::/10",
+            Reason::DenyMalformed,
+        );
     }
     // IPv6 extension headers: Hop-by-Hop only first, each of Destination Options and
     // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds
