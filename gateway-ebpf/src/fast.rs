@@ -22,8 +22,9 @@
 //!   fragment or an L4 header past the parser's bound takes the full path, which judges
 //!   it. Then TCP with a sane data offset and none of SYN, FIN or RST (so the flow's state
 //!   cannot change), or UDP (not a DHCP server's reply from a device port, DHCPv4's 67 or
-//!   DHCPv6's 547, which the full path refuses). Every parser check that could drop such
-//!   a frame holds.
+//!   DHCPv6's 547, which the full path refuses); from a device port, not to a link-local
+//!   address (the parser refuses one in a group frame). Every parser check that
+//!   could drop such a frame holds.
 //! - **Flow**: in the established table (no promotion to do), `FLOW_ESTABLISHED`, not
 //!   expired, stamped under the active generation and its devices' current epochs: the
 //!   full path's `keep_flow` would pass it and change nothing but the timestamp.
@@ -229,6 +230,11 @@ fn frame(iface: &IfaceConfig, l2: &Link, ip: L3) -> Option<Frame> {
         if sport == server {
             return None;
         }
+    }
+    // A link-local destination from a device port: the full path (its group-MAC check,
+    // `parse::link_local_in_group_frame`).
+    if iface.side == SIDE_DEVICES && parse::is_link_local_unicast(ip.family, &ip.dst) {
+        return None;
     }
     Some(Frame {
         src_mac: l2.eth.mac::<6, 10>(),

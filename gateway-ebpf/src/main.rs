@@ -775,6 +775,20 @@ fn judge_flow(
         Err(v) => return v,
     };
     let dst_dev = &destination(gen, pkt, dst_dev);
+    // Bypass class: a link-local destination from a device port names the device the frame
+    // is sent to, by MAC (`destination`). A flow opened at a MAC that names no device
+    // (judged by the sender's policy alone, which audit and learn soften) would carry the
+    // same addresses and ports sent on to a device's MAC: none opens, unless to one of the
+    // gateway's own addresses. (After the sender's policy: asked before, the lookups cost
+    // the verifier's count more than the program has room for. nftables asks before it,
+    // so a quarantined sender's refusal is reported as this one there.)
+    if dst_dev.is_none()
+        && pkt.side == SIDE_DEVICES
+        && parse::is_link_local_unicast(pkt.family, &pkt.dst)
+        && !is_local(pkt.family, &pkt.dst)
+    {
+        return Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
+    }
     let v = judge_responder(gen, fp, init, dst_dev, &pkt.src, port);
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
@@ -994,11 +1008,12 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
 /// such a neighbour), but only in a network the site declares for its devices
 /// (`CLAIM_DEVICES`): where none is declared for the family, a device may own a server's
 /// address, and would then be asked about every device's flows to the server.
-/// An IPv6 link-local address is reached on the segment, by MAC: it names the device the
-/// frame is sent to, which is the one that receives it behind a bridge (bypass class: a
-/// neighbour in audit mode could open any session on a device at its link-local address).
-/// Not its owner by first use: a neighbour could use a silent device's link-local address
-/// (its MAC's EUI-64, predictable) first, and be asked in its place.
+/// A link-local address (IPv6's, or IPv4's 169.254/16) is reached on the segment, by MAC:
+/// it names the device the frame is sent to, which is the one that receives it behind a
+/// bridge (bypass class: a neighbour in audit mode could open any session on a device at
+/// its link-local address). Not its owner by first use: a neighbour could use a silent
+/// device's link-local address (its MAC's EUI-64, predictable; an APIPA address seen in
+/// its probe) first, and be asked in its place.
 #[inline(always)]
 fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<&'static Device> {
     if pkt.side != SIDE_DEVICES {
@@ -1006,7 +1021,7 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
-        None if pkt.family == FAMILY_V6 && parse::is_link_local6(&pkt.dst) => {
+        None if parse::is_link_local_unicast(pkt.family, &pkt.dst) => {
             lookup_mac(gen.slot, pkt.dst_mac)
         }
         None if !has_owners(gen, pkt.family) => None,
@@ -1709,9 +1724,9 @@ fn has_owners(gen: &Gen, family: u8) -> bool {
 /// as unmanaged. The address names its owner while the ownership lives (used within
 /// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
 /// it. IPv6 link-local addresses are not looked up: from a device port the frame's MAC
-/// names their device (`destination`); from upstream nothing is routed to them (an upstream
-/// port of a bridge: docs/reliability.md, *Open findings*). IPv4's, 169.254/16, are, as on
-/// nftables. A BPF function of its own: inlined, its exits multiplied the paths the
+/// names their device (`destination`, as it does IPv4's, 169.254/16); from upstream nothing
+/// is routed to them (an upstream port of a bridge: docs/reliability.md, *Open findings*).
+/// IPv4's are from upstream, as on nftables. A BPF function of its own: inlined, its exits multiplied the paths the
 /// verifier walks after its call sites.
 #[inline(never)]
 fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static Device> {

@@ -420,6 +420,9 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.proto = ip.u8::<9>();
     pkt.src = Addr::v4(ip.ne32::<12>());
     pkt.dst = Addr::v4(ip.ne32::<16>());
+    if link_local_in_group_frame(pkt) {
+        return Err(Reason::DenyMalformed);
+    }
     pkt.frag_id = u32::from(ip.be16::<4>());
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the first one.
@@ -457,12 +460,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.hop_limit = ip.u8::<7>();
     pkt.src = Addr([ip.ne64::<8>(), ip.ne64::<16>()]);
     pkt.dst = Addr([ip.ne64::<24>(), ip.ne64::<32>()]);
-    // Bypass class: from a device port a link-local destination names the device the frame
-    // is sent to, by MAC (`destination`). Sent to a group MAC it would name none, yet a
-    // bridge floods it to every port and the device takes it: the sender's policy alone
-    // would be asked. A unicast destination has no business in a group frame (RFC 1122
-    // §3.3.6 has hosts discard one).
-    if pkt.side == SIDE_DEVICES && pkt.dst_mac.0 & 1 != 0 && is_link_local6(&pkt.dst) {
+    if link_local_in_group_frame(pkt) {
         return Err(Reason::DenyMalformed);
     }
     let end = off + 40 + payload;
@@ -693,6 +691,29 @@ pub(crate) fn is_neighbor_icmpv6(t: u8) -> bool {
 #[inline(always)]
 pub(crate) fn is_link_local6(a: &Addr) -> bool {
     a.byte(0) == 0xfe && a.byte(1) & 0xc0 == 0x80
+}
+
+/// A unicast link-local address: fe80::/10, or 169.254/16 but its broadcast address. Never
+/// routed, it is reached on the segment, by MAC (`destination`).
+#[inline(always)]
+pub(crate) fn is_link_local_unicast(family: u8, a: &Addr) -> bool {
+    if family == FAMILY_V4 {
+        a.byte(0) == 169 && a.byte(1) == 254 && (a.byte(2) != 255 || a.byte(3) != 255)
+    } else {
+        is_link_local6(a)
+    }
+}
+
+/// Bypass class: from a device port a link-local destination names the device the frame is
+/// sent to, by MAC (`destination`). Sent to a group MAC it would name none, yet a bridge
+/// floods it to every port and the device takes it: the sender's policy alone would be
+/// asked. A unicast destination has no business in a group frame (RFC 1122 §3.3.6 has
+/// hosts discard one).
+#[inline(always)]
+fn link_local_in_group_frame(pkt: &Pkt) -> bool {
+    pkt.side == SIDE_DEVICES
+        && pkt.dst_mac.0 & 1 != 0
+        && is_link_local_unicast(pkt.family, &pkt.dst)
 }
 
 /// Whether a device may own `a` by using it first (`lazaret_abi`, *Addresses owned by first

@@ -1726,12 +1726,56 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
             Reason::DenyMalformed
         );
     }
-    // Sent to a unicast MAC of no device, it is taken by no device (a NIC takes its own
-    // MAC's frames): the sender's policy alone.
+    // Sent to a unicast MAC of no device, it opens no flow (found by a review: opened by
+    // the neighbour's softened refusal alone, the flow would carry the same addresses and
+    // ports sent on to the device's MAC); sent on so, it is the device's to refuse.
     assert_eq!(
         t.judge(&syn(neighbour, OTHER_MAC, 42002), LO),
-        Reason::Audit
+        Reason::DenyNoRule
     );
+    assert_eq!(
+        t.judge(&syn(neighbour, DEV_MAC, 42002), LO),
+        Reason::DenyNoRule
+    );
+    // To the gateway's own link-local address (no device's MAC): the sender's policy.
+    let gw_ll: Ipv6Addr = "fe80::1".parse().expect("addr");
+    t.local(&[IpAddr::V6(gw_ll)]);
+    let l4 = tcp(42005, 22, TCP_SYN, &[]);
+    let to_gateway = ethernet(
+        GW_MAC,
+        BYSTANDER_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(bys_ll, gw_ll, &[], 6, &l4),
+    );
+    assert_eq!(t.judge(&to_gateway, LO), Reason::Audit);
+    // IPv4's link-local addresses the same (169.254/16, not its broadcast address).
+    let apipa = Ipv4Addr::new(169, 254, 7, 11);
+    let syn4 = |dmac: Mac, dst: Ipv4Addr, sport: u16| {
+        tcp4(BYSTANDER_MAC, dmac, BYSTANDER_IP, dst, sport, 22, TCP_SYN)
+    };
+    assert_eq!(
+        t.judge(&syn4(DEV_MAC, apipa, 43000), LO),
+        Reason::DenyNoRule
+    );
+    assert_eq!(
+        t.judge(&syn4([0xff; 6], apipa, 43001), LO),
+        Reason::DenyMalformed
+    );
+    assert_eq!(
+        t.judge(&syn4(OTHER_MAC, apipa, 43002), LO),
+        Reason::DenyNoRule
+    );
+    let broadcast = Ipv4Addr::new(169, 254, 255, 255);
+    let to_all = udp4(
+        BYSTANDER_MAC,
+        [0xff; 6],
+        BYSTANDER_IP,
+        broadcast,
+        43003,
+        5000,
+    );
+    assert_eq!(t.judge(&to_all, LO), Reason::Audit);
     // Isolated, nothing reaches the device there.
     t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
     assert_eq!(

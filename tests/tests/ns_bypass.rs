@@ -916,7 +916,7 @@ fn a_later_fragment_is_not_judged_by_what_its_bytes_look_like(dp: Dataplane) -> 
 /// neighbour (mon-icu-02), in audit mode and then in learn mode, sends SYNs its policy has
 /// no rule for: to the monitor's HL7 port, which the monitor accepts from it (a reload adds
 /// that rule), it arrives; to another port of the monitor, over IPv4 and IPv6 and at the
-/// monitor's link-local address, which the monitor enforces and accepts nothing there, it
+/// monitor's link-local addresses (IPv6's and an IPv4 one), which the monitor enforces and accepts nothing there, it
 /// does not (`deny_no_rule`, the monitor's refusal); to the server, which no policy speaks for, it arrives. Once the monitor is
 /// isolated, the HL7 SYN is refused too (`deny_quarantine`). Both dataplanes passed the
 /// refused SYNs as the neighbour's deviations without asking the monitor's policy (found by
@@ -989,6 +989,10 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
             (IpAddr::V4(ATT_IP), "IPv4"),
             (IpAddr::V6(ATT_IP6), "IPv6"),
             (IpAddr::V6(monitor_ll), "link-local"),
+            (
+                IpAddr::V4(Ipv4Addr::new(169, 254, 0, 11)),
+                "IPv4 link-local",
+            ),
         ] {
             let marker = format!("LZ-{mode}-REFUSED-{family}");
             refused_when(
@@ -1010,17 +1014,41 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
     }
     // The same SYN to the monitor's link-local address in a broadcast frame, which the
     // bridge floods to the monitor: it would name no device (found by a review).
-    let marker = b"LZ-LL-BROADCAST";
-    let l4 = tcp(41040, 2576, TCP_SYN, marker);
-    let ip = ipv6(ll(lab.bys_mac), monitor_ll, &[], 6, &l4);
-    let broadcast = with_l4_checksum(ethernet([0xff; 6], lab.bys_mac, &[], ETH_IPV6, &ip));
+    let ll_syn = |dmac: Mac, sport: u16, marker: &[u8]| {
+        let l4 = tcp(sport, 2576, TCP_SYN, marker);
+        let ip = ipv6(ll(lab.bys_mac), monitor_ll, &[], 6, &l4);
+        with_l4_checksum(ethernet(dmac, lab.bys_mac, &[], ETH_IPV6, &ip))
+    };
+    let broadcast = ll_syn([0xff; 6], 41040, b"LZ-LL-BROADCAST");
     refused_when(
         &lab,
         &monitor,
         "the link-local SYN in a broadcast frame",
-        marker,
+        b"LZ-LL-BROADCAST",
         Some((Reason::DenyMalformed, SIDE_DEVICES)),
         || send_raw(&lab.bys, &lab.bys_if, vec![broadcast]),
+    )?;
+    // To a MAC of no device (the bridge floods it, unknown, to the monitor's port too), it
+    // opens no flow; then, with the same ports, to the monitor's MAC: the monitor's to
+    // refuse. (Found by a review: the flow the first opened on the neighbour's softened
+    // refusal alone carried the second past the monitor's policy.)
+    let nobody = ll_syn([0x02, 0, 0, 0, 0x0e, 0x01], 41041, b"LZ-LL-NOBODY");
+    refused_when(
+        &lab,
+        &monitor,
+        "the link-local SYN to a MAC of no device",
+        b"LZ-LL-NOBODY",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![nobody]),
+    )?;
+    let then_monitor = ll_syn(lab.att_mac, 41041, b"LZ-LL-THEN-MONITOR");
+    refused_when(
+        &lab,
+        &monitor,
+        "the same link-local SYN then to the monitor's MAC",
+        b"LZ-LL-THEN-MONITOR",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![then_monitor]),
     )?;
     lab.isolate("mon-icu-01")?;
     refused_when(

@@ -130,11 +130,14 @@
 //! second before the ownership, so an address passes to a new owner only once they are
 //! gone). From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
-//! be asked about every device's flow to it. An IPv6 link-local address is not looked up
-//! this way: from a device port it names the device the frame is sent to (by destination
-//! MAC, whatever the device has bound: behind a bridge that device receives it, and a
-//! neighbour could use a silent device's link-local address first); from upstream nothing
-//! is routed to it. IPv4 link-local ones (169.254/16) are looked up as any other.
+//! be asked about every device's flow to it. A link-local address (fe80::/10; 169.254/16
+//! but its broadcast address) is not looked up this way from a device port: it names the
+//! device the frame is sent to (by destination MAC, whatever the device has bound: behind
+//! a bridge that device receives it, and a neighbour could use a silent device's
+//! link-local address first); sent to a group MAC it is refused, and no flow opens to one
+//! sent to a MAC of no device, unless it is the gateway's own address. From upstream an
+//! IPv6 one names no device (nothing is routed to it); an IPv4 one is looked up as any
+//! other.
 //!
 //! Owning is bounded per device: [`CLAIM_BURST`] new addresses at once, then one every
 //! [`CLAIM_PERIOD_S`] ([`MAP_DEV_CLAIM`]); refreshing its own costs nothing. The bound

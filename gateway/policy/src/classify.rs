@@ -390,7 +390,7 @@ impl MapIndex {
 
     /// The device the destination address `addr` of `pkt` names (the datapath's `device_at`
     /// from upstream, `destination` from a device port): the one bound to it, else, from a
-    /// device port, for an IPv6 link-local address the one the frame is sent to (by its
+    /// device port, for a link-local address the one the frame is sent to (by its
     /// destination MAC), else the device known by its MAC alone in that family whose MAC
     /// owns it by first use (`owned_device`; not for link-local addresses; from a device
     /// port only in a network declared for the devices).
@@ -404,7 +404,7 @@ impl MapIndex {
             return Some(d);
         }
         let side = pkt.side;
-        if side == SIDE_DEVICES && matches!(addr, IpAddr::V6(a) if is_link_local6(&a)) {
+        if side == SIDE_DEVICES && link_local_unicast(addr) {
             return self.device(self.lookup_mac(&pkt.dst_mac)?);
         }
         if unspecified_or_link_local(addr) {
@@ -561,6 +561,18 @@ fn is_link_local6(a: &Ipv6Addr) -> bool {
 }
 
 /// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
+/// A unicast link-local address: fe80::/10, or 169.254/16 but its broadcast address (the
+/// datapath's `is_link_local_unicast`): from a device port, named by the frame's MAC.
+pub fn link_local_unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[..2] == [169, 254] && o[2..] != [255, 255]
+        }
+        IpAddr::V6(a) => is_link_local6(&a),
+    }
+}
+
 pub fn unspecified_or_link_local(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => a.octets() == [0; 4],
@@ -802,9 +814,21 @@ fn judge_ip(
                 return Decision::dev(Reason::DenyNoFlow, dev_id(&src_dev, &dst_dev));
             }
             let port = if ip.has_ports() { ip.dport } else { 0 };
-            judge_policy(
+            let v = judge_policy(
                 ix, states, ip.proto, &src_dev, &dst_dev, ip.src, ip.dst, port,
-            )
+            );
+            // The datapath's, once the initiator's policy did not refuse: no flow opens from
+            // a device port to a link-local address the frame's MAC names no device for,
+            // unless the gateway's own.
+            if v.passes()
+                && pkt.side == SIDE_DEVICES
+                && link_local_unicast(ip.dst)
+                && dst_dev.is_none()
+                && !states.local.contains(&ip.dst)
+            {
+                return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
+            }
+            v
         }
     }
 }

@@ -188,8 +188,7 @@ impl<'p> Eval<'p> {
             None
         };
         // From a device port, a link-local destination is the device the frame is sent to.
-        let link_local_dst =
-            matches!(ip.dst, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+        let link_local_dst = crate::classify::link_local_unicast(ip.dst);
         let dst = match self.by_ip(ip.dst) {
             None if link_local_dst && pkt.side == abi::SIDE_DEVICES => self.by_mac(&pkt.dst_mac),
             found => found,
@@ -286,6 +285,15 @@ impl<'p> Eval<'p> {
                     return NaiveDecision::new(reason, Some(d));
                 }
             }
+        }
+        // Unless the initiator refused: no flow opens to a link-local address of no device
+        // (by MAC) but the gateway's.
+        if link_local_dst
+            && pkt.side == abi::SIDE_DEVICES
+            && dst.is_none()
+            && !self.cx.local.contains(&ip.dst)
+        {
+            return NaiveDecision::new(Reason::DenyNoRule, src);
         }
         if let Some(v) = softened {
             return v;

@@ -167,6 +167,7 @@ fn parse_ipv4(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     let proto = b.u8(off + 9)?;
     let src = IpAddr::V4(Ipv4Addr::from(b.get::<4>(off + 12)?));
     let dst = IpAddr::V4(Ipv4Addr::from(b.get::<4>(off + 16)?));
+    link_local_in_group_frame(p, dst)?;
     p.frag_id = u32::from(b.be16(off + 4)?);
     let mut ip = ip_desc(src, dst, proto, ttl);
     if frag_off != 0 {
@@ -189,6 +190,16 @@ fn parse_ipv4(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     Ok(())
 }
 
+/// The datapath's `link_local_in_group_frame`: from a device port, a link-local destination
+/// in a frame sent to a group MAC (it would name no device, and reach one).
+fn link_local_in_group_frame(p: &Parsed, dst: IpAddr) -> Result<(), Reason> {
+    let group = p.desc.dst_mac[0] & 1 != 0;
+    if p.desc.side == SIDE_DEVICES && group && crate::classify::link_local_unicast(dst) {
+        return Err(Reason::DenyMalformed);
+    }
+    Ok(())
+}
+
 fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     let vtc = b.u8(off)?;
     if vtc >> 4 != 6 {
@@ -202,12 +213,7 @@ fn parse_ipv6(b: &Bytes, off: usize, p: &mut Parsed) -> Result<(), Reason> {
     let hop_limit = b.u8(off + 7)?;
     let src = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 8)?));
     let dst = IpAddr::V6(Ipv6Addr::from(b.get::<16>(off + 24)?));
-    // The datapath's: from a device port, a link-local destination in a frame sent to a
-    // group MAC (it would name no device, and reach one).
-    let link_local = matches!(dst, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
-    if p.desc.side == SIDE_DEVICES && p.desc.dst_mac[0] & 1 != 0 && link_local {
-        return Err(Reason::DenyMalformed);
-    }
+    link_local_in_group_frame(p, dst)?;
     let end = off + 40 + payload;
     let mut next = b.u8(off + 6)?;
     let mut at = off + 40;

@@ -116,6 +116,10 @@ const MAPPED6: &str = "0x00000000000000000000ffff";
 const ZERO6: &str = "0x00000000000000000000000000000000";
 const LOOPBACK6: &str = "0x00000000000000000000000000000001";
 
+/// A unicast IPv4 link-local destination (169.254/16 but its broadcast address; the XDP
+/// program's `is_link_local_unicast`).
+const LINK_LOCAL_UNICAST4: &str = "ip daddr 169.254.0.0/16 ip daddr != 169.254.255.255";
+
 /// How long a link-local owner keeps an unused address (`TIMEOUT_LL_OWNER_NS`), in seconds.
 const LL_TIMEOUT_S: u64 = TIMEOUT_LL_OWNER_NS / NS_PER_S;
 
@@ -861,12 +865,26 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         );
         // From a device port, an IPv6 link-local address names the device the frame is
         // sent to (the XDP program's `destination`; `ownidx6` holds none).
+        // Sent to a MAC of no device (and not to the gateway's own), it names no device:
+        // `render::LINK_LOCAL_NOBODY`, which opens no flow.
         if p.cfg.side == SIDE_DEVICES {
-            let _ = writeln!(
-                hook,
-                "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,16 & 0xffc0 == 0xfe80 meta mark set ether daddr map @{}",
-                MAC_INDEX[2]
-            );
+            let ll4 = format!("meta protocol ip {LINK_LOCAL_UNICAST4}");
+            let ll6 = "meta protocol ip6 @nh,192,16 & 0xffc0 == 0xfe80";
+            let nobody = super::render::LINK_LOCAL_NOBODY;
+            for (ll, not_local) in [
+                (ll4.as_str(), format!("ip daddr != @{LOCAL4}")),
+                (ll6, format!("@nh,192,128 != @{T_LOCAL}")),
+            ] {
+                let _ = writeln!(
+                    hook,
+                    "add rule netdev {table} in_{i} {ll} {not_local} meta mark set {nobody}"
+                );
+                let _ = writeln!(
+                    hook,
+                    "add rule netdev {table} in_{i} {ll} meta mark set ether daddr map @{}",
+                    MAC_INDEX[2]
+                );
+            }
         }
     }
     Ok(Frame {
@@ -1424,12 +1442,11 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
         t.decide(side, "ip6 length 0", Reason::DenyMalformed);
         // From a device port a link-local destination names the device the frame is sent
         // to, by MAC (the hooks): sent to a group MAC it would name none, and a bridge
-        // floods it to that device too (XDP: `parse_ipv6`).
-        t.decide(
-            side,
-            "@ll,0,8 & 0x01 == 0x01 ip6 daddr fe80::/10",
-            Reason::DenyMalformed,
-        );
+        // floods it to that device too (XDP: `link_local_in_group_frame`).
+        for dst in [LINK_LOCAL_UNICAST4, "ip6 daddr fe80::/10"] {
+            let group = format!("@ll,0,8 & 0x01 == 0x01 {dst}");
+            t.decide(side, &group, Reason::DenyMalformed);
+        }
     }
     // IPv6 extension headers: Hop-by-Hop only first, each of Destination Options and
     // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds

@@ -5,7 +5,9 @@
 use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
-use super::{owner_tag, LEARN_PREFIX, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6};
+use super::{
+    owner_tag, LEARN_PREFIX, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6,
+};
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
 use nftables::schema::{Chain, NfListObject};
@@ -349,6 +351,18 @@ impl Builder<'_> {
             ne(payload("icmpv6", "type"), n(128)),
         ];
         self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
+        // Bypass class: no flow opens from a device port to a link-local address of no
+        // device (the frame stage's mark: sent to no device's MAC, not the gateway's own
+        // address). Opened at such a MAC, judged by the sender's policy alone, its packets
+        // sent on to a device's MAC would pass as the flow's. Before the sender's policy
+        // (the XDP program's `judge_flow` asks it after: a quarantined sender's refusal is
+        // reported as this one here).
+        let r = vec![
+            ct_confirmed(false),
+            in_set(iifname(), DEV_IFACES),
+            eq(mark(), n(LINK_LOCAL_NOBODY)),
+        ];
+        self.decide(c, r, Reason::DenyNoRule, true, Side::Devices);
         // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone (the
         // kernel's DCCP tracker is gone), so a peer's own session to a device, on other
         // ports, would be a reply of the device's session. Each session's ports are kept in

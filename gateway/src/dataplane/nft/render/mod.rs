@@ -132,6 +132,16 @@ pub const OWNER_MARK: u32 = 0x8000_0000;
 pub const OWNER_TABLE: u32 = 0x4000_0000;
 /// The bits of an [`OWNER_MARK`] mark that hold the device's index.
 pub const OWNER_INDEX: u32 = 0xffff;
+/// The packet mark the frame stage hands the table for a packet from a device port to an
+/// IPv6 link-local address that is not the gateway's, sent to a MAC of no device: no flow
+/// opens with it (the XDP program's `judge_flow`; a flow opened at such a MAC would carry
+/// the same addresses and ports sent on to a device's). Not an owner mark.
+pub const LINK_LOCAL_NOBODY: u32 = 0x2000_0000;
+
+const _: () = assert!(
+    LINK_LOCAL_NOBODY & (OWNER_MARK | OWNER_TABLE | OWNER_INDEX) == 0 && LINK_LOCAL_NOBODY > 4095,
+    "apart from owner marks and VLAN ids"
+);
 
 const _: () = assert!(
     MAX_DEVICES <= OWNER_INDEX,
