@@ -560,7 +560,6 @@ fn is_link_local6(a: &Ipv6Addr) -> bool {
     o[0] == 0xfe && o[1] & 0xc0 == 0x80
 }
 
-/// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
 /// A unicast link-local address: fe80::/10, or 169.254/16 but its broadcast address (the
 /// datapath's `is_link_local_unicast`): from a device port, named by the frame's MAC.
 pub fn link_local_unicast(a: IpAddr) -> bool {
@@ -573,6 +572,7 @@ pub fn link_local_unicast(a: IpAddr) -> bool {
     }
 }
 
+/// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
 pub fn unspecified_or_link_local(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => a.octets() == [0; 4],

@@ -19,7 +19,8 @@
 //! devices bound to any VLAN. Leaving the stage, a packet's mark is the owner mark of its
 //! destination (`render::OWNER_MARK`, an address a device known by its MAC alone owns by
 //! first use; from a device port, only inside the devices' declared networks, and the
-//! device a frame to an IPv6 link-local address is sent to) or 0; the
+//! device a frame to a link-local address is sent to), `render::LINK_LOCAL_NOBODY` (from a
+//! device port, to a link-local address of no device's MAC, not the gateway's), or 0; the
 //! `inet` table reads it, then uses the mark as its own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
@@ -93,7 +94,7 @@ pub mod names {
     pub const OWN_INDEX: &str = "ownidx";
     /// Devices by MAC, to their owner marks: those known by their MAC alone in IPv4 and in
     /// IPv6 (the owners of `ownidx4`/`6`), and every one with a MAC (the device a frame to
-    /// an IPv6 link-local address is sent to).
+    /// a link-local address is sent to).
     pub const MAC_INDEX: [&str; 3] = ["macidx4", "macidx6", "macidxll"];
     /// The addresses that may be owned by first use, as far as the site's networks go.
     pub const CLAIM_NETS4: &str = "claimnets4";

@@ -132,8 +132,8 @@ pub const OWNER_MARK: u32 = 0x8000_0000;
 pub const OWNER_TABLE: u32 = 0x4000_0000;
 /// The bits of an [`OWNER_MARK`] mark that hold the device's index.
 pub const OWNER_INDEX: u32 = 0xffff;
-/// The packet mark the frame stage hands the table for a packet from a device port to an
-/// IPv6 link-local address that is not the gateway's, sent to a MAC of no device: no flow
+/// The packet mark the frame stage hands the table for a packet from a device port to a
+/// link-local address that is not the gateway's, sent to a MAC of no device: no flow
 /// opens with it (the XDP program's `judge_flow`; a flow opened at such a MAC would carry
 /// the same addresses and ports sent on to a device's). Not an owner mark.
 pub const LINK_LOCAL_NOBODY: u32 = 0x2000_0000;
