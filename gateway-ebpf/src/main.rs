@@ -722,12 +722,13 @@ fn judge_flow(
             flow_timeout_ns(pkt.proto, flow.state),
         ) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
-            if flow_is_current(gen, flow) {
+            if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, initiator_is_src) {
                 let dev = dev_id(src_dev, dst_dev);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dev);
             }
-            // Policy or device state changed since the flow was admitted: judge its
-            // initiating direction again under the current generation.
+            // Policy or device state changed since the flow was admitted, or its packet goes
+            // to another device: judge its initiating direction again under the current
+            // generation, for the device it reaches.
             let dst_dev = &destination(gen, pkt, dst_dev);
             let (init_dev, resp_dev) = if initiator_is_src {
                 (src_dev, dst_dev)
@@ -775,18 +776,10 @@ fn judge_flow(
         Err(v) => return v,
     };
     let dst_dev = &destination(gen, pkt, dst_dev);
-    // Bypass class: a link-local destination from a device port names the device the frame
-    // is sent to, by MAC (`destination`). A flow opened at a MAC that names no device
-    // (judged by the sender's policy alone, which audit and learn soften) would carry the
-    // same addresses and ports sent on to a device's MAC: none opens, unless to one of the
-    // gateway's own addresses. (After the sender's policy: asked before, the lookups cost
-    // the verifier's count more than the program has room for. nftables asks before it,
-    // so a quarantined sender's refusal is reported as this one there.)
-    if dst_dev.is_none()
-        && pkt.side == SIDE_DEVICES
-        && parse::is_link_local_unicast(pkt.family, &pkt.dst)
-        && !is_local(pkt.family, &pkt.dst)
-    {
+    // After the sender's policy: asked before, the lookups cost the verifier's count more
+    // than the program has room for. (nftables asks before it, so a quarantined sender's
+    // refusal is reported as this one there.)
+    if to_nobody(pkt, dst_dev) {
         return Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
     }
     let v = judge_responder(gen, fp, init, dst_dev, &pkt.src, port);
@@ -809,6 +802,45 @@ fn judge_flow(
         }
     }
     v
+}
+
+/// Bypass class: a link-local destination from a device port names the device the frame is
+/// sent to, by MAC (`destination`). A flow to such an address at a MAC that names no device
+/// (judged by the sender's policy alone, which audit and learn soften) would carry the same
+/// addresses and ports sent on to a device's MAC (`sent_elsewhere` judges those again
+/// now): none opens, unless to one of the gateway's own addresses. A flow judged again is
+/// not asked this (the verifier's count has no room for it there): sent on to a MAC of no
+/// device, a bridge floods it to ports whose devices do not take it.
+#[inline(always)]
+fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
+    dst_dev.is_none()
+        && pkt.side == SIDE_DEVICES
+        && parse::is_link_local_unicast(pkt.family, &pkt.dst)
+        && !is_local(pkt.family, &pkt.dst)
+}
+
+/// Bypass class: a flow to a link-local address is keyed by addresses and ports, but its
+/// responder is the device the frame that opened it was sent to, by MAC (`destination`). A
+/// neighbour could open it at a MAC whose device accepts it (its own, where audit or learn
+/// softens its refusal) and send the same addresses and ports on to another device's MAC,
+/// whose policy was never asked. The initiator's packets of such a flow go on only to the
+/// device the flow names; sent elsewhere, the flow is judged again for the device they
+/// reach. (The responder's packets come from the device the flow names: their source
+/// address is checked as any device's.)
+#[inline(always)]
+fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, initiator_is_src: bool) -> bool {
+    if pkt.side != SIDE_DEVICES
+        || !initiator_is_src
+        || !parse::is_link_local_unicast(pkt.family, &pkt.dst)
+    {
+        return false;
+    }
+    let responder = if flow.initiator == 0 {
+        flow.dev_b
+    } else {
+        flow.dev_a
+    };
+    mac_device(gen.slot, pkt.dst_mac).id != responder
 }
 
 /// The outcome of a flow lookup done before judge_flow, kept as plain scalars that are

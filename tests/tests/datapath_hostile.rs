@@ -1737,6 +1737,25 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
         t.judge(&syn(neighbour, DEV_MAC, 42002), LO),
         Reason::DenyNoRule
     );
+    // Opened at a MAC whose device accepts it (the neighbour's own: in audit mode its
+    // refusals only report), the flow goes on there; its addresses and ports sent on to the
+    // device's MAC are the device's to judge, and refused, end the flow (found by a review:
+    // they passed as the flow's).
+    for (i, (dmac, reason)) in [
+        (BYSTANDER_MAC, Reason::Audit),
+        (BYSTANDER_MAC, Reason::AllowFlow),
+        (DEV_MAC, Reason::DenyNoRule),
+        (BYSTANDER_MAC, Reason::Audit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            t.judge(&syn(neighbour, dmac, 42006), LO),
+            reason,
+            "frame {i}"
+        );
+    }
     // To the gateway's own link-local address (no device's MAC): the sender's policy.
     let gw_ll: Ipv6Addr = "fe80::1".parse().expect("addr");
     t.local(&[IpAddr::V6(gw_ll)]);

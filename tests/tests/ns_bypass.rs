@@ -968,11 +968,18 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
     );
     send_raw(&lab.bys, &lab.bys_if, vec![all_nodes])?;
     let mut generation = lab.generation()?;
+    // A third monitor, known by its MAC alone and not plugged in, in audit mode: what is
+    // sent to it passes (its refusals only report), and the bridge floods it to every port.
+    let absent: Mac = [0x02, 0, 0, 0, 0x0e, 0x03];
     for (i, mode) in ["audit", "learn"].into_iter().enumerate() {
         // Appended, the first line continues the policy's last entry: the neighbour's.
         let extra = format!(
             "mode = \"{mode}\"\n\n[[workflows.hl7-results.rules]]\npeer = \"10.20.0.12/32\"\n\
-             proto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n"
+             proto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n\n\
+             [[devices]]\nid = \"mon-icu-03\"\nclass = \"patient-monitor\"\nmac = \"{}\"\n\
+             vlan = 20\ninterface = \"{}\"\nmode = \"audit\"\n",
+            BypassLab::fmt(absent),
+            lab.bridge
         );
         generation = lab.reload_to(generation, &extra)?;
         let sport = 41000 + 10 * i as u16;
@@ -1049,6 +1056,25 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
         b"LZ-LL-THEN-MONITOR",
         Some((Reason::DenyNoRule, SIDE_DEVICES)),
         || send_raw(&lab.bys, &lab.bys_if, vec![then_monitor]),
+    )?;
+    // Opened at the absent monitor's MAC (flooded, it arrives: that monitor accepts it),
+    // then the same ports to the monitor's MAC: the monitor's to refuse. (Found by a
+    // review: they passed as the flow's.)
+    let at_absent = ll_syn(absent, 41042, b"LZ-LL-AT-ABSENT");
+    send_raw(&lab.bys, &lab.bys_if, vec![at_absent])?;
+    ensure!(
+        monitor.saw(b"LZ-LL-AT-ABSENT", ARRIVE),
+        "the link-local SYN to the absent monitor's MAC did not arrive\n{}",
+        lab.debug()
+    );
+    let moved = ll_syn(lab.att_mac, 41042, b"LZ-LL-MOVED");
+    refused_when(
+        &lab,
+        &monitor,
+        "the link-local SYN moved from the absent monitor's MAC to the monitor's",
+        b"LZ-LL-MOVED",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![moved]),
     )?;
     lab.isolate("mon-icu-01")?;
     refused_when(

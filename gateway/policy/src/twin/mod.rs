@@ -337,7 +337,14 @@ impl Model {
         let hint = if ip.flowless() {
             FlowHint::None
         } else {
-            self.hint(&k, src_is_a)
+            match self.hint(&k, src_is_a) {
+                FlowHint::Current { .. } if self.sent_elsewhere(&k, p, ip, src_is_a) => {
+                    FlowHint::Stale {
+                        initiator_is_src: true,
+                    }
+                }
+                hint => hint,
+            }
         };
         let mut desc = p.desc;
         desc.flow = hint;
@@ -379,6 +386,23 @@ impl Model {
             }
         }
         d
+    }
+
+    /// The datapath's `sent_elsewhere`: the initiator's packet of a flow to a link-local
+    /// address from a device port, sent to a MAC whose device is not the flow's responder.
+    /// Judged again, for the device it reaches.
+    fn sent_elsewhere(&self, k: &Key, p: &Parsed, ip: &IpDesc, src_is_a: bool) -> bool {
+        let Some(f) = self.flows.get(k) else {
+            return false;
+        };
+        if p.desc.side != SIDE_DEVICES
+            || f.a_initiated != src_is_a
+            || !crate::classify::link_local_unicast(ip.dst)
+        {
+            return false;
+        }
+        let responder = if f.a_initiated { f.dev_b } else { f.dev_a };
+        self.index.lookup_mac(&p.desc.dst_mac).unwrap_or(0) != responder
     }
 
     /// A packet of a live flow: its state advances, and a confirmed flow of the new table

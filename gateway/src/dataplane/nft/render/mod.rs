@@ -353,6 +353,15 @@ impl Fam {
     fn is(&self) -> Stmt {
         eq(meta(MetaKey::Protocol), s(self.proto))
     }
+    /// The family's unicast link-local addresses (the XDP program's
+    /// `is_link_local_unicast`): fe80::/10; 169.254/16 but its broadcast address.
+    fn link_local_unicast(&self) -> Expr {
+        if self.v == 4 {
+            range(s("169.254.0.0"), s("169.254.255.254"))
+        } else {
+            range(s("fe80::"), s("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))
+        }
+    }
     fn ct_saddr(&self) -> Expr {
         ct_orig(self.ct_saddr)
     }
