@@ -424,13 +424,16 @@ fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev) -> Verdict {
     // the state that now forbids it, for as long as the receiver reassembles. Its flow
     // says whether it still may: the flow a quarantine or a reload would judge again on
     // its next packet (its ports, which later fragments lack, are in the train).
-    let (key, _) = normalized_key(
+    let (key, src_is_a) = normalized_key(
         (&pkt.src, train.sport),
         (&pkt.dst, train.dport),
         (pkt.proto, pkt.family),
         train.echo,
     );
-    let live = live_flow(gen, &key).is_some_and(|f| flow_is_current(gen, f));
+    // Sent to another device's MAC than the flow names there, it would reach a device
+    // whose policy never judged the train (`sent_elsewhere`).
+    let live = live_flow(gen, &key)
+        .is_some_and(|f| flow_is_current(gen, f) && !sent_elsewhere(gen, pkt, f, src_is_a));
     match Reason::from_u8(train.reason) {
         Some(r) if live && r.passes() => {
             let mut v = Verdict::new(r);
@@ -722,13 +725,13 @@ fn judge_flow(
             flow_timeout_ns(pkt.proto, flow.state),
         ) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
-            if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, initiator_is_src) {
+            if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, src_is_a) {
                 let dev = dev_id(src_dev, dst_dev);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dev);
             }
             // Policy or device state changed since the flow was admitted, or its packet goes
-            // to another device: judge its initiating direction again under the current
-            // generation, for the device it reaches.
+            // to another device than the flow names: judge its initiating direction again
+            // under the current generation, for the device it reaches.
             let dst_dev = &destination(gen, pkt, dst_dev);
             let (init_dev, resp_dev) = if initiator_is_src {
                 (src_dev, dst_dev)
@@ -819,28 +822,23 @@ fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
         && !is_local(pkt.family, &pkt.dst)
 }
 
-/// Bypass class: a flow to a link-local address is keyed by addresses and ports, but its
-/// responder is the device the frame that opened it was sent to, by MAC (`destination`). A
-/// neighbour could open it at a MAC whose device accepts it (its own, where audit or learn
-/// softens its refusal) and send the same addresses and ports on to another device's MAC,
-/// whose policy was never asked. The initiator's packets of such a flow go on only to the
-/// device the flow names; sent elsewhere, the flow is judged again for the device they
-/// reach. (The responder's packets come from the device the flow names: their source
-/// address is checked as any device's.)
+/// Bypass class: a flow to a link-local address is keyed by addresses and ports, but the
+/// device at each link-local end is the one the frames are sent to, by MAC (`destination`,
+/// stamped in the flow). A neighbour could open it at a MAC whose device accepts it (its
+/// own, where audit or learn softens its refusal) and send the same addresses and ports on
+/// to another device's MAC, whose policy was never asked; or, owning a silent device's
+/// link-local address by first use, open a flow from it and send the replies to that
+/// device's MAC. A packet from a device port (`src_is_a`: its source is endpoint a) to a
+/// link-local address goes on as the flow's only to the MAC of the device the flow names
+/// at that end (an ICMP error about the flow and a later fragment of its train too); sent
+/// elsewhere, the flow is judged again, for the device it reaches.
 #[inline(always)]
-fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, initiator_is_src: bool) -> bool {
-    if pkt.side != SIDE_DEVICES
-        || !initiator_is_src
-        || !parse::is_link_local_unicast(pkt.family, &pkt.dst)
-    {
+fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool) -> bool {
+    if pkt.side != SIDE_DEVICES || !parse::is_link_local_unicast(pkt.family, &pkt.dst) {
         return false;
     }
-    let responder = if flow.initiator == 0 {
-        flow.dev_b
-    } else {
-        flow.dev_a
-    };
-    mac_device(gen.slot, pkt.dst_mac).id != responder
+    let there = if src_is_a { flow.dev_b } else { flow.dev_a };
+    mac_device(gen.slot, pkt.dst_mac).id != there
 }
 
 /// The outcome of a flow lookup done before judge_flow, kept as plain scalars that are
@@ -1091,14 +1089,17 @@ fn judge_related(
     let Some(flow) = live_flow(gen, &key) else {
         return Verdict::dev(Reason::DenyNoFlow, dev);
     };
-    if flow_is_current(gen, flow) {
+    let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
+    // The error's own source is the quoted packet's destination (`sent_elsewhere`).
+    if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, !inner_src_is_a) {
         let mut v = Verdict::dev(Reason::AllowFlow, dev);
         v.rule = flow.rule;
         v.report = false;
         return v;
     }
     // The policy or a device's state changed since the flow was last judged (a quarantine
-    // among them): judge the flow's opening again, as its own next packet would be.
+    // among them), or the error goes to another device than the flow's: judge the flow's
+    // opening again, as its own next packet would be.
     // The quoted packet went from the error's destination to its source (checked above),
     // or, upstream, to a host a router answered for.
     let inner_src_dev = destination(gen, pkt, dst_dev);
@@ -1107,7 +1108,6 @@ fn judge_related(
     } else {
         lookup_ip_device(gen.slot, pkt.family, &pkt.inner_dst)
     };
-    let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
     let v = if initiator_is_inner_src {
         judge_policy(
             gen,

@@ -1756,6 +1756,32 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
             "frame {i}"
         );
     }
+    // Owning the device's link-local address (above), the neighbour opens a flow from it at
+    // its own MAC, then sends the replies to the device's MAC: the device's to judge, as
+    // the flow's end there (found by a review: they passed as the flow's).
+    let datagram = |dmac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)| {
+        let ip = ipv6(
+            src,
+            dst,
+            &[],
+            17,
+            &udp(sport, dport, b"a flow from a taken address"),
+        );
+        ethernet(dmac, BYSTANDER_MAC, &[], ETH_IPV6, &ip)
+    };
+    let (taken, own) = ((dev_ll, 5000), (bys_ll, 7000));
+    assert_eq!(
+        t.judge(&datagram(BYSTANDER_MAC, taken, own), LO),
+        Reason::Audit
+    );
+    assert_eq!(
+        t.judge(&datagram(BYSTANDER_MAC, own, taken), LO),
+        Reason::AllowFlow
+    );
+    assert_eq!(
+        t.judge(&datagram(DEV_MAC, own, taken), LO),
+        Reason::DenyNoRule
+    );
     // To the gateway's own link-local address (no device's MAC): the sender's policy.
     let gw_ll: Ipv6Addr = "fe80::1".parse().expect("addr");
     t.local(&[IpAddr::V6(gw_ll)]);
@@ -1795,10 +1821,70 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
         5000,
     );
     assert_eq!(t.judge(&to_all, LO), Reason::Audit);
+    // A flow opened at the neighbour's own MAC carries neither an ICMP error towards its
+    // responder nor a later fragment of its train to the device's MAC (found by a review:
+    // both passed as the flow's); to the flow's responder they pass.
+    let to = |dmac: Mac, proto: u8, l4: &[u8], o: &Ipv4Opts| {
+        let ip = ipv4(BYSTANDER_IP, apipa, proto, l4, o);
+        ethernet(dmac, BYSTANDER_MAC, &[], ETH_IPV4, &ip)
+    };
+    let opening = udp(43010, 5000, b"opens a flow at the neighbour's MAC");
+    assert_eq!(
+        t.judge(&to(BYSTANDER_MAC, 17, &opening, &Ipv4Opts::default()), LO),
+        Reason::Audit
+    );
+    for (dmac, reason) in [
+        (DEV_MAC, Reason::DenyNoRule),
+        (BYSTANDER_MAC, Reason::AllowFlow),
+    ] {
+        let error = port_unreachable(
+            BYSTANDER_MAC,
+            dmac,
+            BYSTANDER_IP,
+            apipa,
+            apipa,
+            5000,
+            BYSTANDER_IP,
+            43010,
+        );
+        assert_eq!(t.judge(&error, LO), reason, "an error to {dmac:02x?}");
+    }
+    let first = Ipv4Opts {
+        id: 77,
+        more_fragments: true,
+        ..Ipv4Opts::default()
+    };
+    let later = Ipv4Opts {
+        id: 77,
+        frag_offset: 3,
+        more_fragments: true,
+        ..Ipv4Opts::default()
+    };
+    let head = udp(43011, 5000, b"a train opened at the neighbour's MAC");
+    assert_eq!(
+        t.judge(&to(BYSTANDER_MAC, 17, &head, &first), LO),
+        Reason::Audit
+    );
+    for (dmac, reason) in [
+        (DEV_MAC, Reason::DenyFragment),
+        (BYSTANDER_MAC, Reason::Audit),
+    ] {
+        let tail = to(dmac, 17, b"written after the fact..", &later);
+        assert_eq!(t.judge(&tail, LO), reason, "a fragment to {dmac:02x?}");
+    }
     // Isolated, nothing reaches the device there.
     t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
     assert_eq!(
         t.judge(&syn(neighbour, DEV_MAC, 42003), LO),
+        Reason::DenyQuarantine
+    );
+    let taken = (dev_ll, 5001);
+    assert_eq!(
+        t.judge(&datagram(BYSTANDER_MAC, taken, own), LO),
+        Reason::Audit
+    );
+    assert_eq!(
+        t.judge(&datagram(DEV_MAC, own, taken), LO),
         Reason::DenyQuarantine
     );
     // From upstream a link-local address names no device (nothing is routed to it; an

@@ -1076,6 +1076,81 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
         Some((Reason::DenyNoRule, SIDE_DEVICES)),
         || send_raw(&lab.bys, &lab.bys_if, vec![moved]),
     )?;
+    // Nor does an ICMPv6 error from the neighbour about such a flow (quoting the absent
+    // monitor's answer), sent to the monitor's MAC (found by a review: it passed as the
+    // flow's). A later fragment of a train opened so is `datapath_hostile`'s: nftables
+    // reassembles a datagram before judging it, and sends it on at its first fragment's MAC.
+    let at_absent = ll_syn(absent, 41043, b"LZ-LL-AT-ABSENT-AGAIN");
+    send_raw(&lab.bys, &lab.bys_if, vec![at_absent])?;
+    ensure!(
+        monitor.saw(b"LZ-LL-AT-ABSENT-AGAIN", ARRIVE),
+        "the second link-local SYN to the absent monitor's MAC did not arrive\n{}",
+        lab.debug()
+    );
+    let answer = tcp(2576, 41043, TCP_SYN | TCP_ACK, &[]);
+    let mut msg = vec![1, 4, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&ipv6(monitor_ll, ll(lab.bys_mac), &[], 6, &answer));
+    msg.extend_from_slice(b"LZ-LL-ERROR");
+    let error = icmp6(
+        lab.att_mac,
+        lab.bys_mac,
+        64,
+        ll(lab.bys_mac),
+        monitor_ll,
+        &[],
+        msg,
+    );
+    // nftables' frame stage refuses it first: it checks an error's sender against the
+    // inventory's addresses only (`same6`), so it refuses every error from a link-local
+    // address (stricter than XDP, which judges it).
+    let reason = if dp == Dataplane::Xdp {
+        Reason::DenyNoRule
+    } else {
+        Reason::DenyIcmpError
+    };
+    refused_when(
+        &lab,
+        &monitor,
+        "an ICMPv6 error about a flow opened at the absent monitor's MAC, to the monitor's",
+        b"LZ-LL-ERROR",
+        Some((reason, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![error]),
+    )?;
+    // The neighbour uses first a link-local address the monitor has not used (as a silent
+    // device's), opens a flow from it at the absent monitor's MAC, then sends the replies
+    // to the monitor's MAC: the monitor's to judge, as the flow's end there (found by a
+    // review: they passed as the flow's on both dataplanes).
+    let silent: Ipv6Addr = "fe80::11".parse()?;
+    let datagram = |dmac: Mac, (src, sport): (Ipv6Addr, u16), dport: u16, marker: &[u8]| {
+        let dst = if src == silent {
+            ll(lab.bys_mac)
+        } else {
+            silent
+        };
+        let ip = ipv6(src, dst, &[], 17, &udp(sport, dport, marker));
+        with_l4_checksum(ethernet(dmac, lab.bys_mac, &[], ETH_IPV6, &ip))
+    };
+    let opened = datagram(absent, (silent, 5000), 7000, b"LZ-LL-FROM-SILENT");
+    send_raw(&lab.bys, &lab.bys_if, vec![opened])?;
+    ensure!(
+        monitor.saw(b"LZ-LL-FROM-SILENT", ARRIVE),
+        "the datagram from the silent address to the absent monitor's MAC did not arrive\n{}",
+        lab.debug()
+    );
+    let reply = datagram(
+        lab.att_mac,
+        (ll(lab.bys_mac), 7000),
+        5000,
+        b"LZ-LL-REPLY-MOVED",
+    );
+    refused_when(
+        &lab,
+        &monitor,
+        "its reply sent to the monitor's MAC",
+        b"LZ-LL-REPLY-MOVED",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![reply]),
+    )?;
     lab.isolate("mon-icu-01")?;
     refused_when(
         &lab,

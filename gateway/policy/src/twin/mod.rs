@@ -269,7 +269,7 @@ impl Model {
                 // A train lives as long as its flow stays current: a quarantine or a reload
                 // that would judge the flow again cuts it (its later fragments carry no
                 // ports to judge again).
-                Some(t) if t.reason.passes() && self.train_flow_is_current(&t, &ip) => {
+                Some(t) if t.reason.passes() && self.train_flow_is_current(&t, &p, &ip) => {
                     Decision::dev(t.reason, dev)
                 }
                 _ => Decision::dev(Reason::DenyFragment, dev),
@@ -279,7 +279,8 @@ impl Model {
             // The flow the error quotes decides (the datapath's `judge_related`).
             let (k, inner_src_is_a) = key(q.proto, (q.src, q.sport), (q.dst, q.dport), q.echo);
             let mut desc = p.desc;
-            desc.flow = self.hint(&k, inner_src_is_a);
+            // The error's own source is the quoted packet's destination.
+            desc.flow = self.hint_at(&k, inner_src_is_a, !inner_src_is_a, &p, ip.dst);
             return classify_indexed(&self.index, &self.states, &desc);
         }
         let d = self.judge_flow(&p, &ip);
@@ -299,9 +300,12 @@ impl Model {
 
     /// Whether the flow of the train `t` (whose fragments go from `ip.src` to `ip.dst`) is
     /// in the table and current (the datapath's `judge_later_fragment`).
-    fn train_flow_is_current(&self, t: &Train, ip: &IpDesc) -> bool {
+    fn train_flow_is_current(&self, t: &Train, p: &Parsed, ip: &IpDesc) -> bool {
         let (k, src_is_a) = key(ip.proto, (ip.src, t.sport), (ip.dst, t.dport), t.echo);
-        matches!(self.hint(&k, src_is_a), FlowHint::Current { .. })
+        matches!(
+            self.hint_at(&k, src_is_a, src_is_a, p, ip.dst),
+            FlowHint::Current { .. }
+        )
     }
 
     /// What the flow table says of the flow `k` for a packet whose source is endpoint a
@@ -337,14 +341,7 @@ impl Model {
         let hint = if ip.flowless() {
             FlowHint::None
         } else {
-            match self.hint(&k, src_is_a) {
-                FlowHint::Current { .. } if self.sent_elsewhere(&k, p, ip, src_is_a) => {
-                    FlowHint::Stale {
-                        initiator_is_src: true,
-                    }
-                }
-                hint => hint,
-            }
+            self.hint_at(&k, src_is_a, src_is_a, p, ip.dst)
         };
         let mut desc = p.desc;
         desc.flow = hint;
@@ -388,21 +385,33 @@ impl Model {
         d
     }
 
-    /// The datapath's `sent_elsewhere`: the initiator's packet of a flow to a link-local
-    /// address from a device port, sent to a MAC whose device is not the flow's responder.
-    /// Judged again, for the device it reaches.
-    fn sent_elsewhere(&self, k: &Key, p: &Parsed, ip: &IpDesc, src_is_a: bool) -> bool {
-        let Some(f) = self.flows.get(k) else {
-            return false;
+    /// [`Model::hint`] for a packet (`p`, to `dst`) whose own source is endpoint a or not
+    /// (`pkt_src_is_a`), `src_is_a` as `hint` takes it (an ICMP error's quoted packet's);
+    /// and the datapath's `sent_elsewhere`: a current flow whose packet goes from a device
+    /// port to a link-local address, sent to a MAC whose device is not the one the flow
+    /// names at that end, is stale: judged again, for the device it reaches.
+    fn hint_at(
+        &self,
+        k: &Key,
+        src_is_a: bool,
+        pkt_src_is_a: bool,
+        p: &Parsed,
+        dst: IpAddr,
+    ) -> FlowHint {
+        let hint = self.hint(k, src_is_a);
+        let (FlowHint::Current { .. }, Some(f)) = (hint, self.flows.get(k)) else {
+            return hint;
         };
-        if p.desc.side != SIDE_DEVICES
-            || f.a_initiated != src_is_a
-            || !crate::classify::link_local_unicast(ip.dst)
-        {
-            return false;
+        if p.desc.side != SIDE_DEVICES || !crate::classify::link_local_unicast(dst) {
+            return hint;
         }
-        let responder = if f.a_initiated { f.dev_b } else { f.dev_a };
-        self.index.lookup_mac(&p.desc.dst_mac).unwrap_or(0) != responder
+        let there = if pkt_src_is_a { f.dev_b } else { f.dev_a };
+        if self.index.lookup_mac(&p.desc.dst_mac).unwrap_or(0) == there {
+            return hint;
+        }
+        FlowHint::Stale {
+            initiator_is_src: f.a_initiated == src_is_a,
+        }
     }
 
     /// A packet of a live flow: its state advances, and a confirmed flow of the new table

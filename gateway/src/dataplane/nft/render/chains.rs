@@ -288,23 +288,19 @@ impl Builder<'_> {
             let mut from_device = admitted.clone();
             from_device.push(in_set(iifname(), DEV_IFACES));
             from_device.push(not_in_set(ether_saddr(), &f.n(QUAR_MAC)));
-            // Bypass class: a flow to a link-local address is its responder's, the device
-            // the opening frame was sent to (by MAC, the frame stage's owner mark), but
-            // conntrack keys it by addresses and ports: its initiator could open it at one
-            // device's MAC and send the same on to another's. Its initiator's packets are
-            // judged every time, for the device they are sent to (the XDP program judges
-            // them again when that is not the flow's responder, `sent_elsewhere`: the same
-            // verdicts).
-            let mut reply = from_device.clone();
-            reply.push(eq(ct("direction"), s("reply")));
-            let mut original = from_device;
-            original.push(eq(ct("direction"), s("original")));
-            original.push(ne(f.daddr(), f.link_local_unicast()));
+            // Bypass class: the device at a flow's link-local end is the one its frames are
+            // sent to (by MAC, the frame stage's owner mark), but conntrack keys the flow by
+            // addresses and ports: a neighbour could open it at one device's MAC and send
+            // the same on to another's, or, owning a silent device's link-local address by
+            // first use, open a flow from it and send the replies to that device's MAC.
+            // What a device port sends to a link-local address is judged every time, for
+            // the device it is sent to (the XDP program judges it again when that is not the
+            // device the flow names there, `sent_elsewhere`).
+            from_device.push(ne(f.daddr(), f.link_local_unicast()));
             let mut from_upstream = admitted;
             from_upstream.push(not_in_set(iifname(), DEV_IFACES));
             for (r, side) in [
-                (reply, Side::Devices),
-                (original, Side::Devices),
+                (from_device, Side::Devices),
                 (from_upstream, Side::Upstream),
             ] {
                 // To a quarantined device known by its MAC alone, at an address it owns
@@ -433,14 +429,13 @@ impl Builder<'_> {
             set_ct_mark(n(gen)),
         ];
         self.decide(c, r, Reason::AllowFlow, false, Side::Either);
-        // An initiator's packet of a flow to a link-local address, judged above though
-        // conntrack had confirmed it: its flow's, as on XDP.
+        // A device port's packet to a link-local address, judged above though conntrack
+        // had confirmed its flow: the flow's, as on XDP.
         for f in [V4, V6] {
             let r = vec![
                 f.is(),
                 ct_confirmed(true),
                 in_set(iifname(), DEV_IFACES),
-                eq(ct("direction"), s("original")),
                 eq(f.daddr(), f.link_local_unicast()),
                 set_ct_mark(n(gen)),
             ];
