@@ -845,25 +845,27 @@ fn an_owner_mark_of_the_other_table_is_refused_not_read() {
         }
         // Its own marks only are read as a device, or kept in the flow's conntrack mark
         // while the initiator is judged: the judge chains compare both bits with its own
-        // tag (keep, clear a kept one, a reply's owner, the kept owner).
+        // tag (keep, clear a kept one and the kept owner, each from upstream and from a
+        // device port to an address not link-local; a reply's owner).
         let tag = super::render::owner_tag(table);
         let judge: Vec<String> = chain("judge4")
             .into_iter()
             .filter(|r| r.contains(&(OWNER_MARK | OWNER_TABLE).to_string()))
             .collect();
-        assert_eq!(judge.len(), 4, "{table}: {judge:?}");
-        // The audit and learn chains ask the kept owner, and a device known by its MAC
-        // alone answering, as the responder (one rule per family each).
+        assert_eq!(judge.len(), 7, "{table}: {judge:?}");
+        // The audit and learn chains ask the kept owner (two rules per family, as above),
+        // and by MAC a device known by its MAC alone answering and the device a frame to a
+        // link-local address is sent to, as the responder (one rule per family each).
         for soft in ["soft_audit", "soft_learn"] {
             let rules = chain(soft);
             let kept = rules
                 .iter()
                 .filter(|r| r.contains(&format!("\"right\":{tag}")));
-            assert_eq!(kept.count(), 2, "{table} {soft}: {rules:?}");
+            assert_eq!(kept.count(), 4, "{table} {soft}: {rules:?}");
             let by_mac = rules
                 .iter()
                 .filter(|r| r.contains(super::render::names::DEVIDX_MAC));
-            assert_eq!(by_mac.count(), 2, "{table} {soft}: {rules:?}");
+            assert_eq!(by_mac.count(), 4, "{table} {soft}: {rules:?}");
         }
         for rule in &judge {
             assert!(

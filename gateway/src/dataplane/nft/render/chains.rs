@@ -6,7 +6,7 @@ use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
 use super::{
-    owner_tag, LEARN_PREFIX, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6,
+    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6,
 };
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
@@ -19,6 +19,36 @@ fn iifname() -> Expr<'static> {
 
 fn ether_saddr() -> Expr<'static> {
     payload("ether", "saddr")
+}
+
+fn ether_daddr() -> Expr<'static> {
+    payload("ether", "daddr")
+}
+
+/// The packets whose destination's owner the conntrack mark keeps (`judge`): from
+/// upstream, and from a device port to an address that is not link-local.
+fn owner_kept_for(f: Fam) -> [Vec<Stmt>; 2] {
+    [
+        vec![not_in_set(iifname(), DEV_IFACES)],
+        vec![
+            in_set(iifname(), DEV_IFACES),
+            ne(f.daddr(), f.link_local_unicast()),
+        ],
+    ]
+}
+
+/// The device a frame from a device port to a link-local address is sent to, by its
+/// destination MAC, in the packet mark (no device: the rule stops here). Read from the
+/// frame itself, not kept in the conntrack mark as an owner is: the packets of one flow
+/// may go to different MACs, and one packet's owner must never be read for another's.
+fn link_local_device(f: Fam) -> Vec<Stmt> {
+    vec![
+        eq(ct("direction"), s("original")),
+        not_in_set(f.ct_daddr(), &f.n("dev")),
+        in_set(iifname(), DEV_IFACES),
+        eq(f.daddr(), f.link_local_unicast()),
+        set_mark(map_lookup(ether_daddr(), DEVIDX_MAC)),
+    ]
 }
 
 fn mark() -> Expr<'static> {
@@ -461,23 +491,32 @@ impl Builder<'_> {
             // refused leaves it unadmitted, as it was. (The conntrack mark is the flow's,
             // not the packet's: a packet of the same flow accepted meanwhile on another CPU
             // may stamp it between the keeping and the reading, and the responder is then
-            // not asked for this packet. A known race, between two packets of one flow
-            // judged under the same policy: docs/reliability.md, *Open findings*.)
+            // not asked for this packet. A known race, between two packets of one flow to
+            // one owner's address, judged under the same policy: docs/reliability.md,
+            // *Open findings*.)
             let to_unbound = || {
                 vec![
                     eq(ct("direction"), s("original")),
                     not_in_set(f.ct_daddr(), &f.n("dev")),
                 ]
             };
-            let mut r = to_unbound();
-            r.push(eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
-            r.push(set_ct_mark(mark()));
-            self.rule(&c, r);
-            let mut r = to_unbound();
-            r.push(ne(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
-            r.push(ne(and(ct("mark"), n(OWNER_MARK)), n(0)));
-            r.push(set_ct_mark(n(0)));
-            self.rule(&c, r);
+            // Bypass class: no owner is kept or read for a link-local address from a device
+            // port, whose device is the one each frame is sent to (`link_local_device`):
+            // two packets of one flow sent at once to two MACs, or one from upstream, could
+            // each have the other's owner read, or cleared, in place of its own.
+            for whence in owner_kept_for(f) {
+                let mut r = to_unbound();
+                r.extend(whence.clone());
+                r.push(eq(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
+                r.push(set_ct_mark(mark()));
+                self.rule(&c, r);
+                let mut r = to_unbound();
+                r.extend(whence);
+                r.push(ne(and(mark(), n(OWNER_MARK | OWNER_TABLE)), n(tag)));
+                r.push(ne(and(ct("mark"), n(OWNER_MARK)), n(0)));
+                r.push(set_ct_mark(n(0)));
+                self.rule(&c, r);
+            }
             self.rule(
                 &c,
                 vec![
@@ -516,8 +555,14 @@ impl Builder<'_> {
                 ],
             );
             // An owner kept above: the flow's responder.
-            let mut r = to_unbound();
-            r.extend(kept_owner(tag));
+            for whence in owner_kept_for(f) {
+                let mut r = to_unbound();
+                r.extend(whence);
+                r.extend(kept_owner(tag));
+                r.push(jump(&format!("end_resp{}", f.v)));
+                self.rule(&c, r);
+            }
+            let mut r = link_local_device(f);
             r.push(jump(&format!("end_resp{}", f.v)));
             self.rule(&c, r);
             // A device known by its MAC only, answering a flow another end opened (to an
@@ -634,12 +679,19 @@ impl Builder<'_> {
                     ],
                 );
                 // An owner by first use (kept by `judge4`/`6`).
-                let mut r = vec![
-                    f.is(),
-                    eq(ct("direction"), s("original")),
-                    not_in_set(f.ct_daddr(), &f.n("dev")),
-                ];
-                r.extend(kept_owner(owner_tag(&self.opt.table)));
+                for whence in owner_kept_for(f) {
+                    let mut r = vec![
+                        f.is(),
+                        eq(ct("direction"), s("original")),
+                        not_in_set(f.ct_daddr(), &f.n("dev")),
+                    ];
+                    r.extend(whence);
+                    r.extend(kept_owner(owner_tag(&self.opt.table)));
+                    r.push(jump(&format!("soft_resp{}", f.v)));
+                    self.rule(&c, r);
+                }
+                let mut r = vec![f.is()];
+                r.extend(link_local_device(f));
                 r.push(jump(&format!("soft_resp{}", f.v)));
                 self.rule(&c, r);
                 // A device known by its MAC alone answering (as `judge4`/`6`'s last rule):
