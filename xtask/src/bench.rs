@@ -230,17 +230,36 @@ fn count_only(selected: &[&Group]) -> Result<()> {
     let out = target_dir(&root).join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     build(&root, &[g.name], false)?;
-    let mut cmd = group_command(g, &root, &out)?.context("the datapath bench")?;
+    let mut cmd = group_command(g, &root, &out, "bench")?.context("the datapath bench")?;
     cmd.arg("--count");
     run_cmd(&mut cmd)
 }
 
-/// `cargo bench` of the group's binary with the policies it needs, or `None` for a group
-/// not implemented.
-fn group_command(g: &Group, root: &Path, out: &Path) -> Result<Option<Command>> {
+/// The `--count` check as part of `cargo xtask test`: the same binary built with the test
+/// profile (its dependencies are the tests' own, so this adds one binary to the build, not
+/// a release build), so a change that makes the program or a path's executed instructions
+/// grow past the reference fails when it lands, not at the next bench run. Counts do not
+/// depend on the profile the host side is built with: the XDP object is the same.
+pub(crate) fn check_counts_in_tests() -> Result<()> {
+    let g = GROUPS
+        .iter()
+        .find(|g| g.name == "datapath")
+        .context("the datapath group")?;
+    let root = workspace_root()?;
+    let out = target_dir(&root).join("bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut cmd = group_command(g, &root, &out, "test")?.context("the datapath bench")?;
+    cmd.arg("--count");
+    eprintln!("test: the datapath's executed instructions against its reference");
+    run_cmd(&mut cmd)
+}
+
+/// `cargo bench` (or `cargo test`, `cargo_verb`, for the test profile) of the group's
+/// binary with the policies it needs, or `None` for a group not implemented.
+fn group_command(g: &Group, root: &Path, out: &Path, cargo_verb: &str) -> Result<Option<Command>> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root).args([
-        "bench",
+        cargo_verb,
         "--quiet",
         "--package",
         "lazaret-tests",
@@ -275,7 +294,7 @@ fn run_group(g: &Group, root: &Path, out: &Path, quick: bool) -> Result<Outcome>
             std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
         }
     }
-    let Some(mut cmd) = group_command(g, root, out)? else {
+    let Some(mut cmd) = group_command(g, root, out, "bench")? else {
         return Ok(Outcome::NotImplemented);
     };
     cmd.arg("--json").arg(&json).arg("--md").arg(&md);

@@ -54,6 +54,10 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     if passed == 0 {
         bail!("no test ran");
     }
+    // Only on a whole run: a filtered one is someone iterating on a few tests.
+    if extra.is_empty() {
+        crate::bench::check_counts_in_tests()?;
+    }
     Ok(())
 }
 
