@@ -25,15 +25,25 @@ fn ether_daddr() -> Expr<'static> {
     payload("ether", "daddr")
 }
 
+/// A packet from a device port to a link-local address (`link_local`), or from a device
+/// port to any other address. The first kind is judged every time for the device its frame
+/// is sent to (`link_local_device`): it never takes the admitted-flow shortcut, and never
+/// keeps or reads an owner in the conntrack mark. Every rule that tells the two apart
+/// matches one of these, so they cannot drift apart.
+fn device_port_to(f: Fam, link_local: bool) -> [Stmt; 2] {
+    let to = if link_local { eq } else { ne };
+    [
+        in_set(iifname(), DEV_IFACES),
+        to(f.daddr(), f.link_local_unicast()),
+    ]
+}
+
 /// The packets whose destination's owner the conntrack mark keeps (`judge`): from
 /// upstream, and from a device port to an address that is not link-local.
 fn owner_kept_for(f: Fam) -> [Vec<Stmt>; 2] {
     [
         vec![not_in_set(iifname(), DEV_IFACES)],
-        vec![
-            in_set(iifname(), DEV_IFACES),
-            ne(f.daddr(), f.link_local_unicast()),
-        ],
+        device_port_to(f, false).into(),
     ]
 }
 
@@ -42,13 +52,13 @@ fn owner_kept_for(f: Fam) -> [Vec<Stmt>; 2] {
 /// frame itself, not kept in the conntrack mark as an owner is: the packets of one flow
 /// may go to different MACs, and one packet's owner must never be read for another's.
 fn link_local_device(f: Fam) -> Vec<Stmt> {
-    vec![
+    let mut r = vec![
         eq(ct("direction"), s("original")),
         not_in_set(f.ct_daddr(), &f.n("dev")),
-        in_set(iifname(), DEV_IFACES),
-        eq(f.daddr(), f.link_local_unicast()),
-        set_mark(map_lookup(ether_daddr(), DEVIDX_MAC)),
-    ]
+    ];
+    r.extend(device_port_to(f, true));
+    r.push(set_mark(map_lookup(ether_daddr(), DEVIDX_MAC)));
+    r
 }
 
 fn mark() -> Expr<'static> {
@@ -316,7 +326,6 @@ impl Builder<'_> {
             // on (the XDP program finds it by the epoch its flow entries name). Judged
             // again, its packets meet its quarantine (`judge4`/`6`, by MAC).
             let mut from_device = admitted.clone();
-            from_device.push(in_set(iifname(), DEV_IFACES));
             from_device.push(not_in_set(ether_saddr(), &f.n(QUAR_MAC)));
             // Bypass class: the device at a flow's link-local end is the one its frames are
             // sent to (by MAC, the frame stage's owner mark), but conntrack keys the flow by
@@ -326,7 +335,7 @@ impl Builder<'_> {
             // What a device port sends to a link-local address is judged every time, for
             // the device it is sent to (the XDP program judges it again when that is not the
             // device the flow names there, `sent_elsewhere`).
-            from_device.push(ne(f.daddr(), f.link_local_unicast()));
+            from_device.extend(device_port_to(f, false));
             let mut from_upstream = admitted;
             from_upstream.push(not_in_set(iifname(), DEV_IFACES));
             for (r, side) in [
@@ -462,13 +471,9 @@ impl Builder<'_> {
         // A device port's packet to a link-local address, judged above though conntrack
         // had confirmed its flow: the flow's, as on XDP.
         for f in [V4, V6] {
-            let r = vec![
-                f.is(),
-                ct_confirmed(true),
-                in_set(iifname(), DEV_IFACES),
-                eq(f.daddr(), f.link_local_unicast()),
-                set_ct_mark(n(gen)),
-            ];
+            let mut r = vec![f.is(), ct_confirmed(true)];
+            r.extend(device_port_to(f, true));
+            r.push(set_ct_mark(n(gen)));
             self.decide(c, r, Reason::AllowFlow, false, Side::Devices);
         }
         let r = vec![set_ct_mark(n(gen))];
@@ -490,10 +495,12 @@ impl Builder<'_> {
             // is not read. A packet passing stamps its flow again (`AllowRule`); one
             // refused leaves it unadmitted, as it was. (The conntrack mark is the flow's,
             // not the packet's: a packet of the same flow accepted meanwhile on another CPU
-            // may stamp it between the keeping and the reading, and the responder is then
-            // not asked for this packet. A known race, between two packets of one flow to
-            // one owner's address, judged under the same policy: docs/reliability.md,
-            // *Open findings*.)
+            // may stamp it between the keeping and the reading, or keep its own owner there
+            // (from upstream and from a device port an address's owner may differ), and the
+            // responder is then not asked for this packet, or the other's is asked in its
+            // place. A known race: docs/reliability.md, *Open findings*. Not for what a
+            // device port sends to a link-local address, whose device is read from each
+            // frame: `link_local_device`.)
             let to_unbound = || {
                 vec![
                     eq(ct("direction"), s("original")),
