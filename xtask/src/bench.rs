@@ -371,9 +371,12 @@ pub(crate) fn workspace_root() -> Result<PathBuf> {
         .context("xtask has no parent directory")
 }
 
+/// Absolute: the bench binaries run from their package's directory, so a relative
+/// `CARGO_TARGET_DIR` (cargo reads it from the current directory) would name another
+/// place there.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|d| std::path::absolute(&d).unwrap_or_else(|_| PathBuf::from(d)))
         .unwrap_or_else(|| root.join("target"))
 }
 

@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Install what the project needs and is missing (idempotent).
     Setup,
-    /// Run every test the project has; prints `N passed, N failed` last.
+    /// Run every test the project has and print `N passed, N failed`; after a whole run,
+    /// check the datapath's instruction counts against their reference.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
