@@ -1898,6 +1898,65 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
     assert_eq!(t.judge(&from_up, LO), Reason::PassUnmanaged);
 }
 
+/// A flow's IPv4 link-local end is the device its frames are sent to, by MAC, and the flow
+/// entry flags that device as the one its address names whenever the device has addresses
+/// bound. Once a reload binds the device an IPv4 address, the link-local address is no
+/// longer its to send from (the full path refuses it as a spoof), but the fast path, trusting
+/// the flag, passed its frames from that address on the established flow (found by a
+/// review). Here the monitor's session to the neighbour's first-use 169.254 address goes on;
+/// the neighbour, bound an address by a reload, may no longer answer from the old one.
+#[test]
+fn a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn() {
+    let apipa = Ipv4Addr::new(169, 254, 7, 11);
+    // The monitor may open TCP 2575 to link-local addresses; the neighbour, in audit mode,
+    // only reports what its own policy would refuse.
+    let edit = |c: &mut MapContents| {
+        let slot = c.slot;
+        let link_local = (Ipv4Addr::new(169, 254, 0, 0), 16);
+        Arc::make_mut(&mut c.peer4).push(handmade::peer4_dir(
+            slot,
+            DIR_DEVICE_INIT,
+            0,
+            link_local,
+            0,
+        ));
+        c.edit_device(handmade::bystander_id(), |d| d.mode = MODE_AUDIT);
+    };
+    let flags = SITE_F_NEIGHBOR | SITE_F_NO_OWNERS6;
+    let mut t = Twin::with(flags, |c| {
+        edit(c);
+        // Known by its MAC alone in IPv4: it owns what it uses first.
+        c.dev_ip4.retain(|(_, d)| d.id != handmade::bystander_id());
+        c.edit_device(handmade::bystander_id(), |d| d.flags |= DEV_F_NO_IP4);
+    });
+    let to_neighbour = |flags: u8| tcp4(DEV_MAC, BYSTANDER_MAC, DEV_IP, apipa, 41000, 2575, flags);
+    let from_neighbour =
+        |flags: u8| tcp4(BYSTANDER_MAC, DEV_MAC, apipa, DEV_IP, 2575, 41000, flags);
+    let opened = t.judge(&to_neighbour(TCP_SYN), LO);
+    assert!(opened.passes(), "the monitor's SYN: {opened:?}");
+    assert_eq!(
+        t.judge(&from_neighbour(TCP_SYN | TCP_ACK), LO),
+        Reason::AllowFlow
+    );
+    // Established, then moved to the established table: the fast path's.
+    for _ in 0..3 {
+        assert_eq!(t.judge(&to_neighbour(TCP_ACK), LO), Reason::AllowFlow);
+        assert_eq!(t.judge(&from_neighbour(TCP_ACK), LO), Reason::AllowFlow);
+    }
+    // A reload binds the neighbour its IPv4 address.
+    let slot = t.dp.next_slot().expect("slot");
+    let mut c = handmade::contents(slot, 2, flags);
+    edit(&mut c);
+    t.install(&c);
+    // The monitor's next packet, to the neighbour's MAC, judges the flow again: it goes on,
+    // now naming the neighbour as the device its link-local end is sent to.
+    assert_eq!(t.judge(&to_neighbour(TCP_ACK), LO), Reason::AllowFlow);
+    // The neighbour's answer from the link-local address is no longer its own.
+    for _ in 0..2 {
+        assert_eq!(t.judge(&from_neighbour(TCP_ACK), LO), Reason::DenySpoof);
+    }
+}
+
 /// Owning by first use is bounded per device (CLAIM_BURST new addresses, then one a
 /// minute): one device claiming a flood of addresses would have the map evict a quiet
 /// neighbour's entry, then take its address. Refreshing an address it owns costs nothing.
