@@ -32,10 +32,10 @@
 //!   its address names (`FLOW_F_ADDR_*`: in this generation, the identity lookup by address
 //!   finds that device), and that device's record, read by its cell from `LZ_DEV_CELL`,
 //!   accepts the frame's MAC, VLAN, interface and port exactly as `identify_source` does
-//!   (a bridge port pinned on first sight needs the pin map: the full path). An
-//!   unspecified or link-local source (IPv6's, which `identify_source` identifies by MAC
-//!   and the link-local owner map only, and IPv4's, whose flag may name the device a
-//!   frame was sent to rather than the address's) takes the full path. From upstream:
+//!   (a bridge port pinned on first sight needs the pin map: the full path). Ends the
+//!   identity lookup does not find by address are never flagged (unspecified and IPv6
+//!   link-local sources, a link-local end found by MAC: `stamp_flow`), so a frame from one
+//!   takes the full path. From upstream:
 //!   the conditions of `upstream_reply` (the source endpoint has no device, the destination
 //!   is the device its address names).
 
@@ -119,21 +119,16 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
         return false;
     }
     if from_devices {
-        // An unspecified or link-local source is never identified by its address (an
-        // inventory may list one, and the flag says only that the address names the
-        // device): identify_source goes by MAC and the link-local owner map. Bypass class:
-        // without this, frames from an IPv6 link-local address named in the inventory
-        // would pass as that device's on a flow opened to it, with neither. IPv4's
-        // (169.254/16) take the full path too: a flow's link-local end is the device its
-        // frames were sent to, by MAC (`destination`), and is flagged whenever that device
-        // has addresses bound, though the address does not name it. That device sending
-        // from the address (another's, owned by first use, or its own from before a reload
-        // bound it an IPv4 address) passed here, where identify_source, finding no device
-        // by the address, refuses it as a spoof (found by a review).
-        if parse::is_unspecified_or_link_local(f.family, &f.src)
-            || is_link_local4(f.family, &f.src)
-            || !device_accepts(gen.slot, id, cell, f, iface, ifindex)
-        {
+        // The flag says identify_source would find this device by this address, so the
+        // record's checks are all that is left. It is never set for an unspecified or IPv6
+        // link-local source (identify_source goes by MAC and the link-local owner map for
+        // those), nor for a link-local end found by the MAC its frames were sent to, nor
+        // for an unspecified one (no device binds one: the compiler refuses it): frames
+        // from those took the full path above. Bypass class, twice found by reviews: a
+        // flag set for a link-local end found by MAC let frames from an IPv6 link-local
+        // address named in the inventory, or from a 169.254 address the device no longer
+        // owned, pass as its own here.
+        if !device_accepts(gen.slot, id, cell, f, iface, ifindex) {
             return false;
         }
     } else if other != 0 {
@@ -151,12 +146,6 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
     v.report = false;
     account(gen, &v, iface.side, len);
     true
-}
-
-/// An IPv4 link-local address, 169.254/16 (its broadcast address too: no source either).
-#[inline(always)]
-fn is_link_local4(family: u8, a: &Addr) -> bool {
-    family == FAMILY_V4 && a.byte(0) == 169 && a.byte(1) == 254
 }
 
 /// The fields of a frame the fast path takes.
@@ -245,9 +234,9 @@ fn frame(iface: &IfaceConfig, l2: &Link, ip: L3) -> Option<Frame> {
             return None;
         }
     }
-    // A link-local destination from a device port: the full path (its group-MAC check,
-    // `parse::link_local_in_group_frame`).
-    if iface.side == SIDE_DEVICES && parse::is_link_local_unicast(ip.family, &ip.dst) {
+    // A link-local destination from a device port: the full path (its group-MAC check and
+    // `sent_elsewhere`; IPv4's broadcast address too, one compare cheaper).
+    if iface.side == SIDE_DEVICES && parse::is_link_local(ip.family, &ip.dst) {
         return None;
     }
     Some(Frame {

@@ -751,7 +751,7 @@ fn judge_flow(
             let fp = (pkt.family, pkt.proto);
             let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
-                stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
+                stamp_flow(gen, pkt, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
                 // The rule decided this packet, which passes as the flow's (AllowFlow).
                 rule_hit(gen, v.rule);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
@@ -789,7 +789,7 @@ fn judge_flow(
     if v.reason.passes() {
         let mut slot = core::mem::MaybeUninit::uninit();
         let flow = word::new_flow(&mut slot, now, FLOW_NEW, if src_is_a { 0 } else { 1 });
-        stamp_flow(gen, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
+        stamp_flow(gen, pkt, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
         // A flow the table refuses (LRU free lists exhausted under contention) is admitted
         // but not tracked: its replies will be dropped as DenyNoFlow. Counted, so that is
         // explained rather than silent.
@@ -816,10 +816,7 @@ fn judge_flow(
 /// device, a bridge floods it to ports whose devices do not take it.
 #[inline(always)]
 fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
-    dst_dev.is_none()
-        && pkt.side == SIDE_DEVICES
-        && parse::is_link_local_unicast(pkt.family, &pkt.dst)
-        && !is_local(pkt.family, &pkt.dst)
+    dst_dev.is_none() && pkt.dst_by_mac != 0 && !is_local(pkt.family, &pkt.dst)
 }
 
 /// Bypass class: a flow to a link-local address is keyed by addresses and ports, but the
@@ -834,7 +831,7 @@ fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
 /// elsewhere, the flow is judged again, for the device it reaches.
 #[inline(always)]
 fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool) -> bool {
-    if pkt.side != SIDE_DEVICES || !parse::is_link_local_unicast(pkt.family, &pkt.dst) {
+    if pkt.dst_by_mac == 0 {
         return false;
     }
     let there = if src_is_a { flow.dev_b } else { flow.dev_a };
@@ -952,7 +949,8 @@ fn keep_flow(
 /// had none by its address in it (so the source is no managed address: not a spoof), and
 /// an endpoint flagged FLOW_F_ADDR_* is the device its address names (the destination's
 /// device judge_ip would find). Anything else takes the full path: no such flow, expired
-/// or stale, a source endpoint with a device, a destination device known by its MAC alone.
+/// or stale, a source endpoint with a device, a destination device known by its MAC alone
+/// (an address it owns by first use, or a link-local one it was found at by MAC).
 #[inline(always)]
 fn upstream_reply(gen: &Gen, pkt: &Pkt, lookup: &FlowLookup) -> Option<Verdict> {
     let (key, src_is_a) = (&lookup.key, lookup.src_is_a);
@@ -1051,9 +1049,7 @@ fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
-        None if parse::is_link_local_unicast(pkt.family, &pkt.dst) => {
-            lookup_mac(gen.slot, pkt.dst_mac)
-        }
+        None if pkt.dst_by_mac != 0 => lookup_mac(gen.slot, pkt.dst_mac),
         None if !has_owners(gen, pkt.family) => None,
         None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst).filter(|_| {
             site_claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)
@@ -1566,8 +1562,13 @@ fn normalized_key(
 }
 
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined at judge_flow's two stamping sites, each argument a value it holds"
+)]
 fn stamp_flow(
     gen: &Gen,
+    pkt: &Pkt,
     flow: &mut FlowValue,
     src_is_a: bool,
     src_dev: &Option<&'static Device>,
@@ -1580,9 +1581,16 @@ fn stamp_flow(
     // The source's device (from a device port) may be known by its MAC alone; the
     // destination's is found by its address, bound or owned by first use (`owned_device`:
     // a device with no address of a family bound, whose address may pass to another; not
-    // flagged, whichever family it was found by).
-    let src_flag = src_dev.is_some() && src_by_addr;
-    let dst_flag = dst_dev.is_some_and(|d| d.flags & (DEV_F_NO_IP4 | DEV_F_NO_IP6) == 0);
+    // flagged, whichever family it was found by), or, for a link-local address, by the
+    // MAC the frame was sent to (`destination`; not flagged, nor is a link-local address
+    // the inventory binds, which identify_source does not look up for IPv6). Bypass
+    // class: flagged, a device the flow was sent to by MAC, answering from a link-local
+    // address that is not its own (another's by first use, or its own from before a
+    // reload bound it an address), passed on the fast path, and an upstream packet to
+    // such an address was credited to it (found by a review).
+    let src_flag = u8::from(src_dev.is_some() && src_by_addr);
+    let bound = dst_dev.is_some_and(|d| d.flags & (DEV_F_NO_IP4 | DEV_F_NO_IP6) == 0);
+    let dst_flag = u8::from(bound) & (pkt.dst_by_mac ^ 1);
     let (a, b, flag_a, flag_b) = if src_is_a {
         (src, dst, src_flag, dst_flag)
     } else {
@@ -1592,7 +1600,8 @@ fn stamp_flow(
     flow.dev_b = b.id;
     flow.cell_a = a.cell;
     flow.cell_b = b.cell;
-    flow.flags = if flag_a { FLOW_F_ADDR_A } else { 0 } | if flag_b { FLOW_F_ADDR_B } else { 0 };
+    // FLOW_F_ADDR_A and FLOW_F_ADDR_B, without a branch.
+    flow.flags = (flag_a * FLOW_F_ADDR_A) | (flag_b * FLOW_F_ADDR_B);
     flow.epoch_a = epoch(a);
     flow.epoch_b = epoch(b);
     flow.generation = gen.site.generation;

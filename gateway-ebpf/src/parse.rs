@@ -102,6 +102,12 @@ pub(crate) struct Pkt {
     /// Whose `DIR_CLAIM` entries say what a device behind the ingress interface may own by
     /// first use (`IfaceConfig::claim_scope`).
     pub claim_scope: u16,
+    /// 1 when the destination is a link-local unicast address and the frame came from a
+    /// device port: the device it names is the one the frame is sent to, by MAC
+    /// (`destination`), never by its address; else 0. Written for IP packets only (the
+    /// only ones that read it). A number, not a bool, so the flow stamp can use it without
+    /// a branch: one there costs the verifier's count more than the program has room for.
+    pub dst_by_mac: u8,
 }
 
 impl Pkt {
@@ -373,7 +379,7 @@ const _: () = {
     assert!(offset_of!(Pkt, tcp_seq) == 128 && offset_of!(Pkt, frag_at) == 140);
     assert!(offset_of!(Pkt, inner_sport) == 144 && offset_of!(Pkt, echo) == 148);
     assert!(offset_of!(Pkt, inner_echo) == 149 && offset_of!(Pkt, claim_scope) == 150);
-    assert!(size_of::<Pkt>() == 152);
+    assert!(offset_of!(Pkt, dst_by_mac) == 152 && size_of::<Pkt>() == 160);
 };
 
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.
@@ -420,9 +426,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.proto = ip.u8::<9>();
     pkt.src = Addr::v4(ip.ne32::<12>());
     pkt.dst = Addr::v4(ip.ne32::<16>());
-    if link_local_in_group_frame(pkt) {
-        return Err(Reason::DenyMalformed);
-    }
+    link_local_destination(pkt, FAMILY_V4)?;
     pkt.frag_id = u32::from(ip.be16::<4>());
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the first one.
@@ -460,9 +464,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, pkt: &mut Pkt) -> Result<(), Reason>
     pkt.hop_limit = ip.u8::<7>();
     pkt.src = Addr([ip.ne64::<8>(), ip.ne64::<16>()]);
     pkt.dst = Addr([ip.ne64::<24>(), ip.ne64::<32>()]);
-    if link_local_in_group_frame(pkt) {
-        return Err(Reason::DenyMalformed);
-    }
+    link_local_destination(pkt, FAMILY_V6)?;
     let end = off + 40 + payload;
     let mut next = ip.u8::<6>();
     let mut at = off + 40;
@@ -688,9 +690,22 @@ pub(crate) fn is_neighbor_icmpv6(t: u8) -> bool {
     matches!(t, 131 | 132 | 133 | 135 | 136 | 143)
 }
 
+/// fe80::/10. (On the first word as loaded, little-endian: its low byte is the address's
+/// first. A mask and one compare, where byte by byte took shifts for each.)
 #[inline(always)]
 pub(crate) fn is_link_local6(a: &Addr) -> bool {
-    a.byte(0) == 0xfe && a.byte(1) & 0xc0 == 0x80
+    a.0[0] & 0xc0ff == 0x80fe
+}
+
+/// A link-local address: fe80::/10 or 169.254/16, its broadcast address included.
+#[inline(always)]
+pub(crate) fn is_link_local(family: u8, a: &Addr) -> bool {
+    if family == FAMILY_V4 {
+        // 169.254.x.y as loaded: 0xyyxx_fea9.
+        a.0[0] & 0xffff == 0xfea9
+    } else {
+        is_link_local6(a)
+    }
 }
 
 /// A unicast link-local address: fe80::/10, or 169.254/16 but its broadcast address. Never
@@ -698,22 +713,26 @@ pub(crate) fn is_link_local6(a: &Addr) -> bool {
 #[inline(always)]
 pub(crate) fn is_link_local_unicast(family: u8, a: &Addr) -> bool {
     if family == FAMILY_V4 {
-        a.byte(0) == 169 && a.byte(1) == 254 && (a.byte(2) != 255 || a.byte(3) != 255)
+        let w = a.0[0] as u32;
+        w & 0xffff == 0xfea9 && w != 0xffff_fea9
     } else {
         is_link_local6(a)
     }
 }
 
-/// Bypass class: from a device port a link-local destination names the device the frame is
-/// sent to, by MAC (`destination`). Sent to a group MAC it would name none, yet a bridge
-/// floods it to every port and the device takes it: the sender's policy alone would be
-/// asked. A unicast destination has no business in a group frame (RFC 1122 §3.3.6 has
-/// hosts discard one).
+/// Sets `Pkt::dst_by_mac`. Bypass class: from a device port a link-local destination names
+/// the device the frame is sent to, by MAC (`destination`). Sent to a group MAC it would
+/// name none, yet a bridge floods it to every port and the device takes it: the sender's
+/// policy alone would be asked. A unicast destination has no business in a group frame
+/// (RFC 1122 §3.3.6 has hosts discard one): malformed.
 #[inline(always)]
-fn link_local_in_group_frame(pkt: &Pkt) -> bool {
-    pkt.side == SIDE_DEVICES
-        && pkt.dst_mac.0 & 1 != 0
-        && is_link_local_unicast(pkt.family, &pkt.dst)
+fn link_local_destination(pkt: &mut Pkt, family: u8) -> Result<(), Reason> {
+    let by_mac = pkt.side == SIDE_DEVICES && is_link_local_unicast(family, &pkt.dst);
+    if by_mac && pkt.dst_mac.0 & 1 != 0 {
+        return Err(Reason::DenyMalformed);
+    }
+    pkt.dst_by_mac = u8::from(by_mac);
+    Ok(())
 }
 
 /// Whether a device may own `a` by using it first (`lazaret_abi`, *Addresses owned by first

@@ -1951,6 +1951,29 @@ fn a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn() {
     // The monitor's next packet, to the neighbour's MAC, judges the flow again: it goes on,
     // now naming the neighbour as the device its link-local end is sent to.
     assert_eq!(t.judge(&to_neighbour(TCP_ACK), LO), Reason::AllowFlow);
+    // The neighbour, found by the MAC the packet was sent to, is not flagged as the device
+    // its address names, though it now has addresses bound (the fast path trusts the flag
+    // to check only the source's MAC, VLAN and port).
+    let (_, key, flow) =
+        t.dp.flows()
+            .expect("flows")
+            .into_iter()
+            .find(|(_, k, _)| k.port_a == 41000 || k.port_b == 41000)
+            .expect("the monitor's flow is tracked");
+    let apipa_flag = if key.addr_a[..4] == apipa.octets() {
+        FLOW_F_ADDR_A
+    } else {
+        FLOW_F_ADDR_B
+    };
+    assert_eq!(
+        flow.flags & apipa_flag,
+        0,
+        "the link-local end is flagged: {flow:?}"
+    );
+    assert_ne!(
+        flow.flags, 0,
+        "the monitor's end, found by its address, is flagged"
+    );
     // The neighbour's answer from the link-local address is no longer its own.
     for _ in 0..2 {
         assert_eq!(t.judge(&from_neighbour(TCP_ACK), LO), Reason::DenySpoof);

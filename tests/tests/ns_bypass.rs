@@ -49,6 +49,7 @@ on_both_dataplanes!(
     a_peer_cannot_open_its_own_dccp_session_on_the_devices,
     a_device_known_by_its_mac_is_reached_only_as_its_policy_allows,
     a_device_owns_no_address_outside_the_devices_networks,
+    a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2809,5 +2810,109 @@ fn a_device_owns_no_address_outside_the_devices_networks(dp: Dataplane) -> Resul
         "a_device_owns_no_address_outside_the_devices_networks",
         dp,
         "from a server's address, one of no declared network or one of another devices-side interface's network (IPv4 and IPv6) the device's SYNs were refused as spoofing; from its own network's, they arrived",
+    )
+}
+
+/// A monitor's HL7 session to a neighbour known by its MAC alone in IPv4, at the
+/// neighbour's link-local (169.254/16) address: the neighbour's answers from it arrive
+/// while the address is its own by first use. A reload binds the neighbour an IPv4
+/// address; from then on 169.254 is not its own, and its answers on the live session from
+/// it are spoofing (`deny_spoof`), though the monitor's segments to it still arrive. (On
+/// the old XDP program they arrived: its fast path trusted a flag the flow was stamped
+/// with when the neighbour was found by its MAC, and checked the answer's MAC, VLAN and
+/// port only.)
+fn a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn(
+    dp: Dataplane,
+) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let apipa = Ipv4Addr::new(169, 254, 7, 11);
+    let mac = BypassLab::fmt(PUMP_A);
+    // The monitors may open HL7 sessions to link-local addresses; the neighbour, in audit
+    // mode, only reports what its own policy would refuse of them. Its port is named, so
+    // that the XDP fast path may take its frames (one pinned on first sight needs the pin
+    // map: the full path).
+    let (bridge, port) = (&lab.bridge, &lab.bys_port);
+    let extra = |bound: &str| {
+        format!(
+            "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmode = \"audit\"\nmac = \"{mac}\"\ninterface = \"{bridge}\"\nport = \"{port}\"\n{bound}\n[[workflows.hl7-results.rules]]\ndevice = \"class:patient-monitor\"\npeer = \"169.254.0.0/16\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"device\"\n"
+        )
+    };
+    let generation = lab.reload_to(lab.generation()?, &extra(""))?;
+    // The monitor's stack has no socket for the session its frames open: its resets would
+    // close the session (conntrack forgets a reset session) under the scenario.
+    let no_rst = "add table inet lz_no_rst { chain out { type filter hook output priority 0; tcp flags rst drop; }; }";
+    lab.att.exec(&["nft", no_rst])?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let neighbour = Observer::on(&lab.bys, &lab.bys_if)?;
+    // Sequence numbers advance with each payload, so conntrack's window keeps them valid.
+    let (mut mon_seq, mut nb_seq) = (TCP_SEQ, 7000u32);
+    let mut segment = |from_monitor: bool, flags: u8, marker: &[u8]| {
+        let len = marker.len() as u32 + u32::from(flags & TCP_SYN != 0);
+        let (seq, ack) = (mon_seq, nb_seq);
+        let frame = if from_monitor {
+            mon_seq = mon_seq.wrapping_add(len);
+            let l4 = tcp_seq_ack(41000, HL7, flags, (seq, ack), marker);
+            let l3 = ipv4(ATT_IP, apipa, 6, &l4, &Ipv4Opts::default());
+            ethernet(PUMP_A, lab.att_mac, &[], ETH_IPV4, &l3)
+        } else {
+            nb_seq = nb_seq.wrapping_add(len);
+            let l4 = tcp_seq_ack(HL7, 41000, flags, (ack, seq), marker);
+            let l3 = ipv4(apipa, ATT_IP, 6, &l4, &Ipv4Opts::default());
+            ethernet(lab.att_mac, PUMP_A, &[], ETH_IPV4, &l3)
+        };
+        with_l4_checksum4(frame)
+    };
+    let from_neighbour = |frame: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![frame]);
+    // The handshake, then segments both ways: established, and on XDP moved to the
+    // established table, the fast path's.
+    lab.attack(vec![segment(true, TCP_SYN, b"")])?;
+    thread::sleep(Duration::from_millis(50));
+    from_neighbour(segment(false, TCP_SYN | TCP_ACK, b""))?;
+    thread::sleep(Duration::from_millis(50));
+    for round in 0..3 {
+        let to = format!("LZ-LL-TO-{round}.");
+        lab.attack(vec![segment(true, TCP_ACK, to.as_bytes())])?;
+        ensure!(
+            neighbour.saw(to.as_bytes(), ARRIVE),
+            "the monitor's segment {round} to the neighbour did not arrive\n{}",
+            lab.debug()
+        );
+        let back = format!("LZ-LL-BACK-{round}.");
+        from_neighbour(segment(false, TCP_ACK, back.as_bytes()))?;
+        ensure!(
+            monitor.saw(back.as_bytes(), ARRIVE),
+            "the neighbour's answer {round} from its link-local address did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    // A reload binds the neighbour its IPv4 address.
+    lab.reload_to(
+        generation,
+        &extra("ipv4 = \"10.20.0.50\"\nipv6 = [\"fd00:20::50\"]\n"),
+    )?;
+    // The monitor's next segment, to the neighbour's MAC, still arrives.
+    lab.attack(vec![segment(true, TCP_ACK, b"LZ-LL-AFTER.")])?;
+    ensure!(
+        neighbour.saw(b"LZ-LL-AFTER.", ARRIVE),
+        "the monitor's segment after the reload did not arrive\n{}",
+        lab.debug()
+    );
+    // The neighbour's answers from the link-local address are no longer its own.
+    for round in 0..2 {
+        let marker = format!("LZ-LL-SPOOF-{round}.");
+        let frame = segment(false, TCP_ACK, marker.as_bytes());
+        refused_when(
+            &lab,
+            &monitor,
+            "the neighbour's answer from a link-local address no longer its own",
+            marker.as_bytes(),
+            Some((Reason::DenySpoof, SIDE_DEVICES)),
+            || from_neighbour(frame),
+        )?;
+    }
+    done(
+        "a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn",
+        dp,
+        "while the neighbour owned its link-local address, the session's segments arrived both ways; once a reload bound it an IPv4 address, the monitor's still did",
     )
 }

@@ -196,6 +196,12 @@ pub enum Problem {
     },
     #[error("device ids `{first}` and `{second}` hash to the same datapath id")]
     DeviceIdCollision { first: String, second: String },
+    #[error("{addr}, given to device `{device}`, is {what}: no device sends from it")]
+    NotAHostAddress {
+        addr: String,
+        device: String,
+        what: &'static str,
+    },
     #[error("{family} address {addr} given in `{key}`")]
     WrongFamily {
         key: &'static str,

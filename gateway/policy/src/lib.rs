@@ -25,8 +25,9 @@
 //!   `class:X`, `device:ID`, an address or prefix, `any`, or a list), `proto` (`tcp`, `udp`,
 //!   `icmp`, `icmpv6`, `any` or a number), `ports` (numbers, `"a-b"` ranges, site port
 //!   names; omitted: all), `initiator` (`device`, the default, or `peer`).
-//! - `[[devices]]`: `id`, `class`, identity (`mac`, `ipv4`, `ipv6`, `vlan`, `interface`),
-//!   inventory (`vendor`, `model`, `serial`, `firmware`, `last_patched`, `location`,
+//! - `[[devices]]`: `id`, `class`, identity (`mac`, `ipv4`, `ipv6`, `vlan`, `interface`,
+//!   `port`; an address is a host's own, never unspecified, broadcast, multicast,
+//!   loopback or IPv4-mapped), inventory (`vendor`, `model`, `serial`, `firmware`, `last_patched`, `location`,
 //!   `owner`, `life_critical`, `stores_phi`, `patient_connection`, `patchable`, `notes`) and
 //!   overrides (`mode`, extra `workflows`, `quarantine`).
 //! - `[exceptions.NAME]`: a vendor service window — `devices` and/or `class`, non-essential

@@ -232,6 +232,31 @@ fn device_identity_is_checked() {
         one(&device("ipv4 = \"10.20.0.0/24\"")),
         Problem::BadAddress { .. }
     ));
+    for (key, addr) in [
+        ("ipv4", "0.0.0.0"),
+        ("ipv4", "255.255.255.255"),
+        ("ipv4", "224.0.0.5"),
+        ("ipv4", "127.0.0.1"),
+        ("ipv6", "::"),
+        ("ipv6", "ff02::1"),
+        ("ipv6", "::1"),
+        ("ipv6", "::ffff:10.20.0.5"),
+    ] {
+        let value = if key == "ipv4" {
+            format!("\"{addr}\"")
+        } else {
+            format!("[\"{addr}\"]")
+        };
+        let d = diag(&device(&format!(
+            "mac = \"02:00:00:00:00:01\"\n{key} = {value}"
+        )));
+        assert!(
+            matches!(&d.problem, Problem::NotAHostAddress { addr: a, .. } if a == addr),
+            "{addr}: {:?}",
+            d.problem
+        );
+        assert!(d.span.is_some(), "{addr}: no position");
+    }
     assert!(matches!(one(&device("")), Problem::NoIdentity { .. }));
     assert!(matches!(
         one(&device("ipv4 = \"10.20.0.5\"\nvlan = 5000")),

@@ -92,7 +92,20 @@ impl Validator<'_> {
         let mut ipv6 = Vec::new();
         for (key, list) in [("ipv4", &d.ipv4), ("ipv6", &d.ipv6)] {
             for a in list {
-                match a.v.trim().parse::<IpAddr>() {
+                let parsed = a.v.trim().parse::<IpAddr>();
+                if let Some(what) = parsed.as_ref().ok().and_then(|&a| not_a_host(a)) {
+                    let problem = Problem::NotAHostAddress {
+                        addr: a.v.clone(),
+                        device: id.v.clone(),
+                        what,
+                    };
+                    self.diags.push(
+                        Diagnostic::at(problem, a.span)
+                            .hint("give the address the device is configured with"),
+                    );
+                    continue;
+                }
+                match parsed {
                     Ok(IpAddr::V4(x)) if key == "ipv4" => ipv4.push(x),
                     Ok(IpAddr::V6(x)) if key == "ipv6" => ipv6.push(x),
                     Ok(other) => self.diags.push(
@@ -394,4 +407,24 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// What keeps `a` from being a device's own address, if anything: the datapath identifies
+/// a device by the source address of what it sends, and gives the unspecified and
+/// link-local sources of address configuration their own rules, which a device bound the
+/// unspecified address would bypass (bypass class: the XDP fast path's flow flags assume
+/// no device binds it).
+fn not_a_host(a: IpAddr) -> Option<&'static str> {
+    let what = match a {
+        IpAddr::V4(x) if x.is_unspecified() => "the unspecified address",
+        IpAddr::V4(x) if x.is_broadcast() => "the broadcast address",
+        IpAddr::V4(x) if x.is_multicast() => "a multicast address",
+        IpAddr::V4(x) if x.is_loopback() => "a loopback address",
+        IpAddr::V6(x) if x.is_unspecified() => "the unspecified address",
+        IpAddr::V6(x) if x.is_multicast() => "a multicast address",
+        IpAddr::V6(x) if x.is_loopback() => "the loopback address",
+        IpAddr::V6(x) if x.to_ipv4_mapped().is_some() => "an IPv4-mapped address",
+        _ => return None,
+    };
+    Some(what)
 }
