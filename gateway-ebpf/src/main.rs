@@ -1762,9 +1762,11 @@ fn has_owners(gen: &Gen, family: u8) -> bool {
 /// upstream, `destination` from a device port).
 /// Bypass class: without it, what upstream sends to such a device is judged by no policy
 /// of its own — it would reach an isolated device, and any session opened on it would pass
-/// as unmanaged. The address names its owner while the ownership lives (used within
-/// TIMEOUT_LL_OWNER_NS, less a second), as the nftables frame stage's `ownidx` maps keep
-/// it. IPv6 link-local addresses are not looked up: from a device port the frame's MAC
+/// as unmanaged. The address names its owner until another MAC claims it (the claim
+/// overwrites the entry) or the owner leaves it unused for TIMEOUT_DEST_OWNER_NS, far past
+/// the claim's TIMEOUT_LL_OWNER_NS (bypass class: a device silent for the claim's 10
+/// minutes was reached from upstream as no device's), as the nftables frame stage's
+/// `ownidx` maps keep it. IPv6 link-local addresses are not looked up: from a device port the frame's MAC
 /// names their device (`destination`, as it does IPv4's, 169.254/16); from upstream nothing
 /// is routed to them (an upstream port of a bridge: docs/reliability.md, *Open findings*).
 /// IPv4's are from upstream, as on nftables. A BPF function of its own: inlined, its exits multiplied the paths the
@@ -1776,9 +1778,9 @@ fn owned_device(slot: u8, now: u64, family: u8, addr: &Addr) -> Option<&'static 
     }
     // SAFETY: see LZ_IFACE_HIGH above.
     let owner = unsafe { LZ_LL_OWNER.get(word::owner_key(family, addr)) }?;
-    // A second short of the ownership, as the frame stage's `ownidx` elements live (the
-    // two dataplanes find the same owners).
-    if expired(now, owner.last_seen_ns, TIMEOUT_LL_OWNER_NS - NS_PER_S) {
+    // As long as the frame stage's `ownidx` elements live (the two dataplanes find the
+    // same owners).
+    if expired(now, owner.last_seen_ns, TIMEOUT_DEST_OWNER_NS) {
         return None;
     }
     let dev = lookup_mac(slot, Mac::of_owner(owner))?;

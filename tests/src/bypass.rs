@@ -338,6 +338,101 @@ impl BypassLab {
     pub fn fmt(mac: Mac) -> String {
         fmt_mac(mac)
     }
+
+    /// Makes the dataplane's record of `mac`'s ownership of `addr` by first use `secs`
+    /// older, as if its owner had been silent that much longer: XDP's `LZ_LL_OWNER` entry
+    /// last used `secs` earlier; on nftables, every frame stage table's claim (`own4`,
+    /// `claimed4`) removed when `secs` is past the claim's timeout, and its destination
+    /// owner (`ownidx4`) given `secs` less to live (removed when nothing is left).
+    pub fn age_owner(&self, addr: Ipv4Addr, mac: Mac, secs: u64) -> Result<()> {
+        use lazaret_abi::{LlKey, LlOwner, NS_PER_S, TIMEOUT_LL_OWNER_NS};
+        match self.dataplane {
+            Dataplane::Xdp => {
+                let path =
+                    lazaret::dataplane::pin_dir(&self.bpffs.path).join(lazaret_abi::MAP_LL_OWNER);
+                let data = aya::maps::MapData::from_pin(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let mut map: aya::maps::HashMap<_, LlKey, LlOwner> =
+                    aya::maps::Map::LruHashMap(data).try_into()?;
+                // IPv4-mapped: `::ffff:a.b.c.d`.
+                let key = lazaret_abi::LlKey {
+                    addr: addr.to_ipv6_mapped().octets(),
+                };
+                let mut owner = map
+                    .get(&key, 0)
+                    .with_context(|| format!("no owner of {addr} recorded"))?;
+                if owner.mac != mac {
+                    bail!("{addr} is owned by {:?}, not {mac:?}", owner.mac);
+                }
+                owner.last_seen_ns = owner
+                    .last_seen_ns
+                    .checked_sub(secs * NS_PER_S)
+                    .context("the machine has been up for less time than the owner is aged")?;
+                map.insert(key, owner, 0)?;
+            }
+            Dataplane::Nftables => {
+                let listed = self.gw.exec(&["nft", "-j", "list", "tables", "netdev"])?;
+                let listed: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+                let tables: Vec<String> = listed["nftables"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| Some(o.get("table")?.get("name")?.as_str()?.to_string()))
+                    .collect();
+                let mut aged = 0;
+                for t in tables {
+                    let Ok(out) = self
+                        .gw
+                        .exec(&["nft", "-j", "list", "map", "netdev", &t, "ownidx4"])
+                    else {
+                        continue;
+                    };
+                    let map: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                    let body = map["nftables"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|o| o.get("map"))
+                        .context("an ownidx4 listing without the map")?;
+                    let timeout = body["timeout"].as_u64().context("ownidx4's timeout")?;
+                    let elem =
+                        body["elem"].as_array().into_iter().flatten().find(|e| {
+                            e[0]["elem"]["val"].as_str() == Some(addr.to_string().as_str())
+                        });
+                    // A table that records no owner of the address (one a reload is
+                    // replacing, say) has nothing to age.
+                    let Some(e) = elem else {
+                        continue;
+                    };
+                    let mut text = String::new();
+                    if secs * NS_PER_S > TIMEOUT_LL_OWNER_NS {
+                        let m = fmt_mac(mac);
+                        text.push_str(&format!(
+                            "delete element netdev {t} own4 {{ {addr} . {m} }}\ndelete element netdev {t} claimed4 {{ {addr} }}\n"
+                        ));
+                    }
+                    let left = e[0]["elem"]["expires"].as_u64().unwrap_or(0);
+                    let mark = e[1].as_u64().context("ownidx4's mark")?;
+                    text.push_str(&format!("delete element netdev {t} ownidx4 {{ {addr} }}\n"));
+                    if left > secs {
+                        text.push_str(&format!(
+                            "add element netdev {t} ownidx4 {{ {addr} timeout {timeout}s expires {}s : {mark} }}\n",
+                            left - secs
+                        ));
+                    }
+                    let file = self.tmp.path.join("age-owner.nft");
+                    std::fs::write(&file, &text)?;
+                    self.gw
+                        .exec(&["nft", "-f", file.to_str().context("path")?])?;
+                    aged += 1;
+                }
+                if aged == 0 {
+                    bail!("no frame stage table records an owner of {addr}");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for BypassLab {

@@ -50,6 +50,7 @@ on_both_dataplanes!(
     a_device_known_by_its_mac_is_reached_only_as_its_policy_allows,
     a_device_owns_no_address_outside_the_devices_networks,
     a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn,
+    a_silent_device_known_by_its_mac_is_still_judged_by_its_policy,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2914,5 +2915,117 @@ fn a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn(
         "a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn",
         dp,
         "while the neighbour owned its link-local address, the session's segments arrived both ways; once a reload bound it an IPv4 address, the monitor's still did",
+    )
+}
+
+/// A device the inventory knows by its MAC alone stays the destination of its address when
+/// it falls silent: a pump that has not spoken for 10 minutes (its claim on the address
+/// expired, the time skipped in the dataplane's records) is still reached from upstream
+/// only as its policy allows, across a reload too, and the server's answer on its session
+/// still arrives. A second pump's claim of the address, now free, makes it the address's
+/// destination: it is in audit mode, so what the first pump's policy refused reaches it
+/// (reported). (On the old code the silent pump's address named no device once the claim
+/// expired: the server's SYN arrived, a port scan of a quiet pump.)
+fn a_silent_device_known_by_its_mac_is_still_judged_by_its_policy(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let (a, b) = (BypassLab::fmt(PUMP_A), BypassLab::fmt(PUMP_B));
+    let extra = format!(
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{a}\"\n\n[[devices]]\nid = \"pump-b\"\nclass = \"patient-monitor\"\nmode = \"audit\"\nmac = \"{b}\"\n"
+    );
+    let generation = lab.reload_to(lab.generation()?, &extra)?;
+    let pump4 = Ipv4Addr::new(10, 20, 0, 50);
+    // The gateway reaches the address at the pump that holds it (a permanent entry: the
+    // pumps are raw frames from the neighbour's port, with no stack to answer ARP).
+    let neighbour = |mac: &str| {
+        lab.gw.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &pump4.to_string(),
+            "lladdr",
+            mac,
+            "dev",
+            &lab.bridge,
+            "nud",
+            "permanent",
+        ])
+    };
+    neighbour(&a)?;
+    let no_rst = "add table inet lz_no_rst { chain out { type filter hook output priority 0; tcp flags rst drop; }; }";
+    lab.srv.exec(&["nft", no_rst])?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let pumps = Observer::on(&lab.bys, &lab.bys_if)?;
+    let gw_up = mac_of(&lab.gw, &lab.up_if)?;
+    let srv_l2 = mac_of(&lab.srv, &lab.srv_if)?;
+    let from_server = |l4: Vec<u8>| {
+        let l3 = ipv4(SERVER, pump4, 6, &l4, &Ipv4Opts::default());
+        with_l4_checksum4(ethernet(gw_up, srv_l2, &[], ETH_IPV4, &l3))
+    };
+    let send_up = |frame: Vec<u8>| send_raw(&lab.srv, &lab.srv_if, vec![frame]);
+    let from_pump = |mac: Mac, marker: &[u8]| {
+        send_raw(
+            &lab.bys,
+            &lab.bys_if,
+            vec![syn4(&lab, mac, pump4, &[], HL7, marker)],
+        )
+    };
+    // The pump opens its HL7 session from the address DHCP gave it: its own by first use.
+    from_pump(PUMP_A, b"quiet-pump-syn")?;
+    ensure!(
+        server.saw(b"quiet-pump-syn", ARRIVE),
+        "the pump's SYN did not arrive\n{}",
+        lab.debug()
+    );
+    // Then it is silent past its claim (the 10 minutes skipped), and the policy reloads.
+    lab.age_owner(pump4, PUMP_A, 601)?;
+    lab.reload_to(generation, &format!("{extra}\n# reloaded\n"))?;
+    // The server's answer on the pump's session arrives (the observer is shown to see)...
+    let synack = tcp_seq_ack(
+        HL7,
+        40000,
+        TCP_SYN | TCP_ACK,
+        (7000, TCP_SEQ + 1),
+        b"quiet-answer",
+    );
+    send_up(from_server(synack))?;
+    ensure!(
+        pumps.saw(b"quiet-answer", ARRIVE),
+        "the server's answer on the silent pump's session did not arrive\n{}",
+        lab.debug()
+    );
+    // ...and nothing the pump's policy refuses: no session of the server's own on it.
+    for (port, marker) in [(22, &b"quiet-scan-22"[..]), (443, b"quiet-scan-443")] {
+        let frame = from_server(tcp(5000, port, TCP_SYN, marker));
+        refused_when(
+            &lab,
+            &pumps,
+            "the server's SYN to the silent pump",
+            marker,
+            Some((Reason::DenyNoRule, SIDE_UPSTREAM)),
+            || send_up(frame),
+        )?;
+    }
+    // The second pump claims the address, free now, and the gateway's neighbour entry
+    // follows it: the address is its own, as a destination too.
+    from_pump(PUMP_B, b"second-pump-syn")?;
+    ensure!(
+        server.saw(b"second-pump-syn", ARRIVE),
+        "the second pump's SYN from the address the first left did not arrive\n{}",
+        lab.debug()
+    );
+    neighbour(&b)?;
+    let before = lab.packets(Reason::Audit, SIDE_UPSTREAM)?;
+    send_up(from_server(tcp(5001, 22, TCP_SYN, b"audited-scan")))?;
+    ensure!(
+        pumps.saw(b"audited-scan", ARRIVE),
+        "the server's SYN to the second pump, in audit mode, did not arrive\n{}",
+        lab.debug()
+    );
+    counted(&lab, Reason::Audit, SIDE_UPSTREAM, before)
+        .context("the second pump's policy was not asked")?;
+    done(
+        "a_silent_device_known_by_its_mac_is_still_judged_by_its_policy",
+        dp,
+        "silent past its claim and across a reload, the pump still got the server's answer on its session; a second pump's claim of the address made its own policy (audit) the one asked",
     )
 }

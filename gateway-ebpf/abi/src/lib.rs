@@ -98,7 +98,10 @@
 //! (as a source, as the sender of its ARP, or as the target of its neighbor advertisement)
 //! owns it in [`MAP_LL_OWNER`] until it leaves it unused for [`TIMEOUT_LL_OWNER_NS`] (FCFS
 //! source address validation, RFC 6620); another MAC using it meanwhile is spoofing, so a
-//! device cannot take over the address its neighbour was given. An IPv4 address is keyed
+//! device cannot take over the address its neighbour was given. As a destination the
+//! address names its owner longer, until another MAC claims it or
+//! [`TIMEOUT_DEST_OWNER_NS`] passes: what is sent to a quiet device is still judged by its
+//! policy. An IPv4 address is keyed
 //! as its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, [`owner_key`]), which no device may use
 //! on the wire. The gateway's own addresses ([`MAP_LOCAL`]) are never claimable (a device
 //! advertising the router's link-local address would become every device's default
@@ -125,10 +128,11 @@
 //!
 //! The owner record also names the device at a destination: a packet to an address no
 //! inventory entry binds, owned by the MAC of a device known by its MAC alone in that
-//! family, is judged by that device's policy as one to a bound address is, while the
-//! ownership lives (less a second: the nftables frame stage's marks of owners expire a
-//! second before the ownership, so an address passes to a new owner only once they are
-//! gone). From a device port only inside the devices' declared networks
+//! family, is judged by that device's policy as one to a bound address is, until another
+//! MAC claims the address or the owner leaves it unused for [`TIMEOUT_DEST_OWNER_NS`] (a
+//! day: past the claim, so a quiet device is still judged by its policy; the nftables
+//! frame stage's marks of owners live as long, and a new claim deletes the previous
+//! owner's). From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
 //! be asked about every device's flow to it. A link-local address (fe80::/10; 169.254/16
 //! but its broadcast address) is not looked up this way from a device port: it names the
@@ -468,6 +472,15 @@ pub const fn flow_timeout_ns(proto: u8, state: u8) -> u64 {
 /// by another MAC (RFC 6620's lifetime of an unused binding); a DHCP server that gives a
 /// released address to another device sooner sees that device refused until then.
 pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;
+/// How long an address owned by first use names its owner as a destination after the owner
+/// last used it: past the claim ([`TIMEOUT_LL_OWNER_NS`]), until another MAC claims the
+/// address or this passes. Bypass class: when the destination owner lived as long as the
+/// claim, what upstream sent to a quiet device known by its MAC alone (a pump addressed by
+/// DHCP, silent for 10 minutes) passed as traffic to no device, its policy not asked: a
+/// port scan reached it. A day covers a device silent between a night's readings; longer
+/// would keep naming a device that has left the address for good (a person's release,
+/// `lazaret pins release`, or another device's claim ends it sooner).
+pub const TIMEOUT_DEST_OWNER_NS: u64 = 24 * 3600 * NS_PER_S;
 pub const NS_PER_S: u64 = 1_000_000_000;
 
 /// Bound on VLAN tags (802.1Q / 802.1ad) the parser accepts; deeper stacks are dropped.

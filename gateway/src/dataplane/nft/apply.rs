@@ -7,7 +7,7 @@ use lazaret_abi::{QUARANTINE_ISOLATE, QUARANTINE_NONE};
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -211,7 +211,7 @@ impl Nft {
     /// What the packet path recorded in the frame stage `table`: owners of addresses by
     /// first use and bridge-port pins. Empty when the table does not exist.
     pub fn dynamic(&self, table: &str) -> Result<super::frame::Dynamic, ApplyError> {
-        use super::frame::names::{LL_OWNER, OWN4, PIN_PORT};
+        use super::frame::names::{LL_OWNER, MAC_INDEX, OWN4, OWN_INDEX, PIN_PORT};
         let mut d = super::frame::Dynamic::default();
         for set in [LL_OWNER, OWN4, PIN_PORT] {
             let Some(listed) = self.json(&["list", "set", "netdev", table, set])? else {
@@ -232,6 +232,30 @@ impl Nft {
                     }
                     (PIN_PORT, _) => d.pins.extend(parse_mac(&a).map(|mac| (mac, b))),
                     _ => {}
+                }
+            }
+        }
+        // The destination owners (`ownidx4`/`6`, address to the owner's device mark), by
+        // MAC: the marks are this table's numbering (`macidx4`/`6`), the next table has its
+        // own.
+        for (v, mac_index) in [(4, MAC_INDEX[0]), (6, MAC_INDEX[1])] {
+            let pairs = |name: &str| -> Result<Vec<(String, u64, Option<u64>)>, ApplyError> {
+                Ok(self
+                    .json(&["list", "map", "netdev", table, name])?
+                    .map(|l| map_pairs(&l))
+                    .unwrap_or_default())
+            };
+            let macs: BTreeMap<u64, [u8; 6]> = pairs(mac_index)?
+                .into_iter()
+                .filter_map(|(m, mark, _)| Some((mark, parse_mac(&m)?)))
+                .collect();
+            for (a, mark, left) in pairs(&format!("{OWN_INDEX}{v}"))? {
+                let (Some(&mac), Some(left)) = (macs.get(&mark), left) else {
+                    continue;
+                };
+                match v {
+                    4 => d.dest4.extend(a.parse().ok().map(|a| (a, mac, left))),
+                    _ => d.dest6.extend(parse_raw6(&a).map(|a| (a, mac, left))),
                 }
             }
         }
@@ -324,13 +348,14 @@ impl Nft {
     }
 
     /// Removes the ownership by first use of `v4` and `v6` by `mac` from the frame stage
-    /// `table`: the addresses are anyone's again.
+    /// `table`, and its destination ownership of those and of `dest` (addresses whose claim
+    /// it has left, that still name it as a destination): the addresses are anyone's again.
     pub fn release_addresses(
         &self,
         table: &str,
         mac: [u8; 6],
-        v4: &[std::net::Ipv4Addr],
-        v6: &[std::net::Ipv6Addr],
+        (v4, v6): (&[std::net::Ipv4Addr], &[std::net::Ipv6Addr]),
+        dest: (&[std::net::Ipv4Addr], &[std::net::Ipv6Addr]),
     ) -> Result<(), ApplyError> {
         use super::frame::names::{CLAIMED4, LL_CLAIMED, LL_OWNER, OWN4, OWN_INDEX};
         let m = mac_text(mac);
@@ -350,14 +375,16 @@ impl Nft {
                 .collect())
         };
         let held4 = held(4)?;
-        for a in v4.iter().filter(|a| held4.contains(&a.to_string())) {
+        let idx4: BTreeSet<_> = v4.iter().chain(dest.0).collect();
+        for a in idx4.into_iter().filter(|a| held4.contains(&a.to_string())) {
             text.push_str(&format!(
                 "delete element netdev {table} {OWN_INDEX}4 {{ {a} }}\n"
             ));
         }
         let held6: Vec<std::net::Ipv6Addr> =
             held(6)?.iter().filter_map(|k| parse_raw6(k)).collect();
-        for a in v6.iter().filter(|a| held6.contains(a)) {
+        let idx6: BTreeSet<_> = v6.iter().chain(dest.1).collect();
+        for a in idx6.into_iter().filter(|a| held6.contains(a)) {
             text.push_str(&format!(
                 "delete element netdev {table} {OWN_INDEX}6 {{ 0x{:032x} }}\n",
                 u128::from(*a)
@@ -624,6 +651,18 @@ fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
+/// A listed map's elements (`[key, value]`) with a number for their value (a mark): the
+/// key as nft writes it, the value, and the seconds left when it has a timeout.
+fn map_pairs(listed: &serde_json::Value) -> Vec<(String, u64, Option<u64>)> {
+    listed_elems(listed, "map")
+        .filter_map(|pair| {
+            let key = pair.get(0)?;
+            let text = key_text(key.pointer("/elem/val").unwrap_or(key))?;
+            Some((text, pair.get(1)?.as_u64()?, expires(key)))
+        })
+        .collect()
+}
+
 fn parse_raw6(s: &str) -> Option<std::net::Ipv6Addr> {
     let hex = s.strip_prefix("0x")?;
     u128::from_str_radix(hex, 16)
@@ -841,6 +880,23 @@ mod tests {
                 ("10.20.0.50".to_string(), Some(599)),
                 ("0x2".to_string(), Some(1))
             ]
+        );
+        // With their values: an owner's mark (`ownidx4`), and a MAC's (`macidx4`, whose
+        // keys are plain strings, without a timeout).
+        assert_eq!(
+            map_pairs(&map),
+            vec![
+                ("10.20.0.50".to_string(), 2_147_483_651, Some(599)),
+                ("0x2".to_string(), 2_147_483_652, Some(1))
+            ]
+        );
+        let macs: serde_json::Value = serde_json::from_str(
+            r#"{"nftables": [{"map": {"elem": [["02:00:00:00:0a:01", 2147483651]]}}]}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            map_pairs(&macs),
+            vec![("02:00:00:00:0a:01".to_string(), 2_147_483_651, None)]
         );
     }
 }

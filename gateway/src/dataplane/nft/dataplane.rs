@@ -536,24 +536,18 @@ impl NftDataplane {
             return Ok(0);
         };
         let d = self.nft.dynamic(&r.table)?;
-        let mine = |m: &[u8; 6]| *m == mac;
-        let owned = d.owners4.iter().filter(|o| mine(&o.1)).count()
-            + d.owners6.iter().filter(|o| mine(&o.1)).count();
-        let lasting = |left: u64| left >= 2;
-        let v4: Vec<_> = d
-            .owners4
-            .iter()
-            .filter(|o| mine(&o.1) && lasting(o.2))
-            .map(|o| o.0)
-            .collect();
-        let v6: Vec<_> = d
-            .owners6
-            .iter()
-            .filter(|o| mine(&o.1) && lasting(o.2))
-            .map(|o| o.0)
-            .collect();
-        if !v4.is_empty() || !v6.is_empty() {
-            self.nft.release_addresses(&r.table, mac, &v4, &v6)?;
+        // Claimed, or still naming it as a destination (each address once).
+        let owned =
+            mine(&d.owners4, &d.dest4, mac, 0).len() + mine(&d.owners6, &d.dest6, mac, 0).len();
+        let v4: Vec<_> = mine(&d.owners4, &[], mac, 2).into_iter().collect();
+        let v6: Vec<_> = mine(&d.owners6, &[], mac, 2).into_iter().collect();
+        // Addresses whose claim it has left still name it as a destination.
+        let dest4: Vec<_> = mine(&[], &d.dest4, mac, 2).into_iter().collect();
+        let dest6: Vec<_> = mine(&[], &d.dest6, mac, 2).into_iter().collect();
+        if !v4.is_empty() || !v6.is_empty() || !dest4.is_empty() || !dest6.is_empty() {
+            let dest = (&dest4[..], &dest6[..]);
+            self.nft
+                .release_addresses(&r.table, mac, (&v4, &v6), dest)?;
         }
         Ok(owned)
     }
@@ -767,4 +761,20 @@ fn event(inputs: &Inputs, l: &super::nflog::Logged) -> Option<lazaret_abi::Event
         }
     }
     Some(ev)
+}
+
+/// The addresses of `claims` and `dest` (address, owner's MAC, seconds left) that `mac`
+/// holds with at least `left` seconds to go, each once.
+fn mine<A: Ord + Copy>(
+    claims: &[(A, [u8; 6], u64)],
+    dest: &[(A, [u8; 6], u64)],
+    mac: [u8; 6],
+    left: u64,
+) -> BTreeSet<A> {
+    claims
+        .iter()
+        .chain(dest)
+        .filter(|o| o.1 == mac && o.2 >= left)
+        .map(|o| o.0)
+        .collect()
 }

@@ -53,6 +53,11 @@ pub struct Dynamic {
     pub owners6: Vec<(Ipv6Addr, [u8; 6], u64)>,
     /// IPv4 addresses devices the inventory binds none use, the same way.
     pub owners4: Vec<(Ipv4Addr, [u8; 6], u64)>,
+    /// The addresses that name their owner as a destination (`ownidx4`/`ownidx6`), by the
+    /// owner's MAC, with the seconds left: they outlive the claims above
+    /// (`TIMEOUT_DEST_OWNER_NS`).
+    pub dest4: Vec<(Ipv4Addr, [u8; 6], u64)>,
+    pub dest6: Vec<(Ipv6Addr, [u8; 6], u64)>,
     pub pins: Vec<([u8; 6], String)>,
 }
 
@@ -90,7 +95,9 @@ pub mod names {
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
     /// owns by first use (IPv6 link-local ones aside), to its device as an owner mark
-    /// (`render::OWNER_MARK`); refreshed with the ownership, by the owner's frames.
+    /// (`render::OWNER_MARK`); refreshed by the owner's frames, living
+    /// `TIMEOUT_DEST_OWNER_NS` past the last (after the claim), deleted by another
+    /// device's claim of the address.
     pub const OWN_INDEX: &str = "ownidx";
     /// Devices by MAC, to their owner marks: those known by their MAC alone in IPv4 and in
     /// IPv6 (the owners of `ownidx4`/`6`), and every one with a MAC (the device a frame to
@@ -123,6 +130,8 @@ const LINK_LOCAL_UNICAST4: &str = "ip daddr 169.254.0.0/16 ip daddr != 169.254.2
 
 /// How long a link-local owner keeps an unused address (`TIMEOUT_LL_OWNER_NS`), in seconds.
 const LL_TIMEOUT_S: u64 = TIMEOUT_LL_OWNER_NS / NS_PER_S;
+/// How long an owned address names its owner as a destination (`TIMEOUT_DEST_OWNER_NS`).
+const DEST_TIMEOUT_S: u64 = TIMEOUT_DEST_OWNER_NS / NS_PER_S;
 
 /// The reasons the frame stage decides, on either side; each has a named counter per side.
 pub const COUNTERS: &[Reason] = &[
@@ -671,22 +680,21 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         }
         macidx[2].insert(d.mac, mark);
     }
-    // A map keeps the data of an element it already holds (`update` refreshes only its
-    // timeout), so each lives a second less than the ownership it mirrors: gone before the
-    // address can pass to another MAC (`claimed4`/`ll_claimed` gone), the new owner's
-    // first frame writes its own. One element per address (a map refuses two): the owner
-    // with the most time left.
-    let dynamic_idx = format!(
-        "flags dynamic,timeout\n    timeout {}s\n    size {MAX_LL_OWNERS}",
-        LL_TIMEOUT_S - 1
-    );
+    // An address names its owner as a destination for as long as the XDP program's
+    // `owned_device` finds it (TIMEOUT_DEST_OWNER_NS since the owner last used it), past
+    // its claim: a new owner's claim deletes the element first (`fcfs`), as a map keeps
+    // the data of an element it already holds (`update` refreshes only its timeout). The
+    // elements are carried with what they had left, and a carried claim keeps its address
+    // at least as long. One element per address (a map refuses two): the owner with the
+    // most time left.
+    let dynamic_idx =
+        format!("flags dynamic,timeout\n    timeout {DEST_TIMEOUT_S}s\n    size {MAX_LL_OWNERS}");
     let owned = |fi: usize, v: Vec<(String, &[u8; 6], u64)>| -> Vec<String> {
         let mut by_addr: BTreeMap<String, (u64, u32)> = BTreeMap::new();
         for (a, m, left) in v {
             let Some(mark) = macidx[fi].get(m).copied() else {
                 continue;
             };
-            let left = left.saturating_sub(1);
             if left > 0 && by_addr.get(&a).is_none_or(|(l, _)| *l < left) {
                 by_addr.insert(a, (left, mark));
             }
@@ -696,19 +704,20 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             .map(|(a, (left, mark))| format!("{a} expires {left}s : {mark}"))
             .collect()
     };
+    let c = opt.carried;
     let ownidx4 = owned(
         0,
-        opt.carried
-            .owners4
+        c.owners4
             .iter()
+            .chain(&c.dest4)
             .map(|(a, m, left)| (a.to_string(), m, *left))
             .collect(),
     );
     let ownidx6 = owned(
         1,
-        opt.carried
-            .owners6
+        c.owners6
             .iter()
+            .chain(&c.dest6)
             .filter(|(a, _, _)| !a.is_unicast_link_local())
             .map(|(a, m, left)| (raw6(a), m, *left))
             .collect(),
@@ -1277,15 +1286,6 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} goto {dst}"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
-        // An owner's device mark outliving its ownership (a person's release could not
-        // delete it in its last second): its data would stay, as an update keeps the data
-        // of an element it finds. The address waits for it to expire (a second at most).
-        // (A lookup of its value, not of the key alone: kernels before 6.5 refuse a
-        // membership test on a map.)
-        let index = owner_index_map(key);
-        t.line(&format!(
-            "meta mark set {key} map @{index} goto claim_refused"
-        ));
         t.line(&format!(
             "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));
@@ -1297,6 +1297,12 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{key} . ether saddr != @{owner} goto claim_refused"
         ));
         t.line(&format!("{key} != @{claimed} goto claim_refused"));
+        // The previous owner's device mark, outliving its claim (`ownidx`, TIMEOUT_DEST_
+        // OWNER_NS), goes with it: the new owner's frame writes its own (an update keeps
+        // the data of an element it finds). The data given is not compared: a delete
+        // finds the element by its key.
+        let index = owner_index_map(key);
+        t.line(&format!("delete @{index} {{ {key} : meta mark }}"));
         t.line(&format!("goto {dst}"));
     };
     // The owner's device by the address it owns, as the mark the inet table reads
@@ -1316,7 +1322,14 @@ fn chains(t: &mut Text, site_flags: u32) {
                 MAC_INDEX[0]
             };
             t.line(&format!(
-                "meta mark set ether saddr map @{by} update @{map} {{ {key} : meta mark }}"
+                "meta mark set ether saddr map @{by} update @{map} {{ {key} : meta mark }} goto vlan_mark"
+            ));
+            // Bypass class: a full map records no new owner (its elements outlive the
+            // claims' by far), and the address would name no device. The claim's frame
+            // is refused instead, as long as there is no room. (A device with no mark
+            // here has nothing to record.)
+            t.line(&format!(
+                "meta mark set ether saddr map @{by} goto claim_refused"
             ));
             t.line("jump vlan_mark");
         });

@@ -554,7 +554,7 @@ fn a_reload_carries_address_owners_with_what_they_had_left() {
             (std::net::Ipv4Addr::new(10, 20, 0, 51), mac, 0),
         ],
         owners6: vec![("fd00:20::50".parse().expect("addr"), mac, 42)],
-        pins: vec![],
+        ..Default::default()
     };
     let frame = frame_of(&i, None, &carried);
     let b = &frame.build;
@@ -572,9 +572,10 @@ fn a_reload_carries_address_owners_with_what_they_had_left() {
 }
 
 /// The addresses devices known by their MAC alone own are carried into the next frame
-/// stage with the owner's device mark (`ownidx4`/`6`, read by the inet table), a second
-/// less than the ownership, one element per address however many owners were listed (a
-/// map refuses two: the reload would fail), and none for an owner that is no such device.
+/// stage with the owner's device mark (`ownidx4`/`6`, read by the inet table), with what
+/// the claim or the destination ownership had left (whichever is more: the destination
+/// outlives the claim), one element per address however many owners were listed (a map
+/// refuses two: the reload would fail), and none for an owner that is no such device.
 #[test]
 fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
     use lazaret_abi::{DEV_F_HAS_MAC, DEV_F_NO_IP4, DEV_F_NO_IP6};
@@ -612,6 +613,12 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
             ("fe80::22".parse().expect("addr"), mac_b, 200),
             ("fd00:20::52".parse().expect("addr"), mac_b, 200),
         ],
+        // Destination owners whose claims have expired: carried with their own time.
+        dest4: vec![
+            (std::net::Ipv4Addr::new(10, 20, 0, 53), mac_a, 80_000),
+            (addr, mac_b, 60),
+        ],
+        dest6: vec![("fd00:20::53".parse().expect("addr"), mac_a, 70_000)],
         pins: vec![],
     };
     let b_text = frame_of(&i, None, &carried).build;
@@ -625,22 +632,31 @@ fn a_reload_carries_the_devices_of_owned_addresses_once_each() {
     };
     let own4 = map("ownidx4");
     assert!(
-        own4.contains(&format!("10.20.0.50 expires 119s : {}", mark(b))),
+        own4.contains(&format!("10.20.0.50 expires 120s : {}", mark(b))),
         "{own4}"
     );
     assert_eq!(own4.matches("10.20.0.50").count(), 1, "{own4}");
     assert!(!own4.contains("10.20.0.52"), "{own4}");
-    // A second short of the ownership: gone before another MAC can take the address.
-    assert!(own4.contains("timeout 599s"), "{own4}");
-    let own6 = map("ownidx6");
-    let raw = "0xfd000020000000000000000000000050";
     assert!(
-        own6.contains(&format!("{raw} expires 41s : {}", mark(a))),
-        "{own6}"
+        own4.contains(&format!("10.20.0.53 expires 80000s : {}", mark(a))),
+        "{own4}"
     );
-    // Not an owner with a second left, nor a link-local address (a frame sent there names
-    // its device by MAC), nor an address of a family the device has bound.
-    assert_eq!(own6.matches("expires").count(), 1, "{own6}");
+    // As long as the XDP program's `owned_device` finds an owner: a day.
+    assert!(own4.contains("timeout 86400s"), "{own4}");
+    let own6 = map("ownidx6");
+    for (raw, left) in [
+        ("0xfd000020000000000000000000000050", 42),
+        ("0xfd000020000000000000000000000051", 1),
+        ("0xfd000020000000000000000000000053", 70_000),
+    ] {
+        assert!(
+            own6.contains(&format!("{raw} expires {left}s : {}", mark(a))),
+            "{own6}"
+        );
+    }
+    // Not a link-local address (a frame sent there names its device by MAC), nor an
+    // address of a family the device has bound.
+    assert_eq!(own6.matches("expires").count(), 3, "{own6}");
     let mac_str = super::render::mac_str;
     assert!(map("macidx4").contains(&format!("{} : {}", mac_str(&mac_a), mark(a))));
     assert!(!map("macidx6").contains(&mac_str(&mac_b)));
