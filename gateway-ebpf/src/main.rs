@@ -363,6 +363,9 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     // Compare ids, not the Option<&Device> pointers: LLVM folds two null checks into
     // `p1 | p2 == 0`, and the verifier rejects arithmetic on map-value pointers.
     if dev_id(&src_dev, &dst_dev).id == 0 {
+        if to_unowned(gen, pkt) {
+            return Verdict::new(Reason::DenyUnknown);
+        }
         return Verdict::new(Reason::PassUnmanaged);
     }
 
@@ -1742,6 +1745,36 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
             .filter(|_| claimable_class(site_claim_class(gen.slot, family, addr))),
         None => None,
     }
+}
+
+/// Bypass class: from upstream, an address of the devices' declared networks that no
+/// device binds or owns by first use (`device_at` found none). A device known by its MAC
+/// alone that has not spoken since the gateway booted (or an HA failover) owns nothing
+/// yet, and what upstream sent to the address DHCP gave it passed as traffic to no device,
+/// its policy not asked: on a fresh gateway, a port scan of every such device. Where the
+/// site denies unknown devices, and has devices known by their MAC alone in the family,
+/// such a packet is refused as to an unknown device's (`deny_unknown`): an unmanaged host
+/// there may not send either. The device's first frame (its answer to the gateway's or the
+/// router's ARP or neighbor solicitation, which that packet causes) makes the address its
+/// own, so only the packets before it are refused (TCP retransmits; a one-shot datagram is
+/// lost, and counted). Not a link-local address (nothing is routed there from upstream,
+/// and its owner is found by MAC), not the gateway's own, and not a DHCP server's answer
+/// to a client (DHCPv4 67 → 68, DHCPv6 547 → 546), which comes before the client has an
+/// address to speak from.
+#[inline(always)]
+fn to_unowned(gen: &Gen, pkt: &Pkt) -> bool {
+    let dhcp = if pkt.family == FAMILY_V4 {
+        (67, 68)
+    } else {
+        (547, 546)
+    };
+    pkt.side == SIDE_UPSTREAM
+        && gen.site.flags & SITE_F_UNKNOWN_AUDIT == 0
+        && has_owners(gen, pkt.family)
+        && !(pkt.proto == PROTO_UDP && (pkt.sport, pkt.dport) == dhcp)
+        && !parse::is_link_local(pkt.family, &pkt.dst)
+        && !is_local(pkt.family, &pkt.dst)
+        && site_claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)
 }
 
 /// Whether some device of the generation is known by its MAC alone in `family`: without

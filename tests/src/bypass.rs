@@ -339,6 +339,29 @@ impl BypassLab {
         fmt_mac(mac)
     }
 
+    /// Permanent neighbour entries on the gateway, (address, MAC, interface) each: for hosts
+    /// sent as raw frames, which have no stack to answer a solicitation.
+    pub fn neighbours(&self, entries: &[(IpAddr, &str, &str)]) -> Result<()> {
+        for (addr, mac, dev) in entries {
+            let family = if addr.is_ipv4() { "-4" } else { "-6" };
+            let addr = addr.to_string();
+            let args = [
+                "ip", family, "neigh", "replace", &addr, "lladdr", mac, "dev", dev,
+            ];
+            self.gw.exec(&[&args[..], &["nud", "permanent"]].concat())?;
+        }
+        Ok(())
+    }
+
+    /// The server's stack drops its own TCP resets: it has no listener behind the ports the
+    /// scenarios use, and its resets would close the sessions they open (conntrack forgets
+    /// a reset session) before they answer on them.
+    pub fn server_sends_no_resets(&self) -> Result<()> {
+        let table = "add table inet lz_no_rst { chain out { type filter hook output priority 0; tcp flags rst drop; }; }";
+        self.srv.exec(&["nft", table])?;
+        Ok(())
+    }
+
     /// Makes the dataplane's record of `mac`'s ownership of `addr` by first use `secs`
     /// older, as if its owner had been silent that much longer: XDP's `LZ_LL_OWNER` entry
     /// last used `secs` earlier; on nftables, every frame stage table's claim (`own4`,

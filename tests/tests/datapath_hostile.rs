@@ -1580,11 +1580,12 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
     };
     let upstream = |t: &mut Twin| t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
     let devices = |t: &mut Twin| t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
-    // Nobody's yet: passes as traffic to no device.
+    // Nobody's yet, in the devices' networks: an unknown device's
+    // (`a_device_known_by_its_mac_is_not_reached_before_it_speaks`).
     upstream(&mut t);
     assert_eq!(
         t.judge(&from_server(given, 5000, 22, TCP_SYN), LO),
-        Reason::PassUnmanaged
+        Reason::DenyUnknown
     );
     // The device uses its addresses: its sessions to the server.
     devices(&mut t);
@@ -1650,12 +1651,13 @@ fn a_device_known_by_its_mac_is_judged_as_a_destination() {
         t.judge(&from_server(elsewhere, 5000, 22, TCP_SYN), LO),
         Reason::DenyNoRule
     );
-    // An address it has not used is nobody's; a link-local one is not looked up from
-    // upstream (nothing is routed to it; from a device port the frame's MAC names its
-    // device: `a_device_is_judged_as_the_destination_of_its_link_local_address`).
+    // An address it has not used is nobody's (an unknown device's, in the devices'
+    // networks); a link-local one is not looked up from upstream (nothing is routed to it;
+    // from a device port the frame's MAC names its device:
+    // `a_device_is_judged_as_the_destination_of_its_link_local_address`).
     assert_eq!(
         t.judge(&from_server(unused, 5000, 22, TCP_SYN), LO),
-        Reason::PassUnmanaged
+        Reason::DenyUnknown
     );
     devices(&mut t);
     let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
@@ -1977,6 +1979,94 @@ fn a_link_local_source_is_not_passed_on_a_flag_its_address_does_not_earn() {
     // The neighbour's answer from the link-local address is no longer its own.
     for _ in 0..2 {
         assert_eq!(t.judge(&from_neighbour(TCP_ACK), LO), Reason::DenySpoof);
+    }
+}
+
+/// From upstream, an address of the devices' networks that no device binds or owns is an
+/// unknown device's where the site denies those and has devices known by their MAC alone
+/// in the family: a device that has not spoken yet owns nothing, and what upstream sent
+/// to the address DHCP gave it passed as traffic to no device (a port scan of a fresh
+/// gateway's quiet devices). A DHCP server's answer to a client passes, as does anything
+/// to an address outside the devices' networks, a link-local one or the gateway's own; in
+/// a site that audits unknown devices, or has no device known by its MAC alone in the
+/// family, nothing changes. Once the device has spoken from the address, its policy
+/// decides.
+#[test]
+fn a_device_known_by_its_mac_is_not_reached_before_it_speaks() {
+    fn nets(c: &mut MapContents) {
+        handmade::claim_networks(
+            c,
+            &[
+                ("10.20.0.0/24", CLAIM_DEVICES),
+                ("fd00:20::/64", CLAIM_DEVICES),
+                ("169.254.0.0/16", CLAIM_DEVICES),
+                ("fe80::/10", CLAIM_DEVICES),
+                ("10.10.0.0/24", CLAIM_NO),
+            ],
+        );
+    }
+    fn mac_only(c: &mut MapContents) {
+        nets(c);
+        let dev = handmade::bystander_id();
+        c.dev_ip4.retain(|(_, d)| d.id != dev);
+        c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4);
+    }
+    let given = Ipv4Addr::new(10, 20, 0, 50);
+    let from_server = |dst: Ipv4Addr, l4: Vec<u8>, proto: u8| {
+        with_l4_checksum4(ethernet(
+            GW_MAC,
+            OTHER_MAC,
+            &[],
+            ETH_IPV4,
+            &ipv4(SERVER, dst, proto, &l4, &Ipv4Opts::default()),
+        ))
+    };
+    let syn = |dst: Ipv4Addr| from_server(dst, tcp(5000, 22, TCP_SYN, &[]), 6);
+    let upstream = |t: &mut Twin| t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let mut t = Twin::with(SITE_F_NEIGHBOR, mac_only);
+    upstream(&mut t);
+    for dst in [given, Ipv4Addr::new(10, 20, 0, 255)] {
+        assert_eq!(t.judge(&syn(dst), LO), Reason::DenyUnknown, "{dst}");
+    }
+    // A DHCP server's answer to the client; an address outside the devices' networks, a
+    // link-local one, the gateway's own (a local address of the fixture), a bound one.
+    let offer = from_server(given, udp(67, 68, b"offer"), 17);
+    assert_eq!(t.judge(&offer, LO), Reason::PassUnmanaged);
+    let gateway = Ipv4Addr::new(10, 20, 0, 1);
+    t.local(&[IpAddr::V4(gateway)]);
+    for dst in [
+        Ipv4Addr::new(192, 0, 2, 9),
+        Ipv4Addr::new(169, 254, 3, 4),
+        gateway,
+    ] {
+        assert_eq!(t.judge(&syn(dst), LO), Reason::PassUnmanaged, "{dst}");
+    }
+    assert_eq!(t.judge(&syn(DEV_IP), LO), Reason::DenyNoRule);
+    // The device speaks from the address (its ARP): its own, its policy decides.
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    let a = arp(2, BYSTANDER_MAC, given, [0xff; 6], given);
+    let claim = ethernet([0xff; 6], BYSTANDER_MAC, &[], ETH_ARP, &a);
+    assert_eq!(t.judge(&claim, LO), Reason::AllowNeighbor);
+    upstream(&mut t);
+    assert_eq!(t.judge(&syn(given), LO), Reason::DenyNoRule);
+    // Unknown devices audited, or none known by its MAC alone: unchanged.
+    for (flags, edit) in [
+        (
+            SITE_F_NEIGHBOR | SITE_F_UNKNOWN_AUDIT,
+            mac_only as fn(&mut MapContents),
+        ),
+        (
+            SITE_F_NEIGHBOR | SITE_F_NO_OWNERS4,
+            nets as fn(&mut MapContents),
+        ),
+    ] {
+        let mut t = Twin::with(flags, edit);
+        upstream(&mut t);
+        assert_eq!(
+            t.judge(&syn(given), LO),
+            Reason::PassUnmanaged,
+            "{flags:#x}"
+        );
     }
 }
 

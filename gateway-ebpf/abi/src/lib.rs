@@ -531,7 +531,10 @@ pub enum Reason {
     DenyNoFlow = 9,
     /// A managed identity used with a foreign MAC, VLAN, interface or IP.
     DenySpoof = 10,
-    /// An unknown device, and the site default is deny.
+    /// An unknown device, and the site default is deny: from a device port, its frame; from
+    /// upstream, a packet to an address of the devices' declared networks that no device
+    /// binds or owns by first use, where some device is known by its MAC alone in the
+    /// family (`to_unowned` in the program).
     DenyUnknown = 11,
     /// A frame the parser rejects (truncated, bad lengths, bad header fields).
     DenyMalformed = 12,

@@ -572,6 +572,28 @@ pub fn link_local_unicast(a: IpAddr) -> bool {
     }
 }
 
+/// From upstream, an address of the devices' declared networks no device binds or owns,
+/// where the site denies unknown devices and has devices known by their MAC alone in the
+/// family: refused as an unknown device's (the datapath's `to_unowned`, which says why).
+/// Not a link-local address, the gateway's own, or a DHCP server's answer to a client.
+fn to_unowned(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc, ip: &IpDesc) -> bool {
+    let (no_owners, dhcp) = if ip.dst.is_ipv4() {
+        (SITE_F_NO_OWNERS4, (67, 68))
+    } else {
+        (SITE_F_NO_OWNERS6, (547, 546))
+    };
+    let link_local = match ip.dst {
+        IpAddr::V4(a) => a.octets()[..2] == [169, 254],
+        IpAddr::V6(a) => is_link_local6(&a),
+    };
+    pkt.side == SIDE_UPSTREAM
+        && ix.site.flags & (SITE_F_UNKNOWN_AUDIT | no_owners) == 0
+        && !(ip.proto == PROTO_UDP && (ip.sport, ip.dport) == dhcp)
+        && !link_local
+        && !states.local.contains(&ip.dst)
+        && ix.peer_class(CLAIM_POLICY, DIR_CLAIM, ip.dst) == Some(CLAIM_DEVICES)
+}
+
 /// 0.0.0.0, :: or fe80::/10 (`parse::is_unspecified_or_link_local`).
 pub fn unspecified_or_link_local(a: IpAddr) -> bool {
     match a {
@@ -766,6 +788,9 @@ fn judge_ip(
     };
     let dst_dev = ix.device_at(states, ip.dst, pkt);
     if src_dev.is_none() && dst_dev.is_none() {
+        if to_unowned(ix, states, pkt, ip) {
+            return Decision::new(Reason::DenyUnknown);
+        }
         return Decision::new(Reason::PassUnmanaged);
     }
     if ip.proto == PROTO_ICMPV6 && is_neighbor_icmpv6(ip.icmp_type) {

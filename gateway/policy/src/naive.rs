@@ -146,6 +146,36 @@ impl<'p> Eval<'p> {
         }
     }
 
+    /// From upstream, to an address of a network a devices-side interface declares that no
+    /// device has (nobody owns one here: ownership is the datapath's runtime record), where
+    /// unknown devices are denied and some device is known by its MAC alone in the family:
+    /// an unknown device's. Not a link-local address, the gateway's own, or a DHCP
+    /// server's answer to a client.
+    fn to_unowned(&self, pkt: &PacketDesc, ip: &IpDesc) -> bool {
+        let v4 = ip.dst.is_ipv4();
+        let mac_only = self.p.devices.iter().any(|d| {
+            d.mac.is_some()
+                && if v4 {
+                    d.ipv4.is_empty()
+                } else {
+                    d.ipv6.is_empty()
+                }
+        });
+        let dhcp = if v4 { (67, 68) } else { (547, 546) };
+        let link_local = match ip.dst {
+            IpAddr::V4(x) => x.octets()[..2] == [169, 254],
+            IpAddr::V6(x) => (x.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if pkt.side != abi::SIDE_UPSTREAM || self.p.site.unknown_audit || link_local {
+            return false;
+        }
+        let dhcp_answer = ip.proto == abi::PROTO_UDP && (ip.sport, ip.dport) == dhcp;
+        mac_only
+            && !dhcp_answer
+            && !self.cx.local.contains(&ip.dst)
+            && claim_winner(self.p, None, ip.dst).is_some_and(|((_, rank), _)| rank == 2)
+    }
+
     fn arp(&self, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> NaiveDecision {
         if pkt.side == abi::SIDE_UPSTREAM {
             return NaiveDecision::new(Reason::PassUnmanaged, None);
@@ -194,6 +224,9 @@ impl<'p> Eval<'p> {
             found => found,
         };
         if src.is_none() && dst.is_none() {
+            if self.to_unowned(pkt, ip) {
+                return NaiveDecision::new(Reason::DenyUnknown, None);
+            }
             return NaiveDecision::new(Reason::PassUnmanaged, None);
         }
         if ip.proto == abi::PROTO_ICMPV6
@@ -517,6 +550,14 @@ impl Rule {
 /// them) declares no networks, or no devices-side interface declares one of `a`'s family
 /// (or there is none).
 pub(crate) fn in_claim_networks(p: &Policy, at: Option<&str>, a: IpAddr) -> bool {
+    claim_winner(p, at, a).is_some_and(|(_, yes)| yes)
+}
+
+/// The network that decides [`in_claim_networks`]: ((prefix length, rank), allowed), rank
+/// 3 an upstream network, 2 one of `at`'s (any devices-side interface's when `at` is
+/// none), 1 another devices-side interface's, 0 what is implied (link-local, or every
+/// address where no network of the family is declared).
+fn claim_winner(p: &Policy, at: Option<&str>, a: IpAddr) -> Option<((u8, u8), bool)> {
     let v4 = a.is_ipv4();
     let at = at.filter(|n| {
         p.site
@@ -554,7 +595,7 @@ pub(crate) fn in_claim_networks(p: &Policy, at: Option<&str>, a: IpAddr) -> bool
     if open {
         candidates.push(((0, 0), true));
     }
-    candidates.into_iter().max().is_some_and(|(_, yes)| yes)
+    candidates.into_iter().max()
 }
 
 /// Whether a device may own `a` by first use: a host's unicast address (not 0/8, loopback,

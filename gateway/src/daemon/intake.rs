@@ -89,13 +89,7 @@ impl Controller {
 
     /// An unknown source spoke on a device port.
     pub(super) fn on_unknown(&mut self, ev: &lazaret_abi::Event) {
-        let src = match ev.family {
-            lazaret_abi::FAMILY_V4 => Some(std::net::IpAddr::from([
-                ev.src[0], ev.src[1], ev.src[2], ev.src[3],
-            ])),
-            lazaret_abi::FAMILY_V6 => Some(std::net::IpAddr::from(ev.src)),
-            _ => None,
-        };
+        let src = event_addr(ev.family, &ev.src);
         let flow = (ev.family != 0).then(|| {
             let dst = endpoint(ev.family, &ev.dst, ev.dst_port);
             format!("proto {} {dst}", ev.proto)
@@ -151,6 +145,18 @@ impl Controller {
             self.compiled.as_deref(),
             events::unix_now(),
         ));
+        if ev.kind == lazaret_abi::EVENT_UNKNOWN && ev.side != lazaret_abi::SIDE_DEVICES {
+            // A packet from upstream to an address of the devices' networks no device has
+            // (the datapath's `to_unowned`): its sender is a router or a server, not an
+            // unknown device to list, count as a deviation or page someone about. The
+            // address is resolved, so a device that only listens claims it (see `probe`).
+            if self.role.0.decides() {
+                if let Some(dst) = event_addr(ev.family, &ev.dst) {
+                    self.prober.probe(dst);
+                }
+            }
+            return;
+        }
         if let Some(kind) = deviation::kind_label(ev) {
             self.metrics.deviation(kind);
         }
@@ -195,4 +201,13 @@ pub(super) fn describe(ev: &lazaret_abi::Event) -> String {
         endpoint(ev.family, &ev.src, ev.src_port),
         endpoint(ev.family, &ev.dst, ev.dst_port)
     )
+}
+
+/// An event's address of `family` (IPv4 in the first four bytes), if it has one.
+fn event_addr(family: u8, a: &[u8; 16]) -> Option<std::net::IpAddr> {
+    match family {
+        lazaret_abi::FAMILY_V4 => Some(std::net::IpAddr::from([a[0], a[1], a[2], a[3]])),
+        lazaret_abi::FAMILY_V6 => Some(std::net::IpAddr::from(*a)),
+        _ => None,
+    }
 }

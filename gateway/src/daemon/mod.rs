@@ -60,6 +60,7 @@ pub mod local;
 pub mod oui;
 pub mod pins;
 pub mod preflight;
+pub mod probe;
 pub mod propose;
 pub mod quarantine;
 mod quarantines;
@@ -203,6 +204,8 @@ pub struct Controller {
     /// Quarantine decisions (deviations, thresholds, TTLs): pure, see [`containment`].
     containment: containment::Containment,
     unknowns: unknown::Unknowns,
+    /// Resolves the addresses upstream was refused at because no device owns them yet.
+    prober: probe::Prober,
     /// What `lazaret events` shows.
     feed: events::Feed,
     /// Started by [`Controller::serve`] when `[webhook]` is configured.

@@ -46,6 +46,7 @@ impl Controller {
             observing: false,
             containment: containment::Containment::default(),
             unknowns: Self::load_unknowns(&config_state_dir),
+            prober: probe::Prober::default(),
             feed: events::Feed::default(),
             webhook: None,
             learned: Self::load_learned(&config_state_dir),

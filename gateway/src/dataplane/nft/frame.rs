@@ -873,6 +873,27 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             hook,
             "add rule netdev {table} in_{i} meta protocol ip6 @nh,192,128 @{nets6} meta mark set @nh,192,128 map @{OWN_INDEX}6"
         );
+        // From upstream, an address of the devices' declared networks that no device binds
+        // or owns (no owner mark): an unknown device's (the XDP program's `to_unowned`,
+        // which says why), where the site denies those and has devices known by their MAC
+        // alone in the family. Not a link-local address, nor the gateway's own; not from a
+        // device's address either (a spoof, refused as such by the `inet` table, as the
+        // XDP program checks the source first).
+        let flags = m.site.flags;
+        if p.cfg.side != SIDE_DEVICES && flags & SITE_F_UNKNOWN_AUDIT == 0 {
+            if flags & SITE_F_NO_OWNERS4 == 0 {
+                let _ = writeln!(
+                    hook,
+                    "add rule netdev {table} in_{i} meta protocol ip meta mark 0 ip saddr != @dev4 ip daddr @{DEV_NETS4} ip daddr != 169.254.0.0/16 ip daddr != @{LOCAL4} ip daddr != @dev4 jump {TO_UNOWNED}"
+                );
+            }
+            if flags & SITE_F_NO_OWNERS6 == 0 {
+                let _ = writeln!(
+                    hook,
+                    "add rule netdev {table} in_{i} meta protocol ip6 meta mark 0 ip6 saddr != @dev6 @nh,192,128 @{DEV_NETS6} @nh,192,16 & 0xffc0 != 0xfe80 @nh,192,128 != @{T_LOCAL} ip6 daddr != @dev6 jump {TO_UNOWNED}"
+                );
+            }
+        }
         // From a device port, an IPv6 link-local address names the device the frame is
         // sent to (the XDP program's `destination`; `ownidx6` holds none).
         // Sent to a MAC of no device (and not to the gateway's own), it names no device:
@@ -993,6 +1014,9 @@ const QUOTED6_EXTHDR: &str = "@th,112,8 { 0, 43, 44, 51, 59, 60 }";
 const LATER_FRAGMENT4_RETURN: &str = "ip frag-off & 0x1fff != 0 return";
 const LATER_FRAGMENT6_RETURN: &str = "frag frag-off != 0 return";
 const TAG: &str = "{ 0x8100, 0x88a8 }";
+/// The chain refusing what upstream sends to an address of the devices' networks no device
+/// binds or owns.
+const TO_UNOWNED: &str = "to_unowned";
 const LINK_LOCAL_CONTROL: &str = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
 
 fn chains(t: &mut Text, site_flags: u32) {
@@ -1005,6 +1029,16 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("jump frame_upstream");
         // ARP arriving from upstream is not lazaret's to judge (XDP: pass_unmanaged).
         t.decide(Side::Upstream, "meta protocol arp", Reason::PassUnmanaged);
+    });
+    // What upstream sends to an address of the devices' networks no device binds or owns
+    // (the hooks jump here): a DHCP server's answer to a client passes (a whole packet or
+    // a first fragment, whose ports the XDP program reads too), the rest is refused.
+    t.chain(TO_UNOWNED, |t| {
+        t.line("ip frag-off & 0x1fff == 0 udp sport 67 udp dport 68 return");
+        for whole in ["exthdr frag missing", "frag frag-off 0"] {
+            t.line(&format!("{whole} udp sport 547 udp dport 546 return"));
+        }
+        t.decide(Side::Upstream, "", Reason::DenyUnknown);
     });
     let d = Side::Devices;
     // The frame's VLAN in the mark: the tag's VID, or what the port gives untagged and
