@@ -1754,10 +1754,11 @@ fn device_at(gen: &Gen, family: u8, addr: &Addr) -> Option<&'static Device> {
 /// its policy not asked: on a fresh gateway, a port scan of every such device. Where the
 /// site denies unknown devices, and has devices known by their MAC alone in the family,
 /// such a packet is refused as to an unknown device's (`deny_unknown`): an unmanaged host
-/// there may not send either. The device's first frame (its answer to the gateway's or the
-/// router's ARP or neighbor solicitation, which that packet causes) makes the address its
-/// own, so only the packets before it are refused (TCP retransmits; a one-shot datagram is
-/// lost, and counted). Not a link-local address (nothing is routed there from upstream,
+/// there may not send either. The device's first frame makes the address its own, so only
+/// the packets before it are refused (TCP retransmits; a one-shot datagram is lost, and
+/// counted). The refused packet never reaches routing, so nothing here resolves the
+/// address: the daemon does, for each such refusal it is told of (`daemon::probe`), and a
+/// device that only listens answers. Not a link-local address (nothing is routed there from upstream,
 /// and its owner is found by MAC), not the gateway's own, and not a DHCP server's answer
 /// to a client (DHCPv4 67 → 68, DHCPv6 547 → 546), which comes before the client has an
 /// address to speak from.

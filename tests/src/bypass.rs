@@ -322,11 +322,12 @@ impl BypassLab {
                 Some(socket2::Protocol::TCP),
             )?;
             sock.bind(&std::net::SocketAddr::new(src, 0).into())?;
-            // Long enough for neighbour discovery and a retransmitted SYN on a loaded
-            // machine: an IPv6 session is a lab's first IPv6 traffic.
+            // Long enough for neighbour discovery and two retransmitted SYNs on a loaded
+            // machine: an IPv6 session is a lab's first IPv6 traffic, and a device known by
+            // its MAC alone that has not spoken takes the second at the earliest.
             sock.connect_timeout(
                 &std::net::SocketAddr::new(dst, HL7).into(),
-                Duration::from_secs(5),
+                Duration::from_secs(10),
             )
             .with_context(|| format!("opening a session {src} → {dst}:{HL7}"))?;
             let mut s: TcpStream = sock.into();

@@ -37,7 +37,10 @@
 //!    attributed device behind a bridge port must be on its port (see *Bridge ports*).
 //! 3. Upstream side: a source address of a managed device is spoofing (devices are never
 //!    upstream). The frame is attributed to the device owning the destination IP; no such
-//!    device means it is not lazaret's to judge ([`Reason::PassUnmanaged`]).
+//!    device means it is not lazaret's to judge ([`Reason::PassUnmanaged`]), but for an
+//!    address of the devices' declared networks where the site denies unknown devices and
+//!    has devices known by their MAC alone in the family ([`Reason::DenyUnknown`]: see
+//!    *Addresses owned by first use*).
 //! 4. Neighbor discovery and MLD from a device are link-scope or dropped
 //!    ([`Reason::DenyNdScope`]): NS, NA and RS with hop limit 255 to a link-scope multicast
 //!    group, a link-local address, the gateway or a device on the same interface and VLAN;
@@ -132,7 +135,11 @@
 //! MAC claims the address or the owner leaves it unused for [`TIMEOUT_DEST_OWNER_NS`] (a
 //! day: past the claim, so a quiet device is still judged by its policy; the nftables
 //! frame stage's marks of owners live as long, and a new claim deletes the previous
-//! owner's). From a device port only inside the devices' declared networks
+//! owner's). An address of the devices' declared networks that no device binds or owns
+//! is, from upstream, an unknown device's ([`Reason::DenyUnknown`]) where the site denies
+//! those and has devices known by their MAC alone in the family: one that has not spoken
+//! yet is not reached as no device's. The daemon then resolves the address (its
+//! `daemon::probe`), so that a device that only listens answers and owns it. From a device port only inside the devices' declared networks
 //! ([`CLAIM_DEVICES`]): elsewhere a device may have claimed a server's address, and would
 //! be asked about every device's flow to it. A link-local address (fe80::/10; 169.254/16
 //! but its broadcast address) is not looked up this way from a device port: it names the

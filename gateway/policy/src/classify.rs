@@ -149,7 +149,9 @@ impl IpDesc {
 
 /// Runtime state outside the policy slots: epochs and quarantine by device id
 /// ([`MAP_DEV_STATE`]), the gateway's own addresses ([`MAP_LOCAL`]), the owners of
-/// addresses owned by first use ([`MAP_LL_OWNER`], live ones only) and the bridge-port pins
+/// addresses owned by first use ([`MAP_LL_OWNER`], the ones that still name their owner: the
+/// claim's and the destination's lifetimes, 10 minutes and a day, are not modelled) and the
+/// bridge-port pins
 /// ([`MAP_PORT_PIN`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceStates {

@@ -512,8 +512,10 @@ fn describe_reason(policy: &Policy, compiled: &Compiled, d: &Decision, notes: &m
         Reason::DenySpoof => notes.push(format!(
             "the source does not match {name}'s binding (MAC, VLAN, interface or address)"
         )),
-        Reason::DenyUnknown => notes
-            .push("the source is not a managed device and the site denies unknown devices".into()),
+        Reason::DenyUnknown => notes.push(
+            "the source is not a managed device (from upstream: the destination is an address of the devices' networks no device has used yet) and the site denies unknown devices"
+                .into(),
+        ),
         Reason::UnknownAudit => {
             notes
                 .push("the source is not a managed device; the site audits unknown devices".into());
