@@ -562,16 +562,19 @@ fn is_link_local6(a: &Ipv6Addr) -> bool {
     o[0] == 0xfe && o[1] & 0xc0 == 0x80
 }
 
+/// A link-local address: fe80::/10 or 169.254/16, its broadcast address included (the
+/// datapath's `parse::is_link_local`).
+pub fn link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.octets()[..2] == [169, 254],
+        IpAddr::V6(a) => is_link_local6(&a),
+    }
+}
+
 /// A unicast link-local address: fe80::/10, or 169.254/16 but its broadcast address (the
 /// datapath's `is_link_local_unicast`): from a device port, named by the frame's MAC.
 pub fn link_local_unicast(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            o[..2] == [169, 254] && o[2..] != [255, 255]
-        }
-        IpAddr::V6(a) => is_link_local6(&a),
-    }
+    link_local(a) && a != IpAddr::V4(Ipv4Addr::new(169, 254, 255, 255))
 }
 
 /// From upstream, an address of the devices' declared networks no device binds or owns,
@@ -584,14 +587,10 @@ fn to_unowned(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc, ip: &IpDes
     } else {
         (SITE_F_NO_OWNERS6, (547, 546))
     };
-    let link_local = match ip.dst {
-        IpAddr::V4(a) => a.octets()[..2] == [169, 254],
-        IpAddr::V6(a) => is_link_local6(&a),
-    };
     pkt.side == SIDE_UPSTREAM
         && ix.site.flags & (SITE_F_UNKNOWN_AUDIT | no_owners) == 0
         && !(ip.proto == PROTO_UDP && (ip.sport, ip.dport) == dhcp)
-        && !link_local
+        && !link_local(ip.dst)
         && !states.local.contains(&ip.dst)
         && ix.peer_class(CLAIM_POLICY, DIR_CLAIM, ip.dst) == Some(CLAIM_DEVICES)
 }

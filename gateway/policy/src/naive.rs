@@ -162,10 +162,7 @@ impl<'p> Eval<'p> {
                 }
         });
         let dhcp = if v4 { (67, 68) } else { (547, 546) };
-        let link_local = match ip.dst {
-            IpAddr::V4(x) => x.octets()[..2] == [169, 254],
-            IpAddr::V6(x) => (x.segments()[0] & 0xffc0) == 0xfe80,
-        };
+        let link_local = crate::classify::link_local(ip.dst);
         if pkt.side != abi::SIDE_UPSTREAM || self.p.site.unknown_audit || link_local {
             return false;
         }
@@ -585,11 +582,7 @@ fn claim_winner(p: &Policy, at: Option<&str>, a: IpAddr) -> Option<((u8, u8), bo
             candidates.push(((n.prefix_len(), rank), rank == 2));
         }
     }
-    let link_local = match a {
-        IpAddr::V4(x) => x.octets()[..2] == [169, 254],
-        IpAddr::V6(x) => (x.segments()[0] & 0xffc0) == 0xfe80,
-    };
-    if link_local {
+    if crate::classify::link_local(a) {
         candidates.push(((if v4 { 16 } else { 10 }, 0), true));
     }
     if open {

@@ -204,7 +204,7 @@ pub(super) fn describe(ev: &lazaret_abi::Event) -> String {
 }
 
 /// An event's address of `family` (IPv4 in the first four bytes), if it has one.
-fn event_addr(family: u8, a: &[u8; 16]) -> Option<std::net::IpAddr> {
+pub(super) fn event_addr(family: u8, a: &[u8; 16]) -> Option<std::net::IpAddr> {
     match family {
         lazaret_abi::FAMILY_V4 => Some(std::net::IpAddr::from([a[0], a[1], a[2], a[3]])),
         lazaret_abi::FAMILY_V6 => Some(std::net::IpAddr::from(*a)),

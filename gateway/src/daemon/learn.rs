@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use lazaret_abi::{Event, DIR_DEVICE_INIT, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use lazaret_abi::{Event, DIR_DEVICE_INIT, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
 
 /// The file in the state directory.
@@ -187,11 +187,7 @@ impl DeviceFlows {
 
 /// The flow pattern an event reports, seen from its device; None for non-IP events.
 fn pattern(ev: &Event) -> Option<LearnedFlow> {
-    let addr = |a: &[u8; 16]| match ev.family {
-        FAMILY_V4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
-        FAMILY_V6 => Some(IpAddr::from(*a)),
-        _ => None,
-    };
+    let addr = |a: &[u8; 16]| super::intake::event_addr(ev.family, a);
     let (initiator, peer) = if ev.dir == DIR_DEVICE_INIT {
         (Initiator::Device, addr(&ev.dst)?)
     } else {
@@ -216,6 +212,7 @@ fn pattern(ev: &Event) -> Option<LearnedFlow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lazaret_abi::FAMILY_V4;
 
     pub(crate) fn learn_event(dst_last: u8, port: u16, dir: u8) -> Event {
         let mut ev = Event {
