@@ -3016,7 +3016,7 @@ fn a_device_known_by_its_mac_is_not_reached_before_it_speaks(dp: Dataplane) -> R
     // And a pump that only listens, to which the server opens its sessions.
     let listener = BypassLab::fmt(PUMP_B);
     let extra = format!(
-        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n[[devices]]\nid = \"pump-b\"\nclass = \"pump-listener\"\nmac = \"{listener}\"\n\n[classes.pump-listener]\ndescription = \"Pumps the server sends orders to\"\nworkflows = [\"orders\"]\n\n[workflows.orders]\ndescription = \"The server opens HL7 sessions to the pump\"\n[[workflows.orders.rules]]\ndevice = \"class:pump-listener\"\npeer = \"10.10.0.20/32\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n"
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n[[devices]]\nid = \"pump-b\"\nclass = \"pump-listener\"\nmac = \"{listener}\"\n\n[classes.pump-listener]\ndescription = \"Pumps the server sends orders to\"\nworkflows = [\"orders\"]\n\n[workflows.orders]\ndescription = \"The server opens HL7 sessions to the pump\"\n[[workflows.orders.rules]]\ndevice = \"class:pump-listener\"\npeer = \"10.10.0.20/32\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n[[workflows.orders.rules]]\ndevice = \"class:pump-listener\"\npeer = \"fd00:10::20/128\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n"
     );
     lab.reload_to(lab.generation()?, &extra)?;
     let (pump4, pump6) = (
@@ -3149,9 +3149,9 @@ fn a_device_known_by_its_mac_is_not_reached_before_it_speaks(dp: Dataplane) -> R
     }
     // A pump that only listens (a real stack behind the neighbour's port, known by its MAC
     // alone) has not spoken either: the server's first SYN is refused, the gateway resolves
-    // the address (the daemon's probe), the pump's ARP answer makes the address its own,
-    // and the server's retransmission opens the session its policy allows.
-    let listener4 = Ipv4Addr::new(10, 20, 0, 60);
+    // the address (the daemon's probe: an ARP request, a neighbor solicitation), the pump's
+    // answer makes the address its own, and the server's retransmission opens the session
+    // its policy allows. In each family: IPv6's answer is a neighbor advertisement.
     let ip = |args: &[&str]| lab.bys.exec(args).map(drop);
     ip(&[
         "ip",
@@ -3168,62 +3168,76 @@ fn a_device_known_by_its_mac_is_not_reached_before_it_speaks(dp: Dataplane) -> R
         "mode",
         "bridge",
     ])?;
-    // Only the pump's interface answers ARP for its address, and its packets leave by it.
+    // Only the pump's interface answers ARP for its address (a neighbor solicitation is
+    // answered only by the interface holding the target), and its packets leave by it.
     lab.bys.set_sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-    lab.bys
-        .set_sysctl("net.ipv6.conf.lzlisten.disable_ipv6", "1")?;
-    ip(&["ip", "addr", "add", "10.20.0.60/24", "dev", "lzlisten"])?;
     ip(&["ip", "link", "set", "lzlisten", "up"])?;
-    ip(&["ip", "rule", "add", "from", "10.20.0.60", "table", "60"])?;
-    ip(&[
-        "ip",
-        "route",
-        "add",
-        "10.20.0.0/24",
-        "dev",
-        "lzlisten",
-        "table",
-        "60",
-    ])?;
-    ip(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.20.0.1",
-        "dev",
-        "lzlisten",
-        "table",
-        "60",
-    ])?;
-    lazaret_tests::nftlab::tcp_echo(&lab.bys, &[HL7], Duration::from_secs(20))?;
-    let before = lab.packets(Reason::DenyUnknown, SIDE_UPSTREAM)?;
-    let started = Instant::now();
-    let mut session = BypassLab::session(&lab.srv, IpAddr::V4(SERVER), IpAddr::V4(listener4))
-        .with_context(|| {
+    let listeners = [
+        (
+            IpAddr::V4(Ipv4Addr::new(10, 20, 0, 60)),
+            "10.20.0.0/24",
+            "10.20.0.1",
+        ),
+        (
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x60)),
+            "fd00:20::/64",
+            "fd00:20::1",
+        ),
+    ];
+    for (addr, net, gw) in listeners {
+        let (family, prefix) = if addr.is_ipv4() {
+            ("-4", 24)
+        } else {
+            ("-6", 64)
+        };
+        let cidr = format!("{addr}/{prefix}");
+        let a = addr.to_string();
+        // No duplicate address detection: its probes would be the pump's first words.
+        let nodad: &[&str] = if addr.is_ipv4() { &[] } else { &["nodad"] };
+        ip(&[
+            &["ip", family, "addr", "add", &cidr, "dev", "lzlisten"][..],
+            nodad,
+        ]
+        .concat())?;
+        ip(&["ip", family, "rule", "add", "from", &a, "table", "60"])?;
+        ip(&[
+            "ip", family, "route", "add", net, "dev", "lzlisten", "table", "60",
+        ])?;
+        ip(&[
+            "ip", family, "route", "add", "default", "via", gw, "dev", "lzlisten", "table", "60",
+        ])?;
+    }
+    lazaret_tests::nftlab::tcp_echo(&lab.bys, &[HL7], Duration::from_secs(40))?;
+    for ((addr, ..), server) in listeners
+        .into_iter()
+        .zip([IpAddr::V4(SERVER), SERVER6.into()])
+    {
+        let before = lab.packets(Reason::DenyUnknown, SIDE_UPSTREAM)?;
+        let started = Instant::now();
+        let mut session = BypassLab::session(&lab.srv, server, addr).with_context(|| {
             format!(
-                "the server's session to the listening pump\n{}",
+                "the server's session to the listening pump at {addr}\n{}",
                 lab.debug()
             )
         })?;
-    let took = started.elapsed();
-    ensure!(
-        lab.packets(Reason::DenyUnknown, SIDE_UPSTREAM)? > before,
-        "the server's first SYN to the listening pump was not refused (took {took:?}): the pump had spoken already, and the probe was not shown\n{}",
-        lab.debug()
-    );
-    session.set_read_timeout(Some(Duration::from_secs(2)))?;
-    session.write_all(b"LZ-ORDER")?;
-    let mut back = [0u8; 13];
-    session.read_exact(&mut back)?;
-    ensure!(
-        &back == b"helloLZ-ORDER",
-        "the listening pump echoed {back:?}"
-    );
+        let took = started.elapsed();
+        ensure!(
+            lab.packets(Reason::DenyUnknown, SIDE_UPSTREAM)? > before,
+            "the server's first SYN to the listening pump at {addr} was not refused (took {took:?}): the pump had spoken already, and the probe was not shown\n{}",
+            lab.debug()
+        );
+        session.set_read_timeout(Some(Duration::from_secs(2)))?;
+        session.write_all(b"LZ-ORDER")?;
+        let mut back = [0u8; 13];
+        session.read_exact(&mut back)?;
+        ensure!(
+            &back == b"helloLZ-ORDER",
+            "the listening pump at {addr} echoed {back:?}"
+        );
+    }
     done(
         "a_device_known_by_its_mac_is_not_reached_before_it_speaks",
         dp,
-        "a DHCP server's answers to the pump's addresses arrived; once the pump had spoken from them, the server's answers on its sessions did; a pump that only listens, its address resolved by the gateway after the first refusal, took the server's session at the retransmission",
+        "a DHCP server's answers to the pump's addresses arrived; once the pump had spoken from them, the server's answers on its sessions did; a pump that only listens, its addresses resolved by the gateway after the first refusal (an ARP request, a neighbor solicitation), took the server's sessions at the retransmission in IPv4 and IPv6",
     )
 }
