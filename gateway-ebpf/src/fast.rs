@@ -87,7 +87,7 @@ fn on_flow(iface: &IfaceConfig, ifindex: u32, gen: &mut Gen, len: u64, f: &Frame
         ECHO_NONE,
     );
     let Some(flow) = LZ_EST_FLOWS.get_ptr_mut(key) else {
-        // The full path need not look in the established table again (see FlowLookup).
+        // The full path looks in the new table first (see FlowLookup::of).
         gen.est_missed = true;
         return false;
     };

@@ -180,7 +180,7 @@ struct Gen {
     /// The clock, read once per packet (see `now`).
     now: u64,
     /// The fast path looked this packet's flow up in the established table and found
-    /// nothing: the full path looks in the new table only.
+    /// nothing: the full path looks in the new table first (see `FlowLookup::of`).
     est_missed: bool,
 }
 
@@ -881,8 +881,13 @@ struct FlowLookup {
 
 impl FlowLookup {
     /// The established table first (a confirmed session costs one lookup), then the new
-    /// one; the new one only when the fast path missed in the established one with this
-    /// very key. The pointer is valid for this program run.
+    /// one. When the fast path missed in the established one with this very key, the new
+    /// one first, then the established one again: `promote` on another CPU (insert, then
+    /// remove) may have moved the flow between the two looks, and it is in one table or the
+    /// other at every instant, not at both of our instants. Only a packet found in neither
+    /// pays the third lookup: never a SYN (the fast path leaves SYNs alone), so no new TCP
+    /// flow; a new UDP flow does.
+    /// The pointer is valid for this program run.
     #[inline(always)]
     fn of(gen: &Gen, pkt: &Pkt) -> FlowLookup {
         let (key, src_is_a) = flow_key(pkt);
@@ -893,7 +898,11 @@ impl FlowLookup {
         };
         let found = match est {
             Some(f) => Some((f, true)),
-            None => LZ_FLOWS.get_ptr_mut(key).map(|f| (f, false)),
+            None => match LZ_FLOWS.get_ptr_mut(key) {
+                Some(f) => Some((f, false)),
+                None if gen.est_missed => LZ_EST_FLOWS.get_ptr_mut(key).map(|f| (f, true)),
+                None => None,
+            },
         };
         FlowLookup {
             key,
@@ -1025,8 +1034,10 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
     ) {
         return;
     }
-    // Insert first, then remove: a packet on another CPU meanwhile finds the flow in one
-    // table or the other (the established one is looked up first), never in neither.
+    // Insert first, then remove: the flow is in one table or the other at every instant,
+    // and a packet on another CPU that looked in the established table before the insert
+    // and finds nothing in the new one after the remove looks in the established one again
+    // (`FlowLookup::of`).
     if LZ_EST_FLOWS.insert(key, flow, 0).is_ok() {
         let _ = LZ_FLOWS.remove(key);
     }

@@ -480,3 +480,125 @@ fn one_device_cannot_flush_the_established_table() -> Result<()> {
     );
     Ok(())
 }
+
+/// Flows whose confirming packets race on two CPUs, in rounds of this many.
+const RACE_FLOWS: u16 = 2_000;
+const RACE_ROUNDS: u16 = 5;
+
+/// The monitor's handshake ACK on flow `sport`: the packet that confirms the flow and
+/// promotes it into the established table.
+fn monitor_ack(sport: u16) -> Vec<u8> {
+    tcp4(MONITOR, GW, monitor_ip(), server_ip(), sport, 2575, TCP_ACK)
+}
+
+/// Runs `frames` on `dp` from a thread pinned to `cpu`, each in step with the other
+/// thread's frame of the same index (`step` counts both threads' arrivals); the XDP
+/// actions, in order.
+fn in_step(
+    dp: &mut Datapath,
+    cpu: usize,
+    frames: &[Vec<u8>],
+    step: &std::sync::atomic::AtomicUsize,
+) -> Result<Vec<u32>> {
+    use std::sync::atomic::Ordering;
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    let mut actions = Vec::with_capacity(frames.len());
+    for (i, frame) in frames.iter().enumerate() {
+        // Both threads at frame i before either runs it (bounded: the other thread is
+        // at most one frame behind, or gone on an error, which the deadline catches).
+        step.fetch_add(1, Ordering::AcqRel);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while step.load(Ordering::Acquire) < 2 * (i + 1) {
+            ensure!(Instant::now() < deadline, "the other CPU's thread stopped");
+            std::hint::spin_loop();
+        }
+        actions.push(dp.test_run(frame)?);
+    }
+    Ok(actions)
+}
+
+/// Two packets of one flow on two CPUs at once, one of them confirming it: the promotion
+/// (insert into the established table, then remove from the new one) may run on one CPU
+/// between the other's fast-path miss in the established table and its full-path lookup
+/// in the new one. The flow is in one table or the other at every instant, and a packet
+/// must find it: none of the racing packets may be refused (`deny_no_flow`), and every flow
+/// ends up in the established table. Two program instances share pinned maps, as the
+/// daemon's upgrade does, each driven by BPF_PROG_TEST_RUN on its own CPU.
+#[test]
+fn a_flow_promoted_on_another_cpu_is_not_lost() -> Result<()> {
+    let cpus = std::thread::available_parallelism()?.get();
+    ensure!(
+        cpus >= 2,
+        "the race needs two CPUs; this machine has {cpus}"
+    );
+    let compiled = compiled()?;
+    let tmp = lazaret_tests::netns::TempDir::new()?;
+    let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path)?;
+    let opts = LoadOptions {
+        pin_dir: Some(bpffs.path.clone()),
+    };
+    let mut a = Datapath::load(&opts)?;
+    let slot = a.next_slot()?;
+    let mut contents = compiled.map_contents(slot, 1, &Default::default())?;
+    // The promotion budget lifted: every confirmed flow is promoted, so every one races.
+    contents.site.promote_rate = u32::MAX;
+    contents.site.promote_burst = u32::MAX;
+    a.install(&contents)?;
+    let mut b = Datapath::load(&opts)?;
+    let (monitor, server) = (monitor_ip(), server_ip());
+    let mut refused = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let ports: Vec<u16> = (0..RACE_FLOWS)
+            .map(|i| 20_000 + round * RACE_FLOWS + i)
+            .collect();
+        a.set_interface(1, SIDE_DEVICES)?;
+        for &p in &ports {
+            let syn = tcp4(MONITOR, GW, monitor, server, p, 2575, TCP_SYN);
+            ensure!(a.test_run(&syn)? == 2, "flow {p}: the SYN was refused");
+        }
+        a.set_interface(1, SIDE_UPSTREAM)?;
+        for &p in &ports {
+            let synack = tcp4(GW, MONITOR, server, monitor, 2575, p, TCP_SYN | TCP_ACK);
+            ensure!(
+                a.test_run(&synack)? == 2,
+                "flow {p}: the SYN-ACK was refused"
+            );
+        }
+        a.set_interface(1, SIDE_DEVICES)?;
+        let frames: Vec<Vec<u8>> = ports.iter().map(|&p| monitor_ack(p)).collect();
+        let step = std::sync::atomic::AtomicUsize::new(0);
+        let (on_a, on_b) = std::thread::scope(|s| {
+            let ta = s.spawn(|| in_step(&mut a, 0, &frames, &step));
+            let tb = s.spawn(|| in_step(&mut b, 1, &frames, &step));
+            (ta.join(), tb.join())
+        });
+        let (on_a, on_b) = (
+            on_a.map_err(|_| anyhow::anyhow!("CPU 0's thread panicked"))??,
+            on_b.map_err(|_| anyhow::anyhow!("CPU 1's thread panicked"))??,
+        );
+        for (i, &p) in ports.iter().enumerate() {
+            if on_a[i] != 2 || on_b[i] != 2 {
+                refused.push((p, on_a[i], on_b[i]));
+            }
+        }
+    }
+    let flows = u64::from(RACE_FLOWS) * u64::from(RACE_ROUNDS);
+    let (_, established) = tables(&mut a)?;
+    ensure!(
+        refused.is_empty(),
+        "{} of {flows} flows had a packet refused while the other CPU promoted it (port, action on CPU 0, on CPU 1; 2 passes): {:?}",
+        refused.len(),
+        &refused[..refused.len().min(10)]
+    );
+    ensure!(
+        established == flows,
+        "{established} of {flows} racing flows are in the established table"
+    );
+    record_figure(
+        "a_flow_promoted_on_another_cpu_is_not_lost",
+        &format!("{flows} flows confirmed by two packets at once on two CPUs: none refused, all in the established table"),
+    );
+    Ok(())
+}
