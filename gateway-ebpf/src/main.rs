@@ -736,6 +736,17 @@ fn judge_flow(
             // to another device than the flow names: judge its initiating direction again
             // under the current generation, for the device it reaches.
             let dst_dev = &destination(gen, pkt, dst_dev);
+            // Bypass class: as no flow opens to a link-local address at a MAC of no device
+            // (`to_nobody`), none goes on there. Opened at a device's MAC that accepts it,
+            // its packets sent on to an unmanaged host's would otherwise pass on the
+            // sender's policy alone, and the flow name no device at that end. Asked before
+            // the policy, as nftables asks (after it, the verifier's count had no room).
+            if to_nobody(pkt, dst_dev) {
+                remove_flow(&key, in_est);
+                let mut v = Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
+                v.dir |= REJUDGED;
+                return v;
+            }
             let (init_dev, resp_dev) = if initiator_is_src {
                 (src_dev, dst_dev)
             } else {
@@ -752,7 +763,7 @@ fn judge_flow(
                 pkt.sport
             };
             let fp = (pkt.family, pkt.proto);
-            let v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
+            let mut v = judge_policy(gen, fp, init_dev, resp_dev, init_addr, resp_addr, resp_port);
             if v.reason.passes() {
                 stamp_flow(gen, pkt, flow, src_is_a, src_dev, dst_dev, src_by_addr, &v);
                 // The rule decided this packet, which passes as the flow's (AllowFlow).
@@ -760,7 +771,6 @@ fn judge_flow(
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, v.dev);
             }
             remove_flow(&key, in_est);
-            let mut v = v;
             v.dir |= REJUDGED;
             return v;
         }
@@ -814,9 +824,9 @@ fn judge_flow(
 /// sent to, by MAC (`destination`). A flow to such an address at a MAC that names no device
 /// (judged by the sender's policy alone, which audit and learn soften) would carry the same
 /// addresses and ports sent on to a device's MAC (`sent_elsewhere` judges those again
-/// now): none opens, unless to one of the gateway's own addresses. A flow judged again is
-/// not asked this (the verifier's count has no room for it there): sent on to a MAC of no
-/// device, a bridge floods it to ports whose devices do not take it.
+/// now): none opens, unless to one of the gateway's own addresses; nor does a flow judged
+/// again go on there (opened at a device's MAC that accepts it, its packets sent on to an
+/// unmanaged host's MAC would otherwise pass on the sender's policy alone).
 #[inline(always)]
 fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
     dst_dev.is_none() && pkt.dst_by_mac != 0 && !is_local(pkt.family, &pkt.dst)

@@ -1742,12 +1742,18 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
     // Opened at a MAC whose device accepts it (the neighbour's own: in audit mode its
     // refusals only report), the flow goes on there; its addresses and ports sent on to the
     // device's MAC are the device's to judge, and refused, end the flow (found by a review:
-    // they passed as the flow's).
+    // they passed as the flow's). Sent on to a unicast MAC of no device (an unmanaged
+    // host's), they go on no more than a new flow opens there, and end the flow too (found
+    // by a review: judged again, they passed on the sender's softened refusal alone, and
+    // the flow named no device there from then on).
     for (i, (dmac, reason)) in [
         (BYSTANDER_MAC, Reason::Audit),
         (BYSTANDER_MAC, Reason::AllowFlow),
         (DEV_MAC, Reason::DenyNoRule),
         (BYSTANDER_MAC, Reason::Audit),
+        (OTHER_MAC, Reason::DenyNoRule),
+        (BYSTANDER_MAC, Reason::Audit),
+        (BYSTANDER_MAC, Reason::AllowFlow),
     ]
     .into_iter()
     .enumerate()

@@ -1119,6 +1119,26 @@ fn an_audited_device_opens_nothing_its_peer_refuses(dp: Dataplane) -> Result<()>
         Some((reason, SIDE_DEVICES)),
         || send_raw(&lab.bys, &lab.bys_if, vec![error]),
     )?;
+    // Opened at the absent monitor's MAC, then the same ports sent on to a MAC of no device
+    // (an unmanaged host's; the bridge floods it, unknown, to the monitor's port too): they
+    // go on no more than a new flow opens there (found by a review: judged again, they
+    // passed on the neighbour's softened refusal alone).
+    let at_absent = ll_syn(absent, 41044, b"LZ-LL-AT-ABSENT-THIRD");
+    send_raw(&lab.bys, &lab.bys_if, vec![at_absent])?;
+    ensure!(
+        monitor.saw(b"LZ-LL-AT-ABSENT-THIRD", ARRIVE),
+        "the third link-local SYN to the absent monitor's MAC did not arrive\n{}",
+        lab.debug()
+    );
+    let on_to_nobody = ll_syn([0x02, 0, 0, 0, 0x0e, 0x01], 41044, b"LZ-LL-ON-TO-NOBODY");
+    refused_when(
+        &lab,
+        &monitor,
+        "the same link-local SYN sent on to a MAC of no device",
+        b"LZ-LL-ON-TO-NOBODY",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![on_to_nobody]),
+    )?;
     // The neighbour uses first a link-local address the monitor has not used (as a silent
     // device's), opens a flow from it at the absent monitor's MAC, then sends the replies
     // to the monitor's MAC: the monitor's to judge, as the flow's end there (found by a

@@ -825,6 +825,11 @@ fn judge_ip(
             } else {
                 (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
             };
+            // The datapath's: a flow judged again goes on to a link-local address at a MAC
+            // of no device no more than a new one opens there (asked before the policy).
+            if to_nobody(states, pkt, ip, &dst_dev) {
+                return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
+            }
             let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);
             if v.passes() {
                 let mut out = Decision::dev(Reason::AllowFlow, v.device.unwrap_or(0));
@@ -846,17 +851,26 @@ fn judge_ip(
             // The datapath's, once the initiator's policy did not refuse: no flow opens from
             // a device port to a link-local address the frame's MAC names no device for,
             // unless the gateway's own.
-            if v.passes()
-                && pkt.side == SIDE_DEVICES
-                && link_local_unicast(ip.dst)
-                && dst_dev.is_none()
-                && !states.local.contains(&ip.dst)
-            {
+            if v.passes() && to_nobody(states, pkt, ip, &dst_dev) {
                 return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
             }
             v
         }
     }
+}
+
+/// From a device port, to a link-local address the frame's MAC names no device for, and not
+/// the gateway's own (the datapath's `to_nobody`): no flow opens or goes on there.
+fn to_nobody(
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    ip: &IpDesc,
+    dst_dev: &Option<Device>,
+) -> bool {
+    pkt.side == SIDE_DEVICES
+        && link_local_unicast(ip.dst)
+        && dst_dev.is_none()
+        && !states.local.contains(&ip.dst)
 }
 
 /// The datapath's `judge_ndp`: link-scope only, and an NA advertises only the device's own
