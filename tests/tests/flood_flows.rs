@@ -597,7 +597,7 @@ fn a_flow_promoted_on_another_cpu_is_not_lost() -> Result<()> {
         "{established} of {flows} racing flows are in the established table"
     );
     record_figure(
-        "a_flow_promoted_on_another_cpu_is_not_lost",
+        "flood_flows::a_flow_promoted_on_another_cpu_is_not_lost",
         &format!("{flows} flows confirmed by two packets at once on two CPUs: none refused, all in the established table"),
     );
     Ok(())

@@ -639,27 +639,29 @@ fn concat_pairs(listed: &serde_json::Value) -> Vec<(String, String, Option<u64>)
         .collect()
 }
 
-/// The keys of a listed map's elements (`[key, value]`), as nft writes them, with the
-/// seconds each has left when it has a timeout.
+/// A listed map's elements (`[key, value]`): the key as nft writes it, the value, and the
+/// seconds left when it has a timeout.
+fn map_elems(
+    listed: &serde_json::Value,
+) -> impl Iterator<Item = (String, Option<&serde_json::Value>, Option<u64>)> {
+    listed_elems(listed, "map").filter_map(|pair| {
+        let key = pair.get(0)?;
+        let text = key_text(key.pointer("/elem/val").unwrap_or(key))?;
+        Some((text, pair.get(1), expires(key)))
+    })
+}
+
+/// The keys of a listed map's elements, with the seconds each has left.
 fn map_keys(listed: &serde_json::Value) -> Vec<(String, Option<u64>)> {
-    listed_elems(listed, "map")
-        .filter_map(|pair| {
-            let key = pair.get(0)?;
-            let text = key_text(key.pointer("/elem/val").unwrap_or(key))?;
-            Some((text, expires(key)))
-        })
+    map_elems(listed)
+        .map(|(key, _, left)| (key, left))
         .collect()
 }
 
-/// A listed map's elements (`[key, value]`) with a number for their value (a mark): the
-/// key as nft writes it, the value, and the seconds left when it has a timeout.
+/// A listed map's elements with a number for their value (a mark): key, value, seconds left.
 fn map_pairs(listed: &serde_json::Value) -> Vec<(String, u64, Option<u64>)> {
-    listed_elems(listed, "map")
-        .filter_map(|pair| {
-            let key = pair.get(0)?;
-            let text = key_text(key.pointer("/elem/val").unwrap_or(key))?;
-            Some((text, pair.get(1)?.as_u64()?, expires(key)))
-        })
+    map_elems(listed)
+        .filter_map(|(key, value, left)| Some((key, value?.as_u64()?, left)))
         .collect()
 }
 
