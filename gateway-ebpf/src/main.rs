@@ -737,11 +737,14 @@ fn judge_flow(
             // under the current generation, for the device it reaches.
             let dst_dev = &destination(gen, pkt, dst_dev);
             // Bypass class: as no flow opens to a link-local address at a MAC of no device
-            // (`to_nobody`), none goes on there. Opened at a device's MAC that accepts it,
-            // its packets sent on to an unmanaged host's would otherwise pass on the
-            // sender's policy alone, and the flow name no device at that end. Asked before
-            // the policy, as nftables asks (after it, the verifier's count had no room).
-            if to_nobody(pkt, dst_dev) {
+            // (`to_nobody`), its initiator's packets do not go on there. Opened at a
+            // device's MAC that accepts it, they would pass sent on to an unmanaged host's
+            // on the sender's policy alone, and the flow name no device at that end. Only
+            // the initiator's (nftables' original direction): a device's reply to an
+            // upstream host's IPv4 link-local address goes to the gateway's MAC, no
+            // device's. Asked before the policy, as nftables asks (after it, the verifier's
+            // count had no room).
+            if initiator_is_src && to_nobody(pkt, dst_dev) {
                 remove_flow(&key, in_est);
                 let mut v = Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
                 v.dir |= REJUDGED;
@@ -824,9 +827,9 @@ fn judge_flow(
 /// sent to, by MAC (`destination`). A flow to such an address at a MAC that names no device
 /// (judged by the sender's policy alone, which audit and learn soften) would carry the same
 /// addresses and ports sent on to a device's MAC (`sent_elsewhere` judges those again
-/// now): none opens, unless to one of the gateway's own addresses; nor does a flow judged
-/// again go on there (opened at a device's MAC that accepts it, its packets sent on to an
-/// unmanaged host's MAC would otherwise pass on the sender's policy alone).
+/// now): none opens, unless to one of the gateway's own addresses; nor do the initiator's
+/// packets of a flow judged again go on there (opened at a device's MAC that accepts it,
+/// sent on to an unmanaged host's MAC, they would pass on the sender's policy alone).
 #[inline(always)]
 fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
     dst_dev.is_none() && pkt.dst_by_mac != 0 && !is_local(pkt.family, &pkt.dst)
@@ -891,12 +894,15 @@ struct FlowLookup {
 
 impl FlowLookup {
     /// The established table first (a confirmed session costs one lookup), then the new
-    /// one. When the fast path missed in the established one with this very key, the new
-    /// one first, then the established one again: `promote` on another CPU (insert, then
-    /// remove) may have moved the flow between the two looks, and it is in one table or the
-    /// other at every instant, not at both of our instants. Only a packet found in neither
-    /// pays the third lookup: never a SYN (the fast path leaves SYNs alone), so no new TCP
-    /// flow; a new UDP flow does.
+    /// one; when the fast path missed in the established one with this very key, the new
+    /// one first. `promote` on another CPU (insert into the established table, then remove
+    /// from the new one) may move the flow between two looks, so that neither finds it: a
+    /// packet found in neither looks in the established table again when the fast path
+    /// missed there (a data packet or datagram of a confirmed flow) or when it cannot open
+    /// a flow (it would be refused as of no flow). Not an initiating packet the fast path
+    /// left alone (a SYN, an echo request, a first fragment): no timed path pays the third
+    /// lookup; such a packet of a flow being promoted is judged as a new flow, which the
+    /// policy decides as it decided the flow.
     /// The pointer is valid for this program run.
     #[inline(always)]
     fn of(gen: &Gen, pkt: &Pkt) -> FlowLookup {
@@ -910,7 +916,9 @@ impl FlowLookup {
             Some(f) => Some((f, true)),
             None => match LZ_FLOWS.get_ptr_mut(key) {
                 Some(f) => Some((f, false)),
-                None if gen.est_missed => LZ_EST_FLOWS.get_ptr_mut(key).map(|f| (f, true)),
+                None if gen.est_missed || !pkt.initiating() => {
+                    LZ_EST_FLOWS.get_ptr_mut(key).map(|f| (f, true))
+                }
                 None => None,
             },
         };
@@ -1045,9 +1053,9 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
         return;
     }
     // Insert first, then remove: the flow is in one table or the other at every instant,
-    // and a packet on another CPU that looked in the established table before the insert
-    // and finds nothing in the new one after the remove looks in the established one again
-    // (`FlowLookup::of`).
+    // though a packet on another CPU that looked in the established table before the insert
+    // and in the new one after the remove finds it in neither: it looks in the established
+    // one again (`FlowLookup::of` says which packets do).
     if LZ_EST_FLOWS.insert(key, flow, 0).is_ok() {
         let _ = LZ_FLOWS.remove(key);
     }
@@ -1690,15 +1698,21 @@ fn advance_flow(flow: &mut FlowValue, pkt: &Pkt, from_initiator: bool) {
     }
 }
 
-/// The unexpired entry of flow `key`, in either table (the established one first), for
-/// packets that only refer to a flow (an ICMP error, a later fragment) and do not refresh it.
+/// The unexpired entry of flow `key`, in either table (the established one first, and again
+/// after the new one: a promotion on another CPU may move it between the first two looks,
+/// see `FlowLookup::of`), for packets that only refer to a flow (an ICMP error, a later
+/// fragment) and do not refresh it.
 #[inline(always)]
 fn live_flow(gen: &Gen, key: &FlowKey) -> Option<&'static FlowValue> {
     // SAFETY: see LZ_IFACE_HIGH above.
     let flow = match unsafe { LZ_EST_FLOWS.get(key) } {
         Some(f) => f,
         // SAFETY: as above.
-        None => unsafe { LZ_FLOWS.get(key) }?,
+        None => match unsafe { LZ_FLOWS.get(key) } {
+            Some(f) => f,
+            // SAFETY: as above.
+            None => unsafe { LZ_EST_FLOWS.get(key) }?,
+        },
     };
     let timeout = flow_timeout_ns(key.proto, flow.state);
     (!expired(gen.now, flow.last_seen_ns, timeout)).then_some(flow)

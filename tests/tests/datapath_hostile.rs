@@ -1906,6 +1906,44 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
     assert_eq!(t.judge(&from_up, LO), Reason::PassUnmanaged);
 }
 
+/// The refusal of a flow judged again sent on to a link-local address at a MAC of no device
+/// is for its initiator's packets: a device's replies on a session an upstream host opened
+/// from an IPv4 link-local address (from upstream looked up as any other) go to the
+/// gateway's MAC, no device's, and pass after a reload as before it (found by a review of
+/// that refusal, which first asked it of every packet); the initiator's own, sent on to an
+/// unmanaged host's MAC, do not (`a_device_is_judged_as_the_destination_of_its_link_local_address`).
+#[test]
+fn a_reply_to_an_upstream_link_local_host_is_not_refused_as_sent_to_no_device() {
+    let inbound = |c: &mut MapContents| {
+        let slot = c.slot;
+        let from = handmade::peer4_dir(
+            slot,
+            DIR_PEER_INIT,
+            0,
+            (Ipv4Addr::new(169, 254, 0, 0), 16),
+            3,
+        );
+        Arc::make_mut(&mut c.peer4).push(from);
+        let hl7 = handmade::port(slot, 3, PROTO_TCP, 2575, PORT_KEY_FULL_BITS, 4);
+        Arc::make_mut(&mut c.ports).push(hl7);
+    };
+    let mut t = Twin::with(SITE_F_NEIGHBOR, inbound);
+    let host = Ipv4Addr::new(169, 254, 1, 1);
+    let syn = tcp4(OTHER_MAC, GW_MAC, host, DEV_IP, 40000, 2575, TCP_SYN);
+    let reply = |flags: u8| tcp4(DEV_MAC, GW_MAC, DEV_IP, host, 2575, 40000, flags);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    assert_eq!(t.judge(&syn, LO), Reason::AllowRule);
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    assert_eq!(t.judge(&reply(TCP_SYN | TCP_ACK), LO), Reason::AllowFlow);
+    // A reload: the flow is judged again, by the device's policy as its responder.
+    let slot = t.dp.next_slot().expect("slot");
+    let mut c = handmade::contents(slot, 2, SITE_F_NEIGHBOR);
+    inbound(&mut c);
+    t.install(&c);
+    assert_eq!(t.judge(&reply(TCP_ACK), LO), Reason::AllowFlow);
+    assert_eq!(t.judge(&reply(TCP_ACK), LO), Reason::AllowFlow);
+}
+
 /// A flow's IPv4 link-local end is the device its frames are sent to, by MAC, and the flow
 /// entry flags that device as the one its address names whenever the device has addresses
 /// bound. Once a reload binds the device an IPv4 address, the link-local address is no

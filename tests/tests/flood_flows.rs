@@ -41,7 +41,8 @@ use lazaret_abi::{
 use lazaret_tests::{
     daemon::monitor_policy,
     frames::{
-        ethernet, ipv4, tcp4, tcp_seq_ack, udp4, Ipv4Opts, Mac, ETH_IPV4, TCP_ACK, TCP_SEQ, TCP_SYN,
+        ethernet, ipv4, tcp4, tcp_seq_ack, udp4, Ipv4Opts, Mac, ETH_IPV4, TCP_ACK, TCP_FIN,
+        TCP_SEQ, TCP_SYN,
     },
     reliability::record_figure,
 };
@@ -485,10 +486,10 @@ fn one_device_cannot_flush_the_established_table() -> Result<()> {
 const RACE_FLOWS: u16 = 2_000;
 const RACE_ROUNDS: u16 = 5;
 
-/// The monitor's handshake ACK on flow `sport`: the packet that confirms the flow and
-/// promotes it into the established table.
-fn monitor_ack(sport: u16) -> Vec<u8> {
-    tcp4(MONITOR, GW, monitor_ip(), server_ip(), sport, 2575, TCP_ACK)
+/// The monitor's segment with `flags` on flow `sport`: its handshake ACK confirms the flow
+/// and promotes it into the established table.
+fn monitor_segment(sport: u16, flags: u8) -> Vec<u8> {
+    tcp4(MONITOR, GW, monitor_ip(), server_ip(), sport, 2575, flags)
 }
 
 /// Runs `frames` on `dp` from a thread pinned to `cpu`, each in step with the other
@@ -521,18 +522,23 @@ fn in_step(
 
 /// Two packets of one flow on two CPUs at once, one of them confirming it: the promotion
 /// (insert into the established table, then remove from the new one) may run on one CPU
-/// between the other's fast-path miss in the established table and its full-path lookup
-/// in the new one. The flow is in one table or the other at every instant, and a packet
-/// must find it: none of the racing packets may be refused (`deny_no_flow`), and every flow
-/// ends up in the established table. Two program instances share pinned maps, as the
-/// daemon's upgrade does, each driven by BPF_PROG_TEST_RUN on its own CPU.
+/// between the other's two lookups — the fast path's miss in the established table and the
+/// full path's in the new one (the other's packet is an ACK too), or the full path's own two
+/// (a FIN, which the fast path leaves alone). The flow is in one table or the other at
+/// every instant, and a packet must find it: none of the racing packets may be refused
+/// (`deny_no_flow`), and every flow confirmed by the ACKs alone ends up in the established
+/// table. Two program instances share pinned maps, as the daemon's upgrade does, each
+/// driven by BPF_PROG_TEST_RUN on its own CPU.
 #[test]
 fn a_flow_promoted_on_another_cpu_is_not_lost() -> Result<()> {
-    let cpus = std::thread::available_parallelism()?.get();
-    ensure!(
-        cpus >= 2,
-        "the race needs two CPUs; this machine has {cpus}"
-    );
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .take(2)
+        .collect();
+    let &[cpu_a, cpu_b] = cpus.as_slice() else {
+        anyhow::bail!("the race needs two CPUs; this process may run on {cpus:?}");
+    };
     let compiled = compiled()?;
     let tmp = lazaret_tests::netns::TempDir::new()?;
     let bpffs = lazaret_tests::netns::BpfMount::new(&tmp.path)?;
@@ -567,16 +573,23 @@ fn a_flow_promoted_on_another_cpu_is_not_lost() -> Result<()> {
             );
         }
         a.set_interface(1, SIDE_DEVICES)?;
-        let frames: Vec<Vec<u8>> = ports.iter().map(|&p| monitor_ack(p)).collect();
+        // Even rounds: an ACK on each CPU; odd ones: an ACK on one, a FIN on the other.
+        let other = if round % 2 == 0 {
+            TCP_ACK
+        } else {
+            TCP_FIN | TCP_ACK
+        };
+        let acks: Vec<Vec<u8>> = ports.iter().map(|&p| monitor_segment(p, TCP_ACK)).collect();
+        let others: Vec<Vec<u8>> = ports.iter().map(|&p| monitor_segment(p, other)).collect();
         let step = std::sync::atomic::AtomicUsize::new(0);
         let (on_a, on_b) = std::thread::scope(|s| {
-            let ta = s.spawn(|| in_step(&mut a, 0, &frames, &step));
-            let tb = s.spawn(|| in_step(&mut b, 1, &frames, &step));
+            let ta = s.spawn(|| in_step(&mut a, cpu_a, &acks, &step));
+            let tb = s.spawn(|| in_step(&mut b, cpu_b, &others, &step));
             (ta.join(), tb.join())
         });
         let (on_a, on_b) = (
-            on_a.map_err(|_| anyhow::anyhow!("CPU 0's thread panicked"))??,
-            on_b.map_err(|_| anyhow::anyhow!("CPU 1's thread panicked"))??,
+            on_a.map_err(|_| anyhow::anyhow!("CPU {cpu_a}'s thread panicked"))??,
+            on_b.map_err(|_| anyhow::anyhow!("CPU {cpu_b}'s thread panicked"))??,
         );
         for (i, &p) in ports.iter().enumerate() {
             if on_a[i] != 2 || on_b[i] != 2 {
@@ -588,17 +601,19 @@ fn a_flow_promoted_on_another_cpu_is_not_lost() -> Result<()> {
     let (_, established) = tables(&mut a)?;
     ensure!(
         refused.is_empty(),
-        "{} of {flows} flows had a packet refused while the other CPU promoted it (port, action on CPU 0, on CPU 1; 2 passes): {:?}",
+        "{} of {flows} flows had a packet refused while the other CPU promoted it (port, action on CPU {cpu_a}, on CPU {cpu_b}; 2 passes): {:?}",
         refused.len(),
         &refused[..refused.len().min(10)]
     );
+    // A FIN before the ACK closes the flow unconfirmed: the ACK rounds' flows at least.
+    let by_acks = u64::from(RACE_FLOWS) * u64::from(RACE_ROUNDS.div_ceil(2));
     ensure!(
-        established == flows,
-        "{established} of {flows} racing flows are in the established table"
+        (by_acks..=flows).contains(&established),
+        "{established} of the {flows} racing flows are in the established table, fewer than the {by_acks} the ACKs alone confirmed"
     );
     record_figure(
         "flood_flows::a_flow_promoted_on_another_cpu_is_not_lost",
-        &format!("{flows} flows confirmed by two packets at once on two CPUs: none refused, all in the established table"),
+        &format!("{flows} flows, each sent an ACK and an ACK or a FIN at once on two CPUs: none refused; at least the {by_acks} flows the ACKs alone confirmed in the established table"),
     );
     Ok(())
 }

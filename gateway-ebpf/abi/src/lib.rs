@@ -146,8 +146,8 @@
 //! device the frame is sent to (by destination MAC, whatever the device has bound: behind
 //! a bridge that device receives it, and a neighbour could use a silent device's
 //! link-local address first); sent to a group MAC it is refused, and no flow opens to one
-//! sent to a MAC of no device, nor goes on there once opened at a device's MAC, unless it
-//! is the gateway's own address. From upstream an
+//! sent to a MAC of no device, nor do its initiator's packets go on there once opened at a
+//! device's MAC, unless it is the gateway's own address. From upstream an
 //! IPv6 one names no device (nothing is routed to it); an IPv4 one is looked up as any
 //! other.
 //!

@@ -825,9 +825,10 @@ fn judge_ip(
             } else {
                 (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
             };
-            // The datapath's: a flow judged again goes on to a link-local address at a MAC
-            // of no device no more than a new one opens there (asked before the policy).
-            if to_nobody(states, pkt, ip, &dst_dev) {
+            // The datapath's: the initiator's packets of a flow judged again go on to a
+            // link-local address at a MAC of no device no more than a new flow opens there
+            // (asked before the policy).
+            if initiator_is_src && to_nobody(states, pkt, ip, &dst_dev) {
                 return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
             }
             let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);

@@ -206,12 +206,7 @@ impl<'o> Builder<'o> {
     ) {
         if log {
             let prefix = format!("{LOG_PREFIX}{} ", r.name());
-            let payer = if r.spends_own_budget() && side != Side::Upstream {
-                Payer::Sender(side)
-            } else {
-                Payer::Source
-            };
-            self.log(chain, matches.clone(), &prefix, payer);
+            self.log(chain, matches.clone(), &prefix, payer_of(r, side));
         }
         self.verdict(chain, matches, r, side);
     }
@@ -233,29 +228,55 @@ impl<'o> Builder<'o> {
         r: Reason,
         responder: bool,
     ) {
-        let mut new = matches.clone();
-        new.push(ct_confirmed(false));
         let (prefix, payer) = if responder {
-            (
-                format!("{}{} ", super::RESPONDER_PREFIX, r.name()),
-                Payer::Source,
-            )
-        } else if r.spends_own_budget() {
+            let prefix = format!("{}{} ", super::RESPONDER_PREFIX, r.name());
+            (prefix, Payer::Source)
+        } else {
             (
                 format!("{LOG_PREFIX}{} ", r.name()),
-                Payer::Sender(Side::Either),
+                payer_of(r, Side::Either),
             )
-        } else {
-            (format!("{LOG_PREFIX}{} ", r.name()), Payer::Source)
         };
-        self.log(chain, new, &prefix, payer);
+        self.decide_new_or_again(chain, matches, r, Side::Either, (&prefix, payer));
+    }
+
+    /// A refusal of new flows and of flows judged again alike (`matches` says neither),
+    /// each reported as `decide` and `decide_end` report theirs.
+    pub(super) fn refuse_new_or_again(
+        &mut self,
+        chain: &str,
+        matches: Vec<Stmt>,
+        r: Reason,
+        side: Side,
+    ) {
+        let prefix = format!("{LOG_PREFIX}{} ", r.name());
+        self.decide_new_or_again(chain, matches, r, side, (&prefix, payer_of(r, side)));
+    }
+
+    /// The verdict `r` on `matches`, a new flow's reported with `new` (prefix, payer), a
+    /// refusal of a flow judged again (its conntrack entry confirmed) as such.
+    fn decide_new_or_again(
+        &mut self,
+        chain: &str,
+        matches: Vec<Stmt>,
+        r: Reason,
+        side: Side,
+        (prefix, payer): (&str, Payer),
+    ) {
+        let mut new = matches.clone();
+        new.push(ct_confirmed(false));
+        self.log(chain, new, prefix, payer);
         if !r.passes() {
-            let mut again = matches.clone();
-            again.push(ct_confirmed(true));
-            let prefix = format!("{}{} ", super::REJUDGED_PREFIX, r.name());
-            self.log(chain, again, &prefix, Payer::Source);
+            self.log_again(chain, matches.clone(), r);
         }
-        self.verdict(chain, matches, r, Side::Either);
+        self.verdict(chain, matches, r, side);
+    }
+
+    /// The report of a refusal of a flow judged again (`lazaret rejudge:<reason> `).
+    fn log_again(&mut self, chain: &str, mut matches: Vec<Stmt>, r: Reason) {
+        matches.push(ct_confirmed(true));
+        let prefix = format!("{}{} ", super::REJUDGED_PREFIX, r.name());
+        self.log(chain, matches, &prefix, Payer::Source);
     }
 
     /// Records the ports of a DCCP session whose packet passes (`matches`: the passing
@@ -392,5 +413,15 @@ impl<'o> Builder<'o> {
             log,
         ]);
         self.rule(chain, matches);
+    }
+}
+
+/// Whose budget a refusal's report spends (`decide`): a device's own for a frame it sent,
+/// by `side`, where the reason spends its own; the source's otherwise.
+fn payer_of(r: Reason, side: Side) -> Payer {
+    if r.spends_own_budget() && side != Side::Upstream {
+        Payer::Sender(side)
+    } else {
+        Payer::Source
     }
 }

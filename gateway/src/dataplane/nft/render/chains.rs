@@ -6,8 +6,7 @@ use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
 use super::{
-    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_NOBODY, LOG_PREFIX, OWNER_INDEX, OWNER_MARK,
-    OWNER_TABLE, REJUDGED_PREFIX, V4, V6,
+    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6,
 };
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
@@ -403,36 +402,20 @@ impl Builder<'_> {
         // Bypass class: no flow opens from a device port to a link-local address of no
         // device (the frame stage's mark: sent to no device's MAC, not the gateway's own
         // address). Opened at such a MAC, judged by the sender's policy alone, its packets
-        // sent on to a device's MAC would pass as the flow's. Nor does one judged again go
-        // on there (opened at a device's MAC that accepts it, then sent on to an unmanaged
-        // host's: the sender's policy alone): refused as a flow judged again, as on XDP,
-        // which asks it before the policy too. A new flow's is asked before the sender's
-        // policy here (the XDP program's `judge_flow` asks it after: a quarantined
-        // sender's refusal is reported as this one here).
+        // sent on to a device's MAC would pass as the flow's. Nor do the initiator's packets
+        // of one judged again go on there (opened at a device's MAC that accepts it, then
+        // sent on to an unmanaged host's: the sender's policy alone), refused as a flow
+        // judged again, as on XDP. The original direction only (a new entry's packets are):
+        // a device's reply to an upstream host's IPv4 link-local address goes to the
+        // gateway's MAC, no device's. Before the sender's policy (the XDP program's
+        // `judge_flow` asks a new flow's after it: a quarantined sender's refusal is
+        // reported as this one here; a flow judged again's before it, as here).
         let nobody = vec![
             in_set(iifname(), DEV_IFACES),
             eq(mark(), n(LINK_LOCAL_NOBODY)),
+            eq(ct("direction"), s("original")),
         ];
-        let r = Reason::DenyNoRule;
-        // Whose budget: as `decide` would choose for the new flow's report.
-        let own = if r.spends_own_budget() {
-            Payer::Sender(Side::Devices)
-        } else {
-            Payer::Source
-        };
-        for (confirmed, prefix, payer) in [
-            (false, format!("{LOG_PREFIX}{} ", r.name()), own),
-            (
-                true,
-                format!("{REJUDGED_PREFIX}{} ", r.name()),
-                Payer::Source,
-            ),
-        ] {
-            let mut m = nobody.clone();
-            m.push(ct_confirmed(confirmed));
-            self.log(c, m, &prefix, payer);
-        }
-        self.decide(c, nobody, r, false, Side::Devices);
+        self.refuse_new_or_again(c, nobody, Reason::DenyNoRule, Side::Devices);
         // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone (the
         // kernel's DCCP tracker is gone), so a peer's own session to a device, on other
         // ports, would be a reply of the device's session. Each session's ports are kept in

@@ -134,10 +134,10 @@ pub const OWNER_TABLE: u32 = 0x4000_0000;
 pub const OWNER_INDEX: u32 = 0xffff;
 /// The packet mark the frame stage hands the table for a packet from a device port to a
 /// link-local address that is not the gateway's, sent to a MAC of no device: no flow
-/// opens or goes on with it (the XDP program's `judge_flow`; a flow opened at such a MAC
-/// would carry the same addresses and ports sent on to a device's, and one opened at a
-/// device's MAC would go on to an unmanaged host's on the sender's policy alone). Not an
-/// owner mark.
+/// opens with it, nor do an initiator's packets go on with it (the XDP program's
+/// `judge_flow`; a flow opened at such a MAC would carry the same addresses and ports sent
+/// on to a device's, and one opened at a device's MAC would go on to an unmanaged host's
+/// on the sender's policy alone). Not an owner mark.
 pub const LINK_LOCAL_NOBODY: u32 = 0x2000_0000;
 
 const _: () = assert!(
