@@ -901,8 +901,8 @@ impl FlowLookup {
     /// missed there (a data packet or datagram of a confirmed flow) or when it cannot open
     /// a flow (it would be refused as of no flow). Not an initiating packet the fast path
     /// left alone (a SYN, an echo request, a first fragment): no timed path pays the third
-    /// lookup; such a packet of a flow being promoted is judged as a new flow, which the
-    /// policy decides as it decided the flow.
+    /// lookup; such a packet of a flow being promoted is judged as a new flow (a responder's
+    /// as one it opens: docs/reliability.md, *Open findings*).
     /// The pointer is valid for this program run.
     #[inline(always)]
     fn of(gen: &Gen, pkt: &Pkt) -> FlowLookup {

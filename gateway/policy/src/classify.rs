@@ -861,7 +861,8 @@ fn judge_ip(
 }
 
 /// From a device port, to a link-local address the frame's MAC names no device for, and not
-/// the gateway's own (the datapath's `to_nobody`): no flow opens or goes on there.
+/// the gateway's own (the datapath's `to_nobody`): no flow opens there, nor do its
+/// initiator's packets go on there.
 fn to_nobody(
     states: &DeviceStates,
     pkt: &PacketDesc,
