@@ -739,12 +739,18 @@ fn judge_flow(
             // Bypass class: as no flow opens to a link-local address at a MAC of no device
             // (`to_nobody`), its initiator's packets do not go on there. Opened at a
             // device's MAC that accepts it, they would pass sent on to an unmanaged host's
-            // on the sender's policy alone, and the flow name no device at that end. Only
-            // the initiator's (nftables' original direction): a device's reply to an
-            // upstream host's IPv4 link-local address goes to the gateway's MAC, no
-            // device's. Asked before the policy, as nftables asks (after it, the verifier's
-            // count had no room).
-            if initiator_is_src && to_nobody(pkt, dst_dev) {
+            // on the sender's policy alone, and the flow name no device at that end. Nor
+            // the responder's, where the flow names a device at that end: passed by its own
+            // policy, they would stamp the flow with no device there, and that device's
+            // quarantine would no longer make the flow stale. A device's reply to an
+            // upstream host's IPv4 link-local address (at the gateway's MAC, no device's,
+            // and the flow names none there) goes on. Asked before the policy, as nftables
+            // asks (after it, the verifier's count had no room).
+            let there = if src_is_a { flow.dev_b } else { flow.dev_a };
+            // Bitwise, not `||`, and after `to_nobody`: as a branch of its own before it,
+            // the verifier walked 903,490 instructions, past the test's ceiling (869,346 so).
+            let named = u8::from(initiator_is_src) | u8::from(there != 0);
+            if to_nobody(pkt, dst_dev) && named != 0 {
                 remove_flow(&key, in_est);
                 let mut v = Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
                 v.dir |= REJUDGED;

@@ -1944,6 +1944,67 @@ fn a_reply_to_an_upstream_link_local_host_is_not_refused_as_sent_to_no_device() 
     assert_eq!(t.judge(&reply(TCP_ACK), LO), Reason::AllowFlow);
 }
 
+/// A flow names the device at each link-local end, and that device's quarantine makes it
+/// stale. The responder's packets sent on to a MAC of no device (an unmanaged host's, or one
+/// a forged neighbour advertisement named for the initiator's address) go on no more than
+/// the initiator's do, and end the flow (found by a review: passed by the responder's own
+/// policy, here softened by audit, they stamped the flow with no device at the initiator's
+/// end, and the initiator, quarantined, went on talking as the flow's).
+#[test]
+fn a_responder_cannot_unname_its_peer_from_a_link_local_flow() {
+    let flags = SITE_F_NEIGHBOR | SITE_F_NO_OWNERS4 | SITE_F_NO_OWNERS6;
+    let mut t = Twin::with(flags, |c| {
+        for id in [handmade::dev_id(), handmade::bystander_id()] {
+            c.edit_device(id, |d| d.mode = MODE_AUDIT);
+        }
+    });
+    let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let bys_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
+    let from_device = |dmac: Mac, flags: u8| {
+        let ip = ipv6(dev_ll, bys_ll, &[], 6, &tcp(42000, 22, flags, &[]));
+        ethernet(dmac, DEV_MAC, &[], ETH_IPV6, &ip)
+    };
+    let from_neighbour = |dmac: Mac, flags: u8| {
+        let ip = ipv6(bys_ll, dev_ll, &[], 6, &tcp(22, 42000, flags, &[]));
+        ethernet(dmac, BYSTANDER_MAC, &[], ETH_IPV6, &ip)
+    };
+    let opened = t.judge(&from_device(BYSTANDER_MAC, TCP_SYN), LO);
+    assert!(opened.passes(), "the monitor's SYN: {opened:?}");
+    assert_eq!(
+        t.judge(&from_neighbour(DEV_MAC, TCP_SYN | TCP_ACK), LO),
+        Reason::AllowFlow
+    );
+    // Established, then moved to the established table: the fast path's.
+    for _ in 0..3 {
+        assert_eq!(
+            t.judge(&from_device(BYSTANDER_MAC, TCP_ACK), LO),
+            Reason::AllowFlow
+        );
+        assert_eq!(
+            t.judge(&from_neighbour(DEV_MAC, TCP_ACK), LO),
+            Reason::AllowFlow
+        );
+    }
+    assert_eq!(
+        t.judge(&from_neighbour(OTHER_MAC, TCP_ACK), LO),
+        Reason::DenyNoRule
+    );
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    for (i, frame) in [
+        from_device(BYSTANDER_MAC, TCP_ACK),
+        from_neighbour(DEV_MAC, TCP_ACK),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let reason = t.judge(frame, LO);
+        assert!(
+            !reason.passes(),
+            "frame {i} of the quarantined monitor's session: {reason:?}"
+        );
+    }
+}
+
 /// A flow's IPv4 link-local end is the device its frames are sent to, by MAC, and the flow
 /// entry flags that device as the one its address names whenever the device has addresses
 /// bound. Once a reload binds the device an IPv4 address, the link-local address is no

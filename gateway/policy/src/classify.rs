@@ -27,8 +27,12 @@ pub enum FlowHint {
     Current { rule: u32 },
     /// A live flow judged under an older generation or epoch: it is re-judged as its
     /// initiating packet (`initiator_is_src`: this packet's source, or for an ICMP error
-    /// the quoted packet's source, opened the flow).
-    Stale { initiator_is_src: bool },
+    /// the quoted packet's source, opened the flow; `named_there`: the flow names a device
+    /// at this packet's destination end).
+    Stale {
+        initiator_is_src: bool,
+        named_there: bool,
+    },
 }
 
 /// An IP packet, as the parser would describe it.
@@ -819,16 +823,20 @@ fn judge_ip(
             d.rule = (rule != NO_RULE).then_some(rule);
             d
         }
-        FlowHint::Stale { initiator_is_src } => {
+        FlowHint::Stale {
+            initiator_is_src,
+            named_there,
+        } => {
             let (init_dev, resp_dev, init, resp, port) = if initiator_is_src {
                 (&src_dev, &dst_dev, ip.src, ip.dst, ip.dport)
             } else {
                 (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
             };
             // The datapath's: the initiator's packets of a flow judged again go on to a
-            // link-local address at a MAC of no device no more than a new flow opens there
-            // (asked before the policy).
-            if initiator_is_src && to_nobody(states, pkt, ip, &dst_dev) {
+            // link-local address at a MAC of no device no more than a new flow opens there,
+            // nor do the responder's where the flow names a device at that end (asked before
+            // the policy).
+            if (initiator_is_src || named_there) && to_nobody(states, pkt, ip, &dst_dev) {
                 return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
             }
             let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);
@@ -951,7 +959,9 @@ fn judge_related(
             d.rule = (rule != NO_RULE).then_some(rule);
             d
         }
-        FlowHint::Stale { initiator_is_src } => {
+        FlowHint::Stale {
+            initiator_is_src, ..
+        } => {
             let inner_src_dev = *dst_dev;
             let inner_dst_dev = if pkt.side == SIDE_DEVICES {
                 *src_dev

@@ -213,6 +213,7 @@ fn flow_hints_follow_the_datapath() {
     // A stale flow is re-judged in its initiating direction: the pump opened it.
     reply.flow = FlowHint::Stale {
         initiator_is_src: false,
+        named_there: true,
     };
     assert_eq!(
         classify_indexed(&ix, &st, &reply).reason,

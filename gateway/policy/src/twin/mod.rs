@@ -308,27 +308,6 @@ impl Model {
         )
     }
 
-    /// What the flow table says of the flow `k` for a packet whose source is endpoint a
-    /// (`src_is_a`): none, current, or stale (to be re-judged).
-    fn hint(&self, k: &Key, src_is_a: bool) -> FlowHint {
-        let generation = self.index.site().generation;
-        match self.flows.get(k) {
-            None => FlowHint::None,
-            Some(f) => {
-                let current = f.generation == generation
-                    && f.epoch_a == self.epoch(f.dev_a)
-                    && f.epoch_b == self.epoch(f.dev_b);
-                if current {
-                    FlowHint::Current { rule: f.rule }
-                } else {
-                    FlowHint::Stale {
-                        initiator_is_src: f.a_initiated == src_is_a,
-                    }
-                }
-            }
-        }
-    }
-
     fn judge_flow(&mut self, p: &Parsed, ip: &IpDesc) -> Decision {
         let (k, src_is_a) = key(
             ip.proto,
@@ -385,11 +364,12 @@ impl Model {
         d
     }
 
-    /// [`Model::hint`] for a packet (`p`, to `dst`) whose own source is endpoint a or not
-    /// (`pkt_src_is_a`), `src_is_a` as `hint` takes it (an ICMP error's quoted packet's);
-    /// and the datapath's `sent_elsewhere`: a current flow whose packet goes from a device
-    /// port to a link-local address, sent to a MAC whose device is not the one the flow
-    /// names at that end, is stale: judged again, for the device it reaches.
+    /// What the flow table says of the flow `k` for a packet (`p`, to `dst`) whose own
+    /// source is endpoint a or not (`pkt_src_is_a`), `src_is_a` the key's (an ICMP error's
+    /// quoted packet's): none, current, or stale (to be re-judged); and the datapath's
+    /// `sent_elsewhere`: a current flow whose packet goes from a device port to a link-local
+    /// address, sent to a MAC whose device is not the one the flow names at that end, is
+    /// stale: judged again, for the device it reaches.
     fn hint_at(
         &self,
         k: &Key,
@@ -398,19 +378,28 @@ impl Model {
         p: &Parsed,
         dst: IpAddr,
     ) -> FlowHint {
-        let hint = self.hint(k, src_is_a);
-        let (FlowHint::Current { .. }, Some(f)) = (hint, self.flows.get(k)) else {
-            return hint;
+        let Some(f) = self.flows.get(k) else {
+            return FlowHint::None;
         };
-        if p.desc.side != SIDE_DEVICES || !crate::classify::link_local_unicast(dst) {
-            return hint;
-        }
         let there = if pkt_src_is_a { f.dev_b } else { f.dev_a };
-        if self.index.lookup_mac(&p.desc.dst_mac).unwrap_or(0) == there {
-            return hint;
-        }
-        FlowHint::Stale {
+        let stale = FlowHint::Stale {
             initiator_is_src: f.a_initiated == src_is_a,
+            named_there: there != 0,
+        };
+        let generation = self.index.site().generation;
+        let current = f.generation == generation
+            && f.epoch_a == self.epoch(f.dev_a)
+            && f.epoch_b == self.epoch(f.dev_b);
+        if !current {
+            return stale;
+        }
+        let sent_elsewhere = p.desc.side == SIDE_DEVICES
+            && crate::classify::link_local_unicast(dst)
+            && self.index.lookup_mac(&p.desc.dst_mac).unwrap_or(0) != there;
+        if sent_elsewhere {
+            stale
+        } else {
+            FlowHint::Current { rule: f.rule }
         }
     }
 
