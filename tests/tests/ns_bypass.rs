@@ -53,6 +53,7 @@ on_both_dataplanes!(
     a_silent_device_known_by_its_mac_is_still_judged_by_its_policy,
     a_device_known_by_its_mac_is_not_reached_before_it_speaks,
     a_device_answers_an_upstream_link_local_host_across_a_reload,
+    a_responder_answering_elsewhere_frees_no_quarantined_peer,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -3309,5 +3310,95 @@ fn a_device_answers_an_upstream_link_local_host_across_a_reload(dp: Dataplane) -
         "a_device_answers_an_upstream_link_local_host_across_a_reload",
         dp,
         "what the monitor sent on the session to the upstream host's link-local address arrived before and after a reload",
+    )
+}
+
+/// A flow between two devices' link-local addresses names a device at each end. Its
+/// responder's packets sent on to a MAC of no device (an unmanaged host's, or one a forged
+/// advertisement named for the initiator's address; the bridge floods them to every port)
+/// go on no more than its initiator's would (`deny_no_rule`, a flow judged again): XDP
+/// refuses them where the flow names a device at that end, nftables where a device claimed
+/// the address (`LINK_LOCAL_CLAIMED`). Found by a review: passed by the responder's own
+/// policy (here softened by audit) on both, on XDP they also stamped the flow with no
+/// device at the initiator's end, and the initiator, isolated, went on as the flow's.
+fn a_responder_answering_elsewhere_frees_no_quarantined_peer(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let neighbour = Observer::on(&lab.bys, &lab.bys_if)?;
+    // The neighbour in audit mode opens a session to a third monitor known by its MAC
+    // alone, in audit mode too, whose frames are sent from the monitor's port (flooded
+    // there when sent to it); the unmanaged MAC is no device's.
+    let absent: Mac = [0x02, 0, 0, 0, 0x0e, 0x03];
+    let unmanaged: Mac = [0x02, 0, 0, 0, 0x0e, 0x01];
+    let extra = format!(
+        "mode = \"audit\"\n\n[[devices]]\nid = \"mon-icu-03\"\nclass = \"patient-monitor\"\n\
+         mac = \"{}\"\nvlan = 20\ninterface = \"{}\"\nmode = \"audit\"\n",
+        BypassLab::fmt(absent),
+        lab.bridge
+    );
+    lab.reload_to(lab.generation()?, &extra)?;
+    let (initiator, responder) = ((ll(lab.bys_mac), 41100), (ll(absent), 2576));
+    let from_neighbour = |flags: u8, marker: &[u8]| {
+        let l4 = tcp(initiator.1, responder.1, flags, marker);
+        let ip = ipv6(initiator.0, responder.0, &[], 6, &l4);
+        let frame = with_l4_checksum(ethernet(absent, lab.bys_mac, &[], ETH_IPV6, &ip));
+        send_raw(&lab.bys, &lab.bys_if, vec![frame])
+    };
+    let from_absent = |dmac: Mac, flags: u8, marker: &[u8]| {
+        let l4 = tcp(responder.1, initiator.1, flags, marker);
+        let ip = ipv6(responder.0, initiator.0, &[], 6, &l4);
+        let frame = with_l4_checksum(ethernet(dmac, absent, &[], ETH_IPV6, &ip));
+        send_raw(&lab.att, &lab.att_if, vec![frame])
+    };
+    let arrived = |what: &str, observer: &Observer, marker: &[u8]| {
+        ensure!(
+            observer.saw(marker, ARRIVE),
+            "{what} of the session did not arrive\n{}",
+            lab.debug()
+        );
+        Ok(())
+    };
+    from_neighbour(TCP_SYN, b"LZ-UN-SYN")?;
+    arrived("the SYN", &monitor, b"LZ-UN-SYN")?;
+    from_absent(lab.bys_mac, TCP_SYN | TCP_ACK, b"LZ-UN-SYNACK")?;
+    arrived("the SYN-ACK", &neighbour, b"LZ-UN-SYNACK")?;
+    from_neighbour(TCP_ACK, b"LZ-UN-ACK")?;
+    arrived("the ACK", &monitor, b"LZ-UN-ACK")?;
+    refused_when(
+        &lab,
+        &neighbour,
+        "the answer sent on to an unmanaged MAC",
+        b"LZ-UN-ELSEWHERE",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || from_absent(unmanaged, TCP_ACK, b"LZ-UN-ELSEWHERE"),
+    )?;
+    lab.isolate("mon-icu-02")?;
+    // XDP ended the flow at the refusal (a packet of no flow now); conntrack's entry lives,
+    // and nftables judges what a device port sends to a link-local address every time.
+    let after = if dp == Dataplane::Xdp {
+        Reason::DenyNoFlow
+    } else {
+        Reason::DenyQuarantine
+    };
+    refused_when(
+        &lab,
+        &monitor,
+        "the isolated neighbour's next segment",
+        b"LZ-UN-ISOLATED",
+        Some((after, SIDE_DEVICES)),
+        || from_neighbour(TCP_ACK, b"LZ-UN-ISOLATED"),
+    )?;
+    refused_when(
+        &lab,
+        &neighbour,
+        "an answer to the isolated neighbour",
+        b"LZ-UN-TO-ISOLATED",
+        Some((after, SIDE_DEVICES)),
+        || from_absent(lab.bys_mac, TCP_ACK, b"LZ-UN-TO-ISOLATED"),
+    )?;
+    done(
+        "a_responder_answering_elsewhere_frees_no_quarantined_peer",
+        dp,
+        "the session between the neighbour's and a third monitor's link-local addresses opened; once the neighbour was isolated, nothing of it went on either way",
     )
 }

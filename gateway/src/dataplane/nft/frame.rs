@@ -20,7 +20,8 @@
 //! destination (`render::OWNER_MARK`, an address a device known by its MAC alone owns by
 //! first use; from a device port, only inside the devices' declared networks, and the
 //! device a frame to a link-local address is sent to), `render::LINK_LOCAL_NOBODY` (from a
-//! device port, to a link-local address of no device's MAC, not the gateway's), or 0; the
+//! device port, to a link-local address of no device's MAC, not the gateway's; with
+//! `render::LINK_LOCAL_CLAIMED` where a device claimed that address), or 0; the
 //! `inet` table reads it, then uses the mark as its own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
@@ -898,17 +899,32 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         // sent to (the XDP program's `destination`; `ownidx6` holds none).
         // Sent to a MAC of no device (and not to the gateway's own), it names no device:
         // `render::LINK_LOCAL_NOBODY`, which opens no flow.
+        // A link-local address a device claimed (the initiator's, for a reply) marks the
+        // device's end too: `render::LINK_LOCAL_CLAIMED`.
         if p.cfg.side == SIDE_DEVICES {
             let ll4 = format!("meta protocol ip {LINK_LOCAL_UNICAST4}");
             let ll6 = "meta protocol ip6 @nh,192,16 & 0xffc0 == 0xfe80";
             let nobody = super::render::LINK_LOCAL_NOBODY;
-            for (ll, not_local) in [
-                (ll4.as_str(), format!("ip daddr != @{LOCAL4}")),
-                (ll6, format!("@nh,192,128 != @{T_LOCAL}")),
+            let claimed = nobody | super::render::LINK_LOCAL_CLAIMED;
+            for (ll, not_local, owned) in [
+                (
+                    ll4.as_str(),
+                    format!("ip daddr != @{LOCAL4}"),
+                    format!("ip daddr @{CLAIMED4}"),
+                ),
+                (
+                    ll6,
+                    format!("@nh,192,128 != @{T_LOCAL}"),
+                    format!("@nh,192,128 @{LL_CLAIMED}"),
+                ),
             ] {
                 let _ = writeln!(
                     hook,
                     "add rule netdev {table} in_{i} {ll} {not_local} meta mark set {nobody}"
+                );
+                let _ = writeln!(
+                    hook,
+                    "add rule netdev {table} in_{i} {ll} {not_local} {owned} meta mark set {claimed}"
                 );
                 let _ = writeln!(
                     hook,

@@ -6,7 +6,8 @@ use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
 use super::{
-    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK, OWNER_TABLE, V4, V6,
+    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_CLAIMED, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK,
+    OWNER_TABLE, V4, V6,
 };
 use lazaret_abi::*;
 use nftables::expr::{Expression as Expr, MetaKey};
@@ -410,6 +411,14 @@ impl Builder<'_> {
         // gateway's MAC, no device's. Before the sender's policy (the XDP program's
         // `judge_flow` asks a new flow's after it: a quarantined sender's refusal is
         // reported as this one here; a flow judged again's before it, as here).
+        // Nor the responder's, where a device claimed the address (the initiator's: the
+        // XDP program asks whether the flow names a device at that end). Passed on its own
+        // policy, they would go on to an unmanaged host's MAC with no device asked there.
+        let claimed = vec![
+            in_set(iifname(), DEV_IFACES),
+            eq(mark(), n(LINK_LOCAL_NOBODY | LINK_LOCAL_CLAIMED)),
+        ];
+        self.refuse_new_or_again(c, claimed, Reason::DenyNoRule, Side::Devices);
         let nobody = vec![
             in_set(iifname(), DEV_IFACES),
             eq(mark(), n(LINK_LOCAL_NOBODY)),

@@ -140,9 +140,18 @@ pub const OWNER_INDEX: u32 = 0xffff;
 /// on the sender's policy alone). Not an owner mark.
 pub const LINK_LOCAL_NOBODY: u32 = 0x2000_0000;
 
+/// With [`LINK_LOCAL_NOBODY`]: the link-local address is one a device claimed by first use
+/// (`ll_claimed`, `claimed4`), so a device is at that end of the flow: its responder's
+/// packets do not go on to a MAC of no device either (the XDP program refuses them where
+/// the flow names a device at that end). A reply to an upstream host's link-local address
+/// (at the gateway's MAC) carries [`LINK_LOCAL_NOBODY`] alone, and passes.
+pub const LINK_LOCAL_CLAIMED: u32 = 0x1000_0000;
+
 const _: () = assert!(
-    LINK_LOCAL_NOBODY & (OWNER_MARK | OWNER_TABLE | OWNER_INDEX) == 0 && LINK_LOCAL_NOBODY > 4095,
-    "apart from owner marks and VLAN ids"
+    (LINK_LOCAL_NOBODY | LINK_LOCAL_CLAIMED) & (OWNER_MARK | OWNER_TABLE | OWNER_INDEX) == 0
+        && LINK_LOCAL_NOBODY & LINK_LOCAL_CLAIMED == 0
+        && LINK_LOCAL_CLAIMED > 4095,
+    "apart from owner marks, VLAN ids and each other"
 );
 
 const _: () = assert!(
