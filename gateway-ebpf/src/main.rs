@@ -733,22 +733,24 @@ fn judge_flow(
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dev);
             }
             // Policy or device state changed since the flow was admitted, or its packet goes
-            // to another device than the flow names: judge its initiating direction again
-            // under the current generation, for the device it reaches.
-            let dst_dev = &destination(gen, pkt, dst_dev);
-            // Bypass class: as no flow opens to a link-local address at a MAC of no device
-            // (`to_nobody`), its initiator's packets do not go on there. Opened at a
-            // device's MAC that accepts it, they would pass sent on to an unmanaged host's
-            // on the sender's policy alone, and the flow name no device at that end. Nor
-            // the responder's, where the flow names a device at that end: passed by its own
-            // policy, they would stamp the flow with no device there, and that device's
-            // quarantine would no longer make the flow stale. A device's reply to an
-            // upstream host's IPv4 link-local address (at the gateway's MAC, no device's,
-            // and the flow names none there) goes on. Asked before the policy, as nftables
-            // asks (after it, the verifier's count had no room).
+            // to a link-local address at another MAC than the device the flow names there:
+            // judge its initiating direction again under the current generation.
+            //
+            // Bypass class: the device a flow names at a link-local end is never renamed. A
+            // packet of the flow, either way, sent on to another MAC than that device's
+            // (another device's, an unmanaged host's) would be judged for what it reaches
+            // and, passed, stamp the flow with that device or none: the named device's
+            // quarantine would no longer make the flow stale, and its packets would go on
+            // as the flow's (found by reviews). So it reaches no device (`destination`),
+            // and, as no flow opens to a link-local address at a MAC of no device
+            // (`to_nobody`), it is refused as a flow judged again; so are the initiator's
+            // packets sent there where the flow names none. A device's reply to an
+            // upstream host's IPv4 link-local address (at the gateway's MAC; the flow names
+            // no device there) goes on. Asked before the policy, as nftables asks. (So
+            // written, the checks join `to_nobody`'s: as checks of their own, or after the
+            // policy, the verifier's count had no room.)
             let there = if src_is_a { flow.dev_b } else { flow.dev_a };
-            // Bitwise, not `||`, and after `to_nobody`: as a branch of its own before it,
-            // the verifier walked 903,490 instructions, past the test's ceiling (869,346 so).
+            let dst_dev = &destination(gen, pkt, dst_dev, there);
             let named = u8::from(initiator_is_src) | u8::from(there != 0);
             if to_nobody(pkt, dst_dev) && named != 0 {
                 remove_flow(&key, in_est);
@@ -800,7 +802,7 @@ fn judge_flow(
         Ok(init) => init,
         Err(v) => return v,
     };
-    let dst_dev = &destination(gen, pkt, dst_dev);
+    let dst_dev = &destination(gen, pkt, dst_dev, 0);
     // After the sender's policy: asked before, the lookups cost the verifier's count more
     // than the program has room for. (nftables asks before it, so a quarantined sender's
     // refusal is reported as this one there.)
@@ -1079,15 +1081,23 @@ fn promote(gen: &Gen, key: &FlowKey, flow: &FlowValue) {
 /// bridge (bypass class: a neighbour in audit mode could open any session on a device at
 /// its link-local address). Not its owner by first use: a neighbour could use a silent
 /// device's link-local address (its MAC's EUI-64, predictable; an APIPA address seen in
-/// its probe) first, and be asked in its place.
+/// its probe) first, and be asked in its place. A flow that names a device there (`named`,
+/// 0 for none) is never renamed: sent to another device's MAC, its packet reaches none.
 #[inline(always)]
-fn destination(gen: &Gen, pkt: &Pkt, known: &Option<&'static Device>) -> Option<&'static Device> {
+fn destination(
+    gen: &Gen,
+    pkt: &Pkt,
+    known: &Option<&'static Device>,
+    named: u64,
+) -> Option<&'static Device> {
     if pkt.side != SIDE_DEVICES {
         return *known;
     }
     match lookup_ip_device(gen.slot, pkt.family, &pkt.dst) {
         Some(d) => Some(d),
-        None if pkt.dst_by_mac != 0 => lookup_mac(gen.slot, pkt.dst_mac),
+        None if pkt.dst_by_mac != 0 => {
+            lookup_mac(gen.slot, pkt.dst_mac).filter(|d| named == 0 || d.id == named)
+        }
         None if !has_owners(gen, pkt.family) => None,
         None => owned_device(gen.slot, gen.now, pkt.family, &pkt.dst).filter(|_| {
             site_claim_class(gen.slot, pkt.family, &pkt.dst) == u64::from(CLAIM_DEVICES)
@@ -1136,7 +1146,7 @@ fn judge_related(
     // opening again, as its own next packet would be.
     // The quoted packet went from the error's destination to its source (checked above),
     // or, upstream, to a host a router answered for.
-    let inner_src_dev = destination(gen, pkt, dst_dev);
+    let inner_src_dev = destination(gen, pkt, dst_dev, 0);
     let inner_dst_dev = if pkt.side == SIDE_DEVICES {
         *src_dev
     } else {

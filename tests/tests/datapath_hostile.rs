@@ -1765,8 +1765,9 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
         );
     }
     // Owning the device's link-local address (above), the neighbour opens a flow from it at
-    // its own MAC, then sends the replies to the device's MAC: the device's to judge, as
-    // the flow's end there (found by a review: they passed as the flow's).
+    // its own MAC, then sends the replies to the device's MAC: refused, as the flow names
+    // the neighbour at that end and is never renamed (found by a review: they passed as the
+    // flow's; then, judged for the device, they were the device's to refuse).
     let datagram = |dmac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)| {
         let ip = ipv6(
             src,
@@ -1891,9 +1892,11 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
         t.judge(&datagram(BYSTANDER_MAC, taken, own), LO),
         Reason::Audit
     );
+    // The reply sent to the device's MAC: not the neighbour's, which the flow names at that
+    // end (it opened the flow from the address), so refused before any policy is asked.
     assert_eq!(
         t.judge(&datagram(DEV_MAC, own, taken), LO),
-        Reason::DenyQuarantine
+        Reason::DenyNoRule
     );
     // From upstream a link-local address names no device (nothing is routed to it; an
     // upstream port of a bridge: docs/reliability.md, *Open findings*).
@@ -1945,54 +1948,107 @@ fn a_reply_to_an_upstream_link_local_host_is_not_refused_as_sent_to_no_device() 
 }
 
 /// A flow names the device at each link-local end, and that device's quarantine makes it
-/// stale. The responder's packets sent on to a MAC of no device (an unmanaged host's, or one
-/// a forged neighbour advertisement named for the initiator's address) go on no more than
-/// the initiator's do, and end the flow (found by a review: passed by the responder's own
-/// policy, here softened by audit, they stamped the flow with no device at the initiator's
-/// end, and the initiator, quarantined, went on talking as the flow's).
+/// stale; the name is never changed. A packet of the flow sent on to another MAC than the
+/// named device's (an unmanaged host's, or a third device's; one a forged neighbour
+/// advertisement named for the initiator's address) is refused and ends the flow, from the
+/// responder as from the initiator (found by reviews: passed by the policies of what it
+/// reached, here softened by audit, the responder's answer stamped the flow with no device,
+/// or the third device, at the initiator's end, and the initiator, quarantined, went on
+/// talking as the flow's).
 #[test]
-fn a_responder_cannot_unname_its_peer_from_a_link_local_flow() {
+fn a_flow_cannot_be_renamed_away_from_a_link_local_device() {
     let flags = SITE_F_NEIGHBOR | SITE_F_NO_OWNERS4 | SITE_F_NO_OWNERS6;
+    let third_mac: Mac = [0x02, 0, 0, 0, 0, 0x33];
     let mut t = Twin::with(flags, |c| {
         for id in [handmade::dev_id(), handmade::bystander_id()] {
             c.edit_device(id, |d| d.mode = MODE_AUDIT);
         }
+        // A third monitor, known by its MAC alone, in audit mode.
+        let slot = c.slot;
+        let (_, bystander) = *c
+            .devices
+            .iter()
+            .find(|(k, _)| k.id == handmade::bystander_id())
+            .expect("the bystander");
+        let third = Device {
+            id: device_id_hash(b"mon-icu-03"),
+            mac: third_mac,
+            flags: DEV_F_HAS_MAC | DEV_F_NO_IP4 | DEV_F_NO_IP6,
+            ..bystander
+        };
+        let mac = MacKey {
+            slot,
+            _pad: 0,
+            mac: third_mac,
+        };
+        c.dev_mac.push((mac, third));
+        let key = DevKey {
+            slot,
+            _pad: [0; 7],
+            id: third.id,
+        };
+        c.devices.push((key, third));
+        c.sort_devices();
     });
     let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
     let bys_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
-    let from_device = |dmac: Mac, flags: u8| {
-        let ip = ipv6(dev_ll, bys_ll, &[], 6, &tcp(42000, 22, flags, &[]));
+    let from_device = |sport: u16, dmac: Mac, flags: u8| {
+        let ip = ipv6(dev_ll, bys_ll, &[], 6, &tcp(sport, 22, flags, &[]));
         ethernet(dmac, DEV_MAC, &[], ETH_IPV6, &ip)
     };
-    let from_neighbour = |dmac: Mac, flags: u8| {
-        let ip = ipv6(bys_ll, dev_ll, &[], 6, &tcp(22, 42000, flags, &[]));
+    let from_neighbour = |sport: u16, dmac: Mac, flags: u8| {
+        let ip = ipv6(bys_ll, dev_ll, &[], 6, &tcp(22, sport, flags, &[]));
         ethernet(dmac, BYSTANDER_MAC, &[], ETH_IPV6, &ip)
     };
-    let opened = t.judge(&from_device(BYSTANDER_MAC, TCP_SYN), LO);
-    assert!(opened.passes(), "the monitor's SYN: {opened:?}");
-    assert_eq!(
-        t.judge(&from_neighbour(DEV_MAC, TCP_SYN | TCP_ACK), LO),
-        Reason::AllowFlow
-    );
-    // Established, then moved to the established table: the fast path's.
-    for _ in 0..3 {
+    // The monitor's session to the neighbour, established and moved to the established
+    // table (the fast path's).
+    let session = |t: &mut Twin, sport: u16| {
+        let opened = t.judge(&from_device(sport, BYSTANDER_MAC, TCP_SYN), LO);
+        assert!(opened.passes(), "the monitor's SYN: {opened:?}");
         assert_eq!(
-            t.judge(&from_device(BYSTANDER_MAC, TCP_ACK), LO),
+            t.judge(&from_neighbour(sport, DEV_MAC, TCP_SYN | TCP_ACK), LO),
             Reason::AllowFlow
         );
+        for _ in 0..3 {
+            assert_eq!(
+                t.judge(&from_device(sport, BYSTANDER_MAC, TCP_ACK), LO),
+                Reason::AllowFlow
+            );
+            assert_eq!(
+                t.judge(&from_neighbour(sport, DEV_MAC, TCP_ACK), LO),
+                Reason::AllowFlow
+            );
+        }
+    };
+    for (i, elsewhere) in [OTHER_MAC, third_mac].into_iter().enumerate() {
+        let sport = 42000 + i as u16;
+        session(&mut t, sport);
         assert_eq!(
-            t.judge(&from_neighbour(DEV_MAC, TCP_ACK), LO),
-            Reason::AllowFlow
+            t.judge(&from_neighbour(sport, elsewhere, TCP_ACK), LO),
+            Reason::DenyNoRule,
+            "the answer sent on to {elsewhere:02x?}"
+        );
+        // The refusal ended the flow: nothing the quarantine below could miss is left.
+        assert_eq!(
+            t.judge(&from_device(sport, BYSTANDER_MAC, TCP_ACK), LO),
+            Reason::DenyNoFlow,
+            "after the answer sent on to {elsewhere:02x?}"
+        );
+        // The initiator's packets the same, to the third device's MAC.
+        let sport = 42010 + i as u16;
+        session(&mut t, sport);
+        assert_eq!(
+            t.judge(&from_device(sport, third_mac, TCP_ACK), LO),
+            Reason::DenyNoRule,
+            "the monitor's segment sent on to the third device"
         );
     }
-    assert_eq!(
-        t.judge(&from_neighbour(OTHER_MAC, TCP_ACK), LO),
-        Reason::DenyNoRule
-    );
+    // A live session's packets once the monitor is isolated: refused both ways.
+    session(&mut t, 42020);
     t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
     for (i, frame) in [
-        from_device(BYSTANDER_MAC, TCP_ACK),
-        from_neighbour(DEV_MAC, TCP_ACK),
+        from_device(42020, BYSTANDER_MAC, TCP_ACK),
+        from_neighbour(42020, DEV_MAC, TCP_ACK),
     ]
     .iter()
     .enumerate()
@@ -2000,7 +2056,7 @@ fn a_responder_cannot_unname_its_peer_from_a_link_local_flow() {
         let reason = t.judge(frame, LO);
         assert!(
             !reason.passes(),
-            "frame {i} of the quarantined monitor's session: {reason:?}"
+            "frame {i} of the isolated monitor's session: {reason:?}"
         );
     }
 }

@@ -3316,9 +3316,10 @@ fn a_device_answers_an_upstream_link_local_host_across_a_reload(dp: Dataplane) -
 /// A flow between two devices' link-local addresses names a device at each end. Its
 /// responder's packets sent on to a MAC of no device (an unmanaged host's, or one a forged
 /// advertisement named for the initiator's address; the bridge floods them to every port)
-/// go on no more than its initiator's would (`deny_no_rule`, a flow judged again): XDP
-/// refuses them where the flow names a device at that end, nftables where a device claimed
-/// the address (`LINK_LOCAL_CLAIMED`). Found by a review: passed by the responder's own
+/// go on no more than its initiator's would (`deny_no_rule`, a flow judged again): XDP never
+/// renames the device a flow names at a link-local end; nftables refuses a reply sent to
+/// another MAC than the one that claimed the IPv6 link-local address it goes to
+/// (`LINK_LOCAL_ELSEWHERE`). Found by a review: passed by the responder's own
 /// policy (here softened by audit) on both, on XDP they also stamped the flow with no
 /// device at the initiator's end, and the initiator, isolated, went on as the flow's.
 fn a_responder_answering_elsewhere_frees_no_quarantined_peer(dp: Dataplane) -> Result<()> {

@@ -27,12 +27,9 @@ pub enum FlowHint {
     Current { rule: u32 },
     /// A live flow judged under an older generation or epoch: it is re-judged as its
     /// initiating packet (`initiator_is_src`: this packet's source, or for an ICMP error
-    /// the quoted packet's source, opened the flow; `named_there`: the flow names a device
-    /// at this packet's destination end).
-    Stale {
-        initiator_is_src: bool,
-        named_there: bool,
-    },
+    /// the quoted packet's source, opened the flow; `there`: the device the flow names at
+    /// this packet's destination end, 0 for none).
+    Stale { initiator_is_src: bool, there: u64 },
 }
 
 /// An IP packet, as the parser would describe it.
@@ -825,18 +822,25 @@ fn judge_ip(
         }
         FlowHint::Stale {
             initiator_is_src,
-            named_there,
+            there,
         } => {
+            // The datapath's `destination` for a flow judged again: the device a flow names
+            // at a link-local end is never renamed; sent to another device's MAC than that
+            // one's, its packet reaches no device (an address the inventory binds aside).
+            let by_mac = pkt.side == SIDE_DEVICES
+                && link_local_unicast(ip.dst)
+                && ix.device_by_ip(ip.dst).is_none();
+            let dst_dev = dst_dev.filter(|d| !by_mac || there == 0 || d.id == there);
             let (init_dev, resp_dev, init, resp, port) = if initiator_is_src {
                 (&src_dev, &dst_dev, ip.src, ip.dst, ip.dport)
             } else {
                 (&dst_dev, &src_dev, ip.dst, ip.src, ip.sport)
             };
-            // The datapath's: the initiator's packets of a flow judged again go on to a
-            // link-local address at a MAC of no device no more than a new flow opens there,
-            // nor do the responder's where the flow names a device at that end (asked before
-            // the policy).
-            if (initiator_is_src || named_there) && to_nobody(states, pkt, ip, &dst_dev) {
+            // The datapath's: a packet of a flow judged again goes on to a link-local
+            // address at a MAC of no device no more than a new flow opens there, from its
+            // initiator, or where the flow names a device at that end (asked before the
+            // policy).
+            if (initiator_is_src || there != 0) && to_nobody(states, pkt, ip, &dst_dev) {
                 return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
             }
             let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);

@@ -213,7 +213,7 @@ fn flow_hints_follow_the_datapath() {
     // A stale flow is re-judged in its initiating direction: the pump opened it.
     reply.flow = FlowHint::Stale {
         initiator_is_src: false,
-        named_there: true,
+        there: abi::device_id_hash(b"pump-1"),
     };
     assert_eq!(
         classify_indexed(&ix, &st, &reply).reason,

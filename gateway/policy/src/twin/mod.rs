@@ -384,7 +384,7 @@ impl Model {
         let there = if pkt_src_is_a { f.dev_b } else { f.dev_a };
         let stale = FlowHint::Stale {
             initiator_is_src: f.a_initiated == src_is_a,
-            named_there: there != 0,
+            there,
         };
         let generation = self.index.site().generation;
         let current = f.generation == generation

@@ -20,8 +20,9 @@
 //! destination (`render::OWNER_MARK`, an address a device known by its MAC alone owns by
 //! first use; from a device port, only inside the devices' declared networks, and the
 //! device a frame to a link-local address is sent to), `render::LINK_LOCAL_NOBODY` (from a
-//! device port, to a link-local address of no device's MAC, not the gateway's; with
-//! `render::LINK_LOCAL_CLAIMED` where a device claimed that address), or 0; the
+//! device port, to a link-local address of no device's MAC, not the gateway's), or 0,
+//! with `render::LINK_LOCAL_ELSEWHERE` beside it for a frame to an IPv6 link-local address
+//! a device claimed, sent to another MAC than its owner's; the
 //! `inet` table reads it, then uses the mark as its own register.
 //!
 //! Reasons and their order follow the XDP program's parser and `identify_source`
@@ -899,24 +900,14 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         // sent to (the XDP program's `destination`; `ownidx6` holds none).
         // Sent to a MAC of no device (and not to the gateway's own), it names no device:
         // `render::LINK_LOCAL_NOBODY`, which opens no flow.
-        // A link-local address a device claimed (the initiator's, for a reply) marks the
-        // device's end too: `render::LINK_LOCAL_CLAIMED`.
         if p.cfg.side == SIDE_DEVICES {
             let ll4 = format!("meta protocol ip {LINK_LOCAL_UNICAST4}");
             let ll6 = "meta protocol ip6 @nh,192,16 & 0xffc0 == 0xfe80";
             let nobody = super::render::LINK_LOCAL_NOBODY;
-            let claimed = nobody | super::render::LINK_LOCAL_CLAIMED;
-            for (ll, not_local, owned) in [
-                (
-                    ll4.as_str(),
-                    format!("ip daddr != @{LOCAL4}"),
-                    format!("ip daddr @{CLAIMED4}"),
-                ),
-                (
-                    ll6,
-                    format!("@nh,192,128 != @{T_LOCAL}"),
-                    format!("@nh,192,128 @{LL_CLAIMED}"),
-                ),
+            let not_local6 = format!("@nh,192,128 != @{T_LOCAL}");
+            for (ll, not_local) in [
+                (ll4.as_str(), format!("ip daddr != @{LOCAL4}")),
+                (ll6, not_local6.clone()),
             ] {
                 let _ = writeln!(
                     hook,
@@ -924,14 +915,19 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
                 );
                 let _ = writeln!(
                     hook,
-                    "add rule netdev {table} in_{i} {ll} {not_local} {owned} meta mark set {claimed}"
-                );
-                let _ = writeln!(
-                    hook,
                     "add rule netdev {table} in_{i} {ll} meta mark set ether daddr map @{}",
                     MAC_INDEX[2]
                 );
             }
+            // An IPv6 link-local address a device claimed, sent to another MAC than its
+            // owner's: `render::LINK_LOCAL_ELSEWHERE`, beside the mark. Not IPv4's: a
+            // device known by its MAC alone may claim an upstream host's 169.254 address,
+            // and the devices' replies to that host (at the gateway's MAC) would be refused.
+            let elsewhere = super::render::LINK_LOCAL_ELSEWHERE;
+            let _ = writeln!(
+                hook,
+                "add rule netdev {table} in_{i} {ll6} {not_local6} @nh,192,128 @{LL_CLAIMED} @nh,192,128 . ether daddr != @{LL_OWNER} meta mark set meta mark | {elsewhere}"
+            );
         }
     }
     Ok(Frame {

@@ -6,7 +6,7 @@ use super::super::expr::*;
 use super::builder::{Builder, Payer, Side};
 use super::names::*;
 use super::{
-    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_CLAIMED, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK,
+    owner_tag, Fam, LEARN_PREFIX, LINK_LOCAL_ELSEWHERE, LINK_LOCAL_NOBODY, OWNER_INDEX, OWNER_MARK,
     OWNER_TABLE, V4, V6,
 };
 use lazaret_abi::*;
@@ -411,20 +411,29 @@ impl Builder<'_> {
         // gateway's MAC, no device's. Before the sender's policy (the XDP program's
         // `judge_flow` asks a new flow's after it: a quarantined sender's refusal is
         // reported as this one here; a flow judged again's before it, as here).
-        // Nor the responder's, where a device claimed the address (the initiator's: the
-        // XDP program asks whether the flow names a device at that end). Passed on its own
-        // policy, they would go on to an unmanaged host's MAC with no device asked there.
-        let claimed = vec![
-            in_set(iifname(), DEV_IFACES),
-            eq(mark(), n(LINK_LOCAL_NOBODY | LINK_LOCAL_CLAIMED)),
-        ];
-        self.refuse_new_or_again(c, claimed, Reason::DenyNoRule, Side::Devices);
         let nobody = vec![
             in_set(iifname(), DEV_IFACES),
-            eq(mark(), n(LINK_LOCAL_NOBODY)),
+            eq(and(mark(), n(LINK_LOCAL_NOBODY)), n(LINK_LOCAL_NOBODY)),
             eq(ct("direction"), s("original")),
         ];
         self.refuse_new_or_again(c, nobody, Reason::DenyNoRule, Side::Devices);
+        // Nor do the responder's go on to another MAC than the initiator's (XDP: the device
+        // a flow names at a link-local end is never renamed). nftables keeps no device per
+        // flow end: the initiator claimed its IPv6 link-local address opening the flow, and
+        // the frame stage marks a frame sent to another MAC than the claim's
+        // (`LINK_LOCAL_ELSEWHERE`). Passed on the policies of what it reaches, it would go
+        // on to an unmanaged host's MAC, or a third device's, as the flow's. Not an ICMP
+        // error (judged as XDP's `judge_related` does).
+        let elsewhere = vec![
+            in_set(iifname(), DEV_IFACES),
+            eq(
+                and(mark(), n(LINK_LOCAL_ELSEWHERE)),
+                n(LINK_LOCAL_ELSEWHERE),
+            ),
+            eq(ct("direction"), s("reply")),
+            ne(ct("state"), s("related")),
+        ];
+        self.refuse_new_or_again(c, elsewhere, Reason::DenyNoRule, Side::Devices);
         // Bypass class, DCCP: this kernel's conntrack tracks it by its addresses alone (the
         // kernel's DCCP tracker is gone), so a peer's own session to a device, on other
         // ports, would be a reply of the device's session. Each session's ports are kept in

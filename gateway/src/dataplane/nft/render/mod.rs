@@ -140,17 +140,18 @@ pub const OWNER_INDEX: u32 = 0xffff;
 /// on the sender's policy alone). Not an owner mark.
 pub const LINK_LOCAL_NOBODY: u32 = 0x2000_0000;
 
-/// With [`LINK_LOCAL_NOBODY`]: the link-local address is one a device claimed by first use
-/// (`ll_claimed`, `claimed4`), so a device is at that end of the flow: its responder's
-/// packets do not go on to a MAC of no device either (the XDP program refuses them where
-/// the flow names a device at that end). A reply to an upstream host's link-local address
-/// (at the gateway's MAC) carries [`LINK_LOCAL_NOBODY`] alone, and passes.
-pub const LINK_LOCAL_CLAIMED: u32 = 0x1000_0000;
+/// Set beside the packet mark the frame stage hands the table (a [`LINK_LOCAL_NOBODY`] or
+/// an owner mark) for a frame from a device port to an IPv6 link-local address a device
+/// claimed by first use, sent to another MAC than its owner's. In a flow's reply direction
+/// that address is its initiator's (it claimed it opening the flow): the device at that end
+/// of the flow. The XDP program never renames the device a flow names at a link-local end
+/// (`judge_flow`); nftables keeps no device per flow end, and asks the claim instead.
+pub const LINK_LOCAL_ELSEWHERE: u32 = 0x1000_0000;
 
 const _: () = assert!(
-    (LINK_LOCAL_NOBODY | LINK_LOCAL_CLAIMED) & (OWNER_MARK | OWNER_TABLE | OWNER_INDEX) == 0
-        && LINK_LOCAL_NOBODY & LINK_LOCAL_CLAIMED == 0
-        && LINK_LOCAL_CLAIMED > 4095,
+    (LINK_LOCAL_NOBODY | LINK_LOCAL_ELSEWHERE) & (OWNER_MARK | OWNER_TABLE | OWNER_INDEX) == 0
+        && LINK_LOCAL_NOBODY & LINK_LOCAL_ELSEWHERE == 0
+        && LINK_LOCAL_ELSEWHERE > 4095,
     "apart from owner marks, VLAN ids and each other"
 );
 
