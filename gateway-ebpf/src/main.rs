@@ -382,7 +382,8 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     // every one of its exits would walk the lookups again (verifier states).
     // Non-first fragments carry no ports: they follow their train's first fragment.
     if let Frag::Later = pkt.frag {
-        return judge_later_fragment(gen, pkt, dev_id(&src_dev, &dst_dev));
+        let src_id = src_dev.map_or(0, |d| d.id);
+        return judge_later_fragment(gen, pkt, dev_id(&src_dev, &dst_dev), src_id);
     }
 
     if pkt.related {
@@ -412,7 +413,7 @@ fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
 /// and its flow is still live and current, and it does not start inside the first
 /// fragment's upper-layer header.
 #[inline(always)]
-fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev) -> Verdict {
+fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev, src_id: u64) -> Verdict {
     // SAFETY: see LZ_IFACE_HIGH above.
     let Some(train) = (unsafe { LZ_FRAGS.get(frag_key(pkt)) }) else {
         return Verdict::dev(Reason::DenyFragment, dev);
@@ -436,7 +437,7 @@ fn judge_later_fragment(gen: &Gen, pkt: &Pkt, dev: Dev) -> Verdict {
     // Sent to another device's MAC than the flow names there, it would reach a device
     // whose policy never judged the train (`sent_elsewhere`).
     let live = live_flow(gen, &key)
-        .is_some_and(|f| flow_is_current(gen, f) && !sent_elsewhere(gen, pkt, f, src_is_a));
+        .is_some_and(|f| flow_is_current(gen, f) && !sent_elsewhere(gen, pkt, f, src_is_a, src_id));
     match Reason::from_u8(train.reason) {
         Some(r) if live && r.passes() => {
             let mut v = Verdict::new(r);
@@ -728,7 +729,8 @@ fn judge_flow(
             flow_timeout_ns(pkt.proto, flow.state),
         ) {
             let initiator_is_src = (flow.initiator == 0) == src_is_a;
-            if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, src_is_a) {
+            let src_id = src_dev.map_or(0, |d| d.id);
+            if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, src_is_a, src_id) {
                 let dev = dev_id(src_dev, dst_dev);
                 return keep_flow(gen, pkt, &key, flow, src_is_a, in_est, dev);
             }
@@ -752,7 +754,11 @@ fn judge_flow(
             let there = if src_is_a { flow.dev_b } else { flow.dev_a };
             let dst_dev = &destination(gen, pkt, dst_dev, there);
             let named = u8::from(initiator_is_src) | u8::from(there != 0);
-            if to_nobody(pkt, dst_dev) && named != 0 {
+            // From no device, at an end the flow names a device at (upstream, from an
+            // address a device owns): a spoof, refused so too.
+            let here = if src_is_a { flow.dev_a } else { flow.dev_b };
+            let unnamed = u8::from(here != 0) & u8::from(src_id == 0);
+            if unnamed != 0 || (to_nobody(pkt, dst_dev) && named != 0) {
                 remove_flow(&key, in_est);
                 let mut v = Verdict::dev(Reason::DenyNoRule, dev_id(src_dev, dst_dev));
                 v.dir |= REJUDGED;
@@ -852,13 +858,25 @@ fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
 /// device's MAC. A packet from a device port (`src_is_a`: its source is endpoint a) to a
 /// link-local address goes on as the flow's only to the MAC of the device the flow names
 /// at that end (an ICMP error about the flow and a later fragment of its train too); sent
-/// elsewhere, the flow is judged again, for the device it reaches.
+/// elsewhere, the flow is judged again, for the device it reaches. Nor does a packet go on
+/// as the flow's from another device (`src_id`, 0 for none) than the one the flow names at
+/// its source end: a neighbour sending to its own MAC a flow to a silent device's
+/// link-local address named itself at that end, and the device, once quarantined, sent
+/// from the address on that flow as its own (found by a review); so did a new owner of an
+/// address by first use, and a host upstream sending from an address a device owns.
 #[inline(always)]
-fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool) -> bool {
+fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool, src_id: u64) -> bool {
+    let (here, there) = if src_is_a {
+        (flow.dev_a, flow.dev_b)
+    } else {
+        (flow.dev_b, flow.dev_a)
+    };
+    if here != src_id {
+        return true;
+    }
     if pkt.dst_by_mac == 0 {
         return false;
     }
-    let there = if src_is_a { flow.dev_b } else { flow.dev_a };
     mac_device(gen.slot, pkt.dst_mac).id != there
 }
 
@@ -1135,7 +1153,8 @@ fn judge_related(
     };
     let initiator_is_inner_src = (flow.initiator == 0) == inner_src_is_a;
     // The error's own source is the quoted packet's destination (`sent_elsewhere`).
-    if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, !inner_src_is_a) {
+    let src_id = src_dev.map_or(0, |d| d.id);
+    if flow_is_current(gen, flow) && !sent_elsewhere(gen, pkt, flow, !inner_src_is_a, src_id) {
         let mut v = Verdict::dev(Reason::AllowFlow, dev);
         v.rule = flow.rule;
         v.report = false;

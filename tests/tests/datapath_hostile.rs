@@ -2061,6 +2061,46 @@ fn a_flow_cannot_be_renamed_away_from_a_link_local_device() {
     }
 }
 
+/// A flow names the device at each end, and a packet goes on as the flow's only from the
+/// device named at its source end. A neighbour (in audit mode) sends a datagram to a
+/// monitor's link-local address at its own MAC: the flow names the neighbour at both ends.
+/// The monitor, isolated, then sends from that address on the flow: judged again, for
+/// itself, and refused (found by a review: the flow was current and its destination the
+/// device it names there, so the isolated monitor's datagrams passed as the flow's).
+#[test]
+fn a_device_does_not_speak_on_a_flow_named_for_another() {
+    let flags = SITE_F_NEIGHBOR | SITE_F_NO_OWNERS4 | SITE_F_NO_OWNERS6;
+    let mut t = Twin::with(flags, |c| {
+        c.edit_device(handmade::bystander_id(), |d| d.mode = MODE_AUDIT);
+    });
+    let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
+    let bys_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
+    let datagram = |smac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)| {
+        let ip = ipv6(
+            src,
+            dst,
+            &[],
+            17,
+            &udp(sport, dport, b"on a flow named for another"),
+        );
+        ethernet(BYSTANDER_MAC, smac, &[], ETH_IPV6, &ip)
+    };
+    let (neighbour, monitor) = ((bys_ll, 7000), (dev_ll, 5000));
+    assert_eq!(
+        t.judge(&datagram(BYSTANDER_MAC, neighbour, monitor), LO),
+        Reason::Audit
+    );
+    assert_eq!(
+        t.judge(&datagram(BYSTANDER_MAC, neighbour, monitor), LO),
+        Reason::AllowFlow
+    );
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(
+        t.judge(&datagram(DEV_MAC, monitor, neighbour), LO),
+        Reason::DenyQuarantine
+    );
+}
+
 /// A flow's IPv4 link-local end is the device its frames are sent to, by MAC, and the flow
 /// entry flags that device as the one its address names whenever the device has addresses
 /// bound. Once a reload binds the device an IPv4 address, the link-local address is no

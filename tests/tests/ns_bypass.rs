@@ -54,6 +54,7 @@ on_both_dataplanes!(
     a_device_known_by_its_mac_is_not_reached_before_it_speaks,
     a_device_answers_an_upstream_link_local_host_across_a_reload,
     a_responder_answering_elsewhere_frees_no_quarantined_peer,
+    an_isolated_device_does_not_speak_on_a_flow_named_for_another,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -3401,5 +3402,47 @@ fn a_responder_answering_elsewhere_frees_no_quarantined_peer(dp: Dataplane) -> R
         "a_responder_answering_elsewhere_frees_no_quarantined_peer",
         dp,
         "the session between the neighbour's and a third monitor's link-local addresses opened; once the neighbour was isolated, nothing of it went on either way",
+    )
+}
+
+/// A flow names the device at each end, and a packet goes on as the flow's only from the
+/// device named at its source end. The neighbour (audit mode) sends a datagram from its
+/// link-local address to the monitor's, at its own MAC: the flow names the neighbour at
+/// both ends. Isolated, the monitor answers from its link-local address on that flow, at
+/// the neighbour's MAC: refused (`deny_quarantine`). Found by a review: on XDP the flow was
+/// current and its destination the device it names there, so the isolated monitor's
+/// datagram passed as the flow's; nftables judges what a device port sends to a link-local
+/// address every time.
+fn an_isolated_device_does_not_speak_on_a_flow_named_for_another(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let neighbour = Observer::on(&lab.bys, &lab.bys_if)?;
+    lab.reload_to(lab.generation()?, "mode = \"audit\"\n")?;
+    let (bys, att) = ((ll(lab.bys_mac), 7000), (ll(lab.att_mac), 5000));
+    let datagram =
+        |smac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16), marker: &[u8]| {
+            let ip = ipv6(src, dst, &[], 17, &udp(sport, dport, marker));
+            with_l4_checksum(ethernet(lab.bys_mac, smac, &[], ETH_IPV6, &ip))
+        };
+    send_raw(
+        &lab.bys,
+        &lab.bys_if,
+        vec![datagram(lab.bys_mac, bys, att, b"LZ-NAMED-OPEN")],
+    )?;
+    lab.isolate("mon-icu-01")?;
+    refused_when(
+        &lab,
+        &neighbour,
+        "the isolated monitor's datagram on the neighbour's flow",
+        b"LZ-NAMED-ISOLATED",
+        Some((Reason::DenyQuarantine, SIDE_DEVICES)),
+        || {
+            let frame = datagram(lab.att_mac, att, bys, b"LZ-NAMED-ISOLATED");
+            send_raw(&lab.att, &lab.att_if, vec![frame])
+        },
+    )?;
+    done(
+        "an_isolated_device_does_not_speak_on_a_flow_named_for_another",
+        dp,
+        "the neighbour's datagram to the monitor's link-local address at its own MAC opened a flow that names it at both ends",
     )
 }

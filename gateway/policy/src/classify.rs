@@ -27,9 +27,13 @@ pub enum FlowHint {
     Current { rule: u32 },
     /// A live flow judged under an older generation or epoch: it is re-judged as its
     /// initiating packet (`initiator_is_src`: this packet's source, or for an ICMP error
-    /// the quoted packet's source, opened the flow; `there`: the device the flow names at
-    /// this packet's destination end, 0 for none).
-    Stale { initiator_is_src: bool, there: u64 },
+    /// the quoted packet's source, opened the flow; `here` and `there`: the devices the flow
+    /// names at this packet's source and destination ends, 0 for none).
+    Stale {
+        initiator_is_src: bool,
+        here: u64,
+        there: u64,
+    },
 }
 
 /// An IP packet, as the parser would describe it.
@@ -822,6 +826,7 @@ fn judge_ip(
         }
         FlowHint::Stale {
             initiator_is_src,
+            here,
             there,
         } => {
             // The datapath's `destination` for a flow judged again: the device a flow names
@@ -840,7 +845,11 @@ fn judge_ip(
             // address at a MAC of no device no more than a new flow opens there, from its
             // initiator, or where the flow names a device at that end (asked before the
             // policy).
-            if (initiator_is_src || there != 0) && to_nobody(states, pkt, ip, &dst_dev) {
+            // From no device at an end the flow names one at (upstream, from an address a
+            // device owns): a spoof, refused so too.
+            let unnamed = here != 0 && src_dev.is_none();
+            if unnamed || ((initiator_is_src || there != 0) && to_nobody(states, pkt, ip, &dst_dev))
+            {
                 return Decision::dev(Reason::DenyNoRule, dev_id(&src_dev, &dst_dev));
             }
             let v = judge_policy(ix, states, ip.proto, init_dev, resp_dev, init, resp, port);

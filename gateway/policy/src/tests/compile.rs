@@ -213,6 +213,7 @@ fn flow_hints_follow_the_datapath() {
     // A stale flow is re-judged in its initiating direction: the pump opened it.
     reply.flow = FlowHint::Stale {
         initiator_is_src: false,
+        here: 0,
         there: abi::device_id_hash(b"pump-1"),
     };
     assert_eq!(

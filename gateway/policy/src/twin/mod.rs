@@ -280,7 +280,7 @@ impl Model {
             let (k, inner_src_is_a) = key(q.proto, (q.src, q.sport), (q.dst, q.dport), q.echo);
             let mut desc = p.desc;
             // The error's own source is the quoted packet's destination.
-            desc.flow = self.hint_at(&k, inner_src_is_a, !inner_src_is_a, &p, ip.dst);
+            desc.flow = self.hint_at(&k, inner_src_is_a, !inner_src_is_a, &p, (ip.src, ip.dst));
             return classify_indexed(&self.index, &self.states, &desc);
         }
         let d = self.judge_flow(&p, &ip);
@@ -303,7 +303,7 @@ impl Model {
     fn train_flow_is_current(&self, t: &Train, p: &Parsed, ip: &IpDesc) -> bool {
         let (k, src_is_a) = key(ip.proto, (ip.src, t.sport), (ip.dst, t.dport), t.echo);
         matches!(
-            self.hint_at(&k, src_is_a, src_is_a, p, ip.dst),
+            self.hint_at(&k, src_is_a, src_is_a, p, (ip.src, ip.dst)),
             FlowHint::Current { .. }
         )
     }
@@ -320,16 +320,25 @@ impl Model {
         let hint = if ip.flowless() {
             FlowHint::None
         } else {
-            self.hint_at(&k, src_is_a, src_is_a, p, ip.dst)
+            self.hint_at(&k, src_is_a, src_is_a, p, (ip.src, ip.dst))
         };
         let mut desc = p.desc;
         desc.flow = hint;
         let d = classify_indexed(&self.index, &self.states, &desc);
         match hint {
             FlowHint::Current { .. } => self.advance(&k, p, ip, src_is_a),
-            FlowHint::Stale { .. } => {
+            FlowHint::Stale { there, .. } => {
                 if d.passes() {
-                    let (src_dev, dst_dev) = self.ends(p, ip);
+                    let (src_dev, mut dst_dev) = self.ends(p, ip);
+                    // The datapath's `destination` for a flow judged again: a link-local end
+                    // found by MAC is never renamed (it passes only to the gateway's own
+                    // address, then naming no device).
+                    let by_mac = p.desc.side == SIDE_DEVICES
+                        && crate::classify::link_local_unicast(ip.dst)
+                        && self.index.device_by_ip(ip.dst).is_none();
+                    if by_mac && there != 0 && dst_dev != there {
+                        dst_dev = 0;
+                    }
                     self.stamp(k, src_is_a, src_dev, dst_dev, &d);
                     self.advance(&k, p, ip, src_is_a);
                 } else {
@@ -376,14 +385,19 @@ impl Model {
         src_is_a: bool,
         pkt_src_is_a: bool,
         p: &Parsed,
-        dst: IpAddr,
+        (src, dst): (IpAddr, IpAddr),
     ) -> FlowHint {
         let Some(f) = self.flows.get(k) else {
             return FlowHint::None;
         };
-        let there = if pkt_src_is_a { f.dev_b } else { f.dev_a };
+        let (here, there) = if pkt_src_is_a {
+            (f.dev_a, f.dev_b)
+        } else {
+            (f.dev_b, f.dev_a)
+        };
         let stale = FlowHint::Stale {
             initiator_is_src: f.a_initiated == src_is_a,
+            here,
             there,
         };
         let generation = self.index.site().generation;
@@ -391,6 +405,10 @@ impl Model {
             && f.epoch_a == self.epoch(f.dev_a)
             && f.epoch_b == self.epoch(f.dev_b);
         if !current {
+            return stale;
+        }
+        // Nor from another device than the flow names at its source end.
+        if here != self.source(p, src) {
             return stale;
         }
         let sent_elsewhere = p.desc.side == SIDE_DEVICES
@@ -446,24 +464,32 @@ impl Model {
     /// unspecified, link-local or not bound; the destination by address (bound, or owned:
     /// `MapIndex::device_at`).
     fn ends(&self, p: &Parsed, ip: &IpDesc) -> (u64, u64) {
-        let by_ip = |a: IpAddr| self.index.device_by_ip(a).map_or(0, |d| d.id);
-        let src = if p.desc.side == SIDE_DEVICES {
-            let unspecified = crate::classify::unspecified_or_link_local(ip.src);
-            let by_addr = if unspecified { 0 } else { by_ip(ip.src) };
-            if by_addr != 0 {
-                by_addr
-            } else {
-                self.index.lookup_mac(&p.desc.src_mac).unwrap_or(0)
-            }
-        } else {
-            // Never a device upstream (the datapath refuses it as spoofing first).
-            0
-        };
+        let src = self.source(p, ip.src);
         let dst = self
             .index
             .device_at(&self.states, ip.dst, &p.desc)
             .map_or(0, |d| d.id);
         (src, dst)
+    }
+
+    /// The device a packet from `src` (`p`) comes from: by its address, or its MAC (an
+    /// unspecified or link-local address, or one the inventory binds to none).
+    fn source(&self, p: &Parsed, src: IpAddr) -> u64 {
+        if p.desc.side != SIDE_DEVICES {
+            // Never a device upstream (the datapath refuses it as spoofing first).
+            return 0;
+        }
+        let unspecified = crate::classify::unspecified_or_link_local(src);
+        let by_addr = if unspecified {
+            0
+        } else {
+            self.index.device_by_ip(src).map_or(0, |d| d.id)
+        };
+        if by_addr != 0 {
+            by_addr
+        } else {
+            self.index.lookup_mac(&p.desc.src_mac).unwrap_or(0)
+        }
     }
 
     /// The datapath's `stamp_flow`: the devices, epochs, generation and rule the flow was
