@@ -860,7 +860,7 @@ fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
 /// at that end (an ICMP error about the flow and a later fragment of its train too); sent
 /// elsewhere, the flow is judged again, for the device it reaches. Nor does a packet go on
 /// as the flow's from another device (`src_id`, 0 for none) than the one the flow names at
-/// its source end: a neighbour sending to its own MAC a flow to a silent device's
+/// its source end, where it names one: a neighbour sending to its own MAC a flow to a silent device's
 /// link-local address named itself at that end, and the device, once quarantined, sent
 /// from the address on that flow as its own (found by a review); so did a new owner of an
 /// address by first use, and a host upstream sending from an address a device owns.
@@ -871,7 +871,10 @@ fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool, src_id
     } else {
         (flow.dev_b, flow.dev_a)
     };
-    if here != src_id {
+    // (Only where the flow names a device there: a destination owned by first use outside
+    // the devices' declared networks names none, yet its packets come from the owner.)
+    // Bitwise: as two branches, the verifier walked 934,402 instructions.
+    if (u8::from(here != 0) & u8::from(here != src_id)) != 0 {
         return true;
     }
     if pkt.dst_by_mac == 0 {
