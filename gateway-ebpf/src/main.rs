@@ -860,10 +860,11 @@ fn to_nobody(pkt: &Pkt, dst_dev: &Option<&'static Device>) -> bool {
 /// at that end (an ICMP error about the flow and a later fragment of its train too); sent
 /// elsewhere, the flow is judged again, for the device it reaches. Nor does a packet go on
 /// as the flow's from another device (`src_id`, 0 for none) than the one the flow names at
-/// its source end, where it names one: a neighbour sending to its own MAC a flow to a silent device's
-/// link-local address named itself at that end, and the device, once quarantined, sent
-/// from the address on that flow as its own (found by a review); so did a new owner of an
-/// address by first use, and a host upstream sending from an address a device owns.
+/// its source end, where it names one: a neighbour sending to its own MAC a flow to a
+/// silent device's link-local address named itself at that end, and the device, once
+/// quarantined, sent from the address on that flow as its own (found by a review); so did
+/// a new owner of an address by first use, and a host upstream sending from an address a
+/// device owns.
 #[inline(always)]
 fn sent_elsewhere(gen: &Gen, pkt: &Pkt, flow: &FlowValue, src_is_a: bool, src_id: u64) -> bool {
     let (here, there) = if src_is_a {

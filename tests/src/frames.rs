@@ -406,6 +406,18 @@ pub fn tcp4(
     )
 }
 
+/// Shorthand: an untagged IPv6 UDP frame from `(src, sport)` to `(dst, dport)` carrying
+/// `data`, sent from MAC `src_mac` to `dst_mac`.
+pub fn udp6(
+    (src_mac, dst_mac): (Mac, Mac),
+    (src, sport): (Ipv6Addr, u16),
+    (dst, dport): (Ipv6Addr, u16),
+    data: &[u8],
+) -> Vec<u8> {
+    let ip = ipv6(src, dst, &[], 17, &udp(sport, dport, data));
+    ethernet(dst_mac, src_mac, &[], ETH_IPV6, &ip)
+}
+
 /// Shorthand: an untagged IPv4 UDP frame.
 pub fn udp4(
     src_mac: Mac,

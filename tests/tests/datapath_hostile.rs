@@ -1768,15 +1768,13 @@ fn a_device_is_judged_as_the_destination_of_its_link_local_address() {
     // its own MAC, then sends the replies to the device's MAC: refused, as the flow names
     // the neighbour at that end and is never renamed (found by a review: they passed as the
     // flow's; then, judged for the device, they were the device's to refuse).
-    let datagram = |dmac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)| {
-        let ip = ipv6(
-            src,
-            dst,
-            &[],
-            17,
-            &udp(sport, dport, b"a flow from a taken address"),
-        );
-        ethernet(dmac, BYSTANDER_MAC, &[], ETH_IPV6, &ip)
+    let datagram = |dmac: Mac, from: (Ipv6Addr, u16), to: (Ipv6Addr, u16)| {
+        udp6(
+            (BYSTANDER_MAC, dmac),
+            from,
+            to,
+            b"a flow from a taken address",
+        )
     };
     let (taken, own) = ((dev_ll, 5000), (bys_ll, 7000));
     assert_eq!(
@@ -2075,15 +2073,13 @@ fn a_device_does_not_speak_on_a_flow_named_for_another() {
     });
     let dev_ll: Ipv6Addr = "fe80::11".parse().expect("addr");
     let bys_ll: Ipv6Addr = "fe80::22".parse().expect("addr");
-    let datagram = |smac: Mac, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)| {
-        let ip = ipv6(
-            src,
-            dst,
-            &[],
-            17,
-            &udp(sport, dport, b"on a flow named for another"),
-        );
-        ethernet(BYSTANDER_MAC, smac, &[], ETH_IPV6, &ip)
+    let datagram = |smac: Mac, from: (Ipv6Addr, u16), to: (Ipv6Addr, u16)| {
+        udp6(
+            (smac, BYSTANDER_MAC),
+            from,
+            to,
+            b"on a flow named for another",
+        )
     };
     let (neighbour, monitor) = ((bys_ll, 7000), (dev_ll, 5000));
     assert_eq!(
