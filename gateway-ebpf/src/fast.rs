@@ -6,11 +6,16 @@
 //! instructions on what such a packet does not need. The fast path takes a frame only when
 //! it can prove the full path's verdict would be `AllowFlow` with side effects it
 //! reproduces exactly; anything else — another frame shape, a flow that is new, closing,
-//! stale or expired, an identity it cannot confirm from the device's record — returns
-//! `false` having changed nothing, and the full path judges the frame from the start. So it
-//! passes nothing the full path would drop: the bypass classes stay the full path's to
-//! judge, and the differential and hostile-packet tests, which drive the whole program,
+//! stale or expired, an identity it cannot confirm from the device's record — is left to
+//! the full path having changed nothing, and the full path judges the frame from the start.
+//! So it passes nothing the full path would drop: the bypass classes stay the full path's
+//! to judge, and the differential and hostile-packet tests, which drive the whole program,
 //! hold it to the reference classifier like every other path.
+//!
+//! One thing it does for the full path: a TCP segment with SYN, FIN or RST whose shape it
+//! has just checked (a flow opening, closing or being refused, an unknown source's SYN) is
+//! written into the scratch slot as the parser would write it (`hand_over`), and the full
+//! path judges it without parsing it again.
 //!
 //! What makes the verdict certain, check by check:
 //! - **Frame**: Ethernet with the interface's tag stack (the parser's VLAN rules, restated),
@@ -42,9 +47,20 @@
 use super::*;
 use parse::{Hdr, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, MAX_L4_OFFSET};
 
-/// Judges and counts the frame if it is a data packet of a confirmed flow (`true`: pass
-/// it); `false`: it is not, or not provably, and nothing was changed but
-/// `gen.est_missed`. A BPF function of its own: its stack is not added to the full path's.
+/// `established`'s answer: a data packet of a confirmed flow, judged `AllowFlow` and
+/// counted; pass it.
+pub(crate) const FLOW: u32 = 1;
+/// `established`'s answer: the full path's to parse and judge. Nothing was changed but
+/// `gen.est_missed`.
+pub(crate) const FULL: u32 = 0;
+/// `established`'s answer: a TCP segment with SYN, FIN or RST of the fast path's shape,
+/// which the flow check does not take, parsed into the scratch slot (`hand_over`): the
+/// full path's to judge without parsing it again.
+pub(crate) const PARSED: u32 = 2;
+
+/// Judges and counts the frame if it is a data packet of a confirmed flow ([`FLOW`]: pass
+/// it); else the full path's, parsed already or not ([`PARSED`], [`FULL`]). A BPF function
+/// of its own: its stack is not added to the full path's.
 #[inline(never)]
 pub(crate) fn established(
     ctx: *mut aya_ebpf::bindings::xdp_md,
@@ -52,28 +68,31 @@ pub(crate) fn established(
     ifindex: u32,
     gen: &mut Gen,
     len: u64,
-) -> bool {
+) -> u32 {
     let ctx = XdpContext::new(ctx);
     let Some(l2) = link(&ctx, iface) else {
-        return false;
+        return FULL;
     };
     // One copy of the flow check per family, each inlined with its family constant: IPv4
     // keeps its one-word addresses (a shared copy compared and keyed two words each).
-    match l2.ethertype {
-        ETH_P_IPV4 => {
-            let Some(f) = ipv4(&ctx, l2.off).and_then(|ip| frame(iface, &l2, ip)) else {
-                return false;
-            };
-            on_flow(iface, ifindex, gen, len, &f)
-        }
-        ETH_P_IPV6 => {
-            let Some(f) = ipv6(&ctx, l2.off).and_then(|ip| frame(iface, &l2, ip)) else {
-                return false;
-            };
-            on_flow(iface, ifindex, gen, len, &f)
-        }
+    let taken = match l2.ethertype {
+        ETH_P_IPV4 => match ipv4(&ctx, l2.off).map(|ip| frame(iface, ifindex, &l2, ip)) {
+            Some(Ok(f)) => on_flow(iface, ifindex, gen, len, &f),
+            Some(Err(answer)) => return answer,
+            None => false,
+        },
+        ETH_P_IPV6 => match ipv6(&ctx, l2.off).map(|ip| frame(iface, ifindex, &l2, ip)) {
+            Some(Ok(f)) => on_flow(iface, ifindex, gen, len, &f),
+            Some(Err(answer)) => return answer,
+            None => false,
+        },
         // A third tag fails here too.
         _ => false,
+    };
+    if taken {
+        FLOW
+    } else {
+        FULL
     }
 }
 
@@ -172,6 +191,10 @@ struct L3 {
     /// whether the IP payload covers the protocol's whole header.
     l4: Hdr<14>,
     whole: bool,
+    /// The IP header's first 20 bytes, and the length of the IPv6 extension headers (0 for
+    /// IPv4): read by `hand_over` alone.
+    head: Hdr<20>,
+    ext: usize,
 }
 
 /// The link layer of a frame the fast path may take.
@@ -210,36 +233,48 @@ fn link(ctx: &XdpContext, iface: &IfaceConfig) -> Option<Link> {
 }
 
 /// The frame, if its transport has the fast path's shape and every parser check that could
-/// drop it holds (see the module docs).
+/// drop it holds (see the module docs), and it is a data packet; else `established`'s
+/// answer.
 #[inline(always)]
-fn frame(iface: &IfaceConfig, l2: &Link, ip: L3) -> Option<Frame> {
+fn frame(iface: &IfaceConfig, ifindex: u32, l2: &Link, ip: L3) -> Result<Frame, u32> {
     if !ip.whole || !matches!(ip.proto, PROTO_TCP | PROTO_UDP) {
-        return None;
+        return Err(FULL);
+    }
+    // A link-local destination from a device port: the full path (its group-MAC check and
+    // `sent_elsewhere`; IPv4's broadcast address too, one compare cheaper).
+    if iface.side == SIDE_DEVICES && parse::is_link_local(ip.family, &ip.dst) {
+        return Err(FULL);
     }
     let l4 = ip.l4;
     let sport = l4.be16::<0>();
     if ip.proto == PROTO_TCP {
         // Data offset of 5 words or more; neither FIN nor RST, so the flow's state stays.
         // Nor SYN: not for the verdict (a SYN alone changes nothing on a confirmed flow),
-        // but because SYNs open flows, and sending them on at once keeps this path's flow
+        // but because SYNs open flows, and handing them over at once keeps this path's flow
         // lookup off the new-flow, denial and unknown-device paths.
         const NOT_DATA: u8 = parse::TCP_SYN | parse::TCP_FIN | parse::TCP_RST;
-        if l4.u8::<12>() >> 4 < 5 || l4.u8::<13>() & NOT_DATA != 0 {
-            return None;
+        let flags = l4.u8::<13>();
+        if l4.u8::<12>() >> 4 < 5 {
+            return Err(FULL);
+        }
+        if flags & NOT_DATA != 0 {
+            // What the parser refuses (SYN with FIN or RST) is its to refuse.
+            let refused =
+                flags & parse::TCP_SYN != 0 && flags & (parse::TCP_FIN | parse::TCP_RST) != 0;
+            return Err(if refused {
+                FULL
+            } else {
+                hand_over(iface, ifindex, l2, &ip, flags)
+            });
         }
     } else if iface.side == SIDE_DEVICES {
         // A DHCP server's message from a device port: judge_ip refuses it.
         let server = if ip.family == FAMILY_V4 { 67 } else { 547 };
         if sport == server {
-            return None;
+            return Err(FULL);
         }
     }
-    // A link-local destination from a device port: the full path (its group-MAC check and
-    // `sent_elsewhere`; IPv4's broadcast address too, one compare cheaper).
-    if iface.side == SIDE_DEVICES && parse::is_link_local(ip.family, &ip.dst) {
-        return None;
-    }
-    Some(Frame {
+    Ok(Frame {
         src_mac: l2.eth.mac::<6, 10>(),
         vlan: l2.vlan,
         src: ip.src,
@@ -249,6 +284,53 @@ fn frame(iface: &IfaceConfig, l2: &Link, ip: L3) -> Option<Frame> {
         dport: l4.be16::<2>(),
         proto: ip.proto,
     })
+}
+
+/// Writes a TCP segment with SYN, FIN or RST of the fast path's shape into the scratch
+/// slot, as the parser would ([`PARSED`]): one parse per packet for a device's new flows
+/// and refusals, and for unknown sources (the parser read it again, some 210 instructions,
+/// for the 70 the fast path had spent). Every field the parser writes for such a frame is
+/// read from the same bytes; the differential test holds the two to the same verdicts.
+/// Only here, where the flow check is not taken: handed over after it declined a data
+/// packet, the reads kept live across it spilled its registers (some 55 instructions on
+/// every packet of a confirmed flow).
+#[inline(always)]
+fn hand_over(iface: &IfaceConfig, ifindex: u32, l2: &Link, ip: &L3, flags: u8) -> u32 {
+    let Some(pkt) = LZ_SCRATCH.get_ptr_mut(0) else {
+        return FULL;
+    };
+    // SAFETY: this CPU's scratch slot; XDP runs to completion without preemption.
+    let pkt = unsafe { &mut *pkt };
+    let v4 = ip.family == FAMILY_V4;
+    let read = parse::Read {
+        src: ip.src,
+        dst: ip.dst,
+        src_mac: l2.eth.mac::<6, 10>(),
+        dst_mac: l2.eth.mac::<0, 4>(),
+        family: ip.family,
+        // IPv4's TTL and identification; IPv6's hop limit (no fragment header: no id).
+        hop_limit: if v4 {
+            ip.head.u8::<8>()
+        } else {
+            ip.head.u8::<7>()
+        },
+        frag_id: if v4 {
+            u32::from(ip.head.be16::<4>())
+        } else {
+            0
+        },
+        proto: PROTO_TCP,
+        tcp_flags: flags,
+        vlan: l2.vlan,
+        sport: ip.l4.be16::<0>(),
+        dport: ip.l4.be16::<2>(),
+        tcp_seq: ip.l4.be32::<4>(),
+        tcp_ack: ip.l4.be32::<8>(),
+        // Where the TCP header ends, from the start of the IP payload (`parse_l4`).
+        frag_at: (ip.ext + 20) as u32,
+    };
+    parse::write_read(pkt, iface, ifindex, &read);
+    PARSED
 }
 
 /// The L4 header's length the fast path needs inside the IP payload: TCP's 20, UDP's 8
@@ -285,6 +367,8 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
         proto,
         l4: ip.sub::<20, 14>(),
         whole: total >= 20 + l4_len(proto),
+        head: ip.sub::<0, 20>(),
+        ext: 0,
     })
 }
 
@@ -323,6 +407,8 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
         proto: next,
         l4: Hdr::<14>::at(ctx, at).ok()?,
         whole: at + l4_len(next) <= off + 40 + payload,
+        head: ip.sub::<0, 20>(),
+        ext: at - (off + 40),
     })
 }
 

@@ -221,7 +221,8 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
         est_missed: false,
     };
     let len = (ctx.data_end() - ctx.data()) as u64;
-    if fast::established(ctx.ctx, &iface, ifindex, &mut gen, len) {
+    let fast = fast::established(ctx.ctx, &iface, ifindex, &mut gen, len);
+    if fast == fast::FLOW {
         return xdp_action::XDP_PASS;
     }
 
@@ -231,7 +232,13 @@ pub fn lazaret_xdp(ctx: XdpContext) -> u32 {
     };
     // SAFETY: this CPU's scratch slot; XDP runs to completion without preemption.
     let pkt = unsafe { &mut *pkt };
-    let (verdict, pkt) = match parse::parse(ctx.ctx, &iface, ifindex, pkt) {
+    // What the fast path parsed is in the scratch slot already (`fast::hand_over`).
+    let parsed = if fast == fast::PARSED {
+        None
+    } else {
+        parse::parse(ctx.ctx, &iface, ifindex, pkt)
+    };
+    let (verdict, pkt) = match parsed {
         None => (judge(&gen, pkt), Some(&*pkt)),
         Some(reason) => (Verdict::new(reason), None),
     };

@@ -191,7 +191,7 @@ impl<const N: usize> Hdr<N> {
 
     /// The big-endian `u32` at byte `K`.
     #[inline(always)]
-    fn be32<const K: i16>(self) -> u32 {
+    pub(crate) fn be32<const K: i16>(self) -> u32 {
         u32::from_be(self.ne32::<K>())
     }
 
@@ -342,23 +342,31 @@ pub(crate) fn device_vlan(iface: &IfaceConfig, tags: usize, outer: u16, inner: u
 /// neighbouring fields into a `memset` call, a byte loop on this target (see crate::word).
 #[inline(always)]
 fn reset(pkt: &mut Pkt, iface: &IfaceConfig, vlan: u16, port: u32) {
+    write_words(
+        pkt,
+        [
+            // 104: side, l3, family, hop_limit, proto, tcp_flags, icmp_type, related.
+            u64::from(iface.side) | (L3::Ip as u64) << 8,
+            // 112: frag (None), inner_proto, vlan, sport, dport.
+            u64::from(vlan) << 16,
+            // 120: ifindex (the binding), port (the ingress interface).
+            u64::from(iface.binding(port)) | u64::from(port) << 32,
+            // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
+            0,
+            0,
+            // 144: inner_sport, inner_dport, echo, inner_echo, claim_scope.
+            u64::from(iface.claim_scope) << 48,
+        ],
+    );
+}
+
+/// Writes the six words of `Pkt` from byte 104 (see `reset`), volatile.
+#[inline(always)]
+fn write_words(pkt: &mut Pkt, words: [u64; 6]) {
     let p = core::ptr::from_mut(pkt).cast::<u64>();
-    let words = [
-        // 104: side, l3, family, hop_limit, proto, tcp_flags, icmp_type, related.
-        u64::from(iface.side) | (L3::Ip as u64) << 8,
-        // 112: frag (None), inner_proto, vlan, sport, dport.
-        u64::from(vlan) << 16,
-        // 120: ifindex (the binding), port (the ingress interface).
-        u64::from(iface.binding(port)) | u64::from(port) << 32,
-        // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
-        0,
-        0,
-        // 144: inner_sport, inner_dport, echo, inner_echo, claim_scope.
-        u64::from(iface.claim_scope) << 48,
-    ];
     // SAFETY: (every write) `pkt` is exclusive and 8-aligned; word i is bytes 104 + 8 i of
-    // it, the fields the comments name (asserted below), all plain integers or enums whose
-    // written values are valid.
+    // it, the fields the callers' comments name (asserted below), all plain integers or
+    // enums whose written values are valid.
     unsafe {
         p.add(13).write_volatile(words[0]);
         p.add(14).write_volatile(words[1]);
@@ -367,6 +375,61 @@ fn reset(pkt: &mut Pkt, iface: &IfaceConfig, vlan: u16, port: u32) {
         p.add(17).write_volatile(words[4]);
         p.add(18).write_volatile(words[5]);
     }
+}
+
+/// What the fast path read of a TCP segment of its shape (no IPv4 options, no fragment, at
+/// most a hop-by-hop and a destination-options header, the TCP header whole, from a device
+/// port not to a link-local address), for `write_read`.
+pub(crate) struct Read {
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub family: u8,
+    pub hop_limit: u8,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub vlan: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub frag_id: u32,
+    pub frag_at: u32,
+}
+
+/// Writes the scratch slot as `parse_frame` leaves it for a frame of `Read`'s shape: the
+/// words `reset` writes, with the packet's fields in them, the addresses and the MACs, and
+/// `dst_by_mac` clear (no link-local destination from a device port). The fields neither
+/// writes are read only on paths such a frame does not take (ARP, NS/NA, ICMP errors).
+#[inline(always)]
+pub(crate) fn write_read(pkt: &mut Pkt, iface: &IfaceConfig, port: u32, r: &Read) {
+    write_words(
+        pkt,
+        [
+            // 104: side, l3, family, hop_limit, proto, tcp_flags, icmp_type, related.
+            u64::from(iface.side)
+                | (L3::Ip as u64) << 8
+                | u64::from(r.family) << 16
+                | u64::from(r.hop_limit) << 24
+                | u64::from(r.proto) << 32
+                | u64::from(r.tcp_flags) << 40,
+            // 112: frag (None), inner_proto, vlan, sport, dport.
+            u64::from(r.vlan) << 16 | u64::from(r.sport) << 32 | u64::from(r.dport) << 48,
+            // 120: ifindex (the binding), port (the ingress interface).
+            u64::from(iface.binding(port)) | u64::from(port) << 32,
+            // 128: tcp_seq, tcp_ack; 136: frag_id, frag_at.
+            u64::from(r.tcp_seq) | u64::from(r.tcp_ack) << 32,
+            u64::from(r.frag_id) | u64::from(r.frag_at) << 32,
+            // 144: inner_sport, inner_dport, echo, inner_echo, claim_scope.
+            u64::from(iface.claim_scope) << 48,
+        ],
+    );
+    pkt.dst_by_mac = 0;
+    pkt.src = r.src;
+    pkt.dst = r.dst;
+    pkt.src_mac = r.src_mac;
+    pkt.dst_mac = r.dst_mac;
 }
 
 const _: () = {
@@ -380,6 +443,8 @@ const _: () = {
     assert!(offset_of!(Pkt, inner_sport) == 144 && offset_of!(Pkt, echo) == 148);
     assert!(offset_of!(Pkt, inner_echo) == 149 && offset_of!(Pkt, claim_scope) == 150);
     assert!(offset_of!(Pkt, dst_by_mac) == 152 && size_of::<Pkt>() == 160);
+    assert!(offset_of!(Pkt, hop_limit) == 107 && offset_of!(Pkt, proto) == 108);
+    assert!(offset_of!(Pkt, tcp_flags) == 109 && offset_of!(Pkt, tcp_ack) == 132);
 };
 
 /// ARP for Ethernet/IPv4 only; the sender's binding is what anti-spoofing checks.

@@ -6,7 +6,7 @@ use std::{
     sync::Arc,
 };
 
-use lazaret::dataplane::xdp::{Datapath, MapContents};
+use lazaret::dataplane::xdp::{Datapath, FlowTable, MapContents};
 use lazaret_abi::*;
 use lazaret_tests::{
     frames::*,
@@ -965,6 +965,82 @@ fn quarantined_device_keeps_only_its_quarantine_profile() {
         &Ipv4Opts::default(),
     );
     expect(&mut dp, &ntp, XDP_PASS, Reason::AllowRule);
+}
+
+/// A TCP segment with SYN, FIN or RST of the fast path's shape is parsed once, by the fast
+/// path, and judged from what it read (`fast::hand_over`); any other shape, and any other
+/// packet the fast path does not take, by the parser. Here the twin holds the program to
+/// the same verdicts frame by frame across that seam: an IPv6 session behind a hop-by-hop and
+/// a destination-options header opened (its SYN-ACK's numbers confirm it) and closed in
+/// both directions; what the parser refuses though the fast path read it (SYN with FIN or
+/// RST, a data offset under 5 words, a link-local destination in a group frame); a SYN with
+/// IPv4 options (the parser's); a refusal and an unknown source's SYN.
+#[test]
+fn an_opening_segment_is_judged_from_one_parse_as_from_the_parsers() {
+    let mut t = twin();
+    let chain = [Ext::HopByHop, Ext::DestOpts];
+    let from_device = |flags: u8, seq_ack: (u32, u32)| {
+        let l4 = tcp_seq_ack(40100, 2575, flags, seq_ack, &[]);
+        v6(&chain, 6, &l4)
+    };
+    let from_server = |flags: u8, seq_ack: (u32, u32)| {
+        let l4 = tcp_seq_ack(2575, 40100, flags, seq_ack, &[]);
+        let ip = ipv6(SERVER6, DEV_IP6, &chain, 6, &l4);
+        ethernet(DEV_MAC, GW_MAC, &[], ETH_IPV6, &ip)
+    };
+    let (dev_isn, srv_isn) = (1000, 90_000);
+    assert_eq!(
+        t.judge(&from_device(TCP_SYN, (dev_isn, 0)), LO),
+        Reason::AllowRule
+    );
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let syn_ack = from_server(TCP_SYN | TCP_ACK, (srv_isn, dev_isn + 1));
+    assert_eq!(t.judge(&syn_ack, LO), Reason::AllowFlow);
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    let ack = from_device(TCP_ACK, (dev_isn + 1, srv_isn + 1));
+    assert_eq!(t.judge(&ack, LO), Reason::AllowFlow);
+    // The ACK confirmed the session against the SYN-ACK's sequence number, as the fast path
+    // read it: the flow is promoted to the established table.
+    let flows = t.dp.flows().expect("the flow tables");
+    assert!(
+        flows
+            .iter()
+            .any(|(table, _, v)| *table == FlowTable::Established && v.state == FLOW_ESTABLISHED),
+        "the handshake confirmed no flow: {flows:?}"
+    );
+    let fin = from_device(TCP_FIN | TCP_ACK, (dev_isn + 1, srv_isn + 1));
+    assert_eq!(t.judge(&fin, LO), Reason::AllowFlow);
+    t.iface(LO, IfaceConfig::new(SIDE_UPSTREAM));
+    let rst = from_server(TCP_RST | TCP_ACK, (srv_isn + 1, dev_isn + 2));
+    t.judge(&rst, LO);
+    t.iface(LO, IfaceConfig::new(SIDE_DEVICES));
+    // The parser's refusals, on segments whose headers the fast path read.
+    let plain = Ipv4Opts::default();
+    let to_server = |l4: Vec<u8>, o: &Ipv4Opts| v4(DEV_IP, SERVER, 6, &l4, o);
+    for (sport, flags) in [(40101, TCP_SYN | TCP_FIN), (40102, TCP_SYN | TCP_RST)] {
+        let f = to_server(tcp(sport, 2575, flags, &[]), &plain);
+        assert_eq!(t.judge(&f, LO), Reason::DenyTcpFlags);
+    }
+    let short = to_server(tcp_with_offset(40103, 2575, TCP_SYN, 4, &[]), &plain);
+    assert_eq!(t.judge(&short, LO), Reason::DenyMalformed);
+    let ll: Ipv6Addr = "fe80::22".parse().expect("addr");
+    let ip = ipv6(DEV_IP6, ll, &[], 6, &tcp(40104, 2575, TCP_SYN, &[]));
+    let grouped = ethernet([0x33, 0x33, 0, 0, 0, 0x22], DEV_MAC, &[], ETH_IPV6, &ip);
+    assert_eq!(t.judge(&grouped, LO), Reason::DenyMalformed);
+    // The parser's shape, then a refusal and an unknown source through the fast path's.
+    let options = Ipv4Opts {
+        ihl_words: 6,
+        options: vec![1, 1, 1, 0],
+        ..Ipv4Opts::default()
+    };
+    let with_options = to_server(tcp(40105, 2575, TCP_SYN, &[]), &options);
+    assert_eq!(t.judge(&with_options, LO), Reason::AllowRule);
+    assert_eq!(t.judge(&dev_syn(&[], 40106), LO), Reason::AllowRule);
+    let refused = to_server(tcp(40107, 22, TCP_SYN, &[]), &plain);
+    assert_eq!(t.judge(&refused, LO), Reason::DenyNoRule);
+    let stranger = Ipv4Addr::new(10, 20, 0, 77);
+    let unknown = tcp4(OTHER_MAC, GW_MAC, stranger, SERVER, 40108, 2575, TCP_SYN);
+    assert_eq!(t.judge(&unknown, LO), Reason::DenyUnknown);
 }
 
 // === ICMP errors ===
