@@ -7,7 +7,8 @@
 //! it can prove the full path's verdict would be `AllowFlow` with side effects it
 //! reproduces exactly; anything else — another frame shape, a flow that is new, closing,
 //! stale or expired, an identity it cannot confirm from the device's record — is left to
-//! the full path having changed nothing, and the full path judges the frame from the start.
+//! the full path having changed nothing, and the full path judges the frame from the start
+//! (parsing it too, but for the segments handed over, below).
 //! So it passes nothing the full path would drop: the bypass classes stay the full path's
 //! to judge, and the differential and hostile-packet tests, which drive the whole program,
 //! hold it to the reference classifier like every other path.
@@ -288,9 +289,10 @@ fn frame(iface: &IfaceConfig, ifindex: u32, l2: &Link, ip: L3) -> Result<Frame, 
 
 /// Writes a TCP segment with SYN, FIN or RST of the fast path's shape into the scratch
 /// slot, as the parser would ([`PARSED`]): one parse per packet for a device's new flows
-/// and refusals, and for unknown sources (the parser read it again, some 210 instructions,
-/// for the 70 the fast path had spent). Every field the parser writes for such a frame is
-/// read from the same bytes; the differential test holds the two to the same verdicts.
+/// and refusals, unknown sources' SYNs, and every flow's SYN-ACK, FIN and RST, from either
+/// side (the parser read it again, some 210 instructions, for the 70 the fast path had
+/// spent). Every field the parser writes for such a frame is read from the same bytes; the
+/// differential test holds the two to the same verdicts.
 /// Only here, where the flow check is not taken: handed over after it declined a data
 /// packet, the reads kept live across it spilled its registers (some 55 instructions on
 /// every packet of a confirmed flow).

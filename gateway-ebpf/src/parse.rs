@@ -378,8 +378,8 @@ fn write_words(pkt: &mut Pkt, words: [u64; 6]) {
 }
 
 /// What the fast path read of a TCP segment of its shape (no IPv4 options, no fragment, at
-/// most a hop-by-hop and a destination-options header, the TCP header whole, from a device
-/// port not to a link-local address), for `write_read`.
+/// most a hop-by-hop and a destination-options header, the TCP header whole, and not, from a
+/// device port, to a link-local address), for `write_read`.
 pub(crate) struct Read {
     pub src: Addr,
     pub dst: Addr,
