@@ -17,6 +17,13 @@ pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
 pub(crate) const TCP_ACK: u8 = 0x10;
 
+/// SYN with FIN or RST: never a real stack's segment (scans, evasion), refused by the
+/// parser (`Reason::DenyTcpFlags`); the fast path leaves such a segment to it.
+#[inline(always)]
+pub(crate) fn refused_flags(flags: u8) -> bool {
+    flags & TCP_SYN != 0 && flags & (TCP_FIN | TCP_RST) != 0
+}
+
 pub(crate) const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
@@ -649,8 +656,7 @@ fn parse_l4(
             }
             let flags = hdr.u8::<13>();
             pkt.tcp_flags = flags;
-            // SYN+FIN and SYN+RST: never a real stack's packet (scans, evasion).
-            if flags & TCP_SYN != 0 && flags & (TCP_FIN | TCP_RST) != 0 {
+            if refused_flags(flags) {
                 return Err(Reason::DenyTcpFlags);
             }
             pkt.tcp_seq = hdr.be32::<4>();

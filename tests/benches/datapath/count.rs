@@ -64,10 +64,14 @@ pub(crate) struct Counted {
 pub(crate) struct Profiled {
     pub counted: Counted,
     pub hits: Vec<u64>,
+    /// The kernel calls, in order: the helper and the map it was asked about.
+    pub calls: Vec<String>,
 }
 
 /// A map of the loaded program, read through its descriptor.
 struct KernelMap {
+    /// As the kernel has it (at most 15 bytes of the object's).
+    name: String,
     fd: aya::maps::MapFd,
     kind: MapType,
     key_size: usize,
@@ -139,8 +143,9 @@ impl Interpreter {
             let info = MapInfo::from_id(*id).context("a map of the loaded program")?;
             let name = info.name_as_str().unwrap_or_default().to_string();
             by_name.insert(
-                name,
+                name.clone(),
                 KernelMap {
+                    name,
                     fd: info.fd()?,
                     kind: info.map_type()?,
                     key_size: info.key_size() as usize,
@@ -240,6 +245,7 @@ impl Interpreter {
         Ok(Profiled {
             counted,
             hits: m.hits,
+            calls: m.calls,
         })
     }
 }
@@ -304,6 +310,7 @@ struct Machine<'a> {
     values: HashMap<(usize, Vec<u8>), Option<usize>>,
     counted: Counted,
     hits: Vec<u64>,
+    calls: Vec<String>,
 }
 
 struct Frame {
@@ -328,6 +335,7 @@ impl<'a> Machine<'a> {
             values: HashMap::new(),
             counted: Counted::default(),
             hits: vec![0; it.insns.len()],
+            calls: Vec::new(),
         }
     }
 
@@ -401,6 +409,7 @@ impl<'a> Machine<'a> {
                 let (i, map) = self.map(r[1])?;
                 if !map.inlined() {
                     self.counted.kernel_calls += 1;
+                    self.calls.push(format!("lookup {}", map.name));
                 }
                 let key = self.mem(r[2], map.key_size)?.to_vec();
                 if let Some(v) = self.values.get(&(i, key.clone())) {
@@ -419,6 +428,7 @@ impl<'a> Machine<'a> {
             BPF_MAP_UPDATE_ELEM => {
                 self.counted.kernel_calls += 1;
                 let (i, map) = self.map(r[1])?;
+                self.calls.push(format!("update {}", map.name));
                 let key = self.mem(r[2], map.key_size)?.to_vec();
                 let value = self.mem(r[3], map.value_size)?.to_vec();
                 let exists = match self.values.get(&(i, key.clone())) {
@@ -439,20 +449,24 @@ impl<'a> Machine<'a> {
             BPF_MAP_DELETE_ELEM => {
                 self.counted.kernel_calls += 1;
                 let (i, map) = self.map(r[1])?;
+                self.calls.push(format!("delete {}", map.name));
                 let key = self.mem(r[2], map.key_size)?.to_vec();
                 self.values.insert((i, key), None);
                 Ok(0)
             }
             BPF_RINGBUF_RESERVE => {
                 self.counted.kernel_calls += 1;
+                self.calls.push("ringbuf reserve".into());
                 Ok(self.region(vec![0; r[2] as usize]))
             }
             BPF_RINGBUF_SUBMIT | BPF_RINGBUF_DISCARD => {
                 self.counted.kernel_calls += 1;
+                self.calls.push("ringbuf submit or discard".into());
                 Ok(0)
             }
             BPF_KTIME_GET_COARSE_NS => {
                 self.counted.kernel_calls += 1;
+                self.calls.push("ktime_get_coarse_ns".into());
                 let mut t = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 0,

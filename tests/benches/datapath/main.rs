@@ -15,6 +15,7 @@
 //! `LAZARET_COUNT_PROFILE=DIR`, each path's executions per instruction are written to
 //! `DIR/<path>.tsv` (`count<TAB>function<TAB>byte offset in its section`): joined with
 //! `llvm-objdump -d -l` of the object, they say which source lines the instructions are.
+//! Beside each, `DIR/<path>.calls` lists its kernel calls in order (the helper, the map).
 //! With `--count` (`cargo xtask bench datapath --count`) the binary stops after the counts
 //! and their check: seconds, for iterating on the packet path.
 
@@ -180,6 +181,9 @@ fn count_all(progs: &mut Programs, paths: &[Path]) -> Result<Vec<count::Counted>
         if let Some(dir) = std::env::var_os("LAZARET_COUNT_PROFILE") {
             let file = std::path::Path::new(&dir).join(format!("{}.tsv", p.key));
             std::fs::write(&file, interp.profile(&profiled))
+                .with_context(|| format!("writing {}", file.display()))?;
+            let file = file.with_extension("calls");
+            std::fs::write(&file, profiled.calls.join("\n") + "\n")
                 .with_context(|| format!("writing {}", file.display()))?;
         }
         let counted = profiled.counted;
