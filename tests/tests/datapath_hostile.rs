@@ -2661,6 +2661,30 @@ fn ipv6_extension_headers_outside_rfc_8200s_rules_are_dropped() {
     }
 }
 
+/// Bypass class (nftables, found by a review): a first fragment whose chain ends in a
+/// Destination Options header naming a Routing header that only the next fragment carries.
+/// The Routing header is refused by the number that names it, not only where it is read;
+/// the rest of the datagram then follows no train.
+#[test]
+fn a_routing_header_a_first_fragment_only_names_is_refused() {
+    let mut t = twin();
+    let frag = |offset: u16, more: bool, part: &[u8]| {
+        let exts = [Ext::Fragment {
+            offset,
+            more,
+            id: 78,
+        }];
+        v6(&exts, 60, part)
+    };
+    // Destination Options (PadN) naming a Routing header; then the Routing header (type
+    // 4, no segments left) naming TCP, and a SYN to the allowed port.
+    let first = frag(0, true, &[43, 0, 1, 4, 0, 0, 0, 0]);
+    assert_eq!(t.judge(&first, LO), Reason::DenyIpv6Ext);
+    let mut rest = vec![6, 0, 4, 0, 0, 0, 0, 0];
+    rest.extend(tcp(40510, 2575, TCP_SYN, &[]));
+    assert_eq!(t.judge(&frag(1, false, &rest), LO), Reason::DenyFragment);
+}
+
 #[test]
 fn fragment_overlapping_the_upper_layer_header_is_dropped() {
     let mut t = twin();

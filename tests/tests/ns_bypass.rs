@@ -36,6 +36,7 @@ on_both_dataplanes!(
     a_device_address_from_upstream_is_refused,
     a_live_session_cannot_be_written_to_in_another_identity,
     a_live_ipv6_session_takes_no_hostile_header_chain,
+    an_ipv6_header_chain_split_across_fragments_hides_nothing,
     an_address_a_reload_gives_a_device_is_its_own_at_once,
     an_operators_notrack_rule_opens_no_way_past_the_policy,
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
@@ -2117,6 +2118,106 @@ fn a_live_ipv6_session_takes_no_hostile_header_chain(dp: Dataplane) -> Result<()
         "a_live_ipv6_session_takes_no_hostile_header_chain",
         dp,
         "the session's own data passed both ways and was seen by the server's observer",
+    )
+}
+
+/// Bypass class (found by a review): an IPv6 header chain split across fragments, its first
+/// fragment ending in a Destination Options header that names a Routing header only the
+/// second carries. nftables' frame stage found no Routing header in the first fragment,
+/// nor a transport header to run its ICMPv6 checks on, and passed the rest as a later
+/// fragment; the kernel reassembled the two (its own walk of the chain fails there too, so
+/// it does not count the first fragment truncated), and the Routing header reached the
+/// server with the SYN to its allowed port behind it. That SYN, and a neighbor solicitation
+/// to the server behind the same split, are refused by their first fragment
+/// (`deny_ipv6_ext`), as the XDP parser refuses a header by the number that names it. The
+/// allowed twin is a SYN carrying data in two fragments behind a Destination Options
+/// header, which arrives.
+fn an_ipv6_header_chain_split_across_fragments_hides_nothing(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    // Two fragments of one datagram: behind `before` (headers every fragment repeats) a
+    // Fragment header naming `next`, the first header of the fragmentable part `part`,
+    // which is cut after `first` bytes (a multiple of 8).
+    let fragments = |before: &[Ext], next: u8, id: u32, part: &[u8], first: usize| {
+        let frag = |offset: usize, more: bool, bytes: &[u8]| {
+            let mut exts = before.to_vec();
+            exts.push(Ext::Fragment {
+                offset: (offset / 8) as u16,
+                more,
+                id,
+            });
+            let ip = ipv6(ATT_IP6, SERVER6, &exts, next, bytes);
+            ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV6, &ip)
+        };
+        vec![
+            frag(0, true, &part[..first]),
+            frag(first, false, &part[first..]),
+        ]
+    };
+    // A SYN from `sport` to the server's HL7 port carrying `data`, its checksum right (the
+    // pseudo-header does not cover extension headers).
+    let syn = |sport: u16, data: &[u8]| {
+        let plain = ipv6(ATT_IP6, SERVER6, &[], 6, &tcp(sport, HL7, TCP_SYN, data));
+        with_l4_checksum(ethernet(lab.gw_mac, lab.att_mac, &[], ETH_IPV6, &plain))[14 + 40..]
+            .to_vec()
+    };
+    // The allowed twin: a SYN with data in two fragments behind a Destination Options
+    // header, the first carrying the whole TCP header (RFC 7112) and 4 bytes of its data,
+    // the second the marker, whole. It is the lab's first IPv6 traffic: the gateway
+    // resolves the server first, which on a loaded machine can take seconds, so it is sent
+    // again (a new flow each time) until it arrives, at most 10 times.
+    let mut arrived = false;
+    for attempt in 0..10u16 {
+        let l4 = syn(40031 + attempt, b"....LZ-SPLIT-OK");
+        let id = 0x5a00 + u32::from(attempt);
+        lab.attack(fragments(&[Ext::DestOpts], 6, id, &l4, 24))?;
+        if server.saw(b"LZ-SPLIT-OK", ARRIVE) {
+            arrived = true;
+            break;
+        }
+    }
+    ensure!(
+        arrived,
+        "a SYN with data in two fragments behind a Destination Options header did not arrive\n{}",
+        lab.debug()
+    );
+    let ns = {
+        let mut m = icmpv6_nd(135, SERVER6);
+        m.extend_from_slice(b"LZ-SPLIT-NS");
+        icmp6_checksummed(ATT_IP6, SERVER6, m)
+    };
+    for (what, transport, l4, marker, id) in [
+        (
+            "a SYN to the allowed port behind a Routing header the second fragment carries",
+            6,
+            syn(40051, b"LZ-SPLIT-RH"),
+            &b"LZ-SPLIT-RH"[..],
+            0x5a21,
+        ),
+        (
+            "a neighbor solicitation to the server behind a Routing header the second fragment carries",
+            58,
+            ns,
+            b"LZ-SPLIT-NS",
+            0x5a22,
+        ),
+    ] {
+        // The fragmentable part: a Destination Options header (8 bytes, PadN) naming a
+        // Routing header (type 4, segment routing, no segments left), which the first
+        // fragment ends before.
+        let mut part = vec![43, 0, 1, 4, 0, 0, 0, 0];
+        part.extend([transport, 0, 4, 0, 0, 0, 0, 0]);
+        part.extend(l4);
+        let frames = fragments(&[], 60, id, &part, 8);
+        let counted_as = Some((Reason::DenyIpv6Ext, SIDE_DEVICES));
+        refused_when(&lab, &server, what, marker, counted_as, || {
+            lab.attack(frames)
+        })?;
+    }
+    done(
+        "an_ipv6_header_chain_split_across_fragments_hides_nothing",
+        dp,
+        "a SYN with data in two fragments behind a Destination Options header arrived",
     )
 }
 

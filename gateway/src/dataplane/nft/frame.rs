@@ -1512,14 +1512,22 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // Fragment at most once, no Routing or Authentication header, no unknown one. nft finds
     // the first header of each type, so a repeat shows as a header pointing back at its
     // own type, or at one that points back to it.
+    // Bypass class: a Routing header is refused where a header names it, not only where
+    // nft finds it. A first fragment whose chain ends in a header naming a Routing header
+    // that only the next fragment carries has none for `exthdr rt` to find, nor a
+    // transport header for the ICMPv6 checks (nft's walk of the chain fails), and the
+    // kernel, whose own walk fails the same way, does not count it truncated (RFC 7112):
+    // reassembled, the Routing header and whatever follows it (neighbor discovery, to any
+    // host) would reach the `inet` table past every check here. The XDP parser refuses
+    // the header by the number that names it, as these rules now do.
     for m in [
         "exthdr hbh exists ip6 nexthdr != 0",
-        "hbh nexthdr { 0, 51 }",
-        "dst nexthdr { 0, 51, 60 }",
-        "frag nexthdr { 0, 44, 51 }",
+        "hbh nexthdr { 0, 43, 51 }",
+        "dst nexthdr { 0, 43, 51, 60 }",
+        "frag nexthdr { 0, 43, 44, 51 }",
         "dst nexthdr 44 frag nexthdr 60",
         "exthdr rt exists",
-        "ip6 nexthdr 51",
+        "ip6 nexthdr { 43, 51 }",
         "meta l4proto { 135, 139, 140, 253, 254 }",
     ] {
         t.decide(side, m, Reason::DenyIpv6Ext);
