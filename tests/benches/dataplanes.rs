@@ -493,6 +493,7 @@ fn main() -> Result<()> {
                 table: "lazaret".into(),
                 generation: g,
                 ifnames: ifnames.clone(),
+                stacked: Default::default(),
                 log_group: None,
             },
         )?;

@@ -90,6 +90,7 @@ pub fn render(
             table: "lazaret".into(),
             generation,
             ifnames,
+            stacked: Default::default(),
             log_group: None,
         },
     )?)

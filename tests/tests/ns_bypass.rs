@@ -18,7 +18,7 @@ use anyhow::{bail, ensure, Context, Result};
 use lazaret_abi::{Reason, SIDE_DEVICES, SIDE_UPSTREAM};
 use lazaret_tests::{
     bypass::*,
-    daemon::Dataplane,
+    daemon::{monitor_policy, round_trip, workflow, Dataplane, Lab},
     frames::*,
     netns::{mac_of, send_raw, wait_until, RawSocket},
     on_both_dataplanes,
@@ -37,6 +37,7 @@ on_both_dataplanes!(
     a_live_session_cannot_be_written_to_in_another_identity,
     a_live_ipv6_session_takes_no_hostile_header_chain,
     an_ipv6_header_chain_split_across_fragments_hides_nothing,
+    what_is_routed_through_a_stacked_interface_is_judged,
     an_address_a_reload_gives_a_device_is_its_own_at_once,
     an_operators_notrack_rule_opens_no_way_past_the_policy,
     icmp_the_xdp_program_relates_to_no_flow_borrows_no_session,
@@ -2218,6 +2219,83 @@ fn an_ipv6_header_chain_split_across_fragments_hides_nothing(dp: Dataplane) -> R
         "an_ipv6_header_chain_split_across_fragments_hides_nothing",
         dp,
         "a SYN with data in two fragments behind a Destination Options header arrived",
+    )
+}
+
+/// Bypass class (nftables, found by a review): an interface stacked on one lazaret enforces
+/// on — a trunk's VLAN sub-interfaces, through which its VLANs are routed, or (here, as
+/// this kernel has no 802.1Q sub-interfaces) a macvlan taking the gateway's address on the
+/// devices' link — created after the daemon started. The frame stage judged each frame on
+/// the interface it arrived on, but the inet table's hooks see the routed packet under the
+/// stacked interface's name, which it did not know: every flow from the devices passed
+/// unjudged. It is now judged as the interface it is stacked on (the daemon finds what is
+/// stacked on an interface nftables enforces on, and reloads when that changes). The
+/// device's allowed flow opens and echoes; the one its policy does not allow is refused
+/// and counted.
+fn what_is_routed_through_a_stacked_interface_is_judged(dp: Dataplane) -> Result<()> {
+    let mut lab = Lab::on(dp, |mac| {
+        monitor_policy(mac, &["results"], &workflow("results", "tcp", HL7))
+    })?;
+    lab.start()?;
+    let generation = lab.ready_generation().context("the ready file")?;
+    lab.echo_servers(&[HL7, 443])?;
+    // The gateway's address on the devices' link moves to a macvlan stacked on the
+    // interface lazaret enforces on; the device learns its MAC anew.
+    let (gw, link) = (&lab.net.gateway, &lab.net.gw_dev_if);
+    let stacked = format!("{link}m");
+    gw.exec(&["ip", "addr", "del", "10.20.0.1/24", "dev", link])?;
+    gw.exec(&[
+        "ip", "link", "add", "link", link, "name", &stacked, "type", "macvlan", "mode", "bridge",
+    ])?;
+    gw.exec(&["ip", "addr", "add", "10.20.0.1/24", "dev", &stacked])?;
+    gw.exec(&["ip", "link", "set", &stacked, "up"])?;
+    lab.net
+        .device
+        .exec(&["ip", "neigh", "flush", "dev", &lab.net.device_if])?;
+    if dp == Dataplane::Nftables {
+        // The daemon finds it within one interface check and reloads.
+        lab.wait_generation(generation + 1, Duration::from_secs(10))?;
+    }
+    // The allowed flow: opened through the stacked interface, and its replies come back.
+    let mut s = lab
+        .connect(HL7, Duration::from_secs(5))
+        .context("the allowed flow through the stacked interface")?;
+    ensure!(round_trip(&mut s), "the allowed flow's data did not echo");
+    let before = lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?;
+    // What the policy does not allow: a datagram to the server's syslog port, which needs
+    // no reply to do its harm (unjudged, it arrived: a reply would have been refused), seen
+    // or not by an observer on the server's link; and a session to its HTTPS port.
+    let server = Observer::on(&lab.net.server, &lab.net.server_if)?;
+    REFUSED.with(|c| c.set(c.get() + 2));
+    lab.net.device.run(|| -> Result<()> {
+        let sock = std::net::UdpSocket::bind("10.20.0.11:0")?;
+        sock.send_to(b"LZ-STACKED-UDP", "10.10.0.20:514")?;
+        Ok(())
+    })??;
+    ensure!(
+        !server.saw(b"LZ-STACKED-UDP", ARRIVE),
+        "a datagram the device's policy does not allow reached the server through the stacked interface"
+    );
+    ensure!(
+        lab.connect(443, Duration::from_millis(800)).is_err(),
+        "a flow the device's policy does not allow opened through the stacked interface"
+    );
+    let mut now = lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?;
+    for _ in 0..25 {
+        if now > before {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+        now = lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?;
+    }
+    ensure!(
+        now > before,
+        "the refused flow was not counted as deny_no_rule"
+    );
+    done(
+        "what_is_routed_through_a_stacked_interface_is_judged",
+        dp,
+        "the allowed flow through the stacked interface opened and echoed",
     )
 }
 

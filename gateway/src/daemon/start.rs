@@ -27,6 +27,7 @@ impl Controller {
             config,
             planes,
             ifindex: deps.ifindex,
+            stacked: BTreeMap::new(),
             ifaces,
             reloads: reloader::Reloader::new(read_generation(&config_state_dir)),
             pin_dir,
@@ -150,6 +151,7 @@ impl Controller {
             }
         }
         ctl.attach_all()?;
+        ctl.stacked = ctl.planes.nft.stacked();
         // A hold an earlier run left (it died while an interface was gone): every interface
         // is attached now. Best effort: without nft there is no hold to lift.
         if let Err(e) = ctl.planes.nft.hold(&ctl.held_interfaces()) {

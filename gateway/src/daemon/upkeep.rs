@@ -137,6 +137,16 @@ impl Controller {
         if self.ifaces.held() != &held {
             self.update_hold();
         }
+        // Bypass class: an interface stacked on one nftables enforces on (a VLAN
+        // sub-interface of a trunk, say) is known to its table only once rendered with it;
+        // until then what is routed through it passes the inet hooks unjudged. Found here
+        // within one check (250 ms) of its creation.
+        let stacked = self.planes.nft.stacked();
+        if stacked != self.stacked {
+            tracing::warn!(stacked = ?stacked, "interfaces stacked on one nftables enforces on changed: reloading to judge them as it");
+            self.stacked = stacked;
+            self.reload_and_report("interfaces stacked on an enforced one changed");
+        }
     }
 
     /// `interface` is back (or still without its dataplane) under `index`: its dataplane

@@ -249,6 +249,17 @@ impl NftDataplane {
             .set(1);
     }
 
+    /// The interfaces stacked on those nftables enforces on, by the name the inet hooks see
+    /// each of those under (see `RenderOptions::stacked`), as the kernel has them now.
+    pub fn stacked(&self) -> BTreeMap<String, Vec<String>> {
+        let roots = self
+            .interfaces
+            .iter()
+            .map(|n| (n.clone(), bridge_of(n).unwrap_or_else(|| n.clone())))
+            .collect();
+        stacked_on(&roots, sysfs_uppers)
+    }
+
     /// Renders `contents` (the devices) and `rules` (the policy's two lookup stages) for
     /// the nftables interfaces and replaces the tables (see [`super::Nft::swap`]). `ifaces`
     /// are the configured interfaces with their datapath configuration (side, untagged
@@ -301,6 +312,10 @@ impl NftDataplane {
             .iter()
             .map(|(n, i)| (*i, bridge_of(n).unwrap_or_else(|| n.clone())))
             .collect();
+        let stacked = self.stacked();
+        for (under, names) in &stacked {
+            tracing::info!(interface = %under, stacked = %names.join(","), "interfaces stacked on one nftables enforces on: judged as it");
+        }
         // The name not in use (the enforcing table's, as found in the kernel: a restarted
         // daemon continues from what the last run left).
         let current = match &self.last {
@@ -323,6 +338,7 @@ impl NftDataplane {
                 table: next_table.into(),
                 generation: flow_stamp(generation, self.second_member, self.salt),
                 ifnames,
+                stacked,
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },
         )?;
@@ -682,6 +698,56 @@ fn bridge_hooks(interfaces: &BTreeSet<String>) {
     }
 }
 
+/// Most interfaces followed up from the enforced ones: a bound on the walk.
+const MAX_STACKED: usize = 4096;
+
+/// The interfaces stacked on `roots` (each enforced interface's name, to the name the inet
+/// hooks see it under: its bridge's for a bridge port), transitively, by that name; those
+/// that are roots themselves (judged as their own) and what is stacked on them are left
+/// out. `uppers_of` names the interfaces directly on one (the kernel's `upper_*` links).
+pub fn stacked_on(
+    roots: &BTreeMap<String, String>,
+    uppers_of: impl Fn(&str) -> Vec<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let known: BTreeSet<&String> = roots.keys().chain(roots.values()).collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut visited = BTreeSet::new();
+    for (raw, seen_as) in roots {
+        let mut todo = vec![raw.clone(), seen_as.clone()];
+        while let Some(name) = todo.pop() {
+            if visited.len() >= MAX_STACKED || !visited.insert((seen_as.clone(), name.clone())) {
+                continue;
+            }
+            for up in uppers_of(&name) {
+                if known.contains(&up) {
+                    continue;
+                }
+                let list = out.entry(seen_as.clone()).or_default();
+                if !list.contains(&up) {
+                    list.push(up.clone());
+                }
+                todo.push(up);
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort();
+    }
+    out
+}
+
+/// The interfaces directly stacked on `interface` (`/sys/class/net/*/upper_*`).
+fn sysfs_uppers(interface: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/sys/class/net/{interface}")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let name = e.ok()?.file_name();
+        Some(name.to_str()?.strip_prefix("upper_")?.to_string())
+    })
+    .collect()
+}
+
 /// The bridge `interface` is a port of, if it is one.
 fn bridge_of(interface: &str) -> Option<String> {
     let master = std::fs::read_link(format!("/sys/class/net/{interface}/master")).ok()?;
@@ -777,4 +843,44 @@ fn mine<A: Ord + Copy>(
         .filter(|o| o.1 == mac && o.2 >= left)
         .map(|o| o.0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stacked_on;
+    use std::collections::BTreeMap;
+
+    /// A trunk's VLANs and what is stacked on them, a bridge's VLAN (found through the
+    /// bridge its port is seen as), and another enforced interface stacked on the trunk
+    /// (judged as itself, and so is what is on it): each under the name the hooks see.
+    #[test]
+    fn interfaces_stacked_on_an_enforced_one_are_found_under_its_name() {
+        let uppers = |n: &str| -> Vec<String> {
+            let v: &[&str] = match n {
+                "trunk" => &["trunk.20", "trunk.30", "own.40"],
+                "trunk.20" => &["mv0"],
+                "own.40" => &["own.40.1"],
+                "port1" => &["icu0"],
+                "icu0" => &["icu0.50"],
+                _ => &[],
+            };
+            v.iter().map(|s| (*s).to_string()).collect()
+        };
+        let roots = BTreeMap::from([
+            ("trunk".to_string(), "trunk".to_string()),
+            ("port1".to_string(), "icu0".to_string()),
+            ("own.40".to_string(), "own.40".to_string()),
+        ]);
+        let found = stacked_on(&roots, uppers);
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            found,
+            BTreeMap::from([
+                ("trunk".to_string(), names(&["mv0", "trunk.20", "trunk.30"])),
+                ("icu0".to_string(), names(&["icu0.50"])),
+                ("own.40".to_string(), names(&["own.40.1"])),
+            ])
+        );
+        assert!(stacked_on(&roots, |_| Vec::new()).is_empty());
+    }
 }

@@ -86,6 +86,7 @@ pub(crate) fn options() -> RenderOptions {
         table: "lazaret".into(),
         generation: 7,
         ifnames: BTreeMap::from([(2, "gd".to_string()), (3, "gu".to_string())]),
+        stacked: BTreeMap::new(),
         log_group: Some(7),
     }
 }

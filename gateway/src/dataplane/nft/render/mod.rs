@@ -70,6 +70,12 @@ pub struct RenderOptions {
     /// Interface names by ifindex (the keys of [`MapContents::ifaces`]); several ports
     /// may map to one name (a bridge's ports to the bridge).
     pub ifnames: BTreeMap<u32, String>,
+    /// The interfaces stacked on each of those names (a trunk's VLAN sub-interfaces, a
+    /// macvlan, a bridge's VLANs), by that name. Bypass class: the frame stage judges their
+    /// frames on the interface they arrive on, but the hooks here see them under the
+    /// stacked interface's name; unknown to this table, their flows passed unjudged. They
+    /// are judged as the interface they are stacked on: its side, its devices' bindings.
+    pub stacked: BTreeMap<String, Vec<String>>,
     /// nflog group for deny/unknown/spoof events, if any.
     pub log_group: Option<u32>,
 }
@@ -441,8 +447,11 @@ pub fn render(
         } else {
             &mut up_ifaces
         };
-        if !list.contains(&name) {
-            list.push(name);
+        let above = opt.stacked.get(&name).into_iter().flatten();
+        for n in std::iter::once(&name).chain(above) {
+            if !list.contains(n) {
+                list.push(n.clone());
+            }
         }
     }
 
@@ -468,11 +477,12 @@ pub fn render(
         if d.ifindex == IFINDEX_ANY {
             Ok(dev_ifaces.clone())
         } else {
-            Ok(vec![opt
+            let name = opt
                 .ifnames
                 .get(&d.ifindex)
-                .ok_or(RenderError::NoName(d.ifindex))?
-                .clone()])
+                .ok_or(RenderError::NoName(d.ifindex))?;
+            let above = opt.stacked.get(name).into_iter().flatten();
+            Ok(std::iter::once(name).chain(above).cloned().collect())
         }
     };
 
