@@ -1434,6 +1434,66 @@ fn a_device_cannot_take_the_address_its_neighbour_uses() {
     assert!(kept.contains(&(IpAddr::V4(given), DEV_MAC)), "{kept:?}");
 }
 
+/// Bypass class (found by a review): a flow opened to an address no device owned yet, which
+/// a device known by its MAC alone then answers from (owning it by first use). The flow
+/// named no device at that end, so the device's packets went on as the flow's: its own
+/// policy was never asked, and its quarantine, which makes stale only the flows that name
+/// it, never cut the flow. A packet from a device at an end where the flow names another or
+/// none is judged again, for it: refused where its policy does not accept the flow, passed
+/// and named where it does, and then cut by its quarantine.
+#[test]
+fn a_device_answering_from_an_address_it_takes_is_judged_as_the_flows_end() {
+    let taken = Ipv4Addr::new(10, 20, 0, 50);
+    // The neighbour may open TCP 2575 to the devices' network; the monitor is known by
+    // its MAC alone. `accepts`: the monitor's policy accepts the neighbour's flow too.
+    let edit = |accepts: bool| {
+        move |c: &mut MapContents| {
+            let slot = c.slot;
+            let nets = (Ipv4Addr::new(10, 20, 0, 0), 24);
+            let peers = Arc::make_mut(&mut c.peer4);
+            peers.push(handmade::peer4_dir(slot, DIR_DEVICE_INIT, 0, nets, 0));
+            if accepts {
+                let from = (BYSTANDER_IP, 32);
+                peers.push(handmade::peer4_dir(slot, DIR_PEER_INIT, 0, from, 0));
+            }
+            let dev = handmade::dev_id();
+            c.dev_ip4.retain(|(_, d)| d.id != dev);
+            c.dev_ip6.retain(|(_, d)| d.id != dev);
+            c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        }
+    };
+    let opening = |sport: u16| {
+        tcp4(
+            BYSTANDER_MAC,
+            GW_MAC,
+            BYSTANDER_IP,
+            taken,
+            sport,
+            2575,
+            TCP_SYN,
+        )
+    };
+    let answer =
+        |dport: u16, flags: u8| tcp4(DEV_MAC, GW_MAC, taken, BYSTANDER_IP, 2575, dport, flags);
+    // Its policy does not accept the flow: refused, judged again.
+    let mut t = Twin::with(SITE_F_NEIGHBOR, edit(false));
+    assert_eq!(t.judge(&opening(41100), LO), Reason::AllowRule);
+    assert_eq!(
+        t.judge(&answer(41100, TCP_SYN | TCP_ACK), LO),
+        Reason::DenyNoRule
+    );
+    // It does: the answer passes and names it; its quarantine then cuts the flow.
+    let mut t = Twin::with(SITE_F_NEIGHBOR, edit(true));
+    assert_eq!(t.judge(&opening(41101), LO), Reason::AllowRule);
+    assert_eq!(
+        t.judge(&answer(41101, TCP_SYN | TCP_ACK), LO),
+        Reason::AllowFlow
+    );
+    assert_eq!(t.judge(&answer(41101, TCP_ACK), LO), Reason::AllowFlow);
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(t.judge(&answer(41101, TCP_ACK), LO), Reason::DenyQuarantine);
+}
+
 /// A device known by its MAC alone owns by first use only addresses of the devices'
 /// networks, and link-local ones (the peer maps' `DIR_CLAIM` entries): from a server's
 /// network or from no declared network, a source, an ARP sender and an NA target are

@@ -408,7 +408,7 @@ impl Model {
             return stale;
         }
         // Nor from another device than the flow names at its source end, where it names one.
-        if here != 0 && here != self.source(p, src) {
+        if here != self.source(p, src) {
             return stale;
         }
         let sent_elsewhere = p.desc.side == SIDE_DEVICES
