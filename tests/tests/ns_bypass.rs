@@ -2256,16 +2256,22 @@ fn what_is_routed_through_a_stacked_interface_is_judged(dp: Dataplane) -> Result
         // The daemon finds it within one interface check and reloads.
         lab.wait_generation(generation + 1, Duration::from_secs(10))?;
     }
-    // The allowed flow: opened through the stacked interface, and its replies come back.
+    // The allowed flow: opened through the stacked interface, its replies come back, and
+    // its data is seen by an observer on the server's link.
+    let server = Observer::on(&lab.net.server, &lab.net.server_if)?;
     let mut s = lab
         .connect(HL7, Duration::from_secs(5))
         .context("the allowed flow through the stacked interface")?;
     ensure!(round_trip(&mut s), "the allowed flow's data did not echo");
+    s.write_all(b"LZ-STACKED-OK")?;
+    ensure!(
+        server.saw(b"LZ-STACKED-OK", ARRIVE),
+        "the server's observer did not see the allowed flow's data"
+    );
     let before = lab.packets(Reason::DenyNoRule, SIDE_DEVICES)?;
     // What the policy does not allow: a datagram to the server's syslog port, which needs
     // no reply to do its harm (unjudged, it arrived: a reply would have been refused), seen
-    // or not by an observer on the server's link; and a session to its HTTPS port.
-    let server = Observer::on(&lab.net.server, &lab.net.server_if)?;
+    // or not by the observer; and a session to its HTTPS port.
     REFUSED.with(|c| c.set(c.get() + 2));
     lab.net.device.run(|| -> Result<()> {
         let sock = std::net::UdpSocket::bind("10.20.0.11:0")?;

@@ -169,9 +169,9 @@ pub struct Controller {
     planes: Dataplanes,
     /// Looks a configured interface up by name (see [`Deps::ifindex`]).
     ifindex: fn(&str) -> Option<u32>,
-    /// The interfaces stacked on those nftables enforces on, as its table was last rendered
-    /// with them (`NftDataplane::stacked`): one stacked since is judged after a reload.
-    stacked: BTreeMap<String, Vec<String>>,
+    /// The interfaces stacked on those nftables enforces on that a reload was last asked
+    /// to render, and when (`upkeep::check_interfaces`).
+    stacked_tried: Option<(BTreeMap<String, Vec<String>>, Instant)>,
     /// The configured interfaces: ifindexes, what enforces on each, which are held closed.
     ifaces: interfaces::Interfaces,
     /// The enforcing generation, the next one, and the reloads asked for meanwhile.

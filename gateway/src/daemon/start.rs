@@ -27,7 +27,7 @@ impl Controller {
             config,
             planes,
             ifindex: deps.ifindex,
-            stacked: BTreeMap::new(),
+            stacked_tried: None,
             ifaces,
             reloads: reloader::Reloader::new(read_generation(&config_state_dir)),
             pin_dir,
@@ -151,7 +151,6 @@ impl Controller {
             }
         }
         ctl.attach_all()?;
-        ctl.stacked = ctl.planes.nft.stacked();
         // A hold an earlier run left (it died while an interface was gone): every interface
         // is attached now. Best effort: without nft there is no hold to lift.
         if let Err(e) = ctl.planes.nft.hold(&ctl.held_interfaces()) {

@@ -4,6 +4,10 @@
 
 use super::serve::unix_ms;
 use super::*;
+
+/// How often a reload that did not render the interfaces stacked on enforced ones is asked
+/// again (see `check_interfaces`).
+const STACKED_RETRY: Duration = Duration::from_secs(5);
 impl Controller {
     /// The interfaces held closed: those that disappeared (XDP cannot be on them when they
     /// return) and, with no policy, every device-side interface.
@@ -140,12 +144,20 @@ impl Controller {
         // Bypass class: an interface stacked on one nftables enforces on (a VLAN
         // sub-interface of a trunk, say) is known to its table only once rendered with it;
         // until then what is routed through it passes the inet hooks unjudged. Found here
-        // within one check (250 ms) of its creation.
+        // within one check (250 ms) of its creation, or of a render without it (one that
+        // raced its creation); a reload that did not render it is asked again, at most
+        // every `STACKED_RETRY`.
         let stacked = self.planes.nft.stacked();
-        if stacked != self.stacked {
-            tracing::warn!(stacked = ?stacked, "interfaces stacked on one nftables enforces on changed: reloading to judge them as it");
-            self.stacked = stacked;
-            self.reload_and_report("interfaces stacked on an enforced one changed");
+        if &stacked != self.planes.nft.rendered_stacked() {
+            let due = self
+                .stacked_tried
+                .as_ref()
+                .is_none_or(|(tried, at)| tried != &stacked || at.elapsed() >= STACKED_RETRY);
+            if due {
+                tracing::warn!(stacked = ?stacked, "interfaces stacked on one nftables enforces on changed: reloading to judge them as it");
+                self.stacked_tried = Some((stacked, Instant::now()));
+                self.reload_and_report("interfaces stacked on an enforced one changed");
+            }
         }
     }
 

@@ -407,7 +407,8 @@ impl Model {
         if !current {
             return stale;
         }
-        // Nor from another device than the flow names at its source end, where it names one.
+        // Nor from another device than the flow names at its source end, none included
+        // (the datapath's `sent_elsewhere`).
         if here != self.source(p, src) {
             return stale;
         }

@@ -53,6 +53,9 @@ pub struct NftDataplane {
     /// What the nflog reader delivered and lost, for the metrics.
     nflog: Arc<NflogStats>,
     last: Option<Rendered>,
+    /// The interfaces stacked on enforced ones that the enforcing table was rendered with
+    /// (see [`Self::stacked`]).
+    rendered_stacked: BTreeMap<String, Vec<String>>,
     info: IntGaugeVec,
     /// The gateway's own addresses (see `daemon::local`).
     local: BTreeSet<IpAddr>,
@@ -196,6 +199,7 @@ impl NftDataplane {
             interfaces: BTreeSet::new(),
             states: DeviceStates::default(),
             last_contents: None,
+            rendered_stacked: BTreeMap::new(),
             events_inputs: Arc::default(),
             nflog: Arc::default(),
             last: None,
@@ -249,9 +253,17 @@ impl NftDataplane {
             .set(1);
     }
 
+    /// The stacked interfaces the enforcing table was rendered with.
+    pub fn rendered_stacked(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.rendered_stacked
+    }
+
     /// The interfaces stacked on those nftables enforces on, by the name the inet hooks see
     /// each of those under (see `RenderOptions::stacked`), as the kernel has them now.
     pub fn stacked(&self) -> BTreeMap<String, Vec<String>> {
+        if self.interfaces.is_empty() {
+            return BTreeMap::new();
+        }
         let roots = self
             .interfaces
             .iter()
@@ -338,7 +350,7 @@ impl NftDataplane {
                 table: next_table.into(),
                 generation: flow_stamp(generation, self.second_member, self.salt),
                 ifnames,
-                stacked,
+                stacked: stacked.clone(),
                 log_group: Some(u32::from(super::nflog::GROUP)),
             },
         )?;
@@ -406,6 +418,7 @@ impl NftDataplane {
         }
         self.verified = None;
         self.last = Some(rendered);
+        self.rendered_stacked = stacked;
         Ok(Some(took))
     }
 
@@ -736,14 +749,31 @@ pub fn stacked_on(
     out
 }
 
-/// The interfaces directly stacked on `interface` (`/sys/class/net/*/upper_*`).
+/// The interfaces stacked on `interface` that take its frames and hand them to the stack
+/// under their own name — VLAN sub-interfaces, macvlans, ipvlans: its `upper_*` links
+/// (`/sys/class/net`) but its `master`. Not a master (a bridge, whose configured ports are
+/// seen as it; a bond or a VRF, which gather several interfaces, of either side, under one
+/// name). A name nft would read as a wildcard (ending in `*`) is left out, loudly:
+/// rendered, it would fail every table.
 fn sysfs_uppers(interface: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(format!("/sys/class/net/{interface}")) else {
+    let base = format!("/sys/class/net/{interface}");
+    let Ok(dir) = std::fs::read_dir(&base) else {
         return Vec::new();
     };
+    let master = std::fs::read_link(format!("{base}/master"))
+        .ok()
+        .and_then(|m| Some(m.file_name()?.to_str()?.to_string()));
     dir.filter_map(|e| {
         let name = e.ok()?.file_name();
         Some(name.to_str()?.strip_prefix("upper_")?.to_string())
+    })
+    .filter(|n| master.as_ref() != Some(n))
+    .filter(|n| {
+        let writable = !n.contains('*');
+        if !writable {
+            tracing::error!(interface = %n, under = %interface, "an interface stacked on one nftables enforces on has a name nft cannot match: what is routed through it is not judged");
+        }
+        writable
     })
     .collect()
 }
