@@ -1517,9 +1517,9 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // that only the next fragment carries has none for `exthdr rt` to find, nor a
     // transport header for the ICMPv6 checks (nft's walk of the chain fails), and the
     // kernel, whose own walk fails the same way, does not count it truncated (RFC 7112):
-    // reassembled, the Routing header and whatever follows it (neighbor discovery, to any
-    // host) would reach the `inet` table past every check here. The XDP parser refuses
-    // the header by the number that names it, as these rules now do.
+    // reassembled, the Routing header and what follows it reached the `inet` table past
+    // every check here (a SYN behind it arrived at the server, in a namespace). The XDP
+    // parser refuses the header by the number that names it, as these rules now do.
     for m in [
         "exthdr hbh exists ip6 nexthdr != 0",
         "hbh nexthdr { 0, 43, 51 }",
