@@ -267,9 +267,14 @@ fn frame(iface: &IfaceConfig, ifindex: u32, l2: &Link, ip: L3) -> Result<Frame, 
             });
         }
     } else if iface.side == SIDE_DEVICES {
-        // A DHCP server's message from a device port: judge_ip refuses it.
-        let server = if ip.family == FAMILY_V4 { 67 } else { 547 };
-        if sport == server {
+        // A DHCP server's message from a device port (from the server's port or to the
+        // client's): judge_ip refuses it.
+        let (server, client) = if ip.family == FAMILY_V4 {
+            (67, 68)
+        } else {
+            (547, 546)
+        };
+        if sport == server || l4.be16::<2>() == client {
             return Err(FULL);
         }
     }

@@ -318,11 +318,15 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
 #[inline(always)]
 fn judge_ip(gen: &Gen, pkt: &Pkt) -> Verdict {
     if pkt.side == SIDE_DEVICES {
-        // Servers' messages from a device port: a rogue DHCP server or router.
-        if pkt.proto == PROTO_UDP
-            && ((pkt.family == FAMILY_V4 && pkt.sport == 67)
-                || (pkt.family == FAMILY_V6 && pkt.sport == 547))
-        {
+        // Servers' messages from a device port: a rogue DHCP server or router. A server
+        // speaks from its port (a relay too) and to the client's; a client reads what
+        // arrives at its port whatever the source port, so both are refused.
+        let (server, client) = if pkt.family == FAMILY_V4 {
+            (67, 68)
+        } else {
+            (547, 546)
+        };
+        if pkt.proto == PROTO_UDP && (pkt.sport == server || pkt.dport == client) {
             let dev = mac_device(gen.slot, pkt.src_mac);
             return Verdict::dev(Reason::DenyRogueDhcp, dev);
         }

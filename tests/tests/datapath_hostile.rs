@@ -690,6 +690,56 @@ fn dhcp_server_reply_from_a_device_port_is_rogue() {
     expect(&mut dp, &f, XDP_DROP, Reason::DenyRogueDhcp);
 }
 
+/// A client reads what arrives at its port whatever the source port (a DHCP client's socket
+/// is bound to 68 or 546, or filters on that port alone): a server's message from any port
+/// to the client's is as rogue as one from the server's port.
+#[test]
+fn dhcp_server_message_to_the_clients_port_from_any_port_is_rogue() {
+    let mut dp = dp();
+    let offer = v4(
+        DEV_IP,
+        Ipv4Addr::BROADCAST,
+        17,
+        &udp(1067, 68, b"DHCPOFFER"),
+        &Ipv4Opts::default(),
+    );
+    expect(&mut dp, &offer, XDP_DROP, Reason::DenyRogueDhcp);
+    let advertise = ethernet(
+        [0x33, 0x33, 0, 0, 0, 1],
+        DEV_MAC,
+        &[],
+        ETH_IPV6,
+        &ipv6(
+            DEV_IP6,
+            "ff02::1".parse().expect("addr"),
+            &[],
+            17,
+            &udp(1547, 546, b"ADVERTISE"),
+        ),
+    );
+    expect(&mut dp, &advertise, XDP_DROP, Reason::DenyRogueDhcp);
+    // The client's own messages, to the server's port, are the policy's to judge.
+    let discover = v4(
+        DEV_IP,
+        Ipv4Addr::BROADCAST,
+        17,
+        &udp(68, 67, b"DHCPDISCOVER"),
+        &Ipv4Opts::default(),
+    );
+    assert_eq!(
+        stat_after(&mut dp, &discover, Reason::DenyRogueDhcp),
+        0,
+        "a client's discover counted as a rogue server's"
+    );
+}
+
+/// How many more packets `reason` counts on the device side after `frame`.
+fn stat_after(dp: &mut Datapath, frame: &[u8], reason: Reason) -> u64 {
+    let before = stat(dp, reason, SIDE_DEVICES);
+    dp.test_run(frame).expect("test run");
+    stat(dp, reason, SIDE_DEVICES) - before
+}
+
 #[test]
 fn icmp_echo_opens_a_flow_for_its_reply() {
     let mut dp = dp();

@@ -57,6 +57,7 @@ on_both_dataplanes!(
     a_device_answers_an_upstream_link_local_host_across_a_reload,
     a_responder_answering_elsewhere_frees_no_quarantined_peer,
     an_isolated_device_does_not_speak_on_a_flow_named_for_another,
+    a_dhcp_servers_message_from_any_port_is_refused,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1688,6 +1689,100 @@ fn non_ip_frames_are_not_bridged(dp: Dataplane) -> Result<()> {
         "non_ip_frames_are_not_bridged",
         dp,
         "the solicitation for the neighbour arrived",
+    )
+}
+
+/// A device in audit mode passes what its policy refuses, but never a DHCP server's message:
+/// not from the server's port, and not from another port to the client's (which a client
+/// reads whatever the source port). The neighbour is the audited device here; the monitor's
+/// port observes.
+fn a_dhcp_servers_message_from_any_port_is_refused(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    // Appended, the first line continues the policy's last entry: the neighbour's.
+    lab.reload_to(lab.generation()?, "mode = \"audit\"\n")?;
+    let bys = lab.bys_mac;
+    let from_neighbour = |f: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![f]);
+    let all_nodes: Ipv6Addr = "ff02::1".parse()?;
+    let v4 = |sport: u16, dport: u16, marker: &[u8]| {
+        let ip = ipv4(
+            BYS_IP,
+            Ipv4Addr::BROADCAST,
+            17,
+            &udp(sport, dport, marker),
+            &Ipv4Opts::default(),
+        );
+        with_l4_checksum4(ethernet([0xff; 6], bys, &[], ETH_IPV4, &ip))
+    };
+    let v6 = |sport: u16, dport: u16, marker: &[u8]| {
+        let ip = ipv6(ll(bys), all_nodes, &[], 17, &udp(sport, dport, marker));
+        with_l4_checksum(ethernet([0x33, 0x33, 0, 0, 0, 1], bys, &[], ETH_IPV6, &ip))
+    };
+    // The allowed twins: what the audited neighbour broadcasts to another port passes.
+    for (what, f, marker) in [
+        (
+            "a broadcast datagram",
+            v4(40000, 9, b"LZ-DHCP-OK4"),
+            b"LZ-DHCP-OK4",
+        ),
+        (
+            "an all-nodes datagram",
+            v6(40000, 9, b"LZ-DHCP-OK6"),
+            b"LZ-DHCP-OK6",
+        ),
+    ] {
+        from_neighbour(f)?;
+        ensure!(
+            monitor.saw(marker, ARRIVE),
+            "{what} from the audited neighbour did not arrive\n{}",
+            lab.debug()
+        );
+    }
+    let cases: [(&str, bool, u16, u16, &[u8]); 4] = [
+        (
+            "an offer from the server's port",
+            true,
+            67,
+            68,
+            b"LZ-DHCP-67",
+        ),
+        (
+            "an offer from another port",
+            true,
+            1067,
+            68,
+            b"LZ-DHCP-1067",
+        ),
+        (
+            "an advertise from the server's port",
+            false,
+            547,
+            546,
+            b"LZ-DHCP-547",
+        ),
+        (
+            "an advertise from another port",
+            false,
+            1547,
+            546,
+            b"LZ-DHCP-1547",
+        ),
+    ];
+    for (what, is_v4, sport, dport, marker) in cases {
+        let f = if is_v4 {
+            v4(sport, dport, marker)
+        } else {
+            v6(sport, dport, marker)
+        };
+        let counted_as = Some((Reason::DenyRogueDhcp, SIDE_DEVICES));
+        refused_when(&lab, &monitor, what, marker, counted_as, || {
+            from_neighbour(f)
+        })?;
+    }
+    done(
+        "a_dhcp_servers_message_from_any_port_is_refused",
+        dp,
+        "the audited neighbour's broadcast and all-nodes datagrams arrived",
     )
 }
 

@@ -771,7 +771,10 @@ fn judge_ip(
         return Decision::new(Reason::DenyMalformed);
     }
     if pkt.side == SIDE_DEVICES {
-        if ip.proto == PROTO_UDP && ((v4 && ip.sport == 67) || (!v4 && ip.sport == 547)) {
+        // A DHCP server's message: from the server's port, or to the client's (which a
+        // client reads whatever the source port).
+        let (server, client) = if v4 { (67, 68) } else { (547, 546) };
+        if ip.proto == PROTO_UDP && (ip.sport == server || ip.dport == client) {
             let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
             return Decision::dev(Reason::DenyRogueDhcp, dev);
         }

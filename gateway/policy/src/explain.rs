@@ -524,7 +524,7 @@ fn describe_reason(policy: &Policy, compiled: &Compiled, d: &Decision, notes: &m
             notes.push("neither end is a managed device: lazaret does not judge this flow".into());
         }
         Reason::DenyRogueDhcp => {
-            notes.push("DHCP server replies from device ports are always dropped".into());
+            notes.push("DHCP server messages from device ports (from the server's port or to the client's) are always dropped".into());
         }
         _ => {}
     }

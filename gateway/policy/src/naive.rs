@@ -195,7 +195,8 @@ impl<'p> Eval<'p> {
             return NaiveDecision::new(Reason::DenyMalformed, None);
         }
         if pkt.side == abi::SIDE_DEVICES {
-            if ip.proto == abi::PROTO_UDP && ip.sport == if v4 { 67 } else { 547 } {
+            let (server, client) = if v4 { (67, 68) } else { (547, 546) };
+            if ip.proto == abi::PROTO_UDP && (ip.sport == server || ip.dport == client) {
                 return NaiveDecision::new(Reason::DenyRogueDhcp, self.by_mac(&pkt.src_mac));
             }
             if ip.proto == abi::PROTO_ICMPV6 && matches!(ip.icmp_type, 134 | 137) {

@@ -1071,14 +1071,17 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.line("jump vlan_mark");
         // Servers' messages from a device port come before identity, as in the XDP program.
         // Each read from the transport header: of a packet that has one (see
-        // `LATER_FRAGMENT4_RETURN`).
-        t.decide(
-            d,
-            "ip frag-off & 0x1fff == 0 udp sport 67",
-            Reason::DenyRogueDhcp,
-        );
+        // `LATER_FRAGMENT4_RETURN`). A DHCP server's message: from the server's port, or
+        // to the client's (which a client reads whatever the source port).
+        for port in ["sport 67", "dport 68"] {
+            let r = format!("ip frag-off & 0x1fff == 0 udp {port}");
+            t.decide(d, &r, Reason::DenyRogueDhcp);
+        }
         for whole in ["exthdr frag missing", "frag frag-off 0"] {
-            t.decide(d, &format!("{whole} udp sport 547"), Reason::DenyRogueDhcp);
+            for port in ["sport 547", "dport 546"] {
+                let r = format!("{whole} udp {port}");
+                t.decide(d, &r, Reason::DenyRogueDhcp);
+            }
             t.decide(
                 d,
                 &format!("{whole} icmpv6 type {{ nd-router-advert, nd-redirect }}"),

@@ -156,10 +156,17 @@ impl Builder<'_> {
     /// Rogue servers, identity (`id4`/`id6`), neighbor discovery, then flows.
     fn chain_from_devices(&mut self, site_flags: u32) {
         let c = "from_devices";
-        let r = vec![V4.is(), eq(payload("udp", "sport"), n(67))];
-        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
-        let r = vec![V6.is(), eq(payload("udp", "sport"), n(547))];
-        self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
+        // A DHCP server's message: from the server's port, or to the client's (which a
+        // client reads whatever the source port).
+        for (family, port, number) in [
+            (V4, "sport", 67),
+            (V4, "dport", 68),
+            (V6, "sport", 547),
+            (V6, "dport", 546),
+        ] {
+            let r = vec![family.is(), eq(payload("udp", port), n(number))];
+            self.decide(c, r, Reason::DenyRogueDhcp, true, Side::Devices);
+        }
         let r = vec![
             V6.is(),
             eq(payload("icmpv6", "type"), anon(vec![n(134), n(137)])),
