@@ -9,7 +9,7 @@
 use super::compiled::*;
 use super::diag::{Diagnostic, Diags, PolicyErrors, Problem};
 use super::interner::{FxMap, Interner};
-use super::lints::{capacity_problems, proto_family_problem, shadowing};
+use super::lints::{capacity_problems, dhcp_port_problem, proto_family_problem, shadowing};
 use super::lookup;
 use super::model::*;
 use super::source::Location;
@@ -727,6 +727,9 @@ impl<'p> Compiler<'p> {
                 }
             }
             if let Some(d) = proto_problem {
+                self.diags.push(d);
+            }
+            if let Some(d) = dhcp_port_problem(&wf.name, rule) {
                 self.diags.push(d);
             }
             let ports = rule.ports.clone().map(|p| self.portsets.id(p));

@@ -277,6 +277,15 @@ pub enum Problem {
         index: usize,
         by: usize,
     },
+    #[error(
+        "rule {index} of workflow `{workflow}` never passes: {what} are refused on every \
+         device port as a rogue DHCP server's"
+    )]
+    DhcpPortRule {
+        workflow: String,
+        index: usize,
+        what: &'static str,
+    },
     #[error("life-critical device `{device}` would be cut off by quarantine action `{action}`")]
     LifeCriticalQuarantine { device: String, action: String },
     #[error("device `{device}` has no address, so rules cannot name it as a peer")]
@@ -314,6 +323,7 @@ impl Problem {
             | Problem::UnusedWorkflow { .. }
             | Problem::DeviceWithoutPolicy { .. }
             | Problem::ShadowedRule { .. }
+            | Problem::DhcpPortRule { .. }
             | Problem::LifeCriticalQuarantine { .. }
             | Problem::PeerWithoutAddress { .. }
             | Problem::RuleMatchesNoDevice { .. }

@@ -126,6 +126,35 @@ pub(crate) fn proto_family_problem(rule: &Rule, nets: &[IpNet]) -> Option<Diagno
     })
 }
 
+/// A UDP rule whose every port is one the datapath refuses before any policy: a device's
+/// datagram to a DHCP client's port (68, 546) or, answering a peer, from a DHCP server's
+/// (67, 547) is a rogue DHCP server's on both dataplanes. Ranges that also hold other ports
+/// are left alone (the rule allows those).
+pub(crate) fn dhcp_port_problem(workflow: &str, rule: &Rule) -> Option<Diagnostic> {
+    if rule.proto != Proto::Udp {
+        return None;
+    }
+    let (refused, what): (&[u16], _) = match rule.initiator {
+        Initiator::Device => (&[68, 546], "a device's datagrams to a DHCP client's port"),
+        Initiator::Peer => (&[67, 547], "a device's answers from a DHCP server's port"),
+    };
+    let ports = rule.ports.as_ref()?;
+    let all = !ports.is_empty()
+        && ports
+            .iter()
+            .all(|r| r.lo == r.hi && refused.contains(&r.lo));
+    all.then(|| {
+        Diagnostic::at(
+            Problem::DhcpPortRule {
+                workflow: workflow.to_string(),
+                index: rule.index,
+                what,
+            },
+            rule.span,
+        )
+    })
+}
+
 /// Whether rule `a` allows everything rule `b` allows (same workflow, so same mode).
 pub(crate) fn covers(policy: &Policy, a: &Resolved<'_>, b: &Resolved<'_>) -> bool {
     if a.rule.initiator != b.rule.initiator {

@@ -514,3 +514,30 @@ fn no_input_panics() {
         assert!(r.is_err(), "{text:?} should not be a valid policy");
     }
 }
+
+/// A UDP rule every port of which the datapath refuses as a rogue DHCP server's, before any
+/// policy, is told: it would pass nothing. Rules that allow other ports too are not.
+#[test]
+fn a_rule_only_a_rogue_dhcp_server_would_use_is_a_warning() {
+    let dhcp = |w: &[Problem]| {
+        w.iter()
+            .filter(|p| matches!(p, Problem::DhcpPortRule { workflow, index: 1, .. } if workflow == "w"))
+            .count()
+    };
+    for r in [
+        "peer = \"any\", proto = \"udp\", ports = [68]",
+        "peer = \"any\", proto = \"udp\", ports = [68, 546]",
+        "peer = \"any\", proto = \"udp\", ports = [67], initiator = \"peer\"",
+    ] {
+        assert_eq!(dhcp(&warns(&rule(r))), 1, "{r}");
+    }
+    for r in [
+        "peer = \"any\", proto = \"udp\", ports = [67]",
+        "peer = \"any\", proto = \"udp\", ports = [68, 2575]",
+        "peer = \"any\", proto = \"udp\", ports = [\"60-70\"]",
+        "peer = \"any\", proto = \"tcp\", ports = [68]",
+        "peer = \"any\", proto = \"udp\", ports = [68], initiator = \"peer\"",
+    ] {
+        assert_eq!(dhcp(&warns(&rule(r))), 0, "{r}");
+    }
+}
