@@ -301,6 +301,16 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
         let dev = mac_device(gen.slot, pkt.src_mac);
         return Verdict::dev(Reason::DenySpoof, dev);
     }
+    // An address-conflict probe (RFC 5227: sender address 0.0.0.0) names in its target the
+    // address it asks about. Its device by its MAC, as `identify_source` would find it (before
+    // it: there, every way through it multiplies what the verifier walks here).
+    if pkt.src.is_zero() {
+        if let Some(dev) = lookup_mac(gen.slot, pkt.src_mac) {
+            if probes_anothers(gen, FAMILY_V4, &pkt.dst, pkt.src_mac, dev) {
+                return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
+            }
+        }
+    }
     match identify_source(gen, pkt) {
         Ok((dev, _)) => {
             if gen.site.flags & SITE_F_NEIGHBOR != 0 {
@@ -487,6 +497,14 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     if !link_scope {
         return Verdict::dev(Reason::DenyNdScope, Dev::of(dev));
     }
+    // Duplicate address detection's probe (RFC 4862: an NS from `::`) names in its target
+    // the address it asks about.
+    if pkt.icmp_type == 135
+        && pkt.src.is_zero()
+        && probes_anothers(gen, FAMILY_V6, &pkt.nd_target, pkt.src_mac, dev)
+    {
+        return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
+    }
     // An NA for an address that is not the device's rewrites its neighbours' caches: the
     // router's link-local address, another device's, or an unowned one it claims first.
     if pkt.icmp_type == 136 {
@@ -511,6 +529,33 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     let mut v = Verdict::dev(Reason::AllowNeighbor, Dev::of(dev));
     v.report = false;
     v
+}
+
+/// Whether an address-conflict probe (an ARP probe, a DAD neighbor solicitation) from
+/// `mac`, of device `dev`, asks about an address that is not for it to take: the gateway's,
+/// one the inventory binds to another device, or one another MAC owns by first use.
+///
+/// Bypass class (a denial of service; FCFS SAVI, RFC 6620, drops such probes too): a host still probing the address
+/// it was given takes such a probe for a conflict and gives the address up (a DHCP client
+/// declines it, IPv6 marks it duplicate), so a device sending them at every boot or renewal
+/// of its neighbours, or of the gateway's addresses, keeps them off the network. The probe
+/// claims nothing (only use does), so a device probing an address it may take is not
+/// refused, nor is one probing an address no one holds.
+#[inline(always)]
+fn probes_anothers(gen: &Gen, family: u8, target: &Addr, mac: Mac, dev: &Device) -> bool {
+    if is_local(family, target) {
+        return true;
+    }
+    if let Some(owner) = lookup_ip_device(gen.slot, family, target) {
+        return owner.id != dev.id;
+    }
+    // SAFETY: see LZ_IFACE_HIGH above.
+    match unsafe { LZ_LL_OWNER.get(word::owner_key(family, target)) } {
+        Some(o) => {
+            Mac::of_owner(o) != mac && !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS)
+        }
+        None => false,
+    }
 }
 
 /// Whether an NS, NA or RS is addressed on its link: a link-scope multicast group, a

@@ -3390,3 +3390,100 @@ fn vrrp_from_a_device_port_is_dropped() {
     let from_unknown = ethernet([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, &[], ETH_IPV4, &l3);
     assert_eq!(t.judge(&from_unknown, LO), Reason::DenyUnknown);
 }
+
+/// Bypass class (a denial of service): an address-conflict probe — ARP from 0.0.0.0 (RFC
+/// 5227), duplicate address detection's NS from `::` (RFC 4862) — makes a host still probing
+/// the address it was given give it up. A probe about an address that is not for its
+/// sender to take is refused: the gateway's, another device's binding, one another MAC owns
+/// by first use. One about its own, or an address no one holds, passes.
+#[test]
+fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
+    // The monitor known by its MAC alone (it may take addresses by first use).
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c: &mut MapContents| {
+        let dev = handmade::dev_id();
+        c.dev_ip4.retain(|(_, d)| d.id != dev);
+        c.dev_ip6.retain(|(_, d)| d.id != dev);
+        c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+    });
+    let (gw4, gw6) = (
+        Ipv4Addr::new(10, 20, 0, 1),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 1),
+    );
+    t.local(&[IpAddr::V4(gw4), IpAddr::V6(gw6)]);
+    let taken = Ipv4Addr::new(10, 20, 0, 50);
+    let probe = |mac: Mac, spa: Ipv4Addr, tpa: Ipv4Addr| {
+        ethernet([0xff; 6], mac, &[], ETH_ARP, &arp(1, mac, spa, [0; 6], tpa))
+    };
+    let dad = |mac: Mac, target: Ipv6Addr| {
+        let o = target.octets();
+        let group = Ipv6Addr::from([
+            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+        ]);
+        let unspec = Ipv6Addr::UNSPECIFIED;
+        let msg = icmp6_checksummed(unspec, group, icmpv6_nd(135, target));
+        let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+        ethernet(
+            dmac,
+            mac,
+            &[],
+            ETH_IPV6,
+            &ipv6_hl(255, unspec, group, &[], 58, &msg),
+        )
+    };
+    let unspec = Ipv4Addr::UNSPECIFIED;
+    let cases: [(&str, Vec<u8>, Reason); 6] = [
+        (
+            "ARP probe of the neighbour's address",
+            probe(DEV_MAC, unspec, BYSTANDER_IP),
+            Reason::DenySpoof,
+        ),
+        (
+            "ARP probe of the gateway's address",
+            probe(DEV_MAC, unspec, gw4),
+            Reason::DenySpoof,
+        ),
+        (
+            "ARP probe of an address no one holds",
+            probe(DEV_MAC, unspec, taken),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "DAD of the neighbour's address",
+            dad(DEV_MAC, BYSTANDER_IP6),
+            Reason::DenySpoof,
+        ),
+        (
+            "DAD of the gateway's address",
+            dad(DEV_MAC, gw6),
+            Reason::DenySpoof,
+        ),
+        (
+            "the neighbour's DAD of its own address",
+            dad(BYSTANDER_MAC, BYSTANDER_IP6),
+            Reason::AllowNeighbor,
+        ),
+    ];
+    for (what, f, reason) in cases {
+        assert_eq!(t.judge(&f, LO), reason, "{what}");
+    }
+    // The monitor takes the address by using it (an announcement); then only it may probe it.
+    assert_eq!(
+        t.judge(&probe(DEV_MAC, taken, taken), LO),
+        Reason::AllowNeighbor
+    );
+    assert_eq!(
+        t.judge(&probe(BYSTANDER_MAC, unspec, taken), LO),
+        Reason::DenySpoof,
+        "the neighbour's probe of the monitor's address"
+    );
+    assert_eq!(
+        t.judge(&probe(DEV_MAC, unspec, taken), LO),
+        Reason::AllowNeighbor,
+        "the monitor's probe of its own address"
+    );
+    assert_eq!(
+        t.judge(&probe(BYSTANDER_MAC, unspec, BYSTANDER_IP), LO),
+        Reason::AllowNeighbor,
+        "the neighbour's probe of its own address"
+    );
+}

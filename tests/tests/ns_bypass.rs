@@ -58,6 +58,7 @@ on_both_dataplanes!(
     a_responder_answering_elsewhere_frees_no_quarantined_peer,
     an_isolated_device_does_not_speak_on_a_flow_named_for_another,
     a_dhcp_servers_message_from_any_port_is_refused,
+    an_address_conflict_probe_takes_no_address_from_its_holder,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1783,6 +1784,111 @@ fn a_dhcp_servers_message_from_any_port_is_refused(dp: Dataplane) -> Result<()> 
         "a_dhcp_servers_message_from_any_port_is_refused",
         dp,
         "the audited neighbour's broadcast and all-nodes datagrams arrived",
+    )
+}
+
+/// Bypass class (a denial of service): a host still probing the address it was given
+/// gives it up on an address-conflict probe for it (ARP from 0.0.0.0, RFC 5227; an NS from
+/// `::`, RFC 4862), so a device probing its neighbours' or the gateway's addresses keeps
+/// them off the network at every boot or renewal. Such probes do not pass; the neighbour
+/// redoing duplicate address detection under a storm of them keeps its address. A probe of
+/// the sender's own address, or of one no one holds, passes.
+fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
+    let att = lab.att_mac;
+    let arp_probe = |tpa: Ipv4Addr, marker: &[u8]| {
+        let mut a = arp(1, att, Ipv4Addr::UNSPECIFIED, [0; 6], tpa);
+        a.extend_from_slice(marker);
+        ethernet([0xff; 6], att, &[], ETH_ARP, &a)
+    };
+    // To the target's solicited-node group, as a host sends it.
+    let dad = |target: Ipv6Addr, marker: &[u8]| {
+        let o = target.octets();
+        let group = Ipv6Addr::from([
+            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+        ]);
+        let mut ns = icmpv6_nd(135, target);
+        ns.extend_from_slice(marker);
+        let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+        icmp6(dmac, att, 255, Ipv6Addr::UNSPECIFIED, group, &[], ns)
+    };
+    let gw6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 1);
+    let cases = [
+        (
+            "an ARP probe of the neighbour's address",
+            arp_probe(BYS_IP, b"LZ-ACD-BYS"),
+            &b"LZ-ACD-BYS"[..],
+        ),
+        (
+            "an ARP probe of the gateway's address",
+            arp_probe(GW_IP, b"LZ-ACD-GW"),
+            b"LZ-ACD-GW",
+        ),
+        (
+            "DAD of the neighbour's address",
+            dad(BYS_IP6, b"LZ-DAD-BYS"),
+            b"LZ-DAD-BYS",
+        ),
+        (
+            "DAD of the gateway's address",
+            dad(gw6, b"LZ-DAD-GW"),
+            b"LZ-DAD-GW",
+        ),
+    ];
+    for (what, f, marker) in cases {
+        refused(&lab, &bystander, what, f, marker, Some(Reason::DenySpoof))?;
+    }
+    // The allowed twins: a probe of an address no one holds, DAD of the monitor's own.
+    let free = Ipv4Addr::new(10, 20, 0, 99);
+    arrives(
+        &lab,
+        &bystander,
+        "an ARP probe of a free address",
+        arp_probe(free, b"LZ-ACD-FREE"),
+        b"LZ-ACD-FREE",
+    )?;
+    arrives(
+        &lab,
+        &bystander,
+        "DAD of the monitor's own address",
+        dad(ATT_IP6, b"LZ-DAD-OWN"),
+        b"LZ-DAD-OWN",
+    )?;
+    // The neighbour redoes duplicate address detection of its address under a storm of
+    // probes for it (no marker: the kernel reads what follows the target as options).
+    let addr = format!("{BYS_IP6}/64");
+    lab.bys
+        .exec(&["ip", "-6", "addr", "del", &addr, "dev", &lab.bys_if])?;
+    lab.bys
+        .exec(&["ip", "-6", "addr", "add", &addr, "dev", &lab.bys_if])?;
+    let show = || -> Result<String> {
+        let out = lab
+            .bys
+            .exec(&["ip", "-6", "addr", "show", "dev", &lab.bys_if])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut addrs = show()?;
+    while addrs.contains("tentative") && Instant::now() < deadline {
+        lab.attack(vec![dad(BYS_IP6, b""), arp_probe(BYS_IP, b"")])?;
+        thread::sleep(Duration::from_millis(100));
+        addrs = show()?;
+    }
+    let line = addrs
+        .lines()
+        .find(|l| l.contains(&addr))
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        !line.is_empty() && !line.contains("dadfailed") && !line.contains("tentative"),
+        "the neighbour did not keep its address through the probes: {line:?}\n{addrs}\n{}",
+        lab.debug()
+    );
+    done(
+        "an_address_conflict_probe_takes_no_address_from_its_holder",
+        dp,
+        "the probes of a free address and of the monitor's own arrived; the neighbour redid DAD of its address under a storm of probes for it and kept it",
     )
 }
 

@@ -507,7 +507,9 @@ pub fn classify(maps: &MapContents, states: &DeviceStates, pkt: &PacketDesc) -> 
 pub fn classify_indexed(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) -> Decision {
     let mut claims = Vec::new();
     let mut d = match &pkt.kind {
-        PacketKind::Arp { sha, spa, .. } => judge_arp(ix, states, pkt, sha, *spa, &mut claims),
+        PacketKind::Arp { sha, spa, tpa } => {
+            judge_arp(ix, states, pkt, sha, (*spa, *tpa), &mut claims)
+        }
         PacketKind::Control => {
             if ix.site.flags & SITE_F_L2_CONTROL != 0 {
                 Decision::new(Reason::AllowControl)
@@ -540,7 +542,7 @@ fn judge_arp(
     states: &DeviceStates,
     pkt: &PacketDesc,
     sha: &[u8; 6],
-    spa: Ipv4Addr,
+    (spa, tpa): (Ipv4Addr, Ipv4Addr),
     claims: &mut Vec<Claim>,
 ) -> Decision {
     if pkt.side == SIDE_UPSTREAM {
@@ -549,6 +551,14 @@ fn judge_arp(
     if *sha != pkt.src_mac {
         let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
         return Decision::dev(Reason::DenySpoof, dev);
+    }
+    // An address-conflict probe: its device by its MAC, before identity (as the datapath).
+    if spa.is_unspecified() {
+        if let Some(dev) = ix.lookup_mac(&pkt.src_mac) {
+            if probes_anothers(ix, states, IpAddr::V4(tpa), pkt.src_mac, dev) {
+                return Decision::dev(Reason::DenySpoof, dev);
+            }
+        }
     }
     match identify_source(ix, states, pkt, IpAddr::V4(spa), claims) {
         Ok(dev) => {
@@ -919,6 +929,12 @@ fn judge_ndp(
     if !link_scope {
         return Decision::dev(Reason::DenyNdScope, dev.id);
     }
+    if ip.icmp_type == 135 && ip.src == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        if probes_anothers(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id) {
+            return Decision::dev(Reason::DenySpoof, dev.id);
+        }
+    }
     if ip.icmp_type == 136 {
         let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
         let own = match ix.device_by_ip(IpAddr::V6(target)) {
@@ -933,6 +949,24 @@ fn judge_ndp(
         }
     }
     Decision::dev(Reason::AllowNeighbor, dev.id)
+}
+
+/// The datapath's `probes_anothers`: an address-conflict probe from `mac` (of device `dev`)
+/// about the gateway's address, another device's, or one another MAC owns.
+fn probes_anothers(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    target: IpAddr,
+    mac: [u8; 6],
+    dev: u64,
+) -> bool {
+    if states.local.contains(&target) {
+        return true;
+    }
+    if let Some(owner) = ix.device_by_ip(target) {
+        return owner.id != dev;
+    }
+    states.owners.get(&target).is_some_and(|&m| m != mac)
 }
 
 /// The datapath's `on_link`: a link-scope multicast group, a link-local address, the

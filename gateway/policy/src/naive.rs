@@ -63,7 +63,7 @@ pub fn evaluate(policy: &Policy, cx: &Context, pkt: &PacketDesc) -> NaiveDecisio
             },
             None,
         ),
-        PacketKind::Arp { sha, spa, .. } => e.arp(pkt, sha, *spa),
+        PacketKind::Arp { sha, spa, tpa } => e.arp(pkt, sha, (*spa, *tpa)),
         PacketKind::Ip(ip) => e.ip(pkt, ip),
     }
 }
@@ -173,12 +173,30 @@ impl<'p> Eval<'p> {
             && claim_winner(self.p, None, ip.dst).is_some_and(|((_, rank), _)| rank == 2)
     }
 
-    fn arp(&self, pkt: &PacketDesc, sha: &[u8; 6], spa: Ipv4Addr) -> NaiveDecision {
+    /// An address-conflict probe (ARP from 0.0.0.0, an NS from `::`) by device `d` about
+    /// the gateway's address or another device's (nobody owns one here: ownership is the
+    /// datapath's runtime record).
+    fn probes_anothers(&self, target: IpAddr, d: &Device) -> bool {
+        self.cx.local.contains(&target) || self.by_ip(target).is_some_and(|o| o.id != d.id)
+    }
+
+    fn arp(
+        &self,
+        pkt: &PacketDesc,
+        sha: &[u8; 6],
+        (spa, tpa): (Ipv4Addr, Ipv4Addr),
+    ) -> NaiveDecision {
         if pkt.side == abi::SIDE_UPSTREAM {
             return NaiveDecision::new(Reason::PassUnmanaged, None);
         }
         if *sha != pkt.src_mac {
             return NaiveDecision::new(Reason::DenySpoof, self.by_mac(&pkt.src_mac));
+        }
+        // An address-conflict probe about an address not for its device to take.
+        if let Some(d) = self.by_mac(&pkt.src_mac).filter(|_| spa.is_unspecified()) {
+            if self.probes_anothers(IpAddr::V4(tpa), d) {
+                return NaiveDecision::new(Reason::DenySpoof, Some(d));
+            }
         }
         match self.identify(pkt, IpAddr::V4(spa)) {
             Ok(d) if self.p.site.essentials.neighbor => {
@@ -251,6 +269,15 @@ impl<'p> Eval<'p> {
                 };
                 if !link_scope {
                     return NaiveDecision::new(Reason::DenyNdScope, Some(d));
+                }
+                let dad = ip.icmp_type == 135 && ip.src == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+                if dad
+                    && self.probes_anothers(
+                        IpAddr::V6(ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+                        d,
+                    )
+                {
+                    return NaiveDecision::new(Reason::DenySpoof, Some(d));
                 }
                 if ip.icmp_type == 136 {
                     // Its own address, or a link-local one (or any, when the inventory binds it

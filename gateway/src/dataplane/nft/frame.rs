@@ -1106,6 +1106,7 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ether saddr @devmac arp saddr ether . ether saddr != @samemac",
             Reason::DenySpoof,
         );
+        t.line("arp saddr ip 0.0.0.0 ether saddr @devmac jump arp_probe");
         t.line("arp saddr ip . ether saddr . iifname . meta mark @bind4 goto arp_ok");
         t.line("arp saddr ip . ether saddr . iifname @bind4_any goto arp_ok");
         t.line("arp saddr ip . iifname . meta mark @bindnm4 goto arp_ok");
@@ -1126,6 +1127,43 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.decide(d, "ether saddr @devmac", Reason::DenySpoof);
         t.decide(d, "", unknown);
     });
+    // An address-conflict probe names the address it asks about in its target: one that is
+    // not for its sender to take (the gateway's, another device's binding, another MAC's by
+    // first use) is refused, as the XDP program's `probes_anothers`: a host still probing
+    // the address it was given gives it up on such a probe.
+    for (chain, target, local, bind, dev, owner, claimed) in [
+        (
+            "arp_probe",
+            "arp daddr ip",
+            "@local4",
+            "bind4",
+            "@dev4",
+            OWN4,
+            CLAIMED4,
+        ),
+        (
+            "dad_probe",
+            "@th,64,128",
+            "@t_local",
+            "t_bind6",
+            "@t_dev6",
+            LL_OWNER,
+            LL_CLAIMED,
+        ),
+    ] {
+        t.chain(chain, |t| {
+            t.decide(d, &format!("{target} {local}"), Reason::DenySpoof);
+            t.line(&format!(
+                "{target} . ether saddr . iifname . meta mark @{bind} return"
+            ));
+            t.line(&format!(
+                "{target} . ether saddr . iifname @{bind}_any return"
+            ));
+            t.decide(d, &format!("{target} {dev}"), Reason::DenySpoof);
+            t.line(&format!("{target} . ether saddr @{owner} return"));
+            t.decide(d, &format!("{target} @{claimed}"), Reason::DenySpoof);
+        });
+    }
     t.chain("arp_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
         let r = if t.neighbor {
@@ -1286,6 +1324,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     // An NA advertises only an address of its sender.
     t.chain("nd_target", |t| {
+        t.line("icmpv6 type nd-neighbor-solicit ip6 saddr :: jump dad_probe");
         t.line("icmpv6 type != nd-neighbor-advert return");
         t.decide(d, "@th,64,128 @t_local", Reason::DenySpoof);
         t.line("@th,64,128 . ether saddr . iifname . meta mark @t_bind6 return");
