@@ -59,6 +59,7 @@ on_both_dataplanes!(
     an_isolated_device_does_not_speak_on_a_flow_named_for_another,
     a_dhcp_servers_message_from_any_port_is_refused,
     an_address_conflict_probe_takes_no_address_from_its_holder,
+    a_device_answering_from_an_address_it_takes_is_that_ends_device,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2914,6 +2915,113 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
 /// server opens nothing on it and sends nothing outside its sessions, its own session's
 /// replies arrive, and once isolated nothing reaches it, not even on that session. (On the
 /// old code all of it passed as traffic to no device's address.)
+/// A flow opened to an address of the devices' network no device holds yet names no device
+/// there; a device known by its MAC alone that answers from the address takes it by that
+/// answer. It is the flow's device at that end from then on: its policy is asked (the pump
+/// accepts no session, so its answer does not arrive), and where it accepts the session,
+/// its isolation cuts it. (Found by a review of the XDP program, where the answer went on
+/// as the flow's: `datapath_hostile::a_device_answering_from_an_address_it_takes_is_judged_as_the_flows_end`.)
+fn a_device_answering_from_an_address_it_takes_is_that_ends_device(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let mac = BypassLab::fmt(PUMP_A);
+    // Monitors may open HL7 sessions to any host of their network; the pump, a monitor known
+    // by its MAC alone, accepts none (its rules are all its own sessions').
+    let extra = format!(
+        "\n[[devices]]\nid = \"pump-a\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n\n\
+         [[workflows.hl7-results.rules]]\ndevice = \"class:patient-monitor\"\n\
+         peer = \"10.20.0.0/24\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"device\"\n"
+    );
+    lab.reload_to(lab.generation()?, &extra)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    let pump = Observer::on(&lab.bys, &lab.bys_if)?;
+    // The monitor's SYN to the address, at the pump's MAC; the pump's answer from it.
+    let open = |addr: Ipv4Addr, sport: u16, marker: &[u8]| -> Result<()> {
+        let l3 = ipv4(
+            ATT_IP,
+            addr,
+            6,
+            &tcp(sport, HL7, TCP_SYN, marker),
+            &Ipv4Opts::default(),
+        );
+        lab.attack(vec![with_l4_checksum4(ethernet(
+            PUMP_A,
+            lab.att_mac,
+            &[],
+            ETH_IPV4,
+            &l3,
+        ))])?;
+        ensure!(
+            pump.saw(marker, ARRIVE),
+            "the monitor's SYN to {addr}, which no device holds, did not arrive\n{}",
+            lab.debug()
+        );
+        Ok(())
+    };
+    let from_pump = |addr: Ipv4Addr, sport: u16, flags: u8, seq: (u32, u32), marker: &[u8]| {
+        let l3 = ipv4(
+            addr,
+            ATT_IP,
+            6,
+            &tcp_seq_ack(HL7, sport, flags, seq, marker),
+            &Ipv4Opts::default(),
+        );
+        with_l4_checksum4(ethernet(lab.att_mac, PUMP_A, &[], ETH_IPV4, &l3))
+    };
+    let send_pump = |f: Vec<u8>| send_raw(&lab.bys, &lab.bys_if, vec![f]);
+    let first = Ipv4Addr::new(10, 20, 0, 50);
+    open(first, 41000, b"LZ-TAKE-SYN1")?;
+    let synack = from_pump(
+        first,
+        41000,
+        TCP_SYN | TCP_ACK,
+        (7000, TCP_SEQ + 1),
+        b"LZ-TAKE-ANS1",
+    );
+    refused_when(
+        &lab,
+        &monitor,
+        "the pump's answer from the address it takes, its policy accepting no session",
+        b"LZ-TAKE-ANS1",
+        Some((Reason::DenyNoRule, SIDE_DEVICES)),
+        || send_pump(synack),
+    )?;
+    // Where the pump accepts the monitor's sessions, its answer arrives; isolated, the pump
+    // is cut from the session.
+    let accept = "\n[[workflows.hl7-results.rules]]\ndevice = \"device:pump-a\"\n\
+                  peer = \"10.20.0.11/32\"\nproto = \"tcp\"\nports = [2575]\ninitiator = \"peer\"\n";
+    lab.reload_to(lab.generation()?, &format!("{extra}{accept}"))?;
+    let second = Ipv4Addr::new(10, 20, 0, 51);
+    open(second, 41001, b"LZ-TAKE-SYN2")?;
+    send_pump(from_pump(
+        second,
+        41001,
+        TCP_SYN | TCP_ACK,
+        (7000, TCP_SEQ + 1),
+        b"LZ-TAKE-ANS2",
+    ))?;
+    ensure!(
+        monitor.saw(b"LZ-TAKE-ANS2", ARRIVE),
+        "the pump's answer on a session its policy accepts did not arrive\n{}",
+        lab.debug()
+    );
+    lab.isolate("pump-a")?;
+    let data = from_pump(second, 41001, TCP_ACK, (7001, TCP_SEQ + 1), b"LZ-TAKE-DATA");
+    // The isolation reaches the dataplane within the daemon's command round trip.
+    refused_when(
+        &lab,
+        &monitor,
+        "the isolated pump's segment on the session",
+        b"LZ-TAKE-DATA",
+        Some((Reason::DenyQuarantine, SIDE_DEVICES)),
+        || send_pump(data),
+    )?;
+    done(
+        "a_device_answering_from_an_address_it_takes_is_that_ends_device",
+        dp,
+        "the monitor's SYNs to addresses no device held arrived; the pump's answer on a session its policy accepts arrived",
+    )
+}
+
 fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let mac = BypassLab::fmt(PUMP_A);

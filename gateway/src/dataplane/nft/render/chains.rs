@@ -113,6 +113,8 @@ impl Builder<'_> {
             "soft_resp6",
             "dccp_flow4",
             "dccp_flow6",
+            "admitted4",
+            "admitted6",
         ];
         for c in all {
             self.chain(c);
@@ -320,6 +322,26 @@ impl Builder<'_> {
             self.decide(c, r, Reason::DenyNoFlow, true, Side::Either);
         }
         for f in [V4, V6] {
+            let c = &format!("admitted{}", f.v);
+            self.rule("flow", vec![f.is(), jump(c)]);
+            // Bypass class: a flow opened to an address no device was bound to or owned
+            // names no device at that end, so a device known by its MAC alone answering
+            // from it (taking it by that answer) would go on as the flow's, its policy never
+            // asked, its isolation never cutting the flow. Its answers are judged every
+            // time, for it (`judge4`/`6`: the source's device by its MAC, as the flow's
+            // responder), as the XDP program judges a device's packet at a flow end that
+            // names another device or none (`sent_elsewhere`). Conntrack keeps no device
+            // per end, so this holds for every answer of such a device from an address no
+            // inventory entry names, where the XDP program takes the shortcut once the
+            // flow names it.
+            let answer = vec![
+                in_set(iifname(), DEV_IFACES),
+                eq(ct("direction"), s("reply")),
+                not_in_set(f.ct_daddr(), &f.n("dev")),
+                in_set(ether_saddr(), DEVMAC),
+                ret(),
+            ];
+            self.rule(c, answer);
             let admitted = vec![
                 f.is(),
                 ct_confirmed(true),
