@@ -219,8 +219,14 @@ impl BypassLab {
     /// Rewrites the site policy with `extra` (TOML) appended — write-then-rename, as git
     /// does, so the daemon's watcher reloads it once.
     pub fn write_policy(&self, extra: &str) -> Result<()> {
+        self.write_site_policy("", extra)
+    }
+
+    /// [`Self::write_policy`], with `site` (TOML keys) added to the `[site]` table.
+    pub fn write_site_policy(&self, site: &str, extra: &str) -> Result<()> {
         let dir = self.tmp.path.join("policies");
-        let text = policy(&self.bridge, &self.up_if, self.att_mac, self.bys_mac) + extra;
+        let text = policy(&self.bridge, &self.up_if, self.att_mac, self.bys_mac);
+        let text = text.replacen("[site]\n", &format!("[site]\n{site}"), 1) + extra;
         std::fs::write(dir.join(".site.toml.tmp"), text)?;
         std::fs::rename(dir.join(".site.toml.tmp"), dir.join("site.toml"))?;
         Ok(())

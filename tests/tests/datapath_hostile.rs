@@ -178,6 +178,41 @@ fn lldp_is_dropped_unless_the_site_allows_link_local_control() {
     expect(&mut dp, &f, XDP_PASS, Reason::AllowControl);
 }
 
+/// Bypass class: link-local control frames the site allows pass from a device port only as
+/// its device's (its MAC, interface and port) and not while it is isolated:
+/// passed by their destination MAC alone, an unknown host or an isolated device would
+/// still speak to the gateway's bridge and agents (a spanning-tree topology change floods
+/// every port's unicast for a while).
+#[test]
+fn a_link_local_control_frame_passes_only_as_an_unisolated_devices() {
+    let stp_dst = [0x01, 0x80, 0xc2, 0, 0, 0];
+    let bpdu = |mac: Mac| {
+        // An 802.3 frame (a length, not an ethertype) carrying LLC and a TCN BPDU.
+        let llc = [0x42, 0x42, 0x03, 0, 0, 0, 0x80];
+        ethernet(stp_dst, mac, &[], llc.len() as u16, &llc)
+    };
+    let mut t = Twin::new(SITE_F_NEIGHBOR | SITE_F_L2_CONTROL);
+    assert_eq!(t.judge(&bpdu(DEV_MAC), LO), Reason::AllowControl);
+    assert_eq!(t.judge(&bpdu(OTHER_MAC), LO), Reason::DenyUnknown);
+    // Restricted, its control frames pass (802.1X re-authentication must go on); isolated,
+    // they do not.
+    t.quarantine(handmade::dev_id(), QUARANTINE_RESTRICT);
+    assert_eq!(t.judge(&bpdu(DEV_MAC), LO), Reason::AllowControl);
+    t.quarantine(handmade::dev_id(), QUARANTINE_ISOLATE);
+    assert_eq!(t.judge(&bpdu(DEV_MAC), LO), Reason::DenyQuarantine);
+    t.quarantine(handmade::dev_id(), QUARANTINE_NONE);
+    assert_eq!(t.judge(&bpdu(DEV_MAC), LO), Reason::AllowControl);
+    // Sent untagged on a trunk by a device whose traffic is bound to VLAN 30: its own, as
+    // control frames carry no VLAN's reach (its untagged IP traffic is not its own).
+    let flags = SITE_F_NEIGHBOR | SITE_F_L2_CONTROL;
+    let mut t = Twin::with(flags, |c: &mut MapContents| {
+        c.edit_device(handmade::dev_id(), |d| d.vlan = 30);
+    });
+    assert_eq!(t.judge(&bpdu(DEV_MAC), LO), Reason::AllowControl);
+    let syn = tcp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40000, 2575, TCP_SYN);
+    assert_eq!(t.judge(&syn, LO), Reason::DenySpoof);
+}
+
 // === ARP ===
 
 #[test]

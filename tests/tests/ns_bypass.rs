@@ -60,6 +60,7 @@ on_both_dataplanes!(
     a_dhcp_servers_message_from_any_port_is_refused,
     an_address_conflict_probe_takes_no_address_from_its_holder,
     a_device_answering_from_an_address_it_takes_is_that_ends_device,
+    a_link_local_control_frame_passes_only_as_its_devices,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1856,8 +1857,10 @@ fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> 
         dad(ATT_IP6, b"LZ-DAD-OWN"),
         b"LZ-DAD-OWN",
     )?;
-    // The neighbour redoes duplicate address detection of its address under a storm of
-    // probes for it (no marker: the kernel reads what follows the target as options).
+    // The neighbour redoes duplicate address detection of its IPv6 address under a storm of
+    // probes for it (no marker: the kernel reads what follows the target as options). Not
+    // IPv4: Linux runs no address-conflict detection of its own, so only the observer above
+    // shows the ARP probes refused.
     let addr = format!("{BYS_IP6}/64");
     lab.bys
         .exec(&["ip", "-6", "addr", "del", &addr, "dev", &lab.bys_if])?;
@@ -1872,7 +1875,7 @@ fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> 
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut addrs = show()?;
     while addrs.contains("tentative") && Instant::now() < deadline {
-        lab.attack(vec![dad(BYS_IP6, b""), arp_probe(BYS_IP, b"")])?;
+        lab.attack(vec![dad(BYS_IP6, b"")])?;
         thread::sleep(Duration::from_millis(100));
         addrs = show()?;
     }
@@ -1890,6 +1893,78 @@ fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> 
         "an_address_conflict_probe_takes_no_address_from_its_holder",
         dp,
         "the probes of a free address and of the monitor's own arrived; the neighbour redid DAD of its address under a storm of probes for it and kept it",
+    )
+}
+
+/// Where the site allows link-local control frames (`l2_control`), a device port passes
+/// them only as its device's: not from a MAC the inventory does not know, not with the
+/// neighbour's MAC from another port, not while the device is isolated. The bridge, which
+/// runs no spanning tree here, forwards a BPDU to its other ports, where the neighbour's
+/// observer sees what passed (a topology change a host could send would make a bridge that
+/// runs one flood every port's unicast).
+fn a_link_local_control_frame_passes_only_as_its_devices(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
+    let before = lab.generation()?;
+    lab.write_site_policy("l2_control = true\n", "")?;
+    lab.wait_generation_above(before)?;
+    // An 802.3 frame (its length, not an ethertype) with LLC and a topology-change BPDU.
+    let bpdu = |mac: Mac, marker: &[u8]| {
+        let mut llc = vec![0x42, 0x42, 0x03, 0, 0, 0, 0x80];
+        llc.extend_from_slice(marker);
+        ethernet(
+            [0x01, 0x80, 0xc2, 0, 0, 0],
+            mac,
+            &[],
+            llc.len() as u16,
+            &llc,
+        )
+    };
+    arrives(
+        &lab,
+        &bystander,
+        "the monitor's own BPDU",
+        bpdu(lab.att_mac, b"LZ-STP-OWN"),
+        b"LZ-STP-OWN",
+    )?;
+    let stranger: Mac = [0x02, 0, 0, 0, 0x0d, 0x01];
+    let cases = [
+        (
+            "a BPDU from a MAC the inventory does not know",
+            stranger,
+            &b"LZ-STP-UNKNOWN"[..],
+            Reason::DenyUnknown,
+        ),
+        (
+            "a BPDU with the neighbour's MAC",
+            lab.bys_mac,
+            b"LZ-STP-NEIGHBOUR",
+            Reason::DenySpoof,
+        ),
+    ];
+    for (what, mac, marker, reason) in cases {
+        refused(
+            &lab,
+            &bystander,
+            what,
+            bpdu(mac, marker),
+            marker,
+            Some(reason),
+        )?;
+    }
+    lab.isolate("mon-icu-01")?;
+    refused(
+        &lab,
+        &bystander,
+        "the isolated monitor's BPDU",
+        bpdu(lab.att_mac, b"LZ-STP-ISOLATED"),
+        b"LZ-STP-ISOLATED",
+        Some(Reason::DenyQuarantine),
+    )?;
+    done(
+        "a_link_local_control_frame_passes_only_as_its_devices",
+        dp,
+        "the monitor's own BPDU arrived before its isolation",
     )
 }
 
@@ -2910,11 +2985,6 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
     )
 }
 
-/// A device the inventory knows by its MAC alone (addressed by DHCP and SLAAC) is reached
-/// from upstream only as its policy allows, at the addresses it owns by first use: the
-/// server opens nothing on it and sends nothing outside its sessions, its own session's
-/// replies arrive, and once isolated nothing reaches it, not even on that session. (On the
-/// old code all of it passed as traffic to no device's address.)
 /// A flow opened to an address of the devices' network no device holds yet names no device
 /// there; a device known by its MAC alone that answers from the address takes it by that
 /// answer. It is the flow's device at that end from then on: its policy is asked (the pump
@@ -3022,6 +3092,11 @@ fn a_device_answering_from_an_address_it_takes_is_that_ends_device(dp: Dataplane
     )
 }
 
+/// A device the inventory knows by its MAC alone (addressed by DHCP and SLAAC) is reached
+/// from upstream only as its policy allows, at the addresses it owns by first use: the
+/// server opens nothing on it and sends nothing outside its sessions, its own session's
+/// replies arrive, and once isolated nothing reaches it, not even on that session. (On the
+/// old code all of it passed as traffic to no device's address.)
 fn a_device_known_by_its_mac_is_reached_only_as_its_policy_allows(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let mac = BypassLab::fmt(PUMP_A);

@@ -510,13 +510,7 @@ pub fn classify_indexed(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) 
         PacketKind::Arp { sha, spa, tpa } => {
             judge_arp(ix, states, pkt, sha, (*spa, *tpa), &mut claims)
         }
-        PacketKind::Control => {
-            if ix.site.flags & SITE_F_L2_CONTROL != 0 {
-                Decision::new(Reason::AllowControl)
-            } else {
-                Decision::new(Reason::DenyEthertype)
-            }
-        }
+        PacketKind::Control => judge_control(ix, states, pkt, &mut claims),
         PacketKind::Ip(ip) => judge_ip(ix, states, pkt, ip, false, &mut claims),
     };
     d.claims = claims;
@@ -534,6 +528,34 @@ pub fn judge_initiating(ix: &MapIndex, states: &DeviceStates, pkt: &PacketDesc) 
             d
         }
         _ => classify_indexed(ix, states, pkt),
+    }
+}
+
+/// The datapath's `judge_control`: link-local control frames where the site allows them,
+/// from a device port only as its device's (MAC, interface, port; not the VLAN), not while
+/// it is isolated.
+fn judge_control(
+    ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    claims: &mut Vec<Claim>,
+) -> Decision {
+    if ix.site.flags & SITE_F_L2_CONTROL == 0 {
+        return Decision::new(Reason::DenyEthertype);
+    }
+    if pkt.side == SIDE_UPSTREAM {
+        return Decision::new(Reason::AllowControl);
+    }
+    let Some(dev) = ix.lookup_mac(&pkt.src_mac).and_then(|id| ix.device(id)) else {
+        return unknown_source(ix);
+    };
+    let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+    if !(if_ok && on_its_port(states, pkt, &dev, claims)) {
+        Decision::dev(Reason::DenySpoof, dev.id)
+    } else if states.quarantine(dev.id) == QUARANTINE_ISOLATE {
+        Decision::dev(Reason::DenyQuarantine, dev.id)
+    } else {
+        Decision::dev(Reason::AllowControl, dev.id)
     }
 }
 
@@ -663,13 +685,16 @@ fn identify_source(
                 Err(Decision::dev(Reason::DenySpoof, dev.id))
             }
         }
-        None => {
-            if ix.site.flags & SITE_F_UNKNOWN_AUDIT != 0 {
-                Err(Decision::new(Reason::UnknownAudit))
-            } else {
-                Err(Decision::new(Reason::DenyUnknown))
-            }
-        }
+        None => Err(unknown_source(ix)),
+    }
+}
+
+/// The datapath's `unknown_source`: a source the inventory does not know, as the site says.
+fn unknown_source(ix: &MapIndex) -> Decision {
+    if ix.site.flags & SITE_F_UNKNOWN_AUDIT != 0 {
+        Decision::new(Reason::UnknownAudit)
+    } else {
+        Decision::new(Reason::DenyUnknown)
     }
 }
 

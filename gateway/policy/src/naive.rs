@@ -55,14 +55,7 @@ struct Eval<'p> {
 pub fn evaluate(policy: &Policy, cx: &Context, pkt: &PacketDesc) -> NaiveDecision {
     let e = Eval { p: policy, cx };
     match &pkt.kind {
-        PacketKind::Control => NaiveDecision::new(
-            if policy.site.l2_control {
-                Reason::AllowControl
-            } else {
-                Reason::DenyEthertype
-            },
-            None,
-        ),
+        PacketKind::Control => e.control(pkt),
         PacketKind::Arp { sha, spa, tpa } => e.arp(pkt, sha, (*spa, *tpa)),
         PacketKind::Ip(ip) => e.ip(pkt, ip),
     }
@@ -90,12 +83,13 @@ impl<'p> Eval<'p> {
     }
 
     fn bound_here(&self, d: &Device, pkt: &PacketDesc) -> bool {
-        let vlan_ok = d.vlan.is_none_or(|v| v == pkt.vlan);
-        let if_ok = d
-            .interface
+        d.vlan.is_none_or(|v| v == pkt.vlan) && self.on_its_interface(d, pkt)
+    }
+
+    fn on_its_interface(&self, d: &Device, pkt: &PacketDesc) -> bool {
+        d.interface
             .as_ref()
-            .is_none_or(|i| self.cx.ifindexes.get(i) == Some(&pkt.ifindex));
-        vlan_ok && if_ok
+            .is_none_or(|i| self.cx.ifindexes.get(i) == Some(&pkt.ifindex))
     }
 
     fn identify(&self, pkt: &PacketDesc, src: IpAddr) -> Result<&'p Device, NaiveDecision> {
@@ -171,6 +165,29 @@ impl<'p> Eval<'p> {
             && !dhcp_answer
             && !self.cx.local.contains(&ip.dst)
             && claim_winner(self.p, None, ip.dst).is_some_and(|((_, rank), _)| rank == 2)
+    }
+
+    /// Link-local control frames where the site allows them: from a device port only as
+    /// its device's, not while it is isolated.
+    fn control(&self, pkt: &PacketDesc) -> NaiveDecision {
+        if !self.p.site.l2_control {
+            return NaiveDecision::new(Reason::DenyEthertype, None);
+        }
+        if pkt.side == abi::SIDE_UPSTREAM {
+            return NaiveDecision::new(Reason::AllowControl, None);
+        }
+        // Its MAC on its interface; not its VLAN (these frames are sent untagged).
+        match self.by_mac(&pkt.src_mac) {
+            Some(d) if !self.on_its_interface(d, pkt) => {
+                NaiveDecision::new(Reason::DenySpoof, Some(d))
+            }
+            Some(d) if self.cx.quarantine.get(&d.id) == Some(&abi::QUARANTINE_ISOLATE) => {
+                NaiveDecision::new(Reason::DenyQuarantine, Some(d))
+            }
+            Some(d) => NaiveDecision::new(Reason::AllowControl, Some(d)),
+            None if self.p.site.unknown_audit => NaiveDecision::new(Reason::UnknownAudit, None),
+            None => NaiveDecision::new(Reason::DenyUnknown, None),
+        }
     }
 
     /// An address-conflict probe (ARP from 0.0.0.0, an NS from `::`) by device `d` about

@@ -176,6 +176,19 @@ impl Nft {
         self.run(quarantine_batch(r, states))
     }
 
+    /// Rewrites the frame stage's set of quarantined devices' MACs (`quar_mac`).
+    pub fn set_frame_quarantine(&self, table: &str, macs: &[String]) -> Result<(), ApplyError> {
+        use super::frame::names::QUAR_MAC;
+        let mut text = format!("flush set netdev {table} {QUAR_MAC}\n");
+        if !macs.is_empty() {
+            text.push_str(&format!(
+                "add element netdev {table} {QUAR_MAC} {{ {} }}\n",
+                macs.join(", ")
+            ));
+        }
+        self.run_text(&text)
+    }
+
     /// Rewrites the frame stage's sets of the gateway's own addresses in one transaction.
     pub fn set_local(
         &self,

@@ -402,6 +402,7 @@ impl NftDataplane {
                 log_group: Some(u32::from(super::nflog::GROUP)),
                 counter_base: &frame_base,
                 carried: &carried,
+                states: &self.states,
             },
         )?);
         bridge_hooks(&self.interfaces);
@@ -629,6 +630,10 @@ impl NftDataplane {
         self.states.set_quarantine(device, quarantine);
         if let Some(r) = &self.last {
             self.nft.set_quarantine(r, &self.states)?;
+            if let (Some(f), Some(i)) = (&r.frame, &self.last_contents) {
+                let macs = frame::quarantined_macs(&i.contents, &self.states);
+                self.nft.set_frame_quarantine(&f.table, &macs)?;
+            }
         }
         Ok(())
     }

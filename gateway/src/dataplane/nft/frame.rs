@@ -30,7 +30,7 @@
 //! checks is counted under, never in whether it passes.
 
 use super::render::{counter_name, RenderError, LOG_PREFIX};
-use crate::policy::MapContents;
+use crate::policy::{DeviceStates, MapContents};
 use lazaret_abi::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -73,6 +73,8 @@ pub struct FrameOptions<'a> {
     /// Named counters start here (name → packets, bytes), as in the `inet` table.
     pub counter_base: &'a BTreeMap<String, (u64, u64)>,
     pub carried: &'a Dynamic,
+    /// Quarantine states, for [`names::QUAR_MAC`].
+    pub states: &'a DeviceStates,
 }
 
 /// A rendered frame stage: the table without its base chains (applied first, unhooked),
@@ -86,6 +88,9 @@ pub struct Frame {
 
 /// Set names the daemon updates or reads in place.
 pub mod names {
+    /// The MACs of isolated devices: their link-local control frames are refused
+    /// (`control_ok`). Rewritten in place as quarantines change.
+    pub const QUAR_MAC: &str = "quar_mac";
     pub const LOCAL4: &str = "local4";
     pub const LOCAL6: &str = "local6";
     pub const T_LOCAL: &str = "t_local";
@@ -147,6 +152,7 @@ pub const COUNTERS: &[Reason] = &[
     Reason::DenyUnknown,
     Reason::DenyMalformed,
     Reason::DenyEthertype,
+    Reason::DenyQuarantine,
     Reason::DenyRogueDhcp,
     Reason::DenyRogueRa,
     Reason::DenyFragment,
@@ -335,6 +341,9 @@ struct Ident {
     macnoip_any: [Vec<String>; 2],
     macbind: Vec<String>,
     macbind_any: Vec<String>,
+    /// Every device MAC on each of its ports, whatever its VLAN (link-local control frames,
+    /// sent untagged: `control_id`).
+    macport: Vec<String>,
     onlink6: Vec<String>,
     onlink6_any: Vec<String>,
     t_bind6: Vec<String>,
@@ -344,6 +353,19 @@ struct Ident {
 }
 
 /// Renders the frame stage for `m` (the same contents the XDP maps are filled from).
+/// The MACs of the devices `states` isolates, as set elements (a restricted device's
+/// control frames pass: 802.1X re-authentication must go on under a restriction).
+pub fn quarantined_macs(m: &MapContents, states: &DeviceStates) -> Vec<String> {
+    m.devices
+        .iter()
+        .filter(|(_, d)| d.flags & DEV_F_HAS_MAC != 0)
+        .filter(|(_, d)| states.quarantine(d.id) == QUARANTINE_ISOLATE)
+        .map(|(_, d)| mac(&d.mac))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, RenderError> {
     let dev_ports: Vec<&Port> = opt
         .ports
@@ -422,6 +444,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             };
             if has_mac {
                 on(mac_s.clone(), &mut id.macbind, &mut id.macbind_any);
+                id.macport.push(format!("{mac_s} . {port}"));
                 if d.flags & DEV_F_NO_IP4 != 0 {
                     on(mac_s.clone(), &mut id.macnoip[0], &mut id.macnoip_any[0]);
                 }
@@ -503,6 +526,12 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     }
     t.body.push_str("  }\n");
     t.set("devmac", "type ether_addr", "", &devmac);
+    t.set(
+        QUAR_MAC,
+        "type ether_addr",
+        "",
+        &quarantined_macs(m, opt.states),
+    );
     t.set("samemac", "type ether_addr . ether_addr", "", &samemac);
     let local4: Vec<String> = opt
         .local
@@ -570,6 +599,7 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
             &id.macnoip_any[i],
         );
     }
+    t.set("macport", "type ether_addr . ifname", "", &id.macport);
     t.set(
         "macbind",
         "type ether_addr . ifname . mark",
@@ -1089,6 +1119,8 @@ fn chains(t: &mut Text, site_flags: u32) {
             );
         }
         t.line("meta protocol arp goto arp_id");
+        // What else the frame stage returned: a link-local control frame the site allows.
+        t.line("meta protocol != { ip, ip6, arp } goto control_id");
         t.line("meta protocol ip goto ip4_id");
         t.line("meta protocol ip6 goto ip6_id");
     });
@@ -1164,6 +1196,23 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &format!("{target} @{claimed}"), Reason::DenySpoof);
         });
     }
+    // Link-local control frames only as a device's (`judge_control`): its MAC on its
+    // interface and bridge port (not its VLAN: they are sent untagged), and not while it is
+    // isolated.
+    t.chain("control_id", |t| {
+        t.line("ether saddr . iifname @macport goto control_ok");
+        t.decide(d, "ether saddr @devmac", Reason::DenySpoof);
+        t.decide(d, "", unknown);
+    });
+    t.chain("control_ok", |t| {
+        t.line("iifname @bridge_ports jump port_pin");
+        t.decide(
+            d,
+            &format!("ether saddr @{QUAR_MAC}"),
+            Reason::DenyQuarantine,
+        );
+        t.decide(d, "", Reason::AllowControl);
+    });
     t.chain("arp_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
         let r = if t.neighbor {
@@ -1508,11 +1557,13 @@ fn frame(t: &mut Text, side: Side, site_flags: u32) {
     // frames where the site allows them.
     let other = "meta protocol != { ip, ip6, arp }";
     if site_flags & SITE_F_L2_CONTROL != 0 {
-        t.decide(
-            side,
-            &format!("{other} {LINK_LOCAL_CONTROL}"),
-            Reason::AllowControl,
-        );
+        let control = format!("{other} {LINK_LOCAL_CONTROL}");
+        if side == Side::Devices {
+            // Judged as its device's after the VLAN mark (`control_id`).
+            t.line(&format!("{control} return"));
+        } else {
+            t.decide(side, &control, Reason::AllowControl);
+        }
     }
     t.decide(side, other, Reason::DenyEthertype);
     t.decide(

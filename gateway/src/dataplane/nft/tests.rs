@@ -813,6 +813,7 @@ fn frame_with(
             log_group,
             counter_base: &Default::default(),
             carried,
+            states: &Default::default(),
         },
     )
     .expect("the frame stage renders")
@@ -891,4 +892,55 @@ fn an_owner_mark_of_the_other_table_is_refused_not_read() {
             );
         }
     }
+}
+
+/// The frame stage refuses a quarantined device's link-local control frames by its MAC
+/// (`quar_mac`): rendered from the quarantine states, rewritten in place as they change.
+#[test]
+fn the_frame_stage_knows_quarantined_devices_by_their_mac() {
+    let i = contents(3);
+    let d =
+        &i.m.devices
+            .iter()
+            .find(|(_, d)| d.flags & lazaret_abi::DEV_F_HAS_MAC != 0)
+            .expect("a device with a MAC")
+            .1;
+    let mut states = DeviceStates::default();
+    assert!(super::frame::quarantined_macs(&i.m, &states).is_empty());
+    // Restricted: its control frames pass (802.1X must go on); isolated, not.
+    states.set_quarantine(d.id, lazaret_abi::QUARANTINE_RESTRICT);
+    assert!(super::frame::quarantined_macs(&i.m, &states).is_empty());
+    states.set_quarantine(d.id, lazaret_abi::QUARANTINE_ISOLATE);
+    let mac = d
+        .mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(
+        super::frame::quarantined_macs(&i.m, &states),
+        vec![mac.clone()]
+    );
+    let ports = [super::frame::Port {
+        name: "gd".into(),
+        ifindex: 2,
+        cfg: lazaret_abi::IfaceConfig::new(lazaret_abi::SIDE_DEVICES),
+    }];
+    let text = super::frame::render_frame(
+        &i.m,
+        &super::frame::FrameOptions {
+            table: "lazaret",
+            ports: &ports,
+            local: &Default::default(),
+            log_group: None,
+            counter_base: &Default::default(),
+            carried: &Default::default(),
+            states: &states,
+        },
+    )
+    .expect("the frame stage renders")
+    .build;
+    let at = text.find("set quar_mac {").expect("the set");
+    let body = text[at..].split('}').next().expect("its body");
+    assert!(body.contains(&mac), "{body}");
 }
