@@ -730,10 +730,15 @@ pub fn stacked_on(
     let known: BTreeSet<&String> = roots.keys().chain(roots.values()).collect();
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut visited = BTreeSet::new();
+    let mut cut = false;
     for (raw, seen_as) in roots {
         let mut todo = vec![raw.clone(), seen_as.clone()];
         while let Some(name) = todo.pop() {
-            if visited.len() >= MAX_STACKED || !visited.insert((seen_as.clone(), name.clone())) {
+            if visited.len() >= MAX_STACKED {
+                cut = true;
+                continue;
+            }
+            if !visited.insert((seen_as.clone(), name.clone())) {
                 continue;
             }
             for up in uppers_of(&name) {
@@ -747,6 +752,14 @@ pub fn stacked_on(
                 todo.push(up);
             }
         }
+    }
+    // Once: the daemon's interface check walks this every 250 ms.
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if cut && !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            max = MAX_STACKED,
+            "more interfaces are stacked on those nftables enforces on than it follows: what is routed through the rest is not judged"
+        );
     }
     for list in out.values_mut() {
         list.sort();
@@ -917,5 +930,14 @@ mod tests {
             ])
         );
         assert!(stacked_on(&roots, |_| Vec::new()).is_empty());
+    }
+
+    /// A chain of stacked interfaces with no end (a kernel that lists one forever) stops at
+    /// the bound, and is said (an error logged once).
+    #[test]
+    fn the_walk_up_stacked_interfaces_is_bounded() {
+        let roots = BTreeMap::from([("x".to_string(), "x".to_string())]);
+        let found = stacked_on(&roots, |n| vec![format!("{n}+")]);
+        assert_eq!(found["x"].len(), super::MAX_STACKED);
     }
 }
