@@ -566,10 +566,11 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
 /// `mac`, of device `dev`, asks about an address that is not for it to take: the gateway's,
 /// one the inventory binds to another device, or one another MAC owns by first use.
 ///
-/// Bypass class (a denial of service; FCFS SAVI, RFC 6620, drops such probes too): a host still probing the address
-/// it was given takes such a probe for a conflict and gives the address up (a DHCP client
-/// declines it, IPv6 marks it duplicate), so a device sending them at every boot or renewal
-/// of its neighbours, or of the gateway's addresses, keeps them off the network. The probe
+/// Bypass class (a denial of service; FCFS SAVI, RFC 6620, drops such probes too): a host
+/// still probing the address it was given takes such a probe for a conflict and gives the
+/// address up (a DHCP client declines it, IPv6 marks it duplicate), so a device sending
+/// them at every boot or renewal of its neighbours, or of the gateway's addresses, keeps
+/// them off the network. The probe
 /// claims nothing (only use does), so a device probing an address it may take is not
 /// refused, nor is one probing an address no one holds: a device answering a neighbour's
 /// probe of a new address (a DHCP lease not yet used, a link-local address at boot) with

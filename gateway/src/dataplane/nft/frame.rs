@@ -352,7 +352,6 @@ struct Ident {
     t_bindnm6_any: Vec<String>,
 }
 
-/// Renders the frame stage for `m` (the same contents the XDP maps are filled from).
 /// The MACs of the devices `states` isolates, as set elements (a restricted device's
 /// control frames pass: 802.1X re-authentication must go on under a restriction).
 pub fn quarantined_macs(m: &MapContents, states: &DeviceStates) -> Vec<String> {
@@ -366,6 +365,7 @@ pub fn quarantined_macs(m: &MapContents, states: &DeviceStates) -> Vec<String> {
         .collect()
 }
 
+/// Renders the frame stage for `m` (the same contents the XDP maps are filled from).
 pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, RenderError> {
     let dev_ports: Vec<&Port> = opt
         .ports
