@@ -61,6 +61,7 @@ on_both_dataplanes!(
     an_address_conflict_probe_takes_no_address_from_its_holder,
     a_device_answering_from_an_address_it_takes_is_that_ends_device,
     a_link_local_control_frame_passes_only_as_its_devices,
+    a_flow_stays_its_openers_when_its_address_moves,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -2776,15 +2777,28 @@ const PUMP_B: Mac = [0x02, 0, 0, 0, 0x0b, 0x01];
 /// A monitor in audit mode (`a_device_known_by_its_mac_is_reached_only_as_its_policy_allows`).
 const AUDITED: Mac = [0x02, 0, 0, 0, 0x0c, 0x01];
 
+/// A person releases what pump A owns: pump B replaced it.
+const RELEASE_PUMP_A: [&str; 5] = [
+    "pins",
+    "release",
+    "pump-a",
+    "--reason",
+    "replaced by pump B",
+];
+
+/// Inventory entries of pumps A and B, each known by its MAC alone.
+fn two_pumps() -> String {
+    [("pump-a", PUMP_A), ("pump-b", PUMP_B)]
+        .map(|(id, mac)| {
+            let mac = BypassLab::fmt(mac);
+            format!("\n[[devices]]\nid = \"{id}\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n")
+        })
+        .concat()
+}
+
 fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
-    let mut extra = String::new();
-    for (id, mac) in [("pump-a", PUMP_A), ("pump-b", PUMP_B)] {
-        let mac = BypassLab::fmt(mac);
-        extra.push_str(&format!(
-            "\n[[devices]]\nid = \"{id}\"\nclass = \"patient-monitor\"\nmac = \"{mac}\"\n"
-        ));
-    }
+    let mut extra = two_pumps();
     // And a device known by its address alone (which may send with any MAC).
     let pump_c = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x70);
     extra.push_str(&format!(
@@ -2924,13 +2938,7 @@ fn a_device_cannot_take_the_address_its_neighbour_uses(dp: Dataplane) -> Result<
     }
     // Pump A's DHCP address moves to pump B (a replaced pump): a person releases what pump
     // A owns, and pump B's packets from it pass at once.
-    lab.cli(&[
-        "pins",
-        "release",
-        "pump-a",
-        "--reason",
-        "replaced by pump B",
-    ])?;
+    lab.cli(&RELEASE_PUMP_A)?;
     let moved = ipv4(
         given.0,
         SERVER,
@@ -3089,6 +3097,132 @@ fn a_device_answering_from_an_address_it_takes_is_that_ends_device(dp: Dataplane
         "a_device_answering_from_an_address_it_takes_is_that_ends_device",
         dp,
         "the monitor's SYNs to addresses no device held arrived; the pump's answer on a session its policy accepts arrived",
+    )
+}
+
+/// A flow a device known by its MAC alone took part in from an address it owns by first
+/// use is that device's: once the address passes to another such device (a person released
+/// it, a replaced pump; or the first was silent past its claim), the new holder's packets
+/// on the flow are judged by its own policy, not passed as the first holder's flow, whether
+/// the first holder opened it or answered on it. (An open finding on nftables, whose
+/// conntrack admitted them by their addresses; the XDP program judges a flow's packet from
+/// another device than the one the flow names at that end.)
+fn a_flow_stays_its_openers_when_its_address_moves(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let mut extra = two_pumps();
+    // Pump A alone sends audit records to the server (syslog, UDP 514) and answers its
+    // management queries (SNMP, UDP 161); both may send HL7.
+    for peer in [format!("{SERVER}/32"), format!("{SERVER6}/128")] {
+        for (port, initiator) in [(514, "device"), (161, "peer")] {
+            extra.push_str(&format!(
+                "\n[[workflows.hl7-results.rules]]\ndevice = \"device:pump-a\"\npeer = \"{peer}\"\n\
+                 proto = \"udp\"\nports = [{port}]\ninitiator = \"{initiator}\"\n"
+            ));
+        }
+    }
+    lab.reload_to(lab.generation()?, &extra)?;
+    let (addr4, addr6) = (
+        Ipv4Addr::new(10, 20, 0, 50),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50),
+    );
+    // The gateway's neighbour entries: pump A (raw frames from its port) has no stack to
+    // answer a solicitation; and the server's (see the scenario above).
+    let (pump_a, srv_mac) = (
+        BypassLab::fmt(PUMP_A),
+        BypassLab::fmt(mac_of(&lab.srv, &lab.srv_if)?),
+    );
+    lab.neighbours(&[
+        (addr4.into(), &pump_a, &lab.bridge),
+        (addr6.into(), &pump_a, &lab.bridge),
+        (SERVER6.into(), &srv_mac, &lab.up_if),
+    ])?;
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let pump = Observer::on(&lab.bys, &lab.bys_if)?;
+    // A datagram between an address and the server, in each family; `to_server` from the
+    // MAC given, else from the server.
+    let (gw_up, srv_l2) = (mac_of(&lab.gw, &lab.up_if)?, mac_of(&lab.srv, &lab.srv_if)?);
+    let datagrams =
+        |to_server: Option<Mac>, (sport, dport): (u16, u16), markers: [&'static [u8]; 2]| {
+            let [m4, m6] = markers;
+            let ((s4, d4), (s6, d6)) = if to_server.is_some() {
+                ((addr4, SERVER), (addr6, SERVER6))
+            } else {
+                ((SERVER, addr4), (SERVER6, addr6))
+            };
+            let l3_4 = ipv4(s4, d4, 17, &udp(sport, dport, m4), &Ipv4Opts::default());
+            let l3_6 = ipv6(s6, d6, &[], 17, &udp(sport, dport, m6));
+            let (dst, src) = to_server.map_or((gw_up, srv_l2), |mac| (lab.gw_mac, mac));
+            [
+                with_l4_checksum(ethernet(dst, src, &[], ETH_IPV4, &l3_4)),
+                with_l4_checksum(ethernet(dst, src, &[], ETH_IPV6, &l3_6)),
+            ]
+            .into_iter()
+            .zip(markers)
+        };
+    let saw = |observer: &Observer, what: &str, marker: &[u8]| {
+        ensure!(
+            observer.saw(marker, ARRIVE),
+            "{what} {} did not arrive\n{}",
+            String::from_utf8_lossy(marker),
+            lab.debug()
+        );
+        Ok(())
+    };
+    // Pump A (behind the neighbour's port) opens flows from the addresses DHCP and SLAAC
+    // gave it (its own by first use), and answers the server's queries on others.
+    let record = (5140, 514);
+    for (frame, marker) in datagrams(Some(PUMP_A), record, [b"LZ-MOVE-A4", b"LZ-MOVE-A6"]) {
+        send_raw(&lab.bys, &lab.bys_if, vec![frame])?;
+        saw(&server, "pump A's audit record", marker)?;
+    }
+    let query = (5161, 161);
+    for (frame, marker) in datagrams(None, query, [b"LZ-MOVE-Q4", b"LZ-MOVE-Q6"]) {
+        send_raw(&lab.srv, &lab.srv_if, vec![frame])?;
+        saw(&pump, "the server's query to pump A", marker)?;
+    }
+    let answer = (161, 5161);
+    for (frame, marker) in datagrams(Some(PUMP_A), answer, [b"LZ-MOVE-R4", b"LZ-MOVE-R6"]) {
+        send_raw(&lab.bys, &lab.bys_if, vec![frame])?;
+        saw(&server, "pump A's answer", marker)?;
+    }
+    // Its addresses pass to pump B (a replaced pump).
+    lab.cli(&RELEASE_PUMP_A)?;
+    // Pump B's datagrams on pump A's flows, the one it opened and the one it answered on:
+    // pump B's policy sends no audit records and answers no queries.
+    let markers: [&'static [u8]; 4] =
+        [b"LZ-MOVE-B4", b"LZ-MOVE-B6", b"LZ-MOVE-BR4", b"LZ-MOVE-BR6"];
+    let on_flows = datagrams(Some(PUMP_B), record, [markers[0], markers[1]]).chain(datagrams(
+        Some(PUMP_B),
+        answer,
+        [markers[2], markers[3]],
+    ));
+    for (frame, marker) in on_flows {
+        let what = format!(
+            "pump B's datagram {} on a flow pump A took part in from the address now pump B's",
+            String::from_utf8_lossy(marker)
+        );
+        refused(
+            &lab,
+            &server,
+            &what,
+            frame,
+            marker,
+            Some(Reason::DenyNoRule),
+        )?;
+    }
+    // The addresses are pump B's: its HL7 session from them arrives.
+    let syn = syn4(&lab, PUMP_B, addr4, &[], HL7, b"LZ-MOVE-B-HL7");
+    arrives(
+        &lab,
+        &server,
+        "pump B's HL7 SYN from the address now its own",
+        syn,
+        b"LZ-MOVE-B-HL7",
+    )?;
+    done(
+        "a_flow_stays_its_openers_when_its_address_moves",
+        dp,
+        "pump A's audit records and answers to the server's queries arrived on its flows; once its addresses were pump B's, pump B's HL7 SYN from the IPv4 one arrived",
     )
 }
 

@@ -306,6 +306,7 @@ impl<'o> Builder<'o> {
         // instead of being judged and reported again, each as a flow of its own.
         if matches!(r, Reason::Audit | Reason::Learn) {
             self.record_dccp(chain, &v);
+            super::chains::record_mac_flow(self, chain, &v);
             v.push(set_ct_mark(n(self.opt.generation)));
         }
         match side {

@@ -39,6 +39,41 @@ fn device_port_to(f: Fam, link_local: bool) -> [Stmt; 2] {
     ]
 }
 
+/// A packet from a device port, by a device known by its MAC (`devmac`), at a flow end
+/// (its source's in the flow's `dir`ection) that no inventory entry names: the device there
+/// is the one that sends, whoever sent before (see `Builder::flow`).
+fn mac_only_end(f: Fam, dir: &str) -> Vec<Stmt> {
+    let end = if dir == "original" {
+        f.ct_saddr()
+    } else {
+        f.ct_daddr()
+    };
+    vec![
+        in_set(iifname(), DEV_IFACES),
+        eq(ct("direction"), s(dir)),
+        not_in_set(end, &f.n("dev")),
+        in_set(ether_saddr(), DEVMAC),
+    ]
+}
+
+/// Conntrack's directions of a flow: its initiator's packets, then its responder's.
+const DIRECTIONS: [&str; 2] = ["original", "reply"];
+
+/// Records in `macflow4`/`6` or `macanswer4`/`6` the flow of a packet that passes on `matches` (the passing
+/// verdict's own) from a device known by its MAC at an end no inventory entry names
+/// ([`mac_only_end`]): its later packets from that device take the admitted-flow shortcut.
+pub(super) fn record_mac_flow(b: &mut Builder, chain: &str, matches: &[Stmt]) {
+    for f in [V4, V6] {
+        for (dir, set) in DIRECTIONS.into_iter().zip(MACFLOW) {
+            let mut r = matches.to_vec();
+            r.push(f.is());
+            r.extend(mac_only_end(f, dir));
+            r.push(update_set(f.sent_by(), &f.n(set)));
+            b.rule(chain, r);
+        }
+    }
+}
+
 /// The packets whose destination's owner the conntrack mark keeps (`judge`): from
 /// upstream, and from a device port to an address that is not link-local.
 fn owner_kept_for(f: Fam) -> [Vec<Stmt>; 2] {
@@ -115,6 +150,8 @@ impl Builder<'_> {
             "dccp_flow6",
             "admitted4",
             "admitted6",
+            "admitted_ok4",
+            "admitted_ok6",
         ];
         for c in all {
             self.chain(c);
@@ -324,24 +361,31 @@ impl Builder<'_> {
         for f in [V4, V6] {
             let c = &format!("admitted{}", f.v);
             self.rule("flow", vec![f.is(), jump(c)]);
-            // Bypass class: a flow opened to an address no device was bound to or owned
-            // names no device at that end, so a device known by its MAC alone answering
-            // from it (taking it by that answer) would go on as the flow's, its policy never
-            // asked, its isolation never cutting the flow. Its answers are judged every
-            // time, for it (`judge4`/`6`: the source's device by its MAC, as the flow's
-            // responder), as the XDP program judges a device's packet at a flow end that
-            // names another device or none (`sent_elsewhere`). Conntrack keeps no device
-            // per end, so this holds for every answer of such a device from an address no
-            // inventory entry names, where the XDP program takes the shortcut once the
-            // flow names it.
-            let answer = vec![
-                in_set(iifname(), DEV_IFACES),
-                eq(ct("direction"), s("reply")),
-                not_in_set(f.ct_daddr(), &f.n("dev")),
-                in_set(ether_saddr(), DEVMAC),
-                ret(),
-            ];
-            self.rule(c, answer);
+            // Bypass class: conntrack keys a flow by its addresses, and an address no
+            // inventory entry names (one a device known by its MAC alone owns by first use,
+            // or takes by answering at a flow end that named no device) may pass from one
+            // such device to another. Taking the shortcut, the new holder's packets would go
+            // on as the first's flow, its own policy never asked, its isolation never
+            // cutting it (the XDP program names the device at each end of its flow entry and
+            // judges a packet from another, `sent_elsewhere`). Such a device's packet at
+            // such an end takes the shortcut only on a flow it passed on itself, at the same
+            // end (`macflow4`/`6` as initiator, `macanswer4`/`6` as responder, recorded
+            // where the judge chains pass it); else it is judged, for it. Found positively, then refused the shortcut by a rule that reads no
+            // payload: a lookup whose key cannot be read (a header too short for ports)
+            // matches neither way.
+            let ok = format!("admitted_ok{}", f.v);
+            for (dir, set) in DIRECTIONS.into_iter().zip(MACFLOW) {
+                let mut found = mac_only_end(f, dir);
+                found.extend([in_set(f.sent_by(), &f.n(set)), goto(&ok)]);
+                self.rule(c, found);
+            }
+            for dir in DIRECTIONS {
+                let mut other = mac_only_end(f, dir);
+                other.push(ret());
+                self.rule(c, other);
+            }
+            self.rule(c, vec![goto(&ok)]);
+            let c = &ok;
             let admitted = vec![
                 f.is(),
                 ct_confirmed(true),
@@ -528,6 +572,7 @@ impl Builder<'_> {
             r.push(set_ct_mark(n(gen)));
             self.decide(c, r, Reason::AllowFlow, false, Side::Devices);
         }
+        record_mac_flow(self, c, &[]);
         let r = vec![set_ct_mark(n(gen))];
         self.decide(c, r, Reason::AllowRule, false, Side::Either);
     }

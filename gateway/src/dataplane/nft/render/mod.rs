@@ -315,6 +315,10 @@ pub mod names {
     /// Per family (`dccp4`, `dccp6`): the ports of each DCCP session an allowed packet
     /// opened, which this kernel's conntrack does not keep (see `Builder::flow`).
     pub const DCCP: &str = "dccp";
+    /// Per family, what a device known by its MAC alone passed on at a flow end no
+    /// inventory entry names (see `Builder::flow`): as the flow's initiator (`macflow4`,
+    /// `macflow6`), and as its responder (`macanswer4`, `macanswer6`).
+    pub const MACFLOW: [&str; 2] = ["macflow", "macanswer"];
     pub const PORTS: &str = "ports";
     pub const PORTS0: &str = "ports0";
     pub const CHAIN_HOOK: &str = "prerouting";
@@ -396,6 +400,23 @@ impl Fam {
             vec![self.saddr(), sport, self.daddr(), dport]
         };
         concat(parts)
+    }
+    /// A flow as a packet's sender sends it, with the sender's MAC: its key in
+    /// `macflow4`/`6` and `macanswer4`/`6`. The packet's own fields, not conntrack's
+    /// original tuple (whose ports nft types only under one protocol): a flow's packets
+    /// from one end all read the same. Not its source address: the policy asked does not
+    /// read it (the sender is found by its MAC), and with it an IPv6 key is longer than
+    /// nft's registers hold for a set update. Where there are no ports (ICMP), the first
+    /// four bytes of its header: an echo's checksum changes with each, so it is never
+    /// found, and judged.
+    fn sent_by(&self) -> Expr {
+        concat(vec![
+            self.daddr(),
+            meta(MetaKey::L4proto),
+            payload("th", "sport"),
+            payload("th", "dport"),
+            payload("ether", "saddr"),
+        ])
     }
     /// 0.0.0.0, or :: and fe80::/10 (`unspecified_or_link_local`).
     fn unspecified(&self) -> Expr {
@@ -641,6 +662,21 @@ pub fn render(
             u32::try_from(dccp_timeout).unwrap_or(u32::MAX),
             MAX_FLOWS,
         );
+        let kept = flow_timeout_ns(PROTO_TCP, FLOW_ESTABLISHED) / NS_PER_S;
+        for set in MACFLOW {
+            b.dynamic_set(
+                &f.n(set),
+                vec![
+                    f.addr,
+                    SetType::InetProto,
+                    SetType::InetService,
+                    SetType::InetService,
+                    SetType::EtherAddr,
+                ],
+                u32::try_from(kept).unwrap_or(u32::MAX),
+                MAX_FLOWS,
+            );
+        }
         for (dir, dname) in [(DIR_DEVICE_INIT, "init"), (DIR_PEER_INIT, "resp")] {
             b.map(
                 &f.n(&format!("peer_{dname}_")),
