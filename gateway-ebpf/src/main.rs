@@ -110,6 +110,8 @@ static LZ_LOCAL: HashMap<LocalKey, u32> = HashMap::with_max_entries(MAX_LOCAL_AD
 #[map]
 static LZ_LL_OWNER: LruHashMap<LlKey, LlOwner> = LruHashMap::with_max_entries(MAX_LL_OWNERS, 0);
 #[map]
+static LZ_PROBED: LruHashMap<LlKey, LlOwner> = LruHashMap::with_max_entries(MAX_LL_OWNERS, 0);
+#[map]
 static LZ_PORT_PIN: HashMap<PinKey, PortPin> = HashMap::with_max_entries(MAX_PORT_PINS, 0);
 
 /// The outcome of judging one frame.
@@ -564,18 +566,17 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
 
 /// Whether an address-conflict probe (an ARP probe, a DAD neighbor solicitation) from
 /// `mac`, of device `dev`, asks about an address that is not for it to take: the gateway's,
-/// one the inventory binds to another device, or one another MAC owns by first use.
+/// one the inventory binds to another device, one another MAC owns by first use, or one
+/// another MAC probed first and holds tentatively. A probe of an address no one holds makes
+/// `mac` its tentative holder ([`hold_probed`]).
 ///
 /// Bypass class (a denial of service; FCFS SAVI, RFC 6620, drops such probes too): a host
 /// still probing the address it was given takes such a probe for a conflict and gives the
 /// address up (a DHCP client declines it, IPv6 marks it duplicate), so a device sending
 /// them at every boot or renewal of its neighbours, or of the gateway's addresses, keeps
-/// them off the network. The probe
-/// claims nothing (only use does), so a device probing an address it may take is not
-/// refused, nor is one probing an address no one holds: a device answering a neighbour's
-/// probe of a new address (a DHCP lease not yet used, a link-local address at boot) with
-/// its own probe of it still makes the neighbour give it up (docs/reliability.md, open
-/// findings: the first prober would need to hold the address for the probe's window).
+/// them off the network; a device that sees a neighbour probe a new address (a DHCP lease
+/// not yet used, a link-local address at boot: the probe is broadcast or multicast) would
+/// answer with a probe of its own.
 #[inline(always)]
 fn probes_anothers(gen: &Gen, family: u8, target: &Addr, mac: Mac, dev: &Device) -> bool {
     if is_local(family, target) {
@@ -584,10 +585,46 @@ fn probes_anothers(gen: &Gen, family: u8, target: &Addr, mac: Mac, dev: &Device)
     if let Some(owner) = lookup_ip_device(gen.slot, family, target) {
         return owner.id != dev.id;
     }
+    let key = word::owner_key(family, target);
     // SAFETY: see LZ_IFACE_HIGH above.
-    match unsafe { LZ_LL_OWNER.get(word::owner_key(family, target)) } {
-        Some(o) => {
-            Mac::of_owner(o) != mac && !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS)
+    if let Some(o) = unsafe { LZ_LL_OWNER.get(key) } {
+        if !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
+            return Mac::of_owner(o) != mac;
+        }
+    }
+    !hold_probed(gen, key, mac, Dev::of(dev))
+}
+
+/// RFC 6620's tentative binding: whether `mac` holds the address of `key`, no one holding
+/// it by use, as the first to probe it within TIMEOUT_PROBE_HOLD_NS. A hold is not renewed
+/// by its holder's probes, and a new one spends a token of `dev`'s budget of new
+/// addresses: no device keeps addresses from its neighbours by probing them. A BPF
+/// function of its own, as [`held_by_another`].
+#[inline(never)]
+fn hold_probed(gen: &Gen, key: LlKey, mac: Mac, dev: Dev) -> bool {
+    // SAFETY: see LZ_IFACE_HIGH above.
+    if let Some(h) = unsafe { LZ_PROBED.get(key) } {
+        if !expired(gen.now, h.last_seen_ns, TIMEOUT_PROBE_HOLD_NS) {
+            return Mac::of_owner(h) == mac;
+        }
+    }
+    // An expired hold is overwritten; of two CPUs probing at once, the later stands.
+    claim_token(gen, dev)
+        && LZ_PROBED
+            .insert(key, word::ll_owner(mac, gen.now), 0)
+            .is_ok()
+}
+
+/// Whether another MAC than `mac` holds the address of `key` tentatively
+/// ([`hold_probed`]): no one takes it meanwhile. A BPF function of its own: inlined into
+/// `claim_address`'s two ways of taking an address, it grew what the verifier walks by
+/// more than its ceiling's headroom.
+#[inline(never)]
+fn held_by_another(gen: &Gen, key: LlKey, mac: Mac) -> bool {
+    // SAFETY: see LZ_IFACE_HIGH above.
+    match unsafe { LZ_PROBED.get(key) } {
+        Some(h) => {
+            Mac::of_owner(h) != mac && !expired(gen.now, h.last_seen_ns, TIMEOUT_PROBE_HOLD_NS)
         }
         None => false,
     }
@@ -623,10 +660,10 @@ fn is_local(family: u8, addr: &Addr) -> bool {
 
 /// First come, first served (RFC 6620): `mac` (of device `dev`) may use `addr` (a
 /// link-local address, or any address of a family its device has none bound in) unless it
-/// is the gateway's, not claimable, outside the devices' networks, or another MAC used it
-/// within TIMEOUT_LL_OWNER_NS; using it makes (or keeps) `mac` its owner, a new address
-/// within the device's budget. `in_nets` is [`in_claim_networks`] of the address, asked by
-/// the caller: called from here, inside `identify_source`'s closure (a BPF function of its
+/// is the gateway's, not claimable, outside the devices' networks, another MAC used it
+/// within TIMEOUT_LL_OWNER_NS, or another MAC holds it tentatively ([`hold_probed`]);
+/// using it makes (or keeps) `mac` its owner, a new address within the device's budget.
+/// `in_nets` is [`in_claim_networks`] of the address, asked by the caller: called from here, inside `identify_source`'s closure (a BPF function of its
 /// own), its frame would be a fourth on the call chain, past the verifier's 512 bytes.
 /// See lazaret_abi, *Addresses owned by first use*.
 #[inline(always)]
@@ -645,9 +682,11 @@ fn claim_address(
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            // Another MAC's: taken only once it is left unused, and as a new address.
+            // Another MAC's: taken only once it is left unused, not while a third holds it
+            // tentatively, and as a new address.
             if Mac::of_owner(o) != mac
                 && (!expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS)
+                    || held_by_another(gen, key, mac)
                     || !claim_token(gen, dev))
             {
                 return false;
@@ -657,7 +696,8 @@ fn claim_address(
         }
         // BPF_NOEXIST: of two MACs claiming an address at once on two CPUs, one wins.
         None => {
-            claim_token(gen, dev)
+            !held_by_another(gen, key, mac)
+                && claim_token(gen, dev)
                 && LZ_LL_OWNER
                     .insert(key, word::ll_owner(mac, gen.now), u64::from(BPF_NOEXIST))
                     .is_ok()

@@ -3426,11 +3426,36 @@ fn vrrp_from_a_device_port_is_dropped() {
     assert_eq!(t.judge(&from_unknown, LO), Reason::DenyUnknown);
 }
 
+/// An ARP request from `mac`, its sender address `spa` (a probe: 0.0.0.0), asking for `tpa`.
+fn arp_probe(mac: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    ethernet([0xff; 6], mac, &[], ETH_ARP, &arp(1, mac, spa, [0; 6], tpa))
+}
+
+/// Duplicate address detection's NS from `::` about `target`, from `mac`, to the target's
+/// solicited-node group.
+fn dad_probe(mac: Mac, target: Ipv6Addr) -> Vec<u8> {
+    let o = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ]);
+    let unspec = Ipv6Addr::UNSPECIFIED;
+    let msg = icmp6_checksummed(unspec, group, icmpv6_nd(135, target));
+    let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+    ethernet(
+        dmac,
+        mac,
+        &[],
+        ETH_IPV6,
+        &ipv6_hl(255, unspec, group, &[], 58, &msg),
+    )
+}
+
 /// Bypass class (a denial of service): an address-conflict probe — ARP from 0.0.0.0 (RFC
 /// 5227), duplicate address detection's NS from `::` (RFC 4862) — makes a host still probing
 /// the address it was given give it up. A probe about an address that is not for its
 /// sender to take is refused: the gateway's, another device's binding, one another MAC owns
-/// by first use. One about its own, or an address no one holds, passes.
+/// by first use. One about its own, or an address no one holds, passes (its sender holds
+/// it then: `the_first_to_probe_an_address_holds_it_while_it_probes`).
 #[test]
 fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
     // The monitor known by its MAC alone (it may take addresses by first use).
@@ -3446,25 +3471,7 @@ fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
     );
     t.local(&[IpAddr::V4(gw4), IpAddr::V6(gw6)]);
     let taken = Ipv4Addr::new(10, 20, 0, 50);
-    let probe = |mac: Mac, spa: Ipv4Addr, tpa: Ipv4Addr| {
-        ethernet([0xff; 6], mac, &[], ETH_ARP, &arp(1, mac, spa, [0; 6], tpa))
-    };
-    let dad = |mac: Mac, target: Ipv6Addr| {
-        let o = target.octets();
-        let group = Ipv6Addr::from([
-            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
-        ]);
-        let unspec = Ipv6Addr::UNSPECIFIED;
-        let msg = icmp6_checksummed(unspec, group, icmpv6_nd(135, target));
-        let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
-        ethernet(
-            dmac,
-            mac,
-            &[],
-            ETH_IPV6,
-            &ipv6_hl(255, unspec, group, &[], 58, &msg),
-        )
-    };
+    let (probe, dad) = (arp_probe, dad_probe);
     let unspec = Ipv4Addr::UNSPECIFIED;
     let cases: [(&str, Vec<u8>, Reason); 6] = [
         (
@@ -3520,5 +3527,101 @@ fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
         t.judge(&probe(BYSTANDER_MAC, unspec, BYSTANDER_IP), LO),
         Reason::AllowNeighbor,
         "the neighbour's probe of its own address"
+    );
+}
+
+/// Bypass class (a denial of service, found by the review of the probe check above): a
+/// device that sees a neighbour probe an address no one holds yet (a DHCP lease not used
+/// yet, a link-local address at boot: the probe is broadcast or multicast) answers with a
+/// probe of its own, or an announcement, and the neighbour gives the address up. The first
+/// MAC to probe an address no one holds holds it tentatively (RFC 6620): another MAC's
+/// probe or use of it is refused, its own probes and its use pass (using it, it owns it);
+/// each hold spends a token of the device's budget of new addresses, so a device probing a
+/// flood of addresses holds no more than its budget.
+#[test]
+fn the_first_to_probe_an_address_holds_it_while_it_probes() {
+    // Both monitors known by their MACs alone (each may take addresses by first use).
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c: &mut MapContents| {
+        for dev in [handmade::dev_id(), handmade::bystander_id()] {
+            c.dev_ip4.retain(|(_, d)| d.id != dev);
+            c.dev_ip6.retain(|(_, d)| d.id != dev);
+            c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        }
+    });
+    let unspec = Ipv4Addr::UNSPECIFIED;
+    let (lease, lease6) = (
+        Ipv4Addr::new(10, 20, 0, 50),
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50),
+    );
+    let (dev_ll, bys_ll): (Ipv6Addr, Ipv6Addr) = (
+        "fe80::11".parse().expect("addr"),
+        "fe80::22".parse().expect("addr"),
+    );
+    let cases: [(&str, Vec<u8>, Reason); 10] = [
+        (
+            "the monitor's ARP probe of its new lease",
+            arp_probe(DEV_MAC, unspec, lease),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the neighbour's ARP probe of it",
+            arp_probe(BYSTANDER_MAC, unspec, lease),
+            Reason::DenySpoof,
+        ),
+        (
+            "the neighbour's announcement of it",
+            arp_probe(BYSTANDER_MAC, lease, lease),
+            Reason::DenySpoof,
+        ),
+        (
+            "the monitor's next probe",
+            arp_probe(DEV_MAC, unspec, lease),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the monitor's announcement: the address is its own",
+            arp_probe(DEV_MAC, lease, lease),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the monitor's DAD of its new address",
+            dad_probe(DEV_MAC, lease6),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the neighbour's DAD of it",
+            dad_probe(BYSTANDER_MAC, lease6),
+            Reason::DenySpoof,
+        ),
+        (
+            "the neighbour's advertisement of it",
+            na_from(BYSTANDER_MAC, bys_ll, lease6),
+            Reason::DenySpoof,
+        ),
+        (
+            "the monitor's next DAD",
+            dad_probe(DEV_MAC, lease6),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the monitor's advertisement: the address is its own",
+            na_from(DEV_MAC, dev_ll, lease6),
+            Reason::AllowNeighbor,
+        ),
+    ];
+    for (what, f, reason) in cases {
+        assert_eq!(t.judge(&f, LO), reason, "{what}");
+    }
+    // A flood of probes of new addresses holds no more than the budget: the first refused
+    // one is held by no one, and the neighbour's probe of it passes.
+    let first = u32::from(Ipv4Addr::new(10, 20, 0, 100));
+    let refused = (0..CLAIM_BURST + 4)
+        .map(|i| Ipv4Addr::from(first + i))
+        .find(|&a| t.judge(&arp_probe(DEV_MAC, unspec, a), LO) == Reason::DenySpoof)
+        .expect("the budget of new addresses ends a flood of probes");
+    assert_eq!(
+        t.judge(&arp_probe(BYSTANDER_MAC, unspec, refused), LO),
+        Reason::AllowNeighbor,
+        "the neighbour's probe of an address the flood did not hold"
     );
 }

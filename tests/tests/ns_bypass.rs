@@ -62,6 +62,7 @@ on_both_dataplanes!(
     a_device_answering_from_an_address_it_takes_is_that_ends_device,
     a_link_local_control_frame_passes_only_as_its_devices,
     a_flow_stays_its_openers_when_its_address_moves,
+    the_first_to_probe_a_new_address_holds_it_while_it_probes,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1796,26 +1797,67 @@ fn a_dhcp_servers_message_from_any_port_is_refused(dp: Dataplane) -> Result<()> 
 /// them off the network at every boot or renewal. Such probes do not pass; the neighbour
 /// redoing duplicate address detection under a storm of them keeps its address. A probe of
 /// the sender's own address, or of one no one holds, passes.
+/// Runs `storm` every `period` while the neighbour's IPv6 address `addr` (with its prefix
+/// length) is tentative, at most 5 s, and checks that the neighbour kept it: usable, not
+/// `dadfailed`.
+fn keeps_through_dad(
+    lab: &BypassLab,
+    addr: &str,
+    period: Duration,
+    storm: impl Fn() -> Result<()>,
+) -> Result<()> {
+    let show = || -> Result<String> {
+        let out = lab
+            .bys
+            .exec(&["ip", "-6", "addr", "show", "dev", &lab.bys_if])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut addrs = show()?;
+    while addrs.contains("tentative") && Instant::now() < deadline {
+        storm()?;
+        thread::sleep(period);
+        addrs = show()?;
+    }
+    let line = addrs
+        .lines()
+        .find(|l| l.contains(addr))
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        !line.is_empty() && !line.contains("dadfailed") && !line.contains("tentative"),
+        "the neighbour did not keep {addr} through the probes: {line:?}\n{addrs}\n{}",
+        lab.debug()
+    );
+    Ok(())
+}
+
+/// An ARP probe (RFC 5227: sender address 0.0.0.0) from `mac` of `tpa`, `marker` after it.
+fn acd_probe(mac: Mac, tpa: Ipv4Addr, marker: &[u8]) -> Vec<u8> {
+    let mut a = arp(1, mac, Ipv4Addr::UNSPECIFIED, [0; 6], tpa);
+    a.extend_from_slice(marker);
+    ethernet([0xff; 6], mac, &[], ETH_ARP, &a)
+}
+
+/// Duplicate address detection's NS from `::` (RFC 4862) from `mac` of `target`, to the
+/// target's solicited-node group as a host sends it, `marker` after it.
+fn dad_ns(mac: Mac, target: Ipv6Addr, marker: &[u8]) -> Vec<u8> {
+    let o = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ]);
+    let mut ns = icmpv6_nd(135, target);
+    ns.extend_from_slice(marker);
+    let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+    icmp6(dmac, mac, 255, Ipv6Addr::UNSPECIFIED, group, &[], ns)
+}
+
 fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
     let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
     let att = lab.att_mac;
-    let arp_probe = |tpa: Ipv4Addr, marker: &[u8]| {
-        let mut a = arp(1, att, Ipv4Addr::UNSPECIFIED, [0; 6], tpa);
-        a.extend_from_slice(marker);
-        ethernet([0xff; 6], att, &[], ETH_ARP, &a)
-    };
-    // To the target's solicited-node group, as a host sends it.
-    let dad = |target: Ipv6Addr, marker: &[u8]| {
-        let o = target.octets();
-        let group = Ipv6Addr::from([
-            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
-        ]);
-        let mut ns = icmpv6_nd(135, target);
-        ns.extend_from_slice(marker);
-        let dmac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
-        icmp6(dmac, att, 255, Ipv6Addr::UNSPECIFIED, group, &[], ns)
-    };
+    let arp_probe = |tpa: Ipv4Addr, marker: &[u8]| acd_probe(att, tpa, marker);
+    let dad = |target: Ipv6Addr, marker: &[u8]| dad_ns(att, target, marker);
     let gw6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 1);
     let cases = [
         (
@@ -1867,33 +1909,101 @@ fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> 
         .exec(&["ip", "-6", "addr", "del", &addr, "dev", &lab.bys_if])?;
     lab.bys
         .exec(&["ip", "-6", "addr", "add", &addr, "dev", &lab.bys_if])?;
-    let show = || -> Result<String> {
-        let out = lab
-            .bys
-            .exec(&["ip", "-6", "addr", "show", "dev", &lab.bys_if])?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut addrs = show()?;
-    while addrs.contains("tentative") && Instant::now() < deadline {
-        lab.attack(vec![dad(BYS_IP6, b"")])?;
-        thread::sleep(Duration::from_millis(100));
-        addrs = show()?;
-    }
-    let line = addrs
-        .lines()
-        .find(|l| l.contains(&addr))
-        .unwrap_or_default()
-        .to_string();
-    ensure!(
-        !line.is_empty() && !line.contains("dadfailed") && !line.contains("tentative"),
-        "the neighbour did not keep its address through the probes: {line:?}\n{addrs}\n{}",
-        lab.debug()
-    );
+    let storm = || lab.attack(vec![dad(BYS_IP6, b"")]);
+    keeps_through_dad(&lab, &addr, Duration::from_millis(100), storm)?;
     done(
         "an_address_conflict_probe_takes_no_address_from_its_holder",
         dp,
         "the probes of a free address and of the monitor's own arrived; the neighbour redid DAD of its address under a storm of probes for it and kept it",
+    )
+}
+
+/// A device that sees its neighbour probe an address no one holds yet (a DHCP lease not
+/// used yet, a new IPv6 address: the probe is broadcast or multicast) answers with a probe
+/// of its own, or claims the address, and the neighbour gives it up. The first to probe an
+/// address holds it while it probes (RFC 6620's tentative bindings): the neighbour's ARP
+/// probe and its kernel's duplicate address detection of a new IPv6 address make them its,
+/// and a pump known by its MAC alone (which may take free addresses by first use) can
+/// neither probe them nor claim them; the neighbour keeps its new IPv6 address through a
+/// storm of the pump's probes and advertisements for it, sent from the moment its first
+/// probe is seen.
+fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let pump = BypassLab::fmt(PUMP_B);
+    let extra =
+        format!("\n[[devices]]\nid = \"pump-b\"\nclass = \"patient-monitor\"\nmac = \"{pump}\"\n");
+    lab.reload_to(lab.generation()?, &extra)?;
+    let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
+    let monitor = Observer::on(&lab.att, &lab.att_if)?;
+    // The neighbour probes a new IPv4 address (raw: Linux runs no address-conflict
+    // detection of its own); the pump answers with a probe and an announcement of it.
+    let (lease, other) = (Ipv4Addr::new(10, 20, 0, 77), Ipv4Addr::new(10, 20, 0, 78));
+    send_raw(
+        &lab.bys,
+        &lab.bys_if,
+        vec![acd_probe(lab.bys_mac, lease, b"LZ-HOLD-BYS")],
+    )?;
+    ensure!(
+        monitor.saw(b"LZ-HOLD-BYS", ARRIVE),
+        "the neighbour's probe of a new address did not arrive\n{}",
+        lab.debug()
+    );
+    let mut announce = arp(2, PUMP_B, lease, [0xff; 6], lease);
+    announce.extend_from_slice(b"LZ-HOLD-ANN");
+    let cases = [
+        (
+            "the pump's ARP probe of the address the neighbour probes",
+            acd_probe(PUMP_B, lease, b"LZ-HOLD-ACD"),
+            &b"LZ-HOLD-ACD"[..],
+        ),
+        (
+            "the pump's announcement of it",
+            ethernet([0xff; 6], PUMP_B, &[], ETH_ARP, &announce),
+            b"LZ-HOLD-ANN",
+        ),
+    ];
+    for (what, f, marker) in cases {
+        refused(&lab, &bystander, what, f, marker, Some(Reason::DenySpoof))?;
+    }
+    arrives(
+        &lab,
+        &bystander,
+        "the pump's probe of another new address",
+        acd_probe(PUMP_B, other, b"LZ-HOLD-OTHER"),
+        b"LZ-HOLD-OTHER",
+    )?;
+    // The neighbour's kernel adds a new IPv6 address and probes it (DAD). From its first
+    // probe on (seen on the monitor's port, as the pump would see it), the pump sends
+    // probes and override advertisements of the address (no marker: the kernel reads what
+    // follows the target as options) until the neighbour's DAD ends, at most 5 s.
+    let new6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x77);
+    let addr = format!("{new6}/64");
+    lab.bys
+        .exec(&["ip", "-6", "addr", "add", &addr, "dev", &lab.bys_if])?;
+    ensure!(
+        monitor.saw(&new6.octets(), Duration::from_secs(3)),
+        "the neighbour's DAD of its new address was not seen\n{}",
+        lab.debug()
+    );
+    let mut na = icmpv6_nd(136, new6);
+    na[4] = 0x20;
+    let all_nodes: Ipv6Addr = "ff02::1".parse().expect("addr");
+    let pump_ll = ll(PUMP_B);
+    let advert = icmp6(
+        [0x33, 0x33, 0, 0, 0, 1],
+        PUMP_B,
+        255,
+        pump_ll,
+        all_nodes,
+        &[],
+        na,
+    );
+    let storm = || lab.attack(vec![dad_ns(PUMP_B, new6, b""), advert.clone()]);
+    keeps_through_dad(&lab, &addr, Duration::from_millis(50), storm)?;
+    done(
+        "the_first_to_probe_a_new_address_holds_it_while_it_probes",
+        dp,
+        "the neighbour's probe of a new address arrived, and the pump's of another; the neighbour kept its new IPv6 address through the pump's probes and advertisements of it",
     )
 }
 

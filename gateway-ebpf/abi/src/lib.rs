@@ -104,7 +104,10 @@
 //! device cannot take over the address its neighbour was given. As a destination the
 //! address names its owner longer, until another MAC claims it or
 //! [`TIMEOUT_DEST_OWNER_NS`] passes: what is sent to a quiet device is still judged by its
-//! policy. An IPv4 address is keyed
+//! policy. An address-conflict probe of an address no one holds makes its sender the
+//! address's tentative holder ([`MAP_PROBED`], ABI 16) for [`TIMEOUT_PROBE_HOLD_NS`]:
+//! another MAC's probe or use of it is refused meanwhile (RFC 6620's tentative bindings).
+//! An IPv4 address is keyed
 //! as its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, [`owner_key`]), which no device may use
 //! on the wire. The gateway's own addresses ([`MAP_LOCAL`]) are never claimable (a device
 //! advertising the router's link-local address would become every device's default
@@ -193,7 +196,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of everything in this crate. Stamped on the bpffs pin directory.
-pub const ABI_VERSION: u32 = 15;
+pub const ABI_VERSION: u32 = 16;
 
 // === Map names (the static's name in the eBPF object; at most 15 bytes) ===
 
@@ -301,6 +304,10 @@ pub const MAP_LOCAL: &str = "LZ_LOCAL";
 /// link-local addresses, and those devices known by their MAC alone use. The datapath's own
 /// record, refreshed by the owner's traffic. See *Addresses owned by first use*.
 pub const MAP_LL_OWNER: &str = "LZ_LL_OWNER";
+/// `LruHashMap<LlKey, LlOwner>` (ABI 16): which MAC first probed an address no one holds
+/// (an ARP probe, a DAD neighbor solicitation), since when: its tentative holder for
+/// [`TIMEOUT_PROBE_HOLD_NS`]. See *Addresses owned by first use*.
+pub const MAP_PROBED: &str = "LZ_PROBED";
 /// `Array<TokenBucket>` of [`COUNTER_SLOTS`] (ABI 13): each managed device's budget of new
 /// addresses to own by first use, by cell ([`CLAIM_BURST`], then one every
 /// [`CLAIM_PERIOD_S`]). See *Addresses owned by first use*.
@@ -480,6 +487,15 @@ pub const fn flow_timeout_ns(proto: u8, state: u8) -> u64 {
 /// by another MAC (RFC 6620's lifetime of an unused binding); a DHCP server that gives a
 /// released address to another device sooner sees that device refused until then.
 pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;
+/// How long the first MAC to probe an address no one holds (an address-conflict probe:
+/// ARP from 0.0.0.0, DAD's NS from `::`) holds it tentatively (RFC 6620's tentative
+/// bindings): another MAC's probe or use of it is refused meanwhile, so no device can make
+/// a neighbour give up the address it is probing by answering with a probe or a claim of
+/// its own. Past RFC 5227's probing and announcement (at most about 7 s from the first
+/// probe to the first use) and RFC 4862's DAD (a second by default); a probe does not
+/// renew it, and each new hold spends a token of the device's budget of new addresses
+/// ([`CLAIM_BURST`]), so no device holds addresses by probing them.
+pub const TIMEOUT_PROBE_HOLD_NS: u64 = 10 * NS_PER_S;
 /// How long an address owned by first use names its owner as a destination after the owner
 /// last used it: past the claim ([`TIMEOUT_LL_OWNER_NS`]), until another MAC claims the
 /// address or this passes. Bypass class: when the destination owner lived as long as the

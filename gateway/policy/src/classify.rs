@@ -163,6 +163,9 @@ pub struct DeviceStates {
     pub states: HashMap<u64, DevState>,
     pub local: std::collections::BTreeSet<IpAddr>,
     pub owners: HashMap<IpAddr, [u8; 6]>,
+    /// Addresses held tentatively by the first MAC to probe them ([`MAP_PROBED`]; the twin
+    /// has no clock: a hold does not lapse here).
+    pub probed: HashMap<IpAddr, [u8; 6]>,
     /// New addresses each device (by id) has owned by first use: its budget
     /// ([`MAP_DEV_CLAIM`]) is modelled without its refill, one token a minute.
     pub claimed: HashMap<u64, u32>,
@@ -182,6 +185,13 @@ pub enum Claim {
     },
     /// `mac` is pinned to the bridge port `ifindex` ([`MAP_PORT_PIN`]).
     Port { mac: [u8; 6], ifindex: u32 },
+    /// `mac` holds `addr` tentatively, as the first to probe it ([`MAP_PROBED`]), a token
+    /// of device `dev`'s budget spent.
+    Probe {
+        addr: IpAddr,
+        mac: [u8; 6],
+        dev: u64,
+    },
 }
 
 impl DeviceStates {
@@ -202,6 +212,10 @@ impl DeviceStates {
                 }
                 Claim::Port { mac, ifindex } => {
                     self.pins.entry(mac).or_insert(ifindex);
+                }
+                Claim::Probe { addr, mac, dev } => {
+                    self.probed.insert(addr, mac);
+                    *self.claimed.entry(dev).or_default() += 1;
                 }
             }
         }
@@ -577,7 +591,7 @@ fn judge_arp(
     // An address-conflict probe: its device by its MAC, before identity (as the datapath).
     if spa.is_unspecified() {
         if let Some(dev) = ix.lookup_mac(&pkt.src_mac) {
-            if probes_anothers(ix, states, IpAddr::V4(tpa), pkt.src_mac, dev) {
+            if probes_anothers(ix, states, IpAddr::V4(tpa), pkt.src_mac, dev, claims) {
                 return Decision::dev(Reason::DenySpoof, dev);
             }
         }
@@ -731,6 +745,8 @@ fn claim(
     let new = match earlier.or_else(|| states.owners.get(&addr).copied()) {
         Some(owner) if owner != mac => return false,
         Some(_) => false,
+        // Not while another MAC holds it as the first to probe it (`held_by_another`).
+        None if states.probed.get(&addr).is_some_and(|&m| m != mac) => return false,
         None => true,
     };
     // New addresses this frame claimed before count too (the datapath spent their tokens).
@@ -956,7 +972,7 @@ fn judge_ndp(
     }
     if ip.icmp_type == 135 && ip.src == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
-        if probes_anothers(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id) {
+        if probes_anothers(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id, claims) {
             return Decision::dev(Reason::DenySpoof, dev.id);
         }
     }
@@ -977,13 +993,16 @@ fn judge_ndp(
 }
 
 /// The datapath's `probes_anothers`: an address-conflict probe from `mac` (of device `dev`)
-/// about the gateway's address, another device's, or one another MAC owns.
+/// about the gateway's address, another device's, one another MAC owns, or one another MAC
+/// holds as the first to probe it; a probe of an address no one holds makes `mac` its
+/// holder (`hold_probed`), within the device's budget of new addresses.
 fn probes_anothers(
     ix: &MapIndex,
     states: &DeviceStates,
     target: IpAddr,
     mac: [u8; 6],
     dev: u64,
+    claims: &mut Vec<Claim>,
 ) -> bool {
     if states.local.contains(&target) {
         return true;
@@ -991,7 +1010,21 @@ fn probes_anothers(
     if let Some(owner) = ix.device_by_ip(target) {
         return owner.id != dev;
     }
-    states.owners.get(&target).is_some_and(|&m| m != mac)
+    if let Some(&owner) = states.owners.get(&target) {
+        return owner != mac;
+    }
+    if let Some(&holder) = states.probed.get(&target) {
+        return holder != mac;
+    }
+    if states.claimed.get(&dev).copied().unwrap_or(0) >= CLAIM_BURST {
+        return true;
+    }
+    claims.push(Claim::Probe {
+        addr: target,
+        mac,
+        dev,
+    });
+    false
 }
 
 /// The datapath's `on_link`: a link-scope multicast group, a link-local address, the

@@ -191,8 +191,8 @@ impl<'p> Eval<'p> {
     }
 
     /// An address-conflict probe (ARP from 0.0.0.0, an NS from `::`) by device `d` about
-    /// the gateway's address or another device's (nobody owns one here: ownership is the
-    /// datapath's runtime record).
+    /// the gateway's address or another device's (nobody owns or holds one here: ownership
+    /// and the first prober's hold are the datapath's runtime record).
     fn probes_anothers(&self, target: IpAddr, d: &Device) -> bool {
         self.cx.local.contains(&target) || self.by_ip(target).is_some_and(|o| o.id != d.id)
     }

@@ -98,6 +98,11 @@ pub mod names {
     pub const LL_CLAIMED: &str = "ll_claimed";
     pub const OWN4: &str = "own4";
     pub const CLAIMED4: &str = "claimed4";
+    /// Per family: the addresses held tentatively by the first MAC to probe them
+    /// (`probed4`, `probed6`: the XDP program's `LZ_PROBED`), and by which MAC
+    /// (`probedby4`, `probedby6`), for `TIMEOUT_PROBE_HOLD_NS`, not renewed.
+    pub const PROBED: [&str; 2] = ["probed4", "probed6"];
+    pub const PROBED_BY: [&str; 2] = ["probedby4", "probedby6"];
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
@@ -694,6 +699,18 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
     );
     t.set(OWN4, "typeof ip saddr . ether saddr", &dynamic_ll, &own4);
     t.set(CLAIMED4, "typeof ip saddr", &dynamic_ll, &claimed4);
+    // Tentative holds live a probe's window and are not carried across a reload.
+    let hold_s = TIMEOUT_PROBE_HOLD_NS / NS_PER_S;
+    let held = format!("flags dynamic,timeout\n    timeout {hold_s}s\n    size {MAX_LL_OWNERS}");
+    for (i, key) in ["ip saddr", "@nh,64,128"].into_iter().enumerate() {
+        t.set(PROBED[i], &format!("typeof {key}"), &held, &[]);
+        t.set(
+            PROBED_BY[i],
+            &format!("typeof {key} . ether saddr"),
+            &held,
+            &[],
+        );
+    }
     // The owners' devices, for the inet table (the `dst_*` chains), by MAC: the devices
     // known by their MAC alone in a family (`macidx4`, `macidx6`); and the addresses they
     // own, carried with what they had left. And every device with a MAC (`macidxll`): the
@@ -1161,9 +1178,11 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     // An address-conflict probe names the address it asks about in its target: one that is
     // not for its sender to take (the gateway's, another device's binding, another MAC's by
-    // first use) is refused, as the XDP program's `probes_anothers`: a host still probing
-    // the address it was given gives it up on such a probe.
-    for (chain, target, local, bind, dev, owner, claimed) in [
+    // first use, or held by another MAC as the first to probe it) is refused, as the XDP
+    // program's `probes_anothers`: a host still probing the address it was given gives it
+    // up on such a probe. A probe of an address no one holds makes its sender the holder
+    // (`hold_probed`): not renewed by its probes, a token of its budget of new addresses.
+    for (i, (chain, target, local, bind, dev, owner, claimed)) in [
         (
             "arp_probe",
             "arp daddr ip",
@@ -1182,7 +1201,11 @@ fn chains(t: &mut Text, site_flags: u32) {
             LL_OWNER,
             LL_CLAIMED,
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (probed, by) = (PROBED[i], PROBED_BY[i]);
         t.chain(chain, |t| {
             t.decide(d, &format!("{target} {local}"), Reason::DenySpoof);
             t.line(&format!(
@@ -1194,6 +1217,16 @@ fn chains(t: &mut Text, site_flags: u32) {
             t.decide(d, &format!("{target} {dev}"), Reason::DenySpoof);
             t.line(&format!("{target} . ether saddr @{owner} return"));
             t.decide(d, &format!("{target} @{claimed}"), Reason::DenySpoof);
+            t.line(&format!("{target} . ether saddr @{by} return"));
+            t.decide(d, &format!("{target} @{probed}"), Reason::DenySpoof);
+            let (who, budget) = ("ether saddr", CLAIM_BUDGET);
+            t.line(&format!(
+                "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
+            ));
+            t.line(&format!("{who} != @{budget} goto claim_refused"));
+            t.line(&format!(
+                "add @{probed} {{ {target} }} add @{by} {{ {target} . ether saddr }}"
+            ));
         });
     }
     // Link-local control frames only as a device's (`judge_control`): its MAC on its
@@ -1423,6 +1456,14 @@ fn chains(t: &mut Text, site_flags: u32) {
             "{key} . ether saddr @{owner} update @{owner} {{ {key} . ether saddr }} update @{claimed} {{ {key} }} goto {dst}"
         ));
         t.decide(d, &format!("{key} @{claimed}"), Reason::DenySpoof);
+        // Nor while another MAC holds it as the first to probe it (`held_by_another`).
+        let i = usize::from(owner == LL_OWNER);
+        let (probed, by) = (PROBED[i], PROBED_BY[i]);
+        t.decide(
+            d,
+            &format!("{key} @{probed} {key} . ether saddr != @{by}"),
+            Reason::DenySpoof,
+        );
         t.line(&format!(
             "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
         ));

@@ -1056,6 +1056,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_EV_STATS,
     MAP_LOCAL,
     MAP_LL_OWNER,
+    MAP_PROBED,
     MAP_DEV_CLAIM,
     MAP_PORT_PIN,
 ];
