@@ -56,6 +56,20 @@ fn mac_only_end(f: Fam, dir: &str) -> Vec<Stmt> {
     ]
 }
 
+/// A packet [`record_mac_flow`] records and the admitted-flow shortcut finds recorded: one
+/// with ports (TCP, UDP, UDP-Lite, SCTP; an ICMP header's first four bytes are its type,
+/// code and checksum, which would make each echo a new element), and not an error related
+/// to a flow (conntrack judges it by the flow it quotes, while its key is its own header:
+/// an error whose checksum matched one recorded for another would pass as a flow's).
+/// Every other packet of such a device at such an end is judged, every time.
+fn ported_flow() -> [Stmt; 2] {
+    let ported = [PROTO_TCP, PROTO_UDP, PROTO_UDPLITE, PROTO_SCTP].map(|p| n(u32::from(p)));
+    [
+        eq(meta(MetaKey::L4proto), anon(ported.to_vec())),
+        ne(ct("state"), s("related")),
+    ]
+}
+
 /// Conntrack's directions of a flow: its initiator's packets, then its responder's.
 const DIRECTIONS: [&str; 2] = ["original", "reply"];
 
@@ -68,6 +82,7 @@ pub(super) fn record_mac_flow(b: &mut Builder, chain: &str, matches: &[Stmt]) {
             let mut r = matches.to_vec();
             r.push(f.is());
             r.extend(mac_only_end(f, dir));
+            r.extend(ported_flow());
             r.push(update_set(f.sent_by(), &f.n(set)));
             b.rule(chain, r);
         }
@@ -370,12 +385,13 @@ impl Builder<'_> {
             // judges a packet from another, `sent_elsewhere`). Such a device's packet at
             // such an end takes the shortcut only on a flow it passed on itself, at the same
             // end (`macflow4`/`6` as initiator, `macanswer4`/`6` as responder, recorded
-            // where the judge chains pass it); else it is judged, for it. Found positively, then refused the shortcut by a rule that reads no
-            // payload: a lookup whose key cannot be read (a header too short for ports)
-            // matches neither way.
+            // where the judge chains pass it); else it is judged, for it. Found positively,
+            // then refused the shortcut by a rule that reads no transport header: a lookup
+            // whose key cannot be read (a header too short for ports) matches neither way.
             let ok = format!("admitted_ok{}", f.v);
             for (dir, set) in DIRECTIONS.into_iter().zip(MACFLOW) {
                 let mut found = mac_only_end(f, dir);
+                found.extend(ported_flow());
                 found.extend([in_set(f.sent_by(), &f.n(set)), goto(&ok)]);
                 self.rule(c, found);
             }

@@ -406,9 +406,8 @@ impl Fam {
     /// original tuple (whose ports nft types only under one protocol): a flow's packets
     /// from one end all read the same. Not its source address: the policy asked does not
     /// read it (the sender is found by its MAC), and with it an IPv6 key is longer than
-    /// nft's registers hold for a set update. Where there are no ports (ICMP), the first
-    /// four bytes of its header: an echo's checksum changes with each, so it is never
-    /// found, and judged.
+    /// nft's registers hold for a set update. Only for protocols with ports
+    /// (`chains::ported_flow`).
     fn sent_by(&self) -> Expr {
         concat(vec![
             self.daddr(),
@@ -662,7 +661,9 @@ pub fn render(
             u32::try_from(dccp_timeout).unwrap_or(u32::MAX),
             MAX_FLOWS,
         );
-        let kept = flow_timeout_ns(PROTO_TCP, FLOW_ESTABLISHED) / NS_PER_S;
+        // A UDP flow's life: a recorded flow outliving it is judged again (and recorded
+        // again) once a minute at most, and the sets hold the flows of the last minute.
+        let kept = flow_timeout_ns(PROTO_UDP, FLOW_ESTABLISHED) / NS_PER_S;
         for set in MACFLOW {
             b.dynamic_set(
                 &f.n(set),
