@@ -1130,6 +1130,51 @@ fn age_flow(dp: &mut Datapath, sport: u16, ago: u64) -> bool {
     true
 }
 
+/// Bypass class: a DHCP server's message from a device port is refused whatever the flow
+/// table holds (judge_ip; a client reads what reaches its port 68 whatever the source port).
+/// The fast path, which passes a data packet of an established flow without judging it,
+/// hands a device's UDP from the server's port or to the client's to the full path. Such a
+/// flow cannot be confirmed today (the full path refuses the packet that would open it);
+/// one confirmed before an upgrade brought the guard can: planted here in the established
+/// table, beside a flow to another port, whose datagram the fast path passes.
+#[test]
+fn a_dhcp_servers_message_on_an_established_flow_is_still_refused() {
+    use aya::maps::HashMap;
+    let mut dp = loaded();
+    confirmed(&mut dp, 40090);
+    let (_, tcp, value) = dp
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .find(|(t, k, _)| *t == FlowTable::Established && (k.port_a == 40090 || k.port_b == 40090))
+        .expect("the confirmed flow");
+    // The same ends and state, as UDP from the device's port 40090 to `port` on the server.
+    let plant = |dp: &mut Datapath, port: u16| {
+        let mut key = tcp;
+        key.proto = PROTO_UDP;
+        if key.port_a == 2575 {
+            key.port_a = port;
+        } else {
+            key.port_b = port;
+        }
+        let map = dp.ebpf_mut().map_mut(MAP_EST_FLOWS).expect("flow table");
+        let mut map: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("a hash");
+        map.insert(key, value, 0).expect("plant the flow");
+    };
+    plant(&mut dp, 123);
+    plant(&mut dp, 68);
+    let datagram = |dport| udp4(DEV_MAC, GW_MAC, DEV_IP, SERVER, 40090, dport);
+    let before = stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES);
+    assert_eq!(dp.test_run(&datagram(123)).expect("run"), XDP_PASS);
+    assert_eq!(
+        stat(&mut dp, Reason::AllowFlow, SIDE_DEVICES),
+        before + 1,
+        "the planted flow to another port passes as the flow's"
+    );
+    assert_eq!(dp.test_run(&datagram(68)).expect("run"), XDP_DROP);
+    assert_eq!(stat(&mut dp, Reason::DenyRogueDhcp, SIDE_DEVICES), 1);
+}
+
 /// A confirmed flow idle past its timeout is gone: its next data packet, from either side,
 /// is judged as the first packet of a flow (a mid-stream ACK opens none), and a closing
 /// flow has the closing timeout, not the established one.
