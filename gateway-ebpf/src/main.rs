@@ -337,9 +337,20 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
     // An address-conflict probe (RFC 5227: sender address 0.0.0.0) names in its target the
     // address it asks about. Its device by its MAC, as `identify_source` would find it (before
     // it: there, every way through it multiplies what the verifier walks here).
+    // A probe of an address its sender may take makes it the holder where the frame is its
+    // (`in_place`, as `identify_source` asks of it below: a frame refused for its port or
+    // VLAN holds nothing in its name).
     if pkt.src.is_zero() {
         if let Some(dev) = lookup_mac(gen.slot, pkt.src_mac) {
-            if probes_anothers(gen, FAMILY_V4, &pkt.dst, pkt.src_mac, dev) {
+            let refused = match probe_of(gen, pkt, FAMILY_V4, &pkt.dst, dev) {
+                PROBE_REFUSED => true,
+                PROBE_FREE => {
+                    in_place(gen, pkt, dev)
+                        && !hold_probed(gen, FAMILY_V4, &pkt.dst, pkt.src_mac, Dev::of(dev))
+                }
+                _ => false,
+            };
+            if refused {
                 return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
             }
         }
@@ -532,11 +543,16 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     }
     // Duplicate address detection's probe (RFC 4862: an NS from `::`) names in its target
     // the address it asks about.
-    if pkt.icmp_type == 135
-        && pkt.src.is_zero()
-        && probes_anothers(gen, FAMILY_V6, &pkt.nd_target, pkt.src_mac, dev)
-    {
-        return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
+    if pkt.icmp_type == 135 && pkt.src.is_zero() {
+        let target = &pkt.nd_target;
+        let refused = match probe_of(gen, pkt, FAMILY_V6, target, dev) {
+            PROBE_REFUSED => true,
+            PROBE_FREE => !hold_probed(gen, FAMILY_V6, target, pkt.src_mac, Dev::of(dev)),
+            _ => false,
+        };
+        if refused {
+            return Verdict::dev(Reason::DenySpoof, Dev::of(dev));
+        }
     }
     // An NA for an address that is not the device's rewrites its neighbours' caches: the
     // router's link-local address, another device's, or an unowned one it claims first.
@@ -564,11 +580,20 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
     v
 }
 
-/// Whether an address-conflict probe (an ARP probe, a DAD neighbor solicitation) from
-/// `mac`, of device `dev`, asks about an address that is not for it to take: the gateway's,
-/// one the inventory binds to another device, one another MAC owns by first use, or one
-/// another MAC probed first and holds tentatively. A probe of an address no one holds makes
-/// `mac` its tentative holder ([`hold_probed`]).
+/// [`probe_of`]: the probe passes (an address its sender holds, or one it may not take).
+const PROBE_PASSES: u8 = 0;
+/// [`probe_of`]: the probe is refused.
+const PROBE_REFUSED: u8 = 1;
+/// [`probe_of`]: an address no one holds that its sender may take: it holds it
+/// ([`hold_probed`]) once the frame is known to be its.
+const PROBE_FREE: u8 = 2;
+
+/// What an address-conflict probe (an ARP probe, a DAD neighbor solicitation) from the
+/// frame's MAC, of device `dev`, asks about `target`: refused for an address that is not
+/// for it to take (the gateway's, one the inventory binds to another device, one another
+/// MAC owns by first use or holds as the first to probe it); free for an address no one
+/// holds that it may take by first use (claimable, in its interface's networks, a
+/// link-local one or one of a family its device has none bound in).
 ///
 /// Bypass class (a denial of service; FCFS SAVI, RFC 6620, drops such probes too): a host
 /// still probing the address it was given takes such a probe for a conflict and gives the
@@ -576,42 +601,67 @@ fn judge_ndp(gen: &Gen, pkt: &Pkt, dev: &'static Device) -> Verdict {
 /// them at every boot or renewal of its neighbours, or of the gateway's addresses, keeps
 /// them off the network; a device that sees a neighbour probe a new address (a DHCP lease
 /// not yet used, a link-local address at boot: the probe is broadcast or multicast) would
-/// answer with a probe of its own.
+/// answer with a probe of its own, or take the address, but the first to probe it holds it.
 #[inline(always)]
-fn probes_anothers(gen: &Gen, family: u8, target: &Addr, mac: Mac, dev: &Device) -> bool {
+fn probe_of(gen: &Gen, pkt: &Pkt, family: u8, target: &Addr, dev: &Device) -> u8 {
     if is_local(family, target) {
-        return true;
+        return PROBE_REFUSED;
     }
     if let Some(owner) = lookup_ip_device(gen.slot, family, target) {
-        return owner.id != dev.id;
+        return if owner.id == dev.id {
+            PROBE_PASSES
+        } else {
+            PROBE_REFUSED
+        };
     }
     let key = word::owner_key(family, target);
     // SAFETY: see LZ_IFACE_HIGH above.
     if let Some(o) = unsafe { LZ_LL_OWNER.get(key) } {
         if !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS) {
-            return Mac::of_owner(o) != mac;
+            return if Mac::of_owner(o) == pkt.src_mac {
+                PROBE_PASSES
+            } else {
+                PROBE_REFUSED
+            };
         }
     }
-    !hold_probed(gen, key, mac, Dev::of(dev))
-}
-
-/// RFC 6620's tentative binding: whether `mac` holds the address of `key`, no one holding
-/// it by use, as the first to probe it within TIMEOUT_PROBE_HOLD_NS. A hold is not renewed
-/// by its holder's probes, and a new one spends a token of `dev`'s budget of new
-/// addresses: no device keeps addresses from its neighbours by probing them. A BPF
-/// function of its own, as [`held_by_another`].
-#[inline(never)]
-fn hold_probed(gen: &Gen, key: LlKey, mac: Mac, dev: Dev) -> bool {
-    // SAFETY: see LZ_IFACE_HIGH above.
+    // SAFETY: as above.
     if let Some(h) = unsafe { LZ_PROBED.get(key) } {
         if !expired(gen.now, h.last_seen_ns, TIMEOUT_PROBE_HOLD_NS) {
-            return Mac::of_owner(h) == mac;
+            // Its own hold is not renewed by its probes.
+            return if Mac::of_owner(h) == pkt.src_mac {
+                PROBE_PASSES
+            } else {
+                PROBE_REFUSED
+            };
         }
     }
+    let may_take = (family == FAMILY_V6 && parse::is_link_local6(target))
+        || dev.flags & no_addr_flag(family) != 0;
+    if may_take
+        && parse::is_claimable(family, target)
+        && in_claim_networks(gen.slot, pkt.claim_scope, family, target)
+    {
+        PROBE_FREE
+    } else {
+        PROBE_PASSES
+    }
+}
+
+/// RFC 6620's tentative binding: `mac` holds `target`, which no one holds, as the first to
+/// probe it, for TIMEOUT_PROBE_HOLD_NS; a new hold spends a token of `dev`'s budget of new
+/// addresses, so a device holds no more addresses by probing them than it could take;
+/// `false` when there is none left. A BPF function of its own, as [`held_by_another`].
+#[inline(never)]
+fn hold_probed(gen: &Gen, family: u8, target: &Addr, mac: Mac, dev: Dev) -> bool {
     // An expired hold is overwritten; of two CPUs probing at once, the later stands.
     claim_token(gen, dev)
         && LZ_PROBED
-            .insert(key, word::ll_owner(mac, gen.now), 0)
+            .insert(
+                word::owner_key(family, target),
+                word::ll_owner(mac, gen.now),
+                0,
+            )
             .is_ok()
 }
 
@@ -682,13 +732,15 @@ fn claim_address(
         Some(o) => {
             // SAFETY: pointer from a successful lookup in this program run.
             let o = unsafe { &mut *o };
-            // Another MAC's: taken only once it is left unused, not while a third holds it
-            // tentatively, and as a new address.
-            if Mac::of_owner(o) != mac
-                && (!expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS)
-                    || held_by_another(gen, key, mac)
-                    || !claim_token(gen, dev))
-            {
+            let live = !expired(gen.now, o.last_seen_ns, TIMEOUT_LL_OWNER_NS);
+            if Mac::of_owner(o) == mac && live {
+                *o = word::ll_owner(mac, gen.now);
+                return true;
+            }
+            // Another MAC's: taken only once it is left unused. Left unused, its own or
+            // another's, it is taken as a new address (as the frame stage's claim of an
+            // expired element), and not while another MAC holds it tentatively.
+            if live || held_by_another(gen, key, mac) || !claim_token(gen, dev) {
                 return false;
             }
             *o = word::ll_owner(mac, gen.now);
@@ -723,6 +775,15 @@ fn claim_token(gen: &Gen, dev: Dev) -> bool {
         return true;
     }
     take_from(now, b, 1, burst_milli)
+}
+
+/// Whether a frame with `dev`'s MAC is where `dev` is: its VLAN, its interface, its bridge
+/// port (`identify_source` of a device found by its MAC).
+#[inline(always)]
+fn in_place(gen: &Gen, pkt: &Pkt, dev: &Device) -> bool {
+    let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
+    let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
+    vlan_ok && if_ok && on_its_port(gen, pkt, dev)
 }
 
 /// Behind a bridge, a device must arrive on its port: the configured one, else the one its
@@ -785,8 +846,6 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
     }
     match lookup_mac(gen.slot, pkt.src_mac) {
         Some(dev) => {
-            let vlan_ok = dev.vlan == VLAN_ANY || dev.vlan == pkt.vlan;
-            let if_ok = dev.ifindex == IFINDEX_ANY || dev.ifindex == pkt.ifindex;
             // A managed MAC may speak from an unspecified or link-local address (DHCP, NDP),
             // or from any address when the device has no address bound for that family —
             // never from one of the gateway's, and a link-local one or one of that family
@@ -811,7 +870,7 @@ fn identify_source(gen: &Gen, pkt: &Pkt) -> Result<(&'static Device, bool), Verd
                 let src = (pkt.family, &pkt.src);
                 claim_address(gen, src, in_nets, pkt.src_mac, Dev::of(dev))
             };
-            if vlan_ok && if_ok && on_its_port(gen, pkt, dev) && ip_ok() {
+            if in_place(gen, pkt, dev) && ip_ok() {
                 Ok((dev, false))
             } else {
                 Err(Verdict::dev(Reason::DenySpoof, Dev::of(dev)))

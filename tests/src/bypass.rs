@@ -226,6 +226,12 @@ impl BypassLab {
     pub fn write_site_policy(&self, site: &str, extra: &str) -> Result<()> {
         let dir = self.tmp.path.join("policies");
         let text = policy(&self.bridge, &self.up_if, self.att_mac, self.bys_mac);
+        // A site key given replaces the lab's (`unknown_devices`).
+        let text = if site.contains("unknown_devices") {
+            text.replacen("unknown_devices = \"deny\"\n", "", 1)
+        } else {
+            text
+        };
         let text = text.replacen("[site]\n", &format!("[site]\n{site}"), 1) + extra;
         std::fs::write(dir.join(".site.toml.tmp"), text)?;
         std::fs::rename(dir.join(".site.toml.tmp"), dir.join("site.toml"))?;

@@ -3528,6 +3528,19 @@ fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
         Reason::AllowNeighbor,
         "the neighbour's probe of its own address"
     );
+    // A device bound in the family, which may not take a free address, holds nothing by
+    // probing it: the monitor's probe of it after the neighbour's passes.
+    let free = Ipv4Addr::new(10, 20, 0, 60);
+    for (mac, what) in [
+        (BYSTANDER_MAC, "the neighbour's"),
+        (DEV_MAC, "the monitor's"),
+    ] {
+        assert_eq!(
+            t.judge(&probe(mac, unspec, free), LO),
+            Reason::AllowNeighbor,
+            "{what} probe of a free address"
+        );
+    }
 }
 
 /// Bypass class (a denial of service, found by the review of the probe check above): a

@@ -63,6 +63,7 @@ on_both_dataplanes!(
     a_link_local_control_frame_passes_only_as_its_devices,
     a_flow_stays_its_openers_when_its_address_moves,
     the_first_to_probe_a_new_address_holds_it_while_it_probes,
+    an_unknown_hosts_arp_names_no_other_mac,
 );
 
 /// How long a frame that passed takes to show up, at most; a frame that should not pass is
@@ -1921,43 +1922,40 @@ fn an_address_conflict_probe_takes_no_address_from_its_holder(dp: Dataplane) -> 
 /// A device that sees its neighbour probe an address no one holds yet (a DHCP lease not
 /// used yet, a new IPv6 address: the probe is broadcast or multicast) answers with a probe
 /// of its own, or claims the address, and the neighbour gives it up. The first to probe an
-/// address holds it while it probes (RFC 6620's tentative bindings): the neighbour's ARP
-/// probe and its kernel's duplicate address detection of a new IPv6 address make them its,
-/// and a pump known by its MAC alone (which may take free addresses by first use) can
-/// neither probe them nor claim them; the neighbour keeps its new IPv6 address through a
-/// storm of the pump's probes and advertisements for it, sent from the moment its first
-/// probe is seen.
+/// address it may take holds it while it probes (RFC 6620's tentative bindings): a pump
+/// known by its MAC alone probes a new IPv4 address, and the neighbour's kernel a new IPv6
+/// link-local address (duplicate address detection); another pump known by its MAC alone
+/// (which may take free addresses by first use) can neither probe them nor claim them, and
+/// the neighbour keeps its new address through a storm of that pump's probes and
+/// advertisements of it, sent from the moment its first probe is seen.
 fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> Result<()> {
     let lab = BypassLab::start(dp)?;
-    let pump = BypassLab::fmt(PUMP_B);
-    let extra =
-        format!("\n[[devices]]\nid = \"pump-b\"\nclass = \"patient-monitor\"\nmac = \"{pump}\"\n");
-    lab.reload_to(lab.generation()?, &extra)?;
+    lab.reload_to(lab.generation()?, &two_pumps())?;
     let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
     let monitor = Observer::on(&lab.att, &lab.att_if)?;
-    // The neighbour probes a new IPv4 address (raw: Linux runs no address-conflict
-    // detection of its own); the pump answers with a probe and an announcement of it.
+    // Pump A (behind the neighbour's port) probes a new IPv4 address; pump B (behind the
+    // monitor's) answers with a probe and an announcement of it.
     let (lease, other) = (Ipv4Addr::new(10, 20, 0, 77), Ipv4Addr::new(10, 20, 0, 78));
     send_raw(
         &lab.bys,
         &lab.bys_if,
-        vec![acd_probe(lab.bys_mac, lease, b"LZ-HOLD-BYS")],
+        vec![acd_probe(PUMP_A, lease, b"LZ-HOLD-A")],
     )?;
     ensure!(
-        monitor.saw(b"LZ-HOLD-BYS", ARRIVE),
-        "the neighbour's probe of a new address did not arrive\n{}",
+        monitor.saw(b"LZ-HOLD-A", ARRIVE),
+        "pump A's probe of a new address did not arrive\n{}",
         lab.debug()
     );
     let mut announce = arp(2, PUMP_B, lease, [0xff; 6], lease);
     announce.extend_from_slice(b"LZ-HOLD-ANN");
     let cases = [
         (
-            "the pump's ARP probe of the address the neighbour probes",
+            "pump B's ARP probe of the address pump A probes",
             acd_probe(PUMP_B, lease, b"LZ-HOLD-ACD"),
             &b"LZ-HOLD-ACD"[..],
         ),
         (
-            "the pump's announcement of it",
+            "pump B's announcement of it",
             ethernet([0xff; 6], PUMP_B, &[], ETH_ARP, &announce),
             b"LZ-HOLD-ANN",
         ),
@@ -1968,15 +1966,16 @@ fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> R
     arrives(
         &lab,
         &bystander,
-        "the pump's probe of another new address",
+        "pump B's probe of another new address",
         acd_probe(PUMP_B, other, b"LZ-HOLD-OTHER"),
         b"LZ-HOLD-OTHER",
     )?;
-    // The neighbour's kernel adds a new IPv6 address and probes it (DAD). From its first
-    // probe on (seen on the monitor's port, as the pump would see it), the pump sends
-    // probes and override advertisements of the address (no marker: the kernel reads what
-    // follows the target as options) until the neighbour's DAD ends, at most 5 s.
-    let new6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x77);
+    // The neighbour's kernel adds a new link-local address (any device may take one) and
+    // probes it (DAD). From its first probe on (seen on the monitor's port, as a pump there
+    // would see it), pump B sends probes and override advertisements of the address (no
+    // marker: the kernel reads what follows the target as options) until the neighbour's
+    // DAD ends, at most 5 s.
+    let new6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x77);
     let addr = format!("{new6}/64");
     lab.bys
         .exec(&["ip", "-6", "addr", "add", &addr, "dev", &lab.bys_if])?;
@@ -1988,12 +1987,11 @@ fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> R
     let mut na = icmpv6_nd(136, new6);
     na[4] = 0x20;
     let all_nodes: Ipv6Addr = "ff02::1".parse().expect("addr");
-    let pump_ll = ll(PUMP_B);
     let advert = icmp6(
         [0x33, 0x33, 0, 0, 0, 1],
         PUMP_B,
         255,
-        pump_ll,
+        ll(PUMP_B),
         all_nodes,
         &[],
         na,
@@ -2003,7 +2001,7 @@ fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> R
     done(
         "the_first_to_probe_a_new_address_holds_it_while_it_probes",
         dp,
-        "the neighbour's probe of a new address arrived, and the pump's of another; the neighbour kept its new IPv6 address through the pump's probes and advertisements of it",
+        "pump A's probe of a new address arrived, and pump B's of another; the neighbour kept its new link-local address through pump B's probes and advertisements of it",
     )
 }
 
@@ -2076,6 +2074,56 @@ fn a_link_local_control_frame_passes_only_as_its_devices(dp: Dataplane) -> Resul
         "a_link_local_control_frame_passes_only_as_its_devices",
         dp,
         "the monitor's own BPDU arrived before its isolation",
+    )
+}
+
+/// Where the site only audits unknown devices (their frames pass, reported), an unknown
+/// host's ARP whose sender hardware address is not its frame's source MAC is refused, as a
+/// device's is: it would put another MAC in the neighbours' caches (a classic poisoning
+/// trick: the frame passes port security, the payload lies). nftables, which compares no
+/// two fields of a frame, checked it for devices' MACs alone.
+fn an_unknown_hosts_arp_names_no_other_mac(dp: Dataplane) -> Result<()> {
+    let lab = BypassLab::start(dp)?;
+    let before = lab.generation()?;
+    lab.write_site_policy("unknown_devices = \"audit\"\n", "")?;
+    lab.wait_generation_above(before)?;
+    let bystander = Observer::on(&lab.bys, &lab.bys_if)?;
+    let stranger: Mac = [0x02, 0, 0, 0, 0x0d, 0x01];
+    let free = Ipv4Addr::new(10, 20, 0, 99);
+    let announce = |sha: Mac, marker: &[u8]| {
+        let mut a = arp(2, sha, free, [0xff; 6], free);
+        a.extend_from_slice(marker);
+        ethernet([0xff; 6], stranger, &[], ETH_ARP, &a)
+    };
+    for (what, sha, marker) in [
+        (
+            "naming the neighbour's MAC",
+            lab.bys_mac,
+            &b"LZ-ARP-SHA-BYS"[..],
+        ),
+        ("naming the gateway's MAC", lab.gw_mac, b"LZ-ARP-SHA-GW"),
+    ] {
+        let what = format!("an unknown host's ARP {what}");
+        refused(
+            &lab,
+            &bystander,
+            &what,
+            announce(sha, marker),
+            marker,
+            Some(Reason::DenySpoof),
+        )?;
+    }
+    arrives(
+        &lab,
+        &bystander,
+        "an unknown host's ARP naming its own MAC (audited)",
+        announce(stranger, b"LZ-ARP-SHA-OWN"),
+        b"LZ-ARP-SHA-OWN",
+    )?;
+    done(
+        "an_unknown_hosts_arp_names_no_other_mac",
+        dp,
+        "the unknown host's ARP naming its own MAC arrived (audited)",
     )
 }
 

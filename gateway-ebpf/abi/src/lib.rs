@@ -104,8 +104,8 @@
 //! device cannot take over the address its neighbour was given. As a destination the
 //! address names its owner longer, until another MAC claims it or
 //! [`TIMEOUT_DEST_OWNER_NS`] passes: what is sent to a quiet device is still judged by its
-//! policy. An address-conflict probe of an address no one holds makes its sender the
-//! address's tentative holder ([`MAP_PROBED`], ABI 16) for [`TIMEOUT_PROBE_HOLD_NS`]:
+//! policy. An address-conflict probe of an address no one holds that its sender may take
+//! makes it the address's tentative holder ([`MAP_PROBED`], ABI 16) for [`TIMEOUT_PROBE_HOLD_NS`]:
 //! another MAC's probe or use of it is refused meanwhile (RFC 6620's tentative bindings).
 //! An IPv4 address is keyed
 //! as its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, [`owner_key`]), which no device may use
@@ -487,14 +487,15 @@ pub const fn flow_timeout_ns(proto: u8, state: u8) -> u64 {
 /// by another MAC (RFC 6620's lifetime of an unused binding); a DHCP server that gives a
 /// released address to another device sooner sees that device refused until then.
 pub const TIMEOUT_LL_OWNER_NS: u64 = 600 * NS_PER_S;
-/// How long the first MAC to probe an address no one holds (an address-conflict probe:
-/// ARP from 0.0.0.0, DAD's NS from `::`) holds it tentatively (RFC 6620's tentative
-/// bindings): another MAC's probe or use of it is refused meanwhile, so no device can make
-/// a neighbour give up the address it is probing by answering with a probe or a claim of
-/// its own. Past RFC 5227's probing and announcement (at most about 7 s from the first
-/// probe to the first use) and RFC 4862's DAD (a second by default); a probe does not
-/// renew it, and each new hold spends a token of the device's budget of new addresses
-/// ([`CLAIM_BURST`]), so no device holds addresses by probing them.
+/// How long the first MAC to probe an address no one holds that it may take by first use
+/// (an address-conflict probe: ARP from 0.0.0.0, DAD's NS from `::`) holds it tentatively
+/// (RFC 6620's tentative bindings): another MAC's probe or use of it is refused meanwhile,
+/// so no device can make a neighbour give up the address it is probing by answering with
+/// a probe or a claim of its own. Past RFC 5227's probing and announcement (at most about
+/// 7 s from the first probe to the first use) and RFC 4862's DAD (a second by default); a
+/// probe does not renew it, and each new hold spends a token of the device's budget of new
+/// addresses ([`CLAIM_BURST`]), so a device holds no more addresses by probing them than
+/// it could take (a chosen one, again and again, at the budget's pace).
 pub const TIMEOUT_PROBE_HOLD_NS: u64 = 10 * NS_PER_S;
 /// How long an address owned by first use names its owner as a destination after the owner
 /// last used it: past the claim ([`TIMEOUT_LL_OWNER_NS`]), until another MAC claims the

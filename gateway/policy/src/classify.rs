@@ -588,16 +588,23 @@ fn judge_arp(
         let dev = ix.lookup_mac(&pkt.src_mac).unwrap_or(0);
         return Decision::dev(Reason::DenySpoof, dev);
     }
-    // An address-conflict probe: its device by its MAC, before identity (as the datapath).
+    // An address-conflict probe: its device by its MAC, before identity (as the datapath);
+    // the hold of a free address once the frame is known to be its.
+    let mut free = false;
     if spa.is_unspecified() {
-        if let Some(dev) = ix.lookup_mac(&pkt.src_mac) {
-            if probes_anothers(ix, states, IpAddr::V4(tpa), pkt.src_mac, dev, claims) {
-                return Decision::dev(Reason::DenySpoof, dev);
+        if let Some(dev) = ix.lookup_mac(&pkt.src_mac).and_then(|id| ix.device(id)) {
+            match probe_of(ix, states, pkt, IpAddr::V4(tpa), &dev) {
+                Probe::Refused => return Decision::dev(Reason::DenySpoof, dev.id),
+                Probe::Free => free = true,
+                Probe::Passes => {}
             }
         }
     }
     match identify_source(ix, states, pkt, IpAddr::V4(spa), claims) {
         Ok(dev) => {
+            if free && !hold_probed(states, IpAddr::V4(tpa), pkt.src_mac, dev.id, claims) {
+                return Decision::dev(Reason::DenySpoof, dev.id);
+            }
             if ix.site.flags & SITE_F_NEIGHBOR != 0 {
                 Decision::dev(Reason::AllowNeighbor, dev.id)
             } else {
@@ -712,6 +719,19 @@ fn unknown_source(ix: &MapIndex) -> Decision {
     }
 }
 
+/// The datapath's `parse::is_claimable`: a host's unicast address, not IPv4-mapped.
+fn claimable(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !matches!(a.octets()[0], 0 | 127 | 224..),
+        IpAddr::V6(a) => {
+            !a.is_multicast()
+                && !a.is_unspecified()
+                && !a.is_loopback()
+                && a.to_ipv4_mapped().is_none()
+        }
+    }
+}
+
 /// The datapath's `claim_address`: FCFS ownership of an address (RFC 6620) that is a
 /// host's unicast address, not IPv4-mapped, not the gateway's and inside the devices'
 /// networks; a new one within the device's budget.
@@ -724,16 +744,10 @@ fn claim(
     claims: &mut Vec<Claim>,
 ) -> bool {
     let mac = pkt.src_mac;
-    let claimable = match addr {
-        IpAddr::V4(a) => !matches!(a.octets()[0], 0 | 127 | 224..),
-        IpAddr::V6(a) => {
-            !a.is_multicast()
-                && !a.is_unspecified()
-                && !a.is_loopback()
-                && a.to_ipv4_mapped().is_none()
-        }
-    };
-    if !claimable || states.local.contains(&addr) || !ix.in_claim_networks(pkt.claim_scope, addr) {
+    if !claimable(addr)
+        || states.local.contains(&addr)
+        || !ix.in_claim_networks(pkt.claim_scope, addr)
+    {
         return false;
     }
     // Claimed earlier by this same frame (an NA from the address it advertises): the
@@ -972,7 +986,12 @@ fn judge_ndp(
     }
     if ip.icmp_type == 135 && ip.src == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         let target = ip.nd_target.unwrap_or(Ipv6Addr::UNSPECIFIED);
-        if probes_anothers(ix, states, IpAddr::V6(target), pkt.src_mac, dev.id, claims) {
+        let refused = match probe_of(ix, states, pkt, IpAddr::V6(target), &dev) {
+            Probe::Refused => true,
+            Probe::Free => !hold_probed(states, IpAddr::V6(target), pkt.src_mac, dev.id, claims),
+            Probe::Passes => false,
+        };
+        if refused {
             return Decision::dev(Reason::DenySpoof, dev.id);
         }
     }
@@ -992,39 +1011,75 @@ fn judge_ndp(
     Decision::dev(Reason::AllowNeighbor, dev.id)
 }
 
-/// The datapath's `probes_anothers`: an address-conflict probe from `mac` (of device `dev`)
-/// about the gateway's address, another device's, one another MAC owns, or one another MAC
-/// holds as the first to probe it; a probe of an address no one holds makes `mac` its
-/// holder (`hold_probed`), within the device's budget of new addresses.
-fn probes_anothers(
+/// What an address-conflict probe asks about (the datapath's `PROBE_*`).
+enum Probe {
+    Passes,
+    Refused,
+    Free,
+}
+
+/// The datapath's `probe_of`: a probe from the frame's MAC (of device `dev`) about the
+/// gateway's address, another device's, one another MAC owns or holds as the first to
+/// probe it, is refused; one about an address no one holds that it may take is free.
+fn probe_of(
     ix: &MapIndex,
+    states: &DeviceStates,
+    pkt: &PacketDesc,
+    target: IpAddr,
+    dev: &Device,
+) -> Probe {
+    let mine = |m: [u8; 6]| {
+        if m == pkt.src_mac {
+            Probe::Passes
+        } else {
+            Probe::Refused
+        }
+    };
+    if states.local.contains(&target) {
+        return Probe::Refused;
+    }
+    if let Some(owner) = ix.device_by_ip(target) {
+        return if owner.id == dev.id {
+            Probe::Passes
+        } else {
+            Probe::Refused
+        };
+    }
+    if let Some(&owner) = states.owners.get(&target) {
+        return mine(owner);
+    }
+    if let Some(&holder) = states.probed.get(&target) {
+        return mine(holder);
+    }
+    let may_take = match target {
+        IpAddr::V6(a) => is_link_local6(&a) || dev.flags & DEV_F_NO_IP6 != 0,
+        IpAddr::V4(_) => dev.flags & DEV_F_NO_IP4 != 0,
+    };
+    if may_take && claimable(target) && ix.in_claim_networks(pkt.claim_scope, target) {
+        Probe::Free
+    } else {
+        Probe::Passes
+    }
+}
+
+/// The datapath's `hold_probed`: `mac` holds `target` within device `dev`'s budget of new
+/// addresses.
+fn hold_probed(
     states: &DeviceStates,
     target: IpAddr,
     mac: [u8; 6],
     dev: u64,
     claims: &mut Vec<Claim>,
 ) -> bool {
-    if states.local.contains(&target) {
-        return true;
-    }
-    if let Some(owner) = ix.device_by_ip(target) {
-        return owner.id != dev;
-    }
-    if let Some(&owner) = states.owners.get(&target) {
-        return owner != mac;
-    }
-    if let Some(&holder) = states.probed.get(&target) {
-        return holder != mac;
-    }
     if states.claimed.get(&dev).copied().unwrap_or(0) >= CLAIM_BURST {
-        return true;
+        return false;
     }
     claims.push(Claim::Probe {
         addr: target,
         mac,
         dev,
     });
-    false
+    true
 }
 
 /// The datapath's `on_link`: a link-scope multicast group, a link-local address, the

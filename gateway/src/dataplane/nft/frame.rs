@@ -103,6 +103,9 @@ pub mod names {
     /// (`probedby4`, `probedby6`), for `TIMEOUT_PROBE_HOLD_NS`, not renewed.
     pub const PROBED: [&str; 2] = ["probed4", "probed6"];
     pub const PROBED_BY: [&str; 2] = ["probedby4", "probedby6"];
+    /// The source MAC of each ARP frame from a MAC that is no device's, twice, for a
+    /// second: its sender hardware address is compared with it by a lookup (`arp_id`).
+    pub const ARP_SENDER: &str = "arp_sender";
     pub const CLAIM_BUDGET: &str = "claim_budget";
     pub const CLAIM_BUDGET6: &str = "claim_budget6";
     /// Per family (`ownidx4`, `ownidx6`): each address a device known by its MAC alone
@@ -538,6 +541,8 @@ pub fn render_frame(m: &MapContents, opt: &FrameOptions) -> Result<Frame, Render
         &quarantined_macs(m, opt.states),
     );
     t.set("samemac", "type ether_addr . ether_addr", "", &samemac);
+    let seen = format!("flags dynamic,timeout\n    timeout 1s\n    size {MAX_LL_OWNERS}");
+    t.set(ARP_SENDER, "type ether_addr . ether_addr", &seen, &[]);
     let local4: Vec<String> = opt
         .local
         .iter()
@@ -1155,6 +1160,18 @@ fn chains(t: &mut Text, site_flags: u32) {
             "ether saddr @devmac arp saddr ether . ether saddr != @samemac",
             Reason::DenySpoof,
         );
+        // So too for a MAC that is no device's (where unknown devices are only audited,
+        // their ARP passes): nft compares no two fields of a frame, so each such frame
+        // records its own source MAC twice and looks its sender hardware address up beside
+        // it (a set full under a flood of MACs records none: refused, fail-closed).
+        t.line(&format!(
+            "ether saddr != @devmac update @{ARP_SENDER} {{ ether saddr . ether saddr }}"
+        ));
+        t.decide(
+            d,
+            &format!("ether saddr != @devmac arp saddr ether . ether saddr != @{ARP_SENDER}"),
+            Reason::DenySpoof,
+        );
         t.line("arp saddr ip 0.0.0.0 ether saddr @devmac jump arp_probe");
         t.line("arp saddr ip . ether saddr . iifname . meta mark @bind4 goto arp_ok");
         t.line("arp saddr ip . ether saddr . iifname @bind4_any goto arp_ok");
@@ -1176,12 +1193,21 @@ fn chains(t: &mut Text, site_flags: u32) {
         t.decide(d, "ether saddr @devmac", Reason::DenySpoof);
         t.decide(d, "", unknown);
     });
+    // A probe of an address bound to its sender's device (by MAC, interface and VLAN, or
+    // on any VLAN) returns: it may probe it, and holds nothing.
+    let its_binding_returns = |t: &mut Text, target: &str, bind: &str| {
+        t.line(&format!(
+            "{target} . ether saddr . iifname . meta mark @{bind} return"
+        ));
+        t.line(&format!(
+            "{target} . ether saddr . iifname @{bind}_any return"
+        ));
+    };
     // An address-conflict probe names the address it asks about in its target: one that is
     // not for its sender to take (the gateway's, another device's binding, another MAC's by
     // first use, or held by another MAC as the first to probe it) is refused, as the XDP
-    // program's `probes_anothers`: a host still probing the address it was given gives it
-    // up on such a probe. A probe of an address no one holds makes its sender the holder
-    // (`hold_probed`): not renewed by its probes, a token of its budget of new addresses.
+    // program's `probe_of`: a host still probing the address it was given gives it up on
+    // such a probe. Before identity for ARP, as the XDP program (a refusal needs no port).
     for (i, (chain, target, local, bind, dev, owner, claimed)) in [
         (
             "arp_probe",
@@ -1208,25 +1234,72 @@ fn chains(t: &mut Text, site_flags: u32) {
         let (probed, by) = (PROBED[i], PROBED_BY[i]);
         t.chain(chain, |t| {
             t.decide(d, &format!("{target} {local}"), Reason::DenySpoof);
-            t.line(&format!(
-                "{target} . ether saddr . iifname . meta mark @{bind} return"
-            ));
-            t.line(&format!(
-                "{target} . ether saddr . iifname @{bind}_any return"
-            ));
+            its_binding_returns(t, target, bind);
             t.decide(d, &format!("{target} {dev}"), Reason::DenySpoof);
             t.line(&format!("{target} . ether saddr @{owner} return"));
             t.decide(d, &format!("{target} @{claimed}"), Reason::DenySpoof);
+            // Its own hold, not renewed by its probes.
             t.line(&format!("{target} . ether saddr @{by} return"));
             t.decide(d, &format!("{target} @{probed}"), Reason::DenySpoof);
-            let (who, budget) = ("ether saddr", CLAIM_BUDGET);
+            // DAD is judged after identity (`nd_target`): the hold at once.
+            if i == 1 {
+                t.line("jump dad_hold");
+            }
+        });
+    }
+    // The first to probe an address no one holds holds it (`hold_probed`), once the frame is
+    // known to be its device's (interface, VLAN, bridge port: `arp_ok`, `nd_target`), where
+    // it may take it by first use (`probe_of`): a device known by its MAC alone in the
+    // family, or any device for an IPv6 link-local address; an address that may be owned,
+    // in its interface's networks. Each new hold spends a token of its budget of new
+    // addresses; a set full records none, and the probe is refused (fail-closed).
+    for (i, (chain, target, may_take, unclaimable)) in [
+        (
+            "arp_hold",
+            "arp daddr ip",
+            "",
+            vec!["arp daddr ip { 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 }".to_string()],
+        ),
+        (
+            "dad_hold",
+            "@th,64,128",
+            "@th,64,16 & 0xffc0 != 0xfe80 ",
+            vec![
+                "@th,64,8 0xff".to_string(),
+                format!("@th,64,96 {MAPPED6}"),
+                format!("@th,64,128 {{ {ZERO6}, {LOOPBACK6} }}"),
+            ],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (probed, by) = (PROBED[i], PROBED_BY[i]);
+        let (v, scope, owner, bind) = if i == 0 {
+            (4, CLAIM_SCOPE4, OWN4, "bind4")
+        } else {
+            (6, CLAIM_SCOPE6, LL_OWNER, "t_bind6")
+        };
+        t.chain(chain, |t| {
+            // Its own already: its hold, what it owns, its device's binding.
+            t.line(&format!("{target} . ether saddr @{by} return"));
+            t.line(&format!("{target} . ether saddr @{owner} return"));
+            its_binding_returns(t, target, bind);
             t.line(&format!(
-                "update @{budget} {{ {who} limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
+                "{may_take}ether saddr . iifname . meta mark != @macnoip{v} ether saddr . iifname != @macnoip{v}_any return"
             ));
-            t.line(&format!("{who} != @{budget} goto claim_refused"));
+            for u in &unclaimable {
+                t.line(&format!("{u} return"));
+            }
+            t.line(&format!("iifname . {target} != @{scope} return"));
+            t.line(&format!(
+                "update @{CLAIM_BUDGET} {{ ether saddr limit rate over 1/minute burst {CLAIM_BURST} packets }} goto claim_refused"
+            ));
+            t.line(&format!("ether saddr != @{CLAIM_BUDGET} goto claim_refused"));
             t.line(&format!(
                 "add @{probed} {{ {target} }} add @{by} {{ {target} . ether saddr }}"
             ));
+            t.line(&format!("{target} . ether saddr != @{by} goto claim_refused"));
         });
     }
     // Link-local control frames only as a device's (`judge_control`): its MAC on its
@@ -1248,6 +1321,7 @@ fn chains(t: &mut Text, site_flags: u32) {
     });
     t.chain("arp_ok", |t| {
         t.line("iifname @bridge_ports jump port_pin");
+        t.line("arp saddr ip 0.0.0.0 jump arp_hold");
         let r = if t.neighbor {
             Reason::AllowNeighbor
         } else {
