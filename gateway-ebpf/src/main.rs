@@ -336,9 +336,9 @@ fn judge_arp(gen: &Gen, pkt: &Pkt) -> Verdict {
     }
     // An address-conflict probe (RFC 5227: sender address 0.0.0.0) names in its target the
     // address it asks about. Its device by its MAC, as `identify_source` would find it (before
-    // it: there, every way through it multiplies what the verifier walks here).
-    // A probe of an address its sender may take makes it the holder where the frame is its
-    // (`in_place`, as `identify_source` asks of it below: a frame refused for its port or
+    // it: there, every way through it multiplies what the verifier walks here). A probe of
+    // an address its sender may take makes it the holder where the frame is its device's
+    // (`in_place`, all `identify_source` asks of a probe: a frame refused for its port or
     // VLAN holds nothing in its name).
     if pkt.src.is_zero() {
         if let Some(dev) = lookup_mac(gen.slot, pkt.src_mac) {
@@ -713,8 +713,9 @@ fn is_local(family: u8, addr: &Addr) -> bool {
 /// is the gateway's, not claimable, outside the devices' networks, another MAC used it
 /// within TIMEOUT_LL_OWNER_NS, or another MAC holds it tentatively ([`hold_probed`]);
 /// using it makes (or keeps) `mac` its owner, a new address within the device's budget.
-/// `in_nets` is [`in_claim_networks`] of the address, asked by the caller: called from here, inside `identify_source`'s closure (a BPF function of its
-/// own), its frame would be a fourth on the call chain, past the verifier's 512 bytes.
+/// `in_nets` is [`in_claim_networks`] of the address, asked by the caller: called from
+/// here, inside `identify_source`'s closure (a BPF function of its own), its frame would be
+/// a fourth on the call chain, past the verifier's 512 bytes.
 /// See lazaret_abi, *Addresses owned by first use*.
 #[inline(always)]
 fn claim_address(
