@@ -3543,6 +3543,61 @@ fn an_address_conflict_probe_asks_only_about_an_address_its_sender_may_take() {
     }
 }
 
+/// A probe sent with a device's MAC from elsewhere than its device (another interface, as
+/// another VLAN or bridge port) is refused by identity and holds nothing in its name: the
+/// neighbour's probe of the same address after it passes, and holds it. (A review found the
+/// ARP probe held before identity: any host could spend a pump's budget of new addresses.)
+#[test]
+fn a_probe_from_elsewhere_than_its_device_holds_nothing() {
+    // Both monitors known by their MACs alone; the monitor bound to another interface.
+    let mut t = Twin::with(SITE_F_NEIGHBOR, |c: &mut MapContents| {
+        for dev in [handmade::dev_id(), handmade::bystander_id()] {
+            c.dev_ip4.retain(|(_, d)| d.id != dev);
+            c.dev_ip6.retain(|(_, d)| d.id != dev);
+            c.edit_device(dev, |d| d.flags |= DEV_F_NO_IP4 | DEV_F_NO_IP6);
+        }
+        c.edit_device(handmade::dev_id(), |d| d.ifindex = LO + 40);
+    });
+    let unspec = Ipv4Addr::UNSPECIFIED;
+    let lease = Ipv4Addr::new(10, 20, 0, 50);
+    let lease6 = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x50);
+    let cases: [(&str, Vec<u8>, Reason); 6] = [
+        (
+            "the monitor's MAC's ARP probe from elsewhere",
+            arp_probe(DEV_MAC, unspec, lease),
+            Reason::DenySpoof,
+        ),
+        (
+            "the neighbour's ARP probe of the address after it",
+            arp_probe(BYSTANDER_MAC, unspec, lease),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the monitor's MAC's ARP probe of it again",
+            arp_probe(DEV_MAC, unspec, lease),
+            Reason::DenySpoof,
+        ),
+        (
+            "the monitor's MAC's DAD from elsewhere",
+            dad_probe(DEV_MAC, lease6),
+            Reason::DenySpoof,
+        ),
+        (
+            "the neighbour's DAD of the address after it",
+            dad_probe(BYSTANDER_MAC, lease6),
+            Reason::AllowNeighbor,
+        ),
+        (
+            "the neighbour's announcement of the IPv4 address it holds",
+            arp_probe(BYSTANDER_MAC, lease, lease),
+            Reason::AllowNeighbor,
+        ),
+    ];
+    for (what, f, reason) in cases {
+        assert_eq!(t.judge(&f, LO), reason, "{what}");
+    }
+}
+
 /// Bypass class (a denial of service, found by the review of the probe check above): a
 /// device that sees a neighbour probe an address no one holds yet (a DHCP lease not used
 /// yet, a link-local address at boot: the probe is broadcast or multicast) answers with a

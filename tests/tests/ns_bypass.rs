@@ -1970,6 +1970,38 @@ fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> R
         acd_probe(PUMP_B, other, b"LZ-HOLD-OTHER"),
         b"LZ-HOLD-OTHER",
     )?;
+    // An owner whose claim lapsed (pump A silent past it) takes its address again only as a
+    // new one: not while pump B, which probed it since, holds it.
+    let server = Observer::on(&lab.srv, &lab.srv_if)?;
+    let lapsed = Ipv4Addr::new(10, 20, 0, 79);
+    send_raw(
+        &lab.bys,
+        &lab.bys_if,
+        vec![syn4(&lab, PUMP_A, lapsed, &[], HL7, b"LZ-HOLD-USE")],
+    )?;
+    ensure!(
+        server.saw(b"LZ-HOLD-USE", ARRIVE),
+        "pump A's SYN from a new address did not arrive\n{}",
+        lab.debug()
+    );
+    let lapse = lazaret_abi::TIMEOUT_LL_OWNER_NS / lazaret_abi::NS_PER_S + 1;
+    lab.age_owner(lapsed, PUMP_A, lapse)?;
+    arrives(
+        &lab,
+        &bystander,
+        "pump B's probe of the address pump A left unused",
+        acd_probe(PUMP_B, lapsed, b"LZ-HOLD-LAPSED"),
+        b"LZ-HOLD-LAPSED",
+    )?;
+    let back = syn4(&lab, PUMP_A, lapsed, &[], HL7, b"LZ-HOLD-BACK");
+    refused_when(
+        &lab,
+        &server,
+        "pump A's SYN from its lapsed address while pump B holds it",
+        b"LZ-HOLD-BACK",
+        Some((Reason::DenySpoof, SIDE_DEVICES)),
+        || send_raw(&lab.bys, &lab.bys_if, vec![back.clone()]),
+    )?;
     // The neighbour's kernel adds a new link-local address (any device may take one) and
     // probes it (DAD). From its first probe on (seen on the monitor's port, as a pump there
     // would see it), pump B sends probes and override advertisements of the address (no
@@ -2001,7 +2033,7 @@ fn the_first_to_probe_a_new_address_holds_it_while_it_probes(dp: Dataplane) -> R
     done(
         "the_first_to_probe_a_new_address_holds_it_while_it_probes",
         dp,
-        "pump A's probe of a new address arrived, and pump B's of another; the neighbour kept its new link-local address through pump B's probes and advertisements of it",
+        "pump A's probe of a new address arrived, and pump B's of another, and of an address pump A left unused; the neighbour kept its new link-local address through pump B's probes and advertisements of it",
     )
 }
 
